@@ -1,0 +1,206 @@
+#include "queue.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+queue_t *queue_new(const char *name, uint64_t maxsize)
+{
+    assert(aq_name_is_valid((const uint8_t *) name, strlen(name)));
+    queue_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    if (ledger_init(&self->ledger)) {
+        free(self);
+        return NULL;
+    }
+    strcpy(self->name, name);
+    self->maxsize = maxsize;
+    list_init(&self->ready);
+    list_init(&self->idle);
+    list_init(&self->busy);
+    list_init(&self->joiners_before);
+    list_init(&self->joiners_all);
+    return self;
+}
+
+void queue_destroy(queue_t **self_p)
+{
+    queue_t *self = *self_p;
+    if (!self)
+        return;
+    assert(self->joiner_count == 0 && self->consumer_count == 0);
+    ledger_fini(&self->ledger);
+    free(self);
+    *self_p = NULL;
+}
+
+int queue_is_full(const queue_t *self)
+{
+    return self->maxsize && self->ready_count >= self->maxsize;
+}
+
+int queue_accept(queue_t *self, item_t *item)
+{
+    if (ledger_open(&self->ledger, &item->seq))
+        return -1;
+    item->queue = self;
+    list_push_back(&self->ready, &item->link);
+    self->ready_count++;
+    self->put_total++;
+    return 0;
+}
+
+item_t *queue_pop(queue_t *self)
+{
+    list_node_t *node = list_first(&self->ready);
+    if (!node)
+        return NULL;
+    list_remove(node);
+    self->ready_count--;
+    return list_entry(node, item_t, link);
+}
+
+void queue_requeue(queue_t *self, item_t *item)
+{
+    assert(!list_linked(&item->link) && item->queue == self);
+    list_push_front(&self->ready, &item->link);
+    self->ready_count++;
+}
+
+void queue_finish(queue_t *self, item_t *item)
+{
+    assert(!list_linked(&item->link) && item->queue == self);
+    ledger_close(&self->ledger, item->seq);
+    self->acked_total++;
+}
+
+void consumer_init(consumer_t *consumer)
+{
+    memset(consumer, 0, sizeof *consumer);
+    list_init(&consumer->held);
+    list_init(&consumer->link);
+}
+
+/*  Puts the consumer where it belongs: at the back of idle or busy, or in
+    no list when it has no credit left. */
+static void s_reorder(queue_t *self, consumer_t *consumer)
+{
+    if (list_linked(&consumer->link))
+        list_remove(&consumer->link);
+    if (consumer->held_count >= consumer->credit)
+        return;
+    list_push_back(consumer->held_count ? &self->busy : &self->idle, &consumer->link);
+}
+
+void queue_attach(queue_t *self, consumer_t *consumer)
+{
+    assert(!consumer->queue && consumer->held_count == 0);
+    consumer->queue = self;
+    self->consumer_count++;
+    s_reorder(self, consumer);
+}
+
+void queue_detach(queue_t *self, consumer_t *consumer)
+{
+    assert(consumer->queue == self);
+    /* Newest first to the front, so the oldest ends up delivered first. */
+    list_node_t *node;
+    while ((node = list_last(&consumer->held))) {
+        item_t *item = list_entry(node, item_t, link);
+        list_remove(node);
+        item->holder = NULL;
+        self->inflight_count--;
+        self->redelivered_total++;
+        queue_requeue(self, item);
+    }
+    consumer->held_count = 0;
+    if (list_linked(&consumer->link))
+        list_remove(&consumer->link);
+    consumer->queue = NULL;
+    self->consumer_count--;
+}
+
+consumer_t *queue_next_consumer(const queue_t *self)
+{
+    list_node_t *node = list_first(&self->idle);
+    if (!node)
+        node = list_first(&self->busy);
+    return node ? list_entry(node, consumer_t, link) : NULL;
+}
+
+void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item)
+{
+    assert(consumer->queue == self && !list_linked(&item->link));
+    item->holder = consumer;
+    item->attempts++;
+    list_push_back(&consumer->held, &item->link);
+    consumer->held_count++;
+    self->inflight_count++;
+    self->delivered_total++;
+    s_reorder(self, consumer);
+}
+
+void queue_ack(queue_t *self, consumer_t *consumer, item_t *item)
+{
+    assert(item->holder == consumer && consumer->queue == self);
+    list_remove(&item->link);
+    item->holder = NULL;
+    consumer->held_count--;
+    self->inflight_count--;
+    queue_finish(self, item);
+    s_reorder(self, consumer);
+}
+
+void queue_set_credit(queue_t *self, consumer_t *consumer, uint64_t credit)
+{
+    consumer->credit = credit;
+    s_reorder(self, consumer);
+}
+
+int queue_join_start(const queue_t *self, joiner_t *joiner)
+{
+    joiner->queue = (queue_t *) self;
+    joiner->end = self->ledger.next;
+    joiner->waited = self->ledger.outstanding;
+    if (joiner->mode == AQ_JOIN_ALL)
+        return self->ledger.outstanding == 0;
+    return self->ledger.low >= joiner->end;
+}
+
+void queue_add_joiner(queue_t *self, joiner_t *joiner)
+{
+    list_push_back(joiner->mode == AQ_JOIN_ALL ? &self->joiners_all : &self->joiners_before,
+                   &joiner->link);
+    self->joiner_count++;
+}
+
+void queue_remove_joiner(queue_t *self, joiner_t *joiner)
+{
+    list_remove(&joiner->link);
+    self->joiner_count--;
+}
+
+joiner_t *queue_take_satisfied(queue_t *self)
+{
+    list_node_t *node = list_first(&self->joiners_before);
+    joiner_t *joiner = node ? list_entry(node, joiner_t, link) : NULL;
+    if (joiner && self->ledger.low >= joiner->end) {
+        queue_remove_joiner(self, joiner);
+        return joiner;
+    }
+    node = list_first(&self->joiners_all);
+    if (node && self->ledger.outstanding == 0) {
+        joiner = list_entry(node, joiner_t, link);
+        queue_remove_joiner(self, joiner);
+        return joiner;
+    }
+    return NULL;
+}
+
+uint64_t queue_join_remaining(const queue_t *self, const joiner_t *joiner)
+{
+    if (joiner->mode == AQ_JOIN_ALL)
+        return self->ledger.outstanding;
+    return ledger_outstanding_before(&self->ledger, joiner->end);
+}

@@ -1,0 +1,115 @@
+/*  One named queue: its items waiting for delivery (FIFO), the consumers
+    that take from it, its ledger of outstanding items and the joins waiting
+    on it. Plain data: no sockets here. Every operation is O(1) except where
+    noted. */
+#ifndef BROKER_QUEUE_H
+#define BROKER_QUEUE_H
+
+#include <stdint.h>
+
+#include "asyncq/codec.h"
+#include "deadlines.h"
+#include "ledger.h"
+#include "list.h"
+#include "store.h"
+
+/*  The consumer side of a peer: its credit and the items it holds. */
+typedef struct consumer {
+    struct queue *queue;  /* NULL until the peer sends CREDIT */
+    uint64_t credit;      /* most items it may hold at once */
+    uint64_t held_count;
+    list_node_t held;     /* items delivered and not yet acked, oldest first */
+    list_node_t link;     /* in its queue's idle or busy list, or in none */
+} consumer_t;
+
+/*  A JOIN waiting for its answer. */
+typedef struct joiner {
+    list_node_t link;     /* in its queue's before or all list */
+    deadline_t deadline;  /* time-out, if any */
+    struct queue *queue;
+    aq_join_mode_t mode;
+    uint64_t end;         /* satisfied when no item with seq < end is outstanding */
+    uint64_t waited;      /* items outstanding when the join arrived */
+    uint8_t routing_id[256];
+    size_t routing_id_size;
+    uint8_t tag[AQ_TAG_MAX];
+    size_t tag_size;
+} joiner_t;
+
+typedef struct queue {
+    char name[AQ_NAME_MAX + 1];
+    uint64_t maxsize;        /* most items queued at once; 0 = unbounded */
+    list_node_t ready;       /* queued items, next to deliver first */
+    uint64_t ready_count;
+    uint64_t inflight_count;
+    uint64_t put_total;
+    uint64_t acked_total;
+    uint64_t delivered_total;
+    uint64_t redelivered_total;
+    list_node_t idle;        /* consumers holding nothing, with credit */
+    list_node_t busy;        /* consumers holding some, with credit left */
+    uint64_t consumer_count;
+    ledger_t ledger;
+    list_node_t joiners_before;  /* ordered by end, as ends only grow */
+    list_node_t joiners_all;
+    uint64_t joiner_count;
+} queue_t;
+
+/*  NULL if out of memory. `name` must be a valid name. */
+queue_t *queue_new(const char *name, uint64_t maxsize);
+
+/*  Frees the queue. Its items belong to the store, its joiners and
+    consumers to their owners: they must be gone already. */
+void queue_destroy(queue_t **self_p);
+
+int queue_is_full(const queue_t *self);
+
+/*  Accepts a new item at the back. -1 if out of memory (nothing changed). */
+int queue_accept(queue_t *self, item_t *item);
+
+/*  Takes the next item to deliver, or NULL. */
+item_t *queue_pop(queue_t *self);
+
+/*  Puts a delivered item back at the front: it is delivered next. */
+void queue_requeue(queue_t *self, item_t *item);
+
+/*  The item is done (acked): it leaves the ledger. It must be linked nowhere. */
+void queue_finish(queue_t *self, item_t *item);
+
+void consumer_init(consumer_t *consumer);
+
+/*  Attaches a consumer (which holds nothing) to this queue. */
+void queue_attach(queue_t *self, consumer_t *consumer);
+
+/*  Returns every item the consumer holds to the front of the queue, oldest
+    first, and detaches it. O(items held). */
+void queue_detach(queue_t *self, consumer_t *consumer);
+
+/*  The consumer that should get the next item: one holding nothing first,
+    then the others in turn; NULL if none has credit left. */
+consumer_t *queue_next_consumer(const queue_t *self);
+
+/*  Records a delivery to / an ack from a consumer, and reorders it. */
+void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item);
+void queue_ack(queue_t *self, consumer_t *consumer, item_t *item);
+
+/*  Changes a consumer's credit. */
+void queue_set_credit(queue_t *self, consumer_t *consumer, uint64_t credit);
+
+/*  Adds a join. It must not be satisfied already (see queue_join_is_done). */
+void queue_add_joiner(queue_t *self, joiner_t *joiner);
+
+/*  Sets joiner->end and ->waited from the queue's state now; true if the
+    join is satisfied at once. */
+int queue_join_start(const queue_t *self, joiner_t *joiner);
+
+/*  Unlinks and returns a join that is now satisfied, or NULL. */
+joiner_t *queue_take_satisfied(queue_t *self);
+
+/*  Unlinks a join (timed out or its peer gone). */
+void queue_remove_joiner(queue_t *self, joiner_t *joiner);
+
+/*  Items a join still waits for. O(window / 64). */
+uint64_t queue_join_remaining(const queue_t *self, const joiner_t *joiner);
+
+#endif

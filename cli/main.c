@@ -1,0 +1,59 @@
+/*  asyncq: put, join, stats and demo. */
+#include <stdio.h>
+#include <string.h>
+
+#include "asyncq/program.h"
+#include "asyncq/status.h"
+#include "cli.h"
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: asyncq COMMAND [OPTIONS]\n"
+            "\n"
+            "  asyncq put [-b ADDR] [-q Q] ITEM...      put items, wait for the broker to confirm\n"
+            "  asyncq join [-b ADDR] [-q Q] [--timeout S] [--all]\n"
+            "                                           wait until every item put before now is acked\n"
+            "  asyncq stats [-b ADDR] [-q Q]            per-queue numbers\n"
+            "  asyncq demo [-p NPROD] [-c NCON] [-b ADDR] [--max-sleep S]\n"
+            "                                           the reference main(): a broker, NPROD\n"
+            "                                           producers, NCON consumers, join\n"
+            "\n"
+            "ADDR is HOST[:PORT] (env ASYNCQ_BROKER; localhost:5557), tcp://HOST:PORT or\n"
+            "ipc://PATH. 'asyncq COMMAND --help' tells more.\n"
+            "Exit codes: 0 success; 1 failure; 2 bad usage; 3 broker unreachable;\n"
+            "4 join timed out; 130 interrupted.\n");
+}
+
+int cli_exit_code(int status)
+{
+    switch (status) {
+    case AQ_OK: return AQ_EXIT_OK;
+    case AQ_TIMEOUT: return AQ_EXIT_TIMEOUT;
+    case AQ_INTERRUPTED: return AQ_EXIT_INTERRUPTED;
+    case AQ_UNREACHABLE: case AQ_BAD_ENDPOINT: return AQ_EXIT_UNREACHABLE;
+    default: return AQ_EXIT_FAILURE;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        s_usage(stderr);
+        return AQ_EXIT_USAGE;
+    }
+    const char *command = argv[1];
+    if (strcmp(command, "-h") == 0 || strcmp(command, "--help") == 0 || strcmp(command, "help") == 0) {
+        s_usage(stdout);
+        return AQ_EXIT_OK;
+    }
+    static const struct {
+        const char *name;
+        int (*run)(int, char **);
+    } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"demo", cli_demo}};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(command, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "asyncq: unknown command '%s' (see asyncq --help)\n", command);
+    return AQ_EXIT_USAGE;
+}

@@ -1,0 +1,164 @@
+/*  asyncq put, join and stats. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "asyncq/control.h"
+#include "asyncq/producer.h"
+#include "asyncq/program.h"
+#include "cli.h"
+
+typedef struct {
+    const char *broker;
+    const char *queue;
+    uint64_t timeout_ms;
+    int all;
+} request_options_t;
+
+/*  Flags shared by put, join and stats; join also takes --timeout, --all. */
+static int s_parse(const char *command, const char *usage, int argc, char **argv,
+                   request_options_t *opts, int is_join)
+{
+    static const struct option options[] = {
+        {"broker", required_argument, 0, 'b'}, {"queue", required_argument, 0, 'q'},
+        {"timeout", required_argument, 0, 't'}, {"all", no_argument, 0, 'a'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "b:q:h", options, NULL)) != -1) {
+        if (opt == 'b')
+            opts->broker = optarg;
+        else if (opt == 'q')
+            opts->queue = optarg;
+        else if (opt == 't' && is_join) {
+            if (!aq_arg_seconds_ms(optarg, &opts->timeout_ms)) {
+                fprintf(stderr, "asyncq %s: --timeout needs seconds, not '%s'\n", command, optarg);
+                return 0;
+            }
+        }
+        else if (opt == 'a' && is_join)
+            opts->all = 1;
+        else if (opt == 'h') {
+            printf("%s", usage);
+            exit(AQ_EXIT_OK);
+        }
+        else {
+            fprintf(stderr, "%s", usage);
+            return 0;
+        }
+    }
+    opts->broker = aq_endpoint_choose(opts->broker, "ASYNCQ_BROKER", "localhost");
+    opts->queue = aq_arg_env(opts->queue, "ASYNCQ_QUEUE");
+    if (!opts->queue)
+        opts->queue = strcmp(command, "stats") == 0 ? "" : "default";
+    if (*opts->queue && !aq_name_is_valid((const uint8_t *) opts->queue, strlen(opts->queue))) {
+        fprintf(stderr, "asyncq %s: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
+                command, opts->queue, AQ_NAME_MAX);
+        return 0;
+    }
+    return 1;
+}
+
+static aq_session_t *s_connect(const char *command, const char *broker, aq_status_t *rc)
+{
+    char client_id[AQ_NAME_MAX + 1];
+    aq_client_id_make(command, client_id, sizeof client_id);
+    aq_session_t *session = aq_session_new(broker, client_id, AQ_CONNECT_TIMEOUT_MS, rc);
+    if (!session)
+        fprintf(stderr, "asyncq %s: cannot reach the broker at '%s': %s\n", command, broker,
+                aq_strerror(*rc));
+    return session;
+}
+
+int cli_put(int argc, char **argv)
+{
+    const char *usage = "Usage: asyncq put [-b ADDR] [-q QUEUE] ITEM...\n"
+                        "Puts each ITEM and exits once the broker has confirmed all of them.\n";
+    request_options_t opts = {0};
+    if (!s_parse("put", usage, argc, argv, &opts, 0))
+        return AQ_EXIT_USAGE;
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(opts.broker, "asyncq-put", &rc);
+    if (!producer) {
+        fprintf(stderr, "asyncq put: cannot reach the broker at '%s': %s\n", opts.broker,
+                aq_strerror(rc));
+        return cli_exit_code(rc);
+    }
+    for (int i = optind; i < argc && rc == AQ_OK; i++) {
+        rc = aq_producer_put(producer, opts.queue, argv[i], strlen(argv[i]));
+        if (rc)
+            fprintf(stderr, "asyncq put: item %d: %s\n", i - optind + 1, aq_strerror(rc));
+    }
+    if (rc == AQ_OK)
+        rc = aq_producer_sync(producer, -1);
+    if (rc == AQ_REFUSED)
+        fprintf(stderr, "asyncq put: %llu items refused: %s\n",
+                (unsigned long long) aq_producer_refused(producer),
+                aq_session_error(aq_producer_session(producer))->text);
+    else if (rc == AQ_OK)
+        printf("put %llu items into %s\n", (unsigned long long) aq_producer_sent(producer),
+               opts.queue);
+    aq_producer_destroy(&producer);
+    return cli_exit_code(rc);
+}
+
+int cli_join(int argc, char **argv)
+{
+    const char *usage =
+        "Usage: asyncq join [-b ADDR] [-q QUEUE] [--timeout SECONDS] [--all]\n"
+        "Waits until every item the broker accepted on QUEUE before the join arrived\n"
+        "has been acked. --all waits until nothing at all is outstanding, items put\n"
+        "later included (asyncio's Queue.join). Exit 0 when joined, 4 on time-out.\n";
+    request_options_t opts = {0};
+    if (!s_parse("join", usage, argc, argv, &opts, 1))
+        return AQ_EXIT_USAGE;
+    if (optind < argc) {
+        fprintf(stderr, "asyncq join: unexpected argument '%s'\n", argv[optind]);
+        return AQ_EXIT_USAGE;
+    }
+    aq_status_t rc;
+    aq_session_t *session = s_connect("join", opts.broker, &rc);
+    if (!session)
+        return cli_exit_code(rc);
+    aq_join_result_t result;
+    rc = aq_join(session, opts.queue, opts.timeout_ms, opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE,
+                 &result);
+    if (rc == AQ_OK)
+        printf("joined %s: %llu items were outstanding, %llu of them dead-lettered\n", opts.queue,
+               (unsigned long long) result.waited, (unsigned long long) result.dead);
+    else if (rc == AQ_TIMEOUT)
+        printf("timed out on %s: %llu items still outstanding\n", opts.queue,
+               (unsigned long long) result.outstanding);
+    else if (rc == AQ_REFUSED)
+        fprintf(stderr, "asyncq join: refused: %s\n", aq_session_error(session)->text);
+    else
+        fprintf(stderr, "asyncq join: %s\n", aq_strerror(rc));
+    aq_session_destroy(&session);
+    return cli_exit_code(rc);
+}
+
+static void s_print_line(void *ctx, const char *line)
+{
+    (void) ctx;
+    printf("%s\n", line);
+}
+
+int cli_stats(int argc, char **argv)
+{
+    const char *usage = "Usage: asyncq stats [-b ADDR] [-q QUEUE]\n"
+                        "Prints one line per queue (or for QUEUE): queued, inflight, acked,\n"
+                        "consumers, joiners, outstanding, puts, delivered, redelivered, maxsize.\n";
+    request_options_t opts = {0};
+    if (!s_parse("stats", usage, argc, argv, &opts, 0))
+        return AQ_EXIT_USAGE;
+    aq_status_t rc;
+    aq_session_t *session = s_connect("stats", opts.broker, &rc);
+    if (!session)
+        return cli_exit_code(rc);
+    rc = aq_stats(session, opts.queue, s_print_line, NULL);
+    if (rc)
+        fprintf(stderr, "asyncq stats: %s\n", aq_strerror(rc));
+    aq_session_destroy(&session);
+    return cli_exit_code(rc);
+}

@@ -1,0 +1,54 @@
+/*  Getting items from a broker and acking them (asyncio's get/task_done).
+
+    A consumer announces its credit: how many items it may hold unacked at
+    once. The broker never sends more. Acks are sent in batches: an ack waits
+    in this process until ACK_BATCH of them are pending, or until get() is
+    about to wait, or until flush() or destroy(), so an idle consumer never
+    sits on an ack. */
+#ifndef ASYNCQ_CONSUMER_H
+#define ASYNCQ_CONSUMER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asyncq/session.h"
+
+#define AQ_ACK_BATCH 64
+
+typedef struct aq_consumer aq_consumer_t;
+
+typedef struct {
+    uint64_t id;       /* what to ack */
+    uint64_t attempt;  /* 1 on the first delivery */
+    uint64_t age_us;   /* time since the broker accepted the put, by the broker's clock */
+    const void *data;  /* valid until the next get */
+    size_t size;
+} aq_item_t;
+
+/*  Connects to `address`, says HELLO as `name` (plus a random suffix) and
+    asks for items of `queue` with `credit` (>= 1). NULL on failure with
+    *status set. */
+aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t credit,
+                               const char *name, aq_status_t *status);
+
+/*  Flushes pending acks, says BYE (the broker re-queues what this consumer
+    still holds, at the front of the queue) and closes the socket. */
+void aq_consumer_destroy(aq_consumer_t **self_p);
+
+/*  Waits up to `timeout_ms` (-1: forever) for the next item. AQ_REFUSED: an
+    ERROR arrived instead (a refused ack, say): see aq_session_error(). */
+aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms);
+
+/*  Marks an item done. An id this consumer does not hold is reported by the
+    broker as an UNKNOWN_ITEM error, returned by a later get. */
+aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id);
+
+/*  Sends the pending acks now. */
+aq_status_t aq_consumer_flush(aq_consumer_t *self);
+
+/*  Changes the credit (0 pauses deliveries). */
+aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit);
+
+aq_session_t *aq_consumer_session(aq_consumer_t *self);
+
+#endif

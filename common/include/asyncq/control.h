@@ -1,0 +1,32 @@
+/*  Requests that need no role: join and stats. Each call makes its own
+    session (HELLO first, so an absent broker is reported as AQ_UNREACHABLE
+    rather than as a join that never returns). */
+#ifndef ASYNCQ_CONTROL_H
+#define ASYNCQ_CONTROL_H
+
+#include <stdint.h>
+
+#include "asyncq/codec.h"
+#include "asyncq/session.h"
+
+typedef struct {
+    uint64_t waited;      /* JOINED: items outstanding when the join arrived */
+    uint64_t dead;        /* JOINED: of those, how many were dead-lettered */
+    uint64_t outstanding; /* TIMEOUT: items still holding the join back */
+} aq_join_result_t;
+
+/*  Waits until every item of `queue` accepted before the join reached the
+    broker has been acked (AQ_JOIN_BEFORE), or until the queue has nothing
+    outstanding at all (AQ_JOIN_ALL). `timeout_ms` 0 waits for ever.
+    AQ_OK: joined. AQ_TIMEOUT: the broker said time-out; result->outstanding
+    says how many items were left. */
+aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_ms,
+                    aq_join_mode_t mode, aq_join_result_t *result);
+
+/*  Asks for per-queue statistics (`queue` NULL or "" for every queue) and
+    calls `line` once per queue with its report line. */
+typedef void (aq_stats_line_fn)(void *ctx, const char *line);
+aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn *line,
+                     void *ctx);
+
+#endif

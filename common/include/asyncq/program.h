@@ -1,0 +1,40 @@
+/*  What every asyncq program does the same way: exit codes, command-line
+    values, interruptible sleeps, randomness. */
+#ifndef ASYNCQ_PROGRAM_H
+#define ASYNCQ_PROGRAM_H
+
+#include <stdint.h>
+
+/*  Exit codes shared by every program (documented in the README). */
+#define AQ_EXIT_OK 0
+#define AQ_EXIT_FAILURE 1    /* runtime failure: refused, lost, transport */
+#define AQ_EXIT_USAGE 2      /* bad flag or value */
+#define AQ_EXIT_UNREACHABLE 3 /* broker address bad, or broker not answering */
+#define AQ_EXIT_TIMEOUT 4    /* join (or another wait) timed out */
+#define AQ_EXIT_INTERRUPTED 130
+
+/*  A whole non-negative decimal number. Returns 1 on success. */
+int aq_arg_u64(const char *text, uint64_t *value);
+
+/*  Seconds as a non-negative decimal ("0.25"), converted to milliseconds. */
+int aq_arg_seconds_ms(const char *text, uint64_t *milliseconds);
+
+/*  The flag's value if given, else the environment variable's, else NULL. */
+const char *aq_arg_env(const char *flag_value, const char *env);
+
+/*  Sleeps; returns 0, or -1 if a signal (SIGINT, SIGTERM) cut it short. */
+int aq_sleep_ms(uint64_t milliseconds);
+
+/*  True once SIGINT or SIGTERM has been received. */
+int aq_interrupted(void);
+
+/*  Seeds the process's random numbers (from the clock and pid if seed is 0)
+    and returns a uniform number in [0, 1). */
+void aq_random_seed(uint64_t seed);
+double aq_random(void);
+
+/*  Makes stdout line-buffered, so lines from several processes sharing a
+    pipe stay whole and none is lost when the process is stopped. */
+void aq_stdout_lines(void);
+
+#endif

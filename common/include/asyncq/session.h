@@ -1,0 +1,63 @@
+/*  A client's conversation with the broker's ROUTER socket: one DEALER,
+    a HELLO/WELCOME handshake that proves the broker is there, tagged
+    requests and their replies. The producer, consumer and control calls are
+    built on it. Not thread-safe: one session per thread. */
+#ifndef ASYNCQ_SESSION_H
+#define ASYNCQ_SESSION_H
+
+#include <stdint.h>
+
+#include "asyncq/codec.h"
+#include "asyncq/endpoint.h"
+#include "asyncq/wire.h"
+
+#define AQ_CONNECT_TIMEOUT_MS 5000
+
+typedef struct aq_session aq_session_t;
+
+typedef struct {
+    int code;          /* status code from the broker (AQ_TOO_BIG...) */
+    char subject[AQ_TAG_MAX + 1];
+    char text[AQ_TEXT_MAX + 1];
+} aq_error_t;
+
+/*  Connects to `address` (see endpoint.h), says HELLO as `client_id` and
+    waits up to `timeout_ms` for WELCOME. Returns NULL and sets *status
+    (AQ_BAD_ENDPOINT, AQ_UNREACHABLE, AQ_INTERRUPTED, AQ_NOMEM...). */
+aq_session_t *aq_session_new(const char *address, const char *client_id, int timeout_ms,
+                             aq_status_t *status);
+
+/*  Sends BYE (so the broker releases what this client holds at once),
+    then closes the socket, waiting at most a second for unsent messages. */
+void aq_session_destroy(aq_session_t **self_p);
+
+/*  Sends one message on the DEALER. */
+aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
+
+/*  Waits up to `timeout_ms` (-1 = forever) for the next message and decodes
+    it into *msg (valid until the next receive). An ERROR from the broker is
+    returned as AQ_REFUSED with its details in aq_session_error(). */
+aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms);
+
+/*  Receives until a reply carrying `tag` arrives (other messages go to
+    `other`, if given, else are dropped); ERRORs whose subject is the tag end
+    the wait with AQ_REFUSED. */
+typedef void (aq_session_other_fn)(void *ctx, const aq_msg_t *msg, aq_status_t status);
+aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
+                             int timeout_ms, aq_session_other_fn *other, void *ctx);
+
+/*  A new tag for a request, unique within this session. */
+const char *aq_session_next_tag(aq_session_t *self);
+
+const aq_error_t *aq_session_error(const aq_session_t *self);
+const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self);
+const char *aq_session_client_id(const aq_session_t *self);
+uint64_t aq_session_max_item(const aq_session_t *self);
+
+/*  The 0MQ socket, for polling. */
+void *aq_session_socket(aq_session_t *self);
+
+/*  A client id: NAME (cleaned to the name alphabet) plus a random suffix. */
+void aq_client_id_make(const char *name, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,323 @@
+/*  Table-driven codec: each command is a list of typed fields, each field one
+    frame. Decoding validates every frame before it reports success, so the
+    broker never acts on half a message. */
+#include "asyncq/codec.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+typedef enum {
+    F_NAME,      /* 1..AQ_NAME_MAX bytes of the name alphabet */
+    F_NAME_OPT,  /* a name, or empty */
+    F_TAG,       /* 0..AQ_TAG_MAX bytes, any value */
+    F_TEXT,      /* 0..AQ_TEXT_MAX bytes, any value */
+    F_U64,       /* decimal number */
+    F_MODE,      /* "before" or "all" */
+    F_PAYLOAD,   /* any bytes, any size */
+    F_U64_LIST,  /* 1..AQ_LIST_MAX numbers, one per frame, to the end */
+    F_TEXT_LIST  /* 0..AQ_LIST_MAX texts, one per frame, to the end */
+} field_type_t;
+
+typedef struct {
+    field_type_t type;
+    size_t offset; /* of the aq_bytes_t or uint64_t member in aq_msg_t */
+} field_t;
+
+#define MAX_FIELDS 5
+typedef struct {
+    const char *word;
+    size_t field_count;
+    field_t fields[MAX_FIELDS];
+} command_t;
+
+#define B(member) offsetof(aq_msg_t, member)
+
+static const command_t s_commands[AQ_CMD_COUNT_] = {
+    [AQ_CMD_PUT] = {"PUT", 4, {{F_NAME, B(queue)}, {F_NAME_OPT, B(producer)},
+                               {F_U64, B(seq)}, {F_PAYLOAD, B(payload)}}},
+    [AQ_CMD_HELLO] = {"HELLO", 2, {{F_NAME, B(client)}, {F_U64, B(heartbeat_ms)}}},
+    [AQ_CMD_WELCOME] = {"WELCOME", 3, {{F_NAME, B(broker)}, {F_U64, B(max_item)},
+                                       {F_U64, B(heartbeat_ms)}}},
+    [AQ_CMD_CREDIT] = {"CREDIT", 2, {{F_NAME, B(queue)}, {F_U64, B(credit)}}},
+    [AQ_CMD_ITEM] = {"ITEM", 5, {{F_NAME, B(queue)}, {F_U64, B(id)}, {F_U64, B(attempt)},
+                                 {F_U64, B(age_us)}, {F_PAYLOAD, B(payload)}}},
+    [AQ_CMD_ACK] = {"ACK", 1, {{F_U64_LIST, 0}}},
+    [AQ_CMD_JOIN] = {"JOIN", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
+                                 {F_U64, B(timeout_ms)}, {F_MODE, B(mode)}}},
+    [AQ_CMD_JOINED] = {"JOINED", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
+                                     {F_U64, B(count)}, {F_U64, B(dead)}}},
+    [AQ_CMD_TIMEOUT] = {"TIMEOUT", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(count)}}},
+    [AQ_CMD_SYNC] = {"SYNC", 3, {{F_TAG, B(tag)}, {F_NAME, B(producer)}, {F_U64, B(seq)}}},
+    [AQ_CMD_SYNCED] = {"SYNCED", 3, {{F_TAG, B(tag)}, {F_NAME, B(producer)}, {F_U64, B(seq)}}},
+    [AQ_CMD_STATS] = {"STATS", 2, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)}}},
+    [AQ_CMD_REPORT] = {"REPORT", 2, {{F_TAG, B(tag)}, {F_TEXT_LIST, 0}}},
+    [AQ_CMD_ERROR] = {"ERROR", 4, {{F_U64, B(code)}, {F_TEXT, B(name)},
+                                   {F_TAG, B(subject)}, {F_TEXT, B(text)}}},
+    [AQ_CMD_BYE] = {"BYE", 0, {{0, 0}}},
+    [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 0, {{0, 0}}},
+};
+
+const char *aq_cmd_name(aq_cmd_t cmd)
+{
+    if (cmd <= AQ_CMD_NONE || cmd >= AQ_CMD_COUNT_)
+        return "?";
+    return s_commands[cmd].word;
+}
+
+aq_bytes_t aq_bytes_str(const char *string)
+{
+    aq_bytes_t bytes = {(const uint8_t *) string, string ? strlen(string) : 0};
+    return bytes;
+}
+
+int aq_parse_u64(const uint8_t *data, size_t size, uint64_t *value)
+{
+    if (size == 0 || size > AQ_U64_DIGITS)
+        return 0;
+    uint64_t result = 0;
+    for (size_t i = 0; i < size; i++) {
+        if (data[i] < '0' || data[i] > '9')
+            return 0;
+        uint64_t digit = (uint64_t) (data[i] - '0');
+        if (result > (UINT64_MAX - digit) / 10)
+            return 0;
+        result = result * 10 + digit;
+    }
+    *value = result;
+    return 1;
+}
+
+size_t aq_format_u64(uint64_t value, char *buf)
+{
+    char tmp[AQ_U64_DIGITS];
+    size_t length = 0;
+    do {
+        tmp[length++] = (char) ('0' + value % 10);
+        value /= 10;
+    } while (value);
+    for (size_t i = 0; i < length; i++)
+        buf[i] = tmp[length - 1 - i];
+    buf[length] = '\0';
+    return length;
+}
+
+int aq_name_is_valid(const uint8_t *data, size_t size)
+{
+    if (size == 0 || size > AQ_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < size; i++) {
+        uint8_t c = data[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+                  || c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static bool s_bytes_equal(aq_bytes_t bytes, const char *text)
+{
+    size_t length = strlen(text);
+    return bytes.size == length && memcmp(bytes.data, text, length) == 0;
+}
+
+static aq_bytes_t *s_bytes_at(aq_msg_t *msg, size_t offset)
+{
+    return (aq_bytes_t *) ((char *) msg + offset);
+}
+
+static uint64_t *s_u64_at(aq_msg_t *msg, size_t offset)
+{
+    return (uint64_t *) ((char *) msg + offset);
+}
+
+static aq_bytes_t s_bytes_get(const aq_msg_t *msg, size_t offset)
+{
+    return *(const aq_bytes_t *) ((const char *) msg + offset);
+}
+
+static uint64_t s_u64_get(const aq_msg_t *msg, size_t offset)
+{
+    return *(const uint64_t *) ((const char *) msg + offset);
+}
+
+/*  Checks one frame against its field type and stores it in msg. */
+static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame)
+{
+    switch (field->type) {
+    case F_NAME:
+        if (!aq_name_is_valid(frame.data, frame.size))
+            return false;
+        break;
+    case F_NAME_OPT:
+        if (frame.size && !aq_name_is_valid(frame.data, frame.size))
+            return false;
+        break;
+    case F_TAG:
+        if (frame.size > AQ_TAG_MAX)
+            return false;
+        break;
+    case F_TEXT:
+        if (frame.size > AQ_TEXT_MAX)
+            return false;
+        break;
+    case F_PAYLOAD:
+        break;
+    case F_U64:
+        return aq_parse_u64(frame.data, frame.size, s_u64_at(msg, field->offset));
+    case F_MODE:
+        if (s_bytes_equal(frame, "before"))
+            *s_u64_at(msg, field->offset) = AQ_JOIN_BEFORE;
+        else if (s_bytes_equal(frame, "all"))
+            *s_u64_at(msg, field->offset) = AQ_JOIN_ALL;
+        else
+            return false;
+        return true;
+    case F_U64_LIST:
+    case F_TEXT_LIST:
+        return false; /* handled by s_decode_list */
+    }
+    *s_bytes_at(msg, field->offset) = frame;
+    return true;
+}
+
+/*  A list field takes every remaining frame. */
+static bool s_decode_list(aq_msg_t *msg, const field_t *field, const aq_bytes_t *frames,
+                          size_t count)
+{
+    if (count > AQ_LIST_MAX || (field->type == F_U64_LIST && count == 0))
+        return false;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t ignored;
+        if (field->type == F_U64_LIST && !aq_parse_u64(frames[i].data, frames[i].size, &ignored))
+            return false;
+        if (field->type == F_TEXT_LIST && frames[i].size > AQ_TEXT_MAX)
+            return false;
+    }
+    msg->list = frames;
+    msg->list_size = count;
+    return true;
+}
+
+static aq_cmd_t s_lookup_command(aq_bytes_t word)
+{
+    for (int cmd = AQ_CMD_NONE + 1; cmd < AQ_CMD_COUNT_; cmd++)
+        if (s_bytes_equal(word, s_commands[cmd].word))
+            return (aq_cmd_t) cmd;
+    return AQ_CMD_NONE;
+}
+
+aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
+{
+    memset(msg, 0, sizeof *msg);
+    if (count < 2)
+        return count == 1 && s_bytes_equal(frames[0], AQ_SIGNATURE) ? AQ_MALFORMED
+                                                                      : AQ_BAD_VERSION;
+    if (!s_bytes_equal(frames[0], AQ_SIGNATURE))
+        return AQ_BAD_VERSION;
+    msg->cmd = s_lookup_command(frames[1]);
+    if (msg->cmd == AQ_CMD_NONE)
+        return AQ_UNKNOWN_COMMAND;
+
+    const command_t *command = &s_commands[msg->cmd];
+    const aq_bytes_t *fields = frames + 2;
+    size_t field_frames = count - 2;
+    for (size_t i = 0; i < command->field_count; i++) {
+        const field_t *field = &command->fields[i];
+        if (field->type == F_U64_LIST || field->type == F_TEXT_LIST)
+            return s_decode_list(msg, field, fields + i, field_frames - i) ? AQ_OK
+                                                                           : AQ_MALFORMED;
+        if (i >= field_frames || !s_decode_field(msg, field, fields[i]))
+            return AQ_MALFORMED;
+    }
+    return field_frames == command->field_count ? AQ_OK : AQ_MALFORMED;
+}
+
+/*  Checks a message before anything is sent: the decoder's rules, applied to
+    the struct. Any number is valid; a mode must be one of the two. */
+static bool s_field_is_valid(const aq_msg_t *msg, const field_t *field)
+{
+    switch (field->type) {
+    case F_NAME: case F_NAME_OPT: case F_TAG: case F_TEXT: case F_PAYLOAD: {
+        aq_msg_t scratch;
+        aq_bytes_t value = s_bytes_get(msg, field->offset);
+        if (value.size && !value.data)
+            return false;
+        return s_decode_field(&scratch, field, value);
+    }
+    case F_MODE:
+        return s_u64_get(msg, field->offset) <= AQ_JOIN_ALL;
+    case F_U64:
+        return true;
+    case F_U64_LIST:
+        return msg->list_size >= 1 && msg->list_size <= AQ_LIST_MAX
+               && s_decode_list(&(aq_msg_t){0}, field, msg->list, msg->list_size);
+    case F_TEXT_LIST:
+        return msg->list_size <= AQ_LIST_MAX
+               && s_decode_list(&(aq_msg_t){0}, field, msg->list, msg->list_size);
+    }
+    return false;
+}
+
+static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
+                        aq_frame_sink_fn *sink, void *ctx)
+{
+    char number[AQ_U64_DIGITS + 1];
+    switch (field->type) {
+    case F_U64: {
+        size_t length = aq_format_u64(s_u64_get(msg, field->offset), number);
+        return sink(ctx, number, length, !last, 0);
+    }
+    case F_MODE: {
+        const char *word = s_u64_get(msg, field->offset) == AQ_JOIN_ALL ? "all" : "before";
+        return sink(ctx, word, strlen(word), !last, 0);
+    }
+    case F_U64_LIST:
+    case F_TEXT_LIST:
+        for (size_t i = 0; i < msg->list_size; i++) {
+            int rc = sink(ctx, msg->list[i].data, msg->list[i].size,
+                          !(last && i + 1 == msg->list_size), 0);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    default: {
+        aq_bytes_t value = s_bytes_get(msg, field->offset);
+        return sink(ctx, value.data, value.size, !last, field->type == F_PAYLOAD);
+    }
+    }
+}
+
+aq_status_t aq_msg_check(const aq_msg_t *msg)
+{
+    if (msg->cmd <= AQ_CMD_NONE || msg->cmd >= AQ_CMD_COUNT_)
+        return AQ_MALFORMED;
+    const command_t *command = &s_commands[msg->cmd];
+    for (size_t i = 0; i < command->field_count; i++)
+        if (!s_field_is_valid(msg, &command->fields[i]))
+            return AQ_MALFORMED;
+    return AQ_OK;
+}
+
+aq_status_t aq_msg_encode(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx)
+{
+    if (aq_msg_check(msg) != AQ_OK)
+        return AQ_MALFORMED;
+    const command_t *command = &s_commands[msg->cmd];
+
+    /* A REPORT with no lines ends at its tag; any other list is never empty. */
+    bool ends_at_word = command->field_count == 0;
+    if (sink(ctx, AQ_SIGNATURE, strlen(AQ_SIGNATURE), 1, 0)
+        || sink(ctx, command->word, strlen(command->word), !ends_at_word, 0))
+        return AQ_TRANSPORT;
+    for (size_t i = 0; i < command->field_count; i++) {
+        const field_t *field = &command->fields[i];
+        bool last = i + 1 == command->field_count;
+        bool next_is_empty_list = i + 2 == command->field_count
+                                  && command->fields[i + 1].type == F_TEXT_LIST
+                                  && msg->list_size == 0;
+        if (s_emit_field(msg, field, last || next_is_empty_list, sink, ctx))
+            return AQ_TRANSPORT;
+    }
+    return AQ_OK;
+}

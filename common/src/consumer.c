@@ -1,0 +1,119 @@
+#include "asyncq/consumer.h"
+
+#include <czmq.h>
+#include <string.h>
+
+struct aq_consumer {
+    aq_session_t *session;
+    char queue[AQ_NAME_MAX + 1];
+    char pending_text[AQ_ACK_BATCH][AQ_U64_DIGITS + 1];
+    aq_bytes_t pending[AQ_ACK_BATCH];
+    size_t pending_count;
+};
+
+aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t credit,
+                               const char *name, aq_status_t *status)
+{
+    if (!queue || !aq_name_is_valid((const uint8_t *) queue, strlen(queue))) {
+        *status = AQ_MALFORMED;
+        return NULL;
+    }
+    aq_consumer_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        *status = AQ_NOMEM;
+        return NULL;
+    }
+    strcpy(self->queue, queue);
+    char client_id[AQ_NAME_MAX + 1];
+    aq_client_id_make(name ? name : "consumer", client_id, sizeof client_id);
+    self->session = aq_session_new(address, client_id, AQ_CONNECT_TIMEOUT_MS, status);
+    if (self->session)
+        *status = aq_consumer_set_credit(self, credit);
+    if (*status)
+        aq_consumer_destroy(&self);
+    return self;
+}
+
+void aq_consumer_destroy(aq_consumer_t **self_p)
+{
+    aq_consumer_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->session)
+        aq_consumer_flush(self);
+    aq_session_destroy(&self->session);
+    free(self);
+    *self_p = NULL;
+}
+
+aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_CREDIT};
+    msg.queue = aq_bytes_str(self->queue);
+    msg.credit = credit;
+    return aq_session_send(self->session, &msg);
+}
+
+aq_status_t aq_consumer_flush(aq_consumer_t *self)
+{
+    if (self->pending_count == 0)
+        return AQ_OK;
+    aq_msg_t msg = {.cmd = AQ_CMD_ACK};
+    msg.list = self->pending;
+    msg.list_size = self->pending_count;
+    self->pending_count = 0;
+    return aq_session_send(self->session, &msg);
+}
+
+aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id)
+{
+    char *text = self->pending_text[self->pending_count];
+    size_t length = aq_format_u64(id, text);
+    self->pending[self->pending_count++] = (aq_bytes_t){(const uint8_t *) text, length};
+    return self->pending_count == AQ_ACK_BATCH ? aq_consumer_flush(self) : AQ_OK;
+}
+
+static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
+{
+    aq_msg_t msg;
+    aq_status_t rc = aq_session_recv(self->session, &msg, timeout_ms);
+    if (rc)
+        return rc;
+    if (msg.cmd != AQ_CMD_ITEM)
+        return AQ_TIMEOUT; /* not for us: the caller looks again */
+    item->id = msg.id;
+    item->attempt = msg.attempt;
+    item->age_us = msg.age_us;
+    item->data = msg.payload.data;
+    item->size = msg.payload.size;
+    return AQ_OK;
+}
+
+aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
+{
+    /* An item already here is taken without flushing acks, so acks coalesce
+       under load; before waiting, pending acks go out (they are what earns
+       the next items). */
+    aq_status_t rc = s_take_item(self, item, 0);
+    if (rc != AQ_TIMEOUT)
+        return rc;
+    rc = aq_consumer_flush(self);
+    if (rc)
+        return rc;
+    int64_t deadline = timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
+    for (;;) {
+        int left = -1;
+        if (deadline >= 0) {
+            int64_t remaining = deadline - zclock_mono();
+            left = remaining > 0 ? (int) remaining : 0;
+        }
+        rc = s_take_item(self, item, left);
+        if (rc != AQ_TIMEOUT || left == 0)
+            return rc;
+    }
+}
+
+aq_session_t *aq_consumer_session(aq_consumer_t *self)
+{
+    return self->session;
+}

@@ -1,0 +1,81 @@
+#include "asyncq/program.h"
+
+#include <czmq.h>
+#include <math.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "asyncq/codec.h"
+
+int aq_arg_u64(const char *text, uint64_t *value)
+{
+    return text && aq_parse_u64((const uint8_t *) text, strlen(text), value);
+}
+
+int aq_arg_seconds_ms(const char *text, uint64_t *milliseconds)
+{
+    if (!text || !*text)
+        return 0;
+    char *end;
+    double seconds = strtod(text, &end);
+    if (*end != '\0' || !isfinite(seconds) || seconds < 0 || seconds > 1e9)
+        return 0;
+    *milliseconds = (uint64_t) llround(seconds * 1000.0);
+    return 1;
+}
+
+const char *aq_arg_env(const char *flag_value, const char *env)
+{
+    if (flag_value)
+        return flag_value;
+    const char *value = getenv(env);
+    return value && *value ? value : NULL;
+}
+
+int aq_sleep_ms(uint64_t milliseconds)
+{
+    int64_t deadline = zclock_mono() + (int64_t) milliseconds;
+    for (;;) {
+        if (zsys_interrupted)
+            return -1;
+        int64_t left = deadline - zclock_mono();
+        if (left <= 0)
+            return 0;
+        /* zmq_poll with no items is an interruptible sleep. */
+        if (zmq_poll(NULL, 0, (long) left) < 0 && errno == EINTR && zsys_interrupted)
+            return -1;
+    }
+}
+
+int aq_interrupted(void)
+{
+    return zsys_interrupted != 0;
+}
+
+static uint64_t s_random_state = 0x9e3779b97f4a7c15ULL;
+
+void aq_random_seed(uint64_t seed)
+{
+    if (seed == 0)
+        seed = (uint64_t) zclock_usecs() ^ ((uint64_t) getpid() << 32);
+    s_random_state = seed ? seed : 1;
+    /* Installs czmq's SIGINT/SIGTERM handler now, not at the first socket. */
+    zsys_init();
+}
+
+double aq_random(void)
+{
+    /* xorshift64*: enough for sleeps and demo items. */
+    s_random_state ^= s_random_state >> 12;
+    s_random_state ^= s_random_state << 25;
+    s_random_state ^= s_random_state >> 27;
+    uint64_t value = s_random_state * 2685821657736338717ULL;
+    return (double) (value >> 11) / 9007199254740992.0;
+}
+
+void aq_stdout_lines(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+}

@@ -1,0 +1,55 @@
+#include "asyncq/status.h"
+
+#include <stddef.h>
+
+typedef struct {
+    int code;
+    const char *name;
+    const char *text;
+} status_entry_t;
+
+static const status_entry_t s_table[] = {
+    {AQ_OK, "OK", "success"},
+    {AQ_MALFORMED, "MALFORMED", "message is not as the protocol says"},
+    {AQ_UNKNOWN_ITEM, "UNKNOWN_ITEM", "no item with that id is held by this consumer"},
+    {AQ_UNKNOWN_COMMAND, "UNKNOWN_COMMAND", "command is not part of this protocol version"},
+    {AQ_BAD_VERSION, "BAD_VERSION", "protocol signature or version not supported"},
+    {AQ_CONFLICT, "CONFLICT", "request conflicts with the session's state"},
+    {AQ_LOST, "LOST", "some puts of this producer never reached the broker"},
+    {AQ_NO_SESSION, "NO_SESSION", "no session for this peer: say HELLO again"},
+    {AQ_TOO_BIG, "TOO_BIG", "item is larger than the broker accepts"},
+    {AQ_LIMIT, "LIMIT", "a broker limit was reached"},
+    {AQ_INTERNAL, "INTERNAL", "broker could not complete the request"},
+    {AQ_TIMEOUT, "TIMEOUT", "timed out"},
+    {AQ_INTERRUPTED, "INTERRUPTED", "interrupted"},
+    {AQ_UNREACHABLE, "UNREACHABLE", "broker did not answer"},
+    {AQ_BAD_ENDPOINT, "BAD_ENDPOINT", "broker address is not valid"},
+    {AQ_TRANSPORT, "TRANSPORT", "ZeroMQ call failed"},
+    {AQ_NOMEM, "NOMEM", "out of memory"},
+    {AQ_REFUSED, "REFUSED", "broker refused the request"},
+};
+
+static const status_entry_t *s_find(int status)
+{
+    for (size_t i = 0; i < sizeof s_table / sizeof s_table[0]; i++)
+        if (s_table[i].code == status)
+            return &s_table[i];
+    return NULL;
+}
+
+const char *aq_status_name(int status)
+{
+    const status_entry_t *entry = s_find(status);
+    return entry ? entry->name : "UNKNOWN";
+}
+
+const char *aq_strerror(int status)
+{
+    const status_entry_t *entry = s_find(status);
+    return entry ? entry->text : "unknown status";
+}
+
+int aq_status_is_wire(int status)
+{
+    return status >= 400 && status <= 599 && s_find(status) != NULL;
+}

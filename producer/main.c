@@ -1,0 +1,207 @@
+/*  asyncq-producer: the reference producer (a random number of random items,
+    a random sleep before each), or a pipe of lines into a queue (--stdin).
+    Exits 0 only once the broker has confirmed it holds every item. */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "asyncq/producer.h"
+#include "asyncq/program.h"
+
+typedef struct {
+    const char *broker;
+    const char *queue;
+    const char *name;
+    int has_count;
+    uint64_t count;
+    uint64_t max_sleep_ms;
+    int from_stdin;
+    int quiet;
+    uint64_t seed;
+} options_t;
+
+static void s_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: asyncq-producer [OPTIONS]\n"
+            "Puts items into an asyncq queue. By default behaves like the reference\n"
+            "producer: 0 to 10 random items, a random sleep before each.\n"
+            "\n"
+            "  -b, --broker HOST[:PORT]  broker address (env ASYNCQ_BROKER; localhost:5557);\n"
+            "                            also tcp://HOST:PORT or ipc://PATH\n"
+            "  -q, --queue Q             queue name (env ASYNCQ_QUEUE; default)\n"
+            "  -n, --name NAME           name shown in output and logs (env ASYNCQ_NAME)\n"
+            "      --count N             put N items instead of a random 0 to 10\n"
+            "                            (env ASYNCQ_COUNT)\n"
+            "      --max-sleep SECONDS   sleep a random time up to this before each put;\n"
+            "                            0 for none (env ASYNCQ_MAX_SLEEP; 1, or 0 with --stdin)\n"
+            "      --stdin               put each line of standard input as an item\n"
+            "      --quiet               print only the summary\n"
+            "      --seed N              random seed, for repeatable runs\n"
+            "  -h, --help                this text\n"
+            "\n"
+            "Exit codes: 0 every item confirmed by the broker; 1 some item refused or\n"
+            "lost; 2 bad usage; 3 broker unreachable; 130 interrupted.\n");
+}
+
+static int s_parse(int argc, char **argv, options_t *opts)
+{
+    static const struct option options[] = {
+        {"broker", required_argument, 0, 'b'}, {"queue", required_argument, 0, 'q'},
+        {"name", required_argument, 0, 'n'},   {"count", required_argument, 0, 'c'},
+        {"max-sleep", required_argument, 0, 's'}, {"stdin", no_argument, 0, 'i'},
+        {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    const char *count = NULL, *max_sleep = NULL, *seed = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "b:q:n:h", options, NULL)) != -1) {
+        switch (opt) {
+        case 'b': opts->broker = optarg; break;
+        case 'q': opts->queue = optarg; break;
+        case 'n': opts->name = optarg; break;
+        case 'c': count = optarg; break;
+        case 's': max_sleep = optarg; break;
+        case 'i': opts->from_stdin = 1; break;
+        case 'Q': opts->quiet = 1; break;
+        case 'S': seed = optarg; break;
+        case 'h': s_usage(stdout); exit(AQ_EXIT_OK);
+        default: s_usage(stderr); return 0;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "asyncq-producer: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 0;
+    }
+    count = aq_arg_env(count, "ASYNCQ_COUNT");
+    max_sleep = aq_arg_env(max_sleep, "ASYNCQ_MAX_SLEEP");
+    opts->queue = aq_arg_env(opts->queue, "ASYNCQ_QUEUE");
+    opts->name = aq_arg_env(opts->name, "ASYNCQ_NAME");
+    opts->broker = aq_endpoint_choose(opts->broker, "ASYNCQ_BROKER", "localhost");
+    if (!opts->queue)
+        opts->queue = "default";
+    if (!opts->name)
+        opts->name = "producer";
+    opts->has_count = count != NULL;
+    if (count && !aq_arg_u64(count, &opts->count)) {
+        fprintf(stderr, "asyncq-producer: --count needs a whole number, not '%s'\n", count);
+        return 0;
+    }
+    opts->max_sleep_ms = opts->from_stdin ? 0 : 1000;
+    if (max_sleep && !aq_arg_seconds_ms(max_sleep, &opts->max_sleep_ms)) {
+        fprintf(stderr, "asyncq-producer: --max-sleep needs seconds, not '%s'\n", max_sleep);
+        return 0;
+    }
+    if (seed && !aq_arg_u64(seed, &opts->seed)) {
+        fprintf(stderr, "asyncq-producer: --seed needs a whole number, not '%s'\n", seed);
+        return 0;
+    }
+    if (!aq_name_is_valid((const uint8_t *) opts->queue, strlen(opts->queue))) {
+        fprintf(stderr, "asyncq-producer: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
+                opts->queue, AQ_NAME_MAX);
+        return 0;
+    }
+    return 1;
+}
+
+static int s_exit_code(aq_status_t status)
+{
+    switch (status) {
+    case AQ_OK: return AQ_EXIT_OK;
+    case AQ_INTERRUPTED: return AQ_EXIT_INTERRUPTED;
+    case AQ_UNREACHABLE: case AQ_BAD_ENDPOINT: return AQ_EXIT_UNREACHABLE;
+    default: return AQ_EXIT_FAILURE;
+    }
+}
+
+/*  One put, reported. Refusals the producer can see itself (too big) are
+    reported and skipped; anything else stops the run. */
+static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const char *data,
+                         size_t size, uint64_t *refused)
+{
+    aq_status_t rc = aq_producer_put(producer, opts->queue, data, size);
+    if (rc == AQ_TOO_BIG) {
+        fprintf(stderr, "asyncq-producer: item of %zu bytes refused: larger than the broker's limit of %llu\n",
+                size, (unsigned long long) aq_session_max_item(aq_producer_session(producer)));
+        (*refused)++;
+        return AQ_OK;
+    }
+    if (rc == AQ_OK && !opts->quiet)
+        printf("Producer %s added <%.*s> to queue.\n", opts->name, (int) size, data);
+    return rc;
+}
+
+static aq_status_t s_put_stdin(aq_producer_t *producer, const options_t *opts, uint64_t *refused)
+{
+    char *line = NULL;
+    size_t capacity = 0;
+    ssize_t length;
+    aq_status_t rc = AQ_OK;
+    uint64_t done = 0;
+    while (rc == AQ_OK && (!opts->has_count || done < opts->count)
+           && (length = getline(&line, &capacity, stdin)) >= 0) {
+        if (length > 0 && line[length - 1] == '\n')
+            length--;
+        if (opts->max_sleep_ms && aq_sleep_ms((uint64_t) (aq_random() * opts->max_sleep_ms)))
+            rc = AQ_INTERRUPTED;
+        else
+            rc = s_put(producer, opts, line, (size_t) length, refused);
+        done++;
+    }
+    free(line);
+    return rc;
+}
+
+static aq_status_t s_put_random(aq_producer_t *producer, const options_t *opts, uint64_t *refused)
+{
+    uint64_t count = opts->has_count ? opts->count : (uint64_t) (aq_random() * 11);
+    aq_status_t rc = AQ_OK;
+    for (uint64_t i = 0; i < count && rc == AQ_OK; i++) {
+        if (opts->max_sleep_ms && aq_sleep_ms((uint64_t) (aq_random() * opts->max_sleep_ms)))
+            return AQ_INTERRUPTED;
+        char item[11]; /* like the reference: five random bytes in hex */
+        for (int j = 0; j < 10; j++)
+            item[j] = "0123456789abcdef"[(int) (aq_random() * 16)];
+        item[10] = '\0';
+        rc = s_put(producer, opts, item, 10, refused);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options_t opts = {0};
+    if (!s_parse(argc, argv, &opts))
+        return AQ_EXIT_USAGE;
+    aq_stdout_lines();
+    aq_random_seed(opts.seed);
+
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(opts.broker, opts.name, &rc);
+    if (!producer) {
+        fprintf(stderr, "asyncq-producer: cannot reach the broker at '%s': %s\n", opts.broker,
+                aq_strerror(rc));
+        return s_exit_code(rc);
+    }
+    uint64_t refused = 0;
+    rc = opts.from_stdin ? s_put_stdin(producer, &opts, &refused)
+                         : s_put_random(producer, &opts, &refused);
+    if (rc == AQ_OK)
+        rc = aq_producer_sync(producer, -1);
+    uint64_t sent = aq_producer_sent(producer);
+    refused += aq_producer_refused(producer);
+    if (rc == AQ_REFUSED || (rc == AQ_OK && refused)) {
+        fprintf(stderr, "asyncq-producer: %llu of %llu items refused by the broker (last: %s)\n",
+                (unsigned long long) refused, (unsigned long long) (sent + refused),
+                aq_session_error(aq_producer_session(producer))->text);
+        rc = AQ_REFUSED;
+    }
+    else if (rc)
+        fprintf(stderr, "asyncq-producer: %s\n", aq_strerror(rc));
+    else
+        printf("Producer %s done: %llu items confirmed by the broker.\n", opts.name,
+               (unsigned long long) sent);
+    aq_producer_destroy(&producer);
+    return s_exit_code(rc);
+}
