@@ -17,7 +17,7 @@
 #define ROUTER_SNDHWM 100000
 /*  Puts buffered by ZeroMQ per producer connection; with the queue's
     maxsize, this bounds what a full queue costs in memory. */
-#define PULL_RCVHWM 1000
+#define PULL_RCVHWM 100
 /*  Largest message accepted on the ROUTER socket (commands, acks). */
 #define ROUTER_MAXMSGSIZE (64 * 1024)
 #define SWEEP_INTERVAL_MS (60 * 1000)

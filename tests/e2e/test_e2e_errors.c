@@ -1,0 +1,205 @@
+/*  Bad input gets a clear error and changes nothing; every test ends with a
+    valid exchange that must still work. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+typedef struct {
+    harness_t h;
+    aq_inbox_t *inbox;
+} fixture_t;
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    harness_start_broker(&f->h, "--max-item", "1000", NULL);
+    f->inbox = aq_inbox_new();
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    harness_stop(&f->h);
+    aq_inbox_destroy(&f->inbox);
+    free(f);
+    return 0;
+}
+
+/*  Puts one item, gets it back, acks it: the broker still works. */
+static void s_assert_still_serving(const harness_t *h, const char *queue)
+{
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "check", &rc);
+    assert_non_null(producer);
+    assert_int_equal(aq_producer_put(producer, queue, "ok", 2), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, 1, "check", &rc);
+    assert_non_null(consumer);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(item.size, 2);
+    assert_memory_equal(item.data, "ok", 2);
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_destroy(&consumer);
+    aq_session_t *session = harness_session(h);
+    aq_join_result_t result;
+    assert_int_equal(aq_join(session, queue, 0, AQ_JOIN_BEFORE, &result), AQ_OK);
+    aq_session_destroy(&session);
+}
+
+static void s_expect_error(fixture_t *f, zsock_t *socket, int code)
+{
+    aq_msg_t msg;
+    assert_int_equal(harness_recv(socket, f->inbox, &msg), AQ_CMD_ERROR);
+    assert_int_equal(msg.code, code);
+    assert_true(msg.text.size > 0);
+}
+
+static void test_ack_of_an_unknown_id_is_refused_and_changes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
+    aq_producer_put(producer, "q", "held", 4);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "q", 1, "c", &rc);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(aq_consumer_ack(consumer, item.id + 1), AQ_OK);
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_REFUSED);
+    assert_int_equal(aq_session_error(aq_consumer_session(consumer))->code, AQ_UNKNOWN_ITEM);
+    assert_int_equal(harness_stat(&f->h, "q", "inflight"), 1);
+    assert_int_equal(harness_stat(&f->h, "q", "acked"), 0);
+    /* Another consumer cannot ack it either. */
+    aq_consumer_t *thief = aq_consumer_new(f->h.address, "q", 1, "thief", &rc);
+    aq_consumer_ack(thief, item.id);
+    aq_item_t none;
+    assert_int_equal(aq_consumer_get(thief, &none, HARNESS_DEADLINE_MS), AQ_REFUSED);
+    assert_int_equal(harness_stat(&f->h, "q", "acked"), 0);
+    aq_consumer_destroy(&thief);
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_destroy(&consumer);
+    harness_wait_stat(&f->h, "q", "acked", 1);
+    s_assert_still_serving(&f->h, "q");
+}
+
+static void test_garbage_on_the_router_gets_errors_and_the_broker_goes_on(void **state)
+{
+    fixture_t *f = *state;
+    zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
+    harness_send_frames(raw, "hello there", NULL);
+    s_expect_error(f, raw, AQ_BAD_VERSION);
+    harness_send_frames(raw, "asyncq/9", "HELLO", "x", "0", NULL);
+    s_expect_error(f, raw, AQ_BAD_VERSION);
+    harness_send_frames(raw, "asyncq/1", "DANCE", NULL);
+    s_expect_error(f, raw, AQ_UNKNOWN_COMMAND);
+    harness_send_frames(raw, "asyncq/1", "HELLO", "bad id!", "0", NULL);
+    s_expect_error(f, raw, AQ_MALFORMED);
+    harness_send_frames(raw, "asyncq/1", "JOIN", "t", "q", NULL);
+    s_expect_error(f, raw, AQ_MALFORMED);
+    harness_send_frames(raw, "asyncq/1", "CREDIT", "q", "1", NULL);
+    s_expect_error(f, raw, AQ_NO_SESSION);
+    harness_send_frames(raw, "asyncq/1", "PUT", "q", "", "0", "x", NULL);
+    s_expect_error(f, raw, AQ_UNKNOWN_COMMAND);
+    harness_send_frames(raw, "asyncq/1", "HELLO", "raw", "0", NULL);
+    aq_msg_t msg;
+    assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_WELCOME);
+    harness_send_frames(raw, "asyncq/1", "CREDIT", "q", "99999999", NULL);
+    s_expect_error(f, raw, AQ_LIMIT);
+    harness_send_frames(raw, "asyncq/1", "ACK", "12", "x", NULL);
+    s_expect_error(f, raw, AQ_MALFORMED);
+    zsock_destroy(&raw);
+    s_assert_still_serving(&f->h, "q");
+    assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+}
+
+static void test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere(void **state)
+{
+    fixture_t *f = *state;
+    zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
+    harness_send_frames(push, "junk", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "bad name", "", "0", "x", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "p1", "0", "x", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "5", "x", NULL);
+    harness_send_frames(push, "asyncq/1", "JOIN", "t", "q", "0", "all", NULL);
+    /* An anonymous put after the garbage must still land. */
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "0", "fine", NULL);
+    harness_wait_stat(&f->h, "q", "queued", 1);
+    zsock_destroy(&push);
+    assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+}
+
+static void test_oversized_item_is_refused_and_not_truncated(void **state)
+{
+    fixture_t *f = *state;
+    static char big[1002];
+    memset(big, 'x', sizeof big - 1); /* 1001 bytes and a NUL */
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
+    assert_int_equal(aq_producer_put(producer, "q", big, strlen(big)), AQ_TOO_BIG);
+    aq_producer_destroy(&producer);
+
+    /* A raw producer that ignores the limit gets TOO_BIG from the broker. */
+    zsock_t *session = harness_raw(&f->h, ZMQ_DEALER);
+    zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
+    aq_msg_t msg;
+    harness_send_frames(session, "asyncq/1", "HELLO", "raw-producer", "0", NULL);
+    assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_WELCOME);
+    assert_int_equal(msg.max_item, 1000);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "raw-producer", "1", big, NULL);
+    harness_send_frames(session, "asyncq/1", "SYNC", "s1", "raw-producer", "1", NULL);
+    s_expect_error(f, session, AQ_TOO_BIG);
+    assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_SYNCED);
+    zsock_destroy(&push);
+    zsock_destroy(&session);
+    assert_int_equal(harness_stat(&f->h, "q", "puts"), 0);
+
+    /* The program says so and exits 1. */
+    char path[] = "/tmp/asyncq-test-big-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *file = fdopen(fd, "w");
+    fprintf(file, "small\n%s\n", big);
+    fclose(file);
+    char command[1024];
+    snprintf(command, sizeof command, "%s/asyncq-producer --broker %s --queue q --stdin --quiet < %s 2>/dev/null",
+             getenv("ASYNCQ_BIN_DIR"), f->h.address, path);
+    int status = system(command);
+    unlink(path);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+    s_assert_still_serving(&f->h, "other");
+}
+
+static void test_unreachable_broker_and_bad_flags_give_one_line_errors(void **state)
+{
+    (void) state;
+    char out[256];
+    char *unreachable[] = {"asyncq", "stats", "--broker", "127.0.0.1:1", NULL};
+    assert_int_equal(harness_run(unreachable, out, sizeof out), 3);
+    char *bad_flag[] = {"asyncq-consumer", "--credit", "zero", NULL};
+    assert_int_equal(harness_run(bad_flag, out, sizeof out), 2);
+    char *bad_address[] = {"asyncq-producer", "--broker", "tcp://nowhere", NULL};
+    assert_int_equal(harness_run(bad_address, out, sizeof out), 3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ack_of_an_unknown_id_is_refused_and_changes_nothing, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_on_the_router_gets_errors_and_the_broker_goes_on, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_item_is_refused_and_not_truncated, s_setup, s_teardown),
+        cmocka_unit_test(test_unreachable_broker_and_bad_flags_give_one_line_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,181 @@
+#include "harness.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void s_program(const char *name, char *path, size_t size)
+{
+    if (aq_program_path(name, path, size))
+        fail_msg("cannot find %s (is ASYNCQ_BIN_DIR set?)", name);
+}
+
+void harness_start_broker(harness_t *self, ...)
+{
+    char path[4096];
+    s_program("asyncq-broker", path, sizeof path);
+    char *argv[32] = {path, "--bind", "tcp://127.0.0.1:0"};
+    int argc = 3;
+    va_list args;
+    va_start(args, self);
+    char *arg;
+    while ((arg = va_arg(args, char *)) && argc < 31)
+        argv[argc++] = arg;
+    va_end(args);
+    argv[argc] = NULL;
+    assert_int_equal(aq_process_spawn(&self->broker, argv, 1, 1), 0);
+    if (!aq_process_expect(&self->broker, "READY ", self->address, sizeof self->address,
+                           HARNESS_DEADLINE_MS))
+        fail_msg("broker did not print READY");
+}
+
+void harness_stop(harness_t *self)
+{
+    aq_process_stop(&self->broker, SIGTERM, 5000);
+}
+
+static void s_resolve(char **argv, char *path, size_t size)
+{
+    if (argv[0][0] != '/') {
+        s_program(argv[0], path, size);
+        argv[0] = path;
+    }
+}
+
+int harness_run(char **argv, char *out, size_t size)
+{
+    char path[4096];
+    s_resolve(argv, path, sizeof path);
+    aq_process_t process;
+    assert_int_equal(aq_process_spawn(&process, argv, 1, 1), 0);
+    size_t used = 0;
+    char line[4096];
+    int rc;
+    int64_t deadline = zclock_mono() + 60000;
+    while ((rc = aq_process_read_line(&process, line, sizeof line, 1000)) >= 0) {
+        if (rc == 1 && out && used + strlen(line) + 2 < size)
+            used += (size_t) sprintf(out + used, "%s\n", line);
+        if (zclock_mono() > deadline) {
+            aq_process_stop(&process, SIGKILL, 1000);
+            fail_msg("%s did not finish", argv[0]);
+        }
+    }
+    if (out)
+        out[used] = '\0';
+    aq_process_wait(&process, -1);
+    return process.exit_code;
+}
+
+void harness_spawn(aq_process_t *process, char **argv)
+{
+    char path[4096];
+    s_resolve(argv, path, sizeof path);
+    assert_int_equal(aq_process_spawn(process, argv, 1, 1), 0);
+}
+
+aq_session_t *harness_session(const harness_t *self)
+{
+    aq_status_t rc;
+    char client_id[AQ_NAME_MAX + 1];
+    aq_client_id_make("test", client_id, sizeof client_id);
+    aq_session_t *session = aq_session_new(self->address, client_id, HARNESS_DEADLINE_MS, &rc);
+    assert_non_null(session);
+    return session;
+}
+
+typedef struct {
+    const char *key;
+    uint64_t value;
+    int found;
+} stat_t;
+
+static void s_find_stat(void *ctx, const char *line)
+{
+    stat_t *stat = ctx;
+    char pattern[64];
+    snprintf(pattern, sizeof pattern, " %s=", stat->key);
+    const char *at = strstr(line, pattern);
+    if (at) {
+        stat->value = strtoull(at + strlen(pattern), NULL, 10);
+        stat->found = 1;
+    }
+}
+
+uint64_t harness_stat(const harness_t *self, const char *queue, const char *key)
+{
+    aq_session_t *session = harness_session(self);
+    stat_t stat = {key, 0, 0};
+    assert_int_equal(aq_stats(session, queue, s_find_stat, &stat), AQ_OK);
+    aq_session_destroy(&session);
+    assert_true(stat.found);
+    return stat.value;
+}
+
+void harness_wait_stat(const harness_t *self, const char *queue, const char *key,
+                       uint64_t value)
+{
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    uint64_t now;
+    while ((now = harness_stat(self, queue, key)) != value) {
+        if (zclock_mono() > deadline)
+            fail_msg("%s %s stayed %llu, expected %llu", queue, key, (unsigned long long) now,
+                     (unsigned long long) value);
+        zclock_sleep(20); /* polling a remote counter: there is nothing to wait on */
+    }
+}
+
+zsock_t *harness_raw(const harness_t *self, int type)
+{
+    aq_endpoint_t endpoint;
+    assert_int_equal(aq_endpoint_parse(self->address, 0, &endpoint), AQ_OK);
+    char address[AQ_ENDPOINT_MAX];
+    if (type == ZMQ_PUSH)
+        aq_endpoint_pull(&endpoint, address, sizeof address);
+    else
+        aq_endpoint_router(&endpoint, address, sizeof address);
+    zsock_t *socket = zsock_new(type);
+    assert_non_null(socket);
+    zsock_set_linger(socket, 1000);
+    assert_int_equal(zsock_connect(socket, "%s", address), 0);
+    return socket;
+}
+
+void harness_send_frames(zsock_t *socket, ...)
+{
+    va_list args;
+    va_start(args, socket);
+    const char *frame = va_arg(args, const char *);
+    while (frame) {
+        const char *next = va_arg(args, const char *);
+        assert_true(zmq_send(zsock_resolve(socket), frame, strlen(frame), next ? ZMQ_SNDMORE : 0) >= 0);
+        frame = next;
+    }
+    va_end(args);
+}
+
+aq_cmd_t harness_recv(zsock_t *socket, aq_inbox_t *inbox, aq_msg_t *msg)
+{
+    zmq_pollitem_t item = {zsock_resolve(socket), 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, HARNESS_DEADLINE_MS) != 1)
+        fail_msg("no reply from the broker");
+    assert_int_equal(aq_inbox_recv(inbox, zsock_resolve(socket), 0, 0), AQ_OK);
+    size_t count;
+    const aq_bytes_t *frames = aq_inbox_frames(inbox, &count);
+    assert_int_equal(aq_msg_decode(msg, frames, count), AQ_OK);
+    return msg->cmd;
+}
+
+uint64_t harness_rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int) pid);
+    FILE *file = fopen(path, "r");
+    assert_non_null(file);
+    uint64_t kib = 0;
+    while (fgets(line, sizeof line, file))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kib = strtoull(line + 6, NULL, 10);
+    fclose(file);
+    return kib;
+}

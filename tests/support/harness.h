@@ -1,0 +1,61 @@
+/*  End-to-end test support: start the real programs, wait for their lines
+    with deadlines, talk raw protocol to a broker. */
+#ifndef TESTS_HARNESS_H
+#define TESTS_HARNESS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <czmq.h>
+
+#include "asyncq/consumer.h"
+#include "asyncq/control.h"
+#include "asyncq/process.h"
+#include "asyncq/producer.h"
+#include "asyncq/wire.h"
+
+#define HARNESS_DEADLINE_MS 20000
+
+typedef struct {
+    aq_process_t broker;
+    char address[256];
+} harness_t;
+
+/*  Starts asyncq-broker on a free loopback port with extra flags (NULL-ended). */
+void harness_start_broker(harness_t *self, ...);
+void harness_stop(harness_t *self);
+
+/*  Runs a program to completion, its stdout into out (may be NULL). Returns
+    its exit code. argv[0] is a program name from build/bin. */
+int harness_run(char **argv, char *out, size_t size);
+
+/*  Starts a program in the background with stdout captured. */
+void harness_spawn(aq_process_t *process, char **argv);
+
+/*  A session for control requests (asserts it connects). */
+aq_session_t *harness_session(const harness_t *self);
+
+/*  A number from the queue's stats line ("queued", "acked"...). */
+uint64_t harness_stat(const harness_t *self, const char *queue, const char *key);
+
+/*  Waits until harness_stat(queue, key) == value; fails the test after the deadline. */
+void harness_wait_stat(const harness_t *self, const char *queue, const char *key,
+                       uint64_t value);
+
+/*  A raw DEALER (or PUSH for puts) connected to the broker. */
+zsock_t *harness_raw(const harness_t *self, int type);
+
+/*  Sends frames (NULL-ended strings) on a raw socket. */
+void harness_send_frames(zsock_t *socket, ...);
+
+/*  Receives one message from a raw DEALER; returns its command and fills msg
+    (from `inbox`). Fails the test if nothing comes within the deadline. */
+aq_cmd_t harness_recv(zsock_t *socket, aq_inbox_t *inbox, aq_msg_t *msg);
+
+/*  Resident memory of a process, in KiB. */
+uint64_t harness_rss_kib(pid_t pid);
+
+#endif
