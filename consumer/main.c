@@ -82,13 +82,9 @@ static int s_parse(int argc, char **argv, options_t *opts)
     }
     credit = aq_arg_env(credit, "ASYNCQ_CREDIT");
     max_sleep = aq_arg_env(max_sleep, "ASYNCQ_MAX_SLEEP");
-    opts->queue = aq_arg_env(opts->queue, "ASYNCQ_QUEUE");
-    opts->name = aq_arg_env(opts->name, "ASYNCQ_NAME");
-    opts->broker = aq_endpoint_choose(opts->broker, "ASYNCQ_BROKER", "localhost");
-    if (!opts->queue)
-        opts->queue = "default";
-    if (!opts->name)
-        opts->name = "consumer";
+    if (!aq_client_defaults("asyncq-consumer", &opts->broker, &opts->queue, &opts->name,
+                            "consumer"))
+        return 0;
     opts->credit = 1;
     if (credit && (!aq_arg_u64(credit, &opts->credit) || opts->credit == 0))
         return s_bad("--credit", "a whole number of at least 1", credit);
@@ -100,27 +96,26 @@ static int s_parse(int argc, char **argv, options_t *opts)
         return s_bad("--count", "a whole number", count);
     if (seed && !aq_arg_u64(seed, &opts->seed))
         return s_bad("--seed", "a whole number", seed);
-    if (!aq_name_is_valid((const uint8_t *) opts->queue, strlen(opts->queue)))
-        return s_bad("--queue", "1 to 64 of A-Z a-z 0-9 . _ : -", opts->queue);
     return 1;
 }
 
 static aq_status_t s_run(aq_consumer_t *consumer, const options_t *opts)
 {
-    for (uint64_t done = 0; !opts->has_count || done < opts->count; done++) {
+    uint64_t done = 0;
+    while (!opts->has_count || done < opts->count) {
         if (opts->max_sleep_ms && aq_sleep_ms((uint64_t) (aq_random() * opts->max_sleep_ms)))
             return AQ_INTERRUPTED;
         aq_item_t item;
         aq_status_t rc = aq_consumer_get(consumer, &item, -1);
-        if (rc == AQ_REFUSED) {
+        if (rc == AQ_REFUSED) { /* an error about an earlier ack: report, go on */
             const aq_error_t *error = aq_session_error(aq_consumer_session(consumer));
             fprintf(stderr, "asyncq-consumer: broker says %s: %s (%s)\n",
                     aq_status_name(error->code), error->text, error->subject);
-            done--;
             continue;
         }
         if (rc)
             return rc;
+        done++;
         if (!opts->quiet)
             printf("Consumer %s got element <%.*s> in %.5f seconds.\n", opts->name,
                    (int) item.size, (const char *) item.data, (double) item.age_us / 1e6);

@@ -76,13 +76,9 @@ static int s_parse(int argc, char **argv, options_t *opts)
     }
     count = aq_arg_env(count, "ASYNCQ_COUNT");
     max_sleep = aq_arg_env(max_sleep, "ASYNCQ_MAX_SLEEP");
-    opts->queue = aq_arg_env(opts->queue, "ASYNCQ_QUEUE");
-    opts->name = aq_arg_env(opts->name, "ASYNCQ_NAME");
-    opts->broker = aq_endpoint_choose(opts->broker, "ASYNCQ_BROKER", "localhost");
-    if (!opts->queue)
-        opts->queue = "default";
-    if (!opts->name)
-        opts->name = "producer";
+    if (!aq_client_defaults("asyncq-producer", &opts->broker, &opts->queue, &opts->name,
+                            "producer"))
+        return 0;
     opts->has_count = count != NULL;
     if (count && !aq_arg_u64(count, &opts->count)) {
         fprintf(stderr, "asyncq-producer: --count needs a whole number, not '%s'\n", count);
@@ -95,11 +91,6 @@ static int s_parse(int argc, char **argv, options_t *opts)
     }
     if (seed && !aq_arg_u64(seed, &opts->seed)) {
         fprintf(stderr, "asyncq-producer: --seed needs a whole number, not '%s'\n", seed);
-        return 0;
-    }
-    if (!aq_name_is_valid((const uint8_t *) opts->queue, strlen(opts->queue))) {
-        fprintf(stderr, "asyncq-producer: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
-                opts->queue, AQ_NAME_MAX);
         return 0;
     }
     return 1;
@@ -192,9 +183,9 @@ int main(int argc, char **argv)
     uint64_t sent = aq_producer_sent(producer);
     refused += aq_producer_refused(producer);
     if (rc == AQ_REFUSED || (rc == AQ_OK && refused)) {
-        fprintf(stderr, "asyncq-producer: %llu of %llu items refused by the broker (last: %s)\n",
-                (unsigned long long) refused, (unsigned long long) (sent + refused),
-                aq_session_error(aq_producer_session(producer))->text);
+        const char *reason = aq_session_error(aq_producer_session(producer))->text;
+        fprintf(stderr, "asyncq-producer: %llu items refused%s%s\n", (unsigned long long) refused,
+                *reason ? "; the broker says: " : "", reason);
         rc = AQ_REFUSED;
     }
     else if (rc)

@@ -100,13 +100,9 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
     rc = aq_consumer_flush(self);
     if (rc)
         return rc;
-    int64_t deadline = timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
+    int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
-        int left = -1;
-        if (deadline >= 0) {
-            int64_t remaining = deadline - zclock_mono();
-            left = remaining > 0 ? (int) remaining : 0;
-        }
+        int left = aq_deadline_left(deadline);
         rc = s_take_item(self, item, left);
         if (rc != AQ_TIMEOUT || left == 0)
             return rc;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "asyncq/codec.h"
+#include "asyncq/endpoint.h"
 
 int aq_arg_u64(const char *text, uint64_t *value)
 {
@@ -32,6 +33,19 @@ const char *aq_arg_env(const char *flag_value, const char *env)
         return flag_value;
     const char *value = getenv(env);
     return value && *value ? value : NULL;
+}
+
+int aq_client_defaults(const char *program, const char **broker, const char **queue,
+                       const char **name, const char *default_name)
+{
+    *broker = aq_endpoint_choose(*broker, "ASYNCQ_BROKER", "localhost");
+    *queue = aq_endpoint_choose(*queue, "ASYNCQ_QUEUE", "default");
+    *name = aq_endpoint_choose(*name, "ASYNCQ_NAME", default_name);
+    if (aq_name_is_valid((const uint8_t *) *queue, strlen(*queue)))
+        return 1;
+    fprintf(stderr, "%s: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
+            program, *queue, AQ_NAME_MAX);
+    return 0;
 }
 
 int aq_sleep_ms(uint64_t milliseconds)

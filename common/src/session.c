@@ -30,6 +30,19 @@ void aq_client_id_make(const char *name, char *buf, size_t size)
     zuuid_destroy(&uuid);
 }
 
+int64_t aq_deadline_at(int timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
+}
+
+int aq_deadline_left(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t remaining = deadline - zclock_mono();
+    return remaining > 0 ? (int) remaining : 0;
+}
+
 static aq_status_t s_handshake(aq_session_t *self, int timeout_ms)
 {
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO};
@@ -37,11 +50,10 @@ static aq_status_t s_handshake(aq_session_t *self, int timeout_ms)
     aq_status_t rc = aq_session_send(self, &hello);
     if (rc)
         return rc;
-    int64_t deadline = zclock_mono() + timeout_ms;
+    int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
-        int left = (int) (deadline - zclock_mono());
         aq_msg_t reply;
-        rc = aq_session_recv(self, &reply, left > 0 ? left : 0);
+        rc = aq_session_recv(self, &reply, aq_deadline_left(deadline));
         if (rc == AQ_TIMEOUT)
             return AQ_UNREACHABLE;
         if (rc)
@@ -155,14 +167,9 @@ static int s_has_tag(const aq_msg_t *msg, const char *tag, aq_status_t status)
 aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
                              int timeout_ms, aq_session_other_fn *other, void *ctx)
 {
-    int64_t deadline = timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
+    int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
-        int left = -1;
-        if (deadline >= 0) {
-            int64_t remaining = deadline - zclock_mono();
-            left = remaining > 0 ? (int) remaining : 0;
-        }
-        aq_status_t rc = aq_session_recv(self, reply, left);
+        aq_status_t rc = aq_session_recv(self, reply, aq_deadline_left(deadline));
         if (rc == AQ_TIMEOUT || rc == AQ_INTERRUPTED || rc == AQ_TRANSPORT)
             return rc;
         if ((rc == AQ_OK || rc == AQ_REFUSED) && s_has_tag(reply, tag, rc))

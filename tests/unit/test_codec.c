@@ -30,13 +30,12 @@ static int s_collect(void *ctx, const void *data, size_t size, int more, int is_
     return 0;
 }
 
-static frames_t s_encode(const aq_msg_t *msg)
+/*  Encodes into a caller's frames_t: the frames point into its storage. */
+static void s_encode_into(frames_t *out, const aq_msg_t *msg)
 {
-    frames_t out;
-    memset(&out, 0, sizeof out);
-    out.payload_at = -1;
-    assert_int_equal(aq_msg_encode(msg, s_collect, &out), AQ_OK);
-    return out;
+    memset(out, 0, sizeof *out);
+    out->payload_at = -1;
+    assert_int_equal(aq_msg_encode(msg, s_collect, out), AQ_OK);
 }
 
 static void s_set(frames_t *f, size_t index, const char *text)
@@ -60,7 +59,8 @@ static void test_put_round_trips_binary_payload(void **state)
     aq_msg_t msg = {.cmd = AQ_CMD_PUT, .queue = aq_bytes_str("jobs"),
                     .producer = aq_bytes_str("p-1"), .seq = 42,
                     .payload = {payload, sizeof payload}};
-    frames_t f = s_encode(&msg);
+    static frames_t f;
+    s_encode_into(&f, &msg);
     assert_int_equal(f.count, 6);
     assert_int_equal(f.payload_at, 5);
     s_assert_bytes(f.frames[0], "asyncq/1", 8);
@@ -78,7 +78,8 @@ static void test_empty_payload_and_anonymous_producer_round_trip(void **state)
 {
     (void) state;
     aq_msg_t msg = {.cmd = AQ_CMD_PUT, .queue = aq_bytes_str("q")};
-    frames_t f = s_encode(&msg);
+    static frames_t f;
+    s_encode_into(&f, &msg);
     aq_msg_t out;
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
     assert_int_equal(out.payload.size, 0);
@@ -110,7 +111,8 @@ static void test_every_reply_round_trips(void **state)
         {.cmd = AQ_CMD_HEARTBEAT},
     };
     for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
-        frames_t f = s_encode(&msgs[i]);
+        static frames_t f;
+    s_encode_into(&f, &msgs[i]);
         aq_msg_t out;
         assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
         assert_int_equal(out.cmd, msgs[i].cmd);
@@ -129,7 +131,8 @@ static void test_ack_carries_many_ids(void **state)
     aq_bytes_t ids[3] = {aq_bytes_str("1"), aq_bytes_str("18446744073709551615"),
                          aq_bytes_str("7")};
     aq_msg_t msg = {.cmd = AQ_CMD_ACK, .list = ids, .list_size = 3};
-    frames_t f = s_encode(&msg);
+    static frames_t f;
+    s_encode_into(&f, &msg);
     assert_int_equal(f.count, 5);
     aq_msg_t out;
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
@@ -141,7 +144,8 @@ static void test_truncated_at_every_frame_is_refused(void **state)
     (void) state;
     aq_msg_t msg = {.cmd = AQ_CMD_ITEM, .queue = aq_bytes_str("q"), .id = 1, .attempt = 1,
                     .age_us = 0, .payload = aq_bytes_str("x")};
-    frames_t f = s_encode(&msg);
+    static frames_t f;
+    s_encode_into(&f, &msg);
     for (size_t count = 0; count < f.count; count++) {
         aq_msg_t out;
         assert_int_not_equal(aq_msg_decode(&out, f.frames, count), AQ_OK);
@@ -152,7 +156,8 @@ static void test_extra_frame_is_refused(void **state)
 {
     (void) state;
     aq_msg_t msg = {.cmd = AQ_CMD_CREDIT, .queue = aq_bytes_str("q"), .credit = 1};
-    frames_t f = s_encode(&msg);
+    static frames_t f;
+    s_encode_into(&f, &msg);
     s_set(&f, f.count++, "");
     aq_msg_t out;
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
@@ -162,7 +167,8 @@ static void test_wrong_signature_or_version_is_bad_version(void **state)
 {
     (void) state;
     aq_msg_t msg = {.cmd = AQ_CMD_BYE};
-    frames_t f = s_encode(&msg);
+    static frames_t f;
+    s_encode_into(&f, &msg);
     aq_msg_t out;
     s_set(&f, 0, "asyncq/2");
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_BAD_VERSION);
@@ -173,7 +179,8 @@ static void test_wrong_signature_or_version_is_bad_version(void **state)
 static void test_unknown_command_is_reported_as_such(void **state)
 {
     (void) state;
-    frames_t f = s_encode(&(aq_msg_t){.cmd = AQ_CMD_BYE});
+    static frames_t f;
+    s_encode_into(&f, &(aq_msg_t){.cmd = AQ_CMD_BYE});
     s_set(&f, 1, "FLY");
     aq_msg_t out;
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_UNKNOWN_COMMAND);
@@ -188,7 +195,8 @@ static void test_bad_numbers_are_refused(void **state)
                          "123456789012345678901", "0x10"};
     aq_msg_t msg = {.cmd = AQ_CMD_CREDIT, .queue = aq_bytes_str("q"), .credit = 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        frames_t f = s_encode(&msg);
+        static frames_t f;
+    s_encode_into(&f, &msg);
         s_set(&f, 3, bad[i]);
         aq_msg_t out;
         assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
@@ -199,7 +207,8 @@ static void test_bad_names_tags_and_modes_are_refused(void **state)
 {
     (void) state;
     aq_msg_t join = {.cmd = AQ_CMD_JOIN, .tag = aq_bytes_str("t"), .queue = aq_bytes_str("q")};
-    frames_t f = s_encode(&join);
+    static frames_t f;
+    s_encode_into(&f, &join);
     aq_msg_t out;
     s_set(&f, 3, "has space");
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
@@ -219,7 +228,8 @@ static void test_bad_names_tags_and_modes_are_refused(void **state)
 static void test_empty_ack_is_refused(void **state)
 {
     (void) state;
-    frames_t f = s_encode(&(aq_msg_t){.cmd = AQ_CMD_BYE});
+    static frames_t f;
+    s_encode_into(&f, &(aq_msg_t){.cmd = AQ_CMD_BYE});
     s_set(&f, 1, "ACK");
     aq_msg_t out;
     assert_int_equal(aq_msg_decode(&out, f.frames, 2), AQ_MALFORMED);

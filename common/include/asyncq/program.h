@@ -22,6 +22,13 @@ int aq_arg_seconds_ms(const char *text, uint64_t *milliseconds);
 /*  The flag's value if given, else the environment variable's, else NULL. */
 const char *aq_arg_env(const char *flag_value, const char *env);
 
+/*  Fills in what a client program was not told by its flags, from
+    ASYNCQ_BROKER, ASYNCQ_QUEUE and ASYNCQ_NAME, then the defaults (localhost,
+    "default", default_name). Returns 0 and prints why if the queue name is not
+    valid. */
+int aq_client_defaults(const char *program, const char **broker, const char **queue,
+                       const char **name, const char *default_name);
+
 /*  Sleeps; returns 0, or -1 if a signal (SIGINT, SIGTERM) cut it short. */
 int aq_sleep_ms(uint64_t milliseconds);
 

@@ -57,6 +57,11 @@ uint64_t aq_session_max_item(const aq_session_t *self);
 /*  The 0MQ socket, for polling. */
 void *aq_session_socket(aq_session_t *self);
 
+/*  A deadline `timeout_ms` from now (-1: none), and the milliseconds left
+    until it (-1 for none, 0 once passed), for waits made of several polls. */
+int64_t aq_deadline_at(int timeout_ms);
+int aq_deadline_left(int64_t deadline);
+
 /*  A client id: NAME (cleaned to the name alphabet) plus a random suffix. */
 void aq_client_id_make(const char *name, char *buf, size_t size);
 
