@@ -22,6 +22,7 @@ typedef struct {
     uint64_t max_queues;
     uint64_t max_joiners;
     uint64_t max_credit;
+    uint64_t heartbeat_ms;  /* probe every session this often */
     int verbose;
 } broker_config_t;
 
@@ -29,6 +30,7 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_QUEUES 1024
 #define BROKER_DEFAULT_MAX_JOINERS 10000
 #define BROKER_DEFAULT_MAX_CREDIT 10000
+#define BROKER_DEFAULT_HEARTBEAT_MS 1000
 
 struct producer;
 
@@ -82,6 +84,7 @@ typedef struct broker {
     dict_t *producers;      /* producer id -> producer_t */
     deadlines_t deadlines;
     deadline_t sweep;       /* periodic clean-up of forgotten producers */
+    deadline_t heartbeat;   /* periodic probe of every session */
     list_node_t dropped_peers; /* freed once the current message is handled */
     uint64_t joiner_count;
     uint64_t bad_input_total;

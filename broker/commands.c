@@ -74,7 +74,7 @@ static void s_on_hello(broker_t *self, aq_bytes_t routing_id, peer_t *peer, cons
     aq_msg_t welcome = {.cmd = AQ_CMD_WELCOME};
     welcome.broker = aq_bytes_str(self->broker_id);
     welcome.max_item = self->config.max_item;
-    welcome.heartbeat_ms = 0;
+    welcome.heartbeat_ms = self->config.heartbeat_ms;
     s_reply(self, routing_id, &welcome);
 }
 

@@ -24,6 +24,8 @@ static void s_usage(FILE *out)
             "      --max-queues N      most queues (1024)\n"
             "      --max-joins N       most joins waiting at once (10000)\n"
             "      --max-credit N      most credit one consumer may ask for (10000)\n"
+            "      --heartbeat-ms MS   probe every session this often; a consumer found\n"
+            "                          gone gives its items back (1000)\n"
             "  -v, --verbose           log every session\n"
             "  -h, --help              this text\n"
             "\n"
@@ -49,12 +51,14 @@ int main(int argc, char **argv)
         .max_queues = BROKER_DEFAULT_MAX_QUEUES,
         .max_joiners = BROKER_DEFAULT_MAX_JOINERS,
         .max_credit = BROKER_DEFAULT_MAX_CREDIT,
+        .heartbeat_ms = BROKER_DEFAULT_HEARTBEAT_MS,
     };
     const char *max_item = NULL, *maxsize = NULL;
     static const struct option options[] = {
         {"bind", required_argument, 0, 'b'},     {"max-item", required_argument, 0, 'I'},
         {"maxsize", required_argument, 0, 'm'},  {"max-queues", required_argument, 0, 'Q'},
         {"max-joins", required_argument, 0, 'J'}, {"max-credit", required_argument, 0, 'C'},
+        {"heartbeat-ms", required_argument, 0, 'H'},
         {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int opt;
@@ -66,6 +70,14 @@ int main(int argc, char **argv)
         case 'Q': if (!s_number("--max-queues", optarg, &config.max_queues)) return AQ_EXIT_USAGE; break;
         case 'J': if (!s_number("--max-joins", optarg, &config.max_joiners)) return AQ_EXIT_USAGE; break;
         case 'C': if (!s_number("--max-credit", optarg, &config.max_credit)) return AQ_EXIT_USAGE; break;
+        case 'H':
+            if (!s_number("--heartbeat-ms", optarg, &config.heartbeat_ms))
+                return AQ_EXIT_USAGE;
+            if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600000) {
+                fprintf(stderr, "asyncq-broker: --heartbeat-ms must be from 10 to 600000\n");
+                return AQ_EXIT_USAGE;
+            }
+            break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;

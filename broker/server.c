@@ -121,6 +121,11 @@ static void s_configure(broker_t *self)
     s_set_int(self->router, ZMQ_SNDHWM, ROUTER_SNDHWM);
     s_set_int64(self->router, ZMQ_MAXMSGSIZE, ROUTER_MAXMSGSIZE);
     s_set_int(self->router, ZMQ_LINGER, 0);
+    /* ZMTP heartbeats close a connection whose peer stopped answering (a
+       host gone, a cut link); the next probe then finds the peer gone. */
+    int heartbeat = (int) self->config.heartbeat_ms;
+    s_set_int(self->router, ZMQ_HEARTBEAT_IVL, heartbeat);
+    s_set_int(self->router, ZMQ_HEARTBEAT_TIMEOUT, heartbeat * 3);
     s_set_int(self->pull, ZMQ_RCVHWM, PULL_RCVHWM);
     /* Oversized puts up to twice the limit still get a TOO_BIG answer;
        beyond that ZeroMQ drops the connection before reading them whole. */
@@ -143,6 +148,7 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
     self->config = *config;
     deadlines_init(&self->deadlines);
     deadline_init(&self->sweep);
+    deadline_init(&self->heartbeat);
     list_init(&self->dropped_peers);
     self->pull_zsock = zsock_new(ZMQ_PULL);
     self->router_zsock = zsock_new(ZMQ_ROUTER);
@@ -155,8 +161,10 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
     self->pull_inbox = aq_inbox_new();
     if (!self->pull_zsock || !self->router_zsock || !self->store || !self->queues
         || !self->peers || !self->clients || !self->producers || !self->router_inbox
-        || !self->pull_inbox || deadlines_set(&self->deadlines, &self->sweep,
-                                              broker_now_ms() + SWEEP_INTERVAL_MS)) {
+        || !self->pull_inbox
+        || deadlines_set(&self->deadlines, &self->sweep, broker_now_ms() + SWEEP_INTERVAL_MS)
+        || deadlines_set(&self->deadlines, &self->heartbeat,
+                         broker_now_ms() + (int64_t) config->heartbeat_ms)) {
         *status = AQ_NOMEM;
         broker_destroy(&self);
         return NULL;
@@ -351,6 +359,40 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
     }
 }
 
+typedef struct {
+    broker_t *broker;
+    peer_t **gone;
+    size_t count;
+} probe_t;
+
+static void s_probe_peer(void *ctx, void *value)
+{
+    probe_t *probe = ctx;
+    peer_t *peer = value;
+    aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT};
+    if (broker_send(probe->broker, peer->routing_id, peer->routing_id_size, &heartbeat, NULL))
+        probe->gone[probe->count++] = peer;
+}
+
+/*  Sends HEARTBEAT to every session. libzmq does not say which peer's
+    connection closed, but with ROUTER_MANDATORY a send to it fails: that
+    is how a consumer killed while holding items loses them back to the
+    queue within one interval. O(sessions) per interval. */
+static void s_probe_sessions(broker_t *self)
+{
+    probe_t probe = {self, calloc(dict_size(self->peers) + 1, sizeof(peer_t *)), 0};
+    if (!probe.gone)
+        return; /* out of memory: try at the next interval */
+    dict_each(self->peers, s_probe_peer, &probe);
+    for (size_t i = 0; i < probe.count; i++) {
+        queue_t *queue = probe.gone[i]->consumer.queue;
+        broker_drop_peer(self, probe.gone[i], "heartbeat not delivered: peer gone or too slow");
+        if (queue)
+            broker_dispatch(self, queue);
+    }
+    free(probe.gone);
+}
+
 static void s_fire_deadlines(broker_t *self)
 {
     int64_t now = broker_now_ms();
@@ -359,6 +401,12 @@ static void s_fire_deadlines(broker_t *self)
         if (deadline == &self->sweep) {
             producers_sweep(self);
             deadlines_set(&self->deadlines, &self->sweep, now + SWEEP_INTERVAL_MS);
+        }
+        else if (deadline == &self->heartbeat) {
+            s_probe_sessions(self);
+            s_free_dropped_peers(self);
+            deadlines_set(&self->deadlines, &self->heartbeat,
+                          now + (int64_t) self->config.heartbeat_ms);
         }
         else {
             deadlines_cancel(&self->deadlines, deadline);
