@@ -1,0 +1,92 @@
+/*  The programs as a user runs them, over ipc://: seq | producer --stdin,
+    a consumer, asyncq join and asyncq stats. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef struct {
+    aq_process_t broker;
+    char dir[64];
+    char address[128];
+} fixture_t;
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    strcpy(f->dir, "/tmp/asyncq-ipc-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->address, sizeof f->address, "ipc://%s/broker", f->dir);
+    char path[4096];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    char *argv[] = {path, "--bind", f->address, NULL};
+    assert_int_equal(aq_process_spawn(&f->broker, argv, 1, 1), 0);
+    char ready[256];
+    assert_true(aq_process_expect(&f->broker, "READY ", ready, sizeof ready, HARNESS_DEADLINE_MS));
+    assert_string_equal(ready, f->address);
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    aq_process_stop(&f->broker, SIGTERM, 5000);
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf %s", f->dir);
+    assert_int_equal(system(command), 0);
+    free(f);
+    return 0;
+}
+
+static void test_piped_lines_are_consumed_and_joined_over_ipc(void **state)
+{
+    fixture_t *f = *state;
+    char command[1024];
+    snprintf(command, sizeof command,
+             "seq 1000 | %s/asyncq-producer --broker %s --queue lines --stdin --quiet",
+             getenv("ASYNCQ_BIN_DIR"), f->address);
+    int status = system(command);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    static char out[1 << 18];
+    char *consumer[] = {"asyncq-consumer", "--broker", f->address, "--queue", "lines",
+                        "--max-sleep", "0", "--credit", "32", "--count", "1000", NULL};
+    assert_int_equal(harness_run(consumer, out, sizeof out), 0);
+    /* In order, with one consumer: line N is the Nth item. */
+    char *line = strstr(out, "got element <1>");
+    assert_non_null(line);
+    assert_non_null(strstr(out, "got element <1000>"));
+
+    char *join[] = {"asyncq", "join", "--broker", f->address, "--queue", "lines", NULL};
+    assert_int_equal(harness_run(join, out, sizeof out), 0);
+    assert_non_null(strstr(out, "joined lines"));
+    char *stats[] = {"asyncq", "stats", "--broker", f->address, NULL};
+    assert_int_equal(harness_run(stats, out, sizeof out), 0);
+    assert_non_null(strstr(out, "queue=lines queued=0 inflight=0 acked=1000 "));
+}
+
+static void test_put_command_items_come_out_in_order(void **state)
+{
+    fixture_t *f = *state;
+    char *put[] = {"asyncq", "put", "--broker", f->address, "one", "two", "three", NULL};
+    char out[4096];
+    assert_int_equal(harness_run(put, out, sizeof out), 0);
+    char *consumer[] = {"asyncq-consumer", "--broker", f->address, "--max-sleep", "0",
+                        "--count", "3", NULL};
+    assert_int_equal(harness_run(consumer, out, sizeof out), 0);
+    char *one = strstr(out, "<one>"), *two = strstr(out, "<two>"), *three = strstr(out, "<three>");
+    assert_true(one && two && three && one < two && two < three);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_piped_lines_are_consumed_and_joined_over_ipc, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_put_command_items_come_out_in_order, s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
