@@ -57,7 +57,7 @@ static void test_sigkilled_consumers_items_go_to_another_and_join_completes(void
 
     int ready[2];
     assert_int_equal(pipe(ready), 0);
-    pid_t doomed = fork();
+    pid_t doomed = h->child = fork();
     assert_true(doomed >= 0);
     if (doomed == 0)
         s_doomed_consumer(h->address, ready[1]);
@@ -65,6 +65,7 @@ static void test_sigkilled_consumers_items_go_to_another_and_join_completes(void
     assert_int_equal(read(ready[0], &byte, 1), 1);
     kill(doomed, SIGKILL);
     assert_int_equal(waitpid(doomed, NULL, 0), doomed);
+    h->child = 0;
 
     aq_status_t rc;
     aq_consumer_t *survivor = aq_consumer_new(h->address, "q", ITEMS, "survivor", &rc);

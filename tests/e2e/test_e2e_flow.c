@@ -80,31 +80,35 @@ static void test_two_named_queues_do_not_affect_each_other(void **state)
 
 enum { BIG = 100 * 1024, BIG_COUNT = 600 };
 
-/*  A producer process putting BIG_COUNT items of BIG bytes. */
-static pid_t s_fork_producer(const harness_t *h)
+/*  The real producer program putting BIG_COUNT lines of BIG - 1 bytes
+    (plus newline) from a file; returns its pid. */
+static pid_t s_start_producer(const harness_t *h, char *file)
 {
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        static char item[BIG];
-        memset(item, 'm', sizeof item);
-        aq_status_t rc;
-        aq_producer_t *producer = aq_producer_new(h->address, "bulk", &rc);
-        for (int i = 0; producer && rc == AQ_OK && i < BIG_COUNT; i++)
-            rc = aq_producer_put(producer, "bounded", item, sizeof item);
-        if (producer && rc == AQ_OK)
-            rc = aq_producer_sync(producer, -1);
-        aq_producer_destroy(&producer);
-        _exit(rc == AQ_OK ? 0 : 1);
-    }
-    return pid;
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    FILE *out = fdopen(fd, "w");
+    static char line[BIG];
+    memset(line, 'm', sizeof line - 1);
+    line[sizeof line - 1] = '\n';
+    for (int i = 0; i < BIG_COUNT; i++)
+        assert_int_equal(fwrite(line, 1, sizeof line, out), sizeof line);
+    fclose(out);
+    char command[1024];
+    snprintf(command, sizeof command,
+             "exec %s/asyncq-producer --broker %s --queue bounded --stdin --quiet < %s",
+             getenv("ASYNCQ_BIN_DIR"), h->address, file);
+    char *argv[] = {"/bin/sh", "-c", command, NULL};
+    aq_process_t producer;
+    assert_int_equal(aq_process_spawn(&producer, argv, 0, 0), 0);
+    return producer.pid;
 }
 
 static void test_maxsize_blocks_the_producer_and_bounds_broker_memory(void **state)
 {
     harness_t *h = *state;
     uint64_t rss_before = harness_rss_kib(h->broker.pid);
-    pid_t producer = s_fork_producer(h);
+    char file[] = "/tmp/asyncq-test-bulk-XXXXXX";
+    pid_t producer = h->child = s_start_producer(h, file);
     harness_wait_stat(h, "bounded", "queued", 10);
     /* Full: the producer is held back, never more than maxsize queued. */
     for (int i = 0; i < 5; i++) {
@@ -121,12 +125,14 @@ static void test_maxsize_blocks_the_producer_and_bounds_broker_memory(void **sta
     for (int i = 0; i < BIG_COUNT; i++) {
         aq_item_t item;
         assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
-        assert_int_equal(item.size, BIG);
+        assert_int_equal(item.size, BIG - 1);
         aq_consumer_ack(consumer, item.id);
     }
     aq_consumer_destroy(&consumer);
     int status;
     assert_int_equal(waitpid(producer, &status, 0), producer);
+    h->child = 0;
+    unlink(file);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     harness_wait_stat(h, "bounded", "acked", BIG_COUNT);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static void s_program(const char *name, char *path, size_t size)
 {
@@ -32,6 +33,11 @@ void harness_start_broker(harness_t *self, ...)
 
 void harness_stop(harness_t *self)
 {
+    if (self->child > 0) {
+        kill(self->child, SIGKILL);
+        waitpid(self->child, NULL, 0);
+        self->child = 0;
+    }
     aq_process_stop(&self->broker, SIGTERM, 5000);
 }
 

@@ -22,6 +22,7 @@
 typedef struct {
     aq_process_t broker;
     char address[256];
+    pid_t child; /* a forked helper, killed by harness_stop if still there */
 } harness_t;
 
 /*  Starts asyncq-broker on a free loopback port with extra flags (NULL-ended). */
