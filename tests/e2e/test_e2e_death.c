@@ -30,18 +30,8 @@ static void s_doomed_consumer(const char *address, int ready_fd)
 
 static int s_setup(void **state)
 {
-    harness_t *h = calloc(1, sizeof *h);
-    harness_start_broker(h, "--heartbeat-ms", "100", NULL);
-    *state = h;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    harness_t *h = *state;
-    harness_stop(h);
-    free(h);
-    return 0;
+    char *const flags[] = {"--heartbeat-ms", "100", NULL};
+    return harness_setup_flags(state, flags);
 }
 
 static void test_sigkilled_consumers_items_go_to_another_and_join_completes(void **state)
@@ -101,7 +91,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sigkilled_consumers_items_go_to_another_and_join_completes,
-                                        s_setup, s_teardown),
+                                        s_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,18 +10,8 @@
 
 static int s_setup(void **state)
 {
-    harness_t *h = calloc(1, sizeof *h);
-    harness_start_broker(h, "--maxsize", "10", NULL);
-    *state = h;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    harness_t *h = *state;
-    harness_stop(h);
-    free(h);
-    return 0;
+    char *const flags[] = {"--maxsize", "10", NULL};
+    return harness_setup_flags(state, flags);
 }
 
 static void test_binary_payloads_come_out_byte_for_byte(void **state)
@@ -140,9 +130,9 @@ static void test_maxsize_blocks_the_producer_and_bounds_broker_memory(void **sta
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_binary_payloads_come_out_byte_for_byte, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_two_named_queues_do_not_affect_each_other, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_maxsize_blocks_the_producer_and_bounds_broker_memory, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_binary_payloads_come_out_byte_for_byte, s_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_two_named_queues_do_not_affect_each_other, s_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_maxsize_blocks_the_producer_and_bounds_broker_memory, s_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,22 +10,6 @@
 /*  Long enough that a wrongly sent JOINED would have arrived. */
 #define NOT_YET_MS 300
 
-static int s_setup(void **state)
-{
-    harness_t *h = calloc(1, sizeof *h);
-    harness_start_broker(h, NULL);
-    *state = h;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    harness_t *h = *state;
-    harness_stop(h);
-    free(h);
-    return 0;
-}
-
 static void s_put(const harness_t *h, const char *queue, int count)
 {
     aq_status_t rc;
@@ -175,12 +159,12 @@ static void test_join_right_after_producers_exit_sees_every_item(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_join_on_empty_queue_returns_at_once_twice, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_join_waits_for_the_slow_consumers_ack_and_returns_right_after, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_join_times_out_with_the_outstanding_count, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_two_concurrent_joiners_are_both_answered, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_items_put_after_the_join_do_not_hold_it_but_hold_join_all, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_join_right_after_producers_exit_sees_every_item, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_join_on_empty_queue_returns_at_once_twice, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_join_waits_for_the_slow_consumers_ack_and_returns_right_after, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_join_times_out_with_the_outstanding_count, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_two_concurrent_joiners_are_both_answered, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_items_put_after_the_join_do_not_hold_it_but_hold_join_all, harness_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_join_right_after_producers_exit_sees_every_item, harness_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

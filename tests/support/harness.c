@@ -41,6 +41,31 @@ void harness_stop(harness_t *self)
     aq_process_stop(&self->broker, SIGTERM, 5000);
 }
 
+int harness_setup_flags(void **state, char *const *flags)
+{
+    harness_t *self = calloc(1, sizeof *self);
+    assert_non_null(self);
+    const char *f[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; flags && flags[i] && i < 4; i++)
+        f[i] = flags[i];
+    harness_start_broker(self, f[0], f[1], f[2], f[3], NULL);
+    *state = self;
+    return 0;
+}
+
+int harness_setup(void **state)
+{
+    return harness_setup_flags(state, NULL);
+}
+
+int harness_teardown(void **state)
+{
+    harness_t *self = *state;
+    harness_stop(self);
+    free(self);
+    return 0;
+}
+
 static void s_resolve(char **argv, char *path, size_t size)
 {
     if (argv[0][0] != '/') {

@@ -29,6 +29,12 @@ typedef struct {
 void harness_start_broker(harness_t *self, ...);
 void harness_stop(harness_t *self);
 
+/*  cmocka fixtures: a broker with default flags, or with `flags` (NULL-ended),
+    stopped (with any forked helper) by harness_teardown. */
+int harness_setup(void **state);
+int harness_setup_flags(void **state, char *const *flags);
+int harness_teardown(void **state);
+
 /*  Runs a program to completion, its stdout into out (may be NULL). Returns
     its exit code. argv[0] is a program name from build/bin. */
 int harness_run(char **argv, char *out, size_t size);
