@@ -303,6 +303,11 @@ aq_status_t aq_msg_encode(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx
 {
     if (aq_msg_check(msg) != AQ_OK)
         return AQ_MALFORMED;
+    return aq_msg_emit(msg, sink, ctx);
+}
+
+aq_status_t aq_msg_emit(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx)
+{
     const command_t *command = &s_commands[msg->cmd];
 
     /* A REPORT with no lines ends at its tag; any other list is never empty. */

@@ -136,7 +136,7 @@ aq_status_t aq_msg_send(void *socket, const aq_bytes_t *routing_id, const aq_msg
         if (s_send_frame(&ctx, routing_id->data, routing_id->size, 1, 0))
             return AQ_TRANSPORT;
     }
-    return aq_msg_encode(msg, s_send_frame, &ctx);
+    return aq_msg_emit(msg, s_send_frame, &ctx);
 }
 
 aq_status_t aq_error_send(void *socket, const aq_bytes_t *routing_id, int code,

@@ -97,6 +97,10 @@ aq_status_t aq_msg_check(const aq_msg_t *msg);
     stopped. */
 aq_status_t aq_msg_encode(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx);
 
+/*  aq_msg_encode without the check, for a caller that has just made it
+    (aq_msg_send checks before it sends a routing id). */
+aq_status_t aq_msg_emit(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx);
+
 /*  Command word ("PUT") for a command, or "?" for none. */
 const char *aq_cmd_name(aq_cmd_t cmd);
 
