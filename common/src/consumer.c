@@ -6,6 +6,7 @@
 struct aq_consumer {
     aq_session_t *session;
     char queue[AQ_NAME_MAX + 1];
+    uint64_t credit;
     char pending_text[AQ_ACK_BATCH][AQ_U64_DIGITS + 1];
     aq_bytes_t pending[AQ_ACK_BATCH];
     size_t pending_count;
@@ -51,6 +52,7 @@ aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit)
     aq_msg_t msg = {.cmd = AQ_CMD_CREDIT};
     msg.queue = aq_bytes_str(self->queue);
     msg.credit = credit;
+    self->credit = credit;
     return aq_session_send(self->session, &msg);
 }
 
@@ -73,10 +75,24 @@ aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id)
     return self->pending_count == AQ_ACK_BATCH ? aq_consumer_flush(self) : AQ_OK;
 }
 
+/*  A new session and the same credit, after the broker forgot this consumer.
+    Items it held from the old session are the broker's to redeliver; their
+    acks are dropped. */
+static aq_status_t s_rejoin(aq_consumer_t *self)
+{
+    self->pending_count = 0;
+    aq_status_t rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
+    return rc ? rc : aq_consumer_set_credit(self, self->credit);
+}
+
 static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
     aq_msg_t msg;
     aq_status_t rc = aq_session_recv(self->session, &msg, timeout_ms);
+    if (rc == AQ_REFUSED && aq_session_error(self->session)->code == AQ_NO_SESSION) {
+        s_rejoin(self);
+        return AQ_TIMEOUT; /* no item yet: the caller looks again */
+    }
     if (rc)
         return rc;
     if (msg.cmd != AQ_CMD_ITEM)
@@ -103,7 +119,12 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
     int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
         int left = aq_deadline_left(deadline);
-        rc = s_take_item(self, item, left);
+        /* Wake at least once per heartbeat to notice a silent broker. */
+        int slice = (int) aq_session_heartbeat_ms(self->session);
+        int wait = slice && (left < 0 || left > slice) ? slice : left;
+        rc = s_take_item(self, item, wait);
+        if (rc == AQ_TIMEOUT && aq_session_broker_silent(self->session))
+            s_rejoin(self); /* if the broker is still away, try again later */
         if (rc != AQ_TIMEOUT || left == 0)
             return rc;
     }

@@ -10,6 +10,8 @@ struct aq_session {
     aq_endpoint_t endpoint;
     char client_id[AQ_NAME_MAX + 1];
     uint64_t max_item;
+    uint64_t heartbeat_ms; /* the broker's, from WELCOME */
+    int64_t last_heard;    /* when the broker last sent anything */
     uint64_t next_tag;
     char tag[AQ_U64_DIGITS + 1];
     aq_inbox_t *inbox;
@@ -43,7 +45,7 @@ int aq_deadline_left(int64_t deadline)
     return remaining > 0 ? (int) remaining : 0;
 }
 
-static aq_status_t s_handshake(aq_session_t *self, int timeout_ms)
+aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
 {
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO};
     hello.client = aq_bytes_str(self->client_id);
@@ -60,6 +62,7 @@ static aq_status_t s_handshake(aq_session_t *self, int timeout_ms)
             return rc;
         if (reply.cmd == AQ_CMD_WELCOME) {
             self->max_item = reply.max_item;
+            self->heartbeat_ms = reply.heartbeat_ms;
             return AQ_OK;
         }
     }
@@ -88,7 +91,7 @@ aq_session_t *aq_session_new(const char *address, const char *client_id, int tim
             rc = AQ_BAD_ENDPOINT;
     }
     if (!rc)
-        rc = s_handshake(self, timeout_ms);
+        rc = aq_session_hello(self, timeout_ms);
     if (rc) {
         if (self && self->dealer)
             zsock_set_linger(self->dealer, 0);
@@ -138,6 +141,7 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
     aq_status_t rc = aq_inbox_recv(self->inbox, self->socket, 0, ZMQ_DONTWAIT);
     if (rc)
         return rc;
+    self->last_heard = zclock_mono();
     size_t count;
     const aq_bytes_t *frames = aq_inbox_frames(self->inbox, &count);
     rc = self->inbox->overflow ? AQ_MALFORMED : aq_msg_decode(msg, frames, count);
@@ -198,6 +202,18 @@ const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self)
 const char *aq_session_client_id(const aq_session_t *self)
 {
     return self->client_id;
+}
+
+int aq_session_broker_silent(const aq_session_t *self)
+{
+    /* Three missed heartbeats, as the ZeroMQ guide's Paranoid Pirate. */
+    return self->heartbeat_ms
+           && zclock_mono() - self->last_heard > 3 * (int64_t) self->heartbeat_ms;
+}
+
+uint64_t aq_session_heartbeat_ms(const aq_session_t *self)
+{
+    return self->heartbeat_ms;
 }
 
 uint64_t aq_session_max_item(const aq_session_t *self)

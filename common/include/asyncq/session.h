@@ -31,6 +31,16 @@ aq_session_t *aq_session_new(const char *address, const char *client_id, int tim
     then closes the socket, waiting at most a second for unsent messages. */
 void aq_session_destroy(aq_session_t **self_p);
 
+/*  Says HELLO (again) and waits up to timeout_ms for WELCOME: how a client
+    opens a new session after the broker lost the old one (it restarted, or
+    answered NO_SESSION). AQ_UNREACHABLE if no WELCOME came. */
+aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
+
+/*  True if the broker, which sends HEARTBEAT every heartbeat_ms, has been
+    silent for three of them. */
+int aq_session_broker_silent(const aq_session_t *self);
+uint64_t aq_session_heartbeat_ms(const aq_session_t *self);
+
 /*  Sends one message on the DEALER. */
 aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
 
