@@ -23,6 +23,7 @@ typedef struct {
     uint64_t max_joiners;
     uint64_t max_credit;
     uint64_t heartbeat_ms;  /* probe every session this often */
+    uint64_t lease_ms;      /* an item not acked this long after delivery is taken back */
     int verbose;
 } broker_config_t;
 
@@ -31,6 +32,10 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_JOINERS 10000
 #define BROKER_DEFAULT_MAX_CREDIT 10000
 #define BROKER_DEFAULT_HEARTBEAT_MS 1000
+#define BROKER_DEFAULT_LEASE_MS 60000
+
+/*  What a deadline_t in the broker's heap is for. */
+enum { TIMER_SWEEP = 1, TIMER_HEARTBEAT, TIMER_JOIN, TIMER_LEASE, TIMER_DELAY };
 
 struct producer;
 
@@ -39,6 +44,7 @@ typedef struct peer {
     uint8_t routing_id[256];
     size_t routing_id_size;
     char client_id[AQ_NAME_MAX + 1];
+    uint64_t serial;           /* unique per session over the broker's life */
     consumer_t consumer;
     struct producer *producer; /* the producer whose id is this client id */
     int dropped;               /* out of every table, freed at end of turn */
@@ -87,6 +93,7 @@ typedef struct broker {
     deadline_t heartbeat;   /* periodic probe of every session */
     list_node_t dropped_peers; /* freed once the current message is handled */
     uint64_t joiner_count;
+    uint64_t next_serial;
     uint64_t bad_input_total;
     int64_t log_window_ms;  /* start of the current rate-limit second */
     int log_lines;          /* bad-input lines logged in that second */
@@ -107,6 +114,7 @@ void broker_send_error(broker_t *self, const uint8_t *routing_id, size_t routing
 void broker_dispatch(broker_t *self, queue_t *queue);
 void broker_release_joiners(broker_t *self, queue_t *queue);
 void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason);
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
 queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status);
 int64_t broker_now_ms(void);
 

@@ -53,6 +53,7 @@ static void s_on_hello(broker_t *self, aq_bytes_t routing_id, peer_t *peer, cons
     memcpy(peer->routing_id, routing_id.data, routing_id.size);
     peer->routing_id_size = routing_id.size;
     memcpy(peer->client_id, msg->client.data, msg->client.size);
+    peer->serial = ++self->next_serial;
     consumer_init(&peer->consumer);
     list_init(&peer->dropped_link);
     if (dict_set(self->peers, routing_id.data, routing_id.size, peer)) {
@@ -110,20 +111,35 @@ static void s_on_credit(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
     broker_dispatch(self, queue);
 }
 
+/*  The item with the id in `frame` if this peer holds it; otherwise answers
+    the error (LEASE_EXPIRED if the item was taken back from this very
+    session, UNKNOWN_ITEM else) and returns NULL. */
+static item_t *s_held_item(broker_t *self, aq_bytes_t routing_id, peer_t *peer, aq_bytes_t frame,
+                           const char *verb)
+{
+    uint64_t id = 0;
+    aq_parse_u64(frame.data, frame.size, &id); /* checked by the codec */
+    item_t *item = store_find(self->store, id);
+    if (item && item->holder == &peer->consumer)
+        return item;
+    if (item && item->taken_from == peer->serial) {
+        s_error(self, routing_id, AQ_LEASE_EXPIRED, frame, NULL);
+        return NULL;
+    }
+    broker_log_bad_input(self, "%s: %s of item %llu it does not hold", peer->client_id, verb,
+                         (unsigned long long) id);
+    s_error(self, routing_id, AQ_UNKNOWN_ITEM, frame, "this consumer holds no item with that id");
+    return NULL;
+}
+
 static void s_on_ack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
 {
     consumer_t *consumer = &peer->consumer;
     for (size_t i = 0; i < msg->list_size; i++) {
-        uint64_t id = 0;
-        aq_parse_u64(msg->list[i].data, msg->list[i].size, &id); /* checked by the codec */
-        item_t *item = store_find(self->store, id);
-        if (!item || item->holder != consumer) {
-            broker_log_bad_input(self, "%s acked item %llu it does not hold", peer->client_id,
-                                 (unsigned long long) id);
-            s_error(self, routing_id, AQ_UNKNOWN_ITEM, msg->list[i],
-                    "this consumer holds no item with that id");
+        item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "ack");
+        if (!item)
             continue;
-        }
+        deadlines_cancel(&self->deadlines, &item->timer);
         queue_ack(item->queue, consumer, item);
         store_remove(self->store, item);
     }
@@ -131,6 +147,28 @@ static void s_on_ack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const 
         broker_release_joiners(self, consumer->queue);
         broker_dispatch(self, consumer->queue);
     }
+}
+
+static void s_on_touch(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+{
+    int64_t until = broker_now_ms() + (int64_t) self->config.lease_ms;
+    for (size_t i = 0; i < msg->list_size; i++) {
+        item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "touch");
+        if (item)
+            deadlines_set(&self->deadlines, &item->timer, until); /* scheduled: cannot fail */
+    }
+}
+
+static void s_on_nack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+{
+    uint64_t delay_ms = msg->delay_ms > INT32_MAX ? INT32_MAX : msg->delay_ms;
+    for (size_t i = 0; i < msg->list_size; i++) {
+        item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "nack");
+        if (item)
+            broker_take_back(self, item, delay_ms);
+    }
+    if (peer->consumer.queue)
+        broker_dispatch(self, peer->consumer.queue);
 }
 
 void broker_free_joiner(broker_t *self, joiner_t *joiner)
@@ -169,7 +207,7 @@ static void s_on_join(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const
         return;
     }
     self->joiner_count++;
-    deadline_init(&joiner->deadline);
+    deadline_init(&joiner->deadline, TIMER_JOIN);
     joiner->mode = (aq_join_mode_t) msg->mode;
     memcpy(joiner->routing_id, routing_id.data, routing_id.size);
     joiner->routing_id_size = routing_id.size;
@@ -229,10 +267,11 @@ static void s_report_line(report_t *report, const char *name, const queue_t *que
     char *text = report->text[report->count];
     int length = snprintf(
         text, AQ_TEXT_MAX + 1,
-        "queue=%s queued=%llu inflight=%llu acked=%llu consumers=%llu joiners=%llu "
+        "queue=%s queued=%llu inflight=%llu delayed=%llu acked=%llu consumers=%llu joiners=%llu "
         "outstanding=%llu puts=%llu delivered=%llu redelivered=%llu maxsize=%llu",
         name, (unsigned long long) queue->ready_count,
-        (unsigned long long) queue->inflight_count, (unsigned long long) queue->acked_total,
+        (unsigned long long) queue->inflight_count, (unsigned long long) queue->delayed_count,
+        (unsigned long long) queue->acked_total,
         (unsigned long long) queue->consumer_count, (unsigned long long) queue->joiner_count,
         (unsigned long long) queue->ledger.outstanding, (unsigned long long) queue->put_total,
         (unsigned long long) queue->delivered_total,
@@ -309,6 +348,7 @@ static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_ACK] = {s_on_ack, 1},       [AQ_CMD_JOIN] = {s_on_join, 0},
     [AQ_CMD_SYNC] = {s_on_sync, 0},     [AQ_CMD_STATS] = {s_on_stats, 0},
     [AQ_CMD_BYE] = {s_on_bye, 0},       [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0},
+    [AQ_CMD_TOUCH] = {s_on_touch, 1},   [AQ_CMD_NACK] = {s_on_nack, 1},
 };
 
 static const char *s_peer_name(const peer_t *peer, aq_bytes_t routing_id, char *buf,
@@ -416,7 +456,11 @@ int broker_on_put(broker_t *self)
         self->parked_queue = queue;
         return 1;
     }
-    item_t *item = store_add(self->store);
+    /* Room for this item's lease timer is secured now, so delivering it can
+       never fail for lack of memory. */
+    item_t *item = deadlines_reserve(&self->deadlines, store_count(self->store) + 64)
+                       ? NULL
+                       : store_add(self->store);
     if (!item || queue_accept(queue, item)) {
         if (item)
             store_remove(self->store, item);

@@ -14,10 +14,26 @@ void deadlines_fini(deadlines_t *self)
     deadlines_init(self);
 }
 
-void deadline_init(deadline_t *deadline)
+void deadline_init(deadline_t *deadline, int kind)
 {
     deadline->at = 0;
     deadline->index = DEADLINE_UNSET;
+    deadline->kind = kind;
+}
+
+int deadlines_reserve(deadlines_t *self, size_t count)
+{
+    if (count <= self->capacity)
+        return 0;
+    size_t capacity = self->capacity ? self->capacity : 64;
+    while (capacity < count)
+        capacity *= 2;
+    deadline_t **heap = realloc(self->heap, capacity * sizeof *heap);
+    if (!heap)
+        return -1;
+    self->heap = heap;
+    self->capacity = capacity;
+    return 0;
 }
 
 static void s_place(deadlines_t *self, size_t index, deadline_t *deadline)
@@ -64,14 +80,8 @@ int deadlines_set(deadlines_t *self, deadline_t *deadline, int64_t at)
         s_sift_down(self, deadline->index);
         return 0;
     }
-    if (self->count == self->capacity) {
-        size_t capacity = self->capacity ? self->capacity * 2 : 64;
-        deadline_t **heap = realloc(self->heap, capacity * sizeof *heap);
-        if (!heap)
-            return -1;
-        self->heap = heap;
-        self->capacity = capacity;
-    }
+    if (self->count == self->capacity && deadlines_reserve(self, self->count + 1))
+        return -1;
     deadline->at = at;
     s_place(self, self->count++, deadline);
     s_sift_up(self, deadline->index);

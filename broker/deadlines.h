@@ -12,6 +12,7 @@
 typedef struct {
     int64_t at;    /* monotonic milliseconds */
     size_t index;  /* in the heap, or DEADLINE_UNSET */
+    int kind;      /* the owner's business: what to do when it fires */
 } deadline_t;
 
 typedef struct {
@@ -23,8 +24,12 @@ typedef struct {
 void deadlines_init(deadlines_t *self);
 void deadlines_fini(deadlines_t *self);
 
-/*  Initialises a deadline that is in no heap. */
-void deadline_init(deadline_t *deadline);
+/*  Initialises a deadline of this kind that is in no heap. */
+void deadline_init(deadline_t *deadline, int kind);
+
+/*  Makes room for `count` deadlines in all, so that setting up to that many
+    cannot fail. Returns -1 if out of memory. */
+int deadlines_reserve(deadlines_t *self, size_t count);
 
 /*  Schedules `deadline` at `at` (moving it if already scheduled). Returns
     -1 if out of memory (nothing changed). */

@@ -26,6 +26,8 @@ static void s_usage(FILE *out)
             "      --max-credit N      most credit one consumer may ask for (10000)\n"
             "      --heartbeat-ms MS   probe every session this often; a consumer found\n"
             "                          gone gives its items back (1000)\n"
+            "      --lease-ms MS       an item not acked (or touched) this long after its\n"
+            "                          delivery is delivered again (env ASYNCQ_LEASE_MS; 60000)\n"
             "  -v, --verbose           log every session\n"
             "  -h, --help              this text\n"
             "\n"
@@ -52,13 +54,14 @@ int main(int argc, char **argv)
         .max_joiners = BROKER_DEFAULT_MAX_JOINERS,
         .max_credit = BROKER_DEFAULT_MAX_CREDIT,
         .heartbeat_ms = BROKER_DEFAULT_HEARTBEAT_MS,
+        .lease_ms = BROKER_DEFAULT_LEASE_MS,
     };
-    const char *max_item = NULL, *maxsize = NULL;
+    const char *max_item = NULL, *maxsize = NULL, *lease = NULL;
     static const struct option options[] = {
         {"bind", required_argument, 0, 'b'},     {"max-item", required_argument, 0, 'I'},
         {"maxsize", required_argument, 0, 'm'},  {"max-queues", required_argument, 0, 'Q'},
         {"max-joins", required_argument, 0, 'J'}, {"max-credit", required_argument, 0, 'C'},
-        {"heartbeat-ms", required_argument, 0, 'H'},
+        {"heartbeat-ms", required_argument, 0, 'H'}, {"lease-ms", required_argument, 0, 'L'},
         {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int opt;
@@ -78,6 +81,7 @@ int main(int argc, char **argv)
                 return AQ_EXIT_USAGE;
             }
             break;
+        case 'L': lease = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
@@ -89,9 +93,15 @@ int main(int argc, char **argv)
     }
     max_item = aq_arg_env(max_item, "ASYNCQ_MAX_ITEM");
     maxsize = aq_arg_env(maxsize, "ASYNCQ_MAXSIZE");
+    lease = aq_arg_env(lease, "ASYNCQ_LEASE_MS");
     if ((max_item && !s_number("--max-item", max_item, &config.max_item))
-        || (maxsize && !s_number("--maxsize", maxsize, &config.maxsize)))
+        || (maxsize && !s_number("--maxsize", maxsize, &config.maxsize))
+        || (lease && !s_number("--lease-ms", lease, &config.lease_ms)))
         return AQ_EXIT_USAGE;
+    if (config.lease_ms == 0 || config.lease_ms > INT32_MAX) {
+        fprintf(stderr, "asyncq-broker: --lease-ms must be from 1 to %d\n", INT32_MAX);
+        return AQ_EXIT_USAGE;
+    }
     config.bind = aq_endpoint_choose(config.bind, "ASYNCQ_BIND", "*");
 
     aq_status_t status;

@@ -152,6 +152,17 @@ void queue_ack(queue_t *self, consumer_t *consumer, item_t *item)
     s_reorder(self, consumer);
 }
 
+void queue_take_back(queue_t *self, consumer_t *consumer, item_t *item)
+{
+    assert(item->holder == consumer && consumer->queue == self);
+    list_remove(&item->link);
+    item->holder = NULL;
+    consumer->held_count--;
+    self->inflight_count--;
+    self->redelivered_total++;
+    s_reorder(self, consumer);
+}
+
 void queue_set_credit(queue_t *self, consumer_t *consumer, uint64_t credit)
 {
     consumer->credit = credit;

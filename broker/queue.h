@@ -42,6 +42,7 @@ typedef struct queue {
     list_node_t ready;       /* queued items, next to deliver first */
     uint64_t ready_count;
     uint64_t inflight_count;
+    uint64_t delayed_count;  /* nacked with a delay, waiting to be queued again */
     uint64_t put_total;
     uint64_t acked_total;
     uint64_t delivered_total;
@@ -92,6 +93,10 @@ consumer_t *queue_next_consumer(const queue_t *self);
 /*  Records a delivery to / an ack from a consumer, and reorders it. */
 void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item);
 void queue_ack(queue_t *self, consumer_t *consumer, item_t *item);
+
+/*  Takes a delivered item back from its holder (lease expired, NACK): it is
+    linked nowhere afterwards; the caller requeues or delays it. */
+void queue_take_back(queue_t *self, consumer_t *consumer, item_t *item);
 
 /*  Changes a consumer's credit. */
 void queue_set_credit(queue_t *self, consumer_t *consumer, uint64_t credit);

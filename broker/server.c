@@ -2,6 +2,7 @@
     dispatching items to consumers, answering joins, dropping peers. */
 #include "broker.h"
 
+#include <assert.h>
 #include <czmq.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -147,8 +148,8 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
     }
     self->config = *config;
     deadlines_init(&self->deadlines);
-    deadline_init(&self->sweep);
-    deadline_init(&self->heartbeat);
+    deadline_init(&self->sweep, TIMER_SWEEP);
+    deadline_init(&self->heartbeat, TIMER_HEARTBEAT);
     list_init(&self->dropped_peers);
     self->pull_zsock = zsock_new(ZMQ_PULL);
     self->router_zsock = zsock_new(ZMQ_ROUTER);
@@ -303,8 +304,15 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason)
     if (self->config.verbose || peer->consumer.held_count)
         broker_log(self, "session %s closed (%s), %llu items returned to the queue",
                    peer->client_id, reason, (unsigned long long) peer->consumer.held_count);
-    if (peer->consumer.queue)
+    if (peer->consumer.queue) {
+        list_node_t *node;
+        for (node = peer->consumer.held.next; node != &peer->consumer.held; node = node->next) {
+            item_t *item = list_entry(node, item_t, link);
+            deadlines_cancel(&self->deadlines, &item->timer);
+            item->taken_from = peer->serial;
+        }
         queue_detach(peer->consumer.queue, &peer->consumer);
+    }
     if (peer->producer) {
         peer->producer->peer = NULL;
         peer->producer = NULL;
@@ -335,6 +343,10 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         item_t *item = queue_pop(queue);
         if (s_send_item(self, peer, item, now_us) == AQ_OK) {
             queue_deliver(queue, consumer, item);
+            item->timer.kind = TIMER_LEASE;
+            /* Cannot fail: room for every item's timer is reserved at put. */
+            deadlines_set(&self->deadlines, &item->timer,
+                          now_us / 1000 + (int64_t) self->config.lease_ms);
             continue;
         }
         /* Unreachable or not reading: the item goes back first in line, and
@@ -393,26 +405,66 @@ static void s_probe_sessions(broker_t *self)
     free(probe.gone);
 }
 
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
+{
+    queue_t *queue = item->queue;
+    peer_t *peer = list_entry(item->holder, peer_t, consumer);
+    deadlines_cancel(&self->deadlines, &item->timer);
+    item->taken_from = peer->serial;
+    queue_take_back(queue, item->holder, item);
+    if (delay_ms == 0) {
+        queue_requeue(queue, item);
+        return;
+    }
+    item->timer.kind = TIMER_DELAY;
+    deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
+    queue->delayed_count++;
+}
+
+static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
+{
+    switch (deadline->kind) {
+    case TIMER_SWEEP:
+        producers_sweep(self);
+        deadlines_set(&self->deadlines, &self->sweep, now + SWEEP_INTERVAL_MS);
+        break;
+    case TIMER_HEARTBEAT:
+        s_probe_sessions(self);
+        s_free_dropped_peers(self);
+        deadlines_set(&self->deadlines, &self->heartbeat, now + (int64_t) self->config.heartbeat_ms);
+        break;
+    case TIMER_JOIN:
+        deadlines_cancel(&self->deadlines, deadline);
+        broker_on_join_timeout(self, list_entry(deadline, joiner_t, deadline));
+        break;
+    case TIMER_LEASE: {
+        item_t *item = list_entry(deadline, item_t, timer);
+        peer_t *peer = list_entry(item->holder, peer_t, consumer);
+        broker_log(self, "lease of item %llu held by %s expired: delivered again",
+                   (unsigned long long) item->id, peer->client_id);
+        broker_take_back(self, item, 0);
+        broker_dispatch(self, item->queue);
+        break;
+    }
+    case TIMER_DELAY: {
+        item_t *item = list_entry(deadline, item_t, timer);
+        deadlines_cancel(&self->deadlines, deadline);
+        item->queue->delayed_count--;
+        queue_requeue(item->queue, item);
+        broker_dispatch(self, item->queue);
+        break;
+    }
+    default:
+        assert(!"deadline of unknown kind");
+    }
+}
+
 static void s_fire_deadlines(broker_t *self)
 {
     int64_t now = broker_now_ms();
     deadline_t *deadline;
-    while ((deadline = deadlines_first(&self->deadlines)) && deadline->at <= now) {
-        if (deadline == &self->sweep) {
-            producers_sweep(self);
-            deadlines_set(&self->deadlines, &self->sweep, now + SWEEP_INTERVAL_MS);
-        }
-        else if (deadline == &self->heartbeat) {
-            s_probe_sessions(self);
-            s_free_dropped_peers(self);
-            deadlines_set(&self->deadlines, &self->heartbeat,
-                          now + (int64_t) self->config.heartbeat_ms);
-        }
-        else {
-            deadlines_cancel(&self->deadlines, deadline);
-            broker_on_join_timeout(self, list_entry(deadline, joiner_t, deadline));
-        }
-    }
+    while ((deadline = deadlines_first(&self->deadlines)) && deadline->at <= now)
+        s_fire(self, deadline, now);
 }
 
 static int s_poll_timeout(broker_t *self)

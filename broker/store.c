@@ -84,6 +84,7 @@ item_t *store_add(store_t *self)
     item->generation = generation;
     item->id = ((uint64_t) generation << 32) | slot;
     list_init(&item->link);
+    deadline_init(&item->timer, 0);
     zmq_msg_init(&item->payload);
     self->count++;
     return item;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
+#include "deadlines.h"
 #include "list.h"
 
 struct queue;
@@ -26,6 +27,8 @@ typedef struct item {
     struct queue *queue;
     struct consumer *holder; /* consumer holding it, NULL while queued */
     list_node_t link;     /* in its queue's ready list or its holder's list */
+    deadline_t timer;     /* its lease while delivered; its delay after a NACK */
+    uint64_t taken_from;  /* serial of the session that last lost it, or 0 */
     zmq_msg_t payload;
 } item_t;
 

@@ -55,6 +55,8 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
                                    {F_TAG, B(subject)}, {F_TEXT, B(text)}}},
     [AQ_CMD_BYE] = {"BYE", 0, {{0, 0}}},
     [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 0, {{0, 0}}},
+    [AQ_CMD_TOUCH] = {"TOUCH", 1, {{F_U64_LIST, 0}}},
+    [AQ_CMD_NACK] = {"NACK", 2, {{F_U64, B(delay_ms)}, {F_U64_LIST, 0}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)

@@ -85,6 +85,28 @@ static aq_status_t s_rejoin(aq_consumer_t *self)
     return rc ? rc : aq_consumer_set_credit(self, self->credit);
 }
 
+/*  TOUCH or NACK for one id, after the pending acks so order is kept. */
+static aq_status_t s_send_one(aq_consumer_t *self, aq_cmd_t cmd, uint64_t id, uint64_t delay_ms)
+{
+    aq_status_t rc = aq_consumer_flush(self);
+    if (rc)
+        return rc;
+    char text[AQ_U64_DIGITS + 1];
+    aq_bytes_t frame = {(const uint8_t *) text, aq_format_u64(id, text)};
+    aq_msg_t msg = {.cmd = cmd, .delay_ms = delay_ms, .list = &frame, .list_size = 1};
+    return aq_session_send(self->session, &msg);
+}
+
+aq_status_t aq_consumer_touch(aq_consumer_t *self, uint64_t id)
+{
+    return s_send_one(self, AQ_CMD_TOUCH, id, 0);
+}
+
+aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms)
+{
+    return s_send_one(self, AQ_CMD_NACK, id, delay_ms);
+}
+
 static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
     aq_msg_t msg;

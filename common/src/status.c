@@ -14,6 +14,7 @@ static const status_entry_t s_table[] = {
     {AQ_UNKNOWN_ITEM, "UNKNOWN_ITEM", "no item with that id is held by this consumer"},
     {AQ_UNKNOWN_COMMAND, "UNKNOWN_COMMAND", "command is not part of this protocol version"},
     {AQ_BAD_VERSION, "BAD_VERSION", "protocol signature or version not supported"},
+    {AQ_LEASE_EXPIRED, "LEASE_EXPIRED", "the item was taken back from this consumer (lease expired or returned); it is delivered again"},
     {AQ_CONFLICT, "CONFLICT", "request conflicts with the session's state"},
     {AQ_LOST, "LOST", "some puts of this producer never reached the broker"},
     {AQ_NO_SESSION, "NO_SESSION", "no session for this peer: say HELLO again"},

@@ -18,7 +18,7 @@ static void test_earliest_comes_first_through_moves_and_cancels(void **state)
     static deadline_t d[N];
     srand(3);
     for (int i = 0; i < N; i++) {
-        deadline_init(&d[i]);
+        deadline_init(&d[i], 0);
         assert_int_equal(deadlines_set(&heap, &d[i], rand() % 1000), 0);
     }
     int scheduled = N;

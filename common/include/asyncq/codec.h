@@ -39,6 +39,8 @@ typedef enum {
     AQ_CMD_ERROR,
     AQ_CMD_BYE,
     AQ_CMD_HEARTBEAT,
+    AQ_CMD_TOUCH,
+    AQ_CMD_NACK,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -74,7 +76,8 @@ typedef struct {
     uint64_t dead;       /* JOINED */
     uint64_t code;       /* ERROR */
     uint64_t mode;       /* JOIN: aq_join_mode_t */
-    const aq_bytes_t *list; /* ACK: id frames; REPORT: line frames */
+    uint64_t delay_ms;   /* NACK */
+    const aq_bytes_t *list; /* ACK TOUCH NACK: id frames; REPORT: line frames */
     size_t list_size;
 } aq_msg_t;
 

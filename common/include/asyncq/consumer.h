@@ -43,6 +43,14 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
     broker as an UNKNOWN_ITEM error, returned by a later get. */
 aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id);
 
+/*  Extends the lease of an item this consumer holds (the broker's
+    --lease-ms from now). Sent at once. */
+aq_status_t aq_consumer_touch(aq_consumer_t *self, uint64_t id);
+
+/*  Gives an item back: it is delivered again (to any consumer) after
+    delay_ms, with a higher attempt number. Sent at once, after pending acks. */
+aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms);
+
 /*  Sends the pending acks now. */
 aq_status_t aq_consumer_flush(aq_consumer_t *self);
 

@@ -14,6 +14,7 @@ typedef enum {
     AQ_UNKNOWN_ITEM = 404,    /* ack of an item id this peer does not hold */
     AQ_UNKNOWN_COMMAND = 405, /* command word not defined in this version */
     AQ_BAD_VERSION = 406,     /* first frame is not the protocol signature */
+    AQ_LEASE_EXPIRED = 408,   /* item was taken back from this consumer */
     AQ_CONFLICT = 409,        /* request contradicts this session's state */
     AQ_LOST = 410,            /* puts of a producer never reached the broker */
     AQ_NO_SESSION = 412,      /* command needs a HELLO first: say HELLO again */

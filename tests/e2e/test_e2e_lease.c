@@ -1,0 +1,107 @@
+/*  Leases: an item not acked in time goes to another consumer, a late ack is
+    refused as LEASE_EXPIRED and not counted, TOUCH keeps a lease, NACK with a
+    delay returns an item later. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static int s_setup(void **state)
+{
+    char *const flags[] = {"--lease-ms", "300", NULL};
+    return harness_setup_flags(state, flags);
+}
+
+static void s_put_one(const harness_t *h)
+{
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
+    assert_int_equal(aq_producer_put(producer, "q", "job", 3), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+}
+
+static aq_consumer_t *s_consumer(const harness_t *h, const char *name)
+{
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, name, &rc);
+    assert_non_null(consumer);
+    return consumer;
+}
+
+static void test_expired_lease_goes_to_another_and_late_ack_is_refused(void **state)
+{
+    harness_t *h = *state;
+    s_put_one(h);
+    aq_consumer_t *slow = s_consumer(h, "slow"), *other = s_consumer(h, "other");
+    aq_item_t first, second;
+    assert_int_equal(aq_consumer_get(slow, &first, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(first.attempt, 1);
+    assert_int_equal(aq_consumer_get(other, &second, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_true(second.id == first.id);
+    assert_int_equal(second.attempt, 2);
+    aq_consumer_ack(slow, first.id); /* too late */
+    aq_consumer_flush(slow);
+    assert_int_equal(aq_consumer_get(slow, &first, HARNESS_DEADLINE_MS), AQ_REFUSED);
+    assert_int_equal(aq_session_error(aq_consumer_session(slow))->code, AQ_LEASE_EXPIRED);
+    assert_int_equal(harness_stat(h, "q", "acked"), 0);
+    aq_consumer_ack(other, second.id);
+    aq_consumer_flush(other);
+    aq_session_t *session = harness_session(h);
+    aq_join_result_t result;
+    assert_int_equal(aq_join(session, "q", 0, AQ_JOIN_BEFORE, &result), AQ_OK);
+    aq_session_destroy(&session);
+    assert_int_equal(harness_stat(h, "q", "acked"), 1);
+    aq_consumer_destroy(&slow);
+    aq_consumer_destroy(&other);
+}
+
+static void test_touch_keeps_the_lease_past_its_length(void **state)
+{
+    harness_t *h = *state;
+    s_put_one(h);
+    aq_consumer_t *holder = s_consumer(h, "holder"), *other = s_consumer(h, "other");
+    aq_item_t item, none;
+    assert_int_equal(aq_consumer_get(holder, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    for (int i = 0; i < 10; i++) { /* 10 x 100 ms: more than three leases */
+        assert_int_equal(aq_consumer_touch(holder, item.id), AQ_OK);
+        assert_int_equal(aq_consumer_get(other, &none, 100), AQ_TIMEOUT);
+    }
+    assert_int_equal(aq_consumer_ack(holder, item.id), AQ_OK);
+    aq_consumer_flush(holder);
+    harness_wait_stat(h, "q", "acked", 1);
+    assert_int_equal(harness_stat(h, "q", "redelivered"), 0);
+    aq_consumer_destroy(&holder);
+    aq_consumer_destroy(&other);
+}
+
+static void test_nack_with_delay_returns_the_item_after_the_delay(void **state)
+{
+    harness_t *h = *state;
+    s_put_one(h);
+    aq_consumer_t *consumer = s_consumer(h, "c");
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    int64_t nacked = zclock_mono();
+    assert_int_equal(aq_consumer_nack(consumer, item.id, 400), AQ_OK);
+    harness_wait_stat(h, "q", "delayed", 1);
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_true(zclock_mono() - nacked >= 390); /* not before its delay */
+    assert_int_equal(item.attempt, 2);
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_flush(consumer);
+    harness_wait_stat(h, "q", "acked", 1);
+    assert_int_equal(harness_stat(h, "q", "outstanding"), 0);
+    aq_consumer_destroy(&consumer);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_expired_lease_goes_to_another_and_late_ack_is_refused, s_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_touch_keeps_the_lease_past_its_length, s_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_nack_with_delay_returns_the_item_after_the_delay, s_setup, harness_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
