@@ -139,6 +139,25 @@ static void test_ack_carries_many_ids(void **state)
     assert_int_equal(out.list_size, 3);
 }
 
+static void test_touch_and_nack_carry_ids_and_a_delay(void **state)
+{
+    (void) state;
+    aq_bytes_t ids[2] = {aq_bytes_str("5"), aq_bytes_str("6")};
+    aq_msg_t nack = {.cmd = AQ_CMD_NACK, .delay_ms = 250, .list = ids, .list_size = 2};
+    static frames_t f;
+    s_encode_into(&f, &nack);
+    assert_int_equal(f.count, 5);
+    aq_msg_t out;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_int_equal(out.delay_ms, 250);
+    assert_int_equal(out.list_size, 2);
+    assert_int_equal(aq_msg_decode(&out, f.frames, 3), AQ_MALFORMED); /* no id */
+    aq_msg_t touch = {.cmd = AQ_CMD_TOUCH, .list = ids, .list_size = 1};
+    s_encode_into(&f, &touch);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_int_equal(out.cmd, AQ_CMD_TOUCH);
+}
+
 static void test_truncated_at_every_frame_is_refused(void **state)
 {
     (void) state;
@@ -267,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_empty_payload_and_anonymous_producer_round_trip),
         cmocka_unit_test(test_every_reply_round_trips),
         cmocka_unit_test(test_ack_carries_many_ids),
+        cmocka_unit_test(test_touch_and_nack_carry_ids_and_a_delay),
         cmocka_unit_test(test_truncated_at_every_frame_is_refused),
         cmocka_unit_test(test_extra_frame_is_refused),
         cmocka_unit_test(test_wrong_signature_or_version_is_bad_version),

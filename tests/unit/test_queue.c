@@ -99,6 +99,28 @@ static void test_detached_consumers_items_go_back_first_in_their_order(void **st
     assert_null(a->holder);
 }
 
+static void test_taken_back_item_leaves_its_holder_and_frees_credit(void **state)
+{
+    fixture_t *f = *state;
+    consumer_t c;
+    consumer_init(&c);
+    c.credit = 1;
+    queue_attach(f->queue, &c);
+    item_t *item = s_put(f);
+    queue_deliver(f->queue, &c, queue_pop(f->queue));
+    assert_null(queue_next_consumer(f->queue));
+    queue_take_back(f->queue, &c, item);
+    assert_null(item->holder);
+    assert_int_equal(c.held_count, 0);
+    assert_int_equal(f->queue->inflight_count, 0);
+    assert_int_equal(f->queue->redelivered_total, 1);
+    assert_ptr_equal(queue_next_consumer(f->queue), &c);
+    assert_int_equal(f->queue->ledger.outstanding, 1); /* still owed to join */
+    queue_requeue(f->queue, item);
+    assert_ptr_equal(queue_pop(f->queue), item);
+    queue_detach(f->queue, &c);
+}
+
 static void test_join_waits_only_for_items_accepted_before_it(void **state)
 {
     fixture_t *f = *state;
@@ -174,6 +196,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idle_consumer_gets_the_next_item_before_a_busy_one, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_consumer_never_gets_more_than_its_credit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_detached_consumers_items_go_back_first_in_their_order, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_taken_back_item_leaves_its_holder_and_frees_credit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_waits_only_for_items_accepted_before_it, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_all_is_held_back_by_later_items, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_on_an_empty_queue_is_satisfied_at_once, s_setup, s_teardown),
