@@ -24,6 +24,7 @@ typedef struct {
     uint64_t max_credit;
     uint64_t heartbeat_ms;  /* probe every session this often */
     uint64_t lease_ms;      /* an item not acked this long after delivery is taken back */
+    uint64_t max_attempts;  /* deliveries before dead-lettering; 0 = no limit */
     int verbose;
 } broker_config_t;
 
@@ -33,6 +34,7 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_CREDIT 10000
 #define BROKER_DEFAULT_HEARTBEAT_MS 1000
 #define BROKER_DEFAULT_LEASE_MS 60000
+#define BROKER_DEFAULT_MAX_ATTEMPTS 5
 
 /*  What a deadline_t in the broker's heap is for. */
 enum { TIMER_SWEEP = 1, TIMER_HEARTBEAT, TIMER_JOIN, TIMER_LEASE, TIMER_DELAY };

@@ -267,11 +267,11 @@ static void s_report_line(report_t *report, const char *name, const queue_t *que
     char *text = report->text[report->count];
     int length = snprintf(
         text, AQ_TEXT_MAX + 1,
-        "queue=%s queued=%llu inflight=%llu delayed=%llu acked=%llu consumers=%llu joiners=%llu "
+        "queue=%s queued=%llu inflight=%llu delayed=%llu acked=%llu dead=%llu consumers=%llu joiners=%llu "
         "outstanding=%llu puts=%llu delivered=%llu redelivered=%llu maxsize=%llu",
         name, (unsigned long long) queue->ready_count,
         (unsigned long long) queue->inflight_count, (unsigned long long) queue->delayed_count,
-        (unsigned long long) queue->acked_total,
+        (unsigned long long) queue->acked_total, (unsigned long long) queue->dead_count,
         (unsigned long long) queue->consumer_count, (unsigned long long) queue->joiner_count,
         (unsigned long long) queue->ledger.outstanding, (unsigned long long) queue->put_total,
         (unsigned long long) queue->delivered_total,
@@ -325,6 +325,53 @@ static void s_on_stats(broker_t *self, aq_bytes_t routing_id, peer_t *peer, cons
     free(report.lines);
 }
 
+/*  One line per dead item, or one line with the count moved or deleted. */
+static void s_on_dead(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+{
+    (void) peer;
+    aq_status_t rc;
+    queue_t *queue = broker_queue(self, msg->queue, 0, &rc);
+    static char text[AQ_LIST_MAX][80];
+    static aq_bytes_t lines[AQ_LIST_MAX];
+    size_t count = 0;
+    if (msg->text.size == 4 && memcmp(msg->text.data, "list", 4) == 0) {
+        list_node_t *node;
+        for (node = queue ? queue->dead.next : NULL; node && node != &queue->dead && count < AQ_LIST_MAX;
+             node = node->next, count++) {
+            item_t *item = list_entry(node, item_t, link);
+            int length = snprintf(text[count], sizeof text[count], "id=%llu attempts=%u size=%zu",
+                                  (unsigned long long) item->id, item->attempts,
+                                  zmq_msg_size(&item->payload));
+            lines[count] = (aq_bytes_t){(const uint8_t *) text[count], (size_t) length};
+        }
+    }
+    else if (msg->text.size == 7 && memcmp(msg->text.data, "requeue", 7) == 0) {
+        uint64_t moved = 0;
+        if (queue && queue_requeue_dead(queue, &moved))
+            broker_log(self, "out of memory: some dead items of %s stay dead", queue->name);
+        int length = snprintf(text[0], sizeof text[0], "requeued=%llu", (unsigned long long) moved);
+        lines[count++] = (aq_bytes_t){(const uint8_t *) text[0], (size_t) length};
+        if (queue)
+            broker_dispatch(self, queue);
+    }
+    else if (msg->text.size == 5 && memcmp(msg->text.data, "purge", 5) == 0) {
+        uint64_t purged = 0;
+        item_t *item;
+        while (queue && (item = queue_take_dead(queue))) {
+            store_remove(self->store, item);
+            purged++;
+        }
+        int length = snprintf(text[0], sizeof text[0], "purged=%llu", (unsigned long long) purged);
+        lines[count++] = (aq_bytes_t){(const uint8_t *) text[0], (size_t) length};
+    }
+    else {
+        s_error(self, routing_id, AQ_MALFORMED, msg->tag, "DEAD takes list, requeue or purge");
+        return;
+    }
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
+    s_reply(self, routing_id, &reply);
+}
+
 static void s_on_bye(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
 {
     (void) routing_id;
@@ -349,6 +396,7 @@ static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_SYNC] = {s_on_sync, 0},     [AQ_CMD_STATS] = {s_on_stats, 0},
     [AQ_CMD_BYE] = {s_on_bye, 0},       [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0},
     [AQ_CMD_TOUCH] = {s_on_touch, 1},   [AQ_CMD_NACK] = {s_on_nack, 1},
+    [AQ_CMD_DEAD] = {s_on_dead, 0},
 };
 
 static const char *s_peer_name(const peer_t *peer, aq_bytes_t routing_id, char *buf,

@@ -28,6 +28,8 @@ static void s_usage(FILE *out)
             "                          gone gives its items back (1000)\n"
             "      --lease-ms MS       an item not acked (or touched) this long after its\n"
             "                          delivery is delivered again (env ASYNCQ_LEASE_MS; 60000)\n"
+            "      --max-attempts N    deliveries before an item goes to its queue's\n"
+            "                          dead-letter list; 0 = no limit (5)\n"
             "  -v, --verbose           log every session\n"
             "  -h, --help              this text\n"
             "\n"
@@ -55,6 +57,7 @@ int main(int argc, char **argv)
         .max_credit = BROKER_DEFAULT_MAX_CREDIT,
         .heartbeat_ms = BROKER_DEFAULT_HEARTBEAT_MS,
         .lease_ms = BROKER_DEFAULT_LEASE_MS,
+        .max_attempts = BROKER_DEFAULT_MAX_ATTEMPTS,
     };
     const char *max_item = NULL, *maxsize = NULL, *lease = NULL;
     static const struct option options[] = {
@@ -62,6 +65,7 @@ int main(int argc, char **argv)
         {"maxsize", required_argument, 0, 'm'},  {"max-queues", required_argument, 0, 'Q'},
         {"max-joins", required_argument, 0, 'J'}, {"max-credit", required_argument, 0, 'C'},
         {"heartbeat-ms", required_argument, 0, 'H'}, {"lease-ms", required_argument, 0, 'L'},
+        {"max-attempts", required_argument, 0, 'A'},
         {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int opt;
@@ -82,6 +86,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'L': lease = optarg; break;
+        case 'A': if (!s_number("--max-attempts", optarg, &config.max_attempts)) return AQ_EXIT_USAGE; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;

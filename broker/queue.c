@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-queue_t *queue_new(const char *name, uint64_t maxsize)
+queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts)
 {
     assert(aq_name_is_valid((const uint8_t *) name, strlen(name)));
     queue_t *self = calloc(1, sizeof *self);
@@ -16,6 +16,8 @@ queue_t *queue_new(const char *name, uint64_t maxsize)
     }
     strcpy(self->name, name);
     self->maxsize = maxsize;
+    self->max_attempts = max_attempts;
+    list_init(&self->dead);
     list_init(&self->ready);
     list_init(&self->idle);
     list_init(&self->busy);
@@ -68,6 +70,60 @@ void queue_requeue(queue_t *self, item_t *item)
     self->ready_count++;
 }
 
+/*  Finished without an ack: every join that covers it counts it as dead. */
+static void s_bury(queue_t *self, item_t *item)
+{
+    list_node_t *node;
+    for (node = self->joiners_before.next; node != &self->joiners_before; node = node->next) {
+        joiner_t *joiner = list_entry(node, joiner_t, link);
+        if (item->seq < joiner->end)
+            joiner->dead++;
+    }
+    for (node = self->joiners_all.next; node != &self->joiners_all; node = node->next)
+        list_entry(node, joiner_t, link)->dead++;
+    ledger_close(&self->ledger, item->seq);
+    list_push_back(&self->dead, &item->link);
+    self->dead_count++;
+}
+
+int queue_return(queue_t *self, item_t *item)
+{
+    if (self->max_attempts && item->attempts >= self->max_attempts) {
+        s_bury(self, item);
+        return 1;
+    }
+    queue_requeue(self, item);
+    return 0;
+}
+
+int queue_requeue_dead(queue_t *self, uint64_t *count)
+{
+    *count = 0;
+    list_node_t *node;
+    while ((node = list_first(&self->dead))) {
+        item_t *item = list_entry(node, item_t, link);
+        if (ledger_open(&self->ledger, &item->seq))
+            return -1; /* the ones moved so far are fully moved */
+        list_remove(node);
+        self->dead_count--;
+        item->attempts = 0;
+        list_push_back(&self->ready, &item->link);
+        self->ready_count++;
+        (*count)++;
+    }
+    return 0;
+}
+
+item_t *queue_take_dead(queue_t *self)
+{
+    list_node_t *node = list_first(&self->dead);
+    if (!node)
+        return NULL;
+    list_remove(node);
+    self->dead_count--;
+    return list_entry(node, item_t, link);
+}
+
 void queue_finish(queue_t *self, item_t *item)
 {
     assert(!list_linked(&item->link) && item->queue == self);
@@ -112,7 +168,7 @@ void queue_detach(queue_t *self, consumer_t *consumer)
         item->holder = NULL;
         self->inflight_count--;
         self->redelivered_total++;
-        queue_requeue(self, item);
+        queue_return(self, item);
     }
     consumer->held_count = 0;
     if (list_linked(&consumer->link))

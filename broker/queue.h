@@ -30,6 +30,7 @@ typedef struct joiner {
     aq_join_mode_t mode;
     uint64_t end;         /* satisfied when no item with seq < end is outstanding */
     uint64_t waited;      /* items outstanding when the join arrived */
+    uint64_t dead;        /* of those, how many were dead-lettered */
     uint8_t routing_id[256];
     size_t routing_id_size;
     uint8_t tag[AQ_TAG_MAX];
@@ -39,6 +40,9 @@ typedef struct joiner {
 typedef struct queue {
     char name[AQ_NAME_MAX + 1];
     uint64_t maxsize;        /* most items queued at once; 0 = unbounded */
+    uint64_t max_attempts;   /* deliveries before an item is dead-lettered; 0 = no limit */
+    list_node_t dead;        /* dead-lettered items, oldest first */
+    uint64_t dead_count;
     list_node_t ready;       /* queued items, next to deliver first */
     uint64_t ready_count;
     uint64_t inflight_count;
@@ -57,7 +61,7 @@ typedef struct queue {
 } queue_t;
 
 /*  NULL if out of memory. `name` must be a valid name. */
-queue_t *queue_new(const char *name, uint64_t maxsize);
+queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts);
 
 /*  Frees the queue. Its items belong to the store, its joiners and
     consumers to their owners: they must be gone already. */
@@ -73,6 +77,19 @@ item_t *queue_pop(queue_t *self);
 
 /*  Puts a delivered item back at the front: it is delivered next. */
 void queue_requeue(queue_t *self, item_t *item);
+
+/*  An item taken back: dead-lettered if it has had max_attempts deliveries
+    (returns 1; it is finished for joins, which count it as dead), else
+    requeued at the front (returns 0). O(joins waiting) when it dies. */
+int queue_return(queue_t *self, item_t *item);
+
+/*  Moves every dead-lettered item back to the end of the queue with its
+    attempts reset, counting them in *count. -1 if the ledger could not grow:
+    the items counted were moved, the others stay dead. */
+int queue_requeue_dead(queue_t *self, uint64_t *count);
+
+/*  Unlinks and returns the oldest dead-lettered item, or NULL. */
+item_t *queue_take_dead(queue_t *self);
 
 /*  The item is done (acked): it leaves the ledger. It must be linked nowhere. */
 void queue_finish(queue_t *self, item_t *item);

@@ -287,7 +287,7 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
     char text[AQ_NAME_MAX + 1];
     memcpy(text, name.data, name.size);
     text[name.size] = '\0';
-    queue = queue_new(text, self->config.maxsize);
+    queue = queue_new(text, self->config.maxsize, self->config.max_attempts);
     if (!queue || dict_set(self->queues, name.data, name.size, queue)) {
         queue_destroy(&queue);
         *status = AQ_INTERNAL;
@@ -311,7 +311,9 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason)
             deadlines_cancel(&self->deadlines, &item->timer);
             item->taken_from = peer->serial;
         }
-        queue_detach(peer->consumer.queue, &peer->consumer);
+        queue_t *queue = peer->consumer.queue;
+        queue_detach(queue, &peer->consumer);
+        broker_release_joiners(self, queue); /* items may have been dead-lettered */
     }
     if (peer->producer) {
         peer->producer->peer = NULL;
@@ -365,7 +367,7 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
         msg.tag = (aq_bytes_t){joiner->tag, joiner->tag_size};
         msg.queue = (aq_bytes_t){(const uint8_t *) queue->name, strlen(queue->name)};
         msg.count = joiner->waited;
-        msg.dead = 0;
+        msg.dead = joiner->dead;
         broker_send(self, joiner->routing_id, joiner->routing_id_size, &msg, NULL);
         broker_free_joiner(self, joiner);
     }
@@ -412,8 +414,12 @@ void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
     deadlines_cancel(&self->deadlines, &item->timer);
     item->taken_from = peer->serial;
     queue_take_back(queue, item->holder, item);
-    if (delay_ms == 0) {
-        queue_requeue(queue, item);
+    if (delay_ms == 0 || (queue->max_attempts && item->attempts >= queue->max_attempts)) {
+        if (queue_return(queue, item)) {
+            broker_log(self, "item %llu of %s dead-lettered after %u deliveries",
+                       (unsigned long long) item->id, queue->name, item->attempts);
+            broker_release_joiners(self, queue);
+        }
         return;
     }
     item->timer.kind = TIMER_DELAY;

@@ -15,6 +15,8 @@ static void s_usage(FILE *out)
             "  asyncq join [-b ADDR] [-q Q] [--timeout S] [--all]\n"
             "                                           wait until every item put before now is acked\n"
             "  asyncq stats [-b ADDR] [-q Q]            per-queue numbers\n"
+            "  asyncq dead list|requeue|purge [-b ADDR] [-q Q]\n"
+            "                                           the queue's dead-letter list\n"
             "  asyncq demo [-p NPROD] [-c NCON] [-b ADDR] [--max-sleep S]\n"
             "                                           the reference main(): a broker, NPROD\n"
             "                                           producers, NCON consumers, join\n"
@@ -50,7 +52,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(int, char **);
-    } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"demo", cli_demo}};
+    } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"dead", cli_dead},
+                  {"demo", cli_demo}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(command, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

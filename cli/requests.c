@@ -162,3 +162,29 @@ int cli_stats(int argc, char **argv)
     aq_session_destroy(&session);
     return cli_exit_code(rc);
 }
+
+int cli_dead(int argc, char **argv)
+{
+    const char *usage = "Usage: asyncq dead list|requeue|purge [-b ADDR] [-q QUEUE]\n"
+                        "Items delivered --max-attempts times without an ack go to their queue's\n"
+                        "dead-letter list. list shows them (id, attempts, size), requeue puts\n"
+                        "them back at the end of the queue, purge deletes them.\n";
+    request_options_t opts = {0};
+    if (!s_parse("dead", usage, argc, argv, &opts, 0))
+        return AQ_EXIT_USAGE;
+    const char *action = optind < argc ? argv[optind] : NULL;
+    if (!action || optind + 1 != argc
+        || (strcmp(action, "list") && strcmp(action, "requeue") && strcmp(action, "purge"))) {
+        fprintf(stderr, "%s", usage);
+        return AQ_EXIT_USAGE;
+    }
+    aq_status_t rc;
+    aq_session_t *session = s_connect("dead", opts.broker, &rc);
+    if (!session)
+        return cli_exit_code(rc);
+    rc = aq_dead(session, opts.queue, action, s_print_line, NULL);
+    if (rc)
+        fprintf(stderr, "asyncq dead: %s\n", aq_strerror(rc));
+    aq_session_destroy(&session);
+    return cli_exit_code(rc);
+}

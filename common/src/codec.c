@@ -57,6 +57,7 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 0, {{0, 0}}},
     [AQ_CMD_TOUCH] = {"TOUCH", 1, {{F_U64_LIST, 0}}},
     [AQ_CMD_NACK] = {"NACK", 2, {{F_U64, B(delay_ms)}, {F_U64_LIST, 0}}},
+    [AQ_CMD_DEAD] = {"DEAD", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_TAG, B(text)}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)

@@ -31,14 +31,13 @@ aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_m
     return AQ_OK;
 }
 
-aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn *line,
-                     void *ctx)
+/*  Sends a request answered by REPORT and hands each line to `line`. */
+static aq_status_t s_report(aq_session_t *session, aq_msg_t *msg, aq_stats_line_fn *line,
+                            void *ctx)
 {
-    aq_msg_t msg = {.cmd = AQ_CMD_STATS};
     const char *tag = aq_session_next_tag(session);
-    msg.tag = aq_bytes_str(tag);
-    msg.queue = aq_bytes_str(queue);
-    aq_status_t rc = aq_session_send(session, &msg);
+    msg->tag = aq_bytes_str(tag);
+    aq_status_t rc = aq_session_send(session, msg);
     if (rc)
         return rc;
     aq_msg_t reply;
@@ -52,4 +51,21 @@ aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn 
         line(ctx, text);
     }
     return AQ_OK;
+}
+
+aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn *line,
+                     void *ctx)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_STATS};
+    msg.queue = aq_bytes_str(queue);
+    return s_report(session, &msg, line, ctx);
+}
+
+aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action,
+                    aq_stats_line_fn *line, void *ctx)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_DEAD};
+    msg.queue = aq_bytes_str(queue);
+    msg.text = aq_bytes_str(action);
+    return s_report(session, &msg, line, ctx);
 }

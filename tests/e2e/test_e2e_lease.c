@@ -9,7 +9,7 @@
 
 static int s_setup(void **state)
 {
-    char *const flags[] = {"--lease-ms", "300", NULL};
+    char *const flags[] = {"--lease-ms", "300", "--max-attempts", "2", NULL};
     return harness_setup_flags(state, flags);
 }
 
@@ -96,12 +96,65 @@ static void test_nack_with_delay_returns_the_item_after_the_delay(void **state)
     aq_consumer_destroy(&consumer);
 }
 
+static void s_nack_twice(aq_consumer_t *consumer)
+{
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        assert_int_equal(item.attempt, attempt);
+        assert_int_equal(aq_consumer_nack(consumer, item.id, 0), AQ_OK);
+    }
+}
+
+static void test_poison_item_is_dead_lettered_and_join_reports_it(void **state)
+{
+    harness_t *h = *state;
+    s_put_one(h);
+    aq_session_t *joiner = harness_session(h);
+    aq_msg_t join = {.cmd = AQ_CMD_JOIN, .tag = aq_bytes_str("j"), .queue = aq_bytes_str("q")};
+    assert_int_equal(aq_session_send(joiner, &join), AQ_OK);
+    aq_consumer_t *consumer = s_consumer(h, "c");
+    s_nack_twice(consumer);
+    aq_msg_t reply;
+    assert_int_equal(aq_session_await(joiner, "j", &reply, HARNESS_DEADLINE_MS, NULL, NULL), AQ_OK);
+    assert_int_equal(reply.cmd, AQ_CMD_JOINED);
+    assert_int_equal(reply.count, 1);
+    assert_int_equal(reply.dead, 1);
+    aq_session_destroy(&joiner);
+    assert_int_equal(harness_stat(h, "q", "dead"), 1);
+    assert_int_equal(harness_stat(h, "q", "outstanding"), 0);
+
+    char out[4096];
+    char *list[] = {"asyncq", "dead", "list", "--broker", h->address, "--queue", "q", NULL};
+    assert_int_equal(harness_run(list, out, sizeof out), 0);
+    assert_non_null(strstr(out, "attempts=2 size=3"));
+    char *requeue[] = {"asyncq", "dead", "requeue", "--broker", h->address, "--queue", "q", NULL};
+    assert_int_equal(harness_run(requeue, out, sizeof out), 0);
+    assert_non_null(strstr(out, "requeued=1"));
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(item.attempt, 1); /* a fresh start */
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_flush(consumer);
+    harness_wait_stat(h, "q", "acked", 1);
+
+    s_put_one(h);
+    s_nack_twice(consumer);
+    harness_wait_stat(h, "q", "dead", 1);
+    char *purge[] = {"asyncq", "dead", "purge", "--broker", h->address, "--queue", "q", NULL};
+    assert_int_equal(harness_run(purge, out, sizeof out), 0);
+    assert_non_null(strstr(out, "purged=1"));
+    assert_int_equal(harness_stat(h, "q", "dead"), 0);
+    aq_consumer_destroy(&consumer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_expired_lease_goes_to_another_and_late_ack_is_refused, s_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_touch_keeps_the_lease_past_its_length, s_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_nack_with_delay_returns_the_item_after_the_delay, s_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_poison_item_is_dead_lettered_and_join_reports_it, s_setup, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,6 +41,7 @@ typedef enum {
     AQ_CMD_HEARTBEAT,
     AQ_CMD_TOUCH,
     AQ_CMD_NACK,
+    AQ_CMD_DEAD,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -62,7 +63,7 @@ typedef struct {
     aq_bytes_t broker;   /* WELCOME */
     aq_bytes_t name;     /* ERROR */
     aq_bytes_t subject;  /* ERROR: the tag, item id or seq it concerns */
-    aq_bytes_t text;     /* ERROR */
+    aq_bytes_t text;     /* ERROR; DEAD: the action */
     aq_bytes_t payload;  /* PUT ITEM */
     uint64_t seq;        /* PUT SYNC SYNCED */
     uint64_t id;         /* ITEM */

@@ -29,4 +29,10 @@ typedef void (aq_stats_line_fn)(void *ctx, const char *line);
 aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn *line,
                      void *ctx);
 
+/*  Acts on `queue`'s dead-letter list: "list" calls `line` once per item
+    (id, attempts, size; the first 1024), "requeue" puts them all back in
+    the queue, "purge" deletes them; both call `line` once with the count. */
+aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action,
+                    aq_stats_line_fn *line, void *ctx);
+
 #endif
