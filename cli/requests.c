@@ -147,8 +147,9 @@ static void s_print_line(void *ctx, const char *line)
 int cli_stats(int argc, char **argv)
 {
     const char *usage = "Usage: asyncq stats [-b ADDR] [-q QUEUE]\n"
-                        "Prints one line per queue (or for QUEUE): queued, inflight, acked,\n"
-                        "consumers, joiners, outstanding, puts, delivered, redelivered, maxsize.\n";
+                        "Prints one line per queue (or for QUEUE): queued, inflight, delayed,\n"
+                        "acked, dead, consumers, joiners, outstanding, puts, delivered,\n"
+                        "redelivered, maxsize.\n";
     request_options_t opts = {0};
     if (!s_parse("stats", usage, argc, argv, &opts, 0))
         return AQ_EXIT_USAGE;
