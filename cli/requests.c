@@ -144,6 +144,21 @@ static void s_print_line(void *ctx, const char *line)
     printf("%s\n", line);
 }
 
+/*  Prints the lines of a STATS (no action) or DEAD reply; returns the exit code. */
+static int s_print_report(const char *command, const request_options_t *opts, const char *action)
+{
+    aq_status_t rc;
+    aq_session_t *session = s_connect(command, opts->broker, &rc);
+    if (!session)
+        return cli_exit_code(rc);
+    rc = action ? aq_dead(session, opts->queue, action, s_print_line, NULL)
+                : aq_stats(session, opts->queue, s_print_line, NULL);
+    if (rc)
+        fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
+    aq_session_destroy(&session);
+    return cli_exit_code(rc);
+}
+
 int cli_stats(int argc, char **argv)
 {
     const char *usage = "Usage: asyncq stats [-b ADDR] [-q QUEUE]\n"
@@ -153,15 +168,7 @@ int cli_stats(int argc, char **argv)
     request_options_t opts = {0};
     if (!s_parse("stats", usage, argc, argv, &opts, 0))
         return AQ_EXIT_USAGE;
-    aq_status_t rc;
-    aq_session_t *session = s_connect("stats", opts.broker, &rc);
-    if (!session)
-        return cli_exit_code(rc);
-    rc = aq_stats(session, opts.queue, s_print_line, NULL);
-    if (rc)
-        fprintf(stderr, "asyncq stats: %s\n", aq_strerror(rc));
-    aq_session_destroy(&session);
-    return cli_exit_code(rc);
+    return s_print_report("stats", &opts, NULL);
 }
 
 int cli_dead(int argc, char **argv)
@@ -179,13 +186,5 @@ int cli_dead(int argc, char **argv)
         fprintf(stderr, "%s", usage);
         return AQ_EXIT_USAGE;
     }
-    aq_status_t rc;
-    aq_session_t *session = s_connect("dead", opts.broker, &rc);
-    if (!session)
-        return cli_exit_code(rc);
-    rc = aq_dead(session, opts.queue, action, s_print_line, NULL);
-    if (rc)
-        fprintf(stderr, "asyncq dead: %s\n", aq_strerror(rc));
-    aq_session_destroy(&session);
-    return cli_exit_code(rc);
+    return s_print_report("dead", &opts, action);
 }
