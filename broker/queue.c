@@ -70,6 +70,14 @@ void queue_requeue(queue_t *self, item_t *item)
     self->ready_count++;
 }
 
+/*  The item is done (acked): it leaves the ledger. It must be linked nowhere. */
+static void s_finish(queue_t *self, item_t *item)
+{
+    assert(!list_linked(&item->link) && item->queue == self);
+    ledger_close(&self->ledger, item->seq);
+    self->acked_total++;
+}
+
 /*  Finished without an ack: every join that covers it counts it as dead. */
 static void s_bury(queue_t *self, item_t *item)
 {
@@ -124,12 +132,6 @@ item_t *queue_take_dead(queue_t *self)
     return list_entry(node, item_t, link);
 }
 
-void queue_finish(queue_t *self, item_t *item)
-{
-    assert(!list_linked(&item->link) && item->queue == self);
-    ledger_close(&self->ledger, item->seq);
-    self->acked_total++;
-}
 
 void consumer_init(consumer_t *consumer)
 {
@@ -204,7 +206,7 @@ void queue_ack(queue_t *self, consumer_t *consumer, item_t *item)
     item->holder = NULL;
     consumer->held_count--;
     self->inflight_count--;
-    queue_finish(self, item);
+    s_finish(self, item);
     s_reorder(self, consumer);
 }
 

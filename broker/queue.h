@@ -91,9 +91,6 @@ int queue_requeue_dead(queue_t *self, uint64_t *count);
 /*  Unlinks and returns the oldest dead-lettered item, or NULL. */
 item_t *queue_take_dead(queue_t *self);
 
-/*  The item is done (acked): it leaves the ledger. It must be linked nowhere. */
-void queue_finish(queue_t *self, item_t *item);
-
 void consumer_init(consumer_t *consumer);
 
 /*  Attaches a consumer (which holds nothing) to this queue. */

@@ -49,8 +49,3 @@ const char *aq_strerror(int status)
     const status_entry_t *entry = s_find(status);
     return entry ? entry->text : "unknown status";
 }
-
-int aq_status_is_wire(int status)
-{
-    return status >= 400 && status <= 599 && s_find(status) != NULL;
-}

@@ -14,7 +14,8 @@ typedef struct {
 static int s_setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
-    harness_start_broker(&f->h, "--max-item", "1000", NULL);
+    char *const flags[] = {"--max-item", "1000", NULL};
+    harness_start_broker(&f->h, flags);
     f->inbox = aq_inbox_new();
     *state = f;
     return 0;

@@ -12,18 +12,16 @@ static void s_program(const char *name, char *path, size_t size)
         fail_msg("cannot find %s (is ASYNCQ_BIN_DIR set?)", name);
 }
 
-void harness_start_broker(harness_t *self, ...)
+void harness_start_broker(harness_t *self, char *const *flags)
 {
     char path[4096];
     s_program("asyncq-broker", path, sizeof path);
     char *argv[32] = {path, "--bind", "tcp://127.0.0.1:0"};
     int argc = 3;
-    va_list args;
-    va_start(args, self);
-    char *arg;
-    while ((arg = va_arg(args, char *)) && argc < 31)
-        argv[argc++] = arg;
-    va_end(args);
+    for (int i = 0; flags && flags[i]; i++) {
+        assert_true(argc < 31);
+        argv[argc++] = flags[i];
+    }
     argv[argc] = NULL;
     assert_int_equal(aq_process_spawn(&self->broker, argv, 1, 1), 0);
     if (!aq_process_expect(&self->broker, "READY ", self->address, sizeof self->address,
@@ -45,10 +43,7 @@ int harness_setup_flags(void **state, char *const *flags)
 {
     harness_t *self = calloc(1, sizeof *self);
     assert_non_null(self);
-    const char *f[4] = {NULL, NULL, NULL, NULL};
-    for (int i = 0; flags && flags[i] && i < 4; i++)
-        f[i] = flags[i];
-    harness_start_broker(self, f[0], f[1], f[2], f[3], NULL);
+    harness_start_broker(self, flags);
     *state = self;
     return 0;
 }

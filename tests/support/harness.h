@@ -25,8 +25,9 @@ typedef struct {
     pid_t child; /* a forked helper, killed by harness_stop if still there */
 } harness_t;
 
-/*  Starts asyncq-broker on a free loopback port with extra flags (NULL-ended). */
-void harness_start_broker(harness_t *self, ...);
+/*  Starts asyncq-broker on a free loopback port with extra flags (a
+    NULL-ended array, or NULL for none). */
+void harness_start_broker(harness_t *self, char *const *flags);
 void harness_stop(harness_t *self);
 
 /*  cmocka fixtures: a broker with default flags, or with `flags` (NULL-ended),

@@ -39,7 +39,4 @@ const char *aq_status_name(int status);
 /*  One-line human description. Never returns NULL. */
 const char *aq_strerror(int status);
 
-/*  True if the code may appear in an ERROR message on the wire. */
-int aq_status_is_wire(int status);
-
 #endif
