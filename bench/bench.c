@@ -186,7 +186,7 @@ int main(int argc, char **argv)
     }
     /* The parent talks to the broker only now, after every fork. */
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(address, "bench-join", 5000, &rc);
+    aq_session_t *session = aq_session_new(address, "bench-join", 0, 5000, &rc);
     aq_join_result_t result;
     rc = session ? aq_join(session, "bench", 0, AQ_JOIN_BEFORE, &result) : rc;
     int64_t elapsed = s_now_us() - started;

@@ -15,6 +15,14 @@
 #include "queue.h"
 #include "store.h"
 
+/*  A lease for one queue's deliveries, other than the default. */
+typedef struct {
+    char queue[AQ_NAME_MAX + 1];
+    uint64_t lease_ms;
+} queue_lease_t;
+
+#define BROKER_QUEUE_LEASES_MAX 64
+
 typedef struct {
     const char *bind;       /* address to bind (endpoint.h) */
     uint64_t max_item;      /* largest item, in bytes */
@@ -25,6 +33,10 @@ typedef struct {
     uint64_t heartbeat_ms;  /* probe every session this often */
     uint64_t lease_ms;      /* an item not acked this long after delivery is taken back */
     uint64_t max_attempts;  /* deliveries before dead-lettering; 0 = no limit */
+    queue_lease_t queue_leases[BROKER_QUEUE_LEASES_MAX];
+    size_t queue_lease_count;
+    uint64_t max_joins_per_peer;
+    uint64_t drain_ms;      /* on SIGTERM, wait this long at most for queues to drain */
     int verbose;
 } broker_config_t;
 
@@ -35,9 +47,11 @@ typedef struct {
 #define BROKER_DEFAULT_HEARTBEAT_MS 1000
 #define BROKER_DEFAULT_LEASE_MS 60000
 #define BROKER_DEFAULT_MAX_ATTEMPTS 5
+#define BROKER_DEFAULT_MAX_JOINS_PER_PEER 100
+#define BROKER_DEFAULT_DRAIN_MS 30000
 
 /*  What a deadline_t in the broker's heap is for. */
-enum { TIMER_SWEEP = 1, TIMER_HEARTBEAT, TIMER_JOIN, TIMER_LEASE, TIMER_DELAY };
+enum { TIMER_SWEEP = 1, TIMER_HEARTBEAT, TIMER_JOIN, TIMER_LEASE, TIMER_DELAY, TIMER_DRAIN };
 
 struct producer;
 
@@ -49,6 +63,8 @@ typedef struct peer {
     uint64_t serial;           /* unique per session over the broker's life */
     consumer_t consumer;
     struct producer *producer; /* the producer whose id is this client id */
+    list_node_t joins;         /* joiner_t of this session still waiting */
+    uint64_t join_count;
     int dropped;               /* out of every table, freed at end of turn */
     list_node_t dropped_link;
 } peer_t;
@@ -67,7 +83,7 @@ typedef struct sync_wait {
 typedef struct producer {
     char id[AQ_NAME_MAX + 1];
     uint64_t next_seq;   /* every put with a lower seq has been received */
-    uint64_t lost_from;  /* lowest seq known never to have arrived; 0: none */
+    uint64_t lost_from;  /* a later put came first: next_seq was lost; 0: none */
     peer_t *peer;        /* its session, to send errors to; may be NULL */
     list_node_t syncs;   /* sync_wait_t, ordered by seq */
     int64_t last_seen_ms;
@@ -95,6 +111,9 @@ typedef struct broker {
     deadline_t heartbeat;   /* periodic probe of every session */
     list_node_t dropped_peers; /* freed once the current message is handled */
     uint64_t joiner_count;
+    int shut_down;          /* every queue, and any new one, refuses puts */
+    int stopping;           /* exit once every queue has drained */
+    deadline_t drain;       /* ... or when this fires */
     uint64_t next_serial;
     uint64_t bad_input_total;
     int64_t log_window_ms;  /* start of the current rate-limit second */
@@ -117,6 +136,13 @@ void broker_dispatch(broker_t *self, queue_t *queue);
 void broker_release_joiners(broker_t *self, queue_t *queue);
 void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason);
 void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
+/*  Shuts one queue down (see queue_state_t), releasing its joins with
+    SHUT_DOWN if `state` is QUEUE_DISCARDING. */
+void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
+/*  Shuts every queue down, and any queue made later. */
+void broker_shut_all(broker_t *self, queue_state_t state);
+/*  The lease of a delivery of this item. */
+uint64_t broker_lease_ms(const item_t *item);
 queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status);
 int64_t broker_now_ms(void);
 
@@ -129,6 +155,12 @@ void broker_free_joiner(broker_t *self, joiner_t *joiner);
 
 /* producers.c */
 producer_t *producers_get(broker_t *self, aq_bytes_t id, int create);
+/*  A HELLO said the producer's first unconfirmed put is seq. */
+void producers_resume(broker_t *self, producer_t *producer, uint64_t seq);
+/*  True if a put with this seq is the next one expected, to be handled;
+    false if it must be dropped (a duplicate, or out of sequence). */
+int producers_check(broker_t *self, producer_t *producer, uint64_t seq);
+/*  The put with this seq was handled (accepted or refused). */
 void producers_received(broker_t *self, producer_t *producer, uint64_t seq);
 void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
                     aq_bytes_t tag, uint64_t seq);

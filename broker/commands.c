@@ -56,6 +56,7 @@ static void s_on_hello(broker_t *self, aq_bytes_t routing_id, peer_t *peer, cons
     peer->serial = ++self->next_serial;
     consumer_init(&peer->consumer);
     list_init(&peer->dropped_link);
+    list_init(&peer->joins);
     if (dict_set(self->peers, routing_id.data, routing_id.size, peer)) {
         free(peer);
         s_error(self, routing_id, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
@@ -67,10 +68,14 @@ static void s_on_hello(broker_t *self, aq_bytes_t routing_id, peer_t *peer, cons
         s_error(self, routing_id, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
         return;
     }
-    producer_t *producer = producers_get(self, msg->client, 0);
+    /* A producer says where its unconfirmed puts start; the broker takes
+       puts from a producer id only after such a HELLO. */
+    producer_t *producer = producers_get(self, msg->client, msg->seq > 0);
     if (producer) {
         producer->peer = peer;
         peer->producer = producer;
+        if (msg->seq)
+            producers_resume(self, producer, msg->seq);
     }
     aq_msg_t welcome = {.cmd = AQ_CMD_WELCOME};
     welcome.broker = aq_bytes_str(self->broker_id);
@@ -108,6 +113,8 @@ static void s_on_credit(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
         consumer->credit = msg->credit;
         queue_attach(queue, consumer);
     }
+    if (queue->drained_told) /* it came too late to hear it */
+        s_error(self, routing_id, AQ_SHUT_DOWN, msg->queue, "queue shut down and empty");
     broker_dispatch(self, queue);
 }
 
@@ -151,11 +158,11 @@ static void s_on_ack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const 
 
 static void s_on_touch(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
 {
-    int64_t until = broker_now_ms() + (int64_t) self->config.lease_ms;
+    int64_t now = broker_now_ms();
     for (size_t i = 0; i < msg->list_size; i++) {
         item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "touch");
-        if (item)
-            deadlines_set(&self->deadlines, &item->timer, until); /* scheduled: cannot fail */
+        if (item) /* scheduled already: cannot fail */
+            deadlines_set(&self->deadlines, &item->timer, now + (int64_t) broker_lease_ms(item));
     }
 }
 
@@ -164,8 +171,13 @@ static void s_on_nack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const
     uint64_t delay_ms = msg->delay_ms > INT32_MAX ? INT32_MAX : msg->delay_ms;
     for (size_t i = 0; i < msg->list_size; i++) {
         item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "nack");
-        if (item)
-            broker_take_back(self, item, delay_ms);
+        if (!item)
+            continue;
+        if (msg->text.size)
+            broker_log(self, "item %llu of %s returned by %s, attempt %u: %.*s",
+                       (unsigned long long) item->id, item->queue->name, peer->client_id,
+                       item->attempts, (int) msg->text.size, (const char *) msg->text.data);
+        broker_take_back(self, item, delay_ms);
     }
     if (peer->consumer.queue)
         broker_dispatch(self, peer->consumer.queue);
@@ -174,6 +186,10 @@ static void s_on_nack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const
 void broker_free_joiner(broker_t *self, joiner_t *joiner)
 {
     deadlines_cancel(&self->deadlines, &joiner->deadline);
+    if (joiner->peer) {
+        list_remove(&joiner->peer_link);
+        joiner->peer->join_count--;
+    }
     self->joiner_count--;
     free(joiner);
 }
@@ -190,11 +206,16 @@ static void s_send_joined(broker_t *self, aq_bytes_t routing_id, const aq_msg_t 
 
 static void s_on_join(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
 {
-    (void) peer;
     aq_status_t rc;
     queue_t *queue = broker_queue(self, msg->queue, 0, &rc);
     if (!queue) {
         s_send_joined(self, routing_id, msg, 0); /* never had an item */
+        return;
+    }
+    if (peer->join_count >= self->config.max_joins_per_peer) {
+        broker_log_bad_input(self, "%s: more than %llu joins waiting at once", peer->client_id,
+                             (unsigned long long) self->config.max_joins_per_peer);
+        s_error(self, routing_id, AQ_LIMIT, msg->tag, "too many joins waiting for this session");
         return;
     }
     if (self->joiner_count >= self->config.max_joiners) {
@@ -207,6 +228,9 @@ static void s_on_join(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const
         return;
     }
     self->joiner_count++;
+    joiner->peer = peer;
+    list_push_back(&peer->joins, &joiner->peer_link);
+    peer->join_count++;
     deadline_init(&joiner->deadline, TIMER_JOIN);
     joiner->mode = (aq_join_mode_t) msg->mode;
     memcpy(joiner->routing_id, routing_id.data, routing_id.size);
@@ -245,9 +269,11 @@ void broker_on_join_timeout(broker_t *self, joiner_t *joiner)
 static void s_on_sync(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
 {
     (void) peer;
-    producer_t *producer = producers_get(self, msg->producer, 1);
+    producer_t *producer = producers_get(self, msg->producer, 0);
     if (!producer) {
-        s_error(self, routing_id, AQ_INTERNAL, msg->tag, NULL);
+        s_error(self, routing_id, AQ_NO_SESSION, msg->tag,
+                "no HELLO from this producer: its puts were dropped; say HELLO with the "
+                "first unconfirmed seq and resend");
         return;
     }
     producers_sync(self, producer, routing_id, msg->tag, msg->seq);
@@ -257,25 +283,36 @@ typedef struct {
     char (*text)[AQ_TEXT_MAX + 1];
     aq_bytes_t *lines;
     size_t count;
+    size_t capacity;
 } report_t;
+
+static const char *s_state_name(queue_state_t state)
+{
+    return state == QUEUE_OPEN ? "open" : state == QUEUE_DRAINING ? "draining" : "discarding";
+}
 
 static void s_report_line(report_t *report, const char *name, const queue_t *queue)
 {
     static const queue_t empty = {.name = ""};
     if (!queue)
         queue = &empty;
+    if (report->count == report->capacity)
+        return; /* more queues than one REPORT carries */
     char *text = report->text[report->count];
     int length = snprintf(
         text, AQ_TEXT_MAX + 1,
         "queue=%s queued=%llu inflight=%llu delayed=%llu acked=%llu dead=%llu consumers=%llu joiners=%llu "
-        "outstanding=%llu puts=%llu delivered=%llu redelivered=%llu maxsize=%llu",
+        "outstanding=%llu puts=%llu delivered=%llu redelivered=%llu maxsize=%llu "
+        "lease_ms=%llu state=%s discarded=%llu",
         name, (unsigned long long) queue->ready_count,
         (unsigned long long) queue->inflight_count, (unsigned long long) queue->delayed_count,
         (unsigned long long) queue->acked_total, (unsigned long long) queue->dead_count,
         (unsigned long long) queue->consumer_count, (unsigned long long) queue->joiner_count,
         (unsigned long long) queue->ledger.outstanding, (unsigned long long) queue->put_total,
         (unsigned long long) queue->delivered_total,
-        (unsigned long long) queue->redelivered_total, (unsigned long long) queue->maxsize);
+        (unsigned long long) queue->redelivered_total, (unsigned long long) queue->maxsize,
+        (unsigned long long) queue->lease_ms, s_state_name(queue->state),
+        (unsigned long long) queue->discarded_total);
     report->lines[report->count++] = (aq_bytes_t){(const uint8_t *) text, (size_t) length};
 }
 
@@ -300,7 +337,8 @@ static void s_on_stats(broker_t *self, aq_bytes_t routing_id, peer_t *peer, cons
     if (capacity > AQ_LIST_MAX)
         capacity = AQ_LIST_MAX;
     report_t report = {calloc(capacity ? capacity : 1, sizeof *report.text),
-                       calloc(capacity ? capacity : 1, sizeof *report.lines), 0};
+                       calloc(capacity ? capacity : 1, sizeof *report.lines), 0,
+                       capacity};
     if (!report.text || !report.lines) {
         s_error(self, routing_id, AQ_INTERNAL, msg->tag, NULL);
     }
@@ -372,6 +410,40 @@ static void s_on_dead(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const
     s_reply(self, routing_id, &reply);
 }
 
+/*  SHUTDOWN of one queue or of all: one report line per queue shut. */
+static void s_on_shutdown(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
+                          const aq_msg_t *msg)
+{
+    queue_state_t state = msg->mode == AQ_SHUTDOWN_IMMEDIATE ? QUEUE_DISCARDING : QUEUE_DRAINING;
+    broker_log(self, "%s: shutdown (%s) of %s",
+               peer ? peer->client_id : "a client without a session",
+               state == QUEUE_DISCARDING ? "immediate" : "drain",
+               msg->queue.size ? "one queue" : "every queue");
+    aq_status_t rc;
+    char name[AQ_NAME_MAX + 1] = "";
+    memcpy(name, msg->queue.data, msg->queue.size);
+    name[msg->queue.size] = '\0';
+    queue_t *queue = msg->queue.size ? broker_queue(self, msg->queue, 1, &rc) : NULL;
+    if (msg->queue.size && !queue) {
+        s_error(self, routing_id, rc, msg->tag, NULL);
+        return;
+    }
+    if (queue)
+        broker_shut_queue(self, queue, state);
+    else
+        broker_shut_all(self, state);
+    static char text[AQ_LIST_MAX][AQ_TEXT_MAX + 1];
+    static aq_bytes_t lines[AQ_LIST_MAX];
+    report_t report = {text, lines, 0, AQ_LIST_MAX};
+    if (queue)
+        s_report_line(&report, name, queue);
+    else
+        dict_each(self->queues, s_report_each, &report);
+    qsort(report.lines, report.count, sizeof *report.lines, s_compare_lines);
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = report.count};
+    s_reply(self, routing_id, &reply);
+}
+
 static void s_on_bye(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
 {
     (void) routing_id;
@@ -392,11 +464,11 @@ static void s_on_heartbeat(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
 
 static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_HELLO] = {s_on_hello, 0},   [AQ_CMD_CREDIT] = {s_on_credit, 1},
-    [AQ_CMD_ACK] = {s_on_ack, 1},       [AQ_CMD_JOIN] = {s_on_join, 0},
+    [AQ_CMD_ACK] = {s_on_ack, 1},       [AQ_CMD_JOIN] = {s_on_join, 1},
     [AQ_CMD_SYNC] = {s_on_sync, 0},     [AQ_CMD_STATS] = {s_on_stats, 0},
     [AQ_CMD_BYE] = {s_on_bye, 0},       [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0},
     [AQ_CMD_TOUCH] = {s_on_touch, 1},   [AQ_CMD_NACK] = {s_on_nack, 1},
-    [AQ_CMD_DEAD] = {s_on_dead, 0},
+    [AQ_CMD_DEAD] = {s_on_dead, 0},     [AQ_CMD_SHUTDOWN] = {s_on_shutdown, 0},
 };
 
 static const char *s_peer_name(const peer_t *peer, aq_bytes_t routing_id, char *buf,
@@ -436,7 +508,7 @@ void broker_on_router(broker_t *self)
         return;
     }
     if (handler->needs_session && !peer) {
-        s_error(self, routing_id, AQ_NO_SESSION, (aq_bytes_t){0}, NULL);
+        s_error(self, routing_id, AQ_NO_SESSION, msg.tag, NULL);
         return;
     }
     handler->fn(self, routing_id, peer, &msg);
@@ -478,14 +550,16 @@ int broker_on_put(broker_t *self)
     }
     producer_t *producer = NULL;
     if (msg.producer.size) {
-        producer = producers_get(self, msg.producer, 1);
+        producer = producers_get(self, msg.producer, 0);
         if (!producer) {
-            broker_log(self, "out of memory: put dropped");
+            /* Sent before this broker heard the producer's HELLO (left in
+               its socket from a broker run that ended, say): it resends. */
+            broker_log_bad_input(self, "put from producer %.*s, which has not said HELLO, dropped",
+                                 (int) msg.producer.size, (const char *) msg.producer.data);
             return 0;
         }
-        producer->last_seen_ms = broker_now_ms();
-        if (msg.seq < producer->next_seq)
-            return 0; /* a resend of a put already received */
+        if (!producers_check(self, producer, msg.seq))
+            return 0;
     }
     char text[120];
     if (msg.payload.size > self->config.max_item) {
@@ -498,6 +572,10 @@ int broker_on_put(broker_t *self)
     if (!queue) {
         s_refuse_put(self, producer, &msg, rc,
                      rc == AQ_LIMIT ? "too many queues" : "cannot create the queue");
+        return 0;
+    }
+    if (queue->state != QUEUE_OPEN) {
+        s_refuse_put(self, producer, &msg, AQ_SHUT_DOWN, "queue shut down: puts are refused");
         return 0;
     }
     if (queue_is_full(queue)) {
@@ -516,6 +594,7 @@ int broker_on_put(broker_t *self)
         return 0;
     }
     item->accepted_us = zclock_usecs();
+    item->lease_ms = msg.lease_ms > INT32_MAX ? INT32_MAX : (uint32_t) msg.lease_ms;
     aq_inbox_take_last(inbox, &item->payload);
     if (producer)
         producers_received(self, producer, msg.seq);

@@ -28,13 +28,22 @@ static void s_usage(FILE *out)
             "                          gone gives its items back (1000)\n"
             "      --lease-ms MS       an item not acked (or touched) this long after its\n"
             "                          delivery is delivered again (env ASYNCQ_LEASE_MS; 60000)\n"
+            "      --queue-lease Q=MS  the lease for queue Q instead; repeatable (env\n"
+            "                          ASYNCQ_QUEUE_LEASE, as Q=MS,Q2=MS). A put may ask for\n"
+            "                          its own.\n"
             "      --max-attempts N    deliveries before an item goes to its queue's\n"
             "                          dead-letter list; 0 = no limit (5)\n"
+            "      --max-joins-per-peer N  most joins one session may have waiting (100)\n"
+            "      --drain-ms MS       on SIGTERM or SIGINT, refuse puts and wait this long at\n"
+            "                          most for every queue to drain before exiting; a second\n"
+            "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000)\n"
+            "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
+            "                          and exit\n"
             "  -v, --verbose           log every session\n"
             "  -h, --help              this text\n"
             "\n"
             "Prints \"READY <address>\" on stdout once it listens. Logs to stderr.\n"
-            "Stops cleanly on SIGINT or SIGTERM.\n"
+            "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
             "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind.\n");
 }
 
@@ -44,6 +53,57 @@ static int s_number(const char *flag, const char *text, uint64_t *value)
         return 1;
     fprintf(stderr, "asyncq-broker: %s needs a whole number, not '%s'\n", flag, text);
     return 0;
+}
+
+static int s_lease_is_valid(uint64_t lease_ms)
+{
+    if (lease_ms >= 1 && lease_ms <= INT32_MAX)
+        return 1;
+    fprintf(stderr, "asyncq-broker: a lease must be from 1 to %d ms\n", INT32_MAX);
+    return 0;
+}
+
+/*  Adds the leases in "Q=MS[,Q=MS...]" to config. */
+static int s_queue_leases(broker_config_t *config, const char *text)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", text) >= (int) sizeof buf)
+        return 0;
+    for (char *save = NULL, *entry = strtok_r(buf, ",", &save); entry;
+         entry = strtok_r(NULL, ",", &save)) {
+        char *equals = strchr(entry, '=');
+        queue_lease_t *lease = &config->queue_leases[config->queue_lease_count];
+        if (!equals || config->queue_lease_count == BROKER_QUEUE_LEASES_MAX
+            || !aq_name_is_valid((const uint8_t *) entry, (size_t) (equals - entry))
+            || !aq_arg_u64(equals + 1, &lease->lease_ms) || !s_lease_is_valid(lease->lease_ms)) {
+            fprintf(stderr, "asyncq-broker: --queue-lease needs QUEUE=MS (at most %d), not '%s'\n",
+                    BROKER_QUEUE_LEASES_MAX, entry);
+            return 0;
+        }
+        *equals = '\0';
+        strcpy(lease->queue, entry);
+        config->queue_lease_count++;
+    }
+    return 1;
+}
+
+static void s_print_config(const broker_config_t *config)
+{
+    printf("ASYNCQ_BIND=%s\n", config->bind);
+    printf("ASYNCQ_MAX_ITEM=%llu\n", (unsigned long long) config->max_item);
+    printf("ASYNCQ_MAXSIZE=%llu\n", (unsigned long long) config->maxsize);
+    printf("ASYNCQ_LEASE_MS=%llu\n", (unsigned long long) config->lease_ms);
+    printf("ASYNCQ_QUEUE_LEASE=");
+    for (size_t i = 0; i < config->queue_lease_count; i++)
+        printf("%s%s=%llu", i ? "," : "", config->queue_leases[i].queue,
+               (unsigned long long) config->queue_leases[i].lease_ms);
+    printf("\nASYNCQ_DRAIN_MS=%llu\n", (unsigned long long) config->drain_ms);
+    printf("max_queues=%llu\nmax_joins=%llu\nmax_joins_per_peer=%llu\nmax_credit=%llu\n"
+           "heartbeat_ms=%llu\nmax_attempts=%llu\n",
+           (unsigned long long) config->max_queues, (unsigned long long) config->max_joiners,
+           (unsigned long long) config->max_joins_per_peer,
+           (unsigned long long) config->max_credit, (unsigned long long) config->heartbeat_ms,
+           (unsigned long long) config->max_attempts);
 }
 
 int main(int argc, char **argv)
@@ -58,14 +118,21 @@ int main(int argc, char **argv)
         .heartbeat_ms = BROKER_DEFAULT_HEARTBEAT_MS,
         .lease_ms = BROKER_DEFAULT_LEASE_MS,
         .max_attempts = BROKER_DEFAULT_MAX_ATTEMPTS,
+        .max_joins_per_peer = BROKER_DEFAULT_MAX_JOINS_PER_PEER,
+        .drain_ms = BROKER_DEFAULT_DRAIN_MS,
     };
-    const char *max_item = NULL, *maxsize = NULL, *lease = NULL;
+    const char *max_item = NULL, *maxsize = NULL, *lease = NULL, *drain = NULL;
+    int queue_lease_given = 0, print_config = 0;
     static const struct option options[] = {
         {"bind", required_argument, 0, 'b'},     {"max-item", required_argument, 0, 'I'},
         {"maxsize", required_argument, 0, 'm'},  {"max-queues", required_argument, 0, 'Q'},
         {"max-joins", required_argument, 0, 'J'}, {"max-credit", required_argument, 0, 'C'},
         {"heartbeat-ms", required_argument, 0, 'H'}, {"lease-ms", required_argument, 0, 'L'},
         {"max-attempts", required_argument, 0, 'A'},
+        {"queue-lease", required_argument, 0, 'q'},
+        {"max-joins-per-peer", required_argument, 0, 'P'},
+        {"drain-ms", required_argument, 0, 'D'},
+        {"print-config", no_argument, 0, 'p'},
         {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int opt;
@@ -87,6 +154,14 @@ int main(int argc, char **argv)
             break;
         case 'L': lease = optarg; break;
         case 'A': if (!s_number("--max-attempts", optarg, &config.max_attempts)) return AQ_EXIT_USAGE; break;
+        case 'q':
+            queue_lease_given = 1;
+            if (!s_queue_leases(&config, optarg))
+                return AQ_EXIT_USAGE;
+            break;
+        case 'P': if (!s_number("--max-joins-per-peer", optarg, &config.max_joins_per_peer)) return AQ_EXIT_USAGE; break;
+        case 'D': drain = optarg; break;
+        case 'p': print_config = 1; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
@@ -99,15 +174,23 @@ int main(int argc, char **argv)
     max_item = aq_arg_env(max_item, "ASYNCQ_MAX_ITEM");
     maxsize = aq_arg_env(maxsize, "ASYNCQ_MAXSIZE");
     lease = aq_arg_env(lease, "ASYNCQ_LEASE_MS");
+    drain = aq_arg_env(drain, "ASYNCQ_DRAIN_MS");
+    const char *queue_leases = getenv("ASYNCQ_QUEUE_LEASE");
     if ((max_item && !s_number("--max-item", max_item, &config.max_item))
         || (maxsize && !s_number("--maxsize", maxsize, &config.maxsize))
-        || (lease && !s_number("--lease-ms", lease, &config.lease_ms)))
+        || (lease && !s_number("--lease-ms", lease, &config.lease_ms))
+        || (drain && !s_number("--drain-ms", drain, &config.drain_ms))
+        || !s_lease_is_valid(config.lease_ms)
+        || (!queue_lease_given && queue_leases && *queue_leases
+            && !s_queue_leases(&config, queue_leases)))
         return AQ_EXIT_USAGE;
-    if (config.lease_ms == 0 || config.lease_ms > INT32_MAX) {
-        fprintf(stderr, "asyncq-broker: --lease-ms must be from 1 to %d\n", INT32_MAX);
-        return AQ_EXIT_USAGE;
-    }
+    if (config.drain_ms > INT32_MAX)
+        config.drain_ms = INT32_MAX;
     config.bind = aq_endpoint_choose(config.bind, "ASYNCQ_BIND", "*");
+    if (print_config) {
+        s_print_config(&config);
+        return AQ_EXIT_OK;
+    }
 
     aq_status_t status;
     broker_t *broker = broker_new(&config, &status);

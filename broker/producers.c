@@ -1,7 +1,13 @@
 /*  Producers by id: which of their puts have arrived, and the SYNCs that
     wait for the rest. Puts travel on PUSH/PULL and SYNCs on DEALER/ROUTER,
     and ZeroMQ does not order the two, so a SYNC may arrive before the puts
-    it covers: it waits here until they do. */
+    it covers: it waits here until they do.
+
+    Puts are taken strictly in sequence (go-back-N): a put below next_seq is
+    a resend of one already received and is dropped; a put above it means
+    some were lost on the way (a connection broke), so it is dropped too,
+    and the waiting SYNCs are told LOST at once; the producer then resends
+    everything unconfirmed, from its oldest, and the gap fills in order. */
 #include "broker.h"
 
 #include <stdio.h>
@@ -22,7 +28,7 @@ producer_t *producers_get(broker_t *self, aq_bytes_t id, int create)
     if (!producer)
         return NULL;
     memcpy(producer->id, id.data, id.size);
-    producer->next_seq = 1;
+    producer->next_seq = 1; /* HELLO sets where a returning producer resumes */
     producer->last_seen_ms = broker_now_ms();
     list_init(&producer->syncs);
     if (dict_set(self->producers, id.data, id.size, producer)) {
@@ -42,7 +48,8 @@ static void s_answer(broker_t *self, producer_t *producer, const uint8_t *routin
 {
     if (producer->lost_from && producer->lost_from <= seq) {
         char text[160];
-        snprintf(text, sizeof text, "puts from seq %llu on never reached the broker",
+        snprintf(text, sizeof text, "puts from seq %llu on never reached the broker: "
+                 "resend from there",
                  (unsigned long long) producer->lost_from);
         broker_send_error(self, routing_id, routing_id_size, AQ_LOST, tag, text);
         return;
@@ -54,15 +61,53 @@ static void s_answer(broker_t *self, producer_t *producer, const uint8_t *routin
     broker_send(self, routing_id, routing_id_size, &reply, NULL);
 }
 
+void producers_resume(broker_t *self, producer_t *producer, uint64_t seq)
+{
+    (void) self;
+    /* A producer only forgets puts this broker confirmed, so seq is never
+       above next_seq unless this broker forgot the producer: take its word. */
+    if (seq > producer->next_seq) {
+        producer->next_seq = seq;
+        producer->lost_from = 0;
+    }
+}
+
+/*  Answers every SYNC still waiting: LOST, since the puts they wait for
+    will only come again if the producer resends them. */
+static void s_answer_all(broker_t *self, producer_t *producer)
+{
+    list_node_t *node;
+    while ((node = list_first(&producer->syncs))) {
+        sync_wait_t *wait = list_entry(node, sync_wait_t, link);
+        s_answer(self, producer, wait->routing_id, wait->routing_id_size,
+                 (aq_bytes_t){wait->tag, wait->tag_size}, wait->seq);
+        list_remove(node);
+        free(wait);
+    }
+}
+
+int producers_check(broker_t *self, producer_t *producer, uint64_t seq)
+{
+    producer->last_seen_ms = broker_now_ms();
+    if (seq < producer->next_seq)
+        return 0; /* a resend of a put already received */
+    if (seq == producer->next_seq)
+        return 1;
+    if (!producer->lost_from) {
+        producer->lost_from = producer->next_seq;
+        broker_log(self, "producer %s: put %llu arrived while %llu was expected: "
+                         "dropping until it resends from there",
+                   producer->id, (unsigned long long) seq,
+                   (unsigned long long) producer->next_seq);
+        s_answer_all(self, producer);
+    }
+    return 0;
+}
+
 void producers_received(broker_t *self, producer_t *producer, uint64_t seq)
 {
-    if (seq > producer->next_seq) {
-        if (!producer->lost_from)
-            producer->lost_from = producer->next_seq;
-        broker_log(self, "producer %s: puts %llu to %llu never arrived", producer->id,
-                   (unsigned long long) producer->next_seq, (unsigned long long) seq - 1);
-    }
     producer->next_seq = seq + 1;
+    producer->lost_from = 0;
     list_node_t *node;
     while ((node = list_first(&producer->syncs))) {
         sync_wait_t *wait = list_entry(node, sync_wait_t, link);
@@ -78,7 +123,7 @@ void producers_received(broker_t *self, producer_t *producer, uint64_t seq)
 void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
                     aq_bytes_t tag, uint64_t seq)
 {
-    if (seq < producer->next_seq) {
+    if (seq < producer->next_seq || producer->lost_from) {
         s_answer(self, producer, routing_id.data, routing_id.size, tag, seq);
         return;
     }

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts)
+queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts, uint64_t lease_ms)
 {
     assert(aq_name_is_valid((const uint8_t *) name, strlen(name)));
     queue_t *self = calloc(1, sizeof *self);
@@ -17,6 +17,7 @@ queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts)
     strcpy(self->name, name);
     self->maxsize = maxsize;
     self->max_attempts = max_attempts;
+    self->lease_ms = lease_ms;
     list_init(&self->dead);
     list_init(&self->ready);
     list_init(&self->idle);
@@ -102,6 +103,21 @@ int queue_return(queue_t *self, item_t *item)
     }
     queue_requeue(self, item);
     return 0;
+}
+
+item_t *queue_discard_next(queue_t *self)
+{
+    item_t *item = queue_pop(self);
+    if (item) {
+        ledger_close(&self->ledger, item->seq);
+        self->discarded_total++;
+    }
+    return item;
+}
+
+int queue_is_drained(const queue_t *self)
+{
+    return self->ready_count == 0 && self->inflight_count == 0 && self->delayed_count == 0;
 }
 
 int queue_requeue_dead(queue_t *self, uint64_t *count)

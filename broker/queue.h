@@ -22,9 +22,13 @@ typedef struct consumer {
     list_node_t link;     /* in its queue's idle or busy list, or in none */
 } consumer_t;
 
+struct peer;
+
 /*  A JOIN waiting for its answer. */
 typedef struct joiner {
     list_node_t link;     /* in its queue's before or all list */
+    list_node_t peer_link; /* in its session's list */
+    struct peer *peer;    /* the session that asked */
     deadline_t deadline;  /* time-out, if any */
     struct queue *queue;
     aq_join_mode_t mode;
@@ -37,8 +41,18 @@ typedef struct joiner {
     size_t tag_size;
 } joiner_t;
 
+/*  A queue's shutdown state (Python 3.13's Queue.shutdown). */
+typedef enum {
+    QUEUE_OPEN = 0,
+    QUEUE_DRAINING,  /* puts refused; what is queued is still delivered */
+    QUEUE_DISCARDING /* puts refused; what is queued, or comes back, is discarded */
+} queue_state_t;
+
 typedef struct queue {
     char name[AQ_NAME_MAX + 1];
+    queue_state_t state;
+    int drained_told;        /* consumers were told it is shut down and empty */
+    uint64_t lease_ms;       /* lease of a delivery, unless the put asked for another */
     uint64_t maxsize;        /* most items queued at once; 0 = unbounded */
     uint64_t max_attempts;   /* deliveries before an item is dead-lettered; 0 = no limit */
     list_node_t dead;        /* dead-lettered items, oldest first */
@@ -51,6 +65,7 @@ typedef struct queue {
     uint64_t acked_total;
     uint64_t delivered_total;
     uint64_t redelivered_total;
+    uint64_t discarded_total;    /* dropped by an immediate shutdown */
     list_node_t idle;        /* consumers holding nothing, with credit */
     list_node_t busy;        /* consumers holding some, with credit left */
     uint64_t consumer_count;
@@ -61,7 +76,7 @@ typedef struct queue {
 } queue_t;
 
 /*  NULL if out of memory. `name` must be a valid name. */
-queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts);
+queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts, uint64_t lease_ms);
 
 /*  Frees the queue. Its items belong to the store, its joiners and
     consumers to their owners: they must be gone already. */
@@ -87,6 +102,13 @@ int queue_return(queue_t *self, item_t *item);
     attempts reset, counting them in *count. -1 if the ledger could not grow:
     the items counted were moved, the others stay dead. */
 int queue_requeue_dead(queue_t *self, uint64_t *count);
+
+/*  Takes the next queued item and finishes it unacked (an immediate
+    shutdown): joins stop waiting for it. NULL if none is queued. */
+item_t *queue_discard_next(queue_t *self);
+
+/*  True if nothing is queued, delivered or delayed. */
+int queue_is_drained(const queue_t *self);
 
 /*  Unlinks and returns the oldest dead-lettered item, or NULL. */
 item_t *queue_take_dead(queue_t *self);

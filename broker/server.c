@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <czmq.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -210,6 +211,11 @@ static void s_drop_each_peer(void *ctx, void *value)
         queue_detach(peer->consumer.queue, &peer->consumer);
     if (peer->producer)
         peer->producer->peer = NULL;
+    list_node_t *node;
+    while ((node = list_first(&peer->joins))) { /* freed with their queues */
+        list_remove(node);
+        list_entry(node, joiner_t, peer_link)->peer = NULL;
+    }
     list_push_back(&self->dropped_peers, &peer->dropped_link);
 }
 
@@ -254,6 +260,8 @@ void broker_destroy(broker_t **self_p)
     aq_inbox_destroy(&self->router_inbox);
     aq_inbox_destroy(&self->pull_inbox);
     zsock_destroy((zsock_t **) &self->pull_zsock);
+    if (self->router_zsock) /* a second for the last replies: SHUT_DOWN, say */
+        zsock_set_linger(self->router_zsock, 1000);
     zsock_destroy((zsock_t **) &self->router_zsock);
     free(self);
     *self_p = NULL;
@@ -287,12 +295,18 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
     char text[AQ_NAME_MAX + 1];
     memcpy(text, name.data, name.size);
     text[name.size] = '\0';
-    queue = queue_new(text, self->config.maxsize, self->config.max_attempts);
+    uint64_t lease_ms = self->config.lease_ms;
+    for (size_t i = 0; i < self->config.queue_lease_count; i++)
+        if (strcmp(self->config.queue_leases[i].queue, text) == 0)
+            lease_ms = self->config.queue_leases[i].lease_ms;
+    queue = queue_new(text, self->config.maxsize, self->config.max_attempts, lease_ms);
     if (!queue || dict_set(self->queues, name.data, name.size, queue)) {
         queue_destroy(&queue);
         *status = AQ_INTERNAL;
         return NULL;
     }
+    if (self->shut_down)
+        queue->state = QUEUE_DRAINING; /* exists only to answer: refuses puts */
     return queue;
 }
 
@@ -319,6 +333,13 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason)
         peer->producer->peer = NULL;
         peer->producer = NULL;
     }
+    /* Nobody is left to answer. */
+    list_node_t *node;
+    while ((node = list_first(&peer->joins))) {
+        joiner_t *joiner = list_entry(node, joiner_t, peer_link);
+        queue_remove_joiner(joiner->queue, joiner);
+        broker_free_joiner(self, joiner);
+    }
     dict_delete(self->peers, peer->routing_id, peer->routing_id_size);
     if (dict_get(self->clients, peer->client_id, strlen(peer->client_id)) == peer)
         dict_delete(self->clients, peer->client_id, strlen(peer->client_id));
@@ -333,13 +354,43 @@ static int s_send_item(broker_t *self, peer_t *peer, item_t *item, int64_t now_u
     msg.id = item->id;
     msg.attempt = (uint64_t) item->attempts + 1;
     msg.age_us = now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
+    msg.lease_ms = broker_lease_ms(item);
     return broker_send(self, peer->routing_id, peer->routing_id_size, &msg, &item->payload);
+}
+
+uint64_t broker_lease_ms(const item_t *item)
+{
+    return item->lease_ms ? item->lease_ms : item->queue->lease_ms;
+}
+
+/*  Tells every consumer of a shut-down queue with nothing left that no
+    item will come (Python's get raising QueueShutDown), once. */
+static void s_tell_drained(broker_t *self, queue_t *queue)
+{
+    if (queue->state == QUEUE_OPEN || queue->drained_told || !queue_is_drained(queue))
+        return;
+    queue->drained_told = 1;
+    list_node_t *lists[2] = {&queue->idle, &queue->busy};
+    for (int i = 0; i < 2; i++) {
+        list_node_t *node;
+        for (node = lists[i]->next; node != lists[i]; node = node->next) {
+            peer_t *peer = list_entry(list_entry(node, consumer_t, link), peer_t, consumer);
+            broker_send_error(self, peer->routing_id, peer->routing_id_size, AQ_SHUT_DOWN,
+                              aq_bytes_str(queue->name), "queue shut down and empty");
+        }
+    }
 }
 
 void broker_dispatch(broker_t *self, queue_t *queue)
 {
     consumer_t *consumer;
     int64_t now_us = zclock_usecs();
+    if (queue->state == QUEUE_DISCARDING) {
+        item_t *item;
+        while ((item = queue_discard_next(queue)))
+            store_remove(self->store, item);
+        broker_release_joiners(self, queue);
+    }
     while (queue->ready_count && (consumer = queue_next_consumer(queue))) {
         peer_t *peer = list_entry(consumer, peer_t, consumer);
         item_t *item = queue_pop(queue);
@@ -348,7 +399,7 @@ void broker_dispatch(broker_t *self, queue_t *queue)
             item->timer.kind = TIMER_LEASE;
             /* Cannot fail: room for every item's timer is reserved at put. */
             deadlines_set(&self->deadlines, &item->timer,
-                          now_us / 1000 + (int64_t) self->config.lease_ms);
+                          now_us / 1000 + (int64_t) broker_lease_ms(item));
             continue;
         }
         /* Unreachable or not reading: the item goes back first in line, and
@@ -357,6 +408,47 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         queue_requeue(queue, item);
         broker_drop_peer(self, peer, gone ? "peer unreachable" : "peer too slow");
     }
+    s_tell_drained(self, queue);
+}
+
+void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state)
+{
+    if (state <= queue->state)
+        return; /* draining can become discarding, never the other way */
+    queue->state = state;
+    if (state == QUEUE_DISCARDING) {
+        list_node_t *lists[2] = {&queue->joiners_before, &queue->joiners_all};
+        for (int i = 0; i < 2; i++) {
+            list_node_t *node;
+            while ((node = list_first(lists[i]))) {
+                joiner_t *joiner = list_entry(node, joiner_t, link);
+                broker_send_error(self, joiner->routing_id, joiner->routing_id_size,
+                                  AQ_SHUT_DOWN, (aq_bytes_t){joiner->tag, joiner->tag_size},
+                                  "queue shut down at once: not every item was processed");
+                queue_remove_joiner(queue, joiner);
+                broker_free_joiner(self, joiner);
+            }
+        }
+    }
+    broker_dispatch(self, queue);
+}
+
+typedef struct {
+    broker_t *broker;
+    queue_state_t state;
+} shut_all_t;
+
+static void s_shut_each(void *ctx, void *value)
+{
+    shut_all_t *shut = ctx;
+    broker_shut_queue(shut->broker, value, shut->state);
+}
+
+void broker_shut_all(broker_t *self, queue_state_t state)
+{
+    self->shut_down = 1;
+    shut_all_t shut = {self, state};
+    dict_each(self->queues, s_shut_each, &shut);
 }
 
 void broker_release_joiners(broker_t *self, queue_t *queue)
@@ -460,6 +552,10 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
         broker_dispatch(self, item->queue);
         break;
     }
+    case TIMER_DRAIN:
+        deadlines_cancel(&self->deadlines, deadline);
+        self->stopping = 2;
+        break;
     default:
         assert(!"deadline of unknown kind");
     }
@@ -508,9 +604,63 @@ static void s_drain_pull(broker_t *self)
     }
 }
 
+/*  SIGINT and SIGTERM: the first starts a graceful stop, the second ends
+    it at once. */
+static volatile sig_atomic_t s_signals;
+
+static void s_on_signal(int sig)
+{
+    (void) sig;
+    s_signals++;
+}
+
+static void s_count_outstanding(void *ctx, void *value)
+{
+    const queue_t *queue = value;
+    *(uint64_t *) ctx += queue->ready_count + queue->inflight_count + queue->delayed_count;
+}
+
+static uint64_t s_outstanding(broker_t *self)
+{
+    uint64_t count = 0;
+    dict_each(self->queues, s_count_outstanding, &count);
+    return count;
+}
+
+/*  The graceful form of shutdown for every queue; the loop ends once they
+    have drained, or when the drain timer fires. */
+static void s_start_stopping(broker_t *self)
+{
+    self->stopping = 1;
+    broker_log(self, "stopping: puts refused, %llu items to drain (at most %llu ms; a second "
+                     "signal stops at once)",
+               (unsigned long long) s_outstanding(self), (unsigned long long) self->config.drain_ms);
+    broker_shut_all(self, QUEUE_DRAINING);
+    deadline_init(&self->drain, TIMER_DRAIN);
+    deadlines_set(&self->deadlines, &self->drain,
+                  broker_now_ms() + (int64_t) self->config.drain_ms);
+}
+
+static int s_should_exit(broker_t *self)
+{
+    if (s_signals && !self->stopping)
+        s_start_stopping(self);
+    if (s_signals > 1 || self->stopping > 1) {
+        broker_log(self, "stopping now: %llu items not processed are lost",
+                   (unsigned long long) s_outstanding(self));
+        return 1;
+    }
+    return self->stopping && s_outstanding(self) == 0;
+}
+
 aq_status_t broker_run(broker_t *self)
 {
-    while (!zsys_interrupted) {
+    struct sigaction action = {0};
+    action.sa_handler = s_on_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL); /* replaces czmq's handler */
+    sigaction(SIGTERM, &action, NULL);
+    while (!s_should_exit(self)) {
         zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {self->pull, 0, ZMQ_POLLIN, 0}};
         /* A parked put means a full queue: stop reading puts, and ZeroMQ's

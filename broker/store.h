@@ -24,6 +24,7 @@ typedef struct item {
     int64_t accepted_us;  /* broker's monotonic clock at put */
     uint32_t attempts;    /* deliveries so far */
     uint32_t generation;  /* of the slot; part of the id */
+    uint32_t lease_ms;    /* asked for by its put; 0: its queue's */
     struct queue *queue;
     struct consumer *holder; /* consumer holding it, NULL while queued */
     list_node_t link;     /* in its queue's ready list or its holder's list */

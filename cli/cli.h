@@ -6,6 +6,7 @@ int cli_put(int argc, char **argv);
 int cli_join(int argc, char **argv);
 int cli_stats(int argc, char **argv);
 int cli_dead(int argc, char **argv);
+int cli_shutdown(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 
 /*  Exit code for a client-side status. */

@@ -173,7 +173,7 @@ static aq_status_t s_join(const demo_t *demo, const demo_options_t *opts)
     aq_status_t rc;
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make("demo", client_id, sizeof client_id);
-    aq_session_t *session = aq_session_new(demo->address, client_id, AQ_CONNECT_TIMEOUT_MS, &rc);
+    aq_session_t *session = aq_session_new(demo->address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, &rc);
     if (!session)
         return rc;
     aq_join_result_t result;

@@ -1,4 +1,4 @@
-/*  asyncq: put, join, stats and demo. */
+/*  asyncq: put, join, stats, dead, shutdown and demo. */
 #include <stdio.h>
 #include <string.h>
 
@@ -17,6 +17,8 @@ static void s_usage(FILE *out)
             "  asyncq stats [-b ADDR] [-q Q]            per-queue numbers\n"
             "  asyncq dead list|requeue|purge [-b ADDR] [-q Q]\n"
             "                                           the queue's dead-letter list\n"
+            "  asyncq shutdown [-b ADDR] [-q Q] [--immediate]\n"
+            "                                           refuse puts; drain (or discard) the queue\n"
             "  asyncq demo [-p NPROD] [-c NCON] [-b ADDR] [--max-sleep S]\n"
             "                                           the reference main(): a broker, NPROD\n"
             "                                           producers, NCON consumers, join\n"
@@ -52,7 +54,7 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(int, char **);
-    } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"dead", cli_dead},
+    } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"dead", cli_dead}, {"shutdown", cli_shutdown},
                   {"demo", cli_demo}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(command, commands[i].name) == 0)

@@ -1,4 +1,4 @@
-/*  asyncq put, join and stats. */
+/*  asyncq put, join, stats, dead and shutdown. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,16 +14,22 @@ typedef struct {
     const char *queue;
     uint64_t timeout_ms;
     int all;
+    int immediate;
 } request_options_t;
 
-/*  Flags shared by put, join and stats; join also takes --timeout, --all. */
+/*  Flags shared by every request; join also takes --timeout and --all,
+    shutdown --immediate. Without --queue, stats and shutdown act on every
+    queue, the others on "default". */
 static int s_parse(const char *command, const char *usage, int argc, char **argv,
-                   request_options_t *opts, int is_join)
+                   request_options_t *opts)
 {
     static const struct option options[] = {
         {"broker", required_argument, 0, 'b'}, {"queue", required_argument, 0, 'q'},
         {"timeout", required_argument, 0, 't'}, {"all", no_argument, 0, 'a'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+        {"immediate", no_argument, 0, 'i'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int is_join = strcmp(command, "join") == 0;
+    int every_queue = strcmp(command, "stats") == 0 || strcmp(command, "shutdown") == 0;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "b:q:h", options, NULL)) != -1) {
@@ -39,6 +45,8 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         }
         else if (opt == 'a' && is_join)
             opts->all = 1;
+        else if (opt == 'i' && strcmp(command, "shutdown") == 0)
+            opts->immediate = 1;
         else if (opt == 'h') {
             printf("%s", usage);
             exit(AQ_EXIT_OK);
@@ -51,7 +59,7 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
     opts->broker = aq_endpoint_choose(opts->broker, "ASYNCQ_BROKER", "localhost");
     opts->queue = aq_arg_env(opts->queue, "ASYNCQ_QUEUE");
     if (!opts->queue)
-        opts->queue = strcmp(command, "stats") == 0 ? "" : "default";
+        opts->queue = every_queue ? "" : "default";
     if (*opts->queue && !aq_name_is_valid((const uint8_t *) opts->queue, strlen(opts->queue))) {
         fprintf(stderr, "asyncq %s: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
                 command, opts->queue, AQ_NAME_MAX);
@@ -64,7 +72,7 @@ static aq_session_t *s_connect(const char *command, const char *broker, aq_statu
 {
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(command, client_id, sizeof client_id);
-    aq_session_t *session = aq_session_new(broker, client_id, AQ_CONNECT_TIMEOUT_MS, rc);
+    aq_session_t *session = aq_session_new(broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS, rc);
     if (!session)
         fprintf(stderr, "asyncq %s: cannot reach the broker at '%s': %s\n", command, broker,
                 aq_strerror(*rc));
@@ -76,7 +84,7 @@ int cli_put(int argc, char **argv)
     const char *usage = "Usage: asyncq put [-b ADDR] [-q QUEUE] ITEM...\n"
                         "Puts each ITEM and exits once the broker has confirmed all of them.\n";
     request_options_t opts = {0};
-    if (!s_parse("put", usage, argc, argv, &opts, 0))
+    if (!s_parse("put", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(opts.broker, "asyncq-put", &rc);
@@ -111,7 +119,7 @@ int cli_join(int argc, char **argv)
         "has been acked. --all waits until nothing at all is outstanding, items put\n"
         "later included (asyncio's Queue.join). Exit 0 when joined, 4 on time-out.\n";
     request_options_t opts = {0};
-    if (!s_parse("join", usage, argc, argv, &opts, 1))
+    if (!s_parse("join", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
     if (optind < argc) {
         fprintf(stderr, "asyncq join: unexpected argument '%s'\n", argv[optind]);
@@ -130,7 +138,7 @@ int cli_join(int argc, char **argv)
     else if (rc == AQ_TIMEOUT)
         printf("timed out on %s: %llu items still outstanding\n", opts.queue,
                (unsigned long long) result.outstanding);
-    else if (rc == AQ_REFUSED)
+    else if (rc == AQ_REFUSED || rc == AQ_SHUT_DOWN)
         fprintf(stderr, "asyncq join: refused: %s\n", aq_session_error(session)->text);
     else
         fprintf(stderr, "asyncq join: %s\n", aq_strerror(rc));
@@ -144,15 +152,21 @@ static void s_print_line(void *ctx, const char *line)
     printf("%s\n", line);
 }
 
-/*  Prints the lines of a STATS (no action) or DEAD reply; returns the exit code. */
+/*  Prints the lines of a STATS, DEAD (action) or SHUTDOWN reply; returns
+    the exit code. */
 static int s_print_report(const char *command, const request_options_t *opts, const char *action)
 {
     aq_status_t rc;
     aq_session_t *session = s_connect(command, opts->broker, &rc);
     if (!session)
         return cli_exit_code(rc);
-    rc = action ? aq_dead(session, opts->queue, action, s_print_line, NULL)
-                : aq_stats(session, opts->queue, s_print_line, NULL);
+    if (strcmp(command, "shutdown") == 0)
+        rc = aq_shutdown(session, opts->queue,
+                         opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
+                         s_print_line, NULL);
+    else
+        rc = action ? aq_dead(session, opts->queue, action, s_print_line, NULL)
+                    : aq_stats(session, opts->queue, s_print_line, NULL);
     if (rc)
         fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
     aq_session_destroy(&session);
@@ -164,9 +178,10 @@ int cli_stats(int argc, char **argv)
     const char *usage = "Usage: asyncq stats [-b ADDR] [-q QUEUE]\n"
                         "Prints one line per queue (or for QUEUE): queued, inflight, delayed,\n"
                         "acked, dead, consumers, joiners, outstanding, puts, delivered,\n"
-                        "redelivered, maxsize.\n";
+                        "redelivered, maxsize, lease_ms, state (open, draining or\n"
+                        "discarding) and discarded.\n";
     request_options_t opts = {0};
-    if (!s_parse("stats", usage, argc, argv, &opts, 0))
+    if (!s_parse("stats", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
     return s_print_report("stats", &opts, NULL);
 }
@@ -178,7 +193,7 @@ int cli_dead(int argc, char **argv)
                         "dead-letter list. list shows them (id, attempts, size), requeue puts\n"
                         "them back at the end of the queue, purge deletes them.\n";
     request_options_t opts = {0};
-    if (!s_parse("dead", usage, argc, argv, &opts, 0))
+    if (!s_parse("dead", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
     const char *action = optind < argc ? argv[optind] : NULL;
     if (!action || optind + 1 != argc
@@ -187,4 +202,24 @@ int cli_dead(int argc, char **argv)
         return AQ_EXIT_USAGE;
     }
     return s_print_report("dead", &opts, action);
+}
+
+int cli_shutdown(int argc, char **argv)
+{
+    const char *usage =
+        "Usage: asyncq shutdown [-b ADDR] [-q QUEUE] [--immediate]\n"
+        "Shuts QUEUE down (default: every queue, and any made later), like Python's\n"
+        "Queue.shutdown: puts are refused from then on. Consumers still get what is\n"
+        "queued, joins complete as usual, and once the queue is empty its consumers\n"
+        "are told so (asyncq-consumer exits 0). With --immediate, what is queued is\n"
+        "discarded and waiting joins are answered SHUT_DOWN at once; items being\n"
+        "processed may still be acked. Prints the stats of each queue shut.\n";
+    request_options_t opts = {0};
+    if (!s_parse("shutdown", usage, argc, argv, &opts))
+        return AQ_EXIT_USAGE;
+    if (optind < argc) {
+        fprintf(stderr, "asyncq shutdown: unexpected argument '%s'\n", argv[optind]);
+        return AQ_EXIT_USAGE;
+    }
+    return s_print_report("shutdown", &opts, NULL);
 }

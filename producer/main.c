@@ -20,6 +20,8 @@ typedef struct {
     int from_stdin;
     int quiet;
     uint64_t seed;
+    uint64_t lease_ms;
+    int print_config;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -40,10 +42,15 @@ static void s_usage(FILE *out)
             "      --stdin               put each line of standard input as an item\n"
             "      --quiet               print only the summary\n"
             "      --seed N              random seed, for repeatable runs\n"
+            "      --lease SECONDS       ask for this lease on each delivery of these items,\n"
+            "                            instead of the queue's (env ASYNCQ_ITEM_LEASE)\n"
+            "      --print-config        print the settings in effect and exit\n"
             "  -h, --help                this text\n"
             "\n"
-            "Exit codes: 0 every item confirmed by the broker; 1 some item refused or\n"
-            "lost; 2 bad usage; 3 broker unreachable; 130 interrupted.\n");
+            "Puts the broker has not confirmed are sent again if the broker restarts;\n"
+            "it keeps each once.\n"
+            "Exit codes: 0 every item confirmed by the broker; 1 some item refused;\n"
+            "2 bad usage; 3 broker unreachable; 130 interrupted.\n");
 }
 
 static int s_parse(int argc, char **argv, options_t *opts)
@@ -53,8 +60,9 @@ static int s_parse(int argc, char **argv, options_t *opts)
         {"name", required_argument, 0, 'n'},   {"count", required_argument, 0, 'c'},
         {"max-sleep", required_argument, 0, 's'}, {"stdin", no_argument, 0, 'i'},
         {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
+        {"lease", required_argument, 0, 'L'},  {"print-config", no_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-    const char *count = NULL, *max_sleep = NULL, *seed = NULL;
+    const char *count = NULL, *max_sleep = NULL, *seed = NULL, *lease = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "b:q:n:h", options, NULL)) != -1) {
         switch (opt) {
@@ -66,6 +74,8 @@ static int s_parse(int argc, char **argv, options_t *opts)
         case 'i': opts->from_stdin = 1; break;
         case 'Q': opts->quiet = 1; break;
         case 'S': seed = optarg; break;
+        case 'L': lease = optarg; break;
+        case 'p': opts->print_config = 1; break;
         case 'h': s_usage(stdout); exit(AQ_EXIT_OK);
         default: s_usage(stderr); return 0;
         }
@@ -76,6 +86,13 @@ static int s_parse(int argc, char **argv, options_t *opts)
     }
     count = aq_arg_env(count, "ASYNCQ_COUNT");
     max_sleep = aq_arg_env(max_sleep, "ASYNCQ_MAX_SLEEP");
+    lease = aq_arg_env(lease, "ASYNCQ_ITEM_LEASE");
+    if (lease && *lease
+        && (!aq_arg_seconds_ms(lease, &opts->lease_ms) || opts->lease_ms > INT32_MAX)) {
+        fprintf(stderr, "asyncq-producer: --lease needs seconds (under 24 days), not '%s'\n",
+                lease);
+        return 0;
+    }
     if (!aq_client_defaults("asyncq-producer", &opts->broker, &opts->queue, &opts->name,
                             "producer"))
         return 0;
@@ -96,6 +113,16 @@ static int s_parse(int argc, char **argv, options_t *opts)
     return 1;
 }
 
+static void s_print_config(const options_t *opts)
+{
+    printf("ASYNCQ_BROKER=%s\nASYNCQ_QUEUE=%s\nASYNCQ_NAME=%s\nASYNCQ_COUNT=", opts->broker,
+           opts->queue, opts->name);
+    if (opts->has_count)
+        printf("%llu", (unsigned long long) opts->count);
+    printf("\nASYNCQ_MAX_SLEEP=%.3f\nASYNCQ_ITEM_LEASE=%.3f\n", (double) opts->max_sleep_ms / 1000,
+           (double) opts->lease_ms / 1000);
+}
+
 static int s_exit_code(aq_status_t status)
 {
     switch (status) {
@@ -111,7 +138,7 @@ static int s_exit_code(aq_status_t status)
 static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const char *data,
                          size_t size, uint64_t *refused)
 {
-    aq_status_t rc = aq_producer_put(producer, opts->queue, data, size);
+    aq_status_t rc = aq_producer_put_lease(producer, opts->queue, data, size, opts->lease_ms);
     if (rc == AQ_TOO_BIG) {
         fprintf(stderr, "asyncq-producer: item of %zu bytes refused: larger than the broker's limit of %llu\n",
                 size, (unsigned long long) aq_session_max_item(aq_producer_session(producer)));
@@ -165,6 +192,10 @@ int main(int argc, char **argv)
     options_t opts = {0};
     if (!s_parse(argc, argv, &opts))
         return AQ_EXIT_USAGE;
+    if (opts.print_config) {
+        s_print_config(&opts);
+        return AQ_EXIT_OK;
+    }
     aq_stdout_lines();
     aq_random_seed(opts.seed);
 
@@ -191,8 +222,9 @@ int main(int argc, char **argv)
     else if (rc)
         fprintf(stderr, "asyncq-producer: %s\n", aq_strerror(rc));
     else
-        printf("Producer %s done: %llu items confirmed by the broker.\n", opts.name,
-               (unsigned long long) sent);
+        printf("Producer %s done: %llu items confirmed by the broker%s.\n", opts.name,
+               (unsigned long long) sent,
+               aq_producer_resends(producer) ? " (some sent again after a reconnect)" : "");
     aq_producer_destroy(&producer);
     return s_exit_code(rc);
 }

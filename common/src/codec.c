@@ -12,7 +12,8 @@ typedef enum {
     F_TAG,       /* 0..AQ_TAG_MAX bytes, any value */
     F_TEXT,      /* 0..AQ_TEXT_MAX bytes, any value */
     F_U64,       /* decimal number */
-    F_MODE,      /* "before" or "all" */
+    F_JOIN_MODE, /* "before" or "all" */
+    F_SHUT_MODE, /* "drain" or "immediate" */
     F_PAYLOAD,   /* any bytes, any size */
     F_U64_LIST,  /* 1..AQ_LIST_MAX numbers, one per frame, to the end */
     F_TEXT_LIST  /* 0..AQ_LIST_MAX texts, one per frame, to the end */
@@ -23,7 +24,7 @@ typedef struct {
     size_t offset; /* of the aq_bytes_t or uint64_t member in aq_msg_t */
 } field_t;
 
-#define MAX_FIELDS 5
+#define MAX_FIELDS 6
 typedef struct {
     const char *word;
     size_t field_count;
@@ -32,18 +33,29 @@ typedef struct {
 
 #define B(member) offsetof(aq_msg_t, member)
 
+/*  The words of a mode field, by value. */
+static const char *const s_join_modes[] = {"before", "all", NULL};
+static const char *const s_shutdown_modes[] = {"drain", "immediate", NULL};
+
+static const char *const *s_mode_words(field_type_t type)
+{
+    return type == F_JOIN_MODE ? s_join_modes : s_shutdown_modes;
+}
+
 static const command_t s_commands[AQ_CMD_COUNT_] = {
-    [AQ_CMD_PUT] = {"PUT", 4, {{F_NAME, B(queue)}, {F_NAME_OPT, B(producer)},
-                               {F_U64, B(seq)}, {F_PAYLOAD, B(payload)}}},
-    [AQ_CMD_HELLO] = {"HELLO", 2, {{F_NAME, B(client)}, {F_U64, B(heartbeat_ms)}}},
+    [AQ_CMD_PUT] = {"PUT", 5, {{F_NAME, B(queue)}, {F_NAME_OPT, B(producer)},
+                               {F_U64, B(seq)}, {F_U64, B(lease_ms)}, {F_PAYLOAD, B(payload)}}},
+    [AQ_CMD_HELLO] = {"HELLO", 3, {{F_NAME, B(client)}, {F_U64, B(heartbeat_ms)},
+                                   {F_U64, B(seq)}}},
     [AQ_CMD_WELCOME] = {"WELCOME", 3, {{F_NAME, B(broker)}, {F_U64, B(max_item)},
                                        {F_U64, B(heartbeat_ms)}}},
     [AQ_CMD_CREDIT] = {"CREDIT", 2, {{F_NAME, B(queue)}, {F_U64, B(credit)}}},
-    [AQ_CMD_ITEM] = {"ITEM", 5, {{F_NAME, B(queue)}, {F_U64, B(id)}, {F_U64, B(attempt)},
-                                 {F_U64, B(age_us)}, {F_PAYLOAD, B(payload)}}},
+    [AQ_CMD_ITEM] = {"ITEM", 6, {{F_NAME, B(queue)}, {F_U64, B(id)}, {F_U64, B(attempt)},
+                                 {F_U64, B(age_us)}, {F_U64, B(lease_ms)},
+                                 {F_PAYLOAD, B(payload)}}},
     [AQ_CMD_ACK] = {"ACK", 1, {{F_U64_LIST, 0}}},
     [AQ_CMD_JOIN] = {"JOIN", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
-                                 {F_U64, B(timeout_ms)}, {F_MODE, B(mode)}}},
+                                 {F_U64, B(timeout_ms)}, {F_JOIN_MODE, B(mode)}}},
     [AQ_CMD_JOINED] = {"JOINED", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
                                      {F_U64, B(count)}, {F_U64, B(dead)}}},
     [AQ_CMD_TIMEOUT] = {"TIMEOUT", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(count)}}},
@@ -56,8 +68,10 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_BYE] = {"BYE", 0, {{0, 0}}},
     [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 0, {{0, 0}}},
     [AQ_CMD_TOUCH] = {"TOUCH", 1, {{F_U64_LIST, 0}}},
-    [AQ_CMD_NACK] = {"NACK", 2, {{F_U64, B(delay_ms)}, {F_U64_LIST, 0}}},
+    [AQ_CMD_NACK] = {"NACK", 3, {{F_U64, B(delay_ms)}, {F_TEXT, B(text)}, {F_U64_LIST, 0}}},
     [AQ_CMD_DEAD] = {"DEAD", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_TAG, B(text)}}},
+    [AQ_CMD_SHUTDOWN] = {"SHUTDOWN", 3, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)},
+                                         {F_SHUT_MODE, B(mode)}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)
@@ -168,14 +182,16 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
         break;
     case F_U64:
         return aq_parse_u64(frame.data, frame.size, s_u64_at(msg, field->offset));
-    case F_MODE:
-        if (s_bytes_equal(frame, "before"))
-            *s_u64_at(msg, field->offset) = AQ_JOIN_BEFORE;
-        else if (s_bytes_equal(frame, "all"))
-            *s_u64_at(msg, field->offset) = AQ_JOIN_ALL;
-        else
-            return false;
-        return true;
+    case F_JOIN_MODE:
+    case F_SHUT_MODE: {
+        const char *const *words = s_mode_words(field->type);
+        for (uint64_t value = 0; words[value]; value++)
+            if (s_bytes_equal(frame, words[value])) {
+                *s_u64_at(msg, field->offset) = value;
+                return true;
+            }
+        return false;
+    }
     case F_U64_LIST:
     case F_TEXT_LIST:
         return false; /* handled by s_decode_list */
@@ -248,8 +264,9 @@ static bool s_field_is_valid(const aq_msg_t *msg, const field_t *field)
             return false;
         return s_decode_field(&scratch, field, value);
     }
-    case F_MODE:
-        return s_u64_get(msg, field->offset) <= AQ_JOIN_ALL;
+    case F_JOIN_MODE:
+    case F_SHUT_MODE:
+        return s_u64_get(msg, field->offset) <= 1; /* both have two words */
     case F_U64:
         return true;
     case F_U64_LIST:
@@ -271,8 +288,9 @@ static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
         size_t length = aq_format_u64(s_u64_get(msg, field->offset), number);
         return sink(ctx, number, length, !last, 0);
     }
-    case F_MODE: {
-        const char *word = s_u64_get(msg, field->offset) == AQ_JOIN_ALL ? "all" : "before";
+    case F_JOIN_MODE:
+    case F_SHUT_MODE: {
+        const char *word = s_mode_words(field->type)[s_u64_get(msg, field->offset)];
         return sink(ctx, word, strlen(word), !last, 0);
     }
     case F_U64_LIST:

@@ -27,7 +27,7 @@ aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t 
     strcpy(self->queue, queue);
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "consumer", client_id, sizeof client_id);
-    self->session = aq_session_new(address, client_id, AQ_CONNECT_TIMEOUT_MS, status);
+    self->session = aq_session_new(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, status);
     if (self->session)
         *status = aq_consumer_set_credit(self, credit);
     if (*status)
@@ -86,35 +86,45 @@ static aq_status_t s_rejoin(aq_consumer_t *self)
 }
 
 /*  TOUCH or NACK for one id, after the pending acks so order is kept. */
-static aq_status_t s_send_one(aq_consumer_t *self, aq_cmd_t cmd, uint64_t id, uint64_t delay_ms)
+static aq_status_t s_send_one(aq_consumer_t *self, aq_msg_t *msg, uint64_t id)
 {
     aq_status_t rc = aq_consumer_flush(self);
     if (rc)
         return rc;
     char text[AQ_U64_DIGITS + 1];
     aq_bytes_t frame = {(const uint8_t *) text, aq_format_u64(id, text)};
-    aq_msg_t msg = {.cmd = cmd, .delay_ms = delay_ms, .list = &frame, .list_size = 1};
-    return aq_session_send(self->session, &msg);
+    msg->list = &frame;
+    msg->list_size = 1;
+    return aq_session_send(self->session, msg);
 }
 
 aq_status_t aq_consumer_touch(aq_consumer_t *self, uint64_t id)
 {
-    return s_send_one(self, AQ_CMD_TOUCH, id, 0);
+    aq_msg_t msg = {.cmd = AQ_CMD_TOUCH};
+    return s_send_one(self, &msg, id);
 }
 
-aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms)
+aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms,
+                             const char *reason)
 {
-    return s_send_one(self, AQ_CMD_NACK, id, delay_ms);
+    aq_msg_t msg = {.cmd = AQ_CMD_NACK, .delay_ms = delay_ms};
+    msg.text = aq_bytes_str(reason);
+    if (msg.text.size > AQ_TEXT_MAX)
+        msg.text.size = AQ_TEXT_MAX;
+    return s_send_one(self, &msg, id);
 }
 
 static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
     aq_msg_t msg;
     aq_status_t rc = aq_session_recv(self->session, &msg, timeout_ms);
-    if (rc == AQ_REFUSED && aq_session_error(self->session)->code == AQ_NO_SESSION) {
+    const aq_error_t *error = aq_session_error(self->session);
+    if (rc == AQ_REFUSED && error->code == AQ_NO_SESSION) {
         s_rejoin(self);
         return AQ_TIMEOUT; /* no item yet: the caller looks again */
     }
+    if (rc == AQ_REFUSED && error->code == AQ_SHUT_DOWN && strcmp(error->subject, self->queue) == 0)
+        return AQ_SHUT_DOWN;
     if (rc)
         return rc;
     if (msg.cmd != AQ_CMD_ITEM)
@@ -122,6 +132,7 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
     item->id = msg.id;
     item->attempt = msg.attempt;
     item->age_us = msg.age_us;
+    item->lease_ms = msg.lease_ms;
     item->data = msg.payload.data;
     item->size = msg.payload.size;
     return AQ_OK;

@@ -1,34 +1,87 @@
 #include "asyncq/control.h"
 
+#include <stdio.h>
 #include <string.h>
+
+/*  Waits for the reply to the JOIN tagged `tag`, waking once per heartbeat
+    to notice a broker that went away. AQ_NO_SESSION: the broker lost the
+    session (it restarted): the caller says HELLO and asks again. */
+static aq_status_t s_await_join(aq_session_t *session, const char *tag, int64_t deadline,
+                                aq_msg_t *reply)
+{
+    for (;;) {
+        int left = aq_deadline_left(deadline);
+        int slice = (int) aq_session_heartbeat_ms(session);
+        int wait = slice && (left < 0 || left > slice) ? slice : left;
+        aq_status_t rc = aq_session_await(session, tag, reply, wait, NULL, NULL);
+        if (rc == AQ_TIMEOUT && left != 0 && !aq_session_broker_silent(session))
+            continue;
+        if (rc == AQ_TIMEOUT && left != 0)
+            return AQ_NO_SESSION; /* silent broker: assume it restarted */
+        if (rc == AQ_REFUSED) {
+            int code = aq_session_error(session)->code;
+            if (code == AQ_NO_SESSION || code == AQ_SHUT_DOWN)
+                return (aq_status_t) code;
+        }
+        return rc;
+    }
+}
+
+/*  HELLO until the broker answers or the deadline passes. */
+static aq_status_t s_hello_again(aq_session_t *session, int64_t deadline)
+{
+    for (;;) {
+        if (aq_deadline_left(deadline) == 0)
+            return AQ_TIMEOUT;
+        aq_status_t rc = aq_session_hello(session, AQ_CONNECT_TIMEOUT_MS);
+        if (rc != AQ_UNREACHABLE)
+            return rc;
+    }
+}
 
 aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_ms,
                     aq_join_mode_t mode, aq_join_result_t *result)
 {
-    aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
-    const char *tag = aq_session_next_tag(session);
-    msg.tag = aq_bytes_str(tag);
-    msg.queue = aq_bytes_str(queue);
-    msg.timeout_ms = timeout_ms;
-    msg.mode = mode;
     memset(result, 0, sizeof *result);
-    aq_status_t rc = aq_session_send(session, &msg);
-    if (rc)
-        return rc;
-    aq_msg_t reply;
-    /* The broker owns the time-out; the local wait is only a safety net in
-       case the broker vanishes. */
-    int local_ms = timeout_ms ? (int) (timeout_ms + AQ_CONNECT_TIMEOUT_MS) : -1;
-    rc = aq_session_await(session, tag, &reply, local_ms, NULL, NULL);
-    if (rc)
-        return rc;
-    if (reply.cmd == AQ_CMD_TIMEOUT) {
-        result->outstanding = reply.count;
-        return AQ_TIMEOUT;
+    if (timeout_ms > INT32_MAX - AQ_CONNECT_TIMEOUT_MS)
+        timeout_ms = INT32_MAX - AQ_CONNECT_TIMEOUT_MS;
+    /* The broker owns the time-out; the local one is only a safety net in
+       case the broker vanishes for good. */
+    int64_t until = timeout_ms ? aq_deadline_at((int) timeout_ms) : -1;
+    int64_t deadline = timeout_ms ? aq_deadline_at((int) timeout_ms + AQ_CONNECT_TIMEOUT_MS) : -1;
+    for (;;) {
+        aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
+        char tag[AQ_TAG_MAX + 1];
+        snprintf(tag, sizeof tag, "%s", aq_session_next_tag(session));
+        msg.tag = aq_bytes_str(tag);
+        msg.queue = aq_bytes_str(queue);
+        msg.mode = mode;
+        if (timeout_ms) {
+            int left = aq_deadline_left(until);
+            msg.timeout_ms = left > 0 ? (uint64_t) left : 1;
+        }
+        aq_status_t rc = aq_session_send(session, &msg);
+        aq_msg_t reply;
+        if (!rc)
+            rc = s_await_join(session, tag, deadline, &reply);
+        if (rc == AQ_NO_SESSION) {
+            /* The broker restarted, or went away: a new session, then the
+               join again, which covers what the new broker holds. */
+            rc = s_hello_again(session, deadline);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (rc)
+            return rc;
+        if (reply.cmd == AQ_CMD_TIMEOUT) {
+            result->outstanding = reply.count;
+            return AQ_TIMEOUT;
+        }
+        result->waited = reply.count;
+        result->dead = reply.dead;
+        return AQ_OK;
     }
-    result->waited = reply.count;
-    result->dead = reply.dead;
-    return AQ_OK;
 }
 
 /*  Sends a request answered by REPORT and hands each line to `line`. */
@@ -67,5 +120,13 @@ aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action
     aq_msg_t msg = {.cmd = AQ_CMD_DEAD};
     msg.queue = aq_bytes_str(queue);
     msg.text = aq_bytes_str(action);
+    return s_report(session, &msg, line, ctx);
+}
+
+aq_status_t aq_shutdown(aq_session_t *session, const char *queue, aq_shutdown_mode_t mode,
+                        aq_stats_line_fn *line, void *ctx)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_SHUTDOWN, .mode = mode};
+    msg.queue = aq_bytes_str(queue);
     return s_report(session, &msg, line, ctx);
 }

@@ -16,19 +16,29 @@
 
 extern char **environ;
 
-int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int null_stdin)
+int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int stdin_mode)
 {
     memset(self, 0, sizeof *self);
     self->out_fd = -1;
-    int pipe_fds[2] = {-1, -1};
+    self->in_fd = -1;
+    int pipe_fds[2] = {-1, -1}, in_fds[2] = {-1, -1};
     if (capture && pipe2(pipe_fds, O_CLOEXEC) != 0)
         return -1;
+    if (stdin_mode == AQ_STDIN_PIPE && pipe2(in_fds, O_CLOEXEC) != 0) {
+        if (capture) {
+            close(pipe_fds[0]);
+            close(pipe_fds[1]);
+        }
+        return -1;
+    }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     if (capture)
         posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-    if (null_stdin)
+    if (stdin_mode == AQ_STDIN_NULL)
         posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    if (stdin_mode == AQ_STDIN_PIPE)
+        posix_spawn_file_actions_adddup2(&actions, in_fds[0], STDIN_FILENO);
     /* The child starts with default signal handling, whatever ours is. */
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
@@ -46,14 +56,22 @@ int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int nu
     posix_spawnattr_destroy(&attr);
     if (capture)
         close(pipe_fds[1]);
+    if (stdin_mode == AQ_STDIN_PIPE)
+        close(in_fds[0]);
     if (rc != 0) {
         if (capture)
             close(pipe_fds[0]);
+        if (stdin_mode == AQ_STDIN_PIPE)
+            close(in_fds[1]);
         self->pid = 0;
         errno = rc;
         return -1;
     }
     self->out_fd = capture ? pipe_fds[0] : -1;
+    if (stdin_mode == AQ_STDIN_PIPE) {
+        self->in_fd = in_fds[1];
+        fcntl(self->in_fd, F_SETFL, fcntl(self->in_fd, F_GETFL) | O_NONBLOCK);
+    }
     return 0;
 }
 
@@ -136,6 +154,10 @@ int aq_process_wait(aq_process_t *self, int timeout_ms)
             if (self->out_fd >= 0) {
                 close(self->out_fd);
                 self->out_fd = -1;
+            }
+            if (self->in_fd >= 0) {
+                close(self->in_fd);
+                self->in_fd = -1;
             }
             return 1;
         }

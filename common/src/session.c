@@ -13,6 +13,7 @@ struct aq_session {
     uint64_t heartbeat_ms; /* the broker's, from WELCOME */
     int64_t last_heard;    /* when the broker last sent anything */
     uint64_t next_tag;
+    uint64_t producer_seq; /* sent in HELLO: first unconfirmed put, 0 if none */
     char tag[AQ_U64_DIGITS + 1];
     aq_inbox_t *inbox;
     aq_error_t error;
@@ -49,6 +50,7 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
 {
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO};
     hello.client = aq_bytes_str(self->client_id);
+    hello.seq = self->producer_seq;
     aq_status_t rc = aq_session_send(self, &hello);
     if (rc)
         return rc;
@@ -68,11 +70,13 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
     }
 }
 
-aq_session_t *aq_session_new(const char *address, const char *client_id, int timeout_ms,
-                             aq_status_t *status)
+aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_t producer_seq,
+                             int timeout_ms, aq_status_t *status)
 {
     aq_session_t *self = calloc(1, sizeof *self);
     aq_status_t rc = self ? AQ_OK : AQ_NOMEM;
+    if (self)
+        self->producer_seq = producer_seq;
     if (!rc)
         rc = aq_endpoint_parse(address, 0, &self->endpoint);
     if (!rc && !aq_name_is_valid((const uint8_t *) client_id, strlen(client_id)))
@@ -197,6 +201,11 @@ const aq_error_t *aq_session_error(const aq_session_t *self)
 const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self)
 {
     return &self->endpoint;
+}
+
+void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq)
+{
+    self->producer_seq = seq;
 }
 
 const char *aq_session_client_id(const aq_session_t *self)

@@ -21,6 +21,7 @@ static const status_entry_t s_table[] = {
     {AQ_TOO_BIG, "TOO_BIG", "item is larger than the broker accepts"},
     {AQ_LIMIT, "LIMIT", "a broker limit was reached"},
     {AQ_INTERNAL, "INTERNAL", "broker could not complete the request"},
+    {AQ_SHUT_DOWN, "SHUT_DOWN", "the queue was shut down"},
     {AQ_TIMEOUT, "TIMEOUT", "timed out"},
     {AQ_INTERRUPTED, "INTERRUPTED", "interrupted"},
     {AQ_UNREACHABLE, "UNREACHABLE", "broker did not answer"},

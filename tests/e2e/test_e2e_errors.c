@@ -97,19 +97,19 @@ static void test_garbage_on_the_router_gets_errors_and_the_broker_goes_on(void *
     zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
     harness_send_frames(raw, "hello there", NULL);
     s_expect_error(f, raw, AQ_BAD_VERSION);
-    harness_send_frames(raw, "asyncq/9", "HELLO", "x", "0", NULL);
+    harness_send_frames(raw, "asyncq/9", "HELLO", "x", "0", "0", NULL);
     s_expect_error(f, raw, AQ_BAD_VERSION);
     harness_send_frames(raw, "asyncq/1", "DANCE", NULL);
     s_expect_error(f, raw, AQ_UNKNOWN_COMMAND);
-    harness_send_frames(raw, "asyncq/1", "HELLO", "bad id!", "0", NULL);
+    harness_send_frames(raw, "asyncq/1", "HELLO", "bad id!", "0", "0", NULL);
     s_expect_error(f, raw, AQ_MALFORMED);
     harness_send_frames(raw, "asyncq/1", "JOIN", "t", "q", NULL);
     s_expect_error(f, raw, AQ_MALFORMED);
     harness_send_frames(raw, "asyncq/1", "CREDIT", "q", "1", NULL);
     s_expect_error(f, raw, AQ_NO_SESSION);
-    harness_send_frames(raw, "asyncq/1", "PUT", "q", "", "0", "x", NULL);
+    harness_send_frames(raw, "asyncq/1", "PUT", "q", "", "0", "0", "x", NULL);
     s_expect_error(f, raw, AQ_UNKNOWN_COMMAND);
-    harness_send_frames(raw, "asyncq/1", "HELLO", "raw", "0", NULL);
+    harness_send_frames(raw, "asyncq/1", "HELLO", "raw", "0", "0", NULL);
     aq_msg_t msg;
     assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_WELCOME);
     harness_send_frames(raw, "asyncq/1", "CREDIT", "q", "99999999", NULL);
@@ -127,12 +127,14 @@ static void test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere(void 
     zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
     harness_send_frames(push, "junk", NULL);
     harness_send_frames(push, "asyncq/1", "PUT", "q", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "bad name", "", "0", "x", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "p1", "0", "x", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "5", "x", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "bad name", "", "0", "0", "x", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "p1", "0", "0", "x", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "5", "0", "x", NULL);
+    /* A producer id that never said HELLO: its puts cannot be de-duplicated. */
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "stranger", "1", "0", "x", NULL);
     harness_send_frames(push, "asyncq/1", "JOIN", "t", "q", "0", "all", NULL);
     /* An anonymous put after the garbage must still land. */
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "0", "fine", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "0", "0", "fine", NULL);
     harness_wait_stat(&f->h, "q", "queued", 1);
     zsock_destroy(&push);
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
@@ -152,10 +154,10 @@ static void test_oversized_item_is_refused_and_not_truncated(void **state)
     zsock_t *session = harness_raw(&f->h, ZMQ_DEALER);
     zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
     aq_msg_t msg;
-    harness_send_frames(session, "asyncq/1", "HELLO", "raw-producer", "0", NULL);
+    harness_send_frames(session, "asyncq/1", "HELLO", "raw-producer", "0", "1", NULL);
     assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_WELCOME);
     assert_int_equal(msg.max_item, 1000);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "raw-producer", "1", big, NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "raw-producer", "1", "0", big, NULL);
     harness_send_frames(session, "asyncq/1", "SYNC", "s1", "raw-producer", "1", NULL);
     s_expect_error(f, session, AQ_TOO_BIG);
     assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_SYNCED);

@@ -92,7 +92,7 @@ static void test_nack_with_delay_returns_the_item_after_the_delay(void **state)
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     int64_t nacked = zclock_mono();
-    assert_int_equal(aq_consumer_nack(consumer, item.id, 400), AQ_OK);
+    assert_int_equal(aq_consumer_nack(consumer, item.id, 400, "try later"), AQ_OK);
     harness_wait_stat(h, "q", "delayed", 1);
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     assert_true(zclock_mono() - nacked >= 390); /* not before its delay */
@@ -110,7 +110,7 @@ static void s_nack_twice(aq_consumer_t *consumer)
         aq_item_t item;
         assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
         assert_int_equal(item.attempt, attempt);
-        assert_int_equal(aq_consumer_nack(consumer, item.id, 0), AQ_OK);
+        assert_int_equal(aq_consumer_nack(consumer, item.id, 0, NULL), AQ_OK);
     }
 }
 

@@ -105,7 +105,7 @@ aq_session_t *harness_session(const harness_t *self)
     aq_status_t rc;
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make("test", client_id, sizeof client_id);
-    aq_session_t *session = aq_session_new(self->address, client_id, HARNESS_DEADLINE_MS, &rc);
+    aq_session_t *session = aq_session_new(self->address, client_id, 0, HARNESS_DEADLINE_MS, &rc);
     assert_non_null(session);
     return session;
 }

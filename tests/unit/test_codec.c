@@ -57,12 +57,12 @@ static void test_put_round_trips_binary_payload(void **state)
     (void) state;
     const uint8_t payload[] = {0, 1, 0, 255, '\n', 0};
     aq_msg_t msg = {.cmd = AQ_CMD_PUT, .queue = aq_bytes_str("jobs"),
-                    .producer = aq_bytes_str("p-1"), .seq = 42,
+                    .producer = aq_bytes_str("p-1"), .seq = 42, .lease_ms = 1500,
                     .payload = {payload, sizeof payload}};
     static frames_t f;
     s_encode_into(&f, &msg);
-    assert_int_equal(f.count, 6);
-    assert_int_equal(f.payload_at, 5);
+    assert_int_equal(f.count, 7);
+    assert_int_equal(f.payload_at, 6);
     s_assert_bytes(f.frames[0], "asyncq/1", 8);
     s_assert_bytes(f.frames[1], "PUT", 3);
     aq_msg_t out;
@@ -71,6 +71,7 @@ static void test_put_round_trips_binary_payload(void **state)
     s_assert_bytes(out.queue, "jobs", 4);
     s_assert_bytes(out.producer, "p-1", 3);
     assert_int_equal(out.seq, 42);
+    assert_int_equal(out.lease_ms, 1500);
     s_assert_bytes(out.payload, payload, sizeof payload);
 }
 
@@ -91,11 +92,11 @@ static void test_every_reply_round_trips(void **state)
     (void) state;
     aq_bytes_t lines[2] = {aq_bytes_str("queue=a queued=1"), aq_bytes_str("queue=b queued=0")};
     aq_msg_t msgs[] = {
-        {.cmd = AQ_CMD_HELLO, .client = aq_bytes_str("c-1"), .heartbeat_ms = 1000},
+        {.cmd = AQ_CMD_HELLO, .client = aq_bytes_str("c-1"), .heartbeat_ms = 1000, .seq = 77},
         {.cmd = AQ_CMD_WELCOME, .broker = aq_bytes_str("b1"), .max_item = 1048576},
         {.cmd = AQ_CMD_CREDIT, .queue = aq_bytes_str("q"), .credit = 10},
         {.cmd = AQ_CMD_ITEM, .queue = aq_bytes_str("q"), .id = UINT64_MAX, .attempt = 1,
-         .age_us = 7, .payload = aq_bytes_str("x")},
+         .age_us = 7, .lease_ms = 60000, .payload = aq_bytes_str("x")},
         {.cmd = AQ_CMD_JOIN, .tag = aq_bytes_str("t"), .queue = aq_bytes_str("q"),
          .timeout_ms = 5, .mode = AQ_JOIN_ALL},
         {.cmd = AQ_CMD_JOINED, .tag = aq_bytes_str("t"), .queue = aq_bytes_str("q"), .count = 3},
@@ -109,6 +110,8 @@ static void test_every_reply_round_trips(void **state)
          .subject = aq_bytes_str("12"), .text = aq_bytes_str("no")},
         {.cmd = AQ_CMD_BYE},
         {.cmd = AQ_CMD_HEARTBEAT},
+        {.cmd = AQ_CMD_SHUTDOWN, .tag = aq_bytes_str("s"), .mode = AQ_SHUTDOWN_IMMEDIATE},
+        {.cmd = AQ_CMD_SHUTDOWN, .tag = aq_bytes_str("s"), .queue = aq_bytes_str("q")},
     };
     for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
         static frames_t f;
@@ -119,6 +122,7 @@ static void test_every_reply_round_trips(void **state)
         assert_int_equal(out.seq, msgs[i].seq);
         assert_int_equal(out.id, msgs[i].id);
         assert_int_equal(out.mode, msgs[i].mode);
+        assert_int_equal(out.lease_ms, msgs[i].lease_ms);
         assert_int_equal(out.count, msgs[i].count);
         assert_int_equal(out.list_size, msgs[i].list_size);
         s_assert_bytes(out.tag, msgs[i].tag.data, msgs[i].tag.size);
@@ -143,15 +147,17 @@ static void test_touch_and_nack_carry_ids_and_a_delay(void **state)
 {
     (void) state;
     aq_bytes_t ids[2] = {aq_bytes_str("5"), aq_bytes_str("6")};
-    aq_msg_t nack = {.cmd = AQ_CMD_NACK, .delay_ms = 250, .list = ids, .list_size = 2};
+    aq_msg_t nack = {.cmd = AQ_CMD_NACK, .delay_ms = 250, .text = aq_bytes_str("exit 3"),
+                     .list = ids, .list_size = 2};
     static frames_t f;
     s_encode_into(&f, &nack);
-    assert_int_equal(f.count, 5);
+    assert_int_equal(f.count, 6);
     aq_msg_t out;
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
     assert_int_equal(out.delay_ms, 250);
+    s_assert_bytes(out.text, "exit 3", 6);
     assert_int_equal(out.list_size, 2);
-    assert_int_equal(aq_msg_decode(&out, f.frames, 3), AQ_MALFORMED); /* no id */
+    assert_int_equal(aq_msg_decode(&out, f.frames, 4), AQ_MALFORMED); /* no id */
     aq_msg_t touch = {.cmd = AQ_CMD_TOUCH, .list = ids, .list_size = 1};
     s_encode_into(&f, &touch);
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
@@ -235,6 +241,8 @@ static void test_bad_names_tags_and_modes_are_refused(void **state)
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
     s_set(&f, 3, "q");
     s_set(&f, 5, "some");
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    s_set(&f, 5, "drain"); /* a SHUTDOWN word is not a JOIN mode */
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
     s_set(&f, 5, "before");
     char long_tag[AQ_TAG_MAX + 2];

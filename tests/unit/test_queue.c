@@ -18,7 +18,7 @@ static int s_setup(void **state)
 {
     fixture_t *f = calloc(1, sizeof *f);
     f->store = store_new();
-    f->queue = queue_new("q", 0, 0);
+    f->queue = queue_new("q", 0, 0, 1000);
     *state = f;
     return 0;
 }

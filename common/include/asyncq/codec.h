@@ -42,10 +42,14 @@ typedef enum {
     AQ_CMD_TOUCH,
     AQ_CMD_NACK,
     AQ_CMD_DEAD,
+    AQ_CMD_SHUTDOWN,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
+/*  The mode frame: JOIN takes "before" or "all", SHUTDOWN "drain" or
+    "immediate". */
 typedef enum { AQ_JOIN_BEFORE = 0, AQ_JOIN_ALL = 1 } aq_join_mode_t;
+typedef enum { AQ_SHUTDOWN_DRAIN = 0, AQ_SHUTDOWN_IMMEDIATE = 1 } aq_shutdown_mode_t;
 
 typedef struct {
     const uint8_t *data;
@@ -56,27 +60,28 @@ typedef struct {
     table names (see codec.c and docs/PROTOCOL.md). */
 typedef struct {
     aq_cmd_t cmd;
-    aq_bytes_t queue;    /* PUT CREDIT ITEM JOIN JOINED TIMEOUT STATS */
+    aq_bytes_t queue;    /* PUT CREDIT ITEM JOIN JOINED TIMEOUT STATS DEAD SHUTDOWN */
     aq_bytes_t client;   /* HELLO */
     aq_bytes_t producer; /* PUT SYNC SYNCED */
-    aq_bytes_t tag;      /* JOIN JOINED TIMEOUT SYNC SYNCED STATS REPORT */
+    aq_bytes_t tag;      /* JOIN JOINED TIMEOUT SYNC SYNCED STATS REPORT DEAD SHUTDOWN */
     aq_bytes_t broker;   /* WELCOME */
     aq_bytes_t name;     /* ERROR */
     aq_bytes_t subject;  /* ERROR: the tag, item id or seq it concerns */
-    aq_bytes_t text;     /* ERROR; DEAD: the action */
+    aq_bytes_t text;     /* ERROR; DEAD: the action; NACK: the reason */
     aq_bytes_t payload;  /* PUT ITEM */
-    uint64_t seq;        /* PUT SYNC SYNCED */
+    uint64_t seq;        /* PUT SYNC SYNCED; HELLO: a producer's first unconfirmed put */
     uint64_t id;         /* ITEM */
     uint64_t credit;     /* CREDIT */
     uint64_t timeout_ms; /* JOIN */
     uint64_t attempt;    /* ITEM */
     uint64_t age_us;     /* ITEM */
+    uint64_t lease_ms;   /* PUT: asked for (0: the queue's); ITEM: granted */
     uint64_t max_item;   /* WELCOME */
     uint64_t heartbeat_ms; /* HELLO WELCOME */
     uint64_t count;      /* JOINED: items waited for; TIMEOUT: outstanding */
     uint64_t dead;       /* JOINED */
     uint64_t code;       /* ERROR */
-    uint64_t mode;       /* JOIN: aq_join_mode_t */
+    uint64_t mode;       /* JOIN: aq_join_mode_t; SHUTDOWN: aq_shutdown_mode_t */
     uint64_t delay_ms;   /* NACK */
     const aq_bytes_t *list; /* ACK TOUCH NACK: id frames; REPORT: line frames */
     size_t list_size;

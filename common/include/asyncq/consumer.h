@@ -21,6 +21,7 @@ typedef struct {
     uint64_t id;       /* what to ack */
     uint64_t attempt;  /* 1 on the first delivery */
     uint64_t age_us;   /* time since the broker accepted the put, by the broker's clock */
+    uint64_t lease_ms; /* taken back this long after delivery unless acked or touched */
     const void *data;  /* valid until the next get */
     size_t size;
 } aq_item_t;
@@ -35,7 +36,8 @@ aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t 
     still holds, at the front of the queue) and closes the socket. */
 void aq_consumer_destroy(aq_consumer_t **self_p);
 
-/*  Waits up to `timeout_ms` (-1: forever) for the next item. AQ_REFUSED: an
+/*  Waits up to `timeout_ms` (-1: forever) for the next item. AQ_SHUT_DOWN:
+    the queue was shut down and nothing is left in it. AQ_REFUSED: an
     ERROR arrived instead (a refused ack, say): see aq_session_error(). */
 aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms);
 
@@ -43,13 +45,15 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
     broker as an UNKNOWN_ITEM error, returned by a later get. */
 aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id);
 
-/*  Extends the lease of an item this consumer holds (the broker's
-    --lease-ms from now). Sent at once. */
+/*  Extends the lease of an item this consumer holds (its lease_ms from
+    now). Sent at once. */
 aq_status_t aq_consumer_touch(aq_consumer_t *self, uint64_t id);
 
 /*  Gives an item back: it is delivered again (to any consumer) after
-    delay_ms, with a higher attempt number. Sent at once, after pending acks. */
-aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms);
+    delay_ms, with a higher attempt number. `reason` (may be NULL) goes to
+    the broker's log. Sent at once, after pending acks. */
+aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms,
+                             const char *reason);
 
 /*  Sends the pending acks now. */
 aq_status_t aq_consumer_flush(aq_consumer_t *self);

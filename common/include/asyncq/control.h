@@ -19,7 +19,9 @@ typedef struct {
     broker has been acked (AQ_JOIN_BEFORE), or until the queue has nothing
     outstanding at all (AQ_JOIN_ALL). `timeout_ms` 0 waits for ever.
     AQ_OK: joined. AQ_TIMEOUT: the broker said time-out; result->outstanding
-    says how many items were left. */
+    says how many items were left. AQ_SHUT_DOWN: the queue was shut down
+    at once (immediate) before the join was satisfied. If the broker
+    restarts meanwhile, the join is asked again of the new broker. */
 aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_ms,
                     aq_join_mode_t mode, aq_join_result_t *result);
 
@@ -34,5 +36,12 @@ aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn 
     the queue, "purge" deletes them; both call `line` once with the count. */
 aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action,
                     aq_stats_line_fn *line, void *ctx);
+
+/*  Shuts `queue` down (NULL or "": every queue, and any made later): puts
+    are refused from then on. AQ_SHUTDOWN_DRAIN lets consumers take what is
+    queued; AQ_SHUTDOWN_IMMEDIATE discards it and answers waiting joins
+    with SHUT_DOWN. Calls `line` with each queue's stats after. */
+aq_status_t aq_shutdown(aq_session_t *session, const char *queue, aq_shutdown_mode_t mode,
+                        aq_stats_line_fn *line, void *ctx);
 
 #endif

@@ -10,15 +10,20 @@
 typedef struct {
     pid_t pid;         /* 0 when not running */
     int out_fd;        /* read end of its stdout, or -1 if not captured */
+    int in_fd;         /* write end of its stdin (non-blocking), or -1 */
     char buf[8192];    /* bytes read from out_fd, not yet returned as lines */
     size_t buffered;
     int exit_code;     /* after aq_process_wait: exit status, or 128+signal */
 } aq_process_t;
 
+/*  Where a started program's stdin comes from. */
+enum { AQ_STDIN_INHERIT = 0, AQ_STDIN_NULL = 1, AQ_STDIN_PIPE = 2 };
+
 /*  Starts argv[0] (a path) with argv. With capture, its stdout is a pipe read
-    by aq_process_read_line; otherwise it shares ours. With null_stdin, its
-    stdin is /dev/null. Returns 0, or -1 with errno. */
-int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int null_stdin);
+    by aq_process_read_line; otherwise it shares ours. stdin_mode is one of
+    AQ_STDIN_*; with AQ_STDIN_PIPE the caller writes to in_fd. Returns 0, or
+    -1 with errno. */
+int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int stdin_mode);
 
 /*  Reads one line of its stdout (without the newline) into buf, waiting up
     to timeout_ms. Returns 1 for a line, 0 on time-out, -1 at end of output. */

@@ -6,7 +6,11 @@
     has received every put up to the last one. Only after a successful sync
     is it safe to say the items are in the broker (and, for example, to join).
 
-    put blocks while the broker is applying back-pressure (a full queue). */
+    The producer keeps the puts not yet confirmed (at most AQ_PRODUCER_WINDOW
+    of them, and AQ_PRODUCER_WINDOW_BYTES) and sends them again if they were
+    lost on the way or the broker restarted; the broker drops any it already
+    has. put blocks while the window is full, and while the broker is
+    applying back-pressure (a full queue). */
 #ifndef ASYNCQ_PRODUCER_H
 #define ASYNCQ_PRODUCER_H
 
@@ -14,6 +18,9 @@
 #include <stdint.h>
 
 #include "asyncq/session.h"
+
+#define AQ_PRODUCER_WINDOW 4096
+#define AQ_PRODUCER_WINDOW_BYTES (64u * 1024 * 1024)
 
 typedef struct aq_producer aq_producer_t;
 
@@ -32,16 +39,25 @@ void aq_producer_destroy(aq_producer_t **self_p);
 aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *data,
                             size_t size);
 
+/*  put, asking for a lease of lease_ms for each delivery of this item
+    instead of the queue's (0: the queue's). */
+aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
+                                  size_t size, uint64_t lease_ms);
+
 /*  Waits up to `timeout_ms` (-1: forever) until the broker confirms every
-    put so far. AQ_OK: all of them are held by the broker. AQ_REFUSED: the
-    broker received all of them but refused some (aq_producer_refused says
-    how many; aq_session_error the last reason). AQ_LOST: some never
-    arrived. AQ_TIMEOUT, AQ_INTERRUPTED: nothing is known. */
+    put so far, sending again what was lost, across broker restarts.
+    AQ_OK: all of them are held by the broker. AQ_REFUSED: the broker
+    received all of them but refused some (aq_producer_refused says how
+    many; aq_session_error the last reason). AQ_TIMEOUT, AQ_INTERRUPTED:
+    some are not confirmed yet (aq_producer_unconfirmed says how many). */
 aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms);
 
 /*  Puts so far, and how many of them the broker refused (known after sync). */
 uint64_t aq_producer_sent(const aq_producer_t *self);
 uint64_t aq_producer_refused(const aq_producer_t *self);
+/*  Puts not yet confirmed, and how many times they were sent again. */
+uint64_t aq_producer_unconfirmed(const aq_producer_t *self);
+uint64_t aq_producer_resends(const aq_producer_t *self);
 
 aq_session_t *aq_producer_session(aq_producer_t *self);
 

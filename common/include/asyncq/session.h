@@ -22,10 +22,15 @@ typedef struct {
 } aq_error_t;
 
 /*  Connects to `address` (see endpoint.h), says HELLO as `client_id` and
-    waits up to `timeout_ms` for WELCOME. Returns NULL and sets *status
-    (AQ_BAD_ENDPOINT, AQ_UNREACHABLE, AQ_INTERRUPTED, AQ_NOMEM...). */
-aq_session_t *aq_session_new(const char *address, const char *client_id, int timeout_ms,
-                             aq_status_t *status);
+    waits up to `timeout_ms` for WELCOME. A producer gives `producer_seq`,
+    the sequence number of its first put the broker has not confirmed (1
+    for a new producer); any other client gives 0. Returns NULL and sets
+    *status (AQ_BAD_ENDPOINT, AQ_UNREACHABLE, AQ_INTERRUPTED, AQ_NOMEM...). */
+aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_t producer_seq,
+                             int timeout_ms, aq_status_t *status);
+
+/*  The producer_seq the next HELLO carries. */
+void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq);
 
 /*  Sends BYE (so the broker releases what this client holds at once),
     then closes the socket, waiting at most a second for unsent messages. */

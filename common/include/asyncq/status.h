@@ -21,6 +21,7 @@ typedef enum {
     AQ_TOO_BIG = 413,         /* item larger than the broker's limit */
     AQ_LIMIT = 429,           /* a broker limit was reached (queues, joins...) */
     AQ_INTERNAL = 500,        /* broker could not do it (out of memory) */
+    AQ_SHUT_DOWN = 503,       /* the queue (or broker) was shut down */
 
     /* Local outcomes, never on the wire. */
     AQ_TIMEOUT = 1001,     /* no answer before the deadline */
