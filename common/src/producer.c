@@ -42,9 +42,6 @@ struct aq_producer {
 
 static aq_status_t s_connect_push(aq_producer_t *self)
 {
-    if (self->push)
-        zsock_set_linger(self->push, 0); /* what it still holds is resent */
-    zsock_destroy(&self->push);
     self->push = zsock_new(ZMQ_PUSH);
     if (!self->push)
         return AQ_NOMEM;
@@ -130,8 +127,8 @@ static aq_status_t s_send_sync(aq_producer_t *self)
     return aq_session_send(self->session, &msg);
 }
 
-/*  A new session (if the broker lost ours), a fresh PUSH socket, and every
-    unconfirmed put sent again, oldest first. */
+/*  A new session (if the broker lost ours), and every unconfirmed put sent
+    again, oldest first. */
 static aq_status_t s_resend(aq_producer_t *self, int new_session)
 {
     self->sync_tag[0] = '\0';
@@ -140,9 +137,10 @@ static aq_status_t s_resend(aq_producer_t *self, int new_session)
         aq_session_set_producer_seq(self->session,
                                     self->count ? s_at(self, 0)->seq : self->seq + 1);
         rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
-        if (!rc)
-            rc = s_connect_push(self);
     }
+    /* The same PUSH socket: puts still in its pipe reach the broker before
+       the resent ones, in one ordered stream, and are dropped there as
+       unannounced or out of sequence. */
     self->resends++;
     for (size_t i = 0; !rc && i < self->count; i++)
         rc = s_send_put(self, s_at(self, i));

@@ -60,6 +60,8 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
         rc = aq_session_recv(self, &reply, aq_deadline_left(deadline));
         if (rc == AQ_TIMEOUT)
             return AQ_UNREACHABLE;
+        if (rc == AQ_REFUSED && self->error.subject[0])
+            continue; /* about an earlier request, not this HELLO */
         if (rc)
             return rc;
         if (reply.cmd == AQ_CMD_WELCOME) {

@@ -183,6 +183,36 @@ static void test_oversized_item_is_refused_and_not_truncated(void **state)
     s_assert_still_serving(&f->h, "other");
 }
 
+/*  A flood of joins from one session: the first 100 wait, the next is
+    refused with LIMIT; when the session ends, its joins are freed. */
+static void test_join_flood_from_one_session_is_limited(void **state)
+{
+    fixture_t *f = *state;
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
+    assert_int_equal(aq_producer_put(producer, "q", "x", 1), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+
+    zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
+    aq_msg_t msg;
+    harness_send_frames(raw, "asyncq/1", "JOIN", "early", "q", "0", "before", NULL);
+    s_expect_error(f, raw, AQ_NO_SESSION); /* a join needs a session */
+    harness_send_frames(raw, "asyncq/1", "HELLO", "flood", "0", "0", NULL);
+    assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_WELCOME);
+    for (int i = 0; i <= 100; i++) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "j%d", i);
+        harness_send_frames(raw, "asyncq/1", "JOIN", tag, "q", "0", "before", NULL);
+    }
+    s_expect_error(f, raw, AQ_LIMIT);
+    assert_int_equal(harness_stat(&f->h, "q", "joiners"), 100);
+    harness_send_frames(raw, "asyncq/1", "BYE", NULL);
+    harness_wait_stat(&f->h, "q", "joiners", 0);
+    zsock_destroy(&raw);
+    s_assert_still_serving(&f->h, "other");
+}
+
 static void test_unreachable_broker_and_bad_flags_give_one_line_errors(void **state)
 {
     (void) state;
@@ -202,6 +232,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_on_the_router_gets_errors_and_the_broker_goes_on, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_item_is_refused_and_not_truncated, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_join_flood_from_one_session_is_limited, s_setup, s_teardown),
         cmocka_unit_test(test_unreachable_broker_and_bad_flags_give_one_line_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

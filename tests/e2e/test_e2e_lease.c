@@ -1,6 +1,6 @@
 /*  Leases: an item not acked in time goes to another consumer, a late ack is
     refused as LEASE_EXPIRED and not counted, TOUCH keeps a lease, NACK with a
-    delay returns an item later. */
+    delay returns an item later; a queue and a put can have their own lease. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,12 @@ static int s_setup(void **state)
 static int s_setup_long_lease(void **state)
 {
     char *const flags[] = {"--lease-ms", "1000", NULL};
+    return harness_setup_flags(state, flags);
+}
+
+static int s_setup_queue_lease(void **state)
+{
+    char *const flags[] = {"--lease-ms", "60000", "--queue-lease", "fast=250", NULL};
     return harness_setup_flags(state, flags);
 }
 
@@ -156,6 +162,47 @@ static void test_poison_item_is_dead_lettered_and_join_reports_it(void **state)
     aq_consumer_destroy(&consumer);
 }
 
+/*  Gets the item on `queue`, lets its lease run out, and checks that it
+    comes again with the same lease. */
+static void s_expect_lease(const harness_t *h, const char *queue, uint64_t lease_ms)
+{
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, 2, "c", &rc);
+    assert_non_null(consumer);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(item.lease_ms, lease_ms);
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(item.attempt, 2); /* taken back while held, delivered again */
+    assert_int_equal(item.lease_ms, lease_ms);
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_flush(consumer);
+    harness_wait_stat(h, queue, "acked", 1);
+    aq_consumer_destroy(&consumer);
+}
+
+static void test_a_queue_and_a_put_can_have_their_own_lease(void **state)
+{
+    harness_t *h = *state;
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
+    assert_int_equal(aq_producer_put(producer, "fast", "a", 1), AQ_OK);
+    assert_int_equal(aq_producer_put_lease(producer, "slow", "b", 1, 200), AQ_OK);
+    assert_int_equal(aq_producer_put(producer, "other", "c", 1), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    assert_int_equal(harness_stat(h, "fast", "lease_ms"), 250);
+    assert_int_equal(harness_stat(h, "other", "lease_ms"), 60000);
+    s_expect_lease(h, "fast", 250);
+    s_expect_lease(h, "slow", 200);
+
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "other", 1, "c", &rc);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(item.lease_ms, 60000);
+    aq_consumer_destroy(&consumer);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -163,6 +210,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_touch_keeps_the_lease_past_its_length, s_setup_long_lease, harness_teardown),
         cmocka_unit_test_setup_teardown(test_nack_with_delay_returns_the_item_after_the_delay, s_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_poison_item_is_dead_lettered_and_join_reports_it, s_setup, harness_teardown),
+        cmocka_unit_test_setup_teardown(test_a_queue_and_a_put_can_have_their_own_lease, s_setup_queue_lease, harness_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

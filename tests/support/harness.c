@@ -12,11 +12,12 @@ static void s_program(const char *name, char *path, size_t size)
         fail_msg("cannot find %s (is ASYNCQ_BIN_DIR set?)", name);
 }
 
-void harness_start_broker(harness_t *self, char *const *flags)
+static void s_start_broker_at(harness_t *self, const char *bind, char *const *flags)
 {
-    char path[4096];
+    char path[4096], address[sizeof self->address];
     s_program("asyncq-broker", path, sizeof path);
-    char *argv[32] = {path, "--bind", "tcp://127.0.0.1:0"};
+    snprintf(address, sizeof address, "%s", bind);
+    char *argv[32] = {path, "--bind", address};
     int argc = 3;
     for (int i = 0; flags && flags[i]; i++) {
         assert_true(argc < 31);
@@ -29,6 +30,17 @@ void harness_start_broker(harness_t *self, char *const *flags)
         fail_msg("broker did not print READY");
 }
 
+void harness_start_broker(harness_t *self, char *const *flags)
+{
+    s_start_broker_at(self, "tcp://127.0.0.1:0", flags);
+}
+
+void harness_restart_broker(harness_t *self, char *const *flags)
+{
+    aq_process_stop(&self->broker, SIGKILL, 1000);
+    s_start_broker_at(self, self->address, flags);
+}
+
 void harness_stop(harness_t *self)
 {
     if (self->child > 0) {
@@ -36,7 +48,13 @@ void harness_stop(harness_t *self)
         waitpid(self->child, NULL, 0);
         self->child = 0;
     }
-    aq_process_stop(&self->broker, SIGTERM, 5000);
+    /* The first SIGTERM starts a drain, which waits for consumers; the
+       second ends it at once. */
+    if (self->broker.pid > 0) {
+        kill(self->broker.pid, SIGTERM);
+        if (!aq_process_wait(&self->broker, 100))
+            aq_process_stop(&self->broker, SIGTERM, 5000);
+    }
 }
 
 int harness_setup_flags(void **state, char *const *flags)
@@ -138,17 +156,36 @@ uint64_t harness_stat(const harness_t *self, const char *queue, const char *key)
     return stat.value;
 }
 
-void harness_wait_stat(const harness_t *self, const char *queue, const char *key,
-                       uint64_t value)
+static void s_wait_stat(const harness_t *self, const char *queue, const char *key,
+                        uint64_t value, int at_least)
 {
     int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
     uint64_t now;
-    while ((now = harness_stat(self, queue, key)) != value) {
+    while ((now = harness_stat(self, queue, key)) != value && !(at_least && now > value)) {
         if (zclock_mono() > deadline)
             fail_msg("%s %s stayed %llu, expected %llu", queue, key, (unsigned long long) now,
                      (unsigned long long) value);
         zclock_sleep(20); /* polling a remote counter: there is nothing to wait on */
     }
+}
+
+void harness_wait_stat(const harness_t *self, const char *queue, const char *key,
+                       uint64_t value)
+{
+    s_wait_stat(self, queue, key, value, 0);
+}
+
+void harness_wait_stat_at_least(const harness_t *self, const char *queue, const char *key,
+                                uint64_t value)
+{
+    s_wait_stat(self, queue, key, value, 1);
+}
+
+int harness_wait_exit(aq_process_t *process)
+{
+    if (!aq_process_wait(process, HARNESS_DEADLINE_MS))
+        fail_msg("process %d did not exit in time", (int) process->pid);
+    return process->exit_code;
 }
 
 zsock_t *harness_raw(const harness_t *self, int type)

@@ -30,6 +30,9 @@ typedef struct {
 void harness_start_broker(harness_t *self, char *const *flags);
 void harness_stop(harness_t *self);
 
+/*  Kills the broker (SIGKILL) and starts a new one on the same address. */
+void harness_restart_broker(harness_t *self, char *const *flags);
+
 /*  cmocka fixtures: a broker with default flags, or with `flags` (NULL-ended),
     stopped (with any forked helper) by harness_teardown. */
 int harness_setup(void **state);
@@ -52,6 +55,13 @@ uint64_t harness_stat(const harness_t *self, const char *queue, const char *key)
 /*  Waits until harness_stat(queue, key) == value; fails the test after the deadline. */
 void harness_wait_stat(const harness_t *self, const char *queue, const char *key,
                        uint64_t value);
+
+void harness_wait_stat_at_least(const harness_t *self, const char *queue, const char *key,
+                                uint64_t value);
+
+/*  Waits for a process to exit (fails the test after the deadline); returns
+    its exit code. */
+int harness_wait_exit(aq_process_t *process);
 
 /*  A raw DEALER (or PUSH for puts) connected to the broker. */
 zsock_t *harness_raw(const harness_t *self, int type);

@@ -144,6 +144,26 @@ static void test_join_waits_only_for_items_accepted_before_it(void **state)
     queue_detach(f->queue, &c);
 }
 
+static void test_discarded_items_finish_for_joins_and_drain_the_queue(void **state)
+{
+    fixture_t *f = *state;
+    item_t *a = s_put(f), *b = s_put(f);
+    joiner_t join = {.mode = AQ_JOIN_BEFORE};
+    assert_false(queue_join_start(f->queue, &join));
+    queue_add_joiner(f->queue, &join);
+    assert_false(queue_is_drained(f->queue));
+    assert_ptr_equal(queue_discard_next(f->queue), a);
+    assert_null(queue_take_satisfied(f->queue));
+    assert_ptr_equal(queue_discard_next(f->queue), b);
+    assert_null(queue_discard_next(f->queue));
+    assert_ptr_equal(queue_take_satisfied(f->queue), &join);
+    assert_int_equal(f->queue->discarded_total, 2);
+    assert_int_equal(f->queue->acked_total, 0);
+    assert_true(queue_is_drained(f->queue));
+    store_remove(f->store, a);
+    store_remove(f->store, b);
+}
+
 static void test_join_all_is_held_back_by_later_items(void **state)
 {
     fixture_t *f = *state;
@@ -198,6 +218,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_detached_consumers_items_go_back_first_in_their_order, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_taken_back_item_leaves_its_holder_and_frees_credit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_waits_only_for_items_accepted_before_it, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_discarded_items_finish_for_joins_and_drain_the_queue, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_all_is_held_back_by_later_items, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_on_an_empty_queue_is_satisfied_at_once, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_maxsize_counts_queued_items_only, s_setup, s_teardown),
