@@ -21,38 +21,32 @@ static void s_usage(FILE *out)
             "      --maxsize N         most items queued per queue, 0 = unbounded\n"
             "                          (env ASYNCQ_MAXSIZE; 0). A full queue makes\n"
             "                          producers of every queue wait.\n"
-            "      --max-queues N      most queues (1024)\n"
-            "      --max-joins N       most joins waiting at once (10000)\n"
-            "      --max-credit N      most credit one consumer may ask for (10000)\n"
+            "      --max-queues N      most queues (env ASYNCQ_MAX_QUEUES; 1024)\n"
+            "      --max-joins N       most joins waiting at once (env ASYNCQ_MAX_JOINS; 10000)\n"
+            "      --max-credit N      most credit one consumer may ask for (env\n"
+            "                          ASYNCQ_MAX_CREDIT; 10000)\n"
             "      --heartbeat-ms MS   probe every session this often; a consumer found\n"
-            "                          gone gives its items back (1000)\n"
+            "                          gone gives its items back (env ASYNCQ_HEARTBEAT_MS; 1000)\n"
             "      --lease-ms MS       an item not acked (or touched) this long after its\n"
             "                          delivery is delivered again (env ASYNCQ_LEASE_MS; 60000)\n"
             "      --queue-lease Q=MS  the lease for queue Q instead; repeatable (env\n"
             "                          ASYNCQ_QUEUE_LEASE, as Q=MS,Q2=MS). A put may ask for\n"
             "                          its own.\n"
             "      --max-attempts N    deliveries before an item goes to its queue's\n"
-            "                          dead-letter list; 0 = no limit (5)\n"
-            "      --max-joins-per-peer N  most joins one session may have waiting (100)\n"
+            "                          dead-letter list; 0 = no limit (env ASYNCQ_MAX_ATTEMPTS; 5)\n"
+            "      --max-joins-per-peer N  most joins one session may have waiting (env\n"
+            "                          ASYNCQ_MAX_JOINS_PER_PEER; 100)\n"
             "      --drain-ms MS       on SIGTERM or SIGINT, refuse puts and wait this long at\n"
             "                          most for every queue to drain before exiting; a second\n"
             "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000)\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
-            "  -v, --verbose           log every session\n"
+            "  -v, --verbose           log every session (env ASYNCQ_VERBOSE=1)\n"
             "  -h, --help              this text\n"
             "\n"
             "Prints \"READY <address>\" on stdout once it listens. Logs to stderr.\n"
             "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
             "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind.\n");
-}
-
-static int s_number(const char *flag, const char *text, uint64_t *value)
-{
-    if (aq_arg_u64(text, value))
-        return 1;
-    fprintf(stderr, "asyncq-broker: %s needs a whole number, not '%s'\n", flag, text);
-    return 0;
 }
 
 static int s_lease_is_valid(uint64_t lease_ms)
@@ -87,23 +81,69 @@ static int s_queue_leases(broker_config_t *config, const char *text)
     return 1;
 }
 
-static void s_print_config(const broker_config_t *config)
+/*  A numeric setting: its flag, the environment variable read when the flag
+    is not given, and where its value goes. */
+typedef struct {
+    const char *flag;
+    const char *env;
+    uint64_t *value;
+    const char *text; /* from the flag, else the environment, else NULL */
+} setting_t;
+
+enum { SETTINGS = 10 };
+
+static void s_settings_init(setting_t *settings, broker_config_t *config)
+{
+    setting_t table[SETTINGS] = {
+        {"max-item", "ASYNCQ_MAX_ITEM", &config->max_item, NULL},
+        {"maxsize", "ASYNCQ_MAXSIZE", &config->maxsize, NULL},
+        {"max-queues", "ASYNCQ_MAX_QUEUES", &config->max_queues, NULL},
+        {"max-joins", "ASYNCQ_MAX_JOINS", &config->max_joiners, NULL},
+        {"max-joins-per-peer", "ASYNCQ_MAX_JOINS_PER_PEER", &config->max_joins_per_peer, NULL},
+        {"max-credit", "ASYNCQ_MAX_CREDIT", &config->max_credit, NULL},
+        {"heartbeat-ms", "ASYNCQ_HEARTBEAT_MS", &config->heartbeat_ms, NULL},
+        {"lease-ms", "ASYNCQ_LEASE_MS", &config->lease_ms, NULL},
+        {"max-attempts", "ASYNCQ_MAX_ATTEMPTS", &config->max_attempts, NULL},
+        {"drain-ms", "ASYNCQ_DRAIN_MS", &config->drain_ms, NULL},
+    };
+    memcpy(settings, table, sizeof table);
+}
+
+/*  Reads the environment for settings no flag gave, then parses them all. */
+static int s_settings_parse(setting_t *settings)
+{
+    for (int i = 0; i < SETTINGS; i++) {
+        const char *text = aq_arg_env(settings[i].text, settings[i].env);
+        if (text && !aq_arg_u64(text, settings[i].value)) {
+            fprintf(stderr, "asyncq-broker: --%s (%s) needs a whole number, not '%s'\n",
+                    settings[i].flag, settings[i].env, text);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int s_config_is_valid(broker_config_t *config)
+{
+    if (config->heartbeat_ms < 10 || config->heartbeat_ms > 600000) {
+        fprintf(stderr, "asyncq-broker: --heartbeat-ms must be from 10 to 600000\n");
+        return 0;
+    }
+    if (config->drain_ms > INT32_MAX)
+        config->drain_ms = INT32_MAX;
+    return s_lease_is_valid(config->lease_ms);
+}
+
+static void s_print_config(const broker_config_t *config, const setting_t *settings)
 {
     printf("ASYNCQ_BIND=%s\n", config->bind);
-    printf("ASYNCQ_MAX_ITEM=%llu\n", (unsigned long long) config->max_item);
-    printf("ASYNCQ_MAXSIZE=%llu\n", (unsigned long long) config->maxsize);
-    printf("ASYNCQ_LEASE_MS=%llu\n", (unsigned long long) config->lease_ms);
+    for (int i = 0; i < SETTINGS; i++)
+        printf("%s=%llu\n", settings[i].env, (unsigned long long) *settings[i].value);
     printf("ASYNCQ_QUEUE_LEASE=");
     for (size_t i = 0; i < config->queue_lease_count; i++)
         printf("%s%s=%llu", i ? "," : "", config->queue_leases[i].queue,
                (unsigned long long) config->queue_leases[i].lease_ms);
-    printf("\nASYNCQ_DRAIN_MS=%llu\n", (unsigned long long) config->drain_ms);
-    printf("max_queues=%llu\nmax_joins=%llu\nmax_joins_per_peer=%llu\nmax_credit=%llu\n"
-           "heartbeat_ms=%llu\nmax_attempts=%llu\n",
-           (unsigned long long) config->max_queues, (unsigned long long) config->max_joiners,
-           (unsigned long long) config->max_joins_per_peer,
-           (unsigned long long) config->max_credit, (unsigned long long) config->heartbeat_ms,
-           (unsigned long long) config->max_attempts);
+    printf("\nASYNCQ_VERBOSE=%d\n", config->verbose);
 }
 
 int main(int argc, char **argv)
@@ -121,46 +161,32 @@ int main(int argc, char **argv)
         .max_joins_per_peer = BROKER_DEFAULT_MAX_JOINS_PER_PEER,
         .drain_ms = BROKER_DEFAULT_DRAIN_MS,
     };
-    const char *max_item = NULL, *maxsize = NULL, *lease = NULL, *drain = NULL;
+    setting_t settings[SETTINGS];
+    s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0;
-    static const struct option options[] = {
-        {"bind", required_argument, 0, 'b'},     {"max-item", required_argument, 0, 'I'},
-        {"maxsize", required_argument, 0, 'm'},  {"max-queues", required_argument, 0, 'Q'},
-        {"max-joins", required_argument, 0, 'J'}, {"max-credit", required_argument, 0, 'C'},
-        {"heartbeat-ms", required_argument, 0, 'H'}, {"lease-ms", required_argument, 0, 'L'},
-        {"max-attempts", required_argument, 0, 'A'},
-        {"queue-lease", required_argument, 0, 'q'},
-        {"max-joins-per-peer", required_argument, 0, 'P'},
-        {"drain-ms", required_argument, 0, 'D'},
-        {"print-config", no_argument, 0, 'p'},
-        {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    /* Options 0..SETTINGS-1 are the numeric settings, by index. */
+    struct option options[SETTINGS + 6];
+    for (int i = 0; i < SETTINGS; i++)
+        options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
+    options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
+    options[SETTINGS + 1] = (struct option){"queue-lease", required_argument, 0, 'q'};
+    options[SETTINGS + 2] = (struct option){"print-config", no_argument, 0, 'p'};
+    options[SETTINGS + 3] = (struct option){"verbose", no_argument, 0, 'v'};
+    options[SETTINGS + 4] = (struct option){"help", no_argument, 0, 'h'};
+    options[SETTINGS + 5] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
+        if (opt >= 1000 && opt < 1000 + SETTINGS) {
+            settings[opt - 1000].text = optarg;
+            continue;
+        }
         switch (opt) {
         case 'b': config.bind = optarg; break;
-        case 'I': max_item = optarg; break;
-        case 'm': maxsize = optarg; break;
-        case 'Q': if (!s_number("--max-queues", optarg, &config.max_queues)) return AQ_EXIT_USAGE; break;
-        case 'J': if (!s_number("--max-joins", optarg, &config.max_joiners)) return AQ_EXIT_USAGE; break;
-        case 'C': if (!s_number("--max-credit", optarg, &config.max_credit)) return AQ_EXIT_USAGE; break;
-        case 'H':
-            if (!s_number("--heartbeat-ms", optarg, &config.heartbeat_ms))
-                return AQ_EXIT_USAGE;
-            if (config.heartbeat_ms < 10 || config.heartbeat_ms > 600000) {
-                fprintf(stderr, "asyncq-broker: --heartbeat-ms must be from 10 to 600000\n");
-                return AQ_EXIT_USAGE;
-            }
-            break;
-        case 'L': lease = optarg; break;
-        case 'A': if (!s_number("--max-attempts", optarg, &config.max_attempts)) return AQ_EXIT_USAGE; break;
         case 'q':
             queue_lease_given = 1;
             if (!s_queue_leases(&config, optarg))
                 return AQ_EXIT_USAGE;
             break;
-        case 'P': if (!s_number("--max-joins-per-peer", optarg, &config.max_joins_per_peer)) return AQ_EXIT_USAGE; break;
-        case 'D': drain = optarg; break;
         case 'p': print_config = 1; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
@@ -171,24 +197,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "asyncq-broker: unexpected argument '%s' (see --help)\n", argv[optind]);
         return AQ_EXIT_USAGE;
     }
-    max_item = aq_arg_env(max_item, "ASYNCQ_MAX_ITEM");
-    maxsize = aq_arg_env(maxsize, "ASYNCQ_MAXSIZE");
-    lease = aq_arg_env(lease, "ASYNCQ_LEASE_MS");
-    drain = aq_arg_env(drain, "ASYNCQ_DRAIN_MS");
     const char *queue_leases = getenv("ASYNCQ_QUEUE_LEASE");
-    if ((max_item && !s_number("--max-item", max_item, &config.max_item))
-        || (maxsize && !s_number("--maxsize", maxsize, &config.maxsize))
-        || (lease && !s_number("--lease-ms", lease, &config.lease_ms))
-        || (drain && !s_number("--drain-ms", drain, &config.drain_ms))
-        || !s_lease_is_valid(config.lease_ms)
+    const char *verbose = getenv("ASYNCQ_VERBOSE");
+    if (verbose && strcmp(verbose, "1") == 0)
+        config.verbose = 1;
+    if (!s_settings_parse(settings) || !s_config_is_valid(&config)
         || (!queue_lease_given && queue_leases && *queue_leases
             && !s_queue_leases(&config, queue_leases)))
         return AQ_EXIT_USAGE;
-    if (config.drain_ms > INT32_MAX)
-        config.drain_ms = INT32_MAX;
     config.bind = aq_endpoint_choose(config.bind, "ASYNCQ_BIND", "*");
     if (print_config) {
-        s_print_config(&config);
+        s_print_config(&config, settings);
         return AQ_EXIT_OK;
     }
 

@@ -27,9 +27,11 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         {"broker", required_argument, 0, 'b'}, {"queue", required_argument, 0, 'q'},
         {"timeout", required_argument, 0, 't'}, {"all", no_argument, 0, 'a'},
         {"immediate", no_argument, 0, 'i'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"print-config", no_argument, 0, 'p'}, {0, 0, 0, 0}};
     int is_join = strcmp(command, "join") == 0;
     int every_queue = strcmp(command, "stats") == 0 || strcmp(command, "shutdown") == 0;
+    const char *timeout = NULL;
+    int print_config = 0;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "b:q:h", options, NULL)) != -1) {
@@ -37,16 +39,14 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
             opts->broker = optarg;
         else if (opt == 'q')
             opts->queue = optarg;
-        else if (opt == 't' && is_join) {
-            if (!aq_arg_seconds_ms(optarg, &opts->timeout_ms)) {
-                fprintf(stderr, "asyncq %s: --timeout needs seconds, not '%s'\n", command, optarg);
-                return 0;
-            }
-        }
+        else if (opt == 't' && is_join)
+            timeout = optarg;
         else if (opt == 'a' && is_join)
             opts->all = 1;
         else if (opt == 'i' && strcmp(command, "shutdown") == 0)
             opts->immediate = 1;
+        else if (opt == 'p')
+            print_config = 1;
         else if (opt == 'h') {
             printf("%s", usage);
             exit(AQ_EXIT_OK);
@@ -64,6 +64,18 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         fprintf(stderr, "asyncq %s: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
                 command, opts->queue, AQ_NAME_MAX);
         return 0;
+    }
+    timeout = is_join ? aq_arg_env(timeout, "ASYNCQ_JOIN_TIMEOUT") : NULL;
+    if (timeout && !aq_arg_seconds_ms(timeout, &opts->timeout_ms)) {
+        fprintf(stderr, "asyncq %s: --timeout (ASYNCQ_JOIN_TIMEOUT) needs seconds, not '%s'\n",
+                command, timeout);
+        return 0;
+    }
+    if (print_config) {
+        printf("ASYNCQ_BROKER=%s\nASYNCQ_QUEUE=%s\n", opts->broker, opts->queue);
+        if (is_join)
+            printf("ASYNCQ_JOIN_TIMEOUT=%.3f\n", (double) opts->timeout_ms / 1000.0);
+        exit(AQ_EXIT_OK);
     }
     return 1;
 }
@@ -114,10 +126,11 @@ int cli_put(int argc, char **argv)
 int cli_join(int argc, char **argv)
 {
     const char *usage =
-        "Usage: asyncq join [-b ADDR] [-q QUEUE] [--timeout SECONDS] [--all]\n"
+        "Usage: asyncq join [-b ADDR] [-q QUEUE] [--timeout SECONDS] [--all] [--print-config]\n"
         "Waits until every item the broker accepted on QUEUE before the join arrived\n"
         "has been acked. --all waits until nothing at all is outstanding, items put\n"
-        "later included (asyncio's Queue.join). Exit 0 when joined, 4 on time-out.\n";
+        "later included (asyncio's Queue.join). Exit 0 when joined, 4 on time-out.\n"
+        "Environment: ASYNCQ_BROKER, ASYNCQ_QUEUE, ASYNCQ_JOIN_TIMEOUT (seconds, 0 = none).\n";
     request_options_t opts = {0};
     if (!s_parse("join", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
