@@ -1,0 +1,40 @@
+# asyncq: one image for the broker, the workers and the control command.
+# Build stage: Debian with the -dev packages. Run stage: slim Debian with only
+# the runtime libraries, as a non-root user. Both images are build arguments so
+# that a registry mirror (or a locally made base image) can stand in for
+# Docker Hub: docker build --build-arg BASE_IMAGE=mirror/debian:bookworm ...
+ARG BASE_IMAGE=debian:bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      build-essential cmake pkg-config libzmq3-dev libczmq-dev \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY CMakeLists.txt ./
+COPY cmake ./cmake
+COPY common ./common
+COPY broker ./broker
+COPY producer ./producer
+COPY consumer ./consumer
+COPY cli ./cli
+COPY bench ./bench
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DASYNCQ_TESTS=OFF \
+ && cmake --build build -j"$(nproc)" \
+ && cmake --install build --prefix /opt/asyncq --strip
+
+FROM ${RUNTIME_IMAGE}
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzmq5 libczmq4 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin asyncq
+COPY --from=build /opt/asyncq/bin/ /usr/local/bin/
+USER asyncq
+# The broker listens on every interface: PULL (puts) on 5557, ROUTER on 5558.
+EXPOSE 5557 5558
+# Healthy when the broker in this container answers a STATS request. Worker
+# containers, which run no broker, turn this off (see docker-compose.yml).
+HEALTHCHECK --interval=5s --timeout=5s --retries=3 \
+  CMD ["asyncq", "stats", "--broker", "localhost:5557"]
+CMD ["asyncq-broker"]

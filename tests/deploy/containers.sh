@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Real containers: starts a Docker daemon of its own, builds a Debian base
+# image with debootstrap (no image can be pulled), builds asyncq's image on it,
+# runs docker-compose with 3 producers, 5 consumers and the join, and checks
+# that every item was acked and the join completed.
+#
+#   tests/deploy/containers.sh        (as root; exit 77 = skipped)
+#
+# Everything it makes goes when it ends: containers, images, networks, the
+# daemon (stopped by its PID), its data, docker0, the firewall rules the daemon
+# added and net.ipv4.ip_forward as it was. Where the daemon cannot start, it
+# says so and exits 77, which CI reports as skipped, not passed.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/../.." && pwd)
+mirror=${ASYNCQ_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+producers=3 consumers=5 per_producer=40
+skip() { echo "SKIPPED: $*"; exit 77; }
+
+[ "$(id -u)" = 0 ] || skip "starting dockerd needs root"
+for tool in dockerd /usr/bin/docker docker-compose debootstrap iptables-save; do
+  command -v "$tool" >/dev/null || skip "$tool is not installed (apt-get install docker.io docker-compose debootstrap)"
+done
+# Debian's client, which builds without BuildKit; another docker may be first on PATH.
+docker() { /usr/bin/docker "$@"; }
+export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
+
+work=$(mktemp -d /var/tmp/asyncq-containers.XXXXXX)
+project=asyncqtest$$
+export DOCKER_HOST=unix://$work/docker.sock
+ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)
+had_docker0=0; ip link show docker0 >/dev/null 2>&1 && had_docker0=1
+if command -v nft >/dev/null && iptables --version | grep -q nf_tables; then
+  firewall=nft; nft list ruleset > "$work/firewall.before"
+else
+  firewall=legacy; iptables-save > "$work/firewall.before"
+fi
+dockerd_pid=
+
+cleanup() {
+  set +e
+  if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
+    docker-compose -p "$project" -f "$top/docker-compose.yml" down --volumes --remove-orphans >/dev/null 2>&1
+    docker rm -f $(docker ps -aq) >/dev/null 2>&1
+    docker rmi -f asyncq:containers-test asyncq-base:containers-test >/dev/null 2>&1
+    docker system prune -af >/dev/null 2>&1
+    kill "$dockerd_pid"
+    for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$dockerd_pid" 2>/dev/null
+  fi
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  [ "$had_docker0" = 1 ] || ip link del docker0 2>/dev/null
+  if [ "$firewall" = nft ]; then
+    nft flush ruleset && nft -f "$work/firewall.before"
+  else
+    for table in $(iptables-save | sed -n 's/^\*//p'); do
+      iptables -t "$table" -F; iptables -t "$table" -X
+    done
+    iptables -P FORWARD ACCEPT
+    iptables-restore < "$work/firewall.before"
+  fi
+  echo "$ip_forward" > /proc/sys/net/ipv4/ip_forward
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== starting dockerd (data in $work)"
+# --bridge=none: no docker0 (compose makes a network of its own), so nothing
+# clashes with a daemon the machine may already run.
+dockerd --data-root "$work/root" --exec-root "$work/exec" --pidfile "$work/dockerd.pid" --bridge=none \
+  --host "$DOCKER_HOST" > "$work/dockerd.log" 2>&1 &
+dockerd_pid=$!
+for _ in $(seq 150); do
+  docker info >/dev/null 2>&1 && break
+  kill -0 "$dockerd_pid" 2>/dev/null || break
+  sleep 0.2
+done
+if ! docker info >/dev/null 2>&1; then
+  tail -n 5 "$work/dockerd.log"
+  skip "the Docker daemon cannot start on this machine (its log is above)"
+fi
+
+echo "== base image: debootstrap --variant=minbase bookworm ($mirror)"
+debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" > "$work/debootstrap.log" 2>&1 \
+  || { tail -n 20 "$work/debootstrap.log"; exit 1; }
+tar -C "$work/rootfs" -c . | docker import - asyncq-base:containers-test >/dev/null
+rm -rf "$work/rootfs"
+
+echo "== docker build"
+# The build's RUN steps use the host's network: the daemon's bridge may not
+# reach the Debian mirror from here.
+docker build --network host -q -t asyncq:containers-test \
+  --build-arg BASE_IMAGE=asyncq-base:containers-test \
+  --build-arg RUNTIME_IMAGE=asyncq-base:containers-test "$top"
+
+echo "== docker-compose up: $producers producers x $per_producer items, $consumers consumers, join"
+export ASYNCQ_IMAGE=asyncq:containers-test ASYNCQ_COUNT=$per_producer \
+  ASYNCQ_PRODUCER_MAX_SLEEP=0.05 ASYNCQ_CONSUMER_MAX_SLEEP=0.05 ASYNCQ_JOIN_TIMEOUT=120
+compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
+# up returns once the join has started: it waits for every producer to exit 0.
+timeout 600 docker-compose -p "$project" -f "$top/docker-compose.yml" up -d --no-build \
+  --scale producer=$producers --scale consumer=$consumers
+join_status=$(timeout 180 docker wait "$(compose ps -q join)")
+compose logs --no-color join producer | tail -n 20
+
+fail=0
+check() { # description, command...
+  local what=$1; shift
+  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
+}
+expected=$((producers * per_producer))
+stats=$(compose exec -T broker asyncq stats --queue default)
+echo "broker: $stats"
+field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $stats"; }
+check "join exited 0" test "$join_status" = 0
+check "join printed its answer" grep -q "^join.*joined default" <(compose logs --no-color join)
+check "every producer confirmed its items" test \
+  "$(compose logs --no-color producer | grep -c "done: $per_producer items confirmed")" = $producers
+check "broker accepted $expected puts" test "$(field puts)" = $expected
+check "broker saw $expected acks" test "$(field acked)" = $expected
+check "nothing outstanding" test "$(field outstanding)" = 0
+check "$consumers consumers connected" test "$(field consumers)" = $consumers
+check "broker healthy (HEALTHCHECK)" test \
+  "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q broker)")" = healthy
+check "runs as a non-root user" test "$(compose exec -T broker id -u)" != 0
+exit $fail

