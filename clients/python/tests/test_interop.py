@@ -1,0 +1,111 @@
+"""The Python client against the real C broker and the C programs."""
+import asyncio
+import re
+import unittest
+
+from broker import Broker
+
+import asyncq
+
+
+class Interop(unittest.IsolatedAsyncioTestCase):
+    def setUp(self):
+        self.broker = Broker()
+
+    def tearDown(self):
+        self.broker.stop()
+
+    async def test_put_from_python_consume_in_c(self):
+        async with asyncq.Queue(self.broker.address, "py2c") as q:
+            sent = [f"item-{i}" for i in range(50)]
+            for item in sent:
+                await q.put(item)
+            out = self.broker.run("asyncq-consumer", "-q", "py2c", "--count", "50",
+                                  "--max-sleep", "0", "--credit", "8")
+            got = re.findall(r"got element <([^>]*)>", out)
+            self.assertEqual(sorted(got), sorted(sent))
+            self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+            stats = await q.stats()
+            self.assertEqual((stats["puts"], stats["acked"], stats["outstanding"]), (50, 50, 0))
+
+    async def test_put_from_c_consume_in_python(self):
+        out = self.broker.run("asyncq-producer", "-q", "c2py", "--count", "30",
+                              "--max-sleep", "0")
+        sent = re.findall(r"added <([^>]*)>", out)
+        self.assertEqual(len(sent), 30)
+        async with asyncq.Queue(self.broker.address, "c2py", credit=4) as q:
+            got = []
+            for _ in range(30):
+                item = await q.get()
+                self.assertEqual(item.attempt, 1)
+                got.append(item.decode())
+                q.task_done(item)
+            self.assertEqual(got, sent)  # one producer, one consumer: FIFO
+            self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+
+    async def test_join_from_python_while_c_consumers_ack(self):
+        async with asyncq.Queue(self.broker.address, "joinc") as q:
+            for i in range(40):
+                await q.put(f"job-{i}")
+            consumers = [self.broker.start("asyncq-consumer", "-q", "joinc", "--max-sleep",
+                                           "0.05") for _ in range(2)]
+            try:
+                joined = await q.join(timeout=60)
+                stats = await q.stats()
+                # When the join answers, every item is acked: not one earlier.
+                self.assertEqual((stats["acked"], stats["outstanding"]), (40, 0))
+                self.assertLessEqual(joined.count, 40)
+                self.assertEqual(joined.dead, 0)
+            finally:
+                for consumer in consumers:
+                    consumer.terminate()
+                    consumer.communicate()
+
+    async def test_blocking_client_with_c_producer(self):
+        self.broker.run("asyncq-producer", "-q", "blocking", "--count", "5", "--max-sleep", "0")
+
+        def work():
+            with asyncq.BlockingQueue(self.broker.address, "blocking") as q:
+                self.assertEqual(q.qsize(), 5)
+                for _ in range(5):
+                    q.get(timeout=10)
+                    q.task_done()
+                self.assertEqual(q.join(timeout=10), asyncq.Joined(0, 0))
+                self.assertEqual(q.qsize(), 0)
+                q.put(b"back")
+                self.assertEqual(q.get(timeout=10), b"back")
+                with self.assertRaises(TimeoutError):
+                    q.join(timeout=0.2)  # "back" is got, not acked
+                q.task_done()
+                q.join(timeout=10)
+
+        await asyncio.to_thread(work)
+
+    async def test_clients_carry_on_after_a_broker_restart(self):
+        self.broker.stop()
+        self.broker = Broker("--heartbeat-ms", "200")
+        address = self.broker.address
+        async with asyncq.Queue(address, "restart") as producer, \
+                asyncq.Queue(address, "restart", credit=4) as consumer:
+            getter = asyncio.create_task(consumer.get())
+            await asyncio.sleep(0.1)  # the consumer's session is open
+            for i in range(100):
+                await producer.put_nowait(str(i))
+            # Killed before any put was confirmed: they are all sent again.
+            self.broker.stop()
+            self.broker = Broker("--heartbeat-ms", "200", bind=address)
+            await asyncio.wait_for(producer.flush(), 30)
+            got = {await asyncio.wait_for(getter, 30)}
+            consumer.task_done()
+            while len(got) < 100:
+                got.add(await asyncio.wait_for(consumer.get(), 30))
+                consumer.task_done()
+            self.assertEqual(got, {str(i).encode() for i in range(100)})
+            await producer.join(timeout=30)
+            stats = await producer.stats()
+            # De-duplicated by producer id and seq: each put enqueued once.
+            self.assertEqual((stats["puts"], stats["acked"]), (100, 100))
+
+
+if __name__ == "__main__":
+    unittest.main()

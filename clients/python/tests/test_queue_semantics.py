@@ -1,0 +1,164 @@
+"""CPython's Lib/test/test_asyncio/test_queues.py, the behaviours that make
+sense over a network, against the real C broker."""
+import asyncio
+import itertools
+import unittest
+
+from broker import Broker
+
+import asyncq
+
+_names = itertools.count(1)
+
+
+class QueueSemantics(unittest.IsolatedAsyncioTestCase):
+    broker_flags = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker(*cls.broker_flags)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.stop()
+
+    async def asyncSetUp(self):
+        self.name = f"{type(self).__name__}-{next(_names)}"
+        self.clients = []
+
+    async def asyncTearDown(self):
+        for client in self.clients:
+            await client.close()
+
+    def client(self, **options):
+        client = asyncq.Queue(self.broker.address, self.name, **options)
+        self.clients.append(client)
+        return client
+
+
+class Basics(QueueSemantics):
+    async def test_fifo_order_with_one_consumer(self):
+        q = self.client()
+        for i in range(20):
+            await q.put(str(i))
+        got = []
+        for _ in range(20):
+            got.append(int(await q.get()))
+            q.task_done()
+        self.assertEqual(got, list(range(20)))
+
+    async def test_task_done_called_too_many_times_raises(self):
+        q = self.client()
+        with self.assertRaises(ValueError):
+            q.task_done()
+        await q.put(b"x")
+        await q.get()
+        q.task_done()
+        with self.assertRaises(ValueError):
+            q.task_done()
+
+    async def test_task_done_names_the_item(self):
+        q = self.client(credit=2)
+        await q.put(b"a")
+        await q.put(b"b")
+        a, b = await q.get(), await q.get()
+        q.task_done(b)
+        with self.assertRaises(ValueError):
+            q.task_done(b)
+        with self.assertRaises(TimeoutError):
+            await q.join(timeout=0.2)  # a is still held
+        q.task_done(a)
+        self.assertEqual((await q.join(timeout=10)).dead, 0)
+        self.assertEqual((await q.stats())["acked"], 2)
+
+    async def test_join_with_no_items_returns_at_once(self):
+        q = self.client()
+        self.assertEqual(await q.join(timeout=5), asyncq.Joined(0, 0))
+        self.assertEqual(q.qsize(), 0)
+        self.assertTrue(q.empty())
+
+    async def test_join_waits_for_task_done(self):
+        producer, consumer = self.client(), self.client()
+        for i in range(3):
+            await producer.put(str(i))
+        done = []
+
+        async def worker():
+            for _ in range(3):
+                item = await consumer.get()
+                await asyncio.sleep(0.01)  # the work
+                done.append(item)
+                consumer.task_done()
+
+        task = asyncio.create_task(worker())
+        await producer.join(timeout=30)
+        self.assertEqual(len(done), 3)  # join answered only after every task_done
+        await task
+
+    async def test_get_waits_for_put(self):
+        q = self.client()
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0.1)
+        self.assertFalse(getter.done())
+        await self.client().put(b"late")
+        self.assertEqual(await asyncio.wait_for(getter, 10), b"late")
+        q.task_done()
+
+    async def test_cancelled_get_loses_no_item(self):
+        q = self.client()
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0.1)
+        getter.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await getter
+        await self.client().put(b"kept")
+        self.assertEqual(await asyncio.wait_for(q.get(), 10), b"kept")
+        q.task_done()
+        self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+
+    async def test_items_of_a_closed_client_go_to_another(self):
+        first = asyncq.Queue(self.broker.address, self.name, credit=1)
+        getter = asyncio.create_task(first.get())
+        await asyncio.sleep(0.1)
+        getter.cancel()
+        await self.client().put(b"held")
+        # The item reaches first (its credit) but no get() takes it.
+        while (await self.client().stats()).get("inflight") != 1:
+            await asyncio.sleep(0.01)
+        await first.close()
+        second = self.client()
+        item = await asyncio.wait_for(second.get(), 10)
+        self.assertEqual((item, item.attempt), (b"held", 2))
+        second.task_done()
+
+    async def test_shutdown_then_get_raises(self):
+        q = self.client()
+        await q.put(b"last")
+        self.broker.run("asyncq", "shutdown", "-q", self.name)
+        self.assertEqual(await q.get(), b"last")
+        q.task_done()
+        with self.assertRaises(asyncq.QueueShutDown):
+            await asyncio.wait_for(q.get(), 10)
+        with self.assertRaises(asyncq.QueueShutDown):
+            await q.put(b"refused")
+
+
+class Maxsize(QueueSemantics):
+    broker_flags = ("--maxsize", "1")
+
+    async def test_maxsize_makes_put_wait(self):
+        q = self.client()
+        await q.put(b"first")
+        putter = asyncio.create_task(q.put(b"second"))
+        await asyncio.sleep(0.2)
+        self.assertFalse(putter.done())  # the queue is full
+        self.assertEqual(await q.get(), b"first")
+        await asyncio.wait_for(putter, 10)  # room again: the put is accepted
+        q.task_done()
+        self.assertEqual(await q.get(), b"second")
+        q.task_done()
+        await q.join(timeout=10)
+
+
+if __name__ == "__main__":
+    unittest.main()

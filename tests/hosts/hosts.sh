@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Across hosts: each "host" is a Linux network namespace with its own address,
+# joined to the others by veth pairs on a bridge that lives in a namespace of
+# its own; nothing is added to the machine's own network. Clients reach the
+# broker by a name (broker.asyncq.test) mapped in each namespace's /etc/hosts.
+#
+#   tests/hosts/hosts.sh BIN_DIR        (as root; exit 77 = skipped)
+#
+# 1. broker on one host, 3 producers and 5 consumers on others, a join from
+#    another: every item acked, join exact.
+# 2. the same, but one consumer holds items (its --exec command never ends)
+#    when its link is cut (ip link set eth0 down): the broker finds it gone
+#    by ZMTP heartbeats, the items it held are delivered to the others, and
+#    the join completes exactly.
+set -euo pipefail
+
+bin=$(cd "${1:?usage: hosts.sh BIN_DIR}" && pwd)
+skip() { echo "SKIPPED: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "network namespaces need root"
+command -v ip >/dev/null || skip "ip (iproute2) is not installed"
+
+tag=aq$$
+work=$(mktemp -d)
+subnet=10.$((100 + $$ % 100)).$(( ($$ / 100) % 250 ))
+hosts=(broker ctl p1 p2 p3 c1 c2 c3 c4 c5)
+pids=()
+
+ns() { echo "$tag-$1"; }
+on() { local host=$1; shift; ip netns exec "$(ns "$host")" "$@"; }
+
+cleanup() {
+  set +e
+  for host in "${hosts[@]}" sw; do
+    ip netns pids "$(ns "$host")" 2>/dev/null | xargs -r kill -9
+  done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  for host in "${hosts[@]}" sw; do
+    ip netns del "$(ns "$host")" 2>/dev/null
+    rm -rf "/etc/netns/$(ns "$host")"
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== hosts: ${hosts[*]} on $subnet.0/24"
+ip netns add "$(ns sw)"
+on sw ip link add br0 type bridge
+on sw ip link set br0 up
+on sw ip link set lo up
+i=1
+for host in "${hosts[@]}"; do
+  ip netns add "$(ns "$host")"
+  ip link add "$tag$i" type veth peer name "${tag}p$i"
+  ip link set "$tag$i" netns "$(ns "$host")"
+  ip link set "${tag}p$i" netns "$(ns sw)"
+  on sw ip link set "${tag}p$i" master br0 up
+  on "$host" ip link set "$tag$i" name eth0
+  on "$host" ip addr add "$subnet.$i/24" dev eth0
+  on "$host" ip link set eth0 up
+  on "$host" ip link set lo up
+  mkdir -p "/etc/netns/$(ns "$host")"
+  printf '127.0.0.1 localhost\n%s.1 broker.asyncq.test\n' "$subnet" \
+    > "/etc/netns/$(ns "$host")/hosts"
+  i=$((i + 1))
+done
+on c1 getent hosts broker.asyncq.test
+
+broker=broker.asyncq.test:5557
+on broker "$bin/asyncq-broker" --bind "tcp://$subnet.1:5557" --heartbeat-ms 200 \
+  > "$work/broker.out" 2> "$work/broker.log" &
+pids+=($!)
+for _ in $(seq 100); do grep -q READY "$work/broker.out" && break; sleep 0.1; done
+grep READY "$work/broker.out"
+
+fail=0
+check() { # description, command...
+  local what=$1; shift
+  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
+}
+stat_of() { # queue, field
+  on ctl "$bin/asyncq" stats -b "$broker" -q "$1" | sed -n "s/.* $2=\([0-9]*\).*/\1/p"
+}
+
+run_phase() { # queue, per-producer count, items put before
+  local queue=$1 count=$2 before=${3:-0} p
+  local producer_pids=()
+  for p in p1 p2 p3; do
+    on "$p" "$bin/asyncq-producer" -b "$broker" -q "$queue" --name "$p" --count "$count" \
+      --max-sleep 0.02 > "$work/$queue-$p.out" 2>&1 &
+    producer_pids+=($!); pids+=($!)
+  done
+  for p in "${producer_pids[@]}"; do
+    wait "$p" || { echo "FAILED: a producer exited $?"; fail=1; }
+  done
+  # Every producer exited 0: the broker confirmed all their puts.
+  on ctl "$bin/asyncq" join -b "$broker" -q "$queue" --timeout 60 > "$work/$queue-join.out" 2>&1 \
+    || { echo "FAILED: join: $(cat "$work/$queue-join.out")"; fail=1; }
+  cat "$work/$queue-join.out"
+  local expected=$((3 * count + before))
+  check "$queue: $expected puts" test "$(stat_of "$queue" puts)" = $expected
+  check "$queue: $expected acked" test "$(stat_of "$queue" acked)" = $expected
+  check "$queue: nothing outstanding" test "$(stat_of "$queue" outstanding)" = 0
+  local missing=0 item
+  for item in $(cat "$work/$queue"-p*.out | sed -n 's/.*added <\([^>]*\)>.*/\1/p'); do
+    grep -q "<$item>" "$work/$queue"-c*.out || missing=$((missing + 1))
+  done
+  check "$queue: every item put was consumed on another host ($missing missing)" test $missing = 0
+}
+
+echo "== phase 1: 3 producers, 5 consumers, join"
+for c in c1 c2 c3 c4 c5; do
+  on "$c" "$bin/asyncq-consumer" -b "$broker" -q hosts --name "$c" --credit 2 --max-sleep 0.02 \
+    > "$work/hosts-$c.out" 2>&1 &
+  pids+=($!)
+done
+run_phase hosts 200
+
+echo "== phase 2: consumer c1 holds items when its link is cut"
+# c1's command records the item and never finishes, so c1 holds its credit.
+on ctl "$bin/asyncq" put -b "$broker" -q cut held-1 held-2 held-3
+on c1 "$bin/asyncq-consumer" -b "$broker" -q cut --name c1 --credit 3 \
+  --exec "cat >> $work/held; echo >> $work/held; exec sleep 600" > "$work/cut-c1.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ "$(grep -c . "$work/held" 2>/dev/null)" = 3 ] && break; sleep 0.1; done
+check "c1 holds 3 items" test "$(grep -c . "$work/held" 2>/dev/null)" = 3
+on c1 ip link set eth0 down
+echo "c1's link is down; it held: $(tr '\n' ' ' < "$work/held")"
+for c in c2 c3 c4 c5; do
+  on "$c" "$bin/asyncq-consumer" -b "$broker" -q cut --name "$c" --credit 2 --max-sleep 0.02 \
+    > "$work/cut-$c.out" 2>&1 &
+  pids+=($!)
+done
+run_phase cut 100 3
+check "the 3 items c1 held were delivered again" test "$(stat_of cut redelivered)" -ge 3
+for item in $(grep . "$work/held"); do
+  check "$item, held by c1, was consumed by another host" \
+    grep -q "<$item>" "$work"/cut-c[2-5].out
+done
+check "c1 is still running, cut off" kill -0 "${pids[-5]}"
+check "the broker logged c1's session as gone" \
+  grep -q "session c1-.*3 items returned" "$work/broker.log"
+grep "session c1-" "$work/broker.log"
+exit $fail
