@@ -119,12 +119,13 @@ echo "== phase 2: consumer c1 holds items when its link is cut"
 # c1's command records the item and never finishes, so c1 holds its credit.
 on ctl "$bin/asyncq" put -b "$broker" -q cut held-1 held-2 held-3
 on c1 "$bin/asyncq-consumer" -b "$broker" -q cut --name c1 --credit 3 \
-  --exec "cat >> $work/held; echo >> $work/held; exec sleep 600" > "$work/cut-c1.out" 2>&1 &
+  --exec "cat > $work/held.\$ASYNCQ_ITEM_ID; exec sleep 600" > "$work/cut-c1.out" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do [ "$(grep -c . "$work/held" 2>/dev/null)" = 3 ] && break; sleep 0.1; done
-check "c1 holds 3 items" test "$(grep -c . "$work/held" 2>/dev/null)" = 3
+held() { grep -h held "$work"/held.* 2>/dev/null | wc -l; }
+for _ in $(seq 100); do [ "$(held)" = 3 ] && break; sleep 0.1; done
+check "c1 holds 3 items" test "$(held)" = 3
 on c1 ip link set eth0 down
-echo "c1's link is down; it held: $(tr '\n' ' ' < "$work/held")"
+echo "c1's link is down; it held: $(grep -h held "$work"/held.* | tr '\n' ' ')"
 for c in c2 c3 c4 c5; do
   on "$c" "$bin/asyncq-consumer" -b "$broker" -q cut --name "$c" --credit 2 --max-sleep 0.02 \
     > "$work/cut-$c.out" 2>&1 &
@@ -132,7 +133,7 @@ for c in c2 c3 c4 c5; do
 done
 run_phase cut 100 3
 check "the 3 items c1 held were delivered again" test "$(stat_of cut redelivered)" -ge 3
-for item in $(grep . "$work/held"); do
+for item in $(grep -h held "$work"/held.*); do
   check "$item, held by c1, was consumed by another host" \
     grep -q "<$item>" "$work"/cut-c[2-5].out
 done
