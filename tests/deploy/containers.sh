@@ -101,7 +101,9 @@ compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
 timeout 600 docker-compose -p "$project" -f "$top/docker-compose.yml" up -d --no-build \
   --scale producer=$producers --scale consumer=$consumers
 join_status=$(timeout 180 docker wait "$(compose ps -q join)")
-compose logs --no-color join producer | tail -n 20
+echo "image: $(docker image inspect -f '{{.Size}}' asyncq:containers-test) bytes"
+compose logs --no-color join
+compose logs --no-color producer | grep "done:"
 
 fail=0
 check() { # description, command...
