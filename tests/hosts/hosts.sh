@@ -24,6 +24,7 @@ work=$(mktemp -d)
 subnet=10.$((100 + $$ % 100)).$(( ($$ / 100) % 250 ))
 hosts=(broker ctl p1 p2 p3 c1 c2 c3 c4 c5)
 pids=()
+had_etc_netns=0; [ -d /etc/netns ] && had_etc_netns=1
 
 ns() { echo "$tag-$1"; }
 on() { local host=$1; shift; ip netns exec "$(ns "$host")" "$@"; }
@@ -38,6 +39,7 @@ cleanup() {
     ip netns del "$(ns "$host")" 2>/dev/null
     rm -rf "/etc/netns/$(ns "$host")"
   done
+  [ "$had_etc_netns" = 1 ] || rmdir /etc/netns 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
