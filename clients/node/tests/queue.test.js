@@ -7,7 +7,13 @@ const { Broker } = require('./broker');
 const { Queue, BrokerError, TimeoutError } = require('..');
 
 let names = 0;
-const untilFalse = (promise) => Promise.race([promise.then(() => true), new Promise((r) => setTimeout(() => r(false), 200))]);
+// Whether promise settles within 200 ms: to check that something waits.
+const settlesSoon = (promise) => Promise.race([promise.then(() => true, () => true),
+  new Promise((r) => setTimeout(() => r(false), 200))]);
+// Waits until the broker's stats of q's queue show key=value.
+async function untilStat(q, key, value) {
+  while ((await q.stats())[key] !== value) await new Promise((r) => setTimeout(r, 10));
+}
 
 test('queue semantics', async (t) => {
   const broker = await Broker.start();
@@ -75,7 +81,8 @@ test('queue semantics', async (t) => {
     const name = `get-${++names}`;
     const q = client(name);
     const getter = q.get();
-    assert.strictEqual(await untilFalse(getter), false);
+    await untilStat(client(name), 'consumers', 1); // its CREDIT reached the broker
+    assert.strictEqual(await settlesSoon(getter), false);
     await client(name).put('late');
     assert.strictEqual((await getter).toString(), 'late');
     q.taskDone();
@@ -86,7 +93,7 @@ test('queue semantics', async (t) => {
     const q = client(name);
     const controller = new AbortController();
     const getter = q.get({ signal: controller.signal });
-    await untilFalse(getter);
+    await untilStat(client(name), 'consumers', 1); // the get() is waiting
     controller.abort();
     await assert.rejects(getter);
     await client(name).put('kept');
@@ -113,7 +120,8 @@ test('maxsize makes put wait', async () => {
   try {
     await q.put('first');
     const putter = q.put('second');
-    assert.strictEqual(await untilFalse(putter), false); // the queue is full
+    assert.strictEqual(await settlesSoon(putter), false); // the queue is full
+    assert.strictEqual((await q.stats()).puts, 1); // the broker holds the put back
     assert.strictEqual((await q.get()).toString(), 'first');
     await putter; // room again: the put is accepted
     q.taskDone();

@@ -88,7 +88,8 @@ class Interop(unittest.IsolatedAsyncioTestCase):
         async with asyncq.Queue(address, "restart") as producer, \
                 asyncq.Queue(address, "restart", credit=4) as consumer:
             getter = asyncio.create_task(consumer.get())
-            await asyncio.sleep(0.1)  # the consumer's session is open
+            while (await producer.stats()).get("consumers") != 1:
+                await asyncio.sleep(0.01)  # until its CREDIT reached the broker
             for i in range(100):
                 await producer.put_nowait(str(i))
             # Killed before any put was confirmed: they are all sent again.

@@ -30,6 +30,12 @@ class QueueSemantics(unittest.IsolatedAsyncioTestCase):
         for client in self.clients:
             await client.close()
 
+    async def until_stat(self, key, value):
+        """Waits until the broker's stats of this test's queue show key=value."""
+        watcher = self.client()
+        while (await watcher.stats()).get(key) != value:
+            await asyncio.sleep(0.01)
+
     def client(self, **options):
         client = asyncq.Queue(self.broker.address, self.name, **options)
         self.clients.append(client)
@@ -98,7 +104,7 @@ class Basics(QueueSemantics):
     async def test_get_waits_for_put(self):
         q = self.client()
         getter = asyncio.create_task(q.get())
-        await asyncio.sleep(0.1)
+        await self.until_stat("consumers", 1)  # its CREDIT reached the broker
         self.assertFalse(getter.done())
         await self.client().put(b"late")
         self.assertEqual(await asyncio.wait_for(getter, 10), b"late")
@@ -107,7 +113,7 @@ class Basics(QueueSemantics):
     async def test_cancelled_get_loses_no_item(self):
         q = self.client()
         getter = asyncio.create_task(q.get())
-        await asyncio.sleep(0.1)
+        await self.until_stat("consumers", 1)  # the get() is waiting
         getter.cancel()
         with self.assertRaises(asyncio.CancelledError):
             await getter
@@ -119,12 +125,11 @@ class Basics(QueueSemantics):
     async def test_items_of_a_closed_client_go_to_another(self):
         first = asyncq.Queue(self.broker.address, self.name, credit=1)
         getter = asyncio.create_task(first.get())
-        await asyncio.sleep(0.1)
+        await self.until_stat("consumers", 1)
         getter.cancel()
         await self.client().put(b"held")
         # The item reaches first (its credit) but no get() takes it.
-        while (await self.client().stats()).get("inflight") != 1:
-            await asyncio.sleep(0.01)
+        await self.until_stat("inflight", 1)
         await first.close()
         second = self.client()
         item = await asyncio.wait_for(second.get(), 10)
@@ -150,8 +155,11 @@ class Maxsize(QueueSemantics):
         q = self.client()
         await q.put(b"first")
         putter = asyncio.create_task(q.put(b"second"))
+        # The broker holds the put back (its puts counter stays at 1), so
+        # put() has not returned.
         await asyncio.sleep(0.2)
-        self.assertFalse(putter.done())  # the queue is full
+        self.assertEqual((await self.client().stats())["puts"], 1)
+        self.assertFalse(putter.done())
         self.assertEqual(await q.get(), b"first")
         await asyncio.wait_for(putter, 10)  # room again: the put is accepted
         q.task_done()
