@@ -107,6 +107,34 @@ class Interop(unittest.IsolatedAsyncioTestCase):
             # De-duplicated by producer id and seq: each put enqueued once.
             self.assertEqual((stats["puts"], stats["acked"]), (100, 100))
 
+    async def test_a_waiting_join_is_asked_again_after_a_restart(self):
+        self.broker.stop()
+        self.broker = Broker("--heartbeat-ms", "200")
+        address = self.broker.address
+        async with asyncq.Queue(address, "rejoin") as q:
+            await q.put(b"never acked")
+            joiner = asyncio.create_task(q.join(timeout=60))
+            while (await q.stats()).get("joiners") != 1:
+                await asyncio.sleep(0.01)
+            self.broker.stop()
+            self.broker = Broker("--heartbeat-ms", "200", bind=address)
+            # The new broker holds nothing: the join asked again answers at once.
+            self.assertEqual(await asyncio.wait_for(joiner, 30), asyncq.Joined(0, 0))
+
+    async def test_leases_nack_and_limits(self):
+        async with asyncq.Queue(self.broker.address, "lease", credit=2) as q:
+            with self.assertRaises(ValueError):
+                await q.put(b"x" * (1024 * 1024 + 1))  # larger than the broker's max-item
+            await q.put(b"job", lease=2.5)
+            item = await q.get()
+            self.assertEqual((item.attempt, item.lease_ms), (1, 2500))
+            await q.touch(item)
+            await q.nack(item, delay=0.05, reason="try again")
+            again = await q.get()
+            self.assertEqual((again, again.attempt), (b"job", 2))
+            q.task_done(again)
+            self.assertEqual((await q.join(timeout=10)).dead, 0)
+
 
 if __name__ == "__main__":
     unittest.main()
