@@ -591,7 +591,9 @@ static void s_drain_router(broker_t *self)
 static void s_drain_pull(broker_t *self)
 {
     if (self->put_parked) {
-        if (queue_is_full(self->parked_queue))
+        /* A queue shut down meanwhile refuses the put at once, as Python's
+           shutdown wakes blocked putters. */
+        if (queue_is_full(self->parked_queue) && self->parked_queue->state == QUEUE_OPEN)
             return;
         self->put_parked = broker_on_put(self);
         s_free_dropped_peers(self);

@@ -59,10 +59,10 @@ class BlockingQueue:
     def empty(self):
         return self.qsize() == 0
 
-    def close(self):
+    def close(self, timeout=None):
         if self._thread.is_alive():
             try:
-                self._run(self._queue.close())
+                self._run(self._queue.close(timeout))
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join()

@@ -63,6 +63,7 @@ class Queue:
         self._unconfirmed = collections.OrderedDict()  # seq -> PUT frames
         self._refused = {}       # seq -> BrokerError
         self._syncing = None
+        self._cancelled_put = None  # (payload, seq) of a put cancelled before confirmed
         # Consumer side.
         self._consumer = None
         self._delivered = asyncio.Queue()              # Items not yet got
@@ -91,9 +92,26 @@ class Queue:
         holds it. lease: seconds each delivery may take before the item is
         delivered again (default: the queue's). Waits while the queue is full
         (the broker's maxsize). Raises QueueShutDown if the queue was shut
-        down, BrokerError if the broker refused it."""
-        seq = await self.put_nowait(item, lease=lease)
-        await self._confirm(seq)
+        down, BrokerError if the broker refused it.
+
+        Cancelling a waiting put does not take the item back (the broker
+        already has it, or will): a put of the same item right after a
+        cancelled one waits for it instead of putting it twice."""
+        payload = item.encode() if isinstance(item, str) else bytes(item)
+        cancelled, self._cancelled_put = self._cancelled_put, None
+        if cancelled and cancelled[0] == payload:
+            seq = cancelled[1]  # a retry of a cancelled put: it was sent already
+        else:
+            seq = await self.put_nowait(payload, lease=lease)
+        try:
+            await self._confirm(seq)
+        except asyncio.CancelledError:
+            # The put was sent and cannot be taken back: the broker will hold
+            # it. If the caller retries with the same item next, the retry
+            # waits for this put instead of sending a copy.
+            if self._confirmed < seq:
+                self._cancelled_put = (payload, seq)
+            raise
         error = self._refused.pop(seq, None)
         if error:
             raise error
@@ -103,6 +121,7 @@ class Queue:
         seq. flush() (or join(), close()) waits for it. Unlike asyncio's, it
         cannot raise QueueFull: a full queue makes flush() wait instead."""
         session = await self._producer()
+        self._cancelled_put = None
         payload = item.encode() if isinstance(item, str) else bytes(item)
         if len(payload) > session.max_item:
             raise ValueError(f"item of {len(payload)} bytes is larger than the broker's "
@@ -261,14 +280,15 @@ class Queue:
     def empty(self):
         return self.qsize() == 0
 
-    async def close(self):
-        """Waits for every put to be confirmed, then ends both sessions: items
-        delivered to this client and not acked go back to the queue."""
+    async def close(self, timeout=None):
+        """Waits for every put to be confirmed (at most timeout seconds, then
+        raises TimeoutError: those puts may be lost), then ends both sessions:
+        items delivered to this client and not acked go back to the queue."""
         if self._closed:
             return
         try:
             if self._control is not None and self._seq > self._confirmed:
-                await self.flush()
+                await asyncio.wait_for(self.flush(), timeout)
         finally:
             self._closed = True
             for session in (self._consumer, self._control):

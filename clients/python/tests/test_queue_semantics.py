@@ -28,7 +28,7 @@ class QueueSemantics(unittest.IsolatedAsyncioTestCase):
 
     async def asyncTearDown(self):
         for client in self.clients:
-            await client.close()
+            await client.close(timeout=10)
 
     async def until_stat(self, key, value):
         """Waits until the broker's stats of this test's queue show key=value."""
@@ -77,8 +77,9 @@ class Basics(QueueSemantics):
         self.assertEqual((await q.join(timeout=10)).dead, 0)
         self.assertEqual((await q.stats())["acked"], 2)
 
-    async def test_join_with_no_items_returns_at_once(self):
+    async def test_join_with_no_items_returns_at_once_twice(self):
         q = self.client()
+        self.assertEqual(await q.join(timeout=5), asyncq.Joined(0, 0))
         self.assertEqual(await q.join(timeout=5), asyncq.Joined(0, 0))
         self.assertEqual(q.qsize(), 0)
         self.assertTrue(q.empty())
@@ -100,6 +101,27 @@ class Basics(QueueSemantics):
         await producer.join(timeout=30)
         self.assertEqual(len(done), 3)  # join answered only after every task_done
         await task
+
+    async def test_join_returns_when_two_workers_finish_100_items(self):
+        producer = self.client()
+        workers = [self.client(credit=4) for _ in range(2)]
+        for i in range(100):
+            await producer.put_nowait(str(i))
+        done = []
+
+        async def work(q):
+            while True:
+                item = await q.get()
+                done.append(item)
+                q.task_done(item)
+
+        tasks = [asyncio.create_task(work(q)) for q in workers]
+        joined = await producer.join(timeout=30)
+        self.assertEqual(len(done), 100)
+        self.assertEqual(sorted(int(x) for x in done), list(range(100)))  # each exactly once
+        self.assertEqual(joined.dead, 0)
+        for task in tasks:
+            task.cancel()
 
     async def test_get_waits_for_put(self):
         q = self.client()
@@ -166,6 +188,45 @@ class Maxsize(QueueSemantics):
         self.assertEqual(await q.get(), b"second")
         q.task_done()
         await q.join(timeout=10)
+
+    async def test_blocked_putters_resume_in_order(self):
+        q = self.client()
+        await q.put(b"0")
+        putters = [asyncio.create_task(q.put(str(i))) for i in range(1, 4)]
+        got = []
+        for _ in range(4):
+            got.append(await q.get())
+            q.task_done()
+        await asyncio.gather(*putters)
+        self.assertEqual(got, [b"0", b"1", b"2", b"3"])
+
+    async def test_cancelled_and_retried_put_lands_once(self):
+        q = self.client()
+        await q.put(b"a")
+        with self.assertRaises(asyncio.TimeoutError):
+            await asyncio.wait_for(q.put(b"b"), 0.2)  # the queue is full
+        retry = asyncio.create_task(q.put(b"b"))
+        self.assertEqual(await q.get(), b"a")
+        q.task_done()
+        await asyncio.wait_for(retry, 10)
+        self.assertEqual(await q.get(), b"b")
+        q.task_done()
+        await q.join(timeout=10)
+        self.assertEqual((await q.stats())["puts"], 2)  # not 3
+
+    async def test_shutdown_wakes_a_blocked_putter(self):
+        q = self.client()
+        await q.put(b"x")
+        putter = asyncio.create_task(q.put(b"y"))
+        while q._seq < 2:  # until the put is sent: the broker holds it back
+            await asyncio.sleep(0.001)
+        self.broker.run("asyncq", "shutdown", "-q", self.name)
+        with self.assertRaises(asyncq.QueueShutDown):
+            await asyncio.wait_for(putter, 10)
+        self.assertEqual(await q.get(), b"x")  # what was queued drains
+        q.task_done()
+        with self.assertRaises(asyncq.QueueShutDown):
+            await asyncio.wait_for(q.get(), 10)
 
 
 if __name__ == "__main__":
