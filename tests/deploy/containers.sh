@@ -95,9 +95,10 @@ docker build --network host -q -t asyncq:containers-test \
 
 echo "== docker-compose up: $producers producers x $per_producer items, $consumers consumers, join"
 export ASYNCQ_IMAGE=asyncq:containers-test ASYNCQ_COUNT=$per_producer \
-  ASYNCQ_PRODUCER_MAX_SLEEP=0.05 ASYNCQ_CONSUMER_MAX_SLEEP=0.05 ASYNCQ_JOIN_TIMEOUT=120
+  ASYNCQ_PRODUCER_MAX_SLEEP=0.05 ASYNCQ_CONSUMER_MAX_SLEEP=0.2 ASYNCQ_JOIN_TIMEOUT=120
 compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
 # up returns once the join has started: it waits for every producer to exit 0.
+# Consumers are slower than producers, so the join has items to wait for.
 timeout 600 docker-compose -p "$project" -f "$top/docker-compose.yml" up -d --no-build \
   --scale producer=$producers --scale consumer=$consumers
 join_status=$(timeout 180 docker wait "$(compose ps -q join)")
