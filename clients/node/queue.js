@@ -60,7 +60,7 @@ class Queue {
   // options.lease: seconds each delivery may take. Waits while the queue is
   // full. Rejects with a QueueShutDown BrokerError if the queue was shut down.
   async put(item, options = {}) {
-    const seq = await this.putNowait(item, options);
+    const seq = await this.send(item, options);
     await this.confirm(seq);
     const error = this.refused.get(seq);
     if (error) {
@@ -70,7 +70,7 @@ class Queue {
   }
 
   // Sends item without waiting for the broker to confirm it; flush() waits.
-  async putNowait(item, options = {}) {
+  async send(item, options = {}) {
     const session = await this.producer();
     const payload = Buffer.isBuffer(item) ? item : Buffer.from(String(item));
     if (payload.length > session.maxItem) {

@@ -70,7 +70,7 @@ test('clients carry on after a broker restart', async () => {
   const consumer = new Queue(address, { queue: 'restart', credit: 4 });
   try {
     const first = consumer.get();
-    for (let i = 0; i < 100; i++) await producer.putNowait(String(i));
+    for (let i = 0; i < 100; i++) await producer.send(String(i));
     // Killed before any put was confirmed: they are all sent again.
     await broker.stop();
     broker = await Broker.start(['--heartbeat-ms', '200'], address);

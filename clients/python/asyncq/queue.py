@@ -16,6 +16,10 @@ log = logging.getLogger("asyncq")
 Joined = collections.namedtuple("Joined", "count dead")
 
 
+class QueueEmpty(asyncio.QueueEmpty):
+    """get_nowait() found no item delivered to this client."""
+
+
 class Item(bytes):
     """A delivered item: its payload (a bytes object) with the delivery's
     broker-given .id, .attempt (1 on first delivery), .queue and .lease_ms."""
@@ -102,7 +106,7 @@ class Queue:
         if cancelled and cancelled[0] == payload:
             seq = cancelled[1]  # a retry of a cancelled put: it was sent already
         else:
-            seq = await self.put_nowait(payload, lease=lease)
+            seq = await self.send(payload, lease=lease)
         try:
             await self._confirm(seq)
         except asyncio.CancelledError:
@@ -116,10 +120,10 @@ class Queue:
         if error:
             raise error
 
-    async def put_nowait(self, item, *, lease=None):
-        """Sends item without waiting for the broker to confirm it; returns its
-        seq. flush() (or join(), close()) waits for it. Unlike asyncio's, it
-        cannot raise QueueFull: a full queue makes flush() wait instead."""
+    async def send(self, item, *, lease=None):
+        """Sends item without waiting for the broker to confirm it (the bulk
+        form of put); returns its seq. flush() (or join(), close()) waits for
+        the confirmations. A full queue makes flush() wait."""
         session = await self._producer()
         self._cancelled_put = None
         payload = item.encode() if isinstance(item, str) else bytes(item)
@@ -204,6 +208,19 @@ class Queue:
             else:
                 self.errors.append(error)
                 log.warning("%s: %s", self._client_id, error)
+
+    def get_nowait(self):
+        """An item already delivered to this client (its credit lets the
+        broker send ahead), else raises asyncq.QueueEmpty. Delivery starts
+        with the first get()."""
+        if self._consumer is None or self._delivered.empty():
+            raise QueueEmpty
+        item = self._delivered.get_nowait()
+        if isinstance(item, QueueShutDown):
+            self._delivered.put_nowait(item)
+            raise item
+        self._held[item.id] = item
+        return item
 
     async def get(self):
         """Waits for an item and returns it (an Item: bytes with .id and

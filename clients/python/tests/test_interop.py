@@ -91,7 +91,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
             while (await producer.stats()).get("consumers") != 1:
                 await asyncio.sleep(0.01)  # until its CREDIT reached the broker
             for i in range(100):
-                await producer.put_nowait(str(i))
+                await producer.send(str(i))
             # Killed before any put was confirmed: they are all sent again.
             self.broker.stop()
             self.broker = Broker("--heartbeat-ms", "200", bind=address)

@@ -53,6 +53,26 @@ class Basics(QueueSemantics):
             q.task_done()
         self.assertEqual(got, list(range(20)))
 
+    async def test_get_nowait_takes_only_what_was_delivered(self):
+        q = self.client(credit=2)
+        with self.assertRaises(asyncq.QueueEmpty):
+            q.get_nowait()
+        await q.put(b"one")
+        await q.put(b"two")
+        self.assertEqual(await q.get(), b"one")
+        await self.until_stat("inflight", 2)  # "two" was sent ahead to q
+        while True:
+            try:
+                item = q.get_nowait()
+                break
+            except asyncq.QueueEmpty:
+                await asyncio.sleep(0.01)  # on its way from the broker
+        self.assertEqual(item, b"two")
+        q.task_done()
+        q.task_done()
+        with self.assertRaises(asyncq.QueueEmpty):
+            q.get_nowait()
+
     async def test_task_done_called_too_many_times_raises(self):
         q = self.client()
         with self.assertRaises(ValueError):
@@ -106,7 +126,7 @@ class Basics(QueueSemantics):
         producer = self.client()
         workers = [self.client(credit=4) for _ in range(2)]
         for i in range(100):
-            await producer.put_nowait(str(i))
+            await producer.send(str(i))
         done = []
 
         async def work(q):
