@@ -33,8 +33,9 @@ COPY --from=build /opt/asyncq/bin/ /usr/local/bin/
 USER asyncq
 # The broker listens on every interface: PULL (puts) on 5557, ROUTER on 5558.
 EXPOSE 5557 5558
-# Healthy when the broker in this container answers a STATS request. Worker
-# containers, which run no broker, turn this off (see docker-compose.yml).
+# Healthy when the broker this container runs (where ASYNCQ_BIND says) answers
+# a STATS request. Worker containers, which run no broker, turn this off (see
+# docker-compose.yml).
 HEALTHCHECK --interval=5s --timeout=5s --retries=3 \
-  CMD ["asyncq", "stats", "--broker", "localhost:5557"]
+  CMD ["asyncq-broker", "--health"]
 CMD ["asyncq-broker"]

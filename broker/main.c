@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "asyncq/control.h"
 #include "asyncq/program.h"
+#include "asyncq/session.h"
 #include "broker.h"
 
 static void s_usage(FILE *out)
@@ -41,6 +43,9 @@ static void s_usage(FILE *out)
             "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000)\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
+            "      --health            ask the broker these settings describe, on this host,\n"
+            "                          for its stats and exit: 0 if it answers, 3 if not\n"
+            "                          (a container HEALTHCHECK that follows ASYNCQ_BIND)\n"
             "  -v, --verbose           log every session (env ASYNCQ_VERBOSE=1)\n"
             "  -h, --help              this text\n"
             "\n"
@@ -146,6 +151,39 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
     printf("\nASYNCQ_VERBOSE=%d\n", config->verbose);
 }
 
+static void s_ignore_line(void *ctx, const char *line)
+{
+    (void) ctx;
+    (void) line;
+}
+
+/*  --health: the broker bound to `bind` answers a STATS request. */
+static int s_health(const char *bind)
+{
+    aq_endpoint_t endpoint;
+    if (aq_endpoint_parse(bind, 1, &endpoint) || (!endpoint.is_ipc && endpoint.port == 0)) {
+        fprintf(stderr, "asyncq-broker: --health needs a fixed address, not '%s'\n", bind);
+        return AQ_EXIT_USAGE;
+    }
+    if (!endpoint.is_ipc && (strcmp(endpoint.host, "*") == 0 || strcmp(endpoint.host, "0.0.0.0") == 0))
+        strcpy(endpoint.host, "localhost");
+    char address[AQ_ENDPOINT_MAX], client_id[AQ_NAME_MAX + 1];
+    aq_endpoint_format(&endpoint, address, sizeof address);
+    aq_client_id_make("health", client_id, sizeof client_id);
+    aq_status_t rc;
+    /* Well within a HEALTHCHECK's time-out (5 s in the Dockerfile). */
+    aq_session_t *session = aq_session_new(address, client_id, 0, 3000, &rc);
+    if (session)
+        rc = aq_stats(session, "", s_ignore_line, NULL);
+    aq_session_destroy(&session);
+    if (rc) {
+        fprintf(stderr, "asyncq-broker: no broker answers at %s: %s\n", address, aq_strerror(rc));
+        return AQ_EXIT_UNREACHABLE;
+    }
+    printf("healthy: %s\n", address);
+    return AQ_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     broker_config_t config = {
@@ -163,9 +201,9 @@ int main(int argc, char **argv)
     };
     setting_t settings[SETTINGS];
     s_settings_init(settings, &config);
-    int queue_lease_given = 0, print_config = 0;
+    int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 6];
+    struct option options[SETTINGS + 7];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -173,7 +211,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 2] = (struct option){"print-config", no_argument, 0, 'p'};
     options[SETTINGS + 3] = (struct option){"verbose", no_argument, 0, 'v'};
     options[SETTINGS + 4] = (struct option){"help", no_argument, 0, 'h'};
-    options[SETTINGS + 5] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 5] = (struct option){"health", no_argument, 0, 'k'};
+    options[SETTINGS + 6] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -188,6 +227,7 @@ int main(int argc, char **argv)
                 return AQ_EXIT_USAGE;
             break;
         case 'p': print_config = 1; break;
+        case 'k': health = 1; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
@@ -210,6 +250,8 @@ int main(int argc, char **argv)
         s_print_config(&config, settings);
         return AQ_EXIT_OK;
     }
+    if (health)
+        return s_health(config.bind);
 
     aq_status_t status;
     broker_t *broker = broker_new(&config, &status);

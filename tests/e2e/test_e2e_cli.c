@@ -82,11 +82,25 @@ static void test_put_command_items_come_out_in_order(void **state)
     assert_true(one && two && three && one < two && two < three);
 }
 
+static void test_broker_health_answers_for_a_live_broker_only(void **state)
+{
+    fixture_t *f = *state;
+    char out[4096];
+    char *health[] = {"asyncq-broker", "--bind", f->address, "--health", NULL};
+    assert_int_equal(harness_run(health, out, sizeof out), 0);
+    assert_non_null(strstr(out, "healthy"));
+    char gone[200];
+    snprintf(gone, sizeof gone, "ipc://%s/no-broker", f->dir);
+    char *dead[] = {"asyncq-broker", "--bind", gone, "--health", NULL};
+    assert_int_equal(harness_run(dead, out, sizeof out), 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_piped_lines_are_consumed_and_joined_over_ipc, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_put_command_items_come_out_in_order, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_health_answers_for_a_live_broker_only, s_setup, s_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
