@@ -52,6 +52,12 @@ class BrokerError extends Error {
 }
 
 class BrokerUnreachable extends Error {}
+class QueueEmpty extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'QueueEmpty';
+  }
+}
 class TimeoutError extends Error {
   constructor(message) {
     super(message);
@@ -59,4 +65,6 @@ class TimeoutError extends Error {
   }
 }
 
-module.exports = { SIGNATURE, endpoints, message, parse, checkName, BrokerError, BrokerUnreachable, TimeoutError };
+module.exports = {
+  SIGNATURE, endpoints, message, parse, checkName, BrokerError, BrokerUnreachable, QueueEmpty, TimeoutError,
+};

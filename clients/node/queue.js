@@ -3,7 +3,7 @@
 const crypto = require('crypto');
 const zmq = require('zeromq');
 const { Session } = require('./session');
-const { endpoints, message, checkName, BrokerError, TimeoutError } = require('./protocol');
+const { endpoints, message, checkName, BrokerError, QueueEmpty, TimeoutError } = require('./protocol');
 
 class Queue {
   // new Queue('localhost:5557', { queue: 'default', credit: 1, name: 'node', timeout: 5000 })
@@ -168,6 +168,17 @@ class Queue {
     else this.delivered.push(item);
   }
 
+  // An item already delivered to this client (its credit lets the broker
+  // send ahead), else throws QueueEmpty. Delivery starts with the first get().
+  getNowait() {
+    if (!this.consumer || !this.delivered.length) throw new QueueEmpty('no item delivered to this client');
+    const item = this.delivered[0];
+    if (item instanceof BrokerError) throw item;
+    this.delivered.shift();
+    this.held.set(item.id, item);
+    return item;
+  }
+
   // Resolves with the next item: { data: Buffer, id, attempt, queue,
   // leaseMs }. options.signal (an AbortSignal) cancels the wait; an item
   // that arrives later is kept for the next get(). Rejects with a
@@ -258,12 +269,22 @@ class Queue {
     return (await this.stats()).queued || 0;
   }
 
-  // Waits for every put to be confirmed, then ends both sessions: items
-  // delivered to this client and not acked go back to the queue.
-  async close() {
+  // Waits for every put to be confirmed (at most options.timeout seconds,
+  // then rejects with TimeoutError: those puts may be lost), then ends both
+  // sessions: items delivered to this client and not acked go back to the queue.
+  async close(options = {}) {
     if (this.closed) return;
     try {
-      if (this.control && this.seq > this.confirmed) await this.flush();
+      if (this.control && this.seq > this.confirmed) {
+        if (options.timeout === undefined) {
+          await this.flush();
+        } else {
+          let timer;
+          await Promise.race([this.flush(), new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new TimeoutError('puts not confirmed in time')), options.timeout * 1000);
+          })]).finally(() => clearTimeout(timer));
+        }
+      }
     } finally {
       this.closed = true;
       for (const session of [this.consumer, this.control]) if (session) await session.close();

@@ -4,7 +4,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const { Broker } = require('./broker');
-const { Queue, BrokerError, TimeoutError } = require('..');
+const { Queue, BrokerError, QueueEmpty, TimeoutError } = require('..');
 
 let names = 0;
 // Whether promise settles within 200 ms: to check that something waits.
@@ -24,7 +24,7 @@ test('queue semantics', async (t) => {
     return q;
   };
   t.after(async () => {
-    for (const q of clients) await q.close();
+    for (const q of clients) await q.close({ timeout: 10 });
     await broker.stop();
   });
 
@@ -37,6 +37,29 @@ test('queue semantics', async (t) => {
       q.taskDone();
     }
     assert.deepStrictEqual(got, [...Array(20).keys()]);
+  });
+
+  await t.test('getNowait takes only what was delivered', async () => {
+    const name = `nowait-${++names}`;
+    const q = client(name, { credit: 2 });
+    assert.throws(() => q.getNowait(), QueueEmpty);
+    await q.put('one');
+    await q.put('two');
+    assert.strictEqual((await q.get()).toString(), 'one');
+    await untilStat(q, 'inflight', 2); // "two" was sent ahead to q
+    let item;
+    while (!item) {
+      try {
+        item = q.getNowait();
+      } catch (error) {
+        if (!(error instanceof QueueEmpty)) throw error;
+        await new Promise((r) => setTimeout(r, 10)); // on its way from the broker
+      }
+    }
+    assert.strictEqual(item.toString(), 'two');
+    q.taskDone();
+    q.taskDone();
+    assert.throws(() => q.getNowait(), QueueEmpty);
   });
 
   await t.test('taskDone called too many times throws', async () => {
