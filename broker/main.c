@@ -165,10 +165,8 @@ static int s_health(const char *bind)
         fprintf(stderr, "asyncq-broker: --health needs a fixed address, not '%s'\n", bind);
         return AQ_EXIT_USAGE;
     }
-    if (!endpoint.is_ipc && (strcmp(endpoint.host, "*") == 0 || strcmp(endpoint.host, "0.0.0.0") == 0))
-        strcpy(endpoint.host, "localhost");
     char address[AQ_ENDPOINT_MAX], client_id[AQ_NAME_MAX + 1];
-    aq_endpoint_format(&endpoint, address, sizeof address);
+    aq_endpoint_local(&endpoint, address, sizeof address);
     aq_client_id_make("health", client_id, sizeof client_id);
     aq_status_t rc;
     /* Well within a HEALTHCHECK's time-out (5 s in the Dockerfile). */

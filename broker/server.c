@@ -179,9 +179,7 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
         broker_destroy(&self);
         return NULL;
     }
-    if (!endpoint.is_ipc && strcmp(endpoint.host, "*") == 0)
-        strcpy(endpoint.host, "127.0.0.1"); /* bound everywhere; this works locally */
-    aq_endpoint_format(&endpoint, self->address, sizeof self->address);
+    aq_endpoint_local(&endpoint, self->address, sizeof self->address);
     zuuid_t *uuid = zuuid_new();
     snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
     zuuid_destroy(&uuid);

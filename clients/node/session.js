@@ -40,7 +40,7 @@ class Session {
   }
 
   async open(timeoutMs) {
-    this.reader = this.read().catch((error) => {
+    this.read().catch((error) => {
       if (!this.closed) console.error(`asyncq: ${this.clientId}: ${error.message}`);
     });
     if (!(await this.hello(timeoutMs))) {

@@ -107,6 +107,14 @@ void aq_endpoint_format(const aq_endpoint_t *endpoint, char *buf, size_t size)
     s_format(endpoint, 0, "", buf, size);
 }
 
+void aq_endpoint_local(const aq_endpoint_t *bound, char *buf, size_t size)
+{
+    aq_endpoint_t local = *bound;
+    if (!local.is_ipc && strcmp(local.host, "*") == 0)
+        strcpy(local.host, "127.0.0.1"); /* bound everywhere; this works locally */
+    aq_endpoint_format(&local, buf, size);
+}
+
 const char *aq_endpoint_choose(const char *flag, const char *env, const char *fallback)
 {
     if (flag && *flag)

@@ -42,8 +42,7 @@ cleanup() {
   if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
     docker-compose -p "$project" -f "$top/docker-compose.yml" down --volumes --remove-orphans >/dev/null 2>&1
     docker rm -f $(docker ps -aq) >/dev/null 2>&1
-    docker rmi -f asyncq:containers-test asyncq-base:containers-test >/dev/null 2>&1
-    docker system prune -af >/dev/null 2>&1
+    docker system prune -af >/dev/null 2>&1 # images and networks
     kill "$dockerd_pid"
     for _ in $(seq 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
     kill -9 "$dockerd_pid" 2>/dev/null

@@ -65,10 +65,7 @@ class BrokerError(Exception):
         name = fields[1].decode(errors="replace") if len(fields) > 1 else ""
         subject = fields[2] if len(fields) > 2 else b""
         text = fields[3].decode(errors="replace") if len(fields) > 3 else ""
-        kind = QueueShutDown if code == 503 else cls
-        error = kind.__new__(kind)
-        BrokerError.__init__(error, code, name, subject, text)
-        return error
+        return (QueueShutDown if code == 503 else cls)(code, name, subject, text)
 
 
 class QueueShutDown(BrokerError):

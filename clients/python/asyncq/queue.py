@@ -101,7 +101,7 @@ class Queue:
         Cancelling a waiting put does not take the item back (the broker
         already has it, or will): a put of the same item right after a
         cancelled one waits for it instead of putting it twice."""
-        payload = item.encode() if isinstance(item, str) else bytes(item)
+        payload = _payload(item)
         cancelled, self._cancelled_put = self._cancelled_put, None
         if cancelled and cancelled[0] == payload:
             seq = cancelled[1]  # a retry of a cancelled put: it was sent already
@@ -126,7 +126,7 @@ class Queue:
         the confirmations. A full queue makes flush() wait."""
         session = await self._producer()
         self._cancelled_put = None
-        payload = item.encode() if isinstance(item, str) else bytes(item)
+        payload = _payload(item)
         if len(payload) > session.max_item:
             raise ValueError(f"item of {len(payload)} bytes is larger than the broker's "
                              f"limit of {session.max_item}")
@@ -319,6 +319,11 @@ class Queue:
 
     async def __aexit__(self, *exc):
         await self.close()
+
+
+def _payload(item):
+    """An item as the bytes put on the wire: str as UTF-8."""
+    return item.encode() if isinstance(item, str) else bytes(item)
 
 
 def parse_stats(line):

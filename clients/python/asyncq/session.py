@@ -58,7 +58,7 @@ class Session:
     def reconnect(self):
         """Says HELLO again (until the broker answers), then lets the owner
         restore its state and sends every request still waiting again."""
-        if self._rehello is None or self._rehello.done():
+        if not self._rehello_running():
             self._rehello = asyncio.ensure_future(self._reconnect())
         return self._rehello
 

@@ -34,6 +34,10 @@ void aq_endpoint_router(const aq_endpoint_t *endpoint, char *buf, size_t size);
 /*  The one address clients use for this broker (tcp://HOST:PORT or ipc://PATH). */
 void aq_endpoint_format(const aq_endpoint_t *endpoint, char *buf, size_t size);
 
+/*  The address a client on this host uses for a broker bound to `bound`:
+    all interfaces ("*") become 127.0.0.1. */
+void aq_endpoint_local(const aq_endpoint_t *bound, char *buf, size_t size);
+
 /*  The address to use: `flag` if given, else environment variable `env`,
     else `fallback`. */
 const char *aq_endpoint_choose(const char *flag, const char *env, const char *fallback);
