@@ -486,10 +486,8 @@ void broker_on_router(broker_t *self)
 {
     aq_inbox_t *inbox = self->router_inbox;
     aq_bytes_t routing_id = aq_inbox_routing_id(inbox);
-    size_t count;
-    const aq_bytes_t *frames = aq_inbox_frames(inbox, &count);
     aq_msg_t msg;
-    aq_status_t rc = inbox->overflow ? AQ_MALFORMED : aq_msg_decode(&msg, frames, count);
+    aq_status_t rc = aq_inbox_decode(inbox, &msg);
     peer_t *peer = dict_get(self->peers, routing_id.data, routing_id.size);
     char name[600];
     if (rc) {
@@ -535,10 +533,8 @@ static void s_refuse_put(broker_t *self, producer_t *producer, const aq_msg_t *m
 int broker_on_put(broker_t *self)
 {
     aq_inbox_t *inbox = self->pull_inbox;
-    size_t count;
-    const aq_bytes_t *frames = aq_inbox_frames(inbox, &count);
     aq_msg_t msg;
-    aq_status_t rc = inbox->overflow ? AQ_MALFORMED : aq_msg_decode(&msg, frames, count);
+    aq_status_t rc = aq_inbox_decode(inbox, &msg);
     if (rc == AQ_OK && msg.cmd != AQ_CMD_PUT)
         rc = AQ_UNKNOWN_COMMAND;
     if (rc == AQ_OK && (msg.producer.size == 0) != (msg.seq == 0))

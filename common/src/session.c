@@ -148,9 +148,7 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
     if (rc)
         return rc;
     self->last_heard = zclock_mono();
-    size_t count;
-    const aq_bytes_t *frames = aq_inbox_frames(self->inbox, &count);
-    rc = self->inbox->overflow ? AQ_MALFORMED : aq_msg_decode(msg, frames, count);
+    rc = aq_inbox_decode(self->inbox, msg);
     if (rc)
         return rc;
     if (msg->cmd == AQ_CMD_ERROR) {

@@ -73,6 +73,17 @@ const aq_bytes_t *aq_inbox_frames(const aq_inbox_t *self, size_t *count)
     return self->frames + skip;
 }
 
+aq_status_t aq_inbox_decode(const aq_inbox_t *self, aq_msg_t *msg)
+{
+    if (self->overflow) {
+        memset(msg, 0, sizeof *msg);
+        return AQ_MALFORMED;
+    }
+    size_t count;
+    const aq_bytes_t *frames = aq_inbox_frames(self, &count);
+    return aq_msg_decode(msg, frames, count);
+}
+
 aq_bytes_t aq_inbox_routing_id(const aq_inbox_t *self)
 {
     assert(self->has_routing_id && self->count > 0);

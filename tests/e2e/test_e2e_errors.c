@@ -121,6 +121,34 @@ static void test_garbage_on_the_router_gets_errors_and_the_broker_goes_on(void *
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
 }
 
+/*  A message of more frames than any command has: read whole, never decoded,
+    answered MALFORMED with an empty subject (no byte of the broker's memory),
+    from a peer that never said HELLO; 20 times, then on the PULL socket. */
+static void test_a_message_of_too_many_frames_is_refused_and_reveals_nothing(void **state)
+{
+    fixture_t *f = *state;
+    zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
+    zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
+    for (int trial = 0; trial < 20; trial++) {
+        zmq_send(zsock_resolve(raw), "asyncq/1", 8, ZMQ_SNDMORE);
+        zmq_send(zsock_resolve(raw), "ACK", 3, ZMQ_SNDMORE);
+        for (int i = 0; i < AQ_FRAMES_MAX + 100; i++)
+            zmq_send(zsock_resolve(raw), "12345", 5, i + 1 < AQ_FRAMES_MAX + 100 ? ZMQ_SNDMORE : 0);
+        aq_msg_t msg;
+        assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_ERROR);
+        assert_int_equal(msg.code, AQ_MALFORMED);
+        assert_int_equal(msg.subject.size, 0);
+    }
+    zmq_send(zsock_resolve(push), "asyncq/1", 8, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "PUT", 3, ZMQ_SNDMORE);
+    for (int i = 0; i < AQ_FRAMES_MAX + 100; i++)
+        zmq_send(zsock_resolve(push), "q", 1, i + 1 < AQ_FRAMES_MAX + 100 ? ZMQ_SNDMORE : 0);
+    zsock_destroy(&push);
+    zsock_destroy(&raw);
+    s_assert_still_serving(&f->h, "q");
+    assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+}
+
 static void test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere(void **state)
 {
     fixture_t *f = *state;
@@ -230,6 +258,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ack_of_an_unknown_id_is_refused_and_changes_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_router_gets_errors_and_the_broker_goes_on, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_message_of_too_many_frames_is_refused_and_reveals_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_item_is_refused_and_not_truncated, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_flood_from_one_session_is_limited, s_setup, s_teardown),

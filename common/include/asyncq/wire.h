@@ -29,6 +29,12 @@ void aq_inbox_destroy(aq_inbox_t **self_p);
     more than AQ_FRAMES_MAX parts is read whole and flagged `overflow`. */
 aq_status_t aq_inbox_recv(aq_inbox_t *self, void *socket, int routing_id, int flags);
 
+/*  Decodes the message last received into *msg. A message that overflowed
+    the inbox is AQ_MALFORMED without being read; whatever the outcome,
+    *msg holds only what was decoded (zeroed otherwise), so an error path
+    may read its fields. */
+aq_status_t aq_inbox_decode(const aq_inbox_t *self, aq_msg_t *msg);
+
 /*  The frames after the routing id, for aq_msg_decode. */
 const aq_bytes_t *aq_inbox_frames(const aq_inbox_t *self, size_t *count);
 
