@@ -1,7 +1,9 @@
 /*  The broker: its configuration, its state and the functions its parts
-    share. server.c owns the sockets and the loop, commands.c turns each
-    received message into calls on the data modules (queue, store, ledger),
-    producers.c keeps track of producers and their SYNCs. */
+    share. server.c owns the sockets and the loop; conns.c admits and closes
+    connections; commands.c turns each ROUTER message into calls on the data
+    modules (queue, store, ledger); puts.c takes puts from the PULL socket;
+    producers.c keeps producers' sequences, held puts and SYNCs; dispatch.c
+    delivers items; auth.c holds client keys and roles. */
 #ifndef BROKER_BROKER_H
 #define BROKER_BROKER_H
 
@@ -10,9 +12,12 @@
 #include "asyncq/codec.h"
 #include "asyncq/endpoint.h"
 #include "asyncq/wire.h"
+#include "auth.h"
+#include "conns.h"
 #include "deadlines.h"
 #include "dict.h"
 #include "queue.h"
+#include "ratelog.h"
 #include "store.h"
 
 /*  A lease for one queue's deliveries, other than the default. */
@@ -25,51 +30,94 @@ typedef struct {
 
 typedef struct {
     const char *bind;       /* address to bind (endpoint.h) */
-    uint64_t max_item;      /* largest item, in bytes */
+    uint64_t max_item;      /* largest item (and PUTS items frame), in bytes */
+    uint64_t max_batch;     /* most items in one PUTS or ITEMS */
     uint64_t maxsize;       /* most items queued per queue; 0 = unbounded */
     uint64_t max_queues;
     uint64_t max_joiners;
     uint64_t max_credit;
+    uint64_t max_producers; /* producers remembered without a session */
+    uint64_t max_connections;
+    uint64_t max_pending;   /* reply bytes a session may leave unread (4.9) */
+    uint64_t window;        /* puts of one producer held back for a full queue */
+    uint64_t window_bytes;  /* and their bytes */
     uint64_t heartbeat_ms;  /* probe every session this often */
+    uint64_t hello_timeout_ms; /* a connection must say HELLO (or put) by then */
+    uint64_t queue_idle_ms; /* an empty, unused queue is forgotten after this */
     uint64_t lease_ms;      /* an item not acked this long after delivery is taken back */
     uint64_t max_attempts;  /* deliveries before dead-lettering; 0 = no limit */
+    uint64_t max_expired;   /* leases expired in a row before credit is withdrawn */
     queue_lease_t queue_leases[BROKER_QUEUE_LEASES_MAX];
     size_t queue_lease_count;
     uint64_t max_joins_per_peer;
     uint64_t drain_ms;      /* on SIGTERM, wait this long at most for queues to drain */
+    const char *curve_secret; /* the broker's secret certificate; NULL: no CURVE */
+    const char *clients_dir;  /* allowed client certificates */
+    int insecure;           /* without keys, accept connections from anywhere */
     int verbose;
 } broker_config_t;
 
 #define BROKER_DEFAULT_MAX_ITEM (1024 * 1024)
+#define BROKER_DEFAULT_MAX_BATCH 1024
 #define BROKER_DEFAULT_MAX_QUEUES 1024
 #define BROKER_DEFAULT_MAX_JOINERS 10000
 #define BROKER_DEFAULT_MAX_CREDIT 10000
+#define BROKER_DEFAULT_MAX_PRODUCERS 10000
+#define BROKER_DEFAULT_MAX_CONNECTIONS 10000
+#define BROKER_DEFAULT_MAX_PENDING (8 * 1024 * 1024)
+#define BROKER_DEFAULT_WINDOW 4096
+#define BROKER_DEFAULT_WINDOW_BYTES (8 * 1024 * 1024)
 #define BROKER_DEFAULT_HEARTBEAT_MS 1000
+#define BROKER_DEFAULT_HELLO_TIMEOUT_MS 5000
+#define BROKER_DEFAULT_QUEUE_IDLE_MS 60000
 #define BROKER_DEFAULT_LEASE_MS 60000
 #define BROKER_DEFAULT_MAX_ATTEMPTS 5
+#define BROKER_DEFAULT_MAX_EXPIRED 3
 #define BROKER_DEFAULT_MAX_JOINS_PER_PEER 100
 #define BROKER_DEFAULT_DRAIN_MS 30000
 
 /*  What a deadline_t in the broker's heap is for. */
-enum { TIMER_SWEEP = 1, TIMER_HEARTBEAT, TIMER_JOIN, TIMER_LEASE, TIMER_DELAY, TIMER_DRAIN };
+enum {
+    TIMER_SWEEP = 1,
+    TIMER_HEARTBEAT,
+    TIMER_JOIN,
+    TIMER_LEASE,
+    TIMER_DELAY,
+    TIMER_DRAIN
+};
 
 struct producer;
+
+/*  Heartbeats remembered per session, to know how much of what was sent it
+    has read (4.9). */
+#define PEER_BEATS 8
 
 /*  A client that said HELLO on the ROUTER socket. */
 typedef struct peer {
     uint8_t routing_id[256];
     size_t routing_id_size;
     char client_id[AQ_NAME_MAX + 1];
-    uint64_t serial;           /* unique per session over the broker's life */
+    char key[AUTH_KEY_SIZE + 1];  /* the client's CURVE key; "" without CURVE */
+    auth_grant_t grant;           /* its roles and queues */
+    int fd;                       /* its connection, or -1 */
+    uint64_t serial;              /* unique per session over the broker's life */
     consumer_t consumer;
-    struct producer *producer; /* the producer whose id is this client id */
-    list_node_t joins;         /* joiner_t of this session still waiting */
+    uint64_t credit_batch;        /* items per ITEMS; 0: one ITEM per message */
+    char credit_tag[AQ_TAG_MAX];
+    size_t credit_tag_size;
+    struct producer *producer;    /* the producer whose id is this client id */
+    list_node_t joins;            /* joiner_t of this session still waiting */
     uint64_t join_count;
-    int dropped;               /* out of every table, freed at end of turn */
+    uint32_t expired_streak;      /* leases expired in a row, no ack between */
+    uint64_t reply_bytes;         /* bytes of replies sent, ever */
+    uint64_t beat;                /* last heartbeat number sent */
+    uint64_t beat_bytes[PEER_BEATS]; /* reply_bytes when heartbeat n % PEER_BEATS went */
+    uint64_t read_bytes;          /* reply bytes known read: at its last echoed beat */
+    int dropped;                  /* out of every table, freed at end of turn */
     list_node_t dropped_link;
 } peer_t;
 
-/*  A SYNC waiting for puts still on their way. */
+/*  A SYNC waiting for puts still on their way, or held. */
 typedef struct sync_wait {
     list_node_t link;
     uint64_t seq;
@@ -77,16 +125,39 @@ typedef struct sync_wait {
     size_t routing_id_size;
     uint8_t tag[AQ_TAG_MAX];
     size_t tag_size;
+    int64_t since_ms;      /* when it started waiting, or last saw progress */
+    int told_held;         /* HELD already sent */
 } sync_wait_t;
+
+/*  A put (or a PUTS) waiting for room in a full queue. */
+typedef struct held_put {
+    list_node_t link;      /* in its producer's list, oldest first */
+    uint64_t seq;          /* first seq of the message */
+    uint64_t count;        /* items in it */
+    uint64_t skip;         /* of them, handled already */
+    uint64_t lease_ms;
+    struct queue *queue;
+    zmq_msg_t frame;       /* the payload, or the PUTS items frame */
+    int is_batch;
+} held_put_t;
 
 /*  What the broker knows of one producer id. */
 typedef struct producer {
     char id[AQ_NAME_MAX + 1];
+    char key[AUTH_KEY_SIZE + 1]; /* the key that opened it */
     uint64_t next_seq;   /* every put with a lower seq has been received */
     uint64_t lost_from;  /* a later put came first: next_seq was lost; 0: none */
     peer_t *peer;        /* its session, to send errors to; may be NULL */
     list_node_t syncs;   /* sync_wait_t, ordered by seq */
+    size_t sync_count;
+    list_node_t held;    /* held_put_t, oldest first */
+    uint64_t held_count; /* puts held */
+    uint64_t held_bytes; /* their frames' bytes */
     int64_t last_seen_ms;
+    list_node_t idle_link; /* in the broker's list of producers without a session */
+    struct queue *blocked_on; /* the full queue its oldest held put waits for */
+    list_node_t blocked_link; /* in that queue's list */
+    int64_t progress_ms; /* last put received from it */
 } producer_t;
 
 typedef struct broker {
@@ -99,43 +170,54 @@ typedef struct broker {
     char broker_id[AQ_NAME_MAX + 1];
     aq_inbox_t *router_inbox;
     aq_inbox_t *pull_inbox;
-    int put_parked;         /* pull_inbox holds a put for a full queue */
-    queue_t *parked_queue;
+    conns_t *conns;
+    auth_t *auth;
     store_t *store;
     dict_t *queues;         /* name -> queue_t */
     dict_t *peers;          /* routing id -> peer_t */
     dict_t *clients;        /* client id -> peer_t */
     dict_t *producers;      /* producer id -> producer_t */
+    list_node_t idle_producers; /* producers without a session, least recent first */
+    uint64_t idle_producer_count;
+    list_node_t dirty;      /* queues to dispatch at the end of this pass */
     deadlines_t deadlines;
-    deadline_t sweep;       /* periodic clean-up of forgotten producers */
+    deadline_t sweep;       /* periodic clean-up: idle producers and queues */
     deadline_t heartbeat;   /* periodic probe of every session */
     list_node_t dropped_peers; /* freed once the current message is handled */
     uint64_t joiner_count;
+    uint64_t held_total;    /* puts held for full queues, every producer */
     int shut_down;          /* every queue, and any new one, refuses puts */
     int stopping;           /* exit once every queue has drained */
     deadline_t drain;       /* ... or when this fires */
     uint64_t next_serial;
-    uint64_t bad_input_total;
-    int64_t log_window_ms;  /* start of the current rate-limit second */
-    int log_lines;          /* bad-input lines logged in that second */
+    ratelog_t bad_input;    /* rate-limited log lines, by cause */
+    ratelog_t expiries;
+    ratelog_t refusals;
 } broker_t;
 
 /* server.c */
 broker_t *broker_new(const broker_config_t *config, aq_status_t *status);
 void broker_destroy(broker_t **self_p);
 aq_status_t broker_run(broker_t *self);
-void broker_log(broker_t *self, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-void broker_log_bad_input(broker_t *self, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
-aq_status_t broker_send(broker_t *self, const uint8_t *routing_id, size_t routing_id_size,
-                        const aq_msg_t *msg, zmq_msg_t *payload);
-void broker_send_error(broker_t *self, const uint8_t *routing_id, size_t routing_id_size,
-                       int code, aq_bytes_t subject, const char *text);
+int64_t broker_now_ms(void);
+/*  Sends a reply to a ROUTER peer, counted against its pending bytes if it
+    has a session (so a peer that never reads is found, 4.9). */
+aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
+                        zmq_msg_t *bulk);
+void broker_send_error(broker_t *self, aq_bytes_t routing_id, int code, aq_bytes_t tag,
+                       aq_bytes_t subject, const char *text);
+/*  Marks a queue for dispatch at the end of this pass of the loop. */
+void broker_touch_queue(broker_t *self, queue_t *queue);
+queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status);
+/*  Ends a session: its items go back, its joins go, its connection closes
+    if `close_connection`. */
+void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int close_connection);
+
+/* dispatch.c */
 void broker_dispatch(broker_t *self, queue_t *queue);
 void broker_release_joiners(broker_t *self, queue_t *queue);
-void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason);
 void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
+void broker_on_lease_expired(broker_t *self, item_t *item);
 /*  Shuts one queue down (see queue_state_t), releasing its joins with
     SHUT_DOWN if `state` is QUEUE_DISCARDING. */
 void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
@@ -143,27 +225,44 @@ void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
 void broker_shut_all(broker_t *self, queue_state_t state);
 /*  The lease of a delivery of this item. */
 uint64_t broker_lease_ms(const item_t *item);
-queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status);
-int64_t broker_now_ms(void);
 
 /* commands.c */
 void broker_on_router(broker_t *self);
-/*  Handles the put in pull_inbox. Returns 1 if it had to be parked. */
-int broker_on_put(broker_t *self);
 void broker_on_join_timeout(broker_t *self, joiner_t *joiner);
 void broker_free_joiner(broker_t *self, joiner_t *joiner);
 
+/* puts.c */
+void broker_on_pull(broker_t *self);
+/*  Tries the held puts of producers blocked on this queue, oldest first,
+    while it has room (or refuses them if it was shut down). */
+void broker_unblock(broker_t *self, queue_t *queue);
+void broker_free_held(broker_t *self, producer_t *producer);
+
 /* producers.c */
-producer_t *producers_get(broker_t *self, aq_bytes_t id, int create);
+producer_t *producers_get(broker_t *self, aq_bytes_t id);
+producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key);
+/*  The producer's session is `peer` (it said HELLO). */
+void producers_attach(broker_t *self, producer_t *producer, peer_t *peer);
+/*  Every put up to this seq is handled (accepted or refused): what SYNC
+    waits for. */
+uint64_t producers_done(const producer_t *producer);
+/*  Answers the SYNCs that producers_done now covers. */
+void producers_answer(broker_t *self, producer_t *producer);
 /*  A HELLO said the producer's first unconfirmed put is seq. */
 void producers_resume(broker_t *self, producer_t *producer, uint64_t seq);
-/*  True if a put with this seq is the next one expected, to be handled;
-    false if it must be dropped (a duplicate, or out of sequence). */
-int producers_check(broker_t *self, producer_t *producer, uint64_t seq);
-/*  The put with this seq was handled (accepted or refused). */
-void producers_received(broker_t *self, producer_t *producer, uint64_t seq);
+/*  Puts [first, first + count) arrived: how many of them to skip as
+    resends (*skip), and whether any are left to handle. A jump past next
+    starts LOST. */
+int producers_check(broker_t *self, producer_t *producer, uint64_t first, uint64_t count,
+                    uint64_t *skip);
+/*  Puts up to and including `last` were received (accepted, refused or
+    held); answers the SYNCs this covers. */
+void producers_received(broker_t *self, producer_t *producer, uint64_t last);
+/*  The producer's puts are held behind a full queue: tell waiting SYNCs. */
+void producers_tell_held(broker_t *self, producer_t *producer);
 void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
                     aq_bytes_t tag, uint64_t seq);
+void producers_detach(broker_t *self, producer_t *producer);
 void producers_forget(broker_t *self, producer_t *producer);
 void producers_sweep(broker_t *self);
 void producers_destroy_all(broker_t *self);

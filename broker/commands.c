@@ -1,6 +1,8 @@
-/*  One handler per command. Each message has been decoded and checked whole
-    before its handler runs; a handler checks what depends on state (the
-    session, the item's holder, limits) before it changes anything. */
+/*  One handler per command on the ROUTER socket. Each message has been
+    decoded and checked whole before its handler runs, its connection was
+    admitted, and its session and roles were checked (the table below); a
+    handler checks what depends on state (the item's holder, limits) before
+    it changes anything. */
 #include "broker.h"
 
 #include <czmq.h>
@@ -8,179 +10,297 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef void(handler_fn)(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
-                         const aq_msg_t *msg);
+typedef struct {
+    broker_t *broker;
+    aq_bytes_t routing_id;
+    peer_t *peer;      /* NULL without a session */
+    const aq_msg_t *msg;
+    const char *key;   /* the connection's client key ("" without CURVE) */
+    int fd;
+} request_t;
+
+typedef void(handler_fn)(const request_t *request);
 
 typedef struct {
     handler_fn *fn;
     int needs_session;
+    unsigned roles;   /* any of these (admin has all); 0: none needed */
 } handler_t;
 
-static void s_error(broker_t *self, aq_bytes_t routing_id, int code, aq_bytes_t subject,
-                    const char *text)
+static void s_error(const request_t *request, int code, aq_bytes_t subject, const char *text)
 {
-    broker_send_error(self, routing_id.data, routing_id.size, code, subject, text);
+    broker_send_error(request->broker, request->routing_id, code, request->msg->tag, subject,
+                      text);
 }
 
-static void s_reply(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
+static void s_reply(const request_t *request, const aq_msg_t *msg)
 {
-    broker_send(self, routing_id.data, routing_id.size, msg, NULL);
+    broker_send(request->broker, request->routing_id, msg, NULL);
 }
 
-/*  Drops a peer and lets the items it held go to others. */
-static void s_drop(broker_t *self, peer_t *peer, const char *reason)
+static char *s_escape(char *buf, size_t size, aq_bytes_t bytes)
 {
-    queue_t *queue = peer->consumer.queue;
-    broker_drop_peer(self, peer, reason);
-    if (queue)
-        broker_dispatch(self, queue);
+    return log_escape(buf, size, bytes.data, bytes.size);
 }
 
-static void s_on_hello(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+/*  The queue is one this client may use; else answers 403. */
+static int s_queue_allowed(const request_t *request, aq_bytes_t queue)
 {
-    if (peer)
-        s_drop(self, peer, "new HELLO on the same connection");
-    peer_t *same_client = dict_get(self->clients, msg->client.data, msg->client.size);
-    if (same_client)
-        s_drop(self, same_client, "replaced by a new connection with the same client id");
+    if (!request->peer || auth_allows_queue(&request->peer->grant, queue.data, queue.size))
+        return 1;
+    s_error(request, AQ_FORBIDDEN, queue, "this client may not use that queue");
+    return 0;
+}
 
-    peer = calloc(1, sizeof *peer);
-    if (!peer || routing_id.size > sizeof peer->routing_id) {
+static peer_t *s_open_peer(const request_t *request)
+{
+    const aq_msg_t *msg = request->msg;
+    peer_t *peer = calloc(1, sizeof *peer);
+    if (!peer || request->routing_id.size > sizeof peer->routing_id) {
         free(peer);
-        s_error(self, routing_id, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
-        return;
+        return NULL;
     }
-    memcpy(peer->routing_id, routing_id.data, routing_id.size);
-    peer->routing_id_size = routing_id.size;
+    memcpy(peer->routing_id, request->routing_id.data, request->routing_id.size);
+    peer->routing_id_size = request->routing_id.size;
     memcpy(peer->client_id, msg->client.data, msg->client.size);
-    peer->serial = ++self->next_serial;
+    snprintf(peer->key, sizeof peer->key, "%s", request->key);
+    peer->fd = request->fd;
+    peer->serial = ++request->broker->next_serial;
     consumer_init(&peer->consumer);
     list_init(&peer->dropped_link);
     list_init(&peer->joins);
-    if (dict_set(self->peers, routing_id.data, routing_id.size, peer)) {
+    broker_t *self = request->broker;
+    if (dict_set(self->peers, peer->routing_id, peer->routing_id_size, peer)) {
         free(peer);
-        s_error(self, routing_id, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
+        return NULL;
+    }
+    if (dict_set(self->clients, peer->client_id, strlen(peer->client_id), peer)) {
+        dict_delete(self->peers, peer->routing_id, peer->routing_id_size);
+        free(peer);
+        return NULL;
+    }
+    return peer;
+}
+
+/*  A client id belongs to the key that holds it: another key's HELLO is
+    refused, the same key's replaces the old session (a client that
+    reconnected). */
+static void s_on_hello(const request_t *request)
+{
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    const auth_grant_t *grant = auth_lookup(self->auth, request->key);
+    if (!grant) {
+        s_error(request, AQ_FORBIDDEN, (aq_bytes_t){0}, "this client's key is not allowed");
         return;
     }
-    if (dict_set(self->clients, msg->client.data, msg->client.size, peer)) {
-        dict_delete(self->peers, routing_id.data, routing_id.size);
-        free(peer);
-        s_error(self, routing_id, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
+    peer_t *same_client = dict_get(self->clients, msg->client.data, msg->client.size);
+    producer_t *producer = producers_get(self, msg->client);
+    if ((same_client && strcmp(same_client->key, request->key) != 0)
+        || (producer && strcmp(producer->key, request->key) != 0)) {
+        s_error(request, AQ_FORBIDDEN, msg->client, "that client id belongs to another key");
         return;
     }
+    if (request->peer)
+        broker_drop_peer(self, request->peer, "new HELLO on the same connection", 0);
+    if (same_client && same_client != request->peer)
+        broker_drop_peer(self, same_client, "replaced by a new connection of the same client", 0);
+    peer_t *peer = s_open_peer(request);
+    if (!peer) {
+        s_error(request, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
+        return;
+    }
+    peer->grant = *grant;
+    conns_greet(self->conns, request->fd);
     /* A producer says where its unconfirmed puts start; the broker takes
-       puts from a producer id only after such a HELLO. */
-    producer_t *producer = producers_get(self, msg->client, msg->seq > 0);
+       puts from a producer id only from its live session. */
+    if (!producer && msg->seq > 0)
+        producer = producers_open(self, msg->client, request->key);
     if (producer) {
-        producer->peer = peer;
-        peer->producer = producer;
+        producers_attach(self, producer, peer);
         if (msg->seq)
             producers_resume(self, producer, msg->seq);
     }
-    aq_msg_t welcome = {.cmd = AQ_CMD_WELCOME};
+    char roles[64];
+    aq_msg_t welcome = {.cmd = AQ_CMD_WELCOME, .tag = msg->tag};
     welcome.broker = aq_bytes_str(self->broker_id);
     welcome.max_item = self->config.max_item;
     welcome.heartbeat_ms = self->config.heartbeat_ms;
-    s_reply(self, routing_id, &welcome);
+    welcome.batch_max = self->config.max_batch;
+    welcome.window = self->config.window;
+    welcome.window_bytes = self->config.window_bytes;
+    welcome.text = aq_bytes_str(auth_roles_text(grant->roles, roles, sizeof roles));
+    welcome.persistence = aq_bytes_str("memory");
+    s_reply(request, &welcome);
 }
 
-static void s_on_credit(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
-                        const aq_msg_t *msg)
+static void s_on_credit(const request_t *request)
 {
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    peer_t *peer = request->peer;
     consumer_t *consumer = &peer->consumer;
     if (consumer->queue && (strlen(consumer->queue->name) != msg->queue.size
                             || memcmp(consumer->queue->name, msg->queue.data, msg->queue.size))) {
-        s_error(self, routing_id, AQ_CONFLICT, msg->queue,
+        s_error(request, AQ_CONFLICT, msg->queue,
                 "a session consumes one queue; open another session for this one");
         return;
     }
-    if (msg->credit > self->config.max_credit) {
-        char text[80];
-        snprintf(text, sizeof text, "credit is at most %llu",
-                 (unsigned long long) self->config.max_credit);
-        s_error(self, routing_id, AQ_LIMIT, msg->queue, text);
+    if (!s_queue_allowed(request, msg->queue))
+        return;
+    if (msg->credit > self->config.max_credit || msg->batch_max > self->config.max_batch) {
+        char text[120];
+        snprintf(text, sizeof text, "credit is at most %llu and batch at most %llu",
+                 (unsigned long long) self->config.max_credit,
+                 (unsigned long long) self->config.max_batch);
+        s_error(request, AQ_LIMIT, msg->queue, text);
         return;
     }
     aq_status_t rc;
     queue_t *queue = broker_queue(self, msg->queue, 1, &rc);
     if (!queue) {
-        s_error(self, routing_id, rc, msg->queue, NULL);
+        s_error(request, rc, msg->queue, NULL);
         return;
     }
+    peer->credit_batch = msg->batch_max;
+    memcpy(peer->credit_tag, msg->tag.data, msg->tag.size);
+    peer->credit_tag_size = msg->tag.size;
+    peer->expired_streak = 0;
     if (consumer->queue)
         queue_set_credit(queue, consumer, msg->credit);
     else {
         consumer->credit = msg->credit;
         queue_attach(queue, consumer);
     }
+    aq_msg_t credited = {.cmd = AQ_CMD_CREDITED, .tag = msg->tag, .queue = msg->queue,
+                         .credit = msg->credit};
+    s_reply(request, &credited);
     if (queue->drained_told) /* it came too late to hear it */
-        s_error(self, routing_id, AQ_SHUT_DOWN, msg->queue, "queue shut down and empty");
-    broker_dispatch(self, queue);
+        s_error(request, AQ_SHUT_DOWN, msg->queue, "queue shut down and empty");
+    broker_touch_queue(self, queue);
 }
 
-/*  The item with the id in `frame` if this peer holds it; otherwise answers
-    the error (LEASE_EXPIRED if the item was taken back from this very
-    session, UNKNOWN_ITEM else) and returns NULL. */
-static item_t *s_held_item(broker_t *self, aq_bytes_t routing_id, peer_t *peer, aq_bytes_t frame,
-                           const char *verb)
+/*  Ids of one message that cannot be acted on, by kind: answered in one
+    ERROR each, listing them. */
+typedef struct {
+    char text[AQ_LIST_MAX * (AQ_U64_DIGITS + 1) + 1];
+    size_t size;
+    size_t count;
+} id_list_t;
+
+static void s_list_add(id_list_t *list, uint64_t id)
 {
-    uint64_t id = 0;
-    aq_parse_u64(frame.data, frame.size, &id); /* checked by the codec */
-    item_t *item = store_find(self->store, id);
+    if (list->size)
+        list->text[list->size++] = ' ';
+    list->size += aq_format_u64(id, list->text + list->size);
+    list->count++;
+}
+
+typedef struct {
+    id_list_t unknown;   /* 404 */
+    id_list_t expired;   /* 408 */
+} id_errors_t;
+
+/*  The item with this id if this peer holds it; otherwise notes the id as
+    LEASE_EXPIRED (taken back from this very session) or UNKNOWN_ITEM and
+    returns NULL. */
+static item_t *s_held_item(const request_t *request, uint64_t id, id_errors_t *errors)
+{
+    peer_t *peer = request->peer;
+    item_t *item = store_find(request->broker->store, id);
     if (item && item->holder == &peer->consumer)
         return item;
-    if (item && item->taken_from == peer->serial) {
-        s_error(self, routing_id, AQ_LEASE_EXPIRED, frame, NULL);
-        return NULL;
-    }
-    broker_log_bad_input(self, "%s: %s of item %llu it does not hold", peer->client_id, verb,
-                         (unsigned long long) id);
-    s_error(self, routing_id, AQ_UNKNOWN_ITEM, frame, "this consumer holds no item with that id");
+    if (item && item->taken_from == (uint32_t) peer->serial)
+        s_list_add(&errors->expired, id);
+    else
+        s_list_add(&errors->unknown, id);
     return NULL;
 }
 
-static void s_on_ack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_answer_id_errors(const request_t *request, id_errors_t *errors, const char *verb)
 {
-    consumer_t *consumer = &peer->consumer;
-    for (size_t i = 0; i < msg->list_size; i++) {
-        item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "ack");
+    if (errors->unknown.count) {
+        char name[AQ_NAME_MAX * 4 + 1];
+        ratelog_line(&request->broker->bad_input, broker_now_ms(),
+                     "%s: %s of %zu items it does not hold",
+                     log_escape(name, sizeof name, request->peer->client_id,
+                                strlen(request->peer->client_id)),
+                     verb, errors->unknown.count);
+        s_error(request, AQ_UNKNOWN_ITEM,
+                (aq_bytes_t){(const uint8_t *) errors->unknown.text, errors->unknown.size},
+                "this consumer holds no item with these ids");
+    }
+    if (errors->expired.count)
+        s_error(request, AQ_LEASE_EXPIRED,
+                (aq_bytes_t){(const uint8_t *) errors->expired.text, errors->expired.size},
+                "taken back from this consumer (lease expired or returned): delivered again");
+}
+
+static void s_on_ack(const request_t *request)
+{
+    broker_t *self = request->broker;
+    consumer_t *consumer = &request->peer->consumer;
+    static id_errors_t errors;
+    errors.unknown.size = errors.unknown.count = errors.expired.size = errors.expired.count = 0;
+    size_t count = aq_ids_count(request->msg->ids);
+    for (size_t i = 0; i < count; i++) {
+        item_t *item = s_held_item(request, aq_ids_get(request->msg->ids, i), &errors);
         if (!item)
             continue;
         deadlines_cancel(&self->deadlines, &item->timer);
         queue_ack(item->queue, consumer, item);
         store_remove(self->store, item);
+        request->peer->expired_streak = 0;
     }
+    s_answer_id_errors(request, &errors, "ack");
     if (consumer->queue) {
         broker_release_joiners(self, consumer->queue);
-        broker_dispatch(self, consumer->queue);
+        broker_touch_queue(self, consumer->queue);
     }
 }
 
-static void s_on_touch(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_on_touch(const request_t *request)
 {
+    broker_t *self = request->broker;
+    static id_errors_t errors;
+    errors.unknown.size = errors.unknown.count = errors.expired.size = errors.expired.count = 0;
     int64_t now = broker_now_ms();
-    for (size_t i = 0; i < msg->list_size; i++) {
-        item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "touch");
+    size_t count = aq_ids_count(request->msg->ids);
+    for (size_t i = 0; i < count; i++) {
+        item_t *item = s_held_item(request, aq_ids_get(request->msg->ids, i), &errors);
         if (item) /* scheduled already: cannot fail */
             deadlines_set(&self->deadlines, &item->timer, now + (int64_t) broker_lease_ms(item));
     }
+    s_answer_id_errors(request, &errors, "touch");
 }
 
-static void s_on_nack(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_on_nack(const request_t *request)
 {
-    uint64_t delay_ms = msg->delay_ms > INT32_MAX ? INT32_MAX : msg->delay_ms;
-    for (size_t i = 0; i < msg->list_size; i++) {
-        item_t *item = s_held_item(self, routing_id, peer, msg->list[i], "nack");
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    if (msg->delay_ms > AQ_WAIT_MAX_MS) {
+        s_error(request, AQ_MALFORMED, (aq_bytes_t){0},
+                "NACK delay-ms is at most 86400000 (24 hours)");
+        return;
+    }
+    static id_errors_t errors;
+    errors.unknown.size = errors.unknown.count = errors.expired.size = errors.expired.count = 0;
+    size_t count = aq_ids_count(msg->ids);
+    for (size_t i = 0; i < count; i++) {
+        item_t *item = s_held_item(request, aq_ids_get(msg->ids, i), &errors);
         if (!item)
             continue;
-        if (msg->text.size)
-            broker_log(self, "item %llu of %s returned by %s, attempt %u: %.*s",
-                       (unsigned long long) item->id, item->queue->name, peer->client_id,
-                       item->attempts, (int) msg->text.size, (const char *) msg->text.data);
-        broker_take_back(self, item, delay_ms);
+        if (msg->text.size && self->config.verbose) {
+            char reason[AQ_TEXT_MAX * 4 + 1], name[AQ_NAME_MAX * 4 + 1];
+            log_line("item %llu of %s returned by %s, attempt %u: %s",
+                     (unsigned long long) item->id, item->queue->name,
+                     log_escape(name, sizeof name, request->peer->client_id,
+                                strlen(request->peer->client_id)),
+                     item->attempts, s_escape(reason, sizeof reason, msg->text));
+        }
+        broker_take_back(self, item, msg->delay_ms);
     }
-    if (peer->consumer.queue)
-        broker_dispatch(self, peer->consumer.queue);
+    s_answer_id_errors(request, &errors, "nack");
 }
 
 void broker_free_joiner(broker_t *self, joiner_t *joiner)
@@ -194,62 +314,76 @@ void broker_free_joiner(broker_t *self, joiner_t *joiner)
     free(joiner);
 }
 
-static void s_send_joined(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *join,
-                          uint64_t waited)
+static void s_send_joined(const request_t *request, uint64_t waited)
 {
-    aq_msg_t joined = {.cmd = AQ_CMD_JOINED};
-    joined.tag = join->tag;
-    joined.queue = join->queue;
-    joined.count = waited;
-    s_reply(self, routing_id, &joined);
+    const aq_msg_t *msg = request->msg;
+    aq_msg_t joined = {.cmd = AQ_CMD_JOINED, .tag = msg->tag, .queue = msg->queue,
+                       .count = waited};
+    s_reply(request, &joined);
 }
 
-static void s_on_join(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_on_join(const request_t *request)
 {
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    peer_t *peer = request->peer;
+    if (msg->timeout_ms > AQ_WAIT_MAX_MS) {
+        s_error(request, AQ_MALFORMED, msg->queue,
+                "JOIN timeout-ms is at most 86400000 (24 hours); 0 waits for ever");
+        return;
+    }
+    if (!s_queue_allowed(request, msg->queue))
+        return;
     aq_status_t rc;
     queue_t *queue = broker_queue(self, msg->queue, 0, &rc);
     if (!queue) {
-        s_send_joined(self, routing_id, msg, 0); /* never had an item */
+        s_send_joined(request, 0); /* never had an item */
+        return;
+    }
+    if (queue->state == QUEUE_DISCARDING) {
+        s_error(request, AQ_SHUT_DOWN, msg->queue,
+                "queue shut down at once: not every item was processed");
         return;
     }
     if (peer->join_count >= self->config.max_joins_per_peer) {
-        broker_log_bad_input(self, "%s: more than %llu joins waiting at once", peer->client_id,
-                             (unsigned long long) self->config.max_joins_per_peer);
-        s_error(self, routing_id, AQ_LIMIT, msg->tag, "too many joins waiting for this session");
+        char name[AQ_NAME_MAX * 4 + 1];
+        ratelog_line(&self->bad_input, broker_now_ms(), "%s: more than %llu joins waiting at once",
+                     log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
+                     (unsigned long long) self->config.max_joins_per_peer);
+        s_error(request, AQ_LIMIT, msg->queue, "too many joins waiting for this session");
         return;
     }
     if (self->joiner_count >= self->config.max_joiners) {
-        s_error(self, routing_id, AQ_LIMIT, msg->tag, "too many joins are waiting");
+        s_error(request, AQ_LIMIT, msg->queue, "too many joins are waiting");
         return;
     }
     joiner_t *joiner = calloc(1, sizeof *joiner);
     if (!joiner) {
-        s_error(self, routing_id, AQ_INTERNAL, msg->tag, NULL);
+        s_error(request, AQ_INTERNAL, msg->queue, NULL);
         return;
     }
+    queue->last_active_ms = broker_now_ms();
     self->joiner_count++;
     joiner->peer = peer;
     list_push_back(&peer->joins, &joiner->peer_link);
     peer->join_count++;
     deadline_init(&joiner->deadline, TIMER_JOIN);
     joiner->mode = (aq_join_mode_t) msg->mode;
-    memcpy(joiner->routing_id, routing_id.data, routing_id.size);
-    joiner->routing_id_size = routing_id.size;
+    memcpy(joiner->routing_id, request->routing_id.data, request->routing_id.size);
+    joiner->routing_id_size = request->routing_id.size;
     memcpy(joiner->tag, msg->tag.data, msg->tag.size);
     joiner->tag_size = msg->tag.size;
     if (queue_join_start(queue, joiner)) {
-        s_send_joined(self, routing_id, msg, joiner->waited);
+        s_send_joined(request, joiner->waited);
         broker_free_joiner(self, joiner);
         return;
     }
-    if (msg->timeout_ms) {
-        uint64_t timeout = msg->timeout_ms > INT32_MAX ? INT32_MAX : msg->timeout_ms;
-        if (deadlines_set(&self->deadlines, &joiner->deadline,
-                          broker_now_ms() + (int64_t) timeout)) {
-            s_error(self, routing_id, AQ_INTERNAL, msg->tag, NULL);
-            broker_free_joiner(self, joiner);
-            return;
-        }
+    if (msg->timeout_ms
+        && deadlines_set(&self->deadlines, &joiner->deadline,
+                         broker_now_ms() + (int64_t) msg->timeout_ms)) {
+        s_error(request, AQ_INTERNAL, msg->queue, NULL);
+        broker_free_joiner(self, joiner);
+        return;
     }
     queue_add_joiner(queue, joiner);
 }
@@ -261,22 +395,27 @@ void broker_on_join_timeout(broker_t *self, joiner_t *joiner)
     reply.tag = (aq_bytes_t){joiner->tag, joiner->tag_size};
     reply.queue = aq_bytes_str(queue->name);
     reply.count = queue_join_remaining(queue, joiner);
-    broker_send(self, joiner->routing_id, joiner->routing_id_size, &reply, NULL);
+    broker_send(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &reply, NULL);
     queue_remove_joiner(queue, joiner);
     broker_free_joiner(self, joiner);
 }
 
-static void s_on_sync(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_on_sync(const request_t *request)
 {
-    (void) peer;
-    producer_t *producer = producers_get(self, msg->producer, 0);
-    if (!producer) {
-        s_error(self, routing_id, AQ_NO_SESSION, msg->tag,
-                "no HELLO from this producer: its puts were dropped; say HELLO with the "
-                "first unconfirmed seq and resend");
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    producer_t *producer = producers_get(self, msg->producer);
+    if (producer && strcmp(producer->key, request->key) != 0) {
+        s_error(request, AQ_FORBIDDEN, msg->producer, "that producer id belongs to another key");
         return;
     }
-    producers_sync(self, producer, routing_id, msg->tag, msg->seq);
+    if (!producer || !producer->peer) {
+        s_error(request, AQ_NO_SESSION, msg->producer,
+                "no session for this producer: its puts were dropped; say HELLO with the "
+                "first unconfirmed seq and send them again");
+        return;
+    }
+    producers_sync(self, producer, request->routing_id, msg->tag, msg->seq);
 }
 
 typedef struct {
@@ -284,6 +423,7 @@ typedef struct {
     aq_bytes_t *lines;
     size_t count;
     size_t capacity;
+    const auth_grant_t *grant;
 } report_t;
 
 static const char *s_state_name(queue_state_t state)
@@ -291,35 +431,34 @@ static const char *s_state_name(queue_state_t state)
     return state == QUEUE_OPEN ? "open" : state == QUEUE_DRAINING ? "draining" : "discarding";
 }
 
-static void s_report_line(report_t *report, const char *name, const queue_t *queue)
+static void s_report_line(report_t *report, const queue_t *queue)
 {
-    static const queue_t empty = {.name = ""};
-    if (!queue)
-        queue = &empty;
     if (report->count == report->capacity)
         return; /* more queues than one REPORT carries */
+    if (report->grant && !auth_allows_queue(report->grant, (const uint8_t *) queue->name,
+                                            strlen(queue->name)))
+        return;
     char *text = report->text[report->count];
     int length = snprintf(
         text, AQ_TEXT_MAX + 1,
-        "queue=%s queued=%llu inflight=%llu delayed=%llu acked=%llu dead=%llu consumers=%llu joiners=%llu "
-        "outstanding=%llu puts=%llu delivered=%llu redelivered=%llu maxsize=%llu "
-        "lease_ms=%llu state=%s discarded=%llu",
-        name, (unsigned long long) queue->ready_count,
+        "queue=%s queued=%llu inflight=%llu delayed=%llu held=%llu acked=%llu dead=%llu "
+        "consumers=%llu joiners=%llu outstanding=%llu puts=%llu delivered=%llu "
+        "redelivered=%llu expired=%llu maxsize=%llu lease_ms=%llu state=%s discarded=%llu",
+        queue->name, (unsigned long long) queue->ready_count,
         (unsigned long long) queue->inflight_count, (unsigned long long) queue->delayed_count,
-        (unsigned long long) queue->acked_total, (unsigned long long) queue->dead_count,
-        (unsigned long long) queue->consumer_count, (unsigned long long) queue->joiner_count,
-        (unsigned long long) queue->ledger.outstanding, (unsigned long long) queue->put_total,
-        (unsigned long long) queue->delivered_total,
-        (unsigned long long) queue->redelivered_total, (unsigned long long) queue->maxsize,
-        (unsigned long long) queue->lease_ms, s_state_name(queue->state),
-        (unsigned long long) queue->discarded_total);
+        (unsigned long long) queue->held_count, (unsigned long long) queue->acked_total,
+        (unsigned long long) queue->dead_count, (unsigned long long) queue->consumer_count,
+        (unsigned long long) queue->joiner_count, (unsigned long long) queue->ledger.outstanding,
+        (unsigned long long) queue->put_total, (unsigned long long) queue->delivered_total,
+        (unsigned long long) queue->redelivered_total, (unsigned long long) queue->expired_total,
+        (unsigned long long) queue->maxsize, (unsigned long long) queue->lease_ms,
+        s_state_name(queue->state), (unsigned long long) queue->discarded_total);
     report->lines[report->count++] = (aq_bytes_t){(const uint8_t *) text, (size_t) length};
 }
 
 static void s_report_each(void *ctx, void *value)
 {
-    queue_t *queue = value;
-    s_report_line(ctx, queue->name, queue);
+    s_report_line(ctx, value);
 }
 
 static int s_compare_lines(const void *a, const void *b)
@@ -330,67 +469,75 @@ static int s_compare_lines(const void *a, const void *b)
     return order ? order : (left->size > right->size) - (left->size < right->size);
 }
 
-static void s_on_stats(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+/*  One line for `queue` (if it exists), or for every queue the client may
+    see; sorted. Static buffers: one REPORT is built at a time. */
+static void s_send_report(const request_t *request, queue_t *queue, int every)
 {
-    (void) peer;
-    size_t capacity = msg->queue.size ? 1 : dict_size(self->queues);
-    if (capacity > AQ_LIST_MAX)
-        capacity = AQ_LIST_MAX;
-    report_t report = {calloc(capacity ? capacity : 1, sizeof *report.text),
-                       calloc(capacity ? capacity : 1, sizeof *report.lines), 0,
-                       capacity};
-    if (!report.text || !report.lines) {
-        s_error(self, routing_id, AQ_INTERNAL, msg->tag, NULL);
-    }
-    else {
-        if (msg->queue.size) {
-            char name[AQ_NAME_MAX + 1];
-            memcpy(name, msg->queue.data, msg->queue.size);
-            name[msg->queue.size] = '\0';
-            aq_status_t rc;
-            s_report_line(&report, name, broker_queue(self, msg->queue, 0, &rc));
-        }
-        else if (capacity)
-            dict_each(self->queues, s_report_each, &report);
-        qsort(report.lines, report.count, sizeof *report.lines, s_compare_lines);
-        aq_msg_t reply = {.cmd = AQ_CMD_REPORT};
-        reply.tag = msg->tag;
-        reply.list = report.lines;
-        reply.list_size = report.count;
-        s_reply(self, routing_id, &reply);
-    }
-    free(report.text);
-    free(report.lines);
+    static char text[AQ_LIST_MAX][AQ_TEXT_MAX + 1];
+    static aq_bytes_t lines[AQ_LIST_MAX];
+    report_t report = {text, lines, 0, AQ_LIST_MAX, &request->peer->grant};
+    if (queue)
+        s_report_line(&report, queue);
+    else if (every)
+        dict_each(request->broker->queues, s_report_each, &report);
+    qsort(report.lines, report.count, sizeof *report.lines, s_compare_lines);
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = lines,
+                      .list_size = report.count};
+    s_reply(request, &reply);
+}
+
+static void s_on_stats(const request_t *request)
+{
+    const aq_msg_t *msg = request->msg;
+    if (msg->queue.size && !s_queue_allowed(request, msg->queue))
+        return;
+    aq_status_t rc;
+    queue_t *queue = msg->queue.size ? broker_queue(request->broker, msg->queue, 0, &rc) : NULL;
+    s_send_report(request, queue, msg->queue.size == 0);
+}
+
+static void s_report_text(const request_t *request, const char *text)
+{
+    aq_bytes_t line = aq_bytes_str(text);
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = &line,
+                      .list_size = 1};
+    s_reply(request, &reply);
 }
 
 /*  One line per dead item, or one line with the count moved or deleted. */
-static void s_on_dead(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_on_dead(const request_t *request)
 {
-    (void) peer;
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    if (!s_queue_allowed(request, msg->queue))
+        return;
     aq_status_t rc;
     queue_t *queue = broker_queue(self, msg->queue, 0, &rc);
-    static char text[AQ_LIST_MAX][80];
-    static aq_bytes_t lines[AQ_LIST_MAX];
-    size_t count = 0;
+    char text[80];
     if (msg->text.size == 4 && memcmp(msg->text.data, "list", 4) == 0) {
+        static char lines_text[AQ_LIST_MAX][80];
+        static aq_bytes_t lines[AQ_LIST_MAX];
+        size_t count = 0;
         list_node_t *node;
-        for (node = queue ? queue->dead.next : NULL; node && node != &queue->dead && count < AQ_LIST_MAX;
-             node = node->next, count++) {
+        for (node = queue ? queue->dead.next : NULL;
+             node && node != &queue->dead && count < AQ_LIST_MAX; node = node->next, count++) {
             item_t *item = list_entry(node, item_t, link);
-            int length = snprintf(text[count], sizeof text[count], "id=%llu attempts=%u size=%zu",
-                                  (unsigned long long) item->id, item->attempts,
-                                  zmq_msg_size(&item->payload));
-            lines[count] = (aq_bytes_t){(const uint8_t *) text[count], (size_t) length};
+            int length = snprintf(lines_text[count], sizeof lines_text[count],
+                                  "id=%llu attempts=%u size=%u", (unsigned long long) item->id,
+                                  item->attempts, item->size);
+            lines[count] = (aq_bytes_t){(const uint8_t *) lines_text[count], (size_t) length};
         }
+        aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
+        s_reply(request, &reply);
     }
     else if (msg->text.size == 7 && memcmp(msg->text.data, "requeue", 7) == 0) {
         uint64_t moved = 0;
         if (queue && queue_requeue_dead(queue, &moved))
-            broker_log(self, "out of memory: some dead items of %s stay dead", queue->name);
-        int length = snprintf(text[0], sizeof text[0], "requeued=%llu", (unsigned long long) moved);
-        lines[count++] = (aq_bytes_t){(const uint8_t *) text[0], (size_t) length};
+            log_line("out of memory: some dead items of %s stay dead", queue->name);
         if (queue)
-            broker_dispatch(self, queue);
+            broker_touch_queue(self, queue);
+        snprintf(text, sizeof text, "requeued=%llu", (unsigned long long) moved);
+        s_report_text(request, text);
     }
     else if (msg->text.size == 5 && memcmp(msg->text.data, "purge", 5) == 0) {
         uint64_t purged = 0;
@@ -399,201 +546,153 @@ static void s_on_dead(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const
             store_remove(self->store, item);
             purged++;
         }
-        int length = snprintf(text[0], sizeof text[0], "purged=%llu", (unsigned long long) purged);
-        lines[count++] = (aq_bytes_t){(const uint8_t *) text[0], (size_t) length};
+        snprintf(text, sizeof text, "purged=%llu", (unsigned long long) purged);
+        s_report_text(request, text);
     }
-    else {
-        s_error(self, routing_id, AQ_MALFORMED, msg->tag, "DEAD takes list, requeue or purge");
-        return;
-    }
-    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
-    s_reply(self, routing_id, &reply);
+    else
+        s_error(request, AQ_MALFORMED, msg->queue, "DEAD takes list, requeue or purge");
 }
 
 /*  SHUTDOWN of one queue or of all: one report line per queue shut. */
-static void s_on_shutdown(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
-                          const aq_msg_t *msg)
+static void s_on_shutdown(const request_t *request)
 {
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    if (msg->queue.size && !s_queue_allowed(request, msg->queue))
+        return;
+    if (!msg->queue.size && request->peer->grant.queues[0]) {
+        s_error(request, AQ_FORBIDDEN, (aq_bytes_t){0},
+                "this client may shut down only its own queues, one at a time");
+        return;
+    }
     queue_state_t state = msg->mode == AQ_SHUTDOWN_IMMEDIATE ? QUEUE_DISCARDING : QUEUE_DRAINING;
-    broker_log(self, "%s: shutdown (%s) of %s",
-               peer ? peer->client_id : "a client without a session",
-               state == QUEUE_DISCARDING ? "immediate" : "drain",
-               msg->queue.size ? "one queue" : "every queue");
+    char name[AQ_NAME_MAX * 4 + 1];
+    log_line("%s: shutdown (%s) of %s",
+             log_escape(name, sizeof name, request->peer->client_id,
+                        strlen(request->peer->client_id)),
+             state == QUEUE_DISCARDING ? "immediate" : "drain",
+             msg->queue.size ? "one queue" : "every queue");
     aq_status_t rc;
-    char name[AQ_NAME_MAX + 1] = "";
-    memcpy(name, msg->queue.data, msg->queue.size);
-    name[msg->queue.size] = '\0';
     queue_t *queue = msg->queue.size ? broker_queue(self, msg->queue, 1, &rc) : NULL;
     if (msg->queue.size && !queue) {
-        s_error(self, routing_id, rc, msg->tag, NULL);
+        s_error(request, rc, msg->queue, NULL);
         return;
     }
     if (queue)
         broker_shut_queue(self, queue, state);
     else
         broker_shut_all(self, state);
-    static char text[AQ_LIST_MAX][AQ_TEXT_MAX + 1];
-    static aq_bytes_t lines[AQ_LIST_MAX];
-    report_t report = {text, lines, 0, AQ_LIST_MAX};
-    if (queue)
-        s_report_line(&report, name, queue);
-    else
-        dict_each(self->queues, s_report_each, &report);
-    qsort(report.lines, report.count, sizeof *report.lines, s_compare_lines);
-    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = report.count};
-    s_reply(self, routing_id, &reply);
+    s_send_report(request, queue, queue == NULL);
 }
 
-static void s_on_bye(broker_t *self, aq_bytes_t routing_id, peer_t *peer, const aq_msg_t *msg)
+static void s_on_bye(const request_t *request)
 {
-    (void) routing_id;
-    (void) msg;
-    if (!peer)
-        return;
+    peer_t *peer = request->peer;
     producer_t *producer = peer->producer;
-    s_drop(self, peer, "said BYE");
+    broker_drop_peer(request->broker, peer, "said BYE", 0);
     if (producer && list_empty(&producer->syncs))
-        producers_forget(self, producer);
+        producers_forget(request->broker, producer);
 }
 
-static void s_on_heartbeat(broker_t *self, aq_bytes_t routing_id, peer_t *peer,
-                           const aq_msg_t *msg)
+/*  The answer to heartbeat n: the peer has read everything sent before it. */
+static void s_on_heartbeat(const request_t *request)
 {
-    (void) self, (void) routing_id, (void) peer, (void) msg;
+    peer_t *peer = request->peer;
+    uint64_t beat = request->msg->beat;
+    if (!peer || beat > peer->beat || peer->beat - beat >= PEER_BEATS)
+        return;
+    uint64_t read = peer->beat_bytes[beat % PEER_BEATS];
+    if (read > peer->read_bytes)
+        peer->read_bytes = read;
 }
 
 static const handler_t s_handlers[AQ_CMD_COUNT_] = {
-    [AQ_CMD_HELLO] = {s_on_hello, 0},   [AQ_CMD_CREDIT] = {s_on_credit, 1},
-    [AQ_CMD_ACK] = {s_on_ack, 1},       [AQ_CMD_JOIN] = {s_on_join, 1},
-    [AQ_CMD_SYNC] = {s_on_sync, 0},     [AQ_CMD_STATS] = {s_on_stats, 0},
-    [AQ_CMD_BYE] = {s_on_bye, 0},       [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0},
-    [AQ_CMD_TOUCH] = {s_on_touch, 1},   [AQ_CMD_NACK] = {s_on_nack, 1},
-    [AQ_CMD_DEAD] = {s_on_dead, 0},     [AQ_CMD_SHUTDOWN] = {s_on_shutdown, 0},
+    [AQ_CMD_HELLO] = {s_on_hello, 0, 0},
+    [AQ_CMD_CREDIT] = {s_on_credit, 1, ROLE_CONSUME},
+    [AQ_CMD_ACK] = {s_on_ack, 1, ROLE_CONSUME},
+    [AQ_CMD_TOUCH] = {s_on_touch, 1, ROLE_CONSUME},
+    [AQ_CMD_NACK] = {s_on_nack, 1, ROLE_CONSUME},
+    [AQ_CMD_JOIN] = {s_on_join, 1, ROLE_PRODUCE | ROLE_CONSUME},
+    [AQ_CMD_SYNC] = {s_on_sync, 1, ROLE_PRODUCE},
+    [AQ_CMD_STATS] = {s_on_stats, 1, ROLE_PRODUCE | ROLE_CONSUME},
+    [AQ_CMD_DEAD] = {s_on_dead, 1, ROLE_ADMIN},
+    [AQ_CMD_SHUTDOWN] = {s_on_shutdown, 1, ROLE_ADMIN},
+    [AQ_CMD_BYE] = {s_on_bye, 1, 0},
+    [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0, 0},
 };
 
 static const char *s_peer_name(const peer_t *peer, aq_bytes_t routing_id, char *buf,
                                size_t size)
 {
     if (peer)
-        return peer->client_id;
+        return log_escape(buf, size, peer->client_id, strlen(peer->client_id));
     size_t at = (size_t) snprintf(buf, size, "peer ");
     for (size_t i = 0; i < routing_id.size && at + 3 < size; i++)
         at += (size_t) snprintf(buf + at, size - at, "%02x", routing_id.data[i]);
     return buf;
 }
 
+/*  A message that did not decode: answered with the code, and its tag if
+    the tag could be read (every request's first field). A client of
+    version 1 is answered in its own layout. */
+static void s_refuse_malformed(broker_t *self, const request_t *request, aq_status_t rc)
+{
+    size_t count;
+    const aq_bytes_t *frames = aq_inbox_frames(self->router_inbox, &count);
+    char name[600];
+    ratelog_line(&self->bad_input, broker_now_ms(), "%s: %s (%s)",
+                 s_peer_name(request->peer, request->routing_id, name, sizeof name),
+                 aq_strerror(rc), aq_cmd_name(request->msg->cmd));
+    if (rc == AQ_BAD_VERSION && count && frames[0].size == strlen(AQ_SIGNATURE_V1)
+        && memcmp(frames[0].data, AQ_SIGNATURE_V1, frames[0].size) == 0) {
+        aq_error_send_v1(self->router, &request->routing_id, ZMQ_DONTWAIT);
+        return;
+    }
+    s_error(request, rc, (aq_bytes_t){0}, NULL);
+}
+
 void broker_on_router(broker_t *self)
 {
     aq_inbox_t *inbox = self->router_inbox;
-    aq_bytes_t routing_id = aq_inbox_routing_id(inbox);
+    int64_t now = broker_now_ms();
+    int fd = aq_inbox_fd(inbox);
+    if (!conns_admitted(self->conns, fd, now)) {
+        ratelog_line(&self->refusals, now, "message on %s connection %d (%s): dropped",
+                     "ROUTER", fd, conns_state_name(self->conns, fd));
+        return; /* refused or closing: its messages are not looked at */
+    }
     aq_msg_t msg;
     aq_status_t rc = aq_inbox_decode(inbox, &msg);
+    aq_bytes_t routing_id = aq_inbox_routing_id(inbox);
     peer_t *peer = dict_get(self->peers, routing_id.data, routing_id.size);
-    char name[600];
+    request_t request = {self, routing_id, peer, &msg, aq_inbox_user_id(inbox), fd};
+    if (msg.fields_read == 0 || msg.cmd == AQ_CMD_HEARTBEAT)
+        msg.tag = (aq_bytes_t){0}; /* no tag read: an ERROR cannot name one */
     if (rc) {
-        broker_log_bad_input(self, "%s: %s (%s)", s_peer_name(peer, routing_id, name, sizeof name),
-                             aq_strerror(rc), aq_cmd_name(msg.cmd));
-        s_error(self, routing_id, rc, msg.tag, NULL);
+        s_refuse_malformed(self, &request, rc);
         return;
     }
     const handler_t *handler = &s_handlers[msg.cmd];
+    char name[600];
     if (!handler->fn) {
-        broker_log_bad_input(self, "%s: %s is not a command for the ROUTER socket",
-                             s_peer_name(peer, routing_id, name, sizeof name), aq_cmd_name(msg.cmd));
-        s_error(self, routing_id, AQ_UNKNOWN_COMMAND, msg.tag,
-                msg.cmd == AQ_CMD_PUT ? "PUT goes to the broker's PULL socket"
-                                      : "not a command the broker accepts");
+        ratelog_line(&self->bad_input, now, "%s: %s is not a command for the ROUTER socket",
+                     s_peer_name(peer, routing_id, name, sizeof name), aq_cmd_name(msg.cmd));
+        s_error(&request, AQ_UNKNOWN_COMMAND, (aq_bytes_t){0},
+                msg.cmd == AQ_CMD_PUT || msg.cmd == AQ_CMD_PUTS
+                    ? "puts go to the broker's PULL socket"
+                    : "not a command the broker accepts");
         return;
     }
     if (handler->needs_session && !peer) {
-        s_error(self, routing_id, AQ_NO_SESSION, msg.tag, NULL);
+        s_error(&request, AQ_NO_SESSION, (aq_bytes_t){0}, NULL);
         return;
     }
-    handler->fn(self, routing_id, peer, &msg);
-}
-
-/*  A put that cannot be accepted is still received: it advances its
-    producer's sequence, and the producer hears why (if it said HELLO). */
-static void s_refuse_put(broker_t *self, producer_t *producer, const aq_msg_t *msg, int code,
-                         const char *text)
-{
-    broker_log_bad_input(self, "put of %zu bytes to %.*s refused: %s", msg->payload.size,
-                         (int) msg->queue.size, (const char *) msg->queue.data, text);
-    if (!producer)
+    if (handler->roles && !(peer->grant.roles & (handler->roles | ROLE_ADMIN))) {
+        ratelog_line(&self->bad_input, now, "%s: %s refused: not in its roles",
+                     s_peer_name(peer, routing_id, name, sizeof name), aq_cmd_name(msg.cmd));
+        s_error(&request, AQ_FORBIDDEN, (aq_bytes_t){0},
+                "this client's roles do not allow that command");
         return;
-    if (producer->peer) {
-        char seq[AQ_U64_DIGITS + 1];
-        size_t length = aq_format_u64(msg->seq, seq);
-        broker_send_error(self, producer->peer->routing_id, producer->peer->routing_id_size, code,
-                          (aq_bytes_t){(const uint8_t *) seq, length}, text);
     }
-    producers_received(self, producer, msg->seq);
-}
-
-int broker_on_put(broker_t *self)
-{
-    aq_inbox_t *inbox = self->pull_inbox;
-    aq_msg_t msg;
-    aq_status_t rc = aq_inbox_decode(inbox, &msg);
-    if (rc == AQ_OK && msg.cmd != AQ_CMD_PUT)
-        rc = AQ_UNKNOWN_COMMAND;
-    if (rc == AQ_OK && (msg.producer.size == 0) != (msg.seq == 0))
-        rc = AQ_MALFORMED; /* a producer id goes with a seq from 1, none with 0 */
-    if (rc) {
-        broker_log_bad_input(self, "on the PULL socket: %s (%s)", aq_strerror(rc),
-                             aq_cmd_name(msg.cmd));
-        return 0;
-    }
-    producer_t *producer = NULL;
-    if (msg.producer.size) {
-        producer = producers_get(self, msg.producer, 0);
-        if (!producer) {
-            /* Sent before this broker heard the producer's HELLO (left in
-               its socket from a broker run that ended, say): it resends. */
-            broker_log_bad_input(self, "put from producer %.*s, which has not said HELLO, dropped",
-                                 (int) msg.producer.size, (const char *) msg.producer.data);
-            return 0;
-        }
-        if (!producers_check(self, producer, msg.seq))
-            return 0;
-    }
-    char text[120];
-    if (msg.payload.size > self->config.max_item) {
-        snprintf(text, sizeof text, "item of %zu bytes is larger than the limit of %llu",
-                 msg.payload.size, (unsigned long long) self->config.max_item);
-        s_refuse_put(self, producer, &msg, AQ_TOO_BIG, text);
-        return 0;
-    }
-    queue_t *queue = broker_queue(self, msg.queue, 1, &rc);
-    if (!queue) {
-        s_refuse_put(self, producer, &msg, rc,
-                     rc == AQ_LIMIT ? "too many queues" : "cannot create the queue");
-        return 0;
-    }
-    if (queue->state != QUEUE_OPEN) {
-        s_refuse_put(self, producer, &msg, AQ_SHUT_DOWN, "queue shut down: puts are refused");
-        return 0;
-    }
-    if (queue_is_full(queue)) {
-        self->parked_queue = queue;
-        return 1;
-    }
-    /* Room for this item's lease timer is secured now, so delivering it can
-       never fail for lack of memory. */
-    item_t *item = deadlines_reserve(&self->deadlines, store_count(self->store) + 64)
-                       ? NULL
-                       : store_add(self->store);
-    if (!item || queue_accept(queue, item)) {
-        if (item)
-            store_remove(self->store, item);
-        s_refuse_put(self, producer, &msg, AQ_INTERNAL, "out of memory");
-        return 0;
-    }
-    item->accepted_us = zclock_usecs();
-    item->lease_ms = msg.lease_ms > INT32_MAX ? INT32_MAX : (uint32_t) msg.lease_ms;
-    aq_inbox_take_last(inbox, &item->payload);
-    if (producer)
-        producers_received(self, producer, msg.seq);
-    broker_dispatch(self, queue);
-    return 0;
+    handler->fn(&request);
 }

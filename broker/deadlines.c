@@ -14,7 +14,7 @@ void deadlines_fini(deadlines_t *self)
     deadlines_init(self);
 }
 
-void deadline_init(deadline_t *deadline, int kind)
+void deadline_init(deadline_t *deadline, int32_t kind)
 {
     deadline->at = 0;
     deadline->index = DEADLINE_UNSET;
@@ -25,6 +25,8 @@ int deadlines_reserve(deadlines_t *self, size_t count)
 {
     if (count <= self->capacity)
         return 0;
+    if (count >= DEADLINE_UNSET)
+        return -1;
     size_t capacity = self->capacity ? self->capacity : 64;
     while (capacity < count)
         capacity *= 2;
@@ -39,7 +41,7 @@ int deadlines_reserve(deadlines_t *self, size_t count)
 static void s_place(deadlines_t *self, size_t index, deadline_t *deadline)
 {
     self->heap[index] = deadline;
-    deadline->index = index;
+    deadline->index = (uint32_t) index;
 }
 
 static void s_sift_up(deadlines_t *self, size_t index)
@@ -91,7 +93,7 @@ int deadlines_set(deadlines_t *self, deadline_t *deadline, int64_t at)
 void deadlines_cancel(deadlines_t *self, deadline_t *deadline)
 {
     size_t index = deadline->index;
-    if (index == DEADLINE_UNSET)
+    if (deadline->index == DEADLINE_UNSET)
         return;
     deadline->index = DEADLINE_UNSET;
     deadline_t *last = self->heap[--self->count];

@@ -7,12 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DEADLINE_UNSET ((size_t) -1)
+#define DEADLINE_UNSET UINT32_MAX
 
 typedef struct {
-    int64_t at;    /* monotonic milliseconds */
-    size_t index;  /* in the heap, or DEADLINE_UNSET */
-    int kind;      /* the owner's business: what to do when it fires */
+    int64_t at;      /* monotonic milliseconds */
+    uint32_t index;  /* in the heap, or DEADLINE_UNSET */
+    int32_t kind;    /* the owner's business: what to do when it fires */
 } deadline_t;
 
 typedef struct {
@@ -25,7 +25,7 @@ void deadlines_init(deadlines_t *self);
 void deadlines_fini(deadlines_t *self);
 
 /*  Initialises a deadline of this kind that is in no heap. */
-void deadline_init(deadline_t *deadline, int kind);
+void deadline_init(deadline_t *deadline, int32_t kind);
 
 /*  Makes room for `count` deadlines in all, so that setting up to that many
     cannot fail. Returns -1 if out of memory. */

@@ -6,6 +6,7 @@
 
 #include "asyncq/control.h"
 #include "asyncq/program.h"
+#include "asyncq/security.h"
 #include "asyncq/session.h"
 #include "broker.h"
 
@@ -19,11 +20,31 @@ static void s_usage(FILE *out)
             "                          interfaces, port 5557). PULL for puts on PORT,\n"
             "                          ROUTER on PORT+1. Also tcp://HOST:PORT, ipc://PATH;\n"
             "                          port 0 or * picks a free pair of ports.\n"
+            "      --curve-secret FILE the broker's secret certificate (asyncq keygen): both\n"
+            "                          sockets use CURVE (env ASYNCQ_CURVE_SECRET)\n"
+            "      --clients DIR       public certificates of the clients allowed in, with their\n"
+            "                          roles; re-read on SIGHUP (env ASYNCQ_CLIENTS)\n"
+            "      --insecure          without keys, accept connections from anywhere, not only\n"
+            "                          loopback (env ASYNCQ_INSECURE=1)\n"
             "      --max-item BYTES    largest item accepted (env ASYNCQ_MAX_ITEM; 1048576)\n"
+            "      --max-batch N       most items in one PUTS or ITEMS (env ASYNCQ_MAX_BATCH; 1024)\n"
             "      --maxsize N         most items queued per queue, 0 = unbounded\n"
-            "                          (env ASYNCQ_MAXSIZE; 0). A full queue makes\n"
-            "                          producers of every queue wait.\n"
-            "      --max-queues N      most queues (env ASYNCQ_MAX_QUEUES; 1024)\n"
+            "                          (env ASYNCQ_MAXSIZE; 0). A full queue holds back\n"
+            "                          its own producers' puts.\n"
+            "      --max-queues N      most queues (env ASYNCQ_MAX_QUEUES; 1024); an empty queue\n"
+            "                          nobody uses is forgotten after --queue-idle-ms\n"
+            "      --queue-idle-ms MS  (env ASYNCQ_QUEUE_IDLE_MS; 60000)\n"
+            "      --max-connections N most connections at once; more are closed at once\n"
+            "                          (env ASYNCQ_MAX_CONNECTIONS; 10000)\n"
+            "      --hello-timeout-ms MS  a connection that has not said HELLO (or put) by then\n"
+            "                          is closed (env ASYNCQ_HELLO_TIMEOUT_MS; 5000)\n"
+            "      --max-pending BYTES replies a session may leave unread before it is closed\n"
+            "                          (env ASYNCQ_MAX_PENDING; 8388608)\n"
+            "      --max-producers N   producers remembered without a session (env\n"
+            "                          ASYNCQ_MAX_PRODUCERS; 10000)\n"
+            "      --window N          puts of one producer held for a full queue (env\n"
+            "                          ASYNCQ_WINDOW; 4096)\n"
+            "      --window-bytes BYTES  and their bytes (env ASYNCQ_WINDOW_BYTES; 8388608)\n"
             "      --max-joins N       most joins waiting at once (env ASYNCQ_MAX_JOINS; 10000)\n"
             "      --max-credit N      most credit one consumer may ask for (env\n"
             "                          ASYNCQ_MAX_CREDIT; 10000)\n"
@@ -36,6 +57,8 @@ static void s_usage(FILE *out)
             "                          its own.\n"
             "      --max-attempts N    deliveries before an item goes to its queue's\n"
             "                          dead-letter list; 0 = no limit (env ASYNCQ_MAX_ATTEMPTS; 5)\n"
+            "      --max-expired N     leases a consumer lets expire in a row before its credit\n"
+            "                          is withdrawn (env ASYNCQ_MAX_EXPIRED; 3)\n"
             "      --max-joins-per-peer N  most joins one session may have waiting (env\n"
             "                          ASYNCQ_MAX_JOINS_PER_PEER; 100)\n"
             "      --drain-ms MS       on SIGTERM or SIGINT, refuse puts and wait this long at\n"
@@ -51,6 +74,7 @@ static void s_usage(FILE *out)
             "\n"
             "Prints \"READY <address>\" on stdout once it listens. Logs to stderr.\n"
             "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
+            "On SIGHUP, re-reads the clients directory and closes sessions of revoked keys.\n"
             "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind.\n");
 }
 
@@ -95,12 +119,21 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 10 };
+enum { SETTINGS = 19 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
     setting_t table[SETTINGS] = {
         {"max-item", "ASYNCQ_MAX_ITEM", &config->max_item, NULL},
+        {"max-batch", "ASYNCQ_MAX_BATCH", &config->max_batch, NULL},
+        {"max-connections", "ASYNCQ_MAX_CONNECTIONS", &config->max_connections, NULL},
+        {"hello-timeout-ms", "ASYNCQ_HELLO_TIMEOUT_MS", &config->hello_timeout_ms, NULL},
+        {"max-pending", "ASYNCQ_MAX_PENDING", &config->max_pending, NULL},
+        {"max-producers", "ASYNCQ_MAX_PRODUCERS", &config->max_producers, NULL},
+        {"window", "ASYNCQ_WINDOW", &config->window, NULL},
+        {"window-bytes", "ASYNCQ_WINDOW_BYTES", &config->window_bytes, NULL},
+        {"queue-idle-ms", "ASYNCQ_QUEUE_IDLE_MS", &config->queue_idle_ms, NULL},
+        {"max-expired", "ASYNCQ_MAX_EXPIRED", &config->max_expired, NULL},
         {"maxsize", "ASYNCQ_MAXSIZE", &config->maxsize, NULL},
         {"max-queues", "ASYNCQ_MAX_QUEUES", &config->max_queues, NULL},
         {"max-joins", "ASYNCQ_MAX_JOINS", &config->max_joiners, NULL},
@@ -128,12 +161,30 @@ static int s_settings_parse(setting_t *settings)
     return 1;
 }
 
+/*  A setting outside its range: says which and returns 0. */
+static int s_range(const char *flag, uint64_t value, uint64_t low, uint64_t high)
+{
+    if (value >= low && value <= high)
+        return 1;
+    fprintf(stderr, "asyncq-broker: --%s must be from %llu to %llu\n", flag,
+            (unsigned long long) low, (unsigned long long) high);
+    return 0;
+}
+
 static int s_config_is_valid(broker_config_t *config)
 {
-    if (config->heartbeat_ms < 10 || config->heartbeat_ms > 600000) {
-        fprintf(stderr, "asyncq-broker: --heartbeat-ms must be from 10 to 600000\n");
+    if (!s_range("heartbeat-ms", config->heartbeat_ms, 10, 600000)
+        || !s_range("max-item", config->max_item, 1, (uint64_t) UINT32_MAX / 2)
+        || !s_range("max-batch", config->max_batch, 1, AQ_LIST_MAX)
+        || !s_range("max-connections", config->max_connections, 1, 1000000)
+        || !s_range("hello-timeout-ms", config->hello_timeout_ms, 100, 600000)
+        || !s_range("max-attempts", config->max_attempts, 0, UINT16_MAX - 1)
+        || !s_range("max-expired", config->max_expired, 1, 1000000)
+        || !s_range("max-credit", config->max_credit, 1, 1000000)
+        || !s_range("window", config->window, 1, 1000000)
+        || !s_range("window-bytes", config->window_bytes, config->max_item, UINT64_MAX / 2)
+        || !s_range("max-pending", config->max_pending, 1024, UINT32_MAX))
         return 0;
-    }
     if (config->drain_ms > INT32_MAX)
         config->drain_ms = INT32_MAX;
     return s_lease_is_valid(config->lease_ms);
@@ -148,7 +199,10 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
     for (size_t i = 0; i < config->queue_lease_count; i++)
         printf("%s%s=%llu", i ? "," : "", config->queue_leases[i].queue,
                (unsigned long long) config->queue_leases[i].lease_ms);
-    printf("\nASYNCQ_VERBOSE=%d\n", config->verbose);
+    printf("\nASYNCQ_CURVE_SECRET=%s\nASYNCQ_CLIENTS=%s\nASYNCQ_INSECURE=%d\n",
+           config->curve_secret ? config->curve_secret : "",
+           config->clients_dir ? config->clients_dir : "", config->insecure);
+    printf("ASYNCQ_VERBOSE=%d\n", config->verbose);
 }
 
 static void s_ignore_line(void *ctx, const char *line)
@@ -157,9 +211,15 @@ static void s_ignore_line(void *ctx, const char *line)
     (void) line;
 }
 
-/*  --health: the broker bound to `bind` answers a STATS request. */
-static int s_health(const char *bind)
+/*  --health: the broker bound to `bind` answers a STATS request. With
+    CURVE, it connects with the broker's own certificate, which must then be
+    in the clients directory (with a role that may ask for stats). */
+static int s_health(const char *bind, const char *curve_secret)
 {
+    if (aq_security_set(curve_secret, curve_secret) != AQ_OK) {
+        fprintf(stderr, "asyncq-broker: --health: %s\n", aq_security_error());
+        return AQ_EXIT_USAGE;
+    }
     aq_endpoint_t endpoint;
     if (aq_endpoint_parse(bind, 1, &endpoint) || (!endpoint.is_ipc && endpoint.port == 0)) {
         fprintf(stderr, "asyncq-broker: --health needs a fixed address, not '%s'\n", bind);
@@ -187,6 +247,15 @@ int main(int argc, char **argv)
     broker_config_t config = {
         .bind = NULL,
         .max_item = BROKER_DEFAULT_MAX_ITEM,
+        .max_batch = BROKER_DEFAULT_MAX_BATCH,
+        .max_connections = BROKER_DEFAULT_MAX_CONNECTIONS,
+        .hello_timeout_ms = BROKER_DEFAULT_HELLO_TIMEOUT_MS,
+        .max_pending = BROKER_DEFAULT_MAX_PENDING,
+        .max_producers = BROKER_DEFAULT_MAX_PRODUCERS,
+        .window = BROKER_DEFAULT_WINDOW,
+        .window_bytes = BROKER_DEFAULT_WINDOW_BYTES,
+        .queue_idle_ms = BROKER_DEFAULT_QUEUE_IDLE_MS,
+        .max_expired = BROKER_DEFAULT_MAX_EXPIRED,
         .maxsize = 0,
         .max_queues = BROKER_DEFAULT_MAX_QUEUES,
         .max_joiners = BROKER_DEFAULT_MAX_JOINERS,
@@ -201,7 +270,7 @@ int main(int argc, char **argv)
     s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 7];
+    struct option options[SETTINGS + 10];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -210,7 +279,10 @@ int main(int argc, char **argv)
     options[SETTINGS + 3] = (struct option){"verbose", no_argument, 0, 'v'};
     options[SETTINGS + 4] = (struct option){"help", no_argument, 0, 'h'};
     options[SETTINGS + 5] = (struct option){"health", no_argument, 0, 'k'};
-    options[SETTINGS + 6] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 6] = (struct option){"curve-secret", required_argument, 0, 'c'};
+    options[SETTINGS + 7] = (struct option){"clients", required_argument, 0, 'C'};
+    options[SETTINGS + 8] = (struct option){"insecure", no_argument, 0, 'i'};
+    options[SETTINGS + 9] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -226,6 +298,9 @@ int main(int argc, char **argv)
             break;
         case 'p': print_config = 1; break;
         case 'k': health = 1; break;
+        case 'c': config.curve_secret = optarg; break;
+        case 'C': config.clients_dir = optarg; break;
+        case 'i': config.insecure = 1; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
@@ -239,6 +314,15 @@ int main(int argc, char **argv)
     const char *verbose = getenv("ASYNCQ_VERBOSE");
     if (verbose && strcmp(verbose, "1") == 0)
         config.verbose = 1;
+    const char *insecure = getenv("ASYNCQ_INSECURE");
+    if (insecure && strcmp(insecure, "1") == 0)
+        config.insecure = 1;
+    config.curve_secret = aq_arg_env(config.curve_secret, "ASYNCQ_CURVE_SECRET");
+    config.clients_dir = aq_arg_env(config.clients_dir, "ASYNCQ_CLIENTS");
+    if (config.curve_secret && !*config.curve_secret)
+        config.curve_secret = NULL;
+    if (config.clients_dir && !*config.clients_dir)
+        config.clients_dir = NULL;
     if (!s_settings_parse(settings) || !s_config_is_valid(&config)
         || (!queue_lease_given && queue_leases && *queue_leases
             && !s_queue_leases(&config, queue_leases)))
@@ -249,21 +333,29 @@ int main(int argc, char **argv)
         return AQ_EXIT_OK;
     }
     if (health)
-        return s_health(config.bind);
+        return s_health(config.bind, config.curve_secret);
 
     aq_status_t status;
     broker_t *broker = broker_new(&config, &status);
     if (!broker) {
+        if (status == AQ_BAD_KEY)
+            return AQ_EXIT_USAGE; /* the reason is logged */
         fprintf(stderr, "asyncq-broker: cannot listen on '%s': %s (%s)\n", config.bind,
                 aq_strerror(status), status == AQ_BAD_ENDPOINT ? zmq_strerror(errno) : "");
         return status == AQ_BAD_ENDPOINT ? AQ_EXIT_UNREACHABLE : AQ_EXIT_FAILURE;
     }
     printf("READY %s\n", broker->address);
     fflush(stdout);
-    broker_log(broker, "listening on %s (max item %llu bytes, maxsize %llu)", broker->address,
-               (unsigned long long) config.max_item, (unsigned long long) config.maxsize);
+    log_line("listening on %s (max item %llu bytes, maxsize %llu); in memory: a restart loses "
+             "the queues; %s",
+             broker->address, (unsigned long long) config.max_item,
+             (unsigned long long) config.maxsize,
+             auth_enabled(broker->auth) ? "CURVE: clients need an allowed key"
+             : config.insecure ? "no keys and --insecure: anyone who reaches it is let in, "
+                                 "nothing is encrypted"
+                               : "no keys: loopback connections only");
     status = broker_run(broker);
-    broker_log(broker, "stopping");
+    log_line("stopping");
     broker_destroy(&broker);
     return status == AQ_OK ? AQ_EXIT_OK : AQ_EXIT_FAILURE;
 }

@@ -5,9 +5,16 @@
 
     Puts are taken strictly in sequence (go-back-N): a put below next_seq is
     a resend of one already received and is dropped; a put above it means
-    some were lost on the way (a connection broke), so it is dropped too,
-    and the waiting SYNCs are told LOST at once; the producer then resends
-    everything unconfirmed, from its oldest, and the gap fills in order. */
+    some were lost on the way (a connection broke), so it is dropped too, and
+    the SYNCs waiting then are told LOST; the producer resends everything
+    unconfirmed, from its oldest, and the gap fills in order. A SYNC that
+    arrives while the gap is open waits for the resends rather than hearing
+    LOST again, so recovery converges; one that waits 3 heartbeats while no
+    put of its producer arrives hears LOST (its resends were lost too).
+
+    A put is *received* when it passes the sequence check (next_seq moves)
+    and *done* when it is accepted or refused; held puts (a full queue) are
+    received but not done, and SYNC waits for done. */
 #include "broker.h"
 
 #include <stdio.h>
@@ -16,49 +23,139 @@
 
 #define SYNCS_PER_PRODUCER 16
 /*  A producer with no session and no pending SYNC is forgotten after this
-    long without a put. */
+    long without a put, or sooner when --max-producers are remembered. */
 #define PRODUCER_IDLE_MS (10 * 60 * 1000)
+/*  Heartbeat intervals a SYNC waits, with no put arriving, before LOST. */
+#define STALL_HEARTBEATS 3
 
-producer_t *producers_get(broker_t *self, aq_bytes_t id, int create)
+producer_t *producers_get(broker_t *self, aq_bytes_t id)
 {
-    producer_t *producer = dict_get(self->producers, id.data, id.size);
-    if (producer || !create)
-        return producer;
-    producer = calloc(1, sizeof *producer);
+    return dict_get(self->producers, id.data, id.size);
+}
+
+static void s_idle_push(broker_t *self, producer_t *producer)
+{
+    list_push_back(&self->idle_producers, &producer->idle_link);
+    self->idle_producer_count++;
+}
+
+static void s_idle_remove(broker_t *self, producer_t *producer)
+{
+    if (!list_linked(&producer->idle_link))
+        return;
+    list_remove(&producer->idle_link);
+    self->idle_producer_count--;
+}
+
+/*  Keeps the producers without a session within --max-producers: the one
+    idle the longest goes first. A producer forgotten while it still had
+    unconfirmed puts loses its de-duplication: when it comes back, puts it
+    resends that were already received are queued again. */
+static void s_evict(broker_t *self)
+{
+    while (self->idle_producer_count > self->config.max_producers) {
+        list_node_t *node = list_first(&self->idle_producers);
+        producers_forget(self, list_entry(node, producer_t, idle_link));
+    }
+}
+
+producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key)
+{
+    producer_t *producer = calloc(1, sizeof *producer);
     if (!producer)
         return NULL;
     memcpy(producer->id, id.data, id.size);
+    snprintf(producer->key, sizeof producer->key, "%s", key);
     producer->next_seq = 1; /* HELLO sets where a returning producer resumes */
-    producer->last_seen_ms = broker_now_ms();
+    producer->last_seen_ms = producer->progress_ms = broker_now_ms();
     list_init(&producer->syncs);
+    list_init(&producer->held);
+    list_init(&producer->idle_link);
+    list_init(&producer->blocked_link);
     if (dict_set(self->producers, id.data, id.size, producer)) {
         free(producer);
         return NULL;
     }
-    peer_t *peer = dict_get(self->clients, id.data, id.size);
-    if (peer) {
-        producer->peer = peer;
-        peer->producer = producer;
-    }
     return producer;
 }
 
-static void s_answer(broker_t *self, producer_t *producer, const uint8_t *routing_id,
-                     size_t routing_id_size, aq_bytes_t tag, uint64_t seq)
+void producers_attach(broker_t *self, producer_t *producer, peer_t *peer)
 {
-    if (producer->lost_from && producer->lost_from <= seq) {
+    if (producer->peer)
+        producers_detach(self, producer);
+    s_idle_remove(self, producer);
+    producer->peer = peer;
+    peer->producer = producer;
+}
+
+void producers_detach(broker_t *self, producer_t *producer)
+{
+    if (producer->peer)
+        producer->peer->producer = NULL;
+    producer->peer = NULL;
+    producer->last_seen_ms = broker_now_ms();
+    if (!list_linked(&producer->idle_link))
+        s_idle_push(self, producer);
+    s_evict(self);
+}
+
+uint64_t producers_done(const producer_t *producer)
+{
+    list_node_t *node = list_first(&producer->held);
+    if (!node)
+        return producer->next_seq - 1;
+    const held_put_t *held = list_entry(node, held_put_t, link);
+    return held->seq + held->skip - 1;
+}
+
+static void s_answer(broker_t *self, producer_t *producer, sync_wait_t *wait, int lost)
+{
+    aq_bytes_t rid = {wait->routing_id, wait->routing_id_size};
+    aq_bytes_t tag = {wait->tag, wait->tag_size};
+    if (lost) {
         char text[160];
         snprintf(text, sizeof text, "puts from seq %llu on never reached the broker: "
-                 "resend from there",
-                 (unsigned long long) producer->lost_from);
-        broker_send_error(self, routing_id, routing_id_size, AQ_LOST, tag, text);
+                 "send again every put not confirmed",
+                 (unsigned long long) (producer->lost_from ? producer->lost_from
+                                                           : producer->next_seq));
+        broker_send_error(self, rid, AQ_LOST, tag, aq_bytes_str(producer->id), text);
         return;
     }
-    aq_msg_t reply = {.cmd = AQ_CMD_SYNCED};
-    reply.tag = tag;
+    aq_msg_t reply = {.cmd = AQ_CMD_SYNCED, .tag = tag, .seq = wait->seq};
     reply.producer = aq_bytes_str(producer->id);
-    reply.seq = seq;
-    broker_send(self, routing_id, routing_id_size, &reply, NULL);
+    broker_send(self, rid, &reply, NULL);
+}
+
+static void s_remove_wait(producer_t *producer, sync_wait_t *wait)
+{
+    list_remove(&wait->link);
+    producer->sync_count--;
+    free(wait);
+}
+
+/*  Answers every SYNC waiting: LOST, since the puts they wait for will only
+    come again if the producer resends them. */
+static void s_answer_all_lost(broker_t *self, producer_t *producer)
+{
+    list_node_t *node;
+    while ((node = list_first(&producer->syncs))) {
+        sync_wait_t *wait = list_entry(node, sync_wait_t, link);
+        s_answer(self, producer, wait, 1);
+        s_remove_wait(producer, wait);
+    }
+}
+
+void producers_answer(broker_t *self, producer_t *producer)
+{
+    uint64_t done = producers_done(producer);
+    list_node_t *node;
+    while ((node = list_first(&producer->syncs))) {
+        sync_wait_t *wait = list_entry(node, sync_wait_t, link);
+        if (wait->seq > done)
+            break;
+        s_answer(self, producer, wait, 0);
+        s_remove_wait(producer, wait);
+    }
 }
 
 void producers_resume(broker_t *self, producer_t *producer, uint64_t seq)
@@ -72,109 +169,156 @@ void producers_resume(broker_t *self, producer_t *producer, uint64_t seq)
     }
 }
 
-/*  Answers every SYNC still waiting: LOST, since the puts they wait for
-    will only come again if the producer resends them. */
-static void s_answer_all(broker_t *self, producer_t *producer)
+int producers_check(broker_t *self, producer_t *producer, uint64_t first, uint64_t count,
+                    uint64_t *skip)
 {
-    list_node_t *node;
-    while ((node = list_first(&producer->syncs))) {
-        sync_wait_t *wait = list_entry(node, sync_wait_t, link);
-        s_answer(self, producer, wait->routing_id, wait->routing_id_size,
-                 (aq_bytes_t){wait->tag, wait->tag_size}, wait->seq);
-        list_remove(node);
-        free(wait);
-    }
-}
-
-int producers_check(broker_t *self, producer_t *producer, uint64_t seq)
-{
-    producer->last_seen_ms = broker_now_ms();
-    if (seq < producer->next_seq)
-        return 0; /* a resend of a put already received */
-    if (seq == producer->next_seq)
+    int64_t now = broker_now_ms();
+    producer->last_seen_ms = producer->progress_ms = now;
+    uint64_t last = first + count - 1;
+    if (last < producer->next_seq)
+        return 0; /* resends of puts already received */
+    if (first <= producer->next_seq) {
+        *skip = producer->next_seq - first;
         return 1;
+    }
     if (!producer->lost_from) {
         producer->lost_from = producer->next_seq;
-        broker_log(self, "producer %s: put %llu arrived while %llu was expected: "
-                         "dropping until it resends from there",
-                   producer->id, (unsigned long long) seq,
-                   (unsigned long long) producer->next_seq);
-        s_answer_all(self, producer);
+        char name[AQ_NAME_MAX * 4 + 1];
+        ratelog_line(&self->bad_input, now,
+                     "producer %s: put %llu arrived while %llu was expected: "
+                     "dropping until it sends again from there",
+                     log_escape(name, sizeof name, producer->id, strlen(producer->id)),
+                     (unsigned long long) first, (unsigned long long) producer->next_seq);
+        s_answer_all_lost(self, producer);
     }
     return 0;
 }
 
-void producers_received(broker_t *self, producer_t *producer, uint64_t seq)
+void producers_received(broker_t *self, producer_t *producer, uint64_t last)
 {
-    producer->next_seq = seq + 1;
+    producer->next_seq = last + 1;
     producer->lost_from = 0;
+    producers_answer(self, producer);
+}
+
+/*  Tells each waiting SYNC that covers a held put why it waits, once. */
+void producers_tell_held(broker_t *self, producer_t *producer)
+{
+    list_node_t *first = list_first(&producer->held);
+    if (!first)
+        return;
+    const held_put_t *held = list_entry(first, held_put_t, link);
+    uint64_t from = held->seq + held->skip;
     list_node_t *node;
-    while ((node = list_first(&producer->syncs))) {
+    for (node = producer->syncs.next; node != &producer->syncs; node = node->next) {
         sync_wait_t *wait = list_entry(node, sync_wait_t, link);
-        if (wait->seq >= producer->next_seq)
-            break;
-        s_answer(self, producer, wait->routing_id, wait->routing_id_size,
-                 (aq_bytes_t){wait->tag, wait->tag_size}, wait->seq);
-        list_remove(node);
-        free(wait);
+        if (wait->told_held || wait->seq < from)
+            continue;
+        wait->told_held = 1;
+        aq_msg_t msg = {.cmd = AQ_CMD_HELD, .tag = {wait->tag, wait->tag_size}, .seq = from};
+        msg.producer = aq_bytes_str(producer->id);
+        msg.queue = aq_bytes_str(held->queue->name);
+        broker_send(self, (aq_bytes_t){wait->routing_id, wait->routing_id_size}, &msg, NULL);
     }
 }
 
 void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
                     aq_bytes_t tag, uint64_t seq)
 {
-    if (seq < producer->next_seq || producer->lost_from) {
-        s_answer(self, producer, routing_id.data, routing_id.size, tag, seq);
+    sync_wait_t probe = {.seq = seq};
+    memcpy(probe.routing_id, routing_id.data, routing_id.size);
+    probe.routing_id_size = routing_id.size;
+    memcpy(probe.tag, tag.data, tag.size);
+    probe.tag_size = tag.size;
+    if (seq <= producers_done(producer)) {
+        s_answer(self, producer, &probe, 0);
         return;
     }
-    size_t waiting = 0;
-    list_node_t *node;
-    for (node = producer->syncs.next; node != &producer->syncs; node = node->next)
-        waiting++;
-    sync_wait_t *wait = waiting < SYNCS_PER_PRODUCER ? calloc(1, sizeof *wait) : NULL;
+    sync_wait_t *wait =
+        producer->sync_count < SYNCS_PER_PRODUCER ? malloc(sizeof *wait) : NULL;
     if (!wait) {
-        broker_send_error(self, routing_id.data, routing_id.size, AQ_LIMIT, tag,
+        broker_send_error(self, routing_id, AQ_LIMIT, tag, aq_bytes_str(producer->id),
                           "too many SYNCs waiting for this producer");
         return;
     }
-    wait->seq = seq;
-    memcpy(wait->routing_id, routing_id.data, routing_id.size);
-    wait->routing_id_size = routing_id.size;
-    memcpy(wait->tag, tag.data, tag.size);
-    wait->tag_size = tag.size;
+    *wait = probe;
+    wait->since_ms = broker_now_ms();
     /* Keep the list ordered by seq: insert before the first larger one. */
+    list_node_t *node;
     for (node = producer->syncs.next; node != &producer->syncs; node = node->next)
         if (list_entry(node, sync_wait_t, link)->seq > seq)
             break;
     list_insert_between(&wait->link, node->prev, node);
+    producer->sync_count++;
+    producers_tell_held(self, producer);
+}
+
+/*  SYNCs that waited STALL_HEARTBEATS intervals while no put of their
+    producer arrived (and none is held): their puts are not coming. */
+static void s_check_stalled(broker_t *self, producer_t *producer, int64_t now)
+{
+    if (list_empty(&producer->syncs) || !list_empty(&producer->held))
+        return;
+    int64_t patience = STALL_HEARTBEATS * (int64_t) self->config.heartbeat_ms;
+    list_node_t *node, *next;
+    for (node = producer->syncs.next; node != &producer->syncs; node = next) {
+        next = node->next;
+        sync_wait_t *wait = list_entry(node, sync_wait_t, link);
+        int64_t since = wait->since_ms > producer->progress_ms ? wait->since_ms
+                                                                : producer->progress_ms;
+        if (now - since < patience)
+            continue;
+        s_answer(self, producer, wait, 1);
+        s_remove_wait(producer, wait);
+    }
 }
 
 void producers_forget(broker_t *self, producer_t *producer)
 {
     list_node_t *node;
-    while ((node = list_first(&producer->syncs))) {
-        list_remove(node);
-        free(list_entry(node, sync_wait_t, link));
-    }
+    while ((node = list_first(&producer->syncs)))
+        s_remove_wait(producer, list_entry(node, sync_wait_t, link));
+    broker_free_held(self, producer);
     if (producer->peer)
         producer->peer->producer = NULL;
+    s_idle_remove(self, producer);
     dict_delete(self->producers, producer->id, strlen(producer->id));
     free(producer);
 }
 
 typedef struct {
+    broker_t *broker;
     producer_t **list;
     size_t count;
-    int64_t before_ms;
 } sweep_t;
 
-static void s_collect_idle(void *ctx, void *value)
+static void s_collect_syncing(void *ctx, void *value)
 {
     sweep_t *sweep = ctx;
     producer_t *producer = value;
-    if (!producer->peer && list_empty(&producer->syncs)
-        && producer->last_seen_ms < sweep->before_ms)
+    if (!list_empty(&producer->syncs))
         sweep->list[sweep->count++] = producer;
+}
+
+/*  Producers idle without a session for PRODUCER_IDLE_MS are forgotten
+    (oldest first: the idle list is in order), and stalled SYNCs answered. */
+void producers_sweep(broker_t *self)
+{
+    int64_t now = broker_now_ms();
+    list_node_t *node;
+    while ((node = list_first(&self->idle_producers))) {
+        producer_t *producer = list_entry(node, producer_t, idle_link);
+        if (now - producer->last_seen_ms < PRODUCER_IDLE_MS)
+            break;
+        producers_forget(self, producer);
+    }
+    sweep_t sweep = {self, calloc(dict_size(self->producers) + 1, sizeof(producer_t *)), 0};
+    if (!sweep.list)
+        return;
+    dict_each(self->producers, s_collect_syncing, &sweep);
+    for (size_t i = 0; i < sweep.count; i++)
+        s_check_stalled(self, sweep.list[i], now);
+    free(sweep.list);
 }
 
 static void s_collect_all(void *ctx, void *value)
@@ -183,24 +327,13 @@ static void s_collect_all(void *ctx, void *value)
     sweep->list[sweep->count++] = value;
 }
 
-static void s_forget_collected(broker_t *self, void (*collect)(void *, void *))
+void producers_destroy_all(broker_t *self)
 {
-    sweep_t sweep = {calloc(dict_size(self->producers) + 1, sizeof(producer_t *)), 0,
-                     broker_now_ms() - PRODUCER_IDLE_MS};
+    sweep_t sweep = {self, calloc(dict_size(self->producers) + 1, sizeof(producer_t *)), 0};
     if (!sweep.list)
-        return; /* try again at the next sweep */
-    dict_each(self->producers, collect, &sweep);
+        return;
+    dict_each(self->producers, s_collect_all, &sweep);
     for (size_t i = 0; i < sweep.count; i++)
         producers_forget(self, sweep.list[i]);
     free(sweep.list);
-}
-
-void producers_sweep(broker_t *self)
-{
-    s_forget_collected(self, s_collect_idle);
-}
-
-void producers_destroy_all(broker_t *self)
-{
-    s_forget_collected(self, s_collect_all);
 }

@@ -24,6 +24,8 @@ queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts, ui
     list_init(&self->busy);
     list_init(&self->joiners_before);
     list_init(&self->joiners_all);
+    list_init(&self->blocked);
+    list_init(&self->dirty_link);
     return self;
 }
 
@@ -43,11 +45,26 @@ int queue_is_full(const queue_t *self)
     return self->maxsize && self->ready_count >= self->maxsize;
 }
 
+uint64_t queue_room(const queue_t *self)
+{
+    if (!self->maxsize)
+        return UINT64_MAX;
+    return self->ready_count >= self->maxsize ? 0 : self->maxsize - self->ready_count;
+}
+
+int queue_is_unused(const queue_t *self)
+{
+    return self->state == QUEUE_OPEN && self->ready_count == 0 && self->inflight_count == 0
+           && self->delayed_count == 0 && self->dead_count == 0 && self->held_count == 0
+           && self->consumer_count == 0 && self->joiner_count == 0 && list_empty(&self->blocked);
+}
+
 int queue_accept(queue_t *self, item_t *item)
 {
     if (ledger_open(&self->ledger, &item->seq))
         return -1;
     item->queue = self;
+    item->state = ITEM_QUEUED;
     list_push_back(&self->ready, &item->link);
     self->ready_count++;
     self->put_total++;
@@ -67,6 +84,7 @@ item_t *queue_pop(queue_t *self)
 void queue_requeue(queue_t *self, item_t *item)
 {
     assert(!list_linked(&item->link) && item->queue == self);
+    item->state = ITEM_QUEUED;
     list_push_front(&self->ready, &item->link);
     self->ready_count++;
 }
@@ -91,6 +109,7 @@ static void s_bury(queue_t *self, item_t *item)
     for (node = self->joiners_all.next; node != &self->joiners_all; node = node->next)
         list_entry(node, joiner_t, link)->dead++;
     ledger_close(&self->ledger, item->seq);
+    item->state = ITEM_DEAD;
     list_push_back(&self->dead, &item->link);
     self->dead_count++;
 }
@@ -131,6 +150,7 @@ int queue_requeue_dead(queue_t *self, uint64_t *count)
         list_remove(node);
         self->dead_count--;
         item->attempts = 0;
+        item->state = ITEM_QUEUED;
         list_push_back(&self->ready, &item->link);
         self->ready_count++;
         (*count)++;
@@ -203,11 +223,23 @@ consumer_t *queue_next_consumer(const queue_t *self)
     return node ? list_entry(node, consumer_t, link) : NULL;
 }
 
+consumer_t *queue_other_consumer(const queue_t *self, const consumer_t *not)
+{
+    const list_node_t *lists[2] = {&self->idle, &self->busy};
+    for (int i = 0; i < 2; i++)
+        for (const list_node_t *node = lists[i]->next; node != lists[i]; node = node->next)
+            if (list_entry(node, consumer_t, link) != not)
+                return list_entry(node, consumer_t, link);
+    return NULL;
+}
+
 void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item)
 {
     assert(consumer->queue == self && !list_linked(&item->link));
     item->holder = consumer;
-    item->attempts++;
+    item->state = ITEM_INFLIGHT;
+    if (item->attempts < UINT16_MAX) /* with no attempts limit, it stops counting there */
+        item->attempts++;
     list_push_back(&consumer->held, &item->link);
     consumer->held_count++;
     self->inflight_count++;

@@ -66,6 +66,11 @@ typedef struct queue {
     uint64_t delivered_total;
     uint64_t redelivered_total;
     uint64_t discarded_total;    /* dropped by an immediate shutdown */
+    uint64_t expired_total;      /* leases that ran out */
+    uint64_t held_count;     /* puts held back for room, of every producer */
+    list_node_t blocked;     /* producers whose oldest held put waits for this queue */
+    list_node_t dirty_link;  /* in the broker's list of queues to dispatch */
+    int64_t last_active_ms;  /* last put, get, ack, join or credit */
     list_node_t idle;        /* consumers holding nothing, with credit */
     list_node_t busy;        /* consumers holding some, with credit left */
     uint64_t consumer_count;
@@ -83,6 +88,14 @@ queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts, ui
 void queue_destroy(queue_t **self_p);
 
 int queue_is_full(const queue_t *self);
+
+/*  Items that may be accepted now: maxsize minus queued (UINT64_MAX when
+    unbounded). */
+uint64_t queue_room(const queue_t *self);
+
+/*  True if nothing is queued, delivered, delayed, dead or held, and nobody
+    consumes or joins: the queue can be forgotten. */
+int queue_is_unused(const queue_t *self);
 
 /*  Accepts a new item at the back. -1 if out of memory (nothing changed). */
 int queue_accept(queue_t *self, item_t *item);
@@ -125,6 +138,10 @@ void queue_detach(queue_t *self, consumer_t *consumer);
 /*  The consumer that should get the next item: one holding nothing first,
     then the others in turn; NULL if none has credit left. */
 consumer_t *queue_next_consumer(const queue_t *self);
+
+/*  A consumer with credit left other than `not`, or NULL. O(consumers) at
+    worst; used only for items taken back from `not`. */
+consumer_t *queue_other_consumer(const queue_t *self, const consumer_t *not);
 
 /*  Records a delivery to / an ack from a consumer, and reorders it. */
 void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item);

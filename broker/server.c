@@ -1,72 +1,40 @@
-/*  Sockets, the event loop, and the operations that touch sockets: sending,
-    dispatching items to consumers, answering joins, dropping peers. */
+/*  Sockets, the event loop, and the operations that touch sockets: sending
+    (with each session's unread bytes counted), heartbeats, dropping peers,
+    forgetting idle queues. */
 #include "broker.h"
 
 #include <assert.h>
 #include <czmq.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
+#include <sys/resource.h>
 
 /*  Messages handled from one socket before looking at the other: keeps one
-    busy socket from starving the other. */
+    busy socket from starving the other, and bounds a pass of the loop. */
 #define BATCH 256
-/*  Outgoing messages queued for one peer before it counts as too slow and is
-    dropped. Credit bounds item deliveries far below this. */
-#define ROUTER_SNDHWM 100000
-/*  Puts buffered by ZeroMQ per producer connection; with the queue's
-    maxsize, this bounds what a full queue costs in memory. */
-#define PULL_RCVHWM 100
-/*  Largest message accepted on the ROUTER socket (commands, acks). */
-#define ROUTER_MAXMSGSIZE (64 * 1024)
-#define SWEEP_INTERVAL_MS (60 * 1000)
-#define BAD_INPUT_LOG_PER_SECOND 20
+/*  Messages ZeroMQ may queue towards one peer. Deliveries are bounded by
+    credit and replies by --max-pending (4.9), so this only catches a peer
+    that stopped reading altogether. */
+#define ROUTER_SNDHWM_SLACK 10000
+/*  Messages ZeroMQ buffers per connection before it stops reading from it.
+    PUTS carry many items each, so a few suffice. */
+#define PULL_RCVHWM 32
+#define ROUTER_RCVHWM 256
+/*  Largest frame on the ROUTER socket: an ACK of 1024 ids is 8 KiB, a
+    NACK reason 1 KiB. */
+#define ROUTER_MAXMSGSIZE (16 * 1024)
+#define SWEEP_INTERVAL_MS 1000
 #define BIND_ATTEMPTS 50
+/*  Bytes freed since the last trim after which memory is handed back to the
+    system (a burst of large messages must not stay in the broker's RSS). */
+#define TRIM_AFTER_BYTES (16 * 1024 * 1024)
 
 int64_t broker_now_ms(void)
 {
     return zclock_mono();
-}
-
-void broker_log(broker_t *self, const char *format, ...)
-{
-    (void) self;
-    char line[1024];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(line, sizeof line, format, args);
-    va_end(args);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02dZ asyncq-broker: %s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, line);
-}
-
-/*  One line per bad message, at most BAD_INPUT_LOG_PER_SECOND a second so a
-    flood of garbage cannot flood the log; the rest are counted. */
-void broker_log_bad_input(broker_t *self, const char *format, ...)
-{
-    self->bad_input_total++;
-    int64_t now = broker_now_ms();
-    if (now - self->log_window_ms >= 1000) {
-        if (self->log_lines > BAD_INPUT_LOG_PER_SECOND)
-            broker_log(self, "%d more bad messages not logged",
-                       self->log_lines - BAD_INPUT_LOG_PER_SECOND);
-        self->log_window_ms = now;
-        self->log_lines = 0;
-    }
-    if (self->log_lines++ >= BAD_INPUT_LOG_PER_SECOND)
-        return;
-    char line[900];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(line, sizeof line, format, args);
-    va_end(args);
-    broker_log(self, "bad input: %s", line);
 }
 
 static void s_set_int(void *socket, int option, int value)
@@ -117,23 +85,97 @@ static aq_status_t s_bind(broker_t *self, aq_endpoint_t *endpoint)
     return AQ_BAD_ENDPOINT;
 }
 
+/*  Options both sockets share. No ZMTP heartbeats: libzmq 4.3.4 cancels a
+    timer by scanning every timer of its I/O thread, on every message of
+    every connection that has one, and a broker with thousands of
+    connections stalled on it. A peer host that vanished is found by TCP
+    instead: unacknowledged data (our HEARTBEATs) times out after
+    ZMQ_TCP_MAXRT (TCP_USER_TIMEOUT), an idle connection by keepalives. */
+static void s_configure_common(broker_t *self, void *socket)
+{
+    int heartbeat = (int) self->config.heartbeat_ms;
+    s_set_int(socket, ZMQ_LINGER, 0);
+    s_set_int(socket, ZMQ_HANDSHAKE_IVL, (int) self->config.hello_timeout_ms);
+    s_set_int(socket, ZMQ_TCP_MAXRT, heartbeat * 3);
+    s_set_int(socket, ZMQ_TCP_KEEPALIVE, 1);
+    s_set_int(socket, ZMQ_TCP_KEEPALIVE_IDLE, heartbeat * 3 / 1000 + 1);
+    s_set_int(socket, ZMQ_TCP_KEEPALIVE_INTVL, heartbeat / 1000 + 1);
+    s_set_int(socket, ZMQ_TCP_KEEPALIVE_CNT, 3);
+}
+
 static void s_configure(broker_t *self)
 {
+    s_configure_common(self, self->router);
+    s_configure_common(self, self->pull);
     s_set_int(self->router, ZMQ_ROUTER_MANDATORY, 1);
-    s_set_int(self->router, ZMQ_SNDHWM, ROUTER_SNDHWM);
+    s_set_int(self->router, ZMQ_SNDHWM, (int) self->config.max_credit + ROUTER_SNDHWM_SLACK);
+    s_set_int(self->router, ZMQ_RCVHWM, ROUTER_RCVHWM);
     s_set_int64(self->router, ZMQ_MAXMSGSIZE, ROUTER_MAXMSGSIZE);
-    s_set_int(self->router, ZMQ_LINGER, 0);
-    /* ZMTP heartbeats close a connection whose peer stopped answering (a
-       host gone, a cut link); the next probe then finds the peer gone. */
-    int heartbeat = (int) self->config.heartbeat_ms;
-    s_set_int(self->router, ZMQ_HEARTBEAT_IVL, heartbeat);
-    s_set_int(self->router, ZMQ_HEARTBEAT_TIMEOUT, heartbeat * 3);
     s_set_int(self->pull, ZMQ_RCVHWM, PULL_RCVHWM);
     /* Oversized puts up to twice the limit still get a TOO_BIG answer;
        beyond that ZeroMQ drops the connection before reading them whole. */
     uint64_t limit = self->config.max_item * 2 + 64 * 1024;
     s_set_int64(self->pull, ZMQ_MAXMSGSIZE, limit > INT64_MAX ? -1 : (int64_t) limit);
-    s_set_int(self->pull, ZMQ_LINGER, 0);
+}
+
+static void s_on_refused_connection(void *ctx, const char *peer, const char *why)
+{
+    broker_t *self = ctx;
+    ratelog_line(&self->refusals, broker_now_ms(), "connection from %s closed: %s", peer, why);
+}
+
+/*  Enough descriptors for --max-connections (and a margin for the data
+    directory and libzmq's own): the soft limit goes up to the hard one. */
+static void s_raise_fd_limit(broker_t *self)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return;
+    rlim_t want = (rlim_t) self->config.max_connections + 256;
+    if (limit.rlim_cur < want) {
+        limit.rlim_cur = limit.rlim_max == RLIM_INFINITY || limit.rlim_max > want
+                             ? want : limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    if (limit.rlim_cur < want) {
+        self->config.max_connections = limit.rlim_cur > 512 ? limit.rlim_cur - 256 : 256;
+        log_line("only %llu file descriptors allowed: --max-connections lowered to %llu",
+                 (unsigned long long) limit.rlim_cur,
+                 (unsigned long long) self->config.max_connections);
+    }
+}
+
+static aq_status_t s_open(broker_t *self, aq_endpoint_t *endpoint)
+{
+    char error[512];
+    self->auth = auth_new(self->config.curve_secret, self->config.clients_dir, error,
+                          sizeof error);
+    if (!self->auth) {
+        log_line("%s", error);
+        return AQ_BAD_KEY;
+    }
+    self->pull_zsock = zsock_new(ZMQ_PULL);
+    self->router_zsock = zsock_new(ZMQ_ROUTER);
+    if (!self->pull_zsock || !self->router_zsock)
+        return AQ_NOMEM;
+    self->pull = zsock_resolve(self->pull_zsock);
+    self->router = zsock_resolve(self->router_zsock);
+    auth_apply(self->auth, self->pull_zsock);
+    auth_apply(self->auth, self->router_zsock);
+    s_configure(self);
+    s_raise_fd_limit(self);
+    conns_config_t conns = {
+        .max = self->config.max_connections,
+        .loopback_only = !auth_enabled(self->auth) && !self->config.insecure,
+        .hello_timeout_ms = (int64_t) self->config.hello_timeout_ms,
+        .refused = s_on_refused_connection,
+        .ctx = self,
+    };
+    self->conns = conns_new(self->router, self->pull, &conns);
+    if (!self->conns)
+        return AQ_NOMEM;
+    return s_bind(self, endpoint);
 }
 
 broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
@@ -148,22 +190,24 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
         return NULL;
     }
     self->config = *config;
+    ratelog_init(&self->bad_input, "bad input", 20);
+    ratelog_init(&self->expiries, "lease expired", 10);
+    ratelog_init(&self->refusals, "refused", 20);
     deadlines_init(&self->deadlines);
     deadline_init(&self->sweep, TIMER_SWEEP);
     deadline_init(&self->heartbeat, TIMER_HEARTBEAT);
     list_init(&self->dropped_peers);
-    self->pull_zsock = zsock_new(ZMQ_PULL);
-    self->router_zsock = zsock_new(ZMQ_ROUTER);
+    list_init(&self->idle_producers);
+    list_init(&self->dirty);
     self->store = store_new();
     self->queues = dict_new();
     self->peers = dict_new();
     self->clients = dict_new();
     self->producers = dict_new();
-    self->router_inbox = aq_inbox_new();
-    self->pull_inbox = aq_inbox_new();
-    if (!self->pull_zsock || !self->router_zsock || !self->store || !self->queues
-        || !self->peers || !self->clients || !self->producers || !self->router_inbox
-        || !self->pull_inbox
+    self->router_inbox = aq_inbox_new(AQ_FIELDS_FRAMES_MAX + 1);
+    self->pull_inbox = aq_inbox_new(AQ_FIELDS_FRAMES_MAX);
+    if (!self->store || !self->queues || !self->peers || !self->clients || !self->producers
+        || !self->router_inbox || !self->pull_inbox
         || deadlines_set(&self->deadlines, &self->sweep, broker_now_ms() + SWEEP_INTERVAL_MS)
         || deadlines_set(&self->deadlines, &self->heartbeat,
                          broker_now_ms() + (int64_t) config->heartbeat_ms)) {
@@ -171,12 +215,11 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
         broker_destroy(&self);
         return NULL;
     }
-    self->pull = zsock_resolve(self->pull_zsock);
-    self->router = zsock_resolve(self->router_zsock);
-    s_configure(self);
-    *status = s_bind(self, &endpoint);
+    *status = s_open(self, &endpoint);
     if (*status) {
+        int error = errno; /* why the bind failed, for the caller's message */
         broker_destroy(&self);
+        errno = error;
         return NULL;
     }
     aq_endpoint_local(&endpoint, self->address, sizeof self->address);
@@ -186,23 +229,18 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
     return self;
 }
 
-static void s_free_peer(peer_t *peer)
-{
-    free(peer);
-}
-
 static void s_free_dropped_peers(broker_t *self)
 {
     list_node_t *node;
     while ((node = list_first(&self->dropped_peers))) {
         list_remove(node);
-        s_free_peer(list_entry(node, peer_t, dropped_link));
+        free(list_entry(node, peer_t, dropped_link));
     }
 }
 
-static void s_drop_each_peer(void *ctx, void *value)
+static void s_detach_each_peer(void *ctx, void *value)
 {
-    broker_t *self = ctx;
+    (void) ctx;
     peer_t *peer = value;
     /* dict_each must not see the dict change: only detach here. */
     if (peer->consumer.queue)
@@ -210,30 +248,32 @@ static void s_drop_each_peer(void *ctx, void *value)
     if (peer->producer)
         peer->producer->peer = NULL;
     list_node_t *node;
-    while ((node = list_first(&peer->joins))) { /* freed with their queues */
+    while ((node = list_first(&peer->joins))) /* freed with their queues */
         list_remove(node);
-        list_entry(node, joiner_t, peer_link)->peer = NULL;
-    }
-    list_push_back(&self->dropped_peers, &peer->dropped_link);
+    free(peer);
 }
 
-static void s_free_queue_joiners(broker_t *self, queue_t *queue)
+static void s_free_joiners(list_node_t *list)
 {
-    list_node_t *lists[2] = {&queue->joiners_before, &queue->joiners_all};
-    for (int i = 0; i < 2; i++) {
-        list_node_t *node;
-        while ((node = list_first(lists[i]))) {
-            joiner_t *joiner = list_entry(node, joiner_t, link);
-            queue_remove_joiner(queue, joiner);
-            broker_free_joiner(self, joiner);
-        }
+    list_node_t *node;
+    while ((node = list_first(list))) {
+        list_remove(node);
+        free(list_entry(node, joiner_t, link));
     }
 }
 
-static void s_destroy_each_queue(void *ctx, void *value)
+static void s_free_queue(void *ctx, void *value)
 {
+    broker_t *self = ctx;
     queue_t *queue = value;
-    s_free_queue_joiners(ctx, queue);
+    item_t *item;
+    while ((item = queue_pop(queue)))
+        store_remove(self->store, item);
+    while ((item = queue_take_dead(queue)))
+        store_remove(self->store, item);
+    s_free_joiners(&queue->joiners_before);
+    s_free_joiners(&queue->joiners_all);
+    queue->joiner_count = 0;
     queue_destroy(&queue);
 }
 
@@ -242,42 +282,89 @@ void broker_destroy(broker_t **self_p)
     broker_t *self = *self_p;
     if (!self)
         return;
+    /* Peers first (their items go back to their queues), then producers
+       (their held puts), then queues, then what is left in the store:
+       delayed items, which only the timer heap knew. */
     if (self->peers)
-        dict_each(self->peers, s_drop_each_peer, self);
+        dict_each(self->peers, s_detach_each_peer, self);
     s_free_dropped_peers(self);
     if (self->producers)
         producers_destroy_all(self);
     if (self->queues)
-        dict_each(self->queues, s_destroy_each_queue, self);
-    store_destroy(&self->store);
+        dict_each(self->queues, s_free_queue, self);
     dict_destroy(&self->queues);
     dict_destroy(&self->peers);
     dict_destroy(&self->clients);
     dict_destroy(&self->producers);
+    store_destroy(&self->store);
     deadlines_fini(&self->deadlines);
     aq_inbox_destroy(&self->router_inbox);
     aq_inbox_destroy(&self->pull_inbox);
+    conns_destroy(&self->conns);
     zsock_destroy((zsock_t **) &self->pull_zsock);
-    if (self->router_zsock) /* a second for the last replies: SHUT_DOWN, say */
-        zsock_set_linger(self->router_zsock, 1000);
     zsock_destroy((zsock_t **) &self->router_zsock);
+    auth_destroy(&self->auth);
     free(self);
     *self_p = NULL;
 }
 
-aq_status_t broker_send(broker_t *self, const uint8_t *routing_id, size_t routing_id_size,
-                        const aq_msg_t *msg, zmq_msg_t *payload)
+/*  Sums a message's frame sizes. */
+static int s_count_frame(void *ctx, const void *data, size_t size, int more, int bulk)
 {
-    aq_bytes_t rid = {routing_id, routing_id_size};
-    return aq_msg_send(self->router, &rid, msg, payload, ZMQ_DONTWAIT);
+    (void) data, (void) more, (void) bulk;
+    *(size_t *) ctx += size;
+    return 0;
 }
 
-void broker_send_error(broker_t *self, const uint8_t *routing_id, size_t routing_id_size,
-                       int code, aq_bytes_t subject, const char *text)
+/*  A reply counts against a session's unread bytes; deliveries (bounded by
+    credit) and heartbeats do not. */
+static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
 {
-    aq_bytes_t rid = {routing_id, routing_id_size};
+    if (msg->cmd == AQ_CMD_ITEM || msg->cmd == AQ_CMD_ITEMS || msg->cmd == AQ_CMD_HEARTBEAT)
+        return;
+    size_t bytes = 0;
+    aq_msg_emit(msg, s_count_frame, &bytes);
+    peer->reply_bytes += bytes;
+    if (peer->reply_bytes - peer->read_bytes > self->config.max_pending) {
+        char name[AQ_NAME_MAX * 4 + 1];
+        ratelog_line(&self->bad_input, broker_now_ms(),
+                     "%s: more than %llu bytes of replies not read: closed",
+                     log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
+                     (unsigned long long) self->config.max_pending);
+        broker_drop_peer(self, peer, "does not read its replies", 1);
+    }
+}
+
+aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
+                        zmq_msg_t *bulk)
+{
+    aq_status_t rc = aq_msg_send(self->router, &routing_id, msg, bulk, ZMQ_DONTWAIT);
+    if (rc == AQ_OK) {
+        peer_t *peer = dict_get(self->peers, routing_id.data, routing_id.size);
+        if (peer && !peer->dropped)
+            s_count_reply(self, peer, msg);
+    }
+    return rc;
+}
+
+void broker_send_error(broker_t *self, aq_bytes_t routing_id, int code, aq_bytes_t tag,
+                       aq_bytes_t subject, const char *text)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_ERROR};
+    msg.code = (uint64_t) code;
+    msg.name = aq_bytes_str(aq_status_name(code));
+    msg.tag = tag.size <= AQ_TAG_MAX ? tag : (aq_bytes_t){0};
+    msg.subject = subject;
+    msg.text = aq_text_cut(text ? text : aq_strerror(code), AQ_TEXT_MAX);
     /* A peer that is gone or too slow to read its errors loses them. */
-    aq_error_send(self->router, &rid, code, subject, text, ZMQ_DONTWAIT);
+    broker_send(self, routing_id, &msg, NULL);
+}
+
+void broker_touch_queue(broker_t *self, queue_t *queue)
+{
+    queue->last_active_ms = broker_now_ms();
+    if (!list_linked(&queue->dirty_link))
+        list_push_back(&self->dirty, &queue->dirty_link);
 }
 
 queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status)
@@ -303,34 +390,37 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
         *status = AQ_INTERNAL;
         return NULL;
     }
+    queue->last_active_ms = broker_now_ms();
     if (self->shut_down)
         queue->state = QUEUE_DRAINING; /* exists only to answer: refuses puts */
     return queue;
 }
 
-void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason)
+void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int close_connection)
 {
     if (peer->dropped)
         return;
     peer->dropped = 1;
-    if (self->config.verbose || peer->consumer.held_count)
-        broker_log(self, "session %s closed (%s), %llu items returned to the queue",
-                   peer->client_id, reason, (unsigned long long) peer->consumer.held_count);
+    if (self->config.verbose || peer->consumer.held_count) {
+        char name[AQ_NAME_MAX * 4 + 1];
+        log_line("session %s closed (%s), %llu items returned to the queue",
+                 log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)), reason,
+                 (unsigned long long) peer->consumer.held_count);
+    }
     if (peer->consumer.queue) {
         list_node_t *node;
         for (node = peer->consumer.held.next; node != &peer->consumer.held; node = node->next) {
             item_t *item = list_entry(node, item_t, link);
             deadlines_cancel(&self->deadlines, &item->timer);
-            item->taken_from = peer->serial;
+            item->taken_from = (uint32_t) peer->serial;
         }
         queue_t *queue = peer->consumer.queue;
         queue_detach(queue, &peer->consumer);
         broker_release_joiners(self, queue); /* items may have been dead-lettered */
+        broker_touch_queue(self, queue);
     }
-    if (peer->producer) {
-        peer->producer->peer = NULL;
-        peer->producer = NULL;
-    }
+    if (peer->producer)
+        producers_detach(self, peer->producer);
     /* Nobody is left to answer. */
     list_node_t *node;
     while ((node = list_first(&peer->joins))) {
@@ -341,187 +431,134 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason)
     dict_delete(self->peers, peer->routing_id, peer->routing_id_size);
     if (dict_get(self->clients, peer->client_id, strlen(peer->client_id)) == peer)
         dict_delete(self->clients, peer->client_id, strlen(peer->client_id));
+    if (close_connection)
+        conns_close(self->conns, peer->fd);
     list_push_back(&self->dropped_peers, &peer->dropped_link);
 }
 
-static int s_send_item(broker_t *self, peer_t *peer, item_t *item, int64_t now_us)
-{
-    aq_msg_t msg = {.cmd = AQ_CMD_ITEM};
-    queue_t *queue = item->queue;
-    msg.queue = (aq_bytes_t){(const uint8_t *) queue->name, strlen(queue->name)};
-    msg.id = item->id;
-    msg.attempt = (uint64_t) item->attempts + 1;
-    msg.age_us = now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
-    msg.lease_ms = broker_lease_ms(item);
-    return broker_send(self, peer->routing_id, peer->routing_id_size, &msg, &item->payload);
-}
-
-uint64_t broker_lease_ms(const item_t *item)
-{
-    return item->lease_ms ? item->lease_ms : item->queue->lease_ms;
-}
-
-/*  Tells every consumer of a shut-down queue with nothing left that no
-    item will come (Python's get raising QueueShutDown), once. */
-static void s_tell_drained(broker_t *self, queue_t *queue)
-{
-    if (queue->state == QUEUE_OPEN || queue->drained_told || !queue_is_drained(queue))
-        return;
-    queue->drained_told = 1;
-    list_node_t *lists[2] = {&queue->idle, &queue->busy};
-    for (int i = 0; i < 2; i++) {
-        list_node_t *node;
-        for (node = lists[i]->next; node != lists[i]; node = node->next) {
-            peer_t *peer = list_entry(list_entry(node, consumer_t, link), peer_t, consumer);
-            broker_send_error(self, peer->routing_id, peer->routing_id_size, AQ_SHUT_DOWN,
-                              aq_bytes_str(queue->name), "queue shut down and empty");
-        }
-    }
-}
-
-void broker_dispatch(broker_t *self, queue_t *queue)
-{
-    consumer_t *consumer;
-    int64_t now_us = zclock_usecs();
-    if (queue->state == QUEUE_DISCARDING) {
-        item_t *item;
-        while ((item = queue_discard_next(queue)))
-            store_remove(self->store, item);
-        broker_release_joiners(self, queue);
-    }
-    while (queue->ready_count && (consumer = queue_next_consumer(queue))) {
-        peer_t *peer = list_entry(consumer, peer_t, consumer);
-        item_t *item = queue_pop(queue);
-        if (s_send_item(self, peer, item, now_us) == AQ_OK) {
-            queue_deliver(queue, consumer, item);
-            item->timer.kind = TIMER_LEASE;
-            /* Cannot fail: room for every item's timer is reserved at put. */
-            deadlines_set(&self->deadlines, &item->timer,
-                          now_us / 1000 + (int64_t) broker_lease_ms(item));
-            continue;
-        }
-        /* Unreachable or not reading: the item goes back first in line, and
-           so does everything else that peer held. */
-        int gone = errno == EHOSTUNREACH;
-        queue_requeue(queue, item);
-        broker_drop_peer(self, peer, gone ? "peer unreachable" : "peer too slow");
-    }
-    s_tell_drained(self, queue);
-}
-
-void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state)
-{
-    if (state <= queue->state)
-        return; /* draining can become discarding, never the other way */
-    queue->state = state;
-    if (state == QUEUE_DISCARDING) {
-        list_node_t *lists[2] = {&queue->joiners_before, &queue->joiners_all};
-        for (int i = 0; i < 2; i++) {
-            list_node_t *node;
-            while ((node = list_first(lists[i]))) {
-                joiner_t *joiner = list_entry(node, joiner_t, link);
-                broker_send_error(self, joiner->routing_id, joiner->routing_id_size,
-                                  AQ_SHUT_DOWN, (aq_bytes_t){joiner->tag, joiner->tag_size},
-                                  "queue shut down at once: not every item was processed");
-                queue_remove_joiner(queue, joiner);
-                broker_free_joiner(self, joiner);
-            }
-        }
-    }
-    broker_dispatch(self, queue);
-}
-
+/*  Collects peers into an array, for visits that may drop them. */
 typedef struct {
-    broker_t *broker;
-    queue_state_t state;
-} shut_all_t;
-
-static void s_shut_each(void *ctx, void *value)
-{
-    shut_all_t *shut = ctx;
-    broker_shut_queue(shut->broker, value, shut->state);
-}
-
-void broker_shut_all(broker_t *self, queue_state_t state)
-{
-    self->shut_down = 1;
-    shut_all_t shut = {self, state};
-    dict_each(self->queues, s_shut_each, &shut);
-}
-
-void broker_release_joiners(broker_t *self, queue_t *queue)
-{
-    joiner_t *joiner;
-    while ((joiner = queue_take_satisfied(queue))) {
-        aq_msg_t msg = {.cmd = AQ_CMD_JOINED};
-        msg.tag = (aq_bytes_t){joiner->tag, joiner->tag_size};
-        msg.queue = (aq_bytes_t){(const uint8_t *) queue->name, strlen(queue->name)};
-        msg.count = joiner->waited;
-        msg.dead = joiner->dead;
-        broker_send(self, joiner->routing_id, joiner->routing_id_size, &msg, NULL);
-        broker_free_joiner(self, joiner);
-    }
-}
-
-typedef struct {
-    broker_t *broker;
-    peer_t **gone;
+    peer_t **list;
     size_t count;
-} probe_t;
+} peer_list_t;
 
-static void s_probe_peer(void *ctx, void *value)
+static void s_collect_peer(void *ctx, void *value)
 {
-    probe_t *probe = ctx;
-    peer_t *peer = value;
-    aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT};
-    if (broker_send(probe->broker, peer->routing_id, peer->routing_id_size, &heartbeat, NULL))
-        probe->gone[probe->count++] = peer;
+    peer_list_t *peers = ctx;
+    peers->list[peers->count++] = value;
 }
 
-/*  Sends HEARTBEAT to every session. libzmq does not say which peer's
-    connection closed, but with ROUTER_MANDATORY a send to it fails: that
-    is how a consumer killed while holding items loses them back to the
-    queue within one interval. O(sessions) per interval. */
+static int s_collect_peers(broker_t *self, peer_list_t *peers)
+{
+    peers->count = 0;
+    peers->list = calloc(dict_size(self->peers) + 1, sizeof *peers->list);
+    if (!peers->list)
+        return -1;
+    dict_each(self->peers, s_collect_peer, peers);
+    return 0;
+}
+
+/*  Sends HEARTBEAT n to every session. libzmq does not say which peer's
+    connection closed, but with ROUTER_MANDATORY a send to it fails: that is
+    how a consumer killed while holding items loses them back to the queue
+    within one interval. O(sessions) per interval. */
 static void s_probe_sessions(broker_t *self)
 {
-    probe_t probe = {self, calloc(dict_size(self->peers) + 1, sizeof(peer_t *)), 0};
-    if (!probe.gone)
+    peer_list_t peers;
+    if (s_collect_peers(self, &peers))
         return; /* out of memory: try at the next interval */
-    dict_each(self->peers, s_probe_peer, &probe);
-    for (size_t i = 0; i < probe.count; i++) {
-        queue_t *queue = probe.gone[i]->consumer.queue;
-        broker_drop_peer(self, probe.gone[i], "heartbeat not delivered: peer gone or too slow");
-        if (queue)
-            broker_dispatch(self, queue);
+    for (size_t i = 0; i < peers.count; i++) {
+        peer_t *peer = peers.list[i];
+        aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT, .beat = peer->beat + 1};
+        aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
+        if (broker_send(self, rid, &heartbeat, NULL)) {
+            broker_drop_peer(self, peer, errno == EHOSTUNREACH ? "peer gone" : "peer too slow",
+                             0);
+            continue;
+        }
+        peer->beat++;
+        peer->beat_bytes[peer->beat % PEER_BEATS] = peer->reply_bytes;
     }
-    free(probe.gone);
+    free(peers.list);
 }
 
-void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
+/*  SIGHUP: the clients directory again. Sessions of keys no longer there
+    are closed with their connections; the others get their new grants. */
+static void s_reload_keys(broker_t *self)
 {
-    queue_t *queue = item->queue;
-    peer_t *peer = list_entry(item->holder, peer_t, consumer);
-    deadlines_cancel(&self->deadlines, &item->timer);
-    item->taken_from = peer->serial;
-    queue_take_back(queue, item->holder, item);
-    if (delay_ms == 0 || (queue->max_attempts && item->attempts >= queue->max_attempts)) {
-        if (queue_return(queue, item)) {
-            broker_log(self, "item %llu of %s dead-lettered after %u deliveries",
-                       (unsigned long long) item->id, queue->name, item->attempts);
-            broker_release_joiners(self, queue);
-        }
+    char error[512];
+    int keys = auth_reload(self->auth, error, sizeof error);
+    if (keys < 0) {
+        log_line("SIGHUP: clients directory not reloaded, the old keys stay: %s", error);
         return;
     }
-    item->timer.kind = TIMER_DELAY;
-    deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
-    queue->delayed_count++;
+    peer_list_t peers;
+    if (s_collect_peers(self, &peers))
+        return;
+    size_t closed = 0;
+    for (size_t i = 0; i < peers.count; i++) {
+        const auth_grant_t *grant = auth_lookup(self->auth, peers.list[i]->key);
+        if (grant)
+            peers.list[i]->grant = *grant;
+        else {
+            broker_drop_peer(self, peers.list[i], "its key was revoked", 1);
+            closed++;
+        }
+    }
+    free(peers.list);
+    log_line("SIGHUP: %d client keys allowed; %zu sessions of revoked keys closed", keys, closed);
+}
+
+typedef struct {
+    broker_t *broker;
+    queue_t **list;
+    size_t count;
+    int64_t before_ms;
+} queue_sweep_t;
+
+static void s_collect_unused(void *ctx, void *value)
+{
+    queue_sweep_t *sweep = ctx;
+    queue_t *queue = value;
+    if (queue_is_unused(queue) && queue->last_active_ms < sweep->before_ms
+        && !list_linked(&queue->dirty_link))
+        sweep->list[sweep->count++] = queue;
+}
+
+/*  Queues with nothing in them and nobody using them are forgotten after
+    --queue-idle-ms, so names cannot pile up to --max-queues. O(queues) per
+    sweep. */
+static void s_forget_unused_queues(broker_t *self)
+{
+    queue_sweep_t sweep = {self, calloc(dict_size(self->queues) + 1, sizeof(queue_t *)), 0,
+                           broker_now_ms() - (int64_t) self->config.queue_idle_ms};
+    if (!sweep.list)
+        return;
+    dict_each(self->queues, s_collect_unused, &sweep);
+    for (size_t i = 0; i < sweep.count; i++) {
+        queue_t *queue = sweep.list[i];
+        dict_delete(self->queues, queue->name, strlen(queue->name));
+        queue_destroy(&queue);
+    }
+    free(sweep.list);
+}
+
+/*  Once a second: forgotten producers and queues, stalled SYNCs, and memory
+    a burst took handed back. */
+static void s_sweep(broker_t *self)
+{
+    producers_sweep(self);
+    s_forget_unused_queues(self);
+    struct mallinfo2 info = mallinfo2();
+    if (info.fordblks > TRIM_AFTER_BYTES)
+        malloc_trim(0);
 }
 
 static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
 {
     switch (deadline->kind) {
     case TIMER_SWEEP:
-        producers_sweep(self);
+        s_sweep(self);
         deadlines_set(&self->deadlines, &self->sweep, now + SWEEP_INTERVAL_MS);
         break;
     case TIMER_HEARTBEAT:
@@ -533,21 +570,15 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
         deadlines_cancel(&self->deadlines, deadline);
         broker_on_join_timeout(self, list_entry(deadline, joiner_t, deadline));
         break;
-    case TIMER_LEASE: {
-        item_t *item = list_entry(deadline, item_t, timer);
-        peer_t *peer = list_entry(item->holder, peer_t, consumer);
-        broker_log(self, "lease of item %llu held by %s expired: delivered again",
-                   (unsigned long long) item->id, peer->client_id);
-        broker_take_back(self, item, 0);
-        broker_dispatch(self, item->queue);
+    case TIMER_LEASE:
+        broker_on_lease_expired(self, list_entry(deadline, item_t, timer));
         break;
-    }
     case TIMER_DELAY: {
         item_t *item = list_entry(deadline, item_t, timer);
         deadlines_cancel(&self->deadlines, deadline);
         item->queue->delayed_count--;
         queue_requeue(item->queue, item);
-        broker_dispatch(self, item->queue);
+        broker_touch_queue(self, item->queue);
         break;
     }
     case TIMER_DRAIN:
@@ -565,14 +596,19 @@ static void s_fire_deadlines(broker_t *self)
     deadline_t *deadline;
     while ((deadline = deadlines_first(&self->deadlines)) && deadline->at <= now)
         s_fire(self, deadline, now);
+    conns_expire(self->conns, now);
 }
 
 static int s_poll_timeout(broker_t *self)
 {
     deadline_t *first = deadlines_first(&self->deadlines);
-    if (!first)
+    int64_t at = first ? first->at : -1;
+    int64_t conn = conns_next_deadline(self->conns);
+    if (conn >= 0 && (at < 0 || conn < at))
+        at = conn;
+    if (at < 0)
         return -1;
-    int64_t wait = first->at - broker_now_ms();
+    int64_t wait = at - broker_now_ms();
     return wait <= 0 ? 0 : wait > 60000 ? 60000 : (int) wait;
 }
 
@@ -580,38 +616,58 @@ static void s_drain_router(broker_t *self)
 {
     for (int i = 0; i < BATCH; i++) {
         if (aq_inbox_recv(self->router_inbox, self->router, 1, ZMQ_DONTWAIT) != AQ_OK)
-            return;
+            break;
         broker_on_router(self);
         s_free_dropped_peers(self);
     }
+    aq_inbox_clear(self->router_inbox);
 }
 
 static void s_drain_pull(broker_t *self)
 {
-    if (self->put_parked) {
-        /* A queue shut down meanwhile refuses the put at once, as Python's
-           shutdown wakes blocked putters. */
-        if (queue_is_full(self->parked_queue) && self->parked_queue->state == QUEUE_OPEN)
-            return;
-        self->put_parked = broker_on_put(self);
+    for (int i = 0; i < BATCH; i++) {
+        if (aq_inbox_recv(self->pull_inbox, self->pull, 0, ZMQ_DONTWAIT) != AQ_OK)
+            break;
+        broker_on_pull(self);
         s_free_dropped_peers(self);
     }
-    for (int i = 0; i < BATCH && !self->put_parked; i++) {
-        if (aq_inbox_recv(self->pull_inbox, self->pull, 0, ZMQ_DONTWAIT) != AQ_OK)
-            return;
-        self->put_parked = broker_on_put(self);
-        s_free_dropped_peers(self);
+    aq_inbox_clear(self->pull_inbox);
+}
+
+/*  Delivers what this pass made deliverable: one dispatch per queue per
+    pass, so items that arrived together leave together (ITEMS batches). */
+static void s_dispatch_dirty(broker_t *self)
+{
+    list_node_t *node;
+    while ((node = list_first(&self->dirty))) {
+        list_remove(node);
+        broker_dispatch(self, list_entry(node, queue_t, dirty_link));
+    }
+    s_free_dropped_peers(self);
+}
+
+static void s_read_auth_log(broker_t *self)
+{
+    char key[AUTH_KEY_SIZE + 1], from[64];
+    while (auth_read_refusal(self->auth, key, sizeof key, from, sizeof from)) {
+        char escaped[256];
+        ratelog_line(&self->refusals, broker_now_ms(),
+                     "client key %s from %s is not in the clients directory",
+                     log_escape(escaped, sizeof escaped, key, strlen(key)), from);
     }
 }
 
 /*  SIGINT and SIGTERM: the first starts a graceful stop, the second ends
-    it at once. */
+    it at once. SIGHUP: re-read the clients directory. */
 static volatile sig_atomic_t s_signals;
+static volatile sig_atomic_t s_hangups;
 
 static void s_on_signal(int sig)
 {
-    (void) sig;
-    s_signals++;
+    if (sig == SIGHUP)
+        s_hangups++;
+    else
+        s_signals++;
 }
 
 static void s_count_outstanding(void *ctx, void *value)
@@ -632,9 +688,9 @@ static uint64_t s_outstanding(broker_t *self)
 static void s_start_stopping(broker_t *self)
 {
     self->stopping = 1;
-    broker_log(self, "stopping: puts refused, %llu items to drain (at most %llu ms; a second "
-                     "signal stops at once)",
-               (unsigned long long) s_outstanding(self), (unsigned long long) self->config.drain_ms);
+    log_line("stopping: puts refused, %llu items to drain (at most %llu ms; a second "
+             "signal stops at once)",
+             (unsigned long long) s_outstanding(self), (unsigned long long) self->config.drain_ms);
     broker_shut_all(self, QUEUE_DRAINING);
     deadline_init(&self->drain, TIMER_DRAIN);
     deadlines_set(&self->deadlines, &self->drain,
@@ -646,8 +702,8 @@ static int s_should_exit(broker_t *self)
     if (s_signals && !self->stopping)
         s_start_stopping(self);
     if (s_signals > 1 || self->stopping > 1) {
-        broker_log(self, "stopping now: %llu items not processed are lost",
-                   (unsigned long long) s_outstanding(self));
+        log_line("stopping now: %llu items not processed are lost",
+                 (unsigned long long) s_outstanding(self));
         return 1;
     }
     return self->stopping && s_outstanding(self) == 0;
@@ -660,22 +716,32 @@ aq_status_t broker_run(broker_t *self)
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, NULL); /* replaces czmq's handler */
     sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGHUP, &action, NULL);
+    sig_atomic_t hangups = s_hangups;
     while (!s_should_exit(self)) {
-        zmq_pollitem_t items[2] = {{self->router, 0, ZMQ_POLLIN, 0},
-                                   {self->pull, 0, ZMQ_POLLIN, 0}};
-        /* A parked put means a full queue: stop reading puts, and ZeroMQ's
-           buffers fill up until producers block. */
-        int count = self->put_parked ? 1 : 2;
+        zmq_pollitem_t items[5] = {{self->router, 0, ZMQ_POLLIN, 0},
+                                   {self->pull, 0, ZMQ_POLLIN, 0},
+                                   {conns_monitor(self->conns, 0), 0, ZMQ_POLLIN, 0},
+                                   {conns_monitor(self->conns, 1), 0, ZMQ_POLLIN, 0},
+                                   {auth_log_socket(self->auth), 0, ZMQ_POLLIN, 0}};
+        int count = auth_log_socket(self->auth) ? 5 : 4;
         int rc = zmq_poll(items, count, s_poll_timeout(self));
-        if (rc < 0) {
-            if (errno == EINTR)
-                continue;
-            broker_log(self, "poll failed: %s", zmq_strerror(errno));
+        if (rc < 0 && errno != EINTR) {
+            log_line("poll failed: %s", zmq_strerror(errno));
             return AQ_TRANSPORT;
         }
+        if (hangups != s_hangups) {
+            hangups = s_hangups;
+            s_reload_keys(self);
+        }
+        int64_t now = broker_now_ms();
+        conns_on_events(self->conns, now);
         s_drain_router(self);
         s_drain_pull(self);
+        if (count == 5)
+            s_read_auth_log(self);
         s_fire_deadlines(self);
+        s_dispatch_dirty(self);
     }
     return AQ_OK;
 }

@@ -1,16 +1,20 @@
-/*  Every item the broker holds, queued or delivered, by id.
+/*  Every item the broker holds, queued, delivered, delayed or dead, by id.
 
     Items live in fixed chunks that never move, so pointers to them stay
     valid and adding one allocates only when every chunk is full. An id is
     (generation << 32 | slot): finding it is an array index plus a check of
     the generation, so ids of finished items, and forged ones, are simply
-    not found. */
+    not found. An item owns its payload bytes (one allocation, freed with
+    it); the broker copies a payload in once, at put.
+
+    Memory per item beyond its payload: sizeof(item_t) (104 bytes), 4 bytes
+    of free-slot stack, the allocator's header of the payload (about 16
+    bytes) and, elsewhere, 8 bytes of lease-heap slot and a ledger bit. */
 #ifndef BROKER_STORE_H
 #define BROKER_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include <zmq.h>
 
 #include "deadlines.h"
 #include "list.h"
@@ -18,19 +22,29 @@
 struct queue;
 struct consumer;
 
+/*  Where an item is: what the journal records and the invariants check. */
+typedef enum {
+    ITEM_QUEUED = 1, /* in its queue's ready list */
+    ITEM_INFLIGHT,   /* in its holder's list, its lease running */
+    ITEM_DELAYED,    /* nacked with a delay: only in the timer heap */
+    ITEM_DEAD        /* in its queue's dead-letter list */
+} item_state_t;
+
 typedef struct item {
     uint64_t id;          /* 0 while the slot is free */
     uint64_t seq;         /* position in its queue's ledger (join) */
     int64_t accepted_us;  /* broker's monotonic clock at put */
-    uint32_t attempts;    /* deliveries so far */
-    uint32_t generation;  /* of the slot; part of the id */
-    uint32_t lease_ms;    /* asked for by its put; 0: its queue's */
-    struct queue *queue;
-    struct consumer *holder; /* consumer holding it, NULL while queued */
-    list_node_t link;     /* in its queue's ready list or its holder's list */
+    list_node_t link;     /* in its queue's ready or dead list, or its holder's */
     deadline_t timer;     /* its lease while delivered; its delay after a NACK */
-    uint64_t taken_from;  /* serial of the session that last lost it, or 0 */
-    zmq_msg_t payload;
+    struct queue *queue;
+    struct consumer *holder; /* consumer holding it, NULL unless ITEM_INFLIGHT */
+    uint8_t *data;        /* payload, owned; NULL when empty */
+    uint32_t size;
+    uint32_t lease_ms;    /* asked for by its put; 0: its queue's */
+    uint32_t taken_from;  /* serial (low bits) of the session that last lost it, or 0 */
+    uint32_t home;        /* journal segment of its record (durable brokers) */
+    uint16_t attempts;    /* deliveries so far */
+    uint8_t state;        /* item_state_t */
 } item_t;
 
 typedef struct store store_t;
@@ -43,12 +57,27 @@ void store_destroy(store_t **self_p);
 /*  A new empty item with a fresh id; NULL if out of memory. */
 item_t *store_add(store_t *self);
 
+/*  An item with exactly this id (recovery: ids survive a restart), or NULL
+    if the id's slot is taken or out of memory. Slots claimed this way stay
+    off the free stack until store_claims_done() rebuilds it. */
+item_t *store_claim(store_t *self, uint64_t id);
+
+/*  After the last store_claim: every slot not in use is free again. */
+int store_claims_done(store_t *self);
+
 /*  The item with this id, or NULL. */
 item_t *store_find(const store_t *self, uint64_t id);
+
+/*  Gives the item `size` bytes of payload (copied from data). -1 if out of
+    memory (nothing changed). */
+int store_set_payload(item_t *item, const void *data, size_t size);
 
 /*  Releases the item and its payload; its id is never found again. */
 void store_remove(store_t *self, item_t *item);
 
 size_t store_count(const store_t *self);
+
+/*  Visits every item in use, in slot order. O(slots). */
+void store_each(const store_t *self, void (*fn)(void *ctx, item_t *item), void *ctx);
 
 #endif

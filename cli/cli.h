@@ -8,8 +8,6 @@ int cli_stats(int argc, char **argv);
 int cli_dead(int argc, char **argv);
 int cli_shutdown(int argc, char **argv);
 int cli_demo(int argc, char **argv);
-
-/*  Exit code for a client-side status. */
-int cli_exit_code(int status);
+int cli_keygen(int argc, char **argv);
 
 #endif

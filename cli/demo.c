@@ -231,6 +231,6 @@ int cli_demo(int argc, char **argv)
     if (!ok)
         return AQ_EXIT_FAILURE;
     if (rc != AQ_OK)
-        return cli_exit_code(rc);
+        return aq_exit_code(rc);
     return failed ? AQ_EXIT_FAILURE : AQ_EXIT_OK;
 }

@@ -19,6 +19,9 @@ static void s_usage(FILE *out)
             "                                           the queue's dead-letter list\n"
             "  asyncq shutdown [-b ADDR] [-q Q] [--immediate]\n"
             "                                           refuse puts; drain (or discard) the queue\n"
+            "  asyncq keygen NAME [--role ROLES] [--queues Q,...] [--dir DIR]\n"
+            "                                           a CURVE certificate pair (NAME.key,\n"
+            "                                           NAME.key_secret) for a client or the broker\n"
             "  asyncq demo [-p NPROD] [-c NCON] [-b ADDR] [--max-sleep S]\n"
             "                                           the reference main(): a broker, NPROD\n"
             "                                           producers, NCON consumers, join\n"
@@ -27,17 +30,6 @@ static void s_usage(FILE *out)
             "ipc://PATH. 'asyncq COMMAND --help' tells more.\n"
             "Exit codes: 0 success; 1 failure; 2 bad usage; 3 broker unreachable;\n"
             "4 join timed out; 130 interrupted.\n");
-}
-
-int cli_exit_code(int status)
-{
-    switch (status) {
-    case AQ_OK: return AQ_EXIT_OK;
-    case AQ_TIMEOUT: return AQ_EXIT_TIMEOUT;
-    case AQ_INTERRUPTED: return AQ_EXIT_INTERRUPTED;
-    case AQ_UNREACHABLE: case AQ_BAD_ENDPOINT: return AQ_EXIT_UNREACHABLE;
-    default: return AQ_EXIT_FAILURE;
-    }
 }
 
 int main(int argc, char **argv)
@@ -55,7 +47,7 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int, char **);
     } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"dead", cli_dead}, {"shutdown", cli_shutdown},
-                  {"demo", cli_demo}};
+                  {"demo", cli_demo}, {"keygen", cli_keygen}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(command, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

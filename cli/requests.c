@@ -27,10 +27,10 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         {"broker", required_argument, 0, 'b'}, {"queue", required_argument, 0, 'q'},
         {"timeout", required_argument, 0, 't'}, {"all", no_argument, 0, 'a'},
         {"immediate", no_argument, 0, 'i'},    {"help", no_argument, 0, 'h'},
-        {"print-config", no_argument, 0, 'p'}, {0, 0, 0, 0}};
+        {"print-config", no_argument, 0, 'p'}, AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     int is_join = strcmp(command, "join") == 0;
     int every_queue = strcmp(command, "stats") == 0 || strcmp(command, "shutdown") == 0;
-    const char *timeout = NULL;
+    const char *timeout = NULL, *curve_secret = NULL, *server_key = NULL;
     int print_config = 0;
     int opt;
     optind = 1;
@@ -47,12 +47,16 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
             opts->immediate = 1;
         else if (opt == 'p')
             print_config = 1;
+        else if (opt == AQ_OPT_CURVE_SECRET)
+            curve_secret = optarg;
+        else if (opt == AQ_OPT_SERVER_KEY)
+            server_key = optarg;
         else if (opt == 'h') {
-            printf("%s", usage);
+            printf("%s%s", usage, AQ_SECURITY_USAGE);
             exit(AQ_EXIT_OK);
         }
         else {
-            fprintf(stderr, "%s", usage);
+            fprintf(stderr, "%s%s", usage, AQ_SECURITY_USAGE);
             return 0;
         }
     }
@@ -66,8 +70,11 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         return 0;
     }
     timeout = is_join ? aq_arg_env(timeout, "ASYNCQ_JOIN_TIMEOUT") : NULL;
-    if (timeout && !aq_arg_seconds_ms(timeout, &opts->timeout_ms)) {
-        fprintf(stderr, "asyncq %s: --timeout (ASYNCQ_JOIN_TIMEOUT) needs seconds, not '%s'\n",
+    if (timeout
+        && (!aq_arg_seconds_ms(timeout, &opts->timeout_ms) || opts->timeout_ms > AQ_WAIT_MAX_MS)) {
+        fprintf(stderr,
+                "asyncq %s: --timeout (ASYNCQ_JOIN_TIMEOUT) needs seconds, at most 86400 "
+                "(0: none), not '%s'\n",
                 command, timeout);
         return 0;
     }
@@ -75,9 +82,12 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         printf("ASYNCQ_BROKER=%s\nASYNCQ_QUEUE=%s\n", opts->broker, opts->queue);
         if (is_join)
             printf("ASYNCQ_JOIN_TIMEOUT=%.3f\n", (double) opts->timeout_ms / 1000.0);
+        aq_security_print_config(curve_secret, server_key);
         exit(AQ_EXIT_OK);
     }
-    return 1;
+    char program[32];
+    snprintf(program, sizeof program, "asyncq %s", command);
+    return aq_security_args(program, curve_secret, server_key);
 }
 
 static aq_session_t *s_connect(const char *command, const char *broker, aq_status_t *rc)
@@ -103,7 +113,7 @@ int cli_put(int argc, char **argv)
     if (!producer) {
         fprintf(stderr, "asyncq put: cannot reach the broker at '%s': %s\n", opts.broker,
                 aq_strerror(rc));
-        return cli_exit_code(rc);
+        return aq_exit_code(rc);
     }
     for (int i = optind; i < argc && rc == AQ_OK; i++) {
         rc = aq_producer_put(producer, opts.queue, argv[i], strlen(argv[i]));
@@ -120,7 +130,7 @@ int cli_put(int argc, char **argv)
         printf("put %llu items into %s\n", (unsigned long long) aq_producer_sent(producer),
                opts.queue);
     aq_producer_destroy(&producer);
-    return cli_exit_code(rc);
+    return aq_exit_code(rc);
 }
 
 int cli_join(int argc, char **argv)
@@ -141,7 +151,7 @@ int cli_join(int argc, char **argv)
     aq_status_t rc;
     aq_session_t *session = s_connect("join", opts.broker, &rc);
     if (!session)
-        return cli_exit_code(rc);
+        return aq_exit_code(rc);
     aq_join_result_t result;
     rc = aq_join(session, opts.queue, opts.timeout_ms, opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE,
                  &result);
@@ -156,7 +166,7 @@ int cli_join(int argc, char **argv)
     else
         fprintf(stderr, "asyncq join: %s\n", aq_strerror(rc));
     aq_session_destroy(&session);
-    return cli_exit_code(rc);
+    return aq_exit_code(rc);
 }
 
 static void s_print_line(void *ctx, const char *line)
@@ -172,7 +182,7 @@ static int s_print_report(const char *command, const request_options_t *opts, co
     aq_status_t rc;
     aq_session_t *session = s_connect(command, opts->broker, &rc);
     if (!session)
-        return cli_exit_code(rc);
+        return aq_exit_code(rc);
     if (strcmp(command, "shutdown") == 0)
         rc = aq_shutdown(session, opts->queue,
                          opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
@@ -183,7 +193,7 @@ static int s_print_report(const char *command, const request_options_t *opts, co
     if (rc)
         fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
     aq_session_destroy(&session);
-    return cli_exit_code(rc);
+    return aq_exit_code(rc);
 }
 
 int cli_stats(int argc, char **argv)

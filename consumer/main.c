@@ -29,6 +29,8 @@ typedef struct {
     const char *exec;
     uint64_t retry_delay_ms;
     int print_config;
+    const char *curve_secret;
+    const char *server_key;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -54,6 +56,7 @@ static void s_usage(FILE *out)
             "                            lease is renewed while CMD runs.\n"
             "      --retry-delay SECONDS  with --exec, delay before an item whose command\n"
             "                            failed is delivered again (env ASYNCQ_RETRY_DELAY; 0)\n"
+            AQ_SECURITY_USAGE
             "      --print-config        print the settings in effect and exit\n"
             "      --quiet               print nothing per item\n"
             "      --seed N              random seed, for repeatable runs\n"
@@ -80,7 +83,7 @@ static int s_parse(int argc, char **argv, options_t *opts)
         {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
         {"exec", required_argument, 0, 'e'},  {"retry-delay", required_argument, 0, 'r'},
         {"print-config", no_argument, 0, 'p'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},         AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     const char *credit = NULL, *max_sleep = NULL, *count = NULL, *seed = NULL;
     const char *retry_delay = NULL;
     int opt;
@@ -97,6 +100,8 @@ static int s_parse(int argc, char **argv, options_t *opts)
         case 'e': opts->exec = optarg; break;
         case 'r': retry_delay = optarg; break;
         case 'p': opts->print_config = 1; break;
+        case AQ_OPT_CURVE_SECRET: opts->curve_secret = optarg; break;
+        case AQ_OPT_SERVER_KEY: opts->server_key = optarg; break;
         case 'h': s_usage(stdout); exit(AQ_EXIT_OK);
         default: s_usage(stderr); return 0;
         }
@@ -143,6 +148,7 @@ static void s_print_config(const options_t *opts)
            opts->broker, opts->queue, opts->name, (unsigned long long) opts->credit,
            (double) opts->max_sleep_ms / 1000, opts->exec ? opts->exec : "",
            (double) opts->retry_delay_ms / 1000);
+    aq_security_print_config(opts->curve_secret, opts->server_key);
 }
 
 static aq_status_t s_report_refusal(aq_consumer_t *consumer, const options_t *opts,
@@ -263,14 +269,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* a command that does not read its stdin */
     aq_stdout_lines();
     aq_random_seed(opts.seed);
+    if (!aq_security_args("asyncq-consumer", opts.curve_secret, opts.server_key))
+        return AQ_EXIT_USAGE;
 
     aq_status_t rc;
     aq_consumer_t *consumer = aq_consumer_new(opts.broker, opts.queue, opts.credit, opts.name, &rc);
     if (!consumer) {
         fprintf(stderr, "asyncq-consumer: cannot reach the broker at '%s': %s\n", opts.broker,
                 aq_strerror(rc));
-        return rc == AQ_UNREACHABLE || rc == AQ_BAD_ENDPOINT ? AQ_EXIT_UNREACHABLE
-                                                             : AQ_EXIT_FAILURE;
+        return aq_exit_code(rc);
     }
     rc = opts.exec ? s_run_exec(consumer, &opts) : s_run(consumer, &opts);
     aq_consumer_destroy(&consumer);

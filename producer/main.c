@@ -22,6 +22,8 @@ typedef struct {
     uint64_t seed;
     uint64_t lease_ms;
     int print_config;
+    const char *curve_secret;
+    const char *server_key;
 } options_t;
 
 static void s_usage(FILE *out)
@@ -44,6 +46,7 @@ static void s_usage(FILE *out)
             "      --seed N              random seed, for repeatable runs\n"
             "      --lease SECONDS       ask for this lease on each delivery of these items,\n"
             "                            instead of the queue's (env ASYNCQ_ITEM_LEASE)\n"
+            AQ_SECURITY_USAGE
             "      --print-config        print the settings in effect and exit\n"
             "  -h, --help                this text\n"
             "\n"
@@ -61,7 +64,7 @@ static int s_parse(int argc, char **argv, options_t *opts)
         {"max-sleep", required_argument, 0, 's'}, {"stdin", no_argument, 0, 'i'},
         {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
         {"lease", required_argument, 0, 'L'},  {"print-config", no_argument, 0, 'p'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},         AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     const char *count = NULL, *max_sleep = NULL, *seed = NULL, *lease = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "b:q:n:h", options, NULL)) != -1) {
@@ -76,6 +79,8 @@ static int s_parse(int argc, char **argv, options_t *opts)
         case 'S': seed = optarg; break;
         case 'L': lease = optarg; break;
         case 'p': opts->print_config = 1; break;
+        case AQ_OPT_CURVE_SECRET: opts->curve_secret = optarg; break;
+        case AQ_OPT_SERVER_KEY: opts->server_key = optarg; break;
         case 'h': s_usage(stdout); exit(AQ_EXIT_OK);
         default: s_usage(stderr); return 0;
         }
@@ -121,16 +126,7 @@ static void s_print_config(const options_t *opts)
         printf("%llu", (unsigned long long) opts->count);
     printf("\nASYNCQ_MAX_SLEEP=%.3f\nASYNCQ_ITEM_LEASE=%.3f\n", (double) opts->max_sleep_ms / 1000,
            (double) opts->lease_ms / 1000);
-}
-
-static int s_exit_code(aq_status_t status)
-{
-    switch (status) {
-    case AQ_OK: return AQ_EXIT_OK;
-    case AQ_INTERRUPTED: return AQ_EXIT_INTERRUPTED;
-    case AQ_UNREACHABLE: case AQ_BAD_ENDPOINT: return AQ_EXIT_UNREACHABLE;
-    default: return AQ_EXIT_FAILURE;
-    }
+    aq_security_print_config(opts->curve_secret, opts->server_key);
 }
 
 /*  One put, reported. Refusals the producer can see itself (too big) are
@@ -198,13 +194,15 @@ int main(int argc, char **argv)
     }
     aq_stdout_lines();
     aq_random_seed(opts.seed);
+    if (!aq_security_args("asyncq-producer", opts.curve_secret, opts.server_key))
+        return AQ_EXIT_USAGE;
 
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(opts.broker, opts.name, &rc);
     if (!producer) {
         fprintf(stderr, "asyncq-producer: cannot reach the broker at '%s': %s\n", opts.broker,
                 aq_strerror(rc));
-        return s_exit_code(rc);
+        return aq_exit_code(rc);
     }
     uint64_t refused = 0;
     rc = opts.from_stdin ? s_put_stdin(producer, &opts, &refused)
@@ -226,5 +224,5 @@ int main(int argc, char **argv)
                (unsigned long long) sent,
                aq_producer_resends(producer) ? " (some sent again after a reconnect)" : "");
     aq_producer_destroy(&producer);
-    return s_exit_code(rc);
+    return aq_exit_code(rc);
 }

@@ -1,22 +1,26 @@
 /*  Table-driven codec: each command is a list of typed fields, each field one
     frame. Decoding validates every frame before it reports success, so the
-    broker never acts on half a message. */
+    broker never acts on half a message; it records how many fields it read,
+    so an error can still name the request. */
 #include "asyncq/codec.h"
 
 #include <stdbool.h>
 #include <string.h>
 
 typedef enum {
-    F_NAME,      /* 1..AQ_NAME_MAX bytes of the name alphabet */
-    F_NAME_OPT,  /* a name, or empty */
-    F_TAG,       /* 0..AQ_TAG_MAX bytes, any value */
-    F_TEXT,      /* 0..AQ_TEXT_MAX bytes, any value */
-    F_U64,       /* decimal number */
-    F_JOIN_MODE, /* "before" or "all" */
-    F_SHUT_MODE, /* "drain" or "immediate" */
-    F_PAYLOAD,   /* any bytes, any size */
-    F_U64_LIST,  /* 1..AQ_LIST_MAX numbers, one per frame, to the end */
-    F_TEXT_LIST  /* 0..AQ_LIST_MAX texts, one per frame, to the end */
+    F_NAME,        /* 1..AQ_NAME_MAX bytes of the name alphabet */
+    F_NAME_OPT,    /* a name, or empty */
+    F_TAG,         /* 0..AQ_TAG_MAX bytes, any value */
+    F_TEXT,        /* 0..AQ_TEXT_MAX bytes of UTF-8 */
+    F_SUBJECT,     /* 0..AQ_SUBJECT_MAX bytes of UTF-8 */
+    F_U64,         /* decimal number */
+    F_JOIN_MODE,   /* "before" or "all" */
+    F_SHUT_MODE,   /* "drain" or "immediate" */
+    F_PAYLOAD,     /* any bytes, any size */
+    F_IDS,         /* 1..AQ_LIST_MAX ids, 8 bytes each, one frame */
+    F_PUTS_BATCH,  /* msg->count PUTS entries, exactly */
+    F_ITEMS_BATCH, /* msg->count ITEMS entries, exactly */
+    F_TEXT_LIST    /* 0..AQ_LIST_MAX texts, one per frame, to the end */
 } field_type_t;
 
 typedef struct {
@@ -24,7 +28,7 @@ typedef struct {
     size_t offset; /* of the aq_bytes_t or uint64_t member in aq_msg_t */
 } field_t;
 
-#define MAX_FIELDS 6
+#define MAX_FIELDS 9
 typedef struct {
     const char *word;
     size_t field_count;
@@ -43,17 +47,30 @@ static const char *const *s_mode_words(field_type_t type)
 }
 
 static const command_t s_commands[AQ_CMD_COUNT_] = {
-    [AQ_CMD_PUT] = {"PUT", 5, {{F_NAME, B(queue)}, {F_NAME_OPT, B(producer)},
-                               {F_U64, B(seq)}, {F_U64, B(lease_ms)}, {F_PAYLOAD, B(payload)}}},
-    [AQ_CMD_HELLO] = {"HELLO", 3, {{F_NAME, B(client)}, {F_U64, B(heartbeat_ms)},
-                                   {F_U64, B(seq)}}},
-    [AQ_CMD_WELCOME] = {"WELCOME", 3, {{F_NAME, B(broker)}, {F_U64, B(max_item)},
-                                       {F_U64, B(heartbeat_ms)}}},
-    [AQ_CMD_CREDIT] = {"CREDIT", 2, {{F_NAME, B(queue)}, {F_U64, B(credit)}}},
+    [AQ_CMD_PUT] = {"PUT", 5, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_NAME, B(queue)},
+                               {F_U64, B(lease_ms)}, {F_PAYLOAD, B(payload)}}},
+    [AQ_CMD_PUTS] = {"PUTS", 6, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_U64, B(count)},
+                                 {F_NAME, B(queue)}, {F_U64, B(lease_ms)},
+                                 {F_PUTS_BATCH, B(batch)}}},
+    [AQ_CMD_HELLO] = {"HELLO", 3, {{F_TAG, B(tag)}, {F_NAME, B(client)}, {F_U64, B(seq)}}},
+    [AQ_CMD_WELCOME] = {"WELCOME", 9, {{F_TAG, B(tag)}, {F_NAME, B(broker)},
+                                       {F_U64, B(max_item)}, {F_U64, B(heartbeat_ms)},
+                                       {F_U64, B(batch_max)}, {F_U64, B(window)},
+                                       {F_U64, B(window_bytes)}, {F_TEXT, B(text)},
+                                       {F_TEXT, B(persistence)}}},
+    [AQ_CMD_CREDIT] = {"CREDIT", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(credit)},
+                                     {F_U64, B(batch_max)}}},
+    [AQ_CMD_CREDITED] = {"CREDITED", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
+                                         {F_U64, B(credit)}}},
     [AQ_CMD_ITEM] = {"ITEM", 6, {{F_NAME, B(queue)}, {F_U64, B(id)}, {F_U64, B(attempt)},
                                  {F_U64, B(age_us)}, {F_U64, B(lease_ms)},
                                  {F_PAYLOAD, B(payload)}}},
-    [AQ_CMD_ACK] = {"ACK", 1, {{F_U64_LIST, 0}}},
+    [AQ_CMD_ITEMS] = {"ITEMS", 3, {{F_NAME, B(queue)}, {F_U64, B(count)},
+                                   {F_ITEMS_BATCH, B(batch)}}},
+    [AQ_CMD_ACK] = {"ACK", 2, {{F_TAG, B(tag)}, {F_IDS, B(ids)}}},
+    [AQ_CMD_TOUCH] = {"TOUCH", 2, {{F_TAG, B(tag)}, {F_IDS, B(ids)}}},
+    [AQ_CMD_NACK] = {"NACK", 4, {{F_TAG, B(tag)}, {F_U64, B(delay_ms)}, {F_TEXT, B(text)},
+                                 {F_IDS, B(ids)}}},
     [AQ_CMD_JOIN] = {"JOIN", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
                                  {F_U64, B(timeout_ms)}, {F_JOIN_MODE, B(mode)}}},
     [AQ_CMD_JOINED] = {"JOINED", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
@@ -61,17 +78,17 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_TIMEOUT] = {"TIMEOUT", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(count)}}},
     [AQ_CMD_SYNC] = {"SYNC", 3, {{F_TAG, B(tag)}, {F_NAME, B(producer)}, {F_U64, B(seq)}}},
     [AQ_CMD_SYNCED] = {"SYNCED", 3, {{F_TAG, B(tag)}, {F_NAME, B(producer)}, {F_U64, B(seq)}}},
+    [AQ_CMD_HELD] = {"HELD", 4, {{F_TAG, B(tag)}, {F_NAME, B(producer)}, {F_U64, B(seq)},
+                                 {F_NAME, B(queue)}}},
     [AQ_CMD_STATS] = {"STATS", 2, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)}}},
     [AQ_CMD_REPORT] = {"REPORT", 2, {{F_TAG, B(tag)}, {F_TEXT_LIST, 0}}},
-    [AQ_CMD_ERROR] = {"ERROR", 4, {{F_U64, B(code)}, {F_TEXT, B(name)},
-                                   {F_TAG, B(subject)}, {F_TEXT, B(text)}}},
-    [AQ_CMD_BYE] = {"BYE", 0, {{0, 0}}},
-    [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 0, {{0, 0}}},
-    [AQ_CMD_TOUCH] = {"TOUCH", 1, {{F_U64_LIST, 0}}},
-    [AQ_CMD_NACK] = {"NACK", 3, {{F_U64, B(delay_ms)}, {F_TEXT, B(text)}, {F_U64_LIST, 0}}},
-    [AQ_CMD_DEAD] = {"DEAD", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_TAG, B(text)}}},
+    [AQ_CMD_DEAD] = {"DEAD", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_TEXT, B(text)}}},
     [AQ_CMD_SHUTDOWN] = {"SHUTDOWN", 3, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)},
                                          {F_SHUT_MODE, B(mode)}}},
+    [AQ_CMD_ERROR] = {"ERROR", 5, {{F_U64, B(code)}, {F_TEXT, B(name)}, {F_TAG, B(tag)},
+                                   {F_SUBJECT, B(subject)}, {F_TEXT, B(text)}}},
+    [AQ_CMD_BYE] = {"BYE", 1, {{F_TAG, B(tag)}}},
+    [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 1, {{F_U64, B(beat)}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)
@@ -132,6 +149,154 @@ int aq_name_is_valid(const uint8_t *data, size_t size)
     return 1;
 }
 
+/*  Unicode's table 3-7 of well-formed byte sequences: the second byte's range
+    depends on the first, which rules out overlong forms and surrogates. */
+int aq_utf8_is_valid(const uint8_t *data, size_t size)
+{
+    size_t i = 0;
+    while (i < size) {
+        uint8_t c = data[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t length;
+        uint8_t low = 0x80, high = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            length = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            length = 3;
+            if (c == 0xE0)
+                low = 0xA0;
+            else if (c == 0xED)
+                high = 0x9F;
+        }
+        else if (c >= 0xF0 && c <= 0xF4) {
+            length = 4;
+            if (c == 0xF0)
+                low = 0x90;
+            else if (c == 0xF4)
+                high = 0x8F;
+        }
+        else
+            return 0;
+        if (size - i < length || data[i + 1] < low || data[i + 1] > high)
+            return 0;
+        for (size_t k = 2; k < length; k++)
+            if (data[i + k] < 0x80 || data[i + k] > 0xBF)
+                return 0;
+        i += length;
+    }
+    return 1;
+}
+
+void aq_put_u32(uint8_t *dest, uint32_t value)
+{
+    for (int i = 3; i >= 0; i--, value >>= 8)
+        dest[i] = (uint8_t) value;
+}
+
+void aq_put_u64(uint8_t *dest, uint64_t value)
+{
+    for (int i = 7; i >= 0; i--, value >>= 8)
+        dest[i] = (uint8_t) value;
+}
+
+uint32_t aq_get_u32(const uint8_t *src)
+{
+    return (uint32_t) src[0] << 24 | (uint32_t) src[1] << 16 | (uint32_t) src[2] << 8 | src[3];
+}
+
+uint64_t aq_get_u64(const uint8_t *src)
+{
+    return (uint64_t) aq_get_u32(src) << 32 | aq_get_u32(src + 4);
+}
+
+size_t aq_ids_count(aq_bytes_t ids)
+{
+    return ids.size / 8;
+}
+
+uint64_t aq_ids_get(aq_bytes_t ids, size_t index)
+{
+    return aq_get_u64(ids.data + index * 8);
+}
+
+void aq_batch_iter_init(aq_batch_iter_t *iter, aq_bytes_t batch)
+{
+    iter->at = batch.data;
+    iter->end = batch.data + batch.size;
+}
+
+int aq_puts_next(aq_batch_iter_t *iter, aq_bytes_t *payload)
+{
+    if ((size_t) (iter->end - iter->at) < AQ_PUTS_ENTRY_HEADER)
+        return 0;
+    uint32_t size = aq_get_u32(iter->at);
+    if ((size_t) (iter->end - iter->at) - AQ_PUTS_ENTRY_HEADER < size)
+        return 0;
+    payload->data = iter->at + AQ_PUTS_ENTRY_HEADER;
+    payload->size = size;
+    iter->at += AQ_PUTS_ENTRY_HEADER + size;
+    return 1;
+}
+
+size_t aq_puts_entry_write(uint8_t *dest, const void *data, uint32_t size)
+{
+    aq_put_u32(dest, size);
+    if (size)
+        memcpy(dest + AQ_PUTS_ENTRY_HEADER, data, size);
+    return AQ_PUTS_ENTRY_HEADER + (size_t) size;
+}
+
+int aq_items_next(aq_batch_iter_t *iter, aq_delivery_t *delivery)
+{
+    if ((size_t) (iter->end - iter->at) < AQ_ITEMS_ENTRY_HEADER)
+        return 0;
+    const uint8_t *at = iter->at;
+    uint32_t size = aq_get_u32(at + 24);
+    if ((size_t) (iter->end - at) - AQ_ITEMS_ENTRY_HEADER < size)
+        return 0;
+    delivery->id = aq_get_u64(at);
+    delivery->attempt = aq_get_u32(at + 8);
+    delivery->age_us = aq_get_u64(at + 12);
+    delivery->lease_ms = aq_get_u32(at + 20);
+    delivery->payload.data = at + AQ_ITEMS_ENTRY_HEADER;
+    delivery->payload.size = size;
+    iter->at += AQ_ITEMS_ENTRY_HEADER + size;
+    return 1;
+}
+
+size_t aq_items_entry_write(uint8_t *dest, const aq_delivery_t *delivery)
+{
+    aq_put_u64(dest, delivery->id);
+    aq_put_u32(dest + 8, delivery->attempt);
+    aq_put_u64(dest + 12, delivery->age_us);
+    aq_put_u32(dest + 20, delivery->lease_ms);
+    aq_put_u32(dest + 24, (uint32_t) delivery->payload.size);
+    if (delivery->payload.size)
+        memcpy(dest + AQ_ITEMS_ENTRY_HEADER, delivery->payload.data, delivery->payload.size);
+    return AQ_ITEMS_ENTRY_HEADER + delivery->payload.size;
+}
+
+/*  True if `batch` holds exactly `count` entries (count >= 1). */
+static bool s_batch_is_valid(aq_bytes_t batch, uint64_t count, field_type_t type)
+{
+    if (count == 0 || (batch.size && !batch.data))
+        return false;
+    aq_batch_iter_t iter;
+    aq_batch_iter_init(&iter, batch);
+    for (uint64_t i = 0; i < count; i++) {
+        aq_bytes_t payload;
+        aq_delivery_t delivery;
+        int ok = type == F_PUTS_BATCH ? aq_puts_next(&iter, &payload)
+                                      : aq_items_next(&iter, &delivery);
+        if (!ok)
+            return false;
+    }
+    return iter.at == iter.end;
+}
+
 static bool s_bytes_equal(aq_bytes_t bytes, const char *text)
 {
     size_t length = strlen(text);
@@ -158,7 +323,13 @@ static uint64_t s_u64_get(const aq_msg_t *msg, size_t offset)
     return *(const uint64_t *) ((const char *) msg + offset);
 }
 
-/*  Checks one frame against its field type and stores it in msg. */
+static bool s_text_is_valid(aq_bytes_t frame)
+{
+    return frame.size <= AQ_TEXT_MAX && aq_utf8_is_valid(frame.data, frame.size);
+}
+
+/*  Checks one frame against its field type and stores it in msg. A batch
+    is checked against msg->count, decoded before it. */
 static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame)
 {
     switch (field->type) {
@@ -175,10 +346,23 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
             return false;
         break;
     case F_TEXT:
-        if (frame.size > AQ_TEXT_MAX)
+        if (!s_text_is_valid(frame))
+            return false;
+        break;
+    case F_SUBJECT:
+        if (frame.size > AQ_SUBJECT_MAX || !aq_utf8_is_valid(frame.data, frame.size))
             return false;
         break;
     case F_PAYLOAD:
+        break;
+    case F_IDS:
+        if (frame.size == 0 || frame.size % 8 || frame.size / 8 > AQ_LIST_MAX)
+            return false;
+        break;
+    case F_PUTS_BATCH:
+    case F_ITEMS_BATCH:
+        if (!s_batch_is_valid(frame, msg->count, field->type))
+            return false;
         break;
     case F_U64:
         return aq_parse_u64(frame.data, frame.size, s_u64_at(msg, field->offset));
@@ -192,27 +376,21 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
             }
         return false;
     }
-    case F_U64_LIST:
     case F_TEXT_LIST:
-        return false; /* handled by s_decode_list */
+        return false; /* handled by s_decode_lines */
     }
     *s_bytes_at(msg, field->offset) = frame;
     return true;
 }
 
-/*  A list field takes every remaining frame. */
-static bool s_decode_list(aq_msg_t *msg, const field_t *field, const aq_bytes_t *frames,
-                          size_t count)
+/*  REPORT's lines take every remaining frame. */
+static bool s_decode_lines(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
 {
-    if (count > AQ_LIST_MAX || (field->type == F_U64_LIST && count == 0))
+    if (count > AQ_LIST_MAX)
         return false;
-    for (size_t i = 0; i < count; i++) {
-        uint64_t ignored;
-        if (field->type == F_U64_LIST && !aq_parse_u64(frames[i].data, frames[i].size, &ignored))
+    for (size_t i = 0; i < count; i++)
+        if (!s_text_is_valid(frames[i]))
             return false;
-        if (field->type == F_TEXT_LIST && frames[i].size > AQ_TEXT_MAX)
-            return false;
-    }
     msg->list = frames;
     msg->list_size = count;
     return true;
@@ -229,11 +407,10 @@ static aq_cmd_t s_lookup_command(aq_bytes_t word)
 aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
 {
     memset(msg, 0, sizeof *msg);
-    if (count < 2)
-        return count == 1 && s_bytes_equal(frames[0], AQ_SIGNATURE) ? AQ_MALFORMED
-                                                                      : AQ_BAD_VERSION;
-    if (!s_bytes_equal(frames[0], AQ_SIGNATURE))
+    if (count == 0 || !s_bytes_equal(frames[0], AQ_SIGNATURE))
         return AQ_BAD_VERSION;
+    if (count < 2)
+        return AQ_MALFORMED;
     msg->cmd = s_lookup_command(frames[1]);
     if (msg->cmd == AQ_CMD_NONE)
         return AQ_UNKNOWN_COMMAND;
@@ -243,11 +420,15 @@ aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
     size_t field_frames = count - 2;
     for (size_t i = 0; i < command->field_count; i++) {
         const field_t *field = &command->fields[i];
-        if (field->type == F_U64_LIST || field->type == F_TEXT_LIST)
-            return s_decode_list(msg, field, fields + i, field_frames - i) ? AQ_OK
-                                                                           : AQ_MALFORMED;
+        if (field->type == F_TEXT_LIST) {
+            if (!s_decode_lines(msg, fields + i, field_frames - i))
+                return AQ_MALFORMED;
+            msg->fields_read++;
+            return AQ_OK;
+        }
         if (i >= field_frames || !s_decode_field(msg, field, fields[i]))
             return AQ_MALFORMED;
+        msg->fields_read++;
     }
     return field_frames == command->field_count ? AQ_OK : AQ_MALFORMED;
 }
@@ -257,26 +438,26 @@ aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
 static bool s_field_is_valid(const aq_msg_t *msg, const field_t *field)
 {
     switch (field->type) {
-    case F_NAME: case F_NAME_OPT: case F_TAG: case F_TEXT: case F_PAYLOAD: {
-        aq_msg_t scratch;
+    case F_U64:
+        return true;
+    case F_JOIN_MODE:
+    case F_SHUT_MODE:
+        return s_u64_get(msg, field->offset) <= 1; /* both have two words */
+    case F_TEXT_LIST:
+        if (msg->list_size > AQ_LIST_MAX)
+            return false;
+        for (size_t i = 0; i < msg->list_size; i++)
+            if ((msg->list[i].size && !msg->list[i].data) || !s_text_is_valid(msg->list[i]))
+                return false;
+        return true;
+    default: {
+        aq_msg_t scratch = {.count = msg->count};
         aq_bytes_t value = s_bytes_get(msg, field->offset);
         if (value.size && !value.data)
             return false;
         return s_decode_field(&scratch, field, value);
     }
-    case F_JOIN_MODE:
-    case F_SHUT_MODE:
-        return s_u64_get(msg, field->offset) <= 1; /* both have two words */
-    case F_U64:
-        return true;
-    case F_U64_LIST:
-        return msg->list_size >= 1 && msg->list_size <= AQ_LIST_MAX
-               && s_decode_list(&(aq_msg_t){0}, field, msg->list, msg->list_size);
-    case F_TEXT_LIST:
-        return msg->list_size <= AQ_LIST_MAX
-               && s_decode_list(&(aq_msg_t){0}, field, msg->list, msg->list_size);
     }
-    return false;
 }
 
 static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
@@ -293,7 +474,6 @@ static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
         const char *word = s_mode_words(field->type)[s_u64_get(msg, field->offset)];
         return sink(ctx, word, strlen(word), !last, 0);
     }
-    case F_U64_LIST:
     case F_TEXT_LIST:
         for (size_t i = 0; i < msg->list_size; i++) {
             int rc = sink(ctx, msg->list[i].data, msg->list[i].size,
@@ -304,7 +484,9 @@ static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
         return 0;
     default: {
         aq_bytes_t value = s_bytes_get(msg, field->offset);
-        return sink(ctx, value.data, value.size, !last, field->type == F_PAYLOAD);
+        int bulk = field->type == F_PAYLOAD || field->type == F_PUTS_BATCH
+                   || field->type == F_ITEMS_BATCH;
+        return sink(ctx, value.data, value.size, !last, bulk);
     }
     }
 }
@@ -330,15 +512,13 @@ aq_status_t aq_msg_encode(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx
 aq_status_t aq_msg_emit(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx)
 {
     const command_t *command = &s_commands[msg->cmd];
-
-    /* A REPORT with no lines ends at its tag; any other list is never empty. */
-    bool ends_at_word = command->field_count == 0;
     if (sink(ctx, AQ_SIGNATURE, strlen(AQ_SIGNATURE), 1, 0)
-        || sink(ctx, command->word, strlen(command->word), !ends_at_word, 0))
+        || sink(ctx, command->word, strlen(command->word), 1, 0))
         return AQ_TRANSPORT;
     for (size_t i = 0; i < command->field_count; i++) {
         const field_t *field = &command->fields[i];
         bool last = i + 1 == command->field_count;
+        /* A REPORT with no lines ends at its tag. */
         bool next_is_empty_list = i + 2 == command->field_count
                                   && command->fields[i + 1].type == F_TEXT_LIST
                                   && msg->list_size == 0;

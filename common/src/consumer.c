@@ -7,10 +7,34 @@ struct aq_consumer {
     aq_session_t *session;
     char queue[AQ_NAME_MAX + 1];
     uint64_t credit;
-    char pending_text[AQ_ACK_BATCH][AQ_U64_DIGITS + 1];
-    aq_bytes_t pending[AQ_ACK_BATCH];
+    uint64_t batch;           /* items per ITEMS asked for */
+    int credit_withdrawn;     /* the broker took the credit: ask again */
+    aq_batch_iter_t items;    /* the rest of the ITEMS being handed out */
+    int has_items;
+    uint8_t pending[AQ_ACK_BATCH * 8];
     size_t pending_count;
 };
+
+/*  Sends CREDIT and waits for CREDITED: a consumer that has it and gets
+    nothing knows the queue is empty. Items that arrive meanwhile stay in
+    the socket for get(). */
+static aq_status_t s_credit(aq_consumer_t *self, int timeout_ms)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_CREDIT};
+    msg.queue = aq_bytes_str(self->queue);
+    msg.credit = self->credit;
+    msg.batch_max = self->batch;
+    aq_status_t rc = aq_session_request(self->session, &msg);
+    if (rc || timeout_ms == 0)
+        return rc;
+    char tag[AQ_TAG_MAX + 1];
+    snprintf(tag, sizeof tag, "%.*s", (int) msg.tag.size, (const char *) msg.tag.data);
+    aq_msg_t reply;
+    int64_t deadline = aq_deadline_at(timeout_ms);
+    /* Items can only come after CREDITED, so nothing else is lost here. */
+    rc = aq_session_await(self->session, tag, &reply, aq_deadline_left(deadline), NULL, NULL);
+    return rc == AQ_TIMEOUT ? AQ_UNREACHABLE : rc;
+}
 
 aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t credit,
                                const char *name, aq_status_t *status)
@@ -25,11 +49,15 @@ aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t 
         return NULL;
     }
     strcpy(self->queue, queue);
+    self->credit = credit;
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "consumer", client_id, sizeof client_id);
     self->session = aq_session_new(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, status);
-    if (self->session)
-        *status = aq_consumer_set_credit(self, credit);
+    if (self->session) {
+        uint64_t max_batch = aq_session_welcome(self->session)->max_batch;
+        self->batch = credit < max_batch ? credit : max_batch;
+        *status = s_credit(self, AQ_CONNECT_TIMEOUT_MS);
+    }
     if (*status)
         aq_consumer_destroy(&self);
     return self;
@@ -49,11 +77,15 @@ void aq_consumer_destroy(aq_consumer_t **self_p)
 
 aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit)
 {
-    aq_msg_t msg = {.cmd = AQ_CMD_CREDIT};
-    msg.queue = aq_bytes_str(self->queue);
-    msg.credit = credit;
     self->credit = credit;
-    return aq_session_send(self->session, &msg);
+    return s_credit(self, 0);
+}
+
+static aq_status_t s_send_ids(aq_consumer_t *self, aq_msg_t *msg, const uint8_t *ids,
+                              size_t count)
+{
+    msg->ids = (aq_bytes_t){ids, count * 8};
+    return aq_session_request(self->session, msg);
 }
 
 aq_status_t aq_consumer_flush(aq_consumer_t *self)
@@ -61,17 +93,15 @@ aq_status_t aq_consumer_flush(aq_consumer_t *self)
     if (self->pending_count == 0)
         return AQ_OK;
     aq_msg_t msg = {.cmd = AQ_CMD_ACK};
-    msg.list = self->pending;
-    msg.list_size = self->pending_count;
+    size_t count = self->pending_count;
     self->pending_count = 0;
-    return aq_session_send(self->session, &msg);
+    return s_send_ids(self, &msg, self->pending, count);
 }
 
 aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id)
 {
-    char *text = self->pending_text[self->pending_count];
-    size_t length = aq_format_u64(id, text);
-    self->pending[self->pending_count++] = (aq_bytes_t){(const uint8_t *) text, length};
+    aq_put_u64(self->pending + self->pending_count * 8, id);
+    self->pending_count++;
     return self->pending_count == AQ_ACK_BATCH ? aq_consumer_flush(self) : AQ_OK;
 }
 
@@ -81,8 +111,9 @@ aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id)
 static aq_status_t s_rejoin(aq_consumer_t *self)
 {
     self->pending_count = 0;
+    self->has_items = 0;
     aq_status_t rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
-    return rc ? rc : aq_consumer_set_credit(self, self->credit);
+    return rc ? rc : s_credit(self, 0);
 }
 
 /*  TOUCH or NACK for one id, after the pending acks so order is kept. */
@@ -91,11 +122,9 @@ static aq_status_t s_send_one(aq_consumer_t *self, aq_msg_t *msg, uint64_t id)
     aq_status_t rc = aq_consumer_flush(self);
     if (rc)
         return rc;
-    char text[AQ_U64_DIGITS + 1];
-    aq_bytes_t frame = {(const uint8_t *) text, aq_format_u64(id, text)};
-    msg->list = &frame;
-    msg->list_size = 1;
-    return aq_session_send(self->session, msg);
+    uint8_t frame[8];
+    aq_put_u64(frame, id);
+    return s_send_ids(self, msg, frame, 1);
 }
 
 aq_status_t aq_consumer_touch(aq_consumer_t *self, uint64_t id)
@@ -108,14 +137,32 @@ aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms
                              const char *reason)
 {
     aq_msg_t msg = {.cmd = AQ_CMD_NACK, .delay_ms = delay_ms};
-    msg.text = aq_bytes_str(reason);
-    if (msg.text.size > AQ_TEXT_MAX)
-        msg.text.size = AQ_TEXT_MAX;
+    msg.text = aq_text_cut(reason ? reason : "", AQ_TEXT_MAX);
+    if (!aq_utf8_is_valid(msg.text.data, msg.text.size))
+        msg.text = aq_bytes_str("");
     return s_send_one(self, &msg, id);
+}
+
+static int s_next_from_batch(aq_consumer_t *self, aq_item_t *item)
+{
+    aq_delivery_t delivery;
+    if (!self->has_items || !aq_items_next(&self->items, &delivery)) {
+        self->has_items = 0;
+        return 0;
+    }
+    item->id = delivery.id;
+    item->attempt = delivery.attempt;
+    item->age_us = delivery.age_us;
+    item->lease_ms = delivery.lease_ms;
+    item->data = delivery.payload.data;
+    item->size = delivery.payload.size;
+    return 1;
 }
 
 static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
+    if (s_next_from_batch(self, item))
+        return AQ_OK;
     aq_msg_t msg;
     aq_status_t rc = aq_session_recv(self->session, &msg, timeout_ms);
     const aq_error_t *error = aq_session_error(self->session);
@@ -123,10 +170,18 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
         s_rejoin(self);
         return AQ_TIMEOUT; /* no item yet: the caller looks again */
     }
-    if (rc == AQ_REFUSED && error->code == AQ_SHUT_DOWN && strcmp(error->subject, self->queue) == 0)
+    int about_queue = rc == AQ_REFUSED && strcmp(error->subject, self->queue) == 0;
+    if (about_queue && error->code == AQ_SHUT_DOWN)
         return AQ_SHUT_DOWN;
+    if (about_queue && error->code == AQ_LEASE_EXPIRED)
+        self->credit_withdrawn = 1;
     if (rc)
         return rc;
+    if (msg.cmd == AQ_CMD_ITEMS) {
+        aq_batch_iter_init(&self->items, msg.batch);
+        self->has_items = 1;
+        return s_next_from_batch(self, item) ? AQ_OK : AQ_TIMEOUT;
+    }
     if (msg.cmd != AQ_CMD_ITEM)
         return AQ_TIMEOUT; /* not for us: the caller looks again */
     item->id = msg.id;
@@ -140,6 +195,14 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
 
 aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
+    /* A get() proves this consumer reads again: ask for the credit the
+       broker withdrew. */
+    if (self->credit_withdrawn) {
+        self->credit_withdrawn = 0;
+        aq_status_t rc = s_credit(self, 0);
+        if (rc)
+            return rc;
+    }
     /* An item already here is taken without flushing acks, so acks coalesce
        under load; before waiting, pending acks go out (they are what earns
        the next items). */

@@ -43,24 +43,23 @@ aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_m
                     aq_join_mode_t mode, aq_join_result_t *result)
 {
     memset(result, 0, sizeof *result);
-    if (timeout_ms > INT32_MAX - AQ_CONNECT_TIMEOUT_MS)
-        timeout_ms = INT32_MAX - AQ_CONNECT_TIMEOUT_MS;
+    if (timeout_ms > AQ_WAIT_MAX_MS)
+        return AQ_MALFORMED; /* the broker's limit (PROTOCOL.md 4.6) */
     /* The broker owns the time-out; the local one is only a safety net in
        case the broker vanishes for good. */
     int64_t until = timeout_ms ? aq_deadline_at((int) timeout_ms) : -1;
     int64_t deadline = timeout_ms ? aq_deadline_at((int) timeout_ms + AQ_CONNECT_TIMEOUT_MS) : -1;
     for (;;) {
         aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
-        char tag[AQ_TAG_MAX + 1];
-        snprintf(tag, sizeof tag, "%s", aq_session_next_tag(session));
-        msg.tag = aq_bytes_str(tag);
         msg.queue = aq_bytes_str(queue);
         msg.mode = mode;
         if (timeout_ms) {
             int left = aq_deadline_left(until);
             msg.timeout_ms = left > 0 ? (uint64_t) left : 1;
         }
-        aq_status_t rc = aq_session_send(session, &msg);
+        aq_status_t rc = aq_session_request(session, &msg);
+        char tag[AQ_TAG_MAX + 1];
+        snprintf(tag, sizeof tag, "%.*s", (int) msg.tag.size, (const char *) msg.tag.data);
         aq_msg_t reply;
         if (!rc)
             rc = s_await_join(session, tag, deadline, &reply);
@@ -88,11 +87,11 @@ aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_m
 static aq_status_t s_report(aq_session_t *session, aq_msg_t *msg, aq_stats_line_fn *line,
                             void *ctx)
 {
-    const char *tag = aq_session_next_tag(session);
-    msg->tag = aq_bytes_str(tag);
-    aq_status_t rc = aq_session_send(session, msg);
+    aq_status_t rc = aq_session_request(session, msg);
     if (rc)
         return rc;
+    char tag[AQ_TAG_MAX + 1];
+    snprintf(tag, sizeof tag, "%.*s", (int) msg->tag.size, (const char *) msg->tag.data);
     aq_msg_t reply;
     rc = aq_session_await(session, tag, &reply, AQ_CONNECT_TIMEOUT_MS, NULL, NULL);
     if (rc)

@@ -1,51 +1,67 @@
-/*  The producer keeps every put the broker has not yet confirmed, as a
-    zmq_msg_t that shares its bytes with the one ZeroMQ sends (so keeping it
-    costs no copy). A SYNC goes out when half the window is in use and its
-    SYNCED releases what it covers; a full window makes put wait for it.
+/*  The producer keeps every message the broker has not yet confirmed (a PUT
+    or a PUTS) as the zmq_msg_t it sent, sharing its bytes with ZeroMQ, so
+    keeping it costs no copy. A SYNC goes out when half the window is in use
+    and its SYNCED releases what it covers; a full window makes put wait.
 
     When the broker answers LOST (puts vanished with a broken connection),
     or forgets this producer (NO_SESSION: it restarted), or falls silent,
     the producer says HELLO again with its oldest unconfirmed seq and sends
-    every unconfirmed put again, in order. The broker takes puts strictly in
-    sequence per producer, so a put it already has is dropped, never queued
-    twice. */
+    every unconfirmed message again, in order, each with the seqs it had.
+    The broker takes puts strictly in sequence per producer, so a put it
+    already has is dropped, never queued twice. */
 #include "asyncq/producer.h"
 
 #include <czmq.h>
 #include <errno.h>
 #include <string.h>
 
-/*  PUSH queues at most this many puts in this process before put blocks.
-    Small, so that back-pressure from the broker reaches the caller soon. */
+#include "asyncq/security.h"
+
+/*  PUSH queues at most this many messages in this process before a send
+    blocks. Small, so that a broker that stopped reading is felt soon. */
 #define PRODUCER_SNDHWM 1000
 
 typedef struct {
-    uint64_t seq;
+    uint64_t seq;      /* of its first item */
+    uint64_t count;    /* items */
     uint64_t lease_ms;
+    int is_batch;      /* PUTS, else PUT */
     char queue[AQ_NAME_MAX + 1];
-    zmq_msg_t payload;
-} unconfirmed_t;
+    zmq_msg_t frame;   /* the payload, or the items frame */
+} sent_t;
 
 struct aq_producer {
     aq_session_t *session;
-    zsock_t *push;
+    uint64_t window_bytes;  /* unconfirmed bytes allowed */
+    zsock_t *push;          /* connected at the first send */
     uint64_t seq;           /* sequence number of the last put */
-    uint64_t refused;       /* ERRORs received for puts */
+    uint64_t refused;       /* puts the broker refused */
     uint64_t resends;       /* times the unconfirmed puts were sent again */
-    unconfirmed_t *window;  /* ring of AQ_PRODUCER_WINDOW, oldest at head */
+    uint64_t window_max;    /* unconfirmed puts allowed */
+    sent_t *window;         /* ring of window_max messages, oldest at head */
     size_t head;
-    size_t count;
+    size_t count;           /* messages in the ring */
+    uint64_t unconfirmed;   /* puts in them */
     size_t bytes;
-    char sync_tag[AQ_U64_DIGITS + 6]; /* the SYNC in flight, "" if none */
+    uint8_t *batch;         /* the PUTS being gathered */
+    size_t batch_size;
+    uint64_t batch_count;
+    uint64_t batch_lease;
+    char batch_queue[AQ_NAME_MAX + 1];
+    char sync_tag[AQ_TAG_MAX + 1]; /* the SYNC in flight, "" if none */
     uint64_t sync_seq;
+    char held[AQ_NAME_MAX + 1];    /* queue the broker holds our puts for, "" */
 };
 
 static aq_status_t s_connect_push(aq_producer_t *self)
 {
+    if (self->push)
+        return AQ_OK;
     self->push = zsock_new(ZMQ_PUSH);
     if (!self->push)
         return AQ_NOMEM;
     zsock_set_sndhwm(self->push, PRODUCER_SNDHWM);
+    aq_security_apply(self->push);
     char pull[AQ_ENDPOINT_MAX];
     aq_endpoint_pull(aq_session_endpoint(self->session), pull, sizeof pull);
     return zsock_connect(self->push, "%s", pull) == 0 ? AQ_OK : AQ_BAD_ENDPOINT;
@@ -54,37 +70,42 @@ static aq_status_t s_connect_push(aq_producer_t *self)
 aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_t *status)
 {
     aq_producer_t *self = calloc(1, sizeof *self);
-    unconfirmed_t *window = calloc(AQ_PRODUCER_WINDOW, sizeof *window);
-    if (!self || !window) {
-        free(self);
-        free(window);
+    if (!self) {
         *status = AQ_NOMEM;
         return NULL;
     }
-    self->window = window;
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "producer", client_id, sizeof client_id);
     self->session = aq_session_new(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, status);
-    if (self->session)
-        *status = s_connect_push(self);
+    if (self->session) {
+        const aq_welcome_t *welcome = aq_session_welcome(self->session);
+        self->window_max = welcome->window < AQ_PRODUCER_WINDOW ? welcome->window
+                                                                : AQ_PRODUCER_WINDOW;
+        self->window_bytes = welcome->window_bytes < AQ_PRODUCER_WINDOW_BYTES
+                                 ? welcome->window_bytes : AQ_PRODUCER_WINDOW_BYTES;
+        self->window = calloc(self->window_max, sizeof *self->window);
+        self->batch = malloc(welcome->max_item);
+        *status = self->window && self->batch ? AQ_OK : AQ_NOMEM;
+    }
     if (*status)
         aq_producer_destroy(&self);
     return self;
 }
 
-static unconfirmed_t *s_at(aq_producer_t *self, size_t index)
+static sent_t *s_at(aq_producer_t *self, size_t index)
 {
-    return &self->window[(self->head + index) % AQ_PRODUCER_WINDOW];
+    return &self->window[(self->head + index) % self->window_max];
 }
 
-/*  Forgets the puts up to and including seq: the broker has them. */
+/*  Forgets the messages whose puts are all confirmed: the broker has them. */
 static void s_release(aq_producer_t *self, uint64_t seq)
 {
-    while (self->count && s_at(self, 0)->seq <= seq) {
-        unconfirmed_t *put = s_at(self, 0);
-        self->bytes -= zmq_msg_size(&put->payload);
-        zmq_msg_close(&put->payload);
-        self->head = (self->head + 1) % AQ_PRODUCER_WINDOW;
+    while (self->count && s_at(self, 0)->seq + s_at(self, 0)->count - 1 <= seq) {
+        sent_t *sent = s_at(self, 0);
+        self->bytes -= zmq_msg_size(&sent->frame);
+        self->unconfirmed -= sent->count;
+        zmq_msg_close(&sent->frame);
+        self->head = (self->head + 1) % self->window_max;
         self->count--;
     }
 }
@@ -94,41 +115,48 @@ void aq_producer_destroy(aq_producer_t **self_p)
     aq_producer_t *self = *self_p;
     if (!self)
         return;
+    if (self->session && self->window)
+        aq_producer_flush(self);
     if (self->push)
         zsock_set_linger(self->push, 0); /* only synced puts are promised */
     zsock_destroy(&self->push);
     aq_session_destroy(&self->session);
-    s_release(self, UINT64_MAX);
+    if (self->window)
+        s_release(self, UINT64_MAX);
     free(self->window);
+    free(self->batch);
     free(self);
     *self_p = NULL;
 }
 
-static aq_status_t s_send_put(aq_producer_t *self, unconfirmed_t *put)
+static aq_status_t s_send(aq_producer_t *self, sent_t *sent)
 {
-    aq_msg_t msg = {.cmd = AQ_CMD_PUT};
-    msg.queue = aq_bytes_str(put->queue);
+    aq_status_t rc = s_connect_push(self);
+    if (rc)
+        return rc;
+    aq_msg_t msg = {.cmd = sent->is_batch ? AQ_CMD_PUTS : AQ_CMD_PUT};
     msg.producer = aq_bytes_str(aq_session_client_id(self->session));
-    msg.seq = put->seq;
-    msg.lease_ms = put->lease_ms;
-    aq_status_t rc = aq_msg_send(zsock_resolve(self->push), NULL, &msg, &put->payload, 0);
+    msg.seq = sent->seq;
+    msg.count = sent->count;
+    msg.queue = aq_bytes_str(sent->queue);
+    msg.lease_ms = sent->lease_ms;
+    rc = aq_msg_send(zsock_resolve(self->push), NULL, &msg, &sent->frame, 0);
     return rc == AQ_TRANSPORT && errno == EINTR ? AQ_INTERRUPTED : rc;
 }
 
 static aq_status_t s_send_sync(aq_producer_t *self)
 {
     aq_msg_t msg = {.cmd = AQ_CMD_SYNC};
-    /* Not a bare number: ERRORs about puts name their seq as the subject. */
-    snprintf(self->sync_tag, sizeof self->sync_tag, "sync-%s",
-             aq_session_next_tag(self->session));
-    msg.tag = aq_bytes_str(self->sync_tag);
     msg.producer = aq_bytes_str(aq_session_client_id(self->session));
     msg.seq = self->sync_seq = self->seq;
-    return aq_session_send(self->session, &msg);
+    aq_status_t rc = aq_session_request(self->session, &msg);
+    snprintf(self->sync_tag, sizeof self->sync_tag, "%.*s", (int) msg.tag.size,
+             (const char *) msg.tag.data);
+    return rc;
 }
 
-/*  A new session (if the broker lost ours), and every unconfirmed put sent
-    again, oldest first. */
+/*  A new session (if the broker lost ours), and every unconfirmed message
+    sent again, oldest first. */
 static aq_status_t s_resend(aq_producer_t *self, int new_session)
 {
     self->sync_tag[0] = '\0';
@@ -138,39 +166,57 @@ static aq_status_t s_resend(aq_producer_t *self, int new_session)
                                     self->count ? s_at(self, 0)->seq : self->seq + 1);
         rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
     }
-    /* The same PUSH socket: puts still in its pipe reach the broker before
-       the resent ones, in one ordered stream, and are dropped there as
-       unannounced or out of sequence. */
+    /* The same PUSH socket: messages still in its pipe reach the broker
+       before the resent ones, in one ordered stream, and are dropped there
+       as resends or out of sequence. */
     self->resends++;
     for (size_t i = 0; !rc && i < self->count; i++)
-        rc = s_send_put(self, s_at(self, i));
+        rc = s_send(self, s_at(self, i));
     return rc ? rc : s_send_sync(self);
 }
 
-/*  Handles one message from the broker: a SYNCED, an ERROR about a put
-    or about the SYNC. Returns AQ_OK, or what the caller must act on. */
+/*  "7" or "7-70": how many puts an ERROR about puts names. */
+static uint64_t s_range_count(const char *subject)
+{
+    char *end;
+    uint64_t first = strtoull(subject, &end, 10);
+    if (*end != '-')
+        return 1;
+    uint64_t last = strtoull(end + 1, NULL, 10);
+    return last >= first ? last - first + 1 : 1;
+}
+
+/*  Handles one message from the broker: a SYNCED, a HELD, an ERROR about
+    puts or about the SYNC. Returns AQ_OK, or what the caller must act on. */
 static aq_status_t s_handle(aq_producer_t *self, const aq_msg_t *msg, aq_status_t status)
 {
     const aq_error_t *error = aq_session_error(self->session);
-    int about_sync = self->sync_tag[0] && strcmp(error->subject, self->sync_tag) == 0;
-    if (status == AQ_REFUSED && (error->code == AQ_LOST || error->code == AQ_NO_SESSION)) {
-        if (error->code == AQ_NO_SESSION)
-            return s_resend(self, 1);
-        return about_sync ? s_resend(self, 0) : AQ_OK;
-    }
-    if (status == AQ_REFUSED && !about_sync) {
-        self->refused++; /* a put the broker received and refused */
+    int about_sync = status == AQ_REFUSED && self->sync_tag[0]
+                     && strcmp(error->tag, self->sync_tag) == 0;
+    if (status == AQ_REFUSED && error->code == AQ_NO_SESSION)
+        return s_resend(self, 1);
+    if (about_sync && error->code == AQ_LOST)
+        return s_resend(self, 0);
+    if (status == AQ_REFUSED && !error->tag[0]) {
+        self->refused += s_range_count(error->subject); /* puts received and refused */
         return AQ_OK;
     }
-    if (status == AQ_REFUSED)
+    if (about_sync)
         return AQ_REFUSED; /* the SYNC itself was refused */
+    if (status == AQ_OK && msg->cmd == AQ_CMD_HELD) {
+        snprintf(self->held, sizeof self->held, "%.*s", (int) msg->queue.size,
+                 (const char *) msg->queue.data);
+        return AQ_OK;
+    }
     if (status == AQ_OK && msg->cmd == AQ_CMD_SYNCED && self->sync_tag[0]
         && msg->tag.size == strlen(self->sync_tag)
         && memcmp(msg->tag.data, self->sync_tag, msg->tag.size) == 0) {
         s_release(self, msg->seq);
         self->sync_tag[0] = '\0';
+        self->held[0] = '\0';
     }
-    return status == AQ_TIMEOUT || status == AQ_MALFORMED ? AQ_OK : status;
+    return status == AQ_TIMEOUT || status == AQ_MALFORMED || status == AQ_REFUSED ? AQ_OK
+                                                                                    : status;
 }
 
 /*  Handles the replies that have already arrived, without waiting. */
@@ -189,10 +235,10 @@ static aq_status_t s_read_replies(aq_producer_t *self)
 
 /*  Reads replies until the window holds at most `keep` puts, waiting up to
     timeout_ms (-1: forever). Resends after a broker restart. */
-static aq_status_t s_confirm(aq_producer_t *self, size_t keep, int timeout_ms)
+static aq_status_t s_confirm(aq_producer_t *self, uint64_t keep, int timeout_ms)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
-    while (self->count > keep || (keep == 0 && self->sync_tag[0])) {
+    while (self->unconfirmed > keep || (keep == 0 && self->sync_tag[0])) {
         if (!self->sync_tag[0]) {
             aq_status_t rc = s_send_sync(self);
             if (rc)
@@ -217,44 +263,113 @@ static aq_status_t s_confirm(aq_producer_t *self, size_t keep, int timeout_ms)
     return AQ_OK;
 }
 
+/*  Keeps a message in the window and sends it. The window has room. */
+static aq_status_t s_add(aq_producer_t *self, const char *queue, uint64_t lease_ms,
+                         uint64_t count, int is_batch, zmq_msg_t *frame)
+{
+    sent_t *sent = s_at(self, self->count);
+    sent->seq = self->seq + 1;
+    sent->count = count;
+    sent->lease_ms = lease_ms;
+    sent->is_batch = is_batch;
+    snprintf(sent->queue, sizeof sent->queue, "%s", queue);
+    zmq_msg_init(&sent->frame);
+    zmq_msg_move(&sent->frame, frame);
+    aq_status_t rc = s_send(self, sent);
+    if (rc) {
+        zmq_msg_close(&sent->frame);
+        return rc;
+    }
+    self->seq += count;
+    self->count++;
+    self->unconfirmed += count;
+    self->bytes += zmq_msg_size(&sent->frame);
+    /* Half the window in use: ask for a confirmation now, so that the
+       window rarely fills. */
+    if (!self->sync_tag[0] && self->unconfirmed >= self->window_max / 2)
+        return s_send_sync(self);
+    return self->sync_tag[0] ? s_read_replies(self) : AQ_OK;
+}
+
+static void s_free_batch(void *data, void *hint)
+{
+    (void) hint;
+    free(data);
+}
+
+/*  Waits until `count` more puts and `size` more bytes fit in the window. */
+static aq_status_t s_make_room(aq_producer_t *self, uint64_t count, size_t size)
+{
+    if (self->count < self->window_max && self->unconfirmed + count <= self->window_max
+        && (self->unconfirmed == 0 || self->bytes + size <= self->window_bytes))
+        return AQ_OK;
+    return s_confirm(self, self->unconfirmed / 2, -1);
+}
+
+aq_status_t aq_producer_flush(aq_producer_t *self)
+{
+    if (!self->batch_count)
+        return AQ_OK;
+    uint64_t max_item = aq_session_max_item(self->session);
+    aq_status_t rc = s_make_room(self, self->batch_count, self->batch_size);
+    zmq_msg_t frame;
+    uint8_t *fresh = rc ? NULL : malloc(max_item);
+    if (!rc && !fresh)
+        rc = AQ_NOMEM;
+    if (rc)
+        return rc;
+    /* The batch buffer becomes the frame (ZeroMQ frees it when done). */
+    zmq_msg_init_data(&frame, self->batch, self->batch_size, s_free_batch, NULL);
+    self->batch = fresh;
+    uint64_t count = self->batch_count;
+    self->batch_count = 0;
+    self->batch_size = 0;
+    return s_add(self, self->batch_queue, self->batch_lease, count, 1, &frame);
+}
+
+static aq_status_t s_put_alone(aq_producer_t *self, const char *queue, const void *data,
+                               size_t size, uint64_t lease_ms)
+{
+    aq_status_t rc = s_make_room(self, 1, size);
+    if (rc)
+        return rc;
+    zmq_msg_t frame;
+    if (zmq_msg_init_size(&frame, size))
+        return AQ_NOMEM;
+    if (size)
+        memcpy(zmq_msg_data(&frame), data, size);
+    return s_add(self, queue, lease_ms, 1, 0, &frame);
+}
+
 aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
                                   size_t size, uint64_t lease_ms)
 {
     size_t length = queue ? strlen(queue) : 0;
     if (!aq_name_is_valid((const uint8_t *) queue, length))
         return AQ_MALFORMED;
-    if (size > aq_session_max_item(self->session))
+    uint64_t max_item = aq_session_max_item(self->session);
+    if (size > max_item)
         return AQ_TOO_BIG;
-    /* Room in the window first: wait for the broker to confirm older puts. */
-    if (self->count == AQ_PRODUCER_WINDOW
-        || (self->count && self->bytes + size > AQ_PRODUCER_WINDOW_BYTES)) {
-        aq_status_t rc = s_confirm(self, self->count / 2, -1);
+    int fits = self->batch_size + AQ_PUTS_ENTRY_HEADER + size <= max_item;
+    if (self->batch_count
+        && (!fits || lease_ms != self->batch_lease || strcmp(queue, self->batch_queue) != 0)) {
+        aq_status_t rc = aq_producer_flush(self);
         if (rc)
             return rc;
     }
-    unconfirmed_t *put = s_at(self, self->count);
-    if (zmq_msg_init_size(&put->payload, size))
-        return AQ_NOMEM;
-    if (size)
-        memcpy(zmq_msg_data(&put->payload), data, size);
-    memcpy(put->queue, queue, length + 1);
-    put->seq = self->seq + 1;
-    put->lease_ms = lease_ms;
-    aq_status_t rc = s_send_put(self, put);
-    if (rc) {
-        zmq_msg_close(&put->payload);
-        return rc;
+    if (size >= AQ_PUT_ALONE_BYTES || AQ_PUTS_ENTRY_HEADER + size > max_item)
+        return s_put_alone(self, queue, data, size, lease_ms);
+    if (!self->batch_count) {
+        memcpy(self->batch_queue, queue, length + 1);
+        self->batch_lease = lease_ms;
     }
-    self->seq++;
-    self->count++;
-    self->bytes += size;
-    /* Half the window in use: ask for a confirmation now, so that the
-       window rarely fills. */
-    if (!self->sync_tag[0] && self->count >= AQ_PRODUCER_WINDOW / 2)
-        rc = s_send_sync(self);
-    else if (self->sync_tag[0] && (self->seq & 63) == 0)
-        rc = s_read_replies(self);
-    return rc;
+    self->batch_size += aq_puts_entry_write(self->batch + self->batch_size, data, (uint32_t) size);
+    self->batch_count++;
+    const aq_welcome_t *welcome = aq_session_welcome(self->session);
+    if (self->batch_count >= welcome->max_batch
+        || self->batch_count + self->unconfirmed >= self->window_max)
+        return aq_producer_flush(self);
+    return AQ_OK;
 }
 
 aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *data,
@@ -265,8 +380,10 @@ aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *
 
 aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)
 {
+    aq_status_t rc = aq_producer_flush(self);
     /* A SYNC for the latest put, even if one is in flight for an older. */
-    aq_status_t rc = self->count ? s_send_sync(self) : AQ_OK;
+    if (!rc && self->count)
+        rc = s_send_sync(self);
     if (!rc)
         rc = s_confirm(self, 0, timeout_ms);
     if (rc)
@@ -276,7 +393,7 @@ aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)
 
 uint64_t aq_producer_sent(const aq_producer_t *self)
 {
-    return self->seq;
+    return self->seq + self->batch_count;
 }
 
 uint64_t aq_producer_refused(const aq_producer_t *self)
@@ -286,12 +403,17 @@ uint64_t aq_producer_refused(const aq_producer_t *self)
 
 uint64_t aq_producer_unconfirmed(const aq_producer_t *self)
 {
-    return self->count;
+    return self->unconfirmed + self->batch_count;
 }
 
 uint64_t aq_producer_resends(const aq_producer_t *self)
 {
     return self->resends;
+}
+
+const char *aq_producer_held(const aq_producer_t *self)
+{
+    return self->held[0] ? self->held : NULL;
 }
 
 aq_session_t *aq_producer_session(aq_producer_t *self)

@@ -1,4 +1,5 @@
 #include "asyncq/program.h"
+#include "asyncq/security.h"
 
 #include <czmq.h>
 #include <math.h>
@@ -46,6 +47,36 @@ int aq_client_defaults(const char *program, const char **broker, const char **qu
     fprintf(stderr, "%s: queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -\n",
             program, *queue, AQ_NAME_MAX);
     return 0;
+}
+
+int aq_exit_code(int status)
+{
+    switch (status) {
+    case AQ_OK: return AQ_EXIT_OK;
+    case AQ_TIMEOUT: return AQ_EXIT_TIMEOUT;
+    case AQ_INTERRUPTED: return AQ_EXIT_INTERRUPTED;
+    case AQ_BAD_KEY: return AQ_EXIT_USAGE;
+    case AQ_UNREACHABLE: case AQ_BAD_ENDPOINT: case AQ_KEY_MISMATCH: case AQ_KEY_REFUSED:
+    case AQ_KEY_REQUIRED:
+        return AQ_EXIT_UNREACHABLE;
+    default: return AQ_EXIT_FAILURE;
+    }
+}
+
+int aq_security_args(const char *program, const char *secret, const char *server_key)
+{
+    if (aq_security_set(secret, server_key) == AQ_OK)
+        return 1;
+    fprintf(stderr, "%s: %s\n", program, aq_security_error());
+    return 0;
+}
+
+void aq_security_print_config(const char *secret, const char *server_key)
+{
+    secret = aq_arg_env(secret, "ASYNCQ_CURVE_SECRET");
+    server_key = aq_arg_env(server_key, "ASYNCQ_SERVER_KEY");
+    printf("ASYNCQ_CURVE_SECRET=%s\nASYNCQ_SERVER_KEY=%s\n", secret ? secret : "",
+           server_key ? server_key : "");
 }
 
 int aq_sleep_ms(uint64_t milliseconds)

@@ -4,17 +4,26 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "asyncq/security.h"
+
+struct aq_handshake_watch {
+    zsock_t *monitor;
+    aq_status_t status;
+};
+
 struct aq_session {
     zsock_t *dealer;
     void *socket;
+    aq_handshake_watch_t *watch; /* why a HELLO may go unanswered (CURVE) */
     aq_endpoint_t endpoint;
     char client_id[AQ_NAME_MAX + 1];
-    uint64_t max_item;
-    uint64_t heartbeat_ms; /* the broker's, from WELCOME */
+    aq_welcome_t welcome;
+    int welcomed;          /* a WELCOME came: BYE is worth sending */
+    int hello_unanswered;  /* the last HELLO got no WELCOME: retry on a new DEALER */
     int64_t last_heard;    /* when the broker last sent anything */
     uint64_t next_tag;
     uint64_t producer_seq; /* sent in HELLO: first unconfirmed put, 0 if none */
-    char tag[AQ_U64_DIGITS + 1];
+    char tag[AQ_TAG_MAX + 1];
     aq_inbox_t *inbox;
     aq_error_t error;
 };
@@ -29,7 +38,8 @@ void aq_client_id_make(const char *name, char *buf, size_t size)
     }
     clean[length] = '\0';
     zuuid_t *uuid = zuuid_new();
-    snprintf(buf, size, "%s-%.12s", length ? clean : "client", uuid ? zuuid_str_canonical(uuid) + 24 : "000000000000");
+    snprintf(buf, size, "%s-%.12s", length ? clean : "client",
+             uuid ? zuuid_str_canonical(uuid) + 24 : "000000000000");
     zuuid_destroy(&uuid);
 }
 
@@ -46,61 +56,145 @@ int aq_deadline_left(int64_t deadline)
     return remaining > 0 ? (int) remaining : 0;
 }
 
+aq_handshake_watch_t *aq_handshake_watch_new(void *zsock)
+{
+    aq_handshake_watch_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://asyncq-handshake-%p", zsock);
+    int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                 | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor(zsock_resolve(zsock), endpoint, events) == 0)
+        self->monitor = zsock_new(ZMQ_PAIR);
+    if (!self->monitor || zsock_connect(self->monitor, "%s", endpoint) != 0)
+        aq_handshake_watch_destroy(&self);
+    return self;
+}
+
+/*  A refused key is a ZAP failure (AUTH); a wrong server key makes the
+    broker unable to read the client's HELLO box: a protocol failure. A
+    client without keys meeting a CURVE broker fails on the mechanism: a
+    protocol failure too. */
+aq_status_t aq_handshake_watch_status(aq_handshake_watch_t *self)
+{
+    if (!self)
+        return AQ_OK;
+    zmsg_t *event;
+    while ((event = zmsg_recv_nowait(self->monitor))) {
+        zframe_t *frame = zmsg_first(event);
+        uint16_t id = 0;
+        if (frame && zframe_size(frame) >= 2)
+            memcpy(&id, zframe_data(frame), 2);
+        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            self->status = AQ_KEY_REFUSED;
+        else if (self->status == AQ_OK)
+            self->status = aq_security_enabled() ? AQ_KEY_MISMATCH : AQ_KEY_REQUIRED;
+        zmsg_destroy(&event);
+    }
+    return self->status;
+}
+
+void aq_handshake_watch_destroy(aq_handshake_watch_t **self_p)
+{
+    aq_handshake_watch_t *self = *self_p;
+    if (!self)
+        return;
+    zsock_destroy(&self->monitor);
+    free(self);
+    *self_p = NULL;
+}
+
+static aq_status_t s_connect(aq_session_t *self)
+{
+    aq_handshake_watch_destroy(&self->watch);
+    zsock_destroy(&self->dealer);
+    self->dealer = zsock_new(ZMQ_DEALER);
+    if (!self->dealer)
+        return AQ_NOMEM;
+    aq_security_apply(self->dealer);
+    self->watch = aq_handshake_watch_new(self->dealer);
+    char router[AQ_ENDPOINT_MAX];
+    aq_endpoint_router(&self->endpoint, router, sizeof router);
+    self->socket = zsock_resolve(self->dealer);
+    return zsock_connect(self->dealer, "%s", router) == 0 ? AQ_OK : AQ_BAD_ENDPOINT;
+}
+
+static void s_copy_text(char *dest, size_t size, aq_bytes_t bytes)
+{
+    size_t length = bytes.size < size - 1 ? bytes.size : size - 1;
+    memcpy(dest, bytes.data, length);
+    dest[length] = '\0';
+}
+
+static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
+{
+    self->welcome.max_item = reply->max_item;
+    self->welcome.heartbeat_ms = reply->heartbeat_ms;
+    self->welcome.max_batch = reply->batch_max ? reply->batch_max : 1;
+    self->welcome.window = reply->window ? reply->window : 1;
+    self->welcome.window_bytes = reply->window_bytes;
+    s_copy_text(self->welcome.roles, sizeof self->welcome.roles, reply->text);
+    s_copy_text(self->welcome.persistence, sizeof self->welcome.persistence, reply->persistence);
+    self->welcomed = 1;
+}
+
 aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
 {
+    /* ZeroMQ queues messages for a broker that is down: a pile of old HELLOs
+       reaching a broker that comes back would each start a session again,
+       after this client's later requests. A fresh DEALER leaves them. */
+    if (self->hello_unanswered) {
+        zsock_set_linger(self->dealer, 0);
+        aq_status_t rc = s_connect(self);
+        if (rc)
+            return rc;
+    }
+    self->hello_unanswered = 1;
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO};
     hello.client = aq_bytes_str(self->client_id);
     hello.seq = self->producer_seq;
-    aq_status_t rc = aq_session_send(self, &hello);
+    aq_status_t rc = aq_session_request(self, &hello);
     if (rc)
         return rc;
-    int64_t deadline = aq_deadline_at(timeout_ms);
-    for (;;) {
-        aq_msg_t reply;
-        rc = aq_session_recv(self, &reply, aq_deadline_left(deadline));
-        if (rc == AQ_TIMEOUT)
-            return AQ_UNREACHABLE;
-        if (rc == AQ_REFUSED && self->error.subject[0])
-            continue; /* about an earlier request, not this HELLO */
-        if (rc)
-            return rc;
-        if (reply.cmd == AQ_CMD_WELCOME) {
-            self->max_item = reply.max_item;
-            self->heartbeat_ms = reply.heartbeat_ms;
-            return AQ_OK;
-        }
+    char tag[AQ_TAG_MAX + 1];
+    snprintf(tag, sizeof tag, "%s", self->tag);
+    aq_msg_t reply;
+    rc = aq_session_await(self, tag, &reply, timeout_ms, NULL, NULL);
+    if (rc == AQ_TIMEOUT) {
+        aq_status_t handshake = aq_handshake_watch_status(self->watch);
+        return handshake ? handshake : AQ_UNREACHABLE;
     }
+    if (rc == AQ_OK && reply.cmd == AQ_CMD_WELCOME) {
+        s_keep_welcome(self, &reply);
+        self->hello_unanswered = 0;
+        return AQ_OK;
+    }
+    return rc ? rc : AQ_MALFORMED;
 }
 
 aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_t producer_seq,
                              int timeout_ms, aq_status_t *status)
 {
     aq_session_t *self = calloc(1, sizeof *self);
-    aq_status_t rc = self ? AQ_OK : AQ_NOMEM;
-    if (self)
+    aq_status_t rc = self ? aq_security_status() : AQ_NOMEM;
+    if (!rc) {
         self->producer_seq = producer_seq;
-    if (!rc)
         rc = aq_endpoint_parse(address, 0, &self->endpoint);
+    }
     if (!rc && !aq_name_is_valid((const uint8_t *) client_id, strlen(client_id)))
         rc = AQ_MALFORMED;
     if (!rc) {
         strcpy(self->client_id, client_id);
-        self->inbox = aq_inbox_new();
-        self->dealer = zsock_new(ZMQ_DEALER);
-        rc = self->inbox && self->dealer ? AQ_OK : AQ_NOMEM;
-    }
-    if (!rc) {
-        char router[AQ_ENDPOINT_MAX];
-        aq_endpoint_router(&self->endpoint, router, sizeof router);
-        self->socket = zsock_resolve(self->dealer);
-        if (zsock_connect(self->dealer, "%s", router) != 0)
-            rc = AQ_BAD_ENDPOINT;
+        self->inbox = aq_inbox_new(AQ_REPORT_FRAMES_MAX);
+        rc = self->inbox ? s_connect(self) : AQ_NOMEM;
     }
     if (!rc)
         rc = aq_session_hello(self, timeout_ms);
-    if (rc) {
-        if (self && self->dealer)
+    if (rc && self) {
+        if (self->dealer)
             zsock_set_linger(self->dealer, 0);
+        self->welcomed = 0;
         aq_session_destroy(&self);
     }
     if (status)
@@ -113,11 +207,12 @@ void aq_session_destroy(aq_session_t **self_p)
     aq_session_t *self = *self_p;
     if (!self)
         return;
-    if (self->dealer && self->max_item) {
+    if (self->dealer && self->welcomed) {
         aq_msg_t bye = {.cmd = AQ_CMD_BYE};
         zsock_set_linger(self->dealer, 1000);
-        aq_session_send(self, &bye);
+        aq_session_request(self, &bye);
     }
+    aq_handshake_watch_destroy(&self->watch);
     zsock_destroy(&self->dealer);
     aq_inbox_destroy(&self->inbox);
     free(self);
@@ -129,46 +224,54 @@ aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg)
     return aq_msg_send(self->socket, NULL, msg, NULL, 0);
 }
 
-static void s_copy_text(char *dest, size_t size, aq_bytes_t bytes)
+aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg)
 {
-    size_t length = bytes.size < size - 1 ? bytes.size : size - 1;
-    memcpy(dest, bytes.data, length);
-    dest[length] = '\0';
+    msg->tag = aq_bytes_str(aq_session_next_tag(self));
+    return aq_session_send(self, msg);
 }
 
 aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
 {
-    zmq_pollitem_t item = {self->socket, 0, ZMQ_POLLIN, 0};
-    int ready = zmq_poll(&item, 1, timeout_ms);
-    if (ready < 0)
-        return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
-    if (ready == 0)
-        return AQ_TIMEOUT;
-    aq_status_t rc = aq_inbox_recv(self->inbox, self->socket, 0, ZMQ_DONTWAIT);
-    if (rc)
-        return rc;
-    self->last_heard = zclock_mono();
-    rc = aq_inbox_decode(self->inbox, msg);
-    if (rc)
-        return rc;
-    if (msg->cmd == AQ_CMD_ERROR) {
-        self->error.code = (int) msg->code;
-        s_copy_text(self->error.subject, sizeof self->error.subject, msg->subject);
-        s_copy_text(self->error.text, sizeof self->error.text, msg->text);
-        return AQ_REFUSED;
+    int64_t deadline = aq_deadline_at(timeout_ms);
+    for (;;) {
+        zmq_pollitem_t item = {self->socket, 0, ZMQ_POLLIN, 0};
+        int ready = zmq_poll(&item, 1, aq_deadline_left(deadline));
+        if (ready < 0)
+            return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
+        if (ready == 0)
+            return AQ_TIMEOUT;
+        aq_status_t rc = aq_inbox_recv(self->inbox, self->socket, 0, ZMQ_DONTWAIT);
+        if (rc == AQ_TIMEOUT)
+            continue;
+        if (rc)
+            return rc;
+        self->last_heard = zclock_mono();
+        rc = aq_inbox_decode(self->inbox, msg);
+        if (rc)
+            return rc;
+        if (msg->cmd == AQ_CMD_HEARTBEAT) {
+            /* Answered at once: the broker learns that this client reads. */
+            aq_session_send(self, msg);
+            continue;
+        }
+        if (msg->cmd == AQ_CMD_ERROR) {
+            self->error.code = (int) msg->code;
+            s_copy_text(self->error.tag, sizeof self->error.tag, msg->tag);
+            s_copy_text(self->error.subject, sizeof self->error.subject, msg->subject);
+            s_copy_text(self->error.text, sizeof self->error.text, msg->text);
+            return AQ_REFUSED;
+        }
+        return AQ_OK;
     }
-    return AQ_OK;
 }
 
-static int s_has_tag(const aq_msg_t *msg, const char *tag, aq_status_t status)
+static int s_has_tag(const aq_msg_t *msg, const char *tag)
 {
-    aq_bytes_t field = status == AQ_REFUSED ? msg->subject : msg->tag;
-    switch (status == AQ_REFUSED ? AQ_CMD_ERROR : msg->cmd) {
-    case AQ_CMD_ERROR: case AQ_CMD_JOINED: case AQ_CMD_TIMEOUT:
-    case AQ_CMD_SYNCED: case AQ_CMD_REPORT:
-        return field.size == strlen(tag) && memcmp(field.data, tag, field.size) == 0;
+    switch (msg->cmd) {
+    case AQ_CMD_ITEM: case AQ_CMD_ITEMS: case AQ_CMD_HEARTBEAT: case AQ_CMD_HELD:
+        return 0; /* not replies (HELD is a notice, before the SYNCED) */
     default:
-        return 0;
+        return msg->tag.size == strlen(tag) && memcmp(msg->tag.data, tag, msg->tag.size) == 0;
     }
 }
 
@@ -180,7 +283,7 @@ aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *repl
         aq_status_t rc = aq_session_recv(self, reply, aq_deadline_left(deadline));
         if (rc == AQ_TIMEOUT || rc == AQ_INTERRUPTED || rc == AQ_TRANSPORT)
             return rc;
-        if ((rc == AQ_OK || rc == AQ_REFUSED) && s_has_tag(reply, tag, rc))
+        if ((rc == AQ_OK || rc == AQ_REFUSED) && s_has_tag(reply, tag))
             return rc;
         if (other)
             other(ctx, reply, rc);
@@ -196,6 +299,11 @@ const char *aq_session_next_tag(aq_session_t *self)
 const aq_error_t *aq_session_error(const aq_session_t *self)
 {
     return &self->error;
+}
+
+const aq_welcome_t *aq_session_welcome(const aq_session_t *self)
+{
+    return &self->welcome;
 }
 
 const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self)
@@ -216,18 +324,18 @@ const char *aq_session_client_id(const aq_session_t *self)
 int aq_session_broker_silent(const aq_session_t *self)
 {
     /* Three missed heartbeats, as the ZeroMQ guide's Paranoid Pirate. */
-    return self->heartbeat_ms
-           && zclock_mono() - self->last_heard > 3 * (int64_t) self->heartbeat_ms;
+    return self->welcome.heartbeat_ms
+           && zclock_mono() - self->last_heard > 3 * (int64_t) self->welcome.heartbeat_ms;
 }
 
 uint64_t aq_session_heartbeat_ms(const aq_session_t *self)
 {
-    return self->heartbeat_ms;
+    return self->welcome.heartbeat_ms;
 }
 
 uint64_t aq_session_max_item(const aq_session_t *self)
 {
-    return self->max_item;
+    return self->welcome.max_item;
 }
 
 void *aq_session_socket(aq_session_t *self)

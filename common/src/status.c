@@ -11,9 +11,10 @@ typedef struct {
 static const status_entry_t s_table[] = {
     {AQ_OK, "OK", "success"},
     {AQ_MALFORMED, "MALFORMED", "message is not as the protocol says"},
+    {AQ_FORBIDDEN, "FORBIDDEN", "this client may not do that (its roles or queues do not allow it)"},
     {AQ_UNKNOWN_ITEM, "UNKNOWN_ITEM", "no item with that id is held by this consumer"},
     {AQ_UNKNOWN_COMMAND, "UNKNOWN_COMMAND", "command is not part of this protocol version"},
-    {AQ_BAD_VERSION, "BAD_VERSION", "protocol signature or version not supported"},
+    {AQ_BAD_VERSION, "BAD_VERSION", "protocol signature or version not supported (this broker speaks asyncq/2)"},
     {AQ_LEASE_EXPIRED, "LEASE_EXPIRED", "the item was taken back from this consumer (lease expired or returned); it is delivered again"},
     {AQ_CONFLICT, "CONFLICT", "request conflicts with the session's state"},
     {AQ_LOST, "LOST", "some puts of this producer never reached the broker"},
@@ -22,6 +23,7 @@ static const status_entry_t s_table[] = {
     {AQ_LIMIT, "LIMIT", "a broker limit was reached"},
     {AQ_INTERNAL, "INTERNAL", "broker could not complete the request"},
     {AQ_SHUT_DOWN, "SHUT_DOWN", "the queue was shut down"},
+    {AQ_STORAGE, "STORAGE", "the broker cannot write to disk: puts are refused until it can"},
     {AQ_TIMEOUT, "TIMEOUT", "timed out"},
     {AQ_INTERRUPTED, "INTERRUPTED", "interrupted"},
     {AQ_UNREACHABLE, "UNREACHABLE", "broker did not answer"},
@@ -29,6 +31,10 @@ static const status_entry_t s_table[] = {
     {AQ_TRANSPORT, "TRANSPORT", "ZeroMQ call failed"},
     {AQ_NOMEM, "NOMEM", "out of memory"},
     {AQ_REFUSED, "REFUSED", "broker refused the request"},
+    {AQ_KEY_MISMATCH, "KEY_MISMATCH", "the broker's key does not match (CURVE handshake failed)"},
+    {AQ_KEY_REFUSED, "KEY_REFUSED", "the broker refused this client's key"},
+    {AQ_BAD_KEY, "BAD_KEY", "a certificate file could not be read"},
+    {AQ_KEY_REQUIRED, "KEY_REQUIRED", "the broker requires CURVE keys (--curve-secret, --server-key)"},
 };
 
 static const status_entry_t *s_find(int status)

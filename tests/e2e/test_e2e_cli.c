@@ -66,7 +66,7 @@ static void test_piped_lines_are_consumed_and_joined_over_ipc(void **state)
     assert_non_null(strstr(out, "joined lines"));
     char *stats[] = {"asyncq", "stats", "--broker", f->address, NULL};
     assert_int_equal(harness_run(stats, out, sizeof out), 0);
-    assert_non_null(strstr(out, "queue=lines queued=0 inflight=0 delayed=0 acked=1000 dead=0 "));
+    assert_non_null(strstr(out, "queue=lines queued=0 inflight=0 delayed=0 held=0 acked=1000 dead=0 "));
 }
 
 static void test_put_command_items_come_out_in_order(void **state)

@@ -16,7 +16,7 @@ static int s_setup(void **state)
     fixture_t *f = calloc(1, sizeof *f);
     char *const flags[] = {"--max-item", "1000", NULL};
     harness_start_broker(&f->h, flags);
-    f->inbox = aq_inbox_new();
+    f->inbox = aq_inbox_new(AQ_REPORT_FRAMES_MAX);
     *state = f;
     return 0;
 }
@@ -91,34 +91,72 @@ static void test_ack_of_an_unknown_id_is_refused_and_changes_nothing(void **stat
     s_assert_still_serving(&f->h, "q");
 }
 
+static void s_expect_error_tagged(fixture_t *f, zsock_t *socket, int code, const char *tag)
+{
+    aq_msg_t msg;
+    assert_int_equal(harness_recv(socket, f->inbox, &msg), AQ_CMD_ERROR);
+    assert_int_equal(msg.code, code);
+    assert_int_equal(msg.tag.size, strlen(tag));
+    assert_memory_equal(msg.tag.data, tag, msg.tag.size);
+}
+
 static void test_garbage_on_the_router_gets_errors_and_the_broker_goes_on(void **state)
 {
     fixture_t *f = *state;
     zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
     harness_send_frames(raw, "hello there", NULL);
     s_expect_error(f, raw, AQ_BAD_VERSION);
-    harness_send_frames(raw, "asyncq/9", "HELLO", "x", "0", "0", NULL);
+    harness_send_frames(raw, "asyncq/9", "HELLO", "t", "x", "0", NULL);
     s_expect_error(f, raw, AQ_BAD_VERSION);
-    harness_send_frames(raw, "asyncq/1", "DANCE", NULL);
+    harness_send_frames(raw, "asyncq/2", "DANCE", NULL);
     s_expect_error(f, raw, AQ_UNKNOWN_COMMAND);
-    harness_send_frames(raw, "asyncq/1", "HELLO", "bad id!", "0", "0", NULL);
-    s_expect_error(f, raw, AQ_MALFORMED);
-    harness_send_frames(raw, "asyncq/1", "JOIN", "t", "q", NULL);
-    s_expect_error(f, raw, AQ_MALFORMED);
-    harness_send_frames(raw, "asyncq/1", "CREDIT", "q", "1", NULL);
-    s_expect_error(f, raw, AQ_NO_SESSION);
-    harness_send_frames(raw, "asyncq/1", "PUT", "q", "", "0", "0", "x", NULL);
+    harness_send_frames(raw, "asyncq/2", "HELLO", "t1", "bad id!", "0", NULL);
+    s_expect_error_tagged(f, raw, AQ_MALFORMED, "t1");
+    harness_send_frames(raw, "asyncq/2", "JOIN", "t2", "q", NULL);
+    s_expect_error_tagged(f, raw, AQ_MALFORMED, "t2");
+    harness_send_frames(raw, "asyncq/2", "CREDIT", "t3", "q", "1", "0", NULL);
+    s_expect_error_tagged(f, raw, AQ_NO_SESSION, "t3");
+    harness_send_frames(raw, "asyncq/2", "STATS", "t4", "", NULL);
+    s_expect_error_tagged(f, raw, AQ_NO_SESSION, "t4"); /* STATS needs a session now */
+    harness_send_frames(raw, "asyncq/2", "PUT", "p", "1", "q", "0", "x", NULL);
     s_expect_error(f, raw, AQ_UNKNOWN_COMMAND);
-    harness_send_frames(raw, "asyncq/1", "HELLO", "raw", "0", "0", NULL);
-    aq_msg_t msg;
-    assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_WELCOME);
-    harness_send_frames(raw, "asyncq/1", "CREDIT", "q", "99999999", NULL);
-    s_expect_error(f, raw, AQ_LIMIT);
-    harness_send_frames(raw, "asyncq/1", "ACK", "12", "x", NULL);
-    s_expect_error(f, raw, AQ_MALFORMED);
+    harness_hello(raw, f->inbox, "raw", 0);
+    harness_send_frames(raw, "asyncq/2", "CREDIT", "t5", "q", "99999999", "0", NULL);
+    s_expect_error_tagged(f, raw, AQ_LIMIT, "t5");
+    harness_send_frames(raw, "asyncq/2", "ACK", "t6", "1234567", NULL); /* not 8-byte ids */
+    s_expect_error_tagged(f, raw, AQ_MALFORMED, "t6");
+    harness_send_frames(raw, "asyncq/2", "NACK", "t7", "86400001", "", "12345678", NULL);
+    s_expect_error_tagged(f, raw, AQ_MALFORMED, "t7"); /* delay above the maximum */
+    harness_send_frames(raw, "asyncq/2", "JOIN", "t8", "q", "86400001", "all", NULL);
+    s_expect_error_tagged(f, raw, AQ_MALFORMED, "t8"); /* time-out above the maximum */
+    harness_send_frames(raw, "asyncq/2", "NACK", "t9", "0", "\xc0\xaf", "12345678", NULL);
+    s_expect_error_tagged(f, raw, AQ_MALFORMED, "t9"); /* a reason that is not UTF-8 */
     zsock_destroy(&raw);
     s_assert_still_serving(&f->h, "q");
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+}
+
+/*  A client of version 1 gets a version 1 ERROR it can show, not silence. */
+static void test_an_old_client_is_told_to_upgrade(void **state)
+{
+    fixture_t *f = *state;
+    zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
+    harness_send_frames(raw, "asyncq/1", "HELLO", "old-client", "0", "0", NULL);
+    zmsg_t *reply = zmsg_recv(raw);
+    assert_non_null(reply);
+    char *signature = zmsg_popstr(reply), *command = zmsg_popstr(reply);
+    char *code = zmsg_popstr(reply), *name = zmsg_popstr(reply);
+    char *subject = zmsg_popstr(reply), *text = zmsg_popstr(reply);
+    assert_string_equal(signature, "asyncq/1");
+    assert_string_equal(command, "ERROR");
+    assert_string_equal(code, "406");
+    assert_string_equal(name, "BAD_VERSION");
+    assert_non_null(strstr(text, "asyncq/2"));
+    zstr_free(&signature), zstr_free(&command), zstr_free(&code), zstr_free(&name);
+    zstr_free(&subject), zstr_free(&text);
+    zmsg_destroy(&reply);
+    zsock_destroy(&raw);
+    s_assert_still_serving(&f->h, "q");
 }
 
 /*  A message of more frames than any command has: read whole, never decoded,
@@ -130,19 +168,19 @@ static void test_a_message_of_too_many_frames_is_refused_and_reveals_nothing(voi
     zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
     zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
     for (int trial = 0; trial < 20; trial++) {
-        zmq_send(zsock_resolve(raw), "asyncq/1", 8, ZMQ_SNDMORE);
+        zmq_send(zsock_resolve(raw), "asyncq/2", 8, ZMQ_SNDMORE);
         zmq_send(zsock_resolve(raw), "ACK", 3, ZMQ_SNDMORE);
-        for (int i = 0; i < AQ_FRAMES_MAX + 100; i++)
-            zmq_send(zsock_resolve(raw), "12345", 5, i + 1 < AQ_FRAMES_MAX + 100 ? ZMQ_SNDMORE : 0);
+        for (int i = 0; i < 1100; i++)
+            zmq_send(zsock_resolve(raw), "12345678", 8, i + 1 < 1100 ? ZMQ_SNDMORE : 0);
         aq_msg_t msg;
         assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_ERROR);
         assert_int_equal(msg.code, AQ_MALFORMED);
         assert_int_equal(msg.subject.size, 0);
     }
-    zmq_send(zsock_resolve(push), "asyncq/1", 8, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "asyncq/2", 8, ZMQ_SNDMORE);
     zmq_send(zsock_resolve(push), "PUT", 3, ZMQ_SNDMORE);
-    for (int i = 0; i < AQ_FRAMES_MAX + 100; i++)
-        zmq_send(zsock_resolve(push), "q", 1, i + 1 < AQ_FRAMES_MAX + 100 ? ZMQ_SNDMORE : 0);
+    for (int i = 0; i < 1100; i++)
+        zmq_send(zsock_resolve(push), "q", 1, i + 1 < 1100 ? ZMQ_SNDMORE : 0);
     zsock_destroy(&push);
     zsock_destroy(&raw);
     s_assert_still_serving(&f->h, "q");
@@ -153,19 +191,23 @@ static void test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere(void 
 {
     fixture_t *f = *state;
     zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
+    zsock_t *session = harness_raw(&f->h, ZMQ_DEALER);
+    harness_hello(session, f->inbox, "raw-p", 1);
     harness_send_frames(push, "junk", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "bad name", "", "0", "0", "x", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "p1", "0", "0", "x", NULL);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "5", "0", "x", NULL);
-    /* A producer id that never said HELLO: its puts cannot be de-duplicated. */
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "stranger", "1", "0", "x", NULL);
-    harness_send_frames(push, "asyncq/1", "JOIN", "t", "q", "0", "all", NULL);
-    /* An anonymous put after the garbage must still land. */
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "0", "0", "fine", NULL);
-    harness_wait_stat(&f->h, "q", "queued", 1);
+    harness_send_frames(push, "asyncq/2", "PUT", "q", NULL);
+    harness_send_frames(push, "asyncq/1", "PUT", "q", "", "0", "0", "x", NULL);
+    /* A producer id with no session: its puts cannot be confirmed. */
+    harness_send_frames(push, "asyncq/2", "PUT", "stranger", "1", "q", "0", "x", NULL);
+    harness_send_frames(push, "asyncq/2", "JOIN", "t", "q", "0", "all", NULL);
+    /* A valid put after the garbage must still land. */
+    harness_send_frames(push, "asyncq/2", "PUT", "raw-p", "1", "q", "0", "fine", NULL);
+    harness_send_frames(session, "asyncq/2", "SYNC", "s1", "raw-p", "1", NULL);
+    aq_msg_t msg;
+    assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_SYNCED);
     zsock_destroy(&push);
+    zsock_destroy(&session);
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+    assert_int_equal(harness_stat(&f->h, "q", "queued"), 1);
 }
 
 static void test_oversized_item_is_refused_and_not_truncated(void **state)
@@ -182,12 +224,15 @@ static void test_oversized_item_is_refused_and_not_truncated(void **state)
     zsock_t *session = harness_raw(&f->h, ZMQ_DEALER);
     zsock_t *push = harness_raw(&f->h, ZMQ_PUSH);
     aq_msg_t msg;
-    harness_send_frames(session, "asyncq/1", "HELLO", "raw-producer", "0", "1", NULL);
+    harness_send_frames(session, "asyncq/2", "HELLO", "h", "raw-producer", "1", NULL);
     assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_WELCOME);
     assert_int_equal(msg.max_item, 1000);
-    harness_send_frames(push, "asyncq/1", "PUT", "q", "raw-producer", "1", "0", big, NULL);
-    harness_send_frames(session, "asyncq/1", "SYNC", "s1", "raw-producer", "1", NULL);
-    s_expect_error(f, session, AQ_TOO_BIG);
+    harness_send_frames(push, "asyncq/2", "PUT", "raw-producer", "1", "q", "0", big, NULL);
+    harness_send_frames(session, "asyncq/2", "SYNC", "s1", "raw-producer", "1", NULL);
+    assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_ERROR);
+    assert_int_equal(msg.code, AQ_TOO_BIG);
+    assert_int_equal(msg.subject.size, 1);
+    assert_memory_equal(msg.subject.data, "1", 1); /* the put's seq */
     assert_int_equal(harness_recv(session, f->inbox, &msg), AQ_CMD_SYNCED);
     zsock_destroy(&push);
     zsock_destroy(&session);
@@ -223,19 +268,17 @@ static void test_join_flood_from_one_session_is_limited(void **state)
     aq_producer_destroy(&producer);
 
     zsock_t *raw = harness_raw(&f->h, ZMQ_DEALER);
-    aq_msg_t msg;
-    harness_send_frames(raw, "asyncq/1", "JOIN", "early", "q", "0", "before", NULL);
+    harness_send_frames(raw, "asyncq/2", "JOIN", "early", "q", "0", "before", NULL);
     s_expect_error(f, raw, AQ_NO_SESSION); /* a join needs a session */
-    harness_send_frames(raw, "asyncq/1", "HELLO", "flood", "0", "0", NULL);
-    assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_WELCOME);
+    harness_hello(raw, f->inbox, "flood", 0);
     for (int i = 0; i <= 100; i++) {
         char tag[16];
         snprintf(tag, sizeof tag, "j%d", i);
-        harness_send_frames(raw, "asyncq/1", "JOIN", tag, "q", "0", "before", NULL);
+        harness_send_frames(raw, "asyncq/2", "JOIN", tag, "q", "0", "before", NULL);
     }
-    s_expect_error(f, raw, AQ_LIMIT);
+    s_expect_error_tagged(f, raw, AQ_LIMIT, "j100");
     assert_int_equal(harness_stat(&f->h, "q", "joiners"), 100);
-    harness_send_frames(raw, "asyncq/1", "BYE", NULL);
+    harness_send_frames(raw, "asyncq/2", "BYE", "b", NULL);
     harness_wait_stat(&f->h, "q", "joiners", 0);
     zsock_destroy(&raw);
     s_assert_still_serving(&f->h, "other");
@@ -258,6 +301,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ack_of_an_unknown_id_is_refused_and_changes_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_router_gets_errors_and_the_broker_goes_on, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_an_old_client_is_told_to_upgrade, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_message_of_too_many_frames_is_refused_and_reveals_nothing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_garbage_on_the_pull_socket_is_dropped_and_counted_nowhere, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_oversized_item_is_refused_and_not_truncated, s_setup, s_teardown),

@@ -106,8 +106,9 @@ static void test_maxsize_blocks_the_producer_and_bounds_broker_memory(void **sta
         assert_int_equal(waitpid(producer, NULL, WNOHANG), 0);
         zclock_sleep(50); /* observing that nothing changes takes time */
     }
-    /* 600 items of 100 KiB are 60 MiB; the broker holds maxsize of them plus
-       what ZeroMQ buffers (PULL_RCVHWM), whatever the producer sends. */
+    /* 600 items of 100 KiB are 60 MiB; the broker holds maxsize of them, the
+       producer's window of held puts (8 MiB) and what ZeroMQ buffers
+       (PULL_RCVHWM), whatever the producer sends. */
     uint64_t grown = harness_rss_kib(h->broker.pid) - rss_before;
     assert_true(grown < 30 * 1024);
     aq_status_t rc;

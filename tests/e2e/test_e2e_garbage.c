@@ -21,7 +21,7 @@ static int s_teardown(void **state)
 }
 
 static const char *s_words[] = {"HELLO", "CREDIT", "ACK", "JOIN", "SYNC", "STATS", "BYE",
-                                "ITEM", "ERROR", "PUT", "NOPE", ""};
+                                "ITEM", "ERROR", "PUTS", "NOPE", ""};
 
 /*  One random message: random frames, sometimes behind a valid signature and
     command word. On the PULL socket it never forms a valid PUT. */
@@ -37,7 +37,7 @@ static void s_send_garbage(zsock_t *socket, int for_pull, unsigned *seed)
             frame[j] = (char) rand_r(seed);
         const char *text = NULL;
         if (shaped && i == 0)
-            text = "asyncq/1";
+            text = rand_r(seed) % 4 ? "asyncq/2" : "asyncq/1";
         else if (shaped && i == 1)
             text = for_pull ? "PUT" : s_words[rand_r(seed) % 12];
         if (shaped && for_pull && i == 1)

@@ -49,7 +49,8 @@ void harness_spawn(aq_process_t *process, char **argv);
 /*  A session for control requests (asserts it connects). */
 aq_session_t *harness_session(const harness_t *self);
 
-/*  A number from the queue's stats line ("queued", "acked"...). */
+/*  A number from the queue's stats line ("queued", "acked"...); 0 if the
+    queue does not exist. */
 uint64_t harness_stat(const harness_t *self, const char *queue, const char *key);
 
 /*  Waits until harness_stat(queue, key) == value; fails the test after the deadline. */
@@ -69,9 +70,17 @@ zsock_t *harness_raw(const harness_t *self, int type);
 /*  Sends frames (NULL-ended strings) on a raw socket. */
 void harness_send_frames(zsock_t *socket, ...);
 
-/*  Receives one message from a raw DEALER; returns its command and fills msg
-    (from `inbox`). Fails the test if nothing comes within the deadline. */
+/*  Receives one message from a raw DEALER (HEARTBEATs skipped); returns its
+    command and fills msg (from `inbox`). Fails the test if nothing comes
+    within the deadline, or if it does not decode. */
 aq_cmd_t harness_recv(zsock_t *socket, aq_inbox_t *inbox, aq_msg_t *msg);
+
+/*  Encodes and sends a valid message on a raw socket. */
+void harness_send_msg(zsock_t *socket, const aq_msg_t *msg);
+
+/*  HELLO on a raw DEALER (seq: a producer's first unconfirmed put, or 0);
+    waits for WELCOME. */
+void harness_hello(zsock_t *dealer, aq_inbox_t *inbox, const char *client_id, uint64_t seq);
 
 /*  Resident memory of a process, in KiB. */
 uint64_t harness_rss_kib(pid_t pid);

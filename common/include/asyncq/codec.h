@@ -1,10 +1,13 @@
 /*  asyncq wire codec: the messages of docs/PROTOCOL.md as C structs.
 
-    A message is a list of frames: the signature "asyncq/1", a command word,
+    A message is a list of frames: the signature "asyncq/2", a command word,
     then the command's fields, each in its own frame. The codec knows nothing
     about sockets: aq_msg_decode reads a list of frames, aq_msg_encode hands
     frames one by one to a sink. It never allocates. A decoded message points
-    into the frames it was decoded from, so they must outlive it. */
+    into the frames it was decoded from, so they must outlive it.
+
+    Batches (PUTS, ITEMS) and id lists (ACK, TOUCH, NACK) are binary frames;
+    the decoder checks them whole, and the iterators below walk them. */
 #ifndef ASYNCQ_CODEC_H
 #define ASYNCQ_CODEC_H
 
@@ -13,36 +16,52 @@
 
 #include "asyncq/status.h"
 
-#define AQ_SIGNATURE "asyncq/1"
+#define AQ_SIGNATURE "asyncq/2"
+#define AQ_SIGNATURE_V1 "asyncq/1"
 #define AQ_NAME_MAX 64    /* queue names and client ids */
 #define AQ_TAG_MAX 64     /* request tags, echoed in replies */
-#define AQ_TEXT_MAX 1024  /* error names and texts, report lines */
+#define AQ_TEXT_MAX 1024  /* error texts, NACK reasons, report lines */
 #define AQ_LIST_MAX 1024  /* item ids in one ACK, lines in one REPORT */
-#define AQ_FRAMES_MAX (AQ_LIST_MAX + 8)
+/*  An ERROR's subject: up to AQ_LIST_MAX ids in decimal, space-separated. */
+#define AQ_SUBJECT_MAX (AQ_LIST_MAX * (AQ_U64_DIGITS + 1))
 #define AQ_U64_DIGITS 20
+/*  Frames of any message but REPORT, signature and command included. */
+#define AQ_FIELDS_FRAMES_MAX 11
+/*  A REPORT: signature, command, tag and its lines. */
+#define AQ_REPORT_FRAMES_MAX (AQ_LIST_MAX + 3)
+/*  The longest a NACK delay or a JOIN time-out may be (24 hours). */
+#define AQ_WAIT_MAX_MS 86400000ULL
+/*  Bytes before each payload in an ITEMS batch. */
+#define AQ_ITEMS_ENTRY_HEADER 28
+/*  Bytes before each payload in a PUTS batch. */
+#define AQ_PUTS_ENTRY_HEADER 4
 
 typedef enum {
     AQ_CMD_NONE = 0,
     AQ_CMD_PUT,
+    AQ_CMD_PUTS,
     AQ_CMD_HELLO,
     AQ_CMD_WELCOME,
     AQ_CMD_CREDIT,
+    AQ_CMD_CREDITED,
     AQ_CMD_ITEM,
+    AQ_CMD_ITEMS,
     AQ_CMD_ACK,
+    AQ_CMD_TOUCH,
+    AQ_CMD_NACK,
     AQ_CMD_JOIN,
     AQ_CMD_JOINED,
     AQ_CMD_TIMEOUT,
     AQ_CMD_SYNC,
     AQ_CMD_SYNCED,
+    AQ_CMD_HELD,
     AQ_CMD_STATS,
     AQ_CMD_REPORT,
+    AQ_CMD_DEAD,
+    AQ_CMD_SHUTDOWN,
     AQ_CMD_ERROR,
     AQ_CMD_BYE,
     AQ_CMD_HEARTBEAT,
-    AQ_CMD_TOUCH,
-    AQ_CMD_NACK,
-    AQ_CMD_DEAD,
-    AQ_CMD_SHUTDOWN,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -60,42 +79,52 @@ typedef struct {
     table names (see codec.c and docs/PROTOCOL.md). */
 typedef struct {
     aq_cmd_t cmd;
-    aq_bytes_t queue;    /* PUT CREDIT ITEM JOIN JOINED TIMEOUT STATS DEAD SHUTDOWN */
+    size_t fields_read;  /* fields decoded and valid, in order, before any error */
+    aq_bytes_t tag;      /* every ROUTER request and its reply; ERROR */
+    aq_bytes_t queue;    /* PUT PUTS CREDIT CREDITED ITEM ITEMS JOIN JOINED TIMEOUT HELD STATS DEAD SHUTDOWN */
     aq_bytes_t client;   /* HELLO */
-    aq_bytes_t producer; /* PUT SYNC SYNCED */
-    aq_bytes_t tag;      /* JOIN JOINED TIMEOUT SYNC SYNCED STATS REPORT DEAD SHUTDOWN */
+    aq_bytes_t producer; /* PUT PUTS SYNC SYNCED HELD */
     aq_bytes_t broker;   /* WELCOME */
     aq_bytes_t name;     /* ERROR */
-    aq_bytes_t subject;  /* ERROR: the tag, item id or seq it concerns */
-    aq_bytes_t text;     /* ERROR; DEAD: the action; NACK: the reason */
+    aq_bytes_t subject;  /* ERROR: the ids, seq range or queue it concerns */
+    aq_bytes_t text;     /* ERROR; NACK: the reason; DEAD: the action; WELCOME: roles */
+    aq_bytes_t persistence; /* WELCOME */
     aq_bytes_t payload;  /* PUT ITEM */
-    uint64_t seq;        /* PUT SYNC SYNCED; HELLO: a producer's first unconfirmed put */
+    aq_bytes_t batch;    /* PUTS ITEMS: the items frame */
+    aq_bytes_t ids;      /* ACK TOUCH NACK: 8 bytes per id */
+    uint64_t seq;        /* PUT PUTS SYNC SYNCED HELD; HELLO: first unconfirmed put */
+    uint64_t count;      /* PUTS ITEMS: items; JOINED: waited for; TIMEOUT: outstanding */
     uint64_t id;         /* ITEM */
-    uint64_t credit;     /* CREDIT */
+    uint64_t credit;     /* CREDIT CREDITED */
+    uint64_t batch_max;  /* CREDIT: items per ITEMS (0: ITEM); WELCOME: max-batch */
     uint64_t timeout_ms; /* JOIN */
     uint64_t attempt;    /* ITEM */
     uint64_t age_us;     /* ITEM */
-    uint64_t lease_ms;   /* PUT: asked for (0: the queue's); ITEM: granted */
+    uint64_t lease_ms;   /* PUT PUTS: asked for (0: the queue's); ITEM: granted */
     uint64_t max_item;   /* WELCOME */
-    uint64_t heartbeat_ms; /* HELLO WELCOME */
-    uint64_t count;      /* JOINED: items waited for; TIMEOUT: outstanding */
+    uint64_t heartbeat_ms; /* WELCOME */
+    uint64_t window;     /* WELCOME: puts */
+    uint64_t window_bytes; /* WELCOME: bytes */
     uint64_t dead;       /* JOINED */
     uint64_t code;       /* ERROR */
     uint64_t mode;       /* JOIN: aq_join_mode_t; SHUTDOWN: aq_shutdown_mode_t */
     uint64_t delay_ms;   /* NACK */
-    const aq_bytes_t *list; /* ACK TOUCH NACK: id frames; REPORT: line frames */
+    uint64_t beat;       /* HEARTBEAT: its number */
+    const aq_bytes_t *list; /* REPORT: line frames */
     size_t list_size;
 } aq_msg_t;
 
 /*  Called once per frame by aq_msg_encode; `more` is non-zero for every frame
-    but the last. `is_payload` marks the payload frame of PUT and ITEM, so a
-    sink can send it without copying. Returns 0, or non-zero to stop. */
+    but the last. `is_payload` marks the payload and batch frames, so a sink
+    can send them without copying. Returns 0, or non-zero to stop. */
 typedef int (aq_frame_sink_fn)(void *ctx, const void *data, size_t size, int more,
                                int is_payload);
 
 /*  Checks `frames` whole against the protocol, then fills `msg`. On error
-    returns AQ_BAD_VERSION, AQ_UNKNOWN_COMMAND or AQ_MALFORMED and `msg`
-    holds only what could be read (msg->cmd may be set). */
+    returns AQ_BAD_VERSION, AQ_UNKNOWN_COMMAND or AQ_MALFORMED, and `msg`
+    holds only what could be read: msg->cmd if the command word was known,
+    and the first msg->fields_read fields (so a refused put can still be
+    attributed to its producer and seq, and a request's tag echoed). */
 aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count);
 
 /*  AQ_OK if every field of `msg` is valid for its command, else AQ_MALFORMED. */
@@ -106,8 +135,7 @@ aq_status_t aq_msg_check(const aq_msg_t *msg);
     stopped. */
 aq_status_t aq_msg_encode(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx);
 
-/*  aq_msg_encode without the check, for a caller that has just made it
-    (aq_msg_send checks before it sends a routing id). */
+/*  aq_msg_encode without the check, for a caller that has just made it. */
 aq_status_t aq_msg_emit(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx);
 
 /*  Command word ("PUT") for a command, or "?" for none. */
@@ -122,7 +150,49 @@ size_t aq_format_u64(uint64_t value, char *buf);
 /*  1 to AQ_NAME_MAX bytes of [A-Za-z0-9._:-]: queue names and client ids. */
 int aq_name_is_valid(const uint8_t *data, size_t size);
 
+/*  Well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
+int aq_utf8_is_valid(const uint8_t *data, size_t size);
+
 /*  Helper for building messages: a NUL-terminated string as aq_bytes_t. */
 aq_bytes_t aq_bytes_str(const char *string);
+
+/*  Big-endian integers, as batches and id lists carry them. */
+void aq_put_u32(uint8_t *dest, uint32_t value);
+void aq_put_u64(uint8_t *dest, uint64_t value);
+uint32_t aq_get_u32(const uint8_t *src);
+uint64_t aq_get_u64(const uint8_t *src);
+
+/*  Number of ids in an id list frame, and the i-th. */
+size_t aq_ids_count(aq_bytes_t ids);
+uint64_t aq_ids_get(aq_bytes_t ids, size_t index);
+
+/*  Walks a batch that aq_msg_decode accepted. */
+typedef struct {
+    const uint8_t *at;
+    const uint8_t *end;
+} aq_batch_iter_t;
+
+void aq_batch_iter_init(aq_batch_iter_t *iter, aq_bytes_t batch);
+
+/*  PUTS: the next item's payload; 0 at the end. */
+int aq_puts_next(aq_batch_iter_t *iter, aq_bytes_t *payload);
+
+/*  Writes one PUTS entry at dest (AQ_PUTS_ENTRY_HEADER + size bytes). */
+size_t aq_puts_entry_write(uint8_t *dest, const void *data, uint32_t size);
+
+typedef struct {
+    uint64_t id;
+    uint32_t attempt;
+    uint64_t age_us;
+    uint32_t lease_ms;
+    aq_bytes_t payload;
+} aq_delivery_t;
+
+/*  ITEMS: the next delivery; 0 at the end. */
+int aq_items_next(aq_batch_iter_t *iter, aq_delivery_t *delivery);
+
+/*  Writes one ITEMS entry at dest (AQ_ITEMS_ENTRY_HEADER + payload size
+    bytes). */
+size_t aq_items_entry_write(uint8_t *dest, const aq_delivery_t *delivery);
 
 #endif

@@ -1,10 +1,12 @@
 /*  Getting items from a broker and acking them (asyncio's get/task_done).
 
     A consumer announces its credit: how many items it may hold unacked at
-    once. The broker never sends more. Acks are sent in batches: an ack waits
-    in this process until ACK_BATCH of them are pending, or until get() is
-    about to wait, or until flush() or destroy(), so an idle consumer never
-    sits on an ack. */
+    once; the broker never sends more, and confirms the credit (CREDITED)
+    before aq_consumer_new returns. The broker sends what is ready in ITEMS
+    batches; get() hands them out one by one. Acks are sent in batches: an
+    ack waits in this process until AQ_ACK_BATCH of them are pending, or
+    until get() is about to wait, or until flush() or destroy(), so an idle
+    consumer never sits on an ack. */
 #ifndef ASYNCQ_CONSUMER_H
 #define ASYNCQ_CONSUMER_H
 
@@ -13,7 +15,7 @@
 
 #include "asyncq/session.h"
 
-#define AQ_ACK_BATCH 64
+#define AQ_ACK_BATCH 256
 
 typedef struct aq_consumer aq_consumer_t;
 
@@ -38,7 +40,8 @@ void aq_consumer_destroy(aq_consumer_t **self_p);
 
 /*  Waits up to `timeout_ms` (-1: forever) for the next item. AQ_SHUT_DOWN:
     the queue was shut down and nothing is left in it. AQ_REFUSED: an
-    ERROR arrived instead (a refused ack, say): see aq_session_error(). */
+    ERROR arrived instead (a refused ack, say, or the credit withdrawn after
+    leases expired, which the next get() restores): see aq_session_error(). */
 aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms);
 
 /*  Marks an item done. An id this consumer does not hold is reported by the

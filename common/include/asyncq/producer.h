@@ -1,16 +1,23 @@
 /*  Putting items into a broker.
 
     Items travel on a PUSH socket to the broker's PULL socket: fast, but with
-    no reply. Each put carries this producer's id and a sequence number, and
-    aq_producer_sync asks the broker, on the session's DEALER, to confirm it
-    has received every put up to the last one. Only after a successful sync
-    is it safe to say the items are in the broker (and, for example, to join).
+    no reply. put() gathers consecutive items for one queue into a PUTS batch
+    and sends it when it is full (the broker's max-batch items, or max-item
+    bytes), when the queue or lease changes, or on flush(), sync() and
+    destroy(); an item too large to share a batch goes alone. A program that
+    pauses between puts calls flush() before it pauses, so nothing waits in
+    this process.
 
-    The producer keeps the puts not yet confirmed (at most AQ_PRODUCER_WINDOW
-    of them, and AQ_PRODUCER_WINDOW_BYTES) and sends them again if they were
-    lost on the way or the broker restarted; the broker drops any it already
-    has. put blocks while the window is full, and while the broker is
-    applying back-pressure (a full queue). */
+    Each put carries this producer's id and a sequence number, and sync()
+    asks the broker, on the session's DEALER, to confirm it holds every put
+    up to the last one. Only after a successful sync is it safe to say the
+    items are in the broker (and, for example, to join).
+
+    The producer keeps the puts not yet confirmed (at most the broker's
+    window, in puts and bytes, and AQ_PRODUCER_WINDOW / _BYTES) as
+    the very frames it sent, and sends them again if they were lost on the
+    way or the broker restarted; the broker drops any it already has. put()
+    waits while the window is full. */
 #ifndef ASYNCQ_PRODUCER_H
 #define ASYNCQ_PRODUCER_H
 
@@ -21,6 +28,9 @@
 
 #define AQ_PRODUCER_WINDOW 4096
 #define AQ_PRODUCER_WINDOW_BYTES (64u * 1024 * 1024)
+/*  Items at least this large are sent alone, as a PUT, not copied into a
+    batch. */
+#define AQ_PUT_ALONE_BYTES (64u * 1024)
 
 typedef struct aq_producer aq_producer_t;
 
@@ -29,13 +39,15 @@ typedef struct aq_producer aq_producer_t;
     *status set. */
 aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_t *status);
 
-/*  Closes the sockets. Items not confirmed by a sync may be lost. */
+/*  Sends what is gathered, then closes the sockets. Items not confirmed by
+    a sync may be lost. */
 void aq_producer_destroy(aq_producer_t **self_p);
 
-/*  Puts one item of `size` bytes into `queue`. Refuses locally, sending
-    nothing, an invalid queue name (AQ_MALFORMED) or an item larger than the
-    broker accepts (AQ_TOO_BIG). Blocks while the broker holds back puts;
-    returns AQ_INTERRUPTED if a signal arrives meanwhile. */
+/*  Puts one item of `size` bytes into `queue` (it may wait in this process
+    for its batch: see flush()). Refuses locally, sending nothing, an invalid
+    queue name (AQ_MALFORMED) or an item larger than the broker accepts
+    (AQ_TOO_BIG). Waits while the window is full; returns AQ_INTERRUPTED if
+    a signal arrives meanwhile. */
 aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *data,
                             size_t size);
 
@@ -43,6 +55,9 @@ aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *
     instead of the queue's (0: the queue's). */
 aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
                                   size_t size, uint64_t lease_ms);
+
+/*  Sends the items gathered so far, without waiting for anything. */
+aq_status_t aq_producer_flush(aq_producer_t *self);
 
 /*  Waits up to `timeout_ms` (-1: forever) until the broker confirms every
     put so far, sending again what was lost, across broker restarts.
@@ -58,6 +73,10 @@ uint64_t aq_producer_refused(const aq_producer_t *self);
 /*  Puts not yet confirmed, and how many times they were sent again. */
 uint64_t aq_producer_unconfirmed(const aq_producer_t *self);
 uint64_t aq_producer_resends(const aq_producer_t *self);
+
+/*  The queue whose lack of room holds this producer's puts back, as the
+    broker last said (HELD), or NULL. */
+const char *aq_producer_held(const aq_producer_t *self);
 
 aq_session_t *aq_producer_session(aq_producer_t *self);
 

@@ -13,6 +13,10 @@
 #define AQ_EXIT_TIMEOUT 4    /* join (or another wait) timed out */
 #define AQ_EXIT_INTERRUPTED 130
 
+/*  The exit code for how a client's work ended (AQ_OK: 0; the broker out of
+    reach, or its keys not matching: 3; a time-out: 4...). */
+int aq_exit_code(int status);
+
 /*  A whole non-negative decimal number. Returns 1 on success. */
 int aq_arg_u64(const char *text, uint64_t *value);
 
@@ -28,6 +32,26 @@ const char *aq_arg_env(const char *flag_value, const char *env);
     valid. */
 int aq_client_defaults(const char *program, const char **broker, const char **queue,
                        const char **name, const char *default_name);
+
+/*  --curve-secret FILE and --server-key FILE, which every client program
+    takes (docs/PROTOCOL.md section 7): option codes for getopt_long, their
+    help lines, and the call that applies them (flags win over
+    ASYNCQ_CURVE_SECRET and ASYNCQ_SERVER_KEY). aq_security_args prints why
+    and returns 0 if a file cannot be read. */
+#define AQ_OPT_CURVE_SECRET 2001
+#define AQ_OPT_SERVER_KEY 2002
+#define AQ_SECURITY_OPTIONS                                                  \
+    {"curve-secret", required_argument, 0, AQ_OPT_CURVE_SECRET},             \
+    {"server-key", required_argument, 0, AQ_OPT_SERVER_KEY}
+#define AQ_SECURITY_USAGE                                                              \
+    "      --curve-secret FILE   this client's secret certificate, for CURVE\n"          \
+    "                            (env ASYNCQ_CURVE_SECRET; asyncq keygen writes one)\n" \
+    "      --server-key FILE     the broker's public certificate, or its key\n"          \
+    "                            (env ASYNCQ_SERVER_KEY)\n"
+int aq_security_args(const char *program, const char *secret, const char *server_key);
+
+/*  Prints ASYNCQ_CURVE_SECRET= and ASYNCQ_SERVER_KEY= as in effect. */
+void aq_security_print_config(const char *secret, const char *server_key);
 
 /*  Sleeps; returns 0, or -1 if a signal (SIGINT, SIGTERM) cut it short. */
 int aq_sleep_ms(uint64_t milliseconds);

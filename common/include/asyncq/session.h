@@ -1,7 +1,10 @@
 /*  A client's conversation with the broker's ROUTER socket: one DEALER,
     a HELLO/WELCOME handshake that proves the broker is there, tagged
     requests and their replies. The producer, consumer and control calls are
-    built on it. Not thread-safe: one session per thread. */
+    built on it. Not thread-safe: one session per thread.
+
+    Receiving answers the broker's HEARTBEATs by itself (PROTOCOL.md 4.9),
+    so a client that reads is known to read. */
 #ifndef ASYNCQ_SESSION_H
 #define ASYNCQ_SESSION_H
 
@@ -17,15 +20,28 @@ typedef struct aq_session aq_session_t;
 
 typedef struct {
     int code;          /* status code from the broker (AQ_TOO_BIG...) */
-    char subject[AQ_TAG_MAX + 1];
+    char tag[AQ_TAG_MAX + 1];
+    char subject[AQ_SUBJECT_MAX + 1];
     char text[AQ_TEXT_MAX + 1];
 } aq_error_t;
+
+/*  What the broker said in WELCOME. */
+typedef struct {
+    uint64_t max_item;
+    uint64_t heartbeat_ms;
+    uint64_t max_batch;
+    uint64_t window;
+    uint64_t window_bytes;
+    char roles[64];
+    char persistence[16];
+} aq_welcome_t;
 
 /*  Connects to `address` (see endpoint.h), says HELLO as `client_id` and
     waits up to `timeout_ms` for WELCOME. A producer gives `producer_seq`,
     the sequence number of its first put the broker has not confirmed (1
     for a new producer); any other client gives 0. Returns NULL and sets
-    *status (AQ_BAD_ENDPOINT, AQ_UNREACHABLE, AQ_INTERRUPTED, AQ_NOMEM...). */
+    *status (AQ_BAD_ENDPOINT, AQ_UNREACHABLE, AQ_KEY_MISMATCH,
+    AQ_KEY_REFUSED, AQ_BAD_KEY, AQ_INTERRUPTED, AQ_NOMEM...). */
 aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_t producer_seq,
                              int timeout_ms, aq_status_t *status);
 
@@ -38,7 +54,8 @@ void aq_session_destroy(aq_session_t **self_p);
 
 /*  Says HELLO (again) and waits up to timeout_ms for WELCOME: how a client
     opens a new session after the broker lost the old one (it restarted, or
-    answered NO_SESSION). AQ_UNREACHABLE if no WELCOME came. */
+    answered NO_SESSION). AQ_UNREACHABLE if no WELCOME came (AQ_KEY_MISMATCH
+    or AQ_KEY_REFUSED if the CURVE handshake failed). */
 aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
 
 /*  True if the broker, which sends HEARTBEAT every heartbeat_ms, has been
@@ -46,8 +63,13 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
 int aq_session_broker_silent(const aq_session_t *self);
 uint64_t aq_session_heartbeat_ms(const aq_session_t *self);
 
-/*  Sends one message on the DEALER. */
+/*  Sends one message on the DEALER. A request's tag, if it has none, is
+    filled in by aq_session_request. */
 aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
+
+/*  Gives msg a new tag (kept in the session until the next call) and sends
+    it. */
+aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg);
 
 /*  Waits up to `timeout_ms` (-1 = forever) for the next message and decodes
     it into *msg (valid until the next receive). An ERROR from the broker is
@@ -55,8 +77,8 @@ aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
 aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms);
 
 /*  Receives until a reply carrying `tag` arrives (other messages go to
-    `other`, if given, else are dropped); ERRORs whose subject is the tag end
-    the wait with AQ_REFUSED. */
+    `other`, if given, else are dropped); an ERROR with the tag ends the wait
+    with AQ_REFUSED. */
 typedef void (aq_session_other_fn)(void *ctx, const aq_msg_t *msg, aq_status_t status);
 aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
                              int timeout_ms, aq_session_other_fn *other, void *ctx);
@@ -65,6 +87,7 @@ aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *repl
 const char *aq_session_next_tag(aq_session_t *self);
 
 const aq_error_t *aq_session_error(const aq_session_t *self);
+const aq_welcome_t *aq_session_welcome(const aq_session_t *self);
 const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self);
 const char *aq_session_client_id(const aq_session_t *self);
 uint64_t aq_session_max_item(const aq_session_t *self);
@@ -79,5 +102,12 @@ int aq_deadline_left(int64_t deadline);
 
 /*  A client id: NAME (cleaned to the name alphabet) plus a random suffix. */
 void aq_client_id_make(const char *name, char *buf, size_t size);
+
+/*  How a DEALER's (or PUSH's) CURVE handshake went, from its monitor:
+    AQ_KEY_MISMATCH, AQ_KEY_REFUSED, or AQ_OK if no failure was seen. */
+typedef struct aq_handshake_watch aq_handshake_watch_t;
+aq_handshake_watch_t *aq_handshake_watch_new(void *zsock);
+aq_status_t aq_handshake_watch_status(aq_handshake_watch_t *self);
+void aq_handshake_watch_destroy(aq_handshake_watch_t **self_p);
 
 #endif

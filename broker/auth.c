@@ -1,0 +1,275 @@
+#include "auth.h"
+
+#include <czmq.h>
+#include <string.h>
+
+#include "asyncq/codec.h"
+#include "dict.h"
+
+#define ZAUTH_LOG_ENDPOINT "inproc://asyncq-zauth-log"
+/*  zauth copies a certificate's metadata into a 512-byte buffer without
+    checking its size; certificates with more are refused here. */
+#define METADATA_MAX 400
+
+struct auth {
+    zcert_t *cert;       /* the broker's */
+    char *clients_dir;
+    zactor_t *zauth;
+    zsock_t *log;        /* SUB to zauth's log lines */
+    dict_t *grants;      /* key -> auth_grant_t */
+    char last_address[64];
+    auth_grant_t everything;
+};
+
+static const char *const s_role_words[] = {"produce", "consume", "admin"};
+
+int auth_parse_roles(const char *text, unsigned *roles)
+{
+    *roles = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", text ? text : "");
+    for (char *save = NULL, *word = strtok_r(buf, ", ", &save); word;
+         word = strtok_r(NULL, ", ", &save)) {
+        unsigned role = 0;
+        for (unsigned i = 0; i < 3; i++)
+            if (strcmp(word, s_role_words[i]) == 0)
+                role = 1u << i;
+        if (!role)
+            return -1;
+        *roles |= role;
+    }
+    return 0;
+}
+
+const char *auth_roles_text(unsigned roles, char *buf, size_t size)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (unsigned i = 0; i < 3; i++)
+        if (roles & (1u << i))
+            at += (size_t) snprintf(buf + at, size - at, "%s%s", at ? "," : "", s_role_words[i]);
+    return buf;
+}
+
+static void s_free_grant(void *ctx, void *value)
+{
+    (void) ctx;
+    free(value);
+}
+
+static void s_grants_destroy(dict_t **grants)
+{
+    if (*grants)
+        dict_each(*grants, s_free_grant, NULL);
+    dict_destroy(grants);
+}
+
+/*  One certificate: its key and grant, checked. */
+static int s_load_cert(dict_t *grants, const char *path, char *error, size_t size)
+{
+    zcert_t *cert = zcert_load(path);
+    if (!cert) {
+        snprintf(error, size, "%s is not a certificate", path);
+        return -1;
+    }
+    const char *role = zcert_meta(cert, "role");
+    const char *queues = zcert_meta(cert, "queues");
+    auth_grant_t *grant = calloc(1, sizeof *grant);
+    size_t metadata = 0;
+    zlist_t *keys = zcert_meta_keys(cert);
+    for (const char *key = zlist_first(keys); key; key = zlist_next(keys))
+        metadata += 5 + strlen(key) + strlen(zcert_meta(cert, key));
+    zlist_destroy(&keys);
+    int rc = -1;
+    if (!grant)
+        snprintf(error, size, "out of memory");
+    else if (metadata > METADATA_MAX)
+        snprintf(error, size, "%s: metadata of more than %d bytes", path, METADATA_MAX);
+    else if (auth_parse_roles(role, &grant->roles) || grant->roles == 0)
+        snprintf(error, size, "%s: role must name produce, consume or admin, not '%s'", path,
+                 role ? role : "");
+    else if (queues && strlen(queues) > AUTH_QUEUES_MAX)
+        snprintf(error, size, "%s: queues list too long", path);
+    else {
+        snprintf(grant->queues, sizeof grant->queues, "%s", queues ? queues : "");
+        const char *key = zcert_public_txt(cert);
+        auth_grant_t *old = dict_get(grants, key, strlen(key));
+        rc = dict_set(grants, key, strlen(key), grant);
+        if (rc)
+            snprintf(error, size, "out of memory");
+        else {
+            free(old);
+            grant = NULL;
+        }
+    }
+    free(grant);
+    zcert_destroy(&cert);
+    return rc;
+}
+
+/*  Every public certificate of the directory (as zcertstore reads it:
+    files not ending in _secret, subdirectories included). */
+static dict_t *s_load_dir(const char *dir, char *error, size_t size)
+{
+    dict_t *grants = dict_new();
+    zdir_t *zdir = zdir_new(dir, NULL);
+    if (!grants || !zdir) {
+        snprintf(error, size, "cannot read the clients directory %s", dir);
+        zdir_destroy(&zdir);
+        s_grants_destroy(&grants);
+        return NULL;
+    }
+    zfile_t **files = zdir_flatten(zdir);
+    for (size_t i = 0; files && files[i]; i++) {
+        const char *name = zfile_filename(files[i], NULL);
+        size_t length = strlen(name);
+        if (!zfile_is_regular(files[i]) || (length >= 7 && strcmp(name + length - 7, "_secret") == 0))
+            continue;
+        if (s_load_cert(grants, name, error, size)) {
+            s_grants_destroy(&grants);
+            break;
+        }
+    }
+    zdir_flatten_free(&files);
+    zdir_destroy(&zdir);
+    return grants;
+}
+
+auth_t *auth_new(const char *secret_path, const char *clients_dir, char *error, size_t size)
+{
+    auth_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(error, size, "out of memory");
+        return NULL;
+    }
+    self->everything.roles = ROLE_ALL;
+    if (!secret_path && !clients_dir)
+        return self;
+    if (!secret_path || !clients_dir) {
+        snprintf(error, size, "--curve-secret and --clients go together");
+        auth_destroy(&self);
+        return NULL;
+    }
+    self->cert = zcert_load(secret_path);
+    if (!self->cert || !*zcert_secret_txt(self->cert)
+        || strcmp(zcert_secret_txt(self->cert), "0000000000000000000000000000000000000000") == 0) {
+        snprintf(error, size, "%s is not a secret certificate (make one with asyncq keygen)",
+                 secret_path);
+        auth_destroy(&self);
+        return NULL;
+    }
+    self->clients_dir = strdup(clients_dir);
+    self->grants = s_load_dir(clients_dir, error, size);
+    if (!self->grants) {
+        auth_destroy(&self);
+        return NULL;
+    }
+    /* zauth tells of each key it refuses in its verbose log; the log goes
+       to a socket the loop reads, not to stdout. */
+    zsys_set_logstream(NULL);
+    zsys_set_logsender(ZAUTH_LOG_ENDPOINT);
+    self->log = zsock_new_sub(ZAUTH_LOG_ENDPOINT, "");
+    self->zauth = zactor_new(zauth, NULL);
+    if (!self->log || !self->zauth) {
+        snprintf(error, size, "cannot start the authenticator");
+        auth_destroy(&self);
+        return NULL;
+    }
+    zstr_sendx(self->zauth, "VERBOSE", NULL);
+    zsock_wait(self->zauth);
+    zstr_sendx(self->zauth, "CURVE", clients_dir, NULL);
+    zsock_wait(self->zauth);
+    return self;
+}
+
+void auth_destroy(auth_t **self_p)
+{
+    auth_t *self = *self_p;
+    if (!self)
+        return;
+    zactor_destroy(&self->zauth);
+    zsock_destroy(&self->log);
+    if (self->cert)
+        zsys_set_logsender(NULL);
+    zcert_destroy(&self->cert);
+    s_grants_destroy(&self->grants);
+    free(self->clients_dir);
+    free(self);
+    *self_p = NULL;
+}
+
+int auth_enabled(const auth_t *self)
+{
+    return self->cert != NULL;
+}
+
+void auth_apply(auth_t *self, void *zsock)
+{
+    if (!self->cert)
+        return;
+    zcert_apply(self->cert, zsock);
+    zsock_set_curve_server(zsock, 1);
+    zsock_set_zap_domain(zsock, "asyncq");
+}
+
+const auth_grant_t *auth_lookup(auth_t *self, const char *key)
+{
+    if (!self->cert)
+        return &self->everything;
+    return key && *key ? dict_get(self->grants, key, strlen(key)) : NULL;
+}
+
+int auth_reload(auth_t *self, char *error, size_t size)
+{
+    if (!self->cert)
+        return 0;
+    dict_t *grants = s_load_dir(self->clients_dir, error, size);
+    if (!grants)
+        return -1;
+    s_grants_destroy(&self->grants);
+    self->grants = grants;
+    return (int) dict_size(grants);
+}
+
+int auth_allows_queue(const auth_grant_t *grant, const uint8_t *queue, size_t size)
+{
+    if (!grant->queues[0])
+        return 1;
+    const char *at = grant->queues;
+    while (*at) {
+        const char *end = strchr(at, ',');
+        size_t length = end ? (size_t) (end - at) : strlen(at);
+        while (length && *at == ' ')
+            at++, length--;
+        if (length == size && memcmp(at, queue, size) == 0)
+            return 1;
+        if (!end)
+            break;
+        at = end + 1;
+    }
+    return 0;
+}
+
+void *auth_log_socket(auth_t *self)
+{
+    return self->log ? zsock_resolve(self->log) : NULL;
+}
+
+int auth_read_refusal(auth_t *self, char *key, size_t key_size, char *from, size_t from_size)
+{
+    char *line = zstr_recv_nowait(self->log);
+    if (!line)
+        return 0;
+    int refused = 0;
+    const char *address = strstr(line, "ipaddress=");
+    const char *denied = strstr(line, "denied (CURVE) client_key=");
+    if (address)
+        snprintf(self->last_address, sizeof self->last_address, "%s", address + 10);
+    else if (denied) {
+        snprintf(key, key_size, "%.40s", denied + strlen("denied (CURVE) client_key="));
+        snprintf(from, from_size, "%s", self->last_address[0] ? self->last_address : "?");
+        refused = 1;
+    }
+    zstr_free(&line);
+    return refused;
+}

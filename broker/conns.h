@@ -1,0 +1,77 @@
+/*  The broker's connections, as ZeroMQ's socket monitors report them.
+
+    libzmq 4.3.4 tells the application neither when a peer connects nor
+    which routing id a connection has, and cannot close one connection of a
+    socket. Its monitor does report each accepted connection with its file
+    descriptor, and every message carries the descriptor it came on
+    (ZMQ_SRCFD). So the broker keeps a table by descriptor: it refuses a
+    connection above the limit, or from outside loopback when it has no
+    keys, at once; it closes one that has not said HELLO (or put) after a
+    deadline; and it can close the connection of a session it drops. It
+    closes with shutdown(2), which leaves the descriptor to libzmq: libzmq
+    sees the end of the stream and cleans up as for any peer that left.
+
+    Costs: a connection is O(1) to admit, greet, expire and close. The one
+    race: a descriptor closed by libzmq and reused by a new connection
+    between our last look at the monitor and a close we decide; the new
+    connection is then closed, and its client connects again. */
+#ifndef BROKER_CONNS_H
+#define BROKER_CONNS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct conns conns_t;
+
+/*  Told of each connection refused or closed for a cause: the peer's
+    address and why. */
+typedef void(conns_refused_fn)(void *ctx, const char *peer, const char *why);
+
+typedef struct {
+    uint64_t max;              /* most connections at once, both sockets */
+    int loopback_only;         /* refuse peers outside loopback */
+    int64_t hello_timeout_ms;  /* a connection must be greeted by then */
+    conns_refused_fn *refused;
+    void *ctx;
+} conns_config_t;
+
+/*  Starts monitors on both sockets. NULL if it cannot. */
+conns_t *conns_new(void *router, void *pull, const conns_config_t *config);
+void conns_destroy(conns_t **self_p);
+
+/*  The two monitor sockets, to poll for input (the loop calls
+    conns_on_events when either is readable). */
+void *conns_monitor(conns_t *self, int index);
+
+/*  Reads every event waiting: admits or refuses new connections, forgets
+    closed ones. */
+void conns_on_events(conns_t *self, int64_t now_ms);
+
+/*  True if a message that came on `fd` may be handled: its connection was
+    admitted. Reads waiting events first if the descriptor is not known yet. */
+int conns_admitted(conns_t *self, int fd, int64_t now_ms);
+
+/*  What the table holds for a descriptor, for log lines: "open",
+    "greeted", "closing", "unknown". */
+const char *conns_state_name(const conns_t *self, int fd);
+
+/*  The connection said HELLO (or sent a put of a live session): no deadline. */
+void conns_greet(conns_t *self, int fd);
+
+/*  Closes the connection (idempotent). */
+void conns_close(conns_t *self, int fd);
+
+/*  Closes connections not greeted in time. */
+void conns_expire(conns_t *self, int64_t now_ms);
+
+/*  When conns_expire next has work, or -1. */
+int64_t conns_next_deadline(const conns_t *self);
+
+/*  Connections open now, and refused or closed for a cause so far. */
+size_t conns_count(const conns_t *self);
+uint64_t conns_refused_total(const conns_t *self);
+
+/*  The peer's address ("10.0.0.2:4711", "ipc") of a descriptor. */
+void conns_peer_name(int fd, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,258 @@
+/*  Delivering items: what leaves a queue's ready list, in which messages,
+    to whom; leases that run out; joins answered; shutdowns. */
+#include "broker.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+uint64_t broker_lease_ms(const item_t *item)
+{
+    return item->lease_ms ? item->lease_ms : item->queue->lease_ms;
+}
+
+static peer_t *s_peer(consumer_t *consumer)
+{
+    return list_entry(consumer, peer_t, consumer);
+}
+
+static int s_taken_from(const item_t *item, const peer_t *peer)
+{
+    return item->taken_from && item->taken_from == (uint32_t) peer->serial;
+}
+
+/*  Up to `max` items from the front of the ready list for this consumer:
+    it stops before an item this consumer let expire while another consumer
+    could take it (the first item is taken regardless: the caller chose this
+    consumer for it). */
+static size_t s_take(queue_t *queue, peer_t *peer, item_t **items, size_t max)
+{
+    size_t count = 0;
+    list_node_t *node = queue->ready.next;
+    while (count < max && node != &queue->ready) {
+        item_t *item = list_entry(node, item_t, link);
+        if (count && s_taken_from(item, peer))
+            break;
+        items[count++] = item;
+        node = node->next;
+    }
+    for (size_t i = 0; i < count; i++)
+        queue_pop(queue);
+    return count;
+}
+
+/*  One message with `count` deliveries: ITEMS, or ITEM for a consumer that
+    asked for single items (then count is 1). */
+static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t **items,
+                          size_t count, int64_t now_us)
+{
+    aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
+    if (!peer->credit_batch) {
+        item_t *item = items[0];
+        aq_msg_t msg = {.cmd = AQ_CMD_ITEM};
+        msg.queue = aq_bytes_str(queue->name);
+        msg.id = item->id;
+        msg.attempt = (uint64_t) item->attempts + 1;
+        msg.age_us = now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
+        msg.lease_ms = broker_lease_ms(item);
+        msg.payload = (aq_bytes_t){item->data, item->size};
+        return broker_send(self, rid, &msg, NULL);
+    }
+    size_t size = 0;
+    for (size_t i = 0; i < count; i++)
+        size += AQ_ITEMS_ENTRY_HEADER + items[i]->size;
+    zmq_msg_t batch;
+    if (zmq_msg_init_size(&batch, size))
+        return AQ_NOMEM;
+    uint8_t *at = zmq_msg_data(&batch);
+    for (size_t i = 0; i < count; i++) {
+        item_t *item = items[i];
+        aq_delivery_t delivery = {
+            .id = item->id,
+            .attempt = (uint32_t) item->attempts + 1,
+            .age_us = now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0,
+            .lease_ms = (uint32_t) broker_lease_ms(item),
+            .payload = {item->data, item->size},
+        };
+        at += aq_items_entry_write(at, &delivery);
+    }
+    aq_msg_t msg = {.cmd = AQ_CMD_ITEMS, .count = count};
+    msg.queue = aq_bytes_str(queue->name);
+    aq_status_t rc = broker_send(self, rid, &msg, &batch);
+    zmq_msg_close(&batch);
+    return rc;
+}
+
+/*  Tells every consumer of a shut-down queue with nothing left that no
+    item will come (Python's get raising QueueShutDown), once. */
+static void s_tell_drained(broker_t *self, queue_t *queue)
+{
+    if (queue->state == QUEUE_OPEN || queue->drained_told || !queue_is_drained(queue))
+        return;
+    queue->drained_told = 1;
+    list_node_t *lists[2] = {&queue->idle, &queue->busy};
+    for (int i = 0; i < 2; i++) {
+        list_node_t *node, *next;
+        for (node = lists[i]->next; node != lists[i]; node = next) {
+            next = node->next;
+            peer_t *peer = s_peer(list_entry(node, consumer_t, link));
+            broker_send_error(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size},
+                              AQ_SHUT_DOWN, (aq_bytes_t){0}, aq_bytes_str(queue->name),
+                              "queue shut down and empty");
+        }
+    }
+}
+
+/*  Consumers without credit are in neither list, so a consumer whose credit
+    was used up is not visited; a consumer that cannot be sent to loses its
+    session (and its items go back first in line). */
+void broker_dispatch(broker_t *self, queue_t *queue)
+{
+    if (queue->state == QUEUE_DISCARDING) {
+        item_t *item;
+        while ((item = queue_discard_next(queue)))
+            store_remove(self->store, item);
+        broker_release_joiners(self, queue);
+    }
+    int64_t now_us = zclock_usecs();
+    consumer_t *consumer;
+    item_t *items[AQ_LIST_MAX];
+    while (queue->ready_count && (consumer = queue_next_consumer(queue))) {
+        item_t *head = list_entry(queue->ready.next, item_t, link);
+        if (s_taken_from(head, s_peer(consumer))) {
+            consumer_t *other = queue_other_consumer(queue, consumer);
+            if (other)
+                consumer = other;
+        }
+        peer_t *peer = s_peer(consumer);
+        uint64_t room = consumer->credit - consumer->held_count;
+        uint64_t max = peer->credit_batch ? peer->credit_batch : 1;
+        size_t count = s_take(queue, peer, items, room < max ? (size_t) room : (size_t) max);
+        if (s_send(self, peer, queue, items, count, now_us) != AQ_OK) {
+            int gone = errno == EHOSTUNREACH;
+            for (size_t i = count; i > 0; i--)
+                queue_requeue(queue, items[i - 1]);
+            broker_drop_peer(self, peer, gone ? "peer unreachable" : "peer too slow", 0);
+            continue;
+        }
+        for (size_t i = 0; i < count; i++) {
+            item_t *item = items[i];
+            queue_deliver(queue, consumer, item);
+            item->timer.kind = TIMER_LEASE;
+            /* Cannot fail: room for every item's timer is reserved at put. */
+            deadlines_set(&self->deadlines, &item->timer,
+                          now_us / 1000 + (int64_t) broker_lease_ms(item));
+        }
+    }
+    if (!list_empty(&queue->blocked))
+        broker_unblock(self, queue);
+    s_tell_drained(self, queue);
+}
+
+void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state)
+{
+    if (state <= queue->state)
+        return; /* draining can become discarding, never the other way */
+    queue->state = state;
+    if (state == QUEUE_DISCARDING) {
+        list_node_t *lists[2] = {&queue->joiners_before, &queue->joiners_all};
+        for (int i = 0; i < 2; i++) {
+            list_node_t *node;
+            while ((node = list_first(lists[i]))) {
+                joiner_t *joiner = list_entry(node, joiner_t, link);
+                broker_send_error(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size},
+                                  AQ_SHUT_DOWN, (aq_bytes_t){joiner->tag, joiner->tag_size},
+                                  (aq_bytes_t){0},
+                                  "queue shut down at once: not every item was processed");
+                queue_remove_joiner(queue, joiner);
+                broker_free_joiner(self, joiner);
+            }
+        }
+    }
+    broker_dispatch(self, queue);
+}
+
+typedef struct {
+    broker_t *broker;
+    queue_state_t state;
+} shut_all_t;
+
+static void s_shut_each(void *ctx, void *value)
+{
+    shut_all_t *shut = ctx;
+    broker_shut_queue(shut->broker, value, shut->state);
+}
+
+void broker_shut_all(broker_t *self, queue_state_t state)
+{
+    self->shut_down = 1;
+    shut_all_t shut = {self, state};
+    dict_each(self->queues, s_shut_each, &shut);
+}
+
+void broker_release_joiners(broker_t *self, queue_t *queue)
+{
+    joiner_t *joiner;
+    while ((joiner = queue_take_satisfied(queue))) {
+        aq_msg_t msg = {.cmd = AQ_CMD_JOINED};
+        msg.tag = (aq_bytes_t){joiner->tag, joiner->tag_size};
+        msg.queue = aq_bytes_str(queue->name);
+        msg.count = joiner->waited;
+        msg.dead = joiner->dead;
+        broker_send(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &msg, NULL);
+        broker_free_joiner(self, joiner);
+    }
+}
+
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
+{
+    queue_t *queue = item->queue;
+    peer_t *peer = s_peer(item->holder);
+    deadlines_cancel(&self->deadlines, &item->timer);
+    item->taken_from = (uint32_t) peer->serial;
+    queue_take_back(queue, item->holder, item);
+    broker_touch_queue(self, queue);
+    if (delay_ms == 0 || (queue->max_attempts && item->attempts >= queue->max_attempts)) {
+        if (queue_return(queue, item)) {
+            ratelog_line(&self->expiries, broker_now_ms(),
+                         "item %llu of %s dead-lettered after %u deliveries",
+                         (unsigned long long) item->id, queue->name, item->attempts);
+            broker_release_joiners(self, queue);
+        }
+        return;
+    }
+    item->state = ITEM_DELAYED;
+    item->timer.kind = TIMER_DELAY;
+    deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
+    queue->delayed_count++;
+}
+
+/*  A lease ran out: the item goes to another consumer if one can take it.
+    A consumer that lets --max-expired leases run out in a row, acking
+    nothing in between, is not reading (its thread hung, say): its credit is
+    withdrawn until it sends CREDIT again (RabbitMQ's consumer timeout). */
+void broker_on_lease_expired(broker_t *self, item_t *item)
+{
+    peer_t *peer = s_peer(item->holder);
+    queue_t *queue = item->queue;
+    char name[AQ_NAME_MAX * 4 + 1];
+    ratelog_line(&self->expiries, broker_now_ms(), "item %llu held by %s: delivered again",
+                 (unsigned long long) item->id,
+                 log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)));
+    queue->expired_total++;
+    broker_take_back(self, item, 0);
+    if (++peer->expired_streak < self->config.max_expired || !peer->consumer.credit)
+        return;
+    peer->expired_streak = 0;
+    queue_set_credit(queue, &peer->consumer, 0);
+    char text[160];
+    snprintf(text, sizeof text,
+             "%llu leases expired in a row without an ack: credit withdrawn; send CREDIT to "
+             "resume",
+             (unsigned long long) self->config.max_expired);
+    broker_send_error(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size},
+                      AQ_LEASE_EXPIRED,
+                      (aq_bytes_t){(const uint8_t *) peer->credit_tag, peer->credit_tag_size},
+                      aq_bytes_str(queue->name), text);
+}

@@ -1,0 +1,363 @@
+/*  Puts, from the PULL socket: checked, attributed to their producer's
+    session, put in sequence, then accepted, refused or held.
+
+    A put for a full queue is held, with every later put of its producer
+    behind it (a producer's puts go in in order); other producers, and other
+    queues, go on. A held put keeps its frame (a payload, or a PUTS items
+    frame) until the queue has room; a PUTS goes in as far as the room goes
+    and the rest stays held, so maxsize is exact. The broker holds at most
+    --window puts and --window-bytes bytes of one producer: memory for
+    held puts is bounded by producers with a session times window-bytes
+    (plus one message). */
+#include "broker.h"
+
+#include <czmq.h>
+#include <stdio.h>
+#include <string.h>
+
+/*  A put refused after it was received: its producer hears which seqs and
+    why (PROTOCOL.md 4.1). */
+static void s_refuse(broker_t *self, producer_t *producer, uint64_t first, uint64_t last, int code,
+                     const char *text)
+{
+    char name[AQ_NAME_MAX * 4 + 1];
+    ratelog_line(&self->bad_input, broker_now_ms(), "puts %llu-%llu of %s refused: %s",
+                 (unsigned long long) first, (unsigned long long) last,
+                 log_escape(name, sizeof name, producer->id, strlen(producer->id)), text);
+    if (!producer->peer)
+        return;
+    char range[2 * AQ_U64_DIGITS + 2];
+    size_t length = aq_format_u64(first, range);
+    if (last != first) {
+        range[length++] = '-';
+        length += aq_format_u64(last, range + length);
+    }
+    broker_send_error(self, (aq_bytes_t){producer->peer->routing_id, producer->peer->routing_id_size},
+                      code, (aq_bytes_t){0}, (aq_bytes_t){(const uint8_t *) range, length}, text);
+}
+
+/*  Payloads of a put in order: the one payload of a PUT, or each item of a
+    PUTS. */
+typedef struct {
+    int is_batch;
+    aq_bytes_t single;
+    aq_batch_iter_t iter;
+    int done;
+} payloads_t;
+
+static void s_payloads_init(payloads_t *payloads, int is_batch, aq_bytes_t frame)
+{
+    payloads->is_batch = is_batch;
+    payloads->single = frame;
+    payloads->done = 0;
+    if (is_batch)
+        aq_batch_iter_init(&payloads->iter, frame);
+}
+
+static int s_payloads_next(payloads_t *payloads, aq_bytes_t *payload)
+{
+    if (payloads->is_batch)
+        return aq_puts_next(&payloads->iter, payload);
+    if (payloads->done)
+        return 0;
+    payloads->done = 1;
+    *payload = payloads->single;
+    return 1;
+}
+
+static void s_payloads_skip(payloads_t *payloads, uint64_t count)
+{
+    aq_bytes_t ignored;
+    for (uint64_t i = 0; i < count; i++)
+        s_payloads_next(payloads, &ignored);
+}
+
+/*  Accepts `count` items; returns how many it could (fewer only when out of
+    memory). Room for each item's lease timer is secured now, so delivering
+    it can never fail for lack of memory. */
+static uint64_t s_accept(broker_t *self, queue_t *queue, payloads_t *payloads, uint64_t count,
+                         uint64_t lease_ms)
+{
+    int64_t now_us = zclock_usecs();
+    for (uint64_t i = 0; i < count; i++) {
+        aq_bytes_t payload;
+        if (!s_payloads_next(payloads, &payload))
+            return i;
+        item_t *item = deadlines_reserve(&self->deadlines, store_count(self->store) + 64)
+                           ? NULL
+                           : store_add(self->store);
+        if (!item)
+            return i;
+        if (store_set_payload(item, payload.data, payload.size) || queue_accept(queue, item)) {
+            store_remove(self->store, item);
+            return i;
+        }
+        item->accepted_us = now_us;
+        item->lease_ms = (uint32_t) lease_ms;
+    }
+    if (count)
+        broker_touch_queue(self, queue);
+    return count;
+}
+
+static void s_block(producer_t *producer, queue_t *queue)
+{
+    if (producer->blocked_on == queue)
+        return;
+    if (producer->blocked_on)
+        list_remove(&producer->blocked_link);
+    producer->blocked_on = queue;
+    if (queue)
+        list_push_back(&queue->blocked, &producer->blocked_link);
+}
+
+static void s_free_held_put(broker_t *self, producer_t *producer, held_put_t *held)
+{
+    uint64_t left = held->count - held->skip;
+    held->queue->held_count -= left;
+    producer->held_count -= left;
+    producer->held_bytes -= zmq_msg_size(&held->frame);
+    self->held_total -= left;
+    list_remove(&held->link);
+    zmq_msg_close(&held->frame);
+    free(held);
+}
+
+void broker_free_held(broker_t *self, producer_t *producer)
+{
+    list_node_t *node;
+    while ((node = list_first(&producer->held)))
+        s_free_held_put(self, producer, list_entry(node, held_put_t, link));
+    s_block(producer, NULL);
+}
+
+/*  Tries the oldest held put: accepted as far as its queue has room,
+    refused if the queue was shut down. Returns 1 if it is gone. */
+static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
+{
+    queue_t *queue = held->queue;
+    uint64_t first = held->seq + held->skip, last = held->seq + held->count - 1;
+    if (queue->state != QUEUE_OPEN) {
+        s_refuse(self, producer, first, last, AQ_SHUT_DOWN, "queue shut down: puts are refused");
+        s_free_held_put(self, producer, held);
+        return 1;
+    }
+    uint64_t room = queue_room(queue), left = held->count - held->skip;
+    uint64_t take = room < left ? room : left;
+    if (take == 0)
+        return 0;
+    payloads_t payloads;
+    s_payloads_init(&payloads, held->is_batch,
+                    (aq_bytes_t){zmq_msg_data(&held->frame), zmq_msg_size(&held->frame)});
+    s_payloads_skip(&payloads, held->skip);
+    uint64_t taken = s_accept(self, queue, &payloads, take, held->lease_ms);
+    held->skip += taken;
+    queue->held_count -= taken;
+    producer->held_count -= taken;
+    self->held_total -= taken;
+    if (taken < take) {
+        s_refuse(self, producer, held->seq + held->skip, last, AQ_INTERNAL, "out of memory");
+        s_free_held_put(self, producer, held);
+        return 1;
+    }
+    if (held->skip < held->count)
+        return 0;
+    s_free_held_put(self, producer, held);
+    return 1;
+}
+
+/*  Works through a producer's held puts in order until one must wait. */
+static void s_drain_held(broker_t *self, producer_t *producer)
+{
+    list_node_t *node;
+    while ((node = list_first(&producer->held))) {
+        held_put_t *held = list_entry(node, held_put_t, link);
+        if (!s_try_held(self, producer, held)) {
+            s_block(producer, held->queue);
+            producers_tell_held(self, producer);
+            producers_answer(self, producer);
+            return;
+        }
+    }
+    s_block(producer, NULL);
+    producers_answer(self, producer);
+}
+
+void broker_unblock(broker_t *self, queue_t *queue)
+{
+    list_node_t *node;
+    while ((node = list_first(&queue->blocked))
+           && (queue_room(queue) || queue->state != QUEUE_OPEN)) {
+        producer_t *producer = list_entry(node, producer_t, blocked_link);
+        s_drain_held(self, producer);
+        if (producer->blocked_on == queue)
+            break; /* still waiting for this queue: it is full again */
+    }
+}
+
+/*  Keeps what the queue has no room for. Returns 0, or -1 if out of memory. */
+static int s_hold(broker_t *self, producer_t *producer, queue_t *queue, const aq_msg_t *msg,
+                  uint64_t skip, uint64_t count)
+{
+    held_put_t *held = calloc(1, sizeof *held);
+    if (!held)
+        return -1;
+    held->seq = msg->seq;
+    held->count = count;
+    held->skip = skip;
+    held->lease_ms = msg->lease_ms;
+    held->queue = queue;
+    held->is_batch = msg->cmd == AQ_CMD_PUTS;
+    zmq_msg_init(&held->frame);
+    aq_inbox_t *inbox = self->pull_inbox;
+    zmq_msg_move(&held->frame, &inbox->parts[inbox->count - 1]);
+    list_push_back(&producer->held, &held->link);
+    uint64_t left = count - skip;
+    queue->held_count += left;
+    producer->held_count += left;
+    producer->held_bytes += zmq_msg_size(&held->frame);
+    self->held_total += left;
+    if (!producer->blocked_on)
+        s_block(producer, queue);
+    producers_tell_held(self, producer);
+    return 0;
+}
+
+/*  The checks that need no state: the producer's rights, sizes, values. */
+static int s_check(broker_t *self, producer_t *producer, const aq_msg_t *msg, uint64_t count,
+                   const char **text)
+{
+    const auth_grant_t *grant = &producer->peer->grant;
+    if (!(grant->roles & (ROLE_PRODUCE | ROLE_ADMIN))) {
+        *text = "this client's roles do not allow puts";
+        return AQ_FORBIDDEN;
+    }
+    if (!auth_allows_queue(grant, msg->queue.data, msg->queue.size)) {
+        *text = "this client may not use that queue";
+        return AQ_FORBIDDEN;
+    }
+    if (count > self->config.max_batch) {
+        *text = "more items in one PUTS than max-batch";
+        return AQ_LIMIT;
+    }
+    size_t size = msg->cmd == AQ_CMD_PUTS ? msg->batch.size : msg->payload.size;
+    if (size > self->config.max_item) {
+        *text = msg->cmd == AQ_CMD_PUTS ? "PUTS items frame larger than max-item"
+                                         : "item larger than max-item";
+        return AQ_TOO_BIG;
+    }
+    if (msg->lease_ms > INT32_MAX) {
+        *text = "lease-ms is at most 2147483647";
+        return AQ_MALFORMED;
+    }
+    return AQ_OK;
+}
+
+/*  A received put (sequence checked): refused, held or accepted. */
+static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, aq_status_t rc,
+                     uint64_t skip, uint64_t count)
+{
+    uint64_t first = msg->seq + skip, last = msg->seq + count - 1;
+    const char *text = "frames or fields not as the protocol says";
+    if (rc == AQ_OK)
+        rc = s_check(self, producer, msg, count, &text);
+    queue_t *queue = NULL;
+    if (rc == AQ_OK && !(queue = broker_queue(self, msg->queue, 1, &rc)))
+        text = rc == AQ_LIMIT ? "too many queues" : "cannot create the queue";
+    if (rc == AQ_OK && queue->state != QUEUE_OPEN) {
+        rc = AQ_SHUT_DOWN;
+        text = "queue shut down: puts are refused";
+    }
+    uint64_t left = count - skip;
+    int must_wait = rc == AQ_OK && (!list_empty(&producer->held) || queue_room(queue) < left);
+    size_t bytes = msg->cmd == AQ_CMD_PUTS ? msg->batch.size : msg->payload.size;
+    if (must_wait && (producer->held_count + left > self->config.window
+                      || producer->held_bytes + bytes > self->config.window_bytes)) {
+        rc = AQ_LIMIT;
+        text = "more puts held back for a full queue than the producer's window";
+    }
+    if (rc) {
+        s_refuse(self, producer, first, last, rc, text);
+        producers_received(self, producer, last);
+        return;
+    }
+    uint64_t accepted = 0;
+    if (list_empty(&producer->held)) {
+        uint64_t room = queue_room(queue);
+        payloads_t payloads;
+        s_payloads_init(&payloads, msg->cmd == AQ_CMD_PUTS,
+                        msg->cmd == AQ_CMD_PUTS ? msg->batch : msg->payload);
+        s_payloads_skip(&payloads, skip);
+        uint64_t take = room < left ? room : left;
+        accepted = s_accept(self, queue, &payloads, take, msg->lease_ms);
+        if (accepted < take) {
+            s_refuse(self, producer, first + accepted, last, AQ_INTERNAL, "out of memory");
+            producers_received(self, producer, last);
+            return;
+        }
+    }
+    if (skip + accepted < count && s_hold(self, producer, queue, msg, skip + accepted, count)) {
+        s_refuse(self, producer, first + accepted, last, AQ_INTERNAL, "out of memory");
+        producers_received(self, producer, last);
+        return;
+    }
+    producers_received(self, producer, last);
+}
+
+/*  The producer a put names, if the put may be attributed to it: it has a
+    live session and (with CURVE) the put carries its key. */
+static producer_t *s_attribute(broker_t *self, const aq_msg_t *msg, const char *key)
+{
+    char name[AQ_NAME_MAX * 4 + 1];
+    int64_t now = broker_now_ms();
+    producer_t *producer = producers_get(self, msg->producer);
+    if (!producer || !producer->peer) {
+        /* Sent before this broker heard the producer's HELLO (left in its
+           socket from a broker run that ended, say): it resends. */
+        ratelog_line(&self->bad_input, now, "put from producer %s, which has no session: dropped",
+                     log_escape(name, sizeof name, msg->producer.data, msg->producer.size));
+        return NULL;
+    }
+    if (strcmp(producer->key, key) != 0) {
+        ratelog_line(&self->bad_input, now, "put naming producer %s from another key: dropped",
+                     log_escape(name, sizeof name, msg->producer.data, msg->producer.size));
+        return NULL;
+    }
+    return producer;
+}
+
+void broker_on_pull(broker_t *self)
+{
+    aq_inbox_t *inbox = self->pull_inbox;
+    int64_t now = broker_now_ms();
+    int fd = aq_inbox_fd(inbox);
+    if (!conns_admitted(self->conns, fd, now)) {
+        ratelog_line(&self->refusals, now, "message on %s connection %d (%s): dropped",
+                     "PULL", fd, conns_state_name(self->conns, fd));
+        return; /* refused or closing: its messages are not looked at */
+    }
+    aq_msg_t msg;
+    aq_status_t rc = aq_inbox_decode(inbox, &msg);
+    int is_put = msg.cmd == AQ_CMD_PUT || msg.cmd == AQ_CMD_PUTS;
+    /* Producer, seq and (PUTS) count come first: read those, and the put
+       can be answered whatever else is wrong with it. */
+    size_t needed = msg.cmd == AQ_CMD_PUTS ? 3 : 2;
+    if (!is_put || msg.fields_read < needed || msg.seq == 0
+        || (msg.cmd == AQ_CMD_PUTS && (msg.count == 0 || msg.seq > UINT64_MAX - msg.count))) {
+        const char *why = rc == AQ_BAD_VERSION ? "not asyncq/2 (an old client?)"
+                          : is_put             ? "producer, seq or count unreadable"
+                          : rc                 ? aq_strerror(rc)
+                                               : "not a put";
+        ratelog_line(&self->bad_input, now, "on the PULL socket: %s (%s): dropped", why,
+                     aq_cmd_name(msg.cmd));
+        return;
+    }
+    producer_t *producer = s_attribute(self, &msg, aq_inbox_user_id(inbox));
+    if (!producer)
+        return;
+    conns_greet(self->conns, fd);
+    uint64_t count = msg.cmd == AQ_CMD_PUTS ? msg.count : 1, skip = 0;
+    if (!producers_check(self, producer, msg.seq, count, &skip))
+        return;
+    s_handle(self, producer, &msg, rc, skip, count);
+}
