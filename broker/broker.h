@@ -160,8 +160,16 @@ typedef struct producer {
     int64_t progress_ms; /* last put received from it */
 } producer_t;
 
+/*  How the broker sends on its ROUTER socket; replaced by tests, which run
+    a broker without sockets (broker_new_detached). Returns AQ_OK, or
+    AQ_TRANSPORT with errno EHOSTUNREACH (peer gone) or EAGAIN (too slow). */
+typedef aq_status_t(broker_send_fn)(void *ctx, aq_bytes_t routing_id, const aq_msg_t *msg,
+                                    zmq_msg_t *bulk);
+
 typedef struct broker {
     broker_config_t config;
+    broker_send_fn *send;
+    void *send_ctx;
     void *pull;             /* puts */
     void *router;           /* everything else */
     void *pull_zsock;
@@ -189,7 +197,9 @@ typedef struct broker {
     int shut_down;          /* every queue, and any new one, refuses puts */
     int stopping;           /* exit once every queue has drained */
     deadline_t drain;       /* ... or when this fires */
-    uint64_t next_serial;
+    uint64_t next_serial;   /* sessions and queues */
+    int64_t started_ms;
+    uint64_t trimmed_rss;   /* resident bytes after the last malloc_trim */
     ratelog_t bad_input;    /* rate-limited log lines, by cause */
     ratelog_t expiries;
     ratelog_t refusals;
@@ -197,9 +207,18 @@ typedef struct broker {
 
 /* server.c */
 broker_t *broker_new(const broker_config_t *config, aq_status_t *status);
+/*  A broker without sockets, keys or connection table: its handlers are
+    fed by the caller (broker_on_router, broker_on_pull with the inboxes
+    filled), its sends go to `send`. For tests and the fuzzer. */
+broker_t *broker_new_detached(const broker_config_t *config, broker_send_fn *send, void *ctx);
+/*  The end of one pass of the loop: deadlines due, deliveries of the
+    queues this pass touched, dropped sessions freed. */
+void broker_pass(broker_t *self);
 void broker_destroy(broker_t **self_p);
 aq_status_t broker_run(broker_t *self);
 int64_t broker_now_ms(void);
+int64_t broker_now_us(void);
+void broker_clock_advance(int64_t ms);
 /*  Sends a reply to a ROUTER peer, counted against its pending bytes if it
     has a session (so a peer that never reads is found, 4.9). */
 aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,

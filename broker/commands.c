@@ -89,7 +89,7 @@ static void s_on_hello(const request_t *request)
 {
     broker_t *self = request->broker;
     const aq_msg_t *msg = request->msg;
-    const auth_grant_t *grant = auth_lookup(self->auth, request->key);
+    const auth_grant_t *grant = auth_admit(self->auth, request->key);
     if (!grant) {
         s_error(request, AQ_FORBIDDEN, (aq_bytes_t){0}, "this client's key is not allowed");
         return;
@@ -112,8 +112,11 @@ static void s_on_hello(const request_t *request)
     }
     peer->grant = *grant;
     conns_greet(self->conns, request->fd);
-    /* A producer says where its unconfirmed puts start; the broker takes
-       puts from a producer id only from its live session. */
+    /* Found again: dropping the sessions above may have forgotten it (an
+       idle producer beyond --max-producers). A producer says where its
+       unconfirmed puts start; the broker takes puts from a producer id only
+       from its live session. */
+    producer = producers_get(self, msg->client);
     if (!producer && msg->seq > 0)
         producer = producers_open(self, msg->client, request->key);
     if (producer) {
@@ -496,6 +499,29 @@ static void s_on_stats(const request_t *request)
     s_send_report(request, queue, msg->queue.size == 0);
 }
 
+/*  The broker's own numbers, one line: what an operator (and a test of
+    the limits) needs to see without a queue. */
+static void s_on_info(const request_t *request)
+{
+    broker_t *self = request->broker;
+    char text[AQ_TEXT_MAX + 1];
+    snprintf(text, sizeof text,
+             "broker=%s uptime_ms=%lld connections=%zu refused_connections=%llu sessions=%zu "
+             "producers=%zu idle_producers=%llu queues=%zu items=%zu held=%llu joiners=%llu "
+             "bad_input=%llu persistence=memory",
+             self->broker_id, (long long) (broker_now_ms() - self->started_ms),
+             conns_count(self->conns), (unsigned long long) conns_refused_total(self->conns),
+             dict_size(self->peers), dict_size(self->producers),
+             (unsigned long long) self->idle_producer_count, dict_size(self->queues),
+             store_count(self->store), (unsigned long long) self->held_total,
+             (unsigned long long) self->joiner_count,
+             (unsigned long long) self->bad_input.total);
+    aq_bytes_t line = aq_bytes_str(text);
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = &line,
+                      .list_size = 1};
+    s_reply(request, &reply);
+}
+
 static void s_report_text(const request_t *request, const char *text)
 {
     aq_bytes_t line = aq_bytes_str(text);
@@ -615,6 +641,7 @@ static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_JOIN] = {s_on_join, 1, ROLE_PRODUCE | ROLE_CONSUME},
     [AQ_CMD_SYNC] = {s_on_sync, 1, ROLE_PRODUCE},
     [AQ_CMD_STATS] = {s_on_stats, 1, ROLE_PRODUCE | ROLE_CONSUME},
+    [AQ_CMD_INFO] = {s_on_info, 1, ROLE_PRODUCE | ROLE_CONSUME},
     [AQ_CMD_DEAD] = {s_on_dead, 1, ROLE_ADMIN},
     [AQ_CMD_SHUTDOWN] = {s_on_shutdown, 1, ROLE_ADMIN},
     [AQ_CMD_BYE] = {s_on_bye, 1, 0},
@@ -645,7 +672,8 @@ static void s_refuse_malformed(broker_t *self, const request_t *request, aq_stat
                  aq_strerror(rc), aq_cmd_name(request->msg->cmd));
     if (rc == AQ_BAD_VERSION && count && frames[0].size == strlen(AQ_SIGNATURE_V1)
         && memcmp(frames[0].data, AQ_SIGNATURE_V1, frames[0].size) == 0) {
-        aq_error_send_v1(self->router, &request->routing_id, ZMQ_DONTWAIT);
+        if (self->router)
+            aq_error_send_v1(self->router, &request->routing_id, ZMQ_DONTWAIT);
         return;
     }
     s_error(request, rc, (aq_bytes_t){0}, NULL);

@@ -60,7 +60,7 @@ conns_t *conns_new(void *router, void *pull, const conns_config_t *config)
         return NULL;
     self->config = *config;
     self->head = self->tail = -1;
-    if (s_start_monitor(self, 0, router) || s_start_monitor(self, 1, pull))
+    if (router && (s_start_monitor(self, 0, router) || s_start_monitor(self, 1, pull)))
         conns_destroy(&self);
     return self;
 }
@@ -215,6 +215,8 @@ static void s_on_disconnected(conns_t *self, int socket, int fd)
     frame with the endpoint. */
 static int s_read_event(conns_t *self, int index, int64_t now_ms)
 {
+    if (!self->monitors[index])
+        return 0;
     zmq_msg_t frame;
     zmq_msg_init(&frame);
     void *socket = zsock_resolve(self->monitors[index]);

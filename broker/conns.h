@@ -35,7 +35,9 @@ typedef struct {
     void *ctx;
 } conns_config_t;
 
-/*  Starts monitors on both sockets. NULL if it cannot. */
+/*  Starts monitors on both sockets (none if they are NULL: a table that
+    admits every message, for a broker without sockets). NULL if it
+    cannot. */
 conns_t *conns_new(void *router, void *pull, const conns_config_t *config);
 void conns_destroy(conns_t **self_p);
 

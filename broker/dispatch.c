@@ -98,8 +98,9 @@ static void s_tell_drained(broker_t *self, queue_t *queue)
             next = node->next;
             peer_t *peer = s_peer(list_entry(node, consumer_t, link));
             broker_send_error(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size},
-                              AQ_SHUT_DOWN, (aq_bytes_t){0}, aq_bytes_str(queue->name),
-                              "queue shut down and empty");
+                              AQ_SHUT_DOWN,
+                              (aq_bytes_t){(const uint8_t *) peer->credit_tag, peer->credit_tag_size},
+                              aq_bytes_str(queue->name), "queue shut down and empty");
         }
     }
 }
@@ -115,7 +116,7 @@ void broker_dispatch(broker_t *self, queue_t *queue)
             store_remove(self->store, item);
         broker_release_joiners(self, queue);
     }
-    int64_t now_us = zclock_usecs();
+    int64_t now_us = broker_now_us();
     consumer_t *consumer;
     item_t *items[AQ_LIST_MAX];
     while (queue->ready_count && (consumer = queue_next_consumer(queue))) {

@@ -78,7 +78,7 @@ static void s_payloads_skip(payloads_t *payloads, uint64_t count)
 static uint64_t s_accept(broker_t *self, queue_t *queue, payloads_t *payloads, uint64_t count,
                          uint64_t lease_ms)
 {
-    int64_t now_us = zclock_usecs();
+    int64_t now_us = broker_now_us();
     for (uint64_t i = 0; i < count; i++) {
         aq_bytes_t payload;
         if (!s_payloads_next(payloads, &payload))

@@ -50,6 +50,8 @@ typedef enum {
 
 typedef struct queue {
     char name[AQ_NAME_MAX + 1];
+    uint64_t serial;         /* unique over the broker's life: a queue forgotten and made
+                                again under its name is another queue */
     queue_state_t state;
     int drained_told;        /* consumers were told it is shut down and empty */
     uint64_t lease_ms;       /* lease of a delivery, unless the put asked for another */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 /*  Messages handled from one socket before looking at the other: keeps one
     busy socket from starving the other, and bounds a pass of the loop. */
@@ -28,13 +29,28 @@
 #define ROUTER_MAXMSGSIZE (16 * 1024)
 #define SWEEP_INTERVAL_MS 1000
 #define BIND_ATTEMPTS 50
-/*  Bytes freed since the last trim after which memory is handed back to the
-    system (a burst of large messages must not stay in the broker's RSS). */
+/*  Growth of the resident set since the last trim after which memory is
+    handed back to the system: a burst of large messages must not stay in
+    the broker's RSS. */
 #define TRIM_AFTER_BYTES (16 * 1024 * 1024)
+
+/*  Tests move the broker's clock forward instead of waiting (the fuzzer
+    lets leases and time-outs run out). */
+static int64_t s_clock_offset_ms;
 
 int64_t broker_now_ms(void)
 {
-    return zclock_mono();
+    return zclock_mono() + s_clock_offset_ms;
+}
+
+int64_t broker_now_us(void)
+{
+    return zclock_usecs() + s_clock_offset_ms * 1000;
+}
+
+void broker_clock_advance(int64_t ms)
+{
+    s_clock_offset_ms += ms;
 }
 
 static void s_set_int(void *socket, int option, int value)
@@ -178,18 +194,23 @@ static aq_status_t s_open(broker_t *self, aq_endpoint_t *endpoint)
     return s_bind(self, endpoint);
 }
 
-broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
+static aq_status_t s_send_zmq(void *ctx, aq_bytes_t routing_id, const aq_msg_t *msg,
+                              zmq_msg_t *bulk)
 {
-    aq_endpoint_t endpoint;
-    *status = aq_endpoint_parse(config->bind, 1, &endpoint);
-    if (*status)
-        return NULL;
+    broker_t *self = ctx;
+    return aq_msg_send(self->router, &routing_id, msg, bulk, ZMQ_DONTWAIT);
+}
+
+/*  Everything but the sockets. NULL if out of memory. */
+static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void *ctx)
+{
     broker_t *self = calloc(1, sizeof *self);
-    if (!self) {
-        *status = AQ_NOMEM;
+    if (!self)
         return NULL;
-    }
     self->config = *config;
+    self->send = send;
+    self->send_ctx = ctx ? ctx : self;
+    self->started_ms = broker_now_ms();
     ratelog_init(&self->bad_input, "bad input", 20);
     ratelog_init(&self->expiries, "lease expired", 10);
     ratelog_init(&self->refusals, "refused", 20);
@@ -210,9 +231,36 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
         || !self->router_inbox || !self->pull_inbox
         || deadlines_set(&self->deadlines, &self->sweep, broker_now_ms() + SWEEP_INTERVAL_MS)
         || deadlines_set(&self->deadlines, &self->heartbeat,
-                         broker_now_ms() + (int64_t) config->heartbeat_ms)) {
-        *status = AQ_NOMEM;
+                         broker_now_ms() + (int64_t) config->heartbeat_ms))
         broker_destroy(&self);
+    if (self) {
+        zuuid_t *uuid = zuuid_new();
+        snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
+        zuuid_destroy(&uuid);
+    }
+    return self;
+}
+
+broker_t *broker_new_detached(const broker_config_t *config, broker_send_fn *send, void *ctx)
+{
+    broker_t *self = s_new(config, send, ctx);
+    char error[256];
+    conns_config_t conns = {.max = config->max_connections};
+    if (self && (!(self->auth = auth_new(NULL, NULL, error, sizeof error))
+                 || !(self->conns = conns_new(NULL, NULL, &conns))))
+        broker_destroy(&self);
+    return self;
+}
+
+broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
+{
+    aq_endpoint_t endpoint;
+    *status = aq_endpoint_parse(config->bind, 1, &endpoint);
+    if (*status)
+        return NULL;
+    broker_t *self = s_new(config, s_send_zmq, NULL);
+    if (!self) {
+        *status = AQ_NOMEM;
         return NULL;
     }
     *status = s_open(self, &endpoint);
@@ -223,9 +271,6 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
         return NULL;
     }
     aq_endpoint_local(&endpoint, self->address, sizeof self->address);
-    zuuid_t *uuid = zuuid_new();
-    snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
-    zuuid_destroy(&uuid);
     return self;
 }
 
@@ -338,7 +383,7 @@ static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
 aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
                         zmq_msg_t *bulk)
 {
-    aq_status_t rc = aq_msg_send(self->router, &routing_id, msg, bulk, ZMQ_DONTWAIT);
+    aq_status_t rc = self->send(self->send_ctx, routing_id, msg, bulk);
     if (rc == AQ_OK) {
         peer_t *peer = dict_get(self->peers, routing_id.data, routing_id.size);
         if (peer && !peer->dropped)
@@ -391,6 +436,7 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
         return NULL;
     }
     queue->last_active_ms = broker_now_ms();
+    queue->serial = ++self->next_serial;
     if (self->shut_down)
         queue->state = QUEUE_DRAINING; /* exists only to answer: refuses puts */
     return queue;
@@ -543,15 +589,39 @@ static void s_forget_unused_queues(broker_t *self)
     free(sweep.list);
 }
 
+/*  The process's resident set, in bytes (0 if it cannot be read). */
+static uint64_t s_rss_bytes(void)
+{
+    FILE *file = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0, resident = 0;
+    if (file) {
+        if (fscanf(file, "%llu %llu", &pages, &resident) != 2)
+            resident = 0;
+        fclose(file);
+    }
+    return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/*  Hands freed memory back when the resident set grew by TRIM_AFTER_BYTES
+    since the last trim. The RSS decides, not mallinfo: libzmq's I/O thread
+    allocates incoming frames in an arena of its own, which mallinfo does
+    not count and malloc_trim does trim. */
+static void s_trim(broker_t *self)
+{
+    uint64_t rss = s_rss_bytes();
+    if (rss < self->trimmed_rss + TRIM_AFTER_BYTES)
+        return;
+    malloc_trim(0);
+    self->trimmed_rss = s_rss_bytes();
+}
+
 /*  Once a second: forgotten producers and queues, stalled SYNCs, and memory
     a burst took handed back. */
 static void s_sweep(broker_t *self)
 {
     producers_sweep(self);
     s_forget_unused_queues(self);
-    struct mallinfo2 info = mallinfo2();
-    if (info.fordblks > TRIM_AFTER_BYTES)
-        malloc_trim(0);
+    s_trim(self);
 }
 
 static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
@@ -590,6 +660,8 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
     }
 }
 
+static void s_dispatch_dirty(broker_t *self);
+
 static void s_fire_deadlines(broker_t *self)
 {
     int64_t now = broker_now_ms();
@@ -597,6 +669,12 @@ static void s_fire_deadlines(broker_t *self)
     while ((deadline = deadlines_first(&self->deadlines)) && deadline->at <= now)
         s_fire(self, deadline, now);
     conns_expire(self->conns, now);
+}
+
+void broker_pass(broker_t *self)
+{
+    s_fire_deadlines(self);
+    s_dispatch_dirty(self);
 }
 
 static int s_poll_timeout(broker_t *self)
@@ -740,8 +818,7 @@ aq_status_t broker_run(broker_t *self)
         s_drain_pull(self);
         if (count == 5)
             s_read_auth_log(self);
-        s_fire_deadlines(self);
-        s_dispatch_dirty(self);
+        broker_pass(self);
     }
     return AQ_OK;
 }

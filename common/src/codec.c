@@ -81,6 +81,7 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_HELD] = {"HELD", 4, {{F_TAG, B(tag)}, {F_NAME, B(producer)}, {F_U64, B(seq)},
                                  {F_NAME, B(queue)}}},
     [AQ_CMD_STATS] = {"STATS", 2, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)}}},
+    [AQ_CMD_INFO] = {"INFO", 1, {{F_TAG, B(tag)}}},
     [AQ_CMD_REPORT] = {"REPORT", 2, {{F_TAG, B(tag)}, {F_TEXT_LIST, 0}}},
     [AQ_CMD_DEAD] = {"DEAD", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_TEXT, B(text)}}},
     [AQ_CMD_SHUTDOWN] = {"SHUTDOWN", 3, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)},

@@ -113,6 +113,12 @@ aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn 
     return s_report(session, &msg, line, ctx);
 }
 
+aq_status_t aq_info(aq_session_t *session, aq_stats_line_fn *line, void *ctx)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_INFO};
+    return s_report(session, &msg, line, ctx);
+}
+
 aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action,
                     aq_stats_line_fn *line, void *ctx)
 {

@@ -18,6 +18,12 @@ extern char **environ;
 
 int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int stdin_mode)
 {
+    return aq_process_spawn_logged(self, argv, capture, stdin_mode, NULL);
+}
+
+int aq_process_spawn_logged(aq_process_t *self, char *const argv[], int capture, int stdin_mode,
+                            const char *stderr_path)
+{
     memset(self, 0, sizeof *self);
     self->out_fd = -1;
     self->in_fd = -1;
@@ -39,6 +45,9 @@ int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int st
         posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
     if (stdin_mode == AQ_STDIN_PIPE)
         posix_spawn_file_actions_adddup2(&actions, in_fds[0], STDIN_FILENO);
+    if (stderr_path)
+        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path,
+                                         O_WRONLY | O_CREAT | O_APPEND, 0600);
     /* The child starts with default signal handling, whatever ours is. */
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);

@@ -165,6 +165,13 @@ static aq_status_t s_resend(aq_producer_t *self, int new_session)
         aq_session_set_producer_seq(self->session,
                                     self->count ? s_at(self, 0)->seq : self->seq + 1);
         rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
+        /* Nothing to send again: let the PUSH go (it connects at the next
+           put), or the broker closes its silent new connection again and
+           again (PROTOCOL.md 9.2). */
+        if (!rc && !self->count) {
+            zsock_set_linger(self->push, 0);
+            zsock_destroy(&self->push);
+        }
     }
     /* The same PUSH socket: messages still in its pipe reach the broker
        before the resent ones, in one ordered stream, and are dropped there

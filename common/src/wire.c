@@ -221,9 +221,9 @@ aq_status_t aq_error_send(void *socket, const aq_bytes_t *routing_id, int code, 
 
 aq_status_t aq_error_send_v1(void *socket, const aq_bytes_t *routing_id, int flags)
 {
-    static const char *frames[] = {AQ_SIGNATURE_V1, "ERROR", "406", "BAD_VERSION", "",
-                                   "this broker speaks asyncq/2: upgrade the client "
-                                   "(docs/PROTOCOL.md)"};
+    static const char *frames[] = {
+        AQ_SIGNATURE_V1, "ERROR", "406", "BAD_VERSION", "",
+        ("this broker speaks asyncq/2: upgrade the client (docs/PROTOCOL.md)")};
     int count = (int) (sizeof frames / sizeof frames[0]);
     if (routing_id
         && zmq_send(socket, routing_id->data, routing_id->size, ZMQ_SNDMORE | flags) < 0)

@@ -30,29 +30,6 @@ static int s_teardown(void **state)
     return 0;
 }
 
-/*  Puts one item, gets it back, acks it: the broker still works. */
-static void s_assert_still_serving(const harness_t *h, const char *queue)
-{
-    aq_status_t rc;
-    aq_producer_t *producer = aq_producer_new(h->address, "check", &rc);
-    assert_non_null(producer);
-    assert_int_equal(aq_producer_put(producer, queue, "ok", 2), AQ_OK);
-    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
-    aq_producer_destroy(&producer);
-    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, 1, "check", &rc);
-    assert_non_null(consumer);
-    aq_item_t item;
-    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
-    assert_int_equal(item.size, 2);
-    assert_memory_equal(item.data, "ok", 2);
-    aq_consumer_ack(consumer, item.id);
-    aq_consumer_destroy(&consumer);
-    aq_session_t *session = harness_session(h);
-    aq_join_result_t result;
-    assert_int_equal(aq_join(session, queue, 0, AQ_JOIN_BEFORE, &result), AQ_OK);
-    aq_session_destroy(&session);
-}
-
 static void s_expect_error(fixture_t *f, zsock_t *socket, int code)
 {
     aq_msg_t msg;
@@ -88,7 +65,7 @@ static void test_ack_of_an_unknown_id_is_refused_and_changes_nothing(void **stat
     aq_consumer_ack(consumer, item.id);
     aq_consumer_destroy(&consumer);
     harness_wait_stat(&f->h, "q", "acked", 1);
-    s_assert_still_serving(&f->h, "q");
+    harness_assert_serving(&f->h, "q");
 }
 
 static void s_expect_error_tagged(fixture_t *f, zsock_t *socket, int code, const char *tag)
@@ -132,7 +109,7 @@ static void test_garbage_on_the_router_gets_errors_and_the_broker_goes_on(void *
     harness_send_frames(raw, "asyncq/2", "NACK", "t9", "0", "\xc0\xaf", "12345678", NULL);
     s_expect_error_tagged(f, raw, AQ_MALFORMED, "t9"); /* a reason that is not UTF-8 */
     zsock_destroy(&raw);
-    s_assert_still_serving(&f->h, "q");
+    harness_assert_serving(&f->h, "q");
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
 }
 
@@ -156,7 +133,7 @@ static void test_an_old_client_is_told_to_upgrade(void **state)
     zstr_free(&subject), zstr_free(&text);
     zmsg_destroy(&reply);
     zsock_destroy(&raw);
-    s_assert_still_serving(&f->h, "q");
+    harness_assert_serving(&f->h, "q");
 }
 
 /*  A message of more frames than any command has: read whole, never decoded,
@@ -183,7 +160,7 @@ static void test_a_message_of_too_many_frames_is_refused_and_reveals_nothing(voi
         zmq_send(zsock_resolve(push), "q", 1, i + 1 < 1100 ? ZMQ_SNDMORE : 0);
     zsock_destroy(&push);
     zsock_destroy(&raw);
-    s_assert_still_serving(&f->h, "q");
+    harness_assert_serving(&f->h, "q");
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
 }
 
@@ -253,7 +230,7 @@ static void test_oversized_item_is_refused_and_not_truncated(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 1);
     assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
-    s_assert_still_serving(&f->h, "other");
+    harness_assert_serving(&f->h, "other");
 }
 
 /*  A flood of joins from one session: the first 100 wait, the next is
@@ -281,7 +258,7 @@ static void test_join_flood_from_one_session_is_limited(void **state)
     harness_send_frames(raw, "asyncq/2", "BYE", "b", NULL);
     harness_wait_stat(&f->h, "q", "joiners", 0);
     zsock_destroy(&raw);
-    s_assert_still_serving(&f->h, "other");
+    harness_assert_serving(&f->h, "other");
 }
 
 static void test_unreachable_broker_and_bad_flags_give_one_line_errors(void **state)

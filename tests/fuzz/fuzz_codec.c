@@ -11,7 +11,7 @@
 #include "asyncq/codec.h"
 #include "asyncq/endpoint.h"
 
-#define MAX_FRAMES (AQ_FRAMES_MAX + 4)
+#define MAX_FRAMES (AQ_REPORT_FRAMES_MAX + 4)
 
 typedef struct {
     uint8_t storage[64 * 1024];

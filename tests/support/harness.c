@@ -5,6 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+void harness_filter(void)
+{
+    const char *pattern = getenv("ASYNCQ_TEST_FILTER");
+    if (pattern && *pattern)
+        cmocka_set_test_filter(pattern);
+}
 
 static void s_program(const char *name, char *path, size_t size)
 {
@@ -24,7 +32,8 @@ static void s_start_broker_at(harness_t *self, const char *bind, char *const *fl
         argv[argc++] = flags[i];
     }
     argv[argc] = NULL;
-    assert_int_equal(aq_process_spawn(&self->broker, argv, 1, 1), 0);
+    assert_int_equal(aq_process_spawn_logged(&self->broker, argv, 1, 1,
+                                             self->log_path[0] ? self->log_path : NULL), 0);
     if (!aq_process_expect(&self->broker, "READY ", self->address, sizeof self->address,
                            HARNESS_DEADLINE_MS))
         fail_msg("broker did not print READY");
@@ -35,6 +44,31 @@ void harness_start_broker(harness_t *self, char *const *flags)
     s_start_broker_at(self, "tcp://127.0.0.1:0", flags);
 }
 
+void harness_start_broker_logged(harness_t *self, char *const *flags)
+{
+    snprintf(self->log_path, sizeof self->log_path, "/tmp/asyncq-test-log-XXXXXX");
+    int fd = mkstemp(self->log_path);
+    assert_true(fd >= 0);
+    close(fd);
+    s_start_broker_at(self, "tcp://127.0.0.1:0", flags);
+}
+
+char *harness_log(const harness_t *self)
+{
+    FILE *file = fopen(self->log_path, "r");
+    assert_non_null(file);
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    char buf[4096];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, file)) > 0)
+        fwrite(buf, 1, got, out);
+    fclose(file);
+    fclose(out);
+    return text;
+}
+
 void harness_restart_broker(harness_t *self, char *const *flags)
 {
     aq_process_stop(&self->broker, SIGKILL, 1000);
@@ -43,6 +77,8 @@ void harness_restart_broker(harness_t *self, char *const *flags)
 
 void harness_stop(harness_t *self)
 {
+    if (self->log_path[0])
+        unlink(self->log_path);
     if (self->child > 0) {
         kill(self->child, SIGKILL);
         waitpid(self->child, NULL, 0);
@@ -159,6 +195,28 @@ uint64_t harness_stat(const harness_t *self, const char *queue, const char *key)
     return stat.value;
 }
 
+uint64_t harness_info(const harness_t *self, const char *key)
+{
+    aq_session_t *session = harness_session(self);
+    stat_t stat = {key, 0, 0, 0};
+    assert_int_equal(aq_info(session, s_find_stat, &stat), AQ_OK);
+    aq_session_destroy(&session);
+    assert_true(stat.found);
+    return stat.value;
+}
+
+void harness_wait_info(const harness_t *self, const char *key, uint64_t value)
+{
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    uint64_t now;
+    while ((now = harness_info(self, key)) != value) {
+        if (zclock_mono() > deadline)
+            fail_msg("%s stayed %llu, expected %llu", key, (unsigned long long) now,
+                     (unsigned long long) value);
+        zclock_sleep(20); /* polling a remote counter: there is nothing to wait on */
+    }
+}
+
 static void s_wait_stat(const harness_t *self, const char *queue, const char *key,
                         uint64_t value, int at_least)
 {
@@ -245,6 +303,29 @@ void harness_hello(zsock_t *dealer, aq_inbox_t *inbox, const char *client_id, ui
     harness_send_msg(dealer, &hello);
     aq_msg_t msg;
     assert_int_equal(harness_recv(dealer, inbox, &msg), AQ_CMD_WELCOME);
+}
+
+/*  Puts one item, gets it back, acks it: the broker still works. */
+void harness_assert_serving(const harness_t *h, const char *queue)
+{
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "check", &rc);
+    assert_non_null(producer);
+    assert_int_equal(aq_producer_put(producer, queue, "ok", 2), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, 1, "check", &rc);
+    assert_non_null(consumer);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(item.size, 2);
+    assert_memory_equal(item.data, "ok", 2);
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_destroy(&consumer);
+    aq_session_t *session = harness_session(h);
+    aq_join_result_t result;
+    assert_int_equal(aq_join(session, queue, HARNESS_DEADLINE_MS, AQ_JOIN_BEFORE, &result), AQ_OK);
+    aq_session_destroy(&session);
 }
 
 uint64_t harness_rss_kib(pid_t pid)

@@ -19,15 +19,28 @@
 
 #define HARNESS_DEADLINE_MS 20000
 
+/*  Runs a group of tests; ASYNCQ_TEST_FILTER=pattern runs only the matching
+    ones (while working on one). */
+void harness_filter(void);
+#define harness_run_group(tests) (harness_filter(), cmocka_run_group_tests(tests, NULL, NULL))
+
 typedef struct {
     aq_process_t broker;
     char address[256];
     pid_t child; /* a forked helper, killed by harness_stop if still there */
+    char log_path[64]; /* the broker's stderr, when started with harness_start_broker_logged */
 } harness_t;
 
 /*  Starts asyncq-broker on a free loopback port with extra flags (a
     NULL-ended array, or NULL for none). */
 void harness_start_broker(harness_t *self, char *const *flags);
+
+/*  The same, with the broker's log (stderr) in a temporary file at
+    self->log_path, removed by harness_stop. */
+void harness_start_broker_logged(harness_t *self, char *const *flags);
+
+/*  The whole log so far (malloc'd, NUL-terminated). */
+char *harness_log(const harness_t *self);
 void harness_stop(harness_t *self);
 
 /*  Kills the broker (SIGKILL) and starts a new one on the same address. */
@@ -52,6 +65,12 @@ aq_session_t *harness_session(const harness_t *self);
 /*  A number from the queue's stats line ("queued", "acked"...); 0 if the
     queue does not exist. */
 uint64_t harness_stat(const harness_t *self, const char *queue, const char *key);
+
+/*  A number from the broker's INFO line ("connections", "sessions"...). */
+uint64_t harness_info(const harness_t *self, const char *key);
+
+/*  Waits until harness_info(key) == value. */
+void harness_wait_info(const harness_t *self, const char *key, uint64_t value);
 
 /*  Waits until harness_stat(queue, key) == value; fails the test after the deadline. */
 void harness_wait_stat(const harness_t *self, const char *queue, const char *key,
@@ -81,6 +100,10 @@ void harness_send_msg(zsock_t *socket, const aq_msg_t *msg);
 /*  HELLO on a raw DEALER (seq: a producer's first unconfirmed put, or 0);
     waits for WELCOME. */
 void harness_hello(zsock_t *dealer, aq_inbox_t *inbox, const char *client_id, uint64_t seq);
+
+/*  Puts one item on `queue`, gets it back, acks it, joins: the broker still
+    serves. Every bad-input test ends with it. */
+void harness_assert_serving(const harness_t *h, const char *queue);
 
 /*  Resident memory of a process, in KiB. */
 uint64_t harness_rss_kib(pid_t pid);

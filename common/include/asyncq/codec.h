@@ -56,6 +56,7 @@ typedef enum {
     AQ_CMD_SYNCED,
     AQ_CMD_HELD,
     AQ_CMD_STATS,
+    AQ_CMD_INFO,
     AQ_CMD_REPORT,
     AQ_CMD_DEAD,
     AQ_CMD_SHUTDOWN,

@@ -31,6 +31,10 @@ typedef void (aq_stats_line_fn)(void *ctx, const char *line);
 aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn *line,
                      void *ctx);
 
+/*  The broker's own numbers (connections, sessions, producers, queues...),
+    one line of key=value pairs, handed to `line`. */
+aq_status_t aq_info(aq_session_t *session, aq_stats_line_fn *line, void *ctx);
+
 /*  Acts on `queue`'s dead-letter list: "list" calls `line` once per item
     (id, attempts, size; the first 1024), "requeue" puts them all back in
     the queue, "purge" deletes them; both call `line` once with the count. */

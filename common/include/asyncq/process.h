@@ -25,6 +25,11 @@ enum { AQ_STDIN_INHERIT = 0, AQ_STDIN_NULL = 1, AQ_STDIN_PIPE = 2 };
     -1 with errno. */
 int aq_process_spawn(aq_process_t *self, char *const argv[], int capture, int stdin_mode);
 
+/*  aq_process_spawn with its stderr appended to the file at `stderr_path`
+    (NULL: shared with ours). */
+int aq_process_spawn_logged(aq_process_t *self, char *const argv[], int capture, int stdin_mode,
+                            const char *stderr_path);
+
 /*  Reads one line of its stdout (without the newline) into buf, waiting up
     to timeout_ms. Returns 1 for a line, 0 on time-out, -1 at end of output. */
 int aq_process_read_line(aq_process_t *self, char *buf, size_t size, int timeout_ms);

@@ -1,0 +1,406 @@
+/*  libFuzzer target for the broker itself: a broker without sockets
+    (broker_new_detached) is fed a sequence of operations read from the
+    input: messages from four peers on the ROUTER (mostly well formed, with
+    fields the input chooses, sometimes raw frames), puts on the PULL socket
+    (in sequence, resent, or with gaps), time moving on (leases, delays,
+    join time-outs, heartbeats), and sends that fail (a peer gone or too
+    slow). After every operation the invariants of docs/DESIGN.md must hold
+    (broker_check), and every JOINED the broker sends must be exact: no item
+    accepted before its JOIN is still outstanding.
+
+    Built with clang only (-DASYNCQ_FUZZ=ON): build-fuzz/tests/fuzz_broker
+    CORPUS_DIR. The corpus kept in tests/fuzz/corpus/broker seeds it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "check.h"
+
+#define PEERS 4
+#define SEEN 64
+
+typedef struct {
+    const uint8_t *at;
+    size_t left;
+} input_t;
+
+static uint64_t s_byte(input_t *in)
+{
+    if (!in->left)
+        return 0;
+    in->left--;
+    return *in->at++;
+}
+
+static uint64_t s_u16(input_t *in)
+{
+    return s_byte(in) | s_byte(in) << 8;
+}
+
+/*  What the fuzzer remembers between operations. */
+typedef struct {
+    broker_t *broker;
+    uint64_t seen[PEERS][SEEN];  /* item ids delivered to each peer, to ack */
+    size_t seen_count[PEERS];
+    uint64_t next_seq[8];        /* per producer id: the next seq it would send */
+    uint64_t join_end[256];      /* per join tag: the ledger position it waits for */
+    uint64_t join_queue[256];    /* ... and the serial of its queue */
+    int fail_next;               /* errno for the next send, or 0 */
+    uint64_t tags;
+} fuzz_t;
+
+static fuzz_t s_fuzz;
+
+static const char *const s_queues[] = {"a", "b", "c", "d"};
+static const char *const s_clients[] = {"p0", "p1", "p2", "c0", "c1", "c2", "x", "y"};
+
+static int s_peer_of(aq_bytes_t routing_id)
+{
+    return routing_id.size == 1 && routing_id.data[0] < PEERS ? routing_id.data[0] : -1;
+}
+
+static void s_remember(int peer, uint64_t id)
+{
+    if (peer < 0)
+        return;
+    s_fuzz.seen[peer][s_fuzz.seen_count[peer]++ % SEEN] = id;
+}
+
+/*  A JOINED: no item accepted before the join may still be outstanding. */
+static void s_check_joined(const aq_msg_t *msg)
+{
+    uint64_t tag = 0;
+    if (msg->tag.size < 2 || msg->tag.data[0] != 'j' || !aq_parse_u64(msg->tag.data + 1, msg->tag.size - 1, &tag)
+        || tag >= 256 || !s_fuzz.join_queue[tag])
+        return;
+    queue_t *queue = dict_get(s_fuzz.broker->queues, msg->queue.data, msg->queue.size);
+    if (!queue || queue->serial != s_fuzz.join_queue[tag])
+        return; /* forgotten since: nothing of it was outstanding */
+    if (ledger_outstanding_before(&queue->ledger, s_fuzz.join_end[tag]) != 0) {
+        fprintf(stderr, "JOINED %.*s while items accepted before it are outstanding\n",
+                (int) msg->tag.size, (const char *) msg->tag.data);
+        abort();
+    }
+}
+
+static aq_status_t s_send(void *ctx, aq_bytes_t routing_id, const aq_msg_t *msg, zmq_msg_t *bulk)
+{
+    (void) ctx;
+    if (s_fuzz.fail_next) {
+        errno = s_fuzz.fail_next;
+        s_fuzz.fail_next = 0;
+        return AQ_TRANSPORT;
+    }
+    aq_msg_t checked = *msg;
+    if (bulk && msg->cmd == AQ_CMD_ITEMS)
+        checked.batch = (aq_bytes_t){zmq_msg_data(bulk), zmq_msg_size(bulk)};
+    if (aq_msg_check(&checked) != AQ_OK) {
+        fprintf(stderr, "the broker sent an invalid %s\n", aq_cmd_name(msg->cmd));
+        abort();
+    }
+    int peer = s_peer_of(routing_id);
+    if (msg->cmd == AQ_CMD_ITEM)
+        s_remember(peer, msg->id);
+    if (msg->cmd == AQ_CMD_ITEMS) {
+        aq_batch_iter_t iter;
+        aq_delivery_t delivery;
+        aq_batch_iter_init(&iter, checked.batch);
+        while (aq_items_next(&iter, &delivery))
+            s_remember(peer, delivery.id);
+    }
+    if (msg->cmd == AQ_CMD_JOINED)
+        s_check_joined(msg);
+    return AQ_OK;
+}
+
+/*  Frames for one message, kept until the broker has handled it. */
+typedef struct {
+    uint8_t storage[16384];
+    size_t used;
+    aq_bytes_t frames[16];
+    size_t count;
+} frames_t;
+
+static int s_collect(void *ctx, const void *data, size_t size, int more, int bulk)
+{
+    frames_t *out = ctx;
+    (void) more, (void) bulk;
+    if (out->count == 16 || out->used + size > sizeof out->storage)
+        return -1;
+    if (size)
+        memcpy(out->storage + out->used, data, size);
+    out->frames[out->count++] = (aq_bytes_t){out->storage + out->used, size};
+    out->used += size;
+    return 0;
+}
+
+/*  Puts frames in an inbox as if a socket had delivered them. */
+static void s_fill(aq_inbox_t *inbox, int routing_id, const aq_bytes_t *frames, size_t count)
+{
+    aq_inbox_clear(inbox);
+    inbox->overflow = 0;
+    inbox->has_routing_id = routing_id >= 0;
+    size_t at = 0;
+    if (routing_id >= 0) {
+        zmq_msg_init_size(&inbox->parts[at], 1);
+        *(uint8_t *) zmq_msg_data(&inbox->parts[at]) = (uint8_t) routing_id;
+        at++;
+    }
+    for (size_t i = 0; i < count && at < inbox->capacity; i++, at++) {
+        zmq_msg_init_size(&inbox->parts[at], frames[i].size);
+        if (frames[i].size)
+            memcpy(zmq_msg_data(&inbox->parts[at]), frames[i].data, frames[i].size);
+    }
+    inbox->overflow = count + (routing_id >= 0) > inbox->capacity;
+    inbox->count = at;
+    for (size_t i = 0; i < at; i++)
+        inbox->frames[i] = (aq_bytes_t){zmq_msg_data(&inbox->parts[i]), zmq_msg_size(&inbox->parts[i])};
+}
+
+static void s_router(int peer, const aq_msg_t *msg)
+{
+    static frames_t f;
+    f.used = f.count = 0;
+    if (aq_msg_emit(msg, s_collect, &f))
+        return;
+    s_fill(s_fuzz.broker->router_inbox, peer, f.frames, f.count);
+    broker_on_router(s_fuzz.broker);
+}
+
+static void s_pull(const aq_msg_t *msg)
+{
+    static frames_t f;
+    f.used = f.count = 0;
+    if (aq_msg_emit(msg, s_collect, &f))
+        return;
+    s_fill(s_fuzz.broker->pull_inbox, -1, f.frames, f.count);
+    broker_on_pull(s_fuzz.broker);
+}
+
+/*  Raw frames from the input: [count][length][bytes]... */
+static void s_raw(input_t *in, int router)
+{
+    static frames_t f;
+    f.used = f.count = 0;
+    size_t count = s_byte(in) % 12;
+    for (size_t i = 0; i < count; i++) {
+        size_t size = s_byte(in) % 40;
+        if (size > in->left)
+            size = in->left;
+        s_collect(&f, in->at, size, 1, 0);
+        in->at += size;
+        in->left -= size;
+    }
+    if (router) {
+        s_fill(s_fuzz.broker->router_inbox, (int) (s_byte(in) % PEERS), f.frames, f.count);
+        broker_on_router(s_fuzz.broker);
+    }
+    else {
+        s_fill(s_fuzz.broker->pull_inbox, -1, f.frames, f.count);
+        broker_on_pull(s_fuzz.broker);
+    }
+}
+
+static aq_bytes_t s_queue(input_t *in)
+{
+    uint64_t pick = s_byte(in);
+    return aq_bytes_str(pick == 255 ? "bad name" : s_queues[pick % 4]);
+}
+
+/*  1 to 4 ids, mostly ones the broker delivered to this peer. */
+static aq_bytes_t s_ids(input_t *in, int peer, uint8_t *buf)
+{
+    size_t count = 1 + s_byte(in) % 4;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t pick = s_byte(in);
+        uint64_t id = pick < 200 && s_fuzz.seen_count[peer]
+                          ? s_fuzz.seen[peer][pick % (s_fuzz.seen_count[peer] < SEEN ? s_fuzz.seen_count[peer] : SEEN)]
+                          : pick << 32 | (pick & 3);
+        aq_put_u64(buf + i * 8, id);
+    }
+    return (aq_bytes_t){buf, count * 8};
+}
+
+static void s_put(input_t *in, int batch)
+{
+    uint64_t producer = s_byte(in) % 3;
+    uint64_t shift = s_byte(in);
+    uint64_t seq = s_fuzz.next_seq[producer] ? s_fuzz.next_seq[producer] : 1;
+    if (shift == 1 && seq > 1)
+        seq--; /* a resend */
+    else if (shift == 2)
+        seq++; /* a gap: puts lost on the way */
+    uint64_t count = batch ? 1 + s_byte(in) % 6 : 1;
+    static uint8_t items[2048];
+    size_t size = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t length = s_byte(in) % 200;
+        size += aq_puts_entry_write(items + size, in->at, (uint32_t) (length < in->left ? length : 0));
+    }
+    aq_msg_t msg = {.cmd = batch ? AQ_CMD_PUTS : AQ_CMD_PUT, .producer = aq_bytes_str(s_clients[producer]),
+                    .seq = seq, .count = count, .queue = s_queue(in), .lease_ms = s_byte(in) * 10};
+    if (batch)
+        msg.batch = (aq_bytes_t){items, size};
+    else
+        msg.payload = (aq_bytes_t){items + 4, aq_get_u32(items)};
+    s_pull(&msg);
+    if (seq + count > s_fuzz.next_seq[producer])
+        s_fuzz.next_seq[producer] = seq + count;
+}
+
+static void s_operation(input_t *in)
+{
+    broker_t *broker = s_fuzz.broker;
+    int peer = (int) (s_byte(in) % PEERS);
+    char tag[8];
+    snprintf(tag, sizeof tag, "t%llu", (unsigned long long) (s_fuzz.tags++ % 1000));
+    aq_msg_t msg = {.tag = aq_bytes_str(tag)};
+    uint8_t ids[64];
+    switch (s_byte(in) % 20) {
+    case 0: {
+        uint64_t client = s_byte(in) % 8;
+        msg.cmd = AQ_CMD_HELLO;
+        msg.client = aq_bytes_str(s_clients[client]);
+        msg.seq = client < 3 ? s_byte(in) % 3 : 0;
+        if (msg.seq && msg.seq > s_fuzz.next_seq[client])
+            s_fuzz.next_seq[client] = msg.seq;
+        s_router(peer, &msg);
+        break;
+    }
+    case 1:
+        msg.cmd = AQ_CMD_CREDIT;
+        msg.queue = s_queue(in);
+        msg.credit = s_byte(in) % 12;
+        msg.batch_max = s_byte(in) % 6;
+        s_router(peer, &msg);
+        break;
+    case 2: case 3:
+        msg.cmd = AQ_CMD_ACK;
+        msg.ids = s_ids(in, peer, ids);
+        s_router(peer, &msg);
+        break;
+    case 4:
+        msg.cmd = AQ_CMD_TOUCH;
+        msg.ids = s_ids(in, peer, ids);
+        s_router(peer, &msg);
+        break;
+    case 5:
+        msg.cmd = AQ_CMD_NACK;
+        msg.delay_ms = s_byte(in) == 255 ? AQ_WAIT_MAX_MS + 1 : s_byte(in) * 20;
+        msg.text = aq_bytes_str("because");
+        msg.ids = s_ids(in, peer, ids);
+        s_router(peer, &msg);
+        break;
+    case 6: {
+        uint64_t number = s_fuzz.tags % 256;
+        snprintf(tag, sizeof tag, "j%llu", (unsigned long long) number);
+        msg.cmd = AQ_CMD_JOIN;
+        msg.tag = aq_bytes_str(tag);
+        msg.queue = s_queue(in);
+        msg.timeout_ms = s_byte(in) * 20;
+        msg.mode = s_byte(in) & 1;
+        queue_t *queue = dict_get(broker->queues, msg.queue.data, msg.queue.size);
+        s_fuzz.join_queue[number] = queue && msg.mode == AQ_JOIN_BEFORE ? queue->serial : 0;
+        s_fuzz.join_end[number] = queue ? queue->ledger.next : 0;
+        s_router(peer, &msg);
+        break;
+    }
+    case 7:
+        msg.cmd = AQ_CMD_SYNC;
+        msg.producer = aq_bytes_str(s_clients[s_byte(in) % 3]);
+        msg.seq = s_byte(in) % 24;
+        s_router(peer, &msg);
+        break;
+    case 8:
+        msg.cmd = s_byte(in) & 1 ? AQ_CMD_INFO : AQ_CMD_STATS;
+        msg.queue = s_byte(in) & 1 ? s_queue(in) : aq_bytes_str("");
+        s_router(peer, &msg);
+        break;
+    case 9: {
+        static const char *const actions[] = {"list", "requeue", "purge", "eat"};
+        msg.cmd = AQ_CMD_DEAD;
+        msg.queue = s_queue(in);
+        msg.text = aq_bytes_str(actions[s_byte(in) % 4]);
+        s_router(peer, &msg);
+        break;
+    }
+    case 10:
+        if (s_byte(in) < 240)
+            break; /* shutdowns are final: rarely */
+        msg.cmd = AQ_CMD_SHUTDOWN;
+        msg.queue = s_byte(in) & 1 ? s_queue(in) : aq_bytes_str("");
+        msg.mode = s_byte(in) & 1;
+        s_router(peer, &msg);
+        break;
+    case 11:
+        msg.cmd = AQ_CMD_BYE;
+        s_router(peer, &msg);
+        break;
+    case 12:
+        msg.cmd = AQ_CMD_HEARTBEAT;
+        msg.beat = s_byte(in);
+        s_router(peer, &msg);
+        break;
+    case 13: case 14:
+        s_put(in, 0);
+        break;
+    case 15:
+        s_put(in, 1);
+        break;
+    case 16:
+        s_raw(in, 1);
+        break;
+    case 17:
+        s_raw(in, 0);
+        break;
+    case 18:
+        broker_clock_advance((int64_t) s_u16(in) % 3000);
+        break;
+    case 19:
+        s_fuzz.fail_next = s_byte(in) & 1 ? EHOSTUNREACH : EAGAIN;
+        break;
+    }
+    broker_pass(broker);
+    char why[512];
+    if (broker_check(broker, why, sizeof why)) {
+        fprintf(stderr, "invariant broken: %s\n", why);
+        abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    input_t in = {data, size};
+    broker_config_t config = {
+        .bind = "unused",
+        .max_item = 256,
+        .max_batch = 8,
+        .maxsize = s_byte(&in) % 4,
+        .max_queues = 3,
+        .max_joiners = 8,
+        .max_credit = 10,
+        .max_producers = 2,
+        .max_connections = 100,
+        .max_pending = 4096,
+        .window = 12,
+        .window_bytes = 1024,
+        .heartbeat_ms = 200,
+        .hello_timeout_ms = 1000,
+        .queue_idle_ms = 2000,
+        .lease_ms = 300,
+        .max_attempts = s_byte(&in) % 4,
+        .max_expired = 1 + s_byte(&in) % 3,
+        .max_joins_per_peer = 3,
+        .drain_ms = 1000,
+    };
+    memset(&s_fuzz, 0, sizeof s_fuzz);
+    s_fuzz.broker = broker_new_detached(&config, s_send, NULL);
+    if (!s_fuzz.broker)
+        abort();
+    while (in.left)
+        s_operation(&in);
+    broker_destroy(&s_fuzz.broker);
+    return 0;
+}
