@@ -1,9 +1,12 @@
 """asyncq client: asyncio.Queue's producer/consumer pattern over an asyncq
-broker (the wire protocol is docs/PROTOCOL.md). Needs pyzmq (Debian:
-python3-zmq)."""
+broker (the wire protocol, asyncq/2, is docs/PROTOCOL.md). Needs pyzmq
+(Debian: python3-zmq)."""
 from .blocking import BlockingQueue
-from .protocol import BrokerError, BrokerUnreachable, QueueShutDown, endpoints
-from .queue import Item, Joined, Queue, QueueEmpty
+from .consumer import Item, QueueEmpty
+from .protocol import (BrokerError, BrokerUnreachable, KeyMismatch, KeyRefused, KeysRequired,
+                       QueueShutDown, endpoints)
+from .queue import Joined, Queue
 
 __all__ = ["Queue", "BlockingQueue", "Item", "Joined", "BrokerError", "BrokerUnreachable",
-           "QueueEmpty", "QueueShutDown", "endpoints"]
+           "KeyMismatch", "KeyRefused", "KeysRequired", "QueueEmpty", "QueueShutDown",
+           "endpoints"]

@@ -12,7 +12,8 @@ from .queue import Queue
 class BlockingQueue:
     """q = asyncq.BlockingQueue("localhost:5557"); q.put(b"x"); item = q.get();
     q.task_done(); q.join(); q.close(). Every method blocks until done; get and
-    join take a timeout in seconds (TimeoutError when it passes)."""
+    join take a timeout in seconds (TimeoutError when it passes). Options,
+    .roles, .persistence and .held are asyncq.Queue's."""
 
     def __init__(self, broker="localhost", queue="default", **options):
         self._loop = asyncio.new_event_loop()
@@ -34,6 +35,18 @@ class BlockingQueue:
         except TimeoutError:
             future.cancel()
             raise
+
+    @property
+    def roles(self):
+        return self._queue.roles
+
+    @property
+    def persistence(self):
+        return self._queue.persistence
+
+    @property
+    def held(self):
+        return self._queue.held
 
     def put(self, item, *, lease=None):
         self._run(self._queue.put(item, lease=lease))

@@ -1,9 +1,20 @@
-"""asyncq/1 wire protocol (docs/PROTOCOL.md): addresses, messages, errors."""
+"""asyncq/2 wire protocol (docs/PROTOCOL.md): addresses, messages, the
+binary batch frames, errors."""
+import collections
 import re
+import struct
 
-SIGNATURE = b"asyncq/1"
+SIGNATURE = b"asyncq/2"
 DEFAULT_PORT = 5557
 NAME_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+TEXT_MAX = 1024          # bytes of a text field (a NACK reason)
+IDS_MAX = 1024           # ids in one ACK, TOUCH or NACK
+WAIT_MAX_MS = 86400000   # longest NACK delay and JOIN time-out
+PUTS_ENTRY = struct.Struct(">I")        # length before each PUTS item
+ITEMS_ENTRY = struct.Struct(">QIQII")   # id, attempt, age-us, lease-ms, length
+
+Welcome = collections.namedtuple(
+    "Welcome", "broker_id max_item heartbeat_ms max_batch window window_bytes roles persistence")
 
 
 def endpoints(address):
@@ -46,26 +57,94 @@ def parse(frames):
     return frames[1], frames[2:]
 
 
+def parse_welcome(fields):
+    """WELCOME's fields after its tag (4.2), or None if they are not all there."""
+    if len(fields) != 9:
+        return None
+    broker_id, max_item, heartbeat_ms, max_batch, window, window_bytes, roles, persistence = \
+        fields[1:]
+    return Welcome(broker_id.decode(), int(max_item), max(int(heartbeat_ms), 1),
+                   max(int(max_batch), 1), max(int(window), 1), int(window_bytes),
+                   frozenset(role for role in roles.decode().split(",") if role),
+                   persistence.decode())
+
+
 def check_name(name, what="queue"):
     if not NAME_RE.match(name.encode() if isinstance(name, str) else name):
         raise ValueError(f"{what} name {name!r} is not valid: 1 to 64 of A-Z a-z 0-9 . _ : -")
     return name
 
 
-class BrokerError(Exception):
-    """An ERROR from the broker (PROTOCOL.md section 6)."""
+def pack_ids(ids):
+    """The ids frame of ACK, TOUCH and NACK: 8 bytes each, big-endian."""
+    return struct.pack(f">{len(ids)}Q", *ids)
 
-    def __init__(self, code, name, subject=b"", text=""):
-        super().__init__(f"{code} {name}: {text}")
-        self.code, self.name, self.subject, self.text = code, name, subject, text
+
+def pack_puts(payloads):
+    """A PUTS items frame: each payload after its u32 length (4.1)."""
+    return b"".join(PUTS_ENTRY.pack(len(payload)) + payload for payload in payloads)
+
+
+def unpack_items(count, frame):
+    """The deliveries of an ITEMS frame (4.4) as (id, attempt, age_us,
+    lease_ms, payload) tuples, each payload a memoryview of the frame (copied
+    once, into its Item). Raises ValueError if the frame does not hold
+    exactly `count` of them."""
+    view, at, deliveries = memoryview(frame), 0, []
+    for _ in range(count):
+        if at + ITEMS_ENTRY.size > len(view):
+            raise ValueError("ITEMS frame shorter than its count")
+        item_id, attempt, age_us, lease_ms, length = ITEMS_ENTRY.unpack_from(view, at)
+        at += ITEMS_ENTRY.size
+        if at + length > len(view):
+            raise ValueError("ITEMS payload runs past the frame")
+        deliveries.append((item_id, attempt, age_us, lease_ms, view[at:at + length]))
+        at += length
+    if at != len(view):
+        raise ValueError("ITEMS frame longer than its count")
+    return deliveries
+
+
+def seq_range(subject):
+    """(first, last) of an ERROR subject about puts ("7" or "7-70"), or
+    None if the subject is not a seq range."""
+    first, dash, last = subject.partition(b"-")
+    if not first.isdigit() or (dash and not last.isdigit()):
+        return None
+    return int(first), int(last) if dash else int(first)
+
+
+def cut_text(text):
+    """text as at most TEXT_MAX bytes of UTF-8, cut on a character boundary."""
+    return text.encode()[:TEXT_MAX].decode(errors="ignore").encode()
+
+
+class BrokerError(Exception):
+    """An ERROR from the broker (PROTOCOL.md section 8): .code, .name, .tag
+    (of the request it answers, b"" for puts and notices), .subject (bytes:
+    a seq range, ids, a queue...) and .text."""
+
+    def __init__(self, code, name, subject=b"", text="", tag=b""):
+        super().__init__(f"{code} {name}: {text}" + (f" ({subject.decode(errors='replace')})"
+                                                      if subject else ""))
+        self.code, self.name, self.subject, self.text, self.tag = code, name, subject, text, tag
+
+    @property
+    def ids(self):
+        """The item ids a 404 or 408 about ids names, else ()."""
+        words = self.subject.split()
+        if self.code not in (404, 408) or not all(word.isdigit() for word in words):
+            return ()
+        return tuple(int(word) for word in words)
 
     @classmethod
     def from_fields(cls, fields):
         code = int(fields[0]) if fields and fields[0].isdigit() else 0
         name = fields[1].decode(errors="replace") if len(fields) > 1 else ""
-        subject = fields[2] if len(fields) > 2 else b""
-        text = fields[3].decode(errors="replace") if len(fields) > 3 else ""
-        return (QueueShutDown if code == 503 else cls)(code, name, subject, text)
+        tag = fields[2] if len(fields) > 2 else b""
+        subject = fields[3] if len(fields) > 3 else b""
+        text = fields[4].decode(errors="replace") if len(fields) > 4 else ""
+        return (QueueShutDown if code == 503 else cls)(code, name, subject, text, tag)
 
 
 class QueueShutDown(BrokerError):
@@ -74,3 +153,17 @@ class QueueShutDown(BrokerError):
 
 class BrokerUnreachable(ConnectionError):
     """No WELCOME from the broker in time."""
+
+
+class KeyRefused(BrokerUnreachable):
+    """The broker refused this client's CURVE key: its public certificate is
+    not in the broker's clients directory."""
+
+
+class KeyMismatch(BrokerUnreachable):
+    """The CURVE handshake failed: the broker's key is not the one this
+    client was given (or the broker does not use CURVE)."""
+
+
+class KeysRequired(BrokerUnreachable):
+    """The broker uses CURVE and this client has no keys."""

@@ -1,155 +1,247 @@
 """One DEALER and the session it holds with the broker (PROTOCOL.md 4.2):
-HELLO, replies matched to requests by tag, heartbeats, and saying HELLO again
-when the broker restarts or falls silent."""
+HELLO, replies matched to requests by tag, heartbeats answered, and saying
+HELLO again when the broker restarts or falls silent."""
 import asyncio
 import logging
+import re
 
 import zmq
 
-from .protocol import BrokerError, BrokerUnreachable, message, parse
+from .protocol import BrokerError, BrokerUnreachable, message, parse, parse_welcome
+from .security import HandshakeWatch, apply_keys
 
 log = logging.getLogger("asyncq")
 
+REPLIES = frozenset((b"CREDITED", b"SYNCED", b"JOINED", b"TIMEOUT", b"REPORT"))
+READ_BATCH = 256  # messages handled in a row before other tasks get a turn
+TAG_NUMBER = re.compile(rb"(\d+)$")
+
+
+def log_failure(future):
+    """A done callback for sends and tasks nobody awaits: their failure is
+    logged instead of being lost."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("asyncq: %s", future.exception())
+
+
+class Request:
+    """A request waiting for its reply. After a new HELLO it is sent again,
+    built anew (a JOIN with the time left) and with a fresh tag."""
+
+    def __init__(self, kind, build, future):
+        self.kind, self.build, self.future, self.tag = kind, build, future, None
+
 
 class Session:
-    def __init__(self, context, endpoint, client_id, hello_seq=lambda: 0):
+    def __init__(self, context, endpoint, client_id, keys=None, hello_seq=lambda: 0):
         self._context = context
         self._endpoint = endpoint
+        self._keys = keys
         self.client_id = client_id
         self._hello_seq = hello_seq
-        self.socket = self._new_socket()
-        self.max_item = 0
-        self.heartbeat = 1.0
-        self.generation = 0  # WELCOMEs received: a request sent in an older one is stale
-        self._welcomed_at = 0.0
-        self._pending = {}  # tag -> [build frames, future, generation sent in]
-        self._welcome = None
+        self.welcome = None      # the latest WELCOME (protocol.Welcome)
+        self.reconnects = 0      # times HELLO was said again after the first WELCOME
+        self._number = 0         # of the latest tag made: tags are kind + number
+        self._hello_number = 0   # the latest HELLO's: a tag below it is from an older session
+        self._hello = None       # (tag, future) of the HELLO waiting for its WELCOME
+        self._pending = {}       # tag -> Request
         self._reader = None
         self._rehello = None
         self._closed = False
+        self.socket, self._watch = self._new_socket()
         # Set by the owner: called with (command, fields) for messages that are
-        # not replies to a request (ITEM, ERRORs about puts or acks...), and
-        # awaited after every HELLO but the first.
+        # not replies to a request (ITEMS, HELD, ERRORs about puts or acks...),
+        # and after every HELLO but the first, before waiting requests are
+        # sent again.
         self.on_message = lambda command, fields: None
-        self.on_reconnect = None
+        self.on_reconnect = lambda: None
+
+    @property
+    def heartbeat(self):
+        """Seconds between the broker's HEARTBEATs to this session."""
+        return self.welcome.heartbeat_ms / 1000 if self.welcome else 1.0
 
     def _new_socket(self):
         socket = self._context.socket(zmq.DEALER)
+        apply_keys(socket, self._keys)
+        watch = HandshakeWatch(socket)
         socket.connect(self._endpoint)
-        return socket
+        return socket, watch
+
+    def _replace_socket(self):
+        """A fresh DEALER, so that unanswered HELLOs do not pile up and all
+        reach a broker that comes back (4.2)."""
+        failure = self._watch.failure(self._keys)
+        if failure:
+            log.warning("%s: %s", self.client_id, failure)
+        old, old_watch = self.socket, self._watch
+        self.socket, self._watch = self._new_socket()
+        old_watch.close()
+        old.close(linger=0)
 
     async def open(self, timeout):
+        """Says HELLO; raises BrokerUnreachable (or the subclass that says
+        which key is wrong) without a WELCOME within timeout seconds, and
+        BrokerError if the broker refuses the HELLO."""
         self._reader = asyncio.ensure_future(self._read())
-        if not await self._hello(timeout):
-            await self.close(bye=False)
-            raise BrokerUnreachable(f"no answer from the broker at {self._endpoint}")
-
-    async def _hello(self, timeout):
-        loop = asyncio.get_running_loop()
-        self._welcome = loop.create_future()
-        await self.socket.send_multipart(
-            message(b"HELLO", self.client_id, 0, self._hello_seq()))
+        self._reader.add_done_callback(log_failure)
         try:
-            await asyncio.wait_for(asyncio.shield(self._welcome), timeout)
+            if not await self._say_hello(timeout):
+                raise self._watch.failure(self._keys) or BrokerUnreachable(
+                    f"no answer from the broker at {self._endpoint}")
+        except BaseException:
+            await self.close(bye=False)
+            raise
+
+    def tag(self, kind):
+        """A new tag: kind, then a number that grows with every tag."""
+        self._number += 1
+        return b"%s%d" % (kind, self._number)
+
+    def _is_stale(self, tag):
+        """Whether tag was sent before the latest HELLO, to a session gone."""
+        number = TAG_NUMBER.search(tag)
+        return number is not None and int(number.group(1)) < self._hello_number
+
+    async def _say_hello(self, timeout):
+        tag = self.tag(b"hello")
+        self._hello_number = self._number
+        self._hello = (tag, asyncio.get_running_loop().create_future())
+        self.send(message(b"HELLO", tag, self.client_id, self._hello_seq()))
+        try:
+            await asyncio.wait_for(self._hello[1], timeout)
             return True
         except asyncio.TimeoutError:
             return False
 
     def reconnect(self):
-        """Says HELLO again (until the broker answers), then lets the owner
-        restore its state and sends every request still waiting again."""
-        if not self._rehello_running():
-            self._rehello = asyncio.ensure_future(self._reconnect())
-        return self._rehello
+        """Says HELLO again (until the broker answers), in the background."""
+        if self._closed or (self._rehello is not None and not self._rehello.done()):
+            return
+        self._rehello = asyncio.ensure_future(self._reconnect())
+        self._rehello.add_done_callback(log_failure)
 
     async def _reconnect(self):
+        self.reconnects += 1
         log.info("%s: saying HELLO again", self.client_id)
-        while not self._closed and not await self._hello(max(1.0, self.heartbeat)):
-            # A fresh socket, so that unanswered HELLOs do not pile up and all
-            # reach a broker that comes back.
-            old, self.socket = self.socket, self._new_socket()
-            old.close(linger=0)
-        if self._closed:
-            return
-        if self.on_reconnect:
-            await self.on_reconnect()
-        for build, _, _ in list(self._pending.values()):
-            await self.socket.send_multipart(build())
+        while not await self._hello_again():
+            self._replace_socket()
+        self.on_reconnect()
+        for request in list(self._pending.values()):
+            if self._is_stale(request.tag):
+                self._send_request(request)
 
-    async def send(self, frames):
-        await self.socket.send_multipart(frames)
+    async def _hello_again(self):
+        """One more HELLO, given a second or so (4.2). A refused one (403:
+        the key or the client id) is tried again as slowly."""
+        wait = max(1.0, self.heartbeat)
+        try:
+            return await self._say_hello(wait)
+        except BrokerError as error:
+            log.warning("%s: HELLO refused: %s", self.client_id, error)
+            await asyncio.sleep(wait)
+            return False
 
-    async def request(self, tag, build):
-        """Sends build() and returns the reply with this tag as (command,
-        fields); raises BrokerError for an ERROR about it. Sent again after a
-        reconnect, so build() must give the request as it should be then."""
-        loop = asyncio.get_running_loop()
-        while True:
-            entry = [build, loop.create_future(), self.generation]
-            self._pending[tag] = entry
-            try:
-                await self.socket.send_multipart(build())
-                return await entry[1]
-            except BrokerError as error:
-                if error.code != 412:
-                    raise
-                if entry[2] == self.generation:  # not stale: the session is gone
-                    await self.reconnect()
-            finally:
-                self._pending.pop(tag, None)
+    def send(self, frames):
+        """Sends at once, without waiting (a DEALER queues what its
+        connection cannot take yet)."""
+        self.socket.send_multipart(frames).add_done_callback(log_failure)
+
+    async def request(self, kind, build):
+        """Sends build(tag) and returns the reply with that tag as (command,
+        fields); raises BrokerError for an ERROR about it."""
+        request = Request(kind, build, asyncio.get_running_loop().create_future())
+        self._send_request(request)
+        try:
+            return await request.future
+        finally:
+            self._pending.pop(request.tag, None)
+
+    def _send_request(self, request):
+        self._pending.pop(request.tag, None)
+        request.tag = self.tag(request.kind)
+        self._pending[request.tag] = request
+        self.send(request.build(request.tag))
 
     async def _read(self):
         while not self._closed:
             socket = self.socket
             try:
-                ready = await socket.poll(int(3 * self.heartbeat * 1000))
-                if not ready:
-                    if self.generation:
-                        self.reconnect()  # silent for three heartbeats
-                    continue
-                frames = await socket.recv_multipart()
-            except zmq.ZMQError:
-                if socket is self.socket and not self._closed:
+                if await socket.poll(int(3 * self.heartbeat * 1000)):
+                    self._read_ready(socket)
+                elif self.welcome:
+                    self.reconnect()  # silent for three heartbeat intervals (4.9)
+            except asyncio.CancelledError:
+                if self._closed or socket is self.socket:
                     raise
-                continue  # the socket was replaced or closed
+                # The socket was replaced and closed under poll(): read the new one.
+            except zmq.ZMQError:
+                if self._closed or socket is self.socket:
+                    raise
+
+    def _read_ready(self, socket):
+        for _ in range(READ_BATCH):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK).result()
+            except zmq.Again:
+                return
             parsed = parse(frames)
-            if parsed:
+            try:
+                if parsed is None:
+                    raise ValueError("not asyncq/2")
                 self._dispatch(*parsed)
+            except (ValueError, IndexError) as error:
+                # A field not as asyncq/2 says: the message is dropped, the
+                # reader goes on.
+                log.warning("%s: malformed message from the broker (%s): %r",
+                            self.client_id, error, frames[:4])
 
     def _dispatch(self, command, fields):
-        if command == b"WELCOME":
-            if len(fields) == 3:
-                self.max_item = int(fields[1])
-                self.heartbeat = max(int(fields[2]), 10) / 1000.0
-            self.generation += 1
-            self._welcomed_at = asyncio.get_running_loop().time()
-            if self._welcome and not self._welcome.done():
-                self._welcome.set_result(True)
-        elif command == b"HEARTBEAT":
-            pass
-        elif command in (b"SYNCED", b"JOINED", b"TIMEOUT", b"REPORT") and fields:
-            entry = self._pending.get(fields[0])
-            if entry and not entry[1].done():
-                entry[1].set_result((command, fields))
+        if command == b"HEARTBEAT" and fields:
+            self.send(message(b"HEARTBEAT", fields[0]))  # answered as read (4.9)
+        elif command == b"WELCOME":
+            self._on_welcome(fields)
         elif command == b"ERROR":
-            error = BrokerError.from_fields(fields)
-            entry = self._pending.get(error.subject) if error.subject else None
-            if entry and not entry[1].done():
-                entry[1].set_exception(error)
-            elif error.code == 412:
-                # About a message sent without a session (the broker restarted).
-                # One sent just before our latest HELLO is stale: ignore it.
-                loop = asyncio.get_running_loop()
-                if (self.generation and not self._rehello_running()
-                        and loop.time() - self._welcomed_at > self.heartbeat):
-                    self.reconnect()
-            else:
-                self.on_message(command, fields)
+            self._on_error(BrokerError.from_fields(fields), fields)
+        elif command in REPLIES and fields and fields[0] in self._pending:
+            future = self._pending[fields[0]].future
+            if not future.done():
+                future.set_result((command, fields))
         else:
             self.on_message(command, fields)
 
-    def _rehello_running(self):
-        return self._rehello is not None and not self._rehello.done()
+    def _on_welcome(self, fields):
+        if not self._hello or not fields or fields[0] != self._hello[0]:
+            return  # the answer to an older HELLO
+        welcome = parse_welcome(fields)
+        if welcome is None:
+            log.warning("%s: WELCOME not as asyncq/2 says: %r", self.client_id, fields)
+            return
+        self.welcome = welcome
+        if not self._hello[1].done():
+            self._hello[1].set_result(True)
+
+    def _on_error(self, error, fields):
+        if error.code == 412:
+            self._on_no_session(error)
+            return
+        if self._hello and error.tag == self._hello[0] and not self._hello[1].done():
+            self._hello[1].set_exception(error)
+            return
+        request = self._pending.get(error.tag) if error.tag else None
+        if request and not request.future.done():
+            request.future.set_exception(error)
+        else:
+            self.on_message(b"ERROR", fields)
+
+    def _on_no_session(self, error):
+        """412 about a request sent before the latest HELLO is stale: that
+        request is asked again in the new session. Any other means the
+        broker lost this session (it restarted): HELLO again."""
+        if not self._is_stale(error.tag):
+            self.reconnect()
+        elif error.tag in self._pending:
+            self._send_request(self._pending[error.tag])
 
     async def close(self, bye=True):
         if self._closed:
@@ -162,9 +254,22 @@ class Session:
                     await task
                 except (asyncio.CancelledError, Exception):
                     pass
-        if bye and self.generation:
-            # Items this session holds go back to the queue at once.
-            await self.socket.send_multipart(message(b"BYE"))
+        for request in self._pending.values():
+            if not request.future.done():
+                request.future.set_exception(RuntimeError("queue client is closed"))
+        self._watch.close()
+        if bye and self.welcome:
+            self._say_bye()
             self.socket.close(linger=1000)
         else:
             self.socket.close(linger=0)
+
+    def _say_bye(self):
+        """BYE: items this session holds go back to the queue at once. Sent
+        through a plain socket on the same ZeroMQ socket: an asyncio send
+        may leave a wake-up scheduled for the socket closed right after."""
+        try:
+            zmq.Socket.shadow(self.socket.underlying).send_multipart(
+                message(b"BYE", self.tag(b"bye")), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the broker finds the session gone at its next heartbeat

@@ -1,37 +1,60 @@
 """Starts the real C programs for the tests: the broker on a free port of
-127.0.0.1, producers and consumers. Binaries come from ASYNCQ_BIN_DIR (set by
-ctest), else build/bin at the top of the repository."""
+127.0.0.1, producers and consumers, and CURVE certificates. Binaries come
+from ASYNCQ_BIN_DIR (set by ctest), else build/bin at the top of the
+repository."""
+import ctypes
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN_DIR = os.environ.get("ASYNCQ_BIN_DIR") or os.path.join(HERE, "..", "..", "..", "build", "bin")
 sys.path.insert(0, os.path.join(HERE, ".."))
+
+import asyncq  # noqa: E402 (from the path just set)
 
 
 def program(name):
     return os.path.join(BIN_DIR, name)
 
 
+def _die_with_parent():
+    """Run in each child: killed if the test process dies before it can
+    stop it (Linux's PR_SET_PDEATHSIG), so no broker outlives a run."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 class Broker:
-    """A broker process; .address is what clients connect to."""
+    """A broker process; .address is what clients connect to, .log() what
+    it wrote on stderr so far."""
 
     def __init__(self, *flags, bind="tcp://127.0.0.1:0"):
+        self._stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [program("asyncq-broker"), "--bind", bind, *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True, preexec_fn=_die_with_parent)
         line = self.process.stdout.readline()
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(f"broker did not start: {line!r}")
         self.address = line.split()[1]
 
+    def log(self):
+        self._stderr.seek(0)
+        return self._stderr.read()
+
     def run(self, name, *args, timeout=60):
         """Runs one of the programs against this broker; returns its stdout."""
         done = subprocess.run([program(name), *args], env={**os.environ,
                               "ASYNCQ_BROKER": self.address}, capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, preexec_fn=_die_with_parent)
         if done.returncode != 0:
             raise AssertionError(f"{name} {args} exited {done.returncode}: {done.stderr}")
         return done.stdout
@@ -39,10 +62,56 @@ class Broker:
     def start(self, name, *args):
         return subprocess.Popen([program(name), *args],
                                 env={**os.environ, "ASYNCQ_BROKER": self.address},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_die_with_parent)
 
     def stop(self):
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
         self.process.stdout.close()
+        self._stderr.close()
+
+
+async def silent_connection(address):
+    """Opens a PUSH connection to the broker that sends nothing, and returns
+    once the broker has closed it (--hello-timeout-ms): connections opened
+    before it and as silent have been closed by then too."""
+    socket = zmq.asyncio.Context.instance().socket(zmq.PUSH)
+    monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        socket.connect(asyncq.endpoints(address)[0])
+        parse_monitor_message(await monitor.recv_multipart())
+    finally:
+        socket.disable_monitor()
+        monitor.close(linger=0)
+        socket.close(linger=0)
+
+
+class Keys:
+    """A directory of CURVE certificates made by `asyncq keygen`: the
+    broker's pair and clients' pairs; only clients made with allow=True are
+    in the broker's clients directory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="asyncq-keys-")
+        self.clients = os.path.join(self.dir, "clients")
+        os.mkdir(self.clients)
+        self.make("broker", "produce,consume")
+
+    def make(self, name, roles, allow=False):
+        """Makes NAME's pair; returns the path of its secret certificate."""
+        subprocess.run([program("asyncq"), "keygen", name, "--dir", self.dir, "--role", roles],
+                       check=True, capture_output=True)
+        if allow:
+            shutil.copy(self.public(name), self.clients)
+        return self.public(name) + "_secret"
+
+    def public(self, name):
+        return os.path.join(self.dir, name + ".key")
+
+    def broker_flags(self):
+        return ("--curve-secret", self.public("broker") + "_secret", "--clients", self.clients)
+
+    def remove(self):
+        shutil.rmtree(self.dir)

@@ -3,7 +3,7 @@ import asyncio
 import re
 import unittest
 
-from broker import Broker
+from broker import Broker, silent_connection
 
 import asyncq
 
@@ -43,6 +43,27 @@ class Interop(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(got, sent)  # one producer, one consumer: FIFO
             self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
 
+    async def test_python_batches_to_a_c_consumer_and_c_batches_to_python(self):
+        async with asyncq.Queue(self.broker.address, "batches") as q:
+            for i in range(500):
+                await q.send(f"py-{i}")  # one tick: PUTS batches
+            await q.flush()
+            out = self.broker.run("asyncq-consumer", "-q", "batches", "--count", "500",
+                                  "--max-sleep", "0", "--credit", "64")  # ITEMS batches
+            got = re.findall(r"got element <([^>]*)>", out)
+            self.assertEqual(got, [f"py-{i}" for i in range(500)])
+            out = self.broker.run("asyncq-producer", "-q", "batches", "--count", "500",
+                                  "--max-sleep", "0")
+            sent = re.findall(r"added <([^>]*)>", out)
+            self.assertEqual(len(sent), 500)
+        async with asyncq.Queue(self.broker.address, "batches", credit=64) as q:
+            got = []
+            for _ in range(500):
+                got.append((await q.get()).decode())
+                q.task_done()
+            self.assertEqual(got, sent)
+            self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+
     async def test_join_from_python_while_c_consumers_ack(self):
         async with asyncq.Queue(self.broker.address, "joinc") as q:
             for i in range(40):
@@ -73,6 +94,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(q.join(timeout=10), asyncq.Joined(0, 0))
                 self.assertEqual(q.qsize(), 0)
                 q.put(b"back")
+                self.assertEqual((q.persistence, q.held), ("memory", None))
                 self.assertEqual(q.get(timeout=10), b"back")
                 with self.assertRaises(TimeoutError):
                     q.join(timeout=0.2)  # "back" is got, not acked
@@ -106,6 +128,53 @@ class Interop(unittest.IsolatedAsyncioTestCase):
             stats = await producer.stats()
             # De-duplicated by producer id and seq: each put enqueued once.
             self.assertEqual((stats["puts"], stats["acked"]), (100, 100))
+
+    async def test_clients_wait_for_a_broker_that_is_away_for_a_while(self):
+        self.broker.stop()
+        self.broker = Broker("--heartbeat-ms", "200")
+        address = self.broker.address
+        async with asyncq.Queue(address, "away") as producer, \
+                asyncq.Queue(address, "away", credit=4) as consumer:
+            await producer.put(b"before")
+            self.assertEqual(await consumer.get(), b"before")
+            consumer.task_done()
+            self.broker.stop()
+            for i in range(10):
+                await producer.send(str(i))
+            while producer.reconnects < 1 or consumer.reconnects < 1:
+                await asyncio.sleep(0.05)  # both found the broker silent
+            # Longer than a HELLO waits: each is said again on a new DEALER.
+            await asyncio.sleep(1.5)
+            self.broker = Broker("--heartbeat-ms", "200", bind=address)
+            await asyncio.wait_for(producer.flush(), 30)
+            got = set()
+            while len(got) < 10:
+                got.add(await asyncio.wait_for(consumer.get(), 30))
+                consumer.task_done()
+            self.assertEqual(got, {str(i).encode() for i in range(10)})
+            self.assertEqual(await consumer.join(timeout=10), asyncq.Joined(0, 0))
+            self.assertEqual((await producer.stats())["puts"], 10)
+
+    async def test_an_idle_producer_leaves_no_silent_connection_after_a_restart(self):
+        self.broker.stop()
+        flags = ("--heartbeat-ms", "50", "--hello-timeout-ms", "1000")
+        self.broker = Broker(*flags)
+        address, refused = self.broker.address, "no HELLO (or put) in time"
+        async with asyncq.Queue(address, "idle") as q:
+            await q.put(b"confirmed")
+            self.broker.stop()
+            self.broker = Broker(*flags, bind=address)
+            while q.reconnects < 1:
+                await asyncio.sleep(0.01)
+            # ZeroMQ reconnects every 100 ms: by now a PUSH socket the client
+            # kept has its connection to the new broker. Once the broker has
+            # closed a silent connection opened after it, it would have
+            # closed that one too.
+            await asyncio.sleep(0.3)
+            await asyncio.wait_for(silent_connection(address), 10)
+            self.assertEqual(self.broker.log().count(refused), 1)
+            await q.put(b"after")  # a new PUSH connection, for this put
+            self.assertEqual((await q.stats())["puts"], 1)
 
     async def test_a_waiting_join_is_asked_again_after_a_restart(self):
         self.broker.stop()

@@ -193,17 +193,26 @@ class Basics(QueueSemantics):
 class Maxsize(QueueSemantics):
     broker_flags = ("--maxsize", "1")
 
+    async def until_held(self, q):
+        """Waits until the broker said it holds q's puts for this test's
+        queue (HELD), which it does only once the queue is full."""
+        while q.held is None:
+            await asyncio.sleep(0.01)
+        self.assertEqual(q.held, self.name)
+
     async def test_maxsize_makes_put_wait(self):
         q = self.client()
         await q.put(b"first")
+        self.assertIsNone(q.held)
         putter = asyncio.create_task(q.put(b"second"))
+        await self.until_held(q)
         # The broker holds the put back (its puts counter stays at 1), so
         # put() has not returned.
-        await asyncio.sleep(0.2)
         self.assertEqual((await self.client().stats())["puts"], 1)
         self.assertFalse(putter.done())
         self.assertEqual(await q.get(), b"first")
         await asyncio.wait_for(putter, 10)  # room again: the put is accepted
+        self.assertIsNone(q.held)
         q.task_done()
         self.assertEqual(await q.get(), b"second")
         q.task_done()
@@ -238,8 +247,7 @@ class Maxsize(QueueSemantics):
         q = self.client()
         await q.put(b"x")
         putter = asyncio.create_task(q.put(b"y"))
-        while q._seq < 2:  # until the put is sent: the broker holds it back
-            await asyncio.sleep(0.001)
+        await self.until_held(q)
         self.broker.run("asyncq", "shutdown", "-q", self.name)
         with self.assertRaises(asyncq.QueueShutDown):
             await asyncio.wait_for(putter, 10)
