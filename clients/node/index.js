@@ -2,6 +2,12 @@
 // asyncq client for Node.js: asyncio.Queue's producer/consumer pattern over
 // an asyncq broker (the wire protocol is docs/PROTOCOL.md).
 const { Queue } = require('./queue');
-const { BrokerError, BrokerUnreachable, QueueEmpty, TimeoutError, endpoints } = require('./protocol');
+const { Item } = require('./consumer');
+const {
+  BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeyRequired, QueueEmpty, TimeoutError, endpoints,
+} = require('./protocol');
 
-module.exports = { Queue, BrokerError, BrokerUnreachable, QueueEmpty, TimeoutError, endpoints };
+module.exports = {
+  Queue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeyRequired, QueueEmpty, TimeoutError,
+  endpoints,
+};

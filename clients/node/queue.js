@@ -1,35 +1,82 @@
 'use strict';
 // asyncq.Queue: asyncio.Queue's API over an asyncq broker, promise-based.
 const crypto = require('crypto');
-const zmq = require('zeromq');
-const { Session } = require('./session');
-const { endpoints, message, checkName, BrokerError, QueueEmpty, TimeoutError } = require('./protocol');
+const { EventEmitter } = require('events');
+const { Producer } = require('./producer');
+const { Consumer } = require('./consumer');
+const { curveOptions } = require('./curve');
+const {
+  endpoints, message, checkName, QueueEmpty, TimeoutError, WAIT_MAX_MS, LEASE_MAX_MS,
+} = require('./protocol');
 
-class Queue {
-  // new Queue('localhost:5557', { queue: 'default', credit: 1, name: 'node', timeout: 5000 })
+const ERRORS_KEPT = 100;
+
+// Rejects with TimeoutError(text) if promise takes longer than seconds.
+function withTimeout(promise, seconds, text) {
+  if (seconds === undefined) return promise;
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(text)), seconds * 1000);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+function payloadOf(item) {
+  if (Buffer.isBuffer(item)) return item;
+  if (item instanceof Uint8Array) return Buffer.from(item.buffer, item.byteOffset, item.byteLength);
+  return Buffer.from(String(item));
+}
+
+function leaseMsOf(options) {
+  if (options.lease === undefined) return 0; // the queue's
+  const ms = Math.max(1, Math.round(options.lease * 1000));
+  if (!(ms <= LEASE_MAX_MS)) throw new RangeError(`lease is at most ${LEASE_MAX_MS / 1000} seconds`);
+  return ms;
+}
+
+// Emits 'held' (the queue's name) when the broker holds this client's puts
+// back because the queue is full (the broker's --maxsize).
+class Queue extends EventEmitter {
+  // new Queue('localhost:5557', { queue: 'default', credit: 1, name: 'node',
+  // timeout: 5000, curveSecret: 'client.key_secret', serverKey: 'broker.key' })
   constructor(broker = 'localhost', options = {}) {
+    super();
     this.broker = broker;
     this.queue = checkName(options.queue || 'default');
     this.credit = options.credit || 1;
     this.timeout = options.timeout || 5000;
     [this.pushEndpoint, this.routerEndpoint] = endpoints(broker);
-    this.clientId = `${checkName(options.name || 'node', 'client')}-${crypto.randomBytes(6).toString('hex')}`;
-    this.tags = 0;
+    // NAME-RANDOMHEX, and NAME-RANDOMHEX-get for the consumer: 64 bytes at most.
+    const name = checkName(options.name || 'node', 'client').slice(0, 64 - '-0123456789ab-get'.length);
+    this.clientId = `${name}-${crypto.randomBytes(6).toString('hex')}`;
+    this.curve = curveOptions(options);
     this.closed = false;
-    // Producer (and joiner) side.
-    this.control = null;
-    this.push = null;
-    this.seq = 0; // last seq sent
-    this.confirmed = 0; // every seq up to this one is confirmed
-    this.unconfirmed = new Map(); // seq -> PUT frames
-    this.refused = new Map(); // seq -> BrokerError
-    this.syncing = null;
-    // Consumer side.
+    this.producer = null; // puts, joins and stats
     this.consumer = null;
-    this.delivered = []; // items not yet got
-    this.getters = []; // resolve functions of get() calls waiting
-    this.held = new Map(); // id -> item got, not taskDone
-    this.errors = []; // ERRORs about acks, for inspection
+    this.lastSend = Promise.resolve(); // flush() covers every send() made before it
+    this.errors = []; // the latest ERRORs about no request (acks of items not held...), for inspection
+  }
+
+  // What this client may do (WELCOME's roles), once a session is open.
+  get roles() {
+    const side = this.producer || this.consumer;
+    return side ? side.session.welcome.roles : null;
+  }
+
+  // What a confirmed put survives: 'memory', 'always', 'interval' or 'never' (PROTOCOL.md 6).
+  get persistence() {
+    const side = this.producer || this.consumer;
+    return side ? side.session.welcome.persistence : null;
+  }
+
+  // The queue the broker holds this client's puts back for, until they are in.
+  get held() {
+    return this.producer ? this.producer.held : null;
+  }
+
+  recordError(error) {
+    this.errors.push(error);
+    if (this.errors.length > ERRORS_KEPT) this.errors.shift();
   }
 
   opening(key, open) {
@@ -42,193 +89,89 @@ class Queue {
     return this[key];
   }
 
-  producer() {
+  control() {
     return this.opening('controlOpening', async () => {
-      const session = new Session(this.routerEndpoint, this.clientId, () => this.confirmed + 1);
-      session.onMessage = (command, fields) => this.onControlMessage(command, fields);
-      session.onReconnect = () => this.resend();
-      await session.open(this.timeout);
-      this.push = new zmq.Push({ linger: 0 });
-      this.push.connect(this.pushEndpoint);
-      this.pushing = Promise.resolve();
-      this.control = session;
-      return session;
+      const producer = new Producer(this.routerEndpoint, this.pushEndpoint, this.clientId, this.curve);
+      producer.onHeld = (queue) => this.emit('held', queue);
+      producer.onError = (error) => this.recordError(error);
+      await producer.open(this.timeout);
+      this.producer = producer;
+      return producer;
     });
   }
 
-  // Puts item (Buffer or string) and resolves once the broker holds it.
-  // options.lease: seconds each delivery may take. Waits while the queue is
-  // full. Rejects with a QueueShutDown BrokerError if the queue was shut down.
+  // Puts item (a Buffer or Uint8Array, or a string) and resolves once the
+  // broker holds it. options.lease: seconds each delivery may take. Waits
+  // while the queue is full. Rejects with a QueueShutDown BrokerError if the
+  // queue was shut down.
   async put(item, options = {}) {
     const seq = await this.send(item, options);
-    await this.confirm(seq);
-    const error = this.refused.get(seq);
-    if (error) {
-      this.refused.delete(seq);
-      throw error;
-    }
+    await this.producer.confirmPut(seq);
   }
 
   // Sends item without waiting for the broker to confirm it; flush() waits.
-  async send(item, options = {}) {
-    const session = await this.producer();
-    const payload = Buffer.isBuffer(item) ? item : Buffer.from(String(item));
-    if (payload.length > session.maxItem) {
-      throw new RangeError(`item of ${payload.length} bytes is larger than the broker's limit of ${session.maxItem}`);
-    }
-    const leaseMs = options.lease === undefined ? 0 : Math.max(1, Math.round(options.lease * 1000));
-    this.seq += 1;
-    const frames = message('PUT', this.queue, this.clientId, this.seq, leaseMs, payload);
-    this.unconfirmed.set(this.seq, frames);
-    await this.sendPut(frames);
-    return this.seq;
+  // The sends of one tick go out together, in PUTS batches.
+  send(item, options = {}) {
+    const payload = payloadOf(item);
+    const sent = (async () => {
+      const leaseMs = leaseMsOf(options);
+      const producer = await this.control();
+      return producer.send(this.queue, payload, leaseMs);
+    })();
+    this.lastSend = sent.catch(() => {});
+    return sent;
   }
 
-  sendPut(frames) {
-    this.pushing = this.pushing.then(() => this.push.send(frames));
-    return this.pushing;
-  }
-
-  // Resolves once the broker has confirmed every put sent.
-  flush() {
-    return this.confirm(this.seq);
-  }
-
-  async confirm(seq) {
-    while (this.confirmed < seq) {
-      if (!this.syncing) this.syncing = this.sync(this.seq).finally(() => { this.syncing = null; });
-      await this.syncing;
-    }
-  }
-
-  async sync(seq) {
-    const tag = `sync-${seq}`;
-    for (;;) {
-      try {
-        await this.control.request(tag, () => message('SYNC', tag, this.clientId, seq));
-        break;
-      } catch (error) {
-        if (!(error instanceof BrokerError) || error.code !== 410) throw error;
-        await this.resend(); // puts were lost on the way (4.1)
-      }
-    }
-    this.confirmed = Math.max(this.confirmed, seq);
-    for (const s of this.unconfirmed.keys()) {
-      if (s > seq) break;
-      this.unconfirmed.delete(s);
-    }
-  }
-
-  async resend() {
-    for (const frames of this.unconfirmed.values()) await this.sendPut(frames);
-  }
-
-  onControlMessage(command, fields) {
-    if (command !== 'ERROR') return;
-    const error = BrokerError.fromFields(fields);
-    if (/^\d+$/.test(error.subject)) this.refused.set(Number(error.subject), error);
-    else this.errors.push(error);
+  // Resolves once the broker has confirmed every put sent; rejects with a
+  // BrokerError if it refused one that put() does not report.
+  async flush() {
+    await this.lastSend;
+    if (this.producer) await this.producer.flush();
   }
 
   consumerSession() {
     return this.opening('consumerOpening', async () => {
-      const session = new Session(this.routerEndpoint, `${this.clientId}-get`);
-      session.onMessage = (command, fields) => this.onConsumerMessage(command, fields);
-      session.onReconnect = () => this.announceCredit();
-      await session.open(this.timeout);
-      this.consumer = session;
-      await this.announceCredit();
-      return session;
+      const consumer = new Consumer(this.routerEndpoint, `${this.clientId}-get`, this.queue, this.credit, this.curve);
+      consumer.onError = (error) => this.recordError(error);
+      await consumer.open(this.timeout);
+      this.consumer = consumer;
+      return consumer;
     });
-  }
-
-  announceCredit() {
-    // After a reconnect, items not yet got are the broker's to deliver again.
-    this.delivered = this.delivered.filter((item) => item instanceof BrokerError);
-    return this.consumer.send(message('CREDIT', this.queue, this.credit));
-  }
-
-  onConsumerMessage(command, fields) {
-    if (command === 'ITEM' && fields.length === 6) {
-      const [queue, id, attempt, , leaseMs, data] = fields;
-      this.deliver({
-        queue: queue.toString(), id: id.toString(), attempt: Number(attempt.toString()),
-        leaseMs: Number(leaseMs.toString()), data, toString() { return data.toString(); },
-      });
-    } else if (command === 'ERROR') {
-      const error = BrokerError.fromFields(fields);
-      if (error.code === 503 && error.subject === this.queue) this.deliver(error);
-      else this.errors.push(error);
-    }
-  }
-
-  deliver(item) {
-    const getter = this.getters.shift();
-    if (getter) getter(item);
-    else this.delivered.push(item);
   }
 
   // An item already delivered to this client (its credit lets the broker
   // send ahead), else throws QueueEmpty. Delivery starts with the first get().
   getNowait() {
-    if (!this.consumer || !this.delivered.length) throw new QueueEmpty('no item delivered to this client');
-    const item = this.delivered[0];
-    if (item instanceof BrokerError) throw item;
-    this.delivered.shift();
-    this.held.set(item.id, item);
-    return item;
+    if (!this.consumer) throw new QueueEmpty('no item delivered to this client');
+    return this.consumer.getNowait();
   }
 
   // Resolves with the next item: { data: Buffer, id, attempt, queue,
-  // leaseMs }. options.signal (an AbortSignal) cancels the wait; an item
-  // that arrives later is kept for the next get(). Rejects with a
+  // leaseMs, ageUs }. options.signal (an AbortSignal) cancels the wait; an
+  // item that arrives later is kept for the next get(). Rejects with a
   // QueueShutDown BrokerError once the queue is shut down and empty.
   async get(options = {}) {
-    await this.consumerSession();
-    const item = this.delivered.length
-      ? this.delivered.shift()
-      : await new Promise((resolve, reject) => {
-        const getter = (value) => {
-          if (options.signal) options.signal.removeEventListener('abort', abort);
-          resolve(value);
-        };
-        const abort = () => {
-          this.getters = this.getters.filter((g) => g !== getter);
-          reject(options.signal.reason || new Error('aborted'));
-        };
-        if (options.signal) {
-          if (options.signal.aborted) return abort();
-          options.signal.addEventListener('abort', abort, { once: true });
-        }
-        this.getters.push(getter);
-      });
-    if (item instanceof BrokerError) {
-      this.delivered.unshift(item);
-      throw item;
-    }
-    this.held.set(item.id, item);
-    return item;
+    const consumer = await this.consumerSession();
+    return consumer.get(options.signal);
   }
 
   // Acks an item got from get(): the given one (or its id), or the oldest
   // held. Throws if this client holds no such item.
   taskDone(item) {
-    let id;
-    if (item === undefined) {
-      if (!this.held.size) throw new Error('taskDone() called too many times');
-      id = this.held.keys().next().value;
-    } else {
-      id = typeof item === 'object' ? item.id : String(item);
-      if (!this.held.has(id)) throw new Error(`taskDone(): no item ${id} is held by this client`);
-    }
-    this.held.delete(id);
-    this.consumer.send(message('ACK', id));
+    if (!this.consumer) throw new Error('taskDone() called too many times');
+    this.consumer.taskDone(item);
+  }
+
+  // Gives a held item a fresh lease, for work that takes longer than it.
+  async touch(item) {
+    if (!this.consumer) throw new Error('touch(): this client holds no item');
+    await this.consumer.touch(item);
   }
 
   // Gives a held item back, to be delivered again after delay seconds.
   async nack(item, delay = 0, reason = '') {
-    if (!this.held.delete(item.id)) throw new Error(`nack(): no item ${item.id} is held by this client`);
-    await this.consumer.send(message('NACK', Math.round(delay * 1000), reason, item.id));
+    if (!this.consumer) throw new Error('nack(): this client holds no item');
+    await this.consumer.nack(item, delay, reason);
   }
 
   // Resolves with { count, dead } once every item accepted on the queue
@@ -236,24 +179,28 @@ class Queue {
   // with all: true, once nothing at all is outstanding. options.timeout in
   // seconds: rejects with TimeoutError when it passes.
   async join(options = {}) {
-    const session = await this.producer();
-    await this.flush();
+    if (options.timeout !== undefined && !(options.timeout * 1000 <= WAIT_MAX_MS)) {
+      throw new RangeError(`join(): timeout is at most ${WAIT_MAX_MS / 1000} seconds`);
+    }
+    if (this.consumer) this.consumer.flushAcks(); // acks made before the join, out before it
+    await this.lastSend;
+    const producer = await this.control();
+    await producer.confirm(producer.seq); // this client's puts are in first
     const deadline = options.timeout === undefined ? null : Date.now() + options.timeout * 1000;
-    const tag = `join-${++this.tags}`;
-    const build = () => {
+    const build = (tag) => {
       const ms = deadline === null ? 0 : Math.max(1, deadline - Date.now());
       return message('JOIN', tag, this.queue, ms, options.all ? 'all' : 'before');
     };
-    const { command, fields } = await session.request(tag, build);
+    const { command, fields } = await producer.session.request('join', build);
     if (command === 'TIMEOUT') throw new TimeoutError(`join timed out: ${fields[2]} items still outstanding`);
     return { count: Number(fields[2].toString()), dead: Number(fields[3].toString()) };
   }
 
-  // The queue's numbers (PROTOCOL.md 4.8) as an object.
+  // The queue's numbers (PROTOCOL.md 4.8) as an object; {} if the broker
+  // does not know the queue.
   async stats() {
-    const session = await this.producer();
-    const tag = `stats-${++this.tags}`;
-    const { fields } = await session.request(tag, () => message('STATS', tag, this.queue));
+    const producer = await this.control();
+    const { fields } = await producer.session.request('stats', (tag) => message('STATS', tag, this.queue));
     const stats = {};
     if (fields.length > 1) {
       for (const pair of fields[1].toString().split(' ')) {
@@ -275,20 +222,12 @@ class Queue {
   async close(options = {}) {
     if (this.closed) return;
     try {
-      if (this.control && this.seq > this.confirmed) {
-        if (options.timeout === undefined) {
-          await this.flush();
-        } else {
-          let timer;
-          await Promise.race([this.flush(), new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new TimeoutError('puts not confirmed in time')), options.timeout * 1000);
-          })]).finally(() => clearTimeout(timer));
-        }
-      }
+      await withTimeout(this.flush(), options.timeout, 'puts not confirmed in time');
     } finally {
       this.closed = true;
-      for (const session of [this.consumer, this.control]) if (session) await session.close();
-      if (this.push) this.push.close();
+      await Promise.allSettled([this.controlOpening, this.consumerOpening]); // no session opens after close
+      if (this.consumer) await this.consumer.close();
+      if (this.producer) await this.producer.close();
     }
   }
 }

@@ -45,6 +45,35 @@ test('put from C, consume in Node, in order', async () => {
   }
 });
 
+test('bulk both ways: PUTS from Node to a C consumer, ITEMS from a C producer to Node', async () => {
+  const broker = await Broker.start();
+  const producer = new Queue(broker.address, { queue: 'bulk' });
+  const consumer = new Queue(broker.address, { queue: 'bulk', credit: 64 });
+  try {
+    const sent = Array.from({ length: 1000 }, (_, i) => `node-${i}`);
+    for (const item of sent) await producer.send(item);
+    await producer.flush();
+    const out = await broker.run('asyncq-consumer', '-q', 'bulk', '--count', '1000', '--max-sleep', '0', '--credit', '64');
+    assert.deepStrictEqual([...out.matchAll(/got element <([^>]*)>/g)].map((m) => m[1]), sent);
+    const produced = await broker.run('asyncq-producer', '-q', 'bulk', '--count', '1000', '--max-sleep', '0');
+    const items = [...produced.matchAll(/added <([^>]*)>/g)].map((m) => m[1]);
+    assert.strictEqual(items.length, 1000);
+    const got = [];
+    while (got.length < 1000) {
+      got.push((await consumer.get()).toString());
+      consumer.taskDone();
+    }
+    assert.deepStrictEqual(got, items);
+    await producer.join({ timeout: 10 });
+    const stats = await producer.stats();
+    assert.deepStrictEqual([stats.puts, stats.acked, stats.outstanding], [2000, 2000, 0]);
+  } finally {
+    await producer.close();
+    await consumer.close();
+    await broker.stop();
+  }
+});
+
 test('join from Node while C consumers ack', async () => {
   const broker = await Broker.start();
   const q = new Queue(broker.address, { queue: 'joinc' });

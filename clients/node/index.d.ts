@@ -1,0 +1,180 @@
+// Types of the asyncq Node.js client (index.js): asyncio.Queue's
+// producer/consumer pattern over an asyncq broker.
+/// <reference types="node" />
+import { EventEmitter } from 'events';
+
+/** What a client may do, from its key's certificate (PROTOCOL.md 7). */
+export type Role = 'produce' | 'consume' | 'admin';
+
+/** What a confirmed put survives (PROTOCOL.md 6). */
+export type Persistence = 'memory' | 'always' | 'interval' | 'never';
+
+/** An item to put: bytes as they are, a string as UTF-8. */
+export type Payload = Buffer | Uint8Array | string;
+
+export interface QueueOptions {
+  /** Queue name, 1 to 64 of A-Z a-z 0-9 . _ : - (default 'default'). */
+  queue?: string;
+  /** Items the broker may deliver ahead, not yet acked (default 1). */
+  credit?: number;
+  /** Start of this client's id, as the queue name's alphabet (default 'node'). */
+  name?: string;
+  /** Milliseconds to wait for the broker to answer HELLO (default 5000). */
+  timeout?: number;
+  /** This client's secret certificate file, as `asyncq keygen` writes it (default: $ASYNCQ_CURVE_SECRET). */
+  curveSecret?: string;
+  /** The broker's public certificate file, or its 40-character Z85 key (default: $ASYNCQ_SERVER_KEY). */
+  serverKey?: string;
+}
+
+export interface PutOptions {
+  /** Seconds each delivery of the item may take before it is delivered again (default: the queue's). */
+  lease?: number;
+}
+
+export interface GetOptions {
+  /** Cancels the wait; an item that arrives later is kept for the next get(). */
+  signal?: AbortSignal;
+}
+
+export interface JoinOptions {
+  /** Seconds to wait, then reject with TimeoutError (at most 86400). */
+  timeout?: number;
+  /** Wait until nothing at all is outstanding, items put after the join included. */
+  all?: boolean;
+}
+
+export interface CloseOptions {
+  /** Seconds to wait for puts to be confirmed, then reject with TimeoutError. */
+  timeout?: number;
+}
+
+export interface Joined {
+  /** Items outstanding when the join reached the broker. */
+  count: number;
+  /** Of those, how many were dead-lettered instead of acked. */
+  dead: number;
+}
+
+/** A queue's numbers (PROTOCOL.md 4.8); empty if the broker does not know the queue. */
+export interface Stats {
+  queue?: string;
+  queued?: number;
+  inflight?: number;
+  delayed?: number;
+  held?: number;
+  acked?: number;
+  dead?: number;
+  consumers?: number;
+  joiners?: number;
+  outstanding?: number;
+  puts?: number;
+  delivered?: number;
+  redelivered?: number;
+  expired?: number;
+  maxsize?: number;
+  lease_ms?: number;
+  state?: 'open' | 'draining' | 'discarding';
+  discarded?: number;
+  /** Keys of later brokers. */
+  [key: string]: string | number | undefined;
+}
+
+/** A delivered item. */
+export class Item {
+  private constructor();
+  readonly queue: string;
+  /** The broker's id, as decimal digits: ids exceed 2^53. */
+  readonly id: string;
+  /** 1 on the first delivery. */
+  readonly attempt: number;
+  /** Microseconds since the broker accepted the put. */
+  readonly ageUs: number;
+  /** This delivery's lease: ack or touch within it. */
+  readonly leaseMs: number;
+  readonly data: Buffer;
+  /** The data as UTF-8. */
+  toString(): string;
+}
+
+/**
+ * A queue on an asyncq broker, used like asyncio.Queue. Emits 'held' with
+ * the queue's name when the broker holds this client's puts back for a full
+ * queue.
+ */
+export class Queue extends EventEmitter {
+  /** broker: HOST[:PORT], tcp://HOST:PORT or ipc://PATH (default 'localhost'). */
+  constructor(broker?: string, options?: QueueOptions);
+  readonly broker: string;
+  readonly queue: string;
+  readonly credit: number;
+  readonly timeout: number;
+  readonly clientId: string;
+  /** The latest errors about no request of this client (acks of items it does not hold...). */
+  readonly errors: readonly BrokerError[];
+  /** What this client may do, once a session is open. */
+  readonly roles: Role[] | null;
+  readonly persistence: Persistence | null;
+  /** The full queue the broker holds this client's puts back for, until they are in. */
+  readonly held: string | null;
+
+  /** Resolves once the broker holds the item; waits while the queue is full. */
+  put(item: Payload, options?: PutOptions): Promise<void>;
+  /** Sends the item without waiting for the broker to confirm it; resolves with its seq. */
+  send(item: Payload, options?: PutOptions): Promise<number>;
+  /** Resolves once every put sent is confirmed; rejects with a BrokerError for one refused. */
+  flush(): Promise<void>;
+  /** The next item; rejects with a QueueShutDown BrokerError once the queue is shut down and empty. */
+  get(options?: GetOptions): Promise<Item>;
+  /** An item already delivered to this client, else throws QueueEmpty. */
+  getNowait(): Item;
+  /** Acks the given item (or id), or the oldest held. */
+  taskDone(item?: Item | string): void;
+  /** A fresh lease for a held item. */
+  touch(item: Item | string): Promise<void>;
+  /** Gives a held item back, to be delivered again after delay seconds (at most 86400). */
+  nack(item: Item | string, delay?: number, reason?: string): Promise<void>;
+  /** Resolves once every item put before it is acked or dead-lettered. */
+  join(options?: JoinOptions): Promise<Joined>;
+  stats(): Promise<Stats>;
+  /** Items waiting for delivery, asked of the broker. */
+  qsize(): Promise<number>;
+  /** Waits for puts to be confirmed, then ends the sessions; items not acked go back to the queue. */
+  close(options?: CloseOptions): Promise<void>;
+
+  on(event: 'held', listener: (queue: string) => void): this;
+  once(event: 'held', listener: (queue: string) => void): this;
+  off(event: 'held', listener: (queue: string) => void): this;
+}
+
+/** An ERROR from the broker (PROTOCOL.md 8). */
+export class BrokerError extends Error {
+  constructor(code: number, name: string, tag: string, subject: string, text: string);
+  /** 'QueueShutDown' for 503. */
+  readonly name: 'BrokerError' | 'QueueShutDown';
+  /** 400, 403, 404, 405, 406, 408, 409, 410, 412, 413, 429, 500, 503, 507... */
+  readonly code: number;
+  /** The code's name: MALFORMED, FORBIDDEN, SHUT_DOWN, STORAGE... */
+  readonly errorName: string;
+  /** The tag of the request it answers; empty for puts. */
+  readonly tag: string;
+  /** What it is about: a seq range ("7-70"), item ids, a queue. */
+  readonly subject: string;
+  readonly text: string;
+}
+
+/** The broker did not answer HELLO in time. */
+export class BrokerUnreachable extends Error {}
+/** The broker does not allow this client's key. */
+export class KeyRefused extends BrokerUnreachable {}
+/** The broker's key is not serverKey, or the broker uses no keys. */
+export class KeyMismatch extends BrokerUnreachable {}
+/** The broker requires keys and this client has none. */
+export class KeyRequired extends BrokerUnreachable {}
+/** getNowait() found no item delivered. */
+export class QueueEmpty extends Error {}
+/** join() or close() took longer than its timeout. */
+export class TimeoutError extends Error {}
+
+/** The broker's PULL and ROUTER endpoints for an address. */
+export function endpoints(address: string): [pull: string, router: string];

@@ -1,0 +1,21 @@
+// The client misused: each line marked "// error" must fail to type-check
+// (tests/types.test.js), and no other.
+import { Queue, Item } from '../..';
+
+export async function misuse(): Promise<void> {
+  const named = new Queue('localhost', { queue: 42 }); // error
+  const q = new Queue('localhost', { credit: '8' }); // error
+  const typo = new Queue('localhost', { queues: 'jobs' }); // error
+  await q.put(42); // error
+  await q.put('x', { lease: '10s' }); // error
+  const id: number = (await q.get()).id; // error
+  q.taskDone(7); // error
+  await q.nack(); // error
+  await q.join({ timeout: '10' }); // error
+  q.on('held', (queue: number) => queue); // error
+  const made = new Item(); // error
+  const shutDown: boolean = (await q.get()).data; // error
+  await named.close();
+  await typo.close();
+  console.log(id, made, shutDown);
+}

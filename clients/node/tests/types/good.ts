@@ -1,0 +1,54 @@
+// The client used as documented: must type-check (tests/types.test.js).
+import {
+  Queue, Item, Joined, Stats, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
+  KeyRequired, QueueEmpty, TimeoutError, endpoints,
+} from '../..';
+
+export async function produce(): Promise<number> {
+  const q = new Queue('localhost:5557', { queue: 'jobs', name: 'types', timeout: 1000 });
+  await q.put('text');
+  await q.put(Buffer.from('bytes'), { lease: 30 });
+  await q.put(new Uint8Array([1, 2, 3]));
+  const seq: number = await q.send('later');
+  await q.flush();
+  q.on('held', (queue: string) => console.log(`waiting for room in ${queue}`));
+  const held: string | null = q.held;
+  const joined: Joined = await q.join({ timeout: 10, all: true });
+  await q.close({ timeout: 5 });
+  return seq + joined.count + joined.dead + (held ? 1 : 0);
+}
+
+export async function consume(signal: AbortSignal): Promise<string> {
+  const q = new Queue('tcp://broker:5557', {
+    queue: 'jobs', credit: 8, curveSecret: 'client.key_secret', serverKey: 'broker.key',
+  });
+  const item: Item = await q.get({ signal });
+  const id: string = item.id;
+  const data: Buffer = item.data;
+  const numbers: number = item.attempt + item.ageUs + item.leaseMs;
+  await q.touch(item);
+  await q.nack(item, 1.5, 'try again');
+  const again = q.getNowait();
+  q.taskDone(again);
+  q.taskDone(id);
+  q.taskDone();
+  const stats: Stats = await q.stats();
+  const queued: number | undefined = stats.queued;
+  const state: 'open' | 'draining' | 'discarding' | undefined = stats.state;
+  const size: number = await q.qsize();
+  const roles: Role[] | null = q.roles;
+  const persistence: Persistence | null = q.persistence;
+  const errors: readonly BrokerError[] = q.errors;
+  await q.close();
+  return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${roles} ${persistence} ${errors.length}`;
+}
+
+export function explain(error: unknown): string {
+  if (error instanceof BrokerError) return `${error.code} ${error.errorName} ${error.tag} ${error.subject} ${error.text}`;
+  if (error instanceof KeyRefused || error instanceof KeyMismatch || error instanceof KeyRequired) return error.message;
+  if (error instanceof BrokerUnreachable || error instanceof QueueEmpty || error instanceof TimeoutError) {
+    return error.name;
+  }
+  const [pull, router]: [string, string] = endpoints('localhost');
+  return `${pull} ${router}`;
+}
