@@ -28,8 +28,13 @@ FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzmq5 libczmq4 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin asyncq
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin asyncq \
+ && mkdir -p /var/lib/asyncq/keys /var/lib/asyncq/data \
+ && chown -R asyncq:asyncq /var/lib/asyncq
 COPY --from=build /opt/asyncq/bin/ /usr/local/bin/
+# Named volumes mounted here start with this owner: the keys (certificates)
+# and the broker's data.
+VOLUME ["/var/lib/asyncq/keys", "/var/lib/asyncq/data"]
 USER asyncq
 # The broker listens on every interface: PULL (puts) on 5557, ROUTER on 5558.
 EXPOSE 5557 5558

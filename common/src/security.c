@@ -56,7 +56,10 @@ static aq_status_t s_load(const char *secret_file, const char *server_key)
         || strcmp(zcert_secret_txt(s_security.cert), "0000000000000000000000000000000000000000") == 0)
         return s_fail("%s is not a secret certificate (asyncq keygen writes NAME.key_secret)",
                       secret_file);
-    if (s_is_z85_key(server_key)) {
+    /* A path can be 40 characters of Z85's alphabet too: a file that exists
+       is a certificate; only otherwise is the text taken as the key. */
+    struct stat st;
+    if (stat(server_key, &st) != 0 && s_is_z85_key(server_key)) {
         snprintf(s_security.server_key, sizeof s_security.server_key, "%s", server_key);
         return AQ_OK;
     }
@@ -120,11 +123,12 @@ int aq_keygen(const char *dir, const char *name, const char *roles, const char *
         zcert_set_meta(cert, "queues", "%s", queues);
     char path[4096];
     snprintf(path, sizeof path, "%s/%s.key", dir, name);
-    int rc = zcert_save(cert, path); /* writes path and path_secret (0600) */
+    /* The secret file is never readable by others, not even for a moment. */
+    mode_t umask_was = umask(077);
+    int rc = zcert_save(cert, path); /* writes path and path_secret */
+    umask(umask_was);
     zcert_destroy(&cert);
-    if (rc == 0) {
-        snprintf(path, sizeof path, "%s/%s.key_secret", dir, name);
-        rc = chmod(path, 0600);
-    }
+    if (rc == 0)
+        rc = chmod(path, 0644);
     return rc;
 }

@@ -111,7 +111,9 @@ check() { # description, command...
   if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
 }
 expected=$((producers * per_producer))
-stats=$(compose exec -T broker asyncq stats --queue default)
+keys=/var/lib/asyncq/keys
+stats=$(compose exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret -e ASYNCQ_SERVER_KEY=$keys/broker.key \
+  broker asyncq stats --queue default)
 echo "broker: $stats"
 field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $stats"; }
 check "join exited 0" test "$join_status" = 0
@@ -125,4 +127,19 @@ check "$consumers consumers connected" test "$(field consumers)" = $consumers
 check "broker healthy (HEALTHCHECK)" test \
   "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q broker)")" = healthy
 check "runs as a non-root user" test "$(compose exec -T broker id -u)" != 0
+
+# CURVE is on: a client outside without a key gets nowhere; one added as the
+# README shows (a pair made in the keys volume, SIGHUP, the files copied out)
+# gets its stats through the published port.
+outside=$work/outside
+mkdir -p "$outside"
+check "a client without a key is refused" \
+  test "$("$top/build/bin/asyncq" stats -b 127.0.0.1:5557 >/dev/null 2>&1; echo $?)" != 0
+compose run --rm -T keys asyncq keygen me=admin --dir $keys --clients $keys/clients >/dev/null
+compose kill -s SIGHUP broker >/dev/null
+compose run --rm -T keys cat $keys/me.key_secret > "$outside/me.key_secret"
+compose run --rm -T keys cat $keys/broker.key > "$outside/broker.key"
+chmod 600 "$outside/me.key_secret"
+check "a client added from outside gets its stats" "$top/build/bin/asyncq" stats -b 127.0.0.1:5557 \
+  --curve-secret "$outside/me.key_secret" --server-key "$outside/broker.key" --queue default
 exit $fail
