@@ -54,6 +54,10 @@ typedef struct {
     const char *curve_secret; /* the broker's secret certificate; NULL: no CURVE */
     const char *clients_dir;  /* allowed client certificates */
     int insecure;           /* without keys, accept connections from anywhere */
+    const char *data_dir;   /* the journal's directory; NULL: in memory */
+    int fsync;              /* journal_fsync_t */
+    int64_t fsync_interval_ms;
+    uint64_t segment_bytes; /* journal segments close at this size */
     int verbose;
 } broker_config_t;
 
@@ -75,6 +79,7 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_EXPIRED 3
 #define BROKER_DEFAULT_MAX_JOINS_PER_PEER 100
 #define BROKER_DEFAULT_DRAIN_MS 30000
+#define BROKER_DEFAULT_SEGMENT_BYTES (4 * 1024 * 1024)
 
 /*  What a deadline_t in the broker's heap is for. */
 enum {
@@ -127,6 +132,8 @@ typedef struct sync_wait {
     size_t tag_size;
     int64_t since_ms;      /* when it started waiting, or last saw progress */
     int told_held;         /* HELD already sent */
+    int positioned;        /* its puts are all handled: position is set */
+    uint64_t position;     /* the journal position its SYNCED waits for */
 } sync_wait_t;
 
 /*  A put (or a PUTS) waiting for room in a full queue. */
@@ -158,6 +165,8 @@ typedef struct producer {
     struct queue *blocked_on; /* the full queue its oldest held put waits for */
     list_node_t blocked_link; /* in that queue's list */
     int64_t progress_ms; /* last put received from it */
+    list_node_t durable_link; /* in the broker's list of SYNCs waiting for the disk */
+    uint64_t journal_position; /* the journal's end after its last accepted put */
 } producer_t;
 
 /*  How the broker sends on its ROUTER socket; replaced by tests, which run
@@ -203,6 +212,10 @@ typedef struct broker {
     ratelog_t bad_input;    /* rate-limited log lines, by cause */
     ratelog_t expiries;
     ratelog_t refusals;
+    struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
+    uint64_t live_bytes;    /* journal bytes of the items held, near enough */
+    list_node_t durable_waits; /* producers with SYNCs waiting only for the disk */
+    int broken_logged;
 } broker_t;
 
 /* server.c */

@@ -4,6 +4,8 @@
     handler checks what depends on state (the item's holder, limits) before
     it changes anything. */
 #include "broker.h"
+#include "journal.h"
+#include "persist.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -133,7 +135,7 @@ static void s_on_hello(const request_t *request)
     welcome.window = self->config.window;
     welcome.window_bytes = self->config.window_bytes;
     welcome.text = aq_bytes_str(auth_roles_text(grant->roles, roles, sizeof roles));
-    welcome.persistence = aq_bytes_str("memory");
+    welcome.persistence = aq_bytes_str(persist_mode(self));
     s_reply(request, &welcome);
 }
 
@@ -252,6 +254,7 @@ static void s_on_ack(const request_t *request)
             continue;
         deadlines_cancel(&self->deadlines, &item->timer);
         queue_ack(item->queue, consumer, item);
+        persist_item_gone(self, item);
         store_remove(self->store, item);
         request->peer->expired_streak = 0;
     }
@@ -508,14 +511,15 @@ static void s_on_info(const request_t *request)
     snprintf(text, sizeof text,
              "broker=%s uptime_ms=%lld connections=%zu refused_connections=%llu sessions=%zu "
              "producers=%zu idle_producers=%llu queues=%zu items=%zu held=%llu joiners=%llu "
-             "bad_input=%llu persistence=memory",
+             "bad_input=%llu persistence=%s journal_bytes=%llu",
              self->broker_id, (long long) (broker_now_ms() - self->started_ms),
              conns_count(self->conns), (unsigned long long) conns_refused_total(self->conns),
              dict_size(self->peers), dict_size(self->producers),
              (unsigned long long) self->idle_producer_count, dict_size(self->queues),
              store_count(self->store), (unsigned long long) self->held_total,
              (unsigned long long) self->joiner_count,
-             (unsigned long long) self->bad_input.total);
+             (unsigned long long) self->bad_input.total, persist_mode(self),
+             (unsigned long long) (self->journal ? journal_disk_bytes(self->journal) : 0));
     aq_bytes_t line = aq_bytes_str(text);
     aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = &line,
                       .list_size = 1};
@@ -560,6 +564,10 @@ static void s_on_dead(const request_t *request)
         uint64_t moved = 0;
         if (queue && queue_requeue_dead(queue, &moved))
             log_line("out of memory: some dead items of %s stay dead", queue->name);
+        /* The moved items are the last `moved` of the ready list. */
+        list_node_t *node = queue ? queue->ready.prev : NULL;
+        for (uint64_t i = 0; i < moved; i++, node = node->prev)
+            persist_item_changed(self, list_entry(node, item_t, link));
         if (queue)
             broker_touch_queue(self, queue);
         snprintf(text, sizeof text, "requeued=%llu", (unsigned long long) moved);
@@ -569,6 +577,7 @@ static void s_on_dead(const request_t *request)
         uint64_t purged = 0;
         item_t *item;
         while (queue && (item = queue_take_dead(queue))) {
+            persist_item_gone(self, item);
             store_remove(self->store, item);
             purged++;
         }
@@ -608,6 +617,7 @@ static void s_on_shutdown(const request_t *request)
         broker_shut_queue(self, queue, state);
     else
         broker_shut_all(self, state);
+    persist_queue(self, queue);
     s_send_report(request, queue, queue == NULL);
 }
 

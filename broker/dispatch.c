@@ -1,6 +1,7 @@
 /*  Delivering items: what leaves a queue's ready list, in which messages,
     to whom; leases that run out; joins answered; shutdowns. */
 #include "broker.h"
+#include "persist.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -112,8 +113,10 @@ void broker_dispatch(broker_t *self, queue_t *queue)
 {
     if (queue->state == QUEUE_DISCARDING) {
         item_t *item;
-        while ((item = queue_discard_next(queue)))
+        while ((item = queue_discard_next(queue))) {
+            persist_item_gone(self, item);
             store_remove(self->store, item);
+        }
         broker_release_joiners(self, queue);
     }
     int64_t now_us = broker_now_us();
@@ -140,6 +143,7 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         for (size_t i = 0; i < count; i++) {
             item_t *item = items[i];
             queue_deliver(queue, consumer, item);
+            persist_item_changed(self, item); /* its attempt counted */
             item->timer.kind = TIMER_LEASE;
             /* Cannot fail: room for every item's timer is reserved at put. */
             deadlines_set(&self->deadlines, &item->timer,
@@ -227,6 +231,7 @@ void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
     item->timer.kind = TIMER_DELAY;
     deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
     queue->delayed_count++;
+    persist_item_changed(self, item);
 }
 
 /*  A lease ran out: the item goes to another consumer if one can take it.

@@ -68,6 +68,21 @@ int ledger_open(ledger_t *self, uint64_t *seq)
     return 0;
 }
 
+int ledger_open_at(ledger_t *self, uint64_t seq)
+{
+    if (seq < self->next)
+        return -1;
+    if (self->low == self->next)
+        self->low = self->next = seq; /* nothing outstanding: the window starts here */
+    while (seq + 1 - self->low > self->capacity)
+        if (s_grow(self))
+            return -1;
+    /* The ring's bits past next are clear: they belonged to finished seqs. */
+    self->next = seq;
+    uint64_t opened;
+    return ledger_open(self, &opened);
+}
+
 /*  Moves low up to the next outstanding seq, skipping whole zero words. */
 static void s_advance(ledger_t *self)
 {

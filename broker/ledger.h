@@ -32,6 +32,10 @@ void ledger_fini(ledger_t *self);
     recorded) if the window could not grow. */
 int ledger_open(ledger_t *self, uint64_t *seq);
 
+/*  Records an outstanding item with a given seq, not below next (recovery,
+    in seq order); the seqs skipped are finished. -1 if out of memory. */
+int ledger_open_at(ledger_t *self, uint64_t seq);
+
 /*  Marks seq finished; it must be outstanding. Never fails. */
 void ledger_close(ledger_t *self, uint64_t seq);
 

@@ -9,6 +9,8 @@
 #include "asyncq/security.h"
 #include "asyncq/session.h"
 #include "broker.h"
+#include "journal.h"
+#include "persist.h"
 
 static void s_usage(FILE *out)
 {
@@ -26,6 +28,16 @@ static void s_usage(FILE *out)
             "                          roles; re-read on SIGHUP (env ASYNCQ_CLIENTS)\n"
             "      --insecure          without keys, accept connections from anywhere, not only\n"
             "                          loopback (env ASYNCQ_INSECURE=1)\n"
+            "      --data-dir DIR      durable: every item and state change goes to a journal\n"
+            "                          in DIR, read back at start (env ASYNCQ_DATA_DIR; none:\n"
+            "                          in memory, a restart loses the queues)\n"
+            "      --fsync always|MS|never  what a confirm (SYNCED) waits for, with --data-dir:\n"
+            "                          always: on disk (fdatasync, one per pass for every put\n"
+            "                          in it); MS: written, synced at most MS ms later; never:\n"
+            "                          written, synced by the system (env ASYNCQ_FSYNC; always)\n"
+            "      --segment-bytes N   journal segment size (env ASYNCQ_SEGMENT_BYTES; 4194304)\n"
+            "      --repair            with --data-dir: keep every intact record of a damaged\n"
+            "                          journal (originals kept in DIR/damaged/), then exit\n"
             "      --max-item BYTES    largest item accepted (env ASYNCQ_MAX_ITEM; 1048576)\n"
             "      --max-batch N       most items in one PUTS or ITEMS (env ASYNCQ_MAX_BATCH; 1024)\n"
             "      --maxsize N         most items queued per queue, 0 = unbounded\n"
@@ -63,7 +75,8 @@ static void s_usage(FILE *out)
             "                          ASYNCQ_MAX_JOINS_PER_PEER; 100)\n"
             "      --drain-ms MS       on SIGTERM or SIGINT, refuse puts and wait this long at\n"
             "                          most for every queue to drain before exiting; a second\n"
-            "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000)\n"
+            "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000). A\n"
+            "                          durable broker exits at once: its items stay in DIR.\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
             "      --health            ask the broker these settings describe, on this host,\n"
@@ -75,7 +88,9 @@ static void s_usage(FILE *out)
             "Prints \"READY <address>\" on stdout once it listens. Logs to stderr.\n"
             "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
             "On SIGHUP, re-reads the clients directory and closes sessions of revoked keys.\n"
-            "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind.\n");
+            "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind,\n"
+            "5 the data directory is in use by another broker, 6 the journal is corrupt\n"
+            "(--repair).\n");
 }
 
 static int s_lease_is_valid(uint64_t lease_ms)
@@ -119,7 +134,7 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 19 };
+enum { SETTINGS = 20 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
@@ -143,6 +158,7 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"lease-ms", "ASYNCQ_LEASE_MS", &config->lease_ms, NULL},
         {"max-attempts", "ASYNCQ_MAX_ATTEMPTS", &config->max_attempts, NULL},
         {"drain-ms", "ASYNCQ_DRAIN_MS", &config->drain_ms, NULL},
+        {"segment-bytes", "ASYNCQ_SEGMENT_BYTES", &config->segment_bytes, NULL},
     };
     memcpy(settings, table, sizeof table);
 }
@@ -183,7 +199,8 @@ static int s_config_is_valid(broker_config_t *config)
         || !s_range("max-credit", config->max_credit, 1, 1000000)
         || !s_range("window", config->window, 1, 1000000)
         || !s_range("window-bytes", config->window_bytes, config->max_item, UINT64_MAX / 2)
-        || !s_range("max-pending", config->max_pending, 1024, UINT32_MAX))
+        || !s_range("max-pending", config->max_pending, 1024, UINT32_MAX)
+        || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX))
         return 0;
     if (config->drain_ms > INT32_MAX)
         config->drain_ms = INT32_MAX;
@@ -202,7 +219,54 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
     printf("\nASYNCQ_CURVE_SECRET=%s\nASYNCQ_CLIENTS=%s\nASYNCQ_INSECURE=%d\n",
            config->curve_secret ? config->curve_secret : "",
            config->clients_dir ? config->clients_dir : "", config->insecure);
+    printf("ASYNCQ_DATA_DIR=%s\n", config->data_dir ? config->data_dir : "");
+    if (config->fsync == JOURNAL_FSYNC_INTERVAL)
+        printf("ASYNCQ_FSYNC=%lld\n", (long long) config->fsync_interval_ms);
+    else
+        printf("ASYNCQ_FSYNC=%s\n", config->fsync == JOURNAL_FSYNC_NEVER ? "never" : "always");
     printf("ASYNCQ_VERBOSE=%d\n", config->verbose);
+}
+
+/*  --fsync: always, never or a number of milliseconds. */
+static int s_fsync_parse(const char *text, broker_config_t *config)
+{
+    uint64_t ms;
+    if (!text || strcmp(text, "always") == 0)
+        config->fsync = JOURNAL_FSYNC_ALWAYS;
+    else if (strcmp(text, "never") == 0)
+        config->fsync = JOURNAL_FSYNC_NEVER;
+    else if (aq_arg_u64(text, &ms) && ms >= 1 && ms <= 60000) {
+        config->fsync = JOURNAL_FSYNC_INTERVAL;
+        config->fsync_interval_ms = (int64_t) ms;
+    }
+    else {
+        fprintf(stderr, "asyncq-broker: --fsync (ASYNCQ_FSYNC) takes always, never or 1 to "
+                        "60000 ms, not '%s'\n", text);
+        return 0;
+    }
+    return 1;
+}
+
+static void s_report_line(void *ctx, const char *line)
+{
+    (void) ctx;
+    printf("%s\n", line);
+}
+
+/*  --repair: every intact record of the journal kept, damaged parts cut. */
+static int s_repair(const char *dir)
+{
+    if (!dir) {
+        fprintf(stderr, "asyncq-broker: --repair needs --data-dir (or ASYNCQ_DATA_DIR)\n");
+        return AQ_EXIT_USAGE;
+    }
+    char error[1024];
+    if (journal_repair(dir, NULL, s_report_line, NULL, error, sizeof error) != 0) {
+        fprintf(stderr, "asyncq-broker: --repair: %s\n", error);
+        return strstr(error, "another broker") ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
+    }
+    printf("repaired %s: start the broker on it as usual\n", dir);
+    return AQ_EXIT_OK;
 }
 
 static void s_ignore_line(void *ctx, const char *line)
@@ -265,12 +329,16 @@ int main(int argc, char **argv)
         .max_attempts = BROKER_DEFAULT_MAX_ATTEMPTS,
         .max_joins_per_peer = BROKER_DEFAULT_MAX_JOINS_PER_PEER,
         .drain_ms = BROKER_DEFAULT_DRAIN_MS,
+        .segment_bytes = BROKER_DEFAULT_SEGMENT_BYTES,
+        .fsync = JOURNAL_FSYNC_ALWAYS,
     };
+    const char *fsync = NULL;
+    int repair = 0;
     setting_t settings[SETTINGS];
     s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 10];
+    struct option options[SETTINGS + 13];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -282,7 +350,10 @@ int main(int argc, char **argv)
     options[SETTINGS + 6] = (struct option){"curve-secret", required_argument, 0, 'c'};
     options[SETTINGS + 7] = (struct option){"clients", required_argument, 0, 'C'};
     options[SETTINGS + 8] = (struct option){"insecure", no_argument, 0, 'i'};
-    options[SETTINGS + 9] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 9] = (struct option){"data-dir", required_argument, 0, 'D'};
+    options[SETTINGS + 10] = (struct option){"fsync", required_argument, 0, 'F'};
+    options[SETTINGS + 11] = (struct option){"repair", no_argument, 0, 'R'};
+    options[SETTINGS + 12] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -301,6 +372,9 @@ int main(int argc, char **argv)
         case 'c': config.curve_secret = optarg; break;
         case 'C': config.clients_dir = optarg; break;
         case 'i': config.insecure = 1; break;
+        case 'D': config.data_dir = optarg; break;
+        case 'F': fsync = optarg; break;
+        case 'R': repair = 1; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
@@ -323,6 +397,11 @@ int main(int argc, char **argv)
         config.curve_secret = NULL;
     if (config.clients_dir && !*config.clients_dir)
         config.clients_dir = NULL;
+    config.data_dir = aq_arg_env(config.data_dir, "ASYNCQ_DATA_DIR");
+    if (config.data_dir && !*config.data_dir)
+        config.data_dir = NULL;
+    if (!s_fsync_parse(aq_arg_env(fsync, "ASYNCQ_FSYNC"), &config))
+        return AQ_EXIT_USAGE;
     if (!s_settings_parse(settings) || !s_config_is_valid(&config)
         || (!queue_lease_given && queue_leases && *queue_leases
             && !s_queue_leases(&config, queue_leases)))
@@ -334,6 +413,8 @@ int main(int argc, char **argv)
     }
     if (health)
         return s_health(config.bind, config.curve_secret);
+    if (repair)
+        return s_repair(config.data_dir);
 
     aq_status_t status;
     broker_t *broker = broker_new(&config, &status);
@@ -344,12 +425,28 @@ int main(int argc, char **argv)
                 aq_strerror(status), status == AQ_BAD_ENDPOINT ? zmq_strerror(errno) : "");
         return status == AQ_BAD_ENDPOINT ? AQ_EXIT_UNREACHABLE : AQ_EXIT_FAILURE;
     }
+    if (config.data_dir) {
+        char error[1024];
+        int rc = persist_open(broker, error, sizeof error);
+        if (rc) {
+            fprintf(stderr, "asyncq-broker: %s\n", error);
+            broker_destroy(&broker);
+            return rc == JOURNAL_LOCKED    ? AQ_EXIT_LOCKED
+                   : rc == JOURNAL_CORRUPT ? AQ_EXIT_CORRUPT
+                                           : AQ_EXIT_FAILURE;
+        }
+    }
+    char durability[4200];
+    if (config.data_dir)
+        snprintf(durability, sizeof durability, "durable in %s, fsync %s", config.data_dir,
+                 persist_mode(broker));
+    else
+        snprintf(durability, sizeof durability, "in memory: a restart loses the queues");
     printf("READY %s\n", broker->address);
     fflush(stdout);
-    log_line("listening on %s (max item %llu bytes, maxsize %llu); in memory: a restart loses "
-             "the queues; %s",
+    log_line("listening on %s (max item %llu bytes, maxsize %llu); %s; %s",
              broker->address, (unsigned long long) config.max_item,
-             (unsigned long long) config.maxsize,
+             (unsigned long long) config.maxsize, durability,
              auth_enabled(broker->auth) ? "CURVE: clients need an allowed key"
              : config.insecure ? "no keys and --insecure: anyone who reaches it is let in, "
                                  "nothing is encrypted"

@@ -16,6 +16,7 @@
     and *done* when it is accepted or refused; held puts (a full queue) are
     received but not done, and SYNC waits for done. */
 #include "broker.h"
+#include "persist.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,10 +73,12 @@ producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key)
     list_init(&producer->held);
     list_init(&producer->idle_link);
     list_init(&producer->blocked_link);
+    list_init(&producer->durable_link);
     if (dict_set(self->producers, id.data, id.size, producer)) {
         free(producer);
         return NULL;
     }
+    persist_producer(self, producer); /* its key, so that only it may resume after a restart */
     return producer;
 }
 
@@ -153,6 +156,17 @@ void producers_answer(broker_t *self, producer_t *producer)
         sync_wait_t *wait = list_entry(node, sync_wait_t, link);
         if (wait->seq > done)
             break;
+        /* Its puts are all handled; SYNCED waits for their records to be
+           where the fsync mode says (everything appended so far covers
+           them; later puts never hold it back). */
+        if (!wait->positioned) {
+            wait->positioned = 1;
+            wait->position = persist_position(producer);
+        }
+        if (!persist_is_confirmed(self, wait->position)) {
+            persist_wait(self, producer);
+            break;
+        }
         s_answer(self, producer, wait, 0);
         s_remove_wait(producer, wait);
     }
@@ -230,7 +244,8 @@ void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
     probe.routing_id_size = routing_id.size;
     memcpy(probe.tag, tag.data, tag.size);
     probe.tag_size = tag.size;
-    if (seq <= producers_done(producer)) {
+    int handled = seq <= producers_done(producer);
+    if (handled && persist_is_confirmed(self, persist_position(producer))) {
         s_answer(self, producer, &probe, 0);
         return;
     }
@@ -250,7 +265,10 @@ void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
             break;
     list_insert_between(&wait->link, node->prev, node);
     producer->sync_count++;
-    producers_tell_held(self, producer);
+    if (handled)
+        producers_answer(self, producer); /* waits for the disk only */
+    else
+        producers_tell_held(self, producer);
 }
 
 /*  SYNCs that waited STALL_HEARTBEATS intervals while no put of their
@@ -264,6 +282,8 @@ static void s_check_stalled(broker_t *self, producer_t *producer, int64_t now)
     for (node = producer->syncs.next; node != &producer->syncs; node = next) {
         next = node->next;
         sync_wait_t *wait = list_entry(node, sync_wait_t, link);
+        if (wait->positioned)
+            continue; /* waits for the disk, not for puts */
         int64_t since = wait->since_ms > producer->progress_ms ? wait->since_ms
                                                                 : producer->progress_ms;
         if (now - since < patience)
@@ -282,6 +302,8 @@ void producers_forget(broker_t *self, producer_t *producer)
     if (producer->peer)
         producer->peer->producer = NULL;
     s_idle_remove(self, producer);
+    if (list_linked(&producer->durable_link))
+        list_remove(&producer->durable_link);
     dict_delete(self->producers, producer->id, strlen(producer->id));
     free(producer);
 }

@@ -10,6 +10,7 @@
     held puts is bounded by producers with a session times window-bytes
     (plus one message). */
 #include "broker.h"
+#include "persist.h"
 
 #include <czmq.h>
 #include <stdio.h>
@@ -75,8 +76,8 @@ static void s_payloads_skip(payloads_t *payloads, uint64_t count)
 /*  Accepts `count` items; returns how many it could (fewer only when out of
     memory). Room for each item's lease timer is secured now, so delivering
     it can never fail for lack of memory. */
-static uint64_t s_accept(broker_t *self, queue_t *queue, payloads_t *payloads, uint64_t count,
-                         uint64_t lease_ms)
+static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, queue_t *queue,
+                         payloads_t *payloads, uint64_t count, uint64_t lease_ms)
 {
     int64_t now_us = broker_now_us();
     for (uint64_t i = 0; i < count; i++) {
@@ -94,6 +95,7 @@ static uint64_t s_accept(broker_t *self, queue_t *queue, payloads_t *payloads, u
         }
         item->accepted_us = now_us;
         item->lease_ms = (uint32_t) lease_ms;
+        persist_item_added(self, item, producer, pseq + i);
     }
     if (count)
         broker_touch_queue(self, queue);
@@ -150,7 +152,7 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     s_payloads_init(&payloads, held->is_batch,
                     (aq_bytes_t){zmq_msg_data(&held->frame), zmq_msg_size(&held->frame)});
     s_payloads_skip(&payloads, held->skip);
-    uint64_t taken = s_accept(self, queue, &payloads, take, held->lease_ms);
+    uint64_t taken = s_accept(self, producer, first, queue, &payloads, take, held->lease_ms);
     held->skip += taken;
     queue->held_count -= taken;
     producer->held_count -= taken;
@@ -268,6 +270,11 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         rc = AQ_SHUT_DOWN;
         text = "queue shut down: puts are refused";
     }
+    if (rc == AQ_OK && !persist_accepting(self)) {
+        rc = AQ_STORAGE;
+        text = "the broker cannot write to its journal (disk full?): puts are refused until it "
+               "can";
+    }
     uint64_t left = count - skip;
     int must_wait = rc == AQ_OK && (!list_empty(&producer->held) || queue_room(queue) < left);
     size_t bytes = msg->cmd == AQ_CMD_PUTS ? msg->batch.size : msg->payload.size;
@@ -289,7 +296,7 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
                         msg->cmd == AQ_CMD_PUTS ? msg->batch : msg->payload);
         s_payloads_skip(&payloads, skip);
         uint64_t take = room < left ? room : left;
-        accepted = s_accept(self, queue, &payloads, take, msg->lease_ms);
+        accepted = s_accept(self, producer, first, queue, &payloads, take, msg->lease_ms);
         if (accepted < take) {
             s_refuse(self, producer, first + accepted, last, AQ_INTERNAL, "out of memory");
             producers_received(self, producer, last);

@@ -2,6 +2,8 @@
     (with each session's unread bytes counted), heartbeats, dropping peers,
     forgetting idle queues. */
 #include "broker.h"
+#include "journal.h"
+#include "persist.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -220,6 +222,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     list_init(&self->dropped_peers);
     list_init(&self->idle_producers);
     list_init(&self->dirty);
+    list_init(&self->durable_waits);
     self->store = store_new();
     self->queues = dict_new();
     self->peers = dict_new();
@@ -327,6 +330,9 @@ void broker_destroy(broker_t **self_p)
     broker_t *self = *self_p;
     if (!self)
         return;
+    /* What the journal has buffered is written and synced; what follows
+       (sessions ending, queues freed) is not a change to record. */
+    persist_close(self);
     /* Peers first (their items go back to their queues), then producers
        (their held puts), then queues, then what is left in the store:
        delayed items, which only the timer heap knew. */
@@ -674,7 +680,12 @@ static void s_fire_deadlines(broker_t *self)
 void broker_pass(broker_t *self)
 {
     s_fire_deadlines(self);
+    /* Written before delivered: an item a consumer gets is in the journal
+       (the system's, at least), so a crash cannot make it vanish and come
+       back under another id when its producer sends it again. */
+    persist_pass(self);
     s_dispatch_dirty(self);
+    persist_pass(self);
 }
 
 static int s_poll_timeout(broker_t *self)
@@ -765,6 +776,14 @@ static uint64_t s_outstanding(broker_t *self)
     have drained, or when the drain timer fires. */
 static void s_start_stopping(broker_t *self)
 {
+    if (self->journal) {
+        /* Everything is in the journal: nothing is lost by stopping now,
+           and the queues are not shut down for the next start. */
+        log_line("stopping: %llu items kept in %s for the next start",
+                 (unsigned long long) store_count(self->store), self->config.data_dir);
+        self->stopping = 2;
+        return;
+    }
     self->stopping = 1;
     log_line("stopping: puts refused, %llu items to drain (at most %llu ms; a second "
              "signal stops at once)",
@@ -780,8 +799,9 @@ static int s_should_exit(broker_t *self)
     if (s_signals && !self->stopping)
         s_start_stopping(self);
     if (s_signals > 1 || self->stopping > 1) {
-        log_line("stopping now: %llu items not processed are lost",
-                 (unsigned long long) s_outstanding(self));
+        if (!self->journal)
+            log_line("stopping now: %llu items not processed are lost",
+                     (unsigned long long) s_outstanding(self));
         return 1;
     }
     return self->stopping && s_outstanding(self) == 0;
@@ -797,13 +817,21 @@ aq_status_t broker_run(broker_t *self)
     sigaction(SIGHUP, &action, NULL);
     sig_atomic_t hangups = s_hangups;
     while (!s_should_exit(self)) {
-        zmq_pollitem_t items[5] = {{self->router, 0, ZMQ_POLLIN, 0},
+        int sync_fd = self->journal ? journal_sync_fd(self->journal) : -1;
+        zmq_pollitem_t items[6] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {self->pull, 0, ZMQ_POLLIN, 0},
                                    {conns_monitor(self->conns, 0), 0, ZMQ_POLLIN, 0},
-                                   {conns_monitor(self->conns, 1), 0, ZMQ_POLLIN, 0},
-                                   {auth_log_socket(self->auth), 0, ZMQ_POLLIN, 0}};
-        int count = auth_log_socket(self->auth) ? 5 : 4;
-        int rc = zmq_poll(items, count, s_poll_timeout(self));
+                                   {conns_monitor(self->conns, 1), 0, ZMQ_POLLIN, 0}};
+        int count = 4, auth_at = -1, sync_at = -1;
+        if (auth_log_socket(self->auth))
+            items[auth_at = count++] = (zmq_pollitem_t){auth_log_socket(self->auth), 0, ZMQ_POLLIN, 0};
+        if (sync_fd >= 0)
+            items[sync_at = count++] = (zmq_pollitem_t){NULL, sync_fd, ZMQ_POLLIN, 0};
+        int timeout = s_poll_timeout(self);
+        /* A journal that cannot write tries again every second. */
+        if (self->journal && journal_error(self->journal) && (timeout < 0 || timeout > 1000))
+            timeout = 1000;
+        int rc = zmq_poll(items, count, timeout);
         if (rc < 0 && errno != EINTR) {
             log_line("poll failed: %s", zmq_strerror(errno));
             return AQ_TRANSPORT;
@@ -814,9 +842,11 @@ aq_status_t broker_run(broker_t *self)
         }
         int64_t now = broker_now_ms();
         conns_on_events(self->conns, now);
+        if (sync_at >= 0 && (items[sync_at].revents & ZMQ_POLLIN))
+            persist_on_synced(self);
         s_drain_router(self);
         s_drain_pull(self);
-        if (count == 5)
+        if (auth_at >= 0)
             s_read_auth_log(self);
         broker_pass(self);
     }

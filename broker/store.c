@@ -14,6 +14,8 @@ struct store {
     uint32_t *free_slots; /* stack of free slot numbers */
     size_t free_count;
     size_t count;
+    int claiming;         /* store_claim since the last store_claims_done: the free
+                             stack is stale and rebuilt then */
 };
 
 store_t *store_new(void)
@@ -82,6 +84,7 @@ static void s_init_item(item_t *item, uint64_t id)
 
 item_t *store_add(store_t *self)
 {
+    assert(!self->claiming);
     if (self->free_count == 0 && s_grow(self, 1))
         return NULL;
     uint32_t slot = self->free_slots[--self->free_count];
@@ -105,6 +108,7 @@ item_t *store_claim(store_t *self, uint64_t id)
     item_t *item = s_slot(self, slot);
     if (item->id)
         return NULL;
+    self->claiming = 1;
     s_init_item(item, id);
     self->count++;
     return item;
@@ -112,6 +116,7 @@ item_t *store_claim(store_t *self, uint64_t id)
 
 int store_claims_done(store_t *self)
 {
+    self->claiming = 0;
     self->free_count = 0;
     size_t slots = self->chunk_count * CHUNK_ITEMS;
     for (size_t slot = slots; slot > 0; slot--)
@@ -156,7 +161,8 @@ void store_remove(store_t *self, item_t *item)
     uint32_t generation = (uint32_t) (item->id >> 32);
     *item = (item_t){0};
     item->timer.at = generation; /* the next item in this slot gets the next one */
-    self->free_slots[self->free_count++] = slot;
+    if (!self->claiming)
+        self->free_slots[self->free_count++] = slot;
     self->count--;
 }
 

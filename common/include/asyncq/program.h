@@ -11,6 +11,8 @@
 #define AQ_EXIT_USAGE 2      /* bad flag or value */
 #define AQ_EXIT_UNREACHABLE 3 /* broker address bad, or broker not answering */
 #define AQ_EXIT_TIMEOUT 4    /* join (or another wait) timed out */
+#define AQ_EXIT_LOCKED 5     /* asyncq-broker: the data directory is in use by another broker */
+#define AQ_EXIT_CORRUPT 6    /* asyncq-broker: the journal is damaged: run --repair */
 #define AQ_EXIT_INTERRUPTED 130
 
 /*  The exit code for how a client's work ended (AQ_OK: 0; the broker out of

@@ -1,0 +1,161 @@
+/*  The journal: what a durable broker writes so that a restart loses
+    nothing it confirmed. An append-only log of records in numbered segment
+    files of a data directory. It knows nothing of sockets, and nothing of
+    what its records mean (persist.c does): it keeps records whole, in
+    order, checked, on disk when asked, and bounded.
+
+    A record is `u32 crc32 | u32 length | u8 type | body`, the CRC over the
+    length, type and body (big-endian, like the wire). Records are appended
+    to a buffer while the broker handles a pass of messages, and written
+    with one write() at the end of the pass (journal_flush). Sync:
+    JOURNAL_FSYNC_ALWAYS asks a thread of its own to fdatasync what was
+    written, so that one sync covers every record of a pass and the loop
+    never waits for the disk (group commit); the broker confirms puts once
+    journal_synced() covers them. INTERVAL syncs at most every N ms, NEVER
+    leaves it to the system: then confirms wait only for the write.
+
+    Segments: the head is closed when it reaches segment_bytes and a new
+    one starts. When the owner finds the closed segments mostly garbage, it
+    writes a snapshot: the head is closed, the owner's whole state is
+    written to a new file that takes the place of the newest closed segment
+    (a rename), and the older segments are deleted. So disk use follows what
+    is live, not what was ever put, and a crash at any step leaves a log
+    that replays to the same state (DESIGN.md, "The journal").
+
+    Recovery reads every segment in order. A record cut off at the end of
+    the newest segment (a torn write) is cut away; a bad record anywhere
+    else is corruption: the journal refuses to open and names the file and
+    offset, and journal_repair() keeps every intact record. */
+#ifndef BROKER_JOURNAL_H
+#define BROKER_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define JOURNAL_HEADER 9 /* crc, length, type */
+
+typedef enum { JOURNAL_FSYNC_ALWAYS, JOURNAL_FSYNC_INTERVAL, JOURNAL_FSYNC_NEVER } journal_fsync_t;
+
+/*  Every system call the journal makes on files, so that tests can make
+    them fail (a full disk, an I/O error) or lose what was not synced (a
+    power loss). `journal_posix_io` is the real one. */
+typedef struct {
+    int (*open)(void *ctx, const char *path, int flags, mode_t mode);
+    ssize_t (*write)(void *ctx, int fd, const void *data, size_t size);
+    ssize_t (*read)(void *ctx, int fd, void *data, size_t size);
+    off_t (*size)(void *ctx, int fd);
+    int (*fdatasync)(void *ctx, int fd);
+    int (*truncate)(void *ctx, int fd, off_t size);
+    int (*close)(void *ctx, int fd);
+    int (*rename)(void *ctx, const char *from, const char *to);
+    int (*unlink)(void *ctx, const char *path);
+    int (*sync_dir)(void *ctx, const char *dir);
+    /*  The names in dir, malloc'd (each and the array). */
+    int (*list)(void *ctx, const char *dir, char ***names, size_t *count);
+    void *ctx;
+} journal_io_t;
+
+extern const journal_io_t journal_posix_io;
+
+typedef struct journal journal_t;
+
+/*  Called for each record while the journal is read, in order: the segment
+    it is in, its type and body. */
+typedef void(journal_replay_fn)(void *ctx, uint32_t segment, uint8_t type, const uint8_t *body,
+                                size_t size);
+
+/*  Progress of a long recovery: bytes read of all there is. */
+typedef void(journal_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct {
+    const char *dir;
+    journal_fsync_t fsync;
+    int64_t interval_ms;       /* INTERVAL: sync at most this often */
+    uint64_t segment_bytes;    /* close the head at this size */
+    int sync_thread;           /* ALWAYS and INTERVAL: sync on a thread (0: inline, for tests) */
+    const journal_io_t *io;    /* NULL: journal_posix_io */
+} journal_config_t;
+
+typedef enum {
+    JOURNAL_OK = 0,
+    JOURNAL_LOCKED,    /* another broker uses the directory */
+    JOURNAL_CORRUPT,   /* a bad record before the end: run --repair */
+    JOURNAL_IO         /* the directory or a file cannot be used */
+} journal_status_t;
+
+/*  Takes the directory (created if missing; locked: one broker at a time),
+    reads every record into `replay`, cuts a torn tail, and starts a new
+    head segment. NULL on failure with the reason in `error` and *status. */
+journal_t *journal_open(const journal_config_t *config, journal_replay_fn *replay, void *ctx,
+                        journal_progress_fn *progress, journal_status_t *status, char *error,
+                        size_t error_size);
+
+/*  Writes what is buffered, waits for the sync thread, frees. */
+void journal_close(journal_t **self_p);
+
+/*  Starts a record of `size` bytes of body: returns where to write the
+    body, which journal_end() then seals. At most one record is open. */
+uint8_t *journal_begin(journal_t *self, uint8_t type, size_t size);
+void journal_end(journal_t *self);
+
+/*  The head segment: where records appended now will be. */
+uint32_t journal_head(const journal_t *self);
+
+/*  Positions in the log (bytes since it opened): appended to the buffer,
+    written to the system, known on disk. */
+uint64_t journal_appended(const journal_t *self);
+uint64_t journal_written(const journal_t *self);
+uint64_t journal_synced(const journal_t *self);
+
+/*  What a confirm covering `position` waits for: journal_synced (ALWAYS)
+    or journal_written (INTERVAL, NEVER). */
+uint64_t journal_confirmed(const journal_t *self);
+
+/*  Writes the buffer (one write), closes a full head, and asks for a sync
+    as the mode says. On a write error (disk full) keeps what is not
+    written and tries again at most once a second. Returns 0, or the errno
+    of the failure that holds writes back. */
+int journal_flush(journal_t *self, int64_t now_ms);
+
+/*  The errno that keeps records from reaching the disk (ENOSPC, EIO...),
+    or 0. A failed fdatasync is final for this run: what it covered may not
+    be on disk, so nothing after is ever confirmed. */
+int journal_error(const journal_t *self);
+int journal_broken(const journal_t *self);
+
+/*  The sync thread's descriptor, readable when a sync finished (poll it);
+    journal_on_synced() then takes the news. -1 without a thread. */
+int journal_sync_fd(const journal_t *self);
+void journal_on_synced(journal_t *self);
+
+/*  A snapshot. journal_snapshot_begin closes the head (nothing may be
+    buffered: call it right after journal_flush) and opens the snapshot
+    file; -1 if it cannot (a write error holds the journal back, say). The
+    owner then appends its whole state with journal_snapshot_add (its first
+    record must tell replay to forget what came before), and
+    journal_snapshot_end syncs the file and puts it in place: 0, or -1 if
+    it failed (nothing changed but a new head). Blocks the caller for the
+    time it takes to write the live state once: the owner asks only when
+    the garbage is larger than what is live, so the cost per byte ever
+    written stays O(1). */
+int journal_snapshot_begin(journal_t *self);
+uint8_t *journal_snapshot_add(journal_t *self, uint8_t type, size_t size);
+int journal_snapshot_end(journal_t *self);
+
+/*  Disk use: bytes in every segment, and how many segments. */
+uint64_t journal_disk_bytes(const journal_t *self);
+size_t journal_segment_count(const journal_t *self);
+
+/*  Salvages every intact record of a damaged directory: each damaged
+    segment is rewritten without its bad parts (the original is kept under
+    DIR/damaged/). Writes what it did, one line per segment, to `report`.
+    Returns 0, or -1 with the reason in `error`. */
+typedef void(journal_report_fn)(void *ctx, const char *line);
+int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *report, void *ctx,
+                   char *error, size_t error_size);
+
+/*  The CRC of a record as the journal computes it (tests build records). */
+uint32_t journal_crc(const uint8_t *data, size_t size);
+
+#endif

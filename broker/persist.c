@@ -1,0 +1,620 @@
+#include "persist.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "journal.h"
+#include "ratelog.h"
+
+/*  What an item's records are counted as while it lives, to tell live
+    bytes from garbage: its ITEM record, near enough. */
+#define ITEM_OVERHEAD (JOURNAL_HEADER + 40 + 2 + AQ_NAME_MAX)
+
+static int64_t s_wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static uint64_t s_live_size(const item_t *item)
+{
+    return ITEM_OVERHEAD + item->size;
+}
+
+/*  Until when a delayed item waits, on the wall clock (monotonic time
+    does not survive a reboot). */
+static uint64_t s_until_wall(const item_t *item)
+{
+    if (item->state != ITEM_DELAYED)
+        return 0;
+    int64_t left = item->timer.at - broker_now_ms();
+    return (uint64_t) (s_wall_ms() + (left > 0 ? left : 0));
+}
+
+static uint8_t *s_put_name(uint8_t *at, const char *name)
+{
+    size_t length = strlen(name);
+    *at++ = (uint8_t) length;
+    memcpy(at, name, length);
+    return at + length;
+}
+
+/*  Writes an ITEM record through `add` (the journal's head, or a snapshot). */
+static void s_item_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
+                          const item_t *item, const char *producer, uint64_t pseq)
+{
+    size_t size = 8 + 8 + 1 + 2 + 4 + 8 + 8 + 1 + strlen(item->queue->name) + 1
+                  + strlen(producer) + item->size;
+    uint8_t *at = add(journal, PERSIST_ITEM, size);
+    if (!at)
+        return;
+    aq_put_u64(at, item->id);
+    aq_put_u64(at + 8, item->seq);
+    at[16] = item->state;
+    at[17] = (uint8_t) (item->attempts >> 8);
+    at[18] = (uint8_t) item->attempts;
+    aq_put_u32(at + 19, item->lease_ms);
+    aq_put_u64(at + 23, s_until_wall(item));
+    aq_put_u64(at + 31, pseq);
+    at = s_put_name(at + 39, item->queue->name);
+    at = s_put_name(at, producer);
+    if (item->size)
+        memcpy(at, item->data, item->size);
+}
+
+static uint8_t *s_head_add(journal_t *journal, uint8_t type, size_t size)
+{
+    return journal_begin(journal, type, size);
+}
+
+void persist_item_added(broker_t *self, const item_t *item, producer_t *producer,
+                        uint64_t pseq)
+{
+    if (!self->journal)
+        return;
+    s_item_record(self->journal, s_head_add, item, producer->id, pseq);
+    journal_end(self->journal);
+    self->live_bytes += s_live_size(item);
+    producer->journal_position = journal_appended(self->journal);
+}
+
+void persist_item_changed(broker_t *self, const item_t *item)
+{
+    if (!self->journal)
+        return;
+    uint8_t *at = journal_begin(self->journal, PERSIST_STATE, 8 + 8 + 1 + 2 + 8);
+    if (!at)
+        return;
+    aq_put_u64(at, item->id);
+    aq_put_u64(at + 8, item->seq);
+    at[16] = item->state;
+    at[17] = (uint8_t) (item->attempts >> 8);
+    at[18] = (uint8_t) item->attempts;
+    aq_put_u64(at + 19, s_until_wall(item));
+    journal_end(self->journal);
+}
+
+void persist_item_gone(broker_t *self, const item_t *item)
+{
+    if (!self->journal)
+        return;
+    uint8_t *at = journal_begin(self->journal, PERSIST_GONE, 8);
+    if (!at)
+        return;
+    aq_put_u64(at, item->id);
+    journal_end(self->journal);
+    uint64_t size = s_live_size(item);
+    self->live_bytes = self->live_bytes > size ? self->live_bytes - size : 0;
+}
+
+static void s_producer_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
+                              const producer_t *producer)
+{
+    size_t id = strlen(producer->id), key = strlen(producer->key);
+    uint8_t *at = add(journal, PERSIST_PRODUCER, 8 + 1 + id + key);
+    if (!at)
+        return;
+    aq_put_u64(at, producer->next_seq);
+    at = s_put_name(at + 8, producer->id);
+    memcpy(at, producer->key, key);
+}
+
+void persist_producer(broker_t *self, const producer_t *producer)
+{
+    if (!self->journal)
+        return;
+    s_producer_record(self->journal, s_head_add, producer);
+    journal_end(self->journal);
+}
+
+static void s_queue_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
+                           const char *name, uint8_t state)
+{
+    size_t length = strlen(name);
+    uint8_t *at = add(journal, PERSIST_QUEUE, 1 + length);
+    if (!at)
+        return;
+    at[0] = state;
+    memcpy(at + 1, name, length);
+}
+
+void persist_queue(broker_t *self, const queue_t *queue)
+{
+    if (!self->journal)
+        return;
+    s_queue_record(self->journal, s_head_add, queue ? queue->name : "",
+                   queue ? (uint8_t) queue->state : (uint8_t) QUEUE_DRAINING);
+    journal_end(self->journal);
+}
+
+int persist_accepting(const broker_t *self)
+{
+    return !self->journal || journal_error(self->journal) == 0;
+}
+
+uint64_t persist_position(const producer_t *producer)
+{
+    return producer->journal_position;
+}
+
+int persist_is_confirmed(const broker_t *self, uint64_t position)
+{
+    return !self->journal
+           || (!journal_broken(self->journal) && journal_confirmed(self->journal) >= position);
+}
+
+const char *persist_mode(const broker_t *self)
+{
+    if (!self->journal)
+        return "memory";
+    switch (self->config.fsync) {
+    case JOURNAL_FSYNC_ALWAYS: return "always";
+    case JOURNAL_FSYNC_INTERVAL: return "interval";
+    default: return "never";
+    }
+}
+
+void persist_wait(broker_t *self, producer_t *producer)
+{
+    if (!list_linked(&producer->durable_link))
+        list_push_back(&self->durable_waits, &producer->durable_link);
+}
+
+/*  Answers the SYNCs that waited for the disk, as far as it now allows. */
+static void s_answer_waits(broker_t *self)
+{
+    list_node_t waiting, *node;
+    list_init(&waiting);
+    /* Apart first: an answer may put its producer back in the list. */
+    while ((node = list_first(&self->durable_waits))) {
+        list_remove(node);
+        list_push_back(&waiting, node);
+    }
+    while ((node = list_first(&waiting))) {
+        list_remove(node);
+        producers_answer(self, list_entry(node, producer_t, durable_link));
+    }
+}
+
+/* ------------------------------------------------------------ snapshot */
+
+typedef struct {
+    broker_t *broker;
+    journal_t *journal;
+} snapshot_t;
+
+static uint8_t *s_snapshot_add(journal_t *journal, uint8_t type, size_t size)
+{
+    return journal_snapshot_add(journal, type, size);
+}
+
+static void s_snapshot_item(void *ctx, item_t *item)
+{
+    snapshot_t *snapshot = ctx;
+    s_item_record(snapshot->journal, s_snapshot_add, item, "", 0);
+}
+
+static void s_snapshot_producer(void *ctx, void *value)
+{
+    snapshot_t *snapshot = ctx;
+    s_producer_record(snapshot->journal, s_snapshot_add, value);
+}
+
+static void s_snapshot_queue(void *ctx, void *value)
+{
+    snapshot_t *snapshot = ctx;
+    const queue_t *queue = value;
+    if (queue->state != QUEUE_OPEN)
+        s_queue_record(snapshot->journal, s_snapshot_add, queue->name, (uint8_t) queue->state);
+}
+
+/*  The whole state in one file in place of the closed segments, once they
+    hold more garbage than live records (and more than a segment): disk use
+    stays within about twice what is live plus two segments, and each byte
+    is rewritten O(1) times on average. */
+static void s_snapshot_if_due(broker_t *self)
+{
+    journal_t *journal = self->journal;
+    uint64_t disk = journal_disk_bytes(journal), live = self->live_bytes;
+    uint64_t floor = live > self->config.segment_bytes ? live : self->config.segment_bytes;
+    if (journal_segment_count(journal) < 2 || disk < live || disk - live <= 2 * floor)
+        return;
+    int64_t started = broker_now_ms();
+    if (journal_snapshot_begin(journal))
+        return;
+    snapshot_t snapshot = {self, journal};
+    journal_snapshot_add(journal, PERSIST_RESET, 0);
+    if (self->shut_down)
+        s_queue_record(journal, s_snapshot_add, "", (uint8_t) QUEUE_DRAINING);
+    dict_each(self->queues, s_snapshot_queue, &snapshot);
+    dict_each(self->producers, s_snapshot_producer, &snapshot);
+    store_each(self->store, s_snapshot_item, &snapshot);
+    if (journal_snapshot_end(journal))
+        log_line("journal: a snapshot of %zu items could not be written (%s); the log stays "
+                 "as it is, and the snapshot is tried again later",
+                 store_count(self->store), strerror(errno));
+    else if (self->config.verbose)
+        log_line("journal: snapshot of %zu items, %llu bytes of log before, %llu after, %lld ms",
+                 store_count(self->store), (unsigned long long) disk,
+                 (unsigned long long) journal_disk_bytes(journal),
+                 (long long) (broker_now_ms() - started));
+}
+
+void persist_pass(broker_t *self)
+{
+    if (!self->journal)
+        return;
+    int was = journal_error(self->journal);
+    int error = journal_flush(self->journal, broker_now_ms());
+    if (error && !was)
+        log_line("journal: cannot write to %s: %s; puts are refused (507) until it can, "
+                 "tried every second",
+                 self->config.data_dir, strerror(error));
+    else if (!error && was && !journal_broken(self->journal))
+        log_line("journal: writing again to %s; puts are accepted", self->config.data_dir);
+    if (journal_broken(self->journal) && !self->broken_logged) {
+        self->broken_logged = 1;
+        log_line("journal: a sync of %s failed (%s): what it covered may not be on disk, so "
+                 "nothing more is confirmed and puts are refused; restart the broker",
+                 self->config.data_dir, strerror(journal_error(self->journal)));
+    }
+    if (!error)
+        s_snapshot_if_due(self);
+    s_answer_waits(self);
+}
+
+void persist_on_synced(broker_t *self)
+{
+    if (!self->journal)
+        return;
+    journal_on_synced(self->journal);
+    s_answer_waits(self);
+}
+
+/* ------------------------------------------------------------- recovery */
+
+typedef struct {
+    const uint8_t *at;
+    size_t left;
+    int ok;
+} reader_t;
+
+static uint64_t s_read_u64(reader_t *r)
+{
+    if (r->left < 8) {
+        r->ok = 0;
+        return 0;
+    }
+    uint64_t value = aq_get_u64(r->at);
+    r->at += 8;
+    r->left -= 8;
+    return value;
+}
+
+static uint32_t s_read_u32(reader_t *r)
+{
+    if (r->left < 4) {
+        r->ok = 0;
+        return 0;
+    }
+    uint32_t value = aq_get_u32(r->at);
+    r->at += 4;
+    r->left -= 4;
+    return value;
+}
+
+static unsigned s_read_byte(reader_t *r)
+{
+    if (r->left < 1) {
+        r->ok = 0;
+        return 0;
+    }
+    r->left--;
+    return *r->at++;
+}
+
+static aq_bytes_t s_read_name(reader_t *r)
+{
+    size_t length = s_read_byte(r);
+    if (!r->ok || r->left < length) {
+        r->ok = 0;
+        return (aq_bytes_t){0};
+    }
+    aq_bytes_t name = {r->at, length};
+    r->at += length;
+    r->left -= length;
+    return name;
+}
+
+typedef struct {
+    broker_t *broker;
+    uint64_t records;
+    uint64_t skipped;     /* records that do not parse, or name what no longer exists */
+    int64_t started_ms;
+} replay_t;
+
+static void s_remove_item(void *ctx, item_t *item)
+{
+    broker_t *self = ctx;
+    store_remove(self->store, item);
+}
+
+/*  A RESET: what was read so far is replaced by the snapshot that follows. */
+static void s_reset(broker_t *self)
+{
+    store_each(self->store, s_remove_item, self);
+    self->shut_down = 0;
+}
+
+static void s_replay_item(replay_t *replay, reader_t *r)
+{
+    broker_t *self = replay->broker;
+    uint64_t id = s_read_u64(r), seq = s_read_u64(r);
+    unsigned state = s_read_byte(r);
+    unsigned attempts = s_read_byte(r) << 8;
+    attempts |= s_read_byte(r);
+    uint32_t lease = s_read_u32(r);
+    uint64_t until = s_read_u64(r), pseq = s_read_u64(r);
+    aq_bytes_t queue_name = s_read_name(r), producer_name = s_read_name(r);
+    if (!r->ok || state < ITEM_QUEUED || state > ITEM_DEAD || queue_name.size == 0) {
+        replay->skipped++;
+        return;
+    }
+    aq_status_t status;
+    queue_t *queue = broker_queue(self, queue_name, 1, &status);
+    item_t *item = store_find(self->store, id);
+    if (!item)
+        item = store_claim(self->store, id);
+    if (!queue || !item || store_set_payload(item, r->at, r->left)) {
+        replay->skipped++;
+        return;
+    }
+    item->seq = seq;
+    item->state = (uint8_t) state;
+    item->attempts = (uint16_t) attempts;
+    item->lease_ms = lease;
+    item->queue = queue;
+    item->timer.at = (int64_t) until; /* wall clock until the queues are built */
+    if (producer_name.size && pseq) {
+        producer_t *producer = producers_get(self, producer_name);
+        if (!producer)
+            producer = producers_open(self, producer_name, "");
+        if (producer && producer->next_seq <= pseq)
+            producer->next_seq = pseq + 1;
+    }
+}
+
+static void s_replay_state(replay_t *replay, reader_t *r)
+{
+    broker_t *self = replay->broker;
+    uint64_t id = s_read_u64(r), seq = s_read_u64(r);
+    unsigned state = s_read_byte(r);
+    unsigned attempts = s_read_byte(r) << 8;
+    attempts |= s_read_byte(r);
+    uint64_t until = s_read_u64(r);
+    item_t *item = r->ok ? store_find(self->store, id) : NULL;
+    if (!item || state < ITEM_QUEUED || state > ITEM_DEAD) {
+        replay->skipped++;
+        return;
+    }
+    item->seq = seq;
+    item->state = (uint8_t) state;
+    item->attempts = (uint16_t) attempts;
+    item->timer.at = (int64_t) until;
+}
+
+static void s_replay_producer(replay_t *replay, reader_t *r)
+{
+    broker_t *self = replay->broker;
+    uint64_t next = s_read_u64(r);
+    aq_bytes_t id = s_read_name(r);
+    char key[AUTH_KEY_SIZE + 1];
+    if (!r->ok || id.size == 0 || !aq_name_is_valid(id.data, id.size) || r->left >= sizeof key) {
+        replay->skipped++;
+        return;
+    }
+    memcpy(key, r->at, r->left);
+    key[r->left] = '\0';
+    producer_t *producer = producers_get(self, id);
+    if (!producer)
+        producer = producers_open(self, id, key);
+    if (!producer)
+        return;
+    snprintf(producer->key, sizeof producer->key, "%s", key);
+    if (producer->next_seq < next)
+        producer->next_seq = next;
+}
+
+static void s_replay_queue(replay_t *replay, reader_t *r)
+{
+    broker_t *self = replay->broker;
+    unsigned state = s_read_byte(r);
+    if (!r->ok || state > QUEUE_DISCARDING) {
+        replay->skipped++;
+        return;
+    }
+    if (r->left == 0) {
+        self->shut_down = 1;
+        return;
+    }
+    aq_status_t status;
+    queue_t *queue = broker_queue(self, (aq_bytes_t){r->at, r->left}, 1, &status);
+    if (queue && state > queue->state)
+        queue->state = (queue_state_t) state;
+}
+
+static void s_on_record(void *ctx, uint32_t segment, uint8_t type, const uint8_t *body,
+                        size_t size)
+{
+    (void) segment;
+    replay_t *replay = ctx;
+    reader_t r = {body, size, 1};
+    replay->records++;
+    switch (type) {
+    case PERSIST_ITEM: s_replay_item(replay, &r); break;
+    case PERSIST_STATE: s_replay_state(replay, &r); break;
+    case PERSIST_GONE: {
+        item_t *item = store_find(replay->broker->store, s_read_u64(&r));
+        if (item && r.ok)
+            store_remove(replay->broker->store, item);
+        break;
+    }
+    case PERSIST_PRODUCER: s_replay_producer(replay, &r); break;
+    case PERSIST_QUEUE: s_replay_queue(replay, &r); break;
+    case PERSIST_RESET: s_reset(replay->broker); break;
+    default: replay->skipped++;
+    }
+}
+
+static void s_on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    replay_t *replay = ctx;
+    log_line("journal: read %llu of %llu MiB (%llu records) in %lld ms",
+             (unsigned long long) (done >> 20), (unsigned long long) (total >> 20),
+             (unsigned long long) replay->records,
+             (long long) (broker_now_ms() - replay->started_ms));
+}
+
+typedef struct {
+    item_t **items;
+    size_t count;
+} collect_t;
+
+static void s_collect(void *ctx, item_t *item)
+{
+    collect_t *collect = ctx;
+    collect->items[collect->count++] = item;
+}
+
+/*  Queue order is seq order: an item's seq is where it stands. */
+static int s_by_seq(const void *a, const void *b)
+{
+    const item_t *x = *(item_t *const *) a, *y = *(item_t *const *) b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/*  Puts each recovered item where it belongs, in seq order: queued (in
+    flight before the restart: its session is gone), delayed with the time
+    it had left, or dead. */
+static int s_build(broker_t *self)
+{
+    collect_t collect = {calloc(store_count(self->store) + 1, sizeof(item_t *)), 0};
+    if (!collect.items || deadlines_reserve(&self->deadlines, store_count(self->store) + 64)) {
+        free(collect.items);
+        return -1;
+    }
+    store_each(self->store, s_collect, &collect);
+    qsort(collect.items, collect.count, sizeof *collect.items, s_by_seq);
+    int64_t now_ms = broker_now_ms(), wall = s_wall_ms(), now_us = broker_now_us();
+    int rc = 0;
+    for (size_t i = 0; i < collect.count; i++) {
+        item_t *item = collect.items[i];
+        queue_t *queue = item->queue;
+        int64_t until = item->timer.at;
+        deadline_init(&item->timer, 0);
+        item->accepted_us = now_us;
+        int dead = item->state == ITEM_DEAD
+                   || (queue->max_attempts && item->attempts >= queue->max_attempts);
+        if (dead) {
+            item->state = ITEM_DEAD;
+            list_push_back(&queue->dead, &item->link);
+            queue->dead_count++;
+            continue;
+        }
+        if (ledger_open_at(&queue->ledger, item->seq)) {
+            rc = -1;
+            item->state = ITEM_DEAD; /* out of memory: kept, never lost */
+            list_push_back(&queue->dead, &item->link);
+            queue->dead_count++;
+            continue;
+        }
+        if (item->state == ITEM_DELAYED && until > wall) {
+            item->timer.kind = TIMER_DELAY;
+            deadlines_set(&self->deadlines, &item->timer, now_ms + (until - wall));
+            queue->delayed_count++;
+            continue;
+        }
+        item->state = ITEM_QUEUED;
+        list_push_back(&queue->ready, &item->link);
+        queue->ready_count++;
+        queue->put_total++;
+        broker_touch_queue(self, queue);
+    }
+    free(collect.items);
+    return rc;
+}
+
+static void s_live_sum(void *ctx, item_t *item)
+{
+    *(uint64_t *) ctx += s_live_size(item);
+}
+
+static void s_idle_each(void *ctx, void *value)
+{
+    producers_detach(ctx, value);
+}
+
+int persist_open(broker_t *self, char *error, size_t error_size)
+{
+    journal_config_t config = {
+        .dir = self->config.data_dir,
+        .fsync = (journal_fsync_t) self->config.fsync,
+        .interval_ms = self->config.fsync_interval_ms,
+        .segment_bytes = self->config.segment_bytes,
+        .sync_thread = 1,
+    };
+    replay_t replay = {self, 0, 0, broker_now_ms()};
+    journal_status_t status;
+    self->journal = journal_open(&config, s_on_record, &replay, s_on_progress, &status, error,
+                                 error_size);
+    if (!self->journal)
+        return (int) status;
+    if (store_claims_done(self->store) || s_build(self)) {
+        snprintf(error, error_size, "out of memory while reading the journal of %s",
+                 self->config.data_dir);
+        journal_close(&self->journal);
+        return JOURNAL_IO;
+    }
+    /* Recovered producers have no session yet: idle, forgotten in time. */
+    dict_each(self->producers, s_idle_each, self);
+    uint64_t live = 0;
+    store_each(self->store, s_live_sum, &live);
+    self->live_bytes = live;
+    log_line("journal: %s: %zu items in %zu queues and %zu producers recovered from %llu "
+             "records (%llu bytes) in %lld ms%s",
+             self->config.data_dir, store_count(self->store), dict_size(self->queues),
+             dict_size(self->producers), (unsigned long long) replay.records,
+             (unsigned long long) journal_disk_bytes(self->journal),
+             (long long) (broker_now_ms() - replay.started_ms),
+             replay.skipped ? " (some records named what was gone: skipped)" : "");
+    return 0;
+}
+
+void persist_close(broker_t *self)
+{
+    journal_close(&self->journal);
+}

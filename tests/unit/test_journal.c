@@ -1,0 +1,490 @@
+/*  The journal alone, through its I/O seam: records come back whole and in
+    order; a power loss (what was written but not synced is lost, or kept
+    in part) never loses a record whose flush had synced; a torn tail at
+    every byte offset is cut and everything before it kept; a flipped byte
+    in the middle is reported with its file and offset, and repair keeps
+    the rest; a full disk holds records back and writes them once there is
+    room; snapshots replace the closed segments. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "journal.h"
+
+/* ---------------------------------------------------------------- seam */
+
+#define FILES 64
+
+/*  The real calls, with a power loss and a disk budget: after `crash_at`
+    more writes or syncs, every call pretends to work and does nothing (the
+    machine is off); each file remembers how much of it a sync covered. */
+typedef struct {
+    int fds[FILES];
+    char paths[FILES][256];
+    off_t synced[FILES];
+    long crash_at;      /* operations until the power goes; < 0: never */
+    int crashed;
+    long long budget;   /* bytes that may still be written; < 0: unlimited */
+} seam_t;
+
+static int s_slot(seam_t *seam, int fd)
+{
+    for (int i = 0; i < FILES; i++)
+        if (seam->fds[i] == fd)
+            return i;
+    return -1;
+}
+
+static int s_tick(seam_t *seam)
+{
+    if (seam->crashed)
+        return 1;
+    if (seam->crash_at >= 0 && seam->crash_at-- == 0)
+        seam->crashed = 1;
+    return seam->crashed;
+}
+
+static int s_open(void *ctx, const char *path, int flags, mode_t mode)
+{
+    seam_t *seam = ctx;
+    if (seam->crashed) {
+        errno = EIO;
+        return -1;
+    }
+    int fd = journal_posix_io.open(NULL, path, flags, mode);
+    int slot = fd >= 0 ? s_slot(seam, -1) : -1;
+    if (slot >= 0) {
+        seam->fds[slot] = fd;
+        snprintf(seam->paths[slot], sizeof seam->paths[slot], "%s", path);
+        struct stat st;
+        seam->synced[slot] = fstat(fd, &st) == 0 ? st.st_size : 0;
+    }
+    return fd;
+}
+
+static ssize_t s_write(void *ctx, int fd, const void *data, size_t size)
+{
+    seam_t *seam = ctx;
+    if (s_tick(seam))
+        return (ssize_t) size;
+    if (seam->budget >= 0) {
+        if (seam->budget == 0) {
+            errno = ENOSPC;
+            return -1;
+        }
+        if ((long long) size > seam->budget)
+            size = (size_t) seam->budget;
+        seam->budget -= (long long) size;
+    }
+    return journal_posix_io.write(NULL, fd, data, size);
+}
+
+static ssize_t s_read(void *ctx, int fd, void *data, size_t size)
+{
+    (void) ctx;
+    return journal_posix_io.read(NULL, fd, data, size);
+}
+
+static off_t s_size(void *ctx, int fd)
+{
+    (void) ctx;
+    return journal_posix_io.size(NULL, fd);
+}
+
+static int s_fdatasync(void *ctx, int fd)
+{
+    seam_t *seam = ctx;
+    if (s_tick(seam))
+        return 0;
+    int slot = s_slot(seam, fd);
+    struct stat st;
+    if (slot >= 0 && fstat(fd, &st) == 0)
+        seam->synced[slot] = st.st_size;
+    return 0;
+}
+
+static int s_truncate(void *ctx, int fd, off_t size)
+{
+    if (((seam_t *) ctx)->crashed)
+        return 0;
+    return journal_posix_io.truncate(NULL, fd, size);
+}
+
+static int s_close(void *ctx, int fd)
+{
+    seam_t *seam = ctx;
+    int slot = s_slot(seam, fd);
+    if (slot >= 0)
+        seam->fds[slot] = -1;
+    return journal_posix_io.close(NULL, fd);
+}
+
+static int s_rename(void *ctx, const char *from, const char *to)
+{
+    if (((seam_t *) ctx)->crashed)
+        return 0;
+    return journal_posix_io.rename(NULL, from, to);
+}
+
+static int s_unlink(void *ctx, const char *path)
+{
+    if (((seam_t *) ctx)->crashed)
+        return 0;
+    return journal_posix_io.unlink(NULL, path);
+}
+
+static int s_sync_dir(void *ctx, const char *dir)
+{
+    (void) ctx, (void) dir;
+    return 0;
+}
+
+static int s_list(void *ctx, const char *dir, char ***names, size_t *count)
+{
+    (void) ctx;
+    return journal_posix_io.list(NULL, dir, names, count);
+}
+
+static seam_t s_seam;
+static const journal_io_t s_io = {s_open,  s_write,  s_read,   s_size,     s_fdatasync, s_truncate,
+                                  s_close, s_rename, s_unlink, s_sync_dir, s_list,      &s_seam};
+
+static void s_seam_reset(void)
+{
+    memset(&s_seam, 0, sizeof s_seam);
+    for (int i = 0; i < FILES; i++)
+        s_seam.fds[i] = -1;
+    s_seam.crash_at = -1;
+    s_seam.budget = -1;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+typedef struct {
+    char dir[64];
+    uint32_t values[4096]; /* what was replayed, in order */
+    size_t count;
+} fixture_t;
+
+static void s_on_record(void *ctx, uint32_t segment, uint8_t type, const uint8_t *body,
+                        size_t size)
+{
+    (void) segment;
+    fixture_t *f = ctx;
+    assert_int_equal(type, 7);
+    assert_true(size >= 4);
+    uint32_t value;
+    memcpy(&value, body, 4);
+    /* The rest of the body repeats the value's low byte: intact or not. */
+    for (size_t i = 4; i < size; i++)
+        assert_int_equal(body[i], (uint8_t) value);
+    if (f->count < 4096)
+        f->values[f->count++] = value;
+}
+
+static journal_t *s_open_journal(fixture_t *f, journal_fsync_t fsync, uint64_t segment_bytes,
+                                 journal_status_t *status, char *error, size_t size)
+{
+    journal_config_t config = {.dir = f->dir, .fsync = fsync, .interval_ms = 1000,
+                               .segment_bytes = segment_bytes, .sync_thread = 0, .io = &s_io};
+    f->count = 0;
+    return journal_open(&config, s_on_record, f, NULL, status, error, size);
+}
+
+static journal_t *s_open_ok(fixture_t *f, uint64_t segment_bytes)
+{
+    journal_status_t status;
+    char error[512];
+    journal_t *journal = s_open_journal(f, JOURNAL_FSYNC_ALWAYS, segment_bytes, &status, error,
+                                        sizeof error);
+    if (!journal)
+        fail_msg("journal_open: %s", error);
+    return journal;
+}
+
+/*  A record of 4 + (value % 40) bytes. */
+static void s_append(journal_t *journal, uint32_t value)
+{
+    size_t size = 4 + value % 40;
+    uint8_t *body = journal_begin(journal, 7, size);
+    assert_non_null(body);
+    memcpy(body, &value, 4);
+    memset(body + 4, (uint8_t) value, size - 4);
+    journal_end(journal);
+}
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/asyncq-journal-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    s_seam_reset();
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf %s", f->dir);
+    assert_int_equal(system(command), 0);
+    free(f);
+    return 0;
+}
+
+static void s_segment_path(const fixture_t *f, uint32_t number, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%016llx.log", f->dir, (unsigned long long) number);
+}
+
+/* --------------------------------------------------------------- tests */
+
+static void test_records_come_back_in_order_across_segments(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 512);
+    for (uint32_t i = 0; i < 300; i++) {
+        s_append(journal, i);
+        if (i % 7 == 0)
+            assert_int_equal(journal_flush(journal, 0), 0);
+    }
+    assert_int_equal(journal_flush(journal, 0), 0);
+    assert_true(journal_segment_count(journal) > 5);
+    journal_close(&journal);
+    journal = s_open_ok(f, 512);
+    assert_int_equal(f->count, 300);
+    for (uint32_t i = 0; i < 300; i++)
+        assert_int_equal(f->values[i], i);
+    journal_close(&journal);
+}
+
+/*  Power goes at a random write or sync; files then keep what a sync
+    covered and a random part of the rest. Every record whose flush
+    returned before the power went comes back. */
+static void test_a_power_loss_never_loses_a_synced_record(void **state)
+{
+    fixture_t *f = *state;
+    unsigned seed = 1;
+    uint64_t confirmed_total = 0, recovered_total = 0;
+    for (int round = 0; round < 40; round++) {
+        char command[128];
+        snprintf(command, sizeof command, "rm -rf %s/*", f->dir);
+        assert_int_equal(system(command), 0);
+        s_seam_reset();
+        s_seam.crash_at = rand_r(&seed) % 120;
+        journal_t *journal = s_open_ok(f, 700);
+        uint32_t confirmed = 0, next = 0;
+        while (!s_seam.crashed) {
+            int batch = 1 + rand_r(&seed) % 9;
+            for (int i = 0; i < batch; i++)
+                s_append(journal, next++);
+            int rc = journal_flush(journal, 0);
+            if (!s_seam.crashed && rc == 0 && journal_confirmed(journal) == journal_written(journal))
+                confirmed = next;
+        }
+        journal_close(&journal); /* the machine is off: nothing it does reaches a file */
+        for (int i = 0; i < FILES; i++)
+            if (s_seam.paths[i][0]) {
+                struct stat st;
+                if (stat(s_seam.paths[i], &st) != 0 || st.st_size <= s_seam.synced[i])
+                    continue;
+                off_t keep = s_seam.synced[i] + rand_r(&seed) % (st.st_size - s_seam.synced[i] + 1);
+                assert_int_equal(truncate(s_seam.paths[i], keep), 0);
+            }
+        s_seam_reset();
+        journal = s_open_ok(f, 700);
+        assert_true(f->count >= confirmed);
+        for (uint32_t i = 0; i < f->count; i++)
+            assert_int_equal(f->values[i], i);
+        confirmed_total += confirmed;
+        recovered_total += f->count;
+        journal_close(&journal);
+    }
+    print_message("40 power losses: %llu records confirmed, %llu recovered\n",
+                  (unsigned long long) confirmed_total, (unsigned long long) recovered_total);
+    assert_true(confirmed_total > 0);
+}
+
+static void test_a_torn_tail_is_cut_at_every_byte(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    size_t ends[20];
+    for (uint32_t i = 0; i < 20; i++) {
+        s_append(journal, i);
+        assert_int_equal(journal_flush(journal, 0), 0);
+        ends[i] = (size_t) journal_written(journal);
+    }
+    journal_close(&journal);
+    char path[256], copy[300];
+    s_segment_path(f, 1, path, sizeof path);
+    snprintf(copy, sizeof copy, "%s.whole", path);
+    assert_int_equal(rename(path, copy), 0);
+    for (size_t cut = 0; cut <= ends[19]; cut++) {
+        char command[700];
+        snprintf(command, sizeof command, "rm -f %s/*.log && head -c %zu %s > %s", f->dir, cut,
+                 copy, path);
+        assert_int_equal(system(command), 0);
+        journal = s_open_ok(f, 1 << 20);
+        size_t whole = 0;
+        while (whole < 20 && ends[whole] <= cut)
+            whole++;
+        assert_int_equal(f->count, whole);
+        journal_close(&journal);
+        /* The cut record is gone from the file, not only skipped. */
+        struct stat st;
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal((size_t) st.st_size, whole ? ends[whole - 1] : 0);
+    }
+    unlink(copy);
+}
+
+static void test_a_flipped_byte_is_reported_and_repair_keeps_the_rest(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    size_t ends[20];
+    for (uint32_t i = 0; i < 20; i++) {
+        s_append(journal, i);
+        ends[i] = (size_t) journal_appended(journal);
+    }
+    assert_int_equal(journal_flush(journal, 0), 0);
+    journal_close(&journal);
+    char path[256];
+    s_segment_path(f, 1, path, sizeof path);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    off_t at = (off_t) ends[4] + 10; /* inside record 5 */
+    uint8_t byte;
+    assert_int_equal(pread(fd, &byte, 1, at), 1);
+    byte ^= 0x20;
+    assert_int_equal(pwrite(fd, &byte, 1, at), 1);
+    close(fd);
+
+    journal_status_t status;
+    char error[1024];
+    assert_null(s_open_journal(f, JOURNAL_FSYNC_ALWAYS, 1 << 20, &status, error, sizeof error));
+    assert_int_equal(status, JOURNAL_CORRUPT);
+    char offset[64];
+    snprintf(offset, sizeof offset, "offset %zu", ends[4]);
+    assert_non_null(strstr(error, path));
+    assert_non_null(strstr(error, offset));
+
+    assert_int_equal(journal_repair(f->dir, &s_io, NULL, NULL, error, sizeof error), 0);
+    journal = s_open_ok(f, 1 << 20);
+    assert_int_equal(f->count, 19);
+    for (uint32_t i = 0, v = 0; i < 19; i++, v++) {
+        if (v == 5)
+            v++;
+        assert_int_equal(f->values[i], v);
+    }
+    journal_close(&journal);
+    char damaged[300];
+    snprintf(damaged, sizeof damaged, "%s/damaged/0000000000000001.log", f->dir);
+    struct stat st;
+    assert_int_equal(stat(damaged, &st), 0); /* the original is kept */
+}
+
+static void test_a_full_disk_holds_records_back_until_there_is_room(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    s_seam.budget = 100;
+    for (uint32_t i = 0; i < 30; i++)
+        s_append(journal, i);
+    assert_int_equal(journal_flush(journal, 0), ENOSPC);
+    assert_int_equal(journal_error(journal), ENOSPC);
+    uint64_t confirmed = journal_confirmed(journal);
+    assert_true(confirmed < journal_appended(journal));
+    /* Within a second nothing is tried again. */
+    s_seam.budget = -1;
+    assert_int_equal(journal_flush(journal, 500), ENOSPC);
+    assert_int_equal(journal_confirmed(journal), confirmed);
+    assert_int_equal(journal_flush(journal, 1000), 0);
+    assert_int_equal(journal_error(journal), 0);
+    assert_int_equal(journal_confirmed(journal), journal_appended(journal));
+    journal_close(&journal);
+    journal = s_open_ok(f, 1 << 20);
+    assert_int_equal(f->count, 30);
+    for (uint32_t i = 0; i < 30; i++)
+        assert_int_equal(f->values[i], i);
+    journal_close(&journal);
+}
+
+/*  A snapshot takes the closed segments' place: what replays is the
+    snapshot, then the head. */
+static void test_a_snapshot_replaces_the_closed_segments(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 256);
+    for (uint32_t i = 0; i < 200; i++)
+        s_append(journal, i);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    assert_true(journal_segment_count(journal) >= 2);
+    uint64_t before = journal_disk_bytes(journal);
+    assert_int_equal(journal_snapshot_begin(journal), 0);
+    for (uint32_t v = 1000; v < 1003; v++) {
+        uint8_t *body = journal_snapshot_add(journal, 7, 4);
+        assert_non_null(body);
+        memcpy(body, &v, 4);
+    }
+    assert_int_equal(journal_snapshot_end(journal), 0);
+    assert_int_equal(journal_segment_count(journal), 2);
+    assert_true(journal_disk_bytes(journal) < before / 10);
+    s_append(journal, 2000);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    journal_close(&journal);
+    journal = s_open_ok(f, 256);
+    assert_int_equal(f->count, 4);
+    assert_int_equal(f->values[0], 1000);
+    assert_int_equal(f->values[2], 1002);
+    assert_int_equal(f->values[3], 2000);
+    journal_close(&journal);
+}
+
+static void test_a_second_journal_on_the_directory_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    journal_config_t config = {.dir = f->dir, .fsync = JOURNAL_FSYNC_ALWAYS,
+                               .segment_bytes = 4096};
+    journal_status_t status;
+    char error[512];
+    journal_t *first = journal_open(&config, s_on_record, f, NULL, &status, error, sizeof error);
+    assert_non_null(first);
+    assert_null(journal_open(&config, s_on_record, f, NULL, &status, error, sizeof error));
+    assert_int_equal(status, JOURNAL_LOCKED);
+    assert_non_null(strstr(error, "another broker"));
+    journal_close(&first);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_records_come_back_in_order_across_segments, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_power_loss_never_loses_a_synced_record, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_torn_tail_is_cut_at_every_byte, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_flipped_byte_is_reported_and_repair_keeps_the_rest,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_full_disk_holds_records_back_until_there_is_room,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_snapshot_replaces_the_closed_segments, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_second_journal_on_the_directory_is_refused,
+                                        s_setup, s_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
