@@ -2,6 +2,7 @@
 
 #include <czmq.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "asyncq/codec.h"
 #include "dict.h"
@@ -14,6 +15,7 @@
 struct auth {
     zcert_t *cert;       /* the broker's */
     int64_t reloaded_ms; /* when an unknown key last made it re-read the directory */
+    struct timespec dir_mtime; /* the directory's, when last read */
     char *clients_dir;
     zactor_t *zauth;
     zsock_t *log;        /* SUB to zauth's log lines */
@@ -136,6 +138,19 @@ static dict_t *s_load_dir(const char *dir, char *error, size_t size)
     return grants;
 }
 
+/*  True if the directory's modification time is not the one last seen (an
+    entry added, removed or renamed), which it then remembers. */
+static int s_dir_changed(auth_t *self)
+{
+    struct stat st;
+    if (stat(self->clients_dir, &st) != 0)
+        return 0;
+    int changed = st.st_mtim.tv_sec != self->dir_mtime.tv_sec
+                  || st.st_mtim.tv_nsec != self->dir_mtime.tv_nsec;
+    self->dir_mtime = st.st_mtim;
+    return changed;
+}
+
 auth_t *auth_new(const char *secret_path, const char *clients_dir, char *error, size_t size)
 {
     auth_t *self = calloc(1, sizeof *self);
@@ -160,6 +175,7 @@ auth_t *auth_new(const char *secret_path, const char *clients_dir, char *error, 
         return NULL;
     }
     self->clients_dir = strdup(clients_dir);
+    s_dir_changed(self);
     self->grants = s_load_dir(clients_dir, error, size);
     if (!self->grants) {
         auth_destroy(&self);
@@ -223,11 +239,16 @@ const auth_grant_t *auth_lookup(auth_t *self, const char *key)
 const auth_grant_t *auth_admit(auth_t *self, const char *key)
 {
     const auth_grant_t *grant = auth_lookup(self, key);
-    int64_t now = zclock_mono();
-    if (grant || !self->cert || now - self->reloaded_ms < 1000)
+    if (grant || !self->cert)
         return grant;
     /* zauth let this key through its handshake: it found it in the
-       directory, which changed since the broker last read it. */
+       directory, which changed since the broker last read it. Read at once
+       if the directory changed (a key added right after another must not
+       wait), else at most once a second: a key that is really gone must
+       not make the broker read the directory at every HELLO. */
+    int64_t now = zclock_mono();
+    if (!s_dir_changed(self) && now - self->reloaded_ms < 1000)
+        return NULL;
     self->reloaded_ms = now;
     char error[256];
     auth_reload(self, error, sizeof error);
@@ -238,6 +259,7 @@ int auth_reload(auth_t *self, char *error, size_t size)
 {
     if (!self->cert)
         return 0;
+    s_dir_changed(self); /* before reading: a change during the read is seen next time */
     dict_t *grants = s_load_dir(self->clients_dir, error, size);
     if (!grants)
         return -1;

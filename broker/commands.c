@@ -35,6 +35,20 @@ static void s_error(const request_t *request, int code, aq_bytes_t subject, cons
                       text);
 }
 
+static const char *s_peer_name(const peer_t *peer, aq_bytes_t routing_id, char *buf,
+                               size_t size);
+
+/*  403, counted in INFO's bad_input and logged like a request outside the
+    client's roles: every refusal is (PROTOCOL.md 4.8a). */
+static void s_forbidden(const request_t *request, aq_bytes_t subject, const char *text)
+{
+    char name[600];
+    ratelog_line(&request->broker->bad_input, broker_now_ms(), "%s: %s refused: %s",
+                 s_peer_name(request->peer, request->routing_id, name, sizeof name),
+                 aq_cmd_name(request->msg->cmd), text);
+    s_error(request, AQ_FORBIDDEN, subject, text);
+}
+
 static void s_reply(const request_t *request, const aq_msg_t *msg)
 {
     broker_send(request->broker, request->routing_id, msg, NULL);
@@ -50,7 +64,7 @@ static int s_queue_allowed(const request_t *request, aq_bytes_t queue)
 {
     if (!request->peer || auth_allows_queue(&request->peer->grant, queue.data, queue.size))
         return 1;
-    s_error(request, AQ_FORBIDDEN, queue, "this client may not use that queue");
+    s_forbidden(request, queue, "this client may not use that queue");
     return 0;
 }
 
@@ -93,14 +107,14 @@ static void s_on_hello(const request_t *request)
     const aq_msg_t *msg = request->msg;
     const auth_grant_t *grant = auth_admit(self->auth, request->key);
     if (!grant) {
-        s_error(request, AQ_FORBIDDEN, (aq_bytes_t){0}, "this client's key is not allowed");
+        s_forbidden(request, (aq_bytes_t){0}, "this client's key is not allowed");
         return;
     }
     peer_t *same_client = dict_get(self->clients, msg->client.data, msg->client.size);
     producer_t *producer = producers_get(self, msg->client);
     if ((same_client && strcmp(same_client->key, request->key) != 0)
         || (producer && strcmp(producer->key, request->key) != 0)) {
-        s_error(request, AQ_FORBIDDEN, msg->client, "that client id belongs to another key");
+        s_forbidden(request, msg->client, "that client id belongs to another key");
         return;
     }
     if (request->peer)
@@ -412,7 +426,7 @@ static void s_on_sync(const request_t *request)
     const aq_msg_t *msg = request->msg;
     producer_t *producer = producers_get(self, msg->producer);
     if (producer && strcmp(producer->key, request->key) != 0) {
-        s_error(request, AQ_FORBIDDEN, msg->producer, "that producer id belongs to another key");
+        s_forbidden(request, msg->producer, "that producer id belongs to another key");
         return;
     }
     if (!producer || !producer->peer) {
@@ -596,8 +610,8 @@ static void s_on_shutdown(const request_t *request)
     if (msg->queue.size && !s_queue_allowed(request, msg->queue))
         return;
     if (!msg->queue.size && request->peer->grant.queues[0]) {
-        s_error(request, AQ_FORBIDDEN, (aq_bytes_t){0},
-                "this client may shut down only its own queues, one at a time");
+        s_forbidden(request, (aq_bytes_t){0},
+                    "this client may shut down only its own queues, one at a time");
         return;
     }
     queue_state_t state = msg->mode == AQ_SHUTDOWN_IMMEDIATE ? QUEUE_DISCARDING : QUEUE_DRAINING;

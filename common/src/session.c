@@ -1,6 +1,8 @@
 #include "asyncq/session.h"
 
 #include <czmq.h>
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -61,8 +63,13 @@ aq_handshake_watch_t *aq_handshake_watch_new(void *zsock)
     aq_handshake_watch_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
+    /* Named by a counter, not by the socket's address: a new socket can
+       get the address of one just closed, whose monitor endpoint libzmq
+       may not have unbound yet (the bind would fail, and no watch). */
+    static atomic_uint s_watches;
     char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://asyncq-handshake-%p", zsock);
+    snprintf(endpoint, sizeof endpoint, "inproc://asyncq-handshake-%u",
+             atomic_fetch_add(&s_watches, 1));
     int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
                  | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     if (zmq_socket_monitor(zsock_resolve(zsock), endpoint, events) == 0)
@@ -143,8 +150,10 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
 {
     /* ZeroMQ queues messages for a broker that is down: a pile of old HELLOs
        reaching a broker that comes back would each start a session again,
-       after this client's later requests. A fresh DEALER leaves them. */
-    if (self->hello_unanswered) {
+       after this client's later requests. A fresh DEALER leaves them. One
+       is needed too after a failed CURVE handshake: libzmq gives that
+       connection up for good, so a HELLO on the old DEALER never leaves. */
+    if (self->hello_unanswered || aq_handshake_watch_status(self->watch) != AQ_OK) {
         zsock_set_linger(self->dealer, 0);
         aq_status_t rc = s_connect(self);
         if (rc)
@@ -221,7 +230,15 @@ void aq_session_destroy(aq_session_t **self_p)
 
 aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg)
 {
-    return aq_msg_send(self->socket, NULL, msg, NULL, 0);
+    /* A DEALER whose CURVE handshake failed (its key refused or revoked, a
+       wrong broker key) has no pipe left: libzmq does not reconnect after a
+       handshake failure, and a blocking send would wait for ever. Blocking
+       is kept for a full pipe, which the broker empties. */
+    aq_status_t rc = aq_msg_send(self->socket, NULL, msg, NULL, ZMQ_DONTWAIT);
+    if (rc != AQ_TRANSPORT || errno != EAGAIN)
+        return rc;
+    aq_status_t handshake = aq_handshake_watch_status(self->watch);
+    return handshake != AQ_OK ? handshake : aq_msg_send(self->socket, NULL, msg, NULL, 0);
 }
 
 aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg)

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# On the wire: what CURVE hides, and who a broker without keys lets in.
+#
+#   tests/security/capture.sh BIN_DIR        (as root; exit 77 = skipped)
+#
+# 1. A broker with CURVE keys, a producer and a consumer moving items that
+#    carry a marker string; tcpdump records the broker's two ports on
+#    loopback. The marker, and the protocol's signature "asyncq/2" that
+#    starts every message, must not be in the capture. The control: the
+#    same run without keys, where both must be in it (so the search can
+#    fail). Each run happens in a network namespace of its own, so the
+#    capture holds this run's traffic and nothing else.
+# 2. The loopback-only default: a broker without keys and without
+#    --insecure, in one namespace, joined to a second by a veth pair. A
+#    client from the second (a non-loopback address) gets nothing: its put
+#    is never confirmed, its stats never answered, and the broker's queues
+#    do not change; a client on the broker's loopback is served. With
+#    --insecure, the client from the other namespace is served too.
+set -euo pipefail
+
+bin=$(cd "${1:?usage: capture.sh BIN_DIR}" && pwd)
+skip() { echo "SKIPPED: $*"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "capturing packets and making network namespaces need root"
+command -v tcpdump >/dev/null || skip "tcpdump is not installed"
+command -v ip >/dev/null || skip "ip (iproute2) is not installed"
+
+tag=aqw$$
+work=$(mktemp -d)
+namespaces=("$tag-plain" "$tag-curve" "$tag-b" "$tag-c")
+fail=0
+
+cleanup() {
+  set +e
+  for ns in "${namespaces[@]}"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9
+  done
+  # The shell's own children (the namespaced processes, already killed).
+  wait 2>/dev/null
+  for ns in "${namespaces[@]}"; do
+    ip netns del "$ns" 2>/dev/null
+  done
+  # A veth end is in the machine's namespace only if setting up failed
+  # before it was moved; deleting one end deletes the pair.
+  ip link del "${tag}b" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT HUP # so that a stop from outside cleans up too
+
+check() { # description, command...
+  local what=$1; shift
+  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
+}
+
+# Polls a condition (a command, run anew each time: a function when it
+# needs an expansion) up to `tenths` tenths of a second.
+wait_for() { # tenths, command...
+  local tenths=$1; shift
+  for _ in $(seq "$tenths"); do "$@" && return 0; sleep 0.1; done
+  "$@"
+}
+
+# Starts a broker in namespace $1 with log name $2 and flags; sets
+# broker_address from its READY line.
+start_broker() { # namespace, name, flags...
+  local ns=$1 name=$2; shift 2
+  ip netns exec "$ns" "$bin/asyncq-broker" "$@" > "$work/$name.out" 2> "$work/$name.log" &
+  if ! wait_for 100 grep -q '^READY ' "$work/$name.out"; then
+    echo "FAILED: broker $name did not start"; cat "$work/$name.log"; exit 1
+  fi
+  broker_address=$(sed -n 's/^READY //p' "$work/$name.out")
+}
+
+# A first SIGTERM makes a broker drain its queues (it waits for consumers);
+# the second stops it at once.
+namespace_empty() { # namespace
+  test -z "$(ip netns pids "$1")"
+}
+stop_namespace_processes() { # namespace
+  ip netns pids "$1" | xargs -r kill
+  wait_for 5 namespace_empty "$1" || ip netns pids "$1" | xargs -r kill
+  if ! wait_for 100 namespace_empty "$1"; then
+    echo "FAILED: processes of $1 did not stop:"; fail=1
+    ip netns pids "$1" | xargs -r ps -o pid,stat,args -p
+    ip netns pids "$1" | xargs -r kill -9
+  fi
+}
+
+file_larger() { # file, bytes
+  test "$(stat -c %s "$1")" -gt "$2"
+}
+
+occurrences() { # file, text
+  { grep -a -o -F -- "$2" "$1" || true; } | wc -l
+}
+
+# ----------------------------------------------------------------------
+# 1. What a capture of the broker's traffic shows
+
+marker="ASYNCQ-WIRE-MARKER-$$-$RANDOM$RANDOM"
+items=40
+for i in $(seq "$items"); do
+  echo "item $i: $marker $marker $marker $marker"
+done > "$work/items.txt"
+item_bytes=$(wc -c < "$work/items.txt")
+
+keys=$work/keys
+mkdir -p "$keys/clients"
+"$bin/asyncq" keygen broker --dir "$keys" --role admin > /dev/null
+"$bin/asyncq" keygen producer --dir "$keys" --role produce > /dev/null
+"$bin/asyncq" keygen consumer --dir "$keys" --role consume > /dev/null
+cp "$keys/producer.key" "$keys/consumer.key" "$keys/clients/"
+
+# Runs a broker (flags after the run's name), captures its ports on
+# loopback while a producer puts every line of items.txt and a consumer
+# gets them all, and leaves the capture in $work/NAME.pcap. The clients'
+# environment (their keys, or none) is in producer_env and consumer_env.
+capture_run() { # name, broker flags...
+  local name=$1; shift
+  local ns=$tag-$name
+  ip netns add "$ns"
+  ip netns exec "$ns" ip link set lo up
+  start_broker "$ns" "$name" --bind tcp://127.0.0.1:0 "$@"
+  local port=${broker_address##*:}
+  echo "== $name: broker at $broker_address (ports $port, $((port + 1)))"
+  # Immediate mode: each packet is written as it comes, not a buffer at a time.
+  ip netns exec "$ns" tcpdump -i lo --immediate-mode -U -Z root -s 0 -w "$work/$name.pcap" \
+    "tcp port $port or tcp port $((port + 1))" 2> "$work/$name.tcpdump" &
+  local tcpdump_pid=$!
+  if ! wait_for 100 grep -q 'listening on' "$work/$name.tcpdump"; then
+    echo "FAILED: tcpdump did not start"; cat "$work/$name.tcpdump"; exit 1
+  fi
+  local consumer_rc=0 producer_rc=0
+  ip netns exec "$ns" env "${consumer_env[@]}" "$bin/asyncq-consumer" -b "$broker_address" \
+    -q wire --count "$items" --credit 8 --max-sleep 0 > "$work/$name.consumer" 2>&1 &
+  local consumer_pid=$!
+  ip netns exec "$ns" env "${producer_env[@]}" "$bin/asyncq-producer" -b "$broker_address" \
+    -q wire --stdin --quiet < "$work/items.txt" > "$work/$name.producer" 2>&1 || producer_rc=$?
+  wait "$consumer_pid" || consumer_rc=$?
+  check "$name: the producer's $items puts were confirmed (exit $producer_rc)" test "$producer_rc" = 0
+  check "$name: the consumer got and acked $items items (exit $consumer_rc)" test "$consumer_rc" = 0
+  check "$name: the items reached the consumer whole" \
+    test "$(occurrences "$work/$name.consumer" "$marker")" -ge $((items * 4))
+  # Every item crossed loopback twice (put, delivery): wait until the
+  # capture holds at least that many bytes, so that nothing is still in
+  # tcpdump's buffers when it stops.
+  wait_for 100 file_larger "$work/$name.pcap" $((2 * item_bytes)) || true
+  kill -INT "$tcpdump_pid"
+  wait "$tcpdump_pid" || true
+  stop_namespace_processes "$ns"
+  local packets
+  packets=$(tcpdump -r "$work/$name.pcap" 2> /dev/null | wc -l)
+  echo "   captured $packets packets, $(stat -c %s "$work/$name.pcap") bytes, for $item_bytes bytes of items"
+  check "$name: the capture holds the traffic ($packets packets, more than $((2 * item_bytes)) bytes)" \
+    file_larger "$work/$name.pcap" $((2 * item_bytes))
+}
+
+producer_env=(ASYNCQ_CURVE_SECRET= ASYNCQ_SERVER_KEY=)
+consumer_env=(ASYNCQ_CURVE_SECRET= ASYNCQ_SERVER_KEY=)
+capture_run plain
+plain_markers=$(occurrences "$work/plain.pcap" "$marker")
+plain_signatures=$(occurrences "$work/plain.pcap" "asyncq/2")
+echo "   without keys: the marker $plain_markers times, asyncq/2 $plain_signatures times"
+check "without keys, the items' marker is in the capture (the control: the search can find it)" \
+  test "$plain_markers" -ge $((2 * items * 4))
+check "without keys, the protocol's messages are in the capture" test "$plain_signatures" -gt 0
+
+producer_env=(ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" ASYNCQ_SERVER_KEY="$keys/broker.key")
+consumer_env=(ASYNCQ_CURVE_SECRET="$keys/consumer.key_secret" ASYNCQ_SERVER_KEY="$keys/broker.key")
+capture_run curve --curve-secret "$keys/broker.key_secret" --clients "$keys/clients"
+curve_markers=$(occurrences "$work/curve.pcap" "$marker")
+curve_signatures=$(occurrences "$work/curve.pcap" "asyncq/2")
+curve_greetings=$(occurrences "$work/curve.pcap" "CURVE")
+echo "   with keys: the marker $curve_markers times, asyncq/2 $curve_signatures times," \
+  "the CURVE mechanism named $curve_greetings times"
+check "with keys, the connections were CURVE (its name is in the greetings, in clear)" \
+  test "$curve_greetings" -gt 0
+check "with keys, the items' marker is not in the capture" test "$curve_markers" = 0
+check "with keys, no protocol message is in the capture" test "$curve_signatures" = 0
+
+# ----------------------------------------------------------------------
+# 2. A broker without keys lets in loopback only, unless --insecure
+
+b=$tag-b c=$tag-c
+subnet=10.$((100 + $$ % 100)).$(( ($$ / 100) % 250 ))
+ip netns add "$b"
+ip netns add "$c"
+ip link add "${tag}b" type veth peer name "${tag}c"
+ip link set "${tag}b" netns "$b"
+ip link set "${tag}c" netns "$c"
+for side in b:1 c:2; do
+  ns=$tag-${side%:*}
+  ip netns exec "$ns" ip link set "${tag}${side%:*}" name eth0
+  ip netns exec "$ns" ip addr add "$subnet.${side#*:}/24" dev eth0
+  ip netns exec "$ns" ip link set eth0 up
+  ip netns exec "$ns" ip link set lo up
+done
+remote=$subnet.1:5557
+local_address=127.0.0.1:5557
+
+# The clients of this part have no keys.
+export ASYNCQ_CURVE_SECRET= ASYNCQ_SERVER_KEY=
+puts_seen_locally() { # what a client on the broker's loopback reads: the puts of queue "wire"
+  local out
+  out=$(ip netns exec "$b" "$bin/asyncq" stats -b "$local_address" -q wire) || { echo "stats failed"; return; }
+  echo "$out" | sed -n 's/.* puts=\([0-9]*\).*/\1/p'
+}
+run() { # output name, namespace, command...: its exit code in $code
+  local name=$1 ns=$2; shift 2
+  code=0
+  ip netns exec "$ns" "$@" > "$work/$name.out" 2>&1 || code=$?
+}
+
+echo "== without keys, without --insecure: broker on $subnet.1 (all interfaces)"
+start_broker "$b" default --bind 'tcp://*:5557'
+check "the broker says it takes loopback connections only" \
+  grep -q "no keys: loopback connections only" "$work/default.log"
+run remote-put "$c" "$bin/asyncq-producer" -b "$remote" -q wire --stdin --quiet <<< "from-afar"
+check "a put from another address is never confirmed (exit $code)" test "$code" = 3
+run remote-stats "$c" "$bin/asyncq" stats -b "$remote"
+check "stats from another address are never answered (exit $code)" test "$code" = 3
+check "... and nothing reached a queue (puts: '$(puts_seen_locally)')" test -z "$(puts_seen_locally)"
+check "the broker logged the refused connections" grep -q "not from loopback" "$work/default.log"
+run local-put "$b" "$bin/asyncq" put -b "$local_address" -q wire from-loopback
+check "a put on the broker's loopback is confirmed (exit $code)" test "$code" = 0
+check "... and is the only put in the queue" test "$(puts_seen_locally)" = 1
+stop_namespace_processes "$b"
+
+echo "== without keys, with --insecure"
+start_broker "$b" insecure --bind 'tcp://*:5557' --insecure
+check "the broker says it lets anyone in" grep -q "no keys and --insecure" "$work/insecure.log"
+run remote-put-insecure "$c" "$bin/asyncq-producer" -b "$remote" -q wire --stdin --quiet \
+  <<< "from-afar"
+check "a put from another address is confirmed (exit $code)" test "$code" = 0
+run remote-stats-insecure "$c" "$bin/asyncq" stats -b "$remote" -q wire
+check "stats from another address are answered (exit $code)" test "$code" = 0
+check "... and show its put" grep -q " puts=1 " "$work/remote-stats-insecure.out"
+run local-put-insecure "$b" "$bin/asyncq" put -b "$local_address" -q wire from-loopback
+check "a put on the broker's loopback is confirmed too (exit $code)" test "$code" = 0
+check "... both puts are in the queue" test "$(puts_seen_locally)" = 2
+check "the broker refused no connection" bash -c "! grep -q 'not from loopback' '$work/insecure.log'"
+stop_namespace_processes "$b"
+
+if [ "$fail" != 0 ]; then
+  for log in "$work"/*.log; do echo "--- $log"; cat "$log"; done
+fi
+exit $fail
