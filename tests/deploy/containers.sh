@@ -96,26 +96,35 @@ echo "== docker-compose up: $producers producers x $per_producer items, $consume
 export ASYNCQ_IMAGE=asyncq:containers-test ASYNCQ_COUNT=$per_producer \
   ASYNCQ_PRODUCER_MAX_SLEEP=0.05 ASYNCQ_CONSUMER_MAX_SLEEP=0.2 ASYNCQ_JOIN_TIMEOUT=120
 compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
-# up returns once the join has started: it waits for every producer to exit 0.
-# Consumers are slower than producers, so the join has items to wait for.
-# Mid-run the broker container restarts: producers send again what it had
-# not confirmed, consumers come back, and nothing is lost (it is durable).
-compose up -d --no-build broker
-(
+# The broker, consumers and producers first; the broker container restarts
+# once a third of the puts are in: producers send again what it had not
+# confirmed, consumers come back, and nothing is lost (it is durable). The
+# join starts once every producer has exited (each exits 0 only when all its
+# puts are confirmed), as the compose file's dependency says; it is started
+# here without that dependency check, which would race with the restart.
+admin() { compose exec -T -e ASYNCQ_CURVE_SECRET=/var/lib/asyncq/keys/admin.key_secret \
+  -e ASYNCQ_SERVER_KEY=/var/lib/asyncq/keys/broker.key broker "$@"; }
+healthy() {
   for _ in $(seq 300); do
-    puts=$(compose exec -T -e ASYNCQ_CURVE_SECRET=/var/lib/asyncq/keys/admin.key_secret \
-      -e ASYNCQ_SERVER_KEY=/var/lib/asyncq/keys/broker.key broker asyncq stats --queue default \
-      2>/dev/null | sed -n 's/.* puts=\([0-9]*\).*/\1/p')
-    [ "${puts:-0}" -ge $((producers * per_producer / 3)) ] && break
+    [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q broker)")" = healthy ] && return 0
     sleep 0.2
   done
-  compose restart broker >/dev/null 2>&1 && touch "$work/restarted" \
-    && echo "== broker restarted mid-run (after ${puts:-0} puts)"
-) &
-restarter=$!
+  return 1
+}
 timeout 600 docker-compose -p "$project" -f "$top/docker-compose.yml" up -d --no-build \
-  --scale producer=$producers --scale consumer=$consumers
-wait $restarter
+  --scale producer=$producers --scale consumer=$consumers broker producer consumer
+puts=0
+for _ in $(seq 300); do
+  puts=$(admin asyncq stats --queue default 2>/dev/null | sed -n 's/.* puts=\([0-9]*\).*/\1/p') || true
+  [ "${puts:-0}" -ge $((producers * per_producer / 3)) ] && break
+  sleep 0.2
+done
+compose restart broker >/dev/null 2>&1 && healthy && touch "$work/restarted" \
+  && echo "== broker restarted mid-run (after ${puts:-0} puts)"
+for container in $(compose ps -q producer); do
+  timeout 300 docker wait "$container" >/dev/null
+done
+compose up -d --no-build --no-deps join
 join_status=$(timeout 180 docker wait "$(compose ps -q join)")
 echo "image: $(docker image inspect -f '{{.Size}}' asyncq:containers-test) bytes"
 compose logs --no-color join
@@ -169,7 +178,7 @@ compose up -d --no-build broker >/dev/null 2>&1
 kept=""
 for _ in $(seq 100); do
   kept=$(compose exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret -e ASYNCQ_SERVER_KEY=$keys/broker.key \
-    broker asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p')
+    broker asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
   [ -n "$kept" ] && break
   sleep 0.2
 done
