@@ -407,11 +407,6 @@ void journal_end(journal_t *self)
     self->record_at = SIZE_MAX;
 }
 
-uint32_t journal_head(const journal_t *self)
-{
-    return s_head(self)->number;
-}
-
 uint64_t journal_appended(const journal_t *self)
 {
     return self->written + self->buffered;
@@ -420,11 +415,6 @@ uint64_t journal_appended(const journal_t *self)
 uint64_t journal_written(const journal_t *self)
 {
     return self->written;
-}
-
-uint64_t journal_synced(const journal_t *self)
-{
-    return self->synced;
 }
 
 uint64_t journal_confirmed(const journal_t *self)
@@ -653,7 +643,7 @@ static journal_status_t s_replay_segment(journal_t *self, uint32_t number, int n
     }
     size_t at = 0, length;
     while (at < size && (length = s_record_at(data, size, at))) {
-        reading->replay(reading->ctx, number, data[at + 8], data + at + JOURNAL_HEADER,
+        reading->replay(reading->ctx, data[at + 8], data + at + JOURNAL_HEADER,
                         length - JOURNAL_HEADER);
         at += length;
         reading->done += length;

@@ -11,7 +11,7 @@
     JOURNAL_FSYNC_ALWAYS asks a thread of its own to fdatasync what was
     written, so that one sync covers every record of a pass and the loop
     never waits for the disk (group commit); the broker confirms puts once
-    journal_synced() covers them. INTERVAL syncs at most every N ms, NEVER
+    journal_confirmed() covers them. INTERVAL syncs at most every N ms, NEVER
     leaves it to the system: then confirms wait only for the write.
 
     Segments: the head is closed when it reaches segment_bytes and a new
@@ -60,10 +60,9 @@ extern const journal_io_t journal_posix_io;
 
 typedef struct journal journal_t;
 
-/*  Called for each record while the journal is read, in order: the segment
-    it is in, its type and body. */
-typedef void(journal_replay_fn)(void *ctx, uint32_t segment, uint8_t type, const uint8_t *body,
-                                size_t size);
+/*  Called for each record while the journal is read, in order: its type
+    and body. */
+typedef void(journal_replay_fn)(void *ctx, uint8_t type, const uint8_t *body, size_t size);
 
 /*  Progress of a long recovery: bytes read of all there is. */
 typedef void(journal_progress_fn)(void *ctx, uint64_t done, uint64_t total);
@@ -99,16 +98,12 @@ void journal_close(journal_t **self_p);
 uint8_t *journal_begin(journal_t *self, uint8_t type, size_t size);
 void journal_end(journal_t *self);
 
-/*  The head segment: where records appended now will be. */
-uint32_t journal_head(const journal_t *self);
-
 /*  Positions in the log (bytes since it opened): appended to the buffer,
-    written to the system, known on disk. */
+    written to the system. */
 uint64_t journal_appended(const journal_t *self);
 uint64_t journal_written(const journal_t *self);
-uint64_t journal_synced(const journal_t *self);
 
-/*  What a confirm covering `position` waits for: journal_synced (ALWAYS)
+/*  What a confirm covering `position` waits for: the synced position (ALWAYS)
     or journal_written (INTERVAL, NEVER). */
 uint64_t journal_confirmed(const journal_t *self);
 
@@ -150,7 +145,8 @@ size_t journal_segment_count(const journal_t *self);
 /*  Salvages every intact record of a damaged directory: each damaged
     segment is rewritten without its bad parts (the original is kept under
     DIR/damaged/). Writes what it did, one line per segment, to `report`.
-    Returns 0, or -1 with the reason in `error`. */
+    Returns 0, -2 if another broker holds the directory, or -1; the reason
+    is in `error`. */
 typedef void(journal_report_fn)(void *ctx, const char *line);
 int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *report, void *ctx,
                    char *error, size_t error_size);

@@ -261,9 +261,10 @@ static int s_repair(const char *dir)
         return AQ_EXIT_USAGE;
     }
     char error[1024];
-    if (journal_repair(dir, NULL, s_report_line, NULL, error, sizeof error) != 0) {
+    int rc = journal_repair(dir, NULL, s_report_line, NULL, error, sizeof error);
+    if (rc != 0) {
         fprintf(stderr, "asyncq-broker: --repair: %s\n", error);
-        return strstr(error, "another broker") ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
+        return rc == -2 ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
     }
     printf("repaired %s: start the broker on it as usual\n", dir);
     return AQ_EXIT_OK;

@@ -43,24 +43,33 @@ static uint8_t *s_put_name(uint8_t *at, const char *name)
     return at + length;
 }
 
-/*  Writes an ITEM record through `add` (the journal's head, or a snapshot). */
-static void s_item_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
-                          const item_t *item, const char *producer, uint64_t pseq)
+/*  The fields a STATE record holds, and an ITEM record starts with. */
+#define STATE_SIZE (8 + 8 + 1 + 2 + 8)
+
+static uint8_t *s_put_state(uint8_t *at, const item_t *item)
 {
-    size_t size = 8 + 8 + 1 + 2 + 4 + 8 + 8 + 1 + strlen(item->queue->name) + 1
-                  + strlen(producer) + item->size;
-    uint8_t *at = add(journal, PERSIST_ITEM, size);
-    if (!at)
-        return;
     aq_put_u64(at, item->id);
     aq_put_u64(at + 8, item->seq);
     at[16] = item->state;
     at[17] = (uint8_t) (item->attempts >> 8);
     at[18] = (uint8_t) item->attempts;
-    aq_put_u32(at + 19, item->lease_ms);
-    aq_put_u64(at + 23, s_until_wall(item));
-    aq_put_u64(at + 31, pseq);
-    at = s_put_name(at + 39, item->queue->name);
+    aq_put_u64(at + 19, s_until_wall(item));
+    return at + STATE_SIZE;
+}
+
+/*  Writes an ITEM record through `add` (the journal's head, or a snapshot). */
+static void s_item_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
+                          const item_t *item, const char *producer, uint64_t pseq)
+{
+    size_t size = STATE_SIZE + 4 + 8 + 1 + strlen(item->queue->name) + 1 + strlen(producer)
+                  + item->size;
+    uint8_t *at = add(journal, PERSIST_ITEM, size);
+    if (!at)
+        return;
+    at = s_put_state(at, item);
+    aq_put_u32(at, item->lease_ms);
+    aq_put_u64(at + 4, pseq);
+    at = s_put_name(at + 12, item->queue->name);
     at = s_put_name(at, producer);
     if (item->size)
         memcpy(at, item->data, item->size);
@@ -86,15 +95,10 @@ void persist_item_changed(broker_t *self, const item_t *item)
 {
     if (!self->journal)
         return;
-    uint8_t *at = journal_begin(self->journal, PERSIST_STATE, 8 + 8 + 1 + 2 + 8);
+    uint8_t *at = journal_begin(self->journal, PERSIST_STATE, STATE_SIZE);
     if (!at)
         return;
-    aq_put_u64(at, item->id);
-    aq_put_u64(at + 8, item->seq);
-    at[16] = item->state;
-    at[17] = (uint8_t) (item->attempts >> 8);
-    at[18] = (uint8_t) item->attempts;
-    aq_put_u64(at + 19, s_until_wall(item));
+    s_put_state(at, item);
     journal_end(self->journal);
 }
 
@@ -202,34 +206,26 @@ static void s_answer_waits(broker_t *self)
 
 /* ------------------------------------------------------------ snapshot */
 
-typedef struct {
-    broker_t *broker;
-    journal_t *journal;
-} snapshot_t;
-
 static uint8_t *s_snapshot_add(journal_t *journal, uint8_t type, size_t size)
 {
     return journal_snapshot_add(journal, type, size);
 }
 
-static void s_snapshot_item(void *ctx, item_t *item)
+static void s_snapshot_item(void *journal, item_t *item)
 {
-    snapshot_t *snapshot = ctx;
-    s_item_record(snapshot->journal, s_snapshot_add, item, "", 0);
+    s_item_record(journal, s_snapshot_add, item, "", 0);
 }
 
-static void s_snapshot_producer(void *ctx, void *value)
+static void s_snapshot_producer(void *journal, void *value)
 {
-    snapshot_t *snapshot = ctx;
-    s_producer_record(snapshot->journal, s_snapshot_add, value);
+    s_producer_record(journal, s_snapshot_add, value);
 }
 
-static void s_snapshot_queue(void *ctx, void *value)
+static void s_snapshot_queue(void *journal, void *value)
 {
-    snapshot_t *snapshot = ctx;
     const queue_t *queue = value;
     if (queue->state != QUEUE_OPEN)
-        s_queue_record(snapshot->journal, s_snapshot_add, queue->name, (uint8_t) queue->state);
+        s_queue_record(journal, s_snapshot_add, queue->name, (uint8_t) queue->state);
 }
 
 /*  The whole state in one file in place of the closed segments, once they
@@ -246,13 +242,12 @@ static void s_snapshot_if_due(broker_t *self)
     int64_t started = broker_now_ms();
     if (journal_snapshot_begin(journal))
         return;
-    snapshot_t snapshot = {self, journal};
     journal_snapshot_add(journal, PERSIST_RESET, 0);
     if (self->shut_down)
         s_queue_record(journal, s_snapshot_add, "", (uint8_t) QUEUE_DRAINING);
-    dict_each(self->queues, s_snapshot_queue, &snapshot);
-    dict_each(self->producers, s_snapshot_producer, &snapshot);
-    store_each(self->store, s_snapshot_item, &snapshot);
+    dict_each(self->queues, s_snapshot_queue, journal);
+    dict_each(self->producers, s_snapshot_producer, journal);
+    store_each(self->store, s_snapshot_item, journal);
     if (journal_snapshot_end(journal))
         log_line("journal: a snapshot of %zu items could not be written (%s); the log stays "
                  "as it is, and the snapshot is tried again later",
@@ -303,51 +298,68 @@ typedef struct {
     int ok;
 } reader_t;
 
+/*  The next n bytes, or NULL (and the record unreadable) if it is shorter. */
+static const uint8_t *s_take(reader_t *r, size_t n)
+{
+    if (!r->ok || r->left < n) {
+        r->ok = 0;
+        return NULL;
+    }
+    const uint8_t *at = r->at;
+    r->at += n;
+    r->left -= n;
+    return at;
+}
+
 static uint64_t s_read_u64(reader_t *r)
 {
-    if (r->left < 8) {
-        r->ok = 0;
-        return 0;
-    }
-    uint64_t value = aq_get_u64(r->at);
-    r->at += 8;
-    r->left -= 8;
-    return value;
+    const uint8_t *at = s_take(r, 8);
+    return at ? aq_get_u64(at) : 0;
 }
 
 static uint32_t s_read_u32(reader_t *r)
 {
-    if (r->left < 4) {
-        r->ok = 0;
-        return 0;
-    }
-    uint32_t value = aq_get_u32(r->at);
-    r->at += 4;
-    r->left -= 4;
-    return value;
+    const uint8_t *at = s_take(r, 4);
+    return at ? aq_get_u32(at) : 0;
 }
 
 static unsigned s_read_byte(reader_t *r)
 {
-    if (r->left < 1) {
-        r->ok = 0;
-        return 0;
-    }
-    r->left--;
-    return *r->at++;
+    const uint8_t *at = s_take(r, 1);
+    return at ? *at : 0;
 }
 
 static aq_bytes_t s_read_name(reader_t *r)
 {
     size_t length = s_read_byte(r);
-    if (!r->ok || r->left < length) {
-        r->ok = 0;
-        return (aq_bytes_t){0};
-    }
-    aq_bytes_t name = {r->at, length};
-    r->at += length;
-    r->left -= length;
-    return name;
+    const uint8_t *at = s_take(r, length);
+    return at ? (aq_bytes_t){at, length} : (aq_bytes_t){0};
+}
+
+typedef struct {
+    uint64_t id, seq, until;
+    uint8_t state;
+    uint16_t attempts;
+} state_t;
+
+/*  The fields s_put_state wrote; 0 if they are not there or not valid. */
+static int s_read_state(reader_t *r, state_t *state)
+{
+    state->id = s_read_u64(r);
+    state->seq = s_read_u64(r);
+    state->state = (uint8_t) s_read_byte(r);
+    state->attempts = (uint16_t) (s_read_byte(r) << 8);
+    state->attempts |= (uint16_t) s_read_byte(r);
+    state->until = s_read_u64(r);
+    return r->ok && state->state >= ITEM_QUEUED && state->state <= ITEM_DEAD;
+}
+
+static void s_set_state(item_t *item, const state_t *state)
+{
+    item->seq = state->seq;
+    item->state = state->state;
+    item->attempts = state->attempts;
+    item->timer.at = (int64_t) state->until; /* wall clock until the queues are built */
 }
 
 typedef struct {
@@ -373,32 +385,27 @@ static void s_reset(broker_t *self)
 static void s_replay_item(replay_t *replay, reader_t *r)
 {
     broker_t *self = replay->broker;
-    uint64_t id = s_read_u64(r), seq = s_read_u64(r);
-    unsigned state = s_read_byte(r);
-    unsigned attempts = s_read_byte(r) << 8;
-    attempts |= s_read_byte(r);
+    state_t state;
+    int valid = s_read_state(r, &state);
     uint32_t lease = s_read_u32(r);
-    uint64_t until = s_read_u64(r), pseq = s_read_u64(r);
+    uint64_t pseq = s_read_u64(r);
     aq_bytes_t queue_name = s_read_name(r), producer_name = s_read_name(r);
-    if (!r->ok || state < ITEM_QUEUED || state > ITEM_DEAD || queue_name.size == 0) {
+    if (!valid || !r->ok || queue_name.size == 0) {
         replay->skipped++;
         return;
     }
     aq_status_t status;
     queue_t *queue = broker_queue(self, queue_name, 1, &status);
-    item_t *item = store_find(self->store, id);
+    item_t *item = store_find(self->store, state.id);
     if (!item)
-        item = store_claim(self->store, id);
+        item = store_claim(self->store, state.id);
     if (!queue || !item || store_set_payload(item, r->at, r->left)) {
         replay->skipped++;
         return;
     }
-    item->seq = seq;
-    item->state = (uint8_t) state;
-    item->attempts = (uint16_t) attempts;
+    s_set_state(item, &state);
     item->lease_ms = lease;
     item->queue = queue;
-    item->timer.at = (int64_t) until; /* wall clock until the queues are built */
     if (producer_name.size && pseq) {
         producer_t *producer = producers_get(self, producer_name);
         if (!producer)
@@ -410,21 +417,13 @@ static void s_replay_item(replay_t *replay, reader_t *r)
 
 static void s_replay_state(replay_t *replay, reader_t *r)
 {
-    broker_t *self = replay->broker;
-    uint64_t id = s_read_u64(r), seq = s_read_u64(r);
-    unsigned state = s_read_byte(r);
-    unsigned attempts = s_read_byte(r) << 8;
-    attempts |= s_read_byte(r);
-    uint64_t until = s_read_u64(r);
-    item_t *item = r->ok ? store_find(self->store, id) : NULL;
-    if (!item || state < ITEM_QUEUED || state > ITEM_DEAD) {
+    state_t state;
+    item_t *item = s_read_state(r, &state) ? store_find(replay->broker->store, state.id) : NULL;
+    if (!item) {
         replay->skipped++;
         return;
     }
-    item->seq = seq;
-    item->state = (uint8_t) state;
-    item->attempts = (uint16_t) attempts;
-    item->timer.at = (int64_t) until;
+    s_set_state(item, &state);
 }
 
 static void s_replay_producer(replay_t *replay, reader_t *r)
@@ -467,10 +466,8 @@ static void s_replay_queue(replay_t *replay, reader_t *r)
         queue->state = (queue_state_t) state;
 }
 
-static void s_on_record(void *ctx, uint32_t segment, uint8_t type, const uint8_t *body,
-                        size_t size)
+static void s_on_record(void *ctx, uint8_t type, const uint8_t *body, size_t size)
 {
-    (void) segment;
     replay_t *replay = ctx;
     reader_t r = {body, size, 1};
     replay->records++;

@@ -3,12 +3,12 @@
     and the broker's data, never a socket.
 
     Records (journal.h frames them; numbers big-endian):
-      ITEM     id u64, seq u64, state u8, attempts u16, lease_ms u32,
-               until_ms u64 (wall clock, delayed items), pseq u64,
-               queue (u8 length + bytes), producer (u8 length + bytes),
-               payload (the rest). At put, and in snapshots.
-      STATE    id u64, seq u64, state u8, attempts u16, until_ms u64: a
-               delivery (attempt counted), a delay, a dead-letter requeue.
+      STATE    id u64, seq u64, state u8, attempts u16, until_ms u64 (wall
+               clock, delayed items): a delivery (attempt counted), a
+               delay, a dead-letter requeue.
+      ITEM     STATE's fields, lease_ms u32, pseq u64, queue (u8 length +
+               bytes), producer (u8 length + bytes), payload (the rest). At
+               put, and in snapshots.
       GONE     id u64: acked, discarded or purged.
       PRODUCER next u64, id (u8 length + bytes), key (the rest): when a
                producer is opened, and in snapshots.

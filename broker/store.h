@@ -42,7 +42,6 @@ typedef struct item {
     uint32_t size;
     uint32_t lease_ms;    /* asked for by its put; 0: its queue's */
     uint32_t taken_from;  /* serial (low bits) of the session that last lost it, or 0 */
-    uint32_t home;        /* journal segment of its record (durable brokers) */
     uint16_t attempts;    /* deliveries so far */
     uint8_t state;        /* item_state_t */
 } item_t;

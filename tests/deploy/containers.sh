@@ -102,8 +102,10 @@ compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
 # join starts once every producer has exited (each exits 0 only when all its
 # puts are confirmed), as the compose file's dependency says; it is started
 # here without that dependency check, which would race with the restart.
-admin() { compose exec -T -e ASYNCQ_CURVE_SECRET=/var/lib/asyncq/keys/admin.key_secret \
-  -e ASYNCQ_SERVER_KEY=/var/lib/asyncq/keys/broker.key broker "$@"; }
+keys=/var/lib/asyncq/keys
+# A command in the broker's container with the admin's key.
+admin() { compose exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret \
+  -e ASYNCQ_SERVER_KEY=$keys/broker.key broker "$@"; }
 healthy() {
   for _ in $(seq 300); do
     [ "$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q broker)")" = healthy ] && return 0
@@ -135,10 +137,7 @@ check() { # description, command...
   local what=$1; shift
   if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
 }
-expected=$((producers * per_producer))
-keys=/var/lib/asyncq/keys
-stats=$(compose exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret -e ASYNCQ_SERVER_KEY=$keys/broker.key \
-  broker asyncq stats --queue default)
+stats=$(admin asyncq stats --queue default)
 echo "broker: $stats"
 field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $stats"; }
 check "join exited 0" test "$join_status" = 0
@@ -177,8 +176,7 @@ compose down >/dev/null 2>&1
 compose up -d --no-build broker >/dev/null 2>&1
 kept=""
 for _ in $(seq 100); do
-  kept=$(compose exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret -e ASYNCQ_SERVER_KEY=$keys/broker.key \
-    broker asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
+  kept=$(admin asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
   [ -n "$kept" ] && break
   sleep 0.2
 done

@@ -14,7 +14,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "asyncq/program.h"
@@ -219,25 +218,17 @@ static int s_broker_run(char **args, char *err, size_t size)
     assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
     int fd = mkstemp(log);
     assert_true(fd >= 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        char *argv[16] = {path};
-        for (int i = 0; args[i] && i < 14; i++)
-            argv[i + 1] = args[i];
-        dup2(fd, 2);
-        int devnull = open("/dev/null", O_WRONLY);
-        dup2(devnull, 1);
-        execv(path, argv);
-        _exit(127);
-    }
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char *argv[16] = {path};
+    for (int i = 0; args[i] && i < 14; i++)
+        argv[i + 1] = args[i];
+    aq_process_t process;
+    assert_int_equal(aq_process_spawn_logged(&process, argv, 0, AQ_STDIN_NULL, log), 0);
+    assert_int_equal(aq_process_wait(&process, HARNESS_DEADLINE_MS), 1);
     ssize_t got = pread(fd, err, size - 1, 0);
     err[got > 0 ? got : 0] = '\0';
     close(fd);
     unlink(log);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return process.exit_code;
 }
 
 static void test_a_second_broker_on_the_same_directory_is_refused(void **state)

@@ -470,6 +470,31 @@ static void s_send_put(zsock_t *push, const char *producer, uint64_t seq, const 
     harness_send_msg(push, &put);
 }
 
+/*  Someone's raw PUSH and DEALER (as keys/NAME, NULL: no keys, trusting
+    `server_key`, NULL: the real one), each with a monitor of its handshake,
+    and on them a put and a HELLO as `id` that must never arrive. */
+typedef struct {
+    zsock_t *push, *dealer;
+    aq_handshake_watch_t *push_watch, *dealer_watch;
+} intruder_t;
+
+static void s_intrude(fixture_t *f, intruder_t *in, const char *name, const char *server_key,
+                      const char *id)
+{
+    in->push = s_raw(f, ZMQ_PUSH, name, server_key, &in->push_watch);
+    in->dealer = s_raw(f, ZMQ_DEALER, name, server_key, &in->dealer_watch);
+    s_send_put(in->push, id, 1, "q", "sneaked in");
+    harness_send_frames(in->dealer, "asyncq/2", "HELLO", "h", id, "1", NULL);
+}
+
+static void s_intruder_leaves(intruder_t *in)
+{
+    aq_handshake_watch_destroy(&in->push_watch);
+    aq_handshake_watch_destroy(&in->dealer_watch);
+    zsock_destroy(&in->push);
+    zsock_destroy(&in->dealer);
+}
+
 /*  A PUTS of `count` copies of `payload`. */
 static void s_send_puts(zsock_t *push, const char *producer, uint64_t seq, uint64_t count,
                         const char *queue, const char *payload)
@@ -588,14 +613,11 @@ static void test_a_client_without_a_key_is_refused(void **state)
     s_put(f, "q", payloads);
     char *before = s_settled_snapshot(f, 1); /* the observer's */
 
-    aq_handshake_watch_t *push_watch, *dealer_watch;
-    zsock_t *push = s_raw(f, ZMQ_PUSH, NULL, NULL, &push_watch);
-    zsock_t *dealer = s_raw(f, ZMQ_DEALER, NULL, NULL, &dealer_watch);
-    s_send_put(push, "stranger", 1, "q", "sneaked in");
-    harness_send_frames(dealer, "asyncq/2", "HELLO", "h", "stranger", "1", NULL);
-    harness_send_frames(dealer, "asyncq/2", "STATS", "s", "", NULL);
-    assert_int_not_equal(s_wait_handshake_failed(push_watch), AQ_OK);
-    assert_int_not_equal(s_wait_handshake_failed(dealer_watch), AQ_OK);
+    intruder_t in;
+    s_intrude(f, &in, NULL, NULL, "stranger");
+    harness_send_frames(in.dealer, "asyncq/2", "STATS", "s", "", NULL);
+    assert_int_not_equal(s_wait_handshake_failed(in.push_watch), AQ_OK);
+    assert_int_not_equal(s_wait_handshake_failed(in.dealer_watch), AQ_OK);
 
     s_as(f, NULL, NULL);
     aq_status_t rc;
@@ -608,10 +630,7 @@ static void test_a_client_without_a_key_is_refused(void **state)
     s_as(f, "admin", NULL);
 
     s_assert_same(f, before, CONNECTIONS); /* while its sockets still try */
-    aq_handshake_watch_destroy(&push_watch);
-    aq_handshake_watch_destroy(&dealer_watch);
-    zsock_destroy(&push);
-    zsock_destroy(&dealer);
+    s_intruder_leaves(&in);
     s_wait_same(f, before, NOTHING);
     free(before);
     s_drain_exactly(f, "q", payloads); /* and nothing it sent */
@@ -628,13 +647,10 @@ static void test_a_key_not_in_the_clients_directory_is_refused(void **state)
     s_put(f, "q", payloads);
     char *before = s_settled_snapshot(f, 1); /* the observer's */
 
-    aq_handshake_watch_t *push_watch, *dealer_watch;
-    zsock_t *push = s_raw(f, ZMQ_PUSH, "stranger", NULL, &push_watch);
-    zsock_t *dealer = s_raw(f, ZMQ_DEALER, "stranger", NULL, &dealer_watch);
-    s_send_put(push, "stranger", 1, "q", "sneaked in");
-    harness_send_frames(dealer, "asyncq/2", "HELLO", "h", "stranger", "1", NULL);
-    assert_int_equal(s_wait_handshake_failed(push_watch), AQ_KEY_REFUSED);
-    assert_int_equal(s_wait_handshake_failed(dealer_watch), AQ_KEY_REFUSED);
+    intruder_t in;
+    s_intrude(f, &in, "stranger", NULL, "stranger");
+    assert_int_equal(s_wait_handshake_failed(in.push_watch), AQ_KEY_REFUSED);
+    assert_int_equal(s_wait_handshake_failed(in.dealer_watch), AQ_KEY_REFUSED);
 
     s_as(f, "stranger", NULL);
     aq_status_t rc;
@@ -644,10 +660,7 @@ static void test_a_key_not_in_the_clients_directory_is_refused(void **state)
     s_as(f, "admin", NULL);
 
     s_assert_same(f, before, CONNECTIONS);
-    aq_handshake_watch_destroy(&push_watch);
-    aq_handshake_watch_destroy(&dealer_watch);
-    zsock_destroy(&push);
-    zsock_destroy(&dealer);
+    s_intruder_leaves(&in);
     s_wait_same(f, before, NOTHING);
     free(before);
     char key[41], line[128];
@@ -671,13 +684,10 @@ static void test_a_wrong_server_key_is_refused(void **state)
     char impostor[41];
     s_public_key(f, "impostor", impostor);
 
-    aq_handshake_watch_t *push_watch, *dealer_watch;
-    zsock_t *push = s_raw(f, ZMQ_PUSH, "admin", impostor, &push_watch);
-    zsock_t *dealer = s_raw(f, ZMQ_DEALER, "admin", impostor, &dealer_watch);
-    s_send_put(push, "admin-lost", 1, "q", "sneaked in");
-    harness_send_frames(dealer, "asyncq/2", "HELLO", "h", "admin-lost", "1", NULL);
-    assert_int_not_equal(s_wait_handshake_failed(push_watch), AQ_OK);
-    assert_int_not_equal(s_wait_handshake_failed(dealer_watch), AQ_OK);
+    intruder_t in;
+    s_intrude(f, &in, "admin", impostor, "admin-lost");
+    assert_int_not_equal(s_wait_handshake_failed(in.push_watch), AQ_OK);
+    assert_int_not_equal(s_wait_handshake_failed(in.dealer_watch), AQ_OK);
 
     s_as(f, "admin", "impostor");
     aq_status_t rc;
@@ -690,10 +700,7 @@ static void test_a_wrong_server_key_is_refused(void **state)
     s_as(f, "admin", NULL);
 
     s_assert_same(f, before, CONNECTIONS);
-    aq_handshake_watch_destroy(&push_watch);
-    aq_handshake_watch_destroy(&dealer_watch);
-    zsock_destroy(&push);
-    zsock_destroy(&dealer);
+    s_intruder_leaves(&in);
     s_wait_same(f, before, NOTHING);
     free(before);
     s_drain_exactly(f, "q", payloads); /* and nothing it sent */
