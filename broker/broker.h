@@ -105,6 +105,7 @@ typedef struct peer {
     char key[AUTH_KEY_SIZE + 1];  /* the client's CURVE key; "" without CURVE */
     auth_grant_t grant;           /* its roles and queues */
     int fd;                       /* its connection, or -1 */
+    uint64_t conn_stamp;          /* which connection of fd (conns_greet) */
     uint64_t serial;              /* unique per session over the broker's life */
     consumer_t consumer;
     uint64_t credit_batch;        /* items per ITEMS; 0: one ITEM per message */
@@ -215,6 +216,8 @@ typedef struct broker {
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
     uint64_t live_bytes;    /* journal bytes of the items held, near enough */
     list_node_t durable_waits; /* producers with SYNCs waiting only for the disk */
+    list_node_t held_replies;  /* answers waiting for their changes' records (persist.c) */
+    uint64_t held_reply_bytes;
     int broken_logged;
 } broker_t;
 

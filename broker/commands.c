@@ -54,6 +54,13 @@ static void s_reply(const request_t *request, const aq_msg_t *msg)
     broker_send(request->broker, request->routing_id, msg, NULL);
 }
 
+/*  The answer to a change that must survive a restart: sent once its
+    records are on disk (persist_reply). */
+static void s_reply_durable(const request_t *request, const aq_msg_t *msg)
+{
+    persist_reply(request->broker, request->routing_id, msg);
+}
+
 static char *s_escape(char *buf, size_t size, aq_bytes_t bytes)
 {
     return log_escape(buf, size, bytes.data, bytes.size);
@@ -127,7 +134,7 @@ static void s_on_hello(const request_t *request)
         return;
     }
     peer->grant = *grant;
-    conns_greet(self->conns, request->fd);
+    peer->conn_stamp = conns_greet(self->conns, 0, request->fd);
     /* Found again: dropping the sessions above may have forgotten it (an
        idle producer beyond --max-producers). A producer says where its
        unconfirmed puts start; the broker takes puts from a producer id only
@@ -339,7 +346,7 @@ static void s_send_joined(const request_t *request, uint64_t waited)
     const aq_msg_t *msg = request->msg;
     aq_msg_t joined = {.cmd = AQ_CMD_JOINED, .tag = msg->tag, .queue = msg->queue,
                        .count = waited};
-    s_reply(request, &joined);
+    s_reply_durable(request, &joined);
 }
 
 static void s_on_join(const request_t *request)
@@ -491,7 +498,8 @@ static int s_compare_lines(const void *a, const void *b)
 
 /*  One line for `queue` (if it exists), or for every queue the client may
     see; sorted. Static buffers: one REPORT is built at a time. */
-static void s_send_report(const request_t *request, queue_t *queue, int every)
+static void s_send_report(const request_t *request, queue_t *queue, int every,
+                          void (*send)(const request_t *, const aq_msg_t *))
 {
     static char text[AQ_LIST_MAX][AQ_TEXT_MAX + 1];
     static aq_bytes_t lines[AQ_LIST_MAX];
@@ -503,7 +511,7 @@ static void s_send_report(const request_t *request, queue_t *queue, int every)
     qsort(report.lines, report.count, sizeof *report.lines, s_compare_lines);
     aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = lines,
                       .list_size = report.count};
-    s_reply(request, &reply);
+    send(request, &reply);
 }
 
 static void s_on_stats(const request_t *request)
@@ -513,7 +521,7 @@ static void s_on_stats(const request_t *request)
         return;
     aq_status_t rc;
     queue_t *queue = msg->queue.size ? broker_queue(request->broker, msg->queue, 0, &rc) : NULL;
-    s_send_report(request, queue, msg->queue.size == 0);
+    s_send_report(request, queue, msg->queue.size == 0, s_reply);
 }
 
 /*  The broker's own numbers, one line: what an operator (and a test of
@@ -540,12 +548,13 @@ static void s_on_info(const request_t *request)
     s_reply(request, &reply);
 }
 
+/*  The one-line answer to DEAD requeue or purge, once it is on disk. */
 static void s_report_text(const request_t *request, const char *text)
 {
     aq_bytes_t line = aq_bytes_str(text);
     aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = &line,
                       .list_size = 1};
-    s_reply(request, &reply);
+    s_reply_durable(request, &reply);
 }
 
 /*  One line per dead item, or one line with the count moved or deleted. */
@@ -632,7 +641,7 @@ static void s_on_shutdown(const request_t *request)
     else
         broker_shut_all(self, state);
     persist_queue(self, queue);
-    s_send_report(request, queue, queue == NULL);
+    s_send_report(request, queue, queue == NULL, s_reply_durable);
 }
 
 static void s_on_bye(const request_t *request)
@@ -708,9 +717,9 @@ void broker_on_router(broker_t *self)
     aq_inbox_t *inbox = self->router_inbox;
     int64_t now = broker_now_ms();
     int fd = aq_inbox_fd(inbox);
-    if (!conns_admitted(self->conns, fd, now)) {
+    if (!conns_admitted(self->conns, 0, fd, now)) {
         ratelog_line(&self->refusals, now, "message on %s connection %d (%s): dropped",
-                     "ROUTER", fd, conns_state_name(self->conns, fd));
+                     "ROUTER", fd, conns_state_name(self->conns, 0, fd));
         return; /* refused or closing: its messages are not looked at */
     }
     aq_msg_t msg;

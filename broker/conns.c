@@ -11,8 +11,8 @@
 /*  A connection's life. libzmq reports a connection closed before the
     application has read the messages it sent last (a consumer's final ACK
     and BYE), so a closed connection keeps its verdict until its descriptor
-    is reused: LEFT (it was admitted: its last messages count) or SHUT (the
-    broker closed it: they do not). */
+    is reused on the same socket: LEFT (it was admitted: its last messages
+    count) or SHUT (the broker closed it: they do not). */
 typedef enum {
     CONN_FREE = 0, /* never seen */
     CONN_OPEN,     /* admitted, not greeted yet */
@@ -24,19 +24,24 @@ typedef enum {
 
 typedef struct {
     conn_state_t state;
-    int socket;         /* 0: ROUTER, 1: PULL (each has its own monitor) */
+    uint64_t stamp;     /* which connection of this descriptor: 1, 2, ... in order of ACCEPTED */
     int64_t deadline;   /* while OPEN */
     int prev, next;     /* in the list of OPEN connections, oldest first; -1 ends */
 } conn_t;
 
+/*  The table has one entry per descriptor and socket: a descriptor closed
+    on one socket can be reused on the other before the first socket's
+    monitor says so, and each socket's events come in order on its own
+    monitor. Entry 2 * fd + socket. */
 struct conns {
     conns_config_t config;
     zsock_t *monitors[2];
-    conn_t *table;      /* by descriptor */
-    size_t size;
+    conn_t *table;
+    size_t size;        /* entries */
     int head, tail;     /* OPEN connections: deadlines in order, since all are equal */
     size_t count;
     uint64_t refused;
+    uint64_t stamps;
 };
 
 static int s_start_monitor(conns_t *self, int index, void *socket)
@@ -82,27 +87,38 @@ void *conns_monitor(conns_t *self, int index)
     return zsock_resolve(self->monitors[index]);
 }
 
-static conn_t *s_entry(conns_t *self, int fd)
+/*  The entry's index, or -1 if there is none (and, with `grow`, none can
+    be made). */
+static int s_index(conns_t *self, int socket, int fd, int grow)
 {
-    if (fd < 0)
-        return NULL;
-    if ((size_t) fd >= self->size) {
-        size_t size = self->size ? self->size : 1024;
-        while (size <= (size_t) fd)
+    if (fd < 0 || fd > (INT32_MAX - 1) / 2)
+        return -1;
+    size_t index = (size_t) fd * 2 + (size_t) socket;
+    if (index >= self->size) {
+        if (!grow)
+            return -1;
+        size_t size = self->size ? self->size : 2048;
+        while (size <= index)
             size *= 2;
         conn_t *table = realloc(self->table, size * sizeof *table);
         if (!table)
-            return NULL;
+            return -1;
         memset(table + self->size, 0, (size - self->size) * sizeof *table);
         self->table = table;
         self->size = size;
     }
-    return &self->table[fd];
+    return (int) index;
 }
 
-static void s_unlink(conns_t *self, int fd)
+static conn_state_t s_state(conns_t *self, int socket, int fd)
 {
-    conn_t *conn = &self->table[fd];
+    int index = s_index(self, socket, fd, 0);
+    return index < 0 ? CONN_FREE : self->table[index].state;
+}
+
+static void s_unlink(conns_t *self, int index)
+{
+    conn_t *conn = &self->table[index];
     if (conn->prev >= 0)
         self->table[conn->prev].next = conn->next;
     else
@@ -137,12 +153,14 @@ void conns_peer_name(int fd, char *buf, size_t size)
         snprintf(buf, size, "ipc");
 }
 
+/*  1 if the peer of `fd` is on this host, 0 if not, -1 if the descriptor
+    is no connection any more (closed since its event was sent). */
 static int s_is_loopback(int fd)
 {
     struct sockaddr_storage address;
     socklen_t length = sizeof address;
     if (getpeername(fd, (struct sockaddr *) &address, &length) != 0)
-        return 0;
+        return -1;
     if (address.ss_family == AF_UNIX)
         return 1;
     if (address.ss_family == AF_INET) {
@@ -158,7 +176,19 @@ static int s_is_loopback(int fd)
     return 0;
 }
 
-static void s_refuse(conns_t *self, int fd, const char *why)
+/*  Closes the connection at `index` (descriptor `fd`) if it is open. */
+static void s_close(conns_t *self, int index, int fd)
+{
+    conn_t *conn = &self->table[index];
+    if (conn->state != CONN_OPEN && conn->state != CONN_GREETED)
+        return;
+    if (conn->state == CONN_OPEN)
+        s_unlink(self, index);
+    conn->state = CONN_CLOSING; /* until libzmq reports it closed */
+    shutdown(fd, SHUT_RDWR);
+}
+
+static void s_refuse(conns_t *self, int index, int fd, const char *why)
 {
     self->refused++;
     if (self->config.refused) {
@@ -166,49 +196,60 @@ static void s_refuse(conns_t *self, int fd, const char *why)
         conns_peer_name(fd, peer, sizeof peer);
         self->config.refused(self->config.ctx, peer, why);
     }
-    conns_close(self, fd);
+    s_close(self, index, fd);
 }
 
-/*  A descriptor closed on one socket can be reused by a connection on the
-    other before the first socket's monitor says so: an event is about the
-    entry only if it comes from the entry's socket. */
+/*  The connection at `index` is over without its event having been read. */
+static void s_forget(conns_t *self, int index)
+{
+    conn_t *conn = &self->table[index];
+    if (conn->state != CONN_OPEN && conn->state != CONN_GREETED && conn->state != CONN_CLOSING)
+        return;
+    if (conn->state == CONN_OPEN)
+        s_unlink(self, index);
+    self->count--;
+    conn->state = conn->state == CONN_CLOSING ? CONN_SHUT : CONN_LEFT;
+}
+
 static void s_on_accepted(conns_t *self, int socket, int fd, int64_t now_ms)
 {
-    conn_t *conn = s_entry(self, fd);
-    if (!conn) {
+    int index = s_index(self, socket, fd, 1);
+    if (index < 0) {
         shutdown(fd, SHUT_RDWR); /* cannot track it: cannot keep it */
         return;
     }
-    if (conn->state == CONN_OPEN)
-        s_unlink(self, fd); /* a close whose event we have not seen: start again */
-    if (conn->state == CONN_FREE || conn->state == CONN_LEFT || conn->state == CONN_SHUT)
-        self->count++;
-    *conn = (conn_t){.state = CONN_OPEN, .socket = socket,
+    /* The descriptor is this connection's now: any other connection that
+       had it, on either socket, is over. */
+    s_forget(self, index);
+    int other = s_index(self, !socket, fd, 0);
+    if (other >= 0)
+        s_forget(self, other);
+    self->count++;
+    conn_t *conn = &self->table[index];
+    *conn = (conn_t){.state = CONN_OPEN, .stamp = ++self->stamps,
                      .deadline = now_ms + self->config.hello_timeout_ms, .prev = self->tail,
                      .next = -1};
     if (self->tail >= 0)
-        self->table[self->tail].next = fd;
+        self->table[self->tail].next = index;
     else
-        self->head = fd;
-    self->tail = fd;
+        self->head = index;
+    self->tail = index;
     if (self->count > self->config.max)
-        s_refuse(self, fd, "too many connections (--max-connections)");
-    else if (self->config.loopback_only && !s_is_loopback(fd))
-        s_refuse(self, fd, "not from loopback: the broker has no keys; give it keys "
-                           "(--curve-secret, --clients) or start it with --insecure");
+        s_refuse(self, index, fd, "too many connections (--max-connections)");
+    else if (self->config.loopback_only && s_is_loopback(fd) == 0)
+        s_refuse(self, index, fd,
+                 "not from loopback: the broker has no keys; give it keys "
+                 "(--curve-secret, --clients) or start it with --insecure");
+    /* A descriptor that is no connection any more: this one closed before
+       its event was read, and its DISCONNECTED follows. Refusing it would
+       shut whatever has the descriptor now. */
 }
 
 static void s_on_disconnected(conns_t *self, int socket, int fd)
 {
-    if (fd < 0 || (size_t) fd >= self->size || self->table[fd].socket != socket)
-        return;
-    conn_t *conn = &self->table[fd];
-    if (conn->state == CONN_FREE || conn->state == CONN_LEFT || conn->state == CONN_SHUT)
-        return;
-    if (conn->state == CONN_OPEN)
-        s_unlink(self, fd);
-    conn->state = conn->state == CONN_CLOSING ? CONN_SHUT : CONN_LEFT;
-    self->count--;
+    int index = s_index(self, socket, fd, 0);
+    if (index >= 0)
+        s_forget(self, index);
 }
 
 /*  One event: a frame of u16 event and u32 value (the descriptor), then a
@@ -247,45 +288,46 @@ void conns_on_events(conns_t *self, int64_t now_ms)
             ;
 }
 
-int conns_admitted(conns_t *self, int fd, int64_t now_ms)
+int conns_admitted(conns_t *self, int socket, int fd, int64_t now_ms)
 {
     if (fd < 0)
         return 1; /* inproc, or a transport without descriptors: nothing to check */
-    if ((size_t) fd >= self->size || self->table[fd].state == CONN_FREE)
-        conns_on_events(self, now_ms); /* its ACCEPTED was sent before its first message */
-    if ((size_t) fd >= self->size)
-        return 0;
-    conn_state_t state = self->table[fd].state;
+    conn_state_t state = s_state(self, socket, fd);
+    /* A connection's ACCEPTED is sent before its first message: if the
+       entry is not a live connection, a new one may have the descriptor. */
+    if (state != CONN_OPEN && state != CONN_GREETED) {
+        conns_on_events(self, now_ms);
+        state = s_state(self, socket, fd);
+    }
     return state == CONN_OPEN || state == CONN_GREETED || state == CONN_LEFT;
 }
 
-const char *conns_state_name(const conns_t *self, int fd)
+const char *conns_state_name(conns_t *self, int socket, int fd)
 {
     static const char *names[] = {"unknown", "open", "greeted", "closing", "left", "shut"};
-    if (fd < 0 || (size_t) fd >= self->size)
-        return "unknown";
-    return names[self->table[fd].state];
+    return names[s_state(self, socket, fd)];
 }
 
-void conns_greet(conns_t *self, int fd)
+uint64_t conns_greet(conns_t *self, int socket, int fd)
 {
-    if (fd < 0 || (size_t) fd >= self->size || self->table[fd].state != CONN_OPEN)
-        return;
-    s_unlink(self, fd);
-    self->table[fd].state = CONN_GREETED;
+    int index = s_index(self, socket, fd, 0);
+    if (index < 0)
+        return 0;
+    conn_t *conn = &self->table[index];
+    if (conn->state == CONN_OPEN) {
+        s_unlink(self, index);
+        conn->state = CONN_GREETED;
+    }
+    return conn->stamp;
 }
 
-void conns_close(conns_t *self, int fd)
+void conns_close(conns_t *self, int socket, int fd, uint64_t stamp, int64_t now_ms)
 {
-    if (fd < 0 || (size_t) fd >= self->size)
-        return;
-    conn_t *conn = &self->table[fd];
-    if (conn->state != CONN_OPEN && conn->state != CONN_GREETED)
-        return;
-    if (conn->state == CONN_OPEN)
-        s_unlink(self, fd);
-    conn->state = CONN_CLOSING; /* until libzmq reports it closed */
-    shutdown(fd, SHUT_RDWR);
+    /* Events first: the connection may be gone, and its descriptor another's. */
+    conns_on_events(self, now_ms);
+    int index = s_index(self, socket, fd, 0);
+    if (index >= 0 && self->table[index].stamp == stamp)
+        s_close(self, index, fd);
 }
 
 void conns_expire(conns_t *self, int64_t now_ms)
@@ -295,7 +337,8 @@ void conns_expire(conns_t *self, int64_t now_ms)
     /* Descriptors closed meanwhile must not be mistaken for new ones. */
     conns_on_events(self, now_ms);
     while (self->head >= 0 && self->table[self->head].deadline <= now_ms)
-        s_refuse(self, self->head, "no HELLO (or put) in time (--hello-timeout-ms)");
+        s_refuse(self, self->head, self->head / 2,
+                 "no HELLO (or put) in time (--hello-timeout-ms)");
 }
 
 int64_t conns_next_deadline(const conns_t *self)

@@ -4,17 +4,31 @@
     which routing id a connection has, and cannot close one connection of a
     socket. Its monitor does report each accepted connection with its file
     descriptor, and every message carries the descriptor it came on
-    (ZMQ_SRCFD). So the broker keeps a table by descriptor: it refuses a
-    connection above the limit, or from outside loopback when it has no
-    keys, at once; it closes one that has not said HELLO (or put) after a
-    deadline; and it can close the connection of a session it drops. It
-    closes with shutdown(2), which leaves the descriptor to libzmq: libzmq
-    sees the end of the stream and cleans up as for any peer that left.
+    (ZMQ_SRCFD). So the broker keeps a table by socket and descriptor: it
+    refuses a connection above the limit, or from outside loopback when it
+    has no keys, at once; it closes one that has not said HELLO (or put)
+    after a deadline; and it can close the connection of a session it
+    drops. It closes with shutdown(2), which leaves the descriptor to
+    libzmq: libzmq sees the end of the stream and cleans up as for any peer
+    that left.
 
-    Costs: a connection is O(1) to admit, greet, expire and close. The one
-    race: a descriptor closed by libzmq and reused by a new connection
-    between our last look at the monitor and a close we decide; the new
-    connection is then closed, and its client connects again. */
+    Descriptors are reused as soon as libzmq closes them, and the monitors'
+    events arrive after the fact. So: a message whose entry is not a live
+    connection makes the table read the events first (a connection's
+    ACCEPTED is sent before its first message); a descriptor that is no
+    connection any more when its ACCEPTED is read is not refused (it closed;
+    shutting it would shut whoever has the number now); and a session's
+    connection is closed only if it is still the one the session greeted
+    on (each ACCEPTED gets a new stamp).
+
+    Costs: a connection is O(1) to admit, greet, expire and close; a message
+    on a live connection costs one table look-up. The race left: a message
+    of a new connection that arrives before its ACCEPTED is read, on a
+    descriptor whose previous connection was greeted and whose DISCONNECTED
+    is not read either, is taken as the old connection's (checked only when
+    its ACCEPTED is read). Without keys that lets one message of a
+    non-loopback peer through in that window; with keys, CURVE has already
+    authenticated it. */
 #ifndef BROKER_CONNS_H
 #define BROKER_CONNS_H
 
@@ -49,19 +63,24 @@ void *conns_monitor(conns_t *self, int index);
     closed ones. */
 void conns_on_events(conns_t *self, int64_t now_ms);
 
-/*  True if a message that came on `fd` may be handled: its connection was
-    admitted. Reads waiting events first if the descriptor is not known yet. */
-int conns_admitted(conns_t *self, int fd, int64_t now_ms);
+/*  `socket` is 0 for the ROUTER, 1 for the PULL socket. */
 
-/*  What the table holds for a descriptor, for log lines: "open",
-    "greeted", "closing", "unknown". */
-const char *conns_state_name(const conns_t *self, int fd);
+/*  True if a message that came on `fd` of `socket` may be handled: its
+    connection was admitted. Reads waiting events first if the entry is not
+    a live connection. */
+int conns_admitted(conns_t *self, int socket, int fd, int64_t now_ms);
 
-/*  The connection said HELLO (or sent a put of a live session): no deadline. */
-void conns_greet(conns_t *self, int fd);
+/*  What the table holds, for log lines: "open", "greeted", "closing",
+    "left", "shut", "unknown". */
+const char *conns_state_name(conns_t *self, int socket, int fd);
 
-/*  Closes the connection (idempotent). */
-void conns_close(conns_t *self, int fd);
+/*  The connection said HELLO (or sent a put of a live session): no
+    deadline. Returns its stamp, for conns_close (0: no descriptor). */
+uint64_t conns_greet(conns_t *self, int socket, int fd);
+
+/*  Closes the connection if it is still the one with this stamp
+    (idempotent). */
+void conns_close(conns_t *self, int socket, int fd, uint64_t stamp, int64_t now_ms);
 
 /*  Closes connections not greeted in time. */
 void conns_expire(conns_t *self, int64_t now_ms);

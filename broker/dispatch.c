@@ -205,7 +205,9 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
         msg.queue = aq_bytes_str(queue->name);
         msg.count = joiner->waited;
         msg.dead = joiner->dead;
-        broker_send(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &msg, NULL);
+        /* Once the acks it waited for are on disk: a join answered is
+           never undone by a crash. */
+        persist_reply(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &msg);
         broker_free_joiner(self, joiner);
     }
 }

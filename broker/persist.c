@@ -188,9 +188,125 @@ void persist_wait(broker_t *self, producer_t *producer)
         list_push_back(&self->durable_waits, &producer->durable_link);
 }
 
+/* ------------------------------------------------------ held answers */
+
+/*  An answer waiting for the records before it: its frames encoded as
+    `u32 size | bytes`, one after the other. */
+typedef struct {
+    list_node_t link;
+    uint64_t position;
+    uint8_t routing_id[256];
+    size_t routing_id_size;
+    size_t frames;
+    size_t size;
+    uint8_t data[];
+} held_reply_t;
+
+/*  At most this much waits at once: past it, answers are refused (429)
+    rather than kept without bound while a disk is full. */
+#define HELD_REPLY_BYTES_MAX (64u << 20)
+
+typedef struct {
+    uint8_t *at;   /* NULL: only count */
+    size_t size;
+    size_t frames;
+} frame_writer_t;
+
+static int s_write_frame(void *ctx, const void *data, size_t size, int more, int is_payload)
+{
+    (void) more, (void) is_payload;
+    frame_writer_t *writer = ctx;
+    if (writer->at) {
+        aq_put_u32(writer->at + writer->size, (uint32_t) size);
+        if (size)
+            memcpy(writer->at + writer->size + 4, data, size);
+    }
+    writer->size += 4 + size;
+    writer->frames++;
+    return 0;
+}
+
+/*  Whether the journal holds every record up to `position` as promised;
+    -1 if it never will (a sync failed). */
+static int s_reached(const broker_t *self, uint64_t position)
+{
+    if (!self->journal)
+        return 1;
+    if (journal_broken(self->journal))
+        return -1;
+    return journal_confirmed(self->journal) >= position;
+}
+
+static void s_send_held(broker_t *self, held_reply_t *held, int reached)
+{
+    aq_bytes_t *frames = malloc(held->frames * sizeof *frames);
+    aq_bytes_t routing_id = {held->routing_id, held->routing_id_size};
+    aq_msg_t msg;
+    if (frames) {
+        const uint8_t *at = held->data;
+        for (size_t i = 0; i < held->frames; i++) {
+            frames[i] = (aq_bytes_t){at + 4, aq_get_u32(at)};
+            at += 4 + frames[i].size;
+        }
+        if (aq_msg_decode(&msg, frames, held->frames) == AQ_OK) {
+            if (reached > 0)
+                broker_send(self, routing_id, &msg, NULL);
+            else
+                broker_send_error(self, routing_id, AQ_STORAGE, msg.tag, msg.queue,
+                                  "the broker could not sync its journal: this change may not "
+                                  "survive a restart");
+        }
+    }
+    free(frames);
+    self->held_reply_bytes -= held->size;
+    list_remove(&held->link);
+    free(held);
+}
+
+static void s_answer_held(broker_t *self)
+{
+    list_node_t *node;
+    while ((node = list_first(&self->held_replies))) {
+        held_reply_t *held = list_entry(node, held_reply_t, link);
+        int reached = s_reached(self, held->position);
+        if (!reached)
+            break;
+        s_send_held(self, held, reached);
+    }
+}
+
+void persist_reply(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
+{
+    uint64_t position = self->journal ? journal_appended(self->journal) : 0;
+    if (list_empty(&self->held_replies) && s_reached(self, position) > 0) {
+        broker_send(self, routing_id, msg, NULL);
+        return;
+    }
+    frame_writer_t writer = {0};
+    aq_msg_emit(msg, s_write_frame, &writer);
+    held_reply_t *held = NULL;
+    if (self->held_reply_bytes + writer.size <= HELD_REPLY_BYTES_MAX)
+        held = malloc(sizeof *held + writer.size);
+    if (!held) {
+        broker_send_error(self, routing_id, AQ_LIMIT, msg->tag, msg->queue,
+                          "too many answers are waiting for the journal's disk");
+        return;
+    }
+    held->position = position;
+    memcpy(held->routing_id, routing_id.data, routing_id.size);
+    held->routing_id_size = routing_id.size;
+    held->frames = writer.frames;
+    held->size = writer.size;
+    writer = (frame_writer_t){.at = held->data};
+    aq_msg_emit(msg, s_write_frame, &writer);
+    list_push_back(&self->held_replies, &held->link);
+    self->held_reply_bytes += held->size;
+}
+
 /*  Answers the SYNCs that waited for the disk, as far as it now allows. */
 static void s_answer_waits(broker_t *self)
 {
+    s_answer_held(self);
     list_node_t waiting, *node;
     list_init(&waiting);
     /* Apart first: an answer may put its producer back in the list. */
@@ -613,5 +729,14 @@ int persist_open(broker_t *self, char *error, size_t error_size)
 
 void persist_close(broker_t *self)
 {
+    /* Answers still waiting are not sent: the broker is going away, and
+       its clients ask again of the next one. */
+    list_node_t *node;
+    while ((node = list_first(&self->held_replies))) {
+        held_reply_t *held = list_entry(node, held_reply_t, link);
+        self->held_reply_bytes -= held->size;
+        list_remove(node);
+        free(held);
+    }
     journal_close(&self->journal);
 }

@@ -73,6 +73,15 @@ void persist_on_synced(broker_t *self);
 /*  A SYNC that waits only for the disk: answered by persist_pass. */
 void persist_wait(broker_t *self, producer_t *producer);
 
+/*  Sends `msg` to `routing_id` once every record appended so far is where
+    the fsync mode says (at once in memory): the answer to a request whose
+    change must survive a restart before the client hears of it (SHUTDOWN,
+    DEAD requeue and purge, JOINED). Answers keep their order. If a sync
+    failed, so that nothing more is ever confirmed, the client gets 507
+    instead. Costs one copy of the encoded answer while it waits: one pass
+    of the loop, or one sync. */
+void persist_reply(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg);
+
 /*  "memory", "always", "interval" or "never" (WELCOME's persistence). */
 const char *persist_mode(const broker_t *self);
 

@@ -338,9 +338,9 @@ void broker_on_pull(broker_t *self)
     aq_inbox_t *inbox = self->pull_inbox;
     int64_t now = broker_now_ms();
     int fd = aq_inbox_fd(inbox);
-    if (!conns_admitted(self->conns, fd, now)) {
+    if (!conns_admitted(self->conns, 1, fd, now)) {
         ratelog_line(&self->refusals, now, "message on %s connection %d (%s): dropped",
-                     "PULL", fd, conns_state_name(self->conns, fd));
+                     "PULL", fd, conns_state_name(self->conns, 1, fd));
         return; /* refused or closing: its messages are not looked at */
     }
     aq_msg_t msg;
@@ -362,7 +362,7 @@ void broker_on_pull(broker_t *self)
     producer_t *producer = s_attribute(self, &msg, aq_inbox_user_id(inbox));
     if (!producer)
         return;
-    conns_greet(self->conns, fd);
+    conns_greet(self->conns, 1, fd);
     uint64_t count = msg.cmd == AQ_CMD_PUTS ? msg.count : 1, skip = 0;
     if (!producers_check(self, producer, msg.seq, count, &skip))
         return;

@@ -223,6 +223,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     list_init(&self->idle_producers);
     list_init(&self->dirty);
     list_init(&self->durable_waits);
+    list_init(&self->held_replies);
     self->store = store_new();
     self->queues = dict_new();
     self->peers = dict_new();
@@ -484,7 +485,7 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int clos
     if (dict_get(self->clients, peer->client_id, strlen(peer->client_id)) == peer)
         dict_delete(self->clients, peer->client_id, strlen(peer->client_id));
     if (close_connection)
-        conns_close(self->conns, peer->fd);
+        conns_close(self->conns, 0, peer->fd, peer->conn_stamp, broker_now_ms());
     list_push_back(&self->dropped_peers, &peer->dropped_link);
 }
 

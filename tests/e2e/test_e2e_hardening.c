@@ -201,15 +201,30 @@ static void test_unused_queues_are_forgotten_so_new_names_fit(void **state)
     harness_assert_serving(h, "one-too-many");
 }
 
-static int s_tcp_connect(const harness_t *h)
+/*  A TCP connection to the broker's put port (its port + 1) or, with
+    offset 0, its request port; -1 if it fails. */
+static int s_tcp_connect_to(const harness_t *h, int offset)
 {
     aq_endpoint_t endpoint;
-    assert_int_equal(aq_endpoint_parse(h->address, 0, &endpoint), AQ_OK);
+    if (aq_endpoint_parse(h->address, 0, &endpoint) != AQ_OK)
+        return -1;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t) (endpoint.port + 1))};
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in address = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t) (endpoint.port + offset))};
     inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-    assert_int_equal(connect(fd, (struct sockaddr *) &address, sizeof address), 0);
+    if (connect(fd, (struct sockaddr *) &address, sizeof address) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int s_tcp_connect(const harness_t *h)
+{
+    int fd = s_tcp_connect_to(h, 1);
+    assert_true(fd >= 0);
     return fd;
 }
 
@@ -258,6 +273,38 @@ static void test_connections_above_the_limit_and_silent_ones_are_closed(void **s
     for (int i = 0; i < N; i++)
         close(fds[i]);
     assert_true(harness_info(h, "refused_connections") >= N - 30);
+    harness_assert_serving(h, "q");
+}
+
+/*  Descriptors are reused as soon as a connection closes, and the broker
+    hears of connections after the fact: a stream of connections that open
+    and close at once, on both ports, must never make it refuse, close or
+    ignore a real client's connection (a consumer's last ACK dropped would
+    leave the join waiting for ever). */
+static void test_connection_churn_never_costs_a_client_its_messages(void **state)
+{
+    fixture_t *f = s_fixture(state, NULL, 0);
+    harness_t *h = &f->h;
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        for (unsigned i = 0;; i++) {
+            int fd = s_tcp_connect_to(h, (int) (i & 1));
+            if (fd < 0)
+                _exit(1);
+            close(fd);
+        }
+    }
+    h->child = child;
+    enum { ROUNDS = 150 };
+    for (int round = 0; round < ROUNDS; round++)
+        harness_assert_serving(h, "q");
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    h->child = 0;
+    printf("    %d rounds of put, get, ack and join among the churn; %llu connections refused\n",
+           ROUNDS, (unsigned long long) harness_info(h, "refused_connections"));
+    assert_int_equal(harness_info(h, "refused_connections"), 0);
     harness_assert_serving(h, "q");
 }
 
@@ -594,6 +641,7 @@ int main(void)
         cmocka_unit_test_teardown(test_ghost_producers_are_evicted_beyond_the_limit, s_teardown),
         cmocka_unit_test_teardown(test_unused_queues_are_forgotten_so_new_names_fit, s_teardown),
         cmocka_unit_test_teardown(test_connections_above_the_limit_and_silent_ones_are_closed, s_teardown),
+        cmocka_unit_test_teardown(test_connection_churn_never_costs_a_client_its_messages, s_teardown),
         cmocka_unit_test_teardown(test_an_expired_item_goes_to_another_consumer, s_teardown),
         cmocka_unit_test_teardown(test_a_consumer_that_lets_leases_expire_loses_its_credit, s_teardown),
         cmocka_unit_test_teardown(test_log_lines_escape_peer_text_and_floods_are_limited, s_teardown),
