@@ -2,6 +2,10 @@
 #ifndef CLI_CLI_H
 #define CLI_CLI_H
 
+#include <stdint.h>
+
+#include "asyncq/session.h"
+
 int cli_put(int argc, char **argv);
 int cli_join(int argc, char **argv);
 int cli_stats(int argc, char **argv);
@@ -9,5 +13,27 @@ int cli_dead(int argc, char **argv);
 int cli_shutdown(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
+
+/*  A session for `asyncq command`, or NULL after saying why on stderr. */
+aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *rc);
+
+/*  How asyncq stats prints: an aligned table (the default on a terminal),
+    the broker's key=value lines (the default otherwise) or JSON. */
+typedef enum { STATS_TABLE, STATS_KV, STATS_JSON } stats_format_t;
+
+/*  "table", "kv" or "json"; NULL picks by whether stdout is a terminal.
+    Returns 0 for anything else. */
+int stats_format_parse(const char *text, stats_format_t *format);
+
+/*  Prints the stats of `queue` ("" for every queue) once, or every
+    `watch_ms` until interrupted (watch_ms 0: once). Returns the exit code. */
+int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms);
+
+/*  The progress line of asyncq join, drawn while the join waits. Start
+    returns NULL (and draws nothing) unless stderr is a terminal; stop ends
+    it and erases the line. */
+typedef struct join_progress join_progress_t;
+join_progress_t *join_progress_start(const char *broker, const char *queue, int all);
+void join_progress_stop(join_progress_t **self_p);
 
 #endif

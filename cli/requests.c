@@ -15,10 +15,33 @@ typedef struct {
     uint64_t timeout_ms;
     int all;
     int immediate;
+    const char *format;
+    uint64_t watch_ms; /* 0: no --watch */
 } request_options_t;
 
+#define WATCH_DEFAULT_MS 1000
+
+/*  --watch takes an optional SECONDS, as --watch=2 or as the next word
+    (--watch 2) when that word is a number. */
+static int s_watch_arg(int argc, char **argv, request_options_t *opts)
+{
+    const char *seconds = optarg;
+    if (!seconds && optind < argc && aq_arg_seconds_ms(argv[optind], &opts->watch_ms))
+        seconds = argv[optind++];
+    if (!seconds) {
+        opts->watch_ms = WATCH_DEFAULT_MS;
+        return 1;
+    }
+    if (aq_arg_seconds_ms(seconds, &opts->watch_ms) && opts->watch_ms >= 100
+        && opts->watch_ms <= AQ_WAIT_MAX_MS)
+        return 1;
+    fprintf(stderr, "asyncq stats: --watch needs seconds, from 0.1 to 86400, not '%s'\n",
+            seconds);
+    return 0;
+}
+
 /*  Flags shared by every request; join also takes --timeout and --all,
-    shutdown --immediate. Without --queue, stats and shutdown act on every
+    shutdown --immediate, stats --format and --watch. Without --queue, stats and shutdown act on every
     queue, the others on "default". */
 static int s_parse(const char *command, const char *usage, int argc, char **argv,
                    request_options_t *opts)
@@ -27,8 +50,10 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         {"broker", required_argument, 0, 'b'}, {"queue", required_argument, 0, 'q'},
         {"timeout", required_argument, 0, 't'}, {"all", no_argument, 0, 'a'},
         {"immediate", no_argument, 0, 'i'},    {"help", no_argument, 0, 'h'},
-        {"print-config", no_argument, 0, 'p'}, AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
+        {"print-config", no_argument, 0, 'p'}, {"format", required_argument, 0, 'f'},
+        {"watch", optional_argument, 0, 'w'},  AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     int is_join = strcmp(command, "join") == 0;
+    int is_stats = strcmp(command, "stats") == 0;
     int every_queue = strcmp(command, "stats") == 0 || strcmp(command, "shutdown") == 0;
     const char *timeout = NULL, *curve_secret = NULL, *server_key = NULL;
     int print_config = 0;
@@ -45,6 +70,12 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
             opts->all = 1;
         else if (opt == 'i' && strcmp(command, "shutdown") == 0)
             opts->immediate = 1;
+        else if (opt == 'f' && is_stats)
+            opts->format = optarg;
+        else if (opt == 'w' && is_stats) {
+            if (!s_watch_arg(argc, argv, opts))
+                return 0;
+        }
         else if (opt == 'p')
             print_config = 1;
         else if (opt == AQ_OPT_CURVE_SECRET)
@@ -90,7 +121,7 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
     return aq_security_args(program, curve_secret, server_key);
 }
 
-static aq_session_t *s_connect(const char *command, const char *broker, aq_status_t *rc)
+aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *rc)
 {
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(command, client_id, sizeof client_id);
@@ -140,6 +171,9 @@ int cli_join(int argc, char **argv)
         "Waits until every item the broker accepted on QUEUE before the join arrived\n"
         "has been acked. --all waits until nothing at all is outstanding, items put\n"
         "later included (asyncio's Queue.join). Exit 0 when joined, 4 on time-out.\n"
+        "On a terminal, a line on stderr shows the progress while it waits (items\n"
+        "acked of those waited for, the rate, the time left) and is erased at the\n"
+        "end; piped or redirected, only the result is printed.\n"
         "Environment: ASYNCQ_BROKER, ASYNCQ_QUEUE, ASYNCQ_JOIN_TIMEOUT (seconds, 0 = none).\n";
     request_options_t opts = {0};
     if (!s_parse("join", usage, argc, argv, &opts))
@@ -149,12 +183,14 @@ int cli_join(int argc, char **argv)
         return AQ_EXIT_USAGE;
     }
     aq_status_t rc;
-    aq_session_t *session = s_connect("join", opts.broker, &rc);
+    aq_session_t *session = cli_connect("join", opts.broker, &rc);
     if (!session)
         return aq_exit_code(rc);
     aq_join_result_t result;
+    join_progress_t *progress = join_progress_start(opts.broker, opts.queue, opts.all);
     rc = aq_join(session, opts.queue, opts.timeout_ms, opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE,
                  &result);
+    join_progress_stop(&progress);
     if (rc == AQ_OK)
         printf("joined %s: %llu items were outstanding, %llu of them dead-lettered\n", opts.queue,
                (unsigned long long) result.waited, (unsigned long long) result.dead);
@@ -175,12 +211,12 @@ static void s_print_line(void *ctx, const char *line)
     printf("%s\n", line);
 }
 
-/*  Prints the lines of a STATS, DEAD (action) or SHUTDOWN reply; returns
-    the exit code. */
+/*  Prints the lines of a DEAD (action) or SHUTDOWN reply; returns the exit
+    code. */
 static int s_print_report(const char *command, const request_options_t *opts, const char *action)
 {
     aq_status_t rc;
-    aq_session_t *session = s_connect(command, opts->broker, &rc);
+    aq_session_t *session = cli_connect(command, opts->broker, &rc);
     if (!session)
         return aq_exit_code(rc);
     if (strcmp(command, "shutdown") == 0)
@@ -188,8 +224,7 @@ static int s_print_report(const char *command, const request_options_t *opts, co
                          opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
                          s_print_line, NULL);
     else
-        rc = action ? aq_dead(session, opts->queue, action, s_print_line, NULL)
-                    : aq_stats(session, opts->queue, s_print_line, NULL);
+        rc = aq_dead(session, opts->queue, action, s_print_line, NULL);
     if (rc)
         fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
     aq_session_destroy(&session);
@@ -198,15 +233,35 @@ static int s_print_report(const char *command, const request_options_t *opts, co
 
 int cli_stats(int argc, char **argv)
 {
-    const char *usage = "Usage: asyncq stats [-b ADDR] [-q QUEUE]\n"
-                        "Prints one line per queue (or for QUEUE): queued, inflight, delayed,\n"
-                        "acked, dead, consumers, joiners, outstanding, puts, delivered,\n"
-                        "redelivered, maxsize, lease_ms, state (open, draining or\n"
-                        "discarding) and discarded.\n";
+    const char *usage =
+        "Usage: asyncq stats [-b ADDR] [-q QUEUE] [--format table|kv|json] [--watch [SECONDS]]\n"
+        "Prints the numbers of every queue (or of QUEUE): queued, inflight, delayed,\n"
+        "held, acked, dead, consumers, joiners, outstanding, puts, delivered,\n"
+        "redelivered, expired, maxsize, lease_ms, state (open, draining or\n"
+        "discarding) and discarded.\n"
+        "      --format FORMAT       table: an aligned table of the main numbers (the\n"
+        "                            default on a terminal); kv: one line per queue,\n"
+        "                            every number as name=value (the default\n"
+        "                            otherwise); json: one array, an object per queue\n"
+        "      --watch [SECONDS]     again every SECONDS (default 1) until Ctrl-C, which\n"
+        "                            exits 0; the table adds puts and acks per second.\n"
+        "                            On a terminal it redraws in place; piped, it\n"
+        "                            prints a block each time (a blank line after kv\n"
+        "                            and table blocks, JSON one document per line)\n";
     request_options_t opts = {0};
     if (!s_parse("stats", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
-    return s_print_report("stats", &opts, NULL);
+    if (optind < argc) {
+        fprintf(stderr, "asyncq stats: unexpected argument '%s'\n", argv[optind]);
+        return AQ_EXIT_USAGE;
+    }
+    stats_format_t format;
+    if (!stats_format_parse(opts.format, &format)) {
+        fprintf(stderr, "asyncq stats: --format needs table, kv or json, not '%s'\n",
+                opts.format);
+        return AQ_EXIT_USAGE;
+    }
+    return stats_show(opts.broker, opts.queue, format, opts.watch_ms);
 }
 
 int cli_dead(int argc, char **argv)

@@ -6,9 +6,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <czmq.h>
 
 #include "asyncq/producer.h"
 #include "asyncq/program.h"
+#include "asyncq/progress.h"
+
+/*  How often the --stdin status line is redrawn: often enough to look live,
+    rarely enough to cost nothing at a million items a second. */
+#define STATUS_EVERY_MS 250
 
 typedef struct {
     const char *broker;
@@ -26,6 +34,14 @@ typedef struct {
     const char *server_key;
 } options_t;
 
+/*  The status line of --stdin on a terminal: items sent and confirmed. */
+typedef struct {
+    aq_progress_t line;
+    aq_rate_t rate;
+    int64_t started_ms;
+    int over_stdout; /* stdout is a terminal too: erase the line before a line of it */
+} status_t;
+
 static void s_usage(FILE *out)
 {
     fprintf(out,
@@ -41,7 +57,9 @@ static void s_usage(FILE *out)
             "                            (env ASYNCQ_COUNT)\n"
             "      --max-sleep SECONDS   sleep a random time up to this before each put;\n"
             "                            0 for none (env ASYNCQ_MAX_SLEEP; 1, or 0 with --stdin)\n"
-            "      --stdin               put each line of standard input as an item\n"
+            "      --stdin               put each line of standard input as an item; on a\n"
+            "                            terminal, a line on stderr shows the items sent\n"
+            "                            and confirmed, and the rate\n"
             "      --quiet               print only the summary\n"
             "      --seed N              random seed, for repeatable runs\n"
             "      --lease SECONDS       ask for this lease on each delivery of these items,\n"
@@ -129,12 +147,48 @@ static void s_print_config(const options_t *opts)
     aq_security_print_config(opts->curve_secret, opts->server_key);
 }
 
+static void s_status_init(status_t *status, int from_stdin)
+{
+    memset(status, 0, sizeof *status);
+    if (from_stdin)
+        aq_progress_init(&status->line);
+    aq_rate_init(&status->rate);
+    status->started_ms = zclock_mono();
+    status->over_stdout = isatty(STDOUT_FILENO);
+}
+
+/*  "Producer NAME: 1,234,567 sent, 1,230,000 confirmed, 45,678/s", at most
+    every STATUS_EVERY_MS; the final one (the average rate) always. */
+static void s_status_show(status_t *status, const options_t *opts, aq_producer_t *producer,
+                          int final)
+{
+    if (!final && !aq_progress_due(&status->line, STATUS_EVERY_MS))
+        return;
+    uint64_t sent = aq_producer_sent(producer);
+    uint64_t unconfirmed = aq_producer_unconfirmed(producer);
+    aq_rate_update(&status->rate, sent);
+    double rate = status->rate.per_s;
+    int64_t elapsed = zclock_mono() - status->started_ms;
+    if (final) /* the average of the whole run */
+        rate = (double) sent * 1000.0 / (double) (elapsed > 0 ? elapsed : 1);
+    char sent_text[32], confirmed_text[32], rate_count[32], rate_text[48] = "";
+    if (rate >= 0)
+        snprintf(rate_text, sizeof rate_text, ", %s/s",
+                 aq_format_count((uint64_t) (rate + 0.5), rate_count, sizeof rate_count));
+    aq_progress_show(&status->line, "Producer %s: %s sent, %s confirmed%s", opts->name,
+                     aq_format_count(sent, sent_text, sizeof sent_text),
+                     aq_format_count(sent - unconfirmed, confirmed_text, sizeof confirmed_text),
+                     rate_text);
+}
+
 /*  One put, reported. Refusals the producer can see itself (too big) are
     reported and skipped; anything else stops the run. */
 static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const char *data,
-                         size_t size, uint64_t *refused)
+                         size_t size, uint64_t *refused, status_t *status)
 {
     aq_status_t rc = aq_producer_put_lease(producer, opts->queue, data, size, opts->lease_ms);
+    if ((rc == AQ_TOO_BIG || (rc == AQ_OK && !opts->quiet)) && status->over_stdout)
+        aq_progress_hide(&status->line);
     if (rc == AQ_TOO_BIG) {
         fprintf(stderr, "asyncq-producer: item of %zu bytes refused: larger than the broker's limit of %llu\n",
                 size, (unsigned long long) aq_session_max_item(aq_producer_session(producer)));
@@ -146,7 +200,8 @@ static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const c
     return rc;
 }
 
-static aq_status_t s_put_stdin(aq_producer_t *producer, const options_t *opts, uint64_t *refused)
+static aq_status_t s_put_stdin(aq_producer_t *producer, const options_t *opts, uint64_t *refused,
+                               status_t *status)
 {
     char *line = NULL;
     size_t capacity = 0;
@@ -160,14 +215,16 @@ static aq_status_t s_put_stdin(aq_producer_t *producer, const options_t *opts, u
         if (opts->max_sleep_ms && aq_sleep_ms((uint64_t) (aq_random() * opts->max_sleep_ms)))
             rc = AQ_INTERRUPTED;
         else
-            rc = s_put(producer, opts, line, (size_t) length, refused);
+            rc = s_put(producer, opts, line, (size_t) length, refused, status);
+        s_status_show(status, opts, producer, 0);
         done++;
     }
     free(line);
     return rc;
 }
 
-static aq_status_t s_put_random(aq_producer_t *producer, const options_t *opts, uint64_t *refused)
+static aq_status_t s_put_random(aq_producer_t *producer, const options_t *opts, uint64_t *refused,
+                                status_t *status)
 {
     uint64_t count = opts->has_count ? opts->count : (uint64_t) (aq_random() * 11);
     aq_status_t rc = AQ_OK;
@@ -178,8 +235,20 @@ static aq_status_t s_put_random(aq_producer_t *producer, const options_t *opts, 
         for (int j = 0; j < 10; j++)
             item[j] = "0123456789abcdef"[(int) (aq_random() * 16)];
         item[10] = '\0';
-        rc = s_put(producer, opts, item, 10, refused);
+        rc = s_put(producer, opts, item, 10, refused, status);
     }
+    return rc;
+}
+
+/*  The final sync; with a status line, in slices, so that the line shows
+    the confirmations coming in. */
+static aq_status_t s_sync(aq_producer_t *producer, const options_t *opts, status_t *status)
+{
+    if (!status->line.active)
+        return aq_producer_sync(producer, -1);
+    aq_status_t rc;
+    while ((rc = aq_producer_sync(producer, STATUS_EVERY_MS)) == AQ_TIMEOUT)
+        s_status_show(status, opts, producer, 0);
     return rc;
 }
 
@@ -205,10 +274,16 @@ int main(int argc, char **argv)
         return aq_exit_code(rc);
     }
     uint64_t refused = 0;
-    rc = opts.from_stdin ? s_put_stdin(producer, &opts, &refused)
-                         : s_put_random(producer, &opts, &refused);
+    status_t status;
+    s_status_init(&status, opts.from_stdin);
+    rc = opts.from_stdin ? s_put_stdin(producer, &opts, &refused, &status)
+                         : s_put_random(producer, &opts, &refused, &status);
     if (rc == AQ_OK)
-        rc = aq_producer_sync(producer, -1);
+        rc = s_sync(producer, &opts, &status);
+    if (status.line.active) {
+        s_status_show(&status, &opts, producer, 1);
+        aq_progress_keep(&status.line);
+    }
     uint64_t sent = aq_producer_sent(producer);
     refused += aq_producer_refused(producer);
     if (rc == AQ_REFUSED || (rc == AQ_OK && refused)) {
