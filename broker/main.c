@@ -8,6 +8,7 @@
 #include "asyncq/program.h"
 #include "asyncq/security.h"
 #include "asyncq/session.h"
+#include "asyncq/version.h"
 #include "broker.h"
 #include "journal.h"
 #include "persist.h"
@@ -84,6 +85,7 @@ static void s_usage(FILE *out)
             "                          (a container HEALTHCHECK that follows ASYNCQ_BIND)\n"
             "  -v, --verbose           log every session (env ASYNCQ_VERBOSE=1)\n"
             "  -h, --help              this text\n"
+            "      --version           print the version and exit\n"
             "\n"
             "Prints \"READY <address>\" on stdout once it listens. Logs to stderr.\n"
             "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
@@ -339,7 +341,7 @@ int main(int argc, char **argv)
     s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 13];
+    struct option options[SETTINGS + 14];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -354,7 +356,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 9] = (struct option){"data-dir", required_argument, 0, 'D'};
     options[SETTINGS + 10] = (struct option){"fsync", required_argument, 0, 'F'};
     options[SETTINGS + 11] = (struct option){"repair", no_argument, 0, 'R'};
-    options[SETTINGS + 12] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 12] = (struct option){"version", no_argument, 0, 'V'};
+    options[SETTINGS + 13] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -378,6 +381,7 @@ int main(int argc, char **argv)
         case 'R': repair = 1; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
+        case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
         }
     }
