@@ -21,6 +21,7 @@ COPY producer ./producer
 COPY consumer ./consumer
 COPY cli ./cli
 COPY bench ./bench
+COPY packaging ./packaging
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DASYNCQ_TESTS=OFF \
  && cmake --build build -j"$(nproc)" \
  && cmake --install build --prefix /opt/asyncq --strip

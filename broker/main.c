@@ -9,6 +9,7 @@
 #include "asyncq/program.h"
 #include "asyncq/security.h"
 #include "asyncq/session.h"
+#include "asyncq/version.h"
 #include "broker.h"
 #include "http.h"
 #include "journal.h"
@@ -92,6 +93,7 @@ static void s_usage(FILE *out)
             "                          (a container HEALTHCHECK that follows ASYNCQ_BIND)\n"
             "  -v, --verbose           log every session (env ASYNCQ_VERBOSE=1)\n"
             "  -h, --help              this text\n"
+            "      --version           print the version and exit\n"
             "\n"
             "Prints \"READY <address>\" on stdout once it listens (then \"METRICS <url>\" with\n"
             "--metrics). Logs to stderr.\n"
@@ -382,7 +384,7 @@ int main(int argc, char **argv)
     s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 15];
+    struct option options[SETTINGS + 16];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -399,7 +401,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 11] = (struct option){"repair", no_argument, 0, 'R'};
     options[SETTINGS + 12] = (struct option){"metrics", required_argument, 0, 'M'};
     options[SETTINGS + 13] = (struct option){"metrics-token-file", required_argument, 0, 'T'};
-    options[SETTINGS + 14] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 14] = (struct option){"version", no_argument, 0, 'V'};
+    options[SETTINGS + 15] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -425,6 +428,7 @@ int main(int argc, char **argv)
         case 'T': config.metrics_token_file = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
+        case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
         }
     }

@@ -4,6 +4,7 @@
 
 #include "asyncq/program.h"
 #include "asyncq/status.h"
+#include "asyncq/version.h"
 #include "cli.h"
 
 static void s_usage(FILE *out)
@@ -33,7 +34,8 @@ static void s_usage(FILE *out)
             "ADDR is HOST[:PORT] (env ASYNCQ_BROKER; localhost:5557), tcp://HOST:PORT or\n"
             "ipc://PATH. 'asyncq COMMAND --help' tells more.\n"
             "Exit codes: 0 success; 1 failure; 2 bad usage; 3 broker unreachable;\n"
-            "4 join timed out; 130 interrupted.\n");
+            "4 join timed out; 130 interrupted.\n"
+            "'asyncq --version' prints the version.\n");
 }
 
 int main(int argc, char **argv)
@@ -45,6 +47,10 @@ int main(int argc, char **argv)
     const char *command = argv[1];
     if (strcmp(command, "-h") == 0 || strcmp(command, "--help") == 0 || strcmp(command, "help") == 0) {
         s_usage(stdout);
+        return AQ_EXIT_OK;
+    }
+    if (strcmp(command, "--version") == 0) {
+        printf("asyncq %s\n", aq_version());
         return AQ_EXIT_OK;
     }
     static const struct {

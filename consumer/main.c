@@ -14,6 +14,7 @@
 
 #include "asyncq/consumer.h"
 #include "asyncq/program.h"
+#include "asyncq/version.h"
 #include "exec.h"
 
 typedef struct {
@@ -61,6 +62,7 @@ static void s_usage(FILE *out)
             "      --quiet               print nothing per item\n"
             "      --seed N              random seed, for repeatable runs\n"
             "  -h, --help                this text\n"
+            "      --version             print the version and exit\n"
             "\n"
             "The time printed is measured by the broker's clock (from the put's arrival to\n"
             "the item's delivery), so it is right even when hosts' clocks disagree.\n"
@@ -83,7 +85,8 @@ static int s_parse(int argc, char **argv, options_t *opts)
         {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
         {"exec", required_argument, 0, 'e'},  {"retry-delay", required_argument, 0, 'r'},
         {"print-config", no_argument, 0, 'p'},
-        {"help", no_argument, 0, 'h'},         AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
+        AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     const char *credit = NULL, *max_sleep = NULL, *count = NULL, *seed = NULL;
     const char *retry_delay = NULL;
     int opt;
@@ -103,6 +106,7 @@ static int s_parse(int argc, char **argv, options_t *opts)
         case AQ_OPT_CURVE_SECRET: opts->curve_secret = optarg; break;
         case AQ_OPT_SERVER_KEY: opts->server_key = optarg; break;
         case 'h': s_usage(stdout); exit(AQ_EXIT_OK);
+        case 'V': printf("asyncq-consumer %s\n", aq_version()); exit(AQ_EXIT_OK);
         default: s_usage(stderr); return 0;
         }
     }

@@ -13,6 +13,7 @@
 #include "asyncq/producer.h"
 #include "asyncq/program.h"
 #include "asyncq/progress.h"
+#include "asyncq/version.h"
 
 /*  How often the --stdin status line is redrawn: often enough to look live,
     rarely enough to cost nothing at a million items a second. */
@@ -67,6 +68,7 @@ static void s_usage(FILE *out)
             AQ_SECURITY_USAGE
             "      --print-config        print the settings in effect and exit\n"
             "  -h, --help                this text\n"
+            "      --version             print the version and exit\n"
             "\n"
             "Puts the broker has not confirmed are sent again if the broker restarts;\n"
             "it keeps each once.\n"
@@ -82,7 +84,8 @@ static int s_parse(int argc, char **argv, options_t *opts)
         {"max-sleep", required_argument, 0, 's'}, {"stdin", no_argument, 0, 'i'},
         {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
         {"lease", required_argument, 0, 'L'},  {"print-config", no_argument, 0, 'p'},
-        {"help", no_argument, 0, 'h'},         AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
+        AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     const char *count = NULL, *max_sleep = NULL, *seed = NULL, *lease = NULL;
     int opt;
     while ((opt = getopt_long(argc, argv, "b:q:n:h", options, NULL)) != -1) {
@@ -100,6 +103,7 @@ static int s_parse(int argc, char **argv, options_t *opts)
         case AQ_OPT_CURVE_SECRET: opts->curve_secret = optarg; break;
         case AQ_OPT_SERVER_KEY: opts->server_key = optarg; break;
         case 'h': s_usage(stdout); exit(AQ_EXIT_OK);
+        case 'V': printf("asyncq-producer %s\n", aq_version()); exit(AQ_EXIT_OK);
         default: s_usage(stderr); return 0;
         }
     }

@@ -205,7 +205,8 @@ class Queue extends EventEmitter {
     if (fields.length > 1) {
       for (const pair of fields[1].toString().split(' ')) {
         const [key, value] = pair.split('=');
-        stats[key] = /^\d+$/.test(value) ? Number(value) : value;
+        // A queue's name stays a string even when it is all digits ("42").
+        stats[key] = key !== 'queue' && /^\d+$/.test(value) ? Number(value) : value;
       }
     }
     return stats;

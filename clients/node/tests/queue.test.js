@@ -39,6 +39,15 @@ test('queue semantics', async (t) => {
     assert.deepStrictEqual(got, [...Array(20).keys()]);
   });
 
+  await t.test('stats: numbers as numbers, a queue named with digits as a string', async () => {
+    const q = client(`${4200 + ++names}`);
+    await q.put('x');
+    const stats = await q.stats();
+    assert.strictEqual(stats.queue, q.queue);
+    assert.strictEqual(stats.queued, 1);
+    assert.strictEqual(stats.state, 'open');
+  });
+
   await t.test('getNowait takes only what was delivered', async () => {
     const name = `nowait-${++names}`;
     const q = client(name, { credit: 2 });

@@ -11,11 +11,13 @@ export async function produce(): Promise<number> {
   await q.put(new Uint8Array([1, 2, 3]));
   const seq: number = await q.send('later');
   await q.flush();
-  q.on('held', (queue: string) => console.log(`waiting for room in ${queue}`));
+  const onHeld = (queue: string) => console.log(`waiting for room in ${queue}`);
+  q.on('held', onHeld).once('held', onHeld).off('held', onHeld);
+  const settings: string = `${q.broker} ${q.queue} ${q.credit} ${q.timeout} ${q.clientId}`;
   const held: string | null = q.held;
   const joined: Joined = await q.join({ timeout: 10, all: true });
   await q.close({ timeout: 5 });
-  return seq + joined.count + joined.dead + (held ? 1 : 0);
+  return seq + joined.count + joined.dead + (held ? 1 : 0) + settings.length;
 }
 
 export async function consume(signal: AbortSignal): Promise<string> {
@@ -25,6 +27,7 @@ export async function consume(signal: AbortSignal): Promise<string> {
   const item: Item = await q.get({ signal });
   const id: string = item.id;
   const data: Buffer = item.data;
+  const from: string = item.queue;
   const numbers: number = item.attempt + item.ageUs + item.leaseMs;
   await q.touch(item);
   await q.nack(item, 1.5, 'try again');
@@ -40,7 +43,7 @@ export async function consume(signal: AbortSignal): Promise<string> {
   const persistence: Persistence | null = q.persistence;
   const errors: readonly BrokerError[] = q.errors;
   await q.close();
-  return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${roles} ${persistence} ${errors.length}`;
+  return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${roles} ${persistence} ${errors.length} ${from}`;
 }
 
 export function explain(error: unknown): string {
