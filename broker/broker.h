@@ -58,6 +58,8 @@ typedef struct {
     int fsync;              /* journal_fsync_t */
     int64_t fsync_interval_ms;
     uint64_t segment_bytes; /* journal segments close at this size */
+    const char *metrics;    /* the HTTP port's address (http.c); NULL: none */
+    const char *metrics_token_file;
     int verbose;
 } broker_config_t;
 
@@ -210,10 +212,12 @@ typedef struct broker {
     uint64_t next_serial;   /* sessions and queues */
     int64_t started_ms;
     uint64_t trimmed_rss;   /* resident bytes after the last malloc_trim */
+    uint64_t refused_total[REFUSED_REASONS]; /* puts refused, every queue or none */
     ratelog_t bad_input;    /* rate-limited log lines, by cause */
     ratelog_t expiries;
     ratelog_t refusals;
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
+    struct http *http;       /* the HTTP port (--metrics); NULL: none */
     uint64_t live_bytes;    /* journal bytes of the items held, near enough */
     list_node_t durable_waits; /* producers with SYNCs waiting only for the disk */
     list_node_t held_replies;  /* answers waiting for their changes' records (persist.c) */
@@ -234,6 +238,8 @@ void broker_destroy(broker_t **self_p);
 aq_status_t broker_run(broker_t *self);
 int64_t broker_now_ms(void);
 int64_t broker_now_us(void);
+/*  How long ago the item was put, at now_us (0 if the clock says earlier). */
+uint64_t broker_age_us(const item_t *item, int64_t now_us);
 void broker_clock_advance(int64_t ms);
 /*  Sends a reply to a ROUTER peer, counted against its pending bytes if it
     has a session (so a peer that never reads is found, 4.9). */
@@ -260,6 +266,10 @@ void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
 void broker_shut_all(broker_t *self, queue_state_t state);
 /*  The lease of a delivery of this item. */
 uint64_t broker_lease_ms(const item_t *item);
+/*  Moves every dead item of the queue back to its end (DEAD requeue, the
+    dashboard's button): recorded, and delivered by the pass. Returns how
+    many moved. */
+uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
 
 /* commands.c */
 void broker_on_router(broker_t *self);

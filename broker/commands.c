@@ -269,11 +269,13 @@ static void s_on_ack(const request_t *request)
     static id_errors_t errors;
     errors.unknown.size = errors.unknown.count = errors.expired.size = errors.expired.count = 0;
     size_t count = aq_ids_count(request->msg->ids);
+    int64_t now_us = broker_now_us();
     for (size_t i = 0; i < count; i++) {
         item_t *item = s_held_item(request, aq_ids_get(request->msg->ids, i), &errors);
         if (!item)
             continue;
         deadlines_cancel(&self->deadlines, &item->timer);
+        histogram_observe(&item->queue->to_ack, broker_age_us(item, now_us));
         queue_ack(item->queue, consumer, item);
         persist_item_gone(self, item);
         store_remove(self->store, item);
@@ -325,6 +327,7 @@ static void s_on_nack(const request_t *request)
                                 strlen(request->peer->client_id)),
                      item->attempts, s_escape(reason, sizeof reason, msg->text));
         }
+        item->queue->nacked_total++;
         broker_take_back(self, item, msg->delay_ms);
     }
     s_answer_id_errors(request, &errors, "nack");
@@ -584,15 +587,7 @@ static void s_on_dead(const request_t *request)
         s_reply(request, &reply);
     }
     else if (msg->text.size == 7 && memcmp(msg->text.data, "requeue", 7) == 0) {
-        uint64_t moved = 0;
-        if (queue && queue_requeue_dead(queue, &moved))
-            log_line("out of memory: some dead items of %s stay dead", queue->name);
-        /* The moved items are the last `moved` of the ready list. */
-        list_node_t *node = queue ? queue->ready.prev : NULL;
-        for (uint64_t i = 0; i < moved; i++, node = node->prev)
-            persist_item_changed(self, list_entry(node, item_t, link));
-        if (queue)
-            broker_touch_queue(self, queue);
+        uint64_t moved = queue ? broker_requeue_dead(self, queue) : 0;
         snprintf(text, sizeof text, "requeued=%llu", (unsigned long long) moved);
         s_report_text(request, text);
     }

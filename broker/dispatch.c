@@ -55,7 +55,7 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
         msg.queue = aq_bytes_str(queue->name);
         msg.id = item->id;
         msg.attempt = (uint64_t) item->attempts + 1;
-        msg.age_us = now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
+        msg.age_us = broker_age_us(item, now_us);
         msg.lease_ms = broker_lease_ms(item);
         msg.payload = (aq_bytes_t){item->data, item->size};
         return broker_send(self, rid, &msg, NULL);
@@ -72,7 +72,7 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
         aq_delivery_t delivery = {
             .id = item->id,
             .attempt = (uint32_t) item->attempts + 1,
-            .age_us = now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0,
+            .age_us = broker_age_us(item, now_us),
             .lease_ms = (uint32_t) broker_lease_ms(item),
             .payload = {item->data, item->size},
         };
@@ -143,6 +143,8 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         for (size_t i = 0; i < count; i++) {
             item_t *item = items[i];
             queue_deliver(queue, consumer, item);
+            if (item->attempts == 1)
+                histogram_observe(&queue->to_delivery, broker_age_us(item, now_us));
             persist_item_changed(self, item); /* its attempt counted */
             item->timer.kind = TIMER_LEASE;
             /* Cannot fail: room for every item's timer is reserved at put. */
@@ -210,6 +212,19 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
         persist_reply(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &msg);
         broker_free_joiner(self, joiner);
     }
+}
+
+uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
+{
+    uint64_t moved = 0;
+    if (queue_requeue_dead(queue, &moved))
+        log_line("out of memory: some dead items of %s stay dead", queue->name);
+    /* The moved items are the last `moved` of the ready list. */
+    list_node_t *node = queue->ready.prev;
+    for (uint64_t i = 0; i < moved; i++, node = node->prev)
+        persist_item_changed(self, list_entry(node, item_t, link));
+    broker_touch_queue(self, queue);
+    return moved;
 }
 
 void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)

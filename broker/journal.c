@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -148,7 +149,15 @@ typedef struct {
     uint64_t done;       /* position synced */
     int error;           /* errno of a failed fdatasync: final */
     int event;           /* eventfd */
+    histogram_t latency; /* each sync of a round, under the lock */
 } syncer_t;
+
+static uint64_t s_mono_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t) now.tv_sec * 1000000 + (uint64_t) now.tv_nsec / 1000;
+}
 
 struct journal {
     journal_config_t config;
@@ -257,6 +266,7 @@ static void *s_sync_main(void *arg)
             syncer->retired_count -= retired_count;
         }
         pthread_mutex_unlock(&syncer->lock);
+        uint64_t started_us = s_mono_us();
         int error = 0;
         for (size_t i = 0; i < retired_count; i++) {
             if (self->io->fdatasync(self->io->ctx, retired[i]) != 0 && !error)
@@ -265,7 +275,9 @@ static void *s_sync_main(void *arg)
         }
         if (!error && self->io->fdatasync(self->io->ctx, fd) != 0)
             error = errno;
+        uint64_t took_us = s_mono_us() - started_us;
         pthread_mutex_lock(&syncer->lock);
+        histogram_observe(&syncer->latency, took_us);
         if (error && !syncer->error)
             syncer->error = error;
         if (!syncer->error && target > syncer->done)
@@ -319,9 +331,12 @@ static void s_request_sync(journal_t *self, int64_t now_ms)
 {
     self->last_sync_ms = now_ms;
     if (!s_threaded(self)) {
-        if (self->io->fdatasync(self->io->ctx, self->head_fd) != 0) {
+        uint64_t started_us = s_mono_us();
+        int error = self->io->fdatasync(self->io->ctx, self->head_fd) != 0 ? errno : 0;
+        histogram_observe(&self->syncer.latency, s_mono_us() - started_us);
+        if (error) {
             if (!self->syncer.error)
-                self->syncer.error = errno;
+                self->syncer.error = error;
             return;
         }
         self->synced = self->written;
@@ -365,6 +380,15 @@ static void s_retire(journal_t *self, int fd)
     syncer->fd = self->head_fd;
     pthread_cond_signal(&syncer->wake);
     pthread_mutex_unlock(&syncer->lock);
+}
+
+void journal_sync_latency(journal_t *self, histogram_t *latency)
+{
+    if (s_threaded(self))
+        pthread_mutex_lock(&self->syncer.lock);
+    *latency = self->syncer.latency;
+    if (s_threaded(self))
+        pthread_mutex_unlock(&self->syncer.lock);
 }
 
 int journal_sync_fd(const journal_t *self)

@@ -33,6 +33,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "histogram.h"
+
 #define JOURNAL_HEADER 9 /* crc, length, type */
 
 typedef enum { JOURNAL_FSYNC_ALWAYS, JOURNAL_FSYNC_INTERVAL, JOURNAL_FSYNC_NEVER } journal_fsync_t;
@@ -118,6 +120,10 @@ int journal_flush(journal_t *self, int64_t now_ms);
     be on disk, so nothing after is ever confirmed. */
 int journal_error(const journal_t *self);
 int journal_broken(const journal_t *self);
+
+/*  How long each fdatasync took (the sync thread's, or inline), copied
+    under the thread's lock: for the metrics, never on the per-item path. */
+void journal_sync_latency(journal_t *self, histogram_t *latency);
 
 /*  The sync thread's descriptor, readable when a sync finished (poll it);
     journal_on_synced() then takes the news. -1 without a thread. */

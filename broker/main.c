@@ -3,12 +3,14 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "asyncq/control.h"
 #include "asyncq/program.h"
 #include "asyncq/security.h"
 #include "asyncq/session.h"
 #include "broker.h"
+#include "http.h"
 #include "journal.h"
 #include "persist.h"
 
@@ -38,6 +40,12 @@ static void s_usage(FILE *out)
             "      --segment-bytes N   journal segment size (env ASYNCQ_SEGMENT_BYTES; 4194304)\n"
             "      --repair            with --data-dir: keep every intact record of a damaged\n"
             "                          journal (originals kept in DIR/damaged/), then exit\n"
+            "      --metrics ADDR      serve HTTP on HOST:PORT (or PORT, on 127.0.0.1): Prometheus\n"
+            "                          metrics at /metrics, a live dashboard at /, its data at\n"
+            "                          /stats.json (env ASYNCQ_METRICS; none: off)\n"
+            "      --metrics-token-file FILE  the token the dashboard's actions need (env\n"
+            "                          ASYNCQ_METRICS_TOKEN_FILE; none: a new one each start,\n"
+            "                          in the log)\n"
             "      --max-item BYTES    largest item accepted (env ASYNCQ_MAX_ITEM; 1048576)\n"
             "      --max-batch N       most items in one PUTS or ITEMS (env ASYNCQ_MAX_BATCH; 1024)\n"
             "      --maxsize N         most items queued per queue, 0 = unbounded\n"
@@ -85,7 +93,8 @@ static void s_usage(FILE *out)
             "  -v, --verbose           log every session (env ASYNCQ_VERBOSE=1)\n"
             "  -h, --help              this text\n"
             "\n"
-            "Prints \"READY <address>\" on stdout once it listens. Logs to stderr.\n"
+            "Prints \"READY <address>\" on stdout once it listens (then \"METRICS <url>\" with\n"
+            "--metrics). Logs to stderr.\n"
             "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
             "On SIGHUP, re-reads the clients directory and closes sessions of revoked keys.\n"
             "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind,\n"
@@ -224,7 +233,41 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
         printf("ASYNCQ_FSYNC=%lld\n", (long long) config->fsync_interval_ms);
     else
         printf("ASYNCQ_FSYNC=%s\n", config->fsync == JOURNAL_FSYNC_NEVER ? "never" : "always");
+    printf("ASYNCQ_METRICS=%s\nASYNCQ_METRICS_TOKEN_FILE=%s\n",
+           config->metrics ? config->metrics : "",
+           config->metrics_token_file ? config->metrics_token_file : "");
     printf("ASYNCQ_VERBOSE=%d\n", config->verbose);
+}
+
+/*  The dashboard's token: the file's first line, or 32 random hex digits.
+    0, or -1 with the reason on stderr. */
+static int s_metrics_token(const char *file, char *token, size_t size)
+{
+    if (file) {
+        FILE *in = fopen(file, "r");
+        if (!in || !fgets(token, (int) size, in)) {
+            fprintf(stderr, "asyncq-broker: --metrics-token-file %s: cannot read it\n", file);
+            if (in)
+                fclose(in);
+            return -1;
+        }
+        fclose(in);
+        token[strcspn(token, "\r\n")] = '\0';
+        if (strlen(token) < 16) {
+            fprintf(stderr, "asyncq-broker: --metrics-token-file %s: the token needs at least "
+                            "16 characters\n", file);
+            return -1;
+        }
+        return 0;
+    }
+    uint8_t random[16];
+    if (getrandom(random, sizeof random, 0) != (ssize_t) sizeof random) {
+        fprintf(stderr, "asyncq-broker: cannot make a dashboard token\n");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof random && 2 * i + 2 < size; i++)
+        snprintf(token + 2 * i, 3, "%02x", random[i]);
+    return 0;
 }
 
 /*  --fsync: always, never or a number of milliseconds. */
@@ -339,7 +382,7 @@ int main(int argc, char **argv)
     s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 13];
+    struct option options[SETTINGS + 15];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -354,7 +397,9 @@ int main(int argc, char **argv)
     options[SETTINGS + 9] = (struct option){"data-dir", required_argument, 0, 'D'};
     options[SETTINGS + 10] = (struct option){"fsync", required_argument, 0, 'F'};
     options[SETTINGS + 11] = (struct option){"repair", no_argument, 0, 'R'};
-    options[SETTINGS + 12] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 12] = (struct option){"metrics", required_argument, 0, 'M'};
+    options[SETTINGS + 13] = (struct option){"metrics-token-file", required_argument, 0, 'T'};
+    options[SETTINGS + 14] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -376,6 +421,8 @@ int main(int argc, char **argv)
         case 'D': config.data_dir = optarg; break;
         case 'F': fsync = optarg; break;
         case 'R': repair = 1; break;
+        case 'M': config.metrics = optarg; break;
+        case 'T': config.metrics_token_file = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         default: s_usage(stderr); return AQ_EXIT_USAGE;
@@ -401,6 +448,12 @@ int main(int argc, char **argv)
     config.data_dir = aq_arg_env(config.data_dir, "ASYNCQ_DATA_DIR");
     if (config.data_dir && !*config.data_dir)
         config.data_dir = NULL;
+    config.metrics = aq_arg_env(config.metrics, "ASYNCQ_METRICS");
+    if (config.metrics && !*config.metrics)
+        config.metrics = NULL;
+    config.metrics_token_file = aq_arg_env(config.metrics_token_file, "ASYNCQ_METRICS_TOKEN_FILE");
+    if (config.metrics_token_file && !*config.metrics_token_file)
+        config.metrics_token_file = NULL;
     if (!s_fsync_parse(aq_arg_env(fsync, "ASYNCQ_FSYNC"), &config))
         return AQ_EXIT_USAGE;
     if (!s_settings_parse(settings) || !s_config_is_valid(&config)
@@ -437,6 +490,20 @@ int main(int argc, char **argv)
                                            : AQ_EXIT_FAILURE;
         }
     }
+    char token[128] = "";
+    if (config.metrics) {
+        if (s_metrics_token(config.metrics_token_file, token, sizeof token)) {
+            broker_destroy(&broker);
+            return AQ_EXIT_USAGE;
+        }
+        char error[1024];
+        broker->http = http_new(broker, config.metrics, token, error, sizeof error);
+        if (!broker->http) {
+            fprintf(stderr, "asyncq-broker: %s\n", error);
+            broker_destroy(&broker);
+            return AQ_EXIT_UNREACHABLE;
+        }
+    }
     char durability[4200];
     if (config.data_dir)
         snprintf(durability, sizeof durability, "durable in %s, fsync %s", config.data_dir,
@@ -444,6 +511,8 @@ int main(int argc, char **argv)
     else
         snprintf(durability, sizeof durability, "in memory: a restart loses the queues");
     printf("READY %s\n", broker->address);
+    if (broker->http)
+        printf("METRICS %s\n", http_url(broker->http));
     fflush(stdout);
     log_line("listening on %s (max item %llu bytes, maxsize %llu); %s; %s",
              broker->address, (unsigned long long) config.max_item,
@@ -452,6 +521,10 @@ int main(int argc, char **argv)
              : config.insecure ? "no keys and --insecure: anyone who reaches it is let in, "
                                  "nothing is encrypted"
                                : "no keys: loopback connections only");
+    if (broker->http)
+        log_line("metrics on %s/metrics, dashboard on %s/; its actions need the token %s",
+                 http_url(broker->http), http_url(broker->http),
+                 config.metrics_token_file ? "in --metrics-token-file" : token);
     status = broker_run(broker);
     log_line("stopping");
     broker_destroy(&broker);

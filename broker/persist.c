@@ -160,6 +160,11 @@ int persist_accepting(const broker_t *self)
     return !self->journal || journal_error(self->journal) == 0;
 }
 
+uint64_t persist_appended(const broker_t *self)
+{
+    return self->journal ? journal_appended(self->journal) : 0;
+}
+
 uint64_t persist_position(const producer_t *producer)
 {
     return producer->journal_position;
@@ -277,7 +282,7 @@ static void s_answer_held(broker_t *self)
 
 void persist_reply(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
 {
-    uint64_t position = self->journal ? journal_appended(self->journal) : 0;
+    uint64_t position = persist_appended(self);
     if (list_empty(&self->held_replies) && s_reached(self, position) > 0) {
         broker_send(self, routing_id, msg, NULL);
         return;

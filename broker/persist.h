@@ -60,6 +60,8 @@ int persist_accepting(const broker_t *self);
     fsync mode says they must be. A producer whose puts were all refused
     waits for nothing. */
 uint64_t persist_position(const producer_t *producer);
+/*  Where the journal ends now: what a change just made waits for. */
+uint64_t persist_appended(const broker_t *self);
 int persist_is_confirmed(const broker_t *self, uint64_t position);
 
 /*  The end of a pass: one write of the pass's records, a sync as the mode

@@ -18,9 +18,30 @@
 
 /*  A put refused after it was received: its producer hears which seqs and
     why (PROTOCOL.md 4.1). */
-static void s_refuse(broker_t *self, producer_t *producer, uint64_t first, uint64_t last, int code,
-                     const char *text)
+static refusal_t s_reason(int code)
 {
+    switch (code) {
+    case AQ_SHUT_DOWN: return REFUSED_SHUT_DOWN;
+    case AQ_TOO_BIG: return REFUSED_TOO_BIG;
+    case AQ_FORBIDDEN: return REFUSED_FORBIDDEN;
+    case AQ_LIMIT: return REFUSED_LIMIT;
+    case AQ_STORAGE: return REFUSED_STORAGE;
+    case AQ_INTERNAL: return REFUSED_INTERNAL;
+    default: return REFUSED_MALFORMED;
+    }
+}
+
+/*  Puts first..last of the producer, for queue `queue_name`, are refused:
+    counted (for the queue too, if it exists), logged, and told. */
+static void s_refuse(broker_t *self, producer_t *producer, aq_bytes_t queue_name, uint64_t first,
+                     uint64_t last, int code, const char *text)
+{
+    refusal_t reason = s_reason(code);
+    self->refused_total[reason] += last - first + 1;
+    aq_status_t rc;
+    queue_t *queue = broker_queue(self, queue_name, 0, &rc);
+    if (queue)
+        queue->refused_total[reason] += last - first + 1;
     char name[AQ_NAME_MAX * 4 + 1];
     ratelog_line(&self->bad_input, broker_now_ms(), "puts %llu-%llu of %s refused: %s",
                  (unsigned long long) first, (unsigned long long) last,
@@ -140,7 +161,8 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     queue_t *queue = held->queue;
     uint64_t first = held->seq + held->skip, last = held->seq + held->count - 1;
     if (queue->state != QUEUE_OPEN) {
-        s_refuse(self, producer, first, last, AQ_SHUT_DOWN, "queue shut down: puts are refused");
+        s_refuse(self, producer, aq_bytes_str(queue->name), first, last, AQ_SHUT_DOWN,
+                 "queue shut down: puts are refused");
         s_free_held_put(self, producer, held);
         return 1;
     }
@@ -158,7 +180,8 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     producer->held_count -= taken;
     self->held_total -= taken;
     if (taken < take) {
-        s_refuse(self, producer, held->seq + held->skip, last, AQ_INTERNAL, "out of memory");
+        s_refuse(self, producer, aq_bytes_str(queue->name), held->seq + held->skip, last,
+                 AQ_INTERNAL, "out of memory");
         s_free_held_put(self, producer, held);
         return 1;
     }
@@ -284,7 +307,7 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         text = "more puts held back for a full queue than the producer's window";
     }
     if (rc) {
-        s_refuse(self, producer, first, last, rc, text);
+        s_refuse(self, producer, msg->queue, first, last, rc, text);
         producers_received(self, producer, last);
         return;
     }
@@ -298,13 +321,15 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         uint64_t take = room < left ? room : left;
         accepted = s_accept(self, producer, first, queue, &payloads, take, msg->lease_ms);
         if (accepted < take) {
-            s_refuse(self, producer, first + accepted, last, AQ_INTERNAL, "out of memory");
+            s_refuse(self, producer, msg->queue, first + accepted, last, AQ_INTERNAL,
+                     "out of memory");
             producers_received(self, producer, last);
             return;
         }
     }
     if (skip + accepted < count && s_hold(self, producer, queue, msg, skip + accepted, count)) {
-        s_refuse(self, producer, first + accepted, last, AQ_INTERNAL, "out of memory");
+        s_refuse(self, producer, msg->queue, first + accepted, last, AQ_INTERNAL,
+                 "out of memory");
         producers_received(self, producer, last);
         return;
     }

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const queue_refusal_names[REFUSED_REASONS] = {
+    "shut_down", "too_big", "forbidden", "limit", "storage", "malformed", "internal"};
+
 queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts, uint64_t lease_ms)
 {
     assert(aq_name_is_valid((const uint8_t *) name, strlen(name)));
@@ -112,6 +115,7 @@ static void s_bury(queue_t *self, item_t *item)
     item->state = ITEM_DEAD;
     list_push_back(&self->dead, &item->link);
     self->dead_count++;
+    self->dead_lettered_total++;
 }
 
 int queue_return(queue_t *self, item_t *item)

@@ -9,9 +9,25 @@
 
 #include "asyncq/codec.h"
 #include "deadlines.h"
+#include "histogram.h"
 #include "ledger.h"
 #include "list.h"
 #include "store.h"
+
+/*  Why puts were refused, for the counters (`queue_refusal_names` in
+    queue.c names them for the metrics). */
+typedef enum {
+    REFUSED_SHUT_DOWN,
+    REFUSED_TOO_BIG,
+    REFUSED_FORBIDDEN,
+    REFUSED_LIMIT,
+    REFUSED_STORAGE,
+    REFUSED_MALFORMED,
+    REFUSED_INTERNAL,
+    REFUSED_REASONS
+} refusal_t;
+
+extern const char *const queue_refusal_names[REFUSED_REASONS];
 
 /*  The consumer side of a peer: its credit and the items it holds. */
 typedef struct consumer {
@@ -69,6 +85,11 @@ typedef struct queue {
     uint64_t redelivered_total;
     uint64_t discarded_total;    /* dropped by an immediate shutdown */
     uint64_t expired_total;      /* leases that ran out */
+    uint64_t nacked_total;
+    uint64_t dead_lettered_total;
+    uint64_t refused_total[REFUSED_REASONS];
+    histogram_t to_delivery;     /* put to first delivery */
+    histogram_t to_ack;          /* put to ack */
     uint64_t held_count;     /* puts held back for room, of every producer */
     list_node_t blocked;     /* producers whose oldest held put waits for this queue */
     list_node_t dirty_link;  /* in the broker's list of queues to dispatch */

@@ -2,6 +2,7 @@
     (with each session's unread bytes counted), heartbeats, dropping peers,
     forgetting idle queues. */
 #include "broker.h"
+#include "http.h"
 #include "journal.h"
 #include "persist.h"
 
@@ -48,6 +49,11 @@ int64_t broker_now_ms(void)
 int64_t broker_now_us(void)
 {
     return zclock_usecs() + s_clock_offset_ms * 1000;
+}
+
+uint64_t broker_age_us(const item_t *item, int64_t now_us)
+{
+    return now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
 }
 
 void broker_clock_advance(int64_t ms)
@@ -331,6 +337,7 @@ void broker_destroy(broker_t **self_p)
     broker_t *self = *self_p;
     if (!self)
         return;
+    http_destroy(&self->http);
     /* What the journal has buffered is written and synced; what follows
        (sessions ending, queues freed) is not a change to record. */
     persist_close(self);
@@ -819,7 +826,7 @@ aq_status_t broker_run(broker_t *self)
     sig_atomic_t hangups = s_hangups;
     while (!s_should_exit(self)) {
         int sync_fd = self->journal ? journal_sync_fd(self->journal) : -1;
-        zmq_pollitem_t items[6] = {{self->router, 0, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[7] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {self->pull, 0, ZMQ_POLLIN, 0},
                                    {conns_monitor(self->conns, 0), 0, ZMQ_POLLIN, 0},
                                    {conns_monitor(self->conns, 1), 0, ZMQ_POLLIN, 0}};
@@ -828,7 +835,12 @@ aq_status_t broker_run(broker_t *self)
             items[auth_at = count++] = (zmq_pollitem_t){auth_log_socket(self->auth), 0, ZMQ_POLLIN, 0};
         if (sync_fd >= 0)
             items[sync_at = count++] = (zmq_pollitem_t){NULL, sync_fd, ZMQ_POLLIN, 0};
+        if (self->http)
+            items[count++] = (zmq_pollitem_t){NULL, http_fd(self->http), ZMQ_POLLIN, 0};
         int timeout = s_poll_timeout(self);
+        int http_timeout = self->http ? http_timeout_ms(self->http) : -1;
+        if (http_timeout >= 0 && (timeout < 0 || http_timeout < timeout))
+            timeout = http_timeout;
         /* A journal that cannot write tries again every second. */
         if (self->journal && journal_error(self->journal) && (timeout < 0 || timeout > 1000))
             timeout = 1000;
@@ -849,7 +861,13 @@ aq_status_t broker_run(broker_t *self)
         s_drain_pull(self);
         if (auth_at >= 0)
             s_read_auth_log(self);
+        /* HTTP requests are read and answered here, between two passes,
+           like messages: a render sees one moment of the broker. */
+        if (self->http)
+            http_run(self->http);
         broker_pass(self);
+        if (self->http)
+            http_resume(self->http);
     }
     return AQ_OK;
 }

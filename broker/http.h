@@ -1,0 +1,50 @@
+/*  The broker's HTTP port (--metrics): /metrics for Prometheus,
+    /stats.json and the dashboard at /, and the dashboard's one action,
+    POST /api/requeue. libmicrohttpd runs in the broker's own event loop:
+    the loop polls its epoll descriptor and calls http_run, so a handler
+    reads and changes the broker's state like any message does, with no
+    lock and no copy (DESIGN.md, "The HTTP port").
+
+    What protects the loop: every socket is non-blocking; at most
+    HTTP_CONNECTIONS_MAX connections (more are closed at accept), each idle
+    one closed after HTTP_IDLE_S seconds, each request's headers within
+    HTTP_MEMORY_MAX bytes (libmicrohttpd answers 431 beyond); a render is
+    O(queues). Actions need the bearer token; an action's answer waits,
+    like any answer that says a change was made, until the journal has the
+    change (persist_is_confirmed). */
+#ifndef BROKER_HTTP_H
+#define BROKER_HTTP_H
+
+#include <stddef.h>
+
+#include "broker.h"
+
+#define HTTP_CONNECTIONS_MAX 128
+#define HTTP_IDLE_S 5
+#define HTTP_MEMORY_MAX (32 * 1024)
+
+typedef struct http http_t;
+
+/*  Listens on `address` ("HOST:PORT", "[V6]:PORT", or "PORT" for
+    127.0.0.1; port 0 picks one). `token` is what POST needs after
+    "Bearer ". NULL on failure, with the reason in `error`. */
+http_t *http_new(broker_t *broker, const char *address, const char *token, char *error,
+                 size_t error_size);
+void http_destroy(http_t **self_p);
+
+/*  The port it listens on, and "http://HOST:PORT". */
+int http_port(const http_t *self);
+const char *http_url(const http_t *self);
+
+/*  The descriptor to poll for input, and how long the loop may wait before
+    http_run must be called anyway (-1: no limit). */
+int http_fd(const http_t *self);
+int http_timeout_ms(const http_t *self);
+
+/*  Handles what is ready: new connections, requests, time-outs. */
+void http_run(http_t *self);
+
+/*  Lets the actions whose change is now on disk answer (after each pass). */
+void http_resume(http_t *self);
+
+#endif
