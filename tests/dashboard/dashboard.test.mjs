@@ -95,7 +95,7 @@ async function until(what, probe, ms = STEP_MS) {
   }
 }
 
-// Runs a program to its end; its stdout.
+// Runs a program to its end; its output.
 async function run(name, args) {
   const child = start(name, args);
   const { code, signal } = await child.exited;
@@ -110,6 +110,7 @@ function ok(text) {
 }
 
 async function main() {
+  rmSync(join(artifactDir, 'dashboard-failure.png'), { force: true }); // a past run's
   const token = randomBytes(16).toString('hex');
   const tokenFile = join(work, 'token');
   writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
@@ -203,6 +204,9 @@ async function main() {
 
   await page.click(jobs);
   await expectText(page.locator('#chart-title'), 'queue jobs', 'chart title after selecting jobs');
+  // Ten polls of history, so the chart (and the screenshot) shows lines, not a dot.
+  await until('10 samples in the chart of jobs',
+    async () => Number(await page.locator('#chart').getAttribute('data-samples')) >= 10, 20000);
   const drawn = await page.evaluate(() => {
     const c = document.querySelector('#chart');
     const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -211,7 +215,7 @@ async function main() {
     return n;
   });
   if (!drawn) throw new Error('the chart is blank');
-  ok('chart shows queue jobs when its row is clicked');
+  ok('chart shows queue jobs when its row is clicked, with 10 polls of history drawn');
 
   const dead = page.locator('div[data-dead-queue="poison"]');
   await until('4 dead items listed', async () => (await dead.locator('tbody tr[data-item]').count()) === 4);
