@@ -229,6 +229,7 @@ http_t *http_new(broker_t *broker, const char *address, const char *token, char 
     self->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_SOCK_ADDR, &bind_to,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_PER_ADDRESS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_IDLE_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t) HTTP_MEMORY_MAX, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
         MHD_OPTION_END);

@@ -6,7 +6,9 @@
     lock and no copy (DESIGN.md, "The HTTP port").
 
     What protects the loop: every socket is non-blocking; at most
-    HTTP_CONNECTIONS_MAX connections (more are closed at accept), each idle
+    HTTP_CONNECTIONS_MAX connections, HTTP_CONNECTIONS_PER_ADDRESS from one
+    address (so one abuser cannot keep a scraper out; more are closed at
+    accept), each idle
     one closed after HTTP_IDLE_S seconds, each request's headers within
     HTTP_MEMORY_MAX bytes (libmicrohttpd answers 431 beyond); a render is
     O(queues). Actions need the bearer token; an action's answer waits,
@@ -20,6 +22,7 @@
 #include "broker.h"
 
 #define HTTP_CONNECTIONS_MAX 128
+#define HTTP_CONNECTIONS_PER_ADDRESS 32
 #define HTTP_IDLE_S 5
 #define HTTP_MEMORY_MAX (32 * 1024)
 

@@ -18,7 +18,7 @@
     if out of memory. */
 char *metrics_render_prometheus(broker_t *self, size_t *size);
 
-/*  /stats.json (docs/PROTOCOL.md, "The HTTP port"), malloc'd; NULL if out
+/*  /stats.json (docs/PROTOCOL.md, section 12), malloc'd; NULL if out
     of memory. */
 char *metrics_render_json(broker_t *self, size_t *size);
 

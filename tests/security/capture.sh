@@ -151,6 +151,7 @@ capture_run() { # name, complete, broker flags...
   local packets
   packets=$(tcpdump -r "$work/$name.pcap" 2> /dev/null | wc -l)
   echo "   captured $packets packets, $(stat -c %s "$work/$name.pcap") bytes, for $item_bytes bytes of items"
+  echo "   tcpdump: $(grep -h 'packets' "$work/$name.tcpdump" | tr '\n' ' ')"
   check "$name: the capture holds the traffic ($packets packets, more than $((2 * item_bytes)) bytes)" \
     file_larger "$work/$name.pcap" $((2 * item_bytes))
 }
