@@ -1,0 +1,296 @@
+// The broker's dashboard in Debian's headless Chromium, against the real broker with live
+// traffic: queue rows with numbers the test knows, numbers that move between polls, a
+// consumer row, dead letters, and Requeue behind the token (a wrong one refused).
+//
+// Usage: node dashboard.test.mjs BIN_DIR ARTIFACT_DIR
+// Exit codes: 0 passed, 1 failed, 77 skipped (no Chromium or no node_modules).
+import { spawn, execFileSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const CHROMIUM = process.env.ASYNCQ_CHROMIUM || '/usr/bin/chromium';
+const DEADLINE_MS = 120000; // the whole run; ctest's TIMEOUT is later, so cleanup still runs
+const STEP_MS = 15000;      // one condition
+
+if (process.argv.length !== 4) {
+  console.error('usage: node dashboard.test.mjs BIN_DIR ARTIFACT_DIR');
+  process.exit(2);
+}
+const binDir = resolve(process.argv[2]);
+const artifactDir = resolve(process.argv[3]);
+
+if (!existsSync(CHROMIUM)) {
+  console.log(`SKIPPED: no Chromium at ${CHROMIUM} (apt-get install chromium)`);
+  process.exit(77);
+}
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch {
+  console.log('SKIPPED: no playwright-core (npm ci --prefix tests/dashboard)');
+  process.exit(77);
+}
+
+const children = [];
+const work = mkdtempSync(join(tmpdir(), 'asyncq-dashboard-'));
+let browser = null;
+let page = null;
+
+// setpriv's parent-death signal kills a child even if this process is killed outright
+// (say by ctest's timeout), when no cleanup of ours can run.
+const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find(existsSync);
+
+function start(name, args, { onLine } = {}) {
+  const program = join(binDir, name);
+  const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', program, ...args]]
+                               : [program, args];
+  // Each child leads its own process group, so the commands a consumer runs go with it.
+  const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  child.label = `${name} ${args.join(' ')}`;
+  child.log = [];
+  child.exited = new Promise((res) => child.on('exit', (code, signal) => res({ code, signal })));
+  child.on('error', (e) => child.log.push(`spawn failed: ${e.message}`));
+  for (const stream of [child.stdout, child.stderr]) {
+    createInterface({ input: stream }).on('line', (line) => {
+      if (child.log.length < 200) child.log.push(line);
+      if (onLine && stream === child.stdout) onLine(line);
+    });
+  }
+  children.push(child);
+  return child;
+}
+
+async function stop(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  try { process.kill(-child.pid, signal); } catch { /* already gone */ }
+  const gone = await Promise.race([child.exited, delay(5000).then(() => null)]);
+  if (!gone) {
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    await child.exited;
+  }
+}
+
+async function cleanup() {
+  if (browser) await browser.close().catch(() => {});
+  browser = null;
+  await Promise.all(children.map((c) => stop(c)));
+  rmSync(work, { recursive: true, force: true });
+}
+
+function delay(ms) { return new Promise((res) => setTimeout(res, ms)); }
+
+// Polls `probe` until it returns something truthy; fails with `what` at the deadline.
+async function until(what, probe, ms = STEP_MS) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try { last = await probe(); } catch (e) { last = e; }
+    if (last && !(last instanceof Error)) return last;
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}` + (last instanceof Error ? `: ${last.message}` : ''));
+    await delay(100);
+  }
+}
+
+// Runs a program to its end; its output.
+async function run(name, args) {
+  const child = start(name, args);
+  const { code, signal } = await child.exited;
+  if (code !== 0) throw new Error(`${child.label}: exit ${code ?? signal}\n${child.log.join('\n')}`);
+  return child.log.join('\n');
+}
+
+const verified = [];
+function ok(text) {
+  verified.push(text);
+  console.log('ok: ' + text);
+}
+
+async function main() {
+  rmSync(join(artifactDir, 'dashboard-failure.png'), { force: true }); // a past run's
+  const token = randomBytes(16).toString('hex');
+  const tokenFile = join(work, 'token');
+  writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
+
+  const lines = {};
+  const broker = start('asyncq-broker', ['--bind', 'tcp://127.0.0.1:0', '--metrics', '127.0.0.1:0',
+    '--metrics-token-file', tokenFile, '--max-attempts', '2', '--drain-ms', '0',
+    // Small batches, so the producer's puts arrive as a stream rather than 1024 at a time.
+    '--max-batch', '4'], {
+    onLine: (line) => {
+      const [word, value] = line.split(' ');
+      if (word === 'READY' || word === 'METRICS') lines[word] = value;
+    },
+  });
+  await until('the broker\'s READY and METRICS lines', () => {
+    if (broker.exitCode !== null) throw new Error(`broker exited\n${broker.log.join('\n')}`);
+    return lines.READY && lines.METRICS;
+  });
+  const address = lines.READY, http = lines.METRICS.replace(/\/$/, '');
+  ok(`broker ready at ${address}, HTTP at ${http}`);
+
+  const stats = async () => {
+    const r = await fetch(http + '/stats.json', { cache: 'no-store' });
+    if (!r.ok) throw new Error(`/stats.json: HTTP ${r.status}`);
+    return r.json();
+  };
+  const queue = async (name) => (await stats()).queues.find((q) => q.name === name);
+
+  // Known numbers: 1234 items that nobody takes, and 4 that every delivery fails.
+  await run('asyncq-producer', ['-b', address, '-q', 'idle', '--count', '1234', '--max-sleep', '0', '--quiet']);
+  await run('asyncq', ['put', '-b', address, '-q', 'poison', 'p1', 'p2', 'p3', 'p4']);
+  const poisonWorker = start('asyncq-consumer', ['-b', address, '-q', 'poison', '-n', 'poison-worker',
+    '--exec', 'exit 1', '--quiet']);
+  // Live traffic that keeps going while the page watches.
+  start('asyncq-producer', ['-b', address, '-q', 'jobs', '-n', 'feeder', '--count', '1000000',
+    '--max-sleep', '0.04', '--quiet']);
+  start('asyncq-consumer', ['-b', address, '-q', 'jobs', '-n', 'worker-1', '--credit', '4',
+    '--max-sleep', '0.04', '--quiet']);
+
+  await until('4 dead letters in poison (--max-attempts 2)', async () => (await queue('poison'))?.dead === 4);
+  // Stopped, so requeued items stay queued instead of failing into the dead letters again.
+  await stop(poisonWorker);
+  await until('poison without consumers', async () => (await queue('poison'))?.consumers === 0);
+  ok('4 items of poison dead-lettered after 2 failed deliveries each');
+
+  const unauth = await fetch(http + '/api/requeue?queue=poison', { method: 'POST' });
+  const wrong = await fetch(http + '/api/requeue?queue=poison',
+    { method: 'POST', headers: { Authorization: 'Bearer not-the-token' } });
+  if (unauth.status !== 401 || wrong.status !== 401)
+    throw new Error(`requeue without/with a wrong token: ${unauth.status}/${wrong.status}, not 401`);
+  ok('POST /api/requeue without a token and with a wrong one: 401');
+
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  page = await browser.newPage({ viewport: { width: 1280, height: 1000 }, locale: 'en-US' });
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(http + '/');
+
+  const field = (row, name) => page.locator(`${row} td[data-field="${name}"]`);
+  const value = async (row, name) => Number(await field(row, name).getAttribute('data-value'));
+  const expectText = async (locator, text, what) => {
+    await locator.filter({ hasText: text }).first().waitFor({ timeout: STEP_MS })
+      .catch(() => { throw new Error(`${what}: expected ${text}`); });
+  };
+
+  const idle = '#queues tr[data-queue="idle"]';
+  await expectText(field(idle, 'queued'), /^1,234$/, 'idle queued');
+  for (const [name, want] of [['in_flight', '0'], ['dead', '0'], ['consumers', '0']])
+    await expectText(field(idle, name), new RegExp(`^${want}$`), `idle ${name}`);
+  ok('row idle: queued 1,234 (thousands separator), in flight 0, dead 0, consumers 0');
+
+  const poison = '#queues tr[data-queue="poison"]';
+  await expectText(field(poison, 'dead'), /^4$/, 'poison dead');
+  await expectText(field(poison, 'queued'), /^0$/, 'poison queued');
+  ok('row poison: dead 4, queued 0');
+
+  const jobs = '#queues tr[data-queue="jobs"]';
+  await expectText(field(jobs, 'consumers'), /^1$/, 'jobs consumers');
+  await until('an acks/s rate for jobs', async () => (await value(jobs, 'acks_per_s')) > 0);
+  const before = { acks: await value(jobs, 'acks_total'), uptime: await page.locator('#broker dd[data-field="uptime"]').textContent() };
+  await until('jobs acks to move on the page', async () => (await value(jobs, 'acks_total')) > before.acks);
+  await until('the broker\'s uptime to move on the page',
+    async () => (await page.locator('#broker dd[data-field="uptime"]').textContent()) !== before.uptime);
+  ok(`row jobs: 1 consumer, acks/s ${(await value(jobs, 'acks_per_s')).toFixed(1)}, acked moved from ${before.acks} to ${await value(jobs, 'acks_total')}`);
+
+  const consumer = page.locator('#consumers tr[data-consumer-queue="jobs"]');
+  await consumer.first().waitFor({ timeout: STEP_MS });
+  const client = await consumer.first().getAttribute('data-consumer');
+  const credit = await consumer.first().locator('td[data-field="credit"]').getAttribute('data-value');
+  ok(`consumer row: client ${client} on jobs, credit ${credit}`);
+
+  await page.click(jobs);
+  await expectText(page.locator('#chart-title'), 'queue jobs', 'chart title after selecting jobs');
+  // Ten polls of history, so the chart (and the screenshot) shows lines, not a dot.
+  await until('10 samples in the chart of jobs',
+    async () => Number(await page.locator('#chart').getAttribute('data-samples')) >= 10, 20000);
+  const drawn = await page.evaluate(() => {
+    const c = document.querySelector('#chart');
+    const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < px.length; i += 4) if (px[i]) n++;
+    return n;
+  });
+  if (!drawn) throw new Error('the chart is blank');
+  ok('chart shows queue jobs when its row is clicked, with 10 polls of history drawn');
+
+  const dead = page.locator('div[data-dead-queue="poison"]');
+  await until('4 dead items listed', async () => (await dead.locator('tbody tr[data-item]').count()) === 4);
+  ok('dead letters of poison listed: 4 items with ids, attempts, size');
+
+  mkdirSync(artifactDir, { recursive: true });
+  await page.screenshot({ path: join(artifactDir, 'dashboard.png'), fullPage: true });
+  ok(`screenshot ${join(artifactDir, 'dashboard.png')}`);
+
+  // Requeue: the page has no token yet, so the broker's 401 opens the dialog.
+  await dead.locator('button.requeue').click();
+  const dialog = page.locator('#token-dialog');
+  await dialog.waitFor({ state: 'visible', timeout: STEP_MS });
+  await page.fill('#token-input', 'not-the-token');
+  await page.click('#token-ok');
+  await expectText(page.locator('#token-error'), 'refused', 'the dialog after a wrong token');
+  await dialog.waitFor({ state: 'visible', timeout: STEP_MS });
+  if ((await queue('poison')).dead !== 4) throw new Error('a wrong token requeued items');
+  ok('Requeue asked for the token in a dialog; a wrong token was refused, nothing requeued');
+
+  await page.fill('#token-input', token);
+  await page.press('#token-input', 'Enter');
+  await expectText(page.locator('#message'), 'requeued 4', 'the requeue result');
+  await dialog.waitFor({ state: 'hidden', timeout: STEP_MS });
+  const after = await queue('poison');
+  if (after.dead !== 0 || after.queued !== 4)
+    throw new Error(`after requeue /stats.json says poison dead ${after.dead}, queued ${after.queued}`);
+  const cli = execFileSync(join(binDir, 'asyncq'), ['stats', '-b', address, '-q', 'poison'], { encoding: 'utf8' });
+  if (!/\bqueued=4\b/.test(cli) || !/\bdead=0\b/.test(cli)) throw new Error(`asyncq stats after requeue: ${cli}`);
+  await expectText(field(poison, 'queued'), /^4$/, 'poison queued after requeue');
+  await expectText(field(poison, 'dead'), /^0$/, 'poison dead after requeue');
+  await dead.waitFor({ state: 'detached', timeout: STEP_MS });
+  const kept = await page.evaluate(() => sessionStorage.getItem('asyncq-dashboard-token'));
+  if (kept !== token) throw new Error('the token was not kept in sessionStorage');
+  ok('with the right token: "requeued 4"; /stats.json, asyncq stats and the row say queued 4, dead 0; token kept in sessionStorage');
+
+  // The broker gone: the page says so instead of showing old numbers as live. The clients
+  // go first, so none is left retrying a broker that is not there.
+  await Promise.all(children.filter((c) => c !== broker).map((c) => stop(c)));
+  await stop(broker);
+  await page.locator('#status.down').waitFor({ timeout: STEP_MS });
+  await page.locator('#banner').waitFor({ state: 'visible', timeout: STEP_MS });
+  await page.screenshot({ path: join(artifactDir, 'dashboard-unreachable.png'), fullPage: true });
+  ok(`broker stopped: the page shows "${await page.locator('#status').textContent()}"`);
+
+  if (pageErrors.length) throw new Error('errors in the page: ' + pageErrors.join('; '));
+  ok('no script errors in the page');
+}
+
+let status = 0;
+const began = Date.now();
+const onSignal = async (signal) => {
+  console.error(`FAILED: ${signal}`);
+  await cleanup();
+  process.exit(1);
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+try {
+  let timer;
+  const deadline = new Promise((_, rej) => {
+    timer = setTimeout(() => rej(new Error(`the whole run took more than ${DEADLINE_MS} ms`)), DEADLINE_MS);
+  });
+  await Promise.race([main(), deadline]).finally(() => clearTimeout(timer));
+  console.log(`PASSED: ${verified.length} checks in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+} catch (e) {
+  status = 1;
+  console.error('FAILED: ' + (e.stack || e.message));
+  if (page) {
+    mkdirSync(artifactDir, { recursive: true });
+    await page.screenshot({ path: join(artifactDir, 'dashboard-failure.png'), fullPage: true })
+      .then(() => console.error(`screenshot ${join(artifactDir, 'dashboard-failure.png')}`), () => {});
+  }
+  for (const c of children) if (c.log.length) console.error(`--- ${c.label}\n${c.log.slice(-30).join('\n')}`);
+} finally {
+  await cleanup();
+}
+process.exit(status);
