@@ -339,17 +339,6 @@ static void s_read_all(fixture_t *f, zsock_t *socket, deliveries_t *seen)
     }
 }
 
-static void s_put_items(const harness_t *h, const char *queue, int count)
-{
-    aq_status_t rc;
-    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
-    assert_non_null(producer);
-    for (int i = 0; i < count; i++)
-        assert_int_equal(aq_producer_put(producer, queue, "item", 4), AQ_OK);
-    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
-    aq_producer_destroy(&producer);
-}
-
 /*  A consumer that stopped reading (its thread hung, its connection still
     up) lets its leases run out: the items go to the consumer that works,
     never back to it. */
@@ -363,7 +352,7 @@ static void test_an_expired_item_goes_to_another_consumer(void **state)
     harness_send_frames(deaf, "asyncq/2", "CREDIT", "c", "q", "5", "0", NULL);
     aq_msg_t msg;
     assert_int_equal(harness_recv(deaf, f->inbox, &msg), AQ_CMD_CREDITED);
-    s_put_items(h, "q", 5);
+    harness_put_items(h, "q", 5);
     harness_wait_stat(h, "q", "inflight", 5); /* all five held by the deaf one */
     aq_status_t rc;
     aq_consumer_t *healthy = aq_consumer_new(h->address, "q", 5, "healthy", &rc);
@@ -398,7 +387,7 @@ static void test_a_consumer_that_lets_leases_expire_loses_its_credit(void **stat
     harness_send_frames(deaf, "asyncq/2", "CREDIT", "c", "q", "4", "0", NULL);
     aq_msg_t msg;
     assert_int_equal(harness_recv(deaf, f->inbox, &msg), AQ_CMD_CREDITED);
-    s_put_items(h, "q", 4);
+    harness_put_items(h, "q", 4);
     harness_wait_stat(h, "q", "expired", 4);
     harness_wait_stat(h, "q", "queued", 4); /* back in the queue, not delivered again */
     deliveries_t seen = {0};
@@ -424,7 +413,7 @@ static void test_log_lines_escape_peer_text_and_floods_are_limited(void **state)
     harness_send_frames(raw, "asyncq/2", "CREDIT", "c", "q", "1", "0", NULL);
     aq_msg_t msg;
     assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_CREDITED);
-    s_put_items(h, "q", 1);
+    harness_put_items(h, "q", 1);
     assert_int_equal(harness_recv(raw, f->inbox, &msg), AQ_CMD_ITEM);
     uint8_t id[8];
     aq_put_u64(id, msg.id);
@@ -441,7 +430,7 @@ static void test_log_lines_escape_peer_text_and_floods_are_limited(void **state)
     harness_hello(deaf, f->inbox, "deaf", 0);
     harness_send_frames(deaf, "asyncq/2", "CREDIT", "c", "flood", "300", "300", NULL);
     assert_int_equal(harness_recv(deaf, f->inbox, &msg), AQ_CMD_CREDITED);
-    s_put_items(h, "flood", 300);
+    harness_put_items(h, "flood", 300);
     /* Over a second of expiries, so the count of lines left out is written. */
     harness_wait_stat_at_least(h, "flood", "expired", 3600);
     zsock_destroy(&deaf);

@@ -122,17 +122,6 @@ static int s_get(const fixture_t *f, const char *path, char *body, size_t size)
     return s_request(f, request, body, size);
 }
 
-static void s_put_items(const harness_t *h, const char *queue, int count)
-{
-    aq_status_t rc;
-    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
-    assert_non_null(producer);
-    for (int i = 0; i < count; i++)
-        assert_int_equal(aq_producer_put(producer, queue, "item", 4), AQ_OK);
-    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
-    aq_producer_destroy(&producer);
-}
-
 static int s_compare_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
@@ -223,7 +212,7 @@ static void test_bad_http_input_changes_nothing_and_does_not_stall_the_loop(void
 {
     fixture_t *f = *state;
     harness_t *h = &f->h;
-    s_put_items(h, "q", 100);
+    harness_put_items(h, "q", 100);
     s_round_trips(h, "before", 300);
     s_bad_requests(f);
 
@@ -267,7 +256,7 @@ static void test_requeue_with_the_token_moves_dead_items_back(void **state)
 {
     fixture_t *f = *state;
     harness_t *h = &f->h;
-    s_put_items(h, "d", 3);
+    harness_put_items(h, "d", 3);
     aq_status_t rc;
     aq_consumer_t *consumer = aq_consumer_new(h->address, "d", 3, "c", &rc);
     assert_non_null(consumer);

@@ -305,6 +305,17 @@ void harness_hello(zsock_t *dealer, aq_inbox_t *inbox, const char *client_id, ui
     assert_int_equal(harness_recv(dealer, inbox, &msg), AQ_CMD_WELCOME);
 }
 
+void harness_put_items(const harness_t *h, const char *queue, int count)
+{
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
+    assert_non_null(producer);
+    for (int i = 0; i < count; i++)
+        assert_int_equal(aq_producer_put(producer, queue, "item", 4), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+}
+
 /*  Puts one item, gets it back, acks it: the broker still works. */
 void harness_assert_serving(const harness_t *h, const char *queue)
 {

@@ -101,6 +101,10 @@ void harness_send_msg(zsock_t *socket, const aq_msg_t *msg);
     waits for WELCOME. */
 void harness_hello(zsock_t *dealer, aq_inbox_t *inbox, const char *client_id, uint64_t seq);
 
+/*  Puts `count` items "item" on `queue` as producer "p", and waits for the
+    broker's confirm. */
+void harness_put_items(const harness_t *h, const char *queue, int count);
+
 /*  Puts one item on `queue`, gets it back, acks it, joins: the broker still
     serves. Every bad-input test ends with it. */
 void harness_assert_serving(const harness_t *h, const char *queue);
