@@ -22,9 +22,12 @@ typedef struct {
     char url[256];
     int port;
     char token_path[64];
+    char data_dir[64];
 } fixture_t;
 
-static int s_setup(void **state)
+/*  A broker with the HTTP port and a known token; durable (a journal in a
+    temporary directory) if `durable`. */
+static int s_start(void **state, int durable)
 {
     fixture_t *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -33,8 +36,10 @@ static int s_setup(void **state)
     assert_true(fd >= 0);
     assert_int_equal(write(fd, TOKEN "\n", strlen(TOKEN) + 1), (ssize_t) strlen(TOKEN) + 1);
     close(fd);
+    snprintf(f->data_dir, sizeof f->data_dir, "/tmp/asyncq-http-XXXXXX");
+    assert_non_null(mkdtemp(f->data_dir));
     char *const flags[] = {"--metrics", "127.0.0.1:0", "--metrics-token-file", f->token_path,
-                           NULL};
+                           durable ? "--data-dir" : NULL, f->data_dir, NULL};
     harness_start_broker(&f->h, flags);
     if (!aq_process_expect(&f->h.broker, "METRICS ", f->url, sizeof f->url, HARNESS_DEADLINE_MS))
         fail_msg("broker did not print METRICS");
@@ -45,11 +50,24 @@ static int s_setup(void **state)
     return 0;
 }
 
+static int s_setup(void **state)
+{
+    return s_start(state, 0);
+}
+
+static int s_setup_durable(void **state)
+{
+    return s_start(state, 1);
+}
+
 static int s_teardown(void **state)
 {
     fixture_t *f = *state;
     harness_stop(&f->h);
     unlink(f->token_path);
+    char command[128];
+    snprintf(command, sizeof command, "rm -rf '%s'", f->data_dir);
+    assert_int_equal(system(command), 0);
     free(f);
     return 0;
 }
@@ -251,7 +269,8 @@ static void test_bad_http_input_changes_nothing_and_does_not_stall_the_loop(void
 }
 
 /*  The dashboard's action: with the token it requeues the dead items, and
-    answers with how many. */
+    answers with how many (on a durable broker, once the journal has the
+    change: the answer comes, so the wait ends). */
 static void test_requeue_with_the_token_moves_dead_items_back(void **state)
 {
     fixture_t *f = *state;
@@ -289,6 +308,8 @@ int main(void)
             test_bad_http_input_changes_nothing_and_does_not_stall_the_loop, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_requeue_with_the_token_moves_dead_items_back,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_requeue_with_the_token_moves_dead_items_back,
+                                        s_setup_durable, s_teardown),
     };
     return harness_run_group(tests);
 }
