@@ -32,6 +32,7 @@ struct http {
     action_t *waiting; /* suspended actions, oldest first */
     int port;
     char url[300];
+    int resumed; /* connections resumed since the last MHD_run */
 };
 
 static enum MHD_Result s_answer(struct MHD_Connection *connection, unsigned status,
@@ -281,6 +282,8 @@ int http_fd(const http_t *self)
 
 int http_timeout_ms(const http_t *self)
 {
+    if (self->resumed)
+        return 0; /* libmicrohttpd picks them up in its next run */
     MHD_UNSIGNED_LONG_LONG timeout;
     if (MHD_get_timeout(self->daemon, &timeout) != MHD_YES)
         return -1;
@@ -289,16 +292,18 @@ int http_timeout_ms(const http_t *self)
 
 void http_run(http_t *self)
 {
+    self->resumed = 0;
     MHD_run(self->daemon);
 }
 
 void http_resume(http_t *self)
 {
-    /* A resumed connection wakes the loop (libmicrohttpd's own eventfd is
-       in its epoll set): its answer goes on the next http_run. */
+    /* A resumed connection is answered by the next http_run, which the
+       loop then makes at once (http_timeout_ms says 0). */
     for (action_t *action = self->waiting; action; action = action->next)
         if (action->suspended && persist_is_confirmed(self->broker, action->position)) {
             action->suspended = 0;
+            self->resumed = 1;
             MHD_resume_connection(action->connection);
         }
 }

@@ -835,10 +835,13 @@ aq_status_t broker_run(broker_t *self)
             items[auth_at = count++] = (zmq_pollitem_t){auth_log_socket(self->auth), 0, ZMQ_POLLIN, 0};
         if (sync_fd >= 0)
             items[sync_at = count++] = (zmq_pollitem_t){NULL, sync_fd, ZMQ_POLLIN, 0};
-        if (self->http)
-            items[count++] = (zmq_pollitem_t){NULL, http_fd(self->http), ZMQ_POLLIN, 0};
+        int http_at = -1, http_timeout = -1;
+        if (self->http) {
+            items[http_at = count++] = (zmq_pollitem_t){NULL, http_fd(self->http), ZMQ_POLLIN, 0};
+            http_timeout = http_timeout_ms(self->http);
+        }
+        int64_t http_due = http_timeout >= 0 ? broker_now_ms() + http_timeout : INT64_MAX;
         int timeout = s_poll_timeout(self);
-        int http_timeout = self->http ? http_timeout_ms(self->http) : -1;
         if (http_timeout >= 0 && (timeout < 0 || http_timeout < timeout))
             timeout = http_timeout;
         /* A journal that cannot write tries again every second. */
@@ -862,8 +865,10 @@ aq_status_t broker_run(broker_t *self)
         if (auth_at >= 0)
             s_read_auth_log(self);
         /* HTTP requests are read and answered here, between two passes,
-           like messages: a render sees one moment of the broker. */
-        if (self->http)
+           like messages: a render sees one moment of the broker. Only when
+           the port has input or a time-out is due: a pass without HTTP
+           pays no system call for it. */
+        if (http_at >= 0 && ((items[http_at].revents & ZMQ_POLLIN) || now >= http_due))
             http_run(self->http);
         broker_pass(self);
         if (self->http)
