@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -22,7 +23,8 @@ typedef struct action {
     uint64_t position;
     int suspended;
     int answered;
-    char body[128];
+    char queue[AQ_NAME_MAX + 1];
+    uint64_t moved;
 } action_t;
 
 struct http {
@@ -53,13 +55,22 @@ static enum MHD_Result s_answer(struct MHD_Connection *connection, unsigned stat
     return rc;
 }
 
+/*  A JSON answer built with jansson (NULL: out of memory, answered 500). */
+static enum MHD_Result s_json(struct MHD_Connection *connection, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return s_answer(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
+                        "out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
+    return s_answer(connection, status, "application/json", text, strlen(text),
+                    MHD_RESPMEM_MUST_FREE);
+}
+
 static enum MHD_Result s_error(struct MHD_Connection *connection, unsigned status,
                                const char *text)
 {
-    char body[256];
-    int length = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", text);
-    return s_answer(connection, status, "application/json", body, (size_t) length,
-                    MHD_RESPMEM_MUST_COPY);
+    return s_json(connection, status, json_pack("{s:s}", "error", text));
 }
 
 /*  Compares in time independent of where they differ. */
@@ -94,8 +105,9 @@ static enum MHD_Result s_requeue(http_t *self, struct MHD_Connection *connection
                                  action_t *action)
 {
     if (action->answered)
-        return s_answer(connection, MHD_HTTP_OK, "application/json", action->body,
-                        strlen(action->body), MHD_RESPMEM_MUST_COPY);
+        return s_json(connection, MHD_HTTP_OK,
+                      json_pack("{s:s,s:I}", "queue", action->queue, "requeued",
+                                (json_int_t) action->moved));
     if (!s_authorized(self, connection))
         return s_error(connection, MHD_HTTP_UNAUTHORIZED,
                        "this action needs the dashboard token (Authorization: Bearer TOKEN)");
@@ -106,10 +118,10 @@ static enum MHD_Result s_requeue(http_t *self, struct MHD_Connection *connection
     queue_t *queue = broker_queue(self->broker, aq_bytes_str(name), 0, &rc);
     if (!queue)
         return s_error(connection, MHD_HTTP_NOT_FOUND, "no such queue");
-    uint64_t moved = broker_requeue_dead(self->broker, queue);
-    log_line("dashboard: %llu dead items of %s requeued", (unsigned long long) moved, queue->name);
-    snprintf(action->body, sizeof action->body, "{\"queue\":\"%s\",\"requeued\":%llu}\n",
-             queue->name, (unsigned long long) moved);
+    action->moved = broker_requeue_dead(self->broker, queue);
+    log_line("dashboard: %llu dead items of %s requeued", (unsigned long long) action->moved,
+             queue->name);
+    snprintf(action->queue, sizeof action->queue, "%s", queue->name);
     action->answered = 1;
     action->position = persist_appended(self->broker);
     if (persist_is_confirmed(self->broker, action->position))

@@ -92,6 +92,25 @@ static void s_family(FILE *out, const char *name, const char *type, const char *
     fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/*  A sample's name and labels: `name{queue="Q",extra}`, either label
+    left out when NULL (no braces without labels); the caller adds the
+    value. */
+static void s_name(FILE *out, const char *name, const char *queue, const char *extra)
+{
+    fputs(name, out);
+    if (!queue && !extra)
+        return;
+    fputc('{', out);
+    if (queue) {
+        fputs("queue=\"", out);
+        s_label(out, queue);
+        fputc('"', out);
+    }
+    if (extra)
+        fprintf(out, "%s%s", queue ? "," : "", extra);
+    fputc('}', out);
+}
+
 /*  One sample per queue of a figure read by `get`. */
 static void s_per_queue(FILE *out, queue_t **queues, size_t count, const char *name,
                         const char *type, const char *help,
@@ -99,42 +118,32 @@ static void s_per_queue(FILE *out, queue_t **queues, size_t count, const char *n
 {
     s_family(out, name, type, help);
     for (size_t i = 0; i < count; i++) {
-        fprintf(out, "%s{queue=\"", name);
-        s_label(out, queues[i]->name);
-        fprintf(out, "\"} %llu\n", get(queues[i]));
+        s_name(out, name, queues[i]->name, NULL);
+        fprintf(out, " %llu\n", get(queues[i]));
     }
 }
 
-/*  The samples of one histogram; `labels` (with a trailing comma) or "". */
-static void s_histogram(FILE *out, const char *name, const char *labels, const char *queue,
+/*  The samples of one histogram, for one queue or (NULL) the broker. */
+static void s_histogram(FILE *out, const char *name, const char *queue,
                         const histogram_t *histogram)
 {
+    char sample[128], le[32];
+    snprintf(sample, sizeof sample, "%s_bucket", name);
     uint64_t cumulative = 0;
     for (int i = 0; i <= HISTOGRAM_BUCKETS; i++) {
         cumulative += histogram->counts[i];
-        fprintf(out, "%s_bucket{%s", name, labels);
-        if (queue) {
-            fputs("queue=\"", out);
-            s_label(out, queue);
-            fputs("\",", out);
-        }
         if (i < HISTOGRAM_BUCKETS)
-            fprintf(out, "le=\"%g\"} %llu\n", (double) histogram_bounds_us[i] / 1e6,
-                    (unsigned long long) cumulative);
+            snprintf(le, sizeof le, "le=\"%g\"", (double) histogram_bounds_us[i] / 1e6);
         else
-            fprintf(out, "le=\"+Inf\"} %llu\n", (unsigned long long) cumulative);
+            snprintf(le, sizeof le, "le=\"+Inf\"");
+        s_name(out, sample, queue, le);
+        fprintf(out, " %llu\n", (unsigned long long) cumulative);
     }
-    const char *open = queue ? "{queue=\"" : "";
-    fprintf(out, "%s_sum%s", name, open);
-    if (queue) {
-        s_label(out, queue);
-        fputs("\"}", out);
-    }
-    fprintf(out, " %.6f\n%s_count%s", (double) histogram->sum_us / 1e6, name, open);
-    if (queue) {
-        s_label(out, queue);
-        fputs("\"}", out);
-    }
+    snprintf(sample, sizeof sample, "%s_sum", name);
+    s_name(out, sample, queue, NULL);
+    fprintf(out, " %.6f\n", (double) histogram->sum_us / 1e6);
+    snprintf(sample, sizeof sample, "%s_count", name);
+    s_name(out, sample, queue, NULL);
     fprintf(out, " %llu\n", (unsigned long long) histogram->count);
 }
 
@@ -176,9 +185,10 @@ static void s_queue_families(FILE *out, queue_t **queues, size_t count)
         uint64_t values[] = {queue->ready_count, queue->inflight_count, queue->delayed_count,
                              queue->dead_count};
         for (int s = 0; s < 4; s++) {
-            fputs("asyncq_queue_items{queue=\"", out);
-            s_label(out, queue->name);
-            fprintf(out, "\",state=\"%s\"} %llu\n", states[s], (unsigned long long) values[s]);
+            char state[32];
+            snprintf(state, sizeof state, "state=\"%s\"", states[s]);
+            s_name(out, "asyncq_queue_items", queue->name, state);
+            fprintf(out, " %llu\n", (unsigned long long) values[s]);
         }
     }
     s_per_queue(out, queues, count, "asyncq_queue_outstanding", "gauge",
@@ -200,10 +210,10 @@ static void s_queue_families(FILE *out, queue_t **queues, size_t count)
              "Puts refused, by reason (the ERROR code's name in lower case).");
     for (size_t i = 0; i < count; i++)
         for (int r = 0; r < REFUSED_REASONS; r++) {
-            fputs("asyncq_puts_refused_total{queue=\"", out);
-            s_label(out, queues[i]->name);
-            fprintf(out, "\",reason=\"%s\"} %llu\n", queue_refusal_names[r],
-                    (unsigned long long) queues[i]->refused_total[r]);
+            char reason[32];
+            snprintf(reason, sizeof reason, "reason=\"%s\"", queue_refusal_names[r]);
+            s_name(out, "asyncq_puts_refused_total", queues[i]->name, reason);
+            fprintf(out, " %llu\n", (unsigned long long) queues[i]->refused_total[r]);
         }
     s_per_queue(out, queues, count, "asyncq_deliveries_total", "counter",
                 "Items delivered to consumers, redeliveries included.", s_get_delivered_total);
@@ -224,12 +234,12 @@ static void s_queue_families(FILE *out, queue_t **queues, size_t count)
     s_family(out, "asyncq_put_to_delivery_seconds", "histogram",
              "Time from an item's put to its first delivery.");
     for (size_t i = 0; i < count; i++)
-        s_histogram(out, "asyncq_put_to_delivery_seconds", "", queues[i]->name,
+        s_histogram(out, "asyncq_put_to_delivery_seconds", queues[i]->name,
                     &queues[i]->to_delivery);
     s_family(out, "asyncq_put_to_ack_seconds", "histogram",
              "Time from an item's put to its ack.");
     for (size_t i = 0; i < count; i++)
-        s_histogram(out, "asyncq_put_to_ack_seconds", "", queues[i]->name, &queues[i]->to_ack);
+        s_histogram(out, "asyncq_put_to_ack_seconds", queues[i]->name, &queues[i]->to_ack);
 }
 
 static void s_broker_families(FILE *out, broker_t *self)
@@ -277,7 +287,7 @@ static void s_broker_families(FILE *out, broker_t *self)
     journal_sync_latency(self->journal, &latency);
     s_family(out, "asyncq_journal_sync_seconds", "histogram",
              "Time each fdatasync of the journal took (one per group commit).");
-    s_histogram(out, "asyncq_journal_sync_seconds", "", NULL, &latency);
+    s_histogram(out, "asyncq_journal_sync_seconds", NULL, &latency);
 }
 
 char *metrics_render_prometheus(broker_t *self, size_t *size)
