@@ -9,7 +9,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config libzmq3-dev libczmq-dev zlib1g-dev \
+      build-essential cmake pkg-config libzmq3-dev libczmq-dev libisal-dev \
       libmicrohttpd-dev libjansson-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -29,7 +29,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DASYNCQ_TESTS=OFF \
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzmq5 libczmq4 \
-      libmicrohttpd12 libjansson4 \
+      libmicrohttpd12 libjansson4 libisal2 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin asyncq \
  && mkdir -p /var/lib/asyncq/keys /var/lib/asyncq/data \

@@ -3,8 +3,8 @@
     A data module: no clock, no I/O.
 
     Costs: 23 counters (184 bytes) per histogram; an observation is a
-    scan from the smallest bound, so the usual sub-millisecond one ends
-    after a few comparisons; no allocation, no lock (one thread owns it). */
+    lookup by the value's bit length (two loads); no allocation, no lock
+    (one thread owns it). */
 #ifndef BROKER_HISTOGRAM_H
 #define BROKER_HISTOGRAM_H
 

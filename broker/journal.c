@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <isa-l/crc.h>
 
 #include "asyncq/codec.h"
 
@@ -123,7 +123,10 @@ const journal_io_t journal_posix_io = {s_open, s_write, s_read, s_size, s_fdatas
 
 uint32_t journal_crc(const uint8_t *data, size_t size)
 {
-    return (uint32_t) crc32(0L, data, (uInt) size);
+    /* CRC-32 as zlib and gzip compute it (the journal's format since its
+       first version), with ISA-L's carry-less multiply: zlib's crc32 was
+       38 % of a durable broker's instructions. */
+    return crc32_gzip_refl(0, data, size);
 }
 
 /* ------------------------------------------------------------ the state */

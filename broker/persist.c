@@ -35,9 +35,8 @@ static uint64_t s_until_wall(const item_t *item)
     return (uint64_t) (s_wall_ms() + (left > 0 ? left : 0));
 }
 
-static uint8_t *s_put_name(uint8_t *at, const char *name)
+static uint8_t *s_put_name(uint8_t *at, const char *name, size_t length)
 {
-    size_t length = strlen(name);
     *at++ = (uint8_t) length;
     memcpy(at, name, length);
     return at + length;
@@ -61,16 +60,16 @@ static uint8_t *s_put_state(uint8_t *at, const item_t *item)
 static void s_item_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
                           const item_t *item, const char *producer, uint64_t pseq)
 {
-    size_t size = STATE_SIZE + 4 + 8 + 1 + strlen(item->queue->name) + 1 + strlen(producer)
-                  + item->size;
+    size_t queue_length = strlen(item->queue->name), producer_length = strlen(producer);
+    size_t size = STATE_SIZE + 4 + 8 + 1 + queue_length + 1 + producer_length + item->size;
     uint8_t *at = add(journal, PERSIST_ITEM, size);
     if (!at)
         return;
     at = s_put_state(at, item);
     aq_put_u32(at, item->lease_ms);
     aq_put_u64(at + 4, pseq);
-    at = s_put_name(at + 12, item->queue->name);
-    at = s_put_name(at, producer);
+    at = s_put_name(at + 12, item->queue->name, queue_length);
+    at = s_put_name(at, producer, producer_length);
     if (item->size)
         memcpy(at, item->data, item->size);
 }
@@ -123,7 +122,7 @@ static void s_producer_record(journal_t *journal, uint8_t *(*add)(journal_t *, u
     if (!at)
         return;
     aq_put_u64(at, producer->next_seq);
-    at = s_put_name(at + 8, producer->id);
+    at = s_put_name(at + 8, producer->id, id);
     memcpy(at, producer->key, key);
 }
 

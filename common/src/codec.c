@@ -191,27 +191,11 @@ int aq_utf8_is_valid(const uint8_t *data, size_t size)
     return 1;
 }
 
-void aq_put_u32(uint8_t *dest, uint32_t value)
-{
-    for (int i = 3; i >= 0; i--, value >>= 8)
-        dest[i] = (uint8_t) value;
-}
-
-void aq_put_u64(uint8_t *dest, uint64_t value)
-{
-    for (int i = 7; i >= 0; i--, value >>= 8)
-        dest[i] = (uint8_t) value;
-}
-
-uint32_t aq_get_u32(const uint8_t *src)
-{
-    return (uint32_t) src[0] << 24 | (uint32_t) src[1] << 16 | (uint32_t) src[2] << 8 | src[3];
-}
-
-uint64_t aq_get_u64(const uint8_t *src)
-{
-    return (uint64_t) aq_get_u32(src) << 32 | aq_get_u32(src + 4);
-}
+/*  The exported copies of the header's inline functions. */
+extern inline void aq_put_u32(uint8_t *dest, uint32_t value);
+extern inline void aq_put_u64(uint8_t *dest, uint64_t value);
+extern inline uint32_t aq_get_u32(const uint8_t *src);
+extern inline uint64_t aq_get_u64(const uint8_t *src);
 
 size_t aq_ids_count(aq_bytes_t ids)
 {
