@@ -2,7 +2,9 @@
     a random sleep before each), or a pipe of lines into a queue (--stdin).
     Exits 0 only once the broker has confirmed it holds every item. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,26 +206,84 @@ static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const c
     return rc;
 }
 
+/*  Lines of standard input, read with read() so that the producer knows
+    when nothing more is waiting: then it sends its partial batch at once
+    (aq_producer_flush), so a slow pipe's items reach the broker as they
+    come, and a fast one still fills whole batches. */
+typedef struct {
+    char *data;
+    size_t start, end, capacity;
+    int eof;
+} lines_t;
+
+/*  1 and the next line (without its newline) in *line and *size; or 0, with
+    *rc AQ_OK at the end of input, else why it stopped (a signal, memory, a
+    failed flush). */
+static int s_next_line(lines_t *lines, aq_producer_t *producer, char **line, size_t *size,
+                       aq_status_t *rc)
+{
+    for (;;) {
+        char *data = lines->data + lines->start;
+        size_t waiting = lines->end - lines->start;
+        char *newline = waiting ? memchr(data, '\n', waiting) : NULL;
+        if (newline || (lines->eof && waiting)) {
+            *line = data;
+            *size = newline ? (size_t) (newline - data) : waiting;
+            lines->start += *size + (newline != NULL);
+            return 1;
+        }
+        if (lines->eof)
+            return 0;
+        memmove(lines->data, data, waiting);
+        lines->start = 0;
+        lines->end = waiting;
+        if (lines->end == lines->capacity) {
+            size_t capacity = lines->capacity ? lines->capacity * 2 : 65536;
+            char *grown = realloc(lines->data, capacity);
+            if (!grown) {
+                *rc = AQ_NOMEM;
+                return 0;
+            }
+            lines->data = grown;
+            lines->capacity = capacity;
+        }
+        struct pollfd input = {.fd = STDIN_FILENO, .events = POLLIN};
+        if (poll(&input, 1, 0) == 0 /* nothing more for now: send the batch */
+            && (*rc = aq_producer_flush(producer)) != AQ_OK)
+            return 0;
+        ssize_t got = read(STDIN_FILENO, lines->data + lines->end, lines->capacity - lines->end);
+        if (got < 0 && errno == EINTR) {
+            if (aq_interrupted()) {
+                *rc = AQ_INTERRUPTED;
+                return 0;
+            }
+            continue;
+        }
+        if (got <= 0)
+            lines->eof = 1; /* a read error ends the input like its end */
+        else
+            lines->end += (size_t) got;
+    }
+}
+
 static aq_status_t s_put_stdin(aq_producer_t *producer, const options_t *opts, uint64_t *refused,
                                status_t *status)
 {
-    char *line = NULL;
-    size_t capacity = 0;
-    ssize_t length;
+    lines_t lines = {0};
+    char *line;
+    size_t length;
     aq_status_t rc = AQ_OK;
     uint64_t done = 0;
     while (rc == AQ_OK && (!opts->has_count || done < opts->count)
-           && (length = getline(&line, &capacity, stdin)) >= 0) {
-        if (length > 0 && line[length - 1] == '\n')
-            length--;
+           && s_next_line(&lines, producer, &line, &length, &rc)) {
         if (opts->max_sleep_ms && aq_sleep_ms((uint64_t) (aq_random() * opts->max_sleep_ms)))
             rc = AQ_INTERRUPTED;
         else
-            rc = s_put(producer, opts, line, (size_t) length, refused, status);
+            rc = s_put(producer, opts, line, length, refused, status);
         s_status_show(status, opts, producer, 0);
         done++;
     }
-    free(line);
+    free(lines.data);
     return rc;
 }
 

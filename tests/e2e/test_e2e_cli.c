@@ -12,6 +12,7 @@ typedef struct {
     aq_process_t broker;
     char dir[64];
     char address[128];
+    FILE *pipe; /* a producer's standard input, closed by the teardown if a test failed */
 } fixture_t;
 
 static int s_setup(void **state)
@@ -34,6 +35,8 @@ static int s_setup(void **state)
 static int s_teardown(void **state)
 {
     fixture_t *f = *state;
+    if (f->pipe) /* end of input: the producer syncs and exits */
+        pclose(f->pipe);
     aq_process_stop(&f->broker, SIGTERM, 5000);
     char command[128];
     snprintf(command, sizeof command, "rm -rf %s", f->dir);
@@ -69,6 +72,50 @@ static void test_piped_lines_are_consumed_and_joined_over_ipc(void **state)
     assert_non_null(strstr(out, "queue=lines queued=0 inflight=0 delayed=0 held=0 acked=1000 dead=0 "));
 }
 
+/*  Waits until `asyncq stats` shows `expected` (within the deadline). */
+static int s_stats_show(const fixture_t *f, const char *expected)
+{
+    char *stats[] = {"asyncq", "stats", "--broker", (char *) f->address, NULL};
+    static char out[1 << 14];
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    while (zclock_mono() < deadline) {
+        if (harness_run(stats, out, sizeof out) == 0 && strstr(out, expected))
+            return 1;
+        zclock_sleep(20);
+    }
+    return 0;
+}
+
+/*  A pipe that gives a line now and then: each line reaches the broker
+    while the pipe is still open (the producer sends a partial batch as
+    soon as nothing more is waiting), not all at the end. */
+static void test_a_slow_pipe_s_lines_reach_the_broker_as_they_come(void **state)
+{
+    fixture_t *f = *state;
+    char command[1024];
+    snprintf(command, sizeof command,
+             "%s/asyncq-producer --broker %s --queue slow --stdin --quiet",
+             getenv("ASYNCQ_BIN_DIR"), f->address);
+    f->pipe = popen(command, "w");
+    assert_non_null(f->pipe);
+    fputs("first\n", f->pipe);
+    fflush(f->pipe);
+    assert_true(s_stats_show(f, "queue=slow queued=1 "));
+    fputs("second\nthird", f->pipe); /* the last line without a newline counts too */
+    fflush(f->pipe);
+    assert_true(s_stats_show(f, "queue=slow queued=2 "));
+    int status = pclose(f->pipe);
+    f->pipe = NULL;
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(s_stats_show(f, "queue=slow queued=3 "));
+    char out[4096];
+    char *consumer[] = {"asyncq-consumer", "--broker", f->address, "--queue", "slow",
+                        "--max-sleep", "0", "--count", "3", NULL};
+    assert_int_equal(harness_run(consumer, out, sizeof out), 0);
+    assert_non_null(strstr(out, "<first>"));
+    assert_non_null(strstr(out, "<third>"));
+}
+
 static void test_put_command_items_come_out_in_order(void **state)
 {
     fixture_t *f = *state;
@@ -99,6 +146,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_piped_lines_are_consumed_and_joined_over_ipc, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_slow_pipe_s_lines_reach_the_broker_as_they_come, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_put_command_items_come_out_in_order, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_broker_health_answers_for_a_live_broker_only, s_setup, s_teardown),
     };
