@@ -9,11 +9,11 @@
 # each waiting for its ack's round trip).
 # Second table, persistence, credit 256 at 1x1, 2x2 and 4x4: asyncq in
 # memory, with --fsync always and with --fsync 1000 (a fresh data directory
-# per run, removed after it), Redis with appendfsync always, RabbitMQ with a
-# transient classic queue, a durable classic queue (persistent messages) and
-# a quorum queue. The RabbitMQ runs share one node, started for the table
-# (a boot takes seconds) and stopped after it; each run declares its own
-# queue and deletes it. Data directories are under TMPDIR (default /tmp),
+# per run, removed after it), Redis with appendfsync always and everysec,
+# RabbitMQ with a transient classic queue, a durable classic queue
+# (persistent messages) and a quorum queue. The RabbitMQ runs share one
+# node, started for the table (a boot takes seconds) and stopped after it;
+# each run declares its own queue and deletes it. Data directories are under TMPDIR (default /tmp),
 # which should be on the disk whose fsync is to be measured, not a tmpfs.
 # Every figure is the median of RUNS runs. Installs nothing. A benchmark: it
 # asserts nothing; a run that fails shows as FAIL and its output stays in
@@ -172,8 +172,11 @@ durable_row() { # P C
     memory=$(median "$BIN/asyncq-bench" $common)
     always=$(median "$BIN/asyncq-bench" $common $data always)
     every=$(median "$BIN/asyncq-bench" $common $data 1000)
-    redis=-
-    [ "$REDIS" = no ] || redis=$(median "$BIN/asyncq-redis-bench" $common --durable)
+    redis=- redis_everysec=-
+    if [ "$REDIS" = yes ]; then
+        redis=$(median "$BIN/asyncq-redis-bench" $common --aof always)
+        redis_everysec=$(median "$BIN/asyncq-redis-bench" $common --aof everysec)
+    fi
     transient=- durable=- quorum=-
     if [ "$RABBIT" = yes ] && [ -z "$RABBIT_URL" ]; then
         transient=FAIL durable=FAIL quorum=FAIL
@@ -183,10 +186,11 @@ durable_row() { # P C
         durable=$(median "$rabbit" $common --server "$RABBIT_URL" --mode durable)
         quorum=$(median "$rabbit" $common --server "$RABBIT_URL" --mode quorum)
     fi
-    printf '| %d x %d | %9s | %19s | %19s | %19s | %19s | %19s | %19s | %19s | %13s | %14s |\n' \
+    printf '| %d x %d | %9s | %19s | %19s | %19s | %19s | %19s | %19s | %19s | %19s | %13s | %15s | %14s |\n' \
         "$p" "$c" "$DURABLE_ITEMS" "$(cell "$memory")" "$(cell "$always")" "$(cell "$every")" \
-        "$(cell "$redis")" "$(cell "$transient")" "$(cell "$durable")" "$(cell "$quorum")" \
-        "$(ratio "${always%% *}" "${redis%% *}")" "$(ratio "${always%% *}" "${quorum%% *}")"
+        "$(cell "$redis")" "$(cell "$redis_everysec")" "$(cell "$transient")" "$(cell "$durable")" \
+        "$(cell "$quorum")" "$(ratio "${always%% *}" "${redis%% *}")" \
+        "$(ratio "${every%% *}" "${redis_everysec%% *}")" "$(ratio "${always%% *}" "${quorum%% *}")"
 }
 
 echo "asyncq compared, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -217,8 +221,8 @@ echo
 echo "Persistence: items/s, median of $RUNS runs (range), credit $CREDIT, data directories in $DATA ($DATA_FS)"
 echo
 [ "$RABBIT" = no ] || rabbit_start
-echo "| P x C |     items |    asyncq in memory |       asyncq always |      asyncq 1000 ms |        Redis always |  RabbitMQ transient |    RabbitMQ durable |     RabbitMQ quorum | always/Redis | always/quorum |"
-echo "|-------|----------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|-------------:|--------------:|"
+echo "| P x C |     items |    asyncq in memory |       asyncq always |      asyncq 1000 ms |        Redis always |      Redis everysec |  RabbitMQ transient |    RabbitMQ durable |     RabbitMQ quorum | always/Redis | 1000ms/everysec | always/quorum |"
+echo "|-------|----------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|--------------------:|-------------:|----------------:|--------------:|"
 for n in 1 2 4; do
     durable_row "$n" "$n"
 done
@@ -226,13 +230,13 @@ done
 echo
 echo "asyncq: asyncq-bench; always: --fsync always (a put is confirmed once fdatasync'd; one"
 echo "  fdatasync per broker pass); 1000 ms: --fsync 1000 (confirmed once written, synced within"
-echo "  1 s); a fresh --data-dir per run. Redis: asyncq-redis-bench --durable (appendonly,"
-echo "  appendfsync always: fsync before each reply). RabbitMQ: asyncq-rabbitmq-bench, one node"
+echo "  1 s); a fresh --data-dir per run. Redis: asyncq-redis-bench --aof always|everysec"
+echo "  (appendonly; appendfsync always: fsync before each reply; everysec: once a second). RabbitMQ: asyncq-rabbitmq-bench, one node"
 echo "  for these runs, publisher confirms ($CREDIT unconfirmed per producer), prefetch $CREDIT, one"
 echo "  ack (multiple) per $((CREDIT / 4 > 0 ? CREDIT / 4 : 1)) deliveries or when none is readable; transient: classic queue,"
 echo "  not durable; durable: durable classic queue, persistent messages (confirmed once fsynced,"
 echo "  or once acked if that comes first); quorum: quorum queue, one member (confirmed once in"
 echo "  its fsynced log); items/s to the last ack sent (basic.ack has no reply) or the last"
 echo "  confirm if later. always/Redis: asyncq always / Redis always; always/quorum: asyncq"
-echo "  always / RabbitMQ quorum."
+echo "  always / RabbitMQ quorum; 1000ms/everysec: asyncq --fsync 1000 / Redis everysec."
 echo "Every run's output: $LOG"

@@ -4,7 +4,8 @@
 
     Starts its own redis-server on a free loopback port (no persistence; or,
     with --durable, an append-only file fsynced before every reply, which is
-    what asyncq's confirms would need to promise the same), then producer and
+    what asyncq's confirms promise with --fsync always; with --aof everysec,
+    fsynced once a second, like asyncq's --fsync 1000), then producer and
     consumer processes, and removes the server and its directory afterwards.
 
     Used the way an expert would, pipelined as far as the protocol allows:
@@ -54,7 +55,8 @@ static const char *const ACKED_NAMES[] = {"trim", "xdel", "keep"};
 
 typedef struct {
     uint64_t producers, consumers, items, size, credit, pipeline;
-    int durable, acked;
+    const char *appendfsync; /* NULL: no persistence; else "always" or "everysec" */
+    int acked;
     const char *server;
 } redis_options_t;
 
@@ -382,12 +384,12 @@ static pid_t redis_server_start(const char *dir)
     int argc = 0;
     const char *fixed[] = {g_opts.server, "--port", port, "--bind", "127.0.0.1", "--dir", dir,
                            "--save", "", "--daemonize", "no", "--protected-mode", "no",
-                           "--appendonly", g_opts.durable ? "yes" : "no"};
+                           "--appendonly", g_opts.appendfsync ? "yes" : "no"};
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         argv[argc++] = fixed[i];
-    if (g_opts.durable) {
+    if (g_opts.appendfsync) {
         argv[argc++] = "--appendfsync";
-        argv[argc++] = "always";
+        argv[argc++] = g_opts.appendfsync;
     }
     argv[argc] = NULL;
     pid_t pid = fork();
@@ -449,7 +451,9 @@ static void s_usage(void)
            "  -s, --size BYTES      item size (64; at least 16: put time and item number)\n"
            "      --credit N        XREADGROUP COUNT, entries a consumer holds (256)\n"
            "      --pipeline N      XADDs per pipelined batch (1024, asyncq's max-batch)\n"
-           "      --durable         appendonly yes, appendfsync always\n"
+           "      --durable         appendonly yes, appendfsync always (= --aof always)\n"
+           "      --aof MODE        appendonly yes, appendfsync MODE: always (fsync before\n"
+           "                        each reply) or everysec (fsync once a second)\n"
            "      --acked MODE      what removes acked entries: trim (XTRIM MINID ~ every\n"
            "                        50 ms, the default), xdel (one XDEL per batch), keep\n"
            "      --redis-server P  the server program (redis-server, from PATH)\n"
@@ -473,9 +477,10 @@ static int s_parse(int argc, char **argv, redis_options_t *opts)
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
         {"credit", required_argument, 0, 'C'},    {"pipeline", required_argument, 0, 'P'},
         {"durable", no_argument, 0, 'D'},         {"acked", required_argument, 0, 'K'},
+        {"aof", required_argument, 0, 'A'},
         {"redis-server", required_argument, 0, 'R'}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    *opts = (redis_options_t){1, 1, 100000, 64, 256, 1024, 0, ACKED_TRIM, "redis-server"};
+    *opts = (redis_options_t){1, 1, 100000, 64, 256, 1024, NULL, ACKED_TRIM, "redis-server"};
     int opt;
     while ((opt = getopt_long(argc, argv, "p:c:n:s:h", options, NULL)) != -1) {
         uint64_t *target = opt == 'p' ? &opts->producers : opt == 'c' ? &opts->consumers
@@ -485,7 +490,9 @@ static int s_parse(int argc, char **argv, redis_options_t *opts)
             s_usage();
             exit(0);
         } else if (opt == 'D') {
-            opts->durable = 1;
+            opts->appendfsync = "always";
+        } else if (opt == 'A' && (strcmp(optarg, "always") == 0 || strcmp(optarg, "everysec") == 0)) {
+            opts->appendfsync = optarg;
         } else if (opt == 'K' && s_parse_acked(optarg, &opts->acked)) {
             continue;
         } else if (opt == 'R') {
@@ -507,11 +514,12 @@ static int s_parse(int argc, char **argv, redis_options_t *opts)
 static void s_print(uint64_t peak_kib)
 {
     printf("asyncq-redis-bench: throughput, %llu producers, %llu consumers, %llu items of %llu"
-           " bytes, credit %llu, XADD pipeline %llu, %s%s\n",
+           " bytes, credit %llu, XADD pipeline %llu, %s%s%s\n",
            (unsigned long long) g_opts.producers, (unsigned long long) g_opts.consumers,
            (unsigned long long) g_opts.items, (unsigned long long) g_opts.size,
            (unsigned long long) g_opts.credit, (unsigned long long) g_opts.pipeline,
-           g_opts.durable ? "appendfsync always" : "no persistence",
+           g_opts.appendfsync ? "appendfsync " : "no persistence",
+           g_opts.appendfsync ? g_opts.appendfsync : "",
            g_opts.acked == ACKED_TRIM ? ", XACK, XTRIM MINID every 50 ms"
            : g_opts.acked == ACKED_XDEL ? ", XACK+XDEL" : ", XACK only");
     double seconds
