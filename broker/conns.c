@@ -1,6 +1,7 @@
 #include "conns.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <czmq.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -261,7 +262,10 @@ static int s_read_event(conns_t *self, int index, int64_t now_ms)
     zmq_msg_t frame;
     zmq_msg_init(&frame);
     void *socket = zsock_resolve(self->monitors[index]);
-    if (zmq_msg_recv(&frame, socket, ZMQ_DONTWAIT) < 0) {
+    int rc;
+    while ((rc = zmq_msg_recv(&frame, socket, ZMQ_DONTWAIT)) < 0 && errno == EINTR)
+        ; /* read to the end: the broker polls the monitors by descriptor */
+    if (rc < 0) {
         zmq_msg_close(&frame);
         return 0;
     }

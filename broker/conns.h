@@ -55,8 +55,9 @@ typedef struct {
 conns_t *conns_new(void *router, void *pull, const conns_config_t *config);
 void conns_destroy(conns_t **self_p);
 
-/*  The two monitor sockets, to poll for input (the loop calls
-    conns_on_events when either is readable). */
+/*  The two monitor sockets, to poll for input (the loop polls their
+    ZMQ_FD and calls conns_on_events when either is readable; every caller
+    reads to the end, which the descriptor's signal relies on). */
 void *conns_monitor(conns_t *self, int index);
 
 /*  Reads every event waiting: admits or refuses new connections, forgets
