@@ -15,7 +15,8 @@
 # node, started for the table (a boot takes seconds) and stopped after it;
 # each run declares its own queue and deletes it. Data directories are under TMPDIR (default /tmp),
 # which should be on the disk whose fsync is to be measured, not a tmpfs.
-# Every figure is the median of RUNS runs. Installs nothing. A benchmark: it
+# Every figure is the median of RUNS runs; the systems of a row take turns,
+# run by run. Installs nothing. A benchmark: it
 # asserts nothing; a run that fails shows as FAIL and its output stays in
 # the log.
 #
@@ -24,7 +25,7 @@
 #
 # Settings (environment): BIN (the programs; default build-rel/bin, then
 # build/bin), ITEMS (1000000), SIZE (64), CREDIT (256), ONE_ITEMS (items of
-# the credit-1 runs, 10000), DURABLE_ITEMS (items of the persistence table,
+# the credit-1 runs, 20000), DURABLE_ITEMS (items of the persistence table,
 # 200000), RUNS (3), LOG (where every run's output goes), TMPDIR.
 set -eu
 
@@ -36,7 +37,7 @@ fi
 ITEMS=${ITEMS:-1000000}
 SIZE=${SIZE:-64}
 CREDIT=${CREDIT:-256}
-ONE_ITEMS=${ONE_ITEMS:-10000}
+ONE_ITEMS=${ONE_ITEMS:-20000}
 DURABLE_ITEMS=${DURABLE_ITEMS:-200000}
 RUNS=${RUNS:-3}
 LOG=${LOG:-${TMPDIR:-/tmp}/asyncq-compare.log}
@@ -80,21 +81,22 @@ else
 fi
 : >"$LOG"
 
-# "MEDIAN MIN MAX" items/s of RUNS runs of a command, or FAIL. Every run's
-# output goes to the log, under the command line.
-median() {
-    values=""
-    i=0
-    while [ "$i" -lt "$RUNS" ]; do
-        i=$((i + 1))
-        echo "\$ $*" >>"$LOG"
-        out=$("$@" 2>>"$LOG" 8<&- 9>&- || true)
-        echo "$out" >>"$LOG"
-        value=$(echo "$out" | awk '$1 == "throughput" { print int($2); exit }')
-        [ -n "$value" ] || { echo FAIL; return; }
-        values="$values $value"
-    done
-    echo "$values" | tr ' ' '\n' | sed '/^$/d' | sort -n \
+# The items/s of one run of a command, or FAIL. Its output goes to the log,
+# under the command line.
+once() {
+    echo "\$ $*" >>"$LOG"
+    out=$("$@" 2>>"$LOG" 8<&- 9>&- || true)
+    echo "$out" >>"$LOG"
+    value=$(echo "$out" | awk '$1 == "throughput" { print int($2); exit }')
+    echo "${value:-FAIL}"
+}
+
+# "MEDIAN MIN MAX" of the values of several runs; FAIL if one failed, - if
+# there were none.
+summary() {
+    case " $1 " in *" FAIL "*) echo FAIL; return ;; esac
+    [ -n "$(echo $1)" ] || { echo -; return; }
+    echo "$1" | tr ' ' '\n' | sed '/^$/d' | sort -n \
         | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
 
@@ -110,21 +112,24 @@ ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'
 }
 
+# A row: RUNS rounds, each running every system once, in turn, so that a
+# slow spell of the machine falls on all of them, not on one.
 row() { # P C CREDIT ITEMS
     p=$1 c=$2 credit=$3 items=$4
     common="-p $p -c $c -n $items -s $SIZE --credit $credit"
-    asyncq=$(median "$BIN/asyncq-bench" $common)
-    relay=$(median "$BIN/asyncq-relay-bench" $common)
-    if [ "$credit" -gt 1 ]; then
-        relay64=$(median "$BIN/asyncq-relay-bench" $common --batch 64)
-    else
-        relay64=-
-    fi
-    if [ "$REDIS" = yes ]; then
-        redis=$(median "$BIN/asyncq-redis-bench" $common)
-    else
-        redis=-
-    fi
+    a="" r="" r64="" rd="" i=0
+    while [ "$i" -lt "$RUNS" ]; do
+        i=$((i + 1))
+        a="$a $(once "$BIN/asyncq-bench" $common)"
+        r="$r $(once "$BIN/asyncq-relay-bench" $common)"
+        if [ "$credit" -gt 1 ]; then
+            r64="$r64 $(once "$BIN/asyncq-relay-bench" $common --batch 64)"
+        fi
+        if [ "$REDIS" = yes ]; then
+            rd="$rd $(once "$BIN/asyncq-redis-bench" $common)"
+        fi
+    done
+    asyncq=$(summary "$a") relay=$(summary "$r") relay64=$(summary "$r64") redis=$(summary "$rd")
     printf '| %d x %d | %6s | %9s | %19s | %19s | %19s | %19s | %12s | %12s | %14s |\n' \
         "$p" "$c" "$credit" "$items" "$(cell "$asyncq")" "$(cell "$relay")" "$(cell "$relay64")" \
         "$(cell "$redis")" "$(ratio "${asyncq%% *}" "${redis%% *}")" \
@@ -169,23 +174,28 @@ durable_row() { # P C
     p=$1 c=$2
     common="-p $p -c $c -n $DURABLE_ITEMS -s $SIZE --credit $CREDIT"
     data="--broker-arg --data-dir --broker-arg {tmpdir} --broker-arg --fsync --broker-arg"
-    memory=$(median "$BIN/asyncq-bench" $common)
-    always=$(median "$BIN/asyncq-bench" $common $data always)
-    every=$(median "$BIN/asyncq-bench" $common $data 1000)
-    redis=- redis_everysec=-
-    if [ "$REDIS" = yes ]; then
-        redis=$(median "$BIN/asyncq-redis-bench" $common --aof always)
-        redis_everysec=$(median "$BIN/asyncq-redis-bench" $common --aof everysec)
-    fi
-    transient=- durable=- quorum=-
-    if [ "$RABBIT" = yes ] && [ -z "$RABBIT_URL" ]; then
-        transient=FAIL durable=FAIL quorum=FAIL
-    elif [ "$RABBIT" = yes ]; then
-        rabbit="$BIN/asyncq-rabbitmq-bench"
-        transient=$(median "$rabbit" $common --server "$RABBIT_URL" --mode transient)
-        durable=$(median "$rabbit" $common --server "$RABBIT_URL" --mode durable)
-        quorum=$(median "$rabbit" $common --server "$RABBIT_URL" --mode quorum)
-    fi
+    m="" al="" ev="" rd="" re="" tr="" du="" qu="" i=0
+    while [ "$i" -lt "$RUNS" ]; do
+        i=$((i + 1))
+        m="$m $(once "$BIN/asyncq-bench" $common)"
+        al="$al $(once "$BIN/asyncq-bench" $common $data always)"
+        ev="$ev $(once "$BIN/asyncq-bench" $common $data 1000)"
+        if [ "$REDIS" = yes ]; then
+            rd="$rd $(once "$BIN/asyncq-redis-bench" $common --aof always)"
+            re="$re $(once "$BIN/asyncq-redis-bench" $common --aof everysec)"
+        fi
+        if [ "$RABBIT" = yes ] && [ -n "$RABBIT_URL" ]; then
+            rabbit="$BIN/asyncq-rabbitmq-bench"
+            tr="$tr $(once "$rabbit" $common --server "$RABBIT_URL" --mode transient)"
+            du="$du $(once "$rabbit" $common --server "$RABBIT_URL" --mode durable)"
+            qu="$qu $(once "$rabbit" $common --server "$RABBIT_URL" --mode quorum)"
+        elif [ "$RABBIT" = yes ]; then
+            tr="$tr FAIL" du="$du FAIL" qu="$qu FAIL"
+        fi
+    done
+    memory=$(summary "$m") always=$(summary "$al") every=$(summary "$ev")
+    redis=$(summary "$rd") redis_everysec=$(summary "$re")
+    transient=$(summary "$tr") durable=$(summary "$du") quorum=$(summary "$qu")
     printf '| %d x %d | %9s | %19s | %19s | %19s | %19s | %19s | %19s | %19s | %19s | %13s | %15s | %14s |\n' \
         "$p" "$c" "$DURABLE_ITEMS" "$(cell "$memory")" "$(cell "$always")" "$(cell "$every")" \
         "$(cell "$redis")" "$(cell "$redis_everysec")" "$(cell "$transient")" "$(cell "$durable")" \
