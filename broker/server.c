@@ -833,20 +833,20 @@ aq_status_t broker_run(broker_t *self)
     sigaction(SIGTERM, &action, NULL);
     sigaction(SIGHUP, &action, NULL);
     sig_atomic_t hangups = s_hangups;
-    /* Read to the end once: a ZeroMQ socket's descriptor signals new
-       messages only after a read has found none (the monitors below). */
+    /* The monitors are polled by their descriptors, as plain files: a
+       socket in zmq_poll costs two mailbox checks (a system call each) on
+       every wake, and these carry only connection events. A descriptor
+       signals messages that arrive after a read found none: they are read
+       to the end once here, and conns_on_events always reads to the end. */
+    int monitor_fds[2] = {s_socket_fd(conns_monitor(self->conns, 0)),
+                          s_socket_fd(conns_monitor(self->conns, 1))};
     conns_on_events(self->conns, broker_now_ms());
     while (!s_should_exit(self)) {
         int sync_fd = self->journal ? journal_sync_fd(self->journal) : -1;
-        /* The monitors by their descriptors, as plain files: a socket in
-           zmq_poll costs two mailbox checks (a system call each) on every
-           wake, and these carry only connection events. Their descriptor
-           signals events that arrive after a read found none, and
-           conns_on_events always reads to the end. */
         zmq_pollitem_t items[7] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {self->pull, 0, ZMQ_POLLIN, 0},
-                                   {NULL, s_socket_fd(conns_monitor(self->conns, 0)), ZMQ_POLLIN, 0},
-                                   {NULL, s_socket_fd(conns_monitor(self->conns, 1)), ZMQ_POLLIN, 0}};
+                                   {NULL, monitor_fds[0], ZMQ_POLLIN, 0},
+                                   {NULL, monitor_fds[1], ZMQ_POLLIN, 0}};
         int count = 4, auth_at = -1, sync_at = -1;
         if (auth_log_socket(self->auth))
             items[auth_at = count++] = (zmq_pollitem_t){auth_log_socket(self->auth), 0, ZMQ_POLLIN, 0};
