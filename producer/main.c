@@ -234,11 +234,13 @@ static int s_next_line(lines_t *lines, aq_producer_t *producer, char **line, siz
         }
         if (lines->eof)
             return 0;
-        memmove(lines->data, data, waiting);
-        lines->start = 0;
-        lines->end = waiting;
+        if (lines->start) { /* the partial line to the front */
+            memmove(lines->data, data, waiting);
+            lines->start = 0;
+            lines->end = waiting;
+        }
         if (lines->end == lines->capacity) {
-            size_t capacity = lines->capacity ? lines->capacity * 2 : 65536;
+            size_t capacity = lines->capacity * 2;
             char *grown = realloc(lines->data, capacity);
             if (!grown) {
                 *rc = AQ_NOMEM;
@@ -269,7 +271,10 @@ static int s_next_line(lines_t *lines, aq_producer_t *producer, char **line, siz
 static aq_status_t s_put_stdin(aq_producer_t *producer, const options_t *opts, uint64_t *refused,
                                status_t *status)
 {
-    lines_t lines = {0};
+    lines_t lines = {.capacity = 65536};
+    lines.data = malloc(lines.capacity);
+    if (!lines.data)
+        return AQ_NOMEM;
     char *line;
     size_t length;
     aq_status_t rc = AQ_OK;
