@@ -123,6 +123,8 @@ typedef struct peer {
     uint64_t read_bytes;          /* reply bytes known read: at its last echoed beat */
     int dropped;                  /* out of every table, freed at end of turn */
     list_node_t dropped_link;
+    int overdue;                  /* to be dropped (unread replies), in overdue_link */
+    list_node_t overdue_link;
 } peer_t;
 
 /*  A SYNC waiting for puts still on their way, or held. */
@@ -204,6 +206,9 @@ typedef struct broker {
     deadline_t sweep;       /* periodic clean-up: idle producers and queues */
     deadline_t heartbeat;   /* periodic probe of every session */
     list_node_t dropped_peers; /* freed once the current message is handled */
+    list_node_t overdue_peers; /* dropped once the current message is handled:
+                                  never in the middle of a send, whose caller
+                                  may hold the peer's joiners */
     uint64_t joiner_count;
     uint64_t held_total;    /* puts held for full queues, every producer */
     int shut_down;          /* every queue, and any new one, refuses puts */

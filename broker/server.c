@@ -226,6 +226,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     deadline_init(&self->sweep, TIMER_SWEEP);
     deadline_init(&self->heartbeat, TIMER_HEARTBEAT);
     list_init(&self->dropped_peers);
+    list_init(&self->overdue_peers);
     list_init(&self->idle_producers);
     list_init(&self->dirty);
     list_init(&self->durable_waits);
@@ -282,6 +283,14 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
     }
     aq_endpoint_local(&endpoint, self->address, sizeof self->address);
     return self;
+}
+
+/*  Drops the peers found not reading their replies (s_count_reply). */
+static void s_drop_overdue_peers(broker_t *self)
+{
+    list_node_t *node;
+    while ((node = list_first(&self->overdue_peers)))
+        broker_drop_peer(self, list_entry(node, peer_t, overdue_link), "does not read its replies", 1);
 }
 
 static void s_free_dropped_peers(broker_t *self)
@@ -344,6 +353,7 @@ void broker_destroy(broker_t **self_p)
     /* Peers first (their items go back to their queues), then producers
        (their held puts), then queues, then what is left in the store:
        delayed items, which only the timer heap knew. */
+    list_init(&self->overdue_peers); /* every peer goes now */
     if (self->peers)
         dict_each(self->peers, s_detach_each_peer, self);
     s_free_dropped_peers(self);
@@ -390,7 +400,13 @@ static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
                      "%s: more than %llu bytes of replies not read: closed",
                      log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
                      (unsigned long long) self->config.max_pending);
-        broker_drop_peer(self, peer, "does not read its replies", 1);
+        /* Dropped once the message in hand is handled, not here: the
+           sender may be walking a list that dropping changes (a queue's
+           joiners, when a shutdown answers them). */
+        if (!peer->overdue && !peer->dropped) {
+            peer->overdue = 1;
+            list_push_back(&self->overdue_peers, &peer->overdue_link);
+        }
     }
 }
 
@@ -461,6 +477,8 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int clos
     if (peer->dropped)
         return;
     peer->dropped = 1;
+    if (peer->overdue)
+        list_remove(&peer->overdue_link);
     if (self->config.verbose || peer->consumer.held_count) {
         char name[AQ_NAME_MAX * 4 + 1];
         log_line("session %s closed (%s), %llu items returned to the queue",
@@ -647,6 +665,7 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
         break;
     case TIMER_HEARTBEAT:
         s_probe_sessions(self);
+        s_drop_overdue_peers(self);
         s_free_dropped_peers(self);
         deadlines_set(&self->deadlines, &self->heartbeat, now + (int64_t) self->config.heartbeat_ms);
         break;
@@ -715,6 +734,7 @@ static void s_drain_router(broker_t *self)
         if (aq_inbox_recv(self->router_inbox, self->router, 1, ZMQ_DONTWAIT) != AQ_OK)
             break;
         broker_on_router(self);
+        s_drop_overdue_peers(self);
         s_free_dropped_peers(self);
     }
     aq_inbox_clear(self->router_inbox);
@@ -726,6 +746,7 @@ static void s_drain_pull(broker_t *self)
         if (aq_inbox_recv(self->pull_inbox, self->pull, 0, ZMQ_DONTWAIT) != AQ_OK)
             break;
         broker_on_pull(self);
+        s_drop_overdue_peers(self);
         s_free_dropped_peers(self);
     }
     aq_inbox_clear(self->pull_inbox);
@@ -735,8 +756,13 @@ static void s_drain_pull(broker_t *self)
     pass, so items that arrived together leave together (ITEMS batches). */
 static void s_dispatch_dirty(broker_t *self)
 {
-    list_node_t *node;
-    while ((node = list_first(&self->dirty))) {
+    for (;;) {
+        /* A peer dropped gives its items back: their queue is dispatched
+           in this pass too. */
+        s_drop_overdue_peers(self);
+        list_node_t *node = list_first(&self->dirty);
+        if (!node)
+            break;
         list_remove(node);
         broker_dispatch(self, list_entry(node, queue_t, dirty_link));
     }
