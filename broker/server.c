@@ -841,15 +841,6 @@ static int s_should_exit(broker_t *self)
     return self->stopping && s_outstanding(self) == 0;
 }
 
-/*  The descriptor that signals a ZeroMQ socket's activity (ZMQ_FD). */
-static int s_socket_fd(void *socket)
-{
-    int fd = -1;
-    size_t size = sizeof fd;
-    zmq_getsockopt(socket, ZMQ_FD, &fd, &size);
-    return fd;
-}
-
 aq_status_t broker_run(broker_t *self)
 {
     struct sigaction action = {0};
@@ -864,8 +855,8 @@ aq_status_t broker_run(broker_t *self)
        every wake, and these carry only connection events. A descriptor
        signals messages that arrive after a read found none: they are read
        to the end once here, and conns_on_events always reads to the end. */
-    int monitor_fds[2] = {s_socket_fd(conns_monitor(self->conns, 0)),
-                          s_socket_fd(conns_monitor(self->conns, 1))};
+    int monitor_fds[2] = {zsock_fd(conns_monitor(self->conns, 0)),
+                          zsock_fd(conns_monitor(self->conns, 1))};
     conns_on_events(self->conns, broker_now_ms());
     while (!s_should_exit(self)) {
         int sync_fd = self->journal ? journal_sync_fd(self->journal) : -1;
