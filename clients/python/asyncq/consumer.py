@@ -1,17 +1,22 @@
-"""The get side of a Queue (PROTOCOL.md 4.3 to 4.5): credit, deliveries one
-by one or in ITEMS batches, and acks made in one event-loop tick sent as
-one ACK at its end."""
+"""The get side of a Queue (PROTOCOL.md 4.3 to 4.5): credit that follows the
+getters, deliveries one by one or in ITEMS batches, acks made in one
+event-loop tick sent as one ACK at its end, and each item got remembered
+with the asyncio task that got it, so that a bare task_done() acks that
+task's item and no other."""
+from __future__ import annotations
+
 import asyncio
 import collections
 import logging
+from typing import Deque, Dict, List, Optional, Set, Union
 
-from .protocol import (IDS_MAX, WAIT_MAX_MS, BrokerError, QueueShutDown, cut_text, message,
-                       pack_ids, unpack_items)
+from .protocol import (IDS_MAX, WAIT_MAX_MS, BrokerError, Fields, Frames, QueueShutDown,
+                       cut_text, message, pack_ids, unpack_items)
+from .session import Session
 
 log = logging.getLogger("asyncq")
 
 ID_TAGS = (b"ack", b"touch", b"nack")  # requests whose ERRORs name ids
-WAKE = object()  # put in the delivered queue to wake a waiting get()
 
 
 class QueueEmpty(asyncio.QueueEmpty):
@@ -22,143 +27,260 @@ class Item(bytes):
     """A delivered item: its payload (a bytes object) with the delivery's
     broker-given .id, .attempt (1 on first delivery), .queue and .lease_ms."""
 
-    def __new__(cls, payload, queue, item_id, attempt, lease_ms):
+    queue: str
+    id: int
+    attempt: int
+    lease_ms: int
+
+    def __new__(cls, payload: Union[bytes, memoryview], queue: str, item_id: int, attempt: int,
+                lease_ms: int) -> "Item":
         self = super().__new__(cls, payload)
         self.queue, self.id, self.attempt, self.lease_ms = queue, item_id, attempt, lease_ms
         return self
 
 
+Delivered = Union[Item, QueueShutDown]
+
+
+def current_task() -> Optional["asyncio.Task[object]"]:
+    """The asyncio task running now, or None outside one."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
 class Consumer:
-    def __init__(self, session, queue, credit):
+    """The broker's credit for this consumer is, at the end of every tick
+    that changed it: the items held (got, not yet task_done or nacked), plus
+    the get() calls waiting, plus prefetch. N coroutines that get() hold at
+    most N items, as with asyncio.Queue; prefetch lets the broker send that
+    many more ahead. A steady pool of workers sends no CREDIT at all."""
+
+    def __init__(self, session: Session, queue: str, prefetch: int) -> None:
         self.session = session
-        self.queue, self.credit = queue, credit
-        self._delivered = asyncio.Queue()           # Items not yet got
-        self.held = collections.OrderedDict()       # id -> Item got, not task_done
-        self._acks = []
-        self._ack_handle = None
-        self._withdrawn = False
-        self.errors = collections.deque(maxlen=100)  # ERRORs about acks, for inspection
+        self.queue, self.prefetch = queue, prefetch
+        self._loop = asyncio.get_running_loop()
+        self._delivered: Deque[Delivered] = collections.deque()  # not yet got
+        self._getters: Deque["asyncio.Future[None]"] = collections.deque()  # get()s waiting
+        self.held: Dict[int, Item] = {}             # id -> Item got, not task_done
+        self._owners: Dict[int, Optional["asyncio.Task[object]"]] = {}  # id -> task that got it
+        self._by_task: Dict[Optional["asyncio.Task[object]"], List[int]] = {}
+        self._stale: Set[int] = set()               # held items of a session gone
+        self._credit: Optional[int] = None          # as last sent; None: to send
+        self._acks: List[int] = []
+        self._end_of_tick: Optional[asyncio.Handle] = None
+        self.errors: Deque[BrokerError] = collections.deque(maxlen=100)  # about acks
         session.on_message = self._on_message
         session.on_reconnect = self._on_reconnect
 
-    async def start(self):
-        """CREDIT, and CREDITED awaited: once get() waits, the broker counts
-        this consumer, and a CREDIT it refuses (403, 409, 429) raises."""
-        await self.session.request(b"credit", self._credit)
+    # -- credit -------------------------------------------------------------
 
-    def _credit(self, tag):
-        batch = min(self.credit, self.session.welcome.max_batch)
-        return message(b"CREDIT", tag, self.queue, self.credit, batch)
+    def wanted_credit(self) -> int:
+        """Items held (those from a session gone do not count at the
+        broker), get()s waiting, and prefetch."""
+        waiting = sum(1 for getter in self._getters if not getter.done())
+        return len(self.held) - len(self._stale) + waiting + self.prefetch
 
-    def _on_reconnect(self):
-        """Items not yet got are the broker's to deliver again, and acks
-        not yet sent would name them in a session that is gone."""
-        while not self._delivered.empty():
-            self._delivered.get_nowait()
+    def _credit_message(self, tag: bytes, credit: int) -> Frames:
+        assert self.session.welcome is not None
+        batch = max(1, min(credit, self.session.welcome.max_batch))
+        return message(b"CREDIT", tag, self.queue, credit, batch)
+
+    async def start(self, getting: bool) -> None:
+        """The first CREDIT, and CREDITED awaited: the broker counts this
+        consumer from then on, and a CREDIT it refuses (403, 409, 429)
+        raises. getting: a get() is about to wait, and counts."""
+        credit = max(1, self.wanted_credit() + getting)
+        await self.session.request(b"credit", lambda tag: self._credit_message(tag, credit))
+        self._credit = credit
+        self._soon()
+
+    def _update_credit(self) -> None:
+        credit = self.wanted_credit()
+        if credit != self._credit:
+            self._credit = credit
+            self.session.send(self._credit_message(self.session.tag(b"credit"), credit))
+
+    def _soon(self) -> None:
+        """Acks and the credit go out at the end of this tick."""
+        if self._end_of_tick is None:
+            self._end_of_tick = self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Sends the acks made so far as one ACK, then the credit if it
+        changed."""
+        if self._end_of_tick is not None:
+            self._end_of_tick.cancel()
+            self._end_of_tick = None
+        if self._acks:
+            ids, self._acks = self._acks, []
+            self.session.send(message(b"ACK", self.session.tag(b"ack"), pack_ids(ids)))
+        if self._credit is not None:
+            self._update_credit()
+
+    def _on_reconnect(self) -> None:
+        """Items not yet got are the broker's to deliver again, acks not yet
+        sent would name them in a session that is gone, and the credit is
+        said again."""
+        self._delivered = collections.deque(
+            item for item in self._delivered if isinstance(item, QueueShutDown))
         self._acks.clear()
-        self._withdrawn = False
-        self.session.send(self._credit(self.session.tag(b"credit")))
+        self._stale = set(self.held)  # the broker took them back: acked by nobody
+        self._credit = None
+        self._update_credit()
 
-    def _recredit(self):
-        """After the broker withdrew the credit (3 leases expired in a row,
-        4.5), a get() shows this consumer reads again: CREDIT once more."""
-        if self._withdrawn:
-            self._withdrawn = False
-            self.session.send(self._credit(self.session.tag(b"credit")))
+    # -- deliveries ---------------------------------------------------------
 
-    def _on_message(self, command, fields):
+    def _on_message(self, command: bytes, fields: Fields) -> None:
         if command == b"ITEMS" and len(fields) == 3 and fields[1].isdigit():
             self._on_items(fields[0].decode(), int(fields[1]), fields[2])
         elif command == b"ITEM" and len(fields) == 6:
             queue, item_id, attempt, _, lease_ms, payload = fields
-            self._delivered.put_nowait(
-                Item(payload, queue.decode(), int(item_id), int(attempt), int(lease_ms)))
+            self._deliver(Item(payload, queue.decode(), int(item_id), int(attempt),
+                               int(lease_ms)))
         elif command == b"ERROR":
             self._on_error(BrokerError.from_fields(fields))
 
-    def _on_items(self, queue, count, frame):
+    def _on_items(self, queue: str, count: int, frame: bytes) -> None:
         try:
             deliveries = unpack_items(count, frame)
         except ValueError as error:
             log.warning("%s: ITEMS not as asyncq/2 says: %s", self.session.client_id, error)
             return
         for item_id, attempt, _, lease_ms, payload in deliveries:
-            self._delivered.put_nowait(Item(payload, queue, item_id, attempt, lease_ms))
+            self._deliver(Item(payload, queue, item_id, attempt, lease_ms))
 
-    def _on_error(self, error):
+    def _deliver(self, item: Delivered) -> None:
+        self._delivered.append(item)
+        self._wake()
+
+    def _wake(self, every: bool = False) -> None:
+        """Wakes the oldest waiting get() (every one, for a shutdown)."""
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                if not every:
+                    return
+
+    def _on_error(self, error: BrokerError) -> None:
         about_queue = error.subject == self.queue.encode()
         if about_queue and isinstance(error, QueueShutDown):
-            self._delivered.put_nowait(error)  # get() raises it once the rest is got
+            self._deliver(error)  # every get() raises it once the rest is got
+            self._wake(every=True)
         elif about_queue and error.code == 408 and not error.tag.startswith(ID_TAGS):
+            # The broker withdrew the credit (3 leases expired in a row,
+            # 4.5): the next get() says it again.
             log.warning("%s: %s", self.session.client_id, error)
-            self._withdrawn = True
-            self._delivered.put_nowait(WAKE)
+            self._credit = -1
+            self._wake(every=True)
         else:
             self.errors.append(error)
             log.warning("%s: %s", self.session.client_id, error)
 
-    def _take(self, item):
+    # -- getting and acking -------------------------------------------------
+
+    def _take(self, task: Optional["asyncio.Task[object]"]) -> Item:
+        item = self._delivered[0]
         if isinstance(item, QueueShutDown):
-            self._delivered.put_nowait(item)  # every later get() raises it too
-            raise item
+            raise item  # and stays, for every later get()
+        self._delivered.popleft()
         self.held[item.id] = item
+        self._owners[item.id] = task
+        self._by_task.setdefault(task, []).append(item.id)
+        self._soon()
         return item
 
-    def get_nowait(self):
-        while True:
-            self._recredit()
+    def get_nowait(self) -> Item:
+        if not self._delivered:
+            raise QueueEmpty
+        return self._take(current_task())
+
+    async def get(self, owner: Optional["asyncio.Task[object]"]) -> Item:
+        """The next item, held for owner: the task that called get() (not
+        one that asyncio.wait_for() or create_task() made to run it)."""
+        while not self._delivered:
+            getter = self._loop.create_future()
+            self._getters.append(getter)
+            self._soon()  # one more getter waits: credit
             try:
-                item = self._delivered.get_nowait()
-            except asyncio.QueueEmpty:
-                raise QueueEmpty from None
-            if item is not WAKE:
-                return self._take(item)
+                await getter
+            except asyncio.CancelledError:
+                getter.cancel()
+                self._soon()
+                if self._delivered and self._getters:
+                    self._wake()  # the item it was woken for is the next getter's
+                raise
+        return self._take(owner)
 
-    async def get(self):
-        while True:
-            self._recredit()
-            item = await self._delivered.get()
-            if item is not WAKE:
-                return self._take(item)
-
-    def task_done(self, item):
+    def _release(self, item_id: int) -> Optional[Item]:
+        """Forgets a held item; returns it, or None if not held."""
+        item = self.held.pop(item_id, None)
         if item is None:
-            if not self.held:
-                raise ValueError("task_done() called too many times")
-            item_id, _ = self.held.popitem(last=False)
-        else:
-            item_id = item.id if isinstance(item, Item) else int(item)
-            if self.held.pop(item_id, None) is None:
-                raise ValueError(f"task_done(): no item {item_id} is held by this client")
+            return None
+        task = self._owners.pop(item_id)
+        ids = self._by_task[task]
+        ids.remove(item_id)
+        if not ids:
+            del self._by_task[task]
+        self._soon()
+        return item
+
+    def own_item(self) -> int:
+        """The id of the one item the calling task holds, for a bare
+        task_done(); raises ValueError when that is not exactly one."""
+        if not self.held:
+            raise ValueError("task_done() called too many times: this client holds no item")
+        ids = self._by_task.get(current_task(), [])
+        if len(ids) == 1:
+            return ids[0]
+        if not ids:
+            raise ValueError("task_done(): the calling task got no item that is not done yet; "
+                             "items got by other tasks are acked with task_done(item)")
+        raise ValueError(f"task_done(): the calling task holds {len(ids)} items; say which "
+                         "one is done with task_done(item)")
+
+    def task_done(self, item: Union[Item, int, None]) -> None:
+        item_id = self.own_item() if item is None else (
+            item.id if isinstance(item, Item) else int(item))
+        if self._release(item_id) is None:
+            raise ValueError(f"task_done(): no item {item_id} is held by this client")
+        if item_id in self._stale:
+            self._stale.discard(item_id)
+            return  # its session is gone: the broker delivers it again
         self._acks.append(item_id)
         if len(self._acks) >= IDS_MAX:
-            self.flush_acks()
-        elif self._ack_handle is None:
-            self._ack_handle = asyncio.get_running_loop().call_soon(self.flush_acks)
+            self.flush()
 
-    def flush_acks(self):
-        """Sends the acks made so far, as one ACK."""
-        if self._ack_handle is not None:
-            self._ack_handle.cancel()
-            self._ack_handle = None
-        if self._acks:
-            ids, self._acks = self._acks, []
-            self.session.send(message(b"ACK", self.session.tag(b"ack"), pack_ids(ids)))
+    def touch(self, item: Union[Item, int]) -> None:
+        item_id = item.id if isinstance(item, Item) else int(item)
+        if item_id not in self.held:
+            raise ValueError(f"touch(): no item {item_id} is held by this client")
+        self.flush()  # in order: an item acked before is not touched
+        self.session.send(message(b"TOUCH", self.session.tag(b"touch"), pack_ids([item_id])))
 
-    def touch(self, item):
-        self.flush_acks()  # in order: an item acked before is not touched
-        self.session.send(message(b"TOUCH", self.session.tag(b"touch"), pack_ids([item.id])))
-
-    def nack(self, item, delay, reason):
+    def nack(self, item: Union[Item, int], delay: float, reason: str) -> None:
+        item_id = item.id if isinstance(item, Item) else int(item)
         delay_ms = int(delay * 1000)
         if not 0 <= delay_ms <= WAIT_MAX_MS:
             raise ValueError(f"nack(): delay is 0 to {WAIT_MAX_MS // 1000} seconds")
-        if self.held.pop(item.id, None) is None:
-            raise ValueError(f"nack(): no item {item.id} is held by this client")
-        self.flush_acks()
+        if self._release(item_id) is None:
+            raise ValueError(f"nack(): no item {item_id} is held by this client")
+        if item_id in self._stale:
+            self._stale.discard(item_id)
+            return
+        self.flush()
         self.session.send(message(b"NACK", self.session.tag(b"nack"), delay_ms, cut_text(reason),
-                                  pack_ids([item.id])))
+                                  pack_ids([item_id])))
 
-    async def close(self):
-        self.flush_acks()  # before BYE, which gives back every item still held
+    @property
+    def waiting(self) -> int:
+        """Items delivered to this client and not yet got."""
+        return sum(1 for item in self._delivered if isinstance(item, Item))
+
+    async def close(self) -> None:
+        self.flush()  # acks before BYE, which gives back every item still held
+        if self._end_of_tick is not None:
+            self._end_of_tick.cancel()
         await self.session.close()

@@ -3,25 +3,39 @@ event-loop tick go out together, as one PUTS, at the end of the tick: a
 burst costs few messages and a single put waits for nothing. Every message
 is kept until the broker confirms it (SYNCED) and sent again, with the same
 seqs, when the broker lost it; the broker keeps each put once. At most the
-broker's window of puts is left unconfirmed."""
+broker's window of puts is left unconfirmed.
+
+The PUSH socket is a plain one written with NOBLOCK (what it has no room
+for waits in order), and a SYNC is sent in the same tick as the puts it
+confirms: an awaited put costs one round trip and no task."""
+from __future__ import annotations
+
 import asyncio
 import collections
 import logging
+from typing import Any, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import zmq
 
-from .protocol import PUTS_ENTRY, BrokerError, message, pack_puts, seq_range
-from .security import apply_keys
-from .session import log_failure
+from .protocol import (PUTS_ENTRY, BrokerError, Fields, Frames, Welcome, message, pack_puts,
+                       seq_range)
+from .security import Keys, apply_keys
+from .session import Reply, Session
+from .sockets import Reader, plain_socket
 
 log = logging.getLogger("asyncq")
 
 ALONE_BYTES = 64 * 1024  # an item this large goes alone, as a PUT
 
-Sent = collections.namedtuple("Sent", "first last frames size")  # size: as has_room counts
+
+class Sent(NamedTuple):
+    first: int
+    last: int
+    frames: Frames
+    size: int  # as has_room counts
 
 
-def _retrieved(sync):
+def _retrieved(sync: "asyncio.Future[None]") -> None:
     """Marks a SYNC's failure seen: whoever waits for it raises it, and one
     started early that nobody waited for is asked again by the next
     confirm()."""
@@ -29,58 +43,106 @@ def _retrieved(sync):
         sync.exception()
 
 
+class Push:
+    """The PUSH socket: sends at once, or in order once it has room."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, keys: Optional[Keys]) -> None:
+        self.socket = plain_socket(context, zmq.PUSH)
+        apply_keys(self.socket, keys)
+        self.socket.connect(endpoint)
+        self._waiting: Deque[Frames] = collections.deque()
+        self._reader = Reader(self.socket, self._flush)
+        self._retry: Optional[asyncio.TimerHandle] = None
+
+    def send(self, frames: Frames) -> None:
+        if not self._waiting:
+            try:
+                self.socket.send_multipart(frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+        self._waiting.append(frames)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._waiting:
+            try:
+                self.socket.send_multipart(self._waiting[0], zmq.NOBLOCK)
+            except zmq.Again:
+                # No room (the broker is away, or slow): the descriptor
+                # signals when there is; tried again a little later anyway.
+                if self._retry is None or self._retry.cancelled():
+                    self._retry = asyncio.get_running_loop().call_later(0.05, self._again)
+                return
+            self._waiting.popleft()
+
+    def _again(self) -> None:
+        self._retry = None
+        self._flush()
+
+    def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        self._reader.close()
+        self.socket.close(linger=0)  # only confirmed puts are promised
+
+
 class Producer:
-    def __init__(self, session, context, push_endpoint, keys):
+    def __init__(self, session: Session, context: zmq.Context[Any], push_endpoint: str,
+                 keys: Optional[Keys]) -> None:
         self._session = session
         self._context, self._push_endpoint, self._keys = context, push_endpoint, keys
-        self._push = None
+        self._push: Optional[Push] = None
         self.seq = 0          # the last seq given to a put, sent or gathered
         self.confirmed = 0    # every seq up to this one is confirmed
-        self.held = None      # the full queue the broker holds our puts for (HELD)
+        self.held: Optional[str] = None  # the full queue the broker holds our puts for (HELD)
         self.unconfirmed = 0  # puts sent or gathered, not confirmed
         self._unconfirmed_bytes = 0
-        self._sent = collections.deque()  # Sent messages not confirmed, oldest first
-        self._batch = []                  # payloads gathered for the next message
-        self._batch_key = None            # their (queue, lease_ms)
-        self._batch_size = 0              # bytes of their PUTS items frame
-        self._flush_handle = None
-        self._syncing = None
-        self._watched = set()             # seqs a put() waits for
-        self._refused = {}                # seq -> BrokerError, for those put()s
-        self.refusals = collections.deque(maxlen=100)  # about puts no put() waits for
+        self._sent: Deque[Sent] = collections.deque()  # not confirmed, oldest first
+        self._batch: List[bytes] = []                  # payloads gathered for the next message
+        self._batch_key: Tuple[str, int] = ("", 0)     # their (queue, lease_ms)
+        self._batch_size = 0                           # bytes of their PUTS items frame
+        self._flush_handle: Optional[asyncio.Handle] = None
+        self._syncing: Optional["asyncio.Future[None]"] = None
+        self._watched: Set[int] = set()                # seqs a put() waits for
+        self._refused: Dict[int, BrokerError] = {}     # seq -> BrokerError, for those put()s
+        self.refusals: Deque[BrokerError] = collections.deque(maxlen=100)  # about other puts
         session.on_message = self._on_message
         session.on_reconnect = self._on_reconnect
 
-    def _push_socket(self):
+    @property
+    def _welcome(self) -> Welcome:
+        assert self._session.welcome is not None  # the session is open
+        return self._session.welcome
+
+    def _push_socket(self) -> Push:
         """The PUSH socket, connected at the first put: a client that only
         joins or reads stats opens none (the broker closes connections that
         neither put nor say HELLO, 9.2)."""
         if self._push is None:
-            self._push = self._context.socket(zmq.PUSH)
-            apply_keys(self._push, self._keys)
-            self._push.connect(self._push_endpoint)
+            self._push = Push(self._context, self._push_endpoint, self._keys)
         return self._push
 
-    def has_room(self, size):
+    def has_room(self, size: int) -> bool:
         """Whether one more put of size bytes stays within the window. Bytes
         count as in a PUTS items frame, length prefix included: at least
         what the broker counts."""
-        welcome = self._session.welcome
+        welcome = self._welcome
         return not self.unconfirmed or (
             self.unconfirmed < welcome.window
             and self._unconfirmed_bytes + PUTS_ENTRY.size + size <= welcome.window_bytes)
 
-    async def make_room(self, size):
+    async def make_room(self, size: int) -> None:
         """Waits for confirmations until one more put of size bytes fits in
         the window: the broker holds at most that much of a producer for a
         full queue (4.10), and more would be refused."""
         while not self.has_room(size):
             await self.confirm(self._sent[0].last if self._sent else self.seq)
 
-    def add(self, queue, payload, lease_ms):
+    def add(self, queue: str, payload: bytes, lease_ms: int) -> int:
         """Gives the put its seq and sends it: alone, or in the batch sent at
         the end of this tick. Returns the seq. The caller made room."""
-        max_item = self._session.welcome.max_item
+        max_item = self._welcome.max_item
         entry = PUTS_ENTRY.size + len(payload)
         alone = len(payload) >= ALONE_BYTES or entry > max_item
         if self._batch and (alone or self._batch_key != (queue, lease_ms)
@@ -98,11 +160,11 @@ class Producer:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
         self._batch.append(payload)
         self._batch_size += entry
-        if len(self._batch) >= self._session.welcome.max_batch:
+        if len(self._batch) >= self._welcome.max_batch:
             self.flush()
         return self.seq
 
-    def flush(self):
+    def flush(self) -> None:
         """Sends the gathered puts: one as a PUT, more as one PUTS."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -119,63 +181,77 @@ class Producer:
                              pack_puts(payloads))
         self._send(Sent(first, self.seq, frames, size))
 
-    def _send(self, sent):
+    def _send(self, sent: Sent) -> None:
         self._sent.append(sent)
-        self._push_socket().send_multipart(sent.frames).add_done_callback(log_failure)
+        self._push_socket().send(sent.frames)
         # Half the window in use: ask for a confirmation now, so that the
         # window rarely fills and put() rarely waits for one.
-        welcome = self._session.welcome
+        welcome = self._welcome
         if (self.unconfirmed >= welcome.window // 2
                 or self._unconfirmed_bytes >= welcome.window_bytes // 2):
             self._start_sync()
 
-    def _on_reconnect(self):
+    def _on_reconnect(self) -> None:
         """After a new HELLO (the broker restarted): the unconfirmed puts
         again. With none, the PUSH socket is closed, to be opened at the
         next put: its new connection would sit silent, and a broker closes
         such connections again and again (9.2)."""
         if not self._sent and self._push is not None:
-            self._push.close(linger=0)
+            self._push.close()
             self._push = None
         self._resend()
 
-    def _resend(self):
+    def _resend(self) -> None:
         """Every unconfirmed message again, oldest first, each with its seqs:
         the broker takes them in order and drops those it has (4.1)."""
         for sent in self._sent:
-            self._push_socket().send_multipart(sent.frames).add_done_callback(log_failure)
+            self._push_socket().send(sent.frames)
 
-    async def confirm(self, seq):
+    async def confirm(self, seq: int) -> None:
         """Returns once the broker has confirmed every put up to seq."""
         if self._batch and seq > self.seq - len(self._batch):
             self.flush()
         while self.confirmed < seq:
-            self._start_sync()
-            await asyncio.shield(self._syncing)
+            await asyncio.shield(self._start_sync())
 
-    def _start_sync(self):
-        """One SYNC at a time, for the last put sent."""
-        if self._sent and (self._syncing is None or self._syncing.done()):
-            self._syncing = asyncio.ensure_future(self._sync(self._sent[-1].last))
+    def _start_sync(self) -> "asyncio.Future[None]":
+        """One SYNC at a time, for the last put sent: the future of the one
+        in flight, or of a new one."""
+        if self._syncing is None or self._syncing.done():
+            self._syncing = asyncio.get_running_loop().create_future()
             self._syncing.add_done_callback(_retrieved)
+            if self._sent:
+                self._sync(self._syncing, self._sent[-1].last)
+            else:
+                self._syncing.set_result(None)
+        return self._syncing
 
-    async def _sync(self, seq):
+    def _sync(self, done: "asyncio.Future[None]", seq: int) -> None:
         client_id = self._session.client_id
-        while True:
-            try:
-                await self._session.request(
-                    b"sync", lambda tag: message(b"SYNC", tag, client_id, seq))
-                break
-            except BrokerError as error:
-                if error.code != 410:
-                    raise
-                # Puts were lost on the way: all again, then the SYNC again,
-                # which waits for them at the broker (4.7).
-                log.info("%s: the broker lost puts; sending them again", client_id)
-                self._resend()
-        self._confirm_to(seq)
+        reply = self._session.start_request(
+            b"sync", lambda tag: message(b"SYNC", tag, client_id, seq))
+        reply.add_done_callback(lambda reply: self._synced(done, seq, reply))
 
-    def _confirm_to(self, seq):
+    def _synced(self, done: "asyncio.Future[None]", seq: int,
+                reply: "asyncio.Future[Reply]") -> None:
+        if done.done():
+            return
+        error = None if reply.cancelled() else reply.exception()
+        if reply.cancelled():
+            done.cancel()
+        elif isinstance(error, BrokerError) and error.code == 410:
+            # Puts were lost on the way: all again, then the SYNC again,
+            # which waits for them at the broker (4.7).
+            log.info("%s: the broker lost puts; sending them again", self._session.client_id)
+            self._resend()
+            self._sync(done, seq)
+        elif error is not None:
+            done.set_exception(error)
+        else:
+            self._confirm_to(seq)
+            done.set_result(None)
+
+    def _confirm_to(self, seq: int) -> None:
         self.confirmed = max(self.confirmed, seq)
         self.held = None
         while self._sent and self._sent[0].last <= seq:
@@ -183,16 +259,16 @@ class Producer:
             self.unconfirmed -= sent.last - sent.first + 1
             self._unconfirmed_bytes -= sent.size
 
-    def watch(self, seq):
+    def watch(self, seq: int) -> None:
         """A put() will wait for seq: an ERROR refusing it is kept for it."""
         self._watched.add(seq)
 
-    def claim(self, seq):
+    def claim(self, seq: int) -> Optional[BrokerError]:
         """Stops watching seq; returns the BrokerError refusing it, if any."""
         self._watched.discard(seq)
         return self._refused.pop(seq, None)
 
-    def _on_message(self, command, fields):
+    def _on_message(self, command: bytes, fields: Fields) -> None:
         if command == b"HELD" and len(fields) == 4:
             self.held = fields[3].decode()
             log.info("%s: puts from seq %s on held: queue %s is full", self._session.client_id,
@@ -205,7 +281,7 @@ class Producer:
             else:
                 log.warning("%s: %s", self._session.client_id, error)
 
-    def _refuse(self, first, last, error):
+    def _refuse(self, first: int, last: int, error: BrokerError) -> None:
         """Puts first..last were received and refused (4.1)."""
         watched = [seq for seq in self._watched if first <= seq <= last]
         for seq in watched:
@@ -213,10 +289,10 @@ class Producer:
         if len(watched) < last - first + 1:
             self.refusals.append(error)
 
-    def close(self):
+    def close(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self._syncing is not None:
+        if self._syncing is not None and not self._syncing.done():
             self._syncing.cancel()
         if self._push is not None:
-            self._push.close(linger=0)  # only confirmed puts are promised
+            self._push.close()

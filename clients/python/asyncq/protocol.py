@@ -1,8 +1,11 @@
 """asyncq/2 wire protocol (docs/PROTOCOL.md): addresses, messages, the
 binary batch frames, errors."""
-import collections
+from __future__ import annotations
+
+import asyncio
 import re
 import struct
+from typing import FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 SIGNATURE = b"asyncq/2"
 DEFAULT_PORT = 5557
@@ -13,32 +16,55 @@ WAIT_MAX_MS = 86400000   # longest NACK delay and JOIN time-out
 PUTS_ENTRY = struct.Struct(">I")        # length before each PUTS item
 ITEMS_ENTRY = struct.Struct(">QIQII")   # id, attempt, age-us, lease-ms, length
 
-Welcome = collections.namedtuple(
-    "Welcome", "broker_id max_item heartbeat_ms max_batch window window_bytes roles persistence")
+Frames = List[bytes]           # a message as sent: signature, command, fields
+Fields = List[bytes]           # a message's fields, after its command
+Field = Union[bytes, str, int]
+Delivery = Tuple[int, int, int, int, memoryview]  # id, attempt, age-us, lease-ms, payload
 
 
-def endpoints(address):
+class Welcome(NamedTuple):
+    broker_id: str
+    max_item: int
+    heartbeat_ms: int
+    max_batch: int
+    window: int
+    window_bytes: int
+    roles: FrozenSet[str]
+    persistence: str
+
+
+ADDRESS_FORMS = "HOST[:PORT], tcp://HOST:PORT or ipc://PATH"
+
+
+def endpoints(address: str) -> Tuple[str, str]:
     """The broker's (PULL, ROUTER) endpoints for HOST[:PORT], tcp://HOST:PORT
-    or ipc://PATH (PROTOCOL.md section 2)."""
-    if address.startswith("ipc://"):
+    or ipc://PATH (PROTOCOL.md section 2). Raises ValueError naming the
+    accepted forms for anything else."""
+    if not isinstance(address, str):
+        raise TypeError(f"a broker address is a str ({ADDRESS_FORMS}), not "
+                        f"{type(address).__name__}")
+    if address.startswith("ipc://") and len(address) > len("ipc://"):
         return address + ".pull", address + ".router"
-    if address.startswith("tcp://"):
-        address = address[len("tcp://"):]
-    host, port = address, DEFAULT_PORT
-    if address.startswith("["):  # [v6] or [v6]:PORT
-        end = address.index("]")
-        host, rest = address[:end + 1], address[end + 1:]
-        if rest:
-            port = int(rest.lstrip(":"))
-    elif address.count(":") == 1:
-        host, text = address.split(":")
-        port = int(text)
-    if not host or not 0 < port < 65535:
-        raise ValueError(f"not a broker address: {address!r}")
+    rest = address[len("tcp://"):] if address.startswith("tcp://") else address
+    host, port_text = rest, str(DEFAULT_PORT)
+    if rest.startswith("["):  # [v6] or [v6]:PORT
+        end = rest.find("]")
+        host, tail = (rest[:end + 1], rest[end + 1:]) if end > 0 else ("", "")
+        if tail:
+            port_text = tail[1:] if tail.startswith(":") else "?"
+    elif rest.count(":") == 1:
+        host, port_text = rest.split(":")
+    elif ":" in rest or "/" in rest:
+        host = ""
+    if (not host or any(c in host for c in "/ @") or not port_text.isdigit()
+            or not 0 < int(port_text) < 65535 or (address.startswith("tcp://") and ":" not in rest)):
+        raise ValueError(f"not a broker address: {address!r} (expected {ADDRESS_FORMS}; "
+                         f"PORT is the broker's first port, 1 to 65534)")
+    port = int(port_text)
     return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
 
 
-def message(command, *fields):
+def message(command: bytes, *fields: Field) -> Frames:
     """A message: signature, command, then each field as one frame."""
     frames = [SIGNATURE, command]
     for field in fields:
@@ -50,14 +76,14 @@ def message(command, *fields):
     return frames
 
 
-def parse(frames):
+def parse(frames: Sequence[bytes]) -> Optional[Tuple[bytes, Fields]]:
     """(command, fields) of a message from the broker, or None if it is not one."""
     if len(frames) < 2 or frames[0] != SIGNATURE:
         return None
-    return frames[1], frames[2:]
+    return frames[1], list(frames[2:])
 
 
-def parse_welcome(fields):
+def parse_welcome(fields: Fields) -> Optional[Welcome]:
     """WELCOME's fields after its tag (4.2), or None if they are not all there."""
     if len(fields) != 9:
         return None
@@ -69,28 +95,29 @@ def parse_welcome(fields):
                    persistence.decode())
 
 
-def check_name(name, what="queue"):
+def check_name(name: str, what: str = "queue") -> str:
     if not NAME_RE.match(name.encode() if isinstance(name, str) else name):
         raise ValueError(f"{what} name {name!r} is not valid: 1 to 64 of A-Z a-z 0-9 . _ : -")
     return name
 
 
-def pack_ids(ids):
+def pack_ids(ids: Sequence[int]) -> bytes:
     """The ids frame of ACK, TOUCH and NACK: 8 bytes each, big-endian."""
     return struct.pack(f">{len(ids)}Q", *ids)
 
 
-def pack_puts(payloads):
+def pack_puts(payloads: Sequence[bytes]) -> bytes:
     """A PUTS items frame: each payload after its u32 length (4.1)."""
     return b"".join(PUTS_ENTRY.pack(len(payload)) + payload for payload in payloads)
 
 
-def unpack_items(count, frame):
+def unpack_items(count: int, frame: bytes) -> List[Delivery]:
     """The deliveries of an ITEMS frame (4.4) as (id, attempt, age_us,
     lease_ms, payload) tuples, each payload a memoryview of the frame (copied
     once, into its Item). Raises ValueError if the frame does not hold
     exactly `count` of them."""
-    view, at, deliveries = memoryview(frame), 0, []
+    view, at = memoryview(frame), 0
+    deliveries: List[Delivery] = []
     for _ in range(count):
         if at + ITEMS_ENTRY.size > len(view):
             raise ValueError("ITEMS frame shorter than its count")
@@ -105,7 +132,7 @@ def unpack_items(count, frame):
     return deliveries
 
 
-def seq_range(subject):
+def seq_range(subject: bytes) -> Optional[Tuple[int, int]]:
     """(first, last) of an ERROR subject about puts ("7" or "7-70"), or
     None if the subject is not a seq range."""
     first, dash, last = subject.partition(b"-")
@@ -114,7 +141,7 @@ def seq_range(subject):
     return int(first), int(last) if dash else int(first)
 
 
-def cut_text(text):
+def cut_text(text: str) -> bytes:
     """text as at most TEXT_MAX bytes of UTF-8, cut on a character boundary."""
     return text.encode()[:TEXT_MAX].decode(errors="ignore").encode()
 
@@ -124,13 +151,14 @@ class BrokerError(Exception):
     (of the request it answers, b"" for puts and notices), .subject (bytes:
     a seq range, ids, a queue...) and .text."""
 
-    def __init__(self, code, name, subject=b"", text="", tag=b""):
+    def __init__(self, code: int, name: str, subject: bytes = b"", text: str = "",
+                 tag: bytes = b"") -> None:
         super().__init__(f"{code} {name}: {text}" + (f" ({subject.decode(errors='replace')})"
                                                       if subject else ""))
         self.code, self.name, self.subject, self.text, self.tag = code, name, subject, text, tag
 
     @property
-    def ids(self):
+    def ids(self) -> Tuple[int, ...]:
         """The item ids a 404 or 408 about ids names, else ()."""
         words = self.subject.split()
         if self.code not in (404, 408) or not all(word.isdigit() for word in words):
@@ -138,17 +166,24 @@ class BrokerError(Exception):
         return tuple(int(word) for word in words)
 
     @classmethod
-    def from_fields(cls, fields):
+    def from_fields(cls, fields: Fields) -> "BrokerError":
         code = int(fields[0]) if fields and fields[0].isdigit() else 0
         name = fields[1].decode(errors="replace") if len(fields) > 1 else ""
         tag = fields[2] if len(fields) > 2 else b""
         subject = fields[3] if len(fields) > 3 else b""
         text = fields[4].decode(errors="replace") if len(fields) > 4 else ""
-        return (QueueShutDown if code == 503 else cls)(code, name, subject, text, tag)
+        if code == 503:
+            return QueueShutDown(code, name, subject, text, tag)
+        return cls(code, name, subject, text, tag)
 
 
-class QueueShutDown(BrokerError):
-    """The queue was shut down (503): Python 3.13's asyncio.QueueShutDown."""
+_ASYNCIO_SHUT_DOWN: Tuple[type, ...] = (
+    (getattr(asyncio, "QueueShutDown"),) if hasattr(asyncio, "QueueShutDown") else ())
+
+
+class QueueShutDown(BrokerError, *_ASYNCIO_SHUT_DOWN):  # type: ignore[misc]
+    """The queue was shut down (503): Python 3.13's asyncio.QueueShutDown
+    (and, from Python 3.13, a subclass of it)."""
 
 
 class BrokerUnreachable(ConnectionError):

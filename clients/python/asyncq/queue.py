@@ -1,23 +1,36 @@
 """asyncq.Queue: asyncio.Queue's API over an asyncq broker."""
+from __future__ import annotations
+
 import asyncio
 import collections
 import os
-import time
+import socket as stdsocket
+import warnings
+from typing import Any, Coroutine, Deque, Dict, FrozenSet, NamedTuple, Optional, Union
 
 import zmq
 import zmq.asyncio
 
-from .consumer import Consumer, QueueEmpty
+from .consumer import Consumer, Item, QueueEmpty, current_task
 from .producer import Producer
-from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, check_name, endpoints,
-                       message, parse)
-from .security import HandshakeWatch, apply_keys, load_keys
+from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, Welcome, check_name,
+                       endpoints, message)
+from .security import load_keys
 from .session import Session
 
-Joined = collections.namedtuple("Joined", "count dead")
 
+class Joined(NamedTuple):
+    """A join's answer. count: the items that were outstanding (put and not
+    yet acked or dead-lettered) on the queue when the broker received the
+    join, and that the join therefore waited for; dead: of those, how many
+    were dead-lettered (gave up after --max-attempts) instead of acked."""
+    count: int  # type: ignore[assignment]  # (shadows tuple.count, as it always has)
+    dead: int
+
+
+Payload = Union[bytes, bytearray, memoryview, str]
 LEASE_MAX_MS = 2**31 - 1  # the broker's limit for a put's lease
-
+Stats = Dict[str, Union[int, str]]
 
 class Queue:
     """A queue on an asyncq broker, used like asyncio.Queue:
@@ -25,14 +38,18 @@ class Queue:
         q = asyncq.Queue("localhost:5557", "default")
         await q.put(b"item")          # returns once the broker holds it
         item = await q.get()          # an Item (bytes) with .id and .attempt
-        q.task_done()                 # acks the item got (or task_done(item))
+        q.task_done()                 # acks the item this task got
         await q.join()                # every item put before now is acked
         await q.close()
 
-    put, join, stats and close are coroutines; get is one too. The client
-    says HELLO on first use; it connects with one DEALER for putting and
-    joining and one for consuming (PROTOCOL.md 2), and reconnects by itself
-    if the broker restarts (unconfirmed puts are sent again, 4.2).
+    put, get, join, stats, shutdown and close are coroutines. Several
+    coroutines may share one Queue: each get() that waits asks the broker
+    for one item, so N coroutines hold at most N items (prefetch: that many
+    more sent ahead), and a bare task_done() acks the item the calling task
+    got (task_done(item) names it, from anywhere). The client says HELLO on
+    first use; it connects with one DEALER for putting and joining and one
+    for consuming (PROTOCOL.md 2), and reconnects by itself if the broker
+    restarts (unconfirmed puts are sent again, 4.2).
 
     With CURVE (PROTOCOL.md 7), curve_secret is the path of this client's
     secret certificate (`asyncq keygen` writes NAME.key_secret) and
@@ -40,15 +57,25 @@ class Queue:
     to ASYNCQ_CURVE_SECRET and ASYNCQ_SERVER_KEY. After the first use,
     .roles and .persistence say what the broker allows this client and what
     its confirms promise; .held names the full queue a put waits for.
+    Every time is in seconds.
     """
 
-    def __init__(self, broker="localhost", queue="default", *, credit=1, name="py",
-                 timeout=5.0, context=None, curve_secret=None, server_key=None):
+    def __init__(self, broker: str = "localhost", queue: str = "default", *,
+                 prefetch: int = 0, name: str = "py", timeout: float = 5.0,
+                 context: Optional[zmq.Context[Any]] = None, curve_secret: Optional[str] = None,
+                 server_key: Optional[str] = None, credit: Optional[int] = None) -> None:
         check_name(queue)
         check_name(name, "client")
-        if credit < 1:
-            raise ValueError("credit must be at least 1")
-        self.broker, self.queue, self.credit, self.timeout = broker, queue, credit, timeout
+        if credit is not None:
+            warnings.warn("Queue(credit=N) is Queue(prefetch=N - 1): the credit now follows "
+                          "the get() calls waiting", DeprecationWarning, stacklevel=2)
+            if credit < 1:
+                raise ValueError("credit must be at least 1")
+            prefetch = credit - 1
+        if not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch is a number of items, 0 or more, not {prefetch!r}")
+        self.broker, self.queue, self.timeout = broker, queue, timeout
+        self._prefetch = prefetch
         self._name = name
         self._push_endpoint, self._router_endpoint = endpoints(broker)
         self._keys = load_keys(curve_secret, server_key)
@@ -56,62 +83,101 @@ class Queue:
         self._client_id = f"{name}-{os.urandom(6).hex()}"
         self._lock = asyncio.Lock()
         self._closed = False
-        self._control = None        # Session for puts' SYNCs, joins and stats
-        self._producer = None
-        self._consumer = None       # with a Session of its own
-        self._cancelled_put = None  # (payload, seq) of a put cancelled before confirmed
+        self._resolved = False
+        self._control: Optional[Session] = None  # for puts' SYNCs, joins, stats
+        self._producer: Optional[Producer] = None
+        self._consumer: Optional[Consumer] = None  # with a Session of its own
+        self._cancelled_put: Optional[tuple[bytes, int]] = None  # (payload, seq) not confirmed
+        self._queued: Optional[int] = None  # the broker's latest `queued`, for qsize()
+        self._refresh: Optional["asyncio.Task[Stats]"] = None
 
-    def _welcome(self):
+    @property
+    def prefetch(self) -> int:
+        """Items the broker may send this client beyond what its waiting
+        get() calls need; may be changed at any time."""
+        return self._prefetch
+
+    @prefetch.setter
+    def prefetch(self, prefetch: int) -> None:
+        if not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch is a number of items, 0 or more, not {prefetch!r}")
+        self._prefetch = prefetch
+        if self._consumer is not None:
+            self._consumer.prefetch = prefetch
+            self._consumer.flush()
+
+    @property
+    def credit(self) -> int:
+        """Deprecated: prefetch + 1."""
+        return self.prefetch + 1
+
+    def _welcome(self) -> Optional[Welcome]:
         for session in (self._control, self._consumer and self._consumer.session):
             if session and session.welcome:
                 return session.welcome
         return None
 
     @property
-    def roles(self):
+    def roles(self) -> Optional[FrozenSet[str]]:
         """What the broker lets this client do (a frozenset of "produce",
         "consume", "admin"); None before the client has connected."""
         welcome = self._welcome()
-        return welcome and welcome.roles
+        return welcome.roles if welcome else None
 
     @property
-    def persistence(self):
+    def persistence(self) -> Optional[str]:
         """What a confirm means on this broker ("memory", "always",
         "interval" or "never", PROTOCOL.md 6); None before connecting."""
         welcome = self._welcome()
-        return welcome and welcome.persistence
+        return welcome.persistence if welcome else None
 
     @property
-    def held(self):
+    def held(self) -> Optional[str]:
         """The name of the full queue the broker holds this client's puts
         for (they wait for room), or None: why a put() or flush() waits."""
-        return self._producer and self._producer.held
+        return self._producer.held if self._producer else None
 
     @property
-    def reconnects(self):
+    def reconnects(self) -> int:
         """Times this client said HELLO again (the broker restarted, lost
         its session or fell silent)."""
         sessions = (self._control, self._consumer and self._consumer.session)
         return sum(session.reconnects for session in sessions if session)
 
-    async def _session(self, client_id, hello_seq=lambda: 0):
+    async def _resolve(self) -> None:
+        """A host name that does not resolve is said at once, with why."""
+        if self._resolved or not self._router_endpoint.startswith("tcp://"):
+            return
+        host, _, port = self._router_endpoint[len("tcp://"):].rpartition(":")
+        try:
+            await asyncio.get_running_loop().getaddrinfo(host.strip("[]"), int(port),
+                                                         type=stdsocket.SOCK_STREAM)
+        except stdsocket.gaierror as error:
+            raise BrokerUnreachable(f"cannot reach the broker at {self.broker}: host "
+                                    f"{host!r} does not resolve ({error.strerror})") from None
+        self._resolved = True
+
+    async def _session(self, client_id: str, hello_seq: Any = lambda: 0) -> Session:
+        await self._resolve()
         session = Session(self._context, self._router_endpoint, client_id, self._keys,
-                          hello_seq)
+                          hello_seq, address=self.broker)
         await session.open(self.timeout)
         return session
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("queue client is closed")
 
     # -- putting -----------------------------------------------------------
 
-    def _hello_seq(self):
+    def _hello_seq(self) -> int:
         return self._producer.confirmed + 1 if self._producer else 1
 
-    async def _open_producer(self):
+    async def _open_producer(self) -> Producer:
         """The control session and its Producer. Its HELLO names the oldest
         unconfirmed seq: it is the producer's session (4.2)."""
+        if self._producer is not None and not self._closed:
+            return self._producer
         async with self._lock:
             self._check_open()
             if self._producer is None:
@@ -120,12 +186,13 @@ class Queue:
                                           self._keys)
         return self._producer
 
-    async def put(self, item, *, lease=None):
-        """Puts item (bytes, or str as UTF-8) and returns once the broker
-        holds it. lease: seconds each delivery may take before the item is
-        delivered again (default: the queue's). Waits while the queue is full
-        (the broker's maxsize; .held says so). Raises QueueShutDown if the
-        queue was shut down, BrokerError if the broker refused it.
+    async def put(self, item: Payload, *, lease: Optional[float] = None) -> None:
+        """Puts item (bytes, bytearray, memoryview, or str as UTF-8) and
+        returns once the broker holds it. lease: seconds each delivery may
+        take before the item is delivered again (default: the queue's).
+        Waits while the queue is full (the broker's maxsize; .held says so).
+        Raises QueueShutDown if the queue was shut down, BrokerError if the
+        broker refused it, TypeError for an item of another type.
 
         Cancelling a waiting put does not take the item back (the broker
         already has it, or will): a put of the same item right after a
@@ -135,11 +202,12 @@ class Queue:
         if cancelled and cancelled[0] == payload:
             seq = cancelled[1]  # a retry of a cancelled put: it was sent already
         else:
-            if cancelled:
+            if cancelled and self._producer:
                 self._producer.claim(cancelled[1])
             seq = await self._send(payload, lease)
-            self._producer.watch(seq)
         producer = self._producer
+        assert producer is not None
+        producer.watch(seq)
         try:
             await producer.confirm(seq)
         except asyncio.CancelledError:
@@ -158,19 +226,21 @@ class Queue:
         if error:
             raise error
 
-    async def send(self, item, *, lease=None):
+    async def send(self, item: Payload, *, lease: Optional[float] = None) -> int:
         """Sends item without waiting for the broker to confirm it (the bulk
         form of put); returns its seq. Items sent in one event-loop tick go
         out together, at its end. flush() (or join(), close()) waits for
         the confirmations. Waits only when the broker's window of
         unconfirmed puts is full."""
-        if self._cancelled_put:
+        payload = _payload(item)
+        if self._cancelled_put and self._producer:
             self._producer.claim(self._cancelled_put[1])
             self._cancelled_put = None
-        return await self._send(_payload(item), lease)
+        return await self._send(payload, lease)
 
-    async def _send(self, payload, lease):
+    async def _send(self, payload: bytes, lease: Optional[float]) -> int:
         producer = await self._open_producer()
+        assert self._control is not None and self._control.welcome is not None
         max_item = self._control.welcome.max_item
         if len(payload) > max_item:
             raise ValueError(f"item of {len(payload)} bytes is larger than the broker's "
@@ -178,10 +248,11 @@ class Queue:
         if lease is not None and not 0 < lease * 1000 <= LEASE_MAX_MS:
             raise ValueError(f"lease is more than 0 and at most {LEASE_MAX_MS // 1000} seconds")
         lease_ms = 0 if lease is None else max(1, int(lease * 1000))
-        await producer.make_room(len(payload))
+        if not producer.has_room(len(payload)):
+            await producer.make_room(len(payload))
         return producer.add(self.queue, payload, lease_ms)
 
-    async def flush(self):
+    async def flush(self) -> None:
         """Waits until the broker has confirmed every put sent. Raises the
         BrokerError of a put made with send() that the broker refused since
         the last flush (put() raises its own)."""
@@ -196,115 +267,167 @@ class Queue:
 
     # -- getting -----------------------------------------------------------
 
-    async def _open_consumer(self):
+    async def _open_consumer(self, getting: bool = False) -> Consumer:
+        if self._consumer is not None and not self._closed:
+            return self._consumer
         async with self._lock:
             self._check_open()
             if self._consumer is None:
                 session = await self._session(self._client_id + "-get")
-                consumer = Consumer(session, self.queue, self.credit)
+                consumer = Consumer(session, self.queue, self.prefetch)
                 try:
-                    await consumer.start()
+                    await consumer.start(getting)
                 except BaseException:
                     await session.close()
                     raise
                 self._consumer = consumer
         return self._consumer
 
-    def get_nowait(self):
-        """An item already delivered to this client (its credit lets the
+    def get_nowait(self) -> Item:
+        """An item already delivered to this client (prefetch lets the
         broker send ahead), else raises asyncq.QueueEmpty. Delivery starts
         with the first get()."""
         if self._consumer is None:
             raise QueueEmpty
         return self._consumer.get_nowait()
 
-    async def get(self):
+    def get(self) -> Coroutine[Any, Any, Item]:
         """Waits for an item and returns it (an Item: bytes with .id and
-        .attempt). Cancelling a waiting get() loses nothing: an item that
+        .attempt). While it waits, the broker may send this client one more
+        item. Cancelling a waiting get() loses nothing: an item that
         arrives is kept for the next get(). Raises QueueShutDown once the
-        queue is shut down and empty."""
-        consumer = await self._open_consumer()
-        return await consumer.get()
+        queue is shut down and empty, in every get() waiting and every
+        later one. The item is held for the task that calls get() (also
+        when asyncio.wait_for() or create_task() runs the wait): that task's
+        bare task_done() acks it."""
+        return self._get(current_task())
 
-    def task_done(self, item=None):
-        """Acks an item got from get(): the given one (an Item or its id), or
-        the oldest one held. Raises ValueError if this client holds no such
-        item (called more times than get()). Acks made in one event-loop
-        tick go to the broker together, at its end."""
+    async def _get(self, owner: Optional["asyncio.Task[object]"]) -> Item:
+        consumer = await self._open_consumer(getting=True)
+        return await consumer.get(owner)
+
+    def task_done(self, item: Union[Item, int, None] = None) -> None:
+        """Acks an item got from get(): the given one (an Item or its id,
+        from any task), or, without an argument, the one item that the
+        calling asyncio task got and has not acked. Raises ValueError,
+        naming task_done(item), when that task holds no such item or
+        several; it never acks another task's item. Acks made in one
+        event-loop tick go to the broker together, at its end."""
         if self._consumer is None:
-            raise ValueError("task_done() called too many times")
+            raise ValueError("task_done() called too many times: this client holds no item")
         self._consumer.task_done(item)
 
-    def _held_consumer(self):
+    def _held_consumer(self) -> Consumer:
         if self._consumer is None:
             raise ValueError("this client holds no item")
         return self._consumer
 
-    async def touch(self, item):
-        """Gives a held item a fresh lease."""
+    def touch(self, item: Union[Item, int]) -> "asyncio.Future[None]":
+        """Gives a held item a fresh lease (sent at once; returns a done
+        future, so `await q.touch(item)` works too)."""
         self._held_consumer().touch(item)
+        return _done()
 
-    async def nack(self, item, delay=0.0, reason=""):
+    def nack(self, item: Union[Item, int], delay: float = 0.0,
+             reason: str = "") -> "asyncio.Future[None]":
         """Gives a held item back, to be delivered again after delay seconds
-        (at most a day); reason (text) goes to the broker's log."""
+        (at most a day); reason (text) goes to the broker's log. Sent at
+        once; returns a done future, so `await q.nack(...)` works too."""
         self._held_consumer().nack(item, delay, reason)
+        return _done()
 
     @property
-    def errors(self):
+    def errors(self) -> Deque[BrokerError]:
         """The broker's latest ERRORs about this client's acks, touches and
         nacks (404, 408 with .ids), for inspection."""
         return self._consumer.errors if self._consumer else collections.deque()
 
-    # -- joining and watching ----------------------------------------------
+    # -- joining, watching, shutting down ----------------------------------
 
-    def _send_acks(self):
+    def _send_acks(self) -> None:
         """Acks made in this tick go out now, before a JOIN or STATS that
         should see them (they would go at the end of the tick)."""
         if self._consumer is not None:
-            self._consumer.flush_acks()
+            self._consumer.flush()
 
-    async def join(self, timeout=None, *, all=False):
+    async def _control_session(self) -> Session:
+        await self._open_producer()
+        assert self._control is not None
+        self._send_acks()
+        return self._control
+
+    async def join(self, timeout: Optional[float] = None, *, all: bool = False) -> Joined:
         """Waits until every item the broker accepted on the queue before the
         join (this client's puts included) has been acked or dead-lettered;
         with all=True, until nothing at all is outstanding (asyncio's join).
-        Returns Joined(count, dead). Raises TimeoutError after timeout
-        seconds (at most a day), QueueShutDown if the queue was shut down
-        with immediate."""
+        Returns Joined(count, dead): count is how many items were
+        outstanding when the broker received the join (what it waited
+        for), dead how many of those were dead-lettered instead of acked.
+        Raises TimeoutError after timeout seconds (at most a day),
+        QueueShutDown if the queue was shut down with immediate."""
         if timeout is not None and not 0 <= timeout * 1000 <= WAIT_MAX_MS:
             raise ValueError(f"join(): timeout is 0 to {WAIT_MAX_MS // 1000} seconds")
         producer = await self._open_producer()
         await producer.confirm(producer.seq)
-        self._send_acks()
+        control = await self._control_session()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
 
-        def build(tag):
+        def build(tag: bytes) -> list[bytes]:
             ms = 0 if deadline is None else max(1, int((deadline - loop.time()) * 1000))
             return message(b"JOIN", tag, self.queue, ms, b"all" if all else b"before")
 
-        command, fields = await self._control.request(b"join", build)
+        command, fields = await control.request(b"join", build)
         if command == b"TIMEOUT":
             raise TimeoutError(f"join timed out: {int(fields[2])} items still outstanding")
         return Joined(int(fields[2]), int(fields[3]))
 
-    async def stats(self):
-        """The queue's numbers (PROTOCOL.md 4.8) as a dict of ints and strings."""
-        await self._open_producer()
-        self._send_acks()
-        _, fields = await self._control.request(
-            b"stats", lambda tag: message(b"STATS", tag, self.queue))
+    async def stats(self) -> Stats:
+        """The queue's numbers (PROTOCOL.md 4.8) as a dict of ints and
+        strings; empty when the broker does not know the queue."""
+        control = await self._control_session()
+        _, fields = await control.request(b"stats", lambda tag: message(b"STATS", tag, self.queue))
+        stats = parse_stats(fields[1]) if len(fields) > 1 else {}
+        queued = stats.get("queued", 0)
+        self._queued = queued if isinstance(queued, int) else 0
+        return stats
+
+    async def shutdown(self, immediate: bool = False) -> Stats:
+        """Shuts the queue down (Python 3.13's Queue.shutdown, PROTOCOL.md
+        4.11), for every client: later puts raise QueueShutDown; consumers
+        get what is left, then every get() raises QueueShutDown; joins
+        complete once the rest is done. immediate=True discards the queued
+        items (a waiting join then raises QueueShutDown). Needs the admin
+        role on a broker with keys. Returns the queue's stats after it."""
+        control = await self._control_session()
+        mode = b"immediate" if immediate else b"drain"
+        _, fields = await control.request(
+            b"shutdown", lambda tag: message(b"SHUTDOWN", tag, self.queue, mode))
         return parse_stats(fields[1]) if len(fields) > 1 else {}
 
-    def qsize(self):
-        """Items waiting for delivery (asyncio's qsize()). A request to the
-        broker: blocks for one round trip; use await stats() to avoid that."""
-        return blocking_stats(self._router_endpoint, self.queue, self.timeout, self._keys,
-                              f"{self._name}-{os.urandom(6).hex()}").get("queued", 0)
+    def qsize(self) -> int:
+        """Items waiting for delivery (asyncio's qsize()), without waiting:
+        those delivered to this client and not yet got, plus the broker's
+        count as of its latest answer. Each call asks the broker again in
+        the background (one request at a time), so a value is at most one
+        round trip old when qsize() is called repeatedly; before the first
+        answer it counts only this client's. `(await q.stats())["queued"]`
+        is the broker's count now."""
+        waiting = self._consumer.waiting if self._consumer else 0
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return waiting + (self._queued or 0)
+        if not self._closed and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.ensure_future(self.stats())
+            self._refresh.add_done_callback(_ignore)
+        return waiting + (self._queued or 0)
 
-    def empty(self):
+    def empty(self) -> bool:
+        """qsize() == 0, with qsize()'s freshness."""
         return self.qsize() == 0
 
-    async def close(self, timeout=None):
+    async def close(self, timeout: Optional[float] = None) -> None:
         """Waits for every put to be confirmed (at most timeout seconds, then
         raises TimeoutError: those puts may be lost), then ends both sessions:
         items delivered to this client and not acked go back to the queue."""
@@ -315,68 +438,45 @@ class Queue:
                 await asyncio.wait_for(self._producer.confirm(self._producer.seq), timeout)
         finally:
             self._closed = True
+            if self._refresh is not None and not self._refresh.done():
+                self._refresh.cancel()
             if self._consumer is not None:
                 await self._consumer.close()
-            if self._producer is not None:
+            if self._producer is not None and self._control is not None:
                 self._producer.close()
                 await self._control.close()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> "Queue":
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
 
-def _payload(item):
+def _payload(item: Payload) -> bytes:
     """An item as the bytes put on the wire: str as UTF-8."""
-    return item.encode() if isinstance(item, str) else bytes(item)
+    if isinstance(item, str):
+        return item.encode()
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    raise TypeError(f"an item is bytes, bytearray, memoryview or str, not "
+                    f"{type(item).__name__} (serialise it first, e.g. json.dumps(item))")
 
 
-def parse_stats(line):
-    values = {}
+def _done() -> "asyncio.Future[None]":
+    future: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+def _ignore(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled():
+        task.exception()  # a failed background refresh: the next one tries again
+
+
+def parse_stats(line: bytes) -> Stats:
+    values: Stats = {}
     for pair in line.decode().split():
         key, _, value = pair.partition("=")
         values[key] = int(value) if value.isdigit() else value
     return values
-
-
-def blocking_stats(router_endpoint, queue, timeout, keys, client_id):
-    """STATS over a short-lived blocking DEALER (for qsize()). STATS needs a
-    session (PROTOCOL.md 2): HELLO first, BYE after."""
-    socket = zmq.Context.instance().socket(zmq.DEALER)
-    apply_keys(socket, keys)
-    watch = HandshakeWatch(socket)
-    deadline = time.monotonic() + timeout
-    try:
-        socket.connect(router_endpoint)
-        socket.send_multipart(message(b"HELLO", b"hello", client_id, 0))
-        if _blocking_reply(socket, b"hello", deadline) is None:
-            raise watch.failure(keys) or BrokerUnreachable(
-                f"no answer from the broker at {router_endpoint}")
-        socket.send_multipart(message(b"STATS", b"stats", queue))
-        reply = _blocking_reply(socket, b"stats", deadline)
-        socket.send_multipart(message(b"BYE", b"bye"))
-        if reply is None:
-            raise TimeoutError("no answer from the broker")
-        return parse_stats(reply[1]) if len(reply) > 1 else {}
-    finally:
-        watch.close()
-        socket.close(linger=1000)  # the BYE still goes; close() does not wait
-
-
-def _blocking_reply(socket, tag, deadline):
-    """The fields of the reply tagged tag, or None at the deadline. Answers
-    HEARTBEATs meanwhile; raises BrokerError for an ERROR about tag."""
-    while socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
-        parsed = parse(socket.recv_multipart())
-        if parsed is None:
-            continue
-        command, fields = parsed
-        if command == b"HEARTBEAT" and fields:
-            socket.send_multipart(message(b"HEARTBEAT", fields[0]))
-        elif command == b"ERROR" and len(fields) > 2 and fields[2] == tag:
-            raise BrokerError.from_fields(fields)
-        elif fields and fields[0] == tag and command != b"ERROR":
-            return fields
-    return None

@@ -33,7 +33,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
                               "--max-sleep", "0")
         sent = re.findall(r"added <([^>]*)>", out)
         self.assertEqual(len(sent), 30)
-        async with asyncq.Queue(self.broker.address, "c2py", credit=4) as q:
+        async with asyncq.Queue(self.broker.address, "c2py", prefetch=3) as q:
             got = []
             for _ in range(30):
                 item = await q.get()
@@ -56,7 +56,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
                                   "--max-sleep", "0")
             sent = re.findall(r"added <([^>]*)>", out)
             self.assertEqual(len(sent), 500)
-        async with asyncq.Queue(self.broker.address, "batches", credit=64) as q:
+        async with asyncq.Queue(self.broker.address, "batches", prefetch=63) as q:
             got = []
             for _ in range(500):
                 got.append((await q.get()).decode())
@@ -108,7 +108,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
         self.broker = Broker("--heartbeat-ms", "200")
         address = self.broker.address
         async with asyncq.Queue(address, "restart") as producer, \
-                asyncq.Queue(address, "restart", credit=4) as consumer:
+                asyncq.Queue(address, "restart", prefetch=3) as consumer:
             getter = asyncio.create_task(consumer.get())
             while (await producer.stats()).get("consumers") != 1:
                 await asyncio.sleep(0.01)  # until its CREDIT reached the broker
@@ -134,7 +134,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
         self.broker = Broker("--heartbeat-ms", "200")
         address = self.broker.address
         async with asyncq.Queue(address, "away") as producer, \
-                asyncq.Queue(address, "away", credit=4) as consumer:
+                asyncq.Queue(address, "away", prefetch=3) as consumer:
             await producer.put(b"before")
             self.assertEqual(await consumer.get(), b"before")
             consumer.task_done()
@@ -191,7 +191,7 @@ class Interop(unittest.IsolatedAsyncioTestCase):
             self.assertEqual(await asyncio.wait_for(joiner, 30), asyncq.Joined(0, 0))
 
     async def test_leases_nack_and_limits(self):
-        async with asyncq.Queue(self.broker.address, "lease", credit=2) as q:
+        async with asyncq.Queue(self.broker.address, "lease", prefetch=1) as q:
             with self.assertRaises(ValueError):
                 await q.put(b"x" * (1024 * 1024 + 1))  # larger than the broker's max-item
             await q.put(b"job", lease=2.5)

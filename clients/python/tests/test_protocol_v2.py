@@ -53,7 +53,7 @@ class Batches(BrokerTest):
         await producer.flush()
         self.assertEqual(producer.held, None)
         self.assertEqual((await producer.stats())["puts"], 1000)
-        consumer = self.client(credit=100)
+        consumer = self.client(prefetch=99)
         got = []
         for _ in range(1000):
             got.append(int(await consumer.get()))
@@ -68,7 +68,7 @@ class Batches(BrokerTest):
         for payload in payloads:
             await producer.send(payload)
         await producer.flush()
-        consumer = self.client(credit=300)
+        consumer = self.client(prefetch=299)
         # Every item was queued before the consumer's CREDIT: the broker
         # sends them in one ITEMS, so once the first is got, all are here.
         got = [await consumer.get()]
@@ -147,12 +147,12 @@ class Credit(BrokerTest):
     broker_flags = ("--max-credit", "10")
 
     async def test_a_refused_credit_raises_from_get(self):
-        q = self.client(credit=11)
+        q = self.client(prefetch=10)
         with self.assertRaises(asyncq.BrokerError) as raised:
             await asyncio.wait_for(q.get(), 10)  # CREDITED awaited, not hanging
         self.assertEqual(raised.exception.code, 429)
         # The client may try again with a credit the broker takes.
-        q.credit = 10
+        q.prefetch = 9  # with the get() waiting: a credit of 10
         getter = asyncio.create_task(q.get())
         await self.until_stat("consumers", 1)
         await self.client().put(b"ok")
@@ -248,7 +248,7 @@ class Window(BrokerTest):
         while producer.held is None and not sender.done():
             await asyncio.sleep(0.01)
         self.assertFalse(sender.done())  # it waits: the queue is full
-        consumer = self.client(credit=5)
+        consumer = self.client(prefetch=4)
         got = []
         for _ in range(50):
             got.append(int(await asyncio.wait_for(consumer.get(), 10)))
@@ -265,18 +265,16 @@ class Lost(BrokerTest):
         q = self.client()
         await q.put(b"0")  # the PUSH socket is open
         push = q._producer._push
-        send, lost = push.send_multipart, []
+        send, lost = push.send, []
 
         def lossy_send(frames):
             """Loses the first message, as a broken connection would."""
             if not lost:
                 lost.append(frames)
-                done = asyncio.get_running_loop().create_future()
-                done.set_result(None)
-                return done
+                return None
             return send(frames)
 
-        with mock.patch.object(push, "send_multipart", lossy_send, create=True):
+        with mock.patch.object(push, "send", lossy_send):
             await q.send(b"1")
             await asyncio.sleep(0)  # the end of the tick sends "1": lost
             await q.send(b"2")      # arrives after a gap: dropped too
@@ -347,7 +345,8 @@ class Curve(unittest.IsolatedAsyncioTestCase):
         os.environ.update(ASYNCQ_CURVE_SECRET=self.secret, ASYNCQ_SERVER_KEY=server_key)
         await self.round_trip()
         q = asyncq.Queue(self.broker.address, self.name)
-        self.assertEqual(q.qsize(), 0)  # the blocking STATS uses the keys too
+        self.assertEqual((await q.stats())["queued"], 0)  # STATS uses the keys too
+        await q.close()
 
     async def test_a_wrong_server_key_is_a_key_mismatch(self):
         q = asyncq.Queue(self.broker.address, self.name, timeout=1, curve_secret=self.secret,
@@ -355,7 +354,7 @@ class Curve(unittest.IsolatedAsyncioTestCase):
         with self.assertRaisesRegex(asyncq.KeyMismatch, "broker's key does not match"):
             await q.put(b"x")
         with self.assertRaises(asyncq.KeyMismatch):
-            await asyncio.to_thread(q.qsize)  # blocks for its time-out
+            await q.stats()
         await q.close()
 
     async def test_a_key_not_in_the_clients_directory_is_refused(self):
@@ -392,7 +391,7 @@ class Curve(unittest.IsolatedAsyncioTestCase):
     async def test_c_producer_with_keys_to_python_consumer(self):
         self.broker.run("asyncq-producer", "-q", self.name, "--count", "20", "--max-sleep", "0",
                         "--curve-secret", self.secret, "--server-key", self.keys.public("broker"))
-        async with asyncq.Queue(self.broker.address, self.name, credit=8,
+        async with asyncq.Queue(self.broker.address, self.name, prefetch=7,
                                 curve_secret=self.secret,
                                 server_key=self.keys.public("broker")) as q:
             for _ in range(20):

@@ -54,7 +54,7 @@ class Basics(QueueSemantics):
         self.assertEqual(got, list(range(20)))
 
     async def test_get_nowait_takes_only_what_was_delivered(self):
-        q = self.client(credit=2)
+        q = self.client(prefetch=1)
         with self.assertRaises(asyncq.QueueEmpty):
             q.get_nowait()
         await q.put(b"one")
@@ -68,8 +68,8 @@ class Basics(QueueSemantics):
             except asyncq.QueueEmpty:
                 await asyncio.sleep(0.01)  # on its way from the broker
         self.assertEqual(item, b"two")
-        q.task_done()
-        q.task_done()
+        q.task_done(item)
+        q.task_done()  # "one" is the only item this task still holds
         with self.assertRaises(asyncq.QueueEmpty):
             q.get_nowait()
 
@@ -84,7 +84,7 @@ class Basics(QueueSemantics):
             q.task_done()
 
     async def test_task_done_names_the_item(self):
-        q = self.client(credit=2)
+        q = self.client(prefetch=1)
         await q.put(b"a")
         await q.put(b"b")
         a, b = await q.get(), await q.get()
@@ -124,7 +124,7 @@ class Basics(QueueSemantics):
 
     async def test_join_returns_when_two_workers_finish_100_items(self):
         producer = self.client()
-        workers = [self.client(credit=4) for _ in range(2)]
+        workers = [self.client(prefetch=3) for _ in range(2)]
         for i in range(100):
             await producer.send(str(i))
         done = []
@@ -165,12 +165,12 @@ class Basics(QueueSemantics):
         self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
 
     async def test_items_of_a_closed_client_go_to_another(self):
-        first = asyncq.Queue(self.broker.address, self.name, credit=1)
+        first = asyncq.Queue(self.broker.address, self.name, prefetch=1)
         getter = asyncio.create_task(first.get())
         await self.until_stat("consumers", 1)
         getter.cancel()
         await self.client().put(b"held")
-        # The item reaches first (its credit) but no get() takes it.
+        # The item reaches first (its prefetch) but no get() takes it.
         await self.until_stat("inflight", 1)
         await first.close()
         second = self.client()

@@ -1,0 +1,41 @@
+"""Plain (blocking-API) ZeroMQ sockets driven by the event loop: a reader
+callback on ZMQ_FD and sends with NOBLOCK, without pyzmq's asyncio layer
+and its futures and polls."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable
+
+import zmq
+
+
+def plain_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
+    """A socket with pyzmq's plain API on context, asyncio's or not."""
+    return zmq.Context.shadow(context.underlying).socket(kind)
+
+
+class Reader:
+    """Calls on_ready(socket) from the event loop whenever a plain ZeroMQ
+    socket may have a message to read or room to send. ZMQ_FD is
+    edge-triggered and a send can consume its edge: kick() after a send
+    makes sure a message that arrived meanwhile is still read."""
+
+    def __init__(self, socket: zmq.Socket[Any], on_ready: Callable[[], None]) -> None:
+        self._socket, self._on_ready = socket, on_ready
+        self._loop = asyncio.get_running_loop()
+        self._fd: int = socket.getsockopt(zmq.FD)  # type: ignore[assignment]
+        self._kicked = False
+        self._loop.add_reader(self._fd, self._ready)
+        self.kick()  # the descriptor signals only once a read found nothing
+
+    def _ready(self) -> None:
+        self._kicked = False
+        self._on_ready()
+
+    def kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self._loop.call_soon(self._ready)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
