@@ -35,6 +35,7 @@
 
 #include "asyncq/consumer.h"
 #include "asyncq/control.h"
+#include "asyncq/internal.h" /* s_join speaks JOIN itself */
 #include "asyncq/process.h"
 #include "asyncq/producer.h"
 #include "asyncq/program.h"
@@ -161,7 +162,7 @@ static int s_consumer(void *arg)
 {
     (void) arg;
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(g_address, QUEUE, g_opts.credit, "bench", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(g_address, "bench", QUEUE, g_opts.credit, &rc);
     if (!consumer) {
         fprintf(stderr, "asyncq-bench: consumer: %s\n", aq_strerror(rc));
         atomic_fetch_add(&g_shared->failed, 1);
@@ -478,7 +479,7 @@ static int s_run_fill(aq_process_t *broker)
     }
     aq_status_t rc;
     uint64_t queued = 0;
-    aq_session_t *session = aq_session_new(g_address, "bench-stats", 0, 5000, &rc);
+    aq_session_t *session = aq_session_new(g_address, "bench-stats", 5000, &rc);
     if (session)
         rc = aq_stats(session, QUEUE, s_queued_line, &queued);
     aq_session_destroy(&session);
@@ -502,7 +503,7 @@ static int s_run_flow(aq_process_t *broker)
     int64_t joined_us = 0;
     aq_session_t *session = NULL;
     if (done) {
-        session = aq_session_new(g_address, "bench-join", 0, 5000, &rc);
+        session = aq_session_new(g_address, "bench-join", 5000, &rc);
         if (session)
             rc = s_join(session, &result, &joined_us);
     }

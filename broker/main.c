@@ -8,7 +8,7 @@
 #include "asyncq/control.h"
 #include "asyncq/program.h"
 #include "asyncq/security.h"
-#include "asyncq/session.h"
+#include "asyncq/internal.h"
 #include "asyncq/version.h"
 #include "broker.h"
 #include "http.h"
@@ -340,7 +340,7 @@ static int s_health(const char *bind, const char *curve_secret)
     aq_client_id_make("health", client_id, sizeof client_id);
     aq_status_t rc;
     /* Well within a HEALTHCHECK's time-out (5 s in the Dockerfile). */
-    aq_session_t *session = aq_session_new(address, client_id, 0, 3000, &rc);
+    aq_session_t *session = aq_session_open(address, client_id, 0, 3000, &rc);
     if (session)
         rc = aq_stats(session, "", s_ignore_line, NULL);
     aq_session_destroy(&session);

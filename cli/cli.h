@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "asyncq/internal.h"
 #include "asyncq/session.h"
 
 int cli_put(int argc, char **argv);
@@ -14,8 +15,15 @@ int cli_shutdown(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 
-/*  A session for `asyncq command`, or NULL after saying why on stderr. */
+/*  A session for `asyncq command`, or NULL after saying why on stderr (the
+    address as given, and the cause: aq_last_error()). */
 aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *rc);
+
+/*  Says on stderr why `asyncq command` failed with `rc`: for a request the
+    broker refused (AQ_REFUSED, or the code of its ERROR), the broker's
+    code, its name and its reason, from `session`'s last ERROR; else the
+    status in words. */
+void cli_report(const char *command, const aq_session_t *session, aq_status_t rc);
 
 /*  How asyncq stats prints: an aligned table (the default on a terminal),
     the broker's key=value lines (the default otherwise) or JSON. */

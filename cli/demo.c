@@ -171,13 +171,11 @@ static void s_totals(void *ctx, const char *line)
 static aq_status_t s_join(const demo_t *demo, const demo_options_t *opts)
 {
     aq_status_t rc;
-    char client_id[AQ_NAME_MAX + 1];
-    aq_client_id_make("demo", client_id, sizeof client_id);
-    aq_session_t *session = aq_session_new(demo->address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, &rc);
+    aq_session_t *session = cli_connect("demo", demo->address, &rc);
     if (!session)
         return rc;
     aq_join_result_t result;
-    rc = aq_join(session, opts->queue, 0, AQ_JOIN_BEFORE, &result);
+    rc = aq_join(session, opts->queue, -1, AQ_JOIN_BEFORE, &result);
     unsigned long long totals[2] = {0, 0};
     if (rc == AQ_OK)
         rc = aq_stats(session, opts->queue, s_totals, totals);
@@ -185,6 +183,8 @@ static aq_status_t s_join(const demo_t *demo, const demo_options_t *opts)
         printf("Joined: %llu items put by %llu producers, %llu acked by %llu consumers.\n",
                totals[0], (unsigned long long) opts->producers, totals[1],
                (unsigned long long) opts->consumers);
+    else
+        cli_report("demo", session, rc);
     aq_session_destroy(&session);
     return rc;
 }
@@ -219,9 +219,7 @@ int cli_demo(int argc, char **argv)
     for (uint64_t i = 0; ok && i < opts.producers; i++)
         ok = s_spawn_worker(&demo.producers[i], "asyncq-producer", i + 1, &demo, &opts);
     int failed = ok ? s_wait_producers(&demo, opts.producers) : 0;
-    aq_status_t rc = ok && failed >= 0 ? s_join(&demo, &opts) : AQ_INTERRUPTED;
-    if (ok && rc != AQ_OK)
-        fprintf(stderr, "asyncq demo: join failed: %s\n", aq_strerror(rc));
+    aq_status_t rc = ok && failed >= 0 ? s_join(&demo, &opts) : AQ_INTERRUPTED; /* says why */
     s_stop_all(&demo, &opts);
     double elapsed = (double) (zclock_usecs() - started) / 1e6;
     if (ok && rc == AQ_OK)

@@ -125,10 +125,8 @@ static int s_pause(join_progress_t *self)
 static void *s_run(void *arg)
 {
     join_progress_t *self = arg;
-    char client_id[AQ_NAME_MAX + 1];
-    aq_client_id_make("join-progress", client_id, sizeof client_id);
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(self->broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS, &rc);
+    aq_session_t *session = aq_session_new(self->broker, "join-progress", AQ_CONNECT_TIMEOUT_MS, &rc);
     join_counts_t first = {0}, now;
     /* No line rather than a wrong one: the join goes on regardless. */
     int counted = session && s_counts(session, self->queue, &first);

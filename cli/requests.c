@@ -123,13 +123,23 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
 
 aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *rc)
 {
-    char client_id[AQ_NAME_MAX + 1];
-    aq_client_id_make(command, client_id, sizeof client_id);
-    aq_session_t *session = aq_session_new(broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS, rc);
+    aq_session_t *session = aq_session_new(broker, command, AQ_CONNECT_TIMEOUT_MS, rc);
     if (!session)
-        fprintf(stderr, "asyncq %s: cannot reach the broker at '%s': %s\n", command, broker,
-                aq_strerror(*rc));
+        fprintf(stderr, "asyncq %s: %s\n", command, aq_last_error());
     return session;
+}
+
+void cli_report(const char *command, const aq_session_t *session, aq_status_t rc)
+{
+    const aq_error_t *error = session ? aq_session_error(session) : NULL;
+    /* A refusal is AQ_REFUSED, or the ERROR's own code where the library
+       passes it on (a join answered SHUT_DOWN). */
+    if (error && error->code && (rc == AQ_REFUSED || (int) rc == error->code))
+        fprintf(stderr, "asyncq %s: the broker refused: %s (%d): %s\n", command,
+                aq_status_name(error->code), error->code,
+                error->text[0] ? error->text : aq_strerror(error->code));
+    else
+        fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
 }
 
 int cli_put(int argc, char **argv)
@@ -142,8 +152,7 @@ int cli_put(int argc, char **argv)
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(opts.broker, "asyncq-put", &rc);
     if (!producer) {
-        fprintf(stderr, "asyncq put: cannot reach the broker at '%s': %s\n", opts.broker,
-                aq_strerror(rc));
+        fprintf(stderr, "asyncq put: %s\n", aq_last_error());
         return aq_exit_code(rc);
     }
     for (int i = optind; i < argc && rc == AQ_OK; i++) {
@@ -153,11 +162,15 @@ int cli_put(int argc, char **argv)
     }
     if (rc == AQ_OK)
         rc = aq_producer_sync(producer, -1);
-    if (rc == AQ_REFUSED)
-        fprintf(stderr, "asyncq put: %llu items refused: %s\n",
+    if (rc == AQ_REFUSED && aq_producer_refused(producer)) {
+        const aq_error_t *error = aq_session_error(aq_producer_session(producer));
+        fprintf(stderr, "asyncq put: %llu items refused by the broker: %s (%d): %s\n",
                 (unsigned long long) aq_producer_refused(producer),
-                aq_session_error(aq_producer_session(producer))->text);
-    else if (rc == AQ_OK)
+                aq_status_name(error->code), error->code, error->text);
+    }
+    else if (rc) /* the SYNC itself refused, say */
+        cli_report("put", aq_producer_session(producer), rc);
+    else
         printf("put %llu items into %s\n", (unsigned long long) aq_producer_sent(producer),
                opts.queue);
     aq_producer_destroy(&producer);
@@ -188,8 +201,10 @@ int cli_join(int argc, char **argv)
         return aq_exit_code(rc);
     aq_join_result_t result;
     join_progress_t *progress = join_progress_start(opts.broker, opts.queue, opts.all);
-    rc = aq_join(session, opts.queue, opts.timeout_ms, opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE,
-                 &result);
+    /* --timeout 0 (and no --timeout) is "none", as the flag always said;
+       the library's -1. */
+    rc = aq_join(session, opts.queue, opts.timeout_ms ? (int) opts.timeout_ms : -1,
+                 opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE, &result);
     join_progress_stop(&progress);
     if (rc == AQ_OK)
         printf("joined %s: %llu items were outstanding, %llu of them dead-lettered\n", opts.queue,
@@ -197,10 +212,8 @@ int cli_join(int argc, char **argv)
     else if (rc == AQ_TIMEOUT)
         printf("timed out on %s: %llu items still outstanding\n", opts.queue,
                (unsigned long long) result.outstanding);
-    else if (rc == AQ_REFUSED || rc == AQ_SHUT_DOWN)
-        fprintf(stderr, "asyncq join: refused: %s\n", aq_session_error(session)->text);
     else
-        fprintf(stderr, "asyncq join: %s\n", aq_strerror(rc));
+        cli_report("join", session, rc);
     aq_session_destroy(&session);
     return aq_exit_code(rc);
 }
@@ -226,7 +239,7 @@ static int s_print_report(const char *command, const request_options_t *opts, co
     else
         rc = aq_dead(session, opts->queue, action, s_print_line, NULL);
     if (rc)
-        fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
+        cli_report(command, session, rc);
     aq_session_destroy(&session);
     return aq_exit_code(rc);
 }

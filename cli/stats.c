@@ -271,7 +271,7 @@ static int s_show_once(aq_session_t *session, const char *queue, stats_format_t 
     stats_snapshot_t now = {0};
     aq_status_t rc = s_snapshot_fetch(session, queue, &now);
     if (rc)
-        fprintf(stderr, "asyncq stats: %s\n", aq_strerror(rc));
+        cli_report("stats", session, rc);
     else
         s_print(stdout, format, &now, NULL, 0);
     s_snapshot_free(&now);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "asyncq/codec.h"
 #include "asyncq/process.h"
 
 #define EXEC_STOP_GRACE_MS 5000

@@ -277,10 +277,9 @@ int main(int argc, char **argv)
         return AQ_EXIT_USAGE;
 
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(opts.broker, opts.queue, opts.credit, opts.name, &rc);
+    aq_consumer_t *consumer = aq_consumer_new(opts.broker, opts.name, opts.queue, opts.credit, &rc);
     if (!consumer) {
-        fprintf(stderr, "asyncq-consumer: cannot reach the broker at '%s': %s\n", opts.broker,
-                aq_strerror(rc));
+        fprintf(stderr, "asyncq-consumer: %s\n", aq_last_error());
         return aq_exit_code(rc);
     }
     rc = opts.exec ? s_run_exec(consumer, &opts) : s_run(consumer, &opts);

@@ -60,6 +60,9 @@ static void s_usage(FILE *out)
             "                            (env ASYNCQ_COUNT)\n"
             "      --max-sleep SECONDS   sleep a random time up to this before each put;\n"
             "                            0 for none (env ASYNCQ_MAX_SLEEP; 1, or 0 with --stdin)\n"
+            "                            (an item printed as added is at the broker already:\n"
+            "                            with a sleep each is sent as it is put; without,\n"
+            "                            items go in batches as fast as they come)\n"
             "      --stdin               put each line of standard input as an item; on a\n"
             "                            terminal, a line on stderr shows the items sent\n"
             "                            and confirmed, and the rate\n"
@@ -188,11 +191,19 @@ static void s_status_show(status_t *status, const options_t *opts, aq_producer_t
 }
 
 /*  One put, reported. Refusals the producer can see itself (too big) are
-    reported and skipped; anything else stops the run. */
+    reported and skipped; anything else stops the run.
+
+    "added" means sent: a producer about to wait (a --max-sleep before its
+    next put) sends the item now rather than leave it in its batch for the
+    whole sleep, so the broker has it before the line is printed. Without a
+    sleep the batch fills as fast as items come (with --stdin, it is sent
+    as soon as no more input is waiting: s_next_line). */
 static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const char *data,
                          size_t size, uint64_t *refused, status_t *status)
 {
     aq_status_t rc = aq_producer_put_lease(producer, opts->queue, data, size, opts->lease_ms);
+    if (rc == AQ_OK && opts->max_sleep_ms)
+        rc = aq_producer_flush(producer);
     if ((rc == AQ_TOO_BIG || (rc == AQ_OK && !opts->quiet)) && status->over_stdout)
         aq_progress_hide(&status->line);
     if (rc == AQ_TOO_BIG) {
@@ -338,8 +349,7 @@ int main(int argc, char **argv)
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(opts.broker, opts.name, &rc);
     if (!producer) {
-        fprintf(stderr, "asyncq-producer: cannot reach the broker at '%s': %s\n", opts.broker,
-                aq_strerror(rc));
+        fprintf(stderr, "asyncq-producer: %s\n", aq_last_error());
         return aq_exit_code(rc);
     }
     uint64_t refused = 0;
@@ -356,9 +366,13 @@ int main(int argc, char **argv)
     uint64_t sent = aq_producer_sent(producer);
     refused += aq_producer_refused(producer);
     if (rc == AQ_REFUSED || (rc == AQ_OK && refused)) {
-        const char *reason = aq_session_error(aq_producer_session(producer))->text;
-        fprintf(stderr, "asyncq-producer: %llu items refused%s%s\n", (unsigned long long) refused,
-                *reason ? "; the broker says: " : "", reason);
+        const aq_error_t *error = aq_session_error(aq_producer_session(producer));
+        if (error->code)
+            fprintf(stderr, "asyncq-producer: %llu items refused; the broker says: %s (%d): %s\n",
+                    (unsigned long long) refused, aq_status_name(error->code), error->code,
+                    error->text);
+        else
+            fprintf(stderr, "asyncq-producer: %llu items refused\n", (unsigned long long) refused);
         rc = AQ_REFUSED;
     }
     else if (rc)

@@ -191,7 +191,7 @@ int aq_utf8_is_valid(const uint8_t *data, size_t size)
     return 1;
 }
 
-/*  The exported copies of the header's inline functions. */
+/*  The out-of-line copies of the header's inline functions. */
 extern inline void aq_put_u32(uint8_t *dest, uint32_t value);
 extern inline void aq_put_u64(uint8_t *dest, uint64_t value);
 extern inline uint32_t aq_get_u32(const uint8_t *src);

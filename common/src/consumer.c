@@ -3,6 +3,8 @@
 #include <czmq.h>
 #include <string.h>
 
+#include "asyncq/internal.h"
+
 struct aq_consumer {
     aq_session_t *session;
     char queue[AQ_NAME_MAX + 1];
@@ -11,6 +13,7 @@ struct aq_consumer {
     int credit_withdrawn;     /* the broker took the credit: ask again */
     aq_batch_iter_t items;    /* the rest of the ITEMS being handed out */
     int has_items;
+    int shut_down;            /* the broker said SHUT_DOWN: nothing more will come */
     uint8_t pending[AQ_ACK_BATCH * 8];
     size_t pending_count;
 };
@@ -36,27 +39,32 @@ static aq_status_t s_credit(aq_consumer_t *self, int timeout_ms)
     return rc == AQ_TIMEOUT ? AQ_UNREACHABLE : rc;
 }
 
-aq_consumer_t *aq_consumer_new(const char *address, const char *queue, uint64_t credit,
-                               const char *name, aq_status_t *status)
+aq_consumer_t *aq_consumer_new(const char *address, const char *name, const char *queue,
+                               uint64_t credit, aq_status_t *status)
 {
     if (!queue || !aq_name_is_valid((const uint8_t *) queue, strlen(queue))) {
         *status = AQ_MALFORMED;
+        aq_last_error_set("queue name '%s' is not valid: 1 to %d of A-Z a-z 0-9 . _ : -",
+                          queue ? queue : "", AQ_NAME_MAX);
         return NULL;
     }
     aq_consumer_t *self = calloc(1, sizeof *self);
     if (!self) {
         *status = AQ_NOMEM;
+        aq_last_error_status(address, AQ_NOMEM, NULL);
         return NULL;
     }
     strcpy(self->queue, queue);
     self->credit = credit;
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "consumer", client_id, sizeof client_id);
-    self->session = aq_session_new(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, status);
+    self->session = aq_session_open(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, status);
     if (self->session) {
         uint64_t max_batch = aq_session_welcome(self->session)->max_batch;
         self->batch = credit < max_batch ? credit : max_batch;
         *status = s_credit(self, AQ_CONNECT_TIMEOUT_MS);
+        if (*status)
+            aq_last_error_status(address, *status, self->session);
     }
     if (*status)
         aq_consumer_destroy(&self);
@@ -171,8 +179,12 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
         return AQ_TIMEOUT; /* no item yet: the caller looks again */
     }
     int about_queue = rc == AQ_REFUSED && strcmp(error->subject, self->queue) == 0;
-    if (about_queue && error->code == AQ_SHUT_DOWN)
+    if (about_queue && error->code == AQ_SHUT_DOWN) {
+        /* Said once per consumer (PROTOCOL.md 4.11), and final: the queue
+           holds nothing and takes no more puts. */
+        self->shut_down = 1;
         return AQ_SHUT_DOWN;
+    }
     if (about_queue && error->code == AQ_LEASE_EXPIRED)
         self->credit_withdrawn = 1;
     if (rc)
@@ -195,6 +207,16 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
 
 aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
+    /* Shut down and empty: every get says so at once, the one that was
+       waiting when the broker told and every later one, without waiting.
+       (Items of a batch that came before would still be handed out first;
+       the broker tells only once nothing is in flight.) */
+    if (self->shut_down) {
+        if (s_next_from_batch(self, item))
+            return AQ_OK;
+        aq_status_t rc = aq_consumer_flush(self);
+        return rc ? rc : AQ_SHUT_DOWN;
+    }
     /* A get() proves this consumer reads again: ask for the credit the
        broker withdrew. */
     if (self->credit_withdrawn) {

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "asyncq/internal.h"
+
 /*  Waits for the reply to the JOIN tagged `tag`, waking once per heartbeat
     to notice a broker that went away. AQ_NO_SESSION: the broker lost the
     session (it restarted): the caller says HELLO and asks again. */
@@ -39,21 +41,24 @@ static aq_status_t s_hello_again(aq_session_t *session, int64_t deadline)
     }
 }
 
-aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_ms,
+aq_status_t aq_join(aq_session_t *session, const char *queue, int timeout_ms,
                     aq_join_mode_t mode, aq_join_result_t *result)
 {
     memset(result, 0, sizeof *result);
     if (timeout_ms > AQ_WAIT_MAX_MS)
         return AQ_MALFORMED; /* the broker's limit (PROTOCOL.md 4.6) */
-    /* The broker owns the time-out; the local one is only a safety net in
-       case the broker vanishes for good. */
-    int64_t until = timeout_ms ? aq_deadline_at((int) timeout_ms) : -1;
-    int64_t deadline = timeout_ms ? aq_deadline_at((int) timeout_ms + AQ_CONNECT_TIMEOUT_MS) : -1;
+    /* -1 (any negative) waits for ever, which the wire says with 0; the
+       wire has no "do not wait", so 0 asks for its shortest, 1 ms. The
+       broker owns the time-out; the local one is only a safety net in case
+       the broker vanishes for good. */
+    int forever = timeout_ms < 0;
+    int64_t until = forever ? -1 : aq_deadline_at(timeout_ms);
+    int64_t deadline = forever ? -1 : aq_deadline_at(timeout_ms + AQ_CONNECT_TIMEOUT_MS);
     for (;;) {
         aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
         msg.queue = aq_bytes_str(queue);
         msg.mode = mode;
-        if (timeout_ms) {
+        if (!forever) {
             int left = aq_deadline_left(until);
             msg.timeout_ms = left > 0 ? (uint64_t) left : 1;
         }
@@ -96,7 +101,7 @@ static aq_status_t s_report(aq_session_t *session, aq_msg_t *msg, aq_stats_line_
     rc = aq_session_await(session, tag, &reply, AQ_CONNECT_TIMEOUT_MS, NULL, NULL);
     if (rc)
         return rc;
-    for (size_t i = 0; i < reply.list_size; i++) {
+    for (size_t i = 0; line && i < reply.list_size; i++) {
         char text[AQ_TEXT_MAX + 1];
         memcpy(text, reply.list[i].data, reply.list[i].size);
         text[reply.list[i].size] = '\0';

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "asyncq/internal.h"
 #include "asyncq/security.h"
 
 /*  PUSH queues at most this many messages in this process before a send
@@ -72,11 +73,12 @@ aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_
     aq_producer_t *self = calloc(1, sizeof *self);
     if (!self) {
         *status = AQ_NOMEM;
+        aq_last_error_status(address, AQ_NOMEM, NULL);
         return NULL;
     }
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "producer", client_id, sizeof client_id);
-    self->session = aq_session_new(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, status);
+    self->session = aq_session_open(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, status);
     if (self->session) {
         const aq_welcome_t *welcome = aq_session_welcome(self->session);
         self->window_max = welcome->window < AQ_PRODUCER_WINDOW ? welcome->window
@@ -86,6 +88,8 @@ aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_
         self->window = calloc(self->window_max, sizeof *self->window);
         self->batch = malloc(welcome->max_item);
         *status = self->window && self->batch ? AQ_OK : AQ_NOMEM;
+        if (*status)
+            aq_last_error_status(address, *status, NULL);
     }
     if (*status)
         aq_producer_destroy(&self);
@@ -241,7 +245,8 @@ static aq_status_t s_read_replies(aq_producer_t *self)
 }
 
 /*  Reads replies until the window holds at most `keep` puts, waiting up to
-    timeout_ms (-1: forever). Resends after a broker restart. */
+    timeout_ms (-1: for ever; 0: reads only what has arrived). Resends after
+    a broker restart. */
 static aq_status_t s_confirm(aq_producer_t *self, uint64_t keep, int timeout_ms)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
@@ -251,13 +256,15 @@ static aq_status_t s_confirm(aq_producer_t *self, uint64_t keep, int timeout_ms)
             if (rc)
                 return rc;
         }
+        /* At the deadline (at once for a timeout of 0), what has already
+           arrived is still read before giving up. */
         int left = aq_deadline_left(deadline);
-        if (left == 0)
-            return AQ_TIMEOUT;
         int slice = (int) aq_session_heartbeat_ms(self->session);
         int wait = slice && (left < 0 || left > slice) ? slice : left;
         aq_msg_t msg;
         aq_status_t rc = aq_session_recv(self->session, &msg, wait);
+        if (rc == AQ_TIMEOUT && left == 0)
+            return AQ_TIMEOUT;
         if (rc == AQ_TIMEOUT && aq_session_broker_silent(self->session))
             rc = s_resend(self, 1); /* AQ_UNREACHABLE while it is still away */
         else

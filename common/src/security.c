@@ -1,4 +1,5 @@
 #include "asyncq/security.h"
+#include "asyncq/internal.h"
 
 #include <czmq.h>
 #include <errno.h>

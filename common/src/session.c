@@ -2,11 +2,26 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include "asyncq/internal.h"
 #include "asyncq/security.h"
+
+/*  The first HELLO of a session waits this long for WELCOME before it
+    looks whether anything listens at the broker's address (a broker
+    answers in well under a millisecond), and the look takes at most
+    PROBE_MAX_MS (a connect to a host that answers takes microseconds). */
+#define PROBE_AFTER_MS 100
+#define PROBE_MAX_MS 1000
 
 struct aq_handshake_watch {
     zsock_t *monitor;
@@ -18,6 +33,7 @@ struct aq_session {
     void *socket;
     aq_handshake_watch_t *watch; /* why a HELLO may go unanswered (CURVE) */
     aq_endpoint_t endpoint;
+    char address[AQ_ENDPOINT_MAX]; /* as the user gave it, for messages */
     char client_id[AQ_NAME_MAX + 1];
     aq_welcome_t welcome;
     int welcomed;          /* a WELCOME came: BYE is worth sending */
@@ -29,6 +45,41 @@ struct aq_session {
     aq_inbox_t *inbox;
     aq_error_t error;
 };
+
+static _Thread_local char s_last_error[AQ_TEXT_MAX + 2 * AQ_ENDPOINT_MAX];
+
+const char *aq_last_error(void)
+{
+    return s_last_error;
+}
+
+void aq_last_error_set(const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    vsnprintf(s_last_error, sizeof s_last_error, format, args);
+    va_end(args);
+}
+
+void aq_last_error_status(const char *address, aq_status_t status, const aq_session_t *session)
+{
+    if (status == AQ_OK)
+        aq_last_error_set("%s", "");
+    else if (status == AQ_BAD_ENDPOINT)
+        aq_last_error_set("'%s' is not a broker address: HOST[:PORT], tcp://HOST:PORT or "
+                          "ipc://PATH", address ? address : "(none)");
+    else if (status == AQ_BAD_KEY)
+        aq_last_error_set("%s", aq_security_error());
+    else if (status == AQ_NOMEM)
+        aq_last_error_set("%s", aq_strerror(status));
+    else if (status == AQ_REFUSED && session) {
+        const aq_error_t *error = aq_session_error(session);
+        aq_last_error_set("the broker at '%s' refused: %s (%d): %s", address,
+                          aq_status_name(error->code), error->code, error->text);
+    }
+    else
+        aq_last_error_set("cannot reach the broker at '%s': %s", address, aq_strerror(status));
+}
 
 void aq_client_id_make(const char *name, char *buf, size_t size)
 {
@@ -49,6 +100,7 @@ int64_t aq_deadline_at(int timeout_ms)
 {
     return timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
 }
+
 
 int aq_deadline_left(int64_t deadline)
 {
@@ -146,7 +198,115 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
     self->welcomed = 1;
 }
 
-aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
+/*  The host of a tcp endpoint as the resolver takes it: without the
+    brackets of an IPv6 address. 0 if the endpoint has no host to resolve
+    (ipc, or a source address "IFACE;HOST" that ZeroMQ reads itself). */
+static int s_host(const aq_endpoint_t *endpoint, char *host, size_t size)
+{
+    if (endpoint->is_ipc || strchr(endpoint->host, ';'))
+        return 0;
+    const char *name = endpoint->host;
+    size_t length = strlen(name);
+    if (length >= 2 && name[0] == '[' && name[length - 1] == ']') {
+        name++;
+        length -= 2;
+    }
+    if (length >= size)
+        return 0;
+    memcpy(host, name, length);
+    host[length] = '\0';
+    return 1;
+}
+
+/*  ZeroMQ resolves a host name in the background and retries for ever: a
+    name that does not resolve would look like a broker that never answers.
+    Resolving it here first reports it at once, with the resolver's cause. */
+static aq_status_t s_resolve(aq_session_t *self)
+{
+    char host[sizeof self->endpoint.host];
+    if (!s_host(&self->endpoint, host, sizeof host))
+        return AQ_OK;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &found);
+    if (found)
+        freeaddrinfo(found);
+    if (rc == 0)
+        return AQ_OK;
+    aq_last_error_set("cannot reach the broker at '%s': the host name '%s' does not resolve: %s",
+                      self->address, host,
+                      rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+    return AQ_UNREACHABLE;
+}
+
+/*  One non-blocking connect to `addr`: 0 if it connected, the errno it
+    failed with, or -1 if it did not finish within timeout_ms. */
+static int s_probe_one(const struct sockaddr *addr, socklen_t length, int timeout_ms)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return errno;
+    int error = 0;
+    if (connect(fd, addr, length) != 0) {
+        error = errno;
+        if (error == EINPROGRESS) {
+            struct pollfd out = {.fd = fd, .events = POLLOUT};
+            socklen_t size = sizeof error;
+            if (poll(&out, 1, timeout_ms) != 1)
+                error = -1;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) != 0)
+                error = errno;
+        }
+    }
+    close(fd);
+    return error;
+}
+
+/*  Whether anything listens at the broker's ROUTER: ZeroMQ retries a
+    refused connection for ever and says nothing, so a connect is made here
+    once, to learn it and why. The errno of the failure (ECONNREFUSED,
+    ENOENT for an ipc path...), or 0 if it connected or did not finish in
+    time (then the HELLO waits on). */
+static int s_probe(const aq_session_t *self, int timeout_ms)
+{
+    if (timeout_ms < 0 || timeout_ms > PROBE_MAX_MS)
+        timeout_ms = PROBE_MAX_MS;
+    if (self->endpoint.is_ipc) {
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        int length = snprintf(addr.sun_path, sizeof addr.sun_path, "%s.router",
+                              self->endpoint.path);
+        if (length < 0 || (size_t) length >= sizeof addr.sun_path)
+            return 0;
+        int error = s_probe_one((const struct sockaddr *) &addr, sizeof addr, timeout_ms);
+        return error > 0 ? error : 0;
+    }
+    char host[sizeof self->endpoint.host], port[16];
+    if (!s_host(&self->endpoint, host, sizeof host))
+        return 0;
+    snprintf(port, sizeof port, "%d", self->endpoint.port + 1);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found = NULL;
+    if (getaddrinfo(host, port, &hints, &found) != 0)
+        return 0;
+    /* Refused only if every address refuses ("localhost" may be ::1 and
+       127.0.0.1, and the broker listen on one of them). */
+    int refused = 0;
+    for (struct addrinfo *at = found; at; at = at->ai_next) {
+        int error = s_probe_one(at->ai_addr, at->ai_addrlen, timeout_ms);
+        if (error <= 0) {
+            refused = 0;
+            break;
+        }
+        refused = error;
+    }
+    freeaddrinfo(found);
+    return refused;
+}
+
+/*  Sends HELLO and waits for WELCOME. With `fail_fast` (the first HELLO of
+    a session), nothing listening at the address is reported at once, with
+    its cause, rather than after the whole timeout. */
+static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
 {
     /* ZeroMQ queues messages for a broker that is down: a pile of old HELLOs
        reaching a broker that comes back would each start a session again,
@@ -169,9 +329,30 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
     char tag[AQ_TAG_MAX + 1];
     snprintf(tag, sizeof tag, "%s", self->tag);
     aq_msg_t reply;
-    rc = aq_session_await(self, tag, &reply, timeout_ms, NULL, NULL);
+    int64_t deadline = aq_deadline_at(timeout_ms);
+    if (fail_fast && (timeout_ms < 0 || timeout_ms > PROBE_AFTER_MS)) {
+        /* A broker answers at once: no WELCOME by now, and nothing
+           listening there, is a connection refused, said now rather than
+           after the whole wait. */
+        rc = aq_session_await(self, tag, &reply, PROBE_AFTER_MS, NULL, NULL);
+        if (rc == AQ_TIMEOUT && !aq_handshake_watch_status(self->watch)) {
+            int error = s_probe(self, aq_deadline_left(deadline));
+            if (error) {
+                aq_last_error_set("cannot reach the broker at '%s': nothing listens there: %s",
+                                  self->address, strerror(error));
+                return AQ_UNREACHABLE;
+            }
+        }
+    }
+    else
+        rc = AQ_TIMEOUT;
+    if (rc == AQ_TIMEOUT)
+        rc = aq_session_await(self, tag, &reply, aq_deadline_left(deadline), NULL, NULL);
     if (rc == AQ_TIMEOUT) {
         aq_status_t handshake = aq_handshake_watch_status(self->watch);
+        if (!handshake && fail_fast)
+            aq_last_error_set("cannot reach the broker at '%s': no answer within %.1f s",
+                              self->address, timeout_ms / 1000.0);
         return handshake ? handshake : AQ_UNREACHABLE;
     }
     if (rc == AQ_OK && reply.cmd == AQ_CMD_WELCOME) {
@@ -182,24 +363,38 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
     return rc ? rc : AQ_MALFORMED;
 }
 
-aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_t producer_seq,
-                             int timeout_ms, aq_status_t *status)
+aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
 {
+    return s_hello(self, timeout_ms, 0);
+}
+
+aq_session_t *aq_session_open(const char *address, const char *client_id, uint64_t producer_seq,
+                              int timeout_ms, aq_status_t *status)
+{
+    aq_last_error_set("%s", "");
     aq_session_t *self = calloc(1, sizeof *self);
     aq_status_t rc = self ? aq_security_status() : AQ_NOMEM;
     if (!rc) {
+        snprintf(self->address, sizeof self->address, "%s", address ? address : "");
         self->producer_seq = producer_seq;
         rc = aq_endpoint_parse(address, 0, &self->endpoint);
     }
-    if (!rc && !aq_name_is_valid((const uint8_t *) client_id, strlen(client_id)))
+    if (!rc && !aq_name_is_valid((const uint8_t *) client_id, strlen(client_id))) {
         rc = AQ_MALFORMED;
+        aq_last_error_set("'%s' is not a valid client id: 1 to %d of A-Z a-z 0-9 . _ : -",
+                          client_id, AQ_NAME_MAX);
+    }
+    if (!rc)
+        rc = s_resolve(self);
     if (!rc) {
         strcpy(self->client_id, client_id);
         self->inbox = aq_inbox_new(AQ_REPORT_FRAMES_MAX);
         rc = self->inbox ? s_connect(self) : AQ_NOMEM;
     }
     if (!rc)
-        rc = aq_session_hello(self, timeout_ms);
+        rc = s_hello(self, timeout_ms, 1);
+    if (rc && !aq_last_error()[0])
+        aq_last_error_status(address, rc, self);
     if (rc && self) {
         if (self->dealer)
             zsock_set_linger(self->dealer, 0);
@@ -209,6 +404,14 @@ aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_
     if (status)
         *status = rc;
     return self;
+}
+
+aq_session_t *aq_session_new(const char *address, const char *name, int timeout_ms,
+                             aq_status_t *status)
+{
+    char client_id[AQ_NAME_MAX + 1];
+    aq_client_id_make(name ? name : "client", client_id, sizeof client_id);
+    return aq_session_open(address, client_id, 0, timeout_ms, status);
 }
 
 void aq_session_destroy(aq_session_t **self_p)
@@ -326,6 +529,11 @@ const aq_welcome_t *aq_session_welcome(const aq_session_t *self)
 const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self)
 {
     return &self->endpoint;
+}
+
+const char *aq_session_address(const aq_session_t *self)
+{
+    return self->address;
 }
 
 void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq)

@@ -234,7 +234,7 @@ int main(int argc, char **argv)
 
     /* Every put is confirmed: join waits for all of them to be acked. */
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(self.broker_address, "chaos-join", 0, 5000, &rc);
+    aq_session_t *session = aq_session_new(self.broker_address, "chaos-join", 5000, &rc);
     aq_join_result_t joined = {0};
     if (session)
         rc = aq_join(session, "chaos", 60000, AQ_JOIN_BEFORE, &joined);

@@ -107,7 +107,7 @@ static int s_consume(const char *address, int fd)
 {
     aq_status_t rc;
     aq_consumer_t *consumer = NULL;
-    while (!(consumer = aq_consumer_new(address, QUEUE, 16, "crash-c", &rc)))
+    while (!(consumer = aq_consumer_new(address, "crash-c", QUEUE, 16, &rc)))
         zclock_sleep(100);
     for (;;) {
         aq_item_t item;
@@ -238,10 +238,12 @@ static int s_join(crash_t *self, int *asked)
     aq_status_t rc = AQ_TIMEOUT;
     int64_t until = zclock_mono() + 60000;
     while (rc != AQ_OK && zclock_mono() < until) {
-        aq_session_t *session = aq_session_new(self->address, "crash-join", 0, 2000, &rc);
+        aq_session_t *session = aq_session_new(self->address, "crash-join", 2000, &rc);
         aq_join_result_t result;
         if (session)
             rc = aq_join(session, QUEUE, 20000, AQ_JOIN_BEFORE, &result);
+        else
+            zclock_sleep(100); /* refused at once while the broker restarts */
         aq_session_destroy(&session);
     }
     if (rc != AQ_OK) {
@@ -336,7 +338,7 @@ int main(int argc, char **argv)
         joins_ok &= s_join(&self, &joins);
     uint64_t outstanding = UINT64_MAX;
     aq_status_t rc;
-    aq_session_t *session = broker_ok ? aq_session_new(self.address, "crash-stats", 0, 5000, &rc)
+    aq_session_t *session = broker_ok ? aq_session_new(self.address, "crash-stats", 5000, &rc)
                                       : NULL;
     if (session) {
         aq_join_result_t result;

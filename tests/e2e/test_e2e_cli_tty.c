@@ -357,7 +357,7 @@ static void test_stats_json_parses_with_numbers_as_numbers(void **state)
     s_fill(f, "jobs", 1234);
     s_fill(f, "42", 2); /* a name of digits stays a string */
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(f->broker.address, "jobs", 10, "test", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->broker.address, "test", "jobs", 10, &rc);
     assert_non_null(consumer);
     s_consume(consumer, 10);
     harness_wait_stat(&f->broker, "jobs", "acked", 10);
@@ -425,7 +425,7 @@ static void test_join_shows_progress_on_a_terminal(void **state)
     run_t *run = s_start(f, argv, 1, NULL);
     s_expect(run, "\rjobs: 0 of 100 acked (0.0 %)", 1);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(f->broker.address, "jobs", 100, "test", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->broker.address, "test", "jobs", 100, &rc);
     assert_non_null(consumer);
     s_consume(consumer, 40);
     s_expect(run, "\rjobs: 40 of 100 acked (40.0 %), ", 1);
@@ -456,7 +456,7 @@ static void test_join_piped_prints_its_result_only(void **state)
     run_t *run = s_start(f, argv, 0, NULL);
     harness_wait_stat(&f->broker, "jobs", "joiners", 1);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(f->broker.address, "jobs", 50, "test", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->broker.address, "test", "jobs", 50, &rc);
     assert_non_null(consumer);
     s_consume(consumer, 50);
     assert_int_equal(s_finish(run), 0);

@@ -16,7 +16,7 @@ enum { ITEMS = 10, HELD = 3 };
 static void s_doomed_consumer(const char *address, int ready_fd)
 {
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(address, "q", HELD, "doomed", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(address, "doomed", "q", HELD, &rc);
     for (int i = 0; consumer && i < HELD; i++) {
         aq_item_t item;
         if (aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS) != AQ_OK)
@@ -58,7 +58,7 @@ static void test_sigkilled_consumers_items_go_to_another_and_join_completes(void
     h->child = 0;
 
     aq_status_t rc;
-    aq_consumer_t *survivor = aq_consumer_new(h->address, "q", ITEMS, "survivor", &rc);
+    aq_consumer_t *survivor = aq_consumer_new(h->address, "survivor", "q", ITEMS, &rc);
     assert_non_null(survivor);
     int seen[ITEMS] = {0}, retried = 0;
     for (int i = 0; i < ITEMS; i++) {
@@ -78,7 +78,7 @@ static void test_sigkilled_consumers_items_go_to_another_and_join_completes(void
     assert_int_equal(retried, HELD);
     aq_session_t *session = harness_session(h);
     aq_join_result_t result;
-    assert_int_equal(aq_join(session, "q", 0, AQ_JOIN_BEFORE, &result), AQ_OK);
+    assert_int_equal(aq_join(session, "q", -1, AQ_JOIN_BEFORE, &result), AQ_OK);
     aq_session_destroy(&session);
     assert_int_equal(harness_stat(h, "q", "acked"), ITEMS);
     assert_int_equal(harness_stat(h, "q", "redelivered"), HELD);

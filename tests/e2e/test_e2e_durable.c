@@ -82,7 +82,7 @@ static uint64_t s_expect(aq_consumer_t *consumer, const char *payload, uint64_t 
 static aq_consumer_t *s_consumer(const harness_t *h, const char *queue, uint64_t credit)
 {
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, credit, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", queue, credit, &rc);
     assert_non_null(consumer);
     return consumer;
 }

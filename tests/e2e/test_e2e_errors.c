@@ -1,8 +1,14 @@
 /*  Bad input gets a clear error and changes nothing; every test ends with a
     valid exchange that must still work. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -47,7 +53,7 @@ static void test_ack_of_an_unknown_id_is_refused_and_changes_nothing(void **stat
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&producer);
 
-    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "q", 1, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "c", "q", 1, &rc);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     assert_int_equal(aq_consumer_ack(consumer, item.id + 1), AQ_OK);
@@ -56,7 +62,7 @@ static void test_ack_of_an_unknown_id_is_refused_and_changes_nothing(void **stat
     assert_int_equal(harness_stat(&f->h, "q", "inflight"), 1);
     assert_int_equal(harness_stat(&f->h, "q", "acked"), 0);
     /* Another consumer cannot ack it either. */
-    aq_consumer_t *thief = aq_consumer_new(f->h.address, "q", 1, "thief", &rc);
+    aq_consumer_t *thief = aq_consumer_new(f->h.address, "thief", "q", 1, &rc);
     aq_consumer_ack(thief, item.id);
     aq_item_t none;
     assert_int_equal(aq_consumer_get(thief, &none, HARNESS_DEADLINE_MS), AQ_REFUSED);
@@ -273,6 +279,133 @@ static void test_unreachable_broker_and_bad_flags_give_one_line_errors(void **st
     assert_int_equal(harness_run(bad_address, out, sizeof out), 3);
 }
 
+/*  "Reported at once": well under the 5 s a HELLO waits for a broker. */
+#define AT_ONCE_MS 2000
+
+/*  A loopback port where nothing listens: one the kernel just gave out and
+    took back (ports are handed out in turn, so no other test gets it in
+    the meantime). */
+static int s_closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t size = sizeof addr;
+    assert_int_equal(getsockname(fd, (struct sockaddr *) &addr, &size), 0);
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+/*  A host name that does not resolve (.invalid never does, RFC 2606) is
+    reported at once, with the address as given and the resolver's cause,
+    not as a broker that did not answer after 5 s. */
+static void test_a_host_name_that_does_not_resolve_is_reported_at_once_with_its_cause(void **state)
+{
+    (void) state;
+    const char *host = "nosuch-broker.invalid";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found = NULL;
+    int gai = getaddrinfo(host, NULL, &hints, &found);
+    if (found)
+        freeaddrinfo(found);
+    assert_int_not_equal(gai, 0);
+    const char *cause = gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai);
+
+    char address[128], out[1024], err[4096];
+    snprintf(address, sizeof address, "%s:5600", host);
+    char *programs[][8] = {
+        {"asyncq-producer", "--broker", address, "--count", "1", "--max-sleep", "0", NULL},
+        {"asyncq-consumer", "--broker", address, "--count", "1", NULL},
+        {"asyncq", "stats", "--broker", address, NULL},
+    };
+    for (size_t i = 0; i < sizeof programs / sizeof programs[0]; i++) {
+        int64_t started = zclock_mono();
+        /* (harness_run_err replaces argv[0] with the program's path) */
+        assert_int_equal(harness_run_err(programs[i], out, sizeof out, err, sizeof err), 3);
+        int64_t took = zclock_mono() - started;
+        printf("    in %lld ms: %s", (long long) took, err);
+        assert_true(took < AT_ONCE_MS);
+        char expected[256];
+        snprintf(expected, sizeof expected, "cannot reach the broker at '%s'", address);
+        assert_non_null(strstr(err, expected));
+        assert_non_null(strstr(err, "does not resolve"));
+        assert_non_null(strstr(err, cause));
+    }
+    /* The library says the same, without a program around it. */
+    aq_status_t rc = AQ_OK;
+    int64_t started = zclock_mono();
+    aq_producer_t *producer = aq_producer_new(address, "p", &rc);
+    assert_null(producer);
+    assert_int_equal(rc, AQ_UNREACHABLE);
+    assert_true(zclock_mono() - started < AT_ONCE_MS);
+    assert_non_null(strstr(aq_last_error(), address));
+    assert_non_null(strstr(aq_last_error(), cause));
+}
+
+/*  A port where nothing listens: reported at once (not after 5 s), with
+    the address as the user typed it (not the derived ROUTER endpoint,
+    tcp://HOST:PORT+1) and the connection's cause. */
+static void test_a_port_where_nothing_listens_is_reported_at_once_with_its_cause(void **state)
+{
+    (void) state;
+    int router_port = s_closed_port();
+    assert_true(router_port > 1);
+    char address[64], derived[64], out[1024], err[4096];
+    snprintf(address, sizeof address, "localhost:%d", router_port - 1);
+    snprintf(derived, sizeof derived, "tcp://127.0.0.1:%d", router_port);
+    const char *cause = strerror(ECONNREFUSED);
+    char *programs[][8] = {
+        {"asyncq-producer", "--broker", address, "--count", "1", "--max-sleep", "0", NULL},
+        {"asyncq-consumer", "--broker", address, "--count", "1", NULL},
+        {"asyncq", "join", "--broker", address, NULL},
+        {"asyncq", "shutdown", "--broker", address, NULL},
+    };
+    for (size_t i = 0; i < sizeof programs / sizeof programs[0]; i++) {
+        int64_t started = zclock_mono();
+        /* (harness_run_err replaces argv[0] with the program's path) */
+        assert_int_equal(harness_run_err(programs[i], out, sizeof out, err, sizeof err), 3);
+        int64_t took = zclock_mono() - started;
+        printf("    in %lld ms: %s", (long long) took, err);
+        assert_true(took < AT_ONCE_MS);
+        char expected[256];
+        snprintf(expected, sizeof expected, "cannot reach the broker at '%s'", address);
+        assert_non_null(strstr(err, expected));
+        assert_non_null(strstr(err, "nothing listens there"));
+        assert_non_null(strstr(err, cause));
+        assert_null(strstr(err, derived));
+        assert_null(strstr(err, "tcp://"));
+    }
+    aq_status_t rc = AQ_OK;
+    int64_t started = zclock_mono();
+    aq_consumer_t *consumer = aq_consumer_new(address, "c", "q", 1, &rc);
+    assert_null(consumer);
+    assert_int_equal(rc, AQ_UNREACHABLE);
+    assert_true(zclock_mono() - started < AT_ONCE_MS);
+    assert_non_null(strstr(aq_last_error(), address));
+    assert_non_null(strstr(aq_last_error(), cause));
+    /* Even told to wait for ever: nothing listening is not a slow broker. */
+    aq_session_t *session = aq_session_new(address, "s", -1, &rc);
+    assert_null(session);
+    assert_int_equal(rc, AQ_UNREACHABLE);
+}
+
+/*  An ipc path where no broker is: the same, with the cause of the path. */
+static void test_an_ipc_path_without_a_broker_is_reported_at_once_with_its_cause(void **state)
+{
+    (void) state;
+    char address[128], out[1024], err[4096];
+    snprintf(address, sizeof address, "ipc:///tmp/asyncq-no-broker-%d", (int) getpid());
+    char *put[] = {"asyncq", "put", "--broker", address, "x", NULL};
+    int64_t started = zclock_mono();
+    assert_int_equal(harness_run_err(put, out, sizeof out, err, sizeof err), 3);
+    assert_true(zclock_mono() - started < AT_ONCE_MS);
+    char expected[256];
+    snprintf(expected, sizeof expected, "cannot reach the broker at '%s': nothing listens there: %s",
+             address, strerror(ENOENT));
+    assert_non_null(strstr(err, expected));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +417,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oversized_item_is_refused_and_not_truncated, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_join_flood_from_one_session_is_limited, s_setup, s_teardown),
         cmocka_unit_test(test_unreachable_broker_and_bad_flags_give_one_line_errors),
+        cmocka_unit_test(test_a_host_name_that_does_not_resolve_is_reported_at_once_with_its_cause),
+        cmocka_unit_test(test_a_port_where_nothing_listens_is_reported_at_once_with_its_cause),
+        cmocka_unit_test(test_an_ipc_path_without_a_broker_is_reported_at_once_with_its_cause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

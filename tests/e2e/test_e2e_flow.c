@@ -31,7 +31,7 @@ static void test_binary_payloads_come_out_byte_for_byte(void **state)
         assert_int_equal(aq_producer_put(producer, "bin", items[i].data, items[i].size), AQ_OK);
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&producer);
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "bin", 1, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "bin", 1, &rc);
     for (int i = 0; i < 3; i++) {
         aq_item_t item;
         assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
@@ -52,7 +52,7 @@ static void test_two_named_queues_do_not_affect_each_other(void **state)
     aq_producer_put(producer, "beta", "b", 1);
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&producer);
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "alpha", 5, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "alpha", 5, &rc);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     assert_memory_equal(item.data, "a", 1);
@@ -60,7 +60,7 @@ static void test_two_named_queues_do_not_affect_each_other(void **state)
     assert_int_equal(aq_consumer_get(consumer, &item, 200), AQ_TIMEOUT); /* beta's is not for it */
     aq_session_t *session = harness_session(h);
     aq_join_result_t result;
-    assert_int_equal(aq_join(session, "alpha", 0, AQ_JOIN_BEFORE, &result), AQ_OK);
+    assert_int_equal(aq_join(session, "alpha", -1, AQ_JOIN_BEFORE, &result), AQ_OK);
     assert_int_equal(aq_join(session, "beta", 100, AQ_JOIN_BEFORE, &result), AQ_TIMEOUT);
     assert_int_equal(result.outstanding, 1);
     aq_session_destroy(&session);
@@ -112,7 +112,7 @@ static void test_maxsize_blocks_the_producer_and_bounds_broker_memory(void **sta
     uint64_t grown = harness_rss_kib(h->broker.pid) - rss_before;
     assert_true(grown < 30 * 1024);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "bounded", 10, "drain", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "drain", "bounded", 10, &rc);
     for (int i = 0; i < BIG_COUNT; i++) {
         aq_item_t item;
         assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);

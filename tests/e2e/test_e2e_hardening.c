@@ -355,7 +355,7 @@ static void test_an_expired_item_goes_to_another_consumer(void **state)
     harness_put_items(h, "q", 5);
     harness_wait_stat(h, "q", "inflight", 5); /* all five held by the deaf one */
     aq_status_t rc;
-    aq_consumer_t *healthy = aq_consumer_new(h->address, "q", 5, "healthy", &rc);
+    aq_consumer_t *healthy = aq_consumer_new(h->address, "healthy", "q", 5, &rc);
     for (int i = 0; i < 5; i++) {
         aq_item_t item;
         assert_int_equal(aq_consumer_get(healthy, &item, HARNESS_DEADLINE_MS), AQ_OK);
@@ -606,7 +606,7 @@ static void test_a_full_queue_holds_only_its_own_producers(void **state)
     assert_int_equal(aq_producer_sync(other, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&other);
     /* Room again: the held puts go in, and the SYNC is answered. */
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "full", 10, "drain", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "drain", "full", 10, &rc);
     for (int i = 0; i < 10; i++) {
         aq_item_t item;
         assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);

@@ -152,7 +152,7 @@ static void s_round_trips(const harness_t *h, const char *when, int rounds)
 {
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(h->address, "probe", &rc);
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "probe", 1, "probe", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "probe", "probe", 1, &rc);
     aq_session_t *session = harness_session(h);
     assert_non_null(producer);
     assert_non_null(consumer);
@@ -277,7 +277,7 @@ static void test_requeue_with_the_token_moves_dead_items_back(void **state)
     harness_t *h = &f->h;
     harness_put_items(h, "d", 3);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "d", 3, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "d", 3, &rc);
     assert_non_null(consumer);
     /* Five deliveries each (the default --max-attempts), every one NACKed. */
     for (int i = 0; i < 15; i++) {

@@ -48,17 +48,17 @@ static void test_join_on_empty_queue_returns_at_once_twice(void **state)
     harness_t *h = *state;
     aq_session_t *session = harness_session(h);
     aq_join_result_t result;
-    assert_int_equal(aq_join(session, "never-used", 0, AQ_JOIN_BEFORE, &result), AQ_OK);
-    assert_int_equal(aq_join(session, "never-used", 0, AQ_JOIN_ALL, &result), AQ_OK);
+    assert_int_equal(aq_join(session, "never-used", -1, AQ_JOIN_BEFORE, &result), AQ_OK);
+    assert_int_equal(aq_join(session, "never-used", -1, AQ_JOIN_ALL, &result), AQ_OK);
     s_put(h, "q", 1);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "q", 1, &rc);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
     aq_consumer_destroy(&consumer);
     harness_wait_stat(h, "q", "outstanding", 0);
-    assert_int_equal(aq_join(session, "q", 0, AQ_JOIN_BEFORE, &result), AQ_OK);
+    assert_int_equal(aq_join(session, "q", -1, AQ_JOIN_BEFORE, &result), AQ_OK);
     assert_int_equal(result.waited, 0);
     aq_session_destroy(&session);
 }
@@ -68,7 +68,7 @@ static void test_join_waits_for_the_slow_consumers_ack_and_returns_right_after(v
     harness_t *h = *state;
     s_put(h, "q", 1);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, "slow", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "slow", "q", 1, &rc);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     aq_session_t *joiner = harness_session(h);
@@ -89,6 +89,17 @@ static void test_join_times_out_with_the_outstanding_count(void **state)
     char *argv[] = {"asyncq", "join", "--broker", h->address, "--queue", "q", "--timeout", "0.2", NULL};
     assert_int_equal(harness_run(argv, out, sizeof out), 4);
     assert_non_null(strstr(out, "3 items still outstanding"));
+    /* In the library, timeout 0 does not wait (where the wire's 0 would
+       wait for ever): it says at once that 3 items are outstanding. */
+    aq_session_t *session = harness_session(h);
+    aq_join_result_t result;
+    int64_t started = zclock_mono();
+    assert_int_equal(aq_join(session, "q", 0, AQ_JOIN_BEFORE, &result), AQ_TIMEOUT);
+    assert_true(zclock_mono() - started < 1000);
+    assert_int_equal(result.outstanding, 3);
+    assert_int_equal(aq_join(session, "q", AQ_WAIT_MAX_MS + 1, AQ_JOIN_BEFORE, &result),
+                     AQ_MALFORMED);
+    aq_session_destroy(&session);
 }
 
 static void test_two_concurrent_joiners_are_both_answered(void **state)
@@ -100,7 +111,7 @@ static void test_two_concurrent_joiners_are_both_answered(void **state)
     s_send_join(second, "b", 0, AQ_JOIN_BEFORE);
     s_expect_silence(first);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 2, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "q", 2, &rc);
     for (int i = 0; i < 2; i++) {
         aq_item_t item;
         assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
@@ -119,7 +130,7 @@ static void test_items_put_after_the_join_do_not_hold_it_but_hold_join_all(void 
     harness_t *h = *state;
     s_put(h, "q", 1);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "q", 1, &rc);
     aq_item_t first;
     assert_int_equal(aq_consumer_get(consumer, &first, HARNESS_DEADLINE_MS), AQ_OK);
     aq_session_t *before = harness_session(h), *all = harness_session(h);

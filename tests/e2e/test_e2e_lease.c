@@ -39,7 +39,7 @@ static void s_put_one(const harness_t *h)
 static aq_consumer_t *s_consumer(const harness_t *h, const char *name)
 {
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, name, &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, name, "q", 1, &rc);
     assert_non_null(consumer);
     return consumer;
 }
@@ -64,7 +64,7 @@ static void test_expired_lease_goes_to_another_and_late_ack_is_refused(void **st
     aq_consumer_flush(other);
     aq_session_t *session = harness_session(h);
     aq_join_result_t result;
-    assert_int_equal(aq_join(session, "q", 0, AQ_JOIN_BEFORE, &result), AQ_OK);
+    assert_int_equal(aq_join(session, "q", -1, AQ_JOIN_BEFORE, &result), AQ_OK);
     aq_session_destroy(&session);
     assert_int_equal(harness_stat(h, "q", "acked"), 1);
     aq_consumer_destroy(&slow);
@@ -167,7 +167,7 @@ static void test_poison_item_is_dead_lettered_and_join_reports_it(void **state)
 static void s_expect_lease(const harness_t *h, const char *queue, uint64_t lease_ms)
 {
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, 2, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", queue, 2, &rc);
     assert_non_null(consumer);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
@@ -196,7 +196,7 @@ static void test_a_queue_and_a_put_can_have_their_own_lease(void **state)
     s_expect_lease(h, "fast", 250);
     s_expect_lease(h, "slow", 200);
 
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "other", 1, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "other", 1, &rc);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
     assert_int_equal(item.lease_ms, 60000);

@@ -39,7 +39,7 @@ static void test_consumer_rejoins_a_restarted_broker_by_itself(void **state)
 {
     harness_t *h = *state;
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, "c", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "q", 1, &rc);
     assert_non_null(consumer);
     s_put(h->address, "before");
     s_get(consumer, "before");

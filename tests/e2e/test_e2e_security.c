@@ -165,7 +165,7 @@ static fixture_t *s_start(void **state, char *const *flags, int logged)
     else
         harness_start_broker(&f->h, argv);
     aq_status_t rc;
-    f->observer = aq_session_new(f->h.address, "observer", 0, HARNESS_DEADLINE_MS, &rc);
+    f->observer = aq_session_open(f->h.address, "observer", 0, HARNESS_DEADLINE_MS, &rc);
     assert_int_equal(rc, AQ_OK);
     assert_string_equal(aq_session_welcome(f->observer)->roles, "produce,consume,admin");
     return f;
@@ -539,7 +539,7 @@ static void s_drain_exactly(fixture_t *f, const char *queue, const char *const *
         count++;
     assert_true(count <= 64);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(f->h.address, queue, 16, "drain", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "drain", queue, 16, &rc);
     assert_int_equal(rc, AQ_OK);
     for (int n = 0; n < count; n++) {
         aq_item_t item;
@@ -567,7 +567,7 @@ static aq_consumer_t *s_populate(fixture_t *f, const char *queue, uint64_t *held
     const char *const payloads[] = {"first", "second", "third", NULL};
     s_put(f, queue, payloads);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(f->h.address, queue, 1, "holder", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "holder", queue, 1, &rc);
     assert_int_equal(rc, AQ_OK);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
@@ -622,7 +622,7 @@ static void test_a_client_without_a_key_is_refused(void **state)
     s_as(f, NULL, NULL);
     aq_status_t rc;
     int64_t started = zclock_mono();
-    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "q", 1, "keyless", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "keyless", "q", 1, &rc);
     printf("    a client without keys was told %s after %lld ms\n", aq_status_name(rc),
            (long long) (zclock_mono() - started));
     assert_null(consumer);
@@ -691,7 +691,7 @@ static void test_a_wrong_server_key_is_refused(void **state)
 
     s_as(f, "admin", "impostor");
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(f->h.address, "wrong-server", 0, REFUSED_WAIT_MS, &rc);
+    aq_session_t *session = aq_session_open(f->h.address, "wrong-server", 0, REFUSED_WAIT_MS, &rc);
     assert_null(session);
     assert_int_equal(rc, AQ_KEY_MISMATCH);
     aq_producer_t *producer = aq_producer_new(f->h.address, "wrong-server", &rc);
@@ -720,7 +720,7 @@ static void test_a_revoked_key_loses_its_sessions_and_cannot_reconnect(void **st
 
     s_as(f, "victim", NULL);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "q", 1, "victim-consumer", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "victim-consumer", "q", 1, &rc);
     assert_int_equal(rc, AQ_OK);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
@@ -730,7 +730,7 @@ static void test_a_revoked_key_loses_its_sessions_and_cannot_reconnect(void **st
     assert_int_equal(aq_producer_put(producer, "q", "three", 5), AQ_OK);
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     s_as(f, "bystander", NULL);
-    aq_consumer_t *bystander = aq_consumer_new(f->h.address, "other", 1, "bystander", &rc);
+    aq_consumer_t *bystander = aq_consumer_new(f->h.address, "bystander", "other", 1, &rc);
     assert_int_equal(rc, AQ_OK);
     s_as(f, "admin", NULL);
     assert_int_equal(s_info(f, "sessions"), 4); /* observer, consumer, producer, bystander */
@@ -762,7 +762,7 @@ static void test_a_revoked_key_loses_its_sessions_and_cannot_reconnect(void **st
     aq_consumer_destroy(&consumer);
     aq_producer_destroy(&producer);
     /* A new connection with the key: refused at the handshake. */
-    aq_consumer_t *again = aq_consumer_new(f->h.address, "q", 1, "victim-again", &rc);
+    aq_consumer_t *again = aq_consumer_new(f->h.address, "victim-again", "q", 1, &rc);
     assert_null(again);
     assert_int_equal(rc, AQ_KEY_REFUSED);
     s_as(f, "admin", NULL);
@@ -799,12 +799,12 @@ static void test_a_key_added_to_the_directory_is_let_in_without_sighup(void **st
 
     s_as(f, "newcomer", NULL);
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(f->h.address, "newcomer", 0, REFUSED_WAIT_MS, &rc);
+    aq_session_t *session = aq_session_open(f->h.address, "newcomer", 0, REFUSED_WAIT_MS, &rc);
     assert_null(session);
     assert_int_equal(rc, AQ_KEY_REFUSED);
 
     s_allow(f, "newcomer");
-    session = aq_session_new(f->h.address, "newcomer", 0, HARNESS_DEADLINE_MS, &rc);
+    session = aq_session_open(f->h.address, "newcomer", 0, HARNESS_DEADLINE_MS, &rc);
     assert_int_equal(rc, AQ_OK);
     assert_string_equal(aq_session_welcome(session)->roles, "produce");
     aq_session_destroy(&session);
@@ -814,7 +814,7 @@ static void test_a_key_added_to_the_directory_is_let_in_without_sighup(void **st
     /* Within the second: the broker must not answer from its old table. */
     s_allow(f, "latecomer");
     s_as(f, "latecomer", NULL);
-    session = aq_session_new(f->h.address, "latecomer", 0, HARNESS_DEADLINE_MS, &rc);
+    session = aq_session_open(f->h.address, "latecomer", 0, HARNESS_DEADLINE_MS, &rc);
     if (rc != AQ_OK)
         fail_msg("a key added to the clients directory was not let in: %s%s", aq_status_name(rc),
                  rc == AQ_REFUSED ? " (an ERROR to its HELLO: the broker's table was old)" : "");
@@ -994,6 +994,45 @@ static void test_an_admin_key_may_do_everything(void **state)
     s_assert_serving(f, "open-queue");
 }
 
+/*  The asyncq command, refused by the broker, says what the broker said:
+    its code, the code's name and its reason, not "broker refused the
+    request"; and the refused request changed nothing. */
+static void test_the_cli_shows_the_brokers_code_and_reason_when_refused(void **state)
+{
+    fixture_t *f = s_start(state, NULL, 0);
+    s_keygen(f, "worker", "produce,consume", NULL, 1);
+    s_keygen(f, "reader", "consume", NULL, 1);
+    char worker[512], reader[512], server[512], out[4096], err[4096];
+    s_path(f, worker, sizeof worker, "keys/worker.key_secret");
+    s_path(f, reader, sizeof reader, "keys/reader.key_secret");
+    s_path(f, server, sizeof server, "keys/broker.key");
+    const char *forbidden = "the broker refused: FORBIDDEN (403): this client's roles do not "
+                            "allow that command";
+    char *shutdown[] = {"asyncq", "shutdown", "-b", f->h.address, "--curve-secret", worker,
+                        "--server-key", server, NULL};
+    assert_int_equal(harness_run_err(shutdown, out, sizeof out, err, sizeof err), 1);
+    printf("    %s", err);
+    assert_non_null(strstr(err, "asyncq shutdown: "));
+    assert_non_null(strstr(err, forbidden));
+    char *dead[] = {"asyncq", "dead", "purge", "-b", f->h.address, "-q", "q", "--curve-secret",
+                    worker, "--server-key", server, NULL};
+    assert_int_equal(harness_run_err(dead, out, sizeof out, err, sizeof err), 1);
+    printf("    %s", err);
+    assert_non_null(strstr(err, "asyncq dead: "));
+    assert_non_null(strstr(err, forbidden));
+    char *put[] = {"asyncq", "put", "-b", f->h.address, "-q", "q", "--curve-secret", reader,
+                   "--server-key", server, "refused", NULL};
+    assert_int_equal(harness_run_err(put, out, sizeof out, err, sizeof err), 1);
+    printf("    %s", err);
+    /* Its put is received and refused, and so is its SYNC. */
+    assert_non_null(strstr(err, "asyncq put: "));
+    assert_non_null(strstr(err, forbidden));
+    /* Nothing was shut down, nothing put. */
+    assert_int_equal(s_stat(f, "q", "puts"), 0);
+    s_assert_serving(f, "q");
+    assert_int_equal(s_stat(f, "q", "puts"), 1);
+}
+
 /*  A key granted some queues: a request naming another queue gets 403
     (with its tag, the queue as subject), a put into one is refused (403
     naming its seq), STATS for every queue lists only its own, and nothing
@@ -1133,7 +1172,7 @@ static void test_hijack_a_consumers_client_id_from_another_key_is_refused(void *
 
     s_as(f, "alice", NULL);
     aq_status_t rc;
-    aq_consumer_t *victim = aq_consumer_new(f->h.address, "q", 2, "alice", &rc);
+    aq_consumer_t *victim = aq_consumer_new(f->h.address, "alice", "q", 2, &rc);
     assert_int_equal(rc, AQ_OK);
     s_as(f, "admin", NULL);
     aq_item_t item;
@@ -1375,7 +1414,7 @@ static fixture_t *s_start_keyless(void **state, char *const *flags)
     s_as(f, NULL, NULL);
     harness_start_broker_logged(&f->h, flags);
     aq_status_t rc;
-    f->observer = aq_session_new(f->h.address, "observer", 0, HARNESS_DEADLINE_MS, &rc);
+    f->observer = aq_session_open(f->h.address, "observer", 0, HARNESS_DEADLINE_MS, &rc);
     assert_int_equal(rc, AQ_OK);
     /* Without keys every client that gets in has every role. */
     assert_string_equal(aq_session_welcome(f->observer)->roles, "produce,consume,admin");
@@ -1402,7 +1441,7 @@ static void test_without_keys_the_broker_accepts_loopback_only_and_says_so(void 
     s_keygen(f, "admin", "admin", NULL, 0);
     s_as(f, "admin", NULL);
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(f->h.address, "with-keys", 0, REFUSED_WAIT_MS, &rc);
+    aq_session_t *session = aq_session_open(f->h.address, "with-keys", 0, REFUSED_WAIT_MS, &rc);
     assert_null(session);
     assert_int_equal(rc, AQ_KEY_MISMATCH);
     s_as(f, NULL, NULL);
@@ -1448,6 +1487,7 @@ int main(void)
         cmocka_unit_test_teardown(test_a_consume_key_may_not_put_or_administer, s_teardown),
         cmocka_unit_test_teardown(test_an_admin_key_may_do_everything, s_teardown),
         cmocka_unit_test_teardown(test_a_key_limited_to_some_queues_sees_and_touches_only_those, s_teardown),
+        cmocka_unit_test_teardown(test_the_cli_shows_the_brokers_code_and_reason_when_refused, s_teardown),
         cmocka_unit_test_teardown(test_every_refusal_is_counted_in_bad_input, s_teardown),
         cmocka_unit_test_teardown(test_hijack_a_consumers_client_id_from_another_key_is_refused, s_teardown),
         cmocka_unit_test_teardown(test_hijack_a_producers_id_from_another_key_is_refused, s_teardown),

@@ -1,6 +1,9 @@
 /*  Shutdown, as Python 3.13's Queue.shutdown: puts refused; the graceful
     form drains and join completes, the immediate form discards what is
-    queued and releases joins; SIGTERM on the broker drains, then exits. */
+    queued and releases joins; once shut down and empty, every get, the
+    waiting ones and every later one, says so at once; SIGTERM on the
+    broker drains, then exits. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +86,7 @@ static void test_immediate_shutdown_discards_and_releases_joins(void **state)
     harness_t *h = *state;
     s_put(h, "q", 30);
     aq_status_t rc;
-    aq_consumer_t *consumer = aq_consumer_new(h->address, "q", 1, "holder", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "holder", "q", 1, &rc);
     aq_item_t held;
     assert_int_equal(aq_consumer_get(consumer, &held, HARNESS_DEADLINE_MS), AQ_OK);
 
@@ -107,6 +110,84 @@ static void test_immediate_shutdown_discards_and_releases_joins(void **state)
     /* A join asked later is refused too: not every item was processed
        (PROTOCOL.md 4.6). */
     assert_int_equal(s_cli(h, "join", NULL, out, sizeof out), 1);
+}
+
+typedef struct {
+    aq_consumer_t *consumer;
+    aq_status_t rc;
+} waiter_t;
+
+/*  A get that waits (up to the deadline) in a thread of its own; the
+    consumer is this thread's alone until it is joined. */
+static void *s_wait_get(void *arg)
+{
+    waiter_t *waiter = arg;
+    aq_item_t item;
+    waiter->rc = aq_consumer_get(waiter->consumer, &item, HARNESS_DEADLINE_MS);
+    return NULL;
+}
+
+/*  aq_consumer_get, which must return AQ_SHUT_DOWN without waiting. */
+static void s_expect_shut_down_at_once(aq_consumer_t *consumer, int timeout_ms)
+{
+    aq_item_t item;
+    int64_t started = zclock_mono();
+    assert_int_equal(aq_consumer_get(consumer, &item, timeout_ms), AQ_SHUT_DOWN);
+    assert_true(zclock_mono() - started < 1000);
+}
+
+/*  Python's get() raises QueueShutDown in every task waiting on a queue
+    shut down and empty, and in every get after: a consumer waiting in get
+    wakes with AQ_SHUT_DOWN, and from then on every get of every consumer
+    of the queue returns AQ_SHUT_DOWN at once, whatever its timeout (0,
+    -1), never waiting. */
+static void test_shutdown_wakes_every_waiting_get_and_every_later_one(void **state)
+{
+    harness_t *h = *state;
+    s_put(h, "q", 1);
+    aq_status_t rc;
+    aq_consumer_t *holder = aq_consumer_new(h->address, "holder", "q", 1, &rc);
+    assert_non_null(holder);
+    aq_item_t held;
+    assert_int_equal(aq_consumer_get(holder, &held, HARNESS_DEADLINE_MS), AQ_OK);
+    waiter_t waiter = {NULL, AQ_OK};
+    waiter.consumer = aq_consumer_new(h->address, "waiter", "q", 1, &rc);
+    assert_non_null(waiter.consumer);
+    harness_wait_stat(h, "q", "consumers", 2);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, s_wait_get, &waiter), 0);
+
+    /* Shut down while one item is in flight: not empty yet, nobody told. */
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_shutdown(session, "q", AQ_SHUTDOWN_DRAIN, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+    /* The last item acked: the queue is empty, the waiting get wakes. */
+    int64_t acked = zclock_mono();
+    assert_int_equal(aq_consumer_ack(holder, held.id), AQ_OK);
+    assert_int_equal(aq_consumer_flush(holder), AQ_OK);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(waiter.rc, AQ_SHUT_DOWN);
+    assert_true(zclock_mono() - acked < HARNESS_DEADLINE_MS / 2);
+
+    /* Every later get, of the woken consumer and of the one that was not
+       waiting, says so at once, for any timeout. */
+    s_expect_shut_down_at_once(waiter.consumer, 0);
+    s_expect_shut_down_at_once(waiter.consumer, HARNESS_DEADLINE_MS);
+    s_expect_shut_down_at_once(waiter.consumer, -1);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(holder, &item, HARNESS_DEADLINE_MS), AQ_SHUT_DOWN);
+    s_expect_shut_down_at_once(holder, 0);
+    s_expect_shut_down_at_once(holder, -1);
+    /* A consumer that comes later hears it at its first get, and after. */
+    aq_consumer_t *late = aq_consumer_new(h->address, "late", "q", 1, &rc);
+    assert_non_null(late);
+    assert_int_equal(aq_consumer_get(late, &item, HARNESS_DEADLINE_MS), AQ_SHUT_DOWN);
+    s_expect_shut_down_at_once(late, 0);
+    s_expect_shut_down_at_once(late, -1);
+    aq_consumer_destroy(&late);
+    aq_consumer_destroy(&holder);
+    aq_consumer_destroy(&waiter.consumer);
+    assert_int_equal(harness_stat(h, "q", "acked"), 1);
 }
 
 static void test_sigterm_drains_the_queues_then_exits(void **state)
@@ -137,6 +218,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_graceful_shutdown_refuses_puts_and_drains,
                                         harness_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_immediate_shutdown_discards_and_releases_joins,
+                                        harness_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_wakes_every_waiting_get_and_every_later_one,
                                         harness_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_drains_the_queues_then_exits, harness_setup,
                                         s_teardown),

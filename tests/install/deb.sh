@@ -31,6 +31,10 @@ programs=(asyncq-broker asyncq-producer asyncq-consumer asyncq)
 echo "== cpack -G DEB"
 (cd "$build" && cpack -G DEB -B "$work/out" >"$work/cpack.log" 2>&1) || { cat "$work/cpack.log"; fail "cpack"; }
 version=$(sed -n 's/^set(CPACK_PACKAGE_VERSION "\(.*\)")$/\1/p' "$build/CPackConfig.cmake")
+# The project's one version (CMakeLists.txt) is the packages', the
+# programs' and the library's; the SONAME carries its major.
+major=${version%%.*}
+[ -n "$version" ] && [ "$major" != "$version" ] || fail "no version in CPackConfig.cmake: '$version'"
 arch=$(dpkg --print-architecture)
 deb=$work/out/asyncq_${version}_$arch.deb
 dev=$work/out/asyncq-dev_${version}_$arch.deb
@@ -49,7 +53,7 @@ echo "asyncq-dev Depends: $dev_depends"
 [[ "$dev_depends" == *"asyncq (= $version)"* ]] || fail "asyncq-dev does not depend on asyncq (= $version)"
 mkdir "$work/control"
 dpkg-deb -e "$deb" "$work/control"
-grep -qx "libasyncq 0 asyncq (= $version)" "$work/control/shlibs" || fail "shlibs: $(cat "$work/control/shlibs")"
+grep -qx "libasyncq $major asyncq (= $version)" "$work/control/shlibs" || fail "shlibs: $(cat "$work/control/shlibs")"
 grep -qx "activate-noawait ldconfig" "$work/control/triggers" || fail "no ldconfig trigger"
 for script in postinst prerm postrm; do
   [ -x "$work/control/$script" ] || fail "$script is missing or not executable"
@@ -65,7 +69,7 @@ expect() { # list, path...
   for path in "$@"; do grep -qx "$path" "$work/$list.list" || fail "$list package lacks $path"; done
 }
 expect deb /usr/lib/systemd/system/asyncq-broker.service /usr/share/asyncq/asyncq-broker.default \
-  "/usr/lib/libasyncq.so.0" "/usr/lib/libasyncq.so.$version"
+  "/usr/lib/libasyncq.so.$major" "/usr/lib/libasyncq.so.$version"
 for program in "${programs[@]}"; do
   expect deb "/usr/bin/$program" "/usr/share/man/man1/$program.1.gz"
 done
@@ -75,6 +79,11 @@ if grep -v '^/usr/' "$work/deb.list" "$work/dev.list" | grep -v ':/$'; then
   fail "files outside /usr (the settings file is made by postinst, not shipped)"
 fi
 if grep -q '\.h$\|\.pc$\|\.a$' "$work/deb.list"; then fail "development files in asyncq"; fi
+# The library's internal headers (codec, wire...) are not part of its API.
+if grep -v -E '^/usr/include/asyncq/(asyncq|consumer|control|producer|security|session|status|types|version)\.h$' \
+     "$work/dev.list" | grep '^/usr/include/.*\.h$'; then
+  fail "asyncq-dev ships headers outside the public API (above)"
+fi
 echo "asyncq: $(grep -cv '/$' "$work/deb.list") files; asyncq-dev: $(grep -cv '/$' "$work/dev.list")"
 
 echo "== unpacked: the programs and the library"
@@ -89,9 +98,10 @@ for program in "${programs[@]}"; do
   echo "$out"
 done
 grep -q -- '--data-dir' <("$root/usr/bin/asyncq-broker" --help) || fail "asyncq-broker --help"
-readelf -d "$root/usr/lib/libasyncq.so.$version" | grep -q 'SONAME.*\[libasyncq\.so\.0\]' \
-  || fail "libasyncq.so.$version: no SONAME libasyncq.so.0"
-[ "$(readlink "$root/usr/lib/libasyncq.so")" = libasyncq.so.0 ] || fail "libasyncq.so -> libasyncq.so.0"
+readelf -d "$root/usr/lib/libasyncq.so.$version" | grep -q "SONAME.*\[libasyncq\.so\.$major\]" \
+  || fail "libasyncq.so.$version: no SONAME libasyncq.so.$major"
+[ "$(readlink "$root/usr/lib/libasyncq.so")" = "libasyncq.so.$major" ] \
+  || fail "libasyncq.so -> libasyncq.so.$major"
 
 echo "== systemd-analyze verify (offline, --root)"
 unit=$root/usr/lib/systemd/system/asyncq-broker.service

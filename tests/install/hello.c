@@ -1,6 +1,8 @@
 /*  A program built against the installed libasyncq, as a user builds one:
     cc hello.c $(pkg-config --cflags --libs asyncq). A round trip through
-    the broker at argv[1]: put and sync, get and ack, join.
+    the broker at argv[1]: put and sync, get and ack, join. The API's
+    conventions: constructors take (address, name, queue..., options,
+    &status); every timeout is -1 for ever, 0 do not wait.
 
     Prints "hello from libasyncq VERSION: joined" and exits 0, or says which
     call failed and exits 1. */
@@ -30,16 +32,20 @@ int main(int argc, char **argv)
     aq_status_t status;
 
     aq_producer_t *producer = aq_producer_new(argv[1], "hello", &status);
-    if (!producer)
+    if (!producer) {
+        fprintf(stderr, "hello: %s\n", aq_last_error());
         return s_failed("aq_producer_new", status);
+    }
     if ((status = aq_producer_put(producer, queue, text, strlen(text))) != AQ_OK)
         return s_failed("aq_producer_put", status);
     if ((status = aq_producer_sync(producer, 10000)) != AQ_OK)
         return s_failed("aq_producer_sync", status);
 
-    aq_consumer_t *consumer = aq_consumer_new(argv[1], queue, 1, "hello", &status);
-    if (!consumer)
+    aq_consumer_t *consumer = aq_consumer_new(argv[1], "hello", queue, 1, &status);
+    if (!consumer) {
+        fprintf(stderr, "hello: %s\n", aq_last_error());
         return s_failed("aq_consumer_new", status);
+    }
     aq_item_t item;
     if ((status = aq_consumer_get(consumer, &item, 10000)) != AQ_OK)
         return s_failed("aq_consumer_get", status);
@@ -53,9 +59,14 @@ int main(int argc, char **argv)
         return s_failed("aq_consumer_flush", status);
 
     aq_join_result_t joined;
-    status = aq_join(aq_producer_session(producer), queue, 10000, AQ_JOIN_ALL, &joined);
+    status = aq_join(aq_producer_session(producer), queue, -1, AQ_JOIN_ALL, &joined);
     if (status != AQ_OK)
         return s_failed("aq_join", status);
+    /* 0: do not wait. Nothing is left to get; the queue is joined now. */
+    if ((status = aq_consumer_get(consumer, &item, 0)) != AQ_TIMEOUT)
+        return s_failed("aq_consumer_get (0)", status);
+    if ((status = aq_join(aq_producer_session(producer), queue, 0, AQ_JOIN_ALL, &joined)) != AQ_OK)
+        return s_failed("aq_join (0)", status);
 
     aq_consumer_destroy(&consumer);
     aq_producer_destroy(&producer);

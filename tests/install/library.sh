@@ -5,9 +5,18 @@
 #
 # 1. `cmake --install BUILD_DIR --prefix TMP` installs libasyncq.so.N (with
 #    its SONAME), libasyncq.a, the headers under include/asyncq and asyncq.pc.
-# 2. libasyncq.so exports exactly the functions the installed headers declare
-#    (libasyncq.map and the headers agree), and nothing else.
-# 3. hello.c builds with `pkg-config --cflags --libs asyncq` from the installed
+# 2. The public headers are exactly the API's (the codec, the wire, the
+#    endpoints and the session's insides are not installed), each compiles
+#    on its own as strict C11 with zmq.h and czmq.h made to fail (a
+#    directory of poisoned copies first on the include path), and none of
+#    them pulls in ZeroMQ's or czmq's headers; asyncq.pc does not make a
+#    user's program depend on libzmq (Requires.private only).
+# 3. libasyncq.so exports exactly the functions the installed headers declare
+#    (libasyncq.map and the headers agree), nothing else, and only names of
+#    the public API's prefixes: aq_producer_*, aq_consumer_*, aq_session_*,
+#    aq_security_*, and aq_join, aq_stats, aq_info, aq_dead, aq_shutdown,
+#    aq_keygen, aq_last_error, aq_status_name, aq_strerror, aq_version.
+# 4. hello.c builds with `pkg-config --cflags --libs asyncq` from the installed
 #    copy alone, once against the shared library and once against the static
 #    one, and both make a round trip (put, sync, get, ack, join) through the
 #    installed broker, started here on a free loopback port.
@@ -46,6 +55,27 @@ version=$(pkg-config --modversion asyncq)
 read -r -a flags <<<"$(pkg-config --cflags --libs asyncq)"
 echo "asyncq.pc: version $version, ${flags[*]}"
 
+echo "== the installed headers: the public API, without ZeroMQ's"
+public="asyncq.h consumer.h control.h producer.h security.h session.h status.h types.h version.h"
+installed=$(cd "$prefix/include/asyncq" && ls | tr '\n' ' ' | sed 's/ $//')
+[ "$installed" = "$public" ] || fail "include/asyncq holds '$installed', not '$public'"
+mkdir "$work/poison"
+for header in zmq.h czmq.h zmq_utils.h; do
+  echo "#error \"a public asyncq header includes $header\"" >"$work/poison/$header"
+done
+for header in $public; do
+  echo "#include <asyncq/$header>" | "$cc" "${cflags[@]}" -std=c11 -pedantic -Wall -Wextra -Werror \
+    -fsyntax-only -I"$work/poison" $(pkg-config --cflags asyncq) -x c - \
+    || fail "asyncq/$header does not compile on its own without zmq.h and czmq.h"
+done
+echo '#include <asyncq/asyncq.h>' | "$cc" -M $(pkg-config --cflags asyncq) -x c - >"$work/deps"
+if grep -E '(^|[ /])c?zmq[a-z_]*\.h' "$work/deps"; then
+  fail "asyncq/asyncq.h pulls in ZeroMQ's or czmq's headers"
+fi
+requires=$(pkg-config --print-requires asyncq)
+[ -z "$requires" ] || fail "asyncq.pc Requires '$requires': a user's program need not see them"
+echo "$public: each compiles alone (C11, -pedantic), none includes zmq.h or czmq.h"
+
 echo "== exports: libasyncq.so against the installed headers"
 # Declared: every aq_ name followed by "(" once the umbrella header is
 # preprocessed (comments gone; typedefs of function types read "aq_x)(").
@@ -56,7 +86,11 @@ nm -D --defined-only "$prefix/$libdir/libasyncq.so" | awk '{print $3}' | sed 's/
 if ! diff -u --label declared --label exported "$work/declared" "$work/exported"; then
   fail "libasyncq.so does not export what the headers declare (common/libasyncq.map)"
 fi
-echo "$(wc -l <"$work/exported") functions, as declared"
+api='^aq_(producer|consumer|session|security)_[a-z0-9_]+$|^aq_(join|stats|info|dead|shutdown|keygen|last_error|status_name|strerror|version)$'
+if grep -vE "$api" "$work/exported"; then
+  fail "libasyncq.so exports names outside the public API's prefixes (above)"
+fi
+echo "$(wc -l <"$work/exported") functions, as declared, all of the public API's prefixes"
 
 echo "== hello.c against the installed copy"
 "$cc" "${cflags[@]}" -Wall -Wextra -Werror -o "$work/hello" "$here/hello.c" "${flags[@]}"

@@ -123,12 +123,12 @@ static void s_resolve(char **argv, char *path, size_t size)
     }
 }
 
-int harness_run(char **argv, char *out, size_t size)
+static int s_run(char **argv, char *out, size_t size, const char *stderr_path)
 {
     char path[4096];
     s_resolve(argv, path, sizeof path);
     aq_process_t process;
-    assert_int_equal(aq_process_spawn(&process, argv, 1, 1), 0);
+    assert_int_equal(aq_process_spawn_logged(&process, argv, 1, 1, stderr_path), 0);
     size_t used = 0;
     char line[4096];
     int rc;
@@ -147,6 +147,27 @@ int harness_run(char **argv, char *out, size_t size)
     return process.exit_code;
 }
 
+int harness_run(char **argv, char *out, size_t size)
+{
+    return s_run(argv, out, size, NULL);
+}
+
+int harness_run_err(char **argv, char *out, size_t size, char *err, size_t err_size)
+{
+    char path[] = "/tmp/asyncq-test-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    int code = s_run(argv, out, size, path);
+    FILE *file = fopen(path, "r");
+    assert_non_null(file);
+    size_t got = fread(err, 1, err_size - 1, file);
+    err[got] = '\0';
+    fclose(file);
+    unlink(path);
+    return code;
+}
+
 void harness_spawn(aq_process_t *process, char **argv)
 {
     char path[4096];
@@ -157,9 +178,7 @@ void harness_spawn(aq_process_t *process, char **argv)
 aq_session_t *harness_session(const harness_t *self)
 {
     aq_status_t rc;
-    char client_id[AQ_NAME_MAX + 1];
-    aq_client_id_make("test", client_id, sizeof client_id);
-    aq_session_t *session = aq_session_new(self->address, client_id, 0, HARNESS_DEADLINE_MS, &rc);
+    aq_session_t *session = aq_session_new(self->address, "test", HARNESS_DEADLINE_MS, &rc);
     assert_non_null(session);
     return session;
 }
@@ -325,7 +344,7 @@ void harness_assert_serving(const harness_t *h, const char *queue)
     assert_int_equal(aq_producer_put(producer, queue, "ok", 2), AQ_OK);
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&producer);
-    aq_consumer_t *consumer = aq_consumer_new(h->address, queue, 1, "check", &rc);
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "check", queue, 1, &rc);
     assert_non_null(consumer);
     aq_item_t item;
     assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);

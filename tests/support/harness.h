@@ -13,6 +13,7 @@
 
 #include "asyncq/consumer.h"
 #include "asyncq/control.h"
+#include "asyncq/internal.h" /* the codec, the wire and the session's insides */
 #include "asyncq/process.h"
 #include "asyncq/producer.h"
 #include "asyncq/wire.h"
@@ -55,6 +56,10 @@ int harness_teardown(void **state);
 /*  Runs a program to completion, its stdout into out (may be NULL). Returns
     its exit code. argv[0] is a program name from build/bin. */
 int harness_run(char **argv, char *out, size_t size);
+
+/*  harness_run with its stderr captured too, into err (NUL-terminated, cut
+    to err_size). */
+int harness_run_err(char **argv, char *out, size_t size, char *err, size_t err_size);
 
 /*  Starts a program in the background with stdout captured. */
 void harness_spawn(aq_process_t *process, char **argv);

@@ -198,7 +198,7 @@ class Session:
         if not self._outbox:
             try:
                 self.socket.send_multipart(frames, zmq.NOBLOCK)
-                self._reader.kick()
+                self._reader.check()
                 return
             except zmq.Again:
                 pass

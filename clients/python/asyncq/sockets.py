@@ -17,7 +17,7 @@ def plain_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
 class Reader:
     """Calls on_ready(socket) from the event loop whenever a plain ZeroMQ
     socket may have a message to read or room to send. ZMQ_FD is
-    edge-triggered and a send can consume its edge: kick() after a send
+    edge-triggered and a send can consume its edge: check() after a send
     makes sure a message that arrived meanwhile is still read."""
 
     def __init__(self, socket: zmq.Socket[Any], on_ready: Callable[[], None]) -> None:
@@ -31,6 +31,12 @@ class Reader:
     def _ready(self) -> None:
         self._kicked = False
         self._on_ready()
+
+    def check(self) -> None:
+        """After a send: a message that arrived meanwhile, whose signal the
+        send took, is read in the next turn."""
+        if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator]
+            self.kick()
 
     def kick(self) -> None:
         if not self._kicked:

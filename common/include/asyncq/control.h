@@ -1,13 +1,15 @@
-/*  Requests that need no role: join and stats. Each call makes its own
-    session (HELLO first, so an absent broker is reported as AQ_UNREACHABLE
-    rather than as a join that never returns). */
+/*  Requests about queues, asked on a session (aq_session_new, or a
+    producer's or consumer's): join, stats and info, which every client may
+    ask, and dead and shutdown, which need the admin role when the broker
+    uses CURVE keys. A request the broker refuses returns AQ_REFUSED, its
+    code and reason in aq_session_error(). */
 #ifndef ASYNCQ_CONTROL_H
 #define ASYNCQ_CONTROL_H
 
 #include <stdint.h>
 
-#include "asyncq/codec.h"
 #include "asyncq/session.h"
+#include "asyncq/types.h"
 
 typedef struct {
     uint64_t waited;      /* JOINED: items outstanding when the join arrived */
@@ -17,16 +19,20 @@ typedef struct {
 
 /*  Waits until every item of `queue` accepted before the join reached the
     broker has been acked (AQ_JOIN_BEFORE), or until the queue has nothing
-    outstanding at all (AQ_JOIN_ALL). `timeout_ms` 0 waits for ever.
-    AQ_OK: joined. AQ_TIMEOUT: the broker said time-out; result->outstanding
-    says how many items were left. AQ_SHUT_DOWN: the queue was shut down
-    at once (immediate) before the join was satisfied. If the broker
-    restarts meanwhile, the join is asked again of the new broker. */
-aq_status_t aq_join(aq_session_t *session, const char *queue, uint64_t timeout_ms,
+    outstanding at all (AQ_JOIN_ALL). `timeout_ms`: -1 waits for ever; 0
+    only asks whether the queue is joined now (the wire has no "do not
+    wait": the broker is given its shortest time-out, 1 ms); at most
+    AQ_WAIT_MAX_MS, else AQ_MALFORMED. AQ_OK: joined. AQ_TIMEOUT: not
+    joined in time; result->outstanding says how many items were left.
+    AQ_SHUT_DOWN: the queue was shut down at once (immediate) before the
+    join was satisfied. If the broker restarts meanwhile, the join is asked
+    again of the new broker. */
+aq_status_t aq_join(aq_session_t *session, const char *queue, int timeout_ms,
                     aq_join_mode_t mode, aq_join_result_t *result);
 
 /*  Asks for per-queue statistics (`queue` NULL or "" for every queue) and
-    calls `line` once per queue with its report line. */
+    calls `line` once per queue with its report line. In this call and the
+    ones below, `line` may be NULL: the lines are not wanted. */
 typedef void (aq_stats_line_fn)(void *ctx, const char *line);
 aq_status_t aq_stats(aq_session_t *session, const char *queue, aq_stats_line_fn *line,
                      void *ctx);

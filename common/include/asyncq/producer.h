@@ -34,9 +34,11 @@
 
 typedef struct aq_producer aq_producer_t;
 
-/*  Connects to the broker at `address` (see endpoint.h) as a producer named
-    `name` (a random suffix is added to make its id). NULL on failure, with
-    *status set. */
+/*  Connects to the broker at `address` (HOST[:PORT], tcp://HOST:PORT or
+    ipc://PATH) as a producer named `name` (NULL: "producer"; a random
+    suffix is added to make its id), waiting up to AQ_CONNECT_TIMEOUT_MS for
+    the broker. NULL on failure, with *status set as aq_session_new says,
+    and aq_last_error() saying why. */
 aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_t *status);
 
 /*  Sends what is gathered, then closes the sockets. Items not confirmed by
@@ -59,8 +61,8 @@ aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const 
 /*  Sends the items gathered so far, without waiting for anything. */
 aq_status_t aq_producer_flush(aq_producer_t *self);
 
-/*  Waits up to `timeout_ms` (-1: forever) until the broker confirms every
-    put so far, sending again what was lost, across broker restarts.
+/*  Waits up to `timeout_ms` (-1: for ever; 0: only reads the confirmations
+    already here) until the broker confirms every put so far, sending again what was lost, across broker restarts.
     AQ_OK: all of them are held by the broker. AQ_REFUSED: the broker
     received all of them but refused some (aq_producer_refused says how
     many; aq_session_error the last reason). AQ_TIMEOUT, AQ_INTERRUPTED:

@@ -22,9 +22,6 @@ int aq_security_enabled(void);
 aq_status_t aq_security_status(void);
 const char *aq_security_error(void);
 
-/*  Makes a czmq socket (zsock_t *) a CURVE client, if enabled. */
-void aq_security_apply(void *zsock);
-
 /*  Writes NAME.key (public, shareable) and NAME.key_secret (mode 0600) in
     dir, with the roles (and queues, may be NULL) as metadata. Returns 0, or
     -1 with errno. */

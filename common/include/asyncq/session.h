@@ -1,113 +1,64 @@
-/*  A client's conversation with the broker's ROUTER socket: one DEALER,
-    a HELLO/WELCOME handshake that proves the broker is there, tagged
-    requests and their replies. The producer, consumer and control calls are
-    built on it. Not thread-safe: one session per thread.
+/*  A session with a broker: what join, stats, dead and shutdown (control.h)
+    are asked on, and what a producer and a consumer hold inside. Opening
+    one says HELLO and waits for WELCOME, so an absent broker is reported
+    at once rather than as a request that never returns. Not thread-safe:
+    one session per thread.
 
-    Receiving answers the broker's HEARTBEATs by itself (PROTOCOL.md 4.9),
-    so a client that reads is known to read. */
+    Every constructor of the API takes its arguments in one order: the
+    broker's address, the names (this client's name, then the queue), the
+    options, and the status out-parameter last. */
 #ifndef ASYNCQ_SESSION_H
 #define ASYNCQ_SESSION_H
 
 #include <stdint.h>
 
-#include "asyncq/codec.h"
-#include "asyncq/endpoint.h"
-#include "asyncq/wire.h"
+#include "asyncq/status.h"
+#include "asyncq/types.h"
 
+/*  How long aq_producer_new and aq_consumer_new wait for the broker. */
 #define AQ_CONNECT_TIMEOUT_MS 5000
 
 typedef struct aq_session aq_session_t;
 
+/*  The last ERROR the broker sent this session: why a call returned
+    AQ_REFUSED. */
 typedef struct {
-    int code;          /* status code from the broker (AQ_TOO_BIG...) */
+    int code;          /* status code from the broker (AQ_FORBIDDEN...) */
     char tag[AQ_TAG_MAX + 1];
-    char subject[AQ_SUBJECT_MAX + 1];
-    char text[AQ_TEXT_MAX + 1];
+    char subject[AQ_SUBJECT_MAX + 1]; /* the ids, seq range or queue it concerns */
+    char text[AQ_TEXT_MAX + 1];       /* the broker's reason, for a person */
 } aq_error_t;
 
-/*  What the broker said in WELCOME. */
-typedef struct {
-    uint64_t max_item;
-    uint64_t heartbeat_ms;
-    uint64_t max_batch;
-    uint64_t window;
-    uint64_t window_bytes;
-    char roles[64];
-    char persistence[16];
-} aq_welcome_t;
+/*  Connects to the broker at `address`: HOST[:PORT] (PORT 5557 if not
+    given), tcp://HOST:PORT or ipc://PATH. Says HELLO as `name` (NULL:
+    "client") plus a random suffix, and waits up to `timeout_ms` (-1: for
+    ever) for the broker's WELCOME. NULL on failure, with *status set:
+    AQ_BAD_ENDPOINT (not an address), AQ_UNREACHABLE (the host name does
+    not resolve, nothing listens there, or no answer in time),
+    AQ_KEY_MISMATCH, AQ_KEY_REFUSED, AQ_KEY_REQUIRED, AQ_BAD_KEY (CURVE),
+    AQ_NOMEM...; aq_last_error() then says why in one line. */
+aq_session_t *aq_session_new(const char *address, const char *name, int timeout_ms,
+                             aq_status_t *status);
 
-/*  Connects to `address` (see endpoint.h), says HELLO as `client_id` and
-    waits up to `timeout_ms` for WELCOME. A producer gives `producer_seq`,
-    the sequence number of its first put the broker has not confirmed (1
-    for a new producer); any other client gives 0. Returns NULL and sets
-    *status (AQ_BAD_ENDPOINT, AQ_UNREACHABLE, AQ_KEY_MISMATCH,
-    AQ_KEY_REFUSED, AQ_BAD_KEY, AQ_INTERRUPTED, AQ_NOMEM...). */
-aq_session_t *aq_session_new(const char *address, const char *client_id, uint64_t producer_seq,
-                             int timeout_ms, aq_status_t *status);
-
-/*  The producer_seq the next HELLO carries. */
-void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq);
-
-/*  Sends BYE (so the broker releases what this client holds at once),
-    then closes the socket, waiting at most a second for unsent messages. */
+/*  Says BYE (the broker releases what this client holds at once), then
+    closes, waiting at most a second for unsent messages. */
 void aq_session_destroy(aq_session_t **self_p);
 
-/*  Says HELLO (again) and waits up to timeout_ms for WELCOME: how a client
-    opens a new session after the broker lost the old one (it restarted, or
-    answered NO_SESSION). AQ_UNREACHABLE if no WELCOME came (AQ_KEY_MISMATCH
-    or AQ_KEY_REFUSED if the CURVE handshake failed). */
-aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
-
-/*  True if the broker, which sends HEARTBEAT every heartbeat_ms, has been
-    silent for three of them. */
-int aq_session_broker_silent(const aq_session_t *self);
-uint64_t aq_session_heartbeat_ms(const aq_session_t *self);
-
-/*  Sends one message on the DEALER. A request's tag, if it has none, is
-    filled in by aq_session_request. */
-aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
-
-/*  Gives msg a new tag (kept in the session until the next call) and sends
-    it. */
-aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg);
-
-/*  Waits up to `timeout_ms` (-1 = forever) for the next message and decodes
-    it into *msg (valid until the next receive). An ERROR from the broker is
-    returned as AQ_REFUSED with its details in aq_session_error(). */
-aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms);
-
-/*  Receives until a reply carrying `tag` arrives (other messages go to
-    `other`, if given, else are dropped); an ERROR with the tag ends the wait
-    with AQ_REFUSED. */
-typedef void (aq_session_other_fn)(void *ctx, const aq_msg_t *msg, aq_status_t status);
-aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
-                             int timeout_ms, aq_session_other_fn *other, void *ctx);
-
-/*  A new tag for a request, unique within this session. */
-const char *aq_session_next_tag(aq_session_t *self);
-
+/*  Why the last call that returned AQ_REFUSED was refused. */
 const aq_error_t *aq_session_error(const aq_session_t *self);
-const aq_welcome_t *aq_session_welcome(const aq_session_t *self);
-const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self);
+
+/*  The id this session said HELLO with (its name and a suffix). */
 const char *aq_session_client_id(const aq_session_t *self);
+
+/*  The largest item the broker accepts, in bytes (its WELCOME). */
 uint64_t aq_session_max_item(const aq_session_t *self);
 
-/*  The 0MQ socket, for polling. */
-void *aq_session_socket(aq_session_t *self);
-
-/*  A deadline `timeout_ms` from now (-1: none), and the milliseconds left
-    until it (-1 for none, 0 once passed), for waits made of several polls. */
-int64_t aq_deadline_at(int timeout_ms);
-int aq_deadline_left(int64_t deadline);
-
-/*  A client id: NAME (cleaned to the name alphabet) plus a random suffix. */
-void aq_client_id_make(const char *name, char *buf, size_t size);
-
-/*  How a DEALER's (or PUSH's) CURVE handshake went, from its monitor:
-    AQ_KEY_MISMATCH, AQ_KEY_REFUSED, or AQ_OK if no failure was seen. */
-typedef struct aq_handshake_watch aq_handshake_watch_t;
-aq_handshake_watch_t *aq_handshake_watch_new(void *zsock);
-aq_status_t aq_handshake_watch_status(aq_handshake_watch_t *self);
-void aq_handshake_watch_destroy(aq_handshake_watch_t **self_p);
+/*  Why the last aq_session_new, aq_producer_new or aq_consumer_new of this
+    thread failed, as one line for a person: the broker's address as it was
+    given, and the cause ("cannot reach the broker at 'nosuch:5557': host
+    'nosuch' not found: Name or service not known", "... nothing listens
+    there: Connection refused", "... the broker refused: FORBIDDEN (403):
+    ..."). "" after one that succeeded. */
+const char *aq_last_error(void);
 
 #endif

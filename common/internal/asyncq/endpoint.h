@@ -1,4 +1,4 @@
-/*  Broker addresses.
+/*  Broker addresses (internal: the library, the broker and the tests).
 
     One address names a broker: HOST[:PORT] (PORT defaults to 5557), or a
     full ZeroMQ endpoint tcp://HOST:PORT or ipc://PATH. The broker's PULL
@@ -11,8 +11,8 @@
 #include <stddef.h>
 
 #include "asyncq/status.h"
+#include "asyncq/types.h" /* AQ_DEFAULT_PORT */
 
-#define AQ_DEFAULT_PORT 5557
 #define AQ_ENDPOINT_MAX 300
 
 typedef struct {

@@ -1,4 +1,5 @@
-/*  Moving codec messages through ZeroMQ sockets.
+/*  Moving codec messages through ZeroMQ sockets. Internal, like codec.h:
+    the only header that includes zmq.h, not installed.
 
     aq_inbox_t receives one whole multipart message into a fixed number of
     frames, keeps them as zmq_msg_t while the message is handled, and lets

@@ -1,4 +1,6 @@
 /*  asyncq wire codec: the messages of docs/PROTOCOL.md as C structs.
+    Internal: used by the library, the broker and the tests; not installed,
+    and not exported by libasyncq.so.
 
     A message is a list of frames: the signature "asyncq/2", a command word,
     then the command's fields, each in its own frame. The codec knows nothing
@@ -15,22 +17,15 @@
 #include <stdint.h>
 
 #include "asyncq/status.h"
+/*  The limits (AQ_NAME_MAX...) and the JOIN and SHUTDOWN modes. */
+#include "asyncq/types.h"
 
 #define AQ_SIGNATURE "asyncq/2"
 #define AQ_SIGNATURE_V1 "asyncq/1"
-#define AQ_NAME_MAX 64    /* queue names and client ids */
-#define AQ_TAG_MAX 64     /* request tags, echoed in replies */
-#define AQ_TEXT_MAX 1024  /* error texts, NACK reasons, report lines */
-#define AQ_LIST_MAX 1024  /* item ids in one ACK, lines in one REPORT */
-/*  An ERROR's subject: up to AQ_LIST_MAX ids in decimal, space-separated. */
-#define AQ_SUBJECT_MAX (AQ_LIST_MAX * (AQ_U64_DIGITS + 1))
-#define AQ_U64_DIGITS 20
 /*  Frames of any message but REPORT, signature and command included. */
 #define AQ_FIELDS_FRAMES_MAX 11
 /*  A REPORT: signature, command, tag and its lines. */
 #define AQ_REPORT_FRAMES_MAX (AQ_LIST_MAX + 3)
-/*  The longest a NACK delay or a JOIN time-out may be (24 hours). */
-#define AQ_WAIT_MAX_MS 86400000ULL
 /*  Bytes before each payload in an ITEMS batch. */
 #define AQ_ITEMS_ENTRY_HEADER 28
 /*  Bytes before each payload in a PUTS batch. */
@@ -65,11 +60,6 @@ typedef enum {
     AQ_CMD_HEARTBEAT,
     AQ_CMD_COUNT_
 } aq_cmd_t;
-
-/*  The mode frame: JOIN takes "before" or "all", SHUTDOWN "drain" or
-    "immediate". */
-typedef enum { AQ_JOIN_BEFORE = 0, AQ_JOIN_ALL = 1 } aq_join_mode_t;
-typedef enum { AQ_SHUTDOWN_DRAIN = 0, AQ_SHUTDOWN_IMMEDIATE = 1 } aq_shutdown_mode_t;
 
 typedef struct {
     const uint8_t *data;
@@ -160,7 +150,7 @@ aq_bytes_t aq_bytes_str(const char *string);
 /*  Big-endian integers, as batches and id lists carry them. Inline: every
     item's header goes through them on both sides, and a call cost the
     broker 5 % of its instructions and a consumer 20 %. codec.c holds the
-    exported copies (C99 inline: the library still exports the symbols). */
+    out-of-line copies (C99 inline), for a caller that takes an address. */
 inline void aq_put_u32(uint8_t *dest, uint32_t value)
 {
     dest[0] = (uint8_t) (value >> 24);

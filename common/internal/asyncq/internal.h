@@ -1,0 +1,111 @@
+/*  The session's insides: what the library's own modules, the broker
+    (--health) and the tests use beyond the public API. Internal: not
+    installed, not exported by libasyncq.so.
+
+    A session is a DEALER connected to the broker's ROUTER, a HELLO/WELCOME
+    exchange that proves the broker is there, tagged requests and their
+    replies. Receiving answers the broker's HEARTBEATs by itself
+    (PROTOCOL.md 4.9), so a client that reads is known to read. */
+#ifndef ASYNCQ_INTERNAL_H
+#define ASYNCQ_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asyncq/codec.h"
+#include "asyncq/endpoint.h"
+#include "asyncq/wire.h"
+#include "asyncq/session.h"
+
+/*  What the broker said in WELCOME. */
+typedef struct {
+    uint64_t max_item;
+    uint64_t heartbeat_ms;
+    uint64_t max_batch;
+    uint64_t window;
+    uint64_t window_bytes;
+    char roles[64];
+    char persistence[16];
+} aq_welcome_t;
+
+/*  aq_session_new with the exact `client_id` (no suffix added). A producer
+    gives `producer_seq`, the sequence number of its first put the broker
+    has not confirmed (1 for a new producer); any other client gives 0. */
+aq_session_t *aq_session_open(const char *address, const char *client_id, uint64_t producer_seq,
+                              int timeout_ms, aq_status_t *status);
+
+/*  The producer_seq the next HELLO carries. */
+void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq);
+
+/*  Says HELLO (again) and waits up to timeout_ms for WELCOME: how a client
+    opens a new session after the broker lost the old one (it restarted, or
+    answered NO_SESSION). AQ_UNREACHABLE if no WELCOME came (AQ_KEY_MISMATCH
+    or AQ_KEY_REFUSED if the CURVE handshake failed). Unlike the first HELLO
+    of aq_session_open, it waits out a broker that refuses connections (one
+    that is restarting). */
+aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
+
+/*  True if the broker, which sends HEARTBEAT every heartbeat_ms, has been
+    silent for three of them. */
+int aq_session_broker_silent(const aq_session_t *self);
+uint64_t aq_session_heartbeat_ms(const aq_session_t *self);
+
+/*  Sends one message on the DEALER. */
+aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
+
+/*  Gives msg a new tag (kept in the session until the next call) and sends
+    it. */
+aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg);
+
+/*  Waits up to `timeout_ms` (-1: for ever) for the next message and decodes
+    it into *msg (valid until the next receive). An ERROR from the broker is
+    returned as AQ_REFUSED with its details in aq_session_error(). */
+aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms);
+
+/*  Receives until a reply carrying `tag` arrives (other messages go to
+    `other`, if given, else are dropped); an ERROR with the tag ends the wait
+    with AQ_REFUSED. */
+typedef void (aq_session_other_fn)(void *ctx, const aq_msg_t *msg, aq_status_t status);
+aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
+                             int timeout_ms, aq_session_other_fn *other, void *ctx);
+
+/*  A new tag for a request, unique within this session. */
+const char *aq_session_next_tag(aq_session_t *self);
+
+const aq_welcome_t *aq_session_welcome(const aq_session_t *self);
+const aq_endpoint_t *aq_session_endpoint(const aq_session_t *self);
+
+/*  The broker's address as the user gave it, for messages. */
+const char *aq_session_address(const aq_session_t *self);
+
+/*  The 0MQ socket, for polling. */
+void *aq_session_socket(aq_session_t *self);
+
+/*  A deadline `timeout_ms` from now (negative: none), and the milliseconds
+    left until it (-1 for none, 0 once passed), for waits made of several
+    polls. */
+int64_t aq_deadline_at(int timeout_ms);
+int aq_deadline_left(int64_t deadline);
+
+/*  A client id: NAME (cleaned to the name alphabet) plus a random suffix. */
+void aq_client_id_make(const char *name, char *buf, size_t size);
+
+/*  Sets what aq_last_error() says: "" for success, else one line. */
+void aq_last_error_set(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/*  aq_last_error() for a connection to `address` that failed with
+    `status` after the session was made: the broker's ERROR (AQ_REFUSED,
+    from `session`, may be NULL) or the status's description. */
+void aq_last_error_status(const char *address, aq_status_t status, const aq_session_t *session);
+
+/*  How a DEALER's (or PUSH's) CURVE handshake went, from its monitor:
+    AQ_KEY_MISMATCH, AQ_KEY_REFUSED, or AQ_OK if no failure was seen. */
+typedef struct aq_handshake_watch aq_handshake_watch_t;
+aq_handshake_watch_t *aq_handshake_watch_new(void *zsock);
+aq_status_t aq_handshake_watch_status(aq_handshake_watch_t *self);
+void aq_handshake_watch_destroy(aq_handshake_watch_t **self_p);
+
+/*  Makes a czmq socket (zsock_t *) a CURVE client, if enabled. */
+void aq_security_apply(void *zsock);
+
+#endif
