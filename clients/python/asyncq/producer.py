@@ -20,8 +20,8 @@ import zmq
 from .protocol import (PUTS_ENTRY, BrokerError, Fields, Frames, Welcome, message, pack_puts,
                        seq_range)
 from .security import Keys, apply_keys
-from .session import Reply, Session
-from .sockets import Reader, plain_socket
+from .session import Session
+from .sockets import Reader, plain_socket, send_now
 
 log = logging.getLogger("asyncq")
 
@@ -33,14 +33,6 @@ class Sent(NamedTuple):
     last: int
     frames: Frames
     size: int  # as has_room counts
-
-
-def _retrieved(sync: "asyncio.Future[None]") -> None:
-    """Marks a SYNC's failure seen: whoever waits for it raises it, and one
-    started early that nobody waited for is asked again by the next
-    confirm()."""
-    if not sync.cancelled():
-        sync.exception()
 
 
 class Push:
@@ -57,7 +49,7 @@ class Push:
     def send(self, frames: Frames) -> None:
         if not self._waiting:
             try:
-                self.socket.send_multipart(frames, zmq.NOBLOCK)
+                send_now(self.socket, frames)
                 return
             except zmq.Again:
                 pass
@@ -67,7 +59,7 @@ class Push:
     def _flush(self) -> None:
         while self._waiting:
             try:
-                self.socket.send_multipart(self._waiting[0], zmq.NOBLOCK)
+                send_now(self.socket, self._waiting[0])
             except zmq.Again:
                 # No room (the broker is away, or slow): the descriptor
                 # signals when there is; tried again a little later anyway.
@@ -103,7 +95,8 @@ class Producer:
         self._batch_key: Tuple[str, int] = ("", 0)     # their (queue, lease_ms)
         self._batch_size = 0                           # bytes of their PUTS items frame
         self._flush_handle: Optional[asyncio.Handle] = None
-        self._syncing: Optional["asyncio.Future[None]"] = None
+        self._syncing = False                          # a SYNC is in flight
+        self._waiters: List["asyncio.Future[None]"] = []  # confirm()s waiting for it
         self._watched: Set[int] = set()                # seqs a put() waits for
         self._refused: Dict[int, BrokerError] = {}     # seq -> BrokerError, for those put()s
         self.refusals: Deque[BrokerError] = collections.deque(maxlen=100)  # about other puts
@@ -139,9 +132,10 @@ class Producer:
         while not self.has_room(size):
             await self.confirm(self._sent[0].last if self._sent else self.seq)
 
-    def add(self, queue: str, payload: bytes, lease_ms: int) -> int:
+    def add(self, queue: str, payload: bytes, lease_ms: int, gather: bool = True) -> int:
         """Gives the put its seq and sends it: alone, or in the batch sent at
-        the end of this tick. Returns the seq. The caller made room."""
+        the end of this tick (now, without gather). Returns the seq. The
+        caller made room."""
         max_item = self._welcome.max_item
         entry = PUTS_ENTRY.size + len(payload)
         alone = len(payload) >= ALONE_BYTES or entry > max_item
@@ -157,10 +151,11 @@ class Producer:
             return self.seq
         if not self._batch:
             self._batch_key = (queue, lease_ms)
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+            if gather:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
         self._batch.append(payload)
         self._batch_size += entry
-        if len(self._batch) >= self._welcome.max_batch:
+        if not gather or len(self._batch) >= self._welcome.max_batch:
             self.flush()
         return self.seq
 
@@ -211,45 +206,48 @@ class Producer:
         """Returns once the broker has confirmed every put up to seq."""
         if self._batch and seq > self.seq - len(self._batch):
             self.flush()
-        while self.confirmed < seq:
-            await asyncio.shield(self._start_sync())
+        while self.confirmed < seq and (self._sent or self._syncing):
+            waiter: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            self._start_sync()
+            await waiter  # the SYNC's answer: confirmed up to its seq, or its error
 
-    def _start_sync(self) -> "asyncio.Future[None]":
-        """One SYNC at a time, for the last put sent: the future of the one
-        in flight, or of a new one."""
-        if self._syncing is None or self._syncing.done():
-            self._syncing = asyncio.get_running_loop().create_future()
-            self._syncing.add_done_callback(_retrieved)
-            if self._sent:
-                self._sync(self._syncing, self._sent[-1].last)
-            else:
-                self._syncing.set_result(None)
-        return self._syncing
+    def _start_sync(self) -> None:
+        """One SYNC at a time, for the last put sent."""
+        if not self._syncing and self._sent:
+            self._syncing = True
+            self._sync(self._sent[-1].last)
+        elif not self._syncing:
+            self._wake(None)  # nothing left to confirm
 
-    def _sync(self, done: "asyncio.Future[None]", seq: int) -> None:
+    def _sync(self, seq: int) -> None:
         client_id = self._session.client_id
-        reply = self._session.start_request(
-            b"sync", lambda tag: message(b"SYNC", tag, client_id, seq))
-        reply.add_done_callback(lambda reply: self._synced(done, seq, reply))
+        self._session.call(b"sync", lambda tag: message(b"SYNC", tag, client_id, seq),
+                           lambda reply, error: self._synced(seq, error))
 
-    def _synced(self, done: "asyncio.Future[None]", seq: int,
-                reply: "asyncio.Future[Reply]") -> None:
-        if done.done():
-            return
-        error = None if reply.cancelled() else reply.exception()
-        if reply.cancelled():
-            done.cancel()
-        elif isinstance(error, BrokerError) and error.code == 410:
+    def _synced(self, seq: int, error: Optional[BaseException]) -> None:
+        if isinstance(error, BrokerError) and error.code == 410:
             # Puts were lost on the way: all again, then the SYNC again,
             # which waits for them at the broker (4.7).
             log.info("%s: the broker lost puts; sending them again", self._session.client_id)
             self._resend()
-            self._sync(done, seq)
-        elif error is not None:
-            done.set_exception(error)
-        else:
+            self._sync(seq)
+            return
+        self._syncing = False
+        if error is None:
             self._confirm_to(seq)
-            done.set_result(None)
+        # A SYNC that failed with nobody waiting (one started early) is
+        # asked again by the next confirm().
+        self._wake(error)
+
+    def _wake(self, error: Optional[BaseException]) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
 
     def _confirm_to(self, seq: int) -> None:
         self.confirmed = max(self.confirmed, seq)
@@ -292,7 +290,7 @@ class Producer:
     def close(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self._syncing is not None and not self._syncing.done():
-            self._syncing.cancel()
+        for waiter in self._waiters:
+            waiter.cancel()
         if self._push is not None:
             self._push.close()

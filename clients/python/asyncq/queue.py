@@ -204,7 +204,7 @@ class Queue:
         else:
             if cancelled and self._producer:
                 self._producer.claim(cancelled[1])
-            seq = await self._send(payload, lease)
+            seq = await self._send(payload, lease, gather=False)
         producer = self._producer
         assert producer is not None
         producer.watch(seq)
@@ -238,7 +238,7 @@ class Queue:
             self._cancelled_put = None
         return await self._send(payload, lease)
 
-    async def _send(self, payload: bytes, lease: Optional[float]) -> int:
+    async def _send(self, payload: bytes, lease: Optional[float], gather: bool = True) -> int:
         producer = await self._open_producer()
         assert self._control is not None and self._control.welcome is not None
         max_item = self._control.welcome.max_item
@@ -250,7 +250,7 @@ class Queue:
         lease_ms = 0 if lease is None else max(1, int(lease * 1000))
         if not producer.has_room(len(payload)):
             await producer.make_room(len(payload))
-        return producer.add(self.queue, payload, lease_ms)
+        return producer.add(self.queue, payload, lease_ms, gather)
 
     async def flush(self) -> None:
         """Waits until the broker has confirmed every put sent. Raises the

@@ -20,7 +20,7 @@ import zmq
 from .protocol import (BrokerError, BrokerUnreachable, Fields, Frames, Welcome, message, parse,
                        parse_welcome)
 from .security import HandshakeWatch, Keys, apply_keys
-from .sockets import Reader, plain_socket
+from .sockets import EVENTS, POLLIN, Reader, plain_socket, send_now
 
 log = logging.getLogger("asyncq")
 
@@ -37,14 +37,23 @@ def log_failure(future: "asyncio.Future[Any]") -> None:
         log.warning("asyncq: %s", future.exception())
 
 
-class Request:
-    """A request waiting for its reply. After a new HELLO it is sent again,
-    built anew (a JOIN with the time left) and with a fresh tag."""
+Answer = Callable[[Optional[Reply], Optional[BaseException]], None]
 
-    def __init__(self, kind: bytes, build: Callable[[bytes], Frames],
-                 future: "asyncio.Future[Reply]") -> None:
-        self.kind, self.build, self.future = kind, build, future
+
+class Request:
+    """A request waiting for its reply, given to answer(reply, error) once.
+    After a new HELLO it is sent again, built anew (a JOIN with the time
+    left) and with a fresh tag."""
+
+    def __init__(self, kind: bytes, build: Callable[[bytes], Frames], answer: Answer) -> None:
+        self.kind, self.build, self._answer = kind, build, answer
         self.tag = b""
+        self.done = False
+
+    def answer(self, reply: Optional[Reply], error: Optional[BaseException] = None) -> None:
+        if not self.done:
+            self.done = True
+            self._answer(reply, error)
 
 
 class Session:
@@ -197,7 +206,7 @@ class Session:
             return
         if not self._outbox:
             try:
-                self.socket.send_multipart(frames, zmq.NOBLOCK)
+                send_now(self.socket, frames)
                 self._reader.check()
                 return
             except zmq.Again:
@@ -208,7 +217,7 @@ class Session:
     def _flush_outbox(self) -> None:
         while self._outbox:
             try:
-                self.socket.send_multipart(self._outbox[0], zmq.NOBLOCK)
+                send_now(self.socket, self._outbox[0])
             except zmq.Again:
                 # No room yet: the socket's descriptor signals when there is;
                 # a heartbeat's worth later it is tried again regardless.
@@ -216,18 +225,34 @@ class Session:
                 return
             self._outbox.popleft()
 
-    def start_request(self, kind: bytes,
-                      build: Callable[[bytes], Frames]) -> "asyncio.Future[Reply]":
-        """Sends build(tag) now; the future is the reply with that tag, as
-        (command, fields), or the BrokerError of an ERROR about it."""
-        request = Request(kind, build, self._loop.create_future())
-        self._send_request(request)
-        request.future.add_done_callback(lambda _: self._pending.pop(request.tag, None))
-        return request.future
+    def call(self, kind: bytes, build: Callable[[bytes], Frames], answer: Answer) -> None:
+        """Sends build(tag) now; answer(reply, None) is called with the reply
+        with that tag, as (command, fields), or answer(None, error) with the
+        BrokerError of an ERROR about it, from the reader, with no task or
+        future between (an awaited put's SYNC)."""
+        self._send_request(Request(kind, build, answer))
 
     async def request(self, kind: bytes, build: Callable[[bytes], Frames]) -> Reply:
-        """start_request(), awaited."""
-        return await self.start_request(kind, build)
+        """Sends build(tag) and returns the reply with that tag as (command,
+        fields); raises BrokerError for an ERROR about it."""
+        future: "asyncio.Future[Reply]" = self._loop.create_future()
+
+        def answer(reply: Optional[Reply], error: Optional[BaseException]) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert reply is not None
+                future.set_result(reply)
+
+        request = Request(kind, build, answer)
+        self._send_request(request)
+        try:
+            return await future
+        finally:
+            request.done = True
+            self._pending.pop(request.tag, None)
 
     def _send_request(self, request: Request) -> None:
         self._pending.pop(request.tag, None)
@@ -243,7 +268,7 @@ class Session:
             self._flush_outbox()
         for _ in range(READ_BATCH):
             try:
-                if not socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator]
+                if not socket.getsockopt(EVENTS) & POLLIN:  # type: ignore[operator]
                     return
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -277,9 +302,7 @@ class Session:
         elif command == b"ERROR":
             self._on_error(BrokerError.from_fields(fields), fields)
         elif command in REPLIES and fields and fields[0] in self._pending:
-            future = self._pending[fields[0]].future
-            if not future.done():
-                future.set_result((command, fields))
+            self._pending.pop(fields[0]).answer((command, fields))
         else:
             self.on_message(command, fields)
 
@@ -301,9 +324,9 @@ class Session:
         if self._hello and error.tag == self._hello[0] and not self._hello[1].done():
             self._hello[1].set_exception(error)
             return
-        request = self._pending.get(error.tag) if error.tag else None
-        if request and not request.future.done():
-            request.future.set_exception(error)
+        request = self._pending.pop(error.tag, None) if error.tag else None
+        if request and not request.done:
+            request.answer(None, error)
         else:
             self.on_message(b"ERROR", fields)
 
@@ -328,9 +351,8 @@ class Session:
                 await self._rehello
             except (asyncio.CancelledError, Exception):
                 pass
-        for request in self._pending.values():
-            if not request.future.done():
-                request.future.set_exception(RuntimeError("queue client is closed"))
+        for request in list(self._pending.values()):
+            request.answer(None, RuntimeError("queue client is closed"))
         if bye and self.welcome:
             try:
                 self.socket.send_multipart(message(b"BYE", self.tag(b"bye")), zmq.NOBLOCK)

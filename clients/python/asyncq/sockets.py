@@ -4,9 +4,24 @@ and its futures and polls."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import zmq
+
+
+NOBLOCK = int(zmq.NOBLOCK)
+MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def send_now(socket: zmq.Socket[Any], frames: List[bytes]) -> None:
+    """Sends a message without waiting; raises zmq.Again when the socket
+    has no room (then none of it was sent: ZeroMQ takes a message's later
+    frames once it took its first). Plain ints for the flags: pyzmq's
+    send_multipart makes an enum per frame."""
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        socket.send(frame, MORE if index < last else NOBLOCK)
 
 
 def plain_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
@@ -35,7 +50,7 @@ class Reader:
     def check(self) -> None:
         """After a send: a message that arrived meanwhile, whose signal the
         send took, is read in the next turn."""
-        if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[operator]
+        if self._socket.getsockopt(EVENTS) & POLLIN:  # type: ignore[operator]
             self.kick()
 
     def kick(self) -> None:
