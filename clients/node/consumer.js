@@ -2,9 +2,15 @@
 // The consumer side (PROTOCOL.md 4.3 to 4.5): a session of its own for the
 // consumed queue, CREDIT confirmed by CREDITED, deliveries as ITEM or ITEMS,
 // and the acks of one tick in one ACK.
+//
+// Credit follows the getters, as asyncio.Queue does (N getters hold at most
+// N items): the credit at the broker is the items held (got, not yet acked
+// or nacked) plus the get() calls waiting plus prefetch (items sent ahead).
+// It is worked out at most once per event-loop turn, with the acks, and sent
+// only when it changed: a steady pool of workers sends none.
 const { Session } = require('./session');
 const {
-  message, cutText, encodeIds, decodeItems, BrokerError, QueueEmpty, WAIT_MAX_MS, IDS_MAX,
+  message, cutText, encodeIds, decodeItems, BrokerError, QueueShutDown, QueueEmpty, WAIT_MAX_MS, IDS_MAX,
 } = require('./protocol');
 
 const number = (frame) => Number(frame.toString());
@@ -28,24 +34,37 @@ class Item {
 }
 
 class Consumer {
-  constructor(routerEndpoint, clientId, queue, credit, curve) {
-    this.session = new Session(routerEndpoint, clientId, { curve });
+  // broker: the parsed address; options: { prefetch, curve,
+  // opening() (get() calls waiting for this consumer to open) }.
+  constructor(broker, clientId, queue, options = {}) {
+    this.session = new Session(broker, clientId, { curve: options.curve });
     this.session.onMessage = (command, fields) => this.onMessage(command, fields);
     this.session.onReconnect = () => this.rejoin();
     this.queue = queue;
-    this.credit = credit;
+    this.prefetch = options.prefetch || 0;
+    this.opening = options.opening || (() => 0);
     this.batch = 0; // most items per ITEMS asked for
-    this.delivered = []; // items not yet got, then possibly the QueueShutDown error
+    this.delivered = []; // items not yet got
     this.getters = []; // { resolve, reject } of get() calls waiting
-    this.taken = new Map(); // id -> item got, not taskDone
+    this.taken = new Map(); // id -> { item, frame } got, not taskDone
+    this.stale = new Map(); // the same, from a session the broker has ended: their acks are not sent
     this.acks = []; // ids acked, to go out in one ACK
+    this.credit = null; // the credit last sent; null: none in force
     this.creditWithdrawn = false;
+    this.shutDown = null; // the QueueShutDown error, once the queue is shut down and empty
+    this.flushing = false; // a flush of acks and credit is due this turn
+    this.closed = false;
     this.onError = () => {};
+  }
+
+  // What the credit should be now.
+  wantedCredit() {
+    return this.taken.size + this.getters.length + this.opening() + this.prefetch;
   }
 
   async open(timeoutMs) {
     await this.session.open(timeoutMs);
-    this.batch = Math.min(this.credit, this.session.welcome.maxBatch);
+    this.batch = this.session.welcome.maxBatch;
     try {
       await this.announceCredit();
     } catch (error) {
@@ -55,9 +74,44 @@ class Consumer {
   }
 
   // CREDIT, resolved by CREDITED: a consumer that has it and no item knows
-  // the queue is empty, not that its request was lost (4.3).
+  // the queue is empty, not that its request was lost (4.3). The credit is
+  // worked out as it is sent, and again if it is sent again after a reconnect.
   announceCredit() {
-    return this.session.request('credit', (tag) => message('CREDIT', tag, this.queue, this.credit, this.batch));
+    return this.session.request('credit', (tag) => {
+      this.credit = this.wantedCredit();
+      return message('CREDIT', tag, this.queue, this.credit, this.batch);
+    });
+  }
+
+  // Acks and the credit, once per turn.
+  schedule() {
+    if (this.flushing) return;
+    this.flushing = true;
+    setImmediate(() => {
+      this.flushing = false;
+      this.flushAcks();
+      this.updateCredit();
+    });
+  }
+
+  updateCredit() {
+    if (this.closed || this.shutDown || this.creditWithdrawn || this.credit === null) return;
+    if (this.wantedCredit() === this.credit) return;
+    this.announceCredit().catch((error) => this.creditRefused(error));
+  }
+
+  // A CREDIT answered with an ERROR: 503 is the queue shut down and empty;
+  // anything else (429: over the broker's --max-credit) is told to the
+  // get() calls waiting, which it would leave waiting for ever.
+  creditRefused(error) {
+    if (!(error instanceof BrokerError)) return; // closed meanwhile
+    if (error.code === 503) {
+      this.shutDownNow(error);
+      return;
+    }
+    this.credit = null; // sent again by the next get()
+    this.onError(error);
+    for (const getter of this.getters.splice(0)) getter.reject(error);
   }
 
   // After a new HELLO, the old session's items are the broker's to deliver
@@ -66,10 +120,10 @@ class Consumer {
   rejoin() {
     this.delivered = [];
     this.acks = [];
+    for (const [id, entry] of this.taken) this.stale.set(id, entry);
+    this.taken.clear();
     this.creditWithdrawn = false;
-    this.announceCredit().catch((error) => {
-      if (error instanceof BrokerError) this.onError(error); // else closed meanwhile
-    });
+    this.announceCredit().catch((error) => this.creditRefused(error));
   }
 
   onMessage(command, fields) {
@@ -90,12 +144,22 @@ class Consumer {
   onBrokerError(error) {
     const aboutQueue = error.subject === this.queue;
     if (aboutQueue && error.code === 503) {
-      this.deliver(error); // shut down and empty: get() rejects once the items are got
+      this.shutDownNow(error); // shut down and empty
       return;
     }
     // 3 leases expired in a row: nothing more comes until CREDIT again (4.5).
-    if (aboutQueue && error.code === 408) this.creditWithdrawn = true;
+    if (aboutQueue && error.code === 408) {
+      this.creditWithdrawn = true;
+      this.credit = null;
+    }
     this.onError(error);
+  }
+
+  // Every get() waiting, and every later one, rejects with error once the
+  // items delivered before it are got.
+  shutDownNow(error) {
+    this.shutDown = error instanceof QueueShutDown ? error : new QueueShutDown(503, 'SHUT_DOWN', '', this.queue, error.text);
+    if (!this.delivered.length) for (const getter of this.getters.splice(0)) getter.reject(this.shutDown);
   }
 
   deliver(item) {
@@ -104,16 +168,28 @@ class Consumer {
     else this.delivered.push(item);
   }
 
+  // Records item as got by frame (null: by getNowait()).
+  take(item, frame) {
+    const before = this.taken.get(item.id);
+    // Delivered again (its lease ran out): the older delivery is gone.
+    if (before && before.frame) before.frame.done();
+    this.taken.set(item.id, { item, frame });
+    if (frame) frame.hold(item);
+    this.schedule();
+  }
+
   getNowait() {
-    if (!this.delivered.length) throw new QueueEmpty('no item delivered to this client');
-    const item = this.delivered[0];
-    if (item instanceof BrokerError) throw item;
-    this.delivered.shift();
-    this.taken.set(item.id, item);
+    if (!this.delivered.length) {
+      if (this.shutDown) throw this.shutDown;
+      throw new QueueEmpty('no item delivered to this client');
+    }
+    const item = this.delivered.shift();
+    this.take(item, null);
     return item;
   }
 
-  async get(signal) {
+  // The next item, for the get() whose frame this is.
+  async get(signal, frame) {
     if (this.creditWithdrawn) {
       // A get() shows that this consumer reads again.
       this.creditWithdrawn = false;
@@ -122,12 +198,20 @@ class Consumer {
         throw error;
       });
     }
-    const item = this.delivered.length ? this.delivered.shift() : await this.next(signal);
-    if (item instanceof BrokerError) {
-      this.delivered.unshift(item);
-      throw item;
+    let item;
+    if (this.delivered.length) item = this.delivered.shift();
+    else if (this.shutDown) throw this.shutDown;
+    else {
+      if (this.credit === null && !this.closed) {
+        // Refused before (429): try again with this get().
+        await this.announceCredit().catch((error) => {
+          this.credit = null;
+          throw error;
+        });
+      }
+      item = await this.next(signal);
     }
-    this.taken.set(item.id, item);
+    this.take(item, frame);
     return item;
   }
 
@@ -142,31 +226,43 @@ class Consumer {
       const getter = { resolve: settle(resolve), reject: settle(reject) };
       const abort = () => {
         this.getters = this.getters.filter((g) => g !== getter);
+        this.schedule();
         reject(signal.reason || new Error('aborted'));
       };
       if (signal) {
         if (signal.aborted) return abort();
         signal.addEventListener('abort', abort, { once: true });
       }
-      return this.getters.push(getter);
+      this.getters.push(getter);
+      return this.schedule();
     });
   }
 
-  // The id of a held item, given as the item or its id.
-  takenId(item, what) {
-    const id = typeof item === 'object' ? item.id : String(item);
-    if (!this.taken.has(id)) throw new Error(`${what}(): no item ${id} is held by this client`);
-    return id;
+  // The entry of a held item, given as the item or its id.
+  entry(item, what) {
+    const id = item !== null && typeof item === 'object' ? item.id : String(item);
+    const entry = this.taken.get(id) || this.stale.get(id);
+    if (!entry) throw new Error(`${what}(): no item ${id} is held by this client`);
+    return entry;
   }
 
-  // Acks the given item, or the oldest held.
-  taskDone(item) {
-    if (item === undefined && !this.taken.size) throw new Error('taskDone() called too many times');
-    const id = item === undefined ? this.taken.keys().next().value : this.takenId(item, 'taskDone');
+  // Acks an item held: its entry.
+  ack(entry) {
+    const { id } = entry.item;
+    if (entry.frame) entry.frame.done();
+    if (this.stale.delete(id)) return; // the broker has ended the session that held it
     this.taken.delete(id);
     this.acks.push(id);
     if (this.acks.length === IDS_MAX) this.flushAcks();
-    else if (this.acks.length === 1) setImmediate(() => this.flushAcks());
+    this.schedule();
+  }
+
+  taskDone(item) {
+    this.ack(this.entry(item, 'taskDone'));
+  }
+
+  held() {
+    return this.taken.size + this.stale.size;
   }
 
   flushAcks() {
@@ -177,9 +273,9 @@ class Consumer {
   }
 
   touch(item) {
-    const id = this.takenId(item, 'touch');
+    const { item: held } = this.entry(item, 'touch');
     this.flushAcks(); // in the order they were made
-    return this.session.send(message('TOUCH', this.session.nextTag('touch'), encodeIds([id])));
+    return this.session.send(message('TOUCH', this.session.nextTag('touch'), encodeIds([held.id])));
   }
 
   nack(item, delay, reason) {
@@ -187,17 +283,28 @@ class Consumer {
     if (!(delayMs >= 0 && delayMs <= WAIT_MAX_MS)) {
       throw new RangeError(`nack(): delay is 0 to ${WAIT_MAX_MS / 1000} seconds`);
     }
-    const id = this.takenId(item, 'nack');
+    const entry = this.entry(item, 'nack');
+    const { id } = entry.item;
+    if (entry.frame) entry.frame.done();
+    if (this.stale.delete(id)) return Promise.resolve();
     this.taken.delete(id);
     this.flushAcks();
+    this.schedule();
     const tag = this.session.nextTag('nack');
     return this.session.send(message('NACK', tag, delayMs, cutText(reason), encodeIds([id])));
   }
 
+  // Ends the session; the get() calls still waiting are rejected by
+  // abandon(), once the client is closed.
   async close() {
     this.flushAcks();
-    for (const getter of this.getters.splice(0)) getter.reject(new Error('queue client is closed'));
+    this.closed = true;
     await this.session.close();
+  }
+
+  abandon() {
+    for (const entry of [...this.taken.values(), ...this.stale.values()]) if (entry.frame) entry.frame.done();
+    for (const getter of this.getters.splice(0)) getter.reject(new Error('queue client is closed'));
   }
 }
 

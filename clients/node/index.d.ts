@@ -1,5 +1,6 @@
-// Types of the asyncq Node.js client (index.js): asyncio.Queue's
-// producer/consumer pattern over an asyncq broker.
+// Types of the asyncq Node.js client (index.js, and index.mjs as an ES
+// module): asyncio.Queue's producer/consumer pattern over an asyncq broker.
+// Every time (timeout, lease, delay) is in seconds.
 /// <reference types="node" />
 import { EventEmitter } from 'events';
 
@@ -15,11 +16,18 @@ export type Payload = Buffer | Uint8Array | string;
 export interface QueueOptions {
   /** Queue name, 1 to 64 of A-Z a-z 0-9 . _ : - (default 'default'). */
   queue?: string;
-  /** Items the broker may deliver ahead, not yet acked (default 1). */
+  /**
+   * Items the broker may send ahead of the get() calls (default 0). The
+   * credit at the broker is the items held (got, not yet taskDone or nack)
+   * plus the get() calls waiting plus prefetch: N concurrent getters hold at
+   * most N items, as with asyncio.Queue.
+   */
+  prefetch?: number;
+  /** @deprecated Use prefetch: credit N is prefetch N - 1. */
   credit?: number;
   /** Start of this client's id, as the queue name's alphabet (default 'node'). */
   name?: string;
-  /** Milliseconds to wait for the broker to answer HELLO (default 5000). */
+  /** Seconds to wait for the broker to answer HELLO (default 5; milliseconds before 2.1.0). */
   timeout?: number;
   /** This client's secret certificate file, as `asyncq keygen` writes it (default: $ASYNCQ_CURVE_SECRET). */
   curveSecret?: string;
@@ -42,6 +50,11 @@ export interface JoinOptions {
   timeout?: number;
   /** Wait until nothing at all is outstanding, items put after the join included. */
   all?: boolean;
+}
+
+export interface ShutdownOptions {
+  /** Discard the queued items, and reject joins, rather than let them drain. */
+  immediate?: boolean;
 }
 
 export interface CloseOptions {
@@ -103,11 +116,15 @@ export class Item {
  * queue.
  */
 export class Queue extends EventEmitter {
-  /** broker: HOST[:PORT], tcp://HOST:PORT or ipc://PATH (default 'localhost'). */
+  /** broker: HOST[:PORT], tcp://HOST:PORT or ipc://PATH (default 'localhost'); throws an Error for another form. */
   constructor(broker?: string, options?: QueueOptions);
+  /** The broker's address, as given. */
   readonly broker: string;
   readonly queue: string;
+  readonly prefetch: number;
+  /** @deprecated prefetch + 1. */
   readonly credit: number;
+  /** Seconds. */
   readonly timeout: number;
   readonly clientId: string;
   /** The latest errors about no request of this client (acks of items it does not hold...). */
@@ -118,17 +135,29 @@ export class Queue extends EventEmitter {
   /** The full queue the broker holds this client's puts back for, until they are in. */
   readonly held: string | null;
 
-  /** Resolves once the broker holds the item; waits while the queue is full. */
+  /**
+   * Resolves once the broker has confirmed the item (SYNCED); waits while the
+   * queue is full. Rejects with a TypeError for another type than Payload,
+   * QueueShutDown if the queue is shut down, a BrokerError if the broker refused it.
+   */
   put(item: Payload, options?: PutOptions): Promise<void>;
   /** Sends the item without waiting for the broker to confirm it; resolves with its seq. */
   send(item: Payload, options?: PutOptions): Promise<number>;
   /** Resolves once every put sent is confirmed; rejects with a BrokerError for one refused. */
   flush(): Promise<void>;
-  /** The next item; rejects with a QueueShutDown BrokerError once the queue is shut down and empty. */
+  /**
+   * The next item. The async context that awaits it (and the code it goes on
+   * to) is the one a bare taskDone() acks it for. Rejects with QueueShutDown
+   * once the queue is shut down and empty: every get() waiting then, and every later one.
+   */
   get(options?: GetOptions): Promise<Item>;
-  /** An item already delivered to this client, else throws QueueEmpty. */
+  /** An item already delivered to this client (prefetch), else throws QueueEmpty (QueueShutDown once shut down and empty). Ack it with taskDone(item). */
   getNowait(): Item;
-  /** Acks the given item (or id), or the oldest held. */
+  /**
+   * Acks the given item (or id), from any context. Without one, acks the item
+   * that the calling async context got from get(); throws if that context
+   * holds no such item, or several: it never acks another context's item.
+   */
   taskDone(item?: Item | string): void;
   /** A fresh lease for a held item. */
   touch(item: Item | string): Promise<void>;
@@ -137,8 +166,17 @@ export class Queue extends EventEmitter {
   /** Resolves once every item put before it is acked or dead-lettered. */
   join(options?: JoinOptions): Promise<Joined>;
   stats(): Promise<Stats>;
-  /** Items waiting for delivery, asked of the broker. */
+  /** Items waiting for delivery at the broker (not those delivered and not yet acked, nor delayed ones), asked of it. */
   qsize(): Promise<number>;
+  /** Whether no item waits for delivery (qsize() is 0), asked of the broker. */
+  empty(): Promise<boolean>;
+  /**
+   * Shuts the queue down, for good: puts are refused, get() rejects with
+   * QueueShutDown once it is empty (at once with immediate, which discards
+   * what is queued). Needs the admin role on a broker with keys (else a 403
+   * BrokerError). Resolves with the queue's numbers after it.
+   */
+  shutdown(options?: ShutdownOptions): Promise<Stats>;
   /** Waits for puts to be confirmed, then ends the sessions; items not acked go back to the queue. */
   close(options?: CloseOptions): Promise<void>;
 
@@ -147,11 +185,11 @@ export class Queue extends EventEmitter {
   off(event: 'held', listener: (queue: string) => void): this;
 }
 
-/** An ERROR from the broker (PROTOCOL.md 8). */
+/** An ERROR from the broker (PROTOCOL.md 8); its message shows the code, its name and the broker's reason. */
 export class BrokerError extends Error {
-  constructor(code: number, name: string, tag: string, subject: string, text: string);
-  /** 'QueueShutDown' for 503. */
-  readonly name: 'BrokerError' | 'QueueShutDown';
+  constructor(code: number, name: string, tag?: string, subject?: string, text?: string);
+  /** 'BrokerError', or the subclass's name. */
+  readonly name: string;
   /** 400, 403, 404, 405, 406, 408, 409, 410, 412, 413, 429, 500, 503, 507... */
   readonly code: number;
   /** The code's name: MALFORMED, FORBIDDEN, SHUT_DOWN, STORAGE... */
@@ -160,21 +198,38 @@ export class BrokerError extends Error {
   readonly tag: string;
   /** What it is about: a seq range ("7-70"), item ids, a queue. */
   readonly subject: string;
+  /** The broker's reason. */
   readonly text: string;
 }
+/** 503: the queue is shut down (Python 3.13's asyncio.QueueShutDown). */
+export class QueueShutDown extends BrokerError {
+  constructor(code?: number, name?: string, tag?: string, subject?: string, text?: string);
+  readonly name: 'QueueShutDown';
+}
 
-/** The broker did not answer HELLO in time. */
-export class BrokerUnreachable extends Error {}
+/** No WELCOME: the host does not resolve, nothing listens, or no answer in time; cause is the system's error. */
+export class BrokerUnreachable extends Error {
+  constructor(message: string, options?: { address?: string; cause?: unknown });
+  /** The broker's address, as given. */
+  readonly address?: string;
+}
 /** The broker does not allow this client's key. */
 export class KeyRefused extends BrokerUnreachable {}
 /** The broker's key is not serverKey, or the broker uses no keys. */
 export class KeyMismatch extends BrokerUnreachable {}
 /** The broker requires keys and this client has none. */
-export class KeyRequired extends BrokerUnreachable {}
+export class KeysRequired extends BrokerUnreachable {}
+/** @deprecated The name of KeysRequired before 2.1.0. */
+export const KeyRequired: typeof KeysRequired;
+/** @deprecated The name of KeysRequired before 2.1.0. */
+export type KeyRequired = KeysRequired;
 /** getNowait() found no item delivered. */
 export class QueueEmpty extends Error {}
 /** join() or close() took longer than its timeout. */
 export class TimeoutError extends Error {}
+
+/** The client's version: the asyncq project's. */
+export const version: string;
 
 /** The broker's PULL and ROUTER endpoints for an address. */
 export function endpoints(address: string): [pull: string, router: string];

@@ -4,22 +4,22 @@
 // SYNCED confirms it (to be sent again with the same seqs after a loss or a
 // broker restart), and at most the broker's window of them. Its session
 // also carries the client's joins and stats (PROTOCOL.md 2).
-const zmq = require('zeromq');
 const { Session } = require('./session');
+const { createLink } = require('./link');
 const { message, encodePuts, BrokerError, PUTS_ENTRY_HEADER } = require('./protocol');
 
 // Items this large go alone, as PUT: batching them saves nothing.
 const PUT_ALONE_BYTES = 64 * 1024;
 
 class Producer {
-  constructor(routerEndpoint, pushEndpoint, clientId, curve) {
-    this.session = new Session(routerEndpoint, clientId, { curve, helloSeq: () => this.confirmed + 1 });
+  // broker: the parsed address; options: { curve }.
+  constructor(broker, clientId, options = {}) {
+    this.session = new Session(broker, clientId, { ...options, helloSeq: () => this.confirmed + 1 });
     this.session.onMessage = (command, fields) => this.onMessage(command, fields);
     this.session.onReconnect = () => this.resend();
-    this.pushEndpoint = pushEndpoint;
-    this.curve = curve;
+    this.broker = broker;
+    this.linkOptions = { curve: options.curve };
     this.push = null; // connected at the first put: the broker closes silent connections (9.2)
-    this.pushing = Promise.resolve(); // sends still to go on the PUSH
     this.seq = 0; // last seq given to a put
     this.confirmed = 0; // every seq up to this one is confirmed
     this.unconfirmed = []; // messages sent, oldest first: { last, count, bytes, frames }
@@ -127,13 +127,9 @@ class Producer {
 
   pushSend(frames) {
     if (this.closed) return;
-    if (!this.push) {
-      this.push = new zmq.Push({ linger: 0, ...this.curve });
-      this.push.connect(this.pushEndpoint);
-    }
-    const push = this.push;
+    if (!this.push) this.push = createLink('PUSH', this.broker, this.linkOptions);
     // A put lost on the way is found by SYNC (LOST) and sent again.
-    this.pushing = this.pushing.then(() => push.send(frames)).catch(() => {});
+    this.push.send(frames);
   }
 
   // Every unconfirmed message again, oldest first, with its seqs (the

@@ -12,19 +12,46 @@ const TEXT_MAX = 1024; // bytes of a text field
 const PUTS_ENTRY_HEADER = 4; // u32 length before each item of a PUTS
 const ITEMS_ENTRY_HEADER = 28; // id, attempt, age, lease, length before each item of an ITEMS
 
+// The accepted forms of a broker address, for error messages.
+const ADDRESS_FORMS = 'HOST[:PORT], tcp://HOST:PORT or ipc://PATH';
+
+// A broker address as the user typed it, parsed: { address, host, port,
+// pull, router } for TCP (host without brackets, port the PULL socket's),
+// { address, path, pull, router } for IPC. pull and router are the ZeroMQ
+// endpoints (PROTOCOL.md 2). Throws an Error naming the accepted forms.
+function parseAddress(address) {
+  const bad = (why) => new Error(`not a broker address: '${address}' (${why}): give ${ADDRESS_FORMS}`);
+  if (typeof address !== 'string') throw new TypeError(`a broker address is a string: ${ADDRESS_FORMS}`);
+  if (address.startsWith('ipc://')) {
+    const path = address.slice('ipc://'.length);
+    if (!path) throw bad('no path');
+    return { address, path, pull: `${address}.pull`, router: `${address}.router` };
+  }
+  let rest = address;
+  if (rest.startsWith('tcp://')) rest = rest.slice('tcp://'.length);
+  else {
+    const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(rest);
+    if (scheme) throw bad(`${scheme[1]}:// is not a transport of asyncq`);
+  }
+  if (/^[0-9A-Fa-f]*:[0-9A-Fa-f]*:/.test(rest)) throw bad('an IPv6 address goes in brackets: [::1]:5557');
+  if (!rest || rest.startsWith(':')) throw bad('no host');
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]/\s]+)(?::([^:]*))?$/.exec(rest);
+  if (!m) throw bad('HOST is a name, an IPv4 address or an IPv6 address in brackets');
+  let port = DEFAULT_PORT;
+  if (m[2] !== undefined) {
+    if (!/^\d{1,5}$/.test(m[2])) throw bad(`port '${m[2]}' is not a number`);
+    port = Number(m[2]);
+    // The ROUTER listens on PORT+1.
+    if (!(port >= 1 && port <= 65534)) throw bad(`port ${port} is not 1 to 65534`);
+  }
+  const host = m[1].startsWith('[') ? m[1].slice(1, -1) : m[1];
+  return { address, host, port, pull: `tcp://${m[1]}:${port}`, router: `tcp://${m[1]}:${port + 1}` };
+}
+
 // The broker's [PULL, ROUTER] endpoints for HOST[:PORT], tcp://HOST:PORT or ipc://PATH.
 function endpoints(address) {
-  if (address.startsWith('ipc://')) return [`${address}.pull`, `${address}.router`];
-  if (address.startsWith('tcp://')) address = address.slice('tcp://'.length);
-  let host = address;
-  let port = DEFAULT_PORT;
-  const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(address);
-  if (m) {
-    host = m[1];
-    if (m[2] !== undefined) port = Number(m[2]);
-  }
-  if (!m || !host || !(port > 0 && port < 65535)) throw new Error(`not a broker address: ${address}`);
-  return [`tcp://${host}:${port}`, `tcp://${host}:${port + 1}`];
+  const parsed = parseAddress(address);
+  return [parsed.pull, parsed.router];
 }
 
 function message(command, ...fields) {
@@ -91,13 +118,14 @@ function decodeItems(frame, count) {
   return deliveries.length === count && at === frame.length ? deliveries : null;
 }
 
-// An ERROR from the broker (PROTOCOL.md section 8). tag names the request it
-// is about (empty for puts); subject is a seq range, ids or a queue.
+// An ERROR from the broker (PROTOCOL.md section 8): code and its name, the
+// tag of the request it answers (empty for puts), its subject (a seq range,
+// ids or a queue) and text, the broker's reason.
 class BrokerError extends Error {
-  constructor(code, name, tag, subject, text) {
-    super(`${code} ${name}: ${text}`);
+  constructor(code, name, tag = '', subject = '', text = '') {
+    super(`${code} ${name}: ${text}${subject ? ` (${subject})` : ''}`);
+    this.name = 'BrokerError';
     this.code = code;
-    this.name = code === 503 ? 'QueueShutDown' : 'BrokerError';
     this.errorName = name;
     this.tag = tag;
     this.subject = subject;
@@ -106,44 +134,59 @@ class BrokerError extends Error {
 
   static fromFields(fields) {
     const [code, name, tag, subject, text] = fields.map((f) => f.toString());
-    return new BrokerError(Number(code), name || '', tag || '', subject || '', text || '');
+    const Class = Number(code) === 503 ? QueueShutDown : BrokerError;
+    return new Class(Number(code), name || '', tag || '', subject || '', text || '');
   }
 }
 
-// No WELCOME in time. The subclasses say why, from the ZeroMQ handshake.
+// 503: the queue was shut down (Python 3.13's asyncio.QueueShutDown): get()
+// once it is empty, put() at once.
+class QueueShutDown extends BrokerError {
+  constructor(code = 503, name = 'SHUT_DOWN', tag = '', subject = '', text = 'the queue is shut down') {
+    super(code, name, tag, subject, text);
+    this.name = 'QueueShutDown';
+  }
+}
+
+// No WELCOME: the address does not resolve, nothing listens there, or no
+// answer in time. The subclasses say why, from the ZeroMQ handshake.
+// address: the broker's address as given; cause: the system's error, if any.
 class BrokerUnreachable extends Error {
-  constructor(message) {
-    super(message);
+  constructor(message, options = {}) {
+    super(message, options.cause ? { cause: options.cause } : undefined);
     this.name = 'BrokerUnreachable';
+    if (options.address !== undefined) this.address = options.address;
   }
 }
 // The broker does not allow this client's key.
 class KeyRefused extends BrokerUnreachable {
-  constructor(message) {
-    super(message);
+  constructor(message, options) {
+    super(message, options);
     this.name = 'KeyRefused';
   }
 }
 // The broker's key is not serverKey (or the broker uses no keys).
 class KeyMismatch extends BrokerUnreachable {
-  constructor(message) {
-    super(message);
+  constructor(message, options) {
+    super(message, options);
     this.name = 'KeyMismatch';
   }
 }
 // The broker speaks CURVE and this client has no keys.
-class KeyRequired extends BrokerUnreachable {
-  constructor(message) {
-    super(message);
-    this.name = 'KeyRequired';
+class KeysRequired extends BrokerUnreachable {
+  constructor(message, options) {
+    super(message, options);
+    this.name = 'KeysRequired';
   }
 }
+// getNowait() found no item delivered.
 class QueueEmpty extends Error {
   constructor(message) {
     super(message);
     this.name = 'QueueEmpty';
   }
 }
+// join() or close() took longer than its timeout.
 class TimeoutError extends Error {
   constructor(message) {
     super(message);
@@ -153,10 +196,12 @@ class TimeoutError extends Error {
 
 module.exports = {
   SIGNATURE,
+  ADDRESS_FORMS,
   WAIT_MAX_MS,
   LEASE_MAX_MS,
   IDS_MAX,
   PUTS_ENTRY_HEADER,
+  parseAddress,
   endpoints,
   message,
   parse,
@@ -169,7 +214,9 @@ module.exports = {
   BrokerUnreachable,
   KeyRefused,
   KeyMismatch,
-  KeyRequired,
+  KeysRequired,
+  KeyRequired: KeysRequired, // the name before 2.1.0
   QueueEmpty,
+  QueueShutDown,
   TimeoutError,
 };

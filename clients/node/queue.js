@@ -1,15 +1,20 @@
 'use strict';
 // asyncq.Queue: asyncio.Queue's API over an asyncq broker, promise-based.
+// Every time (timeout, lease, delay) is in seconds.
 const crypto = require('crypto');
+const dns = require('dns');
+const net = require('net');
 const { EventEmitter } = require('events');
 const { Producer } = require('./producer');
 const { Consumer } = require('./consumer');
+const { Frame, tracked, heldHere } = require('./context');
 const { curveOptions } = require('./curve');
 const {
-  endpoints, message, checkName, QueueEmpty, TimeoutError, WAIT_MAX_MS, LEASE_MAX_MS,
+  parseAddress, message, checkName, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS, LEASE_MAX_MS,
 } = require('./protocol');
 
 const ERRORS_KEPT = 100;
+const DEFAULT_TIMEOUT = 5; // seconds to wait for WELCOME
 
 // Rejects with TimeoutError(text) if promise takes longer than seconds.
 function withTimeout(promise, seconds, text) {
@@ -21,10 +26,14 @@ function withTimeout(promise, seconds, text) {
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-function payloadOf(item) {
+// The bytes of an item to put: a Buffer or Uint8Array as it is, a string as UTF-8.
+function payloadOf(item, what) {
   if (Buffer.isBuffer(item)) return item;
   if (item instanceof Uint8Array) return Buffer.from(item.buffer, item.byteOffset, item.byteLength);
-  return Buffer.from(String(item));
+  if (typeof item === 'string') return Buffer.from(item);
+  const kind = item === null ? 'null' : typeof item === 'object' ? (item.constructor && item.constructor.name) || 'object' : typeof item;
+  throw new TypeError(`${what}(): an item is a Buffer, a Uint8Array or a string, not ${kind}`
+    + ' (serialize it first, e.g. JSON.stringify)');
 }
 
 function leaseMsOf(options) {
@@ -34,27 +43,57 @@ function leaseMsOf(options) {
   return ms;
 }
 
+// Items the broker may send ahead of the get() calls: options.prefetch, or
+// the deprecated options.credit less one.
+function prefetchOf(options) {
+  const check = (value, name, least) => {
+    if (!(Number.isInteger(value) && value >= least)) throw new RangeError(`${name} is a whole number, at least ${least}`);
+    return value;
+  };
+  if (options.prefetch !== undefined) return check(options.prefetch, 'prefetch', 0);
+  if (options.credit !== undefined) return check(options.credit, 'credit', 1) - 1;
+  return 0;
+}
+
+function timeoutOf(options) {
+  if (options.timeout === undefined) return DEFAULT_TIMEOUT;
+  const { timeout } = options;
+  if (!(typeof timeout === 'number' && timeout > 0 && timeout <= WAIT_MAX_MS / 1000)) {
+    throw new RangeError(`timeout is in seconds, more than 0 and at most ${WAIT_MAX_MS / 1000}`);
+  }
+  if (timeout >= 1000) {
+    process.emitWarning(`asyncq: timeout ${timeout} is in seconds (it was milliseconds before 2.1.0)`);
+  }
+  return timeout;
+}
+
 // Emits 'held' (the queue's name) when the broker holds this client's puts
 // back because the queue is full (the broker's --maxsize).
 class Queue extends EventEmitter {
-  // new Queue('localhost:5557', { queue: 'default', credit: 1, name: 'node',
-  // timeout: 5000, curveSecret: 'client.key_secret', serverKey: 'broker.key' })
+  // new Queue('localhost:5557', { queue: 'default', prefetch: 0, name: 'node',
+  // timeout: 5, curveSecret: 'client.key_secret', serverKey: 'broker.key' })
   constructor(broker = 'localhost', options = {}) {
     super();
     this.broker = broker;
+    this.target = parseAddress(broker); // its parts and ZeroMQ endpoints
     this.queue = checkName(options.queue || 'default');
-    this.credit = options.credit || 1;
-    this.timeout = options.timeout || 5000;
-    [this.pushEndpoint, this.routerEndpoint] = endpoints(broker);
+    this.prefetch = prefetchOf(options);
+    this.timeout = timeoutOf(options);
     // NAME-RANDOMHEX, and NAME-RANDOMHEX-get for the consumer: 64 bytes at most.
     const name = checkName(options.name || 'node', 'client').slice(0, 64 - '-0123456789ab-get'.length);
     this.clientId = `${name}-${crypto.randomBytes(6).toString('hex')}`;
     this.curve = curveOptions(options);
     this.closed = false;
-    this.producer = null; // puts, joins and stats
+    this.producer = null; // puts, joins, stats and shutdown
     this.consumer = null;
+    this.getsOpening = 0; // get() calls waiting for the consumer's session to open
     this.lastSend = Promise.resolve(); // flush() covers every send() made before it
     this.errors = []; // the latest ERRORs about no request (acks of items not held...), for inspection
+  }
+
+  // Deprecated: the credit a single get() gives, prefetch + 1.
+  get credit() {
+    return this.prefetch + 1;
   }
 
   // What this client may do (WELCOME's roles), once a session is open.
@@ -79,6 +118,19 @@ class Queue extends EventEmitter {
     if (this.errors.length > ERRORS_KEPT) this.errors.shift();
   }
 
+  // A host name that does not resolve is said at once, with the cause.
+  async resolveHost() {
+    const { host } = this.target;
+    if (host === undefined || net.isIP(host) || this.resolved) return;
+    try {
+      await dns.promises.lookup(host);
+      this.resolved = true;
+    } catch (error) {
+      throw new BrokerUnreachable(`cannot resolve '${host}', the host of the broker address '${this.broker}': `
+        + `${error.code || error.message}`, { address: this.broker, cause: error });
+    }
+  }
+
   opening(key, open) {
     // One open at a time per side, shared by concurrent callers.
     if (this.closed) return Promise.reject(new Error('queue client is closed'));
@@ -91,31 +143,37 @@ class Queue extends EventEmitter {
 
   control() {
     return this.opening('controlOpening', async () => {
-      const producer = new Producer(this.routerEndpoint, this.pushEndpoint, this.clientId, this.curve);
+      await this.resolveHost();
+      const producer = new Producer(this.target, this.clientId, { curve: this.curve });
       producer.onHeld = (queue) => this.emit('held', queue);
       producer.onError = (error) => this.recordError(error);
-      await producer.open(this.timeout);
+      await producer.open(this.timeout * 1000);
       this.producer = producer;
       return producer;
     });
   }
 
   // Puts item (a Buffer or Uint8Array, or a string) and resolves once the
-  // broker holds it. options.lease: seconds each delivery may take. Waits
-  // while the queue is full. Rejects with a QueueShutDown BrokerError if the
-  // queue was shut down.
+  // broker has confirmed it (SYNCED). options.lease: seconds each delivery
+  // may take. Waits while the queue is full. Rejects with QueueShutDown if
+  // the queue was shut down, with a BrokerError if the broker refused it.
   async put(item, options = {}) {
-    const seq = await this.send(item, options);
+    const seq = await this.send(item, options, 'put');
     await this.producer.confirmPut(seq);
   }
 
   // Sends item without waiting for the broker to confirm it; flush() waits.
   // The sends of one tick go out together, in PUTS batches.
-  send(item, options = {}) {
-    const payload = payloadOf(item);
+  send(item, options = {}, what = 'send') {
+    let payload;
+    try {
+      payload = payloadOf(item, what);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const sent = (async () => {
       const leaseMs = leaseMsOf(options);
-      const producer = await this.control();
+      const producer = this.producer && !this.closed ? this.producer : await this.control();
       return producer.send(this.queue, payload, leaseMs);
     })();
     this.lastSend = sent.catch(() => {});
@@ -131,16 +189,21 @@ class Queue extends EventEmitter {
 
   consumerSession() {
     return this.opening('consumerOpening', async () => {
-      const consumer = new Consumer(this.routerEndpoint, `${this.clientId}-get`, this.queue, this.credit, this.curve);
+      await this.resolveHost();
+      const consumer = new Consumer(this.target, `${this.clientId}-get`, this.queue, {
+        prefetch: this.prefetch, curve: this.curve, opening: () => this.getsOpening,
+      });
       consumer.onError = (error) => this.recordError(error);
-      await consumer.open(this.timeout);
+      await consumer.open(this.timeout * 1000);
       this.consumer = consumer;
       return consumer;
     });
   }
 
-  // An item already delivered to this client (its credit lets the broker
-  // send ahead), else throws QueueEmpty. Delivery starts with the first get().
+  // An item already delivered to this client (prefetch lets the broker
+  // send ahead), else throws QueueEmpty (QueueShutDown once the queue is
+  // shut down and empty). Delivery starts with the first get(). A bare
+  // taskDone() does not ack it: give it, taskDone(item).
   getNowait() {
     if (!this.consumer) throw new QueueEmpty('no item delivered to this client');
     return this.consumer.getNowait();
@@ -148,18 +211,54 @@ class Queue extends EventEmitter {
 
   // Resolves with the next item: { data: Buffer, id, attempt, queue,
   // leaseMs, ageUs }. options.signal (an AbortSignal) cancels the wait; an
-  // item that arrives later is kept for the next get(). Rejects with a
-  // QueueShutDown BrokerError once the queue is shut down and empty.
-  async get(options = {}) {
-    const consumer = await this.consumerSession();
-    return consumer.get(options.signal);
+  // item that arrives later is kept for the next get(). Rejects with
+  // QueueShutDown once the queue is shut down and empty, every get() waiting
+  // then included. The item counts as got by the async context that awaits
+  // this promise (for a bare taskDone()).
+  get(options = {}) {
+    const frame = new Frame(this);
+    const { promise, resolve, reject } = tracked(frame);
+    this.getsOpening += 1;
+    let opening = true;
+    const opened = () => {
+      if (opening) this.getsOpening -= 1;
+      opening = false;
+    };
+    this.consumerSession().then((consumer) => {
+      opened();
+      return consumer.get(options.signal, frame);
+    }).then(resolve, (error) => {
+      opened();
+      frame.done();
+      reject(error);
+    });
+    return promise;
   }
 
-  // Acks an item got from get(): the given one (or its id), or the oldest
-  // held. Throws if this client holds no such item.
+  // Acks an item got from get(), given as the item (or its id). Without
+  // one, acks the item that the calling async context got from get() (the
+  // context that awaited it, and the code it goes on to), and throws if that
+  // context holds none, or more than one: it never acks another context's.
   taskDone(item) {
-    if (!this.consumer) throw new Error('taskDone() called too many times');
-    this.consumer.taskDone(item);
+    const consumer = this.consumer;
+    if (item !== undefined) {
+      if (!consumer) throw new Error(`taskDone(): no item ${typeof item === 'object' ? item.id : item} is held by this client`);
+      consumer.taskDone(item);
+      return;
+    }
+    const held = consumer ? consumer.held() : 0;
+    if (!held) throw new Error('taskDone() called too many times: this client holds no item');
+    const here = heldHere(this);
+    if (here.length === 1) {
+      consumer.taskDone(here[0].item);
+      return;
+    }
+    if (here.length) {
+      throw new Error(`taskDone(): this async context holds ${here.length} items from get(): `
+        + 'say which, taskDone(item)');
+    }
+    throw new Error(`taskDone(): this async context got no item from get() that it still holds (this client holds ${held}, `
+      + 'got in other async contexts or by getNowait()): say which, taskDone(item)');
   }
 
   // Gives a held item a fresh lease, for work that takes longer than it.
@@ -201,20 +300,31 @@ class Queue extends EventEmitter {
   async stats() {
     const producer = await this.control();
     const { fields } = await producer.session.request('stats', (tag) => message('STATS', tag, this.queue));
-    const stats = {};
-    if (fields.length > 1) {
-      for (const pair of fields[1].toString().split(' ')) {
-        const [key, value] = pair.split('=');
-        // A queue's name stays a string even when it is all digits ("42").
-        stats[key] = key !== 'queue' && /^\d+$/.test(value) ? Number(value) : value;
-      }
-    }
-    return stats;
+    return fields.length > 1 ? parseStats(fields[1].toString()) : {};
   }
 
-  // Items waiting for delivery (asyncio's qsize()), asked of the broker.
+  // Items waiting for delivery at the broker (asyncio's qsize()): not those
+  // delivered and not yet acked, nor delayed ones. A moment's number, asked
+  // of the broker.
   async qsize() {
     return (await this.stats()).queued || 0;
+  }
+
+  // Whether no item waits for delivery (qsize() is 0), asked of the broker.
+  async empty() {
+    return (await this.qsize()) === 0;
+  }
+
+  // Shuts the queue down (PROTOCOL.md 4.11, asyncio's Queue.shutdown): puts
+  // are refused from now on; get() rejects with QueueShutDown once the queue
+  // is empty. options.immediate: queued items are discarded, and joins
+  // rejected. Cannot be undone. Needs the admin role on a broker with keys.
+  // Resolves with the queue's numbers after it (the broker's report).
+  async shutdown(options = {}) {
+    const producer = await this.control();
+    const mode = options.immediate ? 'immediate' : 'drain';
+    const { fields } = await producer.session.request('shutdown', (tag) => message('SHUTDOWN', tag, this.queue, mode));
+    return fields.length > 1 ? parseStats(fields[1].toString()) : {};
   }
 
   // Waits for every put to be confirmed (at most options.timeout seconds,
@@ -229,8 +339,21 @@ class Queue extends EventEmitter {
       await Promise.allSettled([this.controlOpening, this.consumerOpening]); // no session opens after close
       if (this.consumer) await this.consumer.close();
       if (this.producer) await this.producer.close();
+      // Last, so that a get() awaited right after close() has its handler.
+      if (this.consumer) this.consumer.abandon();
     }
   }
+}
+
+// A STATS line as an object: numbers as numbers, but a queue's name stays a
+// string even when it is all digits ("42").
+function parseStats(line) {
+  const stats = {};
+  for (const pair of line.split(' ')) {
+    const [key, value] = pair.split('=');
+    stats[key] = key !== 'queue' && /^\d+$/.test(value) ? Number(value) : value;
+  }
+  return stats;
 }
 
 module.exports = { Queue };

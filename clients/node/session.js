@@ -2,9 +2,9 @@
 // One DEALER and the session it holds with the broker (PROTOCOL.md 4.2):
 // HELLO, replies and errors matched to requests by tag, heartbeats answered,
 // and saying HELLO again when the broker restarts or falls silent.
-const zmq = require('zeromq');
+const { createLink, probe } = require('./link');
 const {
-  message, parse, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeyRequired,
+  message, parse, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired,
 } = require('./protocol');
 
 const REPLIES = new Set(['CREDITED', 'SYNCED', 'JOINED', 'TIMEOUT', 'REPORT']);
@@ -13,10 +13,11 @@ const REPLIES = new Set(['CREDITED', 'SYNCED', 'JOINED', 'TIMEOUT', 'REPORT']);
 const tagNumber = (tag) => Number(/\d*$/.exec(tag)[0] || -1);
 
 class Session {
+  // broker: the broker's address, parsed (protocol.parseAddress);
   // options.helloSeq(): the seq HELLO carries (4.2); options.curve: CURVE
   // socket options, or null.
-  constructor(endpoint, clientId, options = {}) {
-    this.endpoint = endpoint;
+  constructor(broker, clientId, options = {}) {
+    this.broker = broker;
     this.clientId = clientId;
     this.helloSeq = options.helloSeq || (() => 0);
     this.curve = options.curve || null;
@@ -28,23 +29,27 @@ class Session {
     this.pending = new Map(); // tag -> { build, resolve, reject }
     this.helloWaiter = null;
     this.handshakeFailure = null; // why ZeroMQ could not connect: 'auth', a protocol error code, 'other'
+    this.connectError = null; // the system's error when nothing listens there
     this.onMessage = () => {};
     this.onReconnect = null;
     this.closed = false;
     this.rehello = null;
-    this.socket = this.newSocket();
+    this.lastHeard = Date.now(); // when the broker last sent anything
+    this.watchdog = null;
+    this.link = this.newLink();
   }
 
-  newSocket() {
-    const socket = new zmq.Dealer({ linger: 0, ...this.curve });
-    // ZeroMQ tells why a handshake failed (a refused key, a wrong server
-    // key, a broker that wants keys) only in socket events.
-    socket.events.on('handshake:error:auth', () => this.handshakeFailed('auth'));
-    socket.events.on('handshake:error:protocol', (event) => this.handshakeFailed(event.error.code || 'protocol'));
-    socket.events.on('handshake:error:other', () => this.handshakeFailed('other'));
-    socket.connect(this.endpoint);
-    this.sending = Promise.resolve(); // sends still to go on this socket
-    return socket;
+  // The broker's ROUTER endpoint.
+  get endpoint() {
+    return this.broker.router;
+  }
+
+  newLink() {
+    return createLink('DEALER', this.broker, {
+      curve: this.curve,
+      onMessage: (frames) => this.receive(frames),
+      onFailure: (kind, error) => this.handshakeFailed(kind, error),
+    });
   }
 
   nextTag(kind) {
@@ -52,19 +57,23 @@ class Session {
     return `${kind}${this.tags}`;
   }
 
-  // zeromq sockets take one send at a time: sends are chained. A send that
-  // fails (the socket was replaced or closed) is covered by resending
-  // after HELLO.
+  // Sends a message; one lost (the link was replaced or closed) is covered
+  // by sending again after HELLO.
   send(frames) {
-    const socket = this.socket;
-    this.sending = this.sending.then(() => socket.send(frames)).catch(() => {});
-    return this.sending;
+    return this.link.send(frames);
   }
 
   async open(timeoutMs) {
-    this.read().catch((error) => {
-      if (!this.closed) console.error(`asyncq: ${this.clientId}: ${error.message}`);
-    });
+    // libzmq retries quietly where nothing listens: without a WELCOME in
+    // 100 ms, one plain connection asks the system why.
+    const probing = setTimeout(() => {
+      if (this.generation || this.closed) return;
+      probe(this.broker).then((error) => {
+        if (error && !this.generation) this.handshakeFailed('connect', error);
+      });
+    }, 100);
+    probing.unref();
+    this.watch();
     try {
       if (await this.hello(timeoutMs, true)) return;
       throw this.unreachable();
@@ -72,6 +81,17 @@ class Session {
       await this.close(false);
       throw error;
     }
+  }
+
+  // Every heartbeat interval: a broker silent for three of them restarted
+  // or went away (4.9), and is greeted again.
+  watch() {
+    this.watchdog = setTimeout(() => {
+      if (this.closed) return;
+      if (this.generation && !this.rehello && Date.now() - this.lastHeard > 3 * this.heartbeat) this.reconnect();
+      this.watch();
+    }, this.heartbeat);
+    this.watchdog.unref();
   }
 
   // Resolves true on WELCOME, false after timeoutMs (or, if failFast, once
@@ -91,10 +111,15 @@ class Session {
     });
   }
 
-  handshakeFailed(kind) {
-    // 'other' (the connection broke during the handshake) says least.
-    if (kind !== 'other' || !this.handshakeFailure) this.handshakeFailure = kind;
-    // A ZAP refusal or a mechanism mismatch will not change by retrying.
+  handshakeFailed(kind, error) {
+    if (kind === 'connect') {
+      this.connectError = error;
+    } else if (kind !== 'other' || !this.handshakeFailure) {
+      // 'other' (the connection broke during the handshake) says least.
+      this.handshakeFailure = kind;
+    }
+    // A ZAP refusal, a mechanism mismatch or nothing listening will not
+    // change by waiting.
     if (kind !== 'other' && this.helloWaiter && this.helloWaiter.failFast) this.helloWaiter.resolve(false);
   }
 
@@ -102,22 +127,32 @@ class Session {
   // is also how a broker without keys turns away other hosts.
   unreachable() {
     const failure = this.handshakeFailure;
-    const where = `the broker at ${this.endpoint}`;
+    const { address } = this.broker;
+    const where = `the broker at '${address}'`;
+    const options = { address };
     const mechanism = failure === 'ERR_ZMTP_MECHANISM_MISMATCH'; // one side uses CURVE, the other not
-    if (failure === 'auth') return new KeyRefused(`${where} refused this client's key`);
+    if (failure === 'auth') return new KeyRefused(`${where} refused this client's key`, options);
     if (mechanism && !this.curve) {
-      return new KeyRequired(`${where} requires keys: give curveSecret and serverKey `
-        + '(or ASYNCQ_CURVE_SECRET and ASYNCQ_SERVER_KEY)');
+      return new KeysRequired(`${where} requires keys: give curveSecret and serverKey `
+        + '(or ASYNCQ_CURVE_SECRET and ASYNCQ_SERVER_KEY)', options);
     }
-    if (mechanism) return new KeyMismatch(`${where} uses no keys (CURVE)`);
+    if (mechanism) return new KeyMismatch(`${where} uses no keys (CURVE)`, options);
     if (failure && !this.curve) {
-      return new KeyRequired(`${where} broke off the handshake: it requires keys, `
-        + 'or it has none and takes connections only from its own host');
+      return new KeysRequired(`${where} broke off the handshake: it requires keys, `
+        + 'or it has none and takes connections only from its own host', options);
     }
     if (failure) {
-      return new KeyMismatch(`${where} failed the CURVE handshake: its key does not match serverKey, or it uses no keys`);
+      return new KeyMismatch(`${where} failed the CURVE handshake: its key does not match serverKey, or it uses no keys`,
+        options);
     }
-    return new BrokerUnreachable(`no answer from ${where}`);
+    const error = this.connectError;
+    if (error) {
+      const why = error.code === 'ECONNREFUSED' || error.code === 'ENOENT' ? ' (is the broker running?)' : '';
+      const socket = this.broker.path !== undefined ? `${this.broker.path}.router` : `port ${this.broker.port + 1}`;
+      return new BrokerUnreachable(`cannot connect to ${where} (its ROUTER socket, ${socket}): ${error.message}${why}`,
+        { ...options, cause: error });
+    }
+    return new BrokerUnreachable(`no answer from ${where}`, options);
   }
 
   // Says HELLO again (until the broker answers), then lets the owner restore
@@ -126,9 +161,9 @@ class Session {
     if (!this.rehello) {
       this.rehello = (async () => {
         while (!this.closed && !(await this.helloAgain())) {
-          // A fresh socket, so that unanswered HELLOs do not pile up.
-          const old = this.socket;
-          this.socket = this.newSocket();
+          // A fresh link, so that unanswered HELLOs do not pile up.
+          const old = this.link;
+          this.link = this.newLink();
           old.close();
         }
         if (this.closed) return;
@@ -185,25 +220,10 @@ class Session {
     return true;
   }
 
-  async read() {
-    while (!this.closed) {
-      const socket = this.socket;
-      socket.receiveTimeout = 3 * this.heartbeat;
-      let frames;
-      try {
-        frames = await socket.receive();
-      } catch (error) {
-        if (this.closed) return;
-        if (error.code === 'EAGAIN' && socket === this.socket) {
-          if (this.generation && !this.rehello) this.reconnect(); // silent for three heartbeats
-          continue;
-        }
-        if (socket !== this.socket || socket.closed) continue; // replaced
-        throw error;
-      }
-      const parsed = parse(frames);
-      if (parsed) this.dispatch(parsed.command, parsed.fields);
-    }
+  receive(frames) {
+    this.lastHeard = Date.now();
+    const parsed = parse(frames);
+    if (parsed) this.dispatch(parsed.command, parsed.fields);
   }
 
   dispatch(command, fields) {
@@ -235,6 +255,7 @@ class Session {
       persistence,
     };
     this.heartbeat = Math.max(this.welcome.heartbeatMs, 10);
+    this.lastHeard = Date.now();
     this.generation += 1;
     this.helloTag = tagNumber(this.helloWaiter.tag);
     this.helloWaiter.resolve(true);
@@ -254,13 +275,15 @@ class Session {
   async close(bye = true) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.watchdog);
     for (const entry of this.pending.values()) entry.reject(new Error('queue client is closed'));
     if (bye && this.generation) {
       // Items this session holds go back to the queue at once.
-      this.socket.linger = 1000;
-      await this.send(message('BYE', this.nextTag('bye')));
+      this.send(message('BYE', this.nextTag('bye')));
+      await this.link.close(1000);
+    } else {
+      await this.link.close(0);
     }
-    this.socket.close();
   }
 }
 

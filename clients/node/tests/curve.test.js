@@ -6,7 +6,7 @@ const assert = require('node:assert');
 const fs = require('fs');
 const { Broker, withBroker } = require('./broker');
 const {
-  Queue, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeyRequired,
+  Queue, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, QueueShutDown,
 } = require('..');
 const { parseZpl, curveOptions } = require('../curve');
 
@@ -85,7 +85,7 @@ test('wrong server key, refused key, missing keys: each its own error', async ()
   await withBroker(Broker.startCurve(undefined, ['stranger']), async (broker) => {
     // Why the broker at address did not answer, with keys from options only.
     const failure = (address, options) => withEnv(noKeys, async () => {
-      const q = new Queue(address, { timeout: 2000, ...options });
+      const q = new Queue(address, { timeout: 2, ...options });
       try {
         await q.stats();
       } catch (error) {
@@ -103,7 +103,7 @@ test('wrong server key, refused key, missing keys: each its own error', async ()
     const refused = await failure(broker.address, { curveSecret: broker.secretKey('stranger'), serverKey: broker.publicKey() });
     assert.ok(refused instanceof KeyRefused, refused);
     const missing = await failure(broker.address, {});
-    assert.ok(missing instanceof KeyRequired, missing);
+    assert.ok(missing instanceof KeysRequired, missing);
     assert.match(missing.message, /requires keys/);
     // Told apart by the mechanism error, which may come after the time-out.
     const keysToPlain = await failure(plain.address, { curveSecret: clientKey, serverKey: broker.publicKey() });
@@ -143,4 +143,15 @@ test('the C programs and Node over CURVE, both ways', () => withBroker(Broker.st
   const consumed = await broker.run('asyncq-consumer', '-q', 'c-curve', '--count', '20', '--max-sleep', '0', '--credit', '8');
   assert.deepStrictEqual([...consumed.matchAll(/got element <([^>]*)>/g)].map((m) => m[1]),
     Array.from({ length: 20 }, (_, i) => `node-${i}`));
+}));
+
+test('shutdown needs the admin role (403 with the broker\'s reason); an admin key may', () => withBroker(Broker.startCurve({ admin: 'produce,consume,admin', worker: 'produce,consume' }), async (broker, client) => {
+  const options = (name) => ({ queue: 'guarded', curveSecret: broker.secretKey(name), serverKey: broker.publicKey() });
+  const worker = client(options('worker'));
+  await assert.rejects(worker.shutdown(), (e) => e instanceof BrokerError && e.code === 403
+    && /^403 FORBIDDEN: \S/.test(e.message));
+  await worker.put('still open');
+  const report = await client(options('admin')).shutdown();
+  assert.deepStrictEqual([report.queue, report.state, report.queued], ['guarded', 'draining', 1]);
+  await assert.rejects(worker.put('refused'), QueueShutDown);
 }));

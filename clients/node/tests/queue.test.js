@@ -66,8 +66,9 @@ test('queue semantics', async (t) => {
       }
     }
     assert.strictEqual(item.toString(), 'two');
-    q.taskDone();
-    q.taskDone();
+    q.taskDone(); // "one": got from get() in this async context
+    assert.throws(() => q.taskDone(), /got no item from get\(\)/); // "two" came from getNowait()
+    q.taskDone(item);
     assert.throws(() => q.getNowait(), QueueEmpty);
   });
 

@@ -1,6 +1,7 @@
 'use strict';
 // index.d.ts against the TypeScript compiler: a program using the API as
-// documented type-checks, and each misuse in types/bad.ts is an error.
+// documented type-checks (as CommonJS, and as an ES module importing the
+// package by name), and each misuse in types/bad.ts is an error.
 const test = require('node:test');
 const assert = require('node:assert');
 const { execFile } = require('child_process');
@@ -20,6 +21,11 @@ function tsc(project) {
 
 test('index.d.ts: the documented API type-checks', async () => {
   const { code, output } = await tsc('tsconfig.json');
+  assert.strictEqual(code, 0, output);
+});
+
+test('index.d.ts: an ES module importing the package by name type-checks', async () => {
+  const { code, output } = await tsc('tsconfig.esm.json');
   assert.strictEqual(code, 0, output);
 });
 

@@ -6,16 +6,21 @@ export async function misuse(): Promise<void> {
   const named = new Queue('localhost', { queue: 42 }); // error
   const q = new Queue('localhost', { credit: '8' }); // error
   const typo = new Queue('localhost', { queues: 'jobs' }); // error
+  const ahead = new Queue('localhost', { prefetch: '1' }); // error
   await q.put(42); // error
   await q.put('x', { lease: '10s' }); // error
   const id: number = (await q.get()).id; // error
   q.taskDone(7); // error
   await q.nack(); // error
   await q.join({ timeout: '10' }); // error
+  await q.shutdown({ immediate: 'yes' }); // error
+  const count: number = await q.empty(); // error
+  await q.put({ job: 1 }); // error
   q.on('held', (queue: number) => queue); // error
   const made = new Item(); // error
   const shutDown: boolean = (await q.get()).data; // error
   await named.close();
   await typo.close();
-  console.log(id, made, shutDown);
+  await ahead.close();
+  console.log(id, made, shutDown, count);
 }

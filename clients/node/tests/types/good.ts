@@ -1,11 +1,11 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
   Queue, Item, Joined, Stats, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
-  KeyRequired, QueueEmpty, TimeoutError, endpoints,
+  KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
 } from '../..';
 
 export async function produce(): Promise<number> {
-  const q = new Queue('localhost:5557', { queue: 'jobs', name: 'types', timeout: 1000 });
+  const q = new Queue('localhost:5557', { queue: 'jobs', name: 'types', timeout: 2.5 });
   await q.put('text');
   await q.put(Buffer.from('bytes'), { lease: 30 });
   await q.put(new Uint8Array([1, 2, 3]));
@@ -13,7 +13,7 @@ export async function produce(): Promise<number> {
   await q.flush();
   const onHeld = (queue: string) => console.log(`waiting for room in ${queue}`);
   q.on('held', onHeld).once('held', onHeld).off('held', onHeld);
-  const settings: string = `${q.broker} ${q.queue} ${q.credit} ${q.timeout} ${q.clientId}`;
+  const settings: string = `${q.broker} ${q.queue} ${q.prefetch} ${q.credit} ${q.timeout} ${q.clientId} ${version}`;
   const held: string | null = q.held;
   const joined: Joined = await q.join({ timeout: 10, all: true });
   await q.close({ timeout: 5 });
@@ -22,8 +22,10 @@ export async function produce(): Promise<number> {
 
 export async function consume(signal: AbortSignal): Promise<string> {
   const q = new Queue('tcp://broker:5557', {
-    queue: 'jobs', credit: 8, curveSecret: 'client.key_secret', serverKey: 'broker.key',
+    queue: 'jobs', prefetch: 7, curveSecret: 'client.key_secret', serverKey: 'broker.key',
   });
+  const old = new Queue('ipc:///run/asyncq', { credit: 8 });
+  await old.close();
   const item: Item = await q.get({ signal });
   const id: string = item.id;
   const data: Buffer = item.data;
@@ -39,16 +41,23 @@ export async function consume(signal: AbortSignal): Promise<string> {
   const queued: number | undefined = stats.queued;
   const state: 'open' | 'draining' | 'discarding' | undefined = stats.state;
   const size: number = await q.qsize();
+  const nothing: boolean = await q.empty();
+  const report: Stats = await q.shutdown({ immediate: true });
+  const drained: string | undefined = (await q.shutdown()).state;
   const roles: Role[] | null = q.roles;
   const persistence: Persistence | null = q.persistence;
   const errors: readonly BrokerError[] = q.errors;
   await q.close();
-  return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${roles} ${persistence} ${errors.length} ${from}`;
+  return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${nothing} ${report.discarded} `
+    + `${drained} ${roles} ${persistence} ${errors.length} ${from}`;
 }
 
 export function explain(error: unknown): string {
+  if (error instanceof QueueShutDown) return `${error.code} ${error.name}`;
   if (error instanceof BrokerError) return `${error.code} ${error.errorName} ${error.tag} ${error.subject} ${error.text}`;
-  if (error instanceof KeyRefused || error instanceof KeyMismatch || error instanceof KeyRequired) return error.message;
+  if (error instanceof KeyRefused || error instanceof KeyMismatch || error instanceof KeysRequired) return error.message;
+  if (error instanceof KeyRequired) return error.message; // the deprecated name
+  if (error instanceof BrokerUnreachable) return `${error.address} ${String(error.cause)}`;
   if (error instanceof BrokerUnreachable || error instanceof QueueEmpty || error instanceof TimeoutError) {
     return error.name;
   }

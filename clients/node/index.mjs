@@ -1,0 +1,20 @@
+// asyncq client for Node.js as an ES module: the CommonJS module's exports
+// (index.js), named and as the default export.
+import asyncq from './index.js';
+
+export const {
+  Queue,
+  Item,
+  BrokerError,
+  BrokerUnreachable,
+  KeyRefused,
+  KeyMismatch,
+  KeysRequired,
+  KeyRequired,
+  QueueEmpty,
+  QueueShutDown,
+  TimeoutError,
+  endpoints,
+  version,
+} = asyncq;
+export default asyncq;

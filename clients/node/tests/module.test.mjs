@@ -1,0 +1,43 @@
+// The package as an ES module and as CommonJS, by its name: the same
+// classes, the one project version, the Python client's error names.
+import test from 'node:test';
+import assert from 'node:assert';
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import asyncq, {
+  Queue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
+  QueueShutDown, TimeoutError, endpoints, version,
+} from 'asyncq';
+
+const require = createRequire(import.meta.url);
+
+test('import and require give the same module', () => {
+  const cjs = require('asyncq');
+  assert.strictEqual(asyncq, cjs); // the default export is the CommonJS module
+  const named = {
+    Queue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
+    QueueShutDown, TimeoutError, endpoints, version,
+  };
+  for (const [name, value] of Object.entries(named)) assert.strictEqual(value, cjs[name], name);
+  assert.strictEqual(require.resolve('asyncq'), new URL('../index.js', import.meta.url).pathname);
+});
+
+test('version and error vocabulary', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url)));
+  assert.strictEqual(version, '2.1.0');
+  assert.strictEqual(pkg.version, version);
+  assert.strictEqual(KeyRequired, KeysRequired); // the name before 2.1.0, kept
+  for (const [Class, Base] of [[QueueShutDown, BrokerError], [KeyRefused, BrokerUnreachable],
+    [KeyMismatch, BrokerUnreachable], [KeysRequired, BrokerUnreachable]]) {
+    assert.ok(Class.prototype instanceof Base, Class.name);
+  }
+  const shutDown = new QueueShutDown();
+  assert.deepStrictEqual([shutDown.name, shutDown.code, shutDown.errorName], ['QueueShutDown', 503, 'SHUT_DOWN']);
+  assert.deepStrictEqual(
+    [new KeysRequired('x').name, new BrokerError(429, 'LIMIT', 't', 'q', 'too much').message],
+    ['KeysRequired', '429 LIMIT: too much (q)'],
+  );
+  assert.deepStrictEqual(endpoints('localhost:6000'), ['tcp://localhost:6000', 'tcp://localhost:6001']);
+  assert.strictEqual(new TimeoutError('late').name, 'TimeoutError');
+  assert.strictEqual(new QueueEmpty('none').name, 'QueueEmpty');
+});

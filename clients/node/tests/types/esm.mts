@@ -1,0 +1,15 @@
+// The client from an ES module, by the package's name, as a TypeScript
+// project with Node's module resolution sees it (tests/types.test.js).
+import asyncq, { Queue, QueueShutDown, KeysRequired, version } from 'asyncq';
+
+export async function fromEsm(): Promise<string> {
+  const q: Queue = new asyncq.Queue('localhost', { prefetch: 1 });
+  try {
+    await q.put('x');
+  } catch (error) {
+    if (error instanceof QueueShutDown || error instanceof KeysRequired) return error.message;
+  } finally {
+    await q.close();
+  }
+  return version;
+}
