@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Deque, Dict, List, Optional, Set, Union
+from typing import Deque, Dict, List, Optional, Union
 
 from .protocol import (IDS_MAX, WAIT_MAX_MS, BrokerError, Fields, Frames, QueueShutDown,
                        cut_text, message, pack_ids, unpack_items)
@@ -31,11 +31,13 @@ class Item(bytes):
     id: int
     attempt: int
     lease_ms: int
+    session: int  # the client's session it came in (its ids are that session's)
 
     def __new__(cls, payload: Union[bytes, memoryview], queue: str, item_id: int, attempt: int,
-                lease_ms: int) -> "Item":
+                lease_ms: int, session: int = 0) -> "Item":
         self = super().__new__(cls, payload)
         self.queue, self.id, self.attempt, self.lease_ms = queue, item_id, attempt, lease_ms
+        self.session = session
         return self
 
 
@@ -63,12 +65,16 @@ class Consumer:
         self._loop = asyncio.get_running_loop()
         self._delivered: Deque[Delivered] = collections.deque()  # not yet got
         self._getters: Deque["asyncio.Future[None]"] = collections.deque()  # get()s waiting
-        self.held: Dict[int, Item] = {}             # id -> Item got, not task_done
-        self._owners: Dict[int, Optional["asyncio.Task[object]"]] = {}  # id -> task that got it
-        self._by_task: Dict[Optional["asyncio.Task[object]"], List[int]] = {}
-        self._stale: Set[int] = set()               # held items of a session gone
+        # Items got and not done: those of this session by id, those of a
+        # session gone (the broker took them back; ids may be reused) apart,
+        # and all of them by the task that called get().
+        self.held: Dict[int, Item] = {}
+        self._stale: List[Item] = []
+        self._by_task: Dict[Optional["asyncio.Task[object]"], List[Item]] = {}
+        self._owner: Dict[int, Optional["asyncio.Task[object]"]] = {}  # id(Item) -> task
         self._credit: Optional[int] = None          # as last sent; None: to send
-        self._acks: List[int] = []
+        self._acks: List[int] = []                  # ids of this session's items done
+        self._acks_session = 0                      # the session they are of
         self._end_of_tick: Optional[asyncio.Handle] = None
         self.errors: Deque[BrokerError] = collections.deque(maxlen=100)  # about acks
         session.on_message = self._on_message
@@ -80,7 +86,7 @@ class Consumer:
         """Items held (those from a session gone do not count at the
         broker), get()s waiting, and prefetch."""
         waiting = sum(1 for getter in self._getters if not getter.done())
-        return len(self.held) - len(self._stale) + waiting + self.prefetch
+        return len(self.held) + waiting + self.prefetch
 
     def _credit_message(self, tag: bytes, credit: int) -> Frames:
         assert self.session.welcome is not None
@@ -113,20 +119,25 @@ class Consumer:
         if self._end_of_tick is not None:
             self._end_of_tick.cancel()
             self._end_of_tick = None
-        if self._acks:
+        if self._acks and self._acks_session == self.session.reconnects:
             ids, self._acks = self._acks, []
             self.session.send(message(b"ACK", self.session.tag(b"ack"), pack_ids(ids)))
+        self._acks.clear()  # those of a session gone would name other items
         if self._credit is not None:
             self._update_credit()
 
     def _on_reconnect(self) -> None:
-        """Items not yet got are the broker's to deliver again, acks not yet
-        sent would name them in a session that is gone, and the credit is
-        said again."""
+        """Items of the session gone, got or not, are the broker's to
+        deliver again: they are acked by nobody (their ids may name other
+        items now), and the credit is said again. Items the new session
+        sent already (a CREDIT may have gone before this runs) stay."""
+        now = self.session.reconnects
         self._delivered = collections.deque(
-            item for item in self._delivered if isinstance(item, QueueShutDown))
-        self._acks.clear()
-        self._stale = set(self.held)  # the broker took them back: acked by nobody
+            item for item in self._delivered
+            if isinstance(item, QueueShutDown) or item.session == now)
+        for item in [item for item in self.held.values() if item.session != now]:
+            del self.held[item.id]
+            self._stale.append(item)
         self._credit = None
         self._update_credit()
 
@@ -138,7 +149,7 @@ class Consumer:
         elif command == b"ITEM" and len(fields) == 6:
             queue, item_id, attempt, _, lease_ms, payload = fields
             self._deliver(Item(payload, queue.decode(), int(item_id), int(attempt),
-                               int(lease_ms)))
+                               int(lease_ms), self.session.reconnects))
         elif command == b"ERROR":
             self._on_error(BrokerError.from_fields(fields))
 
@@ -149,7 +160,8 @@ class Consumer:
             log.warning("%s: ITEMS not as asyncq/2 says: %s", self.session.client_id, error)
             return
         for item_id, attempt, _, lease_ms, payload in deliveries:
-            self._deliver(Item(payload, queue, item_id, attempt, lease_ms))
+            self._deliver(Item(payload, queue, item_id, attempt, lease_ms,
+                               self.session.reconnects))
 
     def _deliver(self, item: Delivered) -> None:
         self._delivered.append(item)
@@ -187,8 +199,8 @@ class Consumer:
             raise item  # and stays, for every later get()
         self._delivered.popleft()
         self.held[item.id] = item
-        self._owners[item.id] = task
-        self._by_task.setdefault(task, []).append(item.id)
+        self._owner[id(item)] = task
+        self._by_task.setdefault(task, []).append(item)
         self._soon()
         return item
 
@@ -214,65 +226,75 @@ class Consumer:
                 raise
         return self._take(owner)
 
-    def _release(self, item_id: int) -> Optional[Item]:
-        """Forgets a held item; returns it, or None if not held."""
-        item = self.held.pop(item_id, None)
-        if item is None:
-            return None
-        task = self._owners.pop(item_id)
-        ids = self._by_task[task]
-        ids.remove(item_id)
-        if not ids:
+    def _find(self, item: Union[Item, int], what: str) -> Item:
+        """The held item that item (an Item, or an id of this session's)
+        names; ValueError if this client holds no such item."""
+        if isinstance(item, Item):
+            if self.held.get(item.id) is item or any(old is item for old in self._stale):
+                return item
+        else:
+            found = self.held.get(int(item))
+            if found is not None:
+                return found
+        item_id = item.id if isinstance(item, Item) else int(item)
+        raise ValueError(f"{what}(): no item {item_id} is held by this client")
+
+    def _release(self, item: Item) -> bool:
+        """Forgets a held item; True if it is this session's (to ack or nack),
+        False if its session is gone (the broker delivers it again)."""
+        task = self._owner.pop(id(item))
+        mine = self._by_task[task]
+        mine.remove(item)
+        if not mine:
             del self._by_task[task]
         self._soon()
-        return item
+        if self.held.get(item.id) is item:
+            del self.held[item.id]
+            return True
+        self._stale = [old for old in self._stale if old is not item]
+        return False
 
-    def own_item(self) -> int:
-        """The id of the one item the calling task holds, for a bare
-        task_done(); raises ValueError when that is not exactly one."""
-        if not self.held:
+    def own_item(self) -> Item:
+        """The one item the calling task holds, for a bare task_done();
+        raises ValueError when that is not exactly one."""
+        if not self.held and not self._stale:
             raise ValueError("task_done() called too many times: this client holds no item")
-        ids = self._by_task.get(current_task(), [])
-        if len(ids) == 1:
-            return ids[0]
-        if not ids:
+        mine = self._by_task.get(current_task(), [])
+        if len(mine) == 1:
+            return mine[0]
+        if not mine:
             raise ValueError("task_done(): the calling task got no item that is not done yet; "
                              "items got by other tasks are acked with task_done(item)")
-        raise ValueError(f"task_done(): the calling task holds {len(ids)} items; say which "
+        raise ValueError(f"task_done(): the calling task holds {len(mine)} items; say which "
                          "one is done with task_done(item)")
 
     def task_done(self, item: Union[Item, int, None]) -> None:
-        item_id = self.own_item() if item is None else (
-            item.id if isinstance(item, Item) else int(item))
-        if self._release(item_id) is None:
-            raise ValueError(f"task_done(): no item {item_id} is held by this client")
-        if item_id in self._stale:
-            self._stale.discard(item_id)
+        done = self.own_item() if item is None else self._find(item, "task_done")
+        if not self._release(done):
             return  # its session is gone: the broker delivers it again
-        self._acks.append(item_id)
+        if self._acks_session != done.session:
+            self._acks, self._acks_session = [], done.session
+        self._acks.append(done.id)
         if len(self._acks) >= IDS_MAX:
             self.flush()
 
     def touch(self, item: Union[Item, int]) -> None:
-        item_id = item.id if isinstance(item, Item) else int(item)
-        if item_id not in self.held:
-            raise ValueError(f"touch(): no item {item_id} is held by this client")
+        held = self._find(item, "touch")
+        if self.held.get(held.id) is not held:
+            return  # its session is gone: no lease to renew
         self.flush()  # in order: an item acked before is not touched
-        self.session.send(message(b"TOUCH", self.session.tag(b"touch"), pack_ids([item_id])))
+        self.session.send(message(b"TOUCH", self.session.tag(b"touch"), pack_ids([held.id])))
 
     def nack(self, item: Union[Item, int], delay: float, reason: str) -> None:
-        item_id = item.id if isinstance(item, Item) else int(item)
         delay_ms = int(delay * 1000)
         if not 0 <= delay_ms <= WAIT_MAX_MS:
             raise ValueError(f"nack(): delay is 0 to {WAIT_MAX_MS // 1000} seconds")
-        if self._release(item_id) is None:
-            raise ValueError(f"nack(): no item {item_id} is held by this client")
-        if item_id in self._stale:
-            self._stale.discard(item_id)
-            return
+        held = self._find(item, "nack")
+        if not self._release(held):
+            return  # its session is gone: the broker delivers it again
         self.flush()
         self.session.send(message(b"NACK", self.session.tag(b"nack"), delay_ms, cut_text(reason),
-                                  pack_ids([item_id])))
+                                  pack_ids([held.id])))
 
     @property
     def waiting(self) -> int:

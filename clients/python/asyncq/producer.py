@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import zmq
 
@@ -97,6 +97,8 @@ class Producer:
         self._flush_handle: Optional[asyncio.Handle] = None
         self._syncing = False                          # a SYNC is in flight
         self._waiters: List["asyncio.Future[None]"] = []  # confirm()s waiting for it
+        self.taken_over: Optional[BrokerError] = None  # the 409 that ended this producer id
+        self.on_taken_over: Callable[[], None] = lambda: None
         self._watched: Set[int] = set()                # seqs a put() waits for
         self._refused: Dict[int, BrokerError] = {}     # seq -> BrokerError, for those put()s
         self.refusals: Deque[BrokerError] = collections.deque(maxlen=100)  # about other puts
@@ -234,11 +236,21 @@ class Producer:
             self._sync(seq)
             return
         self._syncing = False
-        if error is None:
+        if isinstance(error, BrokerError) and error.code == 409:
+            # Another session took this producer id (4.2): which of the puts
+            # not confirmed the broker holds can no longer be known. They
+            # all fail, none is sent again under this id, and the owner
+            # starts a producer of a new id for the next put.
+            self._sent.clear()
+            self.unconfirmed, self._unconfirmed_bytes = 0, 0
+            self.taken_over = error
+        elif error is None:
             self._confirm_to(seq)
         # A SYNC that failed with nobody waiting (one started early) is
         # asked again by the next confirm().
         self._wake(error)
+        if self.taken_over is not None:
+            self.on_taken_over()
 
     def _wake(self, error: Optional[BaseException]) -> None:
         waiters, self._waiters = self._waiters, []

@@ -184,7 +184,21 @@ class Queue:
                 self._control = await self._session(self._client_id, self._hello_seq)
                 self._producer = Producer(self._control, self._context, self._push_endpoint,
                                           self._keys)
+                self._producer.on_taken_over = self._producer_taken_over
         return self._producer
+
+    def _producer_taken_over(self) -> None:
+        """Another session took this client's producer id (409, PROTOCOL.md
+        4.2): the puts not confirmed have failed (each put() waiting raises
+        the 409), and the next put starts a producer of a new id."""
+        producer, control = self._producer, self._control
+        self._producer = self._control = None
+        self._client_id = f"{self._name}-{os.urandom(6).hex()}"
+        if producer is not None:
+            producer.close()
+        if control is not None:
+            task = asyncio.ensure_future(control.close(bye=False))
+            task.add_done_callback(_ignore)
 
     async def put(self, item: Payload, *, lease: Optional[float] = None) -> None:
         """Puts item (bytes, bytearray, memoryview, or str as UTF-8) and

@@ -239,6 +239,41 @@ class RefusalsWithKeys(unittest.IsolatedAsyncioTestCase):
         await admin.close()
 
 
+class Takeover(QueueSemantics):
+    broker_flags = ("--maxsize", "1")
+
+    async def test_a_producer_id_taken_over_fails_the_puts_not_confirmed_and_starts_anew(self):
+        q = self.client()
+        await q.put(b"in")                              # the queue is full now
+        held = asyncio.ensure_future(q.put(b"held"))    # its SYNC waits (HELD)
+        while q.held is None:
+            await asyncio.sleep(0.01)
+        # Another process says HELLO with this client's producer id.
+        import zmq
+        intruder = zmq.Context.instance().socket(zmq.DEALER)
+        try:
+            intruder.connect(asyncq.endpoints(self.broker.address)[1])
+            intruder.send_multipart([b"asyncq/2", b"HELLO", b"h", q._client_id.encode(), b"1"])
+            with self.assertRaisesRegex(asyncq.BrokerError, r"^409 CONFLICT") as caught:
+                await asyncio.wait_for(held, 10)
+            self.assertEqual(caught.exception.code, 409)
+        finally:
+            intruder.close(linger=0)
+        consumer = self.client()
+        self.assertEqual(await asyncio.wait_for(consumer.get(), 10), b"in")
+        consumer.task_done()
+        after = asyncio.ensure_future(q.put(b"after"))  # a producer of a new id
+        # "held" was not confirmed: the broker may still have it (not
+        # confirmed is not dropped), but nothing else comes before "after".
+        got = [await asyncio.wait_for(consumer.get(), 10)]
+        consumer.task_done()
+        if got[0] == b"held":
+            got.append(await asyncio.wait_for(consumer.get(), 10))
+            consumer.task_done()
+        self.assertEqual(got[-1], b"after")
+        await asyncio.wait_for(after, 10)
+
+
 class CrashJob(unittest.IsolatedAsyncioTestCase):
     """The README's worker grown into a real job: 4 coroutines on one Queue
     with the bare task_done(), SIGKILLed twice and restarted, on several
