@@ -310,3 +310,53 @@ int auth_read_refusal(auth_t *self, char *key, size_t key_size, char *from, size
     zstr_free(&line);
     return refused;
 }
+
+struct auth_owners {
+    dict_t *table; /* name -> auth_owner_t */
+};
+
+auth_owners_t *auth_owners_new(void)
+{
+    auth_owners_t *self = calloc(1, sizeof *self);
+    if (self && !(self->table = dict_new())) {
+        free(self);
+        return NULL;
+    }
+    return self;
+}
+
+void auth_owners_destroy(auth_owners_t **self_p)
+{
+    auth_owners_t *self = *self_p;
+    if (!self)
+        return;
+    dict_each(self->table, s_free_grant, NULL); /* plain blocks, as grants */
+    dict_destroy(&self->table);
+    free(self);
+    *self_p = NULL;
+}
+
+auth_owner_t *auth_owner_get(auth_owners_t *self, const char *name)
+{
+    auth_owner_t *owner = dict_get(self->table, name, strlen(name));
+    if (owner)
+        return owner;
+    owner = calloc(1, sizeof *owner);
+    if (!owner)
+        return NULL;
+    snprintf(owner->name, sizeof owner->name, "%s", name);
+    if (dict_set(self->table, owner->name, strlen(owner->name), owner)) {
+        free(owner);
+        return NULL;
+    }
+    return owner;
+}
+
+void auth_owner_release(auth_owners_t *self, auth_owner_t *owner)
+{
+    if (!self || !owner || owner->sessions || owner->joins || owner->queues || owner->held_puts
+        || owner->held_bytes)
+        return;
+    dict_delete(self->table, owner->name, strlen(owner->name));
+    free(owner);
+}

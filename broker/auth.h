@@ -64,6 +64,27 @@ int auth_allows_queue(const auth_grant_t *grant, const uint8_t *queue, size_t si
 void *auth_log_socket(auth_t *self);
 int auth_read_refusal(auth_t *self, char *key, size_t key_size, char *from, size_t from_size);
 
+/*  What one owner (a client key; without keys a source host other than
+    loopback) holds of the limits every client shares, so that none can use
+    them up (--max-*-per-key). An entry lives while it holds anything. */
+typedef struct auth_owner {
+    char name[AUTH_KEY_SIZE + 48]; /* the key, or "host 10.0.0.2" */
+    uint64_t sessions;
+    uint64_t joins;      /* waiting */
+    uint64_t queues;     /* made by it and not forgotten */
+    uint64_t held_puts;  /* held for full queues */
+    uint64_t held_bytes;
+} auth_owner_t;
+
+typedef struct auth_owners auth_owners_t;
+
+auth_owners_t *auth_owners_new(void);
+void auth_owners_destroy(auth_owners_t **self_p);
+/*  The owner called `name`, made if new; NULL if out of memory. */
+auth_owner_t *auth_owner_get(auth_owners_t *self, const char *name);
+/*  Forgets the owner if it holds nothing any more. */
+void auth_owner_release(auth_owners_t *self, auth_owner_t *owner);
+
 /*  "produce,consume" for a set of roles. */
 const char *auth_roles_text(unsigned roles, char *buf, size_t size);
 

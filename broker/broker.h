@@ -50,6 +50,13 @@ typedef struct {
     queue_lease_t queue_leases[BROKER_QUEUE_LEASES_MAX];
     size_t queue_lease_count;
     uint64_t max_joins_per_peer;
+    /* What one key (without keys: one host other than loopback) may hold of
+       the broker's shared limits; admin keys are exempt, and the last tenth
+       of --max-joins, --max-queues and --max-connections is kept for them. */
+    uint64_t max_joins_per_key;
+    uint64_t max_queues_per_key;
+    uint64_t max_sessions_per_key;
+    uint64_t max_held_bytes_per_key;
     uint64_t drain_ms;      /* on SIGTERM, wait this long at most for queues to drain */
     const char *curve_secret; /* the broker's secret certificate; NULL: no CURVE */
     const char *clients_dir;  /* allowed client certificates */
@@ -80,6 +87,10 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_ATTEMPTS 5
 #define BROKER_DEFAULT_MAX_EXPIRED 3
 #define BROKER_DEFAULT_MAX_JOINS_PER_PEER 100
+#define BROKER_DEFAULT_MAX_JOINS_PER_KEY 1000
+#define BROKER_DEFAULT_MAX_QUEUES_PER_KEY 256
+#define BROKER_DEFAULT_MAX_SESSIONS_PER_KEY 1000
+#define BROKER_DEFAULT_MAX_HELD_BYTES_PER_KEY (64 * 1024 * 1024)
 #define BROKER_DEFAULT_DRAIN_MS 30000
 #define BROKER_DEFAULT_SEGMENT_BYTES (4 * 1024 * 1024)
 
@@ -106,6 +117,8 @@ typedef struct peer {
     char client_id[AQ_NAME_MAX + 1];
     char key[AUTH_KEY_SIZE + 1];  /* the client's CURVE key; "" without CURVE */
     auth_grant_t grant;           /* its roles and queues */
+    auth_owner_t *owner;          /* its key's share of the limits; NULL: none counted */
+    int plain;                    /* counted in plain_sessions (not admin when it began) */
     int fd;                       /* its connection, or -1 */
     uint64_t conn_stamp;          /* which connection of fd (conns_greet) */
     uint64_t serial;              /* unique per session over the broker's life */
@@ -121,6 +134,8 @@ typedef struct peer {
     uint64_t beat;                /* last heartbeat number sent */
     uint64_t beat_bytes[PEER_BEATS]; /* reply_bytes when heartbeat n % PEER_BEATS went */
     uint64_t read_bytes;          /* reply bytes known read: at its last echoed beat */
+    uint64_t probe_beat;          /* an extra heartbeat sent for unread replies; 0: none */
+    int64_t probe_ms;             /* when it went */
     int dropped;                  /* out of every table, freed at end of turn */
     list_node_t dropped_link;
     int overdue;                  /* to be dropped (unread replies), in overdue_link */
@@ -151,6 +166,7 @@ typedef struct held_put {
     struct queue *queue;
     zmq_msg_t frame;       /* the payload, or the PUTS items frame */
     int is_batch;
+    auth_owner_t *owner;   /* counted against this key's --max-held-bytes-per-key */
 } held_put_t;
 
 /*  What the broker knows of one producer id. */
@@ -215,6 +231,7 @@ typedef struct broker {
     int stopping;           /* exit once every queue has drained */
     deadline_t drain;       /* ... or when this fires */
     uint64_t next_serial;   /* sessions and queues */
+    uint64_t queues_forgotten; /* queues freed by the sweep, ever (metrics.c) */
     int64_t started_ms;
     uint64_t trimmed_rss;   /* resident bytes after the last malloc_trim */
     uint64_t refused_total[REFUSED_REASONS]; /* puts refused, every queue or none */
@@ -224,8 +241,16 @@ typedef struct broker {
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
     struct http *http;       /* the HTTP port (--metrics); NULL: none */
     uint64_t live_bytes;    /* journal bytes of the items held, near enough */
+    size_t snapshot_slot;   /* where a snapshot being written goes on (persist.c) */
+    int64_t snapshot_started_us;
+    int64_t snapshot_slice_max_us; /* its longest slice */
     list_node_t durable_waits; /* producers with SYNCs waiting only for the disk */
     list_node_t held_replies;  /* answers waiting for their changes' records (persist.c) */
+    auth_owners_t *owners;         /* each key's share of the limits (commands.c) */
+    uint64_t plain_sessions;       /* sessions without the admin role */
+    struct superseded *superseded; /* sessions whose producer id was taken over (producers.c) */
+    dict_t *superseded_index;      /* their routing ids -> entries */
+    size_t superseded_next;
     uint64_t held_reply_bytes;
     int broken_logged;
 } broker_t;
@@ -278,6 +303,17 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
 
 /* commands.c */
 void broker_on_router(broker_t *self);
+/*  The queue, made if new and `peer` may make it (NULL: no client asked):
+    the last tenth of --max-queues is for admin clients, and a key makes at
+    most --max-queues-per-key. NULL with *status and *text otherwise. */
+queue_t *broker_queue_for(broker_t *self, aq_bytes_t name, const peer_t *peer,
+                          aq_status_t *status, const char **text);
+/*  The per-key limits apply to this session (not an admin key). */
+int broker_counts_limits(const broker_t *self, const peer_t *peer);
+/*  The queue is being forgotten: its key may make another. */
+void broker_queue_forgotten(broker_t *self, queue_t *queue);
+/*  The session is over: its key may open another. */
+void broker_peer_forgotten(broker_t *self, peer_t *peer);
 void broker_on_join_timeout(broker_t *self, joiner_t *joiner);
 void broker_free_joiner(broker_t *self, joiner_t *joiner);
 
@@ -313,6 +349,19 @@ void producers_tell_held(broker_t *self, producer_t *producer);
 void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
                     aq_bytes_t tag, uint64_t seq);
 void producers_detach(broker_t *self, producer_t *producer);
+/*  A HELLO from `routing_id` takes the producer id: every SYNC waiting
+    from another routing id, and every later SYNC of the session that held
+    it (`old`, may be NULL), is answered 409 (PROTOCOL.md 4.2). */
+void producers_take_over(broker_t *self, producer_t *producer, const peer_t *old,
+                         aq_bytes_t routing_id);
+/*  The producer id a session lost to a takeover, if `routing_id` is one
+    (its SYNCs get 409, not 412); NULL otherwise. */
+const char *producers_superseded(broker_t *self, aq_bytes_t routing_id);
+/*  A new HELLO on `routing_id`: it is a session again. */
+void producers_unsupersede(broker_t *self, aq_bytes_t routing_id);
+/*  409 to a SYNC of a session whose producer id was taken over. */
+void producers_refuse_superseded(broker_t *self, aq_bytes_t routing_id, aq_bytes_t tag,
+                                 const char *producer);
 void producers_forget(broker_t *self, producer_t *producer);
 void producers_sweep(broker_t *self);
 void producers_destroy_all(broker_t *self);

@@ -75,6 +75,106 @@ static int s_queue_allowed(const request_t *request, aq_bytes_t queue)
     return 0;
 }
 
+/*  What a client without the admin role may use of a broker-wide limit:
+    the last tenth is kept for admin clients. */
+static uint64_t s_unreserved(uint64_t limit)
+{
+    return limit - limit / 10;
+}
+
+static int s_is_admin(const peer_t *peer)
+{
+    return peer && (peer->grant.roles & ROLE_ADMIN);
+}
+
+/*  The per-key limits apply to this session: it has a share counted, and
+    it is not an admin key (without keys every client has every role, and
+    the limits count per host). */
+static int s_counted(const broker_t *self, const peer_t *peer)
+{
+    return peer && peer->owner
+           && !(s_is_admin(peer) && self->auth && auth_enabled(self->auth));
+}
+
+int broker_counts_limits(const broker_t *self, const peer_t *peer)
+{
+    return s_counted(self, peer);
+}
+
+queue_t *broker_queue_for(broker_t *self, aq_bytes_t name, const peer_t *peer,
+                          aq_status_t *status, const char **text)
+{
+    queue_t *queue = broker_queue(self, name, 0, status);
+    if (queue)
+        return queue;
+    static char why[160];
+    *text = why;
+    if (peer && !s_is_admin(peer)
+        && dict_size(self->queues) >= s_unreserved(self->config.max_queues)) {
+        *status = AQ_LIMIT;
+        snprintf(why, sizeof why,
+                 "too many queues (--max-queues %llu; the last tenth is kept for admin clients)",
+                 (unsigned long long) self->config.max_queues);
+        return NULL;
+    }
+    if (s_counted(self, peer) && peer->owner->queues >= self->config.max_queues_per_key) {
+        *status = AQ_LIMIT;
+        snprintf(why, sizeof why, "too many queues made by this key (--max-queues-per-key %llu)",
+                 (unsigned long long) self->config.max_queues_per_key);
+        return NULL;
+    }
+    queue = broker_queue(self, name, 1, status);
+    if (!queue) {
+        snprintf(why, sizeof why, "%s", *status == AQ_LIMIT ? "too many queues (--max-queues)"
+                                                             : "cannot create the queue");
+        return NULL;
+    }
+    if (peer && peer->owner) {
+        queue->owner = peer->owner;
+        queue->owner->queues++;
+    }
+    return queue;
+}
+
+void broker_queue_forgotten(broker_t *self, queue_t *queue)
+{
+    if (!queue->owner)
+        return;
+    queue->owner->queues--;
+    auth_owner_release(self->owners, queue->owner);
+    queue->owner = NULL;
+}
+
+void broker_peer_forgotten(broker_t *self, peer_t *peer)
+{
+    self->plain_sessions -= (uint64_t) peer->plain;
+    peer->plain = 0;
+    if (!peer->owner)
+        return;
+    peer->owner->sessions--;
+    auth_owner_release(self->owners, peer->owner);
+    peer->owner = NULL;
+}
+
+/*  Whose share of the limits a new session counts against: its key; without
+    keys its host, unless it is this host (loopback, ipc). NULL: nobody's. */
+static auth_owner_t *s_owner(const request_t *request)
+{
+    broker_t *self = request->broker;
+    char name[AUTH_KEY_SIZE + 48];
+    if (request->key[0])
+        snprintf(name, sizeof name, "%s", request->key);
+    else {
+        char host[80];
+        if (!conns_peer_host(request->fd, host, sizeof host))
+            return NULL;
+        snprintf(name, sizeof name, "host %s", host);
+    }
+    if (!self->owners && !(self->owners = auth_owners_new()))
+        return NULL;
+    return auth_owner_get(self->owners, name);
+}
+
 static peer_t *s_open_peer(const request_t *request)
 {
     const aq_msg_t *msg = request->msg;
@@ -124,16 +224,62 @@ static void s_on_hello(const request_t *request)
         s_forbidden(request, msg->client, "that client id belongs to another key");
         return;
     }
+    /* Sessions this HELLO ends do not count against the new one. */
+    auth_owner_t *owner = s_owner(request);
+    peer_t probe = {.grant = *grant, .owner = owner};
+    int replaced = (request->peer && request->peer->plain)
+                   + (same_client && same_client != request->peer && same_client->plain);
+    int replaced_own = (request->peer && request->peer->owner == owner)
+                       + (same_client && same_client != request->peer
+                          && same_client->owner == owner);
+    char why[160];
+    why[0] = '\0';
+    if (!s_is_admin(&probe)
+        && self->plain_sessions - (uint64_t) replaced
+               >= s_unreserved(self->config.max_connections))
+        snprintf(why, sizeof why,
+                 "too many sessions (--max-connections %llu; the last tenth is kept for admin "
+                 "clients)",
+                 (unsigned long long) self->config.max_connections);
+    else if (s_counted(self, &probe)
+             && owner->sessions - (uint64_t) replaced_own >= self->config.max_sessions_per_key)
+        snprintf(why, sizeof why, "too many sessions of this key (--max-sessions-per-key %llu)",
+                 (unsigned long long) self->config.max_sessions_per_key);
+    if (why[0]) {
+        char name[600];
+        ratelog_line(&self->bad_input, broker_now_ms(), "%s: HELLO refused: %s",
+                     s_peer_name(request->peer, request->routing_id, name, sizeof name), why);
+        auth_owner_release(self->owners, owner);
+        s_error(request, AQ_LIMIT, msg->client, why);
+        return;
+    }
+    /* Another session takes the producer id: the one that had it hears 409
+       for its SYNCs, waiting or later, never a confirm that the other
+       session's puts could have earned (PROTOCOL.md 4.2). */
+    if (producer)
+        producers_take_over(self, producer,
+                            producer->peer != request->peer ? producer->peer : NULL,
+                            request->routing_id);
+    producers_unsupersede(self, request->routing_id);
+    if (owner)
+        owner->sessions++; /* now: dropping the sessions below must not free it */
     if (request->peer)
         broker_drop_peer(self, request->peer, "new HELLO on the same connection", 0);
     if (same_client && same_client != request->peer)
         broker_drop_peer(self, same_client, "replaced by a new connection of the same client", 0);
     peer_t *peer = s_open_peer(request);
     if (!peer) {
+        if (owner) {
+            owner->sessions--;
+            auth_owner_release(self->owners, owner);
+        }
         s_error(request, AQ_INTERNAL, (aq_bytes_t){0}, "cannot open a session");
         return;
     }
     peer->grant = *grant;
+    peer->owner = owner;
+    peer->plain = !s_is_admin(peer);
+    self->plain_sessions += (uint64_t) peer->plain;
     peer->conn_stamp = conns_greet(self->conns, 0, request->fd);
     /* Found again: dropping the sessions above may have forgotten it (an
        idle producer beyond --max-producers). A producer says where its
@@ -183,9 +329,10 @@ static void s_on_credit(const request_t *request)
         return;
     }
     aq_status_t rc;
-    queue_t *queue = broker_queue(self, msg->queue, 1, &rc);
+    const char *why = NULL;
+    queue_t *queue = broker_queue_for(self, msg->queue, peer, &rc, &why);
     if (!queue) {
-        s_error(request, rc, msg->queue, NULL);
+        s_error(request, rc, msg->queue, why);
         return;
     }
     peer->credit_batch = msg->batch_max;
@@ -339,6 +486,8 @@ void broker_free_joiner(broker_t *self, joiner_t *joiner)
     if (joiner->peer) {
         list_remove(&joiner->peer_link);
         joiner->peer->join_count--;
+        if (joiner->peer->owner) /* its session holds the owner: not released here */
+            joiner->peer->owner->joins--;
     }
     self->joiner_count--;
     free(joiner);
@@ -380,11 +529,26 @@ static void s_on_join(const request_t *request)
         ratelog_line(&self->bad_input, broker_now_ms(), "%s: more than %llu joins waiting at once",
                      log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
                      (unsigned long long) self->config.max_joins_per_peer);
-        s_error(request, AQ_LIMIT, msg->queue, "too many joins waiting for this session");
+        s_error(request, AQ_LIMIT, msg->queue,
+                "too many joins waiting for this session (--max-joins-per-peer)");
         return;
     }
-    if (self->joiner_count >= self->config.max_joiners) {
-        s_error(request, AQ_LIMIT, msg->queue, "too many joins are waiting");
+    char why[160];
+    why[0] = '\0';
+    if (self->joiner_count >= (s_is_admin(peer) ? self->config.max_joiners
+                                                : s_unreserved(self->config.max_joiners)))
+        snprintf(why, sizeof why,
+                 "too many joins waiting (--max-joins %llu; the last tenth is kept for admin "
+                 "clients)",
+                 (unsigned long long) self->config.max_joiners);
+    else if (s_counted(self, peer) && peer->owner->joins >= self->config.max_joins_per_key)
+        snprintf(why, sizeof why, "too many joins waiting for this key (--max-joins-per-key %llu)",
+                 (unsigned long long) self->config.max_joins_per_key);
+    if (why[0]) {
+        char name[AQ_NAME_MAX * 4 + 1];
+        ratelog_line(&self->bad_input, broker_now_ms(), "%s: JOIN refused: %s",
+                     log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)), why);
+        s_error(request, AQ_LIMIT, msg->queue, why);
         return;
     }
     joiner_t *joiner = calloc(1, sizeof *joiner);
@@ -397,6 +561,8 @@ static void s_on_join(const request_t *request)
     joiner->peer = peer;
     list_push_back(&peer->joins, &joiner->peer_link);
     peer->join_count++;
+    if (peer->owner)
+        peer->owner->joins++;
     deadline_init(&joiner->deadline, TIMER_JOIN);
     joiner->mode = (aq_join_mode_t) msg->mode;
     memcpy(joiner->routing_id, request->routing_id.data, request->routing_id.size);
@@ -626,9 +792,11 @@ static void s_on_shutdown(const request_t *request)
              state == QUEUE_DISCARDING ? "immediate" : "drain",
              msg->queue.size ? "one queue" : "every queue");
     aq_status_t rc;
-    queue_t *queue = msg->queue.size ? broker_queue(self, msg->queue, 1, &rc) : NULL;
+    const char *why = NULL;
+    queue_t *queue =
+        msg->queue.size ? broker_queue_for(self, msg->queue, request->peer, &rc, &why) : NULL;
     if (msg->queue.size && !queue) {
-        s_error(request, rc, msg->queue, NULL);
+        s_error(request, rc, msg->queue, why);
         return;
     }
     if (queue)
@@ -704,6 +872,21 @@ static void s_refuse_malformed(broker_t *self, const request_t *request, aq_stat
             aq_error_send_v1(self->router, &request->routing_id, ZMQ_DONTWAIT);
         return;
     }
+    if (rc == AQ_BAD_VERSION && count >= 3 && count <= AQ_FIELDS_FRAMES_MAX) {
+        /* A wrong signature: the tag read as the same message with the
+           right one would be (the first field of every request but
+           HEARTBEAT), so that the client can match the 406 to its request.
+           Nothing else of it is acted on. */
+        aq_bytes_t copy[AQ_FIELDS_FRAMES_MAX];
+        memcpy(copy, frames, count * sizeof *copy);
+        copy[0] = (aq_bytes_t){(const uint8_t *) AQ_SIGNATURE, strlen(AQ_SIGNATURE)};
+        aq_msg_t read;
+        aq_msg_decode(&read, copy, count);
+        if (read.fields_read && read.cmd != AQ_CMD_HEARTBEAT) {
+            broker_send_error(self, request->routing_id, rc, read.tag, (aq_bytes_t){0}, NULL);
+            return;
+        }
+    }
     s_error(request, rc, (aq_bytes_t){0}, NULL);
 }
 
@@ -737,6 +920,14 @@ void broker_on_router(broker_t *self)
                 msg.cmd == AQ_CMD_PUT || msg.cmd == AQ_CMD_PUTS
                     ? "puts go to the broker's PULL socket"
                     : "not a command the broker accepts");
+        return;
+    }
+    const char *superseded;
+    if (!peer && msg.cmd == AQ_CMD_SYNC
+        && (superseded = producers_superseded(self, routing_id))
+        && strlen(superseded) == msg.producer.size
+        && memcmp(superseded, msg.producer.data, msg.producer.size) == 0) {
+        producers_refuse_superseded(self, routing_id, msg.tag, superseded);
         return;
     }
     if (handler->needs_session && !peer) {

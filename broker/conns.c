@@ -177,6 +177,17 @@ static int s_is_loopback(int fd)
     return 0;
 }
 
+int conns_peer_host(int fd, char *buf, size_t size)
+{
+    if (fd < 0 || s_is_loopback(fd) != 0)
+        return 0;
+    conns_peer_name(fd, buf, size);
+    char *colon = strrchr(buf, ':'); /* the port: "[::1]:80" keeps its brackets */
+    if (colon)
+        *colon = '\0';
+    return 1;
+}
+
 /*  Closes the connection at `index` (descriptor `fd`) if it is open. */
 static void s_close(conns_t *self, int index, int fd)
 {

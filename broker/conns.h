@@ -96,4 +96,8 @@ uint64_t conns_refused_total(const conns_t *self);
 /*  The peer's address ("10.0.0.2:4711", "ipc") of a descriptor. */
 void conns_peer_name(int fd, char *buf, size_t size);
 
+/*  The peer's host ("10.0.0.2", no port) if it is not on this host: 1;
+    0 for loopback, ipc, or a descriptor that is no connection. */
+int conns_peer_host(int fd, char *buf, size_t size);
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "metrics.h"
 #include "persist.h"
@@ -27,6 +28,22 @@ typedef struct action {
     uint64_t moved;
 } action_t;
 
+/*  One connection, from libmicrohttpd's NOTIFY_CONNECTION: on the list of
+    those waiting for a request (`since`: accepted, or its last answer
+    done), or of those answering one (`since`: the request read). */
+typedef struct link {
+    struct link *prev, *next;
+    int fd;
+    int answering;
+    int64_t since_ms;
+    int64_t progress_ms; /* a scrape's last slice taken by its reader */
+    struct scrape *scrape; /* its /metrics answer, if one is being sent */
+} link_t;
+
+typedef struct {
+    link_t *head, *tail; /* oldest first */
+} links_t;
+
 struct http {
     broker_t *broker;
     struct MHD_Daemon *daemon;
@@ -34,8 +51,150 @@ struct http {
     action_t *waiting; /* suspended actions, oldest first */
     int port;
     char url[300];
-    int resumed; /* connections resumed since the last MHD_run */
+    int again;          /* MHD_run is due at once: a resume, or a connection closed */
+    links_t idle;       /* connections waiting for a request */
+    links_t answering;  /* connections with a request being answered */
+    size_t connections; /* on both lists */
+    uint64_t cut_total; /* connections shut by a deadline or to make room */
+    metrics_t *metrics; /* what /metrics renders share */
+    int64_t until_us;   /* the end of this run's time for rendering */
 };
+
+/*  A /metrics answer being rendered (s_scrape). */
+typedef struct scrape {
+    http_t *http;
+    metrics_render_t *render;
+    link_t *link; /* its connection, while open */
+} scrape_t;
+
+static void s_unlink(links_t *list, link_t *link)
+{
+    *(link->prev ? &link->prev->next : &list->head) = link->next;
+    *(link->next ? &link->next->prev : &list->tail) = link->prev;
+    link->prev = link->next = NULL;
+}
+
+static void s_append(links_t *list, link_t *link)
+{
+    link->prev = list->tail;
+    link->next = NULL;
+    *(list->tail ? &list->tail->next : &list->head) = link;
+    list->tail = link;
+}
+
+/*  Ends a connection from outside libmicrohttpd: shutdown(2) makes its
+    socket readable at end of stream, and libmicrohttpd closes it in its
+    next run as for any peer that left. It leaves the lists at once. */
+static void s_cut(http_t *self, link_t *link)
+{
+    s_unlink(link->answering ? &self->answering : &self->idle, link);
+    self->connections--;
+    self->cut_total++;
+    if (link->scrape) /* freed with the connection, in the next run */
+        link->scrape->link = NULL;
+    link->scrape = NULL;
+    shutdown(link->fd, SHUT_RDWR);
+    link->fd = -1;
+}
+
+/*  Room for the next ones: past HTTP_CONNECTIONS_KEPT the oldest
+    connections that have waited HTTP_EVICT_AFTER_MS for a request go (a
+    scraper sends its request at once, a flood of idle or slow
+    connections does not). */
+static void s_make_room(http_t *self, int64_t now)
+{
+    while (self->connections > HTTP_CONNECTIONS_KEPT && self->idle.head
+           && self->idle.head->since_ms + HTTP_EVICT_AFTER_MS <= now)
+        s_cut(self, self->idle.head);
+    /* Then scrapes whose reader took nothing for HTTP_STALLED_MS, the
+       longest stalled first: a reader that stopped cannot hold a place
+       that a reader that reads is waiting for. */
+    while (self->connections > HTTP_CONNECTIONS_KEPT) {
+        link_t *stalled = NULL;
+        for (link_t *link = self->answering.head; link; link = link->next)
+            if (link->scrape && link->progress_ms + HTTP_STALLED_MS <= now
+                && (!stalled || link->progress_ms < stalled->progress_ms))
+                stalled = link;
+        if (!stalled)
+            break;
+        s_cut(self, stalled);
+    }
+}
+
+static void s_on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                            enum MHD_ConnectionNotificationCode code)
+{
+    http_t *self = cls;
+    link_t *link = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (link && link->fd >= 0) {
+            s_unlink(link->answering ? &self->answering : &self->idle, link);
+            self->connections--;
+        }
+        if (link && link->scrape)
+            link->scrape->link = NULL;
+        free(link);
+        *socket_context = NULL;
+        /* libmicrohttpd puts its listening socket back in its epoll set
+           only at the start of a run: after a close, run again, or a
+           backlog left at the connection limit is never accepted. */
+        self->again = 1;
+        return;
+    }
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    link = calloc(1, sizeof *link);
+    if (!link || !info) {
+        free(link);
+        return; /* untracked: libmicrohttpd's own time-out still ends it */
+    }
+    link->fd = info->connect_fd;
+    link->since_ms = broker_now_ms();
+    /* A fixed send buffer: a reader that stops holds that much of the
+       kernel's memory, and stops taking slices, soon. */
+    int sndbuf = HTTP_SNDBUF;
+    setsockopt(link->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    s_append(&self->idle, link);
+    self->connections++;
+    *socket_context = link;
+    s_make_room(self, link->since_ms);
+}
+
+/*  The connection's request is read (answering) or answered (waiting). */
+static void s_mark(http_t *self, struct MHD_Connection *connection, int answering)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    link_t *link = info ? info->socket_context : NULL;
+    if (!link || link->fd < 0 || link->answering == answering)
+        return;
+    s_unlink(link->answering ? &self->answering : &self->idle, link);
+    link->answering = answering;
+    link->since_ms = broker_now_ms();
+    s_append(answering ? &self->answering : &self->idle, link);
+}
+
+/*  Connections past their deadline are shut; the next deadline, or -1. */
+static int64_t s_expire(http_t *self, int64_t now)
+{
+    while (self->idle.head && self->idle.head->since_ms + HTTP_REQUEST_MS <= now)
+        s_cut(self, self->idle.head);
+    while (self->answering.head && self->answering.head->since_ms + HTTP_ANSWER_MS <= now)
+        s_cut(self, self->answering.head);
+    s_make_room(self, now);
+    int64_t next = -1;
+    if (self->idle.head)
+        next = self->idle.head->since_ms + (self->connections > HTTP_CONNECTIONS_KEPT
+                                                ? HTTP_EVICT_AFTER_MS : HTTP_REQUEST_MS);
+    if (self->answering.head
+        && (next < 0 || self->answering.head->since_ms + HTTP_ANSWER_MS < next))
+        next = self->answering.head->since_ms + HTTP_ANSWER_MS;
+    if (self->connections > HTTP_CONNECTIONS_KEPT) /* when a scrape counts as stalled */
+        for (link_t *link = self->answering.head; link; link = link->next)
+            if (link->scrape && (next < 0 || link->progress_ms + HTTP_STALLED_MS < next))
+                next = link->progress_ms + HTTP_STALLED_MS;
+    return next;
+}
 
 static enum MHD_Result s_answer(struct MHD_Connection *connection, unsigned status,
                                 const char *type, const void *data, size_t size,
@@ -100,6 +259,63 @@ static enum MHD_Result s_render(struct MHD_Connection *connection, broker_t *bro
     return s_answer(connection, MHD_HTTP_OK, type, text, size, MHD_RESPMEM_MUST_FREE);
 }
 
+/*  /metrics, rendered as the client reads it, within each run's time
+    for rendering (HTTP_SLICE_US, shared by every scrape in that run). */
+
+static ssize_t s_scrape_read(void *cls, uint64_t position, char *buf, size_t max)
+{
+    (void) position;
+    scrape_t *scrape = cls;
+    if (scrape->link) /* called when the reader took the last slice */
+        scrape->link->progress_ms = broker_now_ms();
+    ssize_t got = metrics_render_read(scrape->render, buf, max, scrape->http->until_us);
+    if (got == 0)
+        scrape->http->again = 1; /* out of time: the next run goes on */
+    return got == -1 ? MHD_CONTENT_READER_END_OF_STREAM
+                     : got < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : got;
+}
+
+static void s_scrape_free(void *cls)
+{
+    scrape_t *scrape = cls;
+    if (scrape->link)
+        scrape->link->scrape = NULL;
+    metrics_render_destroy(&scrape->render);
+    free(scrape);
+}
+
+static enum MHD_Result s_scrape(http_t *self, struct MHD_Connection *connection)
+{
+    scrape_t *scrape = calloc(1, sizeof *scrape);
+    if (scrape)
+        scrape->render = metrics_render_new(self->metrics);
+    if (!scrape || !scrape->render) {
+        free(scrape);
+        return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    }
+    scrape->http = self;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    link_t *link = info ? info->socket_context : NULL;
+    if (link && link->fd >= 0 && !link->scrape) {
+        scrape->link = link;
+        link->scrape = scrape;
+        link->progress_ms = broker_now_ms();
+    }
+    struct MHD_Response *response = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, HTTP_BLOCK_SIZE, s_scrape_read, scrape, s_scrape_free);
+    if (!response) {
+        s_scrape_free(scrape);
+        return MHD_NO;
+    }
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result rc = MHD_queue_response(connection, MHD_HTTP_OK, response);
+    MHD_destroy_response(response);
+    return rc;
+}
+
 /*  POST /api/requeue?queue=NAME, at the end of its request. */
 static enum MHD_Result s_requeue(http_t *self, struct MHD_Connection *connection,
                                  action_t *action)
@@ -145,6 +361,7 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
 {
     (void) version, (void) upload_data;
     http_t *self = cls;
+    s_mark(self, connection, 1);
     int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     if (strcmp(url, "/api/requeue") == 0) {
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -168,8 +385,7 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
     if (!get)
         return s_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "GET only");
     if (strcmp(url, "/metrics") == 0)
-        return s_render(connection, self->broker, metrics_render_prometheus,
-                        "text/plain; version=0.0.4; charset=utf-8");
+        return s_scrape(self, connection);
     if (strcmp(url, "/stats.json") == 0)
         return s_render(connection, self->broker, metrics_render_json, "application/json");
     return s_answer(connection, MHD_HTTP_OK, "text/html; charset=utf-8", http_index_html,
@@ -179,8 +395,9 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
 static void s_on_completed(void *cls, struct MHD_Connection *connection, void **state,
                            enum MHD_RequestTerminationCode code)
 {
-    (void) connection, (void) code;
+    (void) code;
     http_t *self = cls;
+    s_mark(self, connection, 0);
     action_t *action = *state;
     if (!action)
         return;
@@ -235,6 +452,12 @@ http_t *http_new(broker_t *broker, const char *address, const char *token, char 
         return NULL;
     }
     self->broker = broker;
+    self->metrics = metrics_new(broker);
+    if (!self->metrics) {
+        snprintf(error, error_size, "out of memory");
+        free(self);
+        return NULL;
+    }
     snprintf(self->token, sizeof self->token, "%s", token);
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     if (bind_to.ss_family == AF_INET6)
@@ -245,7 +468,7 @@ http_t *http_new(broker_t *broker, const char *address, const char *token, char 
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_PER_ADDRESS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_IDLE_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t) HTTP_MEMORY_MAX, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self, MHD_OPTION_END);
     const union MHD_DaemonInfo *info =
         self->daemon ? MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
     if (!info) {
@@ -272,6 +495,7 @@ void http_destroy(http_t **self_p)
         return;
     if (self->daemon)
         MHD_stop_daemon(self->daemon); /* completes every request: frees the actions */
+    metrics_destroy(&self->metrics);
     free(self);
     *self_p = NULL;
 }
@@ -292,19 +516,26 @@ int http_fd(const http_t *self)
     return info ? info->epoll_fd : -1;
 }
 
-int http_timeout_ms(const http_t *self)
+int http_timeout_ms(http_t *self)
 {
-    if (self->resumed)
-        return 0; /* libmicrohttpd picks them up in its next run */
+    if (self->again)
+        return 0; /* resumed connections, or a close: see s_on_connection */
+    int64_t now = broker_now_ms();
+    int64_t next = s_expire(self, now); /* what it shuts, epoll reports */
     MHD_UNSIGNED_LONG_LONG timeout;
-    if (MHD_get_timeout(self->daemon, &timeout) != MHD_YES)
-        return -1;
-    return timeout > 60000 ? 60000 : (int) timeout;
+    int64_t wait = -1;
+    if (MHD_get_timeout(self->daemon, &timeout) == MHD_YES)
+        wait = timeout > 60000 ? 60000 : (int64_t) timeout;
+    if (next >= 0 && (wait < 0 || next - now < wait))
+        wait = next - now;
+    return wait < 0 ? -1 : (int) wait;
 }
 
 void http_run(http_t *self)
 {
-    self->resumed = 0;
+    self->again = 0;
+    s_expire(self, broker_now_ms());
+    self->until_us = broker_now_us() + HTTP_SLICE_US;
     MHD_run(self->daemon);
 }
 
@@ -315,7 +546,7 @@ void http_resume(http_t *self)
     for (action_t *action = self->waiting; action; action = action->next)
         if (action->suspended && persist_is_confirmed(self->broker, action->position)) {
             action->suspended = 0;
-            self->resumed = 1;
+            self->again = 1;
             MHD_resume_connection(action->connection);
         }
 }

@@ -22,7 +22,9 @@
     largest max-item, 2 GiB, plus its fields): anything larger is damage. */
 #define RECORD_MAX ((uint64_t) UINT32_MAX)
 #define RETRY_MS 1000
-#define COMPACT_CHUNK (1024 * 1024)
+/*  A snapshot is written in pieces of this size: each a millisecond or so
+    of checksums and one write(). */
+#define COMPACT_CHUNK (256 * 1024)
 
 /* ---------------------------------------------------------------- files */
 
@@ -129,12 +131,58 @@ uint32_t journal_crc(const uint8_t *data, size_t size)
     return crc32_gzip_refl(0, data, size);
 }
 
+/* ------------------------------------------------------ segment headers */
+
+/*  The first record of every segment (type JOURNAL_SEGMENT, never
+    replayed): what a start needs to find out that a segment is missing.
+      version u8, flags u8, number u32 (this segment's), base u32 (the
+      oldest segment the log needs: its last snapshot, or its first
+      segment), lost_from u32 (LOST: the first segment this one stands
+      for), prev_records u64, prev_bytes u64 (what segment number-1 held
+      when this one began; UINT64_MAX: unknown). */
+#define HEADER_VERSION 1
+#define HEADER_BODY 30
+#define HEADER_SIZE (JOURNAL_HEADER + HEADER_BODY)
+#define HEADER_SNAPSHOT 1 /* a snapshot: its base is itself */
+#define HEADER_LOST 2     /* written by repair where segments were missing */
+#define UNKNOWN UINT64_MAX
+
+typedef struct {
+    int valid;
+    uint8_t flags;
+    uint32_t number, base, lost_from;
+    uint64_t prev_records, prev_bytes;
+} header_t;
+
+/*  Writes the body of a header record (the caller frames and seals it). */
+static void s_header_body(uint8_t *body, const header_t *header)
+{
+    body[0] = HEADER_VERSION;
+    body[1] = header->flags;
+    aq_put_u32(body + 2, header->number);
+    aq_put_u32(body + 6, header->base);
+    aq_put_u32(body + 10, header->lost_from);
+    aq_put_u64(body + 14, header->prev_records);
+    aq_put_u64(body + 22, header->prev_bytes);
+}
+
+/*  A whole header record, sealed, in out[HEADER_SIZE]. */
+static void s_header_record(uint8_t *out, const header_t *header)
+{
+    aq_put_u32(out + 4, HEADER_BODY + 1);
+    out[8] = JOURNAL_SEGMENT;
+    s_header_body(out + JOURNAL_HEADER, header);
+    aq_put_u32(out, journal_crc(out + 4, 4 + HEADER_BODY + 1));
+}
+
 /* ------------------------------------------------------------ the state */
 
 typedef struct {
     uint32_t number;
     uint64_t size;  /* bytes written */
 } segment_t;
+
+static size_t s_record_at(const uint8_t *data, size_t size, size_t at);
 
 /*  The sync thread: syncs what it is asked to, oldest heads first (they
     are closed after), and says so through an eventfd. */
@@ -180,8 +228,18 @@ struct journal {
     int64_t last_sync_ms;
     int64_t last_failure_ms;
     int error;                 /* errno of the write that holds writes back */
+    uint32_t base;             /* the oldest segment the log needs */
+    uint64_t head_records;     /* records appended to the head */
+    uint64_t lost_segments;    /* segments repair found missing, still in the log */
     syncer_t syncer;
     /* A snapshot being written. */
+    uint32_t compact_number;   /* the segment it replaces */
+    int compact_syncing;       /* its fdatasync runs on compact_thread */
+    int compact_synced;        /* under syncer.lock: the thread is done */
+    int compact_sync_error;
+    pthread_t compact_thread;
+    uint32_t *compact_older;   /* segments it replaces, deleted once it is in place */
+    size_t compact_older_count;
     int compact_fd;
     int compact_error;
     uint64_t compact_size;
@@ -432,6 +490,7 @@ void journal_end(journal_t *self)
     size_t length = aq_get_u32(record + 4);
     aq_put_u32(record, journal_crc(record + 4, 4 + length));
     self->record_at = SIZE_MAX;
+    self->head_records++;
 }
 
 uint64_t journal_appended(const journal_t *self)
@@ -472,19 +531,36 @@ size_t journal_segment_count(const journal_t *self)
     return self->segment_count;
 }
 
+uint64_t journal_lost_segments(const journal_t *self)
+{
+    return self->lost_segments;
+}
+
 /* ------------------------------------------------------------ segments */
 
-static int s_create_head(journal_t *self, uint32_t number)
+/*  A new head, its header written at once (it counts in the positions):
+    the segment says which is the oldest the log needs (`base`) and what
+    the one before it held, so that a start finds one that went missing. */
+static int s_create_head(journal_t *self, uint32_t number, uint32_t base, uint64_t prev_records,
+                         uint64_t prev_bytes)
 {
     char path[4096];
     s_path(self, number, "", path, sizeof path);
     int fd = self->io->open(self->io->ctx, path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND, 0600);
     if (fd < 0)
         return -1;
-    if (s_add_segment(self, number, 0)) {
+    uint8_t record[HEADER_SIZE];
+    s_header_record(record, &(header_t){1, 0, number, base, 0, prev_records, prev_bytes});
+    size_t done;
+    int error = s_write_all(self, fd, record, sizeof record, &done);
+    if (error || s_add_segment(self, number, done)) {
         self->io->close(self->io->ctx, fd);
+        self->io->unlink(self->io->ctx, path); /* so that the next try can create it */
+        errno = error ? error : ENOMEM;
         return -1;
     }
+    self->written += done;
+    self->head_records = 0;
     self->head_fd = fd;
     if (self->config.fsync != JOURNAL_FSYNC_NEVER)
         self->io->sync_dir(self->io->ctx, self->dir); /* the new name, before records in it count */
@@ -506,7 +582,7 @@ static int s_write_buffer(journal_t *self)
 
 /*  A full head is closed (its sync and close go to the syncer) and a new,
     empty one takes its place. */
-static int s_rotate(journal_t *self)
+static int s_rotate(journal_t *self, uint32_t base)
 {
     int old = self->head_fd;
     /* The old head is on disk before the new one exists: so only the
@@ -523,7 +599,8 @@ static int s_rotate(journal_t *self)
             pthread_mutex_unlock(&self->syncer.lock);
         return error;
     }
-    if (s_create_head(self, s_head(self)->number + 1))
+    segment_t closed = *s_head(self);
+    if (s_create_head(self, closed.number + 1, base, self->head_records, closed.size))
         return errno;
     s_retire(self, old);
     return 0;
@@ -535,7 +612,7 @@ int journal_flush(journal_t *self, int64_t now_ms)
         return self->error;
     int error = self->buffered ? s_write_buffer(self) : 0;
     if (!error && s_head(self)->size >= self->config.segment_bytes)
-        error = s_rotate(self);
+        error = s_rotate(self, self->compact_fd >= 0 ? self->compact_number : self->base);
     self->error = error;
     if (error) {
         self->last_failure_ms = now_ms;
@@ -574,6 +651,154 @@ static size_t s_resync(const uint8_t *data, size_t size, size_t from)
         if (s_record_at(data, size, at))
             return at;
     return size;
+}
+
+/*  The header a segment starts with, if it has a valid one for its number. */
+static int s_header_parse(const uint8_t *data, size_t size, uint32_t number, header_t *header)
+{
+    memset(header, 0, sizeof *header);
+    size_t length = s_record_at(data, size, 0);
+    if (length < HEADER_SIZE || data[8] != JOURNAL_SEGMENT || data[JOURNAL_HEADER] != HEADER_VERSION)
+        return 0;
+    const uint8_t *body = data + JOURNAL_HEADER;
+    header->flags = body[1];
+    header->number = aq_get_u32(body + 2);
+    header->base = aq_get_u32(body + 6);
+    header->lost_from = aq_get_u32(body + 10);
+    header->prev_records = aq_get_u64(body + 14);
+    header->prev_bytes = aq_get_u64(body + 22);
+    if (header->number != number || header->base > number
+        || ((header->flags & HEADER_LOST) && header->lost_from > number))
+        return 0; /* not this segment's: as if it had none */
+    header->valid = 1;
+    return 1;
+}
+
+/*  Each segment's header (valid = 0 where it has none: written before
+    headers existed, or cut). */
+static void s_read_headers(journal_t *self, const uint32_t *numbers, size_t count,
+                           header_t *headers)
+{
+    for (size_t i = 0; i < count; i++) {
+        char path[4096];
+        s_path(self, numbers[i], "", path, sizeof path);
+        uint8_t data[HEADER_SIZE];
+        size_t size = 0;
+        int fd = self->io->open(self->io->ctx, path, O_RDONLY, 0);
+        while (fd >= 0 && size < sizeof data) {
+            ssize_t got = self->io->read(self->io->ctx, fd, data + size, sizeof data - size);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0)
+                break;
+            size += (size_t) got;
+        }
+        if (fd >= 0)
+            self->io->close(self->io->ctx, fd);
+        s_header_parse(data, size, numbers[i], &headers[i]);
+    }
+}
+
+static ssize_t s_index(const uint32_t *numbers, size_t count, uint32_t number)
+{
+    for (size_t i = 0; i < count; i++)
+        if (numbers[i] == number)
+            return (ssize_t) i;
+    return -1;
+}
+
+/*  The oldest segment the log needs: the newest header's base, followed
+    while that segment says it builds on an older one (a snapshot that
+    never completed leaves its successor naming it). Without headers: the
+    oldest present. */
+static uint32_t s_base(const uint32_t *numbers, size_t count, const header_t *headers)
+{
+    if (!count)
+        return 1;
+    size_t newest = count;
+    while (newest > 0 && !headers[newest - 1].valid)
+        newest--;
+    if (!newest)
+        return numbers[0];
+    uint32_t base = headers[newest - 1].base;
+    for (;;) {
+        ssize_t i = s_index(numbers, count, base);
+        if (i < 0 || !headers[i].valid || headers[i].base >= base)
+            return base;
+        base = headers[i].base;
+    }
+}
+
+/*  Calls `gap` for each run of segments from `base` on that is missing
+    (a repair's LOST segment stands for its run); returns how many. */
+typedef void(gap_fn)(journal_t *self, void *ctx, uint32_t from, uint32_t to, uint32_t base,
+                     uint32_t next, const header_t *next_header);
+
+static size_t s_gaps(journal_t *self, const uint32_t *numbers, size_t count,
+                     const header_t *headers, uint32_t base, gap_fn *gap, void *ctx)
+{
+    uint64_t expected = base;
+    size_t gaps = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (numbers[i] < base)
+            continue; /* left by a snapshot that did not finish: replaced by it */
+        uint32_t from = headers[i].valid && (headers[i].flags & HEADER_LOST) ? headers[i].lost_from
+                                                                              : numbers[i];
+        if (from > expected) {
+            gaps++;
+            if (gap)
+                gap(self, ctx, (uint32_t) expected, from - 1, base, numbers[i], &headers[i]);
+        }
+        expected = (uint64_t) numbers[i] + 1;
+    }
+    return gaps;
+}
+
+/*  What a run of missing segments took with it, in words. */
+static void s_describe_gap(journal_t *self, char *out, size_t size, uint32_t from, uint32_t to,
+                           uint32_t base, uint32_t next, const header_t *next_header)
+{
+    char first[4096], last[4096], after[4096], range[8400];
+    s_path(self, from, "", first, sizeof first);
+    s_path(self, to, "", last, sizeof last);
+    s_path(self, next, "", after, sizeof after);
+    if (from == to)
+        snprintf(range, sizeof range, "%s is missing", first);
+    else
+        snprintf(range, sizeof range, "%s to %s (%llu segments) are missing", first, last,
+                 (unsigned long long) to - from + 1);
+    if (from == base)
+        snprintf(out, size,
+                 "%s: %s the oldest segment the log needs (its last snapshot, or its first "
+                 "segment), as %s says; every item, producer and shutdown state recorded "
+                 "before %s is lost, and later records about them name what is not there",
+                 range, from == to ? "it was" : "they began with", after, after);
+    else if (to + 1 == next && next_header->valid && !(next_header->flags & HEADER_LOST)
+             && next_header->prev_records != UNKNOWN)
+        snprintf(out, size,
+                 "%s: %s %llu records (%llu bytes) when %s began, lost with it: puts, "
+                 "deliveries and acks",
+                 range, from == to ? "it held" : "the last of them held",
+                 (unsigned long long) next_header->prev_records,
+                 (unsigned long long) next_header->prev_bytes, after);
+    else
+        snprintf(out, size, "%s: the records in %s are lost: puts, deliveries and acks", range,
+                 from == to ? "it" : "them");
+}
+
+typedef struct {
+    char *error;
+    size_t error_size;
+    size_t gaps;
+} gap_error_t;
+
+static void s_gap_error(journal_t *self, void *ctx, uint32_t from, uint32_t to, uint32_t base,
+                        uint32_t next, const header_t *next_header)
+{
+    gap_error_t *e = ctx;
+    if (e->gaps++)
+        return; /* the first is named; the count follows */
+    s_describe_gap(self, e->error, e->error_size, from, to, base, next, next_header);
 }
 
 static int s_read_file(journal_t *self, const char *path, uint8_t **data, size_t *size, int *fd_out)
@@ -650,6 +875,7 @@ typedef struct {
     void *ctx;
     journal_progress_fn *progress;
     uint64_t done, total;
+    uint64_t segment_records;  /* records of the segment read last */
     char *error;
     size_t error_size;
 } reading_t;
@@ -668,10 +894,17 @@ static journal_status_t s_replay_segment(journal_t *self, uint32_t number, int n
         snprintf(reading->error, reading->error_size, "cannot read %s: %s", path, strerror(errno));
         return JOURNAL_IO;
     }
+    header_t header;
+    if (s_header_parse(data, size, number, &header) && (header.flags & HEADER_LOST))
+        self->lost_segments += (uint64_t) number - header.lost_from + 1;
     size_t at = 0, length;
+    reading->segment_records = 0;
     while (at < size && (length = s_record_at(data, size, at))) {
-        reading->replay(reading->ctx, data[at + 8], data + at + JOURNAL_HEADER,
-                        length - JOURNAL_HEADER);
+        if (data[at + 8] != JOURNAL_SEGMENT) {
+            reading->replay(reading->ctx, data[at + 8], data + at + JOURNAL_HEADER,
+                            length - JOURNAL_HEADER);
+            reading->segment_records++;
+        }
         at += length;
         reading->done += length;
         if (reading->progress && (reading->done & ~((1u << 26) - 1)) != ((reading->done - length) & ~((1u << 26) - 1)))
@@ -778,14 +1011,44 @@ journal_t *journal_open(const journal_config_t *config, journal_replay_fn *repla
         journal_close(&self);
         return NULL;
     }
-    reading_t reading = {replay, ctx, progress, 0, s_total_bytes(self, numbers, count), error,
+    /* A segment missing from the sequence (from the oldest the log needs
+       to the newest) is damage a replay cannot see: its records are
+       simply not read, and the state comes back as it never was. */
+    header_t *headers = calloc(count + 1, sizeof *headers);
+    if (!headers) {
+        snprintf(error, error_size, "out of memory");
+        free(numbers);
+        journal_close(&self);
+        return NULL;
+    }
+    s_read_headers(self, numbers, count, headers);
+    self->base = s_base(numbers, count, headers);
+    char gap[3000] = "";
+    gap_error_t gaps = {gap, sizeof gap, 0};
+    s_gaps(self, numbers, count, headers, self->base, s_gap_error, &gaps);
+    free(headers);
+    if (gaps.gaps) {
+        snprintf(error, error_size,
+                 "the journal in %s has %s missing: %s%s. Starting would bring back a state "
+                 "that never was; run asyncq-broker --data-dir %s --repair to keep every intact "
+                 "segment and hear what is gone",
+                 config->dir, gaps.gaps == 1 ? "a segment" : "segments", gap,
+                 gaps.gaps > 1 ? " (and more gaps after it)" : "", config->dir);
+        free(numbers);
+        *status = JOURNAL_CORRUPT;
+        journal_close(&self);
+        return NULL;
+    }
+    reading_t reading = {replay, ctx, progress, 0, s_total_bytes(self, numbers, count), 0, error,
                          error_size};
     journal_status_t result = JOURNAL_OK;
     for (size_t i = 0; i < count && result == JOURNAL_OK; i++)
         result = s_replay_segment(self, numbers[i], i + 1 == count, &reading);
     uint32_t next = count ? numbers[count - 1] + 1 : 1;
     free(numbers);
-    if (result == JOURNAL_OK && s_create_head(self, next)) {
+    uint64_t last_bytes = self->segment_count ? s_head(self)->size : 0;
+    if (result == JOURNAL_OK
+        && s_create_head(self, next, self->base, reading.segment_records, last_bytes)) {
         snprintf(error, error_size, "cannot create a segment in %s: %s", config->dir,
                  strerror(errno));
         result = JOURNAL_IO;
@@ -810,6 +1073,8 @@ void journal_close(journal_t **self_p)
         return;
     if (self->head_fd >= 0 && self->buffered)
         s_write_buffer(self);
+    if (self->compact_syncing)
+        pthread_join(self->compact_thread, NULL); /* the snapshot's sync */
     if (self->syncer.started) {
         s_request_sync(self, 0);
         s_syncer_stop(self);
@@ -830,6 +1095,7 @@ void journal_close(journal_t **self_p)
     free(self->segments);
     free(self->buffer);
     free(self->compact_buffer);
+    free(self->compact_older);
     free(self->dir);
     free(self);
     *self_p = NULL;
@@ -841,9 +1107,13 @@ int journal_snapshot_begin(journal_t *self)
 {
     if (self->compact_fd >= 0 || journal_error(self) || self->buffered)
         return -1;
-    int error = s_rotate(self);
+    /* The new head names the snapshot as its base already: if the snapshot
+       does not complete, the segment it was to replace names the real one. */
+    uint32_t number = s_head(self)->number;
+    int error = s_rotate(self, number);
     if (error)
         return -1;
+    self->compact_number = number;
     char path[4096];
     s_path(self, self->segments[self->segment_count - 2].number, ".tmp", path, sizeof path);
     self->compact_fd = self->io->open(self->io->ctx, path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -852,6 +1122,9 @@ int journal_snapshot_begin(journal_t *self)
     self->compact_error = 0;
     self->compact_size = 0;
     self->compact_buffered = 0;
+    uint8_t *body = journal_snapshot_add(self, JOURNAL_SEGMENT, HEADER_BODY);
+    if (body)
+        s_header_body(body, &(header_t){1, HEADER_SNAPSHOT, number, number, 0, UNKNOWN, UNKNOWN});
     return 0;
 }
 
@@ -892,39 +1165,174 @@ uint8_t *journal_snapshot_add(journal_t *self, uint8_t type, size_t size)
     return record + JOURNAL_HEADER;
 }
 
-int journal_snapshot_end(journal_t *self)
+/*  The file steps of putting a snapshot in place, once its file is synced
+    (ok) or not: on the snapshot's thread, or inline. It takes the place of
+    the newest closed segment at once (a rename); the older ones then go. A
+    crash in between leaves them to be replayed first, and the snapshot's
+    first record (the owner's reset) makes them count for nothing. Heads
+    closed while the snapshot was written stay. 0, or -1 (nothing changed). */
+static int s_snapshot_files(journal_t *self, int ok)
 {
     char tmp[4096], target[4096];
-    uint32_t number = self->segments[self->segment_count - 2].number;
-    s_path(self, number, ".tmp", tmp, sizeof tmp);
-    s_path(self, number, "", target, sizeof target);
-    s_compact_write(self);
-    int ok = !self->compact_error && self->io->fdatasync(self->io->ctx, self->compact_fd) == 0;
-    self->io->close(self->io->ctx, self->compact_fd);
-    self->compact_fd = -1;
-    /* The snapshot takes the place of the newest closed segment at once (a
-       rename); the older ones then go. A crash in between leaves them to be
-       replayed first, and the snapshot's first record (the owner's reset)
-       makes them count for nothing. */
+    s_path(self, self->compact_number, ".tmp", tmp, sizeof tmp);
+    s_path(self, self->compact_number, "", target, sizeof target);
     if (!ok || self->io->rename(self->io->ctx, tmp, target) != 0
         || self->io->sync_dir(self->io->ctx, self->dir) != 0) {
         self->io->unlink(self->io->ctx, tmp);
         return -1;
     }
-    size_t older = self->segment_count - 2;
-    for (size_t i = 0; i < older; i++) {
+    for (size_t i = 0; i < self->compact_older_count; i++) {
         char path[4096];
-        s_path(self, self->segments[i].number, "", path, sizeof path);
+        s_path(self, self->compact_older[i], "", path, sizeof path);
         self->io->unlink(self->io->ctx, path);
     }
     self->io->sync_dir(self->io->ctx, self->dir);
-    memmove(self->segments, self->segments + older, 2 * sizeof *self->segments);
-    self->segment_count = 2;
-    self->segments[0].size = self->compact_size;
     return 0;
 }
 
+/*  The segments before the snapshot's, which go once it is in place. */
+static int s_snapshot_older(journal_t *self)
+{
+    size_t older = 0;
+    while (older < self->segment_count && self->segments[older].number < self->compact_number)
+        older++;
+    free(self->compact_older);
+    self->compact_older = malloc((older ? older : 1) * sizeof *self->compact_older);
+    if (!self->compact_older)
+        return -1;
+    for (size_t i = 0; i < older; i++)
+        self->compact_older[i] = self->segments[i].number;
+    self->compact_older_count = older;
+    return 0;
+}
+
+/*  The loop's side of the end of a snapshot: the file closed, and if it is
+    in place (rc 0), the segment list as the directory now is. */
+static int s_snapshot_adopt(journal_t *self, int rc)
+{
+    self->io->close(self->io->ctx, self->compact_fd);
+    self->compact_fd = -1;
+    if (rc == 0) {
+        size_t older = self->compact_older_count;
+        memmove(self->segments, self->segments + older,
+                (self->segment_count - older) * sizeof *self->segments);
+        self->segment_count -= older;
+        self->segments[0].size = self->compact_size;
+        self->base = self->compact_number;
+        self->lost_segments = 0; /* what repair marked lost is gone with them */
+    }
+    free(self->compact_older);
+    self->compact_older = NULL;
+    self->compact_older_count = 0;
+    return rc;
+}
+
+int journal_snapshot_end(journal_t *self)
+{
+    s_compact_write(self);
+    int ok = !self->compact_error && s_snapshot_older(self) == 0
+             && self->io->fdatasync(self->io->ctx, self->compact_fd) == 0;
+    return s_snapshot_adopt(self, s_snapshot_files(self, ok));
+}
+
+/*  The snapshot's thread: its sync, rename and unlinks, which take tens of
+    milliseconds for a large log, off the loop. */
+static void *s_compact_sync_main(void *arg)
+{
+    journal_t *self = arg;
+    int ok = self->io->fdatasync(self->io->ctx, self->compact_fd) == 0;
+    int rc = s_snapshot_files(self, ok);
+    pthread_mutex_lock(&self->syncer.lock);
+    self->compact_synced = 1;
+    self->compact_sync_error = rc;
+    pthread_mutex_unlock(&self->syncer.lock);
+    uint64_t one = 1;
+    if (write(self->syncer.event, &one, sizeof one) < 0) {
+        /* the loop polls the snapshot on every pass anyway */
+    }
+    return NULL;
+}
+
+int journal_snapshot_finish(journal_t *self)
+{
+    s_compact_write(self);
+    if (self->compact_error || !s_threaded(self) || s_snapshot_older(self))
+        return journal_snapshot_end(self);
+    self->compact_synced = 0;
+    self->compact_sync_error = 0;
+    if (pthread_create(&self->compact_thread, NULL, s_compact_sync_main, self) != 0)
+        return journal_snapshot_end(self);
+    self->compact_syncing = 1;
+    return 1;
+}
+
+int journal_snapshot_poll(journal_t *self)
+{
+    if (!self->compact_syncing)
+        return 1;
+    pthread_mutex_lock(&self->syncer.lock);
+    int done = self->compact_synced, rc = self->compact_sync_error;
+    pthread_mutex_unlock(&self->syncer.lock);
+    if (!done)
+        return 1;
+    pthread_join(self->compact_thread, NULL);
+    self->compact_syncing = 0;
+    return s_snapshot_adopt(self, rc);
+}
+
+int journal_snapshot_busy(const journal_t *self)
+{
+    return self->compact_fd < 0 ? 0 : self->compact_syncing ? 2 : 1;
+}
+
+void journal_wake(journal_t *self)
+{
+    uint64_t one = 1;
+    if (s_threaded(self) && self->syncer.event >= 0
+        && write(self->syncer.event, &one, sizeof one) < 0) {
+        /* full: the loop wakes anyway */
+    }
+}
+
 /* --------------------------------------------------------------- repair */
+
+typedef struct {
+    journal_report_fn *report;
+    void *ctx;
+    int rc;
+    char *error;
+    size_t error_size;
+} filling_t;
+
+/*  A run of missing segments: one LOST segment in place of the last,
+    standing for the run, so that the log is whole again and every start
+    says what it lacks; and a line saying what went with them. */
+static void s_fill_gap(journal_t *self, void *ctx, uint32_t from, uint32_t to, uint32_t base,
+                       uint32_t next, const header_t *next_header)
+{
+    filling_t *filling = ctx;
+    char line[12800], path[4096];
+    s_describe_gap(self, line, sizeof line, from, to, base, next, next_header);
+    s_path(self, to, "", path, sizeof path);
+    size_t length = strlen(line);
+    snprintf(line + length, sizeof line - length, "; %s now marks the loss (no records)", path);
+    if (filling->rc)
+        return;
+    uint8_t record[HEADER_SIZE];
+    s_header_record(record, &(header_t){1, HEADER_LOST, to, base, from, UNKNOWN, UNKNOWN});
+    int fd = self->io->open(self->io->ctx, path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    size_t done;
+    if (fd < 0 || s_write_all(self, fd, record, sizeof record, &done)
+        || self->io->fdatasync(self->io->ctx, fd)) {
+        snprintf(filling->error, filling->error_size, "cannot write %s: %s", path,
+                 strerror(errno));
+        filling->rc = -1;
+    }
+    else if (filling->report)
+        filling->report(filling->ctx, line);
+    if (fd >= 0)
+        self->io->close(self->io->ctx, fd);
+}
 
 int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *report, void *ctx,
                    char *error, size_t error_size)
@@ -967,7 +1375,7 @@ int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *r
             if ((length = s_record_at(data, size, at))) {
                 memcpy(salvaged + kept, data + at, length);
                 kept += length;
-                records++;
+                records += data[at + 8] != JOURNAL_SEGMENT; /* the owner's records */
                 at += length;
                 continue;
             }
@@ -1006,6 +1414,20 @@ int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *r
         free(salvaged);
         free(data);
     }
+    /* Then what is missing: the intact segments stay as they are. */
+    header_t *headers = rc ? NULL : calloc(count + 1, sizeof *headers);
+    if (!rc && !headers) {
+        snprintf(error, error_size, "out of memory");
+        rc = -1;
+    }
+    if (!rc) {
+        s_read_headers(self, numbers, count, headers);
+        filling_t filling = {report, ctx, 0, error, error_size};
+        s_gaps(self, numbers, count, headers, s_base(numbers, count, headers), s_fill_gap,
+               &filling);
+        rc = filling.rc;
+    }
+    free(headers);
     if (!rc)
         self->io->sync_dir(self->io->ctx, dir);
     free(numbers);

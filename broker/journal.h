@@ -25,7 +25,15 @@
     Recovery reads every segment in order. A record cut off at the end of
     the newest segment (a torn write) is cut away; a bad record anywhere
     else is corruption: the journal refuses to open and names the file and
-    offset, and journal_repair() keeps every intact record. */
+    offset, and journal_repair() keeps every intact record.
+
+    Every segment begins with a header record of its own (JOURNAL_SEGMENT,
+    never replayed): its number, the oldest segment the log needs (its
+    last snapshot, or its first segment) and what the segment before it
+    held. A segment missing from that sequence (deleted, lost with a disk)
+    is corruption too: the journal refuses to open and names it, and
+    journal_repair() puts a LOST segment in its place, which every later
+    start reports, until a snapshot replaces the log. */
 #ifndef BROKER_JOURNAL_H
 #define BROKER_JOURNAL_H
 
@@ -36,6 +44,7 @@
 #include "histogram.h"
 
 #define JOURNAL_HEADER 9 /* crc, length, type */
+#define JOURNAL_SEGMENT 0xff /* a segment's header record: the journal's own type */
 
 typedef enum { JOURNAL_FSYNC_ALWAYS, JOURNAL_FSYNC_INTERVAL, JOURNAL_FSYNC_NEVER } journal_fsync_t;
 
@@ -136,21 +145,44 @@ void journal_on_synced(journal_t *self);
     owner then appends its whole state with journal_snapshot_add (its first
     record must tell replay to forget what came before), and
     journal_snapshot_end syncs the file and puts it in place: 0, or -1 if
-    it failed (nothing changed but a new head). Blocks the caller for the
-    time it takes to write the live state once: the owner asks only when
-    the garbage is larger than what is live, so the cost per byte ever
-    written stays O(1). */
+    it failed (nothing changed but a new head). journal_snapshot_end blocks
+    the caller for the sync, rename and unlinks (tests, and journals
+    without a sync thread); a broker uses finish and poll below. The owner
+    asks only when the garbage is larger than what is live, so the cost per
+    byte ever written stays O(1). */
 int journal_snapshot_begin(journal_t *self);
 uint8_t *journal_snapshot_add(journal_t *self, uint8_t type, size_t size);
 int journal_snapshot_end(journal_t *self);
+
+/*  The same in steps that never block for long: the owner adds its state
+    a slice per pass (records keep going to the head meanwhile, and heads
+    closed meanwhile name the snapshot as their base), then
+    journal_snapshot_finish() writes the rest and hands the file's sync to
+    a thread of its own, which wakes the loop through journal_sync_fd();
+    journal_snapshot_poll() then puts it in place. finish and poll return
+    0 (in place), -1 (failed: nothing changed but new heads) or 1 (the
+    sync is still running). Without a sync thread, finish is
+    journal_snapshot_end. busy: 0 none, 1 being written, 2 being synced.
+    journal_wake() makes journal_sync_fd() readable, so that the loop
+    comes back at once for the next slice. */
+int journal_snapshot_finish(journal_t *self);
+int journal_snapshot_poll(journal_t *self);
+int journal_snapshot_busy(const journal_t *self);
+void journal_wake(journal_t *self);
 
 /*  Disk use: bytes in every segment, and how many segments. */
 uint64_t journal_disk_bytes(const journal_t *self);
 size_t journal_segment_count(const journal_t *self);
 
+/*  Segments found missing by a repair and marked lost, still in the log
+    (0 once a snapshot replaced them). */
+uint64_t journal_lost_segments(const journal_t *self);
+
 /*  Salvages every intact record of a damaged directory: each damaged
     segment is rewritten without its bad parts (the original is kept under
-    DIR/damaged/). Writes what it did, one line per segment, to `report`.
+    DIR/damaged/), and each run of missing segments is marked by a LOST
+    segment. Writes what it did, one line per segment, and what was lost,
+    one line per run of missing segments, to `report`.
     Returns 0, -2 if another broker holds the directory, or -1; the reason
     is in `error`. */
 typedef void(journal_report_fn)(void *ctx, const char *line);

@@ -40,7 +40,8 @@ static void s_usage(FILE *out)
             "                          written, synced by the system (env ASYNCQ_FSYNC; always)\n"
             "      --segment-bytes N   journal segment size (env ASYNCQ_SEGMENT_BYTES; 4194304)\n"
             "      --repair            with --data-dir: keep every intact record of a damaged\n"
-            "                          journal (originals kept in DIR/damaged/), then exit\n"
+            "                          journal (originals kept in DIR/damaged/), mark missing\n"
+            "                          segments lost, say what is gone, then exit\n"
             "      --metrics ADDR      serve HTTP on HOST:PORT (or PORT, on 127.0.0.1): Prometheus\n"
             "                          metrics at /metrics, a live dashboard at /, its data at\n"
             "                          /stats.json (env ASYNCQ_METRICS; none: off)\n"
@@ -82,6 +83,14 @@ static void s_usage(FILE *out)
             "                          is withdrawn (env ASYNCQ_MAX_EXPIRED; 3)\n"
             "      --max-joins-per-peer N  most joins one session may have waiting (env\n"
             "                          ASYNCQ_MAX_JOINS_PER_PEER; 100)\n"
+            "      --max-joins-per-key N, --max-queues-per-key N, --max-sessions-per-key N,\n"
+            "      --max-held-bytes-per-key BYTES  what one client key (without keys: one\n"
+            "                          host other than loopback) may hold of the broker's\n"
+            "                          joins, queues made, sessions and bytes of puts held for\n"
+            "                          full queues (env ASYNCQ_MAX_JOINS_PER_KEY...; 1000, 256,\n"
+            "                          1000, 67108864); admin keys are exempt, and the last\n"
+            "                          tenth of --max-joins, --max-queues and\n"
+            "                          --max-connections is kept for them\n"
             "      --drain-ms MS       on SIGTERM or SIGINT, refuse puts and wait this long at\n"
             "                          most for every queue to drain before exiting; a second\n"
             "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000). A\n"
@@ -100,8 +109,8 @@ static void s_usage(FILE *out)
             "On SIGINT or SIGTERM, shuts every queue down gracefully, then exits.\n"
             "On SIGHUP, re-reads the clients directory and closes sessions of revoked keys.\n"
             "Exit codes: 0 stopped by a signal, 1 failure, 2 bad usage, 3 cannot bind,\n"
-            "5 the data directory is in use by another broker, 6 the journal is corrupt\n"
-            "(--repair).\n");
+            "5 the data directory is in use by another broker, 6 the journal is corrupt or\n"
+            "has a segment missing (--repair).\n");
 }
 
 static int s_lease_is_valid(uint64_t lease_ms)
@@ -145,7 +154,7 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 20 };
+enum { SETTINGS = 24 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
@@ -164,6 +173,12 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"max-queues", "ASYNCQ_MAX_QUEUES", &config->max_queues, NULL},
         {"max-joins", "ASYNCQ_MAX_JOINS", &config->max_joiners, NULL},
         {"max-joins-per-peer", "ASYNCQ_MAX_JOINS_PER_PEER", &config->max_joins_per_peer, NULL},
+        {"max-joins-per-key", "ASYNCQ_MAX_JOINS_PER_KEY", &config->max_joins_per_key, NULL},
+        {"max-queues-per-key", "ASYNCQ_MAX_QUEUES_PER_KEY", &config->max_queues_per_key, NULL},
+        {"max-sessions-per-key", "ASYNCQ_MAX_SESSIONS_PER_KEY", &config->max_sessions_per_key,
+         NULL},
+        {"max-held-bytes-per-key", "ASYNCQ_MAX_HELD_BYTES_PER_KEY",
+         &config->max_held_bytes_per_key, NULL},
         {"max-credit", "ASYNCQ_MAX_CREDIT", &config->max_credit, NULL},
         {"heartbeat-ms", "ASYNCQ_HEARTBEAT_MS", &config->heartbeat_ms, NULL},
         {"lease-ms", "ASYNCQ_LEASE_MS", &config->lease_ms, NULL},
@@ -209,6 +224,11 @@ static int s_config_is_valid(broker_config_t *config)
         || !s_range("max-expired", config->max_expired, 1, 1000000)
         || !s_range("max-credit", config->max_credit, 1, 1000000)
         || !s_range("window", config->window, 1, 1000000)
+        || !s_range("max-joins-per-key", config->max_joins_per_key, 1, UINT32_MAX)
+        || !s_range("max-queues-per-key", config->max_queues_per_key, 1, UINT32_MAX)
+        || !s_range("max-sessions-per-key", config->max_sessions_per_key, 1, UINT32_MAX)
+        || !s_range("max-held-bytes-per-key", config->max_held_bytes_per_key, 1,
+                    UINT64_MAX / 2)
         || !s_range("window-bytes", config->window_bytes, config->max_item, UINT64_MAX / 2)
         || !s_range("max-pending", config->max_pending, 1024, UINT32_MAX)
         || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX))
@@ -374,6 +394,10 @@ int main(int argc, char **argv)
         .lease_ms = BROKER_DEFAULT_LEASE_MS,
         .max_attempts = BROKER_DEFAULT_MAX_ATTEMPTS,
         .max_joins_per_peer = BROKER_DEFAULT_MAX_JOINS_PER_PEER,
+        .max_joins_per_key = BROKER_DEFAULT_MAX_JOINS_PER_KEY,
+        .max_queues_per_key = BROKER_DEFAULT_MAX_QUEUES_PER_KEY,
+        .max_sessions_per_key = BROKER_DEFAULT_MAX_SESSIONS_PER_KEY,
+        .max_held_bytes_per_key = BROKER_DEFAULT_MAX_HELD_BYTES_PER_KEY,
         .drain_ms = BROKER_DEFAULT_DRAIN_MS,
         .segment_bytes = BROKER_DEFAULT_SEGMENT_BYTES,
         .fsync = JOURNAL_FSYNC_ALWAYS,

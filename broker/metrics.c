@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,57 +75,114 @@ static const char *s_state_name(queue_state_t state)
 
 /* ------------------------------------------------------------ Prometheus */
 
-/*  A label value: backslash, double quote and newline escaped. */
-static void s_label(FILE *out, const char *value)
+/*  Text appended to a growing buffer (the staging of a render). */
+typedef struct {
+    char *data;
+    size_t size, capacity;
+    int failed; /* out of memory: the render ends with an error */
+} text_t;
+
+static void s_reserve(text_t *out, size_t more)
 {
-    for (; *value; value++) {
-        if (*value == '\\' || *value == '"')
-            fputc('\\', out);
-        if (*value == '\n')
-            fputs("\\n", out);
-        else
-            fputc(*value, out);
+    if (out->failed || out->size + more + 1 <= out->capacity)
+        return;
+    size_t capacity = out->capacity ? out->capacity : 4096;
+    while (capacity < out->size + more + 1)
+        capacity *= 2;
+    char *data = realloc(out->data, capacity);
+    if (!data) {
+        out->failed = 1;
+        return;
     }
+    out->data = data;
+    out->capacity = capacity;
 }
 
-static void s_family(FILE *out, const char *name, const char *type, const char *help)
+static void s_puts(text_t *out, const char *text, size_t size)
 {
-    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    s_reserve(out, size);
+    if (out->failed)
+        return;
+    memcpy(out->data + out->size, text, size);
+    out->size += size;
+}
+
+#define s_put(out, literal) s_puts(out, literal, sizeof literal - 1)
+
+__attribute__((format(printf, 2, 3))) static void s_printf(text_t *out, const char *format, ...)
+{
+    char line[512];
+    va_list args;
+    va_start(args, format);
+    int size = vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    if (size < 0)
+        return;
+    if ((size_t) size < sizeof line) {
+        s_puts(out, line, (size_t) size);
+        return;
+    }
+    s_reserve(out, (size_t) size);
+    if (out->failed)
+        return;
+    va_start(args, format);
+    vsnprintf(out->data + out->size, (size_t) size + 1, format, args);
+    va_end(args);
+    out->size += (size_t) size;
+}
+
+static void s_u64(text_t *out, uint64_t value)
+{
+    char digits[24];
+    int size = snprintf(digits, sizeof digits, " %llu\n", (unsigned long long) value);
+    s_puts(out, digits, (size_t) size);
+}
+
+/*  A label value: backslash, double quote and newline escaped. */
+static void s_label(text_t *out, const char *value)
+{
+    const char *plain = value;
+    for (; *value; value++)
+        if (*value == '\\' || *value == '"' || *value == '\n') {
+            s_puts(out, plain, (size_t) (value - plain));
+            if (*value == '\n')
+                s_put(out, "\\n");
+            else
+                s_puts(out, (const char[]){'\\', *value}, 2);
+            plain = value + 1;
+        }
+    s_puts(out, plain, (size_t) (value - plain));
+}
+
+static void s_family(text_t *out, const char *name, const char *type, const char *help)
+{
+    s_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /*  A sample's name and labels: `name{queue="Q",extra}`, either label
     left out when NULL (no braces without labels); the caller adds the
     value. */
-static void s_name(FILE *out, const char *name, const char *queue, const char *extra)
+static void s_name(text_t *out, const char *name, const char *queue, const char *extra)
 {
-    fputs(name, out);
+    s_puts(out, name, strlen(name));
     if (!queue && !extra)
         return;
-    fputc('{', out);
+    s_put(out, "{");
     if (queue) {
-        fputs("queue=\"", out);
+        s_put(out, "queue=\"");
         s_label(out, queue);
-        fputc('"', out);
+        s_put(out, "\"");
     }
-    if (extra)
-        fprintf(out, "%s%s", queue ? "," : "", extra);
-    fputc('}', out);
-}
-
-/*  One sample per queue of a figure read by `get`. */
-static void s_per_queue(FILE *out, queue_t **queues, size_t count, const char *name,
-                        const char *type, const char *help,
-                        unsigned long long (*get)(const queue_t *))
-{
-    s_family(out, name, type, help);
-    for (size_t i = 0; i < count; i++) {
-        s_name(out, name, queues[i]->name, NULL);
-        fprintf(out, " %llu\n", get(queues[i]));
+    if (extra) {
+        if (queue)
+            s_put(out, ",");
+        s_puts(out, extra, strlen(extra));
     }
+    s_put(out, "}");
 }
 
 /*  The samples of one histogram, for one queue or (NULL) the broker. */
-static void s_histogram(FILE *out, const char *name, const char *queue,
+static void s_histogram(text_t *out, const char *name, const char *queue,
                         const histogram_t *histogram)
 {
     char sample[128], le[32];
@@ -137,152 +195,166 @@ static void s_histogram(FILE *out, const char *name, const char *queue,
         else
             snprintf(le, sizeof le, "le=\"+Inf\"");
         s_name(out, sample, queue, le);
-        fprintf(out, " %llu\n", (unsigned long long) cumulative);
+        s_u64(out, cumulative);
     }
     snprintf(sample, sizeof sample, "%s_sum", name);
     s_name(out, sample, queue, NULL);
-    fprintf(out, " %.6f\n", (double) histogram->sum_us / 1e6);
+    s_printf(out, " %.6f\n", (double) histogram->sum_us / 1e6);
     snprintf(sample, sizeof sample, "%s_count", name);
     s_name(out, sample, queue, NULL);
-    fprintf(out, " %llu\n", (unsigned long long) histogram->count);
+    s_u64(out, histogram->count);
 }
 
-#define GETTER(field)                                                                          \
-    static unsigned long long s_get_##field(const queue_t *queue)                             \
-    {                                                                                          \
-        return (unsigned long long) queue->field;                                              \
-    }
-GETTER(held_count)
-GETTER(consumer_count)
-GETTER(joiner_count)
-GETTER(put_total)
-GETTER(delivered_total)
-GETTER(redelivered_total)
-GETTER(acked_total)
-GETTER(nacked_total)
-GETTER(expired_total)
-GETTER(dead_lettered_total)
-GETTER(discarded_total)
+/*  The per-queue families, in the order they are written. */
+enum {
+    F_ITEMS,
+    F_OUTSTANDING,
+    F_HELD,
+    F_CONSUMERS,
+    F_JOINERS,
+    F_ACCEPTING,
+    F_PUTS,
+    F_REFUSED,
+    F_DELIVERED,
+    F_REDELIVERED,
+    F_ACKED,
+    F_NACKED,
+    F_EXPIRED,
+    F_DEAD_LETTERED,
+    F_DISCARDED,
+    F_TO_DELIVERY,
+    F_TO_ACK,
+    F_COUNT
+};
 
-static unsigned long long s_get_outstanding(const queue_t *queue)
-{
-    return (unsigned long long) queue->ledger.outstanding;
-}
+static const struct {
+    const char *name, *type, *help;
+} s_families[F_COUNT] = {
+    [F_ITEMS] = {"asyncq_queue_items", "gauge",
+                 "Items held by a queue, by state: queued (ready), in_flight (delivered, not "
+                 "acked), delayed (nacked with a delay), dead (dead-lettered)."},
+    [F_OUTSTANDING] = {"asyncq_queue_outstanding", "gauge",
+                       "Items put and not yet finished (acked, dead-lettered or discarded): "
+                       "what a join waits for."},
+    [F_HELD] = {"asyncq_queue_held_puts", "gauge",
+                "Puts held back by the broker until the queue has room (maxsize)."},
+    [F_CONSUMERS] = {"asyncq_queue_consumers", "gauge", "Consumer sessions taking from the queue."},
+    [F_JOINERS] = {"asyncq_queue_joins_waiting", "gauge", "JOIN requests waiting on the queue."},
+    [F_ACCEPTING] = {"asyncq_queue_accepting_puts", "gauge",
+                     "1 while the queue takes puts, 0 once it was shut down."},
+    [F_PUTS] = {"asyncq_puts_total", "counter", "Puts accepted."},
+    [F_REFUSED] = {"asyncq_puts_refused_total", "counter",
+                   "Puts refused, by reason (the ERROR code's name in lower case)."},
+    [F_DELIVERED] = {"asyncq_deliveries_total", "counter",
+                     "Items delivered to consumers, redeliveries included."},
+    [F_REDELIVERED] = {"asyncq_redeliveries_total", "counter",
+                       "Deliveries taken back (lease expired, NACK, consumer gone) to be "
+                       "delivered again."},
+    [F_ACKED] = {"asyncq_acks_total", "counter", "Items acked."},
+    [F_NACKED] = {"asyncq_nacks_total", "counter", "Items given back by their consumer (NACK)."},
+    [F_EXPIRED] = {"asyncq_lease_expiries_total", "counter",
+                   "Deliveries whose lease ran out before an ack."},
+    [F_DEAD_LETTERED] = {"asyncq_dead_lettered_total", "counter",
+                         "Items dead-lettered after their last allowed attempt."},
+    [F_DISCARDED] = {"asyncq_discarded_total", "counter",
+                     "Items discarded by an immediate shutdown."},
+    [F_TO_DELIVERY] = {"asyncq_put_to_delivery_seconds", "histogram",
+                       "Time from an item's put to its first delivery."},
+    [F_TO_ACK] = {"asyncq_put_to_ack_seconds", "histogram", "Time from an item's put to its ack."},
+};
 
-static unsigned long long s_get_accepting(const queue_t *queue)
+/*  One queue's samples of one family. */
+static void s_queue_samples(text_t *out, int family, const queue_t *queue)
 {
-    return queue->state == QUEUE_OPEN;
-}
-
-static void s_queue_families(FILE *out, queue_t **queues, size_t count)
-{
-    s_family(out, "asyncq_queue_items", "gauge",
-             "Items held by a queue, by state: queued (ready), in_flight (delivered, not acked), "
-             "delayed (nacked with a delay), dead (dead-lettered).");
-    for (size_t i = 0; i < count; i++) {
-        const queue_t *queue = queues[i];
-        const char *states[] = {"queued", "in_flight", "delayed", "dead"};
+    const char *name = s_families[family].name;
+    uint64_t value = 0;
+    switch (family) {
+    case F_ITEMS: {
+        static const char *const states[] = {"state=\"queued\"", "state=\"in_flight\"",
+                                             "state=\"delayed\"", "state=\"dead\""};
         uint64_t values[] = {queue->ready_count, queue->inflight_count, queue->delayed_count,
                              queue->dead_count};
-        for (int s = 0; s < 4; s++) {
-            char state[32];
-            snprintf(state, sizeof state, "state=\"%s\"", states[s]);
-            s_name(out, "asyncq_queue_items", queue->name, state);
-            fprintf(out, " %llu\n", (unsigned long long) values[s]);
+        for (int i = 0; i < 4; i++) {
+            s_name(out, name, queue->name, states[i]);
+            s_u64(out, values[i]);
         }
+        return;
     }
-    s_per_queue(out, queues, count, "asyncq_queue_outstanding", "gauge",
-                "Items put and not yet finished (acked, dead-lettered or discarded): what a "
-                "join waits for.",
-                s_get_outstanding);
-    s_per_queue(out, queues, count, "asyncq_queue_held_puts", "gauge",
-                "Puts held back by the broker until the queue has room (maxsize).",
-                s_get_held_count);
-    s_per_queue(out, queues, count, "asyncq_queue_consumers", "gauge",
-                "Consumer sessions taking from the queue.", s_get_consumer_count);
-    s_per_queue(out, queues, count, "asyncq_queue_joins_waiting", "gauge",
-                "JOIN requests waiting on the queue.", s_get_joiner_count);
-    s_per_queue(out, queues, count, "asyncq_queue_accepting_puts", "gauge",
-                "1 while the queue takes puts, 0 once it was shut down.", s_get_accepting);
-    s_per_queue(out, queues, count, "asyncq_puts_total", "counter", "Puts accepted.",
-                s_get_put_total);
-    s_family(out, "asyncq_puts_refused_total", "counter",
-             "Puts refused, by reason (the ERROR code's name in lower case).");
-    for (size_t i = 0; i < count; i++)
+    case F_REFUSED:
         for (int r = 0; r < REFUSED_REASONS; r++) {
-            char reason[32];
+            char reason[48];
             snprintf(reason, sizeof reason, "reason=\"%s\"", queue_refusal_names[r]);
-            s_name(out, "asyncq_puts_refused_total", queues[i]->name, reason);
-            fprintf(out, " %llu\n", (unsigned long long) queues[i]->refused_total[r]);
+            s_name(out, name, queue->name, reason);
+            s_u64(out, queue->refused_total[r]);
         }
-    s_per_queue(out, queues, count, "asyncq_deliveries_total", "counter",
-                "Items delivered to consumers, redeliveries included.", s_get_delivered_total);
-    s_per_queue(out, queues, count, "asyncq_redeliveries_total", "counter",
-                "Deliveries taken back (lease expired, NACK, consumer gone) to be delivered again.",
-                s_get_redelivered_total);
-    s_per_queue(out, queues, count, "asyncq_acks_total", "counter", "Items acked.",
-                s_get_acked_total);
-    s_per_queue(out, queues, count, "asyncq_nacks_total", "counter",
-                "Items given back by their consumer (NACK).", s_get_nacked_total);
-    s_per_queue(out, queues, count, "asyncq_lease_expiries_total", "counter",
-                "Deliveries whose lease ran out before an ack.", s_get_expired_total);
-    s_per_queue(out, queues, count, "asyncq_dead_lettered_total", "counter",
-                "Items dead-lettered after their last allowed attempt.",
-                s_get_dead_lettered_total);
-    s_per_queue(out, queues, count, "asyncq_discarded_total", "counter",
-                "Items discarded by an immediate shutdown.", s_get_discarded_total);
-    s_family(out, "asyncq_put_to_delivery_seconds", "histogram",
-             "Time from an item's put to its first delivery.");
-    for (size_t i = 0; i < count; i++)
-        s_histogram(out, "asyncq_put_to_delivery_seconds", queues[i]->name,
-                    &queues[i]->to_delivery);
-    s_family(out, "asyncq_put_to_ack_seconds", "histogram",
-             "Time from an item's put to its ack.");
-    for (size_t i = 0; i < count; i++)
-        s_histogram(out, "asyncq_put_to_ack_seconds", queues[i]->name, &queues[i]->to_ack);
+        return;
+    case F_TO_DELIVERY:
+        s_histogram(out, name, queue->name, &queue->to_delivery);
+        return;
+    case F_TO_ACK:
+        s_histogram(out, name, queue->name, &queue->to_ack);
+        return;
+    case F_OUTSTANDING: value = queue->ledger.outstanding; break;
+    case F_HELD: value = queue->held_count; break;
+    case F_CONSUMERS: value = queue->consumer_count; break;
+    case F_JOINERS: value = queue->joiner_count; break;
+    case F_ACCEPTING: value = queue->state == QUEUE_OPEN; break;
+    case F_PUTS: value = queue->put_total; break;
+    case F_DELIVERED: value = queue->delivered_total; break;
+    case F_REDELIVERED: value = queue->redelivered_total; break;
+    case F_ACKED: value = queue->acked_total; break;
+    case F_NACKED: value = queue->nacked_total; break;
+    case F_EXPIRED: value = queue->expired_total; break;
+    case F_DEAD_LETTERED: value = queue->dead_lettered_total; break;
+    case F_DISCARDED: value = queue->discarded_total; break;
+    default: break;
+    }
+    s_name(out, name, queue->name, NULL);
+    s_u64(out, value);
 }
 
-static void s_broker_families(FILE *out, broker_t *self)
+static void s_broker_families(text_t *out, broker_t *self)
 {
     double uptime = (double) (broker_now_ms() - self->started_ms) / 1000.0;
     s_family(out, "asyncq_info", "gauge", "The broker's persistence mode and security, as labels.");
-    fprintf(out, "asyncq_info{persistence=\"%s\",security=\"%s\"} 1\n", persist_mode(self),
-            s_security(self));
+    s_printf(out, "asyncq_info{persistence=\"%s\",security=\"%s\"} 1\n", persist_mode(self),
+             s_security(self));
     s_family(out, "asyncq_uptime_seconds", "gauge", "Time since the broker started.");
-    fprintf(out, "asyncq_uptime_seconds %.3f\n", uptime);
+    s_printf(out, "asyncq_uptime_seconds %.3f\n", uptime);
     s_family(out, "process_start_time_seconds", "gauge",
              "Start time of the process since the Unix epoch.");
-    fprintf(out, "process_start_time_seconds %.3f\n", s_wall_seconds() - uptime);
+    s_printf(out, "process_start_time_seconds %.3f\n", s_wall_seconds() - uptime);
     s_family(out, "process_resident_memory_bytes", "gauge", "Resident memory of the broker.");
-    fprintf(out, "process_resident_memory_bytes %llu\n",
-            (unsigned long long) s_resident_bytes());
+    s_printf(out, "process_resident_memory_bytes %llu\n", (unsigned long long) s_resident_bytes());
     s_family(out, "asyncq_sessions", "gauge", "Client sessions (a HELLO answered).");
-    fprintf(out, "asyncq_sessions %zu\n", dict_size(self->peers));
+    s_printf(out, "asyncq_sessions %zu\n", dict_size(self->peers));
     s_family(out, "asyncq_connections", "gauge", "Connections open on both sockets.");
-    fprintf(out, "asyncq_connections %zu\n", conns_count(self->conns));
+    s_printf(out, "asyncq_connections %zu\n", conns_count(self->conns));
     s_family(out, "asyncq_connections_refused_total", "counter",
              "Connections refused or closed for a cause (limit, address, no HELLO).");
-    fprintf(out, "asyncq_connections_refused_total %llu\n",
-            (unsigned long long) conns_refused_total(self->conns));
+    s_printf(out, "asyncq_connections_refused_total %llu\n",
+             (unsigned long long) conns_refused_total(self->conns));
     s_family(out, "asyncq_producers", "gauge", "Producers remembered (with or without a session).");
-    fprintf(out, "asyncq_producers %zu\n", dict_size(self->producers));
+    s_printf(out, "asyncq_producers %zu\n", dict_size(self->producers));
+    s_family(out, "asyncq_queues", "gauge", "Queues the broker knows.");
+    s_printf(out, "asyncq_queues %zu\n", dict_size(self->queues));
     s_family(out, "asyncq_items", "gauge", "Items held, every queue and state.");
-    fprintf(out, "asyncq_items %zu\n", store_count(self->store));
+    s_printf(out, "asyncq_items %zu\n", store_count(self->store));
     s_family(out, "asyncq_bad_messages_total", "counter",
              "Messages refused as malformed, forbidden or out of place.");
-    fprintf(out, "asyncq_bad_messages_total %llu\n", (unsigned long long) self->bad_input.total);
+    s_printf(out, "asyncq_bad_messages_total %llu\n", (unsigned long long) self->bad_input.total);
     s_family(out, "asyncq_broker_puts_refused_total", "counter",
              "Puts refused, every queue (and puts for no queue the broker could make), by reason.");
     for (int r = 0; r < REFUSED_REASONS; r++)
-        fprintf(out, "asyncq_broker_puts_refused_total{reason=\"%s\"} %llu\n",
-                queue_refusal_names[r], (unsigned long long) self->refused_total[r]);
+        s_printf(out, "asyncq_broker_puts_refused_total{reason=\"%s\"} %llu\n",
+                 queue_refusal_names[r], (unsigned long long) self->refused_total[r]);
     if (!self->journal)
         return;
     s_family(out, "asyncq_journal_bytes", "gauge", "Bytes of the journal's segments on disk.");
-    fprintf(out, "asyncq_journal_bytes %llu\n",
-            (unsigned long long) journal_disk_bytes(self->journal));
+    s_printf(out, "asyncq_journal_bytes %llu\n",
+             (unsigned long long) journal_disk_bytes(self->journal));
     s_family(out, "asyncq_journal_segments", "gauge", "Segment files of the journal.");
-    fprintf(out, "asyncq_journal_segments %zu\n", journal_segment_count(self->journal));
+    s_printf(out, "asyncq_journal_segments %zu\n", journal_segment_count(self->journal));
     histogram_t latency;
     journal_sync_latency(self->journal, &latency);
     s_family(out, "asyncq_journal_sync_seconds", "histogram",
@@ -290,23 +362,238 @@ static void s_broker_families(FILE *out, broker_t *self)
     s_histogram(out, "asyncq_journal_sync_seconds", NULL, &latency);
 }
 
+/* ------------------------------------------------- the queues, in order */
+
+/*  The queues sorted by name, shared by the renders that use it. Its
+    pointers are valid while no queue was forgotten since it was made
+    (broker->queues_forgotten unchanged): a render checks that before
+    each slice and otherwise moves to a new order, after the last name it
+    wrote. */
+typedef struct {
+    int refs;
+    uint64_t forgotten; /* broker->queues_forgotten when made */
+    int64_t made_ms;
+    size_t count;
+    queue_t *list[];
+} order_t;
+
+struct metrics {
+    broker_t *broker;
+    order_t *order; /* the newest, or NULL */
+};
+
+metrics_t *metrics_new(broker_t *broker)
+{
+    metrics_t *self = calloc(1, sizeof *self);
+    if (self)
+        self->broker = broker;
+    return self;
+}
+
+static void s_order_release(order_t **order_p)
+{
+    order_t *order = *order_p;
+    if (order && --order->refs == 0)
+        free(order);
+    *order_p = NULL;
+}
+
+void metrics_destroy(metrics_t **self_p)
+{
+    metrics_t *self = *self_p;
+    if (!self)
+        return;
+    s_order_release(&self->order);
+    free(self);
+    *self_p = NULL;
+}
+
+typedef struct {
+    order_t *order;
+} collect_t;
+
+static void s_collect_into(void *ctx, void *value)
+{
+    order_t *order = ctx;
+    order->list[order->count++] = value;
+}
+
+/*  The current order (a reference for the caller), made again when a
+    queue was forgotten since, or when it is older than ORDER_MAX_AGE_MS
+    and queues were made since. NULL if out of memory. */
+#define ORDER_MAX_AGE_MS 1000
+static order_t *s_order(metrics_t *self)
+{
+    broker_t *broker = self->broker;
+    order_t *order = self->order;
+    int64_t now = broker_now_ms();
+    if (order && order->forgotten == broker->queues_forgotten
+        && (order->count == dict_size(broker->queues) || now - order->made_ms < ORDER_MAX_AGE_MS)) {
+        order->refs++;
+        return order;
+    }
+    size_t size = dict_size(broker->queues);
+    order = malloc(sizeof *order + (size + 1) * sizeof(queue_t *));
+    if (!order)
+        return NULL;
+    order->refs = 1;
+    order->forgotten = broker->queues_forgotten;
+    order->made_ms = now;
+    order->count = 0;
+    dict_each(broker->queues, s_collect_into, order);
+    qsort(order->list, order->count, sizeof *order->list, s_compare_queues);
+    s_order_release(&self->order);
+    self->order = order;
+    order->refs++;
+    return order;
+}
+
+/* -------------------------------------------- the render, slice by slice */
+
+struct metrics_render {
+    metrics_t *metrics;
+    order_t *order;
+    int family;          /* -1: the broker's families; F_COUNT: done */
+    size_t next;         /* index in order->list of the next queue */
+    char last[AQ_NAME_MAX + 1]; /* the last queue written ("" if none) */
+    text_t staged;       /* rendered, not yet taken */
+    size_t taken;        /* of staged */
+};
+
+metrics_render_t *metrics_render_new(metrics_t *metrics)
+{
+    metrics_render_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->metrics = metrics;
+    self->family = -1;
+    return self;
+}
+
+void metrics_render_destroy(metrics_render_t **self_p)
+{
+    metrics_render_t *self = *self_p;
+    if (!self)
+        return;
+    s_order_release(&self->order);
+    free(self->staged.data);
+    free(self);
+    *self_p = NULL;
+}
+
+/*  The first index whose queue's name comes after `name`. */
+static size_t s_after(const order_t *order, const char *name)
+{
+    size_t low = 0, high = order->count;
+    while (low < high) {
+        size_t middle = (low + high) / 2;
+        if (strcmp(order->list[middle]->name, name) <= 0)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+/*  Renders the next unit (the broker's families, a family's header, or
+    one queue's samples of a family) into staged. 0 when done. */
+static int s_step(metrics_render_t *self)
+{
+    broker_t *broker = self->metrics->broker;
+    if (self->family == -1) {
+        s_broker_families(&self->staged, broker);
+        self->family = 0;
+        self->next = 0;
+        self->last[0] = '\0';
+        return 1;
+    }
+    if (self->family >= F_COUNT)
+        return 0;
+    if (!self->order) {
+        if (!(self->order = s_order(self->metrics))) {
+            self->staged.failed = 1;
+            return 0;
+        }
+    } else if (self->order->forgotten != broker->queues_forgotten) {
+        /* A queue was forgotten: this order may point at freed memory.
+           Go on in a new one, after the last name written. */
+        s_order_release(&self->order);
+        if (!(self->order = s_order(self->metrics))) {
+            self->staged.failed = 1;
+            return 0;
+        }
+        self->next = self->last[0] ? s_after(self->order, self->last) : 0;
+    }
+    if (self->next == 0 && !self->last[0]) {
+        s_family(&self->staged, s_families[self->family].name, s_families[self->family].type,
+                 s_families[self->family].help);
+        if (self->order->count == 0) {
+            self->family++;
+            return 1;
+        }
+    }
+    const queue_t *queue = self->order->list[self->next++];
+    s_queue_samples(&self->staged, self->family, queue);
+    snprintf(self->last, sizeof self->last, "%s", queue->name);
+    if (self->next >= self->order->count) {
+        self->family++;
+        self->next = 0;
+        self->last[0] = '\0';
+    }
+    return 1;
+}
+
+ssize_t metrics_render_read(metrics_render_t *self, char *buf, size_t max, int64_t until_us)
+{
+    if (self->taken) { /* what is left (less than a unit) goes to the front */
+        memmove(self->staged.data, self->staged.data + self->taken,
+                self->staged.size - self->taken);
+        self->staged.size -= self->taken;
+        self->taken = 0;
+    }
+    while (self->staged.size - self->taken < max && !self->staged.failed) {
+        if (until_us && broker_now_us() >= until_us && self->staged.size > self->taken)
+            break;
+        if (until_us && broker_now_us() >= until_us)
+            return 0; /* no time left in this turn: called again in the next */
+        if (!s_step(self))
+            break;
+    }
+    if (self->staged.failed)
+        return -2;
+    size_t size = self->staged.size - self->taken;
+    if (size == 0)
+        return -1; /* the end */
+    if (size > max)
+        size = max;
+    memcpy(buf, self->staged.data + self->taken, size);
+    self->taken += size;
+    if (self->taken == self->staged.size)
+        self->staged.size = self->taken = 0; /* the buffer is kept for the next units */
+    return (ssize_t) size;
+}
+
 char *metrics_render_prometheus(broker_t *self, size_t *size)
 {
-    char *text = NULL;
-    FILE *out = open_memstream(&text, size);
-    if (!out)
-        return NULL;
-    size_t count;
-    queue_t **queues = s_sorted_queues(self, &count);
-    s_broker_families(out, self);
-    if (queues)
-        s_queue_families(out, queues, count);
-    free(queues);
-    if (fclose(out) != 0) {
-        free(text);
+    metrics_t *metrics = metrics_new(self);
+    metrics_render_t *render = metrics ? metrics_render_new(metrics) : NULL;
+    text_t all = {0};
+    char buf[16384];
+    ssize_t got = -2;
+    while (render && (got = metrics_render_read(render, buf, sizeof buf, 0)) > 0)
+        s_puts(&all, buf, (size_t) got);
+    metrics_render_destroy(&render);
+    metrics_destroy(&metrics);
+    if (got != -1 || all.failed) {
+        free(all.data);
         return NULL;
     }
-    return text;
+    s_reserve(&all, 0);
+    if (all.failed)
+        return NULL;
+    all.data[all.size] = '\0';
+    *size = all.size;
+    return all.data;
 }
 
 /* ------------------------------------------------------------------ JSON */

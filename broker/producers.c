@@ -271,6 +271,96 @@ void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
         producers_tell_held(self, producer);
 }
 
+/*  Sessions that lost their producer id to another session's HELLO (two
+    processes with one client id, or a reconnect while the broker still
+    had the old session), by routing id. Their SYNCs are answered 409, never
+    412: after a 412 a client says HELLO again and resends its unconfirmed
+    puts, and the other session's puts may have taken those seqs, so the
+    resends would be dropped as duplicates and then confirmed. A ROUTER
+    never reuses a routing id; the latest SUPERSEDED_MAX are kept. */
+#define SUPERSEDED_MAX 1024
+
+typedef struct superseded {
+    uint8_t routing_id[256];
+    size_t routing_id_size;
+    char producer[AQ_NAME_MAX + 1];
+    int used;
+} superseded_t;
+
+static void s_supersede(broker_t *self, aq_bytes_t routing_id, const char *producer)
+{
+    if (!self->superseded) {
+        self->superseded = calloc(SUPERSEDED_MAX, sizeof *self->superseded);
+        self->superseded_index = dict_new();
+        if (!self->superseded || !self->superseded_index) {
+            free(self->superseded);
+            self->superseded = NULL;
+            dict_destroy(&self->superseded_index);
+            return;
+        }
+    }
+    if (routing_id.size > sizeof self->superseded->routing_id
+        || dict_get(self->superseded_index, routing_id.data, routing_id.size))
+        return;
+    superseded_t *entry = &self->superseded[self->superseded_next];
+    self->superseded_next = (self->superseded_next + 1) % SUPERSEDED_MAX;
+    if (entry->used)
+        dict_delete(self->superseded_index, entry->routing_id, entry->routing_id_size);
+    memcpy(entry->routing_id, routing_id.data, routing_id.size);
+    entry->routing_id_size = routing_id.size;
+    snprintf(entry->producer, sizeof entry->producer, "%s", producer);
+    entry->used = !dict_set(self->superseded_index, routing_id.data, routing_id.size, entry);
+}
+
+const char *producers_superseded(broker_t *self, aq_bytes_t routing_id)
+{
+    if (!self->superseded_index)
+        return NULL;
+    const superseded_t *entry =
+        dict_get(self->superseded_index, routing_id.data, routing_id.size);
+    return entry ? entry->producer : NULL;
+}
+
+void producers_unsupersede(broker_t *self, aq_bytes_t routing_id)
+{
+    if (!self->superseded_index)
+        return;
+    superseded_t *entry = dict_get(self->superseded_index, routing_id.data, routing_id.size);
+    if (!entry)
+        return;
+    dict_delete(self->superseded_index, routing_id.data, routing_id.size);
+    entry->used = 0;
+}
+
+void producers_refuse_superseded(broker_t *self, aq_bytes_t routing_id, aq_bytes_t tag,
+                                 const char *producer)
+{
+    broker_send_error(self, routing_id, AQ_CONFLICT, tag, aq_bytes_str(producer),
+                      "another session said HELLO with this producer id: puts not confirmed "
+                      "may be lost, and are not confirmed; do not send them again under "
+                      "this id");
+}
+
+void producers_take_over(broker_t *self, producer_t *producer, const peer_t *old,
+                         aq_bytes_t routing_id)
+{
+    if (old && (old->routing_id_size != routing_id.size
+                || memcmp(old->routing_id, routing_id.data, routing_id.size)))
+        s_supersede(self, (aq_bytes_t){old->routing_id, old->routing_id_size}, producer->id);
+    list_node_t *node, *next;
+    for (node = producer->syncs.next; node != &producer->syncs; node = next) {
+        next = node->next;
+        sync_wait_t *wait = list_entry(node, sync_wait_t, link);
+        aq_bytes_t rid = {wait->routing_id, wait->routing_id_size};
+        if (rid.size == routing_id.size && memcmp(rid.data, routing_id.data, rid.size) == 0)
+            continue; /* the same DEALER saying HELLO again: its own */
+        s_supersede(self, rid, producer->id);
+        producers_refuse_superseded(self, rid, (aq_bytes_t){wait->tag, wait->tag_size},
+                                    producer->id);
+        s_remove_wait(producer, wait);
+    }
+}
+
 /*  SYNCs that waited STALL_HEARTBEATS intervals while no put of their
     producer arrived (and none is held): their puts are not coming. */
 static void s_check_stalled(broker_t *self, producer_t *producer, int64_t now)
@@ -351,6 +441,9 @@ static void s_collect_all(void *ctx, void *value)
 
 void producers_destroy_all(broker_t *self)
 {
+    free(self->superseded);
+    self->superseded = NULL;
+    dict_destroy(&self->superseded_index);
     sweep_t sweep = {self, calloc(dict_size(self->producers) + 1, sizeof(producer_t *)), 0};
     if (!sweep.list)
         return;

@@ -31,17 +31,24 @@ static refusal_t s_reason(int code)
     }
 }
 
+/*  A counter that stops at its maximum instead of wrapping. */
+static void s_count(uint64_t *counter, uint64_t n)
+{
+    *counter = n > UINT64_MAX - *counter ? UINT64_MAX : *counter + n;
+}
+
 /*  Puts first..last of the producer, for queue `queue_name`, are refused:
-    counted (for the queue too, if it exists), logged, and told. */
+    counted as `counted` puts (for the queue too, if it exists: the items
+    the message really carried, never what it claims), logged, and told. */
 static void s_refuse(broker_t *self, producer_t *producer, aq_bytes_t queue_name, uint64_t first,
-                     uint64_t last, int code, const char *text)
+                     uint64_t last, uint64_t counted, int code, const char *text)
 {
     refusal_t reason = s_reason(code);
-    self->refused_total[reason] += last - first + 1;
+    s_count(&self->refused_total[reason], counted);
     aq_status_t rc;
     queue_t *queue = broker_queue(self, queue_name, 0, &rc);
     if (queue)
-        queue->refused_total[reason] += last - first + 1;
+        s_count(&queue->refused_total[reason], counted);
     char name[AQ_NAME_MAX * 4 + 1];
     ratelog_line(&self->bad_input, broker_now_ms(), "puts %llu-%llu of %s refused: %s",
                  (unsigned long long) first, (unsigned long long) last,
@@ -141,6 +148,11 @@ static void s_free_held_put(broker_t *self, producer_t *producer, held_put_t *he
     producer->held_count -= left;
     producer->held_bytes -= zmq_msg_size(&held->frame);
     self->held_total -= left;
+    if (held->owner) {
+        held->owner->held_puts -= left;
+        held->owner->held_bytes -= zmq_msg_size(&held->frame);
+        auth_owner_release(self->owners, held->owner);
+    }
     list_remove(&held->link);
     zmq_msg_close(&held->frame);
     free(held);
@@ -161,8 +173,8 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     queue_t *queue = held->queue;
     uint64_t first = held->seq + held->skip, last = held->seq + held->count - 1;
     if (queue->state != QUEUE_OPEN) {
-        s_refuse(self, producer, aq_bytes_str(queue->name), first, last, AQ_SHUT_DOWN,
-                 "queue shut down: puts are refused");
+        s_refuse(self, producer, aq_bytes_str(queue->name), first, last, last - first + 1,
+                 AQ_SHUT_DOWN, "queue shut down: puts are refused");
         s_free_held_put(self, producer, held);
         return 1;
     }
@@ -179,9 +191,11 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     queue->held_count -= taken;
     producer->held_count -= taken;
     self->held_total -= taken;
+    if (held->owner)
+        held->owner->held_puts -= taken;
     if (taken < take) {
         s_refuse(self, producer, aq_bytes_str(queue->name), held->seq + held->skip, last,
-                 AQ_INTERNAL, "out of memory");
+                 last - held->seq - held->skip + 1, AQ_INTERNAL, "out of memory");
         s_free_held_put(self, producer, held);
         return 1;
     }
@@ -242,6 +256,11 @@ static int s_hold(broker_t *self, producer_t *producer, queue_t *queue, const aq
     producer->held_count += left;
     producer->held_bytes += zmq_msg_size(&held->frame);
     self->held_total += left;
+    held->owner = producer->peer ? producer->peer->owner : NULL;
+    if (held->owner) {
+        held->owner->held_puts += left;
+        held->owner->held_bytes += zmq_msg_size(&held->frame);
+    }
     if (!producer->blocked_on)
         s_block(producer, queue);
     producers_tell_held(self, producer);
@@ -278,6 +297,28 @@ static int s_check(broker_t *self, producer_t *producer, const aq_msg_t *msg, ui
     return AQ_OK;
 }
 
+/*  How many puts a refused message counts for: a PUT one; a PUTS the items
+    it really carries past `skip` (read as far as they can be: no more work
+    than decoding it took), or 1 if none can be read: never the count it
+    claims, which a lying client can set to 10^19. */
+static uint64_t s_carried(broker_t *self, const aq_msg_t *msg, uint64_t skip, uint64_t count)
+{
+    if (msg->cmd != AQ_CMD_PUTS)
+        return 1;
+    /* A batch that does not add up was not decoded: its frame, if there. */
+    size_t frames;
+    const aq_bytes_t *parts = aq_inbox_frames(self->pull_inbox, &frames);
+    aq_bytes_t batch = msg->batch.data || frames != 8 ? msg->batch : parts[7];
+    uint64_t limit = count;
+    aq_batch_iter_t iter;
+    aq_batch_iter_init(&iter, batch);
+    uint64_t carried = 0;
+    aq_bytes_t payload;
+    while (carried < limit && aq_puts_next(&iter, &payload))
+        carried++;
+    return carried > skip ? carried - skip : 1;
+}
+
 /*  A received put (sequence checked): refused, held or accepted. */
 static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, aq_status_t rc,
                      uint64_t skip, uint64_t count)
@@ -287,8 +328,8 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
     if (rc == AQ_OK)
         rc = s_check(self, producer, msg, count, &text);
     queue_t *queue = NULL;
-    if (rc == AQ_OK && !(queue = broker_queue(self, msg->queue, 1, &rc)))
-        text = rc == AQ_LIMIT ? "too many queues" : "cannot create the queue";
+    if (rc == AQ_OK)
+        queue = broker_queue_for(self, msg->queue, producer->peer, &rc, &text);
     if (rc == AQ_OK && queue->state != QUEUE_OPEN) {
         rc = AQ_SHUT_DOWN;
         text = "queue shut down: puts are refused";
@@ -306,8 +347,16 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         rc = AQ_LIMIT;
         text = "more puts held back for a full queue than the producer's window";
     }
+    auth_owner_t *owner = producer->peer->owner;
+    if (rc == AQ_OK && must_wait && owner && broker_counts_limits(self, producer->peer)
+        && owner->held_bytes + bytes > self->config.max_held_bytes_per_key) {
+        rc = AQ_LIMIT;
+        text = "more bytes of puts held back for full queues from this key than "
+               "--max-held-bytes-per-key";
+    }
     if (rc) {
-        s_refuse(self, producer, msg->queue, first, last, rc, text);
+        s_refuse(self, producer, msg->queue, first, last, s_carried(self, msg, skip, count), rc,
+                 text);
         producers_received(self, producer, last);
         return;
     }
@@ -321,15 +370,15 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         uint64_t take = room < left ? room : left;
         accepted = s_accept(self, producer, first, queue, &payloads, take, msg->lease_ms);
         if (accepted < take) {
-            s_refuse(self, producer, msg->queue, first + accepted, last, AQ_INTERNAL,
-                     "out of memory");
+            s_refuse(self, producer, msg->queue, first + accepted, last,
+                     last - first - accepted + 1, AQ_INTERNAL, "out of memory");
             producers_received(self, producer, last);
             return;
         }
     }
     if (skip + accepted < count && s_hold(self, producer, queue, msg, skip + accepted, count)) {
-        s_refuse(self, producer, msg->queue, first + accepted, last, AQ_INTERNAL,
-                 "out of memory");
+        s_refuse(self, producer, msg->queue, first + accepted, last, last - first - accepted + 1,
+                 AQ_INTERNAL, "out of memory");
         producers_received(self, producer, last);
         return;
     }

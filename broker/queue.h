@@ -101,6 +101,7 @@ typedef struct queue {
     list_node_t joiners_before;  /* ordered by end, as ends only grow */
     list_node_t joiners_all;
     uint64_t joiner_count;
+    struct auth_owner *owner; /* the key that made it, counted against its limit; may be NULL */
 } queue_t;
 
 /*  NULL if out of memory. `name` must be a valid name. */

@@ -27,9 +27,12 @@
     PUTS carry many items each, so a few suffice. */
 #define PULL_RCVHWM 32
 #define ROUTER_RCVHWM 256
-/*  Largest frame on the ROUTER socket: an ACK of 1024 ids is 8 KiB, a
-    NACK reason 1 KiB. */
-#define ROUTER_MAXMSGSIZE (16 * 1024)
+/*  Largest frame ZeroMQ reads on the ROUTER socket; beyond it, it drops the
+    connection and the broker never sees the message. No valid frame is over
+    16 KiB (an ACK of 1024 ids is 8 KiB, a NACK reason 1 KiB): one from 16 to
+    64 KiB is read and refused with an ERROR carrying the request's tag, so
+    the client hears what it did and keeps its session (PROTOCOL.md 9.1). */
+#define ROUTER_MAXMSGSIZE (64 * 1024)
 #define SWEEP_INTERVAL_MS 1000
 #define BIND_ATTEMPTS 50
 /*  Growth of the resident set since the last trim after which memory is
@@ -359,6 +362,7 @@ void broker_destroy(broker_t **self_p)
     s_free_dropped_peers(self);
     if (self->producers)
         producers_destroy_all(self);
+    auth_owners_destroy(&self->owners);
     if (self->queues)
         dict_each(self->queues, s_free_queue, self);
     dict_destroy(&self->queues);
@@ -385,8 +389,36 @@ static int s_count_frame(void *ctx, const void *data, size_t size, int more, int
     return 0;
 }
 
-/*  A reply counts against a session's unread bytes; deliveries (bounded by
-    credit) and heartbeats do not. */
+/*  Dropped once the message in hand is handled, not here: the sender may
+    be walking a list that dropping changes (a queue's joiners, when a
+    shutdown answers them). */
+static void s_mark_overdue(broker_t *self, peer_t *peer, uint64_t unread)
+{
+    if (peer->overdue || peer->dropped)
+        return;
+    char name[AQ_NAME_MAX * 4 + 1];
+    ratelog_line(&self->bad_input, broker_now_ms(),
+                 "%s: %llu bytes of replies not read (--max-pending %llu): closed",
+                 log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
+                 (unsigned long long) unread, (unsigned long long) self->config.max_pending);
+    peer->overdue = 1;
+    list_push_back(&self->overdue_peers, &peer->overdue_link);
+}
+
+/*  Replies unread beyond this many times --max-pending close a session at
+    once, whatever its heartbeats say: what one session can make the
+    broker hold. */
+#define UNREAD_HARD_FACTOR 4
+
+/*  The replies a session has not read are those sent after the last
+    HEARTBEAT it answered. Past --max-pending of them it is asked at once,
+    by an extra HEARTBEAT (a probe); it is closed only if it has not
+    answered the probe one heartbeat interval later (s_probe_sessions), or
+    if its unread replies pass UNREAD_HARD_FACTOR × --max-pending. So a
+    client that reads its replies as they come is not closed for however
+    many it is sent. Deliveries (bounded by credit) and heartbeats do not
+    count; a reply ZeroMQ refused (its queue to the peer full) was not
+    sent and does not count either. */
 static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
 {
     if (msg->cmd == AQ_CMD_ITEM || msg->cmd == AQ_CMD_ITEMS || msg->cmd == AQ_CMD_HEARTBEAT)
@@ -394,20 +426,26 @@ static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
     size_t bytes = 0;
     aq_msg_emit(msg, s_count_frame, &bytes);
     peer->reply_bytes += bytes;
-    if (peer->reply_bytes - peer->read_bytes > self->config.max_pending) {
-        char name[AQ_NAME_MAX * 4 + 1];
-        ratelog_line(&self->bad_input, broker_now_ms(),
-                     "%s: more than %llu bytes of replies not read: closed",
-                     log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
-                     (unsigned long long) self->config.max_pending);
-        /* Dropped once the message in hand is handled, not here: the
-           sender may be walking a list that dropping changes (a queue's
-           joiners, when a shutdown answers them). */
-        if (!peer->overdue && !peer->dropped) {
-            peer->overdue = 1;
-            list_push_back(&self->overdue_peers, &peer->overdue_link);
+    uint64_t unread = peer->reply_bytes - peer->read_bytes;
+    if (unread <= self->config.max_pending)
+        return;
+    if (peer->probe_beat && peer->read_bytes >= peer->beat_bytes[peer->probe_beat % PEER_BEATS])
+        peer->probe_beat = 0; /* answered: read, but more came since */
+    if (!peer->probe_beat && unread <= self->config.max_pending * UNREAD_HARD_FACTOR) {
+        aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT, .beat = peer->beat + 1};
+        aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
+        /* A probe ZeroMQ cannot take now (its queue full) is tried again
+           with the next reply. */
+        if (self->send(self->send_ctx, rid, &heartbeat, NULL) == AQ_OK) {
+            peer->beat++;
+            peer->beat_bytes[peer->beat % PEER_BEATS] = peer->reply_bytes;
+            peer->probe_beat = peer->beat;
+            peer->probe_ms = broker_now_ms();
         }
+        return;
     }
+    if (unread > self->config.max_pending * UNREAD_HARD_FACTOR)
+        s_mark_overdue(self, peer, unread);
 }
 
 aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
@@ -506,6 +544,7 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int clos
         queue_remove_joiner(joiner->queue, joiner);
         broker_free_joiner(self, joiner);
     }
+    broker_peer_forgotten(self, peer);
     dict_delete(self->peers, peer->routing_id, peer->routing_id_size);
     if (dict_get(self->clients, peer->client_id, strlen(peer->client_id)) == peer)
         dict_delete(self->clients, peer->client_id, strlen(peer->client_id));
@@ -545,8 +584,19 @@ static void s_probe_sessions(broker_t *self)
     peer_list_t peers;
     if (s_collect_peers(self, &peers))
         return; /* out of memory: try at the next interval */
+    int64_t now = broker_now_ms();
     for (size_t i = 0; i < peers.count; i++) {
         peer_t *peer = peers.list[i];
+        /* A probe unanswered for a whole interval (s_count_reply); one
+           answered is forgotten before its slot in beat_bytes is reused. */
+        if (peer->probe_beat) {
+            if (peer->read_bytes >= peer->beat_bytes[peer->probe_beat % PEER_BEATS])
+                peer->probe_beat = 0;
+            else if (now - peer->probe_ms >= (int64_t) self->config.heartbeat_ms) {
+                s_mark_overdue(self, peer, peer->reply_bytes - peer->read_bytes);
+                continue;
+            }
+        }
         aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT, .beat = peer->beat + 1};
         aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
         if (broker_send(self, rid, &heartbeat, NULL)) {
@@ -616,7 +666,9 @@ static void s_forget_unused_queues(broker_t *self)
     for (size_t i = 0; i < sweep.count; i++) {
         queue_t *queue = sweep.list[i];
         dict_delete(self->queues, queue->name, strlen(queue->name));
+        broker_queue_forgotten(self, queue);
         queue_destroy(&queue);
+        self->queues_forgotten++; /* renders in progress re-sort (metrics.c) */
     }
     free(sweep.list);
 }

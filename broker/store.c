@@ -171,6 +171,18 @@ size_t store_count(const store_t *self)
     return self->count;
 }
 
+size_t store_each_slice(const store_t *self, size_t from, size_t count,
+                        void (*fn)(void *ctx, item_t *item), void *ctx)
+{
+    size_t slots = self->chunk_count * CHUNK_ITEMS, end = from + count;
+    for (size_t slot = from; slot < end && slot < slots; slot++) {
+        item_t *item = &self->chunks[slot / CHUNK_ITEMS][slot % CHUNK_ITEMS];
+        if (item->id)
+            fn(ctx, item);
+    }
+    return end < slots ? end : SIZE_MAX;
+}
+
 void store_each(const store_t *self, void (*fn)(void *ctx, item_t *item), void *ctx)
 {
     for (size_t c = 0; c < self->chunk_count; c++)

@@ -79,4 +79,11 @@ size_t store_count(const store_t *self);
 /*  Visits every item in use, in slot order. O(slots). */
 void store_each(const store_t *self, void (*fn)(void *ctx, item_t *item), void *ctx);
 
+/*  Visits the items in use in slots [from, from + count), in slot order:
+    a walk a slice at a time, while the store changes in between (a
+    snapshot written in slices). Returns the slot to go on from, or
+    SIZE_MAX past the last. */
+size_t store_each_slice(const store_t *self, size_t from, size_t count,
+                        void (*fn)(void *ctx, item_t *item), void *ctx);
+
 #endif

@@ -1,8 +1,9 @@
 /*  A durable broker (--data-dir): what it confirmed survives SIGKILL and a
     restart (queued, in flight, delayed, dead items, their order and
     attempts, each producer's de-duplication, shutdown states); one broker
-    per directory; a torn tail is cut, a damaged middle refuses to start and
-    --repair keeps the rest; the log stays proportional to what is live; a
+    per directory; a torn tail is cut, a damaged middle or a missing segment
+    (in the middle, or the oldest) refuses to start naming it and --repair
+    keeps the rest and says what is gone; the log stays proportional to what is live; a
     full disk refuses puts with 507 and the broker resumes by itself. */
 #define _XOPEN_SOURCE 700
 #include <errno.h>
@@ -223,7 +224,12 @@ static int s_broker_run(char **args, char *err, size_t size)
         argv[i + 1] = args[i];
     aq_process_t process;
     assert_int_equal(aq_process_spawn_logged(&process, argv, 0, AQ_STDIN_NULL, log), 0);
-    assert_int_equal(aq_process_wait(&process, HARNESS_DEADLINE_MS), 1);
+    if (aq_process_wait(&process, HARNESS_DEADLINE_MS) != 1) {
+        aq_process_stop(&process, SIGKILL, 1000);
+        unlink(log);
+        fail_msg("asyncq-broker %s did not exit: it started where it should have refused",
+                 args[0]);
+    }
     ssize_t got = pread(fd, err, size - 1, 0);
     err[got > 0 ? got : 0] = '\0';
     close(fd);
@@ -304,6 +310,102 @@ static void test_damage_in_the_middle_refuses_to_start_and_repair_keeps_the_rest
     harness_start_broker(h, f->flags);
     harness_wait_stat(h, "q", "queued", 9); /* one item's record was damaged */
     harness_assert_serving(h, "serving");
+}
+
+/*  Runs asyncq-broker with these arguments to its end; its stdout in out. */
+static int s_broker_report(char **args, char *out, size_t size)
+{
+    char path[4096];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    char *argv[16] = {path};
+    for (int i = 0; args[i] && i < 14; i++)
+        argv[i + 1] = args[i];
+    aq_process_t process;
+    assert_int_equal(aq_process_spawn(&process, argv, 1, AQ_STDIN_NULL), 0);
+    size_t used = 0;
+    char line[8192];
+    out[0] = '\0';
+    while (aq_process_read_line(&process, line, sizeof line, HARNESS_DEADLINE_MS) == 1) {
+        int wrote = snprintf(out + used, size - used, "%s\n", line);
+        if (wrote > 0 && (size_t) wrote < size - used)
+            used += (size_t) wrote;
+    }
+    assert_int_equal(aq_process_wait(&process, HARNESS_DEADLINE_MS), 1);
+    return process.exit_code;
+}
+
+/*  600 items in segments of 4 KiB (about 10); segment `number` deleted.
+    The start is refused, naming it; --repair says what is gone and keeps
+    the rest; the broker then starts with what is left and serves. */
+static void s_lose_segment(fixture_t *f, unsigned number, const char *says)
+{
+    harness_t *h = &f->h;
+    char *flags[] = {"--data-dir", f->dir, "--segment-bytes", "4096", NULL};
+    harness_start_broker(h, flags);
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
+    assert_non_null(producer);
+    for (int i = 0; i < 600; i++) {
+        char item[64];
+        int size = snprintf(item, sizeof item, "g%d", i);
+        assert_int_equal(aq_producer_put(producer, "q", item, (size_t) size), AQ_OK);
+        if (i % 20 == 19) /* a journal write each: the segments fill one after another */
+            assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    }
+    aq_producer_destroy(&producer);
+    s_kill_broker(h);
+    char path[4200], next[4200];
+    snprintf(path, sizeof path, "%s/%016x.log", f->dir, number);
+    snprintf(next, sizeof next, "%s/%016x.log", f->dir, number + 2);
+    struct stat st;
+    assert_int_equal(stat(next, &st), 0); /* segments after it */
+    assert_int_equal(unlink(path), 0);
+
+    char err[4096];
+    char *start[] = {"--bind", "tcp://127.0.0.1:0", "--data-dir", f->dir, NULL};
+    assert_int_equal(s_broker_run(start, err, sizeof err), AQ_EXIT_CORRUPT);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "missing"));
+    assert_non_null(strstr(err, "--repair"));
+    /* Refused again: nothing was changed by the refusal. */
+    assert_int_equal(s_broker_run(start, err, sizeof err), AQ_EXIT_CORRUPT);
+
+    char report[32768];
+    char *repair[] = {"--data-dir", f->dir, "--repair", NULL};
+    assert_int_equal(s_broker_report(repair, report, sizeof report), AQ_EXIT_OK);
+    print_message("%s", report);
+    assert_non_null(strstr(report, path));
+    assert_non_null(strstr(report, "lost"));
+    assert_non_null(strstr(report, says));
+
+    harness_start_broker(h, flags);
+    uint64_t queued = harness_stat(h, "q", "queued");
+    print_message("%llu of 600 items left\n", (unsigned long long) queued);
+    assert_true(queued > 400 && queued < 600);
+    /* The items left come in order, and the broker takes new ones. */
+    aq_consumer_t *consumer = s_consumer(h, "q", 10);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_true(item.size >= 2 && memcmp(item.data, "g", 1) == 0);
+    aq_consumer_ack(consumer, item.id);
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(h, "serving");
+    /* And a restart after the repair starts at once, with the same items. */
+    harness_restart_broker(h, flags);
+    harness_wait_stat(h, "q", "queued", queued - 1);
+    harness_assert_serving(h, "serving");
+}
+
+static void test_a_missing_middle_segment_refuses_to_start_and_repair_says_what_is_gone(
+    void **state)
+{
+    s_lose_segment(*state, 3, "records");
+}
+
+static void test_a_missing_oldest_segment_refuses_to_start_and_repair_says_what_is_gone(
+    void **state)
+{
+    s_lose_segment(*state, 1, "oldest segment the log needs");
 }
 
 static uint64_t s_dir_bytes(const char *dir)
@@ -445,6 +547,12 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(
             test_damage_in_the_middle_refuses_to_start_and_repair_keeps_the_rest, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_missing_middle_segment_refuses_to_start_and_repair_says_what_is_gone, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_missing_oldest_segment_refuses_to_start_and_repair_says_what_is_gone, s_setup,
             s_teardown),
         cmocka_unit_test_setup_teardown(test_the_log_stays_proportional_to_what_is_live, s_setup,
                                         s_teardown),

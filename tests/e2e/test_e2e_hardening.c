@@ -622,6 +622,94 @@ static void test_a_full_queue_holds_only_its_own_producers(void **state)
     harness_assert_serving(h, "after");
 }
 
+/*  The broker's /metrics, read on a new connection; the body in `body`. */
+static void s_scrape(const char *url, char *body, size_t size)
+{
+    int port = atoi(strrchr(url, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port)};
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *) &address, sizeof address), 0);
+    const char *request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_int_equal(send(fd, request, strlen(request), 0), (ssize_t) strlen(request));
+    size_t got = 0;
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    for (;;) {
+        struct pollfd item = {fd, POLLIN, 0};
+        int left = (int) (deadline - zclock_mono());
+        if (left <= 0 || poll(&item, 1, left) != 1)
+            fail_msg("no answer from /metrics in time");
+        ssize_t n = recv(fd, body + got, size - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t) n;
+        assert_true(got + 1 < size);
+    }
+    body[got] = '\0';
+    close(fd);
+}
+
+/*  The value of one line of /metrics ("name{labels}"); fails if absent. */
+static uint64_t s_metric(const char *body, const char *line)
+{
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "\n%s ", line);
+    const char *at = strstr(body, prefix);
+    if (!at)
+        fail_msg("no line %s in /metrics", line);
+    return strtoull(at + strlen(prefix), NULL, 10);
+}
+
+/*  PUTS that claim 10^19 items, or all but 2^64: each is refused, and the
+    refused-puts counters (the broker's and the queue's) add the items it
+    really carried, or 1, never the count it claimed. */
+static void test_a_puts_lying_about_its_count_adds_what_it_carried(void **state)
+{
+    char *const flags[] = {"--metrics", "127.0.0.1:0", NULL};
+    fixture_t *f = s_fixture(state, flags, 0);
+    char url[256];
+    if (!aq_process_expect(&f->h.broker, "METRICS ", url, sizeof url, HARNESS_DEADLINE_MS))
+        fail_msg("broker did not print METRICS");
+    zsock_t *session = harness_raw(&f->h, ZMQ_DEALER), *push = harness_raw(&f->h, ZMQ_PUSH);
+    harness_hello(session, f->inbox, "liar", 1);
+    harness_send_frames(push, "asyncq/2", "PUT", "liar", "1", "q", "0", "ok", NULL);
+    /* Two items, claiming 10^19. */
+    uint8_t batch[64];
+    size_t size = aq_puts_entry_write(batch, "x", 1);
+    size += aq_puts_entry_write(batch + size, "y", 1);
+    zmq_send(zsock_resolve(push), "asyncq/2", 8, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "PUTS", 4, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "liar", 4, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "2", 1, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "10000000000000000000", 20, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "q", 1, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), "0", 1, ZMQ_SNDMORE);
+    zmq_send(zsock_resolve(push), batch, size, 0);
+    s_expect_error(f, session, AQ_MALFORMED, "", "2-10000000000000000001");
+    /* Nothing readable, claiming 2^64 - 2 items from seq 1, for another
+       producer: one malformed message. */
+    zsock_t *other = harness_raw(&f->h, ZMQ_DEALER);
+    harness_hello(other, f->inbox, "liar-2", 1);
+    harness_send_frames(push, "asyncq/2", "PUTS", "liar-2", "1", "18446744073709551614", "q",
+                        "0", "garbage", NULL);
+    s_expect_error(f, other, AQ_MALFORMED, "", "1-18446744073709551614");
+    harness_send_frames(other, "asyncq/2", "SYNC", "s", "liar-2", "18446744073709551614", NULL);
+    aq_msg_t msg;
+    s_expect(f, other, AQ_CMD_SYNCED, &msg);
+
+    static char body[1 << 20];
+    s_scrape(url, body, sizeof body);
+    assert_int_equal(s_metric(body, "asyncq_broker_puts_refused_total{reason=\"malformed\"}"), 3);
+    assert_int_equal(
+        s_metric(body, "asyncq_puts_refused_total{queue=\"q\",reason=\"malformed\"}"), 3);
+    assert_int_equal(harness_stat(&f->h, "q", "puts"), 1);
+    zsock_destroy(&other);
+    zsock_destroy(&push);
+    zsock_destroy(&session);
+    harness_assert_serving(&f->h, "after");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -639,6 +727,7 @@ int main(void)
         cmocka_unit_test_teardown(test_a_batch_overlapping_what_was_received_enqueues_the_rest_once, s_teardown),
         cmocka_unit_test_teardown(test_errors_name_their_request_and_come_once_per_message, s_teardown),
         cmocka_unit_test_teardown(test_a_full_queue_holds_only_its_own_producers, s_teardown),
+        cmocka_unit_test_teardown(test_a_puts_lying_about_its_count_adds_what_it_carried, s_teardown),
     };
     return harness_run_group(tests);
 }

@@ -4,7 +4,9 @@
     what each role may do (403 with the request's tag, nothing changed),
     per-queue grants, sessions and producer ids bound to keys (the hijack
     attempts), items bound to the session they were delivered to; and,
-    without keys, the loopback-only default and what --insecure says.
+    without keys, the loopback-only default and what --insecure says. Then
+    a producer id taken over by a second session (no keys, or one shared
+    key), and the shared limits one key cannot use up.
 
     Every refused attempt is checked against the broker's own numbers (its
     INFO line and every STATS line, read on one long-lived admin session so
@@ -1470,6 +1472,502 @@ static void test_with_keys_the_broker_says_clients_need_an_allowed_key(void **st
     s_assert_serving(f, "q");
 }
 
+/* ================================================================== */
+/*  5. A producer id taken over by a second session                    */
+
+/*  Two processes with one producer id (replicas sharing a key, or no keys
+    at all), or a reconnect the broker has not noticed yet: the second
+    HELLO takes the id. The first session must never be told that a put
+    was confirmed that the broker does not hold: its SYNCs, waiting or
+    later, get 409, and nothing it sent is enqueued twice. */
+
+#define SHARED_ID "shared-producer"
+
+static void s_put_range(zsock_t *push, const char *prefix, uint64_t from, uint64_t to)
+{
+    char payload[32];
+    for (uint64_t seq = from; seq <= to; seq++) {
+        snprintf(payload, sizeof payload, "%s-%llu", prefix, (unsigned long long) seq);
+        s_send_put(push, SHARED_ID, seq, "q", payload);
+    }
+}
+
+static void s_send_sync(zsock_t *dealer, const char *tag, uint64_t seq)
+{
+    aq_msg_t sync = {.cmd = AQ_CMD_SYNC, .tag = aq_bytes_str(tag),
+                     .producer = aq_bytes_str(SHARED_ID), .seq = seq};
+    harness_send_msg(dealer, &sync);
+}
+
+/*  The first producer, on raw sockets, doing what PROTOCOL.md tells a
+    client to do. */
+typedef struct {
+    zsock_t *dealer, *push;
+    uint64_t confirmed; /* highest seq it was told SYNCED */
+    uint64_t sent;      /* highest seq it sent */
+    int refused;        /* the code of an ERROR about one of its SYNCs, but 410 and 412 */
+} first_t;
+
+/*  Reads one reply: SYNCED confirms up to its seq; 412 about its SYNC
+    `tag`: HELLO with the oldest unconfirmed seq, every unconfirmed put
+    again, SYNC again; 410: the puts again, SYNC again; any other ERROR
+    about a SYNC: nothing more is confirmed. Returns 1 once `tag` is
+    answered for good. */
+static int s_first_reads(fixture_t *f, first_t *a, const char *tag)
+{
+    aq_msg_t msg;
+    aq_cmd_t cmd = harness_recv(a->dealer, f->inbox, &msg);
+    int ours = msg.tag.size == strlen(tag) && memcmp(msg.tag.data, tag, msg.tag.size) == 0;
+    if (cmd == AQ_CMD_SYNCED) {
+        if (msg.seq > a->confirmed)
+            a->confirmed = msg.seq;
+        return ours;
+    }
+    if (cmd != AQ_CMD_ERROR || msg.tag.size == 0)
+        return 0;
+    if (ours && (msg.code == AQ_NO_SESSION || msg.code == AQ_LOST)) {
+        if (msg.code == AQ_NO_SESSION) {
+            aq_msg_t hello = {.cmd = AQ_CMD_HELLO, .tag = aq_bytes_str("again"),
+                              .client = aq_bytes_str(SHARED_ID), .seq = a->confirmed + 1};
+            harness_send_msg(a->dealer, &hello);
+            while (harness_recv(a->dealer, f->inbox, &msg) != AQ_CMD_WELCOME)
+                ;
+        }
+        s_put_range(a->push, "a", a->confirmed + 1, a->sent);
+        s_send_sync(a->dealer, tag, a->sent);
+        return 0;
+    }
+    a->refused = (int) msg.code;
+    return ours;
+}
+
+static void s_takeover(void **state, int keys, int bye)
+{
+    fixture_t *f;
+    if (keys) {
+        f = s_start(state, NULL, 0);
+        s_keygen(f, "replica", "produce", NULL, 1); /* the key both share */
+    }
+    else
+        f = s_start_keyless(state, NULL);
+    const char *key = keys ? "replica" : NULL;
+    const char *roles = keys ? "produce" : "produce,consume,admin";
+    aq_msg_t msg;
+
+    first_t a = {s_raw(f, ZMQ_DEALER, key, NULL, NULL), s_raw(f, ZMQ_PUSH, key, NULL, NULL), 0, 0,
+                 0};
+    s_hello(f, a.dealer, SHARED_ID, 1, roles);
+    s_put_range(a.push, "a", 1, 200);
+    a.sent = 200;
+    s_send_sync(a.dealer, "s1", 200);
+    while (!s_first_reads(f, &a, "s1"))
+        ;
+    assert_int_equal(a.confirmed, 200);
+    /* 201-250 received, not confirmed; a SYNC waits for 251-260. */
+    s_put_range(a.push, "a", 201, 250);
+    a.sent = 250;
+    s_wait_stat(f, "q", "puts", 250);
+    s_send_sync(a.dealer, "w", 260);
+    harness_send_frames(a.dealer, "asyncq/2", "INFO", "i", NULL); /* after the SYNC, in order */
+    while (harness_recv(a.dealer, f->inbox, &msg) != AQ_CMD_REPORT)
+        ;
+
+    /* The second session takes the id and puts 1-300 of its own (251-300
+       are new to the broker), then (bye) leaves. */
+    zsock_t *b_dealer = s_raw(f, ZMQ_DEALER, key, NULL, NULL);
+    zsock_t *b_push = s_raw(f, ZMQ_PUSH, key, NULL, NULL);
+    s_hello(f, b_dealer, SHARED_ID, 1, roles);
+    s_put_range(b_push, "b", 1, 300);
+    s_send_sync(b_dealer, "b", 300);
+    s_expect(f, b_dealer, AQ_CMD_SYNCED, &msg);
+    assert_int_equal(msg.seq, 300);
+    if (bye) {
+        harness_send_frames(b_dealer, "asyncq/2", "BYE", "bye", NULL);
+        s_wait_info(f, "producers", 0);
+    }
+
+    /* The first goes on, unaware, and asks for its confirm. */
+    s_put_range(a.push, "a", 251, 400);
+    a.sent = 400;
+    s_send_sync(a.dealer, "fin", 400);
+    while (!s_first_reads(f, &a, "fin"))
+        ;
+    if (a.confirmed != 200 || a.refused != AQ_CONFLICT)
+        fail_msg("the first producer was told puts up to %llu confirmed (ERROR %d), of which "
+                 "the broker took only 1-250 and (without the BYE) 301-400",
+                 (unsigned long long) a.confirmed, a.refused);
+    /* What the broker took: 1-250 of the first, 251-300 of the second,
+       and, while the second holds the id, 301-400 of the first. */
+    uint64_t puts = bye ? 300 : 400;
+    s_wait_stat(f, "q", "puts", puts);
+
+    /* The first starts afresh, as a client that got 409 may: a new session
+       from its next seq, and its put is confirmed. */
+    zsock_t *again = s_raw(f, ZMQ_DEALER, key, NULL, NULL);
+    s_hello(f, again, SHARED_ID, 401, roles);
+    s_put_range(a.push, "a", 401, 401);
+    s_send_sync(again, "last", 401);
+    s_expect(f, again, AQ_CMD_SYNCED, &msg);
+    assert_int_equal(msg.seq, 401);
+    puts++;
+    assert_int_equal(s_stat(f, "q", "puts"), puts);
+
+    /* Every put the first was told confirmed is in the queue, once; no
+       payload is there twice. */
+    int seen_a[402] = {0}, seen_b[301] = {0};
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "drain", "q", 64, &rc);
+    assert_int_equal(rc, AQ_OK);
+    for (uint64_t n = 0; n < puts; n++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        char payload[32];
+        snprintf(payload, sizeof payload, "%.*s", (int) item.size, (const char *) item.data);
+        unsigned long seq = strtoul(payload + 2, NULL, 10);
+        int *seen = payload[0] == 'a' && seq <= 401 ? &seen_a[seq]
+                    : payload[0] == 'b' && seq <= 300 ? &seen_b[seq] : NULL;
+        if (!seen)
+            fail_msg("delivered an item that was never put: '%s'", payload);
+        if ((*seen)++)
+            fail_msg("'%s' delivered twice", payload);
+        assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    }
+    aq_consumer_flush(consumer);
+    aq_consumer_destroy(&consumer);
+    for (uint64_t seq = 1; seq <= a.confirmed; seq++)
+        if (!seen_a[seq])
+            fail_msg("a-%llu was confirmed to the first producer and is not in the queue",
+                     (unsigned long long) seq);
+    assert_int_equal(seen_a[401], 1);
+    s_wait_stat(f, "q", "outstanding", 0);
+
+    zsock_destroy(&again);
+    zsock_destroy(&b_dealer);
+    zsock_destroy(&b_push);
+    zsock_destroy(&a.dealer);
+    zsock_destroy(&a.push);
+    s_assert_serving(f, "q2");
+}
+
+/*  The C library as the first producer: its puts 4-6 sent, another
+    session takes its id and puts 4-6 of its own; the library's sync must
+    not say AQ_OK (its 4-6 are not in the queue), but AQ_REFUSED with the
+    409, its three puts unconfirmed. */
+static void test_takeover_the_c_library_reports_its_puts_unconfirmed(void **state)
+{
+    fixture_t *f = s_start_keyless(state, NULL);
+    aq_status_t rc;
+    aq_producer_t *victim = aq_producer_new(f->h.address, "victim", &rc);
+    assert_int_equal(rc, AQ_OK);
+    char id[AQ_NAME_MAX + 1];
+    snprintf(id, sizeof id, "%s", aq_session_client_id(aq_producer_session(victim)));
+    const char *const mine[] = {"a-1", "a-2", "a-3", "a-4", "a-5", "a-6"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(aq_producer_put(victim, "q", mine[i], 3), AQ_OK);
+    assert_int_equal(aq_producer_sync(victim, HARNESS_DEADLINE_MS), AQ_OK);
+
+    zsock_t *intruder = s_raw(f, ZMQ_DEALER, NULL, NULL, NULL);
+    zsock_t *push = s_raw(f, ZMQ_PUSH, NULL, NULL, NULL);
+    s_hello(f, intruder, id, 4, "produce,consume,admin");
+    for (uint64_t seq = 4; seq <= 6; seq++)
+        s_send_put(push, id, seq, "q", "b");
+    harness_send_frames(intruder, "asyncq/2", "SYNC", "s", id, "6", NULL);
+    aq_msg_t msg;
+    s_expect(f, intruder, AQ_CMD_SYNCED, &msg);
+
+    for (int i = 3; i < 6; i++)
+        assert_int_equal(aq_producer_put(victim, "q", mine[i], 3), AQ_OK);
+    rc = aq_producer_sync(victim, HARNESS_DEADLINE_MS);
+    if (rc == AQ_OK)
+        fail_msg("the library confirmed a-4..a-6, which the broker dropped as resends");
+    assert_int_equal(rc, AQ_REFUSED);
+    assert_int_equal(aq_session_error(aq_producer_session(victim))->code, AQ_CONFLICT);
+    assert_int_equal(aq_producer_unconfirmed(victim), 3);
+    aq_producer_destroy(&victim);
+    zsock_destroy(&intruder);
+    zsock_destroy(&push);
+    assert_int_equal(s_stat(f, "q", "puts"), 6);
+    s_wait_info(f, "sessions", 1);
+    harness_assert_serving(&f->h, "q2");
+}
+
+static void test_takeover_without_keys_never_confirms_a_lost_put(void **state)
+{
+    s_takeover(state, 0, 0);
+}
+
+static void test_takeover_without_keys_then_bye_never_enqueues_twice(void **state)
+{
+    s_takeover(state, 0, 1);
+}
+
+static void test_takeover_with_a_shared_key_never_confirms_a_lost_put(void **state)
+{
+    s_takeover(state, 1, 0);
+}
+
+static void test_takeover_with_a_shared_key_then_bye_never_enqueues_twice(void **state)
+{
+    s_takeover(state, 1, 1);
+}
+
+/* ================================================================== */
+/*  6. Limits one key cannot use up                                    */
+
+/*  True if the text names `flag`. */
+static int s_names(aq_bytes_t text, const char *flag)
+{
+    char copy[AQ_TEXT_MAX + 1];
+    snprintf(copy, sizeof copy, "%.*s", (int) text.size, (const char *) text.data);
+    return strstr(copy, flag) != NULL;
+}
+
+/*  The next ERROR on `socket` (other replies skipped) is 429 with `tag`,
+    and its text names `flag`. */
+static void s_expect_limit(fixture_t *f, zsock_t *socket, const char *tag, const char *flag)
+{
+    aq_msg_t msg;
+    aq_cmd_t cmd;
+    while ((cmd = harness_recv(socket, f->inbox, &msg)) != AQ_CMD_ERROR)
+        ;
+    char text[AQ_TEXT_MAX + 1];
+    snprintf(text, sizeof text, "%.*s", (int) msg.text.size, (const char *) msg.text.data);
+    if (msg.code != AQ_LIMIT || msg.tag.size != strlen(tag)
+        || memcmp(msg.tag.data, tag, msg.tag.size) != 0 || !strstr(text, flag))
+        fail_msg("expected ERROR 429 naming %s (tag '%s'), got ERROR %d tag '%.*s': %s", flag, tag,
+                 (int) msg.code, (int) msg.tag.size, (const char *) msg.tag.data, text);
+}
+
+/*  `count` JOINs (waiting for ever) on `queue`, then INFO: returns how many
+    were refused before the REPORT came (each must be 429 naming `flag`). */
+static int s_joins(fixture_t *f, zsock_t *dealer, const char *queue, int count, const char *flag)
+{
+    for (int i = 0; i < count; i++)
+        harness_send_frames(dealer, "asyncq/2", "JOIN", "j", queue, "0", "before", NULL);
+    harness_send_frames(dealer, "asyncq/2", "INFO", "i", NULL);
+    int refused = 0;
+    aq_msg_t msg;
+    aq_cmd_t cmd;
+    while ((cmd = harness_recv(dealer, f->inbox, &msg)) != AQ_CMD_REPORT) {
+        if (cmd != AQ_CMD_ERROR || msg.code != AQ_LIMIT
+            || !s_names(msg.text, flag))
+            fail_msg("JOIN: expected ERROR 429 naming %s, got %s %d %.*s", flag,
+                     aq_cmd_name(cmd), (int) msg.code, (int) msg.text.size,
+                     (const char *) msg.text.data);
+        refused++;
+    }
+    return refused;
+}
+
+/*  A JOIN with a short time-out is taken (it times out), not refused. */
+static void s_join_taken(fixture_t *f, zsock_t *dealer, const char *queue)
+{
+    harness_send_frames(dealer, "asyncq/2", "JOIN", "ok", queue, "50", "before", NULL);
+    aq_msg_t msg;
+    s_expect(f, dealer, AQ_CMD_TIMEOUT, &msg);
+}
+
+/*  Joins: one key holds at most --max-joins-per-key, the others together
+    leave the last tenth of --max-joins to admin clients. */
+static void test_limits_a_key_cannot_use_up_the_joins(void **state)
+{
+    char *const flags[] = {"--max-joins", "10", "--max-joins-per-key", "5", NULL};
+    fixture_t *f = s_start(state, flags, 0);
+    s_keygen(f, "narrow", "consume", "jobs", 1);
+    s_keygen(f, "other", "consume", "jobs", 1);
+    const char *const one[] = {"outstanding", NULL};
+    s_put(f, "jobs", one); /* joins on jobs wait */
+
+    zsock_t *narrow[2], *other = s_raw(f, ZMQ_DEALER, "other", NULL, NULL);
+    for (int i = 0; i < 2; i++) {
+        narrow[i] = s_raw(f, ZMQ_DEALER, "narrow", NULL, NULL);
+        s_hello(f, narrow[i], i ? "narrow-2" : "narrow-1", 0, "consume");
+    }
+    s_hello(f, other, "other", 0, "consume");
+    /* Two sessions of one key: 5 joins in all. */
+    assert_int_equal(s_joins(f, narrow[0], "jobs", 3, "--max-joins-per-key"), 0);
+    assert_int_equal(s_joins(f, narrow[1], "jobs", 3, "--max-joins-per-key"), 1);
+    /* Another key is still served, up to the admin's tenth. */
+    assert_int_equal(s_joins(f, other, "jobs", 5, "--max-joins 10"), 1);
+    assert_int_equal(s_info(f, "joiners"), 9);
+    zsock_t *admin = s_raw(f, ZMQ_DEALER, "admin", NULL, NULL);
+    s_hello(f, admin, "admin-joiner", 0, "produce,consume,admin");
+    s_join_taken(f, admin, "jobs");
+
+    zsock_destroy(&admin);
+    zsock_destroy(&other);
+    zsock_destroy(&narrow[0]);
+    zsock_destroy(&narrow[1]);
+    s_wait_info(f, "joiners", 0);
+    s_assert_serving(f, "q");
+}
+
+/*  PUTs as `dealer`'s producer `id` to queues prefix1..prefixN, then SYNC:
+    returns how many were refused (each 429 naming `flag`). */
+static int s_puts_to_new_queues(fixture_t *f, zsock_t *dealer, zsock_t *push, const char *id,
+                                const char *prefix, int count, const char *flag)
+{
+    char queue[32], seq[16];
+    for (int i = 1; i <= count; i++) {
+        snprintf(queue, sizeof queue, "%s%d", prefix, i);
+        s_send_put(push, id, (uint64_t) i, queue, "x");
+    }
+    snprintf(seq, sizeof seq, "%d", count);
+    harness_send_frames(dealer, "asyncq/2", "SYNC", "s", id, seq, NULL);
+    int refused = 0;
+    aq_msg_t msg;
+    aq_cmd_t cmd;
+    while ((cmd = harness_recv(dealer, f->inbox, &msg)) != AQ_CMD_SYNCED) {
+        if (cmd != AQ_CMD_ERROR || msg.code != AQ_LIMIT
+            || !s_names(msg.text, flag))
+            fail_msg("PUT: expected ERROR 429 naming %s, got %s %d %.*s", flag, aq_cmd_name(cmd),
+                     (int) msg.code, (int) msg.text.size, (const char *) msg.text.data);
+        refused++;
+    }
+    return refused;
+}
+
+/*  Queues: one key makes at most --max-queues-per-key, and the last tenth
+    of --max-queues is kept for admin clients. */
+static void test_limits_a_key_cannot_use_up_the_queues(void **state)
+{
+    char *const flags[] = {"--max-queues", "11", "--max-queues-per-key", "6", NULL};
+    fixture_t *f = s_start(state, flags, 0);
+    s_keygen(f, "maker-a", "produce", NULL, 1);
+    s_keygen(f, "maker-b", "produce", NULL, 1);
+    zsock_t *a = s_raw(f, ZMQ_DEALER, "maker-a", NULL, NULL);
+    zsock_t *a_push = s_raw(f, ZMQ_PUSH, "maker-a", NULL, NULL);
+    zsock_t *b = s_raw(f, ZMQ_DEALER, "maker-b", NULL, NULL);
+    zsock_t *b_push = s_raw(f, ZMQ_PUSH, "maker-b", NULL, NULL);
+    s_hello(f, a, "maker-a", 1, "produce");
+    s_hello(f, b, "maker-b", 1, "produce");
+    assert_int_equal(s_puts_to_new_queues(f, a, a_push, "maker-a", "a", 7, "--max-queues-per-key"),
+                     1);
+    assert_int_equal(s_info(f, "queues"), 6);
+    /* The other key: 4 more fit, then the admin's tenth. */
+    assert_int_equal(s_puts_to_new_queues(f, b, b_push, "maker-b", "b", 5, "--max-queues 11"), 1);
+    assert_int_equal(s_info(f, "queues"), 10);
+    zsock_t *admin = s_raw(f, ZMQ_DEALER, "admin", NULL, NULL);
+    s_hello(f, admin, "admin-maker", 0, "produce,consume,admin");
+    harness_send_frames(admin, "asyncq/2", "CREDIT", "c", "admin-q", "0", "0", NULL);
+    aq_msg_t msg;
+    s_expect(f, admin, AQ_CMD_CREDITED, &msg);
+    assert_int_equal(s_info(f, "queues"), 11);
+
+    zsock_destroy(&admin);
+    zsock_destroy(&a);
+    zsock_destroy(&a_push);
+    zsock_destroy(&b);
+    zsock_destroy(&b_push);
+    s_assert_serving(f, "admin-q");
+}
+
+/*  Sessions: one key opens at most --max-sessions-per-key, and the last
+    tenth of --max-connections is kept for admin clients. */
+static void test_limits_a_key_cannot_use_up_the_sessions(void **state)
+{
+    char *const flags[] = {"--max-connections", "20", "--max-sessions-per-key", "9", NULL};
+    fixture_t *f = s_start(state, flags, 0);
+    s_keygen(f, "many", "consume", NULL, 1);
+    s_keygen(f, "more", "consume", NULL, 1);
+    zsock_t *many[10], *more[10];
+    char id[32];
+    for (int i = 0; i < 10; i++) {
+        many[i] = s_raw(f, ZMQ_DEALER, "many", NULL, NULL);
+        snprintf(id, sizeof id, "many-%d", i);
+        if (i < 9)
+            s_hello(f, many[i], id, 0, "consume");
+        else {
+            harness_send_frames(many[i], "asyncq/2", "HELLO", "h", id, "0", NULL);
+            s_expect_limit(f, many[i], "h", "--max-sessions-per-key 9");
+        }
+    }
+    zsock_destroy(&many[9]);
+    s_wait_info(f, "connections", 10); /* the observer's and nine */
+    /* Another key gets in, up to the admin's tenth. */
+    for (int i = 0; i < 10; i++) {
+        more[i] = s_raw(f, ZMQ_DEALER, "more", NULL, NULL);
+        snprintf(id, sizeof id, "more-%d", i);
+        if (i < 9)
+            s_hello(f, more[i], id, 0, "consume");
+        else {
+            harness_send_frames(more[i], "asyncq/2", "HELLO", "h", id, "0", NULL);
+            s_expect_limit(f, more[i], "h", "--max-connections 20");
+        }
+    }
+    zsock_destroy(&more[9]);
+    s_wait_info(f, "connections", 19);
+    zsock_t *admin = s_raw(f, ZMQ_DEALER, "admin", NULL, NULL);
+    s_hello(f, admin, "admin-session", 0, "produce,consume,admin");
+    assert_int_equal(s_info(f, "sessions"), 20);
+    /* A HELLO that replaces a session of the same key counts once: on the
+       same DEALER, and with the client id of another connection. */
+    s_hello(f, many[0], "many-0", 0, "consume");
+    zsock_destroy(&admin);
+    s_wait_info(f, "connections", 19);
+    zsock_t *moved = s_raw(f, ZMQ_DEALER, "many", NULL, NULL);
+    s_hello(f, moved, "many-2", 0, "consume");
+    s_wait_info(f, "sessions", 19); /* the admin's goes, many-2 moved */
+
+    zsock_destroy(&moved);
+    for (int i = 0; i < 9; i++) {
+        zsock_destroy(&many[i]);
+        zsock_destroy(&more[i]);
+    }
+    s_wait_info(f, "sessions", 1); /* each goes at its first HEARTBEAT that fails */
+    /* A key's only session saying HELLO again on its DEALER. */
+    zsock_t *solo = s_raw(f, ZMQ_DEALER, "more", NULL, NULL);
+    s_hello(f, solo, "solo", 0, "consume");
+    s_hello(f, solo, "solo", 0, "consume");
+    s_wait_info(f, "sessions", 2);
+    zsock_destroy(&solo);
+    s_assert_serving(f, "q");
+}
+
+/*  Held puts: one key's producers together hold at most
+    --max-held-bytes-per-key for full queues; another key's put is held. */
+static void test_limits_a_key_cannot_use_up_the_held_puts(void **state)
+{
+    char *const flags[] = {"--maxsize", "1", "--max-item", "1024", "--window-bytes", "4096",
+                           "--max-held-bytes-per-key", "3000", NULL};
+    fixture_t *f = s_start(state, flags, 0);
+    s_keygen(f, "pusher", "produce", NULL, 1);
+    s_keygen(f, "other", "produce", NULL, 1);
+    const char *const one[] = {"fills it", NULL};
+    s_put(f, "full", one);
+    static char big[1001];
+    memset(big, 'x', 1000);
+    zsock_t *push = s_raw(f, ZMQ_PUSH, "pusher", NULL, NULL);
+    zsock_t *p1 = s_raw(f, ZMQ_DEALER, "pusher", NULL, NULL);
+    zsock_t *p2 = s_raw(f, ZMQ_DEALER, "pusher", NULL, NULL);
+    s_hello(f, p1, "pusher-1", 1, "produce");
+    s_hello(f, p2, "pusher-2", 1, "produce");
+    aq_msg_t msg;
+    s_send_put(push, "pusher-1", 1, "full", big);
+    s_send_put(push, "pusher-1", 2, "full", big);
+    s_wait_info(f, "held", 2);
+    s_send_put(push, "pusher-2", 1, "full", big);
+    s_wait_info(f, "held", 3);
+    s_send_put(push, "pusher-2", 2, "full", big);
+    s_expect_limit(f, p2, "", "--max-held-bytes-per-key");
+    assert_int_equal(s_info(f, "held"), 3);
+    /* Another key's put is held, not refused. */
+    zsock_t *other = s_raw(f, ZMQ_DEALER, "other", NULL, NULL);
+    zsock_t *other_push = s_raw(f, ZMQ_PUSH, "other", NULL, NULL);
+    s_hello(f, other, "other", 1, "produce");
+    s_send_put(other_push, "other", 1, "full", big);
+    harness_send_frames(other, "asyncq/2", "SYNC", "s", "other", "1", NULL);
+    s_expect(f, other, AQ_CMD_HELD, &msg);
+    assert_int_equal(s_info(f, "held"), 4);
+
+    zsock_destroy(&other);
+    zsock_destroy(&other_push);
+    zsock_destroy(&p1);
+    zsock_destroy(&p2);
+    zsock_destroy(&push);
+    s_assert_serving(f, "q");
+}
+
 int main(void)
 {
     /* The broker and this process read keys from the environment too. */
@@ -1497,6 +1995,15 @@ int main(void)
         cmocka_unit_test_teardown(test_without_keys_the_broker_accepts_loopback_only_and_says_so, s_teardown),
         cmocka_unit_test_teardown(test_with_insecure_the_broker_says_it_is_open_to_anyone, s_teardown),
         cmocka_unit_test_teardown(test_with_keys_the_broker_says_clients_need_an_allowed_key, s_teardown),
+        cmocka_unit_test_teardown(test_takeover_without_keys_never_confirms_a_lost_put, s_teardown),
+        cmocka_unit_test_teardown(test_takeover_without_keys_then_bye_never_enqueues_twice, s_teardown),
+        cmocka_unit_test_teardown(test_takeover_with_a_shared_key_never_confirms_a_lost_put, s_teardown),
+        cmocka_unit_test_teardown(test_takeover_with_a_shared_key_then_bye_never_enqueues_twice, s_teardown),
+        cmocka_unit_test_teardown(test_takeover_the_c_library_reports_its_puts_unconfirmed, s_teardown),
+        cmocka_unit_test_teardown(test_limits_a_key_cannot_use_up_the_joins, s_teardown),
+        cmocka_unit_test_teardown(test_limits_a_key_cannot_use_up_the_queues, s_teardown),
+        cmocka_unit_test_teardown(test_limits_a_key_cannot_use_up_the_sessions, s_teardown),
+        cmocka_unit_test_teardown(test_limits_a_key_cannot_use_up_the_held_puts, s_teardown),
     };
     return harness_run_group(tests);
 }

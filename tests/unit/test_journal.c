@@ -3,10 +3,13 @@
     in part) never loses a record whose flush had synced; a torn tail at
     every byte offset is cut and everything before it kept; a flipped byte
     in the middle is reported with its file and offset, and repair keeps
-    the rest; a full disk holds records back and writes them once there is
-    room; snapshots replace the closed segments. */
+    the rest; a segment missing (in the middle, the oldest, a snapshot) is
+    reported by name, and repair marks it lost and keeps the rest; a full disk holds records back and writes them once there is
+    room; snapshots replace the closed segments, also written in steps
+    while the head goes on. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,7 +335,7 @@ static void test_a_torn_tail_is_cut_at_every_byte(void **state)
 {
     fixture_t *f = *state;
     journal_t *journal = s_open_ok(f, 1 << 20);
-    size_t ends[20];
+    size_t ends[20], header = (size_t) journal_written(journal); /* the segment's own record */
     for (uint32_t i = 0; i < 20; i++) {
         s_append(journal, i);
         assert_int_equal(journal_flush(journal, 0), 0);
@@ -357,7 +360,7 @@ static void test_a_torn_tail_is_cut_at_every_byte(void **state)
         /* The cut record is gone from the file, not only skipped. */
         struct stat st;
         assert_int_equal(stat(path, &st), 0);
-        assert_int_equal((size_t) st.st_size, whole ? ends[whole - 1] : 0);
+        assert_int_equal((size_t) st.st_size, whole ? ends[whole - 1] : cut >= header ? header : 0);
     }
     unlink(copy);
 }
@@ -465,6 +468,235 @@ static void test_a_snapshot_replaces_the_closed_segments(void **state)
     journal_close(&journal);
 }
 
+/*  Five segments or more of records 0..299. */
+static void s_fill_segments(fixture_t *f)
+{
+    journal_t *journal = s_open_ok(f, 512);
+    for (uint32_t i = 0; i < 300; i++) {
+        s_append(journal, i);
+        assert_int_equal(journal_flush(journal, 0), 0);
+    }
+    journal_close(&journal);
+    journal = s_open_ok(f, 1 << 20);
+    size_t segments = journal_segment_count(journal) - 1; /* less the new head */
+    journal_close(&journal);
+    assert_true(segments >= 5);
+}
+
+static void s_report(void *ctx, const char *line)
+{
+    char *out = ctx;
+    size_t length = strlen(out);
+    snprintf(out + length, 8192 - length, "%s\n", line);
+}
+
+/*  Deletes segment `number`; the start is refused naming it; repair says
+    it is lost and keeps the rest, which a start then reads (and says so). */
+static void s_lose(fixture_t *f, uint32_t number, const char *says)
+{
+    char path[256], error[3000], report[8192] = "";
+    s_segment_path(f, number, path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    journal_status_t status;
+    assert_null(s_open_journal(f, JOURNAL_FSYNC_ALWAYS, 1 << 20, &status, error, sizeof error));
+    assert_int_equal(status, JOURNAL_CORRUPT);
+    assert_non_null(strstr(error, path));
+    assert_non_null(strstr(error, "missing"));
+    assert_non_null(strstr(error, says));
+    assert_non_null(strstr(error, "--repair"));
+    assert_int_equal(journal_repair(f->dir, &s_io, s_report, report, error, sizeof error), 0);
+    assert_non_null(strstr(report, path));
+    assert_non_null(strstr(report, "lost"));
+    assert_non_null(strstr(report, says));
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    assert_int_equal(journal_lost_segments(journal), 1);
+    journal_close(&journal);
+}
+
+static void test_a_missing_middle_segment_is_refused_by_name_and_repair_keeps_the_rest(
+    void **state)
+{
+    fixture_t *f = *state;
+    s_fill_segments(f);
+    s_lose(f, 3, "records");
+    /* Records of segments 1, 2 and 4 on: a run missing, the rest in order. */
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    assert_true(f->count > 100 && f->count < 300);
+    size_t jumps = 0;
+    for (size_t i = 1; i < f->count; i++) {
+        assert_true(f->values[i] > f->values[i - 1]);
+        jumps += f->values[i] != f->values[i - 1] + 1;
+    }
+    assert_int_equal(jumps, 1);
+    assert_int_equal(f->values[0], 0);
+    assert_int_equal(f->values[f->count - 1], 299);
+    /* It still takes records, and a snapshot forgets the loss. */
+    s_append(journal, 300);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    assert_int_equal(journal_snapshot_begin(journal), 0);
+    uint32_t v = 7000;
+    memcpy(journal_snapshot_add(journal, 7, 4), &v, 4);
+    assert_int_equal(journal_snapshot_end(journal), 0);
+    assert_int_equal(journal_lost_segments(journal), 0);
+    journal_close(&journal);
+    journal = s_open_ok(f, 1 << 20);
+    assert_int_equal(journal_lost_segments(journal), 0);
+    assert_int_equal(f->count, 1);
+    assert_int_equal(f->values[0], 7000);
+    journal_close(&journal);
+}
+
+static void test_a_missing_oldest_segment_is_refused_by_name_and_repair_keeps_the_rest(
+    void **state)
+{
+    fixture_t *f = *state;
+    s_fill_segments(f);
+    s_lose(f, 1, "oldest segment the log needs");
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    assert_true(f->count > 100 && f->count < 300);
+    assert_true(f->values[0] > 0);
+    assert_int_equal(f->values[f->count - 1], 299);
+    journal_close(&journal);
+}
+
+/*  After a snapshot the log starts at the snapshot: the segments before it
+    are gone on purpose, the snapshot itself is needed; a snapshot that
+    failed leaves the log needing what it needed before. */
+static void test_a_missing_snapshot_is_refused_and_a_failed_one_changes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 256);
+    long long header = (long long) journal_written(journal); /* a new head's own record */
+    for (uint32_t i = 0; i < 100; i++)
+        s_append(journal, i);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    /* A snapshot that fails (room for the new head, not for the snapshot):
+       nothing changes but a new head, which names the snapshot that never
+       came as its base. */
+    s_seam.budget = header;
+    assert_int_equal(journal_snapshot_begin(journal), 0);
+    uint32_t lost = 4000;
+    memcpy(journal_snapshot_add(journal, 7, 4), &lost, 4);
+    assert_int_equal(journal_snapshot_end(journal), -1);
+    s_seam.budget = -1;
+    journal_close(&journal);
+    journal = s_open_ok(f, 256);
+    assert_int_equal(f->count, 100);
+    for (uint32_t i = 100; i < 200; i++)
+        s_append(journal, i);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    assert_int_equal(journal_snapshot_begin(journal), 0);
+    uint32_t v = 5000;
+    memcpy(journal_snapshot_add(journal, 7, 4), &v, 4);
+    assert_int_equal(journal_snapshot_end(journal), 0);
+    s_append(journal, 6000);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    journal_close(&journal);
+    journal = s_open_ok(f, 256);
+    assert_int_equal(f->count, 2);
+    journal_close(&journal);
+    /* The snapshot is the oldest segment now. */
+    char **names;
+    size_t count, logs = 0;
+    assert_int_equal(journal_posix_io.list(NULL, f->dir, &names, &count), 0);
+    uint32_t oldest = UINT32_MAX;
+    for (size_t i = 0; i < count; i++) {
+        unsigned long long number;
+        if (strlen(names[i]) == 20 && sscanf(names[i], "%16llx.log", &number) == 1) {
+            logs++;
+            if (number < oldest)
+                oldest = (uint32_t) number;
+        }
+        free(names[i]);
+    }
+    free(names);
+    assert_true(logs >= 2);
+    s_lose(f, oldest, "oldest segment the log needs");
+    journal = s_open_ok(f, 256);
+    assert_int_equal(f->count, 1);
+    assert_int_equal(f->values[0], 6000);
+    journal_close(&journal);
+}
+
+/*  A snapshot written in steps, its sync on a thread, while the head takes
+    records and closes segments: a restart in the middle replays the old
+    log (the heads closed meanwhile name the snapshot that is not there
+    yet, and its segment names the real base); once it is in place, the
+    snapshot and every head after it. */
+static void test_a_snapshot_in_steps_while_heads_close_replays_the_same(void **state)
+{
+    fixture_t *f = *state;
+    journal_config_t config = {.dir = f->dir, .fsync = JOURNAL_FSYNC_ALWAYS,
+                               .segment_bytes = 256, .sync_thread = 1};
+    journal_status_t status;
+    char error[512];
+    f->count = 0;
+    journal_t *journal = journal_open(&config, s_on_record, f, NULL, &status, error, sizeof error);
+    assert_non_null(journal);
+    for (uint32_t i = 0; i < 100; i++) {
+        s_append(journal, i);
+        assert_int_equal(journal_flush(journal, 0), 0);
+    }
+    assert_int_equal(journal_snapshot_begin(journal), 0);
+    assert_int_equal(journal_snapshot_busy(journal), 1);
+    uint32_t v = 5000;
+    memcpy(journal_snapshot_add(journal, 7, 4), &v, 4);
+    for (uint32_t i = 100; i < 150; i++) { /* heads close meanwhile */
+        s_append(journal, i);
+        assert_int_equal(journal_flush(journal, 0), 0);
+    }
+    /* A crash now: the snapshot is a .tmp, the old log is whole. */
+    char copy[80], command[600];
+    snprintf(copy, sizeof copy, "%s-copy", f->dir);
+    snprintf(command, sizeof command, "rm -rf %s && cp -r %s %s && rm -f %s/LOCK", copy, f->dir,
+             copy, copy);
+    assert_int_equal(system(command), 0);
+    int rc = journal_snapshot_finish(journal);
+    while (rc == 1) {
+        struct pollfd wake = {journal_sync_fd(journal), POLLIN, 0};
+        assert_true(poll(&wake, 1, 5000) == 1);
+        journal_on_synced(journal);
+        rc = journal_snapshot_poll(journal);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(journal_snapshot_busy(journal), 0);
+    /* A restart at once: the newest closed head was made during the
+       snapshot, and names it. */
+    journal_close(&journal);
+    journal = journal_open(&config, s_on_record, f, NULL, &status, error, sizeof error);
+    if (!journal)
+        fail_msg("right after the snapshot: %s", error);
+    assert_int_equal(f->count, 51);
+    assert_int_equal(f->values[0], 5000);
+    for (uint32_t i = 150; i < 160; i++) {
+        s_append(journal, i);
+        assert_int_equal(journal_flush(journal, 0), 0);
+    }
+    journal_close(&journal);
+    f->count = 0;
+    journal = journal_open(&config, s_on_record, f, NULL, &status, error, sizeof error);
+    if (!journal)
+        fail_msg("after the snapshot: %s", error);
+    assert_int_equal(f->count, 61); /* the snapshot's record, then 100..159 */
+    assert_int_equal(f->values[0], 5000);
+    for (uint32_t i = 1; i < 61; i++)
+        assert_int_equal(f->values[i], 99 + i);
+    journal_close(&journal);
+
+    journal_config_t crashed = config;
+    crashed.dir = copy;
+    f->count = 0;
+    journal = journal_open(&crashed, s_on_record, f, NULL, &status, error, sizeof error);
+    if (!journal)
+        fail_msg("crashed during the snapshot: %s", error);
+    assert_int_equal(f->count, 150);
+    for (uint32_t i = 0; i < 150; i++)
+        assert_int_equal(f->values[i], i);
+    journal_close(&journal);
+    snprintf(command, sizeof command, "rm -rf %s", copy);
+    assert_int_equal(system(command), 0);
+}
+
 static void test_a_second_journal_on_the_directory_is_refused(void **state)
 {
     fixture_t *f = *state;
@@ -496,6 +728,17 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_snapshot_replaces_the_closed_segments, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_missing_middle_segment_is_refused_by_name_and_repair_keeps_the_rest, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_missing_oldest_segment_is_refused_by_name_and_repair_keeps_the_rest, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_missing_snapshot_is_refused_and_a_failed_one_changes_nothing, s_setup,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_snapshot_in_steps_while_heads_close_replays_the_same, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_second_journal_on_the_directory_is_refused,
                                         s_setup, s_teardown),
     };

@@ -65,7 +65,10 @@ aq_status_t aq_producer_flush(aq_producer_t *self);
     already here) until the broker confirms every put so far, sending again what was lost, across broker restarts.
     AQ_OK: all of them are held by the broker. AQ_REFUSED: the broker
     received all of them but refused some (aq_producer_refused says how
-    many; aq_session_error the last reason). AQ_TIMEOUT, AQ_INTERRUPTED:
+    many; aq_session_error the last reason), or refused the confirm itself:
+    409 when another session said HELLO with this producer's id, after which
+    the puts not confirmed (aq_producer_unconfirmed) may be lost and are
+    never sent again under it. AQ_TIMEOUT, AQ_INTERRUPTED:
     some are not confirmed yet (aq_producer_unconfirmed says how many). */
 aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms);
 
