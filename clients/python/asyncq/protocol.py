@@ -187,7 +187,10 @@ class QueueShutDown(BrokerError, *_ASYNCIO_SHUT_DOWN):  # type: ignore[misc]
 
 
 class BrokerUnreachable(ConnectionError):
-    """No WELCOME from the broker in time."""
+    """The broker cannot be reached: its host does not resolve or nothing
+    listens at its address (both said at once), or no WELCOME came within
+    the client's timeout (something else listens there, or the broker is
+    stuck). The message names the address as given, and why."""
 
 
 class KeyRefused(BrokerUnreachable):

@@ -206,7 +206,8 @@ class Queue:
         take before the item is delivered again (default: the queue's).
         Waits while the queue is full (the broker's maxsize; .held says so).
         Raises QueueShutDown if the queue was shut down, BrokerError if the
-        broker refused it, TypeError for an item of another type.
+        broker refused it, TypeError for an item of another type, ValueError
+        for one larger than the broker's limit (its WELCOME says it).
 
         Cancelling a waiting put does not take the item back (the broker
         already has it, or will): a put of the same item right after a

@@ -374,4 +374,5 @@ def connect_error(endpoint: str) -> str:
         with stdsocket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
             return "the connection was closed (is it an asyncq broker?)"
     except OSError as error:
-        return f"{error.strerror or error} ({host}:{port})"
+        return (f"nothing listens there: {error.strerror or error} (at {host}:{port}, the "
+                f"broker's second port; is the broker running?)")
