@@ -198,6 +198,11 @@ class Consumer:
         if isinstance(item, QueueShutDown):
             raise item  # and stays, for every later get()
         self._delivered.popleft()
+        earlier = self.held.get(item.id)
+        if earlier is not None:
+            # Delivered again (its lease ran out): the earlier delivery can
+            # no longer be acked, and is no task's any more.
+            self._forget(earlier)
         self.held[item.id] = item
         self._owner[id(item)] = task
         self._by_task.setdefault(task, []).append(item)
@@ -239,14 +244,19 @@ class Consumer:
         item_id = item.id if isinstance(item, Item) else int(item)
         raise ValueError(f"{what}(): no item {item_id} is held by this client")
 
+    def _forget(self, item: Item) -> None:
+        """Takes a held item off the task that got it (found by identity:
+        two items may hold equal bytes)."""
+        task = self._owner.pop(id(item))
+        mine = self._by_task[task]
+        del mine[next(index for index, held in enumerate(mine) if held is item)]
+        if not mine:
+            del self._by_task[task]
+
     def _release(self, item: Item) -> bool:
         """Forgets a held item; True if it is this session's (to ack or nack),
         False if its session is gone (the broker delivers it again)."""
-        task = self._owner.pop(id(item))
-        mine = self._by_task[task]
-        mine.remove(item)
-        if not mine:
-            del self._by_task[task]
+        self._forget(item)
         self._soon()
         if self.held.get(item.id) is item:
             del self.held[item.id]

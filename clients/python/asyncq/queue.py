@@ -366,9 +366,16 @@ class Queue:
             self._consumer.flush()
 
     async def _control_session(self) -> Session:
+        """The session for a JOIN, STATS or SHUTDOWN: the consumer's, when
+        this client consumes, so that it reaches the broker after the acks
+        sent before it (two connections keep no order between them); else
+        the producer's, whose puts join() has had confirmed first."""
         await self._open_producer()
         assert self._control is not None
         self._send_acks()
+        consumer = self._consumer
+        if consumer is not None and consumer.session.welcome is not None and not self._closed:
+            return consumer.session
         return self._control
 
     async def join(self, timeout: Optional[float] = None, *, all: bool = False) -> Joined:

@@ -75,6 +75,18 @@ class TaskDone(QueueSemantics):
         self.assertEqual((await q.stats())["acked"], 2)
         self.assertEqual(a, b"a")
 
+    async def test_items_with_equal_bytes_are_told_apart(self):
+        q = self.client()
+        await q.put(b"same")
+        await q.put(b"same")
+        first, second = await q.get(), await q.get()
+        q.task_done(second)
+        q.task_done()  # the one left is "first", not a second ack of "second"
+        await q.join(timeout=10)
+        self.assertEqual((await q.stats())["acked"], 2)
+        self.assertEqual(list(q.errors), [])
+        self.assertNotEqual(first.id, second.id)
+
     async def test_a_task_that_got_nothing_cannot_ack_another_tasks_item(self):
         q = self.client()
         await q.put(b"x")
