@@ -290,16 +290,27 @@ class Queue extends EventEmitter {
       const ms = deadline === null ? 0 : Math.max(1, deadline - Date.now());
       return message('JOIN', tag, this.queue, ms, options.all ? 'all' : 'before');
     };
-    const { command, fields } = await producer.session.request('join', build);
+    const { command, fields } = await this.requestSession(producer).request('join', build);
     if (command === 'TIMEOUT') throw new TimeoutError(`join timed out: ${fields[2]} items still outstanding`);
     return { count: Number(fields[2].toString()), dead: Number(fields[3].toString()) };
+  }
+
+  // The session for a JOIN, STATS or SHUTDOWN: the consumer's when this
+  // client consumes, after its acks made so far (two connections keep no
+  // order between them: a join on the producer's could overtake them),
+  // else the producer's.
+  requestSession(producer) {
+    const consumer = this.consumer;
+    if (!consumer || this.closed || !consumer.session.welcome) return producer.session;
+    consumer.flushAcks();
+    return consumer.session;
   }
 
   // The queue's numbers (PROTOCOL.md 4.8) as an object; {} if the broker
   // does not know the queue.
   async stats() {
     const producer = await this.control();
-    const { fields } = await producer.session.request('stats', (tag) => message('STATS', tag, this.queue));
+    const { fields } = await this.requestSession(producer).request('stats', (tag) => message('STATS', tag, this.queue));
     return fields.length > 1 ? parseStats(fields[1].toString()) : {};
   }
 
@@ -323,7 +334,7 @@ class Queue extends EventEmitter {
   async shutdown(options = {}) {
     const producer = await this.control();
     const mode = options.immediate ? 'immediate' : 'drain';
-    const { fields } = await producer.session.request('shutdown', (tag) => message('SHUTDOWN', tag, this.queue, mode));
+    const { fields } = await this.requestSession(producer).request('shutdown', (tag) => message('SHUTDOWN', tag, this.queue, mode));
     return fields.length > 1 ? parseStats(fields[1].toString()) : {};
   }
 
