@@ -63,7 +63,12 @@ class ZeromqLink {
     if (this.closed) return;
     this.closed = true;
     this.socket.linger = lingerMs;
-    await this.sending;
+    // A send on a DEALER left with no peer (its handshake failed: libzmq
+    // does not retry, PROTOCOL.md 7) never ends: wait for it lingerMs at
+    // most; closing the socket ends it.
+    let timer;
+    await Promise.race([this.sending, new Promise((resolve) => { timer = setTimeout(resolve, lingerMs); })]);
+    clearTimeout(timer);
     this.socket.close();
   }
 }
