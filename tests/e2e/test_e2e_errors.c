@@ -282,6 +282,23 @@ static void test_unreachable_broker_and_bad_flags_give_one_line_errors(void **st
 /*  "Reported at once": well under the 5 s a HELLO waits for a broker. */
 #define AT_ONCE_MS 2000
 
+/*  Runs a program that cannot reach the broker at `address`: it must exit 3
+    within AT_ONCE_MS, saying "cannot reach the broker at 'ADDRESS'"; its
+    stderr is left in err. (harness_run_err replaces argv[0] with the
+    program's path.) */
+static void s_run_unreachable(char *argv[], const char *address, char *err, size_t size)
+{
+    char out[1024];
+    int64_t started = zclock_mono();
+    assert_int_equal(harness_run_err(argv, out, sizeof out, err, size), 3);
+    int64_t took = zclock_mono() - started;
+    printf("    in %lld ms: %s", (long long) took, err);
+    assert_true(took < AT_ONCE_MS);
+    char expected[256];
+    snprintf(expected, sizeof expected, "cannot reach the broker at '%s'", address);
+    assert_non_null(strstr(err, expected));
+}
+
 /*  A loopback port where nothing listens: one the kernel just gave out and
     took back (ports are handed out in turn, so no other test gets it in
     the meantime). */
@@ -312,7 +329,7 @@ static void test_a_host_name_that_does_not_resolve_is_reported_at_once_with_its_
     assert_int_not_equal(gai, 0);
     const char *cause = gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai);
 
-    char address[128], out[1024], err[4096];
+    char address[128], err[4096];
     snprintf(address, sizeof address, "%s:5600", host);
     char *programs[][8] = {
         {"asyncq-producer", "--broker", address, "--count", "1", "--max-sleep", "0", NULL},
@@ -320,15 +337,7 @@ static void test_a_host_name_that_does_not_resolve_is_reported_at_once_with_its_
         {"asyncq", "stats", "--broker", address, NULL},
     };
     for (size_t i = 0; i < sizeof programs / sizeof programs[0]; i++) {
-        int64_t started = zclock_mono();
-        /* (harness_run_err replaces argv[0] with the program's path) */
-        assert_int_equal(harness_run_err(programs[i], out, sizeof out, err, sizeof err), 3);
-        int64_t took = zclock_mono() - started;
-        printf("    in %lld ms: %s", (long long) took, err);
-        assert_true(took < AT_ONCE_MS);
-        char expected[256];
-        snprintf(expected, sizeof expected, "cannot reach the broker at '%s'", address);
-        assert_non_null(strstr(err, expected));
+        s_run_unreachable(programs[i], address, err, sizeof err);
         assert_non_null(strstr(err, "does not resolve"));
         assert_non_null(strstr(err, cause));
     }
@@ -351,7 +360,7 @@ static void test_a_port_where_nothing_listens_is_reported_at_once_with_its_cause
     (void) state;
     int router_port = s_closed_port();
     assert_true(router_port > 1);
-    char address[64], derived[64], out[1024], err[4096];
+    char address[64], derived[64], err[4096];
     snprintf(address, sizeof address, "localhost:%d", router_port - 1);
     snprintf(derived, sizeof derived, "tcp://127.0.0.1:%d", router_port);
     const char *cause = strerror(ECONNREFUSED);
@@ -362,15 +371,7 @@ static void test_a_port_where_nothing_listens_is_reported_at_once_with_its_cause
         {"asyncq", "shutdown", "--broker", address, NULL},
     };
     for (size_t i = 0; i < sizeof programs / sizeof programs[0]; i++) {
-        int64_t started = zclock_mono();
-        /* (harness_run_err replaces argv[0] with the program's path) */
-        assert_int_equal(harness_run_err(programs[i], out, sizeof out, err, sizeof err), 3);
-        int64_t took = zclock_mono() - started;
-        printf("    in %lld ms: %s", (long long) took, err);
-        assert_true(took < AT_ONCE_MS);
-        char expected[256];
-        snprintf(expected, sizeof expected, "cannot reach the broker at '%s'", address);
-        assert_non_null(strstr(err, expected));
+        s_run_unreachable(programs[i], address, err, sizeof err);
         assert_non_null(strstr(err, "nothing listens there"));
         assert_non_null(strstr(err, cause));
         assert_null(strstr(err, derived));
@@ -394,12 +395,10 @@ static void test_a_port_where_nothing_listens_is_reported_at_once_with_its_cause
 static void test_an_ipc_path_without_a_broker_is_reported_at_once_with_its_cause(void **state)
 {
     (void) state;
-    char address[128], out[1024], err[4096];
+    char address[128], err[4096];
     snprintf(address, sizeof address, "ipc:///tmp/asyncq-no-broker-%d", (int) getpid());
     char *put[] = {"asyncq", "put", "--broker", address, "x", NULL};
-    int64_t started = zclock_mono();
-    assert_int_equal(harness_run_err(put, out, sizeof out, err, sizeof err), 3);
-    assert_true(zclock_mono() - started < AT_ONCE_MS);
+    s_run_unreachable(put, address, err, sizeof err);
     char expected[256];
     snprintf(expected, sizeof expected, "cannot reach the broker at '%s': nothing listens there: %s",
              address, strerror(ENOENT));
