@@ -18,6 +18,7 @@
 #include "dict.h"
 #include "queue.h"
 #include "ratelog.h"
+#include "state.h"
 #include "store.h"
 
 /*  A lease for one queue's deliveries, other than the default. */
@@ -212,6 +213,10 @@ typedef struct broker {
     auth_t *auth;
     store_t *store;
     dict_t *queues;         /* name -> queue_t */
+    state_t state;          /* store and queues, changed only by broker_apply */
+    /*  Sees every record applied (the fuzzer keeps them, to replay). */
+    void (*on_record)(void *ctx, const record_t *record);
+    void *on_record_ctx;
     dict_t *peers;          /* routing id -> peer_t */
     dict_t *clients;        /* client id -> peer_t */
     dict_t *producers;      /* producer id -> producer_t */
@@ -268,6 +273,8 @@ void broker_destroy(broker_t **self_p);
 aq_status_t broker_run(broker_t *self);
 int64_t broker_now_ms(void);
 int64_t broker_now_us(void);
+/*  The wall clock (what records hold: it survives a reboot). */
+int64_t broker_wall_ms(void);
 /*  How long ago the item was put, at now_us (0 if the clock says earlier). */
 uint64_t broker_age_us(const item_t *item, int64_t now_us);
 void broker_clock_advance(int64_t ms);
@@ -284,10 +291,23 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
     if `close_connection`. */
 void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int close_connection);
 
+/* persist.c */
+/*  The one way the replicated state changes: applies the record
+    (state_apply) and appends it to the journal. 0, or what state_apply
+    returned (nothing changed). */
+int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects);
+
 /* dispatch.c */
 void broker_dispatch(broker_t *self, queue_t *queue);
 void broker_release_joiners(broker_t *self, queue_t *queue);
+/*  Takes an item back from its holder: delayed, or to the front of its
+    queue, or dead once its attempts reach the queue's limit. */
 void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
+/*  Every item the consumer holds goes back, oldest first at the front. */
+void broker_give_back_all(broker_t *self, peer_t *peer);
+/*  An item's move to `state` (state_move), applied; and what a dead item
+    means for the joins waiting. */
+void broker_move(broker_t *self, item_t *item, item_state_t state);
 void broker_on_lease_expired(broker_t *self, item_t *item);
 /*  Shuts one queue down (see queue_state_t), releasing its joins with
     SHUT_DOWN if `state` is QUEUE_DISCARDING. */
@@ -327,6 +347,9 @@ void broker_free_held(broker_t *self, producer_t *producer);
 /* producers.c */
 producer_t *producers_get(broker_t *self, aq_bytes_t id);
 producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key);
+/*  state_t's producer_seen: a log read back says the producer with this id
+    (and key, if not empty) has had its puts up to next - 1. */
+int producers_seen(void *ctx, aq_bytes_t id, aq_bytes_t key, uint64_t next);
 /*  The producer's session is `peer` (it said HELLO). */
 void producers_attach(broker_t *self, producer_t *producer, peer_t *peer);
 /*  Every put up to this seq is handled (accepted or refused): what SYNC

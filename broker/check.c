@@ -47,6 +47,15 @@ static uint64_t s_check_list(check_t *check, const list_node_t *list, const queu
     uint64_t count = 0;
     for (const list_node_t *node = list->next; node != list; node = node->next, count++) {
         const item_t *item = list_entry(node, item_t, link);
+        /* Queued and dead lists are in rank order, within the queue's ends. */
+        if (state == ITEM_QUEUED || state == ITEM_DEAD) {
+            const item_t *prev = node->prev != list ? list_entry(node->prev, item_t, link) : NULL;
+            int64_t low = state == ITEM_QUEUED ? queue->front : INT64_MIN;
+            int64_t high = state == ITEM_QUEUED ? queue->back : queue->dead_back;
+            if ((prev && prev->rank >= item->rank) || item->rank < low || item->rank > high)
+                s_fail(check, "item %llu of %s: rank %lld out of order",
+                       (unsigned long long) item->id, queue->name, (long long) item->rank);
+        }
         if (item->queue != queue || item->state != state || item->holder != holder)
             s_fail(check, "item %llu of %s: in the wrong list (state %d)",
                    (unsigned long long) item->id, queue->name, item->state);

@@ -423,9 +423,10 @@ static void s_on_ack(const request_t *request)
             continue;
         deadlines_cancel(&self->deadlines, &item->timer);
         histogram_observe(&item->queue->to_ack, broker_age_us(item, now_us));
-        queue_ack(item->queue, consumer, item);
-        persist_item_gone(self, item);
-        store_remove(self->store, item);
+        queue_release(item->queue, consumer, item);
+        record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_ACKED};
+        state_effects_t effects;
+        broker_apply(self, &record, &effects);
         request->peer->expired_streak = 0;
     }
     s_answer_id_errors(request, &errors, "ack");
@@ -759,10 +760,12 @@ static void s_on_dead(const request_t *request)
     }
     else if (msg->text.size == 5 && memcmp(msg->text.data, "purge", 5) == 0) {
         uint64_t purged = 0;
-        item_t *item;
-        while (queue && (item = queue_take_dead(queue))) {
-            persist_item_gone(self, item);
-            store_remove(self->store, item);
+        list_node_t *node;
+        while (queue && (node = list_first(&queue->dead))) {
+            record_t record = {.type = RECORD_GONE, .id = list_entry(node, item_t, link)->id,
+                               .reason = GONE_PURGED};
+            state_effects_t effects;
+            broker_apply(self, &record, &effects);
             purged++;
         }
         snprintf(text, sizeof text, "purged=%llu", (unsigned long long) purged);
@@ -803,7 +806,6 @@ static void s_on_shutdown(const request_t *request)
         broker_shut_queue(self, queue, state);
     else
         broker_shut_all(self, state);
-    persist_queue(self, queue);
     s_send_report(request, queue, queue == NULL, s_reply_durable);
 }
 

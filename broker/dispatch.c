@@ -23,10 +23,10 @@ static int s_taken_from(const item_t *item, const peer_t *peer)
     return item->taken_from && item->taken_from == (uint32_t) peer->serial;
 }
 
-/*  Up to `max` items from the front of the ready list for this consumer:
-    it stops before an item this consumer let expire while another consumer
-    could take it (the first item is taken regardless: the caller chose this
-    consumer for it). */
+/*  Up to `max` items from the front of the ready list for this consumer,
+    left in place: it stops before an item this consumer let expire while
+    another consumer could take it (the first item is taken regardless: the
+    caller chose this consumer for it). */
 static size_t s_take(queue_t *queue, peer_t *peer, item_t **items, size_t max)
 {
     size_t count = 0;
@@ -38,9 +38,28 @@ static size_t s_take(queue_t *queue, peer_t *peer, item_t **items, size_t max)
         items[count++] = item;
         node = node->next;
     }
-    for (size_t i = 0; i < count; i++)
-        queue_pop(queue);
     return count;
+}
+
+void broker_move(broker_t *self, item_t *item, item_state_t state)
+{
+    record_t record;
+    state_effects_t effects;
+    state_move(item, state, &record);
+    /* Cannot fail: the item exists, nobody holds it, and a move needs no
+       memory but the ledger's, which a requeue from the dead list is the
+       only one to ask for (broker_requeue_dead). */
+    if (broker_apply(self, &record, &effects) == 0 && effects.died)
+        queue_count_dead(item->queue, item);
+}
+
+/*  Discards the item (an immediate shutdown): it counts as finished. */
+static void s_discard(broker_t *self, item_t *item)
+{
+    record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_DISCARDED};
+    state_effects_t effects;
+    deadlines_cancel(&self->deadlines, &item->timer);
+    broker_apply(self, &record, &effects);
 }
 
 /*  One message with `count` deliveries: ITEMS, or ITEM for a consumer that
@@ -112,11 +131,9 @@ static void s_tell_drained(broker_t *self, queue_t *queue)
 void broker_dispatch(broker_t *self, queue_t *queue)
 {
     if (queue->state == QUEUE_DISCARDING) {
-        item_t *item;
-        while ((item = queue_discard_next(queue))) {
-            persist_item_gone(self, item);
-            store_remove(self->store, item);
-        }
+        list_node_t *node;
+        while ((node = list_first(&queue->ready)))
+            s_discard(self, list_entry(node, item_t, link));
         broker_release_joiners(self, queue);
     }
     int64_t now_us = broker_now_us();
@@ -134,18 +151,16 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         uint64_t max = peer->credit_batch ? peer->credit_batch : 1;
         size_t count = s_take(queue, peer, items, room < max ? (size_t) room : (size_t) max);
         if (s_send(self, peer, queue, items, count, now_us) != AQ_OK) {
-            int gone = errno == EHOSTUNREACH;
-            for (size_t i = count; i > 0; i--)
-                queue_requeue(queue, items[i - 1]);
-            broker_drop_peer(self, peer, gone ? "peer unreachable" : "peer too slow", 0);
+            /* Nothing changed: the items are still first in line. */
+            broker_drop_peer(self, peer, errno == EHOSTUNREACH ? "peer unreachable" : "peer too slow", 0);
             continue;
         }
         for (size_t i = 0; i < count; i++) {
             item_t *item = items[i];
-            queue_deliver(queue, consumer, item);
+            broker_move(self, item, ITEM_INFLIGHT);
+            queue_hold(queue, consumer, item);
             if (item->attempts == 1)
                 histogram_observe(&queue->to_delivery, broker_age_us(item, now_us));
-            persist_item_changed(self, item); /* its attempt counted */
             item->timer.kind = TIMER_LEASE;
             /* Cannot fail: room for every item's timer is reserved at put. */
             deadlines_set(&self->deadlines, &item->timer,
@@ -157,12 +172,52 @@ void broker_dispatch(broker_t *self, queue_t *queue)
     s_tell_drained(self, queue);
 }
 
+typedef struct {
+    queue_t *queue;
+    item_t **items;
+    size_t count;
+} delayed_t;
+
+static void s_collect_delayed(void *ctx, item_t *item)
+{
+    delayed_t *delayed = ctx;
+    if (item->queue == delayed->queue && item->state == ITEM_DELAYED)
+        delayed->items[delayed->count++] = item;
+}
+
+/*  An immediate shutdown discards the delayed items at once, not when
+    their delay ends. O(items held by the broker): once per queue shut. */
+static void s_discard_delayed(broker_t *self, queue_t *queue)
+{
+    if (!queue->delayed_count)
+        return;
+    delayed_t delayed = {queue, malloc(queue->delayed_count * sizeof(item_t *)), 0};
+    if (!delayed.items) {
+        log_line("out of memory: the delayed items of %s are discarded when their delay ends",
+                 queue->name);
+        return;
+    }
+    store_each(self->store, s_collect_delayed, &delayed);
+    for (size_t i = 0; i < delayed.count; i++)
+        s_discard(self, delayed.items[i]);
+    free(delayed.items);
+}
+
 void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state)
 {
     if (state <= queue->state)
         return; /* draining can become discarding, never the other way */
-    queue->state = state;
+    record_t record = {.type = RECORD_QUEUE, .state = (uint8_t) state,
+                       .queue = aq_bytes_str(queue->name), .next = queue->ledger.next,
+                       .front = queue->front, .back = queue->back,
+                       .dead_back = queue->dead_back};
+    state_effects_t effects;
+    if (broker_apply(self, &record, &effects)) {
+        log_line("out of memory: %s could not be shut down", queue->name);
+        return;
+    }
     if (state == QUEUE_DISCARDING) {
+        s_discard_delayed(self, queue);
         list_node_t *lists[2] = {&queue->joiners_before, &queue->joiners_all};
         for (int i = 0; i < 2; i++) {
             list_node_t *node;
@@ -193,9 +248,12 @@ static void s_shut_each(void *ctx, void *value)
 
 void broker_shut_all(broker_t *self, queue_state_t state)
 {
-    self->shut_down = 1;
     shut_all_t shut = {self, state};
     dict_each(self->queues, s_shut_each, &shut);
+    /* Then queues made later refuse puts too. */
+    record_t record = {.type = RECORD_QUEUE, .state = (uint8_t) state};
+    state_effects_t effects;
+    broker_apply(self, &record, &effects);
 }
 
 void broker_release_joiners(broker_t *self, queue_t *queue)
@@ -217,38 +275,66 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
 uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
 {
     uint64_t moved = 0;
-    if (queue_requeue_dead(queue, &moved))
-        log_line("out of memory: some dead items of %s stay dead", queue->name);
-    /* The moved items are the last `moved` of the ready list. */
-    list_node_t *node = queue->ready.prev;
-    for (uint64_t i = 0; i < moved; i++, node = node->prev)
-        persist_item_changed(self, list_entry(node, item_t, link));
+    list_node_t *node;
+    while ((node = list_first(&queue->dead))) {
+        item_t *item = list_entry(node, item_t, link);
+        /* To the back, numbered as a new put, its attempts reset. */
+        record_t record = {.type = RECORD_STATE, .id = item->id, .seq = queue->ledger.next,
+                           .rank = queue->back + 1, .state = ITEM_QUEUED};
+        state_effects_t effects;
+        if (broker_apply(self, &record, &effects)) {
+            log_line("out of memory: some dead items of %s stay dead", queue->name);
+            break;
+        }
+        moved++;
+    }
     broker_touch_queue(self, queue);
     return moved;
+}
+
+/*  The holder lets go of the item; it goes where `delay_ms` and its
+    attempts say. */
+static void s_give_back(broker_t *self, peer_t *peer, item_t *item, uint64_t delay_ms)
+{
+    queue_t *queue = item->queue;
+    deadlines_cancel(&self->deadlines, &item->timer);
+    item->taken_from = (uint32_t) peer->serial;
+    queue_release(queue, &peer->consumer, item);
+    queue->redelivered_total++;
+    broker_touch_queue(self, queue);
+    if (queue->max_attempts && item->attempts >= queue->max_attempts) {
+        broker_move(self, item, ITEM_DEAD);
+        ratelog_line(&self->expiries, broker_now_ms(),
+                     "item %llu of %s dead-lettered after %u deliveries",
+                     (unsigned long long) item->id, queue->name, item->attempts);
+        return;
+    }
+    if (delay_ms == 0) {
+        broker_move(self, item, ITEM_QUEUED);
+        return;
+    }
+    record_t record;
+    state_effects_t effects;
+    state_move(item, ITEM_DELAYED, &record);
+    record.until_ms = (uint64_t) (broker_wall_ms() + (int64_t) delay_ms);
+    broker_apply(self, &record, &effects);
+    item->timer.kind = TIMER_DELAY;
+    deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
 }
 
 void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
 {
     queue_t *queue = item->queue;
-    peer_t *peer = s_peer(item->holder);
-    deadlines_cancel(&self->deadlines, &item->timer);
-    item->taken_from = (uint32_t) peer->serial;
-    queue_take_back(queue, item->holder, item);
-    broker_touch_queue(self, queue);
-    if (delay_ms == 0 || (queue->max_attempts && item->attempts >= queue->max_attempts)) {
-        if (queue_return(queue, item)) {
-            ratelog_line(&self->expiries, broker_now_ms(),
-                         "item %llu of %s dead-lettered after %u deliveries",
-                         (unsigned long long) item->id, queue->name, item->attempts);
-            broker_release_joiners(self, queue);
-        }
-        return;
-    }
-    item->state = ITEM_DELAYED;
-    item->timer.kind = TIMER_DELAY;
-    deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
-    queue->delayed_count++;
-    persist_item_changed(self, item);
+    s_give_back(self, s_peer(item->holder), item, delay_ms);
+    broker_release_joiners(self, queue); /* it may have died */
+}
+
+void broker_give_back_all(broker_t *self, peer_t *peer)
+{
+    /* Newest first to the front, so the oldest ends up delivered first. */
+    list_node_t *node;
+    while ((node = list_last(&peer->consumer.held)))
+        s_give_back(self, peer, list_entry(node, item_t, link), 0);
 }
 
 /*  A lease ran out: the item goes to another consumer if one can take it.

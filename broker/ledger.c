@@ -83,6 +83,21 @@ int ledger_open_at(ledger_t *self, uint64_t seq)
     return ledger_open(self, &opened);
 }
 
+int ledger_advance(ledger_t *self, uint64_t next)
+{
+    if (next <= self->next)
+        return 0;
+    if (self->low == self->next) {
+        self->low = self->next = next; /* nothing outstanding: the window starts here */
+        return 0;
+    }
+    while (next - self->low > self->capacity)
+        if (s_grow(self))
+            return -1;
+    self->next = next; /* the ring's bits past next are clear */
+    return 0;
+}
+
 /*  Moves low up to the next outstanding seq, skipping whole zero words. */
 static void s_advance(ledger_t *self)
 {

@@ -36,6 +36,10 @@ int ledger_open(ledger_t *self, uint64_t *seq);
     in seq order); the seqs skipped are finished. -1 if out of memory. */
 int ledger_open_at(ledger_t *self, uint64_t seq);
 
+/*  The next item gets `next` or more (the numbers skipped were finished):
+    a log read back says where numbering was. -1 if out of memory. */
+int ledger_advance(ledger_t *self, uint64_t next);
+
 /*  Marks seq finished; it must be outstanding. Never fails. */
 void ledger_close(ledger_t *self, uint64_t seq);
 

@@ -11,67 +11,20 @@
 
 /*  What an item's records are counted as while it lives, to tell live
     bytes from garbage: its ITEM record, near enough. */
-#define ITEM_OVERHEAD (JOURNAL_HEADER + 40 + 2 + AQ_NAME_MAX)
-
-static int64_t s_wall_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
-}
+#define ITEM_OVERHEAD (JOURNAL_HEADER + 48 + 2 + AQ_NAME_MAX)
 
 static uint64_t s_live_size(const item_t *item)
 {
     return ITEM_OVERHEAD + item->size;
 }
 
-/*  Until when a delayed item waits, on the wall clock (monotonic time
-    does not survive a reboot). */
-static uint64_t s_until_wall(const item_t *item)
+/*  Appends a record through `add` (the journal's head, or a snapshot). */
+static void s_write(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
+                    const record_t *record)
 {
-    if (item->state != ITEM_DELAYED)
-        return 0;
-    int64_t left = item->timer.at - broker_now_ms();
-    return (uint64_t) (s_wall_ms() + (left > 0 ? left : 0));
-}
-
-static uint8_t *s_put_name(uint8_t *at, const char *name, size_t length)
-{
-    *at++ = (uint8_t) length;
-    memcpy(at, name, length);
-    return at + length;
-}
-
-/*  The fields a STATE record holds, and an ITEM record starts with. */
-#define STATE_SIZE (8 + 8 + 1 + 2 + 8)
-
-static uint8_t *s_put_state(uint8_t *at, const item_t *item)
-{
-    aq_put_u64(at, item->id);
-    aq_put_u64(at + 8, item->seq);
-    at[16] = item->state;
-    at[17] = (uint8_t) (item->attempts >> 8);
-    at[18] = (uint8_t) item->attempts;
-    aq_put_u64(at + 19, s_until_wall(item));
-    return at + STATE_SIZE;
-}
-
-/*  Writes an ITEM record through `add` (the journal's head, or a snapshot). */
-static void s_item_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
-                          const item_t *item, const char *producer, uint64_t pseq)
-{
-    size_t queue_length = strlen(item->queue->name), producer_length = strlen(producer);
-    size_t size = STATE_SIZE + 4 + 8 + 1 + queue_length + 1 + producer_length + item->size;
-    uint8_t *at = add(journal, PERSIST_ITEM, size);
-    if (!at)
-        return;
-    at = s_put_state(at, item);
-    aq_put_u32(at, item->lease_ms);
-    aq_put_u64(at + 4, pseq);
-    at = s_put_name(at + 12, item->queue->name, queue_length);
-    at = s_put_name(at, producer, producer_length);
-    if (item->size)
-        memcpy(at, item->data, item->size);
+    uint8_t *at = add(journal, record->type, record_size(record));
+    if (at)
+        record_encode(record, at);
 }
 
 static uint8_t *s_head_add(journal_t *journal, uint8_t type, size_t size)
@@ -79,79 +32,29 @@ static uint8_t *s_head_add(journal_t *journal, uint8_t type, size_t size)
     return journal_begin(journal, type, size);
 }
 
-void persist_item_added(broker_t *self, const item_t *item, producer_t *producer,
-                        uint64_t pseq)
+/*  The record is written after it was applied: what it points to must
+    outlive the change (a FORGET names its queue from a copy). */
+int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects)
 {
-    if (!self->journal)
-        return;
-    s_item_record(self->journal, s_head_add, item, producer->id, pseq);
-    journal_end(self->journal);
-    self->live_bytes += s_live_size(item);
-    producer->journal_position = journal_appended(self->journal);
-}
-
-void persist_item_changed(broker_t *self, const item_t *item)
-{
-    if (!self->journal)
-        return;
-    uint8_t *at = journal_begin(self->journal, PERSIST_STATE, STATE_SIZE);
-    if (!at)
-        return;
-    s_put_state(at, item);
-    journal_end(self->journal);
-}
-
-void persist_item_gone(broker_t *self, const item_t *item)
-{
-    if (!self->journal)
-        return;
-    uint8_t *at = journal_begin(self->journal, PERSIST_GONE, 8);
-    if (!at)
-        return;
-    aq_put_u64(at, item->id);
-    journal_end(self->journal);
-    uint64_t size = s_live_size(item);
-    self->live_bytes = self->live_bytes > size ? self->live_bytes - size : 0;
-}
-
-static void s_producer_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
-                              const producer_t *producer)
-{
-    size_t id = strlen(producer->id), key = strlen(producer->key);
-    uint8_t *at = add(journal, PERSIST_PRODUCER, 8 + 1 + id + key);
-    if (!at)
-        return;
-    aq_put_u64(at, producer->next_seq);
-    at = s_put_name(at + 8, producer->id, id);
-    memcpy(at, producer->key, key);
-}
-
-void persist_producer(broker_t *self, const producer_t *producer)
-{
-    if (!self->journal)
-        return;
-    s_producer_record(self->journal, s_head_add, producer);
-    journal_end(self->journal);
-}
-
-static void s_queue_record(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
-                           const char *name, uint8_t state)
-{
-    size_t length = strlen(name);
-    uint8_t *at = add(journal, PERSIST_QUEUE, 1 + length);
-    if (!at)
-        return;
-    at[0] = state;
-    memcpy(at + 1, name, length);
-}
-
-void persist_queue(broker_t *self, const queue_t *queue)
-{
-    if (!self->journal)
-        return;
-    s_queue_record(self->journal, s_head_add, queue ? queue->name : "",
-                   queue ? (uint8_t) queue->state : (uint8_t) QUEUE_DRAINING);
-    journal_end(self->journal);
+    uint64_t gone = 0;
+    if (self->journal && record->type == RECORD_GONE) {
+        const item_t *item = store_find(self->store, record->id);
+        gone = item ? s_live_size(item) : 0;
+    }
+    int rc = state_apply(&self->state, record, effects);
+    if (rc)
+        return rc;
+    if (self->journal) {
+        s_write(self->journal, s_head_add, record);
+        journal_end(self->journal);
+        if (record->type == RECORD_ITEM)
+            self->live_bytes += s_live_size(effects->item);
+        else
+            self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
+    }
+    if (self->on_record)
+        self->on_record(self->on_record_ctx, record);
+    return 0;
 }
 
 int persist_accepting(const broker_t *self)
@@ -331,21 +234,43 @@ static uint8_t *s_snapshot_add(journal_t *journal, uint8_t type, size_t size)
     return journal_snapshot_add(journal, type, size);
 }
 
+/*  An item as one ITEM record: where it is now. */
+static void s_item_record(const item_t *item, record_t *record)
+{
+    *record = (record_t){.type = RECORD_ITEM, .id = item->id, .seq = item->seq,
+                         .rank = item->rank, .state = item->state,
+                         .attempts = item->attempts, .lease_ms = item->lease_ms,
+                         .queue = aq_bytes_str(item->queue->name),
+                         .payload = {item->data, item->size}};
+    if (item->state == ITEM_DELAYED)
+        record->until_ms = item->until_ms, record->rank = 0;
+}
+
 static void s_snapshot_item(void *journal, item_t *item)
 {
-    s_item_record(journal, s_snapshot_add, item, "", 0);
+    record_t record;
+    s_item_record(item, &record);
+    s_write(journal, s_snapshot_add, &record);
 }
 
 static void s_snapshot_producer(void *journal, void *value)
 {
-    s_producer_record(journal, s_snapshot_add, value);
+    const producer_t *producer = value;
+    record_t record = {.type = RECORD_PRODUCER, .next = producer->next_seq,
+                       .producer = aq_bytes_str(producer->id),
+                       .key = aq_bytes_str(producer->key)};
+    s_write(journal, s_snapshot_add, &record);
 }
 
+/*  Every queue, with where its numbering and ranks are: its items come
+    after, in slot order, and are put in rank order on reading. */
 static void s_snapshot_queue(void *journal, void *value)
 {
     const queue_t *queue = value;
-    if (queue->state != QUEUE_OPEN)
-        s_queue_record(journal, s_snapshot_add, queue->name, (uint8_t) queue->state);
+    record_t record = {.type = RECORD_QUEUE, .state = (uint8_t) queue->state,
+                       .next = queue->ledger.next, .front = queue->front, .back = queue->back,
+                       .dead_back = queue->dead_back, .queue = aq_bytes_str(queue->name)};
+    s_write(journal, s_snapshot_add, &record);
 }
 
 /*  Items a pass writes to a snapshot: about a millisecond (0.6 us each,
@@ -415,10 +340,12 @@ static void s_snapshot_if_due(broker_t *self)
     int64_t started = broker_now_us();
     if (journal_snapshot_begin(journal))
         return;
-    journal_snapshot_add(journal, PERSIST_RESET, 0);
-    if (self->shut_down)
-        s_queue_record(journal, s_snapshot_add, "", (uint8_t) QUEUE_DRAINING);
+    journal_snapshot_add(journal, RECORD_RESET, 0);
     dict_each(self->queues, s_snapshot_queue, journal);
+    if (self->state.shut_down) {
+        record_t record = {.type = RECORD_QUEUE, .state = QUEUE_DRAINING};
+        s_write(journal, s_snapshot_add, &record);
+    }
     dict_each(self->producers, s_snapshot_producer, journal);
     self->snapshot_slot = 0;
     self->snapshot_started_us = started;
@@ -462,198 +389,30 @@ void persist_on_synced(broker_t *self)
 /* ------------------------------------------------------------- recovery */
 
 typedef struct {
-    const uint8_t *at;
-    size_t left;
-    int ok;
-} reader_t;
-
-/*  The next n bytes, or NULL (and the record unreadable) if it is shorter. */
-static const uint8_t *s_take(reader_t *r, size_t n)
-{
-    if (!r->ok || r->left < n) {
-        r->ok = 0;
-        return NULL;
-    }
-    const uint8_t *at = r->at;
-    r->at += n;
-    r->left -= n;
-    return at;
-}
-
-static uint64_t s_read_u64(reader_t *r)
-{
-    const uint8_t *at = s_take(r, 8);
-    return at ? aq_get_u64(at) : 0;
-}
-
-static uint32_t s_read_u32(reader_t *r)
-{
-    const uint8_t *at = s_take(r, 4);
-    return at ? aq_get_u32(at) : 0;
-}
-
-static unsigned s_read_byte(reader_t *r)
-{
-    const uint8_t *at = s_take(r, 1);
-    return at ? *at : 0;
-}
-
-static aq_bytes_t s_read_name(reader_t *r)
-{
-    size_t length = s_read_byte(r);
-    const uint8_t *at = s_take(r, length);
-    return at ? (aq_bytes_t){at, length} : (aq_bytes_t){0};
-}
-
-typedef struct {
-    uint64_t id, seq, until;
-    uint8_t state;
-    uint16_t attempts;
-} state_t;
-
-/*  The fields s_put_state wrote; 0 if they are not there or not valid. */
-static int s_read_state(reader_t *r, state_t *state)
-{
-    state->id = s_read_u64(r);
-    state->seq = s_read_u64(r);
-    state->state = (uint8_t) s_read_byte(r);
-    state->attempts = (uint16_t) (s_read_byte(r) << 8);
-    state->attempts |= (uint16_t) s_read_byte(r);
-    state->until = s_read_u64(r);
-    return r->ok && state->state >= ITEM_QUEUED && state->state <= ITEM_DEAD;
-}
-
-static void s_set_state(item_t *item, const state_t *state)
-{
-    item->seq = state->seq;
-    item->state = state->state;
-    item->attempts = state->attempts;
-    item->timer.at = (int64_t) state->until; /* wall clock until the queues are built */
-}
-
-typedef struct {
     broker_t *broker;
     uint64_t records;
     uint64_t skipped;     /* records that do not parse, or name what no longer exists */
+    int failed;           /* out of memory */
     int64_t started_ms;
 } replay_t;
 
-static void s_remove_item(void *ctx, item_t *item)
-{
-    broker_t *self = ctx;
-    store_remove(self->store, item);
-}
-
-/*  A RESET: what was read so far is replaced by the snapshot that follows. */
-static void s_reset(broker_t *self)
-{
-    store_each(self->store, s_remove_item, self);
-    self->shut_down = 0;
-}
-
-static void s_replay_item(replay_t *replay, reader_t *r)
-{
-    broker_t *self = replay->broker;
-    state_t state;
-    int valid = s_read_state(r, &state);
-    uint32_t lease = s_read_u32(r);
-    uint64_t pseq = s_read_u64(r);
-    aq_bytes_t queue_name = s_read_name(r), producer_name = s_read_name(r);
-    if (!valid || !r->ok || queue_name.size == 0) {
-        replay->skipped++;
-        return;
-    }
-    aq_status_t status;
-    queue_t *queue = broker_queue(self, queue_name, 1, &status);
-    item_t *item = store_find(self->store, state.id);
-    if (!item)
-        item = store_claim(self->store, state.id);
-    if (!queue || !item || store_set_payload(item, r->at, r->left)) {
-        replay->skipped++;
-        return;
-    }
-    s_set_state(item, &state);
-    item->lease_ms = lease;
-    item->queue = queue;
-    if (producer_name.size && pseq) {
-        producer_t *producer = producers_get(self, producer_name);
-        if (!producer)
-            producer = producers_open(self, producer_name, "");
-        if (producer && producer->next_seq <= pseq)
-            producer->next_seq = pseq + 1;
-    }
-}
-
-static void s_replay_state(replay_t *replay, reader_t *r)
-{
-    state_t state;
-    item_t *item = s_read_state(r, &state) ? store_find(replay->broker->store, state.id) : NULL;
-    if (!item) {
-        replay->skipped++;
-        return;
-    }
-    s_set_state(item, &state);
-}
-
-static void s_replay_producer(replay_t *replay, reader_t *r)
-{
-    broker_t *self = replay->broker;
-    uint64_t next = s_read_u64(r);
-    aq_bytes_t id = s_read_name(r);
-    char key[AUTH_KEY_SIZE + 1];
-    if (!r->ok || id.size == 0 || !aq_name_is_valid(id.data, id.size) || r->left >= sizeof key) {
-        replay->skipped++;
-        return;
-    }
-    memcpy(key, r->at, r->left);
-    key[r->left] = '\0';
-    producer_t *producer = producers_get(self, id);
-    if (!producer)
-        producer = producers_open(self, id, key);
-    if (!producer)
-        return;
-    snprintf(producer->key, sizeof producer->key, "%s", key);
-    if (producer->next_seq < next)
-        producer->next_seq = next;
-}
-
-static void s_replay_queue(replay_t *replay, reader_t *r)
-{
-    broker_t *self = replay->broker;
-    unsigned state = s_read_byte(r);
-    if (!r->ok || state > QUEUE_DISCARDING) {
-        replay->skipped++;
-        return;
-    }
-    if (r->left == 0) {
-        self->shut_down = 1;
-        return;
-    }
-    aq_status_t status;
-    queue_t *queue = broker_queue(self, (aq_bytes_t){r->at, r->left}, 1, &status);
-    if (queue && state > queue->state)
-        queue->state = (queue_state_t) state;
-}
-
+/*  Each record read goes through the one function that changes the state,
+    as it did live. */
 static void s_on_record(void *ctx, uint8_t type, const uint8_t *body, size_t size)
 {
     replay_t *replay = ctx;
-    reader_t r = {body, size, 1};
+    record_t record;
+    state_effects_t effects;
     replay->records++;
-    switch (type) {
-    case PERSIST_ITEM: s_replay_item(replay, &r); break;
-    case PERSIST_STATE: s_replay_state(replay, &r); break;
-    case PERSIST_GONE: {
-        item_t *item = store_find(replay->broker->store, s_read_u64(&r));
-        if (item && r.ok)
-            store_remove(replay->broker->store, item);
-        break;
+    if (record_decode(type, body, size, &record)) {
+        replay->skipped++;
+        return;
     }
-    case PERSIST_PRODUCER: s_replay_producer(replay, &r); break;
-    case PERSIST_QUEUE: s_replay_queue(replay, &r); break;
-    case PERSIST_RESET: s_reset(replay->broker); break;
-    default: replay->skipped++;
-    }
+    int rc = state_apply(&replay->broker->state, &record, &effects);
+    if (rc > 0)
+        replay->skipped++;
+    else if (rc < 0)
+        replay->failed = 1;
 }
 
 static void s_on_progress(void *ctx, uint64_t done, uint64_t total)
@@ -670,68 +429,66 @@ typedef struct {
     size_t count;
 } collect_t;
 
-static void s_collect(void *ctx, item_t *item)
+static void s_accepted_now(void *ctx, item_t *item)
+{
+    item->accepted_us = *(const int64_t *) ctx;
+}
+
+static void s_touch_each(void *ctx, void *value)
+{
+    broker_touch_queue(ctx, value);
+}
+
+static void s_collect_waiting(void *ctx, item_t *item)
 {
     collect_t *collect = ctx;
-    collect->items[collect->count++] = item;
+    if (item->state == ITEM_INFLIGHT || item->state == ITEM_DELAYED)
+        collect->items[collect->count++] = item;
 }
 
-/*  Queue order is seq order: an item's seq is where it stands. */
-static int s_by_seq(const void *a, const void *b)
+/*  Newest first: each goes to the front, so the oldest ends up first. */
+static int s_by_rank_down(const void *a, const void *b)
 {
     const item_t *x = *(item_t *const *) a, *y = *(item_t *const *) b;
-    return (x->seq > y->seq) - (x->seq < y->seq);
+    int64_t p = x->state == ITEM_DELAYED ? 0 : x->rank, q = y->state == ITEM_DELAYED ? 0 : y->rank;
+    if (p != q)
+        return (p < q) - (p > q);
+    return (x->id < y->id) - (x->id > y->id);
 }
 
-/*  Puts each recovered item where it belongs, in seq order: queued (in
-    flight before the restart: its session is gone), delayed with the time
-    it had left, or dead. */
-static int s_build(broker_t *self)
+/*  What the records left waiting on the leader: the items in flight go
+    back (their sessions are gone), as records, as if each session had
+    closed, newest first; the delays still running get their timers, and
+    those that ran out while the broker was down go back too. */
+static int s_resume(broker_t *self)
 {
     collect_t collect = {calloc(store_count(self->store) + 1, sizeof(item_t *)), 0};
     if (!collect.items || deadlines_reserve(&self->deadlines, store_count(self->store) + 64)) {
         free(collect.items);
         return -1;
     }
-    store_each(self->store, s_collect, &collect);
-    qsort(collect.items, collect.count, sizeof *collect.items, s_by_seq);
-    int64_t now_ms = broker_now_ms(), wall = s_wall_ms(), now_us = broker_now_us();
-    int rc = 0;
+    store_each(self->store, s_collect_waiting, &collect);
+    qsort(collect.items, collect.count, sizeof *collect.items, s_by_rank_down);
+    int64_t now_ms = broker_now_ms(), wall = broker_wall_ms(), now_us = broker_now_us();
     for (size_t i = 0; i < collect.count; i++) {
         item_t *item = collect.items[i];
         queue_t *queue = item->queue;
-        int64_t until = item->timer.at;
-        deadline_init(&item->timer, 0);
-        item->accepted_us = now_us;
-        int dead = item->state == ITEM_DEAD
-                   || (queue->max_attempts && item->attempts >= queue->max_attempts);
-        if (dead) {
-            item->state = ITEM_DEAD;
-            list_push_back(&queue->dead, &item->link);
-            queue->dead_count++;
-            continue;
-        }
-        if (ledger_open_at(&queue->ledger, item->seq)) {
-            rc = -1;
-            item->state = ITEM_DEAD; /* out of memory: kept, never lost */
-            list_push_back(&queue->dead, &item->link);
-            queue->dead_count++;
-            continue;
-        }
-        if (item->state == ITEM_DELAYED && until > wall) {
+        if (item->state == ITEM_DELAYED && (int64_t) item->until_ms > wall) {
             item->timer.kind = TIMER_DELAY;
-            deadlines_set(&self->deadlines, &item->timer, now_ms + (until - wall));
-            queue->delayed_count++;
+            deadlines_set(&self->deadlines, &item->timer,
+                          now_ms + ((int64_t) item->until_ms - wall));
             continue;
         }
-        item->state = ITEM_QUEUED;
-        list_push_back(&queue->ready, &item->link);
-        queue->ready_count++;
-        queue->put_total++;
-        broker_touch_queue(self, queue);
+        if (item->state == ITEM_INFLIGHT)
+            queue->redelivered_total++;
+        broker_move(self, item,
+                    queue->max_attempts && item->attempts >= queue->max_attempts ? ITEM_DEAD
+                                                                                 : ITEM_QUEUED);
     }
     free(collect.items);
-    return rc;
+    store_each(self->store, s_accepted_now, &now_us);
+    dict_each(self->queues, s_touch_each, self);
+    return 0;
 }
 
 static void s_live_sum(void *ctx, item_t *item)
@@ -753,13 +510,19 @@ int persist_open(broker_t *self, char *error, size_t error_size)
         .segment_bytes = self->config.segment_bytes,
         .sync_thread = 1,
     };
-    replay_t replay = {self, 0, 0, broker_now_ms()};
+    replay_t replay = {.broker = self, .started_ms = broker_now_ms()};
     journal_status_t status;
+    self->state.replaying = 1;
+    self->state.producer_seen = producers_seen;
     self->journal = journal_open(&config, s_on_record, &replay, s_on_progress, &status, error,
                                  error_size);
-    if (!self->journal)
+    self->state.producer_seen = NULL; /* the leader's own table is ahead of its records */
+    if (!self->journal) {
+        self->state.replaying = 0;
         return (int) status;
-    if (store_claims_done(self->store) || s_build(self)) {
+    }
+    /* The records of what recovery changes go to the new head. */
+    if (replay.failed || state_rebuild(&self->state) || s_resume(self)) {
         snprintf(error, error_size, "out of memory while reading the journal of %s",
                  self->config.data_dir);
         journal_close(&self->journal);

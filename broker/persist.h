@@ -1,27 +1,9 @@
-/*  What a durable broker writes to its journal, and how it reads it back.
-    The broker calls these where its state changes; they know the journal
-    and the broker's data, never a socket.
-
-    Records (journal.h frames them; numbers big-endian):
-      STATE    id u64, seq u64, state u8, attempts u16, until_ms u64 (wall
-               clock, delayed items): a delivery (attempt counted), a
-               delay, a dead-letter requeue.
-      ITEM     STATE's fields, lease_ms u32, pseq u64, queue (u8 length +
-               bytes), producer (u8 length + bytes), payload (the rest). At
-               put, and in snapshots.
-      GONE     id u64: acked, discarded or purged.
-      PRODUCER next u64, id (u8 length + bytes), key (the rest): when a
-               producer is opened, and in snapshots.
-      QUEUE    state u8, name (the rest; empty: every queue, later ones too):
-               a SHUTDOWN.
-      RESET    first record of a snapshot: forget everything read before.
-
-    Every record states a result, not a step ("item 7 is in flight with 3
-    attempts"), so reading one twice, or after a snapshot that already has
-    it, changes nothing. Items in flight, and dead ones, need no record
-    when they come back: in flight is read back as queued (or dead, once
-    its attempts reach the queue's limit), which is what losing its
-    session does. */
+/*  The journal of a durable broker: every record broker_apply() applies
+    (state.h says what each holds) is appended to it, snapshots of the
+    whole state keep it bounded, and a restart reads it back through the
+    same state_apply(). It knows the journal and the broker's data, never a
+    socket. A broker in memory keeps no journal: these calls then answer
+    at once. */
 #ifndef BROKER_PERSIST_H
 #define BROKER_PERSIST_H
 
@@ -29,28 +11,12 @@
 
 #include "broker.h"
 
-enum {
-    PERSIST_ITEM = 1,
-    PERSIST_STATE,
-    PERSIST_GONE,
-    PERSIST_PRODUCER,
-    PERSIST_QUEUE,
-    PERSIST_RESET
-};
-
 /*  Opens the journal in config.data_dir and rebuilds the queues, items and
-    producers it holds. Returns 0, or the journal_status_t of the failure
-    with the reason in `error`. */
+    producers it holds; the items that were in flight go back to their
+    queues (their sessions are gone), by records. Returns 0, or the
+    journal_status_t of the failure with the reason in `error`. */
 int persist_open(broker_t *self, char *error, size_t error_size);
 void persist_close(broker_t *self);
-
-/*  State changes, as they happen (no-ops for a broker in memory). */
-void persist_item_added(broker_t *self, const item_t *item, producer_t *producer,
-                        uint64_t pseq);
-void persist_item_changed(broker_t *self, const item_t *item);
-void persist_item_gone(broker_t *self, const item_t *item);
-void persist_producer(broker_t *self, const producer_t *producer);
-void persist_queue(broker_t *self, const queue_t *queue);
 
 /*  Whether a put may be accepted: the journal writes. */
 int persist_accepting(const broker_t *self);

@@ -60,7 +60,7 @@ static void s_evict(broker_t *self)
     }
 }
 
-producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key)
+static producer_t *s_new(broker_t *self, aq_bytes_t id, const char *key)
 {
     producer_t *producer = calloc(1, sizeof *producer);
     if (!producer)
@@ -78,8 +78,34 @@ producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key)
         free(producer);
         return NULL;
     }
-    persist_producer(self, producer); /* its key, so that only it may resume after a restart */
     return producer;
+}
+
+producer_t *producers_open(broker_t *self, aq_bytes_t id, const char *key)
+{
+    producer_t *producer = s_new(self, id, key);
+    if (producer) { /* its key, so that only it may resume after a restart */
+        record_t record = {.type = RECORD_PRODUCER, .next = producer->next_seq, .producer = id,
+                           .key = aq_bytes_str(producer->key)};
+        state_effects_t effects;
+        broker_apply(self, &record, &effects);
+    }
+    return producer;
+}
+
+int producers_seen(void *ctx, aq_bytes_t id, aq_bytes_t key, uint64_t next)
+{
+    broker_t *self = ctx;
+    producer_t *producer = producers_get(self, id);
+    if (!producer && !(producer = s_new(self, id, "")))
+        return -1;
+    if (key.size && key.size < sizeof producer->key) {
+        memcpy(producer->key, key.data, key.size);
+        producer->key[key.size] = '\0';
+    }
+    if (producer->next_seq < next)
+        producer->next_seq = next;
+    return 0;
 }
 
 void producers_attach(broker_t *self, producer_t *producer, peer_t *peer)

@@ -108,25 +108,24 @@ static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, qu
                          payloads_t *payloads, uint64_t count, uint64_t lease_ms)
 {
     int64_t now_us = broker_now_us();
+    record_t record = {.lease_ms = (uint32_t) lease_ms,
+                       .producer = aq_bytes_str(producer->id),
+                       .queue = aq_bytes_str(queue->name)};
+    state_effects_t effects;
     for (uint64_t i = 0; i < count; i++) {
-        aq_bytes_t payload;
-        if (!s_payloads_next(payloads, &payload))
+        if (!s_payloads_next(payloads, &record.payload)
+            || deadlines_reserve(&self->deadlines, store_count(self->store) + 64))
             return i;
-        item_t *item = deadlines_reserve(&self->deadlines, store_count(self->store) + 64)
-                           ? NULL
-                           : store_add(self->store);
-        if (!item)
+        state_next_put(&self->state, queue, &record);
+        record.pseq = pseq + i;
+        if (broker_apply(self, &record, &effects))
             return i;
-        if (store_set_payload(item, payload.data, payload.size) || queue_accept(queue, item)) {
-            store_remove(self->store, item);
-            return i;
-        }
-        item->accepted_us = now_us;
-        item->lease_ms = (uint32_t) lease_ms;
-        persist_item_added(self, item, producer, pseq + i);
+        effects.item->accepted_us = now_us;
     }
-    if (count)
+    if (count) {
+        producer->journal_position = persist_appended(self);
         broker_touch_queue(self, queue);
+    }
     return count;
 }
 

@@ -62,46 +62,12 @@ int queue_is_unused(const queue_t *self)
            && self->consumer_count == 0 && self->joiner_count == 0 && list_empty(&self->blocked);
 }
 
-int queue_accept(queue_t *self, item_t *item)
+int queue_is_drained(const queue_t *self)
 {
-    if (ledger_open(&self->ledger, &item->seq))
-        return -1;
-    item->queue = self;
-    item->state = ITEM_QUEUED;
-    list_push_back(&self->ready, &item->link);
-    self->ready_count++;
-    self->put_total++;
-    return 0;
+    return self->ready_count == 0 && self->inflight_count == 0 && self->delayed_count == 0;
 }
 
-item_t *queue_pop(queue_t *self)
-{
-    list_node_t *node = list_first(&self->ready);
-    if (!node)
-        return NULL;
-    list_remove(node);
-    self->ready_count--;
-    return list_entry(node, item_t, link);
-}
-
-void queue_requeue(queue_t *self, item_t *item)
-{
-    assert(!list_linked(&item->link) && item->queue == self);
-    item->state = ITEM_QUEUED;
-    list_push_front(&self->ready, &item->link);
-    self->ready_count++;
-}
-
-/*  The item is done (acked): it leaves the ledger. It must be linked nowhere. */
-static void s_finish(queue_t *self, item_t *item)
-{
-    assert(!list_linked(&item->link) && item->queue == self);
-    ledger_close(&self->ledger, item->seq);
-    self->acked_total++;
-}
-
-/*  Finished without an ack: every join that covers it counts it as dead. */
-static void s_bury(queue_t *self, item_t *item)
+void queue_count_dead(queue_t *self, const item_t *item)
 {
     list_node_t *node;
     for (node = self->joiners_before.next; node != &self->joiners_before; node = node->next) {
@@ -111,67 +77,7 @@ static void s_bury(queue_t *self, item_t *item)
     }
     for (node = self->joiners_all.next; node != &self->joiners_all; node = node->next)
         list_entry(node, joiner_t, link)->dead++;
-    ledger_close(&self->ledger, item->seq);
-    item->state = ITEM_DEAD;
-    list_push_back(&self->dead, &item->link);
-    self->dead_count++;
-    self->dead_lettered_total++;
 }
-
-int queue_return(queue_t *self, item_t *item)
-{
-    if (self->max_attempts && item->attempts >= self->max_attempts) {
-        s_bury(self, item);
-        return 1;
-    }
-    queue_requeue(self, item);
-    return 0;
-}
-
-item_t *queue_discard_next(queue_t *self)
-{
-    item_t *item = queue_pop(self);
-    if (item) {
-        ledger_close(&self->ledger, item->seq);
-        self->discarded_total++;
-    }
-    return item;
-}
-
-int queue_is_drained(const queue_t *self)
-{
-    return self->ready_count == 0 && self->inflight_count == 0 && self->delayed_count == 0;
-}
-
-int queue_requeue_dead(queue_t *self, uint64_t *count)
-{
-    *count = 0;
-    list_node_t *node;
-    while ((node = list_first(&self->dead))) {
-        item_t *item = list_entry(node, item_t, link);
-        if (ledger_open(&self->ledger, &item->seq))
-            return -1; /* the ones moved so far are fully moved */
-        list_remove(node);
-        self->dead_count--;
-        item->attempts = 0;
-        item->state = ITEM_QUEUED;
-        list_push_back(&self->ready, &item->link);
-        self->ready_count++;
-        (*count)++;
-    }
-    return 0;
-}
-
-item_t *queue_take_dead(queue_t *self)
-{
-    list_node_t *node = list_first(&self->dead);
-    if (!node)
-        return NULL;
-    list_remove(node);
-    self->dead_count--;
-    return list_entry(node, item_t, link);
-}
-
 
 void consumer_init(consumer_t *consumer)
 {
@@ -201,18 +107,7 @@ void queue_attach(queue_t *self, consumer_t *consumer)
 
 void queue_detach(queue_t *self, consumer_t *consumer)
 {
-    assert(consumer->queue == self);
-    /* Newest first to the front, so the oldest ends up delivered first. */
-    list_node_t *node;
-    while ((node = list_last(&consumer->held))) {
-        item_t *item = list_entry(node, item_t, link);
-        list_remove(node);
-        item->holder = NULL;
-        self->inflight_count--;
-        self->redelivered_total++;
-        queue_return(self, item);
-    }
-    consumer->held_count = 0;
+    assert(consumer->queue == self && consumer->held_count == 0);
     if (list_linked(&consumer->link))
         list_remove(&consumer->link);
     consumer->queue = NULL;
@@ -237,39 +132,21 @@ consumer_t *queue_other_consumer(const queue_t *self, const consumer_t *not)
     return NULL;
 }
 
-void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item)
+void queue_hold(queue_t *self, consumer_t *consumer, item_t *item)
 {
-    assert(consumer->queue == self && !list_linked(&item->link));
+    assert(consumer->queue == self && !list_linked(&item->link) && item->state == ITEM_INFLIGHT);
     item->holder = consumer;
-    item->state = ITEM_INFLIGHT;
-    if (item->attempts < UINT16_MAX) /* with no attempts limit, it stops counting there */
-        item->attempts++;
     list_push_back(&consumer->held, &item->link);
     consumer->held_count++;
-    self->inflight_count++;
-    self->delivered_total++;
     s_reorder(self, consumer);
 }
 
-void queue_ack(queue_t *self, consumer_t *consumer, item_t *item)
+void queue_release(queue_t *self, consumer_t *consumer, item_t *item)
 {
     assert(item->holder == consumer && consumer->queue == self);
     list_remove(&item->link);
     item->holder = NULL;
     consumer->held_count--;
-    self->inflight_count--;
-    s_finish(self, item);
-    s_reorder(self, consumer);
-}
-
-void queue_take_back(queue_t *self, consumer_t *consumer, item_t *item)
-{
-    assert(item->holder == consumer && consumer->queue == self);
-    list_remove(&item->link);
-    item->holder = NULL;
-    consumer->held_count--;
-    self->inflight_count--;
-    self->redelivered_total++;
     s_reorder(self, consumer);
 }
 

@@ -73,12 +73,19 @@ typedef struct queue {
     uint64_t lease_ms;       /* lease of a delivery, unless the put asked for another */
     uint64_t maxsize;        /* most items queued at once; 0 = unbounded */
     uint64_t max_attempts;   /* deliveries before an item is dead-lettered; 0 = no limit */
+    /* Replicated (state.c changes these, by records): */
     list_node_t dead;        /* dead-lettered items, oldest first */
     uint64_t dead_count;
     list_node_t ready;       /* queued items, next to deliver first */
     uint64_t ready_count;
     uint64_t inflight_count;
     uint64_t delayed_count;  /* nacked with a delay, waiting to be queued again */
+    int64_t front, back;     /* lowest and highest rank a queued item had */
+    int64_t dead_back;       /* highest rank a dead item had */
+    uint64_t next_seen;      /* a log read back: the ledger's next is at least this */
+    int unsorted;            /* a log read back: lists to sort by rank */
+    ledger_t ledger;
+    /* The leader's: */
     uint64_t put_total;
     uint64_t acked_total;
     uint64_t delivered_total;
@@ -97,7 +104,6 @@ typedef struct queue {
     list_node_t idle;        /* consumers holding nothing, with credit */
     list_node_t busy;        /* consumers holding some, with credit left */
     uint64_t consumer_count;
-    ledger_t ledger;
     list_node_t joiners_before;  /* ordered by end, as ends only grow */
     list_node_t joiners_all;
     uint64_t joiner_count;
@@ -121,42 +127,20 @@ uint64_t queue_room(const queue_t *self);
     consumes or joins: the queue can be forgotten. */
 int queue_is_unused(const queue_t *self);
 
-/*  Accepts a new item at the back. -1 if out of memory (nothing changed). */
-int queue_accept(queue_t *self, item_t *item);
-
-/*  Takes the next item to deliver, or NULL. */
-item_t *queue_pop(queue_t *self);
-
-/*  Puts a delivered item back at the front: it is delivered next. */
-void queue_requeue(queue_t *self, item_t *item);
-
-/*  An item taken back: dead-lettered if it has had max_attempts deliveries
-    (returns 1; it is finished for joins, which count it as dead), else
-    requeued at the front (returns 0). O(joins waiting) when it dies. */
-int queue_return(queue_t *self, item_t *item);
-
-/*  Moves every dead-lettered item back to the end of the queue with its
-    attempts reset, counting them in *count. -1 if the ledger could not grow:
-    the items counted were moved, the others stay dead. */
-int queue_requeue_dead(queue_t *self, uint64_t *count);
-
-/*  Takes the next queued item and finishes it unacked (an immediate
-    shutdown): joins stop waiting for it. NULL if none is queued. */
-item_t *queue_discard_next(queue_t *self);
-
 /*  True if nothing is queued, delivered or delayed. */
 int queue_is_drained(const queue_t *self);
 
-/*  Unlinks and returns the oldest dead-lettered item, or NULL. */
-item_t *queue_take_dead(queue_t *self);
+/*  An item left the ledger dead (state.c moved it): every waiting join
+    that covers it counts it. O(joins waiting). */
+void queue_count_dead(queue_t *self, const item_t *item);
 
 void consumer_init(consumer_t *consumer);
 
 /*  Attaches a consumer (which holds nothing) to this queue. */
 void queue_attach(queue_t *self, consumer_t *consumer);
 
-/*  Returns every item the consumer holds to the front of the queue, oldest
-    first, and detaches it. O(items held). */
+/*  Detaches a consumer, which must hold nothing (its items were given
+    back first). */
 void queue_detach(queue_t *self, consumer_t *consumer);
 
 /*  The consumer that should get the next item: one holding nothing first,
@@ -167,13 +151,11 @@ consumer_t *queue_next_consumer(const queue_t *self);
     worst; used only for items taken back from `not`. */
 consumer_t *queue_other_consumer(const queue_t *self, const consumer_t *not);
 
-/*  Records a delivery to / an ack from a consumer, and reorders it. */
-void queue_deliver(queue_t *self, consumer_t *consumer, item_t *item);
-void queue_ack(queue_t *self, consumer_t *consumer, item_t *item);
-
-/*  Takes a delivered item back from its holder (lease expired, NACK): it is
-    linked nowhere afterwards; the caller requeues or delays it. */
-void queue_take_back(queue_t *self, consumer_t *consumer, item_t *item);
+/*  The consumer holds the item, in flight (state.c made it so) / lets go
+    of it (acked, or taken back): it is linked nowhere afterwards. Both
+    reorder the consumer. */
+void queue_hold(queue_t *self, consumer_t *consumer, item_t *item);
+void queue_release(queue_t *self, consumer_t *consumer, item_t *item);
 
 /*  Changes a consumer's credit. */
 void queue_set_credit(queue_t *self, consumer_t *consumer, uint64_t credit);

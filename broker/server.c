@@ -54,6 +54,13 @@ int64_t broker_now_us(void)
     return zclock_usecs() + s_clock_offset_ms * 1000;
 }
 
+int64_t broker_wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000 + s_clock_offset_ms;
+}
+
 uint64_t broker_age_us(const item_t *item, int64_t now_us)
 {
     return now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
@@ -212,6 +219,20 @@ static aq_status_t s_send_zmq(void *ctx, aq_bytes_t routing_id, const aq_msg_t *
     return aq_msg_send(self->router, &routing_id, msg, bulk, ZMQ_DONTWAIT);
 }
 
+/*  The state machine's side of queues: made with the broker's
+    configuration, freed with their key's count. */
+static queue_t *s_state_queue_make(void *ctx, aq_bytes_t name)
+{
+    aq_status_t status;
+    return broker_queue(ctx, name, 1, &status);
+}
+
+static void s_state_queue_free(void *ctx, queue_t *queue)
+{
+    broker_queue_forgotten(ctx, queue);
+    queue_destroy(&queue);
+}
+
 /*  Everything but the sockets. NULL if out of memory. */
 static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void *ctx)
 {
@@ -239,6 +260,9 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     self->peers = dict_new();
     self->clients = dict_new();
     self->producers = dict_new();
+    self->state = (state_t){.store = self->store, .queues = self->queues,
+                            .queue_make = s_state_queue_make, .queue_free = s_state_queue_free,
+                            .ctx = self};
     self->router_inbox = aq_inbox_new(AQ_FIELDS_FRAMES_MAX + 1);
     self->pull_inbox = aq_inbox_new(AQ_FIELDS_FRAMES_MAX);
     if (!self->store || !self->queues || !self->peers || !self->clients || !self->producers
@@ -309,9 +333,10 @@ static void s_detach_each_peer(void *ctx, void *value)
 {
     (void) ctx;
     peer_t *peer = value;
-    /* dict_each must not see the dict change: only detach here. */
+    /* dict_each must not see the dict change; the items and queues are
+       freed whole next. */
     if (peer->consumer.queue)
-        queue_detach(peer->consumer.queue, &peer->consumer);
+        peer->consumer.queue->consumer_count--;
     if (peer->producer)
         peer->producer->peer = NULL;
     list_node_t *node;
@@ -331,13 +356,8 @@ static void s_free_joiners(list_node_t *list)
 
 static void s_free_queue(void *ctx, void *value)
 {
-    broker_t *self = ctx;
+    (void) ctx;
     queue_t *queue = value;
-    item_t *item;
-    while ((item = queue_pop(queue)))
-        store_remove(self->store, item);
-    while ((item = queue_take_dead(queue)))
-        store_remove(self->store, item);
     s_free_joiners(&queue->joiners_before);
     s_free_joiners(&queue->joiners_all);
     queue->joiner_count = 0;
@@ -353,9 +373,8 @@ void broker_destroy(broker_t **self_p)
     /* What the journal has buffered is written and synced; what follows
        (sessions ending, queues freed) is not a change to record. */
     persist_close(self);
-    /* Peers first (their items go back to their queues), then producers
-       (their held puts), then queues, then what is left in the store:
-       delayed items, which only the timer heap knew. */
+    /* Peers first, then producers (their held puts), then queues, then
+       the store with every item. */
     list_init(&self->overdue_peers); /* every peer goes now */
     if (self->peers)
         dict_each(self->peers, s_detach_each_peer, self);
@@ -505,7 +524,7 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
     }
     queue->last_active_ms = broker_now_ms();
     queue->serial = ++self->next_serial;
-    if (self->shut_down)
+    if (self->state.shut_down)
         queue->state = QUEUE_DRAINING; /* exists only to answer: refuses puts */
     return queue;
 }
@@ -524,13 +543,8 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int clos
                  (unsigned long long) peer->consumer.held_count);
     }
     if (peer->consumer.queue) {
-        list_node_t *node;
-        for (node = peer->consumer.held.next; node != &peer->consumer.held; node = node->next) {
-            item_t *item = list_entry(node, item_t, link);
-            deadlines_cancel(&self->deadlines, &item->timer);
-            item->taken_from = (uint32_t) peer->serial;
-        }
         queue_t *queue = peer->consumer.queue;
+        broker_give_back_all(self, peer);
         queue_detach(queue, &peer->consumer);
         broker_release_joiners(self, queue); /* items may have been dead-lettered */
         broker_touch_queue(self, queue);
@@ -664,11 +678,12 @@ static void s_forget_unused_queues(broker_t *self)
         return;
     dict_each(self->queues, s_collect_unused, &sweep);
     for (size_t i = 0; i < sweep.count; i++) {
-        queue_t *queue = sweep.list[i];
-        dict_delete(self->queues, queue->name, strlen(queue->name));
-        broker_queue_forgotten(self, queue);
-        queue_destroy(&queue);
-        self->queues_forgotten++; /* renders in progress re-sort (metrics.c) */
+        char name[AQ_NAME_MAX + 1]; /* the record outlives the queue it names */
+        memcpy(name, sweep.list[i]->name, sizeof name);
+        record_t record = {.type = RECORD_FORGET, .queue = aq_bytes_str(name)};
+        state_effects_t effects;
+        if (broker_apply(self, &record, &effects) == 0)
+            self->queues_forgotten++; /* renders in progress re-sort (metrics.c) */
     }
     free(sweep.list);
 }
@@ -731,8 +746,7 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
     case TIMER_DELAY: {
         item_t *item = list_entry(deadline, item_t, timer);
         deadlines_cancel(&self->deadlines, deadline);
-        item->queue->delayed_count--;
-        queue_requeue(item->queue, item);
+        broker_move(self, item, ITEM_QUEUED);
         broker_touch_queue(self, item->queue);
         break;
     }

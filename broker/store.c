@@ -12,10 +12,9 @@ struct store {
     size_t chunk_count;
     size_t chunk_capacity;
     uint32_t *free_slots; /* stack of free slot numbers */
+    uint32_t *free_at;    /* by slot: its place in free_slots while it is free */
     size_t free_count;
     size_t count;
-    int claiming;         /* store_claim since the last store_claims_done: the free
-                             stack is stale and rebuilt then */
 };
 
 store_t *store_new(void)
@@ -41,13 +40,19 @@ void store_destroy(store_t **self_p)
     }
     free(self->chunks);
     free(self->free_slots);
+    free(self->free_at);
     free(self);
     *self_p = NULL;
 }
 
-/*  Adds a chunk; with `push`, pushes its slots on the free stack (highest
-    first, so slots are handed out in increasing order). */
-static int s_grow(store_t *self, int push)
+static void s_push(store_t *self, uint32_t slot)
+{
+    self->free_at[slot] = (uint32_t) self->free_count;
+    self->free_slots[self->free_count++] = slot;
+}
+
+/*  Adds a chunk, its slots not yet on the free stack. */
+static int s_grow(store_t *self)
 {
     if ((self->chunk_count + 1) * (uint64_t) CHUNK_ITEMS > SLOT_MAX)
         return -1;
@@ -64,14 +69,29 @@ static int s_grow(store_t *self, int push)
     if (!free_slots)
         return -1;
     self->free_slots = free_slots;
+    uint32_t *free_at = realloc(self->free_at, slots * sizeof *free_at);
+    if (!free_at)
+        return -1;
+    self->free_at = free_at;
     item_t *chunk = calloc(CHUNK_ITEMS, sizeof *chunk);
     if (!chunk)
         return -1;
-    uint32_t base = (uint32_t) (self->chunk_count * CHUNK_ITEMS);
     self->chunks[self->chunk_count++] = chunk;
-    for (uint32_t i = CHUNK_ITEMS; push && i > 0; i--)
-        self->free_slots[self->free_count++] = base + i - 1;
     return 0;
+}
+
+/*  Grows the chunks until `slot` is in one (or out of memory: -1), then
+    pushes all their new slots on the free stack, highest first, so that
+    they are picked in increasing order. */
+static int s_grow_to(store_t *self, uint64_t slot)
+{
+    uint64_t first = self->chunk_count * (uint64_t) CHUNK_ITEMS;
+    int rc = 0;
+    while (rc == 0 && slot >= self->chunk_count * (uint64_t) CHUNK_ITEMS)
+        rc = s_grow(self);
+    for (uint64_t end = self->chunk_count * (uint64_t) CHUNK_ITEMS; end > first; end--)
+        s_push(self, (uint32_t) (end - 1));
+    return rc;
 }
 
 static void s_init_item(item_t *item, uint64_t id)
@@ -82,19 +102,18 @@ static void s_init_item(item_t *item, uint64_t id)
     deadline_init(&item->timer, 0);
 }
 
-item_t *store_add(store_t *self)
+uint64_t store_pick(const store_t *self)
 {
-    assert(!self->claiming);
-    if (self->free_count == 0 && s_grow(self, 1))
-        return NULL;
-    uint32_t slot = self->free_slots[--self->free_count];
-    item_t *item = s_slot(self, slot);
-    uint32_t generation = (uint32_t) (item->timer.at + 1); /* kept in a free slot's timer */
-    if (generation == 0)
-        generation = 1; /* id 0 means free */
-    s_init_item(item, ((uint64_t) generation << 32) | slot);
-    self->count++;
-    return item;
+    uint64_t slot = self->chunk_count * (uint64_t) CHUNK_ITEMS; /* of the next chunk */
+    uint32_t generation = 1;
+    if (self->free_count) {
+        slot = self->free_slots[self->free_count - 1];
+        generation = (uint32_t) (s_slot(self, slot)->timer.at + 1); /* kept in a free slot's timer */
+        if (generation == 0)
+            generation = 1; /* id 0 means free */
+    } else if (slot + CHUNK_ITEMS > SLOT_MAX)
+        return 0;
+    return ((uint64_t) generation << 32) | slot;
 }
 
 item_t *store_claim(store_t *self, uint64_t id)
@@ -102,27 +121,25 @@ item_t *store_claim(store_t *self, uint64_t id)
     uint64_t slot = id & SLOT_MAX;
     if (id == 0 || (id >> 32) == 0)
         return NULL;
-    while (slot >= self->chunk_count * (uint64_t) CHUNK_ITEMS)
-        if (s_grow(self, 0))
-            return NULL;
+    if (slot >= self->chunk_count * (uint64_t) CHUNK_ITEMS && s_grow_to(self, slot))
+        return NULL;
     item_t *item = s_slot(self, slot);
     if (item->id)
         return NULL;
-    self->claiming = 1;
+    /* Off the free stack: the top takes its place. */
+    uint32_t at = self->free_at[slot], top = self->free_slots[--self->free_count];
+    assert(at <= self->free_count && self->free_slots[at] == slot);
+    self->free_slots[at] = top;
+    self->free_at[top] = at;
     s_init_item(item, id);
     self->count++;
     return item;
 }
 
-int store_claims_done(store_t *self)
+item_t *store_add(store_t *self)
 {
-    self->claiming = 0;
-    self->free_count = 0;
-    size_t slots = self->chunk_count * CHUNK_ITEMS;
-    for (size_t slot = slots; slot > 0; slot--)
-        if (!s_slot(self, slot - 1)->id)
-            self->free_slots[self->free_count++] = (uint32_t) (slot - 1);
-    return 0;
+    uint64_t id = store_pick(self);
+    return id ? store_claim(self, id) : NULL;
 }
 
 item_t *store_find(const store_t *self, uint64_t id)
@@ -161,8 +178,7 @@ void store_remove(store_t *self, item_t *item)
     uint32_t generation = (uint32_t) (item->id >> 32);
     *item = (item_t){0};
     item->timer.at = generation; /* the next item in this slot gets the next one */
-    if (!self->claiming)
-        self->free_slots[self->free_count++] = slot;
+    s_push(self, slot);
     self->count--;
 }
 

@@ -7,9 +7,18 @@
     not found. An item owns its payload bytes (one allocation, freed with
     it); the broker copies a payload in once, at put.
 
-    Memory per item beyond its payload: sizeof(item_t) (104 bytes), 4 bytes
-    of free-slot stack, the allocator's header of the payload (about 16
-    bytes) and, elsewhere, 8 bytes of lease-heap slot and a ledger bit. */
+    Ids come from records: the leader picks one (store_pick) and claims it,
+    and a replica, or a broker reading its journal, claims the same id, so
+    an item has one id everywhere. Add, claim, find and remove are O(1).
+    The free slots are a stack, and which id is picked next depends only on
+    the claims and removes made, in their order: two stores that see the
+    same claims and removes pick the same id next.
+
+    Memory per item beyond its payload: sizeof(item_t) (104 bytes), 8 bytes
+    of free-slot stack (the stack and each slot's place in it, so that a
+    claim takes any free slot off it at once), the allocator's header of
+    the payload (about 16 bytes) and, elsewhere, 8 bytes of lease-heap slot
+    and a ledger bit. */
 #ifndef BROKER_STORE_H
 #define BROKER_STORE_H
 
@@ -33,6 +42,10 @@ typedef enum {
 typedef struct item {
     uint64_t id;          /* 0 while the slot is free */
     uint64_t seq;         /* position in its queue's ledger (join) */
+    union {
+        int64_t rank;     /* QUEUED, DEAD: its place in its list (state.h) */
+        uint64_t until_ms; /* DELAYED: until when, on the wall clock */
+    };
     int64_t accepted_us;  /* broker's monotonic clock at put */
     list_node_t link;     /* in its queue's ready or dead list, or its holder's */
     deadline_t timer;     /* its lease while delivered; its delay after a NACK */
@@ -53,16 +66,23 @@ store_t *store_new(void);
 /*  Frees every item still held (and its payload). */
 void store_destroy(store_t **self_p);
 
-/*  A new empty item with a fresh id; NULL if out of memory. */
-item_t *store_add(store_t *self);
+/*  The id the next new item gets: the top of the free stack, or the first
+    slot of the next chunk if none is free, with the slot's next
+    generation. Changes nothing (twice gives the same id) and allocates
+    nothing; 0 if every slot there can be is in use. */
+uint64_t store_pick(const store_t *self);
 
-/*  An item with exactly this id (recovery: ids survive a restart), or NULL
-    if the id's slot is taken or out of memory. Slots claimed this way stay
-    off the free stack until store_claims_done() rebuilds it. */
+/*  A new empty item with exactly this id, at any time: the leader's ids are
+    claimed as they are by its replicas and by recovery. Takes the slot off
+    the free stack wherever it is in it, adding chunks up to it if needed.
+    The slot's next item, after store_remove, gets the generation after
+    this id's (1 after the last). NULL if the id is 0, its generation is 0,
+    its slot is in use, or out of memory. */
 item_t *store_claim(store_t *self, uint64_t id);
 
-/*  After the last store_claim: every slot not in use is free again. */
-int store_claims_done(store_t *self);
+/*  store_claim(self, store_pick(self)): a new empty item with a fresh id;
+    NULL if out of memory. */
+item_t *store_add(store_t *self);
 
 /*  The item with this id, or NULL. */
 item_t *store_find(const store_t *self, uint64_t id);

@@ -5,8 +5,10 @@
     (in sequence, resent, or with gaps), time moving on (leases, delays,
     join time-outs, heartbeats), and sends that fail (a peer gone or too
     slow). After every operation the invariants of docs/DESIGN.md must hold
-    (broker_check), and every JOINED the broker sends must be exact: no item
-    accepted before its JOIN is still outstanding.
+    (broker_check), every JOINED the broker sends must be exact: no item
+    accepted before its JOIN is still outstanding, and the records the
+    broker applied, encoded and read back into a state of their own, must
+    give the live state exactly (state_dump: every item, order included).
 
     Built with clang only (-DASYNCQ_FUZZ=ON): build-fuzz/tests/fuzz_broker
     CORPUS_DIR. The corpus kept in tests/fuzz/corpus/broker seeds it. */
@@ -48,10 +50,121 @@ typedef struct {
     uint64_t join_end[256];      /* per join tag: the ledger position it waits for */
     uint64_t join_queue[256];    /* ... and the serial of its queue */
     int fail_next;               /* errno for the next send, or 0 */
+    uint64_t operations;
     uint64_t tags;
 } fuzz_t;
 
 static fuzz_t s_fuzz;
+
+/*  The records the broker applied, encoded as a journal holds them: type,
+    u32 size, body. */
+static uint8_t *s_log;
+static size_t s_log_size, s_log_capacity;
+
+static void s_keep_record(void *ctx, const record_t *record)
+{
+    (void) ctx;
+    size_t size = record_size(record);
+    if (s_log_size + 5 + size > s_log_capacity) {
+        s_log_capacity = (s_log_size + 5 + size) * 2;
+        s_log = realloc(s_log, s_log_capacity);
+        if (!s_log)
+            abort();
+    }
+    s_log[s_log_size] = record->type;
+    aq_put_u32(s_log + s_log_size + 1, (uint32_t) size);
+    record_encode(record, s_log + s_log_size + 5);
+    s_log_size += 5 + size;
+}
+
+/*  A state of its own, built from the records alone. */
+typedef struct {
+    state_t state;
+    const broker_config_t *config;
+} replica_t;
+
+static queue_t *s_replica_make(void *ctx, aq_bytes_t name)
+{
+    replica_t *replica = ctx;
+    char text[AQ_NAME_MAX + 1];
+    memcpy(text, name.data, name.size);
+    text[name.size] = '\0';
+    queue_t *queue = queue_new(text, replica->config->maxsize, replica->config->max_attempts,
+                               replica->config->lease_ms);
+    if (queue && dict_set(replica->state.queues, name.data, name.size, queue))
+        queue_destroy(&queue);
+    return queue;
+}
+
+static void s_replica_free(void *ctx, queue_t *queue)
+{
+    (void) ctx;
+    queue_destroy(&queue);
+}
+
+static void s_replica_free_each(void *ctx, void *value)
+{
+    s_replica_free(ctx, value);
+}
+
+typedef struct {
+    char *text;
+    size_t size, capacity;
+} text_t;
+
+static int s_text_write(void *ctx, const char *data, size_t size)
+{
+    text_t *text = ctx;
+    if (text->size + size + 1 > text->capacity) {
+        text->capacity = (text->size + size + 1) * 2;
+        text->text = realloc(text->text, text->capacity);
+        if (!text->text)
+            abort();
+    }
+    memcpy(text->text + text->size, data, size);
+    text->size += size;
+    text->text[text->size] = '\0';
+    return 0;
+}
+
+/*  Replay equals live: the records so far, read into a fresh state the way
+    a restart reads them (replaying, then state_rebuild), give the broker's
+    state exactly. */
+static void s_check_replay(const broker_config_t *config)
+{
+    replica_t replica = {.config = config};
+    replica.state = (state_t){.store = store_new(), .queues = dict_new(), .replaying = 1,
+                              .queue_make = s_replica_make, .queue_free = s_replica_free,
+                              .ctx = &replica};
+    if (!replica.state.store || !replica.state.queues)
+        abort();
+    for (size_t at = 0; at < s_log_size;) {
+        uint32_t size = aq_get_u32(s_log + at + 1);
+        record_t record;
+        state_effects_t effects;
+        if (record_decode(s_log[at], s_log + at + 5, size, &record)
+            || state_apply(&replica.state, &record, &effects) < 0) {
+            fprintf(stderr, "record of type %u at %zu does not apply\n", s_log[at], at);
+            abort();
+        }
+        at += 5 + size;
+    }
+    if (state_rebuild(&replica.state))
+        abort();
+    text_t live = {0}, replayed = {0};
+    state_dump(&s_fuzz.broker->state, s_text_write, &live);
+    state_dump(&replica.state, s_text_write, &replayed);
+    if (strcmp(live.text, replayed.text) != 0) {
+        fprintf(stderr, "replay differs from live\n--- live\n%s--- replayed\n%s", live.text,
+                replayed.text);
+        abort();
+    }
+    free(live.text);
+    free(replayed.text);
+    dict_each(replica.state.queues, s_replica_free_each, NULL);
+    dict_destroy(&replica.state.queues);
+    store_destroy(&replica.state.store);
+}
 
 static const char *const s_queues[] = {"a", "b", "c", "d"};
 static const char *const s_clients[] = {"p0", "p1", "p2", "c0", "c1", "c2", "x", "y"};
@@ -368,6 +481,10 @@ static void s_operation(input_t *in)
         fprintf(stderr, "invariant broken: %s\n", why);
         abort();
     }
+    /* Every fourth operation and at the end of the input (a state that
+       differs stays different): the replay costs O(records). */
+    if (++s_fuzz.operations % 4 == 0 || !in->left)
+        s_check_replay(&broker->config);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -399,6 +516,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_fuzz.broker = broker_new_detached(&config, s_send, NULL);
     if (!s_fuzz.broker)
         abort();
+    s_fuzz.broker->on_record = s_keep_record;
+    s_log_size = 0;
     while (in.left)
         s_operation(&in);
     broker_destroy(&s_fuzz.broker);
