@@ -68,6 +68,7 @@ typedef struct {
     uint64_t segment_bytes; /* journal segments close at this size */
     const char *metrics;    /* the HTTP port's address (http.c); NULL: none */
     const char *metrics_token_file;
+    const char *state_dump;   /* SIGUSR1 writes state_dump() here; NULL: ignored */
     int verbose;
 } broker_config_t;
 

@@ -42,6 +42,9 @@ static void s_usage(FILE *out)
             "      --repair            with --data-dir: keep every intact record of a damaged\n"
             "                          journal (originals kept in DIR/damaged/), mark missing\n"
             "                          segments lost, say what is gone, then exit\n"
+            "      --state-dump FILE   on SIGUSR1, write the whole state (queues, items in\n"
+            "                          order) as text to FILE, for support and tests (env\n"
+            "                          ASYNCQ_STATE_DUMP; none: SIGUSR1 is ignored)\n"
             "      --metrics ADDR      serve HTTP on HOST:PORT (or PORT, on 127.0.0.1): Prometheus\n"
             "                          metrics at /metrics, a live dashboard at /, its data at\n"
             "                          /stats.json (env ASYNCQ_METRICS; none: off)\n"
@@ -408,7 +411,7 @@ int main(int argc, char **argv)
     s_settings_init(settings, &config);
     int queue_lease_given = 0, print_config = 0, health = 0;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 16];
+    struct option options[SETTINGS + 17];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -426,7 +429,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 12] = (struct option){"metrics", required_argument, 0, 'M'};
     options[SETTINGS + 13] = (struct option){"metrics-token-file", required_argument, 0, 'T'};
     options[SETTINGS + 14] = (struct option){"version", no_argument, 0, 'V'};
-    options[SETTINGS + 15] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 15] = (struct option){"state-dump", required_argument, 0, 'S'};
+    options[SETTINGS + 16] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -450,6 +454,7 @@ int main(int argc, char **argv)
         case 'R': repair = 1; break;
         case 'M': config.metrics = optarg; break;
         case 'T': config.metrics_token_file = optarg; break;
+        case 'S': config.state_dump = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
@@ -479,6 +484,9 @@ int main(int argc, char **argv)
     config.metrics = aq_arg_env(config.metrics, "ASYNCQ_METRICS");
     if (config.metrics && !*config.metrics)
         config.metrics = NULL;
+    config.state_dump = aq_arg_env(config.state_dump, "ASYNCQ_STATE_DUMP");
+    if (config.state_dump && !*config.state_dump)
+        config.state_dump = NULL;
     config.metrics_token_file = aq_arg_env(config.metrics_token_file, "ASYNCQ_METRICS_TOKEN_FILE");
     if (config.metrics_token_file && !*config.metrics_token_file)
         config.metrics_token_file = NULL;
