@@ -424,8 +424,9 @@ static void s_on_ack(const request_t *request)
         deadlines_cancel(&self->deadlines, &item->timer);
         histogram_observe(&item->queue->to_ack, broker_age_us(item, now_us));
         queue_release(item->queue, consumer, item);
-        record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_ACKED};
+        record_t record;
         state_effects_t effects;
+        state_gone(item, GONE_ACKED, &record);
         broker_apply(self, &record, &effects);
         request->peer->expired_streak = 0;
     }
@@ -762,8 +763,9 @@ static void s_on_dead(const request_t *request)
         uint64_t purged = 0;
         list_node_t *node;
         while (queue && (node = list_first(&queue->dead))) {
-            record_t record = {.type = RECORD_GONE, .id = list_entry(node, item_t, link)->id,
-                               .reason = GONE_PURGED};
+            item_t *item = list_entry(node, item_t, link);
+            record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_PURGED,
+                               .item_ref = item};
             state_effects_t effects;
             broker_apply(self, &record, &effects);
             purged++;

@@ -56,8 +56,9 @@ void broker_move(broker_t *self, item_t *item, item_state_t state)
 /*  Discards the item (an immediate shutdown): it counts as finished. */
 static void s_discard(broker_t *self, item_t *item)
 {
-    record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_DISCARDED};
+    record_t record;
     state_effects_t effects;
+    state_gone(item, GONE_DISCARDED, &record);
     deadlines_cancel(&self->deadlines, &item->timer);
     broker_apply(self, &record, &effects);
 }
@@ -280,7 +281,7 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
         item_t *item = list_entry(node, item_t, link);
         /* To the back, numbered as a new put, its attempts reset. */
         record_t record = {.type = RECORD_STATE, .id = item->id, .seq = queue->ledger.next,
-                           .rank = queue->back + 1, .state = ITEM_QUEUED};
+                           .rank = queue->back + 1, .state = ITEM_QUEUED, .item_ref = item};
         state_effects_t effects;
         if (broker_apply(self, &record, &effects)) {
             log_line("out of memory: some dead items of %s stay dead", queue->name);

@@ -261,6 +261,7 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
     printf("ASYNCQ_METRICS=%s\nASYNCQ_METRICS_TOKEN_FILE=%s\n",
            config->metrics ? config->metrics : "",
            config->metrics_token_file ? config->metrics_token_file : "");
+    printf("ASYNCQ_STATE_DUMP=%s\n", config->state_dump ? config->state_dump : "");
     printf("ASYNCQ_VERBOSE=%d\n", config->verbose);
 }
 

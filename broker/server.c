@@ -220,6 +220,8 @@ static aq_status_t s_send_zmq(void *ctx, aq_bytes_t routing_id, const aq_msg_t *
     return aq_msg_send(self->router, &routing_id, msg, bulk, ZMQ_DONTWAIT);
 }
 
+static void s_catch_signals(void);
+
 /*  The state machine's side of queues: made with the broker's
     configuration, freed with their key's count. */
 static queue_t *s_state_queue_make(void *ctx, aq_bytes_t name)
@@ -310,6 +312,7 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
         return NULL;
     }
     aq_endpoint_local(&endpoint, self->address, sizeof self->address);
+    s_catch_signals();
     return self;
 }
 
@@ -943,7 +946,9 @@ static int s_should_exit(broker_t *self)
     return self->stopping && s_outstanding(self) == 0;
 }
 
-aq_status_t broker_run(broker_t *self)
+/*  Caught from the moment the broker listens (before it says READY):
+    a SIGUSR1 sent at once must not end it. */
+static void s_catch_signals(void)
 {
     struct sigaction action = {0};
     action.sa_handler = s_on_signal;
@@ -952,6 +957,11 @@ aq_status_t broker_run(broker_t *self)
     sigaction(SIGTERM, &action, NULL);
     sigaction(SIGHUP, &action, NULL);
     sigaction(SIGUSR1, &action, NULL);
+}
+
+aq_status_t broker_run(broker_t *self)
+{
+    s_catch_signals();
     sig_atomic_t hangups = s_hangups, dumps = s_dumps;
     /* The monitors are polled by their descriptors, as plain files: a
        socket in zmq_poll costs two mailbox checks (a system call each) on

@@ -84,6 +84,11 @@ typedef struct {
     aq_bytes_t producer; /* ITEM, PRODUCER: the producer's id */
     aq_bytes_t key;      /* PRODUCER: the key that opened it */
     aq_bytes_t payload;  /* ITEM */
+    /*  Not written: the leader's own lookups of the item the record names
+        (STATE, GONE) and of its queue (ITEM), handed over so that applying
+        does not look them up again; NULL in records read back. */
+    item_t *item_ref;
+    queue_t *queue_ref;
 } record_t;
 
 /*  Bytes of the record's body, and writing it (exactly that many). */
@@ -131,14 +136,17 @@ int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
 int state_rebuild(state_t *self);
 
 /*  The records the leader emits, filled from the state now: the next put
-    to `queue` (id, seq and rank to come), and an item's move to `state`
-    (at the front when queued, at the back when dead). */
+    to `queue` (id, seq and rank to come), an item's move to `state` (at
+    the front when queued, at the back when dead), and its end. A move and
+    an end set only the fields of their type and the hints (the leader's
+    records, once per item: the other fields are left as they are, unread). */
 void state_next_put(state_t *self, queue_t *queue, record_t *record);
 void state_move(const item_t *item, item_state_t state, record_t *record);
+void state_gone(const item_t *item, gone_reason_t reason, record_t *record);
 
-/*  Writes the whole state, as text, in a canonical order (queues and
-    producers by name, items in list order, delayed and in-flight ones by
-    id), for tests that compare a state with another (replay equals live;
+/*  Writes the items and queues, as text, in a canonical order (queues by
+    name, items in list order, delayed and in-flight ones by id; queues
+    that no record ever named left out), for tests that compare a state with another (replay equals live;
     before a crash equals after). Returns bytes written, or -1. */
 typedef int(state_write_fn)(void *ctx, const char *text, size_t size);
 int state_dump(const state_t *self, state_write_fn *write, void *ctx);
