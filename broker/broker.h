@@ -140,8 +140,11 @@ typedef struct peer {
     int64_t probe_ms;             /* when it went */
     int dropped;                  /* out of every table, freed at end of turn */
     list_node_t dropped_link;
-    int overdue;                  /* to be dropped (unread replies), in overdue_link */
-    list_node_t overdue_link;
+    int doomed;                   /* to be dropped once the message or pass in hand is
+                                     done, in doomed_link (unread replies, a failed send) */
+    const char *doom_reason;
+    int doom_close;               /* ... closing its connection */
+    list_node_t doomed_link;
 } peer_t;
 
 /*  A SYNC waiting for puts still on their way, or held. */
@@ -228,7 +231,7 @@ typedef struct broker {
     deadline_t sweep;       /* periodic clean-up: idle producers and queues */
     deadline_t heartbeat;   /* periodic probe of every session */
     list_node_t dropped_peers; /* freed once the current message is handled */
-    list_node_t overdue_peers; /* dropped once the current message is handled:
+    list_node_t doomed_peers; /* dropped once the current message is handled:
                                   never in the middle of a send, whose caller
                                   may hold the peer's joiners */
     uint64_t joiner_count;
@@ -261,89 +264,79 @@ typedef struct broker {
     int broken_logged;
 } broker_t;
 
-/* server.c */
-broker_t *broker_new(const broker_config_t *config, aq_status_t *status);
-/*  A broker without sockets, keys or connection table: its handlers are
-    fed by the caller (broker_on_router, broker_on_pull with the inboxes
-    filled), its sends go to `send`. For tests and the fuzzer. */
-broker_t *broker_new_detached(const broker_config_t *config, broker_send_fn *send, void *ctx);
-/*  The end of one pass of the loop: deadlines due, deliveries of the
-    queues this pass touched, dropped sessions freed. */
-void broker_pass(broker_t *self);
-void broker_destroy(broker_t **self_p);
-aq_status_t broker_run(broker_t *self);
+/* broker.c: what every part shares, below the handlers. */
 int64_t broker_now_ms(void);
 int64_t broker_now_us(void);
 /*  The wall clock (what records hold: it survives a reboot). */
 int64_t broker_wall_ms(void);
+/*  Tests move the broker's clock forward instead of waiting. */
+void broker_clock_advance(int64_t ms);
 /*  How long ago the item was put, at now_us (0 if the clock says earlier). */
 uint64_t broker_age_us(const item_t *item, int64_t now_us);
-void broker_clock_advance(int64_t ms);
 /*  Sends a reply to a ROUTER peer, counted against its pending bytes if it
     has a session (so a peer that never reads is found, 4.9). */
 aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
                         zmq_msg_t *bulk);
 void broker_send_error(broker_t *self, aq_bytes_t routing_id, int code, aq_bytes_t tag,
                        aq_bytes_t subject, const char *text);
+/*  The session is to be closed once the message or pass in hand is done
+    (the server does it: sessions_drop): a send to it failed. Until then it
+    is offered no item. */
+void broker_doom_peer(broker_t *self, peer_t *peer, const char *reason);
+/*  The same for a session that left `unread` bytes of replies unread past
+    what --max-pending allows (4.9): its connection is closed too. */
+void broker_doom_unread(broker_t *self, peer_t *peer, uint64_t unread);
 /*  Marks a queue for dispatch at the end of this pass of the loop. */
 void broker_touch_queue(broker_t *self, queue_t *queue);
 queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status);
-/*  Ends a session: its items go back, its joins go, its connection closes
-    if `close_connection`. */
-void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int close_connection);
-
-/* persist.c */
-/*  The one way the replicated state changes: applies the record
-    (state_apply) and appends it to the journal. 0, or what state_apply
-    returned (nothing changed). */
-int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects);
-
-/* dispatch.c */
-void broker_dispatch(broker_t *self, queue_t *queue);
-void broker_release_joiners(broker_t *self, queue_t *queue);
-/*  Takes an item back from its holder: delayed, or to the front of its
-    queue, or dead once its attempts reach the queue's limit. */
-void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
-/*  Every item the consumer holds goes back, oldest first at the front. */
-void broker_give_back_all(broker_t *self, peer_t *peer);
-/*  An item's move to `state` (state_move), applied; and what a dead item
-    means for the joins waiting. */
-void broker_move(broker_t *self, item_t *item, item_state_t state);
-void broker_on_lease_expired(broker_t *self, item_t *item);
-/*  Shuts one queue down (see queue_state_t), releasing its joins with
-    SHUT_DOWN if `state` is QUEUE_DISCARDING. */
-void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
-/*  Shuts every queue down, and any queue made later. */
-void broker_shut_all(broker_t *self, queue_state_t state);
-/*  The lease of a delivery of this item. */
-uint64_t broker_lease_ms(const item_t *item);
-/*  Moves every dead item of the queue back to its end (DEAD requeue, the
-    dashboard's button): recorded, and delivered by the pass. Returns how
-    many moved. */
-uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
-
-/* commands.c */
-void broker_on_router(broker_t *self);
 /*  The queue, made if new and `peer` may make it (NULL: no client asked):
     the last tenth of --max-queues is for admin clients, and a key makes at
     most --max-queues-per-key. NULL with *status and *text otherwise. */
 queue_t *broker_queue_for(broker_t *self, aq_bytes_t name, const peer_t *peer,
                           aq_status_t *status, const char **text);
+/*  The lease of a delivery of this item. */
+uint64_t broker_lease_ms(const item_t *item);
+/*  What a client without the admin role may use of a broker-wide limit. */
+uint64_t broker_unreserved(uint64_t limit);
+int broker_is_admin(const peer_t *peer);
 /*  The per-key limits apply to this session (not an admin key). */
 int broker_counts_limits(const broker_t *self, const peer_t *peer);
 /*  The queue is being forgotten: its key may make another. */
 void broker_queue_forgotten(broker_t *self, queue_t *queue);
 /*  The session is over: its key may open another. */
 void broker_peer_forgotten(broker_t *self, peer_t *peer);
-void broker_on_join_timeout(broker_t *self, joiner_t *joiner);
 void broker_free_joiner(broker_t *self, joiner_t *joiner);
-
-/* puts.c */
-void broker_on_pull(broker_t *self);
-/*  Tries the held puts of producers blocked on this queue, oldest first,
-    while it has room (or refuses them if it was shut down). */
-void broker_unblock(broker_t *self, queue_t *queue);
-void broker_free_held(broker_t *self, producer_t *producer);
+/*  The one way the replicated state changes: applies the record
+    (state_apply), then appends it to the journal. 0, or what state_apply
+    returned (nothing changed). */
+int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects);
+/*  Whether a put may be accepted: the journal writes. */
+int broker_log_accepting(const broker_t *self);
+/*  Where the journal ends now: what a change just made waits for (0 in
+    memory); whether a confirm up to `position` may go: the records are
+    where the fsync mode says. */
+uint64_t broker_log_end(const broker_t *self);
+int broker_log_reached(const broker_t *self, uint64_t position);
+/*  A SYNC that waits only for the disk: answered once the journal is there
+    (persist_pass). */
+void broker_log_wait(broker_t *self, producer_t *producer);
+/*  What the journal counts an item's records as while it lives. */
+uint64_t broker_log_size(const item_t *item);
+/*  "memory", "always", "interval" or "never" (WELCOME's persistence). */
+const char *broker_persistence(const broker_t *self);
+/*  Sends `msg` to `routing_id` once every record appended so far is where
+    the fsync mode says (at once in memory): the answer to a request whose
+    change must survive a restart before the client hears of it (SHUTDOWN,
+    DEAD requeue and purge, JOINED). Answers keep their order. If a sync
+    failed, so that nothing more is ever confirmed, the client gets 507
+    instead. Costs one copy of the encoded answer while it waits: one pass
+    of the loop, or one sync. */
+void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg);
+/*  Sends the answers whose records the journal now holds. */
+void broker_release_replies(broker_t *self);
+/*  The broker is going away: the answers still waiting are not sent (their
+    clients ask the next one again). */
+void broker_forget_replies(broker_t *self);
 
 /* producers.c */
 producer_t *producers_get(broker_t *self, aq_bytes_t id);
@@ -389,5 +382,61 @@ void producers_refuse_superseded(broker_t *self, aq_bytes_t routing_id, aq_bytes
 void producers_forget(broker_t *self, producer_t *producer);
 void producers_sweep(broker_t *self);
 void producers_destroy_all(broker_t *self);
+/*  Held puts, a producer's list: the producer waits on `queue` (NULL: on
+    none); one held put, or all, freed with what they counted. */
+void producers_block(producer_t *producer, queue_t *queue);
+void producers_free_held_put(broker_t *self, producer_t *producer, held_put_t *held);
+void producers_free_held(broker_t *self, producer_t *producer);
+
+
+/* puts.c */
+void broker_on_pull(broker_t *self);
+/*  Tries the held puts of producers blocked on this queue, oldest first,
+    while it has room (or refuses them if it was shut down). */
+void broker_unblock(broker_t *self, queue_t *queue);
+
+/* dispatch.c */
+void broker_dispatch(broker_t *self, queue_t *queue);
+void broker_release_joiners(broker_t *self, queue_t *queue);
+/*  Takes an item back from its holder: delayed, or to the front of its
+    queue, or dead once its attempts reach the queue's limit. */
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
+/*  Every item the consumer holds goes back, oldest first at the front. */
+void broker_give_back_all(broker_t *self, peer_t *peer);
+/*  An item's move to `state` (state_move), applied; and what a dead item
+    means for the joins waiting. */
+void broker_move(broker_t *self, item_t *item, item_state_t state);
+void broker_on_lease_expired(broker_t *self, item_t *item);
+/*  Shuts one queue down (see queue_state_t), releasing its joins with
+    SHUT_DOWN if `state` is QUEUE_DISCARDING. */
+void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
+/*  Shuts every queue down, and any queue made later. */
+void broker_shut_all(broker_t *self, queue_state_t state);
+/*  Moves every dead item of the queue back to its end (DEAD requeue, the
+    dashboard's button): recorded, and delivered by the pass. Returns how
+    many moved. */
+uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
+
+/* sessions.c */
+/*  Ends a session: its items go back, its joins go, its connection closes
+    if `close_connection`. */
+void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int close_connection);
+
+/* commands.c */
+void broker_on_router(broker_t *self);
+void broker_on_join_timeout(broker_t *self, joiner_t *joiner);
+
+/* server.c */
+broker_t *broker_new(const broker_config_t *config, aq_status_t *status);
+/*  A broker without sockets, keys or connection table: its handlers are
+    fed by the caller (broker_on_router, broker_on_pull with the inboxes
+    filled), its sends go to `send`. For tests and the fuzzer. */
+broker_t *broker_new_detached(const broker_config_t *config, broker_send_fn *send, void *ctx);
+/*  The end of one pass of the loop: deadlines due, deliveries of the
+    queues this pass touched, sessions doomed by a failed send closed,
+    dropped sessions freed. */
+void broker_pass(broker_t *self);
+void broker_destroy(broker_t **self_p);
+aq_status_t broker_run(broker_t *self);
 
 #endif

@@ -55,10 +55,10 @@ static void s_reply(const request_t *request, const aq_msg_t *msg)
 }
 
 /*  The answer to a change that must survive a restart: sent once its
-    records are on disk (persist_reply). */
+    records are on disk (broker_reply_logged). */
 static void s_reply_durable(const request_t *request, const aq_msg_t *msg)
 {
-    persist_reply(request->broker, request->routing_id, msg);
+    broker_reply_logged(request->broker, request->routing_id, msg);
 }
 
 static char *s_escape(char *buf, size_t size, aq_bytes_t bytes)
@@ -73,87 +73,6 @@ static int s_queue_allowed(const request_t *request, aq_bytes_t queue)
         return 1;
     s_forbidden(request, queue, "this client may not use that queue");
     return 0;
-}
-
-/*  What a client without the admin role may use of a broker-wide limit:
-    the last tenth is kept for admin clients. */
-static uint64_t s_unreserved(uint64_t limit)
-{
-    return limit - limit / 10;
-}
-
-static int s_is_admin(const peer_t *peer)
-{
-    return peer && (peer->grant.roles & ROLE_ADMIN);
-}
-
-/*  The per-key limits apply to this session: it has a share counted, and
-    it is not an admin key (without keys every client has every role, and
-    the limits count per host). */
-static int s_counted(const broker_t *self, const peer_t *peer)
-{
-    return peer && peer->owner
-           && !(s_is_admin(peer) && self->auth && auth_enabled(self->auth));
-}
-
-int broker_counts_limits(const broker_t *self, const peer_t *peer)
-{
-    return s_counted(self, peer);
-}
-
-queue_t *broker_queue_for(broker_t *self, aq_bytes_t name, const peer_t *peer,
-                          aq_status_t *status, const char **text)
-{
-    queue_t *queue = broker_queue(self, name, 0, status);
-    if (queue)
-        return queue;
-    static char why[160];
-    *text = why;
-    if (peer && !s_is_admin(peer)
-        && dict_size(self->queues) >= s_unreserved(self->config.max_queues)) {
-        *status = AQ_LIMIT;
-        snprintf(why, sizeof why,
-                 "too many queues (--max-queues %llu; the last tenth is kept for admin clients)",
-                 (unsigned long long) self->config.max_queues);
-        return NULL;
-    }
-    if (s_counted(self, peer) && peer->owner->queues >= self->config.max_queues_per_key) {
-        *status = AQ_LIMIT;
-        snprintf(why, sizeof why, "too many queues made by this key (--max-queues-per-key %llu)",
-                 (unsigned long long) self->config.max_queues_per_key);
-        return NULL;
-    }
-    queue = broker_queue(self, name, 1, status);
-    if (!queue) {
-        snprintf(why, sizeof why, "%s", *status == AQ_LIMIT ? "too many queues (--max-queues)"
-                                                             : "cannot create the queue");
-        return NULL;
-    }
-    if (peer && peer->owner) {
-        queue->owner = peer->owner;
-        queue->owner->queues++;
-    }
-    return queue;
-}
-
-void broker_queue_forgotten(broker_t *self, queue_t *queue)
-{
-    if (!queue->owner)
-        return;
-    queue->owner->queues--;
-    auth_owner_release(self->owners, queue->owner);
-    queue->owner = NULL;
-}
-
-void broker_peer_forgotten(broker_t *self, peer_t *peer)
-{
-    self->plain_sessions -= (uint64_t) peer->plain;
-    peer->plain = 0;
-    if (!peer->owner)
-        return;
-    peer->owner->sessions--;
-    auth_owner_release(self->owners, peer->owner);
-    peer->owner = NULL;
 }
 
 /*  Whose share of the limits a new session counts against: its key; without
@@ -234,14 +153,14 @@ static void s_on_hello(const request_t *request)
                           && same_client->owner == owner);
     char why[160];
     why[0] = '\0';
-    if (!s_is_admin(&probe)
+    if (!broker_is_admin(&probe)
         && self->plain_sessions - (uint64_t) replaced
-               >= s_unreserved(self->config.max_connections))
+               >= broker_unreserved(self->config.max_connections))
         snprintf(why, sizeof why,
                  "too many sessions (--max-connections %llu; the last tenth is kept for admin "
                  "clients)",
                  (unsigned long long) self->config.max_connections);
-    else if (s_counted(self, &probe)
+    else if (broker_counts_limits(self, &probe)
              && owner->sessions - (uint64_t) replaced_own >= self->config.max_sessions_per_key)
         snprintf(why, sizeof why, "too many sessions of this key (--max-sessions-per-key %llu)",
                  (unsigned long long) self->config.max_sessions_per_key);
@@ -278,7 +197,7 @@ static void s_on_hello(const request_t *request)
     }
     peer->grant = *grant;
     peer->owner = owner;
-    peer->plain = !s_is_admin(peer);
+    peer->plain = !broker_is_admin(peer);
     self->plain_sessions += (uint64_t) peer->plain;
     peer->conn_stamp = conns_greet(self->conns, 0, request->fd);
     /* Found again: dropping the sessions above may have forgotten it (an
@@ -302,7 +221,7 @@ static void s_on_hello(const request_t *request)
     welcome.window = self->config.window;
     welcome.window_bytes = self->config.window_bytes;
     welcome.text = aq_bytes_str(auth_roles_text(grant->roles, roles, sizeof roles));
-    welcome.persistence = aq_bytes_str(persist_mode(self));
+    welcome.persistence = aq_bytes_str(broker_persistence(self));
     s_reply(request, &welcome);
 }
 
@@ -482,19 +401,6 @@ static void s_on_nack(const request_t *request)
     s_answer_id_errors(request, &errors, "nack");
 }
 
-void broker_free_joiner(broker_t *self, joiner_t *joiner)
-{
-    deadlines_cancel(&self->deadlines, &joiner->deadline);
-    if (joiner->peer) {
-        list_remove(&joiner->peer_link);
-        joiner->peer->join_count--;
-        if (joiner->peer->owner) /* its session holds the owner: not released here */
-            joiner->peer->owner->joins--;
-    }
-    self->joiner_count--;
-    free(joiner);
-}
-
 static void s_send_joined(const request_t *request, uint64_t waited)
 {
     const aq_msg_t *msg = request->msg;
@@ -537,13 +443,13 @@ static void s_on_join(const request_t *request)
     }
     char why[160];
     why[0] = '\0';
-    if (self->joiner_count >= (s_is_admin(peer) ? self->config.max_joiners
-                                                : s_unreserved(self->config.max_joiners)))
+    if (self->joiner_count >= (broker_is_admin(peer) ? self->config.max_joiners
+                                                : broker_unreserved(self->config.max_joiners)))
         snprintf(why, sizeof why,
                  "too many joins waiting (--max-joins %llu; the last tenth is kept for admin "
                  "clients)",
                  (unsigned long long) self->config.max_joiners);
-    else if (s_counted(self, peer) && peer->owner->joins >= self->config.max_joins_per_key)
+    else if (broker_counts_limits(self, peer) && peer->owner->joins >= self->config.max_joins_per_key)
         snprintf(why, sizeof why, "too many joins waiting for this key (--max-joins-per-key %llu)",
                  (unsigned long long) self->config.max_joins_per_key);
     if (why[0]) {
@@ -711,7 +617,7 @@ static void s_on_info(const request_t *request)
              (unsigned long long) self->idle_producer_count, dict_size(self->queues),
              store_count(self->store), (unsigned long long) self->held_total,
              (unsigned long long) self->joiner_count,
-             (unsigned long long) self->bad_input.total, persist_mode(self),
+             (unsigned long long) self->bad_input.total, broker_persistence(self),
              (unsigned long long) (self->journal ? journal_disk_bytes(self->journal) : 0));
     aq_bytes_t line = aq_bytes_str(text);
     aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = &line,

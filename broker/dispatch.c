@@ -8,11 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-uint64_t broker_lease_ms(const item_t *item)
-{
-    return item->lease_ms ? item->lease_ms : item->queue->lease_ms;
-}
-
 static peer_t *s_peer(consumer_t *consumer)
 {
     return list_entry(consumer, peer_t, consumer);
@@ -153,7 +148,7 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         size_t count = s_take(queue, peer, items, room < max ? (size_t) room : (size_t) max);
         if (s_send(self, peer, queue, items, count, now_us) != AQ_OK) {
             /* Nothing changed: the items are still first in line. */
-            broker_drop_peer(self, peer, errno == EHOSTUNREACH ? "peer unreachable" : "peer too slow", 0);
+            broker_doom_peer(self, peer, errno == EHOSTUNREACH ? "peer unreachable" : "peer too slow");
             continue;
         }
         for (size_t i = 0; i < count; i++) {
@@ -268,7 +263,7 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
         msg.dead = joiner->dead;
         /* Once the acks it waited for are on disk: a join answered is
            never undone by a crash. */
-        persist_reply(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &msg);
+        broker_reply_logged(self, (aq_bytes_t){joiner->routing_id, joiner->routing_id_size}, &msg);
         broker_free_joiner(self, joiner);
     }
 }

@@ -339,8 +339,8 @@ static enum MHD_Result s_requeue(http_t *self, struct MHD_Connection *connection
              queue->name);
     snprintf(action->queue, sizeof action->queue, "%s", queue->name);
     action->answered = 1;
-    action->position = persist_appended(self->broker);
-    if (persist_is_confirmed(self->broker, action->position))
+    action->position = broker_log_end(self->broker);
+    if (broker_log_reached(self->broker, action->position))
         return s_requeue(self, connection, action);
     /* Answered once the journal has the change: see http_run. */
     action->connection = connection;
@@ -544,7 +544,7 @@ void http_resume(http_t *self)
     /* A resumed connection is answered by the next http_run, which the
        loop then makes at once (http_timeout_ms says 0). */
     for (action_t *action = self->waiting; action; action = action->next)
-        if (action->suspended && persist_is_confirmed(self->broker, action->position)) {
+        if (action->suspended && broker_log_reached(self->broker, action->position)) {
             action->suspended = 0;
             self->again = 1;
             MHD_resume_connection(action->connection);

@@ -18,7 +18,7 @@
     (taken out at its connection limit) only at the start of a run.
     Actions need the bearer token; an action's answer waits, like any
     answer that says a change was made, until the journal has the change
-    (persist_is_confirmed). */
+    (broker_log_reached). */
 #ifndef BROKER_HTTP_H
 #define BROKER_HTTP_H
 

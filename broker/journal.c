@@ -493,6 +493,12 @@ void journal_end(journal_t *self)
     self->head_records++;
 }
 
+void journal_abandon(journal_t *self)
+{
+    self->buffered = self->record_at;
+    self->record_at = SIZE_MAX;
+}
+
 uint64_t journal_appended(const journal_t *self)
 {
     return self->written + self->buffered;

@@ -108,6 +108,8 @@ void journal_close(journal_t **self_p);
     body, which journal_end() then seals. At most one record is open. */
 uint8_t *journal_begin(journal_t *self, uint8_t type, size_t size);
 void journal_end(journal_t *self);
+/*  Takes the open record back, as if it had never begun. */
+void journal_abandon(journal_t *self);
 
 /*  Positions in the log (bytes since it opened): appended to the buffer,
     written to the system. */

@@ -544,7 +544,7 @@ int main(int argc, char **argv)
     char durability[4200];
     if (config.data_dir)
         snprintf(durability, sizeof durability, "durable in %s, fsync %s", config.data_dir,
-                 persist_mode(broker));
+                 broker_persistence(broker));
     else
         snprintf(durability, sizeof durability, "in memory: a restart loses the queues");
     printf("READY %s\n", broker->address);

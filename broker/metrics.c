@@ -317,7 +317,7 @@ static void s_broker_families(text_t *out, broker_t *self)
 {
     double uptime = (double) (broker_now_ms() - self->started_ms) / 1000.0;
     s_family(out, "asyncq_info", "gauge", "The broker's persistence mode and security, as labels.");
-    s_printf(out, "asyncq_info{persistence=\"%s\",security=\"%s\"} 1\n", persist_mode(self),
+    s_printf(out, "asyncq_info{persistence=\"%s\",security=\"%s\"} 1\n", broker_persistence(self),
              s_security(self));
     s_family(out, "asyncq_uptime_seconds", "gauge", "Time since the broker started.");
     s_printf(out, "asyncq_uptime_seconds %.3f\n", uptime);
@@ -699,7 +699,7 @@ char *metrics_render_json(broker_t *self, size_t *size)
     json_t *broker = json_pack(
         "{s:s,s:f,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "id", self->broker_id,
         "uptime_seconds", (double) (broker_now_ms() - self->started_ms) / 1000.0, "time_ms",
-        (json_int_t) (s_wall_seconds() * 1000.0), "persistence", persist_mode(self), "security",
+        (json_int_t) (s_wall_seconds() * 1000.0), "persistence", broker_persistence(self), "security",
         s_security(self), "sessions", (json_int_t) dict_size(self->peers), "connections",
         (json_int_t) conns_count(self->conns), "producers", (json_int_t) dict_size(self->producers),
         "queues", (json_int_t) dict_size(self->queues), "items",

@@ -9,222 +9,10 @@
 #include "journal.h"
 #include "ratelog.h"
 
-/*  What an item's records are counted as while it lives, to tell live
-    bytes from garbage: its ITEM record, near enough. */
-#define ITEM_OVERHEAD (JOURNAL_HEADER + 48 + 2 + AQ_NAME_MAX)
-
-static uint64_t s_live_size(const item_t *item)
-{
-    return ITEM_OVERHEAD + item->size;
-}
-
-/*  Appends a record through `add` (the journal's head, or a snapshot). */
-static void s_write(journal_t *journal, uint8_t *(*add)(journal_t *, uint8_t, size_t),
-                    const record_t *record)
-{
-    uint8_t *at = add(journal, record->type, record_size(record));
-    if (at)
-        record_encode(record, at);
-}
-
-static uint8_t *s_head_add(journal_t *journal, uint8_t type, size_t size)
-{
-    return journal_begin(journal, type, size);
-}
-
-/*  The record is written after it was applied: what it points to must
-    outlive the change (a FORGET names its queue from a copy). Not inlined:
-    broker_apply would save and restore this path's registers every time. */
-__attribute__((noinline)) static int s_apply_written(broker_t *self, const record_t *record, state_effects_t *effects)
-{
-    uint64_t gone = 0;
-    if (self->journal && record->type == RECORD_GONE) {
-        const item_t *item =
-            record->item_ref ? record->item_ref : store_find(self->store, record->id);
-        gone = item ? s_live_size(item) : 0;
-    }
-    int rc = state_apply(&self->state, record, effects);
-    if (rc)
-        return rc;
-    if (self->journal) {
-        s_write(self->journal, s_head_add, record);
-        journal_end(self->journal);
-        if (record->type == RECORD_ITEM)
-            self->live_bytes += s_live_size(effects->item);
-        else
-            self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
-    }
-    if (self->on_record)
-        self->on_record(self->on_record_ctx, record);
-    return 0;
-}
-
-/*  In memory, with no hook, the record is only applied: a call straight on
-    (three per item, each saving the journal's bookkeeping around it). */
-int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects)
-{
-    if (!self->journal && !self->on_record)
-        return state_apply(&self->state, record, effects);
-    return s_apply_written(self, record, effects);
-}
-
-int persist_accepting(const broker_t *self)
-{
-    return !self->journal || journal_error(self->journal) == 0;
-}
-
-uint64_t persist_appended(const broker_t *self)
-{
-    return self->journal ? journal_appended(self->journal) : 0;
-}
-
-uint64_t persist_position(const producer_t *producer)
-{
-    return producer->journal_position;
-}
-
-int persist_is_confirmed(const broker_t *self, uint64_t position)
-{
-    return !self->journal
-           || (!journal_broken(self->journal) && journal_confirmed(self->journal) >= position);
-}
-
-const char *persist_mode(const broker_t *self)
-{
-    if (!self->journal)
-        return "memory";
-    switch (self->config.fsync) {
-    case JOURNAL_FSYNC_ALWAYS: return "always";
-    case JOURNAL_FSYNC_INTERVAL: return "interval";
-    default: return "never";
-    }
-}
-
-void persist_wait(broker_t *self, producer_t *producer)
-{
-    if (!list_linked(&producer->durable_link))
-        list_push_back(&self->durable_waits, &producer->durable_link);
-}
-
-/* ------------------------------------------------------ held answers */
-
-/*  An answer waiting for the records before it: its frames encoded as
-    `u32 size | bytes`, one after the other. */
-typedef struct {
-    list_node_t link;
-    uint64_t position;
-    uint8_t routing_id[256];
-    size_t routing_id_size;
-    size_t frames;
-    size_t size;
-    uint8_t data[];
-} held_reply_t;
-
-/*  At most this much waits at once: past it, answers are refused (429)
-    rather than kept without bound while a disk is full. */
-#define HELD_REPLY_BYTES_MAX (64u << 20)
-
-typedef struct {
-    uint8_t *at;   /* NULL: only count */
-    size_t size;
-    size_t frames;
-} frame_writer_t;
-
-static int s_write_frame(void *ctx, const void *data, size_t size, int more, int is_payload)
-{
-    (void) more, (void) is_payload;
-    frame_writer_t *writer = ctx;
-    if (writer->at) {
-        aq_put_u32(writer->at + writer->size, (uint32_t) size);
-        if (size)
-            memcpy(writer->at + writer->size + 4, data, size);
-    }
-    writer->size += 4 + size;
-    writer->frames++;
-    return 0;
-}
-
-/*  Whether the journal holds every record up to `position` as promised;
-    -1 if it never will (a sync failed). */
-static int s_reached(const broker_t *self, uint64_t position)
-{
-    if (!self->journal)
-        return 1;
-    if (journal_broken(self->journal))
-        return -1;
-    return journal_confirmed(self->journal) >= position;
-}
-
-static void s_send_held(broker_t *self, held_reply_t *held, int reached)
-{
-    aq_bytes_t *frames = malloc(held->frames * sizeof *frames);
-    aq_bytes_t routing_id = {held->routing_id, held->routing_id_size};
-    aq_msg_t msg;
-    if (frames) {
-        const uint8_t *at = held->data;
-        for (size_t i = 0; i < held->frames; i++) {
-            frames[i] = (aq_bytes_t){at + 4, aq_get_u32(at)};
-            at += 4 + frames[i].size;
-        }
-        if (aq_msg_decode(&msg, frames, held->frames) == AQ_OK) {
-            if (reached > 0)
-                broker_send(self, routing_id, &msg, NULL);
-            else
-                broker_send_error(self, routing_id, AQ_STORAGE, msg.tag, msg.queue,
-                                  "the broker could not sync its journal: this change may not "
-                                  "survive a restart");
-        }
-    }
-    free(frames);
-    self->held_reply_bytes -= held->size;
-    list_remove(&held->link);
-    free(held);
-}
-
-static void s_answer_held(broker_t *self)
-{
-    list_node_t *node;
-    while ((node = list_first(&self->held_replies))) {
-        held_reply_t *held = list_entry(node, held_reply_t, link);
-        int reached = s_reached(self, held->position);
-        if (!reached)
-            break;
-        s_send_held(self, held, reached);
-    }
-}
-
-void persist_reply(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
-{
-    uint64_t position = persist_appended(self);
-    if (list_empty(&self->held_replies) && s_reached(self, position) > 0) {
-        broker_send(self, routing_id, msg, NULL);
-        return;
-    }
-    frame_writer_t writer = {0};
-    aq_msg_emit(msg, s_write_frame, &writer);
-    held_reply_t *held = NULL;
-    if (self->held_reply_bytes + writer.size <= HELD_REPLY_BYTES_MAX)
-        held = malloc(sizeof *held + writer.size);
-    if (!held) {
-        broker_send_error(self, routing_id, AQ_LIMIT, msg->tag, msg->queue,
-                          "too many answers are waiting for the journal's disk");
-        return;
-    }
-    held->position = position;
-    memcpy(held->routing_id, routing_id.data, routing_id.size);
-    held->routing_id_size = routing_id.size;
-    held->frames = writer.frames;
-    held->size = writer.size;
-    writer = (frame_writer_t){.at = held->data};
-    aq_msg_emit(msg, s_write_frame, &writer);
-    list_push_back(&self->held_replies, &held->link);
-    self->held_reply_bytes += held->size;
-}
-
 /*  Answers the SYNCs that waited for the disk, as far as it now allows. */
 static void s_answer_waits(broker_t *self)
 {
-    s_answer_held(self);
+    broker_release_replies(self);
     list_node_t waiting, *node;
     list_init(&waiting);
     /* Apart first: an answer may put its producer back in the list. */
@@ -240,9 +28,12 @@ static void s_answer_waits(broker_t *self)
 
 /* ------------------------------------------------------------ snapshot */
 
-static uint8_t *s_snapshot_add(journal_t *journal, uint8_t type, size_t size)
+/*  Appends a record to the snapshot being written. */
+static void s_snapshot_write(journal_t *journal, const record_t *record)
 {
-    return journal_snapshot_add(journal, type, size);
+    uint8_t *at = journal_snapshot_add(journal, record->type, record_size(record));
+    if (at)
+        record_encode(record, at);
 }
 
 /*  An item as one ITEM record: where it is now. */
@@ -261,7 +52,7 @@ static void s_snapshot_item(void *journal, item_t *item)
 {
     record_t record;
     s_item_record(item, &record);
-    s_write(journal, s_snapshot_add, &record);
+    s_snapshot_write(journal, &record);
 }
 
 static void s_snapshot_producer(void *journal, void *value)
@@ -270,7 +61,7 @@ static void s_snapshot_producer(void *journal, void *value)
     record_t record = {.type = RECORD_PRODUCER, .next = producer->next_seq,
                        .producer = aq_bytes_str(producer->id),
                        .key = aq_bytes_str(producer->key)};
-    s_write(journal, s_snapshot_add, &record);
+    s_snapshot_write(journal, &record);
 }
 
 /*  Every queue, with where its numbering and ranks are: its items come
@@ -281,7 +72,7 @@ static void s_snapshot_queue(void *journal, void *value)
     record_t record = {.type = RECORD_QUEUE, .state = (uint8_t) queue->state,
                        .next = queue->ledger.next, .front = queue->front, .back = queue->back,
                        .dead_back = queue->dead_back, .queue = aq_bytes_str(queue->name)};
-    s_write(journal, s_snapshot_add, &record);
+    s_snapshot_write(journal, &record);
 }
 
 /*  Items a pass writes to a snapshot: about a millisecond (0.6 us each,
@@ -355,7 +146,7 @@ static void s_snapshot_if_due(broker_t *self)
     dict_each(self->queues, s_snapshot_queue, journal);
     if (self->state.shut_down) {
         record_t record = {.type = RECORD_QUEUE, .state = QUEUE_DRAINING};
-        s_write(journal, s_snapshot_add, &record);
+        s_snapshot_write(journal, &record);
     }
     dict_each(self->producers, s_snapshot_producer, journal);
     self->snapshot_slot = 0;
@@ -524,7 +315,7 @@ static int s_resume(broker_t *self)
 
 static void s_live_sum(void *ctx, item_t *item)
 {
-    *(uint64_t *) ctx += s_live_size(item);
+    *(uint64_t *) ctx += broker_log_size(item);
 }
 
 static void s_idle_each(void *ctx, void *value)
@@ -583,14 +374,6 @@ int persist_open(broker_t *self, char *error, size_t error_size)
 
 void persist_close(broker_t *self)
 {
-    /* Answers still waiting are not sent: the broker is going away, and
-       its clients ask again of the next one. */
-    list_node_t *node;
-    while ((node = list_first(&self->held_replies))) {
-        held_reply_t *held = list_entry(node, held_reply_t, link);
-        self->held_reply_bytes -= held->size;
-        list_remove(node);
-        free(held);
-    }
+    broker_forget_replies(self);
     journal_close(&self->journal);
 }

@@ -187,10 +187,10 @@ void producers_answer(broker_t *self, producer_t *producer)
            them; later puts never hold it back). */
         if (!wait->positioned) {
             wait->positioned = 1;
-            wait->position = persist_position(producer);
+            wait->position = (producer)->journal_position;
         }
-        if (!persist_is_confirmed(self, wait->position)) {
-            persist_wait(self, producer);
+        if (!broker_log_reached(self, wait->position)) {
+            broker_log_wait(self, producer);
             break;
         }
         s_answer(self, producer, wait, 0);
@@ -271,7 +271,7 @@ void producers_sync(broker_t *self, producer_t *producer, aq_bytes_t routing_id,
     memcpy(probe.tag, tag.data, tag.size);
     probe.tag_size = tag.size;
     int handled = seq <= producers_done(producer);
-    if (handled && persist_is_confirmed(self, persist_position(producer))) {
+    if (handled && broker_log_reached(self, (producer)->journal_position)) {
         s_answer(self, producer, &probe, 0);
         return;
     }
@@ -414,7 +414,7 @@ void producers_forget(broker_t *self, producer_t *producer)
     list_node_t *node;
     while ((node = list_first(&producer->syncs)))
         s_remove_wait(producer, list_entry(node, sync_wait_t, link));
-    broker_free_held(self, producer);
+    producers_free_held(self, producer);
     if (producer->peer)
         producer->peer->producer = NULL;
     s_idle_remove(self, producer);
@@ -478,3 +478,42 @@ void producers_destroy_all(broker_t *self)
         producers_forget(self, sweep.list[i]);
     free(sweep.list);
 }
+
+/* ---------------------------------------------------------- held puts */
+
+void producers_block(producer_t *producer, queue_t *queue)
+{
+    if (producer->blocked_on == queue)
+        return;
+    if (producer->blocked_on)
+        list_remove(&producer->blocked_link);
+    producer->blocked_on = queue;
+    if (queue)
+        list_push_back(&queue->blocked, &producer->blocked_link);
+}
+
+void producers_free_held_put(broker_t *self, producer_t *producer, held_put_t *held)
+{
+    uint64_t left = held->count - held->skip;
+    held->queue->held_count -= left;
+    producer->held_count -= left;
+    producer->held_bytes -= zmq_msg_size(&held->frame);
+    self->held_total -= left;
+    if (held->owner) {
+        held->owner->held_puts -= left;
+        held->owner->held_bytes -= zmq_msg_size(&held->frame);
+        auth_owner_release(self->owners, held->owner);
+    }
+    list_remove(&held->link);
+    zmq_msg_close(&held->frame);
+    free(held);
+}
+
+void producers_free_held(broker_t *self, producer_t *producer)
+{
+    list_node_t *node;
+    while ((node = list_first(&producer->held)))
+        producers_free_held_put(self, producer, list_entry(node, held_put_t, link));
+    producers_block(producer, NULL);
+}
+

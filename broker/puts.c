@@ -123,46 +123,10 @@ static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, qu
         effects.item->accepted_us = now_us;
     }
     if (count) {
-        producer->journal_position = persist_appended(self);
+        producer->journal_position = broker_log_end(self);
         broker_touch_queue(self, queue);
     }
     return count;
-}
-
-static void s_block(producer_t *producer, queue_t *queue)
-{
-    if (producer->blocked_on == queue)
-        return;
-    if (producer->blocked_on)
-        list_remove(&producer->blocked_link);
-    producer->blocked_on = queue;
-    if (queue)
-        list_push_back(&queue->blocked, &producer->blocked_link);
-}
-
-static void s_free_held_put(broker_t *self, producer_t *producer, held_put_t *held)
-{
-    uint64_t left = held->count - held->skip;
-    held->queue->held_count -= left;
-    producer->held_count -= left;
-    producer->held_bytes -= zmq_msg_size(&held->frame);
-    self->held_total -= left;
-    if (held->owner) {
-        held->owner->held_puts -= left;
-        held->owner->held_bytes -= zmq_msg_size(&held->frame);
-        auth_owner_release(self->owners, held->owner);
-    }
-    list_remove(&held->link);
-    zmq_msg_close(&held->frame);
-    free(held);
-}
-
-void broker_free_held(broker_t *self, producer_t *producer)
-{
-    list_node_t *node;
-    while ((node = list_first(&producer->held)))
-        s_free_held_put(self, producer, list_entry(node, held_put_t, link));
-    s_block(producer, NULL);
 }
 
 /*  Tries the oldest held put: accepted as far as its queue has room,
@@ -174,7 +138,7 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     if (queue->state != QUEUE_OPEN) {
         s_refuse(self, producer, aq_bytes_str(queue->name), first, last, last - first + 1,
                  AQ_SHUT_DOWN, "queue shut down: puts are refused");
-        s_free_held_put(self, producer, held);
+        producers_free_held_put(self, producer, held);
         return 1;
     }
     uint64_t room = queue_room(queue), left = held->count - held->skip;
@@ -195,12 +159,12 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     if (taken < take) {
         s_refuse(self, producer, aq_bytes_str(queue->name), held->seq + held->skip, last,
                  last - held->seq - held->skip + 1, AQ_INTERNAL, "out of memory");
-        s_free_held_put(self, producer, held);
+        producers_free_held_put(self, producer, held);
         return 1;
     }
     if (held->skip < held->count)
         return 0;
-    s_free_held_put(self, producer, held);
+    producers_free_held_put(self, producer, held);
     return 1;
 }
 
@@ -211,13 +175,13 @@ static void s_drain_held(broker_t *self, producer_t *producer)
     while ((node = list_first(&producer->held))) {
         held_put_t *held = list_entry(node, held_put_t, link);
         if (!s_try_held(self, producer, held)) {
-            s_block(producer, held->queue);
+            producers_block(producer, held->queue);
             producers_tell_held(self, producer);
             producers_answer(self, producer);
             return;
         }
     }
-    s_block(producer, NULL);
+    producers_block(producer, NULL);
     producers_answer(self, producer);
 }
 
@@ -261,7 +225,7 @@ static int s_hold(broker_t *self, producer_t *producer, queue_t *queue, const aq
         held->owner->held_bytes += zmq_msg_size(&held->frame);
     }
     if (!producer->blocked_on)
-        s_block(producer, queue);
+        producers_block(producer, queue);
     producers_tell_held(self, producer);
     return 0;
 }
@@ -333,7 +297,7 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         rc = AQ_SHUT_DOWN;
         text = "queue shut down: puts are refused";
     }
-    if (rc == AQ_OK && !persist_accepting(self)) {
+    if (rc == AQ_OK && !broker_log_accepting(self)) {
         rc = AQ_STORAGE;
         text = "the broker cannot write to its journal (disk full?): puts are refused until it "
                "can";

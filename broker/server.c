@@ -41,37 +41,6 @@
     the broker's RSS. */
 #define TRIM_AFTER_BYTES (16 * 1024 * 1024)
 
-/*  Tests move the broker's clock forward instead of waiting (the fuzzer
-    lets leases and time-outs run out). */
-static int64_t s_clock_offset_ms;
-
-int64_t broker_now_ms(void)
-{
-    return zclock_mono() + s_clock_offset_ms;
-}
-
-int64_t broker_now_us(void)
-{
-    return zclock_usecs() + s_clock_offset_ms * 1000;
-}
-
-int64_t broker_wall_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000 + s_clock_offset_ms;
-}
-
-uint64_t broker_age_us(const item_t *item, int64_t now_us)
-{
-    return now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
-}
-
-void broker_clock_advance(int64_t ms)
-{
-    s_clock_offset_ms += ms;
-}
-
 static void s_set_int(void *socket, int option, int value)
 {
     zmq_setsockopt(socket, option, &value, sizeof value);
@@ -253,7 +222,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     deadline_init(&self->sweep, TIMER_SWEEP);
     deadline_init(&self->heartbeat, TIMER_HEARTBEAT);
     list_init(&self->dropped_peers);
-    list_init(&self->overdue_peers);
+    list_init(&self->doomed_peers);
     list_init(&self->idle_producers);
     list_init(&self->dirty);
     list_init(&self->durable_waits);
@@ -316,12 +285,14 @@ broker_t *broker_new(const broker_config_t *config, aq_status_t *status)
     return self;
 }
 
-/*  Drops the peers found not reading their replies (s_count_reply). */
-static void s_drop_overdue_peers(broker_t *self)
+/*  Drops the sessions doomed while the message or pass was handled. */
+static void s_drop_doomed_peers(broker_t *self)
 {
     list_node_t *node;
-    while ((node = list_first(&self->overdue_peers)))
-        broker_drop_peer(self, list_entry(node, peer_t, overdue_link), "does not read its replies", 1);
+    while ((node = list_first(&self->doomed_peers))) {
+        peer_t *peer = list_entry(node, peer_t, doomed_link);
+        broker_drop_peer(self, peer, peer->doom_reason, peer->doom_close);
+    }
 }
 
 static void s_free_dropped_peers(broker_t *self)
@@ -379,7 +350,7 @@ void broker_destroy(broker_t **self_p)
     persist_close(self);
     /* Peers first, then producers (their held puts), then queues, then
        the store with every item. */
-    list_init(&self->overdue_peers); /* every peer goes now */
+    list_init(&self->doomed_peers); /* every peer goes now */
     if (self->peers)
         dict_each(self->peers, s_detach_each_peer, self);
     s_free_dropped_peers(self);
@@ -402,173 +373,6 @@ void broker_destroy(broker_t **self_p)
     auth_destroy(&self->auth);
     free(self);
     *self_p = NULL;
-}
-
-/*  Sums a message's frame sizes. */
-static int s_count_frame(void *ctx, const void *data, size_t size, int more, int bulk)
-{
-    (void) data, (void) more, (void) bulk;
-    *(size_t *) ctx += size;
-    return 0;
-}
-
-/*  Dropped once the message in hand is handled, not here: the sender may
-    be walking a list that dropping changes (a queue's joiners, when a
-    shutdown answers them). */
-static void s_mark_overdue(broker_t *self, peer_t *peer, uint64_t unread)
-{
-    if (peer->overdue || peer->dropped)
-        return;
-    char name[AQ_NAME_MAX * 4 + 1];
-    ratelog_line(&self->bad_input, broker_now_ms(),
-                 "%s: %llu bytes of replies not read (--max-pending %llu): closed",
-                 log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
-                 (unsigned long long) unread, (unsigned long long) self->config.max_pending);
-    peer->overdue = 1;
-    list_push_back(&self->overdue_peers, &peer->overdue_link);
-}
-
-/*  Replies unread beyond this many times --max-pending close a session at
-    once, whatever its heartbeats say: what one session can make the
-    broker hold. */
-#define UNREAD_HARD_FACTOR 4
-
-/*  The replies a session has not read are those sent after the last
-    HEARTBEAT it answered. Past --max-pending of them it is asked at once,
-    by an extra HEARTBEAT (a probe); it is closed only if it has not
-    answered the probe one heartbeat interval later (s_probe_sessions), or
-    if its unread replies pass UNREAD_HARD_FACTOR × --max-pending. So a
-    client that reads its replies as they come is not closed for however
-    many it is sent. Deliveries (bounded by credit) and heartbeats do not
-    count; a reply ZeroMQ refused (its queue to the peer full) was not
-    sent and does not count either. */
-static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
-{
-    if (msg->cmd == AQ_CMD_ITEM || msg->cmd == AQ_CMD_ITEMS || msg->cmd == AQ_CMD_HEARTBEAT)
-        return;
-    size_t bytes = 0;
-    aq_msg_emit(msg, s_count_frame, &bytes);
-    peer->reply_bytes += bytes;
-    uint64_t unread = peer->reply_bytes - peer->read_bytes;
-    if (unread <= self->config.max_pending)
-        return;
-    if (peer->probe_beat && peer->read_bytes >= peer->beat_bytes[peer->probe_beat % PEER_BEATS])
-        peer->probe_beat = 0; /* answered: read, but more came since */
-    if (!peer->probe_beat && unread <= self->config.max_pending * UNREAD_HARD_FACTOR) {
-        aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT, .beat = peer->beat + 1};
-        aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
-        /* A probe ZeroMQ cannot take now (its queue full) is tried again
-           with the next reply. */
-        if (self->send(self->send_ctx, rid, &heartbeat, NULL) == AQ_OK) {
-            peer->beat++;
-            peer->beat_bytes[peer->beat % PEER_BEATS] = peer->reply_bytes;
-            peer->probe_beat = peer->beat;
-            peer->probe_ms = broker_now_ms();
-        }
-        return;
-    }
-    if (unread > self->config.max_pending * UNREAD_HARD_FACTOR)
-        s_mark_overdue(self, peer, unread);
-}
-
-aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
-                        zmq_msg_t *bulk)
-{
-    aq_status_t rc = self->send(self->send_ctx, routing_id, msg, bulk);
-    if (rc == AQ_OK) {
-        peer_t *peer = dict_get(self->peers, routing_id.data, routing_id.size);
-        if (peer && !peer->dropped)
-            s_count_reply(self, peer, msg);
-    }
-    return rc;
-}
-
-void broker_send_error(broker_t *self, aq_bytes_t routing_id, int code, aq_bytes_t tag,
-                       aq_bytes_t subject, const char *text)
-{
-    aq_msg_t msg = {.cmd = AQ_CMD_ERROR};
-    msg.code = (uint64_t) code;
-    msg.name = aq_bytes_str(aq_status_name(code));
-    msg.tag = tag.size <= AQ_TAG_MAX ? tag : (aq_bytes_t){0};
-    msg.subject = subject;
-    msg.text = aq_text_cut(text ? text : aq_strerror(code), AQ_TEXT_MAX);
-    /* A peer that is gone or too slow to read its errors loses them. */
-    broker_send(self, routing_id, &msg, NULL);
-}
-
-void broker_touch_queue(broker_t *self, queue_t *queue)
-{
-    queue->last_active_ms = broker_now_ms();
-    if (!list_linked(&queue->dirty_link))
-        list_push_back(&self->dirty, &queue->dirty_link);
-}
-
-queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status)
-{
-    *status = AQ_OK;
-    queue_t *queue = dict_get(self->queues, name.data, name.size);
-    if (queue || !create)
-        return queue;
-    if (dict_size(self->queues) >= self->config.max_queues) {
-        *status = AQ_LIMIT;
-        return NULL;
-    }
-    char text[AQ_NAME_MAX + 1];
-    memcpy(text, name.data, name.size);
-    text[name.size] = '\0';
-    uint64_t lease_ms = self->config.lease_ms;
-    for (size_t i = 0; i < self->config.queue_lease_count; i++)
-        if (strcmp(self->config.queue_leases[i].queue, text) == 0)
-            lease_ms = self->config.queue_leases[i].lease_ms;
-    queue = queue_new(text, self->config.maxsize, self->config.max_attempts, lease_ms);
-    if (!queue || dict_set(self->queues, name.data, name.size, queue)) {
-        queue_destroy(&queue);
-        *status = AQ_INTERNAL;
-        return NULL;
-    }
-    queue->last_active_ms = broker_now_ms();
-    queue->serial = ++self->next_serial;
-    if (self->state.shut_down)
-        queue->state = QUEUE_DRAINING; /* exists only to answer: refuses puts */
-    return queue;
-}
-
-void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int close_connection)
-{
-    if (peer->dropped)
-        return;
-    peer->dropped = 1;
-    if (peer->overdue)
-        list_remove(&peer->overdue_link);
-    if (self->config.verbose || peer->consumer.held_count) {
-        char name[AQ_NAME_MAX * 4 + 1];
-        log_line("session %s closed (%s), %llu items returned to the queue",
-                 log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)), reason,
-                 (unsigned long long) peer->consumer.held_count);
-    }
-    if (peer->consumer.queue) {
-        queue_t *queue = peer->consumer.queue;
-        broker_give_back_all(self, peer);
-        queue_detach(queue, &peer->consumer);
-        broker_release_joiners(self, queue); /* items may have been dead-lettered */
-        broker_touch_queue(self, queue);
-    }
-    if (peer->producer)
-        producers_detach(self, peer->producer);
-    /* Nobody is left to answer. */
-    list_node_t *node;
-    while ((node = list_first(&peer->joins))) {
-        joiner_t *joiner = list_entry(node, joiner_t, peer_link);
-        queue_remove_joiner(joiner->queue, joiner);
-        broker_free_joiner(self, joiner);
-    }
-    broker_peer_forgotten(self, peer);
-    dict_delete(self->peers, peer->routing_id, peer->routing_id_size);
-    if (dict_get(self->clients, peer->client_id, strlen(peer->client_id)) == peer)
-        dict_delete(self->clients, peer->client_id, strlen(peer->client_id));
-    if (close_connection)
-        conns_close(self->conns, 0, peer->fd, peer->conn_stamp, broker_now_ms());
-    list_push_back(&self->dropped_peers, &peer->dropped_link);
 }
 
 /*  Collects peers into an array, for visits that may drop them. */
@@ -611,7 +415,7 @@ static void s_probe_sessions(broker_t *self)
             if (peer->read_bytes >= peer->beat_bytes[peer->probe_beat % PEER_BEATS])
                 peer->probe_beat = 0;
             else if (now - peer->probe_ms >= (int64_t) self->config.heartbeat_ms) {
-                s_mark_overdue(self, peer, peer->reply_bytes - peer->read_bytes);
+                broker_doom_unread(self, peer, peer->reply_bytes - peer->read_bytes);
                 continue;
             }
         }
@@ -736,7 +540,7 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
         break;
     case TIMER_HEARTBEAT:
         s_probe_sessions(self);
-        s_drop_overdue_peers(self);
+        s_drop_doomed_peers(self);
         s_free_dropped_peers(self);
         deadlines_set(&self->deadlines, &self->heartbeat, now + (int64_t) self->config.heartbeat_ms);
         break;
@@ -804,7 +608,7 @@ static void s_drain_router(broker_t *self)
         if (aq_inbox_recv(self->router_inbox, self->router, 1, ZMQ_DONTWAIT) != AQ_OK)
             break;
         broker_on_router(self);
-        s_drop_overdue_peers(self);
+        s_drop_doomed_peers(self);
         s_free_dropped_peers(self);
     }
     aq_inbox_clear(self->router_inbox);
@@ -816,7 +620,7 @@ static void s_drain_pull(broker_t *self)
         if (aq_inbox_recv(self->pull_inbox, self->pull, 0, ZMQ_DONTWAIT) != AQ_OK)
             break;
         broker_on_pull(self);
-        s_drop_overdue_peers(self);
+        s_drop_doomed_peers(self);
         s_free_dropped_peers(self);
     }
     aq_inbox_clear(self->pull_inbox);
@@ -829,7 +633,7 @@ static void s_dispatch_dirty(broker_t *self)
     for (;;) {
         /* A peer dropped gives its items back: their queue is dispatched
            in this pass too. */
-        s_drop_overdue_peers(self);
+        s_drop_doomed_peers(self);
         list_node_t *node = list_first(&self->dirty);
         if (!node)
             break;

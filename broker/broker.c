@@ -1,0 +1,507 @@
+/*  What every part of the broker shares, below the handlers: the clock,
+    sending (counted against what a session has read), queues made with
+    their limits and owners, the one way the replicated state changes
+    (broker_apply: state_apply, then the journal) and the answers that wait
+    for the journal. Nothing here calls a handler, the sessions or the
+    server: it is the layer they all stand on (DESIGN.md, "Layers"). */
+#include "broker.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "journal.h"
+
+/* --------------------------------------------------------------- clock */
+
+/*  Tests move the broker's clock forward instead of waiting (the fuzzer
+    lets leases and time-outs run out). */
+static int64_t s_clock_offset_ms;
+
+int64_t broker_now_ms(void)
+{
+    return zclock_mono() + s_clock_offset_ms;
+}
+
+int64_t broker_now_us(void)
+{
+    return zclock_usecs() + s_clock_offset_ms * 1000;
+}
+
+int64_t broker_wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000 + s_clock_offset_ms;
+}
+
+uint64_t broker_age_us(const item_t *item, int64_t now_us)
+{
+    return now_us > item->accepted_us ? (uint64_t) (now_us - item->accepted_us) : 0;
+}
+
+void broker_clock_advance(int64_t ms)
+{
+    s_clock_offset_ms += ms;
+}
+
+/* ------------------------------------------------------------- sending */
+
+/*  Sums a message's frame sizes. */
+static int s_count_frame(void *ctx, const void *data, size_t size, int more, int bulk)
+{
+    (void) data, (void) more, (void) bulk;
+    *(size_t *) ctx += size;
+    return 0;
+}
+
+/*  Dropped once the message in hand is handled, not here: the sender may
+    be walking a list that dropping changes (a queue's joiners, when a
+    shutdown answers them). */
+void broker_doom_unread(broker_t *self, peer_t *peer, uint64_t unread)
+{
+    if (peer->doomed || peer->dropped)
+        return;
+    char name[AQ_NAME_MAX * 4 + 1];
+    ratelog_line(&self->bad_input, broker_now_ms(),
+                 "%s: %llu bytes of replies not read (--max-pending %llu): closed",
+                 log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)),
+                 (unsigned long long) unread, (unsigned long long) self->config.max_pending);
+    peer->doomed = 1;
+    peer->doom_reason = "does not read its replies";
+    peer->doom_close = 1;
+    list_push_back(&self->doomed_peers, &peer->doomed_link);
+}
+
+void broker_doom_peer(broker_t *self, peer_t *peer, const char *reason)
+{
+    if (peer->doomed || peer->dropped)
+        return;
+    peer->doomed = 1;
+    peer->doom_reason = reason;
+    peer->doom_close = 0;
+    list_push_back(&self->doomed_peers, &peer->doomed_link);
+    if (peer->consumer.queue) /* offered nothing more */
+        queue_set_credit(peer->consumer.queue, &peer->consumer, 0);
+}
+
+/*  Replies unread beyond this many times --max-pending close a session at
+    once, whatever its heartbeats say: what one session can make the
+    broker hold. */
+#define UNREAD_HARD_FACTOR 4
+
+/*  The replies a session has not read are those sent after the last
+    HEARTBEAT it answered. Past --max-pending of them it is asked at once,
+    by an extra HEARTBEAT (a probe); it is closed only if it has not
+    answered the probe one heartbeat interval later (s_probe_sessions), or
+    if its unread replies pass UNREAD_HARD_FACTOR × --max-pending. So a
+    client that reads its replies as they come is not closed for however
+    many it is sent. Deliveries (bounded by credit) and heartbeats do not
+    count; a reply ZeroMQ refused (its queue to the peer full) was not
+    sent and does not count either. */
+static void s_count_reply(broker_t *self, peer_t *peer, const aq_msg_t *msg)
+{
+    if (msg->cmd == AQ_CMD_ITEM || msg->cmd == AQ_CMD_ITEMS || msg->cmd == AQ_CMD_HEARTBEAT)
+        return;
+    size_t bytes = 0;
+    aq_msg_emit(msg, s_count_frame, &bytes);
+    peer->reply_bytes += bytes;
+    uint64_t unread = peer->reply_bytes - peer->read_bytes;
+    if (unread <= self->config.max_pending)
+        return;
+    if (peer->probe_beat && peer->read_bytes >= peer->beat_bytes[peer->probe_beat % PEER_BEATS])
+        peer->probe_beat = 0; /* answered: read, but more came since */
+    if (!peer->probe_beat && unread <= self->config.max_pending * UNREAD_HARD_FACTOR) {
+        aq_msg_t heartbeat = {.cmd = AQ_CMD_HEARTBEAT, .beat = peer->beat + 1};
+        aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
+        /* A probe ZeroMQ cannot take now (its queue full) is tried again
+           with the next reply. */
+        if (self->send(self->send_ctx, rid, &heartbeat, NULL) == AQ_OK) {
+            peer->beat++;
+            peer->beat_bytes[peer->beat % PEER_BEATS] = peer->reply_bytes;
+            peer->probe_beat = peer->beat;
+            peer->probe_ms = broker_now_ms();
+        }
+        return;
+    }
+    if (unread > self->config.max_pending * UNREAD_HARD_FACTOR)
+        broker_doom_unread(self, peer, unread);
+}
+
+aq_status_t broker_send(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
+                        zmq_msg_t *bulk)
+{
+    aq_status_t rc = self->send(self->send_ctx, routing_id, msg, bulk);
+    if (rc == AQ_OK) {
+        peer_t *peer = dict_get(self->peers, routing_id.data, routing_id.size);
+        if (peer && !peer->dropped)
+            s_count_reply(self, peer, msg);
+    }
+    return rc;
+}
+
+void broker_send_error(broker_t *self, aq_bytes_t routing_id, int code, aq_bytes_t tag,
+                       aq_bytes_t subject, const char *text)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_ERROR};
+    msg.code = (uint64_t) code;
+    msg.name = aq_bytes_str(aq_status_name(code));
+    msg.tag = tag.size <= AQ_TAG_MAX ? tag : (aq_bytes_t){0};
+    msg.subject = subject;
+    msg.text = aq_text_cut(text ? text : aq_strerror(code), AQ_TEXT_MAX);
+    /* A peer that is gone or too slow to read its errors loses them. */
+    broker_send(self, routing_id, &msg, NULL);
+}
+
+void broker_touch_queue(broker_t *self, queue_t *queue)
+{
+    queue->last_active_ms = broker_now_ms();
+    if (!list_linked(&queue->dirty_link))
+        list_push_back(&self->dirty, &queue->dirty_link);
+}
+
+queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status)
+{
+    *status = AQ_OK;
+    queue_t *queue = dict_get(self->queues, name.data, name.size);
+    if (queue || !create)
+        return queue;
+    if (dict_size(self->queues) >= self->config.max_queues) {
+        *status = AQ_LIMIT;
+        return NULL;
+    }
+    char text[AQ_NAME_MAX + 1];
+    memcpy(text, name.data, name.size);
+    text[name.size] = '\0';
+    uint64_t lease_ms = self->config.lease_ms;
+    for (size_t i = 0; i < self->config.queue_lease_count; i++)
+        if (strcmp(self->config.queue_leases[i].queue, text) == 0)
+            lease_ms = self->config.queue_leases[i].lease_ms;
+    queue = queue_new(text, self->config.maxsize, self->config.max_attempts, lease_ms);
+    if (!queue || dict_set(self->queues, name.data, name.size, queue)) {
+        queue_destroy(&queue);
+        *status = AQ_INTERNAL;
+        return NULL;
+    }
+    queue->last_active_ms = broker_now_ms();
+    queue->serial = ++self->next_serial;
+    if (self->state.shut_down)
+        queue->state = QUEUE_DRAINING; /* exists only to answer: refuses puts */
+    return queue;
+}
+
+/* ------------------------------------------------------- limits, joins */
+
+/*  What a client without the admin role may use of a broker-wide limit:
+    the last tenth is kept for admin clients. */
+uint64_t broker_unreserved(uint64_t limit)
+{
+    return limit - limit / 10;
+}
+
+int broker_is_admin(const peer_t *peer)
+{
+    return peer && (peer->grant.roles & ROLE_ADMIN);
+}
+
+/*  The per-key limits apply to this session: it has a share counted, and
+    it is not an admin key (without keys every client has every role, and
+    the limits count per host). */
+int broker_counts_limits(const broker_t *self, const peer_t *peer)
+{
+    return peer && peer->owner
+           && !(broker_is_admin(peer) && self->auth && auth_enabled(self->auth));
+}
+
+queue_t *broker_queue_for(broker_t *self, aq_bytes_t name, const peer_t *peer,
+                          aq_status_t *status, const char **text)
+{
+    queue_t *queue = broker_queue(self, name, 0, status);
+    if (queue)
+        return queue;
+    static char why[160];
+    *text = why;
+    if (peer && !broker_is_admin(peer)
+        && dict_size(self->queues) >= broker_unreserved(self->config.max_queues)) {
+        *status = AQ_LIMIT;
+        snprintf(why, sizeof why,
+                 "too many queues (--max-queues %llu; the last tenth is kept for admin clients)",
+                 (unsigned long long) self->config.max_queues);
+        return NULL;
+    }
+    if (broker_counts_limits(self, peer) && peer->owner->queues >= self->config.max_queues_per_key) {
+        *status = AQ_LIMIT;
+        snprintf(why, sizeof why, "too many queues made by this key (--max-queues-per-key %llu)",
+                 (unsigned long long) self->config.max_queues_per_key);
+        return NULL;
+    }
+    queue = broker_queue(self, name, 1, status);
+    if (!queue) {
+        snprintf(why, sizeof why, "%s", *status == AQ_LIMIT ? "too many queues (--max-queues)"
+                                                             : "cannot create the queue");
+        return NULL;
+    }
+    if (peer && peer->owner) {
+        queue->owner = peer->owner;
+        queue->owner->queues++;
+    }
+    return queue;
+}
+
+void broker_queue_forgotten(broker_t *self, queue_t *queue)
+{
+    if (!queue->owner)
+        return;
+    queue->owner->queues--;
+    auth_owner_release(self->owners, queue->owner);
+    queue->owner = NULL;
+}
+
+void broker_peer_forgotten(broker_t *self, peer_t *peer)
+{
+    self->plain_sessions -= (uint64_t) peer->plain;
+    peer->plain = 0;
+    if (!peer->owner)
+        return;
+    peer->owner->sessions--;
+    auth_owner_release(self->owners, peer->owner);
+    peer->owner = NULL;
+}
+
+void broker_free_joiner(broker_t *self, joiner_t *joiner)
+{
+    deadlines_cancel(&self->deadlines, &joiner->deadline);
+    if (joiner->peer) {
+        list_remove(&joiner->peer_link);
+        joiner->peer->join_count--;
+        if (joiner->peer->owner) /* its session holds the owner: not released here */
+            joiner->peer->owner->joins--;
+    }
+    self->joiner_count--;
+    free(joiner);
+}
+
+uint64_t broker_lease_ms(const item_t *item)
+{
+    return item->lease_ms ? item->lease_ms : item->queue->lease_ms;
+}
+
+/* --------------------------------------------------------- the journal */
+
+/*  What an item's records are counted as while it lives, to tell live
+    bytes from garbage: its ITEM record, near enough. */
+#define ITEM_OVERHEAD (JOURNAL_HEADER + 48 + 2 + AQ_NAME_MAX)
+
+uint64_t broker_log_size(const item_t *item)
+{
+    return ITEM_OVERHEAD + item->size;
+}
+
+/*  The record is written after it was applied: what it points to must
+    outlive the change (a FORGET names its queue from a copy). Not inlined:
+    broker_apply would save and restore this path's registers every time. */
+__attribute__((noinline)) static int s_apply_written(broker_t *self, const record_t *record,
+                                                     state_effects_t *effects)
+{
+    uint64_t gone = 0;
+    uint8_t *at = NULL;
+    if (self->journal) {
+        /* Room first: a change the journal could not hold is not made. */
+        at = journal_begin(self->journal, record->type, record_size(record));
+        if (!at)
+            return -1;
+        if (record->type == RECORD_GONE) {
+            const item_t *item =
+                record->item_ref ? record->item_ref : store_find(self->store, record->id);
+            gone = item ? broker_log_size(item) : 0;
+        }
+    }
+    int rc = state_apply(&self->state, record, effects);
+    if (rc) {
+        if (at)
+            journal_abandon(self->journal);
+        return rc;
+    }
+    if (at) {
+        record_encode(record, at);
+        journal_end(self->journal);
+        if (record->type == RECORD_ITEM)
+            self->live_bytes += broker_log_size(effects->item);
+        else
+            self->live_bytes = self->live_bytes > gone ? self->live_bytes - gone : 0;
+    }
+    if (self->on_record)
+        self->on_record(self->on_record_ctx, record);
+    return 0;
+}
+
+/*  In memory, with no hook, the record is only applied: a call straight on
+    (three per item, each saving the journal's bookkeeping around it). */
+int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects)
+{
+    if (!self->journal && !self->on_record)
+        return state_apply(&self->state, record, effects);
+    return s_apply_written(self, record, effects);
+}
+
+int broker_log_accepting(const broker_t *self)
+{
+    return !self->journal || journal_error(self->journal) == 0;
+}
+
+uint64_t broker_log_end(const broker_t *self)
+{
+    return self->journal ? journal_appended(self->journal) : 0;
+}
+
+int broker_log_reached(const broker_t *self, uint64_t position)
+{
+    return !self->journal
+           || (!journal_broken(self->journal) && journal_confirmed(self->journal) >= position);
+}
+
+const char *broker_persistence(const broker_t *self)
+{
+    if (!self->journal)
+        return "memory";
+    switch (self->config.fsync) {
+    case JOURNAL_FSYNC_ALWAYS: return "always";
+    case JOURNAL_FSYNC_INTERVAL: return "interval";
+    default: return "never";
+    }
+}
+
+void broker_log_wait(broker_t *self, producer_t *producer)
+{
+    if (!list_linked(&producer->durable_link))
+        list_push_back(&self->durable_waits, &producer->durable_link);
+}
+
+/* ------------------------------------------------------ held answers */
+
+/*  An answer waiting for the records before it: its frames encoded as
+    `u32 size | bytes`, one after the other. */
+typedef struct {
+    list_node_t link;
+    uint64_t position;
+    uint8_t routing_id[256];
+    size_t routing_id_size;
+    size_t frames;
+    size_t size;
+    uint8_t data[];
+} held_reply_t;
+
+/*  At most this much waits at once: past it, answers are refused (429)
+    rather than kept without bound while a disk is full. */
+#define HELD_REPLY_BYTES_MAX (64u << 20)
+
+typedef struct {
+    uint8_t *at;   /* NULL: only count */
+    size_t size;
+    size_t frames;
+} frame_writer_t;
+
+static int s_write_frame(void *ctx, const void *data, size_t size, int more, int is_payload)
+{
+    (void) more, (void) is_payload;
+    frame_writer_t *writer = ctx;
+    if (writer->at) {
+        aq_put_u32(writer->at + writer->size, (uint32_t) size);
+        if (size)
+            memcpy(writer->at + writer->size + 4, data, size);
+    }
+    writer->size += 4 + size;
+    writer->frames++;
+    return 0;
+}
+
+/*  Whether the journal holds every record up to `position` as promised;
+    -1 if it never will (a sync failed). */
+static int s_reached(const broker_t *self, uint64_t position)
+{
+    if (!self->journal)
+        return 1;
+    if (journal_broken(self->journal))
+        return -1;
+    return journal_confirmed(self->journal) >= position;
+}
+
+static void s_send_held(broker_t *self, held_reply_t *held, int reached)
+{
+    aq_bytes_t *frames = malloc(held->frames * sizeof *frames);
+    aq_bytes_t routing_id = {held->routing_id, held->routing_id_size};
+    aq_msg_t msg;
+    if (frames) {
+        const uint8_t *at = held->data;
+        for (size_t i = 0; i < held->frames; i++) {
+            frames[i] = (aq_bytes_t){at + 4, aq_get_u32(at)};
+            at += 4 + frames[i].size;
+        }
+        if (aq_msg_decode(&msg, frames, held->frames) == AQ_OK) {
+            if (reached > 0)
+                broker_send(self, routing_id, &msg, NULL);
+            else
+                broker_send_error(self, routing_id, AQ_STORAGE, msg.tag, msg.queue,
+                                  "the broker could not sync its journal: this change may not "
+                                  "survive a restart");
+        }
+    }
+    free(frames);
+    self->held_reply_bytes -= held->size;
+    list_remove(&held->link);
+    free(held);
+}
+
+void broker_release_replies(broker_t *self)
+{
+    list_node_t *node;
+    while ((node = list_first(&self->held_replies))) {
+        held_reply_t *held = list_entry(node, held_reply_t, link);
+        int reached = s_reached(self, held->position);
+        if (!reached)
+            break;
+        s_send_held(self, held, reached);
+    }
+}
+
+void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
+{
+    uint64_t position = broker_log_end(self);
+    if (list_empty(&self->held_replies) && s_reached(self, position) > 0) {
+        broker_send(self, routing_id, msg, NULL);
+        return;
+    }
+    frame_writer_t writer = {0};
+    aq_msg_emit(msg, s_write_frame, &writer);
+    held_reply_t *held = NULL;
+    if (self->held_reply_bytes + writer.size <= HELD_REPLY_BYTES_MAX)
+        held = malloc(sizeof *held + writer.size);
+    if (!held) {
+        broker_send_error(self, routing_id, AQ_LIMIT, msg->tag, msg->queue,
+                          "too many answers are waiting for the journal's disk");
+        return;
+    }
+    held->position = position;
+    memcpy(held->routing_id, routing_id.data, routing_id.size);
+    held->routing_id_size = routing_id.size;
+    held->frames = writer.frames;
+    held->size = writer.size;
+    writer = (frame_writer_t){.at = held->data};
+    aq_msg_emit(msg, s_write_frame, &writer);
+    list_push_back(&self->held_replies, &held->link);
+    self->held_reply_bytes += held->size;
+}
+
+void broker_forget_replies(broker_t *self)
+{
+    list_node_t *node;
+    while ((node = list_first(&self->held_replies))) {
+        held_reply_t *held = list_entry(node, held_reply_t, link);
+        self->held_reply_bytes -= held->size;
+        list_remove(node);
+        free(held);
+    }
+}
