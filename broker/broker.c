@@ -380,7 +380,7 @@ void broker_log_wait(broker_t *self, producer_t *producer)
         list_push_back(&self->durable_waits, &producer->durable_link);
 }
 
-/* ------------------------------------------------------ held answers */
+/* -------------------------------------------- answers waiting for the log */
 
 /*  An answer waiting for the records before it: its frames encoded as
     `u32 size | bytes`, one after the other. */
@@ -392,11 +392,11 @@ typedef struct {
     size_t frames;
     size_t size;
     uint8_t data[];
-} held_reply_t;
+} waiting_answer_t;
 
 /*  At most this much waits at once: past it, answers are refused (429)
     rather than kept without bound while a disk is full. */
-#define HELD_REPLY_BYTES_MAX (64u << 20)
+#define WAITING_ANSWER_BYTES_MAX (64u << 20)
 
 typedef struct {
     uint8_t *at;   /* NULL: only count */
@@ -429,18 +429,18 @@ static int s_reached(const broker_t *self, uint64_t position)
     return journal_confirmed(self->journal) >= position;
 }
 
-static void s_send_held(broker_t *self, held_reply_t *held, int reached)
+static void s_send_answer(broker_t *self, waiting_answer_t *answer, int reached)
 {
-    aq_bytes_t *frames = malloc(held->frames * sizeof *frames);
-    aq_bytes_t routing_id = {held->routing_id, held->routing_id_size};
+    aq_bytes_t *frames = malloc(answer->frames * sizeof *frames);
+    aq_bytes_t routing_id = {answer->routing_id, answer->routing_id_size};
     aq_msg_t msg;
     if (frames) {
-        const uint8_t *at = held->data;
-        for (size_t i = 0; i < held->frames; i++) {
+        const uint8_t *at = answer->data;
+        for (size_t i = 0; i < answer->frames; i++) {
             frames[i] = (aq_bytes_t){at + 4, aq_get_u32(at)};
             at += 4 + frames[i].size;
         }
-        if (aq_msg_decode(&msg, frames, held->frames) == AQ_OK) {
+        if (aq_msg_decode(&msg, frames, answer->frames) == AQ_OK) {
             if (reached > 0)
                 broker_send(self, routing_id, &msg, NULL);
             else
@@ -450,57 +450,57 @@ static void s_send_held(broker_t *self, held_reply_t *held, int reached)
         }
     }
     free(frames);
-    self->held_reply_bytes -= held->size;
-    list_remove(&held->link);
-    free(held);
+    self->waiting_answer_bytes -= answer->size;
+    list_remove(&answer->link);
+    free(answer);
 }
 
 void broker_release_replies(broker_t *self)
 {
     list_node_t *node;
-    while ((node = list_first(&self->held_replies))) {
-        held_reply_t *held = list_entry(node, held_reply_t, link);
-        int reached = s_reached(self, held->position);
+    while ((node = list_first(&self->waiting_answers))) {
+        waiting_answer_t *answer = list_entry(node, waiting_answer_t, link);
+        int reached = s_reached(self, answer->position);
         if (!reached)
             break;
-        s_send_held(self, held, reached);
+        s_send_answer(self, answer, reached);
     }
 }
 
 void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
 {
     uint64_t position = broker_log_end(self);
-    if (list_empty(&self->held_replies) && s_reached(self, position) > 0) {
+    if (list_empty(&self->waiting_answers) && s_reached(self, position) > 0) {
         broker_send(self, routing_id, msg, NULL);
         return;
     }
     frame_writer_t writer = {0};
     aq_msg_emit(msg, s_write_frame, &writer);
-    held_reply_t *held = NULL;
-    if (self->held_reply_bytes + writer.size <= HELD_REPLY_BYTES_MAX)
-        held = malloc(sizeof *held + writer.size);
-    if (!held) {
+    waiting_answer_t *answer = NULL;
+    if (self->waiting_answer_bytes + writer.size <= WAITING_ANSWER_BYTES_MAX)
+        answer = malloc(sizeof *answer + writer.size);
+    if (!answer) {
         broker_send_error(self, routing_id, AQ_LIMIT, msg->tag, msg->queue,
                           "too many answers are waiting for the journal's disk");
         return;
     }
-    held->position = position;
-    memcpy(held->routing_id, routing_id.data, routing_id.size);
-    held->routing_id_size = routing_id.size;
-    held->frames = writer.frames;
-    held->size = writer.size;
-    writer = (frame_writer_t){.at = held->data};
+    answer->position = position;
+    memcpy(answer->routing_id, routing_id.data, routing_id.size);
+    answer->routing_id_size = routing_id.size;
+    answer->frames = writer.frames;
+    answer->size = writer.size;
+    writer = (frame_writer_t){.at = answer->data};
     aq_msg_emit(msg, s_write_frame, &writer);
-    list_push_back(&self->held_replies, &held->link);
-    self->held_reply_bytes += held->size;
+    list_push_back(&self->waiting_answers, &answer->link);
+    self->waiting_answer_bytes += answer->size;
 }
 
 void broker_forget_replies(broker_t *self)
 {
     list_node_t *node;
-    while ((node = list_first(&self->held_replies))) {
-        held_reply_t *held = list_entry(node, held_reply_t, link);
-        self->held_reply_bytes -= held->size;
+    while ((node = list_first(&self->waiting_answers))) {
+        waiting_answer_t *held = list_entry(node, waiting_answer_t, link);
+        self->waiting_answer_bytes -= held->size;
         list_remove(node);
         free(held);
     }

@@ -254,13 +254,13 @@ typedef struct broker {
     int64_t snapshot_started_us;
     int64_t snapshot_slice_max_us; /* its longest slice */
     list_node_t durable_waits; /* producers with SYNCs waiting only for the disk */
-    list_node_t held_replies;  /* answers waiting for their changes' records (persist.c) */
+    list_node_t waiting_answers;  /* answers waiting for their changes' records (persist.c) */
     auth_owners_t *owners;         /* each key's share of the limits (commands.c) */
     uint64_t plain_sessions;       /* sessions without the admin role */
     struct superseded *superseded; /* sessions whose producer id was taken over (producers.c) */
     dict_t *superseded_index;      /* their routing ids -> entries */
     size_t superseded_next;
-    uint64_t held_reply_bytes;
+    uint64_t waiting_answer_bytes;
     int broken_logged;
 } broker_t;
 

@@ -80,8 +80,8 @@ static void s_check_consumers(check_t *check, const queue_t *queue)
     for (int i = 0; i < 2; i++)
         for (const list_node_t *node = lists[i]->next; node != lists[i]; node = node->next) {
             const consumer_t *consumer = list_entry(node, consumer_t, link);
-            if (consumer->queue != queue || consumer->held_count >= consumer->credit
-                || (i == 0) != (consumer->held_count == 0))
+            if (consumer->queue != queue || consumer->hold_count >= consumer->credit
+                || (i == 0) != (consumer->hold_count == 0))
                 s_fail(check, "a consumer of %s is in the wrong list", queue->name);
         }
 }
@@ -101,14 +101,14 @@ static void s_sum_peer(void *ctx, void *value)
     if (consumer->queue != sum->queue)
         return;
     sum->consumers++;
-    uint64_t held = s_check_list(sum->check, &consumer->held, sum->queue, ITEM_INFLIGHT, consumer);
-    if (held != consumer->held_count)
+    uint64_t held = s_check_list(sum->check, &consumer->holds, sum->queue, ITEM_INFLIGHT, consumer);
+    if (held != consumer->hold_count)
         s_fail(sum->check, "%s holds %llu items but counts %llu", peer->client_id,
-               (unsigned long long) held, (unsigned long long) consumer->held_count);
+               (unsigned long long) held, (unsigned long long) consumer->hold_count);
     int listed = list_linked(&consumer->link);
-    if (listed != (consumer->held_count < consumer->credit))
+    if (listed != (consumer->hold_count < consumer->credit))
         s_fail(sum->check, "%s with credit %llu holding %llu is %s", peer->client_id,
-               (unsigned long long) consumer->credit, (unsigned long long) consumer->held_count,
+               (unsigned long long) consumer->credit, (unsigned long long) consumer->hold_count,
                listed ? "offered items" : "forgotten");
     sum->inflight += held;
 }

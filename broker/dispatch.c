@@ -143,7 +143,7 @@ void broker_dispatch(broker_t *self, queue_t *queue)
                 consumer = other;
         }
         peer_t *peer = s_peer(consumer);
-        uint64_t room = consumer->credit - consumer->held_count;
+        uint64_t room = consumer->credit - consumer->hold_count;
         uint64_t max = peer->credit_batch ? peer->credit_batch : 1;
         size_t count = s_take(queue, peer, items, room < max ? (size_t) room : (size_t) max);
         if (s_send(self, peer, queue, items, count, now_us) != AQ_OK) {
@@ -329,7 +329,7 @@ void broker_give_back_all(broker_t *self, peer_t *peer)
 {
     /* Newest first to the front, so the oldest ends up delivered first. */
     list_node_t *node;
-    while ((node = list_last(&peer->consumer.held)))
+    while ((node = list_last(&peer->consumer.holds)))
         s_give_back(self, peer, list_entry(node, item_t, link), 0);
 }
 
@@ -342,7 +342,7 @@ void broker_on_lease_expired(broker_t *self, item_t *item)
     peer_t *peer = s_peer(item->holder);
     queue_t *queue = item->queue;
     char name[AQ_NAME_MAX * 4 + 1];
-    ratelog_line(&self->expiries, broker_now_ms(), "item %llu held by %s: delivered again",
+    ratelog_line(&self->expiries, broker_now_ms(), "item %llu, delivered to %s, not acked in time: delivered again",
                  (unsigned long long) item->id,
                  log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)));
     queue->expired_total++;

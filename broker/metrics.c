@@ -643,7 +643,7 @@ static void s_json_consumer(void *ctx, void *value)
     json_t *ids = json_array();
     int64_t oldest_ms = 0;
     size_t shown = 0;
-    for (const list_node_t *node = consumer->held.next; node != &consumer->held;
+    for (const list_node_t *node = consumer->holds.next; node != &consumer->holds;
          node = node->next) {
         const item_t *item = list_entry(node, item_t, link);
         if (shown == 0) /* delivered (or last touched) when its lease started */
@@ -655,7 +655,7 @@ static void s_json_consumer(void *ctx, void *value)
         consumers->list,
         json_pack("{s:s,s:s,s:I,s:I,s:o,s:I}", "client", peer->client_id, "queue",
                   consumer->queue->name, "credit", (json_int_t) consumer->credit, "held",
-                  (json_int_t) consumer->held_count, "held_ids", ids, "oldest_held_ms",
+                  (json_int_t) consumer->hold_count, "held_ids", ids, "oldest_held_ms",
                   (json_int_t) (oldest_ms > 0 ? oldest_ms : 0)));
 }
 

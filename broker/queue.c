@@ -82,7 +82,7 @@ void queue_count_dead(queue_t *self, const item_t *item)
 void consumer_init(consumer_t *consumer)
 {
     memset(consumer, 0, sizeof *consumer);
-    list_init(&consumer->held);
+    list_init(&consumer->holds);
     list_init(&consumer->link);
 }
 
@@ -92,14 +92,14 @@ static void s_reorder(queue_t *self, consumer_t *consumer)
 {
     if (list_linked(&consumer->link))
         list_remove(&consumer->link);
-    if (consumer->held_count >= consumer->credit)
+    if (consumer->hold_count >= consumer->credit)
         return;
-    list_push_back(consumer->held_count ? &self->busy : &self->idle, &consumer->link);
+    list_push_back(consumer->hold_count ? &self->busy : &self->idle, &consumer->link);
 }
 
 void queue_attach(queue_t *self, consumer_t *consumer)
 {
-    assert(!consumer->queue && consumer->held_count == 0);
+    assert(!consumer->queue && consumer->hold_count == 0);
     consumer->queue = self;
     self->consumer_count++;
     s_reorder(self, consumer);
@@ -107,7 +107,7 @@ void queue_attach(queue_t *self, consumer_t *consumer)
 
 void queue_detach(queue_t *self, consumer_t *consumer)
 {
-    assert(consumer->queue == self && consumer->held_count == 0);
+    assert(consumer->queue == self && consumer->hold_count == 0);
     if (list_linked(&consumer->link))
         list_remove(&consumer->link);
     consumer->queue = NULL;
@@ -136,8 +136,8 @@ void queue_hold(queue_t *self, consumer_t *consumer, item_t *item)
 {
     assert(consumer->queue == self && !list_linked(&item->link) && item->state == ITEM_INFLIGHT);
     item->holder = consumer;
-    list_push_back(&consumer->held, &item->link);
-    consumer->held_count++;
+    list_push_back(&consumer->holds, &item->link);
+    consumer->hold_count++;
     s_reorder(self, consumer);
 }
 
@@ -146,7 +146,7 @@ void queue_release(queue_t *self, consumer_t *consumer, item_t *item)
     assert(item->holder == consumer && consumer->queue == self);
     list_remove(&item->link);
     item->holder = NULL;
-    consumer->held_count--;
+    consumer->hold_count--;
     s_reorder(self, consumer);
 }
 

@@ -33,8 +33,8 @@ extern const char *const queue_refusal_names[REFUSED_REASONS];
 typedef struct consumer {
     struct queue *queue;  /* NULL until the peer sends CREDIT */
     uint64_t credit;      /* most items it may hold at once */
-    uint64_t held_count;
-    list_node_t held;     /* items delivered and not yet acked, oldest first */
+    uint64_t hold_count;
+    list_node_t holds;    /* items delivered and not yet acked, oldest first */
     list_node_t link;     /* in its queue's idle or busy list, or in none */
 } consumer_t;
 

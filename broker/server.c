@@ -226,7 +226,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     list_init(&self->idle_producers);
     list_init(&self->dirty);
     list_init(&self->durable_waits);
-    list_init(&self->held_replies);
+    list_init(&self->waiting_answers);
     self->store = store_new();
     self->queues = dict_new();
     self->peers = dict_new();

@@ -1,4 +1,4 @@
-/*  A session's end: what it held goes back, what it waited for is
+/*  A session's end: the items it holds go back, what it waited for is
     forgotten, its key's share is given back. Above the handlers that give
     items back (dispatch.c) and forget producers (producers.c), below those
     that end a session (commands.c: BYE, a HELLO that replaces it) and the
@@ -14,11 +14,11 @@ void broker_drop_peer(broker_t *self, peer_t *peer, const char *reason, int clos
     peer->dropped = 1;
     if (peer->doomed)
         list_remove(&peer->doomed_link);
-    if (self->config.verbose || peer->consumer.held_count) {
+    if (self->config.verbose || peer->consumer.hold_count) {
         char name[AQ_NAME_MAX * 4 + 1];
         log_line("session %s closed (%s), %llu items returned to the queue",
                  log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)), reason,
-                 (unsigned long long) peer->consumer.held_count);
+                 (unsigned long long) peer->consumer.hold_count);
     }
     if (peer->consumer.queue) {
         queue_t *queue = peer->consumer.queue;

@@ -164,10 +164,10 @@ static void test_items_come_out_in_order_put(void **state)
     assert_null(s_head(f));
     assert_int_equal(f->queue->ready_count, 0);
     assert_int_equal(f->queue->inflight_count, 3);
-    assert_int_equal(c.held_count, 3);
+    assert_int_equal(c.hold_count, 3);
     /* Held oldest first. */
-    assert_ptr_equal(list_entry(list_first(&c.held), item_t, link), a);
-    assert_ptr_equal(list_entry(list_last(&c.held), item_t, link), d);
+    assert_ptr_equal(list_entry(list_first(&c.holds), item_t, link), a);
+    assert_ptr_equal(list_entry(list_last(&c.holds), item_t, link), d);
     s_ack(f, &c, a);
     s_ack(f, &c, b);
     s_ack(f, &c, d);
@@ -277,7 +277,7 @@ static void test_given_back_items_go_first_in_their_order(void **state)
     s_deliver(f, &c);
     /* A session closing: newest first to the front (broker_give_back_all). */
     list_node_t *node;
-    while ((node = list_last(&c.held)))
+    while ((node = list_last(&c.holds)))
         s_give_back(f, &c, list_entry(node, item_t, link));
     queue_detach(f->queue, &c);
     assert_int_equal(f->queue->inflight_count, 0);
@@ -313,7 +313,7 @@ static void test_given_back_item_leaves_its_holder_and_frees_credit(void **state
     assert_null(queue_next_consumer(f->queue));
     queue_release(f->queue, &c, item);
     assert_null(item->holder);
-    assert_int_equal(c.held_count, 0);
+    assert_int_equal(c.hold_count, 0);
     assert_ptr_equal(queue_next_consumer(f->queue), &c);
     assert_int_equal(f->queue->inflight_count, 1); /* until its record */
     state_effects_t effects;
