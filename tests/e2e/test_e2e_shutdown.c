@@ -112,6 +112,37 @@ static void test_immediate_shutdown_discards_and_releases_joins(void **state)
     assert_int_equal(s_cli(h, "join", NULL, out, sizeof out), 1);
 }
 
+/*  PROTOCOL.md 4.11: an immediate shutdown discards the delayed items at
+    once, not when their delay ends: a consumer waiting on the queue hears
+    QueueShutDown at once, not in 24 hours. */
+static void test_immediate_shutdown_discards_delayed_items_at_once(void **state)
+{
+    harness_t *h = *state;
+    s_put(h, "q", 2);
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", "q", 2, &rc);
+    assert_non_null(consumer);
+    aq_item_t first, second;
+    assert_int_equal(aq_consumer_get(consumer, &first, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(aq_consumer_get(consumer, &second, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(aq_consumer_nack(consumer, first.id, 86400000, "later"), AQ_OK);
+    assert_int_equal(aq_consumer_ack(consumer, second.id), AQ_OK);
+    assert_int_equal(aq_consumer_flush(consumer), AQ_OK);
+    harness_wait_stat(h, "q", "delayed", 1);
+    harness_wait_stat(h, "q", "acked", 1);
+
+    char out[4096];
+    assert_int_equal(s_cli(h, "shutdown", "--immediate", out, sizeof out), 0);
+    assert_int_equal(harness_stat(h, "q", "delayed"), 0);
+    assert_int_equal(harness_stat(h, "q", "discarded"), 1);
+    assert_int_equal(harness_stat(h, "q", "outstanding"), 0);
+    aq_item_t item;
+    int64_t started = zclock_mono();
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_SHUT_DOWN);
+    assert_true(zclock_mono() - started < HARNESS_DEADLINE_MS / 2);
+    aq_consumer_destroy(&consumer);
+}
+
 typedef struct {
     aq_consumer_t *consumer;
     aq_status_t rc;
@@ -219,6 +250,8 @@ int main(void)
                                         harness_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_immediate_shutdown_discards_and_releases_joins,
                                         harness_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_immediate_shutdown_discards_delayed_items_at_once,
+                                        harness_setup, harness_teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_wakes_every_waiting_get_and_every_later_one,
                                         harness_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_drains_the_queues_then_exits, harness_setup,
