@@ -14,6 +14,8 @@
 #include <time.h>
 
 #include "journal.h"
+#include "producers.h"
+#include "sessions.h"
 
 /* --------------------------------------------------------------- clock */
 

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "producers.h"
+#include "sessions.h"
+
 typedef struct {
     broker_t *broker;
     char *why;

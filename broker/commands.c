@@ -3,9 +3,12 @@
     admitted, and its session and roles were checked (the table below); a
     handler checks what depends on state (the item's holder, limits) before
     it changes anything. */
-#include "broker.h"
+#include "commands.h"
+#include "dispatch.h"
 #include "journal.h"
 #include "persist.h"
+#include "producers.h"
+#include "sessions.h"
 
 #include <czmq.h>
 #include <stdio.h>

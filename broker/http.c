@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "dispatch.h"
 #include "metrics.h"
 #include "persist.h"
 

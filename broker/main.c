@@ -14,6 +14,7 @@
 #include "http.h"
 #include "journal.h"
 #include "persist.h"
+#include "server.h"
 
 static void s_usage(FILE *out)
 {

@@ -10,6 +10,7 @@
 
 #include "journal.h"
 #include "persist.h"
+#include "sessions.h"
 
 #define DEAD_ITEMS_SHOWN 100
 #define HELD_IDS_SHOWN 20

@@ -6,7 +6,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "dispatch.h"
 #include "journal.h"
+#include "producers.h"
 #include "ratelog.h"
 
 /*  Answers the SYNCs that waited for the disk, as far as it now allows. */

@@ -15,8 +15,9 @@
     A put is *received* when it passes the sequence check (next_seq moves)
     and *done* when it is accepted or refused; held puts (a full queue) are
     received but not done, and SYNC waits for done. */
-#include "broker.h"
+#include "producers.h"
 #include "persist.h"
+#include "sessions.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,8 +9,10 @@
     --window puts and --window-bytes bytes of one producer: memory for
     held puts is bounded by producers with a session times window-bytes
     (plus one message). */
-#include "broker.h"
+#include "puts.h"
 #include "persist.h"
+#include "producers.h"
+#include "sessions.h"
 
 #include <czmq.h>
 #include <stdio.h>

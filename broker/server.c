@@ -1,10 +1,15 @@
 /*  Sockets, the event loop, and the operations that touch sockets: sending
     (with each session's unread bytes counted), heartbeats, dropping peers,
     forgetting idle queues. */
-#include "broker.h"
+#include "server.h"
+#include "commands.h"
+#include "dispatch.h"
 #include "http.h"
 #include "journal.h"
 #include "persist.h"
+#include "producers.h"
+#include "puts.h"
+#include "sessions.h"
 
 #include <assert.h>
 #include <czmq.h>

@@ -3,7 +3,9 @@
     items back (dispatch.c) and forget producers (producers.c), below those
     that end a session (commands.c: BYE, a HELLO that replaces it) and the
     server (heartbeats, revoked keys, a failed send: broker_doom_peer). */
-#include "broker.h"
+#include "sessions.h"
+#include "dispatch.h"
+#include "producers.h"
 
 #include <string.h>
 

@@ -482,7 +482,7 @@ static void s_queue_a(const harness_t *h, ids_t *ids)
     s_ack(c, a[1]);
     s_credit(c, 5);
     for (int i = 2; i <= 6; i++) {
-        char payload[8];
+        char payload[16];
         snprintf(payload, sizeof payload, "a%d", i);
         a[i] = s_get(c, payload, 1);
     }
@@ -550,7 +550,7 @@ static void s_queue_b(const harness_t *h, ids_t *ids)
     s_put(h, "B", "b", 0, 4, -1);
     aq_consumer_t *c = s_consumer(h, "B", 4);
     for (int i = 0; i < 4; i++) {
-        char payload[8];
+        char payload[16];
         snprintf(payload, sizeof payload, "b%d", i);
         b[i] = s_get(c, payload, 1);
     }
@@ -591,7 +591,7 @@ static void s_queue_d(const harness_t *h, ids_t *ids)
     s_put(h, "D", "d", 0, 6, -1);
     aq_consumer_t *c = s_consumer(h, "D", 4);
     for (int i = 0; i < 4; i++) {
-        char payload[8];
+        char payload[16];
         snprintf(payload, sizeof payload, "d%d", i);
         d[i] = s_get(c, payload, 1);
     }
@@ -693,7 +693,7 @@ static void s_scenario(fixture_t *f, int in_flight)
     assert_int_equal(queued.count, in_flight ? 9 : 11);
     for (int k = 0; k < queued.count; k++) {
         int i = in_flight ? 11 + k : k == 0 ? 9 : k == 1 ? 8 : 9 + k;
-        char payload[8];
+        char payload[16];
         snprintf(payload, sizeof payload, "a%d", i);
         if (queued.hashes[k] != s_hash(payload))
             fail_msg("A's queued item %d in the dump is not %s", k, payload);

@@ -19,6 +19,9 @@
 
 #include "broker.h"
 #include "check.h"
+#include "commands.h"
+#include "puts.h"
+#include "server.h"
 
 #define PEERS 4
 #define SEEN 64

@@ -1,0 +1,30 @@
+/*  Delivering items (dispatch.c): what leaves a queue's ready list and to
+    whom, items taken back (leases that run out, sessions that end), joins
+    answered, queues shut down. */
+#ifndef BROKER_DISPATCH_H
+#define BROKER_DISPATCH_H
+
+#include "broker.h"
+
+void broker_dispatch(broker_t *self, queue_t *queue);
+void broker_release_joiners(broker_t *self, queue_t *queue);
+/*  Takes an item back from its holder: delayed, or to the front of its
+    queue, or dead once its attempts reach the queue's limit. */
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
+/*  Every item the consumer holds goes back, oldest first at the front. */
+void broker_give_back_all(broker_t *self, struct peer *peer);
+/*  An item's move to `state` (state_move), applied; and what a dead item
+    means for the joins waiting. */
+void broker_move(broker_t *self, item_t *item, item_state_t state);
+void broker_on_lease_expired(broker_t *self, item_t *item);
+/*  Shuts one queue down (see queue_state_t), releasing its joins with
+    SHUT_DOWN if `state` is QUEUE_DISCARDING. */
+void broker_shut_queue(broker_t *self, queue_t *queue, queue_state_t state);
+/*  Shuts every queue down, and any queue made later. */
+void broker_shut_all(broker_t *self, queue_state_t state);
+/*  Moves every dead item of the queue back to its end (DEAD requeue, the
+    dashboard's button): recorded, and delivered by the pass. Returns how
+    many moved. */
+uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
+
+#endif
