@@ -48,17 +48,11 @@ static int s_setup(void **state)
     return 0;
 }
 
-static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st, (void) flag, (void) ftw;
-    return remove(path);
-}
-
 static int s_teardown(void **state)
 {
     fixture_t *f = *state;
     harness_stop(&f->h); /* the broker, even after a failed assertion */
-    nftw(f->root, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_remove_tree(f->root);
     free(f);
     return 0;
 }
@@ -82,24 +76,6 @@ static void s_kill(fixture_t *f)
     aq_process_stop(&f->h.broker, SIGKILL, 1000);
     assert_int_equal(f->h.broker.exit_code, 128 + SIGKILL);
     f->h.broker.pid = 0;
-}
-
-static char *s_read_file(const char *path)
-{
-    FILE *file = fopen(path, "r");
-    if (!file)
-        fail_msg("cannot read %s: %s", path, strerror(errno));
-    char *text = NULL;
-    size_t size = 0;
-    FILE *out = open_memstream(&text, &size);
-    assert_non_null(out);
-    char buf[8192];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, file)) > 0)
-        fwrite(buf, 1, got, out);
-    fclose(file);
-    fclose(out);
-    return text;
 }
 
 /*  SIGUSR1, then waits (inotify, not a sleep) for the dump to be renamed
@@ -133,7 +109,7 @@ static char *s_dump(fixture_t *f)
         }
     }
     close(watch);
-    char *text = s_read_file(f->dump);
+    char *text = harness_read_file(f->dump);
     /* The log says so: a round trip makes sure the line is out. */
     harness_info(h, "queues");
     char *log = harness_log(h);

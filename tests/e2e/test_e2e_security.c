@@ -119,12 +119,6 @@ static void s_as(const fixture_t *f, const char *name, const char *server)
     assert_true(aq_security_enabled());
 }
 
-static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st, (void) flag, (void) ftw;
-    return remove(path);
-}
-
 /* ------------------------------------------------------------------ */
 /*  Fixture                                                            */
 
@@ -182,7 +176,7 @@ static int s_teardown(void **state)
     harness_stop(&f->h);
     aq_inbox_destroy(&f->inbox);
     if (f->dir[0])
-        nftw(f->dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        harness_remove_tree(f->dir);
     aq_security_set(NULL, NULL);
     free(f);
     *state = NULL;

@@ -77,17 +77,11 @@ static int s_setup(void **state)
     return 0;
 }
 
-static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st, (void) flag, (void) ftw;
-    return remove(path);
-}
-
 static int s_teardown(void **state)
 {
     fixture_t *f = *state;
     harness_stop(&f->h);
-    nftw(f->top, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    harness_remove_tree(f->top);
     free(f);
     return 0;
 }

@@ -1,4 +1,10 @@
+/* nftw (harness_remove_tree) is an X/Open function. */
+#define _XOPEN_SOURCE 700
 #include "harness.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <sys/stat.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -53,20 +59,38 @@ void harness_start_broker_logged(harness_t *self, char *const *flags)
     s_start_broker_at(self, "tcp://127.0.0.1:0", flags);
 }
 
-char *harness_log(const harness_t *self)
+char *harness_read_file(const char *path)
 {
-    FILE *file = fopen(self->log_path, "r");
-    assert_non_null(file);
+    FILE *file = fopen(path, "r");
+    if (!file)
+        fail_msg("cannot read %s: %s", path, strerror(errno));
     char *text = NULL;
     size_t size = 0;
     FILE *out = open_memstream(&text, &size);
-    char buf[4096];
+    assert_non_null(out);
+    char buf[8192];
     size_t got;
     while ((got = fread(buf, 1, sizeof buf, file)) > 0)
         fwrite(buf, 1, got, out);
     fclose(file);
     fclose(out);
     return text;
+}
+
+char *harness_log(const harness_t *self)
+{
+    return harness_read_file(self->log_path);
+}
+
+static int s_remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st, (void) flag, (void) ftw;
+    return remove(path);
+}
+
+void harness_remove_tree(const char *dir)
+{
+    nftw(dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 void harness_restart_broker(harness_t *self, char *const *flags)

@@ -42,6 +42,10 @@ void harness_start_broker_logged(harness_t *self, char *const *flags);
 
 /*  The whole log so far (malloc'd, NUL-terminated). */
 char *harness_log(const harness_t *self);
+/*  A whole file (malloc'd, NUL-terminated); fails the test if unreadable. */
+char *harness_read_file(const char *path);
+/*  Removes a directory and everything in it (a test's temporary files). */
+void harness_remove_tree(const char *dir);
 void harness_stop(harness_t *self);
 
 /*  Kills the broker (SIGKILL) and starts a new one on the same address. */
