@@ -171,7 +171,7 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
     queue_t *queue = dict_get(self->queues, name.data, name.size);
     if (queue || !create)
         return queue;
-    if (dict_size(self->queues) >= self->config.max_queues) {
+    if (create != BROKER_QUEUE_UNLIMITED && dict_size(self->queues) >= self->config.max_queues) {
         *status = AQ_LIMIT;
         return NULL;
     }
@@ -347,6 +347,20 @@ int broker_apply(broker_t *self, const record_t *record, state_effects_t *effect
     if (!self->journal && !self->on_record)
         return state_apply(&self->state, record, effects);
     return s_apply_written(self, record, effects);
+}
+
+void broker_apply_must(broker_t *self, const record_t *record, state_effects_t *effects)
+{
+    int rc = broker_apply(self, record, effects);
+    if (rc == 0)
+        return;
+    /* Only the journal's buffer can fail to grow here (a move of an item
+       that exists needs no other memory): going on would leave the item
+       half moved. The journal holds everything before: a restart resumes
+       from a state that was. */
+    log_line("out of memory: the journal cannot take a record (type %u, item %llu); stopping",
+             record->type, (unsigned long long) record->id);
+    abort();
 }
 
 int broker_log_accepting(const broker_t *self)

@@ -164,6 +164,7 @@ typedef struct broker {
     uint64_t refused_total[REFUSED_REASONS]; /* puts refused, every queue or none */
     ratelog_t bad_input;    /* rate-limited log lines, by cause */
     ratelog_t expiries;
+    ratelog_t dead_letters;
     ratelog_t refusals;
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
     struct http *http;       /* the HTTP port (--metrics); NULL: none */
@@ -180,6 +181,7 @@ typedef struct broker {
     size_t superseded_next;
     uint64_t waiting_answer_bytes;
     int broken_logged;
+    int write_error_logged;    /* the journal cannot write, and the log said so */
 } broker_t;
 
 /* broker.c: what every part shares, below the handlers. */
@@ -206,7 +208,12 @@ void broker_doom_peer(broker_t *self, struct peer *peer, const char *reason);
 void broker_doom_unread(broker_t *self, struct peer *peer, uint64_t unread);
 /*  Marks a queue for dispatch at the end of this pass of the loop. */
 void broker_touch_queue(broker_t *self, queue_t *queue);
+/*  The queue of that name; with `create`, made if new, within --max-queues
+    (429 in *status past it) unless `create` is BROKER_QUEUE_UNLIMITED: a
+    record names a queue that exists in the log (a restart, a replica),
+    whatever the limit is now. */
 queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *status);
+#define BROKER_QUEUE_UNLIMITED 2
 /*  The queue, made if new and `peer` may make it (NULL: no client asked):
     the last tenth of --max-queues is for admin clients, and a key makes at
     most --max-queues-per-key. NULL with *status and *text otherwise. */
@@ -228,6 +235,11 @@ void broker_free_joiner(broker_t *self, joiner_t *joiner);
     (state_apply), then appends it to the journal. 0, or what state_apply
     returned (nothing changed). */
 int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects);
+/*  The same, for a record that cannot fail to apply (a move of an item
+    that exists and that nobody holds, an item gone): only the journal's
+    buffer can fail to grow then, and the broker stops rather than leave an
+    item half moved (its journal has everything before). */
+void broker_apply_must(broker_t *self, const record_t *record, state_effects_t *effects);
 /*  Whether a put may be accepted: the journal writes. */
 int broker_log_accepting(const broker_t *self);
 /*  Where the journal ends now: what a change just made waits for (0 in

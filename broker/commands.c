@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     broker_t *broker;
@@ -349,7 +350,7 @@ static void s_on_ack(const request_t *request)
         record_t record;
         state_effects_t effects;
         state_gone(item, GONE_ACKED, &record);
-        broker_apply(self, &record, &effects);
+        broker_apply_must(self, &record, &effects);
         request->peer->expired_streak = 0;
     }
     s_answer_id_errors(request, &errors, "ack");
@@ -399,7 +400,7 @@ static void s_on_nack(const request_t *request)
                      item->attempts, s_escape(reason, sizeof reason, msg->text));
         }
         item->queue->nacked_total++;
-        broker_take_back(self, item, msg->delay_ms);
+        broker_take_back(self, item, msg->delay_ms, DEATH_NACK, msg->text);
     }
     s_answer_id_errors(request, &errors, "nack");
 }
@@ -638,6 +639,61 @@ static void s_report_text(const request_t *request, const char *text)
 }
 
 /*  One line per dead item, or one line with the count moved or deleted. */
+/*  Bytes as a quoted string of printable ASCII: `"` and `\` escaped, any
+    other byte as \xNN; at most `max` bytes of it, "..." after it if cut.
+    Returns the length written (dest has room for 4 * max + 6). */
+static size_t s_quote(char *dest, const uint8_t *data, size_t size, size_t max)
+{
+    size_t at = 0;
+    dest[at++] = '"';
+    for (size_t i = 0; i < size && i < max; i++) {
+        uint8_t c = data[i];
+        if (c == '"' || c == '\\') {
+            dest[at++] = '\\';
+            dest[at++] = (char) c;
+        }
+        else if (c >= 0x20 && c < 0x7f)
+            dest[at++] = (char) c;
+        else
+            at += (size_t) sprintf(dest + at, "\\x%02x", c);
+    }
+    dest[at++] = '"';
+    if (size > max) {
+        memcpy(dest + at, "...", 3);
+        at += 3;
+    }
+    dest[at] = '\0';
+    return at;
+}
+
+/*  Bytes of a dead item's payload shown by DEAD list. */
+#define DEAD_PREVIEW 32
+/*  Bytes of its reason: with the preview, a line stays within 1024 bytes. */
+#define DEAD_REASON_SHOWN 150
+
+/*  One line of DEAD list (PROTOCOL.md 4.12): the item, when and why it
+    died, the reason its last consumer gave, the start of its payload. */
+static size_t s_dead_line(const item_t *item, char *line, size_t size)
+{
+    char when[32] = "unknown", reason[DEAD_REASON_SHOWN * 4 + 8] = "\"\"";
+    char payload[DEAD_PREVIEW * 4 + 8];
+    const epitaph_t *epitaph = item->epitaph;
+    if (epitaph) {
+        time_t seconds = (time_t) (epitaph->at_ms / 1000);
+        struct tm tm;
+        gmtime_r(&seconds, &tm);
+        size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(when + n, sizeof when - n, ".%03dZ", (int) (epitaph->at_ms % 1000));
+        s_quote(reason, (const uint8_t *) epitaph->text, epitaph->size, DEAD_REASON_SHOWN);
+    }
+    s_quote(payload, item->data, item->size, DEAD_PREVIEW);
+    int length = snprintf(line, size, "id=%llu attempts=%u size=%u died=%s cause=%s reason=%s payload=%s",
+                          (unsigned long long) item->id, item->attempts, item->size, when,
+                          state_death_names[epitaph ? epitaph->cause : DEATH_UNKNOWN], reason,
+                          payload);
+    return length < 0 ? 0 : (size_t) length < size ? (size_t) length : size - 1;
+}
+
 static void s_on_dead(const request_t *request)
 {
     broker_t *self = request->broker;
@@ -648,17 +704,15 @@ static void s_on_dead(const request_t *request)
     queue_t *queue = broker_queue(self, msg->queue, 0, &rc);
     char text[80];
     if (msg->text.size == 4 && memcmp(msg->text.data, "list", 4) == 0) {
-        static char lines_text[AQ_LIST_MAX][80];
+        static char lines_text[AQ_LIST_MAX][AQ_TEXT_MAX];
         static aq_bytes_t lines[AQ_LIST_MAX];
         size_t count = 0;
         list_node_t *node;
         for (node = queue ? queue->dead.next : NULL;
              node && node != &queue->dead && count < AQ_LIST_MAX; node = node->next, count++) {
-            item_t *item = list_entry(node, item_t, link);
-            int length = snprintf(lines_text[count], sizeof lines_text[count],
-                                  "id=%llu attempts=%u size=%u", (unsigned long long) item->id,
-                                  item->attempts, item->size);
-            lines[count] = (aq_bytes_t){(const uint8_t *) lines_text[count], (size_t) length};
+            size_t length = s_dead_line(list_entry(node, item_t, link), lines_text[count],
+                                        sizeof lines_text[count]);
+            lines[count] = (aq_bytes_t){(const uint8_t *) lines_text[count], length};
         }
         aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
         s_reply(request, &reply);
@@ -676,7 +730,7 @@ static void s_on_dead(const request_t *request)
             record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_PURGED,
                                .item_ref = item};
             state_effects_t effects;
-            broker_apply(self, &record, &effects);
+            broker_apply_must(self, &record, &effects);
             purged++;
         }
         snprintf(text, sizeof text, "purged=%llu", (unsigned long long) purged);

@@ -43,10 +43,9 @@ void broker_move(broker_t *self, item_t *item, item_state_t state)
     record_t record;
     state_effects_t effects;
     state_move(item, state, &record);
-    /* Cannot fail: the item exists, nobody holds it, and a move needs no
-       memory but the ledger's, which a requeue from the dead list is the
-       only one to ask for (broker_requeue_dead). */
-    if (broker_apply(self, &record, &effects) == 0 && effects.died)
+    /* The item exists and nobody holds it: only the journal can fail. */
+    broker_apply_must(self, &record, &effects);
+    if (effects.died)
         queue_count_dead(item->queue, item);
 }
 
@@ -57,7 +56,7 @@ static void s_discard(broker_t *self, item_t *item)
     state_effects_t effects;
     state_gone(item, GONE_DISCARDED, &record);
     deadlines_cancel(&self->deadlines, &item->timer);
-    broker_apply(self, &record, &effects);
+    broker_apply_must(self, &record, &effects);
 }
 
 /*  One message with `count` deliveries: ITEMS, or ITEM for a consumer that
@@ -290,9 +289,27 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
     return moved;
 }
 
+void broker_die(broker_t *self, item_t *item, death_cause_t cause, aq_bytes_t text)
+{
+    record_t record;
+    state_effects_t effects;
+    state_die(item, cause, broker_wall_ms(), text, &record);
+    broker_apply_must(self, &record, &effects);
+    if (effects.died)
+        queue_count_dead(item->queue, item);
+    char escaped[EPITAPH_TEXT_MAX * 4 + 1];
+    ratelog_line(&self->dead_letters, broker_now_ms(),
+                 "item %llu of %s dead-lettered after %u deliveries (%s%s%s)",
+                 (unsigned long long) item->id, item->queue->name, item->attempts,
+                 state_death_names[cause], record.text.size ? ": " : "",
+                 log_escape(escaped, sizeof escaped, (const char *) record.text.data,
+                            record.text.size));
+}
+
 /*  The holder lets go of the item; it goes where `delay_ms` and its
-    attempts say. */
-static void s_give_back(broker_t *self, peer_t *peer, item_t *item, uint64_t delay_ms)
+    attempts say (dead of `cause`, with `text`, if they are used up). */
+static void s_give_back(broker_t *self, peer_t *peer, item_t *item, uint64_t delay_ms,
+                        death_cause_t cause, aq_bytes_t text)
 {
     queue_t *queue = item->queue;
     deadlines_cancel(&self->deadlines, &item->timer);
@@ -301,10 +318,7 @@ static void s_give_back(broker_t *self, peer_t *peer, item_t *item, uint64_t del
     queue->redelivered_total++;
     broker_touch_queue(self, queue);
     if (queue->max_attempts && item->attempts >= queue->max_attempts) {
-        broker_move(self, item, ITEM_DEAD);
-        ratelog_line(&self->expiries, broker_now_ms(),
-                     "item %llu of %s dead-lettered after %u deliveries",
-                     (unsigned long long) item->id, queue->name, item->attempts);
+        broker_die(self, item, cause, text);
         return;
     }
     if (delay_ms == 0) {
@@ -315,15 +329,16 @@ static void s_give_back(broker_t *self, peer_t *peer, item_t *item, uint64_t del
     state_effects_t effects;
     state_move(item, ITEM_DELAYED, &record);
     record.until_ms = (uint64_t) (broker_wall_ms() + (int64_t) delay_ms);
-    broker_apply(self, &record, &effects);
+    broker_apply_must(self, &record, &effects);
     item->timer.kind = TIMER_DELAY;
     deadlines_set(&self->deadlines, &item->timer, broker_now_ms() + (int64_t) delay_ms);
 }
 
-void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms)
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms, death_cause_t cause,
+                      aq_bytes_t text)
 {
     queue_t *queue = item->queue;
-    s_give_back(self, s_peer(item->holder), item, delay_ms);
+    s_give_back(self, s_peer(item->holder), item, delay_ms, cause, text);
     broker_release_joiners(self, queue); /* it may have died */
 }
 
@@ -332,7 +347,8 @@ void broker_give_back_all(broker_t *self, peer_t *peer)
     /* Newest first to the front, so the oldest ends up delivered first. */
     list_node_t *node;
     while ((node = list_last(&peer->consumer.holds)))
-        s_give_back(self, peer, list_entry(node, item_t, link), 0);
+        s_give_back(self, peer, list_entry(node, item_t, link), 0, DEATH_SESSION,
+                    (aq_bytes_t){0});
 }
 
 /*  A lease ran out: the item goes to another consumer if one can take it.
@@ -344,11 +360,12 @@ void broker_on_lease_expired(broker_t *self, item_t *item)
     peer_t *peer = s_peer(item->holder);
     queue_t *queue = item->queue;
     char name[AQ_NAME_MAX * 4 + 1];
-    ratelog_line(&self->expiries, broker_now_ms(), "item %llu, delivered to %s, not acked in time: delivered again",
+    ratelog_line(&self->expiries, broker_now_ms(),
+                 "item %llu, delivered to %s, not acked in time: taken back",
                  (unsigned long long) item->id,
                  log_escape(name, sizeof name, peer->client_id, strlen(peer->client_id)));
     queue->expired_total++;
-    broker_take_back(self, item, 0);
+    broker_take_back(self, item, 0, DEATH_LEASE, (aq_bytes_t){0});
     if (++peer->expired_streak < self->config.max_expired || !peer->consumer.credit)
         return;
     peer->expired_streak = 0;

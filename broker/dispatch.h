@@ -10,7 +10,11 @@ void broker_dispatch(broker_t *self, queue_t *queue);
 void broker_release_joiners(broker_t *self, queue_t *queue);
 /*  Takes an item back from its holder: delayed, or to the front of its
     queue, or dead once its attempts reach the queue's limit. */
-void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms);
+void broker_take_back(broker_t *self, item_t *item, uint64_t delay_ms, death_cause_t cause,
+                      aq_bytes_t text);
+/*  The item dies (to the back of the dead letters), of `cause`, with its
+    last consumer's reason; counted by the joins waiting, and logged. */
+void broker_die(broker_t *self, item_t *item, death_cause_t cause, aq_bytes_t text);
 /*  Every item the consumer holds goes back, oldest first at the front. */
 void broker_give_back_all(broker_t *self, struct peer *peer);
 /*  An item's move to `state` (state_move), applied; and what a dead item

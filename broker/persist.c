@@ -55,6 +55,14 @@ static void s_snapshot_item(void *journal, item_t *item)
     record_t record;
     s_item_record(item, &record);
     s_snapshot_write(journal, &record);
+    if (item->epitaph) { /* why it died, where it lies */
+        record = (record_t){.type = RECORD_DIED, .id = item->id, .seq = item->seq,
+                            .rank = item->rank, .state = ITEM_DEAD, .attempts = item->attempts,
+                            .cause = item->epitaph->cause,
+                            .at_ms = (uint64_t) item->epitaph->at_ms,
+                            .text = {(const uint8_t *) item->epitaph->text, item->epitaph->size}};
+        s_snapshot_write(journal, &record);
+    }
 }
 
 static void s_snapshot_producer(void *journal, void *value)
@@ -161,8 +169,10 @@ void persist_pass(broker_t *self)
 {
     if (!self->journal)
         return;
-    int was = journal_error(self->journal);
+    /* Said once per change, whether this flush or persist_write's met it. */
+    int was = self->write_error_logged;
     int error = journal_flush(self->journal, broker_now_ms());
+    self->write_error_logged = error != 0;
     if (error && !was)
         log_line("journal: cannot write to %s: %s; puts are refused (507) until it can, "
                  "tried every second",
@@ -178,6 +188,12 @@ void persist_pass(broker_t *self)
     if (!error)
         s_snapshot_if_due(self);
     s_answer_waits(self);
+}
+
+void persist_write(broker_t *self)
+{
+    if (self->journal && journal_appended(self->journal) > journal_written(self->journal))
+        journal_flush(self->journal, broker_now_ms());
 }
 
 void persist_on_synced(broker_t *self)
@@ -298,7 +314,7 @@ static int s_resume(broker_t *self)
         }
         else if (s_resumed(item, wall) == ITEM_DEAD) {
             item->queue->redelivered_total++;
-            broker_move(self, item, ITEM_DEAD);
+            broker_die(self, item, DEATH_RESTART, (aq_bytes_t){0});
         }
     }
     for (size_t i = collect.count; i > 0; i--) {

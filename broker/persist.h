@@ -23,6 +23,10 @@ void persist_close(broker_t *self);
     puts are now durable answered. */
 void persist_pass(broker_t *self);
 
+/*  Writes the records appended since the last write, if any (one write):
+    what is about to be delivered is in the journal first. */
+void persist_write(broker_t *self);
+
 /*  The sync thread finished a sync (its descriptor was readable). */
 void persist_on_synced(broker_t *self);
 

@@ -200,8 +200,8 @@ static void s_catch_signals(void);
     configuration, freed with their key's count. */
 static queue_t *s_state_queue_make(void *ctx, aq_bytes_t name)
 {
-    aq_status_t status;
-    return broker_queue(ctx, name, 1, &status);
+    aq_status_t status; /* a client's limits were checked when it asked */
+    return broker_queue(ctx, name, BROKER_QUEUE_UNLIMITED, &status);
 }
 
 static void s_state_queue_free(void *ctx, queue_t *queue)
@@ -222,6 +222,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     self->started_ms = broker_now_ms();
     ratelog_init(&self->bad_input, "bad input", 20);
     ratelog_init(&self->expiries, "lease expired", 10);
+    ratelog_init(&self->dead_letters, "dead letters", 10);
     ratelog_init(&self->refusals, "refused", 20);
     deadlines_init(&self->deadlines);
     deadline_init(&self->sweep, TIMER_SWEEP);
@@ -485,6 +486,11 @@ static void s_collect_unused(void *ctx, void *value)
     sweep. */
 static void s_forget_unused_queues(broker_t *self)
 {
+    /* Not while a snapshot is written in slices: it may have the queue's
+       numbering already and an item of a queue made again under its name
+       later, and reading it back would mix the two. */
+    if (self->journal && journal_snapshot_busy(self->journal))
+        return;
     queue_sweep_t sweep = {self, calloc(dict_size(self->queues) + 1, sizeof(queue_t *)), 0,
                            broker_now_ms() - (int64_t) self->config.queue_idle_ms};
     if (!sweep.list)
@@ -643,6 +649,9 @@ static void s_dispatch_dirty(broker_t *self)
         if (!node)
             break;
         list_remove(node);
+        /* Puts a dispatch let in (held ones, the queue having room again)
+           are written before any of them is delivered (invariant 8). */
+        persist_write(self);
         broker_dispatch(self, list_entry(node, queue_t, dirty_link));
     }
     s_free_dropped_peers(self);

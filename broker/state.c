@@ -9,6 +9,9 @@
 
 /* ------------------------------------------------------------- records */
 
+const char *const state_death_names[DEATH_CAUSES] = {"unknown", "lease", "nack", "session",
+                                                      "restart"};
+
 /*  id, seq, rank, state, attempts, until: what STATE holds and ITEM starts with. */
 #define MOVE_SIZE (8 + 8 + 8 + 1 + 2 + 8)
 #define MOVE_V1_SIZE (8 + 8 + 1 + 2 + 8)
@@ -46,6 +49,7 @@ size_t record_size(const record_t *record)
         return MOVE_SIZE + 4 + 8 + 1 + record->queue.size + 1 + record->producer.size
                + record->payload.size;
     case RECORD_STATE: return MOVE_SIZE;
+    case RECORD_DIED: return MOVE_SIZE + 1 + 8 + record->text.size;
     case RECORD_GONE: return 9;
     case RECORD_PRODUCER: return 8 + 1 + record->producer.size + record->key.size;
     case RECORD_QUEUE: return QUEUE_FIXED + record->queue.size;
@@ -67,6 +71,13 @@ void record_encode(const record_t *record, uint8_t *at)
             memcpy(at, record->payload.data, record->payload.size);
         break;
     case RECORD_STATE: s_put_move(at, record); break;
+    case RECORD_DIED:
+        at = s_put_move(at, record);
+        at[0] = record->cause;
+        aq_put_u64(at + 1, record->at_ms);
+        if (record->text.size)
+            memcpy(at + 9, record->text.data, record->text.size);
+        break;
     case RECORD_GONE:
         aq_put_u64(at, record->id);
         at[8] = record->reason;
@@ -184,6 +195,15 @@ int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *reco
         record->type = RECORD_STATE;
         s_move(&r, record, type == RECORD_STATE_V1);
         break;
+    case RECORD_DIED:
+        s_move(&r, record, 0);
+        record->cause = (uint8_t) s_byte(&r);
+        record->at_ms = s_u64(&r);
+        record->text = s_rest(&r);
+        if (record->state != ITEM_DEAD || record->cause >= DEATH_CAUSES
+            || record->text.size > EPITAPH_TEXT_MAX)
+            r.ok = 0;
+        break;
     case RECORD_GONE:
         record->id = s_u64(&r);
         record->reason = r.left ? (uint8_t) s_byte(&r) : GONE_ACKED;
@@ -270,6 +290,8 @@ static void s_leave(queue_t *queue, item_t *item)
     if (list_linked(&item->link))
         list_remove(&item->link);
     (*s_count(queue, item->state))--;
+    free(item->epitaph); /* NULL but for a dead item */
+    item->epitaph = NULL;
 }
 
 /*  Puts the item where `record` says. */
@@ -361,9 +383,9 @@ static int s_apply_item(state_t *self, const record_t *record, state_effects_t *
     queue->put_total++;
     effects->item = item;
     effects->queue = queue;
-    if (record->pseq && self->producer_seen
-        && self->producer_seen(self->ctx, record->producer, (aq_bytes_t){0}, record->pseq + 1))
-        return -1; /* the item stays: its producer is only less known */
+    /* Out of memory there, the item stays: only its producer is less known. */
+    if (record->pseq && self->producer_seen)
+        self->producer_seen(self->ctx, record->producer, (aq_bytes_t){0}, record->pseq + 1);
     return 0;
 }
 
@@ -414,6 +436,25 @@ static int s_apply_state(state_t *self, const record_t *record, state_effects_t 
     s_enter(self, queue, item, record);
     effects->item = item;
     effects->queue = queue;
+    return 0;
+}
+
+/*  A death is a move to the dead list, and its epitaph. Without memory for
+    the epitaph the item is dead all the same, its cause unknown. */
+static int s_apply_died(state_t *self, const record_t *record, state_effects_t *effects)
+{
+    int rc = s_apply_state(self, record, effects);
+    if (rc)
+        return rc;
+    epitaph_t *epitaph = malloc(sizeof *epitaph + record->text.size);
+    if (epitaph) {
+        epitaph->at_ms = (int64_t) record->at_ms;
+        epitaph->cause = record->cause;
+        epitaph->size = (uint8_t) record->text.size;
+        if (record->text.size)
+            memcpy(epitaph->text, record->text.data, record->text.size);
+    }
+    effects->item->epitaph = epitaph;
     return 0;
 }
 
@@ -544,6 +585,7 @@ int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
     switch (record->type) {
     case RECORD_ITEM: return s_apply_item(self, record, effects);
     case RECORD_STATE: return s_apply_state(self, record, effects);
+    case RECORD_DIED: return s_apply_died(self, record, effects);
     case RECORD_GONE: return s_apply_gone(self, record, effects);
     case RECORD_PRODUCER:
         if (!self->producer_seen)
@@ -673,6 +715,22 @@ void state_move(const item_t *item, item_state_t state, record_t *record)
         record->attempts++; /* with no attempts limit, it stops counting there */
 }
 
+void state_die(const item_t *item, death_cause_t cause, int64_t at_ms, aq_bytes_t text,
+               record_t *record)
+{
+    state_move(item, ITEM_DEAD, record);
+    record->type = RECORD_DIED;
+    record->cause = (uint8_t) cause;
+    record->at_ms = (uint64_t) at_ms;
+    /* Cut at a character's start: the text stays valid UTF-8. */
+    if (text.size > EPITAPH_TEXT_MAX) {
+        text.size = EPITAPH_TEXT_MAX;
+        while (text.size && (text.data[text.size] & 0xc0) == 0x80)
+            text.size--;
+    }
+    record->text = text;
+}
+
 void state_gone(const item_t *item, gone_reason_t reason, record_t *record)
 {
     record->type = RECORD_GONE;
@@ -719,10 +777,15 @@ static uint32_t s_hash(const uint8_t *data, size_t size)
 
 static void s_out_item(out_t *out, const item_t *item)
 {
-    s_out(out, "  item %" PRIu64 " seq=%" PRIu64 " %s=%" PRId64 " attempts=%u lease=%u size=%u hash=%08x\n",
+    s_out(out, "  item %" PRIu64 " seq=%" PRIu64 " %s=%" PRId64 " attempts=%u lease=%u size=%u hash=%08x",
           item->id, item->seq, item->state == ITEM_DELAYED ? "until" : "rank",
           item->state == ITEM_DELAYED ? (int64_t) item->until_ms : item->rank, item->attempts,
           item->lease_ms, item->size, s_hash(item->data, item->size));
+    if (item->epitaph)
+        s_out(out, " died=%" PRId64 " cause=%s reason=%08x", item->epitaph->at_ms,
+              state_death_names[item->epitaph->cause],
+              s_hash((const uint8_t *) item->epitaph->text, item->epitaph->size));
+    s_out(out, "\n");
 }
 
 static int s_by_name(const void *a, const void *b)

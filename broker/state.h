@@ -61,8 +61,27 @@ typedef enum {
     RECORD_QUEUE,
     /*  name (the rest): an unused queue forgotten; its numbering starts
         again if it is made again. */
-    RECORD_FORGET
+    RECORD_FORGET,
+    /*  STATE's fields (state DEAD), cause u8, at_ms u64 (wall clock), text
+        (the rest, at most EPITAPH_TEXT_MAX bytes): an item dead-lettered,
+        and why; in snapshots, after the ITEM of every dead item. */
+    RECORD_DIED
 } record_type_t;
+
+/*  Why an item died (RECORD_DIED), as `DEAD list` names it. */
+typedef enum {
+    DEATH_UNKNOWN = 0, /* a journal written before 2.2 */
+    DEATH_LEASE,       /* its last lease ran out */
+    DEATH_NACK,        /* its last consumer NACKed it (text: the reason given) */
+    DEATH_SESSION,     /* its last consumer's session ended while it held it */
+    DEATH_RESTART,     /* it was in flight when the broker stopped */
+    DEATH_CAUSES
+} death_cause_t;
+
+extern const char *const state_death_names[DEATH_CAUSES];
+
+/*  Bytes of a NACK's reason kept with a dead item: enough to say why. */
+#define EPITAPH_TEXT_MAX 200
 
 /*  Why an item left (RECORD_GONE). */
 typedef enum { GONE_ACKED = 1, GONE_DISCARDED, GONE_PURGED } gone_reason_t;
@@ -78,6 +97,9 @@ typedef struct {
     uint32_t lease_ms;
     uint64_t pseq;       /* ITEM: its producer's seq; 0: none (snapshots) */
     uint8_t reason;      /* GONE: gone_reason_t */
+    uint8_t cause;       /* DIED: death_cause_t */
+    uint64_t at_ms;      /* DIED: when, wall clock */
+    aq_bytes_t text;     /* DIED: its last consumer's reason */
     uint64_t next;       /* PRODUCER: its next seq; QUEUE: the ledger's */
     int64_t front, back, dead_back; /* QUEUE: its rank counters */
     aq_bytes_t queue;    /* ITEM, QUEUE, FORGET: the queue's name */
@@ -142,6 +164,9 @@ int state_rebuild(state_t *self);
     records, once per item: the other fields are left as they are, unread). */
 void state_next_put(state_t *self, queue_t *queue, record_t *record);
 void state_move(const item_t *item, item_state_t state, record_t *record);
+/*  An item's death (to the back of its queue's dead list), and why. */
+void state_die(const item_t *item, death_cause_t cause, int64_t at_ms, aq_bytes_t text,
+               record_t *record);
 void state_gone(const item_t *item, gone_reason_t reason, record_t *record);
 
 /*  Writes the items and queues, as text, in a canonical order (queues by

@@ -34,8 +34,10 @@ void store_destroy(store_t **self_p)
         return;
     for (size_t c = 0; c < self->chunk_count; c++) {
         for (size_t i = 0; i < CHUNK_ITEMS; i++)
-            if (self->chunks[c][i].id)
+            if (self->chunks[c][i].id) {
                 free(self->chunks[c][i].data);
+                free(self->chunks[c][i].epitaph);
+            }
         free(self->chunks[c]);
     }
     free(self->chunks);
@@ -177,6 +179,7 @@ void store_remove(store_t *self, item_t *item)
     assert(!list_linked(&item->link));
     assert(item->timer.index == DEADLINE_UNSET);
     free(item->data);
+    free(item->epitaph);
     uint32_t slot = (uint32_t) (item->id & SLOT_MAX);
     uint32_t generation = (uint32_t) (item->id >> 32);
     *item = (item_t){0};

@@ -14,7 +14,7 @@
     the claims and removes made, in their order: two stores that see the
     same claims and removes pick the same id next.
 
-    Memory per item beyond its payload: sizeof(item_t) (104 bytes), 8 bytes
+    Memory per item beyond its payload: sizeof(item_t) (112 bytes), 8 bytes
     of free-slot stack (the stack and each slot's place in it, so that a
     claim takes any free slot off it at once), the allocator's header of
     the payload (about 16 bytes) and, elsewhere, 8 bytes of lease-heap slot
@@ -39,6 +39,15 @@ typedef enum {
     ITEM_DEAD        /* in its queue's dead-letter list */
 } item_state_t;
 
+/*  Why and when a dead item died (state.h's causes), with the reason its
+    last consumer gave, if any: what `DEAD list` shows. */
+typedef struct epitaph {
+    int64_t at_ms;        /* wall clock */
+    uint8_t cause;
+    uint8_t size;         /* of text */
+    char text[];          /* not NUL-terminated */
+} epitaph_t;
+
 typedef struct item {
     uint64_t id;          /* 0 while the slot is free */
     uint64_t seq;         /* position in its queue's ledger (join) */
@@ -52,6 +61,7 @@ typedef struct item {
     struct queue *queue;
     struct consumer *holder; /* consumer holding it, NULL unless ITEM_INFLIGHT */
     uint8_t *data;        /* payload, owned; NULL when empty */
+    epitaph_t *epitaph;   /* DEAD: why, owned; NULL otherwise (or unknown) */
     uint32_t size;
     uint32_t lease_ms;    /* asked for by its put; 0: its queue's */
     uint32_t taken_from;  /* serial (low bits) of the session that last lost it, or 0 */
