@@ -181,6 +181,36 @@ static void s_ignore_line(void *ctx, const char *line)
     (void) ctx, (void) line;
 }
 
+/*  --max-queues limits what clients make, not what the journal holds: a
+    restart with a smaller limit recovers every queue (it stopped, saying
+    "out of memory", before). */
+static void test_a_smaller_max_queues_still_recovers_every_queue(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_start_broker(h, f->flags);
+    s_put_all(h, "p", "qa", 1, "a");
+    s_put_all(h, "p", "qb", 2, "b");
+    s_put_all(h, "p", "qc", 3, "c");
+    char *flags[16];
+    int n = 0;
+    while (f->flags[n])
+        flags[n] = f->flags[n], n++;
+    flags[n++] = "--max-queues";
+    flags[n++] = "2";
+    flags[n] = NULL;
+    harness_restart_broker(h, flags); /* SIGKILL */
+    harness_wait_stat(h, "qa", "queued", 1);
+    harness_wait_stat(h, "qb", "queued", 2);
+    harness_wait_stat(h, "qc", "queued", 3);
+    /* An existing queue serves. */
+    aq_consumer_t *consumer = s_consumer(h, "qa", 1);
+    aq_consumer_ack(consumer, s_expect(consumer, "a0", 1));
+    aq_consumer_flush(consumer);
+    harness_wait_stat(h, "qa", "acked", 1);
+    aq_consumer_destroy(&consumer);
+}
+
 static void test_a_shutdown_survives_a_restart(void **state)
 {
     fixture_t *f = *state;
@@ -535,6 +565,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_producer_resending_after_a_restart_enqueues_each_put_once, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_shutdown_survives_a_restart, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_smaller_max_queues_still_recovers_every_queue,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_second_broker_on_the_same_directory_is_refused,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_torn_tail_is_cut_and_the_rest_recovered, s_setup,
