@@ -349,11 +349,8 @@ int broker_apply(broker_t *self, const record_t *record, state_effects_t *effect
     return s_apply_written(self, record, effects);
 }
 
-void broker_apply_must(broker_t *self, const record_t *record, state_effects_t *effects)
+void broker_apply_failed(const record_t *record)
 {
-    int rc = broker_apply(self, record, effects);
-    if (rc == 0)
-        return;
     /* Only the journal's buffer can fail to grow here (a move of an item
        that exists needs no other memory): going on would leave the item
        half moved. The journal holds everything before: a restart resumes

@@ -239,7 +239,13 @@ int broker_apply(broker_t *self, const record_t *record, state_effects_t *effect
     that exists and that nobody holds, an item gone): only the journal's
     buffer can fail to grow then, and the broker stops rather than leave an
     item half moved (its journal has everything before). */
-void broker_apply_must(broker_t *self, const record_t *record, state_effects_t *effects);
+void broker_apply_failed(const record_t *record) __attribute__((noreturn, cold));
+static inline void broker_apply_must(broker_t *self, const record_t *record,
+                                     state_effects_t *effects)
+{
+    if (broker_apply(self, record, effects))
+        broker_apply_failed(record);
+}
 /*  Whether a put may be accepted: the journal writes. */
 int broker_log_accepting(const broker_t *self);
 /*  Where the journal ends now: what a change just made waits for (0 in

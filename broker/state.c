@@ -290,8 +290,10 @@ static void s_leave(queue_t *queue, item_t *item)
     if (list_linked(&item->link))
         list_remove(&item->link);
     (*s_count(queue, item->state))--;
-    free(item->epitaph); /* NULL but for a dead item */
-    item->epitaph = NULL;
+    if (item->epitaph) { /* a dead item's */
+        free(item->epitaph);
+        item->epitaph = NULL;
+    }
 }
 
 /*  Puts the item where `record` says. */

@@ -179,7 +179,8 @@ void store_remove(store_t *self, item_t *item)
     assert(!list_linked(&item->link));
     assert(item->timer.index == DEADLINE_UNSET);
     free(item->data);
-    free(item->epitaph);
+    if (item->epitaph)
+        free(item->epitaph);
     uint32_t slot = (uint32_t) (item->id & SLOT_MAX);
     uint32_t generation = (uint32_t) (item->id >> 32);
     *item = (item_t){0};

@@ -27,7 +27,9 @@ export interface QueueOptions {
   credit?: number;
   /** Start of this client's id, as the queue name's alphabet (default 'node'). */
   name?: string;
-  /** Seconds to wait for the broker to answer HELLO (default 5; milliseconds before 2.1.0). */
+  /** Seconds to wait for the broker to answer this client's first HELLO (default 5;
+   * milliseconds before 2.1.0). Once the broker has answered, a session that opens or
+   * reconnects waits for it as long as it takes (a broker restarting), until close(). */
   timeout?: number;
   /** This client's secret certificate file, as `asyncq keygen` writes it (default: $ASYNCQ_CURVE_SECRET). */
   curveSecret?: string;

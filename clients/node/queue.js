@@ -86,6 +86,8 @@ class Queue extends EventEmitter {
     this.closed = false;
     this.producer = null; // puts, joins, stats and shutdown
     this.consumer = null;
+    this.reached = false; // a session of this client has been welcomed: the broker exists
+    this.sessionsOpening = new Set(); // ended by close()
     this.getsOpening = 0; // get() calls waiting for the consumer's session to open
     this.lastSend = Promise.resolve(); // flush() covers every send() made before it
     this.errors = []; // the latest ERRORs about no request (acks of items not held...), for inspection
@@ -141,13 +143,29 @@ class Queue extends EventEmitter {
     return this[key];
   }
 
+  // Opens side's session. Once this client has reached the broker, a
+  // session opening while the broker restarts waits for it to come back
+  // (a get() started just before the restart gets its item after it), as
+  // one already open does; close() ends it.
+  async openSide(side) {
+    const { session } = side;
+    session.reached = () => this.reached;
+    this.sessionsOpening.add(session);
+    try {
+      await side.open(this.timeout * 1000);
+    } finally {
+      this.sessionsOpening.delete(session);
+    }
+    this.reached = true;
+  }
+
   control() {
     return this.opening('controlOpening', async () => {
       await this.resolveHost();
       const producer = new Producer(this.target, this.clientId, { curve: this.curve });
       producer.onHeld = (queue) => this.emit('held', queue);
       producer.onError = (error) => this.recordError(error);
-      await producer.open(this.timeout * 1000);
+      await this.openSide(producer);
       this.producer = producer;
       return producer;
     });
@@ -194,7 +212,7 @@ class Queue extends EventEmitter {
         prefetch: this.prefetch, curve: this.curve, opening: () => this.getsOpening,
       });
       consumer.onError = (error) => this.recordError(error);
-      await consumer.open(this.timeout * 1000);
+      await this.openSide(consumer);
       this.consumer = consumer;
       return consumer;
     });
@@ -347,6 +365,7 @@ class Queue extends EventEmitter {
       await withTimeout(this.flush(), options.timeout, 'puts not confirmed in time');
     } finally {
       this.closed = true;
+      for (const session of this.sessionsOpening) session.close(false); // an open waiting for the broker ends
       await Promise.allSettled([this.controlOpening, this.consumerOpening]); // no session opens after close
       if (this.consumer) await this.consumer.close();
       if (this.producer) await this.producer.close();

@@ -15,12 +15,14 @@ const tagNumber = (tag) => Number(/\d*$/.exec(tag)[0] || -1);
 class Session {
   // broker: the broker's address, parsed (protocol.parseAddress);
   // options.helloSeq(): the seq HELLO carries (4.2); options.curve: CURVE
-  // socket options, or null.
+  // socket options, or null; options.reached(): whether the broker has
+  // answered this client before (then open() waits for it as a reconnect does).
   constructor(broker, clientId, options = {}) {
     this.broker = broker;
     this.clientId = clientId;
     this.helloSeq = options.helloSeq || (() => 0);
     this.curve = options.curve || null;
+    this.reached = options.reached || (() => false);
     this.welcome = null; // WELCOME's fields, once one came
     this.heartbeat = 1000;
     this.generation = 0; // WELCOMEs received: a request sent in an older one is stale
@@ -63,24 +65,58 @@ class Session {
     return this.link.send(frames);
   }
 
+  // A fresh link, so that unanswered HELLOs do not pile up (and one that a
+  // broker took in as it died is not waited for).
+  replaceLink() {
+    const old = this.link;
+    this.link = this.newLink();
+    old.close();
+  }
+
+  // Says HELLO until the broker answers (WELCOME), again every second or
+  // so on a fresh link: one said to a broker that then died (restarted) is
+  // never answered. Rejects with why after timeoutMs, or at once when the
+  // handshake failed for good, unless the broker has answered this client
+  // before (reached()): then it is restarting, and open() waits for it, as
+  // a session already open would (reconnect()), until closed.
   async open(timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
     // libzmq retries quietly where nothing listens: without a WELCOME in
     // 100 ms, one plain connection asks the system why.
     const probing = setTimeout(() => {
-      if (this.generation || this.closed) return;
+      if (this.generation || this.closed || this.reached()) return;
       probe(this.broker).then((error) => {
-        if (error && !this.generation) this.handshakeFailed('connect', error);
+        if (error && !this.generation && !this.closed) this.handshakeFailed('connect', error);
       });
     }, 100);
     probing.unref();
     this.watch();
     try {
-      if (await this.hello(timeoutMs, true)) return;
-      throw this.unreachable();
+      for (;;) {
+        const left = deadline - Date.now();
+        if (left <= 0 && !this.reached()) throw this.unreachable();
+        const wait = this.reached() ? this.retryMs() : Math.min(left, this.retryMs());
+        if (await this.hello(wait, true)) return;
+        if (this.closed) throw new Error('queue client is closed');
+        if (this.failedForGood() && !this.reached()) throw this.unreachable();
+        this.replaceLink();
+      }
     } catch (error) {
+      clearTimeout(probing);
       await this.close(false);
       throw error;
     }
+  }
+
+  // How long one HELLO is given before it is said again.
+  retryMs() {
+    return Math.max(1000, this.heartbeat);
+  }
+
+  // A ZAP refusal, a mechanism mismatch or nothing listening will not
+  // change by waiting.
+  failedForGood() {
+    return Boolean(this.connectError || (this.handshakeFailure && this.handshakeFailure !== 'other'));
   }
 
   // Every heartbeat interval: a broker silent for three of them restarted
@@ -106,6 +142,7 @@ class Session {
         callback(value);
       };
       const timer = setTimeout(settle(resolve), timeoutMs, false);
+      if (this.helloWaiter) this.helloWaiter.resolve(false); // not answered: superseded
       this.helloWaiter = { tag, failFast, resolve: settle(resolve), reject: settle(reject) };
       this.send(message('HELLO', tag, this.clientId, this.helloSeq()));
     });
@@ -119,8 +156,10 @@ class Session {
       this.handshakeFailure = kind;
     }
     // A ZAP refusal, a mechanism mismatch or nothing listening will not
-    // change by waiting.
-    if (kind !== 'other' && this.helloWaiter && this.helloWaiter.failFast) this.helloWaiter.resolve(false);
+    // change by waiting (but a broker that answered before is restarting).
+    if (kind !== 'other' && this.helloWaiter && this.helloWaiter.failFast && !this.reached()) {
+      this.helloWaiter.resolve(false);
+    }
   }
 
   // Why HELLO got no answer (PROTOCOL.md 7). A broken handshake ('other')
@@ -155,26 +194,30 @@ class Session {
     return new BrokerUnreachable(`no answer from ${where}`, options);
   }
 
-  // Says HELLO again (until the broker answers), then lets the owner restore
-  // its state and sends every request still waiting again.
+  // Says HELLO again (until the broker answers, or this session is
+  // closed); the WELCOME restores the owner's state (rejoined()).
   reconnect() {
-    if (!this.rehello) {
+    if (!this.rehello && !this.closed) {
       this.rehello = (async () => {
         while (!this.closed && !(await this.helloAgain())) {
-          // A fresh link, so that unanswered HELLOs do not pile up.
-          const old = this.link;
-          this.link = this.newLink();
-          old.close();
+          if (!this.closed) this.replaceLink(); // never a link made after close()
         }
-        if (this.closed) return;
-        const waiting = [...this.pending.values()]; // not what onReconnect asks anew
-        if (this.onReconnect) this.onReconnect();
-        for (const entry of waiting) this.send(entry.build());
       })().finally(() => {
         this.rehello = null;
       });
     }
-    return this.rehello;
+    return this.rehello || Promise.resolve();
+  }
+
+  // A WELCOME to a HELLO said again, as it is read: the owner restores its
+  // state (drops the old session's deliveries) before any message of the
+  // new session is read, then the requests sent before that HELLO (to a
+  // broker that has no session for them) go again, after what the owner
+  // sent anew.
+  rejoined() {
+    const stale = [...this.pending].filter(([tag]) => tagNumber(tag) < this.helloTag);
+    if (this.onReconnect) this.onReconnect();
+    for (const [, entry] of stale) this.send(entry.build());
   }
 
   async helloAgain() {
@@ -194,6 +237,7 @@ class Session {
   async request(kind, build) {
     const tag = this.nextTag(kind);
     for (;;) {
+      if (this.closed) throw new Error('queue client is closed');
       const generation = this.generation;
       try {
         return await new Promise((resolve, reject) => {
@@ -259,6 +303,7 @@ class Session {
     this.generation += 1;
     this.helloTag = tagNumber(this.helloWaiter.tag);
     this.helloWaiter.resolve(true);
+    if (this.generation > 1) this.rejoined();
   }
 
   onError(error, fields) {
@@ -276,6 +321,7 @@ class Session {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.watchdog);
+    if (this.helloWaiter) this.helloWaiter.resolve(false); // an open() or reconnect() ends now
     for (const entry of this.pending.values()) entry.reject(new Error('queue client is closed'));
     if (bye && this.generation) {
       // Items this session holds go back to the queue at once.

@@ -119,3 +119,123 @@ test('clients carry on after a broker restart', async () => {
     await broker.stop();
   }
 });
+
+// A stand-in for a broker that takes in one HELLO and dies before it
+// answers: a ROUTER on the broker's ROUTER port (its second) that reads a
+// message and closes.
+async function swallowHello(address) {
+  const zmq = require('zeromq'); // eslint-disable-line global-require
+  const port = Number(/:(\d+)$/.exec(address)[1]) + 1;
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind(`tcp://127.0.0.1:${port}`);
+  const swallowed = (async () => {
+    const frames = await router.receive();
+    router.close();
+    // libzmq lets the port go a moment later: the broker binds it then.
+    while (!(await portFree(port))) await new Promise((resolve) => setTimeout(resolve, 10));
+    return frames.slice(1).map(String).find((frame) => frame === 'HELLO');
+  })();
+  return { swallowed };
+}
+
+function portFree(port) {
+  return new Promise((resolve) => {
+    const server = require('net').createServer(); // eslint-disable-line global-require
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+// As in the restart test when the broker is killed just after it read the
+// HELLO of the consumer's session, which a get() was opening.
+test('a get() whose HELLO a dying broker took in says it again to the broker that comes back', { timeout: 60000 }, async () => {
+  let broker = await Broker.start();
+  const address = broker.address;
+  const consumer = new Queue(address, { queue: 'lost-hello' });
+  const producer = new Queue(address, { queue: 'lost-hello' });
+  try {
+    await consumer.stats(); // its producer's session: this client has reached the broker
+    await broker.stop();
+    broker = null;
+    const stand = await swallowHello(address);
+    const got = consumer.get();
+    assert.strictEqual(await stand.swallowed, 'HELLO');
+    broker = await Broker.start([], address);
+    await producer.put('after');
+    assert.strictEqual((await got).toString(), 'after');
+    consumer.taskDone();
+  } finally {
+    await producer.close();
+    await consumer.close();
+    if (broker) await broker.stop();
+  }
+});
+
+test('a get() that opens while the broker it reached restarts waits for it, past the timeout', { timeout: 60000 }, async () => {
+  let broker = await Broker.start();
+  const address = broker.address;
+  const consumer = new Queue(address, { queue: 'down', timeout: 1 });
+  const producer = new Queue(address, { queue: 'down' });
+  try {
+    await consumer.stats(); // this client has reached the broker
+    await broker.stop();
+    const got = consumer.get();
+    let settled = false;
+    got.then(() => { settled = true; }, () => { settled = true; });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.strictEqual(settled, false); // neither refused (nothing listens) nor timed out
+    broker = await Broker.start([], address);
+    await producer.put('back');
+    assert.strictEqual((await got).toString(), 'back');
+    consumer.taskDone();
+  } finally {
+    await producer.close();
+    await consumer.close({ timeout: 1 }).catch(() => {});
+    await broker.stop();
+  }
+});
+
+test('close() ends a get() waiting for a broker that restarts', { timeout: 60000 }, async () => {
+  const broker = await Broker.start();
+  const q = new Queue(broker.address, { queue: 'closing' });
+  await q.stats();
+  await broker.stop();
+  const got = q.get();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const started = Date.now();
+  await q.close({ timeout: 1 });
+  await assert.rejects(got, /queue client is closed/);
+  assert.ok(Date.now() - started < 1500, `close took ${Date.now() - started} ms`);
+});
+
+// A script's process must end by itself once its clients are closed: no
+// socket or timer left behind.
+function exitsAlone(script) {
+  const { spawn } = require('child_process'); // eslint-disable-line global-require
+  const child = spawn(process.execPath, ['-e', script], { cwd: __dirname, stdio: ['ignore', 'inherit', 'inherit'] });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL'); resolve('still running after 15 s'); }, 15000);
+    child.once('exit', (code, signal) => { clearTimeout(timer); resolve(signal || code); });
+  });
+}
+
+test('a client closed while it says HELLO again (its broker fell silent) lets the process exit', { timeout: 60000 }, async () => {
+  const outcome = await exitsAlone(`
+    const { Broker } = require('./broker');
+    const { Queue } = require('..');
+    (async () => {
+      const broker = await Broker.start(['--heartbeat-ms', '100']);
+      const q = new Queue(broker.address, { queue: 'silent' });
+      const c = new Queue(broker.address, { queue: 'silent' });
+      await q.stats();
+      const got = c.get().catch(() => {});
+      while (!c.consumer) await new Promise((resolve) => setTimeout(resolve, 10));
+      broker.process.kill('SIGSTOP'); // silent: the clients say HELLO again
+      while (!q.producer.session.rehello || !c.consumer.session.rehello) await new Promise((resolve) => setTimeout(resolve, 10));
+      await Promise.all([q.close(), c.close()]);
+      await got;
+      await broker.stop();
+    })().catch((error) => { console.error(error); process.exitCode = 1; });
+  `);
+  assert.strictEqual(outcome, 0);
+});
