@@ -801,17 +801,24 @@ static int s_by_id(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-typedef struct {
-    const queue_t *queue;
-    uint8_t state;
-    items_t *items;
-} pick_t;
-
-static void s_pick(void *ctx, item_t *item)
+/*  Items neither queued nor dead are in no list: those of every queue are
+    gathered in one walk of the store, then sorted by queue, state and id. */
+static void s_pick_waiting(void *ctx, item_t *item)
 {
-    pick_t *pick = ctx;
-    if (item->queue == pick->queue && item->state == pick->state)
-        pick->items->items[pick->items->count++] = item;
+    items_t *items = ctx;
+    if (item->state == ITEM_INFLIGHT || item->state == ITEM_DELAYED)
+        items->items[items->count++] = item;
+}
+
+static int s_by_queue_state_id(const void *a, const void *b)
+{
+    const item_t *x = *(item_t *const *) a, *y = *(item_t *const *) b;
+    if (x->queue != y->queue)
+        return ((uintptr_t) x->queue > (uintptr_t) y->queue)
+               - ((uintptr_t) x->queue < (uintptr_t) y->queue);
+    if (x->state != y->state)
+        return (x->state > y->state) - (x->state < y->state);
+    return s_by_id(a, b);
 }
 
 int state_dump(const state_t *self, state_write_fn *write, void *ctx)
@@ -825,6 +832,8 @@ int state_dump(const state_t *self, state_write_fn *write, void *ctx)
         return -1;
     }
     qsort(all.queues, all.count, sizeof *all.queues, s_by_name);
+    store_each(self->store, s_pick_waiting, &some);
+    qsort(some.items, some.count, sizeof *some.items, s_by_queue_state_id);
     s_out(&out, "shut_down=%d items=%zu\n", self->shut_down, store_count(self->store));
     for (size_t i = 0; i < all.count; i++) {
         const queue_t *queue = all.queues[i];
@@ -850,13 +859,10 @@ int state_dump(const state_t *self, state_write_fn *write, void *ctx)
         uint8_t states[2] = {ITEM_INFLIGHT, ITEM_DELAYED};
         const char *others[2] = {"inflight", "delayed"};
         for (int s = 0; s < 2; s++) {
-            some.count = 0;
-            pick_t pick = {queue, states[s], &some};
-            store_each(self->store, s_pick, &pick);
-            qsort(some.items, some.count, sizeof *some.items, s_by_id);
             s_out(&out, " %s\n", others[s]);
             for (size_t k = 0; k < some.count; k++)
-                s_out_item(&out, some.items[k]);
+                if (some.items[k]->queue == queue && some.items[k]->state == states[s])
+                    s_out_item(&out, some.items[k]);
         }
     }
     free(all.queues);

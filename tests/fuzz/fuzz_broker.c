@@ -7,8 +7,10 @@
     slow). After every operation the invariants of docs/DESIGN.md must hold
     (broker_check), every JOINED the broker sends must be exact: no item
     accepted before its JOIN is still outstanding, and the records the
-    broker applied, encoded and read back into a state of their own, must
-    give the live state exactly (state_dump: every item, order included).
+    broker applied, encoded and decoded, must give the live state exactly
+    (state_dump: every item, order included): applied as they come by a
+    follower, as a replica will, after every operation; and replayed into
+    a fresh state as a restart does, every 16th operation.
 
     Built with clang only (-DASYNCQ_FUZZ=ON): build-fuzz/tests/fuzz_broker
     CORPUS_DIR. The corpus kept in tests/fuzz/corpus/broker seeds it. */
@@ -130,43 +132,85 @@ static int s_text_write(void *ctx, const char *data, size_t size)
     return 0;
 }
 
-/*  Replay equals live: the records so far, read into a fresh state the way
-    a restart reads them (replaying, then state_rebuild), give the broker's
-    state exactly. */
-static void s_check_replay(const broker_config_t *config)
+static replica_t *s_replica_new(const broker_config_t *config, int replaying)
 {
-    replica_t replica = {.config = config};
-    replica.state = (state_t){.store = store_new(), .queues = dict_new(), .replaying = 1,
-                              .queue_make = s_replica_make, .queue_free = s_replica_free,
-                              .ctx = &replica};
-    if (!replica.state.store || !replica.state.queues)
+    replica_t *replica = calloc(1, sizeof *replica);
+    if (!replica)
         abort();
-    for (size_t at = 0; at < s_log_size;) {
+    replica->config = config;
+    replica->state = (state_t){.store = store_new(), .queues = dict_new(),
+                               .replaying = replaying, .queue_make = s_replica_make,
+                               .queue_free = s_replica_free, .ctx = replica};
+    if (!replica->state.store || !replica->state.queues)
+        abort();
+    return replica;
+}
+
+static void s_replica_destroy(replica_t **replica_p)
+{
+    replica_t *replica = *replica_p;
+    if (!replica)
+        return;
+    dict_each(replica->state.queues, s_replica_free_each, NULL);
+    dict_destroy(&replica->state.queues);
+    store_destroy(&replica->state.store);
+    free(replica);
+    *replica_p = NULL;
+}
+
+/*  Applies the records kept from `at` on; returns where they end. */
+static size_t s_replica_apply(replica_t *replica, size_t at)
+{
+    while (at < s_log_size) {
         uint32_t size = aq_get_u32(s_log + at + 1);
         record_t record;
         state_effects_t effects;
         if (record_decode(s_log[at], s_log + at + 5, size, &record)
-            || state_apply(&replica.state, &record, &effects) < 0) {
+            || state_apply(&replica->state, &record, &effects) < 0) {
             fprintf(stderr, "record of type %u at %zu does not apply\n", s_log[at], at);
             abort();
         }
         at += 5 + size;
     }
-    if (state_rebuild(&replica.state))
-        abort();
-    text_t live = {0}, replayed = {0};
+    return at;
+}
+
+static void s_assert_same(const replica_t *replica, const char *what)
+{
+    text_t live = {0}, other = {0};
     state_dump(&s_fuzz.broker->state, s_text_write, &live);
-    state_dump(&replica.state, s_text_write, &replayed);
-    if (strcmp(live.text, replayed.text) != 0) {
-        fprintf(stderr, "replay differs from live\n--- live\n%s--- replayed\n%s", live.text,
-                replayed.text);
+    state_dump(&replica->state, s_text_write, &other);
+    if (strcmp(live.text, other.text) != 0) {
+        fprintf(stderr, "%s differs from live\n--- live\n%s--- %s\n%s", what, live.text, what,
+                other.text);
         abort();
     }
     free(live.text);
-    free(replayed.text);
-    dict_each(replica.state.queues, s_replica_free_each, NULL);
-    dict_destroy(&replica.state.queues);
-    store_destroy(&replica.state.store);
+    free(other.text);
+}
+
+/*  A follower: a state that applies the broker's records as they come, in
+    order, as a replica will; after every operation it must equal live. */
+static replica_t *s_follower;
+static size_t s_followed;
+
+static void s_check_follower(void)
+{
+    s_followed = s_replica_apply(s_follower, s_followed);
+    s_assert_same(s_follower, "follower");
+}
+
+/*  Replay equals live: the records so far, read into a fresh state the way
+    a restart reads them (replaying, then state_rebuild), give the broker's
+    state exactly. */
+static void s_check_replay(const broker_config_t *config)
+{
+    replica_t *replica = s_replica_new(config, 1);
+    s_replica_apply(replica, 0);
+    if (state_rebuild(&replica->state))
+        abort();
+    s_assert_same(replica, "replay");
+    s_replica_destroy(&replica);
 }
 
 static const char *const s_queues[] = {"a", "b", "c", "d"};
@@ -484,9 +528,10 @@ static void s_operation(input_t *in)
         fprintf(stderr, "invariant broken: %s\n", why);
         abort();
     }
-    /* Every fourth operation and at the end of the input (a state that
-       differs stays different): the replay costs O(records). */
-    if (++s_fuzz.operations % 4 == 0 || !in->left)
+    s_check_follower();
+    /* A whole replay costs O(records): every 16th operation and at the end
+       of the input (a state that differs stays different). */
+    if (++s_fuzz.operations % 16 == 0 || !in->left)
         s_check_replay(&broker->config);
 }
 
@@ -521,8 +566,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     s_fuzz.broker->on_record = s_keep_record;
     s_log_size = 0;
+    s_follower = s_replica_new(&config, 0);
+    s_followed = 0;
     while (in.left)
         s_operation(&in);
+    s_replica_destroy(&s_follower);
     broker_destroy(&s_fuzz.broker);
     return 0;
 }
