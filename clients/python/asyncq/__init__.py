@@ -7,7 +7,7 @@ from .protocol import (BrokerError, BrokerUnreachable, KeyMismatch, KeyRefused, 
                        QueueShutDown, endpoints)
 from .queue import Joined, Queue
 
-__version__ = "2.1.0"
+__version__ = "2.2.0"
 
 __all__ = ["Queue", "BlockingQueue", "Item", "Joined", "BrokerError", "BrokerUnreachable",
            "KeyMismatch", "KeyRefused", "KeysRequired", "QueueEmpty", "QueueShutDown",
