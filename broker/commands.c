@@ -6,7 +6,6 @@
 #include "commands.h"
 #include "dispatch.h"
 #include "journal.h"
-#include "persist.h"
 #include "producers.h"
 #include "sessions.h"
 

@@ -1,7 +1,6 @@
 /*  Delivering items: what leaves a queue's ready list, in which messages,
     to whom; leases that run out; joins answered; shutdowns. */
 #include "dispatch.h"
-#include "persist.h"
 #include "puts.h"
 #include "sessions.h"
 

@@ -16,7 +16,6 @@
     and *done* when it is accepted or refused; held puts (a full queue) are
     received but not done, and SYNC waits for done. */
 #include "producers.h"
-#include "persist.h"
 #include "sessions.h"
 
 #include <stdio.h>

@@ -10,7 +10,6 @@
     held puts is bounded by producers with a session times window-bytes
     (plus one message). */
 #include "puts.h"
-#include "persist.h"
 #include "producers.h"
 #include "sessions.h"
 
