@@ -95,6 +95,30 @@ export interface Stats {
   [key: string]: string | number | undefined;
 }
 
+/** Why an item was dead-lettered (PROTOCOL.md 4.12); a later broker may give another value. */
+export type DeathCause = 'lease' | 'nack' | 'session' | 'restart' | 'unknown';
+
+/** An item on its queue's dead-letter list (PROTOCOL.md 4.12). */
+export interface DeadLetter {
+  /** The broker's id, as decimal digits (as Item.id): ids exceed 2^53. */
+  id: string;
+  /** Deliveries it had. */
+  attempts: number;
+  /** Bytes of its payload. */
+  size: number;
+  /** When it died; null for an item dead-lettered by a broker before 2.2. */
+  died: Date | null;
+  cause: DeathCause | (string & {});
+  /** The reason its last consumer gave with nack() (UTF-8; '' if none): at most 150 bytes of it, less a character the cut split. */
+  reason: string;
+  /** Whether reason is cut. */
+  reasonCut: boolean;
+  /** The start of its payload: at most 32 bytes. */
+  payload: Buffer;
+  /** Whether payload is only the start. */
+  payloadCut: boolean;
+}
+
 /** A delivered item. */
 export class Item {
   private constructor();
@@ -179,6 +203,16 @@ export class Queue extends EventEmitter {
    * BrokerError). Resolves with the queue's numbers after it.
    */
   shutdown(options?: ShutdownOptions): Promise<Stats>;
+  /**
+   * The queue's dead letters, oldest death first (at most 1024). Needs the
+   * admin role on a broker with keys (else a 403 BrokerError), as do
+   * requeueDead() and purgeDead().
+   */
+  deadLetters(): Promise<DeadLetter[]>;
+  /** Moves every dead item back to the end of the queue, its attempts reset; resolves with how many. */
+  requeueDead(): Promise<number>;
+  /** Deletes every dead item; resolves with how many. */
+  purgeDead(): Promise<number>;
   /** Waits for puts to be confirmed, then ends the sessions; items not acked go back to the queue. */
   close(options?: CloseOptions): Promise<void>;
 

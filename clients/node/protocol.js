@@ -118,6 +118,92 @@ function decodeItems(frame, count) {
   return deliveries.length === count && at === frame.length ? deliveries : null;
 }
 
+// A quoted value of a DEAD list line (4.12) at line[at] (a '"'): its bytes,
+// `\"`, `\\` and `\xNN` unescaped, whether `...` follows it (the value was
+// cut), and where the line goes on.
+function unquote(line, at) {
+  const bytes = [];
+  let i = at + 1;
+  while (i < line.length && line[i] !== 0x22) {
+    if (line[i] === 0x5c && i + 1 < line.length) {
+      const hex = line[i + 1] === 0x78 ? line.toString('latin1', i + 2, i + 4) : '';
+      if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+        bytes.push(parseInt(hex, 16));
+        i += 4;
+      } else {
+        bytes.push(line[i + 1]); // \" and \\ (any other escaped byte as itself)
+        i += 2;
+      }
+    } else {
+      bytes.push(line[i]);
+      i += 1;
+    }
+  }
+  i += 1; // the closing quote
+  const cut = line.toString('latin1', i, i + 3) === '...';
+  return { bytes: Buffer.from(bytes), cut, end: cut ? i + 3 : i };
+}
+
+// Bytes cut by the broker, less a UTF-8 character the cut split.
+function dropSplitCharacter(bytes) {
+  let start = bytes.length - 1;
+  while (start >= 0 && bytes.length - start < 4 && (bytes[start] & 0xc0) === 0x80) start -= 1;
+  if (start < 0) return bytes;
+  const lead = bytes[start];
+  const length = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+  return bytes.length - start < length ? bytes.subarray(0, start) : bytes;
+}
+
+// A line of DEAD list (PROTOCOL.md 4.12), a Buffer or a string, as a dead
+// letter: { id (decimal digits: ids exceed 2^53), attempts, size, died (a
+// Date, null when unknown), cause, reason (UTF-8), reasonCut, payload (a
+// Buffer: the item's first bytes), payloadCut }. Read as key=value pairs:
+// keys it does not know (those of later brokers) are skipped.
+function parseDeadLetter(text) {
+  const line = Buffer.isBuffer(text) ? text : Buffer.from(String(text));
+  const plain = {};
+  const quoted = {};
+  let i = 0;
+  while (i < line.length) {
+    if (line[i] === 0x20) {
+      i += 1;
+      continue;
+    }
+    let eq = i;
+    while (eq < line.length && line[eq] !== 0x3d && line[eq] !== 0x20) eq += 1;
+    if (line[eq] !== 0x3d) { // a word without '=': skipped
+      i = eq;
+      continue;
+    }
+    const key = line.toString('latin1', i, eq);
+    if (line[eq + 1] === 0x22) {
+      const value = unquote(line, eq + 1);
+      quoted[key] = value;
+      i = value.end;
+    } else {
+      let end = eq + 1;
+      while (end < line.length && line[end] !== 0x20) end += 1;
+      plain[key] = line.toString('utf8', eq + 1, end);
+      i = end;
+    }
+  }
+  const number = (key) => (/^\d+$/.test(plain[key] || '') ? Number(plain[key]) : 0);
+  const died = plain.died && plain.died !== 'unknown' ? new Date(plain.died) : null;
+  const reason = quoted.reason || { bytes: Buffer.alloc(0), cut: false };
+  const payload = quoted.payload || { bytes: Buffer.alloc(0), cut: false };
+  return {
+    id: plain.id || '',
+    attempts: number('attempts'),
+    size: number('size'),
+    died: died && !Number.isNaN(died.getTime()) ? died : null,
+    cause: plain.cause || 'unknown',
+    reason: (reason.cut ? dropSplitCharacter(reason.bytes) : reason.bytes).toString('utf8'),
+    reasonCut: reason.cut,
+    payload: payload.bytes,
+    payloadCut: payload.cut,
+  };
+}
+
 // An ERROR from the broker (PROTOCOL.md section 8): code and its name, the
 // tag of the request it answers (empty for puts), its subject (a seq range,
 // ids or a queue) and text, the broker's reason.
@@ -210,6 +296,7 @@ module.exports = {
   encodeIds,
   encodePuts,
   decodeItems,
+  parseDeadLetter,
   BrokerError,
   BrokerUnreachable,
   KeyRefused,

@@ -10,7 +10,7 @@ const { Consumer } = require('./consumer');
 const { Frame, tracked, heldHere } = require('./context');
 const { curveOptions } = require('./curve');
 const {
-  parseAddress, message, checkName, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS, LEASE_MAX_MS,
+  parseAddress, message, checkName, parseDeadLetter, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS, LEASE_MAX_MS,
 } = require('./protocol');
 
 const ERRORS_KEPT = 100;
@@ -356,6 +356,32 @@ class Queue extends EventEmitter {
     return fields.length > 1 ? parseStats(fields[1].toString()) : {};
   }
 
+  // DEAD (PROTOCOL.md 4.12) with action, on the session stats() uses:
+  // resolves with the REPORT's lines (Buffers).
+  async dead(action) {
+    const producer = await this.control();
+    const { fields } = await this.requestSession(producer).request('dead', (tag) => message('DEAD', tag, this.queue, action));
+    return fields.slice(1);
+  }
+
+  // The queue's dead letters (PROTOCOL.md 4.12), oldest death first (the
+  // first 1024): [{ id, attempts, size, died, cause, reason, reasonCut,
+  // payload, payloadCut }]. Needs the admin role on a broker with keys.
+  async deadLetters() {
+    return (await this.dead('list')).map(parseDeadLetter);
+  }
+
+  // Moves every dead item back to the end of the queue, its attempts reset;
+  // resolves with how many.
+  async requeueDead() {
+    return countOf(await this.dead('requeue'), 'requeued');
+  }
+
+  // Deletes every dead item; resolves with how many.
+  async purgeDead() {
+    return countOf(await this.dead('purge'), 'purged');
+  }
+
   // Waits for every put to be confirmed (at most options.timeout seconds,
   // then rejects with TimeoutError: those puts may be lost), then ends both
   // sessions: items delivered to this client and not acked go back to the queue.
@@ -384,6 +410,13 @@ function parseStats(line) {
     stats[key] = key !== 'queue' && /^\d+$/.test(value) ? Number(value) : value;
   }
   return stats;
+}
+
+// The number key=N of a one-line REPORT.
+function countOf(lines, key) {
+  const value = lines.length ? parseStats(lines[0].toString())[key] : undefined;
+  if (typeof value !== 'number') throw new Error(`DEAD: the broker's answer has no ${key}=N: '${lines.map(String).join(' ')}'`);
+  return value;
 }
 
 module.exports = { Queue };

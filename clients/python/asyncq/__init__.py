@@ -3,12 +3,12 @@ broker (the wire protocol, asyncq/2, is docs/PROTOCOL.md). Needs pyzmq
 (Debian: python3-zmq)."""
 from .blocking import BlockingQueue
 from .consumer import Item, QueueEmpty
-from .protocol import (BrokerError, BrokerUnreachable, KeyMismatch, KeyRefused, KeysRequired,
-                       QueueShutDown, endpoints)
+from .protocol import (BrokerError, BrokerUnreachable, DeadLetter, KeyMismatch, KeyRefused,
+                       KeysRequired, QueueShutDown, endpoints)
 from .queue import Joined, Queue
 
 __version__ = "2.2.0"
 
-__all__ = ["Queue", "BlockingQueue", "Item", "Joined", "BrokerError", "BrokerUnreachable",
-           "KeyMismatch", "KeyRefused", "KeysRequired", "QueueEmpty", "QueueShutDown",
-           "endpoints", "__version__"]
+__all__ = ["Queue", "BlockingQueue", "Item", "Joined", "DeadLetter", "BrokerError",
+           "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired", "QueueEmpty",
+           "QueueShutDown", "endpoints", "__version__"]

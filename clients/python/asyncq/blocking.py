@@ -11,6 +11,7 @@ from typing import Any, Coroutine, Dict, FrozenSet, List, Optional, TypeVar, Uni
 import zmq.asyncio
 
 from .consumer import Item
+from .protocol import DeadLetter
 from .queue import Joined, Payload, Queue, Stats
 
 T = TypeVar("T")
@@ -112,6 +113,15 @@ class BlockingQueue:
 
     def stats(self) -> Stats:
         return self._run(self._queue.stats())
+
+    def dead_letters(self) -> List[DeadLetter]:
+        return self._run(self._queue.dead_letters())
+
+    def requeue_dead(self) -> int:
+        return self._run(self._queue.requeue_dead())
+
+    def purge_dead(self) -> int:
+        return self._run(self._queue.purge_dead())
 
     def qsize(self) -> int:
         """The broker's count now (a round trip: this is the blocking client)."""

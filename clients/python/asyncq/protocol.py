@@ -3,9 +3,11 @@ binary batch frames, errors."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import re
 import struct
-from typing import FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 SIGNATURE = b"asyncq/2"
 DEFAULT_PORT = 5557
@@ -144,6 +146,108 @@ def seq_range(subject: bytes) -> Optional[Tuple[int, int]]:
 def cut_text(text: str) -> bytes:
     """text as at most TEXT_MAX bytes of UTF-8, cut on a character boundary."""
     return text.encode()[:TEXT_MAX].decode(errors="ignore").encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A dead item of a queue, as DEAD list shows it (PROTOCOL.md 4.12).
+    size is the whole payload's size; payload its start (at most 32 bytes,
+    payload_cut when there is more); died when it died (aware, UTC; None
+    when the broker does not know); cause why: "lease", "nack", "session",
+    "restart" or "unknown" (a later broker may give others); reason what
+    its last NACK said (reason_cut when the broker showed only its start)."""
+    id: int
+    attempts: int
+    size: int
+    died: Optional[datetime.datetime]
+    cause: str
+    reason: str
+    reason_cut: bool
+    payload: bytes
+    payload_cut: bool
+
+
+def _unquote(line: bytes, at: int) -> Tuple[bytes, int]:
+    """The bytes of the quoted value whose opening quote is at line[at]
+    (`\\"`, `\\\\` and `\\xNN` undone), and the index after its closing quote."""
+    out = bytearray()
+    at += 1
+    while at < len(line):
+        byte = line[at]
+        if byte == 0x22:  # "
+            return bytes(out), at + 1
+        if byte == 0x5C and at + 1 < len(line):  # backslash
+            following = line[at + 1]
+            digits = line[at + 2:at + 4]
+            if following == 0x78 and len(digits) == 2 and all(d in b"0123456789abcdefABCDEF"
+                                                              for d in digits):  # \xNN
+                out.append(int(digits, 16))
+                at += 4
+                continue
+            out.append(following)
+            at += 2
+            continue
+        out.append(byte)
+        at += 1
+    raise ValueError("a quoted value is not closed")
+
+
+def parse_pairs(line: bytes) -> Dict[str, Tuple[bytes, bool]]:
+    """A REPORT line of key=value pairs as {key: (value, cut)}: a value is a
+    word or a quoted string (unescaped), cut when `...` follows its closing
+    quote. Words without "=" are skipped."""
+    pairs: Dict[str, Tuple[bytes, bool]] = {}
+    at = 0
+    while at < len(line):
+        if line[at] == 0x20:
+            at += 1
+            continue
+        space, equals = line.find(b" ", at), line.find(b"=", at)
+        if space < 0:
+            space = len(line)
+        if equals < 0 or equals > space:
+            at = space  # not a pair
+            continue
+        key = line[at:equals].decode(errors="replace")
+        at = equals + 1
+        if line[at:at + 1] == b'"':
+            value, at = _unquote(line, at)
+            cut = line.startswith(b"...", at)
+            if cut:
+                at += 3
+        else:
+            end = line.find(b" ", at)
+            end = len(line) if end < 0 else end
+            value, cut, at = line[at:end], False, end
+        pairs[key] = (value, cut)
+    return pairs
+
+
+def _died(text: bytes) -> Optional[datetime.datetime]:
+    for form in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            when = datetime.datetime.strptime(text.decode("ascii"), form)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        return when.replace(tzinfo=datetime.timezone.utc)
+    return None  # "unknown"
+
+
+def parse_dead_letter(line: bytes) -> DeadLetter:
+    """One line of DEAD list (4.12). Keys this client does not know are
+    ignored; raises ValueError for a line without id, attempts and size."""
+    pairs = parse_pairs(line)
+    try:
+        numbers = [int(pairs[key][0]) for key in ("id", "attempts", "size")]
+    except (KeyError, ValueError):
+        raise ValueError(f"not a DEAD list line: {line[:200]!r}") from None
+    reason, reason_cut = pairs.get("reason", (b"", False))
+    payload, payload_cut = pairs.get("payload", (b"", False))
+    return DeadLetter(id=numbers[0], attempts=numbers[1], size=numbers[2],
+                      died=_died(pairs.get("died", (b"unknown", False))[0]),
+                      cause=pairs.get("cause", (b"unknown", False))[0].decode(errors="replace"),
+                      reason=reason.decode(errors="replace"), reason_cut=reason_cut,
+                      payload=payload, payload_cut=payload_cut)
 
 
 class BrokerError(Exception):

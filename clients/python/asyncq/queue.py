@@ -6,15 +6,15 @@ import collections
 import os
 import socket as stdsocket
 import warnings
-from typing import Any, Coroutine, Deque, Dict, FrozenSet, NamedTuple, Optional, Union
+from typing import Any, Coroutine, Deque, Dict, FrozenSet, List, NamedTuple, Optional, Union
 
 import zmq
 import zmq.asyncio
 
 from .consumer import Consumer, Item, QueueEmpty, current_task
 from .producer import Producer
-from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, Welcome, check_name,
-                       endpoints, message)
+from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, DeadLetter, Welcome,
+                       check_name, endpoints, message, parse_dead_letter)
 from .security import load_keys
 from .session import Session
 
@@ -42,14 +42,15 @@ class Queue:
         await q.join()                # every item put before now is acked
         await q.close()
 
-    put, get, join, stats, shutdown and close are coroutines. Several
-    coroutines may share one Queue: each get() that waits asks the broker
-    for one item, so N coroutines hold at most N items (prefetch: that many
-    more sent ahead), and a bare task_done() acks the item the calling task
-    got (task_done(item) names it, from anywhere). The client says HELLO on
-    first use; it connects with one DEALER for putting and joining and one
-    for consuming (PROTOCOL.md 2), and reconnects by itself if the broker
-    restarts (unconfirmed puts are sent again, 4.2).
+    put, get, join, stats, shutdown, dead_letters, requeue_dead, purge_dead
+    and close are coroutines. Several coroutines may share one Queue: each
+    get() that waits asks the broker for one item, so N coroutines hold at
+    most N items (prefetch: that many more sent ahead), and a bare
+    task_done() acks the item the calling task got (task_done(item) names
+    it, from anywhere). The client says HELLO on first use; it connects with
+    one DEALER for putting and joining and one for consuming (PROTOCOL.md
+    2), and reconnects by itself if the broker restarts (unconfirmed puts
+    are sent again, 4.2).
 
     With CURVE (PROTOCOL.md 7), curve_secret is the path of this client's
     secret certificate (`asyncq keygen` writes NAME.key_secret) and
@@ -427,6 +428,30 @@ class Queue:
             b"shutdown", lambda tag: message(b"SHUTDOWN", tag, self.queue, mode))
         return parse_stats(fields[1]) if len(fields) > 1 else {}
 
+    async def _dead(self, action: bytes) -> List[bytes]:
+        control = await self._control_session()
+        _, fields = await control.request(
+            b"dead", lambda tag: message(b"DEAD", tag, self.queue, action))
+        return fields[1:]
+
+    async def dead_letters(self) -> List[DeadLetter]:
+        """The queue's dead items (those that used up the broker's
+        --max-attempts), oldest death first, as DeadLetter objects: id,
+        attempts, size, died, cause, reason and the payload's start. The
+        broker shows at most 1024. Needs the admin role on a broker with
+        keys."""
+        return [parse_dead_letter(line) for line in await self._dead(b"list") if line]
+
+    async def requeue_dead(self) -> int:
+        """Puts every dead item back at the end of the queue, its attempts
+        reset to 0; returns how many. Needs the admin role with keys."""
+        return _count(await self._dead(b"requeue"), "requeued")
+
+    async def purge_dead(self) -> int:
+        """Deletes every dead item of the queue; returns how many. Needs the
+        admin role with keys."""
+        return _count(await self._dead(b"purge"), "purged")
+
     def qsize(self) -> int:
         """Items waiting for delivery (asyncio's qsize()), without waiting:
         those delivered to this client and not yet got, plus the broker's
@@ -494,6 +519,14 @@ def _done() -> "asyncio.Future[None]":
 def _ignore(task: "asyncio.Future[Any]") -> None:
     if not task.cancelled():
         task.exception()  # a failed background refresh: the next one tries again
+
+
+def _count(lines: List[bytes], key: str) -> int:
+    """N of the REPORT line `key=N` that answers DEAD requeue or purge."""
+    value = parse_stats(lines[0]).get(key) if lines else None
+    if not isinstance(value, int):
+        raise ValueError(f"DEAD answered {lines[:1]!r}, not {key}=N")
+    return value
 
 
 def parse_stats(line: bytes) -> Stats:

@@ -19,8 +19,10 @@ export async function misuse(): Promise<void> {
   q.on('held', (queue: number) => queue); // error
   const made = new Item(); // error
   const shutDown: boolean = (await q.get()).data; // error
+  const deadId: bigint = (await q.deadLetters())[0].id; // error
+  const requeued: string = await q.requeueDead(); // error
   await named.close();
   await typo.close();
   await ahead.close();
-  console.log(id, made, shutDown, count);
+  console.log(id, made, shutDown, count, deadId, requeued);
 }

@@ -1,6 +1,6 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
-  Queue, Item, Joined, Stats, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
+  Queue, Item, Joined, Stats, DeadLetter, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
   KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
 } from '../..';
 
@@ -50,6 +50,23 @@ export async function consume(signal: AbortSignal): Promise<string> {
   await q.close();
   return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${nothing} ${report.discarded} `
     + `${drained} ${roles} ${persistence} ${errors.length} ${from}`;
+}
+
+export async function deadLetters(q: Queue): Promise<string> {
+  const dead: DeadLetter[] = await q.deadLetters();
+  const lines = dead.map((letter) => {
+    const id: string = letter.id;
+    const died: Date | null = letter.died;
+    const cause: DeathCause | string = letter.cause;
+    const known: boolean = letter.cause === 'lease' || letter.cause === 'restart';
+    const payload: Buffer = letter.payload;
+    const cuts: boolean = letter.reasonCut || letter.payloadCut;
+    return `${id} ${letter.attempts + letter.size} ${died ? died.toISOString() : 'unknown'} ${cause} ${known} `
+      + `${letter.reason} ${payload.length} ${cuts}`;
+  });
+  const requeued: number = await q.requeueDead();
+  const purged: number = await q.purgeDead();
+  return `${lines.join('\n')} ${requeued + purged}`;
 }
 
 export function explain(error: unknown): string {

@@ -1,0 +1,190 @@
+'use strict';
+// Dead letters (PROTOCOL.md 4.12): deadLetters(), requeueDead() and
+// purgeDead() against the real broker, and the parser of a DEAD list line.
+const test = require('node:test');
+const assert = require('node:assert');
+const { Broker, withBroker, until } = require('./broker');
+const { parseDeadLetter } = require('../protocol');
+const { BrokerError } = require('..');
+
+// Waits here are on conditions; one that never comes fails the test, not hangs it.
+const LIMIT = { timeout: 60000 };
+// Every item dies at its first attempt taken back.
+const oneAttempt = () => Broker.start(['--max-attempts', '1']);
+
+// Gets an item and nacks it with reason: with one attempt, it dies.
+async function nackOne(q, reason) {
+  const item = await q.get();
+  await q.nack(item, 0, reason);
+  return item;
+}
+
+test('parser: a crafted line, escapes unquoted, an unknown field skipped', () => {
+  const line = String.raw`id=18446744073709551615 attempts=2 size=13 died=2026-12-04T23:50:34.970Z cause=nack `
+    + String.raw`reason="exit \"3\" \\ \xc3\xa9" payload="hello \"world\"\x00\xff" colour=blue note="a \" b"... `
+    + 'later';
+  assert.deepStrictEqual(parseDeadLetter(line), {
+    id: '18446744073709551615',
+    attempts: 2,
+    size: 13,
+    died: new Date(Date.UTC(2026, 11, 4, 23, 50, 34, 970)),
+    cause: 'nack',
+    reason: 'exit "3" \\ é',
+    reasonCut: false,
+    payload: Buffer.concat([Buffer.from('hello "world"'), Buffer.from([0, 0xff])]),
+    payloadCut: false,
+  });
+  // As the broker sends it (a Buffer), the same.
+  assert.deepStrictEqual(parseDeadLetter(Buffer.from(line)), parseDeadLetter(line));
+});
+
+test('parser: died unknown, an unknown cause as given, cut values', () => {
+  const letter = parseDeadLetter(String.raw`id=7 attempts=5 size=40 died=unknown cause=evicted reason="ab\xc3"... `
+    + String.raw`payload="\x01\x02"... extra="x"`);
+  assert.strictEqual(letter.died, null);
+  assert.strictEqual(letter.cause, 'evicted');
+  // The cut split 'é': the half character is left out.
+  assert.deepStrictEqual([letter.reason, letter.reasonCut], ['ab', true]);
+  assert.deepStrictEqual([letter.payload, letter.payloadCut], [Buffer.from([1, 2]), true]);
+});
+
+test('an empty dead-letter list, and nothing to requeue or purge', LIMIT, () => withBroker(Broker.start(), async (broker, client) => {
+  const q = client({ queue: 'none-dead' });
+  assert.deepStrictEqual(await q.deadLetters(), []); // a queue the broker does not know
+  await q.put('alive');
+  assert.deepStrictEqual(await q.deadLetters(), []);
+  assert.strictEqual(await q.requeueDead(), 0);
+  assert.strictEqual(await q.purgeDead(), 0);
+}));
+
+test('an item nacked: every field exact, the reason unescaped', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'nacked' });
+  const reason = 'bad "input" \\ café';
+  await q.put('hello "world"');
+  const before = Date.now();
+  const item = await nackOne(q, reason);
+  let dead;
+  await until(async () => (dead = await q.deadLetters()).length === 1);
+  const after = Date.now();
+  const [letter] = dead;
+  assert.ok(letter.died instanceof Date && letter.died.getTime() >= before && letter.died.getTime() <= after,
+    `${letter.died} not within ${before}..${after}`);
+  assert.deepStrictEqual({ ...letter, died: null }, {
+    id: item.id,
+    attempts: 1,
+    size: 13,
+    died: null,
+    cause: 'nack',
+    reason,
+    reasonCut: false,
+    payload: Buffer.from('hello "world"'),
+    payloadCut: false,
+  });
+  assert.strictEqual(typeof letter.id, typeof item.id);
+  assert.strictEqual((await q.stats()).dead, 1);
+}));
+
+test('a long reason and a binary payload: cut, the bytes exact', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'cut' });
+  const payload = Buffer.from(Array.from({ length: 100 }, (_, i) => (i * 37 + 0x22) % 256)); // '"', '\', 0, 0xff...
+  assert.ok(payload.includes(0x22) && payload.includes(0x5c) && payload.includes(0) && payload.includes(0xff));
+  const reason = `a${'é'.repeat(149)}b`; // 300 bytes: the 150 shown end in half an 'é'
+  assert.strictEqual(Buffer.byteLength(reason), 300);
+  await q.put(payload);
+  const item = await nackOne(q, reason);
+  let dead;
+  await until(async () => (dead = await q.deadLetters()).length === 1);
+  const [letter] = dead;
+  assert.strictEqual(letter.id, item.id);
+  assert.strictEqual(letter.size, 100);
+  assert.deepStrictEqual([letter.payload, letter.payloadCut], [payload.subarray(0, 32), true]);
+  assert.deepStrictEqual([letter.reason, letter.reasonCut], [`a${'é'.repeat(74)}`, true]);
+
+  const ascii = 'r'.repeat(300);
+  await q.put('short');
+  await nackOne(q, ascii);
+  await until(async () => (dead = await q.deadLetters()).length === 2);
+  assert.deepStrictEqual([dead[1].reason, dead[1].reasonCut], ['r'.repeat(150), true]);
+  assert.deepStrictEqual([dead[1].payload, dead[1].payloadCut], [Buffer.from('short'), false]);
+}));
+
+test('an item whose lease ran out', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'leased' });
+  await q.put('slow', { lease: 0.2 });
+  const before = Date.now();
+  const item = await q.get(); // never acked
+  let dead;
+  await until(async () => (dead = await q.deadLetters()).length === 1);
+  const [letter] = dead;
+  assert.deepStrictEqual([letter.id, letter.cause, letter.reason, letter.reasonCut, letter.attempts],
+    [item.id, 'lease', '', false, 1]);
+  assert.deepStrictEqual(letter.payload, Buffer.from('slow'));
+  assert.ok(letter.died.getTime() >= before + 200 && letter.died.getTime() <= Date.now(), String(letter.died));
+}));
+
+test("an item held when its consumer's session ended", LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const worker = client({ queue: 'orphan' });
+  const admin = client({ queue: 'orphan' });
+  await admin.put('held');
+  const item = await worker.get();
+  await worker.close(); // BYE: the item it holds is taken back, and dies
+  let dead;
+  await until(async () => (dead = await admin.deadLetters()).length === 1);
+  assert.deepStrictEqual([dead[0].id, dead[0].cause, dead[0].attempts], [item.id, 'session', 1]);
+  assert.deepStrictEqual(dead[0].payload, Buffer.from('held'));
+}));
+
+test('requeueDead: the count, and the items come back, oldest death first', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'again' });
+  const ids = [];
+  for (const data of ['one', 'two', 'three']) {
+    await q.put(data);
+    ids.push((await nackOne(q, `no ${data}`)).id);
+  }
+  let dead;
+  await until(async () => (dead = await q.deadLetters()).length === 3);
+  assert.deepStrictEqual(dead.map((letter) => letter.id), ids);
+  assert.deepStrictEqual(dead.map((letter) => letter.reason), ['no one', 'no two', 'no three']);
+  assert.strictEqual(await q.requeueDead(), 3);
+  assert.deepStrictEqual(await q.deadLetters(), []);
+  const back = [];
+  for (let i = 0; i < 3; i++) {
+    const item = await q.get();
+    back.push([item.id, item.toString(), item.attempt]);
+    q.taskDone(item);
+  }
+  assert.deepStrictEqual(back, [[ids[0], 'one', 1], [ids[1], 'two', 1], [ids[2], 'three', 1]]);
+  assert.deepStrictEqual(await q.join({ timeout: 10 }), { count: 0, dead: 0 });
+  assert.strictEqual(await q.requeueDead(), 0);
+}));
+
+test('purgeDead: the count, and they are gone', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'gone' });
+  await q.put('a');
+  await q.put('b');
+  await nackOne(q, 'x');
+  await nackOne(q, 'y');
+  await until(async () => (await q.deadLetters()).length === 2);
+  assert.strictEqual(await q.purgeDead(), 2);
+  assert.deepStrictEqual(await q.deadLetters(), []);
+  assert.strictEqual((await q.stats()).dead, 0);
+  assert.strictEqual(await q.purgeDead(), 0);
+}));
+
+test('without the admin role: each rejects with a 403 BrokerError', LIMIT, () => withBroker(
+  Broker.startCurve({ worker: 'produce,consume' }), async (broker, client) => {
+    const q = client({ queue: 'guarded', curveSecret: broker.secretKey('worker'), serverKey: broker.publicKey() });
+    const refused = (error) => error instanceof BrokerError && error.code === 403 && typeof error.text === 'string'
+      && error.text.length > 0;
+    await assert.rejects(q.deadLetters(), refused);
+    await assert.rejects(q.requeueDead(), refused);
+    await assert.rejects(q.purgeDead(), refused);
+  },
+));
+
+test('the ES module has the same API', async () => {
+  const esm = await import('../index.mjs');
+  for (const method of ['deadLetters', 'requeueDead', 'purgeDead']) {
+    assert.strictEqual(typeof esm.Queue.prototype[method], 'function', method);
+  }
+});
