@@ -168,6 +168,7 @@ typedef struct broker {
     ratelog_t refusals;
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
     struct http *http;       /* the HTTP port (--metrics); NULL: none */
+    uint64_t puts_end;      /* the journal's end after the last put accepted */
     uint64_t live_bytes;    /* journal bytes of the items held, near enough */
     size_t snapshot_slot;   /* where a snapshot being written goes on (persist.c) */
     int64_t snapshot_started_us;

@@ -192,7 +192,7 @@ void persist_pass(broker_t *self)
 
 void persist_write(broker_t *self)
 {
-    if (self->journal && journal_appended(self->journal) > journal_written(self->journal))
+    if (self->journal && journal_written(self->journal) < self->puts_end)
         journal_flush(self->journal, broker_now_ms());
 }
 

@@ -23,8 +23,9 @@ void persist_close(broker_t *self);
     puts are now durable answered. */
 void persist_pass(broker_t *self);
 
-/*  Writes the records appended since the last write, if any (one write):
-    what is about to be delivered is in the journal first. */
+/*  Writes what is buffered if puts accepted since the last write are in it
+    (one write): an item about to be delivered is in the journal first. A
+    pass that let no put in mid-dispatch writes nothing more. */
 void persist_write(broker_t *self);
 
 /*  The sync thread finished a sync (its descriptor was readable). */

@@ -124,7 +124,7 @@ static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, qu
         effects.item->accepted_us = now_us;
     }
     if (count) {
-        producer->journal_position = broker_log_end(self);
+        producer->journal_position = self->puts_end = broker_log_end(self);
         broker_touch_queue(self, queue);
     }
     return count;

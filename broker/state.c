@@ -428,8 +428,6 @@ static int s_apply_state(state_t *self, const record_t *record, state_effects_t 
     s_leave(queue, item);
     if (was && !will)
         s_close(self, queue, item->seq);
-    if (record->state == ITEM_INFLIGHT && item->state == ITEM_QUEUED)
-        queue->delivered_total++;
     if (was && !will) {
         queue->dead_lettered_total++;
         effects->died = effects->finished = 1;
@@ -483,10 +481,18 @@ static int s_apply_gone(state_t *self, const record_t *record, state_effects_t *
     return 0;
 }
 
-static void s_raise(queue_t *queue, const record_t *record)
+/*  A queue's state only goes on: open, draining, discarding. */
+static void s_raise_state(void *ctx, void *value)
 {
+    const record_t *record = ctx;
+    queue_t *queue = value;
     if (record->state > queue->state)
         queue->state = (queue_state_t) record->state;
+}
+
+static void s_raise(queue_t *queue, const record_t *record)
+{
+    s_raise_state((void *) record, queue);
     if (record->front < queue->front)
         queue->front = record->front;
     if (record->back > queue->back)
@@ -497,19 +503,11 @@ static void s_raise(queue_t *queue, const record_t *record)
         queue->next_seen = record->next;
 }
 
-static void s_raise_each(void *ctx, void *value)
-{
-    const record_t *record = ctx;
-    queue_t *queue = value;
-    if (record->state > queue->state)
-        queue->state = (queue_state_t) record->state;
-}
-
 static int s_apply_queue(state_t *self, const record_t *record, state_effects_t *effects)
 {
     if (!record->queue.size) {
         self->shut_down = 1;
-        dict_each(self->queues, s_raise_each, (void *) record);
+        dict_each(self->queues, s_raise_state, (void *) record);
         return 0;
     }
     queue_t *queue = s_queue(self, record->queue, 1);
@@ -526,8 +524,7 @@ static int s_apply_queue(state_t *self, const record_t *record, state_effects_t 
 static int s_apply_forget(state_t *self, const record_t *record)
 {
     queue_t *queue = s_queue(self, record->queue, 0);
-    if (!queue || queue->ready_count || queue->inflight_count || queue->delayed_count
-        || queue->dead_count || queue->state != QUEUE_OPEN)
+    if (!queue || !queue_is_drained(queue) || queue->dead_count || queue->state != QUEUE_OPEN)
         return 1;
     dict_delete(self->queues, record->queue.data, record->queue.size);
     self->queue_free(self->ctx, queue);
