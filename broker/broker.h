@@ -62,6 +62,7 @@ typedef struct {
     uint64_t max_sessions_per_key;
     uint64_t max_held_bytes_per_key;
     uint64_t drain_ms;      /* on SIGTERM, wait this long at most for queues to drain */
+    uint64_t max_delay_s;   /* a put may be delayed this long at most */
     const char *curve_secret; /* the broker's secret certificate; NULL: no CURVE */
     const char *clients_dir;  /* allowed client certificates */
     int insecure;           /* without keys, accept connections from anywhere */
@@ -97,6 +98,7 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_SESSIONS_PER_KEY 1000
 #define BROKER_DEFAULT_MAX_HELD_BYTES_PER_KEY (64 * 1024 * 1024)
 #define BROKER_DEFAULT_DRAIN_MS 30000
+#define BROKER_DEFAULT_MAX_DELAY_S 2592000 /* 30 days */
 #define BROKER_DEFAULT_SEGMENT_BYTES (4 * 1024 * 1024)
 
 /*  What a deadline_t in the broker's heap is for. */

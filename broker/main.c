@@ -83,6 +83,8 @@ static void s_usage(FILE *out)
             "                          its own.\n"
             "      --max-attempts N    deliveries before an item goes to its queue's\n"
             "                          dead-letter list; 0 = no limit (env ASYNCQ_MAX_ATTEMPTS; 5)\n"
+            "      --max-delay SECONDS a put may ask to be delayed this long at most; 0 = no\n"
+            "                          delayed puts (env ASYNCQ_MAX_DELAY; 2592000, 30 days)\n"
             "      --max-expired N     leases a consumer lets expire in a row before its credit\n"
             "                          is withdrawn (env ASYNCQ_MAX_EXPIRED; 3)\n"
             "      --max-joins-per-peer N  most joins one session may have waiting (env\n"
@@ -158,7 +160,7 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 24 };
+enum { SETTINGS = 25 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
@@ -188,6 +190,7 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"lease-ms", "ASYNCQ_LEASE_MS", &config->lease_ms, NULL},
         {"max-attempts", "ASYNCQ_MAX_ATTEMPTS", &config->max_attempts, NULL},
         {"drain-ms", "ASYNCQ_DRAIN_MS", &config->drain_ms, NULL},
+        {"max-delay", "ASYNCQ_MAX_DELAY", &config->max_delay_s, NULL},
         {"segment-bytes", "ASYNCQ_SEGMENT_BYTES", &config->segment_bytes, NULL},
     };
     memcpy(settings, table, sizeof table);
@@ -235,6 +238,7 @@ static int s_config_is_valid(broker_config_t *config)
                     UINT64_MAX / 2)
         || !s_range("window-bytes", config->window_bytes, config->max_item, UINT64_MAX / 2)
         || !s_range("max-pending", config->max_pending, 1024, UINT32_MAX)
+        || !s_range("max-delay", config->max_delay_s, 0, 315360000) /* 10 years */
         || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX))
         return 0;
     if (config->drain_ms > INT32_MAX)
@@ -404,6 +408,7 @@ int main(int argc, char **argv)
         .max_sessions_per_key = BROKER_DEFAULT_MAX_SESSIONS_PER_KEY,
         .max_held_bytes_per_key = BROKER_DEFAULT_MAX_HELD_BYTES_PER_KEY,
         .drain_ms = BROKER_DEFAULT_DRAIN_MS,
+        .max_delay_s = BROKER_DEFAULT_MAX_DELAY_S,
         .segment_bytes = BROKER_DEFAULT_SEGMENT_BYTES,
         .fsync = JOURNAL_FSYNC_ALWAYS,
     };

@@ -44,7 +44,7 @@ static void s_item_record(const item_t *item, record_t *record)
     *record = (record_t){.type = RECORD_ITEM, .id = item->id, .seq = item->seq,
                          .rank = item->rank, .state = item->state,
                          .attempts = item->attempts, .lease_ms = item->lease_ms,
-                         .queue = aq_bytes_str(item->queue->name),
+                         .priority = item->priority, .queue = aq_bytes_str(item->queue->name),
                          .payload = {item->data, item->size}};
     if (item->state == ITEM_DELAYED)
         record->until_ms = item->until_ms, record->rank = 0;
@@ -266,14 +266,18 @@ static void s_collect_waiting(void *ctx, item_t *item)
         collect->items[collect->count++] = item;
 }
 
-/*  By rank, oldest first (a delayed item has none: id order). */
+/*  Items in flight by rank, oldest first; then delayed items by their
+    time (they have no rank), then by seq (the order they were put). */
 static int s_by_rank(const void *a, const void *b)
 {
     const item_t *x = *(item_t *const *) a, *y = *(item_t *const *) b;
-    int64_t p = x->state == ITEM_DELAYED ? 0 : x->rank, q = y->state == ITEM_DELAYED ? 0 : y->rank;
+    int dx = x->state == ITEM_DELAYED, dy = y->state == ITEM_DELAYED;
+    if (dx != dy)
+        return dx - dy;
+    int64_t p = dx ? (int64_t) x->until_ms : x->rank, q = dy ? (int64_t) y->until_ms : y->rank;
     if (p != q)
         return (p > q) - (p < q);
-    return (x->id > y->id) - (x->id < y->id);
+    return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
 /*  Where an item the records left in flight, or delayed, goes now: nowhere
@@ -293,8 +297,8 @@ static item_state_t s_resumed(const item_t *item, int64_t wall)
     back (their sessions are gone), as records, as if each session had
     closed: to the dead letters oldest first, to the front newest first,
     so that both keep their order; the delays still running get their
-    timers, and those that ran out while the broker was down go back to
-    the front too. */
+    timers; of those that ran out while the broker was down, the puts go
+    to the back in the order of their times, the retries to the front. */
 static int s_resume(broker_t *self)
 {
     collect_t collect = {calloc(store_count(self->store) + 1, sizeof(item_t *)), 0};
@@ -316,10 +320,13 @@ static int s_resume(broker_t *self)
             item->queue->redelivered_total++;
             broker_die(self, item, DEATH_RESTART, (aq_bytes_t){0});
         }
+        else if (item->state == ITEM_DELAYED && item->attempts == 0)
+            broker_move(self, item, ITEM_QUEUED); /* to the back: see state_move */
     }
     for (size_t i = collect.count; i > 0; i--) {
         item_t *item = collect.items[i - 1];
-        if (item->state == ITEM_DEAD || s_resumed(item, wall) != ITEM_QUEUED)
+        if (item->state == ITEM_DEAD || item->state == ITEM_QUEUED
+            || s_resumed(item, wall) != ITEM_QUEUED)
             continue;
         if (item->state == ITEM_INFLIGHT)
             item->queue->redelivered_total++;

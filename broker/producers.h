@@ -31,6 +31,7 @@ typedef struct held_put {
     uint64_t count;        /* items in it */
     uint64_t skip;         /* of them, handled already */
     uint64_t lease_ms;
+    aq_options_t options;
     struct queue *queue;
     zmq_msg_t frame;       /* the payload, or the PUTS items frame */
     int is_batch;

@@ -102,26 +102,48 @@ static void s_payloads_skip(payloads_t *payloads, uint64_t count)
         s_payloads_next(payloads, &ignored);
 }
 
+/*  Until when (wall clock) a put with these options is delayed, from now;
+    0 if it is not. */
+static uint64_t s_until(const aq_options_t *options, int64_t wall)
+{
+    uint64_t until = options->flags & AQ_PUT_DELAY ? (uint64_t) wall + options->delay_ms
+                     : options->flags & AQ_PUT_AT  ? options->at_ms
+                                                   : 0;
+    return until > (uint64_t) wall ? until : 0;
+}
+
 /*  Accepts `count` items; returns how many it could (fewer only when out of
     memory). Room for each item's lease timer is secured now, so delivering
     it can never fail for lack of memory. */
 static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, queue_t *queue,
-                         payloads_t *payloads, uint64_t count, uint64_t lease_ms)
+                         payloads_t *payloads, uint64_t count, uint64_t lease_ms,
+                         const aq_options_t *options)
 {
     int64_t now_us = broker_now_us();
     record_t record = {.lease_ms = (uint32_t) lease_ms,
                        .producer = aq_bytes_str(producer->id),
                        .queue = aq_bytes_str(queue->name)};
     state_effects_t effects;
+    int plain = options->priority == 0 && options->flags == 0;
+    int64_t wall = plain ? 0 : broker_wall_ms();
+    uint64_t until = plain ? 0 : s_until(options, wall);
     for (uint64_t i = 0; i < count; i++) {
         if (!s_payloads_next(payloads, &record.payload)
             || deadlines_reserve(&self->deadlines, store_count(self->store) + 64))
             return i;
         state_next_put(&self->state, queue, &record);
+        if (!plain)
+            state_put_options(queue, options->priority, options->flags & AQ_PUT_FRONT, until,
+                              &record);
         record.pseq = pseq + i;
         if (broker_apply(self, &record, &effects))
             return i;
         effects.item->accepted_us = now_us;
+        if (until) {
+            effects.item->timer.kind = TIMER_DELAY;
+            deadlines_set(&self->deadlines, &effects.item->timer,
+                          broker_now_ms() + (int64_t) (until - (uint64_t) wall));
+        }
     }
     if (count) {
         producer->journal_position = self->puts_end = broker_log_end(self);
@@ -150,7 +172,8 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
     s_payloads_init(&payloads, held->is_batch,
                     (aq_bytes_t){zmq_msg_data(&held->frame), zmq_msg_size(&held->frame)});
     s_payloads_skip(&payloads, held->skip);
-    uint64_t taken = s_accept(self, producer, first, queue, &payloads, take, held->lease_ms);
+    uint64_t taken = s_accept(self, producer, first, queue, &payloads, take, held->lease_ms,
+                              &held->options);
     held->skip += taken;
     queue->held_count -= taken;
     producer->held_count -= taken;
@@ -209,11 +232,13 @@ static int s_hold(broker_t *self, producer_t *producer, queue_t *queue, const aq
     held->count = count;
     held->skip = skip;
     held->lease_ms = msg->lease_ms;
+    held->options = msg->put;
     held->queue = queue;
     held->is_batch = msg->cmd == AQ_CMD_PUTS;
     zmq_msg_init(&held->frame);
     aq_inbox_t *inbox = self->pull_inbox;
-    zmq_msg_move(&held->frame, &inbox->parts[inbox->count - 1]);
+    /* Signature, command, then PUT's payload is its 5th field, PUTS's batch its 6th. */
+    zmq_msg_move(&held->frame, &inbox->parts[held->is_batch ? 7 : 6]);
     list_push_back(&producer->held, &held->link);
     uint64_t left = count - skip;
     queue->held_count += left;
@@ -258,7 +283,37 @@ static int s_check(broker_t *self, producer_t *producer, const aq_msg_t *msg, ui
         *text = "lease-ms is at most 2147483647";
         return AQ_MALFORMED;
     }
+    if (msg->put.flags & (AQ_PUT_DELAY | AQ_PUT_AT)) {
+        uint64_t max_ms = self->config.max_delay_s * 1000;
+        uint64_t ahead = msg->put.flags & AQ_PUT_DELAY ? msg->put.delay_ms
+                         : msg->put.at_ms > (uint64_t) broker_wall_ms()
+                             ? msg->put.at_ms - (uint64_t) broker_wall_ms()
+                             : 0;
+        if (ahead > max_ms) {
+            static char why[128];
+            snprintf(why, sizeof why, "%s is more than this broker's --max-delay (%llu s)",
+                     msg->put.flags & AQ_PUT_DELAY ? "delay-ms" : "at-ms",
+                     (unsigned long long) self->config.max_delay_s);
+            *text = why;
+            return AQ_MALFORMED;
+        }
+    }
     return AQ_OK;
+}
+
+/*  Why a put that did not decode is invalid: its options, when they are
+    what failed (every other field read), else the protocol in general. */
+static const char *s_malformed_why(broker_t *self, const aq_msg_t *msg)
+{
+    size_t frames;
+    const aq_bytes_t *parts = aq_inbox_frames(self->pull_inbox, &frames);
+    size_t fields = msg->cmd == AQ_CMD_PUTS ? 6 : 5;
+    aq_options_t ignored;
+    const char *why = NULL;
+    if (msg->fields_read == fields && frames == fields + 3
+        && !aq_put_options_parse(parts[fields + 2], &ignored, &why))
+        return why;
+    return "frames or fields not as the protocol says";
 }
 
 /*  How many puts a refused message counts for: a PUT one; a PUTS the items
@@ -272,7 +327,7 @@ static uint64_t s_carried(broker_t *self, const aq_msg_t *msg, uint64_t skip, ui
     /* A batch that does not add up was not decoded: its frame, if there. */
     size_t frames;
     const aq_bytes_t *parts = aq_inbox_frames(self->pull_inbox, &frames);
-    aq_bytes_t batch = msg->batch.data || frames != 8 ? msg->batch : parts[7];
+    aq_bytes_t batch = msg->batch.data || frames < 8 || frames > 9 ? msg->batch : parts[7];
     uint64_t limit = count;
     aq_batch_iter_t iter;
     aq_batch_iter_init(&iter, batch);
@@ -288,7 +343,7 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
                      uint64_t skip, uint64_t count)
 {
     uint64_t first = msg->seq + skip, last = msg->seq + count - 1;
-    const char *text = "frames or fields not as the protocol says";
+    const char *text = rc == AQ_OK ? "" : s_malformed_why(self, msg);
     if (rc == AQ_OK)
         rc = s_check(self, producer, msg, count, &text);
     queue_t *queue = NULL;
@@ -332,7 +387,8 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
                         msg->cmd == AQ_CMD_PUTS ? msg->batch : msg->payload);
         s_payloads_skip(&payloads, skip);
         uint64_t take = room < left ? room : left;
-        accepted = s_accept(self, producer, first, queue, &payloads, take, msg->lease_ms);
+        accepted = s_accept(self, producer, first, queue, &payloads, take, msg->lease_ms,
+                            &msg->put);
         if (accepted < take) {
             s_refuse(self, producer, msg->queue, first + accepted, last,
                      last - first - accepted + 1, AQ_INTERNAL, "out of memory");

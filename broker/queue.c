@@ -39,20 +39,22 @@ void queue_destroy(queue_t **self_p)
         return;
     assert(self->joiner_count == 0 && self->consumer_count == 0);
     ledger_fini(&self->ledger);
+    free(self->bands);
     free(self);
     *self_p = NULL;
 }
 
 int queue_is_full(const queue_t *self)
 {
-    return self->maxsize && self->ready_count >= self->maxsize;
+    return self->maxsize && self->ready_count + self->delayed_count >= self->maxsize;
 }
 
 uint64_t queue_room(const queue_t *self)
 {
     if (!self->maxsize)
         return UINT64_MAX;
-    return self->ready_count >= self->maxsize ? 0 : self->maxsize - self->ready_count;
+    uint64_t waiting = self->ready_count + self->delayed_count;
+    return waiting >= self->maxsize ? 0 : self->maxsize - waiting;
 }
 
 int queue_is_unused(const queue_t *self)

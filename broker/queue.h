@@ -57,6 +57,12 @@ typedef struct joiner {
     size_t tag_size;
 } joiner_t;
 
+/*  The ready items of one priority: a run of the ready list. */
+typedef struct band {
+    int32_t priority;
+    struct item *first, *last;
+} band_t;
+
 /*  A queue's shutdown state (Python 3.13's Queue.shutdown). */
 typedef enum {
     QUEUE_OPEN = 0,
@@ -76,10 +82,15 @@ typedef struct queue {
     /* Replicated (state.c changes these, by records): */
     list_node_t dead;        /* dead-lettered items, oldest first */
     uint64_t dead_count;
-    list_node_t ready;       /* queued items, next to deliver first */
+    list_node_t ready;       /* queued items, next to deliver first: by priority, then rank */
     uint64_t ready_count;
+    /*  Where each priority's run of `ready` starts and ends, lowest first,
+        once an item of a priority other than 0 is ready (none before: a
+        queue whose puts give no priority pays nothing for them). */
+    band_t *bands;
+    uint32_t band_count, band_cap;
     uint64_t inflight_count;
-    uint64_t delayed_count;  /* nacked with a delay, waiting to be queued again */
+    uint64_t delayed_count;  /* put or nacked with a delay, waiting to be queued */
     int64_t front, back;     /* lowest and highest rank a queued item had */
     int64_t dead_back;       /* highest rank a dead item had */
     uint64_t next_seen;      /* a log read back: the ledger's next is at least this */
@@ -119,8 +130,8 @@ void queue_destroy(queue_t **self_p);
 
 int queue_is_full(const queue_t *self);
 
-/*  Items that may be accepted now: maxsize minus queued (UINT64_MAX when
-    unbounded). */
+/*  Items that may be accepted now: maxsize minus those queued or delayed
+    (UINT64_MAX when unbounded). */
 uint64_t queue_room(const queue_t *self);
 
 /*  True if nothing is queued, delivered, delayed, dead or held, and nobody

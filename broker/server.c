@@ -562,13 +562,9 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
     case TIMER_LEASE:
         broker_on_lease_expired(self, list_entry(deadline, item_t, timer));
         break;
-    case TIMER_DELAY: {
-        item_t *item = list_entry(deadline, item_t, timer);
-        deadlines_cancel(&self->deadlines, deadline);
-        broker_move(self, item, ITEM_QUEUED);
-        broker_touch_queue(self, item->queue);
+    case TIMER_DELAY:
+        assert(!"delays are s_fire_deadlines' own");
         break;
-    }
     case TIMER_DRAIN:
         deadlines_cancel(&self->deadlines, deadline);
         self->stopping = 2;
@@ -580,12 +576,46 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
 
 static void s_dispatch_dirty(broker_t *self);
 
+/*  Delays that ended, in the order of their times, then of their seqs:
+    delayed puts due at one time are queued in the order they were put. */
+static int s_by_due(const void *a, const void *b)
+{
+    const item_t *x = *(item_t *const *) a, *y = *(item_t *const *) b;
+    if (x->until_ms != y->until_ms)
+        return (x->until_ms > y->until_ms) - (x->until_ms < y->until_ms);
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+#define DUE_BATCH 256
+
+static void s_queue_due(broker_t *self, item_t **due, size_t count)
+{
+    qsort(due, count, sizeof *due, s_by_due);
+    for (size_t i = 0; i < count; i++) {
+        broker_move(self, due[i], ITEM_QUEUED);
+        broker_touch_queue(self, due[i]->queue);
+    }
+}
+
 static void s_fire_deadlines(broker_t *self)
 {
     int64_t now = broker_now_ms();
     deadline_t *deadline;
-    while ((deadline = deadlines_first(&self->deadlines)) && deadline->at <= now)
-        s_fire(self, deadline, now);
+    item_t *due[DUE_BATCH];
+    size_t due_count = 0;
+    while ((deadline = deadlines_first(&self->deadlines)) && deadline->at <= now) {
+        if (deadline->kind != TIMER_DELAY) {
+            s_fire(self, deadline, now);
+            continue;
+        }
+        deadlines_cancel(&self->deadlines, deadline);
+        due[due_count++] = list_entry(deadline, item_t, timer);
+        if (due_count == DUE_BATCH) {
+            s_queue_due(self, due, due_count);
+            due_count = 0;
+        }
+    }
+    s_queue_due(self, due, due_count);
     conns_expire(self->conns, now);
 }
 

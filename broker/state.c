@@ -46,7 +46,7 @@ size_t record_size(const record_t *record)
 {
     switch (record->type) {
     case RECORD_ITEM:
-        return MOVE_SIZE + 4 + 8 + 1 + record->queue.size + 1 + record->producer.size
+        return MOVE_SIZE + 4 + 8 + 4 + 1 + record->queue.size + 1 + record->producer.size
                + record->payload.size;
     case RECORD_STATE: return MOVE_SIZE;
     case RECORD_DIED: return MOVE_SIZE + 1 + 8 + record->text.size;
@@ -65,7 +65,8 @@ void record_encode(const record_t *record, uint8_t *at)
         at = s_put_move(at, record);
         aq_put_u32(at, record->lease_ms);
         aq_put_u64(at + 4, record->pseq);
-        at = s_put_name(at + 12, record->queue);
+        aq_put_u32(at + 12, (uint32_t) record->priority);
+        at = s_put_name(at + 16, record->queue);
         at = s_put_name(at, record->producer);
         if (record->payload.size)
             memcpy(at, record->payload.data, record->payload.size);
@@ -182,6 +183,7 @@ int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *reco
         s_move(&r, record, type == RECORD_ITEM_V1);
         record->lease_ms = s_u32(&r);
         record->pseq = s_u64(&r);
+        record->priority = type == RECORD_ITEM ? (int32_t) s_u32(&r) : 0;
         record->queue = s_name(&r);
         record->producer = s_name(&r);
         record->payload = s_rest(&r);
@@ -283,11 +285,116 @@ static void s_link(const state_t *self, queue_t *queue, list_node_t *list, item_
     }
 }
 
+/* ---------------------------------------------------------- priorities */
+
+/*  The first band whose priority is not below `priority`. */
+static uint32_t s_band_at(const queue_t *queue, int32_t priority)
+{
+    uint32_t low = 0, high = queue->band_count;
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2;
+        if (queue->bands[middle].priority < priority)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+/*  Room for the bands that linking an item of this priority may add (its
+    own, and priority 0's when the first other comes), so that linking
+    cannot fail: called before anything changes. -1 if out of memory. */
+static int s_band_grow(queue_t *queue)
+{
+    if (queue->band_count + 2 <= queue->band_cap)
+        return 0;
+    uint32_t cap = queue->band_cap ? queue->band_cap * 2 : 4;
+    band_t *bands = realloc(queue->bands, cap * sizeof *bands);
+    if (!bands)
+        return -1;
+    queue->bands = bands;
+    queue->band_cap = cap;
+    return 0;
+}
+
+static int s_band_reserve(queue_t *queue, int32_t priority)
+{
+    return priority == 0 && queue->band_count == 0 ? 0 : s_band_grow(queue);
+}
+
+static item_t *s_item_of(list_node_t *node)
+{
+    return list_entry(node, item_t, link);
+}
+
+/*  Links a ready item into its priority's run, by rank (see s_link). */
+static void s_ready_link(const state_t *self, queue_t *queue, item_t *item)
+{
+    if (!queue->band_count) {
+        if (item->priority == 0) {
+            s_link(self, queue, &queue->ready, item);
+            return;
+        }
+        if (!list_empty(&queue->ready)) /* every item so far is of priority 0 */
+            queue->bands[queue->band_count++] = (band_t){0, s_item_of(list_first(&queue->ready)),
+                                                         s_item_of(list_last(&queue->ready))};
+    }
+    uint32_t at = s_band_at(queue, item->priority);
+    band_t *band = &queue->bands[at];
+    if (at == queue->band_count || band->priority != item->priority) {
+        list_node_t *next = at < queue->band_count ? &band->first->link : &queue->ready;
+        list_insert_between(&item->link, next->prev, next);
+        memmove(band + 1, band, (queue->band_count - at) * sizeof *band);
+        *band = (band_t){item->priority, item, item};
+        queue->band_count++;
+    }
+    else if (band->last->rank < item->rank || self->replaying) {
+        if (band->last->rank > item->rank)
+            queue->unsorted = 1; /* sorted by state_rebuild */
+        list_insert_between(&item->link, &band->last->link, band->last->link.next);
+        band->last = item;
+    }
+    else if (band->first->rank > item->rank) {
+        list_insert_between(&item->link, band->first->link.prev, &band->first->link);
+        band->first = item;
+    }
+    else {
+        /* Not from a leader's record: kept right at O(n). */
+        list_node_t *node = &band->last->link;
+        while (s_item_of(node)->rank > item->rank)
+            node = node->prev;
+        list_insert_between(&item->link, node, node->next);
+    }
+}
+
+/*  Takes a ready item out of the ready list and its band. */
+static void s_ready_unlink(queue_t *queue, item_t *item)
+{
+    if (queue->band_count) {
+        uint32_t at = s_band_at(queue, item->priority);
+        band_t *band = &queue->bands[at];
+        assert(at < queue->band_count && band->priority == item->priority);
+        if (band->first == item && band->last == item) {
+            memmove(band, band + 1, (queue->band_count - at - 1) * sizeof *band);
+            queue->band_count--;
+        }
+        else if (band->first == item)
+            band->first = s_item_of(item->link.next);
+        else if (band->last == item)
+            band->last = s_item_of(item->link.prev);
+        if (queue->band_count == 1 && queue->bands[0].priority == 0)
+            queue->band_count = 0; /* only priority 0 is left: no bands needed */
+    }
+    list_remove(&item->link);
+}
+
 /*  Takes the item out of its place (its holder, if any, let go of it). */
 static void s_leave(queue_t *queue, item_t *item)
 {
     assert(!item->holder);
-    if (list_linked(&item->link))
+    if (item->state == ITEM_QUEUED)
+        s_ready_unlink(queue, item);
+    else if (list_linked(&item->link))
         list_remove(&item->link);
     (*s_count(queue, item->state))--;
     if (item->epitaph) { /* a dead item's */
@@ -307,7 +414,7 @@ static void s_enter(const state_t *self, queue_t *queue, item_t *item, const rec
         item->rank = record->rank;
     (*s_count(queue, item->state))++;
     if (item->state == ITEM_QUEUED) {
-        s_link(self, queue, &queue->ready, item);
+        s_ready_link(self, queue, item);
         if (item->rank < queue->front)
             queue->front = item->rank;
         if (item->rank > queue->back)
@@ -357,6 +464,8 @@ static int s_apply_item(state_t *self, const record_t *record, state_effects_t *
     queue_t *queue = record->queue_ref ? record->queue_ref : s_queue(self, record->queue, 1);
     if (!queue)
         return -1;
+    if (record->state == ITEM_QUEUED && s_band_reserve(queue, record->priority))
+        return -1;
     item_t *item = store_claim(self->store, record->id);
     if (!item) /* read again (a snapshot saw it too: its last record wins), or
                   its slot is another item's: not a record of this log */
@@ -369,7 +478,9 @@ static int s_apply_item(state_t *self, const record_t *record, state_effects_t *
     item->queue = queue;
     item->seq = record->seq;
     item->lease_ms = record->lease_ms;
-    if (record->state == ITEM_QUEUED && record->rank > queue->back) {
+    item->priority = record->priority;
+    if (record->state == ITEM_QUEUED && record->rank > queue->back && !queue->band_count
+        && !record->priority) {
         /* A put, at the back of the ready list past every rank it had
            (front <= back, so the front stays): what s_enter does then,
            without its branches. Taken live, and on replay alike. */
@@ -408,7 +519,10 @@ static int s_apply_state(state_t *self, const record_t *record, state_effects_t 
         /* A delivery, the most frequent move: out of the ready list, in
            flight, outstanding before and after (the ledger is left alone).
            What the general path below does then, without its branches. */
-        list_remove(&item->link);
+        if (queue->band_count)
+            s_ready_unlink(queue, item);
+        else
+            list_remove(&item->link);
         queue->ready_count--;
         queue->inflight_count++;
         queue->delivered_total++;
@@ -423,6 +537,8 @@ static int s_apply_state(state_t *self, const record_t *record, state_effects_t 
     int was = s_outstanding(item->state), will = s_outstanding(record->state);
     if (!was && will && !self->replaying && record->seq < queue->ledger.next)
         return 1; /* a requeue from the dead numbered before later puts: stale */
+    if (record->state == ITEM_QUEUED && s_band_reserve(queue, item->priority))
+        return -1;
     if (!was && will && s_open(self, queue, record->seq))
         return -1;
     s_leave(queue, item);
@@ -605,8 +721,38 @@ static int s_by_rank(const void *a, const void *b)
     return (x->rank > y->rank) - (x->rank < y->rank);
 }
 
-/*  Relinks a list in rank order. */
-static int s_sort(list_node_t *list, uint64_t count)
+static int s_by_priority_rank(const void *a, const void *b)
+{
+    const item_t *x = *(item_t *const *) a, *y = *(item_t *const *) b;
+    if (x->priority != y->priority)
+        return (x->priority > y->priority) - (x->priority < y->priority);
+    return s_by_rank(a, b);
+}
+
+/*  The bands of a sorted ready list, made again. -1 if out of memory. */
+static int s_rebuild_bands(queue_t *queue)
+{
+    queue->band_count = 0;
+    item_t *previous = NULL;
+    for (list_node_t *node = queue->ready.next; node != &queue->ready; node = node->next) {
+        item_t *item = s_item_of(node);
+        if (previous && previous->priority == item->priority) {
+            queue->bands[queue->band_count - 1].last = item;
+        }
+        else {
+            if (s_band_grow(queue))
+                return -1;
+            queue->bands[queue->band_count++] = (band_t){item->priority, item, item};
+        }
+        previous = item;
+    }
+    if (queue->band_count == 1 && queue->bands[0].priority == 0)
+        queue->band_count = 0;
+    return 0;
+}
+
+/*  Relinks a list in rank order (the ready list: priority, then rank). */
+static int s_sort(list_node_t *list, uint64_t count, int (*order)(const void *, const void *))
 {
     item_t **items = malloc((count + 1) * sizeof *items);
     if (!items)
@@ -617,7 +763,7 @@ static int s_sort(list_node_t *list, uint64_t count)
         list_remove(node);
         items[n++] = list_entry(node, item_t, link);
     }
-    qsort(items, n, sizeof *items, s_by_rank);
+    qsort(items, n, sizeof *items, order);
     for (size_t i = 0; i < n; i++)
         list_push_back(list, &items[i]->link);
     free(items);
@@ -654,7 +800,8 @@ int state_rebuild(state_t *self)
     for (size_t i = 0; rc == 0 && i < all.count; i++) {
         queue_t *queue = all.queues[i];
         if (queue->unsorted
-            && (s_sort(&queue->ready, queue->ready_count) || s_sort(&queue->dead, queue->dead_count)))
+            && (s_sort(&queue->ready, queue->ready_count, s_by_priority_rank)
+                || s_sort(&queue->dead, queue->dead_count, s_by_rank) || s_rebuild_bands(queue)))
             rc = -1;
         queue->unsorted = 0;
         ledger_fini(&queue->ledger);
@@ -689,6 +836,20 @@ void state_next_put(state_t *self, queue_t *queue, record_t *record)
     record->state = ITEM_QUEUED;
     record->attempts = 0;
     record->until_ms = 0;
+    record->priority = 0;
+}
+
+void state_put_options(const queue_t *queue, int32_t priority, int front, uint64_t until_ms,
+                       record_t *record)
+{
+    record->priority = priority;
+    if (front)
+        record->rank = queue->front - 1;
+    if (until_ms) {
+        record->state = ITEM_DELAYED;
+        record->until_ms = until_ms;
+        record->rank = 0;
+    }
 }
 
 /*  Only the fields of a STATE record (those record_size, record_encode and
@@ -706,7 +867,9 @@ void state_move(const item_t *item, item_state_t state, record_t *record)
     record->until_ms = 0;
     record->item_ref = (item_t *) item;
     record->queue_ref = NULL;
-    if (state == ITEM_QUEUED)
+    if (state == ITEM_QUEUED && item->state == ITEM_DELAYED && item->attempts == 0)
+        record->rank = queue->back + 1; /* a delayed put, due: as if put now */
+    else if (state == ITEM_QUEUED)
         record->rank = queue->front - 1;
     else if (state == ITEM_DEAD)
         record->rank = queue->dead_back + 1;
@@ -780,6 +943,8 @@ static void s_out_item(out_t *out, const item_t *item)
           item->id, item->seq, item->state == ITEM_DELAYED ? "until" : "rank",
           item->state == ITEM_DELAYED ? (int64_t) item->until_ms : item->rank, item->attempts,
           item->lease_ms, item->size, s_hash(item->data, item->size));
+    if (item->priority)
+        s_out(out, " priority=%" PRId32, item->priority);
     if (item->epitaph)
         s_out(out, " died=%" PRId64 " cause=%s reason=%08x", item->epitaph->at_ms,
               state_death_names[item->epitaph->cause],

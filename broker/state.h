@@ -20,8 +20,12 @@
     recovers gives every item in flight back (its session is gone).
 
     Order: each item has a rank in its queue. Puts go to the back (the
-    queue's highest rank plus one), items given back to the front (its
-    lowest minus one), dead items to the back of the dead list. Live, a
+    queue's highest rank plus one), items given back, and puts asking for
+    the front, to the front (its lowest minus one), dead items to the back
+    of the dead list. The ready list is ordered by priority, then rank: the
+    queue's bands (queue.h) find a priority's run in O(log priorities).
+    A delayed item has no rank until its time comes: a put's then goes to
+    the back, a retry's (an item delivered before) to the front. Live, a
     rank is always past an end of its list, so linking is O(1); records
     read back in another order (a snapshot is written in slot order, while
     records of changes made meanwhile follow it) are linked unordered and
@@ -48,9 +52,9 @@ typedef enum {
     RECORD_QUEUE_V1,    /* state u8, name (the rest; empty: every queue) */
     RECORD_RESET,       /* a snapshot's first record: forget what came before */
     /*  id u64, seq u64, rank i64, state u8, attempts u16, until_ms u64 (wall
-        clock, delayed items), lease_ms u32, pseq u64, queue (u8 length +
-        bytes), producer (u8 length + bytes), payload (the rest). A put,
-        and every item of a snapshot. */
+        clock, delayed items), lease_ms u32, pseq u64, priority i32, queue
+        (u8 length + bytes), producer (u8 length + bytes), payload (the
+        rest). A put, and every item of a snapshot. */
     RECORD_ITEM,
     /*  id u64, seq u64, rank i64, state u8, attempts u16, until_ms u64: an
         item moved (delivered, given back, delayed, dead, requeued). */
@@ -95,6 +99,7 @@ typedef struct {
     uint16_t attempts;
     uint64_t until_ms;   /* DELAYED: until when, wall clock */
     uint32_t lease_ms;
+    int32_t priority;    /* ITEM */
     uint64_t pseq;       /* ITEM: its producer's seq; 0: none (snapshots) */
     uint8_t reason;      /* GONE: gone_reason_t */
     uint8_t cause;       /* DIED: death_cause_t */
@@ -163,6 +168,10 @@ int state_rebuild(state_t *self);
     an end set only the fields of their type and the hints (the leader's
     records, once per item: the other fields are left as they are, unread). */
 void state_next_put(state_t *self, queue_t *queue, record_t *record);
+/*  Its priority, at the front instead of the back, delayed until `until_ms`
+    (wall clock; 0: not delayed). */
+void state_put_options(const queue_t *queue, int32_t priority, int front, uint64_t until_ms,
+                       record_t *record);
 void state_move(const item_t *item, item_state_t state, record_t *record);
 /*  An item's death (to the back of its queue's dead list), and why. */
 void state_die(const item_t *item, death_cause_t cause, int64_t at_ms, aq_bytes_t text,

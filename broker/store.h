@@ -14,7 +14,7 @@
     the claims and removes made, in their order: two stores that see the
     same claims and removes pick the same id next.
 
-    Memory per item beyond its payload: sizeof(item_t) (112 bytes), 8 bytes
+    Memory per item beyond its payload: sizeof(item_t) (120 bytes), 8 bytes
     of free-slot stack (the stack and each slot's place in it, so that a
     claim takes any free slot off it at once), the allocator's header of
     the payload (about 16 bytes) and, elsewhere, 8 bytes of lease-heap slot
@@ -35,7 +35,7 @@ struct consumer;
 typedef enum {
     ITEM_QUEUED = 1, /* in its queue's ready list */
     ITEM_INFLIGHT,   /* in its holder's list, its lease running */
-    ITEM_DELAYED,    /* nacked with a delay: only in the timer heap */
+    ITEM_DELAYED,    /* put or nacked with a delay: only in the timer heap */
     ITEM_DEAD        /* in its queue's dead-letter list */
 } item_state_t;
 
@@ -65,6 +65,7 @@ typedef struct item {
     uint32_t size;
     uint32_t lease_ms;    /* asked for by its put; 0: its queue's */
     uint32_t taken_from;  /* serial (low bits) of the session that last lost it, or 0 */
+    int32_t priority;     /* lowest first among its queue's ready items (its put's) */
     uint16_t attempts;    /* deliveries so far */
     uint8_t state;        /* item_state_t */
 } item_t;

@@ -12,7 +12,8 @@ static void s_usage(FILE *out)
     fprintf(out,
             "Usage: asyncq COMMAND [OPTIONS]\n"
             "\n"
-            "  asyncq put [-b ADDR] [-q Q] ITEM...      put items, wait for the broker to confirm\n"
+            "  asyncq put [-b ADDR] [-q Q] [--priority N] [--delay S | --at TIME | --front] ITEM...\n"
+            "                                           put items, wait for the broker to confirm\n"
             "  asyncq join [-b ADDR] [-q Q] [--timeout S] [--all]\n"
             "                                           wait until every item put before now is acked\n"
             "                                           (progress on stderr, on a terminal)\n"

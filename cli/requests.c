@@ -17,6 +17,7 @@ typedef struct {
     int immediate;
     const char *format;
     uint64_t watch_ms; /* 0: no --watch */
+    aq_put_options_t put; /* put: --priority, --delay, --at, --front */
 } request_options_t;
 
 #define WATCH_DEFAULT_MS 1000
@@ -51,12 +52,16 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         {"timeout", required_argument, 0, 't'}, {"all", no_argument, 0, 'a'},
         {"immediate", no_argument, 0, 'i'},    {"help", no_argument, 0, 'h'},
         {"print-config", no_argument, 0, 'p'}, {"format", required_argument, 0, 'f'},
-        {"watch", optional_argument, 0, 'w'},  AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
+        {"watch", optional_argument, 0, 'w'},  {"priority", required_argument, 0, 'P'},
+        {"delay", required_argument, 0, 'D'},  {"at", required_argument, 0, 'A'},
+        {"front", no_argument, 0, 'F'},        AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     int is_join = strcmp(command, "join") == 0;
     int is_stats = strcmp(command, "stats") == 0;
     int every_queue = strcmp(command, "stats") == 0 || strcmp(command, "shutdown") == 0;
+    int is_put = strcmp(command, "put") == 0;
     const char *timeout = NULL, *curve_secret = NULL, *server_key = NULL;
-    int print_config = 0;
+    const char *priority = NULL, *delay = NULL, *at = NULL;
+    int print_config = 0, front = 0;
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "b:q:h", options, NULL)) != -1) {
@@ -76,6 +81,14 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
             if (!s_watch_arg(argc, argv, opts))
                 return 0;
         }
+        else if (opt == 'P' && is_put)
+            priority = optarg;
+        else if (opt == 'D' && is_put)
+            delay = optarg;
+        else if (opt == 'A' && is_put)
+            at = optarg;
+        else if (opt == 'F' && is_put)
+            front = 1;
         else if (opt == 'p')
             print_config = 1;
         else if (opt == AQ_OPT_CURVE_SECRET)
@@ -107,6 +120,11 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
                 "asyncq %s: --timeout (ASYNCQ_JOIN_TIMEOUT) needs seconds, at most 86400 "
                 "(0: none), not '%s'\n",
                 command, timeout);
+        return 0;
+    }
+    const char *why;
+    if (is_put && !aq_arg_put_options(priority, delay, at, front, &opts->put, &why)) {
+        fprintf(stderr, "asyncq %s: %s\n", command, why);
         return 0;
     }
     if (print_config) {
@@ -144,8 +162,9 @@ void cli_report(const char *command, const aq_session_t *session, aq_status_t rc
 
 int cli_put(int argc, char **argv)
 {
-    const char *usage = "Usage: asyncq put [-b ADDR] [-q QUEUE] ITEM...\n"
-                        "Puts each ITEM and exits once the broker has confirmed all of them.\n";
+    const char *usage = "Usage: asyncq put [-b ADDR] [-q QUEUE] [OPTIONS] ITEM...\n"
+                        "Puts each ITEM and exits once the broker has confirmed all of them.\n"
+                        AQ_PUT_OPTIONS_USAGE;
     request_options_t opts = {0};
     if (!s_parse("put", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
@@ -156,7 +175,7 @@ int cli_put(int argc, char **argv)
         return aq_exit_code(rc);
     }
     for (int i = optind; i < argc && rc == AQ_OK; i++) {
-        rc = aq_producer_put(producer, opts.queue, argv[i], strlen(argv[i]));
+        rc = aq_producer_put_with(producer, opts.queue, argv[i], strlen(argv[i]), &opts.put);
         if (rc)
             fprintf(stderr, "asyncq put: item %d: %s\n", i - optind + 1, aq_strerror(rc));
     }

@@ -32,6 +32,7 @@ typedef struct {
     int quiet;
     uint64_t seed;
     uint64_t lease_ms;
+    aq_put_options_t put; /* --priority, --delay, --at, --front */
     int print_config;
     const char *curve_secret;
     const char *server_key;
@@ -70,6 +71,7 @@ static void s_usage(FILE *out)
             "      --seed N              random seed, for repeatable runs\n"
             "      --lease SECONDS       ask for this lease on each delivery of these items,\n"
             "                            instead of the queue's (env ASYNCQ_ITEM_LEASE)\n"
+            AQ_PUT_OPTIONS_USAGE
             AQ_SECURITY_USAGE
             "      --print-config        print the settings in effect and exit\n"
             "  -h, --help                this text\n"
@@ -90,8 +92,12 @@ static int s_parse(int argc, char **argv, options_t *opts)
         {"quiet", no_argument, 0, 'Q'},        {"seed", required_argument, 0, 'S'},
         {"lease", required_argument, 0, 'L'},  {"print-config", no_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'},         {"version", no_argument, 0, 'V'},
+        {"priority", required_argument, 0, 'P'}, {"delay", required_argument, 0, 'D'},
+        {"at", required_argument, 0, 'A'},     {"front", no_argument, 0, 'F'},
         AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     const char *count = NULL, *max_sleep = NULL, *seed = NULL, *lease = NULL;
+    const char *priority = NULL, *delay = NULL, *at = NULL;
+    int front = 0;
     int opt;
     while ((opt = getopt_long(argc, argv, "b:q:n:h", options, NULL)) != -1) {
         switch (opt) {
@@ -104,6 +110,10 @@ static int s_parse(int argc, char **argv, options_t *opts)
         case 'Q': opts->quiet = 1; break;
         case 'S': seed = optarg; break;
         case 'L': lease = optarg; break;
+        case 'P': priority = optarg; break;
+        case 'D': delay = optarg; break;
+        case 'A': at = optarg; break;
+        case 'F': front = 1; break;
         case 'p': opts->print_config = 1; break;
         case AQ_OPT_CURVE_SECRET: opts->curve_secret = optarg; break;
         case AQ_OPT_SERVER_KEY: opts->server_key = optarg; break;
@@ -125,6 +135,12 @@ static int s_parse(int argc, char **argv, options_t *opts)
                 lease);
         return 0;
     }
+    const char *why;
+    if (!aq_arg_put_options(priority, delay, at, front, &opts->put, &why)) {
+        fprintf(stderr, "asyncq-producer: %s\n", why);
+        return 0;
+    }
+    opts->put.lease_ms = opts->lease_ms;
     if (!aq_client_defaults("asyncq-producer", &opts->broker, &opts->queue, &opts->name,
                             "producer"))
         return 0;
@@ -201,7 +217,7 @@ static void s_status_show(status_t *status, const options_t *opts, aq_producer_t
 static aq_status_t s_put(aq_producer_t *producer, const options_t *opts, const char *data,
                          size_t size, uint64_t *refused, status_t *status)
 {
-    aq_status_t rc = aq_producer_put_lease(producer, opts->queue, data, size, opts->lease_ms);
+    aq_status_t rc = aq_producer_put_with(producer, opts->queue, data, size, &opts->put);
     if (rc == AQ_OK && opts->max_sleep_ms)
         rc = aq_producer_flush(producer);
     if ((rc == AQ_TOO_BIG || (rc == AQ_OK && !opts->quiet)) && status->over_stdout)

@@ -20,7 +20,8 @@ typedef enum {
     F_IDS,         /* 1..AQ_LIST_MAX ids, 8 bytes each, one frame */
     F_PUTS_BATCH,  /* msg->count PUTS entries, exactly */
     F_ITEMS_BATCH, /* msg->count ITEMS entries, exactly */
-    F_TEXT_LIST    /* 0..AQ_LIST_MAX texts, one per frame, to the end */
+    F_TEXT_LIST,   /* 0..AQ_LIST_MAX texts, one per frame, to the end */
+    F_OPTIONS      /* a put's options; the last field, and optional: absent = empty */
 } field_type_t;
 
 typedef struct {
@@ -47,11 +48,12 @@ static const char *const *s_mode_words(field_type_t type)
 }
 
 static const command_t s_commands[AQ_CMD_COUNT_] = {
-    [AQ_CMD_PUT] = {"PUT", 5, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_NAME, B(queue)},
-                               {F_U64, B(lease_ms)}, {F_PAYLOAD, B(payload)}}},
-    [AQ_CMD_PUTS] = {"PUTS", 6, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_U64, B(count)},
+    [AQ_CMD_PUT] = {"PUT", 6, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_NAME, B(queue)},
+                               {F_U64, B(lease_ms)}, {F_PAYLOAD, B(payload)},
+                               {F_OPTIONS, B(options)}}},
+    [AQ_CMD_PUTS] = {"PUTS", 7, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_U64, B(count)},
                                  {F_NAME, B(queue)}, {F_U64, B(lease_ms)},
-                                 {F_PUTS_BATCH, B(batch)}}},
+                                 {F_PUTS_BATCH, B(batch)}, {F_OPTIONS, B(options)}}},
     [AQ_CMD_HELLO] = {"HELLO", 3, {{F_TAG, B(tag)}, {F_NAME, B(client)}, {F_U64, B(seq)}}},
     [AQ_CMD_WELCOME] = {"WELCOME", 9, {{F_TAG, B(tag)}, {F_NAME, B(broker)},
                                        {F_U64, B(max_item)}, {F_U64, B(heartbeat_ms)},
@@ -189,6 +191,129 @@ int aq_utf8_is_valid(const uint8_t *data, size_t size)
         i += length;
     }
     return 1;
+}
+
+static bool s_starts(const uint8_t **at, const uint8_t *end, const char *word)
+{
+    size_t length = strlen(word);
+    if ((size_t) (end - *at) < length || memcmp(*at, word, length) != 0)
+        return false;
+    *at += length;
+    return true;
+}
+
+int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **why)
+{
+    const char *ignored;
+    if (!why)
+        why = &ignored;
+    *options = (aq_options_t){0};
+    if (frame.size > AQ_OPTIONS_MAX) {
+        *why = "options longer than 128 bytes";
+        return 0;
+    }
+    const uint8_t *at = frame.data, *end = frame.data + frame.size;
+    bool has_priority = false;
+    while (at < end) {
+        const uint8_t *space = memchr(at, ' ', (size_t) (end - at));
+        const uint8_t *stop = space ? space : end;
+        if (space && space + 1 == end) {
+            *why = "options end with a space";
+            return 0;
+        }
+        uint64_t value = 0;
+        int flag;
+        if (s_starts(&at, stop, "priority=")) {
+            bool negative = at < stop && *at == '-';
+            at += negative;
+            if (has_priority) {
+                *why = "priority given twice";
+                return 0;
+            }
+            if (!aq_parse_u64(at, (size_t) (stop - at), &value)
+                || value > (negative ? (uint64_t) INT32_MAX + 1 : (uint64_t) INT32_MAX)) {
+                *why = "priority is a whole number from -2147483648 to 2147483647";
+                return 0;
+            }
+            options->priority = negative ? (int32_t) (-(int64_t) value) : (int32_t) value;
+            has_priority = true;
+        }
+        else if ((flag = s_starts(&at, stop, "delay-ms=") ? AQ_PUT_DELAY
+                         : s_starts(&at, stop, "at-ms=")  ? AQ_PUT_AT
+                                                          : 0)) {
+            if (options->flags & flag) {
+                *why = flag == AQ_PUT_DELAY ? "delay-ms given twice" : "at-ms given twice";
+                return 0;
+            }
+            if (!aq_parse_u64(at, (size_t) (stop - at), &value)) {
+                *why = flag == AQ_PUT_DELAY ? "delay-ms is a number of milliseconds"
+                                            : "at-ms is a number of milliseconds since 1970";
+                return 0;
+            }
+            options->flags |= (uint8_t) flag;
+            if (flag == AQ_PUT_DELAY)
+                options->delay_ms = value;
+            else
+                options->at_ms = value;
+        }
+        else if (stop - at == 5 && memcmp(at, "front", 5) == 0) {
+            if (options->flags & AQ_PUT_FRONT) {
+                *why = "front given twice";
+                return 0;
+            }
+            options->flags |= AQ_PUT_FRONT;
+        }
+        else {
+            *why = "unknown option (the options are priority=, delay-ms=, at-ms= and front)";
+            return 0;
+        }
+        at = space ? space + 1 : end;
+    }
+    if ((options->flags & AQ_PUT_DELAY) && (options->flags & AQ_PUT_AT)) {
+        *why = "delay-ms and at-ms cannot both be given";
+        return 0;
+    }
+    if ((options->flags & AQ_PUT_FRONT) && (options->flags & (AQ_PUT_DELAY | AQ_PUT_AT))) {
+        *why = "front cannot be given with a delay";
+        return 0;
+    }
+    return 1;
+}
+
+size_t aq_put_options_format(const aq_options_t *options, char *buf)
+{
+    size_t length = 0;
+    char number[AQ_U64_DIGITS + 1];
+    if (options->priority) {
+        memcpy(buf, "priority=", 9);
+        length = 9;
+        if (options->priority < 0)
+            buf[length++] = '-';
+        uint64_t magnitude = options->priority < 0 ? (uint64_t) (-(int64_t) options->priority)
+                                                   : (uint64_t) options->priority;
+        size_t digits = aq_format_u64(magnitude, number);
+        memcpy(buf + length, number, digits);
+        length += digits;
+    }
+    if (options->flags & (AQ_PUT_DELAY | AQ_PUT_AT)) {
+        const char *key = options->flags & AQ_PUT_DELAY ? "delay-ms=" : "at-ms=";
+        if (length)
+            buf[length++] = ' ';
+        memcpy(buf + length, key, strlen(key));
+        length += strlen(key);
+        size_t digits = aq_format_u64(
+            options->flags & AQ_PUT_DELAY ? options->delay_ms : options->at_ms, number);
+        memcpy(buf + length, number, digits);
+        length += digits;
+    }
+    if (options->flags & AQ_PUT_FRONT) {
+        if (length)
+            buf[length++] = ' ';
+        memcpy(buf + length, "front", 5);
+        length += 5;
+    }
+    buf[length] = '\0';
+    return length;
 }
 
 /*  The out-of-line copies of the header's inline functions. */
@@ -363,6 +488,10 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
     }
     case F_TEXT_LIST:
         return false; /* handled by s_decode_lines */
+    case F_OPTIONS:
+        if (!aq_put_options_parse(frame, &msg->put, NULL))
+            return false;
+        break;
     }
     *s_bytes_at(msg, field->offset) = frame;
     return true;
@@ -411,6 +540,8 @@ aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
             msg->fields_read++;
             return AQ_OK;
         }
+        if (i >= field_frames && field->type == F_OPTIONS)
+            return AQ_OK; /* optional, and absent */
         if (i >= field_frames || !s_decode_field(msg, field, fields[i]))
             return AQ_MALFORMED;
         msg->fields_read++;
@@ -500,9 +631,14 @@ aq_status_t aq_msg_emit(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx)
     if (sink(ctx, AQ_SIGNATURE, strlen(AQ_SIGNATURE), 1, 0)
         || sink(ctx, command->word, strlen(command->word), 1, 0))
         return AQ_TRANSPORT;
-    for (size_t i = 0; i < command->field_count; i++) {
+    /* Options, when there are none, are not sent (an older broker takes
+       no options frame). */
+    size_t count = command->field_count;
+    if (command->fields[count - 1].type == F_OPTIONS && msg->options.size == 0)
+        count--;
+    for (size_t i = 0; i < count; i++) {
         const field_t *field = &command->fields[i];
-        bool last = i + 1 == command->field_count;
+        bool last = i + 1 == count;
         /* A REPORT with no lines ends at its tag. */
         bool next_is_empty_list = i + 2 == command->field_count
                                   && command->fields[i + 1].type == F_TEXT_LIST

@@ -26,6 +26,7 @@ typedef struct {
     uint64_t seq;      /* of its first item */
     uint64_t count;    /* items */
     uint64_t lease_ms;
+    aq_options_t options;
     int is_batch;      /* PUTS, else PUT */
     char queue[AQ_NAME_MAX + 1];
     zmq_msg_t frame;   /* the payload, or the items frame */
@@ -48,6 +49,7 @@ struct aq_producer {
     size_t batch_size;
     uint64_t batch_count;
     uint64_t batch_lease;
+    aq_options_t batch_options;
     char batch_queue[AQ_NAME_MAX + 1];
     char sync_tag[AQ_TAG_MAX + 1]; /* the SYNC in flight, "" if none */
     uint64_t sync_seq;
@@ -144,6 +146,9 @@ static aq_status_t s_send(aq_producer_t *self, sent_t *sent)
     msg.count = sent->count;
     msg.queue = aq_bytes_str(sent->queue);
     msg.lease_ms = sent->lease_ms;
+    char options[AQ_OPTIONS_MAX + 1];
+    msg.options.data = (const uint8_t *) options;
+    msg.options.size = aq_put_options_format(&sent->options, options);
     rc = aq_msg_send(zsock_resolve(self->push), NULL, &msg, &sent->frame, 0);
     return rc == AQ_TRANSPORT && errno == EINTR ? AQ_INTERRUPTED : rc;
 }
@@ -279,12 +284,14 @@ static aq_status_t s_confirm(aq_producer_t *self, uint64_t keep, int timeout_ms)
 
 /*  Keeps a message in the window and sends it. The window has room. */
 static aq_status_t s_add(aq_producer_t *self, const char *queue, uint64_t lease_ms,
-                         uint64_t count, int is_batch, zmq_msg_t *frame)
+                         const aq_options_t *options, uint64_t count, int is_batch,
+                         zmq_msg_t *frame)
 {
     sent_t *sent = s_at(self, self->count);
     sent->seq = self->seq + 1;
     sent->count = count;
     sent->lease_ms = lease_ms;
+    sent->options = *options;
     sent->is_batch = is_batch;
     snprintf(sent->queue, sizeof sent->queue, "%s", queue);
     zmq_msg_init(&sent->frame);
@@ -338,11 +345,12 @@ aq_status_t aq_producer_flush(aq_producer_t *self)
     uint64_t count = self->batch_count;
     self->batch_count = 0;
     self->batch_size = 0;
-    return s_add(self, self->batch_queue, self->batch_lease, count, 1, &frame);
+    return s_add(self, self->batch_queue, self->batch_lease, &self->batch_options, count, 1,
+                 &frame);
 }
 
 static aq_status_t s_put_alone(aq_producer_t *self, const char *queue, const void *data,
-                               size_t size, uint64_t lease_ms)
+                               size_t size, uint64_t lease_ms, const aq_options_t *options)
 {
     aq_status_t rc = s_make_room(self, 1, size);
     if (rc)
@@ -352,11 +360,19 @@ static aq_status_t s_put_alone(aq_producer_t *self, const char *queue, const voi
         return AQ_NOMEM;
     if (size)
         memcpy(zmq_msg_data(&frame), data, size);
-    return s_add(self, queue, lease_ms, 1, 0, &frame);
+    return s_add(self, queue, lease_ms, options, 1, 0, &frame);
 }
 
-aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
-                                  size_t size, uint64_t lease_ms)
+static int s_options_equal(const aq_options_t *a, const aq_options_t *b)
+{
+    return a->priority == b->priority && a->flags == b->flags && a->delay_ms == b->delay_ms
+           && a->at_ms == b->at_ms;
+}
+
+/*  A put with wire options: batched with the puts before it when they are
+    for the same queue, lease and options. */
+static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *data, size_t size,
+                         uint64_t lease_ms, const aq_options_t *options)
 {
     /* The batch's queue name was checked when the batch began: a put to the
        same queue skips the check (it was a quarter of a producer's
@@ -372,17 +388,19 @@ aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const 
     if (size > max_item)
         return AQ_TOO_BIG;
     int fits = self->batch_size + AQ_PUTS_ENTRY_HEADER + size <= max_item;
-    if (self->batch_count && (!fits || lease_ms != self->batch_lease || !same_queue)) {
+    if (self->batch_count && (!fits || lease_ms != self->batch_lease || !same_queue
+                              || !s_options_equal(options, &self->batch_options))) {
         aq_status_t rc = aq_producer_flush(self);
         if (rc)
             return rc;
     }
     if (size >= AQ_PUT_ALONE_BYTES || AQ_PUTS_ENTRY_HEADER + size > max_item)
-        return s_put_alone(self, queue, data, size, lease_ms);
+        return s_put_alone(self, queue, data, size, lease_ms, options);
     if (!self->batch_count) {
         if (!same_queue) /* else it holds this name already */
             memcpy(self->batch_queue, queue, length + 1);
         self->batch_lease = lease_ms;
+        self->batch_options = *options;
     }
     self->batch_size += aq_puts_entry_write(self->batch + self->batch_size, data, (uint32_t) size);
     self->batch_count++;
@@ -393,10 +411,39 @@ aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const 
     return AQ_OK;
 }
 
+static const aq_options_t s_no_options;
+
+aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
+                                  size_t size, uint64_t lease_ms)
+{
+    return s_put(self, queue, data, size, lease_ms, &s_no_options);
+}
+
 aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *data,
                             size_t size)
 {
-    return aq_producer_put_lease(self, queue, data, size, 0);
+    return s_put(self, queue, data, size, 0, &s_no_options);
+}
+
+aq_status_t aq_producer_put_with(aq_producer_t *self, const char *queue, const void *data,
+                                 size_t size, const aq_put_options_t *options)
+{
+    if (!options)
+        return s_put(self, queue, data, size, 0, &s_no_options);
+    if ((options->delay_ms && options->at_ms) || (options->front && (options->delay_ms || options->at_ms)))
+        return AQ_MALFORMED;
+    aq_options_t wire = {.priority = options->priority};
+    if (options->delay_ms) {
+        wire.flags |= AQ_PUT_DELAY;
+        wire.delay_ms = options->delay_ms;
+    }
+    if (options->at_ms) {
+        wire.flags |= AQ_PUT_AT;
+        wire.at_ms = options->at_ms;
+    }
+    if (options->front)
+        wire.flags |= AQ_PUT_FRONT;
+    return s_put(self, queue, data, size, options->lease_ms, &wire);
 }
 
 aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)

@@ -1,8 +1,11 @@
+#define _XOPEN_SOURCE 700 /* strptime */
 #include "asyncq/program.h"
 #include "asyncq/security.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <math.h>
+#include <time.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -25,6 +28,64 @@ int aq_arg_seconds_ms(const char *text, uint64_t *milliseconds)
     if (*end != '\0' || !isfinite(seconds) || seconds < 0 || seconds > 1e9)
         return 0;
     *milliseconds = (uint64_t) llround(seconds * 1000.0);
+    return 1;
+}
+
+/*  "2026-12-05T10:00:00Z" (UTC; fractions of a second allowed), or
+    seconds since 1970, as milliseconds since 1970. */
+static int s_time_ms(const char *text, uint64_t *ms)
+{
+    if (aq_arg_seconds_ms(text, ms) && *ms < (uint64_t) 1e13)
+        return 1;
+    struct tm tm = {0};
+    const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return 0;
+    double fraction = 0;
+    if (*rest == '.') {
+        char *end;
+        fraction = strtod(rest, &end);
+        rest = end;
+    }
+    if (strcmp(rest, "Z") != 0)
+        return 0;
+    time_t seconds = timegm(&tm);
+    if (seconds < 0)
+        return 0;
+    *ms = (uint64_t) seconds * 1000 + (uint64_t) llround(fraction * 1000.0);
+    return 1;
+}
+
+int aq_arg_put_options(const char *priority, const char *delay, const char *at, int front,
+                       aq_put_options_t *options, const char **why)
+{
+    *options = (aq_put_options_t){.front = front};
+    if (priority) {
+        char *end;
+        errno = 0;
+        long long value = strtoll(priority, &end, 10);
+        if (!*priority || *end || errno || value < INT32_MIN || value > INT32_MAX) {
+            *why = "--priority needs a whole number from -2147483648 to 2147483647";
+            return 0;
+        }
+        options->priority = (int32_t) value;
+    }
+    if (delay && !aq_arg_seconds_ms(delay, &options->delay_ms)) {
+        *why = "--delay needs seconds (0 or more, fractions allowed)";
+        return 0;
+    }
+    if (at && !s_time_ms(at, &options->at_ms)) {
+        *why = "--at needs seconds since 1970 or a UTC time as YYYY-MM-DDTHH:MM:SSZ";
+        return 0;
+    }
+    if (delay && at) {
+        *why = "--delay and --at cannot both be given";
+        return 0;
+    }
+    if (front && (delay || at)) {
+        *why = "--front cannot be given with --delay or --at";
+        return 0;
+    }
     return 1;
 }
 

@@ -297,7 +297,7 @@ static void test_decode_rejects_bad_bytes_and_names(void **unused)
     /* ITEM whose queue name's length runs past the end. */
     item.queue = aq_bytes_str("q");
     record_encode(&item, body);
-    body[8 + 8 + 8 + 1 + 2 + 8 + 4 + 8] = 200;
+    body[8 + 8 + 8 + 1 + 2 + 8 + 4 + 8 + 4] = 200;
     assert_int_equal(record_decode(RECORD_ITEM, body, record_size(&item), &back), -1);
     /* GONE with a bad reason. */
     record_t gone = {.type = RECORD_GONE, .id = 5, .reason = GONE_ACKED};

@@ -58,6 +58,22 @@ aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *
 aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
                                   size_t size, uint64_t lease_ms);
 
+/*  How a put asks to be delivered (PROTOCOL.md 4.1). Zeroed: a plain put. */
+typedef struct {
+    uint64_t lease_ms; /* each delivery's lease; 0: the queue's */
+    int32_t priority;  /* among ready items, the lowest is delivered first; 0 by default */
+    uint64_t delay_ms; /* not delivered before this long after the broker accepts it; 0: at once */
+    uint64_t at_ms;    /* or not before this time, ms since 1970 on the broker's clock; 0: none */
+    int front;         /* to the front of its priority: last in, first out; not with a delay */
+} aq_put_options_t;
+
+/*  put, with options (NULL: none). AQ_MALFORMED, sending nothing, for both
+    delay_ms and at_ms, or front with either. A broker before 2.2 refuses
+    a put with options (AQ_REFUSED at the sync, 400); the broker refuses a
+    delay over its --max-delay the same way. */
+aq_status_t aq_producer_put_with(aq_producer_t *self, const char *queue, const void *data,
+                                 size_t size, const aq_put_options_t *options);
+
 /*  Sends the items gathered so far, without waiting for anything. */
 aq_status_t aq_producer_flush(aq_producer_t *self);
 

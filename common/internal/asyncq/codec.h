@@ -66,6 +66,21 @@ typedef struct {
     size_t size;
 } aq_bytes_t;
 
+/*  A put's options frame (PROTOCOL.md 4.1): at most this many bytes. */
+#define AQ_OPTIONS_MAX 128
+#define AQ_PRIORITY_MIN INT32_MIN
+#define AQ_PRIORITY_MAX INT32_MAX
+
+/*  Which options a put gave. */
+enum { AQ_PUT_DELAY = 1, AQ_PUT_AT = 2, AQ_PUT_FRONT = 4 };
+
+typedef struct {
+    int32_t priority;  /* 0 unless given */
+    uint8_t flags;     /* AQ_PUT_* */
+    uint64_t delay_ms; /* AQ_PUT_DELAY */
+    uint64_t at_ms;    /* AQ_PUT_AT: wall clock, ms since 1970 */
+} aq_options_t;
+
 /*  One struct for every command; each command uses the fields its frame
     table names (see codec.c and docs/PROTOCOL.md). */
 typedef struct {
@@ -83,6 +98,8 @@ typedef struct {
     aq_bytes_t payload;  /* PUT ITEM */
     aq_bytes_t batch;    /* PUTS ITEMS: the items frame */
     aq_bytes_t ids;      /* ACK TOUCH NACK: 8 bytes per id */
+    aq_bytes_t options;  /* PUT PUTS: the options frame; empty: none (not sent) */
+    aq_options_t put; /* PUT PUTS: the options, as decoded */
     uint64_t seq;        /* PUT PUTS SYNC SYNCED HELD; HELLO: first unconfirmed put */
     uint64_t count;      /* PUTS ITEMS: items; JOINED: waited for; TIMEOUT: outstanding */
     uint64_t id;         /* ITEM */
@@ -134,6 +151,15 @@ const char *aq_cmd_name(aq_cmd_t cmd);
 
 /*  Strict decimal parser: 1 to 20 ASCII digits, value within 64 bits. */
 int aq_parse_u64(const uint8_t *data, size_t size, uint64_t *value);
+
+/*  Reads a put's options frame (empty: none). Returns 1, or 0 with `why`
+    (if not NULL) set to a sentence naming what is wrong. Ranges that are
+    the broker's to set (the longest delay) are not checked here. */
+int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **why);
+
+/*  Writes the options frame for `options` into buf (AQ_OPTIONS_MAX + 1
+    bytes); returns its length, 0 if there is nothing to say. */
+size_t aq_put_options_format(const aq_options_t *options, char *buf);
 
 /*  Writes `value` in decimal into buf (at least 21 bytes); returns length. */
 size_t aq_format_u64(uint64_t value, char *buf);

@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "asyncq/producer.h"
+
 /*  Exit codes shared by every program (documented in the README). */
 #define AQ_EXIT_OK 0
 #define AQ_EXIT_FAILURE 1    /* runtime failure: refused, lost, transport */
@@ -24,6 +26,21 @@ int aq_arg_u64(const char *text, uint64_t *value);
 
 /*  Seconds as a non-negative decimal ("0.25"), converted to milliseconds. */
 int aq_arg_seconds_ms(const char *text, uint64_t *milliseconds);
+
+/*  A put's options from a program's flags (NULL: not given): --priority N,
+    --delay SECONDS, --at TIME (seconds since 1970, or YYYY-MM-DDTHH:MM:SSZ
+    in UTC), --front. Returns 1, or 0 with a sentence in why. */
+int aq_arg_put_options(const char *priority, const char *delay, const char *at, int front,
+                       aq_put_options_t *options, const char **why);
+
+/*  The help lines of those flags. */
+#define AQ_PUT_OPTIONS_USAGE                                                                 \
+    "      --priority N      among ready items the lowest priority goes first\n"             \
+    "                        (-2147483648 to 2147483647; 0 by default)\n"                    \
+    "      --delay SECONDS   not delivered before SECONDS after the broker has it\n"         \
+    "      --at TIME         not delivered before TIME: seconds since 1970, or\n"            \
+    "                        YYYY-MM-DDTHH:MM:SSZ (UTC), on the broker's clock\n"           \
+    "      --front           to the front of its priority (last in, first out)\n"
 
 /*  The flag's value if given, else the environment variable's, else NULL. */
 const char *aq_arg_env(const char *flag_value, const char *env);
