@@ -50,12 +50,16 @@ static uint64_t s_check_list(check_t *check, const list_node_t *list, const queu
     uint64_t count = 0;
     for (const list_node_t *node = list->next; node != list; node = node->next, count++) {
         const item_t *item = list_entry(node, item_t, link);
-        /* Queued and dead lists are in rank order, within the queue's ends. */
+        /* Queued and dead lists are in rank order (queued: by priority
+           first), within the queue's ends. */
         if (state == ITEM_QUEUED || state == ITEM_DEAD) {
             const item_t *prev = node->prev != list ? list_entry(node->prev, item_t, link) : NULL;
             int64_t low = state == ITEM_QUEUED ? queue->front : INT64_MIN;
             int64_t high = state == ITEM_QUEUED ? queue->back : queue->dead_back;
-            if ((prev && prev->rank >= item->rank) || item->rank < low || item->rank > high)
+            int same = !prev || state == ITEM_DEAD || prev->priority == item->priority;
+            if ((prev && !same && prev->priority > item->priority)
+                || (prev && same && prev->rank >= item->rank) || item->rank < low
+                || item->rank > high)
                 s_fail(check, "item %llu of %s: rank %lld out of order",
                        (unsigned long long) item->id, queue->name, (long long) item->rank);
         }
@@ -74,6 +78,41 @@ static uint64_t s_check_list(check_t *check, const list_node_t *list, const queu
                    (unsigned long long) item->id, queue->name);
     }
     return count;
+}
+
+/*  The bands: one per priority of the ready items, in order, each the
+    first and last of its run; none when every ready item is of priority 0. */
+static void s_check_bands(check_t *check, const queue_t *queue)
+{
+    const list_node_t *node = queue->ready.next;
+    if (!queue->band_count) {
+        for (; node != &queue->ready; node = node->next)
+            if (list_entry(node, item_t, link)->priority)
+                s_fail(check, "%s has a ready item of priority %d but no bands", queue->name,
+                       list_entry(node, item_t, link)->priority);
+        return;
+    }
+    for (uint32_t i = 0; i < queue->band_count; i++) {
+        const band_t *band = &queue->bands[i];
+        if (i && queue->bands[i - 1].priority >= band->priority)
+            s_fail(check, "%s: bands out of order", queue->name);
+        if (node == &queue->ready || list_entry(node, item_t, link) != band->first)
+            s_fail(check, "%s: band %d does not start where its run does", queue->name,
+                   band->priority);
+        while (node != &queue->ready && list_entry(node, item_t, link)->priority == band->priority
+               && list_entry(node, item_t, link) != band->last)
+            node = node->next;
+        if (node == &queue->ready || list_entry(node, item_t, link) != band->last) {
+            s_fail(check, "%s: band %d does not end where its run does", queue->name,
+                   band->priority);
+            return;
+        }
+        node = node->next;
+    }
+    if (node != &queue->ready)
+        s_fail(check, "%s: ready items after the last band", queue->name);
+    if (queue->band_count == 1 && queue->bands[0].priority == 0)
+        s_fail(check, "%s keeps a band for priority 0 alone", queue->name);
 }
 
 static void s_check_consumers(check_t *check, const queue_t *queue)
@@ -142,6 +181,7 @@ static void s_check_queue(void *ctx, void *value)
     check_t *check = ctx;
     queue_t *queue = value;
     uint64_t ready = s_check_list(check, &queue->ready, queue, ITEM_QUEUED, NULL);
+    s_check_bands(check, queue);
     uint64_t dead = s_check_list(check, &queue->dead, queue, ITEM_DEAD, NULL);
     if (ready != queue->ready_count || dead != queue->dead_count)
         s_fail(check, "%s counts %llu queued and %llu dead, has %llu and %llu", queue->name,

@@ -37,9 +37,35 @@ export interface QueueOptions {
   serverKey?: string;
 }
 
-export interface PutOptions {
+interface PutOptionsBase {
   /** Seconds each delivery of the item may take before it is delivered again (default: the queue's). */
   lease?: number;
+  /**
+   * An integer from -2147483648 to 2147483647 (default 0): the queue's lowest
+   * priority is delivered first, first in, first out within a priority. Another
+   * type is a TypeError, a fraction or a number out of range a RangeError.
+   */
+  priority?: number;
+}
+
+/** Options of a put: its lease, its priority, and a delay or a time (not both). */
+export type PutOptions = PutOptionsBase & (
+  | {
+    /** Seconds (0 or more) before the item may be delivered, from when the broker accepts it (at most its --max-delay). */
+    delay?: number;
+    at?: undefined;
+  }
+  | {
+    delay?: undefined;
+    /** A time (a Date, or seconds since the epoch) before which the item is not delivered, on the broker's clock; at once if past. */
+    at?: Date | number;
+  }
+);
+
+/** Options of a LifoQueue's put: no delay, no time (the broker puts no delayed item at the front). */
+export interface LifoPutOptions extends PutOptionsBase {
+  /** Only 0 (no delay) is taken: any other throws a RangeError. */
+  delay?: 0;
 }
 
 export interface GetOptions {
@@ -164,7 +190,9 @@ export class Queue extends EventEmitter {
   /**
    * Resolves once the broker has confirmed the item (SYNCED); waits while the
    * queue is full. Rejects with a TypeError for another type than Payload,
-   * QueueShutDown if the queue is shut down, a BrokerError if the broker refused it.
+   * QueueShutDown if the queue is shut down, a BrokerError if the broker refused it
+   * (a delay over its --max-delay: 400), a TypeError or a RangeError for options
+   * not valid (nothing sent).
    */
   put(item: Payload, options?: PutOptions): Promise<void>;
   /** Sends the item without waiting for the broker to confirm it; resolves with its seq. */
@@ -219,6 +247,16 @@ export class Queue extends EventEmitter {
   on(event: 'held', listener: (queue: string) => void): this;
   once(event: 'held', listener: (queue: string) => void): this;
   off(event: 'held', listener: (queue: string) => void): this;
+}
+
+/**
+ * A Queue whose puts come out last in, first out (asyncio's LifoQueue):
+ * each goes to the front of its priority. A put with a delay or at rejects
+ * with a RangeError, nothing sent.
+ */
+export class LifoQueue extends Queue {
+  put(item: Payload, options?: LifoPutOptions): Promise<void>;
+  send(item: Payload, options?: LifoPutOptions): Promise<number>;
 }
 
 /** An ERROR from the broker (PROTOCOL.md 8); its message shows the code, its name and the broker's reason. */

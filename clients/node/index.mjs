@@ -4,6 +4,7 @@ import asyncq from './index.js';
 
 export const {
   Queue,
+  LifoQueue,
   Item,
   BrokerError,
   BrokerUnreachable,

@@ -25,7 +25,7 @@ class Producer {
     this.unconfirmed = []; // messages sent, oldest first: { last, count, bytes, frames }
     this.unconfirmedPuts = 0;
     this.unconfirmedBytes = 0;
-    this.batch = null; // puts given seqs but not sent yet: { first, queue, leaseMs, payloads, bytes }
+    this.batch = null; // puts given seqs but not sent yet: { first, queue, leaseMs, options, payloads, bytes }
     this.waiting = []; // puts waiting for room in the window, in order
     this.syncing = null;
     this.refused = new Map(); // seq -> BrokerError, until reported
@@ -41,15 +41,16 @@ class Producer {
   }
 
   // Resolves with the put's seq once it is batched or sent: at once, unless
-  // the window is full.
-  send(queue, payload, leaseMs) {
+  // the window is full. options: the put's options frame (PROTOCOL.md 4.1),
+  // '' for none.
+  send(queue, payload, leaseMs, options = '') {
     const { maxItem } = this.session.welcome;
     if (payload.length > maxItem) {
       const error = new RangeError(`item of ${payload.length} bytes is larger than the broker's limit of ${maxItem}`);
       return Promise.reject(error);
     }
     return new Promise((resolve, reject) => {
-      this.waiting.push({ queue, payload, leaseMs, resolve, reject });
+      this.waiting.push({ queue, payload, leaseMs, options, resolve, reject });
       this.admit();
     });
   }
@@ -74,23 +75,26 @@ class Producer {
     return puts < window && (puts === 0 || bytes <= windowBytes);
   }
 
-  // Gives the put its seq, in the batch or sent alone.
-  add({ queue, payload, leaseMs }) {
+  // Gives the put its seq, in the batch or sent alone. A batch holds a run
+  // of puts with the same queue, lease and options: a PUTS has one of each.
+  add({ queue, payload, leaseMs, options }) {
     const { maxItem, maxBatch } = this.session.welcome;
     const size = PUTS_ENTRY_HEADER + payload.length;
     const alone = payload.length >= PUT_ALONE_BYTES || size > maxItem;
     const batch = this.batch;
-    if (batch && (alone || queue !== batch.queue || leaseMs !== batch.leaseMs || batch.bytes + size > maxItem)) {
+    if (batch && (alone || queue !== batch.queue || leaseMs !== batch.leaseMs || options !== batch.options
+      || batch.bytes + size > maxItem)) {
       this.sendBatch();
     }
     this.seq += 1;
     if (alone) {
       const frames = message('PUT', this.session.clientId, this.seq, queue, leaseMs, payload);
+      if (options) frames.push(options); // no frame without options: brokers before 2.2 take none
       this.sendMessage(this.seq, 1, frames, payload.length);
       return this.seq;
     }
     if (!this.batch) {
-      this.batch = { first: this.seq, queue, leaseMs, payloads: [], bytes: 0 };
+      this.batch = { first: this.seq, queue, leaseMs, options, payloads: [], bytes: 0 };
       // The puts of this tick go together; none waits for a later one.
       setImmediate(() => this.sendBatch());
     }
@@ -104,13 +108,16 @@ class Producer {
     const batch = this.batch;
     if (!batch || this.closed) return;
     this.batch = null;
-    const { first, queue, leaseMs, payloads } = batch;
+    const { first, queue, leaseMs, options, payloads } = batch;
     const producer = this.session.clientId;
     if (payloads.length === 1) {
-      this.sendMessage(first, 1, message('PUT', producer, first, queue, leaseMs, payloads[0]), payloads[0].length);
+      const frames = message('PUT', producer, first, queue, leaseMs, payloads[0]);
+      if (options) frames.push(options);
+      this.sendMessage(first, 1, frames, payloads[0].length);
     } else {
       const items = encodePuts(payloads, batch.bytes);
       const frames = message('PUTS', producer, first, payloads.length, queue, leaseMs, items);
+      if (options) frames.push(options);
       this.sendMessage(first, payloads.length, frames, items.length);
     }
   }

@@ -43,6 +43,63 @@ function leaseMsOf(options) {
   return ms;
 }
 
+const PRIORITY_MIN = -2147483648;
+const PRIORITY_MAX = 2147483647;
+
+// Milliseconds for seconds, rounded up: "not before" (a float's error, as
+// 1.1 * 1000 = 1100.0000000000002, under a microsecond, is no part of a
+// millisecond).
+function msUp(seconds) {
+  const ms = seconds * 1000;
+  const whole = Math.round(ms);
+  return Math.abs(ms - whole) < 1e-3 ? whole : Math.ceil(ms);
+}
+
+// A put's options frame (PROTOCOL.md 4.1) for options.priority, .delay
+// (seconds) and .at (a Date, or seconds since the epoch), and front (a
+// LifoQueue's puts): '' when there are none, so that no frame is sent.
+// Throws a TypeError or a RangeError for a value not valid, before anything
+// is sent.
+function putOptionsOf(options, front) {
+  const { priority, delay, at } = options;
+  if (priority === undefined && delay === undefined && at === undefined) return front ? 'front' : '';
+  const parts = [];
+  if (priority !== undefined) {
+    if (typeof priority !== 'number') throw new TypeError(`priority is a number, not ${typeof priority}`);
+    if (!(Number.isInteger(priority) && priority >= PRIORITY_MIN && priority <= PRIORITY_MAX)) {
+      throw new RangeError(`priority is an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, not ${priority}`);
+    }
+    if (priority !== 0) parts.push(`priority=${priority}`);
+  }
+  if (delay !== undefined && at !== undefined) {
+    throw new TypeError('give delay (seconds from now) or at (a time), not both');
+  }
+  if (delay !== undefined) {
+    if (typeof delay !== 'number') throw new TypeError(`delay is a number of seconds, not ${typeof delay}`);
+    if (!(delay >= 0 && Number.isFinite(delay))) throw new RangeError(`delay is in seconds, 0 or more, not ${delay}`);
+    let ms = msUp(delay);
+    if (ms === 0 && delay > 0) ms = 1;
+    if (ms > Number.MAX_SAFE_INTEGER) throw new RangeError(`delay of ${delay} seconds is too long`);
+    if (ms !== 0) {
+      if (front) throw new RangeError('a LifoQueue put goes to the front at once: it takes no delay');
+      parts.push(`delay-ms=${ms}`);
+    }
+  }
+  if (at !== undefined) {
+    let ms;
+    if (at instanceof Date) ms = at.getTime();
+    else if (typeof at === 'number') ms = msUp(at);
+    else throw new TypeError(`at is a Date or seconds since the epoch, not ${at === null ? 'null' : typeof at}`);
+    if (!Number.isFinite(ms)) throw new RangeError(`at is not a valid time: ${at}`);
+    ms = Math.max(0, ms); // before 1970: past, at once
+    if (ms > Number.MAX_SAFE_INTEGER) throw new RangeError(`at ${at} is too far ahead`);
+    if (front) throw new RangeError('a LifoQueue put goes to the front at once: it takes no at');
+    parts.push(`at-ms=${ms}`);
+  }
+  if (front) parts.push('front');
+  return parts.join(' ');
+}
+
 // Items the broker may send ahead of the get() calls: options.prefetch, or
 // the deprecated options.credit less one.
 function prefetchOf(options) {
@@ -91,6 +148,11 @@ class Queue extends EventEmitter {
     this.getsOpening = 0; // get() calls waiting for the consumer's session to open
     this.lastSend = Promise.resolve(); // flush() covers every send() made before it
     this.errors = []; // the latest ERRORs about no request (acks of items not held...), for inspection
+  }
+
+  // Whether every put goes to the front of its priority (LifoQueue).
+  get front() {
+    return false;
   }
 
   // Deprecated: the credit a single get() gives, prefetch + 1.
@@ -173,8 +235,12 @@ class Queue extends EventEmitter {
 
   // Puts item (a Buffer or Uint8Array, or a string) and resolves once the
   // broker has confirmed it (SYNCED). options.lease: seconds each delivery
-  // may take. Waits while the queue is full. Rejects with QueueShutDown if
-  // the queue was shut down, with a BrokerError if the broker refused it.
+  // may take; options.priority: an integer, lowest delivered first (default
+  // 0); options.delay: seconds before it may be delivered, or options.at: a
+  // Date (or seconds since the epoch) before which it is not. Waits while
+  // the queue is full. Rejects with QueueShutDown if the queue was shut
+  // down, with a BrokerError if the broker refused it, with a TypeError or a
+  // RangeError for options not valid (nothing sent).
   async put(item, options = {}) {
     const seq = await this.send(item, options, 'put');
     await this.producer.confirmPut(seq);
@@ -191,8 +257,9 @@ class Queue extends EventEmitter {
     }
     const sent = (async () => {
       const leaseMs = leaseMsOf(options);
+      const putOptions = putOptionsOf(options, this.front);
       const producer = this.producer && !this.closed ? this.producer : await this.control();
-      return producer.send(this.queue, payload, leaseMs);
+      return producer.send(this.queue, payload, leaseMs, putOptions);
     })();
     this.lastSend = sent.catch(() => {});
     return sent;
@@ -401,6 +468,15 @@ class Queue extends EventEmitter {
   }
 }
 
+// A Queue whose puts come out last in, first out (asyncio's LifoQueue):
+// each goes to the front of its priority. A put with a delay (or at) is
+// refused with a RangeError: the broker puts no delayed item at the front.
+class LifoQueue extends Queue {
+  get front() {
+    return true;
+  }
+}
+
 // A STATS line as an object: numbers as numbers, but a queue's name stays a
 // string even when it is all digits ("42").
 function parseStats(line) {
@@ -419,4 +495,4 @@ function countOf(lines, key) {
   return value;
 }
 
-module.exports = { Queue };
+module.exports = { Queue, LifoQueue, putOptionsOf };

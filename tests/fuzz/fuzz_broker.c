@@ -405,6 +405,23 @@ static void s_put(input_t *in, int batch)
         msg.batch = (aq_bytes_t){items, size};
     else
         msg.payload = (aq_bytes_t){items + 4, aq_get_u32(items)};
+    /* Options on one put in two: a priority from -2 to 2, and the front, a
+       delay (some past --max-delay) or a time (some past). */
+    uint8_t how = (uint8_t) s_byte(in);
+    char options[AQ_OPTIONS_MAX + 1];
+    if (how & 1) {
+        aq_options_t put = {.priority = (int32_t) (how >> 1) % 5 - 2};
+        switch ((how >> 4) % 4) {
+        case 1: put.flags = AQ_PUT_FRONT; break;
+        case 2: put.flags = AQ_PUT_DELAY, put.delay_ms = s_u16(in) % 2500; break;
+        case 3:
+            put.flags = AQ_PUT_AT;
+            put.at_ms = (uint64_t) (broker_wall_ms() + (int64_t) (s_u16(in) % 2500) - 500);
+            break;
+        }
+        msg.options = (aq_bytes_t){(const uint8_t *) options,
+                                   aq_put_options_format(&put, options)};
+    }
     s_pull(&msg);
     if (seq + count > s_fuzz.next_seq[producer])
         s_fuzz.next_seq[producer] = seq + count;
@@ -559,6 +576,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .max_expired = 1 + s_byte(&in) % 3,
         .max_joins_per_peer = 3,
         .drain_ms = 1000,
+        .max_delay_s = 2,
     };
     memset(&s_fuzz, 0, sizeof s_fuzz);
     s_fuzz.broker = broker_new_detached(&config, s_send, NULL);

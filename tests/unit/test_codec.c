@@ -120,6 +120,106 @@ static void test_puts_batch_round_trips_and_iterates_in_order(void **state)
     assert_false(aq_puts_next(&iter, &payload));
 }
 
+/*  Options ride as a last frame, only when there are some: a plain put is
+    what a broker before 2.2 reads. */
+static void test_put_options_round_trip_and_are_sent_only_when_given(void **state)
+{
+    (void) state;
+    aq_options_t given = {.priority = -7, .flags = AQ_PUT_DELAY, .delay_ms = 1500};
+    char text[AQ_OPTIONS_MAX + 1];
+    size_t length = aq_put_options_format(&given, text);
+    assert_string_equal(text, "priority=-7 delay-ms=1500");
+    aq_msg_t msg = {.cmd = AQ_CMD_PUT, .queue = aq_bytes_str("q"), .producer = aq_bytes_str("p"),
+                    .seq = 1, .payload = aq_bytes_str("x"),
+                    .options = {(const uint8_t *) text, length}};
+    static frames_t f;
+    s_encode_into(&f, &msg);
+    assert_int_equal(f.count, 8);
+    assert_int_equal(f.bulk_at, 6);
+    s_assert_text(f.frames[7], "priority=-7 delay-ms=1500");
+    aq_msg_t out;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_int_equal(out.put.priority, -7);
+    assert_int_equal(out.put.flags, AQ_PUT_DELAY);
+    assert_int_equal(out.put.delay_ms, 1500);
+    /* PUTS the same, as its 7th field. */
+    uint8_t batch[16];
+    size_t size = aq_puts_entry_write(batch, "y", 1);
+    aq_options_t lifo = {.flags = AQ_PUT_FRONT, .priority = INT32_MIN};
+    length = aq_put_options_format(&lifo, text);
+    assert_string_equal(text, "priority=-2147483648 front");
+    msg = (aq_msg_t){.cmd = AQ_CMD_PUTS, .queue = aq_bytes_str("q"), .producer = aq_bytes_str("p"),
+                     .seq = 2, .count = 1, .batch = {batch, size},
+                     .options = {(const uint8_t *) text, length}};
+    s_encode_into(&f, &msg);
+    assert_int_equal(f.count, 9);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_int_equal(out.put.priority, INT32_MIN);
+    assert_int_equal(out.put.flags, AQ_PUT_FRONT);
+    /* None: no frame at all; an empty frame sent anyway reads as none. */
+    aq_options_t none = {0};
+    assert_int_equal(aq_put_options_format(&none, text), 0);
+    msg.options = (aq_bytes_t){0};
+    s_encode_into(&f, &msg);
+    assert_int_equal(f.count, 8);
+    s_set(&f, 8, "", 0);
+    f.count = 9;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_int_equal(out.put.flags, 0);
+    assert_int_equal(out.put.priority, 0);
+    /* A tenth frame is one too many. */
+    s_set(&f, 9, "", 0);
+    f.count = 10;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+}
+
+/*  Every way options can be wrong is refused, with a reason. */
+static void test_bad_put_options_are_refused_with_a_reason(void **state)
+{
+    (void) state;
+    static const char *const bad[] = {
+        "priority=2147483648", "priority=-2147483649", "priority=", "priority=-", "priority=1x",
+        "priority=+1", "priority=1 priority=2", "delay-ms=-1", "delay-ms=", "delay-ms=1.5",
+        "at-ms=x", "delay-ms=1 at-ms=2", "delay-ms=1 delay-ms=1", "front front",
+        "front delay-ms=5", "at-ms=5 front", "prio=1", "front ", " front", "front  priority=1",
+        "FRONT", "priority=1\tfront", "delay-ms=99999999999999999999999",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        aq_options_t options;
+        const char *why = NULL;
+        if (aq_put_options_parse(aq_bytes_str(bad[i]), &options, &why))
+            fail_msg("options '%s' were taken", bad[i]);
+        assert_non_null(why);
+    }
+    char longer[AQ_OPTIONS_MAX + 2];
+    memset(longer, ' ', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    memcpy(longer, "front", 5);
+    aq_options_t options;
+    assert_false(aq_put_options_parse(aq_bytes_str(longer), &options, NULL));
+    /* And the good ones, edges included. */
+    assert_true(aq_put_options_parse(aq_bytes_str("priority=-2147483648"), &options, NULL));
+    assert_int_equal(options.priority, INT32_MIN);
+    assert_true(aq_put_options_parse(aq_bytes_str("front priority=2147483647"), &options, NULL));
+    assert_int_equal(options.priority, INT32_MAX);
+    assert_int_equal(options.flags, AQ_PUT_FRONT);
+    assert_true(aq_put_options_parse(aq_bytes_str("at-ms=1765000000000 priority=0"), &options,
+                                     NULL));
+    assert_int_equal(options.flags, AQ_PUT_AT);
+    assert_true(options.at_ms == 1765000000000ULL);
+    /* A put whose options are bad is malformed, yet names its producer and seq. */
+    aq_msg_t msg = {.cmd = AQ_CMD_PUT, .queue = aq_bytes_str("q"), .producer = aq_bytes_str("p"),
+                    .seq = 3, .payload = aq_bytes_str("x")};
+    static frames_t f;
+    s_encode_into(&f, &msg);
+    s_set_text(&f, 7, "priority=9999999999");
+    f.count = 8;
+    aq_msg_t out;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    assert_int_equal(out.fields_read, 5);
+    assert_int_equal(out.seq, 3);
+}
+
 static void test_items_batch_carries_every_field_of_each_delivery(void **state)
 {
     (void) state;
@@ -460,6 +560,8 @@ int main(void)
         cmocka_unit_test(test_ids_frame_holds_one_to_1024_ids_of_8_bytes),
         cmocka_unit_test(test_truncated_at_every_frame_is_refused),
         cmocka_unit_test(test_extra_and_empty_frames_are_refused),
+        cmocka_unit_test(test_put_options_round_trip_and_are_sent_only_when_given),
+        cmocka_unit_test(test_bad_put_options_are_refused_with_a_reason),
         cmocka_unit_test(test_wrong_signature_or_version_is_bad_version),
         cmocka_unit_test(test_bad_numbers_names_tags_and_modes_are_refused),
         cmocka_unit_test(test_text_must_be_well_formed_utf8),

@@ -537,6 +537,115 @@ static void test_delayed_item_comes_back_to_the_front(void **unused)
     s_world_destroy(&w);
 }
 
+/*  A queue's ready list is in (priority, rank) order, and its bands say
+    where each priority's run starts and ends (none if all are of 0). */
+static void s_check_order(void *ctx, void *value)
+{
+    (void) ctx;
+    const queue_t *queue = value;
+    const item_t *previous = NULL;
+    uint32_t band = 0;
+    int any_priority = 0;
+    for (const list_node_t *node = queue->ready.next; node != &queue->ready; node = node->next) {
+        const item_t *item = list_entry(node, item_t, link);
+        any_priority |= item->priority != 0;
+        if (previous)
+            assert_true(previous->priority < item->priority
+                        || (previous->priority == item->priority && previous->rank < item->rank));
+        if (queue->band_count && (!previous || previous->priority != item->priority)) {
+            assert_true(band < queue->band_count);
+            assert_int_equal(queue->bands[band].priority, item->priority);
+            assert_ptr_equal(queue->bands[band].first, item);
+            if (previous)
+                assert_ptr_equal(queue->bands[band - 1].last, previous);
+            band++;
+        }
+        previous = item;
+    }
+    if (queue->band_count) {
+        assert_int_equal(band, queue->band_count);
+        assert_ptr_equal(queue->bands[band - 1].last, previous);
+    }
+    assert_int_equal(queue->band_count != 0, any_priority);
+}
+
+/*  Priorities: lowest first, FIFO within one; the front of one's own
+    priority; a delayed put due goes to the back of its priority, a retry
+    to the front; bands come and go with the priorities ready. */
+static item_t *s_put_with(world_t *w, const char *payload, int32_t priority, int front,
+                          uint64_t until_ms)
+{
+    queue_t *queue = s_queue_make(w, aq_bytes_str("q"));
+    record_t record = {.queue = aq_bytes_str("q"), .payload = aq_bytes_str(payload)};
+    state_effects_t effects;
+    state_next_put(&w->state, queue, &record);
+    state_put_options(queue, priority, front, until_ms, &record);
+    s_apply(w, &record, &effects);
+    return effects.item;
+}
+
+static void s_assert_ready(const queue_t *queue, const char *expected)
+{
+    char order[256] = "";
+    for (const list_node_t *node = queue->ready.next; node != &queue->ready; node = node->next) {
+        const item_t *item = list_entry(node, item_t, link);
+        strncat(order, (const char *) item->data, item->size);
+        strcat(order, " ");
+    }
+    assert_string_equal(order, expected);
+    s_check_order(NULL, (void *) queue);
+}
+
+static void test_priorities_order_the_ready_items(void **unused)
+{
+    (void) unused;
+    world_t *w = s_world_new();
+    s_put_with(w, "a", 0, 0, 0);
+    s_put_with(w, "b", 0, 0, 0);
+    queue_t *q = s_get(w, "q");
+    assert_int_equal(q->band_count, 0);
+    s_put_with(w, "u1", -5, 0, 0);
+    s_put_with(w, "l1", 3, 0, 0);
+    s_put_with(w, "u2", -5, 0, 0);
+    s_put_with(w, "c", 0, 0, 0);
+    s_put_with(w, "f", 0, 1, 0);
+    item_t *d = s_put_with(w, "d", 3, 0, 1700000000000ULL);
+    assert_int_equal(d->state, ITEM_DELAYED);
+    assert_int_equal(q->band_count, 3);
+    s_assert_ready(q, "u1 u2 f a b c l1 ");
+    /* Delivered from the head; given back to the front of its own priority. */
+    item_t *u1 = list_entry(list_first(&q->ready), item_t, link);
+    s_move(w, u1, ITEM_INFLIGHT);
+    s_assert_ready(q, "u2 f a b c l1 ");
+    item_t *a = s_nth(&q->ready, 2);
+    s_move(w, a, ITEM_INFLIGHT);
+    s_move(w, u1, ITEM_QUEUED);
+    s_move(w, a, ITEM_QUEUED);
+    s_assert_ready(q, "u1 u2 a f b c l1 ");
+    /* The delayed put, due: the back of priority 3. */
+    s_move(w, d, ITEM_QUEUED);
+    s_assert_ready(q, "u1 u2 a f b c l1 d ");
+    /* The urgent ones leave: bands for 0 and 3 stay; then 3 leaves: none. */
+    for (int i = 0; i < 2; i++)
+        s_move(w, list_entry(list_first(&q->ready), item_t, link), ITEM_INFLIGHT);
+    assert_int_equal(q->band_count, 2);
+    item_t *l1 = s_nth(&q->ready, 4), *last = s_nth(&q->ready, 5);
+    s_move(w, l1, ITEM_INFLIGHT);
+    s_move(w, last, ITEM_INFLIGHT);
+    assert_int_equal(q->band_count, 0);
+    s_assert_ready(q, "a f b c ");
+    /* A retry of priority 3, delayed then due, goes to the front of 3. */
+    record_t record;
+    state_effects_t effects;
+    state_move(l1, ITEM_DELAYED, &record);
+    record.until_ms = 1700000000000ULL;
+    s_apply(w, &record, &effects);
+    s_move(w, last, ITEM_QUEUED);
+    s_move(w, l1, ITEM_QUEUED);
+    s_assert_ready(q, "a f b c l1 d ");
+    s_world_destroy(&w);
+}
+
 /* ---------------------------------------------------------- idempotence */
 
 static void s_twice(world_t *w, const record_t *record)
@@ -810,6 +919,12 @@ static void s_random_op(live_t *live)
                            .queue = aq_bytes_str(name),
                            .payload = {(const uint8_t *) payload, (size_t) s_below((uint64_t) size + 1)}};
         state_next_put(&w->state, queue, &record);
+        /* Some with a priority, some to the front, some delayed. */
+        static const int32_t priorities[] = {0, 0, 0, -1, 1, 2, INT32_MIN};
+        unsigned how = (unsigned) s_below(16);
+        int32_t priority = priorities[s_below(sizeof priorities / sizeof *priorities)];
+        state_put_options(queue, priority, how == 1,
+                          how == 2 ? (uint64_t) live->clock_ms + 1000 : 0, &record);
         record.pseq = ++live->pseq;
         s_emit(live, &record);
     }
@@ -967,7 +1082,7 @@ static void s_snapshot_item(void *ctx, item_t *item)
     record_t record = {.type = RECORD_ITEM, .id = item->id, .seq = item->seq,
                        .rank = item->rank, .state = item->state,
                        .attempts = item->attempts, .lease_ms = item->lease_ms,
-                       .queue = aq_bytes_str(item->queue->name),
+                       .priority = item->priority, .queue = aq_bytes_str(item->queue->name),
                        .payload = {item->data, item->size}};
     if (item->state == ITEM_DELAYED)
         record.until_ms = item->until_ms, record.rank = 0;
@@ -1024,6 +1139,7 @@ static void s_replay_equals_live(uint64_t seed, replay_mode_t mode)
         if (op == shut_all_at)
             s_shut_all(&live, s_below(2) ? QUEUE_DRAINING : QUEUE_DISCARDING);
         s_random_op(&live);
+        dict_each(live_world->queues, s_check_order, NULL);
     }
     world_t *replayed = s_world_new();
     replayed->state.replaying = 1;
@@ -1068,6 +1184,7 @@ static void s_replay_equals_live(uint64_t seed, replay_mode_t mode)
     }
     assert_int_equal(state_rebuild(&replayed->state), 0);
     assert_int_equal(replayed->state.replaying, 0);
+    dict_each(replayed->queues, s_check_order, NULL);
     s_assert_same(live_world, replayed);
     s_assert_same_joins(live_world, replayed);
     /* After the rebuild, it follows live record for record, joins too. */
@@ -1163,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_old_records_decode_with_rank_from_seq),
         cmocka_unit_test(test_fifo_puts_back_given_back_front_dead_in_order),
         cmocka_unit_test(test_delayed_item_comes_back_to_the_front),
+        cmocka_unit_test(test_priorities_order_the_ready_items),
         cmocka_unit_test(test_applying_a_record_twice_changes_nothing),
         cmocka_unit_test(test_replay_in_order_equals_live),
         cmocka_unit_test(test_replay_interleaved_equals_live),

@@ -107,13 +107,14 @@ class Broker {
 }
 
 // Runs body(broker, client) against the broker started (a promise); the
-// Queues client(options) makes are closed after it, and the broker
-// stopped, however body ends. A failure to close fails the test too.
+// Queues client(options) makes (client(options, LifoQueue): of that class)
+// are closed after it, and the broker stopped, however body ends. A failure
+// to close fails the test too.
 async function withBroker(started, body) {
   const broker = await started;
   const clients = [];
-  const client = (options) => {
-    const q = new Queue(broker.address, options);
+  const client = (options, Class = Queue) => {
+    const q = new Class(broker.address, options);
     clients.push(q);
     return q;
   };

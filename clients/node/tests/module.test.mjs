@@ -5,7 +5,7 @@ import assert from 'node:assert';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import asyncq, {
-  Queue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
+  Queue, LifoQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
   QueueShutDown, TimeoutError, endpoints, version,
 } from 'asyncq';
 
@@ -15,7 +15,7 @@ test('import and require give the same module', () => {
   const cjs = require('asyncq');
   assert.strictEqual(asyncq, cjs); // the default export is the CommonJS module
   const named = {
-    Queue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
+    Queue, LifoQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
     QueueShutDown, TimeoutError, endpoints, version,
   };
   for (const [name, value] of Object.entries(named)) assert.strictEqual(value, cjs[name], name);
@@ -27,6 +27,7 @@ test('version and error vocabulary', () => {
   assert.strictEqual(version, '2.2.0');
   assert.strictEqual(pkg.version, version);
   assert.strictEqual(KeyRequired, KeysRequired); // the name before 2.1.0, kept
+  assert.ok(LifoQueue.prototype instanceof Queue);
   for (const [Class, Base] of [[QueueShutDown, BrokerError], [KeyRefused, BrokerUnreachable],
     [KeyMismatch, BrokerUnreachable], [KeysRequired, BrokerUnreachable]]) {
     assert.ok(Class.prototype instanceof Base, Class.name);

@@ -1,6 +1,6 @@
 // The client misused: each line marked "// error" must fail to type-check
 // (tests/types.test.js), and no other.
-import { Queue, Item } from '../..';
+import { Queue, LifoQueue, Item } from '../..';
 
 export async function misuse(): Promise<void> {
   const named = new Queue('localhost', { queue: 42 }); // error
@@ -9,6 +9,14 @@ export async function misuse(): Promise<void> {
   const ahead = new Queue('localhost', { prefetch: '1' }); // error
   await q.put(42); // error
   await q.put('x', { lease: '10s' }); // error
+  await q.put('x', { priority: '1' }); // error
+  await q.put('x', { delay: 1, at: new Date() }); // error
+  await q.put('x', { at: '2030-01-01' }); // error
+  await q.send('x', { delay: '5' }); // error
+  const stack = new LifoQueue('localhost');
+  await stack.put('x', { delay: 5 }); // error
+  await stack.put('x', { at: new Date() }); // error
+  await stack.close();
   const id: number = (await q.get()).id; // error
   q.taskDone(7); // error
   await q.nack(); // error

@@ -1,6 +1,6 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
-  Queue, Item, Joined, Stats, DeadLetter, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
+  Queue, LifoQueue, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
   KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
 } from '../..';
 
@@ -10,6 +10,19 @@ export async function produce(): Promise<number> {
   await q.put(Buffer.from('bytes'), { lease: 30 });
   await q.put(new Uint8Array([1, 2, 3]));
   const seq: number = await q.send('later');
+  await q.put('urgent', { priority: -5 });
+  await q.put('soon', { delay: 1.5, priority: 2, lease: 30 });
+  await q.put('at nine', { at: new Date('2030-01-01T09:00:00Z') });
+  await q.send('at a second', { at: Date.now() / 1000 + 1 });
+  const options: PutOptions = { lease: 10, delay: 0.25 };
+  await q.put('with options', options);
+  const stack = new LifoQueue('localhost', { queue: 'stack' });
+  const lifoOptions: LifoPutOptions = { priority: 1, lease: 5 };
+  await stack.put('top', lifoOptions);
+  await stack.send('top too', { delay: 0 });
+  const asQueue: Queue = stack;
+  await asQueue.put('any queue');
+  await stack.close();
   await q.flush();
   const onHeld = (queue: string) => console.log(`waiting for room in ${queue}`);
   q.on('held', onHeld).once('held', onHeld).off('held', onHeld);

@@ -1,0 +1,285 @@
+/*  A put's options (PROTOCOL.md 4.1), with the real broker: priorities
+    (lowest first, FIFO within one), the front (LIFO), delayed puts (not
+    before their time, outstanding for a join, in the order of their
+    times, across a SIGKILL of a durable broker), times on the broker's
+    clock, and bad options refused with 400 and a text naming them, each
+    test ending with a valid put that must still succeed. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef struct {
+    harness_t h;
+    char root[64]; /* the test's temporary directory */
+    char data[96]; /* root/data: --data-dir */
+} fixture_t;
+
+static int s_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->root, sizeof f->root, "/tmp/asyncq-options-XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(f->data, sizeof f->data, "%s/data", f->root);
+    *state = f;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    fixture_t *f = *state;
+    harness_stop(&f->h);
+    harness_remove_tree(f->root);
+    free(f);
+    return 0;
+}
+
+static int64_t s_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static int64_t s_wall_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static int s_contains(aq_bytes_t text, const char *part)
+{
+    size_t length = strlen(part);
+    for (size_t i = 0; i + length <= text.size; i++)
+        if (memcmp(text.data + i, part, length) == 0)
+            return 1;
+    return 0;
+}
+
+static aq_producer_t *s_producer(const harness_t *h)
+{
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "p", &rc);
+    assert_non_null(producer);
+    return producer;
+}
+
+static void s_put(aq_producer_t *producer, const char *queue, const char *payload,
+                  aq_put_options_t options)
+{
+    assert_int_equal(aq_producer_put_with(producer, queue, payload, strlen(payload), &options),
+                     AQ_OK);
+}
+
+static aq_consumer_t *s_consumer(const harness_t *h, const char *queue)
+{
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "c", queue, 1, &rc);
+    assert_non_null(consumer);
+    return consumer;
+}
+
+/*  Gets the next item, which must be `payload`, and acks it. */
+static void s_get_ack(aq_consumer_t *consumer, const char *payload)
+{
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    if (item.size != strlen(payload) || memcmp(item.data, payload, item.size) != 0)
+        fail_msg("got '%.*s', expected '%s'", (int) item.size, (const char *) item.data, payload);
+    assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+}
+
+/*  Lowest priority first, FIFO within one, the front of its own priority;
+    puts of different options in a row go in one batch each, in order. */
+static void test_priorities_and_the_front(void **state)
+{
+    fixture_t *f = *state;
+    harness_start_broker(&f->h, NULL);
+    aq_producer_t *producer = s_producer(&f->h);
+    s_put(producer, "q", "plain-1", (aq_put_options_t){0});
+    s_put(producer, "q", "low-1", (aq_put_options_t){.priority = 7});
+    s_put(producer, "q", "urgent-1", (aq_put_options_t){.priority = -3});
+    s_put(producer, "q", "plain-2", (aq_put_options_t){0});
+    s_put(producer, "q", "urgent-2", (aq_put_options_t){.priority = -3});
+    s_put(producer, "q", "low-2", (aq_put_options_t){.priority = 7});
+    s_put(producer, "q", "stack-1", (aq_put_options_t){.front = 1});
+    s_put(producer, "q", "stack-2", (aq_put_options_t){.front = 1});
+    s_put(producer, "q", "lowest", (aq_put_options_t){.priority = INT32_MAX});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    /* And from the command line. */
+    char *argv[] = {"asyncq", "put", "--broker", f->h.address, "--queue", "q", "--priority",
+                    "-2147483648", "first-of-all", NULL};
+    assert_int_equal(harness_run(argv, NULL, 0), 0);
+    aq_consumer_t *consumer = s_consumer(&f->h, "q");
+    const char *order[] = {"first-of-all", "urgent-1", "urgent-2", "stack-2", "stack-1",
+                           "plain-1",      "plain-2",  "low-1",    "low-2",   "lowest"};
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++)
+        s_get_ack(consumer, order[i]);
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(&f->h, "q");
+}
+
+/*  A delayed put is outstanding (a join waits for it) and comes no sooner
+    than its delay; puts after it go first; delayed puts come out in the
+    order of their times, not of their puts. */
+static void test_delayed_puts_wait_their_time(void **state)
+{
+    fixture_t *f = *state;
+    harness_start_broker(&f->h, NULL);
+    aq_producer_t *producer = s_producer(&f->h);
+    int64_t start = s_now_ms();
+    s_put(producer, "d", "late", (aq_put_options_t){.delay_ms = 1500});
+    s_put(producer, "d", "sooner", (aq_put_options_t){.delay_ms = 800});
+    s_put(producer, "d", "now", (aq_put_options_t){0});
+    s_put(producer, "d", "past", (aq_put_options_t){.at_ms = (uint64_t) s_wall_ms() - 60000});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    assert_int_equal(harness_stat(&f->h, "d", "delayed"), 2);
+    assert_int_equal(harness_stat(&f->h, "d", "outstanding"), 4);
+    aq_consumer_t *consumer = s_consumer(&f->h, "d");
+    s_get_ack(consumer, "now");
+    s_get_ack(consumer, "past");
+    /* The join waits for the delayed two. */
+    aq_session_t *session = harness_session(&f->h);
+    aq_join_result_t result;
+    assert_int_equal(aq_join(session, "d", 200, AQ_JOIN_BEFORE, &result), AQ_TIMEOUT);
+    s_get_ack(consumer, "sooner");
+    assert_true(s_now_ms() - start >= 800);
+    s_get_ack(consumer, "late");
+    assert_true(s_now_ms() - start >= 1500);
+    assert_int_equal(aq_consumer_flush(consumer), AQ_OK); /* the acks go now */
+    assert_int_equal(aq_join(session, "d", HARNESS_DEADLINE_MS, AQ_JOIN_BEFORE, &result), AQ_OK);
+    assert_int_equal(result.waited, 0);
+    aq_session_destroy(&session);
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(&f->h, "d");
+}
+
+/*  A durable broker killed keeps each delayed put's time and each item's
+    priority: after a restart the priorities come out in order, and the
+    delayed put no sooner than its time. An immediate shutdown discards
+    a delayed put at once. */
+static void test_options_survive_a_kill(void **state)
+{
+    fixture_t *f = *state;
+    char *const flags[] = {"--data-dir", f->data, "--fsync", "always", NULL};
+    harness_start_broker(&f->h, flags);
+    aq_producer_t *producer = s_producer(&f->h);
+    int64_t due = s_wall_ms() + 2000;
+    s_put(producer, "k", "delayed", (aq_put_options_t){.at_ms = (uint64_t) due});
+    s_put(producer, "k", "two", (aq_put_options_t){.priority = 2});
+    s_put(producer, "k", "one", (aq_put_options_t){.priority = 1});
+    s_put(producer, "k", "zero", (aq_put_options_t){0});
+    s_put(producer, "k", "minus", (aq_put_options_t){.priority = -1});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    harness_restart_broker(&f->h, flags);
+    assert_int_equal(harness_stat(&f->h, "k", "delayed"), 1);
+    assert_int_equal(harness_stat(&f->h, "k", "queued"), 4);
+    aq_consumer_t *consumer = s_consumer(&f->h, "k");
+    s_get_ack(consumer, "minus");
+    s_get_ack(consumer, "zero");
+    s_get_ack(consumer, "one");
+    s_get_ack(consumer, "two");
+    s_get_ack(consumer, "delayed");
+    assert_true(s_wall_ms() >= due);
+    aq_consumer_destroy(&consumer);
+    /* A delayed put for a day, then an immediate shutdown: discarded now. */
+    producer = s_producer(&f->h);
+    s_put(producer, "gone", "tomorrow", (aq_put_options_t){.delay_ms = 86400000});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    assert_int_equal(harness_stat(&f->h, "gone", "delayed"), 1);
+    aq_session_t *session = harness_session(&f->h);
+    assert_int_equal(aq_shutdown(session, "gone", AQ_SHUTDOWN_IMMEDIATE, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+    assert_int_equal(harness_stat(&f->h, "gone", "delayed"), 0);
+    assert_int_equal(harness_stat(&f->h, "gone", "discarded"), 1);
+    harness_assert_serving(&f->h, "k");
+}
+
+/*  Bad options: the library refuses what it can tell (sending nothing);
+    the broker refuses the rest with 400 and a text that names the option,
+    a delay past --max-delay included; nothing of them reaches a queue. */
+static void test_bad_options_are_refused_with_their_reason(void **state)
+{
+    fixture_t *f = *state;
+    char *const flags[] = {"--max-delay", "60", NULL};
+    harness_start_broker(&f->h, flags);
+    aq_producer_t *producer = s_producer(&f->h);
+    assert_int_equal(aq_producer_put_with(producer, "b", "x", 1,
+                                          &(aq_put_options_t){.delay_ms = 1, .at_ms = 1}),
+                     AQ_MALFORMED);
+    assert_int_equal(aq_producer_put_with(producer, "b", "x", 1,
+                                          &(aq_put_options_t){.front = 1, .delay_ms = 1}),
+                     AQ_MALFORMED);
+    s_put(producer, "b", "too-late", (aq_put_options_t){.delay_ms = 3600000});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_REFUSED);
+    const aq_error_t *error = aq_session_error(aq_producer_session(producer));
+    assert_int_equal(error->code, AQ_MALFORMED);
+    assert_non_null(strstr(error->text, "--max-delay (60 s)"));
+    aq_producer_destroy(&producer);
+    char err[512];
+    char *argv[] = {"asyncq", "put", "--broker", f->h.address, "--queue", "b", "--at",
+                    "2999-01-01T00:00:00Z", "far", NULL};
+    assert_int_equal(harness_run_err(argv, NULL, 0, err, sizeof err), 1);
+    assert_non_null(strstr(err, "at-ms is more than this broker's --max-delay"));
+    char *bad_flag[] = {"asyncq", "put", "--broker", f->h.address, "--priority", "high", "x",
+                        NULL};
+    assert_int_equal(harness_run_err(bad_flag, NULL, 0, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--priority needs a whole number"));
+
+    /* Options the library would never send, on a raw socket. */
+    aq_inbox_t *inbox = aq_inbox_new(AQ_REPORT_FRAMES_MAX);
+    zsock_t *dealer = harness_raw(&f->h, ZMQ_DEALER), *push = harness_raw(&f->h, ZMQ_PUSH);
+    harness_hello(dealer, inbox, "raw", 1);
+    static const struct {
+        const char *options;
+        const char *why;
+    } bad[] = {
+        {"prio=1", "unknown option"},
+        {"priority=2147483648", "priority is a whole number"},
+        {"delay-ms=5 at-ms=5", "cannot both be given"},
+        {"front delay-ms=5", "front cannot be given with a delay"},
+        {"delay-ms=1 delay-ms=2", "delay-ms given twice"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char seq[8];
+        snprintf(seq, sizeof seq, "%zu", i + 1);
+        harness_send_frames(push, "asyncq/2", "PUT", "raw", seq, "b", "0", "x", bad[i].options,
+                            NULL);
+        aq_msg_t msg;
+        assert_int_equal(harness_recv(dealer, inbox, &msg), AQ_CMD_ERROR);
+        assert_int_equal(msg.code, 400);
+        if (msg.subject.size != strlen(seq) || memcmp(msg.subject.data, seq, msg.subject.size))
+            fail_msg("the error names seq '%.*s', not %s", (int) msg.subject.size,
+                     (const char *) msg.subject.data, seq);
+        if (!s_contains(msg.text, bad[i].why))
+            fail_msg("'%s' refused with '%.*s'", bad[i].options, (int) msg.text.size,
+                     (const char *) msg.text.data);
+    }
+    zsock_destroy(&dealer);
+    zsock_destroy(&push);
+    aq_inbox_destroy(&inbox);
+    assert_int_equal(harness_stat(&f->h, "b", "puts"), 0);
+    harness_assert_serving(&f->h, "b");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_priorities_and_the_front, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_delayed_puts_wait_their_time, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_options_survive_a_kill, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_options_are_refused_with_their_reason, s_setup,
+                                        s_teardown),
+    };
+    return harness_run_group(tests);
+}
