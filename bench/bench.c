@@ -54,6 +54,9 @@
 typedef struct {
     uint64_t producers, consumers, items, size, credit;
     uint64_t rate;                   /* items/s in total; 0: as fast as possible */
+    uint64_t priorities;             /* item k has priority k % priorities; 0: none */
+    uint64_t run;                    /* puts in a row with the same priority */
+    uint64_t delay_ms;               /* every put delayed this long; 0: none */
     uint64_t fill[FILL_STEPS_MAX];   /* cumulative item counts; fill_count 0: not a fill */
     size_t fill_count;
     int curve;
@@ -135,7 +138,16 @@ static int s_producer(void *arg)
                 bench_atomic_min(&g_shared->first_put_us, now);
             memcpy(item, &now, sizeof now);
             memcpy(item + 8, &number, sizeof number);
-            rc = aq_producer_put(producer, QUEUE, item, g_opts.size);
+            if (g_opts.priorities || g_opts.delay_ms) {
+                aq_put_options_t options = {
+                    .priority = g_opts.priorities
+                                    ? (int32_t) (number / g_opts.run % g_opts.priorities)
+                                    : 0,
+                    .delay_ms = g_opts.delay_ms};
+                rc = aq_producer_put_with(producer, QUEUE, item, g_opts.size, &options);
+            }
+            else
+                rc = aq_producer_put(producer, QUEUE, item, g_opts.size);
             if (g_opts.rate) {
                 if (rc == AQ_OK)
                     rc = aq_producer_flush(producer); /* nothing waits in this process */
@@ -247,6 +259,10 @@ static void s_usage(void)
            "      --credit N        each consumer's credit (256)\n"
            "      --rate R          fixed rate: R items/s in total, each put flushed, each\n"
            "                        ack sent at once; prints latency percentiles\n"
+           "      --priorities N    put k has priority (k / RUN) %% N: N priorities, RUN\n"
+           "                        puts in a row with one (--run, 1)\n"
+           "      --run RUN\n"
+           "      --delay-ms D      every put delayed D ms\n"
            "      --fill N[,N2...]  no consumer: put N items (then up to N2...) and print the\n"
            "                        broker's resident memory per queued item\n"
            "      --broker-arg ARG  passed to asyncq-broker (repeatable), e.g. --broker-arg\n"
@@ -259,7 +275,8 @@ static void s_usage(void)
 
 static int s_parse(int argc, char **argv, bench_options_t *opts)
 {
-    enum { OPT_CREDIT = 1000, OPT_RATE, OPT_FILL, OPT_BROKER_ARG, OPT_CURVE };
+    enum { OPT_CREDIT = 1000, OPT_RATE, OPT_FILL, OPT_BROKER_ARG, OPT_CURVE, OPT_PRIORITIES,
+           OPT_RUN, OPT_DELAY };
     static const struct option options[] = {
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
@@ -268,6 +285,9 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
         {"fill", required_argument, 0, OPT_FILL},
         {"broker-arg", required_argument, 0, OPT_BROKER_ARG},
         {"curve", no_argument, 0, OPT_CURVE},
+        {"priorities", required_argument, 0, OPT_PRIORITIES},
+        {"run", required_argument, 0, OPT_RUN},
+        {"delay-ms", required_argument, 0, OPT_DELAY},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(opts, 0, sizeof *opts);
@@ -275,11 +295,14 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
     opts->items = 100000;
     opts->size = 64;
     opts->credit = 256;
+    opts->run = 1;
     int opt;
     while ((opt = getopt_long(argc, argv, "p:c:n:s:h", options, NULL)) != -1) {
         uint64_t *target = opt == 'p' ? &opts->producers : opt == 'c' ? &opts->consumers
                          : opt == 'n' ? &opts->items : opt == 's' ? &opts->size
-                         : opt == OPT_CREDIT ? &opts->credit : opt == OPT_RATE ? &opts->rate : NULL;
+                         : opt == OPT_CREDIT ? &opts->credit : opt == OPT_RATE ? &opts->rate
+                         : opt == OPT_PRIORITIES ? &opts->priorities : opt == OPT_RUN ? &opts->run
+                         : opt == OPT_DELAY ? &opts->delay_ms : NULL;
         if (opt == 'h') {
             s_usage();
             exit(0);

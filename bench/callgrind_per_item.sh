@@ -19,7 +19,9 @@
 # asyncq-broker; Release, with symbols or not) or bin directories.
 # Settings (environment): SMALL (20000), LARGE (120000), SHAPE (1x1), SIZE (64),
 # CREDIT (256), MODES ("memory always"), VALGRIND (valgrind), LOG (every
-# run's output; default a file next to the data dirs, kept), TMPDIR.
+# run's output; default a file next to the data dirs, kept), TMPDIR,
+# NEW_ARGS (more asyncq-bench arguments for the new build only: the cost
+# of a feature, e.g. NEW_ARGS="--priorities 4" with the same build twice).
 set -euo pipefail
 
 usage="usage: callgrind_per_item.sh OLD_BUILD NEW_BUILD [ROUNDS]"
@@ -59,6 +61,8 @@ once() {
     local which=$1 mode=$2 items=$3 bin=$old
     [ "$which" = old ] || bin=$new
     local args=(-p "${SHAPE%x*}" -c "${SHAPE#*x}" -n "$items" -s "$SIZE" --credit "$CREDIT")
+    # shellcheck disable=SC2206 # NEW_ARGS is words on purpose
+    [ "$which" = old ] || args+=(${NEW_ARGS:-})
     [ "$mode" = memory ] || args+=(--broker-arg --data-dir --broker-arg '{tmpdir}'
                                    --broker-arg --fsync --broker-arg "$mode")
     rm -f "$work/cg.out"

@@ -67,7 +67,7 @@ static void s_refuse(broker_t *self, producer_t *producer, aq_bytes_t queue_name
 }
 
 /*  Payloads of a put in order: the one payload of a PUT, or each item of a
-    PUTS. */
+    PUTS; with `each`, every item's options too (in iter.options). */
 typedef struct {
     int is_batch;
     aq_bytes_t single;
@@ -75,13 +75,13 @@ typedef struct {
     int done;
 } payloads_t;
 
-static void s_payloads_init(payloads_t *payloads, int is_batch, aq_bytes_t frame)
+static void s_payloads_init(payloads_t *payloads, int is_batch, aq_bytes_t frame, int each)
 {
     payloads->is_batch = is_batch;
     payloads->single = frame;
     payloads->done = 0;
     if (is_batch)
-        aq_batch_iter_init(&payloads->iter, frame);
+        aq_puts_iter_init(&payloads->iter, frame, each);
 }
 
 static int s_payloads_next(payloads_t *payloads, aq_bytes_t *payload)
@@ -112,6 +112,16 @@ static uint64_t s_until(const aq_options_t *options, int64_t wall)
     return until > (uint64_t) wall ? until : 0;
 }
 
+/*  After `count` puts accepted: where the journal ends for their SYNC, and
+    the queue to dispatch. */
+static void s_accepted(broker_t *self, producer_t *producer, queue_t *queue, uint64_t count)
+{
+    if (count) {
+        producer->journal_position = self->puts_end = broker_log_end(self);
+        broker_touch_queue(self, queue);
+    }
+}
+
 /*  Accepts `count` items; returns how many it could (fewer only when out of
     memory). Room for each item's lease timer is secured now, so delivering
     it can never fail for lack of memory. */
@@ -124,17 +134,34 @@ static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, qu
                        .producer = aq_bytes_str(producer->id),
                        .queue = aq_bytes_str(queue->name)};
     state_effects_t effects;
-    int plain = options->priority == 0 && options->flags == 0;
-    int64_t wall = plain ? 0 : broker_wall_ms();
-    uint64_t until = plain ? 0 : s_until(options, wall);
+    if (options->priority == 0 && options->flags == 0) { /* most puts: as before options */
+        for (uint64_t i = 0; i < count; i++) {
+            if (!s_payloads_next(payloads, &record.payload)
+                || deadlines_reserve(&self->deadlines, store_count(self->store) + 64))
+                return i;
+            state_next_put(&self->state, queue, &record);
+            record.pseq = pseq + i;
+            if (broker_apply(self, &record, &effects))
+                return i;
+            effects.item->accepted_us = now_us;
+        }
+        s_accepted(self, producer, queue, count);
+        return count;
+    }
+    int each = options->flags & AQ_PUT_EACH;
+    int64_t wall = broker_wall_ms();
+    uint64_t until = each ? 0 : s_until(options, wall);
     for (uint64_t i = 0; i < count; i++) {
         if (!s_payloads_next(payloads, &record.payload)
             || deadlines_reserve(&self->deadlines, store_count(self->store) + 64))
             return i;
         state_next_put(&self->state, queue, &record);
-        if (!plain)
-            state_put_options(queue, options->priority, options->flags & AQ_PUT_FRONT, until,
-                              &record);
+        if (each) {
+            options = &payloads->iter.options;
+            until = s_until(options, wall);
+        }
+        state_put_options(queue, options->priority, options->flags & AQ_PUT_FRONT, until,
+                          &record);
         record.pseq = pseq + i;
         if (broker_apply(self, &record, &effects))
             return i;
@@ -145,10 +172,7 @@ static uint64_t s_accept(broker_t *self, producer_t *producer, uint64_t pseq, qu
                           broker_now_ms() + (int64_t) (until - (uint64_t) wall));
         }
     }
-    if (count) {
-        producer->journal_position = self->puts_end = broker_log_end(self);
-        broker_touch_queue(self, queue);
-    }
+    s_accepted(self, producer, queue, count);
     return count;
 }
 
@@ -170,7 +194,8 @@ static int s_try_held(broker_t *self, producer_t *producer, held_put_t *held)
         return 0;
     payloads_t payloads;
     s_payloads_init(&payloads, held->is_batch,
-                    (aq_bytes_t){zmq_msg_data(&held->frame), zmq_msg_size(&held->frame)});
+                    (aq_bytes_t){zmq_msg_data(&held->frame), zmq_msg_size(&held->frame)},
+                    held->options.flags & AQ_PUT_EACH);
     s_payloads_skip(&payloads, held->skip);
     uint64_t taken = s_accept(self, producer, first, queue, &payloads, take, held->lease_ms,
                               &held->options);
@@ -256,6 +281,24 @@ static int s_hold(broker_t *self, producer_t *producer, queue_t *queue, const aq
     return 0;
 }
 
+/*  A delay within --max-delay, or none. */
+static int s_delay_allowed(broker_t *self, const aq_options_t *options, const char **text)
+{
+    if (!(options->flags & (AQ_PUT_DELAY | AQ_PUT_AT)))
+        return 1;
+    uint64_t wall = (uint64_t) broker_wall_ms(), max_ms = self->config.max_delay_s * 1000;
+    int delay_over = (options->flags & AQ_PUT_DELAY) && options->delay_ms > max_ms;
+    int at_over = (options->flags & AQ_PUT_AT) && options->at_ms > wall
+                  && options->at_ms - wall > max_ms;
+    if (!delay_over && !at_over)
+        return 1;
+    static char why[128];
+    snprintf(why, sizeof why, "%s is more than this broker's --max-delay (%llu s)",
+             delay_over ? "delay-ms" : "at-ms", (unsigned long long) self->config.max_delay_s);
+    *text = why;
+    return 0;
+}
+
 /*  The checks that need no state: the producer's rights, sizes, values. */
 static int s_check(broker_t *self, producer_t *producer, const aq_msg_t *msg, uint64_t count,
                    const char **text)
@@ -283,21 +326,8 @@ static int s_check(broker_t *self, producer_t *producer, const aq_msg_t *msg, ui
         *text = "lease-ms is at most 2147483647";
         return AQ_MALFORMED;
     }
-    if (msg->put.flags & (AQ_PUT_DELAY | AQ_PUT_AT)) {
-        uint64_t max_ms = self->config.max_delay_s * 1000;
-        uint64_t ahead = msg->put.flags & AQ_PUT_DELAY ? msg->put.delay_ms
-                         : msg->put.at_ms > (uint64_t) broker_wall_ms()
-                             ? msg->put.at_ms - (uint64_t) broker_wall_ms()
-                             : 0;
-        if (ahead > max_ms) {
-            static char why[128];
-            snprintf(why, sizeof why, "%s is more than this broker's --max-delay (%llu s)",
-                     msg->put.flags & AQ_PUT_DELAY ? "delay-ms" : "at-ms",
-                     (unsigned long long) self->config.max_delay_s);
-            *text = why;
-            return AQ_MALFORMED;
-        }
-    }
+    if (!s_delay_allowed(self, &msg->put, text)) /* with `each`: the longest */
+        return AQ_MALFORMED;
     return AQ_OK;
 }
 
@@ -330,7 +360,7 @@ static uint64_t s_carried(broker_t *self, const aq_msg_t *msg, uint64_t skip, ui
     aq_bytes_t batch = msg->batch.data || frames < 8 || frames > 9 ? msg->batch : parts[7];
     uint64_t limit = count;
     aq_batch_iter_t iter;
-    aq_batch_iter_init(&iter, batch);
+    aq_puts_iter_init(&iter, batch, msg->put.flags & AQ_PUT_EACH);
     uint64_t carried = 0;
     aq_bytes_t payload;
     while (carried < limit && aq_puts_next(&iter, &payload))
@@ -384,7 +414,8 @@ static void s_handle(broker_t *self, producer_t *producer, const aq_msg_t *msg, 
         uint64_t room = queue_room(queue);
         payloads_t payloads;
         s_payloads_init(&payloads, msg->cmd == AQ_CMD_PUTS,
-                        msg->cmd == AQ_CMD_PUTS ? msg->batch : msg->payload);
+                        msg->cmd == AQ_CMD_PUTS ? msg->batch : msg->payload,
+                        msg->put.flags & AQ_PUT_EACH);
         s_payloads_skip(&payloads, skip);
         uint64_t take = room < left ? room : left;
         accepted = s_accept(self, producer, first, queue, &payloads, take, msg->lease_ms,

@@ -464,7 +464,10 @@ static int s_apply_item(state_t *self, const record_t *record, state_effects_t *
     queue_t *queue = record->queue_ref ? record->queue_ref : s_queue(self, record->queue, 1);
     if (!queue)
         return -1;
-    if (record->state == ITEM_QUEUED && s_band_reserve(queue, record->priority))
+    /* A put to the back of a queue without priorities: the fast path below. */
+    int plain = record->state == ITEM_QUEUED && record->rank > queue->back
+                && !(queue->band_count | (uint32_t) record->priority);
+    if (!plain && record->state == ITEM_QUEUED && s_band_reserve(queue, record->priority))
         return -1;
     item_t *item = store_claim(self->store, record->id);
     if (!item) /* read again (a snapshot saw it too: its last record wins), or
@@ -479,8 +482,7 @@ static int s_apply_item(state_t *self, const record_t *record, state_effects_t *
     item->seq = record->seq;
     item->lease_ms = record->lease_ms;
     item->priority = record->priority;
-    if (record->state == ITEM_QUEUED && record->rank > queue->back && !queue->band_count
-        && !record->priority) {
+    if (plain) {
         /* A put, at the back of the ready list past every rank it had
            (front <= back, so the front stays): what s_enter does then,
            without its branches. Taken live, and on replay alike. */

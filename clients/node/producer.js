@@ -6,10 +6,21 @@
 // also carries the client's joins and stats (PROTOCOL.md 2).
 const { Session } = require('./session');
 const { createLink } = require('./link');
-const { message, encodePuts, BrokerError, PUTS_ENTRY_HEADER } = require('./protocol');
+const {
+  message, encodePuts, encodePutsEach, BrokerError, PUTS_ENTRY_HEADER,
+} = require('./protocol');
 
 // Items this large go alone, as PUT: batching them saves nothing.
 const PUT_ALONE_BYTES = 64 * 1024;
+
+// The bytes a put with these options adds to batch beyond its plain entry
+// when it joins it with options of its own (`each`, PROTOCOL.md 4.1): its
+// options after their u8 length, and, when batch's puts share their options
+// so far, those of each of them too.
+function eachBytes(batch, options) {
+  const own = 1 + options.length; // options are ASCII: a byte a character
+  return batch.each ? own : own + batch.payloads.length * (1 + batch.options.length);
+}
 
 class Producer {
   // broker: the parsed address; options: { curve }.
@@ -25,7 +36,10 @@ class Producer {
     this.unconfirmed = []; // messages sent, oldest first: { last, count, bytes, frames }
     this.unconfirmedPuts = 0;
     this.unconfirmedBytes = 0;
-    this.batch = null; // puts given seqs but not sent yet: { first, queue, leaseMs, options, payloads, bytes }
+    // Puts given seqs but not sent yet: { first, queue, leaseMs, options,
+    // each, payloads, bytes }: options, the puts' own while they share them;
+    // once they differ, null, and each holds every put's.
+    this.batch = null;
     this.waiting = []; // puts waiting for room in the window, in order
     this.syncing = null;
     this.refused = new Map(); // seq -> BrokerError, until reported
@@ -59,7 +73,7 @@ class Producer {
   // holds at most window puts and window-bytes of a producer (4.10).
   admit() {
     let admitted = 0;
-    while (admitted < this.waiting.length && this.fits(this.waiting[admitted].payload.length)) {
+    while (admitted < this.waiting.length && this.fits(this.waiting[admitted])) {
       const put = this.waiting[admitted++];
       put.resolve(this.add(put));
     }
@@ -67,24 +81,46 @@ class Producer {
     if (this.waiting.length && !this.syncing) this.startSync();
   }
 
-  fits(size) {
+  // Whether put fits in the window, with the bytes of the items frames as
+  // sent (and as the broker counts them).
+  fits({ queue, payload, leaseMs, options }) {
     const { window, windowBytes } = this.session.welcome;
-    const batch = this.batch || { payloads: [], bytes: 0 };
-    const puts = this.unconfirmedPuts + batch.payloads.length;
-    const bytes = this.unconfirmedBytes + batch.bytes + PUTS_ENTRY_HEADER + size;
+    const batch = this.batch;
+    let puts = this.unconfirmedPuts;
+    let bytes = this.unconfirmedBytes + PUTS_ENTRY_HEADER + payload.length;
+    if (batch) {
+      puts += batch.payloads.length;
+      bytes += batch.bytes;
+      if (options !== batch.options && queue === batch.queue && leaseMs === batch.leaseMs) {
+        bytes += eachBytes(batch, options);
+      }
+    }
     return puts < window && (puts === 0 || bytes <= windowBytes);
   }
 
-  // Gives the put its seq, in the batch or sent alone. A batch holds a run
-  // of puts with the same queue, lease and options: a PUTS has one of each.
+  // Gives the put its seq, in the batch or sent alone. A batch holds puts
+  // of one queue and lease: a PUTS has one of each. Their options go once
+  // in its options frame while they are the same, else with each entry.
   add({ queue, payload, leaseMs, options }) {
     const { maxItem, maxBatch } = this.session.welcome;
     const size = PUTS_ENTRY_HEADER + payload.length;
     const alone = payload.length >= PUT_ALONE_BYTES || size > maxItem;
-    const batch = this.batch;
-    if (batch && (alone || queue !== batch.queue || leaseMs !== batch.leaseMs || options !== batch.options
-      || batch.bytes + size > maxItem)) {
-      this.sendBatch();
+    let batch = this.batch;
+    let bytes = size; // what the put adds to the items frame
+    let own = false; // the put joins batch with options of its own
+    if (batch) {
+      if (alone || queue !== batch.queue || leaseMs !== batch.leaseMs) {
+        batch = null;
+      } else if (options !== batch.options) { // null once they differ: always
+        own = true;
+        bytes += eachBytes(batch, options);
+      }
+      if (!batch || batch.bytes + bytes > maxItem) {
+        this.sendBatch();
+        batch = null;
+        bytes = size;
+        own = false;
+      }
     }
     this.seq += 1;
     if (alone) {
@@ -93,14 +129,21 @@ class Producer {
       this.sendMessage(this.seq, 1, frames, payload.length);
       return this.seq;
     }
-    if (!this.batch) {
-      this.batch = { first: this.seq, queue, leaseMs, options, payloads: [], bytes: 0 };
+    if (!batch) {
+      batch = { first: this.seq, queue, leaseMs, options, each: null, payloads: [], bytes: 0 };
+      this.batch = batch;
       // The puts of this tick go together; none waits for a later one.
       setImmediate(() => this.sendBatch());
+    } else if (own) {
+      if (!batch.each) {
+        batch.each = new Array(batch.payloads.length).fill(batch.options);
+        batch.options = null;
+      }
+      batch.each.push(options);
     }
-    this.batch.payloads.push(payload);
-    this.batch.bytes += size;
-    if (this.batch.payloads.length >= maxBatch) this.sendBatch();
+    batch.payloads.push(payload);
+    batch.bytes += bytes;
+    if (batch.payloads.length >= maxBatch) this.sendBatch();
     return this.seq;
   }
 
@@ -108,16 +151,20 @@ class Producer {
     const batch = this.batch;
     if (!batch || this.closed) return;
     this.batch = null;
-    const { first, queue, leaseMs, options, payloads } = batch;
+    const { first, queue, leaseMs, options, each, payloads } = batch;
     const producer = this.session.clientId;
-    if (payloads.length === 1) {
+    if (payloads.length === 1) { // never each: a batch of one shares its options
       const frames = message('PUT', producer, first, queue, leaseMs, payloads[0]);
       if (options) frames.push(options);
       this.sendMessage(first, 1, frames, payloads[0].length);
+    } else if (each) {
+      const items = encodePutsEach(payloads, each, batch.bytes);
+      const frames = message('PUTS', producer, first, payloads.length, queue, leaseMs, items, 'each');
+      this.sendMessage(first, payloads.length, frames, items.length);
     } else {
       const items = encodePuts(payloads, batch.bytes);
       const frames = message('PUTS', producer, first, payloads.length, queue, leaseMs, items);
-      if (options) frames.push(options);
+      if (options) frames.push(options); // no frame without options: brokers before 2.2 take none
       this.sendMessage(first, payloads.length, frames, items.length);
     }
   }

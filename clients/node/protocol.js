@@ -98,6 +98,25 @@ function encodePuts(payloads, size) {
   return frame;
 }
 
+// A PUTS items frame of `size` bytes whose entries carry options of their
+// own (the options frame `each`, 4.1): each payload after a u8 length, that
+// many bytes of its options (ASCII, '' for none) and its u32 length.
+function encodePutsEach(payloads, options, size) {
+  const frame = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let i = 0; i < payloads.length; i++) {
+    const payload = payloads[i];
+    const text = options[i];
+    frame[at] = text.length;
+    at += 1;
+    if (text.length) at += frame.write(text, at, 'latin1');
+    frame.writeUInt32BE(payload.length, at);
+    payload.copy(frame, at + PUTS_ENTRY_HEADER);
+    at += PUTS_ENTRY_HEADER + payload.length;
+  }
+  return frame;
+}
+
 // The deliveries of an ITEMS frame (4.4), or null unless it holds exactly count.
 function decodeItems(frame, count) {
   const deliveries = [];
@@ -295,6 +314,7 @@ module.exports = {
   cutText,
   encodeIds,
   encodePuts,
+  encodePutsEach,
   decodeItems,
   parseDeadLetter,
   BrokerError,

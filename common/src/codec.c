@@ -256,6 +256,13 @@ int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **w
             else
                 options->at_ms = value;
         }
+        else if (stop - at == 4 && memcmp(at, "each", 4) == 0) {
+            if (options->flags & AQ_PUT_EACH) {
+                *why = "each given twice";
+                return 0;
+            }
+            options->flags |= AQ_PUT_EACH;
+        }
         else if (stop - at == 5 && memcmp(at, "front", 5) == 0) {
             if (options->flags & AQ_PUT_FRONT) {
                 *why = "front given twice";
@@ -264,7 +271,8 @@ int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **w
             options->flags |= AQ_PUT_FRONT;
         }
         else {
-            *why = "unknown option (the options are priority=, delay-ms=, at-ms= and front)";
+            *why = "unknown option (the options are priority=, delay-ms=, at-ms=, front and "
+                   "each)";
             return 0;
         }
         at = space ? space + 1 : end;
@@ -275,6 +283,10 @@ int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **w
     }
     if ((options->flags & AQ_PUT_FRONT) && (options->flags & (AQ_PUT_DELAY | AQ_PUT_AT))) {
         *why = "front cannot be given with a delay";
+        return 0;
+    }
+    if ((options->flags & AQ_PUT_EACH) && (options->flags != AQ_PUT_EACH || options->priority)) {
+        *why = "each is given alone (each item's options are in its entry)";
         return 0;
     }
     return 1;
@@ -312,6 +324,10 @@ size_t aq_put_options_format(const aq_options_t *options, char *buf)
         memcpy(buf + length, "front", 5);
         length += 5;
     }
+    if (options->flags & AQ_PUT_EACH) {
+        memcpy(buf, "each", 4);
+        length = 4;
+    }
     buf[length] = '\0';
     return length;
 }
@@ -336,19 +352,41 @@ void aq_batch_iter_init(aq_batch_iter_t *iter, aq_bytes_t batch)
 {
     iter->at = batch.data;
     iter->end = batch.data + batch.size;
+    iter->each = 0;
 }
 
-int aq_puts_next(aq_batch_iter_t *iter, aq_bytes_t *payload)
+void aq_puts_iter_init(aq_batch_iter_t *iter, aq_bytes_t batch, int each)
 {
-    if ((size_t) (iter->end - iter->at) < AQ_PUTS_ENTRY_HEADER)
+    aq_batch_iter_init(iter, batch);
+    iter->each = each;
+}
+
+extern inline int aq_puts_next(aq_batch_iter_t *iter, aq_bytes_t *payload);
+extern inline int aq_puts_next_plain(aq_batch_iter_t *iter, aq_bytes_t *payload);
+
+int aq_puts_next_each(aq_batch_iter_t *iter, aq_bytes_t *payload)
+{
+    if (iter->at == iter->end || (size_t) (iter->end - iter->at) < 1u + iter->at[0])
         return 0;
-    uint32_t size = aq_get_u32(iter->at);
-    if ((size_t) (iter->end - iter->at) - AQ_PUTS_ENTRY_HEADER < size)
+    aq_bytes_t options = {iter->at + 1, iter->at[0]};
+    if (!aq_put_options_parse(options, &iter->options, NULL)
+        || (iter->options.flags & AQ_PUT_EACH))
         return 0;
-    payload->data = iter->at + AQ_PUTS_ENTRY_HEADER;
-    payload->size = size;
-    iter->at += AQ_PUTS_ENTRY_HEADER + size;
-    return 1;
+    const uint8_t *entry = iter->at;
+    iter->at += 1 + options.size;
+    int ok = aq_puts_next_plain(iter, payload);
+    if (!ok)
+        iter->at = entry;
+    return ok;
+}
+
+size_t aq_puts_entry_write_each(uint8_t *dest, aq_bytes_t options, const void *data,
+                                uint32_t size)
+{
+    dest[0] = (uint8_t) options.size;
+    if (options.size)
+        memcpy(dest + 1, options.data, options.size);
+    return 1 + options.size + aq_puts_entry_write(dest + 1 + options.size, data, size);
 }
 
 size_t aq_puts_entry_write(uint8_t *dest, const void *data, uint32_t size)
@@ -390,16 +428,37 @@ size_t aq_items_entry_write(uint8_t *dest, const aq_delivery_t *delivery)
 }
 
 /*  True if `batch` holds exactly `count` entries (count >= 1). */
-static bool s_batch_is_valid(aq_bytes_t batch, uint64_t count, field_type_t type)
+/*  `each` (a PUTS whose entries carry options): the entries' longest delay
+    and latest time go in `put` (with AQ_PUT_DELAY, AQ_PUT_AT), so that a
+    broker checks them against its limit without reading the batch again. */
+static bool s_batch_is_valid(aq_bytes_t batch, uint64_t count, field_type_t type, int each,
+                             aq_options_t *put)
 {
     if (count == 0 || (batch.size && !batch.data))
         return false;
     aq_batch_iter_t iter;
     aq_batch_iter_init(&iter, batch);
+    aq_bytes_t payload;
+    if (each) {
+        iter.each = 1;
+        for (uint64_t i = 0; i < count; i++) {
+            if (!aq_puts_next_each(&iter, &payload))
+                return false;
+            const aq_options_t *options = &iter.options;
+            if ((options->flags & AQ_PUT_DELAY) && options->delay_ms >= put->delay_ms) {
+                put->flags |= AQ_PUT_DELAY;
+                put->delay_ms = options->delay_ms;
+            }
+            if ((options->flags & AQ_PUT_AT) && options->at_ms >= put->at_ms) {
+                put->flags |= AQ_PUT_AT;
+                put->at_ms = options->at_ms;
+            }
+        }
+        return iter.at == iter.end;
+    }
     for (uint64_t i = 0; i < count; i++) {
-        aq_bytes_t payload;
         aq_delivery_t delivery;
-        int ok = type == F_PUTS_BATCH ? aq_puts_next(&iter, &payload)
+        int ok = type == F_PUTS_BATCH ? aq_puts_next_plain(&iter, &payload)
                                       : aq_items_next(&iter, &delivery);
         if (!ok)
             return false;
@@ -471,7 +530,9 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
         break;
     case F_PUTS_BATCH:
     case F_ITEMS_BATCH:
-        if (!s_batch_is_valid(frame, msg->count, field->type))
+        if (!s_batch_is_valid(frame, msg->count, field->type,
+                              field->type == F_PUTS_BATCH && (msg->put.flags & AQ_PUT_EACH),
+                              &msg->put))
             return false;
         break;
     case F_U64:
@@ -488,10 +549,15 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
     }
     case F_TEXT_LIST:
         return false; /* handled by s_decode_lines */
-    case F_OPTIONS:
-        if (!aq_put_options_parse(frame, &msg->put, NULL))
+    case F_OPTIONS: {
+        aq_options_t options;
+        if (!aq_put_options_parse(frame, &options, NULL)
+            || (msg->cmd != AQ_CMD_PUTS && (options.flags & AQ_PUT_EACH)))
             return false;
+        if (!(options.flags & AQ_PUT_EACH)) /* else read before the batch, maxima added */
+            msg->put = options;
         break;
+    }
     }
     *s_bytes_at(msg, field->offset) = frame;
     return true;
@@ -532,6 +598,10 @@ aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
     const command_t *command = &s_commands[msg->cmd];
     const aq_bytes_t *fields = frames + 2;
     size_t field_frames = count - 2;
+    /* A PUTS's options say how to read its batch, which comes before them. */
+    if (msg->cmd == AQ_CMD_PUTS && field_frames == command->field_count
+        && !aq_put_options_parse(fields[field_frames - 1], &msg->put, NULL))
+        msg->put = (aq_options_t){0}; /* refused when the field is reached */
     for (size_t i = 0; i < command->field_count; i++) {
         const field_t *field = &command->fields[i];
         if (field->type == F_TEXT_LIST) {
@@ -567,7 +637,10 @@ static bool s_field_is_valid(const aq_msg_t *msg, const field_t *field)
                 return false;
         return true;
     default: {
-        aq_msg_t scratch = {.count = msg->count};
+        aq_msg_t scratch = {.cmd = msg->cmd, .count = msg->count};
+        if (field->type == F_PUTS_BATCH && msg->options.size
+            && !aq_put_options_parse(msg->options, &scratch.put, NULL))
+            return false;
         aq_bytes_t value = s_bytes_get(msg, field->offset);
         if (value.size && !value.data)
             return false;

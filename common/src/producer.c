@@ -49,7 +49,7 @@ struct aq_producer {
     size_t batch_size;
     uint64_t batch_count;
     uint64_t batch_lease;
-    aq_options_t batch_options;
+    aq_options_t batch_options; /* AQ_PUT_EACH: each entry carries its own */
     char batch_queue[AQ_NAME_MAX + 1];
     char sync_tag[AQ_TAG_MAX + 1]; /* the SYNC in flight, "" if none */
     uint64_t sync_seq;
@@ -369,8 +369,36 @@ static int s_options_equal(const aq_options_t *a, const aq_options_t *b)
            && a->at_ms == b->at_ms;
 }
 
+/*  The batch gathered so far becomes an `each` batch: every entry carries
+    the options they share, so that puts with others can join it. -1 (and
+    nothing changed) if it would not fit in max_item, or out of memory. */
+static int s_batch_to_each(aq_producer_t *self, size_t max_item)
+{
+    char text[AQ_OPTIONS_MAX + 1];
+    aq_bytes_t options = {(const uint8_t *) text,
+                          aq_put_options_format(&self->batch_options, text)};
+    if (self->batch_size + self->batch_count * (1 + options.size) > max_item)
+        return -1;
+    uint8_t *each = malloc(max_item);
+    if (!each)
+        return -1;
+    aq_batch_iter_t iter;
+    aq_batch_iter_init(&iter, (aq_bytes_t){self->batch, self->batch_size});
+    size_t size = 0;
+    aq_bytes_t payload;
+    while (aq_puts_next(&iter, &payload))
+        size += aq_puts_entry_write_each(each + size, options, payload.data,
+                                         (uint32_t) payload.size);
+    free(self->batch);
+    self->batch = each;
+    self->batch_size = size;
+    self->batch_options = (aq_options_t){.flags = AQ_PUT_EACH};
+    return 0;
+}
+
 /*  A put with wire options: batched with the puts before it when they are
-    for the same queue, lease and options. */
+    for the same queue and lease; when its options differ from theirs, the
+    batch carries each item's (`each`, PROTOCOL.md 4.1). */
 static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *data, size_t size,
                          uint64_t lease_ms, const aq_options_t *options)
 {
@@ -387,12 +415,23 @@ static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *dat
     uint64_t max_item = aq_session_max_item(self->session);
     if (size > max_item)
         return AQ_TOO_BIG;
-    int fits = self->batch_size + AQ_PUTS_ENTRY_HEADER + size <= max_item;
-    if (self->batch_count && (!fits || lease_ms != self->batch_lease || !same_queue
-                              || !s_options_equal(options, &self->batch_options))) {
+    int same_lease = lease_ms == self->batch_lease;
+    int same_options = s_options_equal(options, &self->batch_options);
+    if (self->batch_count && same_queue && same_lease && !same_options
+        && !(self->batch_options.flags & AQ_PUT_EACH) && size < AQ_PUT_ALONE_BYTES)
+        s_batch_to_each(self, max_item); /* or, if it cannot, the batch goes first */
+    int each = self->batch_count && (self->batch_options.flags & AQ_PUT_EACH);
+    char text[AQ_OPTIONS_MAX + 1];
+    aq_bytes_t entry_options = {(const uint8_t *) text,
+                                each ? aq_put_options_format(options, text) : 0};
+    size_t entry = (each ? 1 + entry_options.size : 0) + AQ_PUTS_ENTRY_HEADER + size;
+    int fits = self->batch_size + entry <= max_item;
+    if (self->batch_count
+        && (!fits || !same_lease || !same_queue || !(each || same_options))) {
         aq_status_t rc = aq_producer_flush(self);
         if (rc)
             return rc;
+        each = 0;
     }
     if (size >= AQ_PUT_ALONE_BYTES || AQ_PUTS_ENTRY_HEADER + size > max_item)
         return s_put_alone(self, queue, data, size, lease_ms, options);
@@ -402,7 +441,12 @@ static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *dat
         self->batch_lease = lease_ms;
         self->batch_options = *options;
     }
-    self->batch_size += aq_puts_entry_write(self->batch + self->batch_size, data, (uint32_t) size);
+    if (each)
+        self->batch_size += aq_puts_entry_write_each(self->batch + self->batch_size,
+                                                     entry_options, data, (uint32_t) size);
+    else
+        self->batch_size += aq_puts_entry_write(self->batch + self->batch_size, data,
+                                                (uint32_t) size);
     self->batch_count++;
     const aq_welcome_t *welcome = aq_session_welcome(self->session);
     if (self->batch_count >= welcome->max_batch

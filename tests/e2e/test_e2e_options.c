@@ -126,6 +126,55 @@ static void test_priorities_and_the_front(void **state)
     harness_assert_serving(&f->h, "q");
 }
 
+/*  Puts of mixed priorities and delays, made in a row, go as `each`
+    batches (one message, not one per run) and each keeps its own: the
+    items come out by priority, FIFO within one, the delayed ones no sooner
+    than their own delays. */
+static void test_mixed_options_in_one_batch(void **state)
+{
+    fixture_t *f = *state;
+    harness_start_broker(&f->h, NULL);
+    aq_producer_t *producer = s_producer(&f->h);
+    enum { ITEMS = 500, PRIORITIES = 5 };
+    unsigned seed = 7;
+    int64_t start = s_now_ms();
+    for (int i = 0; i < ITEMS; i++) {
+        char payload[32];
+        int priority = rand_r(&seed) % PRIORITIES;
+        snprintf(payload, sizeof payload, "%d:%04d", priority, i);
+        s_put(producer, "m", payload, (aq_put_options_t){.priority = priority});
+    }
+    s_put(producer, "m", "9:late", (aq_put_options_t){.priority = 9, .delay_ms = 900});
+    s_put(producer, "m", "9:soon", (aq_put_options_t){.priority = 9, .delay_ms = 300});
+    s_put(producer, "m", "9:now", (aq_put_options_t){.priority = 9});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    aq_consumer_t *consumer = s_consumer(&f->h, "m");
+    int last_priority = -1, last_number = -1;
+    for (int i = 0; i < ITEMS; i++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        char text[32] = "";
+        memcpy(text, item.data, item.size < sizeof text - 1 ? item.size : sizeof text - 1);
+        int priority, number;
+        assert_int_equal(sscanf(text, "%d:%d", &priority, &number), 2);
+        assert_true(priority >= last_priority);
+        if (priority == last_priority && number <= last_number)
+            fail_msg("item %d: %d:%04d after %d:%04d", i, priority, number, last_priority,
+                     last_number);
+        last_priority = priority;
+        last_number = number;
+        assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    }
+    s_get_ack(consumer, "9:now");
+    s_get_ack(consumer, "9:soon");
+    assert_true(s_now_ms() - start >= 300);
+    s_get_ack(consumer, "9:late");
+    assert_true(s_now_ms() - start >= 900);
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(&f->h, "m");
+}
+
 /*  A delayed put is outstanding (a join waits for it) and comes no sooner
     than its delay; puts after it go first; delayed puts come out in the
     order of their times, not of their puts. */
@@ -226,6 +275,15 @@ static void test_bad_options_are_refused_with_their_reason(void **state)
     assert_int_equal(error->code, AQ_MALFORMED);
     assert_non_null(strstr(error->text, "--max-delay (60 s)"));
     aq_producer_destroy(&producer);
+    /* In a batch of mixed options (`each`), one entry too late refuses the batch. */
+    producer = s_producer(&f->h);
+    s_put(producer, "b", "fine", (aq_put_options_t){.priority = 1});
+    s_put(producer, "b", "too-late", (aq_put_options_t){.delay_ms = 3600000});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_REFUSED);
+    assert_int_equal(aq_producer_refused(producer), 2);
+    error = aq_session_error(aq_producer_session(producer));
+    assert_non_null(strstr(error->text, "delay-ms is more than this broker's --max-delay"));
+    aq_producer_destroy(&producer);
     char err[512];
     char *argv[] = {"asyncq", "put", "--broker", f->h.address, "--queue", "b", "--at",
                     "2999-01-01T00:00:00Z", "far", NULL};
@@ -276,6 +334,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_priorities_and_the_front, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_mixed_options_in_one_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_delayed_puts_wait_their_time, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_options_survive_a_kill, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_options_are_refused_with_their_reason, s_setup,

@@ -393,11 +393,29 @@ static void s_put(input_t *in, int batch)
     else if (shift == 2)
         seq++; /* a gap: puts lost on the way */
     uint64_t count = batch ? 1 + s_byte(in) % 6 : 1;
-    static uint8_t items[2048];
+    static uint8_t items[4096];
     size_t size = 0;
+    /* A batch in four has options per item (`each`): a priority from -2 to
+       2, some to the front, some delayed. */
+    int each = batch && s_byte(in) % 4 == 0;
     for (uint64_t i = 0; i < count; i++) {
         uint64_t length = s_byte(in) % 200;
-        size += aq_puts_entry_write(items + size, in->at, (uint32_t) (length < in->left ? length : 0));
+        uint32_t taken = (uint32_t) (length < in->left ? length : 0);
+        if (each) {
+            uint8_t how = (uint8_t) s_byte(in);
+            aq_options_t put = {.priority = (int32_t) (how % 5) - 2};
+            if (how & 0x10)
+                put.flags = AQ_PUT_FRONT;
+            else if (how & 0x20)
+                put.flags = AQ_PUT_DELAY, put.delay_ms = (how >> 6) * 700u;
+            char text[AQ_OPTIONS_MAX + 1];
+            size += aq_puts_entry_write_each(items + size,
+                                             (aq_bytes_t){(const uint8_t *) text,
+                                                          aq_put_options_format(&put, text)},
+                                             in->at, taken);
+        }
+        else
+            size += aq_puts_entry_write(items + size, in->at, taken);
     }
     aq_msg_t msg = {.cmd = batch ? AQ_CMD_PUTS : AQ_CMD_PUT, .producer = aq_bytes_str(s_clients[producer]),
                     .seq = seq, .count = count, .queue = s_queue(in), .lease_ms = s_byte(in) * 10};
@@ -409,7 +427,9 @@ static void s_put(input_t *in, int batch)
        delay (some past --max-delay) or a time (some past). */
     uint8_t how = (uint8_t) s_byte(in);
     char options[AQ_OPTIONS_MAX + 1];
-    if (how & 1) {
+    if (each)
+        msg.options = aq_bytes_str("each");
+    else if (how & 1) {
         aq_options_t put = {.priority = (int32_t) (how >> 1) % 5 - 2};
         switch ((how >> 4) % 4) {
         case 1: put.flags = AQ_PUT_FRONT; break;

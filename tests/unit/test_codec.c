@@ -173,6 +173,70 @@ static void test_put_options_round_trip_and_are_sent_only_when_given(void **stat
     assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
 }
 
+/*  A PUTS of mixed options: `each`, and every entry carries its own. */
+static void test_each_puts_carries_every_items_options(void **state)
+{
+    (void) state;
+    uint8_t batch[256];
+    size_t size = 0;
+    size += aq_puts_entry_write_each(batch + size, aq_bytes_str("priority=5"), "a", 1);
+    size += aq_puts_entry_write_each(batch + size, aq_bytes_str(""), "", 0);
+    size += aq_puts_entry_write_each(batch + size, aq_bytes_str("delay-ms=10 priority=-1"), "cc", 2);
+    aq_msg_t msg = {.cmd = AQ_CMD_PUTS, .producer = aq_bytes_str("p"), .seq = 1, .count = 3,
+                    .queue = aq_bytes_str("q"), .batch = {batch, size},
+                    .options = aq_bytes_str("each")};
+    static frames_t f;
+    s_encode_into(&f, &msg);
+    assert_int_equal(f.count, 9);
+    aq_msg_t out;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    /* Each, and the longest delay of its entries, for the broker's limit. */
+    assert_int_equal(out.put.flags, AQ_PUT_EACH | AQ_PUT_DELAY);
+    assert_int_equal(out.put.delay_ms, 10);
+    aq_batch_iter_t iter;
+    aq_puts_iter_init(&iter, out.batch, 1);
+    aq_bytes_t payload;
+    assert_true(aq_puts_next(&iter, &payload));
+    s_assert_text(payload, "a");
+    assert_int_equal(iter.options.priority, 5);
+    assert_true(aq_puts_next(&iter, &payload));
+    assert_int_equal(payload.size, 0);
+    assert_int_equal(iter.options.priority, 0);
+    assert_int_equal(iter.options.flags, 0);
+    assert_true(aq_puts_next(&iter, &payload));
+    s_assert_text(payload, "cc");
+    assert_int_equal(iter.options.priority, -1);
+    assert_int_equal(iter.options.delay_ms, 10);
+    assert_false(aq_puts_next(&iter, &payload));
+    /* Read without `each`, the same frame does not add up. */
+    f.count = 8;
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    /* An entry whose options are bad, or say `each`, or run past the end. */
+    static const char *const bad[] = {"prio=1", "each", "front delay-ms=1"};
+    for (size_t i = 0; i < 3; i++) {
+        size = aq_puts_entry_write_each(batch, aq_bytes_str(bad[i]), "x", 1);
+        msg.count = 1;
+        msg.batch = (aq_bytes_t){batch, size};
+        assert_int_equal(aq_msg_encode(&msg, s_collect, &f), AQ_MALFORMED);
+        s_set(&f, 7, batch, size);
+        s_set_text(&f, 8, "each");
+        s_set_text(&f, 4, "1");
+        f.count = 9;
+        assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    }
+    batch[0] = 200; /* options longer than the frame */
+    s_set(&f, 7, batch, 10);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    /* `each` on a PUT, or with other options, is not valid. */
+    aq_options_t options;
+    assert_false(aq_put_options_parse(aq_bytes_str("each priority=1"), &options, NULL));
+    assert_false(aq_put_options_parse(aq_bytes_str("front each"), &options, NULL));
+    msg = (aq_msg_t){.cmd = AQ_CMD_PUT, .producer = aq_bytes_str("p"), .seq = 1,
+                     .queue = aq_bytes_str("q"), .payload = aq_bytes_str("x"),
+                     .options = aq_bytes_str("each")};
+    assert_int_equal(aq_msg_encode(&msg, s_collect, &f), AQ_MALFORMED);
+}
+
 /*  Every way options can be wrong is refused, with a reason. */
 static void test_bad_put_options_are_refused_with_a_reason(void **state)
 {
@@ -562,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_extra_and_empty_frames_are_refused),
         cmocka_unit_test(test_put_options_round_trip_and_are_sent_only_when_given),
         cmocka_unit_test(test_bad_put_options_are_refused_with_a_reason),
+        cmocka_unit_test(test_each_puts_carries_every_items_options),
         cmocka_unit_test(test_wrong_signature_or_version_is_bad_version),
         cmocka_unit_test(test_bad_numbers_names_tags_and_modes_are_refused),
         cmocka_unit_test(test_text_must_be_well_formed_utf8),

@@ -7,9 +7,27 @@ const { performance } = require('perf_hooks');
 const { Broker, withBroker, until } = require('./broker');
 const { BrokerError, LifoQueue } = require('..');
 const { putOptionsOf } = require('../queue');
+const { Producer } = require('../producer');
+
+// The entries of a PUTS items frame whose options frame is `each`, as
+// [options, item] (as strings).
+function eachEntries(frame) {
+  const entries = [];
+  let at = 0;
+  while (at < frame.length) {
+    const options = frame.toString('latin1', at + 1, at + 1 + frame[at]);
+    at += 1 + frame[at];
+    const end = at + 4 + frame.readUInt32BE(at);
+    assert.ok(end <= frame.length, 'an entry past the frame');
+    entries.push([options, frame.toString('utf8', at + 4, end)]);
+    at = end;
+  }
+  return entries;
+}
 
 // Records the messages q sends on its PUSH socket, as [command, count,
-// options frame] (null: no options frame).
+// options frame] (null: no options frame), and for a PUTS with `each`
+// its entries' options.
 function spyPuts(q) {
   const sent = [];
   const pushSend = q.producer.pushSend.bind(q.producer);
@@ -18,7 +36,13 @@ function spyPuts(q) {
     const puts = command === 'PUTS';
     const options = frames[puts ? 8 : 7];
     assert.ok(frames.length <= (puts ? 9 : 8), `${frames.length} frames`);
-    sent.push([command, puts ? Number(frames[4]) : 1, options === undefined ? null : String(options)]);
+    const record = [command, puts ? Number(frames[4]) : 1, options === undefined ? null : String(options)];
+    if (record[2] === 'each') {
+      const entries = eachEntries(frames[7]);
+      assert.strictEqual(entries.length, record[1]);
+      record.push(entries.map(([entry]) => entry));
+    }
+    sent.push(record);
     pushSend(frames);
   };
   return sent;
@@ -52,7 +76,7 @@ test('the options frame: as the protocol spells it, none without options', () =>
   assert.ok(putOptionsOf({ priority: -2147483648, delay: Number.MAX_SAFE_INTEGER / 1000 }, false).length <= 128);
 });
 
-test('priorities: lowest first, first in, first out within one; a batch per run of equal options', () => withBroker(Broker.start(), async (broker, client) => {
+test('priorities: lowest first, first in, first out within one; the puts of a tick in one PUTS, each with its options', () => withBroker(Broker.start(), async (broker, client) => {
   const q = client({ queue: 'priorities' });
   await q.stats();
   const sent = spyPuts(q);
@@ -62,14 +86,18 @@ test('priorities: lowest first, first in, first out within one; a batch per run 
   ];
   for (const [item, priority] of puts) await q.send(item, priority === undefined ? {} : { priority });
   await q.flush();
-  assert.deepStrictEqual(sent, [
-    ['PUTS', 2, 'priority=5'], ['PUTS', 2, null], ['PUTS', 2, 'priority=-3'], ['PUT', 1, 'priority=5'],
-    ['PUT', 1, null], ['PUT', 1, 'priority=2147483647'], ['PUT', 1, 'priority=-2147483648'], ['PUT', 1, 'priority=-3'],
-  ]);
+  assert.deepStrictEqual(sent, [['PUTS', puts.length, 'each', [
+    'priority=5', 'priority=5', '', '', 'priority=-3', 'priority=-3',
+    'priority=5', '', 'priority=2147483647', 'priority=-2147483648', 'priority=-3',
+  ]]]);
   assert.strictEqual((await q.stats()).queued, puts.length);
   assert.deepStrictEqual(await take(q, puts.length), [
     'min', 'minus-1', 'minus-2', 'minus-3', 'zero-1', 'zero-2', 'zero-3', 'five-1', 'five-2', 'five-3', 'max',
   ]);
+  // The last ack, and the credit withdrawn with it, confirmed (CREDITED)
+  // first: a credit still free at the broker would take 'later' alone.
+  await new Promise(setImmediate);
+  await until(() => q.consumer.session.pending.size === 0);
   // put() awaited one at a time, as the application would.
   await q.put('later', { priority: 1 });
   await q.put('sooner', { priority: -1 });
@@ -218,4 +246,208 @@ test("a delay over the broker's --max-delay: its 400, the put after it goes thro
   assert.strictEqual(stats.delayed, 1);
   assert.strictEqual(stats.queued, 1);
   assert.deepStrictEqual(await take(q, 1), ['now']);
+}));
+
+// Puts of mixed options in one tick go as one PUTS with `each` (PROTOCOL.md
+// 4.1); puts sharing their options as before, in its options frame.
+
+test('puts sharing their options: one PUTS with them in its options frame, as before', () => withBroker(Broker.start(), async (broker, client) => {
+  const q = client({ queue: 'shared' });
+  await q.stats();
+  const sent = spyPuts(q);
+  for (let i = 0; i < 50; i++) q.send(`five-${i}`, { priority: 5 });
+  await q.flush();
+  for (let i = 0; i < 50; i++) q.send(`none-${i}`, { priority: 0 }); // priority 0: no options
+  await q.flush();
+  for (let i = 0; i < 3; i++) q.send(`later-${i}`, { delay: 0.05 });
+  await q.flush();
+  q.send('one', { priority: 2 }); // one put: PUT, its options in the options frame
+  await q.flush();
+  // Mixed options, then a lease change: a PUTS per lease, `each` in each.
+  q.send('a', { priority: 1 });
+  q.send('b');
+  q.send('c', { priority: 1, lease: 30 });
+  q.send('d', { lease: 30 });
+  q.send('e', { lease: 30 });
+  q.send('f', { priority: 1 });
+  await q.flush();
+  assert.deepStrictEqual(sent, [
+    ['PUTS', 50, 'priority=5'], ['PUTS', 50, null], ['PUTS', 3, 'delay-ms=50'], ['PUT', 1, 'priority=2'],
+    ['PUTS', 2, 'each', ['priority=1', '']], ['PUTS', 3, 'each', ['priority=1', '', '']], ['PUT', 1, 'priority=1'],
+  ]);
+  const got = await take(q, 109);
+  assert.deepStrictEqual(got.slice(0, 50), Array.from({ length: 50 }, (_, i) => `none-${i}`));
+  assert.deepStrictEqual(got.slice(50, 53).sort(), ['b', 'd', 'e']);
+  assert.deepStrictEqual(got.slice(53).filter((item) => item.startsWith('five-')), Array.from({ length: 50 }, (_, i) => `five-${i}`));
+}));
+
+test('random priorities in one tick: one PUTS with each, delivered by priority, first in, first out within one', () => withBroker(Broker.start(), async (broker, client) => {
+  const q = client({ queue: 'random', prefetch: 100 });
+  await q.stats();
+  const sent = spyPuts(q);
+  const puts = Array.from({ length: 500 }, (_, i) => [`item-${i}`, Math.floor(Math.random() * 10)]);
+  puts[1][1] = (puts[0][1] + 1) % 10; // mixed, whatever the draw
+  for (const [item, priority] of puts) q.send(item, { priority });
+  await q.flush();
+  assert.deepStrictEqual(sent, [['PUTS', 500, 'each', puts.map(([, p]) => (p ? `priority=${p}` : ''))]]);
+  const order = puts.map((put, i) => [put, i]).sort(([a, i], [b, j]) => a[1] - b[1] || i - j).map(([[item]]) => item);
+  assert.deepStrictEqual(await take(q, puts.length), order);
+}));
+
+test('delays that differ in one PUTS: each item not before its own time; those due at once first', () => withBroker(Broker.start(), async (broker, client) => {
+  const q = client({ queue: 'delays' });
+  const consumer = client({ queue: 'delays' });
+  await q.stats();
+  const sent = spyPuts(q);
+  const start = Date.now();
+  const at = new Date(start + 450);
+  const puts = [
+    ['d600-p1', { delay: 0.6, priority: 1 }], ['now-1', {}], ['d300', { delay: 0.3 }], ['at450', { at }],
+    ['d150', { delay: 0.15 }], ['now-p-1', { priority: -1 }], ['now-2', {}],
+  ];
+  for (const [item, options] of puts) q.send(item, options);
+  await q.flush();
+  assert.deepStrictEqual(sent, [['PUTS', 7, 'each', [
+    'priority=1 delay-ms=600', '', 'delay-ms=300', `at-ms=${at.getTime()}`, 'delay-ms=150', 'priority=-1', '',
+  ]]]);
+  assert.ok((await q.stats()).delayed >= 1);
+  const due = { d150: 150, d300: 300, at450: 450, 'd600-p1': 600 };
+  const got = [];
+  for (let i = 0; i < puts.length; i++) {
+    const item = String(await consumer.get());
+    const now = Date.now();
+    // Both clocks count whole milliseconds: "not before" to within one.
+    if (due[item]) assert.ok(now - start >= due[item] - 1, `${item} delivered after ${now - start} ms`);
+    got.push(item);
+    consumer.taskDone();
+  }
+  // Each queued at the back of its priority when due: in the order of their
+  // times, however late the gets.
+  assert.deepStrictEqual(got, ['now-p-1', 'now-1', 'now-2', 'd150', 'd300', 'at450', 'd600-p1']);
+}));
+
+test('LifoQueue: priorities that differ in one PUTS, each to the front of its own', () => withBroker(Broker.start(), async (broker, client) => {
+  const stack = client({ queue: 'stack-each' }, LifoQueue);
+  await stack.stats();
+  const sent = spyPuts(stack);
+  for (const [item, priority] of [['a', 0], ['b', 1], ['c', 0], ['d', 1], ['e', -1]]) stack.send(item, { priority });
+  await stack.flush();
+  assert.deepStrictEqual(sent, [['PUTS', 5, 'each', ['front', 'priority=1 front', 'front', 'priority=1 front', 'priority=-1 front']]]);
+  assert.deepStrictEqual(await take(stack, 5), ['e', 'c', 'a', 'd', 'b']);
+}));
+
+// max-item 1000: an entry of a 30-byte item is 34 bytes plain (29 fill a
+// frame), 45 with priority=N (22 do).
+test('a mixed batch over max-item or max-batch: split, seqs in order, each frame within max-item', () => withBroker(Broker.start(['--max-item', '1000', '--max-batch', '40']), async (broker, client) => {
+  const q = client({ queue: 'split-each', prefetch: 100 });
+  await q.stats();
+  const frames = [];
+  const pushSend = q.producer.pushSend.bind(q.producer);
+  q.producer.pushSend = (message) => {
+    frames.push(message);
+    pushSend(message);
+  };
+  const item = (i) => `item-${String(i).padStart(25, '0')}`; // 30 bytes
+  const puts = [];
+  // 29 with no options fill a plain frame (986 bytes): the first with
+  // options after them cannot join them with each (29 more bytes): they go
+  // as they are.
+  for (let i = 0; i < 29; i++) puts.push([item(puts.length), 0]);
+  for (let i = 0; i < 100; i++) puts.push([item(puts.length), 1 + (i % 3)]);
+  for (const [data, priority] of puts) q.send(data, { priority });
+  await q.flush();
+  // Then max-batch before max-item: 2-byte items, 40 to a PUTS.
+  for (let i = 0; i < 50; i++) puts.push([`${i % 10}${i % 2}`, 4 + (i % 2)]);
+  for (const [data, priority] of puts.slice(129)) q.send(data, { priority });
+  await q.flush();
+
+  const summary = frames.map((m) => [String(m[1]), Number(m[3]), m[1] === 'PUTS' ? Number(m[4]) : 1, m[1] === 'PUTS' ? m[8] && String(m[8]) : m[7] && String(m[7])]);
+  assert.deepStrictEqual(summary, [
+    ['PUTS', 1, 29, undefined], ['PUTS', 30, 22, 'each'], ['PUTS', 52, 22, 'each'], ['PUTS', 74, 22, 'each'],
+    ['PUTS', 96, 22, 'each'], ['PUTS', 118, 12, 'each'], ['PUTS', 130, 40, 'each'], ['PUTS', 170, 10, 'each'],
+  ]);
+  const entries = [];
+  for (const m of frames) {
+    assert.ok(m[7].length <= 1000, `an items frame of ${m[7].length} bytes`);
+    if (m[8] === undefined) {
+      for (let at = 0; at < m[7].length; at += 4 + m[7].readUInt32BE(at)) {
+        entries.push(['', m[7].toString('utf8', at + 4, at + 4 + m[7].readUInt32BE(at))]);
+      }
+    } else entries.push(...eachEntries(m[7]));
+  }
+  assert.deepStrictEqual(entries, puts.map(([data, p]) => [p ? `priority=${p}` : '', data]));
+  assert.strictEqual(frames[1][7].length, 22 * 45);
+  const order = puts.map((put, i) => [put, i]).sort(([a, i], [b, j]) => a[1] - b[1] || i - j).map(([[data]]) => data);
+  assert.deepStrictEqual(await take(q, puts.length), order);
+  assert.strictEqual((await q.stats()).puts, puts.length);
+}));
+
+// A producer with no session or socket: the batching alone, its messages kept.
+function bareProducer(welcome) {
+  const producer = Object.create(Producer.prototype);
+  Object.assign(producer, {
+    session: { clientId: 'bare', welcome: { maxBatch: 1000, window: 1000, windowBytes: 1 << 20, maxItem: 1 << 20, ...welcome } },
+    seq: 0, confirmed: 0, unconfirmed: [], unconfirmedPuts: 0, unconfirmedBytes: 0, batch: null, waiting: [],
+    syncing: null, closed: false, sent: [],
+  });
+  producer.pushSend = (frames) => producer.sent.push(frames);
+  producer.startSync = () => {};
+  return producer;
+}
+
+test('window-bytes counts the items frames as sent, options of each entry included', () => {
+  const producer = bareProducer({ windowBytes: 1000, maxItem: 1000 });
+  const put = (options, size = 30) => ({ queue: 'q', payload: Buffer.alloc(size, 'x'), leaseMs: 0, options });
+  // 621 bytes unconfirmed, then 10 plain entries (340 bytes) in the batch.
+  producer.add(put('', 617));
+  producer.sendBatch();
+  assert.strictEqual(producer.unconfirmedBytes, 617); // a PUT: its item
+  producer.unconfirmedBytes = 621;
+  for (let i = 0; i < 10; i++) producer.add(put(''));
+  // One more like them: 995 bytes. One with options: each, 21 more (its
+  // options and their length, and a length byte for each of the ten): 1016.
+  assert.strictEqual(producer.fits(put('')), true);
+  assert.strictEqual(producer.fits(put('priority=1')), false);
+  assert.strictEqual(producer.fits({ ...put('priority=1'), queue: 'other' }), true); // another PUTS
+  assert.strictEqual(producer.fits({ ...put('priority=1'), leaseMs: 5 }), true);
+  producer.unconfirmedBytes = 600;
+  assert.strictEqual(producer.fits(put('priority=1')), true);
+  producer.add(put('priority=1'));
+  assert.strictEqual(producer.batch.bytes, 10 * 35 + 45);
+  // Each already: a put adds its entry, its options and their length.
+  assert.strictEqual(producer.fits(put('priority=2')), false); // 600 + 395 + 45
+  assert.strictEqual(producer.fits(put('')), false); // 600 + 395 + 35
+  producer.unconfirmedBytes = 560;
+  assert.strictEqual(producer.fits(put('priority=2')), true); // 1000
+  assert.strictEqual(producer.fits(put('')), true);
+  producer.sendBatch();
+  const [, frames] = producer.sent;
+  assert.strictEqual(String(frames[8]), 'each');
+  assert.strictEqual(frames[7].length, 395);
+  assert.deepStrictEqual(eachEntries(frames[7]).map(([options]) => options), [...Array(10).fill(''), 'priority=1']);
+  assert.strictEqual(producer.unconfirmedBytes, 560 + 395);
+  assert.deepStrictEqual(producer.unconfirmed.map((m) => m.bytes), [617, 395]);
+});
+
+test('a full queue holds puts of mixed priorities back: window-bytes kept, none refused', () => withBroker(Broker.start(['--maxsize', '5', '--window-bytes', String(1024 * 1024)]), async (broker, client) => {
+  const q = client({ queue: 'full-each' });
+  const consumer = client({ queue: 'full-each', prefetch: 10 });
+  await q.stats();
+  const sendMessage = q.producer.sendMessage.bind(q.producer);
+  let most = 0;
+  q.producer.sendMessage = (...args) => {
+    sendMessage(...args);
+    most = Math.max(most, q.producer.unconfirmedBytes);
+  };
+  const errors = [];
+  q.producer.onError = (error) => errors.push(error);
+  // 50 KB items: 20 fill window-bytes, with their priorities in each entry.
+  const items = Array.from({ length: 100 }, (_, i) => `item-${i}`.padEnd(49990, '.'));
+  const flushed = Promise.all(items.map((item, i) => q.send(item, { priority: i % 7 }))).then(() => q.flush());
+  const got = (await take(consumer, 100));
+  await flushed;
+  assert.deepStrictEqual(errors, []);
+  assert.ok(most <= 1024 * 1024, `${most} bytes unconfirmed`);
+  assert.deepStrictEqual(got.sort(), items.sort());
+  assert.strictEqual((await q.stats()).puts, 100);
 }));

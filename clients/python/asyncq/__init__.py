@@ -5,10 +5,10 @@ from .blocking import BlockingQueue
 from .consumer import Item, QueueEmpty
 from .protocol import (BrokerError, BrokerUnreachable, DeadLetter, KeyMismatch, KeyRefused,
                        KeysRequired, QueueShutDown, endpoints)
-from .queue import Joined, Queue
+from .queue import Joined, LifoQueue, Queue
 
 __version__ = "2.2.0"
 
-__all__ = ["Queue", "BlockingQueue", "Item", "Joined", "DeadLetter", "BrokerError",
+__all__ = ["Queue", "LifoQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "BrokerError",
            "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired", "QueueEmpty",
            "QueueShutDown", "endpoints", "__version__"]

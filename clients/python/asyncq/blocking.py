@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from .consumer import Item
 from .protocol import DeadLetter
-from .queue import Joined, Payload, Queue, Stats
+from .queue import Joined, Payload, Queue, Stats, When
 
 T = TypeVar("T")
 
@@ -60,8 +60,11 @@ class BlockingQueue:
     def held(self) -> Optional[str]:
         return self._queue.held
 
-    def put(self, item: Payload, *, lease: Optional[float] = None) -> None:
-        self._run(self._queue.put(item, lease=lease))
+    def put(self, item: Payload, *, lease: Optional[float] = None,
+            priority: Optional[int] = None, delay: Optional[float] = None,
+            at: Optional[When] = None) -> None:
+        """asyncq.Queue.put: priority, delay and at as there."""
+        self._run(self._queue.put(item, lease=lease, priority=priority, delay=delay, at=at))
 
     def get(self, timeout: Optional[float] = None) -> Item:
         item = self._run(asyncio.wait_for(self._queue.get(), timeout))

@@ -1,9 +1,11 @@
 """The put side of a Queue (PROTOCOL.md 4.1, 4.7, 4.10). Puts made in one
 event-loop tick go out together, as one PUTS, at the end of the tick: a
-burst costs few messages and a single put waits for nothing. Every message
-is kept until the broker confirms it (SYNCED) and sent again, with the same
-seqs, when the broker lost it; the broker keeps each put once. At most the
-broker's window of puts is left unconfirmed.
+burst costs few messages and a single put waits for nothing. Puts of
+differing options (priorities, delays) share a PUTS too, with `each`: every
+entry carries its own options. Every message is kept until the broker
+confirms it (SYNCED) and sent again, with the same seqs, when the broker
+lost it; the broker keeps each put once. At most the broker's window of
+puts is left unconfirmed.
 
 The PUSH socket is a plain one written with NOBLOCK (what it has no room
 for waits in order), and a SYNC is sent in the same tick as the puts it
@@ -17,8 +19,8 @@ from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, 
 
 import zmq
 
-from .protocol import (PUTS_ENTRY, BrokerError, Fields, Frames, Welcome, message, pack_puts,
-                       seq_range)
+from .protocol import (EACH, PUTS_ENTRY, BrokerError, Fields, Frames, Welcome, message,
+                       pack_puts, pack_puts_each, seq_range)
 from .security import Keys, apply_keys
 from .session import Session
 from .sockets import Reader, plain_socket, send_now
@@ -92,8 +94,13 @@ class Producer:
         self._unconfirmed_bytes = 0
         self._sent: Deque[Sent] = collections.deque()  # not confirmed, oldest first
         self._batch: List[bytes] = []                  # payloads gathered for the next message
-        self._batch_key: Tuple[str, int] = ("", 0)     # their (queue, lease_ms)
+        self._batch_key: Tuple[str, int, bytes] = ("", 0, b"")  # their (queue, lease_ms, options)
         self._batch_size = 0                           # bytes of their PUTS items frame
+        # Options of each of them once they differ (the batch goes with
+        # `each`), else None: all are the key's. _batch_extra: the bytes
+        # `each` adds to the items frame then, a u8 and the options an entry.
+        self._batch_options: Optional[List[bytes]] = None
+        self._batch_extra = 0
         self._flush_handle: Optional[asyncio.Handle] = None
         self._syncing = False                          # a SYNC is in flight
         self._waiters: List["asyncio.Future[None]"] = []  # confirm()s waiting for it
@@ -134,25 +141,34 @@ class Producer:
         while not self.has_room(size):
             await self.confirm(self._sent[0].last if self._sent else self.seq)
 
-    def add(self, queue: str, payload: bytes, lease_ms: int, gather: bool = True) -> int:
+    def add(self, queue: str, payload: bytes, lease_ms: int, gather: bool = True,
+            options: bytes = b"") -> int:
         """Gives the put its seq and sends it: alone, or in the batch sent at
         the end of this tick (now, without gather). Returns the seq. The
-        caller made room."""
+        caller made room. A batch holds consecutive puts of equal queue and
+        lease, so puts keep the order they were made in. options (an
+        options frame, 4.1): when a batch's are all equal they go once, in
+        the options frame; when they differ the batch goes with `each`,
+        every entry carrying its own."""
         max_item = self._welcome.max_item
         entry = PUTS_ENTRY.size + len(payload)
         alone = len(payload) >= ALONE_BYTES or entry > max_item
-        if self._batch and (alone or self._batch_key != (queue, lease_ms)
+        key = (queue, lease_ms, options)
+        if self._batch and (alone or self._batch_key != key or self._batch_options is not None
                             or self._batch_size + entry > max_item):
-            self.flush()
+            if alone or not self._mix(queue, lease_ms, options, entry, max_item):
+                self.flush()
         self.seq += 1
         self.unconfirmed += 1
         self._unconfirmed_bytes += entry
         if alone:
-            self._send(Sent(self.seq, self.seq, message(
-                b"PUT", self._session.client_id, self.seq, queue, lease_ms, payload), entry))
+            frames = message(b"PUT", self._session.client_id, self.seq, queue, lease_ms, payload)
+            if options:
+                frames.append(options)
+            self._send(Sent(self.seq, self.seq, frames, entry))
             return self.seq
         if not self._batch:
-            self._batch_key = (queue, lease_ms)
+            self._batch_key = key
             if gather:
                 self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
         self._batch.append(payload)
@@ -161,21 +177,56 @@ class Producer:
             self.flush()
         return self.seq
 
+    def _mix(self, queue: str, lease_ms: int, options: bytes, entry: int,
+             max_item: int) -> bool:
+        """Whether a put that does not simply join the batch (other options,
+        or a batch of mixed options already, or one full as it is) joins it
+        as an `each` batch, every entry with its options; if so, counts its
+        options in (the caller appends the put). Not for another queue or
+        lease, nor when the batch's items frame would pass max-item or the
+        producer's unconfirmed bytes window-bytes (has_room counted entry
+        alone for this put): the put then starts a batch of its own."""
+        batch_queue, batch_lease, batch_options = self._batch_key
+        if batch_queue != queue or batch_lease != lease_ms:
+            return False
+        # What `each` adds: a u8 and the options an entry, the first time
+        # for the puts gathered before too.
+        extra = self._batch_extra + 1 + len(options)
+        if self._batch_options is None:
+            extra += len(self._batch) * (1 + len(batch_options))
+        if (self._batch_size + entry + extra > max_item or self._unconfirmed_bytes + entry
+                + extra - self._batch_extra > self._welcome.window_bytes):
+            return False
+        if self._batch_options is None:
+            self._batch_options = [batch_options] * len(self._batch)
+        self._batch_options.append(options)
+        self._unconfirmed_bytes += extra - self._batch_extra  # add() counts entry
+        self._batch_extra = extra
+        return True
+
     def flush(self) -> None:
-        """Sends the gathered puts: one as a PUT, more as one PUTS."""
+        """Sends the gathered puts: one as a PUT, more as one PUTS (with
+        `each` when their options differ)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         if not self._batch:
             return
-        (queue, lease_ms), payloads, size = self._batch_key, self._batch, self._batch_size
+        (queue, lease_ms, options), payloads, size = self._batch_key, self._batch, self._batch_size
         self._batch, self._batch_size = [], 0
         first, client_id = self.seq - len(payloads) + 1, self._session.client_id
         if len(payloads) == 1:
             frames = message(b"PUT", client_id, first, queue, lease_ms, payloads[0])
-        else:
+        elif self._batch_options is None:
             frames = message(b"PUTS", client_id, first, len(payloads), queue, lease_ms,
                              pack_puts(payloads))
+        else:
+            frames = message(b"PUTS", client_id, first, len(payloads), queue, lease_ms,
+                             pack_puts_each(self._batch_options, payloads))
+            options, size = EACH, size + self._batch_extra
+            self._batch_options, self._batch_extra = None, 0
+        if options:
+            frames.append(options)  # absent when none: a broker before 2.2 takes the put
         self._send(Sent(first, self.seq, frames, size))
 
     def _send(self, sent: Sent) -> None:

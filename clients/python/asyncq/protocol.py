@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import math
+import operator
 import re
 import struct
 from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -15,6 +17,8 @@ NAME_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 TEXT_MAX = 1024          # bytes of a text field (a NACK reason)
 IDS_MAX = 1024           # ids in one ACK, TOUCH or NACK
 WAIT_MAX_MS = 86400000   # longest NACK delay and JOIN time-out
+PRIORITY_MIN, PRIORITY_MAX = -2**31, 2**31 - 1  # a put's priority (4.1)
+NUMBER_MAX = 2**64 - 1   # largest number field
 PUTS_ENTRY = struct.Struct(">I")        # length before each PUTS item
 ITEMS_ENTRY = struct.Struct(">QIQII")   # id, attempt, age-us, lease-ms, length
 
@@ -111,6 +115,104 @@ def pack_ids(ids: Sequence[int]) -> bytes:
 def pack_puts(payloads: Sequence[bytes]) -> bytes:
     """A PUTS items frame: each payload after its u32 length (4.1)."""
     return b"".join(PUTS_ENTRY.pack(len(payload)) + payload for payload in payloads)
+
+
+EACH = b"each"  # the options frame of a PUTS whose entries carry their own (4.1)
+
+
+def pack_puts_each(options: Sequence[bytes], payloads: Sequence[bytes]) -> bytes:
+    """A PUTS items frame for the options frame `each` (4.1): each payload
+    after its options (u8 length, then the options frame's text; 0 bytes:
+    none) and its u32 length. The two sequences are as long."""
+    heads: Dict[bytes, bytes] = {}  # options -> their u8 length and text (few distinct)
+    parts: List[bytes] = []
+    append, pack = parts.append, PUTS_ENTRY.pack
+    for entry_options, payload in zip(options, payloads):
+        head = heads.get(entry_options)
+        if head is None:
+            head = heads[entry_options] = bytes((len(entry_options),)) + entry_options
+        append(head)
+        append(pack(len(payload)))
+        append(payload)
+    return b"".join(parts)
+
+
+def _seconds(value: object, what: str, kind: str = "seconds (an int or a float)") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} is {kind}, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} is a finite number of seconds, not {value!r}")
+    return value
+
+
+def _ms_up(seconds: float, what: str) -> int:
+    """seconds as whole milliseconds, rounded up (a float within a
+    microsecond of a whole millisecond is that millisecond: 0.007 s is 7 ms,
+    not 8 for its 7.000000000000001)."""
+    if isinstance(seconds, int):
+        ms = seconds * 1000
+    else:
+        exact = seconds * 1000
+        ms = round(exact)
+        if abs(exact - ms) >= 1e-3:
+            ms = math.ceil(exact)
+        elif ms == 0 and seconds > 0:
+            ms = 1  # a delay, however short, is one
+    if ms > NUMBER_MAX:
+        raise ValueError(f"{what} is too far ahead: {seconds!r} seconds")
+    return ms
+
+
+def _datetime_ms(at: datetime.datetime) -> int:
+    """at in milliseconds since 1970, rounded up; a naive datetime is local
+    time (as datetime.timestamp() takes it)."""
+    return int(at.replace(microsecond=0).timestamp()) * 1000 + -(-at.microsecond // 1000)
+
+
+_FRONT_DELAYED = ("a LifoQueue's puts go to the front of the queue, which the broker does not "
+                  "take with a delay: no delay or at")
+
+
+def put_options(priority: Optional[int] = None, delay: Optional[float] = None,
+                at: Union[datetime.datetime, float, None] = None, front: bool = False) -> bytes:
+    """A put's options frame (4.1): b"" when there are none. Raises
+    TypeError or ValueError for options the broker would refuse (those it
+    alone knows, a delay over its --max-delay, it refuses with 400)."""
+    options: List[bytes] = []
+    if priority is not None:
+        if isinstance(priority, bool):
+            raise TypeError("priority is an int, not bool")
+        try:
+            value = operator.index(priority)
+        except TypeError:
+            raise TypeError(f"priority is an int, not {type(priority).__name__}") from None
+        if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+            raise ValueError(f"priority is from {PRIORITY_MIN} to {PRIORITY_MAX}, not {value}")
+        if value:
+            options.append(b"priority=%d" % value)
+    if delay is not None and at is not None:
+        raise ValueError("a put takes delay or at, not both")
+    if delay is not None:
+        seconds = _seconds(delay, "delay")
+        if seconds < 0:
+            raise ValueError(f"delay is 0 or more seconds, not {delay!r}")
+        ms = _ms_up(seconds, "delay")
+        if ms:
+            if front:
+                raise ValueError(_FRONT_DELAYED)
+            options.append(b"delay-ms=%d" % ms)
+    elif at is not None:
+        if isinstance(at, datetime.datetime):
+            ms = _datetime_ms(at)
+        else:
+            ms = _ms_up(_seconds(at, "at", "a datetime.datetime or seconds since 1970 "
+                                 "(an int or a float)"), "at")
+        if front:
+            raise ValueError(_FRONT_DELAYED)
+        options.append(b"at-ms=%d" % max(ms, 0))  # before 1970: past, so at once
+    if front:
+        options.append(b"front")
+    return b" ".join(options)
 
 
 def unpack_items(count: int, frame: bytes) -> List[Delivery]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import os
 import socket as stdsocket
 import warnings
@@ -14,7 +15,7 @@ import zmq.asyncio
 from .consumer import Consumer, Item, QueueEmpty, current_task
 from .producer import Producer
 from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, DeadLetter, Welcome,
-                       check_name, endpoints, message, parse_dead_letter)
+                       check_name, endpoints, message, parse_dead_letter, put_options)
 from .security import load_keys
 from .session import Session
 
@@ -29,6 +30,7 @@ class Joined(NamedTuple):
 
 
 Payload = Union[bytes, bytearray, memoryview, str]
+When = Union[datetime.datetime, float]  # a datetime, or seconds since 1970
 LEASE_MAX_MS = 2**31 - 1  # the broker's limit for a put's lease
 Stats = Dict[str, Union[int, str]]
 
@@ -61,6 +63,8 @@ class Queue:
     Every time is in seconds.
     """
 
+    _front = False  # every put goes to the front of its priority (LifoQueue)
+
     def __init__(self, broker: str = "localhost", queue: str = "default", *,
                  prefetch: int = 0, name: str = "py", timeout: float = 5.0,
                  context: Optional[zmq.Context[Any]] = None, curve_secret: Optional[str] = None,
@@ -88,9 +92,11 @@ class Queue:
         self._control: Optional[Session] = None  # for puts' SYNCs, joins, stats
         self._producer: Optional[Producer] = None
         self._consumer: Optional[Consumer] = None  # with a Session of its own
-        self._cancelled_put: Optional[tuple[bytes, int]] = None  # (payload, seq) not confirmed
+        # (payload, options, seq) of a cancelled put not confirmed
+        self._cancelled_put: Optional[tuple[bytes, bytes, int]] = None
         self._queued: Optional[int] = None  # the broker's latest `queued`, for qsize()
         self._refresh: Optional["asyncio.Task[Stats]"] = None
+        self._plain = b"front" if self._front else b""  # the options of a put without any
 
     @property
     def prefetch(self) -> int:
@@ -201,26 +207,41 @@ class Queue:
             task = asyncio.ensure_future(control.close(bye=False))
             task.add_done_callback(_ignore)
 
-    async def put(self, item: Payload, *, lease: Optional[float] = None) -> None:
+    async def put(self, item: Payload, *, lease: Optional[float] = None,
+                  priority: Optional[int] = None, delay: Optional[float] = None,
+                  at: Optional[When] = None) -> None:
         """Puts item (bytes, bytearray, memoryview, or str as UTF-8) and
         returns once the broker holds it. lease: seconds each delivery may
         take before the item is delivered again (default: the queue's).
+        priority: an int from -2**31 to 2**31 - 1 (default 0); the queue
+        delivers its lowest priority first, first in, first out within one.
+        delay: seconds (rounded up to a millisecond) before the item may be
+        delivered, counted from when the broker accepts it; or at: when it
+        may be, a datetime.datetime (naive: local time) or seconds since
+        1970, on the broker's clock (a time past: at once). A delayed item
+        counts for join() and the queue's maxsize while it waits. The broker
+        refuses a delay over its --max-delay (30 days by default) with a
+        400 BrokerError naming it.
         Waits while the queue is full (the broker's maxsize; .held says so).
         Raises QueueShutDown if the queue was shut down, BrokerError if the
-        broker refused it, TypeError for an item of another type, ValueError
-        for one larger than the broker's limit (its WELCOME says it).
+        broker refused it, TypeError for an item or an option of another
+        type, ValueError for an item larger than the broker's limit (its
+        WELCOME says it), a priority out of range, a negative delay, or
+        delay and at together; nothing is sent then.
 
         Cancelling a waiting put does not take the item back (the broker
         already has it, or will): a put of the same item right after a
         cancelled one waits for it instead of putting it twice."""
         payload = _payload(item)
+        options = self._plain if priority is None and delay is None and at is None else \
+            put_options(priority, delay, at, self._front)
         cancelled, self._cancelled_put = self._cancelled_put, None
-        if cancelled and cancelled[0] == payload:
-            seq = cancelled[1]  # a retry of a cancelled put: it was sent already
+        if cancelled and cancelled[0] == payload and cancelled[1] == options:
+            seq = cancelled[2]  # a retry of a cancelled put: it was sent already
         else:
             if cancelled and self._producer:
-                self._producer.claim(cancelled[1])
-            seq = await self._send(payload, lease, gather=False)
+                self._producer.claim(cancelled[2])
+            seq = await self._send(payload, lease, options, gather=False)
         producer = self._producer
         assert producer is not None
         producer.watch(seq)
@@ -231,7 +252,7 @@ class Queue:
             # it. If the caller retries with the same item next, the retry
             # waits for this put instead of sending a copy.
             if producer.confirmed < seq:
-                self._cancelled_put = (payload, seq)
+                self._cancelled_put = (payload, options, seq)
             else:
                 producer.claim(seq)
             raise
@@ -242,20 +263,31 @@ class Queue:
         if error:
             raise error
 
-    async def send(self, item: Payload, *, lease: Optional[float] = None) -> int:
+    async def send(self, item: Payload, *, lease: Optional[float] = None,
+                   priority: Optional[int] = None, delay: Optional[float] = None,
+                   at: Optional[When] = None) -> int:
         """Sends item without waiting for the broker to confirm it (the bulk
-        form of put); returns its seq. Items sent in one event-loop tick go
-        out together, at its end. flush() (or join(), close()) waits for
-        the confirmations. Waits only when the broker's window of
-        unconfirmed puts is full."""
+        form of put, with put's options); returns its seq. Items sent in
+        one event-loop tick go out together, at its end (consecutive ones
+        of one lease in one message, whatever their options: items of
+        differing priorities or delays each carry their own). The broker
+        takes or refuses a message whole: a delay over its --max-delay
+        refuses the items sent with it too. flush() (or join(), close())
+        waits for the confirmations. Waits only when the broker's window
+        of unconfirmed puts is full."""
         payload = _payload(item)
+        options = self._plain if priority is None and delay is None and at is None else \
+            put_options(priority, delay, at, self._front)
         if self._cancelled_put and self._producer:
-            self._producer.claim(self._cancelled_put[1])
+            self._producer.claim(self._cancelled_put[2])
             self._cancelled_put = None
-        return await self._send(payload, lease)
+        return await self._send(payload, lease, options)
 
-    async def _send(self, payload: bytes, lease: Optional[float], gather: bool = True) -> int:
-        producer = await self._open_producer()
+    async def _send(self, payload: bytes, lease: Optional[float], options: bytes,
+                    gather: bool = True) -> int:
+        producer = self._producer  # open, but for a put's first (no coroutine made)
+        if producer is None or self._closed:
+            producer = await self._open_producer()
         assert self._control is not None and self._control.welcome is not None
         max_item = self._control.welcome.max_item
         if len(payload) > max_item:
@@ -266,7 +298,7 @@ class Queue:
         lease_ms = 0 if lease is None else max(1, int(lease * 1000))
         if not producer.has_room(len(payload)):
             await producer.make_room(len(payload))
-        return producer.add(self.queue, payload, lease_ms, gather)
+        return producer.add(self.queue, payload, lease_ms, gather, options)
 
     async def flush(self) -> None:
         """Waits until the broker has confirmed every put sent. Raises the
@@ -498,6 +530,16 @@ class Queue:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class LifoQueue(Queue):
+    """A Queue whose puts go to the front of the queue (asyncio.LifoQueue):
+    get() returns the newest item first, within its priority (put's
+    priority still orders). Its puts take no delay or at (ValueError): the
+    broker puts no delayed item at the front. Other clients of the same
+    queue put as they do: a plain Queue's puts go to the back."""
+
+    _front = True
 
 
 def _payload(item: Payload) -> bytes:

@@ -71,8 +71,9 @@ typedef struct {
 #define AQ_PRIORITY_MIN INT32_MIN
 #define AQ_PRIORITY_MAX INT32_MAX
 
-/*  Which options a put gave. */
-enum { AQ_PUT_DELAY = 1, AQ_PUT_AT = 2, AQ_PUT_FRONT = 4 };
+/*  Which options a put gave. AQ_PUT_EACH: a PUTS whose every entry has
+    options of its own (the options frame is `each`, alone). */
+enum { AQ_PUT_DELAY = 1, AQ_PUT_AT = 2, AQ_PUT_FRONT = 4, AQ_PUT_EACH = 8 };
 
 typedef struct {
     int32_t priority;  /* 0 unless given */
@@ -99,7 +100,8 @@ typedef struct {
     aq_bytes_t batch;    /* PUTS ITEMS: the items frame */
     aq_bytes_t ids;      /* ACK TOUCH NACK: 8 bytes per id */
     aq_bytes_t options;  /* PUT PUTS: the options frame; empty: none (not sent) */
-    aq_options_t put; /* PUT PUTS: the options, as decoded */
+    aq_options_t put; /* PUT PUTS: the options, as decoded; with `each`, also the
+                         entries' longest delay-ms and latest at-ms */
     uint64_t seq;        /* PUT PUTS SYNC SYNCED HELD; HELLO: first unconfirmed put */
     uint64_t count;      /* PUTS ITEMS: items; JOINED: waited for; TIMEOUT: outstanding */
     uint64_t id;         /* ITEM */
@@ -209,15 +211,47 @@ uint64_t aq_ids_get(aq_bytes_t ids, size_t index);
 typedef struct {
     const uint8_t *at;
     const uint8_t *end;
+    int each;             /* PUTS `each`: entries carry their options */
+    aq_options_t options; /* the last entry's, when `each` */
 } aq_batch_iter_t;
 
 void aq_batch_iter_init(aq_batch_iter_t *iter, aq_bytes_t batch);
 
-/*  PUTS: the next item's payload; 0 at the end. */
-int aq_puts_next(aq_batch_iter_t *iter, aq_bytes_t *payload);
+/*  A PUTS batch, whose entries carry their options if `each`. */
+void aq_puts_iter_init(aq_batch_iter_t *iter, aq_bytes_t batch, int each);
+
+/*  aq_puts_next's cases: an `each` entry (its options, then as a plain
+    one), and a plain one. */
+int aq_puts_next_each(aq_batch_iter_t *iter, aq_bytes_t *payload);
+
+/*  PUTS: the next item's payload (and, if `each`, its options in
+    iter->options); 0 at the end, or at an entry that is not valid.
+    Inline: it runs three times per item put. */
+inline int aq_puts_next_plain(aq_batch_iter_t *iter, aq_bytes_t *payload)
+{
+    if ((size_t) (iter->end - iter->at) < AQ_PUTS_ENTRY_HEADER)
+        return 0;
+    uint32_t size = aq_get_u32(iter->at);
+    if ((size_t) (iter->end - iter->at) - AQ_PUTS_ENTRY_HEADER < size)
+        return 0;
+    payload->data = iter->at + AQ_PUTS_ENTRY_HEADER;
+    payload->size = size;
+    iter->at += AQ_PUTS_ENTRY_HEADER + size;
+    return 1;
+}
+
+inline int aq_puts_next(aq_batch_iter_t *iter, aq_bytes_t *payload)
+{
+    return iter->each ? aq_puts_next_each(iter, payload) : aq_puts_next_plain(iter, payload);
+}
 
 /*  Writes one PUTS entry at dest (AQ_PUTS_ENTRY_HEADER + size bytes). */
 size_t aq_puts_entry_write(uint8_t *dest, const void *data, uint32_t size);
+
+/*  Writes one entry of an `each` PUTS: 1 + options.size +
+    AQ_PUTS_ENTRY_HEADER + size bytes. */
+size_t aq_puts_entry_write_each(uint8_t *dest, aq_bytes_t options, const void *data,
+                                uint32_t size);
 
 typedef struct {
     uint64_t id;
