@@ -365,6 +365,11 @@ int broker_log_accepting(const broker_t *self)
     return !self->journal || journal_error(self->journal) == 0;
 }
 
+int broker_log_snapshot_busy(const broker_t *self)
+{
+    return self->journal && journal_snapshot_busy(self->journal);
+}
+
 uint64_t broker_log_end(const broker_t *self)
 {
     return self->journal ? journal_appended(self->journal) : 0;

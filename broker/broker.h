@@ -251,6 +251,10 @@ static inline void broker_apply_must(broker_t *self, const record_t *record,
 }
 /*  Whether a put may be accepted: the journal writes. */
 int broker_log_accepting(const broker_t *self);
+/*  A snapshot is being written in slices: no queue may be forgotten (it
+    may hold the queue's numbering, and an item of a queue made again under
+    that name would mix with it when read back). */
+int broker_log_snapshot_busy(const broker_t *self);
 /*  Where the journal ends now: what a change just made waits for (0 in
     memory); whether a confirm up to `position` may go: the records are
     where the fsync mode says. */

@@ -722,16 +722,7 @@ static void s_on_dead(const request_t *request)
         s_report_text(request, text);
     }
     else if (msg->text.size == 5 && memcmp(msg->text.data, "purge", 5) == 0) {
-        uint64_t purged = 0;
-        list_node_t *node;
-        while (queue && (node = list_first(&queue->dead))) {
-            item_t *item = list_entry(node, item_t, link);
-            record_t record = {.type = RECORD_GONE, .id = item->id, .reason = GONE_PURGED,
-                               .item_ref = item};
-            state_effects_t effects;
-            broker_apply_must(self, &record, &effects);
-            purged++;
-        }
+        uint64_t purged = queue ? broker_purge_dead(self, queue) : 0;
         snprintf(text, sizeof text, "purged=%llu", (unsigned long long) purged);
         s_report_text(request, text);
     }
@@ -773,6 +764,76 @@ static void s_on_shutdown(const request_t *request)
     s_send_report(request, queue, queue == NULL, s_reply_durable);
 }
 
+/*  REOPEN, PURGE, DELETE: one queue, by name; an unknown one is answered
+    with no line, and nothing made. */
+static queue_t *s_existing_queue(const request_t *request)
+{
+    const aq_msg_t *msg = request->msg;
+    if (!s_queue_allowed(request, msg->queue))
+        return NULL;
+    aq_status_t rc;
+    queue_t *queue = broker_queue(request->broker, msg->queue, 0, &rc);
+    if (!queue) {
+        aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag};
+        s_reply(request, &reply);
+    }
+    return queue;
+}
+
+static void s_log_action(const request_t *request, const char *action, const queue_t *queue,
+                         uint64_t count)
+{
+    char name[AQ_NAME_MAX * 4 + 1];
+    log_line("%s: %s of %s (%llu items)",
+             log_escape(name, sizeof name, request->peer->client_id,
+                        strlen(request->peer->client_id)),
+             action, queue->name, (unsigned long long) count);
+}
+
+static void s_on_reopen(const request_t *request)
+{
+    queue_t *queue = s_existing_queue(request);
+    if (!queue)
+        return;
+    if (broker_reopen_queue(request->broker, queue)) {
+        s_error(request, AQ_SHUT_DOWN, request->msg->queue,
+                "the broker is stopping: no queue takes puts");
+        return;
+    }
+    s_log_action(request, "reopen", queue, queue->ready_count);
+    s_send_report(request, queue, 0, s_reply_durable);
+}
+
+static void s_on_purge(const request_t *request)
+{
+    queue_t *queue = s_existing_queue(request);
+    if (!queue)
+        return;
+    uint64_t purged = broker_purge_queue(request->broker, queue);
+    s_log_action(request, "purge", queue, purged);
+    char text[48];
+    snprintf(text, sizeof text, "purged=%llu", (unsigned long long) purged);
+    s_report_text(request, text);
+}
+
+static void s_on_delete(const request_t *request)
+{
+    queue_t *queue = s_existing_queue(request);
+    if (!queue)
+        return;
+    char name[AQ_NAME_MAX + 1];
+    memcpy(name, queue->name, sizeof name);
+    uint64_t deleted = broker_delete_queue(request->broker, queue); /* frees it */
+    char escaped[AQ_NAME_MAX * 4 + 1];
+    log_line("%s: delete of %s (%llu items)",
+             log_escape(escaped, sizeof escaped, request->peer->client_id,
+                        strlen(request->peer->client_id)),
+             name, (unsigned long long) deleted);
+    char text[48];
+    snprintf(text, sizeof text, "deleted=%llu", (unsigned long long) deleted);
+    s_report_text(request, text);
+}
+
 static void s_on_bye(const request_t *request)
 {
     peer_t *peer = request->peer;
@@ -806,6 +867,9 @@ static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_INFO] = {s_on_info, 1, ROLE_PRODUCE | ROLE_CONSUME},
     [AQ_CMD_DEAD] = {s_on_dead, 1, ROLE_ADMIN},
     [AQ_CMD_SHUTDOWN] = {s_on_shutdown, 1, ROLE_ADMIN},
+    [AQ_CMD_REOPEN] = {s_on_reopen, 1, ROLE_ADMIN},
+    [AQ_CMD_PURGE] = {s_on_purge, 1, ROLE_ADMIN},
+    [AQ_CMD_DELETE] = {s_on_delete, 1, ROLE_ADMIN},
     [AQ_CMD_BYE] = {s_on_bye, 1, 0},
     [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0, 0},
 };

@@ -288,6 +288,104 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
     return moved;
 }
 
+uint64_t broker_purge_dead(broker_t *self, queue_t *queue)
+{
+    uint64_t purged = 0;
+    list_node_t *node;
+    while ((node = list_first(&queue->dead))) {
+        record_t record;
+        state_effects_t effects;
+        state_gone(list_entry(node, item_t, link), GONE_PURGED, &record);
+        broker_apply_must(self, &record, &effects);
+        purged++;
+    }
+    return purged;
+}
+
+int broker_reopen_queue(broker_t *self, queue_t *queue)
+{
+    if (self->state.shut_down)
+        return -1;
+    if (queue->state == QUEUE_OPEN)
+        return 0;
+    record_t record = {.type = RECORD_REOPEN, .queue = aq_bytes_str(queue->name)};
+    state_effects_t effects;
+    broker_apply_must(self, &record, &effects);
+    queue->drained_told = 0; /* its consumers' gets wait again */
+    broker_touch_queue(self, queue);
+    return 0;
+}
+
+uint64_t broker_purge_queue(broker_t *self, queue_t *queue)
+{
+    uint64_t before = queue->ready_count + queue->delayed_count;
+    s_discard_delayed(self, queue);
+    list_node_t *node;
+    while ((node = list_first(&queue->ready)))
+        s_discard(self, list_entry(node, item_t, link));
+    broker_release_joiners(self, queue);
+    broker_unblock(self, queue); /* room for puts held for it */
+    broker_touch_queue(self, queue);
+    return before - (queue->ready_count + queue->delayed_count);
+}
+
+typedef struct {
+    queue_t *queue;
+    peer_t **peers;
+    size_t count, capacity;
+} consumers_t;
+
+static void s_collect_consumer(void *ctx, void *value)
+{
+    consumers_t *consumers = ctx;
+    peer_t *peer = value;
+    if (peer->consumer.queue == consumers->queue && consumers->count < consumers->capacity)
+        consumers->peers[consumers->count++] = peer;
+}
+
+uint64_t broker_delete_queue(broker_t *self, queue_t *queue)
+{
+    uint64_t held = queue->ready_count + queue->inflight_count + queue->delayed_count
+                    + queue->dead_count;
+    broker_shut_queue(self, queue, QUEUE_DISCARDING); /* queued, delayed, joins */
+    broker_unblock(self, queue);                      /* held puts: refused */
+    /* Its consumers let go of what they hold, which is discarded, and of the
+       queue; they hear it is shut down. */
+    consumers_t consumers = {queue, calloc(queue->consumer_count + 1, sizeof(peer_t *)), 0,
+                             queue->consumer_count};
+    if (consumers.peers)
+        dict_each(self->peers, s_collect_consumer, &consumers);
+    for (size_t i = 0; i < consumers.count; i++) {
+        peer_t *peer = consumers.peers[i];
+        list_node_t *node;
+        while ((node = list_first(&peer->consumer.holds))) {
+            item_t *item = list_entry(node, item_t, link);
+            deadlines_cancel(&self->deadlines, &item->timer);
+            queue_release(queue, &peer->consumer, item);
+            s_discard(self, item);
+        }
+        queue_detach(queue, &peer->consumer);
+        broker_send_error(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size},
+                          AQ_SHUT_DOWN,
+                          (aq_bytes_t){(const uint8_t *) peer->credit_tag, peer->credit_tag_size},
+                          aq_bytes_str(queue->name), "queue deleted");
+    }
+    free(consumers.peers);
+    broker_purge_dead(self, queue);
+    broker_release_joiners(self, queue);
+    if (list_linked(&queue->dirty_link))
+        list_remove(&queue->dirty_link);
+    char name[AQ_NAME_MAX + 1]; /* the record outlives the queue it names */
+    memcpy(name, queue->name, sizeof name);
+    if (queue_is_unused(queue) && !broker_log_snapshot_busy(self)) {
+        record_t record = {.type = RECORD_FORGET, .queue = aq_bytes_str(name)};
+        state_effects_t effects;
+        if (broker_apply(self, &record, &effects) == 0)
+            self->queues_forgotten++;
+    }
+    return held;
+}
+
 void broker_die(broker_t *self, item_t *item, death_cause_t cause, aq_bytes_t text)
 {
     record_t record;

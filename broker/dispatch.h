@@ -30,5 +30,20 @@ void broker_shut_all(broker_t *self, queue_state_t state);
     dashboard's button): recorded, and delivered by the pass. Returns how
     many moved. */
 uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
+/*  Deletes every dead item of the queue (DEAD purge). Returns how many. */
+uint64_t broker_purge_dead(broker_t *self, queue_t *queue);
+/*  A shut-down queue takes puts again (REOPEN). -1 if the whole broker is
+    shut down (stopping): nothing changed. */
+int broker_reopen_queue(broker_t *self, queue_t *queue);
+/*  Discards the queue's queued and delayed items (PURGE), which count as
+    finished for joins; items in flight stay with their consumers. Returns
+    how many. */
+uint64_t broker_purge_queue(broker_t *self, queue_t *queue);
+/*  Deletes the queue (DELETE): shut down at once (joins and held puts
+    refused), every item discarded, in flight and dead ones too, its
+    consumers told it is shut down and let go of, and the queue forgotten
+    (`queue` is freed; while a snapshot is being written, the sweep forgets
+    it after). Returns how many items it held. */
+uint64_t broker_delete_queue(broker_t *self, queue_t *queue);
 
 #endif

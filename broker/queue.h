@@ -135,7 +135,8 @@ int queue_is_full(const queue_t *self);
 uint64_t queue_room(const queue_t *self);
 
 /*  True if nothing is queued, delivered, delayed, dead or held, and nobody
-    consumes or joins: the queue can be forgotten. */
+    consumes or joins: the queue can be forgotten (shut down or not: a put
+    after that makes a new queue, open). */
 int queue_is_unused(const queue_t *self);
 
 /*  True if nothing is queued, delivered or delayed. */

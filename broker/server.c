@@ -489,7 +489,7 @@ static void s_forget_unused_queues(broker_t *self)
     /* Not while a snapshot is written in slices: it may have the queue's
        numbering already and an item of a queue made again under its name
        later, and reading it back would mix the two. */
-    if (self->journal && journal_snapshot_busy(self->journal))
+    if (broker_log_snapshot_busy(self))
         return;
     queue_sweep_t sweep = {self, calloc(dict_size(self->queues) + 1, sizeof(queue_t *)), 0,
                            broker_now_ms() - (int64_t) self->config.queue_idle_ms};

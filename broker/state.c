@@ -53,7 +53,8 @@ size_t record_size(const record_t *record)
     case RECORD_GONE: return 9;
     case RECORD_PRODUCER: return 8 + 1 + record->producer.size + record->key.size;
     case RECORD_QUEUE: return QUEUE_FIXED + record->queue.size;
-    case RECORD_FORGET: return record->queue.size;
+    case RECORD_FORGET:
+    case RECORD_REOPEN: return record->queue.size;
     default: return 0;
     }
 }
@@ -99,6 +100,7 @@ void record_encode(const record_t *record, uint8_t *at)
             memcpy(at + QUEUE_FIXED, record->queue.data, record->queue.size);
         break;
     case RECORD_FORGET:
+    case RECORD_REOPEN:
         if (record->queue.size)
             memcpy(at, record->queue.data, record->queue.size);
         break;
@@ -235,6 +237,7 @@ int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *reco
             r.ok = 0;
         break;
     case RECORD_FORGET:
+    case RECORD_REOPEN:
         record->queue = s_rest(&r);
         if (!record->queue.size || !aq_name_is_valid(record->queue.data, record->queue.size))
             r.ok = 0;
@@ -642,7 +645,7 @@ static int s_apply_queue(state_t *self, const record_t *record, state_effects_t 
 static int s_apply_forget(state_t *self, const record_t *record)
 {
     queue_t *queue = s_queue(self, record->queue, 0);
-    if (!queue || !queue_is_drained(queue) || queue->dead_count || queue->state != QUEUE_OPEN)
+    if (!queue || !queue_is_drained(queue) || queue->dead_count)
         return 1;
     dict_delete(self->queues, record->queue.data, record->queue.size);
     self->queue_free(self->ctx, queue);
@@ -710,6 +713,14 @@ int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
         return self->producer_seen(self->ctx, record->producer, record->key, record->next);
     case RECORD_QUEUE: return s_apply_queue(self, record, effects);
     case RECORD_FORGET: return s_apply_forget(self, record);
+    case RECORD_REOPEN: {
+        queue_t *queue = s_queue(self, record->queue, 0);
+        if (!queue || self->shut_down)
+            return 1; /* a broker shut down whole takes no puts, whatever the queue */
+        queue->state = QUEUE_OPEN;
+        effects->queue = queue;
+        return 0;
+    }
     case RECORD_RESET: return s_apply_reset(self);
     default: return 1;
     }

@@ -63,13 +63,16 @@ typedef enum {
         i64, name (the rest; empty: every queue, and any made later): a
         SHUTDOWN, and every queue of a snapshot. */
     RECORD_QUEUE,
-    /*  name (the rest): an unused queue forgotten; its numbering starts
+    /*  name (the rest): a queue with nothing in it, queued, delayed, in
+        flight or dead, forgotten (unused, or deleted); its numbering starts
         again if it is made again. */
     RECORD_FORGET,
     /*  STATE's fields (state DEAD), cause u8, at_ms u64 (wall clock), text
         (the rest, at most EPITAPH_TEXT_MAX bytes): an item dead-lettered,
         and why; in snapshots, after the ITEM of every dead item. */
-    RECORD_DIED
+    RECORD_DIED,
+    /*  name (the rest): a shut-down queue takes puts again (REOPEN). */
+    RECORD_REOPEN
 } record_type_t;
 
 /*  Why an item died (RECORD_DIED), as `DEAD list` names it. */

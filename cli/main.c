@@ -24,6 +24,9 @@ static void s_usage(FILE *out)
             "                                           the queue's dead-letter list\n"
             "  asyncq shutdown [-b ADDR] [-q Q] [--immediate]\n"
             "                                           refuse puts; drain (or discard) the queue\n"
+            "  asyncq reopen|purge|delete -q Q [-b ADDR]\n"
+            "                                           a shut-down queue takes puts again; its\n"
+            "                                           queued items discarded; the queue deleted\n"
             "  asyncq keygen NAME[=ROLES]... [--role ROLES] [--queues Q,...] [--dir DIR]\n"
             "                [--clients DIR] [--keep]\n"
             "                                           a CURVE certificate pair (NAME.key,\n"
@@ -57,8 +60,11 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*run)(int, char **);
-    } commands[] = {{"put", cli_put}, {"join", cli_join}, {"stats", cli_stats}, {"dead", cli_dead}, {"shutdown", cli_shutdown},
-                  {"demo", cli_demo}, {"keygen", cli_keygen}};
+    } commands[] = {{"put", cli_put},           {"join", cli_join},
+                    {"stats", cli_stats},       {"dead", cli_dead},
+                    {"shutdown", cli_shutdown}, {"reopen", cli_queue_action},
+                    {"purge", cli_queue_action}, {"delete", cli_queue_action},
+                    {"demo", cli_demo},         {"keygen", cli_keygen}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(command, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

@@ -18,6 +18,7 @@ typedef struct {
     const char *format;
     uint64_t watch_ms; /* 0: no --watch */
     aq_put_options_t put; /* put: --priority, --delay, --at, --front */
+    int queue_given;      /* by -q or ASYNCQ_QUEUE, not the default */
 } request_options_t;
 
 #define WATCH_DEFAULT_MS 1000
@@ -106,6 +107,7 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
     }
     opts->broker = aq_endpoint_choose(opts->broker, "ASYNCQ_BROKER", "localhost");
     opts->queue = aq_arg_env(opts->queue, "ASYNCQ_QUEUE");
+    opts->queue_given = opts->queue != NULL;
     if (!opts->queue)
         opts->queue = every_queue ? "" : "default";
     if (*opts->queue && !aq_name_is_valid((const uint8_t *) opts->queue, strlen(opts->queue))) {
@@ -312,6 +314,56 @@ int cli_dead(int argc, char **argv)
         return AQ_EXIT_USAGE;
     }
     return s_print_report("dead", &opts, action);
+}
+
+static void s_count_line(void *ctx, const char *line)
+{
+    (*(int *) ctx)++;
+    printf("%s\n", line);
+}
+
+/*  asyncq reopen|purge|delete -q QUEUE. */
+int cli_queue_action(int argc, char **argv)
+{
+    static const char *const names[] = {"reopen", "purge", "delete"};
+    const char *usage =
+        "Usage: asyncq reopen|purge|delete -q QUEUE [-b ADDR]\n"
+        "reopen: a shut-down QUEUE takes puts again (prints its stats).\n"
+        "purge: discards QUEUE's queued and delayed items; items being processed stay\n"
+        "  with their consumers; joins count the discarded items as done (prints\n"
+        "  purged=N).\n"
+        "delete: discards everything QUEUE holds, items being processed and dead ones\n"
+        "  too; its consumers and joins hear it is shut down; the name is then free\n"
+        "  (prints deleted=N).\n"
+        "Each needs the admin role; the broker answers once its journal has it.\n";
+    const char *command = argv[0];
+    int action = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(command, names[i]) == 0)
+            action = i;
+    request_options_t opts = {0};
+    if (action < 0 || !s_parse(command, usage, argc, argv, &opts))
+        return AQ_EXIT_USAGE;
+    if (optind < argc || !opts.queue_given) {
+        fprintf(stderr, optind < argc ? "asyncq %s: unexpected argument '%s'\n"
+                                      : "asyncq %s: which queue? -q QUEUE (or ASYNCQ_QUEUE)\n",
+                command, optind < argc ? argv[optind] : "");
+        return AQ_EXIT_USAGE;
+    }
+    aq_status_t rc;
+    aq_session_t *session = cli_connect(command, opts.broker, &rc);
+    if (!session)
+        return aq_exit_code(rc);
+    int lines = 0;
+    rc = aq_queue_action(session, opts.queue, (aq_queue_action_t) action, s_count_line, &lines);
+    if (rc)
+        cli_report(command, session, rc);
+    else if (!lines) {
+        fprintf(stderr, "asyncq %s: the broker has no queue %s\n", command, opts.queue);
+        rc = AQ_REFUSED;
+    }
+    aq_session_destroy(&session);
+    return aq_exit_code(rc);
 }
 
 int cli_shutdown(int argc, char **argv)

@@ -47,6 +47,16 @@ aq_status_t aq_info(aq_session_t *session, aq_stats_line_fn *line, void *ctx);
 aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action,
                     aq_stats_line_fn *line, void *ctx);
 
+/*  A queue's life (admin), each answered once the broker's journal has it:
+    REOPEN a shut-down queue (it takes puts again: `line` gets its stats
+    line); PURGE its queued and delayed items (`line` gets "purged=N");
+    DELETE it, with everything it holds, in flight and dead items too
+    (`line` gets "deleted=N"; its consumers hear it is shut down, and the
+    name is free). An unknown queue: AQ_OK, and `line` is not called. */
+typedef enum { AQ_QUEUE_REOPEN = 0, AQ_QUEUE_PURGE = 1, AQ_QUEUE_DELETE = 2 } aq_queue_action_t;
+aq_status_t aq_queue_action(aq_session_t *session, const char *queue, aq_queue_action_t action,
+                            aq_stats_line_fn *line, void *ctx);
+
 /*  Shuts `queue` down (NULL or "": every queue, and any made later): puts
     are refused from then on. AQ_SHUTDOWN_DRAIN lets consumers take what is
     queued; AQ_SHUTDOWN_IMMEDIATE discards it and answers waiting joins

@@ -58,6 +58,9 @@ typedef enum {
     AQ_CMD_ERROR,
     AQ_CMD_BYE,
     AQ_CMD_HEARTBEAT,
+    AQ_CMD_REOPEN,
+    AQ_CMD_PURGE,
+    AQ_CMD_DELETE,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -88,7 +91,8 @@ typedef struct {
     aq_cmd_t cmd;
     size_t fields_read;  /* fields decoded and valid, in order, before any error */
     aq_bytes_t tag;      /* every ROUTER request and its reply; ERROR */
-    aq_bytes_t queue;    /* PUT PUTS CREDIT CREDITED ITEM ITEMS JOIN JOINED TIMEOUT HELD STATS DEAD SHUTDOWN */
+    aq_bytes_t queue;    /* PUT PUTS CREDIT CREDITED ITEM ITEMS JOIN JOINED TIMEOUT HELD STATS DEAD
+                            SHUTDOWN REOPEN PURGE DELETE */
     aq_bytes_t client;   /* HELLO */
     aq_bytes_t producer; /* PUT PUTS SYNC SYNCED HELD */
     aq_bytes_t broker;   /* WELCOME */
