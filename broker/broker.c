@@ -33,6 +33,25 @@ int64_t broker_now_us(void)
     return zclock_usecs() + s_clock_offset_ms * 1000;
 }
 
+uint64_t broker_retry_delay_ms(broker_t *self, const queue_t *queue, uint64_t attempts)
+{
+    if (!queue->retry_first_ms)
+        return 0;
+    uint64_t delay = queue->retry_first_ms;
+    for (uint64_t n = 1; n < attempts && delay < queue->retry_max_ms; n++)
+        delay = delay > UINT64_MAX / queue->retry_factor ? UINT64_MAX : delay * queue->retry_factor;
+    if (delay > queue->retry_max_ms)
+        delay = queue->retry_max_ms;
+    /* Equal jitter: half of it, and up to the other half at random, so that
+       items failed together do not all come back together. */
+    uint64_t x = self->random ? self->random : 0x9e3779b97f4a7c15ULL;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    self->random = x;
+    return delay - delay / 2 + (delay / 2 ? x % (delay / 2 + 1) : 0);
+}
+
 int64_t broker_wall_ms(void)
 {
     struct timespec now;
@@ -182,7 +201,16 @@ queue_t *broker_queue(broker_t *self, aq_bytes_t name, int create, aq_status_t *
     for (size_t i = 0; i < self->config.queue_lease_count; i++)
         if (strcmp(self->config.queue_leases[i].queue, text) == 0)
             lease_ms = self->config.queue_leases[i].lease_ms;
+    retry_t retry = self->config.retry;
+    for (size_t i = 0; i < self->config.queue_retry_count; i++)
+        if (strcmp(self->config.queue_retries[i].queue, text) == 0)
+            retry = self->config.queue_retries[i].retry;
     queue = queue_new(text, self->config.maxsize, self->config.max_attempts, lease_ms);
+    if (queue) {
+        queue->retry_first_ms = retry.first_ms;
+        queue->retry_max_ms = retry.max_ms;
+        queue->retry_factor = retry.factor;
+    }
     if (!queue || dict_set(self->queues, name.data, name.size, queue)) {
         queue_destroy(&queue);
         *status = AQ_INTERNAL;

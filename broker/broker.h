@@ -32,6 +32,20 @@ typedef struct {
 
 #define BROKER_QUEUE_LEASES_MAX 64
 
+/*  How long an item NACKed without a delay waits before it is queued
+    again: first_ms after its first delivery, times factor after each
+    later one, at most max_ms, less up to half of it at random (jitter).
+    first_ms 0: no wait (queued again at once). */
+typedef struct {
+    uint64_t first_ms, max_ms, factor;
+} retry_t;
+
+/*  A retry policy for one queue, other than the default. */
+typedef struct {
+    char queue[AQ_NAME_MAX + 1];
+    retry_t retry;
+} queue_retry_t;
+
 typedef struct {
     const char *bind;       /* address to bind (endpoint.h) */
     uint64_t max_item;      /* largest item (and PUTS items frame), in bytes */
@@ -53,6 +67,9 @@ typedef struct {
     uint64_t max_expired;   /* leases expired in a row before credit is withdrawn */
     queue_lease_t queue_leases[BROKER_QUEUE_LEASES_MAX];
     size_t queue_lease_count;
+    retry_t retry;          /* --retry: every queue's, unless --queue-retry says */
+    queue_retry_t queue_retries[BROKER_QUEUE_LEASES_MAX];
+    size_t queue_retry_count;
     uint64_t max_joins_per_peer;
     /* What one key (without keys: one host other than loopback) may hold of
        the broker's shared limits; admin keys are exempt, and the last tenth
@@ -160,6 +177,7 @@ typedef struct broker {
     int stopping;           /* exit once every queue has drained */
     deadline_t drain;       /* ... or when this fires */
     uint64_t next_serial;   /* sessions and queues */
+    uint64_t random;        /* xorshift state: retry jitter (the leader's; never in a record) */
     uint64_t queues_forgotten; /* queues freed by the sweep, ever (metrics.c) */
     int64_t started_ms;
     uint64_t trimmed_rss;   /* resident bytes after the last malloc_trim */
@@ -192,6 +210,9 @@ int64_t broker_now_ms(void);
 int64_t broker_now_us(void);
 /*  The wall clock (what records hold: it survives a reboot). */
 int64_t broker_wall_ms(void);
+/*  How long an item of this queue NACKed without a delay waits, after its
+    `attempts` deliveries (0: none): the queue's retry policy, jittered. */
+uint64_t broker_retry_delay_ms(broker_t *self, const queue_t *queue, uint64_t attempts);
 /*  Tests move the broker's clock forward instead of waiting. */
 void broker_clock_advance(int64_t ms);
 /*  How long ago the item was put, at now_us (0 if the clock says earlier). */

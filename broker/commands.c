@@ -399,7 +399,9 @@ static void s_on_nack(const request_t *request)
                      item->attempts, s_escape(reason, sizeof reason, msg->text));
         }
         item->queue->nacked_total++;
-        broker_take_back(self, item, msg->delay_ms, DEATH_NACK, msg->text);
+        uint64_t delay_ms = msg->delay_ms ? msg->delay_ms
+                                          : broker_retry_delay_ms(self, item->queue, item->attempts);
+        broker_take_back(self, item, delay_ms, DEATH_NACK, msg->text);
     }
     s_answer_id_errors(request, &errors, "nack");
 }

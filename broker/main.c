@@ -85,6 +85,14 @@ static void s_usage(FILE *out)
             "                          dead-letter list; 0 = no limit (env ASYNCQ_MAX_ATTEMPTS; 5)\n"
             "      --max-delay SECONDS a put may ask to be delayed this long at most; 0 = no\n"
             "                          delayed puts (env ASYNCQ_MAX_DELAY; 2592000, 30 days)\n"
+            "      --retry FIRST_MS[:MAX_MS[:FACTOR]]  an item NACKed without a delay (a\n"
+            "                          consumer's --exec command that failed, say) waits\n"
+            "                          FIRST_MS before it is queued again, FACTOR (2) times\n"
+            "                          longer after each later delivery, at most MAX_MS\n"
+            "                          (86400000), less up to half at random (env\n"
+            "                          ASYNCQ_RETRY; 0: none, queued again at once)\n"
+            "      --queue-retry Q=FIRST_MS[:MAX_MS[:FACTOR]]  the policy for queue Q instead;\n"
+            "                          repeatable (env ASYNCQ_QUEUE_RETRY, as Q=..,Q2=..)\n"
             "      --max-expired N     leases a consumer lets expire in a row before its credit\n"
             "                          is withdrawn (env ASYNCQ_MAX_EXPIRED; 3)\n"
             "      --max-joins-per-peer N  most joins one session may have waiting (env\n"
@@ -149,6 +157,59 @@ static int s_queue_leases(broker_config_t *config, const char *text)
         config->queue_lease_count++;
     }
     return 1;
+}
+
+/*  "FIRST_MS[:MAX_MS[:FACTOR]]" (MAX_MS: 86400000, FACTOR: 2 if not given;
+    "0": no policy) into a retry policy. */
+static int s_retry_parse(const char *text, retry_t *retry)
+{
+    char buf[64];
+    if (snprintf(buf, sizeof buf, "%s", text) >= (int) sizeof buf)
+        return 0;
+    *retry = (retry_t){0, AQ_WAIT_MAX_MS, 2};
+    char *save = NULL, *first = strtok_r(buf, ":", &save), *max = strtok_r(NULL, ":", &save);
+    char *factor = strtok_r(NULL, ":", &save);
+    if (!first || strtok_r(NULL, ":", &save) || !aq_arg_u64(first, &retry->first_ms)
+        || (max && !aq_arg_u64(max, &retry->max_ms))
+        || (factor && !aq_arg_u64(factor, &retry->factor)))
+        return 0;
+    return retry->first_ms <= AQ_WAIT_MAX_MS && retry->max_ms <= AQ_WAIT_MAX_MS
+           && retry->max_ms >= retry->first_ms && retry->factor >= 1 && retry->factor <= 100;
+}
+
+/*  Adds the policies in "Q=SPEC[,Q=SPEC...]" to config. */
+static int s_queue_retries(broker_config_t *config, const char *text)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", text) >= (int) sizeof buf)
+        return 0;
+    for (char *save = NULL, *entry = strtok_r(buf, ",", &save); entry;
+         entry = strtok_r(NULL, ",", &save)) {
+        char *equals = strchr(entry, '=');
+        queue_retry_t *retry = &config->queue_retries[config->queue_retry_count];
+        if (!equals || config->queue_retry_count == BROKER_QUEUE_LEASES_MAX
+            || !aq_name_is_valid((const uint8_t *) entry, (size_t) (equals - entry))
+            || !s_retry_parse(equals + 1, &retry->retry)) {
+            fprintf(stderr,
+                    "asyncq-broker: --queue-retry needs QUEUE=FIRST_MS[:MAX_MS[:FACTOR]] (at "
+                    "most %d queues; delays up to 86400000 ms, FACTOR 1 to 100), not '%s'\n",
+                    BROKER_QUEUE_LEASES_MAX, entry);
+            return 0;
+        }
+        *equals = '\0';
+        strcpy(retry->queue, entry);
+        config->queue_retry_count++;
+    }
+    return 1;
+}
+
+static void s_print_retry(const retry_t *retry)
+{
+    if (retry->first_ms)
+        printf("%llu:%llu:%llu", (unsigned long long) retry->first_ms,
+               (unsigned long long) retry->max_ms, (unsigned long long) retry->factor);
+    else
+        printf("0");
 }
 
 /*  A numeric setting: its flag, the environment variable read when the flag
@@ -255,6 +316,13 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
     for (size_t i = 0; i < config->queue_lease_count; i++)
         printf("%s%s=%llu", i ? "," : "", config->queue_leases[i].queue,
                (unsigned long long) config->queue_leases[i].lease_ms);
+    printf("\nASYNCQ_RETRY=");
+    s_print_retry(&config->retry);
+    printf("\nASYNCQ_QUEUE_RETRY=");
+    for (size_t i = 0; i < config->queue_retry_count; i++) {
+        printf("%s%s=", i ? "," : "", config->queue_retries[i].queue);
+        s_print_retry(&config->queue_retries[i].retry);
+    }
     printf("\nASYNCQ_CURVE_SECRET=%s\nASYNCQ_CLIENTS=%s\nASYNCQ_INSECURE=%d\n",
            config->curve_secret ? config->curve_secret : "",
            config->clients_dir ? config->clients_dir : "", config->insecure);
@@ -416,9 +484,10 @@ int main(int argc, char **argv)
     int repair = 0;
     setting_t settings[SETTINGS];
     s_settings_init(settings, &config);
-    int queue_lease_given = 0, print_config = 0, health = 0;
+    int queue_lease_given = 0, queue_retry_given = 0, print_config = 0, health = 0;
+    const char *retry = NULL;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 17];
+    struct option options[SETTINGS + 19];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -437,7 +506,9 @@ int main(int argc, char **argv)
     options[SETTINGS + 13] = (struct option){"metrics-token-file", required_argument, 0, 'T'};
     options[SETTINGS + 14] = (struct option){"version", no_argument, 0, 'V'};
     options[SETTINGS + 15] = (struct option){"state-dump", required_argument, 0, 'S'};
-    options[SETTINGS + 16] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 16] = (struct option){"retry", required_argument, 0, 'y'};
+    options[SETTINGS + 17] = (struct option){"queue-retry", required_argument, 0, 'Y'};
+    options[SETTINGS + 18] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -449,6 +520,12 @@ int main(int argc, char **argv)
         case 'q':
             queue_lease_given = 1;
             if (!s_queue_leases(&config, optarg))
+                return AQ_EXIT_USAGE;
+            break;
+        case 'y': retry = optarg; break;
+        case 'Y':
+            queue_retry_given = 1;
+            if (!s_queue_retries(&config, optarg))
                 return AQ_EXIT_USAGE;
             break;
         case 'p': print_config = 1; break;
@@ -473,6 +550,16 @@ int main(int argc, char **argv)
         return AQ_EXIT_USAGE;
     }
     const char *queue_leases = getenv("ASYNCQ_QUEUE_LEASE");
+    const char *queue_retries = getenv("ASYNCQ_QUEUE_RETRY");
+    retry = aq_arg_env(retry, "ASYNCQ_RETRY");
+    if (retry && !s_retry_parse(retry, &config.retry)) {
+        fprintf(stderr, "asyncq-broker: --retry needs FIRST_MS[:MAX_MS[:FACTOR]] (delays up to "
+                        "86400000 ms, FACTOR 1 to 100; 0: none), not '%s'\n", retry);
+        return AQ_EXIT_USAGE;
+    }
+    if (!queue_retry_given && queue_retries && *queue_retries
+        && !s_queue_retries(&config, queue_retries))
+        return AQ_EXIT_USAGE;
     const char *verbose = getenv("ASYNCQ_VERBOSE");
     if (verbose && strcmp(verbose, "1") == 0)
         config.verbose = 1;

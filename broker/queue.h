@@ -79,6 +79,7 @@ typedef struct queue {
     uint64_t lease_ms;       /* lease of a delivery, unless the put asked for another */
     uint64_t maxsize;        /* most items queued at once; 0 = unbounded */
     uint64_t max_attempts;   /* deliveries before an item is dead-lettered; 0 = no limit */
+    uint64_t retry_first_ms, retry_max_ms, retry_factor; /* NACK without a delay (broker.h) */
     /* Replicated (state.c changes these, by records): */
     list_node_t dead;        /* dead-lettered items, oldest first */
     uint64_t dead_count;

@@ -220,6 +220,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     self->send = send;
     self->send_ctx = ctx ? ctx : self;
     self->started_ms = broker_now_ms();
+    self->random = (uint64_t) broker_now_us() ^ ((uint64_t) getpid() << 32) ^ (uintptr_t) self;
     ratelog_init(&self->bad_input, "bad input", 20);
     ratelog_init(&self->expiries, "lease expired", 10);
     ratelog_init(&self->dead_letters, "dead letters", 10);

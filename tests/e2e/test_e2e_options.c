@@ -254,6 +254,55 @@ static void test_options_survive_a_kill(void **state)
     harness_assert_serving(&f->h, "k");
 }
 
+/*  Retries with backoff (--retry FIRST:MAX): an item NACKed without a delay
+    waits at least half of FIRST, then of 2 x FIRST, then of MAX; a queue's
+    own policy wins (--queue-retry Q=0: at once); a NACK's own delay wins
+    over the policy. */
+static void test_retries_back_off(void **state)
+{
+    fixture_t *f = *state;
+    char *const flags[] = {"--retry", "300:600", "--queue-retry", "fast=0", "--queue-retry",
+                           "slow=600000", "--max-attempts", "0", NULL};
+    harness_start_broker(&f->h, flags);
+    aq_producer_t *producer = s_producer(&f->h);
+    s_put(producer, "r", "again", (aq_put_options_t){0});
+    s_put(producer, "fast", "again", (aq_put_options_t){0});
+    s_put(producer, "slow", "again", (aq_put_options_t){0});
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    aq_consumer_t *consumer = s_consumer(&f->h, "r");
+    static const int64_t at_least[] = {150, 300, 300};
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    for (int i = 0; i < 3; i++) {
+        int64_t nacked = s_now_ms();
+        assert_int_equal(aq_consumer_nack(consumer, item.id, 0, "failed"), AQ_OK);
+        if (i == 0)
+            harness_wait_stat(&f->h, "r", "delayed", 1);
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        assert_int_equal(item.attempt, (uint32_t) i + 2);
+        if (s_now_ms() - nacked < at_least[i])
+            fail_msg("retry %d after %lld ms, under %lld", i + 1,
+                     (long long) (s_now_ms() - nacked), (long long) at_least[i]);
+    }
+    assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    aq_consumer_destroy(&consumer);
+    /* fast: no policy, back at once (never delayed); slow: ten minutes, but
+       a NACK that names its delay gets it. */
+    consumer = s_consumer(&f->h, "fast");
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(aq_consumer_nack(consumer, item.id, 0, "failed"), AQ_OK);
+    s_get_ack(consumer, "again");
+    assert_int_equal(harness_stat(&f->h, "fast", "redelivered"), 1);
+    aq_consumer_destroy(&consumer);
+    consumer = s_consumer(&f->h, "slow");
+    assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(aq_consumer_nack(consumer, item.id, 100, "failed"), AQ_OK);
+    s_get_ack(consumer, "again");
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(&f->h, "r");
+}
+
 /*  Bad options: the library refuses what it can tell (sending nothing);
     the broker refuses the rest with 400 and a text that names the option,
     a delay past --max-delay included; nothing of them reaches a queue. */
@@ -337,6 +386,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mixed_options_in_one_batch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_delayed_puts_wait_their_time, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_options_survive_a_kill, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_retries_back_off, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_options_are_refused_with_their_reason, s_setup,
                                         s_teardown),
     };

@@ -523,14 +523,18 @@ static void s_operation(input_t *in)
         s_router(peer, &msg);
         break;
     }
-    case 10:
-        if (s_byte(in) < 240)
-            break; /* shutdowns are final: rarely */
-        msg.cmd = AQ_CMD_SHUTDOWN;
-        msg.queue = s_byte(in) & 1 ? s_queue(in) : aq_bytes_str("");
+    case 10: {
+        /* A queue's life, now and then: shut down, reopened, purged, deleted. */
+        uint64_t which = s_byte(in);
+        if (which < 200)
+            break;
+        msg.cmd = which < 215 ? AQ_CMD_REOPEN : which < 228 ? AQ_CMD_PURGE
+                  : which < 240 ? AQ_CMD_DELETE : AQ_CMD_SHUTDOWN;
+        msg.queue = s_byte(in) & 1 || msg.cmd != AQ_CMD_SHUTDOWN ? s_queue(in) : aq_bytes_str("");
         msg.mode = s_byte(in) & 1;
         s_router(peer, &msg);
         break;
+    }
     case 11:
         msg.cmd = AQ_CMD_BYE;
         s_router(peer, &msg);
@@ -598,6 +602,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .drain_ms = 1000,
         .max_delay_s = 2,
     };
+    /* Retries with backoff when items may be delivered a few times. */
+    if (config.max_attempts == 3)
+        config.retry = (retry_t){100, 1000, 2};
     memset(&s_fuzz, 0, sizeof s_fuzz);
     s_fuzz.broker = broker_new_detached(&config, s_send, NULL);
     if (!s_fuzz.broker)

@@ -190,6 +190,7 @@ static void s_round_trip(const record_t *record)
     assert_true(back.until_ms == record->until_ms);
     assert_int_equal(back.lease_ms, record->lease_ms);
     assert_true(back.pseq == record->pseq);
+    assert_int_equal(back.priority, record->priority);
     assert_int_equal(back.reason, record->reason);
     assert_true(back.next == record->next);
     assert_true(back.front == record->front);
@@ -206,7 +207,8 @@ static void s_round_trip(const record_t *record)
     case RECORD_ITEM: fixed = size - record->payload.size; break;
     case RECORD_PRODUCER: fixed = size - record->key.size; break;
     case RECORD_QUEUE: fixed = size - record->queue.size; break;
-    case RECORD_FORGET: fixed = 1; break;
+    case RECORD_FORGET:
+    case RECORD_REOPEN: fixed = 1; break;
     case RECORD_GONE: fixed = 8; break; /* 8 bytes: a GONE from before 2.2 */
     default: fixed = size;
     }
@@ -227,6 +229,7 @@ static void test_records_round_trip(void **unused)
     record_t item = {.type = RECORD_ITEM, .id = 0x0102030405060708ULL, .seq = 77,
                      .rank = -12345, .state = ITEM_DELAYED, .attempts = 0x1234,
                      .until_ms = 1700000000123ULL, .lease_ms = 30000, .pseq = 99,
+                     .priority = INT32_MIN + 5,
                      .queue = aq_bytes_str("jobs.high:1-x"), .producer = aq_bytes_str("prod_1"),
                      .payload = {payload, sizeof payload}};
     s_round_trip(&item);
@@ -257,6 +260,8 @@ static void test_records_round_trip(void **unused)
     s_round_trip(&every);
     record_t forget = {.type = RECORD_FORGET, .queue = aq_bytes_str("old.queue")};
     s_round_trip(&forget);
+    record_t reopen = {.type = RECORD_REOPEN, .queue = aq_bytes_str("shut.queue")};
+    s_round_trip(&reopen);
     record_t reset = {.type = RECORD_RESET};
     assert_int_equal(record_size(&reset), 0);
     s_round_trip(&reset);
@@ -978,8 +983,9 @@ static void s_random_op(live_t *live)
         if (queue->state == QUEUE_DISCARDING)
             s_discard_ready(live, queue);
     }
-    else if (op < 98) { /* an unused queue forgotten, after its consumers caught up */
-        if (queue && queue->state == QUEUE_OPEN && s_below(8) == 0) {
+    else if (op < 98) { /* an unused queue forgotten (shut down or not), after its
+                           consumers caught up */
+        if (queue && queue->state != QUEUE_DISCARDING && s_below(8) == 0) {
             while ((item = s_random_item(w, ITEM_DELAYED, queue)))
                 s_emit_move(live, item, ITEM_QUEUED);
             while (queue->ready_count)
@@ -996,8 +1002,13 @@ static void s_random_op(live_t *live)
             assert_null(s_get(w, name));
         }
     }
-    else if (op == 98) { /* a queue shut down, now and then */
-        if (queue && s_below(20) == 0)
+    else if (op == 98) { /* a queue shut down now and then, and reopened */
+        if (queue && queue->state != QUEUE_OPEN && !w->state.shut_down && s_below(3) == 0) {
+            record_t record = {.type = RECORD_REOPEN, .queue = aq_bytes_str(name)};
+            s_emit(live, &record);
+            assert_int_equal(queue->state, QUEUE_OPEN);
+        }
+        else if (queue && s_below(20) == 0)
             s_shut(live, queue, s_below(2) ? QUEUE_DRAINING : QUEUE_DISCARDING);
     }
     else { /* an ack of something held by nobody known: a purge of a random dead item */
