@@ -552,7 +552,8 @@ static void s_report_line(report_t *report, const queue_t *queue)
         text, AQ_TEXT_MAX + 1,
         "queue=%s queued=%llu inflight=%llu delayed=%llu held=%llu acked=%llu dead=%llu "
         "consumers=%llu joiners=%llu outstanding=%llu puts=%llu delivered=%llu "
-        "redelivered=%llu expired=%llu maxsize=%llu lease_ms=%llu state=%s discarded=%llu",
+        "redelivered=%llu expired=%llu maxsize=%llu lease_ms=%llu state=%s discarded=%llu "
+        "paused=%d",
         queue->name, (unsigned long long) queue->ready_count,
         (unsigned long long) queue->inflight_count, (unsigned long long) queue->delayed_count,
         (unsigned long long) queue->held_count, (unsigned long long) queue->acked_total,
@@ -561,7 +562,8 @@ static void s_report_line(report_t *report, const queue_t *queue)
         (unsigned long long) queue->put_total, (unsigned long long) queue->delivered_total,
         (unsigned long long) queue->redelivered_total, (unsigned long long) queue->expired_total,
         (unsigned long long) queue->maxsize, (unsigned long long) queue->lease_ms,
-        s_state_name(queue->state), (unsigned long long) queue->discarded_total);
+        s_state_name(queue->state), (unsigned long long) queue->discarded_total,
+        (int) queue->paused);
     report->lines[report->count++] = (aq_bytes_t){(const uint8_t *) text, (size_t) length};
 }
 
@@ -836,6 +838,56 @@ static void s_on_delete(const request_t *request)
     s_report_text(request, text);
 }
 
+static void s_on_pause(const request_t *request)
+{
+    const aq_msg_t *msg = request->msg;
+    if (!s_queue_allowed(request, msg->queue))
+        return;
+    aq_status_t rc;
+    const char *why = NULL;
+    queue_t *queue = broker_queue_for(request->broker, msg->queue, request->peer, &rc, &why);
+    if (!queue) {
+        s_error(request, rc, msg->queue, why);
+        return;
+    }
+    int paused = msg->cmd == AQ_CMD_PAUSE;
+    broker_pause_queue(request->broker, queue, paused);
+    s_log_action(request, paused ? "pause" : "resume", queue, queue->ready_count);
+    s_send_report(request, queue, 0, s_reply_durable);
+}
+
+/*  Bytes of each item's payload PEEK shows, and most items it shows. */
+#define PEEK_PREVIEW 64
+#define PEEK_MAX 1024
+
+static void s_on_peek(const request_t *request)
+{
+    const aq_msg_t *msg = request->msg;
+    if (!s_queue_allowed(request, msg->queue))
+        return;
+    aq_status_t rc;
+    queue_t *queue = broker_queue(request->broker, msg->queue, 0, &rc);
+    static char lines_text[PEEK_MAX][AQ_TEXT_MAX];
+    static aq_bytes_t lines[PEEK_MAX];
+    size_t count = 0, max = msg->count < PEEK_MAX ? (size_t) msg->count : PEEK_MAX;
+    for (list_node_t *node = queue ? queue->ready.next : NULL;
+         node && node != &queue->ready && count < max; node = node->next, count++) {
+        const item_t *item = list_entry(node, item_t, link);
+        char payload[PEEK_PREVIEW * 4 + 8];
+        s_quote(payload, item->data, item->size, PEEK_PREVIEW);
+        int length = snprintf(lines_text[count], sizeof lines_text[count],
+                              "id=%llu attempts=%u size=%u priority=%d age_ms=%llu payload=%s",
+                              (unsigned long long) item->id, item->attempts, item->size,
+                              (int) item->priority,
+                              (unsigned long long) (broker_age_us(item, broker_now_us()) / 1000),
+                              payload);
+        lines[count] = (aq_bytes_t){(const uint8_t *) lines_text[count],
+                                    length < 0 ? 0 : (size_t) length};
+    }
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
+    s_reply(request, &reply);
+}
+
 static void s_on_bye(const request_t *request)
 {
     peer_t *peer = request->peer;
@@ -872,6 +924,9 @@ static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_REOPEN] = {s_on_reopen, 1, ROLE_ADMIN},
     [AQ_CMD_PURGE] = {s_on_purge, 1, ROLE_ADMIN},
     [AQ_CMD_DELETE] = {s_on_delete, 1, ROLE_ADMIN},
+    [AQ_CMD_PEEK] = {s_on_peek, 1, ROLE_CONSUME},
+    [AQ_CMD_PAUSE] = {s_on_pause, 1, ROLE_ADMIN},
+    [AQ_CMD_RESUME] = {s_on_pause, 1, ROLE_ADMIN},
     [AQ_CMD_BYE] = {s_on_bye, 1, 0},
     [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0, 0},
 };

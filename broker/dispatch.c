@@ -135,7 +135,7 @@ void broker_dispatch(broker_t *self, queue_t *queue)
     int64_t now_us = broker_now_us();
     consumer_t *consumer;
     item_t *items[AQ_LIST_MAX];
-    while (queue->ready_count && (consumer = queue_next_consumer(queue))) {
+    while (queue->ready_count && !queue->paused && (consumer = queue_next_consumer(queue))) {
         item_t *head = list_entry(queue->ready.next, item_t, link);
         if (s_taken_from(head, s_peer(consumer))) {
             consumer_t *other = queue_other_consumer(queue, consumer);
@@ -302,6 +302,17 @@ uint64_t broker_purge_dead(broker_t *self, queue_t *queue)
     return purged;
 }
 
+void broker_pause_queue(broker_t *self, queue_t *queue, int paused)
+{
+    if (queue->paused == paused)
+        return;
+    record_t record = {.type = RECORD_PAUSE, .state = (uint8_t) paused,
+                       .queue = aq_bytes_str(queue->name)};
+    state_effects_t effects;
+    broker_apply_must(self, &record, &effects);
+    broker_touch_queue(self, queue);
+}
+
 int broker_reopen_queue(broker_t *self, queue_t *queue)
 {
     if (self->state.shut_down)
@@ -373,6 +384,7 @@ uint64_t broker_delete_queue(broker_t *self, queue_t *queue)
     free(consumers.peers);
     broker_purge_dead(self, queue);
     broker_release_joiners(self, queue);
+    broker_pause_queue(self, queue, 0);
     if (list_linked(&queue->dirty_link))
         list_remove(&queue->dirty_link);
     char name[AQ_NAME_MAX + 1]; /* the record outlives the queue it names */

@@ -32,6 +32,8 @@ void broker_shut_all(broker_t *self, queue_state_t state);
 uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
 /*  Deletes every dead item of the queue (DEAD purge). Returns how many. */
 uint64_t broker_purge_dead(broker_t *self, queue_t *queue);
+/*  Pauses (1) or resumes (0) the queue's deliveries. */
+void broker_pause_queue(broker_t *self, queue_t *queue, int paused);
 /*  A shut-down queue takes puts again (REOPEN). -1 if the whole broker is
     shut down (stopping): nothing changed. */
 int broker_reopen_queue(broker_t *self, queue_t *queue);

@@ -83,6 +83,10 @@ static void s_snapshot_queue(void *journal, void *value)
                        .next = queue->ledger.next, .front = queue->front, .back = queue->back,
                        .dead_back = queue->dead_back, .queue = aq_bytes_str(queue->name)};
     s_snapshot_write(journal, &record);
+    if (queue->paused) {
+        record = (record_t){.type = RECORD_PAUSE, .state = 1, .queue = aq_bytes_str(queue->name)};
+        s_snapshot_write(journal, &record);
+    }
 }
 
 /*  Items a pass writes to a snapshot: about a millisecond (0.6 us each,

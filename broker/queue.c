@@ -59,7 +59,7 @@ uint64_t queue_room(const queue_t *self)
 
 int queue_is_unused(const queue_t *self)
 {
-    return self->ready_count == 0 && self->inflight_count == 0
+    return !self->paused && self->ready_count == 0 && self->inflight_count == 0
            && self->delayed_count == 0 && self->dead_count == 0 && self->held_count == 0
            && self->consumer_count == 0 && self->joiner_count == 0 && list_empty(&self->blocked);
 }

@@ -75,6 +75,7 @@ typedef struct queue {
     uint64_t serial;         /* unique over the broker's life: a queue forgotten and made
                                 again under its name is another queue */
     queue_state_t state;
+    uint8_t paused;          /* deliveries paused (PAUSE): replicated */
     int drained_told;        /* consumers were told it is shut down and empty */
     uint64_t lease_ms;       /* lease of a delivery, unless the put asked for another */
     uint64_t maxsize;        /* most items queued at once; 0 = unbounded */
@@ -135,9 +136,9 @@ int queue_is_full(const queue_t *self);
     (UINT64_MAX when unbounded). */
 uint64_t queue_room(const queue_t *self);
 
-/*  True if nothing is queued, delivered, delayed, dead or held, and nobody
-    consumes or joins: the queue can be forgotten (shut down or not: a put
-    after that makes a new queue, open). */
+/*  True if nothing is queued, delivered, delayed, dead or held, nobody
+    consumes or joins, and it is not paused: the queue can be forgotten
+    (shut down or not: a put after that makes a new queue, open). */
 int queue_is_unused(const queue_t *self);
 
 /*  True if nothing is queued, delivered or delayed. */

@@ -55,6 +55,7 @@ size_t record_size(const record_t *record)
     case RECORD_QUEUE: return QUEUE_FIXED + record->queue.size;
     case RECORD_FORGET:
     case RECORD_REOPEN: return record->queue.size;
+    case RECORD_PAUSE: return 1 + record->queue.size;
     default: return 0;
     }
 }
@@ -103,6 +104,11 @@ void record_encode(const record_t *record, uint8_t *at)
     case RECORD_REOPEN:
         if (record->queue.size)
             memcpy(at, record->queue.data, record->queue.size);
+        break;
+    case RECORD_PAUSE:
+        at[0] = record->state;
+        if (record->queue.size)
+            memcpy(at + 1, record->queue.data, record->queue.size);
         break;
     default: break;
     }
@@ -236,6 +242,11 @@ int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *reco
             || (record->queue.size && !aq_name_is_valid(record->queue.data, record->queue.size)))
             r.ok = 0;
         break;
+    case RECORD_PAUSE:
+        record->state = (uint8_t) s_byte(&r);
+        if (record->state > 1)
+            r.ok = 0;
+        __attribute__((fallthrough)); /* the name */
     case RECORD_FORGET:
     case RECORD_REOPEN:
         record->queue = s_rest(&r);
@@ -713,6 +724,14 @@ int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
         return self->producer_seen(self->ctx, record->producer, record->key, record->next);
     case RECORD_QUEUE: return s_apply_queue(self, record, effects);
     case RECORD_FORGET: return s_apply_forget(self, record);
+    case RECORD_PAUSE: {
+        queue_t *queue = s_queue(self, record->queue, 1);
+        if (!queue)
+            return -1;
+        queue->paused = record->state;
+        effects->queue = queue;
+        return 0;
+    }
     case RECORD_REOPEN: {
         queue_t *queue = s_queue(self, record->queue, 0);
         if (!queue || self->shut_down)
@@ -1015,13 +1034,14 @@ int state_dump(const state_t *self, state_write_fn *write, void *ctx)
         /* Made by the leader for a consumer or a join, and never in a
            record: nothing of it is replicated. */
         if (queue->ledger.next == 1 && !queue->front && !queue->back && !queue->dead_back
-            && queue_is_drained(queue) && !queue->dead_count
+            && queue_is_drained(queue) && !queue->dead_count && !queue->paused
             && (queue->state == QUEUE_OPEN || (self->shut_down && queue->state == QUEUE_DRAINING)))
             continue;
         s_out(&out,
-              "queue %s state=%d next=%" PRIu64 " low=%" PRIu64 " outstanding=%" PRIu64
+              "queue %s state=%d%s next=%" PRIu64 " low=%" PRIu64 " outstanding=%" PRIu64
               " queued=%" PRIu64 " inflight=%" PRIu64 " delayed=%" PRIu64 " dead=%" PRIu64 "\n",
-              queue->name, (int) queue->state, queue->ledger.next, queue->ledger.low,
+              queue->name, (int) queue->state, queue->paused ? " paused" : "", queue->ledger.next,
+              queue->ledger.low,
               queue->ledger.outstanding, queue->ready_count, queue->inflight_count,
               queue->delayed_count, queue->dead_count);
         const list_node_t *lists[2] = {&queue->ready, &queue->dead};

@@ -72,7 +72,10 @@ typedef enum {
         and why; in snapshots, after the ITEM of every dead item. */
     RECORD_DIED,
     /*  name (the rest): a shut-down queue takes puts again (REOPEN). */
-    RECORD_REOPEN
+    RECORD_REOPEN,
+    /*  paused u8, name (the rest): a queue's deliveries paused or resumed;
+        in snapshots, after the QUEUE of every paused queue. */
+    RECORD_PAUSE
 } record_type_t;
 
 /*  Why an item died (RECORD_DIED), as `DEAD list` names it. */
@@ -98,7 +101,7 @@ typedef struct {
     uint64_t id;
     uint64_t seq;        /* its number in its queue's ledger (join) */
     int64_t rank;        /* its place in its list */
-    uint8_t state;       /* item_state_t; QUEUE: queue_state_t */
+    uint8_t state;       /* item_state_t; QUEUE: queue_state_t; PAUSE: paused */
     uint16_t attempts;
     uint64_t until_ms;   /* DELAYED: until when, wall clock */
     uint32_t lease_ms;

@@ -14,6 +14,7 @@ int cli_dead(int argc, char **argv);
 int cli_shutdown(int argc, char **argv);
 /*  asyncq reopen, purge and delete. */
 int cli_queue_action(int argc, char **argv);
+int cli_peek(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
 

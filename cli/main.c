@@ -27,6 +27,8 @@ static void s_usage(FILE *out)
             "  asyncq reopen|purge|delete -q Q [-b ADDR]\n"
             "                                           a shut-down queue takes puts again; its\n"
             "                                           queued items discarded; the queue deleted\n"
+            "  asyncq pause|resume -q Q [-b ADDR]      stop and start a queue's deliveries\n"
+            "  asyncq peek -q Q [-n N] [-b ADDR]        the next N items, left in the queue\n"
             "  asyncq keygen NAME[=ROLES]... [--role ROLES] [--queues Q,...] [--dir DIR]\n"
             "                [--clients DIR] [--keep]\n"
             "                                           a CURVE certificate pair (NAME.key,\n"
@@ -64,7 +66,9 @@ int main(int argc, char **argv)
                     {"stats", cli_stats},       {"dead", cli_dead},
                     {"shutdown", cli_shutdown}, {"reopen", cli_queue_action},
                     {"purge", cli_queue_action}, {"delete", cli_queue_action},
-                    {"demo", cli_demo},         {"keygen", cli_keygen}};
+                    {"pause", cli_queue_action}, {"resume", cli_queue_action},
+                    {"peek", cli_peek},         {"demo", cli_demo},
+                    {"keygen", cli_keygen}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(command, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

@@ -325,9 +325,9 @@ static void s_count_line(void *ctx, const char *line)
 /*  asyncq reopen|purge|delete -q QUEUE. */
 int cli_queue_action(int argc, char **argv)
 {
-    static const char *const names[] = {"reopen", "purge", "delete"};
+    static const char *const names[] = {"reopen", "purge", "delete", "pause", "resume"};
     const char *usage =
-        "Usage: asyncq reopen|purge|delete -q QUEUE [-b ADDR]\n"
+        "Usage: asyncq reopen|purge|delete|pause|resume -q QUEUE [-b ADDR]\n"
         "reopen: a shut-down QUEUE takes puts again (prints its stats).\n"
         "purge: discards QUEUE's queued and delayed items; items being processed stay\n"
         "  with their consumers; joins count the discarded items as done (prints\n"
@@ -335,10 +335,12 @@ int cli_queue_action(int argc, char **argv)
         "delete: discards everything QUEUE holds, items being processed and dead ones\n"
         "  too; its consumers and joins hear it is shut down; the name is then free\n"
         "  (prints deleted=N).\n"
+        "pause: QUEUE's deliveries stop (puts still go in) until resume; a durable broker\n"
+        "  keeps it across restarts (prints its stats).\n"
         "Each needs the admin role; the broker answers once its journal has it.\n";
     const char *command = argv[0];
     int action = -1;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         if (strcmp(command, names[i]) == 0)
             action = i;
     request_options_t opts = {0};
@@ -362,6 +364,49 @@ int cli_queue_action(int argc, char **argv)
         fprintf(stderr, "asyncq %s: the broker has no queue %s\n", command, opts.queue);
         rc = AQ_REFUSED;
     }
+    aq_session_destroy(&session);
+    return aq_exit_code(rc);
+}
+
+/*  asyncq peek -q QUEUE [-n N]. */
+int cli_peek(int argc, char **argv)
+{
+    const char *usage = "Usage: asyncq peek -q QUEUE [-n N] [-b ADDR]\n"
+                        "Shows the next N (10; at most 1024) items QUEUE would deliver, without\n"
+                        "taking them: id, attempts, size, priority, age and the start of each.\n";
+    /* -n N is taken out before the common flags are read. */
+    uint64_t count = 10;
+    int kept = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *value = NULL;
+        if ((strcmp(argv[i], "-n") == 0 || strcmp(argv[i], "--count") == 0) && i + 1 < argc)
+            value = argv[++i];
+        else if (strncmp(argv[i], "--count=", 8) == 0)
+            value = argv[i] + 8;
+        else {
+            argv[kept++] = argv[i];
+            continue;
+        }
+        if (!aq_arg_u64(value, &count) || count == 0 || count > 1024) {
+            fprintf(stderr, "asyncq peek: -n needs a whole number from 1 to 1024, not '%s'\n", value);
+            return AQ_EXIT_USAGE;
+        }
+    }
+    argc = kept;
+    request_options_t opts = {0};
+    if (!s_parse("peek", usage, argc, argv, &opts))
+        return AQ_EXIT_USAGE;
+    if (optind < argc) {
+        fprintf(stderr, "asyncq peek: unexpected argument '%s'\n", argv[optind]);
+        return AQ_EXIT_USAGE;
+    }
+    aq_status_t rc;
+    aq_session_t *session = cli_connect("peek", opts.broker, &rc);
+    if (!session)
+        return aq_exit_code(rc);
+    rc = aq_peek(session, opts.queue, count, s_print_line, NULL);
+    if (rc)
+        cli_report("peek", session, rc);
     aq_session_destroy(&session);
     return aq_exit_code(rc);
 }

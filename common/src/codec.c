@@ -95,6 +95,9 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_REOPEN] = {"REOPEN", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_PURGE] = {"PURGE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_DELETE] = {"DELETE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
+    [AQ_CMD_PEEK] = {"PEEK", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(count)}}},
+    [AQ_CMD_PAUSE] = {"PAUSE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
+    [AQ_CMD_RESUME] = {"RESUME", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)

@@ -136,10 +136,19 @@ aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action
 aq_status_t aq_queue_action(aq_session_t *session, const char *queue, aq_queue_action_t action,
                             aq_stats_line_fn *line, void *ctx)
 {
-    static const aq_cmd_t commands[] = {AQ_CMD_REOPEN, AQ_CMD_PURGE, AQ_CMD_DELETE};
-    if ((unsigned) action > AQ_QUEUE_DELETE)
+    static const aq_cmd_t commands[] = {AQ_CMD_REOPEN, AQ_CMD_PURGE, AQ_CMD_DELETE, AQ_CMD_PAUSE,
+                                        AQ_CMD_RESUME};
+    if ((unsigned) action > AQ_QUEUE_RESUME)
         return AQ_MALFORMED;
     aq_msg_t msg = {.cmd = commands[action]};
+    msg.queue = aq_bytes_str(queue);
+    return s_report(session, &msg, line, ctx);
+}
+
+aq_status_t aq_peek(aq_session_t *session, const char *queue, uint64_t count,
+                    aq_stats_line_fn *line, void *ctx)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_PEEK, .count = count};
     msg.queue = aq_bytes_str(queue);
     return s_report(session, &msg, line, ctx);
 }

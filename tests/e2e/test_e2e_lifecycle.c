@@ -206,6 +206,60 @@ static void test_delete_discards_everything_and_frees_the_name(void **state)
     harness_assert_serving(&f->h, "d");
 }
 
+static void s_peek_line(void *ctx, const char *line)
+{
+    lines_t *lines = ctx;
+    size_t used = strlen(lines->text);
+    snprintf(lines->text + used, sizeof lines->text - used, "%s\n", line);
+    lines->lines++;
+}
+
+/*  Paused: puts go in, nothing is delivered, PEEK shows what comes next
+    (priority first) and takes nothing; a durable broker killed stays
+    paused; resumed: delivered in that order. */
+static void test_pause_peek_resume(void **state)
+{
+    fixture_t *f = *state;
+    char *const flags[] = {"--data-dir", f->data, "--fsync", "always", NULL};
+    harness_start_broker(&f->h, flags);
+    lines_t paused = s_action(&f->h, "pp", AQ_QUEUE_PAUSE);
+    assert_non_null(strstr(paused.text, "paused=1"));
+    assert_int_equal(s_put(&f->h, "pp", "second", 0), AQ_OK);
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
+    assert_non_null(producer);
+    aq_put_options_t urgent = {.priority = -1};
+    assert_int_equal(aq_producer_put_with(producer, "pp", "first", 5, &urgent), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    aq_consumer_t *consumer = s_consumer(&f->h, "pp", 1);
+    aq_item_t item;
+    assert_int_equal(aq_consumer_get(consumer, &item, 300), AQ_TIMEOUT);
+    aq_consumer_destroy(&consumer);
+    aq_session_t *session = harness_session(&f->h);
+    lines_t peeked = {"", 0};
+    assert_int_equal(aq_peek(session, "pp", 10, s_peek_line, &peeked), AQ_OK);
+    assert_int_equal(peeked.lines, 2);
+    char *first = strstr(peeked.text, "payload=\"first\""),
+         *second = strstr(peeked.text, "payload=\"second\"");
+    assert_true(first && second && first < second);
+    assert_non_null(strstr(peeked.text, "priority=-1"));
+    peeked = (lines_t){"", 0};
+    assert_int_equal(aq_peek(session, "pp", 1, s_peek_line, &peeked), AQ_OK);
+    assert_int_equal(peeked.lines, 1);
+    aq_session_destroy(&session);
+    assert_int_equal(harness_stat(&f->h, "pp", "queued"), 2); /* peeking took nothing */
+    harness_restart_broker(&f->h, flags);
+    assert_int_equal(harness_stat(&f->h, "pp", "paused"), 1);
+    consumer = s_consumer(&f->h, "pp", 1);
+    assert_int_equal(aq_consumer_get(consumer, &item, 300), AQ_TIMEOUT);
+    assert_non_null(strstr(s_action(&f->h, "pp", AQ_QUEUE_RESUME).text, "paused=0"));
+    s_get_ack(consumer, "first");
+    s_get_ack(consumer, "second");
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(&f->h, "pp");
+}
+
 /*  An empty, unused, shut-down queue leaves stats after --queue-idle-ms;
     then a put makes it again, open. */
 static void test_an_empty_shut_down_queue_is_forgotten(void **state)
@@ -239,6 +293,7 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_an_empty_shut_down_queue_is_forgotten, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_pause_peek_resume, s_setup, s_teardown),
     };
     return harness_run_group(tests);
 }

@@ -526,10 +526,12 @@ static void s_operation(input_t *in)
     case 10: {
         /* A queue's life, now and then: shut down, reopened, purged, deleted. */
         uint64_t which = s_byte(in);
-        if (which < 200)
+        if (which < 160)
             break;
-        msg.cmd = which < 215 ? AQ_CMD_REOPEN : which < 228 ? AQ_CMD_PURGE
+        msg.cmd = which < 180 ? AQ_CMD_PEEK : which < 190 ? AQ_CMD_PAUSE : which < 200 ? AQ_CMD_RESUME
+                  : which < 215 ? AQ_CMD_REOPEN : which < 228 ? AQ_CMD_PURGE
                   : which < 240 ? AQ_CMD_DELETE : AQ_CMD_SHUTDOWN;
+        msg.count = which % 7;
         msg.queue = s_byte(in) & 1 || msg.cmd != AQ_CMD_SHUTDOWN ? s_queue(in) : aq_bytes_str("");
         msg.mode = s_byte(in) & 1;
         s_router(peer, &msg);

@@ -209,6 +209,7 @@ static void s_round_trip(const record_t *record)
     case RECORD_QUEUE: fixed = size - record->queue.size; break;
     case RECORD_FORGET:
     case RECORD_REOPEN: fixed = 1; break;
+    case RECORD_PAUSE: fixed = 2; break;
     case RECORD_GONE: fixed = 8; break; /* 8 bytes: a GONE from before 2.2 */
     default: fixed = size;
     }
@@ -262,6 +263,8 @@ static void test_records_round_trip(void **unused)
     s_round_trip(&forget);
     record_t reopen = {.type = RECORD_REOPEN, .queue = aq_bytes_str("shut.queue")};
     s_round_trip(&reopen);
+    record_t pause = {.type = RECORD_PAUSE, .state = 1, .queue = aq_bytes_str("p")};
+    s_round_trip(&pause);
     record_t reset = {.type = RECORD_RESET};
     assert_int_equal(record_size(&reset), 0);
     s_round_trip(&reset);
@@ -1010,6 +1013,11 @@ static void s_random_op(live_t *live)
         }
         else if (queue && s_below(20) == 0)
             s_shut(live, queue, s_below(2) ? QUEUE_DRAINING : QUEUE_DISCARDING);
+        else if (queue && s_below(4) == 0) { /* paused or resumed (deliveries go on here) */
+            record_t record = {.type = RECORD_PAUSE, .state = (uint8_t) !queue->paused,
+                               .queue = aq_bytes_str(name)};
+            s_emit(live, &record);
+        }
     }
     else { /* an ack of something held by nobody known: a purge of a random dead item */
         if ((item = s_random_item(w, ITEM_DEAD, NULL)))
@@ -1086,6 +1094,10 @@ static void s_snapshot_queue(void *ctx, void *value)
                        .next = queue->ledger.next, .front = queue->front, .back = queue->back,
                        .dead_back = queue->dead_back, .queue = aq_bytes_str(queue->name)};
     s_log_add(ctx, &record);
+    if (queue->paused) {
+        record = (record_t){.type = RECORD_PAUSE, .state = 1, .queue = aq_bytes_str(queue->name)};
+        s_log_add(ctx, &record);
+    }
 }
 
 static void s_snapshot_item(void *ctx, item_t *item)

@@ -52,10 +52,24 @@ aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action
     line); PURGE its queued and delayed items (`line` gets "purged=N");
     DELETE it, with everything it holds, in flight and dead items too
     (`line` gets "deleted=N"; its consumers hear it is shut down, and the
-    name is free). An unknown queue: AQ_OK, and `line` is not called. */
-typedef enum { AQ_QUEUE_REOPEN = 0, AQ_QUEUE_PURGE = 1, AQ_QUEUE_DELETE = 2 } aq_queue_action_t;
+    name is free); PAUSE or RESUME its deliveries (puts still go in; `line`
+    gets its stats line). An unknown queue: AQ_OK, and `line` is not called
+    (PAUSE and RESUME make it). */
+typedef enum {
+    AQ_QUEUE_REOPEN = 0,
+    AQ_QUEUE_PURGE = 1,
+    AQ_QUEUE_DELETE = 2,
+    AQ_QUEUE_PAUSE = 3,
+    AQ_QUEUE_RESUME = 4
+} aq_queue_action_t;
 aq_status_t aq_queue_action(aq_session_t *session, const char *queue, aq_queue_action_t action,
                             aq_stats_line_fn *line, void *ctx);
+
+/*  The next `count` (at most 1024) items `queue` would deliver, left where
+    they are: `line` once per item, "id=N attempts=N size=N priority=P
+    age_ms=N payload=\"...\"" (the first 64 bytes, escaped as DEAD list's). */
+aq_status_t aq_peek(aq_session_t *session, const char *queue, uint64_t count,
+                    aq_stats_line_fn *line, void *ctx);
 
 /*  Shuts `queue` down (NULL or "": every queue, and any made later): puts
     are refused from then on. AQ_SHUTDOWN_DRAIN lets consumers take what is

@@ -61,6 +61,9 @@ typedef enum {
     AQ_CMD_REOPEN,
     AQ_CMD_PURGE,
     AQ_CMD_DELETE,
+    AQ_CMD_PEEK,
+    AQ_CMD_PAUSE,
+    AQ_CMD_RESUME,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -107,7 +110,8 @@ typedef struct {
     aq_options_t put; /* PUT PUTS: the options, as decoded; with `each`, also the
                          entries' longest delay-ms and latest at-ms */
     uint64_t seq;        /* PUT PUTS SYNC SYNCED HELD; HELLO: first unconfirmed put */
-    uint64_t count;      /* PUTS ITEMS: items; JOINED: waited for; TIMEOUT: outstanding */
+    uint64_t count;      /* PUTS ITEMS: items; JOINED: waited for; TIMEOUT: outstanding;
+                            PEEK: items to show */
     uint64_t id;         /* ITEM */
     uint64_t credit;     /* CREDIT CREDITED */
     uint64_t batch_max;  /* CREDIT: items per ITEMS (0: ITEM); WELCOME: max-batch */
