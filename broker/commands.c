@@ -796,6 +796,21 @@ static void s_log_action(const request_t *request, const char *action, const que
 
 static void s_on_reopen(const request_t *request)
 {
+    if (!request->msg->queue.size) { /* every queue */
+        if (request->peer->grant.queues[0]) {
+            s_forbidden(request, (aq_bytes_t){0},
+                        "this client may reopen only its own queues, one at a time");
+            return;
+        }
+        if (broker_reopen_queue(request->broker, NULL)) {
+            s_error(request, AQ_SHUT_DOWN, request->msg->queue,
+                    "the broker is stopping: no queue takes puts");
+            return;
+        }
+        log_line("every queue reopened");
+        s_send_report(request, NULL, 1, s_reply_durable);
+        return;
+    }
     queue_t *queue = s_existing_queue(request);
     if (!queue)
         return;

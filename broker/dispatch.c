@@ -313,17 +313,26 @@ void broker_pause_queue(broker_t *self, queue_t *queue, int paused)
     broker_touch_queue(self, queue);
 }
 
+static void s_reopened(void *ctx, void *value)
+{
+    queue_t *queue = value;
+    queue->drained_told = 0; /* its consumers' gets wait again */
+    broker_touch_queue(ctx, queue);
+}
+
 int broker_reopen_queue(broker_t *self, queue_t *queue)
 {
-    if (self->state.shut_down)
+    if (self->stopping)
         return -1;
-    if (queue->state == QUEUE_OPEN)
+    if (queue && queue->state == QUEUE_OPEN)
         return 0;
-    record_t record = {.type = RECORD_REOPEN, .queue = aq_bytes_str(queue->name)};
+    record_t record = {.type = RECORD_REOPEN, .queue = aq_bytes_str(queue ? queue->name : "")};
     state_effects_t effects;
     broker_apply_must(self, &record, &effects);
-    queue->drained_told = 0; /* its consumers' gets wait again */
-    broker_touch_queue(self, queue);
+    if (queue)
+        s_reopened(self, queue);
+    else
+        dict_each(self->queues, s_reopened, self);
     return 0;
 }
 

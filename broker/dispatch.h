@@ -34,8 +34,9 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
 uint64_t broker_purge_dead(broker_t *self, queue_t *queue);
 /*  Pauses (1) or resumes (0) the queue's deliveries. */
 void broker_pause_queue(broker_t *self, queue_t *queue, int paused);
-/*  A shut-down queue takes puts again (REOPEN). -1 if the whole broker is
-    shut down (stopping): nothing changed. */
+/*  A shut-down queue takes puts again (REOPEN); NULL: every queue, and
+    those made later (after a SHUTDOWN of every queue). -1 while the broker
+    stops on a signal: nothing changed. */
 int broker_reopen_queue(broker_t *self, queue_t *queue);
 /*  Discards the queue's queued and delayed items (PURGE), which count as
     finished for joins; items in flight stay with their consumers. Returns

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "dispatch.h"
 #include "metrics.h"
@@ -17,6 +18,19 @@
 extern const unsigned char http_index_html[];
 extern const size_t http_index_html_size;
 
+/*  The dashboard's actions, POST /api/...?queue=NAME (s_act). */
+typedef enum {
+    ACTION_REQUEUE,    /* dead items back to the queue (DEAD requeue) */
+    ACTION_REOPEN,     /* a shut-down queue takes puts again (REOPEN) */
+    ACTION_PURGE,      /* queued and delayed items discarded (PURGE) */
+    ACTION_DELETE,     /* the queue and everything in it (DELETE) */
+    ACTION_PURGE_DEAD, /* dead items deleted (DEAD purge) */
+    ACTIONS
+} action_kind_t;
+
+static const char *const s_action_paths[ACTIONS] = {
+    "/api/requeue", "/api/reopen", "/api/purge", "/api/delete", "/api/purge-dead"};
+
 /*  A POST whose change waits for the journal: its connection is suspended
     until the journal position it needs is confirmed. */
 typedef struct action {
@@ -24,9 +38,8 @@ typedef struct action {
     struct MHD_Connection *connection;
     uint64_t position;
     int suspended;
-    int answered;
-    char queue[AQ_NAME_MAX + 1];
-    uint64_t moved;
+    action_kind_t kind;
+    json_t *answer; /* once the change is made: the 200 answer, owned */
 } action_t;
 
 /*  One connection, from libmicrohttpd's NOTIFY_CONNECTION: on the list of
@@ -208,8 +221,6 @@ static enum MHD_Result s_answer(struct MHD_Connection *connection, unsigned stat
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == MHD_HTTP_UNAUTHORIZED)
         MHD_add_response_header(response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, POST");
     enum MHD_Result rc = MHD_queue_response(connection, status, response);
     MHD_destroy_response(response);
     return rc;
@@ -231,6 +242,24 @@ static enum MHD_Result s_error(struct MHD_Connection *connection, unsigned statu
                                const char *text)
 {
     return s_json(connection, status, json_pack("{s:s}", "error", text));
+}
+
+/*  405, with the methods the path takes (`allow`: "GET, HEAD" or "POST"). */
+static enum MHD_Result s_not_allowed(struct MHD_Connection *connection, const char *allow)
+{
+    char text[48];
+    int size = snprintf(text, sizeof text, "{\"error\":\"%s only\"}",
+                        strcmp(allow, "POST") == 0 ? "POST" : "GET");
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer((size_t) size, text, MHD_RESPMEM_MUST_COPY);
+    if (!response)
+        return MHD_NO;
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
+    enum MHD_Result rc = MHD_queue_response(connection, MHD_HTTP_METHOD_NOT_ALLOWED, response);
+    MHD_destroy_response(response);
+    return rc;
 }
 
 /*  Compares in time independent of where they differ. */
@@ -317,33 +346,96 @@ static enum MHD_Result s_scrape(http_t *self, struct MHD_Connection *connection)
     return rc;
 }
 
-/*  POST /api/requeue?queue=NAME, at the end of its request. */
-static enum MHD_Result s_requeue(http_t *self, struct MHD_Connection *connection,
-                                 action_t *action)
+static const char *s_state_name(queue_state_t state)
 {
-    if (action->answered)
-        return s_json(connection, MHD_HTTP_OK,
-                      json_pack("{s:s,s:I}", "queue", action->queue, "requeued",
-                                (json_int_t) action->moved));
-    if (!s_authorized(self, connection))
-        return s_error(connection, MHD_HTTP_UNAUTHORIZED,
-                       "this action needs the dashboard token (Authorization: Bearer TOKEN)");
+    return state == QUEUE_OPEN ? "open" : state == QUEUE_DRAINING ? "draining" : "discarding";
+}
+
+/*  What an action and /api/dead need first: the token (401), a name (400)
+    and a queue the broker has (404). NULL when answered so. */
+static queue_t *s_target(http_t *self, struct MHD_Connection *connection,
+                         enum MHD_Result *answered)
+{
+    const char *why = NULL;
+    unsigned status = MHD_HTTP_UNAUTHORIZED;
+    queue_t *queue = NULL;
     const char *name = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "queue");
-    if (!name || !aq_name_is_valid((const uint8_t *) name, strlen(name)))
-        return s_error(connection, MHD_HTTP_BAD_REQUEST, "queue=NAME is missing or not a name");
-    aq_status_t rc;
-    queue_t *queue = broker_queue(self->broker, aq_bytes_str(name), 0, &rc);
+    if (!s_authorized(self, connection))
+        why = "this needs the dashboard token (Authorization: Bearer TOKEN)";
+    else if (!name || !aq_name_is_valid((const uint8_t *) name, strlen(name)))
+        why = "queue=NAME is missing or not a name", status = MHD_HTTP_BAD_REQUEST;
+    else {
+        aq_status_t rc;
+        queue = broker_queue(self->broker, aq_bytes_str(name), 0, &rc);
+        if (!queue)
+            why = "no such queue", status = MHD_HTTP_NOT_FOUND;
+    }
     if (!queue)
-        return s_error(connection, MHD_HTTP_NOT_FOUND, "no such queue");
-    action->moved = broker_requeue_dead(self->broker, queue);
-    log_line("dashboard: %llu dead items of %s requeued", (unsigned long long) action->moved,
-             queue->name);
-    snprintf(action->queue, sizeof action->queue, "%s", queue->name);
-    action->answered = 1;
+        *answered = s_error(connection, status, why);
+    return queue;
+}
+
+/*  POST /api/ACTION?queue=NAME, at the end of its request: the change
+    made, and answered (again, when resumed) once the journal has it. */
+static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, action_t *action)
+{
+    if (action->answer) {
+        json_t *answer = action->answer;
+        action->answer = NULL;
+        return s_json(connection, MHD_HTTP_OK, answer);
+    }
+    enum MHD_Result answered = MHD_NO;
+    queue_t *queue = s_target(self, connection, &answered);
+    if (!queue)
+        return answered;
+    char name[AQ_NAME_MAX + 1]; /* DELETE frees the queue */
+    snprintf(name, sizeof name, "%s", queue->name);
+    uint64_t count = 0;
+    switch (action->kind) {
+    case ACTION_REQUEUE:
+        count = broker_requeue_dead(self->broker, queue);
+        log_line("dashboard: %llu dead items of %s requeued", (unsigned long long) count, name);
+        action->answer = json_pack("{s:s,s:I}", "queue", name, "requeued", (json_int_t) count);
+        break;
+    case ACTION_PURGE_DEAD:
+        count = broker_purge_dead(self->broker, queue);
+        log_line("dashboard: %llu dead items of %s purged", (unsigned long long) count, name);
+        action->answer = json_pack("{s:s,s:I}", "queue", name, "purged_dead", (json_int_t) count);
+        break;
+    case ACTION_PURGE:
+        count = broker_purge_queue(self->broker, queue);
+        log_line("dashboard: purge of %s (%llu items)", name, (unsigned long long) count);
+        action->answer = json_pack("{s:s,s:I}", "queue", name, "purged", (json_int_t) count);
+        break;
+    case ACTION_DELETE:
+        count = broker_delete_queue(self->broker, queue); /* frees it */
+        queue = NULL;
+        log_line("dashboard: delete of %s (%llu items)", name, (unsigned long long) count);
+        action->answer = json_pack("{s:s,s:I}", "queue", name, "deleted", (json_int_t) count);
+        break;
+    case ACTION_REOPEN: {
+        queue_state_t was = queue->state;
+        if (broker_reopen_queue(self->broker, queue)) /* stopping on a signal */
+            return s_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE,
+                           "the broker is stopping: no queue takes puts");
+        log_line("dashboard: reopen of %s (was %s)", name, s_state_name(was));
+        action->answer = json_pack(
+            "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "queue", name, "state",
+            s_state_name(queue->state), "was", s_state_name(was), "queued",
+            (json_int_t) queue->ready_count, "in_flight", (json_int_t) queue->inflight_count,
+            "delayed", (json_int_t) queue->delayed_count, "dead", (json_int_t) queue->dead_count,
+            "consumers", (json_int_t) queue->consumer_count);
+        break;
+    }
+    default:
+        return s_error(connection, MHD_HTTP_NOT_FOUND, "no such page");
+    }
+    if (!action->answer) /* the change is made: only its answer is lost */
+        return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     action->position = broker_log_end(self->broker);
     if (broker_log_reached(self->broker, action->position))
-        return s_requeue(self, connection, action);
-    /* Answered once the journal has the change: see http_run. */
+        return s_act(self, connection, action);
+    /* Answered once the journal has the change: see http_resume. */
     action->connection = connection;
     action->suspended = 1;
     action->next = NULL;
@@ -355,6 +447,102 @@ static enum MHD_Result s_requeue(http_t *self, struct MHD_Connection *connection
     return MHD_YES;
 }
 
+/*  The length of the UTF-8 sequence at `data` (at most `size` bytes):
+    1 to 4, or 0 if it is not a well-formed one (overlong, a surrogate,
+    past U+10FFFF, cut). */
+static size_t s_utf8_sequence(const uint8_t *data, size_t size)
+{
+    uint8_t c = data[0];
+    size_t length = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
+                                 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!length || length > size)
+        return 0;
+    uint8_t low = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+    uint8_t high = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+    for (size_t i = 1; i < length; i++, low = 0x80, high = 0xbf)
+        if (data[i] < low || data[i] > high)
+            return 0;
+    return length;
+}
+
+/*  Bytes as text (/api/dead's reason and payload_preview): well-formed
+    UTF-8 kept, but `\` as `\\`, newline, return and tab as `\n`, `\r`,
+    `\t`, and any other control character or byte that is not UTF-8 as
+    `\xNN`. `out` has room for size * 4 + 1. */
+static void s_escape(char *out, const uint8_t *data, size_t size)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < size;) {
+        uint8_t c = data[i];
+        size_t length = s_utf8_sequence(data + i, size - i);
+        const char *short_form = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                                 : c == '\t' ? "\\t" : NULL;
+        if (short_form) {
+            memcpy(out + at, short_form, 2);
+            at += 2, i++;
+        }
+        else if (length && (c >= 0x80 || (c >= 0x20 && c != 0x7f))) {
+            memcpy(out + at, data + i, length);
+            at += length, i += length;
+        }
+        else {
+            snprintf(out + at, 5, "\\x%02x", c);
+            at += 4, i++;
+        }
+    }
+    out[at] = '\0';
+}
+
+static json_t *s_dead_item(const item_t *item)
+{
+    char id[24], died[40] = "";
+    snprintf(id, sizeof id, "%llu", (unsigned long long) item->id);
+    char reason[EPITAPH_TEXT_MAX * 4 + 1] = "", preview[HTTP_PREVIEW * 4 + 1];
+    const epitaph_t *epitaph = item->epitaph;
+    death_cause_t cause = DEATH_UNKNOWN;
+    if (epitaph) {
+        time_t seconds = (time_t) (epitaph->at_ms / 1000);
+        struct tm tm;
+        if (gmtime_r(&seconds, &tm)) {
+            size_t n = strftime(died, sizeof died, "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(died + n, sizeof died - n, ".%03dZ", (int) (epitaph->at_ms % 1000));
+        }
+        if (epitaph->cause < DEATH_CAUSES)
+            cause = (death_cause_t) epitaph->cause;
+        s_escape(reason, (const uint8_t *) epitaph->text, epitaph->size);
+    }
+    size_t shown = item->size < HTTP_PREVIEW ? item->size : HTTP_PREVIEW;
+    s_escape(preview, item->data, item->data ? shown : 0);
+    return json_pack("{s:s,s:i,s:I,s:o,s:s,s:s,s:s,s:b}", "id", id, "attempts",
+                     (int) item->attempts, "size", (json_int_t) item->size, "died",
+                     died[0] ? json_string(died) : json_null(), "cause",
+                     state_death_names[cause], "reason", reason, "payload_preview", preview,
+                     "payload_cut", item->size > shown);
+}
+
+/*  GET /api/dead?queue=NAME: the queue's dead items, oldest death first,
+    HTTP_DEAD_SHOWN at most (payloads are data: the token is needed). */
+static enum MHD_Result s_dead(http_t *self, struct MHD_Connection *connection)
+{
+    enum MHD_Result answered = MHD_NO;
+    queue_t *queue = s_target(self, connection, &answered);
+    if (!queue)
+        return answered;
+    json_t *items = json_array();
+    size_t shown = 0;
+    for (const list_node_t *node = queue->dead.next;
+         items && node != &queue->dead && shown < HTTP_DEAD_SHOWN; node = node->next, shown++)
+        if (json_array_append_new(items, s_dead_item(list_entry(node, item_t, link)))) {
+            json_decref(items);
+            items = NULL;
+        }
+    return s_json(connection, MHD_HTTP_OK,
+                  items ? json_pack("{s:s,s:s,s:I,s:o}", "queue", queue->name, "state",
+                                    s_state_name(queue->state), "dead",
+                                    (json_int_t) queue->dead_count, "items", items)
+                        : NULL);
+}
+
 static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -364,27 +552,34 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
     http_t *self = cls;
     s_mark(self, connection, 1);
     int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-    if (strcmp(url, "/api/requeue") == 0) {
+    for (int kind = 0; kind < ACTIONS; kind++) {
+        if (strcmp(url, s_action_paths[kind]) != 0)
+            continue;
         if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-            return s_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "POST only");
+            return s_not_allowed(connection, "POST");
         /* libmicrohttpd calls for the headers, for each piece of the body
            (ignored), and once more at the end. */
         if (!*state) {
-            *state = calloc(1, sizeof(action_t));
-            return *state ? MHD_YES : MHD_NO;
+            action_t *action = calloc(1, sizeof *action);
+            if (action)
+                action->kind = (action_kind_t) kind;
+            *state = action;
+            return action ? MHD_YES : MHD_NO;
         }
         if (*upload_data_size) {
             *upload_data_size = 0;
             return MHD_YES;
         }
-        return s_requeue(self, connection, *state);
+        return s_act(self, connection, *state);
     }
+    if (strcmp(url, "/api/dead") == 0)
+        return get ? s_dead(self, connection) : s_not_allowed(connection, "GET, HEAD");
     int known = strcmp(url, "/") == 0 || strcmp(url, "/metrics") == 0
                 || strcmp(url, "/stats.json") == 0;
     if (!known)
         return s_error(connection, MHD_HTTP_NOT_FOUND, "no such page");
     if (!get)
-        return s_error(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "GET only");
+        return s_not_allowed(connection, "GET, HEAD");
     if (strcmp(url, "/metrics") == 0)
         return s_scrape(self, connection);
     if (strcmp(url, "/stats.json") == 0)
@@ -407,6 +602,7 @@ static void s_on_completed(void *cls, struct MHD_Connection *connection, void **
             *at = action->next;
             break;
         }
+    json_decref(action->answer);
     free(action);
     *state = NULL;
 }

@@ -1,6 +1,8 @@
 /*  The broker's HTTP port (--metrics): /metrics for Prometheus,
-    /stats.json and the dashboard at /, and the dashboard's one action,
-    POST /api/requeue. libmicrohttpd runs in the broker's own event loop:
+    /stats.json and the dashboard at /, the dashboard's actions on a
+    queue (POST /api/requeue, /api/reopen, /api/purge, /api/delete,
+    /api/purge-dead, each ?queue=NAME) and its dead letters (GET
+    /api/dead?queue=NAME). libmicrohttpd runs in the broker's own event loop:
     the loop polls its epoll descriptor and calls http_run, so a handler
     reads and changes the broker's state like any message does, with no
     lock and no copy (DESIGN.md, "The HTTP port").
@@ -16,9 +18,9 @@
     rendered as it is read, HTTP_SLICE_US per run at most. After any close
     libmicrohttpd runs again at once: it puts its listening socket back
     (taken out at its connection limit) only at the start of a run.
-    Actions need the bearer token; an action's answer waits, like any
-    answer that says a change was made, until the journal has the change
-    (broker_log_reached). */
+    Actions and /api/dead (payloads are data) need the bearer token; an
+    action's answer waits, like any answer that says a change was made,
+    until the journal has the change (broker_log_reached). */
 #ifndef BROKER_HTTP_H
 #define BROKER_HTTP_H
 
@@ -49,6 +51,10 @@
 #define HTTP_BLOCK_SIZE (16 * 1024)
 #define HTTP_SNDBUF (128 * 1024)
 #define HTTP_SLICE_US 300
+/*  /api/dead: the oldest dead items shown, and the payload bytes shown of
+    each. */
+#define HTTP_DEAD_SHOWN 100
+#define HTTP_PREVIEW 64
 
 typedef struct http http_t;
 

@@ -250,7 +250,8 @@ int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *reco
     case RECORD_FORGET:
     case RECORD_REOPEN:
         record->queue = s_rest(&r);
-        if (!record->queue.size || !aq_name_is_valid(record->queue.data, record->queue.size))
+        if ((!record->queue.size && type != RECORD_REOPEN)
+            || (record->queue.size && !aq_name_is_valid(record->queue.data, record->queue.size)))
             r.ok = 0;
         break;
     case RECORD_RESET: break;
@@ -710,6 +711,12 @@ static int s_apply_reset(state_t *self)
     return 0;
 }
 
+static void s_reopen_each(void *ctx, void *value)
+{
+    (void) ctx;
+    ((queue_t *) value)->state = QUEUE_OPEN;
+}
+
 int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
 {
     *effects = (state_effects_t){0};
@@ -733,9 +740,14 @@ int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
         return 0;
     }
     case RECORD_REOPEN: {
+        if (!record->queue.size) {
+            self->shut_down = 0;
+            dict_each(self->queues, s_reopen_each, NULL);
+            return 0;
+        }
         queue_t *queue = s_queue(self, record->queue, 0);
-        if (!queue || self->shut_down)
-            return 1; /* a broker shut down whole takes no puts, whatever the queue */
+        if (!queue)
+            return 1;
         queue->state = QUEUE_OPEN;
         effects->queue = queue;
         return 0;

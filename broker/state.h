@@ -71,7 +71,8 @@ typedef enum {
         (the rest, at most EPITAPH_TEXT_MAX bytes): an item dead-lettered,
         and why; in snapshots, after the ITEM of every dead item. */
     RECORD_DIED,
-    /*  name (the rest): a shut-down queue takes puts again (REOPEN). */
+    /*  name (the rest): a shut-down queue takes puts again (REOPEN); empty:
+        every queue, and those made later (undoes an empty-named QUEUE). */
     RECORD_REOPEN,
     /*  paused u8, name (the rest): a queue's deliveries paused or resumed;
         in snapshots, after the QUEUE of every paused queue. */

@@ -328,7 +328,8 @@ int cli_queue_action(int argc, char **argv)
     static const char *const names[] = {"reopen", "purge", "delete", "pause", "resume"};
     const char *usage =
         "Usage: asyncq reopen|purge|delete|pause|resume -q QUEUE [-b ADDR]\n"
-        "reopen: a shut-down QUEUE takes puts again (prints its stats).\n"
+        "reopen: a shut-down QUEUE takes puts again (prints its stats); without -q,\n"
+        "  every queue, and those made later (undoes asyncq shutdown without -q).\n"
         "purge: discards QUEUE's queued and delayed items; items being processed stay\n"
         "  with their consumers; joins count the discarded items as done (prints\n"
         "  purged=N).\n"
@@ -346,7 +347,9 @@ int cli_queue_action(int argc, char **argv)
     request_options_t opts = {0};
     if (action < 0 || !s_parse(command, usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
-    if (optind < argc || !opts.queue_given) {
+    if (action == AQ_QUEUE_REOPEN && !opts.queue_given)
+        opts.queue = ""; /* every queue, as shutdown without -q */
+    else if (optind < argc || !opts.queue_given) {
         fprintf(stderr, optind < argc ? "asyncq %s: unexpected argument '%s'\n"
                                       : "asyncq %s: which queue? -q QUEUE (or ASYNCQ_QUEUE)\n",
                 command, optind < argc ? argv[optind] : "");
@@ -360,7 +363,7 @@ int cli_queue_action(int argc, char **argv)
     rc = aq_queue_action(session, opts.queue, (aq_queue_action_t) action, s_count_line, &lines);
     if (rc)
         cli_report(command, session, rc);
-    else if (!lines) {
+    else if (!lines && *opts.queue) {
         fprintf(stderr, "asyncq %s: the broker has no queue %s\n", command, opts.queue);
         rc = AQ_REFUSED;
     }

@@ -92,7 +92,7 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
                                    {F_SUBJECT, B(subject)}, {F_TEXT, B(text)}}},
     [AQ_CMD_BYE] = {"BYE", 1, {{F_TAG, B(tag)}}},
     [AQ_CMD_HEARTBEAT] = {"HEARTBEAT", 1, {{F_U64, B(beat)}}},
-    [AQ_CMD_REOPEN] = {"REOPEN", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
+    [AQ_CMD_REOPEN] = {"REOPEN", 2, {{F_TAG, B(tag)}, {F_NAME_OPT, B(queue)}}},
     [AQ_CMD_PURGE] = {"PURGE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_DELETE] = {"DELETE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_PEEK] = {"PEEK", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(count)}}},

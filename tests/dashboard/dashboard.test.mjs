@@ -1,6 +1,8 @@
 // The broker's dashboard in Debian's headless Chromium, against the real broker with live
 // traffic: queue rows with numbers the test knows, numbers that move between polls, a
-// consumer row, dead letters, and Requeue behind the token (a wrong one refused).
+// consumer row, dead letters, and Requeue behind the token (a wrong one refused); then the
+// dead letters view (causes and payloads) and Purge dead, and the queue buttons: Purge,
+// Reopen of a shut-down queue, Delete (its confirm dismissed, then accepted).
 //
 // Usage: node dashboard.test.mjs BIN_DIR ARTIFACT_DIR
 // Exit codes: 0 passed, 1 failed, 77 skipped (no Chromium or no node_modules).
@@ -251,6 +253,84 @@ async function main() {
   const kept = await page.evaluate(() => sessionStorage.getItem('asyncq-dashboard-token'));
   if (kept !== token) throw new Error('the token was not kept in sessionStorage');
   ok('with the right token: "requeued 4"; /stats.json, asyncq stats and the row say queued 4, dead 0; token kept in sessionStorage');
+
+  // The dead letters view: the poison items fail again (their attempts were reset), and a
+  // click on the dead count shows why each died and its payload, from /api/dead.
+  const poisonAgain = start('asyncq-consumer', ['-b', address, '-q', 'poison', '-n', 'poison-worker-2',
+    '--exec', 'exit 1', '--quiet']);
+  await until('4 dead letters in poison again', async () => (await queue('poison'))?.dead === 4);
+  await stop(poisonAgain);
+  await expectText(field(poison, 'dead'), /^4$/, 'poison dead again');
+  await field(poison, 'dead').locator('button.dead-link').click();
+  const details = dead.locator('table.detail');
+  await details.waitFor({ state: 'visible', timeout: STEP_MS });
+  await until('4 dead items with their causes', async () => (await details.locator('tbody tr[data-dead-id]').count()) === 4);
+  const rows = await details.locator('tbody tr[data-dead-id]').evaluateAll((trs) => trs.map((tr) => {
+    const f = (name) => tr.querySelector(`td[data-field="${name}"]`).textContent;
+    return { id: tr.dataset.deadId, cause: f('cause'), reason: f('reason'), payload: f('payload'), died: f('died') };
+  }));
+  for (const r of rows)
+    if (r.cause !== 'nack' || !/^exit 1\b/.test(r.reason) || r.died === 'unknown' || !/^\d+$/.test(r.id))
+      throw new Error(`a dead item's row: ${JSON.stringify(r)}`);
+  if (rows.map((r) => r.payload).sort().join(' ') !== 'p1 p2 p3 p4')
+    throw new Error(`dead payloads: ${rows.map((r) => r.payload).join(' ')}`);
+  if (!(await dead.locator('table.summary').isHidden())) throw new Error('the summary table is still shown');
+  await page.screenshot({ path: join(artifactDir, 'dashboard-dead-letters.png'), fullPage: true });
+  ok(`dead letters view of poison: 4 items, cause nack, reason "${rows[0].reason}", payloads p1-p4 (no token asked again)`);
+
+  // Purge dead, confirmed.
+  let asked = null;
+  page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+  await dead.locator('button.purge-dead').click();
+  await expectText(page.locator('#message'), 'purged 4 dead items of poison', 'the purge-dead result');
+  if (!/\b4 dead items of poison\b/.test(asked || '')) throw new Error(`purge dead asked: ${asked}`);
+  await until('poison dead 0', async () => (await queue('poison')).dead === 0);
+  await dead.waitFor({ state: 'detached', timeout: STEP_MS });
+  ok(`Purge dead asked "${asked}"; poison dead 0, its dead letters gone from the page`);
+
+  // Purge: the 1234 queued items of idle, after a confirm naming the queue and the count.
+  const button = (row, action) => page.locator(`${row} td[data-field="actions"] button[data-action="${action}"]`);
+  if (!(await button(idle, 'reopen').isHidden())) throw new Error('Reopen shown for an open queue');
+  page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+  await button(idle, 'purge').click();
+  await expectText(page.locator('#message'), 'purged 1,234 items of idle', 'the purge result');
+  if (!/idle/.test(asked) || !/1,234/.test(asked)) throw new Error(`purge asked: ${asked}`);
+  const purged = await queue('idle');
+  if (purged.queued !== 0 || purged.discarded_total !== 1234 || purged.state !== 'open')
+    throw new Error(`after purge idle: ${JSON.stringify(purged)}`);
+  await expectText(field(idle, 'queued'), /^0$/, 'idle queued after purge');
+  ok(`Purge asked "${asked}"; idle queued 0, 1234 discarded, still open`);
+
+  // Reopen: shown once idle is shut down, and it takes puts again.
+  await run('asyncq', ['shutdown', '-b', address, '-q', 'idle']);
+  await expectText(field(idle, 'state'), /^draining$/, 'idle state after shutdown');
+  await button(idle, 'reopen').waitFor({ state: 'visible', timeout: STEP_MS });
+  await button(idle, 'reopen').click();
+  await expectText(page.locator('#message'), 'reopened idle (was draining)', 'the reopen result');
+  if ((await queue('idle')).state !== 'open') throw new Error('idle not open after Reopen');
+  await expectText(field(idle, 'state'), /^open$/, 'idle state after reopen');
+  await button(idle, 'reopen').waitFor({ state: 'hidden', timeout: STEP_MS });
+  await run('asyncq', ['put', '-b', address, '-q', 'idle', 'again']);
+  await until('idle queued 1 after a put', async () => (await queue('idle')).queued === 1);
+  ok('Reopen shown for the shut-down queue idle: open again, a put taken, the button hidden');
+
+  // Delete: dismissed, nothing happens; accepted, the queue goes.
+  await run('asyncq', ['put', '-b', address, '-q', 'scratch', 's1', 's2', 's3']);
+  const scratch = '#queues tr[data-queue="scratch"]';
+  await expectText(field(scratch, 'queued'), /^3$/, 'scratch queued');
+  page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
+  await button(scratch, 'delete').click();
+  await until('the delete confirm', () => asked && asked.includes('scratch'));
+  await delay(300);
+  if ((await queue('scratch'))?.queued !== 3) throw new Error('a dismissed Delete deleted');
+  asked = null;
+  page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+  await button(scratch, 'delete').click();
+  await expectText(page.locator('#message'), 'deleted scratch and the 3 items it held', 'the delete result');
+  if (!/scratch/.test(asked) || !/\b3 items\b/.test(asked)) throw new Error(`delete asked: ${asked}`);
+  if (await queue('scratch')) throw new Error('scratch still in /stats.json after Delete');
+  await page.locator(scratch).waitFor({ state: 'detached', timeout: STEP_MS });
+  ok(`Delete asked "${asked}" (dismissed: nothing deleted; accepted: scratch gone from /stats.json and the page)`);
 
   // The broker gone: the page says so instead of showing old numbers as live. The clients
   // go first, so none is left retrying a broker that is not there.

@@ -2,11 +2,20 @@
     actions without the token, huge headers, garbage, slow clients and 500
     idle connections change nothing in the queues and do not stall the
     broker's loop. Put-to-ack latency is measured with and without the
-    abuse, for the record (a test never fails on timing). */
+    abuse, for the record (a test never fails on timing).
+
+    The dashboard's actions (POST /api/requeue, /api/reopen, /api/purge,
+    /api/delete, /api/purge-dead) and its dead letters (GET /api/dead):
+    each refused without the token (401), for a bad name (400), an unknown
+    queue (404) and the wrong method (405), changing nothing, and each
+    error test ends with a request that succeeds; each action's effect
+    checked in the broker's stats, in memory and durable (answered once
+    the journal has the change). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +35,9 @@ typedef struct {
 } fixture_t;
 
 /*  A broker with the HTTP port and a known token; durable (a journal in a
-    temporary directory) if `durable`. */
-static int s_start(void **state, int durable)
+    temporary directory) if `durable`; with one delivery per item (a NACK
+    kills it) if `one_attempt`. */
+static int s_start(void **state, int durable, int one_attempt)
 {
     fixture_t *f = calloc(1, sizeof *f);
     assert_non_null(f);
@@ -38,8 +48,16 @@ static int s_start(void **state, int durable)
     close(fd);
     snprintf(f->data_dir, sizeof f->data_dir, "/tmp/asyncq-http-XXXXXX");
     assert_non_null(mkdtemp(f->data_dir));
-    char *const flags[] = {"--metrics", "127.0.0.1:0", "--metrics-token-file", f->token_path,
-                           durable ? "--data-dir" : NULL, f->data_dir, NULL};
+    char *flags[10] = {"--metrics", "127.0.0.1:0", "--metrics-token-file", f->token_path};
+    int count = 4;
+    if (one_attempt) {
+        flags[count++] = "--max-attempts";
+        flags[count++] = "1";
+    }
+    if (durable) {
+        flags[count++] = "--data-dir";
+        flags[count++] = f->data_dir;
+    }
     harness_start_broker(&f->h, flags);
     if (!aq_process_expect(&f->h.broker, "METRICS ", f->url, sizeof f->url, HARNESS_DEADLINE_MS))
         fail_msg("broker did not print METRICS");
@@ -52,12 +70,22 @@ static int s_start(void **state, int durable)
 
 static int s_setup(void **state)
 {
-    return s_start(state, 0);
+    return s_start(state, 0, 0);
 }
 
 static int s_setup_durable(void **state)
 {
-    return s_start(state, 1);
+    return s_start(state, 1, 0);
+}
+
+static int s_setup_one_attempt(void **state)
+{
+    return s_start(state, 0, 1);
+}
+
+static int s_setup_one_attempt_durable(void **state)
+{
+    return s_start(state, 1, 1);
 }
 
 static int s_teardown(void **state)
@@ -301,6 +329,423 @@ static void test_requeue_with_the_token_moves_dead_items_back(void **state)
     harness_assert_serving(h, "d2");
 }
 
+/*  POST `path` (with the token if `token`), its status; the body in
+    `body` if given. */
+static int s_post(const fixture_t *f, const char *path, const char *token, char *body,
+                  size_t size)
+{
+    char request[1024];
+    snprintf(request, sizeof request,
+             "POST %s HTTP/1.1\r\nHost: x\r\n%s%s%sContent-Length: 0\r\n"
+             "Connection: close\r\n\r\n",
+             path, token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
+    return s_request(f, request, body, size);
+}
+
+/*  GET `path` with the token. */
+static int s_get_with_token(const fixture_t *f, const char *path, char *body, size_t size)
+{
+    char request[1024];
+    snprintf(request, sizeof request,
+             "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN "\r\n"
+             "Connection: close\r\n\r\n",
+             path);
+    return s_request(f, request, body, size);
+}
+
+/*  The queue's stats line from the broker ("" if it has none: it does not
+    exist). */
+typedef struct {
+    char line[1024];
+    int lines;
+} line_t;
+
+static void s_keep_line(void *ctx, const char *text)
+{
+    line_t *line = ctx;
+    snprintf(line->line, sizeof line->line, "%s", text);
+    line->lines++;
+}
+
+static line_t s_stats_line(const harness_t *h, const char *queue)
+{
+    line_t line = {"", 0};
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_stats(session, queue, s_keep_line, &line), AQ_OK);
+    aq_session_destroy(&session);
+    return line;
+}
+
+/*  The queue's state word from its stats line ("open", "draining"...). */
+static void s_assert_state(const harness_t *h, const char *queue, const char *state)
+{
+    line_t line = s_stats_line(h, queue);
+    char want[64];
+    snprintf(want, sizeof want, " state=%s", state);
+    if (!strstr(line.line, want))
+        fail_msg("%s: expected%s in '%s'", queue, want, line.line);
+}
+
+/*  One put of `data` to `queue`, and its sync: AQ_OK, or AQ_REFUSED (a
+    shut-down queue). */
+static aq_status_t s_put(const harness_t *h, const char *queue, const void *data, size_t size)
+{
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(h->address, "http-test", &rc);
+    assert_non_null(producer);
+    assert_int_equal(aq_producer_put(producer, queue, data, size), AQ_OK);
+    rc = aq_producer_sync(producer, HARNESS_DEADLINE_MS);
+    aq_producer_destroy(&producer);
+    return rc;
+}
+
+/*  Gets and NACKs `queue`'s items, with `reason`, until `count` are dead. */
+static void s_kill_items(const harness_t *h, const char *queue, uint64_t count, const char *reason)
+{
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "killer", queue, 8, &rc);
+    assert_non_null(consumer);
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    while (harness_stat(h, queue, "dead") < count) {
+        assert_true(zclock_mono() < deadline);
+        aq_item_t item;
+        if (aq_consumer_get(consumer, &item, 100) == AQ_OK)
+            assert_int_equal(aq_consumer_nack(consumer, item.id, 0, reason), AQ_OK);
+        else
+            assert_int_equal(aq_consumer_flush(consumer), AQ_OK);
+    }
+    aq_consumer_destroy(&consumer);
+}
+
+/*  A queue that every error below must leave as it is: 4 queued, 2 dead,
+    shut down (draining). */
+static void s_make_target(const harness_t *h)
+{
+    harness_put_items(h, "t", 2);
+    s_kill_items(h, "t", 2, "failed");
+    harness_put_items(h, "t", 4);
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_shutdown(session, "t", AQ_SHUTDOWN_DRAIN, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+}
+
+static void s_assert_target_unchanged(const harness_t *h)
+{
+    assert_int_equal(harness_stat(h, "t", "queued"), 4);
+    assert_int_equal(harness_stat(h, "t", "dead"), 2);
+    assert_int_equal(harness_stat(h, "t", "discarded"), 0);
+    s_assert_state(h, "t", "draining");
+}
+
+static const char *const s_actions[] = {"requeue", "reopen", "purge", "delete", "purge-dead"};
+#define ACTIONS (sizeof s_actions / sizeof *s_actions)
+
+/*  Every action and /api/dead: 405 for the wrong method (with Allow),
+    401 without the token or with a wrong one, 400 without a name or with
+    a bad one, 404 for a queue the broker does not have; none changes the
+    queue. Then each with everything right succeeds. */
+static void test_actions_refuse_bad_requests_and_change_nothing(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    s_make_target(h);
+    char body[4096], path[256];
+    for (size_t i = 0; i < ACTIONS; i++) {
+        snprintf(path, sizeof path, "/api/%s?queue=t", s_actions[i]);
+        char request[512];
+        snprintf(request, sizeof request, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 TOKEN "\r\nConnection: close\r\n\r\n", path);
+        assert_int_equal(s_request(f, request, body, sizeof body), 405);
+        assert_non_null(strstr(body, "POST only"));
+        int fd = s_connect(f); /* the Allow header names POST */
+        s_send_all(fd, request, strlen(request));
+        static char answer[8192];
+        s_read_all(fd, answer, sizeof answer);
+        close(fd);
+        assert_non_null(strstr(answer, "\r\nAllow: POST\r\n"));
+        assert_int_equal(s_post(f, path, NULL, body, sizeof body), 401);
+        assert_non_null(strstr(body, "token"));
+        assert_int_equal(s_post(f, path, "0123456789abcdef0123456789abcdeX", NULL, 0), 401);
+        assert_int_equal(s_post(f, path, "Bearer", NULL, 0), 401);
+        snprintf(path, sizeof path, "/api/%s", s_actions[i]);
+        assert_int_equal(s_post(f, path, TOKEN, body, sizeof body), 400);
+        assert_non_null(strstr(body, "queue=NAME"));
+        snprintf(path, sizeof path, "/api/%s?queue=", s_actions[i]);
+        assert_int_equal(s_post(f, path, TOKEN, NULL, 0), 400);
+        snprintf(path, sizeof path, "/api/%s?queue=a%%20b", s_actions[i]);
+        assert_int_equal(s_post(f, path, TOKEN, NULL, 0), 400);
+        snprintf(path, sizeof path, "/api/%s?queue=%%2e%%2e%%2f", s_actions[i]);
+        assert_int_equal(s_post(f, path, TOKEN, NULL, 0), 400);
+        snprintf(path, sizeof path, "/api/%s?queue=nope", s_actions[i]);
+        assert_int_equal(s_post(f, path, TOKEN, body, sizeof body), 404);
+        assert_non_null(strstr(body, "no such queue"));
+        s_assert_target_unchanged(h);
+    }
+    /* /api/dead: GET only, and behind the token too. */
+    assert_int_equal(s_post(f, "/api/dead?queue=t", TOKEN, body, sizeof body), 405);
+    assert_non_null(strstr(body, "GET only"));
+    assert_int_equal(s_get(f, "/api/dead?queue=t", body, sizeof body), 401);
+    assert_null(strstr(body, "\"items\""));
+    assert_int_equal(s_get_with_token(f, "/api/dead", NULL, 0), 400);
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=a/b", NULL, 0), 400);
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=nope", NULL, 0), 404);
+    assert_int_equal(s_get(f, "/api/nope", NULL, 0), 404);
+    /* None made a queue. */
+    assert_int_equal(s_stats_line(h, "nope").lines, 0);
+    s_assert_target_unchanged(h);
+
+    /* And with everything right, each succeeds. */
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=t", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"dead\":2"));
+    assert_int_equal(s_post(f, "/api/reopen?queue=t", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"state\":\"open\""));
+    assert_int_equal(s_post(f, "/api/requeue?queue=t", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"requeued\":2"));
+    assert_int_equal(s_post(f, "/api/purge-dead?queue=t", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"purged_dead\":0"));
+    assert_int_equal(s_post(f, "/api/purge?queue=t", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"purged\":6"));
+    assert_int_equal(s_post(f, "/api/delete?queue=t", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"deleted\":0"));
+    harness_assert_serving(h, "t");
+}
+
+/*  Reopen: a queue shut down (draining, then discarding) takes puts again;
+    an open one is answered as it is. */
+static void test_reopen_makes_a_shut_down_queue_take_puts_again(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_put_items(h, "r", 3);
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_shutdown(session, "r", AQ_SHUTDOWN_DRAIN, NULL, NULL), AQ_OK);
+    assert_int_equal(s_put(h, "r", "late", 4), AQ_REFUSED);
+    s_assert_state(h, "r", "draining");
+    char body[4096];
+    assert_int_equal(s_post(f, "/api/reopen?queue=r", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"queue\":\"r\""));
+    assert_non_null(strstr(body, "\"state\":\"open\""));
+    assert_non_null(strstr(body, "\"was\":\"draining\""));
+    assert_non_null(strstr(body, "\"queued\":3"));
+    s_assert_state(h, "r", "open");
+    assert_int_equal(s_put(h, "r", "again", 5), AQ_OK);
+    assert_int_equal(harness_stat(h, "r", "queued"), 4);
+
+    /* An open queue: answered as it is, nothing changed. */
+    assert_int_equal(s_post(f, "/api/reopen?queue=r", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"was\":\"open\""));
+    assert_non_null(strstr(body, "\"queued\":4"));
+
+    /* Shut down at once (its items discarded), then reopened. */
+    assert_int_equal(aq_shutdown(session, "r", AQ_SHUTDOWN_IMMEDIATE, NULL, NULL), AQ_OK);
+    assert_int_equal(harness_stat(h, "r", "queued"), 0);
+    assert_int_equal(s_post(f, "/api/reopen?queue=r", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"was\":\"discarding\""));
+    assert_non_null(strstr(body, "\"queued\":0"));
+    s_assert_state(h, "r", "open");
+    aq_session_destroy(&session);
+    harness_assert_serving(h, "r");
+}
+
+/*  Purge: queued items discarded, the one in flight kept; the queue stays
+    open. */
+static void test_purge_discards_queued_items_and_keeps_those_in_flight(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_put_items(h, "p", 10);
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "holder", "p", 1, &rc);
+    assert_non_null(consumer);
+    aq_item_t held;
+    assert_int_equal(aq_consumer_get(consumer, &held, HARNESS_DEADLINE_MS), AQ_OK);
+    harness_wait_stat(h, "p", "inflight", 1);
+    char body[4096];
+    assert_int_equal(s_post(f, "/api/purge?queue=p", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"queue\":\"p\""));
+    assert_non_null(strstr(body, "\"purged\":9"));
+    assert_int_equal(harness_stat(h, "p", "queued"), 0);
+    assert_int_equal(harness_stat(h, "p", "inflight"), 1);
+    assert_int_equal(harness_stat(h, "p", "discarded"), 9);
+    s_assert_state(h, "p", "open");
+    aq_consumer_ack(consumer, held.id);
+    assert_int_equal(aq_consumer_flush(consumer), AQ_OK);
+    aq_consumer_destroy(&consumer);
+    harness_wait_stat(h, "p", "acked", 1);
+    /* Nothing outstanding: a join is answered at once. */
+    aq_session_t *session = harness_session(h);
+    aq_join_result_t result;
+    assert_int_equal(aq_join(session, "p", HARNESS_DEADLINE_MS, AQ_JOIN_ALL, &result), AQ_OK);
+    aq_session_destroy(&session);
+    /* An empty queue: nothing purged. */
+    assert_int_equal(s_post(f, "/api/purge?queue=p", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"purged\":0"));
+    harness_assert_serving(h, "p");
+}
+
+/*  Delete: everything discarded, dead items too, and the queue forgotten;
+    a put then makes a new, empty, open queue. */
+static void test_delete_forgets_the_queue_and_a_put_makes_a_fresh_one(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_put_items(h, "x", 2);
+    s_kill_items(h, "x", 2, "bad");
+    harness_put_items(h, "x", 5);
+    /* One in flight, with its consumer. */
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "holder", "x", 1, &rc);
+    assert_non_null(consumer);
+    aq_item_t held;
+    assert_int_equal(aq_consumer_get(consumer, &held, HARNESS_DEADLINE_MS), AQ_OK);
+    harness_wait_stat(h, "x", "inflight", 1);
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_shutdown(session, "x", AQ_SHUTDOWN_DRAIN, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+    char body[1 << 16];
+    assert_int_equal(s_post(f, "/api/delete?queue=x", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"queue\":\"x\""));
+    assert_non_null(strstr(body, "\"deleted\":7"));
+    /* Its consumer hears the queue is shut down (PROTOCOL.md 4.13). */
+    aq_item_t none;
+    assert_int_equal(aq_consumer_get(consumer, &none, HARNESS_DEADLINE_MS), AQ_SHUT_DOWN);
+    aq_consumer_destroy(&consumer);
+    assert_int_equal(s_stats_line(h, "x").lines, 0);
+    assert_int_equal(s_get(f, "/stats.json", body, sizeof body), 200);
+    assert_null(strstr(body, "\"name\":\"x\""));
+    /* Gone: the actions find no queue. */
+    assert_int_equal(s_post(f, "/api/delete?queue=x", TOKEN, NULL, 0), 404);
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=x", NULL, 0), 404);
+    /* A put makes it again: open, empty but for that put, no dead. */
+    assert_int_equal(s_put(h, "x", "fresh", 5), AQ_OK);
+    line_t line = s_stats_line(h, "x");
+    assert_int_equal(line.lines, 1);
+    assert_non_null(strstr(line.line, " state=open"));
+    assert_int_equal(harness_stat(h, "x", "queued"), 1);
+    assert_int_equal(harness_stat(h, "x", "puts"), 1);
+    assert_int_equal(harness_stat(h, "x", "dead"), 0);
+    assert_int_equal(harness_stat(h, "x", "discarded"), 0);
+    harness_assert_serving(h, "x2");
+}
+
+/*  Purge-dead deletes the dead items only; requeue then has none. */
+static void test_purge_dead_deletes_the_dead_items(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_put_items(h, "d", 3);
+    s_kill_items(h, "d", 3, "bad");
+    harness_put_items(h, "d", 2);
+    char body[4096];
+    assert_int_equal(s_post(f, "/api/purge-dead?queue=d", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"queue\":\"d\""));
+    assert_non_null(strstr(body, "\"purged_dead\":3"));
+    assert_int_equal(harness_stat(h, "d", "dead"), 0);
+    assert_int_equal(harness_stat(h, "d", "queued"), 2);
+    assert_int_equal(s_post(f, "/api/requeue?queue=d", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"requeued\":0"));
+    assert_int_equal(harness_stat(h, "d", "queued"), 2);
+    harness_assert_serving(h, "d2");
+}
+
+/*  /api/dead: the dead items, oldest death first, with why they died and
+    the start of their payload (escaped); at most 100. */
+static void test_dead_lists_items_with_cause_reason_and_payload(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    char big[100];
+    memset(big, 'b', sizeof big);
+    const struct {
+        const char *data;
+        size_t size;
+    } payloads[] = {{"hello \"world\"", 13}, {"\x00\xff\\z\n", 5}, {"caf\xc3\xa9", 5},
+                    {big, sizeof big}};
+    /* One at a time, so their deaths come in this order. */
+    for (uint64_t i = 0; i < 4; i++) {
+        assert_int_equal(s_put(h, "dl", payloads[i].data, payloads[i].size), AQ_OK);
+        s_kill_items(h, "dl", i + 1, i == 1 ? "exit 3\n\x01" : "exit 3");
+    }
+    char *body = malloc(1 << 18);
+    assert_non_null(body);
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=dl", body, 1 << 18), 200);
+    printf("    %.400s...\n", body);
+    assert_non_null(strstr(body, "{\"queue\":\"dl\",\"state\":\"open\",\"dead\":4,\"items\":[{\"id\":\""));
+    const char *first = strstr(body, "\"payload_preview\":\"hello \\\"world\\\"\"");
+    const char *second = strstr(body, "\"payload_preview\":\"\\\\x00\\\\xff\\\\\\\\z\\\\n\"");
+    const char *third = strstr(body, "\"payload_preview\":\"caf\xc3\xa9\"");
+    char want[200];
+    snprintf(want, sizeof want, "\"size\":100,\"died\":\"");
+    const char *fourth = strstr(body, want);
+    assert_non_null(first);
+    assert_non_null(second);
+    assert_non_null(third);
+    assert_non_null(fourth);
+    assert_true(first < second && second < third && third < fourth);
+    snprintf(want, sizeof want, "\"payload_preview\":\"%.64s\",\"payload_cut\":true", big);
+    assert_non_null(strstr(body, want));
+    assert_non_null(strstr(body, "\"attempts\":1,\"size\":13,\"died\":\"20"));
+    assert_non_null(strstr(body, "Z\",\"cause\":\"nack\",\"reason\":\"exit 3\",\"payload_preview\""));
+    assert_non_null(strstr(body, "\"reason\":\"exit 3\\\\n\\\\x01\""));
+    assert_non_null(strstr(body, "\"payload_cut\":false"));
+
+    /* More than 100: the oldest 100. */
+    harness_put_items(h, "many", 120);
+    s_kill_items(h, "many", 120, "x");
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=many", body, 1 << 18), 200);
+    assert_non_null(strstr(body, "\"dead\":120"));
+    int items = 0;
+    for (const char *at = body; (at = strstr(at, "\"id\":\"")); at++)
+        items++;
+    assert_int_equal(items, 100);
+    /* An empty list. */
+    harness_put_items(h, "none", 1);
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=none", body, 1 << 18), 200);
+    assert_non_null(strstr(body, "\"dead\":0,\"items\":[]"));
+    free(body);
+    harness_assert_serving(h, "dl");
+}
+
+/*  After a SHUTDOWN of every queue, one queue reopens (the others stay
+    shut down); 503 only while the broker stops on a signal (below). */
+static void test_one_queue_reopens_after_every_queue_was_shut_down(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_put_items(h, "s", 3);
+    harness_put_items(h, "t", 1);
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_shutdown(session, NULL, AQ_SHUTDOWN_DRAIN, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+    char body[4096];
+    assert_int_equal(s_post(f, "/api/reopen?queue=s", TOKEN, body, sizeof body), 200);
+    s_assert_state(h, "s", "open");
+    s_assert_state(h, "t", "draining");
+    assert_int_equal(s_post(f, "/api/purge?queue=s", TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"purged\":3"));
+}
+
+static void test_reopen_refused_while_the_broker_stops(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    harness_put_items(h, "s", 3); /* nobody takes them: the drain waits */
+    kill(h->broker.pid, SIGTERM);
+    char body[4096];
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    while (s_get(f, "/stats.json", body, sizeof body) != 200
+           || !strstr(body, "\"name\":\"s\",\"state\":\"draining\"")) {
+        assert_true(zclock_mono() < deadline);
+        zclock_sleep(20);
+    }
+    assert_int_equal(s_post(f, "/api/reopen?queue=s", TOKEN, body, sizeof body), 503);
+    assert_non_null(strstr(body, "\"error\":\"the broker is stopping"));
+    assert_int_equal(s_get(f, "/stats.json", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"name\":\"s\",\"state\":\"draining\",\"queued\":3"));
+    assert_int_equal(s_get_with_token(f, "/api/dead?queue=s", body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"state\":\"draining\",\"dead\":0"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +755,35 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_requeue_with_the_token_moves_dead_items_back,
                                         s_setup_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(test_actions_refuse_bad_requests_and_change_nothing,
+                                        s_setup_one_attempt, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_makes_a_shut_down_queue_take_puts_again,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_makes_a_shut_down_queue_take_puts_again,
+                                        s_setup_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_purge_discards_queued_items_and_keeps_those_in_flight, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_purge_discards_queued_items_and_keeps_those_in_flight, s_setup_durable,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_delete_forgets_the_queue_and_a_put_makes_a_fresh_one, s_setup_one_attempt,
+            s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_delete_forgets_the_queue_and_a_put_makes_a_fresh_one,
+            s_setup_one_attempt_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(test_purge_dead_deletes_the_dead_items,
+                                        s_setup_one_attempt, s_teardown),
+        cmocka_unit_test_setup_teardown(test_purge_dead_deletes_the_dead_items,
+                                        s_setup_one_attempt_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_lists_items_with_cause_reason_and_payload,
+                                        s_setup_one_attempt, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_lists_items_with_cause_reason_and_payload,
+                                        s_setup_one_attempt_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(test_one_queue_reopens_after_every_queue_was_shut_down,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_refused_while_the_broker_stops, s_setup,
+                                        s_teardown),
     };
     return harness_run_group(tests);
 }

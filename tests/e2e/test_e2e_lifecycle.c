@@ -118,6 +118,17 @@ static void test_a_shut_down_queue_reopens(void **state)
     consumer = s_consumer(&f->h, "r", 1);
     s_get_ack(consumer, "after");
     aq_consumer_destroy(&consumer);
+    /* Every queue shut down, and those made later: all reopened. */
+    session = harness_session(&f->h);
+    assert_int_equal(aq_shutdown(session, NULL, AQ_SHUTDOWN_DRAIN, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+    assert_int_equal(s_put(&f->h, "later", "refused", 0), AQ_REFUSED);
+    assert_non_null(strstr(s_action(&f->h, "", AQ_QUEUE_REOPEN).text, "state=open"));
+    assert_int_equal(s_put(&f->h, "later", "taken", 0), AQ_OK);
+    assert_int_equal(s_put(&f->h, "r", "taken", 0), AQ_OK);
+    consumer = s_consumer(&f->h, "r", 1);
+    s_get_ack(consumer, "taken");
+    aq_consumer_destroy(&consumer);
     /* Reopening an open queue changes nothing; an unknown one is no line. */
     assert_non_null(strstr(s_action(&f->h, "r", AQ_QUEUE_REOPEN).text, "state=open"));
     assert_int_equal(s_action(&f->h, "nosuch", AQ_QUEUE_REOPEN).lines, 0);

@@ -207,8 +207,8 @@ static void s_round_trip(const record_t *record)
     case RECORD_ITEM: fixed = size - record->payload.size; break;
     case RECORD_PRODUCER: fixed = size - record->key.size; break;
     case RECORD_QUEUE: fixed = size - record->queue.size; break;
-    case RECORD_FORGET:
-    case RECORD_REOPEN: fixed = 1; break;
+    case RECORD_FORGET: fixed = 1; break;
+    case RECORD_REOPEN: fixed = 0; break; /* empty: every queue */
     case RECORD_PAUSE: fixed = 2; break;
     case RECORD_GONE: fixed = 8; break; /* 8 bytes: a GONE from before 2.2 */
     default: fixed = size;
@@ -263,6 +263,8 @@ static void test_records_round_trip(void **unused)
     s_round_trip(&forget);
     record_t reopen = {.type = RECORD_REOPEN, .queue = aq_bytes_str("shut.queue")};
     s_round_trip(&reopen);
+    record_t reopen_all = {.type = RECORD_REOPEN};
+    s_round_trip(&reopen_all);
     record_t pause = {.type = RECORD_PAUSE, .state = 1, .queue = aq_bytes_str("p")};
     s_round_trip(&pause);
     record_t reset = {.type = RECORD_RESET};
