@@ -697,6 +697,60 @@ static size_t s_dead_line(const item_t *item, char *line, size_t size)
     return length < 0 ? 0 : (size_t) length < size ? (size_t) length : size - 1;
 }
 
+/*  DEAD "requeue ID..." or "delete ID...": those dead items of the queue,
+    all or none: an id that is not a dead item of it is answered 404 (every
+    such id named), and nothing changes. */
+static void s_dead_items(const request_t *request, queue_t *queue)
+{
+    const aq_msg_t *msg = request->msg;
+    int requeue = msg->text.data[0] == 'r';
+    const uint8_t *at = msg->text.data + (requeue ? 8 : 7), *end = msg->text.data + msg->text.size;
+    item_t *items[AQ_TEXT_MAX / 2];
+    size_t count = 0;
+    id_list_t unknown = {0};
+    while (at < end) {
+        const uint8_t *space = memchr(at, ' ', (size_t) (end - at)), *stop = space ? space : end;
+        uint64_t id;
+        if (!aq_parse_u64(at, (size_t) (stop - at), &id)) {
+            s_error(request, AQ_MALFORMED, msg->queue,
+                    "DEAD requeue and delete take item ids, one space between them");
+            return;
+        }
+        item_t *item = store_find(request->broker->store, id);
+        int again = 0;
+        for (size_t i = 0; i < count && !again; i++)
+            again = items[i] == item;
+        if (!queue || !item || item->queue != queue || item->state != ITEM_DEAD)
+            s_list_add(&unknown, id);
+        else if (!again) /* named twice: once */
+            items[count++] = item;
+        at = space ? space + 1 : end;
+    }
+    if (unknown.count) {
+        s_error(request, AQ_UNKNOWN_ITEM, (aq_bytes_t){(const uint8_t *) unknown.text, unknown.size},
+                "not dead items of this queue: nothing was changed");
+        return;
+    }
+    uint64_t done = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (requeue) {
+            if (broker_requeue_dead_item(request->broker, items[i]))
+                break;
+        }
+        else {
+            record_t record;
+            state_effects_t effects;
+            state_gone(items[i], GONE_PURGED, &record);
+            broker_apply_must(request->broker, &record, &effects);
+        }
+        done++;
+    }
+    char text[48];
+    snprintf(text, sizeof text, "%s=%llu", requeue ? "requeued" : "deleted",
+             (unsigned long long) done);
+    s_report_text(request, text);
+}
+
 static void s_on_dead(const request_t *request)
 {
     broker_t *self = request->broker;
@@ -720,6 +774,9 @@ static void s_on_dead(const request_t *request)
         aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
         s_reply(request, &reply);
     }
+    else if ((msg->text.size > 8 && memcmp(msg->text.data, "requeue ", 8) == 0)
+             || (msg->text.size > 7 && memcmp(msg->text.data, "delete ", 7) == 0))
+        s_dead_items(request, queue);
     else if (msg->text.size == 7 && memcmp(msg->text.data, "requeue", 7) == 0) {
         uint64_t moved = queue ? broker_requeue_dead(self, queue) : 0;
         snprintf(text, sizeof text, "requeued=%llu", (unsigned long long) moved);
@@ -731,7 +788,8 @@ static void s_on_dead(const request_t *request)
         s_report_text(request, text);
     }
     else
-        s_error(request, AQ_MALFORMED, msg->queue, "DEAD takes list, requeue or purge");
+        s_error(request, AQ_MALFORMED, msg->queue,
+                "DEAD takes list, requeue, purge, requeue ID..., or delete ID...");
 }
 
 /*  SHUTDOWN of one queue or of all: one report line per queue shut. */

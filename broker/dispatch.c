@@ -268,22 +268,28 @@ void broker_release_joiners(broker_t *self, queue_t *queue)
     }
 }
 
+int broker_requeue_dead_item(broker_t *self, item_t *item)
+{
+    queue_t *queue = item->queue;
+    /* To the back, numbered as a new put, its attempts reset. */
+    record_t record = {.type = RECORD_STATE, .id = item->id, .seq = queue->ledger.next,
+                       .rank = queue->back + 1, .state = ITEM_QUEUED, .item_ref = item};
+    state_effects_t effects;
+    if (broker_apply(self, &record, &effects)) {
+        log_line("out of memory: some dead items of %s stay dead", queue->name);
+        return -1;
+    }
+    broker_touch_queue(self, queue);
+    return 0;
+}
+
 uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
 {
     uint64_t moved = 0;
     list_node_t *node;
-    while ((node = list_first(&queue->dead))) {
-        item_t *item = list_entry(node, item_t, link);
-        /* To the back, numbered as a new put, its attempts reset. */
-        record_t record = {.type = RECORD_STATE, .id = item->id, .seq = queue->ledger.next,
-                           .rank = queue->back + 1, .state = ITEM_QUEUED, .item_ref = item};
-        state_effects_t effects;
-        if (broker_apply(self, &record, &effects)) {
-            log_line("out of memory: some dead items of %s stay dead", queue->name);
-            break;
-        }
+    while ((node = list_first(&queue->dead))
+           && broker_requeue_dead_item(self, list_entry(node, item_t, link)) == 0)
         moved++;
-    }
     broker_touch_queue(self, queue);
     return moved;
 }

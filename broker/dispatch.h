@@ -30,6 +30,9 @@ void broker_shut_all(broker_t *self, queue_state_t state);
     dashboard's button): recorded, and delivered by the pass. Returns how
     many moved. */
 uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
+/*  One dead item back to the end of its queue. -1 if out of memory (it
+    stays dead). */
+int broker_requeue_dead_item(broker_t *self, item_t *item);
 /*  Deletes every dead item of the queue (DEAD purge). Returns how many. */
 uint64_t broker_purge_dead(broker_t *self, queue_t *queue);
 /*  Pauses (1) or resumes (0) the queue's deliveries. */

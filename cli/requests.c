@@ -301,19 +301,43 @@ int cli_stats(int argc, char **argv)
 int cli_dead(int argc, char **argv)
 {
     const char *usage = "Usage: asyncq dead list|requeue|purge [-b ADDR] [-q QUEUE]\n"
+                        "       asyncq dead requeue|delete ID... [-b ADDR] [-q QUEUE]\n"
                         "Items delivered --max-attempts times without an ack go to their queue's\n"
-                        "dead-letter list. list shows them (id, attempts, size), requeue puts\n"
-                        "them back at the end of the queue, purge deletes them.\n";
+                        "dead-letter list. list shows them (id, attempts, size, when and why\n"
+                        "each died, its last reason, the start of it), requeue puts them back at\n"
+                        "the end of the queue, purge deletes them; with ids, only those (all or\n"
+                        "none: an id that is not a dead item of QUEUE changes nothing).\n";
     request_options_t opts = {0};
     if (!s_parse("dead", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
     const char *action = optind < argc ? argv[optind] : NULL;
-    if (!action || optind + 1 != argc
-        || (strcmp(action, "list") && strcmp(action, "requeue") && strcmp(action, "purge"))) {
+    int with_ids = action && optind + 1 < argc
+                   && (strcmp(action, "requeue") == 0 || strcmp(action, "delete") == 0);
+    if (!action || (optind + 1 != argc && !with_ids)
+        || (strcmp(action, "list") && strcmp(action, "requeue") && strcmp(action, "purge")
+            && !with_ids)) {
         fprintf(stderr, "%s", usage);
         return AQ_EXIT_USAGE;
     }
-    return s_print_report("dead", &opts, action);
+    if (!with_ids)
+        return s_print_report("dead", &opts, action);
+    /* "requeue ID ID...": the ids checked here, so that a typo says so. */
+    char text[AQ_TEXT_MAX + 1];
+    size_t length = (size_t) snprintf(text, sizeof text, "%s", action);
+    for (int i = optind + 1; i < argc; i++) {
+        uint64_t id;
+        if (!aq_arg_u64(argv[i], &id)) {
+            fprintf(stderr, "asyncq dead %s: '%s' is not an item id (see asyncq dead list)\n",
+                    action, argv[i]);
+            return AQ_EXIT_USAGE;
+        }
+        if (length + 1 + strlen(argv[i]) > AQ_TEXT_MAX) {
+            fprintf(stderr, "asyncq dead %s: too many ids at once (at most about 50)\n", action);
+            return AQ_EXIT_USAGE;
+        }
+        length += (size_t) snprintf(text + length, sizeof text - length, " %s", argv[i]);
+    }
+    return s_print_report("dead", &opts, text);
 }
 
 static void s_count_line(void *ctx, const char *line)

@@ -271,6 +271,51 @@ static void test_pause_peek_resume(void **state)
     harness_assert_serving(&f->h, "pp");
 }
 
+/*  DEAD requeue/delete of some ids: all or none (an id that is not a dead
+    item of the queue: 404, nothing changed), each id once. */
+static void test_dead_items_by_id(void **state)
+{
+    fixture_t *f = *state;
+    char *const flags[] = {"--max-attempts", "1", NULL};
+    harness_start_broker(&f->h, flags);
+    uint64_t ids[3];
+    aq_consumer_t *consumer = s_consumer(&f->h, "di", 1);
+    for (int i = 0; i < 3; i++) {
+        char payload[8];
+        snprintf(payload, sizeof payload, "d%d", i);
+        assert_int_equal(s_put(&f->h, "di", payload, 0), AQ_OK);
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        ids[i] = item.id;
+        assert_int_equal(aq_consumer_nack(consumer, item.id, 0, "bad"), AQ_OK);
+        harness_wait_stat(&f->h, "di", "dead", (uint64_t) i + 1);
+    }
+    aq_consumer_destroy(&consumer);
+    aq_session_t *session = harness_session(&f->h);
+    char action[128];
+    lines_t lines = {"", 0};
+    snprintf(action, sizeof action, "requeue %llu 99", (unsigned long long) ids[0]);
+    assert_int_equal(aq_dead(session, "di", action, s_line, &lines), AQ_REFUSED);
+    assert_int_equal(aq_session_error(session)->code, AQ_UNKNOWN_ITEM);
+    assert_int_equal(harness_stat(&f->h, "di", "dead"), 3);
+    snprintf(action, sizeof action, "requeue %llu %llu", (unsigned long long) ids[1],
+             (unsigned long long) ids[1]);
+    assert_int_equal(aq_dead(session, "di", action, s_line, &lines), AQ_OK);
+    assert_string_equal(lines.text, "requeued=1");
+    snprintf(action, sizeof action, "delete %llu", (unsigned long long) ids[2]);
+    assert_int_equal(aq_dead(session, "di", action, s_line, &lines), AQ_OK);
+    assert_string_equal(lines.text, "deleted=1");
+    assert_int_equal(aq_dead(session, "di", "delete 1x", s_line, &lines), AQ_REFUSED);
+    assert_int_equal(aq_session_error(session)->code, AQ_MALFORMED);
+    aq_session_destroy(&session);
+    assert_int_equal(harness_stat(&f->h, "di", "dead"), 1);
+    assert_int_equal(harness_stat(&f->h, "di", "queued"), 1);
+    consumer = s_consumer(&f->h, "di", 1);
+    s_get_ack(consumer, "d1");
+    aq_consumer_destroy(&consumer);
+    harness_assert_serving(&f->h, "di");
+}
+
 /*  An empty, unused, shut-down queue leaves stats after --queue-idle-ms;
     then a put makes it again, open. */
 static void test_an_empty_shut_down_queue_is_forgotten(void **state)
@@ -305,6 +350,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_an_empty_shut_down_queue_is_forgotten, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_pause_peek_resume, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_items_by_id, s_setup, s_teardown),
     };
     return harness_run_group(tests);
 }
