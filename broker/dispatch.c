@@ -373,6 +373,7 @@ uint64_t broker_delete_queue(broker_t *self, queue_t *queue)
 {
     uint64_t held = queue->ready_count + queue->inflight_count + queue->delayed_count
                     + queue->dead_count;
+    queue->drained_told = 1; /* its consumers hear "queue deleted" below, once */
     broker_shut_queue(self, queue, QUEUE_DISCARDING); /* queued, delayed, joins */
     broker_unblock(self, queue);                      /* held puts: refused */
     /* Its consumers let go of what they hold, which is discarded, and of the

@@ -745,9 +745,12 @@ int state_apply(state_t *self, const record_t *record, state_effects_t *effects)
             dict_each(self->queues, s_reopen_each, NULL);
             return 0;
         }
-        queue_t *queue = s_queue(self, record->queue, 0);
+        /* Made if need be: the leader may have made it without a record
+           (for a consumer or a join), born shut down after a SHUTDOWN of
+           every queue; a replica must have it open too. */
+        queue_t *queue = s_queue(self, record->queue, 1);
         if (!queue)
-            return 1;
+            return -1;
         queue->state = QUEUE_OPEN;
         effects->queue = queue;
         return 0;

@@ -10,7 +10,7 @@
 // only when it changed: a steady pool of workers sends none.
 const { Session } = require('./session');
 const {
-  message, cutText, encodeIds, decodeItems, BrokerError, QueueShutDown, QueueEmpty, WAIT_MAX_MS, IDS_MAX,
+  message, cutText, encodeIds, decodeItems, parseStats, BrokerError, QueueShutDown, QueueEmpty, WAIT_MAX_MS, IDS_MAX,
 } = require('./protocol');
 
 const number = (frame) => Number(frame.toString());
@@ -51,7 +51,10 @@ class Consumer {
     this.acks = []; // ids acked, to go out in one ACK
     this.credit = null; // the credit last sent; null: none in force
     this.creditWithdrawn = false;
-    this.shutDown = null; // the QueueShutDown error, once the queue is shut down and empty
+    // The QueueShutDown error, once the queue is shut down and empty, or
+    // deleted: no CREDIT is sent until a get() or reopen() finds it open
+    // again (a CREDIT would make a deleted queue anew).
+    this.shutDown = null;
     this.flushing = false; // a flush of acks and credit is due this turn
     this.closed = false;
     this.onError = () => {};
@@ -116,13 +119,18 @@ class Consumer {
 
   // After a new HELLO, the old session's items are the broker's to deliver
   // again (acks of them would be answered 404); a queue still shut down
-  // answers the CREDIT with 503 again.
+  // answers the CREDIT with 503 again. A consumer told the queue was shut
+  // down sends none: the next get() asks (askAgain()).
   rejoin() {
     this.delivered = [];
     this.acks = [];
     for (const [id, entry] of this.taken) this.stale.set(id, entry);
     this.taken.clear();
     this.creditWithdrawn = false;
+    if (this.shutDown) {
+      this.credit = null; // none in force in the new session
+      return;
+    }
     this.announceCredit().catch((error) => this.creditRefused(error));
   }
 
@@ -163,9 +171,38 @@ class Consumer {
   }
 
   deliver(item) {
+    if (this.shutDown) {
+      // An item after the broker said the queue was shut down and empty: it
+      // was reopened (REOPEN, 4.13) and sent it on the credit it kept. The
+      // notice is out of date.
+      this.shutDown = null;
+      this.schedule();
+    }
     const getter = this.getters.shift();
     if (getter) getter.resolve(item);
     else this.delivered.push(item);
+  }
+
+  // The queue takes puts again (reopened, or made anew after a DELETE): the
+  // notice that it was shut down is forgotten and the credit said again (a
+  // consumer told sends CREDIT again, PROTOCOL.md 4.13), so that get()
+  // waits for items again.
+  resume() {
+    if (!this.shutDown) return;
+    this.shutDown = null;
+    if (this.credit !== null) this.credit = -1; // sent again this turn (null: by the next get())
+    this.schedule();
+  }
+
+  // For a get() made after the broker said the queue was shut down and
+  // empty (or deleted): asks the broker (STATS, which makes no queue)
+  // whether that still holds. If the queue is open, or still has items,
+  // resume(): the get() waits as usual (a CREDIT to a queue still shut down
+  // is answered with the notice again). Else the notice stays.
+  async askAgain() {
+    const { fields } = await this.session.request('stats', (tag) => message('STATS', tag, this.queue));
+    const stats = fields.length > 1 ? parseStats(fields[1].toString()) : null;
+    if (stats && (stats.state === 'open' || stats.outstanding !== 0)) this.resume();
   }
 
   // Records item as got by frame (null: by getNowait()).
@@ -198,6 +235,7 @@ class Consumer {
         throw error;
       });
     }
+    if (!this.delivered.length && this.shutDown) await this.askAgain();
     let item;
     if (this.delivered.length) item = this.delivered.shift();
     else if (this.shutDown) throw this.shutDown;

@@ -202,7 +202,10 @@ export class Queue extends EventEmitter {
   /**
    * The next item. The async context that awaits it (and the code it goes on
    * to) is the one a bare taskDone() acks it for. Rejects with QueueShutDown
-   * once the queue is shut down and empty: every get() waiting then, and every later one.
+   * once the queue is shut down and empty, or deleted: every get() waiting
+   * then, and every later one while that lasts. A get() made after it asks
+   * the broker again (one round trip) and waits for items as usual once the
+   * queue is reopened (by any client) or, after a delete, made anew by a put.
    */
   get(options?: GetOptions): Promise<Item>;
   /** An item already delivered to this client (prefetch), else throws QueueEmpty (QueueShutDown once shut down and empty). Ack it with taskDone(item). */
@@ -225,12 +228,39 @@ export class Queue extends EventEmitter {
   /** Whether no item waits for delivery (qsize() is 0), asked of the broker. */
   empty(): Promise<boolean>;
   /**
-   * Shuts the queue down, for good: puts are refused, get() rejects with
+   * Shuts the queue down until reopen(): puts are refused, get() rejects with
    * QueueShutDown once it is empty (at once with immediate, which discards
    * what is queued). Needs the admin role on a broker with keys (else a 403
    * BrokerError). Resolves with the queue's numbers after it.
    */
   shutdown(options?: ShutdownOptions): Promise<Stats>;
+  /**
+   * Opens a shut-down queue again, for every client (broker 2.2): puts are
+   * taken, get() waits for items again. This client's next get() consumes at
+   * once; another client's once its next get() asks the broker (each get()
+   * after a QueueShutDown does). An open queue is left as it is; a queue the
+   * broker does not have is not made (nothing happens, no error). Needs the
+   * admin role on a broker with keys (else a 403 BrokerError); rejects with
+   * QueueShutDown (503) while the broker is stopping.
+   */
+  reopen(): Promise<void>;
+  /**
+   * Discards the queued and delayed items (items being processed stay; the
+   * queue stays open; waiting joins count them as done); resolves with how
+   * many (0 for a queue the broker does not have). Needs the admin role on a
+   * broker with keys (else a 403 BrokerError).
+   */
+  purge(): Promise<number>;
+  /**
+   * Deletes the queue and every item it holds (queued, delayed, being
+   * processed, dead): waiting joins, held puts and every client's waiting
+   * get() reject with QueueShutDown. A later put makes a new, empty queue,
+   * which a client told of the delete consumes from again on its next get().
+   * Resolves with how many items were discarded (0 for a queue the broker
+   * does not have: nothing happens). Needs the admin role on a broker with
+   * keys (else a 403 BrokerError).
+   */
+  delete(): Promise<number>;
   /**
    * The queue's dead letters, oldest death first (at most 1024). Needs the
    * admin role on a broker with keys (else a 403 BrokerError), as do

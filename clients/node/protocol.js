@@ -223,6 +223,17 @@ function parseDeadLetter(text) {
   };
 }
 
+// A STATS line (PROTOCOL.md 4.8) as an object: numbers as numbers, but a
+// queue's name stays a string even when it is all digits ("42").
+function parseStats(line) {
+  const stats = {};
+  for (const pair of line.split(' ')) {
+    const [key, value] = pair.split('=');
+    stats[key] = key !== 'queue' && /^\d+$/.test(value) ? Number(value) : value;
+  }
+  return stats;
+}
+
 // An ERROR from the broker (PROTOCOL.md section 8): code and its name, the
 // tag of the request it answers (empty for puts), its subject (a seq range,
 // ids or a queue) and text, the broker's reason.
@@ -317,6 +328,7 @@ module.exports = {
   encodePutsEach,
   decodeItems,
   parseDeadLetter,
+  parseStats,
   BrokerError,
   BrokerUnreachable,
   KeyRefused,

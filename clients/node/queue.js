@@ -10,7 +10,8 @@ const { Consumer } = require('./consumer');
 const { Frame, tracked, heldHere } = require('./context');
 const { curveOptions } = require('./curve');
 const {
-  parseAddress, message, checkName, parseDeadLetter, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS, LEASE_MAX_MS,
+  parseAddress, message, checkName, parseDeadLetter, parseStats, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS,
+  LEASE_MAX_MS,
 } = require('./protocol');
 
 const ERRORS_KEPT = 100;
@@ -297,9 +298,12 @@ class Queue extends EventEmitter {
   // Resolves with the next item: { data: Buffer, id, attempt, queue,
   // leaseMs, ageUs }. options.signal (an AbortSignal) cancels the wait; an
   // item that arrives later is kept for the next get(). Rejects with
-  // QueueShutDown once the queue is shut down and empty, every get() waiting
-  // then included. The item counts as got by the async context that awaits
-  // this promise (for a bare taskDone()).
+  // QueueShutDown once the queue is shut down and empty, or deleted, every
+  // get() waiting then included, and every later one while that lasts: a
+  // get() made after it asks the broker again (one round trip), and waits
+  // for items as usual once the queue is reopened (by any client) or, after
+  // a delete, made anew by a put. The item counts as got by the async
+  // context that awaits this promise (for a bare taskDone()).
   get(options = {}) {
     const frame = new Frame(this);
     const { promise, resolve, reject } = tracked(frame);
@@ -414,13 +418,60 @@ class Queue extends EventEmitter {
   // Shuts the queue down (PROTOCOL.md 4.11, asyncio's Queue.shutdown): puts
   // are refused from now on; get() rejects with QueueShutDown once the queue
   // is empty. options.immediate: queued items are discarded, and joins
-  // rejected. Cannot be undone. Needs the admin role on a broker with keys.
-  // Resolves with the queue's numbers after it (the broker's report).
+  // rejected. reopen() undoes it. Needs the admin role on a broker with
+  // keys. Resolves with the queue's numbers after it (the broker's report).
   async shutdown(options = {}) {
     const producer = await this.control();
     const mode = options.immediate ? 'immediate' : 'drain';
     const { fields } = await this.requestSession(producer).request('shutdown', (tag) => message('SHUTDOWN', tag, this.queue, mode));
     return fields.length > 1 ? parseStats(fields[1].toString()) : {};
+  }
+
+  // REOPEN, PURGE or DELETE (PROTOCOL.md 4.13), on the session stats()
+  // uses: resolves with the REPORT's lines (Buffers), none when the broker
+  // does not have the queue.
+  async lifecycle(command) {
+    const producer = await this.control();
+    const { fields } = await this.requestSession(producer).request(command.toLowerCase(), (tag) => message(command, tag, this.queue));
+    return fields.slice(1);
+  }
+
+  // Opens the queue again after shutdown(), for every client: puts are
+  // taken again, and consumers' get() calls wait for items instead of
+  // rejecting with QueueShutDown. This client's next get() consumes again
+  // at once; another client's once it asks the broker again (each get()
+  // after a QueueShutDown does), or at once if the broker still had credit
+  // of it. An open queue is left as it is. A queue the broker does not have
+  // (never used, deleted, or forgotten once idle) is not made: nothing
+  // happens, and no error. Needs the admin role on a broker with keys (else
+  // a 403 BrokerError); rejects with QueueShutDown (503) while the broker is
+  // stopping (a signal), with a 400 BrokerError from a broker before 2.2.
+  async reopen() {
+    const lines = await this.lifecycle('REOPEN');
+    if (lines.length && this.consumer) this.consumer.resume(); // the notice is out of date: CREDIT again
+  }
+
+  // Discards the queue's queued and delayed items (counted in its
+  // discarded); items being processed stay with their consumers, and the
+  // queue stays open. Waiting joins count the discarded items as done.
+  // Resolves with how many were discarded (0 for a queue the broker does
+  // not have). Needs the admin role on a broker with keys.
+  async purge() {
+    return countOf(await this.lifecycle('PURGE'), 'purged', 0);
+  }
+
+  // Deletes the queue: every item it holds (queued, delayed, being
+  // processed: their taskDone() is then answered 404, and dead) is
+  // discarded; waiting joins and puts held for room reject with
+  // QueueShutDown, and so does every get() waiting, of every client, as
+  // after a shutdown. The broker then forgets the queue: a later put (or a
+  // get() of a client that was not told) makes a new, empty, open one,
+  // which a client told of the delete consumes from again on its next
+  // get(). Resolves with how many items were discarded (0 for a queue the
+  // broker does not have, and nothing happens). Needs the admin role on a
+  // broker with keys.
+  async delete() {
+    return countOf(await this.lifecycle('DELETE'), 'deleted', 0);
   }
 
   // DEAD (PROTOCOL.md 4.12) with action, on the session stats() uses:
@@ -477,21 +528,12 @@ class LifoQueue extends Queue {
   }
 }
 
-// A STATS line as an object: numbers as numbers, but a queue's name stays a
-// string even when it is all digits ("42").
-function parseStats(line) {
-  const stats = {};
-  for (const pair of line.split(' ')) {
-    const [key, value] = pair.split('=');
-    stats[key] = key !== 'queue' && /^\d+$/.test(value) ? Number(value) : value;
-  }
-  return stats;
-}
-
-// The number key=N of a one-line REPORT.
-function countOf(lines, key) {
+// The number key=N of a one-line REPORT; empty (if given) when it has no
+// line (PURGE or DELETE of a queue the broker does not have).
+function countOf(lines, key, empty) {
+  if (!lines.length && empty !== undefined) return empty;
   const value = lines.length ? parseStats(lines[0].toString())[key] : undefined;
-  if (typeof value !== 'number') throw new Error(`DEAD: the broker's answer has no ${key}=N: '${lines.map(String).join(' ')}'`);
+  if (typeof value !== 'number') throw new Error(`the broker's answer has no ${key}=N: '${lines.map(String).join(' ')}'`);
   return value;
 }
 

@@ -519,7 +519,16 @@ static void s_operation(input_t *in)
         static const char *const actions[] = {"list", "requeue", "purge", "eat"};
         msg.cmd = AQ_CMD_DEAD;
         msg.queue = s_queue(in);
-        msg.text = aq_bytes_str(actions[s_byte(in) % 4]);
+        uint64_t which = s_byte(in);
+        char text[64];
+        if (which >= 4 && which < 12) { /* by id: the first items' ids, or one twice */
+            snprintf(text, sizeof text, "%s %llu %llu", which & 1 ? "requeue" : "delete",
+                     (unsigned long long) (1ULL << 32 | (which >> 1) % 3),
+                     (unsigned long long) (1ULL << 32 | (which >> 2) % 3));
+            msg.text = aq_bytes_str(text);
+        }
+        else
+            msg.text = aq_bytes_str(actions[which % 4]);
         s_router(peer, &msg);
         break;
     }

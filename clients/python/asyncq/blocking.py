@@ -114,6 +114,18 @@ class BlockingQueue:
     def shutdown(self, immediate: bool = False) -> Stats:
         return self._run(self._queue.shutdown(immediate))
 
+    def reopen(self) -> None:
+        """asyncq.Queue.reopen: a shut-down queue takes puts again."""
+        self._run(self._queue.reopen())
+
+    def purge(self) -> int:
+        """asyncq.Queue.purge: queued and delayed items discarded; how many."""
+        return self._run(self._queue.purge())
+
+    def delete(self) -> int:
+        """asyncq.Queue.delete: the queue and all it holds; how many items."""
+        return self._run(self._queue.delete())
+
     def stats(self) -> Stats:
         return self._run(self._queue.stats())
 

@@ -11,7 +11,7 @@ import logging
 from typing import Deque, Dict, List, Optional, Union
 
 from .protocol import (IDS_MAX, WAIT_MAX_MS, BrokerError, Fields, Frames, QueueShutDown,
-                       cut_text, message, pack_ids, unpack_items)
+                       cut_text, message, pack_ids, parse_stats, unpack_items)
 from .session import Session
 
 log = logging.getLogger("asyncq")
@@ -73,6 +73,11 @@ class Consumer:
         self._by_task: Dict[Optional["asyncio.Task[object]"], List[Item]] = {}
         self._owner: Dict[int, Optional["asyncio.Task[object]"]] = {}  # id(Item) -> task
         self._credit: Optional[int] = None          # as last sent; None: to send
+        # The broker said the queue is shut down and empty, or deleted (a
+        # QueueShutDown is in _delivered): no CREDIT is sent until a get()
+        # or reopen() finds it open again, as a CREDIT would make a deleted
+        # queue anew.
+        self._told = False
         self._acks: List[int] = []                  # ids of this session's items done
         self._acks_session = 0                      # the session they are of
         self._end_of_tick: Optional[asyncio.Handle] = None
@@ -103,6 +108,8 @@ class Consumer:
         self._soon()
 
     def _update_credit(self) -> None:
+        if self._told:
+            return  # the broker keeps the credit it had (4.13)
         credit = self.wanted_credit()
         if credit != self._credit:
             self._credit = credit
@@ -164,8 +171,49 @@ class Consumer:
                                self.session.reconnects))
 
     def _deliver(self, item: Delivered) -> None:
+        if isinstance(item, QueueShutDown):
+            self._told = True
+        elif self._told:
+            # Items after the broker said the queue was shut down and
+            # empty: it was reopened (REOPEN, 4.13) and sent them on the
+            # credit it kept. The notice is out of date.
+            self._forget_notice()
+            self._soon()
         self._delivered.append(item)
         self._wake()
+
+    def _forget_notice(self) -> None:
+        self._told = False
+        self._delivered = collections.deque(
+            item for item in self._delivered if not isinstance(item, QueueShutDown))
+
+    def resume(self) -> None:
+        """The queue takes puts again (reopened, or made anew after a
+        DELETE): the notice that it was shut down is forgotten and the
+        credit said again (a consumer told sends CREDIT again, PROTOCOL.md
+        4.13), so that get() waits for items again."""
+        if not self._told:
+            return
+        self._forget_notice()
+        self._credit = -1  # sent again at the end of this tick
+        self._soon()
+
+    async def ask_again(self) -> None:
+        """For a get() made after the broker said the queue was shut down
+        and empty (or deleted): asks the broker (STATS, which makes no
+        queue) whether that still holds. Raises the notice if the queue is
+        still shut down with nothing left, or does not exist; else
+        resume(), and the get() waits as usual (a CREDIT to a queue still
+        shut down is answered with the notice again)."""
+        _, fields = await self.session.request(
+            b"stats", lambda tag: message(b"STATS", tag, self.queue))
+        stats = parse_stats(fields[1]) if len(fields) > 1 else {}
+        if stats and (stats.get("state") == "open" or stats.get("outstanding") != 0):
+            self.resume()
+        elif self._delivered and isinstance(self._delivered[0], QueueShutDown):
+            raise self._delivered[0]
+        # Else the notice went meanwhile (a reopen() of this client, or
+        # items came): the get() goes on.
 
     def _wake(self, every: bool = False) -> None:
         """Wakes the oldest waiting get() (every one, for a shutdown)."""
@@ -196,7 +244,7 @@ class Consumer:
     def _take(self, task: Optional["asyncio.Task[object]"]) -> Item:
         item = self._delivered[0]
         if isinstance(item, QueueShutDown):
-            raise item  # and stays, for every later get()
+            raise item  # and stays: a later get() asks the broker again
         self._delivered.popleft()
         earlier = self.held.get(item.id)
         if earlier is not None:
@@ -217,6 +265,8 @@ class Consumer:
     async def get(self, owner: Optional["asyncio.Task[object]"]) -> Item:
         """The next item, held for owner: the task that called get() (not
         one that asyncio.wait_for() or create_task() made to run it)."""
+        if self._delivered and isinstance(self._delivered[0], QueueShutDown):
+            await self.ask_again()  # raises the notice while it holds
         while not self._delivered:
             getter = self._loop.create_future()
             self._getters.append(getter)

@@ -26,6 +26,7 @@ Frames = List[bytes]           # a message as sent: signature, command, fields
 Fields = List[bytes]           # a message's fields, after its command
 Field = Union[bytes, str, int]
 Delivery = Tuple[int, int, int, int, memoryview]  # id, attempt, age-us, lease-ms, payload
+Stats = Dict[str, Union[int, str]]
 
 
 class Welcome(NamedTuple):
@@ -243,6 +244,15 @@ def seq_range(subject: bytes) -> Optional[Tuple[int, int]]:
     if not first.isdigit() or (dash and not last.isdigit()):
         return None
     return int(first), int(last) if dash else int(first)
+
+
+def parse_stats(line: bytes) -> Stats:
+    """A STATS line (4.8) as a dict: numbers as ints, the rest as str."""
+    values: Stats = {}
+    for pair in line.decode().split():
+        key, _, value = pair.partition("=")
+        values[key] = int(value) if value.isdigit() else value
+    return values
 
 
 def cut_text(text: str) -> bytes:

@@ -7,7 +7,7 @@ import datetime
 import os
 import socket as stdsocket
 import warnings
-from typing import Any, Coroutine, Deque, Dict, FrozenSet, List, NamedTuple, Optional, Union
+from typing import Any, Coroutine, Deque, FrozenSet, List, NamedTuple, Optional, Union
 
 import zmq
 import zmq.asyncio
@@ -16,6 +16,7 @@ from .consumer import Consumer, Item, QueueEmpty, current_task
 from .producer import Producer
 from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, DeadLetter, Welcome,
                        check_name, endpoints, message, parse_dead_letter, put_options)
+from .protocol import Stats as Stats, parse_stats as parse_stats  # (were defined here)
 from .security import load_keys
 from .session import Session
 
@@ -32,7 +33,6 @@ class Joined(NamedTuple):
 Payload = Union[bytes, bytearray, memoryview, str]
 When = Union[datetime.datetime, float]  # a datetime, or seconds since 1970
 LEASE_MAX_MS = 2**31 - 1  # the broker's limit for a put's lease
-Stats = Dict[str, Union[int, str]]
 
 class Queue:
     """A queue on an asyncq broker, used like asyncio.Queue:
@@ -44,15 +44,15 @@ class Queue:
         await q.join()                # every item put before now is acked
         await q.close()
 
-    put, get, join, stats, shutdown, dead_letters, requeue_dead, purge_dead
-    and close are coroutines. Several coroutines may share one Queue: each
-    get() that waits asks the broker for one item, so N coroutines hold at
-    most N items (prefetch: that many more sent ahead), and a bare
-    task_done() acks the item the calling task got (task_done(item) names
-    it, from anywhere). The client says HELLO on first use; it connects with
-    one DEALER for putting and joining and one for consuming (PROTOCOL.md
-    2), and reconnects by itself if the broker restarts (unconfirmed puts
-    are sent again, 4.2).
+    put, get, join, stats, shutdown, reopen, purge, delete, dead_letters,
+    requeue_dead, purge_dead and close are coroutines. Several coroutines
+    may share one Queue: each get() that waits asks the broker for one
+    item, so N coroutines hold at most N items (prefetch: that many more
+    sent ahead), and a bare task_done() acks the item the calling task got
+    (task_done(item) names it, from anywhere). The client says HELLO on
+    first use; it connects with one DEALER for putting and joining and one
+    for consuming (PROTOCOL.md 2), and reconnects by itself if the broker
+    restarts (unconfirmed puts are sent again, 4.2).
 
     With CURVE (PROTOCOL.md 7), curve_secret is the path of this client's
     secret certificate (`asyncq keygen` writes NAME.key_secret) and
@@ -344,8 +344,11 @@ class Queue:
         .attempt). While it waits, the broker may send this client one more
         item. Cancelling a waiting get() loses nothing: an item that
         arrives is kept for the next get(). Raises QueueShutDown once the
-        queue is shut down and empty, in every get() waiting and every
-        later one. The item is held for the task that calls get() (also
+        queue is shut down and empty, or deleted, in every get() waiting
+        and every later one while that lasts: a get() made after it asks
+        the broker again (one round trip), and waits for items as usual
+        once the queue is reopened (by any client) or, after a delete, made
+        anew by a put. The item is held for the task that calls get() (also
         when asyncio.wait_for() or create_task() runs the wait): that task's
         bare task_done() acks it."""
         return self._get(current_task())
@@ -452,13 +455,59 @@ class Queue:
         4.11), for every client: later puts raise QueueShutDown; consumers
         get what is left, then every get() raises QueueShutDown; joins
         complete once the rest is done. immediate=True discards the queued
-        items (a waiting join then raises QueueShutDown). Needs the admin
-        role on a broker with keys. Returns the queue's stats after it."""
+        items (a waiting join then raises QueueShutDown). reopen() undoes
+        it. Needs the admin role on a broker with keys. Returns the queue's
+        stats after it."""
         control = await self._control_session()
         mode = b"immediate" if immediate else b"drain"
         _, fields = await control.request(
             b"shutdown", lambda tag: message(b"SHUTDOWN", tag, self.queue, mode))
         return parse_stats(fields[1]) if len(fields) > 1 else {}
+
+    async def _lifecycle(self, command: bytes) -> List[bytes]:
+        """REOPEN, PURGE or DELETE (PROTOCOL.md 4.13): the REPORT's lines,
+        none when the broker does not have the queue."""
+        control = await self._control_session()
+        _, fields = await control.request(
+            command.lower(), lambda tag: message(command, tag, self.queue))
+        return fields[1:]
+
+    async def reopen(self) -> None:
+        """Opens the queue again after shutdown() (PROTOCOL.md 4.13), for
+        every client: puts are taken again, and consumers' get() calls wait
+        for items instead of raising QueueShutDown. This client's next
+        get() consumes again at once; another client's, once it asks the
+        broker again (each get() after a QueueShutDown does), or at once if
+        the broker still had credit of it. An open queue is left as it is.
+        A queue the broker does not have (never used, deleted, or
+        forgotten once idle) is not made: nothing happens, and no error.
+        Needs the admin role on a broker with keys (else a 403
+        BrokerError); raises QueueShutDown (503) while the broker is
+        stopping (a signal), and BrokerError (400) from a broker before
+        2.2."""
+        if await self._lifecycle(b"REOPEN") and self._consumer is not None:
+            self._consumer.resume()  # the notice is out of date: CREDIT again
+
+    async def purge(self) -> int:
+        """Discards the queue's queued and delayed items (counted in its
+        `discarded`); items being processed stay with their consumers, and
+        the queue stays open. Waiting joins count the discarded items as
+        done. Returns how many were discarded (0 for a queue the broker
+        does not have). Needs the admin role on a broker with keys."""
+        return _count(await self._lifecycle(b"PURGE"), "purged", empty=0)
+
+    async def delete(self) -> int:
+        """Deletes the queue: every item it holds (queued, delayed, being
+        processed: their task_done() is then answered 404, and dead) is
+        discarded, waiting joins and puts held for room raise
+        QueueShutDown, and so does every get() waiting, of every client,
+        as after a shutdown. The broker then forgets the queue: a later
+        put (or a get() of a client that was not told) makes a new, empty,
+        open one, which a client told of the delete consumes from again
+        on its next get(). Returns how many items were discarded (0 for a
+        queue the broker does not have, and nothing happens). Needs the
+        admin role on a broker with keys."""
+        return _count(await self._lifecycle(b"DELETE"), "deleted", empty=0)
 
     async def _dead(self, action: bytes) -> List[bytes]:
         control = await self._control_session()
@@ -563,17 +612,13 @@ def _ignore(task: "asyncio.Future[Any]") -> None:
         task.exception()  # a failed background refresh: the next one tries again
 
 
-def _count(lines: List[bytes], key: str) -> int:
-    """N of the REPORT line `key=N` that answers DEAD requeue or purge."""
+def _count(lines: List[bytes], key: str, empty: Optional[int] = None) -> int:
+    """N of the REPORT line `key=N` that answers DEAD requeue or purge,
+    PURGE or DELETE; empty when there is no line (a queue the broker does
+    not have), if not None."""
+    if not lines and empty is not None:
+        return empty
     value = parse_stats(lines[0]).get(key) if lines else None
     if not isinstance(value, int):
-        raise ValueError(f"DEAD answered {lines[:1]!r}, not {key}=N")
+        raise ValueError(f"the broker answered {lines[:1]!r}, not {key}=N")
     return value
-
-
-def parse_stats(line: bytes) -> Stats:
-    values: Stats = {}
-    for pair in line.decode().split():
-        key, _, value = pair.partition("=")
-        values[key] = int(value) if value.isdigit() else value
-    return values

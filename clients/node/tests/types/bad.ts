@@ -22,6 +22,9 @@ export async function misuse(): Promise<void> {
   await q.nack(); // error
   await q.join({ timeout: '10' }); // error
   await q.shutdown({ immediate: 'yes' }); // error
+  await q.reopen({ immediate: true }); // error
+  const purged: string = await q.purge(); // error
+  const deleted: boolean = await q.delete(); // error
   const count: number = await q.empty(); // error
   await q.put({ job: 1 }); // error
   q.on('held', (queue: number) => queue); // error

@@ -57,6 +57,9 @@ export async function consume(signal: AbortSignal): Promise<string> {
   const nothing: boolean = await q.empty();
   const report: Stats = await q.shutdown({ immediate: true });
   const drained: string | undefined = (await q.shutdown()).state;
+  const reopened: void = await q.reopen();
+  const purged: number = await q.purge();
+  const deleted: number = await q.delete();
   const roles: Role[] | null = q.roles;
   const persistence: Persistence | null = q.persistence;
   const errors: readonly BrokerError[] = q.errors;
