@@ -256,9 +256,12 @@ static const struct {
     [F_EXPIRED] = {"asyncq_lease_expiries_total", "counter",
                    "Deliveries whose lease ran out before an ack."},
     [F_DEAD_LETTERED] = {"asyncq_dead_lettered_total", "counter",
-                         "Items dead-lettered after their last allowed attempt."},
+                         "Items dead-lettered after their last allowed attempt, by the cause of "
+                         "the last: lease (ran out), nack (its consumer's, with a reason: a "
+                         "failed command), session (its consumer went away), restart (in "
+                         "flight when the broker stopped), unknown."},
     [F_DISCARDED] = {"asyncq_discarded_total", "counter",
-                     "Items discarded by an immediate shutdown."},
+                     "Items discarded by an immediate shutdown, a PURGE or a DELETE."},
     [F_TO_DELIVERY] = {"asyncq_put_to_delivery_seconds", "histogram",
                        "Time from an item's put to its first delivery."},
     [F_TO_ACK] = {"asyncq_put_to_ack_seconds", "histogram", "Time from an item's put to its ack."},
@@ -289,6 +292,14 @@ static void s_queue_samples(text_t *out, int family, const queue_t *queue)
             s_u64(out, queue->refused_total[r]);
         }
         return;
+    case F_DEAD_LETTERED:
+        for (int c = 0; c < DEATH_CAUSES; c++) {
+            char cause[48];
+            snprintf(cause, sizeof cause, "cause=\"%s\"", state_death_names[c]);
+            s_name(out, name, queue->name, cause);
+            s_u64(out, queue->dead_by_cause[c]);
+        }
+        return;
     case F_TO_DELIVERY:
         s_histogram(out, name, queue->name, &queue->to_delivery);
         return;
@@ -306,7 +317,6 @@ static void s_queue_samples(text_t *out, int family, const queue_t *queue)
     case F_ACKED: value = queue->acked_total; break;
     case F_NACKED: value = queue->nacked_total; break;
     case F_EXPIRED: value = queue->expired_total; break;
-    case F_DEAD_LETTERED: value = queue->dead_lettered_total; break;
     case F_DISCARDED: value = queue->discarded_total; break;
     default: break;
     }

@@ -63,6 +63,9 @@ typedef struct band {
     struct item *first, *last;
 } band_t;
 
+/*  Room for state.h's causes of death (DEATH_CAUSES, checked there). */
+#define QUEUE_DEATH_CAUSES 8
+
 /*  A queue's shutdown state (Python 3.13's Queue.shutdown). */
 typedef enum {
     QUEUE_OPEN = 0,
@@ -107,6 +110,7 @@ typedef struct queue {
     uint64_t expired_total;      /* leases that ran out */
     uint64_t nacked_total;
     uint64_t dead_lettered_total;
+    uint64_t dead_by_cause[QUEUE_DEATH_CAUSES]; /* of those, by state.h's death_cause_t */
     uint64_t refused_total[REFUSED_REASONS];
     histogram_t to_delivery;     /* put to first delivery */
     histogram_t to_ack;          /* put to ack */

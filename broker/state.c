@@ -579,6 +579,8 @@ static int s_apply_died(state_t *self, const record_t *record, state_effects_t *
     int rc = s_apply_state(self, record, effects);
     if (rc)
         return rc;
+    if (effects->died)
+        effects->queue->dead_by_cause[record->cause]++;
     epitaph_t *epitaph = malloc(sizeof *epitaph + record->text.size);
     if (epitaph) {
         epitaph->at_ms = (int64_t) record->at_ms;

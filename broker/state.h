@@ -90,6 +90,7 @@ typedef enum {
 } death_cause_t;
 
 extern const char *const state_death_names[DEATH_CAUSES];
+_Static_assert(DEATH_CAUSES <= QUEUE_DEATH_CAUSES, "queue_t counts deaths by cause");
 
 /*  Bytes of a NACK's reason kept with a dead item: enough to say why. */
 #define EPITAPH_TEXT_MAX 200

@@ -315,6 +315,13 @@ static void test_requeue_with_the_token_moves_dead_items_back(void **state)
     }
     aq_consumer_destroy(&consumer);
     harness_wait_stat(h, "d", "dead", 3);
+    /* The metric says why they died. */
+    char *metrics = malloc(1 << 20);
+    assert_non_null(metrics);
+    assert_int_equal(s_get(f, "/metrics", metrics, 1 << 20), 200);
+    assert_non_null(strstr(metrics, "asyncq_dead_lettered_total{queue=\"d\",cause=\"nack\"} 3\n"));
+    assert_non_null(strstr(metrics, "asyncq_dead_lettered_total{queue=\"d\",cause=\"lease\"} 0\n"));
+    free(metrics);
     char body[4096];
     assert_int_equal(s_request(f, "POST /api/requeue?queue=d HTTP/1.1\r\nHost: x\r\n"
                                   "Authorization: Bearer " TOKEN "\r\n"
