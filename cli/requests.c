@@ -1,5 +1,6 @@
 /*  asyncq put, join, stats, dead and shutdown. */
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,8 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
             opts->all = 1;
         else if (opt == 'i' && strcmp(command, "shutdown") == 0)
             opts->immediate = 1;
-        else if (opt == 'f' && is_stats)
+        else if (opt == 'f' && (is_stats || strcmp(command, "dead") == 0
+                                || strcmp(command, "peek") == 0))
             opts->format = optarg;
         else if (opt == 'w' && is_stats) {
             if (!s_watch_arg(argc, argv, opts))
@@ -245,6 +247,98 @@ static void s_print_line(void *ctx, const char *line)
     printf("%s\n", line);
 }
 
+/*  A `key=value ...` line of DEAD list or PEEK as a JSON object: whole
+    numbers as numbers (ids as strings: they exceed 2^53), quoted values
+    unescaped (\" \\ \xNN) into a string when the bytes are UTF-8, else
+    kept escaped. NULL if the line is not of that form. */
+static json_t *s_line_object(const char *line)
+{
+    json_t *object = json_object();
+    const char *at = line;
+    while (object && *at) {
+        const char *equals = strchr(at, '=');
+        if (!equals)
+            break;
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int) (equals - at), at);
+        const char *value = equals + 1, *end;
+        json_t *json;
+        if (*value == '"') {
+            char bytes[AQ_TEXT_MAX + 1];
+            size_t size = 0;
+            for (end = value + 1; *end && *end != '"'; end++) {
+                unsigned byte;
+                if (*end == '\\' && end[1] == 'x' && sscanf(end + 2, "%2x", &byte) == 1) {
+                    bytes[size++] = (char) byte;
+                    end += 3;
+                }
+                else if (*end == '\\' && end[1])
+                    bytes[size++] = *++end;
+                else
+                    bytes[size++] = *end;
+            }
+            int cut = end[0] == '"' && strncmp(end + 1, "...", 3) == 0;
+            json = json_stringn(bytes, size);
+            if (!json) /* not UTF-8: as the broker wrote it */
+                json = json_stringn(value + 1, (size_t) (end - value - 1));
+            if (cut) {
+                char cut_key[80];
+                snprintf(cut_key, sizeof cut_key, "%s_cut", key);
+                json_object_set_new(object, cut_key, json_true());
+            }
+            end += *end == '"' ? 1 + (cut ? 3 : 0) : 0;
+        }
+        else {
+            end = strchr(value, ' ');
+            if (!end)
+                end = value + strlen(value);
+            char text[128];
+            snprintf(text, sizeof text, "%.*s", (int) (end - value), value);
+            uint64_t number;
+            char *rest;
+            long long integer = strtoll(text, &rest, 10);
+            if (strcmp(key, "id") != 0 && aq_arg_u64(text, &number) && number <= INT64_MAX)
+                json = json_integer((json_int_t) number);
+            else if (strcmp(key, "id") != 0 && *text == '-' && !*rest)
+                json = json_integer(integer);
+            else
+                json = json_string(text);
+        }
+        json_object_set_new(object, key, json ? json : json_null());
+        at = *end == ' ' ? end + 1 : end;
+    }
+    return object;
+}
+
+typedef struct {
+    json_t *array;
+} json_lines_t;
+
+static void s_json_line(void *ctx, const char *line)
+{
+    json_lines_t *lines = ctx;
+    json_t *object = s_line_object(line);
+    if (object)
+        json_array_append_new(lines->array, object);
+}
+
+/*  --format: kv (the broker's lines), or json (one array of objects). */
+static int s_format_is_json(const char *command, const char *format, int *json)
+{
+    *json = format && strcmp(format, "json") == 0;
+    if (!format || *json || strcmp(format, "kv") == 0)
+        return 1;
+    fprintf(stderr, "asyncq %s: --format is kv or json, not '%s'\n", command, format);
+    return 0;
+}
+
+static void s_print_json_lines(json_lines_t *lines)
+{
+    json_dumpf(lines->array, stdout, 0);
+    printf("\n");
+    json_decref(lines->array);
+}
+
 /*  Prints the lines of a DEAD (action) or SHUTDOWN reply; returns the exit
     code. */
 static int s_print_report(const char *command, const request_options_t *opts, const char *action)
@@ -253,12 +347,22 @@ static int s_print_report(const char *command, const request_options_t *opts, co
     aq_session_t *session = cli_connect(command, opts->broker, &rc);
     if (!session)
         return aq_exit_code(rc);
+    int json = 0;
+    if (!s_format_is_json(command, opts->format, &json)) {
+        aq_session_destroy(&session);
+        return AQ_EXIT_USAGE;
+    }
+    json_lines_t lines = {json ? json_array() : NULL};
     if (strcmp(command, "shutdown") == 0)
         rc = aq_shutdown(session, opts->queue,
                          opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
                          s_print_line, NULL);
     else
-        rc = aq_dead(session, opts->queue, action, s_print_line, NULL);
+        rc = aq_dead(session, opts->queue, action, json ? s_json_line : s_print_line, &lines);
+    if (json && rc == AQ_OK)
+        s_print_json_lines(&lines);
+    else if (json)
+        json_decref(lines.array);
     if (rc)
         cli_report(command, session, rc);
     aq_session_destroy(&session);
@@ -301,6 +405,7 @@ int cli_stats(int argc, char **argv)
 int cli_dead(int argc, char **argv)
 {
     const char *usage = "Usage: asyncq dead list|requeue|purge [-b ADDR] [-q QUEUE]\n"
+                        "       asyncq dead list --format json  (one array of objects)\n"
                         "       asyncq dead requeue|delete ID... [-b ADDR] [-q QUEUE]\n"
                         "Items delivered --max-attempts times without an ack go to their queue's\n"
                         "dead-letter list. list shows them (id, attempts, size, when and why\n"
@@ -398,7 +503,7 @@ int cli_queue_action(int argc, char **argv)
 /*  asyncq peek -q QUEUE [-n N]. */
 int cli_peek(int argc, char **argv)
 {
-    const char *usage = "Usage: asyncq peek -q QUEUE [-n N] [-b ADDR]\n"
+    const char *usage = "Usage: asyncq peek -q QUEUE [-n N] [-b ADDR] [--format kv|json]\n"
                         "Shows the next N (10; at most 1024) items QUEUE would deliver, without\n"
                         "taking them: id, attempts, size, priority, age and the start of each.\n";
     /* -n N is taken out before the common flags are read. */
@@ -431,7 +536,17 @@ int cli_peek(int argc, char **argv)
     aq_session_t *session = cli_connect("peek", opts.broker, &rc);
     if (!session)
         return aq_exit_code(rc);
-    rc = aq_peek(session, opts.queue, count, s_print_line, NULL);
+    int json = 0;
+    if (!s_format_is_json("peek", opts.format, &json)) {
+        aq_session_destroy(&session);
+        return AQ_EXIT_USAGE;
+    }
+    json_lines_t lines = {json ? json_array() : NULL};
+    rc = aq_peek(session, opts.queue, count, json ? s_json_line : s_print_line, &lines);
+    if (json && rc == AQ_OK)
+        s_print_json_lines(&lines);
+    else if (json)
+        json_decref(lines.array);
     if (rc)
         cli_report("peek", session, rc);
     aq_session_destroy(&session);

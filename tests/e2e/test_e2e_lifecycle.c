@@ -291,6 +291,15 @@ static void test_dead_items_by_id(void **state)
         harness_wait_stat(&f->h, "di", "dead", (uint64_t) i + 1);
     }
     aq_consumer_destroy(&consumer);
+    /* As JSON: an object per item, the id a string, the cause and reason. */
+    char out[4096];
+    char *list[] = {"asyncq", "dead", "list", "--broker", f->h.address, "--queue", "di",
+                    "--format", "json", NULL};
+    assert_int_equal(harness_run(list, out, sizeof out), 0);
+    char id[32];
+    snprintf(id, sizeof id, "\"id\": \"%llu\"", (unsigned long long) ids[0]);
+    assert_non_null(strstr(out, id));
+    assert_non_null(strstr(out, "\"cause\": \"nack\", \"reason\": \"bad\", \"payload\": \"d0\""));
     aq_session_t *session = harness_session(&f->h);
     char action[128];
     lines_t lines = {"", 0};
