@@ -186,6 +186,7 @@ typedef struct broker {
     ratelog_t expiries;
     ratelog_t dead_letters;
     ratelog_t refusals;
+    ratelog_t actions;      /* REOPEN, PURGE, DELETE, PAUSE, RESUME */
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
     struct http *http;       /* the HTTP port (--metrics); NULL: none */
     uint64_t puts_end;      /* the journal's end after the last put accepted */

@@ -846,10 +846,10 @@ static void s_log_action(const request_t *request, const char *action, const que
                          uint64_t count)
 {
     char name[AQ_NAME_MAX * 4 + 1];
-    log_line("%s: %s of %s (%llu items)",
-             log_escape(name, sizeof name, request->peer->client_id,
-                        strlen(request->peer->client_id)),
-             action, queue->name, (unsigned long long) count);
+    ratelog_line(&request->broker->actions, broker_now_ms(), "%s: %s of %s (%llu items)",
+                 log_escape(name, sizeof name, request->peer->client_id,
+                            strlen(request->peer->client_id)),
+                 action, queue->name, (unsigned long long) count);
 }
 
 static void s_on_reopen(const request_t *request)
@@ -865,7 +865,7 @@ static void s_on_reopen(const request_t *request)
                     "the broker is stopping: no queue takes puts");
             return;
         }
-        log_line("every queue reopened");
+        ratelog_line(&request->broker->actions, broker_now_ms(), "every queue reopened");
         s_send_report(request, NULL, 1, s_reply_durable);
         return;
     }
@@ -902,10 +902,10 @@ static void s_on_delete(const request_t *request)
     memcpy(name, queue->name, sizeof name);
     uint64_t deleted = broker_delete_queue(request->broker, queue); /* frees it */
     char escaped[AQ_NAME_MAX * 4 + 1];
-    log_line("%s: delete of %s (%llu items)",
-             log_escape(escaped, sizeof escaped, request->peer->client_id,
-                        strlen(request->peer->client_id)),
-             name, (unsigned long long) deleted);
+    ratelog_line(&request->broker->actions, broker_now_ms(), "%s: delete of %s (%llu items)",
+                 log_escape(escaped, sizeof escaped, request->peer->client_id,
+                            strlen(request->peer->client_id)),
+                 name, (unsigned long long) deleted);
     char text[48];
     snprintf(text, sizeof text, "deleted=%llu", (unsigned long long) deleted);
     s_report_text(request, text);

@@ -214,6 +214,7 @@ enum {
     F_CONSUMERS,
     F_JOINERS,
     F_ACCEPTING,
+    F_PAUSED,
     F_PUTS,
     F_REFUSED,
     F_DELIVERED,
@@ -243,6 +244,8 @@ static const struct {
     [F_JOINERS] = {"asyncq_queue_joins_waiting", "gauge", "JOIN requests waiting on the queue."},
     [F_ACCEPTING] = {"asyncq_queue_accepting_puts", "gauge",
                      "1 while the queue takes puts, 0 once it was shut down."},
+    [F_PAUSED] = {"asyncq_queue_paused", "gauge",
+                  "1 while the queue's deliveries are paused (PAUSE), 0 otherwise."},
     [F_PUTS] = {"asyncq_puts_total", "counter", "Puts accepted."},
     [F_REFUSED] = {"asyncq_puts_refused_total", "counter",
                    "Puts refused, by reason (the ERROR code's name in lower case)."},
@@ -311,6 +314,7 @@ static void s_queue_samples(text_t *out, int family, const queue_t *queue)
     case F_CONSUMERS: value = queue->consumer_count; break;
     case F_JOINERS: value = queue->joiner_count; break;
     case F_ACCEPTING: value = queue->state == QUEUE_OPEN; break;
+    case F_PAUSED: value = queue->paused; break;
     case F_PUTS: value = queue->put_total; break;
     case F_DELIVERED: value = queue->delivered_total; break;
     case F_REDELIVERED: value = queue->redelivered_total; break;
@@ -620,8 +624,9 @@ static json_t *s_json_queue(const queue_t *queue)
                                               "attempts", (int) item->attempts, "size",
                                               (json_int_t) item->size));
     }
-    return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
-                     "name", queue->name, "state", s_state_name(queue->state), "queued",
+    return json_pack("{s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
+                     "name", queue->name, "state", s_state_name(queue->state), "paused",
+                     (int) queue->paused, "queued",
                      (json_int_t) queue->ready_count, "in_flight",
                      (json_int_t) queue->inflight_count, "delayed",
                      (json_int_t) queue->delayed_count, "dead", (json_int_t) queue->dead_count,

@@ -338,11 +338,17 @@ static const char *s_malformed_why(broker_t *self, const aq_msg_t *msg)
     size_t frames;
     const aq_bytes_t *parts = aq_inbox_frames(self->pull_inbox, &frames);
     size_t fields = msg->cmd == AQ_CMD_PUTS ? 6 : 5;
-    aq_options_t ignored;
+    aq_options_t options;
     const char *why = NULL;
-    if (msg->fields_read == fields && frames == fields + 3
-        && !aq_put_options_parse(parts[fields + 2], &ignored, &why))
-        return why;
+    if (frames == fields + 3 && msg->fields_read >= fields - 1) {
+        if (!aq_put_options_parse(parts[fields + 2], &options, &why))
+            return why;
+        if ((options.flags & AQ_PUT_EACH) && msg->cmd == AQ_CMD_PUT)
+            return "each is for PUTS only";
+        if ((options.flags & AQ_PUT_EACH) && msg->fields_read == fields - 1)
+            return "with each, every entry is u8 length, options (not each), u32 length, item: "
+                   "an entry does not add up, or its options are not valid";
+    }
     return "frames or fields not as the protocol says";
 }
 

@@ -225,6 +225,7 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
     ratelog_init(&self->expiries, "lease expired", 10);
     ratelog_init(&self->dead_letters, "dead letters", 10);
     ratelog_init(&self->refusals, "refused", 20);
+    ratelog_init(&self->actions, "queue actions", 20);
     deadlines_init(&self->deadlines);
     deadline_init(&self->sweep, TIMER_SWEEP);
     deadline_init(&self->heartbeat, TIMER_HEARTBEAT);

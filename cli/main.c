@@ -28,7 +28,7 @@ static void s_usage(FILE *out)
             "                                           a shut-down queue takes puts again; its\n"
             "                                           queued items discarded; the queue deleted\n"
             "  asyncq pause|resume -q Q [-b ADDR]      stop and start a queue's deliveries\n"
-            "  asyncq peek -q Q [-n N] [-b ADDR]        the next N items, left in the queue\n"
+            "  asyncq peek [-q Q] [-n N] [-b ADDR]      the next N items, left in the queue\n"
             "  asyncq keygen NAME[=ROLES]... [--role ROLES] [--queues Q,...] [--dir DIR]\n"
             "                [--clients DIR] [--keep]\n"
             "                                           a CURVE certificate pair (NAME.key,\n"

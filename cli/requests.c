@@ -157,9 +157,11 @@ void cli_report(const char *command, const aq_session_t *session, aq_status_t rc
     /* A refusal is AQ_REFUSED, or the ERROR's own code where the library
        passes it on (a join answered SHUT_DOWN). */
     if (error && error->code && (rc == AQ_REFUSED || (int) rc == error->code))
-        fprintf(stderr, "asyncq %s: the broker refused: %s (%d): %s\n", command,
+        fprintf(stderr, "asyncq %s: the broker refused: %s (%d): %s%s%s\n", command,
                 aq_status_name(error->code), error->code,
-                error->text[0] ? error->text : aq_strerror(error->code));
+                error->text[0] ? error->text : aq_strerror(error->code),
+                error->code == AQ_UNKNOWN_ITEM && error->subject[0] ? ": " : "",
+                error->code == AQ_UNKNOWN_ITEM ? error->subject : "");
     else
         fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
 }
@@ -194,8 +196,8 @@ int cli_put(int argc, char **argv)
     else if (rc) /* the SYNC itself refused, say */
         cli_report("put", aq_producer_session(producer), rc);
     else
-        printf("put %llu items into %s\n", (unsigned long long) aq_producer_sent(producer),
-               opts.queue);
+        printf("put %llu item%s into %s\n", (unsigned long long) aq_producer_sent(producer),
+               aq_producer_sent(producer) == 1 ? "" : "s", opts.queue);
     aq_producer_destroy(&producer);
     return aq_exit_code(rc);
 }
@@ -437,7 +439,10 @@ int cli_dead(int argc, char **argv)
             return AQ_EXIT_USAGE;
         }
         if (length + 1 + strlen(argv[i]) > AQ_TEXT_MAX) {
-            fprintf(stderr, "asyncq dead %s: too many ids at once (at most about 50)\n", action);
+            fprintf(stderr,
+                    "asyncq dead %s: too many ids for one request: the action and its ids\n"
+                    "are at most %d bytes (about 50 ids of 20 digits); the first %d ids fit\n",
+                    action, AQ_TEXT_MAX, i - optind - 1);
             return AQ_EXIT_USAGE;
         }
         length += (size_t) snprintf(text + length, sizeof text - length, " %s", argv[i]);
@@ -503,7 +508,7 @@ int cli_queue_action(int argc, char **argv)
 /*  asyncq peek -q QUEUE [-n N]. */
 int cli_peek(int argc, char **argv)
 {
-    const char *usage = "Usage: asyncq peek -q QUEUE [-n N] [-b ADDR] [--format kv|json]\n"
+    const char *usage = "Usage: asyncq peek [-q QUEUE] [-n N] [-b ADDR] [--format kv|json]\n"
                         "Shows the next N (10; at most 1024) items QUEUE would deliver, without\n"
                         "taking them: id, attempts, size, priority, age and the start of each.\n";
     /* -n N is taken out before the common flags are read. */

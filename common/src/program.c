@@ -35,8 +35,12 @@ int aq_arg_seconds_ms(const char *text, uint64_t *milliseconds)
     seconds since 1970, as milliseconds since 1970. */
 static int s_time_ms(const char *text, uint64_t *ms)
 {
-    if (aq_arg_seconds_ms(text, ms) && *ms < (uint64_t) 1e13)
+    char *past;
+    double epoch = text && *text ? strtod(text, &past) : -1;
+    if (epoch >= 0 && *past == '\0' && isfinite(epoch) && epoch < 1e11) {
+        *ms = (uint64_t) llround(epoch * 1000.0);
         return 1;
+    }
     struct tm tm = {0};
     const char *rest = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
     if (!rest)

@@ -321,6 +321,18 @@ static void test_requeue_with_the_token_moves_dead_items_back(void **state)
     assert_int_equal(s_get(f, "/metrics", metrics, 1 << 20), 200);
     assert_non_null(strstr(metrics, "asyncq_dead_lettered_total{queue=\"d\",cause=\"nack\"} 3\n"));
     assert_non_null(strstr(metrics, "asyncq_dead_lettered_total{queue=\"d\",cause=\"lease\"} 0\n"));
+    assert_non_null(strstr(metrics, "asyncq_queue_paused{queue=\"d\"} 0\n"));
+    /* A paused queue says so, in the metrics and the JSON. */
+    aq_session_t *session = harness_session(h);
+    assert_int_equal(aq_queue_action(session, "d", AQ_QUEUE_PAUSE, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
+    assert_int_equal(s_get(f, "/metrics", metrics, 1 << 20), 200);
+    assert_non_null(strstr(metrics, "asyncq_queue_paused{queue=\"d\"} 1\n"));
+    assert_int_equal(s_get(f, "/stats.json", metrics, 1 << 20), 200);
+    assert_non_null(strstr(metrics, "\"name\":\"d\",\"state\":\"open\",\"paused\":true"));
+    session = harness_session(h);
+    assert_int_equal(aq_queue_action(session, "d", AQ_QUEUE_RESUME, NULL, NULL), AQ_OK);
+    aq_session_destroy(&session);
     free(metrics);
     char body[4096];
     assert_int_equal(s_request(f, "POST /api/requeue?queue=d HTTP/1.1\r\nHost: x\r\n"
@@ -748,7 +760,7 @@ static void test_reopen_refused_while_the_broker_stops(void **state)
     assert_int_equal(s_post(f, "/api/reopen?queue=s", TOKEN, body, sizeof body), 503);
     assert_non_null(strstr(body, "\"error\":\"the broker is stopping"));
     assert_int_equal(s_get(f, "/stats.json", body, sizeof body), 200);
-    assert_non_null(strstr(body, "\"name\":\"s\",\"state\":\"draining\",\"queued\":3"));
+    assert_non_null(strstr(body, "\"name\":\"s\",\"state\":\"draining\",\"paused\":false,\"queued\":3"));
     assert_int_equal(s_get_with_token(f, "/api/dead?queue=s", body, sizeof body), 200);
     assert_non_null(strstr(body, "\"state\":\"draining\",\"dead\":0"));
 }

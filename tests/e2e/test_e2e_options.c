@@ -192,6 +192,13 @@ static void test_delayed_puts_wait_their_time(void **state)
     aq_producer_destroy(&producer);
     assert_int_equal(harness_stat(&f->h, "d", "delayed"), 2);
     assert_int_equal(harness_stat(&f->h, "d", "outstanding"), 4);
+    /* From the command line, at a time given in seconds since 1970. */
+    char at[32];
+    snprintf(at, sizeof at, "%lld.5", (long long) (s_wall_ms() / 1000 + 3600));
+    char *argv[] = {"asyncq", "put", "--broker", f->h.address, "--queue", "cli", "--at", at,
+                    "in-an-hour", NULL};
+    assert_int_equal(harness_run(argv, NULL, 0), 0);
+    assert_int_equal(harness_stat(&f->h, "cli", "delayed"), 1);
     aq_consumer_t *consumer = s_consumer(&f->h, "d");
     s_get_ack(consumer, "now");
     s_get_ack(consumer, "past");
@@ -356,6 +363,8 @@ static void test_bad_options_are_refused_with_their_reason(void **state)
         {"delay-ms=5 at-ms=5", "cannot both be given"},
         {"front delay-ms=5", "front cannot be given with a delay"},
         {"delay-ms=1 delay-ms=2", "delay-ms given twice"},
+        {"each", "each is for PUTS only"},
+        {"each priority=1", "each is given alone"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char seq[8];
