@@ -117,6 +117,8 @@ export interface Stats {
   lease_ms?: number;
   state?: 'open' | 'draining' | 'discarding';
   discarded?: number;
+  /** 1 while the queue's deliveries are paused (pause(); broker 2.2), else 0. */
+  paused?: number;
   /** Keys of later brokers. */
   [key: string]: string | number | undefined;
 }
@@ -140,6 +142,27 @@ export interface DeadLetter {
   /** Whether reason is cut. */
   reasonCut: boolean;
   /** The start of its payload: at most 32 bytes. */
+  payload: Buffer;
+  /** Whether payload is only the start. */
+  payloadCut: boolean;
+}
+
+/** A dead item named to requeueDead() or deleteDead(): a dead letter, or its id (decimal digits, or a bigint). */
+export type DeadItem = DeadLetter | string | bigint;
+
+/** An item the queue would deliver next, as peek() shows it (PROTOCOL.md 4.14), left where it is. */
+export interface PeekedItem {
+  /** The broker's id, as decimal digits (as Item.id): ids exceed 2^53. */
+  id: string;
+  /** Deliveries it had (a nacked or expired item comes back with its attempts). */
+  attempts: number;
+  /** Bytes of its payload. */
+  size: number;
+  /** The put's priority: the lowest is delivered first. */
+  priority: number;
+  /** Milliseconds since the broker accepted the put. */
+  ageMs: number;
+  /** The start of its payload (escapes undone): at most 64 bytes. */
   payload: Buffer;
   /** Whether payload is only the start. */
   payloadCut: boolean;
@@ -267,10 +290,35 @@ export class Queue extends EventEmitter {
    * requeueDead() and purgeDead().
    */
   deadLetters(): Promise<DeadLetter[]>;
-  /** Moves every dead item back to the end of the queue, its attempts reset; resolves with how many. */
-  requeueDead(): Promise<number>;
+  /**
+   * Moves dead items back to the end of the queue, their attempts reset;
+   * resolves with how many. Without items, every dead item; with items,
+   * those only, all or none (broker 2.2): one that is not a dead item of the
+   * queue rejects with a 404 BrokerError naming every such id (subject), and
+   * nothing changes; [] resolves with 0. At most 1024 bytes of ids in one
+   * call (about 50): more reject with a RangeError, nothing sent.
+   */
+  requeueDead(items?: readonly DeadItem[]): Promise<number>;
+  /** Deletes the given dead items, all or none, as requeueDead(items); resolves with how many. */
+  deleteDead(items: readonly DeadItem[]): Promise<number>;
   /** Deletes every dead item; resolves with how many. */
   purgeDead(): Promise<number>;
+  /**
+   * The next n items (1 to 1024, default 10) the queue would deliver, in that
+   * order, left where they are (broker 2.2); delayed items and those being
+   * processed are not shown. Needs the consume or admin role on a broker with
+   * keys. Rejects with a TypeError or RangeError for another n.
+   */
+  peek(n?: number): Promise<PeekedItem[]>;
+  /**
+   * Pauses the queue's deliveries, for every client, until resume(): puts are
+   * taken, get() waits, joins wait. Makes a queue the broker does not have.
+   * Resolves with the queue's numbers after it (paused: 1). Needs the admin
+   * role on a broker with keys (else a 403 BrokerError); broker 2.2.
+   */
+  pause(): Promise<Stats>;
+  /** Delivers again after pause(); resolves with the queue's numbers (paused: 0). Needs the admin role, as pause(). */
+  resume(): Promise<Stats>;
   /** Waits for puts to be confirmed, then ends the sessions; items not acked go back to the queue. */
   close(options?: CloseOptions): Promise<void>;
 

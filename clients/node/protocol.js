@@ -137,7 +137,7 @@ function decodeItems(frame, count) {
   return deliveries.length === count && at === frame.length ? deliveries : null;
 }
 
-// A quoted value of a DEAD list line (4.12) at line[at] (a '"'): its bytes,
+// A quoted value of a DEAD list (4.12) or PEEK (4.14) line at line[at] (a '"'): its bytes,
 // `\"`, `\\` and `\xNN` unescaped, whether `...` follows it (the value was
 // cut), and where the line goes on.
 function unquote(line, at) {
@@ -179,6 +179,51 @@ function dropSplitCharacter(bytes) {
 // Buffer: the item's first bytes), payloadCut }. Read as key=value pairs:
 // keys it does not know (those of later brokers) are skipped.
 function parseDeadLetter(text) {
+  const { plain, quoted } = parsePairs(text);
+  const number = (key) => (/^\d+$/.test(plain[key] || '') ? Number(plain[key]) : 0);
+  const died = plain.died && plain.died !== 'unknown' ? new Date(plain.died) : null;
+  const reason = quoted.reason || { bytes: Buffer.alloc(0), cut: false };
+  const payload = quoted.payload || { bytes: Buffer.alloc(0), cut: false };
+  return {
+    id: plain.id || '',
+    attempts: number('attempts'),
+    size: number('size'),
+    died: died && !Number.isNaN(died.getTime()) ? died : null,
+    cause: plain.cause || 'unknown',
+    reason: (reason.cut ? dropSplitCharacter(reason.bytes) : reason.bytes).toString('utf8'),
+    reasonCut: reason.cut,
+    payload: payload.bytes,
+    payloadCut: payload.cut,
+  };
+}
+
+// A line of PEEK (PROTOCOL.md 4.14), a Buffer or a string: { id (decimal
+// digits), attempts, size, priority, ageMs, payload (a Buffer: the item's
+// first 64 bytes, escapes undone), payloadCut }. Keys it does not know are
+// skipped; throws an Error for a line without those numbers.
+function parsePeeked(text) {
+  const { plain, quoted } = parsePairs(text);
+  const numbers = {};
+  for (const key of ['id', 'attempts', 'size', 'priority', 'age_ms']) {
+    if (!/^-?\d+$/.test(plain[key] || '')) throw new Error(`not a PEEK line: '${String(text).slice(0, 200)}'`);
+    numbers[key] = Number(plain[key]);
+  }
+  const payload = quoted.payload || { bytes: Buffer.alloc(0), cut: false };
+  return {
+    id: plain.id,
+    attempts: numbers.attempts,
+    size: numbers.size,
+    priority: numbers.priority,
+    ageMs: numbers.age_ms,
+    payload: payload.bytes,
+    payloadCut: payload.cut,
+  };
+}
+
+// A REPORT line of key=value pairs (DEAD list, PEEK): { plain: { key: the
+// word, as UTF-8 }, quoted: { key: { bytes, cut } } }; words without '='
+// are skipped.
+function parsePairs(text) {
   const line = Buffer.isBuffer(text) ? text : Buffer.from(String(text));
   const plain = {};
   const quoted = {};
@@ -206,21 +251,7 @@ function parseDeadLetter(text) {
       i = end;
     }
   }
-  const number = (key) => (/^\d+$/.test(plain[key] || '') ? Number(plain[key]) : 0);
-  const died = plain.died && plain.died !== 'unknown' ? new Date(plain.died) : null;
-  const reason = quoted.reason || { bytes: Buffer.alloc(0), cut: false };
-  const payload = quoted.payload || { bytes: Buffer.alloc(0), cut: false };
-  return {
-    id: plain.id || '',
-    attempts: number('attempts'),
-    size: number('size'),
-    died: died && !Number.isNaN(died.getTime()) ? died : null,
-    cause: plain.cause || 'unknown',
-    reason: (reason.cut ? dropSplitCharacter(reason.bytes) : reason.bytes).toString('utf8'),
-    reasonCut: reason.cut,
-    payload: payload.bytes,
-    payloadCut: payload.cut,
-  };
+  return { plain, quoted };
 }
 
 // A STATS line (PROTOCOL.md 4.8) as an object: numbers as numbers, but a
@@ -328,6 +359,7 @@ module.exports = {
   encodePutsEach,
   decodeItems,
   parseDeadLetter,
+  parsePeeked,
   parseStats,
   BrokerError,
   BrokerUnreachable,

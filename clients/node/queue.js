@@ -10,7 +10,7 @@ const { Consumer } = require('./consumer');
 const { Frame, tracked, heldHere } = require('./context');
 const { curveOptions } = require('./curve');
 const {
-  parseAddress, message, checkName, parseDeadLetter, parseStats, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS,
+  parseAddress, message, checkName, parseDeadLetter, parsePeeked, parseStats, BrokerUnreachable, QueueEmpty, TimeoutError, WAIT_MAX_MS,
   LEASE_MAX_MS,
 } = require('./protocol');
 
@@ -489,15 +489,70 @@ class Queue extends EventEmitter {
     return (await this.dead('list')).map(parseDeadLetter);
   }
 
-  // Moves every dead item back to the end of the queue, its attempts reset;
-  // resolves with how many.
-  async requeueDead() {
-    return countOf(await this.dead('requeue'), 'requeued');
+  // Moves dead items back to the end of the queue, their attempts reset;
+  // resolves with how many. Without items, every dead item. With items (an
+  // array of dead letters as deadLetters() gives, or their ids: strings of
+  // decimal digits or bigints), those only, all or none (broker 2.2): if one
+  // is not a dead item of this queue, it rejects with a 404 BrokerError
+  // whose subject names every such id, and nothing changes; [] resolves
+  // with 0, nothing sent. The ids go in one request of at most 1024 bytes
+  // ('requeue ' and the ids, a space between them: about 50 ids of the
+  // broker's 20-digit size); more reject with a RangeError, nothing sent:
+  // pass them in parts, each all or none. An id named twice counts once.
+  async requeueDead(items) {
+    if (items === undefined) return countOf(await this.dead('requeue'), 'requeued');
+    const action = deadAction('requeue', items, 'requeueDead');
+    return action ? countOf(await this.dead(action), 'requeued') : 0;
+  }
+
+  // Deletes the given dead items (an array, as requeueDead(items) takes),
+  // all or none, with the same 404 and RangeError; resolves with how many.
+  // purgeDead() deletes them all.
+  async deleteDead(items) {
+    const action = deadAction('delete', items, 'deleteDead');
+    return action ? countOf(await this.dead(action), 'deleted') : 0;
   }
 
   // Deletes every dead item; resolves with how many.
   async purgeDead() {
     return countOf(await this.dead('purge'), 'purged');
+  }
+
+  // The next n items (1 to 1024, default 10) the queue would deliver, in
+  // that order, left where they are (PROTOCOL.md 4.14): [{ id, attempts,
+  // size, priority, ageMs, payload (its first 64 bytes), payloadCut }].
+  // Delayed items and those being processed are not shown; [] for a queue
+  // the broker does not have. Needs the consume or admin role on a broker
+  // with keys; broker 2.2.
+  async peek(n = 10) {
+    if (!Number.isInteger(n)) throw new TypeError(`peek(): n is an integer, not ${typeof n === 'number' ? n : typeof n}`);
+    if (n < 1 || n > PEEK_MAX) throw new RangeError(`peek(): n is 1 to ${PEEK_MAX}, not ${n}`);
+    const producer = await this.control();
+    const { fields } = await this.requestSession(producer).request('peek', (tag) => message('PEEK', tag, this.queue, String(n)));
+    return fields.slice(1).filter((line) => line.length).map(parsePeeked);
+  }
+
+  // Pauses the queue's deliveries, for every client (PROTOCOL.md 4.14):
+  // puts are taken, nothing is delivered (get() waits), items being
+  // processed stay with their consumers, joins wait, until resume(). A
+  // queue the broker does not have is made (so that it can be paused
+  // before its first put); a durable broker keeps the pause across
+  // restarts. Resolves with the queue's numbers after it (paused: 1).
+  // Needs the admin role on a broker with keys; broker 2.2.
+  async pause() {
+    return this.pauseCommand('PAUSE');
+  }
+
+  // Delivers again after pause(); resolves with the queue's numbers after
+  // it (paused: 0). A queue not paused is left as it is.
+  async resume() {
+    return this.pauseCommand('RESUME');
+  }
+
+  async pauseCommand(command) {
+    const producer = await this.control();
+    const { fields } = await this.requestSession(producer).request(command.toLowerCase(), (tag) => message(command, tag, this.queue));
+    return fields.length > 1 ? parseStats(fields[1].toString()) : {};
   }
 
   // Waits for every put to be confirmed (at most options.timeout seconds,
@@ -526,6 +581,36 @@ class LifoQueue extends Queue {
   get front() {
     return true;
   }
+}
+
+const PEEK_MAX = 1024; // items one PEEK shows
+const DEAD_ACTION_MAX = 1024; // bytes of DEAD's action frame: 'requeue ID...' or 'delete ID...'
+const ID_MAX = (1n << 64n) - 1n;
+
+// DEAD's action for requeue or delete of items (dead letters or ids), each
+// once, in order; '' for none. Throws a TypeError or a RangeError (nothing
+// sent) for an item that is not one, or more than fit in one frame: the
+// broker takes them all or none, so they are not split.
+function deadAction(verb, items, what) {
+  if (!Array.isArray(items)) throw new TypeError(`${what}(): items is an array of dead letters or ids`);
+  const ids = new Set();
+  for (const item of items) {
+    const id = item !== null && typeof item === 'object' ? item.id : item;
+    let value;
+    if (typeof id === 'bigint') value = id;
+    else if (typeof id === 'string' && /^\d{1,20}$/.test(id)) value = BigInt(id);
+    else throw new TypeError(`${what}(): a dead item is a dead letter or its id (decimal digits, or a bigint), not ${JSON.stringify(String(id))}`);
+    if (value < 0n || value > ID_MAX) throw new RangeError(`${what}(): not an item id: ${value}`);
+    ids.add(value.toString());
+  }
+  if (!ids.size) return '';
+  const action = `${verb} ${[...ids].join(' ')}`;
+  if (action.length > DEAD_ACTION_MAX) {
+    throw new RangeError(`${what}(): ${ids.size} ids do not fit in one DEAD request (${action.length} bytes; the broker takes `
+      + `at most ${DEAD_ACTION_MAX}: '${verb}', a space and the ids in decimal, a space between them, about 50 ids): `
+      + 'nothing was sent; pass them in parts (each part is all or none)');
+  }
+  return action;
 }
 
 // The number key=N of a one-line REPORT; empty (if given) when it has no

@@ -1,6 +1,7 @@
 'use strict';
-// Dead letters (PROTOCOL.md 4.12): deadLetters(), requeueDead() and
-// purgeDead() against the real broker, and the parser of a DEAD list line.
+// Dead letters (PROTOCOL.md 4.12): deadLetters(), requeueDead() (all, or
+// by id), deleteDead() and purgeDead() against the real broker, and the
+// parser of a DEAD list line.
 const test = require('node:test');
 const assert = require('node:assert');
 const { Broker, withBroker, until } = require('./broker');
@@ -171,6 +172,57 @@ test('purgeDead: the count, and they are gone', LIMIT, () => withBroker(oneAttem
   assert.strictEqual(await q.purgeDead(), 0);
 }));
 
+test('requeueDead(items) and deleteDead(items): those only, all or none', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'by-id' });
+  for (const payload of ['one', 'two', 'three']) await q.put(payload);
+  for (const reason of ['a', 'b', 'c']) await nackOne(q, reason);
+  await until(async () => (await q.deadLetters()).length === 3);
+  const [one, two, three] = await q.deadLetters();
+  const unknown = '18446744073709551615';
+  const notDead = (ids) => (error) => error instanceof BrokerError && error.code === 404
+    && error.subject.split(' ').sort().join(' ') === [...ids].sort().join(' ');
+  await assert.rejects(q.requeueDead([one, unknown, two.id]), notDead([unknown]));
+  await assert.rejects(q.deleteDead([one, BigInt(unknown)]), notDead([unknown]));
+  assert.deepStrictEqual(await q.deadLetters(), [one, two, three]); // nothing changed
+  assert.strictEqual((await q.stats()).queued, 0);
+  assert.strictEqual(await q.requeueDead([two, two.id]), 1); // named twice: once
+  assert.strictEqual(await q.deleteDead([BigInt(three.id)]), 1);
+  assert.deepStrictEqual(await q.deadLetters(), [one]);
+  // Requeued, and deleted: neither is a dead item now.
+  await assert.rejects(q.deleteDead([one, two, three]), notDead([two.id, three.id]));
+  assert.deepStrictEqual(await q.deadLetters(), [one]);
+  const again = await q.get();
+  assert.deepStrictEqual([again.toString(), again.id, again.attempt], ['two', two.id, 1]);
+  q.taskDone(again);
+  assert.strictEqual(await q.requeueDead([]), 0); // none named: nothing
+  assert.strictEqual(await q.deleteDead([]), 0);
+  assert.deepStrictEqual(await q.deadLetters(), [one]);
+  assert.strictEqual(await q.requeueDead(), 1); // no argument: all
+  const stats = await q.stats();
+  // queued, or sent to this client (whose credit may not have come down yet)
+  assert.deepStrictEqual([stats.dead, stats.queued + stats.inflight], [0, 1]);
+}));
+
+test('requeueDead(items) and deleteDead(items): more ids than one request takes, refused before sending', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'many' });
+  await q.put('x');
+  await nackOne(q, 'x');
+  await until(async () => (await q.deadLetters()).length === 1);
+  const [letter] = await q.deadLetters();
+  const far = (n) => ((1n << 64n) - 1n - BigInt(n)).toString(); // 20 digits
+  const many = [letter, ...Array.from({ length: 60 }, (_, n) => far(n))];
+  for (const call of [(items) => q.requeueDead(items), (items) => q.deleteDead(items)]) {
+    await assert.rejects(call(many), (error) => error instanceof RangeError && /at most 1024/.test(error.message));
+    await assert.rejects(call([Number(1)]), TypeError);
+    await assert.rejects(call(['12x']), TypeError);
+  }
+  await assert.rejects(q.deleteDead(), TypeError);
+  assert.deepStrictEqual(await q.deadLetters(), [letter]);
+  const fits = [letter, ...Array.from({ length: 47 }, (_, n) => far(n))]; // 7 + 48 * 21 bytes
+  await assert.rejects(q.deleteDead(fits), (error) => error.code === 404 && error.subject.split(' ').length === 47);
+  assert.strictEqual(await q.deleteDead([letter]), 1);
+}));
+
 test('without the admin role: each rejects with a 403 BrokerError', LIMIT, () => withBroker(
   Broker.startCurve({ worker: 'produce,consume' }), async (broker, client) => {
     const q = client({ queue: 'guarded', curveSecret: broker.secretKey('worker'), serverKey: broker.publicKey() });
@@ -179,12 +231,14 @@ test('without the admin role: each rejects with a 403 BrokerError', LIMIT, () =>
     await assert.rejects(q.deadLetters(), refused);
     await assert.rejects(q.requeueDead(), refused);
     await assert.rejects(q.purgeDead(), refused);
+    await assert.rejects(q.requeueDead(['1']), refused);
+    await assert.rejects(q.deleteDead(['1']), refused);
   },
 ));
 
 test('the ES module has the same API', async () => {
   const esm = await import('../index.mjs');
-  for (const method of ['deadLetters', 'requeueDead', 'purgeDead']) {
+  for (const method of ['deadLetters', 'requeueDead', 'deleteDead', 'purgeDead', 'peek', 'pause', 'resume']) {
     assert.strictEqual(typeof esm.Queue.prototype[method], 'function', method);
   }
 });

@@ -4,11 +4,11 @@ broker (the wire protocol, asyncq/2, is docs/PROTOCOL.md). Needs pyzmq
 from .blocking import BlockingQueue
 from .consumer import Item, QueueEmpty
 from .protocol import (BrokerError, BrokerUnreachable, DeadLetter, KeyMismatch, KeyRefused,
-                       KeysRequired, QueueShutDown, endpoints)
+                       KeysRequired, PeekedItem, QueueShutDown, endpoints)
 from .queue import Joined, LifoQueue, Queue
 
 __version__ = "2.2.0"
 
-__all__ = ["Queue", "LifoQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "BrokerError",
-           "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired", "QueueEmpty",
-           "QueueShutDown", "endpoints", "__version__"]
+__all__ = ["Queue", "LifoQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "PeekedItem",
+           "BrokerError", "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired",
+           "QueueEmpty", "QueueShutDown", "endpoints", "__version__"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Coroutine, Dict, FrozenSet, List, Optional, TypeVar, Union
+from typing import Any, Coroutine, Dict, FrozenSet, Iterable, List, Optional, TypeVar, Union
 
 import zmq.asyncio
 
 from .consumer import Item
-from .protocol import DeadLetter
+from .protocol import DeadLetter, PeekedItem
 from .queue import Joined, Payload, Queue, Stats, When
 
 T = TypeVar("T")
@@ -132,8 +132,25 @@ class BlockingQueue:
     def dead_letters(self) -> List[DeadLetter]:
         return self._run(self._queue.dead_letters())
 
-    def requeue_dead(self) -> int:
-        return self._run(self._queue.requeue_dead())
+    def requeue_dead(self, items: Optional[Iterable[Union[DeadLetter, int]]] = None) -> int:
+        """asyncq.Queue.requeue_dead: all, or the items given (all or none)."""
+        return self._run(self._queue.requeue_dead(items))
+
+    def delete_dead(self, items: Iterable[Union[DeadLetter, int]]) -> int:
+        """asyncq.Queue.delete_dead: the dead items given (all or none)."""
+        return self._run(self._queue.delete_dead(items))
+
+    def peek(self, n: int = 10) -> List[PeekedItem]:
+        """asyncq.Queue.peek: the next n items, left where they are."""
+        return self._run(self._queue.peek(n))
+
+    def pause(self) -> Stats:
+        """asyncq.Queue.pause: deliveries stop, for every client."""
+        return self._run(self._queue.pause())
+
+    def resume(self) -> Stats:
+        """asyncq.Queue.resume: deliveries go on."""
+        return self._run(self._queue.resume())
 
     def purge_dead(self) -> int:
         return self._run(self._queue.purge_dead())

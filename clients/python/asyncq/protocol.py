@@ -16,6 +16,7 @@ DEFAULT_PORT = 5557
 NAME_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 TEXT_MAX = 1024          # bytes of a text field (a NACK reason)
 IDS_MAX = 1024           # ids in one ACK, TOUCH or NACK
+PEEK_MAX = 1024          # items one PEEK shows
 WAIT_MAX_MS = 86400000   # longest NACK delay and JOIN time-out
 PRIORITY_MIN, PRIORITY_MAX = -2**31, 2**31 - 1  # a put's priority (4.1)
 NUMBER_MAX = 2**64 - 1   # largest number field
@@ -360,6 +361,37 @@ def parse_dead_letter(line: bytes) -> DeadLetter:
                       cause=pairs.get("cause", (b"unknown", False))[0].decode(errors="replace"),
                       reason=reason.decode(errors="replace"), reason_cut=reason_cut,
                       payload=payload, payload_cut=payload_cut)
+
+
+@dataclasses.dataclass(frozen=True)
+class PeekedItem:
+    """An item a queue would deliver next, as PEEK shows it (PROTOCOL.md
+    4.14), left where it is. size is the whole payload's size; payload its
+    start (at most 64 bytes, escapes undone; payload_cut when there is
+    more); priority the put's (lowest first); age the seconds since the
+    broker accepted it (to the millisecond); attempts its deliveries so
+    far (a nacked or expired item comes back with its attempts)."""
+    id: int
+    attempts: int
+    size: int
+    priority: int
+    age: float
+    payload: bytes
+    payload_cut: bool
+
+
+def parse_peeked(line: bytes) -> PeekedItem:
+    """One line of PEEK (4.14). Keys this client does not know are ignored;
+    raises ValueError for a line without id, attempts, size, priority and
+    age_ms as numbers."""
+    pairs = parse_pairs(line)
+    try:
+        numbers = [int(pairs[key][0]) for key in ("id", "attempts", "size", "priority", "age_ms")]
+    except (KeyError, ValueError):
+        raise ValueError(f"not a PEEK line: {line[:200]!r}") from None
+    payload, payload_cut = pairs.get("payload", (b"", False))
+    return PeekedItem(id=numbers[0], attempts=numbers[1], size=numbers[2], priority=numbers[3],
+                      age=numbers[4] / 1000, payload=payload, payload_cut=payload_cut)
 
 
 class BrokerError(Exception):

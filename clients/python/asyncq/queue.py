@@ -7,15 +7,17 @@ import datetime
 import os
 import socket as stdsocket
 import warnings
-from typing import Any, Coroutine, Deque, FrozenSet, List, NamedTuple, Optional, Union
+from typing import (Any, Coroutine, Deque, FrozenSet, Iterable, List, NamedTuple, Optional,
+                    Union)
 
 import zmq
 import zmq.asyncio
 
 from .consumer import Consumer, Item, QueueEmpty, current_task
 from .producer import Producer
-from .protocol import (WAIT_MAX_MS, BrokerError, BrokerUnreachable, DeadLetter, Welcome,
-                       check_name, endpoints, message, parse_dead_letter, put_options)
+from .protocol import (NUMBER_MAX, PEEK_MAX, TEXT_MAX, WAIT_MAX_MS, BrokerError,
+                       BrokerUnreachable, DeadLetter, PeekedItem, Welcome, check_name, endpoints,
+                       message, parse_dead_letter, parse_peeked, put_options)
 from .protocol import Stats as Stats, parse_stats as parse_stats  # (were defined here)
 from .security import load_keys
 from .session import Session
@@ -44,8 +46,9 @@ class Queue:
         await q.join()                # every item put before now is acked
         await q.close()
 
-    put, get, join, stats, shutdown, reopen, purge, delete, dead_letters,
-    requeue_dead, purge_dead and close are coroutines. Several coroutines
+    put, get, join, stats, peek, pause, resume, shutdown, reopen, purge,
+    delete, dead_letters, requeue_dead, delete_dead, purge_dead and close
+    are coroutines. Several coroutines
     may share one Queue: each get() that waits asks the broker for one
     item, so N coroutines hold at most N items (prefetch: that many more
     sent ahead), and a bare task_done() acks the item the calling task got
@@ -523,15 +526,81 @@ class Queue:
         keys."""
         return [parse_dead_letter(line) for line in await self._dead(b"list") if line]
 
-    async def requeue_dead(self) -> int:
-        """Puts every dead item back at the end of the queue, its attempts
-        reset to 0; returns how many. Needs the admin role with keys."""
-        return _count(await self._dead(b"requeue"), "requeued")
+    async def requeue_dead(
+            self, items: Optional[Iterable[Union[DeadLetter, int]]] = None) -> int:
+        """Puts dead items back at the end of the queue, their attempts
+        reset to 0; returns how many. Without an argument (None), every
+        dead item. With items (a list or other iterable of DeadLetter
+        objects, as dead_letters() gives, or their ids; an empty one is
+        nothing: 0), those only, all or none (broker 2.2): if one is not a
+        dead item of this queue (requeued or deleted already, an id of
+        another queue), a 404 BrokerError names every such id in .ids and
+        nothing changes. The ids go in one request, of at most 1024 bytes
+        (`requeue ` and the ids in decimal, a space between them: about
+        50 ids of the broker's 20-digit size, more of shorter ones); more
+        raise ValueError, nothing sent: pass them in parts, each all or
+        none. An id named twice counts once. Needs the admin role with
+        keys."""
+        if items is None:
+            return _count(await self._dead(b"requeue"), "requeued")
+        chosen = _dead_items(items)
+        if not chosen:
+            return 0
+        return _count(await self._dead(_dead_action(b"requeue", chosen)), "requeued")
+
+    async def delete_dead(self, items: Iterable[Union[DeadLetter, int]]) -> int:
+        """Deletes the given dead items (an iterable of DeadLetter objects
+        or ids) of the queue, all or none, as requeue_dead(items) does (the
+        same 404 and ValueError, the same limit of about 50 ids in one
+        call); returns how many; an empty one is nothing: 0 (purge_dead()
+        deletes them all). Needs the admin role with keys."""
+        chosen = _dead_items(items)
+        if not chosen:
+            return 0
+        return _count(await self._dead(_dead_action(b"delete", chosen)), "deleted")
 
     async def purge_dead(self) -> int:
         """Deletes every dead item of the queue; returns how many. Needs the
         admin role with keys."""
         return _count(await self._dead(b"purge"), "purged")
+
+    async def peek(self, n: int = 10) -> List[PeekedItem]:
+        """The next n items (1 to 1024) the queue would deliver, in that
+        order, left where they are (PROTOCOL.md 4.14): PeekedItem objects
+        with id, attempts, size, priority, age (seconds) and the payload's
+        first 64 bytes. Fewer when it holds fewer; delayed items and those
+        being processed are not shown; [] for a queue the broker does not
+        have. Needs the consume or admin role with keys; broker 2.2."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"peek(): n is an int, not {type(n).__name__}")
+        if not 1 <= n <= PEEK_MAX:
+            raise ValueError(f"peek(): n is 1 to {PEEK_MAX}, not {n}")
+        control = await self._control_session()
+        _, fields = await control.request(
+            b"peek", lambda tag: message(b"PEEK", tag, self.queue, n))
+        return [parse_peeked(line) for line in fields[1:] if line]
+
+    async def _pause(self, command: bytes) -> Stats:
+        control = await self._control_session()
+        _, fields = await control.request(
+            command.lower(), lambda tag: message(command, tag, self.queue))
+        return parse_stats(fields[1]) if len(fields) > 1 else {}
+
+    async def pause(self) -> Stats:
+        """Pauses the queue's deliveries, for every client (PROTOCOL.md
+        4.14): puts are taken as usual, nothing is delivered (get() calls
+        wait), items being processed stay with their consumers, and joins
+        wait, until resume(). A queue the broker does not have is made, so
+        that it can be paused before its first put; a durable broker keeps
+        the pause across restarts. Returns the queue's stats after it
+        (stats["paused"] is 1). Needs the admin role with keys; broker 2.2."""
+        return await self._pause(b"PAUSE")
+
+    async def resume(self) -> Stats:
+        """Delivers again after pause(); returns the queue's stats after it
+        (stats["paused"] is 0). A queue not paused is left as it is. Needs
+        the admin role with keys; broker 2.2."""
+        return await self._pause(b"RESUME")
 
     def qsize(self) -> int:
         """Items waiting for delivery (asyncio's qsize()), without waiting:
@@ -610,6 +679,42 @@ def _done() -> "asyncio.Future[None]":
 def _ignore(task: "asyncio.Future[Any]") -> None:
     if not task.cancelled():
         task.exception()  # a failed background refresh: the next one tries again
+
+
+DEAD_ACTION_MAX = TEXT_MAX  # bytes of DEAD's action frame: "requeue ID..." or "delete ID..."
+
+
+def _dead_items(items: Iterable[Union[DeadLetter, int]]) -> tuple[Union[DeadLetter, int], ...]:
+    """The items of requeue_dead/delete_dead, as a tuple; a lone DeadLetter
+    or id (not a collection of them) is a TypeError naming the form."""
+    if isinstance(items, (DeadLetter, int, str, bytes)):
+        raise TypeError("requeue_dead and delete_dead take a list of DeadLetters or ids, "
+                        f"not one {type(items).__name__}: [item]")
+    return tuple(items)
+
+
+def _dead_action(verb: bytes, items: tuple[Union[DeadLetter, int], ...]) -> bytes:
+    """DEAD's action frame for requeue or delete of these items (each once,
+    in order). Raises TypeError or ValueError, nothing sent, for an item
+    that is not a DeadLetter or an id, or more than fit in one frame: the
+    broker takes them all or none, so they are not split."""
+    ids: dict[int, None] = {}
+    for item in items:
+        item_id = item.id if isinstance(item, DeadLetter) else item
+        if isinstance(item_id, bool) or not isinstance(item_id, int):
+            raise TypeError(f"a dead item is a DeadLetter or its id (an int), not "
+                            f"{type(item).__name__}")
+        if not 0 <= item_id <= NUMBER_MAX:
+            raise ValueError(f"not an item id: {item_id}")
+        ids[item_id] = None
+    action = verb + b" " + b" ".join(str(item_id).encode() for item_id in ids)
+    if len(action) > DEAD_ACTION_MAX:
+        raise ValueError(
+            f"{len(ids)} ids do not fit in one DEAD request ({len(action)} bytes; the broker "
+            f"takes at most {DEAD_ACTION_MAX}: {verb.decode()!r}, a space and the ids in "
+            f"decimal, a space between them, about 50 ids): nothing was sent; pass them in "
+            f"parts (each part is all or none)")
+    return action
 
 
 def _count(lines: List[bytes], key: str, empty: Optional[int] = None) -> int:

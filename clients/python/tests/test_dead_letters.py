@@ -1,5 +1,5 @@
 """The dead-letter API (PROTOCOL.md 4.12, DEAD): dead_letters(),
-requeue_dead() and purge_dead(), against the real broker with
+requeue_dead() (all, or by id), delete_dead() and purge_dead(), against the real broker with
 --max-attempts 1 (an item dies at its first failed delivery), and the
 parser of a DEAD list line on crafted lines."""
 import asyncio
@@ -158,6 +158,56 @@ class DeadLetters(unittest.IsolatedAsyncioTestCase):
         stats = await q.stats()
         self.assertEqual((stats["dead"], stats["queued"]), (0, 0))
 
+    async def test_requeue_and_delete_by_id_all_or_none(self):
+        q = self.client()
+        for payload in (b"one", b"two", b"three"):
+            await q.put(payload)
+            await q.nack(await q.get(), reason="failed")
+        one, two, three = await q.dead_letters()
+        unknown = 2**64 - 1
+        for call in (q.requeue_dead, q.delete_dead):
+            with self.assertRaises(asyncq.BrokerError) as caught:
+                await call([one, unknown, two.id])
+            self.assertEqual((caught.exception.code, caught.exception.ids), (404, (unknown,)))
+        self.assertEqual(await q.dead_letters(), [one, two, three])  # nothing changed
+        self.assertEqual((await q.stats())["queued"], 0)
+        self.assertEqual(await q.requeue_dead([two, two.id]), 1)  # named twice: once
+        self.assertEqual(await q.delete_dead([three.id]), 1)
+        self.assertEqual(await q.dead_letters(), [one])
+        # Requeued already, and deleted: neither is a dead item any more.
+        with self.assertRaises(asyncq.BrokerError) as caught:
+            await q.delete_dead([one, two, three])
+        self.assertEqual(sorted(caught.exception.ids), sorted([two.id, three.id]))
+        self.assertEqual(await q.dead_letters(), [one])
+        again = await q.get()
+        self.assertEqual((again, again.id, again.attempt), (b"two", two.id, 1))
+        q.task_done(again)
+        self.assertEqual(await q.delete_dead([]), 0)  # none named: nothing
+        self.assertEqual(await q.requeue_dead([]), 0)  # an empty choice: nothing
+        with self.assertRaises(TypeError):
+            await q.requeue_dead(one)  # one item, not a list of them
+        self.assertEqual(await q.requeue_dead(), 1)  # no argument: all (one)
+        stats = await q.stats()
+        self.assertEqual((stats["dead"], stats["queued"] + stats["inflight"]), (0, 1))
+
+    async def test_more_ids_than_one_request_takes_are_refused_before_sending(self):
+        q = self.client()
+        await q.put(b"x")
+        await q.nack(await q.get())
+        [letter] = await q.dead_letters()
+        many = [letter.id] + [2**64 - 1 - n for n in range(60)]  # 20 digits each: > 1024 bytes
+        for call in (q.requeue_dead, q.delete_dead):
+            with self.assertRaisesRegex(ValueError, r"at most 1024"):
+                await call(many)
+            with self.assertRaises(TypeError):
+                await call([str(letter.id)])
+        self.assertEqual(await q.dead_letters(), [letter])
+        fits = [letter.id] + [2**64 - 1 - n for n in range(47)]  # 8 + 48 * 21 - 1 bytes
+        with self.assertRaises(asyncq.BrokerError) as caught:
+            await q.delete_dead(fits)
+        self.assertEqual(len(caught.exception.ids), 47)
+        self.assertEqual(await q.delete_dead([letter]), 1)
+
     async def test_the_blocking_client_does_the_same(self):
         def run():
             with asyncq.BlockingQueue(self.broker.address, self.name) as q:
@@ -167,7 +217,11 @@ class DeadLetters(unittest.IsolatedAsyncioTestCase):
                 [letter] = q.dead_letters()
                 self.assertEqual((letter.id, letter.cause, letter.reason, letter.payload),
                                  (item.id, "nack", "blocked", b"x"))
-                self.assertEqual(q.requeue_dead(), 1)
+                self.assertEqual(q.requeue_dead([letter]), 1)
+                q.nack(q.get(timeout=10))
+                [letter] = q.dead_letters()
+                self.assertEqual(q.delete_dead([letter.id]), 1)
+                q.put(b"y")
                 q.nack(q.get(timeout=10))
                 self.assertEqual(q.purge_dead(), 1)
                 self.assertEqual(q.dead_letters(), [])
@@ -199,6 +253,9 @@ class DeadLettersWithKeys(unittest.IsolatedAsyncioTestCase):
                     await call()
                 self.assertEqual(caught.exception.code, 403)
             [letter] = await admin.dead_letters()
+            for by_id in (worker.requeue_dead, worker.delete_dead):
+                with self.assertRaisesRegex(asyncq.BrokerError, r"^403 FORBIDDEN: .+"):
+                    await by_id([letter])
             self.assertEqual((letter.cause, letter.reason), ("nack", "bad"))
             self.assertEqual(await admin.purge_dead(), 1)
         finally:

@@ -32,8 +32,15 @@ export async function misuse(): Promise<void> {
   const shutDown: boolean = (await q.get()).data; // error
   const deadId: bigint = (await q.deadLetters())[0].id; // error
   const requeued: string = await q.requeueDead(); // error
+  await q.requeueDead(7); // error
+  await q.deleteDead(); // error
+  await q.deleteDead([7]); // error
+  const peeked: string = (await q.peek(3))[0].payload; // error
+  await q.peek('3'); // error
+  await q.pause(true); // error
+  const resumed: boolean = (await q.resume()).paused; // error
   await named.close();
   await typo.close();
   await ahead.close();
-  console.log(id, made, shutDown, count, deadId, requeued);
+  console.log(id, made, shutDown, count, deadId, requeued, peeked, resumed);
 }

@@ -1,6 +1,6 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
-  Queue, LifoQueue, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
+  Queue, LifoQueue, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeadItem, PeekedItem, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
   KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
 } from '../..';
 
@@ -81,8 +81,24 @@ export async function deadLetters(q: Queue): Promise<string> {
       + `${letter.reason} ${payload.length} ${cuts}`;
   });
   const requeued: number = await q.requeueDead();
+  const chosen: DeadItem[] = [dead[0], dead[1].id, 42n];
+  const some: number = await q.requeueDead(chosen) + await q.requeueDead([]);
+  const deleted: number = await q.deleteDead(dead.slice(0, 2));
   const purged: number = await q.purgeDead();
-  return `${lines.join('\n')} ${requeued + purged}`;
+  return `${lines.join('\n')} ${requeued + purged + some + deleted}`;
+}
+
+export async function peekAndPause(q: Queue): Promise<string> {
+  const next: PeekedItem[] = await q.peek(5);
+  const defaulted: PeekedItem[] = await q.peek();
+  const shown = next.map((item) => {
+    const id: string = item.id;
+    const payload: Buffer = item.payload;
+    return `${id} ${item.attempts + item.size + item.priority + item.ageMs} ${payload.length} ${item.payloadCut}`;
+  });
+  const paused: number | undefined = (await q.pause()).paused;
+  const resumed: Stats = await q.resume();
+  return `${shown.join('\n')} ${defaulted.length} ${paused} ${resumed.paused}`;
 }
 
 export function explain(error: unknown): string {
