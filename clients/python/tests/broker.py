@@ -3,12 +3,14 @@
 from ASYNCQ_BIN_DIR (set by ctest), else build/bin at the top of the
 repository."""
 import ctypes
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import unittest
 
 import zmq
 import zmq.asyncio
@@ -115,3 +117,34 @@ class Keys:
 
     def remove(self):
         shutil.rmtree(self.dir)
+
+
+_names = itertools.count(1)
+
+
+class BrokerTestCase(unittest.IsolatedAsyncioTestCase):
+    """Tests sharing one broker (started with broker_flags), each on a queue
+    of its own (self.name), with the clients it made (self.client()) closed
+    after it."""
+    broker_flags: tuple = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker(*cls.broker_flags)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.broker.stop()
+
+    async def asyncSetUp(self):
+        self.name = f"{type(self).__name__}-{next(_names)}"
+        self.clients = []
+
+    async def asyncTearDown(self):
+        for client in self.clients:
+            await client.close(timeout=10)
+
+    def client(self, kind=asyncq.Queue, **options):
+        client = kind(self.broker.address, self.name, **options)
+        self.clients.append(client)
+        return client

@@ -4,16 +4,14 @@ requeue_dead() (all, or by id), delete_dead() and purge_dead(), against the real
 parser of a DEAD list line on crafted lines."""
 import asyncio
 import datetime
-import itertools
 import unittest
 
-from broker import Broker, Keys
+from broker import Broker, Keys, BrokerTestCase
 
 import asyncq
 from asyncq.protocol import parse_dead_letter
 
 UTC = datetime.timezone.utc
-_names = itertools.count(1)
 
 
 def now_ms():
@@ -22,27 +20,8 @@ def now_ms():
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-class DeadLetters(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = Broker("--max-attempts", "1")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.stop()
-
-    async def asyncSetUp(self):
-        self.name = f"dead-{next(_names)}"
-        self.clients = []
-
-    async def asyncTearDown(self):
-        for client in self.clients:
-            await client.close(timeout=10)
-
-    def client(self, **options):
-        client = asyncq.Queue(self.broker.address, self.name, **options)
-        self.clients.append(client)
-        return client
+class DeadLetters(BrokerTestCase):
+    broker_flags = ("--max-attempts", "1")
 
     async def until_dead(self, q, count):
         """Waits (10 s at most) until the queue has count dead items; returns them."""

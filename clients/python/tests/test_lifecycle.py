@@ -3,40 +3,19 @@ and delete(), against the real broker; consumers told the queue was shut
 down or deleted consume again once it is open; a queue the broker does not
 have; 403 without the admin role; 503 for reopen() while the broker stops."""
 import asyncio
-import itertools
 import signal
 import time
 import unittest
 
-from broker import Broker, Keys
+from broker import Broker, Keys, BrokerTestCase
 
 import asyncq
 
-_names = itertools.count(1)
 WAIT = 10  # seconds: a condition that never comes fails the test, not hangs it
 
 
-class Lifecycle(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = Broker("--max-attempts", "1")  # a nacked item dies
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.stop()
-
-    async def asyncSetUp(self):
-        self.name = f"life-{next(_names)}"
-        self.clients = []
-
-    async def asyncTearDown(self):
-        for client in self.clients:
-            await client.close(timeout=10)
-
-    def client(self, **options):
-        client = asyncq.Queue(self.broker.address, self.name, **options)
-        self.clients.append(client)
-        return client
+class Lifecycle(BrokerTestCase):
+    broker_flags = ("--max-attempts", "1")  # a nacked item dies
 
     async def until_stats(self, q, condition):
         """Waits until condition(stats) holds; returns those stats."""

@@ -1,38 +1,15 @@
 """peek(), pause() and resume() (PROTOCOL.md 4.14, broker 2.2) against the
 real broker, and the parser of a PEEK line on crafted lines."""
 import asyncio
-import itertools
 import unittest
 
-from broker import Broker, Keys
+from broker import Broker, Keys, BrokerTestCase
 
 import asyncq
 from asyncq.protocol import parse_peeked
 
-_names = itertools.count(1)
 
-
-class PeekPause(unittest.IsolatedAsyncioTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = Broker()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.stop()
-
-    async def asyncSetUp(self):
-        self.name = f"peek-{next(_names)}"
-        self.clients = []
-
-    async def asyncTearDown(self):
-        for client in self.clients:
-            await client.close(timeout=10)
-
-    def client(self, **options):
-        client = asyncq.Queue(self.broker.address, self.name, **options)
-        self.clients.append(client)
-        return client
+class PeekPause(BrokerTestCase):
 
     async def test_peek_shows_what_comes_next_and_takes_nothing(self):
         q = self.client()

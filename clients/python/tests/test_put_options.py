@@ -5,44 +5,20 @@ up to a millisecond before its delay has passed since the put was sent
 (SLACK); never a "within N ms" check, which a loaded machine would fail."""
 import asyncio
 import datetime
-import itertools
 import random
 import struct
 import time
 import unittest
 from unittest import mock
 
-from broker import Broker
+from broker import Broker, BrokerTestCase
 
 import asyncq
 
-_names = itertools.count(1)
 SLACK = 0.002  # seconds: the broker's millisecond clock, and float rounding
 
 
-class OptionsTest(unittest.IsolatedAsyncioTestCase):
-    broker_flags = ()
-
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = Broker(*cls.broker_flags)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.stop()
-
-    async def asyncSetUp(self):
-        self.name = f"{type(self).__name__}-{next(_names)}"
-        self.clients = []
-
-    async def asyncTearDown(self):
-        for client in self.clients:
-            await client.close(timeout=10)
-
-    def client(self, kind=asyncq.Queue, **options):
-        client = kind(self.broker.address, self.name, **options)
-        self.clients.append(client)
-        return client
+class OptionsTest(BrokerTestCase):
 
     async def get_all(self, q, count):
         got = []

@@ -1,45 +1,19 @@
 """CPython's Lib/test/test_asyncio/test_queues.py, the behaviours that make
 sense over a network, against the real C broker."""
 import asyncio
-import itertools
 import unittest
 
-from broker import Broker
+from broker import BrokerTestCase
 
 import asyncq
 
-_names = itertools.count(1)
 
-
-class QueueSemantics(unittest.IsolatedAsyncioTestCase):
-    broker_flags = ()
-
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = Broker(*cls.broker_flags)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.broker.stop()
-
-    async def asyncSetUp(self):
-        self.name = f"{type(self).__name__}-{next(_names)}"
-        self.clients = []
-
-    async def asyncTearDown(self):
-        for client in self.clients:
-            await client.close(timeout=10)
-
+class QueueSemantics(BrokerTestCase):
     async def until_stat(self, key, value):
         """Waits until the broker's stats of this test's queue show key=value."""
         watcher = self.client()
         while (await watcher.stats()).get(key) != value:
             await asyncio.sleep(0.01)
-
-    def client(self, **options):
-        client = asyncq.Queue(self.broker.address, self.name, **options)
-        self.clients.append(client)
-        return client
 
 
 class Basics(QueueSemantics):
