@@ -20,31 +20,7 @@
 #define SHORT_LEASE_MS 200 /* the items meant to expire (their put asks for it) */
 #define LIST_SIZE 65536
 
-typedef struct {
-    harness_t h;
-    char root[64]; /* the test's temporary directory */
-    char data[96]; /* root/data: --data-dir */
-} fixture_t;
-
-static int s_setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->root, sizeof f->root, "/tmp/asyncq-dead-XXXXXX");
-    assert_non_null(mkdtemp(f->root));
-    snprintf(f->data, sizeof f->data, "%s/data", f->root);
-    *state = f;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    fixture_t *f = *state;
-    harness_stop(&f->h); /* the broker and its log, even after a failed assertion */
-    harness_remove_tree(f->root);
-    free(f);
-    return 0;
-}
+typedef harness_dir_t fixture_t;
 
 /* ------------------------------------------------------------ the broker */
 
@@ -488,11 +464,11 @@ static void test_a_requeued_item_that_dies_again_shows_its_new_death(void **stat
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_each_cause_is_shown_with_its_reason_time_and_payload, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_a_durable_broker_shows_the_same_list_after_a_restart, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_a_long_reason_is_cut_and_logged, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_a_binary_payload_is_escaped_and_cut, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_a_requeued_item_that_dies_again_shows_its_new_death, s_setup, s_teardown),
+        harness_dir_test(test_each_cause_is_shown_with_its_reason_time_and_payload),
+        harness_dir_test(test_a_durable_broker_shows_the_same_list_after_a_restart),
+        harness_dir_test(test_a_long_reason_is_cut_and_logged),
+        harness_dir_test(test_a_binary_payload_is_escaped_and_cut),
+        harness_dir_test(test_a_requeued_item_that_dies_again_shows_its_new_death),
     };
     return harness_run_group(tests);
 }

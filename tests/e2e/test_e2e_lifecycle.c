@@ -13,31 +13,7 @@
 
 #include "harness.h"
 
-typedef struct {
-    harness_t h;
-    char root[64];
-    char data[96];
-} fixture_t;
-
-static int s_setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->root, sizeof f->root, "/tmp/asyncq-life-XXXXXX");
-    assert_non_null(mkdtemp(f->root));
-    snprintf(f->data, sizeof f->data, "%s/data", f->root);
-    *state = f;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    fixture_t *f = *state;
-    harness_stop(&f->h);
-    harness_remove_tree(f->root);
-    free(f);
-    return 0;
-}
+typedef harness_dir_t fixture_t;
 
 /*  Puts items and waits for the confirm; the status of the sync. */
 static aq_status_t s_put(const harness_t *h, const char *queue, const char *payload,
@@ -352,14 +328,12 @@ static void test_an_empty_shut_down_queue_is_forgotten(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_a_shut_down_queue_reopens, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_purge_discards_what_waits, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_delete_discards_everything_and_frees_the_name,
-                                        s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_an_empty_shut_down_queue_is_forgotten, s_setup,
-                                        s_teardown),
-        cmocka_unit_test_setup_teardown(test_pause_peek_resume, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_dead_items_by_id, s_setup, s_teardown),
+        harness_dir_test(test_a_shut_down_queue_reopens),
+        harness_dir_test(test_purge_discards_what_waits),
+        harness_dir_test(test_delete_discards_everything_and_frees_the_name),
+        harness_dir_test(test_an_empty_shut_down_queue_is_forgotten),
+        harness_dir_test(test_pause_peek_resume),
+        harness_dir_test(test_dead_items_by_id),
     };
     return harness_run_group(tests);
 }

@@ -13,31 +13,7 @@
 
 #include "harness.h"
 
-typedef struct {
-    harness_t h;
-    char root[64]; /* the test's temporary directory */
-    char data[96]; /* root/data: --data-dir */
-} fixture_t;
-
-static int s_setup(void **state)
-{
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->root, sizeof f->root, "/tmp/asyncq-options-XXXXXX");
-    assert_non_null(mkdtemp(f->root));
-    snprintf(f->data, sizeof f->data, "%s/data", f->root);
-    *state = f;
-    return 0;
-}
-
-static int s_teardown(void **state)
-{
-    fixture_t *f = *state;
-    harness_stop(&f->h);
-    harness_remove_tree(f->root);
-    free(f);
-    return 0;
-}
+typedef harness_dir_t fixture_t;
 
 static int64_t s_now_ms(void)
 {
@@ -391,13 +367,12 @@ static void test_bad_options_are_refused_with_their_reason(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_priorities_and_the_front, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_mixed_options_in_one_batch, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_delayed_puts_wait_their_time, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_options_survive_a_kill, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_retries_back_off, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown(test_bad_options_are_refused_with_their_reason, s_setup,
-                                        s_teardown),
+        harness_dir_test(test_priorities_and_the_front),
+        harness_dir_test(test_mixed_options_in_one_batch),
+        harness_dir_test(test_delayed_puts_wait_their_time),
+        harness_dir_test(test_options_survive_a_kill),
+        harness_dir_test(test_retries_back_off),
+        harness_dir_test(test_bad_options_are_refused_with_their_reason),
     };
     return harness_run_group(tests);
 }

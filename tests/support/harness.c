@@ -139,6 +139,26 @@ int harness_teardown(void **state)
     return 0;
 }
 
+int harness_dir_setup(void **state)
+{
+    harness_dir_t *self = calloc(1, sizeof *self);
+    assert_non_null(self);
+    snprintf(self->root, sizeof self->root, "/tmp/asyncq-test-XXXXXX");
+    assert_non_null(mkdtemp(self->root));
+    snprintf(self->data, sizeof self->data, "%s/data", self->root);
+    *state = self;
+    return 0;
+}
+
+int harness_dir_teardown(void **state)
+{
+    harness_dir_t *self = *state;
+    harness_stop(&self->h); /* the broker and its log, even after a failed assertion */
+    harness_remove_tree(self->root);
+    free(self);
+    return 0;
+}
+
 static void s_resolve(char **argv, char *path, size_t size)
 {
     if (argv[0][0] != '/') {

@@ -57,6 +57,19 @@ int harness_setup(void **state);
 int harness_setup_flags(void **state, char *const *flags);
 int harness_teardown(void **state);
 
+/*  A test with a directory of its own (root, and root/data for a broker's
+    --data-dir), whose broker it starts itself in h; after it, the broker
+    is stopped and the directory removed. */
+typedef struct {
+    harness_t h;
+    char root[64];
+    char data[96];
+} harness_dir_t;
+int harness_dir_setup(void **state);
+int harness_dir_teardown(void **state);
+#define harness_dir_test(test) \
+    cmocka_unit_test_setup_teardown(test, harness_dir_setup, harness_dir_teardown)
+
 /*  Runs a program to completion, its stdout into out (may be NULL). Returns
     its exit code. argv[0] is a program name from build/bin. */
 int harness_run(char **argv, char *out, size_t size);
