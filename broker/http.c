@@ -447,24 +447,6 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
     return MHD_YES;
 }
 
-/*  The length of the UTF-8 sequence at `data` (at most `size` bytes):
-    1 to 4, or 0 if it is not a well-formed one (overlong, a surrogate,
-    past U+10FFFF, cut). */
-static size_t s_utf8_sequence(const uint8_t *data, size_t size)
-{
-    uint8_t c = data[0];
-    size_t length = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                                 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    if (!length || length > size)
-        return 0;
-    uint8_t low = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
-    uint8_t high = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
-    for (size_t i = 1; i < length; i++, low = 0x80, high = 0xbf)
-        if (data[i] < low || data[i] > high)
-            return 0;
-    return length;
-}
-
 /*  Bytes as text (/api/dead's reason and payload_preview): well-formed
     UTF-8 kept, but `\` as `\\`, newline, return and tab as `\n`, `\r`,
     `\t`, and any other control character or byte that is not UTF-8 as
@@ -474,7 +456,7 @@ static void s_escape(char *out, const uint8_t *data, size_t size)
     size_t at = 0;
     for (size_t i = 0; i < size;) {
         uint8_t c = data[i];
-        size_t length = s_utf8_sequence(data + i, size - i);
+        size_t length = aq_utf8_sequence(data + i, size - i);
         const char *short_form = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
                                  : c == '\t' ? "\\t" : NULL;
         if (short_form) {

@@ -160,42 +160,29 @@ int aq_name_is_valid(const uint8_t *data, size_t size)
 
 /*  Unicode's table 3-7 of well-formed byte sequences: the second byte's range
     depends on the first, which rules out overlong forms and surrogates. */
+size_t aq_utf8_sequence(const uint8_t *data, size_t size)
+{
+    uint8_t c = data[0];
+    size_t length = c < 0x80                 ? 1
+                    : c >= 0xC2 && c <= 0xDF ? 2
+                    : c >= 0xE0 && c <= 0xEF ? 3
+                    : c >= 0xF0 && c <= 0xF4 ? 4
+                                             : 0;
+    if (!length || length > size)
+        return 0;
+    uint8_t low = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    uint8_t high = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    for (size_t i = 1; i < length; i++, low = 0x80, high = 0xBF)
+        if (data[i] < low || data[i] > high)
+            return 0;
+    return length;
+}
+
 int aq_utf8_is_valid(const uint8_t *data, size_t size)
 {
-    size_t i = 0;
-    while (i < size) {
-        uint8_t c = data[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t length;
-        uint8_t low = 0x80, high = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            length = 2;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            length = 3;
-            if (c == 0xE0)
-                low = 0xA0;
-            else if (c == 0xED)
-                high = 0x9F;
-        }
-        else if (c >= 0xF0 && c <= 0xF4) {
-            length = 4;
-            if (c == 0xF0)
-                low = 0x90;
-            else if (c == 0xF4)
-                high = 0x8F;
-        }
-        else
+    for (size_t i = 0, length; i < size; i += length)
+        if (!(length = aq_utf8_sequence(data + i, size - i)))
             return 0;
-        if (size - i < length || data[i + 1] < low || data[i + 1] > high)
-            return 0;
-        for (size_t k = 2; k < length; k++)
-            if (data[i + k] < 0x80 || data[i + k] > 0xBF)
-                return 0;
-        i += length;
-    }
     return 1;
 }
 

@@ -180,6 +180,10 @@ int aq_name_is_valid(const uint8_t *data, size_t size);
 /*  Well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
 int aq_utf8_is_valid(const uint8_t *data, size_t size);
 
+/*  The length of the well-formed UTF-8 sequence at `data` (at most `size`
+    bytes): 1 to 4, or 0 if there is none. */
+size_t aq_utf8_sequence(const uint8_t *data, size_t size);
+
 /*  Helper for building messages: a NUL-terminated string as aq_bytes_t. */
 aq_bytes_t aq_bytes_str(const char *string);
 
