@@ -842,14 +842,14 @@ static queue_t *s_existing_queue(const request_t *request)
     return queue;
 }
 
-static void s_log_action(const request_t *request, const char *action, const queue_t *queue,
+static void s_log_action(const request_t *request, const char *action, const char *queue,
                          uint64_t count)
 {
     char name[AQ_NAME_MAX * 4 + 1];
     ratelog_line(&request->broker->actions, broker_now_ms(), "%s: %s of %s (%llu items)",
                  log_escape(name, sizeof name, request->peer->client_id,
                             strlen(request->peer->client_id)),
-                 action, queue->name, (unsigned long long) count);
+                 action, queue, (unsigned long long) count);
 }
 
 static void s_on_reopen(const request_t *request)
@@ -877,7 +877,7 @@ static void s_on_reopen(const request_t *request)
                 "the broker is stopping: no queue takes puts");
         return;
     }
-    s_log_action(request, "reopen", queue, queue->ready_count);
+    s_log_action(request, "reopen", queue->name, queue->ready_count);
     s_send_report(request, queue, 0, s_reply_durable);
 }
 
@@ -887,7 +887,7 @@ static void s_on_purge(const request_t *request)
     if (!queue)
         return;
     uint64_t purged = broker_purge_queue(request->broker, queue);
-    s_log_action(request, "purge", queue, purged);
+    s_log_action(request, "purge", queue->name, purged);
     char text[48];
     snprintf(text, sizeof text, "purged=%llu", (unsigned long long) purged);
     s_report_text(request, text);
@@ -901,11 +901,7 @@ static void s_on_delete(const request_t *request)
     char name[AQ_NAME_MAX + 1];
     memcpy(name, queue->name, sizeof name);
     uint64_t deleted = broker_delete_queue(request->broker, queue); /* frees it */
-    char escaped[AQ_NAME_MAX * 4 + 1];
-    ratelog_line(&request->broker->actions, broker_now_ms(), "%s: delete of %s (%llu items)",
-                 log_escape(escaped, sizeof escaped, request->peer->client_id,
-                            strlen(request->peer->client_id)),
-                 name, (unsigned long long) deleted);
+    s_log_action(request, "delete", name, deleted);
     char text[48];
     snprintf(text, sizeof text, "deleted=%llu", (unsigned long long) deleted);
     s_report_text(request, text);
@@ -925,7 +921,7 @@ static void s_on_pause(const request_t *request)
     }
     int paused = msg->cmd == AQ_CMD_PAUSE;
     broker_pause_queue(request->broker, queue, paused);
-    s_log_action(request, paused ? "pause" : "resume", queue, queue->ready_count);
+    s_log_action(request, paused ? "pause" : "resume", queue->name, queue->ready_count);
     s_send_report(request, queue, 0, s_reply_durable);
 }
 

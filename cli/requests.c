@@ -1,4 +1,5 @@
 /*  asyncq put, join, stats, dead and shutdown. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -296,15 +297,12 @@ static json_t *s_line_object(const char *line)
                 end = value + strlen(value);
             char text[128];
             snprintf(text, sizeof text, "%.*s", (int) (end - value), value);
-            uint64_t number;
             char *rest;
+            errno = 0;
             long long integer = strtoll(text, &rest, 10);
-            if (strcmp(key, "id") != 0 && aq_arg_u64(text, &number) && number <= INT64_MAX)
-                json = json_integer((json_int_t) number);
-            else if (strcmp(key, "id") != 0 && *text == '-' && !*rest)
-                json = json_integer(integer);
-            else
-                json = json_string(text);
+            json = strcmp(key, "id") != 0 && *text && !*rest && !errno
+                       ? json_integer(integer)
+                       : json_string(text);
         }
         json_object_set_new(object, key, json ? json : json_null());
         at = *end == ' ' ? end + 1 : end;
