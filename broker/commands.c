@@ -258,6 +258,7 @@ static void s_on_credit(const request_t *request)
         return;
     }
     peer->credit_batch = msg->batch_max;
+    peer->with_priority = msg->with.size != 0;
     memcpy(peer->credit_tag, msg->tag.data, msg->tag.size);
     peer->credit_tag_size = msg->tag.size;
     peer->expired_streak = 0;
@@ -737,18 +738,69 @@ static void s_dead_items(const request_t *request, queue_t *queue)
             if (broker_requeue_dead_item(request->broker, items[i]))
                 break;
         }
-        else {
-            record_t record;
-            state_effects_t effects;
-            state_gone(items[i], GONE_PURGED, &record);
-            broker_apply_must(request->broker, &record, &effects);
-        }
+        else
+            broker_delete_dead_item(request->broker, items[i]);
         done++;
     }
     char text[48];
     snprintf(text, sizeof text, "%s=%llu", requeue ? "requeued" : "deleted",
              (unsigned long long) done);
     s_report_text(request, text);
+}
+
+/*  DEAD "show ID [FROM]": the dead item's list line, then its payload from
+    byte FROM in base64, DEAD_SHOW_LINE bytes a line, as many lines as a
+    REPORT holds; a client asks again from where the answer stopped. */
+#define DEAD_SHOW_LINE 768 /* 1024 characters of base64 */
+static void s_dead_show(const request_t *request, queue_t *queue)
+{
+    const aq_msg_t *msg = request->msg;
+    const uint8_t *at = msg->text.data + 5, *end = msg->text.data + msg->text.size;
+    const uint8_t *space = memchr(at, ' ', (size_t) (end - at));
+    uint64_t id, from = 0;
+    if (!aq_parse_u64(at, (size_t) ((space ? space : end) - at), &id)
+        || (space && !aq_parse_u64(space + 1, (size_t) (end - space - 1), &from))) {
+        s_error(request, AQ_MALFORMED, msg->queue,
+                "DEAD show takes an item id, then the byte to start from if not 0");
+        return;
+    }
+    item_t *item = store_find(request->broker->store, id);
+    if (!queue || !item || item->queue != queue || item->state != ITEM_DEAD) {
+        char subject[AQ_U64_DIGITS + 1];
+        s_error(request, AQ_UNKNOWN_ITEM,
+                (aq_bytes_t){(const uint8_t *) subject, aq_format_u64(id, subject)},
+                "not a dead item of this queue");
+        return;
+    }
+    static char first[AQ_TEXT_MAX];
+    static aq_bytes_t lines[AQ_LIST_MAX];
+    lines[0] = (aq_bytes_t){(const uint8_t *) first, s_dead_line(item, first, sizeof first)};
+    size_t start = from < item->size ? (size_t) from : item->size;
+    size_t size = item->size - start;
+    if (size > (AQ_LIST_MAX - 1) * (size_t) DEAD_SHOW_LINE)
+        size = (AQ_LIST_MAX - 1) * (size_t) DEAD_SHOW_LINE;
+    char *base64 = NULL;
+    size_t count = 1;
+    if (size) {
+        zarmour_t *armour = zarmour_new();
+        if (armour) {
+            zarmour_set_mode(armour, ZARMOUR_MODE_BASE64_STD);
+            zarmour_set_line_breaks(armour, false);
+            base64 = zarmour_encode(armour, item->data + start, size);
+            zarmour_destroy(&armour);
+        }
+        if (!base64) {
+            s_error(request, AQ_INTERNAL, msg->queue, "out of memory");
+            return;
+        }
+        size_t length = strlen(base64), line = DEAD_SHOW_LINE / 3 * 4;
+        for (size_t offset = 0; offset < length; offset += line)
+            lines[count++] = (aq_bytes_t){(const uint8_t *) base64 + offset,
+                                          length - offset < line ? length - offset : line};
+    }
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
+    s_reply(request, &reply);
+    freen(base64);
 }
 
 static void s_on_dead(const request_t *request)
@@ -774,6 +826,8 @@ static void s_on_dead(const request_t *request)
         aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines, .list_size = count};
         s_reply(request, &reply);
     }
+    else if (msg->text.size > 5 && memcmp(msg->text.data, "show ", 5) == 0)
+        s_dead_show(request, queue);
     else if ((msg->text.size > 8 && memcmp(msg->text.data, "requeue ", 8) == 0)
              || (msg->text.size > 7 && memcmp(msg->text.data, "delete ", 7) == 0))
         s_dead_items(request, queue);
@@ -789,7 +843,7 @@ static void s_on_dead(const request_t *request)
     }
     else
         s_error(request, AQ_MALFORMED, msg->queue,
-                "DEAD takes list, requeue, purge, requeue ID..., or delete ID...");
+                "DEAD takes list, requeue, purge, show ID, requeue ID..., or delete ID...");
 }
 
 /*  SHUTDOWN of one queue or of all: one report line per queue shut. */

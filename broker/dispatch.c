@@ -73,6 +73,8 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
         msg.age_us = broker_age_us(item, now_us);
         msg.lease_ms = broker_lease_ms(item);
         msg.payload = (aq_bytes_t){item->data, item->size};
+        msg.priority = item->priority;
+        msg.has_priority = peer->with_priority;
         return broker_send(self, rid, &msg, NULL);
     }
     size_t size = 0;
@@ -95,6 +97,12 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
     }
     aq_msg_t msg = {.cmd = AQ_CMD_ITEMS, .count = count};
     msg.queue = aq_bytes_str(queue->name);
+    uint8_t priorities[AQ_LIST_MAX * 4]; /* count <= max-batch <= AQ_LIST_MAX */
+    if (peer->with_priority) {
+        for (size_t i = 0; i < count; i++)
+            aq_put_u32(priorities + 4 * i, (uint32_t) items[i]->priority);
+        msg.priorities = (aq_bytes_t){priorities, 4 * count};
+    }
     aq_status_t rc = broker_send(self, rid, &msg, &batch);
     zmq_msg_close(&batch);
     return rc;
@@ -294,15 +302,20 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue)
     return moved;
 }
 
+void broker_delete_dead_item(broker_t *self, item_t *item)
+{
+    record_t record;
+    state_effects_t effects;
+    state_gone(item, GONE_PURGED, &record);
+    broker_apply_must(self, &record, &effects);
+}
+
 uint64_t broker_purge_dead(broker_t *self, queue_t *queue)
 {
     uint64_t purged = 0;
     list_node_t *node;
     while ((node = list_first(&queue->dead))) {
-        record_t record;
-        state_effects_t effects;
-        state_gone(list_entry(node, item_t, link), GONE_PURGED, &record);
-        broker_apply_must(self, &record, &effects);
+        broker_delete_dead_item(self, list_entry(node, item_t, link));
         purged++;
     }
     return purged;

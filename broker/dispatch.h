@@ -33,6 +33,8 @@ uint64_t broker_requeue_dead(broker_t *self, queue_t *queue);
 /*  One dead item back to the end of its queue. -1 if out of memory (it
     stays dead). */
 int broker_requeue_dead_item(broker_t *self, item_t *item);
+/*  A dead item deleted, as DEAD delete ID and the dashboard do. */
+void broker_delete_dead_item(broker_t *self, item_t *item);
 /*  Deletes every dead item of the queue (DEAD purge). Returns how many. */
 uint64_t broker_purge_dead(broker_t *self, queue_t *queue);
 /*  Pauses (1) or resumes (0) the queue's deliveries. */

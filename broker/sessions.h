@@ -26,6 +26,7 @@ typedef struct peer {
     uint64_t serial;              /* unique per session over the broker's life */
     consumer_t consumer;
     uint64_t credit_batch;        /* items per ITEMS; 0: one ITEM per message */
+    int with_priority;            /* deliveries carry their priority (CREDIT `with`) */
     char credit_tag[AQ_TAG_MAX];
     size_t credit_tag_size;
     struct producer *producer;    /* the producer whose id is this client id */

@@ -1,6 +1,7 @@
 /*  asyncq put, join, stats, dead and shutdown. */
 #include <errno.h>
 #include <getopt.h>
+#include <czmq.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -402,20 +403,123 @@ int cli_stats(int argc, char **argv)
     return stats_show(opts.broker, opts.queue, format, opts.watch_ms);
 }
 
+/*  `dead show ID`: the item's list line, then its payload, gathered from
+    as many answers as it takes (each holds up to 785 664 bytes, PROTOCOL.md
+    4.12). */
+typedef struct {
+    char header[AQ_TEXT_MAX + 1];
+    zchunk_t *payload;
+    uint64_t size; /* the item's, from the header */
+    int lines;
+    int bad;
+} dead_show_t;
+
+static void s_show_line(void *ctx, const char *line)
+{
+    dead_show_t *show = ctx;
+    if (show->lines++ == 0) {
+        snprintf(show->header, sizeof show->header, "%s", line);
+        const char *size = strstr(line, " size=");
+        show->size = size ? strtoull(size + 6, NULL, 10) : 0;
+        return;
+    }
+    zarmour_t *armour = zarmour_new();
+    zarmour_set_mode(armour, ZARMOUR_MODE_BASE64_STD);
+    zarmour_set_line_breaks(armour, false);
+    zchunk_t *chunk = zarmour_decode(armour, line);
+    zarmour_destroy(&armour);
+    /* zarmour_decode ends the bytes with a NUL of its own, counted. */
+    size_t size = chunk && zchunk_size(chunk) ? zchunk_size(chunk) - 1 : 0;
+    size_t before = zchunk_size(show->payload);
+    if (!size || zchunk_extend(show->payload, zchunk_data(chunk), size) != before + size)
+        show->bad = 1;
+    zchunk_destroy(&chunk);
+}
+
+static int s_dead_show(request_options_t *opts, const char *id)
+{
+    uint64_t number;
+    if (!aq_arg_u64(id, &number)) {
+        fprintf(stderr, "asyncq dead show: '%s' is not an item id (see asyncq dead list)\n", id);
+        return AQ_EXIT_USAGE;
+    }
+    int json = 0;
+    if (!s_format_is_json("dead", opts->format, &json))
+        return AQ_EXIT_USAGE;
+    aq_status_t rc;
+    aq_session_t *session = cli_connect("dead", opts->broker, &rc);
+    if (!session)
+        return aq_exit_code(rc);
+    dead_show_t show = {.payload = zchunk_new(NULL, 0)};
+    do {
+        char action[64];
+        snprintf(action, sizeof action, "show %s %zu", id, zchunk_size(show.payload));
+        size_t before = zchunk_size(show.payload);
+        show.lines = 0;
+        rc = aq_dead(session, opts->queue, action, s_show_line, &show);
+        if (rc == AQ_OK && (show.bad || (zchunk_size(show.payload) == before
+                                         && before < show.size))) {
+            fprintf(stderr, "asyncq dead show: the broker's answer is not as PROTOCOL.md 4.12 says\n");
+            zchunk_destroy(&show.payload);
+            aq_session_destroy(&session);
+            return AQ_EXIT_FAILURE;
+        }
+    } while (rc == AQ_OK && zchunk_size(show.payload) < show.size);
+    if (rc == AQ_OK && json) {
+        json_t *object = s_line_object(show.header);
+        json_object_del(object, "payload");
+        json_object_del(object, "payload_cut");
+        const char *data = (const char *) zchunk_data(show.payload);
+        size_t size = zchunk_size(show.payload);
+        json_t *text = json_stringn(data, size);
+        if (text)
+            json_object_set_new(object, "payload", text);
+        else {
+            zarmour_t *armour = zarmour_new();
+            zarmour_set_mode(armour, ZARMOUR_MODE_BASE64_STD);
+            zarmour_set_line_breaks(armour, false);
+            char *base64 = zarmour_encode(armour, zchunk_data(show.payload), size);
+            zarmour_destroy(&armour);
+            json_object_set_new(object, "payload_base64", json_string(base64 ? base64 : ""));
+            freen(base64);
+        }
+        json_dumpf(object, stdout, 0);
+        printf("\n");
+        json_decref(object);
+    }
+    else if (rc == AQ_OK) {
+        size_t size = zchunk_size(show.payload);
+        printf("%s\n", show.header);
+        fwrite(zchunk_data(show.payload), 1, size, stdout);
+        if (size && zchunk_data(show.payload)[size - 1] != '\n')
+            printf("\n");
+    }
+    else
+        cli_report("dead", session, rc);
+    zchunk_destroy(&show.payload);
+    aq_session_destroy(&session);
+    return aq_exit_code(rc);
+}
+
 int cli_dead(int argc, char **argv)
 {
     const char *usage = "Usage: asyncq dead list|requeue|purge [-b ADDR] [-q QUEUE]\n"
                         "       asyncq dead list --format json  (one array of objects)\n"
+                        "       asyncq dead show ID [--format json] [-b ADDR] [-q QUEUE]\n"
                         "       asyncq dead requeue|delete ID... [-b ADDR] [-q QUEUE]\n"
                         "Items delivered --max-attempts times without an ack go to their queue's\n"
                         "dead-letter list. list shows them (id, attempts, size, when and why\n"
-                        "each died, its last reason, the start of it), requeue puts them back at\n"
+                        "each died, its last reason, the start of it), show one of them whole\n"
+                        "(its list line, then its payload as it was put; json: \"payload\", or\n"
+                        "\"payload_base64\" if it is not UTF-8), requeue puts them back at\n"
                         "the end of the queue, purge deletes them; with ids, only those (all or\n"
                         "none: an id that is not a dead item of QUEUE changes nothing).\n";
     request_options_t opts = {0};
     if (!s_parse("dead", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;
     const char *action = optind < argc ? argv[optind] : NULL;
+    if (action && strcmp(action, "show") == 0 && optind + 2 == argc)
+        return s_dead_show(&opts, argv[optind + 1]);
     int with_ids = action && optind + 1 < argc
                    && (strcmp(action, "requeue") == 0 || strcmp(action, "delete") == 0);
     if (!action || (optind + 1 != argc && !with_ids)

@@ -10,22 +10,25 @@
 // only when it changed: a steady pool of workers sends none.
 const { Session } = require('./session');
 const {
-  message, cutText, encodeIds, decodeItems, parseStats, BrokerError, QueueShutDown, QueueEmpty, WAIT_MAX_MS, IDS_MAX,
+  message, cutText, encodeIds, decodeDeliveries, parseStats, BrokerError, QueueShutDown, QueueEmpty, WAIT_MAX_MS, IDS_MAX,
 } = require('./protocol');
-
-const number = (frame) => Number(frame.toString());
 
 // A delivery: data (a Buffer), id (a decimal string: ids exceed 2^53),
 // attempt (1 on the first delivery), ageUs (since the broker accepted the
-// put), leaseMs (ack or touch within it), queue.
+// put), leaseMs (ack or touch within it), queue, and priority: the put's,
+// when the consumer asked for it (CREDIT with priority, PROTOCOL.md 4.3: a
+// PriorityQueue, or a Queue with priorities: true), else null.
 class Item {
-  constructor(queue, { id, attempt, ageUs, leaseMs, data }) {
+  constructor(queue, {
+    id, attempt, ageUs, leaseMs, data, priority = null,
+  }) {
     this.queue = queue;
     this.id = id;
     this.attempt = attempt;
     this.ageUs = ageUs;
     this.leaseMs = leaseMs;
     this.data = data;
+    this.priority = priority;
   }
 
   toString() {
@@ -35,7 +38,9 @@ class Item {
 
 class Consumer {
   // broker: the parsed address; options: { prefetch, curve,
-  // opening() (get() calls waiting for this consumer to open) }.
+  // opening() (get() calls waiting for this consumer to open), priorities
+  // (every CREDIT asks that deliveries carry their priority), batch (most
+  // items per ITEMS; 0: one ITEM per item; default the broker's max-batch) }.
   constructor(broker, clientId, queue, options = {}) {
     this.session = new Session(broker, clientId, { curve: options.curve });
     this.session.onMessage = (command, fields) => this.onMessage(command, fields);
@@ -43,6 +48,8 @@ class Consumer {
     this.queue = queue;
     this.prefetch = options.prefetch || 0;
     this.opening = options.opening || (() => 0);
+    this.priorities = Boolean(options.priorities);
+    this.batchWanted = options.batch; // undefined: the broker's max-batch
     this.batch = 0; // most items per ITEMS asked for
     this.delivered = []; // items not yet got
     this.getters = []; // { resolve, reject } of get() calls waiting
@@ -67,7 +74,8 @@ class Consumer {
 
   async open(timeoutMs) {
     await this.session.open(timeoutMs);
-    this.batch = this.session.welcome.maxBatch;
+    const { maxBatch } = this.session.welcome;
+    this.batch = this.batchWanted === undefined ? maxBatch : Math.min(this.batchWanted, maxBatch);
     try {
       await this.announceCredit();
     } catch (error) {
@@ -79,10 +87,15 @@ class Consumer {
   // CREDIT, resolved by CREDITED: a consumer that has it and no item knows
   // the queue is empty, not that its request was lost (4.3). The credit is
   // worked out as it is sent, and again if it is sent again after a reconnect.
+  // A consumer that wants priorities says so in every CREDIT (the broker
+  // keeps what the latest said); one that does not sends the 4 fields a
+  // broker before 2.2 takes.
   announceCredit() {
     return this.session.request('credit', (tag) => {
       this.credit = this.wantedCredit();
-      return message('CREDIT', tag, this.queue, this.credit, this.batch);
+      const fields = [tag, this.queue, this.credit, this.batch];
+      if (this.priorities) fields.push('priority');
+      return message('CREDIT', ...fields);
     });
   }
 
@@ -134,15 +147,12 @@ class Consumer {
     this.announceCredit().catch((error) => this.creditRefused(error));
   }
 
+  // ITEM or ITEMS (with or without priorities): one not as PROTOCOL.md 4.4
+  // says is dropped whole (its items come back when their leases run out).
   onMessage(command, fields) {
-    if (command === 'ITEM' && fields.length === 6) {
-      const [queue, id, attempt, ageUs, leaseMs, data] = fields;
-      this.deliver(new Item(queue.toString(), {
-        id: id.toString(), attempt: number(attempt), ageUs: number(ageUs), leaseMs: number(leaseMs), data,
-      }));
-    } else if (command === 'ITEMS' && fields.length === 3) {
-      const queue = fields[0].toString();
-      for (const delivery of decodeItems(fields[2], number(fields[1])) || []) this.deliver(new Item(queue, delivery));
+    if (command === 'ITEM' || command === 'ITEMS') {
+      const decoded = decodeDeliveries(command, fields);
+      if (decoded) for (const delivery of decoded.deliveries) this.deliver(new Item(decoded.queue, delivery));
     } else if (command === 'ERROR') {
       this.onBrokerError(BrokerError.fromFields(fields));
     }

@@ -35,6 +35,12 @@ export interface QueueOptions {
   curveSecret?: string;
   /** The broker's public certificate file, or its 40-character Z85 key (default: $ASYNCQ_SERVER_KEY). */
   serverKey?: string;
+  /**
+   * Every item got carries its put's priority (Item.priority; broker 2.2):
+   * the consumer asks for it in every CREDIT (default false: Item.priority is
+   * null). PriorityQueue sets it. Another type than boolean is a TypeError.
+   */
+  priorities?: boolean;
 }
 
 interface PutOptionsBase {
@@ -147,7 +153,14 @@ export interface DeadLetter {
   payloadCut: boolean;
 }
 
-/** A dead item named to requeueDead() or deleteDead(): a dead letter, or its id (decimal digits, or a bigint). */
+/** One dead item whole, as deadLetter() gives it: a dead letter with its whole payload. */
+export interface WholeDeadLetter extends DeadLetter {
+  /** Its whole payload, byte for byte (size bytes). */
+  payload: Buffer;
+  payloadCut: false;
+}
+
+/** A dead item named to deadLetter(), requeueDead() or deleteDead(): a dead letter, or its id (decimal digits, or a bigint). */
 export type DeadItem = DeadLetter | string | bigint;
 
 /** An item the queue would deliver next, as peek() shows it (PROTOCOL.md 4.14), left where it is. */
@@ -181,6 +194,11 @@ export class Item {
   /** This delivery's lease: ack or touch within it. */
   readonly leaseMs: number;
   readonly data: Buffer;
+  /**
+   * The put's priority (lowest delivered first), for a client that asked for
+   * it (PriorityQueue, or a Queue with priorities: true; broker 2.2); else null.
+   */
+  readonly priority: number | null;
   /** The data as UTF-8. */
   toString(): string;
 }
@@ -201,6 +219,8 @@ export class Queue extends EventEmitter {
   readonly credit: number;
   /** Seconds. */
   readonly timeout: number;
+  /** Whether every item got carries its put's priority (priorities: true, or a PriorityQueue). */
+  readonly priorities: boolean;
   readonly clientId: string;
   /** The latest errors about no request of this client (acks of items it does not hold...). */
   readonly errors: readonly BrokerError[];
@@ -291,6 +311,14 @@ export class Queue extends EventEmitter {
    */
   deadLetters(): Promise<DeadLetter[]>;
   /**
+   * One dead item whole (a dead letter or its id): as deadLetters() shows it,
+   * with its whole payload (payloadCut false), however large (asked in parts
+   * of at most 785 664 bytes). Rejects with a 404 BrokerError if it is not a
+   * dead item of this queue, a TypeError or RangeError for another item
+   * (nothing sent). Needs the admin role on a broker with keys; broker 2.2.
+   */
+  deadLetter(item: DeadItem): Promise<WholeDeadLetter>;
+  /**
    * Moves dead items back to the end of the queue, their attempts reset;
    * resolves with how many. Without items, every dead item; with items,
    * those only, all or none (broker 2.2): one that is not a dead item of the
@@ -335,6 +363,23 @@ export class Queue extends EventEmitter {
 export class LifoQueue extends Queue {
   put(item: Payload, options?: LifoPutOptions): Promise<void>;
   send(item: Payload, options?: LifoPutOptions): Promise<number>;
+}
+
+/**
+ * A Queue whose consumer asks for priorities (priorities: true): every item
+ * got carries its put's priority, lowest delivered first, first in, first
+ * out within one. put(item, { priority }) as Queue's. Needs broker 2.2 (an
+ * older one refuses its CREDIT: get() rejects with a 400 BrokerError).
+ */
+export class PriorityQueue extends Queue {
+  readonly priorities: true;
+  get(options?: GetOptions): Promise<PriorityItem>;
+  getNowait(): PriorityItem;
+}
+
+/** An item got from a PriorityQueue: its priority is always there. */
+export interface PriorityItem extends Item {
+  readonly priority: number;
 }
 
 /** An ERROR from the broker (PROTOCOL.md 8); its message shows the code, its name and the broker's reason. */

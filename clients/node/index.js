@@ -2,7 +2,7 @@
 // asyncq client for Node.js: asyncio.Queue's producer/consumer pattern over
 // an asyncq broker (the wire protocol is docs/PROTOCOL.md). CommonJS; the
 // ES module (index.mjs) exports the same.
-const { Queue, LifoQueue } = require('./queue');
+const { Queue, LifoQueue, PriorityQueue } = require('./queue');
 const { Item } = require('./consumer');
 const {
   BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, QueueEmpty, QueueShutDown, TimeoutError,
@@ -13,6 +13,7 @@ const { version } = require('./package.json');
 module.exports = {
   Queue,
   LifoQueue,
+  PriorityQueue,
   Item,
   BrokerError,
   BrokerUnreachable,

@@ -5,6 +5,7 @@ import asyncq from './index.js';
 export const {
   Queue,
   LifoQueue,
+  PriorityQueue,
   Item,
   BrokerError,
   BrokerUnreachable,

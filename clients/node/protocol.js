@@ -117,8 +117,10 @@ function encodePutsEach(payloads, options, size) {
   return frame;
 }
 
-// The deliveries of an ITEMS frame (4.4), or null unless it holds exactly count.
-function decodeItems(frame, count) {
+// The deliveries of an ITEMS frame (4.4), or null unless it holds exactly
+// count: { id, attempt, ageUs, leaseMs, data, priority }, priority from
+// priorities (as decodePriorities gives them), else null.
+function decodeItems(frame, count, priorities = null) {
   const deliveries = [];
   let at = 0;
   while (deliveries.length < count && at + ITEMS_ENTRY_HEADER <= frame.length) {
@@ -131,10 +133,66 @@ function decodeItems(frame, count) {
       ageUs: Number(frame.readBigUInt64BE(at + 12)),
       leaseMs: frame.readUInt32BE(at + 20),
       data: frame.subarray(start, end),
+      priority: priorities ? priorities[deliveries.length] : null,
     });
     at = end;
   }
   return deliveries.length === count && at === frame.length ? deliveries : null;
+}
+
+const PRIORITY_MIN = -2147483648; // a put's priority (4.1): an int32
+const PRIORITY_MAX = 2147483647;
+
+// ITEM's priority field (4.4), a Buffer: a signed decimal within int32, as
+// a number; null when it is not one.
+function parsePriority(frame) {
+  const text = frame.toString('latin1');
+  if (!/^-?\d{1,20}$/.test(text)) return null;
+  const value = Number(text);
+  return value >= PRIORITY_MIN && value <= PRIORITY_MAX ? value + 0 : null; // + 0: -0 is 0
+}
+
+// ITEMS' priorities frame (4.4): count big-endian int32 (two's complement),
+// as numbers; null unless it holds exactly count.
+function decodePriorities(frame, count) {
+  if (frame.length !== count * 4) return null;
+  const priorities = [];
+  for (let at = 0; at < frame.length; at += 4) priorities.push(frame.readInt32BE(at));
+  return priorities;
+}
+
+// The deliveries of an ITEM or ITEMS message (4.4), its fields after the
+// command (Buffers): { queue, deliveries: [{ id, attempt, ageUs, leaseMs,
+// data, priority }] }, priority null where the broker sent none (a consumer
+// that did not ask, CREDIT 4.3); null for a message not as 4.4 says: ITEM
+// of 6 fields, or 7 with the priority; ITEMS of 3, or 4 with the priorities.
+function decodeDeliveries(command, fields) {
+  if (command === 'ITEM') {
+    if (fields.length !== 6 && fields.length !== 7) return null;
+    const [queue, id, attempt, ageUs, leaseMs, data] = fields;
+    const priority = fields.length === 7 ? parsePriority(fields[6]) : null;
+    if (fields.length === 7 && priority === null) return null;
+    return {
+      queue: queue.toString(),
+      deliveries: [{
+        id: id.toString(),
+        attempt: Number(attempt.toString()),
+        ageUs: Number(ageUs.toString()),
+        leaseMs: Number(leaseMs.toString()),
+        data,
+        priority,
+      }],
+    };
+  }
+  if (command === 'ITEMS') {
+    if (fields.length !== 3 && fields.length !== 4) return null;
+    const count = Number(fields[1].toString());
+    const priorities = fields.length === 4 ? decodePriorities(fields[3], count) : null;
+    if (fields.length === 4 && !priorities) return null;
+    const deliveries = decodeItems(fields[2], count, priorities);
+    return deliveries && { queue: fields[0].toString(), deliveries };
+  }
+  return null;
 }
 
 // A quoted value of a DEAD list (4.12) or PEEK (4.14) line at line[at] (a '"'): its bytes,
@@ -347,6 +405,8 @@ module.exports = {
   WAIT_MAX_MS,
   LEASE_MAX_MS,
   IDS_MAX,
+  PRIORITY_MIN,
+  PRIORITY_MAX,
   PUTS_ENTRY_HEADER,
   parseAddress,
   endpoints,
@@ -358,6 +418,9 @@ module.exports = {
   encodePuts,
   encodePutsEach,
   decodeItems,
+  parsePriority,
+  decodePriorities,
+  decodeDeliveries,
   parseDeadLetter,
   parsePeeked,
   parseStats,

@@ -113,6 +113,15 @@ function prefetchOf(options) {
   return 0;
 }
 
+// Whether deliveries carry their priority: options.priorities, a boolean.
+function prioritiesOf(options) {
+  const { priorities } = options;
+  if (priorities !== undefined && typeof priorities !== 'boolean') {
+    throw new TypeError(`priorities is true or false, not ${priorities === null ? 'null' : typeof priorities}`);
+  }
+  return Boolean(priorities);
+}
+
 function timeoutOf(options) {
   if (options.timeout === undefined) return DEFAULT_TIMEOUT;
   const { timeout } = options;
@@ -129,13 +138,17 @@ function timeoutOf(options) {
 // back because the queue is full (the broker's --maxsize).
 class Queue extends EventEmitter {
   // new Queue('localhost:5557', { queue: 'default', prefetch: 0, name: 'node',
-  // timeout: 5, curveSecret: 'client.key_secret', serverKey: 'broker.key' })
+  // timeout: 5, curveSecret: 'client.key_secret', serverKey: 'broker.key',
+  // priorities: false })
+  // priorities: true: every item got carries its put's priority (item.priority;
+  // broker 2.2, which PriorityQueue needs too); else item.priority is null.
   constructor(broker = 'localhost', options = {}) {
     super();
     this.broker = broker;
     this.target = parseAddress(broker); // its parts and ZeroMQ endpoints
     this.queue = checkName(options.queue || 'default');
     this.prefetch = prefetchOf(options);
+    this.priorities = prioritiesOf(options);
     this.timeout = timeoutOf(options);
     // NAME-RANDOMHEX, and NAME-RANDOMHEX-get for the consumer: 64 bytes at most.
     const name = checkName(options.name || 'node', 'client').slice(0, 64 - '-0123456789ab-get'.length);
@@ -273,12 +286,17 @@ class Queue extends EventEmitter {
     if (this.producer) await this.producer.flush();
   }
 
+  // The options of this client's Consumer (consumer.js).
+  consumerOptions() {
+    return {
+      prefetch: this.prefetch, curve: this.curve, opening: () => this.getsOpening, priorities: this.priorities,
+    };
+  }
+
   consumerSession() {
     return this.opening('consumerOpening', async () => {
       await this.resolveHost();
-      const consumer = new Consumer(this.target, `${this.clientId}-get`, this.queue, {
-        prefetch: this.prefetch, curve: this.curve, opening: () => this.getsOpening,
-      });
+      const consumer = new Consumer(this.target, `${this.clientId}-get`, this.queue, this.consumerOptions());
       consumer.onError = (error) => this.recordError(error);
       await this.openSide(consumer);
       this.consumer = consumer;
@@ -296,8 +314,9 @@ class Queue extends EventEmitter {
   }
 
   // Resolves with the next item: { data: Buffer, id, attempt, queue,
-  // leaseMs, ageUs }. options.signal (an AbortSignal) cancels the wait; an
-  // item that arrives later is kept for the next get(). Rejects with
+  // leaseMs, ageUs, priority (the put's with priorities: true, else null) }.
+  // options.signal (an AbortSignal) cancels the wait; an item that arrives
+  // later is kept for the next get(). Rejects with
   // QueueShutDown once the queue is shut down and empty, or deleted, every
   // get() waiting then included, and every later one while that lasts: a
   // get() made after it asks the broker again (one round trip), and waits
@@ -489,6 +508,41 @@ class Queue extends EventEmitter {
     return (await this.dead('list')).map(parseDeadLetter);
   }
 
+  // One dead item whole (PROTOCOL.md 4.12, DEAD show), given as a dead
+  // letter or its id (decimal digits, or a bigint): as deadLetters() shows
+  // it, but with its whole payload (payloadCut false), however large: the
+  // broker sends at most 785 664 bytes an answer, so a larger one is asked
+  // again from where the last answer stopped. Rejects with a 404
+  // BrokerError if it is not a dead item of this queue, with a TypeError or
+  // a RangeError (nothing sent) for another item. Needs the admin role on a
+  // broker with keys; broker 2.2.
+  async deadLetter(item) {
+    const id = deadId(item, 'deadLetter');
+    const parts = [];
+    let got = 0;
+    let letter = null;
+    for (;;) {
+      const lines = await this.dead(got ? `show ${id} ${got}` : `show ${id}`);
+      if (!lines.length) throw new Error(`the broker's answer to DEAD show ${id} has no line`);
+      if (!letter) letter = parseDeadLetter(lines[0]);
+      const before = got;
+      for (const line of lines.slice(1)) {
+        const text = line.toString('latin1');
+        if (!BASE64_LINE.test(text)) {
+          throw new Error(`the broker's answer to DEAD show ${id} has a line not in base64: '${text.slice(0, 80)}'`);
+        }
+        const bytes = Buffer.from(text, 'base64');
+        parts.push(bytes);
+        got += bytes.length;
+      }
+      if (got >= letter.size || got === before) break; // whole, or nothing more comes
+    }
+    if (got !== letter.size) {
+      throw new Error(`the broker's answer to DEAD show ${id} gave ${got} bytes of an item of ${letter.size}`);
+    }
+    return { ...letter, payload: Buffer.concat(parts, got), payloadCut: false };
+  }
+
   // Moves dead items back to the end of the queue, their attempts reset;
   // resolves with how many. Without items, every dead item. With items (an
   // array of dead letters as deadLetters() gives, or their ids: strings of
@@ -574,6 +628,17 @@ class Queue extends EventEmitter {
   }
 }
 
+// A Queue whose consumer asks for priorities (asyncio's PriorityQueue, as
+// far as the broker orders: lowest priority first, first in, first out
+// within one): every item get() resolves with carries its put's .priority.
+// put(item, { priority }) as Queue's. Needs broker 2.2 (an older one
+// refuses the CREDIT with a 400 BrokerError, which get() rejects with).
+class PriorityQueue extends Queue {
+  constructor(broker = 'localhost', options = {}) {
+    super(broker, { ...options, priorities: true });
+  }
+}
+
 // A Queue whose puts come out last in, first out (asyncio's LifoQueue):
 // each goes to the front of its priority. A put with a delay (or at) is
 // refused with a RangeError: the broker puts no delayed item at the front.
@@ -586,6 +651,19 @@ class LifoQueue extends Queue {
 const PEEK_MAX = 1024; // items one PEEK shows
 const DEAD_ACTION_MAX = 1024; // bytes of DEAD's action frame: 'requeue ID...' or 'delete ID...'
 const ID_MAX = (1n << 64n) - 1n;
+const BASE64_LINE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/; // RFC 4648, padded
+
+// The id of a dead item given as a dead letter or its id (decimal digits,
+// or a bigint), as decimal digits. Throws a TypeError or a RangeError.
+function deadId(item, what) {
+  const id = item !== null && typeof item === 'object' ? item.id : item;
+  let value;
+  if (typeof id === 'bigint') value = id;
+  else if (typeof id === 'string' && /^\d{1,20}$/.test(id)) value = BigInt(id);
+  else throw new TypeError(`${what}(): a dead item is a dead letter or its id (decimal digits, or a bigint), not ${JSON.stringify(String(id))}`);
+  if (value < 0n || value > ID_MAX) throw new RangeError(`${what}(): not an item id: ${value}`);
+  return value.toString();
+}
 
 // DEAD's action for requeue or delete of items (dead letters or ids), each
 // once, in order; '' for none. Throws a TypeError or a RangeError (nothing
@@ -594,15 +672,7 @@ const ID_MAX = (1n << 64n) - 1n;
 function deadAction(verb, items, what) {
   if (!Array.isArray(items)) throw new TypeError(`${what}(): items is an array of dead letters or ids`);
   const ids = new Set();
-  for (const item of items) {
-    const id = item !== null && typeof item === 'object' ? item.id : item;
-    let value;
-    if (typeof id === 'bigint') value = id;
-    else if (typeof id === 'string' && /^\d{1,20}$/.test(id)) value = BigInt(id);
-    else throw new TypeError(`${what}(): a dead item is a dead letter or its id (decimal digits, or a bigint), not ${JSON.stringify(String(id))}`);
-    if (value < 0n || value > ID_MAX) throw new RangeError(`${what}(): not an item id: ${value}`);
-    ids.add(value.toString());
-  }
+  for (const item of items) ids.add(deadId(item, what));
   if (!ids.size) return '';
   const action = `${verb} ${[...ids].join(' ')}`;
   if (action.length > DEAD_ACTION_MAX) {
@@ -622,4 +692,6 @@ function countOf(lines, key, empty) {
   return value;
 }
 
-module.exports = { Queue, LifoQueue, putOptionsOf };
+module.exports = {
+  Queue, LifoQueue, PriorityQueue, putOptionsOf,
+};

@@ -21,8 +21,15 @@ typedef enum {
     F_PUTS_BATCH,  /* msg->count PUTS entries, exactly */
     F_ITEMS_BATCH, /* msg->count ITEMS entries, exactly */
     F_TEXT_LIST,   /* 0..AQ_LIST_MAX texts, one per frame, to the end */
-    F_OPTIONS      /* a put's options; the last field, and optional: absent = empty */
+    /* Optional, and only as a command's last field: absent, or not sent
+       when empty (an older peer takes no such frame). */
+    F_OPTIONS,     /* a put's options */
+    F_WITH,        /* CREDIT: what deliveries should carry: "priority" */
+    F_PRIORITY,    /* ITEM: a signed decimal within int32 (sent if has_priority) */
+    F_PRIORITIES   /* ITEMS: msg->count big-endian int32, one frame */
 } field_type_t;
+
+#define F_IS_OPTIONAL(type) ((type) >= F_OPTIONS)
 
 typedef struct {
     field_type_t type;
@@ -60,15 +67,15 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
                                        {F_U64, B(batch_max)}, {F_U64, B(window)},
                                        {F_U64, B(window_bytes)}, {F_TEXT, B(text)},
                                        {F_TEXT, B(persistence)}}},
-    [AQ_CMD_CREDIT] = {"CREDIT", 4, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(credit)},
-                                     {F_U64, B(batch_max)}}},
+    [AQ_CMD_CREDIT] = {"CREDIT", 5, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(credit)},
+                                     {F_U64, B(batch_max)}, {F_WITH, B(with)}}},
     [AQ_CMD_CREDITED] = {"CREDITED", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
                                          {F_U64, B(credit)}}},
-    [AQ_CMD_ITEM] = {"ITEM", 6, {{F_NAME, B(queue)}, {F_U64, B(id)}, {F_U64, B(attempt)},
+    [AQ_CMD_ITEM] = {"ITEM", 7, {{F_NAME, B(queue)}, {F_U64, B(id)}, {F_U64, B(attempt)},
                                  {F_U64, B(age_us)}, {F_U64, B(lease_ms)},
-                                 {F_PAYLOAD, B(payload)}}},
-    [AQ_CMD_ITEMS] = {"ITEMS", 3, {{F_NAME, B(queue)}, {F_U64, B(count)},
-                                   {F_ITEMS_BATCH, B(batch)}}},
+                                 {F_PAYLOAD, B(payload)}, {F_PRIORITY, B(priority)}}},
+    [AQ_CMD_ITEMS] = {"ITEMS", 4, {{F_NAME, B(queue)}, {F_U64, B(count)},
+                                   {F_ITEMS_BATCH, B(batch)}, {F_PRIORITIES, B(priorities)}}},
     [AQ_CMD_ACK] = {"ACK", 2, {{F_TAG, B(tag)}, {F_IDS, B(ids)}}},
     [AQ_CMD_TOUCH] = {"TOUCH", 2, {{F_TAG, B(tag)}, {F_IDS, B(ids)}}},
     [AQ_CMD_NACK] = {"NACK", 4, {{F_TAG, B(tag)}, {F_U64, B(delay_ms)}, {F_TEXT, B(text)},
@@ -128,6 +135,28 @@ int aq_parse_u64(const uint8_t *data, size_t size, uint64_t *value)
     }
     *value = result;
     return 1;
+}
+
+/*  A signed decimal within int32: an optional '-', then aq_parse_u64's
+    digits. */
+static int s_parse_i32(const uint8_t *data, size_t size, int32_t *value)
+{
+    bool negative = size && data[0] == '-';
+    uint64_t magnitude;
+    if (!aq_parse_u64(data + negative, size - negative, &magnitude)
+        || magnitude > (negative ? (uint64_t) INT32_MAX + 1 : (uint64_t) INT32_MAX))
+        return 0;
+    *value = negative ? (int32_t) (-(int64_t) magnitude) : (int32_t) magnitude;
+    return 1;
+}
+
+size_t aq_format_i32(int32_t value, char *buf)
+{
+    size_t sign = value < 0;
+    if (sign)
+        buf[0] = '-';
+    return sign + aq_format_u64(value < 0 ? (uint64_t) (-(int64_t) value) : (uint64_t) value,
+                                buf + sign);
 }
 
 size_t aq_format_u64(uint64_t value, char *buf)
@@ -217,18 +246,14 @@ int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **w
         uint64_t value = 0;
         int flag;
         if (s_starts(&at, stop, "priority=")) {
-            bool negative = at < stop && *at == '-';
-            at += negative;
             if (has_priority) {
                 *why = "priority given twice";
                 return 0;
             }
-            if (!aq_parse_u64(at, (size_t) (stop - at), &value)
-                || value > (negative ? (uint64_t) INT32_MAX + 1 : (uint64_t) INT32_MAX)) {
+            if (!s_parse_i32(at, (size_t) (stop - at), &options->priority)) {
                 *why = "priority is a whole number from -2147483648 to 2147483647";
                 return 0;
             }
-            options->priority = negative ? (int32_t) (-(int64_t) value) : (int32_t) value;
             has_priority = true;
         }
         else if ((flag = s_starts(&at, stop, "delay-ms=") ? AQ_PUT_DELAY
@@ -291,14 +316,7 @@ size_t aq_put_options_format(const aq_options_t *options, char *buf)
     char number[AQ_U64_DIGITS + 1];
     if (options->priority) {
         memcpy(buf, "priority=", 9);
-        length = 9;
-        if (options->priority < 0)
-            buf[length++] = '-';
-        uint64_t magnitude = options->priority < 0 ? (uint64_t) (-(int64_t) options->priority)
-                                                   : (uint64_t) options->priority;
-        size_t digits = aq_format_u64(magnitude, number);
-        memcpy(buf + length, number, digits);
-        length += digits;
+        length = 9 + aq_format_i32(options->priority, buf + 9);
     }
     if (options->flags & (AQ_PUT_DELAY | AQ_PUT_AT)) {
         const char *key = options->flags & AQ_PUT_DELAY ? "delay-ms=" : "at-ms=";
@@ -542,6 +560,19 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
     }
     case F_TEXT_LIST:
         return false; /* handled by s_decode_lines */
+    case F_WITH:
+        if (frame.size && !s_bytes_equal(frame, "priority"))
+            return false;
+        break;
+    case F_PRIORITY:
+        if (!s_parse_i32(frame.data, frame.size, &msg->priority))
+            return false;
+        msg->has_priority = 1;
+        return true;
+    case F_PRIORITIES:
+        if (frame.size / 4 != msg->count || frame.size % 4 || (frame.size && !frame.data))
+            return false;
+        break;
     case F_OPTIONS: {
         aq_options_t options;
         if (!aq_put_options_parse(frame, &options, NULL)
@@ -603,7 +634,7 @@ aq_status_t aq_msg_decode(aq_msg_t *msg, const aq_bytes_t *frames, size_t count)
             msg->fields_read++;
             return AQ_OK;
         }
-        if (i >= field_frames && field->type == F_OPTIONS)
+        if (i >= field_frames && F_IS_OPTIONAL(field->type))
             return AQ_OK; /* optional, and absent */
         if (i >= field_frames || !s_decode_field(msg, field, fields[i]))
             return AQ_MALFORMED;
@@ -618,6 +649,7 @@ static bool s_field_is_valid(const aq_msg_t *msg, const field_t *field)
 {
     switch (field->type) {
     case F_U64:
+    case F_PRIORITY:
         return true;
     case F_JOIN_MODE:
     case F_SHUT_MODE:
@@ -651,6 +683,10 @@ static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
         size_t length = aq_format_u64(s_u64_get(msg, field->offset), number);
         return sink(ctx, number, length, !last, 0);
     }
+    case F_PRIORITY: {
+        size_t length = aq_format_i32(msg->priority, number);
+        return sink(ctx, number, length, !last, 0);
+    }
     case F_JOIN_MODE:
     case F_SHUT_MODE: {
         const char *word = s_mode_words(field->type)[s_u64_get(msg, field->offset)];
@@ -673,14 +709,24 @@ static int s_emit_field(const aq_msg_t *msg, const field_t *field, bool last,
     }
 }
 
+static bool s_field_is_empty(const aq_msg_t *msg, const field_t *field)
+{
+    if (field->type == F_PRIORITY)
+        return !msg->has_priority;
+    return s_bytes_get(msg, field->offset).size == 0;
+}
+
 aq_status_t aq_msg_check(const aq_msg_t *msg)
 {
     if (msg->cmd <= AQ_CMD_NONE || msg->cmd >= AQ_CMD_COUNT_)
         return AQ_MALFORMED;
     const command_t *command = &s_commands[msg->cmd];
-    for (size_t i = 0; i < command->field_count; i++)
-        if (!s_field_is_valid(msg, &command->fields[i]))
+    for (size_t i = 0; i < command->field_count; i++) {
+        bool absent = F_IS_OPTIONAL(command->fields[i].type)
+                      && s_field_is_empty(msg, &command->fields[i]);
+        if (!absent && !s_field_is_valid(msg, &command->fields[i]))
             return AQ_MALFORMED;
+    }
     return AQ_OK;
 }
 
@@ -697,10 +743,11 @@ aq_status_t aq_msg_emit(const aq_msg_t *msg, aq_frame_sink_fn *sink, void *ctx)
     if (sink(ctx, AQ_SIGNATURE, strlen(AQ_SIGNATURE), 1, 0)
         || sink(ctx, command->word, strlen(command->word), 1, 0))
         return AQ_TRANSPORT;
-    /* Options, when there are none, are not sent (an older broker takes
-       no options frame). */
+    /* An optional last field with nothing in it is not sent (an older
+       peer takes no such frame). */
     size_t count = command->field_count;
-    if (command->fields[count - 1].type == F_OPTIONS && msg->options.size == 0)
+    if (F_IS_OPTIONAL(command->fields[count - 1].type)
+        && s_field_is_empty(msg, &command->fields[count - 1]))
         count--;
     for (size_t i = 0; i < count; i++) {
         const field_t *field = &command->fields[i];

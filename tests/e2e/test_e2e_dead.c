@@ -461,6 +461,94 @@ static void test_a_requeued_item_that_dies_again_shows_its_new_death(void **stat
     harness_assert_serving(h, "ok");
 }
 
+/*  `asyncq dead show ID`: one dead item whole, its list line first; a
+    binary item larger than one answer (785 664 bytes) comes whole in JSON's
+    payload_base64, and the same after a SIGKILL and restart of a durable
+    broker; an unknown id is a 404 naming it and a bad one a usage error,
+    and neither changes anything. */
+static void test_dead_show_gives_one_item_whole(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    s_start_durable(f);
+    size_t big_size = 900000;
+    uint8_t *big = malloc(big_size);
+    assert_non_null(big);
+    for (size_t i = 0; i < big_size; i++)
+        big[i] = (uint8_t) (i * 2654435761u >> 13);
+    s_put(h, "q", big, big_size, 0);
+    s_put(h, "q", "h\xc3\xa9llo\nworld", 12, 0);
+    aq_consumer_t *c = s_consumer(h, "q", 2);
+    aq_item_t item;
+    uint64_t ids[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(aq_consumer_get(c, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        ids[i] = item.id;
+        assert_int_equal(aq_consumer_nack(c, item.id, 0, "no"), AQ_OK);
+    }
+    harness_wait_stat(h, "q", "dead", 2);
+    aq_consumer_destroy(&c);
+    char *list = s_dead_list(h, "q"), *lines[3];
+    assert_int_equal(s_lines(list, lines, 3), 2);
+
+    size_t out_size = 2 * big_size;
+    char *out = malloc(out_size), id[24], err[512];
+    assert_non_null(out);
+    snprintf(id, sizeof id, "%llu", (unsigned long long) ids[1]);
+    char *show[] = {"asyncq", "dead", "show", id, "--broker", h->address, "--queue", "q", NULL};
+    assert_int_equal(harness_run(show, out, out_size), 0);
+    char want[1200];
+    snprintf(want, sizeof want, "%s\nh\xc3\xa9llo\nworld\n", lines[1]);
+    assert_string_equal(out, want);
+
+    snprintf(id, sizeof id, "%llu", (unsigned long long) ids[0]);
+    char asyncq[4096], command[8192];
+    assert_int_equal(aq_program_path("asyncq", asyncq, sizeof asyncq), 0);
+    /* One line of 1.2 MB: read whole (harness_run reads lines of 4 KiB). */
+    for (int round = 0; round < 2; round++) { /* the broker's port changes at its restart */
+        snprintf(command, sizeof command,
+                 "'%s' dead show %s --broker %s --queue q --format json", asyncq, id, h->address);
+        FILE *pipe = popen(command, "r");
+        assert_non_null(pipe);
+        size_t got = fread(out, 1, out_size - 1, pipe);
+        out[got] = '\0';
+        assert_int_equal(pclose(pipe), 0);
+        const char *at = strstr(out, "\"payload_base64\": \"");
+        assert_non_null(at);
+        at += strlen("\"payload_base64\": \"");
+        char *end = strchr(at, '"');
+        assert_non_null(end);
+        *end = '\0';
+        zarmour_t *armour = zarmour_new();
+        zarmour_set_mode(armour, ZARMOUR_MODE_BASE64_STD);
+        zchunk_t *chunk = zarmour_decode(armour, at);
+        zarmour_destroy(&armour);
+        assert_non_null(chunk);
+        assert_int_equal(zchunk_size(chunk), big_size + 1); /* and zarmour's NUL */
+        assert_memory_equal(zchunk_data(chunk), big, big_size);
+        zchunk_destroy(&chunk);
+        assert_non_null(strstr(out, "\"cause\": \"nack\", \"reason\": \"no\""));
+        if (round == 0) {
+            s_kill(f);
+            s_start_durable(f);
+        }
+    }
+
+    char *unknown[] = {"asyncq", "dead", "show", "77", "--broker", h->address, "--queue", "q",
+                       NULL};
+    assert_int_equal(harness_run_err(unknown, out, out_size, err, sizeof err), 1);
+    assert_non_null(strstr(err, "UNKNOWN_ITEM (404)"));
+    assert_non_null(strstr(err, ": 77"));
+    char *bad[] = {"asyncq", "dead", "show", "x1", "--broker", h->address, NULL};
+    assert_int_equal(harness_run_err(bad, out, out_size, err, sizeof err), 2);
+    assert_non_null(strstr(err, "'x1' is not an item id"));
+    assert_int_equal(harness_stat(h, "q", "dead"), 2);
+    free(list);
+    free(out);
+    free(big);
+    harness_assert_serving(h, "ok");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +556,7 @@ int main(void)
         harness_dir_test(test_a_durable_broker_shows_the_same_list_after_a_restart),
         harness_dir_test(test_a_long_reason_is_cut_and_logged),
         harness_dir_test(test_a_binary_payload_is_escaped_and_cut),
+        harness_dir_test(test_dead_show_gives_one_item_whole),
         harness_dir_test(test_a_requeued_item_that_dies_again_shows_its_new_death),
     };
     return harness_run_group(tests);

@@ -471,6 +471,7 @@ static void s_operation(input_t *in)
         msg.queue = s_queue(in);
         msg.credit = s_byte(in) % 12;
         msg.batch_max = s_byte(in) % 6;
+        msg.with = aq_bytes_str(s_byte(in) & 1 ? "priority" : "");
         s_router(peer, &msg);
         break;
     case 2: case 3:
@@ -521,7 +522,13 @@ static void s_operation(input_t *in)
         msg.queue = s_queue(in);
         uint64_t which = s_byte(in);
         char text[64];
-        if (which >= 4 && which < 12) { /* by id: the first items' ids, or one twice */
+        if (which >= 12 && which < 16) { /* one item whole, from a byte */
+            snprintf(text, sizeof text, "show %llu %llu",
+                     (unsigned long long) (1ULL << 32 | which % 3),
+                     (unsigned long long) (which & 1 ? s_byte(in) : 0));
+            msg.text = aq_bytes_str(text);
+        }
+        else if (which >= 4 && which < 12) { /* by id: the first items' ids, or one twice */
             snprintf(text, sizeof text, "%s %llu %llu", which & 1 ? "requeue" : "delete",
                      (unsigned long long) (1ULL << 32 | (which >> 1) % 3),
                      (unsigned long long) (1ULL << 32 | (which >> 2) % 3));

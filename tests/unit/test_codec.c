@@ -316,6 +316,71 @@ static void test_items_batch_carries_every_field_of_each_delivery(void **state)
     assert_false(aq_items_next(&iter, &got));
 }
 
+/*  A consumer that asks (CREDIT `with priority`) gets each delivery's
+    priority: ITEM's 7th field, ITEMS' 4th frame of int32s. Without the
+    ask neither is sent, so an older client reads what it always did. */
+static void test_deliveries_carry_priorities_only_when_asked(void **state)
+{
+    (void) state;
+    static frames_t f;
+    aq_msg_t out;
+    aq_msg_t credit = {.cmd = AQ_CMD_CREDIT, .tag = aq_bytes_str("t"), .queue = aq_bytes_str("q"),
+                       .credit = 4};
+    s_encode_into(&f, &credit);
+    assert_int_equal(f.count, 6);
+    credit.with = aq_bytes_str("priority");
+    s_encode_into(&f, &credit);
+    assert_int_equal(f.count, 7);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    s_assert_text(out.with, "priority");
+    s_set_text(&f, 6, "colour");
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+
+    aq_msg_t item = {.cmd = AQ_CMD_ITEM, .queue = aq_bytes_str("q"), .id = 7, .attempt = 1,
+                     .payload = aq_bytes_str("x")};
+    s_encode_into(&f, &item);
+    assert_int_equal(f.count, 8);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_false(out.has_priority);
+    int32_t edges[] = {INT32_MIN, -1, 0, INT32_MAX};
+    for (size_t i = 0; i < 4; i++) {
+        item.priority = edges[i];
+        item.has_priority = 1;
+        s_encode_into(&f, &item);
+        assert_int_equal(f.count, 9);
+        assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+        assert_true(out.has_priority);
+        assert_int_equal(out.priority, edges[i]);
+    }
+    const char *bad[] = {"2147483648", "-2147483649", "", "-", "+1", "1.0", " 1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        s_set_text(&f, 8, bad[i]);
+        assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    }
+
+    uint8_t batch[64], priorities[8];
+    aq_delivery_t delivery = {.id = 1, .attempt = 1, .payload = aq_bytes_str("a")};
+    size_t size = aq_items_entry_write(batch, &delivery);
+    size += aq_items_entry_write(batch + size, &delivery);
+    aq_put_u32(priorities, (uint32_t) -5);
+    aq_put_u32(priorities + 4, 9);
+    aq_msg_t items = {.cmd = AQ_CMD_ITEMS, .queue = aq_bytes_str("q"), .count = 2,
+                      .batch = {batch, size}};
+    s_encode_into(&f, &items);
+    assert_int_equal(f.count, 5);
+    items.priorities = (aq_bytes_t){priorities, 8};
+    s_encode_into(&f, &items);
+    assert_int_equal(f.count, 6);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_OK);
+    assert_int_equal(out.priorities.size, 8);
+    assert_int_equal((int32_t) aq_get_u32(out.priorities.data), -5);
+    /* One int32 per delivery, exactly, both ways. */
+    s_set(&f, 5, priorities, 4);
+    assert_int_equal(aq_msg_decode(&out, f.frames, f.count), AQ_MALFORMED);
+    items.priorities.size = 4;
+    assert_int_equal(aq_msg_encode(&items, s_collect, &f), AQ_MALFORMED);
+}
+
 /*  A batch whose entries do not add up to its count, or overrun its frame,
     is refused; the count and the fields before it were still read. */
 static void test_batches_that_do_not_add_up_are_refused(void **state)
@@ -618,6 +683,7 @@ int main(void)
         cmocka_unit_test(test_puts_batch_round_trips_and_iterates_in_order),
         cmocka_unit_test(test_items_batch_carries_every_field_of_each_delivery),
         cmocka_unit_test(test_batches_that_do_not_add_up_are_refused),
+        cmocka_unit_test(test_deliveries_carry_priorities_only_when_asked),
         cmocka_unit_test(test_a_put_with_a_bad_queue_name_still_names_its_producer_and_seq),
         cmocka_unit_test(test_a_malformed_request_keeps_its_tag),
         cmocka_unit_test(test_every_request_and_reply_round_trips),

@@ -16,7 +16,7 @@ test('ids above 2^53 and ITEMS frames decode exactly', () => {
   entry.write('ffffffffffffffff00000002000000000000000700000064' + '00000003', 'hex');
   entry.write('abc', 28);
   assert.deepStrictEqual(decodeItems(entry, 1),
-    [{ id, attempt: 2, ageUs: 7, leaseMs: 100, data: Buffer.from('abc') }]);
+    [{ id, attempt: 2, ageUs: 7, leaseMs: 100, data: Buffer.from('abc'), priority: null }]);
   assert.strictEqual(decodeItems(entry, 2), null); // count and frame disagree
   assert.strictEqual(decodeItems(entry.subarray(0, 30), 1), null);
   const reason = cutText(`a${'é'.repeat(600)}`); // 1201 bytes: byte 1024 is inside an é

@@ -1,12 +1,13 @@
 'use strict';
-// Dead letters (PROTOCOL.md 4.12): deadLetters(), requeueDead() (all, or
-// by id), deleteDead() and purgeDead() against the real broker, and the
-// parser of a DEAD list line.
+// Dead letters (PROTOCOL.md 4.12): deadLetters(), deadLetter(id) (DEAD
+// show), requeueDead() (all, or by id), deleteDead() and purgeDead()
+// against the real broker, and the parser of a DEAD list line.
+const crypto = require('crypto');
 const test = require('node:test');
 const assert = require('node:assert');
 const { Broker, withBroker, until } = require('./broker');
 const { parseDeadLetter } = require('../protocol');
-const { BrokerError } = require('..');
+const { BrokerError, Queue } = require('..');
 
 // Waits here are on conditions; one that never comes fails the test, not hangs it.
 const LIMIT = { timeout: 60000 };
@@ -223,6 +224,119 @@ test('requeueDead(items) and deleteDead(items): more ids than one request takes,
   assert.strictEqual(await q.deleteDead([letter]), 1);
 }));
 
+// Records the DEAD actions q sends.
+function spyDead(q) {
+  const actions = [];
+  const dead = q.dead.bind(q);
+  q.dead = (action) => {
+    actions.push(action);
+    return dead(action);
+  };
+  return actions;
+}
+
+test('deadLetter(id): a 1,000,000-byte binary item whole, in two answers', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'whole' });
+  const payload = crypto.randomBytes(1000000);
+  payload.fill(0, 0, 300); // zeros, every byte value, '"' and '\' at the start
+  for (let i = 0; i < 256; i++) payload[300 + i] = i;
+  await q.put(payload);
+  const item = await nackOne(q, 'too big to handle');
+  let dead;
+  await until(async () => (dead = await q.deadLetters()).length === 1);
+  const [listed] = dead;
+  assert.deepStrictEqual([listed.size, listed.payloadCut], [1000000, true]);
+  const actions = spyDead(q);
+  const whole = await q.deadLetter(item.id);
+  // 785 664 bytes (1023 lines of 768) in the first answer, the rest in the second.
+  assert.deepStrictEqual(actions, [`show ${item.id}`, `show ${item.id} 785664`]);
+  assert.strictEqual(whole.payload.length, payload.length);
+  assert.ok(whole.payload.equals(payload), 'the payload differs');
+  assert.deepStrictEqual({ ...whole, payload: null }, { ...listed, payload: null, payloadCut: false });
+  // Given as the dead letter, or as a bigint: the same.
+  assert.deepStrictEqual(await q.deadLetter(listed), whole);
+  assert.deepStrictEqual(await q.deadLetter(BigInt(item.id)), whole);
+  assert.deepStrictEqual(await q.deadLetters(), dead); // still dead, unchanged
+}));
+
+test('deadLetter(id): small items, an empty one, in one answer', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'small' });
+  const payloads = [Buffer.from('hello "world"'), Buffer.alloc(0), crypto.randomBytes(768), crypto.randomBytes(769)];
+  for (const payload of payloads) await q.put(payload);
+  for (let i = 0; i < payloads.length; i++) await nackOne(q, `no ${i}`);
+  let dead;
+  await until(async () => (dead = await q.deadLetters()).length === payloads.length);
+  const actions = spyDead(q);
+  for (let i = 0; i < payloads.length; i++) {
+    const whole = await q.deadLetter(dead[i]);
+    assert.deepStrictEqual(whole, { ...dead[i], payload: payloads[i], payloadCut: false });
+    assert.strictEqual(whole.reason, `no ${i}`);
+  }
+  assert.deepStrictEqual(actions, dead.map((letter) => `show ${letter.id}`));
+}));
+
+test('deadLetter(id): an id not dead in this queue rejects with the 404; another item before sending', LIMIT, () => withBroker(oneAttempt(), async (broker, client) => {
+  const q = client({ queue: 'missing' });
+  const unknown = '18446744073709551615';
+  const notDead = (id) => (error) => error instanceof BrokerError && error.code === 404 && error.subject === id;
+  await assert.rejects(q.deadLetter(unknown), notDead(unknown)); // a queue the broker does not know
+  await q.put('alive');
+  const alive = await q.get(); // in flight, not dead
+  await assert.rejects(q.deadLetter(alive.id), notDead(alive.id));
+  await q.nack(alive, 0, 'now dead');
+  await until(async () => (await q.deadLetters()).length === 1);
+  assert.strictEqual((await q.deadLetter(alive.id)).payload.toString(), 'alive');
+  const other = client({ queue: 'missing-other' });
+  await assert.rejects(other.deadLetter(alive.id), notDead(alive.id)); // dead, but in another queue
+  const actions = spyDead(q);
+  await assert.rejects(q.deadLetter(), TypeError);
+  await assert.rejects(q.deadLetter(7), TypeError);
+  await assert.rejects(q.deadLetter('12x'), TypeError);
+  await assert.rejects(q.deadLetter(-1n), RangeError);
+  await assert.rejects(q.deadLetter(1n << 64n), RangeError);
+  assert.deepStrictEqual(actions, []);
+}));
+
+// A Queue whose DEAD requests are answered with the lines answer(action)
+// gives: deadLetter()'s reading of the answers, without a broker.
+function answering(answer) {
+  const q = new Queue('localhost', { queue: 'crafted' });
+  const actions = [];
+  q.dead = async (action) => {
+    actions.push(action);
+    return answer(action).map((line) => Buffer.from(line));
+  };
+  return { q, actions };
+}
+
+test('deadLetter(id): answers read line by line; one not as 4.12 says rejects', async () => {
+  const payload = crypto.randomBytes(2000);
+  const line = (size) => `id=5 attempts=1 size=${size} died=unknown cause=nack reason="r" payload="x"...`;
+  const base64 = (bytes) => bytes.toString('base64').match(/.{1,1024}/g);
+  // A broker that answers 768 bytes at a time: asked until it has size bytes.
+  const { q, actions } = answering((action) => {
+    const from = Number(action.split(' ')[2] || 0);
+    return [line(2000), ...base64(payload.subarray(from, from + 768))];
+  });
+  const whole = await q.deadLetter('5');
+  assert.ok(whole.payload.equals(payload));
+  assert.deepStrictEqual(actions, ['show 5', 'show 5 768', 'show 5 1536']);
+  assert.deepStrictEqual([whole.size, whole.reason, whole.payloadCut, whole.died], [2000, 'r', false, null]);
+
+  const rejects = async (answer, pattern) => {
+    await assert.rejects(answering(answer).q.deadLetter('5'), (error) => !(error instanceof BrokerError) && pattern.test(error.message));
+  };
+  await rejects(() => [], /no line/);
+  await rejects(() => [line(3), 'YWJj', 'not base64!'], /not in base64/);
+  await rejects(() => [line(3), 'YWJ'], /not in base64/); // not padded
+  // Nothing more comes after the first answer: asked once more, then rejected.
+  const { q: short, actions: asked } = answering((action) => (action === 'show 5' ? [line(5), 'YWJj'] : [line(5)]));
+  await assert.rejects(short.deadLetter('5'), /gave 3 bytes of an item of 5/);
+  assert.deepStrictEqual(asked, ['show 5', 'show 5 3']);
+  await rejects(() => [line(5), 'YWJj'], /gave 6 bytes of an item of 5/); // more than size
+  await rejects(() => [line(2), 'YWJj'], /gave 3 bytes of an item of 2/);
+});
+
 test('without the admin role: each rejects with a 403 BrokerError', LIMIT, () => withBroker(
   Broker.startCurve({ worker: 'produce,consume' }), async (broker, client) => {
     const q = client({ queue: 'guarded', curveSecret: broker.secretKey('worker'), serverKey: broker.publicKey() });
@@ -233,12 +347,13 @@ test('without the admin role: each rejects with a 403 BrokerError', LIMIT, () =>
     await assert.rejects(q.purgeDead(), refused);
     await assert.rejects(q.requeueDead(['1']), refused);
     await assert.rejects(q.deleteDead(['1']), refused);
+    await assert.rejects(q.deadLetter('1'), refused);
   },
 ));
 
 test('the ES module has the same API', async () => {
   const esm = await import('../index.mjs');
-  for (const method of ['deadLetters', 'requeueDead', 'deleteDead', 'purgeDead', 'peek', 'pause', 'resume']) {
+  for (const method of ['deadLetters', 'deadLetter', 'requeueDead', 'deleteDead', 'purgeDead', 'peek', 'pause', 'resume']) {
     assert.strictEqual(typeof esm.Queue.prototype[method], 'function', method);
   }
 });

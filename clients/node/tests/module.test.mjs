@@ -5,8 +5,8 @@ import assert from 'node:assert';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import asyncq, {
-  Queue, LifoQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
-  QueueShutDown, TimeoutError, endpoints, version,
+  Queue, LifoQueue, PriorityQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired,
+  QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
 } from 'asyncq';
 
 const require = createRequire(import.meta.url);
@@ -15,8 +15,8 @@ test('import and require give the same module', () => {
   const cjs = require('asyncq');
   assert.strictEqual(asyncq, cjs); // the default export is the CommonJS module
   const named = {
-    Queue, LifoQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired, QueueEmpty,
-    QueueShutDown, TimeoutError, endpoints, version,
+    Queue, LifoQueue, PriorityQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired,
+    QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
   };
   for (const [name, value] of Object.entries(named)) assert.strictEqual(value, cjs[name], name);
   assert.strictEqual(require.resolve('asyncq'), new URL('../index.js', import.meta.url).pathname);
@@ -28,6 +28,7 @@ test('version and error vocabulary', () => {
   assert.strictEqual(pkg.version, version);
   assert.strictEqual(KeyRequired, KeysRequired); // the name before 2.1.0, kept
   assert.ok(LifoQueue.prototype instanceof Queue);
+  assert.ok(PriorityQueue.prototype instanceof Queue);
   for (const [Class, Base] of [[QueueShutDown, BrokerError], [KeyRefused, BrokerUnreachable],
     [KeyMismatch, BrokerUnreachable], [KeysRequired, BrokerUnreachable]]) {
     assert.ok(Class.prototype instanceof Base, Class.name);

@@ -5,10 +5,10 @@ from .blocking import BlockingQueue
 from .consumer import Item, QueueEmpty
 from .protocol import (BrokerError, BrokerUnreachable, DeadLetter, KeyMismatch, KeyRefused,
                        KeysRequired, PeekedItem, QueueShutDown, endpoints)
-from .queue import Joined, LifoQueue, Queue
+from .queue import Joined, LifoQueue, PriorityQueue, Queue
 
 __version__ = "2.2.0"
 
-__all__ = ["Queue", "LifoQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "PeekedItem",
+__all__ = ["Queue", "LifoQueue", "PriorityQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "PeekedItem",
            "BrokerError", "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired",
            "QueueEmpty", "QueueShutDown", "endpoints", "__version__"]

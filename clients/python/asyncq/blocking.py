@@ -132,6 +132,10 @@ class BlockingQueue:
     def dead_letters(self) -> List[DeadLetter]:
         return self._run(self._queue.dead_letters())
 
+    def dead_letter(self, item: Union[DeadLetter, int]) -> DeadLetter:
+        """asyncq.Queue.dead_letter: one dead item, its whole payload."""
+        return self._run(self._queue.dead_letter(item))
+
     def requeue_dead(self, items: Optional[Iterable[Union[DeadLetter, int]]] = None) -> int:
         """asyncq.Queue.requeue_dead: all, or the items given (all or none)."""
         return self._run(self._queue.requeue_dead(items))

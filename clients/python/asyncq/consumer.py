@@ -11,7 +11,8 @@ import logging
 from typing import Deque, Dict, List, Optional, Union
 
 from .protocol import (IDS_MAX, WAIT_MAX_MS, BrokerError, Fields, Frames, QueueShutDown,
-                       cut_text, message, pack_ids, parse_stats, unpack_items)
+                       cut_text, message, pack_ids, parse_priority, parse_stats, unpack_items,
+                       unpack_priorities)
 from .session import Session
 
 log = logging.getLogger("asyncq")
@@ -25,19 +26,22 @@ class QueueEmpty(asyncio.QueueEmpty):
 
 class Item(bytes):
     """A delivered item: its payload (a bytes object) with the delivery's
-    broker-given .id, .attempt (1 on first delivery), .queue and .lease_ms."""
+    broker-given .id, .attempt (1 on first delivery), .queue and .lease_ms,
+    and .priority: the put's, for a queue that asks for it
+    (PriorityQueue, or Queue(priorities=True)); None otherwise."""
 
     queue: str
     id: int
     attempt: int
     lease_ms: int
+    priority: Optional[int]
     session: int  # the client's session it came in (its ids are that session's)
 
     def __new__(cls, payload: Union[bytes, memoryview], queue: str, item_id: int, attempt: int,
-                lease_ms: int, session: int = 0) -> "Item":
+                lease_ms: int, session: int = 0, priority: Optional[int] = None) -> "Item":
         self = super().__new__(cls, payload)
         self.queue, self.id, self.attempt, self.lease_ms = queue, item_id, attempt, lease_ms
-        self.session = session
+        self.session, self.priority = session, priority
         return self
 
 
@@ -59,9 +63,11 @@ class Consumer:
     most N items, as with asyncio.Queue; prefetch lets the broker send that
     many more ahead. A steady pool of workers sends no CREDIT at all."""
 
-    def __init__(self, session: Session, queue: str, prefetch: int) -> None:
+    def __init__(self, session: Session, queue: str, prefetch: int,
+                 priorities: bool = False) -> None:
         self.session = session
         self.queue, self.prefetch = queue, prefetch
+        self.priorities = priorities  # CREDIT asks for them (`with priority`, 4.3)
         self._loop = asyncio.get_running_loop()
         self._delivered: Deque[Delivered] = collections.deque()  # not yet got
         self._getters: Deque["asyncio.Future[None]"] = collections.deque()  # get()s waiting
@@ -96,6 +102,8 @@ class Consumer:
     def _credit_message(self, tag: bytes, credit: int) -> Frames:
         assert self.session.welcome is not None
         batch = max(1, min(credit, self.session.welcome.max_batch))
+        if self.priorities:
+            return message(b"CREDIT", tag, self.queue, credit, batch, b"priority")
         return message(b"CREDIT", tag, self.queue, credit, batch)
 
     async def start(self, getting: bool) -> None:
@@ -151,24 +159,34 @@ class Consumer:
     # -- deliveries ---------------------------------------------------------
 
     def _on_message(self, command: bytes, fields: Fields) -> None:
-        if command == b"ITEMS" and len(fields) == 3 and fields[1].isdigit():
-            self._on_items(fields[0].decode(), int(fields[1]), fields[2])
-        elif command == b"ITEM" and len(fields) == 6:
-            queue, item_id, attempt, _, lease_ms, payload = fields
+        if command == b"ITEMS" and len(fields) in (3, 4) and fields[1].isdigit():
+            self._on_items(fields[0].decode(), int(fields[1]), fields[2],
+                           fields[3] if len(fields) == 4 else None)
+        elif command == b"ITEM" and len(fields) in (6, 7):
+            queue, item_id, attempt, _, lease_ms, payload = fields[:6]
+            try:
+                priority = parse_priority(fields[6]) if len(fields) == 7 else None
+            except ValueError as error:
+                log.warning("%s: ITEM not as asyncq/2 says: %s", self.session.client_id, error)
+                return
             self._deliver(Item(payload, queue.decode(), int(item_id), int(attempt),
-                               int(lease_ms), self.session.reconnects))
+                               int(lease_ms), self.session.reconnects, priority))
         elif command == b"ERROR":
             self._on_error(BrokerError.from_fields(fields))
 
-    def _on_items(self, queue: str, count: int, frame: bytes) -> None:
+    def _on_items(self, queue: str, count: int, frame: bytes,
+                  priorities_frame: Optional[bytes]) -> None:
         try:
             deliveries = unpack_items(count, frame)
+            priorities: List[Optional[int]] = (
+                [None] * count if priorities_frame is None
+                else unpack_priorities(count, priorities_frame))
         except ValueError as error:
             log.warning("%s: ITEMS not as asyncq/2 says: %s", self.session.client_id, error)
             return
-        for item_id, attempt, _, lease_ms, payload in deliveries:
+        for (item_id, attempt, _, lease_ms, payload), priority in zip(deliveries, priorities):
             self._deliver(Item(payload, queue, item_id, attempt, lease_ms,
-                               self.session.reconnects))
+                               self.session.reconnects, priority))
 
     def _deliver(self, item: Delivered) -> None:
         if isinstance(item, QueueShutDown):

@@ -238,6 +238,25 @@ def unpack_items(count: int, frame: bytes) -> List[Delivery]:
     return deliveries
 
 
+PRIORITY_MIN, PRIORITY_MAX = -2**31, 2**31 - 1
+PRIORITIES = struct.Struct(">i")
+
+
+def parse_priority(field: bytes) -> int:
+    """ITEM's priority field (4.4): a signed decimal within int32."""
+    digits = field[1:] if field[:1] == b"-" else field
+    if not digits.isdigit() or not PRIORITY_MIN <= int(field) <= PRIORITY_MAX:
+        raise ValueError(f"priority {field[:20]!r} is not a whole number in int32")
+    return int(field)
+
+
+def unpack_priorities(count: int, frame: bytes) -> List[Optional[int]]:
+    """ITEMS' priorities frame (4.4): `count` big-endian int32."""
+    if len(frame) != 4 * count:
+        raise ValueError(f"{len(frame)} bytes of priorities for {count} items")
+    return [priority for (priority,) in PRIORITIES.iter_unpack(frame)]
+
+
 def seq_range(subject: bytes) -> Optional[Tuple[int, int]]:
     """(first, last) of an ERROR subject about puts ("7" or "7-70"), or
     None if the subject is not a seq range."""

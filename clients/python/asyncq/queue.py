@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import dataclasses
 import datetime
 import os
 import socket as stdsocket
 import warnings
 from typing import (Any, Coroutine, Deque, FrozenSet, Iterable, List, NamedTuple, Optional,
-                    Union)
+                    Tuple, Union)
 
 import zmq
 import zmq.asyncio
@@ -63,15 +65,19 @@ class Queue:
     to ASYNCQ_CURVE_SECRET and ASYNCQ_SERVER_KEY. After the first use,
     .roles and .persistence say what the broker allows this client and what
     its confirms promise; .held names the full queue a put waits for.
-    Every time is in seconds.
+    priorities=True: every Item got carries its put's .priority (broker
+    2.2; PriorityQueue's get() returns it with the item). Every time is in
+    seconds.
     """
 
     _front = False  # every put goes to the front of its priority (LifoQueue)
+    _priorities = False  # deliveries carry their priority (PriorityQueue)
 
     def __init__(self, broker: str = "localhost", queue: str = "default", *,
                  prefetch: int = 0, name: str = "py", timeout: float = 5.0,
                  context: Optional[zmq.Context[Any]] = None, curve_secret: Optional[str] = None,
-                 server_key: Optional[str] = None, credit: Optional[int] = None) -> None:
+                 server_key: Optional[str] = None, credit: Optional[int] = None,
+                 priorities: bool = False) -> None:
         check_name(queue)
         check_name(name, "client")
         if credit is not None:
@@ -84,6 +90,7 @@ class Queue:
             raise ValueError(f"prefetch is a number of items, 0 or more, not {prefetch!r}")
         self.broker, self.queue, self.timeout = broker, queue, timeout
         self._prefetch = prefetch
+        self._priorities = priorities or self._priorities
         self._name = name
         self._push_endpoint, self._router_endpoint = endpoints(broker)
         self._keys = load_keys(curve_secret, server_key)
@@ -325,7 +332,7 @@ class Queue:
             self._check_open()
             if self._consumer is None:
                 session = await self._session(self._client_id + "-get")
-                consumer = Consumer(session, self.queue, self.prefetch)
+                consumer = Consumer(session, self.queue, self.prefetch, self._priorities)
                 try:
                     await consumer.start(getting)
                 except BaseException:
@@ -526,6 +533,30 @@ class Queue:
         keys."""
         return [parse_dead_letter(line) for line in await self._dead(b"list") if line]
 
+    async def dead_letter(self, item: Union[DeadLetter, int]) -> DeadLetter:
+        """One dead item whole (a DeadLetter or its id): as dead_letters()
+        shows it, with its whole payload (payload_cut False), however large
+        (the broker sends 785 664 bytes an answer, PROTOCOL.md 4.12). A 404
+        BrokerError if it is not a dead item of this queue. Needs the admin
+        role with keys; broker 2.2."""
+        item_id = _dead_id(item)
+        payload = bytearray()
+        while True:
+            lines = await self._dead(b"show %d %d" % (item_id, len(payload)))
+            try:
+                letter = parse_dead_letter(lines[0])
+                got = b"".join(base64.b64decode(line, validate=True) for line in lines[1:])
+            except (IndexError, ValueError) as error:
+                raise BrokerError(400, "MALFORMED", text=f"DEAD show answered not as PROTOCOL.md "
+                                  f"4.12 says: {error}") from None
+            payload += got
+            if len(payload) >= letter.size or not got:
+                break
+        if len(payload) != letter.size:
+            raise BrokerError(400, "MALFORMED", text=f"DEAD show gave {len(payload)} bytes of an "
+                              f"item of {letter.size}")
+        return dataclasses.replace(letter, payload=bytes(payload), payload_cut=False)
+
     async def requeue_dead(
             self, items: Optional[Iterable[Union[DeadLetter, int]]] = None) -> int:
         """Puts dead items back at the end of the queue, their attempts
@@ -660,6 +691,65 @@ class LifoQueue(Queue):
     _front = True
 
 
+class PriorityQueue(Queue):
+    """A Queue used as asyncio.PriorityQueue is: put((priority, item)) and
+    get() returns (priority, item), lowest priority first, first in, first
+    out within one (the broker orders: every client of the queue sees the
+    same order). priority is an int from -2**31 to 2**31 - 1; put(item,
+    priority=P) is the same as put((P, item)), and a bare put(item) puts
+    it at priority 0. task_done() takes the pair too. The item got is an
+    Item, whose .priority is the same number. Needs broker 2.2."""
+
+    _priorities = True
+
+    async def put(self, item: Union[Payload, Tuple[int, Payload]], *,
+                  lease: Optional[float] = None, priority: Optional[int] = None,
+                  delay: Optional[float] = None, at: Optional[When] = None) -> None:
+        """put((priority, item)) or put(item, priority=P), with Queue.put's
+        options and errors."""
+        payload, priority = _prioritised(item, priority)
+        await super().put(payload, lease=lease, priority=priority, delay=delay, at=at)
+
+    async def send(self, item: Union[Payload, Tuple[int, Payload]], *,
+                   lease: Optional[float] = None, priority: Optional[int] = None,
+                   delay: Optional[float] = None, at: Optional[When] = None) -> int:
+        """send((priority, item)), as put() takes it; Queue.send otherwise."""
+        payload, priority = _prioritised(item, priority)
+        return await super().send(payload, lease=lease, priority=priority, delay=delay, at=at)
+
+    def get(self) -> Coroutine[Any, Any, Tuple[int, Item]]:  # type: ignore[override]
+        """(priority, item) of the next item: Queue.get() otherwise."""
+        return self._get_pair(current_task())
+
+    async def _get_pair(self, owner: Optional["asyncio.Task[object]"]) -> Tuple[int, Item]:
+        return _pair(await self._get(owner))
+
+    def get_nowait(self) -> Tuple[int, Item]:  # type: ignore[override]
+        return _pair(super().get_nowait())
+
+    def task_done(self, item: Union[Item, int, Tuple[int, Item], None] = None) -> None:
+        """Queue.task_done(), which also takes the (priority, item) pair."""
+        if isinstance(item, tuple):
+            item = item[1]
+        super().task_done(item)
+
+
+def _prioritised(item: Union[Payload, Tuple[int, Payload]],
+                 priority: Optional[int]) -> Tuple[Payload, int]:
+    """A PriorityQueue's put: the payload and its priority."""
+    if isinstance(item, tuple):
+        if len(item) != 2 or isinstance(item[0], bool) or not isinstance(item[0], int):
+            raise TypeError("a PriorityQueue takes (priority, item): an int, then bytes or str")
+        if priority is not None:
+            raise TypeError("priority given twice: in the (priority, item) pair and as priority=")
+        return item[1], item[0]
+    return item, 0 if priority is None else priority
+
+
+def _pair(item: Item) -> Tuple[int, Item]:
+    return (0 if item.priority is None else item.priority), item
+
+
 def _payload(item: Payload) -> bytes:
     """An item as the bytes put on the wire: str as UTF-8."""
     if isinstance(item, str):
@@ -693,20 +783,24 @@ def _dead_items(items: Iterable[Union[DeadLetter, int]]) -> tuple[Union[DeadLett
     return tuple(items)
 
 
+def _dead_id(item: Union[DeadLetter, int]) -> int:
+    """The id of a dead item given as a DeadLetter or an id: TypeError or
+    ValueError for anything else."""
+    item_id = item.id if isinstance(item, DeadLetter) else item
+    if isinstance(item_id, bool) or not isinstance(item_id, int):
+        raise TypeError(f"a dead item is a DeadLetter or its id (an int), not "
+                        f"{type(item).__name__}")
+    if not 0 <= item_id <= NUMBER_MAX:
+        raise ValueError(f"not an item id: {item_id}")
+    return item_id
+
+
 def _dead_action(verb: bytes, items: tuple[Union[DeadLetter, int], ...]) -> bytes:
     """DEAD's action frame for requeue or delete of these items (each once,
     in order). Raises TypeError or ValueError, nothing sent, for an item
     that is not a DeadLetter or an id, or more than fit in one frame: the
     broker takes them all or none, so they are not split."""
-    ids: dict[int, None] = {}
-    for item in items:
-        item_id = item.id if isinstance(item, DeadLetter) else item
-        if isinstance(item_id, bool) or not isinstance(item_id, int):
-            raise TypeError(f"a dead item is a DeadLetter or its id (an int), not "
-                            f"{type(item).__name__}")
-        if not 0 <= item_id <= NUMBER_MAX:
-            raise ValueError(f"not an item id: {item_id}")
-        ids[item_id] = None
+    ids = {_dead_id(item): None for item in items}
     action = verb + b" " + b" ".join(str(item_id).encode() for item_id in ids)
     if len(action) > DEAD_ACTION_MAX:
         raise ValueError(

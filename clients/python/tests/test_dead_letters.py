@@ -3,7 +3,9 @@ requeue_dead() (all, or by id), delete_dead() and purge_dead(), against the real
 --max-attempts 1 (an item dies at its first failed delivery), and the
 parser of a DEAD list line on crafted lines."""
 import asyncio
+import dataclasses
 import datetime
+import os
 import unittest
 
 from broker import Broker, Keys, BrokerTestCase
@@ -187,6 +189,31 @@ class DeadLetters(BrokerTestCase):
         self.assertEqual(len(caught.exception.ids), 47)
         self.assertEqual(await q.delete_dead([letter]), 1)
 
+    async def test_dead_letter_gives_one_whole_payload_however_large(self):
+        q = self.client()
+        large = os.urandom(1_000_000)  # more than one answer holds (785 664 bytes)
+        for payload in (large, b"", b"small \x00\xff"):
+            await q.put(payload)
+        for _ in range(3):
+            await q.nack(await asyncio.wait_for(q.get(), 10), reason="bad")
+        letters = await self.until_dead(q, 3)
+        for letter, payload in zip(letters, (large, b"", b"small \x00\xff")):
+            whole = await q.dead_letter(letter)
+            self.assertEqual(whole.payload, payload)
+            self.assertFalse(whole.payload_cut)
+            self.assertEqual(whole, dataclasses.replace(letter, payload=payload,
+                                                        payload_cut=False))
+        self.assertEqual((await q.dead_letter(letters[2].id)).payload, b"small \x00\xff")
+        # An id that is not a dead item here: 404 naming it, nothing changed.
+        unknown = max(letter.id for letter in letters) + 1000
+        with self.assertRaisesRegex(asyncq.BrokerError, r"^404 ") as caught:
+            await q.dead_letter(unknown)
+        self.assertIn(str(unknown), str(caught.exception))
+        with self.assertRaises(TypeError):
+            await q.dead_letter("12")
+        self.assertEqual(len(await q.dead_letters()), 3)
+        self.assertEqual(await q.purge_dead(), 3)
+
     async def test_the_blocking_client_does_the_same(self):
         def run():
             with asyncq.BlockingQueue(self.broker.address, self.name) as q:
@@ -199,6 +226,7 @@ class DeadLetters(BrokerTestCase):
                 self.assertEqual(q.requeue_dead([letter]), 1)
                 q.nack(q.get(timeout=10))
                 [letter] = q.dead_letters()
+                self.assertEqual(q.dead_letter(letter.id).payload, b"x")
                 self.assertEqual(q.delete_dead([letter.id]), 1)
                 q.put(b"y")
                 q.nack(q.get(timeout=10))

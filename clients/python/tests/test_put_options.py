@@ -11,6 +11,9 @@ import time
 import unittest
 from unittest import mock
 
+import zmq
+import zmq.asyncio
+
 from broker import Broker, BrokerTestCase
 
 import asyncq
@@ -88,6 +91,141 @@ def puts_of(sent):
         assert len(entries) == count, (count, entries)
         shapes.append((b"PUTS", int(frames[3]), count, options, entries))
     return shapes
+
+
+class PriorityQueueTest(OptionsTest):
+    """asyncq.PriorityQueue as asyncio.PriorityQueue: put((priority, item)),
+    get() -> (priority, item), lowest first, FIFO within one."""
+
+    async def test_pairs_in_and_out_lowest_first(self):
+        q = self.client(asyncq.PriorityQueue)
+        await q.put((5, b"five"))
+        await q.put((-1, "minus one"))
+        await q.put(b"three", priority=3)
+        await q.put(b"zero")  # no priority: 0
+        await q.put((-1, b"minus one again"))
+        await q.put((2**31 - 1, b"max"))
+        await q.put((-2**31, b"min"))
+        got = []
+        for _ in range(7):
+            pair = await asyncio.wait_for(q.get(), 10)
+            priority, item = pair
+            self.assertIsInstance(item, asyncq.Item)
+            self.assertEqual(item.priority, priority)
+            got.append((priority, bytes(item)))
+            q.task_done(pair)  # the pair, as asyncio code hands it back
+        self.assertEqual(got, [(-2**31, b"min"), (-1, b"minus one"), (-1, b"minus one again"),
+                               (0, b"zero"), (3, b"three"), (5, b"five"), (2**31 - 1, b"max")])
+        self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+
+    async def test_batches_carry_every_items_priority(self):
+        """With prefetch the broker sends ITEMS of many items, with a
+        priorities frame; each item gets its own."""
+        producer = self.client()
+        plan = [random.Random(3).randint(-3, 3) for _ in range(200)]
+        for i, priority in enumerate(plan):
+            await producer.send(str(i), priority=priority)
+        await producer.flush()
+        q = self.client(asyncq.PriorityQueue, prefetch=63)
+        got = [await asyncio.wait_for(q.get(), 10) for _ in range(200)]
+        for priority, item in got:
+            self.assertEqual(priority, plan[int(item)])
+            q.task_done(item)
+        self.assertEqual([priority for priority, _ in got], sorted(plan))
+        self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+
+    async def test_get_nowait_and_a_plain_queue(self):
+        q = self.client(asyncq.PriorityQueue, prefetch=4)
+        with self.assertRaises(asyncq.QueueEmpty):
+            q.get_nowait()
+        await q.put((2, b"b"))
+        await q.put((1, b"a"))
+        first = await asyncio.wait_for(q.get(), 10)
+        self.assertEqual(first, (1, b"a"))
+        q.task_done()
+        # A plain Queue's items say nothing of priorities unless asked.
+        plain = self.client()
+        await plain.put(b"c", priority=7)
+        await q.close()
+        self.clients.remove(q)
+        items = [await asyncio.wait_for(plain.get(), 10) for _ in range(2)]
+        self.assertEqual([(bytes(item), item.priority) for item in items],
+                         [(b"b", None), (b"c", None)])
+        asked = self.client(priorities=True)
+        await asked.put(b"d", priority=-4)
+        item = await asyncio.wait_for(asked.get(), 10)
+        self.assertEqual((bytes(item), item.priority), (b"d", -4))
+
+    async def test_bad_pairs_are_refused_before_sending(self):
+        q = self.client(asyncq.PriorityQueue)
+        for bad in [(1, 2, b"x"), ("1", b"x"), (True, b"x"), (1.5, b"x")]:
+            with self.assertRaises(TypeError):
+                await q.put(bad)
+        with self.assertRaisesRegex(TypeError, "twice"):
+            await q.put((1, b"x"), priority=2)
+        with self.assertRaises(ValueError):
+            await q.put((2**31, b"x"))
+        await q.put((1, b"ok"))
+        self.assertEqual(await asyncio.wait_for(q.get(), 10), (1, b"ok"))
+        q.task_done()
+
+
+class RawDeliveries(unittest.IsolatedAsyncioTestCase):
+    """CREDIT's `with priority` on the wire (PROTOCOL.md 4.3, 4.4): ITEM
+    gets a 7th field, ITEMS a 4th frame, only when asked; another word is
+    refused with 400."""
+
+    async def asyncSetUp(self):
+        self.broker = Broker()
+        self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self.socket.connect(asyncq.endpoints(self.broker.address)[1])
+        await self.socket.send_multipart([b"asyncq/2", b"HELLO", b"h", b"raw", b"1"])
+        self.assertEqual((await self.recv())[1], b"WELCOME")
+        q = asyncq.Queue(self.broker.address, "raw")
+        for priority in (3, -7):
+            await q.put(b"p%d" % priority, priority=priority)
+        await q.close()
+
+    async def asyncTearDown(self):
+        self.socket.close(linger=0)
+        self.broker.stop()
+
+    async def recv(self):
+        while True:
+            frames = await asyncio.wait_for(self.socket.recv_multipart(), 10)
+            if frames[1] != b"HEARTBEAT":
+                return frames
+
+    async def test_item_carries_the_priority_when_asked(self):
+        await self.socket.send_multipart(
+            [b"asyncq/2", b"CREDIT", b"c", b"raw", b"1", b"0", b"colour"])
+        error = await self.recv()
+        self.assertEqual(error[1:3], [b"ERROR", b"400"])
+        await self.socket.send_multipart(
+            [b"asyncq/2", b"CREDIT", b"c", b"raw", b"1", b"0", b"priority"])
+        self.assertEqual((await self.recv())[1], b"CREDITED")
+        item = await self.recv()
+        self.assertEqual((item[1], len(item), item[7], item[8]), (b"ITEM", 9, b"p-7", b"-7"))
+        # Asked no more (the credit still used up): the next ITEM has 6 fields.
+        await self.socket.send_multipart([b"asyncq/2", b"CREDIT", b"c", b"raw", b"1", b"0"])
+        self.assertEqual((await self.recv())[1], b"CREDITED")
+        await self.socket.send_multipart([b"asyncq/2", b"ACK", b"a", struct.pack(">Q", int(item[3]))])
+        item = await self.recv()
+        self.assertEqual((item[1], len(item), item[7]), (b"ITEM", 8, b"p3"))
+
+    async def test_items_carry_a_priorities_frame_when_asked(self):
+        await self.socket.send_multipart(
+            [b"asyncq/2", b"CREDIT", b"c", b"raw", b"2", b"2", b"priority"])
+        self.assertEqual((await self.recv())[1], b"CREDITED")
+        frames = await self.recv()
+        count = int(frames[3])
+        while count < 2:  # the broker may send them one by one
+            more = await self.recv()
+            frames[5] += more[5]
+            frames[4] += more[4]
+            count += int(more[3])
+        self.assertEqual((frames[1], len(frames)), (b"ITEMS", 6))
+        self.assertEqual(struct.unpack(">2i", frames[5]), (-7, 3))
 
 
 class Priority(OptionsTest):

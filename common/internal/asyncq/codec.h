@@ -107,6 +107,10 @@ typedef struct {
     aq_bytes_t batch;    /* PUTS ITEMS: the items frame */
     aq_bytes_t ids;      /* ACK TOUCH NACK: 8 bytes per id */
     aq_bytes_t options;  /* PUT PUTS: the options frame; empty: none (not sent) */
+    aq_bytes_t with;     /* CREDIT: "priority" (deliveries carry it), or empty (not sent) */
+    aq_bytes_t priorities; /* ITEMS: count big-endian int32, or empty (not sent) */
+    int32_t priority;    /* ITEM, if has_priority (else not sent) */
+    int has_priority;
     aq_options_t put; /* PUT PUTS: the options, as decoded; with `each`, also the
                          entries' longest delay-ms and latest at-ms */
     uint64_t seq;        /* PUT PUTS SYNC SYNCED HELD; HELLO: first unconfirmed put */
@@ -173,6 +177,9 @@ size_t aq_put_options_format(const aq_options_t *options, char *buf);
 
 /*  Writes `value` in decimal into buf (at least 21 bytes); returns length. */
 size_t aq_format_u64(uint64_t value, char *buf);
+
+/*  The same for a signed 32-bit value (at most 11 bytes). */
+size_t aq_format_i32(int32_t value, char *buf);
 
 /*  1 to AQ_NAME_MAX bytes of [A-Za-z0-9._:-]: queue names and client ids. */
 int aq_name_is_valid(const uint8_t *data, size_t size);

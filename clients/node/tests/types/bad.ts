@@ -1,6 +1,6 @@
 // The client misused: each line marked "// error" must fail to type-check
 // (tests/types.test.js), and no other.
-import { Queue, LifoQueue, Item } from '../..';
+import { Queue, LifoQueue, PriorityQueue, Item } from '../..';
 
 export async function misuse(): Promise<void> {
   const named = new Queue('localhost', { queue: 42 }); // error
@@ -38,9 +38,18 @@ export async function misuse(): Promise<void> {
   const peeked: string = (await q.peek(3))[0].payload; // error
   await q.peek('3'); // error
   await q.pause(true); // error
+  const ranked = new Queue('localhost', { priorities: 'yes' }); // error
+  const rank: number = (await q.get()).priority; // error
+  const pq = new PriorityQueue('localhost');
+  await pq.put('x', { priority: '1' }); // error
+  const pqRank: string = (await pq.get()).priority; // error
+  await q.deadLetter(); // error
+  await q.deadLetter(7); // error
+  const whole: string = (await q.deadLetter('1')).payload; // error
+  await ranked.close();
   const resumed: boolean = (await q.resume()).paused; // error
   await named.close();
   await typo.close();
   await ahead.close();
-  console.log(id, made, shutDown, count, deadId, requeued, peeked, resumed);
+  console.log(id, made, shutDown, count, deadId, requeued, peeked, resumed, rank, pqRank, whole);
 }

@@ -1,6 +1,6 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
-  Queue, LifoQueue, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeadItem, PeekedItem, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
+  Queue, LifoQueue, PriorityQueue, PriorityItem, WholeDeadLetter, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeadItem, PeekedItem, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
   KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
 } from '../..';
 
@@ -86,6 +86,34 @@ export async function deadLetters(q: Queue): Promise<string> {
   const deleted: number = await q.deleteDead(dead.slice(0, 2));
   const purged: number = await q.purgeDead();
   return `${lines.join('\n')} ${requeued + purged + some + deleted}`;
+}
+
+export async function priorities(): Promise<string> {
+  const pq = new PriorityQueue('localhost', { queue: 'ranked', prefetch: 3 });
+  await pq.put('urgent', { priority: -1 });
+  await pq.send('later', { priority: 5, delay: 1 });
+  const first: PriorityItem = await pq.get();
+  const rank: number = first.priority;
+  const asItem: Item = first;
+  const next: number = pq.getNowait().priority;
+  const always: true = pq.priorities;
+  const asQueue: Queue = pq;
+  const q = new Queue('localhost', { priorities: true });
+  const maybe: number | null = (await q.get()).priority;
+  const asked: boolean = q.priorities;
+  await q.close();
+  await pq.close();
+  return `${rank} ${asItem.id} ${next} ${always} ${asQueue.queue} ${maybe} ${asked}`;
+}
+
+export async function wholeDeadLetter(q: Queue): Promise<number> {
+  const [listed] = await q.deadLetters();
+  const whole: WholeDeadLetter = await q.deadLetter(listed);
+  const asListed: DeadLetter = whole;
+  const cut: false = whole.payloadCut;
+  const byId: Buffer = (await q.deadLetter(listed.id)).payload;
+  const byBigint: WholeDeadLetter = await q.deadLetter(42n);
+  return whole.payload.length + byId.length + byBigint.size + asListed.size + (cut ? 1 : 0);
 }
 
 export async function peekAndPause(q: Queue): Promise<string> {
