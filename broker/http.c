@@ -1,6 +1,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <czmq.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -18,7 +19,8 @@
 extern const unsigned char http_index_html[];
 extern const size_t http_index_html_size;
 
-/*  The dashboard's actions, POST /api/...?queue=NAME (s_act). */
+/*  The dashboard's actions, POST /api/...?queue=NAME (s_act); requeue and
+    purge-dead also of one dead item, with &id=N. */
 typedef enum {
     ACTION_REQUEUE,    /* dead items back to the queue (DEAD requeue) */
     ACTION_REOPEN,     /* a shut-down queue takes puts again (REOPEN) */
@@ -351,32 +353,80 @@ static const char *s_state_name(queue_state_t state)
     return state == QUEUE_OPEN ? "open" : state == QUEUE_DRAINING ? "draining" : "discarding";
 }
 
-/*  What an action and /api/dead need first: the token (401), a name (400)
-    and a queue the broker has (404). NULL when answered so. */
-static queue_t *s_target(http_t *self, struct MHD_Connection *connection,
+/*  The query's `id` arguments: how many, and the last one's value (NULL
+    for a bare `id` without `=`). */
+typedef struct {
+    int count;
+    const char *value;
+} id_arg_t;
+
+static enum MHD_Result s_on_argument(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void) kind;
+    id_arg_t *arg = cls;
+    if (strcmp(key, "id") == 0) {
+        arg->count++;
+        arg->value = value;
+    }
+    return MHD_YES;
+}
+
+/*  What an action and /api/dead need first: the token (401), a name (400),
+    an id, if given, that is one (400), a queue the broker has (404) and,
+    for an id, a dead item of that queue (404, naming the id). `item`:
+    where the item goes (NULL without an id), or NULL where the path takes
+    no id (one given: 400, lest an action meant for one item hit the whole
+    queue). NULL when answered so. */
+static queue_t *s_target(http_t *self, struct MHD_Connection *connection, item_t **item,
                          enum MHD_Result *answered)
 {
     const char *why = NULL;
+    char text[128];
     unsigned status = MHD_HTTP_UNAUTHORIZED;
     queue_t *queue = NULL;
     const char *name = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "queue");
+    id_arg_t id = {0, NULL};
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, s_on_argument, &id);
+    uint64_t number = 0;
+    if (item)
+        *item = NULL;
     if (!s_authorized(self, connection))
         why = "this needs the dashboard token (Authorization: Bearer TOKEN)";
     else if (!name || !aq_name_is_valid((const uint8_t *) name, strlen(name)))
         why = "queue=NAME is missing or not a name", status = MHD_HTTP_BAD_REQUEST;
+    else if (id.count && !item)
+        why = "this acts on the whole queue: it takes no id=N", status = MHD_HTTP_BAD_REQUEST;
+    else if (id.count > 1)
+        why = "id=N names one item: give it once", status = MHD_HTTP_BAD_REQUEST;
+    else if (id.count
+             && (!id.value
+                 || !aq_parse_u64((const uint8_t *) id.value, strlen(id.value), &number)))
+        why = "id=N must be an item id (a decimal number)", status = MHD_HTTP_BAD_REQUEST;
     else {
         aq_status_t rc;
         queue = broker_queue(self->broker, aq_bytes_str(name), 0, &rc);
         if (!queue)
             why = "no such queue", status = MHD_HTTP_NOT_FOUND;
+        else if (id.count) {
+            item_t *found = store_find(self->broker->store, number);
+            if (found && found->queue == queue && found->state == ITEM_DEAD)
+                *item = found;
+            else {
+                snprintf(text, sizeof text, "item %llu is not a dead item of queue %s",
+                         (unsigned long long) number, queue->name);
+                why = text, status = MHD_HTTP_NOT_FOUND, queue = NULL;
+            }
+        }
     }
     if (!queue)
         *answered = s_error(connection, status, why);
     return queue;
 }
 
-/*  POST /api/ACTION?queue=NAME, at the end of its request: the change
-    made, and answered (again, when resumed) once the journal has it. */
+/*  POST /api/ACTION?queue=NAME (requeue and purge-dead also &id=N: that
+    dead item only), at the end of its request: the change made, and
+    answered (again, when resumed) once the journal has it. */
 static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, action_t *action)
 {
     if (action->answer) {
@@ -385,19 +435,40 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         return s_json(connection, MHD_HTTP_OK, answer);
     }
     enum MHD_Result answered = MHD_NO;
-    queue_t *queue = s_target(self, connection, &answered);
+    item_t *item = NULL;
+    int takes_id = action->kind == ACTION_REQUEUE || action->kind == ACTION_PURGE_DEAD;
+    queue_t *queue = s_target(self, connection, takes_id ? &item : NULL, &answered);
     if (!queue)
         return answered;
     char name[AQ_NAME_MAX + 1]; /* DELETE frees the queue */
     snprintf(name, sizeof name, "%s", queue->name);
+    char id[24] = "";
+    if (item)
+        snprintf(id, sizeof id, "%llu", (unsigned long long) item->id);
     uint64_t count = 0;
     switch (action->kind) {
     case ACTION_REQUEUE:
+        if (item) {
+            if (broker_requeue_dead_item(self->broker, item)) /* nothing changed */
+                return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                               "out of memory: the item stays dead");
+            log_line("dashboard: dead item %s of %s requeued", id, name);
+            action->answer = json_pack("{s:s,s:i,s:s}", "queue", name, "requeued", 1, "id", id);
+            break;
+        }
         count = broker_requeue_dead(self->broker, queue);
         log_line("dashboard: %llu dead items of %s requeued", (unsigned long long) count, name);
         action->answer = json_pack("{s:s,s:I}", "queue", name, "requeued", (json_int_t) count);
         break;
     case ACTION_PURGE_DEAD:
+        if (item) {
+            broker_delete_dead_item(self->broker, item); /* frees it */
+            item = NULL;
+            log_line("dashboard: dead item %s of %s deleted", id, name);
+            action->answer =
+                json_pack("{s:s,s:i,s:s}", "queue", name, "purged_dead", 1, "id", id);
+            break;
+        }
         count = broker_purge_dead(self->broker, queue);
         log_line("dashboard: %llu dead items of %s purged", (unsigned long long) count, name);
         action->answer = json_pack("{s:s,s:I}", "queue", name, "purged_dead", (json_int_t) count);
@@ -502,14 +573,50 @@ static json_t *s_dead_item(const item_t *item)
                      "payload_cut", item->size > shown);
 }
 
+/*  One dead item whole: as listed, with its whole payload escaped
+    (`payload`, as payload_preview) and in padded standard base64
+    (`payload_base64`, the bytes as they are). NULL: out of memory. */
+static json_t *s_dead_item_whole(const queue_t *queue, const item_t *item)
+{
+    json_t *entry = s_dead_item(item), *answer = NULL;
+    char *text = malloc((size_t) item->size * 4 + 1);
+    char *base64 = NULL;
+    zarmour_t *armour = zarmour_new();
+    if (armour) {
+        zarmour_set_mode(armour, ZARMOUR_MODE_BASE64_STD);
+        zarmour_set_pad(armour, true);
+        zarmour_set_line_breaks(armour, false);
+        /* zarmour asserts on NULL data: an empty payload has none. */
+        base64 = zarmour_encode(armour, item->data ? item->data : (const byte *) "",
+                                item->data ? item->size : 0);
+        zarmour_destroy(&armour);
+    }
+    if (entry && text && base64) {
+        s_escape(text, item->data, item->data ? item->size : 0);
+        if (json_object_set_new(entry, "payload", json_string(text)) == 0
+            && json_object_set_new(entry, "payload_base64", json_string(base64)) == 0) {
+            answer = json_pack("{s:s,s:o}", "queue", queue->name, "item", entry);
+            entry = NULL; /* stolen by json_pack, even when it fails */
+        }
+    }
+    json_decref(entry);
+    free(text);
+    free(base64);
+    return answer;
+}
+
 /*  GET /api/dead?queue=NAME: the queue's dead items, oldest death first,
-    HTTP_DEAD_SHOWN at most (payloads are data: the token is needed). */
+    HTTP_DEAD_SHOWN at most (payloads are data: the token is needed); with
+    &id=N, that dead item whole (s_dead_item_whole). */
 static enum MHD_Result s_dead(http_t *self, struct MHD_Connection *connection)
 {
     enum MHD_Result answered = MHD_NO;
-    queue_t *queue = s_target(self, connection, &answered);
+    item_t *item = NULL;
+    queue_t *queue = s_target(self, connection, &item, &answered);
     if (!queue)
         return answered;
+    if (item)
+        return s_json(connection, MHD_HTTP_OK, s_dead_item_whole(queue, item));
     json_t *items = json_array();
     size_t shown = 0;
     for (const list_node_t *node = queue->dead.next;

@@ -1,7 +1,9 @@
 // The broker's dashboard in Debian's headless Chromium, against the real broker with live
 // traffic: queue rows with numbers the test knows, numbers that move between polls, a
 // consumer row, dead letters, and Requeue behind the token (a wrong one refused); then the
-// dead letters view (causes and payloads) and Purge dead, and the queue buttons: Purge,
+// dead letters view (causes and payloads), one dead item viewed whole (its text, and its
+// bytes downloaded), requeued alone and deleted alone (from its row, its confirm dismissed
+// then accepted, and from the View dialog), and Purge dead; and the queue buttons: Purge,
 // Reopen of a shut-down queue, Delete (its confirm dismissed, then accepted).
 //
 // Usage: node dashboard.test.mjs BIN_DIR ARTIFACT_DIR
@@ -9,7 +11,7 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -254,17 +256,20 @@ async function main() {
   if (kept !== token) throw new Error('the token was not kept in sessionStorage');
   ok('with the right token: "requeued 4"; /stats.json, asyncq stats and the row say queued 4, dead 0; token kept in sessionStorage');
 
-  // The dead letters view: the poison items fail again (their attempts were reset), and a
+  // The dead letters view: the poison items fail again (their attempts were reset), with one
+  // more whose payload is longer than the table's 64 bytes and has bytes shown escaped; a
   // click on the dead count shows why each died and its payload, from /api/dead.
+  const LONG = 'line one\nline "two" café \\ \x01 end ' + 'x'.repeat(80);
+  await run('asyncq', ['put', '-b', address, '-q', 'poison', LONG]);
   const poisonAgain = start('asyncq-consumer', ['-b', address, '-q', 'poison', '-n', 'poison-worker-2',
     '--exec', 'exit 1', '--quiet']);
-  await until('4 dead letters in poison again', async () => (await queue('poison'))?.dead === 4);
+  await until('5 dead letters in poison again', async () => (await queue('poison'))?.dead === 5);
   await stop(poisonAgain);
-  await expectText(field(poison, 'dead'), /^4$/, 'poison dead again');
+  await expectText(field(poison, 'dead'), /^5$/, 'poison dead again');
   await field(poison, 'dead').locator('button.dead-link').click();
   const details = dead.locator('table.detail');
   await details.waitFor({ state: 'visible', timeout: STEP_MS });
-  await until('4 dead items with their causes', async () => (await details.locator('tbody tr[data-dead-id]').count()) === 4);
+  await until('5 dead items with their causes', async () => (await details.locator('tbody tr[data-dead-id]').count()) === 5);
   const rows = await details.locator('tbody tr[data-dead-id]').evaluateAll((trs) => trs.map((tr) => {
     const f = (name) => tr.querySelector(`td[data-field="${name}"]`).textContent;
     return { id: tr.dataset.deadId, cause: f('cause'), reason: f('reason'), payload: f('payload'), died: f('died') };
@@ -272,18 +277,89 @@ async function main() {
   for (const r of rows)
     if (r.cause !== 'nack' || !/^exit 1\b/.test(r.reason) || r.died === 'unknown' || !/^\d+$/.test(r.id))
       throw new Error(`a dead item's row: ${JSON.stringify(r)}`);
-  if (rows.map((r) => r.payload).sort().join(' ') !== 'p1 p2 p3 p4')
+  // The payload as the broker escapes it: \\ for a backslash, \n \r \t, \xNN for another
+  // control byte.
+  const escaped = (text) => text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')
+    .replace(/\r/g, '\\r').replace(/\t/g, '\\t')
+    .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0'));
+  const longPreview = escaped(Buffer.from(LONG).subarray(0, 64).toString()) + '…';
+  const byPayload = Object.fromEntries(rows.map((r) => [r.payload, r.id]));
+  if (Object.keys(byPayload).sort().join(' ') !== ['p1', 'p2', 'p3', 'p4', longPreview].sort().join(' '))
     throw new Error(`dead payloads: ${rows.map((r) => r.payload).join(' ')}`);
   if (!(await dead.locator('table.summary').isHidden())) throw new Error('the summary table is still shown');
   await page.screenshot({ path: join(artifactDir, 'dashboard-dead-letters.png'), fullPage: true });
-  ok(`dead letters view of poison: 4 items, cause nack, reason "${rows[0].reason}", payloads p1-p4 (no token asked again)`);
+  ok(`dead letters view of poison: 5 items, cause nack, reason "${rows[0].reason}", payloads p1-p4 and a long one cut at 64 bytes (no token asked again)`);
 
-  // Purge dead, confirmed.
+  // View: the long item whole, in a dialog; its bytes downloaded as they are.
+  const row = (id) => details.locator(`tbody tr[data-dead-id="${id}"]`);
+  const longId = byPayload[longPreview];
+  await row(longId).locator('button.view').click();
+  const itemDialog = page.locator('#item-dialog');
+  await itemDialog.waitFor({ state: 'visible', timeout: STEP_MS });
+  const payloadText = await page.locator('#item-payload').textContent();
+  if (payloadText !== escaped(LONG)) throw new Error(`View shows the payload ${JSON.stringify(payloadText)}`);
+  const itemField = (name) => page.locator(`#item-fields dd[data-field="${name}"]`).textContent();
+  const size = Buffer.byteLength(LONG);
+  if ((await itemField('id')) !== longId || (await itemField('cause')) !== 'nack'
+      || (await itemField('size')) !== `${size} B` || !/^exit 1\b/.test(await itemField('reason')))
+    throw new Error(`View's fields: id ${await itemField('id')}, cause ${await itemField('cause')}, size ${await itemField('size')}`);
+  await expectText(page.locator('#item-title'), `Dead item ${longId} of poison`, 'the View dialog title');
+  await page.screenshot({ path: join(artifactDir, 'dashboard-dead-item.png'), fullPage: true });
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: STEP_MS }),
+    page.click('#item-download')]);
+  const saved = readFileSync(await download.path());
+  if (download.suggestedFilename() !== `poison-${longId}.bin` || !saved.equals(Buffer.from(LONG)))
+    throw new Error(`the download: ${download.suggestedFilename()}, ${saved.length} bytes ${JSON.stringify(saved.toString())}`);
+  await page.click('#item-close');
+  await itemDialog.waitFor({ state: 'hidden', timeout: STEP_MS });
+  if ((await queue('poison')).dead !== 5) throw new Error('View changed the dead letters');
+  ok(`View of item ${longId}: its ${size} bytes whole as text (escaped), id, cause, size and reason; the download is the bytes as they are (${download.suggestedFilename()})`);
+
+  // Requeue one dead item from its row: only it leaves the dead letters, queued again.
+  await row(byPayload.p1).locator('button.requeue-item').click();
+  await expectText(page.locator('#message'), `requeued dead item ${byPayload.p1} of poison`, 'the requeue of one item');
+  let now = await queue('poison');
+  if (now.dead !== 4 || now.queued !== 1)
+    throw new Error(`after the requeue of one item poison dead ${now.dead}, queued ${now.queued}`);
+  await row(byPayload.p1).waitFor({ state: 'detached', timeout: STEP_MS });
+  if ((await details.locator('tbody tr[data-dead-id]').count()) !== 4) throw new Error('other rows went with it');
+  ok(`Requeue on the row of item ${byPayload.p1} (p1): poison dead 4, queued 1, its row gone, the others kept`);
+
+  // Delete one dead item from its row: dismissed, nothing happens; accepted, it goes.
   let asked = null;
+  page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
+  await row(byPayload.p2).locator('button.delete-item').click();
+  await until('the confirm of the delete of one item', () => asked);
+  await delay(300);
+  if ((await queue('poison')).dead !== 4) throw new Error('a dismissed Delete deleted');
+  if (!asked.includes(byPayload.p2) || !asked.includes('poison')) throw new Error(`delete asked: ${asked}`);
+  page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+  await row(byPayload.p2).locator('button.delete-item').click();
+  await expectText(page.locator('#message'), `deleted dead item ${byPayload.p2} of poison`, 'the delete of one item');
+  now = await queue('poison');
+  if (now.dead !== 3 || now.queued !== 1)
+    throw new Error(`after the delete of one item poison dead ${now.dead}, queued ${now.queued}`);
+  await row(byPayload.p2).waitFor({ state: 'detached', timeout: STEP_MS });
+  ok(`Delete on the row of item ${byPayload.p2} (p2) asked "${asked}" (dismissed: nothing deleted; accepted: dead 3, its row gone)`);
+
+  // From the View dialog: Delete, confirmed, closes it and deletes that item.
+  await row(byPayload.p3).locator('button.view').click();
+  await itemDialog.waitFor({ state: 'visible', timeout: STEP_MS });
+  if ((await page.locator('#item-payload').textContent()) !== 'p3') throw new Error('View of p3 shows another payload');
+  page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+  await page.click('#item-delete');
+  await itemDialog.waitFor({ state: 'hidden', timeout: STEP_MS });
+  await expectText(page.locator('#message'), `deleted dead item ${byPayload.p3} of poison`, 'the delete from View');
+  now = await queue('poison');
+  if (now.dead !== 2 || now.queued !== 1) throw new Error(`after the delete from View poison dead ${now.dead}`);
+  await row(byPayload.p3).waitFor({ state: 'detached', timeout: STEP_MS });
+  ok(`Delete in the View dialog of item ${byPayload.p3} (p3): dialog closed, poison dead 2`);
+
+  // Purge dead, confirmed: the two left.
   page.once('dialog', (d) => { asked = d.message(); d.accept(); });
   await dead.locator('button.purge-dead').click();
-  await expectText(page.locator('#message'), 'purged 4 dead items of poison', 'the purge-dead result');
-  if (!/\b4 dead items of poison\b/.test(asked || '')) throw new Error(`purge dead asked: ${asked}`);
+  await expectText(page.locator('#message'), 'purged 2 dead items of poison', 'the purge-dead result');
+  if (!/\b2 dead items of poison\b/.test(asked || '')) throw new Error(`purge dead asked: ${asked}`);
   await until('poison dead 0', async () => (await queue('poison')).dead === 0);
   await dead.waitFor({ state: 'detached', timeout: STEP_MS });
   ok(`Purge dead asked "${asked}"; poison dead 0, its dead letters gone from the page`);

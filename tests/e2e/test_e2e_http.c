@@ -10,7 +10,12 @@
     queue (404) and the wrong method (405), changing nothing, and each
     error test ends with a request that succeeds; each action's effect
     checked in the broker's stats, in memory and durable (answered once
-    the journal has the change). */
+    the journal has the change).
+
+    One dead item (&id=N): viewed whole (its payload byte for byte, from
+    base64), requeued alone and deleted alone; a bad id (400), an id that
+    is not a dead item of the queue (404), no token (401) change nothing,
+    nor does an id given to an action on the whole queue (400). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -725,6 +730,316 @@ static void test_dead_lists_items_with_cause_reason_and_payload(void **state)
     harness_assert_serving(h, "dl");
 }
 
+/*  The ids of the queue's dead items, as /api/dead lists them (oldest
+    death first), into `ids`; how many. */
+typedef char item_id_t[24];
+
+static size_t s_dead_ids(const fixture_t *f, const char *queue, item_id_t *ids, size_t max)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/api/dead?queue=%s", queue);
+    char *body = malloc(1 << 18);
+    assert_non_null(body);
+    assert_int_equal(s_get_with_token(f, path, body, 1 << 18), 200);
+    size_t count = 0;
+    /* A payload's `"` is escaped: the pattern is found in ids only. */
+    for (const char *at = body; (at = strstr(at, "\"id\":\"")); count++) {
+        at += 6;
+        size_t length = strspn(at, "0123456789");
+        assert_true(length > 0 && length < sizeof *ids && at[length] == '"');
+        assert_true(count < max);
+        snprintf(ids[count], sizeof *ids, "%.*s", (int) length, at);
+    }
+    free(body);
+    return count;
+}
+
+/*  The value of a string member of a JSON text that has no escapes in it
+    (an id, base64), into `out`; fails the test if it is not there. */
+static void s_member(const char *body, const char *key, char *out, size_t size)
+{
+    char want[64];
+    snprintf(want, sizeof want, "\"%s\":\"", key);
+    const char *at = strstr(body, want);
+    if (!at)
+        fail_msg("no \"%s\" in %.300s", key, body);
+    at += strlen(want);
+    const char *end = strchr(at, '"');
+    assert_non_null(end);
+    assert_true((size_t) (end - at) < size);
+    memcpy(out, at, (size_t) (end - at));
+    out[end - at] = '\0';
+}
+
+/*  GET /api/dead?queue=QUEUE&id=ID: 200, the item whole, whose base64
+    payload decodes to exactly `data`; the answer in `body`. */
+static void s_assert_item(const fixture_t *f, const char *queue, const char *id,
+                          const void *data, size_t size, char *body, size_t body_size)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/dead?queue=%s&id=%s", queue, id);
+    assert_int_equal(s_get_with_token(f, path, body, body_size), 200);
+    char want[256];
+    snprintf(want, sizeof want, "{\"queue\":\"%s\",\"item\":{\"id\":\"%s\",\"attempts\":1,"
+             "\"size\":%zu,\"died\":\"20", queue, id, size);
+    if (strncmp(body, want, strlen(want)) != 0)
+        fail_msg("expected %s... in %.300s", want, body);
+    assert_non_null(strstr(body, "\"payload\":\""));
+    size_t room = size * 2 + 8;
+    char *base64 = malloc(room);
+    assert_non_null(base64);
+    s_member(body, "payload_base64", base64, room);
+    assert_int_equal(strlen(base64) % 4, 0); /* padded */
+    assert_int_equal(strlen(base64), (size + 2) / 3 * 4);
+    zarmour_t *armour = zarmour_new();
+    assert_non_null(armour);
+    zarmour_set_mode(armour, ZARMOUR_MODE_BASE64_STD);
+    zarmour_set_line_breaks(armour, false);
+    zchunk_t *chunk = zarmour_decode(armour, base64);
+    assert_non_null(chunk);
+    /* zarmour_decode's chunk ends in a NUL of its own, counted in its size. */
+    assert_int_equal(zchunk_size(chunk), size + 1);
+    if (size)
+        assert_memory_equal(zchunk_data(chunk), data, size);
+    zchunk_destroy(&chunk);
+    zarmour_destroy(&armour);
+    free(base64);
+}
+
+/*  One dead item: viewed whole (bytes, text, an empty one), requeued alone
+    (the others stay dead; it is delivered), deleted alone; once gone, each
+    is 404. On a durable broker the answers wait for the journal. */
+static void test_one_dead_item_viewed_requeued_and_deleted(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    uint8_t binary[300];
+    for (size_t i = 0; i < sizeof binary; i++)
+        binary[i] = (uint8_t) (i * 37 + 11); /* every byte value, 0 and 0xff too */
+    char text[101];
+    snprintf(text, sizeof text, "line one\nline \"two\" caf\xc3\xa9 \\ end%069d", 0);
+    memset(text + 31, 'x', 69);
+    const struct {
+        const void *data;
+        size_t size;
+    } payloads[] = {{binary, sizeof binary}, {text, 100}, {"", 0}, {"requeue me", 10},
+                    {"delete me", 9}};
+    enum { A, B, EMPTY, REQUEUED, DELETED, ITEMS };
+    for (uint64_t i = 0; i < ITEMS; i++) { /* one at a time: they die in this order */
+        assert_int_equal(s_put(h, "v", payloads[i].data, payloads[i].size), AQ_OK);
+        s_kill_items(h, "v", i + 1, "why");
+    }
+    harness_put_items(h, "v", 2); /* queued, untouched throughout */
+    item_id_t ids[8];
+    assert_int_equal(s_dead_ids(f, "v", ids, 8), ITEMS);
+    char *body = malloc(1 << 18);
+    assert_non_null(body);
+
+    /* Viewed whole: the bytes, whatever they are. */
+    s_assert_item(f, "v", ids[A], binary, sizeof binary, body, 1 << 18);
+    assert_non_null(strstr(body, "\"cause\":\"nack\",\"reason\":\"why\",\"payload_preview\":\""));
+    assert_non_null(strstr(body, "\"payload_cut\":true,\"payload\":\""));
+    printf("    %.200s...\n", body);
+    /* Text: whole where the preview stops at 64 bytes; escaped as it is. */
+    s_assert_item(f, "v", ids[B], text, 100, body, 1 << 18);
+    char want[400];
+    snprintf(want, sizeof want,
+             "\"payload_preview\":\"line one\\\\nline \\\"two\\\" caf\xc3\xa9 \\\\\\\\ end%.33s\","
+             "\"payload_cut\":true,"
+             "\"payload\":\"line one\\\\nline \\\"two\\\" caf\xc3\xa9 \\\\\\\\ end%s\",",
+             text + 31, text + 31);
+    if (!strstr(body, want))
+        fail_msg("expected %s in %s", want, body);
+    s_assert_item(f, "v", ids[EMPTY], "", 0, body, 1 << 18);
+    assert_non_null(
+        strstr(body, "\"payload_cut\":false,\"payload\":\"\",\"payload_base64\":\"\"}}"));
+
+    /* Requeued alone: the others stay dead, it is queued and delivered. */
+    char path[256];
+    snprintf(path, sizeof path, "/api/requeue?queue=v&id=%s", ids[REQUEUED]);
+    assert_int_equal(s_post(f, path, TOKEN, body, 1 << 18), 200);
+    snprintf(want, sizeof want, "{\"queue\":\"v\",\"requeued\":1,\"id\":\"%s\"}", ids[REQUEUED]);
+    assert_string_equal(body, want);
+    assert_int_equal(harness_stat(h, "v", "dead"), ITEMS - 1);
+    assert_int_equal(harness_stat(h, "v", "queued"), 3);
+    item_id_t left[8];
+    assert_int_equal(s_dead_ids(f, "v", left, 8), ITEMS - 1);
+    assert_string_equal(left[0], ids[A]);
+    assert_string_equal(left[1], ids[B]);
+    assert_string_equal(left[2], ids[EMPTY]);
+    assert_string_equal(left[3], ids[DELETED]);
+    snprintf(path, sizeof path, "/api/dead?queue=v&id=%s", ids[REQUEUED]);
+    assert_int_equal(s_get_with_token(f, path, body, 1 << 18), 404);
+    assert_non_null(strstr(body, ids[REQUEUED]));
+    /* Again: no longer dead, nothing changes. */
+    snprintf(path, sizeof path, "/api/requeue?queue=v&id=%s", ids[REQUEUED]);
+    assert_int_equal(s_post(f, path, TOKEN, body, 1 << 18), 404);
+    assert_int_equal(harness_stat(h, "v", "queued"), 3);
+
+    /* Deleted alone. */
+    snprintf(path, sizeof path, "/api/purge-dead?queue=v&id=%s", ids[DELETED]);
+    assert_int_equal(s_post(f, path, TOKEN, body, 1 << 18), 200);
+    snprintf(want, sizeof want, "{\"queue\":\"v\",\"purged_dead\":1,\"id\":\"%s\"}", ids[DELETED]);
+    assert_string_equal(body, want);
+    assert_int_equal(harness_stat(h, "v", "dead"), ITEMS - 2);
+    assert_int_equal(harness_stat(h, "v", "queued"), 3);
+    assert_int_equal(s_dead_ids(f, "v", left, 8), ITEMS - 2);
+    assert_string_equal(left[0], ids[A]);
+    assert_string_equal(left[1], ids[B]);
+    assert_string_equal(left[2], ids[EMPTY]);
+    assert_int_equal(s_post(f, path, TOKEN, body, 1 << 18), 404);
+    assert_non_null(strstr(body, ids[DELETED]));
+    snprintf(path, sizeof path, "/api/dead?queue=v&id=%s", ids[DELETED]);
+    assert_int_equal(s_get_with_token(f, path, body, 1 << 18), 404);
+    assert_int_equal(harness_stat(h, "v", "dead"), ITEMS - 2);
+
+    /* The requeued item is delivered: the two queued before it, then it. */
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(h->address, "taker", "v", 1, &rc);
+    assert_non_null(consumer);
+    for (int i = 0; i < 3; i++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        if (i < 2)
+            assert_memory_equal(item.data, "item", 4);
+        else {
+            assert_int_equal(item.size, 10);
+            assert_memory_equal(item.data, "requeue me", 10);
+        }
+        aq_consumer_ack(consumer, item.id);
+    }
+    assert_int_equal(aq_consumer_flush(consumer), AQ_OK);
+    aq_consumer_destroy(&consumer);
+    harness_wait_stat(h, "v", "acked", 3);
+    assert_int_equal(harness_stat(h, "v", "dead"), ITEMS - 2);
+    /* What is left is still there, whole. */
+    s_assert_item(f, "v", ids[A], binary, sizeof binary, body, 1 << 18);
+    free(body);
+    harness_assert_serving(h, "v2");
+}
+
+/*  One dead item, asked for wrongly: without the token (401), with an id
+    that is none (400), one that is not a dead item of the queue (404,
+    naming it), an id for an action on the whole queue (400); nothing
+    changes. Then each with everything right succeeds. */
+static void test_one_dead_item_refuses_bad_requests_and_changes_nothing(void **state)
+{
+    fixture_t *f = *state;
+    harness_t *h = &f->h;
+    s_make_target(h); /* t: 4 queued, 2 dead, draining */
+    item_id_t dead[4], other[2];
+    assert_int_equal(s_dead_ids(f, "t", dead, 4), 2);
+    /* A dead item of another queue, and an item in flight. */
+    harness_put_items(h, "o", 1);
+    s_kill_items(h, "o", 1, "other");
+    assert_int_equal(s_dead_ids(f, "o", other, 2), 1);
+    harness_put_items(h, "held", 1);
+    aq_status_t rc;
+    aq_consumer_t *holder = aq_consumer_new(h->address, "holder", "held", 1, &rc);
+    assert_non_null(holder);
+    aq_item_t held;
+    assert_int_equal(aq_consumer_get(holder, &held, HARNESS_DEADLINE_MS), AQ_OK);
+    harness_wait_stat(h, "held", "inflight", 1);
+
+    static const struct {
+        const char *method, *path;
+    } targets[] = {{"GET", "/api/dead"}, {"POST", "/api/requeue"}, {"POST", "/api/purge-dead"}};
+    static const char *const bad_ids[] = {
+        "id=abc", "id=", "id", "id=-1", "id=1.5", "id=0x10", "id=%2B5", "id=%205", "id=5%20",
+        "id=18446744073709551616", "id=123456789012345678901", "id=1&id=2"};
+    char body[4096], path[256], request[1024];
+    for (size_t i = 0; i < sizeof targets / sizeof *targets; i++) {
+        int get = targets[i].method[0] == 'G';
+        /* Without the token, or with a wrong one: 401, whatever the id. */
+        snprintf(path, sizeof path, "%s?queue=t&id=%s", targets[i].path, dead[0]);
+        snprintf(request, sizeof request,
+                 "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                 targets[i].method, path);
+        assert_int_equal(s_request(f, request, body, sizeof body), 401);
+        assert_non_null(strstr(body, "token"));
+        assert_null(strstr(body, "payload"));
+        snprintf(request, sizeof request,
+                 "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 "0123456789abcdef0123456789abcdeX\r\nContent-Length: 0\r\n"
+                 "Connection: close\r\n\r\n",
+                 targets[i].method, path);
+        assert_int_equal(s_request(f, request, NULL, 0), 401);
+        snprintf(path, sizeof path, "%s?queue=t&id=abc", targets[i].path);
+        assert_int_equal(get ? s_get(f, path, NULL, 0) : s_post(f, path, NULL, NULL, 0), 401);
+        /* The wrong method: 405. */
+        snprintf(path, sizeof path, "%s?queue=t&id=%s", targets[i].path, dead[0]);
+        assert_int_equal(get ? s_post(f, path, TOKEN, NULL, 0) : s_get_with_token(f, path, NULL, 0),
+                         405);
+        /* Not an id: 400. */
+        for (size_t j = 0; j < sizeof bad_ids / sizeof *bad_ids; j++) {
+            snprintf(path, sizeof path, "%s?queue=t&%s", targets[i].path, bad_ids[j]);
+            int status = get ? s_get_with_token(f, path, body, sizeof body)
+                             : s_post(f, path, TOKEN, body, sizeof body);
+            if (status != 400)
+                fail_msg("%s %s: %d, not 400 (%s)", targets[i].method, path, status, body);
+            assert_non_null(strstr(body, "id"));
+        }
+        /* Not a dead item of t: 404 naming the id. */
+        const char *not_dead[] = {"987654321012", "0", other[0]};
+        for (size_t j = 0; j < 3; j++) {
+            snprintf(path, sizeof path, "%s?queue=t&id=%s", targets[i].path, not_dead[j]);
+            int status = get ? s_get_with_token(f, path, body, sizeof body)
+                             : s_post(f, path, TOKEN, body, sizeof body);
+            if (status != 404 || !strstr(body, not_dead[j]))
+                fail_msg("%s %s: %d %s, not 404 naming the id", targets[i].method, path, status,
+                         body);
+        }
+        snprintf(path, sizeof path, "%s?queue=held&id=%llu", targets[i].path,
+                 (unsigned long long) held.id);
+        assert_int_equal(get ? s_get_with_token(f, path, body, sizeof body)
+                             : s_post(f, path, TOKEN, body, sizeof body),
+                         404);
+        assert_non_null(strstr(body, "is not a dead item"));
+        /* An unknown queue, or no name: as without an id. */
+        snprintf(path, sizeof path, "%s?queue=nope&id=%s", targets[i].path, dead[0]);
+        assert_int_equal(get ? s_get_with_token(f, path, body, sizeof body)
+                             : s_post(f, path, TOKEN, body, sizeof body),
+                         404);
+        assert_non_null(strstr(body, "no such queue"));
+        snprintf(path, sizeof path, "%s?id=%s", targets[i].path, dead[0]);
+        assert_int_equal(get ? s_get_with_token(f, path, NULL, 0) : s_post(f, path, TOKEN, NULL, 0),
+                         400);
+        s_assert_target_unchanged(h);
+        assert_int_equal(harness_stat(h, "o", "dead"), 1);
+        assert_int_equal(harness_stat(h, "held", "inflight"), 1);
+        item_id_t still[4];
+        assert_int_equal(s_dead_ids(f, "t", still, 4), 2);
+        assert_string_equal(still[0], dead[0]);
+        assert_string_equal(still[1], dead[1]);
+    }
+    /* The actions on the whole queue take no id: 400, nothing done. */
+    for (size_t i = 0; i < 3; i++) {
+        static const char *const whole[] = {"reopen", "purge", "delete"};
+        snprintf(path, sizeof path, "/api/%s?queue=t&id=%s", whole[i], dead[0]);
+        assert_int_equal(s_post(f, path, TOKEN, body, sizeof body), 400);
+        assert_non_null(strstr(body, "no id"));
+        s_assert_target_unchanged(h);
+    }
+    aq_consumer_destroy(&holder);
+
+    /* And with everything right, each succeeds, on that item only. */
+    snprintf(path, sizeof path, "/api/dead?queue=t&id=%s", dead[0]);
+    assert_int_equal(s_get_with_token(f, path, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"payload\":\"item\",\"payload_base64\":\"aXRlbQ==\""));
+    snprintf(path, sizeof path, "/api/requeue?queue=t&id=%s", dead[0]);
+    assert_int_equal(s_post(f, path, TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"requeued\":1"));
+    assert_int_equal(harness_stat(h, "t", "dead"), 1);
+    assert_int_equal(harness_stat(h, "t", "queued"), 5);
+    snprintf(path, sizeof path, "/api/purge-dead?queue=t&id=%s", dead[1]);
+    assert_int_equal(s_post(f, path, TOKEN, body, sizeof body), 200);
+    assert_non_null(strstr(body, "\"purged_dead\":1"));
+    assert_int_equal(harness_stat(h, "t", "dead"), 0);
+    assert_int_equal(harness_stat(h, "t", "queued"), 5);
+    assert_int_equal(harness_stat(h, "o", "dead"), 1);
+    harness_assert_serving(h, "o");
+}
+
 /*  After a SHUTDOWN of every queue, one queue reopens (the others stay
     shut down); 503 only while the broker stops on a signal (below). */
 static void test_one_queue_reopens_after_every_queue_was_shut_down(void **state)
@@ -799,6 +1114,13 @@ int main(void)
                                         s_setup_one_attempt, s_teardown),
         cmocka_unit_test_setup_teardown(test_dead_lists_items_with_cause_reason_and_payload,
                                         s_setup_one_attempt_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(test_one_dead_item_viewed_requeued_and_deleted,
+                                        s_setup_one_attempt, s_teardown),
+        cmocka_unit_test_setup_teardown(test_one_dead_item_viewed_requeued_and_deleted,
+                                        s_setup_one_attempt_durable, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_one_dead_item_refuses_bad_requests_and_changes_nothing, s_setup_one_attempt,
+            s_teardown),
         cmocka_unit_test_setup_teardown(test_one_queue_reopens_after_every_queue_was_shut_down,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_refused_while_the_broker_stops, s_setup,
