@@ -46,6 +46,8 @@ typedef struct {
     retry_t retry;
 } queue_retry_t;
 
+#define SHARDS_MAX 256 /* brokers in one service: an id's top 8 bits (PROTOCOL.md 4.15) */
+
 typedef struct {
     const char *bind;       /* address to bind (endpoint.h) */
     uint64_t max_item;      /* largest item (and PUTS items frame), in bytes */
@@ -90,6 +92,8 @@ typedef struct {
     const char *metrics;    /* the HTTP port's address (http.c); NULL: none */
     const char *metrics_token_file;
     const char *state_dump;   /* SIGUSR1 writes state_dump() here; NULL: ignored */
+    uint64_t shard;         /* this broker's number in its service, 0-255 (4.15) */
+    const char *service;    /* every broker of the service, comma-separated; NULL: alone */
     int verbose;
 } broker_config_t;
 
@@ -148,6 +152,7 @@ typedef struct broker {
     void *router_zsock;
     char address[AQ_ENDPOINT_MAX]; /* what clients connect to */
     char broker_id[AQ_NAME_MAX + 1];
+    char service[AQ_TEXT_MAX + 1]; /* WELCOME's `service` field (4.15) */
     aq_inbox_t *router_inbox;
     aq_inbox_t *pull_inbox;
     conns_t *conns;

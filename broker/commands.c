@@ -134,6 +134,10 @@ static void s_on_hello(const request_t *request)
 {
     broker_t *self = request->broker;
     const aq_msg_t *msg = request->msg;
+    if (aq_with_has(msg->with, "priority") || aq_with_has(msg->with, "ready")) {
+        s_error(request, AQ_MALFORMED, msg->client, "HELLO's `with` takes `service` only");
+        return;
+    }
     const auth_grant_t *grant = auth_admit(self->auth, request->key);
     if (!grant) {
         s_forbidden(request, (aq_bytes_t){0}, "this client's key is not allowed");
@@ -225,6 +229,8 @@ static void s_on_hello(const request_t *request)
     welcome.window_bytes = self->config.window_bytes;
     welcome.text = aq_bytes_str(auth_roles_text(grant->roles, roles, sizeof roles));
     welcome.persistence = aq_bytes_str(broker_persistence(self));
+    if (aq_with_has(msg->with, "service"))
+        welcome.service = aq_bytes_str(self->service);
     s_reply(request, &welcome);
 }
 
@@ -234,6 +240,10 @@ static void s_on_credit(const request_t *request)
     const aq_msg_t *msg = request->msg;
     peer_t *peer = request->peer;
     consumer_t *consumer = &peer->consumer;
+    if (aq_with_has(msg->with, "service")) {
+        s_error(request, AQ_MALFORMED, msg->queue, "CREDIT's `with` takes `priority` and `ready`");
+        return;
+    }
     if (consumer->queue && (strlen(consumer->queue->name) != msg->queue.size
                             || memcmp(consumer->queue->name, msg->queue.data, msg->queue.size))) {
         s_error(request, AQ_CONFLICT, msg->queue,
@@ -258,18 +268,30 @@ static void s_on_credit(const request_t *request)
         return;
     }
     peer->credit_batch = msg->batch_max;
-    peer->with_priority = msg->with.size != 0;
+    peer->with_priority = aq_with_has(msg->with, "priority");
     memcpy(peer->credit_tag, msg->tag.data, msg->tag.size);
     peer->credit_tag_size = msg->tag.size;
     peer->expired_streak = 0;
+    int attached = consumer->queue != NULL;
     if (consumer->queue)
         queue_set_credit(queue, consumer, msg->credit);
     else {
         consumer->credit = msg->credit;
         queue_attach(queue, consumer);
     }
+    /* Told READY once, again only after a later CREDIT that asks (4.15). */
+    if (list_linked(&consumer->ready_link))
+        list_remove(&consumer->ready_link);
+    if (aq_with_has(msg->with, "ready"))
+        list_push_back(&queue->ready_waiters, &consumer->ready_link);
     aq_msg_t credited = {.cmd = AQ_CMD_CREDITED, .tag = msg->tag, .queue = msg->queue,
                          .credit = msg->credit};
+    /* What a later CREDIT lets the broker send goes before its CREDITED: a
+       consumer that gets CREDITED with nothing before it knows that nothing
+       was ready for it then (PROTOCOL.md 4.3, 4.15). The first one's come
+       after, as clients that wait for it expect. */
+    if (attached)
+        broker_dispatch(self, queue);
     s_reply(request, &credited);
     if (queue->drained_told) /* it came too late to hear it */
         s_error(request, AQ_SHUT_DOWN, msg->queue, "queue shut down and empty");
@@ -618,7 +640,7 @@ static void s_on_info(const request_t *request)
     snprintf(text, sizeof text,
              "broker=%s uptime_ms=%lld connections=%zu refused_connections=%llu sessions=%zu "
              "producers=%zu idle_producers=%llu queues=%zu items=%zu held=%llu joiners=%llu "
-             "bad_input=%llu persistence=%s journal_bytes=%llu",
+             "bad_input=%llu persistence=%s journal_bytes=%llu shard=%u",
              self->broker_id, (long long) (broker_now_ms() - self->started_ms),
              conns_count(self->conns), (unsigned long long) conns_refused_total(self->conns),
              dict_size(self->peers), dict_size(self->producers),
@@ -626,7 +648,8 @@ static void s_on_info(const request_t *request)
              store_count(self->store), (unsigned long long) self->held_total,
              (unsigned long long) self->joiner_count,
              (unsigned long long) self->bad_input.total, broker_persistence(self),
-             (unsigned long long) (self->journal ? journal_disk_bytes(self->journal) : 0));
+             (unsigned long long) (self->journal ? journal_disk_bytes(self->journal) : 0),
+             (unsigned) self->config.shard);
     aq_bytes_t line = aq_bytes_str(text);
     aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = request->msg->tag, .list = &line,
                       .list_size = 1};

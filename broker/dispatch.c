@@ -129,6 +129,21 @@ static void s_tell_drained(broker_t *self, queue_t *queue)
     }
 }
 
+/*  Ready items that no consumer has room for: every consumer that asked
+    for READY (all of them without room, or the pass would have gone on)
+    hears it, once (PROTOCOL.md 4.15). */
+static void s_tell_ready(broker_t *self, queue_t *queue)
+{
+    list_node_t *node;
+    while ((node = list_first(&queue->ready_waiters))) {
+        consumer_t *consumer = list_entry(node, consumer_t, ready_link);
+        list_remove(node);
+        peer_t *peer = s_peer(consumer);
+        aq_msg_t msg = {.cmd = AQ_CMD_READY, .queue = aq_bytes_str(queue->name)};
+        broker_send(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size}, &msg, NULL);
+    }
+}
+
 /*  Consumers without credit are in neither list, so a consumer whose credit
     was used up is not visited; a consumer that cannot be sent to loses its
     session (and its items go back first in line). */
@@ -171,6 +186,8 @@ void broker_dispatch(broker_t *self, queue_t *queue)
                           now_us / 1000 + (int64_t) broker_lease_ms(item));
         }
     }
+    if (queue->ready_count && !queue->paused && !list_empty(&queue->ready_waiters))
+        s_tell_ready(self, queue);
     if (!list_empty(&queue->blocked))
         broker_unblock(self, queue);
     s_tell_drained(self, queue);

@@ -15,6 +15,7 @@
 #include "journal.h"
 #include "persist.h"
 #include "server.h"
+#include "shards.h"
 
 static void s_usage(FILE *out)
 {
@@ -109,6 +110,16 @@ static void s_usage(FILE *out)
             "                          most for every queue to drain before exiting; a second\n"
             "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000). A\n"
             "                          durable broker exits at once: its items stay in DIR.\n"
+            "      --shards N|auto     run N brokers (auto: one per core) as one service on\n"
+            "                          this host: shard K listens on PORT+2K (--metrics\n"
+            "                          PORT+K), keeps its data in DIR/shard-K, and is\n"
+            "                          restarted if it dies; clients given PORT find them\n"
+            "                          all (env ASYNCQ_SHARDS; PROTOCOL.md 4.15)\n"
+            "      --shard K           this broker's number in its service, 0 to 255, each\n"
+            "                          its own (env ASYNCQ_SHARD; 0)\n"
+            "      --service ADDR,...  every broker of the service, in shard order, this one\n"
+            "                          at place K: HOST:PORT, :PORT (the host a client\n"
+            "                          reached) or ipc://PATH (env ASYNCQ_SERVICE)\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
             "      --health            ask the broker these settings describe, on this host,\n"
@@ -221,7 +232,7 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 25 };
+enum { SETTINGS = 26 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
@@ -253,6 +264,7 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"drain-ms", "ASYNCQ_DRAIN_MS", &config->drain_ms, NULL},
         {"max-delay", "ASYNCQ_MAX_DELAY", &config->max_delay_s, NULL},
         {"segment-bytes", "ASYNCQ_SEGMENT_BYTES", &config->segment_bytes, NULL},
+        {"shard", "ASYNCQ_SHARD", &config->shard, NULL},
     };
     memcpy(settings, table, sizeof table);
 }
@@ -281,6 +293,42 @@ static int s_range(const char *flag, uint64_t value, uint64_t low, uint64_t high
     return 0;
 }
 
+/*  --service: every broker of the service, in shard order, this one at
+    --shard's place: HOST:PORT, :PORT or ipc://PATH, comma-separated. */
+static int s_service_is_valid(const broker_config_t *config)
+{
+    if (!config->service)
+        return 1;
+    size_t count = 0;
+    char entry[AQ_ENDPOINT_MAX];
+    for (const char *at = config->service; *at;) {
+        size_t length = strcspn(at, ",");
+        aq_endpoint_t endpoint;
+        snprintf(entry, sizeof entry, "%.*s", (int) length, at);
+        int bad = length == 0 || length >= sizeof entry
+                  || aq_endpoint_parse(entry, entry[0] == ':', &endpoint) != AQ_OK
+                  || (!endpoint.is_ipc && endpoint.port == 0);
+        if (bad) {
+            fprintf(stderr, "asyncq-broker: --service: '%s' is not HOST:PORT, :PORT or "
+                            "ipc://PATH\n", entry);
+            return 0;
+        }
+        count++;
+        at += length + (at[length] == ',');
+    }
+    if (strlen(config->service) + 32 > AQ_TEXT_MAX || count > SHARDS_MAX) {
+        fprintf(stderr, "asyncq-broker: --service lists too many brokers (%d at most, %d "
+                        "characters)\n", SHARDS_MAX, AQ_TEXT_MAX - 32);
+        return 0;
+    }
+    if (config->shard >= count) {
+        fprintf(stderr, "asyncq-broker: --shard %llu is not a place in --service's %zu brokers "
+                        "(counted from 0)\n", (unsigned long long) config->shard, count);
+        return 0;
+    }
+    return 1;
+}
+
 static int s_config_is_valid(broker_config_t *config)
 {
     if (!s_range("heartbeat-ms", config->heartbeat_ms, 10, 600000)
@@ -300,7 +348,9 @@ static int s_config_is_valid(broker_config_t *config)
         || !s_range("window-bytes", config->window_bytes, config->max_item, UINT64_MAX / 2)
         || !s_range("max-pending", config->max_pending, 1024, UINT32_MAX)
         || !s_range("max-delay", config->max_delay_s, 0, 315360000) /* 10 years */
-        || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX))
+        || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX)
+        || !s_range("shard", config->shard, 0, SHARDS_MAX - 1)
+        || !s_service_is_valid(config))
         return 0;
     if (config->drain_ms > INT32_MAX)
         config->drain_ms = INT32_MAX;
@@ -335,6 +385,7 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
            config->metrics ? config->metrics : "",
            config->metrics_token_file ? config->metrics_token_file : "");
     printf("ASYNCQ_STATE_DUMP=%s\n", config->state_dump ? config->state_dump : "");
+    printf("ASYNCQ_SERVICE=%s\n", config->service ? config->service : "");
     printf("ASYNCQ_VERBOSE=%d\n", config->verbose);
 }
 
@@ -485,9 +536,9 @@ int main(int argc, char **argv)
     setting_t settings[SETTINGS];
     s_settings_init(settings, &config);
     int queue_lease_given = 0, queue_retry_given = 0, print_config = 0, health = 0;
-    const char *retry = NULL;
+    const char *retry = NULL, *shards = NULL;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 19];
+    struct option options[SETTINGS + 21];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -508,7 +559,9 @@ int main(int argc, char **argv)
     options[SETTINGS + 15] = (struct option){"state-dump", required_argument, 0, 'S'};
     options[SETTINGS + 16] = (struct option){"retry", required_argument, 0, 'y'};
     options[SETTINGS + 17] = (struct option){"queue-retry", required_argument, 0, 'Y'};
-    options[SETTINGS + 18] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 18] = (struct option){"service", required_argument, 0, 'e'};
+    options[SETTINGS + 19] = (struct option){"shards", required_argument, 0, 'n'};
+    options[SETTINGS + 20] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -539,6 +592,8 @@ int main(int argc, char **argv)
         case 'M': config.metrics = optarg; break;
         case 'T': config.metrics_token_file = optarg; break;
         case 'S': config.state_dump = optarg; break;
+        case 'e': config.service = optarg; break;
+        case 'n': shards = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
@@ -578,6 +633,12 @@ int main(int argc, char **argv)
     config.metrics = aq_arg_env(config.metrics, "ASYNCQ_METRICS");
     if (config.metrics && !*config.metrics)
         config.metrics = NULL;
+    config.service = aq_arg_env(config.service, "ASYNCQ_SERVICE");
+    if (config.service && !*config.service)
+        config.service = NULL;
+    shards = aq_arg_env(shards, "ASYNCQ_SHARDS");
+    if (shards && !*shards)
+        shards = NULL;
     config.state_dump = aq_arg_env(config.state_dump, "ASYNCQ_STATE_DUMP");
     if (config.state_dump && !*config.state_dump)
         config.state_dump = NULL;
@@ -599,6 +660,15 @@ int main(int argc, char **argv)
         return s_health(config.bind, config.curve_secret);
     if (repair)
         return s_repair(config.data_dir);
+    if (shards) {
+        int count;
+        if (!shards_count(shards, &count)) {
+            fprintf(stderr, "asyncq-broker: --shards (ASYNCQ_SHARDS) takes 1 to %d or auto, "
+                            "not '%s'\n", SHARDS_MAX, shards);
+            return AQ_EXIT_USAGE;
+        }
+        return shards_run(argc, argv, &config, count);
+    }
 
     aq_status_t status;
     broker_t *broker = broker_new(&config, &status);

@@ -25,6 +25,7 @@ queue_t *queue_new(const char *name, uint64_t maxsize, uint64_t max_attempts, ui
     list_init(&self->ready);
     list_init(&self->idle);
     list_init(&self->busy);
+    list_init(&self->ready_waiters);
     list_init(&self->joiners_before);
     list_init(&self->joiners_all);
     list_init(&self->blocked);
@@ -86,6 +87,7 @@ void consumer_init(consumer_t *consumer)
     memset(consumer, 0, sizeof *consumer);
     list_init(&consumer->holds);
     list_init(&consumer->link);
+    list_init(&consumer->ready_link);
 }
 
 /*  Puts the consumer where it belongs: at the back of idle or busy, or in
@@ -112,6 +114,8 @@ void queue_detach(queue_t *self, consumer_t *consumer)
     assert(consumer->queue == self && consumer->hold_count == 0);
     if (list_linked(&consumer->link))
         list_remove(&consumer->link);
+    if (list_linked(&consumer->ready_link))
+        list_remove(&consumer->ready_link);
     consumer->queue = NULL;
     self->consumer_count--;
 }

@@ -36,6 +36,7 @@ typedef struct consumer {
     uint64_t hold_count;
     list_node_t holds;    /* items delivered and not yet acked, oldest first */
     list_node_t link;     /* in its queue's idle or busy list, or in none */
+    list_node_t ready_link; /* in its queue's ready_waiters: asked for READY (4.15) */
 } consumer_t;
 
 struct peer;
@@ -120,6 +121,7 @@ typedef struct queue {
     int64_t last_active_ms;  /* last put, get, ack, join or credit */
     list_node_t idle;        /* consumers holding nothing, with credit */
     list_node_t busy;        /* consumers holding some, with credit left */
+    list_node_t ready_waiters; /* consumers to tell READY when they have no room */
     uint64_t consumer_count;
     list_node_t joiners_before;  /* ordered by end, as ends only grow */
     list_node_t joiners_all;

@@ -255,6 +255,9 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
         zuuid_t *uuid = zuuid_new();
         snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
         zuuid_destroy(&uuid);
+        store_set_shard(self->store, (uint8_t) config->shard);
+        snprintf(self->service, sizeof self->service, "shard=%u brokers=%s",
+                 (unsigned) config->shard, config->service ? config->service : "");
     }
     return self;
 }

@@ -6,8 +6,10 @@
 
 #define CHUNK_ITEMS 4096
 #define SLOT_MAX UINT32_MAX
+#define GENERATION_MAX 0xffffffu /* the 24 bits of an id above its slot */
 
 struct store {
+    uint64_t shard_bits;  /* the shard's number << 56, in every id (4.15) */
     item_t **chunks;
     size_t chunk_count;
     size_t chunk_capacity;
@@ -107,18 +109,24 @@ static void s_init_item(item_t *item, uint64_t id)
     deadline_init(&item->timer, 0);
 }
 
+void store_set_shard(store_t *self, uint8_t shard)
+{
+    self->shard_bits = (uint64_t) shard << 56;
+}
+
 uint64_t store_pick(const store_t *self)
 {
     uint64_t slot = self->chunk_count * (uint64_t) CHUNK_ITEMS; /* of the next chunk */
     uint32_t generation = 1;
     if (self->free_count) {
         slot = self->free_slots[self->free_count - 1];
-        generation = (uint32_t) (s_slot(self, slot)->timer.at + 1); /* kept in a free slot's timer */
+        /* Kept in a free slot's timer; 24 bits, under the shard's 8. */
+        generation = (uint32_t) (s_slot(self, slot)->timer.at + 1) & GENERATION_MAX;
         if (generation == 0)
             generation = 1; /* id 0 means free */
     } else if (slot + CHUNK_ITEMS > SLOT_MAX)
         return 0;
-    return ((uint64_t) generation << 32) | slot;
+    return self->shard_bits | ((uint64_t) generation << 32) | slot;
 }
 
 item_t *store_claim(store_t *self, uint64_t id)
@@ -182,7 +190,7 @@ void store_remove(store_t *self, item_t *item)
     if (item->epitaph)
         free(item->epitaph);
     uint32_t slot = (uint32_t) (item->id & SLOT_MAX);
-    uint32_t generation = (uint32_t) (item->id >> 32);
+    uint32_t generation = (uint32_t) (item->id >> 32) & GENERATION_MAX;
     *item = (item_t){0};
     item->timer.at = generation; /* the next item in this slot gets the next one */
     s_push(self, slot);

@@ -77,6 +77,10 @@ store_t *store_new(void);
 /*  Frees every item still held (and its payload). */
 void store_destroy(store_t **self_p);
 
+/*  Ids made from now on carry `shard` in their top 8 bits (PROTOCOL.md
+    4.15: an id names its broker in a service). */
+void store_set_shard(store_t *self, uint8_t shard);
+
 /*  The id the next new item gets: the top of the free stack, or the first
     slot of the next chunk if none is free, with the slot's next
     generation. Changes nothing (twice gives the same id) and allocates

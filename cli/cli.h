@@ -22,6 +22,12 @@ int cli_keygen(int argc, char **argv);
     address as given, and the cause: aq_last_error()). */
 aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *rc);
 
+/*  A session with every broker of the service at `broker` (PROTOCOL.md
+    4.15); NULL, having said why, if one cannot be reached. */
+aq_session_t **cli_connect_all(const char *command, const char *broker, size_t *count,
+                               aq_status_t *rc);
+void cli_disconnect_all(aq_session_t **sessions, size_t count);
+
 /*  Says on stderr why `asyncq command` failed with `rc`: for a request the
     broker refused (AQ_REFUSED, or the code of its ERROR), the broker's
     code, its name and its reason, from `session`'s last ERROR; else the

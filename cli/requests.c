@@ -10,6 +10,8 @@
 #include "asyncq/control.h"
 #include "asyncq/producer.h"
 #include "asyncq/program.h"
+#include "asyncq/internal.h"
+#include "asyncq/service.h"
 #include "cli.h"
 
 typedef struct {
@@ -153,6 +155,25 @@ aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *
     return session;
 }
 
+aq_session_t **cli_connect_all(const char *command, const char *broker, size_t *count,
+                               aq_status_t *rc)
+{
+    char client_id[AQ_NAME_MAX + 1];
+    aq_client_id_make(command, client_id, sizeof client_id);
+    aq_session_t **sessions =
+        aq_service_open(broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS, count, rc);
+    if (!sessions)
+        fprintf(stderr, "asyncq %s: %s\n", command, aq_last_error());
+    return sessions;
+}
+
+void cli_disconnect_all(aq_session_t **sessions, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        aq_session_destroy(&sessions[i]);
+    free(sessions);
+}
+
 void cli_report(const char *command, const aq_session_t *session, aq_status_t rc)
 {
     const aq_error_t *error = session ? aq_session_error(session) : NULL;
@@ -223,25 +244,41 @@ int cli_join(int argc, char **argv)
         return AQ_EXIT_USAGE;
     }
     aq_status_t rc;
-    aq_session_t *session = cli_connect("join", opts.broker, &rc);
-    if (!session)
+    size_t count;
+    aq_session_t **sessions = cli_connect_all("join", opts.broker, &count, &rc);
+    if (!sessions)
         return aq_exit_code(rc);
-    aq_join_result_t result;
+    aq_join_result_t result = {0};
     join_progress_t *progress = join_progress_start(opts.broker, opts.queue, opts.all);
     /* --timeout 0 (and no --timeout) is "none", as the flag always said;
-       the library's -1. */
-    rc = aq_join(session, opts.queue, opts.timeout_ms ? (int) opts.timeout_ms : -1,
-                 opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE, &result);
+       the library's -1. Every broker of a service in turn (PROTOCOL.md
+       4.15): each covers the puts it accepted before the JOIN reached it,
+       so together they cover every put confirmed before this join. */
+    int64_t deadline = aq_deadline_at(opts.timeout_ms ? (int) opts.timeout_ms : -1);
+    size_t k = 0;
+    for (rc = AQ_OK; k < count && rc == AQ_OK; k += rc == AQ_OK) {
+        aq_join_result_t one;
+        int left = aq_deadline_left(deadline);
+        rc = aq_join(sessions[k], opts.queue, opts.timeout_ms ? (left ? left : 1) : -1,
+                     opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE, &one);
+        result.waited += one.waited;
+        result.dead += one.dead;
+        result.outstanding = one.outstanding;
+    }
     join_progress_stop(&progress);
     if (rc == AQ_OK)
         printf("joined %s: %llu items were outstanding, %llu of them dead-lettered\n", opts.queue,
                (unsigned long long) result.waited, (unsigned long long) result.dead);
+    else if (rc == AQ_TIMEOUT && count > 1)
+        printf("timed out on %s: %llu items still outstanding at %s (shard %d of a service "
+               "of %zu brokers)\n", opts.queue, (unsigned long long) result.outstanding,
+               aq_session_address(sessions[k]), aq_session_welcome(sessions[k])->shard, count);
     else if (rc == AQ_TIMEOUT)
         printf("timed out on %s: %llu items still outstanding\n", opts.queue,
                (unsigned long long) result.outstanding);
     else
-        cli_report("join", session, rc);
-    aq_session_destroy(&session);
+        cli_report("join", sessions[k < count ? k : 0], rc);
+    cli_disconnect_all(sessions, count);
     return aq_exit_code(rc);
 }
 
@@ -342,31 +379,66 @@ static void s_print_json_lines(json_lines_t *lines)
 
 /*  Prints the lines of a DEAD (action) or SHUTDOWN reply; returns the exit
     code. */
+/*  The broker of a service whose shard is `shard` (an item id's top 8
+    bits, PROTOCOL.md 4.15); NULL if none. */
+static aq_session_t *s_shard_session(aq_session_t **sessions, size_t count, int shard)
+{
+    for (size_t i = 0; i < count; i++)
+        if (aq_session_welcome(sessions[i])->shard == shard)
+            return sessions[i];
+    return NULL;
+}
+
+/*  Prints the lines of a DEAD (action) or SHUTDOWN reply, from every
+    broker of the service; with item ids, from the broker they name (ids
+    of one shard at a time). Returns the exit code. */
 static int s_print_report(const char *command, const request_options_t *opts, const char *action)
 {
-    aq_status_t rc;
-    aq_session_t *session = cli_connect(command, opts->broker, &rc);
-    if (!session)
-        return aq_exit_code(rc);
     int json = 0;
-    if (!s_format_is_json(command, opts->format, &json)) {
-        aq_session_destroy(&session);
+    if (!s_format_is_json(command, opts->format, &json))
         return AQ_EXIT_USAGE;
+    aq_status_t rc;
+    size_t count;
+    aq_session_t **sessions = cli_connect_all(command, opts->broker, &count, &rc);
+    if (!sessions)
+        return aq_exit_code(rc);
+    const char *ids = action ? strchr(action, ' ') : NULL;
+    int shard = -1;
+    for (const char *at = ids; at && *at; at = strchr(at + 1, ' ')) {
+        int of = (int) (strtoull(at + 1, NULL, 10) >> 56);
+        if (shard >= 0 && of != shard) {
+            fprintf(stderr, "asyncq %s: these ids are of several shards (an id's top 8 bits): "
+                            "act on one shard's at a time\n", command);
+            cli_disconnect_all(sessions, count);
+            return AQ_EXIT_USAGE;
+        }
+        shard = of;
     }
+    aq_session_t *only = shard >= 0 ? s_shard_session(sessions, count, shard) : NULL;
     json_lines_t lines = {json ? json_array() : NULL};
-    if (strcmp(command, "shutdown") == 0)
-        rc = aq_shutdown(session, opts->queue,
-                         opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
-                         s_print_line, NULL);
-    else
-        rc = aq_dead(session, opts->queue, action, json ? s_json_line : s_print_line, &lines);
+    aq_session_t *failed = NULL;
+    for (size_t k = 0; k < count && !rc; k++) {
+        aq_session_t *session = sessions[k];
+        if (only && session != only)
+            continue;
+        if (strcmp(command, "shutdown") == 0)
+            rc = aq_shutdown(session, opts->queue,
+                             opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
+                             s_print_line, NULL);
+        else
+            rc = aq_dead(session, opts->queue, action, json ? s_json_line : s_print_line,
+                         &lines);
+        failed = rc ? session : NULL;
+        if (shard >= 0 && !only)
+            break; /* no such shard: the first broker answers 404 */
+    }
     if (json && rc == AQ_OK)
         s_print_json_lines(&lines);
     else if (json)
         json_decref(lines.array);
     if (rc)
-        cli_report(command, session, rc);
-    aq_session_destroy(&session);
+        cli_report(command, failed ? failed : sessions[0], rc);
+    cli_disconnect_all(sessions, count);
     return aq_exit_code(rc);
 }
 
@@ -447,9 +519,13 @@ static int s_dead_show(request_options_t *opts, const char *id)
     if (!s_format_is_json("dead", opts->format, &json))
         return AQ_EXIT_USAGE;
     aq_status_t rc;
-    aq_session_t *session = cli_connect("dead", opts->broker, &rc);
-    if (!session)
+    size_t count;
+    aq_session_t **sessions = cli_connect_all("dead", opts->broker, &count, &rc);
+    if (!sessions)
         return aq_exit_code(rc);
+    aq_session_t *session = s_shard_session(sessions, count, (int) (number >> 56));
+    if (!session)
+        session = sessions[0]; /* it answers 404 */
     dead_show_t show = {.payload = zchunk_new(NULL, 0)};
     do {
         char action[64];
@@ -461,7 +537,7 @@ static int s_dead_show(request_options_t *opts, const char *id)
                                          && before < show.size))) {
             fprintf(stderr, "asyncq dead show: the broker's answer is not as PROTOCOL.md 4.12 says\n");
             zchunk_destroy(&show.payload);
-            aq_session_destroy(&session);
+            cli_disconnect_all(sessions, count);
             return AQ_EXIT_FAILURE;
         }
     } while (rc == AQ_OK && zchunk_size(show.payload) < show.size);
@@ -497,7 +573,7 @@ static int s_dead_show(request_options_t *opts, const char *id)
     else
         cli_report("dead", session, rc);
     zchunk_destroy(&show.payload);
-    aq_session_destroy(&session);
+    cli_disconnect_all(sessions, count);
     return aq_exit_code(rc);
 }
 
@@ -592,18 +668,22 @@ int cli_queue_action(int argc, char **argv)
         return AQ_EXIT_USAGE;
     }
     aq_status_t rc;
-    aq_session_t *session = cli_connect(command, opts.broker, &rc);
-    if (!session)
+    size_t count;
+    aq_session_t **sessions = cli_connect_all(command, opts.broker, &count, &rc);
+    if (!sessions)
         return aq_exit_code(rc);
     int lines = 0;
-    rc = aq_queue_action(session, opts.queue, (aq_queue_action_t) action, s_count_line, &lines);
+    size_t k = 0;
+    for (; k < count && !rc; k += !rc) /* every broker of the service */
+        rc = aq_queue_action(sessions[k], opts.queue, (aq_queue_action_t) action, s_count_line,
+                             &lines);
     if (rc)
-        cli_report(command, session, rc);
+        cli_report(command, sessions[k], rc);
     else if (!lines && *opts.queue) {
         fprintf(stderr, "asyncq %s: the broker has no queue %s\n", command, opts.queue);
         rc = AQ_REFUSED;
     }
-    aq_session_destroy(&session);
+    cli_disconnect_all(sessions, count);
     return aq_exit_code(rc);
 }
 
@@ -639,24 +719,25 @@ int cli_peek(int argc, char **argv)
         fprintf(stderr, "asyncq peek: unexpected argument '%s'\n", argv[optind]);
         return AQ_EXIT_USAGE;
     }
-    aq_status_t rc;
-    aq_session_t *session = cli_connect("peek", opts.broker, &rc);
-    if (!session)
-        return aq_exit_code(rc);
     int json = 0;
-    if (!s_format_is_json("peek", opts.format, &json)) {
-        aq_session_destroy(&session);
+    if (!s_format_is_json("peek", opts.format, &json))
         return AQ_EXIT_USAGE;
-    }
+    aq_status_t rc;
+    size_t brokers;
+    aq_session_t **sessions = cli_connect_all("peek", opts.broker, &brokers, &rc);
+    if (!sessions)
+        return aq_exit_code(rc);
     json_lines_t lines = {json ? json_array() : NULL};
-    rc = aq_peek(session, opts.queue, count, json ? s_json_line : s_print_line, &lines);
+    size_t k = 0;
+    for (; k < brokers && !rc; k += !rc) /* each shard's next items, shard by shard */
+        rc = aq_peek(sessions[k], opts.queue, count, json ? s_json_line : s_print_line, &lines);
     if (json && rc == AQ_OK)
         s_print_json_lines(&lines);
     else if (json)
         json_decref(lines.array);
     if (rc)
-        cli_report("peek", session, rc);
-    aq_session_destroy(&session);
+        cli_report("peek", sessions[k], rc);
+    cli_disconnect_all(sessions, brokers);
     return aq_exit_code(rc);
 }
 

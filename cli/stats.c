@@ -99,12 +99,59 @@ static void s_snapshot_add(void *ctx, const char *line)
     s_row_split(row);
 }
 
-static aq_status_t s_snapshot_fetch(aq_session_t *session, const char *queue,
+static const stats_row_t *s_snapshot_find(const stats_snapshot_t *snapshot, const char *queue);
+
+/*  A service's row of a queue from its brokers' (PROTOCOL.md 4.15): the
+    counts added up; maxsize and lease_ms, the largest; state, the furthest
+    from open (discarding, then draining); paused if one is. */
+static void s_row_merge(stats_row_t *into, const stats_row_t *row)
+{
+    char line[AQ_TEXT_MAX + 1];
+    size_t used = 0;
+    for (size_t i = 0; i < into->count && used < sizeof line; i++) {
+        const char *key = into->keys[i], *value = into->values[i];
+        const char *other = s_row_get(row, key);
+        uint64_t a, b;
+        char number[24];
+        if (other && strcmp(key, "queue") && aq_arg_u64(value, &a) && aq_arg_u64(other, &b)) {
+            int largest = !strcmp(key, "maxsize") || !strcmp(key, "lease_ms")
+                          || !strcmp(key, "paused");
+            snprintf(number, sizeof number, "%llu",
+                     (unsigned long long) (largest ? (a > b ? a : b) : a + b));
+            value = number;
+        }
+        else if (other && !strcmp(key, "state") && strcmp(value, "discarding")
+                 && strcmp(other, "open"))
+            value = other;
+        used += (size_t) snprintf(line + used, sizeof line - used, "%s%s=%s", i ? " " : "", key,
+                                  value);
+    }
+    snprintf(into->line, sizeof into->line, "%s", line);
+    s_row_split(into);
+}
+
+/*  Every broker's rows, a queue's merged into one. */
+static aq_status_t s_snapshot_fetch(aq_session_t **sessions, size_t count, const char *queue,
                                     stats_snapshot_t *snapshot)
 {
     snapshot->count = 0;
     snapshot->out_of_memory = 0;
-    aq_status_t rc = aq_stats(session, queue, s_snapshot_add, snapshot);
+    aq_status_t rc = AQ_OK;
+    stats_snapshot_t one = {0};
+    for (size_t k = 0; k < count && !rc; k++) {
+        one.count = 0;
+        rc = aq_stats(sessions[k], queue, s_snapshot_add, k ? &one : snapshot);
+        for (size_t i = 0; k && !rc && i < one.count; i++) {
+            stats_row_t *row = &one.rows[i];
+            stats_row_t *same = (stats_row_t *) s_snapshot_find(snapshot, s_row_get(row, "queue"));
+            if (same)
+                s_row_merge(same, row);
+            else
+                s_snapshot_add(snapshot, row->line);
+        }
+        snapshot->out_of_memory |= one.out_of_memory;
+    }
+    free(one.rows);
     snapshot->at_ms = zclock_mono();
     return rc == AQ_OK && snapshot->out_of_memory ? AQ_NOMEM : rc;
 }
@@ -266,12 +313,13 @@ static void s_snapshot_free(stats_snapshot_t *snapshot)
     memset(snapshot, 0, sizeof *snapshot);
 }
 
-static int s_show_once(aq_session_t *session, const char *queue, stats_format_t format)
+static int s_show_once(aq_session_t **sessions, size_t count, const char *queue,
+                       stats_format_t format)
 {
     stats_snapshot_t now = {0};
-    aq_status_t rc = s_snapshot_fetch(session, queue, &now);
+    aq_status_t rc = s_snapshot_fetch(sessions, count, queue, &now);
     if (rc)
-        cli_report("stats", session, rc);
+        cli_report("stats", sessions[0], rc);
     else
         s_print(stdout, format, &now, NULL, 0);
     s_snapshot_free(&now);
@@ -317,8 +365,8 @@ static void s_watch_frame(const stats_snapshot_t *now, const stats_snapshot_t *b
     with exit 0: stopping is how a watch is meant to end. A broker that
     went away or restarted is asked again (with a new session) at the next
     interval rather than ending the watch. */
-static int s_watch(aq_session_t *session, const char *queue, stats_format_t format,
-                   uint64_t interval_ms)
+static int s_watch(aq_session_t **sessions, size_t count, const char *queue,
+                   stats_format_t format, uint64_t interval_ms)
 {
     int tty = isatty(STDOUT_FILENO);
     if (tty)
@@ -328,9 +376,11 @@ static int s_watch(aq_session_t *session, const char *queue, stats_format_t form
     int64_t next = zclock_mono();
     int stale = 0;
     while (!aq_interrupted()) {
-        aq_status_t rc = stale ? aq_session_hello(session, AQ_CONNECT_TIMEOUT_MS) : AQ_OK;
+        aq_status_t rc = AQ_OK;
+        for (size_t k = 0; stale && !rc && k < count; k++)
+            rc = aq_session_hello(sessions[k], AQ_CONNECT_TIMEOUT_MS);
         if (!rc)
-            rc = s_snapshot_fetch(session, queue, now);
+            rc = s_snapshot_fetch(sessions, count, queue, now);
         if (rc == AQ_INTERRUPTED || aq_interrupted())
             break;
         stale = rc != AQ_OK;
@@ -357,11 +407,12 @@ static int s_watch(aq_session_t *session, const char *queue, stats_format_t form
 int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms)
 {
     aq_status_t rc;
-    aq_session_t *session = cli_connect("stats", broker, &rc);
-    if (!session)
+    size_t count;
+    aq_session_t **sessions = cli_connect_all("stats", broker, &count, &rc);
+    if (!sessions)
         return aq_exit_code(rc);
-    int code = watch_ms ? s_watch(session, queue, format, watch_ms)
-                        : s_show_once(session, queue, format);
-    aq_session_destroy(&session);
+    int code = watch_ms ? s_watch(sessions, count, queue, format, watch_ms)
+                        : s_show_once(sessions, count, queue, format);
+    cli_disconnect_all(sessions, count);
     return code;
 }

@@ -24,7 +24,8 @@ typedef enum {
     /* Optional, and only as a command's last field: absent, or not sent
        when empty (an older peer takes no such frame). */
     F_OPTIONS,     /* a put's options */
-    F_WITH,        /* CREDIT: what deliveries should carry: "priority" */
+    F_WITH,        /* HELLO CREDIT: what the client asks for: words of s_with_words */
+    F_SERVICE,     /* WELCOME: the service (4.15), as text */
     F_PRIORITY,    /* ITEM: a signed decimal within int32 (sent if has_priority) */
     F_PRIORITIES   /* ITEMS: msg->count big-endian int32, one frame */
 } field_type_t;
@@ -36,7 +37,7 @@ typedef struct {
     size_t offset; /* of the aq_bytes_t or uint64_t member in aq_msg_t */
 } field_t;
 
-#define MAX_FIELDS 9
+#define MAX_FIELDS 10
 typedef struct {
     const char *word;
     size_t field_count;
@@ -61,12 +62,13 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_PUTS] = {"PUTS", 7, {{F_NAME, B(producer)}, {F_U64, B(seq)}, {F_U64, B(count)},
                                  {F_NAME, B(queue)}, {F_U64, B(lease_ms)},
                                  {F_PUTS_BATCH, B(batch)}, {F_OPTIONS, B(options)}}},
-    [AQ_CMD_HELLO] = {"HELLO", 3, {{F_TAG, B(tag)}, {F_NAME, B(client)}, {F_U64, B(seq)}}},
-    [AQ_CMD_WELCOME] = {"WELCOME", 9, {{F_TAG, B(tag)}, {F_NAME, B(broker)},
-                                       {F_U64, B(max_item)}, {F_U64, B(heartbeat_ms)},
-                                       {F_U64, B(batch_max)}, {F_U64, B(window)},
-                                       {F_U64, B(window_bytes)}, {F_TEXT, B(text)},
-                                       {F_TEXT, B(persistence)}}},
+    [AQ_CMD_HELLO] = {"HELLO", 4, {{F_TAG, B(tag)}, {F_NAME, B(client)}, {F_U64, B(seq)},
+                                   {F_WITH, B(with)}}},
+    [AQ_CMD_WELCOME] = {"WELCOME", 10, {{F_TAG, B(tag)}, {F_NAME, B(broker)},
+                                        {F_U64, B(max_item)}, {F_U64, B(heartbeat_ms)},
+                                        {F_U64, B(batch_max)}, {F_U64, B(window)},
+                                        {F_U64, B(window_bytes)}, {F_TEXT, B(text)},
+                                        {F_TEXT, B(persistence)}, {F_SERVICE, B(service)}}},
     [AQ_CMD_CREDIT] = {"CREDIT", 5, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(credit)},
                                      {F_U64, B(batch_max)}, {F_WITH, B(with)}}},
     [AQ_CMD_CREDITED] = {"CREDITED", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)},
@@ -105,6 +107,7 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_PEEK] = {"PEEK", 3, {{F_TAG, B(tag)}, {F_NAME, B(queue)}, {F_U64, B(count)}}},
     [AQ_CMD_PAUSE] = {"PAUSE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_RESUME] = {"RESUME", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
+    [AQ_CMD_READY] = {"READY", 1, {{F_NAME, B(queue)}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)
@@ -508,6 +511,42 @@ static bool s_text_is_valid(aq_bytes_t frame)
     return frame.size <= AQ_TEXT_MAX && aq_utf8_is_valid(frame.data, frame.size);
 }
 
+/*  `with` (HELLO, CREDIT): known words, each once, one space between. */
+static const char *const s_with_words[] = {"priority", "ready", "service", NULL};
+
+static bool s_with_is_valid(aq_bytes_t frame)
+{
+    unsigned seen = 0;
+    const uint8_t *at = frame.data, *end = frame.data + frame.size;
+    while (at < end) {
+        const uint8_t *space = memchr(at, ' ', (size_t) (end - at)), *stop = space ? space : end;
+        if (space && space + 1 == end)
+            return false;
+        unsigned word = 0;
+        while (s_with_words[word]
+               && !s_bytes_equal((aq_bytes_t){at, (size_t) (stop - at)}, s_with_words[word]))
+            word++;
+        if (!s_with_words[word] || (seen & 1u << word))
+            return false;
+        seen |= 1u << word;
+        at = space ? space + 1 : end;
+    }
+    return true;
+}
+
+int aq_with_has(aq_bytes_t with, const char *word)
+{
+    size_t length = strlen(word);
+    const uint8_t *at = with.data, *end = with.data + with.size;
+    while (at < end) {
+        const uint8_t *space = memchr(at, ' ', (size_t) (end - at)), *stop = space ? space : end;
+        if ((size_t) (stop - at) == length && memcmp(at, word, length) == 0)
+            return 1;
+        at = space ? space + 1 : end;
+    }
+    return 0;
+}
+
 /*  Checks one frame against its field type and stores it in msg. A batch
     is checked against msg->count, decoded before it. */
 static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame)
@@ -561,7 +600,11 @@ static bool s_decode_field(aq_msg_t *msg, const field_t *field, aq_bytes_t frame
     case F_TEXT_LIST:
         return false; /* handled by s_decode_lines */
     case F_WITH:
-        if (frame.size && !s_bytes_equal(frame, "priority"))
+        if (!s_with_is_valid(frame))
+            return false;
+        break;
+    case F_SERVICE:
+        if (!s_text_is_valid(frame))
             return false;
         break;
     case F_PRIORITY:

@@ -1,42 +1,89 @@
 #include "asyncq/consumer.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <string.h>
 
 #include "asyncq/internal.h"
+#include "asyncq/service.h"
 
-struct aq_consumer {
+/*  The consumer's part at one broker of the service (PROTOCOL.md 4.15). */
+typedef struct {
     aq_session_t *session;
-    char queue[AQ_NAME_MAX + 1];
-    uint64_t credit;
+    const char *queue;
+    uint64_t credit;          /* granted this broker */
+    uint64_t held;            /* items it delivered that are not acked or nacked */
     uint64_t batch;           /* items per ITEMS asked for */
     int credit_withdrawn;     /* the broker took the credit: ask again */
     aq_batch_iter_t items;    /* the rest of the ITEMS being handed out */
     int has_items;
     int shut_down;            /* the broker said SHUT_DOWN: nothing more will come */
+    int ready;                /* it said READY: it has items and no room for us */
+    char lowering[AQ_TAG_MAX + 1]; /* the CREDIT that lowers its credit, until CREDITED */
+    char credit_tag[AQ_TAG_MAX + 1]; /* the last CREDIT's */
+    int in_force;             /* its CREDITED came: what it allowed came before */
+    uint64_t lowered_from;    /* the credit before it */
+    int shard;
     uint8_t pending[AQ_ACK_BATCH * 8];
     size_t pending_count;
+} link_t;
+
+/*  Its credit is shared by the links: what they may hold together, held
+    items included, never exceeds it; a link with items and no room (READY)
+    gets credit from one with room and nothing coming. */
+struct aq_consumer {
+    link_t links[AQ_SERVICE_MAX];
+    size_t count;
+    size_t next;              /* the link get() looks at first */
+    char queue[AQ_NAME_MAX + 1];
+    uint64_t credit;
 };
+
+/*  What a link may hold: its credit, or more if items came before a lower
+    credit took effect. */
+static uint64_t s_share(const link_t *link)
+{
+    uint64_t credit = link->lowering[0] ? link->lowered_from : link->credit;
+    return credit > link->held ? credit : link->held;
+}
 
 /*  Sends CREDIT and waits for CREDITED: a consumer that has it and gets
     nothing knows the queue is empty. Items that arrive meanwhile stay in
     the socket for get(). */
-static aq_status_t s_credit(aq_consumer_t *self, int timeout_ms)
+static aq_status_t s_credit(link_t *self, int timeout_ms)
 {
     aq_msg_t msg = {.cmd = AQ_CMD_CREDIT};
     msg.queue = aq_bytes_str(self->queue);
     msg.credit = self->credit;
     msg.batch_max = self->batch;
+    msg.with = aq_bytes_str("ready");
+    self->ready = 0; /* asked anew */
+    self->in_force = 0;
     aq_status_t rc = aq_session_request(self->session, &msg);
+    snprintf(self->credit_tag, sizeof self->credit_tag, "%.*s", (int) msg.tag.size,
+             (const char *) msg.tag.data);
     if (rc || timeout_ms == 0)
         return rc;
     char tag[AQ_TAG_MAX + 1];
-    snprintf(tag, sizeof tag, "%.*s", (int) msg.tag.size, (const char *) msg.tag.data);
+    snprintf(tag, sizeof tag, "%s", self->credit_tag);
     aq_msg_t reply;
     int64_t deadline = aq_deadline_at(timeout_ms);
     /* Items can only come after CREDITED, so nothing else is lost here. */
     rc = aq_session_await(self->session, tag, &reply, aq_deadline_left(deadline), NULL, NULL);
+    self->in_force = rc == AQ_OK;
     return rc == AQ_TIMEOUT ? AQ_UNREACHABLE : rc;
+}
+
+/*  The credit shared out: every link a part, the first ones one more. */
+static void s_share_out(aq_consumer_t *self)
+{
+    for (size_t i = 0; i < self->count; i++) {
+        link_t *link = &self->links[i];
+        link->credit = self->credit / self->count + (i < self->credit % self->count);
+        uint64_t max_batch = aq_session_welcome(link->session)->max_batch;
+        uint64_t most = self->credit > 0 ? self->credit : 1;
+        link->batch = most < max_batch ? most : max_batch;
+    }
 }
 
 aq_consumer_t *aq_consumer_new(const char *address, const char *name, const char *queue,
@@ -58,27 +105,39 @@ aq_consumer_t *aq_consumer_new(const char *address, const char *name, const char
     self->credit = credit;
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "consumer", client_id, sizeof client_id);
-    self->session = aq_session_open(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, status);
-    if (self->session) {
-        uint64_t max_batch = aq_session_welcome(self->session)->max_batch;
-        self->batch = credit < max_batch ? credit : max_batch;
-        *status = s_credit(self, AQ_CONNECT_TIMEOUT_MS);
+    aq_session_t **sessions =
+        aq_service_open(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, &self->count, status);
+    for (size_t i = 0; i < self->count; i++) {
+        self->links[i].session = sessions[i];
+        self->links[i].queue = self->queue;
+        self->links[i].shard = aq_session_welcome(sessions[i])->shard;
+    }
+    free(sessions);
+    if (self->count)
+        s_share_out(self);
+    for (size_t i = 0; i < self->count && !*status; i++) {
+        *status = s_credit(&self->links[i], AQ_CONNECT_TIMEOUT_MS);
         if (*status)
-            aq_last_error_status(address, *status, self->session);
+            aq_last_error_status(aq_session_address(self->links[i].session), *status,
+                                 self->links[i].session);
     }
     if (*status)
         aq_consumer_destroy(&self);
     return self;
 }
 
+static aq_status_t s_flush(link_t *self);
+
 void aq_consumer_destroy(aq_consumer_t **self_p)
 {
     aq_consumer_t *self = *self_p;
     if (!self)
         return;
-    if (self->session)
-        aq_consumer_flush(self);
-    aq_session_destroy(&self->session);
+    for (size_t i = 0; i < self->count; i++) {
+        if (self->links[i].session)
+            s_flush(&self->links[i]);
+        aq_session_destroy(&self->links[i].session);
+    }
     free(self);
     *self_p = NULL;
 }
@@ -86,17 +145,25 @@ void aq_consumer_destroy(aq_consumer_t **self_p)
 aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit)
 {
     self->credit = credit;
-    return s_credit(self, 0);
+    s_share_out(self);
+    aq_status_t first = AQ_OK;
+    for (size_t i = 0; i < self->count; i++) {
+        self->links[i].lowering[0] = '\0';
+        aq_status_t rc = s_credit(&self->links[i], 0);
+        if (rc && !first)
+            first = rc;
+    }
+    return first;
 }
 
-static aq_status_t s_send_ids(aq_consumer_t *self, aq_msg_t *msg, const uint8_t *ids,
+static aq_status_t s_send_ids(link_t *self, aq_msg_t *msg, const uint8_t *ids,
                               size_t count)
 {
     msg->ids = (aq_bytes_t){ids, count * 8};
     return aq_session_request(self->session, msg);
 }
 
-aq_status_t aq_consumer_flush(aq_consumer_t *self)
+static aq_status_t s_flush(link_t *self)
 {
     if (self->pending_count == 0)
         return AQ_OK;
@@ -106,28 +173,61 @@ aq_status_t aq_consumer_flush(aq_consumer_t *self)
     return s_send_ids(self, &msg, self->pending, count);
 }
 
+aq_status_t aq_consumer_flush(aq_consumer_t *self)
+{
+    aq_status_t first = AQ_OK;
+    for (size_t i = 0; i < self->count; i++) {
+        aq_status_t rc = s_flush(&self->links[i]);
+        if (rc && !first)
+            first = rc;
+    }
+    return first;
+}
+
+/*  The link of the broker that gave item `id`: its shard is the id's top
+    8 bits (PROTOCOL.md 4.15). */
+static link_t *s_link_of(aq_consumer_t *self, uint64_t id)
+{
+    int shard = (int) (id >> 56);
+    for (size_t i = 0; i < self->count; i++)
+        if (self->links[i].shard == shard)
+            return &self->links[i];
+    return &self->links[0]; /* the broker answers 404 */
+}
+
+/*  An item acked or nacked: the link holds one fewer. */
+static void s_release_one(link_t *link)
+{
+    if (link->held)
+        link->held--;
+}
+
 aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id)
 {
-    aq_put_u64(self->pending + self->pending_count * 8, id);
-    self->pending_count++;
-    return self->pending_count == AQ_ACK_BATCH ? aq_consumer_flush(self) : AQ_OK;
+    link_t *link = s_link_of(self, id);
+    aq_put_u64(link->pending + link->pending_count * 8, id);
+    link->pending_count++;
+    s_release_one(link);
+    return link->pending_count == AQ_ACK_BATCH ? s_flush(link) : AQ_OK;
 }
 
 /*  A new session and the same credit, after the broker forgot this consumer.
     Items it held from the old session are the broker's to redeliver; their
     acks are dropped. */
-static aq_status_t s_rejoin(aq_consumer_t *self)
+static aq_status_t s_rejoin(link_t *self)
 {
     self->pending_count = 0;
     self->has_items = 0;
+    self->held = 0;
+    self->lowering[0] = '\0';
     aq_status_t rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
     return rc ? rc : s_credit(self, 0);
 }
 
 /*  TOUCH or NACK for one id, after the pending acks so order is kept. */
-static aq_status_t s_send_one(aq_consumer_t *self, aq_msg_t *msg, uint64_t id)
+static aq_status_t s_send_one(link_t *self, aq_msg_t *msg, uint64_t id)
 {
-    aq_status_t rc = aq_consumer_flush(self);
+    aq_status_t rc = s_flush(self);
     if (rc)
         return rc;
     uint8_t frame[8];
@@ -138,7 +238,7 @@ static aq_status_t s_send_one(aq_consumer_t *self, aq_msg_t *msg, uint64_t id)
 aq_status_t aq_consumer_touch(aq_consumer_t *self, uint64_t id)
 {
     aq_msg_t msg = {.cmd = AQ_CMD_TOUCH};
-    return s_send_one(self, &msg, id);
+    return s_send_one(s_link_of(self, id), &msg, id);
 }
 
 aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms,
@@ -148,10 +248,12 @@ aq_status_t aq_consumer_nack(aq_consumer_t *self, uint64_t id, uint64_t delay_ms
     msg.text = aq_text_cut(reason ? reason : "", AQ_TEXT_MAX);
     if (!aq_utf8_is_valid(msg.text.data, msg.text.size))
         msg.text = aq_bytes_str("");
-    return s_send_one(self, &msg, id);
+    link_t *link = s_link_of(self, id);
+    s_release_one(link);
+    return s_send_one(link, &msg, id);
 }
 
-static int s_next_from_batch(aq_consumer_t *self, aq_item_t *item)
+static int s_next_from_batch(link_t *self, aq_item_t *item)
 {
     aq_delivery_t delivery;
     if (!self->has_items || !aq_items_next(&self->items, &delivery)) {
@@ -164,10 +266,14 @@ static int s_next_from_batch(aq_consumer_t *self, aq_item_t *item)
     item->lease_ms = delivery.lease_ms;
     item->data = delivery.payload.data;
     item->size = delivery.payload.size;
+    self->held++;
     return 1;
 }
 
-static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
+static void s_on_credited(aq_consumer_t *owner, link_t *self, const aq_msg_t *msg);
+
+static aq_status_t s_take_item(aq_consumer_t *owner, link_t *self, aq_item_t *item,
+                               int timeout_ms)
 {
     if (s_next_from_batch(self, item))
         return AQ_OK;
@@ -194,8 +300,13 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
         self->has_items = 1;
         return s_next_from_batch(self, item) ? AQ_OK : AQ_TIMEOUT;
     }
+    if (msg.cmd == AQ_CMD_READY)
+        self->ready = 1;
+    if (msg.cmd == AQ_CMD_CREDITED)
+        s_on_credited(owner, self, &msg);
     if (msg.cmd != AQ_CMD_ITEM)
         return AQ_TIMEOUT; /* not for us: the caller looks again */
+    self->held++;
     item->id = msg.id;
     item->attempt = msg.attempt;
     item->age_us = msg.age_us;
@@ -205,44 +316,161 @@ static aq_status_t s_take_item(aq_consumer_t *self, aq_item_t *item, int timeout
     return AQ_OK;
 }
 
+/*  A lowered credit in force: every item the broker sent under the old
+    one has come (they come before CREDITED); s_rebalance gives what it
+    freed to another link. */
+static void s_on_credited(aq_consumer_t *owner, link_t *self, const aq_msg_t *msg)
+{
+    (void) owner;
+    if (msg->tag.size == strlen(self->credit_tag)
+        && memcmp(msg->tag.data, self->credit_tag, msg->tag.size) == 0)
+        self->in_force = 1;
+    if (self->lowering[0] && msg->tag.size == strlen(self->lowering)
+        && memcmp(msg->tag.data, self->lowering, msg->tag.size) == 0)
+        self->lowering[0] = '\0';
+}
+
+/*  A link that wants credit: its broker said READY, and it has no room
+    (with room, the items come by themselves: the READY is old). */
+static int s_wants(const link_t *link)
+{
+    return link->ready && !link->lowering[0] && !link->shut_down && link->credit <= link->held;
+}
+
+/*  Credit no link has (freed by a lowering, or by an ack of an item held
+    beyond a link's credit) goes to a link that said READY, else to the
+    next link in turn. */
+static void s_rebalance(aq_consumer_t *self)
+{
+    uint64_t used = 0;
+    for (size_t i = 0; i < self->count; i++)
+        used += s_share(&self->links[i]);
+    if (used >= self->credit)
+        return;
+    link_t *to = NULL;
+    for (size_t i = 0; i < self->count && !to; i++)
+        if (s_wants(&self->links[i]))
+            to = &self->links[i];
+    for (size_t step = 0; step < self->count && !to; step++) {
+        link_t *link = &self->links[(self->next + step) % self->count];
+        if (!link->lowering[0] && !link->shut_down)
+            to = link;
+    }
+    if (!to)
+        return;
+    to->credit = s_share(to) + (self->credit - used);
+    s_credit(to, 0);
+}
+
+/*  A link said READY: credit that another link holds without items (room
+    it does not use) is lowered there first; s_rebalance moves it once
+    that broker confirms. */
+static void s_move_credit(aq_consumer_t *self)
+{
+    int wanted = 0;
+    for (size_t i = 0; i < self->count; i++) {
+        if (self->links[i].lowering[0])
+            return; /* one at a time */
+        wanted |= s_wants(&self->links[i]);
+    }
+    if (!wanted || self->count < 2)
+        return;
+    for (size_t i = 0; i < self->count; i++) {
+        link_t *from = &self->links[i];
+        /* Only once its credit is in force: items it allowed come before
+           CREDITED, so a link with room and none has nothing for us. */
+        if (!from->in_force || from->has_items || from->credit <= from->held)
+            continue;
+        from->lowered_from = from->credit;
+        from->credit = from->held;
+        if (s_credit(from, 0) == AQ_OK)
+            memcpy(from->lowering, from->credit_tag, sizeof from->lowering);
+        return;
+    }
+}
+
+/*  An item already here, from any link (the next link first, in turn), or
+    AQ_TIMEOUT; a link's final word (shut down, an error) is returned. */
+static aq_status_t s_take_any(aq_consumer_t *self, aq_item_t *item)
+{
+    for (size_t step = 0; step < self->count; step++) {
+        size_t i = (self->next + step) % self->count;
+        link_t *link = &self->links[i];
+        if (link->shut_down) {
+            if (s_next_from_batch(link, item))
+                return AQ_OK;
+            continue;
+        }
+        if (link->credit_withdrawn) {
+            /* A get() proves this consumer reads again: ask for the credit
+               the broker withdrew. */
+            link->credit_withdrawn = 0;
+            aq_status_t rc = s_credit(link, 0);
+            if (rc)
+                return rc;
+        }
+        aq_status_t rc;
+        do
+            rc = s_take_item(self, link, item, 0);
+        while (rc == AQ_TIMEOUT && zmq_poll(&(zmq_pollitem_t){aq_session_socket(link->session),
+                                                             0, ZMQ_POLLIN, 0}, 1, 0) > 0);
+        if (rc == AQ_SHUT_DOWN)
+            continue; /* the others may still have items */
+        if (rc != AQ_TIMEOUT) {
+            self->next = (i + 1) % self->count;
+            return rc;
+        }
+    }
+    if (self->count > 1) {
+        s_rebalance(self);
+        s_move_credit(self);
+    }
+    for (size_t i = 0; i < self->count; i++)
+        if (!self->links[i].shut_down)
+            return AQ_TIMEOUT;
+    return AQ_SHUT_DOWN; /* every broker said so */
+}
+
 aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms)
 {
-    /* Shut down and empty: every get says so at once, the one that was
-       waiting when the broker told and every later one, without waiting.
-       (Items of a batch that came before would still be handed out first;
-       the broker tells only once nothing is in flight.) */
-    if (self->shut_down) {
-        if (s_next_from_batch(self, item))
-            return AQ_OK;
-        aq_status_t rc = aq_consumer_flush(self);
-        return rc ? rc : AQ_SHUT_DOWN;
+    /* Shut down and empty everywhere: every get says so at once, the one
+       that was waiting when the brokers told and every later one, without
+       waiting. (Items of a batch that came before are handed out first;
+       a broker tells only once nothing is in flight.) An item already
+       here is taken without flushing acks, so acks coalesce under load;
+       before waiting, pending acks go out (they are what earns the next
+       items). */
+    aq_status_t rc = s_take_any(self, item);
+    if (rc == AQ_SHUT_DOWN) {
+        aq_status_t flushed = aq_consumer_flush(self);
+        return flushed ? flushed : AQ_SHUT_DOWN;
     }
-    /* A get() proves this consumer reads again: ask for the credit the
-       broker withdrew. */
-    if (self->credit_withdrawn) {
-        self->credit_withdrawn = 0;
-        aq_status_t rc = s_credit(self, 0);
-        if (rc)
-            return rc;
-    }
-    /* An item already here is taken without flushing acks, so acks coalesce
-       under load; before waiting, pending acks go out (they are what earns
-       the next items). */
-    aq_status_t rc = s_take_item(self, item, 0);
     if (rc != AQ_TIMEOUT)
         return rc;
     rc = aq_consumer_flush(self);
     if (rc)
         return rc;
     int64_t deadline = aq_deadline_at(timeout_ms);
+    zmq_pollitem_t polls[AQ_SERVICE_MAX];
     for (;;) {
         int left = aq_deadline_left(deadline);
         /* Wake at least once per heartbeat to notice a silent broker. */
-        int slice = (int) aq_session_heartbeat_ms(self->session);
+        int slice = (int) aq_session_heartbeat_ms(self->links[0].session);
         int wait = slice && (left < 0 || left > slice) ? slice : left;
-        rc = s_take_item(self, item, wait);
-        if (rc == AQ_TIMEOUT && aq_session_broker_silent(self->session))
-            s_rejoin(self); /* if the broker is still away, try again later */
+        for (size_t i = 0; i < self->count; i++)
+            polls[i] = (zmq_pollitem_t){aq_session_socket(self->links[i].session), 0,
+                                        ZMQ_POLLIN, 0};
+        if (zmq_poll(polls, (int) self->count, wait) < 0)
+            return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
+        rc = s_take_any(self, item);
+        if (rc == AQ_TIMEOUT)
+            for (size_t i = 0; i < self->count; i++)
+                if (aq_session_broker_silent(self->links[i].session))
+                    s_rejoin(&self->links[i]); /* if it is still away, again later */
+        if (rc == AQ_SHUT_DOWN) {
+            aq_status_t flushed = aq_consumer_flush(self);
+            return flushed ? flushed : AQ_SHUT_DOWN;
+        }
         if (rc != AQ_TIMEOUT || left == 0)
             return rc;
     }
@@ -250,5 +478,5 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
 
 aq_session_t *aq_consumer_session(aq_consumer_t *self)
 {
-    return self->session;
+    return self->links[0].session;
 }

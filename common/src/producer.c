@@ -17,6 +17,7 @@
 
 #include "asyncq/internal.h"
 #include "asyncq/security.h"
+#include "asyncq/service.h"
 
 /*  PUSH queues at most this many messages in this process before a send
     blocks. Small, so that a broker that stopped reading is felt soon. */
@@ -32,7 +33,8 @@ typedef struct {
     zmq_msg_t frame;   /* the payload, or the items frame */
 } sent_t;
 
-struct aq_producer {
+/*  The producer's part at one broker of the service. */
+typedef struct link {
     aq_session_t *session;
     uint64_t window_bytes;  /* unconfirmed bytes allowed */
     zsock_t *push;          /* connected at the first send */
@@ -54,9 +56,17 @@ struct aq_producer {
     char sync_tag[AQ_TAG_MAX + 1]; /* the SYNC in flight, "" if none */
     uint64_t sync_seq;
     char held[AQ_NAME_MAX + 1];    /* queue the broker holds our puts for, "" */
+} link_t;
+
+/*  A link per broker of the service (PROTOCOL.md 4.15), by shard; each
+    batch goes to the next one that is up. */
+struct aq_producer {
+    link_t *links[AQ_SERVICE_MAX];
+    size_t count;
+    size_t current;
 };
 
-static aq_status_t s_connect_push(aq_producer_t *self)
+static aq_status_t s_connect_push(link_t *self)
 {
     if (self->push)
         return AQ_OK;
@@ -70,41 +80,34 @@ static aq_status_t s_connect_push(aq_producer_t *self)
     return zsock_connect(self->push, "%s", pull) == 0 ? AQ_OK : AQ_BAD_ENDPOINT;
 }
 
-aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_t *status)
+/*  A link over an open session (it owns it from now on). */
+static link_t *s_link_new(aq_session_t *session, aq_status_t *status)
 {
-    aq_producer_t *self = calloc(1, sizeof *self);
+    link_t *self = calloc(1, sizeof *self);
     if (!self) {
+        aq_session_destroy(&session);
         *status = AQ_NOMEM;
-        aq_last_error_status(address, AQ_NOMEM, NULL);
         return NULL;
     }
-    char client_id[AQ_NAME_MAX + 1];
-    aq_client_id_make(name ? name : "producer", client_id, sizeof client_id);
-    self->session = aq_session_open(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, status);
-    if (self->session) {
-        const aq_welcome_t *welcome = aq_session_welcome(self->session);
-        self->window_max = welcome->window < AQ_PRODUCER_WINDOW ? welcome->window
-                                                                : AQ_PRODUCER_WINDOW;
-        self->window_bytes = welcome->window_bytes < AQ_PRODUCER_WINDOW_BYTES
-                                 ? welcome->window_bytes : AQ_PRODUCER_WINDOW_BYTES;
-        self->window = calloc(self->window_max, sizeof *self->window);
-        self->batch = malloc(welcome->max_item);
-        *status = self->window && self->batch ? AQ_OK : AQ_NOMEM;
-        if (*status)
-            aq_last_error_status(address, *status, NULL);
-    }
-    if (*status)
-        aq_producer_destroy(&self);
+    self->session = session;
+    const aq_welcome_t *welcome = aq_session_welcome(session);
+    self->window_max = welcome->window < AQ_PRODUCER_WINDOW ? welcome->window
+                                                            : AQ_PRODUCER_WINDOW;
+    self->window_bytes = welcome->window_bytes < AQ_PRODUCER_WINDOW_BYTES
+                             ? welcome->window_bytes : AQ_PRODUCER_WINDOW_BYTES;
+    self->window = calloc(self->window_max, sizeof *self->window);
+    self->batch = malloc(welcome->max_item);
+    *status = self->window && self->batch ? AQ_OK : AQ_NOMEM;
     return self;
 }
 
-static sent_t *s_at(aq_producer_t *self, size_t index)
+static sent_t *s_at(link_t *self, size_t index)
 {
     return &self->window[(self->head + index) % self->window_max];
 }
 
 /*  Forgets the messages whose puts are all confirmed: the broker has them. */
-static void s_release(aq_producer_t *self, uint64_t seq)
+static void s_release(link_t *self, uint64_t seq)
 {
     while (self->count && s_at(self, 0)->seq + s_at(self, 0)->count - 1 <= seq) {
         sent_t *sent = s_at(self, 0);
@@ -116,13 +119,14 @@ static void s_release(aq_producer_t *self, uint64_t seq)
     }
 }
 
-void aq_producer_destroy(aq_producer_t **self_p)
+static aq_status_t s_flush(link_t *self);
+
+static void s_link_destroy(link_t *self)
 {
-    aq_producer_t *self = *self_p;
     if (!self)
         return;
     if (self->session && self->window)
-        aq_producer_flush(self);
+        s_flush(self);
     if (self->push)
         zsock_set_linger(self->push, 0); /* only synced puts are promised */
     zsock_destroy(&self->push);
@@ -132,10 +136,9 @@ void aq_producer_destroy(aq_producer_t **self_p)
     free(self->window);
     free(self->batch);
     free(self);
-    *self_p = NULL;
 }
 
-static aq_status_t s_send(aq_producer_t *self, sent_t *sent)
+static aq_status_t s_send(link_t *self, sent_t *sent)
 {
     aq_status_t rc = s_connect_push(self);
     if (rc)
@@ -153,7 +156,7 @@ static aq_status_t s_send(aq_producer_t *self, sent_t *sent)
     return rc == AQ_TRANSPORT && errno == EINTR ? AQ_INTERRUPTED : rc;
 }
 
-static aq_status_t s_send_sync(aq_producer_t *self)
+static aq_status_t s_send_sync(link_t *self)
 {
     aq_msg_t msg = {.cmd = AQ_CMD_SYNC};
     msg.producer = aq_bytes_str(aq_session_client_id(self->session));
@@ -166,7 +169,7 @@ static aq_status_t s_send_sync(aq_producer_t *self)
 
 /*  A new session (if the broker lost ours), and every unconfirmed message
     sent again, oldest first. */
-static aq_status_t s_resend(aq_producer_t *self, int new_session)
+static aq_status_t s_resend(link_t *self, int new_session)
 {
     self->sync_tag[0] = '\0';
     aq_status_t rc = AQ_OK;
@@ -204,7 +207,7 @@ static uint64_t s_range_count(const char *subject)
 
 /*  Handles one message from the broker: a SYNCED, a HELD, an ERROR about
     puts or about the SYNC. Returns AQ_OK, or what the caller must act on. */
-static aq_status_t s_handle(aq_producer_t *self, const aq_msg_t *msg, aq_status_t status)
+static aq_status_t s_handle(link_t *self, const aq_msg_t *msg, aq_status_t status)
 {
     const aq_error_t *error = aq_session_error(self->session);
     int about_sync = status == AQ_REFUSED && self->sync_tag[0]
@@ -236,7 +239,7 @@ static aq_status_t s_handle(aq_producer_t *self, const aq_msg_t *msg, aq_status_
 }
 
 /*  Handles the replies that have already arrived, without waiting. */
-static aq_status_t s_read_replies(aq_producer_t *self)
+static aq_status_t s_read_replies(link_t *self)
 {
     for (;;) {
         aq_msg_t msg;
@@ -252,7 +255,7 @@ static aq_status_t s_read_replies(aq_producer_t *self)
 /*  Reads replies until the window holds at most `keep` puts, waiting up to
     timeout_ms (-1: for ever; 0: reads only what has arrived). Resends after
     a broker restart. */
-static aq_status_t s_confirm(aq_producer_t *self, uint64_t keep, int timeout_ms)
+static aq_status_t s_confirm(link_t *self, uint64_t keep, int timeout_ms)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
     while (self->unconfirmed > keep || (keep == 0 && self->sync_tag[0])) {
@@ -283,7 +286,7 @@ static aq_status_t s_confirm(aq_producer_t *self, uint64_t keep, int timeout_ms)
 }
 
 /*  Keeps a message in the window and sends it. The window has room. */
-static aq_status_t s_add(aq_producer_t *self, const char *queue, uint64_t lease_ms,
+static aq_status_t s_add(link_t *self, const char *queue, uint64_t lease_ms,
                          const aq_options_t *options, uint64_t count, int is_batch,
                          zmq_msg_t *frame)
 {
@@ -319,7 +322,7 @@ static void s_free_batch(void *data, void *hint)
 }
 
 /*  Waits until `count` more puts and `size` more bytes fit in the window. */
-static aq_status_t s_make_room(aq_producer_t *self, uint64_t count, size_t size)
+static aq_status_t s_make_room(link_t *self, uint64_t count, size_t size)
 {
     if (self->count < self->window_max && self->unconfirmed + count <= self->window_max
         && (self->unconfirmed == 0 || self->bytes + size <= self->window_bytes))
@@ -327,7 +330,7 @@ static aq_status_t s_make_room(aq_producer_t *self, uint64_t count, size_t size)
     return s_confirm(self, self->unconfirmed / 2, -1);
 }
 
-aq_status_t aq_producer_flush(aq_producer_t *self)
+static aq_status_t s_flush(link_t *self)
 {
     if (!self->batch_count)
         return AQ_OK;
@@ -349,7 +352,7 @@ aq_status_t aq_producer_flush(aq_producer_t *self)
                  &frame);
 }
 
-static aq_status_t s_put_alone(aq_producer_t *self, const char *queue, const void *data,
+static aq_status_t s_put_alone(link_t *self, const char *queue, const void *data,
                                size_t size, uint64_t lease_ms, const aq_options_t *options)
 {
     aq_status_t rc = s_make_room(self, 1, size);
@@ -372,7 +375,7 @@ static int s_options_equal(const aq_options_t *a, const aq_options_t *b)
 /*  The batch gathered so far becomes an `each` batch: every entry carries
     the options they share, so that puts with others can join it. -1 (and
     nothing changed) if it would not fit in max_item, or out of memory. */
-static int s_batch_to_each(aq_producer_t *self, size_t max_item)
+static int s_batch_to_each(link_t *self, size_t max_item)
 {
     char text[AQ_OPTIONS_MAX + 1];
     aq_bytes_t options = {(const uint8_t *) text,
@@ -399,7 +402,7 @@ static int s_batch_to_each(aq_producer_t *self, size_t max_item)
 /*  A put with wire options: batched with the puts before it when they are
     for the same queue and lease; when its options differ from theirs, the
     batch carries each item's (`each`, PROTOCOL.md 4.1). */
-static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *data, size_t size,
+static aq_status_t s_put(link_t *self, const char *queue, const void *data, size_t size,
                          uint64_t lease_ms, const aq_options_t *options)
 {
     /* The batch's queue name was checked when the batch began: a put to the
@@ -428,7 +431,7 @@ static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *dat
     int fits = self->batch_size + entry <= max_item;
     if (self->batch_count
         && (!fits || !same_lease || !same_queue || !(each || same_options))) {
-        aq_status_t rc = aq_producer_flush(self);
+        aq_status_t rc = s_flush(self);
         if (rc)
             return rc;
         each = 0;
@@ -451,48 +454,178 @@ static aq_status_t s_put(aq_producer_t *self, const char *queue, const void *dat
     const aq_welcome_t *welcome = aq_session_welcome(self->session);
     if (self->batch_count >= welcome->max_batch
         || self->batch_count + self->unconfirmed >= self->window_max)
-        return aq_producer_flush(self);
+        return s_flush(self);
     return AQ_OK;
 }
 
 static const aq_options_t s_no_options;
 
+/*  Up: it has a session that is not silent, and no full queue holds its
+    puts. */
+static int s_is_up(const link_t *link)
+{
+    return !aq_session_broker_silent(link->session) && !link->held[0];
+}
+
+/*  The link the next batch goes to. */
+static link_t *s_current(aq_producer_t *self)
+{
+    return self->links[self->current];
+}
+
+/*  After a batch went out: the next link that is up takes the next one. */
+static void s_rotate(aq_producer_t *self)
+{
+    for (size_t step = 1; step <= self->count; step++) {
+        size_t next = (self->current + step) % self->count;
+        if (s_is_up(self->links[next])) {
+            self->current = next;
+            return;
+        }
+    }
+}
+
+static aq_status_t s_put_to(aq_producer_t *self, link_t *link, const char *queue,
+                            const void *data, size_t size, uint64_t lease_ms,
+                            const aq_options_t *options)
+{
+    uint64_t sent = link->seq;
+    aq_status_t rc = s_put(link, queue, data, size, lease_ms, options);
+    if (self->count > 1 && link == s_current(self) && link->seq != sent && !link->batch_count)
+        s_rotate(self);
+    return rc;
+}
+
+aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_t *status)
+{
+    aq_producer_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        *status = AQ_NOMEM;
+        aq_last_error_status(address, AQ_NOMEM, NULL);
+        return NULL;
+    }
+    char client_id[AQ_NAME_MAX + 1];
+    aq_client_id_make(name ? name : "producer", client_id, sizeof client_id);
+    size_t count = 0;
+    aq_session_t **sessions =
+        aq_service_open(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, &count, status);
+    /* By shard: a key's shard is its place. */
+    for (size_t i = 0; i < count; i++) {
+        aq_session_t *session = sessions[i];
+        size_t at = self->count;
+        while (at > 0 && aq_session_welcome(self->links[at - 1]->session)->shard
+                             > aq_session_welcome(session)->shard) {
+            self->links[at] = self->links[at - 1];
+            at--;
+        }
+        aq_status_t rc;
+        self->links[at] = s_link_new(session, &rc);
+        self->count++;
+        if (rc && !*status)
+            *status = rc;
+        if (!self->links[at]) {
+            memmove(self->links + at, self->links + at + 1, (self->count - at - 1) * sizeof *self->links);
+            self->count--;
+        }
+    }
+    free(sessions);
+    if (*status == AQ_NOMEM)
+        aq_last_error_status(address, AQ_NOMEM, NULL);
+    if (*status)
+        aq_producer_destroy(&self);
+    return self;
+}
+
+void aq_producer_destroy(aq_producer_t **self_p)
+{
+    aq_producer_t *self = *self_p;
+    if (!self)
+        return;
+    for (size_t i = 0; i < self->count; i++)
+        s_link_destroy(self->links[i]);
+    free(self);
+    *self_p = NULL;
+}
+
+aq_status_t aq_producer_flush(aq_producer_t *self)
+{
+    aq_status_t first = AQ_OK;
+    int sent = 0;
+    for (size_t i = 0; i < self->count; i++) {
+        sent |= self->links[i]->batch_count != 0;
+        aq_status_t rc = s_flush(self->links[i]);
+        if (rc && !first)
+            first = rc;
+    }
+    if (sent && self->count > 1)
+        s_rotate(self);
+    return first;
+}
+
 aq_status_t aq_producer_put_lease(aq_producer_t *self, const char *queue, const void *data,
                                   size_t size, uint64_t lease_ms)
 {
-    return s_put(self, queue, data, size, lease_ms, &s_no_options);
+    return s_put_to(self, s_current(self), queue, data, size, lease_ms, &s_no_options);
 }
 
 aq_status_t aq_producer_put(aq_producer_t *self, const char *queue, const void *data,
                             size_t size)
 {
-    return s_put(self, queue, data, size, 0, &s_no_options);
+    return s_put_to(self, s_current(self), queue, data, size, 0, &s_no_options);
+}
+
+/*  The wire options of a put, or AQ_MALFORMED. */
+static aq_status_t s_wire_options(const aq_put_options_t *options, aq_options_t *wire)
+{
+    *wire = (aq_options_t){0};
+    if (!options)
+        return AQ_OK;
+    if ((options->delay_ms && options->at_ms) || (options->front && (options->delay_ms || options->at_ms)))
+        return AQ_MALFORMED;
+    wire->priority = options->priority;
+    if (options->delay_ms) {
+        wire->flags |= AQ_PUT_DELAY;
+        wire->delay_ms = options->delay_ms;
+    }
+    if (options->at_ms) {
+        wire->flags |= AQ_PUT_AT;
+        wire->at_ms = options->at_ms;
+    }
+    if (options->front)
+        wire->flags |= AQ_PUT_FRONT;
+    return AQ_OK;
 }
 
 aq_status_t aq_producer_put_with(aq_producer_t *self, const char *queue, const void *data,
                                  size_t size, const aq_put_options_t *options)
 {
-    if (!options)
-        return s_put(self, queue, data, size, 0, &s_no_options);
-    if ((options->delay_ms && options->at_ms) || (options->front && (options->delay_ms || options->at_ms)))
+    aq_options_t wire;
+    if (s_wire_options(options, &wire))
         return AQ_MALFORMED;
-    aq_options_t wire = {.priority = options->priority};
-    if (options->delay_ms) {
-        wire.flags |= AQ_PUT_DELAY;
-        wire.delay_ms = options->delay_ms;
-    }
-    if (options->at_ms) {
-        wire.flags |= AQ_PUT_AT;
-        wire.at_ms = options->at_ms;
-    }
-    if (options->front)
-        wire.flags |= AQ_PUT_FRONT;
-    return s_put(self, queue, data, size, options->lease_ms, &wire);
+    return s_put_to(self, s_current(self), queue, data, size, options ? options->lease_ms : 0,
+                    &wire);
 }
 
-aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)
+aq_status_t aq_producer_put_key(aq_producer_t *self, const char *queue, const void *key,
+                                size_t key_size, const void *data, size_t size,
+                                const aq_put_options_t *options)
 {
-    aq_status_t rc = aq_producer_flush(self);
+    aq_options_t wire;
+    if (s_wire_options(options, &wire))
+        return AQ_MALFORMED;
+    size_t shard = aq_service_key_hash(key, key_size) % self->count;
+    link_t *link = self->links[shard];
+    if (aq_session_welcome(link->session)->shard != (int) shard) {
+        aq_last_error_set("a put with a key needs the service's shards numbered 0 to %zu",
+                          self->count - 1);
+        return AQ_MALFORMED;
+    }
+    return s_put_to(self, link, queue, data, size, options ? options->lease_ms : 0, &wire);
+}
+
+static aq_status_t s_sync(link_t *self, int timeout_ms)
+{
+    aq_status_t rc = s_flush(self);
     /* A SYNC for the latest put, even if one is in flight for an older. */
     if (!rc && self->count)
         rc = s_send_sync(self);
@@ -503,32 +636,64 @@ aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)
     return self->refused ? AQ_REFUSED : AQ_OK;
 }
 
+aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)
+{
+    int64_t deadline = aq_deadline_at(timeout_ms);
+    aq_status_t first = AQ_OK;
+    for (size_t i = 0; i < self->count; i++) {
+        aq_status_t rc = s_sync(self->links[i], aq_deadline_left(deadline));
+        if (rc && (!first || first == AQ_REFUSED))
+            first = rc;
+    }
+    return first;
+}
+
+#define SUM(field)                                                                         \
+    uint64_t sum = 0;                                                                       \
+    for (size_t i = 0; i < self->count; i++)                                               \
+        sum += self->links[i]->field;                                                       \
+    return sum
+
 uint64_t aq_producer_sent(const aq_producer_t *self)
 {
-    return self->seq + self->batch_count;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < self->count; i++)
+        sum += self->links[i]->seq + self->links[i]->batch_count;
+    return sum;
 }
 
 uint64_t aq_producer_refused(const aq_producer_t *self)
 {
-    return self->refused;
+    SUM(refused);
 }
 
 uint64_t aq_producer_unconfirmed(const aq_producer_t *self)
 {
-    return self->unconfirmed + self->batch_count;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < self->count; i++)
+        sum += self->links[i]->unconfirmed + self->links[i]->batch_count;
+    return sum;
 }
 
 uint64_t aq_producer_resends(const aq_producer_t *self)
 {
-    return self->resends;
+    SUM(resends);
 }
 
 const char *aq_producer_held(const aq_producer_t *self)
 {
-    return self->held[0] ? self->held : NULL;
+    for (size_t i = 0; i < self->count; i++)
+        if (self->links[i]->held[0])
+            return self->links[i]->held;
+    return NULL;
 }
 
 aq_session_t *aq_producer_session(aq_producer_t *self)
 {
-    return self->session;
+    return self->links[0]->session;
+}
+
+size_t aq_producer_brokers(const aq_producer_t *self)
+{
+    return self->count;
 }

@@ -38,6 +38,7 @@ struct aq_session {
     aq_welcome_t welcome;
     int welcomed;          /* a WELCOME came: BYE is worth sending */
     int hello_unanswered;  /* the last HELLO got no WELCOME: retry on a new DEALER */
+    int no_service;        /* the broker refused HELLO's `with service`: before 2.3 */
     int64_t last_heard;    /* when the broker last sent anything */
     uint64_t next_tag;
     uint64_t producer_seq; /* sent in HELLO: first unconfirmed put, 0 if none */
@@ -195,6 +196,17 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
     self->welcome.window_bytes = reply->window_bytes;
     s_copy_text(self->welcome.roles, sizeof self->welcome.roles, reply->text);
     s_copy_text(self->welcome.persistence, sizeof self->welcome.persistence, reply->persistence);
+    s_copy_text(self->welcome.broker_id, sizeof self->welcome.broker_id, reply->broker);
+    /* "shard=K brokers=A,B,C" (PROTOCOL.md 4.15); a broker before 2.3 says
+       nothing: shard 0, alone. */
+    char service[AQ_TEXT_MAX + 1];
+    s_copy_text(service, sizeof service, reply->service);
+    unsigned shard = 0;
+    int used = 0;
+    self->welcome.brokers[0] = '\0';
+    if (sscanf(service, "shard=%u brokers=%n", &shard, &used) == 1 && used)
+        snprintf(self->welcome.brokers, sizeof self->welcome.brokers, "%s", service + used);
+    self->welcome.shard = (int) shard;
     self->welcomed = 1;
 }
 
@@ -323,6 +335,8 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO};
     hello.client = aq_bytes_str(self->client_id);
     hello.seq = self->producer_seq;
+    if (!self->no_service)
+        hello.with = aq_bytes_str("service");
     aq_status_t rc = aq_session_request(self, &hello);
     if (rc)
         return rc;
@@ -359,6 +373,12 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
         s_keep_welcome(self, &reply);
         self->hello_unanswered = 0;
         return AQ_OK;
+    }
+    if (rc == AQ_REFUSED && self->error.code == AQ_MALFORMED && !self->no_service) {
+        /* A broker before 2.3 takes no `with`: it is alone (4.15). */
+        self->no_service = 1;
+        self->hello_unanswered = 0;
+        return s_hello(self, aq_deadline_left(deadline), fail_fast);
     }
     return rc ? rc : AQ_MALFORMED;
 }

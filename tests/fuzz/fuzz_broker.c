@@ -460,6 +460,7 @@ static void s_operation(input_t *in)
         uint64_t client = s_byte(in) % 8;
         msg.cmd = AQ_CMD_HELLO;
         msg.client = aq_bytes_str(s_clients[client]);
+        msg.with = aq_bytes_str(client & 1 ? "service" : "");
         msg.seq = client < 3 ? s_byte(in) % 3 : 0;
         if (msg.seq && msg.seq > s_fuzz.next_seq[client])
             s_fuzz.next_seq[client] = msg.seq;
@@ -471,7 +472,8 @@ static void s_operation(input_t *in)
         msg.queue = s_queue(in);
         msg.credit = s_byte(in) % 12;
         msg.batch_max = s_byte(in) % 6;
-        msg.with = aq_bytes_str(s_byte(in) & 1 ? "priority" : "");
+        static const char *const with[] = {"", "priority", "ready", "priority ready"};
+        msg.with = aq_bytes_str(with[s_byte(in) & 3]);
         s_router(peer, &msg);
         break;
     case 2: case 3:

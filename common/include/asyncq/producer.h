@@ -35,9 +35,11 @@
 typedef struct aq_producer aq_producer_t;
 
 /*  Connects to the broker at `address` (HOST[:PORT], tcp://HOST:PORT or
-    ipc://PATH) as a producer named `name` (NULL: "producer"; a random
-    suffix is added to make its id), waiting up to AQ_CONNECT_TIMEOUT_MS for
-    the broker. NULL on failure, with *status set as aq_session_new says,
+    ipc://PATH; several, comma-separated, and every broker they name: a
+    service of shards, PROTOCOL.md 4.15, whose every batch of puts goes to
+    the next broker that is up) as a producer named `name` (NULL:
+    "producer"; a random suffix is added to make its id), waiting up to
+    AQ_CONNECT_TIMEOUT_MS for the broker. NULL on failure, with *status set as aq_session_new says,
     and aq_last_error() saying why. */
 aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_t *status);
 
@@ -73,6 +75,18 @@ typedef struct {
     delay over its --max-delay the same way. */
 aq_status_t aq_producer_put_with(aq_producer_t *self, const char *queue, const void *data,
                                  size_t size, const aq_put_options_t *options);
+
+/*  put_with, pinned by `key` (key_size bytes) to one broker of a service
+    (PROTOCOL.md 4.15: shard FNV-1a(key) mod shards), so that the items of
+    one key keep their order; it waits for that broker if it is down.
+    AQ_MALFORMED if the service's shards are not numbered 0 to N-1. */
+aq_status_t aq_producer_put_key(aq_producer_t *self, const char *queue, const void *key,
+                                size_t key_size, const void *data, size_t size,
+                                const aq_put_options_t *options);
+
+/*  How many brokers the producer puts to: every broker of the service at
+    `address` (PROTOCOL.md 4.15), 1 for a broker alone. */
+size_t aq_producer_brokers(const aq_producer_t *self);
 
 /*  Sends the items gathered so far, without waiting for anything. */
 aq_status_t aq_producer_flush(aq_producer_t *self);

@@ -23,7 +23,7 @@
 #define AQ_SIGNATURE "asyncq/2"
 #define AQ_SIGNATURE_V1 "asyncq/1"
 /*  Frames of any message but REPORT, signature and command included. */
-#define AQ_FIELDS_FRAMES_MAX 11
+#define AQ_FIELDS_FRAMES_MAX 12
 /*  A REPORT: signature, command, tag and its lines. */
 #define AQ_REPORT_FRAMES_MAX (AQ_LIST_MAX + 3)
 /*  Bytes before each payload in an ITEMS batch. */
@@ -64,6 +64,7 @@ typedef enum {
     AQ_CMD_PEEK,
     AQ_CMD_PAUSE,
     AQ_CMD_RESUME,
+    AQ_CMD_READY,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -107,7 +108,9 @@ typedef struct {
     aq_bytes_t batch;    /* PUTS ITEMS: the items frame */
     aq_bytes_t ids;      /* ACK TOUCH NACK: 8 bytes per id */
     aq_bytes_t options;  /* PUT PUTS: the options frame; empty: none (not sent) */
-    aq_bytes_t with;     /* CREDIT: "priority" (deliveries carry it), or empty (not sent) */
+    aq_bytes_t with;     /* HELLO: "service"; CREDIT: "priority", "ready" (4.15); words
+                            separated by a space, or empty (not sent) */
+    aq_bytes_t service;  /* WELCOME, when HELLO asked: "shard=K brokers=..." (4.15) */
     aq_bytes_t priorities; /* ITEMS: count big-endian int32, or empty (not sent) */
     int32_t priority;    /* ITEM, if has_priority (else not sent) */
     int has_priority;
@@ -174,6 +177,9 @@ int aq_put_options_parse(aq_bytes_t frame, aq_options_t *options, const char **w
 /*  Writes the options frame for `options` into buf (AQ_OPTIONS_MAX + 1
     bytes); returns its length, 0 if there is nothing to say. */
 size_t aq_put_options_format(const aq_options_t *options, char *buf);
+
+/*  Whether a `with` field (HELLO, CREDIT) holds `word`. */
+int aq_with_has(aq_bytes_t with, const char *word);
 
 /*  Writes `value` in decimal into buf (at least 21 bytes); returns length. */
 size_t aq_format_u64(uint64_t value, char *buf);

@@ -26,6 +26,9 @@ typedef struct {
     uint64_t window_bytes;
     char roles[64];
     char persistence[16];
+    char broker_id[AQ_NAME_MAX + 1];
+    int shard;                       /* its number in its service (4.15); 0 if alone */
+    char brokers[AQ_TEXT_MAX + 1];   /* the service's brokers as it lists them; "" */
 } aq_welcome_t;
 
 /*  aq_session_new with the exact `client_id` (no suffix added). A producer

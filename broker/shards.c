@@ -1,0 +1,324 @@
+/*  asyncq-broker --shards N: one service of N shard processes on one host
+    (PROTOCOL.md 4.15). This process only starts them, passes signals on,
+    restarts one that dies and says so; each shard is a whole broker. */
+#include "shards.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "asyncq/endpoint.h"
+#include "asyncq/program.h"
+#include "broker.h"
+#include "ratelog.h"
+
+#define RESTART_FIRST_MS 500
+#define RESTART_MAX_MS 30000
+#define RESTART_STEADY_MS 60000 /* up this long: the next death starts the backoff anew */
+
+typedef struct {
+    pid_t pid;             /* 0: not running */
+    int64_t started_ms;
+    int64_t restart_at_ms; /* when to start it again; 0: not to be */
+    int64_t backoff_ms;
+    char **argv;
+} shard_t;
+
+static volatile sig_atomic_t s_signal;
+
+static void s_on_signal(int signal)
+{
+    s_signal = signal;
+}
+
+static int64_t s_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/*  The flags a shard must not inherit: they are set for it. */
+static int s_is_ours(const char *arg, int *takes_value)
+{
+    static const char *const names[] = {"shards", "bind", "service", "shard", "data-dir",
+                                        "metrics", "state-dump", NULL};
+    *takes_value = 0;
+    if (strcmp(arg, "-b") == 0) {
+        *takes_value = 1;
+        return 1;
+    }
+    if (strncmp(arg, "-b", 2) == 0) /* -bADDR */
+        return 1;
+    if (strncmp(arg, "--", 2) != 0)
+        return 0;
+    for (int i = 0; names[i]; i++) {
+        size_t length = strlen(names[i]);
+        if (strncmp(arg + 2, names[i], length) == 0) {
+            if (arg[2 + length] == '\0') {
+                *takes_value = 1;
+                return 1;
+            }
+            if (arg[2 + length] == '=')
+                return 1;
+        }
+    }
+    return 0;
+}
+
+static char *s_format(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+static char *s_format(const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    char *text = zsys_vprintf(format, args);
+    va_end(args);
+    return text;
+}
+
+/*  HOST:PORT or PORT (the --metrics forms) moved up by `offset` ports. */
+static char *s_metrics_for(const char *metrics, int offset)
+{
+    const char *colon = strrchr(metrics, ':');
+    const char *port = colon ? colon + 1 : metrics;
+    int number = atoi(port);
+    if (number <= 0 || number + offset > 65535)
+        return NULL;
+    return s_format("%.*s%d", (int) (port - metrics), metrics, number + offset);
+}
+
+/*  shard K's argv: the broker's own flags, less those above, plus its own. */
+static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, const char *service,
+                           const broker_config_t *config, int shard)
+{
+    char **out = calloc((size_t) argc + 16, sizeof *out);
+    if (!out)
+        return NULL;
+    int n = 0;
+    out[n++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        int takes_value;
+        if (s_is_ours(argv[i], &takes_value))
+            i += takes_value;
+        else
+            out[n++] = argv[i];
+    }
+    out[n++] = "--bind";
+    out[n++] = bind->is_ipc ? (shard ? s_format("ipc://%s-%d", bind->path, shard)
+                                     : s_format("ipc://%s", bind->path))
+                            : s_format("tcp://%s:%d", bind->host, bind->port + 2 * shard);
+    out[n++] = "--shard";
+    out[n++] = s_format("%d", shard);
+    out[n++] = "--service";
+    out[n++] = (char *) service;
+    if (config->data_dir) {
+        out[n++] = "--data-dir";
+        out[n++] = s_format("%s/shard-%d", config->data_dir, shard);
+    }
+    if (config->metrics) {
+        out[n++] = "--metrics";
+        out[n++] = s_metrics_for(config->metrics, shard);
+    }
+    if (config->state_dump) {
+        out[n++] = "--state-dump";
+        out[n++] = s_format("%s-%d", config->state_dump, shard);
+    }
+    for (int i = 0; i < n; i++)
+        if (!out[i]) {
+            free(out);
+            return NULL;
+        }
+    return out;
+}
+
+static int s_start(shard_t *shard, int number)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        log_line("shard %d: cannot start: %s", number, strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGHUP, SIG_DFL);
+        execv("/proc/self/exe", shard->argv);
+        execvp(shard->argv[0], shard->argv);
+        fprintf(stderr, "asyncq-broker: shard %d: cannot run %s: %s\n", number, shard->argv[0],
+                strerror(errno));
+        _exit(127);
+    }
+    shard->pid = pid;
+    shard->started_ms = s_now_ms();
+    shard->restart_at_ms = 0;
+    return 0;
+}
+
+/*  Exit codes that a restart would only repeat. */
+static int s_is_final(int code)
+{
+    return code == AQ_EXIT_USAGE || code == AQ_EXIT_LOCKED || code == AQ_EXIT_CORRUPT
+           || code == AQ_EXIT_UNREACHABLE || code == 127;
+}
+
+int shards_count(const char *text, int *count)
+{
+    if (strcmp(text, "auto") == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        *count = cores < 1 ? 1 : cores > SHARDS_MAX ? SHARDS_MAX : (int) cores;
+        return 1;
+    }
+    uint64_t value;
+    if (!aq_arg_u64(text, &value) || value < 1 || value > SHARDS_MAX)
+        return 0;
+    *count = (int) value;
+    return 1;
+}
+
+int shards_run(int argc, char **argv, const broker_config_t *config, int count)
+{
+    aq_endpoint_t bind;
+    if (aq_endpoint_parse(config->bind, 1, &bind) != AQ_OK
+        || (!bind.is_ipc && (bind.port == 0 || bind.port + 2 * (count - 1) + 1 > 65535))) {
+        fprintf(stderr, "asyncq-broker: --shards %d needs a fixed --bind port with %d ports "
+                        "free above it (shard K listens on PORT+2K), not '%s'\n",
+                count, 2 * count, config->bind);
+        return AQ_EXIT_USAGE;
+    }
+    if (config->service || config->shard) {
+        fprintf(stderr, "asyncq-broker: --shards sets each shard's --shard and --service: give "
+                        "neither\n");
+        return AQ_EXIT_USAGE;
+    }
+    if (config->metrics && !s_metrics_for(config->metrics, count - 1)) {
+        fprintf(stderr, "asyncq-broker: --shards %d needs --metrics [HOST:]PORT with %d ports "
+                        "free from it (shard K serves on PORT+K)\n", count, count);
+        return AQ_EXIT_USAGE;
+    }
+    if (config->data_dir && mkdir(config->data_dir, 0700) && errno != EEXIST) {
+        fprintf(stderr, "asyncq-broker: --data-dir %s: %s\n", config->data_dir, strerror(errno));
+        return AQ_EXIT_FAILURE;
+    }
+    /* The service every shard names: ports on the host a client reached. */
+    size_t size = (size_t) count * (sizeof bind.path + 16) + 1;
+    char *service = calloc(1, size);
+    if (!service)
+        return AQ_EXIT_FAILURE;
+    size_t used = 0;
+    for (int k = 0; k < count; k++) {
+        if (bind.is_ipc)
+            used += (size_t) snprintf(service + used, size - used, k ? ",ipc://%s-%d" : "ipc://%s",
+                                      bind.path, k);
+        else
+            used += (size_t) snprintf(service + used, size - used, "%s:%d", k ? "," : "",
+                                      bind.port + 2 * k);
+    }
+    if (used + 32 > AQ_TEXT_MAX) {
+        fprintf(stderr, "asyncq-broker: --shards %d: too many to list in one answer\n", count);
+        free(service);
+        return AQ_EXIT_USAGE;
+    }
+    /* A shard reads the environment too: these are set for it by flag. */
+    unsetenv("ASYNCQ_SHARDS");
+    shard_t *shards = calloc((size_t) count, sizeof *shards);
+    if (!shards) {
+        free(service);
+        return AQ_EXIT_FAILURE;
+    }
+    struct sigaction action = {.sa_handler = s_on_signal};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGHUP, &action, NULL);
+    log_line("running %d shards of one service: %s", count, service);
+    int stopping = 0, exit_code = AQ_EXIT_OK, running = 0;
+    for (int k = 0; k < count; k++) {
+        shards[k].argv = s_shard_argv(argc, argv, &bind, service, config, k);
+        shards[k].backoff_ms = RESTART_FIRST_MS;
+        if (!shards[k].argv || s_start(&shards[k], k)) {
+            exit_code = AQ_EXIT_FAILURE;
+            stopping = 1;
+            break;
+        }
+        running++;
+    }
+    if (stopping)
+        for (int k = 0; k < count; k++)
+            if (shards[k].pid)
+                kill(shards[k].pid, SIGTERM);
+    while (running) {
+        if (s_signal) {
+            int signal = s_signal;
+            s_signal = 0;
+            if (signal != SIGHUP)
+                stopping = 1;
+            for (int k = 0; k < count; k++)
+                if (shards[k].pid)
+                    kill(shards[k].pid, signal);
+        }
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid > 0) {
+            int k = 0;
+            while (k < count && shards[k].pid != pid)
+                k++;
+            if (k == count)
+                continue;
+            shards[k].pid = 0;
+            running--;
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (stopping) {
+                if (code && !exit_code)
+                    exit_code = code == 128 + SIGTERM || code == 128 + SIGINT ? 0 : code;
+                continue;
+            }
+            int64_t now = s_now_ms();
+            if (now - shards[k].started_ms >= RESTART_STEADY_MS)
+                shards[k].backoff_ms = RESTART_FIRST_MS;
+            if (WIFEXITED(status) && s_is_final(code)) {
+                log_line("shard %d (pid %d) exited with code %d: not restarted (the others "
+                         "serve on)", k, (int) pid, code);
+                exit_code = code;
+                continue;
+            }
+            if (WIFEXITED(status))
+                log_line("shard %d (pid %d) exited with code %d: restarting it in %lld ms", k,
+                         (int) pid, code, (long long) shards[k].backoff_ms);
+            else
+                log_line("shard %d (pid %d) was killed by signal %d: restarting it in %lld ms",
+                         k, (int) pid, WTERMSIG(status), (long long) shards[k].backoff_ms);
+            shards[k].restart_at_ms = now + shards[k].backoff_ms;
+            shards[k].backoff_ms = shards[k].backoff_ms * 2 > RESTART_MAX_MS
+                                       ? RESTART_MAX_MS
+                                       : shards[k].backoff_ms * 2;
+            running++; /* counted as running until it is started again */
+            continue;
+        }
+        int64_t now = s_now_ms();
+        for (int k = 0; k < count; k++)
+            if (!shards[k].pid && shards[k].restart_at_ms) {
+                if (stopping) {
+                    shards[k].restart_at_ms = 0;
+                    running--;
+                }
+                else if (now >= shards[k].restart_at_ms && s_start(&shards[k], k))
+                    shards[k].restart_at_ms = now + shards[k].backoff_ms;
+            }
+        struct timespec nap = {0, 50 * 1000000};
+        nanosleep(&nap, NULL); /* a signal ends it early */
+    }
+    log_line("every shard stopped");
+    /* The argv strings made for the shards live until exit. */
+    free(shards);
+    free(service);
+    return exit_code;
+}

@@ -1,0 +1,16 @@
+/*  asyncq-broker --shards N|auto: N shard processes of one service on one
+    host (PROTOCOL.md 4.15), shard K bound at PORT + 2K with its data in
+    DATA-DIR/shard-K; one that dies is restarted (after 0.5 s, doubling to
+    30 s) or, if a restart would only fail again, reported. */
+#ifndef ASYNCQ_SHARDS_H
+#define ASYNCQ_SHARDS_H
+
+#include "broker.h"
+
+/*  N (1 to SHARDS_MAX) or "auto" (one per core); 0 if neither. */
+int shards_count(const char *text, int *count);
+
+/*  Runs the shards until a signal stops them; returns the exit code. */
+int shards_run(int argc, char **argv, const broker_config_t *config, int count);
+
+#endif
