@@ -40,6 +40,7 @@
 #include "asyncq/producer.h"
 #include "asyncq/program.h"
 #include "asyncq/security.h"
+#include "asyncq/service.h"
 #include "benchlib.h"
 
 #define QUEUE "bench"
@@ -57,6 +58,7 @@ typedef struct {
     uint64_t priorities;             /* item k has priority k % priorities; 0: none */
     uint64_t run;                    /* puts in a row with the same priority */
     uint64_t delay_ms;               /* every put delayed this long; 0: none */
+    uint64_t shards;                 /* asyncq-broker --shards N; 0: one broker */
     uint64_t fill[FILL_STEPS_MAX];   /* cumulative item counts; fill_count 0: not a fill */
     size_t fill_count;
     int curve;
@@ -269,6 +271,8 @@ static void s_usage(void)
            "                        --data-dir --broker-arg {tmpdir}; {tmpdir} is replaced by\n"
            "                        a fresh directory, removed afterwards\n"
            "      --curve           CURVE keys for the broker and the clients (temp dir)\n"
+           "      --shards N        the broker as N shards of one service (asyncq-broker\n"
+           "                        --shards N, on ipc://): clients spread and gather\n"
            "Default mode: items/s from the first put to the JOINED of a join made once\n"
            "every producer's puts are confirmed; every item acked through the library.\n");
 }
@@ -276,7 +280,7 @@ static void s_usage(void)
 static int s_parse(int argc, char **argv, bench_options_t *opts)
 {
     enum { OPT_CREDIT = 1000, OPT_RATE, OPT_FILL, OPT_BROKER_ARG, OPT_CURVE, OPT_PRIORITIES,
-           OPT_RUN, OPT_DELAY };
+           OPT_RUN, OPT_DELAY, OPT_SHARDS };
     static const struct option options[] = {
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
@@ -288,6 +292,7 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
         {"priorities", required_argument, 0, OPT_PRIORITIES},
         {"run", required_argument, 0, OPT_RUN},
         {"delay-ms", required_argument, 0, OPT_DELAY},
+        {"shards", required_argument, 0, OPT_SHARDS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(opts, 0, sizeof *opts);
@@ -302,7 +307,8 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
                          : opt == 'n' ? &opts->items : opt == 's' ? &opts->size
                          : opt == OPT_CREDIT ? &opts->credit : opt == OPT_RATE ? &opts->rate
                          : opt == OPT_PRIORITIES ? &opts->priorities : opt == OPT_RUN ? &opts->run
-                         : opt == OPT_DELAY ? &opts->delay_ms : NULL;
+                         : opt == OPT_DELAY ? &opts->delay_ms
+                         : opt == OPT_SHARDS ? &opts->shards : NULL;
         if (opt == 'h') {
             s_usage();
             exit(0);
@@ -526,9 +532,18 @@ static int s_run_flow(aq_process_t *broker)
     int64_t joined_us = 0;
     aq_session_t *session = NULL;
     if (done) {
-        session = aq_session_new(g_address, "bench-join", 5000, &rc);
-        if (session)
-            rc = s_join(session, &result, &joined_us);
+        /* Every broker of the service in turn (one, without --shards). */
+        size_t count = 0;
+        aq_session_t **sessions = aq_service_open(g_address, "bench-join", 0, 5000, &count, &rc);
+        for (size_t i = 0; sessions && i < count && rc == AQ_OK; i++) {
+            aq_join_result_t one = {0};
+            rc = s_join(sessions[i], &one, &joined_us);
+            result.waited += one.waited;
+            result.dead += one.dead;
+        }
+        for (size_t i = 0; i < count; i++)
+            aq_session_destroy(&sessions[i]);
+        free(sessions);
     }
     atomic_store(&g_shared->join_sent, 1);
     uint64_t unique = atomic_load(&g_shared->unique), acks = atomic_load(&g_shared->acks);
@@ -592,7 +607,7 @@ int main(int argc, char **argv)
     atomic_store(&g_shared->max_lag_us, INT64_MIN);
 
     int ok = 0;
-    char key_dir[1024] = "", tmpdir[1024] = "";
+    char key_dir[1024] = "", tmpdir[1024] = "", shard_dir[200] = "";
     char *broker_argv[BROKER_ARGS_MAX + 16] = {0};
     size_t argc_broker = 0;
     char path[4096];
@@ -603,7 +618,22 @@ int main(int argc, char **argv)
     }
     broker_argv[argc_broker++] = strdup(path);
     broker_argv[argc_broker++] = strdup("--bind");
-    broker_argv[argc_broker++] = strdup("tcp://127.0.0.1:0");
+    if (g_opts.shards) {
+        /* Shard K binds PATH-K: ipc:// addresses in a directory of its own. */
+        char bind[256];
+        if (bench_temp_dir("asyncq-bench-shards", shard_dir, sizeof shard_dir)) {
+            fprintf(stderr, "asyncq-bench: could not make a temp dir\n");
+            goto done;
+        }
+        snprintf(bind, sizeof bind, "ipc://%s/b", shard_dir);
+        broker_argv[argc_broker++] = strdup(bind);
+        broker_argv[argc_broker++] = strdup("--shards");
+        char count[24];
+        snprintf(count, sizeof count, "%llu", (unsigned long long) g_opts.shards);
+        broker_argv[argc_broker++] = strdup(count);
+    }
+    else
+        broker_argv[argc_broker++] = strdup("tcp://127.0.0.1:0");
     if (g_opts.curve) {
         if (bench_temp_dir("asyncq-bench-keys", key_dir, sizeof key_dir)
             || s_curve_setup(key_dir, broker_argv + argc_broker)) {
@@ -625,10 +655,13 @@ int main(int argc, char **argv)
         goto done;
     }
     bench_track(broker.pid);
-    if (!aq_process_expect(&broker, "READY ", g_address, sizeof g_address, 10000)) {
-        fprintf(stderr, "asyncq-bench: the broker did not start (its stderr says why)\n");
-        goto done;
-    }
+    for (uint64_t i = 0; i < (g_opts.shards ? g_opts.shards : 1); i++)
+        if (!aq_process_expect(&broker, "READY ", g_address, sizeof g_address, 10000)) {
+            fprintf(stderr, "asyncq-bench: the broker did not start (its stderr says why)\n");
+            goto done;
+        }
+    if (g_opts.shards) /* the service's address: shard 0's */
+        snprintf(g_address, sizeof g_address, "ipc://%s/b", shard_dir);
     uint64_t consumers = g_opts.fill_count ? 0 : g_opts.consumers;
     for (uint64_t i = 0; i < consumers; i++)
         if (bench_fork(s_consumer, NULL) < 0)
@@ -666,6 +699,8 @@ done:
         bench_remove_tree(key_dir);
     if (tmpdir[0])
         bench_remove_tree(tmpdir);
+    if (shard_dir[0])
+        bench_remove_tree(shard_dir);
     for (size_t i = 0; i < argc_broker; i++)
         free(broker_argv[i]);
     bench_shared_free(memory, shared_size);

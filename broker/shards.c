@@ -30,6 +30,8 @@ typedef struct {
     int64_t restart_at_ms; /* when to start it again; 0: not to be */
     int64_t backoff_ms;
     char **argv;
+    char *owned[8];        /* the strings of argv made for it */
+    int owned_count;
 } shard_t;
 
 static volatile sig_atomic_t s_signal;
@@ -97,8 +99,14 @@ static char *s_metrics_for(const char *metrics, int offset)
 }
 
 /*  shard K's argv: the broker's own flags, less those above, plus its own. */
+static char *s_own(shard_t *shard, char *text)
+{
+    shard->owned[shard->owned_count++] = text;
+    return text;
+}
+
 static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, const char *service,
-                           const broker_config_t *config, int shard)
+                           const broker_config_t *config, int shard, shard_t *owner)
 {
     char **out = calloc((size_t) argc + 16, sizeof *out);
     if (!out)
@@ -113,24 +121,25 @@ static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, con
             out[n++] = argv[i];
     }
     out[n++] = "--bind";
-    out[n++] = bind->is_ipc ? (shard ? s_format("ipc://%s-%d", bind->path, shard)
-                                     : s_format("ipc://%s", bind->path))
-                            : s_format("tcp://%s:%d", bind->host, bind->port + 2 * shard);
+    out[n++] = s_own(owner, bind->is_ipc ? (shard ? s_format("ipc://%s-%d", bind->path, shard)
+                                                  : s_format("ipc://%s", bind->path))
+                                         : s_format("tcp://%s:%d", bind->host,
+                                                    bind->port + 2 * shard));
     out[n++] = "--shard";
-    out[n++] = s_format("%d", shard);
+    out[n++] = s_own(owner, s_format("%d", shard));
     out[n++] = "--service";
     out[n++] = (char *) service;
     if (config->data_dir) {
         out[n++] = "--data-dir";
-        out[n++] = s_format("%s/shard-%d", config->data_dir, shard);
+        out[n++] = s_own(owner, s_format("%s/shard-%d", config->data_dir, shard));
     }
     if (config->metrics) {
         out[n++] = "--metrics";
-        out[n++] = s_metrics_for(config->metrics, shard);
+        out[n++] = s_own(owner, s_metrics_for(config->metrics, shard));
     }
     if (config->state_dump) {
         out[n++] = "--state-dump";
-        out[n++] = s_format("%s-%d", config->state_dump, shard);
+        out[n++] = s_own(owner, s_format("%s-%d", config->state_dump, shard));
     }
     for (int i = 0; i < n; i++)
         if (!out[i]) {
@@ -199,7 +208,10 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
                         "neither\n");
         return AQ_EXIT_USAGE;
     }
-    if (config->metrics && !s_metrics_for(config->metrics, count - 1)) {
+    char *last_metrics = config->metrics ? s_metrics_for(config->metrics, count - 1) : NULL;
+    int metrics_fit = !config->metrics || last_metrics;
+    free(last_metrics);
+    if (!metrics_fit) {
         fprintf(stderr, "asyncq-broker: --shards %d needs --metrics [HOST:]PORT with %d ports "
                         "free from it (shard K serves on PORT+K)\n", count, count);
         return AQ_EXIT_USAGE;
@@ -242,7 +254,7 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
     log_line("running %d shards of one service: %s", count, service);
     int stopping = 0, exit_code = AQ_EXIT_OK, running = 0;
     for (int k = 0; k < count; k++) {
-        shards[k].argv = s_shard_argv(argc, argv, &bind, service, config, k);
+        shards[k].argv = s_shard_argv(argc, argv, &bind, service, config, k, &shards[k]);
         shards[k].backoff_ms = RESTART_FIRST_MS;
         if (!shards[k].argv || s_start(&shards[k], k)) {
             exit_code = AQ_EXIT_FAILURE;
@@ -317,7 +329,11 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
         nanosleep(&nap, NULL); /* a signal ends it early */
     }
     log_line("every shard stopped");
-    /* The argv strings made for the shards live until exit. */
+    for (int k = 0; k < count; k++) {
+        for (int i = 0; i < shards[k].owned_count; i++)
+            free(shards[k].owned[i]);
+        free(shards[k].argv);
+    }
     free(shards);
     free(service);
     return exit_code;

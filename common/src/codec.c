@@ -516,6 +516,8 @@ static const char *const s_with_words[] = {"priority", "ready", "service", NULL}
 
 static bool s_with_is_valid(aq_bytes_t frame)
 {
+    if (!frame.size)
+        return true;
     unsigned seen = 0;
     const uint8_t *at = frame.data, *end = frame.data + frame.size;
     while (at < end) {
@@ -536,6 +538,8 @@ static bool s_with_is_valid(aq_bytes_t frame)
 
 int aq_with_has(aq_bytes_t with, const char *word)
 {
+    if (!with.size)
+        return 0;
     size_t length = strlen(word);
     const uint8_t *at = with.data, *end = with.data + with.size;
     while (at < end) {
