@@ -32,7 +32,7 @@ for k in $SHARDS; do
     run=0
     while [ "$run" -lt "$runs" ]; do
         rate=$("$bench" --shards "$k" -p "$clients" -c "$clients" -n "$items" -s "$size" \
-               | awk '/throughput .* items\/s/ { print $2 }')
+               2>/dev/null | awk '/throughput .* items\/s/ { print $2 }')
         [ -n "$rate" ] || { echo "bench/shards.sh: the run of $k shards failed" >&2; exit 1; }
         [ "$rate" -gt "$best" ] && best=$rate
         run=$((run + 1))

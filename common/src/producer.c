@@ -460,10 +460,11 @@ static aq_status_t s_put(link_t *self, const char *queue, const void *data, size
 
 static const aq_options_t s_no_options;
 
-/*  Up: it has a session that is not silent, and no full queue holds its
-    puts. */
-static int s_is_up(const link_t *link)
+/*  Up: it has a session that is not silent (what it sent is read first:
+    its heartbeats say it is there), and no full queue holds its puts. */
+static int s_is_up(link_t *link)
 {
+    s_read_replies(link);
     return !aq_session_broker_silent(link->session) && !link->held[0];
 }
 

@@ -38,13 +38,14 @@ static harness_t s_shard(const fixture_t *f, int shard)
     return h;
 }
 
-static void s_start(fixture_t *f, int durable)
+static void s_start_with(fixture_t *f, int durable, const char *heartbeat_ms)
 {
     char path[4096], bind[128];
     assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
     s_shard_address(f, 0, bind, sizeof bind);
     char shards[] = "3";
     char *argv[] = {path, "--shards", shards, "--bind", bind, "--fsync", "never",
+                    "--heartbeat-ms", (char *) heartbeat_ms,
                     durable ? "--data-dir" : NULL, f->data, NULL};
     assert_int_equal(aq_process_spawn_logged(&f->h.broker, argv, 1, 1, NULL), 0);
     snprintf(f->h.address, sizeof f->h.address, "%s", bind);
@@ -52,6 +53,11 @@ static void s_start(fixture_t *f, int durable)
     for (int i = 0; i < SHARDS; i++)
         if (!aq_process_expect(&f->h.broker, "READY ", ready, sizeof ready, HARNESS_DEADLINE_MS))
             fail_msg("shard %d of 3 did not print READY", i);
+}
+
+static void s_start(fixture_t *f, int durable)
+{
+    s_start_with(f, durable, "1000");
 }
 
 /*  The sum of one number of a queue over the shards. */
@@ -116,6 +122,54 @@ static int s_join(const fixture_t *f, const char *queue, char *out, size_t size)
     char *argv[] = {"asyncq", "join", "--broker", (char *) f->h.address, "--queue",
                     (char *) queue, "--timeout", "10", NULL};
     return harness_run(argv, out, size);
+}
+
+static pid_t s_shard_pid(const fixture_t *f, int shard);
+
+/*  A shard stopped (SIGSTOP) while a producer puts: once it is silent for
+    three heartbeats, the producer's batches go to the others; its puts to
+    the stopped shard stay unconfirmed, kept for it, and are confirmed once
+    it runs again: every item delivered once, the join exact. */
+static void test_a_stopped_shard_gets_no_batches_and_loses_nothing(void **state)
+{
+    fixture_t *f = *state;
+    s_start_with(f, 0, "100");
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
+    assert_non_null(producer);
+    pid_t stopped = s_shard_pid(f, 2);
+    assert_true(stopped > 0);
+    char item[32];
+    int n = 0;
+    for (; n < 900; n++) { /* 9 batches of 100: three to each shard */
+        int size = snprintf(item, sizeof item, "%d", n);
+        assert_int_equal(aq_producer_put(producer, "s", item, (size_t) size), AQ_OK);
+        if (n % 100 == 99)
+            assert_int_equal(aq_producer_flush(producer), AQ_OK);
+    }
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    harness_t two = s_shard(f, 2);
+    uint64_t on_two = harness_stat(&two, "s", "puts");
+    assert_int_equal(kill(stopped, SIGSTOP), 0);
+    zclock_sleep(400); /* four of its heartbeats: silent */
+    for (; n < 2100; n++) { /* 12 batches more, all to shards 0 and 1 */
+        int size = snprintf(item, sizeof item, "%d", n);
+        assert_int_equal(aq_producer_put(producer, "s", item, (size_t) size), AQ_OK);
+        if (n % 100 == 99)
+            assert_int_equal(aq_producer_flush(producer), AQ_OK);
+    }
+    /* Confirmed by the two that run; the stopped one holds nothing new. */
+    assert_int_equal(aq_producer_sync(producer, 2000), AQ_OK);
+    harness_t zero = s_shard(f, 0), one = s_shard(f, 1);
+    assert_int_equal(harness_stat(&zero, "s", "puts") + harness_stat(&one, "s", "puts"),
+                     2100 - on_two);
+    assert_int_equal(kill(stopped, SIGCONT), 0);
+    assert_int_equal(harness_stat(&two, "s", "puts"), on_two);
+    aq_producer_destroy(&producer);
+    s_get_all(f, "s", 2100);
+    char out[512];
+    assert_int_equal(s_join(f, "s", out, sizeof out), 0);
+    harness_assert_serving(&two, "ok");
 }
 
 static void test_one_address_finds_every_shard_and_the_join_covers_them(void **state)
@@ -270,6 +324,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         harness_dir_test(test_one_address_finds_every_shard_and_the_join_covers_them),
         harness_dir_test(test_a_killed_shard_comes_back_with_its_items),
+        harness_dir_test(test_a_stopped_shard_gets_no_batches_and_loses_nothing),
         harness_dir_test(test_a_key_pins_its_items_to_one_shard_in_order),
         harness_dir_test(test_two_brokers_of_one_shard_number_are_refused),
     };
