@@ -44,7 +44,8 @@ int stats_format_parse(const char *text, stats_format_t *format);
 
 /*  Prints the stats of `queue` ("" for every queue) once, or every
     `watch_ms` until interrupted (watch_ms 0: once). Returns the exit code. */
-int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms);
+int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms,
+               int per_broker);
 
 /*  The progress line of asyncq join, drawn while the join waits. Start
     returns NULL (and draws nothing) unless stderr is a terminal; stop ends

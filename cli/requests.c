@@ -22,6 +22,7 @@ typedef struct {
     int immediate;
     const char *format;
     uint64_t watch_ms; /* 0: no --watch */
+    int per_broker;    /* stats --brokers: each broker's rows, not the service's */
     aq_put_options_t put; /* put: --priority, --delay, --at, --front */
     int queue_given;      /* by -q or ASYNCQ_QUEUE, not the default */
 } request_options_t;
@@ -60,7 +61,8 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         {"print-config", no_argument, 0, 'p'}, {"format", required_argument, 0, 'f'},
         {"watch", optional_argument, 0, 'w'},  {"priority", required_argument, 0, 'P'},
         {"delay", required_argument, 0, 'D'},  {"at", required_argument, 0, 'A'},
-        {"front", no_argument, 0, 'F'},        AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
+        {"front", no_argument, 0, 'F'},        {"brokers", no_argument, 0, 'B'},
+        AQ_SECURITY_OPTIONS, {0, 0, 0, 0}};
     int is_join = strcmp(command, "join") == 0;
     int is_stats = strcmp(command, "stats") == 0;
     int every_queue = strcmp(command, "stats") == 0 || strcmp(command, "shutdown") == 0;
@@ -84,6 +86,8 @@ static int s_parse(const char *command, const char *usage, int argc, char **argv
         else if (opt == 'f' && (is_stats || strcmp(command, "dead") == 0
                                 || strcmp(command, "peek") == 0))
             opts->format = optarg;
+        else if (opt == 'B' && is_stats)
+            opts->per_broker = 1;
         else if (opt == 'w' && is_stats) {
             if (!s_watch_arg(argc, argv, opts))
                 return 0;
@@ -450,6 +454,9 @@ int cli_stats(int argc, char **argv)
         "held, acked, dead, consumers, joiners, outstanding, puts, delivered,\n"
         "redelivered, expired, maxsize, lease_ms, state (open, draining or\n"
         "discarding) and discarded.\n"
+        "      --brokers             of a service of shards (PROTOCOL.md 4.15), each\n"
+        "                            broker's rows, first naming it (broker=, shard=);\n"
+        "                            without it, the shards' numbers added up\n"
         "      --format FORMAT       table: an aligned table of the main numbers (the\n"
         "                            default on a terminal); kv: one line per queue,\n"
         "                            every number as name=value (the default\n"
@@ -472,7 +479,7 @@ int cli_stats(int argc, char **argv)
                 opts.format);
         return AQ_EXIT_USAGE;
     }
-    return stats_show(opts.broker, opts.queue, format, opts.watch_ms);
+    return stats_show(opts.broker, opts.queue, format, opts.watch_ms, opts.per_broker);
 }
 
 /*  `dead show ID`: the item's list line, then its payload, gathered from

@@ -130,7 +130,10 @@ static void s_row_merge(stats_row_t *into, const stats_row_t *row)
     s_row_split(into);
 }
 
-/*  Every broker's rows, a queue's merged into one. */
+static int s_per_broker; /* --brokers */
+
+/*  Every broker's rows, a queue's merged into one (--brokers: each row,
+    after the broker's address and shard). */
 static aq_status_t s_snapshot_fetch(aq_session_t **sessions, size_t count, const char *queue,
                                     stats_snapshot_t *snapshot)
 {
@@ -140,8 +143,15 @@ static aq_status_t s_snapshot_fetch(aq_session_t **sessions, size_t count, const
     stats_snapshot_t one = {0};
     for (size_t k = 0; k < count && !rc; k++) {
         one.count = 0;
-        rc = aq_stats(sessions[k], queue, s_snapshot_add, k ? &one : snapshot);
-        for (size_t i = 0; k && !rc && i < one.count; i++) {
+        rc = aq_stats(sessions[k], queue, s_snapshot_add, k || s_per_broker ? &one : snapshot);
+        for (size_t i = 0; s_per_broker && !rc && i < one.count; i++) {
+            char line[AQ_TEXT_MAX + 1];
+            snprintf(line, sizeof line, "broker=%.200s shard=%d %.780s",
+                     aq_session_address(sessions[k]), aq_session_welcome(sessions[k])->shard,
+                     one.rows[i].line);
+            s_snapshot_add(snapshot, line);
+        }
+        for (size_t i = 0; k && !s_per_broker && !rc && i < one.count; i++) {
             stats_row_t *row = &one.rows[i];
             stats_row_t *same = (stats_row_t *) s_snapshot_find(snapshot, s_row_get(row, "queue"));
             if (same)
@@ -404,8 +414,12 @@ static int s_watch(aq_session_t **sessions, size_t count, const char *queue,
     return AQ_EXIT_OK;
 }
 
-int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms)
+int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms,
+               int per_broker)
 {
+    s_per_broker = per_broker;
+    if (per_broker && format == STATS_TABLE)
+        format = STATS_KV; /* a row per broker and queue: its fields name them */
     aq_status_t rc;
     size_t count;
     aq_session_t **sessions = cli_connect_all("stats", broker, &count, &rc);

@@ -198,6 +198,16 @@ static void test_one_address_finds_every_shard_and_the_join_covers_them(void **s
     char want[64];
     snprintf(want, sizeof want, "acked=%d ", ITEMS);
     assert_non_null(strstr(out, want));
+    /* --brokers: a row per shard, each named. */
+    char *per[] = {"asyncq", "stats", "--broker", f->h.address, "--queue", "q", "--brokers",
+                   NULL};
+    char rows[4096];
+    assert_int_equal(harness_run(per, rows, sizeof rows), 0);
+    for (int k = 0; k < SHARDS; k++) {
+        char shard[16];
+        snprintf(shard, sizeof shard, " shard=%d ", k);
+        assert_non_null(strstr(rows, shard));
+    }
     harness_t one = s_shard(f, 1);
     harness_assert_serving(&one, "ok");
 }
