@@ -153,6 +153,7 @@ typedef struct broker {
     char address[AQ_ENDPOINT_MAX]; /* what clients connect to */
     char broker_id[AQ_NAME_MAX + 1];
     char service[AQ_TEXT_MAX + 1]; /* WELCOME's `service` field (4.15) */
+    struct peer *untold;    /* told "shut down and empty" by its CREDIT's answer, not the pass */
     aq_inbox_t *router_inbox;
     aq_inbox_t *pull_inbox;
     conns_t *conns;

@@ -290,8 +290,13 @@ static void s_on_credit(const request_t *request)
        consumer that gets CREDITED with nothing before it knows that nothing
        was ready for it then (PROTOCOL.md 4.3, 4.15). The first one's come
        after, as clients that wait for it expect. */
-    if (attached)
+    if (attached) {
+        /* This session hears a "shut down and empty" that pass finds
+           after its CREDITED (below), not before it with its tag. */
+        self->untold = peer;
         broker_dispatch(self, queue);
+        self->untold = NULL;
+    }
     s_reply(request, &credited);
     if (queue->drained_told) /* it came too late to hear it */
         s_error(request, AQ_SHUT_DOWN, msg->queue, "queue shut down and empty");

@@ -108,25 +108,51 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
     return rc;
 }
 
+typedef struct {
+    queue_t *queue;
+    peer_t **peers;
+    size_t count, capacity;
+} consumers_t;
+
+static void s_collect_consumer(void *ctx, void *value)
+{
+    consumers_t *consumers = ctx;
+    peer_t *peer = value;
+    if (peer->consumer.queue == consumers->queue && consumers->count < consumers->capacity)
+        consumers->peers[consumers->count++] = peer;
+}
+
+/*  The sessions that consume `queue`, with credit or not (none if out of
+    memory). The caller frees .peers. */
+static consumers_t s_consumers_of(broker_t *self, queue_t *queue)
+{
+    consumers_t consumers = {queue, calloc(queue->consumer_count + 1, sizeof(peer_t *)), 0,
+                             queue->consumer_count};
+    if (consumers.peers)
+        dict_each(self->peers, s_collect_consumer, &consumers);
+    return consumers;
+}
+
 /*  Tells every consumer of a shut-down queue with nothing left that no
-    item will come (Python's get raising QueueShutDown), once. */
+    item will come (Python's get raising QueueShutDown), once: those with
+    credit and those without (a client of several shards has credit at some
+    only, PROTOCOL.md 4.15). Once per queue: a walk over the sessions. */
 static void s_tell_drained(broker_t *self, queue_t *queue)
 {
     if (queue->state == QUEUE_OPEN || queue->drained_told || !queue_is_drained(queue))
         return;
     queue->drained_told = 1;
-    list_node_t *lists[2] = {&queue->idle, &queue->busy};
-    for (int i = 0; i < 2; i++) {
-        list_node_t *node, *next;
-        for (node = lists[i]->next; node != lists[i]; node = next) {
-            next = node->next;
-            peer_t *peer = s_peer(list_entry(node, consumer_t, link));
-            broker_send_error(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size},
-                              AQ_SHUT_DOWN,
-                              (aq_bytes_t){(const uint8_t *) peer->credit_tag, peer->credit_tag_size},
-                              aq_bytes_str(queue->name), "queue shut down and empty");
-        }
+    consumers_t consumers = s_consumers_of(self, queue);
+    for (size_t i = 0; i < consumers.count; i++) {
+        peer_t *peer = consumers.peers[i];
+        if (peer == self->untold)
+            continue;
+        broker_send_error(self, (aq_bytes_t){peer->routing_id, peer->routing_id_size},
+                          AQ_SHUT_DOWN,
+                          (aq_bytes_t){(const uint8_t *) peer->credit_tag, peer->credit_tag_size},
+                          aq_bytes_str(queue->name), "queue shut down and empty");
     }
+    free(consumers.peers);
 }
 
 /*  Ready items that no consumer has room for: every consumer that asked
@@ -385,20 +411,6 @@ uint64_t broker_purge_queue(broker_t *self, queue_t *queue)
     return before - (queue->ready_count + queue->delayed_count);
 }
 
-typedef struct {
-    queue_t *queue;
-    peer_t **peers;
-    size_t count, capacity;
-} consumers_t;
-
-static void s_collect_consumer(void *ctx, void *value)
-{
-    consumers_t *consumers = ctx;
-    peer_t *peer = value;
-    if (peer->consumer.queue == consumers->queue && consumers->count < consumers->capacity)
-        consumers->peers[consumers->count++] = peer;
-}
-
 uint64_t broker_delete_queue(broker_t *self, queue_t *queue)
 {
     uint64_t held = queue->ready_count + queue->inflight_count + queue->delayed_count
@@ -408,10 +420,7 @@ uint64_t broker_delete_queue(broker_t *self, queue_t *queue)
     broker_unblock(self, queue);                      /* held puts: refused */
     /* Its consumers let go of what they hold, which is discarded, and of the
        queue; they hear it is shut down. */
-    consumers_t consumers = {queue, calloc(queue->consumer_count + 1, sizeof(peer_t *)), 0,
-                             queue->consumer_count};
-    if (consumers.peers)
-        dict_each(self->peers, s_collect_consumer, &consumers);
+    consumers_t consumers = s_consumers_of(self, queue);
     for (size_t i = 0; i < consumers.count; i++) {
         peer_t *peer = consumers.peers[i];
         list_node_t *node;

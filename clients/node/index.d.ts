@@ -29,7 +29,10 @@ export interface QueueOptions {
   name?: string;
   /** Seconds to wait for the broker to answer this client's first HELLO (default 5;
    * milliseconds before 2.1.0). Once the broker has answered, a session that opens or
-   * reconnects waits for it as long as it takes (a broker restarting), until close(). */
+   * reconnects waits for it as long as it takes (a broker restarting), until close().
+   * With a service of several brokers, a broker that others list and that does not
+   * answer in this time is down for now: the client goes on with the others and keeps
+   * saying HELLO to it. */
   timeout?: number;
   /** This client's secret certificate file, as `asyncq keygen` writes it (default: $ASYNCQ_CURVE_SECRET). */
   curveSecret?: string;
@@ -46,6 +49,15 @@ export interface QueueOptions {
 interface PutOptionsBase {
   /** Seconds each delivery of the item may take before it is delivered again (default: the queue's). */
   lease?: number;
+  /**
+   * With a service of several brokers (shards, PROTOCOL.md 4.15): the put goes
+   * to shard fnv1a32(key) mod the number of shards (FNV-1a, 32 bits, of the
+   * key's bytes; a string as UTF-8), waiting for that broker if it has not
+   * answered yet, so that the items of one key keep their order. Not sent.
+   * Without a key, each batch (a tick's puts) goes to the next broker in turn,
+   * and two puts may be delivered in either order. Another type is a TypeError.
+   */
+  key?: string | Buffer | Uint8Array;
   /**
    * An integer from -2147483648 to 2147483647 (default 0): the queue's lowest
    * priority is delivered first, first in, first out within a priority. Another
@@ -129,6 +141,34 @@ export interface Stats {
   [key: string]: string | number | undefined;
 }
 
+/** One broker's own numbers of the queue, as stats({ brokers: true }) gives them. */
+export interface BrokerStats {
+  /** The broker's address: as given, or as another broker lists it (:PORT on the host that broker was reached at). */
+  address: string;
+  /** Its shard (PROTOCOL.md 4.15): 0 to 255; 0 for a broker before 2.3. */
+  shard: number | null;
+  /** Its STATS line; empty if it does not know the queue. */
+  stats: Stats;
+}
+
+/** stats({ brokers: true }): the whole service's numbers and each broker's. */
+export interface ServiceStats {
+  /** What stats() gives: counts summed over the brokers. */
+  total: Stats;
+  /** Each broker's, in the order the client found them. */
+  brokers: BrokerStats[];
+}
+
+/** A broker of the service, as the client knows it (Queue.brokers). */
+export interface BrokerInfo {
+  /** As given, or as another broker lists it. */
+  readonly address: string;
+  /** The shard it said it is; null until it answers. */
+  readonly shard: number | null;
+  /** Whether the client's session with it is up now. */
+  readonly up: boolean;
+}
+
 /** Why an item was dead-lettered (PROTOCOL.md 4.12); a later broker may give another value. */
 export type DeathCause = 'lease' | 'nack' | 'session' | 'restart' | 'unknown';
 
@@ -206,12 +246,28 @@ export class Item {
 /**
  * A queue on an asyncq broker, used like asyncio.Queue. Emits 'held' with
  * the queue's name when the broker holds this client's puts back for a full
- * queue.
+ * queue, and 'unreachable' with a BrokerUnreachable for an address given
+ * where no broker answered and that no broker of the service lists (the
+ * client goes on with the others).
+ *
+ * A service of several brokers (shards, PROTOCOL.md 4.15; asyncq-broker
+ * --shards, or --shard and --service) is one queue: given one of its
+ * addresses, or several, the client finds every broker (HELLO asks for the
+ * service); each batch of puts goes to the next broker in turn (a put with
+ * a key to its shard), get() takes from all with the credit shared out so
+ * that N getters still hold at most N items, acks go to the broker that
+ * delivered, and join(), stats() and the other requests ask every broker.
+ * A broker before 2.3 is a service of one. One broker's address alone
+ * works as before.
  */
 export class Queue extends EventEmitter {
-  /** broker: HOST[:PORT], tcp://HOST:PORT or ipc://PATH (default 'localhost'); throws an Error for another form. */
+  /**
+   * broker: HOST[:PORT], tcp://HOST:PORT or ipc://PATH (default 'localhost'), or
+   * several, comma-separated; a host name that resolves to several addresses
+   * stands for each of them. Throws an Error for another form.
+   */
   constructor(broker?: string, options?: QueueOptions);
-  /** The broker's address, as given. */
+  /** The broker's address, as given (one, or several comma-separated). */
   readonly broker: string;
   readonly queue: string;
   readonly prefetch: number;
@@ -227,8 +283,12 @@ export class Queue extends EventEmitter {
   /** What this client may do, once a session is open. */
   readonly roles: Role[] | null;
   readonly persistence: Persistence | null;
-  /** The full queue the broker holds this client's puts back for, until they are in. */
+  /** The full queue a broker holds this client's puts back for, until they are in. */
   readonly held: string | null;
+  /** The brokers of the service, once the client has found them (its first request); [] before. */
+  readonly brokers: readonly BrokerInfo[];
+  /** Why each address given was not used: no broker answered there, and no broker of the service lists it. */
+  readonly unreachable: readonly BrokerUnreachable[];
 
   /**
    * Resolves once the broker has confirmed the item (SYNCED); waits while the
@@ -238,9 +298,9 @@ export class Queue extends EventEmitter {
    * not valid (nothing sent).
    */
   put(item: Payload, options?: PutOptions): Promise<void>;
-  /** Sends the item without waiting for the broker to confirm it; resolves with its seq. */
+  /** Sends the item without waiting for the broker to confirm it; resolves with its seq (at the broker it went to). */
   send(item: Payload, options?: PutOptions): Promise<number>;
-  /** Resolves once every put sent is confirmed; rejects with a BrokerError for one refused. */
+  /** Resolves once every put sent is confirmed, by every broker; rejects with a BrokerError for one refused. */
   flush(): Promise<void>;
   /**
    * The next item. The async context that awaits it (and the code it goes on
@@ -263,9 +323,24 @@ export class Queue extends EventEmitter {
   touch(item: Item | string): Promise<void>;
   /** Gives a held item back, to be delivered again after delay seconds (at most 86400). */
   nack(item: Item | string, delay?: number, reason?: string): Promise<void>;
-  /** Resolves once every item put before it is acked or dead-lettered. */
+  /**
+   * Resolves once every item put before it is acked or dead-lettered. With
+   * several brokers, each is asked (once this client's puts there are
+   * confirmed) and the counts are summed; a broker that cannot be reached
+   * keeps it waiting. With a timeout, rejects with a TimeoutError whose
+   * outstanding sums what the brokers that answered still wait for, and
+   * whose unanswered names the brokers that did not answer in time.
+   */
   join(options?: JoinOptions): Promise<Joined>;
-  stats(): Promise<Stats>;
+  /**
+   * The queue's numbers; with several brokers, summed (state 'open' only if
+   * open at every broker, else 'discarding' if so at one, else 'draining';
+   * lease_ms and paused the largest). Waits for a broker that is down.
+   */
+  stats(options?: { brokers?: false }): Promise<Stats>;
+  /** The summed numbers (total) and each broker's own. */
+  stats(options: { brokers: true }): Promise<ServiceStats>;
+  stats(options: { brokers?: boolean }): Promise<Stats | ServiceStats>;
   /** Items waiting for delivery at the broker (not those delivered and not yet acked, nor delayed ones), asked of it. */
   qsize(): Promise<number>;
   /** Whether no item waits for delivery (qsize() is 0), asked of the broker. */
@@ -305,9 +380,11 @@ export class Queue extends EventEmitter {
    */
   delete(): Promise<number>;
   /**
-   * The queue's dead letters, oldest death first (at most 1024). Needs the
-   * admin role on a broker with keys (else a 403 BrokerError), as do
-   * requeueDead() and purgeDead().
+   * The queue's dead letters, oldest death first (at most 1024 of each
+   * broker). Needs the admin role on a broker with keys (else a 403
+   * BrokerError), as do requeueDead() and purgeDead(). Each letter's id names
+   * its broker (its top 8 bits are the shard): deadLetter(), requeueDead(items)
+   * and deleteDead() go to that broker.
    */
   deadLetters(): Promise<DeadLetter[]>;
   /**
@@ -321,10 +398,11 @@ export class Queue extends EventEmitter {
   /**
    * Moves dead items back to the end of the queue, their attempts reset;
    * resolves with how many. Without items, every dead item; with items,
-   * those only, all or none (broker 2.2): one that is not a dead item of the
-   * queue rejects with a 404 BrokerError naming every such id (subject), and
-   * nothing changes; [] resolves with 0. At most 1024 bytes of ids in one
-   * call (about 50): more reject with a RangeError, nothing sent.
+   * those only, all or none at each broker (broker 2.2): one that is not a
+   * dead item of the queue rejects with a 404 BrokerError naming every such
+   * id of its broker (subject), and nothing changes there; [] resolves with
+   * 0. At most 1024 bytes of ids in one call (about 50): more reject with a
+   * RangeError, nothing sent.
    */
   requeueDead(items?: readonly DeadItem[]): Promise<number>;
   /** Deletes the given dead items, all or none, as requeueDead(items); resolves with how many. */
@@ -334,7 +412,9 @@ export class Queue extends EventEmitter {
   /**
    * The next n items (1 to 1024, default 10) the queue would deliver, in that
    * order, left where they are (broker 2.2); delayed items and those being
-   * processed are not shown. Needs the consume or admin role on a broker with
+   * processed are not shown. With several brokers: each one's next n, the
+   * lowest priority then the oldest first, n of them (the order holds at each
+   * broker, not across them). Needs the consume or admin role on a broker with
    * keys. Rejects with a TypeError or RangeError for another n.
    */
   peek(n?: number): Promise<PeekedItem[]>;
@@ -353,6 +433,9 @@ export class Queue extends EventEmitter {
   on(event: 'held', listener: (queue: string) => void): this;
   once(event: 'held', listener: (queue: string) => void): this;
   off(event: 'held', listener: (queue: string) => void): this;
+  on(event: 'unreachable', listener: (error: BrokerUnreachable) => void): this;
+  once(event: 'unreachable', listener: (error: BrokerUnreachable) => void): this;
+  off(event: 'unreachable', listener: (error: BrokerUnreachable) => void): this;
 }
 
 /**
@@ -423,7 +506,21 @@ export type KeyRequired = KeysRequired;
 /** getNowait() found no item delivered. */
 export class QueueEmpty extends Error {}
 /** join() or close() took longer than its timeout. */
-export class TimeoutError extends Error {}
+export class TimeoutError extends Error {
+  constructor(message: string, options?: { outstanding?: number; unanswered?: string[] });
+  /** join(): the items the brokers that answered still waited for. */
+  readonly outstanding?: number;
+  /** join(): the brokers that did not answer in time (their addresses); [] if all did. */
+  readonly unanswered?: string[];
+}
+/** Two brokers say they are the same shard (PROTOCOL.md 4.15): their item ids would collide; the client does not use them. */
+export class ShardConflict extends Error {
+  constructor(shard: number, addresses: [string, string]);
+  readonly name: 'ShardConflict';
+  readonly shard: number;
+  /** Both brokers' addresses. */
+  readonly addresses: [string, string];
+}
 
 /** The client's version: the asyncq project's. */
 export const version: string;

@@ -5,7 +5,7 @@
 const { Queue, LifoQueue, PriorityQueue } = require('./queue');
 const { Item } = require('./consumer');
 const {
-  BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, QueueEmpty, QueueShutDown, TimeoutError,
+  BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, QueueEmpty, QueueShutDown, TimeoutError, ShardConflict,
   endpoints,
 } = require('./protocol');
 const { version } = require('./package.json');
@@ -24,6 +24,7 @@ module.exports = {
   QueueEmpty,
   QueueShutDown,
   TimeoutError,
+  ShardConflict,
   endpoints,
   version,
 };

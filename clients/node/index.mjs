@@ -16,6 +16,7 @@ export const {
   QueueEmpty,
   QueueShutDown,
   TimeoutError,
+  ShardConflict,
   endpoints,
   version,
 } = asyncq;

@@ -21,7 +21,10 @@ class ZeromqLink {
     if (!zmq) zmq = require('zeromq'); // eslint-disable-line global-require
     this.onMessage = options.onMessage || null;
     const onFailure = options.onFailure || (() => {});
-    const socket = new (type === 'DEALER' ? zmq.Dealer : zmq.Push)({ linger: 0, ...options.curve });
+    // An IPv6 address ([::1]:5557, or one a host name resolved to) needs
+    // ZMQ_IPV6: without it, libzmq never connects there.
+    const ipv6 = endpoint.startsWith('tcp://[');
+    const socket = new (type === 'DEALER' ? zmq.Dealer : zmq.Push)({ linger: 0, ...(ipv6 ? { ipv6 } : {}), ...options.curve });
     // ZeroMQ tells why a handshake failed (a refused key, a wrong server
     // key, a broker that wants keys) only in socket events.
     socket.events.on('handshake:error:auth', () => onFailure('auth'));

@@ -23,7 +23,10 @@ function eachBytes(batch, options) {
 }
 
 class Producer {
-  // broker: the parsed address; options: { curve }.
+  // broker: the parsed address; options: { curve, reached } (Session's).
+  // A client of a service of several brokers (PROTOCOL.md 4.15) has one
+  // Producer per broker: each keeps the puts it sent until that broker
+  // confirms them, and sends them again only to it.
   constructor(broker, clientId, options = {}) {
     this.session = new Session(broker, clientId, { ...options, helloSeq: () => this.confirmed + 1 });
     this.session.onMessage = (command, fields) => this.onMessage(command, fields);
@@ -52,6 +55,13 @@ class Producer {
 
   open(timeoutMs) {
     return this.session.open(timeoutMs);
+  }
+
+  // Whether the broker has a session for this producer now: welcomed, and
+  // not saying HELLO again (a broker that fell silent or restarted).
+  get up() {
+    const { session } = this;
+    return !this.closed && session.generation > 0 && !session.rehello && !session.closed;
   }
 
   // Resolves with the put's seq once it is batched or sent: at once, unless

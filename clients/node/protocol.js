@@ -48,6 +48,64 @@ function parseAddress(address) {
   return { address, host, port, pull: `tcp://${m[1]}:${port}`, router: `tcp://${m[1]}:${port + 1}` };
 }
 
+// Several broker addresses, comma-separated ('a:5557,b:5559', PROTOCOL.md
+// 4.15), each parsed: a list of at least one. Throws an Error naming the
+// accepted forms for an element not valid, or an empty one.
+function parseAddresses(addresses) {
+  if (typeof addresses !== 'string') throw new TypeError(`a broker address is a string: ${ADDRESS_FORMS}`);
+  if (!addresses.includes(',')) return [parseAddress(addresses)];
+  return addresses.split(',').map((part) => {
+    const address = part.trim();
+    if (!address) {
+      throw new Error(`not a list of broker addresses: '${addresses}' (an empty one): give ${ADDRESS_FORMS}, comma-separated`);
+    }
+    return parseAddress(address);
+  });
+}
+
+// An address of a WELCOME's brokers list (4.15), parsed: HOST:PORT,
+// tcp://HOST:PORT, ipc://PATH, or :PORT for the host this client reached
+// the broker at (reached, parsed; null for an IPC one: no host). Throws an
+// Error for one not valid.
+function parseListed(entry, reached) {
+  const port = /^:(\d{1,5})$/.exec(entry);
+  if (!port) return parseAddress(entry);
+  if (!reached || reached.host === undefined) {
+    throw new Error(`the broker at '${reached ? reached.address : '?'}' lists '${entry}' (its own host), but was reached by IPC`);
+  }
+  const host = reached.host.includes(':') ? `[${reached.host}]` : reached.host;
+  return parseAddress(`${host}${entry}`);
+}
+
+// WELCOME's service field (4.15), 'shard=K brokers=A,B,...': { shard,
+// brokers: [addresses as listed] } (brokers [] for a broker alone); null
+// when it is not one.
+function parseService(text) {
+  const pairs = {};
+  for (const word of String(text).split(' ')) {
+    const eq = word.indexOf('=');
+    if (eq > 0) pairs[word.slice(0, eq)] = word.slice(eq + 1);
+  }
+  if (!/^\d{1,3}$/.test(pairs.shard || '') || Number(pairs.shard) > SHARD_MAX) return null;
+  const brokers = pairs.brokers ? pairs.brokers.split(',').filter((entry) => entry) : [];
+  return { shard: Number(pairs.shard), brokers };
+}
+
+const SHARD_MAX = 255;
+
+// The shard an item id names: its top 8 bits (4.15).
+function shardOfId(id) {
+  return Number(BigInt(id) >> 56n);
+}
+
+// FNV-1a, 32 bits, of bytes (a Buffer): a key's shard is this mod the
+// number of shards (4.15).
+function fnv1a32(bytes) {
+  let hash = 0x811c9dc5;
+  for (const byte of bytes) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return hash >>> 0;
+}
+
 // The broker's [PULL, ROUTER] endpoints for HOST[:PORT], tcp://HOST:PORT or ipc://PATH.
 function endpoints(address) {
   const parsed = parseAddress(address);
@@ -391,11 +449,28 @@ class QueueEmpty extends Error {
     this.name = 'QueueEmpty';
   }
 }
-// join() or close() took longer than its timeout.
+// join() or close() took longer than its timeout. A join over several
+// brokers (PROTOCOL.md 4.15) says which did not answer in time
+// (unanswered: their addresses) and how many items were still outstanding
+// at those that did.
 class TimeoutError extends Error {
-  constructor(message) {
+  constructor(message, options = {}) {
     super(message);
     this.name = 'TimeoutError';
+    if (options.unanswered !== undefined) this.unanswered = options.unanswered;
+    if (options.outstanding !== undefined) this.outstanding = options.outstanding;
+  }
+}
+
+// Two brokers say they are the same shard (PROTOCOL.md 4.15): their item
+// ids would collide. addresses: both, as this client reached them.
+class ShardConflict extends Error {
+  constructor(shard, addresses) {
+    super(`two brokers say they are shard ${shard}: '${addresses[0]}' and '${addresses[1]}': each broker of a service `
+      + 'needs its own --shard (or one broker was given twice, under two names), else their item ids would collide');
+    this.name = 'ShardConflict';
+    this.shard = shard;
+    this.addresses = addresses;
   }
 }
 
@@ -408,7 +483,13 @@ module.exports = {
   PRIORITY_MIN,
   PRIORITY_MAX,
   PUTS_ENTRY_HEADER,
+  SHARD_MAX,
   parseAddress,
+  parseAddresses,
+  parseListed,
+  parseService,
+  shardOfId,
+  fnv1a32,
   endpoints,
   message,
   parse,
@@ -433,4 +514,5 @@ module.exports = {
   QueueEmpty,
   QueueShutDown,
   TimeoutError,
+  ShardConflict,
 };

@@ -4,7 +4,7 @@
 // and saying HELLO again when the broker restarts or falls silent.
 const { createLink, probe } = require('./link');
 const {
-  message, parse, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired,
+  message, parse, parseService, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired,
 } = require('./protocol');
 
 const REPLIES = new Set(['CREDITED', 'SYNCED', 'JOINED', 'TIMEOUT', 'REPORT']);
@@ -17,13 +17,17 @@ class Session {
   // options.helloSeq(): the seq HELLO carries (4.2); options.curve: CURVE
   // socket options, or null; options.reached(): whether the broker has
   // answered this client before (then open() waits for it as a reconnect does).
+  // Every HELLO asks for the service (its 4th field, PROTOCOL.md 4.15),
+  // unless the broker refused that field (400: a broker before 2.3); then
+  // this session says HELLO without it from then on (legacy).
   constructor(broker, clientId, options = {}) {
     this.broker = broker;
     this.clientId = clientId;
     this.helloSeq = options.helloSeq || (() => 0);
     this.curve = options.curve || null;
     this.reached = options.reached || (() => false);
-    this.welcome = null; // WELCOME's fields, once one came
+    this.legacy = false; // the broker refused HELLO's service field: before 2.3
+    this.welcome = null; // WELCOME's fields, once one came; welcome.service: { shard, brokers } or null
     this.heartbeat = 1000;
     this.generation = 0; // WELCOMEs received: a request sent in an older one is stale
     this.helloTag = -1; // number of the tag of the HELLO the latest WELCOME answered
@@ -34,6 +38,9 @@ class Session {
     this.connectError = null; // the system's error when nothing listens there
     this.onMessage = () => {};
     this.onReconnect = null;
+    this.onWelcome = null; // after each WELCOME, the first included
+    this.onDown = null; // when the broker falls silent or drops the session: saying HELLO again
+    this.onFailure = null; // (kind): a handshake failed, or nothing listens ('connect')
     this.closed = false;
     this.rehello = null;
     this.lastHeard = Date.now(); // when the broker last sent anything
@@ -84,7 +91,7 @@ class Session {
     // libzmq retries quietly where nothing listens: without a WELCOME in
     // 100 ms, one plain connection asks the system why.
     const probing = setTimeout(() => {
-      if (this.generation || this.closed || this.reached()) return;
+      if (this.generation || this.closed) return;
       probe(this.broker).then((error) => {
         if (error && !this.generation && !this.closed) this.handshakeFailed('connect', error);
       });
@@ -143,9 +150,19 @@ class Session {
       };
       const timer = setTimeout(settle(resolve), timeoutMs, false);
       if (this.helloWaiter) this.helloWaiter.resolve(false); // not answered: superseded
-      this.helloWaiter = { tag, failFast, resolve: settle(resolve), reject: settle(reject) };
-      this.send(message('HELLO', tag, this.clientId, this.helloSeq()));
+      this.helloWaiter = {
+        tag, failFast, withService: !this.legacy, resolve: settle(resolve), reject: settle(reject),
+      };
+      this.sendHello();
     });
+  }
+
+  // HELLO for the waiter, with the service field unless the broker is
+  // older than 2.3.
+  sendHello() {
+    const fields = [this.helloWaiter.tag, this.clientId, this.helloSeq()];
+    if (this.helloWaiter.withService) fields.push('service');
+    this.send(message('HELLO', ...fields));
   }
 
   handshakeFailed(kind, error) {
@@ -160,6 +177,7 @@ class Session {
     if (kind !== 'other' && this.helloWaiter && this.helloWaiter.failFast && !this.reached()) {
       this.helloWaiter.resolve(false);
     }
+    if (this.onFailure) this.onFailure(kind);
   }
 
   // Why HELLO got no answer (PROTOCOL.md 7). A broken handshake ('other')
@@ -198,6 +216,7 @@ class Session {
   // closed); the WELCOME restores the owner's state (rejoined()).
   reconnect() {
     if (!this.rehello && !this.closed) {
+      if (this.onDown) this.onDown();
       this.rehello = (async () => {
         while (!this.closed && !(await this.helloAgain())) {
           if (!this.closed) this.replaceLink(); // never a link made after close()
@@ -276,7 +295,9 @@ class Session {
       // Answered as it is read: the broker learns that we read what it sends (4.9).
       this.send(message('HEARTBEAT', ...fields));
     } else if (command === 'WELCOME') {
-      if (this.helloWaiter && tag === this.helloWaiter.tag && fields.length === 9) this.welcomed(fields);
+      if (this.helloWaiter && tag === this.helloWaiter.tag && (fields.length === 9 || fields.length === 10)) {
+        this.welcomed(fields);
+      }
     } else if (REPLIES.has(command)) {
       this.settle(tag, 'resolve', { command, fields });
     } else if (command === 'ERROR') {
@@ -297,6 +318,9 @@ class Session {
       windowBytes: Number(windowBytes),
       roles: roles ? roles.split(',') : [],
       persistence,
+      // The service (4.15): this broker's shard and every broker's address;
+      // null from a broker before 2.3 (shard 0, alone).
+      service: fields.length === 10 ? parseService(fields[9]) : null,
     };
     this.heartbeat = Math.max(this.welcome.heartbeatMs, 10);
     this.lastHeard = Date.now();
@@ -304,10 +328,18 @@ class Session {
     this.helloTag = tagNumber(this.helloWaiter.tag);
     this.helloWaiter.resolve(true);
     if (this.generation > 1) this.rejoined();
+    if (this.onWelcome) this.onWelcome(this.welcome);
   }
 
   onError(error, fields) {
-    if (this.helloWaiter && error.tag === this.helloWaiter.tag) {
+    if (this.helloWaiter && error.tag === this.helloWaiter.tag && error.code === 400 && this.helloWaiter.withService) {
+      // A broker before 2.3 takes no 4th field: HELLO again without it,
+      // for the same waiter; the broker is then shard 0, alone (4.15).
+      this.legacy = true;
+      this.helloWaiter.withService = false;
+      this.helloWaiter.tag = this.nextTag('hello');
+      this.sendHello();
+    } else if (this.helloWaiter && error.tag === this.helloWaiter.tag) {
       this.helloWaiter.reject(error);
     } else if (!this.settle(error.tag, 'reject', error)) {
       if (error.code !== 412) this.onMessage('ERROR', fields);

@@ -22,15 +22,20 @@ static size_t s_expand(const aq_endpoint_t *endpoint, const char *address,
     size_t added = 0;
     if (!endpoint->is_ipc && inet_pton(AF_INET, endpoint->host, &probe) != 1
         && endpoint->host[0] != '[' && getaddrinfo(endpoint->host, NULL, &hints, &found) == 0) {
-        size_t count = 0;
-        for (struct addrinfo *at = found; at; at = at->ai_next)
-            count++;
-        for (struct addrinfo *at = found; count > 1 && at && added < room; at = at->ai_next) {
+        /* Each address once: a hosts file may name one twice. */
+        for (struct addrinfo *at = found; at && added < room; at = at->ai_next) {
             char ip[INET_ADDRSTRLEN];
             const struct sockaddr_in *in = (const struct sockaddr_in *) at->ai_addr;
-            if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip))
-                snprintf(out[added++], AQ_ENDPOINT_MAX, "tcp://%s:%d", ip, endpoint->port);
+            if (!inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip))
+                continue;
+            snprintf(out[added], AQ_ENDPOINT_MAX, "tcp://%s:%d", ip, endpoint->port);
+            size_t same = 0;
+            while (same < added && strcmp(out[same], out[added]) != 0)
+                same++;
+            added += same == added;
         }
+        if (added < 2)
+            added = 0; /* one address: the name, as given */
         freeaddrinfo(found);
     }
     if (!added && room)
@@ -107,8 +112,12 @@ aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_
         while (same < *count && strcmp(aq_session_welcome(sessions[same])->broker_id,
                                        welcome->broker_id) != 0)
             same++;
-        if (same < *count) { /* the same broker under another name */
-            aq_session_destroy(&session);
+        if (same < *count) {
+            /* The same broker under another name: this HELLO, of the same
+               client id, replaced the first session there, so this one
+               stays (and the first one's BYE is answered 412, unheard). */
+            aq_session_destroy(&sessions[same]);
+            sessions[same] = session;
             continue;
         }
         for (size_t k = 0; k < *count; k++)

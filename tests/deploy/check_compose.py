@@ -2,7 +2,7 @@
 """Checks docker-compose.yml against the Compose specification's JSON schema,
 and that every environment variable it sets is one the programs read.
 
-    check_compose.py COMPOSE_FILE BIN_DIR SCHEMA.json...
+    check_compose.py COMPOSE_FILE[+OVERRIDE...] BIN_DIR SCHEMA.json...
 
 For each service, the resolved environment (docker-compose config) is handed
 to the service's program with --print-config; each variable must come back
@@ -41,8 +41,9 @@ def same_value(wanted, got):
         return False
 
 
-def check_environment(compose_file, bin_dir):
-    resolved = subprocess.run(["docker-compose", "-f", compose_file, "config"], check=True,
+def check_environment(compose_files, bin_dir):
+    files = [arg for name in compose_files for arg in ("-f", name)]
+    resolved = subprocess.run(["docker-compose", *files, "config"], check=True,
                               capture_output=True, text=True).stdout
     services = yaml.safe_load(resolved)["services"]
     ok = True
@@ -78,9 +79,9 @@ def check_environment(compose_file, bin_dir):
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
-    compose_file, bin_dir, schemas = sys.argv[1], sys.argv[2], sys.argv[3:]
-    ok = all([validate(compose_file, schema) for schema in schemas])
-    ok = check_environment(compose_file, bin_dir) and ok
+    compose_files, bin_dir, schemas = sys.argv[1].split("+"), sys.argv[2], sys.argv[3:]
+    ok = all([validate(name, schema) for name in compose_files for schema in schemas])
+    ok = check_environment(compose_files, bin_dir) and ok
     print("compose file: OK" if ok else "compose file: FAILED")
     sys.exit(0 if ok else 1)
 

@@ -41,6 +41,8 @@ cleanup() {
   set +e
   if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
     docker-compose -p "$project" -f "$top/docker-compose.yml" down --volumes --remove-orphans >/dev/null 2>&1
+    docker-compose -p "${project}s" -f "$top/docker-compose.yml" -f "$top/docker-compose.shards.yml" \
+      down --volumes --remove-orphans >/dev/null 2>&1
     docker rm -f $(docker ps -aq) >/dev/null 2>&1
     docker system prune -af >/dev/null 2>&1 # images and networks
     kill "$dockerd_pid"
@@ -174,12 +176,54 @@ compose stop consumer >/dev/null 2>&1
 compose run --rm -T -e ASYNCQ_COUNT=25 -e ASYNCQ_QUEUE=kept producer >/dev/null 2>&1
 compose down >/dev/null 2>&1
 compose up -d --no-build broker >/dev/null 2>&1
-kept=""
-for _ in $(seq 100); do
-  kept=$(admin asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
-  [ -n "$kept" ] && break
-  sleep 0.2
-done
+# What `$1 asyncq stats` says the queue `kept` holds, once it answers.
+kept_queued() {
+  local queued=""
+  for _ in $(seq 150); do
+    queued=$("$1" asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
+    [ -n "$queued" ] && break
+    sleep 0.2
+  done
+  echo "$queued"
+}
+kept=$(kept_queued admin)
 echo "after down and up: queue kept: ${kept:-no answer} queued"
 check "docker compose down && up keeps the 25 queued items" test "${kept:-0}" = 25
+compose down --volumes >/dev/null 2>&1
+
+# Three durable shards (docker-compose.shards.yml over the file): producers
+# and consumers given the first broker use all three, the join covers them,
+# and down && up keeps what each holds.
+echo "== docker-compose with three broker shards: 2 producers x $per_producer items, 3 consumers"
+shards() { docker-compose -p "${project}s" -f "$top/docker-compose.yml" \
+  -f "$top/docker-compose.shards.yml" "$@"; }
+shard_admin() { shards exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret \
+  -e ASYNCQ_SERVER_KEY=$keys/broker.key broker "$@"; }
+timeout 600 docker-compose -p "${project}s" -f "$top/docker-compose.yml" \
+  -f "$top/docker-compose.shards.yml" up -d --no-build --scale producer=2 --scale consumer=3 \
+  broker broker-1 broker-2 producer consumer >/dev/null 2>&1
+for container in $(shards ps -q producer); do
+  timeout 300 docker wait "$container" >/dev/null
+done
+shards up -d --no-build --no-deps join >/dev/null 2>&1
+join_status=$(timeout 180 docker wait "$(shards ps -q join)")
+shards logs --no-color join
+per_broker=$(shard_admin asyncq stats --queue default --brokers)
+echo "$per_broker"
+check "shards: join exited 0" test "$join_status" = 0
+check "shards: every producer confirmed its items" test \
+  "$(shards logs --no-color producer | grep -c "done: $per_producer items confirmed")" = 2
+check "shards: every shard took puts" test \
+  "$(grep -c ' puts=[1-9]' <<<"$per_broker")" = 3
+check "shards: all $((2 * per_producer)) acked, nothing outstanding" test \
+  "$(shard_admin asyncq stats --queue default | sed -n 's/.* acked=\([0-9]*\) .*outstanding=\([0-9]*\).*/\1 \2/p')" \
+  = "$((2 * per_producer)) 0"
+shards stop consumer >/dev/null 2>&1
+shards run --rm -T -e ASYNCQ_COUNT=30 -e ASYNCQ_QUEUE=kept -e ASYNCQ_MAX_SLEEP=0 producer \
+  >/dev/null 2>&1
+shards down >/dev/null 2>&1
+shards up -d --no-build broker broker-1 broker-2 >/dev/null 2>&1
+kept=$(kept_queued shard_admin)
+echo "shards after down and up: queue kept: ${kept:-no answer} queued"
+check "shards: down && up keeps the 30 queued items" test "${kept:-0}" = 30
 exit $fail

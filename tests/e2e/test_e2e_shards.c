@@ -326,6 +326,20 @@ static void test_two_brokers_of_one_shard_number_are_refused(void **state)
     assert_int_equal(rc, AQ_BAD_ENDPOINT);
     assert_non_null(strstr(aq_last_error(), "'tcp://no such' is not a broker address"));
     harness_stop(&other);
+    /* One broker given twice is one: the second HELLO, of the same client
+       id, took the first one's place, and that session is the one kept. */
+    snprintf(both, sizeof both, "%s,%s", f->h.address, f->h.address);
+    producer = aq_producer_new(both, "p", &rc);
+    assert_non_null(producer);
+    assert_int_equal(aq_producer_brokers(producer), 1);
+    assert_int_equal(aq_producer_put(producer, "twice", "x", 1), AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    char *stats[] = {"asyncq", "stats", "--broker", both, "--queue", "twice", "--format", "kv",
+                     NULL};
+    char out[1024];
+    assert_int_equal(harness_run(stats, out, sizeof out), 0);
+    assert_non_null(strstr(out, " queued=1 "));
     harness_assert_serving(&f->h, "ok");
 }
 

@@ -4,6 +4,7 @@
 // by ctest), else build/bin at the top of the repository.
 const { spawn, execFile } = require('child_process');
 const fs = require('fs');
+const net = require('net');
 const os = require('os');
 const path = require('path');
 const readline = require('readline');
@@ -36,6 +37,7 @@ class Broker {
     const broker = new Broker();
     broker.env = {}; // for the programs run against it
     broker.keys = null;
+    broker.flags = flags;
     broker.process = spawn(program('asyncq-broker'), ['--bind', bind, ...flags], { stdio: ['ignore', 'pipe', 'ignore'] });
     running.add(broker.process);
     broker.process.once('exit', () => running.delete(broker.process));
@@ -96,6 +98,11 @@ class Broker {
     return spawn(program(name), args, { env: { ...process.env, ASYNCQ_BROKER: this.address, ...this.env }, stdio: 'ignore' });
   }
 
+  // A broker started again as this one was, at its address (after stop()).
+  restart() {
+    return Broker.start(this.flags, this.address);
+  }
+
   stop() {
     if (this.keys) fs.rmSync(this.keys, { recursive: true, force: true });
     return new Promise((resolve) => {
@@ -130,9 +137,101 @@ async function withBroker(started, body) {
   if (failure || closeFailure) throw failure || closeFailure.reason;
 }
 
+// Whether port of 127.0.0.1 is free now.
+function portFree(port) {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+// Ports for brokers that must be told each other's port before they start
+// (--service): count pairs (PORT, PORT+1), free now, below the ephemeral
+// range (32768 and up on Linux), where the brokers of the other tests,
+// bound to port 0, never land. Picked from this process's id, so that
+// runs side by side do not pick the same.
+let nextPort = 20000 + ((process.pid * 7919) % 5000) * 2;
+async function freePairs(count) {
+  const ports = [];
+  while (ports.length < count) {
+    if (nextPort > 31990) nextPort = 20000;
+    const port = nextPort;
+    nextPort += 2;
+    if ((await portFree(port)) && (await portFree(port + 1))) ports.push(port);
+  }
+  return ports;
+}
+
+// A service of count brokers on 127.0.0.1 (PROTOCOL.md 4.15): shard K at
+// ports[K], each with --shard K and --service listing them all as :PORT
+// (options.service false: none), and flags besides (options.flags, an
+// array for all, or a function of K and the ports). With options.durable, each keeps its
+// data in a directory of its own, removed by stop(). Resolves with {
+// brokers, ports, address(K), stop() }.
+async function startService(count, options = {}) {
+  const ports = await freePairs(count);
+  const list = ports.map((port) => `:${port}`).join(',');
+  const flagsOf = typeof options.flags === 'function' ? options.flags : () => options.flags || [];
+  const dirs = [];
+  const brokers = [];
+  const service = {
+    brokers,
+    ports,
+    address: (k) => `127.0.0.1:${ports[k]}`,
+    async stop() {
+      await Promise.all(brokers.map((broker) => {
+        if (broker.process.signalCode === null && broker.process.exitCode === null) broker.process.kill('SIGCONT');
+        return broker.stop();
+      }));
+      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    for (let k = 0; k < count; k++) {
+      const flags = [...(options.service === false ? [] : ['--shard', String(k), '--service', list]), ...flagsOf(k, ports)];
+      if (options.durable) {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-shard-${k}-`));
+        dirs.push(dir);
+        flags.push('--data-dir', dir, '--fsync', 'never');
+      }
+      brokers.push(await Broker.start(flags, `tcp://127.0.0.1:${ports[k]}`));
+    }
+  } catch (error) {
+    await service.stop();
+    throw error;
+  }
+  return service;
+}
+
+// Runs body(service, client) against the service started (a promise), as
+// withBroker does: client(options, Class, address) makes a Queue given
+// address (default: shard 0's alone), closed after body.
+async function withService(started, body) {
+  const service = await started;
+  const clients = [];
+  const client = (options, Class = Queue, address = service.address(0)) => {
+    const q = new Class(address, options);
+    clients.push(q);
+    return q;
+  };
+  let failure = null;
+  try {
+    await body(service, client);
+  } catch (error) {
+    failure = error;
+  }
+  const closed = await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));
+  await service.stop();
+  const closeFailure = closed.find((result) => result.status === 'rejected');
+  if (failure || closeFailure) throw failure || closeFailure.reason;
+}
+
 // Resolves once condition() (which may return a promise) holds, looking every 10 ms.
 async function until(condition) {
   while (!(await condition())) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
-module.exports = { Broker, withBroker, until };
+module.exports = {
+  Broker, withBroker, until, freePairs, startService, withService,
+};

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import asyncq, {
   Queue, LifoQueue, PriorityQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired,
-  QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
+  QueueEmpty, QueueShutDown, TimeoutError, ShardConflict, endpoints, version,
 } from 'asyncq';
 
 const require = createRequire(import.meta.url);
@@ -16,7 +16,7 @@ test('import and require give the same module', () => {
   assert.strictEqual(asyncq, cjs); // the default export is the CommonJS module
   const named = {
     Queue, LifoQueue, PriorityQueue, Item, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, KeyRequired,
-    QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
+    QueueEmpty, QueueShutDown, TimeoutError, ShardConflict, endpoints, version,
   };
   for (const [name, value] of Object.entries(named)) assert.strictEqual(value, cjs[name], name);
   assert.strictEqual(require.resolve('asyncq'), new URL('../index.js', import.meta.url).pathname);
@@ -41,5 +41,8 @@ test('version and error vocabulary', () => {
   );
   assert.deepStrictEqual(endpoints('localhost:6000'), ['tcp://localhost:6000', 'tcp://localhost:6001']);
   assert.strictEqual(new TimeoutError('late').name, 'TimeoutError');
+  const conflict = new ShardConflict(3, ['a:5557', 'b:5557']);
+  assert.deepStrictEqual([conflict.name, conflict.shard, conflict.addresses], ['ShardConflict', 3, ['a:5557', 'b:5557']]);
+  assert.ok(conflict.message.includes("'a:5557'") && conflict.message.includes("'b:5557'"));
   assert.strictEqual(new QueueEmpty('none').name, 'QueueEmpty');
 });

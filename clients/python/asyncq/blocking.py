@@ -11,8 +11,9 @@ from typing import Any, Coroutine, Dict, FrozenSet, Iterable, List, Optional, Ty
 import zmq.asyncio
 
 from .consumer import Item
-from .protocol import DeadLetter, PeekedItem
+from .protocol import BrokerUnreachable, DeadLetter, PeekedItem
 from .queue import Joined, Payload, Queue, Stats, When
+from .service import Key
 
 T = TypeVar("T")
 
@@ -60,11 +61,23 @@ class BlockingQueue:
     def held(self) -> Optional[str]:
         return self._queue.held
 
+    @property
+    def brokers(self) -> Dict[int, str]:
+        """asyncq.Queue.brokers: the service's brokers by shard ({} before
+        the first use)."""
+        return self._queue.brokers
+
+    @property
+    def unreachable(self) -> Dict[str, BrokerUnreachable]:
+        """asyncq.Queue.unreachable: addresses given that answered nothing."""
+        return self._queue.unreachable
+
     def put(self, item: Payload, *, lease: Optional[float] = None,
             priority: Optional[int] = None, delay: Optional[float] = None,
-            at: Optional[When] = None) -> None:
-        """asyncq.Queue.put: priority, delay and at as there."""
-        self._run(self._queue.put(item, lease=lease, priority=priority, delay=delay, at=at))
+            at: Optional[When] = None, key: Optional[Key] = None) -> None:
+        """asyncq.Queue.put: priority, delay, at and key as there."""
+        self._run(self._queue.put(item, lease=lease, priority=priority, delay=delay, at=at,
+                                  key=key))
 
     def get(self, timeout: Optional[float] = None) -> Item:
         item = self._run(asyncio.wait_for(self._queue.get(), timeout))
@@ -128,6 +141,10 @@ class BlockingQueue:
 
     def stats(self) -> Stats:
         return self._run(self._queue.stats())
+
+    def shard_stats(self) -> Dict[int, Stats]:
+        """asyncq.Queue.shard_stats: each broker's stats, by shard."""
+        return self._run(self._queue.shard_stats())
 
     def dead_letters(self) -> List[DeadLetter]:
         return self._run(self._queue.dead_letters())

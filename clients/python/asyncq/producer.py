@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import zmq
 
 from .protocol import (EACH, PUTS_ENTRY, BrokerError, Fields, Frames, Welcome, message,
-                       pack_puts, pack_puts_each, seq_range)
+                       pack_puts, pack_puts_each, seq_range, wake_all)
 from .security import Keys, apply_keys
 from .session import Session
 from .sockets import Reader, plain_socket, send_now
@@ -41,7 +41,7 @@ class Push:
     """The PUSH socket: sends at once, or in order once it has room."""
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, keys: Optional[Keys]) -> None:
-        self.socket = plain_socket(context, zmq.PUSH)
+        self.socket = plain_socket(context, zmq.PUSH, endpoint)
         apply_keys(self.socket, keys)
         self.socket.connect(endpoint)
         self._waiting: Deque[Frames] = collections.deque()
@@ -83,8 +83,9 @@ class Push:
 
 class Producer:
     def __init__(self, session: Session, context: zmq.Context[Any], push_endpoint: str,
-                 keys: Optional[Keys]) -> None:
+                 keys: Optional[Keys], shard: int = 0) -> None:
         self._session = session
+        self.shard = shard
         self._context, self._push_endpoint, self._keys = context, push_endpoint, keys
         self._push: Optional[Push] = None
         self.seq = 0          # the last seq given to a put, sent or gathered
@@ -111,6 +112,18 @@ class Producer:
         self.refusals: Deque[BrokerError] = collections.deque(maxlen=100)  # about other puts
         session.on_message = self._on_message
         session.on_reconnect = self._on_reconnect
+        # Its HELLO names the oldest seq not confirmed: it is this producer's
+        # session (4.2).
+        session.hello_seq = lambda: self.confirmed + 1
+
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    @property
+    def gathering(self) -> bool:
+        """Puts are gathered for a batch sent at the end of this tick."""
+        return bool(self._batch)
 
     @property
     def _welcome(self) -> Welcome:
@@ -305,12 +318,7 @@ class Producer:
 
     def _wake(self, error: Optional[BaseException]) -> None:
         waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
+        wake_all(waiters, error)
 
     def _confirm_to(self, seq: int) -> None:
         self.confirmed = max(self.confirmed, seq)
@@ -357,3 +365,153 @@ class Producer:
             waiter.cancel()
         if self._push is not None:
             self._push.close()
+
+
+Open = Callable[[int], Awaitable[Session]]
+
+
+class Producers:
+    """A Producer for every broker of the service (PROTOCOL.md 4.15), by
+    shard. Each batch (the puts of one tick, or up to max-batch) goes to the
+    next broker in turn that is up and not holding this client's puts; a
+    put with a key goes to its shard, and waits for it while it is down.
+    Puts not confirmed stay with their broker, sent again when it is back,
+    never sent to another. With one broker, it is the one Producer."""
+
+    def __init__(self, sessions: Dict[int, Session], context: zmq.Context[Any],
+                 push: Callable[[int], str], keys: Optional[Keys], open_shard: Open) -> None:
+        self._context, self._push, self._keys, self._open_shard = context, push, keys, open_shard
+        self.shards = sorted(sessions)
+        self._single = len(self.shards) == 1
+        self.by_shard: Dict[int, Producer] = {}
+        self.only: Optional[Producer] = None  # the producer, with one broker (a put's fast path)
+        for shard, session in sessions.items():
+            self._add(shard, session)
+        self._turn = 0
+        self._current: Optional[Producer] = None  # the one gathering this tick's batch
+        self._reopening: Dict[int, "asyncio.Future[Producer]"] = {}
+        self.on_taken_over: Callable[[Producer], None] = lambda producer: None
+
+    def _add(self, shard: int, session: Session) -> Producer:
+        producer = Producer(session, self._context, self._push(shard), self._keys, shard)
+        producer.on_taken_over = lambda: self._taken_over(producer)
+        self.by_shard[shard] = producer
+        if self._single:
+            self.only = producer
+        return producer
+
+    @property
+    def first(self) -> Optional[Producer]:
+        """The producer of the lowest shard: the only one, with one broker."""
+        return self.by_shard[min(self.by_shard)] if self.by_shard else None
+
+    def all(self) -> List[Producer]:
+        return [self.by_shard[shard] for shard in sorted(self.by_shard)]
+
+    def _taken_over(self, producer: Producer) -> None:
+        """Another session took this producer's id (409, 4.2): its puts not
+        confirmed have failed; the next put for its shard opens a producer
+        of a new id."""
+        if self.by_shard.get(producer.shard) is producer:
+            del self.by_shard[producer.shard]
+        if self.only is producer:
+            self.only = None
+        if self._current is producer:
+            self._current = None
+        producer.close()
+        self.on_taken_over(producer)
+
+    async def get(self, shard: int) -> Producer:
+        """The producer of a shard, opened anew if its id was taken over."""
+        producer = self.by_shard.get(shard)
+        if producer is not None:
+            return producer
+        reopening = self._reopening.get(shard)
+        if reopening is None:
+            reopening = self._reopening[shard] = asyncio.ensure_future(self._reopen(shard))
+        return await asyncio.shield(reopening)
+
+    async def _reopen(self, shard: int) -> Producer:
+        try:
+            return self._add(shard, await self._open_shard(shard))
+        finally:
+            del self._reopening[shard]
+
+    async def every(self) -> List[Producer]:
+        """Every shard's producer (those taken over opened anew)."""
+        return [await self.get(shard) for shard in self.shards]
+
+    def pick_now(self) -> Optional[Producer]:
+        """The producer for a put without a key: the one gathering this
+        tick's batch, else the next in turn that is up and not held (up and
+        held when every one is held); None when none is up (or one is being
+        opened anew). With one broker, that one, up or not: its puts wait
+        for it, as they always did."""
+        if self._single:
+            return self.by_shard.get(self.shards[0])
+        current = self._current
+        if (current is not None and current._batch and current.session.up
+                and self.by_shard.get(current.shard) is current):
+            return current
+        if len(self.by_shard) != len(self.shards):
+            return None
+        producers = self.all()
+        count = len(producers)
+        turn = [producers[(self._turn + i) % count] for i in range(count)]
+        up = [producer for producer in turn if producer.session.up]
+        chosen = next((producer for producer in up if producer.held is None),
+                      up[0] if up else None)
+        if chosen is not None:
+            self._turn = (producers.index(chosen) + 1) % count
+            self._current = chosen
+        return chosen
+
+    async def pick(self) -> Producer:
+        """pick_now(), waiting while no broker is up."""
+        while True:
+            producers = await self.every()
+            chosen = self.pick_now()
+            if chosen is not None:
+                return chosen
+            waiters = [producer.session.when_up() for producer in producers]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def for_shard(self, shard: int) -> Producer:
+        """The producer of a shard (a put with a key), once it is up."""
+        producer = await self.get(shard)
+        while not producer.session.up:
+            await producer.session.when_up()
+            producer = await self.get(shard)
+        return producer
+
+    @property
+    def held(self) -> Optional[str]:
+        return next((producer.held for producer in self.all() if producer.held), None)
+
+    @property
+    def unconfirmed(self) -> int:
+        return sum(producer.unconfirmed for producer in self.by_shard.values())
+
+    async def confirm_all(self) -> None:
+        """Returns once every broker has confirmed every put sent to it."""
+        await asyncio.gather(*(producer.confirm(producer.seq) for producer in self.all()))
+
+    def refusal(self) -> Optional[BrokerError]:
+        """The first BrokerError about puts sent with send() since the last
+        call, from any broker; forgets the others."""
+        first: Optional[BrokerError] = None
+        for producer in self.all():
+            if producer.refusals and first is None:
+                first = producer.refusals.popleft()
+            producer.refusals.clear()
+        return first
+
+    def close(self) -> List[Session]:
+        """Closes every producer; returns their sessions, to be closed."""
+        for producer in self.by_shard.values():
+            producer.close()
+        return [producer.session for producer in self.all()]

@@ -39,6 +39,11 @@ class Welcome(NamedTuple):
     window_bytes: int
     roles: FrozenSet[str]
     persistence: str
+    # WELCOME's 10th field (4.15), when the HELLO asked for it: this
+    # broker's shard number and its service's brokers in shard order (empty:
+    # it is alone). None and (): a broker before 2.3, shard 0 alone.
+    shard: Optional[int] = None
+    brokers: Tuple[str, ...] = ()
 
 
 ADDRESS_FORMS = "HOST[:PORT], tcp://HOST:PORT or ipc://PATH"
@@ -92,15 +97,91 @@ def parse(frames: Sequence[bytes]) -> Optional[Tuple[bytes, Fields]]:
 
 
 def parse_welcome(fields: Fields) -> Optional[Welcome]:
-    """WELCOME's fields after its tag (4.2), or None if they are not all there."""
-    if len(fields) != 9:
+    """WELCOME's fields after its tag (4.2, and the optional `service` of
+    4.15), or None if they are not all there or the service field is not
+    as 4.15 says."""
+    if len(fields) not in (9, 10):
         return None
     broker_id, max_item, heartbeat_ms, max_batch, window, window_bytes, roles, persistence = \
-        fields[1:]
+        fields[1:9]
+    shard: Optional[int] = None
+    brokers: Tuple[str, ...] = ()
+    if len(fields) == 10:
+        service = parse_service(fields[9])
+        if service is None:
+            return None
+        shard, brokers = service
     return Welcome(broker_id.decode(), int(max_item), max(int(heartbeat_ms), 1),
                    max(int(max_batch), 1), max(int(window), 1), int(window_bytes),
                    frozenset(role for role in roles.decode().split(",") if role),
-                   persistence.decode())
+                   persistence.decode(), shard, brokers)
+
+
+SHARDS_MAX = 256  # brokers in one service: an item id's top 8 bits (4.15)
+
+
+def parse_service(field: bytes) -> Optional[Tuple[int, Tuple[str, ...]]]:
+    """WELCOME's `service` field (4.15), `shard=K brokers=A,B,...`, as (K,
+    the brokers' addresses in shard order; () when the broker is alone), or
+    None when it is not that. Keys this client does not know are ignored."""
+    try:
+        pairs = dict(pair.partition("=")[::2] for pair in field.decode().split())
+    except UnicodeDecodeError:
+        return None
+    shard = pairs.get("shard", "")
+    if not shard.isdigit() or int(shard) >= SHARDS_MAX:
+        return None
+    brokers = tuple(pairs.get("brokers", "").split(",")) if pairs.get("brokers") else ()
+    if any(not broker for broker in brokers):
+        return None
+    return int(shard), brokers
+
+
+def shard_of(item_id: int) -> int:
+    """The shard an item id names: its top 8 bits (4.15)."""
+    return item_id >> 56
+
+
+FNV_OFFSET, FNV_PRIME = 0x811C9DC5, 0x01000193
+
+
+def fnv1a32(data: bytes) -> int:
+    """FNV-1a, 32 bits, of data: the hash that places a put's key on a
+    shard (PROTOCOL.md 4.15: shard = fnv1a32(key) mod the number of
+    shards). Start from 2166136261; for each byte, XOR it in, then
+    multiply by 16777619, modulo 2**32. fnv1a32(b"") is 2166136261,
+    fnv1a32(b"a") 3826002220 (0xe40c292c)."""
+    value = FNV_OFFSET
+    for byte in data:
+        value = ((value ^ byte) * FNV_PRIME) & 0xFFFFFFFF
+    return value
+
+
+def split_addresses(text: str) -> List[str]:
+    """A broker address, or several separated by commas (a service,
+    4.15), as a list; each checked as endpoints() checks one. Raises
+    ValueError for an empty entry or one not an address."""
+    if not isinstance(text, str):
+        endpoints(text)  # the TypeError naming the forms
+    addresses = [part.strip() for part in text.split(",")] if "," in text else [text]
+    for address in addresses:
+        if not address:
+            raise ValueError(f"not a list of broker addresses: {text!r} (an empty entry; "
+                             f"expected {ADDRESS_FORMS}, separated by commas)")
+        endpoints(address)
+    return addresses
+
+
+def wake_all(waiters: "List[asyncio.Future[None]]",
+             error: Optional[BaseException] = None) -> None:
+    """Ends every future of `waiters` not yet done: with None, or raising
+    `error`."""
+    for waiter in waiters:
+        if not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
 
 def check_name(name: str, what: str = "queue") -> str:
@@ -472,3 +553,10 @@ class KeyMismatch(BrokerUnreachable):
 
 class KeysRequired(BrokerUnreachable):
     """The broker uses CURVE and this client has no keys."""
+
+
+class ShardConflict(ValueError):
+    """Two brokers given to one client say they are the same shard (4.15):
+    the same broker given twice under two names, or two brokers started
+    without their own --shard. Their item ids would collide, so the client
+    refuses to use them; the message names both."""

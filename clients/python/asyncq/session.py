@@ -18,7 +18,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 import zmq
 
 from .protocol import (BrokerError, BrokerUnreachable, Fields, Frames, Welcome, message, parse,
-                       parse_welcome)
+                       parse_welcome, wake_all)
 from .security import HandshakeWatch, Keys, apply_keys
 from .sockets import EVENTS, POLLIN, Reader, plain_socket, send_now
 
@@ -59,13 +59,17 @@ class Request:
 class Session:
     def __init__(self, context: zmq.Context[Any], endpoint: str, client_id: str,
                  keys: Optional[Keys] = None, hello_seq: Callable[[], int] = lambda: 0,
-                 address: Optional[str] = None) -> None:
+                 address: Optional[str] = None, shard: Optional[int] = None) -> None:
         self._context = context
         self._endpoint = endpoint
         self.address = address or endpoint  # as the user gave it, for messages
         self._keys = keys
         self.client_id = client_id
-        self._hello_seq = hello_seq
+        self.hello_seq = hello_seq  # the HELLO's seq (4.2), asked at each HELLO
+        # HELLO asks for WELCOME's `service` field (4.15) until a broker
+        # before 2.3 refuses it (400): then this session says HELLO without.
+        self.asks_service = True
+        self.shard = shard  # this broker's shard, once known: a WELCOME saying another is logged
         self._loop = asyncio.get_running_loop()
         self.welcome: Optional[Welcome] = None  # the latest WELCOME
         self.reconnects = 0      # times HELLO was said again after the first WELCOME
@@ -85,6 +89,35 @@ class Session:
         # sent again.
         self.on_message: Callable[[bytes, Fields], None] = lambda command, fields: None
         self.on_reconnect: Callable[[], None] = lambda: None
+        # Called when the session is lost (HELLO is said again from then on),
+        # and when its DEALER is replaced: nothing of the session lost can
+        # arrive after that.
+        self.on_down: Callable[[], None] = lambda: None
+        self.on_reset: Callable[[], None] = lambda: None
+        self._up_waiters: List["asyncio.Future[None]"] = []
+
+    @property
+    def up(self) -> bool:
+        """Whether the broker has welcomed this session and not fallen silent
+        or lost it since (HELLO is not being said again)."""
+        return (self.welcome is not None and not self._closed
+                and (self._rehello is None or self._rehello.done()))
+
+    def when_up(self) -> "asyncio.Future[None]":
+        """A future done once the session is up (at once if it is); failed
+        with RuntimeError if the session is closed first."""
+        future: "asyncio.Future[None]" = self._loop.create_future()
+        if self.up:
+            future.set_result(None)
+        elif self._closed:
+            future.set_exception(RuntimeError("queue client is closed"))
+        else:
+            self._up_waiters.append(future)
+        return future
+
+    def _wake_up_waiters(self, error: Optional[BaseException] = None) -> None:
+        waiters, self._up_waiters = self._up_waiters, []
+        wake_all(waiters, error)
 
     @property
     def heartbeat(self) -> float:
@@ -92,7 +125,7 @@ class Session:
         return self.welcome.heartbeat_ms / 1000 if self.welcome else 1.0
 
     def _new_socket(self) -> Tuple[zmq.Socket[Any], HandshakeWatch, Reader]:
-        socket = plain_socket(self._context, zmq.DEALER)
+        socket = plain_socket(self._context, zmq.DEALER, self._endpoint)
         apply_keys(socket, self._keys)
         watch = HandshakeWatch(socket)
         socket.connect(self._endpoint)
@@ -107,6 +140,7 @@ class Session:
         self._close_socket(linger=0)
         self._outbox.clear()
         self.socket, self._watch, self._reader = self._new_socket()
+        self.on_reset()
 
     def _close_socket(self, linger: int) -> None:
         self._reader.close()
@@ -127,6 +161,12 @@ class Session:
             await self.close(bye=False)
             raise
 
+    def open_in_background(self) -> None:
+        """Says HELLO until the broker answers, in the background (a broker
+        of the service that is down): on_reconnect is called once it has."""
+        self._watch_silence()
+        self.reconnect()
+
     def tag(self, kind: bytes) -> bytes:
         """A new tag: kind, then a number that grows with every tag."""
         self._number += 1
@@ -142,7 +182,7 @@ class Session:
         self._hello_number = self._number
         hello: "asyncio.Future[bool]" = self._loop.create_future()
         self._hello = (tag, hello)
-        self.send(message(b"HELLO", tag, self.client_id, self._hello_seq()))
+        self.send(self._hello_message(tag))
         if watch_connect:
             # The first HELLO: a connection that fails is reported at once,
             # with its cause, not after the time-out.
@@ -156,6 +196,11 @@ class Session:
         finally:
             self._watch.on_connect_failed = None
 
+    def _hello_message(self, tag: bytes) -> Frames:
+        if self.asks_service:
+            return message(b"HELLO", tag, self.client_id, self.hello_seq(), b"service")
+        return message(b"HELLO", tag, self.client_id, self.hello_seq())
+
     def _connect_failed(self, hello: "asyncio.Future[bool]") -> None:
         if not hello.done():
             hello.set_exception(BrokerUnreachable(
@@ -167,12 +212,16 @@ class Session:
             return
         self._rehello = asyncio.ensure_future(self._reconnect())
         self._rehello.add_done_callback(log_failure)
+        if self.welcome is not None:
+            self.on_down()
 
     async def _reconnect(self) -> None:
-        self.reconnects += 1
-        log.info("%s: saying HELLO again", self.client_id)
+        if self.welcome is not None:
+            self.reconnects += 1
+            log.info("%s: saying HELLO again to %s", self.client_id, self.address)
         while not await self._hello_again():
             self._replace_socket()
+        self._wake_up_waiters()
         self.on_reconnect()
         for request in list(self._pending.values()):
             if self._is_stale(request.tag):
@@ -313,6 +362,10 @@ class Session:
         if welcome is None:
             log.warning("%s: WELCOME not as asyncq/2 says: %r", self.client_id, fields)
             return
+        if welcome.shard is not None and self.shard is not None and welcome.shard != self.shard:
+            log.error("%s: the broker at %s now says it is shard %d, not %d: its item ids may "
+                      "collide with another broker's", self.client_id, self.address,
+                      welcome.shard, self.shard)
         self.welcome = welcome
         if not self._hello[1].done():
             self._hello[1].set_result(True)
@@ -322,6 +375,17 @@ class Session:
             self._on_no_session(error)
             return
         if self._hello and error.tag == self._hello[0] and not self._hello[1].done():
+            if error.code == 400 and self.asks_service:
+                # A broker before 2.3 takes no 4th field: HELLO again without
+                # it, and this broker is shard 0, alone (4.15).
+                log.info("%s: the broker at %s is older than 2.3 (no service)", self.client_id,
+                         self.address)
+                self.asks_service = False
+                tag = self.tag(b"hello")
+                self._hello_number = self._number
+                self._hello = (tag, self._hello[1])
+                self.send(self._hello_message(tag))
+                return
             self._hello[1].set_exception(error)
             return
         request = self._pending.pop(error.tag, None) if error.tag else None
@@ -353,6 +417,7 @@ class Session:
                 pass
         for request in list(self._pending.values()):
             request.answer(None, RuntimeError("queue client is closed"))
+        self._wake_up_waiters(RuntimeError("queue client is closed"))
         if bye and self.welcome:
             try:
                 self.socket.send_multipart(message(b"BYE", self.tag(b"bye")), zmq.NOBLOCK)

@@ -24,9 +24,13 @@ def send_now(socket: zmq.Socket[Any], frames: List[bytes]) -> None:
         socket.send(frame, MORE if index < last else NOBLOCK)
 
 
-def plain_socket(context: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
-    """A socket with pyzmq's plain API on context, asyncio's or not."""
-    return zmq.Context.shadow(context.underlying).socket(kind)
+def plain_socket(context: zmq.Context[Any], kind: int, endpoint: str = "") -> zmq.Socket[Any]:
+    """A socket with pyzmq's plain API on context, asyncio's or not; one
+    for an IPv6 endpoint (tcp://[ADDRESS]:PORT) speaks IPv6."""
+    socket = zmq.Context.shadow(context.underlying).socket(kind)
+    if endpoint.startswith("tcp://["):
+        socket.setsockopt(zmq.IPV6, 1)
+    return socket
 
 
 class Reader:

@@ -38,15 +38,25 @@ class Broker:
     it wrote on stderr so far."""
 
     def __init__(self, *flags, bind="tcp://127.0.0.1:0"):
+        self.flags, self.bind = flags, bind
+        self._start()
+
+    def _start(self):
         self._stderr = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [program("asyncq-broker"), "--bind", bind, *flags],
+            [program("asyncq-broker"), "--bind", self.bind, *self.flags],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, preexec_fn=_die_with_parent)
         line = self.process.stdout.readline()
         if not line.startswith("READY "):
             self.stop()
             raise RuntimeError(f"broker did not start: {line!r}")
         self.address = line.split()[1]
+
+    def restart(self):
+        """Stops the broker (SIGKILL) if it runs, and starts it again with the
+        same flags and address (a fixed port: the same one)."""
+        self.stop()
+        self._start()
 
     def log(self):
         self._stderr.seek(0)

@@ -1,6 +1,6 @@
 // The client misused: each line marked "// error" must fail to type-check
 // (tests/types.test.js), and no other.
-import { Queue, LifoQueue, PriorityQueue, Item } from '../..';
+import { Queue, LifoQueue, PriorityQueue, Item, Stats } from '../..';
 
 export async function misuse(): Promise<void> {
   const named = new Queue('localhost', { queue: 42 }); // error
@@ -48,8 +48,13 @@ export async function misuse(): Promise<void> {
   const whole: string = (await q.deadLetter('1')).payload; // error
   await ranked.close();
   const resumed: boolean = (await q.resume()).paused; // error
+  await q.put('x', { key: 42 }); // error
+  const summed: number = (await q.stats({ brokers: true })).queued; // error
+  const each: Stats = (await q.stats({ brokers: true })).brokers; // error
+  const shardOf: string = q.brokers[0].shard; // error
+  q.on('unreachable', (error: string) => error); // error
   await named.close();
   await typo.close();
   await ahead.close();
-  console.log(id, made, shutDown, count, deadId, requeued, peeked, resumed, rank, pqRank, whole);
+  console.log(id, made, shutDown, count, deadId, requeued, peeked, resumed, rank, pqRank, whole, summed, each, shardOf);
 }

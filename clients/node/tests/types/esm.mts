@@ -1,7 +1,7 @@
 // The client from an ES module, by the package's name, as a TypeScript
 // project with Node's module resolution sees it (tests/types.test.js).
 import asyncq, {
-  Queue, LifoQueue, PriorityQueue, QueueShutDown, KeysRequired, version,
+  Queue, LifoQueue, PriorityQueue, QueueShutDown, KeysRequired, ShardConflict, version,
 } from 'asyncq';
 
 export async function fromEsm(): Promise<string> {
@@ -14,6 +14,7 @@ export async function fromEsm(): Promise<string> {
     await q.put('x');
   } catch (error) {
     if (error instanceof QueueShutDown || error instanceof KeysRequired) return error.message;
+    if (error instanceof ShardConflict) return error.addresses.join(' ');
   } finally {
     await q.close();
   }

@@ -1,7 +1,8 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
   Queue, LifoQueue, PriorityQueue, PriorityItem, WholeDeadLetter, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeadItem, PeekedItem, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
-  KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, endpoints, version,
+  KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, ShardConflict, ServiceStats, BrokerStats, BrokerInfo,
+  endpoints, version,
 } from '../..';
 
 export async function produce(): Promise<number> {
@@ -140,4 +141,30 @@ export function explain(error: unknown): string {
   }
   const [pull, router]: [string, string] = endpoints('localhost');
   return `${pull} ${router}`;
+}
+
+export async function service(): Promise<string> {
+  const q = new Queue('a:5557,b:5559', { queue: 'jobs' });
+  await q.put('pinned', { key: 'customer-7' });
+  await q.send('bytes', { key: Buffer.from([1, 2]), priority: 1 });
+  await q.put('array', { key: new Uint8Array([3]), delay: 2 });
+  const total: Stats = await q.stats();
+  const plain: Stats = await q.stats({ brokers: false });
+  const each: ServiceStats = await q.stats({ brokers: true });
+  const first: BrokerStats = each.brokers[0];
+  const either: Stats | ServiceStats = await q.stats({ brokers: Math.random() > 0.5 });
+  const shard: number | null = first.shard;
+  const known: readonly BrokerInfo[] = q.brokers;
+  const up: boolean = known.every((broker) => broker.up && broker.address.length > 0);
+  const wrong: readonly BrokerUnreachable[] = q.unreachable;
+  q.on('unreachable', (error: BrokerUnreachable) => console.log(error.address)).off('held', () => {});
+  let named = '';
+  try {
+    await q.join({ timeout: 1 });
+  } catch (error) {
+    if (error instanceof TimeoutError) named = `${error.outstanding} ${(error.unanswered || []).join(',')}`;
+    if (error instanceof ShardConflict) named = `${error.shard} ${error.addresses[0]} ${error.addresses[1]}`;
+  }
+  await q.close();
+  return `${'total' in either} ${total.queued} ${plain.puts} ${each.total.puts} ${first.address} ${first.stats.queued} ${shard} ${up} ${wrong.length} ${named}`;
 }

@@ -1,0 +1,283 @@
+"""The brokers behind one address (PROTOCOL.md 4.15): a service of shards,
+found from the addresses a client is given. Each is asked HELLO with
+`service`; WELCOME says its shard and lists every broker of its service,
+which are asked in turn, until all are known. A broker before 2.3 is shard
+0, alone. One address of a broker alone is a service of one shard, and
+behaves as the client always did."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket as stdsocket
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import zmq
+
+from .protocol import (BrokerUnreachable, ShardConflict, endpoints, fnv1a32,
+                       split_addresses)
+from .security import Keys
+from .session import Session
+
+log = logging.getLogger("asyncq")
+
+Key = Union[bytes, str]
+
+
+class Target(NamedTuple):
+    """Somewhere a broker may be: address (for messages and `:PORT`
+    entries), its endpoints, and the address given it came from (None for
+    one a broker listed)."""
+    address: str
+    push: str
+    router: str
+    given: Optional[str]
+    host: str  # the host part of address ("" for ipc://), for `:PORT` entries
+
+
+class Broker(NamedTuple):
+    """A broker of the service: its shard number, the address this client
+    reaches it at, and its endpoints."""
+    shard: int
+    address: str
+    push: str
+    router: str
+
+
+def _target(address: str, given: Optional[str]) -> Target:
+    push, router = endpoints(address)
+    host = "" if address.startswith("ipc://") else router[len("tcp://"):].rpartition(":")[0]
+    return Target(address, push, router, given, host)
+
+
+def _same_place(a: str, b: str) -> bool:
+    """Whether two addresses name the same endpoints."""
+    try:
+        return endpoints(a)[1].lower() == endpoints(b)[1].lower()
+    except ValueError:
+        return False
+
+
+class Service:
+    """The brokers a Queue uses, by shard number, once found (open()).
+    count: the number of shards, for keys (the service list's length; the
+    brokers found when they are alone). unreachable: addresses given that
+    answered nothing and that no broker lists, with why."""
+
+    def __init__(self, address: str, context: zmq.Context[Any], keys: Optional[Keys],
+                 timeout: float) -> None:
+        self.given = split_addresses(address)
+        self._context, self._keys, self.timeout = context, keys, timeout
+        self.brokers: Dict[int, Broker] = {}
+        self.count = 0
+        self.found = False
+        self.unreachable: Dict[str, BrokerUnreachable] = {}
+        self._order: List[int] = []  # shard numbers, sorted: where a key's hash lands
+        self._listed = False  # the brokers listed their service (else each is alone)
+
+    @property
+    def sharded(self) -> bool:
+        """More than one broker: the service's rules (4.15) apply."""
+        return len(self.brokers) > 1
+
+    def shard_for(self, key: Key) -> int:
+        """The shard a put with this key goes to: fnv1a32(key) mod the number
+        of shards (4.15); a str key is its UTF-8."""
+        data = key.encode() if isinstance(key, str) else bytes(key)
+        index = fnv1a32(data) % self.count
+        return index if self._listed else self._order[index]
+
+    def session(self, broker: Union[Broker, Target], client_id: str,
+                hello_seq: Callable[[], int] = lambda: 0) -> Session:
+        shard = broker.shard if isinstance(broker, Broker) else None
+        return Session(self._context, broker.router, client_id, self._keys, hello_seq,
+                       address=broker.address, shard=shard)
+
+    async def open(self, client_id: str,
+                   hello_seq: Callable[[], int] = lambda: 0) -> Dict[int, Session]:
+        """A session with every broker of the service, by shard: found the
+        first time. A broker of the service that does not answer is down:
+        its session says HELLO in the background until it does. Raises
+        BrokerUnreachable (or a subclass) when no broker answers,
+        ShardConflict when two say the same shard, BrokerError when one
+        refuses the HELLO."""
+        if not self.found:
+            return await self._find(client_id, hello_seq)
+        brokers = sorted(self.brokers.values())
+        sessions = [self.session(broker, client_id, hello_seq) for broker in brokers]
+        results = await self._open_all(sessions)
+        failures = [result for result in results if result is not None]
+        fatal = [error for error in failures if not isinstance(error, BrokerUnreachable)]
+        if fatal or len(failures) == len(sessions):
+            await _close_all(sessions, results)
+            raise fatal[0] if fatal else self._none_answered(
+                [(broker.address, error) for broker, error in zip(brokers, results) if error])
+        opened: Dict[int, Session] = {}
+        for broker, session, error in zip(brokers, sessions, results):
+            if error is not None:
+                log.warning("asyncq: the broker of shard %d is down (%s); trying again in the "
+                            "background", broker.shard, error)
+                session = self.session(broker, client_id, hello_seq)
+                session.open_in_background()
+            opened[broker.shard] = session
+        return opened
+
+    async def _open_all(self, sessions: List[Session]) -> List[Optional[Exception]]:
+        """Opens the sessions at once; for each, None or why it failed."""
+        results = await asyncio.gather(*(session.open(self.timeout) for session in sessions),
+                                       return_exceptions=True)
+        errors: List[Optional[Exception]] = []
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled
+            errors.append(result if isinstance(result, Exception) else None)
+        return errors
+
+    def _none_answered(self, failures: Sequence[Tuple[str, Exception]]) -> Exception:
+        if len(failures) == 1:
+            return failures[0][1]  # one address: its own error, as ever
+        return BrokerUnreachable("no broker of the service answered: " + "; ".join(
+            f"{address}: {error}" for address, error in failures))
+
+    async def _targets(self, given: str) -> List[Target]:
+        """Where the address given may be: itself, or each address its host
+        name resolves to (IPv4 and IPv6) when there are several. Raises
+        BrokerUnreachable when the name does not resolve."""
+        target = _target(given, given)
+        if not target.router.startswith("tcp://"):
+            return [target]
+        host, _, port = target.router[len("tcp://"):].rpartition(":")
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host.strip("[]"), int(port), type=stdsocket.SOCK_STREAM)
+        except stdsocket.gaierror as error:
+            raise BrokerUnreachable(f"cannot reach the broker at {given}: host {host!r} "
+                                    f"does not resolve ({error.strerror})") from None
+        addresses: List[str] = []
+        for family, _, _, _, sockaddr in found:
+            ip = str(sockaddr[0])
+            text = f"[{ip}]" if family == stdsocket.AF_INET6 else ip
+            if text not in addresses:
+                addresses.append(text)
+        if len(addresses) <= 1:
+            return [target]
+        first_port = int(port) - 1
+        return [_target(f"{address}:{first_port}", given) for address in addresses]
+
+    async def _find(self, client_id: str, hello_seq: Callable[[], int]) -> Dict[int, Session]:
+        targets: List[Target] = []
+        unresolved: List[Tuple[str, BrokerUnreachable]] = []
+        for given in self.given:
+            try:
+                targets += await self._targets(given)
+            except BrokerUnreachable as error:
+                if len(self.given) == 1:
+                    raise
+                unresolved.append((given, error))
+        reached: Dict[int, Tuple[Target, Session]] = {}
+        listed: Dict[int, Target] = {}   # shard -> where a broker's list says it is
+        size = 0                          # the service's size, as its lists say
+        failed: List[Tuple[Target, BrokerUnreachable]] = []
+        tried: List[Target] = []
+        opened: List[Session] = []
+        try:
+            while targets:
+                sessions = [self.session(target, client_id, hello_seq) for target in targets]
+                results = await self._open_all(sessions)
+                tried += targets
+                for target, session, why in zip(targets, sessions, results):
+                    if why is not None:
+                        if not isinstance(why, BrokerUnreachable):
+                            raise why  # a HELLO refused: a key, a limit
+                        failed.append((target, why))
+                        continue
+                    opened.append(session)
+                    welcome = session.welcome
+                    assert welcome is not None
+                    shard = welcome.shard or 0
+                    if shard in reached:
+                        other_target, other = reached[shard]
+                        assert other.welcome is not None
+                        if (other.welcome.broker_id == welcome.broker_id and target.given
+                                and target.given == other_target.given):
+                            # One name, several addresses, one broker (IPv4
+                            # and IPv6): the same broker, once.
+                            opened.remove(session)
+                            await session.close()
+                            continue
+                        raise self._conflict(shard, other_target, other, target, session)
+                    session.shard = shard
+                    reached[shard] = (target, session)
+                    size = max(size, len(welcome.brokers))
+                    for place, entry in enumerate(welcome.brokers):
+                        if place not in listed:
+                            try:
+                                listed[place] = self._place(entry, target)
+                            except ValueError:
+                                log.warning("asyncq: the broker at %s lists %r as shard %d: "
+                                            "not an address", target.address, entry, place)
+                targets = [target for shard, target in sorted(listed.items())
+                           if shard not in reached and target not in tried]
+        except BaseException:
+            await _close_all(opened, [None] * len(opened))
+            raise
+        if not reached:
+            raise self._none_answered([*unresolved, *((target.address, why)
+                                                      for target, why in failed)])
+        sessions_by_shard = {shard: session for shard, (_, session) in reached.items()}
+        for shard, (target, _) in reached.items():
+            self.brokers[shard] = Broker(shard, target.address, target.push, target.router)
+        for shard, target in listed.items():
+            if shard not in reached:
+                cause = next((why for failure, why in failed if failure == target
+                              or (failure.given and _same_place(failure.address,
+                                                                target.address))), None)
+                log.warning("asyncq: shard %d of the service, at %s, does not answer (%s); "
+                            "trying again in the background", shard, target.address, cause)
+                broker = Broker(shard, target.address, target.push, target.router)
+                self.brokers[shard] = broker
+                session = self.session(broker, client_id, hello_seq)
+                session.open_in_background()
+                sessions_by_shard[shard] = session
+        for target, why in failed:
+            if target.given is None or any(_same_place(target.address, broker.address)
+                                           for broker in self.brokers.values()):
+                continue
+            if any(other.given == target.given for other, _ in reached.values()):
+                # One of several addresses of one name: the others answered.
+                log.info("asyncq: %s (an address of %s) does not answer: %s", target.address,
+                         target.given, why)
+                continue
+            self.unreachable[target.address] = why
+        for given, why in unresolved:
+            self.unreachable[given] = why
+        for why in self.unreachable.values():
+            log.warning("asyncq: %s; serving the other brokers (%s)", why, ", ".join(
+                broker.address for broker in sorted(self.brokers.values())))
+        self.count = size or len(self.brokers)
+        self._listed = size > 0
+        self._order = sorted(self.brokers)
+        self.found = True
+        return sessions_by_shard
+
+    def _place(self, entry: str, by: Target) -> Target:
+        """A broker's list entry (4.15): HOST:PORT, ipc://PATH, or :PORT on
+        the host this client reached that broker at."""
+        if entry.startswith(":") and by.host:
+            entry = by.host + entry
+        return _target(entry, None)
+
+    def _conflict(self, shard: int, first: Target, one: Session, second: Target,
+                  other: Session) -> ShardConflict:
+        assert one.welcome is not None and other.welcome is not None
+        why = ("the same broker given twice under two names"
+               if one.welcome.broker_id == other.welcome.broker_id
+               else "two brokers without their own --shard")
+        return ShardConflict(f"two brokers say they are shard {shard}: {first.address} and "
+                             f"{second.address} ({why}): their item ids would collide; give "
+                             f"each broker of a service its own --shard")
+
+
+async def _close_all(sessions: List[Session], errors: List[Optional[Exception]]) -> None:
+    for session, error in zip(sessions, errors):
+        if error is None:
+            await session.close()
