@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "asyncq/control.h"
 #include "asyncq/producer.h"
@@ -229,6 +230,14 @@ int cli_put(int argc, char **argv)
     return aq_exit_code(rc);
 }
 
+/*  The `outstanding` number of a stats line. */
+static void s_outstanding_line(void *ctx, const char *line)
+{
+    const char *at = strstr(line, " outstanding=");
+    if (at)
+        *(uint64_t *) ctx = strtoull(at + 13, NULL, 10);
+}
+
 int cli_join(int argc, char **argv)
 {
     const char *usage =
@@ -273,10 +282,25 @@ int cli_join(int argc, char **argv)
     if (rc == AQ_OK)
         printf("joined %s: %llu items were outstanding, %llu of them dead-lettered\n", opts.queue,
                (unsigned long long) result.waited, (unsigned long long) result.dead);
-    else if (rc == AQ_TIMEOUT && count > 1)
-        printf("timed out on %s: %llu items still outstanding at %s (shard %d of a service "
-               "of %zu brokers)\n", opts.queue, (unsigned long long) result.outstanding,
-               aq_session_address(sessions[k]), aq_session_welcome(sessions[k])->shard, count);
+    else if (rc == AQ_TIMEOUT && count > 1) {
+        /* Each shard's outstanding items now: the join waited on one at a
+           time, so the others' are asked. */
+        char shards[1024] = "";
+        size_t used = 0;
+        uint64_t total = 0;
+        for (size_t i = 0; i < count && used < sizeof shards; i++) {
+            uint64_t outstanding = 0;
+            aq_status_t asked = aq_stats(sessions[i], opts.queue, s_outstanding_line,
+                                         &outstanding);
+            total += outstanding;
+            used += (size_t) snprintf(shards + used, sizeof shards - used,
+                                      asked ? "%sshard %d: no answer" : "%sshard %d: %llu",
+                                      i ? ", " : "", aq_session_welcome(sessions[i])->shard,
+                                      (unsigned long long) outstanding);
+        }
+        printf("timed out on %s: %llu items still outstanding in a service of %zu brokers "
+               "(%s)\n", opts.queue, (unsigned long long) total, count, shards);
+    }
     else if (rc == AQ_TIMEOUT)
         printf("timed out on %s: %llu items still outstanding\n", opts.queue,
                (unsigned long long) result.outstanding);
@@ -574,7 +598,9 @@ static int s_dead_show(request_options_t *opts, const char *id)
         size_t size = zchunk_size(show.payload);
         printf("%s\n", show.header);
         fwrite(zchunk_data(show.payload), 1, size, stdout);
-        if (size && zchunk_data(show.payload)[size - 1] != '\n')
+        /* On a terminal the prompt goes on a line of its own; piped, the
+           bytes are the item's, as it was put. */
+        if (size && zchunk_data(show.payload)[size - 1] != '\n' && isatty(STDOUT_FILENO))
             printf("\n");
     }
     else
@@ -593,10 +619,11 @@ int cli_dead(int argc, char **argv)
                         "Items delivered --max-attempts times without an ack go to their queue's\n"
                         "dead-letter list. list shows them (id, attempts, size, when and why\n"
                         "each died, its last reason, the start of it), show one of them whole\n"
-                        "(its list line, then its payload as it was put; json: \"payload\", or\n"
-                        "\"payload_base64\" if it is not UTF-8), requeue puts them back at\n"
-                        "the end of the queue, purge deletes them; with ids, only those (all or\n"
-                        "none: an id that is not a dead item of QUEUE changes nothing).\n";
+                        "(its list line, then its payload as it was put, byte for byte; json:\n"
+                        "\"payload\", or \"payload_base64\" if it is not UTF-8), requeue puts\n"
+                        "them back at the end of the queue, purge deletes them; with ids, only\n"
+                        "those (all or none: an id that is not a dead item of QUEUE changes\n"
+                        "nothing).\n";
     request_options_t opts = {0};
     if (!s_parse("dead", usage, argc, argv, &opts))
         return AQ_EXIT_USAGE;

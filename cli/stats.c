@@ -145,10 +145,10 @@ static aq_status_t s_snapshot_fetch(aq_session_t **sessions, size_t count, const
         one.count = 0;
         rc = aq_stats(sessions[k], queue, s_snapshot_add, k || s_per_broker ? &one : snapshot);
         for (size_t i = 0; s_per_broker && !rc && i < one.count; i++) {
-            char line[AQ_TEXT_MAX + 1];
-            snprintf(line, sizeof line, "broker=%.200s shard=%d %.780s",
-                     aq_session_address(sessions[k]), aq_session_welcome(sessions[k])->shard,
-                     one.rows[i].line);
+            char line[AQ_TEXT_MAX + 1], address[AQ_ENDPOINT_MAX];
+            aq_endpoint_format(aq_session_endpoint(sessions[k]), address, sizeof address);
+            snprintf(line, sizeof line, "broker=%.200s shard=%d %.780s", address,
+                     aq_session_welcome(sessions[k])->shard, one.rows[i].line);
             s_snapshot_add(snapshot, line);
         }
         for (size_t i = 0; k && !s_per_broker && !rc && i < one.count; i++) {

@@ -211,7 +211,7 @@ class Consumer {
   // worked out as it is sent, and again if it is sent again after a reconnect.
   // A consumer that wants priorities says so in every CREDIT (the broker
   // keeps what the latest said); one sharing its credit among brokers asks
-  // for READY (4.15) in every CREDIT to a broker of 2.3 or later; one that
+  // for READY (4.15) in every CREDIT to a broker of 2.2 or later; one that
   // asks neither sends the 4 fields a broker before 2.2 takes.
   announceCredit(lane = this.lanes[0]) {
     return lane.session.request('credit', (tag) => {

@@ -145,7 +145,7 @@ export interface Stats {
 export interface BrokerStats {
   /** The broker's address: as given, or as another broker lists it (:PORT on the host that broker was reached at). */
   address: string;
-  /** Its shard (PROTOCOL.md 4.15): 0 to 255; 0 for a broker before 2.3. */
+  /** Its shard (PROTOCOL.md 4.15): 0 to 255; 0 for a broker before 2.2. */
   shard: number | null;
   /** Its STATS line; empty if it does not know the queue. */
   stats: Stats;
@@ -257,7 +257,7 @@ export class Item {
  * a key to its shard), get() takes from all with the credit shared out so
  * that N getters still hold at most N items, acks go to the broker that
  * delivered, and join(), stats() and the other requests ask every broker.
- * A broker before 2.3 is a service of one. One broker's address alone
+ * A broker before 2.2 is a service of one. One broker's address alone
  * works as before.
  */
 export class Queue extends EventEmitter {

@@ -184,7 +184,9 @@ class Queue extends EventEmitter {
     this.consumerStarting = null; // the Consumer while it opens
     this.reached = false; // a session of this client has been welcomed: the broker exists
     this.unreachable = []; // BrokerUnreachable for each address given where no broker is
-    this.turn = 0; // the next broker in turn for puts without a key
+    // The next broker in turn for puts without a key; a short-lived client
+    // starts anywhere, so that many of them spread too.
+    this.turn = Math.floor(Math.random() * 256);
     this.tickMember = null; // the broker the open batch of puts without a key goes to
     this.getsOpening = 0; // get() calls waiting for the consumer's session to open
     this.lastSend = Promise.resolve(); // flush() covers every send() made before it

@@ -246,7 +246,7 @@ class Service {
   // A WELCOME from member's broker: its shard and the brokers it lists.
   welcomed(member, producer, welcome) {
     if (member.producer !== producer || this.closed) return;
-    const { service } = welcome; // null: a broker before 2.3, shard 0 alone
+    const { service } = welcome; // null: a broker before 2.2, shard 0 alone
     const shard = service ? service.shard : 0;
     if (member.state !== 'up') {
       const same = this.members.find((other) => other !== member && other.state === 'up' && other.brokerId === welcome.brokerId);

@@ -18,7 +18,7 @@ class Session {
   // socket options, or null; options.reached(): whether the broker has
   // answered this client before (then open() waits for it as a reconnect does).
   // Every HELLO asks for the service (its 4th field, PROTOCOL.md 4.15),
-  // unless the broker refused that field (400: a broker before 2.3); then
+  // unless the broker refused that field (400: a broker before 2.2); then
   // this session says HELLO without it from then on (legacy).
   constructor(broker, clientId, options = {}) {
     this.broker = broker;
@@ -26,7 +26,7 @@ class Session {
     this.helloSeq = options.helloSeq || (() => 0);
     this.curve = options.curve || null;
     this.reached = options.reached || (() => false);
-    this.legacy = false; // the broker refused HELLO's service field: before 2.3
+    this.legacy = false; // the broker refused HELLO's service field: before 2.2
     this.welcome = null; // WELCOME's fields, once one came; welcome.service: { shard, brokers } or null
     this.heartbeat = 1000;
     this.generation = 0; // WELCOMEs received: a request sent in an older one is stale
@@ -158,7 +158,7 @@ class Session {
   }
 
   // HELLO for the waiter, with the service field unless the broker is
-  // older than 2.3.
+  // older than 2.2.
   sendHello() {
     const fields = [this.helloWaiter.tag, this.clientId, this.helloSeq()];
     if (this.helloWaiter.withService) fields.push('service');
@@ -319,7 +319,7 @@ class Session {
       roles: roles ? roles.split(',') : [],
       persistence,
       // The service (4.15): this broker's shard and every broker's address;
-      // null from a broker before 2.3 (shard 0, alone).
+      // null from a broker before 2.2 (shard 0, alone).
       service: fields.length === 10 ? parseService(fields[9]) : null,
     };
     this.heartbeat = Math.max(this.welcome.heartbeatMs, 10);
@@ -333,7 +333,7 @@ class Session {
 
   onError(error, fields) {
     if (this.helloWaiter && error.tag === this.helloWaiter.tag && error.code === 400 && this.helloWaiter.withService) {
-      // A broker before 2.3 takes no 4th field: HELLO again without it,
+      // A broker before 2.2 takes no 4th field: HELLO again without it,
       // for the same waiter; the broker is then shard 0, alone (4.15).
       this.legacy = true;
       this.helloWaiter.withService = false;

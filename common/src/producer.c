@@ -490,6 +490,11 @@ static aq_status_t s_put_to(aq_producer_t *self, link_t *link, const char *queue
                             const void *data, size_t size, uint64_t lease_ms,
                             const aq_options_t *options)
 {
+    /* A batch begins: on a broker that is up still, or the next one. */
+    if (self->count > 1 && link == s_current(self) && !link->batch_count && !s_is_up(link)) {
+        s_rotate(self);
+        link = s_current(self);
+    }
     uint64_t sent = link->seq;
     aq_status_t rc = s_put(link, queue, data, size, lease_ms, options);
     if (self->count > 1 && link == s_current(self) && link->seq != sent && !link->batch_count)
@@ -530,6 +535,10 @@ aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_
         }
     }
     free(sessions);
+    /* A short-lived producer (asyncq put) starts anywhere: its id's random
+       suffix picks where, so that many of them spread too. */
+    if (self->count)
+        self->current = aq_service_key_hash(client_id, strlen(client_id)) % self->count;
     if (*status == AQ_NOMEM)
         aq_last_error_status(address, AQ_NOMEM, NULL);
     if (*status)

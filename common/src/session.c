@@ -38,7 +38,7 @@ struct aq_session {
     aq_welcome_t welcome;
     int welcomed;          /* a WELCOME came: BYE is worth sending */
     int hello_unanswered;  /* the last HELLO got no WELCOME: retry on a new DEALER */
-    int no_service;        /* the broker refused HELLO's `with service`: before 2.3 */
+    int no_service;        /* the broker refused HELLO's `with service`: before 2.2 */
     int64_t last_heard;    /* when the broker last sent anything */
     uint64_t next_tag;
     uint64_t producer_seq; /* sent in HELLO: first unconfirmed put, 0 if none */
@@ -197,7 +197,7 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
     s_copy_text(self->welcome.roles, sizeof self->welcome.roles, reply->text);
     s_copy_text(self->welcome.persistence, sizeof self->welcome.persistence, reply->persistence);
     s_copy_text(self->welcome.broker_id, sizeof self->welcome.broker_id, reply->broker);
-    /* "shard=K brokers=A,B,C" (PROTOCOL.md 4.15); a broker before 2.3 says
+    /* "shard=K brokers=A,B,C" (PROTOCOL.md 4.15); a broker before 2.2 says
        nothing: shard 0, alone. */
     char service[AQ_TEXT_MAX + 1];
     s_copy_text(service, sizeof service, reply->service);
@@ -375,7 +375,7 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
         return AQ_OK;
     }
     if (rc == AQ_REFUSED && self->error.code == AQ_MALFORMED && !self->no_service) {
-        /* A broker before 2.3 takes no `with`: it is alone (4.15). */
+        /* A broker before 2.2 takes no `with`: it is alone (4.15). */
         self->no_service = 1;
         self->hello_unanswered = 0;
         return s_hello(self, aq_deadline_left(deadline), fail_fast);

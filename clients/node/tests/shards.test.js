@@ -390,6 +390,7 @@ test('peek, pause, resume, purge and delete ask every broker', LIMIT, () => with
   const p = client({ queue: 'admin' }, PriorityQueue);
   assert.strictEqual((await p.get()).priority, -1);
   p.taskDone();
+  await p.close(); // what it may have been sent meanwhile goes back: purge sees it
   assert.strictEqual(await q.purge(), 8);
   await q.put('left');
   assert.strictEqual(await q.delete(), 1);
@@ -399,10 +400,10 @@ test('peek, pause, resume, purge and delete ask every broker', LIMIT, () => with
   assert.deepStrictEqual((await take(q, 1)).map(([data]) => data), ['after']);
 }));
 
-// A stand-in for a broker before 2.3: a ROUTER that refuses HELLO's 4th
+// A stand-in for a broker before 2.2: a ROUTER that refuses HELLO's 4th
 // field (400, as such a broker does) and answers a HELLO of 3 with a
 // WELCOME of 9 fields, and STATS with one line.
-test('a broker before 2.3 refuses HELLO with service: HELLO again without it, shard 0 alone', LIMIT, async () => {
+test('a broker before 2.2 refuses HELLO with service: HELLO again without it, shard 0 alone', LIMIT, async () => {
   const [port] = await freePairs(1);
   const router = new zmq.Router({ linger: 0 });
   await router.bind(`tcp://127.0.0.1:${port + 1}`);
@@ -455,7 +456,7 @@ test('WELCOME\'s service field and FNV-1a, as PROTOCOL.md 4.15 gives them', () =
   assert.doesNotThrow(() => new Queue('a:5557, b:5559,ipc:///run/aq'));
 });
 
-test('a broker alone (2.3, no --service): one session each side, CREDIT without ready', LIMIT, () => withService(startService(1, { service: false }), async (service, client) => {
+test('a broker alone (2.2, no --service): one session each side, CREDIT without ready', LIMIT, () => withService(startService(1, { service: false }), async (service, client) => {
   const q = client({ queue: 'single' });
   await q.put('one', { key: 'any key: the one shard' });
   const consumer = await q.consumerSession();

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 from typing import Any, Awaitable, Callable, Deque, Dict, List, NamedTuple, Optional, Set, Tuple
 
 import zmq
@@ -387,7 +388,7 @@ class Producers:
         self.only: Optional[Producer] = None  # the producer, with one broker (a put's fast path)
         for shard, session in sessions.items():
             self._add(shard, session)
-        self._turn = 0
+        self._turn = random.randrange(1 << 16)  # where a short-lived client starts: any shard
         self._current: Optional[Producer] = None  # the one gathering this tick's batch
         self._reopening: Dict[int, "asyncio.Future[Producer]"] = {}
         self.on_taken_over: Callable[[Producer], None] = lambda producer: None

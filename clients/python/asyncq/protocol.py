@@ -41,7 +41,7 @@ class Welcome(NamedTuple):
     persistence: str
     # WELCOME's 10th field (4.15), when the HELLO asked for it: this
     # broker's shard number and its service's brokers in shard order (empty:
-    # it is alone). None and (): a broker before 2.3, shard 0 alone.
+    # it is alone). None and (): a broker before 2.2, shard 0 alone.
     shard: Optional[int] = None
     brokers: Tuple[str, ...] = ()
 
@@ -145,12 +145,14 @@ def shard_of(item_id: int) -> int:
 FNV_OFFSET, FNV_PRIME = 0x811C9DC5, 0x01000193
 
 
-def fnv1a32(data: bytes) -> int:
-    """FNV-1a, 32 bits, of data: the hash that places a put's key on a
-    shard (PROTOCOL.md 4.15: shard = fnv1a32(key) mod the number of
-    shards). Start from 2166136261; for each byte, XOR it in, then
-    multiply by 16777619, modulo 2**32. fnv1a32(b"") is 2166136261,
-    fnv1a32(b"a") 3826002220 (0xe40c292c)."""
+def fnv1a32(data: Union[bytes, str]) -> int:
+    """FNV-1a, 32 bits, of data (a str as UTF-8, as put's key is): the hash
+    that places a put's key on a shard (PROTOCOL.md 4.15: shard =
+    fnv1a32(key) mod the number of shards). Start from 2166136261; for
+    each byte, XOR it in, then multiply by 16777619, modulo 2**32.
+    fnv1a32(b"") is 2166136261, fnv1a32(b"a") 3826002220 (0xe40c292c)."""
+    if isinstance(data, str):
+        data = data.encode()
     value = FNV_OFFSET
     for byte in data:
         value = ((value ^ byte) * FNV_PRIME) & 0xFFFFFFFF

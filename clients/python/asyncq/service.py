@@ -1,7 +1,7 @@
 """The brokers behind one address (PROTOCOL.md 4.15): a service of shards,
 found from the addresses a client is given. Each is asked HELLO with
 `service`; WELCOME says its shard and lists every broker of its service,
-which are asked in turn, until all are known. A broker before 2.3 is shard
+which are asked in turn, until all are known. A broker before 2.2 is shard
 0, alone. One address of a broker alone is a service of one shard, and
 behaves as the client always did."""
 from __future__ import annotations

@@ -67,7 +67,7 @@ class Session:
         self.client_id = client_id
         self.hello_seq = hello_seq  # the HELLO's seq (4.2), asked at each HELLO
         # HELLO asks for WELCOME's `service` field (4.15) until a broker
-        # before 2.3 refuses it (400): then this session says HELLO without.
+        # before 2.2 refuses it (400): then this session says HELLO without.
         self.asks_service = True
         self.shard = shard  # this broker's shard, once known: a WELCOME saying another is logged
         self._loop = asyncio.get_running_loop()
@@ -376,9 +376,9 @@ class Session:
             return
         if self._hello and error.tag == self._hello[0] and not self._hello[1].done():
             if error.code == 400 and self.asks_service:
-                # A broker before 2.3 takes no 4th field: HELLO again without
+                # A broker before 2.2 takes no 4th field: HELLO again without
                 # it, and this broker is shard 0, alone (4.15).
-                log.info("%s: the broker at %s is older than 2.3 (no service)", self.client_id,
+                log.info("%s: the broker at %s is older than 2.2 (no service)", self.client_id,
                          self.address)
                 self.asks_service = False
                 tag = self.tag(b"hello")

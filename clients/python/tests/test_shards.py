@@ -546,7 +546,7 @@ class Misconfigured(unittest.IsolatedAsyncioTestCase):
 
 
 class OlderBroker(unittest.IsolatedAsyncioTestCase):
-    """A broker before 2.3 refuses HELLO's 4th field with 400: the client
+    """A broker before 2.2 refuses HELLO's 4th field with 400: the client
     says HELLO again without it, and takes that broker as shard 0, alone."""
 
     async def test_hello_without_service_to_a_broker_that_refuses_it(self):
