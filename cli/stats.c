@@ -130,28 +130,37 @@ static void s_row_merge(stats_row_t *into, const stats_row_t *row)
     s_row_split(into);
 }
 
-static int s_per_broker; /* --brokers */
+/*  Where the rows come from: every broker of the service, and whether
+    they are shown broker by broker (--brokers) or added up. */
+typedef struct {
+    aq_session_t **sessions;
+    size_t count;
+    int per_broker;
+} stats_source_t;
 
 /*  Every broker's rows, a queue's merged into one (--brokers: each row,
     after the broker's address and shard). */
-static aq_status_t s_snapshot_fetch(aq_session_t **sessions, size_t count, const char *queue,
+static aq_status_t s_snapshot_fetch(const stats_source_t *source, const char *queue,
                                     stats_snapshot_t *snapshot)
 {
+    aq_session_t **sessions = source->sessions;
+    size_t count = source->count;
+    int per_broker = source->per_broker;
     snapshot->count = 0;
     snapshot->out_of_memory = 0;
     aq_status_t rc = AQ_OK;
     stats_snapshot_t one = {0};
     for (size_t k = 0; k < count && !rc; k++) {
         one.count = 0;
-        rc = aq_stats(sessions[k], queue, s_snapshot_add, k || s_per_broker ? &one : snapshot);
-        for (size_t i = 0; s_per_broker && !rc && i < one.count; i++) {
+        rc = aq_stats(sessions[k], queue, s_snapshot_add, k || per_broker ? &one : snapshot);
+        for (size_t i = 0; per_broker && !rc && i < one.count; i++) {
             char line[AQ_TEXT_MAX + 1], address[AQ_ENDPOINT_MAX];
             aq_endpoint_format(aq_session_endpoint(sessions[k]), address, sizeof address);
             snprintf(line, sizeof line, "broker=%.200s shard=%d %.780s", address,
                      aq_session_welcome(sessions[k])->shard, one.rows[i].line);
             s_snapshot_add(snapshot, line);
         }
-        for (size_t i = 0; k && !s_per_broker && !rc && i < one.count; i++) {
+        for (size_t i = 0; k && !per_broker && !rc && i < one.count; i++) {
             stats_row_t *row = &one.rows[i];
             stats_row_t *same = (stats_row_t *) s_snapshot_find(snapshot, s_row_get(row, "queue"));
             if (same)
@@ -323,13 +332,12 @@ static void s_snapshot_free(stats_snapshot_t *snapshot)
     memset(snapshot, 0, sizeof *snapshot);
 }
 
-static int s_show_once(aq_session_t **sessions, size_t count, const char *queue,
-                       stats_format_t format)
+static int s_show_once(const stats_source_t *source, const char *queue, stats_format_t format)
 {
     stats_snapshot_t now = {0};
-    aq_status_t rc = s_snapshot_fetch(sessions, count, queue, &now);
+    aq_status_t rc = s_snapshot_fetch(source, queue, &now);
     if (rc)
-        cli_report("stats", sessions[0], rc);
+        cli_report("stats", source->sessions[0], rc);
     else
         s_print(stdout, format, &now, NULL, 0);
     s_snapshot_free(&now);
@@ -375,8 +383,8 @@ static void s_watch_frame(const stats_snapshot_t *now, const stats_snapshot_t *b
     with exit 0: stopping is how a watch is meant to end. A broker that
     went away or restarted is asked again (with a new session) at the next
     interval rather than ending the watch. */
-static int s_watch(aq_session_t **sessions, size_t count, const char *queue,
-                   stats_format_t format, uint64_t interval_ms)
+static int s_watch(const stats_source_t *source, const char *queue, stats_format_t format,
+                   uint64_t interval_ms)
 {
     int tty = isatty(STDOUT_FILENO);
     if (tty)
@@ -387,10 +395,10 @@ static int s_watch(aq_session_t **sessions, size_t count, const char *queue,
     int stale = 0;
     while (!aq_interrupted()) {
         aq_status_t rc = AQ_OK;
-        for (size_t k = 0; stale && !rc && k < count; k++)
-            rc = aq_session_hello(sessions[k], AQ_CONNECT_TIMEOUT_MS);
+        for (size_t k = 0; stale && !rc && k < source->count; k++)
+            rc = aq_session_hello(source->sessions[k], AQ_CONNECT_TIMEOUT_MS);
         if (!rc)
-            rc = s_snapshot_fetch(sessions, count, queue, now);
+            rc = s_snapshot_fetch(source, queue, now);
         if (rc == AQ_INTERRUPTED || aq_interrupted())
             break;
         stale = rc != AQ_OK;
@@ -417,16 +425,15 @@ static int s_watch(aq_session_t **sessions, size_t count, const char *queue,
 int stats_show(const char *broker, const char *queue, stats_format_t format, uint64_t watch_ms,
                int per_broker)
 {
-    s_per_broker = per_broker;
     if (per_broker && format == STATS_TABLE)
         format = STATS_KV; /* a row per broker and queue: its fields name them */
     aq_status_t rc;
-    size_t count;
-    aq_session_t **sessions = cli_connect_all("stats", broker, &count, &rc);
-    if (!sessions)
+    stats_source_t source = {.per_broker = per_broker};
+    source.sessions = cli_connect_all("stats", broker, &source.count, &rc);
+    if (!source.sessions)
         return aq_exit_code(rc);
-    int code = watch_ms ? s_watch(sessions, count, queue, format, watch_ms)
-                        : s_show_once(sessions, count, queue, format);
-    cli_disconnect_all(sessions, count);
+    int code = watch_ms ? s_watch(&source, queue, format, watch_ms)
+                        : s_show_once(&source, queue, format);
+    cli_disconnect_all(source.sessions, source.count);
     return code;
 }

@@ -270,10 +270,9 @@ static int s_next_from_batch(link_t *self, aq_item_t *item)
     return 1;
 }
 
-static void s_on_credited(aq_consumer_t *owner, link_t *self, const aq_msg_t *msg);
+static void s_on_credited(link_t *self, const aq_msg_t *msg);
 
-static aq_status_t s_take_item(aq_consumer_t *owner, link_t *self, aq_item_t *item,
-                               int timeout_ms)
+static aq_status_t s_take_item(link_t *self, aq_item_t *item, int timeout_ms)
 {
     if (s_next_from_batch(self, item))
         return AQ_OK;
@@ -303,7 +302,7 @@ static aq_status_t s_take_item(aq_consumer_t *owner, link_t *self, aq_item_t *it
     if (msg.cmd == AQ_CMD_READY)
         self->ready = 1;
     if (msg.cmd == AQ_CMD_CREDITED)
-        s_on_credited(owner, self, &msg);
+        s_on_credited(self, &msg);
     if (msg.cmd != AQ_CMD_ITEM)
         return AQ_TIMEOUT; /* not for us: the caller looks again */
     self->held++;
@@ -319,9 +318,8 @@ static aq_status_t s_take_item(aq_consumer_t *owner, link_t *self, aq_item_t *it
 /*  A lowered credit in force: every item the broker sent under the old
     one has come (they come before CREDITED); s_rebalance gives what it
     freed to another link. */
-static void s_on_credited(aq_consumer_t *owner, link_t *self, const aq_msg_t *msg)
+static void s_on_credited(link_t *self, const aq_msg_t *msg)
 {
-    (void) owner;
     if (msg->tag.size == strlen(self->credit_tag)
         && memcmp(msg->tag.data, self->credit_tag, msg->tag.size) == 0)
         self->in_force = 1;
@@ -411,7 +409,7 @@ static aq_status_t s_take_any(aq_consumer_t *self, aq_item_t *item)
         }
         aq_status_t rc;
         do
-            rc = s_take_item(self, link, item, 0);
+            rc = s_take_item(link, item, 0);
         while (rc == AQ_TIMEOUT && zmq_poll(&(zmq_pollitem_t){aq_session_socket(link->session),
                                                              0, ZMQ_POLLIN, 0}, 1, 0) > 0);
         if (rc == AQ_SHUT_DOWN)

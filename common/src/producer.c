@@ -658,12 +658,6 @@ aq_status_t aq_producer_sync(aq_producer_t *self, int timeout_ms)
     return first;
 }
 
-#define SUM(field)                                                                         \
-    uint64_t sum = 0;                                                                       \
-    for (size_t i = 0; i < self->count; i++)                                               \
-        sum += self->links[i]->field;                                                       \
-    return sum
-
 uint64_t aq_producer_sent(const aq_producer_t *self)
 {
     uint64_t sum = 0;
@@ -674,7 +668,10 @@ uint64_t aq_producer_sent(const aq_producer_t *self)
 
 uint64_t aq_producer_refused(const aq_producer_t *self)
 {
-    SUM(refused);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < self->count; i++)
+        sum += self->links[i]->refused;
+    return sum;
 }
 
 uint64_t aq_producer_unconfirmed(const aq_producer_t *self)
@@ -687,7 +684,10 @@ uint64_t aq_producer_unconfirmed(const aq_producer_t *self)
 
 uint64_t aq_producer_resends(const aq_producer_t *self)
 {
-    SUM(resends);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < self->count; i++)
+        sum += self->links[i]->resends;
+    return sum;
 }
 
 const char *aq_producer_held(const aq_producer_t *self)

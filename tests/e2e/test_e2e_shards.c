@@ -71,19 +71,26 @@ static uint64_t s_total(const fixture_t *f, const char *queue, const char *key)
     return total;
 }
 
+/*  Puts items "from" to "to - 1", in batches of a hundred: one shard each,
+    in turn. */
+static void s_put_numbered(aq_producer_t *producer, const char *queue, int from, int to)
+{
+    char item[32];
+    for (int i = from; i < to; i++) {
+        int size = snprintf(item, sizeof item, "%d", i);
+        assert_int_equal(aq_producer_put(producer, queue, item, (size_t) size), AQ_OK);
+        if (i % 100 == 99)
+            assert_int_equal(aq_producer_flush(producer), AQ_OK);
+    }
+}
+
 static void s_put(const fixture_t *f, const char *queue, int count)
 {
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
     assert_non_null(producer);
     assert_int_equal(aq_producer_brokers(producer), SHARDS);
-    char item[32];
-    for (int i = 0; i < count; i++) {
-        int size = snprintf(item, sizeof item, "%d", i);
-        assert_int_equal(aq_producer_put(producer, queue, item, (size_t) size), AQ_OK);
-        if (i % 100 == 99) /* batches of a hundred, one shard each in turn */
-            assert_int_equal(aq_producer_flush(producer), AQ_OK);
-    }
+    s_put_numbered(producer, queue, 0, count);
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&producer);
 }
@@ -139,25 +146,13 @@ static void test_a_stopped_shard_gets_no_batches_and_loses_nothing(void **state)
     assert_non_null(producer);
     pid_t stopped = s_shard_pid(f, 2);
     assert_true(stopped > 0);
-    char item[32];
-    int n = 0;
-    for (; n < 900; n++) { /* 9 batches of 100: three to each shard */
-        int size = snprintf(item, sizeof item, "%d", n);
-        assert_int_equal(aq_producer_put(producer, "s", item, (size_t) size), AQ_OK);
-        if (n % 100 == 99)
-            assert_int_equal(aq_producer_flush(producer), AQ_OK);
-    }
+    s_put_numbered(producer, "s", 0, 900); /* 9 batches: three to each shard */
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     harness_t two = s_shard(f, 2);
     uint64_t on_two = harness_stat(&two, "s", "puts");
     assert_int_equal(kill(stopped, SIGSTOP), 0);
     zclock_sleep(400); /* four of its heartbeats: silent */
-    for (; n < 2100; n++) { /* 12 batches more, to shards 0 and 1 */
-        int size = snprintf(item, sizeof item, "%d", n);
-        assert_int_equal(aq_producer_put(producer, "s", item, (size_t) size), AQ_OK);
-        if (n % 100 == 99)
-            assert_int_equal(aq_producer_flush(producer), AQ_OK);
-    }
+    s_put_numbered(producer, "s", 900, 2100); /* 12 batches more, to shards 0 and 1 */
     /* Confirmed by the two that run, but for at most one batch: heartbeats
        the stopped shard sent just before, read only now, make it look
        alive for one batch more. That batch is kept for it, unconfirmed. */
