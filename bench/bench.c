@@ -534,7 +534,8 @@ static int s_run_flow(aq_process_t *broker)
     if (done) {
         /* Every broker of the service in turn (one, without --shards). */
         size_t count = 0;
-        aq_session_t **sessions = aq_service_open(g_address, "bench-join", 0, 5000, &count, &rc);
+        aq_session_t **sessions = aq_service_open(g_address, "bench-join", 0, 5000, NULL, 0, &count,
+                                                  &rc);
         for (size_t i = 0; sessions && i < count && rc == AQ_OK; i++) {
             aq_join_result_t one = {0};
             rc = s_join(sessions[i], &one, &joined_us);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -19,19 +20,10 @@
 extern const unsigned char http_index_html[];
 extern const size_t http_index_html_size;
 
-/*  The dashboard's actions, POST /api/...?queue=NAME (s_act); requeue and
-    purge-dead also of one dead item, with &id=N. */
-typedef enum {
-    ACTION_REQUEUE,    /* dead items back to the queue (DEAD requeue) */
-    ACTION_REOPEN,     /* a shut-down queue takes puts again (REOPEN) */
-    ACTION_PURGE,      /* queued and delayed items discarded (PURGE) */
-    ACTION_DELETE,     /* the queue and everything in it (DELETE) */
-    ACTION_PURGE_DEAD, /* dead items deleted (DEAD purge) */
-    ACTIONS
-} action_kind_t;
-
-static const char *const s_action_paths[ACTIONS] = {
-    "/api/requeue", "/api/reopen", "/api/purge", "/api/delete", "/api/purge-dead"};
+/*  http_path_t's paths, in its order. */
+static const char *const s_paths[HTTP_PATH_ANSWERED] = {
+    "/api/requeue", "/api/reopen", "/api/purge", "/api/delete", "/api/purge-dead",
+    "/api/dead",    "/metrics",    "/stats.json", "/"};
 
 /*  A POST whose change waits for the journal: its connection is suspended
     until the journal position it needs is confirmed. */
@@ -40,25 +32,9 @@ typedef struct action {
     struct MHD_Connection *connection;
     uint64_t position;
     int suspended;
-    action_kind_t kind;
+    http_path_t kind; /* the action (s_act) */
     json_t *answer; /* once the change is made: the 200 answer, owned */
 } action_t;
-
-/*  One connection, from libmicrohttpd's NOTIFY_CONNECTION: on the list of
-    those waiting for a request (`since`: accepted, or its last answer
-    done), or of those answering one (`since`: the request read). */
-typedef struct link {
-    struct link *prev, *next;
-    int fd;
-    int answering;
-    int64_t since_ms;
-    int64_t progress_ms; /* a scrape's last slice taken by its reader */
-    struct scrape *scrape; /* its /metrics answer, if one is being sent */
-} link_t;
-
-typedef struct {
-    link_t *head, *tail; /* oldest first */
-} links_t;
 
 struct http {
     broker_t *broker;
@@ -68,10 +44,7 @@ struct http {
     int port;
     char url[300];
     int again;          /* MHD_run is due at once: a resume, or a connection closed */
-    links_t idle;       /* connections waiting for a request */
-    links_t answering;  /* connections with a request being answered */
-    size_t connections; /* on both lists */
-    uint64_t cut_total; /* connections shut by a deadline or to make room */
+    http_links_t links; /* its connections */
     metrics_t *metrics; /* what /metrics renders share */
     int64_t until_us;   /* the end of this run's time for rendering */
 };
@@ -80,17 +53,17 @@ struct http {
 typedef struct scrape {
     http_t *http;
     metrics_render_t *render;
-    link_t *link; /* its connection, while open */
+    http_link_t *link; /* its connection, while open */
 } scrape_t;
 
-static void s_unlink(links_t *list, link_t *link)
+static void s_unlink(http_link_list_t *list, http_link_t *link)
 {
     *(link->prev ? &link->prev->next : &list->head) = link->next;
     *(link->next ? &link->next->prev : &list->tail) = link->prev;
     link->prev = link->next = NULL;
 }
 
-static void s_append(links_t *list, link_t *link)
+static void s_append(http_link_list_t *list, http_link_t *link)
 {
     link->prev = list->tail;
     link->next = NULL;
@@ -100,11 +73,12 @@ static void s_append(links_t *list, link_t *link)
 
 /*  Ends a connection from outside libmicrohttpd: shutdown(2) makes its
     socket readable at end of stream, and libmicrohttpd closes it in its
-    next run as for any peer that left. It leaves the lists at once. */
-static void s_cut(http_t *self, link_t *link)
+    next run (or its thread) as for any peer that left. It leaves the
+    lists at once. */
+static void s_cut(http_links_t *self, http_link_t *link)
 {
     s_unlink(link->answering ? &self->answering : &self->idle, link);
-    self->connections--;
+    self->count--;
     self->cut_total++;
     if (link->scrape) /* freed with the connection, in the next run */
         link->scrape->link = NULL;
@@ -117,17 +91,17 @@ static void s_cut(http_t *self, link_t *link)
     connections that have waited HTTP_EVICT_AFTER_MS for a request go (a
     scraper sends its request at once, a flood of idle or slow
     connections does not). */
-static void s_make_room(http_t *self, int64_t now)
+static void s_make_room(http_links_t *self, int64_t now)
 {
-    while (self->connections > HTTP_CONNECTIONS_KEPT && self->idle.head
+    while (self->count > HTTP_CONNECTIONS_KEPT && self->idle.head
            && self->idle.head->since_ms + HTTP_EVICT_AFTER_MS <= now)
         s_cut(self, self->idle.head);
     /* Then scrapes whose reader took nothing for HTTP_STALLED_MS, the
        longest stalled first: a reader that stopped cannot hold a place
        that a reader that reads is waiting for. */
-    while (self->connections > HTTP_CONNECTIONS_KEPT) {
-        link_t *stalled = NULL;
-        for (link_t *link = self->answering.head; link; link = link->next)
+    while (self->count > HTTP_CONNECTIONS_KEPT) {
+        http_link_t *stalled = NULL;
+        for (http_link_t *link = self->answering.head; link; link = link->next)
             if (link->scrape && link->progress_ms + HTTP_STALLED_MS <= now
                 && (!stalled || link->progress_ms < stalled->progress_ms))
                 stalled = link;
@@ -137,61 +111,50 @@ static void s_make_room(http_t *self, int64_t now)
     }
 }
 
-static void s_on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
-                            enum MHD_ConnectionNotificationCode code)
+http_link_t *http_links_opened(http_links_t *self, struct MHD_Connection *connection,
+                               int64_t now)
 {
-    http_t *self = cls;
-    link_t *link = *socket_context;
-    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        if (link && link->fd >= 0) {
-            s_unlink(link->answering ? &self->answering : &self->idle, link);
-            self->connections--;
-        }
-        if (link && link->scrape)
-            link->scrape->link = NULL;
-        free(link);
-        *socket_context = NULL;
-        /* libmicrohttpd puts its listening socket back in its epoll set
-           only at the start of a run: after a close, run again, or a
-           backlog left at the connection limit is never accepted. */
-        self->again = 1;
-        return;
-    }
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-    link = calloc(1, sizeof *link);
+    http_link_t *link = calloc(1, sizeof *link);
     if (!link || !info) {
         free(link);
-        return; /* untracked: libmicrohttpd's own time-out still ends it */
+        return NULL;
     }
     link->fd = info->connect_fd;
-    link->since_ms = broker_now_ms();
-    /* A fixed send buffer: a reader that stops holds that much of the
-       kernel's memory, and stops taking slices, soon. */
-    int sndbuf = HTTP_SNDBUF;
-    setsockopt(link->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    link->since_ms = now;
     s_append(&self->idle, link);
-    self->connections++;
-    *socket_context = link;
-    s_make_room(self, link->since_ms);
+    self->count++;
+    s_make_room(self, now);
+    return link;
 }
 
-/*  The connection's request is read (answering) or answered (waiting). */
-static void s_mark(http_t *self, struct MHD_Connection *connection, int answering)
+void http_links_closed(http_links_t *self, http_link_t *link)
+{
+    if (link && link->fd >= 0) {
+        s_unlink(link->answering ? &self->answering : &self->idle, link);
+        self->count--;
+    }
+    if (link && link->scrape)
+        link->scrape->link = NULL;
+    free(link);
+}
+
+void http_links_mark(http_links_t *self, struct MHD_Connection *connection, int answering,
+                     int64_t now)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    link_t *link = info ? info->socket_context : NULL;
+    http_link_t *link = info ? info->socket_context : NULL;
     if (!link || link->fd < 0 || link->answering == answering)
         return;
     s_unlink(link->answering ? &self->answering : &self->idle, link);
     link->answering = answering;
-    link->since_ms = broker_now_ms();
+    link->since_ms = now;
     s_append(answering ? &self->answering : &self->idle, link);
 }
 
-/*  Connections past their deadline are shut; the next deadline, or -1. */
-static int64_t s_expire(http_t *self, int64_t now)
+int64_t http_links_expire(http_links_t *self, int64_t now)
 {
     while (self->idle.head && self->idle.head->since_ms + HTTP_REQUEST_MS <= now)
         s_cut(self, self->idle.head);
@@ -200,25 +163,50 @@ static int64_t s_expire(http_t *self, int64_t now)
     s_make_room(self, now);
     int64_t next = -1;
     if (self->idle.head)
-        next = self->idle.head->since_ms + (self->connections > HTTP_CONNECTIONS_KEPT
+        next = self->idle.head->since_ms + (self->count > HTTP_CONNECTIONS_KEPT
                                                 ? HTTP_EVICT_AFTER_MS : HTTP_REQUEST_MS);
     if (self->answering.head
         && (next < 0 || self->answering.head->since_ms + HTTP_ANSWER_MS < next))
         next = self->answering.head->since_ms + HTTP_ANSWER_MS;
-    if (self->connections > HTTP_CONNECTIONS_KEPT) /* when a scrape counts as stalled */
-        for (link_t *link = self->answering.head; link; link = link->next)
+    if (self->count > HTTP_CONNECTIONS_KEPT) /* when a scrape counts as stalled */
+        for (http_link_t *link = self->answering.head; link; link = link->next)
             if (link->scrape && (next < 0 || link->progress_ms + HTTP_STALLED_MS < next))
                 next = link->progress_ms + HTTP_STALLED_MS;
     return next;
 }
 
-static enum MHD_Result s_answer(struct MHD_Connection *connection, unsigned status,
-                                const char *type, const void *data, size_t size,
-                                enum MHD_ResponseMemoryMode mode)
+static void s_on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                            enum MHD_ConnectionNotificationCode code)
+{
+    http_t *self = cls;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        http_links_closed(&self->links, *socket_context);
+        *socket_context = NULL;
+        /* libmicrohttpd puts its listening socket back in its epoll set
+           only at the start of a run: after a close, run again, or a
+           backlog left at the connection limit is never accepted. */
+        self->again = 1;
+        return;
+    }
+    http_link_t *link = http_links_opened(&self->links, connection, broker_now_ms());
+    if (link) {
+        /* A fixed send buffer: a reader that stops holds that much of the
+           kernel's memory, and stops taking slices, soon. */
+        int sndbuf = HTTP_SNDBUF;
+        setsockopt(link->fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    }
+    *socket_context = link;
+}
+
+enum MHD_Result http_answer(struct MHD_Connection *connection, unsigned status, const char *type,
+                            const void *data, size_t size, enum MHD_ResponseMemoryMode mode)
 {
     struct MHD_Response *response = MHD_create_response_from_buffer(size, (void *) data, mode);
-    if (!response)
+    if (!response) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free((void *) data);
         return MHD_NO;
+    }
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (status == MHD_HTTP_UNAUTHORIZED)
@@ -228,26 +216,25 @@ static enum MHD_Result s_answer(struct MHD_Connection *connection, unsigned stat
     return rc;
 }
 
-/*  A JSON answer built with jansson (NULL: out of memory, answered 500). */
-static enum MHD_Result s_json(struct MHD_Connection *connection, unsigned status, json_t *body)
+enum MHD_Result http_json(struct MHD_Connection *connection, unsigned status, json_t *body)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    /* The precision of stats.json's reals (metrics_render_json): the
+       service's sum of them is answered here. */
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(body);
     if (!text)
-        return s_answer(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
-                        "out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
-    return s_answer(connection, status, "application/json", text, strlen(text),
-                    MHD_RESPMEM_MUST_FREE);
+        return http_answer(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain",
+                           "out of memory\n", 14, MHD_RESPMEM_PERSISTENT);
+    return http_answer(connection, status, "application/json", text, strlen(text),
+                       MHD_RESPMEM_MUST_FREE);
 }
 
-static enum MHD_Result s_error(struct MHD_Connection *connection, unsigned status,
-                               const char *text)
+enum MHD_Result http_error(struct MHD_Connection *connection, unsigned status, const char *text)
 {
-    return s_json(connection, status, json_pack("{s:s}", "error", text));
+    return http_json(connection, status, json_pack("{s:s}", "error", text));
 }
 
-/*  405, with the methods the path takes (`allow`: "GET, HEAD" or "POST"). */
-static enum MHD_Result s_not_allowed(struct MHD_Connection *connection, const char *allow)
+enum MHD_Result http_not_allowed(struct MHD_Connection *connection, const char *allow)
 {
     char text[48];
     int size = snprintf(text, sizeof text, "{\"error\":\"%s only\"}",
@@ -264,6 +251,29 @@ static enum MHD_Result s_not_allowed(struct MHD_Connection *connection, const ch
     return rc;
 }
 
+http_path_t http_route(struct MHD_Connection *connection, const char *url, const char *method,
+                       enum MHD_Result *answered)
+{
+    int path = 0;
+    while (path < HTTP_PATH_ANSWERED && strcmp(url, s_paths[path]) != 0)
+        path++;
+    int action = path < HTTP_ACTIONS;
+    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    if (path == HTTP_PATH_ANSWERED)
+        *answered = http_error(connection, MHD_HTTP_NOT_FOUND, "no such page");
+    else if (action ? strcmp(method, MHD_HTTP_METHOD_POST) != 0 : !get) {
+        *answered = http_not_allowed(connection, action ? "POST" : "GET, HEAD");
+        path = HTTP_PATH_ANSWERED;
+    }
+    return (http_path_t) path;
+}
+
+enum MHD_Result http_dashboard(struct MHD_Connection *connection)
+{
+    return http_answer(connection, MHD_HTTP_OK, "text/html; charset=utf-8", http_index_html,
+                       http_index_html_size, MHD_RESPMEM_PERSISTENT);
+}
+
 /*  Compares in time independent of where they differ. */
 static int s_token_matches(const char *given, const char *token)
 {
@@ -274,11 +284,11 @@ static int s_token_matches(const char *given, const char *token)
     return !differ;
 }
 
-static int s_authorized(http_t *self, struct MHD_Connection *connection)
+static int s_authorized(const char *token, struct MHD_Connection *connection)
 {
     const char *header =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    return header && strncmp(header, "Bearer ", 7) == 0 && s_token_matches(header + 7, self->token);
+    return header && strncmp(header, "Bearer ", 7) == 0 && s_token_matches(header + 7, token);
 }
 
 static enum MHD_Result s_render(struct MHD_Connection *connection, broker_t *broker,
@@ -287,8 +297,8 @@ static enum MHD_Result s_render(struct MHD_Connection *connection, broker_t *bro
     size_t size = 0;
     char *text = render(broker, &size);
     if (!text)
-        return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-    return s_answer(connection, MHD_HTTP_OK, type, text, size, MHD_RESPMEM_MUST_FREE);
+        return http_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    return http_answer(connection, MHD_HTTP_OK, type, text, size, MHD_RESPMEM_MUST_FREE);
 }
 
 /*  /metrics, rendered as the client reads it, within each run's time
@@ -323,12 +333,12 @@ static enum MHD_Result s_scrape(http_t *self, struct MHD_Connection *connection)
         scrape->render = metrics_render_new(self->metrics);
     if (!scrape || !scrape->render) {
         free(scrape);
-        return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+        return http_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     }
     scrape->http = self;
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    link_t *link = info ? info->socket_context : NULL;
+    http_link_t *link = info ? info->socket_context : NULL;
     if (link && link->fd >= 0 && !link->scrape) {
         scrape->link = link;
         link->scrape = scrape;
@@ -372,55 +382,64 @@ static enum MHD_Result s_on_argument(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-/*  What an action and /api/dead need first: the token (401), a name (400),
-    an id, if given, that is one (400), a queue the broker has (404) and,
-    for an id, a dead item of that queue (404, naming the id). `item`:
-    where the item goes (NULL without an id), or NULL where the path takes
-    no id (one given: 400, lest an action meant for one item hit the whole
-    queue). NULL when answered so. */
+int http_target(struct MHD_Connection *connection, const char *token, int takes_id,
+                http_target_t *target, enum MHD_Result *answered)
+{
+    const char *why = NULL;
+    unsigned status = MHD_HTTP_BAD_REQUEST;
+    target->name = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "queue");
+    id_arg_t id = {0, NULL};
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, s_on_argument, &id);
+    target->has_id = id.count > 0;
+    target->id = 0;
+    if (!s_authorized(token, connection))
+        why = "this needs the dashboard token (Authorization: Bearer TOKEN)",
+        status = MHD_HTTP_UNAUTHORIZED;
+    else if (!target->name
+             || !aq_name_is_valid((const uint8_t *) target->name, strlen(target->name)))
+        why = "queue=NAME is missing or not a name";
+    else if (id.count && !takes_id)
+        why = "this acts on the whole queue: it takes no id=N";
+    else if (id.count > 1)
+        why = "id=N names one item: give it once";
+    else if (id.count
+             && (!id.value
+                 || !aq_parse_u64((const uint8_t *) id.value, strlen(id.value), &target->id)))
+        why = "id=N must be an item id (a decimal number)";
+    if (why)
+        *answered = http_error(connection, status, why);
+    return why ? -1 : 0;
+}
+
+/*  What an action and /api/dead need first: what http_target checks, a
+    queue the broker has (404) and, for an id, a dead item of that queue
+    (404, naming the id). `item`: where the item goes (NULL without an
+    id), or NULL where the path takes no id. NULL when answered so. */
 static queue_t *s_target(http_t *self, struct MHD_Connection *connection, item_t **item,
                          enum MHD_Result *answered)
 {
-    const char *why = NULL;
-    char text[128];
-    unsigned status = MHD_HTTP_UNAUTHORIZED;
-    queue_t *queue = NULL;
-    const char *name = MHD_lookup_connection_value(connection, MHD_GET_ARGUMENT_KIND, "queue");
-    id_arg_t id = {0, NULL};
-    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, s_on_argument, &id);
-    uint64_t number = 0;
     if (item)
         *item = NULL;
-    if (!s_authorized(self, connection))
-        why = "this needs the dashboard token (Authorization: Bearer TOKEN)";
-    else if (!name || !aq_name_is_valid((const uint8_t *) name, strlen(name)))
-        why = "queue=NAME is missing or not a name", status = MHD_HTTP_BAD_REQUEST;
-    else if (id.count && !item)
-        why = "this acts on the whole queue: it takes no id=N", status = MHD_HTTP_BAD_REQUEST;
-    else if (id.count > 1)
-        why = "id=N names one item: give it once", status = MHD_HTTP_BAD_REQUEST;
-    else if (id.count
-             && (!id.value
-                 || !aq_parse_u64((const uint8_t *) id.value, strlen(id.value), &number)))
-        why = "id=N must be an item id (a decimal number)", status = MHD_HTTP_BAD_REQUEST;
-    else {
-        aq_status_t rc;
-        queue = broker_queue(self->broker, aq_bytes_str(name), 0, &rc);
-        if (!queue)
-            why = "no such queue", status = MHD_HTTP_NOT_FOUND;
-        else if (id.count) {
-            item_t *found = store_find(self->broker->store, number);
-            if (found && found->queue == queue && found->state == ITEM_DEAD)
-                *item = found;
-            else {
-                snprintf(text, sizeof text, "item %llu is not a dead item of queue %s",
-                         (unsigned long long) number, queue->name);
-                why = text, status = MHD_HTTP_NOT_FOUND, queue = NULL;
-            }
-        }
+    http_target_t target;
+    if (http_target(connection, self->token, item != NULL, &target, answered))
+        return NULL;
+    aq_status_t rc;
+    queue_t *queue = broker_queue(self->broker, aq_bytes_str(target.name), 0, &rc);
+    if (!queue) {
+        *answered = http_error(connection, MHD_HTTP_NOT_FOUND, "no such queue");
+        return NULL;
     }
-    if (!queue)
-        *answered = s_error(connection, status, why);
+    if (target.has_id) {
+        item_t *found = store_find(self->broker->store, target.id);
+        if (!found || found->queue != queue || found->state != ITEM_DEAD) {
+            char text[128];
+            snprintf(text, sizeof text, "item %llu is not a dead item of queue %s",
+                     (unsigned long long) target.id, queue->name);
+            *answered = http_error(connection, MHD_HTTP_NOT_FOUND, text);
+            return NULL;
+        }
+        *item = found;
+    }
     return queue;
 }
 
@@ -432,11 +451,11 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
     if (action->answer) {
         json_t *answer = action->answer;
         action->answer = NULL;
-        return s_json(connection, MHD_HTTP_OK, answer);
+        return http_json(connection, MHD_HTTP_OK, answer);
     }
     enum MHD_Result answered = MHD_NO;
     item_t *item = NULL;
-    int takes_id = action->kind == ACTION_REQUEUE || action->kind == ACTION_PURGE_DEAD;
+    int takes_id = action->kind == HTTP_PATH_REQUEUE || action->kind == HTTP_PATH_PURGE_DEAD;
     queue_t *queue = s_target(self, connection, takes_id ? &item : NULL, &answered);
     if (!queue)
         return answered;
@@ -447,11 +466,11 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         snprintf(id, sizeof id, "%llu", (unsigned long long) item->id);
     uint64_t count = 0;
     switch (action->kind) {
-    case ACTION_REQUEUE:
+    case HTTP_PATH_REQUEUE:
         if (item) {
             if (broker_requeue_dead_item(self->broker, item)) /* nothing changed */
-                return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR,
-                               "out of memory: the item stays dead");
+                return http_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR,
+                                  "out of memory: the item stays dead");
             log_line("dashboard: dead item %s of %s requeued", id, name);
             action->answer = json_pack("{s:s,s:i,s:s}", "queue", name, "requeued", 1, "id", id);
             break;
@@ -460,7 +479,7 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         log_line("dashboard: %llu dead items of %s requeued", (unsigned long long) count, name);
         action->answer = json_pack("{s:s,s:I}", "queue", name, "requeued", (json_int_t) count);
         break;
-    case ACTION_PURGE_DEAD:
+    case HTTP_PATH_PURGE_DEAD:
         if (item) {
             broker_delete_dead_item(self->broker, item); /* frees it */
             item = NULL;
@@ -473,22 +492,22 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         log_line("dashboard: %llu dead items of %s purged", (unsigned long long) count, name);
         action->answer = json_pack("{s:s,s:I}", "queue", name, "purged_dead", (json_int_t) count);
         break;
-    case ACTION_PURGE:
+    case HTTP_PATH_PURGE:
         count = broker_purge_queue(self->broker, queue);
         log_line("dashboard: purge of %s (%llu items)", name, (unsigned long long) count);
         action->answer = json_pack("{s:s,s:I}", "queue", name, "purged", (json_int_t) count);
         break;
-    case ACTION_DELETE:
+    case HTTP_PATH_DELETE:
         count = broker_delete_queue(self->broker, queue); /* frees it */
         queue = NULL;
         log_line("dashboard: delete of %s (%llu items)", name, (unsigned long long) count);
         action->answer = json_pack("{s:s,s:I}", "queue", name, "deleted", (json_int_t) count);
         break;
-    case ACTION_REOPEN: {
+    case HTTP_PATH_REOPEN: {
         queue_state_t was = queue->state;
         if (broker_reopen_queue(self->broker, queue)) /* stopping on a signal */
-            return s_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE,
-                           "the broker is stopping: no queue takes puts");
+            return http_error(connection, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "the broker is stopping: no queue takes puts");
         log_line("dashboard: reopen of %s (was %s)", name, s_state_name(was));
         action->answer = json_pack(
             "{s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I}", "queue", name, "state",
@@ -499,10 +518,10 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         break;
     }
     default:
-        return s_error(connection, MHD_HTTP_NOT_FOUND, "no such page");
+        return http_error(connection, MHD_HTTP_NOT_FOUND, "no such page");
     }
     if (!action->answer) /* the change is made: only its answer is lost */
-        return s_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+        return http_error(connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     action->position = broker_log_end(self->broker);
     if (broker_log_reached(self->broker, action->position))
         return s_act(self, connection, action);
@@ -616,7 +635,7 @@ static enum MHD_Result s_dead(http_t *self, struct MHD_Connection *connection)
     if (!queue)
         return answered;
     if (item)
-        return s_json(connection, MHD_HTTP_OK, s_dead_item_whole(queue, item));
+        return http_json(connection, MHD_HTTP_OK, s_dead_item_whole(queue, item));
     json_t *items = json_array();
     size_t shown = 0;
     for (const list_node_t *node = queue->dead.next;
@@ -625,11 +644,11 @@ static enum MHD_Result s_dead(http_t *self, struct MHD_Connection *connection)
             json_decref(items);
             items = NULL;
         }
-    return s_json(connection, MHD_HTTP_OK,
-                  items ? json_pack("{s:s,s:s,s:I,s:o}", "queue", queue->name, "state",
-                                    s_state_name(queue->state), "dead",
-                                    (json_int_t) queue->dead_count, "items", items)
-                        : NULL);
+    return http_json(connection, MHD_HTTP_OK,
+                     items ? json_pack("{s:s,s:s,s:I,s:o}", "queue", queue->name, "state",
+                                       s_state_name(queue->state), "dead",
+                                       (json_int_t) queue->dead_count, "items", items)
+                           : NULL);
 }
 
 static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection, const char *url,
@@ -639,19 +658,16 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
 {
     (void) version, (void) upload_data;
     http_t *self = cls;
-    s_mark(self, connection, 1);
-    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-    for (int kind = 0; kind < ACTIONS; kind++) {
-        if (strcmp(url, s_action_paths[kind]) != 0)
-            continue;
-        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
-            return s_not_allowed(connection, "POST");
+    http_links_mark(&self->links, connection, 1, broker_now_ms());
+    enum MHD_Result answered = MHD_NO;
+    http_path_t path = http_route(connection, url, method, &answered);
+    if (path < HTTP_ACTIONS) {
         /* libmicrohttpd calls for the headers, for each piece of the body
            (ignored), and once more at the end. */
         if (!*state) {
             action_t *action = calloc(1, sizeof *action);
             if (action)
-                action->kind = (action_kind_t) kind;
+                action->kind = path;
             *state = action;
             return action ? MHD_YES : MHD_NO;
         }
@@ -661,20 +677,18 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
         }
         return s_act(self, connection, *state);
     }
-    if (strcmp(url, "/api/dead") == 0)
-        return get ? s_dead(self, connection) : s_not_allowed(connection, "GET, HEAD");
-    int known = strcmp(url, "/") == 0 || strcmp(url, "/metrics") == 0
-                || strcmp(url, "/stats.json") == 0;
-    if (!known)
-        return s_error(connection, MHD_HTTP_NOT_FOUND, "no such page");
-    if (!get)
-        return s_not_allowed(connection, "GET, HEAD");
-    if (strcmp(url, "/metrics") == 0)
+    switch (path) {
+    case HTTP_PATH_DEAD:
+        return s_dead(self, connection);
+    case HTTP_PATH_METRICS:
         return s_scrape(self, connection);
-    if (strcmp(url, "/stats.json") == 0)
+    case HTTP_PATH_STATS:
         return s_render(connection, self->broker, metrics_render_json, "application/json");
-    return s_answer(connection, MHD_HTTP_OK, "text/html; charset=utf-8", http_index_html,
-                    http_index_html_size, MHD_RESPMEM_PERSISTENT);
+    case HTTP_PATH_DASHBOARD:
+        return http_dashboard(connection);
+    default:
+        return answered;
+    }
 }
 
 static void s_on_completed(void *cls, struct MHD_Connection *connection, void **state,
@@ -682,7 +696,7 @@ static void s_on_completed(void *cls, struct MHD_Connection *connection, void **
 {
     (void) code;
     http_t *self = cls;
-    s_mark(self, connection, 0);
+    http_links_mark(&self->links, connection, 0, broker_now_ms());
     action_t *action = *state;
     if (!action)
         return;
@@ -696,7 +710,7 @@ static void s_on_completed(void *cls, struct MHD_Connection *connection, void **
     *state = NULL;
 }
 
-/*  "HOST:PORT", "[V6]:PORT" or "PORT" into an address to bind. */
+/*  http_resolve, but for the reason. */
 static int s_resolve(const char *address, struct sockaddr_storage *out, socklen_t *length)
 {
     char host[256] = "127.0.0.1", port[16];
@@ -723,15 +737,50 @@ static int s_resolve(const char *address, struct sockaddr_storage *out, socklen_
     return 0;
 }
 
+int http_resolve(const char *address, struct sockaddr_storage *out, socklen_t *length,
+                 char *error, size_t error_size)
+{
+    if (s_resolve(address, out, length) == 0)
+        return 0;
+    snprintf(error, error_size, "--metrics %s: not an address (HOST:PORT)", address);
+    return -1;
+}
+
+struct MHD_Daemon *http_start(unsigned flags, const struct sockaddr_storage *bind_to,
+                              MHD_AccessHandlerCallback on_request,
+                              MHD_RequestCompletedCallback on_completed,
+                              MHD_NotifyConnectionCallback on_connection, void *cls)
+{
+    if (bind_to->ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, cls, MHD_OPTION_SOCK_ADDR, bind_to,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_PER_ADDRESS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_IDLE_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t) HTTP_MEMORY_MAX, MHD_OPTION_NOTIFY_COMPLETED, on_completed, cls,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, cls, MHD_OPTION_END);
+}
+
+void http_format_url(const struct sockaddr_storage *address, int port, char *url, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "127.0.0.1";
+    if (address->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *) address)->sin6_addr, host,
+                  sizeof host);
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *) address)->sin_addr, host, sizeof host);
+    snprintf(url, size, address->ss_family == AF_INET6 ? "http://[%s]:%d" : "http://%s:%d", host,
+             port);
+}
+
 http_t *http_new(broker_t *broker, const char *address, const char *token, char *error,
                  size_t error_size)
 {
     struct sockaddr_storage bind_to;
     socklen_t length;
-    if (s_resolve(address, &bind_to, &length)) {
-        snprintf(error, error_size, "--metrics %s: not an address (HOST:PORT)", address);
+    if (http_resolve(address, &bind_to, &length, error, error_size))
         return NULL;
-    }
     http_t *self = calloc(1, sizeof *self);
     if (!self) {
         snprintf(error, error_size, "out of memory");
@@ -745,16 +794,8 @@ http_t *http_new(broker_t *broker, const char *address, const char *token, char 
         return NULL;
     }
     snprintf(self->token, sizeof self->token, "%s", token);
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-    if (bind_to.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    self->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, s_on_request, self, MHD_OPTION_SOCK_ADDR, &bind_to,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_PER_ADDRESS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_IDLE_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t) HTTP_MEMORY_MAX, MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
-        MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self, MHD_OPTION_END);
+    self->daemon = http_start(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME, &bind_to, s_on_request,
+                              s_on_completed, s_on_connection, self);
     const union MHD_DaemonInfo *info =
         self->daemon ? MHD_get_daemon_info(self->daemon, MHD_DAEMON_INFO_BIND_PORT) : NULL;
     if (!info) {
@@ -763,15 +804,37 @@ http_t *http_new(broker_t *broker, const char *address, const char *token, char 
         return NULL;
     }
     self->port = info->port;
-    char host[INET6_ADDRSTRLEN] = "127.0.0.1";
-    if (bind_to.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &bind_to)->sin6_addr, host, sizeof host);
-    else
-        inet_ntop(AF_INET, &((struct sockaddr_in *) &bind_to)->sin_addr, host, sizeof host);
-    snprintf(self->url, sizeof self->url, bind_to.ss_family == AF_INET6 ? "http://[%s]:%d"
-                                                                         : "http://%s:%d",
-             host, self->port);
+    http_format_url(&bind_to, self->port, self->url, sizeof self->url);
     return self;
+}
+
+int http_token_load(const char *file, char *token, size_t size)
+{
+    if (file) {
+        FILE *in = fopen(file, "r");
+        if (!in || !fgets(token, (int) size, in)) {
+            fprintf(stderr, "asyncq-broker: --metrics-token-file %s: cannot read it\n", file);
+            if (in)
+                fclose(in);
+            return -1;
+        }
+        fclose(in);
+        token[strcspn(token, "\r\n")] = '\0';
+        if (strlen(token) < 16) {
+            fprintf(stderr, "asyncq-broker: --metrics-token-file %s: the token needs at least "
+                            "16 characters\n", file);
+            return -1;
+        }
+        return 0;
+    }
+    uint8_t random[16];
+    if (getrandom(random, sizeof random, 0) != (ssize_t) sizeof random) {
+        fprintf(stderr, "asyncq-broker: cannot make a dashboard token\n");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof random && 2 * i + 2 < size; i++)
+        snprintf(token + 2 * i, 3, "%02x", random[i]);
+    return 0;
 }
 
 void http_destroy(http_t **self_p)
@@ -807,7 +870,7 @@ int http_timeout_ms(http_t *self)
     if (self->again)
         return 0; /* resumed connections, or a close: see s_on_connection */
     int64_t now = broker_now_ms();
-    int64_t next = s_expire(self, now); /* what it shuts, epoll reports */
+    int64_t next = http_links_expire(&self->links, now); /* what it shuts, epoll reports */
     MHD_UNSIGNED_LONG_LONG timeout;
     int64_t wait = -1;
     if (MHD_get_timeout(self->daemon, &timeout) == MHD_YES)
@@ -820,7 +883,7 @@ int http_timeout_ms(http_t *self)
 void http_run(http_t *self)
 {
     self->again = 0;
-    s_expire(self, broker_now_ms());
+    http_links_expire(&self->links, broker_now_ms());
     self->until_us = broker_now_us() + HTTP_SLICE_US;
     MHD_run(self->daemon);
 }

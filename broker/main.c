@@ -3,7 +3,6 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "asyncq/control.h"
 #include "asyncq/program.h"
@@ -111,10 +110,16 @@ static void s_usage(FILE *out)
             "                          signal exits at once (env ASYNCQ_DRAIN_MS; 30000). A\n"
             "                          durable broker exits at once: its items stay in DIR.\n"
             "      --shards N|auto     run N brokers (auto: one per core) as one service on\n"
-            "                          this host: shard K listens on PORT+2K (--metrics\n"
-            "                          PORT+K), keeps its data in DIR/shard-K, and is\n"
-            "                          restarted if it dies; clients given PORT find them\n"
-            "                          all (env ASYNCQ_SHARDS; PROTOCOL.md 4.15)\n"
+            "                          this host: shard K listens on PORT+2K, keeps its data\n"
+            "                          in DIR/shard-K, and is restarted if it dies; clients\n"
+            "                          given PORT find them all (env ASYNCQ_SHARDS; PROTOCOL.md\n"
+            "                          4.15). --metrics PORT serves the whole service, shard\n"
+            "                          K its own on PORT+1+K\n"
+            "      --dashboard-of ADDR,...  run no broker: serve the whole service's dashboard,\n"
+            "                          /metrics and /stats.json on --metrics, from every\n"
+            "                          broker's --metrics port (HOST:PORT, in shard order;\n"
+            "                          env ASYNCQ_DASHBOARD_OF); give them all one\n"
+            "                          --metrics-token-file\n"
             "      --shard K           this broker's number in its service, 0 to 255, each\n"
             "                          its own (env ASYNCQ_SHARD; 0)\n"
             "      --service ADDR,...  every broker of the service, in shard order, this one\n"
@@ -357,7 +362,8 @@ static int s_config_is_valid(broker_config_t *config)
     return s_lease_is_valid(config->lease_ms);
 }
 
-static void s_print_config(const broker_config_t *config, const setting_t *settings)
+static void s_print_config(const broker_config_t *config, const setting_t *settings,
+                           const char *shards, const char *dashboard_of)
 {
     printf("ASYNCQ_BIND=%s\n", config->bind);
     for (int i = 0; i < SETTINGS; i++)
@@ -385,39 +391,10 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
            config->metrics ? config->metrics : "",
            config->metrics_token_file ? config->metrics_token_file : "");
     printf("ASYNCQ_STATE_DUMP=%s\n", config->state_dump ? config->state_dump : "");
-    printf("ASYNCQ_SERVICE=%s\n", config->service ? config->service : "");
+    printf("ASYNCQ_SERVICE=%s\nASYNCQ_SHARDS=%s\nASYNCQ_DASHBOARD_OF=%s\n",
+           config->service ? config->service : "", shards ? shards : "",
+           dashboard_of ? dashboard_of : "");
     printf("ASYNCQ_VERBOSE=%d\n", config->verbose);
-}
-
-/*  The dashboard's token: the file's first line, or 32 random hex digits.
-    0, or -1 with the reason on stderr. */
-static int s_metrics_token(const char *file, char *token, size_t size)
-{
-    if (file) {
-        FILE *in = fopen(file, "r");
-        if (!in || !fgets(token, (int) size, in)) {
-            fprintf(stderr, "asyncq-broker: --metrics-token-file %s: cannot read it\n", file);
-            if (in)
-                fclose(in);
-            return -1;
-        }
-        fclose(in);
-        token[strcspn(token, "\r\n")] = '\0';
-        if (strlen(token) < 16) {
-            fprintf(stderr, "asyncq-broker: --metrics-token-file %s: the token needs at least "
-                            "16 characters\n", file);
-            return -1;
-        }
-        return 0;
-    }
-    uint8_t random[16];
-    if (getrandom(random, sizeof random, 0) != (ssize_t) sizeof random) {
-        fprintf(stderr, "asyncq-broker: cannot make a dashboard token\n");
-        return -1;
-    }
-    for (size_t i = 0; i < sizeof random && 2 * i + 2 < size; i++)
-        snprintf(token + 2 * i, 3, "%02x", random[i]);
-    return 0;
 }
 
 /*  --fsync: always, never or a number of milliseconds. */
@@ -536,9 +513,9 @@ int main(int argc, char **argv)
     setting_t settings[SETTINGS];
     s_settings_init(settings, &config);
     int queue_lease_given = 0, queue_retry_given = 0, print_config = 0, health = 0;
-    const char *retry = NULL, *shards = NULL;
+    const char *retry = NULL, *shards = NULL, *dashboard_of = NULL;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 21];
+    struct option options[SETTINGS + 22];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -561,7 +538,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 17] = (struct option){"queue-retry", required_argument, 0, 'Y'};
     options[SETTINGS + 18] = (struct option){"service", required_argument, 0, 'e'};
     options[SETTINGS + 19] = (struct option){"shards", required_argument, 0, 'n'};
-    options[SETTINGS + 20] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 20] = (struct option){"dashboard-of", required_argument, 0, 'O'};
+    options[SETTINGS + 21] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -594,6 +572,7 @@ int main(int argc, char **argv)
         case 'S': config.state_dump = optarg; break;
         case 'e': config.service = optarg; break;
         case 'n': shards = optarg; break;
+        case 'O': dashboard_of = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
@@ -639,6 +618,9 @@ int main(int argc, char **argv)
     shards = aq_arg_env(shards, "ASYNCQ_SHARDS");
     if (shards && !*shards)
         shards = NULL;
+    dashboard_of = aq_arg_env(dashboard_of, "ASYNCQ_DASHBOARD_OF");
+    if (dashboard_of && !*dashboard_of)
+        dashboard_of = NULL;
     config.state_dump = aq_arg_env(config.state_dump, "ASYNCQ_STATE_DUMP");
     if (config.state_dump && !*config.state_dump)
         config.state_dump = NULL;
@@ -653,13 +635,20 @@ int main(int argc, char **argv)
         return AQ_EXIT_USAGE;
     config.bind = aq_endpoint_choose(config.bind, "ASYNCQ_BIND", "*");
     if (print_config) {
-        s_print_config(&config, settings);
+        s_print_config(&config, settings, shards, dashboard_of);
         return AQ_EXIT_OK;
     }
     if (health)
         return s_health(config.bind, config.curve_secret);
     if (repair)
         return s_repair(config.data_dir);
+    if (dashboard_of && shards) {
+        fprintf(stderr, "asyncq-broker: --dashboard-of runs no broker: not with --shards (whose "
+                        "--metrics port is the service's already)\n");
+        return AQ_EXIT_USAGE;
+    }
+    if (dashboard_of)
+        return shards_dashboard(&config, dashboard_of);
     if (shards) {
         int count;
         if (!shards_count(shards, &count)) {
@@ -669,6 +658,8 @@ int main(int argc, char **argv)
         }
         return shards_run(argc, argv, &config, count);
     }
+    if (config.service) /* a shard's lines say which it is */
+        log_set_shard((int) config.shard);
 
     aq_status_t status;
     broker_t *broker = broker_new(&config, &status);
@@ -692,7 +683,7 @@ int main(int argc, char **argv)
     }
     char token[128] = "";
     if (config.metrics) {
-        if (s_metrics_token(config.metrics_token_file, token, sizeof token)) {
+        if (http_token_load(config.metrics_token_file, token, sizeof token)) {
             broker_destroy(&broker);
             return AQ_EXIT_USAGE;
         }

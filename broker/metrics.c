@@ -80,7 +80,8 @@ static const char *s_state_name(queue_state_t state)
 typedef struct {
     char *data;
     size_t size, capacity;
-    int failed; /* out of memory: the render ends with an error */
+    int failed;         /* out of memory: the render ends with an error */
+    const char *shard;  /* `shard="K"`, the label every sample carries, or NULL */
 } text_t;
 
 static void s_reserve(text_t *out, size_t more)
@@ -160,26 +161,45 @@ static void s_family(text_t *out, const char *name, const char *type, const char
     s_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/*  A sample's name and labels: `name{queue="Q",extra}`, either label
-    left out when NULL (no braces without labels); the caller adds the
-    value. */
+/*  A sample's name and labels: `name{queue="Q",extra,shard="K"}`, each
+    label left out when NULL (no braces without labels); the caller adds
+    the value. */
 static void s_name(text_t *out, const char *name, const char *queue, const char *extra)
 {
     s_puts(out, name, strlen(name));
-    if (!queue && !extra)
+    if (!queue && !extra && !out->shard)
         return;
+    const char *comma = "";
     s_put(out, "{");
     if (queue) {
         s_put(out, "queue=\"");
         s_label(out, queue);
         s_put(out, "\"");
+        comma = ",";
     }
     if (extra) {
-        if (queue)
-            s_put(out, ",");
+        s_puts(out, comma, strlen(comma));
         s_puts(out, extra, strlen(extra));
+        comma = ",";
+    }
+    if (out->shard) {
+        s_puts(out, comma, strlen(comma));
+        s_puts(out, out->shard, strlen(out->shard));
     }
     s_put(out, "}");
+}
+
+/*  A sample of the broker's (no queue label). */
+static void s_broker_u64(text_t *out, const char *name, const char *labels, uint64_t value)
+{
+    s_name(out, name, NULL, labels);
+    s_u64(out, value);
+}
+
+static void s_broker_seconds(text_t *out, const char *name, double value)
+{
+    s_name(out, name, NULL, NULL);
+    s_printf(out, " %.3f\n", value);
 }
 
 /*  The samples of one histogram, for one queue or (NULL) the broker. */
@@ -331,45 +351,47 @@ static void s_queue_samples(text_t *out, int family, const queue_t *queue)
 static void s_broker_families(text_t *out, broker_t *self)
 {
     double uptime = (double) (broker_now_ms() - self->started_ms) / 1000.0;
+    char labels[96];
     s_family(out, "asyncq_info", "gauge", "The broker's persistence mode and security, as labels.");
-    s_printf(out, "asyncq_info{persistence=\"%s\",security=\"%s\"} 1\n", broker_persistence(self),
-             s_security(self));
+    snprintf(labels, sizeof labels, "persistence=\"%s\",security=\"%s\"",
+             broker_persistence(self), s_security(self));
+    s_broker_u64(out, "asyncq_info", labels, 1);
     s_family(out, "asyncq_uptime_seconds", "gauge", "Time since the broker started.");
-    s_printf(out, "asyncq_uptime_seconds %.3f\n", uptime);
+    s_broker_seconds(out, "asyncq_uptime_seconds", uptime);
     s_family(out, "process_start_time_seconds", "gauge",
              "Start time of the process since the Unix epoch.");
-    s_printf(out, "process_start_time_seconds %.3f\n", s_wall_seconds() - uptime);
+    s_broker_seconds(out, "process_start_time_seconds", s_wall_seconds() - uptime);
     s_family(out, "process_resident_memory_bytes", "gauge", "Resident memory of the broker.");
-    s_printf(out, "process_resident_memory_bytes %llu\n", (unsigned long long) s_resident_bytes());
+    s_broker_u64(out, "process_resident_memory_bytes", NULL, s_resident_bytes());
     s_family(out, "asyncq_sessions", "gauge", "Client sessions (a HELLO answered).");
-    s_printf(out, "asyncq_sessions %zu\n", dict_size(self->peers));
+    s_broker_u64(out, "asyncq_sessions", NULL, dict_size(self->peers));
     s_family(out, "asyncq_connections", "gauge", "Connections open on both sockets.");
-    s_printf(out, "asyncq_connections %zu\n", conns_count(self->conns));
+    s_broker_u64(out, "asyncq_connections", NULL, conns_count(self->conns));
     s_family(out, "asyncq_connections_refused_total", "counter",
              "Connections refused or closed for a cause (limit, address, no HELLO).");
-    s_printf(out, "asyncq_connections_refused_total %llu\n",
-             (unsigned long long) conns_refused_total(self->conns));
+    s_broker_u64(out, "asyncq_connections_refused_total", NULL,
+                 conns_refused_total(self->conns));
     s_family(out, "asyncq_producers", "gauge", "Producers remembered (with or without a session).");
-    s_printf(out, "asyncq_producers %zu\n", dict_size(self->producers));
+    s_broker_u64(out, "asyncq_producers", NULL, dict_size(self->producers));
     s_family(out, "asyncq_queues", "gauge", "Queues the broker knows.");
-    s_printf(out, "asyncq_queues %zu\n", dict_size(self->queues));
+    s_broker_u64(out, "asyncq_queues", NULL, dict_size(self->queues));
     s_family(out, "asyncq_items", "gauge", "Items held, every queue and state.");
-    s_printf(out, "asyncq_items %zu\n", store_count(self->store));
+    s_broker_u64(out, "asyncq_items", NULL, store_count(self->store));
     s_family(out, "asyncq_bad_messages_total", "counter",
              "Messages refused as malformed, forbidden or out of place.");
-    s_printf(out, "asyncq_bad_messages_total %llu\n", (unsigned long long) self->bad_input.total);
+    s_broker_u64(out, "asyncq_bad_messages_total", NULL, self->bad_input.total);
     s_family(out, "asyncq_broker_puts_refused_total", "counter",
              "Puts refused, every queue (and puts for no queue the broker could make), by reason.");
-    for (int r = 0; r < REFUSED_REASONS; r++)
-        s_printf(out, "asyncq_broker_puts_refused_total{reason=\"%s\"} %llu\n",
-                 queue_refusal_names[r], (unsigned long long) self->refused_total[r]);
+    for (int r = 0; r < REFUSED_REASONS; r++) {
+        snprintf(labels, sizeof labels, "reason=\"%s\"", queue_refusal_names[r]);
+        s_broker_u64(out, "asyncq_broker_puts_refused_total", labels, self->refused_total[r]);
+    }
     if (!self->journal)
         return;
     s_family(out, "asyncq_journal_bytes", "gauge", "Bytes of the journal's segments on disk.");
-    s_printf(out, "asyncq_journal_bytes %llu\n",
-             (unsigned long long) journal_disk_bytes(self->journal));
+    s_broker_u64(out, "asyncq_journal_bytes", NULL, journal_disk_bytes(self->journal));
     s_family(out, "asyncq_journal_segments", "gauge", "Segment files of the journal.");
-    s_printf(out, "asyncq_journal_segments %zu\n", journal_segment_count(self->journal));
+    s_broker_u64(out, "asyncq_journal_segments", NULL, journal_segment_count(self->journal));
     histogram_t latency;
     journal_sync_latency(self->journal, &latency);
     s_family(out, "asyncq_journal_sync_seconds", "histogram",
@@ -395,13 +417,20 @@ typedef struct {
 struct metrics {
     broker_t *broker;
     order_t *order; /* the newest, or NULL */
+    char shard[24]; /* `shard="K"` for a broker of a service, "" for one alone */
 };
 
 metrics_t *metrics_new(broker_t *broker)
 {
     metrics_t *self = calloc(1, sizeof *self);
-    if (self)
-        self->broker = broker;
+    if (!self)
+        return NULL;
+    self->broker = broker;
+    /* One Prometheus scraping every broker of a service tells their
+       series apart by shard, and adds them up with sum without(shard). */
+    if (broker->config.service || broker->config.shard)
+        snprintf(self->shard, sizeof self->shard, "shard=\"%u\"",
+                 (unsigned) broker->config.shard);
     return self;
 }
 
@@ -482,6 +511,7 @@ metrics_render_t *metrics_render_new(metrics_t *metrics)
         return NULL;
     self->metrics = metrics;
     self->family = -1;
+    self->staged.shard = metrics->shard[0] ? metrics->shard : NULL;
     return self;
 }
 
@@ -620,8 +650,10 @@ static json_t *s_json_queue(const queue_t *queue)
     for (const list_node_t *node = queue->dead.next; node != &queue->dead && shown < DEAD_ITEMS_SHOWN;
          node = node->next, shown++) {
         const item_t *item = list_entry(node, item_t, link);
-        json_array_append_new(dead, json_pack("{s:I,s:i,s:I}", "id", (json_int_t) item->id,
-                                              "attempts", (int) item->attempts, "size",
+        char id[24];
+        aq_format_u64(item->id, id);
+        json_array_append_new(dead, json_pack("{s:s,s:i,s:I}", "id", id, "attempts",
+                                              (int) item->attempts, "size",
                                               (json_int_t) item->size));
     }
     return json_pack("{s:s,s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}",
@@ -664,8 +696,10 @@ static void s_json_consumer(void *ctx, void *value)
         const item_t *item = list_entry(node, item_t, link);
         if (shown == 0) /* delivered (or last touched) when its lease started */
             oldest_ms = consumers->now_ms - (item->timer.at - (int64_t) broker_lease_ms(item));
+        char id[24];
+        aq_format_u64(item->id, id);
         if (shown++ < HELD_IDS_SHOWN)
-            json_array_append_new(ids, json_integer((json_int_t) item->id));
+            json_array_append_new(ids, json_string(id));
     }
     json_array_append_new(
         consumers->list,

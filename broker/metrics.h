@@ -8,7 +8,10 @@
     each queue's samples of a family are read at one moment, different
     queues and families at different moments of the scrape (DESIGN.md,
     "The HTTP port"). About 4.5 KB of text per queue. /stats.json is one
-    render, O(queues + sessions + dead items shown). */
+    render, O(queues + sessions + dead items shown).
+
+    A broker of a service (--shard, --service) gives every sample of
+    /metrics the label shard="K"; a broker alone gives none. */
 #ifndef BROKER_METRICS_H
 #define BROKER_METRICS_H
 

@@ -4,6 +4,14 @@
 #include <stdio.h>
 #include <time.h>
 
+/*  "asyncq-broker", or "asyncq-broker[shard K]" for a broker of a service. */
+static char s_name[32] = "asyncq-broker";
+
+void log_set_shard(int shard)
+{
+    snprintf(s_name, sizeof s_name, "asyncq-broker[shard %d]", shard);
+}
+
 static void s_write(const char *prefix, const char *format, va_list args)
 {
     char line[1024];
@@ -11,8 +19,8 @@ static void s_write(const char *prefix, const char *format, va_list args)
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
-    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02dZ asyncq-broker: %s%s\n", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, prefix, line);
+    fprintf(stderr, "%04d-%02d-%02dT%02d:%02d:%02dZ %s: %s%s\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, s_name, prefix, line);
 }
 
 void log_line(const char *format, ...)

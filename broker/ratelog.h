@@ -30,6 +30,9 @@ void ratelog_line(ratelog_t *self, int64_t now_ms, const char *format, ...)
 /*  Writes one line, not limited: the broker's own events. */
 void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
+/*  Every later line names shard K (a broker of a service, PROTOCOL.md 4.15). */
+void log_set_shard(int shard);
+
 /*  Copies `data` into dest (NUL-terminated, cut to fit) with every byte
     outside printable ASCII, and the backslash, written as \xNN: nothing a
     peer sends can start a line or a terminal escape in the log. Returns

@@ -1,10 +1,14 @@
 /*  asyncq-broker --shards N: one service of N shard processes on one host
     (PROTOCOL.md 4.15). This process only starts them, passes signals on,
-    restarts one that dies and says so; each shard is a whole broker. */
+    restarts one that dies and says so, and, with --metrics, serves the
+    whole service's HTTP port (service_http.c); each shard is a whole
+    broker. */
 #include "shards.h"
 
 #include <czmq.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,11 +22,17 @@
 #include "asyncq/endpoint.h"
 #include "asyncq/program.h"
 #include "broker.h"
+#include "http.h"
 #include "ratelog.h"
+#include "service_http.h"
 
 #define RESTART_FIRST_MS 500
 #define RESTART_MAX_MS 30000
 #define RESTART_STEADY_MS 60000 /* up this long: the next death starts the backoff anew */
+/*  Where a shard reads the dashboard's token drawn by this process (a
+    pipe: the token is never in a file or a command line). */
+#define TOKEN_FD 3
+#define TOKEN_PATH "/proc/self/fd/3"
 
 typedef struct {
     pid_t pid;             /* 0: not running */
@@ -87,7 +97,8 @@ static char *s_format(const char *format, ...)
     return text;
 }
 
-/*  HOST:PORT or PORT (the --metrics forms) moved up by `offset` ports. */
+/*  HOST:PORT or PORT (the --metrics forms) moved up by `offset` ports:
+    shard K's is PORT+1+K, PORT being the service's. */
 static char *s_metrics_for(const char *metrics, int offset)
 {
     const char *colon = strrchr(metrics, ':');
@@ -106,7 +117,8 @@ static char *s_own(shard_t *shard, char *text)
 }
 
 static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, const char *service,
-                           const broker_config_t *config, int shard, shard_t *owner)
+                           const broker_config_t *config, int shard, int piped_token,
+                           shard_t *owner)
 {
     char **out = calloc((size_t) argc + 16, sizeof *out);
     if (!out)
@@ -135,7 +147,11 @@ static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, con
     }
     if (config->metrics) {
         out[n++] = "--metrics";
-        out[n++] = s_own(owner, s_metrics_for(config->metrics, shard));
+        out[n++] = s_own(owner, s_metrics_for(config->metrics, 1 + shard));
+        if (piped_token) {
+            out[n++] = "--metrics-token-file";
+            out[n++] = TOKEN_PATH;
+        }
     }
     if (config->state_dump) {
         out[n++] = "--state-dump";
@@ -149,23 +165,59 @@ static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, con
     return out;
 }
 
-static int s_start(shard_t *shard, int number)
+/*  Starts shard `number`; `token` (NULL: none) is written to a pipe that
+    it reads as TOKEN_PATH. Whatever the child does before exec must be
+    safe after a fork in a process with threads (the HTTP port's). */
+static int s_start(shard_t *shard, int number, const char *token)
 {
+    int pipe_fds[2] = {-1, -1};
+    if (token) {
+        size_t size = strlen(token);
+        /* Only this thread forks: no other child can inherit it between
+           pipe and fcntl. */
+        if (pipe(pipe_fds) || fcntl(pipe_fds[0], F_SETFD, FD_CLOEXEC)
+            || fcntl(pipe_fds[1], F_SETFD, FD_CLOEXEC)) {
+            log_line("shard %d: cannot start: %s", number, strerror(errno));
+            if (pipe_fds[0] >= 0) {
+                close(pipe_fds[0]);
+                close(pipe_fds[1]);
+            }
+            return -1;
+        }
+        /* A token of 127 bytes at most: within the pipe's buffer. */
+        if (write(pipe_fds[1], token, size) != (ssize_t) size || write(pipe_fds[1], "\n", 1) != 1) {
+            log_line("shard %d: cannot start: %s", number, strerror(errno));
+            close(pipe_fds[0]);
+            close(pipe_fds[1]);
+            return -1;
+        }
+        close(pipe_fds[1]);
+    }
     pid_t pid = fork();
     if (pid < 0) {
         log_line("shard %d: cannot start: %s", number, strerror(errno));
+        if (token)
+            close(pipe_fds[0]);
         return -1;
     }
     if (pid == 0) {
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
+        if (token && (pipe_fds[0] == TOKEN_FD ? fcntl(TOKEN_FD, F_SETFD, 0)
+                                              : dup2(pipe_fds[0], TOKEN_FD)) < 0)
+            _exit(127);
         execv("/proc/self/exe", shard->argv);
         execvp(shard->argv[0], shard->argv);
-        fprintf(stderr, "asyncq-broker: shard %d: cannot run %s: %s\n", number, shard->argv[0],
-                strerror(errno));
+        static const char failed[] = "asyncq-broker: a shard cannot run ";
+        if (write(STDERR_FILENO, failed, sizeof failed - 1) > 0
+            && write(STDERR_FILENO, shard->argv[0], strlen(shard->argv[0])) > 0
+            && write(STDERR_FILENO, "\n", 1) > 0)
+            _exit(127);
         _exit(127);
     }
+    if (token)
+        close(pipe_fds[0]);
     shard->pid = pid;
     shard->started_ms = s_now_ms();
     shard->restart_at_ms = 0;
@@ -193,6 +245,54 @@ int shards_count(const char *text, int *count)
     return 1;
 }
 
+/*  The whole service's HTTP port (--metrics), with the token that the
+    shards' ports take too. 0, or the exit code, with the reason said. */
+static int s_serve(const broker_config_t *config, int count, const char *of, char *token,
+                   size_t size, service_http_t **http)
+{
+    if (http_token_load(config->metrics_token_file, token, size))
+        return AQ_EXIT_USAGE;
+    char error[1024];
+    *http = service_http_new(config->metrics, count, of, token, error, sizeof error);
+    if (!*http) {
+        fprintf(stderr, "asyncq-broker: %s\n", error);
+        return AQ_EXIT_UNREACHABLE;
+    }
+    const char *url = service_http_url(*http);
+    printf("METRICS %s\n", url);
+    fflush(stdout);
+    log_line("the service's metrics on %s/metrics, its dashboard on %s/ (%s); their actions "
+             "need the token %s", url, url, of ? of : "shard K's own on PORT+1+K",
+             config->metrics_token_file ? "in --metrics-token-file" : token);
+    return 0;
+}
+
+int shards_dashboard(const broker_config_t *config, const char *of)
+{
+    if (!config->metrics) {
+        fprintf(stderr, "asyncq-broker: --dashboard-of needs --metrics [HOST:]PORT: where to "
+                        "serve the service's dashboard\n");
+        return AQ_EXIT_USAGE;
+    }
+    /* Blocked here and in the HTTP threads (they inherit it): sigwait
+       takes them. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    char token[128];
+    service_http_t *http = NULL;
+    int code = s_serve(config, 0, of, token, sizeof token, &http);
+    if (code)
+        return code;
+    int signal = 0;
+    sigwait(&signals, &signal);
+    log_line("stopping (signal %d)", signal);
+    service_http_destroy(&http);
+    return AQ_EXIT_OK;
+}
+
 int shards_run(int argc, char **argv, const broker_config_t *config, int count)
 {
     aq_endpoint_t bind;
@@ -208,12 +308,13 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
                         "neither\n");
         return AQ_EXIT_USAGE;
     }
-    char *last_metrics = config->metrics ? s_metrics_for(config->metrics, count - 1) : NULL;
+    char *last_metrics = config->metrics ? s_metrics_for(config->metrics, count) : NULL;
     int metrics_fit = !config->metrics || last_metrics;
     free(last_metrics);
     if (!metrics_fit) {
         fprintf(stderr, "asyncq-broker: --shards %d needs --metrics [HOST:]PORT with %d ports "
-                        "free from it (shard K serves on PORT+K)\n", count, count);
+                        "free from it (the service on PORT, shard K on PORT+1+K)\n", count,
+                count + 1);
         return AQ_EXIT_USAGE;
     }
     if (config->data_dir && mkdir(config->data_dir, 0700) && errno != EEXIST) {
@@ -239,10 +340,24 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
         free(service);
         return AQ_EXIT_USAGE;
     }
+    /* The service's HTTP port first: it answers from the start, saying
+       which shards do not yet. Its token, if drawn here, goes to the
+       shards by a pipe. */
+    char token[128] = "";
+    service_http_t *http = NULL;
+    if (config->metrics) {
+        int rc = s_serve(config, count, NULL, token, sizeof token, &http);
+        if (rc) {
+            free(service);
+            return rc;
+        }
+    }
+    const char *piped = config->metrics && !config->metrics_token_file ? token : NULL;
     /* A shard reads the environment too: these are set for it by flag. */
     unsetenv("ASYNCQ_SHARDS");
     shard_t *shards = calloc((size_t) count, sizeof *shards);
     if (!shards) {
+        service_http_destroy(&http);
         free(service);
         return AQ_EXIT_FAILURE;
     }
@@ -254,9 +369,10 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
     log_line("running %d shards of one service: %s", count, service);
     int stopping = 0, exit_code = AQ_EXIT_OK, running = 0;
     for (int k = 0; k < count; k++) {
-        shards[k].argv = s_shard_argv(argc, argv, &bind, service, config, k, &shards[k]);
+        shards[k].argv =
+            s_shard_argv(argc, argv, &bind, service, config, k, piped != NULL, &shards[k]);
         shards[k].backoff_ms = RESTART_FIRST_MS;
-        if (!shards[k].argv || s_start(&shards[k], k)) {
+        if (!shards[k].argv || s_start(&shards[k], k, piped)) {
             exit_code = AQ_EXIT_FAILURE;
             stopping = 1;
             break;
@@ -322,13 +438,14 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
                     shards[k].restart_at_ms = 0;
                     running--;
                 }
-                else if (now >= shards[k].restart_at_ms && s_start(&shards[k], k))
+                else if (now >= shards[k].restart_at_ms && s_start(&shards[k], k, piped))
                     shards[k].restart_at_ms = now + shards[k].backoff_ms;
             }
         struct timespec nap = {0, 50 * 1000000};
         nanosleep(&nap, NULL); /* a signal ends it early */
     }
     log_line("every shard stopped");
+    service_http_destroy(&http);
     for (int k = 0; k < count; k++) {
         for (int i = 0; i < shards[k].owned_count; i++)
             free(shards[k].owned[i]);

@@ -1,7 +1,9 @@
 /*  asyncq-broker --shards N|auto: N shard processes of one service on one
     host (PROTOCOL.md 4.15), shard K bound at PORT + 2K with its data in
     DATA-DIR/shard-K; one that dies is restarted (after 0.5 s, doubling to
-    30 s) or, if a restart would only fail again, reported. */
+    30 s) or, if a restart would only fail again, reported. With --metrics
+    METRICS-PORT, the whole service's HTTP port is served there
+    (service_http.h) and shard K's own at METRICS-PORT + 1 + K. */
 #ifndef ASYNCQ_SHARDS_H
 #define ASYNCQ_SHARDS_H
 
@@ -9,6 +11,12 @@
 
 /*  N (1 to SHARDS_MAX) or "auto" (one per core); 0 if neither. */
 int shards_count(const char *text, int *count);
+
+/*  asyncq-broker --dashboard-of HOST:PORT,... --metrics PORT: no broker,
+    only the whole service's HTTP port (service_http.h), asking the brokers'
+    own --metrics ports (every broker of a service across hosts); until
+    SIGTERM or SIGINT. Returns the exit code. */
+int shards_dashboard(const broker_config_t *config, const char *of);
 
 /*  Runs the shards until a signal stops them; returns the exit code. */
 int shards_run(int argc, char **argv, const broker_config_t *config, int count);

@@ -1,10 +1,11 @@
 /*  The line `asyncq join` shows on a terminal while it waits: how many of
     the items it waits for are done, the rate, the time left.
 
-    The join itself is one JOIN request, answered by the broker when the
-    items are done; nothing about it changes. A thread with a session of its
-    own asks for the queue's STATS every half second meanwhile and draws
-    the line from the counters' progress since the join began. */
+    The join itself is one JOIN request per broker, answered when the items
+    are done; nothing about it changes. A thread with sessions of its own
+    asks every broker of the service for the queue's STATS every half second
+    meanwhile and draws the line from the counters' progress, added up,
+    since the join began. */
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include "asyncq/control.h"
 #include "asyncq/program.h"
 #include "asyncq/progress.h"
+#include "asyncq/service.h"
 #include "cli.h"
 
 #define JOIN_PROGRESS_EVERY_MS 500
@@ -59,10 +61,23 @@ static void s_counts_line(void *ctx, const char *line)
     counts->found = 1;
 }
 
-static int s_counts(aq_session_t *session, const char *queue, join_counts_t *counts)
+/*  The counts of every broker of the service, added up; 0 unless every
+    broker answered (a line from some of them would jump). */
+static int s_counts(aq_session_t **sessions, size_t count, const char *queue,
+                    join_counts_t *counts)
 {
     memset(counts, 0, sizeof *counts);
-    return aq_stats(session, queue, s_counts_line, counts) == AQ_OK && counts->found;
+    for (size_t k = 0; k < count; k++) {
+        join_counts_t one = {0};
+        if (!aq_session_answers(sessions[k])
+            || aq_stats(sessions[k], queue, s_counts_line, &one) != AQ_OK || !one.found)
+            return 0;
+        counts->acked += one.acked;
+        counts->dead += one.dead;
+        counts->discarded += one.discarded;
+        counts->outstanding += one.outstanding;
+    }
+    return counts->found = 1;
 }
 
 /*  Items done since the join began, a counter that went down (a requeue of
@@ -126,19 +141,25 @@ static void *s_run(void *arg)
 {
     join_progress_t *self = arg;
     aq_status_t rc;
-    aq_session_t *session = aq_session_new(self->broker, "join-progress", AQ_CONNECT_TIMEOUT_MS, &rc);
+    char client_id[AQ_NAME_MAX + 1];
+    size_t count = 0;
+    aq_client_id_make("join-progress", client_id, sizeof client_id);
+    aq_session_t **sessions = aq_service_open(self->broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS,
+                                              NULL, 0, &count, &rc);
     join_counts_t first = {0}, now;
     /* No line rather than a wrong one: the join goes on regardless. */
-    int counted = session && s_counts(session, self->queue, &first);
+    int counted = sessions && s_counts(sessions, count, self->queue, &first);
     now = first;
     for (int started = counted; started;) {
         if (counted)
             s_draw(self, &first, &now);
         if (!s_pause(self))
             break;
-        counted = s_counts(session, self->queue, &now);
+        counted = s_counts(sessions, count, self->queue, &now);
     }
-    aq_session_destroy(&session);
+    for (size_t k = 0; k < count; k++)
+        aq_session_destroy(&sessions[k]);
+    free(sessions);
     return NULL;
 }
 

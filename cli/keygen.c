@@ -1,9 +1,12 @@
 /*  asyncq keygen: a certificate pair for the broker or for a client. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <czmq.h>
 
@@ -14,7 +17,7 @@
 
 static const char *s_usage =
     "Usage: asyncq keygen NAME[=ROLES]... [--role ROLES] [--queues Q1,Q2] [--dir DIR]\n"
-    "                     [--clients DIR] [--keep]\n"
+    "                     [--clients DIR] [--keep] [--token FILE]\n"
     "Writes DIR/NAME.key (the public certificate: give it to the broker's --clients\n"
     "directory, or, for the broker's own pair, to clients as --server-key) and\n"
     "DIR/NAME.key_secret (mode 0600: this program's --curve-secret; keep it private).\n"
@@ -23,7 +26,42 @@ static const char *s_usage =
     "--queues: only these queues (default: every queue). DIR defaults to the current\n"
     "directory. --clients DIR: also copy each public certificate there (the broker's\n"
     "clients directory). --keep: a pair that already exists is kept, not replaced\n"
-    "(for a deployment's first start: docker-compose.yml's keys service).\n";
+    "(for a deployment's first start: docker-compose.yml's keys service).\n"
+    "--token FILE: also writes DIR/FILE (mode 0600), 32 random hex digits: a token\n"
+    "for asyncq-broker --metrics-token-file, one for every broker of a service and\n"
+    "its --dashboard-of (kept with --keep).\n";
+
+/*  DIR/FILE: 32 random hex digits and a newline, mode 0600 (kept if it
+    exists, with `keep`). */
+static int s_token(const char *dir, const char *file, int keep)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    struct stat st;
+    if (keep && stat(path, &st) == 0 && st.st_size > 0) {
+        printf("kept %s\n", path);
+        return AQ_EXIT_OK;
+    }
+    uint8_t random[16];
+    char text[2 * sizeof random + 2];
+    if (getrandom(random, sizeof random, 0) != (ssize_t) sizeof random) {
+        fprintf(stderr, "asyncq keygen: no random bytes for %s: %s\n", path, strerror(errno));
+        return AQ_EXIT_FAILURE;
+    }
+    for (size_t i = 0; i < sizeof random; i++)
+        snprintf(text + 2 * i, 3, "%02x", random[i]);
+    strcat(text, "\n");
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t) strlen(text);
+    if (fd >= 0 && close(fd) != 0)
+        ok = 0;
+    if (!ok) {
+        fprintf(stderr, "asyncq keygen: cannot write %s: %s\n", path, strerror(errno));
+        return AQ_EXIT_FAILURE;
+    }
+    printf("wrote %s (a token, mode 0600)\n", path);
+    return AQ_EXIT_OK;
+}
 
 /*  Each comma-separated word is a role, or each is a queue name. */
 static int s_words_are_valid(const char *text, int roles)
@@ -107,8 +145,10 @@ int cli_keygen(int argc, char **argv)
         {"role", required_argument, 0, 'r'},    {"queues", required_argument, 0, 'q'},
         {"dir", required_argument, 0, 'd'},     {"clients", required_argument, 0, 'c'},
         {"keep", no_argument, 0, 'k'},          {"print-config", no_argument, 0, 'P'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    const char *roles = "produce,consume", *queues = NULL, *dir = ".", *clients = NULL;
+        {"token", required_argument, 0, 't'},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *roles = "produce,consume", *queues = NULL, *dir = ".", *clients = NULL,
+               *token = NULL;
     int opt, keep = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "r:q:d:c:kh", options, NULL)) != -1) {
@@ -118,6 +158,7 @@ int cli_keygen(int argc, char **argv)
         case 'd': dir = optarg; break;
         case 'c': clients = optarg; break;
         case 'k': keep = 1; break;
+        case 't': token = optarg; break;
         case 'P': return AQ_EXIT_OK; /* reads no environment variable */
         case 'h': printf("%s", s_usage); return AQ_EXIT_OK;
         default: fprintf(stderr, "%s", s_usage); return AQ_EXIT_USAGE;
@@ -132,10 +173,14 @@ int cli_keygen(int argc, char **argv)
                 queues);
         return AQ_EXIT_USAGE;
     }
+    if (token && (!*token || strchr(token, '/'))) {
+        fprintf(stderr, "asyncq keygen: --token takes a file name in DIR, not '%s'\n", token);
+        return AQ_EXIT_USAGE;
+    }
     for (int i = optind; i < argc; i++) {
         int rc = s_keygen_one(argv[i], roles, queues, dir, clients, keep);
         if (rc != AQ_EXIT_OK)
             return rc;
     }
-    return AQ_EXIT_OK;
+    return token ? s_token(dir, token, keep) : AQ_EXIT_OK;
 }

@@ -165,10 +165,13 @@ aq_session_t **cli_connect_all(const char *command, const char *broker, size_t *
 {
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(command, client_id, sizeof client_id);
-    aq_session_t **sessions =
-        aq_service_open(broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS, count, rc);
+    char left_out[AQ_LEFT_OUT_MAX];
+    aq_session_t **sessions = aq_service_open(broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS,
+                                              left_out, sizeof left_out, count, rc);
     if (!sessions)
         fprintf(stderr, "asyncq %s: %s\n", command, aq_last_error());
+    else if (left_out[0])
+        fprintf(stderr, "asyncq %s: warning: %s; asking the others\n", command, left_out);
     return sessions;
 }
 
@@ -208,6 +211,9 @@ int cli_put(int argc, char **argv)
         fprintf(stderr, "asyncq put: %s\n", aq_last_error());
         return aq_exit_code(rc);
     }
+    if (aq_producer_unreachable(producer)[0])
+        fprintf(stderr, "asyncq put: warning: %s; putting to the others\n",
+                aq_producer_unreachable(producer));
     for (int i = optind; i < argc && rc == AQ_OK; i++) {
         rc = aq_producer_put_with(producer, opts.queue, argv[i], strlen(argv[i]), &opts.put);
         if (rc)
@@ -290,8 +296,10 @@ int cli_join(int argc, char **argv)
         uint64_t total = 0;
         for (size_t i = 0; i < count && used < sizeof shards; i++) {
             uint64_t outstanding = 0;
-            aq_status_t asked = aq_stats(sessions[i], opts.queue, s_outstanding_line,
-                                         &outstanding);
+            aq_status_t asked = aq_session_answers(sessions[i])
+                                    ? aq_stats(sessions[i], opts.queue, s_outstanding_line,
+                                               &outstanding)
+                                    : AQ_UNREACHABLE;
             total += outstanding;
             used += (size_t) snprintf(shards + used, sizeof shards - used,
                                       asked ? "%sshard %d: no answer" : "%sshard %d: %llu",
@@ -420,6 +428,97 @@ static aq_session_t *s_shard_session(aq_session_t **sessions, size_t count, int 
 /*  Prints the lines of a DEAD (action) or SHUTDOWN reply, from every
     broker of the service; with item ids, from the broker they name (ids
     of one shard at a time). Returns the exit code. */
+/*  The lines of several brokers' answers, gathered to be put in one order
+    (a service's dead letters by death, its peeked items by priority and
+    age, PROTOCOL.md 4.15). */
+typedef struct {
+    char **lines;
+    size_t count;
+    size_t capacity;
+    int out_of_memory;
+} gathered_t;
+
+static void s_gather_line(void *ctx, const char *line)
+{
+    gathered_t *self = ctx;
+    if (self->count == self->capacity) {
+        size_t capacity = self->capacity ? 2 * self->capacity : 64;
+        char **lines = realloc(self->lines, capacity * sizeof *lines);
+        if (!lines) {
+            self->out_of_memory = 1;
+            return;
+        }
+        self->lines = lines;
+        self->capacity = capacity;
+    }
+    char *copy = strdup(line);
+    if (copy)
+        self->lines[self->count++] = copy;
+    else
+        self->out_of_memory = 1;
+}
+
+/*  The value of `key=` in a line, as text up to the next space ("" if none). */
+static void s_field(const char *line, const char *key, char *out, size_t size)
+{
+    size_t length = strlen(key);
+    out[0] = '\0';
+    for (const char *at = line; at; at = strchr(at, ' ')) {
+        at += *at == ' ';
+        if (strncmp(at, key, length) == 0 && at[length] == '=') {
+            snprintf(out, size, "%.*s", (int) strcspn(at + length + 1, " "), at + length + 1);
+            return;
+        }
+    }
+}
+
+/*  Dead letters, oldest death first ("died=" is an ISO 8601 time in UTC,
+    whose text sorts as its time; one whose time is unknown comes first, as
+    the clients put it). */
+static int s_by_death(const void *a, const void *b)
+{
+    char one[40], other[40];
+    s_field(*(char *const *) a, "died", one, sizeof one);
+    s_field(*(char *const *) b, "died", other, sizeof other);
+    int known = one[0] && strcmp(one, "unknown"), other_known = other[0] && strcmp(other, "unknown");
+    if (!known || !other_known)
+        return known - other_known;
+    return strcmp(one, other);
+}
+
+/*  Peeked items in the order they would be delivered: priority, then the
+    oldest first. */
+static int s_by_delivery(const void *a, const void *b)
+{
+    char text[24];
+    s_field(*(char *const *) a, "priority", text, sizeof text);
+    long long priority_a = strtoll(text, NULL, 10);
+    s_field(*(char *const *) b, "priority", text, sizeof text);
+    long long priority_b = strtoll(text, NULL, 10);
+    if (priority_a != priority_b)
+        return priority_a < priority_b ? -1 : 1;
+    s_field(*(char *const *) a, "age_ms", text, sizeof text);
+    unsigned long long age_a = strtoull(text, NULL, 10);
+    s_field(*(char *const *) b, "age_ms", text, sizeof text);
+    unsigned long long age_b = strtoull(text, NULL, 10);
+    return age_a == age_b ? 0 : age_a > age_b ? -1 : 1;
+}
+
+/*  The gathered lines in `order`, the first `most` of them, to `line`;
+    then freed. */
+static void s_gathered_out(gathered_t *self, int (*order)(const void *, const void *),
+                           size_t most, aq_stats_line_fn *line, void *ctx)
+{
+    if (self->count > 1)
+        qsort(self->lines, self->count, sizeof *self->lines, order);
+    for (size_t i = 0; i < self->count; i++) {
+        if (i < most)
+            line(ctx, self->lines[i]);
+        free(self->lines[i]);
+    }
+    free(self->lines);
+}
+
 static int s_print_report(const char *command, const request_options_t *opts, const char *action)
 {
     int json = 0;
@@ -445,6 +544,9 @@ static int s_print_report(const char *command, const request_options_t *opts, co
     aq_session_t *only = shard >= 0 ? s_shard_session(sessions, count, shard) : NULL;
     json_lines_t lines = {json ? json_array() : NULL};
     aq_session_t *failed = NULL;
+    /* A service's dead letters in one list, oldest death first. */
+    int listing = strcmp(command, "dead") == 0 && strcmp(action, "list") == 0 && count > 1;
+    gathered_t gathered = {0};
     for (size_t k = 0; k < count && !rc; k++) {
         aq_session_t *session = sessions[k];
         if (only && session != only)
@@ -453,6 +555,8 @@ static int s_print_report(const char *command, const request_options_t *opts, co
             rc = aq_shutdown(session, opts->queue,
                              opts->immediate ? AQ_SHUTDOWN_IMMEDIATE : AQ_SHUTDOWN_DRAIN,
                              s_print_line, NULL);
+        else if (listing)
+            rc = aq_dead(session, opts->queue, action, s_gather_line, &gathered);
         else
             rc = aq_dead(session, opts->queue, action, json ? s_json_line : s_print_line,
                          &lines);
@@ -460,6 +564,11 @@ static int s_print_report(const char *command, const request_options_t *opts, co
         if (shard >= 0 && !only)
             break; /* no such shard: the first broker answers 404 */
     }
+    if (!rc && gathered.out_of_memory)
+        rc = AQ_NOMEM;
+    if (listing)
+        s_gathered_out(&gathered, s_by_death, rc ? 0 : SIZE_MAX,
+                       json ? s_json_line : s_print_line, &lines);
     if (json && rc == AQ_OK)
         s_print_json_lines(&lines);
     else if (json)
@@ -762,9 +871,16 @@ int cli_peek(int argc, char **argv)
     if (!sessions)
         return aq_exit_code(rc);
     json_lines_t lines = {json ? json_array() : NULL};
+    /* Every shard's next items, and of them the next `count` the service
+       would deliver. */
+    gathered_t gathered = {0};
     size_t k = 0;
-    for (; k < brokers && !rc; k += !rc) /* each shard's next items, shard by shard */
-        rc = aq_peek(sessions[k], opts.queue, count, json ? s_json_line : s_print_line, &lines);
+    for (; k < brokers && !rc; k += !rc)
+        rc = aq_peek(sessions[k], opts.queue, count, s_gather_line, &gathered);
+    if (!rc && gathered.out_of_memory)
+        rc = AQ_NOMEM;
+    s_gathered_out(&gathered, s_by_delivery, rc ? 0 : (size_t) count,
+                   json ? s_json_line : s_print_line, &lines);
     if (json && rc == AQ_OK)
         s_print_json_lines(&lines);
     else if (json)

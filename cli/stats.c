@@ -34,6 +34,7 @@ typedef struct {
     size_t capacity;
     int out_of_memory;
     int64_t at_ms;
+    char missing[512]; /* the brokers that did not answer: "shard 2 (ADDR)", "" */
 } stats_snapshot_t;
 
 /*  The table's columns: the numbers that say how a queue is doing. Every
@@ -148,11 +149,27 @@ static aq_status_t s_snapshot_fetch(const stats_source_t *source, const char *qu
     int per_broker = source->per_broker;
     snapshot->count = 0;
     snapshot->out_of_memory = 0;
+    snapshot->missing[0] = '\0';
     aq_status_t rc = AQ_OK;
+    size_t answered = 0, used = 0;
     stats_snapshot_t one = {0};
     for (size_t k = 0; k < count && !rc; k++) {
         one.count = 0;
-        rc = aq_stats(sessions[k], queue, s_snapshot_add, k || per_broker ? &one : snapshot);
+        rc = count > 1 && !aq_session_answers(sessions[k])
+                 ? AQ_UNREACHABLE
+                 : aq_stats(sessions[k], queue, s_snapshot_add,
+                            answered || per_broker ? &one : snapshot);
+        if ((rc == AQ_TIMEOUT || rc == AQ_UNREACHABLE) && count > 1) {
+            /* A broker of the service that does not answer: the others'
+               numbers, and which one they leave out. */
+            if (used < sizeof snapshot->missing)
+                used += (size_t) snprintf(snapshot->missing + used, sizeof snapshot->missing - used,
+                                          "%sshard %d (%s)", used ? ", " : "",
+                                          aq_session_welcome(sessions[k])->shard,
+                                          aq_session_address(sessions[k]));
+            rc = AQ_OK;
+            continue;
+        }
         for (size_t i = 0; per_broker && !rc && i < one.count; i++) {
             char line[AQ_TEXT_MAX + 1], address[AQ_ENDPOINT_MAX];
             aq_endpoint_format(aq_session_endpoint(sessions[k]), address, sizeof address);
@@ -160,7 +177,7 @@ static aq_status_t s_snapshot_fetch(const stats_source_t *source, const char *qu
                      aq_session_welcome(sessions[k])->shard, one.rows[i].line);
             s_snapshot_add(snapshot, line);
         }
-        for (size_t i = 0; k && !per_broker && !rc && i < one.count; i++) {
+        for (size_t i = 0; answered && !per_broker && !rc && i < one.count; i++) {
             stats_row_t *row = &one.rows[i];
             stats_row_t *same = (stats_row_t *) s_snapshot_find(snapshot, s_row_get(row, "queue"));
             if (same)
@@ -169,8 +186,11 @@ static aq_status_t s_snapshot_fetch(const stats_source_t *source, const char *qu
                 s_snapshot_add(snapshot, row->line);
         }
         snapshot->out_of_memory |= one.out_of_memory;
+        answered += !rc;
     }
     free(one.rows);
+    if (!rc && !answered)
+        rc = AQ_UNREACHABLE;
     snapshot->at_ms = zclock_mono();
     return rc == AQ_OK && snapshot->out_of_memory ? AQ_NOMEM : rc;
 }
@@ -340,6 +360,13 @@ static int s_show_once(const stats_source_t *source, const char *queue, stats_fo
         cli_report("stats", source->sessions[0], rc);
     else
         s_print(stdout, format, &now, NULL, 0);
+    if (!rc && now.missing[0]) {
+        /* A partial answer is still an answer, and said to be one. */
+        fflush(stdout);
+        fprintf(stderr, "asyncq stats: no answer from %s: the numbers leave it out\n",
+                now.missing);
+        rc = AQ_UNREACHABLE;
+    }
     s_snapshot_free(&now);
     return aq_exit_code(rc);
 }
@@ -366,6 +393,8 @@ static void s_watch_frame(const stats_snapshot_t *now, const stats_snapshot_t *b
                 (double) interval_ms / 1000.0, clock);
         if (rc)
             fprintf(out, "asyncq stats: %s; trying again\n", aq_strerror(rc));
+        else if (now->missing[0])
+            fprintf(out, "no answer from %s: left out\n\n", now->missing);
     }
     if (!rc)
         s_print(out, format, now, before, 1);
@@ -374,6 +403,8 @@ static void s_watch_frame(const stats_snapshot_t *now, const stats_snapshot_t *b
     fclose(out);
     if (!tty && rc)
         fprintf(stderr, "asyncq stats: %s; trying again\n", aq_strerror(rc));
+    else if (!tty && now->missing[0])
+        fprintf(stderr, "asyncq stats: no answer from %s: left out\n", now->missing);
     fwrite(text, 1, size, stdout);
     fflush(stdout);
     free(text);

@@ -282,6 +282,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "asyncq-consumer: %s\n", aq_last_error());
         return aq_exit_code(rc);
     }
+    if (aq_consumer_unreachable(consumer)[0])
+        fprintf(stderr, "asyncq-consumer: warning: %s; getting from the others\n",
+                aq_consumer_unreachable(consumer));
     rc = opts.exec ? s_run_exec(consumer, &opts) : s_run(consumer, &opts);
     aq_consumer_destroy(&consumer);
     if (rc == AQ_OK || rc == AQ_INTERRUPTED)

@@ -368,6 +368,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "asyncq-producer: %s\n", aq_last_error());
         return aq_exit_code(rc);
     }
+    if (aq_producer_unreachable(producer)[0])
+        fprintf(stderr, "asyncq-producer: warning: %s; putting to the others\n",
+                aq_producer_unreachable(producer));
     uint64_t refused = 0;
     status_t status;
     s_status_init(&status, opts.from_stdin);

@@ -37,6 +37,8 @@ struct aq_consumer {
     size_t next;              /* the link get() looks at first */
     char queue[AQ_NAME_MAX + 1];
     uint64_t credit;
+    unsigned gets;            /* aq_consumer_get calls: every 1024th looks at the links */
+    char left_out[AQ_LEFT_OUT_MAX]; /* addresses given that answered nothing */
 };
 
 /*  What a link may hold: its credit, or more if items came before a lower
@@ -74,12 +76,20 @@ static aq_status_t s_credit(link_t *self, int timeout_ms)
     return rc == AQ_TIMEOUT ? AQ_UNREACHABLE : rc;
 }
 
-/*  The credit shared out: every link a part, the first ones one more. */
+/*  The credit shared out: every link that is up a part, the first ones one
+    more; one that is down gets its part once it is back and says READY. */
 static void s_share_out(aq_consumer_t *self)
 {
-    for (size_t i = 0; i < self->count; i++) {
+    size_t up = 0;
+    for (size_t i = 0; i < self->count; i++)
+        up += aq_session_is_up(self->links[i].session);
+    for (size_t i = 0, k = 0; i < self->count; i++) {
         link_t *link = &self->links[i];
-        link->credit = self->credit / self->count + (i < self->credit % self->count);
+        link->credit = 0;
+        if (up && aq_session_is_up(link->session)) {
+            link->credit = self->credit / up + (k < self->credit % up);
+            k++;
+        }
         uint64_t max_batch = aq_session_welcome(link->session)->max_batch;
         uint64_t most = self->credit > 0 ? self->credit : 1;
         link->batch = most < max_batch ? most : max_batch;
@@ -106,7 +116,8 @@ aq_consumer_t *aq_consumer_new(const char *address, const char *name, const char
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(name ? name : "consumer", client_id, sizeof client_id);
     aq_session_t **sessions =
-        aq_service_open(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, &self->count, status);
+        aq_service_open(address, client_id, 0, AQ_CONNECT_TIMEOUT_MS, self->left_out,
+                        sizeof self->left_out, &self->count, status);
     for (size_t i = 0; i < self->count; i++) {
         self->links[i].session = sessions[i];
         self->links[i].queue = self->queue;
@@ -116,6 +127,8 @@ aq_consumer_t *aq_consumer_new(const char *address, const char *name, const char
     if (self->count)
         s_share_out(self);
     for (size_t i = 0; i < self->count && !*status; i++) {
+        if (!aq_session_is_up(self->links[i].session))
+            continue; /* its CREDIT follows its WELCOME */
         *status = s_credit(&self->links[i], AQ_CONNECT_TIMEOUT_MS);
         if (*status)
             aq_last_error_status(aq_session_address(self->links[i].session), *status,
@@ -149,6 +162,8 @@ aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit)
     aq_status_t first = AQ_OK;
     for (size_t i = 0; i < self->count; i++) {
         self->links[i].lowering[0] = '\0';
+        if (!aq_session_is_up(self->links[i].session))
+            continue;
         aq_status_t rc = s_credit(&self->links[i], 0);
         if (rc && !first)
             first = rc;
@@ -211,17 +226,20 @@ aq_status_t aq_consumer_ack(aq_consumer_t *self, uint64_t id)
     return link->pending_count == AQ_ACK_BATCH ? s_flush(link) : AQ_OK;
 }
 
-/*  A new session and the same credit, after the broker forgot this consumer.
-    Items it held from the old session are the broker's to redeliver; their
-    acks are dropped. */
+/*  A new session, after the broker forgot this consumer or went silent:
+    HELLO in the background, and CREDIT once it is welcomed. Items it held
+    from the old session are the broker's to redeliver; their acks are
+    dropped, and its credit is free for the other links meanwhile. */
 static aq_status_t s_rejoin(link_t *self)
 {
     self->pending_count = 0;
     self->has_items = 0;
     self->held = 0;
+    self->credit = 0;
+    self->ready = 0;
+    self->in_force = 0;
     self->lowering[0] = '\0';
-    aq_status_t rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
-    return rc ? rc : s_credit(self, 0);
+    return aq_session_hello_begin(self->session);
 }
 
 /*  TOUCH or NACK for one id, after the pending acks so order is kept. */
@@ -282,6 +300,11 @@ static aq_status_t s_take_item(link_t *self, aq_item_t *item, int timeout_ms)
     if (rc == AQ_REFUSED && error->code == AQ_NO_SESSION) {
         s_rejoin(self);
         return AQ_TIMEOUT; /* no item yet: the caller looks again */
+    }
+    if (rc == AQ_OK && msg.cmd == AQ_CMD_WELCOME) {
+        /* Back: asked for what it has (READY moves credit to it). */
+        s_credit(self, 0);
+        return AQ_TIMEOUT;
     }
     int about_queue = rc == AQ_REFUSED && strcmp(error->subject, self->queue) == 0;
     if (about_queue && error->code == AQ_SHUT_DOWN) {
@@ -351,7 +374,7 @@ static void s_rebalance(aq_consumer_t *self)
             to = &self->links[i];
     for (size_t step = 0; step < self->count && !to; step++) {
         link_t *link = &self->links[(self->next + step) % self->count];
-        if (!link->lowering[0] && !link->shut_down)
+        if (!link->lowering[0] && !link->shut_down && aq_session_is_up(link->session))
             to = link;
     }
     if (!to)
@@ -389,6 +412,20 @@ static void s_move_credit(aq_consumer_t *self)
 
 /*  An item already here, from any link (the next link first, in turn), or
     AQ_TIMEOUT; a link's final word (shut down, an error) is returned. */
+/*  A link whose broker went silent is said HELLO to in the background.
+    One with messages waiting is not silent: they are unread (heartbeats
+    among them), not missing. */
+static void s_look_at_links(aq_consumer_t *self)
+{
+    for (size_t i = 0; i < self->count; i++) {
+        link_t *link = &self->links[i];
+        zmq_pollitem_t unread = {aq_session_socket(link->session), 0, ZMQ_POLLIN, 0};
+        if (!link->shut_down && zmq_poll(&unread, 1, 0) == 0
+            && aq_session_hello_due(link->session))
+            s_rejoin(link);
+    }
+}
+
 static aq_status_t s_take_any(aq_consumer_t *self, aq_item_t *item)
 {
     for (size_t step = 0; step < self->count; step++) {
@@ -419,10 +456,9 @@ static aq_status_t s_take_any(aq_consumer_t *self, aq_item_t *item)
             return rc;
         }
     }
-    if (self->count > 1) {
-        s_rebalance(self);
+    s_rebalance(self); /* credit freed by a link that went, or that came back */
+    if (self->count > 1)
         s_move_credit(self);
-    }
     for (size_t i = 0; i < self->count; i++)
         if (!self->links[i].shut_down)
             return AQ_TIMEOUT;
@@ -438,6 +474,9 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
        here is taken without flushing acks, so acks coalesce under load;
        before waiting, pending acks go out (they are what earns the next
        items). */
+    /* Items from the others may never stop: a silent one is still noticed. */
+    if (self->count > 1 && ++self->gets % 1024 == 0)
+        s_look_at_links(self);
     aq_status_t rc = s_take_any(self, item);
     if (rc == AQ_SHUT_DOWN) {
         aq_status_t flushed = aq_consumer_flush(self);
@@ -462,9 +501,7 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
             return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
         rc = s_take_any(self, item);
         if (rc == AQ_TIMEOUT)
-            for (size_t i = 0; i < self->count; i++)
-                if (aq_session_broker_silent(self->links[i].session))
-                    s_rejoin(&self->links[i]); /* if it is still away, again later */
+            s_look_at_links(self);
         if (rc == AQ_SHUT_DOWN) {
             aq_status_t flushed = aq_consumer_flush(self);
             return flushed ? flushed : AQ_SHUT_DOWN;
@@ -477,4 +514,9 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
 aq_session_t *aq_consumer_session(aq_consumer_t *self)
 {
     return self->links[0].session;
+}
+
+const char *aq_consumer_unreachable(const aq_consumer_t *self)
+{
+    return self->left_out;
 }

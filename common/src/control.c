@@ -33,9 +33,11 @@ static aq_status_t s_await_join(aq_session_t *session, const char *tag, int64_t 
 static aq_status_t s_hello_again(aq_session_t *session, int64_t deadline)
 {
     for (;;) {
-        if (aq_deadline_left(deadline) == 0)
+        int left = aq_deadline_left(deadline);
+        if (left == 0)
             return AQ_TIMEOUT;
-        aq_status_t rc = aq_session_hello(session, AQ_CONNECT_TIMEOUT_MS);
+        aq_status_t rc = aq_session_hello(session, left > 0 && left < AQ_CONNECT_TIMEOUT_MS
+                                                       ? left : AQ_CONNECT_TIMEOUT_MS);
         if (rc != AQ_UNREACHABLE)
             return rc;
     }
@@ -53,7 +55,10 @@ aq_status_t aq_join(aq_session_t *session, const char *queue, int timeout_ms,
        the broker vanishes for good. */
     int forever = timeout_ms < 0;
     int64_t until = forever ? -1 : aq_deadline_at(timeout_ms);
-    int64_t deadline = forever ? -1 : aq_deadline_at(timeout_ms + AQ_CONNECT_TIMEOUT_MS);
+    /* A broker that does not answer its HELLO (a shard that is down) gets
+       no time beyond the join's own. */
+    int slack = aq_session_answers(session) ? AQ_CONNECT_TIMEOUT_MS : 0;
+    int64_t deadline = forever ? -1 : aq_deadline_at(timeout_ms + slack);
     for (;;) {
         aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
         msg.queue = aq_bytes_str(queue);

@@ -64,6 +64,7 @@ struct aq_producer {
     link_t *links[AQ_SERVICE_MAX];
     size_t count;
     size_t current;
+    char left_out[AQ_LEFT_OUT_MAX]; /* addresses given that answered nothing */
 };
 
 static aq_status_t s_connect_push(link_t *self)
@@ -167,27 +168,38 @@ static aq_status_t s_send_sync(link_t *self)
     return rc;
 }
 
-/*  A new session (if the broker lost ours), and every unconfirmed message
-    sent again, oldest first. */
-static aq_status_t s_resend(link_t *self, int new_session)
+/*  A new session, when the broker lost ours or went silent: HELLO is said
+    in the background, and s_resend follows its WELCOME. The PUSH goes too:
+    a connection cut off for a while retransmits only after TCP's growing
+    back-off, so the puts sent again go on a new one (what the old one
+    still delivers, the broker drops as resends). */
+static aq_status_t s_hello_again(link_t *self)
+{
+    self->sync_tag[0] = '\0';
+    if (self->push) {
+        zsock_set_linger(self->push, 0);
+        zsock_destroy(&self->push);
+    }
+    aq_session_set_producer_seq(self->session, self->count ? s_at(self, 0)->seq : self->seq + 1);
+    return aq_session_hello_begin(self->session);
+}
+
+/*  Every unconfirmed message sent again, oldest first (after a new
+    session, `welcomed`: with nothing to send, the PUSH goes). */
+static aq_status_t s_resend(link_t *self, int welcomed)
 {
     self->sync_tag[0] = '\0';
     aq_status_t rc = AQ_OK;
-    if (new_session) {
-        aq_session_set_producer_seq(self->session,
-                                    self->count ? s_at(self, 0)->seq : self->seq + 1);
-        rc = aq_session_hello(self->session, AQ_CONNECT_TIMEOUT_MS);
+    if (welcomed && !self->count) {
         /* Nothing to send again: let the PUSH go (it connects at the next
            put), or the broker closes its silent new connection again and
            again (PROTOCOL.md 9.2). */
-        if (!rc && !self->count) {
-            zsock_set_linger(self->push, 0);
-            zsock_destroy(&self->push);
-        }
+        zsock_set_linger(self->push, 0);
+        zsock_destroy(&self->push);
     }
-    /* The same PUSH socket: messages still in its pipe reach the broker
-       before the resent ones, in one ordered stream, and are dropped there
-       as resends or out of sequence. */
+    /* After a LOST, the same PUSH socket: messages still in its pipe reach
+       the broker before the resent ones, in one ordered stream, and are
+       dropped there as resends or out of sequence. */
     self->resends++;
     for (size_t i = 0; !rc && i < self->count; i++)
         rc = s_send(self, s_at(self, i));
@@ -213,6 +225,8 @@ static aq_status_t s_handle(link_t *self, const aq_msg_t *msg, aq_status_t statu
     int about_sync = status == AQ_REFUSED && self->sync_tag[0]
                      && strcmp(error->tag, self->sync_tag) == 0;
     if (status == AQ_REFUSED && error->code == AQ_NO_SESSION)
+        return s_hello_again(self);
+    if (status == AQ_OK && msg->cmd == AQ_CMD_WELCOME)
         return s_resend(self, 1);
     if (about_sync && error->code == AQ_LOST)
         return s_resend(self, 0);
@@ -273,12 +287,10 @@ static aq_status_t s_confirm(link_t *self, uint64_t keep, int timeout_ms)
         aq_status_t rc = aq_session_recv(self->session, &msg, wait);
         if (rc == AQ_TIMEOUT && left == 0)
             return AQ_TIMEOUT;
-        if (rc == AQ_TIMEOUT && aq_session_broker_silent(self->session))
-            rc = s_resend(self, 1); /* AQ_UNREACHABLE while it is still away */
+        if (rc == AQ_TIMEOUT)
+            rc = aq_session_hello_due(self->session) ? s_hello_again(self) : AQ_OK;
         else
             rc = s_handle(self, &msg, rc);
-        if (rc == AQ_UNREACHABLE)
-            continue; /* keep trying until the deadline */
         if (rc)
             return rc;
     }
@@ -461,11 +473,14 @@ static aq_status_t s_put(link_t *self, const char *queue, const void *data, size
 static const aq_options_t s_no_options;
 
 /*  Up: it has a session that is not silent (what it sent is read first:
-    its heartbeats say it is there), and no full queue holds its puts. */
+    its heartbeats say it is there), and no full queue holds its puts. A
+    link that is down says HELLO in the background, now and then. */
 static int s_is_up(link_t *link)
 {
     s_read_replies(link);
-    return !aq_session_broker_silent(link->session) && !link->held[0];
+    if (aq_session_hello_due(link->session))
+        s_hello_again(link);
+    return aq_session_is_up(link->session) && !link->held[0];
 }
 
 /*  The link the next batch goes to. */
@@ -514,7 +529,8 @@ aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_
     aq_client_id_make(name ? name : "producer", client_id, sizeof client_id);
     size_t count = 0;
     aq_session_t **sessions =
-        aq_service_open(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, &count, status);
+        aq_service_open(address, client_id, 1, AQ_CONNECT_TIMEOUT_MS, self->left_out,
+                        sizeof self->left_out, &count, status);
     /* By shard: a key's shard is its place. */
     for (size_t i = 0; i < count; i++) {
         aq_session_t *session = sessions[i];
@@ -535,10 +551,14 @@ aq_producer_t *aq_producer_new(const char *address, const char *name, aq_status_
         }
     }
     free(sessions);
-    /* A short-lived producer (asyncq put) starts anywhere: its id's random
-       suffix picks where, so that many of them spread too. */
-    if (self->count)
+    /* A short-lived producer (asyncq put) starts anywhere (its id's random
+       suffix picks where, so that many of them spread too), on a broker
+       that is up. */
+    if (self->count) {
         self->current = aq_service_key_hash(client_id, strlen(client_id)) % self->count;
+        if (!s_is_up(s_current(self)))
+            s_rotate(self);
+    }
     if (*status == AQ_NOMEM)
         aq_last_error_status(address, AQ_NOMEM, NULL);
     if (*status)
@@ -706,4 +726,9 @@ aq_session_t *aq_producer_session(aq_producer_t *self)
 size_t aq_producer_brokers(const aq_producer_t *self)
 {
     return self->count;
+}
+
+const char *aq_producer_unreachable(const aq_producer_t *self)
+{
+    return self->left_out;
 }

@@ -3,7 +3,9 @@
 #include "asyncq/service.h"
 
 #include <arpa/inet.h>
+#include <czmq.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,72 +84,254 @@ static void s_listed(const aq_session_t *reached, const char *entry, char *out, 
         out[0] = '\0'; /* too long to be an address: not one */
 }
 
-/*  The endpoint an address names, for comparing addresses. */
+/*  The endpoint an address names, for comparing addresses: a host name as
+    its first IPv4 address (a broker given as an address of a name that
+    resolves to several, and listed by its own name, is one). */
 static void s_key(const char *address, char *key, size_t size)
 {
     aq_endpoint_t endpoint;
-    if (aq_endpoint_parse(address, 0, &endpoint) == AQ_OK)
-        aq_endpoint_format(&endpoint, key, size);
-    else
+    if (aq_endpoint_parse(address, 0, &endpoint) != AQ_OK) {
         snprintf(key, size, "%s", address);
+        return;
+    }
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *found = NULL;
+    struct in_addr probe;
+    char ip[INET_ADDRSTRLEN];
+    if (!endpoint.is_ipc && inet_pton(AF_INET, endpoint.host, &probe) != 1
+        && endpoint.host[0] != '[' && getaddrinfo(endpoint.host, NULL, &hints, &found) == 0
+        && found
+        && inet_ntop(AF_INET, &((const struct sockaddr_in *) found->ai_addr)->sin_addr, ip,
+                     sizeof ip)) {
+        snprintf(key, size, "tcp://%s:%d", ip, endpoint.port);
+        freeaddrinfo(found);
+        return;
+    }
+    if (found)
+        freeaddrinfo(found);
+    aq_endpoint_format(&endpoint, key, size);
+}
+
+/*  The addresses of a service being opened: those given first, then
+    those the brokers list; for each, its shard if a broker lists it (-1
+    if none does), and why it did not answer (NULL if it did, or was not
+    tried). */
+typedef struct {
+    char (*address)[AQ_ENDPOINT_MAX];
+    char (*key)[AQ_ENDPOINT_MAX]; /* s_key of each, made once */
+    int *listed;
+    char **why;
+    size_t known;
+    size_t keyed;                 /* places whose key is made */
+} places_t;
+
+/*  Every place's key made. */
+static void s_keys(places_t *places)
+{
+    for (; places->keyed < places->known; places->keyed++)
+        s_key(places->address[places->keyed], places->key[places->keyed], AQ_ENDPOINT_MAX);
+}
+
+/*  Every broker `welcome` lists, as a place of the service: added, or
+    marked as listed if given. */
+static void s_add_listed(places_t *places, const aq_session_t *session)
+{
+    const char *at = aq_session_welcome(session)->brokers;
+    for (int shard = 0; *at; shard++) {
+        size_t length = strcspn(at, ",");
+        char entry[AQ_ENDPOINT_MAX], address[AQ_ENDPOINT_MAX], key[AQ_ENDPOINT_MAX];
+        snprintf(entry, sizeof entry, "%.*s", (int) length, at);
+        s_listed(session, entry, address, sizeof address);
+        at += length + (at[length] == ',');
+        if (!address[0])
+            continue;
+        s_key(address, key, sizeof key);
+        s_keys(places);
+        size_t k = 0;
+        while (k < places->known && strcmp(places->key[k], key) != 0)
+            k++;
+        if (k == places->known && k < AQ_SERVICE_MAX)
+            snprintf(places->address[places->known++], AQ_ENDPOINT_MAX, "%s", address);
+        if (k < places->known && places->listed[k] < 0)
+            places->listed[k] = shard;
+    }
+}
+
+/*  A session that answered, added to `sessions`: the same broker under
+    another name is one; two of one shard are an error. */
+static aq_status_t s_add_session(aq_session_t **sessions, size_t *count, aq_session_t *session,
+                                 int timeout_ms)
+{
+    const aq_welcome_t *welcome = aq_session_welcome(session);
+    for (size_t k = 0; k < *count; k++) {
+        const aq_welcome_t *other = aq_session_welcome(sessions[k]);
+        if (welcome->broker_id[0] && strcmp(other->broker_id, welcome->broker_id) == 0) {
+            /* Two HELLOs of one client id: the broker kept the session of
+               whichever came last. This one goes without a BYE (which
+               would end that session), and the first says HELLO again,
+               last. */
+            aq_session_drop(&session);
+            return aq_session_hello(sessions[k], timeout_ms);
+        }
+    }
+    sessions[(*count)++] = session;
+    for (size_t k = 0; k + 1 < *count; k++)
+        if (aq_session_welcome(sessions[k])->shard == welcome->shard) {
+            aq_last_error_set("'%s' and '%s' both say they are shard %d: give every broker "
+                              "of a service its own --shard (PROTOCOL.md 4.15)",
+                              aq_session_address(sessions[k]), aq_session_address(session),
+                              welcome->shard);
+            return AQ_BAD_ENDPOINT;
+        }
+    return AQ_OK;
+}
+
+/*  After every place was tried: a broker of the service that did not
+    answer gets a session that says HELLO in the background; an address
+    given that no broker lists is left out, and said in `left_out`. */
+static aq_status_t s_add_absent(places_t *places, aq_session_t **sessions, size_t *count,
+                                const char *client_id, uint64_t producer_seq, char *left_out,
+                                size_t left_out_size)
+{
+    aq_welcome_t like = *aq_session_welcome(sessions[0]);
+    size_t used = 0;
+    for (size_t i = 0; i < places->known; i++) {
+        if (!places->why[i])
+            continue;
+        int shard = places->listed[i];
+        for (size_t k = 0; k < *count && shard >= 0; k++)
+            if (aq_session_welcome(sessions[k])->shard == shard)
+                shard = -1; /* its shard answered elsewhere */
+        aq_status_t rc = AQ_OK;
+        aq_session_t *session =
+            shard >= 0 ? aq_session_open_later(places->address[i], client_id, producer_seq,
+                                               &like, shard, &rc)
+                       : NULL;
+        if (rc == AQ_NOMEM)
+            return rc;
+        if (session) {
+            sessions[(*count)++] = session;
+            continue;
+        }
+        if (left_out && used < left_out_size)
+            used += (size_t) snprintf(left_out + used, left_out_size - used, "%s%s",
+                                      used ? "; " : "", places->why[i]);
+    }
+    return AQ_OK;
+}
+
+/*  One address being opened, in a thread of its own: the brokers of a
+    service are said HELLO to at once, so that one that does not answer
+    costs one wait, not one each. */
+typedef struct {
+    pthread_t thread;
+    int started;
+    const char *address;
+    const char *client_id;
+    uint64_t producer_seq;
+    int timeout_ms;
+    aq_session_t *session;
+    aq_status_t status;
+    char why[AQ_TEXT_MAX + 2 * AQ_ENDPOINT_MAX]; /* its aq_last_error(), a thread's own */
+} opening_t;
+
+static void *s_open_one(void *arg)
+{
+    opening_t *self = arg;
+    self->session = aq_session_open(self->address, self->client_id, self->producer_seq,
+                                    self->timeout_ms, &self->status);
+    snprintf(self->why, sizeof self->why, "%s", aq_last_error());
+    return NULL;
+}
+
+/*  Opens places [from, to) at once (in order when a thread cannot be had). */
+static aq_status_t s_open_round(places_t *places, size_t from, size_t to, opening_t *openings,
+                                const char *client_id, uint64_t producer_seq, int timeout_ms)
+{
+    zsys_init(); /* once, before the threads make sockets */
+    for (size_t i = from; i < to; i++) {
+        opening_t *opening = &openings[i - from];
+        *opening = (opening_t){.address = places->address[i], .client_id = client_id,
+                               .producer_seq = producer_seq, .timeout_ms = timeout_ms};
+        opening->started = to - from > 1
+                           && pthread_create(&opening->thread, NULL, s_open_one, opening) == 0;
+        if (!opening->started)
+            s_open_one(opening);
+    }
+    for (size_t i = from; i < to; i++)
+        if (openings[i - from].started)
+            pthread_join(openings[i - from].thread, NULL);
+    return AQ_OK;
 }
 
 aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_t producer_seq,
-                               int timeout_ms, size_t *count, aq_status_t *status)
+                               int timeout_ms, char *left_out, size_t left_out_size,
+                               size_t *count, aq_status_t *status)
 {
-    char (*addresses)[AQ_ENDPOINT_MAX] = calloc(AQ_SERVICE_MAX, sizeof *addresses);
-    size_t known = addresses ? aq_service_split(given, addresses, AQ_SERVICE_MAX, status) : 0;
-    aq_session_t **sessions = known ? calloc(AQ_SERVICE_MAX, sizeof *sessions) : NULL;
-    if (!addresses || (known && !sessions))
-        *status = AQ_NOMEM;
+    places_t places = {.address = calloc(AQ_SERVICE_MAX, sizeof *places.address),
+                       .key = calloc(AQ_SERVICE_MAX, sizeof *places.key),
+                       .listed = calloc(AQ_SERVICE_MAX, sizeof *places.listed),
+                       .why = calloc(AQ_SERVICE_MAX, sizeof *places.why)};
+    aq_session_t **sessions = calloc(AQ_SERVICE_MAX, sizeof *sessions);
+    *status = places.address && places.key && places.listed && places.why && sessions
+                  ? AQ_OK : AQ_NOMEM;
+    if (left_out && left_out_size)
+        left_out[0] = '\0';
+    if (!*status)
+        places.known = aq_service_split(given, places.address, AQ_SERVICE_MAX, status);
+    for (size_t i = 0; places.listed && i < AQ_SERVICE_MAX; i++)
+        places.listed[i] = -1;
     *count = 0;
-    /* Opened in order; every broker a WELCOME names joins the list. */
-    for (size_t i = 0; sessions && i < known && !*status; i++) {
-        aq_session_t *session =
-            aq_session_open(addresses[i], client_id, producer_seq, timeout_ms, status);
-        if (!session)
-            break;
-        const aq_welcome_t *welcome = aq_session_welcome(session);
-        size_t same = 0;
-        while (same < *count && strcmp(aq_session_welcome(sessions[same])->broker_id,
-                                       welcome->broker_id) != 0)
-            same++;
-        if (same < *count) {
-            /* The same broker under another name: this HELLO, of the same
-               client id, replaced the first session there, so this one
-               stays (and the first one's BYE is answered 412, unheard). */
-            aq_session_destroy(&sessions[same]);
-            sessions[same] = session;
-            continue;
-        }
-        for (size_t k = 0; k < *count; k++)
-            if (aq_session_welcome(sessions[k])->shard == welcome->shard) {
-                aq_last_error_set("'%s' and '%s' both say they are shard %d: give every broker "
-                                  "of a service its own --shard (PROTOCOL.md 4.15)",
-                                  aq_session_address(sessions[k]), addresses[i], welcome->shard);
-                *status = AQ_BAD_ENDPOINT;
-            }
-        sessions[(*count)++] = session;
-        for (const char *at = welcome->brokers; *at && !*status;) {
-            size_t length = strcspn(at, ",");
-            char entry[AQ_ENDPOINT_MAX], address[AQ_ENDPOINT_MAX], key[AQ_ENDPOINT_MAX];
-            snprintf(entry, sizeof entry, "%.*s", (int) length, at);
-            s_listed(session, entry, address, sizeof address);
-            at += length + (at[length] == ',');
-            if (!address[0])
+    /* Opened in rounds, each round's at once: those given, then those
+       their WELCOMEs name that are not known yet, and so on. One that does
+       not answer is tried no more here (a broker of the service that is
+       down is said HELLO to in the background, below). */
+    opening_t *openings = *status ? NULL : calloc(AQ_SERVICE_MAX, sizeof *openings);
+    if (!*status && !openings)
+        *status = AQ_NOMEM;
+    for (size_t from = 0, to; !*status && from < places.known; from = to) {
+        to = places.known;
+        s_open_round(&places, from, to, openings, client_id, producer_seq, timeout_ms);
+        for (size_t i = from; i < to; i++) {
+            opening_t *opening = &openings[i - from];
+            if (*status) {
+                aq_session_destroy(&opening->session);
                 continue;
-            s_key(address, key, sizeof key);
-            size_t k = 0;
-            for (char other[AQ_ENDPOINT_MAX]; k < known; k++) {
-                s_key(addresses[k], other, sizeof other);
-                if (strcmp(other, key) == 0)
-                    break;
             }
-            if (k == known && known < AQ_SERVICE_MAX)
-                snprintf(addresses[known++], AQ_ENDPOINT_MAX, "%s", address);
+            if (!opening->session && opening->status == AQ_UNREACHABLE) {
+                places.why[i] = strdup(opening->why);
+                *status = places.why[i] ? AQ_OK : AQ_NOMEM;
+            }
+            else if (!opening->session) {
+                aq_last_error_set("%s", opening->why);
+                *status = opening->status;
+            }
+            else {
+                s_add_listed(&places, opening->session);
+                *status = s_add_session(sessions, count, opening->session, timeout_ms);
+            }
         }
     }
-    free(addresses);
+    free(openings);
+    if (!*status && !*count) {
+        /* None answered: each is named, with why. */
+        char all[AQ_TEXT_MAX + 2 * AQ_ENDPOINT_MAX] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < places.known && used < sizeof all; i++)
+            if (places.why[i])
+                used += (size_t) snprintf(all + used, sizeof all - used, "%s%s",
+                                          used ? "; " : "", places.why[i]);
+        aq_last_error_set("%s", all);
+        *status = AQ_UNREACHABLE;
+    }
+    if (!*status)
+        *status = s_add_absent(&places, sessions, count, client_id, producer_seq, left_out,
+                               left_out_size);
+    for (size_t i = 0; places.why && i < places.known; i++)
+        free(places.why[i]);
+    free(places.address);
+    free(places.key);
+    free(places.listed);
+    free(places.why);
     if (*status) {
         for (size_t k = 0; sessions && k < *count; k++)
             aq_session_destroy(&sessions[k]);
@@ -155,6 +339,8 @@ aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_
         *count = 0;
         return NULL;
     }
+    if (!*status)
+        aq_last_error_set("%s", "");
     return sessions;
 }
 

@@ -23,6 +23,11 @@
 #define PROBE_AFTER_MS 100
 #define PROBE_MAX_MS 1000
 
+/*  A HELLO said in the background (a broker that is down or cut off) is
+    said again, on a fresh DEALER, this long after the last one went
+    unanswered. */
+#define HELLO_AGAIN_MS 2000
+
 struct aq_handshake_watch {
     zsock_t *monitor;
     aq_status_t status;
@@ -40,12 +45,16 @@ struct aq_session {
     int hello_unanswered;  /* the last HELLO got no WELCOME: retry on a new DEALER */
     int no_service;        /* the broker refused HELLO's `with service`: before 2.2 */
     int64_t last_heard;    /* when the broker last sent anything */
+    char hello_tag[AQ_TAG_MAX + 1]; /* a HELLO said in the background, until answered */
+    int64_t hello_at;      /* when it was said */
     uint64_t next_tag;
     uint64_t producer_seq; /* sent in HELLO: first unconfirmed put, 0 if none */
     char tag[AQ_TAG_MAX + 1];
     aq_inbox_t *inbox;
     aq_error_t error;
 };
+
+static int s_has_tag(const aq_msg_t *msg, const char *tag);
 
 static _Thread_local char s_last_error[AQ_TEXT_MAX + 2 * AQ_ENDPOINT_MAX];
 
@@ -318,7 +327,8 @@ static int s_probe(const aq_session_t *self, int timeout_ms)
 /*  Sends HELLO and waits for WELCOME. With `fail_fast` (the first HELLO of
     a session), nothing listening at the address is reported at once, with
     its cause, rather than after the whole timeout. */
-static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
+/*  Sends HELLO; its tag is self->tag. */
+static aq_status_t s_send_hello(aq_session_t *self)
 {
     /* ZeroMQ queues messages for a broker that is down: a pile of old HELLOs
        reaching a broker that comes back would each start a session again,
@@ -332,12 +342,18 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
             return rc;
     }
     self->hello_unanswered = 1;
+    self->hello_tag[0] = '\0';
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO};
     hello.client = aq_bytes_str(self->client_id);
     hello.seq = self->producer_seq;
     if (!self->no_service)
         hello.with = aq_bytes_str("service");
-    aq_status_t rc = aq_session_request(self, &hello);
+    return aq_session_request(self, &hello);
+}
+
+static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
+{
+    aq_status_t rc = s_send_hello(self);
     if (rc)
         return rc;
     char tag[AQ_TAG_MAX + 1];
@@ -388,8 +404,84 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
     return s_hello(self, timeout_ms, 0);
 }
 
-aq_session_t *aq_session_open(const char *address, const char *client_id, uint64_t producer_seq,
-                              int timeout_ms, aq_status_t *status)
+aq_status_t aq_session_hello_begin(aq_session_t *self)
+{
+    aq_status_t rc = s_send_hello(self);
+    if (!rc)
+        snprintf(self->hello_tag, sizeof self->hello_tag, "%s", self->tag);
+    self->hello_at = zclock_mono();
+    return rc;
+}
+
+int aq_session_hello_due(const aq_session_t *self)
+{
+    if (self->hello_tag[0] || self->hello_unanswered)
+        return zclock_mono() - self->hello_at >= HELLO_AGAIN_MS;
+    return aq_session_broker_silent(self);
+}
+
+int aq_session_answers(aq_session_t *self)
+{
+    if (self->hello_unanswered) {
+        /* Only its HELLO's answer (or heartbeats) can have come: read. */
+        aq_msg_t msg;
+        aq_status_t rc = AQ_OK;
+        while (self->hello_unanswered && (rc == AQ_OK || rc == AQ_REFUSED))
+            rc = aq_session_recv(self, &msg, 0);
+        if (self->hello_unanswered && aq_session_hello_due(self))
+            aq_session_hello_begin(self);
+    }
+    return !self->hello_unanswered;
+}
+
+int aq_session_is_up(const aq_session_t *self)
+{
+    return self->welcomed && !self->hello_unanswered && !aq_session_broker_silent(self);
+}
+
+/*  The answer to a HELLO said in the background: a WELCOME is kept and
+    handed on (the caller sends again what the new session needs); a
+    broker before 2.2 is asked again without `service`; another refusal
+    is handed on as AQ_REFUSED, and the HELLO said again later. 1 if the
+    message was that answer and nothing is to be handed on. */
+static int s_on_hello_answer(aq_session_t *self, const aq_msg_t *msg)
+{
+    self->hello_tag[0] = '\0';
+    if (msg->cmd == AQ_CMD_WELCOME) {
+        s_keep_welcome(self, msg);
+        self->hello_unanswered = 0;
+        return 0;
+    }
+    if (msg->cmd == AQ_CMD_ERROR && msg->code == AQ_MALFORMED && !self->no_service) {
+        self->no_service = 1;
+        self->hello_unanswered = 0; /* the same DEALER: it was answered */
+        aq_session_hello_begin(self);
+        return 1;
+    }
+    return 0;
+}
+
+/*  The end of an opening: *status, and aq_last_error() on failure. */
+static aq_session_t *s_done(aq_session_t *self, const char *address, aq_status_t rc,
+                            aq_status_t *status)
+{
+    if (rc && !aq_last_error()[0])
+        aq_last_error_status(address, rc, self);
+    if (rc && self) {
+        if (self->dealer)
+            zsock_set_linger(self->dealer, 0);
+        self->welcomed = 0;
+        aq_session_destroy(&self);
+    }
+    if (status)
+        *status = rc;
+    return self;
+}
+
+/*  A session not yet opened: the address parsed and resolved, the DEALER
+    connected. NULL, with *status, if it cannot be. */
+static aq_session_t *s_prepare(const char *address, const char *client_id, uint64_t producer_seq,
+                               int resolve, aq_status_t *status)
 {
     aq_last_error_set("%s", "");
     aq_session_t *self = calloc(1, sizeof *self);
@@ -404,25 +496,37 @@ aq_session_t *aq_session_open(const char *address, const char *client_id, uint64
         aq_last_error_set("'%s' is not a valid client id: 1 to %d of A-Z a-z 0-9 . _ : -",
                           client_id, AQ_NAME_MAX);
     }
-    if (!rc)
+    if (!rc && resolve)
         rc = s_resolve(self);
     if (!rc) {
         strcpy(self->client_id, client_id);
         self->inbox = aq_inbox_new(AQ_REPORT_FRAMES_MAX);
         rc = self->inbox ? s_connect(self) : AQ_NOMEM;
     }
-    if (!rc)
-        rc = s_hello(self, timeout_ms, 1);
-    if (rc && !aq_last_error()[0])
-        aq_last_error_status(address, rc, self);
-    if (rc && self) {
-        if (self->dealer)
-            zsock_set_linger(self->dealer, 0);
-        self->welcomed = 0;
-        aq_session_destroy(&self);
-    }
-    if (status)
-        *status = rc;
+    return s_done(self, address, rc, status);
+}
+
+aq_session_t *aq_session_open(const char *address, const char *client_id, uint64_t producer_seq,
+                              int timeout_ms, aq_status_t *status)
+{
+    aq_session_t *self = s_prepare(address, client_id, producer_seq, 1, status);
+    return self ? s_done(self, address, s_hello(self, timeout_ms, 1), status) : NULL;
+}
+
+aq_session_t *aq_session_open_later(const char *address, const char *client_id,
+                                    uint64_t producer_seq, const aq_welcome_t *like, int shard,
+                                    aq_status_t *status)
+{
+    /* ZeroMQ resolves its name when it can: a host that is gone may be
+       back, under its name, later. */
+    aq_session_t *self = s_prepare(address, client_id, producer_seq, 0, status);
+    if (!self)
+        return NULL;
+    self->welcome = *like;
+    self->welcome.shard = shard;
+    self->welcome.broker_id[0] = '\0';
+    self->welcome.brokers[0] = '\0';
+    aq_session_hello_begin(self); /* a failure here is tried again, as a silence */
     return self;
 }
 
@@ -449,6 +553,15 @@ void aq_session_destroy(aq_session_t **self_p)
     aq_inbox_destroy(&self->inbox);
     free(self);
     *self_p = NULL;
+}
+
+void aq_session_drop(aq_session_t **self_p)
+{
+    if (*self_p) {
+        (*self_p)->welcomed = 0;
+        zsock_set_linger((*self_p)->dealer, 0);
+    }
+    aq_session_destroy(self_p);
 }
 
 aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg)
@@ -489,6 +602,8 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
         rc = aq_inbox_decode(self->inbox, msg);
         if (rc)
             return rc;
+        if (self->hello_tag[0] && s_has_tag(msg, self->hello_tag) && s_on_hello_answer(self, msg))
+            continue;
         if (msg->cmd == AQ_CMD_HEARTBEAT) {
             /* Answered at once: the broker learns that this client reads. */
             aq_session_send(self, msg);

@@ -4,14 +4,17 @@
 // dead letters view (causes and payloads), one dead item viewed whole (its text, and its
 // bytes downloaded), requeued alone and deleted alone (from its row, its confirm dismissed
 // then accepted, and from the View dialog), and Purge dead; and the queue buttons: Purge,
-// Reopen of a shut-down queue, Delete (its confirm dismissed, then accepted).
+// Reopen of a shut-down queue, Delete (its confirm dismissed, then accepted). Then the whole
+// service's page (asyncq-broker --shards 3 --metrics PORT): the shards added up, a row per
+// shard, a stopped shard shown down and then up again.
 //
 // Usage: node dashboard.test.mjs BIN_DIR ARTIFACT_DIR
 // Exit codes: 0 passed, 1 failed, 77 skipped (no Chromium or no node_modules).
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -105,6 +108,37 @@ async function run(name, args) {
   const { code, signal } = await child.exited;
   if (code !== 0) throw new Error(`${child.label}: exit ${code ?? signal}\n${child.log.join('\n')}`);
   return child.log.join('\n');
+}
+
+// The first of `count` TCP ports in a row free on 127.0.0.1, drawn below the kernel's
+// range for port 0 (the service's port and its shards' are fixed).
+function portFree(port) {
+  return new Promise((res) => {
+    const server = createServer();
+    server.once('error', () => res(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => res(true)));
+  });
+}
+async function freePorts(count) {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const base = 10000 + Math.floor(Math.random() * (32768 - 10000 - count));
+    let n = 0;
+    while (n < count && await portFree(base + n)) n++;
+    if (n === count) return base;
+  }
+  throw new Error(`no ${count} free ports in a row`);
+}
+
+// The pid of shard K of the service bound in `dir` (from its command line).
+function shardPid(dir, shard) {
+  for (const name of readdirSync('/proc')) {
+    let args;
+    try { args = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0'); } catch { continue; }
+    const at = args.indexOf('--shard');
+    if (at >= 0 && args[at + 1] === String(shard) && args.some((a) => a.includes(dir)))
+      return Number(name);
+  }
+  return 0;
 }
 
 const verified = [];
@@ -416,6 +450,46 @@ async function main() {
   await page.locator('#banner').waitFor({ state: 'visible', timeout: STEP_MS });
   await page.screenshot({ path: join(artifactDir, 'dashboard-unreachable.png'), fullPage: true });
   ok(`broker stopped: the page shows "${await page.locator('#status').textContent()}"`);
+
+  // The whole service on its supervisor's port, the shards each on the next ports.
+  const port = await freePorts(4);
+  const bind = `ipc://${work}/service`;
+  let ready = 0;
+  const service = start('asyncq-broker', ['--shards', '3', '--bind', bind, '--metrics',
+    `127.0.0.1:${port}`, '--metrics-token-file', tokenFile, '--drain-ms', '0'],
+  { onLine: (line) => { if (line.startsWith('READY ')) ready++; } });
+  await until('the service\'s 3 shards READY', () => {
+    if (service.exitCode !== null) throw new Error(`service exited\n${service.log.join('\n')}`);
+    return ready === 3;
+  });
+  for (let i = 0; i < 3; i++) // three producers: each starts at a shard of its own or not
+    await run('asyncq-producer', ['-b', bind, '-q', 'spread', '--count', '100', '--max-sleep', '0', '--quiet']);
+  await page.goto(`http://127.0.0.1:${port}/`);
+  const spread = '#queues tr[data-queue="spread"]';
+  await expectText(field(spread, 'queued'), /^300$/, 'spread queued, the shards added up');
+  await expectText(page.locator('#kind'), /^service$/, 'the header');
+  await expectText(page.locator('#broker dd[data-field="shards"]'), /^3 of 3 up$/, 'shards up');
+  const shardRow = (k) => `#shards tr[data-shard="${k}"]`;
+  let total = 0;
+  for (let k = 0; k < 3; k++) {
+    await expectText(field(shardRow(k), 'state'), /^up$/, `shard ${k}'s state`);
+    total += await value(shardRow(k), 'queued');
+  }
+  if (total !== 300) throw new Error(`the shards' rows hold ${total} queued, not 300`);
+  ok('the service\'s page: spread queued 300 over 3 shard rows, each up');
+  const stopped = shardPid(`${work}/service`, 1);
+  if (!stopped) throw new Error('no pid for shard 1');
+  process.kill(stopped, 'SIGSTOP');
+  try {
+    await expectText(field(shardRow(1), 'state'), /^down: /, 'a stopped shard\'s state');
+    await expectText(page.locator('#broker dd[data-field="shards"]'), /^2 of 3 up$/, 'shards up');
+    await page.screenshot({ path: join(artifactDir, 'dashboard-service.png'), fullPage: true });
+  } finally {
+    process.kill(stopped, 'SIGCONT');
+  }
+  await expectText(field(shardRow(1), 'state'), /^up$/, 'shard 1 back');
+  ok('shard 1 stopped: its row says down (the others answer on), and up once it runs again');
+  await stop(service);
 
   if (pageErrors.length) throw new Error('errors in the page: ' + pageErrors.join('; '));
   ok('no script errors in the page');

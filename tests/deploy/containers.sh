@@ -201,7 +201,7 @@ shard_admin() { shards exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret \
   -e ASYNCQ_SERVER_KEY=$keys/broker.key broker "$@"; }
 timeout 600 docker-compose -p "${project}s" -f "$top/docker-compose.yml" \
   -f "$top/docker-compose.shards.yml" up -d --no-build --scale producer=2 --scale consumer=3 \
-  broker broker-1 broker-2 producer consumer >/dev/null 2>&1
+  broker broker-1 broker-2 dashboard producer consumer >/dev/null 2>&1
 for container in $(shards ps -q producer); do
   timeout 300 docker wait "$container" >/dev/null
 done
@@ -218,6 +218,29 @@ check "shards: every shard took puts" test \
 check "shards: all $((2 * per_producer)) acked, nothing outstanding" test \
   "$(shard_admin asyncq stats --queue default | sed -n 's/.* acked=\([0-9]*\) .*outstanding=\([0-9]*\).*/\1 \2/p')" \
   = "$((2 * per_producer)) 0"
+# The dashboard service: the three brokers' numbers added up, from the host.
+service_http() { # method, path: the answer's body, with the token the keys service wrote
+  /usr/bin/python3 - "$1" "http://127.0.0.1:9560$2" "$(shards exec -T dashboard cat \
+    /var/lib/asyncq/keys/metrics.token)" <<'PYTHON'
+import sys, urllib.request
+method, url, token = sys.argv[1], sys.argv[2], sys.argv[3].strip()
+request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None,
+                                 headers={"Authorization": "Bearer " + token})
+print(urllib.request.urlopen(request, timeout=10).read().decode())
+PYTHON
+}
+service_stats=$(service_http GET /stats.json 2>&1 | /usr/bin/python3 -c '
+import json, sys
+stats = json.load(sys.stdin)
+queue = next(q for q in stats["queues"] if q["name"] == "default")
+print(queue["acks_total"], len([s for s in stats["shards"] if "error" not in s]))' 2>&1)
+echo "dashboard: default acked, shards answering: $service_stats"
+check "shards: the dashboard service adds the 3 shards up" \
+  test "$service_stats" = "$((2 * per_producer)) 3"
+check "shards: its /metrics has every shard up" \
+  test "$(service_http GET /metrics | grep -c '^asyncq_service_shard_up{shard="[012]"} 1$')" = 3
+check "shards: an action with the token is done by every shard" \
+  grep -q '"queue":"default","purged_dead":0' <<<"$(service_http POST '/api/purge-dead?queue=default')"
 shards stop consumer >/dev/null 2>&1
 shards run --rm -T -e ASYNCQ_COUNT=30 -e ASYNCQ_QUEUE=kept -e ASYNCQ_MAX_SLEEP=0 producer \
   >/dev/null 2>&1

@@ -5,7 +5,6 @@
     holding at most one, the join covers them all, a shard SIGKILLed is
     restarted with its items; a key pins its items to one shard; two
     brokers that say the same shard are refused with a clear error. */
-#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,8 +130,6 @@ static int s_join(const fixture_t *f, const char *queue, char *out, size_t size)
     return harness_run(argv, out, size);
 }
 
-static pid_t s_shard_pid(const fixture_t *f, int shard);
-
 /*  A shard stopped (SIGSTOP) while a producer puts: once it is silent for
     three heartbeats, the producer's batches go to the others; its puts to
     the stopped shard stay unconfirmed, kept for it, and are confirmed once
@@ -144,7 +141,7 @@ static void test_a_stopped_shard_gets_no_batches_and_loses_nothing(void **state)
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(f->h.address, "p", &rc);
     assert_non_null(producer);
-    pid_t stopped = s_shard_pid(f, 2);
+    pid_t stopped = harness_shard_pid(f->root, 2);
     assert_true(stopped > 0);
     s_put_numbered(producer, "s", 0, 900); /* 9 batches: three to each shard */
     assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
@@ -214,40 +211,6 @@ static void test_one_address_finds_every_shard_and_the_join_covers_them(void **s
     harness_assert_serving(&one, "ok");
 }
 
-/*  The process of shard K: its command line names --shard K and this
-    test's directory. */
-static pid_t s_shard_pid(const fixture_t *f, int shard)
-{
-    DIR *proc = opendir("/proc");
-    assert_non_null(proc);
-    struct dirent *entry;
-    char want[16];
-    snprintf(want, sizeof want, "%d", shard);
-    pid_t found = 0;
-    while (!found && (entry = readdir(proc))) {
-        char path[300], args[4096];
-        snprintf(path, sizeof path, "/proc/%s/cmdline", entry->d_name);
-        FILE *file = fopen(path, "r");
-        if (!file)
-            continue;
-        size_t size = fread(args, 1, sizeof args - 1, file);
-        fclose(file);
-        args[size] = '\0';
-        int is_shard = 0, in_dir = 0;
-        for (size_t at = 0; at < size; at += strlen(args + at) + 1) {
-            if (strcmp(args + at, "--shard") == 0 && at + 8 < size
-                && strcmp(args + at + 8, want) == 0)
-                is_shard = 1;
-            if (strstr(args + at, f->root))
-                in_dir = 1;
-        }
-        if (is_shard && in_dir)
-            found = (pid_t) atoi(entry->d_name);
-    }
-    closedir(proc);
-    return found;
-}
-
 static void test_a_killed_shard_comes_back_with_its_items(void **state)
 {
     fixture_t *f = *state;
@@ -256,12 +219,12 @@ static void test_a_killed_shard_comes_back_with_its_items(void **state)
     harness_t one = s_shard(f, 1);
     uint64_t on_one = harness_stat(&one, "d", "queued");
     assert_true(on_one > 0);
-    pid_t pid = s_shard_pid(f, 1);
+    pid_t pid = harness_shard_pid(f->root, 1);
     assert_true(pid > 0);
     assert_int_equal(kill(pid, SIGKILL), 0);
     /* The supervisor starts it again; it answers with what it had. */
     int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
-    while (s_shard_pid(f, 1) == pid || s_shard_pid(f, 1) == 0) {
+    while (harness_shard_pid(f->root, 1) == pid || harness_shard_pid(f->root, 1) == 0) {
         assert_true(zclock_mono() < deadline);
         zclock_sleep(20);
     }
@@ -345,6 +308,213 @@ static void test_two_brokers_of_one_shard_number_are_refused(void **state)
     harness_assert_serving(&f->h, "ok");
 }
 
+/*  Brokers of a service started one by one (not by --shards): shard K of
+    three at ipc://ROOT/sK. */
+static aq_process_t s_alone[SHARDS];
+
+static void s_start_alone(const fixture_t *f, int shard)
+{
+    char path[4096], bind[128], number[8], service[400];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    snprintf(bind, sizeof bind, "ipc://%s/s%d", f->root, shard);
+    snprintf(number, sizeof number, "%d", shard);
+    snprintf(service, sizeof service, "ipc://%s/s0,ipc://%s/s1,ipc://%s/s2", f->root, f->root,
+             f->root);
+    char *argv[] = {path, "--bind", bind, "--shard", number, "--service", service,
+                    "--heartbeat-ms", "200", NULL};
+    assert_int_equal(aq_process_spawn_logged(&s_alone[shard], argv, 1, 1, NULL), 0);
+    char ready[256];
+    assert_true(aq_process_expect(&s_alone[shard], "READY ", ready, sizeof ready,
+                                  HARNESS_DEADLINE_MS));
+}
+
+static int s_alone_teardown(void **state)
+{
+    for (int k = 0; k < SHARDS; k++)
+        aq_process_stop(&s_alone[k], SIGTERM, 5000);
+    return harness_dir_teardown(state);
+}
+
+/*  A key whose shard is `shard` of three. */
+static void s_key_of(int shard, char *key, size_t size)
+{
+    for (int i = 0;; i++) {
+        snprintf(key, size, "key-%d", i);
+        if ((int) (aq_service_key_hash(key, strlen(key)) % SHARDS) == shard)
+            return;
+    }
+}
+
+/*  Shard 2 of three is down when the clients start, and one address given
+    is wrong: the clients serve the others (the wrong one named, shard 2
+    said HELLO to in the background); a join waits for shard 2, naming it;
+    puts with a key of shard 2 are kept until it comes, then confirmed and
+    delivered. */
+static void test_a_shard_down_at_start_is_used_once_it_answers(void **state)
+{
+    fixture_t *f = *state;
+    s_start_alone(f, 0);
+    s_start_alone(f, 1);
+    char given[600], one[200];
+    snprintf(one, sizeof one, "ipc://%s/s0", f->root);
+    snprintf(given, sizeof given, "%s,ipc://%s/nowhere", one, f->root);
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(given, "p", &rc);
+    assert_non_null(producer);
+    assert_int_equal(aq_producer_brokers(producer), SHARDS);
+    assert_non_null(strstr(aq_producer_unreachable(producer), "/nowhere"));
+    assert_null(strstr(aq_producer_unreachable(producer), "/s2"));
+    aq_consumer_t *consumer = aq_consumer_new(given, "c", "q", 2, &rc);
+    assert_non_null(consumer);
+    assert_non_null(strstr(aq_consumer_unreachable(consumer), "/nowhere"));
+
+    s_put_numbered(producer, "q", 0, 300);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    harness_t h0 = {0}, h1 = {0};
+    snprintf(h0.address, sizeof h0.address, "%s", one);
+    snprintf(h1.address, sizeof h1.address, "ipc://%s/s1", f->root);
+    assert_int_equal(harness_stat(&h0, "q", "puts") + harness_stat(&h1, "q", "puts"), 300);
+    for (int i = 0; i < 300; i++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        assert_true((item.id >> 56) < 2);
+        assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    }
+    assert_int_equal(aq_consumer_flush(consumer), AQ_OK);
+
+    /* The join waits for shard 2, and says so. */
+    char out[1024], err[1024];
+    char *join[] = {"asyncq", "join", "--broker", given, "--queue", "q", "--timeout", "0.5",
+                    NULL};
+    assert_int_equal(harness_run_err(join, out, sizeof out, err, sizeof err), AQ_EXIT_TIMEOUT);
+    assert_non_null(strstr(out, "shard 2: no answer"));
+    assert_non_null(strstr(err, "warning: "));
+    assert_non_null(strstr(err, "/nowhere"));
+
+    /* Stats: the others' numbers, and which shard they leave out. */
+    char *stats[] = {"asyncq", "stats", "--broker", given, "--queue", "q", "--format", "kv",
+                     NULL};
+    assert_int_equal(harness_run_err(stats, out, sizeof out, err, sizeof err), AQ_EXIT_UNREACHABLE);
+    assert_non_null(strstr(out, " acked=300 "));
+    assert_non_null(strstr(err, "no answer from shard 2 (ipc://"));
+
+    /* Puts with a key of shard 2 wait for it: not confirmed while it is away. */
+    char key[32];
+    s_key_of(2, key, sizeof key);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(aq_producer_put_key(producer, "q", key, strlen(key), "k", 1, NULL),
+                         AQ_OK);
+    assert_int_equal(aq_producer_sync(producer, 300), AQ_TIMEOUT);
+    s_start_alone(f, 2);
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    harness_t h2 = {0};
+    snprintf(h2.address, sizeof h2.address, "ipc://%s/s2", f->root);
+    assert_int_equal(harness_stat(&h2, "q", "puts"), 5);
+    /* The consumer gets them from shard 2 once it answers. */
+    for (int i = 0; i < 5; i++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        assert_int_equal((int) (item.id >> 56), 2);
+        assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    }
+    aq_consumer_destroy(&consumer);
+    aq_producer_destroy(&producer);
+    char *again[] = {"asyncq", "join", "--broker", given, "--queue", "q", "--timeout", "10",
+                     NULL};
+    assert_int_equal(harness_run(again, out, sizeof out), 0);
+    assert_non_null(strstr(out, "joined q"));
+    assert_int_equal(harness_stat(&h0, "q", "acked") + harness_stat(&h1, "q", "acked")
+                         + harness_stat(&h2, "q", "acked"),
+                     305);
+    harness_assert_serving(&h2, "ok");
+}
+
+
+/*  Producers and consumers (the programs) at work while shard 1, durable,
+    is SIGKILLed and restarted by the supervisor: every producer exits 0
+    (every put confirmed, those to shard 1 sent again once it is back),
+    every put is on a shard once, and after the join every one is acked. */
+#define WORKERS 4
+static aq_process_t s_workers[WORKERS];
+
+static int s_workers_teardown(void **state)
+{
+    for (int i = 0; i < WORKERS; i++)
+        aq_process_stop(&s_workers[i], SIGTERM, 5000);
+    return harness_dir_teardown(state);
+}
+
+static void test_a_shard_killed_mid_run_loses_no_confirmed_put(void **state)
+{
+    fixture_t *f = *state;
+    s_start(f, 1);
+    for (int i = 0; i < 2; i++) {
+        char *argv[] = {"asyncq-producer", "--broker", f->h.address, "--queue", "m", "--count",
+                        "1500", "--max-sleep", "0.004", "--quiet", NULL};
+        harness_spawn(&s_workers[i], argv);
+        char *consumer[] = {"asyncq-consumer", "--broker", f->h.address, "--queue", "m",
+                            "--max-sleep", "0", "--quiet", "--credit", "8", NULL};
+        harness_spawn(&s_workers[2 + i], consumer);
+    }
+    harness_t one = s_shard(f, 1);
+    harness_wait_stat_at_least(&one, "m", "puts", 100);
+    pid_t pid = harness_shard_pid(f->root, 1);
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int resent = 0;
+    for (int i = 0; i < 2; i++) {
+        char line[256] = "";
+        assert_true(aq_process_expect(&s_workers[i], "Producer ", line, sizeof line,
+                                      HARNESS_DEADLINE_MS));
+        resent += strstr(line, "sent again") != NULL;
+        assert_int_equal(harness_wait_exit(&s_workers[i]), 0); /* all confirmed */
+    }
+    assert_true(resent > 0);
+    assert_true(harness_shard_pid(f->root, 1) != pid);
+    char out[512];
+    assert_int_equal(s_join(f, "m", out, sizeof out), 0);
+    assert_int_equal(s_total(f, "m", "puts"), 3000);
+    assert_int_equal(s_total(f, "m", "acked"), 3000);
+    assert_int_equal(s_total(f, "m", "outstanding"), 0);
+    harness_assert_serving(&one, "ok");
+}
+
+
+/*  A consumer that takes its time between gets (longer than three of the
+    brokers' heartbeats) has not lost its brokers: what they sent meanwhile
+    is unread, not missing. Nothing it holds is taken back, nothing is
+    delivered twice. (The consumer looks for silent brokers at every
+    1024th get, so a slow 1024th get is the test.) */
+static void test_a_slow_consumer_keeps_its_sessions(void **state)
+{
+    fixture_t *f = *state;
+    s_start_with(f, 0, "50");
+    s_put(f, "slow", 1100);
+    aq_status_t rc;
+    aq_consumer_t *consumer = aq_consumer_new(f->h.address, "c", "slow", 8, &rc);
+    assert_non_null(consumer);
+    uint8_t seen[1100] = {0};
+    for (int i = 0; i < 1100; i++) {
+        if (i >= 1020 && i < 1028)
+            zclock_sleep(200); /* four heartbeats, unread */
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        char text[16];
+        snprintf(text, sizeof text, "%.*s", (int) item.size, (const char *) item.data);
+        int n = atoi(text);
+        assert_true(n >= 0 && n < 1100);
+        assert_false(seen[n]);
+        seen[n] = 1;
+        assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    }
+    assert_int_equal(aq_consumer_flush(consumer), AQ_OK);
+    aq_consumer_destroy(&consumer);
+    char out[512];
+    assert_int_equal(s_join(f, "slow", out, sizeof out), 0);
+    assert_int_equal(s_total(f, "slow", "redelivered"), 0);
+    assert_int_equal(s_total(f, "slow", "acked"), 1100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +523,11 @@ int main(void)
         harness_dir_test(test_a_stopped_shard_gets_no_batches_and_loses_nothing),
         harness_dir_test(test_a_key_pins_its_items_to_one_shard_in_order),
         harness_dir_test(test_two_brokers_of_one_shard_number_are_refused),
+        cmocka_unit_test_setup_teardown(test_a_shard_down_at_start_is_used_once_it_answers,
+                                        harness_dir_setup, s_alone_teardown),
+        cmocka_unit_test_setup_teardown(test_a_shard_killed_mid_run_loses_no_confirmed_put,
+                                        harness_dir_setup, s_workers_teardown),
+        harness_dir_test(test_a_slow_consumer_keeps_its_sessions),
     };
     return harness_run_group(tests);
 }

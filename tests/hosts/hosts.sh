@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Across hosts: each "host" is a Linux network namespace with its own address,
 # joined to the others by veth pairs on a bridge that lives in a namespace of
-# its own; nothing is added to the machine's own network. Clients reach the
-# broker by a name (broker.asyncq.test) mapped in each namespace's /etc/hosts.
+# its own (netns.sh); nothing is added to the machine's own network. Clients
+# reach the broker by a name (broker.asyncq.test) mapped in each namespace's
+# /etc/hosts.
 #
 #   tests/hosts/hosts.sh BIN_DIR        (as root; exit 77 = skipped)
 #
@@ -18,64 +19,18 @@
 set -euo pipefail
 
 bin=$(cd "${1:?usage: hosts.sh BIN_DIR}" && pwd)
-skip() { echo "SKIPPED: $*"; exit 77; }
-[ "$(id -u)" = 0 ] || skip "network namespaces need root"
-command -v ip >/dev/null || skip "ip (iproute2) is not installed"
 
 tag=aq$$
-work=$(mktemp -d)
 subnet=10.$((100 + $$ % 100)).$(( ($$ / 100) % 250 ))
 hosts=(broker ctl p1 p2 p3 c1 c2 c3 c4 c5)
-pids=()
-had_etc_netns=0; [ -d /etc/netns ] && had_etc_netns=1
+# shellcheck source=netns.sh
+. "$(dirname "$0")/netns.sh"
 
-ns() { echo "$tag-$1"; }
-on() { local host=$1; shift; ip netns exec "$(ns "$host")" "$@"; }
-
-cleanup() {
-  set +e
-  for host in "${hosts[@]}" sw; do
-    ip netns pids "$(ns "$host")" 2>/dev/null | xargs -r kill -9
-  done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
-  for host in "${hosts[@]}" sw; do
-    ip netns del "$(ns "$host")" 2>/dev/null
-    rm -rf "/etc/netns/$(ns "$host")"
-  done
-  [ "$had_etc_netns" = 1 ] || rmdir /etc/netns 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-echo "== hosts: ${hosts[*]} on $subnet.0/24"
-ip netns add "$(ns sw)"
-on sw ip link add br0 type bridge
-on sw ip link set br0 up
-on sw ip link set lo up
-i=1
-for host in "${hosts[@]}"; do
-  ip netns add "$(ns "$host")"
-  ip link add "$tag$i" type veth peer name "${tag}p$i"
-  ip link set "$tag$i" netns "$(ns "$host")"
-  ip link set "${tag}p$i" netns "$(ns sw)"
-  on sw ip link set "${tag}p$i" master br0 up
-  on "$host" ip link set "$tag$i" name eth0
-  on "$host" ip addr add "$subnet.$i/24" dev eth0
-  on "$host" ip link set eth0 up
-  on "$host" ip link set lo up
-  mkdir -p "/etc/netns/$(ns "$host")"
-  printf '127.0.0.1 localhost\n%s.1 broker.asyncq.test\n' "$subnet" \
-    > "/etc/netns/$(ns "$host")/hosts"
-  i=$((i + 1))
-done
+etc_hosts() { printf '127.0.0.1 localhost\n%s.1 broker.asyncq.test\n' "$subnet"; }
+netns_up etc_hosts
 on c1 getent hosts broker.asyncq.test
 
 broker=broker.asyncq.test:5557
-fail=0
-check() { # description, command...
-  local what=$1; shift
-  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
-}
 start_broker() { # log name, extra flags...
   local name=$1; shift
   on broker "$bin/asyncq-broker" --bind "tcp://$subnet.1:5557" --heartbeat-ms 200 "$@" \

@@ -8,6 +8,12 @@
 # validates against docs/stats.schema.json and holds those numbers; and a
 # real Prometheus server on loopback scrapes the broker and answers PromQL
 # queries about the queue with exactly those numbers.
+#
+# The same for a service of two shards (--shards 2 --metrics PORT): the
+# service's scrape on PORT (the shards' families merged, each sample with
+# its shard) passes promtool, its /stats.json the schema, and Prometheus
+# adds the shards up with sum without(shard), scraping the service's port or
+# each shard's own.
 set -euo pipefail
 
 bin=$(cd "${1:?usage: prometheus.sh BIN_DIR}" && pwd)
@@ -20,8 +26,14 @@ $python -c 'import jsonschema' 2>/dev/null || skip "python3-jsonschema is not in
 
 work=$(mktemp -d)
 pids=()
+service=
 cleanup() {
   set +e
+  # The service first, and waited for: it stops its shards.
+  if [ -n "$service" ]; then
+    kill "$service" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$service" 2>/dev/null || break; sleep 0.1; done
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   rm -rf "$work"
@@ -76,6 +88,55 @@ queue = {q["name"]: q for q in stats["queues"]}["known"]
 assert (queue["puts_total"], queue["acks_total"], queue["queued"]) == (30, 10, 20), queue
 PY
 
+# A service of two shards: its port and the next two, free (below the
+# kernel's range for port 0).
+sport=$($python - <<'PY'
+import random, socket
+def free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    base = random.randrange(10000, 32000)
+    if all(free(base + i) for i in range(3)):
+        print(base)
+        break
+PY
+)
+"$bin/asyncq-broker" --shards 2 --bind "ipc://$work/service" --metrics "127.0.0.1:$sport" \
+  > "$work/service.out" 2> "$work/service.log" &
+service=$!
+pids+=($!)
+ready_twice() { test "$(grep -c '^READY ' "$work/service.out")" = 2; }
+wait_for 100 ready_twice || { cat "$work/service.log"; exit 1; }
+for _ in 1 2 3; do # short-lived producers start at either shard
+  seq 10 | "$bin/asyncq-producer" -b "ipc://$work/service" -q spread --stdin --quiet
+done
+scrape "http://127.0.0.1:$sport/metrics" > "$work/service.txt"
+check "promtool check metrics passes on the service's scrape" \
+  promtool check metrics < "$work/service.txt"
+check "the service's scrape announces each family once" test \
+  "$(grep '^# TYPE' "$work/service.txt" | sort | uniq -d | wc -l)" = 0
+check "the service's scrape has both shards up, their samples labelled" \
+  grep -q '^asyncq_service_shard_up{shard="1"} 1$' "$work/service.txt"
+check "... and its puts add up to 30" test "$(awk '/^asyncq_puts_total\{queue="spread",shard="[01]"\} / \
+  { n += $2 } END { print n }' "$work/service.txt")" = 30
+scrape "http://127.0.0.1:$sport/stats.json" > "$work/service.json"
+check "the service's /stats.json validates against the schema and adds the shards up" \
+  $python - "$here/docs/stats.schema.json" "$work/service.json" <<'PY'
+import json, sys, jsonschema
+schema, stats = (json.load(open(path)) for path in sys.argv[1:3])
+jsonschema.validate(stats, schema)
+queue = {q["name"]: q for q in stats["queues"]}["spread"]
+parts = [sum(q["puts_total"] for q in s["queues"] if q["name"] == "spread") for s in stats["shards"]]
+assert queue["puts_total"] == 30 == sum(parts) and len(parts) == 2, (queue, parts)
+PY
+
 # A Prometheus server on a free loopback port, scraping the broker every second.
 port=$($python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/prometheus.yml" <<YML
@@ -85,6 +146,12 @@ scrape_configs:
   - job_name: asyncq
     static_configs:
       - targets: ['${url#http://}']
+  - job_name: service
+    static_configs:
+      - targets: ['127.0.0.1:$sport']
+  - job_name: shards
+    static_configs:
+      - targets: ['127.0.0.1:$((sport + 1))', '127.0.0.1:$((sport + 2))']
 YML
 promtool check config "$work/prometheus.yml" > /dev/null
 prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
@@ -107,11 +174,17 @@ check "... acks = 10" answers 'asyncq_acks_total{queue="known"}' 10
 check "... put-to-ack histogram counted 10" answers 'asyncq_put_to_ack_seconds_count{queue="known"}' 10
 check "... the scrape target is up" answers 'up{job="asyncq"}' 1
 
+check "the service's port, summed without(shard): 30 puts" \
+  wait_for 300 answers 'sum without(shard) (asyncq_puts_total{job="service",queue="spread"})' 30
+check "each shard's port, summed without(instance, shard): 30 puts" \
+  wait_for 300 answers 'sum without(instance, shard) (asyncq_puts_total{job="shards",queue="spread"})' 30
+
 # Still serving: a put and its ack move the numbers Prometheus sees.
 echo one-more | "$bin/asyncq-producer" -b "$address" -q known --stdin --quiet
 check "a new put reaches Prometheus (31)" wait_for 100 answers 'asyncq_puts_total{queue="known"}' 31
 
 if [ "$fail" != 0 ]; then
-  echo "--- broker log"; cat "$work/broker.log"; echo "--- prometheus log"; tail -20 "$work/prometheus.log"
+  echo "--- broker log"; cat "$work/broker.log"; echo "--- service log"; cat "$work/service.log"
+  echo "--- prometheus log"; tail -20 "$work/prometheus.log"
 fi
 exit $fail

@@ -2,8 +2,12 @@
 #define _XOPEN_SOURCE 700
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <signal.h>
@@ -414,4 +418,89 @@ uint64_t harness_rss_kib(pid_t pid)
             kib = strtoull(line + 6, NULL, 10);
     fclose(file);
     return kib;
+}
+
+/*  The processes whose command line names --shard K and `root`: the pid
+    of the first of shard `shard`; with shard < 0, every one SIGKILLed. */
+static pid_t s_shards(const char *root, int shard)
+{
+    DIR *proc = opendir("/proc");
+    assert_non_null(proc);
+    struct dirent *entry;
+    pid_t found = 0;
+    while (!found && (entry = readdir(proc))) {
+        char path[300], args[4096];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", entry->d_name);
+        FILE *file = fopen(path, "r");
+        if (!file)
+            continue;
+        size_t size = fread(args, 1, sizeof args - 1, file);
+        fclose(file);
+        args[size] = '\0';
+        int number = -1, ours = 0;
+        for (size_t at = 0; at < size; at += strlen(args + at) + 1) {
+            if (strcmp(args + at, "--shard") == 0 && at + 8 < size)
+                number = atoi(args + at + 8);
+            if (strstr(args + at, root))
+                ours = 1;
+        }
+        if (!ours || number < 0)
+            continue;
+        if (shard < 0)
+            kill((pid_t) atoi(entry->d_name), SIGKILL);
+        else if (number == shard)
+            found = (pid_t) atoi(entry->d_name);
+    }
+    closedir(proc);
+    return found;
+}
+
+pid_t harness_shard_pid(const char *root, int shard)
+{
+    assert_true(shard >= 0);
+    return s_shards(root, shard);
+}
+
+void harness_kill_shards(const char *root)
+{
+    s_shards(root, -1);
+}
+
+/*  Whether a TCP port of 127.0.0.1 can be bound now. */
+static int s_port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int is_free = bind(fd, (struct sockaddr *) &address, sizeof address) == 0;
+    close(fd);
+    return is_free;
+}
+
+int harness_free_ports(int count)
+{
+    /* Below the range the kernel draws from for port 0 and outgoing
+       connections (above it if there is no room below). */
+    int low = 32768, high = 60999;
+    FILE *range = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (range) {
+        if (fscanf(range, "%d %d", &low, &high) != 2)
+            low = 32768, high = 60999;
+        fclose(range);
+    }
+    int from = 10000, to = low;
+    if (to - from < 1000)
+        from = high + 1, to = 65536;
+    unsigned seed = (unsigned) getpid() ^ (unsigned) zclock_usecs();
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        int base = from + (int) ((unsigned) rand_r(&seed) % (unsigned) (to - from - count));
+        int i = 0;
+        while (i < count && s_port_free(base + i))
+            i++;
+        if (i == count)
+            return base;
+    }
+    fail_msg("no %d free TCP ports in a row on 127.0.0.1", count);
+    return -1;
 }

@@ -131,7 +131,23 @@ void harness_put_items(const harness_t *h, const char *queue, int count);
     serves. Every bad-input test ends with it. */
 void harness_assert_serving(const harness_t *h, const char *queue);
 
+/*  The first of `count` TCP ports in a row that 127.0.0.1 has free now,
+    drawn at random outside the range the kernel gives out for port 0 and
+    outgoing connections: only a program that picks its ports the same
+    way can take them before the caller binds them. For programs that
+    need fixed ports (asyncq-broker --shards --metrics). */
+int harness_free_ports(int count);
+
 /*  Resident memory of a process, in KiB. */
 uint64_t harness_rss_kib(pid_t pid);
+
+/*  The process of shard K (`shard`) of a service started by a test: its
+    command line names --shard K and `root`, the test's directory. Its
+    pid, or 0 if none runs. */
+pid_t harness_shard_pid(const char *root, int shard);
+
+/*  SIGKILLs every such process of any shard (those a supervisor that was
+    killed left). */
+void harness_kill_shards(const char *root);
 
 #endif

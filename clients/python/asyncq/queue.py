@@ -759,8 +759,8 @@ class Queue:
         with id, attempts, size, priority, age (seconds) and the payload's
         first 64 bytes. Fewer when it holds fewer; delayed items and those
         being processed are not shown; [] for a queue the broker does not
-        have. With several brokers, up to n of each, all listed, each
-        broker's in its order, merged lowest priority, then oldest, first
+        have. With several brokers, the next n the service would deliver:
+        each broker's next n, merged lowest priority, then oldest, first
         (each id names its broker). Needs the consume or admin role with
         keys; broker 2.2."""
         if isinstance(n, bool) or not isinstance(n, int):
@@ -772,7 +772,7 @@ class Queue:
                   for _, fields in sorted(replies.items())]
         if len(peeked) == 1:
             return peeked[0]
-        return list(heapq.merge(*peeked, key=lambda item: (item.priority, -item.age)))
+        return list(heapq.merge(*peeked, key=lambda item: (item.priority, -item.age)))[:n]
 
     async def _pause(self, command: bytes) -> Stats:
         return await self._report_stats(command.lower(),

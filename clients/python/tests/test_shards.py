@@ -281,6 +281,8 @@ class Shards(ShardTest):
         self.assertEqual(sorted(item.payload for item in peeked), [b"%d" % i for i in range(6)])
         self.assertEqual({item.id >> 56 for item in peeked}, {0, 1, 2})
         self.assertEqual([item.priority for item in peeked], [0, 0, 0, 1, 1, 1])
+        # n in all: the next n the service would deliver, of every shard's.
+        self.assertEqual([item.priority for item in await q.peek(4)], [0, 0, 0, 1])
         paused = await q.pause()
         self.assertEqual(paused["paused"], 1)
         self.assertEqual([stats["paused"] for stats in await self.each_stats()], [1, 1, 1])

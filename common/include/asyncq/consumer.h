@@ -80,4 +80,11 @@ aq_status_t aq_consumer_set_credit(aq_consumer_t *self, uint64_t credit);
 
 aq_session_t *aq_consumer_session(aq_consumer_t *self);
 
+/*  The addresses given that answered nothing and that no broker of the
+    service lists, with why, as one line ("" if none): they were left out,
+    and the others are served. (A broker of the service that is down is
+    not left out: it is said HELLO to in the background and gets credit
+    once it answers.) */
+const char *aq_consumer_unreachable(const aq_consumer_t *self);
+
 #endif

@@ -88,6 +88,13 @@ aq_status_t aq_producer_put_key(aq_producer_t *self, const char *queue, const vo
     `address` (PROTOCOL.md 4.15), 1 for a broker alone. */
 size_t aq_producer_brokers(const aq_producer_t *self);
 
+/*  The addresses given that answered nothing and that no broker of the
+    service lists, with why, as one line ("" if none): they were left out,
+    and the others are served. (A broker of the service that is down is
+    not left out: it is said HELLO to in the background and used once it
+    answers; puts with a key of its shard wait for it.) */
+const char *aq_producer_unreachable(const aq_producer_t *self);
+
 /*  Sends the items gathered so far, without waiting for anything. */
 aq_status_t aq_producer_flush(aq_producer_t *self);
 

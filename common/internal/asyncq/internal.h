@@ -37,6 +37,10 @@ typedef struct {
 aq_session_t *aq_session_open(const char *address, const char *client_id, uint64_t producer_seq,
                               int timeout_ms, aq_status_t *status);
 
+/*  Closes without a BYE: the broker's session of this client id is left
+    as it is (another session of the same id may hold it). */
+void aq_session_drop(aq_session_t **self_p);
+
 /*  The producer_seq the next HELLO carries. */
 void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq);
 
@@ -47,6 +51,35 @@ void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq);
     of aq_session_open, it waits out a broker that refuses connections (one
     that is restarting). */
 aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
+
+/*  A session with a broker of the service that did not answer when the
+    service was opened: `like` (a WELCOME of another broker of the service)
+    stands for its settings until it answers, as shard `shard`; its HELLO
+    is said in the background (aq_session_hello_begin), and its host name
+    resolved when it can be. NULL, with *status, if the address is not
+    one. */
+aq_session_t *aq_session_open_later(const char *address, const char *client_id,
+                                    uint64_t producer_seq, const aq_welcome_t *like, int shard,
+                                    aq_status_t *status);
+
+/*  Says HELLO without waiting (on a fresh DEALER if the last one went
+    unanswered): the WELCOME arrives as a message that aq_session_recv keeps
+    and hands on (cmd AQ_CMD_WELCOME), and the caller then sends again what
+    the new session needs (credit, unconfirmed puts). Until then the
+    session is not up. */
+aq_status_t aq_session_hello_begin(aq_session_t *self);
+
+/*  Whether to say HELLO (again) in the background: the broker is silent
+    and none is waiting, or the last one has gone unanswered a while. */
+int aq_session_hello_due(const aq_session_t *self);
+
+/*  Whether its last HELLO was answered: reads what has come, without
+    waiting, and says HELLO again if it is due. A session that is not
+    answering is not worth a request that waits for an answer. */
+int aq_session_answers(aq_session_t *self);
+
+/*  Welcomed, no HELLO unanswered, and not silent: worth sending work to. */
+int aq_session_is_up(const aq_session_t *self);
 
 /*  True if the broker, which sends HEARTBEAT every heartbeat_ms, has been
     silent for three of them. */
