@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -111,11 +112,50 @@ static void s_make_room(http_links_t *self, int64_t now)
     }
 }
 
+/*  Whether two links come from one address (their ports are zeroed). */
+static int s_same_address(const http_link_t *a, const http_link_t *b)
+{
+    if (a->from.ss_family != b->from.ss_family)
+        return 0;
+    if (a->from.ss_family == AF_INET)
+        return ((const struct sockaddr_in *) &a->from)->sin_addr.s_addr
+               == ((const struct sockaddr_in *) &b->from)->sin_addr.s_addr;
+    if (a->from.ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *) &a->from)->sin6_addr,
+                      &((const struct sockaddr_in6 *) &b->from)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
+    return 0;
+}
+
+/*  Past HTTP_CONNECTIONS_PER_ADDRESS from the new link's address: that
+    address's oldest connection waiting HTTP_EVICT_AFTER_MS for a request
+    goes, or, if none, the new one. 0, or -1 if the new one was shut. */
+static int s_room_at_address(http_links_t *self, http_link_t *fresh, int64_t now)
+{
+    size_t same = 0;
+    http_link_t *oldest_idle = NULL;
+    for (int list = 0; list < 2; list++)
+        for (http_link_t *link = list ? self->answering.head : self->idle.head; link;
+             link = link->next)
+            if (s_same_address(link, fresh)) {
+                same++;
+                if (!list && !oldest_idle && link != fresh
+                    && link->since_ms + HTTP_EVICT_AFTER_MS <= now)
+                    oldest_idle = link;
+            }
+    if (same <= HTTP_CONNECTIONS_PER_ADDRESS)
+        return 0;
+    s_cut(self, oldest_idle ? oldest_idle : fresh);
+    return oldest_idle ? 0 : -1;
+}
+
 http_link_t *http_links_opened(http_links_t *self, struct MHD_Connection *connection,
                                int64_t now)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *from =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     http_link_t *link = calloc(1, sizeof *link);
     if (!link || !info) {
         free(link);
@@ -123,8 +163,15 @@ http_link_t *http_links_opened(http_links_t *self, struct MHD_Connection *connec
     }
     link->fd = info->connect_fd;
     link->since_ms = now;
+    if (from && from->client_addr) {
+        socklen_t size = from->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                  : sizeof(struct sockaddr_in);
+        memcpy(&link->from, from->client_addr, size);
+    }
     s_append(&self->idle, link);
     self->count++;
+    /* A link shut here stays libmicrohttpd's until it closes (fd -1). */
+    s_room_at_address(self, link, now);
     s_make_room(self, now);
     return link;
 }
@@ -288,7 +335,8 @@ static int s_authorized(const char *token, struct MHD_Connection *connection)
 {
     const char *header =
         MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    return header && strncmp(header, "Bearer ", 7) == 0 && s_token_matches(header + 7, token);
+    /* The scheme is case-insensitive (RFC 7235 2.1). */
+    return header && strncasecmp(header, "Bearer ", 7) == 0 && s_token_matches(header + 7, token);
 }
 
 static enum MHD_Result s_render(struct MHD_Connection *connection, broker_t *broker,
@@ -756,7 +804,7 @@ struct MHD_Daemon *http_start(unsigned flags, const struct sockaddr_storage *bin
     return MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, cls, MHD_OPTION_SOCK_ADDR, bind_to,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_MAX,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HTTP_CONNECTIONS_PER_ADDRESS,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) HTTP_ACCEPTED_PER_ADDRESS,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) HTTP_IDLE_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t) HTTP_MEMORY_MAX, MHD_OPTION_NOTIFY_COMPLETED, on_completed, cls,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, cls, MHD_OPTION_END);

@@ -9,7 +9,8 @@
 
     What protects the loop: every socket is non-blocking; at most
     HTTP_CONNECTIONS_MAX connections, HTTP_CONNECTIONS_PER_ADDRESS from one
-    address (more are closed at accept); a request read whole within
+    address (its oldest idle one makes room for a new one, or the new one
+    is closed); a request read whole within
     HTTP_REQUEST_MS, an answer taken within HTTP_ANSWER_MS, an idle
     connection closed after HTTP_IDLE_S seconds; past
     HTTP_CONNECTIONS_KEPT, connections waiting for a request, then scrapes
@@ -40,7 +41,13 @@
 #define HTTP_EVICT_AFTER_MS 250
 /*  ... and then the scrapes whose reader took nothing for this long. */
 #define HTTP_STALLED_MS 1000
+/*  From one address at most; past it, that address's oldest connection
+    that has waited HTTP_EVICT_AFTER_MS for its request makes room (else
+    the new one is shut), so idle connections from one address (every
+    local user is 127.0.0.1) cannot keep a scraper from that address out.
+    libmicrohttpd itself refuses at HTTP_ACCEPTED_PER_ADDRESS. */
 #define HTTP_CONNECTIONS_PER_ADDRESS 8
+#define HTTP_ACCEPTED_PER_ADDRESS 16
 #define HTTP_IDLE_S 5
 /*  A request must be read whole within this of its connection (or of its
     previous answer): a slowloris cannot hold a connection by trickling
@@ -82,6 +89,7 @@ typedef struct http_link {
     int64_t since_ms;
     int64_t progress_ms;   /* a scrape's last slice taken by its reader */
     struct scrape *scrape; /* its /metrics answer, if one is being sent */
+    struct sockaddr_storage from; /* the client's address (its port not compared) */
 } http_link_t;
 
 typedef struct {

@@ -99,8 +99,10 @@ static fetch_t *s_ask(service_http_t *self, int first, int count, const char *me
                       const char *target, int with_token, int timeout_ms)
 {
     int post = strcmp(method, "POST") == 0;
+    /* SERVICE_ASK_HEADER: a service port asked by one is refused, so that
+       a --dashboard-of that lists itself or another service cannot loop. */
     char *request = zsys_sprintf("%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-                                 "%s%s%s%s\r\n",
+                                 SERVICE_ASK_HEADER ": 1\r\n%s%s%s%s\r\n",
                                  method, target, with_token ? "Authorization: Bearer " : "",
                                  with_token ? self->token : "", with_token ? "\r\n" : "",
                                  post ? "Content-Length: 0\r\n" : "");
@@ -274,14 +276,18 @@ static json_t *s_shard_stats(const fetch_t *fetch, int shard, json_t **entry)
     if (!json_is_object(json_object_get(stats, "broker"))
         || !json_is_array(json_object_get(stats, "queues"))
         || !json_is_array(json_object_get(stats, "consumers"))) {
-        char why[160];
+        char why[300];
+        json_t *body = fetch->status && fetch->status != 200 ? s_parse(fetch) : NULL;
+        const char *said = json_string_value(json_object_get(body, "error"));
         if (!fetch->status)
             snprintf(why, sizeof why, "%s", fetch->error);
         else if (fetch->status != 200)
-            snprintf(why, sizeof why, "HTTP %d", fetch->status);
+            snprintf(why, sizeof why, "HTTP %d%s%.200s", fetch->status, said ? ": " : "",
+                     said ? said : "");
         else
             snprintf(why, sizeof why, "an answer that is not its stats");
         json_decref(stats);
+        json_decref(body);
         *entry = json_pack("{s:i,s:s}", "shard", shard, "error", why);
         return NULL;
     }
@@ -649,6 +655,10 @@ static enum MHD_Result s_on_request(void *cls, struct MHD_Connection *connection
     static int started; /* a POST's first call (its headers) was seen */
     service_http_t *self = cls;
     s_mark(self, connection, 1);
+    if (MHD_lookup_connection_value(connection, MHD_HEADER_KIND, SERVICE_ASK_HEADER))
+        return http_error(connection, 508, "this is a service's port (asyncq-broker --shards or "
+                                           "--dashboard-of), not a broker's: list the brokers' "
+                                           "own --metrics ports");
     enum MHD_Result answered = MHD_NO;
     http_path_t path = http_route(connection, url, method, &answered);
     if (path < HTTP_ACTIONS) {
@@ -727,8 +737,10 @@ static int s_names(service_http_t *self, const char *of, char *error, size_t err
         if (next)
             *next++ = '\0';
         const char *colon = strrchr(at, ':');
-        if (!*at || !colon || colon == at || !colon[1] || strspn(colon + 1, "0123456789")
-                                                              != strlen(colon + 1)) {
+        int port = colon ? atoi(colon + 1) : 0;
+        if (!*at || !colon || colon == at || !colon[1] || strchr(at, '/')
+            || strspn(colon + 1, "0123456789") != strlen(colon + 1) || strlen(colon + 1) > 5
+            || port < 1 || port > 65535) {
             snprintf(error, error_size, "--dashboard-of: '%s' is not HOST:PORT (a broker's "
                                         "--metrics port)", at);
             return -1;
@@ -740,6 +752,14 @@ static int s_names(service_http_t *self, const char *of, char *error, size_t err
         self->names[self->count++] = at;
     }
     return 0;
+}
+
+int service_http_check_of(const char *of, char *error, size_t error_size)
+{
+    service_http_t names = {0};
+    int rc = s_names(&names, of, error, error_size);
+    free(names.of);
+    return rc;
 }
 
 service_http_t *service_http_new(const char *address, int shards, const char *of,

@@ -29,6 +29,10 @@
 #include <stddef.h>
 
 #define SERVICE_ASK_MS 2000
+/*  Sent with every request a service port makes; a service port refuses
+    one that carries it (508), so that ports cannot ask each other in a
+    loop. */
+#define SERVICE_ASK_HEADER "X-Asyncq-Service"
 #define SERVICE_SCRAPE_MS 8000
 /*  A shard's answer, at most: more is an error for that shard. */
 #define SERVICE_ANSWER_MAX (64u * 1024 * 1024)
@@ -46,6 +50,10 @@ typedef struct service_http service_http_t;
 service_http_t *service_http_new(const char *address, int shards, const char *of,
                                  const char *token, char *error, size_t error_size);
 void service_http_destroy(service_http_t **self_p);
+
+/*  Whether `of` is a --dashboard-of list (HOST:PORT, comma-separated, at
+    most SHARDS_MAX): 0, or -1 with the reason in `error`. */
+int service_http_check_of(const char *of, char *error, size_t error_size);
 
 /*  "http://HOST:PORT". */
 const char *service_http_url(const service_http_t *self);

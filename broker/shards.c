@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -193,6 +194,7 @@ static int s_start(shard_t *shard, int number, const char *token)
         }
         close(pipe_fds[1]);
     }
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         log_line("shard %d: cannot start: %s", number, strerror(errno));
@@ -204,6 +206,11 @@ static int s_start(shard_t *shard, int number, const char *token)
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGHUP, SIG_DFL);
+        /* A supervisor that is killed (SIGKILL: it cannot pass it on)
+           takes its shards with it, so that they free their ports for the
+           next one; if it died before this, the shard goes at once. */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
+            _exit(127);
         if (token && (pipe_fds[0] == TOKEN_FD ? fcntl(TOKEN_FD, F_SETFD, 0)
                                               : dup2(pipe_fds[0], TOKEN_FD)) < 0)
             _exit(127);
@@ -269,9 +276,14 @@ static int s_serve(const broker_config_t *config, int count, const char *of, cha
 
 int shards_dashboard(const broker_config_t *config, const char *of)
 {
+    char error[512];
     if (!config->metrics) {
         fprintf(stderr, "asyncq-broker: --dashboard-of needs --metrics [HOST:]PORT: where to "
                         "serve the service's dashboard\n");
+        return AQ_EXIT_USAGE;
+    }
+    if (service_http_check_of(of, error, sizeof error)) {
+        fprintf(stderr, "asyncq-broker: %s\n", error);
         return AQ_EXIT_USAGE;
     }
     /* Blocked here and in the HTTP threads (they inherit it): sigwait

@@ -23,7 +23,12 @@ int cli_keygen(int argc, char **argv);
 aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *rc);
 
 /*  A session with every broker of the service at `broker` (PROTOCOL.md
-    4.15); NULL, having said why, if one cannot be reached. */
+    4.15), waiting up to AQ_CONNECT_TIMEOUT_MS (_within: timeout_ms) for
+    them to answer: an address no broker lists that does not answer is left
+    out, said on stderr; a broker of the service that does not answer keeps
+    a session that is not up. NULL, having said why, if none answers. */
+aq_session_t **cli_connect_all_within(const char *command, const char *broker, int timeout_ms,
+                                      size_t *count, aq_status_t *rc);
 aq_session_t **cli_connect_all(const char *command, const char *broker, size_t *count,
                                aq_status_t *rc);
 void cli_disconnect_all(aq_session_t **sessions, size_t count);

@@ -18,6 +18,7 @@
 static const char *s_usage =
     "Usage: asyncq keygen NAME[=ROLES]... [--role ROLES] [--queues Q1,Q2] [--dir DIR]\n"
     "                     [--clients DIR] [--keep] [--token FILE]\n"
+    "       asyncq keygen --token FILE [--dir DIR] [--keep]\n"
     "Writes DIR/NAME.key (the public certificate: give it to the broker's --clients\n"
     "directory, or, for the broker's own pair, to clients as --server-key) and\n"
     "DIR/NAME.key_secret (mode 0600: this program's --curve-secret; keep it private).\n"
@@ -164,7 +165,7 @@ int cli_keygen(int argc, char **argv)
         default: fprintf(stderr, "%s", s_usage); return AQ_EXIT_USAGE;
         }
     }
-    if (optind == argc) {
+    if (optind == argc && !token) {
         fprintf(stderr, "%s", s_usage);
         return AQ_EXIT_USAGE;
     }

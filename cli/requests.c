@@ -160,19 +160,25 @@ aq_session_t *cli_connect(const char *command, const char *broker, aq_status_t *
     return session;
 }
 
-aq_session_t **cli_connect_all(const char *command, const char *broker, size_t *count,
-                               aq_status_t *rc)
+aq_session_t **cli_connect_all_within(const char *command, const char *broker, int timeout_ms,
+                                      size_t *count, aq_status_t *rc)
 {
     char client_id[AQ_NAME_MAX + 1];
     aq_client_id_make(command, client_id, sizeof client_id);
     char left_out[AQ_LEFT_OUT_MAX];
-    aq_session_t **sessions = aq_service_open(broker, client_id, 0, AQ_CONNECT_TIMEOUT_MS,
-                                              left_out, sizeof left_out, count, rc);
+    aq_session_t **sessions = aq_service_open(broker, client_id, 0, timeout_ms, left_out,
+                                              sizeof left_out, count, rc);
     if (!sessions)
         fprintf(stderr, "asyncq %s: %s\n", command, aq_last_error());
     else if (left_out[0])
         fprintf(stderr, "asyncq %s: warning: %s; asking the others\n", command, left_out);
     return sessions;
+}
+
+aq_session_t **cli_connect_all(const char *command, const char *broker, size_t *count,
+                               aq_status_t *rc)
+{
+    return cli_connect_all_within(command, broker, AQ_CONNECT_TIMEOUT_MS, count, rc);
 }
 
 void cli_disconnect_all(aq_session_t **sessions, size_t count)
@@ -264,16 +270,20 @@ int cli_join(int argc, char **argv)
     }
     aq_status_t rc;
     size_t count;
-    aq_session_t **sessions = cli_connect_all("join", opts.broker, &count, &rc);
+    /* --timeout 0 (and no --timeout) is "none", as the flag always said;
+       the library's -1. It counts from now: a broker of the service that
+       does not answer is waited for within it. */
+    int64_t deadline = aq_deadline_at(opts.timeout_ms ? (int) opts.timeout_ms : -1);
+    int within = opts.timeout_ms && opts.timeout_ms < AQ_CONNECT_TIMEOUT_MS
+                     ? (int) opts.timeout_ms : AQ_CONNECT_TIMEOUT_MS;
+    aq_session_t **sessions = cli_connect_all_within("join", opts.broker, within, &count, &rc);
     if (!sessions)
         return aq_exit_code(rc);
     aq_join_result_t result = {0};
     join_progress_t *progress = join_progress_start(opts.broker, opts.queue, opts.all);
-    /* --timeout 0 (and no --timeout) is "none", as the flag always said;
-       the library's -1. Every broker of a service in turn (PROTOCOL.md
-       4.15): each covers the puts it accepted before the JOIN reached it,
-       so together they cover every put confirmed before this join. */
-    int64_t deadline = aq_deadline_at(opts.timeout_ms ? (int) opts.timeout_ms : -1);
+    /* Every broker of a service in turn (PROTOCOL.md 4.15): each covers
+       the puts it accepted before the JOIN reached it, so together they
+       cover every put confirmed before this join. */
     size_t k = 0;
     for (rc = AQ_OK; k < count && rc == AQ_OK; k += rc == AQ_OK) {
         aq_join_result_t one;

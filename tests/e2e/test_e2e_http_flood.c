@@ -289,10 +289,38 @@ static void test_scrapes_that_never_read(void **state)
     s_assert_serving_after(f, "q");
 }
 
+
+/*  Idle connections from the scraper's own address, more than the limit
+    per address and held open (every local user is 127.0.0.1): a scrape
+    from that address is still answered at once, the oldest idle one
+    making room for it. */
+static void test_idle_connections_from_the_scrapers_own_address(void **state)
+{
+    fixture_t *f = *state;
+    enum { IDLE = 12 };
+    int fds[IDLE];
+    for (int i = 0; i < IDLE; i++)
+        fds[i] = s_connect_from(f, 1);
+    zclock_sleep(300); /* older than HTTP_EVICT_AFTER_MS */
+    for (int i = 0; i < 5; i++) {
+        int64_t started = zclock_mono();
+        int status = s_scrape(f, 1000);
+        printf("    scrape from the same address: %d in %lld ms\n", status,
+               (long long) (zclock_mono() - started));
+        assert_int_equal(status, 200);
+    }
+    for (int i = 0; i < IDLE; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    s_assert_serving_after(f, "q");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_idle_connections_beyond_the_limit_then_closed,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_connections_from_the_scrapers_own_address,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_flood_of_idle_connections_from_many_addresses,
                                         s_setup, s_teardown),

@@ -549,7 +549,10 @@ static void test_dashboard_of_brokers_started_on_their_own(void **state)
         assert_true(aq_process_expect(&s_brokers[k], "READY ", ready, sizeof ready,
                                       HARNESS_DEADLINE_MS));
     }
-    snprintf(of, sizeof of, "%s,%s,no-such-broker.invalid:9557", metrics[1], metrics[2]);
+    /* Listed by mistake: a name that does not resolve, and its own port
+       (a service's port is refused when a service's port asks it: no loop). */
+    snprintf(of, sizeof of, "%s,%s,no-such-broker.invalid:9557,%s", metrics[1], metrics[2],
+             metrics[0]);
     char *argv[] = {path, "--dashboard-of", of, "--metrics", metrics[0], "--metrics-token-file",
                     token_file, NULL};
     assert_int_equal(aq_process_spawn_logged(&f->h.broker, argv, 1, 1, NULL), 0);
@@ -562,18 +565,25 @@ static void test_dashboard_of_brokers_started_on_their_own(void **state)
     json_t *stats = s_stats(f);
     assert_int_equal(s_count(stats, "q", "queued"), 200);
     json_t *shards = json_object_get(stats, "shards");
-    assert_int_equal(json_array_size(shards), 3);
+    assert_int_equal(json_array_size(shards), 4);
     for (int k = 0; k < 2; k++)
         assert_null(json_object_get(json_array_get(shards, (size_t) k), "error"));
     const char *error = json_string_value(json_object_get(json_array_get(shards, 2), "error"));
     assert_non_null(error);
     assert_non_null(strstr(error, "no-such-broker.invalid:9557 does not resolve"));
+    error = json_string_value(json_object_get(json_array_get(shards, 3), "error"));
+    assert_non_null(error);
+    assert_non_null(strstr(error, "this is a service's port"));
     json_decref(stats);
 
     assert_int_equal(s_get(f, "/metrics"), 200);
     assert_int_equal(s_sample(f, "asyncq_service_shard_up{shard=\"0\"}"), 1);
     assert_int_equal(s_sample(f, "asyncq_service_shard_up{shard=\"1\"}"), 1);
     assert_int_equal(s_sample(f, "asyncq_service_shard_up{shard=\"2\"}"), 0);
+    assert_int_equal(s_sample(f, "asyncq_service_shard_up{shard=\"3\"}"), 0);
+    const char *help = strstr(f->answer, "# HELP asyncq_service_shard_up ");
+    assert_non_null(help);
+    assert_null(strstr(help + 1, "# HELP asyncq_service_shard_up ")); /* one exposition */
     /* The actions take the one token, and every broker does them. */
     assert_int_equal(s_call(f, f->port, "POST", "/api/purge?queue=q", 0), 401);
     /* A broker that cannot be asked is the answer: no purge said done. */

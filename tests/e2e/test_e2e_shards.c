@@ -515,6 +515,28 @@ static void test_a_slow_consumer_keeps_its_sessions(void **state)
     assert_int_equal(s_total(f, "slow", "acked"), 1100);
 }
 
+
+/*  A supervisor SIGKILLed (it cannot pass that on) takes its shards with
+    it: none is left holding its ports, and the same command starts again. */
+static void test_shards_go_with_a_killed_supervisor(void **state)
+{
+    fixture_t *f = *state;
+    s_start(f, 1);
+    for (int k = 0; k < SHARDS; k++)
+        assert_true(harness_shard_pid(f->root, k) > 0);
+    assert_int_equal(kill(f->h.broker.pid, SIGKILL), 0);
+    aq_process_wait(&f->h.broker, HARNESS_DEADLINE_MS);
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    for (int k = 0; k < SHARDS; k++)
+        while (harness_shard_pid(f->root, k) > 0) {
+            assert_true(zclock_mono() < deadline);
+            zclock_sleep(20);
+        }
+    s_start(f, 1);
+    harness_t two = s_shard(f, 2);
+    harness_assert_serving(&two, "ok");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -528,6 +550,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_shard_killed_mid_run_loses_no_confirmed_put,
                                         harness_dir_setup, s_workers_teardown),
         harness_dir_test(test_a_slow_consumer_keeps_its_sessions),
+        harness_dir_test(test_shards_go_with_a_killed_supervisor),
     };
     return harness_run_group(tests);
 }
