@@ -490,6 +490,10 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
     int64_t deadline = aq_deadline_at(timeout_ms);
     zmq_pollitem_t polls[AQ_SERVICE_MAX];
     for (;;) {
+        /* A SIGINT or SIGTERM (czmq's handler) that came between two
+           polls ends the wait too, not only one that cut a poll short. */
+        if (zsys_interrupted)
+            return AQ_INTERRUPTED;
         int left = aq_deadline_left(deadline);
         /* Wake at least once per heartbeat to notice a silent broker. */
         int slice = (int) aq_session_heartbeat_ms(self->links[0].session);

@@ -273,6 +273,8 @@ static aq_status_t s_confirm(link_t *self, uint64_t keep, int timeout_ms)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
     while (self->unconfirmed > keep || (keep == 0 && self->sync_tag[0])) {
+        if (zsys_interrupted) /* a signal between two polls, too */
+            return AQ_INTERRUPTED;
         if (!self->sync_tag[0]) {
             aq_status_t rc = s_send_sync(self);
             if (rc)

@@ -100,7 +100,11 @@ test('join from Node while C consumers ack', async () => {
     assert.deepStrictEqual([stats.acked, stats.outstanding], [40, 0]); // not one earlier
     assert.strictEqual(joined.dead, 0);
   } finally {
+    // SIGTERM ends each, whenever it comes (not only during a wait).
+    const gone = consumers.map((c) => (c.exitCode !== null || c.signalCode !== null
+      ? null : new Promise((resolve) => c.once('exit', resolve))));
     for (const c of consumers) c.kill();
+    await Promise.all(gone);
     await q.close();
     await broker.stop();
   }
