@@ -412,18 +412,12 @@ static void s_move_credit(aq_consumer_t *self)
 
 /*  An item already here, from any link (the next link first, in turn), or
     AQ_TIMEOUT; a link's final word (shut down, an error) is returned. */
-/*  A link whose broker went silent is said HELLO to in the background.
-    One with messages waiting is not silent: they are unread (heartbeats
-    among them), not missing. */
+/*  A link whose broker went silent is said HELLO to in the background. */
 static void s_look_at_links(aq_consumer_t *self)
 {
-    for (size_t i = 0; i < self->count; i++) {
-        link_t *link = &self->links[i];
-        zmq_pollitem_t unread = {aq_session_socket(link->session), 0, ZMQ_POLLIN, 0};
-        if (!link->shut_down && zmq_poll(&unread, 1, 0) == 0
-            && aq_session_hello_due(link->session))
-            s_rejoin(link);
-    }
+    for (size_t i = 0; i < self->count; i++)
+        if (!self->links[i].shut_down && aq_session_hello_due(self->links[i].session))
+            s_rejoin(&self->links[i]);
 }
 
 static aq_status_t s_take_any(aq_consumer_t *self, aq_item_t *item)

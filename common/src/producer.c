@@ -122,15 +122,23 @@ static void s_release(link_t *self, uint64_t seq)
 
 static aq_status_t s_flush(link_t *self);
 
+/*  The PUSH closed at once, what it still holds dropped (only synced puts
+    are promised; the window keeps the others); the next put connects a
+    new one. */
+static void s_drop_push(link_t *self)
+{
+    if (self->push)
+        zsock_set_linger(self->push, 0);
+    zsock_destroy(&self->push);
+}
+
 static void s_link_destroy(link_t *self)
 {
     if (!self)
         return;
     if (self->session && self->window)
         s_flush(self);
-    if (self->push)
-        zsock_set_linger(self->push, 0); /* only synced puts are promised */
-    zsock_destroy(&self->push);
+    s_drop_push(self);
     aq_session_destroy(&self->session);
     if (self->window)
         s_release(self, UINT64_MAX);
@@ -176,10 +184,7 @@ static aq_status_t s_send_sync(link_t *self)
 static aq_status_t s_hello_again(link_t *self)
 {
     self->sync_tag[0] = '\0';
-    if (self->push) {
-        zsock_set_linger(self->push, 0);
-        zsock_destroy(&self->push);
-    }
+    s_drop_push(self);
     aq_session_set_producer_seq(self->session, self->count ? s_at(self, 0)->seq : self->seq + 1);
     return aq_session_hello_begin(self->session);
 }
@@ -194,8 +199,7 @@ static aq_status_t s_resend(link_t *self, int welcomed)
         /* Nothing to send again: let the PUSH go (it connects at the next
            put), or the broker closes its silent new connection again and
            again (PROTOCOL.md 9.2). */
-        zsock_set_linger(self->push, 0);
-        zsock_destroy(&self->push);
+        s_drop_push(self);
     }
     /* After a LOST, the same PUSH socket: messages still in its pipe reach
        the broker before the resent ones, in one ordered stream, and are

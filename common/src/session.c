@@ -324,9 +324,6 @@ static int s_probe(const aq_session_t *self, int timeout_ms)
     return refused;
 }
 
-/*  Sends HELLO and waits for WELCOME. With `fail_fast` (the first HELLO of
-    a session), nothing listening at the address is reported at once, with
-    its cause, rather than after the whole timeout. */
 /*  Sends HELLO; its tag is self->tag. */
 static aq_status_t s_send_hello(aq_session_t *self)
 {
@@ -351,6 +348,9 @@ static aq_status_t s_send_hello(aq_session_t *self)
     return aq_session_request(self, &hello);
 }
 
+/*  Sends HELLO and waits for WELCOME. With `fail_fast` (the first HELLO of
+    a session), nothing listening at the address is reported at once, with
+    its cause, rather than after the whole timeout. */
 static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
 {
     aq_status_t rc = s_send_hello(self);
@@ -467,12 +467,8 @@ static aq_session_t *s_done(aq_session_t *self, const char *address, aq_status_t
 {
     if (rc && !aq_last_error()[0])
         aq_last_error_status(address, rc, self);
-    if (rc && self) {
-        if (self->dealer)
-            zsock_set_linger(self->dealer, 0);
-        self->welcomed = 0;
-        aq_session_destroy(&self);
-    }
+    if (rc)
+        aq_session_drop(&self);
     if (status)
         *status = rc;
     return self;
@@ -559,7 +555,8 @@ void aq_session_drop(aq_session_t **self_p)
 {
     if (*self_p) {
         (*self_p)->welcomed = 0;
-        zsock_set_linger((*self_p)->dealer, 0);
+        if ((*self_p)->dealer)
+            zsock_set_linger((*self_p)->dealer, 0);
     }
     aq_session_destroy(self_p);
 }
@@ -683,9 +680,14 @@ const char *aq_session_client_id(const aq_session_t *self)
 
 int aq_session_broker_silent(const aq_session_t *self)
 {
-    /* Three missed heartbeats, as the ZeroMQ guide's Paranoid Pirate. */
-    return self->welcome.heartbeat_ms
-           && zclock_mono() - self->last_heard > 3 * (int64_t) self->welcome.heartbeat_ms;
+    /* Three missed heartbeats, as the ZeroMQ guide's Paranoid Pirate. A
+       message waiting unread is not missed: a client busy elsewhere has
+       not heard it yet. */
+    if (!self->welcome.heartbeat_ms
+        || zclock_mono() - self->last_heard <= 3 * (int64_t) self->welcome.heartbeat_ms)
+        return 0;
+    zmq_pollitem_t unread = {self->socket, 0, ZMQ_POLLIN, 0};
+    return zmq_poll(&unread, 1, 0) <= 0;
 }
 
 uint64_t aq_session_heartbeat_ms(const aq_session_t *self)

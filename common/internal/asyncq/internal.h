@@ -82,7 +82,7 @@ int aq_session_answers(aq_session_t *self);
 int aq_session_is_up(const aq_session_t *self);
 
 /*  True if the broker, which sends HEARTBEAT every heartbeat_ms, has been
-    silent for three of them. */
+    silent for three of them, with nothing waiting unread. */
 int aq_session_broker_silent(const aq_session_t *self);
 uint64_t aq_session_heartbeat_ms(const aq_session_t *self);
 
