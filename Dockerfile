@@ -7,10 +7,16 @@ ARG BASE_IMAGE=debian:bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${BASE_IMAGE} AS build
-RUN apt-get update \
+# libraft 0.22.1 (replicas) is in bookworm-backports; the programs link it
+# statically, so the run stage needs only bookworm's libuv1 and liblz4-1.
+ARG DEBIAN_MIRROR=http://deb.debian.org/debian
+RUN echo "deb ${DEBIAN_MIRROR} bookworm-backports main" > /etc/apt/sources.list.d/backports.list \
+ && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config libzmq3-dev libczmq-dev libisal-dev \
-      libmicrohttpd-dev libjansson-dev \
+      libmicrohttpd-dev libjansson-dev libuv1-dev liblz4-dev \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      -t bookworm-backports libraft-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -29,7 +35,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DASYNCQ_TESTS=OFF \
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzmq5 libczmq4 \
-      libmicrohttpd12 libjansson4 libisal2 \
+      libmicrohttpd12 libjansson4 libisal2 libuv1 liblz4-1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin asyncq \
  && mkdir -p /var/lib/asyncq/keys /var/lib/asyncq/data \

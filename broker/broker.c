@@ -333,11 +333,50 @@ uint64_t broker_log_size(const item_t *item)
 /*  The record is written after it was applied: what it points to must
     outlive the change (a FORGET names its queue from a copy). Not inlined:
     broker_apply would save and restore this path's registers every time. */
+/*  Room for a record of `size` bytes of body in the pass's entry. */
+static uint8_t *s_entry_begin(broker_t *self, uint8_t type, size_t size)
+{
+    size_t need = self->entry.size + ENTRY_RECORD_HEADER + size;
+    if (need > self->entry.capacity) {
+        size_t capacity = self->entry.capacity ? self->entry.capacity : 4096;
+        while (capacity < need)
+            capacity *= 2;
+        uint8_t *data = realloc(self->entry.data, capacity);
+        if (!data)
+            return NULL;
+        self->entry.data = data;
+        self->entry.capacity = capacity;
+    }
+    uint8_t *at = self->entry.data + self->entry.size;
+    at[0] = type;
+    aq_put_u32(at + 1, (uint32_t) size);
+    return at + ENTRY_RECORD_HEADER;
+}
+
 __attribute__((noinline)) static int s_apply_written(broker_t *self, const record_t *record,
                                                      state_effects_t *effects)
 {
     uint64_t gone = 0;
     uint8_t *at = NULL;
+    if (self->replica) {
+        /* A follower, or a leader not yet serving, changes nothing itself:
+           its state is the group's log, applied. */
+        if (!self->serving)
+            return -1;
+        size_t size = record_size(record);
+        uint8_t *body = s_entry_begin(self, record->type, size);
+        if (!body)
+            return -1;
+        int rc = state_apply(&self->state, record, effects);
+        if (rc)
+            return rc;
+        record_encode(record, body);
+        self->entry.size += ENTRY_RECORD_HEADER + size;
+        self->entry_end += ENTRY_RECORD_HEADER + size;
+        if (self->on_record)
+            self->on_record(self->on_record_ctx, record);
+        return 0;
+    }
     if (self->journal) {
         /* Room first: a change the journal could not hold is not made. */
         at = journal_begin(self->journal, record->type, record_size(record));
@@ -372,7 +411,7 @@ __attribute__((noinline)) static int s_apply_written(broker_t *self, const recor
     (three per item, each saving the journal's bookkeeping around it). */
 int broker_apply(broker_t *self, const record_t *record, state_effects_t *effects)
 {
-    if (!self->journal && !self->on_record)
+    if (!self->journal && !self->on_record && !self->replica)
         return state_apply(&self->state, record, effects);
     return s_apply_written(self, record, effects);
 }
@@ -390,6 +429,8 @@ void broker_apply_failed(const record_t *record)
 
 int broker_log_accepting(const broker_t *self)
 {
+    if (self->replica)
+        return self->serving;
     return !self->journal || journal_error(self->journal) == 0;
 }
 
@@ -400,17 +441,23 @@ int broker_log_snapshot_busy(const broker_t *self)
 
 uint64_t broker_log_end(const broker_t *self)
 {
+    if (self->replica)
+        return self->entry_end;
     return self->journal ? journal_appended(self->journal) : 0;
 }
 
 int broker_log_reached(const broker_t *self, uint64_t position)
 {
+    if (self->replica)
+        return self->entry_committed >= position;
     return !self->journal
            || (!journal_broken(self->journal) && journal_confirmed(self->journal) >= position);
 }
 
 const char *broker_persistence(const broker_t *self)
 {
+    if (self->replica)
+        return "replicated";
     if (!self->journal)
         return "memory";
     switch (self->config.fsync) {
@@ -468,6 +515,8 @@ static int s_write_frame(void *ctx, const void *data, size_t size, int more, int
     -1 if it never will (a sync failed). */
 static int s_reached(const broker_t *self, uint64_t position)
 {
+    if (self->replica)
+        return self->entry_committed >= position;
     if (!self->journal)
         return 1;
     if (journal_broken(self->journal))
@@ -513,24 +562,20 @@ void broker_release_replies(broker_t *self)
     }
 }
 
-void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
+/*  Keeps `msg` until the records appended so far are where the mode says.
+    -1 if there is no room (a reply past WAITING_ANSWER_BYTES_MAX, unless
+    `unbounded`). */
+static int s_wait_answer(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
+                         int unbounded)
 {
-    uint64_t position = broker_log_end(self);
-    if (list_empty(&self->waiting_answers) && s_reached(self, position) > 0) {
-        broker_send(self, routing_id, msg, NULL);
-        return;
-    }
     frame_writer_t writer = {0};
     aq_msg_emit(msg, s_write_frame, &writer);
     waiting_answer_t *answer = NULL;
-    if (self->waiting_answer_bytes + writer.size <= WAITING_ANSWER_BYTES_MAX)
+    if (unbounded || self->waiting_answer_bytes + writer.size <= WAITING_ANSWER_BYTES_MAX)
         answer = malloc(sizeof *answer + writer.size);
-    if (!answer) {
-        broker_send_error(self, routing_id, AQ_LIMIT, msg->tag, msg->queue,
-                          "too many answers are waiting for the journal's disk");
-        return;
-    }
-    answer->position = position;
+    if (!answer)
+        return -1;
+    answer->position = broker_log_end(self);
     memcpy(answer->routing_id, routing_id.data, routing_id.size);
     answer->routing_id_size = routing_id.size;
     answer->frames = writer.frames;
@@ -539,6 +584,31 @@ void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *
     aq_msg_emit(msg, s_write_frame, &writer);
     list_push_back(&self->waiting_answers, &answer->link);
     self->waiting_answer_bytes += answer->size;
+    return 0;
+}
+
+void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
+{
+    uint64_t position = broker_log_end(self);
+    if (list_empty(&self->waiting_answers) && s_reached(self, position) > 0) {
+        broker_send(self, routing_id, msg, NULL);
+        return;
+    }
+    if (s_wait_answer(self, routing_id, msg, 0))
+        broker_send_error(self, routing_id, AQ_LIMIT, msg->tag, msg->queue,
+                          "too many answers are waiting for the journal's disk");
+}
+
+aq_status_t broker_send_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
+                               zmq_msg_t *bulk)
+{
+    if (!self->replica
+        || (list_empty(&self->waiting_answers) && s_reached(self, broker_log_end(self)) > 0))
+        return broker_send(self, routing_id, msg, bulk);
+    aq_msg_t whole = *msg;
+    if (bulk)
+        whole.batch = (aq_bytes_t){zmq_msg_data(bulk), zmq_msg_size(bulk)};
+    return s_wait_answer(self, routing_id, &whole, 1) ? AQ_NOMEM : AQ_OK;
 }
 
 void broker_forget_replies(broker_t *self)

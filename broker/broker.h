@@ -46,6 +46,7 @@ typedef struct {
     retry_t retry;
 } queue_retry_t;
 
+#define ENTRY_RECORD_HEADER 5 /* a record in a replica's entry: u8 type, u32 length */
 #define SHARDS_MAX 256 /* brokers in one service: an id's top 8 bits (PROTOCOL.md 4.15) */
 
 typedef struct {
@@ -94,6 +95,11 @@ typedef struct {
     const char *state_dump;   /* SIGUSR1 writes state_dump() here; NULL: ignored */
     uint64_t shard;         /* this broker's number in its service, 0-255 (4.15) */
     const char *service;    /* every broker of the service, comma-separated; NULL: alone */
+    const char *peers;      /* every replica of this shard's group, HOST:PORT,...; NULL: none */
+    uint64_t node_id;       /* this replica's place in `peers`, from 1 */
+    uint64_t replica_snapshot; /* entries of the group's log between snapshots */
+    char *const *argv;      /* how this broker was started: a leader that steps down
+                               starts again from the group's log (persist.c) */
     int verbose;
 } broker_config_t;
 
@@ -121,6 +127,7 @@ typedef struct {
 #define BROKER_DEFAULT_DRAIN_MS 30000
 #define BROKER_DEFAULT_MAX_DELAY_S 2592000 /* 30 days */
 #define BROKER_DEFAULT_SEGMENT_BYTES (4 * 1024 * 1024)
+#define BROKER_DEFAULT_REPLICA_SNAPSHOT 8192
 
 /*  What a deadline_t in the broker's heap is for. */
 enum {
@@ -194,6 +201,20 @@ typedef struct broker {
     ratelog_t refusals;
     ratelog_t actions;      /* REOPEN, PURGE, DELETE, PAUSE, RESUME */
     struct journal *journal; /* durable brokers (persist.c); NULL: in memory */
+    /*  A replica of a group (--peers, persist.c): the records of this pass,
+        to be one entry of the group's log (u8 type, u32 length, body each),
+        positions in bytes ever appended to entries, and how far the group
+        has committed them. Only a serving leader changes the state through
+        broker_apply; a follower applies the group's entries itself. */
+    struct replica *replica;
+    struct group *group;      /* persist.c's bookkeeping of the group */
+    struct {
+        uint8_t *data;
+        size_t size, capacity;
+    } entry;
+    uint64_t entry_end;       /* position after the last record appended */
+    uint64_t entry_committed; /* position the group has committed */
+    int serving;              /* a replica: the leader, ready for clients */
     struct http *http;       /* the HTTP port (--metrics); NULL: none */
     uint64_t puts_end;      /* the journal's end after the last put accepted */
     uint64_t live_bytes;    /* journal bytes of the items held, near enough */
@@ -303,6 +324,12 @@ const char *broker_persistence(const broker_t *self);
     instead. Costs one copy of the encoded answer while it waits: one pass
     of the loop, or one sync. */
 void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg);
+/*  A delivery (ITEM, ITEMS; `bulk` its batch, or NULL) of a replica's
+    leader: sent once its records are committed, like the answers above,
+    but not refused past their bound (credit bounds deliveries). Elsewhere
+    sent at once. */
+aq_status_t broker_send_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
+                               zmq_msg_t *bulk);
 /*  Sends the answers whose records the journal now holds. */
 void broker_release_replies(broker_t *self);
 /*  The broker is going away: the answers still waiting are not sent (their

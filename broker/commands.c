@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "dispatch.h"
 #include "journal.h"
+#include "persist.h"
 #include "producers.h"
 #include "sessions.h"
 
@@ -134,6 +135,19 @@ static void s_on_hello(const request_t *request)
 {
     broker_t *self = request->broker;
     const aq_msg_t *msg = request->msg;
+    if (self->replica && !self->serving) {
+        /* Only the leader of a group serves (PROTOCOL.md 4.16). */
+        const char *leader = persist_leader(self);
+        char text[AQ_TEXT_MAX + 1];
+        if (*leader)
+            snprintf(text, sizeof text, "this replica does not lead its group: the leader is %s",
+                     leader);
+        else
+            snprintf(text, sizeof text, "this replica does not lead its group, and no leader "
+                                        "is known yet: an election is under way");
+        s_error(request, AQ_NOT_LEADER, aq_bytes_str(leader), text);
+        return;
+    }
     if (aq_with_has(msg->with, "priority") || aq_with_has(msg->with, "ready")) {
         s_error(request, AQ_MALFORMED, msg->client, "HELLO's `with` takes `service` only");
         return;

@@ -59,23 +59,27 @@ static void s_discard(broker_t *self, item_t *item)
 }
 
 /*  One message with `count` deliveries: ITEMS, or ITEM for a consumer that
-    asked for single items (then count is 1). */
+    asked for single items (then count is 1). `recorded`: the deliveries'
+    records are applied already (their attempts counted), and the message
+    waits for them to be committed (a replica's leader). */
 static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t **items,
-                          size_t count, int64_t now_us)
+                          size_t count, int64_t now_us, int recorded)
 {
     aq_bytes_t rid = {peer->routing_id, peer->routing_id_size};
+    uint64_t attempt_add = recorded ? 0 : 1;
     if (!peer->credit_batch) {
         item_t *item = items[0];
         aq_msg_t msg = {.cmd = AQ_CMD_ITEM};
         msg.queue = aq_bytes_str(queue->name);
         msg.id = item->id;
-        msg.attempt = (uint64_t) item->attempts + 1;
+        msg.attempt = (uint64_t) item->attempts + attempt_add;
         msg.age_us = broker_age_us(item, now_us);
         msg.lease_ms = broker_lease_ms(item);
         msg.payload = (aq_bytes_t){item->data, item->size};
         msg.priority = item->priority;
         msg.has_priority = peer->with_priority;
-        return broker_send(self, rid, &msg, NULL);
+        return recorded ? broker_send_logged(self, rid, &msg, NULL)
+                        : broker_send(self, rid, &msg, NULL);
     }
     size_t size = 0;
     for (size_t i = 0; i < count; i++)
@@ -88,7 +92,7 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
         item_t *item = items[i];
         aq_delivery_t delivery = {
             .id = item->id,
-            .attempt = (uint32_t) item->attempts + 1,
+            .attempt = (uint32_t) (item->attempts + attempt_add),
             .age_us = broker_age_us(item, now_us),
             .lease_ms = (uint32_t) broker_lease_ms(item),
             .payload = {item->data, item->size},
@@ -103,9 +107,27 @@ static aq_status_t s_send(broker_t *self, peer_t *peer, queue_t *queue, item_t *
             aq_put_u32(priorities + 4 * i, (uint32_t) items[i]->priority);
         msg.priorities = (aq_bytes_t){priorities, 4 * count};
     }
-    aq_status_t rc = broker_send(self, rid, &msg, &batch);
+    aq_status_t rc = recorded ? broker_send_logged(self, rid, &msg, &batch)
+                              : broker_send(self, rid, &msg, &batch);
     zmq_msg_close(&batch);
     return rc;
+}
+
+/*  The items are the consumer's now: recorded in flight, held, leased. */
+static void s_delivered(broker_t *self, queue_t *queue, consumer_t *consumer, item_t **items,
+                        size_t count, int64_t now_us)
+{
+    for (size_t i = 0; i < count; i++) {
+        item_t *item = items[i];
+        broker_move(self, item, ITEM_INFLIGHT);
+        queue_hold(queue, consumer, item);
+        if (item->attempts == 1)
+            histogram_observe(&queue->to_delivery, broker_age_us(item, now_us));
+        item->timer.kind = TIMER_LEASE;
+        /* Cannot fail: room for every item's timer is reserved at put. */
+        deadlines_set(&self->deadlines, &item->timer,
+                      now_us / 1000 + (int64_t) broker_lease_ms(item));
+    }
 }
 
 typedef struct {
@@ -195,22 +217,21 @@ void broker_dispatch(broker_t *self, queue_t *queue)
         uint64_t room = consumer->credit - consumer->hold_count;
         uint64_t max = peer->credit_batch ? peer->credit_batch : 1;
         size_t count = s_take(queue, peer, items, room < max ? (size_t) room : (size_t) max);
-        if (s_send(self, peer, queue, items, count, now_us) != AQ_OK) {
+        if (self->replica) {
+            /* A replica's leader: recorded first, sent once committed
+               (PROTOCOL.md 4.16); a send that fails later loses the
+               session, whose items then go back. */
+            s_delivered(self, queue, consumer, items, count, now_us);
+            if (s_send(self, peer, queue, items, count, now_us, 1) != AQ_OK)
+                broker_doom_peer(self, peer, "out of memory");
+            continue;
+        }
+        if (s_send(self, peer, queue, items, count, now_us, 0) != AQ_OK) {
             /* Nothing changed: the items are still first in line. */
             broker_doom_peer(self, peer, errno == EHOSTUNREACH ? "peer unreachable" : "peer too slow");
             continue;
         }
-        for (size_t i = 0; i < count; i++) {
-            item_t *item = items[i];
-            broker_move(self, item, ITEM_INFLIGHT);
-            queue_hold(queue, consumer, item);
-            if (item->attempts == 1)
-                histogram_observe(&queue->to_delivery, broker_age_us(item, now_us));
-            item->timer.kind = TIMER_LEASE;
-            /* Cannot fail: room for every item's timer is reserved at put. */
-            deadlines_set(&self->deadlines, &item->timer,
-                          now_us / 1000 + (int64_t) broker_lease_ms(item));
-        }
+        s_delivered(self, queue, consumer, items, count, now_us);
     }
     if (queue->ready_count && !queue->paused && !list_empty(&queue->ready_waiters))
         s_tell_ready(self, queue);

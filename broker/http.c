@@ -501,6 +501,9 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         action->answer = NULL;
         return http_json(connection, MHD_HTTP_OK, answer);
     }
+    if (self->broker->replica && !self->broker->serving)
+        return http_error(connection, 421, "this replica does not lead its group: act on the "
+                                           "leader's port");
     enum MHD_Result answered = MHD_NO;
     item_t *item = NULL;
     int takes_id = action->kind == HTTP_PATH_REQUEUE || action->kind == HTTP_PATH_PURGE_DEAD;

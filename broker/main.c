@@ -125,6 +125,19 @@ static void s_usage(FILE *out)
             "      --service ADDR,...  every broker of the service, in shard order, this one\n"
             "                          at place K: HOST:PORT, :PORT (the host a client\n"
             "                          reached) or ipc://PATH (env ASYNCQ_SERVICE)\n"
+            "      --peers A,B,C       this broker is a replica of a group: every replica's\n"
+            "                          address (HOST:PORT, as clients reach it; the same list\n"
+            "                          in the same order on each), this one at --node-id's\n"
+            "                          place; the group elects a leader, which alone serves,\n"
+            "                          and replicates every change on PORT+2 (needs\n"
+            "                          --data-dir; env ASYNCQ_PEERS; PROTOCOL.md 4.16)\n"
+            "      --node-id N         this replica's place in --peers, from 1 (env\n"
+            "                          ASYNCQ_NODE_ID)\n"
+            "      --replica-snapshot N  a replica writes its state as a snapshot, and drops\n"
+            "                          the log before it, every N entries (one a pass of its\n"
+            "                          loop); the last quarter is kept, so that a replica a\n"
+            "                          little behind catches up from the log (env\n"
+            "                          ASYNCQ_REPLICA_SNAPSHOT; 8192)\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
             "      --health            ask the broker these settings describe, on this host,\n"
@@ -237,7 +250,7 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 26 };
+enum { SETTINGS = 28 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
@@ -270,6 +283,8 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"max-delay", "ASYNCQ_MAX_DELAY", &config->max_delay_s, NULL},
         {"segment-bytes", "ASYNCQ_SEGMENT_BYTES", &config->segment_bytes, NULL},
         {"shard", "ASYNCQ_SHARD", &config->shard, NULL},
+        {"node-id", "ASYNCQ_NODE_ID", &config->node_id, NULL},
+        {"replica-snapshot", "ASYNCQ_REPLICA_SNAPSHOT", &config->replica_snapshot, NULL},
     };
     memcpy(settings, table, sizeof table);
 }
@@ -355,6 +370,7 @@ static int s_config_is_valid(broker_config_t *config)
         || !s_range("max-delay", config->max_delay_s, 0, 315360000) /* 10 years */
         || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX)
         || !s_range("shard", config->shard, 0, SHARDS_MAX - 1)
+        || !s_range("replica-snapshot", config->replica_snapshot, 16, 1u << 30)
         || !s_service_is_valid(config))
         return 0;
     if (config->drain_ms > INT32_MAX)
@@ -391,6 +407,7 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
            config->metrics ? config->metrics : "",
            config->metrics_token_file ? config->metrics_token_file : "");
     printf("ASYNCQ_STATE_DUMP=%s\n", config->state_dump ? config->state_dump : "");
+    printf("ASYNCQ_PEERS=%s\n", config->peers ? config->peers : "");
     printf("ASYNCQ_SERVICE=%s\nASYNCQ_SHARDS=%s\nASYNCQ_DASHBOARD_OF=%s\n",
            config->service ? config->service : "", shards ? shards : "",
            dashboard_of ? dashboard_of : "");
@@ -506,6 +523,7 @@ int main(int argc, char **argv)
         .drain_ms = BROKER_DEFAULT_DRAIN_MS,
         .max_delay_s = BROKER_DEFAULT_MAX_DELAY_S,
         .segment_bytes = BROKER_DEFAULT_SEGMENT_BYTES,
+        .replica_snapshot = BROKER_DEFAULT_REPLICA_SNAPSHOT,
         .fsync = JOURNAL_FSYNC_ALWAYS,
     };
     const char *fsync = NULL;
@@ -515,7 +533,7 @@ int main(int argc, char **argv)
     int queue_lease_given = 0, queue_retry_given = 0, print_config = 0, health = 0;
     const char *retry = NULL, *shards = NULL, *dashboard_of = NULL;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 22];
+    struct option options[SETTINGS + 23];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -539,7 +557,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 18] = (struct option){"service", required_argument, 0, 'e'};
     options[SETTINGS + 19] = (struct option){"shards", required_argument, 0, 'n'};
     options[SETTINGS + 20] = (struct option){"dashboard-of", required_argument, 0, 'O'};
-    options[SETTINGS + 21] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 21] = (struct option){"peers", required_argument, 0, 'P'};
+    options[SETTINGS + 22] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -573,6 +592,7 @@ int main(int argc, char **argv)
         case 'e': config.service = optarg; break;
         case 'n': shards = optarg; break;
         case 'O': dashboard_of = optarg; break;
+        case 'P': config.peers = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
@@ -615,6 +635,10 @@ int main(int argc, char **argv)
     config.service = aq_arg_env(config.service, "ASYNCQ_SERVICE");
     if (config.service && !*config.service)
         config.service = NULL;
+    config.peers = aq_arg_env(config.peers, "ASYNCQ_PEERS");
+    if (config.peers && !*config.peers)
+        config.peers = NULL;
+    config.argv = argv;
     shards = aq_arg_env(shards, "ASYNCQ_SHARDS");
     if (shards && !*shards)
         shards = NULL;
@@ -649,6 +673,12 @@ int main(int argc, char **argv)
     }
     if (dashboard_of)
         return shards_dashboard(&config, dashboard_of);
+    if (config.peers && (shards || config.service || !config.data_dir)) {
+        fprintf(stderr, "asyncq-broker: --peers makes this broker a replica of a group: it "
+                        "needs --data-dir (the group's log), and is not yet taken with "
+                        "--shards or --service\n");
+        return AQ_EXIT_USAGE;
+    }
     if (shards) {
         int count;
         if (!shards_count(shards, &count)) {
@@ -696,7 +726,10 @@ int main(int argc, char **argv)
         }
     }
     char durability[4200];
-    if (config.data_dir)
+    if (config.peers)
+        snprintf(durability, sizeof durability, "replica %llu of the group %s, its log in %s",
+                 (unsigned long long) config.node_id, config.peers, config.data_dir);
+    else if (config.data_dir)
         snprintf(durability, sizeof durability, "durable in %s, fsync %s", config.data_dir,
                  broker_persistence(broker));
     else

@@ -348,6 +348,61 @@ static void s_queue_samples(text_t *out, int family, const queue_t *queue)
     s_u64(out, value);
 }
 
+/*  A replica's place in its group (--peers): its role, the term, how far
+    the log is committed and applied, and, on the leader, how far behind
+    each replica is. */
+static void s_group_families(text_t *out, broker_t *self)
+{
+    persist_group_t group;
+    if (persist_group(self, &group))
+        return;
+    char labels[160];
+    s_family(out, "asyncq_replica_info", "gauge",
+             "This replica of a group: its node id and role (leader, follower, candidate).");
+    snprintf(labels, sizeof labels, "node=\"%u\",role=\"%s\"", group.node, group.role);
+    s_broker_u64(out, "asyncq_replica_info", labels, 1);
+    s_family(out, "asyncq_replica_leader", "gauge", "The leader's node id as this replica knows it (0: none).");
+    s_broker_u64(out, "asyncq_replica_leader", NULL, group.leader);
+    s_family(out, "asyncq_replica_term", "gauge", "The group's term as this replica knows it.");
+    s_broker_u64(out, "asyncq_replica_term", NULL, group.term);
+    s_family(out, "asyncq_replica_commit_index", "gauge", "The last entry of the group's log known committed.");
+    s_broker_u64(out, "asyncq_replica_commit_index", NULL, group.commit_index);
+    s_family(out, "asyncq_replica_applied_index", "gauge", "The last entry this replica applied.");
+    s_broker_u64(out, "asyncq_replica_applied_index", NULL, group.applied_index);
+    s_family(out, "asyncq_replica_lag_entries", "gauge",
+             "On the leader: entries of its log each replica is not known to hold.");
+    for (unsigned i = 0; i < group.count && i < 8; i++) {
+        if (!group.replicas[i].known)
+            continue;
+        snprintf(labels, sizeof labels, "node=\"%u\"", i + 1);
+        s_broker_u64(out, "asyncq_replica_lag_entries", labels, group.replicas[i].lag);
+    }
+}
+
+/*  The same for /stats.json: null for a broker that is not a replica. */
+static json_t *s_json_group(broker_t *self)
+{
+    persist_group_t group;
+    if (persist_group(self, &group))
+        return json_null();
+    json_t *replicas = json_array();
+    for (unsigned i = 0; i < group.count && i < 8; i++) {
+        json_t *replica = json_pack("{s:I,s:s}", "node", (json_int_t) i + 1, "address",
+                                    group.replicas[i].address);
+        if (replica && group.replicas[i].known) {
+            json_object_set_new(replica, "match_index",
+                                json_integer((json_int_t) group.replicas[i].match_index));
+            json_object_set_new(replica, "lag", json_integer((json_int_t) group.replicas[i].lag));
+        }
+        json_array_append_new(replicas, replica);
+    }
+    return json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:o}", "node", (json_int_t) group.node,
+                     "role", group.role, "leader", (json_int_t) group.leader, "term",
+                     (json_int_t) group.term, "commit_index", (json_int_t) group.commit_index,
+                     "applied_index", (json_int_t) group.applied_index, "last_index",
+                     (json_int_t) group.last_index, "replicas", replicas);
+}
+
 static void s_broker_families(text_t *out, broker_t *self)
 {
     double uptime = (double) (broker_now_ms() - self->started_ms) / 1000.0;
@@ -386,6 +441,7 @@ static void s_broker_families(text_t *out, broker_t *self)
         snprintf(labels, sizeof labels, "reason=\"%s\"", queue_refusal_names[r]);
         s_broker_u64(out, "asyncq_broker_puts_refused_total", labels, self->refused_total[r]);
     }
+    s_group_families(out, self);
     if (!self->journal)
         return;
     s_family(out, "asyncq_journal_bytes", "gauge", "Bytes of the journal's segments on disk.");
@@ -757,6 +813,8 @@ char *metrics_render_json(broker_t *self, size_t *size)
         (json_int_t) self->bad_input.total, "resident_memory_bytes",
         (json_int_t) s_resident_bytes(), "journal_bytes",
         (json_int_t) (self->journal ? journal_disk_bytes(self->journal) : 0));
+    if (broker)
+        json_object_set_new(broker, "replica", s_json_group(self));
     json_t *root = json_pack("{s:o,s:o,s:o}", "broker", broker, "queues", list, "consumers",
                              s_json_consumers(self));
     char *text = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;

@@ -1,6 +1,8 @@
 #include "persist.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include "journal.h"
 #include "producers.h"
 #include "ratelog.h"
+#include "replica.h"
 
 /*  Answers the SYNCs that waited for the disk, as far as it now allows. */
 static void s_answer_waits(broker_t *self)
@@ -30,8 +33,20 @@ static void s_answer_waits(broker_t *self)
 
 /* ------------------------------------------------------------ snapshot */
 
-/*  Appends a record to the snapshot being written. */
-static void s_snapshot_write(journal_t *journal, const record_t *record)
+/*  Where a snapshot's records go: the journal's snapshot file, or a
+    replica's snapshot buffer. */
+typedef struct {
+    void (*write)(void *ctx, const record_t *record);
+    void *ctx;
+} sink_t;
+
+static void s_snapshot_write(sink_t *sink, const record_t *record)
+{
+    sink->write(sink->ctx, record);
+}
+
+/*  Appends a record to the journal's snapshot being written. */
+static void s_journal_write(void *journal, const record_t *record)
 {
     uint8_t *at = journal_snapshot_add(journal, record->type, record_size(record));
     if (at)
@@ -50,43 +65,55 @@ static void s_item_record(const item_t *item, record_t *record)
         record->until_ms = item->until_ms, record->rank = 0;
 }
 
-static void s_snapshot_item(void *journal, item_t *item)
+static void s_snapshot_item(void *sink, item_t *item)
 {
     record_t record;
     s_item_record(item, &record);
-    s_snapshot_write(journal, &record);
+    s_snapshot_write(sink, &record);
     if (item->epitaph) { /* why it died, where it lies */
         record = (record_t){.type = RECORD_DIED, .id = item->id, .seq = item->seq,
                             .rank = item->rank, .state = ITEM_DEAD, .attempts = item->attempts,
                             .cause = item->epitaph->cause,
                             .at_ms = (uint64_t) item->epitaph->at_ms,
                             .text = {(const uint8_t *) item->epitaph->text, item->epitaph->size}};
-        s_snapshot_write(journal, &record);
+        s_snapshot_write(sink, &record);
     }
 }
 
-static void s_snapshot_producer(void *journal, void *value)
+static void s_snapshot_producer(void *sink, void *value)
 {
     const producer_t *producer = value;
     record_t record = {.type = RECORD_PRODUCER, .next = producer->next_seq,
                        .producer = aq_bytes_str(producer->id),
                        .key = aq_bytes_str(producer->key)};
-    s_snapshot_write(journal, &record);
+    s_snapshot_write(sink, &record);
 }
 
 /*  Every queue, with where its numbering and ranks are: its items come
     after, in slot order, and are put in rank order on reading. */
-static void s_snapshot_queue(void *journal, void *value)
+static void s_snapshot_queue(void *sink, void *value)
 {
     const queue_t *queue = value;
     record_t record = {.type = RECORD_QUEUE, .state = (uint8_t) queue->state,
                        .next = queue->ledger.next, .front = queue->front, .back = queue->back,
                        .dead_back = queue->dead_back, .queue = aq_bytes_str(queue->name)};
-    s_snapshot_write(journal, &record);
+    s_snapshot_write(sink, &record);
     if (queue->paused) {
         record = (record_t){.type = RECORD_PAUSE, .state = 1, .queue = aq_bytes_str(queue->name)};
-        s_snapshot_write(journal, &record);
+        s_snapshot_write(sink, &record);
     }
+}
+
+/*  What comes before the items: RESET, every queue, the shutdown of every
+    queue, every producer. */
+static void s_snapshot_head(broker_t *self, sink_t *sink)
+{
+    dict_each(self->queues, s_snapshot_queue, sink);
+    if (self->state.shut_down) {
+        record_t record = {.type = RECORD_QUEUE, .state = QUEUE_DRAINING};
+        s_snapshot_write(sink, &record);
+    }
+    dict_each(self->producers, s_snapshot_producer, sink);
 }
 
 /*  Items a pass writes to a snapshot: about a millisecond (0.6 us each,
@@ -119,9 +146,10 @@ static void s_snapshot_step(broker_t *self)
     int64_t started = broker_now_us();
     int rc = 1;
     if (journal_snapshot_busy(journal) == 1) {
+        sink_t sink = {s_journal_write, journal};
         do
             self->snapshot_slot = store_each_slice(self->store, self->snapshot_slot,
-                                                   SNAPSHOT_SLICE, s_snapshot_item, journal);
+                                                   SNAPSHOT_SLICE, s_snapshot_item, &sink);
         while (self->snapshot_slot != SIZE_MAX && journal_sync_fd(journal) < 0);
         if (self->snapshot_slot != SIZE_MAX)
             journal_wake(journal);
@@ -157,20 +185,24 @@ static void s_snapshot_if_due(broker_t *self)
     if (journal_snapshot_begin(journal))
         return;
     journal_snapshot_add(journal, RECORD_RESET, 0);
-    dict_each(self->queues, s_snapshot_queue, journal);
-    if (self->state.shut_down) {
-        record_t record = {.type = RECORD_QUEUE, .state = QUEUE_DRAINING};
-        s_snapshot_write(journal, &record);
-    }
-    dict_each(self->producers, s_snapshot_producer, journal);
+    sink_t sink = {s_journal_write, journal};
+    s_snapshot_head(self, &sink);
     self->snapshot_slot = 0;
     self->snapshot_started_us = started;
     self->snapshot_slice_max_us = broker_now_us() - started;
     s_snapshot_step(self);
 }
 
+static void s_group_append(broker_t *self);
+
 void persist_pass(broker_t *self)
 {
+    if (self->replica) {
+        if (self->serving)
+            s_group_append(self);
+        s_answer_waits(self);
+        return;
+    }
     if (!self->journal)
         return;
     /* Said once per change, whether this flush or persist_write's met it. */
@@ -352,8 +384,357 @@ static void s_idle_each(void *ctx, void *value)
     producers_detach(ctx, value);
 }
 
+/* ------------------------------------------------------------ replicas */
+
+/*  An entry the leader appended, and the position its records end at. */
+typedef struct {
+    uint64_t token, end;
+} appended_t;
+
+typedef struct group group_t;
+
+struct group {
+    char addresses[REPLICAS_MAX][AQ_ENDPOINT_MAX]; /* clients', as --peers lists them */
+    char replication[REPLICAS_MAX][AQ_ENDPOINT_MAX + 8]; /* HOST:PORT+2 */
+    unsigned count;
+    char dir[PATH_MAX];
+    appended_t *appended; /* a ring of the entries not yet applied */
+    size_t head, length, capacity;
+    uint64_t entries_applied, records_skipped, restores;
+    uint64_t own_appended, own_applied; /* the leader's entries */
+    int stepping_down;
+};
+
+/*  A leader that stops leading may have applied records the group never
+    committed (and a replica out of memory may have applied only part of
+    one): it starts again, as a follower, from the group's log. */
+static void s_step_down(broker_t *self, const char *why)
+{
+    if (self->group->stepping_down)
+        return;
+    self->group->stepping_down = 1;
+    log_line("replica %llu: %s; starting again from the group's log",
+             (unsigned long long) self->config.node_id, why);
+    if (self->config.argv) {
+        fflush(NULL);
+        execv("/proc/self/exe", self->config.argv);
+        log_line("cannot start again (%s): stopping", strerror(errno));
+    }
+    _exit(1);
+}
+
+/*  Each record of an entry through the one function that changes the
+    state, as the leader applied it. */
+static void s_apply_records(broker_t *self, const uint8_t *data, size_t size)
+{
+    while (size >= ENTRY_RECORD_HEADER) {
+        uint8_t type = data[0];
+        uint32_t length = aq_get_u32(data + 1);
+        if (length > size - ENTRY_RECORD_HEADER) {
+            self->group->records_skipped++;
+            return;
+        }
+        record_t record;
+        state_effects_t effects;
+        int rc = record_decode(type, data + ENTRY_RECORD_HEADER, length, &record)
+                     ? 1 : state_apply(&self->state, &record, &effects);
+        if (rc < 0) /* a state that would differ from the others': from the log again */
+            s_step_down(self, "out of memory while applying the group's records");
+        if (rc)
+            self->group->records_skipped++;
+        data += ENTRY_RECORD_HEADER + length;
+        size -= ENTRY_RECORD_HEADER + length;
+    }
+}
+
+static void s_group_apply(void *ctx, const uint8_t *data, size_t size)
+{
+    broker_t *self = ctx;
+    self->group->entries_applied++;
+    if (!self->serving) /* a serving leader's entries are its own, applied already */
+        s_apply_records(self, data, size);
+    else
+        self->group->own_applied++;
+}
+
+typedef struct {
+    uint8_t *data;
+    size_t size, capacity;
+    int failed;
+} buffer_t;
+
+static void s_buffer_write(void *ctx, const record_t *record)
+{
+    buffer_t *buffer = ctx;
+    size_t size = record_size(record), need = buffer->size + ENTRY_RECORD_HEADER + size;
+    if (buffer->failed)
+        return;
+    if (need > buffer->capacity) {
+        size_t capacity = buffer->capacity ? buffer->capacity : 65536;
+        while (capacity < need)
+            capacity *= 2;
+        uint8_t *data = realloc(buffer->data, capacity);
+        if (!data) {
+            buffer->failed = 1;
+            return;
+        }
+        buffer->data = data;
+        buffer->capacity = capacity;
+    }
+    uint8_t *at = buffer->data + buffer->size;
+    at[0] = record->type;
+    aq_put_u32(at + 1, (uint32_t) size);
+    record_encode(record, at + ENTRY_RECORD_HEADER);
+    buffer->size = need;
+}
+
+/*  The whole state as records, as a journal's snapshot holds it. */
+static int s_group_snapshot(void *ctx, uint8_t **data, size_t *size)
+{
+    broker_t *self = ctx;
+    /* A leader's state is ahead of what the group applied while its own
+       entries are on their way: a snapshot then would hold records the
+       group may never commit. Refused; the library asks again after the
+       next entry applied. */
+    if (self->serving && (self->group->own_appended != self->group->own_applied
+                          || self->entry.size))
+        return -1;
+    buffer_t buffer = {0};
+    sink_t sink = {s_buffer_write, &buffer};
+    record_t reset = {.type = RECORD_RESET};
+    s_buffer_write(&buffer, &reset);
+    s_snapshot_head(self, &sink);
+    store_each(self->store, s_snapshot_item, &sink);
+    if (buffer.failed) {
+        free(buffer.data);
+        return -1;
+    }
+    *data = buffer.data;
+    *size = buffer.size;
+    return 0;
+}
+
+static int s_group_restore(void *ctx, const uint8_t *data, size_t size)
+{
+    broker_t *self = ctx;
+    if (self->serving)
+        s_step_down(self, "a snapshot replaces the state it serves");
+    self->state.replaying = 1;
+    s_apply_records(self, data, size);
+    int rc = state_rebuild(&self->state);
+    self->group->restores++;
+    log_line("replica %llu: state restored from a snapshot of the group: %zu items in %zu "
+             "queues (%zu bytes)", (unsigned long long) self->config.node_id,
+             store_count(self->store), dict_size(self->queues), size);
+    return rc ? -1 : 0;
+}
+
+/*  A new leader takes over what the records left waiting, as a durable
+    broker does at a restart (s_resume), then serves. */
+static void s_take_over(broker_t *self)
+{
+    self->serving = 1;
+    self->state.producer_seen = NULL; /* the leader's own table is ahead of its records */
+    if (s_resume(self)) {
+        self->serving = 0;
+        s_step_down(self, "out of memory while taking over");
+    }
+    dict_each(self->producers, s_idle_each, self);
+    log_line("replica %llu leads its group (term %llu): %zu items in %zu queues",
+             (unsigned long long) self->config.node_id,
+             (unsigned long long) replica_term(self->replica), store_count(self->store),
+             dict_size(self->queues));
+}
+
+static void s_group_changed(void *ctx)
+{
+    broker_t *self = ctx;
+    if (!self->replica)
+        return; /* still opening */
+    replica_role_t role = replica_role(self->replica);
+    if (self->serving && role != REPLICA_LEADER)
+        s_step_down(self, "no longer the leader");
+    else if (!self->serving && role == REPLICA_LEADER && replica_ready(self->replica))
+        s_take_over(self);
+}
+
+static void s_group_done(void *ctx, uint64_t token, int status)
+{
+    broker_t *self = ctx;
+    group_t *group = self->group;
+    if (status) {
+        s_step_down(self, "an entry it appended was not committed");
+        return;
+    }
+    while (group->length && group->appended[group->head].token <= token) {
+        self->entry_committed = group->appended[group->head].end;
+        group->head = (group->head + 1) % group->capacity;
+        group->length--;
+    }
+}
+
+/*  The pass's records as one entry of the group's log. */
+static void s_group_append(broker_t *self)
+{
+    group_t *group = self->group;
+    if (!self->entry.size)
+        return;
+    if (group->length == group->capacity) {
+        size_t capacity = group->capacity ? group->capacity * 2 : 64;
+        appended_t *ring = malloc(capacity * sizeof *ring);
+        if (!ring)
+            s_step_down(self, "out of memory");
+        for (size_t i = 0; i < group->length; i++)
+            ring[i] = group->appended[(group->head + i) % group->capacity];
+        free(group->appended);
+        group->appended = ring;
+        group->head = 0;
+        group->capacity = capacity;
+    }
+    uint64_t token = replica_append(self->replica, self->entry.data, self->entry.size);
+    if (!token)
+        s_step_down(self, "the group's log did not take its records");
+    group->appended[(group->head + group->length++) % group->capacity] =
+        (appended_t){token, self->entry_end};
+    group->own_appended++;
+    self->entry.size = 0;
+}
+
+/*  --peers: HOST:PORT each (as clients reach the replicas); the group's
+    own traffic goes to PORT+2. */
+static int s_group_addresses(broker_t *self, char *error, size_t error_size)
+{
+    group_t *group = self->group;
+    const char *at = self->config.peers;
+    while (*at) {
+        size_t length = strcspn(at, ",");
+        aq_endpoint_t endpoint;
+        char entry[AQ_ENDPOINT_MAX];
+        if (group->count == REPLICAS_MAX || length == 0 || length >= sizeof entry) {
+            snprintf(error, error_size, "--peers lists 1 to %d replicas, HOST:PORT each",
+                     REPLICAS_MAX);
+            return -1;
+        }
+        snprintf(entry, sizeof entry, "%.*s", (int) length, at);
+        if (aq_endpoint_parse(entry, 0, &endpoint) != AQ_OK || endpoint.is_ipc
+            || endpoint.port == 0 || endpoint.port > 65533 || strchr(endpoint.host, ';')
+            || strcmp(endpoint.host, "*") == 0) {
+            snprintf(error, error_size,
+                     "--peers: '%s' is not HOST:PORT (a host other replicas and clients reach, "
+                     "a port below 65534)", entry);
+            return -1;
+        }
+        snprintf(group->addresses[group->count], sizeof group->addresses[0], "%s", entry);
+        snprintf(group->replication[group->count], sizeof group->replication[0], "%s:%u",
+                 endpoint.host, (unsigned) endpoint.port + 2);
+        group->count++;
+        at += length + (at[length] == ',');
+    }
+    if (!self->config.node_id || self->config.node_id > group->count) {
+        snprintf(error, error_size, "--node-id %llu is not a place in --peers' %u replicas "
+                 "(counted from 1)", (unsigned long long) self->config.node_id, group->count);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_group_open(broker_t *self, char *error, size_t error_size)
+{
+    self->group = calloc(1, sizeof *self->group);
+    if (!self->group) {
+        snprintf(error, error_size, "out of memory");
+        return JOURNAL_IO;
+    }
+    if (s_group_addresses(self, error, error_size))
+        return JOURNAL_IO;
+    group_t *group = self->group;
+    snprintf(group->dir, sizeof group->dir, "%s/replica", self->config.data_dir);
+    unsigned threshold = self->config.replica_snapshot ? (unsigned) self->config.replica_snapshot
+                                                       : BROKER_DEFAULT_REPLICA_SNAPSHOT;
+    replica_config_t config = {.count = group->count, .id = (unsigned) self->config.node_id,
+                               .dir = group->dir, .snapshot_threshold = threshold,
+                               .snapshot_trailing = threshold / 4};
+    for (unsigned i = 0; i < group->count; i++)
+        config.addresses[i] = group->replication[i];
+    replica_owner_t owner = {.apply = s_group_apply,
+                             .snapshot = s_group_snapshot,
+                             .restore = s_group_restore,
+                             .changed = s_group_changed,
+                             .done = s_group_done,
+                             .ctx = self};
+    /* Until it leads, the state follows the group's records: producers'
+       seqs included. */
+    self->state.producer_seen = producers_seen;
+    self->replica = replica_open(&config, &owner, error, error_size);
+    if (!self->replica)
+        return JOURNAL_IO;
+    log_line("replica %llu of %u: the group's log in %s, replicas reach it on %s",
+             (unsigned long long) self->config.node_id, group->count, group->dir,
+             group->replication[self->config.node_id - 1]);
+    return 0;
+}
+
+int persist_fd(const broker_t *self)
+{
+    return self->replica ? replica_fd(self->replica) : -1;
+}
+
+int persist_timeout_ms(const broker_t *self)
+{
+    return self->replica ? replica_timeout_ms(self->replica) : -1;
+}
+
+void persist_run(broker_t *self)
+{
+    if (!self->replica)
+        return;
+    replica_run(self->replica);
+    s_answer_waits(self);
+}
+
+const char *persist_leader(broker_t *self)
+{
+    unsigned leader = self->replica ? replica_leader(self->replica) : 0;
+    if (!leader || leader > self->group->count || leader == self->config.node_id)
+        return "";
+    return self->group->addresses[leader - 1];
+}
+
+int persist_group(broker_t *self, persist_group_t *out)
+{
+    if (!self->replica)
+        return -1;
+    static const char *const roles[] = {"follower", "candidate", "leader", "stopped"};
+    replica_role_t role = replica_role(self->replica);
+    *out = (persist_group_t){.node = (unsigned) self->config.node_id,
+                             .count = self->group->count,
+                             .leader = replica_leader(self->replica),
+                             .role = roles[role],
+                             .term = replica_term(self->replica),
+                             .commit_index = replica_commit_index(self->replica),
+                             .applied_index = replica_applied_index(self->replica),
+                             .last_index = replica_last_index(self->replica)};
+    for (unsigned i = 0; i < self->group->count && i < 8; i++) {
+        out->replicas[i].address = self->group->addresses[i];
+        uint64_t match = 0;
+        if (replica_match_index(self->replica, i + 1, &match) == 0) {
+            out->replicas[i].known = 1;
+            out->replicas[i].match_index = match;
+            out->replicas[i].lag = out->last_index > match ? out->last_index - match : 0;
+        }
+    }
+    return 0;
+}
+
+const char *persist_replicas(const broker_t *self)
+{
+    return self->group ? self->config.peers : NULL;
+}
+
 int persist_open(broker_t *self, char *error, size_t error_size)
 {
+    if (self->config.peers)
+        return s_group_open(self, error, error_size);
     journal_config_t config = {
         .dir = self->config.data_dir,
         .fsync = (journal_fsync_t) self->config.fsync,
@@ -405,4 +786,9 @@ void persist_close(broker_t *self)
 {
     broker_forget_replies(self);
     journal_close(&self->journal);
+    replica_close(&self->replica);
+    if (self->group)
+        free(self->group->appended);
+    free(self->group);
+    self->group = NULL;
 }

@@ -31,4 +31,34 @@ void persist_write(broker_t *self);
 /*  The sync thread finished a sync (its descriptor was readable). */
 void persist_on_synced(broker_t *self);
 
+/*  A replica of a group (--peers): the records of each pass are one entry
+    of the group's log (replica.h), confirms and answers wait for it to be
+    committed, a follower applies the group's entries with state_apply, and
+    a replica that comes to lead takes over what the records left waiting
+    (as a restart does) before it serves. A leader that stops leading
+    starts again from the group's log (it may have applied records the
+    group never committed). The loop polls persist_fd() (-1: none) at most
+    persist_timeout_ms() and then calls persist_run(). */
+int persist_fd(const broker_t *self);
+int persist_timeout_ms(const broker_t *self);
+void persist_run(broker_t *self);
+/*  The leader's client address as --peers lists it; "" if unknown, or
+    this replica. */
+const char *persist_leader(broker_t *self);
+/*  A replica's place in its group, for the operators (metrics.c). */
+typedef struct {
+    unsigned node, count, leader; /* this replica, the group's size, the leader (0: none known) */
+    const char *role;             /* "leader", "follower", "candidate" or "stopped" */
+    uint64_t term, commit_index, applied_index, last_index;
+    struct {
+        const char *address;      /* as --peers lists it */
+        int known;                /* the leader knows its match index */
+        uint64_t match_index, lag; /* lag: entries of the leader's log it lacks */
+    } replicas[8];
+} persist_group_t;
+/*  0 and *group filled for a replica; -1 for a broker that is not one. */
+int persist_group(broker_t *self, persist_group_t *group);
+/*  --peers, or NULL for a broker that is not a replica. */
+const char *persist_replicas(const broker_t *self);
+
 #endif

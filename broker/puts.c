@@ -474,6 +474,8 @@ void broker_on_pull(broker_t *self)
                      "PULL", fd, conns_state_name(self->conns, 1, fd));
         return; /* refused or closing: its messages are not looked at */
     }
+    if (self->replica && !self->serving)
+        return; /* only the leader of a group takes puts (PROTOCOL.md 4.16) */
     aq_msg_t msg;
     aq_status_t rc = aq_inbox_decode(inbox, &msg);
     int is_put = msg.cmd == AQ_CMD_PUT || msg.cmd == AQ_CMD_PUTS;

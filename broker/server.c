@@ -256,8 +256,13 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
         snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
         zuuid_destroy(&uuid);
         store_set_shard(self->store, (uint8_t) config->shard);
-        snprintf(self->service, sizeof self->service, "shard=%u brokers=%s",
-                 (unsigned) config->shard, config->service ? config->service : "");
+        if (config->peers)
+            snprintf(self->service, sizeof self->service, "shard=%u replicas=%s brokers=%s",
+                     (unsigned) config->shard, config->peers,
+                     config->service ? config->service : "");
+        else
+            snprintf(self->service, sizeof self->service, "shard=%u brokers=%s",
+                     (unsigned) config->shard, config->service ? config->service : "");
     }
     return self;
 }
@@ -551,7 +556,8 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
 {
     switch (deadline->kind) {
     case TIMER_SWEEP:
-        s_sweep(self);
+        if (!self->replica || self->serving) /* a follower's state is the group's records */
+            s_sweep(self);
         deadlines_set(&self->deadlines, &self->sweep, now + SWEEP_INTERVAL_MS);
         break;
     case TIMER_HEARTBEAT:
@@ -768,6 +774,13 @@ static uint64_t s_outstanding(broker_t *self)
     have drained, or when the drain timer fires. */
 static void s_start_stopping(broker_t *self)
 {
+    if (self->replica) {
+        /* The group's log holds everything; another replica leads. */
+        log_line("stopping: replica %llu leaves its group (%zu items in its log)",
+                 (unsigned long long) self->config.node_id, store_count(self->store));
+        self->stopping = 2;
+        return;
+    }
     if (self->journal) {
         /* Everything is in the journal: nothing is lost by stopping now,
            and the queues are not shut down for the next start. */
@@ -791,7 +804,7 @@ static int s_should_exit(broker_t *self)
     if (s_signals && !self->stopping)
         s_start_stopping(self);
     if (s_signals > 1 || self->stopping > 1) {
-        if (!self->journal)
+        if (!self->journal && !self->replica)
             log_line("stopping now: %llu items not processed are lost",
                      (unsigned long long) s_outstanding(self));
         return 1;
@@ -825,7 +838,7 @@ aq_status_t broker_run(broker_t *self)
                           zsock_fd(conns_monitor(self->conns, 1))};
     conns_on_events(self->conns, broker_now_ms());
     while (!s_should_exit(self)) {
-        int sync_fd = self->journal ? journal_sync_fd(self->journal) : -1;
+        int sync_fd = self->journal ? journal_sync_fd(self->journal) : persist_fd(self);
         zmq_pollitem_t items[7] = {{self->router, 0, ZMQ_POLLIN, 0},
                                    {self->pull, 0, ZMQ_POLLIN, 0},
                                    {NULL, monitor_fds[0], ZMQ_POLLIN, 0},
@@ -844,6 +857,9 @@ aq_status_t broker_run(broker_t *self)
         int timeout = s_poll_timeout(self);
         if (http_timeout >= 0 && (timeout < 0 || http_timeout < timeout))
             timeout = http_timeout;
+        int group_timeout = persist_timeout_ms(self);
+        if (group_timeout >= 0 && (timeout < 0 || group_timeout < timeout))
+            timeout = group_timeout;
         /* A journal that cannot write tries again every second. */
         if (self->journal && journal_error(self->journal) && (timeout < 0 || timeout > 1000))
             timeout = 1000;
@@ -867,8 +883,11 @@ aq_status_t broker_run(broker_t *self)
            the broker's system calls per item. */
         if ((items[2].revents | items[3].revents) & ZMQ_POLLIN)
             conns_on_events(self->conns, now);
-        if (sync_at >= 0 && (items[sync_at].revents & ZMQ_POLLIN))
+        if (sync_at >= 0 && (items[sync_at].revents & ZMQ_POLLIN) && self->journal)
             persist_on_synced(self);
+        /* A replica's log runs every turn: its timers (heartbeats,
+           elections) are due whether its descriptor was readable or not. */
+        persist_run(self);
         if (items[0].revents & ZMQ_POLLIN)
             s_drain_router(self);
         if (items[1].revents & ZMQ_POLLIN)

@@ -56,7 +56,11 @@ class Lane {
     this.label = options.label || address.address;
     this.member = options.member || null; // the service's record of this broker (service.js)
     this.now = options.now !== false;
-    this.session = new Session(address, options.clientId, { curve: options.curve, reached: options.reached });
+    this.session = new Session(address, options.clientId, {
+      curve: options.curve,
+      reached: options.reached,
+      replicas: this.member ? this.member.replicas : undefined, // its shard's (4.16): starts at its leader
+    });
     this.session.onMessage = (command, fields) => consumer.onMessage(command, fields, this);
     this.session.onReconnect = () => consumer.rejoin(this);
     this.session.onDown = () => consumer.laneDown(this);

@@ -7,8 +7,8 @@ import { EventEmitter } from 'events';
 /** What a client may do, from its key's certificate (PROTOCOL.md 7). */
 export type Role = 'produce' | 'consume' | 'admin';
 
-/** What a confirmed put survives (PROTOCOL.md 6). */
-export type Persistence = 'memory' | 'always' | 'interval' | 'never';
+/** What a confirmed put survives (PROTOCOL.md 6): 'replicated' for a group of replicas (4.16). */
+export type Persistence = 'memory' | 'always' | 'interval' | 'never' | 'replicated';
 
 /** An item to put: bytes as they are, a string as UTF-8. */
 export type Payload = Buffer | Uint8Array | string;
@@ -161,7 +161,7 @@ export interface ServiceStats {
 
 /** A broker of the service, as the client knows it (Queue.brokers). */
 export interface BrokerInfo {
-  /** As given, or as another broker lists it. */
+  /** As given, or as another broker lists it; for a group of replicas (PROTOCOL.md 4.16), its leader's, as --peers lists it. */
   readonly address: string;
   /** The shard it said it is; null until it answers. */
   readonly shard: number | null;
@@ -470,7 +470,7 @@ export class BrokerError extends Error {
   constructor(code: number, name: string, tag?: string, subject?: string, text?: string);
   /** 'BrokerError', or the subclass's name. */
   readonly name: string;
-  /** 400, 403, 404, 405, 406, 408, 409, 410, 412, 413, 429, 500, 503, 507... */
+  /** 400, 403, 404, 405, 406, 408, 409, 410, 412, 413, 421, 429, 500, 503, 507... */
   readonly code: number;
   /** The code's name: MALFORMED, FORBIDDEN, SHUT_DOWN, STORAGE... */
   readonly errorName: string;
@@ -485,6 +485,18 @@ export class BrokerError extends Error {
 export class QueueShutDown extends BrokerError {
   constructor(code?: number, name?: string, tag?: string, subject?: string, text?: string);
   readonly name: 'QueueShutDown';
+}
+/**
+ * 421 NOT_LEADER (PROTOCOL.md 4.16): a replica that does not lead its group
+ * answered HELLO. The client follows it to the leader by itself: it is seen
+ * only as the cause of the BrokerUnreachable rejected with when no leader
+ * answered in time.
+ */
+export class NotLeader extends BrokerError {
+  constructor(code?: number, name?: string, tag?: string, subject?: string, text?: string);
+  readonly name: 'NotLeader';
+  /** The leader's address as the group's --peers lists it ('HOST:PORT'); null during an election. */
+  readonly leader: string | null;
 }
 
 /** No WELCOME: the host does not resolve, nothing listens, or no answer in time; cause is the system's error. */

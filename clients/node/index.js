@@ -5,7 +5,7 @@
 const { Queue, LifoQueue, PriorityQueue } = require('./queue');
 const { Item } = require('./consumer');
 const {
-  BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, QueueEmpty, QueueShutDown, TimeoutError, ShardConflict,
+  BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired, QueueEmpty, QueueShutDown, NotLeader, TimeoutError, ShardConflict,
   endpoints,
 } = require('./protocol');
 const { version } = require('./package.json');
@@ -23,6 +23,7 @@ module.exports = {
   KeyRequired: KeysRequired, // deprecated: the name before 2.1.0
   QueueEmpty,
   QueueShutDown,
+  NotLeader,
   TimeoutError,
   ShardConflict,
   endpoints,

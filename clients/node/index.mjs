@@ -15,6 +15,7 @@ export const {
   KeyRequired,
   QueueEmpty,
   QueueShutDown,
+  NotLeader,
   TimeoutError,
   ShardConflict,
   endpoints,

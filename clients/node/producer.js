@@ -23,17 +23,17 @@ function eachBytes(batch, options) {
 }
 
 class Producer {
-  // broker: the parsed address; options: { curve, reached } (Session's).
+  // broker: the parsed address; options: { curve, reached, replicas } (Session's).
   // A client of a service of several brokers (PROTOCOL.md 4.15) has one
   // Producer per broker: each keeps the puts it sent until that broker
   // confirms them, and sends them again only to it.
   constructor(broker, clientId, options = {}) {
     this.session = new Session(broker, clientId, { ...options, helloSeq: () => this.confirmed + 1 });
     this.session.onMessage = (command, fields) => this.onMessage(command, fields);
-    this.session.onReconnect = () => this.resend();
-    this.broker = broker;
+    this.session.onReconnect = () => this.rejoined();
     this.linkOptions = { curve: options.curve };
     this.push = null; // connected at the first put: the broker closes silent connections (9.2)
+    this.pushBroker = null; // the broker it is connected to: the session's (a group's leader, 4.16)
     this.seq = 0; // last seq given to a put
     this.confirmed = 0; // every seq up to this one is confirmed
     this.unconfirmed = []; // messages sent, oldest first: { last, count, bytes, frames }
@@ -189,11 +189,31 @@ class Producer {
     if (!this.syncing && this.unconfirmedPuts >= this.session.welcome.window / 2) this.startSync();
   }
 
+  // The broker's address, where the session is now: a group's leader (4.16).
+  get broker() {
+    return this.session.broker;
+  }
+
   pushSend(frames) {
     if (this.closed) return;
-    if (!this.push) this.push = createLink('PUSH', this.broker, this.linkOptions);
+    if (!this.push) {
+      this.pushBroker = this.session.broker;
+      this.push = createLink('PUSH', this.pushBroker, this.linkOptions);
+    }
     // A put lost on the way is found by SYNC (LOST) and sent again.
     this.push.send(frames);
+  }
+
+  // After a new HELLO (the broker restarted, or a new leader of its group
+  // answered, 4.16): a PUSH to where the broker no longer is (a replica
+  // that does not lead drops puts) is replaced, and every unconfirmed
+  // message goes again.
+  rejoined() {
+    if (this.push && this.pushBroker.router !== this.session.broker.router) {
+      this.push.close();
+      this.push = null;
+    }
+    this.resend();
   }
 
   // Every unconfirmed message again, oldest first, with its seqs (the

@@ -77,9 +77,11 @@ function parseListed(entry, reached) {
   return parseAddress(`${host}${entry}`);
 }
 
-// WELCOME's service field (4.15), 'shard=K brokers=A,B,...': { shard,
-// brokers: [addresses as listed] } (brokers [] for a broker alone); null
-// when it is not one.
+// WELCOME's service field (4.15), 'shard=K [replicas=A,B,C] brokers=A,B,...':
+// { shard, brokers: [addresses as listed], replicas: [HOST:PORT of each
+// replica of this shard, 4.16] } (brokers [] for a broker alone, replicas []
+// for one not replicated); null when it is not one. Keys this client does
+// not know are ignored.
 function parseService(text) {
   const pairs = {};
   for (const word of String(text).split(' ')) {
@@ -87,8 +89,8 @@ function parseService(text) {
     if (eq > 0) pairs[word.slice(0, eq)] = word.slice(eq + 1);
   }
   if (!/^\d{1,3}$/.test(pairs.shard || '') || Number(pairs.shard) > SHARD_MAX) return null;
-  const brokers = pairs.brokers ? pairs.brokers.split(',').filter((entry) => entry) : [];
-  return { shard: Number(pairs.shard), brokers };
+  const list = (key) => (pairs[key] ? pairs[key].split(',').filter((entry) => entry) : []);
+  return { shard: Number(pairs.shard), brokers: list('brokers'), replicas: list('replicas') };
 }
 
 const SHARD_MAX = 255;
@@ -397,8 +399,22 @@ class BrokerError extends Error {
 
   static fromFields(fields) {
     const [code, name, tag, subject, text] = fields.map((f) => f.toString());
-    const Class = Number(code) === 503 ? QueueShutDown : BrokerError;
+    const Class = ERROR_CLASSES[Number(code)] || BrokerError;
     return new Class(Number(code), name || '', tag || '', subject || '', text || '');
+  }
+}
+
+// 421 NOT_LEADER (PROTOCOL.md 4.16): a replica that does not lead its group
+// answered HELLO. leader: the leader's address as the group's --peers lists
+// it ('HOST:PORT'), or null while an election is under way. The client
+// follows it by itself: it is seen only as the cause of the
+// BrokerUnreachable rejected with when no leader answered in time.
+const NOT_LEADER = 421;
+class NotLeader extends BrokerError {
+  constructor(code = NOT_LEADER, name = 'NOT_LEADER', tag = '', subject = '', text = 'this replica does not lead its group') {
+    super(code, name, tag, subject, text);
+    this.name = 'NotLeader';
+    this.leader = subject.trim() || null;
   }
 }
 
@@ -410,6 +426,9 @@ class QueueShutDown extends BrokerError {
     this.name = 'QueueShutDown';
   }
 }
+
+// The errors with a class of their own, by code.
+const ERROR_CLASSES = { 503: QueueShutDown, [NOT_LEADER]: NotLeader };
 
 // No WELCOME: the address does not resolve, nothing listens there, or no
 // answer in time. The subclasses say why, from the ZeroMQ handshake.
@@ -484,6 +503,7 @@ module.exports = {
   PRIORITY_MAX,
   PUTS_ENTRY_HEADER,
   SHARD_MAX,
+  NOT_LEADER,
   parseAddress,
   parseAddresses,
   parseListed,
@@ -513,6 +533,7 @@ module.exports = {
   KeyRequired: KeysRequired, // the name before 2.1.0
   QueueEmpty,
   QueueShutDown,
+  NotLeader,
   TimeoutError,
   ShardConflict,
 };

@@ -208,7 +208,8 @@ class Queue extends EventEmitter {
     return this.producer ? this.producer.session.welcome.roles : null;
   }
 
-  // What a confirmed put survives: 'memory', 'always', 'interval' or 'never' (PROTOCOL.md 6).
+  // What a confirmed put survives: 'memory', 'always', 'interval', 'never', or
+  // 'replicated' for a group of replicas (PROTOCOL.md 6).
   get persistence() {
     return this.producer ? this.producer.session.welcome.persistence : null;
   }
@@ -221,10 +222,14 @@ class Queue extends EventEmitter {
 
   // The brokers of the service as this client knows them, once it has
   // found them: [{ address, shard (null until it answers), up }], in the
-  // order found; [] before.
+  // order found; [] before. A group of replicas (4.16) is one, at its leader.
   get brokers() {
     if (!this.service || !this.service.opened) return [];
-    return this.service.active().map((member) => ({ address: member.label, shard: member.shard, up: member.up }));
+    return this.service.active().map((member) => {
+      const { leader } = member.replicas;
+      const address = member.replicas.replicated && leader ? leader.address : member.label;
+      return { address, shard: member.shard, up: member.up };
+    });
   }
 
   recordError(error) {

@@ -5,9 +5,16 @@
 // `service` to each and adds every broker they list, until it knows them
 // all. It keeps a Producer (a session, and a PUSH once there are puts)
 // with each: they carry the client's puts, joins and requests.
+//
+// A shard may be a group of replicas (4.16): its followers answer 421 and
+// the session follows to the leader, so several addresses given of one
+// group are one shard (the leader's broker-id says so: the others are
+// duplicates), and a replica that does not answer is not an address given
+// wrong. Each shard's Replicas are shared by its sessions.
 const dns = require('dns');
 const net = require('net');
 const { Producer } = require('./producer');
+const { Replicas } = require('./session');
 const {
   parseAddress, parseListed, BrokerUnreachable, ShardConflict,
 } = require('./protocol');
@@ -26,6 +33,10 @@ class Member {
     this.index = options.index; // in the order found: its sessions' client ids end with it
     this.seed = Boolean(options.seed); // given to the client (or an address of a name given)
     this.group = options.group || null; // the name given, when it had several addresses
+    // Where its broker may be (4.16): its address, and for one given, the
+    // other addresses given (tried after a 421 that names no leader); once
+    // its broker WELCOMEd, its group of replicas, if it is one.
+    this.replicas = options.replicas || new Replicas([address]);
     this.listed = false; // a broker of the service lists it
     this.listedShard = null; // its place in such a list
     this.shard = null; // the shard it said it is
@@ -79,6 +90,7 @@ class Service {
     this.primary = null; // the first broker that answered
     this.fatal = null; // a ShardConflict: the service cannot be used
     this.unresolved = []; // BrokerUnreachable for names given that do not resolve
+    this.candidates = new Replicas(); // the addresses given, resolved
     this.opened = false; // open() has resolved
     this.closed = false;
   }
@@ -122,7 +134,13 @@ class Service {
   // answered, or with a ShardConflict.
   async open() {
     const candidates = await this.expand();
-    for (const candidate of candidates) this.add(candidate.address, candidate.label, { seed: true, group: candidate.group });
+    const given = candidates.map((candidate) => candidate.address);
+    this.candidates = new Replicas(given); // every address given, for keepReplicas()
+    for (const candidate of candidates) {
+      this.add(candidate.address, candidate.label, {
+        seed: true, group: candidate.group, replicas: new Replicas([candidate.address, ...given]),
+      });
+    }
     for (;;) {
       const waiting = this.members.filter((member) => !member.settled);
       if (!waiting.length || this.fatal || this.closed) break;
@@ -147,7 +165,10 @@ class Service {
       // addresses has one (a broker bound to IPv4 only, for localhost): not
       // an address given wrong.
       const served = member.group && this.members.some((other) => other.group === member.group && other.state === 'up');
-      if (!served) this.onUnreachable(member.error);
+      // A replica of a group whose leader answered: down, or cut off, for now.
+      const replica = this.members.some((other) => other.state === 'up' && other.replicas.replicated
+        && other.replicas.knows(member.address));
+      if (!served && !replica) this.onUnreachable(member.error);
     }
     this.opened = true;
     return this.primary;
@@ -220,7 +241,7 @@ class Service {
       };
     });
     const producer = new Producer(member.address, this.clientIdOf(member), {
-      curve: this.curve, reached: () => member.listed,
+      curve: this.curve, reached: () => member.listed, replicas: member.replicas,
     });
     member.producer = producer;
     producer.onHeld = this.onHeld;
@@ -273,6 +294,7 @@ class Service {
       }
       member.state = 'up';
       member.shard = shard;
+      this.keepReplicas(member, producer.session);
       this.byShard.set(shard, member);
       if (!this.primary) this.primary = member;
       member.settle();
@@ -284,6 +306,23 @@ class Service {
     if (!service) return;
     this.listSize = Math.max(this.listSize, service.brokers.length);
     service.brokers.forEach((entry, place) => this.addListed(entry, place, member));
+  }
+
+  // The replicas of member's shard are those its session found, shared from
+  // now on by every session of the shard: a group's (4.16) are its leader's
+  // list (not the other addresses given, which a 421 naming no leader may
+  // have sent it to); a broker alone's, its address.
+  keepReplicas(member, session) {
+    const found = session.replicas;
+    const listed = session.welcome.service ? session.welcome.service.replicas : [];
+    const replicas = new Replicas(found.replicated ? listed : [], found.replicated);
+    replicas.learn([session.broker]);
+    if (found.replicated) {
+      replicas.learn(found.addresses.filter((address) => !this.candidates.knows(address)));
+      replicas.leader = session.broker;
+    }
+    member.replicas = replicas;
+    session.replicas = replicas;
   }
 
   // A broker listed by from's broker at place: part of the service.

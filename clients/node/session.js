@@ -1,27 +1,97 @@
 'use strict';
 // One DEALER and the session it holds with the broker (PROTOCOL.md 4.2):
 // HELLO, replies and errors matched to requests by tag, heartbeats answered,
-// and saying HELLO again when the broker restarts or falls silent.
+// and saying HELLO again when the broker restarts or falls silent. A broker
+// that is a group of replicas (4.16) is followed to its leader: a 421 names
+// it (or an election is under way: the next replica is tried), and a leader
+// gone is looked for at each replica in turn.
 const { createLink, probe } = require('./link');
 const {
-  message, parse, parseService, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired,
+  message, parse, parseAddress, parseService, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch, KeysRequired,
+  NotLeader,
 } = require('./protocol');
 
 const REPLIES = new Set(['CREDITED', 'SYNCED', 'JOINED', 'TIMEOUT', 'REPORT']);
+const ELECTION_WAIT_MS = 250; // between HELLOs to replicas that know no leader (4.16)
 
 // The number a tag ends with: tags count up, so it tells when a request was sent.
 const tagNumber = (tag) => Number(/\d*$/.exec(tag)[0] || -1);
+
+// Whether two parsed addresses are the same broker's.
+const samePlace = (a, b) => a.router.toLowerCase() === b.router.toLowerCase();
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+// The addresses where one shard's broker may be (PROTOCOL.md 4.16), parsed:
+// the address given first, those a 421 named, and once its leader WELCOMEd,
+// the group its `replicas` lists. replicated: the shard is a group (a 421
+// came, or a WELCOME listed replicas): only then does a session look for its
+// broker at the others when it does not answer. leader: where the latest
+// WELCOME came from, shared by the shard's sessions, so that one that found
+// a new leader shows the others; onLeader(address) when it moves.
+class Replicas {
+  constructor(addresses = [], replicated = false) {
+    this.addresses = [];
+    this.replicated = replicated;
+    this.leader = null;
+    this.onLeader = null;
+    this.learn(addresses);
+  }
+
+  // Adds the addresses (parsed, or as listed: HOST:PORT) not known yet.
+  learn(addresses) {
+    for (const entry of addresses) {
+      let address = entry;
+      if (typeof entry === 'string') {
+        try {
+          address = parseAddress(entry);
+        } catch (error) {
+          continue; // not an address: nowhere to look
+        }
+      }
+      if (!this.knows(address)) this.addresses.push(address);
+    }
+  }
+
+  knows(address) {
+    return this.addresses.some((known) => samePlace(known, address));
+  }
+
+  // Whether a broker that does not answer is looked for at another replica.
+  get several() {
+    return this.replicated && this.addresses.length > 1;
+  }
+
+  // The replica to try after the one at address: the next in the list,
+  // round, or the first when address is not one.
+  after(address) {
+    const index = this.addresses.findIndex((known) => samePlace(known, address));
+    if (index < 0) return this.addresses[0] || address;
+    return this.addresses[(index + 1) % this.addresses.length];
+  }
+
+  // The leader WELCOMEd a session at address.
+  ledFrom(address) {
+    if (this.leader && samePlace(this.leader, address)) return;
+    this.leader = address;
+    if (this.onLeader) this.onLeader(address);
+  }
+}
 
 class Session {
   // broker: the broker's address, parsed (protocol.parseAddress);
   // options.helloSeq(): the seq HELLO carries (4.2); options.curve: CURVE
   // socket options, or null; options.reached(): whether the broker has
-  // answered this client before (then open() waits for it as a reconnect does).
+  // answered this client before (then open() waits for it as a reconnect does);
+  // options.replicas: where else the broker may be (a Replicas, shared by
+  // the sessions of one shard); HELLO starts at its leader, once known.
   // Every HELLO asks for the service (its 4th field, PROTOCOL.md 4.15),
   // unless the broker refused that field (400: a broker before 2.2); then
   // this session says HELLO without it from then on (legacy).
   constructor(broker, clientId, options = {}) {
-    this.broker = broker;
+    this.replicas = options.replicas || new Replicas([broker]);
+    this.broker = (this.replicas.replicated && this.replicas.leader) || broker; // where HELLO goes now
+    this.redirects = 0; // 421s followed in a row since the last WELCOME
     this.clientId = clientId;
     this.helloSeq = options.helloSeq || (() => 0);
     this.curve = options.curve || null;
@@ -98,15 +168,30 @@ class Session {
     }, 100);
     probing.unref();
     this.watch();
+    let notLed = null; // the latest 421: no leader answered yet
     try {
       for (;;) {
         const left = deadline - Date.now();
-        if (left <= 0 && !this.reached()) throw this.unreachable();
+        if (left <= 0 && !this.reached()) throw this.noLeader(notLed);
         const wait = this.reached() ? this.retryMs() : Math.min(left, this.retryMs());
-        if (await this.hello(wait, true)) return;
+        try {
+          if (await this.hello(wait, true)) return;
+        } catch (error) {
+          if (!(error instanceof NotLeader)) throw error;
+          // A replica that does not lead (4.16): to the leader it names,
+          // or, during an election, to the next replica a moment later.
+          notLed = error;
+          await this.follow(error);
+          continue;
+        }
         if (this.closed) throw new Error('queue client is closed');
-        if (this.failedForGood() && !this.reached()) throw this.unreachable();
-        this.replaceLink();
+        notLed = null;
+        if (this.replicas.several && !this.keyFailure()) {
+          this.moveTo(this.replicas.after(this.broker)); // a replica down: the next
+        } else {
+          if (this.failedForGood() && !this.reached()) throw this.unreachable();
+          this.replaceLink();
+        }
       }
     } catch (error) {
       clearTimeout(probing);
@@ -123,7 +208,57 @@ class Session {
   // A ZAP refusal, a mechanism mismatch or nothing listening will not
   // change by waiting.
   failedForGood() {
-    return Boolean(this.connectError || (this.handshakeFailure && this.handshakeFailure !== 'other'));
+    return Boolean(this.connectError || this.keyFailure());
+  }
+
+  // A handshake failed for the keys: every replica will say the same.
+  keyFailure() {
+    return Boolean(this.handshakeFailure && this.handshakeFailure !== 'other');
+  }
+
+  // Why open() found no WELCOME in time; for a group of replicas, naming
+  // them, and what the one tried last said (notLed: its 421, if it was one).
+  noLeader(notLed) {
+    if (!this.replicas.replicated) return this.unreachable();
+    const group = this.replicas.addresses.map((address) => address.address).join(', ');
+    const latest = notLed || this.unreachable();
+    return new BrokerUnreachable(`no leader of the replicas ${group} answered in time (the latest: ${latest.message})`,
+      { address: this.broker.address, cause: latest });
+  }
+
+  // The next HELLO goes to the replica at address (it may be where this
+  // session is), on a new link.
+  moveTo(address) {
+    if (!samePlace(address, this.broker)) {
+      this.broker = address;
+      this.connectError = null; // both were about the other replica
+      this.handshakeFailure = null;
+    }
+    this.replaceLink();
+  }
+
+  // A 421: the next HELLO goes to the leader it names, at once (after a
+  // moment when 421s keep naming others: no loop runs hot); with none named
+  // (an election), after a moment, to the next replica known.
+  async follow(error) {
+    this.replicas.replicated = true;
+    let leader = null;
+    if (error.leader) {
+      try {
+        leader = parseAddress(error.leader);
+      } catch (bad) {
+        console.error(`asyncq: ${this.clientId}: the replica at '${this.broker.address}' names '${error.leader}' as its leader: ${bad.message}`);
+      }
+    }
+    this.redirects += 1;
+    if (!leader || samePlace(leader, this.broker) || this.redirects > 2) await sleep(ELECTION_WAIT_MS);
+    if (this.closed) return;
+    if (leader) {
+      this.replicas.learn([leader]);
+      this.moveTo(leader);
+    } else {
+      this.moveTo(this.replicas.after(this.broker));
+    }
   }
 
   // Every heartbeat interval: a broker silent for three of them restarted
@@ -218,9 +353,10 @@ class Session {
     if (!this.rehello && !this.closed) {
       if (this.onDown) this.onDown();
       this.rehello = (async () => {
-        while (!this.closed && !(await this.helloAgain())) {
-          if (!this.closed) this.replaceLink(); // never a link made after close()
-        }
+        const { leader } = this.replicas;
+        // Another session of this shard found the leader there.
+        if (this.replicas.replicated && leader && !samePlace(leader, this.broker)) this.moveTo(leader);
+        while (!this.closed && !(await this.helloAgain()));
       })().finally(() => {
         this.rehello = null;
       });
@@ -239,15 +375,25 @@ class Session {
     for (const [, entry] of stale) this.send(entry.build());
   }
 
+  // One more HELLO, given a second or so (4.2); without a WELCOME, the next
+  // is said on a new link, to the next replica when the broker is a group
+  // (4.16). A 421 is followed.
   async helloAgain() {
     try {
-      return await this.hello(Math.max(1000, this.heartbeat));
+      if (await this.hello(this.retryMs())) return true;
     } catch (error) {
+      if (error instanceof NotLeader) {
+        await this.follow(error);
+        return false;
+      }
       // Refused (a client id held by another key): retried, not in a tight loop.
       console.error(`asyncq: ${this.clientId}: ${error.message}`);
-      await new Promise((resolve) => setTimeout(resolve, Math.max(1000, this.heartbeat)));
-      return false;
+      await sleep(this.retryMs());
     }
+    if (this.closed) return false; // never a link made after close()
+    if (this.replicas.several) this.moveTo(this.replicas.after(this.broker));
+    else this.replaceLink();
+    return false;
   }
 
   // Sends build(tag) and resolves with the reply with that tag, { command,
@@ -324,6 +470,12 @@ class Session {
     };
     this.heartbeat = Math.max(this.welcome.heartbeatMs, 10);
     this.lastHeard = Date.now();
+    this.redirects = 0;
+    if (this.welcome.service && this.welcome.service.replicas.length) {
+      this.replicas.replicated = true;
+      this.replicas.learn(this.welcome.service.replicas);
+    }
+    if (this.replicas.replicated) this.replicas.ledFrom(this.broker);
     this.generation += 1;
     this.helloTag = tagNumber(this.helloWaiter.tag);
     this.helloWaiter.resolve(true);
@@ -341,6 +493,8 @@ class Session {
       this.sendHello();
     } else if (this.helloWaiter && error.tag === this.helloWaiter.tag) {
       this.helloWaiter.reject(error);
+    } else if (error instanceof NotLeader) {
+      // About an older HELLO: the one said since is answered on its own.
     } else if (!this.settle(error.tag, 'reject', error)) {
       if (error.code !== 412) this.onMessage('ERROR', fields);
       // About a message sent without a session (the broker restarted, or
@@ -365,4 +519,4 @@ class Session {
   }
 }
 
-module.exports = { Session };
+module.exports = { Session, Replicas };

@@ -124,6 +124,9 @@ typedef struct {
     size_t keyed;                 /* places whose key is made */
 } places_t;
 
+/*  A place that is a replica of a group that answered (4.16). */
+#define REPLICA_PLACE (-2)
+
 /*  Every place's key made. */
 static void s_keys(places_t *places)
 {
@@ -153,6 +156,22 @@ static void s_add_listed(places_t *places, const aq_session_t *session)
             snprintf(places->address[places->known++], AQ_ENDPOINT_MAX, "%s", address);
         if (k < places->known && places->listed[k] < 0)
             places->listed[k] = shard;
+    }
+    /* The replicas of its group (4.16) are that shard, not others: one
+       given that did not answer is neither a shard down nor left out. */
+    at = aq_session_welcome(session)->replicas;
+    while (*at) {
+        size_t length = strcspn(at, ",");
+        char entry[AQ_ENDPOINT_MAX], key[AQ_ENDPOINT_MAX];
+        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
+        at += length + (at[length] == ',');
+        if (!entry[0])
+            continue;
+        s_key(entry, key, sizeof key);
+        s_keys(places);
+        for (size_t k = 0; k < places->known; k++)
+            if (strcmp(places->key[k], key) == 0 && places->listed[k] == -1)
+                places->listed[k] = REPLICA_PLACE;
     }
 }
 
@@ -195,7 +214,7 @@ static aq_status_t s_add_absent(places_t *places, aq_session_t **sessions, size_
     aq_welcome_t like = *aq_session_welcome(sessions[0]);
     size_t used = 0;
     for (size_t i = 0; i < places->known; i++) {
-        if (!places->why[i])
+        if (!places->why[i] || places->listed[i] == REPLICA_PLACE)
             continue;
         int shard = places->listed[i];
         for (size_t k = 0; k < *count && shard >= 0; k++)

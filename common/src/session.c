@@ -28,6 +28,15 @@
     unanswered. */
 #define HELLO_AGAIN_MS 2000
 
+/*  A replica that does not lead and knows no leader (an election is under
+    way) is asked again, or the next replica is, this long after (4.16);
+    a session following a group says HELLO to the next replica this long
+    after one went unanswered. */
+#define REPLICA_AGAIN_MS 250
+#define REPLICA_HELLO_AGAIN_MS 500
+/*  Redirections followed in one foreground HELLO, at most. */
+#define REDIRECTS_MAX 32
+
 struct aq_handshake_watch {
     zsock_t *monitor;
     aq_status_t status;
@@ -52,6 +61,11 @@ struct aq_session {
     char tag[AQ_TAG_MAX + 1];
     aq_inbox_t *inbox;
     aq_error_t error;
+    /*  The replicas of a group this session follows (4.16): the address
+        given first, then those its leader lists; `target` is the one its
+        DEALER connects to. */
+    char targets[AQ_REPLICAS_MAX][AQ_ENDPOINT_MAX];
+    size_t target_count, target;
 };
 
 static int s_has_tag(const aq_msg_t *msg, const char *tag);
@@ -196,6 +210,46 @@ static void s_copy_text(char *dest, size_t size, aq_bytes_t bytes)
     dest[length] = '\0';
 }
 
+/*  A replica of the group, known from now on (its index). */
+static size_t s_add_target(aq_session_t *self, const char *address)
+{
+    for (size_t i = 0; i < self->target_count; i++)
+        if (strcmp(self->targets[i], address) == 0)
+            return i;
+    aq_endpoint_t endpoint;
+    if (!address[0] || self->target_count == AQ_REPLICAS_MAX
+        || aq_endpoint_parse(address, 0, &endpoint) != AQ_OK)
+        return self->target;
+    snprintf(self->targets[self->target_count], AQ_ENDPOINT_MAX, "%s", address);
+    return self->target_count++;
+}
+
+/*  The next HELLO goes to replica `index`, on a fresh DEALER. */
+static void s_retarget(aq_session_t *self, size_t index)
+{
+    aq_endpoint_t endpoint;
+    if (index >= self->target_count
+        || aq_endpoint_parse(self->targets[index], 0, &endpoint) != AQ_OK)
+        return;
+    self->target = index;
+    self->endpoint = endpoint;
+    self->hello_unanswered = 1;
+}
+
+/*  A replica answered 421 (4.16): to the leader it names, or on to the
+    next replica. 1 if the leader was named. */
+static int s_follow(aq_session_t *self, aq_bytes_t leader)
+{
+    char address[AQ_ENDPOINT_MAX];
+    s_copy_text(address, sizeof address, leader);
+    if (address[0]) {
+        s_retarget(self, s_add_target(self, address));
+        return 1;
+    }
+    s_retarget(self, (self->target + 1) % (self->target_count ? self->target_count : 1));
+    return 0;
+}
+
 static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
 {
     self->welcome.max_item = reply->max_item;
@@ -206,17 +260,31 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
     s_copy_text(self->welcome.roles, sizeof self->welcome.roles, reply->text);
     s_copy_text(self->welcome.persistence, sizeof self->welcome.persistence, reply->persistence);
     s_copy_text(self->welcome.broker_id, sizeof self->welcome.broker_id, reply->broker);
-    /* "shard=K brokers=A,B,C" (PROTOCOL.md 4.15); a broker before 2.2 says
+    /* "shard=K [replicas=A,B,C ]brokers=A,B,C" (PROTOCOL.md 4.15, 4.16),
+       keys this client does not know ignored; a broker before 2.2 says
        nothing: shard 0, alone. */
     char service[AQ_TEXT_MAX + 1];
     s_copy_text(service, sizeof service, reply->service);
     unsigned shard = 0;
-    int used = 0;
-    self->welcome.brokers[0] = '\0';
-    if (sscanf(service, "shard=%u brokers=%n", &shard, &used) == 1 && used)
-        snprintf(self->welcome.brokers, sizeof self->welcome.brokers, "%s", service + used);
+    self->welcome.brokers[0] = self->welcome.replicas[0] = '\0';
+    for (char *word = strtok(service, " "); word; word = strtok(NULL, " ")) {
+        if (strncmp(word, "shard=", 6) == 0)
+            sscanf(word + 6, "%u", &shard);
+        else if (strncmp(word, "brokers=", 8) == 0)
+            snprintf(self->welcome.brokers, sizeof self->welcome.brokers, "%s", word + 8);
+        else if (strncmp(word, "replicas=", 9) == 0)
+            snprintf(self->welcome.replicas, sizeof self->welcome.replicas, "%s", word + 9);
+    }
     self->welcome.shard = (int) shard;
     self->welcomed = 1;
+    /* The group's replicas: where to look for the next leader. */
+    for (const char *at = self->welcome.replicas; *at;) {
+        size_t length = strcspn(at, ",");
+        char entry[AQ_ENDPOINT_MAX];
+        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
+        s_add_target(self, entry);
+        at += length + (at[length] == ',');
+    }
 }
 
 /*  The host of a tcp endpoint as the resolver takes it: without the
@@ -396,6 +464,22 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
         self->hello_unanswered = 0;
         return s_hello(self, aq_deadline_left(deadline), fail_fast);
     }
+    if (rc == AQ_REFUSED && self->error.code == AQ_NOT_LEADER) {
+        /* A replica that does not lead (4.16): its leader, or the next
+           replica a little later, within the time left. */
+        for (int hops = 0; hops < REDIRECTS_MAX && rc == AQ_REFUSED
+                           && self->error.code == AQ_NOT_LEADER && aq_deadline_left(deadline);
+             hops++) {
+            aq_bytes_t leader = aq_bytes_str(self->error.subject);
+            if (!s_follow(self, leader))
+                zclock_sleep(aq_deadline_left(deadline) < 0
+                                 ? REPLICA_AGAIN_MS
+                                 : aq_deadline_left(deadline) < REPLICA_AGAIN_MS
+                                       ? aq_deadline_left(deadline) : REPLICA_AGAIN_MS);
+            rc = s_hello(self, aq_deadline_left(deadline), 0);
+        }
+        return rc;
+    }
     return rc ? rc : AQ_MALFORMED;
 }
 
@@ -404,8 +488,14 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
     return s_hello(self, timeout_ms, 0);
 }
 
-aq_status_t aq_session_hello_begin(aq_session_t *self)
+/*  `rotate`: a group's leader gone silent, or a replica that did not
+    answer, makes the next replica the one asked (it names the leader, or
+    leads). */
+static aq_status_t s_hello_begin(aq_session_t *self, int rotate)
 {
+    if (rotate && self->target_count > 1
+        && (self->hello_unanswered || aq_session_broker_silent(self)))
+        s_retarget(self, (self->target + 1) % self->target_count);
     aq_status_t rc = s_send_hello(self);
     if (!rc)
         snprintf(self->hello_tag, sizeof self->hello_tag, "%s", self->tag);
@@ -413,10 +503,16 @@ aq_status_t aq_session_hello_begin(aq_session_t *self)
     return rc;
 }
 
+aq_status_t aq_session_hello_begin(aq_session_t *self)
+{
+    return s_hello_begin(self, 1);
+}
+
 int aq_session_hello_due(const aq_session_t *self)
 {
     if (self->hello_tag[0] || self->hello_unanswered)
-        return zclock_mono() - self->hello_at >= HELLO_AGAIN_MS;
+        return zclock_mono() - self->hello_at
+               >= (self->target_count > 1 ? REPLICA_HELLO_AGAIN_MS : HELLO_AGAIN_MS);
     return aq_session_broker_silent(self);
 }
 
@@ -458,6 +554,14 @@ static int s_on_hello_answer(aq_session_t *self, const aq_msg_t *msg)
         aq_session_hello_begin(self);
         return 1;
     }
+    if (msg->cmd == AQ_CMD_ERROR && msg->code == AQ_NOT_LEADER) {
+        /* To the leader named, at once; or the next replica, soon. */
+        if (msg->subject.size && s_follow(self, msg->subject))
+            s_hello_begin(self, 0);
+        else /* the next replica, from aq_session_hello_begin */
+            self->hello_at = zclock_mono() - REPLICA_HELLO_AGAIN_MS + REPLICA_AGAIN_MS;
+        return 1;
+    }
     return 0;
 }
 
@@ -486,6 +590,10 @@ static aq_session_t *s_prepare(const char *address, const char *client_id, uint6
         snprintf(self->address, sizeof self->address, "%s", address ? address : "");
         self->producer_seq = producer_seq;
         rc = aq_endpoint_parse(address, 0, &self->endpoint);
+        if (!rc) {
+            snprintf(self->targets[0], AQ_ENDPOINT_MAX, "%s", self->address);
+            self->target_count = 1;
+        }
     }
     if (!rc && !aq_name_is_valid((const uint8_t *) client_id, strlen(client_id))) {
         rc = AQ_MALFORMED;

@@ -20,6 +20,7 @@ static const status_entry_t s_table[] = {
     {AQ_LOST, "LOST", "some puts of this producer never reached the broker"},
     {AQ_NO_SESSION, "NO_SESSION", "no session for this peer: say HELLO again"},
     {AQ_TOO_BIG, "TOO_BIG", "item is larger than the broker accepts"},
+    {AQ_NOT_LEADER, "NOT_LEADER", "this replica does not lead its group: ask the leader"},
     {AQ_LIMIT, "LIMIT", "a broker limit was reached"},
     {AQ_INTERNAL, "INTERNAL", "broker could not complete the request"},
     {AQ_SHUT_DOWN, "SHUT_DOWN", "the queue was shut down"},

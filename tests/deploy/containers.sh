@@ -92,7 +92,7 @@ echo "== docker build"
 # reach the Debian mirror from here.
 docker build --network host -q -t asyncq:containers-test \
   --build-arg BASE_IMAGE=asyncq-base:containers-test \
-  --build-arg RUNTIME_IMAGE=asyncq-base:containers-test "$top"
+  --build-arg RUNTIME_IMAGE=asyncq-base:containers-test --build-arg DEBIAN_MIRROR="$mirror" "$top"
 
 echo "== docker-compose up: $producers producers x $per_producer items, $consumers consumers, join"
 export ASYNCQ_IMAGE=asyncq:containers-test ASYNCQ_COUNT=$per_producer \

@@ -42,38 +42,7 @@ typedef struct {
     code (0 if closed without an answer), the body in f->answer. */
 static int s_request_at(fixture_t *f, int port, const char *request, size_t size)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(connect(fd, (struct sockaddr *) &address, sizeof address), 0);
-    for (size_t sent = 0; sent < size;) {
-        ssize_t n = send(fd, request + sent, size - sent, MSG_NOSIGNAL);
-        if (n <= 0)
-            break; /* closed early: what it answered is read below */
-        sent += (size_t) n;
-    }
-    static char raw[ANSWER_MAX + 4096];
-    size_t got = 0;
-    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
-    while (got + 1 < sizeof raw) {
-        struct pollfd item = {fd, POLLIN, 0};
-        int left = (int) (deadline - zclock_mono());
-        if (left <= 0 || poll(&item, 1, left) != 1)
-            fail_msg("no answer from port %d in time", port);
-        ssize_t n = recv(fd, raw + got, sizeof raw - 1 - got, 0);
-        if (n <= 0)
-            break;
-        got += (size_t) n;
-    }
-    raw[got] = '\0';
-    close(fd);
-    int status = 0;
-    if (sscanf(raw, "HTTP/1.%*d %d", &status) != 1)
-        status = 0;
-    const char *body = strstr(raw, "\r\n\r\n");
-    snprintf(f->answer, ANSWER_MAX, "%s", body ? body + 4 : "");
-    return status;
+    return harness_http(port, request, size, f->answer, ANSWER_MAX);
 }
 
 static int s_call(fixture_t *f, int port, const char *method, const char *path, int with_token)

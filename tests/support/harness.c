@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -503,4 +504,42 @@ int harness_free_ports(int count)
     }
     fail_msg("no %d free TCP ports in a row on 127.0.0.1", count);
     return -1;
+}
+
+int harness_http(int port, const char *request, size_t size, char *body, size_t body_size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_port = htons((uint16_t) port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *) &address, sizeof address), 0);
+    for (size_t sent = 0; sent < size;) {
+        ssize_t n = send(fd, request + sent, size - sent, MSG_NOSIGNAL);
+        if (n <= 0)
+            break; /* closed early: what it answered is read below */
+        sent += (size_t) n;
+    }
+    size_t capacity = body_size + 4096, got = 0;
+    char *raw = malloc(capacity);
+    assert_non_null(raw);
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    while (got + 1 < capacity) {
+        struct pollfd item = {fd, POLLIN, 0};
+        int left = (int) (deadline - zclock_mono());
+        if (left <= 0 || poll(&item, 1, left) != 1)
+            fail_msg("no answer from port %d in time", port);
+        ssize_t n = recv(fd, raw + got, capacity - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t) n;
+    }
+    raw[got] = '\0';
+    close(fd);
+    int status = 0;
+    if (sscanf(raw, "HTTP/1.%*d %d", &status) != 1)
+        status = 0;
+    const char *start = strstr(raw, "\r\n\r\n");
+    snprintf(body, body_size, "%s", start ? start + 4 : "");
+    free(raw);
+    return status;
 }

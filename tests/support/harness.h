@@ -138,6 +138,11 @@ void harness_assert_serving(const harness_t *h, const char *queue);
     need fixed ports (asyncq-broker --shards --metrics). */
 int harness_free_ports(int count);
 
+/*  One HTTP request (as bytes) on a new connection to 127.0.0.1:port,
+    closed after: the status code (0 if closed without an answer), the
+    body (NUL-terminated, cut to body_size) in `body`. */
+int harness_http(int port, const char *request, size_t size, char *body, size_t body_size);
+
 /*  Resident memory of a process, in KiB. */
 uint64_t harness_rss_kib(pid_t pid);
 

@@ -163,6 +163,20 @@ async function freePairs(count) {
   return ports;
 }
 
+// Ports for replicas (PROTOCOL.md 4.16): count of them, PORT each with
+// PORT, PORT+1 and PORT+2 (the replicas' own) free now; drawn as
+// freePairs() draws its pairs.
+async function freeTriples(count) {
+  const ports = [];
+  while (ports.length < count) {
+    if (nextPort > 31990) nextPort = 20000;
+    const port = nextPort;
+    nextPort += 3;
+    if ((await portFree(port)) && (await portFree(port + 1)) && (await portFree(port + 2))) ports.push(port);
+  }
+  return ports;
+}
+
 // A service of count brokers on 127.0.0.1 (PROTOCOL.md 4.15): shard K at
 // ports[K], each with --shard K and --service listing them all as :PORT
 // (options.service false: none), and flags besides (options.flags, an
@@ -233,5 +247,5 @@ async function until(condition) {
 }
 
 module.exports = {
-  Broker, withBroker, until, freePairs, startService, withService,
+  Broker, withBroker, until, freePairs, freeTriples, startService, withService, program,
 };

@@ -436,9 +436,9 @@ test('a broker before 2.2 refuses HELLO with service: HELLO again without it, sh
 
 test('WELCOME\'s service field and FNV-1a, as PROTOCOL.md 4.15 gives them', () => {
   const { parseService, parseListed, parseAddress, parseAddresses, fnv1a32 } = require('../protocol'); // eslint-disable-line global-require
-  assert.deepStrictEqual(parseService('shard=1 brokers=:5557,:5559,:5561'), { shard: 1, brokers: [':5557', ':5559', ':5561'] });
-  assert.deepStrictEqual(parseService('shard=0 brokers='), { shard: 0, brokers: [] });
-  assert.deepStrictEqual(parseService('brokers=:1 shard=255 later=1'), { shard: 255, brokers: [':1'] });
+  assert.deepStrictEqual(parseService('shard=1 brokers=:5557,:5559,:5561'), { shard: 1, brokers: [':5557', ':5559', ':5561'], replicas: [] });
+  assert.deepStrictEqual(parseService('shard=0 brokers='), { shard: 0, brokers: [], replicas: [] });
+  assert.deepStrictEqual(parseService('brokers=:1 shard=255 later=1'), { shard: 255, brokers: [':1'], replicas: [] });
   for (const bad of ['', 'shard=256', 'shard=-1 brokers=', 'shard=x']) assert.strictEqual(parseService(bad), null, bad);
   const reached = parseAddress('tcp://10.0.0.7:5557');
   assert.strictEqual(parseListed(':5559', reached).router, 'tcp://10.0.0.7:5560');
@@ -461,7 +461,7 @@ test('a broker alone (2.2, no --service): one session each side, CREDIT without 
   await q.put('one', { key: 'any key: the one shard' });
   const consumer = await q.consumerSession();
   assert.deepStrictEqual(q.brokers, [{ address: service.address(0), shard: 0, up: true }]);
-  assert.deepStrictEqual(q.producer.session.welcome.service, { shard: 0, brokers: [] });
+  assert.deepStrictEqual(q.producer.session.welcome.service, { shard: 0, brokers: [], replicas: [] });
   assert.strictEqual(consumer.sharing, false);
   assert.strictEqual(consumer.lanes.length, 1);
   const credits = [];

@@ -1,14 +1,17 @@
 """asyncq client: asyncio.Queue's producer/consumer pattern over an asyncq
-broker, or over a service of several (shards); the wire protocol, asyncq/2,
-is docs/PROTOCOL.md. Needs pyzmq (Debian: python3-zmq)."""
+broker, or over a service of several (shards), each a broker alone or a
+group of replicas; the wire protocol, asyncq/2, is docs/PROTOCOL.md. Needs
+pyzmq (Debian: python3-zmq)."""
 from .blocking import BlockingQueue
 from .consumer import Item, QueueEmpty
 from .protocol import (BrokerError, BrokerUnreachable, DeadLetter, KeyMismatch, KeyRefused,
-                       KeysRequired, PeekedItem, QueueShutDown, ShardConflict, endpoints, fnv1a32)
+                       KeysRequired, NotLeader, PeekedItem, QueueShutDown, ShardConflict,
+                       endpoints, fnv1a32)
 from .queue import Joined, LifoQueue, PriorityQueue, Queue
 
-__version__ = "2.2.0"
+__version__ = "2.3.0"
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "PeekedItem",
            "BrokerError", "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired",
-           "QueueEmpty", "QueueShutDown", "ShardConflict", "endpoints", "fnv1a32", "__version__"]
+           "NotLeader", "QueueEmpty", "QueueShutDown", "ShardConflict", "endpoints", "fnv1a32",
+           "__version__"]

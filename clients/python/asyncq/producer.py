@@ -42,6 +42,7 @@ class Push:
     """The PUSH socket: sends at once, or in order once it has room."""
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, keys: Optional[Keys]) -> None:
+        self.endpoint = endpoint
         self.socket = plain_socket(context, zmq.PUSH, endpoint)
         apply_keys(self.socket, keys)
         self.socket.connect(endpoint)
@@ -83,11 +84,11 @@ class Push:
 
 
 class Producer:
-    def __init__(self, session: Session, context: zmq.Context[Any], push_endpoint: str,
-                 keys: Optional[Keys], shard: int = 0) -> None:
+    def __init__(self, session: Session, context: zmq.Context[Any], keys: Optional[Keys],
+                 shard: int = 0) -> None:
         self._session = session
         self.shard = shard
-        self._context, self._push_endpoint, self._keys = context, push_endpoint, keys
+        self._context, self._keys = context, keys
         self._push: Optional[Push] = None
         self.seq = 0          # the last seq given to a put, sent or gathered
         self.confirmed = 0    # every seq up to this one is confirmed
@@ -134,9 +135,11 @@ class Producer:
     def _push_socket(self) -> Push:
         """The PUSH socket, connected at the first put: a client that only
         joins or reads stats opens none (the broker closes connections that
-        neither put nor say HELLO, 9.2)."""
+        neither put nor say HELLO, 9.2). It goes to the PULL socket of the
+        broker the session is with: a group's leader (4.16), wherever that
+        is now."""
         if self._push is None:
-            self._push = Push(self._context, self._push_endpoint, self._keys)
+            self._push = Push(self._context, self._session.push_endpoint, self._keys)
         return self._push
 
     def has_room(self, size: int) -> bool:
@@ -254,11 +257,15 @@ class Producer:
             self._start_sync()
 
     def _on_reconnect(self) -> None:
-        """After a new HELLO (the broker restarted): the unconfirmed puts
-        again. With none, the PUSH socket is closed, to be opened at the
-        next put: its new connection would sit silent, and a broker closes
-        such connections again and again (9.2)."""
-        if not self._sent and self._push is not None:
+        """After a new HELLO (the broker restarted, or a new leader of its
+        group answered, 4.16): the unconfirmed puts again. With none, the
+        PUSH socket is closed, to be opened at the next put: its new
+        connection would sit silent, and a broker closes such connections
+        again and again (9.2). One connected to where the broker no longer
+        is (a replica that no longer leads, which drops puts) is replaced:
+        what it had not sent goes again with the rest."""
+        if self._push is not None and (not self._sent
+                                       or self._push.endpoint != self._session.push_endpoint):
             self._push.close()
             self._push = None
         self._resend()
@@ -380,8 +387,8 @@ class Producers:
     never sent to another. With one broker, it is the one Producer."""
 
     def __init__(self, sessions: Dict[int, Session], context: zmq.Context[Any],
-                 push: Callable[[int], str], keys: Optional[Keys], open_shard: Open) -> None:
-        self._context, self._push, self._keys, self._open_shard = context, push, keys, open_shard
+                 keys: Optional[Keys], open_shard: Open) -> None:
+        self._context, self._keys, self._open_shard = context, keys, open_shard
         self.shards = sorted(sessions)
         self._single = len(self.shards) == 1
         self.by_shard: Dict[int, Producer] = {}
@@ -394,7 +401,7 @@ class Producers:
         self.on_taken_over: Callable[[Producer], None] = lambda producer: None
 
     def _add(self, shard: int, session: Session) -> Producer:
-        producer = Producer(session, self._context, self._push(shard), self._keys, shard)
+        producer = Producer(session, self._context, self._keys, shard)
         producer.on_taken_over = lambda: self._taken_over(producer)
         self.by_shard[shard] = producer
         if self._single:

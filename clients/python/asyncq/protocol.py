@@ -38,12 +38,15 @@ class Welcome(NamedTuple):
     window: int
     window_bytes: int
     roles: FrozenSet[str]
-    persistence: str
+    persistence: str  # "memory", "always", "interval", "never" or "replicated" (6)
     # WELCOME's 10th field (4.15), when the HELLO asked for it: this
     # broker's shard number and its service's brokers in shard order (empty:
     # it is alone). None and (): a broker before 2.2, shard 0 alone.
     shard: Optional[int] = None
     brokers: Tuple[str, ...] = ()
+    # The replicas of this shard (4.16), HOST:PORT each, as the leader's
+    # --peers lists them; () for a broker that is not replicated.
+    replicas: Tuple[str, ...] = ()
 
 
 ADDRESS_FORMS = "HOST[:PORT], tcp://HOST:PORT or ipc://PATH"
@@ -104,26 +107,41 @@ def parse_welcome(fields: Fields) -> Optional[Welcome]:
         return None
     broker_id, max_item, heartbeat_ms, max_batch, window, window_bytes, roles, persistence = \
         fields[1:9]
-    shard: Optional[int] = None
-    brokers: Tuple[str, ...] = ()
+    service = ServiceField(None, (), ())
     if len(fields) == 10:
-        service = parse_service(fields[9])
-        if service is None:
+        parsed = parse_service(fields[9])
+        if parsed is None:
             return None
-        shard, brokers = service
+        service = parsed
     return Welcome(broker_id.decode(), int(max_item), max(int(heartbeat_ms), 1),
                    max(int(max_batch), 1), max(int(window), 1), int(window_bytes),
                    frozenset(role for role in roles.decode().split(",") if role),
-                   persistence.decode(), shard, brokers)
+                   persistence.decode(), service.shard, service.brokers, service.replicas)
 
 
 SHARDS_MAX = 256  # brokers in one service: an item id's top 8 bits (4.15)
 
 
-def parse_service(field: bytes) -> Optional[Tuple[int, Tuple[str, ...]]]:
-    """WELCOME's `service` field (4.15), `shard=K brokers=A,B,...`, as (K,
-    the brokers' addresses in shard order; () when the broker is alone), or
-    None when it is not that. Keys this client does not know are ignored."""
+class ServiceField(NamedTuple):
+    """WELCOME's `service` field (4.15, 4.16): the broker's shard, its
+    service's brokers in shard order (() when it is alone) and its shard's
+    replicas (() when it is not replicated)."""
+    shard: Optional[int]
+    brokers: Tuple[str, ...]
+    replicas: Tuple[str, ...]
+
+
+def _address_list(text: str) -> Optional[Tuple[str, ...]]:
+    """A comma-separated list of addresses ("" is none), or None when an
+    entry is empty."""
+    entries = tuple(text.split(",")) if text else ()
+    return None if any(not entry for entry in entries) else entries
+
+
+def parse_service(field: bytes) -> Optional[ServiceField]:
+    """WELCOME's `service` field (4.15), `shard=K [replicas=A,B,C]
+    brokers=A,B,...`, as a ServiceField, or None when it is not that. Keys
+    this client does not know are ignored."""
     try:
         pairs = dict(pair.partition("=")[::2] for pair in field.decode().split())
     except UnicodeDecodeError:
@@ -131,10 +149,11 @@ def parse_service(field: bytes) -> Optional[Tuple[int, Tuple[str, ...]]]:
     shard = pairs.get("shard", "")
     if not shard.isdigit() or int(shard) >= SHARDS_MAX:
         return None
-    brokers = tuple(pairs.get("brokers", "").split(",")) if pairs.get("brokers") else ()
-    if any(not broker for broker in brokers):
+    brokers = _address_list(pairs.get("brokers", ""))
+    replicas = _address_list(pairs.get("replicas", ""))
+    if brokers is None or replicas is None:
         return None
-    return int(shard), brokers
+    return ServiceField(int(shard), brokers, replicas)
 
 
 def shard_of(item_id: int) -> int:
@@ -157,6 +176,14 @@ def fnv1a32(data: Union[bytes, str]) -> int:
     for byte in data:
         value = ((value ^ byte) * FNV_PRIME) & 0xFFFFFFFF
     return value
+
+
+def same_place(a: str, b: str) -> bool:
+    """Whether two broker addresses name the same endpoints."""
+    try:
+        return endpoints(a)[1].lower() == endpoints(b)[1].lower()
+    except ValueError:
+        return False
 
 
 def split_addresses(text: str) -> List[str]:
@@ -524,7 +551,25 @@ class BrokerError(Exception):
         text = fields[4].decode(errors="replace") if len(fields) > 4 else ""
         if code == 503:
             return QueueShutDown(code, name, subject, text, tag)
+        if code == NOT_LEADER:
+            return NotLeader(code, name, subject, text, tag)
         return cls(code, name, subject, text, tag)
+
+
+NOT_LEADER = 421  # a replica that does not lead its group answered HELLO (4.16)
+
+
+class NotLeader(BrokerError):
+    """421 NOT_LEADER (PROTOCOL.md 4.16): a replica that does not lead its
+    group answered HELLO. .leader is the leader's address as the group's
+    --peers lists it (HOST:PORT), or None while an election is under way.
+    The client follows it by itself: it is seen only as the __cause__ of
+    the BrokerUnreachable raised when no leader answered in time."""
+
+    @property
+    def leader(self) -> Optional[str]:
+        address = self.subject.decode(errors="replace").strip()
+        return address or None
 
 
 _ASYNCIO_SHUT_DOWN: Tuple[type, ...] = (

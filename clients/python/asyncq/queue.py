@@ -87,6 +87,17 @@ class Queue:
     is logged and left out (.unreachable names it, with why); the others
     are served. Two brokers saying the same shard raise ShardConflict.
 
+    A shard may be a group of replicas (broker 2.3, PROTOCOL.md 4.16):
+    give any of its addresses, or all. A replica that does not lead
+    answers HELLO with 421 and the client goes to the leader it names (or,
+    during an election, tries the next replica a moment later); the
+    addresses of one group are one shard, .brokers naming its leader.
+    When the leader falls silent or stops leading, the client says HELLO
+    to the replicas in turn until one leads, then carries on as after a
+    broker restart: unconfirmed puts are sent again (the group keeps each
+    put once), credit and joins asked again. .persistence is then
+    "replicated".
+
     With CURVE (PROTOCOL.md 7), curve_secret is the path of this client's
     secret certificate (`asyncq keygen` writes NAME.key_secret) and
     server_key the broker's public certificate, or its Z85 key; they default
@@ -182,7 +193,8 @@ class Queue:
     @property
     def persistence(self) -> Optional[str]:
         """What a confirm means on this broker ("memory", "always",
-        "interval" or "never", PROTOCOL.md 6); None before connecting."""
+        "interval", "never", or "replicated" for a group of replicas,
+        PROTOCOL.md 6); None before connecting."""
         welcome = self._welcome()
         return welcome.persistence if welcome else None
 
@@ -227,9 +239,8 @@ class Queue:
             self._check_open()
             if self._producers is None:
                 sessions = await self._service.open(self._client_id, lambda: 1)
-                self._producers = Producers(
-                    sessions, self._context, lambda shard: self._service.brokers[shard].push,
-                    self._keys, self._open_shard)
+                self._producers = Producers(sessions, self._context, self._keys,
+                                            self._open_shard)
                 self._producers.on_taken_over = self._producer_taken_over
         return self._producers
 

@@ -3,7 +3,13 @@ found from the addresses a client is given. Each is asked HELLO with
 `service`; WELCOME says its shard and lists every broker of its service,
 which are asked in turn, until all are known. A broker before 2.2 is shard
 0, alone. One address of a broker alone is a service of one shard, and
-behaves as the client always did."""
+behaves as the client always did.
+
+A shard may be a group of replicas (4.16): its followers answer 421 and
+the session follows to the leader, so several addresses given of one
+group are one shard (the leader's broker-id says so), and a replica that
+does not answer is not an address given wrong. Each shard's Replicas are
+shared by its sessions; .brokers follows its leader."""
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +19,10 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import zmq
 
-from .protocol import (BrokerUnreachable, ShardConflict, endpoints, fnv1a32,
+from .protocol import (BrokerUnreachable, ShardConflict, endpoints, fnv1a32, same_place,
                        split_addresses)
 from .security import Keys
-from .session import Session
+from .session import Replicas, Session
 
 log = logging.getLogger("asyncq")
 
@@ -49,14 +55,6 @@ def _target(address: str, given: Optional[str]) -> Target:
     return Target(address, push, router, given, host)
 
 
-def _same_place(a: str, b: str) -> bool:
-    """Whether two addresses name the same endpoints."""
-    try:
-        return endpoints(a)[1].lower() == endpoints(b)[1].lower()
-    except ValueError:
-        return False
-
-
 class Service:
     """The brokers a Queue uses, by shard number, once found (open()).
     count: the number of shards, for keys (the service list's length; the
@@ -73,6 +71,7 @@ class Service:
         self.unreachable: Dict[str, BrokerUnreachable] = {}
         self._order: List[int] = []  # shard numbers, sorted: where a key's hash lands
         self._listed = False  # the brokers listed their service (else each is alone)
+        self.replicas: Dict[int, Replicas] = {}  # each shard's, shared by its sessions (4.16)
 
     @property
     def sharded(self) -> bool:
@@ -88,9 +87,17 @@ class Service:
 
     def session(self, broker: Union[Broker, Target], client_id: str,
                 hello_seq: Callable[[], int] = lambda: 0) -> Session:
-        shard = broker.shard if isinstance(broker, Broker) else None
+        """A session with a broker found (at its shard's leader, as last
+        seen), or with an address to try (its 421s without a leader named
+        send it on to the other addresses given)."""
+        if isinstance(broker, Broker):
+            replicas = self.replicas.get(broker.shard)
+            return Session(self._context, broker.router, client_id, self._keys, hello_seq,
+                           address=broker.address, shard=broker.shard, push=broker.push,
+                           replicas=replicas)
+        candidates = Replicas([broker.address, *self.given])
         return Session(self._context, broker.router, client_id, self._keys, hello_seq,
-                       address=broker.address, shard=shard)
+                       address=broker.address, push=broker.push, replicas=candidates)
 
     async def open(self, client_id: str,
                    hello_seq: Callable[[], int] = lambda: 0) -> Dict[int, Session]:
@@ -197,12 +204,19 @@ class Service:
                     if shard in reached:
                         other_target, other = reached[shard]
                         assert other.welcome is not None
-                        if (other.welcome.broker_id == welcome.broker_id and target.given
-                                and target.given == other_target.given):
+                        if other.welcome.broker_id == welcome.broker_id and (
+                                (target.given and target.given == other_target.given)
+                                or welcome.replicas or other.replicas.replicated
+                                or session.replicas.replicated):
                             # One name, several addresses, one broker (IPv4
-                            # and IPv6): the same broker, once.
+                            # and IPv6), or replicas of one group led to
+                            # its leader (4.16): the same broker, once. Its
+                            # two HELLOs named one client id: the latter
+                            # took the session over (4.2), so the one kept
+                            # says HELLO again once the other is gone.
                             opened.remove(session)
-                            await session.close()
+                            await session.close(bye=False)
+                            await other.renew(self.timeout)
                             continue
                         raise self._conflict(shard, other_target, other, target, session)
                     session.shard = shard
@@ -224,23 +238,36 @@ class Service:
             raise self._none_answered([*unresolved, *((target.address, why)
                                                       for target, why in failed)])
         sessions_by_shard = {shard: session for shard, (_, session) in reached.items()}
-        for shard, (target, _) in reached.items():
-            self.brokers[shard] = Broker(shard, target.address, target.push, target.router)
+        for shard, (target, session) in reached.items():
+            # Where the session is: the leader, for a group of replicas.
+            self.brokers[shard] = Broker(shard, session.address, session.push_endpoint,
+                                         session.endpoint)
+            self._keep_replicas(shard, session)
         for shard, target in listed.items():
             if shard not in reached:
                 cause = next((why for failure, why in failed if failure == target
-                              or (failure.given and _same_place(failure.address,
+                              or (failure.given and same_place(failure.address,
                                                                 target.address))), None)
                 log.warning("asyncq: shard %d of the service, at %s, does not answer (%s); "
                             "trying again in the background", shard, target.address, cause)
                 broker = Broker(shard, target.address, target.push, target.router)
                 self.brokers[shard] = broker
+                self.replicas[shard] = Replicas([target.address])
+                self.replicas[shard].on_leader = self._leader_moved(shard)
                 session = self.session(broker, client_id, hello_seq)
                 session.open_in_background()
                 sessions_by_shard[shard] = session
         for target, why in failed:
-            if target.given is None or any(_same_place(target.address, broker.address)
+            if target.given is None or any(same_place(target.address, broker.address)
                                            for broker in self.brokers.values()):
+                continue
+            group = next((shard for shard, replicas in self.replicas.items()
+                          if replicas.replicated and replicas.knows(target.address)), None)
+            if group is not None:
+                # A replica of a group whose leader answered (4.16): down,
+                # or cut off, for now; the shard is served.
+                log.info("asyncq: %s, a replica of shard %d, does not answer: %s",
+                         target.address, group, why)
                 continue
             if any(other.given == target.given for other, _ in reached.values()):
                 # One of several addresses of one name: the others answered.
@@ -258,6 +285,36 @@ class Service:
         self._order = sorted(self.brokers)
         self.found = True
         return sessions_by_shard
+
+    def _keep_replicas(self, shard: int, session: Session) -> None:
+        """The shard's replicas are those its session found: shared from now
+        on by every session of the shard. A group's (4.16) are the leader's
+        list (not the other addresses given, which a 421 without a leader
+        may have sent it to); a broker alone's, its address."""
+        found = session.replicas
+        if found.replicated:
+            replicas = Replicas(session.welcome.replicas if session.welcome else (), True)
+            replicas.learn([session.address])
+            replicas.learn(address for address in found.addresses
+                           if address not in self.given or address == session.address)
+        else:
+            replicas = Replicas([session.address])
+        replicas.leader = session.address if found.replicated else None
+        replicas.on_leader = self._leader_moved(shard)
+        session.replicas = replicas
+        self.replicas[shard] = replicas
+
+    def _leader_moved(self, shard: int) -> Callable[[str], None]:
+        """What a shard's Replicas call when its leader moved: .brokers (and
+        the sessions opened later) follow."""
+        def moved(address: str) -> None:
+            try:
+                push, router = endpoints(address)
+            except ValueError:
+                return
+            log.info("asyncq: shard %d is led from %s now", shard, address)
+            self.brokers[shard] = Broker(shard, address, push, router)
+        return moved
 
     def _place(self, entry: str, by: Target) -> Target:
         """A broker's list entry (4.15): HOST:PORT, ipc://PATH, or :PORT on

@@ -1,6 +1,9 @@
 """One DEALER and the session it holds with the broker (PROTOCOL.md 4.2):
 HELLO, replies matched to requests by tag, heartbeats answered, and saying
-HELLO again when the broker restarts or falls silent.
+HELLO again when the broker restarts or falls silent. A broker that is a
+group of replicas (4.16) is followed to its leader: a 421 names it (or an
+election is under way: the next replica is tried), and a leader gone is
+looked for at each replica in turn.
 
 The DEALER is a plain (blocking-API) ZeroMQ socket read from the event
 loop's own reader callback on its ZMQ_FD, and written with NOBLOCK: a
@@ -13,12 +16,12 @@ import collections
 import logging
 import re
 import socket as stdsocket
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 import zmq
 
-from .protocol import (BrokerError, BrokerUnreachable, Fields, Frames, Welcome, message, parse,
-                       parse_welcome, wake_all)
+from .protocol import (BrokerError, BrokerUnreachable, Fields, Frames, NotLeader, Welcome,
+                       endpoints, message, parse, parse_welcome, same_place, wake_all)
 from .security import HandshakeWatch, Keys, apply_keys
 from .sockets import EVENTS, POLLIN, Reader, plain_socket, send_now
 
@@ -28,6 +31,7 @@ REPLIES = frozenset((b"CREDITED", b"SYNCED", b"JOINED", b"TIMEOUT", b"REPORT"))
 READ_BATCH = 256  # messages handled in a row before other callbacks get a turn
 TAG_NUMBER = re.compile(rb"(\d+)$")
 Reply = Tuple[bytes, Fields]
+ELECTION_WAIT = 0.25  # seconds between HELLOs to replicas that know no leader (4.16)
 
 
 def log_failure(future: "asyncio.Future[Any]") -> None:
@@ -56,13 +60,60 @@ class Request:
             self._answer(reply, error)
 
 
+class Replicas:
+    """The addresses where one shard's broker may be (PROTOCOL.md 4.16):
+    the address given first, those a 421 named, and once its leader
+    WELCOMEd, the group its `replicas` lists. .replicated: the shard is a
+    group (a 421 came, or a WELCOME listed replicas): only then does a
+    session look for its broker at the others when it does not answer.
+    .leader: where the latest WELCOME came from, shared by the shard's
+    sessions, so that one that found a new leader shows the others;
+    on_leader(address) is called when it moves."""
+
+    def __init__(self, addresses: Iterable[str] = (), replicated: bool = False) -> None:
+        self.addresses: List[str] = []
+        self.replicated = replicated
+        self.leader: Optional[str] = None
+        self.on_leader: Callable[[str], None] = lambda address: None
+        self.learn(addresses)
+
+    def learn(self, addresses: Iterable[str]) -> None:
+        """Adds the addresses not known yet (under any name), in order."""
+        for address in addresses:
+            if not self.knows(address):
+                self.addresses.append(address)
+
+    def knows(self, address: str) -> bool:
+        return any(same_place(address, known) for known in self.addresses)
+
+    def after(self, address: str) -> str:
+        """The replica to try after the one at address: the next in the
+        list, round, or the first when address is not one."""
+        for index, known in enumerate(self.addresses):
+            if same_place(address, known):
+                return self.addresses[(index + 1) % len(self.addresses)]
+        return self.addresses[0] if self.addresses else address
+
+    def led_from(self, address: str) -> None:
+        """The leader WELCOMEd a session at address."""
+        if self.leader is None or not same_place(self.leader, address):
+            self.leader = address
+            self.on_leader(address)
+
+
 class Session:
     def __init__(self, context: zmq.Context[Any], endpoint: str, client_id: str,
                  keys: Optional[Keys] = None, hello_seq: Callable[[], int] = lambda: 0,
-                 address: Optional[str] = None, shard: Optional[int] = None) -> None:
+                 address: Optional[str] = None, shard: Optional[int] = None,
+                 push: str = "", replicas: Optional[Replicas] = None) -> None:
         self._context = context
         self._endpoint = endpoint
         self.address = address or endpoint  # as the user gave it, for messages
+        self.push_endpoint = push  # the PULL socket of the broker at address, for a Producer
+        # Where else its broker may be (a group of replicas, 4.16): HELLO
+        # follows a 421 there, and looks for a leader gone at each in turn.
+        self.replicas = replicas if replicas is not None else Replicas([self.address])
+        self._redirects = 0      # 421s followed in a row since the last WELCOME
         self._keys = keys
         self.client_id = client_id
         self.hello_seq = hello_seq  # the HELLO's seq (4.2), asked at each HELLO
@@ -120,6 +171,11 @@ class Session:
         wake_all(waiters, error)
 
     @property
+    def endpoint(self) -> str:
+        """The ROUTER endpoint of the broker this session is at now."""
+        return self._endpoint
+
+    @property
     def heartbeat(self) -> float:
         """Seconds between the broker's HEARTBEATs to this session."""
         return self.welcome.heartbeat_ms / 1000 if self.welcome else 1.0
@@ -151,20 +207,119 @@ class Session:
         """Says HELLO; raises BrokerUnreachable (or the subclass that says
         which key is wrong, or that nothing listens at the address) without
         a WELCOME within timeout seconds, and BrokerError if the broker
-        refuses the HELLO."""
+        refuses the HELLO. A replica that does not lead (421, 4.16) is
+        followed to the leader it names, or after a moment, with none
+        named, the next replica known is asked; once the shard is known to
+        be replicated, a replica that does not answer is passed over too."""
         self._watch_silence()
         try:
-            if not await self._say_hello(timeout, watch_connect=True):
-                raise self._watch.failure(self._keys) or BrokerUnreachable(
-                    f"no answer from the broker at {self.address} within {timeout:g} s")
+            await self._open(timeout)
         except BaseException:
             await self.close(bye=False)
             raise
+
+    async def _open(self, timeout: float) -> None:
+        deadline = self._loop.time() + timeout
+        failure: Optional[Exception] = None  # why the latest replica tried did not WELCOME
+        while True:
+            left = deadline - self._loop.time()
+            if left <= 0:
+                raise self._no_leader(failure, timeout)
+            rotate = self.replicas.replicated and len(self.replicas.addresses) > 1
+            try:
+                if await self._say_hello(min(left, self._retry_wait()) if rotate else left,
+                                         watch_connect=True):
+                    return
+                keys = self._watch.failure(self._keys)  # every replica would say the same
+                if keys is not None or not rotate:
+                    raise keys or BrokerUnreachable(
+                        f"no answer from the broker at {self.address} within {timeout:g} s")
+                failure = BrokerUnreachable(f"no answer from the replica at {self.address}")
+            except NotLeader as error:
+                failure = error
+                await self._follow(error, deadline)
+                continue
+            except BrokerUnreachable as error:  # nothing listens there
+                if not (self.replicas.replicated and len(self.replicas.addresses) > 1):
+                    raise
+                failure = error
+                await asyncio.sleep(min(ELECTION_WAIT, max(0.0, deadline - self._loop.time())))
+            self._move(self.replicas.after(self.address))
+
+    def _no_leader(self, failure: Optional[Exception], timeout: float) -> Exception:
+        """The error of an open() that found no leader in time."""
+        if isinstance(failure, BrokerUnreachable) and not self.replicas.replicated:
+            return failure
+        if failure is None:
+            return BrokerUnreachable(
+                f"no answer from the broker at {self.address} within {timeout:g} s")
+        error = BrokerUnreachable(
+            f"no leader of the replicas {', '.join(self.replicas.addresses)} answered within "
+            f"{timeout:g} s (the latest: {failure})")
+        error.__cause__ = failure
+        return error
+
+    def _retry_wait(self) -> float:
+        """How long one HELLO is given before it is said again (4.2)."""
+        return max(1.0, self.heartbeat)
+
+    def _move(self, address: str) -> None:
+        """Says the next HELLO to the replica at address (it may be where
+        this session is), on a new DEALER."""
+        if address != self.address:
+            try:
+                push, router = endpoints(address)
+            except ValueError as error:
+                log.warning("%s: %s", self.client_id, error)
+                return
+            log.info("%s: looking for the leader at %s (was at %s)", self.client_id, address,
+                     self.address)
+            self.address, self.push_endpoint, self._endpoint = address, push, router
+        self._replace_socket()
+
+    async def _follow(self, error: NotLeader, deadline: Optional[float] = None) -> None:
+        """A 421: HELLO next to the leader it names, at once (after a moment
+        when 421s keep naming others: no loop runs hot); with none named
+        (an election), after a moment, to the next replica known."""
+        self.replicas.replicated = True
+        leader = error.leader
+        if leader is not None:
+            try:
+                endpoints(leader)
+            except ValueError:
+                log.warning("%s: the replica at %s names %r as its leader: not an address",
+                            self.client_id, self.address, leader)
+                leader = None
+        self._redirects += 1
+        if leader is None or same_place(leader, self.address) or self._redirects > 2:
+            wait = ELECTION_WAIT
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - self._loop.time()))
+            await asyncio.sleep(wait)
+        if self._closed:
+            return
+        if leader is not None:
+            self.replicas.learn([leader])
+            self._move(leader)
+        else:
+            self._move(self.replicas.after(self.address))
 
     def open_in_background(self) -> None:
         """Says HELLO until the broker answers, in the background (a broker
         of the service that is down): on_reconnect is called once it has."""
         self._watch_silence()
+        self.reconnect()
+
+    async def renew(self, timeout: float) -> None:
+        """Says HELLO again now, on this DEALER: another DEALER of this
+        client said HELLO with its client id (the same broker reached under
+        two addresses), taking its session over (4.2). Without a WELCOME
+        within timeout seconds, HELLO goes on in the background."""
+        try:
+            if await self._say_hello(timeout):
+                return
+        except BrokerError as error:
+            log.info("%s: HELLO again: %s", self.client_id, error)
         self.reconnect()
 
     def tag(self, kind: bytes) -> bytes:
@@ -219,8 +374,11 @@ class Session:
         if self.welcome is not None:
             self.reconnects += 1
             log.info("%s: saying HELLO again to %s", self.client_id, self.address)
+        leader = self.replicas.leader
+        if leader is not None and not same_place(leader, self.address):
+            self._move(leader)  # another session of this shard found the leader there
         while not await self._hello_again():
-            self._replace_socket()
+            pass
         self._wake_up_waiters()
         self.on_reconnect()
         for request in list(self._pending.values()):
@@ -228,15 +386,27 @@ class Session:
                 self._send_request(request)
 
     async def _hello_again(self) -> bool:
-        """One more HELLO, given a second or so (4.2). A refused one (403:
-        the key or the client id) is tried again as slowly."""
-        wait = max(1.0, self.heartbeat)
+        """One more HELLO, given a second or so (4.2); without a WELCOME,
+        the next is said on a new DEALER, to the next replica when the
+        broker is a group (4.16). A refused one (403: the key or the client
+        id) is tried again as slowly; a 421 is followed."""
+        wait = self._retry_wait()
         try:
-            return await self._say_hello(wait)
+            if await self._say_hello(wait):
+                return True
+        except NotLeader as error:
+            await self._follow(error)
+            return False
         except BrokerError as error:
             log.warning("%s: HELLO refused: %s", self.client_id, error)
             await asyncio.sleep(wait)
+        if self._closed:
             return False
+        if self.replicas.replicated and len(self.replicas.addresses) > 1:
+            self._move(self.replicas.after(self.address))
+        else:
+            self._replace_socket()
+        return False
 
     def _watch_silence(self) -> None:
         """A broker silent for three heartbeat intervals is gone: HELLO
@@ -367,6 +537,12 @@ class Session:
                       "collide with another broker's", self.client_id, self.address,
                       welcome.shard, self.shard)
         self.welcome = welcome
+        self._redirects = 0
+        if welcome.replicas:
+            self.replicas.replicated = True
+            self.replicas.learn(welcome.replicas)
+        if self.replicas.replicated:
+            self.replicas.led_from(self.address)
         if not self._hello[1].done():
             self._hello[1].set_result(True)
 
@@ -374,6 +550,8 @@ class Session:
         if error.code == 412:
             self._on_no_session(error)
             return
+        if isinstance(error, NotLeader) and not (self._hello and error.tag == self._hello[0]):
+            return  # about an older HELLO: the one said since is answered on its own
         if self._hello and error.tag == self._hello[0] and not self._hello[1].done():
             if error.code == 400 and self.asks_service:
                 # A broker before 2.2 takes no 4th field: HELLO again without

@@ -44,12 +44,14 @@ class Reader:
         self._loop = asyncio.get_running_loop()
         self._fd: int = socket.getsockopt(zmq.FD)  # type: ignore[assignment]
         self._kicked = False
+        self._closed = False
         self._loop.add_reader(self._fd, self._ready)
         self.kick()  # the descriptor signals only once a read found nothing
 
     def _ready(self) -> None:
         self._kicked = False
-        self._on_ready()
+        if not self._closed:  # a kick made before close() comes after it
+            self._on_ready()
 
     def check(self) -> None:
         """After a send: a message that arrived meanwhile, whose signal the
@@ -63,4 +65,5 @@ class Reader:
             self._loop.call_soon(self._ready)
 
     def close(self) -> None:
+        self._closed = True
         self._loop.remove_reader(self._fd)

@@ -2,6 +2,7 @@
 127.0.0.1, producers and consumers, and CURVE certificates. Binaries come
 from ASYNCQ_BIN_DIR (set by ctest), else build/bin at the top of the
 repository."""
+import asyncio
 import ctypes
 import itertools
 import os
@@ -31,6 +32,31 @@ def _die_with_parent():
     """Run in each child: killed if the test process dies before it can
     stop it (Linux's PR_SET_PDEATHSIG), so no broker outlives a run."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def put_and_get(producer, consumer, count, tasks=4):
+    """`tasks` coroutines put 0 .. count - 1 on `producer` (each awaited,
+    then 2 ms apart), and `tasks` more get them from `consumer` and ack
+    each: (confirmed, received, putters, getters), the sets filled as they
+    go. The caller cancels the tasks."""
+    confirmed, received = set(), set()
+    numbers = iter(range(count))
+
+    async def put_some():
+        for i in numbers:
+            await producer.put(b"%d" % i)
+            confirmed.add(i)
+            await asyncio.sleep(0.002)
+
+    async def get_some():
+        while True:
+            item = await consumer.get()
+            received.add(int(item))
+            consumer.task_done(item)
+
+    putters = [asyncio.ensure_future(put_some()) for _ in range(tasks)]
+    getters = [asyncio.ensure_future(get_some()) for _ in range(tasks)]
+    return confirmed, received, putters, getters
 
 
 class Broker:

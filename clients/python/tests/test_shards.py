@@ -21,7 +21,7 @@ import unittest
 import zmq
 import zmq.asyncio
 
-from broker import Broker
+from broker import Broker, put_and_get
 
 import asyncq
 
@@ -421,24 +421,8 @@ class Killed(ShardTest):
     async def test_a_broker_killed_and_restarted_loses_no_confirmed_put(self):
         producer = self.client(timeout=2)
         consumer = self.client(prefetch=4)
-        confirmed, received = set(), set()
-        count, puts_done = 300, asyncio.Event()
-        numbers = iter(range(count))
-
-        async def put_some():
-            for i in numbers:
-                await producer.put(b"%d" % i)
-                confirmed.add(i)
-                await asyncio.sleep(0.002)
-
-        async def get_some():
-            while True:
-                item = await consumer.get()
-                received.add(int(item))
-                consumer.task_done(item)
-
-        putters = [asyncio.ensure_future(put_some()) for _ in range(4)]
-        getters = [asyncio.ensure_future(get_some()) for _ in range(4)]
+        count = 300
+        confirmed, received, putters, getters = put_and_get(producer, consumer, count)
         try:
             while len(confirmed) < 100:
                 await asyncio.sleep(0.01)

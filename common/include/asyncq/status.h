@@ -20,6 +20,7 @@ typedef enum {
     AQ_LOST = 410,            /* puts of a producer never reached the broker */
     AQ_NO_SESSION = 412,      /* command needs a HELLO first: say HELLO again */
     AQ_TOO_BIG = 413,         /* item larger than the broker's limit */
+    AQ_NOT_LEADER = 421,      /* a replica that does not lead: the leader's address */
     AQ_LIMIT = 429,           /* a broker limit was reached (queues, joins...) */
     AQ_INTERNAL = 500,        /* broker could not do it (out of memory) */
     AQ_SHUT_DOWN = 503,       /* the queue (or broker) was shut down */

@@ -29,7 +29,11 @@ typedef struct {
     char broker_id[AQ_NAME_MAX + 1];
     int shard;                       /* its number in its service (4.15); 0 if alone */
     char brokers[AQ_TEXT_MAX + 1];   /* the service's brokers as it lists them; "" */
+    char replicas[AQ_TEXT_MAX + 1];  /* its group's replicas (4.16); "" if not one */
 } aq_welcome_t;
+
+/*  Replicas of one group a session follows at most (4.16). */
+#define AQ_REPLICAS_MAX 7
 
 /*  aq_session_new with the exact `client_id` (no suffix added). A producer
     gives `producer_seq`, the sequence number of its first put the broker

@@ -1,7 +1,7 @@
 // The client used as documented: must type-check (tests/types.test.js).
 import {
   Queue, LifoQueue, PriorityQueue, PriorityItem, WholeDeadLetter, PutOptions, LifoPutOptions, Item, Joined, Stats, DeadLetter, DeadItem, PeekedItem, DeathCause, Role, Persistence, BrokerError, BrokerUnreachable, KeyRefused, KeyMismatch,
-  KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, TimeoutError, ShardConflict, ServiceStats, BrokerStats, BrokerInfo,
+  KeysRequired, KeyRequired, QueueEmpty, QueueShutDown, NotLeader, TimeoutError, ShardConflict, ServiceStats, BrokerStats, BrokerInfo,
   endpoints, version,
 } from '../..';
 
@@ -63,10 +63,11 @@ export async function consume(signal: AbortSignal): Promise<string> {
   const deleted: number = await q.delete();
   const roles: Role[] | null = q.roles;
   const persistence: Persistence | null = q.persistence;
+  const replicated: boolean = persistence === 'replicated';
   const errors: readonly BrokerError[] = q.errors;
   await q.close();
   return `${item.toString()} ${data.length} ${numbers} ${queued} ${state} ${size} ${nothing} ${report.discarded} `
-    + `${drained} ${roles} ${persistence} ${errors.length} ${from}`;
+    + `${drained} ${roles} ${persistence} ${replicated} ${errors.length} ${from}`;
 }
 
 export async function deadLetters(q: Queue): Promise<string> {
@@ -132,6 +133,7 @@ export async function peekAndPause(q: Queue): Promise<string> {
 
 export function explain(error: unknown): string {
   if (error instanceof QueueShutDown) return `${error.code} ${error.name}`;
+  if (error instanceof NotLeader) return `${error.name} ${error.leader ?? 'an election'}`;
   if (error instanceof BrokerError) return `${error.code} ${error.errorName} ${error.tag} ${error.subject} ${error.text}`;
   if (error instanceof KeyRefused || error instanceof KeyMismatch || error instanceof KeysRequired) return error.message;
   if (error instanceof KeyRequired) return error.message; // the deprecated name

@@ -1,0 +1,806 @@
+/*  One replica of a replicated log over libraft: replica.h. */
+#define _GNU_SOURCE
+#include "replica.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define REPLICA_DEFAULT_ELECTION_MS 500
+#define REPLICA_DEFAULT_HEARTBEAT_MS 100
+#define REPLICA_DEFAULT_SNAPSHOT_THRESHOLD 8192
+#define REPLICA_DEFAULT_SNAPSHOT_TRAILING 2048
+#define REPLICA_INSTALL_TIMEOUT_MS 10000
+#define ENTRY_HEADER 8 /* an entry's length, big-endian, before its bytes */
+
+struct replica {
+    uv_loop_t loop;
+    /*  raft_uv talks to `outer`, which hands every call to libraft's own
+        TCP transport (`inner`) and sets TCP_NODELAY on each stream the
+        inner one makes or accepts. */
+    struct raft_uv_transport outer;
+    struct raft_uv_transport inner;
+    raft_uv_accept_cb accepted;
+    raft_uv_transport_close_cb transport_closed;
+    /*  raft talks to `io_outer`, which hands every call to raft_uv
+        (`io`), except that an InstallSnapshot arriving while a snapshot of
+        this replica's own is being written is held back until that write
+        is done: 0.22.1 crashes on it otherwise (legacy.c takeSnapshotCb
+        clears snapshot_pending before reading it). */
+    struct raft_io io_outer;
+    struct raft_io io;
+    raft_io_recv_cb received;
+    raft_io_close_cb io_closed;
+    int own_snapshot_writing;
+    struct held_message *held, **held_tail;
+    struct raft_fsm fsm;
+    struct raft raft;
+    replica_owner_t owner;
+    int loop_ready, inner_ready, io_ready, raft_ready, raft_closed;
+    uint64_t next_token;
+    /*  A new leader's barrier: once applied, every entry committed before
+        it led is applied too. */
+    struct raft_barrier barrier;
+    int barrier_busy;
+    raft_term barrier_term;
+    int ready;
+    struct raft_transfer transfer;
+    int transfer_busy;
+    /*  What the owner was last told (changed). */
+    replica_role_t told_role;
+    unsigned told_leader;
+    uint64_t told_term;
+    int told_ready;
+    uint64_t restores;
+};
+
+/*  One entry on its way: the leader's token for it. */
+typedef struct {
+    struct raft_apply request;
+    replica_t *self;
+    uint64_t token;
+} appending_t;
+
+/*  A connection being made: the caller's request and callback. */
+typedef struct {
+    struct raft_uv_connect request; /* the inner transport's */
+    struct raft_uv_connect *outer;
+    raft_uv_connect_cb cb;
+    replica_t *self;
+} connecting_t;
+
+static replica_t *s_of_inner(struct raft_uv_transport *inner)
+{
+    return (replica_t *) ((char *) inner - offsetof(replica_t, inner));
+}
+
+/* ------------------------------------------------------ the transport */
+
+static void s_nodelay(struct uv_stream_s *stream)
+{
+    if (stream && stream->type == UV_TCP)
+        uv_tcp_nodelay((uv_tcp_t *) stream, 1);
+}
+
+static int s_transport_init(struct raft_uv_transport *outer, raft_id id, const char *address)
+{
+    replica_t *self = outer->impl;
+    int rv = self->inner.init(&self->inner, id, address);
+    if (rv)
+        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
+    return rv;
+}
+
+static void s_transport_accepted(struct raft_uv_transport *inner, raft_id id, const char *address,
+                                 struct uv_stream_s *stream)
+{
+    replica_t *self = s_of_inner(inner);
+    s_nodelay(stream);
+    self->accepted(&self->outer, id, address, stream);
+}
+
+static int s_transport_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)
+{
+    replica_t *self = outer->impl;
+    self->accepted = cb;
+    int rv = self->inner.listen(&self->inner, s_transport_accepted);
+    if (rv)
+        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
+    return rv;
+}
+
+static void s_transport_connected(struct raft_uv_connect *request, struct uv_stream_s *stream,
+                                  int status)
+{
+    connecting_t *connecting = (connecting_t *) request;
+    if (status == 0)
+        s_nodelay(stream);
+    connecting->cb(connecting->outer, stream, status);
+    free(connecting);
+}
+
+static int s_transport_connect(struct raft_uv_transport *outer, struct raft_uv_connect *request,
+                               raft_id id, const char *address, raft_uv_connect_cb cb)
+{
+    replica_t *self = outer->impl;
+    connecting_t *connecting = calloc(1, sizeof *connecting);
+    if (!connecting)
+        return RAFT_NOMEM;
+    connecting->outer = request;
+    connecting->cb = cb;
+    connecting->self = self;
+    int rv = self->inner.connect(&self->inner, &connecting->request, id, address,
+                                 s_transport_connected);
+    if (rv) {
+        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
+        free(connecting);
+    }
+    return rv;
+}
+
+static void s_transport_inner_closed(struct raft_uv_transport *inner)
+{
+    replica_t *self = s_of_inner(inner);
+    self->transport_closed(&self->outer);
+}
+
+static void s_transport_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb cb)
+{
+    replica_t *self = outer->impl;
+    self->transport_closed = cb;
+    self->inner.close(&self->inner, s_transport_inner_closed);
+}
+
+/* ----------------------------------------------------------- the disk */
+
+/*  An InstallSnapshot held back, with its sender's address copied (the
+    connection that had it may close meanwhile). */
+typedef struct held_message {
+    struct held_message *next;
+    struct raft_message message;
+    char *address;
+} held_message_t;
+
+/*  A snapshot of a replica's own being written: the request, its replica
+    and the library's callback (the request's `data` is the library's). */
+typedef struct own_put {
+    struct own_put *next;
+    struct raft_io_snapshot_put *request;
+    replica_t *self;
+    raft_io_snapshot_put_cb cb;
+} own_put_t;
+
+static own_put_t *s_own_puts; /* every replica of this process, on its loop's thread */
+
+static replica_t *s_of_io(struct raft_io *io)
+{
+    return (replica_t *) ((char *) io - offsetof(replica_t, io));
+}
+
+static int s_io_init(struct raft_io *outer, raft_id id, const char *address);
+
+/*  The replica of either back end: the library calls the outer one's
+    functions with the inner one at times (tickCb: r->io->time(io)). */
+static replica_t *s_self(struct raft_io *io)
+{
+    return io->init == s_io_init ? io->impl : s_of_io(io);
+}
+
+static void s_forget_message(struct raft_message *message)
+{
+    raft_configuration_close(&message->install_snapshot.conf);
+    raft_free(message->install_snapshot.data.base);
+}
+
+static void s_io_received(struct raft_io *io, struct raft_message *message)
+{
+    replica_t *self = s_of_io(io);
+    if (message->type != RAFT_INSTALL_SNAPSHOT || !self->own_snapshot_writing) {
+        self->received(&self->io_outer, message);
+        return;
+    }
+    held_message_t *held = calloc(1, sizeof *held);
+    char *address = message->server_address ? strdup(message->server_address) : NULL;
+    if (!held || (message->server_address && !address)) {
+        free(held);
+        free(address);
+        s_forget_message(message); /* as if lost: the leader sends it again */
+        return;
+    }
+    held->message = *message;
+    held->address = address;
+    held->message.server_address = address;
+    *self->held_tail = held;
+    self->held_tail = &held->next;
+}
+
+/*  Hands over what was held back, now that no snapshot of its own is being
+    written. */
+static void s_io_release(replica_t *self)
+{
+    while (self->held && !self->own_snapshot_writing) {
+        held_message_t *held = self->held;
+        self->held = held->next;
+        if (!self->held)
+            self->held_tail = &self->held;
+        self->received(&self->io_outer, &held->message);
+        free(held->address);
+        free(held);
+    }
+}
+
+static void s_io_forget_held(replica_t *self)
+{
+    while (self->held) {
+        held_message_t *held = self->held;
+        self->held = held->next;
+        s_forget_message(&held->message);
+        free(held->address);
+        free(held);
+    }
+    self->held_tail = &self->held;
+}
+
+static void s_io_own_put_done(struct raft_io_snapshot_put *request, int status)
+{
+    own_put_t **at = &s_own_puts;
+    while (*at && (*at)->request != request)
+        at = &(*at)->next;
+    own_put_t *own = *at;
+    if (!own)
+        return; /* cannot be: every own put is in the list */
+    *at = own->next;
+    replica_t *self = own->self;
+    raft_io_snapshot_put_cb cb = own->cb;
+    free(own);
+    cb(request, status);
+    self->own_snapshot_writing--;
+    s_io_release(self);
+}
+
+static int s_io_snapshot_put(struct raft_io *outer, unsigned trailing,
+                             struct raft_io_snapshot_put *request,
+                             const struct raft_snapshot *snapshot, raft_io_snapshot_put_cb cb)
+{
+    replica_t *self = s_self(outer);
+    if (trailing == 0) /* an installed snapshot: not one of its own */
+        return self->io.snapshot_put(&self->io, trailing, request, snapshot, cb);
+    own_put_t *own = calloc(1, sizeof *own);
+    if (!own)
+        return RAFT_NOMEM;
+    /* Counted before the call: its callback may come from inside it. */
+    *own = (own_put_t){s_own_puts, request, self, cb};
+    s_own_puts = own;
+    self->own_snapshot_writing++;
+    int rv = self->io.snapshot_put(&self->io, trailing, request, snapshot, s_io_own_put_done);
+    if (rv) {
+        s_own_puts = own->next;
+        free(own);
+        self->own_snapshot_writing--;
+        s_io_release(self);
+    }
+    return rv;
+}
+
+static int s_io_start(struct raft_io *outer, unsigned msecs, raft_io_tick_cb tick,
+                      raft_io_recv_cb recv)
+{
+    replica_t *self = s_self(outer);
+    self->received = recv;
+    self->io.data = outer->data; /* the library finds itself there */
+    return self->io.start(&self->io, msecs, tick, s_io_received);
+}
+
+static void s_io_inner_closed(struct raft_io *io)
+{
+    replica_t *self = s_of_io(io);
+    s_io_forget_held(self);
+    self->io_closed(&self->io_outer);
+}
+
+static void s_io_close(struct raft_io *outer, raft_io_close_cb cb)
+{
+    replica_t *self = s_self(outer);
+    self->io_closed = cb;
+    self->io.close(&self->io, s_io_inner_closed);
+}
+
+#define S_IO_FORWARD(name, params, args) \
+    static int s_io_##name params { replica_t *self = s_self(outer); \
+        int rv = self->io.name args; \
+        if (rv && outer != &self->io) \
+            memcpy(outer->errmsg, self->io.errmsg, sizeof outer->errmsg); \
+        return rv; }
+
+S_IO_FORWARD(init, (struct raft_io *outer, raft_id id, const char *address),
+             (&self->io, id, address))
+S_IO_FORWARD(load, (struct raft_io *outer, raft_term *term, raft_id *voted_for,
+                    struct raft_snapshot **snapshot, raft_index *start_index,
+                    struct raft_entry *entries[], size_t *n_entries),
+             (&self->io, term, voted_for, snapshot, start_index, entries, n_entries))
+S_IO_FORWARD(bootstrap, (struct raft_io *outer, const struct raft_configuration *conf),
+             (&self->io, conf))
+S_IO_FORWARD(recover, (struct raft_io *outer, const struct raft_configuration *conf),
+             (&self->io, conf))
+S_IO_FORWARD(set_term, (struct raft_io *outer, raft_term term), (&self->io, term))
+S_IO_FORWARD(set_vote, (struct raft_io *outer, raft_id server_id), (&self->io, server_id))
+S_IO_FORWARD(send, (struct raft_io *outer, struct raft_io_send *request,
+                    const struct raft_message *message, raft_io_send_cb cb),
+             (&self->io, request, message, cb))
+S_IO_FORWARD(append, (struct raft_io *outer, struct raft_io_append *request,
+                      const struct raft_entry entries[], unsigned n, raft_io_append_cb cb),
+             (&self->io, request, entries, n, cb))
+S_IO_FORWARD(truncate, (struct raft_io *outer, raft_index index), (&self->io, index))
+S_IO_FORWARD(snapshot_get, (struct raft_io *outer, struct raft_io_snapshot_get *request,
+                            raft_io_snapshot_get_cb cb),
+             (&self->io, request, cb))
+
+/*  The library reads the disk's free capacity from the back end it was
+    given right after asking the time (every event): raft_uv keeps it in
+    its own struct. */
+static raft_time s_io_time(struct raft_io *outer)
+{
+    replica_t *self = s_self(outer);
+    self->io_outer.capacity = self->io.capacity;
+    return self->io.time(&self->io);
+}
+
+static int s_io_random(struct raft_io *outer, int min, int max)
+{
+    replica_t *self = s_self(outer);
+    return self->io.random(&self->io, min, max);
+}
+
+/*  The library's disk and network back end, with the InstallSnapshot that
+    comes during a snapshot of this replica's own held back. */
+static void s_io_wrap(replica_t *self)
+{
+    struct raft_io *outer = &self->io_outer;
+    outer->version = self->io.version;
+    outer->capacity = self->io.capacity;
+    outer->impl = self;
+    outer->init = s_io_init;
+    outer->close = s_io_close;
+    outer->load = s_io_load;
+    outer->start = s_io_start;
+    outer->bootstrap = s_io_bootstrap;
+    outer->recover = s_io_recover;
+    outer->set_term = s_io_set_term;
+    outer->set_vote = s_io_set_vote;
+    outer->send = s_io_send;
+    outer->append = s_io_append;
+    outer->truncate = s_io_truncate;
+    outer->snapshot_put = s_io_snapshot_put;
+    outer->snapshot_get = s_io_snapshot_get;
+    outer->time = s_io_time;
+    outer->random = s_io_random;
+    self->held_tail = &self->held;
+}
+
+/* ---------------------------------------------------- the state machine */
+
+static int s_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buffer, void **result)
+{
+    replica_t *self = fsm->data;
+    *result = NULL;
+    const uint8_t *bytes = buffer->base;
+    uint64_t size = 0;
+    if (buffer->len < ENTRY_HEADER)
+        return RAFT_MALFORMED;
+    for (int i = 0; i < ENTRY_HEADER; i++)
+        size = size << 8 | bytes[i];
+    if (size > buffer->len - ENTRY_HEADER)
+        return RAFT_MALFORMED;
+    self->owner.apply(self->owner.ctx, bytes + ENTRY_HEADER, (size_t) size);
+    return 0;
+}
+
+static int s_fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *buffers[], unsigned *count)
+{
+    replica_t *self = fsm->data;
+    uint8_t *data = NULL;
+    size_t size = 0;
+    if (self->owner.snapshot(self->owner.ctx, &data, &size))
+        return RAFT_NOMEM;
+    *buffers = malloc(sizeof **buffers);
+    if (!*buffers) {
+        free(data);
+        return RAFT_NOMEM;
+    }
+    (*buffers)[0].base = data;
+    (*buffers)[0].len = size;
+    *count = 1;
+    return 0;
+}
+
+/*  With snapshot_finalize set, the buffers stay the owner's: freed here. */
+static int s_fsm_snapshot_finalize(struct raft_fsm *fsm, struct raft_buffer *buffers[],
+                                   unsigned *count)
+{
+    (void) fsm;
+    if (*buffers) {
+        for (unsigned i = 0; i < *count; i++)
+            free((*buffers)[i].base);
+        free(*buffers);
+    }
+    *buffers = NULL;
+    *count = 0;
+    return 0;
+}
+
+static int s_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buffer)
+{
+    replica_t *self = fsm->data;
+    if (self->owner.restore(self->owner.ctx, buffer->base, buffer->len))
+        return RAFT_MALFORMED;
+    raft_free(buffer->base);
+    self->restores++;
+    return 0;
+}
+
+/* ------------------------------------------------------------ the role */
+
+static void s_check(replica_t *self);
+
+static void s_barrier_applied(struct raft_barrier *request, int status)
+{
+    replica_t *self = request->data;
+    self->barrier_busy = 0;
+    if (status == 0 && raft_state(&self->raft) == RAFT_LEADER
+        && raft_current_term(&self->raft) == self->barrier_term)
+        self->ready = 1;
+    s_check(self);
+}
+
+/*  Tells the owner what changed, and starts a new leader's barrier. */
+static void s_check(replica_t *self)
+{
+    replica_role_t role = replica_role(self);
+    uint64_t term = raft_current_term(&self->raft);
+    if (role != REPLICA_LEADER || (self->ready && term != self->barrier_term))
+        self->ready = 0;
+    if (role == REPLICA_LEADER && !self->ready && !self->barrier_busy) {
+        self->barrier.data = self;
+        self->barrier_term = term;
+        if (raft_barrier(&self->raft, &self->barrier, s_barrier_applied) == 0)
+            self->barrier_busy = 1;
+    }
+    unsigned leader = replica_leader(self);
+    if (role != self->told_role || leader != self->told_leader || term != self->told_term
+        || self->ready != self->told_ready) {
+        self->told_role = role;
+        self->told_leader = leader;
+        self->told_term = term;
+        self->told_ready = self->ready;
+        if (self->owner.changed)
+            self->owner.changed(self->owner.ctx);
+    }
+}
+
+/* --------------------------------------------------------------- open */
+
+static int s_mkdirs(const char *dir)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", dir) >= (int) sizeof path)
+        return -1;
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0700) && errno != EEXIST ? -1 : 0;
+}
+
+static unsigned s_seed(unsigned id)
+{
+    unsigned seed = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &seed, sizeof seed) != (ssize_t) sizeof seed)
+            seed = 0;
+        close(fd);
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return seed ^ (unsigned) now.tv_nsec ^ ((unsigned) getpid() << 8) ^ id;
+}
+
+static void s_raft_closed(struct raft *raft)
+{
+    replica_t *self = raft->data;
+    self->raft_closed = 1;
+}
+
+/*  Frees what open made, in the reverse order. */
+static void s_teardown(replica_t *self)
+{
+    if (self->raft_ready) {
+        raft_close(&self->raft, s_raft_closed);
+        while (!self->raft_closed)
+            uv_run(&self->loop, UV_RUN_ONCE);
+    }
+    if (self->io_ready)
+        raft_uv_close(&self->io);
+    if (self->inner_ready)
+        raft_uv_tcp_close(&self->inner);
+    if (self->loop_ready) {
+        uv_run(&self->loop, UV_RUN_DEFAULT); /* the handles' close callbacks */
+        uv_loop_close(&self->loop);
+    }
+    free(self);
+}
+
+replica_t *replica_open(const replica_config_t *config, const replica_owner_t *owner,
+                        char *error, size_t error_size)
+{
+    if (!config->count || config->count > REPLICAS_MAX || !config->id
+        || config->id > config->count) {
+        snprintf(error, error_size, "replica %u of %u: not a place in the group", config->id,
+                 config->count);
+        return NULL;
+    }
+    if (s_mkdirs(config->dir)) {
+        snprintf(error, error_size, "cannot make %s: %s", config->dir, strerror(errno));
+        return NULL;
+    }
+    /* libuv writes to sockets with write(2): a replica that went away
+       would kill this process with SIGPIPE. */
+    struct sigaction pipe_action;
+    if (sigaction(SIGPIPE, NULL, &pipe_action) == 0 && pipe_action.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+    replica_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    self->owner = *owner;
+    self->told_role = REPLICA_STOPPED;
+    int rv = uv_loop_init(&self->loop);
+    if (rv) {
+        snprintf(error, error_size, "libuv: %s", uv_strerror(rv));
+        goto failed;
+    }
+    self->loop_ready = 1;
+    self->inner.version = 1;
+    rv = raft_uv_tcp_init(&self->inner, &self->loop);
+    if (rv) {
+        snprintf(error, error_size, "raft transport: %s", raft_strerror(rv));
+        goto failed;
+    }
+    self->inner_ready = 1;
+    self->outer.version = 1;
+    self->outer.impl = self;
+    self->outer.init = s_transport_init;
+    self->outer.listen = s_transport_listen;
+    self->outer.connect = s_transport_connect;
+    self->outer.close = s_transport_close;
+    rv = raft_uv_init(&self->io, &self->loop, config->dir, &self->outer);
+    if (rv) {
+        snprintf(error, error_size, "raft log in %s: %s", config->dir, self->io.errmsg);
+        goto failed;
+    }
+    self->io_ready = 1;
+    s_io_wrap(self);
+    self->fsm.version = 2;
+    self->fsm.data = self;
+    self->fsm.apply = s_fsm_apply;
+    self->fsm.snapshot = s_fsm_snapshot;
+    self->fsm.snapshot_finalize = s_fsm_snapshot_finalize;
+    self->fsm.restore = s_fsm_restore;
+    rv = raft_init(&self->raft, &self->io_outer, &self->fsm, config->id,
+                   config->addresses[config->id - 1]);
+    if (rv) {
+        snprintf(error, error_size, "raft: %s", raft_errmsg(&self->raft));
+        goto failed;
+    }
+    self->raft.data = self;
+    self->io.data = self->io_outer.data; /* raft_uv's callbacks find the library there */
+    self->raft_ready = 1;
+
+    struct raft_configuration configuration;
+    raft_configuration_init(&configuration);
+    for (unsigned i = 0; i < config->count && rv == 0; i++)
+        rv = raft_configuration_add(&configuration, i + 1, config->addresses[i], RAFT_VOTER);
+    if (rv == 0) {
+        rv = raft_bootstrap(&self->raft, &configuration);
+        if (rv == RAFT_CANTBOOTSTRAP) /* not the first start */
+            rv = 0;
+    }
+    raft_configuration_close(&configuration);
+    if (rv) {
+        snprintf(error, error_size, "raft bootstrap in %s: %s (%s)", config->dir,
+                 raft_strerror(rv), raft_errmsg(&self->raft));
+        goto failed;
+    }
+    raft_set_election_timeout(&self->raft, config->election_ms ? config->election_ms
+                                                               : REPLICA_DEFAULT_ELECTION_MS);
+    raft_set_heartbeat_timeout(&self->raft, config->heartbeat_ms ? config->heartbeat_ms
+                                                                 : REPLICA_DEFAULT_HEARTBEAT_MS);
+    raft_set_snapshot_threshold(&self->raft, config->snapshot_threshold
+                                                 ? config->snapshot_threshold
+                                                 : REPLICA_DEFAULT_SNAPSHOT_THRESHOLD);
+    raft_set_snapshot_trailing(&self->raft, config->snapshot_trailing
+                                                ? config->snapshot_trailing
+                                                : REPLICA_DEFAULT_SNAPSHOT_TRAILING);
+    /* A snapshot sent and not answered (lost with a connection that broke)
+       is sent again after this; the library's 30 s held a replica back. */
+    raft_set_install_snapshot_timeout(&self->raft, REPLICA_INSTALL_TIMEOUT_MS);
+    raft_set_pre_vote(&self->raft, true);
+    raft_seed(&self->raft, s_seed(config->id));
+    rv = raft_start(&self->raft);
+    if (rv) {
+        snprintf(error, error_size, "raft start in %s: %s", config->dir, raft_errmsg(&self->raft));
+        goto failed;
+    }
+    return self;
+
+failed:
+    s_teardown(self);
+    return NULL;
+}
+
+void replica_close(replica_t **self_p)
+{
+    if (!*self_p)
+        return;
+    s_teardown(*self_p);
+    *self_p = NULL;
+}
+
+/* ---------------------------------------------------------------- run */
+
+int replica_fd(const replica_t *self)
+{
+    return uv_backend_fd(&self->loop);
+}
+
+int replica_timeout_ms(const replica_t *self)
+{
+    return uv_backend_timeout(&self->loop);
+}
+
+void replica_run(replica_t *self)
+{
+    uv_run(&self->loop, UV_RUN_NOWAIT);
+    s_check(self);
+}
+
+static void s_appended(struct raft_apply *request, int status, void *result)
+{
+    (void) result;
+    appending_t *appending = request->data;
+    replica_t *self = appending->self;
+    uint64_t token = appending->token;
+    free(appending);
+    if (self->owner.done)
+        self->owner.done(self->owner.ctx, token, status);
+}
+
+uint64_t replica_append(replica_t *self, const void *data, size_t size)
+{
+    if (raft_state(&self->raft) != RAFT_LEADER)
+        return 0;
+    /* An entry is its length, then its bytes, padded to a multiple of 8:
+       the disk back end refuses any other length (RAFT_INVALID), and only
+       after the library took the buffer and freed it. One buffer, always:
+       0.22.1 replicates only the first of several. */
+    size_t framed = ENTRY_HEADER + ((size + 7) & ~(size_t) 7);
+    appending_t *appending = calloc(1, sizeof *appending);
+    struct raft_buffer buffer = {.base = raft_malloc(framed), .len = framed};
+    if (!appending || !buffer.base) {
+        free(appending);
+        raft_free(buffer.base);
+        return 0;
+    }
+    uint8_t *bytes = buffer.base;
+    for (int i = 0; i < ENTRY_HEADER; i++)
+        bytes[i] = (uint8_t) ((uint64_t) size >> (56 - 8 * i));
+    if (size)
+        memcpy(bytes + ENTRY_HEADER, data, size);
+    memset(bytes + ENTRY_HEADER + size, 0, framed - ENTRY_HEADER - size);
+    appending->self = self;
+    appending->token = self->next_token + 1;
+    appending->request.data = appending;
+    if (raft_apply(&self->raft, &appending->request, &buffer, 1, s_appended)) {
+        /* Who owns the buffer now is not said: a leak, not a double free. */
+        free(appending);
+        return 0;
+    }
+    return ++self->next_token;
+}
+
+/* ------------------------------------------------------------ queries */
+
+replica_role_t replica_role(replica_t *self)
+{
+    switch (raft_state(&self->raft)) {
+    case RAFT_FOLLOWER: return REPLICA_FOLLOWER;
+    case RAFT_CANDIDATE: return REPLICA_CANDIDATE;
+    case RAFT_LEADER: return REPLICA_LEADER;
+    default: return REPLICA_STOPPED;
+    }
+}
+
+int replica_ready(const replica_t *self)
+{
+    return self->ready;
+}
+
+unsigned replica_leader(replica_t *self)
+{
+    raft_id id = 0;
+    const char *address = NULL;
+    raft_leader(&self->raft, &id, &address);
+    return (unsigned) id;
+}
+
+uint64_t replica_term(replica_t *self)
+{
+    return raft_current_term(&self->raft);
+}
+
+uint64_t replica_commit_index(replica_t *self)
+{
+    return raft_commit_index(&self->raft);
+}
+
+uint64_t replica_applied_index(replica_t *self)
+{
+    return raft_last_applied(&self->raft);
+}
+
+uint64_t replica_last_index(replica_t *self)
+{
+    return raft_last_index(&self->raft);
+}
+
+int replica_match_index(replica_t *self, unsigned id, uint64_t *index)
+{
+    raft_index match = 0;
+    if (raft_state(&self->raft) != RAFT_LEADER || raft_match_index(&self->raft, id, &match))
+        return -1;
+    *index = match;
+    return 0;
+}
+
+uint64_t replica_restores(const replica_t *self)
+{
+    return self->restores;
+}
+
+static void s_transferred(struct raft_transfer *request)
+{
+    replica_t *self = request->data;
+    self->transfer_busy = 0;
+    s_check(self);
+}
+
+int replica_transfer(replica_t *self, unsigned to)
+{
+    if (raft_state(&self->raft) != RAFT_LEADER || self->transfer_busy)
+        return -1;
+    self->transfer.data = self;
+    if (raft_transfer(&self->raft, &self->transfer, to, s_transferred))
+        return -1;
+    self->transfer_busy = 1;
+    return 0;
+}
+
+const char *replica_error(replica_t *self)
+{
+    return raft_errmsg(&self->raft);
+}

@@ -1,0 +1,127 @@
+/*  One replica of a replicated log, over libraft (the maintained fork of
+    canonical's C Raft, 0.22.1; README "Dependencies" says why) and its
+    libuv disk and TCP back end. It knows nothing of the broker: it agrees
+    with the other replicas on one ordered list of entries (opaque bytes),
+    applies each committed entry once, in order, on every replica, through
+    the owner's `apply`, and keeps the log bounded by snapshots of the
+    owner's state.
+
+    The traps of the library are closed here, each with a test
+    (tests/unit/test_replica.c):
+    - it never sets TCP_NODELAY, so pipelined entries wait for delayed
+      ACKs (4 applies in flight: about 200 entries/s): every connection it
+      makes or accepts gets TCP_NODELAY from the transport wrapped around
+      its own;
+    - a raft_apply of several buffers replicates only the first one, with
+      no error: an entry here is always one buffer;
+    - an entry whose length is not a multiple of 8 is refused by the disk
+      back end after the library took its buffer (and frees it): every
+      entry is framed here as its length, then its bytes, padded to 8;
+    - libuv writes to a replica that went away with write(2): SIGPIPE is
+      ignored from the first replica_open() (if it was not handled);
+    - an InstallSnapshot that arrives while the replica writes a snapshot
+      of its own crashes it (legacy.c's takeSnapshotCb clears the pending
+      install before reading it): the disk back end is wrapped too, and
+      such a message is held back until that write is done;
+    - it snapshots every 1 024 entries by default, synchronously: the
+      threshold is the owner's (an entry is a batch of records, so the
+      default here is far higher), with trailing entries kept so that a
+      replica a little behind catches up from the log, not a snapshot.
+
+    The replica runs on a libuv loop of its own, driven from the owner's
+    poll loop: poll replica_fd() for reading, at most replica_timeout_ms(),
+    then call replica_run(). Nothing here blocks. */
+#ifndef BROKER_REPLICA_H
+#define BROKER_REPLICA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REPLICAS_MAX 7
+
+typedef struct replica replica_t;
+
+/*  What the owner does with the log. Every callback runs inside
+    replica_run() (or replica_close()). */
+typedef struct {
+    /*  A committed entry, on every replica, once, in log order (the
+        leader's own entries too). */
+    void (*apply)(void *ctx, const uint8_t *data, size_t size);
+    /*  The owner's whole state, to put in place of the entries applied so
+        far: a buffer from malloc(), which the replica frees. 0, or -1 if
+        it cannot (no snapshot this time). */
+    int (*snapshot)(void *ctx, uint8_t **data, size_t *size);
+    /*  Replaces the owner's state with a snapshot's (a replica that fell
+        behind further than the log reaches, or a restart). 0, or -1 if
+        the snapshot is not one the owner can read. */
+    int (*restore)(void *ctx, const uint8_t *data, size_t size);
+    /*  The role, the term or the leader changed, or the leader became
+        ready (replica_ready). */
+    void (*changed)(void *ctx);
+    /*  One of the leader's entries was applied (status 0: `token` is the
+        one replica_append() returned) or will never be known to be (not
+        0: leadership was lost before it was committed). */
+    void (*done)(void *ctx, uint64_t token, int status);
+    void *ctx;
+} replica_owner_t;
+
+typedef struct {
+    /*  Every replica's replication address, HOST:PORT (IPv4 or a name),
+        in the same order on every replica; this one is `id` (from 1). */
+    const char *addresses[REPLICAS_MAX];
+    unsigned count;
+    unsigned id;
+    const char *dir;            /* the log and snapshots; made if missing */
+    unsigned election_ms;       /* 0: 500 (a leader lost is replaced in 0.5-1 s) */
+    unsigned heartbeat_ms;      /* 0: 100 */
+    unsigned snapshot_threshold; /* entries between snapshots; 0: 8192 */
+    unsigned snapshot_trailing;  /* entries kept after one; 0: 2048 */
+} replica_config_t;
+
+/*  Opens the log in config->dir (bootstrapping the group on first start,
+    the same configuration on every replica) and starts. NULL, with the
+    reason in `error`, if it cannot. */
+replica_t *replica_open(const replica_config_t *config, const replica_owner_t *owner,
+                        char *error, size_t error_size);
+
+/*  Stops, closes the connections and the log (what was appended stays),
+    and frees. */
+void replica_close(replica_t **self_p);
+
+/*  The loop's descriptor (readable when the replica has work), how long
+    it may wait at most (-1: for ever), and one turn of its work. */
+int replica_fd(const replica_t *self);
+int replica_timeout_ms(const replica_t *self);
+void replica_run(replica_t *self);
+
+/*  Appends one entry (copied) if this replica leads: `done` says when it
+    is applied. Returns its token (1, 2, 3... in order), or 0 if this
+    replica does not lead (or is out of memory). */
+uint64_t replica_append(replica_t *self, const void *data, size_t size);
+
+typedef enum { REPLICA_FOLLOWER, REPLICA_CANDIDATE, REPLICA_LEADER, REPLICA_STOPPED } replica_role_t;
+
+replica_role_t replica_role(replica_t *self);
+/*  The leader has applied every entry committed before it led (a barrier
+    of its own term is applied): only then may it answer clients. */
+int replica_ready(const replica_t *self);
+/*  The leader as this replica knows it: its id (0: none known). */
+unsigned replica_leader(replica_t *self);
+uint64_t replica_term(replica_t *self);
+uint64_t replica_commit_index(replica_t *self);
+uint64_t replica_applied_index(replica_t *self);
+uint64_t replica_last_index(replica_t *self);
+/*  How far replica `id`'s log is known to match the leader's: 0, or -1 if
+    this replica does not lead (or there is no such replica). */
+int replica_match_index(replica_t *self, unsigned id, uint64_t *index);
+/*  Snapshots restored (a replica that caught up from one). */
+uint64_t replica_restores(const replica_t *self);
+
+/*  Hands the leadership to replica `to` (0: the most up to date). 0, or -1
+    if this replica does not lead. */
+int replica_transfer(replica_t *self, unsigned to);
+
+/*  The library's message for the last failure. */
+const char *replica_error(replica_t *self);
+
+#endif

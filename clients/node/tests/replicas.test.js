@@ -1,0 +1,396 @@
+'use strict';
+// A shard that is a group of replicas (PROTOCOL.md 4.16): WELCOME's
+// `replicas`, 421 NOT_LEADER followed to the leader (or, during an
+// election, the next replica tried), several addresses of one group as one
+// shard, and a new leader found when the old one dies or steps down, the
+// unconfirmed puts sent to it again. Against a fake group on loopback
+// (ROUTER and PULL sockets answering as section 4.16 says), and, when the
+// broker has --peers, against three real replicas whose leader is killed
+// mid-run.
+const test = require('node:test');
+const assert = require('node:assert');
+const { execFileSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const zmq = require('zeromq');
+const {
+  Broker, until, freeTriples, program,
+} = require('./broker');
+const {
+  Queue, NotLeader, BrokerError, BrokerUnreachable,
+} = require('..');
+const { parseService } = require('../protocol');
+
+// Waits here are on conditions; one that never comes fails the test, not hangs it.
+const LIMIT = { timeout: 60000 };
+
+// count replicas of one shard on 127.0.0.1, each a ROUTER (PORT+1) and a
+// PULL (PORT), answering as PROTOCOL.md 4.16 says: the leader WELCOMEs
+// (persistence `replicated`, its service field listing the replicas),
+// sends HEARTBEATs, takes puts and answers SYNC once it has every seq up
+// to it; the others answer HELLO with 421 naming the leader (none while
+// leader is null: an election), anything else with 412, and drop puts. The
+// group's log is shared: puts a leader confirmed are the next leader's;
+// kill() loses those it had not.
+class FakeGroup {
+  static async start(count = 3, heartbeatMs = 100) {
+    const group = new FakeGroup(await freeTriples(count), heartbeatMs);
+    for (let index = 0; index < count; index++) {
+      const router = new zmq.Router({ linger: 0 });
+      await router.bind(`tcp://127.0.0.1:${group.ports[index] + 1}`);
+      const pull = new zmq.Pull({ linger: 0 });
+      await pull.bind(`tcp://127.0.0.1:${group.ports[index]}`);
+      group.routers.push(router);
+      group.pulls.push(pull);
+      group.serve(index);
+      group.takePuts(index);
+    }
+    group.beat = setInterval(() => group.heartbeat(), heartbeatMs);
+    return group;
+  }
+
+  constructor(ports, heartbeatMs) {
+    this.ports = ports;
+    this.addresses = ports.map((port) => `127.0.0.1:${port}`);
+    this.heartbeatMs = heartbeatMs;
+    this.leader = 0; // the index of the leader; null: an election
+    this.term = 1; // the leader's broker-id is lead-TERM
+    this.holdSyncs = false; // the leader takes puts and answers no SYNC
+    this.hellos = ports.map(() => []); // the answers each replica gave HELLOs
+    this.puts = new Map(); // 'producer seq' -> payload: the group's log
+    this.committed = new Set(); // 'producer seq' a SYNCED covered
+    this.syncs = []; // { index, peer, tag, producer, seq } waiting
+    this.peers = ports.map(() => new Map()); // sessions of each (the leader's)
+    this.alive = ports.map(() => true);
+    this.sending = ports.map(() => Promise.resolve()); // a socket sends one message at a time
+    this.routers = [];
+    this.pulls = [];
+    this.beats = 0;
+  }
+
+  service() {
+    return `shard=0 replicas=${this.addresses.join(',')} brokers=`;
+  }
+
+  send(index, frames) {
+    this.sending[index] = this.sending[index].then(() => this.alive[index] && this.routers[index].send(frames))
+      .catch(() => {});
+  }
+
+  async serve(index) {
+    try {
+      for await (const [peer, , command, ...fields] of this.routers[index]) this.handle(index, peer, String(command), fields);
+    } catch (error) {
+      // closed: down
+    }
+  }
+
+  handle(index, peer, command, fields) {
+    const tag = fields.length ? fields[0] : '';
+    const reply = (...frames) => this.send(index, [peer, 'asyncq/2', ...frames]);
+    if (command === 'HEARTBEAT' || command === 'BYE') return;
+    if (index !== this.leader) {
+      if (command === 'HELLO') {
+        this.hellos[index].push('421');
+        reply('ERROR', '421', 'NOT_LEADER', tag, this.leader === null ? '' : this.addresses[this.leader], 'not the leader');
+      } else {
+        reply('ERROR', '412', 'NO_SESSION', tag, '', 'no session');
+      }
+      return;
+    }
+    if (command === 'HELLO') {
+      this.hellos[index].push('WELCOME');
+      this.peers[index].set(peer.toString('hex'), peer);
+      reply('WELCOME', tag, `lead-${this.term}`, '1048576', String(this.heartbeatMs), '1024', '4096', '8388608',
+        'produce,consume,admin', 'replicated', this.service());
+    } else if (command === 'SYNC') {
+      this.syncs.push({
+        index, peer, tag, producer: String(fields[1]), seq: Number(String(fields[2])),
+      });
+      this.answerSyncs();
+    } else if (command === 'STATS') {
+      reply('REPORT', tag);
+    }
+  }
+
+  async takePuts(index) {
+    try {
+      for await (const [, command, producer, seq, ...rest] of this.pulls[index]) {
+        if (index !== this.leader) continue; // a follower drops puts
+        const first = Number(String(seq));
+        const payloads = [];
+        if (String(command) === 'PUT') {
+          payloads.push(rest[2]);
+        } else {
+          const [count, , , items] = rest;
+          for (let at = 0, i = 0; i < Number(String(count)); i++) {
+            const length = items.readUInt32BE(at);
+            payloads.push(items.subarray(at + 4, at + 4 + length));
+            at += 4 + length;
+          }
+        }
+        payloads.forEach((payload, offset) => {
+          const key = `${producer} ${first + offset}`;
+          if (!this.puts.has(key)) this.puts.set(key, String(payload)); // a resend: once
+        });
+        this.answerSyncs();
+      }
+    } catch (error) {
+      // closed: down
+    }
+  }
+
+  answerSyncs() {
+    if (this.holdSyncs) return;
+    const waiting = this.syncs;
+    this.syncs = [];
+    for (const sync of waiting) {
+      if (sync.index !== this.leader) continue; // a leader that stepped down forgot it
+      const keys = Array.from({ length: sync.seq }, (_, i) => `${sync.producer} ${i + 1}`);
+      if (keys.every((key) => this.puts.has(key))) {
+        keys.forEach((key) => this.committed.add(key));
+        this.send(sync.index, [sync.peer, 'asyncq/2', 'SYNCED', sync.tag, sync.producer, String(sync.seq)]);
+      } else {
+        this.syncs.push(sync);
+      }
+    }
+  }
+
+  heartbeat() {
+    this.beats += 1;
+    if (this.leader === null) return;
+    for (const peer of this.peers[this.leader].values()) {
+      this.send(this.leader, [peer, 'asyncq/2', 'HEARTBEAT', String(this.beats)]);
+    }
+  }
+
+  payloads() {
+    return new Set(this.puts.values());
+  }
+
+  // index leads from now on, with a new broker-id; its sessions are new.
+  elect(index) {
+    this.term += 1;
+    this.leader = index;
+    if (index !== null) this.peers[index].clear();
+  }
+
+  // index's process is gone: its sockets close, nothing answers there.
+  down(index) {
+    this.alive[index] = false;
+    this.routers[index].close();
+    this.pulls[index].close();
+  }
+
+  // The leader index dies, losing the puts it had not confirmed; successor leads.
+  kill(index, successor) {
+    this.down(index);
+    this.puts = new Map([...this.puts].filter(([key]) => this.committed.has(key)));
+    this.syncs = [];
+    this.holdSyncs = false;
+    this.elect(successor);
+  }
+
+  close() {
+    clearInterval(this.beat);
+    for (let index = 0; index < this.ports.length; index++) {
+      if (this.alive[index]) this.down(index);
+    }
+  }
+}
+
+// Runs body(group, client) against a fake group; the Queues client(address,
+// options) makes are closed after it, and the group, however body ends.
+async function withGroup(body) {
+  const group = await FakeGroup.start();
+  const clients = [];
+  const client = (address, options = {}) => {
+    const q = new Queue(address, { queue: 'replicated', ...options });
+    clients.push(q);
+    return q;
+  };
+  try {
+    await body(group, client);
+  } finally {
+    await Promise.allSettled(clients.map((q) => q.close({ timeout: 1 })));
+    group.close();
+  }
+}
+
+test('WELCOME\'s service field with replicas, and 421 as NotLeader', () => {
+  assert.deepStrictEqual(parseService('shard=0 replicas=a:5557,b:5557,c:5557 brokers='),
+    { shard: 0, brokers: [], replicas: ['a:5557', 'b:5557', 'c:5557'] });
+  assert.deepStrictEqual(parseService('later=x replicas=a:1 shard=1 brokers=b:2 more=y'),
+    { shard: 1, brokers: ['b:2'], replicas: ['a:1'] });
+  assert.deepStrictEqual(parseService('shard=2 brokers=:1,:3'), { shard: 2, brokers: [':1', ':3'], replicas: [] });
+  assert.strictEqual(parseService('replicas=a:1 brokers='), null);
+  const election = BrokerError.fromFields(['421', 'NOT_LEADER', 'hello4', '', 'no leader'].map(Buffer.from));
+  assert.ok(election instanceof NotLeader);
+  assert.deepStrictEqual([election.code, election.errorName, election.tag, election.leader], [421, 'NOT_LEADER', 'hello4', null]);
+});
+
+test('a follower given alone leads to the leader', LIMIT, () => withGroup(async (group, client) => {
+  group.elect(1);
+  const q = client(group.addresses[2]);
+  const unreachable = [];
+  q.on('unreachable', (error) => unreachable.push(error));
+  await q.put('x');
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[1], shard: 0, up: true }]);
+  assert.deepStrictEqual(unreachable, []);
+  assert.strictEqual(q.persistence, 'replicated');
+  assert.deepStrictEqual(group.hellos[2], ['421']);
+  assert.deepStrictEqual(group.hellos[1], ['WELCOME']);
+  assert.deepStrictEqual(group.payloads(), new Set(['x']));
+}));
+
+test('every address of a group is one shard', LIMIT, () => withGroup(async (group, client) => {
+  const q = client(group.addresses.join(','));
+  const unreachable = [];
+  q.on('unreachable', (error) => unreachable.push(error));
+  for (let i = 0; i < 5; i++) await q.put(String(i), { key: `k${i}` });
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[0], shard: 0, up: true }]); // no ShardConflict
+  assert.deepStrictEqual(unreachable, []);
+  assert.strictEqual(q.service.shardCount, 1); // keys: one shard
+  assert.deepStrictEqual(group.payloads(), new Set(['0', '1', '2', '3', '4']));
+  assert.deepStrictEqual(group.hellos[1], ['421']); // sent on, once
+  assert.deepStrictEqual(group.hellos[2], ['421']);
+}));
+
+test('a follower down is not an address left out', LIMIT, () => withGroup(async (group, client) => {
+  group.down(2);
+  const q = client(`${group.addresses[1]},${group.addresses[2]}`, { timeout: 2 });
+  const unreachable = [];
+  q.on('unreachable', (error) => unreachable.push(error));
+  await q.put('x');
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[0], shard: 0, up: true }]);
+  assert.deepStrictEqual(unreachable, []); // the leader lists it: a replica down, not a typo
+}));
+
+test('during an election the next replica is tried', LIMIT, () => withGroup(async (group, client) => {
+  group.leader = null;
+  const q = client(group.addresses[1]);
+  let done = false;
+  const put = q.put('x').then(() => { done = true; });
+  await until(() => group.hellos[1].length >= 2); // HELLO again after a 421 naming no leader
+  assert.strictEqual(done, false);
+  group.elect(2);
+  await put;
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[2], shard: 0, up: true }]);
+  assert.strictEqual(group.hellos[1][0], '421');
+}));
+
+test('no leader in time: BrokerUnreachable, caused by the 421', LIMIT, () => withGroup(async (group, client) => {
+  group.leader = null;
+  const q = client(group.addresses[0], { timeout: 1 });
+  await assert.rejects(q.put('x'), (error) => error instanceof BrokerUnreachable && error.cause instanceof NotLeader
+    && /no leader of the replicas/.test(error.message));
+  assert.ok(group.hellos[0].length > 1); // asked again, every 250 ms
+}));
+
+test('a leader killed: its unconfirmed puts go to the next', LIMIT, () => withGroup(async (group, client) => {
+  const q = client(group.addresses.join(','));
+  for (let i = 0; i < 5; i++) await q.put(String(i));
+  group.holdSyncs = true;
+  for (let i = 5; i < 10; i++) q.send(String(i)); // taken by the leader, never confirmed
+  await until(() => group.puts.size === 10);
+  group.kill(0, 2);
+  assert.strictEqual(group.puts.size, 5); // not committed: lost with it
+  await q.flush();
+  assert.deepStrictEqual(group.payloads(), new Set(Array.from({ length: 10 }, (_, i) => String(i))));
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[2], shard: 0, up: true }]);
+  await q.put('after');
+  assert.ok(group.payloads().has('after'));
+}));
+
+test('a leader that steps down answers 412, then 421 naming the next', LIMIT, () => withGroup(async (group, client) => {
+  const q = client(group.addresses[0]);
+  await q.put('first');
+  group.elect(1); // 0 still runs: a follower now
+  await q.put('second');
+  assert.deepStrictEqual(group.payloads(), new Set(['first', 'second']));
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[1], shard: 0, up: true }]);
+  assert.ok(group.hellos[0].includes('421'));
+}));
+
+// Whether the broker built has replicas (--peers).
+function brokerHasPeers() {
+  try {
+    return execFileSync(program('asyncq-broker'), ['--help'], { encoding: 'utf8', timeout: 10000 }).includes('--peers');
+  } catch (error) {
+    return false;
+  }
+}
+
+test('three real replicas, the leader killed mid-run: every confirmed put delivered, join exact',
+  { ...LIMIT, timeout: 120000, skip: brokerHasPeers() ? false : 'asyncq-broker has no --peers (replicas) yet' }, async () => {
+    const ports = await freeTriples(3);
+    const peers = ports.map((port) => `127.0.0.1:${port}`);
+    const dirs = ports.map((_, index) => fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-replica-${index + 1}-`)));
+    const brokers = [];
+    const clients = [];
+    let stopped = false;
+    try {
+      for (let index = 0; index < 3; index++) {
+        brokers.push(await Broker.start(['--peers', peers.join(','), '--node-id', String(index + 1), '--data-dir', dirs[index],
+          '--heartbeat-ms', '200', '--lease-ms', '5000'], `tcp://${peers[index]}`));
+      }
+      const producer = new Queue(peers.join(','), { queue: 'replicated', timeout: 10 });
+      const consumer = new Queue(peers.join(','), { queue: 'replicated', timeout: 10, prefetch: 4 });
+      clients.push(producer, consumer);
+      const unreachable = [];
+      producer.on('unreachable', (error) => unreachable.push(error));
+      const count = 300;
+      const confirmed = new Set();
+      const received = new Set();
+      let next = 0;
+      const putSome = async () => {
+        while (next < count) {
+          const i = next++;
+          await producer.put(String(i));
+          confirmed.add(i);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      };
+      const getSome = async () => {
+        while (!stopped) {
+          let item;
+          try {
+            item = await consumer.get();
+          } catch (error) {
+            if (stopped) return;
+            throw error;
+          }
+          received.add(Number(item.toString()));
+          consumer.taskDone(item);
+        }
+      };
+      const putters = Array.from({ length: 4 }, putSome);
+      const getters = Array.from({ length: 4 }, getSome);
+      await until(() => confirmed.size >= 100);
+      assert.strictEqual(producer.persistence, 'replicated');
+      assert.strictEqual(producer.brokers.length, 1);
+      assert.deepStrictEqual(unreachable, []);
+      const leader = producer.brokers[0].address;
+      const killed = brokers[peers.indexOf(leader)];
+      await killed.stop(); // SIGKILL
+      await Promise.all(putters);
+      assert.strictEqual(confirmed.size, count);
+      assert.notStrictEqual(producer.brokers[0].address, leader);
+      // The join covers every confirmed put: when it returns, each has been
+      // acked (a getter acks in the tick it got it).
+      const joined = await producer.join({ timeout: 60 });
+      assert.strictEqual(joined.dead, 0);
+      const missing = [...confirmed].filter((i) => !received.has(i));
+      assert.deepStrictEqual(missing, [], 'joined before these were acked');
+      assert.strictEqual((await producer.stats()).outstanding, 0);
+      stopped = true;
+      await Promise.all(clients.map((q) => q.close({ timeout: 10 })));
+      await Promise.allSettled(getters);
+    } finally {
+      stopped = true;
+      await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));
+      await Promise.all(brokers.map((broker) => broker.stop()));
+      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });

@@ -1,0 +1,412 @@
+"""A shard that is a group of replicas (PROTOCOL.md 4.16): WELCOME's
+`replicas`, 421 NOT_LEADER followed to the leader (or, during an election,
+the next replica tried), several addresses of one group as one shard, and
+a new leader found when the old one dies or steps down, the unconfirmed
+puts sent to it again. Against a fake group on loopback (ROUTER and PULL
+sockets answering as section 4.16 says), and, when the broker has
+--peers, against three real replicas whose leader is killed mid-run."""
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import zmq
+import zmq.asyncio
+
+from broker import Broker, program, put_and_get
+from test_shards import free_base
+
+import asyncq
+from asyncq.protocol import PUTS_ENTRY, parse_service
+
+WAIT = 10  # seconds: a condition that never comes fails the test, not hangs it
+_names = iter(range(1, 1000000))
+
+
+async def until(condition, what, timeout=WAIT):
+    """Waits until condition() is true (checked every 10 ms); what (or
+    what(), when it is a function) says what it was, if it never is."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(0.01)
+
+
+class FakeGroup:
+    """count replicas of one shard on 127.0.0.1, each a ROUTER (PORT+1) and
+    a PULL (PORT), answering as PROTOCOL.md 4.16 says: the leader WELCOMEs
+    (persistence `replicated`, its service field listing the replicas),
+    sends HEARTBEATs, takes puts and answers SYNC once it has every seq up
+    to it; the others answer HELLO with 421 naming the leader (none while
+    .leader is None: an election), anything else with 412, and drop puts.
+    The group's log is shared: puts a leader confirmed are the next
+    leader's; kill() loses those it had not."""
+
+    def __init__(self, count=3, heartbeat_ms=100):
+        self.context = zmq.asyncio.Context.instance()
+        self.heartbeat_ms = heartbeat_ms
+        base = free_base(3 * count)
+        self.ports = [base + 3 * index for index in range(count)]
+        self.addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        self.leader = 0      # the index of the leader; None: an election
+        self.term = 1        # the leader's broker-id is lead-TERM
+        self.hold_syncs = False  # the leader takes puts and answers no SYNC
+        self.hellos = [[] for _ in range(count)]  # (client id, answer) per replica
+        self.puts = {}       # (producer, seq) -> payload: the group's log
+        self.committed = set()  # (producer, seq) a SYNCED covered
+        self.syncs = []      # (replica, peer, tag, producer, seq) waiting
+        self.peers = [set() for _ in range(count)]  # sessions of each (the leader's)
+        self.routers, self.pulls, self.tasks = [], [], []
+        for index, port in enumerate(self.ports):
+            router = self.context.socket(zmq.ROUTER)
+            router.bind(f"tcp://127.0.0.1:{port + 1}")
+            pull = self.context.socket(zmq.PULL)
+            pull.bind(f"tcp://127.0.0.1:{port}")
+            self.routers.append(router)
+            self.pulls.append(pull)
+            self.tasks += [asyncio.ensure_future(self._serve(index)),
+                           asyncio.ensure_future(self._take_puts(index))]
+        self.tasks.append(asyncio.ensure_future(self._beat()))
+
+    def service(self):
+        return f"shard=0 replicas={','.join(self.addresses)} brokers="
+
+    async def _serve(self, index):
+        router = self.routers[index]
+        while True:
+            peer, *frames = await router.recv_multipart()
+            command, fields = frames[1], frames[2:]
+            tag = fields[0] if fields else b""
+            if command == b"HEARTBEAT" or command == b"BYE":
+                continue
+            if index != self.leader:
+                if command == b"HELLO":
+                    leader = b"" if self.leader is None else self.addresses[self.leader].encode()
+                    self.hellos[index].append((fields[1].decode(), "421"))
+                    await router.send_multipart([peer, b"asyncq/2", b"ERROR", b"421",
+                                                 b"NOT_LEADER", tag, leader, b"not the leader"])
+                else:
+                    await router.send_multipart([peer, b"asyncq/2", b"ERROR", b"412",
+                                                 b"NO_SESSION", tag, b"", b"no session"])
+                continue
+            if command == b"HELLO":
+                self.hellos[index].append((fields[1].decode(), "WELCOME"))
+                self.peers[index].add(peer)
+                await router.send_multipart(
+                    [peer, b"asyncq/2", b"WELCOME", tag, b"lead-%d" % self.term, b"1048576",
+                     b"%d" % self.heartbeat_ms, b"1024", b"4096", b"8388608",
+                     b"produce,consume,admin", b"replicated", self.service().encode()])
+            elif command == b"SYNC":
+                self.syncs.append((index, peer, tag, fields[1].decode(), int(fields[2])))
+                await self._answer_syncs()
+            elif command == b"STATS":
+                await router.send_multipart([peer, b"asyncq/2", b"REPORT", tag])
+
+    async def _take_puts(self, index):
+        pull = self.pulls[index]
+        while True:
+            frames = await pull.recv_multipart()
+            if index != self.leader:
+                continue  # a follower drops puts
+            command, producer, seq = frames[1], frames[2].decode(), int(frames[3])
+            if command == b"PUT":
+                payloads = [frames[6]]
+            else:
+                count, items, payloads, at = int(frames[4]), frames[7], [], 0
+                for _ in range(count):
+                    (length,) = PUTS_ENTRY.unpack_from(items, at)
+                    payloads.append(items[at + 4:at + 4 + length])
+                    at += 4 + length
+            for offset, payload in enumerate(payloads):
+                self.puts.setdefault((producer, seq + offset), payload)  # a resend: once
+            await self._answer_syncs()
+
+    async def _answer_syncs(self):
+        if self.hold_syncs:
+            return
+        waiting, self.syncs = self.syncs, []
+        for index, peer, tag, producer, seq in waiting:
+            if index != self.leader:
+                continue  # a leader that stepped down forgot it
+            if all((producer, number) in self.puts for number in range(1, seq + 1)):
+                self.committed.update((producer, number) for number in range(1, seq + 1))
+                await self.routers[index].send_multipart(
+                    [peer, b"asyncq/2", b"SYNCED", tag, producer.encode(), b"%d" % seq])
+            else:
+                self.syncs.append((index, peer, tag, producer, seq))
+
+    async def _beat(self):
+        number = 0
+        while True:
+            await asyncio.sleep(self.heartbeat_ms / 1000)
+            number += 1
+            if self.leader is not None:
+                for peer in list(self.peers[self.leader]):
+                    await self.routers[self.leader].send_multipart(
+                        [peer, b"asyncq/2", b"HEARTBEAT", b"%d" % number])
+
+    def payloads(self):
+        return {payload for payload in self.puts.values()}
+
+    def elect(self, index):
+        """index leads from now on, with a new broker-id; its sessions are
+        new."""
+        self.term += 1
+        self.leader = index
+        if index is not None:
+            self.peers[index].clear()
+
+    def down(self, index):
+        """index's process is gone: its sockets close, nothing answers there."""
+        self.tasks[2 * index].cancel()
+        self.tasks[2 * index + 1].cancel()
+        self.routers[index].close(linger=0)
+        self.pulls[index].close(linger=0)
+
+    def kill(self, index, successor):
+        """The leader index dies, losing the puts it had not confirmed;
+        successor leads."""
+        self.down(index)
+        self.puts = {key: payload for key, payload in self.puts.items() if key in self.committed}
+        self.syncs = []
+        self.hold_syncs = False
+        self.elect(successor)
+
+    async def close(self):
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for sockets in (self.routers, self.pulls):
+            for socket_ in sockets:
+                socket_.close(linger=0)
+
+
+class Parsing(unittest.TestCase):
+    def test_the_service_field_with_replicas(self):
+        service = parse_service(b"shard=0 replicas=a:5557,b:5557,c:5557 brokers=")
+        self.assertEqual(service, (0, (), ("a:5557", "b:5557", "c:5557")))
+        self.assertEqual(service.replicas, ("a:5557", "b:5557", "c:5557"))
+        self.assertEqual(parse_service(b"shard=2 brokers=:1,:3,:5"), (2, (":1", ":3", ":5"), ()))
+        self.assertEqual(parse_service(b"later=x replicas=a:1 shard=1 brokers=b:2 more=y"),
+                         (1, ("b:2",), ("a:1",)))
+        for bad in (b"shard=0 replicas=a:1,,b:1 brokers=", b"shard=0 replicas=, brokers=",
+                    b"replicas=a:1 brokers="):
+            with self.subTest(field=bad):
+                self.assertIsNone(parse_service(bad))
+
+    def test_a_welcome_carries_the_replicas_and_replicated(self):
+        welcome = asyncq.protocol.parse_welcome(
+            [b"h1", b"id", b"1048576", b"1000", b"1024", b"4096", b"8388608", b"produce",
+             b"replicated", b"shard=0 replicas=a:5557,b:5557 brokers="])
+        self.assertEqual(welcome.persistence, "replicated")
+        self.assertEqual(welcome.replicas, ("a:5557", "b:5557"))
+        self.assertEqual((welcome.shard, welcome.brokers), (0, ()))
+        alone = asyncq.protocol.parse_welcome(
+            [b"h1", b"id", b"1048576", b"1000", b"1024", b"4096", b"8388608", b"produce",
+             b"memory", b"shard=0 brokers="])
+        self.assertEqual(alone.replicas, ())
+
+    def test_421_is_not_leader_naming_the_leader(self):
+        error = asyncq.BrokerError.from_fields([b"421", b"NOT_LEADER", b"hello3", b"b:5557",
+                                                b"not the leader"])
+        self.assertIsInstance(error, asyncq.NotLeader)
+        self.assertEqual((error.code, error.name, error.tag, error.leader),
+                         (421, "NOT_LEADER", b"hello3", "b:5557"))
+        election = asyncq.BrokerError.from_fields([b"421", b"NOT_LEADER", b"hello4", b"", b"x"])
+        self.assertIsInstance(election, asyncq.NotLeader)
+        self.assertIsNone(election.leader)
+
+
+class Fake(unittest.IsolatedAsyncioTestCase):
+    async def asyncSetUp(self):
+        self.group = FakeGroup()
+        self.name = f"replicas-{next(_names)}"
+        self.clients = []
+
+    async def asyncTearDown(self):
+        for client in self.clients:
+            await client.close(timeout=1)
+        await self.group.close()
+
+    def client(self, address, **options):
+        client = asyncq.Queue(address, self.name, **options)
+        self.clients.append(client)
+        return client
+
+    async def test_a_follower_given_alone_leads_to_the_leader(self):
+        self.group.elect(1)
+        q = self.client(self.group.addresses[2])
+        await asyncio.wait_for(q.put(b"x"), WAIT)
+        self.assertEqual(q.brokers, {0: self.group.addresses[1]})
+        self.assertEqual(q.unreachable, {})
+        self.assertEqual(q.persistence, "replicated")
+        self.assertEqual([answer for _, answer in self.group.hellos[2]], ["421"])
+        self.assertEqual([answer for _, answer in self.group.hellos[1]], ["WELCOME"])
+        self.assertEqual(self.group.payloads(), {b"x"})
+
+    async def test_every_address_of_a_group_is_one_shard(self):
+        q = self.client(",".join(self.group.addresses))
+        for i in range(5):
+            await asyncio.wait_for(q.put(b"%d" % i, key="k%d" % i), WAIT)
+        self.assertEqual(q.brokers, {0: self.group.addresses[0]})  # no ShardConflict
+        self.assertEqual(q.unreachable, {})
+        self.assertEqual(q._service.count, 1)  # keys: one shard
+        self.assertEqual(self.group.payloads(), {b"%d" % i for i in range(5)})
+        # The followers sent it on; the leader WELCOMEd each address's session.
+        self.assertEqual([answer for _, answer in self.group.hellos[1]], ["421"])
+        self.assertEqual([answer for _, answer in self.group.hellos[2]], ["421"])
+
+    async def test_a_follower_down_is_not_an_address_left_out(self):
+        self.group.down(2)
+        q = self.client(f"{self.group.addresses[1]},{self.group.addresses[2]}", timeout=2)
+        await asyncio.wait_for(q.put(b"x"), WAIT)
+        self.assertEqual(q.brokers, {0: self.group.addresses[0]})
+        self.assertEqual(q.unreachable, {})  # the leader lists it: a replica down, not a typo
+
+    async def test_during_an_election_the_next_replica_is_tried(self):
+        self.group.leader = None
+        q = self.client(self.group.addresses[1])
+        put = asyncio.ensure_future(q.put(b"x"))
+        await until(lambda: len(self.group.hellos[1]) >= 2, "HELLO again after 421")
+        self.assertFalse(put.done())
+        self.group.elect(2)
+        await asyncio.wait_for(put, WAIT)
+        self.assertEqual(q.brokers, {0: self.group.addresses[2]})
+        self.assertEqual(self.group.hellos[1][0][1], "421")
+
+    async def test_no_leader_in_time_is_unreachable_naming_the_421(self):
+        self.group.leader = None
+        q = self.client(self.group.addresses[0], timeout=1)
+        with self.assertRaisesRegex(asyncq.BrokerUnreachable,
+                                    "no leader of the replicas") as raised:
+            await q.put(b"x")
+        self.assertIsInstance(raised.exception.__cause__, asyncq.NotLeader)
+        self.assertGreater(len(self.group.hellos[0]), 1)  # asked again, every 250 ms
+
+    async def test_a_leader_killed_its_unconfirmed_puts_go_to_the_next(self):
+        q = self.client(",".join(self.group.addresses))
+        for i in range(5):
+            await asyncio.wait_for(q.put(b"%d" % i), WAIT)
+        self.group.hold_syncs = True
+        for i in range(5, 10):
+            await q.send(b"%d" % i)  # taken by the leader, never confirmed
+        await until(lambda: len(self.group.puts) == 10, "the puts at the leader")
+        self.group.kill(0, successor=2)
+        self.assertEqual(len(self.group.puts), 5)  # not committed: lost with it
+        await asyncio.wait_for(q.flush(), WAIT)
+        self.assertEqual(self.group.payloads(), {b"%d" % i for i in range(10)})
+        self.assertEqual(q.brokers, {0: self.group.addresses[2]})
+        self.assertGreater(q.reconnects, 0)
+        await asyncio.wait_for(q.put(b"after"), WAIT)
+        self.assertIn(b"after", self.group.payloads())
+
+    async def test_a_leader_that_steps_down_answers_412_then_421(self):
+        q = self.client(self.group.addresses[0])
+        await asyncio.wait_for(q.put(b"first"), WAIT)
+        self.group.elect(1)  # 0 still runs: a follower now
+        await asyncio.wait_for(q.put(b"second"), WAIT)
+        self.assertEqual(self.group.payloads(), {b"first", b"second"})
+        self.assertEqual(q.brokers, {0: self.group.addresses[1]})
+        self.assertIn("421", [answer for _, answer in self.group.hellos[0]])
+
+
+def _has_peers():
+    try:
+        done = subprocess.run([program("asyncq-broker"), "--help"], capture_output=True,
+                              text=True, timeout=10)
+    except OSError:
+        return False
+    return "--peers" in done.stdout + done.stderr
+
+
+class ReplicaGroup:
+    """Three real replicas of one shard on 127.0.0.1 (ports P, P+3, P+6:
+    each uses three), durable each in a directory of its own."""
+
+    def __init__(self, flags=()):
+        self.dir = tempfile.mkdtemp(prefix="asyncq-replicas-")
+        for _ in range(20):  # ports taken meanwhile: others
+            base = free_base(9)
+            self.ports = [base, base + 3, base + 6]
+            peers = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+            self.brokers = []
+            try:
+                for node, port in enumerate(self.ports, 1):
+                    data = os.path.join(self.dir, f"node-{node}")
+                    self.brokers.append(Broker("--peers", peers, "--node-id", str(node),
+                                               "--data-dir", data, *flags,
+                                               bind=f"127.0.0.1:{port}"))
+                return
+            except RuntimeError:
+                self.stop()
+        raise RuntimeError("could not start the group")
+
+    @property
+    def addresses(self):
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+    def stop(self):
+        for broker in self.brokers:
+            broker.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@unittest.skipUnless(_has_peers(), "asyncq-broker has no --peers (replicas) yet")
+class RealGroup(unittest.IsolatedAsyncioTestCase):
+    @staticmethod
+    def _state(q, group):
+        """The client's sessions and the replicas' logs, for a failure."""
+        sessions = [(session.address, session.up, session.reconnects)
+                    for session in q._sessions()]
+        logs = "\n".join(f"--- {broker.address} (exit status {broker.process.poll()})\n"
+                         + "\n".join(broker.log().splitlines()[-15:]) for broker in group.brokers)
+        return f"sessions {sessions}\n{logs}"
+
+    async def test_the_leader_killed_mid_run_loses_no_confirmed_put(self):
+        group = ReplicaGroup(("--heartbeat-ms", "200", "--lease-ms", "5000"))
+        addresses = ",".join(group.addresses)
+        producer = asyncq.Queue(addresses, "replicated", timeout=WAIT)
+        consumer = asyncq.Queue(addresses, "replicated", timeout=WAIT, prefetch=4)
+        count = 300
+        confirmed, received, putters, getters = put_and_get(producer, consumer, count)
+        try:
+            await until(lambda: len(confirmed) >= 100, "100 puts confirmed", 3 * WAIT)
+            self.assertEqual(producer.persistence, "replicated")
+            self.assertEqual(len(producer.brokers), 1)
+            self.assertEqual(producer.unreachable, {})
+            leader = producer.brokers[0]
+            killed = group.brokers[group.addresses.index(leader)]
+            killed.process.send_signal(signal.SIGKILL)
+            killed.process.wait()
+            try:
+                await asyncio.wait_for(asyncio.gather(*putters), 6 * WAIT)
+            except asyncio.TimeoutError:
+                self.fail("puts not confirmed after the leader was killed: "
+                          + self._state(producer, group))
+            self.assertEqual(confirmed, set(range(count)))
+            self.assertNotEqual(producer.brokers[0], leader)
+            # The join covers every confirmed put: when it returns, each
+            # has been acked (a getter acks in the tick it got it).
+            joined = await producer.join(timeout=6 * WAIT)
+            self.assertEqual(joined.dead, 0)
+            self.assertTrue(confirmed <= received,
+                            f"joined before {sorted(confirmed - received)[:20]} were acked")
+            self.assertEqual((await producer.stats()).get("outstanding", 0), 0)
+            self.assertGreater(producer.reconnects, 0)
+            self.assertGreater(consumer.reconnects, 0)
+        finally:
+            for task in putters + getters:
+                task.cancel()
+            await asyncio.gather(*putters, *getters, return_exceptions=True)
+            await producer.close(timeout=WAIT)
+            await consumer.close(timeout=WAIT)
+            group.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

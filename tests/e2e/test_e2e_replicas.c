@@ -1,0 +1,443 @@
+/*  Replicas (PROTOCOL.md 4.16): three asyncq-broker processes with
+    --peers on loopback are one shard. They elect a leader; a follower
+    answers HELLO with 421 and the leader's address; programs given every
+    replica find the leader. The leader SIGKILLed while producers and
+    consumers run is replaced within 2 s, every confirmed put is delivered
+    and acked, the join is exact, and the killed replica, started again,
+    comes back as a follower; a leader paused is replaced and, resumed,
+    steps down; a replica far behind comes back from a snapshot; at the
+    end every replica's state (written on SIGUSR1) is the same, item by
+    item. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "asyncq/program.h"
+#include "harness.h"
+
+#define REPLICAS 3
+#define WORKERS 4
+
+typedef struct {
+    harness_dir_t dir;
+    aq_process_t replicas[REPLICAS];
+    char address[REPLICAS][64];
+    int metrics[REPLICAS];   /* each replica's HTTP port (--metrics) */
+    char metrics_bind[REPLICAS][64];
+    char peers[REPLICAS * 64];
+    char all[REPLICAS * 64]; /* every replica, for the programs */
+    char data[REPLICAS][160];
+    char dump[REPLICAS][160];
+    char log[REPLICAS][160];
+    aq_process_t workers[WORKERS];
+    const char *snapshot; /* --replica-snapshot, or NULL */
+} group_t;
+
+static int s_setup(void **state)
+{
+    group_t *g = calloc(1, sizeof *g);
+    assert_non_null(g);
+    void *dir = &g->dir;
+    harness_dir_setup(&dir);
+    memcpy(&g->dir, dir, sizeof g->dir);
+    free(dir);
+    int base = harness_free_ports(4 * REPLICAS); /* PULL, ROUTER, the group's, HTTP */
+    for (int i = 0; i < REPLICAS; i++) {
+        snprintf(g->address[i], sizeof g->address[i], "127.0.0.1:%d", base + 4 * i);
+        g->metrics[i] = base + 4 * i + 3;
+        snprintf(g->metrics_bind[i], sizeof g->metrics_bind[i], "127.0.0.1:%d", g->metrics[i]);
+        snprintf(g->data[i], sizeof g->data[i], "%s/data-%d", g->dir.root, i + 1);
+        snprintf(g->dump[i], sizeof g->dump[i], "%s/state-%d.txt", g->dir.root, i + 1);
+        snprintf(g->log[i], sizeof g->log[i], "%s/log-%d.txt", g->dir.root, i + 1);
+        size_t used = strlen(g->peers);
+        snprintf(g->peers + used, sizeof g->peers - used, "%s%s", i ? "," : "", g->address[i]);
+    }
+    snprintf(g->all, sizeof g->all, "%s", g->peers);
+    *state = g;
+    return 0;
+}
+
+static int s_teardown(void **state)
+{
+    group_t *g = *state;
+    for (int i = 0; i < WORKERS; i++)
+        aq_process_stop(&g->workers[i], SIGTERM, 5000);
+    for (int i = 0; i < REPLICAS; i++)
+        aq_process_stop(&g->replicas[i], SIGKILL, 5000);
+    harness_remove_tree(g->dir.root);
+    free(g);
+    return 0;
+}
+
+static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_ms);
+
+/*  Starts replica i (from 0) and waits for its READY, then for an answer
+    from its loop (which installs its signal handlers: a SIGUSR1 before
+    would end it). */
+static void s_start(group_t *g, int i)
+{
+    char path[4096], node[16];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    snprintf(node, sizeof node, "%d", i + 1);
+    char *argv[] = {path, "--bind", g->address[i], "--peers", g->peers, "--node-id", node,
+                    "--data-dir", g->data[i], "--state-dump", g->dump[i],
+                    "--metrics", g->metrics_bind[i],
+                    g->snapshot ? "--replica-snapshot" : NULL, (char *) g->snapshot, NULL};
+    assert_int_equal(aq_process_spawn_logged(&g->replicas[i], argv, 1, 1, g->log[i]), 0);
+    char ready[256];
+    if (!aq_process_expect(&g->replicas[i], "READY ", ready, sizeof ready, HARNESS_DEADLINE_MS))
+        fail_msg("replica %d did not print READY", i + 1);
+    char leader[64];
+    if (s_hello(g, i, leader, sizeof leader, HARNESS_DEADLINE_MS) < 0)
+        fail_msg("replica %d does not answer HELLO", i + 1);
+}
+
+/*  Says HELLO to replica i on a raw DEALER: 1 if it WELCOMEs (it leads),
+    0 if it answers 421 (subject: the leader it names, into `leader`), -1
+    if it does not answer within `wait_ms`. */
+static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_ms)
+{
+    harness_t h = {0};
+    snprintf(h.address, sizeof h.address, "%s", g->address[i]);
+    zsock_t *dealer = harness_raw(&h, ZMQ_DEALER);
+    zsock_set_rcvtimeo(dealer, wait_ms);
+    aq_msg_t hello = {.cmd = AQ_CMD_HELLO, .tag = aq_bytes_str("h1"),
+                      .client = aq_bytes_str("probe"), .with = aq_bytes_str("service")};
+    harness_send_msg(dealer, &hello);
+    aq_inbox_t *inbox = aq_inbox_new(AQ_REPORT_FRAMES_MAX);
+    int result = -1;
+    while (aq_inbox_recv(inbox, zsock_resolve(dealer), 0, 0) == AQ_OK) {
+        aq_msg_t msg;
+        assert_int_equal(aq_inbox_decode(inbox, &msg), AQ_OK);
+        if (msg.cmd == AQ_CMD_HEARTBEAT)
+            continue;
+        if (msg.cmd == AQ_CMD_WELCOME) {
+            char service[256];
+            snprintf(service, sizeof service, "%.*s", (int) msg.service.size,
+                     (const char *) msg.service.data);
+            char expected[256];
+            snprintf(expected, sizeof expected, "replicas=%s", g->peers);
+            if (!strstr(service, expected))
+                fail_msg("the leader's WELCOME says '%s', not %s", service, expected);
+            assert_int_equal(msg.persistence.size, strlen("replicated"));
+            assert_memory_equal(msg.persistence.data, "replicated", msg.persistence.size);
+            result = 1;
+        }
+        else {
+            assert_int_equal(msg.cmd, AQ_CMD_ERROR);
+            assert_int_equal(msg.code, AQ_NOT_LEADER);
+            snprintf(leader, size, "%.*s", (int) msg.subject.size, (const char *) msg.subject.data);
+            result = 0;
+        }
+        break;
+    }
+    aq_inbox_destroy(&inbox);
+    zsock_destroy(&dealer);
+    return result;
+}
+
+/*  The replica that leads (from 0), once one does and every running
+    follower names it; fails the test after `within_ms`. */
+static int s_leader(const group_t *g, int64_t within_ms)
+{
+    int64_t deadline = zclock_mono() + within_ms;
+    while (zclock_mono() < deadline) {
+        int leader = -1, named = 1;
+        for (int i = 0; i < REPLICAS; i++) {
+            if (!g->replicas[i].pid)
+                continue;
+            char name[64] = "";
+            int rc = s_hello(g, i, name, sizeof name, 200);
+            if (rc == 1)
+                leader = i;
+            else if (rc == 0 && !name[0])
+                named = 0;
+        }
+        if (leader >= 0 && named)
+            return leader;
+        zclock_sleep(20); /* an election is under way: ask again */
+    }
+    fail_msg("no replica led within %lld ms", (long long) within_ms);
+    return -1;
+}
+
+/*  A harness_t that asks the group through replica i: a session follows
+    the leader it names (4.16). */
+static harness_t s_group(const group_t *g, int i)
+{
+    harness_t h = {0};
+    snprintf(h.address, sizeof h.address, "%s", g->address[i]);
+    return h;
+}
+
+/*  Replica i's state, written on SIGUSR1 (malloc'd). */
+static char *s_dump(group_t *g, int i)
+{
+    if (unlink(g->dump[i]) && errno != ENOENT)
+        fail_msg("cannot remove %s: %s", g->dump[i], strerror(errno));
+    int watch = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    assert_true(watch >= 0);
+    assert_true(inotify_add_watch(watch, g->dir.root, IN_MOVED_TO | IN_CREATE) >= 0);
+    assert_int_equal(kill(g->replicas[i].pid, SIGUSR1), 0);
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    while (access(g->dump[i], F_OK) != 0) {
+        int64_t left = deadline - zclock_mono();
+        if (left <= 0) {
+            char *log = harness_read_file(g->log[i]);
+            fail_msg("no state dump at %s after SIGUSR1; replica %d's log:\n%s", g->dump[i],
+                     i + 1, log);
+        }
+        struct pollfd item = {watch, POLLIN, 0};
+        if (poll(&item, 1, left < 100 ? (int) left : 100) > 0) {
+            char events[4096];
+            while (read(watch, events, sizeof events) > 0)
+                ;
+        }
+    }
+    close(watch);
+    return harness_read_file(g->dump[i]);
+}
+
+/*  Every replica's state is the leader's, item by item (the followers
+    apply what the group committed: they may be a heartbeat behind). */
+static void s_assert_same_state(group_t *g, int leader)
+{
+    /* A snapshot lost on the way to a replica is sent again after 10 s. */
+    int64_t deadline = zclock_mono() + 2 * HARNESS_DEADLINE_MS;
+    for (;;) {
+        char *expected = s_dump(g, leader);
+        int same = 1;
+        for (int i = 0; i < REPLICAS && same; i++) {
+            if (i == leader)
+                continue;
+            char *text = s_dump(g, i);
+            same = strcmp(text, expected) == 0;
+            if (!same && zclock_mono() >= deadline)
+                fail_msg("replica %d's state is not the leader's (replica %d):\n%s\n-----\n%s",
+                         i + 1, leader + 1, text, expected);
+            free(text);
+        }
+        assert_true(strlen(expected) > 0);
+        free(expected);
+        if (same)
+            return;
+        zclock_sleep(100); /* a heartbeat brings the commit index */
+    }
+}
+
+/*  GET `path` from replica i's HTTP port: the status; the body in `body`. */
+static int s_http_get(const group_t *g, int i, const char *path, char *body, size_t size)
+{
+    char request[256];
+    int length = snprintf(request, sizeof request,
+                          "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    return harness_http(g->metrics[i], request, (size_t) length, body, size);
+}
+
+/*  Replica i's place in the group, from its /stats.json (a new reference). */
+static json_t *s_replica_stats(const group_t *g, int i)
+{
+    static char body[1 << 16];
+    assert_int_equal(s_http_get(g, i, "/stats.json", body, sizeof body), 200);
+    json_t *stats = json_loads(body, 0, NULL);
+    assert_non_null(stats);
+    json_t *replica = json_object_get(json_object_get(stats, "broker"), "replica");
+    assert_true(json_is_object(replica));
+    json_incref(replica);
+    json_decref(stats);
+    return replica;
+}
+
+static void test_followers_name_the_leader_and_programs_find_it(void **state)
+{
+    group_t *g = *state;
+    for (int i = 0; i < REPLICAS; i++)
+        s_start(g, i);
+    int leader = s_leader(g, 10000);
+    for (int i = 0; i < REPLICAS; i++) {
+        if (i == leader)
+            continue;
+        char name[64];
+        assert_int_equal(s_hello(g, i, name, sizeof name, 2000), 0);
+        assert_string_equal(name, g->address[leader]);
+    }
+    /* A program given one follower finds the leader through it. */
+    int follower = (leader + 1) % REPLICAS;
+    char *put[] = {"asyncq", "put", "--broker", g->address[follower], "--queue", "q", "one",
+                   "two", NULL};
+    char out[512];
+    assert_int_equal(harness_run(put, out, sizeof out), 0);
+    harness_t h = s_group(g, follower);
+    assert_int_equal(harness_stat(&h, "q", "queued"), 2);
+    harness_assert_serving(&h, "ok");
+    s_assert_same_state(g, leader);
+
+    /* What operators see on each replica's HTTP port. */
+    json_t *lead = s_replica_stats(g, leader);
+    assert_string_equal(json_string_value(json_object_get(lead, "role")), "leader");
+    assert_int_equal(json_integer_value(json_object_get(lead, "node")), leader + 1);
+    json_t *replicas = json_object_get(lead, "replicas");
+    assert_int_equal(json_array_size(replicas), REPLICAS);
+    for (int i = 0; i < REPLICAS; i++)
+        assert_true(json_is_integer(json_object_get(json_array_get(replicas, (size_t) i), "lag")));
+    json_decref(lead);
+    json_t *follows = s_replica_stats(g, follower);
+    assert_string_equal(json_string_value(json_object_get(follows, "role")), "follower");
+    assert_int_equal(json_integer_value(json_object_get(follows, "leader")), leader + 1);
+    assert_true(json_integer_value(json_object_get(follows, "commit_index")) > 0);
+    json_decref(follows);
+    static char body[1 << 16];
+    assert_int_equal(s_http_get(g, leader, "/metrics", body, sizeof body), 200);
+    char sample[96];
+    snprintf(sample, sizeof sample, "asyncq_replica_info{node=\"%d\",role=\"leader\"} 1",
+             leader + 1);
+    assert_non_null(strstr(body, sample));
+    assert_non_null(strstr(body, "asyncq_info{persistence=\"replicated\""));
+    /* An action on a follower's port is refused, naming the leader's. */
+    char request[256];
+    int length = snprintf(request, sizeof request,
+                          "POST /api/purge?queue=q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          "Content-Length: 0\r\n\r\n");
+    assert_int_equal(harness_http(g->metrics[follower], request, (size_t) length, body,
+                                  sizeof body), 421);
+}
+
+static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
+{
+    group_t *g = *state;
+    for (int i = 0; i < REPLICAS; i++)
+        s_start(g, i);
+    int leader = s_leader(g, 10000);
+    for (int i = 0; i < 2; i++) {
+        char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "m", "--count",
+                            "1500", "--max-sleep", "0.002", "--quiet", NULL};
+        harness_spawn(&g->workers[i], producer);
+        char *consumer[] = {"asyncq-consumer", "--broker", g->all, "--queue", "m",
+                            "--max-sleep", "0", "--quiet", "--credit", "8", NULL};
+        harness_spawn(&g->workers[2 + i], consumer);
+    }
+    harness_t h = {0};
+    snprintf(h.address, sizeof h.address, "%s", g->address[leader]);
+    harness_wait_stat_at_least(&h, "m", "puts", 300);
+    int64_t killed = zclock_mono();
+    aq_process_stop(&g->replicas[leader], SIGKILL, 5000);
+    int next = s_leader(g, 10000);
+    int64_t took = zclock_mono() - killed;
+    print_message("replica %d led %lld ms after replica %d was killed\n", next + 1,
+                  (long long) took, leader + 1);
+    assert_true(next != leader);
+    assert_true(took < 2000);
+    s_start(g, leader); /* back, as a follower */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(harness_wait_exit(&g->workers[i]), 0); /* every put confirmed */
+    harness_t group = s_group(g, leader); /* a follower now: it names the leader */
+    char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "m", "--timeout", "20",
+                    NULL};
+    char out[512];
+    assert_int_equal(harness_run(join, out, sizeof out), 0);
+    assert_int_equal(harness_stat(&group, "m", "outstanding"), 0);
+    /* Every put once (the group's log has each producer's seqs: a put sent
+       again to the new leader is not enqueued twice), every one acked. */
+    assert_int_equal(harness_stat(&group, "m", "puts"), 3000);
+    assert_int_equal(harness_stat(&group, "m", "acked"), 3000);
+    assert_int_equal(harness_stat(&group, "m", "dead"), 0);
+    harness_assert_serving(&group, "ok");
+    s_assert_same_state(g, s_leader(g, 10000));
+}
+
+/*  A leader paused (SIGSTOP) is replaced; resumed, it finds a newer
+    term, steps down and starts again from the group's log as a
+    follower: nothing it held alone is confirmed, the producers finish
+    with every put confirmed once, and every state is the same. */
+static void test_a_paused_leader_is_replaced_and_steps_down(void **state)
+{
+    group_t *g = *state;
+    for (int i = 0; i < REPLICAS; i++)
+        s_start(g, i);
+    int leader = s_leader(g, 10000);
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "s", "--count",
+                        "1000", "--max-sleep", "0.002", "--quiet", NULL};
+    harness_spawn(&g->workers[0], producer);
+    char *consumer[] = {"asyncq-consumer", "--broker", g->all, "--queue", "s", "--max-sleep",
+                        "0", "--quiet", "--credit", "4", NULL};
+    harness_spawn(&g->workers[1], consumer);
+    harness_t h = s_group(g, leader);
+    harness_wait_stat_at_least(&h, "s", "puts", 200);
+    assert_int_equal(kill(g->replicas[leader].pid, SIGSTOP), 0);
+    int64_t stopped = zclock_mono();
+    pid_t paused = g->replicas[leader].pid;
+    g->replicas[leader].pid = 0; /* s_leader asks the others */
+    int next = s_leader(g, 10000);
+    print_message("replica %d led %lld ms after replica %d was paused\n", next + 1,
+                  (long long) (zclock_mono() - stopped), leader + 1);
+    assert_true(next != leader);
+    g->replicas[leader].pid = paused;
+    assert_int_equal(kill(paused, SIGCONT), 0);
+    /* It steps down, and starts again (the same process) as a follower. */
+    char line[256];
+    if (!aq_process_expect(&g->replicas[leader], "READY ", line, sizeof line,
+                           HARNESS_DEADLINE_MS))
+        fail_msg("the paused leader did not start again after it was resumed");
+    char *log = harness_read_file(g->log[leader]);
+    assert_non_null(strstr(log, "; starting again from the group's log"));
+    free(log);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "s", "--timeout", "20",
+                    NULL};
+    char out[512];
+    assert_int_equal(harness_run(join, out, sizeof out), 0);
+    harness_t group = s_group(g, leader);
+    assert_int_equal(harness_stat(&group, "s", "puts"), 1000);
+    assert_int_equal(harness_stat(&group, "s", "acked"), 1000);
+    harness_assert_serving(&group, "ok");
+    s_assert_same_state(g, s_leader(g, 10000));
+}
+
+/*  A follower stopped while the group goes on past the log it keeps (a
+    snapshot every 16 entries here) comes back from a snapshot the leader
+    sends, then follows the log: its state is the leader's. */
+static void test_a_replica_far_behind_catches_up_from_a_snapshot(void **state)
+{
+    group_t *g = *state;
+    g->snapshot = "16";
+    for (int i = 0; i < REPLICAS; i++)
+        s_start(g, i);
+    int leader = s_leader(g, 10000);
+    int behind = (leader + 1) % REPLICAS;
+    aq_process_stop(&g->replicas[behind], SIGKILL, 5000);
+    /* A put every few milliseconds: each its own pass, its own entry. */
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "w", "--count",
+                        "300", "--max-sleep", "0.006", "--quiet", NULL};
+    harness_spawn(&g->workers[0], producer);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_start(g, behind);
+    s_assert_same_state(g, leader);
+    char *log = harness_read_file(g->log[behind]);
+    assert_non_null(strstr(log, "state restored from a snapshot of the group"));
+    free(log);
+    harness_t h = s_group(g, behind);
+    assert_int_equal(harness_stat(&h, "w", "queued"), 300);
+    harness_assert_serving(&h, "ok");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_followers_name_the_leader_and_programs_find_it,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_leader_killed_mid_run_loses_no_confirmed_put,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_paused_leader_is_replaced_and_steps_down,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_replica_far_behind_catches_up_from_a_snapshot,
+                                        s_setup, s_teardown),
+    };
+    return harness_run_group(tests);
+}
