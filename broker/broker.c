@@ -330,9 +330,6 @@ uint64_t broker_log_size(const item_t *item)
     return ITEM_OVERHEAD + item->size;
 }
 
-/*  The record is written after it was applied: what it points to must
-    outlive the change (a FORGET names its queue from a copy). Not inlined:
-    broker_apply would save and restore this path's registers every time. */
 /*  Room for a record of `size` bytes of body in the pass's entry. */
 static uint8_t *s_entry_begin(broker_t *self, uint8_t type, size_t size)
 {
@@ -353,15 +350,16 @@ static uint8_t *s_entry_begin(broker_t *self, uint8_t type, size_t size)
     return at + ENTRY_RECORD_HEADER;
 }
 
+/*  The record is written after it was applied: what it points to must
+    outlive the change (a FORGET names its queue from a copy). Not inlined:
+    broker_apply would save and restore this path's registers every time. */
 __attribute__((noinline)) static int s_apply_written(broker_t *self, const record_t *record,
                                                      state_effects_t *effects)
 {
     uint64_t gone = 0;
     uint8_t *at = NULL;
     if (self->replica) {
-        /* A follower, or a leader not yet serving, changes nothing itself:
-           its state is the group's log, applied. */
-        if (!self->serving)
+        if (broker_follows(self)) /* its state is the group's log, applied */
             return -1;
         size_t size = record_size(record);
         uint8_t *body = s_entry_begin(self, record->type, size);
@@ -430,7 +428,7 @@ void broker_apply_failed(const record_t *record)
 int broker_log_accepting(const broker_t *self)
 {
     if (self->replica)
-        return self->serving;
+        return !broker_follows(self);
     return !self->journal || journal_error(self->journal) == 0;
 }
 
@@ -446,12 +444,11 @@ uint64_t broker_log_end(const broker_t *self)
     return self->journal ? journal_appended(self->journal) : 0;
 }
 
+static int s_reached(const broker_t *self, uint64_t position);
+
 int broker_log_reached(const broker_t *self, uint64_t position)
 {
-    if (self->replica)
-        return self->entry_committed >= position;
-    return !self->journal
-           || (!journal_broken(self->journal) && journal_confirmed(self->journal) >= position);
+    return s_reached(self, position) > 0;
 }
 
 const char *broker_persistence(const broker_t *self)
@@ -587,10 +584,16 @@ static int s_wait_answer(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *
     return 0;
 }
 
+/*  Nothing waits, and every record appended so far is where the mode
+    says: an answer may go at once. */
+static int s_answer_now(const broker_t *self)
+{
+    return list_empty(&self->waiting_answers) && s_reached(self, broker_log_end(self)) > 0;
+}
+
 void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg)
 {
-    uint64_t position = broker_log_end(self);
-    if (list_empty(&self->waiting_answers) && s_reached(self, position) > 0) {
+    if (s_answer_now(self)) {
         broker_send(self, routing_id, msg, NULL);
         return;
     }
@@ -602,8 +605,7 @@ void broker_reply_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *
 aq_status_t broker_send_logged(broker_t *self, aq_bytes_t routing_id, const aq_msg_t *msg,
                                zmq_msg_t *bulk)
 {
-    if (!self->replica
-        || (list_empty(&self->waiting_answers) && s_reached(self, broker_log_end(self)) > 0))
+    if (!self->replica || s_answer_now(self))
         return broker_send(self, routing_id, msg, bulk);
     aq_msg_t whole = *msg;
     if (bulk)

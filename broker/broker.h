@@ -233,6 +233,14 @@ typedef struct broker {
     int write_error_logged;    /* the journal cannot write, and the log said so */
 } broker_t;
 
+/*  A replica of a group that does not serve (a follower, or a leader not
+    yet ready): it holds no session, takes no put, and changes its state
+    only by the group's records (persist.c). */
+static inline int broker_follows(const broker_t *self)
+{
+    return self->replica && !self->serving;
+}
+
 /* broker.c: what every part shares, below the handlers. */
 int64_t broker_now_ms(void);
 int64_t broker_now_us(void);

@@ -135,7 +135,7 @@ static void s_on_hello(const request_t *request)
 {
     broker_t *self = request->broker;
     const aq_msg_t *msg = request->msg;
-    if (self->replica && !self->serving) {
+    if (broker_follows(self)) {
         /* Only the leader of a group serves (PROTOCOL.md 4.16). */
         const char *leader = persist_leader(self);
         char text[AQ_TEXT_MAX + 1];

@@ -501,7 +501,7 @@ static enum MHD_Result s_act(http_t *self, struct MHD_Connection *connection, ac
         action->answer = NULL;
         return http_json(connection, MHD_HTTP_OK, answer);
     }
-    if (self->broker->replica && !self->broker->serving)
+    if (broker_follows(self->broker))
         return http_error(connection, 421, "this replica does not lead its group: act on the "
                                            "leader's port");
     enum MHD_Result answered = MHD_NO;

@@ -400,7 +400,6 @@ struct group {
     char dir[PATH_MAX];
     appended_t *appended; /* a ring of the entries not yet applied */
     size_t head, length, capacity;
-    uint64_t entries_applied, records_skipped, restores;
     uint64_t own_appended, own_applied; /* the leader's entries */
     int stepping_down;
 };
@@ -430,18 +429,14 @@ static void s_apply_records(broker_t *self, const uint8_t *data, size_t size)
     while (size >= ENTRY_RECORD_HEADER) {
         uint8_t type = data[0];
         uint32_t length = aq_get_u32(data + 1);
-        if (length > size - ENTRY_RECORD_HEADER) {
-            self->group->records_skipped++;
-            return;
-        }
+        if (length > size - ENTRY_RECORD_HEADER)
+            return; /* cannot be: the leader framed it */
         record_t record;
         state_effects_t effects;
         int rc = record_decode(type, data + ENTRY_RECORD_HEADER, length, &record)
                      ? 1 : state_apply(&self->state, &record, &effects);
         if (rc < 0) /* a state that would differ from the others': from the log again */
             s_step_down(self, "out of memory while applying the group's records");
-        if (rc)
-            self->group->records_skipped++;
         data += ENTRY_RECORD_HEADER + length;
         size -= ENTRY_RECORD_HEADER + length;
     }
@@ -450,7 +445,6 @@ static void s_apply_records(broker_t *self, const uint8_t *data, size_t size)
 static void s_group_apply(void *ctx, const uint8_t *data, size_t size)
 {
     broker_t *self = ctx;
-    self->group->entries_applied++;
     if (!self->serving) /* a serving leader's entries are its own, applied already */
         s_apply_records(self, data, size);
     else
@@ -522,7 +516,6 @@ static int s_group_restore(void *ctx, const uint8_t *data, size_t size)
     self->state.replaying = 1;
     s_apply_records(self, data, size);
     int rc = state_rebuild(&self->state);
-    self->group->restores++;
     log_line("replica %llu: state restored from a snapshot of the group: %zu items in %zu "
              "queues (%zu bytes)", (unsigned long long) self->config.node_id,
              store_count(self->store), dict_size(self->queues), size);
@@ -724,11 +717,6 @@ int persist_group(broker_t *self, persist_group_t *out)
         }
     }
     return 0;
-}
-
-const char *persist_replicas(const broker_t *self)
-{
-    return self->group ? self->config.peers : NULL;
 }
 
 int persist_open(broker_t *self, char *error, size_t error_size)

@@ -58,7 +58,5 @@ typedef struct {
 } persist_group_t;
 /*  0 and *group filled for a replica; -1 for a broker that is not one. */
 int persist_group(broker_t *self, persist_group_t *group);
-/*  --peers, or NULL for a broker that is not a replica. */
-const char *persist_replicas(const broker_t *self);
 
 #endif

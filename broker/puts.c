@@ -474,7 +474,7 @@ void broker_on_pull(broker_t *self)
                      "PULL", fd, conns_state_name(self->conns, 1, fd));
         return; /* refused or closing: its messages are not looked at */
     }
-    if (self->replica && !self->serving)
+    if (broker_follows(self))
         return; /* only the leader of a group takes puts (PROTOCOL.md 4.16) */
     aq_msg_t msg;
     aq_status_t rc = aq_inbox_decode(inbox, &msg);

@@ -54,8 +54,6 @@ struct replica {
     int barrier_busy;
     raft_term barrier_term;
     int ready;
-    struct raft_transfer transfer;
-    int transfer_busy;
     /*  What the owner was last told (changed). */
     replica_role_t told_role;
     unsigned told_leader;
@@ -76,7 +74,6 @@ typedef struct {
     struct raft_uv_connect request; /* the inner transport's */
     struct raft_uv_connect *outer;
     raft_uv_connect_cb cb;
-    replica_t *self;
 } connecting_t;
 
 static replica_t *s_of_inner(struct raft_uv_transport *inner)
@@ -138,7 +135,6 @@ static int s_transport_connect(struct raft_uv_transport *outer, struct raft_uv_c
         return RAFT_NOMEM;
     connecting->outer = request;
     connecting->cb = cb;
-    connecting->self = self;
     int rv = self->inner.connect(&self->inner, &connecting->request, id, address,
                                  s_transport_connected);
     if (rv) {
@@ -780,27 +776,4 @@ int replica_match_index(replica_t *self, unsigned id, uint64_t *index)
 uint64_t replica_restores(const replica_t *self)
 {
     return self->restores;
-}
-
-static void s_transferred(struct raft_transfer *request)
-{
-    replica_t *self = request->data;
-    self->transfer_busy = 0;
-    s_check(self);
-}
-
-int replica_transfer(replica_t *self, unsigned to)
-{
-    if (raft_state(&self->raft) != RAFT_LEADER || self->transfer_busy)
-        return -1;
-    self->transfer.data = self;
-    if (raft_transfer(&self->raft, &self->transfer, to, s_transferred))
-        return -1;
-    self->transfer_busy = 1;
-    return 0;
-}
-
-const char *replica_error(replica_t *self)
-{
-    return raft_errmsg(&self->raft);
 }

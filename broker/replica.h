@@ -117,11 +117,4 @@ int replica_match_index(replica_t *self, unsigned id, uint64_t *index);
 /*  Snapshots restored (a replica that caught up from one). */
 uint64_t replica_restores(const replica_t *self);
 
-/*  Hands the leadership to replica `to` (0: the most up to date). 0, or -1
-    if this replica does not lead. */
-int replica_transfer(replica_t *self, unsigned to);
-
-/*  The library's message for the last failure. */
-const char *replica_error(replica_t *self);
-
 #endif

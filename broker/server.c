@@ -256,13 +256,9 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
         snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
         zuuid_destroy(&uuid);
         store_set_shard(self->store, (uint8_t) config->shard);
-        if (config->peers)
-            snprintf(self->service, sizeof self->service, "shard=%u replicas=%s brokers=%s",
-                     (unsigned) config->shard, config->peers,
-                     config->service ? config->service : "");
-        else
-            snprintf(self->service, sizeof self->service, "shard=%u brokers=%s",
-                     (unsigned) config->shard, config->service ? config->service : "");
+        snprintf(self->service, sizeof self->service, "shard=%u%s%s brokers=%s",
+                 (unsigned) config->shard, config->peers ? " replicas=" : "",
+                 config->peers ? config->peers : "", config->service ? config->service : "");
     }
     return self;
 }
@@ -556,7 +552,7 @@ static void s_fire(broker_t *self, deadline_t *deadline, int64_t now)
 {
     switch (deadline->kind) {
     case TIMER_SWEEP:
-        if (!self->replica || self->serving) /* a follower's state is the group's records */
+        if (!broker_follows(self)) /* a follower's state is the group's records */
             s_sweep(self);
         deadlines_set(&self->deadlines, &self->sweep, now + SWEEP_INTERVAL_MS);
         break;

@@ -471,11 +471,9 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
                            && self->error.code == AQ_NOT_LEADER && aq_deadline_left(deadline);
              hops++) {
             aq_bytes_t leader = aq_bytes_str(self->error.subject);
+            int left = aq_deadline_left(deadline);
             if (!s_follow(self, leader))
-                zclock_sleep(aq_deadline_left(deadline) < 0
-                                 ? REPLICA_AGAIN_MS
-                                 : aq_deadline_left(deadline) < REPLICA_AGAIN_MS
-                                       ? aq_deadline_left(deadline) : REPLICA_AGAIN_MS);
+                zclock_sleep(left >= 0 && left < REPLICA_AGAIN_MS ? left : REPLICA_AGAIN_MS);
             rc = s_hello(self, aq_deadline_left(deadline), 0);
         }
         return rc;
