@@ -25,7 +25,7 @@ from .protocol import (NUMBER_MAX, PEEK_MAX, TEXT_MAX, WAIT_MAX_MS, BrokerError,
 from .protocol import Stats as Stats, parse_stats as parse_stats  # (were defined here)
 from .security import load_keys
 from .service import Key, Service
-from .session import Session, log_failure
+from .session import Session
 
 
 class Joined(NamedTuple):
@@ -139,6 +139,7 @@ class Queue:
         self._closed = False
         self._producers: Optional[Producers] = None  # with their sessions: SYNCs, joins, stats
         self._consumer: Optional[Consumer] = None  # with sessions of its own
+        self._consumer_opening: Optional["asyncio.Task[Consumer]"] = None
         # (payload, options, key, producer, seq) of a cancelled put not confirmed
         self._cancelled_put: Optional[Tuple[bytes, bytes, Optional[bytes], Producer, int]] = None
         self._queued: Optional[int] = None  # the broker's latest `queued`, for qsize()
@@ -381,8 +382,21 @@ class Queue:
     # -- getting -----------------------------------------------------------
 
     async def _open_consumer(self, getting: bool = False) -> Consumer:
+        """The consumer, opened by the first get(). A get() cancelled while
+        it opens does not undo the opening (its CREDIT may have reached the
+        broker, which counts this client as a consumer from then on): it
+        goes on, for the next get()."""
         if self._consumer is not None and not self._closed:
             return self._consumer
+        self._check_open()
+        opening = self._consumer_opening
+        if opening is None or opening.done():
+            opening = self._consumer_opening = asyncio.ensure_future(
+                self._start_consumer(getting))
+            opening.add_done_callback(_ignore)  # raised in the get()s awaiting it, if any
+        return await asyncio.shield(opening)
+
+    async def _start_consumer(self, getting: bool) -> Consumer:
         async with self._lock:
             self._check_open()
             if self._consumer is None:
@@ -841,6 +855,10 @@ class Queue:
             self._closed = True
             if self._refresh is not None and not self._refresh.done():
                 self._refresh.cancel()
+            opening = self._consumer_opening
+            if opening is not None and not opening.done():
+                opening.cancel()  # its sessions are closed as it ends
+                await asyncio.gather(opening, return_exceptions=True)
             if self._consumer is not None:
                 await self._consumer.close()
             if self._producers is not None:
@@ -998,7 +1016,7 @@ def _done() -> "asyncio.Future[None]":
 
 def _ignore(task: "asyncio.Future[Any]") -> None:
     if not task.cancelled():
-        task.exception()  # a failed background refresh: the next one tries again
+        task.exception()  # a failed background task: the next one tries again
 
 
 DEAD_ACTION_MAX = TEXT_MAX  # bytes of DEAD's action frame: "requeue ID..." or "delete ID..."

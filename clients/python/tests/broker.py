@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import zmq
@@ -32,6 +33,16 @@ def _die_with_parent():
     """Run in each child: killed if the test process dies before it can
     stop it (Linux's PR_SET_PDEATHSIG), so no broker outlives a run."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+async def until(condition, what, timeout=10.0):
+    """Waits until condition() is true (checked every 10 ms); what (or
+    what(), when it is a function) says what it was, if it never is."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(0.01)
 
 
 def put_and_get(producer, consumer, count, tasks=4):
@@ -155,10 +166,37 @@ class Keys:
         shutil.rmtree(self.dir)
 
 
+TEST_LIMIT = 60.0  # seconds one test may take, set-up and tear-down included
+
+
+class AsyncCase(unittest.IsolatedAsyncioTestCase):
+    """An asyncio test that fails rather than hangs: one still running
+    TEST_LIMIT seconds after its asyncSetUp has every task's stack written
+    on stderr, and its tasks cancelled (again 10 s later if it still runs),
+    so that the run goes on and the hang can be read. Subclasses that
+    define asyncSetUp call this one first."""
+
+    async def asyncSetUp(self):
+        self._watchdog = asyncio.get_running_loop().call_later(TEST_LIMIT, self._hung)
+        self.addAsyncCleanup(self._disarm)  # the first cleanup added runs last
+
+    def _hung(self):
+        tasks = [task for task in asyncio.all_tasks() if not task.done()]
+        print(f"\n{self.id()}: still running after {TEST_LIMIT:g} s; its {len(tasks)} tasks:",
+              file=sys.stderr)
+        for task in tasks:
+            task.print_stack(file=sys.stderr)
+            task.cancel()
+        self._watchdog = asyncio.get_running_loop().call_later(10, self._hung)
+
+    async def _disarm(self):
+        self._watchdog.cancel()
+
+
 _names = itertools.count(1)
 
 
-class BrokerTestCase(unittest.IsolatedAsyncioTestCase):
+class BrokerTestCase(AsyncCase):
     """Tests sharing one broker (started with broker_flags), each on a queue
     of its own (self.name), with the clients it made (self.client()) closed
     after it."""
@@ -173,6 +211,7 @@ class BrokerTestCase(unittest.IsolatedAsyncioTestCase):
         cls.broker.stop()
 
     async def asyncSetUp(self):
+        await super().asyncSetUp()
         self.name = f"{type(self).__name__}-{next(_names)}"
         self.clients = []
 

@@ -13,20 +13,10 @@ import tempfile
 import time
 import unittest
 
-from broker import HERE, Broker, Keys, _die_with_parent
+from broker import AsyncCase, Broker, HERE, Keys, _die_with_parent
 from test_queue_semantics import QueueSemantics
 
 import asyncq
-
-
-async def until(condition, timeout=20.0, what="condition"):
-    """Waits until condition() is true, checking every 10 ms, for at most
-    timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class TaskDone(QueueSemantics):
@@ -177,7 +167,7 @@ class Shutdown(QueueSemantics):
             await q.put(b"refused")
 
 
-class Errors(unittest.IsolatedAsyncioTestCase):
+class Errors(AsyncCase):
     async def test_a_host_that_does_not_resolve_is_said_at_once(self):
         started = time.monotonic()
         q = asyncq.Queue("no-such-host.invalid:5557", timeout=30)
@@ -225,7 +215,7 @@ class Refusals(QueueSemantics):
         await other.put(b"still served")
 
 
-class RefusalsWithKeys(unittest.IsolatedAsyncioTestCase):
+class RefusalsWithKeys(AsyncCase):
     @classmethod
     def setUpClass(cls):
         cls.keys = Keys()
@@ -286,7 +276,7 @@ class Takeover(QueueSemantics):
         await asyncio.wait_for(after, 10)
 
 
-class CrashJob(unittest.IsolatedAsyncioTestCase):
+class CrashJob(AsyncCase):
     """The README's worker grown into a real job: 4 coroutines on one Queue
     with the bare task_done(), SIGKILLed twice and restarted, on several
     seeds. Every item must have run before the join returns."""

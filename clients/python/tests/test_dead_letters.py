@@ -8,7 +8,7 @@ import datetime
 import os
 import unittest
 
-from broker import Broker, Keys, BrokerTestCase
+from broker import AsyncCase, Broker, BrokerTestCase, Keys
 
 import asyncq
 from asyncq.protocol import parse_dead_letter
@@ -235,7 +235,7 @@ class DeadLetters(BrokerTestCase):
         await asyncio.to_thread(run)
 
 
-class DeadLettersWithKeys(unittest.IsolatedAsyncioTestCase):
+class DeadLettersWithKeys(AsyncCase):
     @classmethod
     def setUpClass(cls):
         cls.keys = Keys()

@@ -3,12 +3,12 @@ import asyncio
 import re
 import unittest
 
-from broker import Broker, silent_connection
+from broker import AsyncCase, Broker, silent_connection
 
 import asyncq
 
 
-class Interop(unittest.IsolatedAsyncioTestCase):
+class Interop(AsyncCase):
     def setUp(self):
         self.broker = Broker()
 

@@ -7,7 +7,7 @@ import signal
 import time
 import unittest
 
-from broker import Broker, Keys, BrokerTestCase
+from broker import AsyncCase, Broker, BrokerTestCase, Keys
 
 import asyncq
 
@@ -186,7 +186,7 @@ class Lifecycle(BrokerTestCase):
         await asyncio.to_thread(run)
 
 
-class LifecycleWithKeys(unittest.IsolatedAsyncioTestCase):
+class LifecycleWithKeys(AsyncCase):
     @classmethod
     def setUpClass(cls):
         cls.keys = Keys()
@@ -221,7 +221,7 @@ class LifecycleWithKeys(unittest.IsolatedAsyncioTestCase):
             await admin.close()
 
 
-class ReopenWhileStopping(unittest.IsolatedAsyncioTestCase):
+class ReopenWhileStopping(AsyncCase):
     async def test_reopen_while_the_broker_stops_raises_503(self):
         broker = Broker("--drain-ms", "60000")
         q = asyncq.Queue(broker.address, "stopping")

@@ -3,7 +3,7 @@ real broker, and the parser of a PEEK line on crafted lines."""
 import asyncio
 import unittest
 
-from broker import Broker, Keys, BrokerTestCase
+from broker import AsyncCase, Broker, BrokerTestCase, Keys
 
 import asyncq
 from asyncq.protocol import parse_peeked
@@ -76,7 +76,7 @@ class PeekPause(BrokerTestCase):
         await asyncio.to_thread(run)
 
 
-class PauseWithKeys(unittest.IsolatedAsyncioTestCase):
+class PauseWithKeys(AsyncCase):
     @classmethod
     def setUpClass(cls):
         cls.keys = Keys()

@@ -5,19 +5,20 @@ the producer's window, LOST, a lazily opened PUSH socket and CURVE keys
 import asyncio
 import itertools
 import os
+import time
 import unittest
 from unittest import mock
 
 import zmq.auth
 
-from broker import Broker, Keys, silent_connection
+from broker import AsyncCase, Broker, Keys, silent_connection, until
 
 import asyncq
 
 _names = itertools.count(1)
 
 
-class BrokerTest(unittest.IsolatedAsyncioTestCase):
+class BrokerTest(AsyncCase):
     """A broker of its own for each test, started with broker_flags."""
     broker_flags = ()
 
@@ -41,7 +42,9 @@ class BrokerTest(unittest.IsolatedAsyncioTestCase):
     async def until_stat(self, key, value):
         """Waits until the broker's stats of this test's queue show key=value."""
         watcher = self.client()
-        while (await watcher.stats()).get(key) != value:
+        deadline = time.monotonic() + 10
+        while (stats := await watcher.stats()).get(key) != value:
+            self.assertLess(time.monotonic(), deadline, f"{key} never became {value}: {stats}")
             await asyncio.sleep(0.01)
 
 
@@ -186,8 +189,7 @@ class Credit(BrokerTest):
         again = await asyncio.wait_for(getter, 10)
         self.assertEqual((again.id, again.attempt), (item.id, 2))
         first.task_done(item)  # taken back from first: refused, not counted
-        while not first.errors:
-            await asyncio.sleep(0.01)
+        await until(lambda: first.errors, "the answer to the late ack")
         error = first.errors[0]
         self.assertEqual((error.code, error.ids), (408, (item.id,)))
         second.task_done(again)
@@ -306,7 +308,7 @@ class Connections(BrokerTest):
         self.assertEqual((await q.stats())["puts"], 1)
 
 
-class Curve(unittest.IsolatedAsyncioTestCase):
+class Curve(AsyncCase):
     @classmethod
     def setUpClass(cls):
         # Made before the broker starts: it reads its clients directory then

@@ -14,7 +14,7 @@ from unittest import mock
 import zmq
 import zmq.asyncio
 
-from broker import Broker, BrokerTestCase
+from broker import AsyncCase, Broker, BrokerTestCase
 
 import asyncq
 
@@ -170,12 +170,13 @@ class PriorityQueueTest(OptionsTest):
         q.task_done()
 
 
-class RawDeliveries(unittest.IsolatedAsyncioTestCase):
+class RawDeliveries(AsyncCase):
     """CREDIT's `with priority` on the wire (PROTOCOL.md 4.3, 4.4): ITEM
     gets a 7th field, ITEMS a 4th frame, only when asked; another word is
     refused with 400."""
 
     async def asyncSetUp(self):
+        await super().asyncSetUp()
         self.broker = Broker()
         self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         self.socket.connect(asyncq.endpoints(self.broker.address)[1])

@@ -1,6 +1,7 @@
 """CPython's Lib/test/test_asyncio/test_queues.py, the behaviours that make
 sense over a network, against the real C broker."""
 import asyncio
+import time
 import unittest
 
 from broker import BrokerTestCase
@@ -12,7 +13,9 @@ class QueueSemantics(BrokerTestCase):
     async def until_stat(self, key, value):
         """Waits until the broker's stats of this test's queue show key=value."""
         watcher = self.client()
-        while (await watcher.stats()).get(key) != value:
+        deadline = time.monotonic() + 10
+        while (stats := await watcher.stats()).get(key) != value:
+            self.assertLess(time.monotonic(), deadline, f"{key} never became {value}: {stats}")
             await asyncio.sleep(0.01)
 
 
@@ -135,6 +138,20 @@ class Basics(QueueSemantics):
             await getter
         await self.client().put(b"kept")
         self.assertEqual(await asyncio.wait_for(q.get(), 10), b"kept")
+        q.task_done()
+        self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
+
+    async def test_a_get_cancelled_while_the_consumer_opens_keeps_it(self):
+        q = self.client(prefetch=1)
+        getter = asyncio.create_task(q.get())
+        await asyncio.sleep(0)  # one turn: the get() has begun opening the consumer
+        getter.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await getter
+        await self.until_stat("consumers", 1)  # the opening went on
+        await self.client().put(b"sent ahead")
+        await self.until_stat("inflight", 1)  # to q, on its prefetch
+        self.assertEqual(await asyncio.wait_for(q.get(), 10), b"sent ahead")
         q.task_done()
         self.assertEqual(await q.join(timeout=10), asyncq.Joined(0, 0))
 

@@ -9,15 +9,13 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 import unittest
 
 import zmq
 import zmq.asyncio
 
-from broker import Broker, program, put_and_get
+from broker import AsyncCase, Broker, put_and_get, until
 from test_shards import free_base
 
 import asyncq
@@ -25,16 +23,6 @@ from asyncq.protocol import PUTS_ENTRY, parse_service
 
 WAIT = 10  # seconds: a condition that never comes fails the test, not hangs it
 _names = iter(range(1, 1000000))
-
-
-async def until(condition, what, timeout=WAIT):
-    """Waits until condition() is true (checked every 10 ms); what (or
-    what(), when it is a function) says what it was, if it never is."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
-        await asyncio.sleep(0.01)
 
 
 class FakeGroup:
@@ -222,8 +210,9 @@ class Parsing(unittest.TestCase):
         self.assertIsNone(election.leader)
 
 
-class Fake(unittest.IsolatedAsyncioTestCase):
+class Fake(AsyncCase):
     async def asyncSetUp(self):
+        await super().asyncSetUp()
         self.group = FakeGroup()
         self.name = f"replicas-{next(_names)}"
         self.clients = []
@@ -315,15 +304,6 @@ class Fake(unittest.IsolatedAsyncioTestCase):
         self.assertIn("421", [answer for _, answer in self.group.hellos[0]])
 
 
-def _has_peers():
-    try:
-        done = subprocess.run([program("asyncq-broker"), "--help"], capture_output=True,
-                              text=True, timeout=10)
-    except OSError:
-        return False
-    return "--peers" in done.stdout + done.stderr
-
-
 class ReplicaGroup:
     """Three real replicas of one shard on 127.0.0.1 (ports P, P+3, P+6:
     each uses three), durable each in a directory of its own."""
@@ -356,8 +336,7 @@ class ReplicaGroup:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@unittest.skipUnless(_has_peers(), "asyncq-broker has no --peers (replicas) yet")
-class RealGroup(unittest.IsolatedAsyncioTestCase):
+class RealGroup(AsyncCase):
     @staticmethod
     def _state(q, group):
         """The client's sessions and the replicas' logs, for a failure."""

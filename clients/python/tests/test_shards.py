@@ -21,7 +21,7 @@ import unittest
 import zmq
 import zmq.asyncio
 
-from broker import Broker, put_and_get
+from broker import AsyncCase, Broker, put_and_get
 
 import asyncq
 
@@ -101,7 +101,7 @@ async def raw_stats(port, queue):
         socket_.close(linger=100)
 
 
-class ShardTest(unittest.IsolatedAsyncioTestCase):
+class ShardTest(AsyncCase):
     """Tests sharing one service (started with service_flags), each on a
     queue of its own, with the clients it made closed after it."""
     service_flags = ()
@@ -116,6 +116,7 @@ class ShardTest(unittest.IsolatedAsyncioTestCase):
         cls.service.stop()
 
     async def asyncSetUp(self):
+        await super().asyncSetUp()
         self.name = f"{type(self).__name__}-{next(_names)}"
         self.clients = []
 
@@ -481,7 +482,7 @@ class Blocking(unittest.TestCase):
             service.stop()
 
 
-class Misconfigured(unittest.IsolatedAsyncioTestCase):
+class Misconfigured(AsyncCase):
     async def test_two_brokers_with_one_shard_number_are_refused_naming_both(self):
         first, second = Broker(), Broker()  # both shard 0, each alone
         try:
@@ -531,7 +532,7 @@ class Misconfigured(unittest.IsolatedAsyncioTestCase):
             service.stop()
 
 
-class OlderBroker(unittest.IsolatedAsyncioTestCase):
+class OlderBroker(AsyncCase):
     """A broker before 2.2 refuses HELLO's 4th field with 400: the client
     says HELLO again without it, and takes that broker as shard 0, alone."""
 
