@@ -96,7 +96,9 @@ typedef struct {
     uint64_t shard;         /* this broker's number in its service, 0-255 (4.15) */
     const char *service;    /* every broker of the service, comma-separated; NULL: alone */
     const char *peers;      /* every replica of this shard's group, HOST:PORT,...; NULL: none */
-    uint64_t node_id;       /* this replica's place in `peers`, from 1 */
+    const char *join;       /* this replica's HOST:PORT, joining a group that runs; or NULL */
+    uint64_t node_id;       /* this replica's id: its place in `peers`, from 1, or the one
+                               `asyncq replica add` gave it */
     uint64_t replica_snapshot; /* entries of the group's log between snapshots */
     char *const *argv;      /* how this broker was started: a leader that steps down
                                starts again from the group's log (persist.c) */

@@ -137,7 +137,8 @@ static void s_on_hello(const request_t *request)
     const aq_msg_t *msg = request->msg;
     if (broker_follows(self)) {
         /* Only the leader of a group serves (PROTOCOL.md 4.16). */
-        const char *leader = persist_leader(self);
+        char address[AQ_ENDPOINT_MAX + 8];
+        const char *leader = persist_leader(self, address, sizeof address);
         char text[AQ_TEXT_MAX + 1];
         if (*leader)
             snprintf(text, sizeof text, "this replica does not lead its group: the leader is %s",
@@ -1074,6 +1075,85 @@ static void s_on_heartbeat(const request_t *request)
         peer->read_bytes = read;
 }
 
+/*  REPLICAS (PROTOCOL.md 4.16): the group, listed to anyone; changed by
+    an admin. */
+static void s_on_replicas(const request_t *request)
+{
+    broker_t *self = request->broker;
+    const aq_msg_t *msg = request->msg;
+    char action[AQ_TEXT_MAX + 1];
+    snprintf(action, sizeof action, "%.*s", (int) msg->text.size, (const char *) msg->text.data);
+    persist_group_t group;
+    if (persist_group(self, &group)) {
+        s_error(request, AQ_MALFORMED, (aq_bytes_t){0},
+                "this broker is not one of a group of replicas (asyncq-broker --peers)");
+        return;
+    }
+    if (strcmp(action, "list") == 0) {
+        static char lines_text[PERSIST_MEMBERS_MAX][AQ_TEXT_MAX];
+        static aq_bytes_t lines[PERSIST_MEMBERS_MAX];
+        for (size_t i = 0; i < group.count; i++) {
+            int at = snprintf(lines_text[i], sizeof lines_text[i], "id=%llu address=%s kind=%s "
+                              "role=%s", (unsigned long long) group.replicas[i].id,
+                              group.replicas[i].address, group.replicas[i].kind,
+                              group.replicas[i].id == group.node ? group.role
+                              : group.replicas[i].id == group.leader ? "leader" : "follower");
+            if (group.replicas[i].known && at > 0 && (size_t) at < sizeof lines_text[i])
+                snprintf(lines_text[i] + at, sizeof lines_text[i] - (size_t) at,
+                         " match_index=%llu lag=%llu",
+                         (unsigned long long) group.replicas[i].match_index,
+                         (unsigned long long) group.replicas[i].lag);
+            lines[i] = aq_bytes_str(lines_text[i]);
+        }
+        aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines,
+                          .list_size = group.count};
+        s_reply(request, &reply);
+        return;
+    }
+    static const struct {
+        const char *word;
+        persist_change_t change;
+        int argument; /* 1: one needed; 0: one may be given */
+    } changes[] = {{"add", PERSIST_ADD, 1}, {"remove", PERSIST_REMOVE, 1},
+                   {"transfer", PERSIST_TRANSFER, 0}};
+    const char *argument = NULL;
+    size_t which = 0;
+    for (; which < sizeof changes / sizeof changes[0]; which++) {
+        size_t length = strlen(changes[which].word);
+        if (strncmp(action, changes[which].word, length) == 0
+            && (action[length] == '\0' || action[length] == ' ')) {
+            argument = action + length + (action[length] == ' ');
+            break;
+        }
+    }
+    if (!argument || (changes[which].argument && !*argument) || strchr(argument, ' ')) {
+        s_error(request, AQ_MALFORMED, (aq_bytes_t){0},
+                "REPLICAS takes list, add HOST:PORT, remove ID|HOST:PORT or transfer [ID]");
+        return;
+    }
+    if (!(request->peer->grant.roles & ROLE_ADMIN)) {
+        s_forbidden(request, (aq_bytes_t){0}, "changing the group of replicas needs the admin "
+                                              "role");
+        return;
+    }
+    char line[AQ_TEXT_MAX];
+    int rc = persist_change(self, request->routing_id, msg->tag, changes[which].change, argument,
+                            line, sizeof line);
+    if (rc == PERSIST_PENDING)
+        return; /* answered once the group has committed it */
+    if (rc == 0) {
+        s_report_text(request, line);
+        return;
+    }
+    const char *text;
+    int code = persist_change_error(rc, &text);
+    char address[AQ_ENDPOINT_MAX + 8];
+    s_error(request, code,
+            code == AQ_NOT_LEADER ? aq_bytes_str(persist_leader(self, address, sizeof address))
+                                  : aq_bytes_str(argument),
+            text);
+}
+
 static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_HELLO] = {s_on_hello, 0, 0},
     [AQ_CMD_CREDIT] = {s_on_credit, 1, ROLE_CONSUME},
@@ -1092,6 +1172,7 @@ static const handler_t s_handlers[AQ_CMD_COUNT_] = {
     [AQ_CMD_PEEK] = {s_on_peek, 1, ROLE_CONSUME},
     [AQ_CMD_PAUSE] = {s_on_pause, 1, ROLE_ADMIN},
     [AQ_CMD_RESUME] = {s_on_pause, 1, ROLE_ADMIN},
+    [AQ_CMD_REPLICAS] = {s_on_replicas, 1, ROLE_PRODUCE | ROLE_CONSUME},
     [AQ_CMD_BYE] = {s_on_bye, 1, 0},
     [AQ_CMD_HEARTBEAT] = {s_on_heartbeat, 0, 0},
 };

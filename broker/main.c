@@ -131,8 +131,13 @@ static void s_usage(FILE *out)
             "                          place; the group elects a leader, which alone serves,\n"
             "                          and replicates every change on PORT+2 (needs\n"
             "                          --data-dir; env ASYNCQ_PEERS; PROTOCOL.md 4.16)\n"
-            "      --node-id N         this replica's place in --peers, from 1 (env\n"
-            "                          ASYNCQ_NODE_ID)\n"
+            "      --node-id N         this replica's place in --peers, from 1, or the id\n"
+            "                          `asyncq replica add` gave it (env ASYNCQ_NODE_ID)\n"
+            "      --join HOST:PORT    this broker joins a group that runs, as the replica\n"
+            "                          `asyncq replica add HOST:PORT` added (its address, as\n"
+            "                          clients reach it; with --node-id and --data-dir; env\n"
+            "                          ASYNCQ_JOIN): the leader sends it the log, and makes\n"
+            "                          it a voter once it has caught up\n"
             "      --replica-snapshot N  a replica writes its state as a snapshot, and drops\n"
             "                          the log before it, every N entries (one a pass of its\n"
             "                          loop); the last quarter is kept, so that a replica a\n"
@@ -407,7 +412,8 @@ static void s_print_config(const broker_config_t *config, const setting_t *setti
            config->metrics ? config->metrics : "",
            config->metrics_token_file ? config->metrics_token_file : "");
     printf("ASYNCQ_STATE_DUMP=%s\n", config->state_dump ? config->state_dump : "");
-    printf("ASYNCQ_PEERS=%s\n", config->peers ? config->peers : "");
+    printf("ASYNCQ_PEERS=%s\nASYNCQ_JOIN=%s\n", config->peers ? config->peers : "",
+           config->join ? config->join : "");
     printf("ASYNCQ_SERVICE=%s\nASYNCQ_SHARDS=%s\nASYNCQ_DASHBOARD_OF=%s\n",
            config->service ? config->service : "", shards ? shards : "",
            dashboard_of ? dashboard_of : "");
@@ -533,7 +539,7 @@ int main(int argc, char **argv)
     int queue_lease_given = 0, queue_retry_given = 0, print_config = 0, health = 0;
     const char *retry = NULL, *shards = NULL, *dashboard_of = NULL;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 23];
+    struct option options[SETTINGS + 24];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -558,7 +564,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 19] = (struct option){"shards", required_argument, 0, 'n'};
     options[SETTINGS + 20] = (struct option){"dashboard-of", required_argument, 0, 'O'};
     options[SETTINGS + 21] = (struct option){"peers", required_argument, 0, 'P'};
-    options[SETTINGS + 22] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 22] = (struct option){"join", required_argument, 0, 'J'};
+    options[SETTINGS + 23] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -593,6 +600,7 @@ int main(int argc, char **argv)
         case 'n': shards = optarg; break;
         case 'O': dashboard_of = optarg; break;
         case 'P': config.peers = optarg; break;
+        case 'J': config.join = optarg; break;
         case 'v': config.verbose = 1; break;
         case 'h': s_usage(stdout); return AQ_EXIT_OK;
         case 'V': printf("asyncq-broker %s\n", aq_version()); return AQ_EXIT_OK;
@@ -638,6 +646,9 @@ int main(int argc, char **argv)
     config.peers = aq_arg_env(config.peers, "ASYNCQ_PEERS");
     if (config.peers && !*config.peers)
         config.peers = NULL;
+    config.join = aq_arg_env(config.join, "ASYNCQ_JOIN");
+    if (config.join && !*config.join)
+        config.join = NULL;
     config.argv = argv;
     shards = aq_arg_env(shards, "ASYNCQ_SHARDS");
     if (shards && !*shards)
@@ -673,10 +684,20 @@ int main(int argc, char **argv)
     }
     if (dashboard_of)
         return shards_dashboard(&config, dashboard_of);
-    if (config.peers && (shards || config.service || !config.data_dir)) {
-        fprintf(stderr, "asyncq-broker: --peers makes this broker a replica of a group: it "
+    if ((config.peers || config.join) && (shards || config.service || !config.data_dir)) {
+        fprintf(stderr, "asyncq-broker: --%s makes this broker a replica of a group: it "
                         "needs --data-dir (the group's log), and is not yet taken with "
-                        "--shards or --service\n");
+                        "--shards or --service\n", config.peers ? "peers" : "join");
+        return AQ_EXIT_USAGE;
+    }
+    if (config.peers && config.join) {
+        fprintf(stderr, "asyncq-broker: --peers starts a group, --join joins one that runs "
+                        "(`asyncq replica add` gave this replica its --node-id): not both\n");
+        return AQ_EXIT_USAGE;
+    }
+    if (config.join && !config.node_id) {
+        fprintf(stderr, "asyncq-broker: --join needs --node-id: the id `asyncq replica add "
+                        "%s` gave this replica\n", config.join);
         return AQ_EXIT_USAGE;
     }
     if (shards) {
@@ -726,9 +747,10 @@ int main(int argc, char **argv)
         }
     }
     char durability[4200];
-    if (config.peers)
+    if (config.peers || config.join)
         snprintf(durability, sizeof durability, "replica %llu of the group %s, its log in %s",
-                 (unsigned long long) config.node_id, config.peers, config.data_dir);
+                 (unsigned long long) config.node_id, config.peers ? config.peers : config.join,
+                 config.data_dir);
     else if (config.data_dir)
         snprintf(durability, sizeof durability, "durable in %s, fsync %s", config.data_dir,
                  broker_persistence(broker));

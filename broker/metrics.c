@@ -359,7 +359,8 @@ static void s_group_families(text_t *out, broker_t *self)
     char labels[160];
     s_family(out, "asyncq_replica_info", "gauge",
              "This replica of a group: its node id and role (leader, follower, candidate).");
-    snprintf(labels, sizeof labels, "node=\"%u\",role=\"%s\"", group.node, group.role);
+    snprintf(labels, sizeof labels, "node=\"%llu\",role=\"%s\"",
+             (unsigned long long) group.node, group.role);
     s_broker_u64(out, "asyncq_replica_info", labels, 1);
     s_family(out, "asyncq_replica_leader", "gauge", "The leader's node id as this replica knows it (0: none).");
     s_broker_u64(out, "asyncq_replica_leader", NULL, group.leader);
@@ -371,10 +372,10 @@ static void s_group_families(text_t *out, broker_t *self)
     s_broker_u64(out, "asyncq_replica_applied_index", NULL, group.applied_index);
     s_family(out, "asyncq_replica_lag_entries", "gauge",
              "On the leader: entries of its log each replica is not known to hold.");
-    for (unsigned i = 0; i < group.count && i < 8; i++) {
+    for (size_t i = 0; i < group.count; i++) {
         if (!group.replicas[i].known)
             continue;
-        snprintf(labels, sizeof labels, "node=\"%u\"", i + 1);
+        snprintf(labels, sizeof labels, "node=\"%llu\"", (unsigned long long) group.replicas[i].id);
         s_broker_u64(out, "asyncq_replica_lag_entries", labels, group.replicas[i].lag);
     }
 }
@@ -386,9 +387,10 @@ static json_t *s_json_group(broker_t *self)
     if (persist_group(self, &group))
         return json_null();
     json_t *replicas = json_array();
-    for (unsigned i = 0; i < group.count && i < 8; i++) {
-        json_t *replica = json_pack("{s:I,s:s}", "node", (json_int_t) i + 1, "address",
-                                    group.replicas[i].address);
+    for (size_t i = 0; i < group.count; i++) {
+        json_t *replica = json_pack("{s:I,s:s,s:s}", "node", (json_int_t) group.replicas[i].id,
+                                    "address", group.replicas[i].address, "kind",
+                                    group.replicas[i].kind);
         if (replica && group.replicas[i].known) {
             json_object_set_new(replica, "match_index",
                                 json_integer((json_int_t) group.replicas[i].match_index));

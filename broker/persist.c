@@ -386,6 +386,8 @@ static void s_idle_each(void *ctx, void *value)
 
 /* ------------------------------------------------------------ replicas */
 
+#define JOIN_HINT_MS 10000 /* a replica that joins and hears nothing says what to check */
+
 /*  An entry the leader appended, and the position its records end at. */
 typedef struct {
     uint64_t token, end;
@@ -394,14 +396,27 @@ typedef struct {
 typedef struct group group_t;
 
 struct group {
-    char addresses[REPLICAS_MAX][AQ_ENDPOINT_MAX]; /* clients', as --peers lists them */
-    char replication[REPLICAS_MAX][AQ_ENDPOINT_MAX + 8]; /* HOST:PORT+2 */
+    /*  The group at its first start (--peers), as replication addresses
+        (HOST:PORT+2); none for a replica that joins (--join). */
+    char peers[REPLICAS_MAX][AQ_ENDPOINT_MAX + 8];
     unsigned count;
+    char address[AQ_ENDPOINT_MAX + 8]; /* this replica's replication address */
     char dir[PATH_MAX];
     appended_t *appended; /* a ring of the entries not yet applied */
     size_t head, length, capacity;
     uint64_t own_appended, own_applied; /* the leader's entries */
     int stepping_down;
+    int outside; /* told that it is not in the group it knows */
+    int64_t opened_ms; /* a replica that joins: when it started waiting for the leader */
+    int hinted;
+    /*  The change a client asked for (REPLICAS add or remove), answered
+        once the group has committed it. */
+    int asking;
+    uint8_t asker[256];
+    size_t asker_size;
+    char asked_tag[AQ_TAG_MAX + 1];
+    size_t asked_tag_size;
+    char asked_line[256];
 };
 
 /*  A leader that stops leading may have applied records the group never
@@ -593,15 +608,39 @@ static void s_group_append(broker_t *self)
     self->entry.size = 0;
 }
 
+/*  A replica's replication address from its client address (HOST:PORT,
+    as clients reach it): HOST:PORT+2. -1 if it is not such an address. */
+static int s_replication_address(const char *client, char *out, size_t size)
+{
+    aq_endpoint_t endpoint;
+    if (aq_endpoint_parse(client, 0, &endpoint) != AQ_OK || endpoint.is_ipc
+        || endpoint.port == 0 || endpoint.port > 65533 || strchr(endpoint.host, ';')
+        || strchr(endpoint.host, ',') || strcmp(endpoint.host, "*") == 0)
+        return -1;
+    int length = snprintf(out, size, "%s:%u", endpoint.host, (unsigned) endpoint.port + 2);
+    return length < 0 || (size_t) length >= size ? -1 : 0;
+}
+
+/*  The other way: HOST:PORT-2, as clients reach the replica. */
+static void s_client_address(const char *replication, char *out, size_t size)
+{
+    const char *colon = strrchr(replication, ':');
+    unsigned long port = colon ? strtoul(colon + 1, NULL, 10) : 0;
+    if (!colon || port < 3)
+        snprintf(out, size, "%s", replication);
+    else
+        snprintf(out, size, "%.*s:%lu", (int) (colon - replication), replication, port - 2);
+}
+
 /*  --peers: HOST:PORT each (as clients reach the replicas); the group's
-    own traffic goes to PORT+2. */
+    own traffic goes to PORT+2. This replica is at --node-id's place, or,
+    joining a group that runs, at --join's address. */
 static int s_group_addresses(broker_t *self, char *error, size_t error_size)
 {
     group_t *group = self->group;
-    const char *at = self->config.peers;
+    const char *at = self->config.peers ? self->config.peers : "";
     while (*at) {
         size_t length = strcspn(at, ",");
-        aq_endpoint_t endpoint;
         char entry[AQ_ENDPOINT_MAX];
         if (group->count == REPLICAS_MAX || length == 0 || length >= sizeof entry) {
             snprintf(error, error_size, "--peers lists 1 to %d replicas, HOST:PORT each",
@@ -609,27 +648,37 @@ static int s_group_addresses(broker_t *self, char *error, size_t error_size)
             return -1;
         }
         snprintf(entry, sizeof entry, "%.*s", (int) length, at);
-        if (aq_endpoint_parse(entry, 0, &endpoint) != AQ_OK || endpoint.is_ipc
-            || endpoint.port == 0 || endpoint.port > 65533 || strchr(endpoint.host, ';')
-            || strcmp(endpoint.host, "*") == 0) {
+        if (s_replication_address(entry, group->peers[group->count],
+                                  sizeof group->peers[0])) {
             snprintf(error, error_size,
                      "--peers: '%s' is not HOST:PORT (a host other replicas and clients reach, "
                      "a port below 65534)", entry);
             return -1;
         }
-        snprintf(group->addresses[group->count], sizeof group->addresses[0], "%s", entry);
-        snprintf(group->replication[group->count], sizeof group->replication[0], "%s:%u",
-                 endpoint.host, (unsigned) endpoint.port + 2);
         group->count++;
         at += length + (at[length] == ',');
+    }
+    if (self->config.join) {
+        if (s_replication_address(self->config.join, group->address, sizeof group->address)) {
+            snprintf(error, error_size,
+                     "--join: '%s' is not HOST:PORT (this replica's address, as `asyncq "
+                     "replica add` was given it)", self->config.join);
+            return -1;
+        }
+        group->count = 0; /* the group runs: its leader sends the log, members included */
+        return 0;
     }
     if (!self->config.node_id || self->config.node_id > group->count) {
         snprintf(error, error_size, "--node-id %llu is not a place in --peers' %u replicas "
                  "(counted from 1)", (unsigned long long) self->config.node_id, group->count);
         return -1;
     }
+    snprintf(group->address, sizeof group->address, "%s", group->peers[self->config.node_id - 1]);
     return 0;
 }
+
+static void s_group_membership(void *ctx, int status);
+static void s_group_service(broker_t *self);
 
 static int s_group_open(broker_t *self, char *error, size_t error_size)
 {
@@ -644,16 +693,18 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
     snprintf(group->dir, sizeof group->dir, "%s/replica", self->config.data_dir);
     unsigned threshold = self->config.replica_snapshot ? (unsigned) self->config.replica_snapshot
                                                        : BROKER_DEFAULT_REPLICA_SNAPSHOT;
-    replica_config_t config = {.count = group->count, .id = (unsigned) self->config.node_id,
-                               .dir = group->dir, .snapshot_threshold = threshold,
+    replica_config_t config = {.count = group->count, .id = self->config.node_id,
+                               .address = group->address, .dir = group->dir,
+                               .snapshot_threshold = threshold,
                                .snapshot_trailing = threshold / 4};
     for (unsigned i = 0; i < group->count; i++)
-        config.addresses[i] = group->replication[i];
+        config.addresses[i] = group->peers[i];
     replica_owner_t owner = {.apply = s_group_apply,
                              .snapshot = s_group_snapshot,
                              .restore = s_group_restore,
                              .changed = s_group_changed,
                              .done = s_group_done,
+                             .membership = s_group_membership,
                              .ctx = self};
     /* Until it leads, the state follows the group's records: producers'
        seqs included. */
@@ -661,9 +712,16 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
     self->replica = replica_open(&config, &owner, error, error_size);
     if (!self->replica)
         return JOURNAL_IO;
-    log_line("replica %llu of %u: the group's log in %s, replicas reach it on %s",
-             (unsigned long long) self->config.node_id, group->count, group->dir,
-             group->replication[self->config.node_id - 1]);
+    group->opened_ms = broker_now_ms();
+    if (self->config.join)
+        log_line("replica %llu: the group's log in %s, replicas reach it on %s; it joins a "
+                 "group that runs, and waits for its leader",
+                 (unsigned long long) self->config.node_id, group->dir, group->address);
+    else
+        log_line("replica %llu of %u: the group's log in %s, replicas reach it on %s",
+                 (unsigned long long) self->config.node_id, group->count, group->dir,
+                 group->address);
+    s_group_service(self);
     return 0;
 }
 
@@ -677,20 +735,64 @@ int persist_timeout_ms(const broker_t *self)
     return self->replica ? replica_timeout_ms(self->replica) : -1;
 }
 
+/*  WELCOME's service field (4.15, 4.16): the group's members as clients
+    reach them, from the group's latest configuration. */
+static void s_group_service(broker_t *self)
+{
+    replica_member_t members[REPLICAS_MAX + 1];
+    size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1);
+    char list[AQ_TEXT_MAX] = "";
+    size_t at = 0;
+    for (size_t i = 0; i < count && at < sizeof list; i++) {
+        char client[AQ_ENDPOINT_MAX + 8];
+        s_client_address(members[i].address, client, sizeof client);
+        int length = snprintf(list + at, sizeof list - at, "%s%s", i ? "," : "", client);
+        if (length < 0 || (size_t) length >= sizeof list - at)
+            break;
+        at += (size_t) length;
+    }
+    int length = snprintf(self->service, sizeof self->service, "shard=%u replicas=%s brokers=%s",
+                          (unsigned) self->config.shard, list,
+                          self->config.service ? self->config.service : "");
+    if (length < 0 || (size_t) length >= sizeof self->service) /* not with 7 names of 100 */
+        log_line("replica %llu: the group's addresses are too long for WELCOME (%d bytes)",
+                 (unsigned long long) self->config.node_id, length);
+}
+
 void persist_run(broker_t *self)
 {
     if (!self->replica)
         return;
+    uint64_t version = replica_configuration_version(self->replica);
     replica_run(self->replica);
+    if (!version && self->config.join && !self->group->hinted
+        && broker_now_ms() - self->group->opened_ms > JOIN_HINT_MS) {
+        self->group->hinted = 1;
+        log_line("replica %llu has heard nothing from its group's leader in %d s: was it added "
+                 "(asyncq replica add %s), with this id (asyncq replica list names each "
+                 "replica's), and can the leader reach %s?",
+                 (unsigned long long) self->config.node_id, JOIN_HINT_MS / 1000,
+                 self->config.join, self->group->address);
+    }
+    if (version != replica_configuration_version(self->replica)) {
+        s_group_service(self);
+        int member = replica_is_member(self->replica);
+        if (!member && replica_configuration_version(self->replica) && !self->group->outside)
+            log_line("replica %llu is not in its group any more (removed with `asyncq replica "
+                     "remove`): it serves nothing; stop it", (unsigned long long) self->config.node_id);
+        self->group->outside = !member;
+    }
     s_answer_waits(self);
 }
 
-const char *persist_leader(broker_t *self)
+const char *persist_leader(broker_t *self, char *out, size_t size)
 {
-    unsigned leader = self->replica ? replica_leader(self->replica) : 0;
-    if (!leader || leader > self->group->count || leader == self->config.node_id)
+    const char *address = "";
+    uint64_t leader = self->replica ? replica_leader(self->replica, &address) : 0;
+    if (!leader || leader == self->config.node_id || !*address)
         return "";
-    return self->group->addresses[leader - 1];
+    s_client_address(address, out, size);
+    return out;
 }
 
 int persist_group(broker_t *self, persist_group_t *out)
@@ -698,19 +800,24 @@ int persist_group(broker_t *self, persist_group_t *out)
     if (!self->replica)
         return -1;
     static const char *const roles[] = {"follower", "candidate", "leader", "stopped"};
+    static const char *const kinds[] = {"voter", "standby", "spare"};
     replica_role_t role = replica_role(self->replica);
-    *out = (persist_group_t){.node = (unsigned) self->config.node_id,
-                             .count = self->group->count,
-                             .leader = replica_leader(self->replica),
+    *out = (persist_group_t){.node = self->config.node_id,
+                             .leader = replica_leader(self->replica, NULL),
                              .role = roles[role],
                              .term = replica_term(self->replica),
                              .commit_index = replica_commit_index(self->replica),
                              .applied_index = replica_applied_index(self->replica),
                              .last_index = replica_last_index(self->replica)};
-    for (unsigned i = 0; i < self->group->count && i < 8; i++) {
-        out->replicas[i].address = self->group->addresses[i];
+    replica_member_t members[PERSIST_MEMBERS_MAX];
+    out->count = replica_members(self->replica, members, PERSIST_MEMBERS_MAX);
+    for (size_t i = 0; i < out->count; i++) {
+        s_client_address(members[i].address, out->replicas[i].address,
+                         sizeof out->replicas[i].address);
+        out->replicas[i].id = members[i].id;
+        out->replicas[i].kind = kinds[members[i].kind];
         uint64_t match = 0;
-        if (replica_match_index(self->replica, i + 1, &match) == 0) {
+        if (replica_match_index(self->replica, members[i].id, &match) == 0) {
             out->replicas[i].known = 1;
             out->replicas[i].match_index = match;
             out->replicas[i].lag = out->last_index > match ? out->last_index - match : 0;
@@ -719,9 +826,100 @@ int persist_group(broker_t *self, persist_group_t *out)
     return 0;
 }
 
+int persist_change_error(int error, const char **text)
+{
+    if (error == PERSIST_EADDRESS) {
+        *text = "not HOST:PORT (the replica's address, as clients reach it; a port below 65534)";
+        return AQ_MALFORMED;
+    }
+    *text = replica_strerror(error);
+    switch (error) {
+    case REPLICA_ENOTLEADER: return AQ_NOT_LEADER;
+    case REPLICA_EBUSY: case REPLICA_ELEADER: return AQ_CONFLICT;
+    case REPLICA_ENOID: case REPLICA_EDUPLICATE: return AQ_MALFORMED;
+    default: return AQ_INTERNAL;
+    }
+}
+
+/*  The change a client asked for is committed or failed: its answer. */
+static void s_group_membership(void *ctx, int status)
+{
+    broker_t *self = ctx;
+    group_t *group = self->group;
+    if (!group || !group->asking)
+        return;
+    group->asking = 0;
+    aq_bytes_t asker = {group->asker, group->asker_size};
+    aq_bytes_t tag = {(const uint8_t *) group->asked_tag, group->asked_tag_size};
+    if (status) {
+        const char *text;
+        int code = persist_change_error(status, &text);
+        broker_send_error(self, asker, code, tag, (aq_bytes_t){0}, text);
+        return;
+    }
+    aq_bytes_t line = aq_bytes_str(group->asked_line);
+    aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = tag, .list = &line, .list_size = 1};
+    broker_send(self, asker, &reply, NULL);
+}
+
+int persist_change(broker_t *self, aq_bytes_t asker, aq_bytes_t tag, persist_change_t change,
+                   const char *argument, char *line, size_t line_size)
+{
+    if (!self->replica)
+        return REPLICA_ENOID;
+    group_t *group = self->group;
+    uint64_t id = 0;
+    int rv;
+    char replication[AQ_ENDPOINT_MAX + 8];
+    if (change == PERSIST_ADD) {
+        if (s_replication_address(argument, replication, sizeof replication))
+            return PERSIST_EADDRESS;
+        rv = replica_add(self->replica, replication, &id);
+        if (rv == 0)
+            snprintf(line, line_size, "id=%llu address=%s kind=standby",
+                     (unsigned long long) id, argument);
+    }
+    else {
+        persist_group_t known;
+        persist_group(self, &known);
+        char *end = NULL;
+        id = strtoull(argument, &end, 10);
+        if (!*argument || *end) { /* an address */
+            id = 0;
+            if (s_replication_address(argument, replication, sizeof replication) == 0)
+                for (size_t i = 0; i < known.count; i++) {
+                    char other[AQ_ENDPOINT_MAX + 8];
+                    if (s_replication_address(known.replicas[i].address, other, sizeof other) == 0
+                        && strcmp(other, replication) == 0)
+                        id = known.replicas[i].id;
+                }
+            if (!id && *argument)
+                return REPLICA_ENOID;
+        }
+        rv = change == PERSIST_REMOVE ? replica_remove(self->replica, id)
+                                      : replica_transfer(self->replica, &id);
+        const char *address = "";
+        for (size_t i = 0; i < known.count; i++)
+            if (known.replicas[i].id == id)
+                address = known.replicas[i].address;
+        snprintf(line, line_size, "%s=%llu address=%s",
+                 change == PERSIST_REMOVE ? "removed id" : "transfer to",
+                 (unsigned long long) id, address);
+    }
+    if (rv || change == PERSIST_TRANSFER)
+        return rv;
+    group->asking = 1;
+    group->asker_size = asker.size < sizeof group->asker ? asker.size : sizeof group->asker;
+    memcpy(group->asker, asker.data, group->asker_size);
+    group->asked_tag_size = tag.size < AQ_TAG_MAX ? tag.size : AQ_TAG_MAX;
+    memcpy(group->asked_tag, tag.data, group->asked_tag_size);
+    snprintf(group->asked_line, sizeof group->asked_line, "%s", line);
+    return PERSIST_PENDING;
+}
+
 int persist_open(broker_t *self, char *error, size_t error_size)
 {
-    if (self->config.peers)
+    if (self->config.peers || self->config.join)
         return s_group_open(self, error, error_size);
     journal_config_t config = {
         .dir = self->config.data_dir,

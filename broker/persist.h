@@ -42,21 +42,41 @@ void persist_on_synced(broker_t *self);
 int persist_fd(const broker_t *self);
 int persist_timeout_ms(const broker_t *self);
 void persist_run(broker_t *self);
-/*  The leader's client address as --peers lists it; "" if unknown, or
-    this replica. */
-const char *persist_leader(broker_t *self);
-/*  A replica's place in its group, for the operators (metrics.c). */
+/*  The leader's client address (HOST:PORT, written in `out`); "" if
+    unknown, or this replica. */
+const char *persist_leader(broker_t *self, char *out, size_t size);
+/*  A replica's place in its group, for the operators (metrics.c) and
+    REPLICAS list. */
+#define PERSIST_MEMBERS_MAX 16
 typedef struct {
-    unsigned node, count, leader; /* this replica, the group's size, the leader (0: none known) */
+    uint64_t node, leader;        /* this replica's id, the leader's (0: none known) */
     const char *role;             /* "leader", "follower", "candidate" or "stopped" */
     uint64_t term, commit_index, applied_index, last_index;
+    size_t count;                 /* the group's members, as this replica knows them */
     struct {
-        const char *address;      /* as --peers lists it */
+        uint64_t id;
+        char address[AQ_ENDPOINT_MAX + 8]; /* as clients reach it */
+        const char *kind;         /* "voter", "standby" (catching up) or "spare" */
         int known;                /* the leader knows its match index */
         uint64_t match_index, lag; /* lag: entries of the leader's log it lacks */
-    } replicas[8];
+    } replicas[PERSIST_MEMBERS_MAX];
 } persist_group_t;
 /*  0 and *group filled for a replica; -1 for a broker that is not one. */
 int persist_group(broker_t *self, persist_group_t *group);
+
+/*  REPLICAS add, remove and transfer (PROTOCOL.md 4.16), on the leader:
+    `argument` is the replica's client address (add), or its id or address.
+    0: done, `line` is the answer (transfer: asked of the library; the
+    lead moves within an election time-out, or stays); PERSIST_PENDING:
+    the answer (`line` then, or an error) goes to `asker` with `tag` once
+    the group has committed the change or failed to; else an error, whose
+    code and text persist_change_error() gives. */
+typedef enum { PERSIST_ADD, PERSIST_REMOVE, PERSIST_TRANSFER } persist_change_t;
+enum { PERSIST_PENDING = -1, PERSIST_EADDRESS = -2 };
+int persist_change(broker_t *self, aq_bytes_t asker, aq_bytes_t tag, persist_change_t change,
+                   const char *argument, char *line, size_t line_size);
+/*  The protocol's code (400, 409, 421, 500) of persist_change's error,
+    and its text. */
+int persist_change_error(int error, const char **text);
 
 #endif

@@ -56,10 +56,19 @@ struct replica {
     int ready;
     /*  What the owner was last told (changed). */
     replica_role_t told_role;
-    unsigned told_leader;
+    uint64_t told_leader;
     uint64_t told_term;
     int told_ready;
     uint64_t restores;
+    /*  The one change of the group under way (replica_add: two steps,
+        added as a spare, then made a standby), and the leader's own
+        promotion of a standby that caught up. */
+    struct raft_change change;
+    enum { CHANGE_NONE, CHANGE_ADD, CHANGE_STANDBY, CHANGE_REMOVE, CHANGE_PROMOTE } changing;
+    uint64_t change_id;
+    int64_t promote_after_ms; /* a promotion that failed is tried again after this */
+    struct raft_transfer transfer;
+    int transferring;
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -447,6 +456,7 @@ static int s_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buffer)
 /* ------------------------------------------------------------ the role */
 
 static void s_check(replica_t *self);
+static void s_promote(replica_t *self);
 
 static void s_barrier_applied(struct raft_barrier *request, int status)
 {
@@ -471,7 +481,9 @@ static void s_check(replica_t *self)
         if (raft_barrier(&self->raft, &self->barrier, s_barrier_applied) == 0)
             self->barrier_busy = 1;
     }
-    unsigned leader = replica_leader(self);
+    uint64_t leader = replica_leader(self, NULL);
+    if (role == REPLICA_LEADER && self->ready)
+        s_promote(self);
     if (role != self->told_role || leader != self->told_leader || term != self->told_term
         || self->ready != self->told_ready) {
         self->told_role = role;
@@ -501,7 +513,7 @@ static int s_mkdirs(const char *dir)
     return mkdir(path, 0700) && errno != EEXIST ? -1 : 0;
 }
 
-static unsigned s_seed(unsigned id)
+static unsigned s_seed(uint64_t id)
 {
     unsigned seed = 0;
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -512,7 +524,7 @@ static unsigned s_seed(unsigned id)
     }
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return seed ^ (unsigned) now.tv_nsec ^ ((unsigned) getpid() << 8) ^ id;
+    return seed ^ (unsigned) now.tv_nsec ^ ((unsigned) getpid() << 8) ^ (unsigned) id;
 }
 
 static void s_raft_closed(struct raft *raft)
@@ -543,10 +555,12 @@ static void s_teardown(replica_t *self)
 replica_t *replica_open(const replica_config_t *config, const replica_owner_t *owner,
                         char *error, size_t error_size)
 {
-    if (!config->count || config->count > REPLICAS_MAX || !config->id
-        || config->id > config->count) {
-        snprintf(error, error_size, "replica %u of %u: not a place in the group", config->id,
-                 config->count);
+    const char *address = config->address;
+    if (!address && config->id >= 1 && config->id <= config->count)
+        address = config->addresses[config->id - 1];
+    if (config->count > REPLICAS_MAX || !config->id || !address) {
+        snprintf(error, error_size, "replica %llu of %u: not a place in the group",
+                 (unsigned long long) config->id, config->count);
         return NULL;
     }
     if (s_mkdirs(config->dir)) {
@@ -597,8 +611,7 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     self->fsm.snapshot = s_fsm_snapshot;
     self->fsm.snapshot_finalize = s_fsm_snapshot_finalize;
     self->fsm.restore = s_fsm_restore;
-    rv = raft_init(&self->raft, &self->io_outer, &self->fsm, config->id,
-                   config->addresses[config->id - 1]);
+    rv = raft_init(&self->raft, &self->io_outer, &self->fsm, config->id, address);
     if (rv) {
         snprintf(error, error_size, "raft: %s", raft_errmsg(&self->raft));
         goto failed;
@@ -611,7 +624,7 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     raft_configuration_init(&configuration);
     for (unsigned i = 0; i < config->count && rv == 0; i++)
         rv = raft_configuration_add(&configuration, i + 1, config->addresses[i], RAFT_VOTER);
-    if (rv == 0) {
+    if (rv == 0 && config->count) {
         rv = raft_bootstrap(&self->raft, &configuration);
         if (rv == RAFT_CANTBOOTSTRAP) /* not the first start */
             rv = 0;
@@ -736,12 +749,14 @@ int replica_ready(const replica_t *self)
     return self->ready;
 }
 
-unsigned replica_leader(replica_t *self)
+uint64_t replica_leader(replica_t *self, const char **address)
 {
     raft_id id = 0;
-    const char *address = NULL;
-    raft_leader(&self->raft, &id, &address);
-    return (unsigned) id;
+    const char *at = NULL;
+    raft_leader(&self->raft, &id, &at);
+    if (address)
+        *address = at ? at : "";
+    return id;
 }
 
 uint64_t replica_term(replica_t *self)
@@ -764,7 +779,7 @@ uint64_t replica_last_index(replica_t *self)
     return raft_last_index(&self->raft);
 }
 
-int replica_match_index(replica_t *self, unsigned id, uint64_t *index)
+int replica_match_index(replica_t *self, uint64_t id, uint64_t *index)
 {
     raft_index match = 0;
     if (raft_state(&self->raft) != RAFT_LEADER || raft_match_index(&self->raft, id, &match))
@@ -776,4 +791,200 @@ int replica_match_index(replica_t *self, unsigned id, uint64_t *index)
 uint64_t replica_restores(const replica_t *self)
 {
     return self->restores;
+}
+
+/* ---------------------------------------------------------- membership */
+
+size_t replica_members(replica_t *self, replica_member_t *members, size_t max)
+{
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    size_t count = 0;
+    for (unsigned i = 0; i < configuration->n && count < max; i++) {
+        const struct raft_server *server = &configuration->servers[i];
+        members[count++] = (replica_member_t){
+            .id = server->id,
+            .address = server->address,
+            .kind = server->role == RAFT_VOTER     ? REPLICA_VOTER
+                    : server->role == RAFT_STANDBY ? REPLICA_STANDBY
+                                                   : REPLICA_SPARE};
+    }
+    return count;
+}
+
+int replica_is_member(replica_t *self)
+{
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    for (unsigned i = 0; i < configuration->n; i++)
+        if (configuration->servers[i].id == self->raft.id)
+            return 1;
+    return 0;
+}
+
+uint64_t replica_configuration_version(replica_t *self)
+{
+    raft_index committed = self->raft.configuration_committed_index;
+    raft_index uncommitted = self->raft.configuration_uncommitted_index;
+    return committed > uncommitted ? committed : uncommitted;
+}
+
+const char *replica_strerror(int code)
+{
+    switch (code) {
+    case 0: return "done";
+    case REPLICA_ENOTLEADER: return "this replica does not lead the group";
+    case REPLICA_EBUSY: return "another change of the group is under way";
+    case REPLICA_ENOID: return "no such replica in the group";
+    case REPLICA_EDUPLICATE: return "a replica at that address is in the group already";
+    case REPLICA_ELEADER: return "that replica leads the group: hand the lead over first";
+    case REPLICA_ELOST: return "the leader changed before the change was committed";
+    case REPLICA_ENOMEM: return "out of memory";
+    default: return "the Raft library refused the change";
+    }
+}
+
+static int s_code(int rv)
+{
+    switch (rv) {
+    case 0: return 0;
+    case RAFT_NOTLEADER: return REPLICA_ENOTLEADER;
+    case RAFT_CANTCHANGE: return REPLICA_EBUSY;
+    case RAFT_BADID: case RAFT_NOTFOUND: return REPLICA_ENOID;
+    case RAFT_DUPLICATEID: case RAFT_DUPLICATEADDRESS: return REPLICA_EDUPLICATE;
+    case RAFT_LEADERSHIPLOST: case RAFT_SHUTDOWN: return REPLICA_ELOST;
+    case RAFT_NOMEM: return REPLICA_ENOMEM;
+    default: return REPLICA_EFAILED;
+    }
+}
+
+static int64_t s_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+/*  A leader may change the group once it is ready (it knows every change
+    its predecessors committed), and one change at a time. */
+static int s_may_change(replica_t *self)
+{
+    if (raft_state(&self->raft) != RAFT_LEADER || !self->ready)
+        return REPLICA_ENOTLEADER;
+    if (self->changing != CHANGE_NONE || self->raft.configuration_uncommitted_index)
+        return REPLICA_EBUSY;
+    return 0;
+}
+
+static void s_changed(struct raft_change *request, int status);
+
+static int s_start_change(replica_t *self, int kind, uint64_t id, int rv)
+{
+    if (rv)
+        return s_code(rv);
+    self->changing = kind;
+    self->change_id = id;
+    return 0;
+}
+
+/*  A step of a change committed or failed: the next step, or the owner
+    told. */
+static void s_changed(struct raft_change *request, int status)
+{
+    replica_t *self = request->data;
+    int kind = self->changing;
+    self->changing = CHANGE_NONE;
+    if (kind == CHANGE_PROMOTE) {
+        if (status) /* it did not catch up in time: tried again later */
+            self->promote_after_ms = s_now_ms() + 1000;
+        return;
+    }
+    if (kind == CHANGE_ADD && status == 0) {
+        /* A spare gets no log: a standby does, and is promoted once it
+           has caught up (s_promote). */
+        self->change.data = self;
+        int rv = raft_assign(&self->raft, &self->change, self->change_id, RAFT_STANDBY,
+                             s_changed);
+        if (s_start_change(self, CHANGE_STANDBY, self->change_id, rv) == 0)
+            return;
+        status = rv;
+    }
+    if (self->owner.membership)
+        self->owner.membership(self->owner.ctx, s_code(status));
+}
+
+int replica_add(replica_t *self, const char *address, uint64_t *id)
+{
+    int rv = s_may_change(self);
+    if (rv)
+        return rv;
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    for (unsigned i = 0; i < configuration->n; i++)
+        if (strcmp(configuration->servers[i].address, address) == 0)
+            return REPLICA_EDUPLICATE;
+    /* An id never given before: past the first group's (1 to REPLICAS_MAX)
+       and past every id given by an earlier add, which was an entry of the
+       log before this one. */
+    *id = raft_last_index(&self->raft) + REPLICAS_MAX + 1;
+    self->change.data = self;
+    return s_start_change(self, CHANGE_ADD, *id,
+                          raft_add(&self->raft, &self->change, *id, address, s_changed));
+}
+
+int replica_remove(replica_t *self, uint64_t id)
+{
+    int rv = s_may_change(self);
+    if (rv)
+        return rv;
+    if (id == self->raft.id)
+        return REPLICA_ELEADER;
+    self->change.data = self;
+    return s_start_change(self, CHANGE_REMOVE, id,
+                          raft_remove(&self->raft, &self->change, id, s_changed));
+}
+
+static void s_transferred(struct raft_transfer *request)
+{
+    replica_t *self = request->data;
+    self->transferring = 0;
+}
+
+int replica_transfer(replica_t *self, uint64_t *id)
+{
+    if (raft_state(&self->raft) != RAFT_LEADER || !self->ready)
+        return REPLICA_ENOTLEADER;
+    if (self->transferring || self->changing != CHANGE_NONE)
+        return REPLICA_EBUSY;
+    if (*id == self->raft.id)
+        return REPLICA_ENOID;
+    self->transfer.data = self;
+    int rv = raft_transfer(&self->raft, &self->transfer, *id, s_transferred);
+    if (rv == 0) {
+        self->transferring = 1;
+        if (raft_transferee(&self->raft))
+            *id = raft_transferee(&self->raft); /* the one the library chose */
+    }
+    return s_code(rv);
+}
+
+/*  On a ready leader with no change under way: a standby whose log has
+    caught up with what is committed becomes a voter (the library checks
+    again in rounds that it keeps up). */
+static void s_promote(replica_t *self)
+{
+    if (s_may_change(self) || self->transferring || s_now_ms() < self->promote_after_ms)
+        return;
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    raft_index commit = raft_commit_index(&self->raft);
+    for (unsigned i = 0; i < configuration->n; i++) {
+        /* The configuration is replaced by the change: its id, copied. */
+        raft_id id = configuration->servers[i].id;
+        raft_index match = 0;
+        if (configuration->servers[i].role != RAFT_STANDBY
+            || raft_match_index(&self->raft, id, &match) || match < commit)
+            continue;
+        self->change.data = self;
+        int rv = raft_assign(&self->raft, &self->change, id, RAFT_VOTER, s_changed);
+        if (s_start_change(self, CHANGE_PROMOTE, id, rv))
+            self->promote_after_ms = s_now_ms() + 1000;
+        return;
+    }
 }

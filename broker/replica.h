@@ -62,15 +62,22 @@ typedef struct {
         one replica_append() returned) or will never be known to be (not
         0: leadership was lost before it was committed). */
     void (*done)(void *ctx, uint64_t token, int status);
+    /*  The change asked with replica_add() or replica_remove() is
+        committed (status 0), or failed (a REPLICA_E* code). */
+    void (*membership)(void *ctx, int status);
     void *ctx;
 } replica_owner_t;
 
 typedef struct {
-    /*  Every replica's replication address, HOST:PORT (IPv4 or a name),
-        in the same order on every replica; this one is `id` (from 1). */
+    /*  The group at its first start: every replica's replication address,
+        HOST:PORT (IPv4 or a name), in the same order on every replica;
+        replica i has the id i + 1. None (count 0): this replica joins a
+        group that runs (replica_add gave it its id), and waits for the
+        leader to send it the log. */
     const char *addresses[REPLICAS_MAX];
     unsigned count;
-    unsigned id;
+    uint64_t id;                /* this replica's */
+    const char *address;        /* this replica's replication address (NULL: addresses[id - 1]) */
     const char *dir;            /* the log and snapshots; made if missing */
     unsigned election_ms;       /* 0: 500 (a leader lost is replaced in 0.5-1 s) */
     unsigned heartbeat_ms;      /* 0: 100 */
@@ -78,8 +85,9 @@ typedef struct {
     unsigned snapshot_trailing;  /* entries kept after one; 0: 2048 */
 } replica_config_t;
 
-/*  Opens the log in config->dir (bootstrapping the group on first start,
-    the same configuration on every replica) and starts. NULL, with the
+/*  Opens the log in config->dir (bootstrapping the group on its first
+    start, the same configuration on every replica; a replica that joins
+    does not) and starts. NULL, with the
     reason in `error`, if it cannot. */
 replica_t *replica_open(const replica_config_t *config, const replica_owner_t *owner,
                         char *error, size_t error_size);
@@ -105,16 +113,68 @@ replica_role_t replica_role(replica_t *self);
 /*  The leader has applied every entry committed before it led (a barrier
     of its own term is applied): only then may it answer clients. */
 int replica_ready(const replica_t *self);
-/*  The leader as this replica knows it: its id (0: none known). */
-unsigned replica_leader(replica_t *self);
+/*  The leader as this replica knows it: its id (0: none known), and its
+    replication address if `address` is not NULL ("" if none). */
+uint64_t replica_leader(replica_t *self, const char **address);
 uint64_t replica_term(replica_t *self);
 uint64_t replica_commit_index(replica_t *self);
 uint64_t replica_applied_index(replica_t *self);
 uint64_t replica_last_index(replica_t *self);
 /*  How far replica `id`'s log is known to match the leader's: 0, or -1 if
     this replica does not lead (or there is no such replica). */
-int replica_match_index(replica_t *self, unsigned id, uint64_t *index);
+int replica_match_index(replica_t *self, uint64_t id, uint64_t *index);
 /*  Snapshots restored (a replica that caught up from one). */
 uint64_t replica_restores(const replica_t *self);
+
+/* ---------------------------------------------------------- membership */
+
+typedef enum { REPLICA_VOTER, REPLICA_STANDBY, REPLICA_SPARE } replica_kind_t;
+
+typedef struct {
+    uint64_t id;
+    const char *address;  /* its replication address; valid until the next replica_run() */
+    replica_kind_t kind;  /* a voter counts in elections and commits; a standby gets the
+                             log (one that was added, until it has caught up) */
+} replica_member_t;
+
+/*  The group as this replica knows it (its latest configuration, committed
+    or not), at most `max` members, in the order the group lists them; the
+    number of members. 0 for a replica that joins and has not heard from
+    the leader yet. */
+size_t replica_members(replica_t *self, replica_member_t *members, size_t max);
+/*  Whether this replica is a member of the group it knows (0: it joins and
+    has not heard from the leader yet, or it was removed). */
+int replica_is_member(replica_t *self);
+/*  Grows with every change of the group this replica learns of (0: it
+    knows of none yet). */
+uint64_t replica_configuration_version(replica_t *self);
+/*  Changes the group, on the leader; one change at a time. Each returns 0
+    or a REPLICA_E* code at once; add and remove then call
+    owner.membership once the change is committed or failed.
+    - add: a replica at `address` (its replication address) joins with the
+      new id put in *id, as a standby: the leader sends it the log, and
+      makes it a voter once it has caught up;
+    - remove: the replica `id` leaves the group (not the leader: hand over
+      first);
+    - transfer: the replica *id (0: the one most up to date, whose id is
+      put in *id) is asked to lead; this one stops leading once it does
+      (or, if it does not take over within an election time-out, goes
+      on). */
+int replica_add(replica_t *self, const char *address, uint64_t *id);
+int replica_remove(replica_t *self, uint64_t id);
+int replica_transfer(replica_t *self, uint64_t *id);
+
+enum {
+    REPLICA_ENOTLEADER = 1, /* this replica does not lead (or is not ready yet) */
+    REPLICA_EBUSY,          /* another change of the group is under way */
+    REPLICA_ENOID,          /* no such replica (or not a voter, for transfer) */
+    REPLICA_EDUPLICATE,     /* a replica at that address is in the group already */
+    REPLICA_ELEADER,        /* the replica to remove leads */
+    REPLICA_ELOST,          /* leadership was lost before the change was committed */
+    REPLICA_ENOMEM,
+    REPLICA_EFAILED,        /* the library refused it */
+};
+/*  What a REPLICA_E* code means, in a few words. */
+const char *replica_strerror(int code);
 
 #endif

@@ -17,6 +17,7 @@ int cli_queue_action(int argc, char **argv);
 int cli_peek(int argc, char **argv);
 int cli_demo(int argc, char **argv);
 int cli_keygen(int argc, char **argv);
+int cli_replica(int argc, char **argv);
 
 /*  A session for `asyncq command`, or NULL after saying why on stderr (the
     address as given, and the cause: aq_last_error()). */

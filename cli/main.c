@@ -33,6 +33,9 @@ static void s_usage(FILE *out)
             "                [--clients DIR] [--keep]\n"
             "                                           a CURVE certificate pair (NAME.key,\n"
             "                                           NAME.key_secret) for a client or the broker\n"
+            "  asyncq replica list|add HOST:PORT|remove ID|transfer [ID] [-b ADDR]\n"
+            "                                           a group of replicas: its members, one\n"
+            "                                           added or removed, the lead handed over\n"
             "  asyncq demo [-p NPROD] [-c NCON] [-b ADDR] [--max-sleep S]\n"
             "                                           the reference main(): a broker, NPROD\n"
             "                                           producers, NCON consumers, join\n"
@@ -68,7 +71,7 @@ int main(int argc, char **argv)
                     {"purge", cli_queue_action}, {"delete", cli_queue_action},
                     {"pause", cli_queue_action}, {"resume", cli_queue_action},
                     {"peek", cli_peek},         {"demo", cli_demo},
-                    {"keygen", cli_keygen}};
+                    {"keygen", cli_keygen},     {"replica", cli_replica}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(command, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

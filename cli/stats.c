@@ -35,6 +35,7 @@ typedef struct {
     int out_of_memory;
     int64_t at_ms;
     char missing[512]; /* the brokers that did not answer: "shard 2 (ADDR)", "" */
+    char group[2048];  /* the table's last lines: each group of replicas' members */
 } stats_snapshot_t;
 
 /*  The table's columns: the numbers that say how a queue is doing. Every
@@ -137,7 +138,29 @@ typedef struct {
     aq_session_t **sessions;
     size_t count;
     int per_broker;
+    int groups; /* the table: a group of replicas' members under it */
 } stats_source_t;
+
+/*  One line of REPLICAS list (4.16), as a row under the table. */
+static void s_group_add(void *ctx, const char *line)
+{
+    stats_snapshot_t *snapshot = ctx;
+    stats_row_t row;
+    snprintf(row.line, sizeof row.line, "%s", line);
+    s_row_split(&row);
+    const char *lag = s_row_get(&row, "lag");
+    size_t used = strlen(snapshot->group);
+    if (used == 0)
+        used = (size_t) snprintf(snapshot->group, sizeof snapshot->group,
+                                 "\n%-8s %-24s %-8s %-10s %s\n", "REPLICA", "ADDRESS", "KIND",
+                                 "ROLE", "LAG");
+    if (used < sizeof snapshot->group)
+        snprintf(snapshot->group + used, sizeof snapshot->group - used,
+                 "%-8s %-24s %-8s %-10s %s\n", s_row_get(&row, "id") ? s_row_get(&row, "id") : "?",
+                 s_row_get(&row, "address") ? s_row_get(&row, "address") : "?",
+                 s_row_get(&row, "kind") ? s_row_get(&row, "kind") : "?",
+                 s_row_get(&row, "role") ? s_row_get(&row, "role") : "?", lag ? lag : "-");
+}
 
 /*  Every broker's rows, a queue's merged into one (--brokers: each row,
     after the broker's address and shard). */
@@ -150,6 +173,7 @@ static aq_status_t s_snapshot_fetch(const stats_source_t *source, const char *qu
     snapshot->count = 0;
     snapshot->out_of_memory = 0;
     snapshot->missing[0] = '\0';
+    snapshot->group[0] = '\0';
     aq_status_t rc = AQ_OK;
     size_t answered = 0, used = 0;
     stats_snapshot_t one = {0};
@@ -186,6 +210,9 @@ static aq_status_t s_snapshot_fetch(const stats_source_t *source, const char *qu
                 s_snapshot_add(snapshot, row->line);
         }
         snapshot->out_of_memory |= one.out_of_memory;
+        if (!rc && source->groups
+            && strcmp(aq_session_welcome(sessions[k])->persistence, "replicated") == 0)
+            aq_replicas(sessions[k], "list", s_group_add, snapshot); /* without: no lines */
         answered += !rc;
     }
     free(one.rows);
@@ -262,7 +289,7 @@ static void s_print_table(FILE *out, const stats_snapshot_t *now, const stats_sn
                           int with_rates)
 {
     if (now->count == 0) {
-        fprintf(out, "no queues\n");
+        fprintf(out, "no queues\n%s", now->group);
         return;
     }
     char (*cells)[STATS_COLUMNS][STATS_CELL] = calloc(now->count + 1, sizeof *cells);
@@ -282,6 +309,7 @@ static void s_print_table(FILE *out, const stats_snapshot_t *now, const stats_sn
     for (size_t r = 0; r <= now->count; r++)
         s_table_line(out, cells[r], widths, with_rates);
     free(cells);
+    fputs(now->group, out);
 }
 
 static void s_print_kv(FILE *out, const stats_snapshot_t *now)
@@ -459,7 +487,7 @@ int stats_show(const char *broker, const char *queue, stats_format_t format, uin
     if (per_broker && format == STATS_TABLE)
         format = STATS_KV; /* a row per broker and queue: its fields name them */
     aq_status_t rc;
-    stats_source_t source = {.per_broker = per_broker};
+    stats_source_t source = {.per_broker = per_broker, .groups = format == STATS_TABLE};
     source.sessions = cli_connect_all("stats", broker, &source.count, &rc);
     if (!source.sessions)
         return aq_exit_code(rc);

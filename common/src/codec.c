@@ -108,6 +108,7 @@ static const command_t s_commands[AQ_CMD_COUNT_] = {
     [AQ_CMD_PAUSE] = {"PAUSE", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_RESUME] = {"RESUME", 2, {{F_TAG, B(tag)}, {F_NAME, B(queue)}}},
     [AQ_CMD_READY] = {"READY", 1, {{F_NAME, B(queue)}}},
+    [AQ_CMD_REPLICAS] = {"REPLICAS", 2, {{F_TAG, B(tag)}, {F_TEXT, B(text)}}},
 };
 
 const char *aq_cmd_name(aq_cmd_t cmd)

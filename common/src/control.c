@@ -138,6 +138,14 @@ aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action
     return s_report(session, &msg, line, ctx);
 }
 
+aq_status_t aq_replicas(aq_session_t *session, const char *action, aq_stats_line_fn *line,
+                        void *ctx)
+{
+    aq_msg_t msg = {.cmd = AQ_CMD_REPLICAS};
+    msg.text = aq_bytes_str(action);
+    return s_report(session, &msg, line, ctx);
+}
+
 aq_status_t aq_queue_action(aq_session_t *session, const char *queue, aq_queue_action_t action,
                             aq_stats_line_fn *line, void *ctx)
 {

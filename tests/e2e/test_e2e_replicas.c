@@ -80,13 +80,15 @@ static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_
 
 /*  Starts replica i (from 0) and waits for its READY, then for an answer
     from its loop (which installs its signal handlers: a SIGUSR1 before
-    would end it). */
-static void s_start(group_t *g, int i)
+    would end it). `join`: the id `asyncq replica add` gave it, to join the
+    group that runs (--join); NULL: one of the first group (--peers). */
+static void s_start_as(group_t *g, int i, const char *join)
 {
     char path[4096], node[16];
     assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
     snprintf(node, sizeof node, "%d", i + 1);
-    char *argv[] = {path, "--bind", g->address[i], "--peers", g->peers, "--node-id", node,
+    char *argv[] = {path, "--bind", g->address[i], join ? "--join" : "--peers",
+                    join ? g->address[i] : g->peers, "--node-id", join ? (char *) join : node,
                     "--data-dir", g->data[i], "--state-dump", g->dump[i],
                     "--metrics", g->metrics_bind[i],
                     g->snapshot ? "--replica-snapshot" : NULL, (char *) g->snapshot, NULL};
@@ -97,6 +99,11 @@ static void s_start(group_t *g, int i)
     char leader[64];
     if (s_hello(g, i, leader, sizeof leader, HARNESS_DEADLINE_MS) < 0)
         fail_msg("replica %d does not answer HELLO", i + 1);
+}
+
+static void s_start(group_t *g, int i)
+{
+    s_start_as(g, i, NULL);
 }
 
 /*  Says HELLO to replica i on a raw DEALER: 1 if it WELCOMEs (it leads),
@@ -122,10 +129,15 @@ static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_
             char service[256];
             snprintf(service, sizeof service, "%.*s", (int) msg.service.size,
                      (const char *) msg.service.data);
-            char expected[256];
-            snprintf(expected, sizeof expected, "replicas=%s", g->peers);
-            if (!strstr(service, expected))
-                fail_msg("the leader's WELCOME says '%s', not %s", service, expected);
+            /* Every replica, in the group's order (which membership
+               changes may have changed). */
+            for (int k = 0; k < REPLICAS; k++) {
+                char listed[80];
+                snprintf(listed, sizeof listed, "%s", g->address[k]);
+                const char *at = strstr(service, "replicas=");
+                if (!at || !strstr(at, listed))
+                    fail_msg("the leader's WELCOME says '%s': no %s", service, listed);
+            }
             assert_int_equal(msg.persistence.size, strlen("replicated"));
             assert_memory_equal(msg.persistence.data, "replicated", msg.persistence.size);
             result = 1;
@@ -166,6 +178,14 @@ static int s_leader(const group_t *g, int64_t within_ms)
     }
     fail_msg("no replica led within %lld ms", (long long) within_ms);
     return -1;
+}
+
+/*  Every replica started: the one that leads. */
+static int s_start_all(group_t *g)
+{
+    for (int i = 0; i < REPLICAS; i++)
+        s_start(g, i);
+    return s_leader(g, 10000);
 }
 
 /*  A harness_t that asks the group through replica i: a session follows
@@ -258,9 +278,7 @@ static json_t *s_replica_stats(const group_t *g, int i)
 static void test_followers_name_the_leader_and_programs_find_it(void **state)
 {
     group_t *g = *state;
-    for (int i = 0; i < REPLICAS; i++)
-        s_start(g, i);
-    int leader = s_leader(g, 10000);
+    int leader = s_start_all(g);
     for (int i = 0; i < REPLICAS; i++) {
         if (i == leader)
             continue;
@@ -312,9 +330,7 @@ static void test_followers_name_the_leader_and_programs_find_it(void **state)
 static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
 {
     group_t *g = *state;
-    for (int i = 0; i < REPLICAS; i++)
-        s_start(g, i);
-    int leader = s_leader(g, 10000);
+    int leader = s_start_all(g);
     for (int i = 0; i < 2; i++) {
         char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "m", "--count",
                             "1500", "--max-sleep", "0.002", "--quiet", NULL};
@@ -359,9 +375,7 @@ static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
 static void test_a_paused_leader_is_replaced_and_steps_down(void **state)
 {
     group_t *g = *state;
-    for (int i = 0; i < REPLICAS; i++)
-        s_start(g, i);
-    int leader = s_leader(g, 10000);
+    int leader = s_start_all(g);
     char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "s", "--count",
                         "1000", "--max-sleep", "0.002", "--quiet", NULL};
     harness_spawn(&g->workers[0], producer);
@@ -407,9 +421,7 @@ static void test_a_replica_far_behind_catches_up_from_a_snapshot(void **state)
 {
     group_t *g = *state;
     g->snapshot = "16";
-    for (int i = 0; i < REPLICAS; i++)
-        s_start(g, i);
-    int leader = s_leader(g, 10000);
+    int leader = s_start_all(g);
     int behind = (leader + 1) % REPLICAS;
     aq_process_stop(&g->replicas[behind], SIGKILL, 5000);
     /* A put every few milliseconds: each its own pass, its own entry. */
@@ -427,6 +439,130 @@ static void test_a_replica_far_behind_catches_up_from_a_snapshot(void **state)
     harness_assert_serving(&h, "ok");
 }
 
+/*  asyncq replica ACTION... through the group: its exit code; its
+    stdout in `out`, its stderr in `err`. */
+static int s_replica(const group_t *g, const char *verb, const char *argument, char *out,
+                     size_t size, char *err, size_t err_size)
+{
+    char *argv[] = {"asyncq", "replica", (char *) verb, "--broker", (char *) g->all,
+                    (char *) argument, NULL};
+    return harness_run_err(argv, out, size, err, err_size);
+}
+
+/*  Waits until `asyncq replica list` has a line with each of `words`. */
+static void s_wait_listed(const group_t *g, const char *first, const char *second)
+{
+    int64_t deadline = zclock_mono() + 3 * HARNESS_DEADLINE_MS;
+    char out[2048], err[1024];
+    for (;;) {
+        int rc = s_replica(g, "list", NULL, out, sizeof out, err, sizeof err);
+        for (char *line = strtok(rc == 0 ? out : NULL, "\n"); line; line = strtok(NULL, "\n"))
+            if (strstr(line, first) && strstr(line, second))
+                return;
+        if (zclock_mono() >= deadline)
+            fail_msg("asyncq replica list never showed '%s' with '%s': %s%s", first, second,
+                     out, err);
+        zclock_sleep(100);
+    }
+}
+
+/*  A replica whose data directory is lost rejoins as a new one: removed
+    from the group, added again at its address (a new id), and started with
+    --join on an empty directory. The leader sends it the log (a snapshot:
+    the log was compacted), makes it a voter once it has caught up, and its
+    state is the leader's; then the leader is killed and the group elects
+    another with the new voter in its majority. */
+static void test_a_wiped_replica_rejoins_as_a_new_one(void **state)
+{
+    group_t *g = *state;
+    g->snapshot = "16";
+    int leader = s_start_all(g);
+    int lost = (leader + 1) % REPLICAS;
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "r", "--count",
+                        "200", "--max-sleep", "0.004", "--quiet", NULL};
+    harness_spawn(&g->workers[0], producer);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    aq_process_stop(&g->replicas[lost], SIGKILL, 5000);
+    harness_remove_tree(g->data[lost]);
+
+    char out[2048], err[1024], id[16];
+    snprintf(id, sizeof id, "%d", lost + 1);
+    assert_int_equal(s_replica(g, "remove", id, out, sizeof out, err, sizeof err), 0);
+    char removed[96];
+    snprintf(removed, sizeof removed, "removed id=%d address=%s", lost + 1, g->address[lost]);
+    if (!strstr(out, removed))
+        fail_msg("asyncq replica remove said '%s' '%s', not %s", out, err, removed);
+    assert_int_equal(s_replica(g, "list", NULL, out, sizeof out, err, sizeof err), 0);
+    assert_null(strstr(out, g->address[lost]));
+
+    assert_int_equal(s_replica(g, "add", g->address[lost], out, sizeof out, err, sizeof err), 0);
+    char *given = strstr(out, "id=");
+    assert_non_null(given);
+    char new_id[32];
+    snprintf(new_id, sizeof new_id, "%.*s", (int) strcspn(given + 3, " "), given + 3);
+    assert_true(strtoull(new_id, NULL, 10) > REPLICAS);
+    assert_non_null(strstr(out, "kind=standby"));
+    assert_non_null(strstr(err, "--join"));
+    /* The same address again is refused; the group still answers. */
+    assert_true(s_replica(g, "add", g->address[lost], out, sizeof out, err, sizeof err) != 0);
+    assert_non_null(strstr(err, "in the group already"));
+
+    s_start_as(g, lost, new_id);
+    char voter[64];
+    snprintf(voter, sizeof voter, "id=%s ", new_id);
+    s_wait_listed(g, voter, "kind=voter");
+    s_assert_same_state(g, leader);
+    char *log = harness_read_file(g->log[lost]);
+    assert_non_null(strstr(log, "state restored from a snapshot of the group"));
+    free(log);
+
+    aq_process_stop(&g->replicas[leader], SIGKILL, 5000);
+    int next = s_leader(g, 10000);
+    assert_true(next != leader);
+    harness_t h = s_group(g, lost);
+    assert_int_equal(harness_stat(&h, "r", "queued"), 200);
+    harness_assert_serving(&h, "ok");
+}
+
+/*  The lead handed over on purpose (before maintenance): the replica
+    asked leads, the old leader starts again as a follower, and the group
+    serves; the leader cannot be removed, nor a replica that is not there,
+    and a request that is not one is refused, each with its reason. */
+static void test_the_lead_is_handed_over(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_all(g);
+    int target = (leader + 2) % REPLICAS;
+    char out[2048], err[1024], id[16];
+    snprintf(id, sizeof id, "%d", target + 1);
+    if (s_replica(g, "transfer", id, out, sizeof out, err, sizeof err) != 0)
+        fail_msg("asyncq replica transfer %s: %s%s", id, out, err);
+    char leads[64];
+    snprintf(leads, sizeof leads, "replica %d leads now", target + 1);
+    assert_non_null(strstr(out, leads));
+    assert_int_equal(s_leader(g, 10000), target);
+    char line[256];
+    if (!aq_process_expect(&g->replicas[leader], "READY ", line, sizeof line,
+                           HARNESS_DEADLINE_MS))
+        fail_msg("the old leader did not start again as a follower");
+    char listed[64];
+    snprintf(listed, sizeof listed, "id=%d ", target + 1);
+    s_wait_listed(g, listed, "role=leader");
+
+    assert_true(s_replica(g, "remove", id, out, sizeof out, err, sizeof err) != 0);
+    assert_non_null(strstr(err, "hand the lead over first"));
+    assert_true(s_replica(g, "remove", "99", out, sizeof out, err, sizeof err) != 0);
+    assert_non_null(strstr(err, "no such replica"));
+    assert_true(s_replica(g, "add", "ipc:///tmp/x", out, sizeof out, err, sizeof err) != 0);
+    assert_non_null(strstr(err, "not HOST:PORT"));
+    harness_t h = s_group(g, leader);
+    char *put[] = {"asyncq", "put", "--broker", g->all, "--queue", "t", "x", NULL};
+    assert_int_equal(harness_run(put, out, sizeof out), 0);
+    assert_int_equal(harness_stat(&h, "t", "queued"), 1);
+    harness_assert_serving(&h, "ok");
+    s_assert_same_state(g, target);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +574,9 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_replica_far_behind_catches_up_from_a_snapshot,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wiped_replica_rejoins_as_a_new_one, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
     };
     return harness_run_group(tests);
 }

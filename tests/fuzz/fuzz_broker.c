@@ -544,6 +544,14 @@ static void s_operation(input_t *in)
     case 10: {
         /* A queue's life, now and then: shut down, reopened, purged, deleted. */
         uint64_t which = s_byte(in);
+        if (which >= 150 && which < 160) { /* a broker that is not a replica: 400 */
+            static const char *const actions[] = {"list", "add 127.0.0.1:9", "remove 2",
+                                                  "transfer", "transfer 1 2"};
+            msg.cmd = AQ_CMD_REPLICAS;
+            msg.text = aq_bytes_str(actions[which % 5]);
+            s_router(peer, &msg);
+            break;
+        }
         if (which < 160)
             break;
         msg.cmd = which < 180 ? AQ_CMD_PEEK : which < 190 ? AQ_CMD_PAUSE : which < 200 ? AQ_CMD_RESUME

@@ -14,8 +14,9 @@
 # 3. libasyncq.so exports exactly the functions the installed headers declare
 #    (libasyncq.map and the headers agree), nothing else, and only names of
 #    the public API's prefixes: aq_producer_*, aq_consumer_*, aq_session_*,
-#    aq_security_*, and aq_join, aq_stats, aq_info, aq_dead, aq_shutdown, aq_peek, aq_queue_action,
-#    aq_keygen, aq_last_error, aq_status_name, aq_strerror, aq_version.
+#    aq_security_*, and aq_join, aq_stats, aq_info, aq_dead, aq_shutdown, aq_peek,
+#    aq_queue_action, aq_replicas, aq_keygen, aq_last_error, aq_status_name,
+#    aq_strerror, aq_version.
 # 4. hello.c builds with `pkg-config --cflags --libs asyncq` from the installed
 #    copy alone, once against the shared library and once against the static
 #    one, and both make a round trip (put, sync, get, ack, join) through the
@@ -86,7 +87,7 @@ nm -D --defined-only "$prefix/$libdir/libasyncq.so" | awk '{print $3}' | sed 's/
 if ! diff -u --label declared --label exported "$work/declared" "$work/exported"; then
   fail "libasyncq.so does not export what the headers declare (common/libasyncq.map)"
 fi
-api='^aq_(producer|consumer|session|security)_[a-z0-9_]+$|^aq_(join|stats|info|dead|shutdown|peek|queue_action|keygen|last_error|status_name|strerror|version)$'
+api='^aq_(producer|consumer|session|security)_[a-z0-9_]+$|^aq_(join|stats|info|dead|shutdown|peek|queue_action|replicas|keygen|last_error|status_name|strerror|version)$'
 if grep -vE "$api" "$work/exported"; then
   fail "libasyncq.so exports names outside the public API's prefixes (above)"
 fi

@@ -29,6 +29,7 @@
 #include "replica.h"
 
 #define NODES 3
+#define SLOTS (NODES + 1) /* the fourth joins a group that runs */
 
 typedef struct {
     replica_t *replica;
@@ -37,11 +38,13 @@ typedef struct {
     uint64_t hash;       /* FNV-1a over every entry applied, in order */
     uint64_t done_ok, done_failed, last_token;
     int bad_order;       /* a done token out of order */
+    int changes, change_status; /* membership callbacks, and the latest status */
+    uint64_t id;         /* 0: i + 1 (one of the first group) */
 } node_t;
 
 typedef struct {
-    node_t nodes[NODES];
-    char addresses[NODES][64];
+    node_t nodes[SLOTS];
+    char addresses[SLOTS][64];
     char root[128];
     unsigned threshold, trailing;
 } group_t;
@@ -98,6 +101,13 @@ static void s_done(void *ctx, uint64_t token, int status)
     node->done_ok++;
 }
 
+static void s_membership(void *ctx, int status)
+{
+    node_t *node = ctx;
+    node->changes++;
+    node->change_status = status;
+}
+
 static const uint64_t s_hash_start = 0xcbf29ce484222325ULL;
 
 static void s_open(group_t *group, int i)
@@ -106,8 +116,9 @@ static void s_open(group_t *group, int i)
     node->count = 0;
     node->hash = s_hash_start;
     node->done_ok = node->done_failed = node->last_token = 0;
-    replica_config_t config = {.count = NODES,
-                               .id = (unsigned) i + 1,
+    replica_config_t config = {.count = node->id ? 0 : NODES,
+                               .id = node->id ? node->id : (uint64_t) i + 1,
+                               .address = group->addresses[i],
                                .dir = node->dir,
                                .snapshot_threshold = group->threshold,
                                .snapshot_trailing = group->trailing};
@@ -117,6 +128,7 @@ static void s_open(group_t *group, int i)
                              .snapshot = s_snapshot,
                              .restore = s_restore,
                              .done = s_done,
+                             .membership = s_membership,
                              .ctx = node};
     char error[256] = "";
     node->replica = replica_open(&config, &owner, error, sizeof error);
@@ -132,8 +144,8 @@ static group_t *s_group(unsigned threshold, unsigned trailing)
     group->trailing = trailing;
     snprintf(group->root, sizeof group->root, "/tmp/asyncq-replica-XXXXXX");
     assert_non_null(mkdtemp(group->root));
-    int port = harness_free_ports(NODES);
-    for (int i = 0; i < NODES; i++) {
+    int port = harness_free_ports(SLOTS);
+    for (int i = 0; i < SLOTS; i++) {
         snprintf(group->addresses[i], sizeof group->addresses[i], "127.0.0.1:%d", port + i);
         snprintf(group->nodes[i].dir, sizeof group->nodes[i].dir, "%s/%d", group->root, i + 1);
     }
@@ -144,7 +156,7 @@ static group_t *s_group(unsigned threshold, unsigned trailing)
 
 static void s_free(group_t *group)
 {
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < SLOTS; i++)
         replica_close(&group->nodes[i].replica);
     char command[256];
     snprintf(command, sizeof command, "rm -rf '%s'", group->root);
@@ -163,9 +175,9 @@ static int64_t s_now_ms(void)
     polls its one, at most `max_ms`. */
 static void s_turn(group_t *group, int max_ms)
 {
-    struct pollfd fds[NODES];
+    struct pollfd fds[SLOTS];
     int count = 0, timeout = max_ms;
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < SLOTS; i++) {
         replica_t *replica = group->nodes[i].replica;
         if (!replica)
             continue;
@@ -175,7 +187,7 @@ static void s_turn(group_t *group, int max_ms)
             timeout = wait;
     }
     poll(fds, (nfds_t) count, timeout);
-    for (int i = 0; i < NODES; i++)
+    for (int i = 0; i < SLOTS; i++)
         if (group->nodes[i].replica)
             replica_run(group->nodes[i].replica);
 }
@@ -183,7 +195,7 @@ static void s_turn(group_t *group, int max_ms)
 /*  The ready leader, or -1. */
 static int s_leader(group_t *group)
 {
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < SLOTS; i++) {
         replica_t *replica = group->nodes[i].replica;
         if (replica && replica_role(replica) == REPLICA_LEADER && replica_ready(replica))
             return i;
@@ -207,7 +219,7 @@ static int s_converged(group_t *group, uint64_t count)
 {
     uint64_t hash = 0;
     int first = 1;
-    for (int i = 0; i < NODES; i++) {
+    for (int i = 0; i < SLOTS; i++) {
         node_t *node = &group->nodes[i];
         if (!node->replica)
             continue;
@@ -403,11 +415,104 @@ static void test_follower_refuses_to_append(void **state)
     int leader = s_wait_leader(group, 10000);
     int follower = (leader + 1) % NODES;
     int64_t until = s_now_ms() + 5000;
-    while (replica_leader(group->nodes[follower].replica) == 0 && s_now_ms() < until)
+    while (replica_leader(group->nodes[follower].replica, NULL) == 0 && s_now_ms() < until)
         s_turn(group, 20);
     assert_int_equal(replica_append(group->nodes[follower].replica, "x", 1), 0);
-    assert_int_equal(replica_leader(group->nodes[follower].replica), (unsigned) leader + 1);
+    assert_int_equal(replica_leader(group->nodes[follower].replica, NULL), leader + 1);
     assert_int_equal(replica_role(group->nodes[follower].replica), REPLICA_FOLLOWER);
+    s_free(group);
+}
+
+/*  A change of the group asked at the leader, then committed: its
+    callback's status. */
+static int s_changed(group_t *group, int leader)
+{
+    node_t *node = &group->nodes[leader];
+    int before = node->changes;
+    int64_t until = s_now_ms() + 10000;
+    while (node->changes == before && s_now_ms() < until)
+        s_turn(group, 20);
+    if (node->changes == before)
+        fail_msg("the change of the group was not committed within 10 s");
+    return node->change_status;
+}
+
+/*  The kind of replica `id` in the group as replica `i` knows it; -1 if
+    not there. */
+static int s_kind(group_t *group, int i, uint64_t id)
+{
+    replica_member_t members[8];
+    size_t count = replica_members(group->nodes[i].replica, members, 8);
+    for (size_t k = 0; k < count; k++)
+        if (members[k].id == id)
+            return (int) members[k].kind;
+    return -1;
+}
+
+/*  A replica added to a group that runs gets a new id, joins (no
+    bootstrap), catches up from a snapshot, and is made a voter once it
+    has; one removed leaves the group; the lead handed over moves to the
+    replica asked; changes are refused where they cannot be. */
+static void test_membership_changes(void **state)
+{
+    (void) state;
+    group_t *group = s_group(64, 16);
+    int leader;
+    uint64_t hash = s_running(group, 200, &leader);
+    replica_t *lead = group->nodes[leader].replica;
+    int follower = (leader + 1) % NODES;
+    uint64_t id = 0;
+    assert_int_equal(replica_add(group->nodes[follower].replica, group->addresses[NODES], &id),
+                     REPLICA_ENOTLEADER);
+    assert_int_equal(replica_add(lead, group->addresses[follower], &id), REPLICA_EDUPLICATE);
+    assert_int_equal(replica_remove(lead, (uint64_t) leader + 1), REPLICA_ELEADER);
+
+    assert_int_equal(replica_add(lead, group->addresses[NODES], &id), 0);
+    assert_true(id > REPLICAS_MAX);
+    uint64_t other = 0; /* one change at a time */
+    assert_int_equal(replica_add(lead, "127.0.0.1:1", &other), REPLICA_EBUSY);
+    assert_int_equal(s_changed(group, leader), 0);
+    assert_int_equal(s_kind(group, leader, id), REPLICA_STANDBY);
+    assert_int_equal(replica_members(lead, (replica_member_t[8]){0}, 8), NODES + 1);
+
+    /* It joins: no group of its own, the leader sends it the log. */
+    group->nodes[NODES].id = id;
+    s_open(group, NODES);
+    s_wait_converged(group, 200, 30000);
+    assert_true(group->nodes[NODES].hash == hash);
+    assert_true(replica_restores(group->nodes[NODES].replica) >= 1);
+    int64_t until = s_now_ms() + 10000;
+    while (s_kind(group, leader, id) != REPLICA_VOTER && s_now_ms() < until)
+        s_turn(group, 20);
+    assert_int_equal(s_kind(group, leader, id), REPLICA_VOTER);
+    assert_true(replica_is_member(group->nodes[NODES].replica));
+
+    /* One of the first group leaves (once the promotion is committed). */
+    int rv;
+    until = s_now_ms() + 10000;
+    while ((rv = replica_remove(lead, (uint64_t) follower + 1)) == REPLICA_EBUSY
+           && s_now_ms() < until)
+        s_turn(group, 20);
+    assert_int_equal(rv, 0);
+    assert_int_equal(s_changed(group, leader), 0);
+    assert_int_equal(s_kind(group, leader, (uint64_t) follower + 1), -1);
+    replica_close(&group->nodes[follower].replica);
+    hash = s_append(group, leader, 201, 260, 16, hash);
+    s_wait_converged(group, 260, 10000);
+
+    /* The lead handed to the replica that joined. */
+    uint64_t to = 9999;
+    assert_int_equal(replica_transfer(lead, &to), REPLICA_ENOID);
+    to = id;
+    assert_int_equal(replica_transfer(lead, &to), 0);
+    assert_int_equal(to, id);
+    until = s_now_ms() + 10000;
+    while (s_leader(group) != NODES && s_now_ms() < until)
+        s_turn(group, 20);
+    assert_int_equal(s_leader(group), NODES);
+    hash = s_append(group, NODES, 261, 300, 16, hash);
+    s_wait_converged(group, 300, 10000);
+    assert_true(group->nodes[leader].hash == hash);
     s_free(group);
 }
 
@@ -419,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_replica_far_behind_catches_up_from_a_snapshot),
         cmocka_unit_test(test_group_restarted_comes_back),
         cmocka_unit_test(test_follower_refuses_to_append),
+        cmocka_unit_test(test_membership_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,16 @@ aq_status_t aq_info(aq_session_t *session, aq_stats_line_fn *line, void *ctx);
 aq_status_t aq_dead(aq_session_t *session, const char *queue, const char *action,
                     aq_stats_line_fn *line, void *ctx);
 
+/*  A group of replicas (PROTOCOL.md 4.16), asked of its leader: "list"
+    calls `line` once per replica (id, address, kind, and on the leader
+    how far each has the log); "add HOST:PORT" (admin) adds a replica at
+    that address, once the group has committed it (`line` gets its new
+    id: start it with --join HOST:PORT --node-id ID); "remove ID" or
+    "remove HOST:PORT" (admin) takes one out; "transfer [ID]" (admin) asks
+    that replica (or the one most up to date) to lead. */
+aq_status_t aq_replicas(aq_session_t *session, const char *action, aq_stats_line_fn *line,
+                        void *ctx);
+
 /*  A queue's life (admin), each answered once the broker's journal has it:
     REOPEN a shut-down queue (it takes puts again: `line` gets its stats
     line); PURGE its queued and delayed items (`line` gets "purged=N");

@@ -65,6 +65,7 @@ typedef enum {
     AQ_CMD_PAUSE,
     AQ_CMD_RESUME,
     AQ_CMD_READY,
+    AQ_CMD_REPLICAS,
     AQ_CMD_COUNT_
 } aq_cmd_t;
 
@@ -102,7 +103,8 @@ typedef struct {
     aq_bytes_t broker;   /* WELCOME */
     aq_bytes_t name;     /* ERROR */
     aq_bytes_t subject;  /* ERROR: the ids, seq range or queue it concerns */
-    aq_bytes_t text;     /* ERROR; NACK: the reason; DEAD: the action; WELCOME: roles */
+    aq_bytes_t text;     /* ERROR; NACK: the reason; DEAD, REPLICAS: the action; WELCOME:
+                            roles */
     aq_bytes_t persistence; /* WELCOME */
     aq_bytes_t payload;  /* PUT ITEM */
     aq_bytes_t batch;    /* PUTS ITEMS: the items frame */
