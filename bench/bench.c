@@ -59,6 +59,7 @@ typedef struct {
     uint64_t run;                    /* puts in a row with the same priority */
     uint64_t delay_ms;               /* every put delayed this long; 0: none */
     uint64_t shards;                 /* asyncq-broker --shards N; 0: one broker */
+    uint64_t replicas;               /* a group of N replicas (--peers); 0: one broker */
     uint64_t fill[FILL_STEPS_MAX];   /* cumulative item counts; fill_count 0: not a fill */
     size_t fill_count;
     int curve;
@@ -273,6 +274,9 @@ static void s_usage(void)
            "      --curve           CURVE keys for the broker and the clients (temp dir)\n"
            "      --shards N        the broker as N shards of one service (asyncq-broker\n"
            "                        --shards N, on ipc://): clients spread and gather\n"
+           "      --replicas N      the broker as a group of N replicas on loopback\n"
+           "                        (--peers, each with a data directory of its own): the\n"
+           "                        clients are given every replica and find the leader\n"
            "Default mode: items/s from the first put to the JOINED of a join made once\n"
            "every producer's puts are confirmed; every item acked through the library.\n");
 }
@@ -280,7 +284,7 @@ static void s_usage(void)
 static int s_parse(int argc, char **argv, bench_options_t *opts)
 {
     enum { OPT_CREDIT = 1000, OPT_RATE, OPT_FILL, OPT_BROKER_ARG, OPT_CURVE, OPT_PRIORITIES,
-           OPT_RUN, OPT_DELAY, OPT_SHARDS };
+           OPT_RUN, OPT_DELAY, OPT_SHARDS, OPT_REPLICAS };
     static const struct option options[] = {
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
@@ -293,6 +297,7 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
         {"run", required_argument, 0, OPT_RUN},
         {"delay-ms", required_argument, 0, OPT_DELAY},
         {"shards", required_argument, 0, OPT_SHARDS},
+        {"replicas", required_argument, 0, OPT_REPLICAS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(opts, 0, sizeof *opts);
@@ -308,7 +313,8 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
                          : opt == OPT_CREDIT ? &opts->credit : opt == OPT_RATE ? &opts->rate
                          : opt == OPT_PRIORITIES ? &opts->priorities : opt == OPT_RUN ? &opts->run
                          : opt == OPT_DELAY ? &opts->delay_ms
-                         : opt == OPT_SHARDS ? &opts->shards : NULL;
+                         : opt == OPT_SHARDS ? &opts->shards
+                         : opt == OPT_REPLICAS ? &opts->replicas : NULL;
         if (opt == 'h') {
             s_usage();
             exit(0);
@@ -338,6 +344,10 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
     }
     if (optind < argc) {
         fprintf(stderr, "asyncq-bench: unexpected argument '%s'\n", argv[optind]);
+        return 0;
+    }
+    if (opts->replicas > 7 || (opts->replicas && opts->shards)) {
+        fprintf(stderr, "asyncq-bench: --replicas takes 1 to 7, and not with --shards\n");
         return 0;
     }
     if (opts->rate && opts->fill_count) {
@@ -587,6 +597,55 @@ static int s_run_flow(aq_process_t *broker)
     return 1;
 }
 
+/*  --replicas N: N asyncq-broker processes, `argv` (its "--bind" last but
+    the flags) given each replica's address, --peers, --node-id and a data
+    directory of its own in `dir`; g_address is every replica's address.
+    0 once each has said READY. */
+static int s_start_group(char **argv, size_t argc, aq_process_t *group, char *dir,
+                         size_t dir_size)
+{
+    int count = (int) g_opts.replicas;
+    int base = bench_free_ports(3 * count);
+    if (!base || bench_temp_dir("asyncq-bench-replicas", dir, dir_size)) {
+        fprintf(stderr, "asyncq-bench: no free ports or temp dir for the replicas\n");
+        return -1;
+    }
+    char peers[7 * 24] = "";
+    for (int i = 0; i < count; i++)
+        snprintf(peers + strlen(peers), sizeof peers - strlen(peers), "%s127.0.0.1:%d",
+                 i ? "," : "", base + 3 * i);
+    snprintf(g_address, sizeof g_address, "%s", peers);
+    for (int i = 0; i < count; i++) {
+        char bind[32], node[16], data[256];
+        snprintf(bind, sizeof bind, "127.0.0.1:%d", base + 3 * i);
+        snprintf(node, sizeof node, "%d", i + 1);
+        snprintf(data, sizeof data, "%s/%d", dir, i + 1);
+        char *replica_argv[BROKER_ARGS_MAX + 24];
+        size_t n = 0;
+        replica_argv[n++] = argv[0];
+        replica_argv[n++] = "--bind";
+        replica_argv[n++] = bind;
+        for (size_t k = 2; k < argc; k++) /* the flags after --bind */
+            replica_argv[n++] = argv[k];
+        char *own[] = {"--peers", peers, "--node-id", node, "--data-dir", data, NULL};
+        for (size_t k = 0; own[k]; k++)
+            replica_argv[n++] = own[k];
+        replica_argv[n] = NULL;
+        char ready[256];
+        if (aq_process_spawn(&group[i], replica_argv, 1, AQ_STDIN_NULL)) {
+            fprintf(stderr, "asyncq-bench: cannot start replica %d\n", i + 1);
+            return -1;
+        }
+        bench_track(group[i].pid);
+        if (!aq_process_expect(&group[i], "READY ", ready, sizeof ready, 10000)) {
+            fprintf(stderr, "asyncq-bench: replica %d did not start (its stderr says why)\n",
+                    i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (!s_parse(argc, argv, &g_opts))
@@ -608,7 +667,8 @@ int main(int argc, char **argv)
     atomic_store(&g_shared->max_lag_us, INT64_MIN);
 
     int ok = 0;
-    char key_dir[1024] = "", tmpdir[1024] = "", shard_dir[200] = "";
+    char key_dir[1024] = "", tmpdir[1024] = "", shard_dir[200] = "", group_dir[200] = "";
+    aq_process_t group[7] = {{0}};
     char *broker_argv[BROKER_ARGS_MAX + 16] = {0};
     size_t argc_broker = 0;
     char path[4096];
@@ -633,7 +693,7 @@ int main(int argc, char **argv)
         snprintf(count, sizeof count, "%llu", (unsigned long long) g_opts.shards);
         broker_argv[argc_broker++] = strdup(count);
     }
-    else
+    else if (!g_opts.replicas) /* a group's replicas bind ports of their own */
         broker_argv[argc_broker++] = strdup("tcp://127.0.0.1:0");
     if (g_opts.curve) {
         if (bench_temp_dir("asyncq-bench-keys", key_dir, sizeof key_dir)
@@ -651,16 +711,25 @@ int main(int argc, char **argv)
         }
         broker_argv[argc_broker++] = s_expand(g_opts.broker_args[i], tmpdir);
     }
-    if (aq_process_spawn(&broker, broker_argv, 1, AQ_STDIN_NULL)) {
-        fprintf(stderr, "asyncq-bench: cannot start %s\n", path);
-        goto done;
+    if (g_opts.replicas) {
+        if (s_start_group(broker_argv, argc_broker, group, group_dir, sizeof group_dir))
+            goto done;
+        broker = group[0]; /* its memory is the one reported */
+        group[0].pid = 0;
     }
-    bench_track(broker.pid);
-    for (uint64_t i = 0; i < (g_opts.shards ? g_opts.shards : 1); i++)
-        if (!aq_process_expect(&broker, "READY ", g_address, sizeof g_address, 10000)) {
-            fprintf(stderr, "asyncq-bench: the broker did not start (its stderr says why)\n");
+    else {
+        if (aq_process_spawn(&broker, broker_argv, 1, AQ_STDIN_NULL)) {
+            fprintf(stderr, "asyncq-bench: cannot start %s\n", path);
             goto done;
         }
+        bench_track(broker.pid);
+        for (uint64_t i = 0; i < (g_opts.shards ? g_opts.shards : 1); i++)
+            if (!aq_process_expect(&broker, "READY ", g_address, sizeof g_address, 10000)) {
+                fprintf(stderr, "asyncq-bench: the broker did not start (its stderr says "
+                                "why)\n");
+                goto done;
+            }
+    }
     if (g_opts.shards) /* the service's address: shard 0's */
         snprintf(g_address, sizeof g_address, "ipc://%s/b", shard_dir);
     uint64_t consumers = g_opts.fill_count ? 0 : g_opts.consumers;
@@ -696,6 +765,13 @@ done:
     bench_stop_all(SIGTERM, 3000);
     if (broker.pid)
         aq_process_stop(&broker, g_opts.fill_count || !ok ? SIGKILL : SIGTERM, 5000);
+    for (int i = 0; i < 7; i++)
+        if (group[i].pid) {
+            bench_untrack(group[i].pid);
+            aq_process_stop(&group[i], SIGKILL, 5000);
+        }
+    if (group_dir[0])
+        bench_remove_tree(group_dir);
     if (key_dir[0])
         bench_remove_tree(key_dir);
     if (tmpdir[0])

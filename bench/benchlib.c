@@ -246,6 +246,33 @@ int bench_free_port(void)
     return port;
 }
 
+int bench_free_ports(int count)
+{
+    for (int attempt = 0; attempt < 64; attempt++) {
+        int base = bench_free_port();
+        if (!base || base + count > 65535)
+            continue;
+        int fds[16], bound = 0;
+        for (; bound < count && bound < 16; bound++) {
+            fds[bound] = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in address = {.sin_family = AF_INET,
+                                          .sin_port = htons((uint16_t) (base + bound))};
+            address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (fds[bound] < 0
+                || bind(fds[bound], (struct sockaddr *) &address, sizeof address) != 0) {
+                if (fds[bound] >= 0)
+                    close(fds[bound]);
+                break;
+            }
+        }
+        for (int i = 0; i < bound; i++)
+            close(fds[i]);
+        if (bound == count)
+            return base;
+    }
+    return 0;
+}
+
 int bench_temp_dir(const char *prefix, char *buf, size_t size)
 {
     const char *base = getenv("TMPDIR");

@@ -70,6 +70,9 @@ int bench_parse_u64(const char *text, uint64_t *value);
 
 /*  A free TCP port on 127.0.0.1 (bound, then released), or 0. */
 int bench_free_port(void);
+/*  The first of `count` (at most 16) consecutive loopback ports free now;
+    0 if none was found. */
+int bench_free_ports(int count);
 
 /*  A new directory under $TMPDIR (default /tmp) named prefix-XXXXXX,
     written into buf; and removing one with everything in it. */

@@ -1099,10 +1099,14 @@ static void s_on_replicas(const request_t *request)
                               group.replicas[i].id == group.node ? group.role
                               : group.replicas[i].id == group.leader ? "leader" : "follower");
             if (group.replicas[i].known && at > 0 && (size_t) at < sizeof lines_text[i])
+                at += snprintf(lines_text[i] + at, sizeof lines_text[i] - (size_t) at,
+                               " match_index=%llu lag=%llu",
+                               (unsigned long long) group.replicas[i].match_index,
+                               (unsigned long long) group.replicas[i].lag);
+            if (group.replicas[i].id == group.node && at > 0 && (size_t) at < sizeof lines_text[i])
                 snprintf(lines_text[i] + at, sizeof lines_text[i] - (size_t) at,
-                         " match_index=%llu lag=%llu",
-                         (unsigned long long) group.replicas[i].match_index,
-                         (unsigned long long) group.replicas[i].lag);
+                         " term=%llu commit_index=%llu", (unsigned long long) group.term,
+                         (unsigned long long) group.commit_index);
             lines[i] = aq_bytes_str(lines_text[i]);
         }
         aq_msg_t reply = {.cmd = AQ_CMD_REPORT, .tag = msg->tag, .list = lines,

@@ -137,7 +137,8 @@ static void s_usage(FILE *out)
             "                          `asyncq replica add HOST:PORT` added (its address, as\n"
             "                          clients reach it; with --node-id and --data-dir; env\n"
             "                          ASYNCQ_JOIN): the leader sends it the log, and makes\n"
-            "                          it a voter once it has caught up\n"
+            "                          it a voter once it has caught up; --peers, if given\n"
+            "                          too, is not read\n"
             "      --replica-snapshot N  a replica writes its state as a snapshot, and drops\n"
             "                          the log before it, every N entries (one a pass of its\n"
             "                          loop); the last quarter is kept, so that a replica a\n"
@@ -688,11 +689,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "asyncq-broker: --%s makes this broker a replica of a group: it "
                         "needs --data-dir (the group's log), and is not yet taken with "
                         "--shards or --service\n", config.peers ? "peers" : "join");
-        return AQ_EXIT_USAGE;
-    }
-    if (config.peers && config.join) {
-        fprintf(stderr, "asyncq-broker: --peers starts a group, --join joins one that runs "
-                        "(`asyncq replica add` gave this replica its --node-id): not both\n");
         return AQ_EXIT_USAGE;
     }
     if (config.join && !config.node_id) {

@@ -1,7 +1,9 @@
 #include "persist.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,7 +408,7 @@ struct group {
     size_t head, length, capacity;
     uint64_t own_appended, own_applied; /* the leader's entries */
     int stepping_down;
-    int outside; /* told that it is not in the group it knows */
+    int member; /* in the group it knows, as last seen */
     int64_t opened_ms; /* a replica that joins: when it started waiting for the leader */
     int hinted;
     /*  The change a client asked for (REPLICAS add or remove), answered
@@ -670,7 +672,9 @@ static int s_group_addresses(broker_t *self, char *error, size_t error_size)
     }
     if (!self->config.node_id || self->config.node_id > group->count) {
         snprintf(error, error_size, "--node-id %llu is not a place in --peers' %u replicas "
-                 "(counted from 1)", (unsigned long long) self->config.node_id, group->count);
+                 "(counted from 1); a replica added with `asyncq replica add` starts with "
+                 "--join HOST:PORT (its own address) too", (unsigned long long) self->config.node_id,
+                 group->count);
         return -1;
     }
     snprintf(group->address, sizeof group->address, "%s", group->peers[self->config.node_id - 1]);
@@ -713,6 +717,7 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
     if (!self->replica)
         return JOURNAL_IO;
     group->opened_ms = broker_now_ms();
+    group->member = replica_is_member(self->replica);
     if (self->config.join)
         log_line("replica %llu: the group's log in %s, replicas reach it on %s; it joins a "
                  "group that runs, and waits for its leader",
@@ -776,11 +781,13 @@ void persist_run(broker_t *self)
     }
     if (version != replica_configuration_version(self->replica)) {
         s_group_service(self);
+        /* Told once, when it leaves (a replica that joins learns of the
+           group before it is in it). */
         int member = replica_is_member(self->replica);
-        if (!member && replica_configuration_version(self->replica) && !self->group->outside)
+        if (!member && self->group->member)
             log_line("replica %llu is not in its group any more (removed with `asyncq replica "
                      "remove`): it serves nothing; stop it", (unsigned long long) self->config.node_id);
-        self->group->outside = !member;
+        self->group->member = member;
     }
     s_answer_waits(self);
 }
@@ -917,9 +924,43 @@ int persist_change(broker_t *self, aq_bytes_t asker, aq_bytes_t tag, persist_cha
     return PERSIST_PENDING;
 }
 
+/*  Whether DIR holds a replica's log (DIR/replica), and whether it holds a
+    journal's segments: a directory is one broker's or one replica's, never
+    taken for the other (its state would be missing). */
+static void s_dir_holds(const char *dir, int *replica, int *journal)
+{
+    char path[PATH_MAX];
+    struct stat info;
+    snprintf(path, sizeof path, "%s/replica", dir);
+    *replica = stat(path, &info) == 0 && S_ISDIR(info.st_mode);
+    *journal = 0;
+    DIR *entries = opendir(dir);
+    struct dirent *entry;
+    while (entries && (entry = readdir(entries)) && !*journal) {
+        size_t length = strlen(entry->d_name);
+        *journal = length == 20 && strcmp(entry->d_name + 16, ".log") == 0;
+    }
+    if (entries)
+        closedir(entries);
+}
+
 int persist_open(broker_t *self, char *error, size_t error_size)
 {
-    if (self->config.peers || self->config.join)
+    int replica, journal, grouped = self->config.peers || self->config.join;
+    s_dir_holds(self->config.data_dir, &replica, &journal);
+    if (replica && !grouped) {
+        snprintf(error, error_size, "%s holds the log of a replica of a group (%s/replica): "
+                 "start it as one, with --peers (or --join) and its --node-id, as before",
+                 self->config.data_dir, self->config.data_dir);
+        return JOURNAL_IO;
+    }
+    if (journal && grouped) {
+        snprintf(error, error_size, "%s holds the journal of a broker that is not a replica: a "
+                 "replica starts from an empty directory of its own (the group's log is not "
+                 "that journal)", self->config.data_dir);
+        return JOURNAL_IO;
+    }
+    if (grouped)
         return s_group_open(self, error, error_size);
     journal_config_t config = {
         .dir = self->config.data_dir,

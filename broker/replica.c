@@ -652,7 +652,8 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     raft_seed(&self->raft, s_seed(config->id));
     rv = raft_start(&self->raft);
     if (rv) {
-        snprintf(error, error_size, "raft start in %s: %s", config->dir, raft_errmsg(&self->raft));
+        snprintf(error, error_size, "raft start in %s: %s%s%s", config->dir, raft_strerror(rv),
+                 *raft_errmsg(&self->raft) ? ": " : "", raft_errmsg(&self->raft));
         goto failed;
     }
     return self;

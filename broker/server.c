@@ -772,7 +772,8 @@ static void s_start_stopping(broker_t *self)
 {
     if (self->replica) {
         /* The group's log holds everything; another replica leads. */
-        log_line("stopping: replica %llu leaves its group (%zu items in its log)",
+        log_line("stopping: replica %llu (%zu items in the group's log; it stays in its group: "
+                 "asyncq replica remove takes it out)",
                  (unsigned long long) self->config.node_id, store_count(self->store));
         self->stopping = 2;
         return;

@@ -148,7 +148,14 @@ static void s_group_add(void *ctx, const char *line)
     stats_row_t row;
     snprintf(row.line, sizeof row.line, "%s", line);
     s_row_split(&row);
-    const char *lag = s_row_get(&row, "lag");
+    static const char *const keys[] = {"id", "address", "kind", "role", "lag"};
+    const char *cells[5];
+    for (int i = 0; i < 5; i++)
+        cells[i] = s_row_get(&row, keys[i]) ? s_row_get(&row, keys[i]) : "-";
+    const char *term = s_row_get(&row, "term"), *commit = s_row_get(&row, "commit_index");
+    char note[96] = "";
+    if (term && commit) /* the leader's own line */
+        snprintf(note, sizeof note, "  (term %s, commit index %s)", term, commit);
     size_t used = strlen(snapshot->group);
     if (used == 0)
         used = (size_t) snprintf(snapshot->group, sizeof snapshot->group,
@@ -156,10 +163,8 @@ static void s_group_add(void *ctx, const char *line)
                                  "ROLE", "LAG");
     if (used < sizeof snapshot->group)
         snprintf(snapshot->group + used, sizeof snapshot->group - used,
-                 "%-8s %-24s %-8s %-10s %s\n", s_row_get(&row, "id") ? s_row_get(&row, "id") : "?",
-                 s_row_get(&row, "address") ? s_row_get(&row, "address") : "?",
-                 s_row_get(&row, "kind") ? s_row_get(&row, "kind") : "?",
-                 s_row_get(&row, "role") ? s_row_get(&row, "role") : "?", lag ? lag : "-");
+                 "%-8s %-24s %-8s %-10s %s%s\n", cells[0], cells[1], cells[2], cells[3],
+                 cells[4], note);
 }
 
 /*  Every broker's rows, a queue's merged into one (--brokers: each row,

@@ -36,6 +36,7 @@
 #define REPLICA_HELLO_AGAIN_MS 500
 /*  Redirections followed in one foreground HELLO, at most. */
 #define REDIRECTS_MAX 32
+#define REPLICA_HOP_MS 1000 /* a replica named or next that does not answer: the next one */
 
 struct aq_handshake_watch {
     zsock_t *monitor;
@@ -465,16 +466,31 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
         return s_hello(self, aq_deadline_left(deadline), fail_fast);
     }
     if (rc == AQ_REFUSED && self->error.code == AQ_NOT_LEADER) {
-        /* A replica that does not lead (4.16): its leader, or the next
-           replica a little later, within the time left. */
-        for (int hops = 0; hops < REDIRECTS_MAX && rc == AQ_REFUSED
-                           && self->error.code == AQ_NOT_LEADER && aq_deadline_left(deadline);
-             hops++) {
-            aq_bytes_t leader = aq_bytes_str(self->error.subject);
+        /* A replica that does not lead (4.16): its leader next, or the
+           next replica a little later; one that does not answer within a
+           hop (a leader just gone, whose followers still name it) is
+           passed over for the next; all within the time left. */
+        for (int hops = 0; hops < REDIRECTS_MAX && aq_deadline_left(deadline); hops++) {
             int left = aq_deadline_left(deadline);
-            if (!s_follow(self, leader))
-                zclock_sleep(left >= 0 && left < REPLICA_AGAIN_MS ? left : REPLICA_AGAIN_MS);
-            rc = s_hello(self, aq_deadline_left(deadline), 0);
+            if (rc == AQ_REFUSED && self->error.code == AQ_NOT_LEADER) {
+                if (!s_follow(self, aq_bytes_str(self->error.subject)))
+                    zclock_sleep(left >= 0 && left < REPLICA_AGAIN_MS ? left : REPLICA_AGAIN_MS);
+            }
+            else if (rc == AQ_REFUSED || rc == AQ_OK)
+                break; /* led, or refused for another cause */
+            else
+                s_retarget(self, (self->target + 1) % self->target_count);
+            left = aq_deadline_left(deadline);
+            rc = s_hello(self, left >= 0 && left < REPLICA_HOP_MS ? left : REPLICA_HOP_MS, 0);
+        }
+        if (rc != AQ_OK && rc != AQ_REFUSED) {
+            char known[AQ_TEXT_MAX] = "";
+            for (size_t i = 0, at = 0; i < self->target_count && at < sizeof known; i++)
+                at += (size_t) snprintf(known + at, sizeof known - at, "%s%s", i ? ", " : "",
+                                        self->targets[i]);
+            aq_last_error_set("no leader of the group of replicas %s answered within %.1f s",
+                              known, timeout_ms / 1000.0);
+            rc = AQ_UNREACHABLE;
         }
         return rc;
     }

@@ -6,7 +6,8 @@
 // then accepted, and from the View dialog), and Purge dead; and the queue buttons: Purge,
 // Reopen of a shut-down queue, Delete (its confirm dismissed, then accepted). Then the whole
 // service's page (asyncq-broker --shards 3 --metrics PORT): the shards added up, a row per
-// shard, a stopped shard shown down and then up again.
+// shard, a stopped shard shown down and then up again; and a group of three replicas: each
+// page says the replica's role, the term, the commit index (and on the leader, the lag).
 //
 // Usage: node dashboard.test.mjs BIN_DIR ARTIFACT_DIR
 // Exit codes: 0 passed, 1 failed, 77 skipped (no Chromium or no node_modules).
@@ -490,6 +491,39 @@ async function main() {
   await expectText(field(shardRow(1), 'state'), /^up$/, 'shard 1 back');
   ok('shard 1 stopped: its row says down (the others answer on), and up once it runs again');
   await stop(service);
+
+  // A group of three replicas (--peers), each with its own page: the leader's says so,
+  // with the term, the commit index and each replica's lag; a follower's names the leader.
+  const base = await freePorts(12);
+  const peers = [0, 1, 2].map((i) => `127.0.0.1:${base + 4 * i}`).join(',');
+  const replicas = [0, 1, 2].map((i) => start('asyncq-broker', ['--bind', `127.0.0.1:${base + 4 * i}`,
+    '--peers', peers, '--node-id', String(i + 1), '--data-dir', join(work, `replica-${i + 1}`),
+    '--metrics', `127.0.0.1:${base + 4 * i + 3}`]));
+  const roleOf = async (i) => {
+    try {
+      const r = await fetch(`http://127.0.0.1:${base + 4 * i + 3}/stats.json`);
+      return (await r.json()).broker.replica.role;
+    } catch { return null; }
+  };
+  let leader = -1;
+  await until('a leader of the group', async () => {
+    for (const r of replicas) if (r.exitCode !== null) throw new Error(`a replica exited\n${r.log.join('\n')}`);
+    for (let i = 0; i < 3; i++) if (await roleOf(i) === 'leader') leader = i;
+    return leader >= 0;
+  });
+  await run('asyncq', ['put', '-b', peers, '-q', 'replicated', 'one', 'two']);
+  await page.goto(`http://127.0.0.1:${base + 4 * leader + 3}/`);
+  const replicaField = page.locator('#broker dd[data-field="replica"]');
+  await expectText(replicaField, new RegExp(`^${leader + 1}, leader · term \\d+ · commit \\d+ · lag `),
+    'the leader\'s replica field');
+  await expectText(field('#queues tr[data-queue="replicated"]', 'queued'), /^2$/, 'replicated queued');
+  const follower = (leader + 1) % 3;
+  await page.goto(`http://127.0.0.1:${base + 4 * follower + 3}/`);
+  await expectText(replicaField, new RegExp(`^${follower + 1}, follower of leader ${leader + 1} · term `),
+    'a follower\'s replica field');
+  await page.screenshot({ path: join(artifactDir, 'dashboard-replica.png'), fullPage: true });
+  ok(`a group of 3: each page says its replica's role; a follower's: "${await replicaField.textContent()}"`);
+  await Promise.all(replicas.map((r) => stop(r)));
 
   if (pageErrors.length) throw new Error('errors in the page: ' + pageErrors.join('; '));
   ok('no script errors in the page');

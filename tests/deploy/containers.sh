@@ -2,9 +2,14 @@
 # Real containers: starts a Docker daemon of its own, builds a Debian base
 # image with debootstrap (no image can be pulled), builds asyncq's image on it,
 # runs docker-compose with 3 producers, 5 consumers and the join, and checks
-# that every item was acked and the join completed.
+# that every item was acked and the join completed; then the same with three
+# shards (docker-compose.shards.yml), and with one shard as a group of three
+# replicas (docker-compose.replicas.yml) whose leader's container is killed
+# mid-run.
 #
 #   tests/deploy/containers.sh        (as root; exit 77 = skipped)
+#   ASYNCQ_CONTAINERS_PHASES="single shards replicas" tests/deploy/containers.sh
+#                                     (the phases to run; all by default)
 #
 # Everything it makes goes when it ends: containers, images, networks, the
 # daemon (stopped by its PID), its data, docker0, the firewall rules the daemon
@@ -15,7 +20,12 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 mirror=${ASYNCQ_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 producers=3 consumers=5 per_producer=200
+phases=" ${ASYNCQ_CONTAINERS_PHASES:-single shards replicas} "
 skip() { echo "SKIPPED: $*"; exit 77; }
+phase() { [[ "$phases" == *" $1 "* ]]; }
+for name in $phases; do
+  case $name in single|shards|replicas) ;; *) echo "unknown phase '$name'" >&2; exit 2 ;; esac
+done
 
 [ "$(id -u)" = 0 ] || skip "starting dockerd needs root"
 for tool in dockerd /usr/bin/docker docker-compose debootstrap iptables-save; do
@@ -42,6 +52,8 @@ cleanup() {
   if [ -n "$dockerd_pid" ] && kill -0 "$dockerd_pid" 2>/dev/null; then
     docker-compose -p "$project" -f "$top/docker-compose.yml" down --volumes --remove-orphans >/dev/null 2>&1
     docker-compose -p "${project}s" -f "$top/docker-compose.yml" -f "$top/docker-compose.shards.yml" \
+      down --volumes --remove-orphans >/dev/null 2>&1
+    docker-compose -p "${project}r" -f "$top/docker-compose.yml" -f "$top/docker-compose.replicas.yml" \
       down --volumes --remove-orphans >/dev/null 2>&1
     docker rm -f $(docker ps -aq) >/dev/null 2>&1
     docker system prune -af >/dev/null 2>&1 # images and networks
@@ -94,9 +106,27 @@ docker build --network host -q -t asyncq:containers-test \
   --build-arg BASE_IMAGE=asyncq-base:containers-test \
   --build-arg RUNTIME_IMAGE=asyncq-base:containers-test --build-arg DEBIAN_MIRROR="$mirror" "$top"
 
-echo "== docker-compose up: $producers producers x $per_producer items, $consumers consumers, join"
 export ASYNCQ_IMAGE=asyncq:containers-test ASYNCQ_COUNT=$per_producer \
   ASYNCQ_PRODUCER_MAX_SLEEP=0.05 ASYNCQ_CONSUMER_MAX_SLEEP=0.2 ASYNCQ_JOIN_TIMEOUT=120
+keys=/var/lib/asyncq/keys
+fail=0
+check() { # description, command...
+  local what=$1; shift
+  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
+}
+# What `$1 asyncq stats` says the queue `kept` holds, once it answers.
+kept_queued() {
+  local queued=""
+  for _ in $(seq 150); do
+    queued=$("$1" asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
+    [ -n "$queued" ] && break
+    sleep 0.2
+  done
+  echo "$queued"
+}
+
+if phase single; then
+echo "== docker-compose up: $producers producers x $per_producer items, $consumers consumers, join"
 compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
 # The broker, consumers and producers first; the broker container restarts
 # once a third of the puts are in: producers send again what it had not
@@ -104,7 +134,6 @@ compose() { docker-compose -p "$project" -f "$top/docker-compose.yml" "$@"; }
 # join starts once every producer has exited (each exits 0 only when all its
 # puts are confirmed), as the compose file's dependency says; it is started
 # here without that dependency check, which would race with the restart.
-keys=/var/lib/asyncq/keys
 # A command in the broker's container with the admin's key.
 admin() { compose exec -T -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret \
   -e ASYNCQ_SERVER_KEY=$keys/broker.key broker "$@"; }
@@ -134,11 +163,6 @@ echo "image: $(docker image inspect -f '{{.Size}}' asyncq:containers-test) bytes
 compose logs --no-color join
 compose logs --no-color producer | grep "done:"
 
-fail=0
-check() { # description, command...
-  local what=$1; shift
-  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
-}
 stats=$(admin asyncq stats --queue default)
 echo "broker: $stats"
 field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $stats"; }
@@ -176,21 +200,13 @@ compose stop consumer >/dev/null 2>&1
 compose run --rm -T -e ASYNCQ_COUNT=25 -e ASYNCQ_QUEUE=kept producer >/dev/null 2>&1
 compose down >/dev/null 2>&1
 compose up -d --no-build broker >/dev/null 2>&1
-# What `$1 asyncq stats` says the queue `kept` holds, once it answers.
-kept_queued() {
-  local queued=""
-  for _ in $(seq 150); do
-    queued=$("$1" asyncq stats --queue kept 2>/dev/null | sed -n 's/.* queued=\([0-9]*\).*/\1/p') || true
-    [ -n "$queued" ] && break
-    sleep 0.2
-  done
-  echo "$queued"
-}
 kept=$(kept_queued admin)
 echo "after down and up: queue kept: ${kept:-no answer} queued"
 check "docker compose down && up keeps the 25 queued items" test "${kept:-0}" = 25
 compose down --volumes >/dev/null 2>&1
+fi # single
 
+if phase shards; then
 # Three durable shards (docker-compose.shards.yml over the file): producers
 # and consumers given the first broker use all three, the join covers them,
 # and down && up keeps what each holds.
@@ -249,4 +265,172 @@ shards up -d --no-build broker broker-1 broker-2 >/dev/null 2>&1
 kept=$(kept_queued shard_admin)
 echo "shards after down and up: queue kept: ${kept:-no answer} queued"
 check "shards: down && up keeps the 30 queued items" test "${kept:-0}" = 30
+shards down --volumes >/dev/null 2>&1
+fi # shards
+
+if phase replicas; then
+# One shard as a group of three durable replicas (docker-compose.replicas.yml
+# over the file): producers, consumers and the join, given all three, find
+# the leader. The leader's container is killed while 2 more producers put:
+# the other two elect another, every put is confirmed, a join covers them and
+# nothing is lost; the killed one, started again, follows the new leader.
+# Then its volume is lost, and it comes back as the compose file's header
+# says (removed, added under a new id, started with ASYNCQ_JOIN).
+echo "== docker-compose with a group of three replicas: 2 producers x $per_producer items, 3 consumers, join; the leader killed under 2 more"
+replicas_files=(-p "${project}r" -f "$top/docker-compose.yml" -f "$top/docker-compose.replicas.yml")
+replicas() { docker-compose "${replicas_files[@]}" "$@"; }
+group=broker:5557,broker-1:5557,broker-2:5557
+replicas_failed=$fail
+replica_container() { replicas ps -q "$1"; }
+# A command with the admin's key in replica $1's container, given the whole
+# group: the request goes to the leader.
+replica_admin() {
+  local service=$1; shift
+  docker exec -e ASYNCQ_CURVE_SECRET=$keys/admin.key_secret -e ASYNCQ_SERVER_KEY=$keys/broker.key \
+    -e ASYNCQ_BROKER=$group "$(replica_container "$service")" "$@"
+}
+# The service that leads, as `asyncq replica list` through replica $1 says,
+# once one does that is not $2 (within $3 seconds); empty if none.
+leader_via() {
+  local deadline=$((SECONDS + $3)) address
+  while [ $SECONDS -lt $deadline ]; do
+    address=$(replica_admin "$1" asyncq replica list 2>/dev/null \
+      | sed -n 's/.* address=\([^ :]*\):[0-9]* .*role=leader.*/\1/p') || true
+    [ -n "$address" ] && [ "$address" != "$2" ] && { echo "$address"; return 0; }
+    sleep 0.2
+  done
+  return 0
+}
+# The line of `asyncq replica list` through replica $1 that matches $2, once
+# one does (within 60 s); empty if none.
+replica_line() {
+  local line
+  for _ in $(seq 300); do
+    line=$(replica_admin "$1" asyncq replica list 2>/dev/null | grep -- "$2") && { echo "$line"; return 0; }
+    sleep 0.2
+  done
+  return 0
+}
+# What `asyncq stats` through replica $1 says of field $2 of the queue default.
+replica_field() {
+  replica_admin "$1" asyncq stats --queue default 2>/dev/null \
+    | sed -n "s/.* $2=\([0-9]*\).*/\1/p" || true
+}
+health() { docker inspect -f '{{.State.Health.Status}}' "$(replica_container "$1")" 2>/dev/null || true; }
+# Every producer container given exits 0 (within 300 s).
+producers_done() {
+  local container status ok=0
+  for container in "$@"; do
+    status=$(timeout 300 docker wait "$container" 2>/dev/null) || status=timeout
+    [ "$status" = 0 ] || { echo "producer $container: exit $status"; ok=1; }
+  done
+  return "$ok"
+}
+# The join, once, without its dependencies: 0 if it completed.
+replicas_join() {
+  local status
+  status=$(timeout 180 docker-compose "${replicas_files[@]}" run --rm -T --no-deps join 2>&1 \
+    | tee "$work/replicas-join" >/dev/null; echo "${PIPESTATUS[0]}")
+  grep "joined" "$work/replicas-join" || true
+  [ "$status" = 0 ] && grep -q "^joined default" "$work/replicas-join"
+}
+replicas_started=$SECONDS
+# The producers and consumers wait for every replica healthy (a follower is
+# once its group has a leader), as the file's dependencies say.
+if ! timeout 600 docker-compose "${replicas_files[@]}" up -d --no-build --scale producer=2 \
+  --scale consumer=3 broker broker-1 broker-2 producer consumer >"$work/replicas-up" 2>&1; then
+  tail -n 5 "$work/replicas-up"
+  replicas logs --no-color --tail 20 broker broker-1 broker-2
+  echo "FAILED: replicas: the group did not come up"
+  exit 1
+fi
+echo "group up, healthy with its first leader, in $((SECONDS - replicas_started)) s"
+check "replicas: every replica healthy (a follower through its leader)" \
+  test "$(health broker) $(health broker-1) $(health broker-2)" = "healthy healthy healthy"
+# shellcheck disable=SC2046 # one container id a word
+check "replicas: every producer confirmed its items" producers_done $(replicas ps -q producer)
+check "replicas: the join completed" replicas_join
+leader=$(leader_via broker 0 60)
+echo "leader: ${leader:-none found}"
+check "replicas: a leader" test -n "$leader"
+leader=${leader:-broker}
+survivor=broker; [ "$leader" != broker ] || survivor=broker-1
+# Two producers more; the leader's container is killed once they have put
+# half as many as one puts, its volume left as it was.
+before=$(replica_field "$survivor" puts)
+more=()
+for name in late-1 late-2; do
+  container=$(replicas run -d --no-deps -e ASYNCQ_NAME=$name producer 2>/dev/null) || true
+  more+=("$container")
+done
+for _ in $(seq 150); do
+  [ "$(replica_field "$survivor" puts)" -ge $((${before:-0} + per_producer / 2)) ] 2>/dev/null && break
+  sleep 0.2
+done
+running=$(docker inspect -f '{{.State.Running}}' "${more[@]}" 2>/dev/null | grep -c true) || true
+echo "killing $leader after $(replica_field "$survivor" puts) puts, under $running running producers, at $(date -u +%T)"
+docker kill "$(replica_container "$leader")" >/dev/null || true
+killed_at=$SECONDS
+check "replicas: the leader was killed while producers were putting" test "${running:-0}" -gt 0
+new_leader=$(leader_via "$survivor" "$leader" 60)
+echo "new leader: ${new_leader:-none found} (found through $survivor $((SECONDS - killed_at)) s after the kill)"
+[ -z "$new_leader" ] || replicas logs --no-color "$new_leader" | grep "leads its group" | tail -n 1
+check "replicas: the other two elected another leader" test -n "$new_leader"
+check "replicas: the producers put through the kill had every item confirmed" producers_done "${more[@]}"
+for container in "${more[@]}"; do docker logs "$container" 2>&1 | grep "done:" || true; done
+check "replicas: a join after the kill completed" replicas_join
+stats=$(replica_admin "$survivor" asyncq stats --queue default 2>&1) || true
+echo "after the kill: $stats"
+field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<" $stats"; }
+check "replicas: nothing lost: all $((4 * per_producer)) put and acked, nothing outstanding" \
+  test "$(field puts) $(field acked) $(field outstanding) $(field queued) $(field dead)" \
+  = "$((4 * per_producer)) $((4 * per_producer)) 0 0 0"
+# shellcheck disable=SC2046 # one container id a word
+consumers=$(docker inspect -f '{{.State.Running}}/{{.RestartCount}}' $(replicas ps -q consumer) \
+  | sort | uniq -c | xargs) || true
+check "replicas: the 3 consumers carried on with the new leader (running/restarts: $consumers)" \
+  test "$consumers $(field consumers)" = "3 true/0 3"
+# The killed one, started again on its volume, follows the new leader and
+# has caught up.
+docker start "$(replica_container "$leader")" >/dev/null || true
+restarted_at=$SECONDS
+caught_up=$(replica_line "$survivor" " address=$leader:5557 kind=voter role=follower .*lag=0")
+echo "restarted $leader: ${caught_up:-not caught up} ($((SECONDS - restarted_at)) s)"
+check "replicas: the killed replica, started again, follows and has caught up" test -n "$caught_up"
+check "replicas: the new leader leads still" test "$(leader_via "$survivor" 0 30)" = "$new_leader"
+for _ in $(seq 100); do [ "$(health "$leader")" = healthy ] && break; sleep 0.2; done
+check "replicas: the restarted replica is healthy" test "$(health "$leader")" = healthy
+# Its volume lost: as the compose file's header says, removed from the group,
+# added again (a new id), and started with ASYNCQ_JOIN and that id, and an
+# empty ASYNCQ_PEERS, on an empty volume, it becomes a voter and catches up.
+old_id=$(sed -n 's/^id=\([0-9]*\) .*/\1/p' <<<"$caught_up")
+replicas rm -sf "$leader" >/dev/null 2>&1 || true
+volume=data; [ "$leader" = broker ] || volume=data-${leader#broker-}
+docker volume rm "${project}r_$volume" >/dev/null || true
+removed=$(replica_admin "$survivor" asyncq replica remove "${old_id:-0}" 2>&1) || true
+echo "$removed"
+added=$(replica_admin "$survivor" asyncq replica add "$leader:5557" 2>/dev/null) || true
+echo "$added"
+new_id=$(sed -n 's/^id=\([0-9]*\) .*kind=standby.*/\1/p' <<<"$added")
+check "replicas: replica ${old_id:-?} removed, and added again as ${new_id:-?}" \
+  test "$removed" = "removed id=$old_id address=$leader:5557" -a -n "$new_id"
+cat > "$work/replicas-joined.yml" <<JOINED
+services:
+  $leader:
+    environment:
+      ASYNCQ_JOIN: $leader:5557
+      ASYNCQ_NODE_ID: ${new_id:-0}
+JOINED
+docker-compose "${replicas_files[@]}" -f "$work/replicas-joined.yml" up -d --no-build --no-deps \
+  "$leader" >/dev/null 2>&1 || true
+joined=$(replica_line "$survivor" "^id=$new_id address=$leader:5557 kind=voter role=follower .*lag=0")
+echo "${joined:-replica $new_id: not a voter that has caught up}"
+check "replicas: on an empty volume, it joined as ${new_id:-?} and is a voter that has caught up" \
+  test -n "$joined"
+if [ "$fail" != "$replicas_failed" ]; then
+  replicas logs --no-color --tail 20 broker broker-1 broker-2
+fi
+echo "replicas phase: $((SECONDS - replicas_started)) s"
+replicas down --volumes --remove-orphans >/dev/null 2>&1
+fi # replicas
 exit $fail

@@ -2,12 +2,16 @@
     --peers on loopback are one shard. They elect a leader; a follower
     answers HELLO with 421 and the leader's address; programs given every
     replica find the leader. The leader SIGKILLed while producers and
-    consumers run is replaced within 2 s, every confirmed put is delivered
-    and acked, the join is exact, and the killed replica, started again,
-    comes back as a follower; a leader paused is replaced and, resumed,
-    steps down; a replica far behind comes back from a snapshot; at the
-    end every replica's state (written on SIGUSR1) is the same, item by
-    item. */
+    consumers run is replaced within 2 s (a client asking a follower at
+    once passes over the leader it still names), every confirmed put is
+    delivered and acked, the join is exact, and the killed replica, started
+    again, comes back as a follower; a leader paused is replaced and,
+    resumed, steps down; a replica far behind comes back from a snapshot;
+    a replica whose directory was wiped comes back removed, added under a
+    new id and started with --join, and is made a voter; the lead is
+    handed over on request; a data directory is one replica's or one
+    broker's. At the end every replica's state (written on SIGUSR1) is the
+    same, item by item. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -15,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -344,6 +349,13 @@ static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
     harness_wait_stat_at_least(&h, "m", "puts", 300);
     int64_t killed = zclock_mono();
     aq_process_stop(&g->replicas[leader], SIGKILL, 5000);
+    /* Asked at once through a follower, which still names the leader
+       gone: the client passes it over and finds the new one. */
+    char *stats[] = {"asyncq", "stats", "--broker", g->address[(leader + 1) % REPLICAS],
+                     "--queue", "m", NULL};
+    char out[512], err[512];
+    if (harness_run_err(stats, out, sizeof out, err, sizeof err) != 0)
+        fail_msg("asyncq stats through a follower right after the leader was killed: %s", err);
     int next = s_leader(g, 10000);
     int64_t took = zclock_mono() - killed;
     print_message("replica %d led %lld ms after replica %d was killed\n", next + 1,
@@ -356,7 +368,6 @@ static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
     harness_t group = s_group(g, leader); /* a follower now: it names the leader */
     char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "m", "--timeout", "20",
                     NULL};
-    char out[512];
     assert_int_equal(harness_run(join, out, sizeof out), 0);
     assert_int_equal(harness_stat(&group, "m", "outstanding"), 0);
     /* Every put once (the group's log has each producer's seqs: a put sent
@@ -563,6 +574,30 @@ static void test_the_lead_is_handed_over(void **state)
     s_assert_same_state(g, target);
 }
 
+/*  A data directory is one replica's or one plain broker's, never taken
+    for the other's: each start the wrong way is refused, saying why. */
+static void test_a_directory_is_one_replicas_or_one_brokers(void **state)
+{
+    group_t *g = *state;
+    char path[256], out[512], err[1024];
+    snprintf(path, sizeof path, "%s/replica", g->data[0]);
+    assert_int_equal(mkdir(g->data[0], 0700), 0);
+    assert_int_equal(mkdir(path, 0700), 0);
+    char *plain[] = {"asyncq-broker", "--bind", g->address[0], "--data-dir", g->data[0], NULL};
+    assert_int_not_equal(harness_run_err(plain, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(err, "holds the log of a replica of a group"));
+
+    snprintf(path, sizeof path, "%s/0000000000000001.log", g->data[1]);
+    assert_int_equal(mkdir(g->data[1], 0700), 0);
+    FILE *segment = fopen(path, "w");
+    assert_non_null(segment);
+    fclose(segment);
+    char *grouped[] = {"asyncq-broker", "--bind", g->address[1], "--peers", g->peers,
+                       "--node-id", "2", "--data-dir", g->data[1], NULL};
+    assert_int_not_equal(harness_run_err(grouped, out, sizeof out, err, sizeof err), 0);
+    assert_non_null(strstr(err, "holds the journal of a broker that is not a replica"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -577,6 +612,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_wiped_replica_rejoins_as_a_new_one, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_directory_is_one_replicas_or_one_brokers, s_setup,
+                                        s_teardown),
     };
     return harness_run_group(tests);
 }
