@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -389,6 +390,12 @@ static void s_idle_each(void *ctx, void *value)
 /* ------------------------------------------------------------ replicas */
 
 #define JOIN_HINT_MS 10000 /* a replica that joins and hears nothing says what to check */
+/*  Entries not on disk for this long, with none written meanwhile: the
+    replica cannot write its log (a full disk: libraft waits for room to
+    open its next segment, silently). */
+#define DISK_STUCK_MS 3000
+/*  Free bytes that make room again: two of libraft's 8 MiB segments. */
+#define DISK_ROOM_BYTES (16u << 20)
 
 /*  An entry the leader appended, and the position its records end at. */
 typedef struct {
@@ -409,6 +416,9 @@ struct group {
     uint64_t own_appended, own_applied; /* the leader's entries */
     int stepping_down;
     int member; /* in the group it knows, as last seen */
+    uint64_t stored; /* the last entry on disk, as last seen, and when it moved */
+    int64_t stored_ms;
+    int stuck;       /* told that it cannot write its log: 1, 2 with its disk full then */
     int64_t opened_ms; /* a replica that joins: when it started waiting for the leader */
     int hinted;
     /*  The change a client asked for (REPLICAS add or remove), answered
@@ -764,6 +774,43 @@ static void s_group_service(broker_t *self)
                  (unsigned long long) self->config.node_id, length);
 }
 
+/*  A replica that cannot write its log says so, and hands the lead over if
+    it has it (a leader with no disk makes the group wait on the others');
+    once its disk has room again it starts again from its log (libraft
+    does not try its segment again on its own). */
+static void s_check_disk(broker_t *self)
+{
+    group_t *group = self->group;
+    uint64_t last = replica_last_index(self->replica);
+    uint64_t stored = replica_last_stored(self->replica);
+    int64_t now = broker_now_ms();
+    if (stored >= last || stored != group->stored) {
+        if (group->stuck)
+            log_line("replica %llu writes its log again", (unsigned long long) self->config.node_id);
+        group->stuck = 0;
+        group->stored = stored;
+        group->stored_ms = now;
+        return;
+    }
+    if (now - group->stored_ms < DISK_STUCK_MS)
+        return;
+    struct statvfs disk;
+    uint64_t room = statvfs(group->dir, &disk) == 0 ? (uint64_t) disk.f_bavail * disk.f_frsize : 0;
+    if (!group->stuck) {
+        group->stuck = room < DISK_ROOM_BYTES ? 2 : 1;
+        log_line("replica %llu cannot write its log in %s: %llu entries not on disk for %d s, "
+                 "%llu MiB free (is the disk full?)%s", (unsigned long long) self->config.node_id,
+                 group->dir, (unsigned long long) (last - stored), DISK_STUCK_MS / 1000,
+                 (unsigned long long) (room >> 20),
+                 self->serving ? "; it hands the lead over" : "; the others go on without it");
+        uint64_t anyone = 0;
+        if (self->serving)
+            replica_transfer(self->replica, &anyone);
+    }
+    else if (group->stuck == 2 && room >= DISK_ROOM_BYTES) /* not a disk only slow */
+        s_step_down(self, "its disk has room again");
+}
+
 void persist_run(broker_t *self)
 {
     if (!self->replica)
@@ -779,6 +826,7 @@ void persist_run(broker_t *self)
                  (unsigned long long) self->config.node_id, JOIN_HINT_MS / 1000,
                  self->config.join, self->group->address);
     }
+    s_check_disk(self);
     if (version != replica_configuration_version(self->replica)) {
         s_group_service(self);
         /* Told once, when it leaves (a replica that joins learns of the

@@ -780,6 +780,11 @@ uint64_t replica_last_index(replica_t *self)
     return raft_last_index(&self->raft);
 }
 
+uint64_t replica_last_stored(replica_t *self)
+{
+    return self->raft.last_stored;
+}
+
 int replica_match_index(replica_t *self, uint64_t id, uint64_t *index)
 {
     raft_index match = 0;

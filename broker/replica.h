@@ -120,6 +120,9 @@ uint64_t replica_term(replica_t *self);
 uint64_t replica_commit_index(replica_t *self);
 uint64_t replica_applied_index(replica_t *self);
 uint64_t replica_last_index(replica_t *self);
+/*  The last entry of this replica's log on its disk (behind
+    replica_last_index while writes are under way, or cannot be done). */
+uint64_t replica_last_stored(replica_t *self);
 /*  How far replica `id`'s log is known to match the leader's: 0, or -1 if
     this replica does not lead (or there is no such replica). */
 int replica_match_index(replica_t *self, uint64_t id, uint64_t *index);
