@@ -6,6 +6,8 @@
     server: it is the layer they all stand on (DESIGN.md, "Layers"). */
 #include "broker.h"
 
+#include <signal.h>
+
 #include <czmq.h>
 #include <errno.h>
 #include <stdio.h>
@@ -449,6 +451,18 @@ static int s_reached(const broker_t *self, uint64_t position);
 int broker_log_reached(const broker_t *self, uint64_t position)
 {
     return s_reached(self, position) > 0;
+}
+
+static volatile sig_atomic_t s_stop_asked;
+
+void broker_ask_stop(void)
+{
+    s_stop_asked = 1;
+}
+
+int broker_stop_asked(void)
+{
+    return s_stop_asked;
 }
 
 const char *broker_persistence(const broker_t *self)

@@ -346,4 +346,10 @@ void broker_release_replies(broker_t *self);
     clients ask the next one again). */
 void broker_forget_replies(broker_t *self);
 
+/*  A stop was asked (SIGINT or SIGTERM, from the handler: async-signal
+    safe), and whether it was: a replica that starts again must not lose
+    one (persist.c). */
+void broker_ask_stop(void);
+int broker_stop_asked(void);
+
 #endif

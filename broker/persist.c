@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -439,6 +440,21 @@ static void s_step_down(broker_t *self, const char *why)
     if (self->group->stepping_down)
         return;
     self->group->stepping_down = 1;
+    /* A stop asked now is not lost with this process image: asked before,
+       it stops here; asked after, it waits (blocked) for the next one. */
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGHUP);
+    sigaddset(&stops, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &stops, NULL);
+    if (broker_stop_asked()) {
+        log_line("replica %llu: %s; stopping, as asked", (unsigned long long) self->config.node_id,
+                 why);
+        fflush(NULL);
+        _exit(0);
+    }
     log_line("replica %llu: %s; starting again from the group's log",
              (unsigned long long) self->config.node_id, why);
     if (self->config.argv) {

@@ -718,8 +718,10 @@ static void s_on_signal(int sig)
         s_hangups++;
     else if (sig == SIGUSR1)
         s_dumps++;
-    else
+    else {
         s_signals++;
+        broker_ask_stop();
+    }
 }
 
 static int s_dump_write(void *ctx, const char *text, size_t size)
@@ -820,6 +822,15 @@ static void s_catch_signals(void)
     sigaction(SIGTERM, &action, NULL);
     sigaction(SIGHUP, &action, NULL);
     sigaction(SIGUSR1, &action, NULL);
+    /* A replica that starts again (execv) was stepping down with these
+       blocked (persist.c), so that one sent meanwhile waits for this. */
+    sigset_t caught;
+    sigemptyset(&caught);
+    sigaddset(&caught, SIGINT);
+    sigaddset(&caught, SIGTERM);
+    sigaddset(&caught, SIGHUP);
+    sigaddset(&caught, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &caught, NULL);
 }
 
 aq_status_t broker_run(broker_t *self)

@@ -54,9 +54,10 @@ static void s_keep_line(void *ctx, const char *line)
 }
 
 /*  A session with the group's leader, found from the first of `brokers`
-    (ADDR,ADDR,...: any replicas of the group) that answers; NULL, with the
-    latest reason in aq_last_error(), if none does. */
-static aq_session_t *s_connect(const char *brokers, aq_status_t *rc)
+    (ADDR,ADDR,...: any replicas of the group) that answers within
+    `timeout_ms` each; NULL, with the latest reason in aq_last_error(), if
+    none does. */
+static aq_session_t *s_connect(const char *brokers, int timeout_ms, aq_status_t *rc)
 {
     aq_session_t *session = NULL;
     *rc = AQ_UNREACHABLE;
@@ -64,19 +65,20 @@ static aq_session_t *s_connect(const char *brokers, aq_status_t *rc)
         size_t length = strcspn(at, ",");
         char address[AQ_ENDPOINT_MAX];
         snprintf(address, sizeof address, "%.*s", (int) length, at);
-        session = aq_session_new(address, "replica", AQ_CONNECT_TIMEOUT_MS, rc);
+        session = aq_session_new(address, "replica", timeout_ms, rc);
         at += length + (at[length] == ',');
     }
     return session;
 }
 
 /*  The leader's id as the group lists it, asked anew (a new session finds
-    the leader from `broker`); "" if none answered. */
+    the leader from `broker`); "" if none answered within a second (a
+    replica may be starting again). */
 static void s_leader_now(const char *broker, char *leader, size_t size)
 {
     aq_status_t rc;
     leader[0] = '\0';
-    aq_session_t *session = s_connect(broker, &rc);
+    aq_session_t *session = s_connect(broker, 1000, &rc);
     if (!session)
         return;
     lines_t lines = {0};
@@ -142,7 +144,7 @@ int cli_replica(int argc, char **argv)
     snprintf(action, sizeof action, "%s%s%s", verb, arguments ? " " : "",
              arguments ? argv[optind + 1] : "");
     aq_status_t rc;
-    aq_session_t *session = s_connect(broker, &rc);
+    aq_session_t *session = s_connect(broker, AQ_CONNECT_TIMEOUT_MS, &rc);
     if (!session) {
         fprintf(stderr, "asyncq replica: %s\n", aq_last_error());
         return aq_exit_code(rc);
@@ -183,15 +185,20 @@ int cli_replica(int argc, char **argv)
     }
     if (strcmp(verb, "transfer") != 0)
         return AQ_EXIT_OK;
-    /* The old leader starts again as a follower once the new one leads. */
+    /* The old leader starts again as a follower once the new one leads:
+       asked until one answer names another (an answer may not come from
+       a replica starting again). */
     int64_t until = aq_deadline_at(TRANSFER_WAIT_MS);
-    char now[64] = "";
+    char now[64] = "", seen[64] = "";
     while (aq_deadline_left(until)) {
         s_leader_now(broker, now, sizeof now);
-        if (now[0] && strcmp(now, before) != 0)
+        if (now[0])
+            snprintf(seen, sizeof seen, "%s", now);
+        if (seen[0] && strcmp(seen, before) != 0)
             break;
         zclock_sleep(100);
     }
+    snprintf(now, sizeof now, "%s", seen);
     if (!now[0] || strcmp(now, before) == 0) {
         fprintf(stderr, "asyncq replica: replica %s still leads after %d s: the one asked did "
                         "not take over (asyncq replica list)\n", before, TRANSFER_WAIT_MS / 1000);

@@ -195,10 +195,13 @@ static aq_status_t s_resend(link_t *self, int welcomed)
 {
     self->sync_tag[0] = '\0';
     aq_status_t rc = AQ_OK;
-    if (welcomed && !self->count) {
-        /* Nothing to send again: let the PUSH go (it connects at the next
-           put), or the broker closes its silent new connection again and
-           again (PROTOCOL.md 9.2). */
+    if (welcomed) {
+        /* A new session, perhaps with another broker (a group's new
+           leader, 4.16): the PUSH connects anew, to the broker that said
+           WELCOME (puts made since the HELLO went to the one asked, which
+           may have been a replica that drops them). With nothing to send
+           again it connects at the next put, or the broker would close its
+           silent new connection again and again (PROTOCOL.md 9.2). */
         s_drop_push(self);
     }
     /* After a LOST, the same PUSH socket: messages still in its pipe reach
@@ -511,8 +514,11 @@ static aq_status_t s_put_to(aq_producer_t *self, link_t *link, const char *queue
                             const void *data, size_t size, uint64_t lease_ms,
                             const aq_options_t *options)
 {
-    /* A batch begins: on a broker that is up still, or the next one. */
-    if (self->count > 1 && link == s_current(self) && !link->batch_count && !s_is_up(link)) {
+    /* A batch begins: on a broker that is up still, or the next one. One
+       that fell silent is asked HELLO again in the background meanwhile
+       (a group's leader gone: its session finds the new one, 4.16), also
+       when it is the only one. */
+    if (link == s_current(self) && !link->batch_count && !s_is_up(link) && self->count > 1) {
         s_rotate(self);
         link = s_current(self);
     }
