@@ -465,6 +465,15 @@ int broker_stop_asked(void)
     return s_stop_asked;
 }
 
+void broker_caught_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 const char *broker_persistence(const broker_t *self)
 {
     if (self->replica)

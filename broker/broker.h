@@ -10,6 +10,7 @@
 #ifndef BROKER_BROKER_H
 #define BROKER_BROKER_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "asyncq/codec.h"
@@ -351,5 +352,8 @@ void broker_forget_replies(broker_t *self);
     one (persist.c). */
 void broker_ask_stop(void);
 int broker_stop_asked(void);
+/*  The signals the broker catches (server.c): SIGINT, SIGTERM, SIGHUP,
+    SIGUSR1. */
+void broker_caught_signals(sigset_t *set);
 
 #endif

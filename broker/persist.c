@@ -442,13 +442,9 @@ static void s_step_down(broker_t *self, const char *why)
     self->group->stepping_down = 1;
     /* A stop asked now is not lost with this process image: asked before,
        it stops here; asked after, it waits (blocked) for the next one. */
-    sigset_t stops;
-    sigemptyset(&stops);
-    sigaddset(&stops, SIGINT);
-    sigaddset(&stops, SIGTERM);
-    sigaddset(&stops, SIGHUP);
-    sigaddset(&stops, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &stops, NULL);
+    sigset_t caught;
+    broker_caught_signals(&caught);
+    sigprocmask(SIG_BLOCK, &caught, NULL);
     if (broker_stop_asked()) {
         log_line("replica %llu: %s; stopping, as asked", (unsigned long long) self->config.node_id,
                  why);

@@ -825,11 +825,7 @@ static void s_catch_signals(void)
     /* A replica that starts again (execv) was stepping down with these
        blocked (persist.c), so that one sent meanwhile waits for this. */
     sigset_t caught;
-    sigemptyset(&caught);
-    sigaddset(&caught, SIGINT);
-    sigaddset(&caught, SIGTERM);
-    sigaddset(&caught, SIGHUP);
-    sigaddset(&caught, SIGUSR1);
+    broker_caught_signals(&caught);
     sigprocmask(SIG_UNBLOCK, &caught, NULL);
 }
 

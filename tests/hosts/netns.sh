@@ -13,7 +13,10 @@
 #     `check DESCRIPTION COMMAND...` (ok or FAILED; `fail` is then 1);
 #   - `netns_up ETC_HOSTS`: makes the namespaces, host I of `hosts` at
 #     $subnet.I (from 1) on its eth0, with the /etc/hosts that the
-#     function ETC_HOSTS prints.
+#     function ETC_HOSTS prints;
+#   - `netns_keys` (with `bin` set): CURVE keys in $keys for the broker, and
+#     for producer, consumer and ctl (admin) clients it lets in; `as ROLE
+#     HOST COMMAND...` runs a command there with that client's keys.
 
 skip() { echo "SKIPPED: $*"; exit 77; }
 [ "$(id -u)" = 0 ] || skip "network namespaces need root"
@@ -68,4 +71,18 @@ netns_up() { # function that prints a host's /etc/hosts
     "$etc_hosts" > "/etc/netns/$(ns "$host")/hosts"
     i=$((i + 1))
   done
+}
+
+netns_keys() {
+  keys=$work/keys
+  mkdir -p "$keys/clients"
+  "$bin/asyncq" keygen broker --dir "$keys" > /dev/null
+  "$bin/asyncq" keygen producer --dir "$keys" --role produce > /dev/null
+  "$bin/asyncq" keygen consumer --dir "$keys" --role consume > /dev/null
+  "$bin/asyncq" keygen ctl --dir "$keys" --role admin > /dev/null
+  cp "$keys"/producer.key "$keys"/consumer.key "$keys"/ctl.key "$keys/clients/"
+}
+as() { # role (producer, consumer, ctl), host, command...
+  local role=$1 host=$2; shift 2
+  on "$host" env ASYNCQ_CURVE_SECRET="$keys/$role.key_secret" ASYNCQ_SERVER_KEY="$keys/broker.key" "$@"
 }

@@ -82,18 +82,7 @@ etc_hosts() {
 netns_up etc_hosts
 list=r1.asyncq.test:5557,r2.asyncq.test:5557,r3.asyncq.test:5557
 
-keys=$work/keys
-mkdir -p "$keys/clients"
-"$bin/asyncq" keygen broker --dir "$keys" > /dev/null
-"$bin/asyncq" keygen producer --dir "$keys" --role produce > /dev/null
-"$bin/asyncq" keygen consumer --dir "$keys" --role consume > /dev/null
-"$bin/asyncq" keygen ctl --dir "$keys" --role admin > /dev/null
-cp "$keys"/producer.key "$keys"/consumer.key "$keys"/ctl.key "$keys/clients/"
-as() { # role (producer, consumer, ctl), host, command...
-  local role=$1 host=$2; shift 2
-  ip netns exec "$(ns "$host")" env ASYNCQ_CURVE_SECRET="$keys/$role.key_secret" \
-    ASYNCQ_SERVER_KEY="$keys/broker.key" "$@"
-}
+netns_keys
 spawn() { # role, host, input file, output file, command...: in the background, its pid
   local role=$1 host=$2 in=$3 out=$4; shift 4 # (the process's own, not a subshell's) in $spawned
   ip netns exec "$(ns "$host")" env ASYNCQ_CURVE_SECRET="$keys/$role.key_secret" \

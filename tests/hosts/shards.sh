@@ -51,17 +51,7 @@ else
 fi
 check "brokers.asyncq.test resolves to the 3 brokers" test "$resolved" = 3
 
-keys=$work/keys
-mkdir -p "$keys/clients"
-"$bin/asyncq" keygen broker --dir "$keys" > /dev/null
-"$bin/asyncq" keygen producer --dir "$keys" --role produce > /dev/null
-"$bin/asyncq" keygen consumer --dir "$keys" --role consume > /dev/null
-"$bin/asyncq" keygen ctl --dir "$keys" --role admin > /dev/null
-cp "$keys"/producer.key "$keys"/consumer.key "$keys"/ctl.key "$keys/clients/"
-as() { # role (producer, consumer, ctl), host, command...
-  local role=$1 host=$2; shift 2
-  on "$host" env ASYNCQ_CURVE_SECRET="$keys/$role.key_secret" ASYNCQ_SERVER_KEY="$keys/broker.key" "$@"
-}
+netns_keys
 
 list=b0.asyncq.test:5557,b1.asyncq.test:5557,b2.asyncq.test:5557
 for k in 0 1 2; do
