@@ -184,6 +184,19 @@ async function freeTriples(count) {
 // data in a directory of its own, removed by stop(). Resolves with {
 // brokers, ports, address(K), stop() }.
 async function startService(count, options = {}) {
+  // A port found free may be taken before the broker binds it (tests run
+  // side by side): its broker exits 3 (cannot listen), and the service is
+  // started again on other ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServiceOnce(count, options);
+    } catch (error) {
+      if (attempt === 5 || error.message !== 'broker exited 3') throw error;
+    }
+  }
+}
+
+async function startServiceOnce(count, options) {
   const ports = await freePairs(count);
   const list = ports.map((port) => `:${port}`).join(',');
   const flagsOf = typeof options.flags === 'function' ? options.flags : () => options.flags || [];
