@@ -12,7 +12,11 @@
 #include "cli.h"
 
 #define BUSY_RETRY_MS 10000 /* a change under way (a replica being promoted) is waited out */
-#define TRANSFER_WAIT_MS 5000
+#define TRANSFER_WAIT_MS 10000
+/*  libraft gives a transfer up after an election time-out if the replica
+    asked has not caught up (just after an election, say): asked again
+    after this, while the old leader still leads. */
+#define TRANSFER_AGAIN_MS 2000
 
 static const char *s_usage =
     "Usage: asyncq replica list|add HOST:PORT|remove ID|transfer [ID] [-b ADDR]\n"
@@ -188,7 +192,7 @@ int cli_replica(int argc, char **argv)
     /* The old leader starts again as a follower once the new one leads:
        asked until one answer names another (an answer may not come from
        a replica starting again). */
-    int64_t until = aq_deadline_at(TRANSFER_WAIT_MS);
+    int64_t until = aq_deadline_at(TRANSFER_WAIT_MS), again = aq_deadline_at(TRANSFER_AGAIN_MS);
     char now[64] = "", seen[64] = "";
     while (aq_deadline_left(until)) {
         s_leader_now(broker, now, sizeof now);
@@ -196,6 +200,13 @@ int cli_replica(int argc, char **argv)
             snprintf(seen, sizeof seen, "%s", now);
         if (seen[0] && strcmp(seen, before) != 0)
             break;
+        if (!aq_deadline_left(again) && strcmp(now, before) == 0) {
+            aq_session_t *asking = s_connect(broker, 1000, &rc);
+            if (asking)
+                aq_replicas(asking, action, NULL, NULL);
+            aq_session_destroy(&asking);
+            again = aq_deadline_at(TRANSFER_AGAIN_MS);
+        }
         zclock_sleep(100);
     }
     snprintf(now, sizeof now, "%s", seen);
