@@ -152,30 +152,25 @@ function portFree(port) {
 // bound to port 0, never land. Picked from this process's id, so that
 // runs side by side do not pick the same.
 let nextPort = 20000 + ((process.pid * 7919) % 5000) * 2;
-async function freePairs(count) {
+// count runs of `width` ports in a row, each free now.
+async function freeRuns(count, width) {
   const ports = [];
   while (ports.length < count) {
     if (nextPort > 31990) nextPort = 20000;
     const port = nextPort;
-    nextPort += 2;
-    if ((await portFree(port)) && (await portFree(port + 1))) ports.push(port);
+    nextPort += width;
+    let free = true;
+    for (let i = 0; i < width && free; i++) free = await portFree(port + i);
+    if (free) ports.push(port);
   }
   return ports;
 }
+const freePairs = (count) => freeRuns(count, 2);
 
 // Ports for replicas (PROTOCOL.md 4.16): count of them, PORT each with
 // PORT, PORT+1 and PORT+2 (the replicas' own) free now; drawn as
 // freePairs() draws its pairs.
-async function freeTriples(count) {
-  const ports = [];
-  while (ports.length < count) {
-    if (nextPort > 31990) nextPort = 20000;
-    const port = nextPort;
-    nextPort += 3;
-    if ((await portFree(port)) && (await portFree(port + 1)) && (await portFree(port + 2))) ports.push(port);
-  }
-  return ports;
-}
+const freeTriples = (count) => freeRuns(count, 3);
 
 // A service of count brokers on 127.0.0.1 (PROTOCOL.md 4.15): shard K at
 // ports[K], each with --shard K and --service listing them all as :PORT
