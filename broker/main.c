@@ -75,7 +75,8 @@ static void s_usage(FILE *out)
             "      --max-credit N      most credit one consumer may ask for (env\n"
             "                          ASYNCQ_MAX_CREDIT; 10000)\n"
             "      --heartbeat-ms MS   probe every session this often; a consumer found\n"
-            "                          gone gives its items back (env ASYNCQ_HEARTBEAT_MS; 1000)\n"
+            "                          gone gives its items back (env ASYNCQ_HEARTBEAT_MS; 1000,\n"
+            "                          300 for a replica)\n"
             "      --lease-ms MS       an item not acked (or touched) this long after its\n"
             "                          delivery is delivered again (env ASYNCQ_LEASE_MS; 60000)\n"
             "      --queue-lease Q=MS  the lease for queue Q instead; repeatable (env\n"
@@ -293,6 +294,15 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"replica-snapshot", "ASYNCQ_REPLICA_SNAPSHOT", &config->replica_snapshot, NULL},
     };
     memcpy(settings, table, sizeof table);
+}
+
+/*  The setting of that flag (one of the table's). */
+static const setting_t *s_setting(const setting_t *settings, const char *flag)
+{
+    int i = 0;
+    while (i < SETTINGS - 1 && strcmp(settings[i].flag, flag) != 0)
+        i++;
+    return &settings[i];
 }
 
 /*  Reads the environment for settings no flag gave, then parses them all. */
@@ -665,6 +675,13 @@ int main(int argc, char **argv)
         config.metrics_token_file = NULL;
     if (!s_fsync_parse(aq_arg_env(fsync, "ASYNCQ_FSYNC"), &config))
         return AQ_EXIT_USAGE;
+    /* A replica's clients hear that their leader is gone within three
+       heartbeats, and a group has a new leader within an election time-out
+       (0.5 s): a shorter default keeps the failover as clients see it
+       under 2 s when no connection closes (a host lost, a cut link). */
+    const setting_t *heartbeat = s_setting(settings, "heartbeat-ms");
+    if ((config.peers || config.join) && !aq_arg_env(heartbeat->text, heartbeat->env))
+        config.heartbeat_ms = BROKER_REPLICA_HEARTBEAT_MS;
     if (!s_settings_parse(settings) || !s_config_is_valid(&config)
         || (!queue_lease_given && queue_leases && *queue_leases
             && !s_queue_leases(&config, queue_leases)))

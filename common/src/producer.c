@@ -56,6 +56,7 @@ typedef struct link {
     char sync_tag[AQ_TAG_MAX + 1]; /* the SYNC in flight, "" if none */
     uint64_t sync_seq;
     char held[AQ_NAME_MAX + 1];    /* queue the broker holds our puts for, "" */
+    int waiting;                   /* s_send is waiting for room in the PUSH */
 } link_t;
 
 /*  A link per broker of the service (PROTOCOL.md 4.15), by shard; each
@@ -121,6 +122,8 @@ static void s_release(link_t *self, uint64_t seq)
 }
 
 static aq_status_t s_flush(link_t *self);
+static aq_status_t s_read_replies(link_t *self);
+static aq_status_t s_hello_again(link_t *self);
 
 /*  The PUSH closed at once, what it still holds dropped (only synced puts
     are promised; the window keeps the others); the next put connects a
@@ -161,8 +164,36 @@ static aq_status_t s_send(link_t *self, sent_t *sent)
     char options[AQ_OPTIONS_MAX + 1];
     msg.options.data = (const uint8_t *) options;
     msg.options.size = aq_put_options_format(&sent->options, options);
-    rc = aq_msg_send(zsock_resolve(self->push), NULL, &msg, &sent->frame, 0);
-    return rc == AQ_TRANSPORT && errno == EINTR ? AQ_INTERRUPTED : rc;
+    /* A PUSH full of puts for a broker that died (a group's leader
+       SIGKILLed) is never emptied: a blocking send would wait for ever,
+       and the session would never notice the silence. While there is no
+       room, the session is read in slices, so that a silent broker is
+       left for the group's new leader (s_hello_again drops this PUSH; the
+       next try connects a new one, which the puts of the window precede
+       once the WELCOME comes: s_resend). A send made while waiting (those
+       resends) blocks, on its new PUSH, as before. */
+    for (;;) {
+        int flags = self->waiting ? 0 : ZMQ_DONTWAIT;
+        rc = aq_msg_send(zsock_resolve(self->push), NULL, &msg, &sent->frame, flags);
+        if (rc != AQ_TRANSPORT || errno != EAGAIN)
+            return rc == AQ_TRANSPORT && errno == EINTR ? AQ_INTERRUPTED : rc;
+        int slice = (int) aq_session_heartbeat_ms(self->session);
+        zmq_pollitem_t item = {zsock_resolve(self->push), 0, ZMQ_POLLOUT, 0};
+        int ready = zmq_poll(&item, 1, slice > 0 ? slice : 100);
+        if (ready < 0)
+            return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
+        if (ready == 0) {
+            self->waiting = 1;
+            rc = s_read_replies(self);
+            if (!rc && aq_session_hello_due(self->session))
+                rc = s_hello_again(self);
+            self->waiting = 0;
+            if (!rc)
+                rc = s_connect_push(self);
+            if (rc)
+                return rc;
+        }
+    }
 }
 
 static aq_status_t s_send_sync(link_t *self)

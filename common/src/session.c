@@ -36,11 +36,17 @@
 #define REPLICA_HELLO_AGAIN_MS 500
 /*  Redirections followed in one foreground HELLO, at most. */
 #define REDIRECTS_MAX 32
-#define REPLICA_HOP_MS 1000 /* a replica named or next that does not answer: the next one */
+#define REPLICA_HOP_MS 500 /* a replica named or next that does not answer: the next one */
+/*  A group's broker heard from this recently is not asked whether its
+    connection was lost (a read of the socket monitor). */
+#define GROUP_QUIET_MS 100
 
 struct aq_handshake_watch {
+    void *socket;      /* the socket watched */
     zsock_t *monitor;
     aq_status_t status;
+    int disconnected; /* the connection was lost (its broker's process died, say) */
+    int broken;       /* a handshake failed, keys or not: the DEALER is given up */
 };
 
 struct aq_session {
@@ -148,9 +154,11 @@ aq_handshake_watch_t *aq_handshake_watch_new(void *zsock)
     snprintf(endpoint, sizeof endpoint, "inproc://asyncq-handshake-%u",
              atomic_fetch_add(&s_watches, 1));
     int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-                 | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
-    if (zmq_socket_monitor(zsock_resolve(zsock), endpoint, events) == 0)
+                 | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_DISCONNECTED;
+    if (zmq_socket_monitor(zsock_resolve(zsock), endpoint, events) == 0) {
+        self->socket = zsock_resolve(zsock);
         self->monitor = zsock_new(ZMQ_PAIR);
+    }
     if (!self->monitor || zsock_connect(self->monitor, "%s", endpoint) != 0)
         aq_handshake_watch_destroy(&self);
     return self;
@@ -170,10 +178,21 @@ aq_status_t aq_handshake_watch_status(aq_handshake_watch_t *self)
         uint16_t id = 0;
         if (frame && zframe_size(frame) >= 2)
             memcpy(&id, zframe_data(frame), 2);
-        if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-            self->status = AQ_KEY_REFUSED;
-        else if (self->status == AQ_OK)
-            self->status = aq_security_enabled() ? AQ_KEY_MISMATCH : AQ_KEY_REQUIRED;
+        if (id == ZMQ_EVENT_DISCONNECTED) {
+            self->disconnected = 1;
+        }
+        else {
+            self->broken = 1;
+            /* Without keys, a failure with no detail is a connection lost
+               during the handshake (its broker dying): nothing about keys,
+               which a CURVE broker's refusal of the mechanism says. */
+            if (id == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                self->status = AQ_KEY_REFUSED;
+            else if (self->status == AQ_OK && aq_security_enabled())
+                self->status = AQ_KEY_MISMATCH;
+            else if (self->status == AQ_OK && id == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                self->status = AQ_KEY_REQUIRED;
+        }
         zmsg_destroy(&event);
     }
     return self->status;
@@ -184,6 +203,11 @@ void aq_handshake_watch_destroy(aq_handshake_watch_t **self_p)
     aq_handshake_watch_t *self = *self_p;
     if (!self)
         return;
+    /* Monitoring stops first: libzmq sends an event (a DISCONNECTED as
+       the socket closes) blocking, and with no reader left that send
+       would stop the I/O thread of every socket of the process. */
+    if (self->socket)
+        zmq_socket_monitor(self->socket, NULL, 0);
     zsock_destroy(&self->monitor);
     free(self);
     *self_p = NULL;
@@ -401,7 +425,8 @@ static aq_status_t s_send_hello(aq_session_t *self)
        after this client's later requests. A fresh DEALER leaves them. One
        is needed too after a failed CURVE handshake: libzmq gives that
        connection up for good, so a HELLO on the old DEALER never leaves. */
-    if (self->hello_unanswered || aq_handshake_watch_status(self->watch) != AQ_OK) {
+    if (self->hello_unanswered || aq_handshake_watch_status(self->watch) != AQ_OK
+        || (self->watch && self->watch->broken)) {
         zsock_set_linger(self->dealer, 0);
         aq_status_t rc = s_connect(self);
         if (rc)
@@ -724,8 +749,12 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
         if (self->hello_tag[0] && s_has_tag(msg, self->hello_tag) && s_on_hello_answer(self, msg))
             continue;
         if (msg->cmd == AQ_CMD_HEARTBEAT) {
-            /* Answered at once: the broker learns that this client reads. */
+            /* Answered at once: the broker learns that this client reads.
+               The connection's events are read now and then too, so that
+               they never fill the monitor's pipe (whose blocked send
+               would stop libzmq's I/O thread). */
             aq_session_send(self, msg);
+            aq_handshake_watch_status(self->watch);
             continue;
         }
         if (msg->cmd == AQ_CMD_ERROR) {
@@ -805,8 +834,16 @@ int aq_session_broker_silent(const aq_session_t *self)
     /* Three missed heartbeats, as the ZeroMQ guide's Paranoid Pirate. A
        message waiting unread is not missed: a client busy elsewhere has
        not heard it yet. */
-    if (!self->welcome.heartbeat_ms
-        || zclock_mono() - self->last_heard <= 3 * (int64_t) self->welcome.heartbeat_ms)
+    if (!self->welcome.heartbeat_ms)
+        return 0;
+    int64_t quiet = zclock_mono() - self->last_heard;
+    /* A group's leader whose connection was lost (its process died: the
+       host closed its sockets) is silent at once: its group has another
+       leader within an election time-out, and three heartbeats would keep
+       the clients waiting longer (PROTOCOL.md 4.16). */
+    int lost = self->target_count > 1 && quiet > GROUP_QUIET_MS && self->watch
+               && (aq_handshake_watch_status(self->watch), self->watch->disconnected);
+    if (!lost && quiet <= 3 * (int64_t) self->welcome.heartbeat_ms)
         return 0;
     zmq_pollitem_t unread = {self->socket, 0, ZMQ_POLLIN, 0};
     return zmq_poll(&unread, 1, 0) <= 0;
