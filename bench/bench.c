@@ -60,6 +60,7 @@ typedef struct {
     uint64_t delay_ms;               /* every put delayed this long; 0: none */
     uint64_t shards;                 /* asyncq-broker --shards N; 0: one broker */
     uint64_t replicas;               /* a group of N replicas (--peers); 0: one broker */
+    uint64_t kill_leader_ms;         /* the leader SIGKILLed this long after the go; 0: none */
     uint64_t fill[FILL_STEPS_MAX];   /* cumulative item counts; fill_count 0: not a fill */
     size_t fill_count;
     int curve;
@@ -77,6 +78,7 @@ typedef struct {
     atomic_uint_fast64_t join_sent;   /* rate mode: the JOIN is in the broker */
     atomic_uint_fast64_t bad_items;   /* too short, or a number out of range */
     atomic_int_fast64_t first_put_us, last_ack_us, max_lag_us;
+    atomic_int_fast64_t last_delivery_us, max_gap_us, max_gap_end_us; /* --kill-leader */
     int64_t start_us;                 /* rate mode: item i is due at start + i/rate */
 } shared_t;
 
@@ -86,6 +88,8 @@ static uint32_t *g_delivery_us; /* put -> delivery, per item (first delivery) */
 static uint32_t *g_ack_us;      /* put -> ack sent (rate mode) */
 static uint8_t *g_seen;
 static char g_address[256];
+/*  --replicas: each replica's pid, by id - 1. */
+static pid_t g_replica_pids[7];
 
 static uint32_t s_clamp_us(int64_t us)
 {
@@ -197,6 +201,13 @@ static int s_consumer(void *arg)
         int64_t now = bench_now_us(), sent;
         uint64_t number;
         atomic_fetch_add(&g_shared->deliveries, 1);
+        if (g_opts.kill_leader_ms) { /* the longest time without a delivery */
+            int64_t previous = atomic_exchange(&g_shared->last_delivery_us, now);
+            if (previous && now - previous > atomic_load(&g_shared->max_gap_us)) {
+                bench_atomic_max(&g_shared->max_gap_us, now - previous);
+                atomic_store(&g_shared->max_gap_end_us, now);
+            }
+        }
         if (item.size < ITEM_HEADER) {
             atomic_fetch_add(&g_shared->bad_items, 1);
             aq_consumer_ack(consumer, item.id);
@@ -277,6 +288,9 @@ static void s_usage(void)
            "      --replicas N      the broker as a group of N replicas on loopback\n"
            "                        (--peers, each with a data directory of its own): the\n"
            "                        clients are given every replica and find the leader\n"
+           "      --kill-leader MS  with --replicas: SIGKILL the group's leader MS ms after\n"
+           "                        the first put, and print the longest time no consumer\n"
+           "                        got an item (the failover, as clients see it)\n"
            "Default mode: items/s from the first put to the JOINED of a join made once\n"
            "every producer's puts are confirmed; every item acked through the library.\n");
 }
@@ -284,7 +298,7 @@ static void s_usage(void)
 static int s_parse(int argc, char **argv, bench_options_t *opts)
 {
     enum { OPT_CREDIT = 1000, OPT_RATE, OPT_FILL, OPT_BROKER_ARG, OPT_CURVE, OPT_PRIORITIES,
-           OPT_RUN, OPT_DELAY, OPT_SHARDS, OPT_REPLICAS };
+           OPT_RUN, OPT_DELAY, OPT_SHARDS, OPT_REPLICAS, OPT_KILL_LEADER };
     static const struct option options[] = {
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
@@ -298,6 +312,7 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
         {"delay-ms", required_argument, 0, OPT_DELAY},
         {"shards", required_argument, 0, OPT_SHARDS},
         {"replicas", required_argument, 0, OPT_REPLICAS},
+        {"kill-leader", required_argument, 0, OPT_KILL_LEADER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(opts, 0, sizeof *opts);
@@ -314,7 +329,8 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
                          : opt == OPT_PRIORITIES ? &opts->priorities : opt == OPT_RUN ? &opts->run
                          : opt == OPT_DELAY ? &opts->delay_ms
                          : opt == OPT_SHARDS ? &opts->shards
-                         : opt == OPT_REPLICAS ? &opts->replicas : NULL;
+                         : opt == OPT_REPLICAS ? &opts->replicas
+                         : opt == OPT_KILL_LEADER ? &opts->kill_leader_ms : NULL;
         if (opt == 'h') {
             s_usage();
             exit(0);
@@ -348,6 +364,10 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
     }
     if (opts->replicas > 7 || (opts->replicas && opts->shards)) {
         fprintf(stderr, "asyncq-bench: --replicas takes 1 to 7, and not with --shards\n");
+        return 0;
+    }
+    if (opts->kill_leader_ms && (!opts->replicas || opts->fill_count)) {
+        fprintf(stderr, "asyncq-bench: --kill-leader needs --replicas, and no --fill\n");
         return 0;
     }
     if (opts->rate && opts->fill_count) {
@@ -438,21 +458,34 @@ static void s_queued_line(void *ctx, const char *line)
     the consumer holding the last item may ack it. */
 static aq_status_t s_join(aq_session_t *session, aq_join_result_t *result, int64_t *joined_us)
 {
-    aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
-    msg.queue = aq_bytes_str(QUEUE);
-    msg.mode = AQ_JOIN_BEFORE;
-    aq_status_t rc = aq_session_request(session, &msg);
-    char tag[AQ_TAG_MAX + 1];
-    snprintf(tag, sizeof tag, "%.*s", (int) msg.tag.size, (const char *) msg.tag.data);
-    if (rc == AQ_OK && g_opts.rate)
-        rc = aq_info(session, s_ignore_line, NULL);
-    atomic_store(&g_shared->join_sent, 1);
     int64_t deadline = bench_now_us() + (int64_t) RUN_TIMEOUT_MS * 1000;
+    aq_status_t rc;
     aq_msg_t reply;
-    while (rc == AQ_OK || rc == AQ_TIMEOUT) {
-        rc = aq_session_await(session, tag, &reply, 500, NULL, NULL);
-        if (rc != AQ_TIMEOUT || bench_signalled || bench_now_us() > deadline
-            || atomic_load(&g_shared->failed))
+    for (;;) {
+        aq_msg_t msg = {.cmd = AQ_CMD_JOIN};
+        msg.queue = aq_bytes_str(QUEUE);
+        msg.mode = AQ_JOIN_BEFORE;
+        rc = aq_session_request(session, &msg);
+        char tag[AQ_TAG_MAX + 1];
+        snprintf(tag, sizeof tag, "%.*s", (int) msg.tag.size, (const char *) msg.tag.data);
+        if (rc == AQ_OK && g_opts.rate)
+            rc = aq_info(session, s_ignore_line, NULL);
+        atomic_store(&g_shared->join_sent, 1);
+        while (rc == AQ_OK || rc == AQ_TIMEOUT) {
+            rc = aq_session_await(session, tag, &reply, 500, NULL, NULL);
+            if (rc != AQ_TIMEOUT || bench_signalled || bench_now_us() > deadline
+                || atomic_load(&g_shared->failed) || aq_session_broker_silent(session))
+                break;
+        }
+        /* The broker gone (--kill-leader: the group's leader): the join
+           again, at the new leader, as aq_join does. */
+        if (rc != AQ_TIMEOUT || !aq_session_broker_silent(session) || bench_signalled
+            || bench_now_us() > deadline)
+            break;
+        do
+            rc = aq_session_hello(session, 5000);
+        while (rc == AQ_UNREACHABLE && !bench_signalled && bench_now_us() < deadline);
+        if (rc != AQ_OK)
             break;
     }
     *joined_us = bench_now_us();
@@ -527,6 +560,33 @@ static int s_run_fill(aq_process_t *broker)
     return queued == g_opts.items;
 }
 
+static void s_leader_line(void *ctx, const char *line)
+{
+    if (strstr(line, " role=leader"))
+        sscanf(line, "id=%llu", (unsigned long long *) ctx);
+}
+
+/*  --kill-leader: SIGKILLs the replica that leads now. Its id, or 0. */
+static unsigned long long s_kill_leader(void)
+{
+    aq_status_t rc;
+    unsigned long long leader = 0;
+    size_t count = 0;
+    aq_session_t **sessions = aq_service_open(g_address, "bench-kill", 0, 5000, NULL, 0, &count,
+                                              &rc);
+    if (sessions)
+        rc = aq_replicas(sessions[0], "list", s_leader_line, &leader);
+    for (size_t i = 0; i < count; i++)
+        aq_session_destroy(&sessions[i]);
+    free(sessions);
+    if (rc != AQ_OK || leader == 0 || leader > g_opts.replicas) {
+        fprintf(stderr, "asyncq-bench: no leader to kill (%s)\n", aq_strerror(rc));
+        return 0;
+    }
+    kill(g_replica_pids[leader - 1], SIGKILL);
+    return leader;
+}
+
 static int s_run_flow(aq_process_t *broker)
 {
     if (g_opts.rate)
@@ -535,6 +595,18 @@ static int s_run_flow(aq_process_t *broker)
     int64_t timeout = RUN_TIMEOUT_MS;
     if (g_opts.rate)
         timeout += (int64_t) ((double) g_opts.items * 1000.0 / (double) g_opts.rate);
+    unsigned long long killed = 0;
+    int64_t killed_us = 0;
+    if (g_opts.kill_leader_ms) {
+        /* The first put starts the clock (the clients connect first). */
+        while (atomic_load(&g_shared->first_put_us) == INT64_MAX && !bench_signalled
+               && !atomic_load(&g_shared->failed))
+            bench_sleep_us(1000);
+        bench_sleep_until_us(atomic_load(&g_shared->first_put_us)
+                             + (int64_t) g_opts.kill_leader_ms * 1000);
+        killed_us = bench_now_us();
+        killed = s_kill_leader();
+    }
     int done = bench_wait_count(&g_shared->producers_done, g_opts.producers, &g_shared->failed,
                                 timeout > INT32_MAX ? INT32_MAX : (int) timeout);
     aq_status_t rc = AQ_INTERRUPTED;
@@ -593,6 +665,15 @@ static int s_run_flow(aq_process_t *broker)
            " sent, 0 dead; deliveries %llu (redeliveries %llu)\n",
            (unsigned long long) unique, (unsigned long long) acks, (unsigned long long) deliveries,
            (unsigned long long) (deliveries - unique));
+    if (g_opts.kill_leader_ms) {
+        int64_t gap = atomic_load(&g_shared->max_gap_us);
+        int64_t gap_end = atomic_load(&g_shared->max_gap_end_us);
+        printf("  failover     the leader (replica %llu) SIGKILLed %.3f s after the first put;"
+               " the longest time no consumer got an item: %.3f s, from %.3f s after the kill\n",
+               killed, (double) (killed_us - first_put) / 1e6, (double) gap / 1e6,
+               (double) (gap_end - gap - killed_us) / 1e6);
+        return killed != 0;
+    }
     printf("  broker peak RSS %.1f MiB\n", peak_kib / 1024.0);
     return 1;
 }
@@ -637,6 +718,7 @@ static int s_start_group(char **argv, size_t argc, aq_process_t *group, char *di
             return -1;
         }
         bench_track(group[i].pid);
+        g_replica_pids[i] = group[i].pid;
         if (!aq_process_expect(&group[i], "READY ", ready, sizeof ready, 10000)) {
             fprintf(stderr, "asyncq-bench: replica %d did not start (its stderr says why)\n",
                     i + 1);

@@ -79,4 +79,11 @@ int bench_free_ports(int count);
 int bench_temp_dir(const char *prefix, char *buf, size_t size);
 void bench_remove_tree(const char *path);
 
+/*  Writes `text` to dir/name; 1 if it did. */
+int bench_write_file(const char *dir, const char *name, const char *text);
+
+/*  In a forked child about to exec a server: its stdout and stderr to
+    dir/name (appended), default signal handling, death with the parent. */
+void bench_child_output(const char *dir, const char *name);
+
 #endif

@@ -8,12 +8,35 @@
     and its directory afterwards. --serve starts only the node, for runs
     with --server: bench/compare.sh boots one for all its RabbitMQ runs.
 
+    --nodes N (1 to 5) starts a cluster of N nodes on this host instead,
+    each with its own temp dir, node name (asyncq-bench-PID-K@localhost),
+    AMQP and distribution ports, all of them registered with one epmd of
+    ours and sharing one Erlang cookie. Node 1 boots first; the others
+    then boot at once and join it through classic-config peer discovery
+    (node 1 the only peer in their config), and rabbitmqctl
+    await_online_nodes checks that the cluster has N nodes running: about
+    12 s for 3 nodes on an idle 2-core VM (node 1 in 4.5 s, the other two
+    together in 7.5 s more, the check under 1 s). A quorum queue is
+    declared with x-quorum-initial-group-size N, and rabbitmqctl
+    list_queues checks that it has N members, and names its leader,
+    before the run; a classic queue lives on node 1. Every client
+    connects to node 1, where the quorum queue's leader is (the queue is
+    declared there, and RabbitMQ places the leader on the declaring node):
+    producers and consumers spread over the nodes were no faster (3
+    nodes, 2 x 2, 100k items, credit 256, on a 2-core VM where the nodes
+    share the cores anyway: 17.5k items/s spread, 18.9k all on node 1,
+    medians of 5 runs). With --serve the cluster waits for --server runs;
+    with --server, --nodes N only asks a quorum queue for N members. Every
+    node and epmd are killed and every directory removed afterwards, also
+    on a signal.
+
     Three queues, --mode:
     - transient: a classic queue, not durable, messages not persistent;
     - durable: a durable classic queue, persistent messages (delivery-mode
       2), confirmed once written and fsynced (or consumed and acked first);
-    - quorum: a quorum queue (x-queue-type quorum, one member here),
-      persistent messages, confirmed once the Raft log holds them fsynced.
+    - quorum: a quorum queue (x-queue-type quorum, one member on one node,
+      N with --nodes N), persistent messages, confirmed once the Raft log
+      holds them fsynced (on a majority of the members).
 
     Used the way an expert would, pipelined as far as AMQP allows:
     - producers publish with publisher confirms (confirm.select), up to
@@ -64,6 +87,9 @@
     one. */
 #define BOOT_TIMEOUT_MS 120000
 #define RPC_TIMEOUT_S 30
+/*  rabbitmqctl boots an Erlang VM of its own: seconds on a busy VM. */
+#define CTL_TIMEOUT_MS 60000
+#define NODES_MAX 5
 /*  How long a blocked read waits before the process looks at the stop and
     failed flags again. */
 #define POLL_US 100000
@@ -76,7 +102,7 @@ enum { MODE_TRANSIENT, MODE_DURABLE, MODE_QUORUM };
 static const char *const MODE_NAMES[] = {"transient", "durable", "quorum"};
 
 typedef struct {
-    uint64_t producers, consumers, items, size, credit;
+    uint64_t producers, consumers, items, size, credit, nodes;
     int mode, serve;
     const char *server_url;    /* an existing broker, or NULL */
     const char *server_program;
@@ -156,12 +182,12 @@ static int s_reply_ok(amqp_rpc_reply_t reply, char *buf, size_t size)
 
 /*  A connection with channel CHANNEL open, or NULL with the reason in
     `why`. Heartbeats off: no process sits idle long enough to need them. */
-static amqp_connection_state_t rabbit_connect(char *why, size_t size)
+static amqp_connection_state_t rabbit_connect_to(int port, char *why, size_t size)
 {
     amqp_connection_state_t conn = amqp_new_connection();
     amqp_socket_t *tcp = conn ? amqp_tcp_socket_new(conn) : NULL;
     struct timeval connect_timeout = {2, 0}, rpc_timeout = {RPC_TIMEOUT_S, 0};
-    int rc = tcp ? amqp_socket_open_noblock(tcp, g_endpoint.host, g_endpoint.port, &connect_timeout)
+    int rc = tcp ? amqp_socket_open_noblock(tcp, g_endpoint.host, port, &connect_timeout)
                  : AMQP_STATUS_NO_MEMORY;
     if (rc != AMQP_STATUS_OK) {
         snprintf(why, size, "connect: %s", amqp_error_string2(rc));
@@ -184,6 +210,12 @@ static amqp_connection_state_t rabbit_connect(char *why, size_t size)
     return conn;
 }
 
+/*  To the endpoint: node 1 of ours, or the --server broker. */
+static amqp_connection_state_t rabbit_connect(char *why, size_t size)
+{
+    return rabbit_connect_to(g_endpoint.port, why, size);
+}
+
 static void rabbit_close(amqp_connection_state_t conn)
 {
     amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
@@ -191,14 +223,18 @@ static void rabbit_close(amqp_connection_state_t conn)
 }
 
 /*  The bench's queue, as --mode says; `passive` only checks it exists.
-    Returns 1, and the count of messages ready (not delivered) in *ready. */
+    A quorum queue on --nodes N > 1 asks for N members (RabbitMQ's default
+    is 3 at most). Returns 1, and the count of messages ready (not
+    delivered) in *ready. */
 static int rabbit_declare(amqp_connection_state_t conn, int passive, uint64_t *ready, char *why,
                           size_t size)
 {
-    amqp_table_entry_t quorum = {.key = amqp_cstring_bytes("x-queue-type"),
-                                 .value = {.kind = AMQP_FIELD_KIND_UTF8,
-                                           .value.bytes = amqp_cstring_bytes("quorum")}};
-    amqp_table_t arguments = {g_opts.mode == MODE_QUORUM ? 1 : 0, &quorum};
+    amqp_table_entry_t quorum[2]
+        = {{.key = amqp_cstring_bytes("x-queue-type"),
+            .value = {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("quorum")}},
+           {.key = amqp_cstring_bytes("x-quorum-initial-group-size"),
+            .value = {.kind = AMQP_FIELD_KIND_I32, .value.i32 = (int32_t) g_opts.nodes}}};
+    amqp_table_t arguments = {g_opts.mode != MODE_QUORUM ? 0 : g_opts.nodes > 1 ? 2 : 1, quorum};
     amqp_queue_declare_ok_t *ok
         = amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(g_queue), passive,
                              g_opts.mode != MODE_TRANSIENT, 0, 0, arguments);
@@ -532,16 +568,26 @@ static int consumer_run(void *arg)
     return ok ? 0 : 1;
 }
 
-/*  ---- The node ----------------------------------------------------------- */
+/*  ---- The nodes ---------------------------------------------------------- */
 
-/*  A node of our own: epmd and the node, and the write end of the node's
-    stdin. */
+/*  One node of our own: its VM, the write end of its stdin, its ports,
+    its Erlang node name and its directory. */
 typedef struct {
-    pid_t epmd, node;
-    int stdin_fd;
-    int epmd_port, dist_port;
-    char dir[1024];
+    pid_t pid;
+    int stdin_fd, amqp_port, dist_port;
+    char name[96], dir[1024];
 } node_t;
+
+/*  --nodes of them and the epmd they share. Node 1 (nodes[0]) boots
+    first; the others join it, and every client connects to it. `members`
+    and `leader` (a node's number, 0 if none of ours) are the quorum
+    queue's, as rabbitmqctl tells them. */
+typedef struct {
+    pid_t epmd;
+    int epmd_port, count, members, leader;
+    int64_t boot_us;
+    node_t nodes[NODES_MAX];
+} cluster_t;
 
 static int s_port_open(int port)
 {
@@ -568,80 +614,53 @@ static int s_free_port_besides(const int *taken, int count)
     return 0;
 }
 
-static int s_write_file(const char *dir, const char *name, const char *text)
-{
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *file = fopen(path, "w");
-    int ok = file && fputs(text, file) >= 0;
-    if (file)
-        ok = fclose(file) == 0 && ok;
-    return ok;
-}
-
-/*  In a child: stdout and stderr to dir/name, death with the parent. */
-static void s_child_setup(const char *dir, const char *name)
-{
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) {
-        dup2(fd, 1);
-        dup2(fd, 2);
-        close(fd);
-    }
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGHUP, SIG_DFL);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-/*  epmd of our own on a free port, so the node never registers with (or
-    starts) the system's. Polls until it listens. */
-static int node_start_epmd(node_t *node)
+/*  epmd of our own on a free port, so the nodes never register with (or
+    start) the system's; every node of the cluster registers with this
+    one, and finds the others through it. Polls until it listens. */
+static int node_start_epmd(cluster_t *cluster)
 {
     char port[16];
-    snprintf(port, sizeof port, "%d", node->epmd_port);
-    node->epmd = fork();
-    if (node->epmd == 0) {
-        s_child_setup(node->dir, "epmd.log");
+    snprintf(port, sizeof port, "%d", cluster->epmd_port);
+    cluster->epmd = fork();
+    if (cluster->epmd == 0) {
+        bench_child_output(cluster->nodes[0].dir, "epmd.log");
         execlp("epmd", "epmd", "-port", port, "-address", "127.0.0.1", (char *) NULL);
         _exit(127);
     }
-    if (node->epmd < 0)
+    if (cluster->epmd < 0)
         return 0;
-    bench_track(node->epmd);
+    bench_track(cluster->epmd);
     int64_t deadline = bench_now_us() + 10000000;
-    while (!s_port_open(node->epmd_port)) {
-        if (bench_signalled || bench_now_us() >= deadline || waitpid(node->epmd, NULL, WNOHANG))
+    while (!s_port_open(cluster->epmd_port)) {
+        if (bench_signalled || bench_now_us() >= deadline || waitpid(cluster->epmd, NULL, WNOHANG))
             return 0;
         bench_sleep_us(10000);
     }
     return 1;
 }
 
-/*  The node's environment, in the child before exec. Everything lives in
-    `dir`: HOME (Erlang writes its cookie there, not in root's home), the
-    Mnesia and quorum data, the logs, an empty plugin list (no management
+/*  A node's environment, in the child before exec. Everything lives in
+    `dir`: HOME (the Erlang cookie, the same in every node's), the Mnesia
+    and quorum data, the logs, an empty plugin list (no management
     plugin), an empty rabbitmq-env.conf in place of /etc's. The script
     runs the node as root as well. RABBITMQ_ALLOW_INPUT makes the script
     exec the VM (so our pid is the VM's, and bench_track can kill it)
     instead of staying as a shell that forwards signals; the VM then reads
     an Erlang shell's input from stdin, a pipe we never write to, and
     stops when it reads EOF, that is when every process of this bench has
-    gone. */
-static void node_environment(const node_t *node)
+    gone. rabbitmqctl, run in the same environment, finds the node
+    through our epmd with the same cookie. */
+static void node_environment(const cluster_t *cluster, const node_t *node)
 {
     char value[1200];
     setenv("HOME", node->dir, 1);
-    snprintf(value, sizeof value, "asyncq-bench-%d@localhost", (int) getppid());
-    setenv("RABBITMQ_NODENAME", value, 1);
+    setenv("RABBITMQ_NODENAME", node->name, 1);
     setenv("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1", 1);
-    snprintf(value, sizeof value, "%d", g_endpoint.port);
+    snprintf(value, sizeof value, "%d", node->amqp_port);
     setenv("RABBITMQ_NODE_PORT", value, 1);
     snprintf(value, sizeof value, "%d", node->dist_port);
     setenv("RABBITMQ_DIST_PORT", value, 1);
-    snprintf(value, sizeof value, "%d", node->epmd_port);
+    snprintf(value, sizeof value, "%d", cluster->epmd_port);
     setenv("ERL_EPMD_PORT", value, 1);
     setenv("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
            "-start_epmd false -kernel inet_dist_use_interface {127,0,0,1}", 1);
@@ -658,66 +677,106 @@ static void node_environment(const node_t *node)
     setenv("RABBITMQ_ALLOW_INPUT", "true", 1);
 }
 
-static int node_write_files(const node_t *node)
+/*  A cookie of 20 capitals, for every node of the cluster. */
+static int s_cookie(char *buf, size_t size)
 {
-    return s_write_file(node->dir, "enabled_plugins", "[].\n")
-           && s_write_file(node->dir, "rabbitmq.conf",
-                           "# asyncq-rabbitmq-bench: defaults, loopback only\n"
-                           "loopback_users.guest = true\n")
-           && s_write_file(node->dir, "rabbitmq-env.conf", "");
+    unsigned char bytes[20];
+    int fd = open("/dev/urandom", O_RDONLY);
+    int ok = fd >= 0 && read(fd, bytes, sizeof bytes) == (ssize_t) sizeof bytes
+             && size > sizeof bytes;
+    if (fd >= 0)
+        close(fd);
+    for (size_t i = 0; ok && i < sizeof bytes; i++)
+        buf[i] = (char) ('A' + bytes[i] % 26);
+    if (ok)
+        buf[sizeof bytes] = '\0';
+    return ok;
 }
 
-static int node_start_server(node_t *node)
+/*  Erlang refuses a cookie file that others may read. */
+static int s_write_cookie(const char *dir, const char *cookie)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/.erlang.cookie", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0400);
+    size_t length = strlen(cookie);
+    int ok = fd >= 0 && write(fd, cookie, length) == (ssize_t) length;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    return ok;
+}
+
+/*  Nodes 2 and on find node 1 in their config (classic peer discovery),
+    and join it as they boot, node 1 being up by then. */
+static int node_write_files(const cluster_t *cluster, const node_t *node, const char *cookie)
+{
+    char config[512];
+    int length = snprintf(config, sizeof config,
+                          "# asyncq-rabbitmq-bench: defaults, loopback only\n"
+                          "loopback_users.guest = true\n");
+    if (node != &cluster->nodes[0])
+        snprintf(config + length, sizeof config - (size_t) length,
+                 "cluster_formation.peer_discovery_backend = classic_config\n"
+                 "cluster_formation.classic_config.nodes.1 = %s\n",
+                 cluster->nodes[0].name);
+    return bench_write_file(node->dir, "enabled_plugins", "[].\n")
+           && bench_write_file(node->dir, "rabbitmq.conf", config)
+           && bench_write_file(node->dir, "rabbitmq-env.conf", "")
+           && s_write_cookie(node->dir, cookie);
+}
+
+static int node_start_server(const cluster_t *cluster, node_t *node)
 {
     int fds[2];
     if (pipe(fds) != 0)
         return 0;
     fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    node->node = fork();
-    if (node->node == 0) {
-        s_child_setup(node->dir, "rabbitmq.log");
+    node->pid = fork();
+    if (node->pid == 0) {
+        bench_child_output(node->dir, "rabbitmq.log");
         dup2(fds[0], 0);
         close(fds[0]);
-        node_environment(node);
+        node_environment(cluster, node);
         execlp(g_opts.server_program, g_opts.server_program, (char *) NULL);
         fprintf(stderr, "cannot run %s: %s\n", g_opts.server_program, strerror(errno));
         _exit(127);
     }
     close(fds[0]);
     node->stdin_fd = fds[1];
-    if (node->node < 0)
+    if (node->pid < 0)
         return 0;
-    bench_track(node->node);
+    bench_track(node->pid);
     return 1;
 }
 
-/*  Polls an AMQP login until it works (the node opens its listener once
-    booted), the node exits, or BOOT_TIMEOUT_MS passes. */
-static int node_wait_ready(const node_t *node)
+/*  Polls an AMQP login until it works (a node opens its listener once
+    booted, after joining the cluster), the node exits, or BOOT_TIMEOUT_MS
+    passes since `start_us`, when it was started. */
+static int node_wait_ready(const node_t *node, int number, int64_t start_us)
 {
-    int64_t deadline = bench_now_us() + (int64_t) BOOT_TIMEOUT_MS * 1000;
+    int64_t deadline = start_us + (int64_t) BOOT_TIMEOUT_MS * 1000;
     char why[256] = "";
     for (;;) {
-        amqp_connection_state_t conn = rabbit_connect(why, sizeof why);
+        amqp_connection_state_t conn = rabbit_connect_to(node->amqp_port, why, sizeof why);
         if (conn) {
             rabbit_close(conn);
             return 1;
         }
-        if (waitpid(node->node, NULL, WNOHANG) != 0) {
-            fprintf(stderr, "asyncq-rabbitmq-bench: the node exited while starting\n");
+        if (waitpid(node->pid, NULL, WNOHANG) != 0) {
+            fprintf(stderr, "asyncq-rabbitmq-bench: node %d exited while starting\n", number);
             return 0;
         }
         if (bench_signalled || bench_now_us() >= deadline) {
-            fprintf(stderr, "asyncq-rabbitmq-bench: the node did not start (%s)\n", why);
+            fprintf(stderr, "asyncq-rabbitmq-bench: node %d did not start (%s)\n", number, why);
             return 0;
         }
         bench_sleep_us(20000);
     }
 }
 
-/*  The last lines of the node's output, to say why it failed before its
+/*  The last lines of a node's output, to say why it failed before its
     directory goes. */
-static void node_print_log(const node_t *node)
+static void node_print_log(const node_t *node, int number)
 {
     char path[1200], line[512], tail[20][512];
     snprintf(path, sizeof path, "%s/rabbitmq.log", node->dir);
@@ -727,42 +786,196 @@ static void node_print_log(const node_t *node)
         snprintf(tail[count++ % 20], sizeof tail[0], "%s", line);
     if (file)
         fclose(file);
-    fprintf(stderr, "asyncq-rabbitmq-bench: the node's output ends:\n");
+    fprintf(stderr, "asyncq-rabbitmq-bench: node %d's output ends:\n", number);
     for (size_t i = count > 20 ? count - 20 : 0; i < count; i++)
         fprintf(stderr, "  %s", tail[i % 20]);
 }
 
-static int node_start(node_t *node)
+/*  rabbitmqctl (beside the server script, else from PATH) against node 1,
+    with `args` after `-q -n NODE`; its stdout in `out`, its stderr in node
+    1's rabbitmqctl.log. 1 if it exited with status 0 within CTL_TIMEOUT_MS.
+    The tool is an Erlang node too: it listens on a free port of ours
+    (the script's range, from 35672, may be another's). */
+static int cluster_ctl(const cluster_t *cluster, const char *const *args, char *out, size_t size)
 {
-    node->epmd_port = s_free_port_besides(NULL, 0);
-    node->dist_port = s_free_port_besides(&node->epmd_port, 1);
-    int taken[2] = {node->epmd_port, node->dist_port};
-    g_endpoint.port = s_free_port_besides(taken, 2);
+    const node_t *node = &cluster->nodes[0];
+    char program[1200], port[16];
+    const char *slash = strrchr(g_opts.server_program, '/');
+    if (slash)
+        snprintf(program, sizeof program, "%.*s/rabbitmqctl",
+                 (int) (slash - g_opts.server_program), g_opts.server_program);
+    else
+        snprintf(program, sizeof program, "rabbitmqctl");
+    snprintf(port, sizeof port, "%d", s_free_port_besides(NULL, 0));
+    const char *argv[16] = {program, "-q", "-n", node->name};
+    size_t argc = 4;
+    while (*args && argc < sizeof argv / sizeof argv[0] - 1)
+        argv[argc++] = *args++;
+    argv[argc] = NULL;
+    int fds[2];
+    if (pipe(fds) != 0)
+        return 0;
+    pid_t pid = fork();
+    if (pid == 0) {
+        bench_child_output(node->dir, "rabbitmqctl.log");
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        node_environment(cluster, node);
+        setenv("RABBITMQ_CTL_DIST_PORT_MIN", port, 1);
+        setenv("RABBITMQ_CTL_DIST_PORT_MAX", port, 1);
+        execvp(program, (char *const *) argv);
+        fprintf(stderr, "cannot run %s: %s\n", program, strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return 0;
+    }
+    bench_track(pid);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    size_t got = 0;
+    int64_t deadline = bench_now_us() + (int64_t) CTL_TIMEOUT_MS * 1000;
+    for (;;) {
+        char discard[256];
+        ssize_t n = got + 1 < size ? read(fds[0], out + got, size - 1 - got)
+                                   : read(fds[0], discard, sizeof discard);
+        if (n > 0 && got + 1 < size)
+            got += (size_t) n;
+        if (n == 0 || bench_signalled || bench_now_us() >= deadline)
+            break;
+        if (n < 0)
+            bench_sleep_us(10000);
+    }
+    close(fds[0]);
+    if (size)
+        out[got] = '\0';
+    int64_t left_ms = (deadline - bench_now_us()) / 1000;
+    int done = bench_wait(pid, bench_signalled || left_ms < 0 ? 0 : (int) left_ms);
+    if (done < 0) {
+        bench_untrack(pid);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return done == 1;
+}
+
+/*  Every node in the cluster, as node 1 sees it. */
+static int cluster_check_joined(const cluster_t *cluster)
+{
+    char count[16], out[1024];
+    snprintf(count, sizeof count, "%d", cluster->count);
+    const char *args[] = {"await_online_nodes", count, "--timeout", "10", NULL};
+    int ok = cluster_ctl(cluster, args, out, sizeof out);
+    if (!ok && !bench_signalled)
+        fprintf(stderr, "asyncq-rabbitmq-bench: the nodes did not form one cluster of %d"
+                        " (rabbitmqctl await_online_nodes)\n",
+                cluster->count);
+    return ok;
+}
+
+/*  Ports for epmd and each node (AMQP, distribution), node 1's as the
+    endpoint; the files, epmd, node 1, then the others at once. */
+static int cluster_start(cluster_t *cluster)
+{
+    int64_t start = bench_now_us();
+    int taken[1 + 2 * NODES_MAX] = {0}, ports = 1 + 2 * cluster->count, ok = 1;
+    for (int i = 0; i < ports; i++) {
+        taken[i] = s_free_port_besides(taken, i);
+        ok = ok && taken[i];
+    }
+    cluster->epmd_port = taken[0];
+    for (int i = 0; i < cluster->count; i++) {
+        node_t *node = &cluster->nodes[i];
+        node->amqp_port = taken[1 + 2 * i];
+        node->dist_port = taken[2 + 2 * i];
+        snprintf(node->name, sizeof node->name, "asyncq-bench-%d-%d@localhost", (int) getpid(),
+                 i + 1);
+    }
+    g_endpoint.port = cluster->nodes[0].amqp_port;
     snprintf(g_endpoint.host, sizeof g_endpoint.host, "127.0.0.1");
     snprintf(g_endpoint.user, sizeof g_endpoint.user, "guest");
     snprintf(g_endpoint.password, sizeof g_endpoint.password, "guest");
     snprintf(g_endpoint.vhost, sizeof g_endpoint.vhost, "/");
-    int ok = node->epmd_port && node->dist_port && g_endpoint.port && node_write_files(node)
-             && node_start_epmd(node) && node_start_server(node) && node_wait_ready(node);
-    if (!ok && !bench_signalled)
-        node_print_log(node);
+    char cookie[32];
+    ok = ok && s_cookie(cookie, sizeof cookie);
+    for (int i = 0; ok && i < cluster->count; i++)
+        ok = node_write_files(cluster, &cluster->nodes[i], cookie);
+    ok = ok && node_start_epmd(cluster) && node_start_server(cluster, &cluster->nodes[0]);
+    int failed = 1, joined = 1; /* the node whose log tells why */
+    ok = ok && node_wait_ready(&cluster->nodes[0], 1, start);
+    int64_t others = bench_now_us();
+    for (int i = 1; ok && i < cluster->count; i++)
+        ok = node_start_server(cluster, &cluster->nodes[i]);
+    for (int i = 1; ok && i < cluster->count; i++)
+        if (!(ok = node_wait_ready(&cluster->nodes[i], i + 1, others)))
+            failed = i + 1;
+    if (ok && cluster->count > 1)
+        ok = joined = cluster_check_joined(cluster);
+    cluster->boot_us = bench_now_us() - start;
+    if (!ok && !bench_signalled && joined)
+        node_print_log(&cluster->nodes[failed - 1], failed);
+    /* A node that found no peer booted alone, and its log says so. */
+    for (int i = 1; !ok && !bench_signalled && !joined && i < cluster->count; i++)
+        node_print_log(&cluster->nodes[i], i + 1);
     return ok;
 }
 
-/*  Nothing of the node is kept: SIGKILL, then its directory goes. */
-static void node_stop(node_t *node)
+/*  The quorum queue's members and leader, from rabbitmqctl list_queues:
+    one line, the queue's name, its members ([a@localhost, b@localhost])
+    and its leader, tab apart. */
+static int cluster_check_members(cluster_t *cluster)
 {
-    pid_t pids[2] = {node->node, node->epmd};
-    for (int i = 0; i < 2; i++)
-        if (pids[i] > 0) {
-            bench_untrack(pids[i]);
-            kill(pids[i], SIGKILL);
-            waitpid(pids[i], NULL, 0);
+    char out[4096];
+    const char *args[] = {"list_queues", "--no-table-headers", "name", "members", "leader", NULL};
+    int ok = cluster_ctl(cluster, args, out, sizeof out);
+    size_t length = strlen(g_queue);
+    char *line = ok ? out : NULL;
+    while (line && !(strncmp(line, g_queue, length) == 0 && line[length] == '\t')) {
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    char *members = line ? line + length : NULL;
+    char *leader = members ? strchr(members + 1, '\t') : NULL;
+    if (!leader && !bench_signalled)
+        fprintf(stderr, "asyncq-rabbitmq-bench: rabbitmqctl list_queues: no members for %s\n",
+                g_queue);
+    if (!leader)
+        return 0;
+    *leader++ = '\0';
+    leader[strcspn(leader, "\r\n")] = '\0';
+    cluster->members = cluster->leader = 0;
+    for (int i = 0; i < cluster->count; i++) {
+        cluster->members += strstr(members, cluster->nodes[i].name) != NULL;
+        if (strcmp(leader, cluster->nodes[i].name) == 0)
+            cluster->leader = i + 1;
+    }
+    if (cluster->members == cluster->count)
+        return 1;
+    fprintf(stderr, "asyncq-rabbitmq-bench: quorum queue %s has %d members, not %d:%s\n",
+            g_queue, cluster->members, cluster->count, members);
+    return 0;
+}
+
+/*  Nothing of the nodes is kept: SIGKILL, then their directories go. */
+static void cluster_stop(cluster_t *cluster)
+{
+    for (int i = 0; i <= cluster->count; i++) {
+        pid_t pid = i < cluster->count ? cluster->nodes[i].pid : cluster->epmd;
+        if (pid > 0) {
+            bench_untrack(pid);
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
         }
-    if (node->stdin_fd >= 0)
-        close(node->stdin_fd);
-    node->node = node->epmd = -1;
-    node->stdin_fd = -1;
+        if (i < cluster->count) {
+            if (cluster->nodes[i].stdin_fd >= 0)
+                close(cluster->nodes[i].stdin_fd);
+            cluster->nodes[i].pid = -1;
+            cluster->nodes[i].stdin_fd = -1;
+        }
+    }
+    cluster->epmd = -1;
 }
 
 /*  ---- Options, the run, the figures -------------------------------------- */
@@ -799,11 +1012,17 @@ static void s_usage(void)
            "      --server URL      use a running broker and a queue of its own, deleted\n"
            "                        afterwards (amqp://user:pass@host:port[/vhost]; no path:\n"
            "                        vhost /, a trailing / alone: the empty vhost)\n"
-           "      --serve           start a node, print READY and its URL, keep it until\n"
-           "                        stdin ends or a signal comes (for runs with --server)\n"
-           "      --rabbitmq-server P  the node's start script (default\n"
+           "      --serve           start the node(s), print READY and node 1's URL, keep\n"
+           "                        them until stdin ends or a signal comes (for runs with\n"
+           "                        --server)\n"
+           "      --nodes N         a cluster of N nodes on this host (1 to 5; 1): node 1\n"
+           "                        boots first, the others join it; every client connects\n"
+           "                        to node 1. A quorum queue gets N members (checked with\n"
+           "                        rabbitmqctl), a classic queue lives on node 1. With\n"
+           "                        --server: only asks a quorum queue for N members\n"
+           "      --rabbitmq-server P  the nodes' start script (default\n"
            "                        " DEFAULT_SERVER ",\n"
-           "                        else rabbitmq-server from PATH)\n"
+           "                        else rabbitmq-server from PATH; rabbitmqctl beside it)\n"
            "Items/s from the first publish to the basic.ack that completes the count (as\n"
            "written to the socket: basic.ack has no reply), or to the last confirm if\n"
            "later. Publisher confirms; an item counts as put once confirmed.\n");
@@ -826,15 +1045,15 @@ static int s_parse(int argc, char **argv, rabbit_options_t *opts)
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
         {"credit", required_argument, 0, 'C'},    {"mode", required_argument, 0, 'M'},
         {"server", required_argument, 0, 'S'},    {"rabbitmq-server", required_argument, 0, 'R'},
-        {"serve", no_argument, 0, 'V'},           {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"serve", no_argument, 0, 'V'},           {"nodes", required_argument, 0, 'N'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     const char *program = access(DEFAULT_SERVER, X_OK) == 0 ? DEFAULT_SERVER : "rabbitmq-server";
-    *opts = (rabbit_options_t){1, 1, 100000, 64, 256, MODE_DURABLE, 0, NULL, program};
+    *opts = (rabbit_options_t){1, 1, 100000, 64, 256, 1, MODE_DURABLE, 0, NULL, program};
     int opt;
     while ((opt = getopt_long(argc, argv, "p:c:n:s:h", options, NULL)) != -1) {
         uint64_t *target = opt == 'p' ? &opts->producers : opt == 'c' ? &opts->consumers
                          : opt == 'n' ? &opts->items : opt == 's' ? &opts->size
-                         : opt == 'C' ? &opts->credit : NULL;
+                         : opt == 'C' ? &opts->credit : opt == 'N' ? &opts->nodes : NULL;
         if (opt == 'h') {
             s_usage();
             exit(0);
@@ -852,7 +1071,7 @@ static int s_parse(int argc, char **argv, rabbit_options_t *opts)
         }
     }
     if (optind < argc || opts->credit > 65535 || opts->producers + opts->consumers > 200
-        || (opts->serve && opts->server_url)) {
+        || opts->nodes > NODES_MAX || (opts->serve && opts->server_url)) {
         fprintf(stderr, "asyncq-rabbitmq-bench: bad arguments (see --help)\n");
         return 0;
     }
@@ -861,11 +1080,31 @@ static int s_parse(int argc, char **argv, rabbit_options_t *opts)
     return 1;
 }
 
-static const char *s_mode_text(void)
+/*  The queue and where it lives, for the first line. */
+static void s_mode_text(const cluster_t *cluster, char *buf, size_t size)
 {
-    return g_opts.mode == MODE_TRANSIENT ? "transient classic queue, messages not persistent"
-           : g_opts.mode == MODE_DURABLE ? "durable classic queue, persistent messages"
-                                         : "quorum queue, persistent messages";
+    const char *queue = g_opts.mode == MODE_TRANSIENT ? "transient classic queue"
+                      : g_opts.mode == MODE_DURABLE   ? "durable classic queue"
+                                                      : "quorum queue";
+    const char *messages = g_opts.mode == MODE_TRANSIENT ? "messages not persistent"
+                                                         : "persistent messages";
+    char leader[64] = "leader not among them";
+    if (cluster->leader)
+        snprintf(leader, sizeof leader, "leader node %d", cluster->leader);
+    if (g_opts.server_url && g_opts.mode == MODE_QUORUM && g_opts.nodes > 1)
+        snprintf(buf, size, "%s of %d members asked (--server: not checked), %s", queue,
+                 (int) g_opts.nodes, messages);
+    else if (g_opts.server_url || cluster->count == 1)
+        snprintf(buf, size, "%s%s, %s", queue,
+                 g_opts.mode == MODE_QUORUM && !g_opts.server_url ? " of 1 member" : "",
+                 messages);
+    else if (g_opts.mode == MODE_QUORUM)
+        snprintf(buf, size, "quorum queue of %d members on %d nodes (%s; every client connects"
+                 " to node 1), %s",
+                 cluster->members, cluster->count, leader, messages);
+    else
+        snprintf(buf, size, "%s on node 1 of %d (every client connects to node 1), %s", queue,
+                 cluster->count, messages);
 }
 
 /*  What the broker still holds once the consumers have closed: messages
@@ -884,14 +1123,31 @@ static long long rabbit_leftovers(int delete)
     return left;
 }
 
-static void s_print(uint64_t peak_kib, long long left)
+/*  Each node's peak RSS, and how long the nodes took to boot (and to
+    form one cluster). */
+static void s_print_nodes(const cluster_t *cluster, const uint64_t *peak_kib)
 {
+    if (g_opts.server_url)
+        return;
+    printf("  rabbitmq-server peak RSS");
+    if (cluster->count > 1)
+        printf(", nodes 1 to %d:", cluster->count);
+    for (int i = 0; i < cluster->count; i++)
+        printf("%s %.1f", i ? "," : "", peak_kib[i] / 1024.0);
+    printf(" MiB; booted%s in %.1f s\n", cluster->count > 1 ? " and clustered" : "",
+           (double) cluster->boot_us / 1e6);
+}
+
+static void s_print(const cluster_t *cluster, const uint64_t *peak_kib, long long left)
+{
+    char mode[512];
+    s_mode_text(cluster, mode, sizeof mode);
     printf("asyncq-rabbitmq-bench: throughput, %llu producers, %llu consumers, %llu items of %llu"
            " bytes, credit %llu, %s; publisher confirms, %llu unconfirmed per producer;"
            " prefetch %llu, one ack (multiple) per %llu deliveries or when none is readable\n",
            (unsigned long long) g_opts.producers, (unsigned long long) g_opts.consumers,
            (unsigned long long) g_opts.items, (unsigned long long) g_opts.size,
-           (unsigned long long) g_opts.credit, s_mode_text(), (unsigned long long) g_opts.credit,
+           (unsigned long long) g_opts.credit, mode, (unsigned long long) g_opts.credit,
            (unsigned long long) g_opts.credit,
            (unsigned long long) (g_opts.credit / 4 ? g_opts.credit / 4 : 1));
     int64_t last_ack = atomic_load(&g_shared->last_ack_us);
@@ -917,13 +1173,12 @@ static void s_print(uint64_t peak_kib, long long left)
            (unsigned long long) atomic_load(&g_shared->acked),
            (unsigned long long) atomic_load(&g_shared->deliveries),
            (unsigned long long) atomic_load(&g_shared->redelivered), left);
-    if (peak_kib)
-        printf("  rabbitmq-server peak RSS %.1f MiB\n", peak_kib / 1024.0);
+    s_print_nodes(cluster, peak_kib);
 }
 
-/*  The queue, the consumers, then the producers, each waiting for the one
-    before. */
-static int s_start_clients(void)
+/*  The queue (on nodes of ours, a quorum queue's members checked), the
+    consumers, then the producers, each waiting for the one before. */
+static int s_start_clients(cluster_t *cluster)
 {
     char why[256];
     amqp_connection_state_t conn = rabbit_connect(why, sizeof why);
@@ -934,6 +1189,10 @@ static int s_start_clients(void)
         fprintf(stderr, "asyncq-rabbitmq-bench: queue %s: %s\n", g_queue, why);
         return 0;
     }
+    cluster->members = 1;
+    if (!g_opts.server_url && g_opts.mode == MODE_QUORUM && cluster->count > 1
+        && !cluster_check_members(cluster))
+        return 0;
     for (uint64_t i = 0; i < g_opts.consumers; i++)
         if (bench_fork(consumer_run, (void *) (uintptr_t) i) < 0)
             return 0;
@@ -946,35 +1205,41 @@ static int s_start_clients(void)
                             30000);
 }
 
-static int s_run(node_t *node, uint64_t *peak_kib, long long *left)
+static int s_run(cluster_t *cluster, uint64_t *peak_kib, long long *left)
 {
-    int ok = (g_opts.server_url || node_start(node)) && s_start_clients();
+    int ok = (g_opts.server_url || cluster_start(cluster)) && s_start_clients(cluster);
     if (ok) {
         atomic_store(&g_shared->go, 1);
         ok = bench_wait_count(&g_shared->acked, g_opts.items, &g_shared->failed, RUN_TIMEOUT_MS)
              && bench_wait_count(&g_shared->confirmed, g_opts.items, &g_shared->failed, 60000);
     }
     atomic_store(&g_shared->stop, 1);
-    *peak_kib = node->node > 0 ? bench_proc_kib(node->node, "VmHWM:") : 0;
-    if (node->node > 0)
-        bench_untrack(node->node);
-    if (node->epmd > 0)
-        bench_untrack(node->epmd);
+    for (int i = 0; i < cluster->count; i++) {
+        pid_t pid = cluster->nodes[i].pid;
+        peak_kib[i] = pid > 0 ? bench_proc_kib(pid, "VmHWM:") : 0;
+        if (pid > 0)
+            bench_untrack(pid);
+    }
+    if (cluster->epmd > 0)
+        bench_untrack(cluster->epmd);
     bench_stop_all(0, 5000); /* signal 0: clients close and exit on `stop`; SIGKILL after 5 s */
     /* With --server the queue goes whatever happened. */
     int reachable = g_opts.server_url || (ok && !bench_signalled);
     *left = reachable ? rabbit_leftovers(g_opts.server_url != NULL) : -1;
-    node_stop(node);
+    cluster_stop(cluster);
     return ok;
 }
 
-/*  --serve: the node alone, for runs with --server (bench/compare.sh boots
-    one node for all its RabbitMQ runs: a boot takes seconds). Its stdin
-    is a pipe from whoever started it; EOF there stops the node. */
-static int s_serve(node_t *node)
+/*  --serve: the nodes alone, for runs with --server (bench/compare.sh
+    boots one node for all its RabbitMQ runs: a boot takes seconds). Its
+    stdin is a pipe from whoever started it; EOF there stops the nodes. */
+static int s_serve(cluster_t *cluster)
 {
-    int ok = node_start(node);
+    int ok = cluster_start(cluster);
     if (ok) {
+        if (cluster->count > 1)
+            fprintf(stderr, "asyncq-rabbitmq-bench: %d nodes booted and clustered in %.1f s\n",
+                    cluster->count, (double) cluster->boot_us / 1e6);
         printf("READY amqp://guest:guest@127.0.0.1:%d\n", g_endpoint.port);
         fflush(stdout);
         char buf[256];
@@ -984,16 +1249,16 @@ static int s_serve(node_t *node)
                 break;
         }
     }
-    node_stop(node);
+    cluster_stop(cluster);
     return ok;
 }
 
 /*  The figures, or what failed; 1 if the run succeeded. */
-static int s_report(int ok, uint64_t peak_kib, long long left)
+static int s_report(int ok, const cluster_t *cluster, const uint64_t *peak_kib, long long left)
 {
     if (ok && atomic_load(&g_shared->unique) == g_opts.items
         && atomic_load(&g_shared->bad_items) == 0) {
-        s_print(peak_kib, left);
+        s_print(cluster, peak_kib, left);
         return 1;
     }
     printf("asyncq-rabbitmq-bench: FAILED: %llu of %llu items confirmed, %llu delivered,"
@@ -1004,6 +1269,19 @@ static int s_report(int ok, uint64_t peak_kib, long long left)
     return 0;
 }
 
+/*  A temp dir per node of ours; 0 (none left behind) if one fails. */
+static int s_node_dirs(cluster_t *cluster)
+{
+    for (int i = 0; i < cluster->count; i++)
+        if (bench_temp_dir("asyncq-rabbitmq-bench", cluster->nodes[i].dir,
+                           sizeof cluster->nodes[i].dir)) {
+            while (i-- > 0)
+                bench_remove_tree(cluster->nodes[i].dir);
+            return 0;
+        }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     if (!s_parse(argc, argv, &g_opts))
@@ -1012,10 +1290,11 @@ int main(int argc, char **argv)
     snprintf(g_queue, sizeof g_queue, "asyncq-bench-%d", (int) getpid());
     size_t shared_size = sizeof(shared_t) + g_opts.items * (3 * sizeof(uint32_t) + 1);
     char *memory = bench_shared_new(shared_size);
-    node_t node = {.epmd = -1, .node = -1, .stdin_fd = -1};
-    int own_node = g_opts.server_url == NULL;
-    if (!memory
-        || (own_node && bench_temp_dir("asyncq-rabbitmq-bench", node.dir, sizeof node.dir))) {
+    int own_nodes = g_opts.server_url == NULL;
+    cluster_t cluster = {.epmd = -1, .count = own_nodes ? (int) g_opts.nodes : 0};
+    for (int i = 0; i < NODES_MAX; i++)
+        cluster.nodes[i].pid = cluster.nodes[i].stdin_fd = -1;
+    if (!memory || !s_node_dirs(&cluster)) {
         fprintf(stderr, "asyncq-rabbitmq-bench: no memory or no temp dir\n");
         return 1;
     }
@@ -1027,15 +1306,15 @@ int main(int argc, char **argv)
     atomic_store(&g_shared->first_put_us, INT64_MAX);
     int ok;
     if (g_opts.serve) {
-        ok = s_serve(&node);
+        ok = s_serve(&cluster);
     } else {
-        uint64_t peak_kib = 0;
+        uint64_t peak_kib[NODES_MAX] = {0};
         long long left = -1;
-        ok = s_run(&node, &peak_kib, &left);
-        ok = s_report(ok, peak_kib, left);
+        ok = s_run(&cluster, peak_kib, &left);
+        ok = s_report(ok, &cluster, peak_kib, left);
     }
-    if (own_node)
-        bench_remove_tree(node.dir);
+    for (int i = 0; i < cluster.count; i++)
+        bench_remove_tree(cluster.nodes[i].dir);
     bench_shared_free(memory, shared_size);
     return bench_signalled ? 130 : ok ? 0 : 1;
 }
