@@ -131,7 +131,7 @@ typedef struct {
 #define BROKER_DEFAULT_DRAIN_MS 30000
 #define BROKER_DEFAULT_MAX_DELAY_S 2592000 /* 30 days */
 #define BROKER_DEFAULT_SEGMENT_BYTES (4 * 1024 * 1024)
-#define BROKER_DEFAULT_REPLICA_SNAPSHOT 8192
+#define BROKER_DEFAULT_REPLICA_SNAPSHOT 0 /* by the log's bytes: replica.h */
 
 /*  What a deadline_t in the broker's heap is for. */
 enum {

@@ -144,7 +144,8 @@ static void s_usage(FILE *out)
             "                          the log before it, every N entries (one a pass of its\n"
             "                          loop); the last quarter is kept, so that a replica a\n"
             "                          little behind catches up from the log (env\n"
-            "                          ASYNCQ_REPLICA_SNAPSHOT; 8192)\n"
+            "                          ASYNCQ_REPLICA_SNAPSHOT; 0: about every 64 MiB of log,\n"
+            "                          1024 to 262144 entries, as the entries' size goes)\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
             "      --health            ask the broker these settings describe, on this host,\n"
@@ -386,7 +387,8 @@ static int s_config_is_valid(broker_config_t *config)
         || !s_range("max-delay", config->max_delay_s, 0, 315360000) /* 10 years */
         || !s_range("segment-bytes", config->segment_bytes, 4096, UINT32_MAX)
         || !s_range("shard", config->shard, 0, SHARDS_MAX - 1)
-        || !s_range("replica-snapshot", config->replica_snapshot, 16, 1u << 30)
+        || (config->replica_snapshot
+            && !s_range("replica-snapshot", config->replica_snapshot, 16, 1u << 30))
         || !s_service_is_valid(config))
         return 0;
     if (config->drain_ms > INT32_MAX)

@@ -717,8 +717,7 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
         return JOURNAL_IO;
     group_t *group = self->group;
     snprintf(group->dir, sizeof group->dir, "%s/replica", self->config.data_dir);
-    unsigned threshold = self->config.replica_snapshot ? (unsigned) self->config.replica_snapshot
-                                                       : BROKER_DEFAULT_REPLICA_SNAPSHOT;
+    unsigned threshold = (unsigned) self->config.replica_snapshot; /* 0: by bytes */
     replica_config_t config = {.count = group->count, .id = self->config.node_id,
                                .address = group->address, .dir = group->dir,
                                .snapshot_threshold = threshold,

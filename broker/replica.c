@@ -18,8 +18,10 @@
 
 #define REPLICA_DEFAULT_ELECTION_MS 500
 #define REPLICA_DEFAULT_HEARTBEAT_MS 100
-#define REPLICA_DEFAULT_SNAPSHOT_THRESHOLD 8192
-#define REPLICA_DEFAULT_SNAPSHOT_TRAILING 2048
+#define REPLICA_SNAPSHOT_BYTES (64u << 20)
+#define REPLICA_SNAPSHOT_MIN 1024
+#define REPLICA_SNAPSHOT_MAX 262144
+#define REPLICA_SIZES_EVERY 256 /* entries applied between two looks at their size */
 #define REPLICA_INSTALL_TIMEOUT_MS 10000
 #define ENTRY_HEADER 8 /* an entry's length, big-endian, before its bytes */
 
@@ -60,6 +62,10 @@ struct replica {
     uint64_t told_term;
     int told_ready;
     uint64_t restores;
+    /*  Snapshots by bytes (config snapshot_threshold 0): the mean size of
+        the entries applied, over the last REPLICA_SIZES_EVERY. */
+    int by_bytes;
+    uint64_t sized_bytes, sized_entries;
     /*  The one change of the group under way (replica_add: two steps,
         added as a spare, then made a standby), and the leader's own
         promotion of a standby that caught up. */
@@ -394,6 +400,18 @@ static void s_io_wrap(replica_t *self)
 
 /* ---------------------------------------------------- the state machine */
 
+/*  About REPLICA_SNAPSHOT_BYTES of log between two snapshots, a quarter of
+    it kept after one, for entries of `mean` bytes. */
+static void s_space_snapshots(replica_t *self, uint64_t mean)
+{
+    uint64_t entries = REPLICA_SNAPSHOT_BYTES / (mean ? mean : 1);
+    unsigned threshold = entries < REPLICA_SNAPSHOT_MIN   ? REPLICA_SNAPSHOT_MIN
+                         : entries > REPLICA_SNAPSHOT_MAX ? REPLICA_SNAPSHOT_MAX
+                                                          : (unsigned) entries;
+    raft_set_snapshot_threshold(&self->raft, threshold);
+    raft_set_snapshot_trailing(&self->raft, threshold / 4);
+}
+
 static int s_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buffer, void **result)
 {
     replica_t *self = fsm->data;
@@ -407,6 +425,13 @@ static int s_fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buffer, v
     if (size > buffer->len - ENTRY_HEADER)
         return RAFT_MALFORMED;
     self->owner.apply(self->owner.ctx, bytes + ENTRY_HEADER, (size_t) size);
+    if (self->by_bytes) {
+        self->sized_bytes += buffer->len;
+        if (++self->sized_entries == REPLICA_SIZES_EVERY) {
+            s_space_snapshots(self, self->sized_bytes / self->sized_entries);
+            self->sized_bytes = self->sized_entries = 0;
+        }
+    }
     return 0;
 }
 
@@ -639,12 +664,14 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
                                                                : REPLICA_DEFAULT_ELECTION_MS);
     raft_set_heartbeat_timeout(&self->raft, config->heartbeat_ms ? config->heartbeat_ms
                                                                  : REPLICA_DEFAULT_HEARTBEAT_MS);
-    raft_set_snapshot_threshold(&self->raft, config->snapshot_threshold
-                                                 ? config->snapshot_threshold
-                                                 : REPLICA_DEFAULT_SNAPSHOT_THRESHOLD);
-    raft_set_snapshot_trailing(&self->raft, config->snapshot_trailing
-                                                ? config->snapshot_trailing
-                                                : REPLICA_DEFAULT_SNAPSHOT_TRAILING);
+    self->by_bytes = config->snapshot_threshold == 0;
+    if (self->by_bytes) {
+        s_space_snapshots(self, REPLICA_SNAPSHOT_BYTES / 8192); /* till entries are seen */
+    }
+    else {
+        raft_set_snapshot_threshold(&self->raft, config->snapshot_threshold);
+        raft_set_snapshot_trailing(&self->raft, config->snapshot_trailing);
+    }
     /* A snapshot sent and not answered (lost with a connection that broke)
        is sent again after this; the library's 30 s held a replica back. */
     raft_set_install_snapshot_timeout(&self->raft, REPLICA_INSTALL_TIMEOUT_MS);

@@ -81,8 +81,14 @@ typedef struct {
     const char *dir;            /* the log and snapshots; made if missing */
     unsigned election_ms;       /* 0: 500 (a leader lost is replaced in 0.5-1 s) */
     unsigned heartbeat_ms;      /* 0: 100 */
-    unsigned snapshot_threshold; /* entries between snapshots; 0: 8192 */
-    unsigned snapshot_trailing;  /* entries kept after one; 0: 2048 */
+    /*  Entries between snapshots, and kept after one; 0: by bytes, about
+        REPLICA_SNAPSHOT_BYTES of log between two snapshots and a quarter of
+        that kept, from the entries' mean size (the leader makes one entry
+        per pass of its loop: a few hundred bytes at a low rate, hundreds of
+        KiB under load; a fixed count would snapshot every second at a low
+        rate, a stall each time, or keep gigabytes under load). */
+    unsigned snapshot_threshold;
+    unsigned snapshot_trailing;
 } replica_config_t;
 
 /*  Opens the log in config->dir (bootstrapping the group on its first
