@@ -4,11 +4,13 @@
 //   send(frames)      queues a message (frames: strings, numbers, Buffers);
 //   close(lingerMs)   resolves once closed, after at most lingerMs of
 //                     sending what is queued;
-// and takes, as options, onMessage(frames) (a DEALER's messages) and
+// and takes, as options, onMessage(frames) (a DEALER's messages),
 // onFailure(kind): why a handshake failed: 'auth' (the broker refused us),
 // a ZMTP error code ('ERR_ZMTP_MECHANISM_MISMATCH': one side uses CURVE, the
-// other not) or 'other'. libzmq connects again by itself, keeping what is
-// queued but not sent.
+// other not) or 'other'; onLost(): the connection was lost (the broker's
+// process died, say); and onRefused(): a connection failed before any was
+// made (nothing listens there). libzmq connects again by itself, keeping
+// what is queued but not sent.
 const net = require('net');
 
 const RESOLVED = Promise.resolve();
@@ -30,6 +32,14 @@ class ZeromqLink {
     socket.events.on('handshake:error:auth', () => onFailure('auth'));
     socket.events.on('handshake:error:protocol', (event) => onFailure(event.error.code || 'protocol'));
     socket.events.on('handshake:error:other', () => onFailure('other'));
+    if (options.onLost) socket.events.on('disconnect', () => options.onLost());
+    if (options.onRefused) {
+      let connected = false;
+      socket.events.on('connect', () => { connected = true; });
+      socket.events.on('connect:retry', () => {
+        if (!connected) options.onRefused();
+      });
+    }
     socket.connect(endpoint);
     this.socket = socket;
     this.sending = RESOLVED; // zeromq sockets take one send at a time: sends are chained
@@ -77,7 +87,8 @@ class ZeromqLink {
 }
 
 // A link of type ('DEALER' or 'PUSH') to the broker at address (as
-// protocol.parseAddress gives it). options: curve, onMessage, onFailure.
+// protocol.parseAddress gives it). options: curve, onMessage, onFailure,
+// onLost, onRefused.
 function createLink(type, address, options = {}) {
   return new ZeromqLink(type, type === 'PUSH' ? address.pull : address.router, options);
 }

@@ -91,7 +91,7 @@ class Session {
   constructor(broker, clientId, options = {}) {
     this.replicas = options.replicas || new Replicas([broker]);
     this.broker = (this.replicas.replicated && this.replicas.leader) || broker; // where HELLO goes now
-    this.redirects = 0; // 421s followed in a row since the last WELCOME
+    this.redirects = 0; // 421s followed in a row since the last WELCOME (or a replica where nothing listens)
     this.clientId = clientId;
     this.helloSeq = options.helloSeq || (() => 0);
     this.curve = options.curve || null;
@@ -106,6 +106,7 @@ class Session {
     this.helloWaiter = null;
     this.handshakeFailure = null; // why ZeroMQ could not connect: 'auth', a protocol error code, 'other'
     this.connectError = null; // the system's error when nothing listens there
+    this.refused = false; // the link's connection failed, or was lost before a WELCOME (newLink() resets it)
     this.onMessage = () => {};
     this.onReconnect = null;
     this.onWelcome = null; // after each WELCOME, the first included
@@ -124,11 +125,37 @@ class Session {
   }
 
   newLink() {
-    return createLink('DEALER', this.broker, {
+    this.refused = false;
+    const link = createLink('DEALER', this.broker, {
       curve: this.curve,
       onMessage: (frames) => this.receive(frames),
       onFailure: (kind, error) => this.handshakeFailed(kind, error),
+      onLost: () => this.connectionLost(link),
+      onRefused: () => this.connectRefused(link),
     });
+    return link;
+  }
+
+  // The link's connection was lost. A group's leader whose process died
+  // (its host closed the connection) is silent at once, and the group has
+  // another leader within an election time-out (4.16): HELLO goes to the
+  // next replica now, not after three heartbeats. A broker alone is left to
+  // its heartbeats: libzmq connects again by itself to one restarting. A
+  // replica asked again that died as it was asked (it took the connection
+  // in) is passed over as one where nothing listens.
+  connectionLost(link) {
+    if (link !== this.link) return;
+    if (this.generation && !this.rehello && !this.closed && this.replicas.several) this.reconnect(true);
+    else this.connectRefused(link);
+  }
+
+  // Nothing listens where the link connects (or its connection was lost
+  // before a WELCOME): a HELLO said again to a replica (passOver) ends now,
+  // not after its wait.
+  connectRefused(link) {
+    if (link !== this.link) return;
+    this.refused = true;
+    if (this.helloWaiter && this.helloWaiter.passOver) this.helloWaiter.resolve(false);
   }
 
   nextTag(kind) {
@@ -266,16 +293,16 @@ class Session {
   watch() {
     this.watchdog = setTimeout(() => {
       if (this.closed) return;
-      if (this.generation && !this.rehello && Date.now() - this.lastHeard > 3 * this.heartbeat) this.reconnect();
+      if (this.generation && !this.rehello && Date.now() - this.lastHeard > 3 * this.heartbeat) this.reconnect(true);
       this.watch();
     }, this.heartbeat);
     this.watchdog.unref();
   }
 
   // Resolves true on WELCOME, false after timeoutMs (or, if failFast, once
-  // the handshake has failed for good); rejects with the BrokerError that
-  // answered.
-  hello(timeoutMs, failFast = false) {
+  // the handshake has failed for good; if passOver, once nothing listens
+  // there); rejects with the BrokerError that answered.
+  hello(timeoutMs, failFast = false, passOver = false) {
     const tag = this.nextTag('hello');
     return new Promise((resolve, reject) => {
       const settle = (callback) => (value) => {
@@ -286,9 +313,10 @@ class Session {
       const timer = setTimeout(settle(resolve), timeoutMs, false);
       if (this.helloWaiter) this.helloWaiter.resolve(false); // not answered: superseded
       this.helloWaiter = {
-        tag, failFast, withService: !this.legacy, resolve: settle(resolve), reject: settle(reject),
+        tag, failFast, passOver, withService: !this.legacy, resolve: settle(resolve), reject: settle(reject),
       };
       this.sendHello();
+      if (passOver && this.refused) this.helloWaiter.resolve(false);
     });
   }
 
@@ -348,14 +376,17 @@ class Session {
   }
 
   // Says HELLO again (until the broker answers, or this session is
-  // closed); the WELCOME restores the owner's state (rejoined()).
-  reconnect() {
+  // closed); the WELCOME restores the owner's state (rejoined()). gone: the
+  // broker fell silent or its connection was lost, so a group's next
+  // replica is asked first (it names the leader, or leads).
+  reconnect(gone = false) {
     if (!this.rehello && !this.closed) {
       if (this.onDown) this.onDown();
       this.rehello = (async () => {
         const { leader } = this.replicas;
         // Another session of this shard found the leader there.
         if (this.replicas.replicated && leader && !samePlace(leader, this.broker)) this.moveTo(leader);
+        else if (gone && this.replicas.several) this.moveTo(this.replicas.after(this.broker));
         while (!this.closed && !(await this.helloAgain()));
       })().finally(() => {
         this.rehello = null;
@@ -377,10 +408,20 @@ class Session {
 
   // One more HELLO, given a second or so (4.2); without a WELCOME, the next
   // is said on a new link, to the next replica when the broker is a group
-  // (4.16). A 421 is followed.
+  // (4.16). A 421 is followed. A replica where nothing listens (a leader
+  // just gone, that its followers still name) is passed over after a
+  // moment, not after the whole wait.
   async helloAgain() {
+    const { several } = this.replicas;
     try {
-      if (await this.hello(this.retryMs())) return true;
+      if (await this.hello(this.retryMs(), false, several)) return true;
+      // Nothing listens there: the next replica, after a moment (no loop
+      // runs hot while none listens), and the 421 that named this one is
+      // followed at once (the moment was waited).
+      if (several && this.refused && !this.closed) {
+        await sleep(ELECTION_WAIT_MS);
+        this.redirects = 0;
+      }
     } catch (error) {
       if (error instanceof NotLeader) {
         await this.follow(error);
@@ -391,7 +432,7 @@ class Session {
       await sleep(this.retryMs());
     }
     if (this.closed) return false; // never a link made after close()
-    if (this.replicas.several) this.moveTo(this.replicas.after(this.broker));
+    if (several) this.moveTo(this.replicas.after(this.broker));
     else this.replaceLink();
     return false;
   }

@@ -218,6 +218,22 @@ async function withGroup(body) {
   }
 }
 
+// Gets and acks items (their numbers into `received`) until stopped() says
+// so; a get() that fails once stopped ends it.
+async function getUntil(consumer, received, stopped) {
+  while (!stopped()) {
+    let item;
+    try {
+      item = await consumer.get();
+    } catch (error) {
+      if (stopped()) return;
+      throw error;
+    }
+    received.add(Number(item.toString()));
+    consumer.taskDone(item);
+  }
+}
+
 test('WELCOME\'s service field with replicas, and 421 as NotLeader', () => {
   assert.deepStrictEqual(parseService('shard=0 replicas=a:5557,b:5557,c:5557 brokers='),
     { shard: 0, brokers: [], replicas: ['a:5557', 'b:5557', 'c:5557'] });
@@ -352,21 +368,8 @@ test('three real replicas, the leader killed mid-run: every confirmed put delive
           await new Promise((resolve) => setTimeout(resolve, 2));
         }
       };
-      const getSome = async () => {
-        while (!stopped) {
-          let item;
-          try {
-            item = await consumer.get();
-          } catch (error) {
-            if (stopped) return;
-            throw error;
-          }
-          received.add(Number(item.toString()));
-          consumer.taskDone(item);
-        }
-      };
       const putters = Array.from({ length: 4 }, putSome);
-      const getters = Array.from({ length: 4 }, getSome);
+      const getters = Array.from({ length: 4 }, () => getUntil(consumer, received, () => stopped));
       await until(() => confirmed.size >= 100);
       assert.strictEqual(producer.persistence, 'replicated');
       assert.strictEqual(producer.brokers.length, 1);
@@ -387,6 +390,65 @@ test('three real replicas, the leader killed mid-run: every confirmed put delive
       stopped = true;
       await Promise.all(clients.map((q) => q.close({ timeout: 10 })));
       await Promise.allSettled(getters);
+    } finally {
+      stopped = true;
+      await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));
+      await Promise.all(brokers.map((broker) => broker.stop()));
+      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+test('three real replicas, the leader killed: left when its connection closes, not after three heartbeats',
+  { ...LIMIT, skip: brokerHasPeers() ? false : 'asyncq-broker has no --peers (replicas) yet' }, async () => {
+    // Heartbeats every 5 s: the clients would call the leader silent after
+    // 15 s. Its process killed closes its connections: they look for the
+    // new leader at once, and an item put after the kill is delivered within
+    // a few seconds (an election time-out, 0.5 to 1 s, and a hop or two).
+    // One awaited put at a time, a consumer beside it; the join is exact.
+    const ports = await freeTriples(3);
+    const peers = ports.map((port) => `127.0.0.1:${port}`);
+    const dirs = ports.map((_, index) => fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-replica-${index + 1}-`)));
+    const brokers = [];
+    const clients = [];
+    let stopped = false;
+    try {
+      for (let index = 0; index < 3; index++) {
+        brokers.push(await Broker.start(['--peers', peers.join(','), '--node-id', String(index + 1), '--data-dir', dirs[index],
+          '--heartbeat-ms', '5000'], `tcp://${peers[index]}`));
+      }
+      const producer = new Queue(peers.join(','), { queue: 'failover', timeout: 10 });
+      const consumer = new Queue(peers.join(','), { queue: 'failover', timeout: 10 });
+      clients.push(producer, consumer);
+      const count = 400;
+      const confirmed = new Set();
+      const received = new Set();
+      const putter = (async () => {
+        for (let i = 0; i < count; i++) {
+          await producer.put(String(i));
+          confirmed.add(i);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      })();
+      putter.catch(() => {}); // awaited below: a failure before then is not an unhandled rejection
+      const getter = getUntil(consumer, received, () => stopped);
+      await until(() => confirmed.size >= 100);
+      const leader = producer.brokers[0].address;
+      // Puts go one at a time, in order: this one starts after the kill.
+      const after = confirmed.size + 1;
+      await brokers[peers.indexOf(leader)].stop(); // SIGKILL
+      const start = Date.now();
+      await until(() => [...received].some((i) => i >= after));
+      const failover = (Date.now() - start) / 1000;
+      assert.ok(failover < 4, `an item put after the kill delivered ${failover} s after it`);
+      await putter;
+      assert.strictEqual(confirmed.size, count);
+      assert.notStrictEqual(producer.brokers[0].address, leader);
+      const joined = await producer.join({ timeout: 30 });
+      assert.strictEqual(joined.dead, 0);
+      assert.deepStrictEqual([...received].sort((a, b) => a - b), [...confirmed].sort((a, b) => a - b));
+      stopped = true;
+      await Promise.all(clients.map((q) => q.close({ timeout: 10 })));
+      await Promise.allSettled([getter]);
     } finally {
       stopped = true;
       await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));

@@ -92,11 +92,12 @@ class Queue:
     answers HELLO with 421 and the client goes to the leader it names (or,
     during an election, tries the next replica a moment later); the
     addresses of one group are one shard, .brokers naming its leader.
-    When the leader falls silent or stops leading, the client says HELLO
-    to the replicas in turn until one leads, then carries on as after a
-    broker restart: unconfirmed puts are sent again (the group keeps each
-    put once), credit and joins asked again. .persistence is then
-    "replicated".
+    When the leader falls silent (its connection lost: at once; else after
+    three heartbeats) or stops leading, the client says HELLO to the
+    replicas in turn, from the next, until one leads, then carries on as
+    after a broker restart: unconfirmed puts are sent again (the group
+    keeps each put once), credit and joins asked again. .persistence is
+    then "replicated".
 
     With CURVE (PROTOCOL.md 7), curve_secret is the path of this client's
     secret certificate (`asyncq keygen` writes NAME.key_secret) and

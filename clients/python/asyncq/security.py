@@ -76,19 +76,23 @@ def apply_keys(socket: zmq.Socket[Any], keys: Optional[Keys]) -> None:
 class HandshakeWatch:
     """What a socket's monitor reports about its connection: handshake
     failures, read when a HELLO went unanswered (they say whether keys are
-    the reason), and a connection that failed, for which on_connect_failed
-    is called at once while it is set (inside an event loop)."""
+    the reason), a connection that failed, for which on_connect_failed is
+    called at once while it is set, and a connection lost (the broker's
+    process died, say), for which on_disconnected is (inside an event
+    loop)."""
 
     def __init__(self, socket: zmq.Socket[Any]) -> None:
         self._socket = socket
         endpoint = f"inproc://asyncq-monitor-{id(socket):x}-{os.urandom(4).hex()}"
-        socket.monitor(endpoint, HANDSHAKE_FAILURES | zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED)
+        socket.monitor(endpoint, HANDSHAKE_FAILURES | zmq.EVENT_CONNECTED
+                       | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED)
         self._events = plain_socket(socket.context, zmq.PAIR)
         self._events.connect(endpoint)
         self._failure: Optional[int] = None
         self.connected = False       # a connection was made, at least once
-        self.connect_failed = False  # a connection failed before any was made
+        self.connect_failed = False  # a connection failed, and none was made since
         self.on_connect_failed: Optional[Callable[[], None]] = None
+        self.on_disconnected: Optional[Callable[[], None]] = None
         try:
             asyncio.get_running_loop()
             self._reader: Optional[Reader] = Reader(self._events, self.read_events)
@@ -96,19 +100,24 @@ class HandshakeWatch:
             self._reader = None  # a blocking caller reads them in failure()
 
     def read_events(self) -> None:
+        disconnected = False
         while True:
             try:
                 event = parse_monitor_message(self._events.recv_multipart(zmq.NOBLOCK))["event"]
             except zmq.Again:
                 break
             if event == zmq.EVENT_CONNECTED:
-                self.connected = True
+                self.connected, self.connect_failed = True, False
             elif event == zmq.EVENT_CONNECT_RETRIED:
                 self.connect_failed = not self.connected
+            elif event == zmq.EVENT_DISCONNECTED:
+                disconnected = True
             elif self._failure is None or event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._failure = event
         if self.connect_failed and self.on_connect_failed is not None:
             self.on_connect_failed()
+        if disconnected and self.on_disconnected is not None:
+            self.on_disconnected()
 
     def failure(self, keys: Optional[Keys]) -> Optional[BrokerUnreachable]:
         """The exception that explains the silence, or None if no handshake

@@ -113,7 +113,9 @@ class Session:
         # Where else its broker may be (a group of replicas, 4.16): HELLO
         # follows a 421 there, and looks for a leader gone at each in turn.
         self.replicas = replicas if replicas is not None else Replicas([self.address])
-        self._redirects = 0      # 421s followed in a row since the last WELCOME
+        # 421s followed in a row since the last WELCOME (or a replica where
+        # nothing listened): from the third, each after a moment.
+        self._redirects = 0
         self._keys = keys
         self.client_id = client_id
         self.hello_seq = hello_seq  # the HELLO's seq (4.2), asked at each HELLO
@@ -130,6 +132,9 @@ class Session:
         self._pending: Dict[bytes, Request] = {}
         self._outbox: Deque[Frames] = collections.deque()  # sends the socket had no room for
         self._rehello: Optional["asyncio.Task[None]"] = None
+        # The HELLO said again to a replica, given up when its connection
+        # fails or is lost (_say_hello's pass_over).
+        self._passing_over: Optional["asyncio.Future[bool]"] = None
         self._silence: Optional[asyncio.TimerHandle] = None
         self._heard = self._loop.time()
         self._closed = False
@@ -184,8 +189,36 @@ class Session:
         socket = plain_socket(self._context, zmq.DEALER, self._endpoint)
         apply_keys(socket, self._keys)
         watch = HandshakeWatch(socket)
+        watch.on_disconnected = lambda: self._connection_lost(socket)
         socket.connect(self._endpoint)
         return socket, watch, Reader(socket, self._on_ready)
+
+    @property
+    def _in_group(self) -> bool:
+        """The broker is a group of replicas, more than one known (4.16):
+        one that does not answer is looked for at the others."""
+        return self.replicas.replicated and len(self.replicas.addresses) > 1
+
+    def _connection_lost(self, socket: zmq.Socket[Any]) -> None:
+        """The DEALER's connection was lost. A group's leader whose process
+        died (its host closed the connection) is silent at once, and the
+        group has another leader within an election time-out (4.16): HELLO
+        goes to the next replica now, not after three heartbeats. What the
+        broker sent before is read first. A broker alone is left to its
+        heartbeats: libzmq connects again by itself to one restarting. A
+        replica asked again that died as it was asked (it took the
+        connection in) is passed over as one where nothing listens."""
+        if socket is not self.socket:
+            return
+        if self._passing_over is not None:
+            self._connect_failed(self._passing_over, False)
+            return
+        if not self.up or not self._in_group:
+            return
+        self._on_ready()
+        if socket is self.socket and self.up:
+            log.info("%s: the connection to %s was lost", self.client_id, self.address)
+            self.reconnect(gone=True)
 
     def _replace_socket(self) -> None:
         """A fresh DEALER, so that unanswered HELLOs do not pile up and all
@@ -225,7 +258,7 @@ class Session:
             left = deadline - self._loop.time()
             if left <= 0:
                 raise self._no_leader(failure, timeout)
-            rotate = self.replicas.replicated and len(self.replicas.addresses) > 1
+            rotate = self._in_group
             try:
                 if await self._say_hello(min(left, self._retry_wait()) if rotate else left,
                                          watch_connect=True):
@@ -240,7 +273,7 @@ class Session:
                 await self._follow(error, deadline)
                 continue
             except BrokerUnreachable as error:  # nothing listens there
-                if not (self.replicas.replicated and len(self.replicas.addresses) > 1):
+                if not self._in_group:
                     raise
                 failure = error
                 await asyncio.sleep(min(ELECTION_WAIT, max(0.0, deadline - self._loop.time())))
@@ -332,16 +365,22 @@ class Session:
         number = TAG_NUMBER.search(tag)
         return number is not None and int(number.group(1)) < self._hello_number
 
-    async def _say_hello(self, timeout: float, watch_connect: bool = False) -> bool:
+    async def _say_hello(self, timeout: float, watch_connect: bool = False,
+                         pass_over: bool = False) -> bool:
+        """Says HELLO; True once WELCOMEd, False after timeout seconds.
+        watch_connect (the first HELLO): a connection that fails is
+        reported at once, with its cause (BrokerUnreachable), not after the
+        time-out. pass_over (a replica asked again): so is one that fails
+        or is lost before the answer (the replica died as it was asked),
+        without asking the system why."""
         tag = self.tag(b"hello")
         self._hello_number = self._number
         hello: "asyncio.Future[bool]" = self._loop.create_future()
         self._hello = (tag, hello)
         self.send(self._hello_message(tag))
-        if watch_connect:
-            # The first HELLO: a connection that fails is reported at once,
-            # with its cause, not after the time-out.
-            self._watch.on_connect_failed = lambda: self._connect_failed(hello)
+        if watch_connect or pass_over:
+            self._watch.on_connect_failed = lambda: self._connect_failed(hello, not pass_over)
+            self._passing_over = hello if pass_over else None
             self._watch.read_events()
         try:
             await asyncio.wait_for(asyncio.shield(hello), timeout)
@@ -350,33 +389,40 @@ class Session:
             return False
         finally:
             self._watch.on_connect_failed = None
+            self._passing_over = None
 
     def _hello_message(self, tag: bytes) -> Frames:
         if self.asks_service:
             return message(b"HELLO", tag, self.client_id, self.hello_seq(), b"service")
         return message(b"HELLO", tag, self.client_id, self.hello_seq())
 
-    def _connect_failed(self, hello: "asyncio.Future[bool]") -> None:
+    def _connect_failed(self, hello: "asyncio.Future[bool]", why: bool) -> None:
         if not hello.done():
+            cause = connect_error(self._endpoint) if why else "nothing listens there"
             hello.set_exception(BrokerUnreachable(
-                f"cannot connect to the broker at {self.address}: {connect_error(self._endpoint)}"))
+                f"cannot connect to the broker at {self.address}: {cause}"))
 
-    def reconnect(self) -> None:
-        """Says HELLO again (until the broker answers), in the background."""
+    def reconnect(self, gone: bool = False) -> None:
+        """Says HELLO again (until the broker answers), in the background;
+        gone: the broker fell silent or its connection was lost, so a
+        group's next replica is asked first (it names the leader, or
+        leads)."""
         if self._closed or (self._rehello is not None and not self._rehello.done()):
             return
-        self._rehello = asyncio.ensure_future(self._reconnect())
+        self._rehello = asyncio.ensure_future(self._reconnect(gone))
         self._rehello.add_done_callback(log_failure)
         if self.welcome is not None:
             self.on_down()
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self, gone: bool) -> None:
         if self.welcome is not None:
             self.reconnects += 1
             log.info("%s: saying HELLO again to %s", self.client_id, self.address)
         leader = self.replicas.leader
         if leader is not None and not same_place(leader, self.address):
             self._move(leader)  # another session of this shard found the leader there
+        elif gone and self._in_group:
+            self._move(self.replicas.after(self.address))
         while not await self._hello_again():
             pass
         self._wake_up_waiters()
@@ -389,20 +435,29 @@ class Session:
         """One more HELLO, given a second or so (4.2); without a WELCOME,
         the next is said on a new DEALER, to the next replica when the
         broker is a group (4.16). A refused one (403: the key or the client
-        id) is tried again as slowly; a 421 is followed."""
+        id) is tried again as slowly; a 421 is followed. A replica where
+        nothing listens (a leader just gone, that its followers still name)
+        is passed over after a moment, not after the whole wait."""
         wait = self._retry_wait()
+        in_group = self._in_group
         try:
-            if await self._say_hello(wait):
+            if await self._say_hello(wait, pass_over=in_group):
                 return True
         except NotLeader as error:
             await self._follow(error)
             return False
+        except BrokerUnreachable:
+            # Nothing listens there: the next replica, after a moment (no
+            # loop runs hot while none listens), and the 421 that named this
+            # one is followed at once (the moment was waited).
+            await asyncio.sleep(ELECTION_WAIT)
+            self._redirects = 0
         except BrokerError as error:
             log.warning("%s: HELLO refused: %s", self.client_id, error)
             await asyncio.sleep(wait)
         if self._closed:
             return False
-        if self.replicas.replicated and len(self.replicas.addresses) > 1:
+        if in_group:
             self._move(self.replicas.after(self.address))
         else:
             self._replace_socket()
@@ -415,7 +470,7 @@ class Session:
             return
         if self.welcome and self._loop.time() - self._heard > 3 * self.heartbeat:
             self._heard = self._loop.time()
-            self.reconnect()
+            self.reconnect(gone=True)
         self._silence = self._loop.call_later(self.heartbeat, self._watch_silence)
 
     def send(self, frames: Frames) -> None:

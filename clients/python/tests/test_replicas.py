@@ -338,6 +338,16 @@ class ReplicaGroup:
 
 class RealGroup(AsyncCase):
     @staticmethod
+    async def _stop(tasks, producer, consumer, group):
+        """The tasks cancelled, the clients closed, the replicas stopped."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.close(timeout=WAIT)
+        await consumer.close(timeout=WAIT)
+        group.stop()
+
+    @staticmethod
     def _state(q, group):
         """The client's sessions and the replicas' logs, for a failure."""
         sessions = [(session.address, session.up, session.reconnects)
@@ -379,12 +389,43 @@ class RealGroup(AsyncCase):
             self.assertGreater(producer.reconnects, 0)
             self.assertGreater(consumer.reconnects, 0)
         finally:
-            for task in putters + getters:
-                task.cancel()
-            await asyncio.gather(*putters, *getters, return_exceptions=True)
-            await producer.close(timeout=WAIT)
-            await consumer.close(timeout=WAIT)
-            group.stop()
+            await self._stop(putters + getters, producer, consumer, group)
+
+    async def test_a_leader_killed_is_left_when_its_connection_closes(self):
+        """The leader's process killed closes its connections: the clients
+        look for the new leader at once, not after three heartbeats (15 s
+        here), and an item put after the kill is delivered within a few
+        seconds (an election time-out, 0.5 to 1 s, and a hop or two). One
+        awaited put at a time, a consumer beside it; the join is exact."""
+        group = ReplicaGroup(("--heartbeat-ms", "5000"))
+        addresses = ",".join(group.addresses)
+        producer = asyncq.Queue(addresses, "failover", timeout=WAIT)
+        consumer = asyncq.Queue(addresses, "failover", timeout=WAIT)
+        count = 400
+        confirmed, received, putters, getters = put_and_get(producer, consumer, count, tasks=1)
+        try:
+            await until(lambda: len(confirmed) >= 100, "100 puts confirmed", 3 * WAIT)
+            self.assertEqual({session.heartbeat for session in producer._sessions()}, {5.0})
+            leader = producer.brokers[0]
+            killed = group.brokers[group.addresses.index(leader)]
+            # Puts go one at a time, in order: this one starts after the kill.
+            after = len(confirmed) + 1
+            killed.process.send_signal(signal.SIGKILL)
+            killed.process.wait()
+            start = asyncio.get_running_loop().time()
+            await until(lambda: any(number >= after for number in received),
+                        lambda: "an item put after the kill: " + self._state(producer, group),
+                        3 * WAIT)
+            failover = asyncio.get_running_loop().time() - start
+            self.assertLess(failover, 4.0, self._state(producer, group))
+            await asyncio.wait_for(asyncio.gather(*putters), 3 * WAIT)
+            self.assertEqual(confirmed, set(range(count)))
+            self.assertNotEqual(producer.brokers[0], leader)
+            joined = await producer.join(timeout=3 * WAIT)
+            self.assertEqual(joined.dead, 0)
+            self.assertEqual(received, confirmed)
+        finally:
+            await self._stop(putters + getters, producer, consumer, group)
 
 
 if __name__ == "__main__":
