@@ -665,9 +665,8 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     raft_set_heartbeat_timeout(&self->raft, config->heartbeat_ms ? config->heartbeat_ms
                                                                  : REPLICA_DEFAULT_HEARTBEAT_MS);
     self->by_bytes = config->snapshot_threshold == 0;
-    if (self->by_bytes) {
+    if (self->by_bytes)
         s_space_snapshots(self, REPLICA_SNAPSHOT_BYTES / 8192); /* till entries are seen */
-    }
     else {
         raft_set_snapshot_threshold(&self->raft, config->snapshot_threshold);
         raft_set_snapshot_trailing(&self->raft, config->snapshot_trailing);

@@ -122,8 +122,7 @@ static void s_release(link_t *self, uint64_t seq)
 }
 
 static aq_status_t s_flush(link_t *self);
-static aq_status_t s_read_replies(link_t *self);
-static aq_status_t s_hello_again(link_t *self);
+static aq_status_t s_keep_alive(link_t *self);
 
 /*  The PUSH closed at once, what it still holds dropped (only synced puts
     are promised; the window keeps the others); the next put connects a
@@ -184,9 +183,7 @@ static aq_status_t s_send(link_t *self, sent_t *sent)
             return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
         if (ready == 0) {
             self->waiting = 1;
-            rc = s_read_replies(self);
-            if (!rc && aq_session_hello_due(self->session))
-                rc = s_hello_again(self);
+            rc = s_keep_alive(self);
             self->waiting = 0;
             if (!rc)
                 rc = s_connect_push(self);
@@ -512,14 +509,25 @@ static aq_status_t s_put(link_t *self, const char *queue, const void *data, size
 
 static const aq_options_t s_no_options;
 
+/*  What the broker sent is read; a broker fallen silent is said HELLO
+    again (in the background). The first failure of either. */
+static aq_status_t s_keep_alive(link_t *self)
+{
+    aq_status_t rc = s_read_replies(self);
+    if (aq_session_hello_due(self->session)) {
+        aq_status_t hello = s_hello_again(self);
+        if (!rc)
+            rc = hello;
+    }
+    return rc;
+}
+
 /*  Up: it has a session that is not silent (what it sent is read first:
     its heartbeats say it is there), and no full queue holds its puts. A
     link that is down says HELLO in the background, now and then. */
 static int s_is_up(link_t *link)
 {
-    s_read_replies(link);
-    if (aq_session_hello_due(link->session))
-        s_hello_again(link);
+    s_keep_alive(link);
     return aq_session_is_up(link->session) && !link->held[0];
 }
 

@@ -198,6 +198,20 @@ aq_status_t aq_handshake_watch_status(aq_handshake_watch_t *self)
     return self->status;
 }
 
+/*  A handshake failed (a key status is set then too): the DEALER is given
+    up. And: the connection was lost. Both read the events first. */
+static int s_watch_broken(aq_handshake_watch_t *self)
+{
+    aq_handshake_watch_status(self);
+    return self && self->broken;
+}
+
+static int s_watch_lost(aq_handshake_watch_t *self)
+{
+    aq_handshake_watch_status(self);
+    return self && self->disconnected;
+}
+
 void aq_handshake_watch_destroy(aq_handshake_watch_t **self_p)
 {
     aq_handshake_watch_t *self = *self_p;
@@ -425,8 +439,7 @@ static aq_status_t s_send_hello(aq_session_t *self)
        after this client's later requests. A fresh DEALER leaves them. One
        is needed too after a failed CURVE handshake: libzmq gives that
        connection up for good, so a HELLO on the old DEALER never leaves. */
-    if (self->hello_unanswered || aq_handshake_watch_status(self->watch) != AQ_OK
-        || (self->watch && self->watch->broken)) {
+    if (self->hello_unanswered || s_watch_broken(self->watch)) {
         zsock_set_linger(self->dealer, 0);
         aq_status_t rc = s_connect(self);
         if (rc)
@@ -841,8 +854,7 @@ int aq_session_broker_silent(const aq_session_t *self)
        host closed its sockets) is silent at once: its group has another
        leader within an election time-out, and three heartbeats would keep
        the clients waiting longer (PROTOCOL.md 4.16). */
-    int lost = self->target_count > 1 && quiet > GROUP_QUIET_MS && self->watch
-               && (aq_handshake_watch_status(self->watch), self->watch->disconnected);
+    int lost = self->target_count > 1 && quiet > GROUP_QUIET_MS && s_watch_lost(self->watch);
     if (!lost && quiet <= 3 * (int64_t) self->welcome.heartbeat_ms)
         return 0;
     zmq_pollitem_t unread = {self->socket, 0, ZMQ_POLLIN, 0};

@@ -4,18 +4,16 @@
 // election, the next replica tried), several addresses of one group as one
 // shard, and a new leader found when the old one dies or steps down, the
 // unconfirmed puts sent to it again. Against a fake group on loopback
-// (ROUTER and PULL sockets answering as section 4.16 says), and, when the
-// broker has --peers, against three real replicas whose leader is killed
-// mid-run.
+// (ROUTER and PULL sockets answering as section 4.16 says), and against
+// three real replicas whose leader is killed mid-run.
 const test = require('node:test');
 const assert = require('node:assert');
-const { execFileSync } = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const zmq = require('zeromq');
 const {
-  Broker, until, freeTriples, program,
+  Broker, until, freeTriples,
 } = require('./broker');
 const {
   Queue, NotLeader, BrokerError, BrokerUnreachable,
@@ -329,28 +327,36 @@ test('a leader that steps down answers 412, then 421 naming the next', LIMIT, ()
   assert.ok(group.hellos[0].includes('421'));
 }));
 
-// Whether the broker built has replicas (--peers).
-function brokerHasPeers() {
+// Three real replicas of one group on free ports, each with a data
+// directory of its own (extra: more broker flags). stop() ends every one
+// and removes the directories.
+async function startReplicas(extra) {
+  const ports = await freeTriples(3);
+  const peers = ports.map((port) => `127.0.0.1:${port}`);
+  const dirs = ports.map((_, index) => fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-replica-${index + 1}-`)));
+  const brokers = [];
+  const stop = async () => {
+    await Promise.all(brokers.map((broker) => broker.stop()));
+    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+  };
   try {
-    return execFileSync(program('asyncq-broker'), ['--help'], { encoding: 'utf8', timeout: 10000 }).includes('--peers');
+    for (let index = 0; index < 3; index++) {
+      brokers.push(await Broker.start(['--peers', peers.join(','), '--node-id', String(index + 1), '--data-dir', dirs[index],
+        ...extra], `tcp://${peers[index]}`));
+    }
   } catch (error) {
-    return false;
+    await stop();
+    throw error;
   }
+  return { peers, brokers, stop };
 }
 
 test('three real replicas, the leader killed mid-run: every confirmed put delivered, join exact',
-  { ...LIMIT, timeout: 120000, skip: brokerHasPeers() ? false : 'asyncq-broker has no --peers (replicas) yet' }, async () => {
-    const ports = await freeTriples(3);
-    const peers = ports.map((port) => `127.0.0.1:${port}`);
-    const dirs = ports.map((_, index) => fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-replica-${index + 1}-`)));
-    const brokers = [];
+  { ...LIMIT, timeout: 120000 }, async () => {
+    const { peers, brokers, stop } = await startReplicas(['--heartbeat-ms', '200', '--lease-ms', '5000']);
     const clients = [];
     let stopped = false;
     try {
-      for (let index = 0; index < 3; index++) {
-        brokers.push(await Broker.start(['--peers', peers.join(','), '--node-id', String(index + 1), '--data-dir', dirs[index],
-          '--heartbeat-ms', '200', '--lease-ms', '5000'], `tcp://${peers[index]}`));
-      }
       const producer = new Queue(peers.join(','), { queue: 'replicated', timeout: 10 });
       const consumer = new Queue(peers.join(','), { queue: 'replicated', timeout: 10, prefetch: 4 });
       clients.push(producer, consumer);
@@ -393,29 +399,21 @@ test('three real replicas, the leader killed mid-run: every confirmed put delive
     } finally {
       stopped = true;
       await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));
-      await Promise.all(brokers.map((broker) => broker.stop()));
-      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+      await stop();
     }
   });
 
 test('three real replicas, the leader killed: left when its connection closes, not after three heartbeats',
-  { ...LIMIT, skip: brokerHasPeers() ? false : 'asyncq-broker has no --peers (replicas) yet' }, async () => {
+  LIMIT, async () => {
     // Heartbeats every 5 s: the clients would call the leader silent after
     // 15 s. Its process killed closes its connections: they look for the
     // new leader at once, and an item put after the kill is delivered within
     // a few seconds (an election time-out, 0.5 to 1 s, and a hop or two).
     // One awaited put at a time, a consumer beside it; the join is exact.
-    const ports = await freeTriples(3);
-    const peers = ports.map((port) => `127.0.0.1:${port}`);
-    const dirs = ports.map((_, index) => fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-replica-${index + 1}-`)));
-    const brokers = [];
+    const { peers, brokers, stop } = await startReplicas(['--heartbeat-ms', '5000']);
     const clients = [];
     let stopped = false;
     try {
-      for (let index = 0; index < 3; index++) {
-        brokers.push(await Broker.start(['--peers', peers.join(','), '--node-id', String(index + 1), '--data-dir', dirs[index],
-          '--heartbeat-ms', '5000'], `tcp://${peers[index]}`));
-      }
       const producer = new Queue(peers.join(','), { queue: 'failover', timeout: 10 });
       const consumer = new Queue(peers.join(','), { queue: 'failover', timeout: 10 });
       clients.push(producer, consumer);
@@ -452,7 +450,6 @@ test('three real replicas, the leader killed: left when its connection closes, n
     } finally {
       stopped = true;
       await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));
-      await Promise.all(brokers.map((broker) => broker.stop()));
-      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+      await stop();
     }
   });
