@@ -13,7 +13,7 @@ ARG DEBIAN_MIRROR=http://deb.debian.org/debian
 RUN echo "deb ${DEBIAN_MIRROR} bookworm-backports main" > /etc/apt/sources.list.d/backports.list \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential cmake pkg-config libzmq3-dev libczmq-dev libisal-dev \
+      build-essential cmake pkg-config libzmq3-dev libczmq-dev libsodium-dev libisal-dev \
       libmicrohttpd-dev libjansson-dev libuv1-dev liblz4-dev \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       -t bookworm-backports libraft-dev \
@@ -34,7 +34,7 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DASYNCQ_TESTS=OFF \
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzmq5 libczmq4 \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libzmq5 libczmq4 libsodium23 \
       libmicrohttpd12 libjansson4 libisal2 libuv1 liblz4-1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin asyncq \

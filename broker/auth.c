@@ -220,6 +220,11 @@ int auth_enabled(const auth_t *self)
     return self->cert != NULL;
 }
 
+const uint8_t *auth_secret_key(const auth_t *self)
+{
+    return self->cert ? zcert_secret_key(self->cert) : NULL;
+}
+
 void auth_apply(auth_t *self, void *zsock)
 {
     if (!self->cert)

@@ -40,6 +40,9 @@ void auth_destroy(auth_t **self_p);
 
 int auth_enabled(const auth_t *self);
 
+/*  The broker's CURVE secret key (32 bytes), or NULL without a certificate. */
+const uint8_t *auth_secret_key(const auth_t *self);
+
 /*  Makes a socket (a zsock_t) a CURVE server checked by zauth. Before bind. */
 void auth_apply(auth_t *self, void *zsock);
 

@@ -721,7 +721,9 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
     replica_config_t config = {.count = group->count, .id = self->config.node_id,
                                .address = group->address, .dir = group->dir,
                                .snapshot_threshold = threshold,
-                               .snapshot_trailing = threshold / 4};
+                               .snapshot_trailing = threshold / 4,
+                               .key = auth_secret_key(self->auth),
+                               .insecure = self->config.insecure};
     for (unsigned i = 0; i < group->count; i++)
         config.addresses[i] = group->peers[i];
     replica_owner_t owner = {.apply = s_group_apply,

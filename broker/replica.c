@@ -16,6 +16,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "replica_link.h"
+
 #define REPLICA_DEFAULT_ELECTION_MS 500
 #define REPLICA_DEFAULT_HEARTBEAT_MS 100
 #define REPLICA_SNAPSHOT_BYTES (64u << 20)
@@ -27,13 +29,8 @@
 
 struct replica {
     uv_loop_t loop;
-    /*  raft_uv talks to `outer`, which hands every call to libraft's own
-        TCP transport (`inner`) and sets TCP_NODELAY on each stream the
-        inner one makes or accepts. */
-    struct raft_uv_transport outer;
-    struct raft_uv_transport inner;
-    raft_uv_accept_cb accepted;
-    raft_uv_transport_close_cb transport_closed;
+    /*  The connections to the other replicas (replica_link.h). */
+    replica_link_t *link;
     /*  raft talks to `io_outer`, which hands every call to raft_uv
         (`io`), except that an InstallSnapshot arriving while a snapshot of
         this replica's own is being written is held back until that write
@@ -48,7 +45,7 @@ struct replica {
     struct raft_fsm fsm;
     struct raft raft;
     replica_owner_t owner;
-    int loop_ready, inner_ready, io_ready, raft_ready, raft_closed;
+    int loop_ready, io_ready, raft_ready, raft_closed;
     uint64_t next_token;
     /*  A new leader's barrier: once applied, every entry committed before
         it led is applied too. */
@@ -83,94 +80,6 @@ typedef struct {
     replica_t *self;
     uint64_t token;
 } appending_t;
-
-/*  A connection being made: the caller's request and callback. */
-typedef struct {
-    struct raft_uv_connect request; /* the inner transport's */
-    struct raft_uv_connect *outer;
-    raft_uv_connect_cb cb;
-} connecting_t;
-
-static replica_t *s_of_inner(struct raft_uv_transport *inner)
-{
-    return (replica_t *) ((char *) inner - offsetof(replica_t, inner));
-}
-
-/* ------------------------------------------------------ the transport */
-
-static void s_nodelay(struct uv_stream_s *stream)
-{
-    if (stream && stream->type == UV_TCP)
-        uv_tcp_nodelay((uv_tcp_t *) stream, 1);
-}
-
-static int s_transport_init(struct raft_uv_transport *outer, raft_id id, const char *address)
-{
-    replica_t *self = outer->impl;
-    int rv = self->inner.init(&self->inner, id, address);
-    if (rv)
-        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
-    return rv;
-}
-
-static void s_transport_accepted(struct raft_uv_transport *inner, raft_id id, const char *address,
-                                 struct uv_stream_s *stream)
-{
-    replica_t *self = s_of_inner(inner);
-    s_nodelay(stream);
-    self->accepted(&self->outer, id, address, stream);
-}
-
-static int s_transport_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)
-{
-    replica_t *self = outer->impl;
-    self->accepted = cb;
-    int rv = self->inner.listen(&self->inner, s_transport_accepted);
-    if (rv)
-        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
-    return rv;
-}
-
-static void s_transport_connected(struct raft_uv_connect *request, struct uv_stream_s *stream,
-                                  int status)
-{
-    connecting_t *connecting = (connecting_t *) request;
-    if (status == 0)
-        s_nodelay(stream);
-    connecting->cb(connecting->outer, stream, status);
-    free(connecting);
-}
-
-static int s_transport_connect(struct raft_uv_transport *outer, struct raft_uv_connect *request,
-                               raft_id id, const char *address, raft_uv_connect_cb cb)
-{
-    replica_t *self = outer->impl;
-    connecting_t *connecting = calloc(1, sizeof *connecting);
-    if (!connecting)
-        return RAFT_NOMEM;
-    connecting->outer = request;
-    connecting->cb = cb;
-    int rv = self->inner.connect(&self->inner, &connecting->request, id, address,
-                                 s_transport_connected);
-    if (rv) {
-        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
-        free(connecting);
-    }
-    return rv;
-}
-
-static void s_transport_inner_closed(struct raft_uv_transport *inner)
-{
-    replica_t *self = s_of_inner(inner);
-    self->transport_closed(&self->outer);
-}
-
-static void s_transport_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb cb)
-{
-    replica_t *self = outer->impl;
-    self->transport_closed = cb;
-    self->inner.close(&self->inner, s_transport_inner_closed);
-}
 
 /* ----------------------------------------------------------- the disk */
 
@@ -568,10 +477,9 @@ static void s_teardown(replica_t *self)
     }
     if (self->io_ready)
         raft_uv_close(&self->io);
-    if (self->inner_ready)
-        raft_uv_tcp_close(&self->inner);
     if (self->loop_ready) {
         uv_run(&self->loop, UV_RUN_DEFAULT); /* the handles' close callbacks */
+        replica_link_destroy(&self->link);
         uv_loop_close(&self->loop);
     }
     free(self);
@@ -610,20 +518,11 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
         goto failed;
     }
     self->loop_ready = 1;
-    self->inner.version = 1;
-    rv = raft_uv_tcp_init(&self->inner, &self->loop);
-    if (rv) {
-        snprintf(error, error_size, "raft transport: %s", raft_strerror(rv));
+    self->link = replica_link_new(&self->loop, config->key, !config->insecure, error,
+                                  error_size);
+    if (!self->link)
         goto failed;
-    }
-    self->inner_ready = 1;
-    self->outer.version = 1;
-    self->outer.impl = self;
-    self->outer.init = s_transport_init;
-    self->outer.listen = s_transport_listen;
-    self->outer.connect = s_transport_connect;
-    self->outer.close = s_transport_close;
-    rv = raft_uv_init(&self->io, &self->loop, config->dir, &self->outer);
+    rv = raft_uv_init(&self->io, &self->loop, config->dir, replica_link_transport(self->link));
     if (rv) {
         snprintf(error, error_size, "raft log in %s: %s", config->dir, self->io.errmsg);
         goto failed;

@@ -9,9 +9,11 @@
     The traps of the library are closed here, each with a test
     (tests/unit/test_replica.c):
     - it never sets TCP_NODELAY, so pipelined entries wait for delayed
-      ACKs (4 applies in flight: about 200 entries/s): every connection it
-      makes or accepts gets TCP_NODELAY from the transport wrapped around
-      its own;
+      ACKs (4 applies in flight: about 200 entries/s), and its connections
+      are neither authenticated nor encrypted: every connection it makes
+      or accepts gets TCP_NODELAY, and with a key a handshake and
+      encryption, from the transport wrapped around its own
+      (replica_link.h);
     - a raft_apply of several buffers replicates only the first one, with
       no error: an entry here is always one buffer;
     - an entry whose length is not a multiple of 8 is refused by the disk
@@ -89,6 +91,11 @@ typedef struct {
         rate, a stall each time, or keep gigabytes under load). */
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
+    /*  The broker's CURVE secret key (32 bytes), which every replica of the
+        group shares: the connections between replicas are authenticated
+        with it and encrypted (replica_link.h). NULL: plain TCP. */
+    const uint8_t *key;
+    int insecure; /* without a key: connections from anywhere, not only loopback */
 } replica_config_t;
 
 /*  Opens the log in config->dir (bootstrapping the group on its first

@@ -11,7 +11,9 @@
     new id and started with --join, and is made a voter; the lead is
     handed over on request; a data directory is one replica's or one
     broker's. At the end every replica's state (written on SIGUSR1) is the
-    same, item by item. */
+    same, item by item. The killed and paused leaders and the snapshot run
+    again with CURVE keys, through the replicas' authenticated, encrypted
+    connections. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -25,6 +27,7 @@
 #include <jansson.h>
 
 #include "asyncq/program.h"
+#include "asyncq/security.h"
 #include "harness.h"
 
 #define REPLICAS 3
@@ -43,6 +46,8 @@ typedef struct {
     char log[REPLICAS][160];
     aq_process_t workers[WORKERS];
     const char *snapshot; /* --replica-snapshot, or NULL */
+    int keyed;            /* CURVE keys: the replicas' connections authenticated, encrypted */
+    char secret[300], clients[300];
 } group_t;
 
 static int s_setup(void **state)
@@ -69,9 +74,48 @@ static int s_setup(void **state)
     return 0;
 }
 
+/*  The same, with keys: the broker's (every replica's), and a client's
+    that this process and the programs it starts use. */
+static int s_setup_keyed(void **state)
+{
+    s_setup(state);
+    group_t *g = *state;
+    char keys[250], client[300], server[300];
+    assert_true(strlen(g->dir.root) < 200);
+    snprintf(keys, sizeof keys, "%s/keys", g->dir.root);
+    snprintf(g->clients, sizeof g->clients, "%s/clients", g->dir.root);
+    assert_int_equal(aq_keygen(keys, "broker", "admin", NULL), 0);
+    assert_int_equal(aq_keygen(keys, "client", "produce,consume,admin", NULL), 0);
+    /* The client's public certificate, in the directory the replicas read. */
+    char from[300], to[sizeof g->clients + 16];
+    snprintf(from, sizeof from, "%s/client.key", keys);
+    snprintf(to, sizeof to, "%s/client.key", g->clients);
+    assert_int_equal(mkdir(g->clients, 0700), 0);
+    char *certificate = harness_read_file(from);
+    assert_non_null(certificate);
+    FILE *file = fopen(to, "w");
+    assert_non_null(file);
+    assert_int_equal(fputs(certificate, file) >= 0, 1);
+    assert_int_equal(fclose(file), 0);
+    free(certificate);
+    snprintf(g->secret, sizeof g->secret, "%s/broker.key_secret", keys);
+    snprintf(client, sizeof client, "%s/client.key_secret", keys);
+    snprintf(server, sizeof server, "%s/broker.key", keys);
+    assert_int_equal(aq_security_set(client, server), AQ_OK);
+    setenv("ASYNCQ_CURVE_SECRET", client, 1);
+    setenv("ASYNCQ_SERVER_KEY", server, 1);
+    g->keyed = 1;
+    return 0;
+}
+
 static int s_teardown(void **state)
 {
     group_t *g = *state;
+    if (g->keyed) {
+        aq_security_set(NULL, NULL);
+        unsetenv("ASYNCQ_CURVE_SECRET");
+        unsetenv("ASYNCQ_SERVER_KEY");
+    }
     for (int i = 0; i < WORKERS; i++)
         aq_process_stop(&g->workers[i], SIGTERM, 5000);
     for (int i = 0; i < REPLICAS; i++) {
@@ -100,8 +144,18 @@ static void s_start_as(group_t *g, int i, const char *join)
     char *argv[] = {path, "--bind", g->address[i], join ? "--join" : "--peers",
                     join ? g->address[i] : g->peers, "--node-id", join ? (char *) join : node,
                     "--data-dir", g->data[i], "--state-dump", g->dump[i],
-                    "--metrics", g->metrics_bind[i],
-                    g->snapshot ? "--replica-snapshot" : NULL, (char *) g->snapshot, NULL};
+                    "--metrics", g->metrics_bind[i], NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    size_t argc = 13;
+    if (g->keyed) {
+        argv[argc++] = "--curve-secret";
+        argv[argc++] = g->secret;
+        argv[argc++] = "--clients";
+        argv[argc++] = g->clients;
+    }
+    if (g->snapshot) {
+        argv[argc++] = "--replica-snapshot";
+        argv[argc++] = (char *) g->snapshot;
+    }
     assert_int_equal(aq_process_spawn_logged(&g->replicas[i], argv, 1, 1, g->log[i]), 0);
     char ready[256];
     if (!aq_process_expect(&g->replicas[i], "READY ", ready, sizeof ready, HARNESS_DEADLINE_MS))
@@ -716,6 +770,14 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_replica_whose_disk_is_full_catches_up_once_there_is_room, s_setup, s_teardown),
+        /* With keys: the same through connections that are authenticated
+           and encrypted (a pump each way, a snapshot through it). */
+        cmocka_unit_test_setup_teardown(test_a_leader_killed_mid_run_loses_no_confirmed_put,
+                                        s_setup_keyed, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_paused_leader_is_replaced_and_steps_down,
+                                        s_setup_keyed, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_replica_far_behind_catches_up_from_a_snapshot,
+                                        s_setup_keyed, s_teardown),
     };
     return harness_run_group(tests);
 }

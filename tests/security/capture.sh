@@ -15,7 +15,17 @@
 #    client from the second (a non-loopback address) gets nothing: its put
 #    is never confirmed, its stats never answered, and the broker's queues
 #    do not change; a client on the broker's loopback is served. With
-#    --insecure, the client from the other namespace is served too.
+#    --insecure, the client from the other namespace is served too. A
+#    replica without keys takes connections to its replicas' port from
+#    loopback only, and from anywhere with --insecure.
+# 3. The replicas' own port (PORT+2): a group of three on loopback without
+#    keys (the control: the items cross between replicas in clear), then
+#    with the broker's key, replica 3 with another key: the items' marker
+#    is not in a capture of the replicas' ports; replica 3 is refused by
+#    the two others and refuses them (each finds the other's proof wrong),
+#    and those two confirm every put; an attacker speaking libraft's
+#    preamble then a raft message in clear, or a made-up handshake, is
+#    refused, and a put after that is still confirmed.
 set -euo pipefail
 
 bin=$(cd "${1:?usage: capture.sh BIN_DIR}" && pwd)
@@ -92,6 +102,35 @@ file_larger() { # file, bytes
 
 occurrences() { # file, text
   { grep -a -o -F -- "$2" "$1" || true; } | wc -l
+}
+
+# Connects to a replicas' port (PORT+2) from namespace $1 as an attacker
+# would: libraft's own preamble (version 1, an id, an address), then for
+# each payload given ("raft": a raft message in clear, as a replica
+# without keys sends; "forged": asyncq's handshake with a made-up proof;
+# "none": nothing) one connection, read until the broker closes it.
+raft_attack() { # namespace, host, port, payload...
+  local ns=$1; shift
+  ip netns exec "$ns" /usr/bin/python3 - "$@" <<'PYTHON'
+import socket, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+address = b"10.0.0.9:9999\0"
+padded = address + b"\0" * (-len(address) % 8)
+payloads = {"raft": struct.pack("<QQQQ", 1, 9, 99, 0) + b"\0" * 64,
+            "forged": b"AQRP\x01" + b"\0" * 32 + b"\xff" * 200,
+            "none": b""}
+for kind in sys.argv[3:]:
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(struct.pack("<QQQ", 1, 2, len(padded)) + padded + payloads[kind])
+    if kind == "none":
+        s.shutdown(socket.SHUT_WR)
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+    s.close()
+PYTHON
 }
 
 # ----------------------------------------------------------------------
@@ -263,6 +302,115 @@ check "a put on the broker's loopback is confirmed too (exit $code)" test "$code
 check "... both puts are in the queue" test "$(puts_seen_locally)" = 2
 check "the broker refused no connection" bash -c "! grep -q 'not from loopback' '$work/insecure.log'"
 stop_namespace_processes "$b"
+
+# A replica (a group of one) without keys: its replicas' port takes
+# connections from loopback only, unless --insecure.
+for mode in default insecure; do
+  echo "== a replica without keys, $mode: a connection to its replicas' port from afar"
+  flags=(--peers "$subnet.1:5557" --node-id 1 --data-dir "$work/lone-$mode")
+  [ "$mode" = default ] || flags+=(--insecure)
+  start_broker "$b" "lone-$mode" --bind 'tcp://*:5557' "${flags[@]}"
+  raft_attack "$c" "$subnet.1" 5559 none
+  run "lone-$mode-put" "$b" "$bin/asyncq" put -b "$local_address" -q wire after
+  check "$mode: a put on the replica's loopback is still confirmed (exit $code)" test "$code" = 0
+  if [ "$mode" = default ]; then
+    check "default: the connection from $subnet.2 was closed, and the log says why" \
+      grep -q "replication connection from $subnet.2:[0-9]* closed: not from loopback" \
+      "$work/lone-default.log"
+  else
+    check "insecure: the connection was let in (nothing refused in the log)" \
+      bash -c "! grep -q 'replication connection' '$work/lone-insecure.log'"
+  fi
+  stop_namespace_processes "$b"
+done
+
+# ----------------------------------------------------------------------
+# 3. The replicas' own port (PORT+2)
+
+# A group of three replicas on one namespace's loopback (PORT 5557, 5567,
+# 5577: their replication ports 5559, 5569, 5579), a producer putting
+# items.txt to it; tcpdump records the replication ports.
+r=$tag-r
+namespaces+=("$r")
+ports=(5557 5567 5577)
+peers=127.0.0.1:5557,127.0.0.1:5567,127.0.0.1:5577
+start_group() { # name, then for each replica its flags, ending in --
+  local name=$1 k=0; shift
+  ip netns add "$r"
+  ip netns exec "$r" ip link set lo up
+  ip netns exec "$r" tcpdump -i lo --immediate-mode -B 65536 -U -Z root -s 0 \
+    -w "$work/$name.pcap" "tcp port 5559 or tcp port 5569 or tcp port 5579" 2> "$work/$name.tcpdump" &
+  if ! wait_for 100 grep -q 'listening on' "$work/$name.tcpdump"; then
+    echo "FAILED: tcpdump did not start"; cat "$work/$name.tcpdump"; exit 1
+  fi
+  for k in 1 2 3; do
+    local flags=()
+    while [ "$1" != -- ]; do flags+=("$1"); shift; done
+    shift
+    ip netns exec "$r" "$bin/asyncq-broker" --bind "127.0.0.1:${ports[$((k - 1))]}" \
+      --peers "$peers" --node-id "$k" --data-dir "$work/$name-data-$k" "${flags[@]}" \
+      > "$work/$name-$k.out" 2> "$work/$name-$k.log" &
+  done
+}
+put_to_group() { # name, output name, env...: puts items.txt; its exit code in $code
+  local name=$1 out=$2; shift 2
+  code=0
+  # Replicas 1 and 2: replica 3 of the second group has another key.
+  ip netns exec "$r" env "$@" timeout -k 5 60 "$bin/asyncq-producer" \
+    -b 127.0.0.1:5557,127.0.0.1:5567 -q wire \
+    --stdin --quiet < "$work/items.txt" > "$work/$out.out" 2>&1 || code=$?
+}
+stop_group() { # name: tcpdump stopped once the capture holds a copy of the items
+  wait_for 100 file_larger "$work/$1.pcap" "$item_bytes" || true
+  ip netns pids "$r" | xargs -r kill -INT 2> /dev/null || true
+  stop_namespace_processes "$r"
+  ip netns del "$r"
+}
+
+echo "== replicas without keys (the control)"
+start_group rplain -- -- --
+put_to_group rplain rplain-put ASYNCQ_CURVE_SECRET= ASYNCQ_SERVER_KEY=
+check "without keys: the group confirmed every put (exit $code)" test "$code" = 0
+stop_group rplain
+rplain_markers=$(occurrences "$work/rplain.pcap" "$marker")
+echo "   without keys: the marker $rplain_markers times between the replicas"
+check "without keys, the items cross between replicas in clear (the control)" \
+  test "$rplain_markers" -ge $((items * 4))
+
+echo "== replicas with the broker's key; replica 3 with another key"
+mkdir -p "$keys/other"
+"$bin/asyncq" keygen broker --dir "$keys/other" --role admin > /dev/null
+good=(--curve-secret "$keys/broker.key_secret" --clients "$keys/clients")
+start_group rcurve "${good[@]}" -- "${good[@]}" -- \
+  --curve-secret "$keys/other/broker.key_secret" --clients "$keys/clients" --
+put_to_group rcurve rcurve-put ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
+  ASYNCQ_SERVER_KEY="$keys/broker.key"
+check "with keys: replicas 1 and 2 confirmed every put without replica 3 (exit $code)" \
+  test "$code" = 0
+# An attacker on each serving replica's port.
+for port in 5559 5569; do raft_attack "$r" 127.0.0.1 "$port" raft forged; done
+put_to_group rcurve rcurve-after ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
+  ASYNCQ_SERVER_KEY="$keys/broker.key"
+check "after the attacks, a put is still confirmed (exit $code)" test "$code" = 0
+stop_group rcurve
+rcurve_markers=$(occurrences "$work/rcurve.pcap" "$marker")
+echo "   with keys: the marker $rcurve_markers times between the replicas" \
+  "($(stat -c %s "$work/rcurve.pcap") bytes captured)"
+check "with keys, the capture holds the replicated items ($(stat -c %s "$work/rcurve.pcap") bytes)" \
+  file_larger "$work/rcurve.pcap" "$item_bytes"
+check "with keys, the items' marker is not in the capture" test "$rcurve_markers" = 0
+grep -h "replication connection" "$work"/rcurve-?.log | sed 's/^/   /' | sort | uniq -c | head -8
+check "replica 3, with another key, was refused: its proof was wrong" \
+  grep -q "replication connection to 127.0.0.1:55[67]9 closed: its proof of the group's key is wrong" \
+  "$work/rcurve-3.log"
+check "... and replicas 1 and 2 found replica 3's proof wrong too" \
+  grep -q "replication connection to 127.0.0.1:5579 closed: its proof of the group's key is wrong" \
+  "$work/rcurve-1.log" "$work/rcurve-2.log"
+check "the attacker's clear raft message was refused" \
+  grep -q "closed: not an asyncq replica's handshake" "$work/rcurve-1.log" "$work/rcurve-2.log"
+check "the attacker's made-up handshake was refused" \
+  grep -q "connection from 127.0.0.1:[0-9]* closed: its proof of the group's key is wrong" \
+  "$work/rcurve-1.log" "$work/rcurve-2.log"
 
 if [ "$fail" != 0 ]; then
   for log in "$work"/*.log; do echo "--- $log"; cat "$log"; done

@@ -329,6 +329,7 @@ zsock_t *harness_raw(const harness_t *self, int type)
     zsock_t *socket = zsock_new(type);
     assert_non_null(socket);
     zsock_set_linger(socket, 1000);
+    aq_security_apply(socket); /* the process's keys, if a test set them */
     assert_int_equal(zsock_connect(socket, "%s", address), 0);
     return socket;
 }

@@ -1,0 +1,752 @@
+/*  The connections between replicas: replica_link.h. */
+#define _GNU_SOURCE
+#include "replica_link.h"
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <sodium.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "ratelog.h"
+
+#define MAGIC "AQRP\x01"
+#define MAGIC_SIZE 5
+#define NONCE 32
+#define PROOF crypto_auth_hmacsha256_BYTES
+#define HEADER crypto_secretstream_xchacha20poly1305_HEADERBYTES
+#define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
+#define CHUNK 65536                 /* what is read from libraft at once: one frame */
+#define FRAME_MAX (CHUNK + ABYTES)  /* a frame's length, at most */
+#define IN_SIZE (4 + FRAME_MAX)
+#define HELLO_SIZE (MAGIC_SIZE + NONCE)
+#define ANSWER_SIZE (NONCE + PROOF + HEADER)
+#define CLOSING_SIZE (PROOF + HEADER)
+#define HANDSHAKE_MS 5000
+#define HIGH_WATER (8u << 20)
+#define LOW_WATER (2u << 20)
+#define HANDSHAKES_MAX 64
+
+typedef enum { AWAIT_HELLO, AWAIT_ANSWER, AWAIT_PROOF, PUMPING } phase_t;
+
+typedef struct link link_t;
+
+struct replica_link {
+    uv_loop_t *loop;
+    struct raft_uv_transport outer; /* what raft_uv talks to */
+    struct raft_uv_transport inner; /* libraft's TCP transport */
+    int inner_ready;
+    int keyed;
+    int loopback_only; /* without a key, unless --insecure */
+    uint8_t key[REPLICA_LINK_KEY_SIZE];
+    raft_uv_accept_cb accepted;
+    raft_uv_transport_close_cb closed;
+    int closing, inner_closed;
+    link_t *links;
+    unsigned handshakes;
+    ratelog_t log;
+};
+
+/*  One connection with a key: its handshake, then its pump. */
+struct link {
+    replica_link_t *owner;
+    link_t *prev, *next;
+    phase_t phase;
+    int accepting;
+    uv_stream_t *net; /* TCP, from libraft's transport (raft_malloc'ed) */
+    uv_pipe_t local;  /* this side of the pair; libraft has the other */
+    uv_timer_t timer;
+    int handles;      /* open, of the three */
+    int local_open, closing;
+    int net_paused, local_paused;
+    uint8_t nonce_c[NONCE], nonce_a[NONCE];
+    crypto_secretstream_xchacha20poly1305_state push, pull;
+    struct raft_uv_connect *request; /* connecting: libraft's request */
+    raft_uv_connect_cb cb;
+    raft_id id;                      /* accepting: who libraft's preamble named */
+    char *address;
+    char peer[80];
+    size_t in_size;
+    uint8_t in[IN_SIZE];
+};
+
+/*  A write on its way, its bytes after it. */
+typedef struct {
+    uv_write_t request;
+    link_t *link;
+    size_t size;
+    uint8_t data[];
+} out_t;
+
+/*  A connection being made by the inner transport. */
+typedef struct {
+    struct raft_uv_connect request;
+    struct raft_uv_connect *outer;
+    raft_uv_connect_cb cb;
+    replica_link_t *owner;
+} connecting_t;
+
+static replica_link_t *s_of_inner(struct raft_uv_transport *inner)
+{
+    return (replica_link_t *) ((char *) inner - offsetof(replica_link_t, inner));
+}
+
+static void s_nodelay(uv_stream_t *stream)
+{
+    if (stream && stream->type == UV_TCP)
+        uv_tcp_nodelay((uv_tcp_t *) stream, 1);
+}
+
+/*  The peer's address into `name`; 1 if it is on loopback. */
+static int s_peer_name(uv_stream_t *stream, char *name, size_t size)
+{
+    struct sockaddr_storage addr;
+    int length = sizeof addr;
+    int loopback = 0;
+    snprintf(name, size, "?");
+    if (stream->type == UV_TCP
+        && uv_tcp_getpeername((uv_tcp_t *) stream, (struct sockaddr *) &addr, &length) == 0) {
+        char host[64] = "";
+        int port = 0;
+        if (addr.ss_family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *) &addr;
+            uv_ip4_name(in, host, sizeof host);
+            port = ntohs(in->sin_port);
+            loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+        }
+        else if (addr.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *in = (const struct sockaddr_in6 *) &addr;
+            uv_ip6_name(in, host, sizeof host);
+            port = ntohs(in->sin6_port);
+            loopback = IN6_IS_ADDR_LOOPBACK(&in->sin6_addr)
+                       || (IN6_IS_ADDR_V4MAPPED(&in->sin6_addr) && in->sin6_addr.s6_addr[12] == 127);
+        }
+        snprintf(name, size, "%s:%d", host, port);
+    }
+    return loopback;
+}
+
+/* ------------------------------------------------------------- closing */
+
+/*  A handle the inner transport allocated (raft_malloc), once closed. */
+static void s_raft_free(uv_handle_t *handle)
+{
+    raft_free(handle);
+}
+
+static void s_maybe_closed(replica_link_t *self)
+{
+    if (self->closing && self->inner_closed && !self->links && self->closed) {
+        raft_uv_transport_close_cb cb = self->closed;
+        self->closed = NULL;
+        cb(&self->outer);
+    }
+}
+
+static void s_handle_closed(uv_handle_t *handle)
+{
+    link_t *link = handle->data;
+    if (handle == (uv_handle_t *) link->net)
+        raft_free(handle);
+    if (--link->handles)
+        return;
+    replica_link_t *owner = link->owner;
+    if (link->prev)
+        link->prev->next = link->next;
+    else
+        owner->links = link->next;
+    if (link->next)
+        link->next->prev = link->prev;
+    free(link->address);
+    free(link);
+    s_maybe_closed(owner);
+}
+
+/*  Closes a link; a connection libraft still waits for is answered with
+    `status` (a handshake that failed) first. */
+static void s_close(link_t *link, int status)
+{
+    if (link->closing)
+        return;
+    link->closing = 1;
+    if (link->phase != PUMPING) {
+        link->owner->handshakes--;
+        if (link->cb) {
+            raft_uv_connect_cb cb = link->cb;
+            link->cb = NULL;
+            cb(link->request, NULL, status);
+        }
+    }
+    uv_close((uv_handle_t *) link->net, s_handle_closed);
+    uv_close((uv_handle_t *) &link->timer, s_handle_closed);
+    if (link->local_open)
+        uv_close((uv_handle_t *) &link->local, s_handle_closed);
+}
+
+static void s_refuse(link_t *link, const char *why)
+{
+    replica_link_t *owner = link->owner;
+    ratelog_line(&owner->log, (int64_t) uv_now(owner->loop),
+                 "a replication connection %s %s closed: %s", link->accepting ? "from" : "to",
+                 link->peer, why);
+    s_close(link, RAFT_NOCONNECTION);
+}
+
+/* -------------------------------------------------------------- writes */
+
+static void s_read_start(link_t *link, uv_stream_t *stream);
+
+static void s_written(uv_write_t *request, int status)
+{
+    out_t *out = (out_t *) request;
+    link_t *link = out->link;
+    uv_stream_t *to = request->handle;
+    free(out);
+    if (link->closing)
+        return;
+    if (status < 0) {
+        s_close(link, RAFT_NOCONNECTION);
+        return;
+    }
+    /* The other way's reads go on once this way's writes have drained. */
+    if (uv_stream_get_write_queue_size(to) < LOW_WATER) {
+        if (to == link->net && link->local_paused) {
+            link->local_paused = 0;
+            s_read_start(link, (uv_stream_t *) &link->local);
+        }
+        else if (to == (uv_stream_t *) &link->local && link->net_paused) {
+            link->net_paused = 0;
+            s_read_start(link, link->net);
+        }
+    }
+}
+
+/*  Writes `out` (its size set) to `to`; reading `from` stops while `to`
+    holds too much. */
+static void s_write(link_t *link, uv_stream_t *to, out_t *out, uv_stream_t *from)
+{
+    out->link = link;
+    uv_buf_t buf = uv_buf_init((char *) out->data, (unsigned) out->size);
+    if (uv_write(&out->request, to, &buf, 1, s_written) != 0) {
+        free(out);
+        s_close(link, RAFT_NOCONNECTION);
+        return;
+    }
+    if (from && uv_stream_get_write_queue_size(to) > HIGH_WATER) {
+        uv_read_stop(from);
+        if (from == link->net)
+            link->net_paused = 1;
+        else
+            link->local_paused = 1;
+    }
+}
+
+static out_t *s_out(size_t size)
+{
+    out_t *out = malloc(sizeof *out + size);
+    if (out)
+        out->size = size;
+    return out;
+}
+
+/* ---------------------------------------------------------- handshake */
+
+static void s_hmac(const replica_link_t *owner, const link_t *link, char who, uint8_t *proof)
+{
+    crypto_auth_hmacsha256_state state;
+    crypto_auth_hmacsha256_init(&state, owner->key, sizeof owner->key);
+    crypto_auth_hmacsha256_update(&state, (const uint8_t *) &who, 1);
+    crypto_auth_hmacsha256_update(&state, link->nonce_c, NONCE);
+    crypto_auth_hmacsha256_update(&state, link->nonce_a, NONCE);
+    crypto_auth_hmacsha256_final(&state, proof);
+}
+
+/*  The key of one direction ('A': accepting to connecting side). */
+static void s_stream_key(const replica_link_t *owner, const link_t *link, char way, uint8_t *key)
+{
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, owner->key, sizeof owner->key,
+                            crypto_secretstream_xchacha20poly1305_KEYBYTES);
+    crypto_generichash_update(&state, (const uint8_t *) &way, 1);
+    crypto_generichash_update(&state, link->nonce_c, NONCE);
+    crypto_generichash_update(&state, link->nonce_a, NONCE);
+    crypto_generichash_final(&state, key, crypto_secretstream_xchacha20poly1305_KEYBYTES);
+}
+
+static void s_pump_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+static void s_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+/*  Through: libraft gets one end of a socket pair, the other is pumped. */
+static int s_through(link_t *link)
+{
+    replica_link_t *owner = link->owner;
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        return -1;
+    uv_pipe_t *theirs = raft_malloc(sizeof *theirs);
+    if (!theirs || uv_pipe_init(owner->loop, theirs, 0) != 0) {
+        raft_free(theirs);
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (uv_pipe_init(owner->loop, &link->local, 0) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        uv_close((uv_handle_t *) theirs, s_raft_free);
+        return -1;
+    }
+    link->local.data = link;
+    link->local_open = 1;
+    link->handles++;
+    if (uv_pipe_open(theirs, fds[0]) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        uv_close((uv_handle_t *) theirs, s_raft_free);
+        return -1;
+    }
+    if (uv_pipe_open(&link->local, fds[1]) != 0) {
+        close(fds[1]);
+        uv_close((uv_handle_t *) theirs, s_raft_free);
+        return -1;
+    }
+    uv_timer_stop(&link->timer);
+    owner->handshakes--;
+    link->phase = PUMPING;
+    uv_read_start((uv_stream_t *) &link->local, s_pump_alloc, s_local_read);
+    if (link->accepting)
+        owner->accepted(&owner->outer, link->id, link->address, (uv_stream_t *) theirs);
+    else {
+        raft_uv_connect_cb cb = link->cb;
+        link->cb = NULL;
+        cb(link->request, (uv_stream_t *) theirs, 0);
+    }
+    return 0;
+}
+
+/*  Takes `size` bytes from the front of the input. */
+static void s_consume(link_t *link, size_t size)
+{
+    memmove(link->in, link->in + size, link->in_size - size);
+    link->in_size -= size;
+}
+
+/*  One step of the handshake, with what it waits for in link->in: 0 on,
+    -1 closed. */
+static int s_handshake(link_t *link)
+{
+    replica_link_t *owner = link->owner;
+    uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    uint8_t proof[PROOF];
+    if (link->phase == AWAIT_HELLO) { /* accepting */
+        if (link->in_size < HELLO_SIZE)
+            return 0;
+        if (memcmp(link->in, MAGIC, MAGIC_SIZE) != 0) {
+            s_refuse(link, "not an asyncq replica's handshake (or one without keys)");
+            return -1;
+        }
+        memcpy(link->nonce_c, link->in + MAGIC_SIZE, NONCE);
+        s_consume(link, HELLO_SIZE);
+        randombytes_buf(link->nonce_a, NONCE);
+        out_t *out = s_out(ANSWER_SIZE);
+        if (!out) {
+            s_close(link, RAFT_NOMEM);
+            return -1;
+        }
+        memcpy(out->data, link->nonce_a, NONCE);
+        s_hmac(owner, link, 'A', out->data + NONCE);
+        s_stream_key(owner, link, 'A', key);
+        crypto_secretstream_xchacha20poly1305_init_push(&link->push, out->data + NONCE + PROOF,
+                                                        key);
+        link->phase = AWAIT_PROOF;
+        s_write(link, link->net, out, NULL);
+        return link->closing ? -1 : 0;
+    }
+    if (link->phase == AWAIT_ANSWER) { /* connecting */
+        if (link->in_size < ANSWER_SIZE)
+            return 0;
+        memcpy(link->nonce_a, link->in, NONCE);
+        s_hmac(owner, link, 'A', proof);
+        if (crypto_verify_32(proof, link->in + NONCE) != 0) {
+            s_refuse(link, "its proof of the group's key is wrong (do the replicas share "
+                           "the broker's key, --curve-secret?)");
+            return -1;
+        }
+        s_stream_key(owner, link, 'A', key);
+        if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull,
+                                                            link->in + NONCE + PROOF, key)) {
+            s_refuse(link, "a bad stream header");
+            return -1;
+        }
+        s_consume(link, ANSWER_SIZE);
+        out_t *out = s_out(CLOSING_SIZE);
+        if (!out) {
+            s_close(link, RAFT_NOMEM);
+            return -1;
+        }
+        s_hmac(owner, link, 'C', out->data);
+        s_stream_key(owner, link, 'C', key);
+        crypto_secretstream_xchacha20poly1305_init_push(&link->push, out->data + PROOF, key);
+        s_write(link, link->net, out, NULL);
+        if (link->closing || s_through(link) != 0) {
+            s_close(link, RAFT_NOCONNECTION);
+            return -1;
+        }
+        return 0;
+    }
+    /* AWAIT_PROOF: accepting */
+    if (link->in_size < CLOSING_SIZE)
+        return 0;
+    s_hmac(owner, link, 'C', proof);
+    if (crypto_verify_32(proof, link->in) != 0) {
+        s_refuse(link, "its proof of the group's key is wrong (do the replicas share the "
+                       "broker's key, --curve-secret?)");
+        return -1;
+    }
+    s_stream_key(owner, link, 'C', key);
+    if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull, link->in + PROOF, key)) {
+        s_refuse(link, "a bad stream header");
+        return -1;
+    }
+    s_consume(link, CLOSING_SIZE);
+    if (s_through(link) != 0) {
+        s_close(link, RAFT_NOCONNECTION);
+        return -1;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- pump */
+
+static void s_pump_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    (void) suggested;
+    link_t *link = handle->data;
+    if (handle == (uv_handle_t *) link->net) {
+        *buf = uv_buf_init((char *) link->in + link->in_size,
+                           (unsigned) (sizeof link->in - link->in_size));
+        return;
+    }
+    char *plain = malloc(CHUNK); /* from libraft */
+    *buf = uv_buf_init(plain, plain ? CHUNK : 0);
+}
+
+/*  What libraft wrote: sealed, framed, sent. */
+static void s_local_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    link_t *link = stream->data;
+    if (nread <= 0 || link->closing) {
+        free(buf->base);
+        if (nread < 0 && !link->closing)
+            s_close(link, RAFT_NOCONNECTION); /* libraft closed its end, or out of memory */
+        return;
+    }
+    out_t *out = s_out(4 + (size_t) nread + ABYTES);
+    if (!out) {
+        free(buf->base);
+        s_close(link, RAFT_NOMEM);
+        return;
+    }
+    unsigned long long sealed = 0;
+    crypto_secretstream_xchacha20poly1305_push(&link->push, out->data + 4, &sealed,
+                                               (const uint8_t *) buf->base,
+                                               (unsigned long long) nread, NULL, 0,
+                                               crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+    free(buf->base);
+    out->data[0] = (uint8_t) (sealed >> 24);
+    out->data[1] = (uint8_t) (sealed >> 16);
+    out->data[2] = (uint8_t) (sealed >> 8);
+    out->data[3] = (uint8_t) sealed;
+    out->size = 4 + (size_t) sealed;
+    s_write(link, link->net, out, stream);
+}
+
+/*  The frames that have arrived whole: opened, handed to libraft. */
+static int s_frames(link_t *link)
+{
+    size_t at = 0;
+    while (link->in_size - at >= 4) {
+        const uint8_t *p = link->in + at;
+        size_t length = (size_t) p[0] << 24 | (size_t) p[1] << 16 | (size_t) p[2] << 8 | p[3];
+        if (length < ABYTES || length > FRAME_MAX) {
+            s_refuse(link, "a frame of a size no replica sends");
+            return -1;
+        }
+        if (link->in_size - at < 4 + length)
+            break;
+        out_t *out = s_out(length - ABYTES);
+        unsigned long long opened = 0;
+        unsigned char tag = 0;
+        if (!out) {
+            s_close(link, RAFT_NOMEM);
+            return -1;
+        }
+        if (crypto_secretstream_xchacha20poly1305_pull(&link->pull, out->data, &opened, &tag,
+                                                       p + 4, length, NULL, 0)
+            != 0) {
+            free(out);
+            s_refuse(link, "a frame that does not decrypt");
+            return -1;
+        }
+        out->size = (size_t) opened;
+        at += 4 + length;
+        s_write(link, (uv_stream_t *) &link->local, out, link->net);
+        if (link->closing)
+            return -1;
+    }
+    s_consume(link, at);
+    return 0;
+}
+
+static void s_net_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    (void) buf;
+    link_t *link = stream->data;
+    if (link->closing || nread == 0)
+        return;
+    if (nread < 0) {
+        s_close(link, RAFT_NOCONNECTION);
+        return;
+    }
+    link->in_size += (size_t) nread;
+    while (link->phase != PUMPING) {
+        phase_t before = link->phase;
+        if (s_handshake(link) != 0 || link->phase == before)
+            return;
+    }
+    s_frames(link);
+}
+
+static void s_read_start(link_t *link, uv_stream_t *stream)
+{
+    if (uv_read_start(stream, s_pump_alloc, stream == link->net ? s_net_read : s_local_read))
+        s_close(link, RAFT_NOCONNECTION);
+}
+
+static void s_handshake_late(uv_timer_t *timer)
+{
+    link_t *link = timer->data;
+    s_refuse(link, "no handshake within 5 s");
+}
+
+/*  A link for a stream the inner transport made or accepted; it starts
+    its handshake. NULL if out of memory (the stream closed). */
+static link_t *s_link_new(replica_link_t *self, uv_stream_t *net, int accepting)
+{
+    link_t *link = calloc(1, sizeof *link);
+    if (!link || self->handshakes >= HANDSHAKES_MAX) {
+        free(link);
+        uv_close((uv_handle_t *) net, s_raft_free);
+        return NULL;
+    }
+    link->owner = self;
+    link->net = net;
+    link->accepting = accepting;
+    net->data = link;
+    s_peer_name(net, link->peer, sizeof link->peer);
+    uv_timer_init(self->loop, &link->timer);
+    link->timer.data = link;
+    link->handles = 2;
+    link->next = self->links;
+    if (self->links)
+        self->links->prev = link;
+    self->links = link;
+    self->handshakes++;
+    link->phase = accepting ? AWAIT_HELLO : AWAIT_ANSWER;
+    uv_timer_start(&link->timer, s_handshake_late, HANDSHAKE_MS, 0);
+    return link;
+}
+
+/* ---------------------------------------------------------- transport */
+
+static int s_init(struct raft_uv_transport *outer, raft_id id, const char *address)
+{
+    replica_link_t *self = outer->impl;
+    int rv = self->inner.init(&self->inner, id, address);
+    if (rv)
+        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
+    return rv;
+}
+
+static void s_inner_accepted(struct raft_uv_transport *inner, raft_id id, const char *address,
+                             uv_stream_t *stream)
+{
+    replica_link_t *self = s_of_inner(inner);
+    s_nodelay(stream);
+    if (!self->keyed) {
+        char peer[80];
+        if (self->loopback_only && !s_peer_name(stream, peer, sizeof peer)) {
+            ratelog_line(&self->log, (int64_t) uv_now(self->loop),
+                         "a replication connection from %s closed: not from loopback (a "
+                         "group without keys takes its replicas' connections from loopback "
+                         "only: give the replicas --curve-secret, or --insecure)",
+                         peer);
+            uv_close((uv_handle_t *) stream, s_raft_free);
+            return;
+        }
+        self->accepted(&self->outer, id, address, stream);
+        return;
+    }
+    if (self->closing) {
+        uv_close((uv_handle_t *) stream, s_raft_free);
+        return;
+    }
+    link_t *link = s_link_new(self, stream, 1);
+    if (!link)
+        return;
+    link->id = id;
+    link->address = strdup(address);
+    if (!link->address) {
+        s_close(link, RAFT_NOMEM);
+        return;
+    }
+    s_read_start(link, stream);
+}
+
+static int s_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)
+{
+    replica_link_t *self = outer->impl;
+    self->accepted = cb;
+    int rv = self->inner.listen(&self->inner, s_inner_accepted);
+    if (rv)
+        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
+    return rv;
+}
+
+static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stream, int status)
+{
+    connecting_t *connecting = (connecting_t *) request;
+    replica_link_t *self = connecting->owner;
+    struct raft_uv_connect *outer = connecting->outer;
+    raft_uv_connect_cb cb = connecting->cb;
+    free(connecting);
+    if (status != 0 || !self->keyed) {
+        if (status == 0)
+            s_nodelay(stream);
+        cb(outer, stream, status);
+        return;
+    }
+    if (self->closing) {
+        uv_close((uv_handle_t *) stream, s_raft_free);
+        cb(outer, NULL, RAFT_CANCELED);
+        return;
+    }
+    s_nodelay(stream);
+    link_t *link = s_link_new(self, stream, 0);
+    if (!link) {
+        cb(outer, NULL, RAFT_NOCONNECTION);
+        return;
+    }
+    link->request = outer;
+    link->cb = cb;
+    randombytes_buf(link->nonce_c, NONCE);
+    out_t *out = s_out(HELLO_SIZE);
+    if (!out) {
+        s_close(link, RAFT_NOMEM);
+        return;
+    }
+    memcpy(out->data, MAGIC, MAGIC_SIZE);
+    memcpy(out->data + MAGIC_SIZE, link->nonce_c, NONCE);
+    s_write(link, stream, out, NULL);
+    if (!link->closing)
+        s_read_start(link, stream);
+}
+
+static int s_connect(struct raft_uv_transport *outer, struct raft_uv_connect *request,
+                     raft_id id, const char *address, raft_uv_connect_cb cb)
+{
+    replica_link_t *self = outer->impl;
+    connecting_t *connecting = calloc(1, sizeof *connecting);
+    if (!connecting)
+        return RAFT_NOMEM;
+    connecting->outer = request;
+    connecting->cb = cb;
+    connecting->owner = self;
+    int rv = self->inner.connect(&self->inner, &connecting->request, id, address,
+                                 s_inner_connected);
+    if (rv) {
+        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
+        free(connecting);
+    }
+    return rv;
+}
+
+static void s_inner_closed(struct raft_uv_transport *inner)
+{
+    replica_link_t *self = s_of_inner(inner);
+    self->inner_closed = 1;
+    s_maybe_closed(self);
+}
+
+static void s_transport_close(struct raft_uv_transport *outer, raft_uv_transport_close_cb cb)
+{
+    replica_link_t *self = outer->impl;
+    self->closed = cb;
+    self->closing = 1;
+    for (link_t *link = self->links; link; link = link->next)
+        s_close(link, RAFT_CANCELED);
+    self->inner.close(&self->inner, s_inner_closed);
+}
+
+/* ------------------------------------------------------------- public */
+
+replica_link_t *replica_link_new(uv_loop_t *loop, const uint8_t *secret, int loopback_only,
+                                 char *error, size_t error_size)
+{
+    if (secret && sodium_init() < 0) {
+        snprintf(error, error_size, "libsodium: cannot initialise");
+        return NULL;
+    }
+    replica_link_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        snprintf(error, error_size, "out of memory");
+        return NULL;
+    }
+    self->loop = loop;
+    self->loopback_only = !secret && loopback_only;
+    ratelog_init(&self->log, "replicas", 5);
+    if (secret) {
+        static const char context[] = "asyncq replication 1";
+        self->keyed = 1;
+        crypto_generichash(self->key, sizeof self->key, secret, REPLICA_LINK_KEY_SIZE,
+                           (const uint8_t *) context, sizeof context - 1);
+    }
+    self->inner.version = 1;
+    int rv = raft_uv_tcp_init(&self->inner, loop);
+    if (rv) {
+        snprintf(error, error_size, "raft transport: %s", raft_strerror(rv));
+        free(self);
+        return NULL;
+    }
+    self->inner_ready = 1;
+    self->outer.version = 1;
+    self->outer.impl = self;
+    self->outer.init = s_init;
+    self->outer.listen = s_listen;
+    self->outer.connect = s_connect;
+    self->outer.close = s_transport_close;
+    return self;
+}
+
+struct raft_uv_transport *replica_link_transport(replica_link_t *self)
+{
+    return &self->outer;
+}
+
+void replica_link_destroy(replica_link_t **self_p)
+{
+    replica_link_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->inner_ready)
+        raft_uv_tcp_close(&self->inner);
+    sodium_memzero(self->key, sizeof self->key);
+    free(self);
+    *self_p = NULL;
+}

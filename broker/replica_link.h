@@ -1,0 +1,52 @@
+/*  The connections between the replicas of a group (replica.h): the
+    transport raft_uv talks to. libraft's own TCP transport makes and
+    accepts them (its preamble names the replica); on each stream this sets
+    TCP_NODELAY and, given the group's key, authenticates both ends and
+    encrypts what follows (docs/PROTOCOL.md 4.16):
+
+      connecting side   "AQRP" 1, nonce C (32 bytes)
+      accepting side    nonce A (32), proof A (32), stream header A (24)
+      connecting side   proof C (32), stream header C (24)
+      then, each way    frames: length (4 bytes, big-endian), then one
+                        crypto_secretstream (XChaCha20-Poly1305) message
+
+    K is a hash of the broker's CURVE secret key, which every replica of a
+    group shares (its clients know one server key); proof A is
+    HMAC-SHA-256(K, "A" C A), proof C HMAC-SHA-256(K, "C" C A); each
+    direction's stream key is a hash of K, the direction and both nonces.
+    A connection that fails the handshake, says nothing for 5 s, or sends a
+    frame that does not decrypt is closed before libraft reads a byte of
+    it. Once through, libraft gets one end of a socket pair; the other is
+    pumped to and from the TCP stream here, each direction stopped while
+    the other's writes hold more than 8 MiB.
+
+    Without a key, the streams are libraft's own (plain TCP), and, unless
+    the broker was told --insecure, only from loopback, as its own ports. */
+#ifndef BROKER_REPLICA_LINK_H
+#define BROKER_REPLICA_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct raft_uv_transport;
+struct uv_loop_s;
+
+#define REPLICA_LINK_KEY_SIZE 32
+
+typedef struct replica_link replica_link_t;
+
+/*  A transport on `loop`; `secret` (32 bytes, the broker's CURVE secret
+    key) or NULL for plain TCP, which then takes connections from loopback
+    only if `loopback_only` (no --insecure: as the broker's own ports). On
+    failure NULL, with a sentence in `error`. */
+replica_link_t *replica_link_new(struct uv_loop_s *loop, const uint8_t *secret,
+                                 int loopback_only, char *error, size_t error_size);
+
+/*  What raft_uv_init takes. */
+struct raft_uv_transport *replica_link_transport(replica_link_t *self);
+
+/*  Frees it, once its close (raft_uv's) is done and the loop has run the
+    close callbacks (or it was never listened on). */
+void replica_link_destroy(replica_link_t **self_p);
+
+#endif
