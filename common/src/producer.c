@@ -176,6 +176,8 @@ static aq_status_t s_send(link_t *self, sent_t *sent)
         rc = aq_msg_send(zsock_resolve(self->push), NULL, &msg, &sent->frame, flags);
         if (rc != AQ_TRANSPORT || errno != EAGAIN)
             return rc == AQ_TRANSPORT && errno == EINTR ? AQ_INTERRUPTED : rc;
+        if (zsys_interrupted) /* a signal between two polls */
+            return AQ_INTERRUPTED;
         int slice = (int) aq_session_heartbeat_ms(self->session);
         zmq_pollitem_t item = {zsock_resolve(self->push), 0, ZMQ_POLLOUT, 0};
         int ready = zmq_poll(&item, 1, slice > 0 ? slice : 100);

@@ -510,9 +510,16 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
            passed over for the next; all within the time left. */
         for (int hops = 0; hops < REDIRECTS_MAX && aq_deadline_left(deadline); hops++) {
             int left = aq_deadline_left(deadline);
+            if (rc == AQ_INTERRUPTED || zsys_interrupted)
+                return AQ_INTERRUPTED;
             if (rc == AQ_REFUSED && self->error.code == AQ_NOT_LEADER) {
-                if (!s_follow(self, aq_bytes_str(self->error.subject)))
-                    zclock_sleep(left >= 0 && left < REPLICA_AGAIN_MS ? left : REPLICA_AGAIN_MS);
+                /* zmq_poll with no items: a sleep that a signal ends */
+                if (!s_follow(self, aq_bytes_str(self->error.subject))
+                    && zmq_poll(NULL, 0, left >= 0 && left < REPLICA_AGAIN_MS ? left
+                                                                              : REPLICA_AGAIN_MS)
+                           < 0
+                    && errno == EINTR)
+                    return AQ_INTERRUPTED;
             }
             else if (rc == AQ_REFUSED || rc == AQ_OK)
                 break; /* led, or refused for another cause */

@@ -3,10 +3,10 @@
 # (--peers LIST --node-id K, docs/PROTOCOL.md 4.16), each on a host (a Linux
 # network namespace) of its own, r1 r2 r3; producers (p1, p2), consumers
 # (c1, c2) and a ctl host reach it by the list of the three, all with CURVE
-# keys (the replicas' own port, PORT+2, has none). The hosts are joined by veth
-# pairs on a bridge that lives in a namespace of its own (netns.sh, as
-# hosts.sh and shards.sh); the tag and the subnet differ from theirs, so all
-# three can run at once.
+# keys (which authenticate and encrypt the replicas' own port, PORT+2, too).
+# The hosts are joined by veth pairs on a bridge that lives in a namespace
+# of its own (netns.sh, as hosts.sh and shards.sh); the tag and the subnet
+# differ from theirs, so all three can run at once.
 #
 #   tests/hosts/replicas.sh BIN_DIR      (as root; exit 77 = skipped)
 #   REPLICAS_SEEDS="1 2" (default)       one fresh group a seed
@@ -153,7 +153,8 @@ nemesis() { # what: a line in the history, for its reader
 
 declare -A minority_pids
 minority_put() { # number, timeout: a put on the cut host, to it (its host's own address), in the background
-  timeout "$2" ip netns exec "$(ns "r$leader")" env ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
+  # One that does not exit on SIGTERM is killed 5 s later (exit 137): a failed check, not a hung test.
+  timeout -k 5 "$2" ip netns exec "$(ns "r$leader")" env ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
     ASYNCQ_SERVER_KEY="$keys/broker.key" "$bin/asyncq" put -b "r$leader.asyncq.test:5557" \
     -q "$minority" "$minority-$1" > "$dir/minority-$1.out" 2> "$dir/minority-$1.err" &
   minority_pids[$1]=$!
@@ -163,6 +164,7 @@ minority_said() { # exit code, stderr file
   case $1 in
     124) grep -q "^asyncq put: interrupted$" "$2" ;;
     3) grep -qE "^asyncq put: (cannot reach the broker at 'r[123]\.asyncq\.test:5557'|no leader of the group of replicas r[123]\.asyncq\.test:5557 answered)" "$2" ;;
+    137) echo "it did not exit on SIGTERM: killed 5 s later" >&2; return 1 ;;
     *) return 1 ;;
   esac
 }
