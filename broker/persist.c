@@ -706,6 +706,12 @@ static int s_group_addresses(broker_t *self, char *error, size_t error_size)
 static void s_group_membership(void *ctx, int status);
 static void s_group_service(broker_t *self);
 
+static void s_group_note(void *ctx, const char *line)
+{
+    broker_t *self = ctx;
+    log_line("replica %llu: %s", (unsigned long long) self->config.node_id, line);
+}
+
 static int s_group_open(broker_t *self, char *error, size_t error_size)
 {
     self->group = calloc(1, sizeof *self->group);
@@ -732,6 +738,7 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
                              .changed = s_group_changed,
                              .done = s_group_done,
                              .membership = s_group_membership,
+                             .note = s_group_note,
                              .ctx = self};
     /* Until it leads, the state follows the group's records: producers'
        seqs included. */

@@ -7,6 +7,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,8 @@
 #define REPLICA_SNAPSHOT_MAX 262144
 #define REPLICA_SIZES_EVERY 256 /* entries applied between two looks at their size */
 #define REPLICA_INSTALL_TIMEOUT_MS 10000
+#define REPLICA_CONNECT_RETRY_MS 250 /* libraft's 1 s left a replica started again unheard */
+#define REPLICA_LISTEN_ELECTIONS 3   /* election timeouts a new log listens before it votes */
 #define ENTRY_HEADER 8 /* an entry's length, big-endian, before its bytes */
 
 struct replica {
@@ -72,6 +75,26 @@ struct replica {
     int64_t promote_after_ms; /* a promotion that failed is tried again after this */
     struct raft_transfer transfer;
     int transferring;
+    /*  A log that started empty here (a new replica, or one whose
+        directory was wiped and that was started again under its old id)
+        takes no part in elections while the group may have committed
+        entries it lacks: a wiped voter's vote could elect a leader without
+        what it had acknowledged. It drops RequestVote until no leader has
+        spoken within its first moments (a new group), or until
+        it holds what the leaders it heard had committed. A leader
+        reconnects to a replica started again within REPLICA_CONNECT_RETRY_MS
+        and speaks every heartbeat: REPLICA_LISTEN_ELECTIONS election
+        timeouts without a word mean no leader runs. */
+    enum { VOTES, ABSTAINS_LISTENING, ABSTAINS_CATCHING_UP } voting;
+    uint64_t listen_until_ms;
+    uint64_t catch_up_to;
+    /*  On the leader: a replica that answers that its log ends below what
+        it had acknowledged (its directory wiped, started again under its
+        old id). The library would never send it that log again (it takes
+        the answer for a stale one): the lead is handed to another voter,
+        whose view of every replica starts afresh. Once a term. */
+    uint64_t lost_log_id, lost_log_end, lost_log_match;
+    uint64_t lost_log_term;
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -122,9 +145,69 @@ static void s_forget_message(struct raft_message *message)
     raft_free(message->install_snapshot.data.base);
 }
 
+static void s_note(replica_t *self, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+static void s_note(replica_t *self, const char *format, ...)
+{
+    char line[300];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    if (self->owner.note)
+        self->owner.note(self->owner.ctx, line);
+}
+
+/*  While a log that started empty abstains: 1 if the message is a vote to
+    drop. A leader's word says what the group has committed. */
+static int s_abstains(replica_t *self, const struct raft_message *message)
+{
+    uint64_t committed = 0;
+    if (message->type == RAFT_APPEND_ENTRIES)
+        committed = message->append_entries.leader_commit;
+    else if (message->type == RAFT_INSTALL_SNAPSHOT)
+        committed = message->install_snapshot.last_index;
+    else
+        return message->type == RAFT_REQUEST_VOTE;
+    if (self->voting == ABSTAINS_LISTENING && committed <= 1) {
+        self->voting = VOTES; /* a new group: its leader committed only the first entry */
+        return 0;
+    }
+    if (committed > self->catch_up_to)
+        self->catch_up_to = committed;
+    if (self->voting == ABSTAINS_LISTENING) {
+        self->voting = ABSTAINS_CATCHING_UP;
+        s_note(self, "its log started empty while its group runs (a new replica, or its "
+                     "directory wiped): it takes no part in elections until it holds the "
+                     "%llu entries the group had committed",
+               (unsigned long long) self->catch_up_to);
+    }
+    return 0;
+}
+
+/*  On the leader: notes a replica whose answer says it lost entries it
+    had acknowledged. */
+static void s_lost_log(replica_t *self, const struct raft_message *message)
+{
+    const struct raft_append_entries_result *result = &message->append_entries_result;
+    raft_index match = 0;
+    if (!result->rejected || raft_state(&self->raft) != RAFT_LEADER
+        || raft_match_index(&self->raft, message->server_id, &match) != 0
+        || result->last_log_index >= match
+        || self->lost_log_term == raft_current_term(&self->raft))
+        return;
+    self->lost_log_id = message->server_id;
+    self->lost_log_end = result->last_log_index;
+    self->lost_log_match = match;
+}
+
 static void s_io_received(struct raft_io *io, struct raft_message *message)
 {
     replica_t *self = s_of_io(io);
+    if (self->voting != VOTES && s_abstains(self, message))
+        return; /* a RequestVote holds nothing to free */
+    if (message->type == RAFT_APPEND_ENTRIES_RESULT)
+        s_lost_log(self, message);
     if (message->type != RAFT_INSTALL_SNAPSHOT || !self->own_snapshot_writing) {
         self->received(&self->io_outer, message);
         return;
@@ -391,6 +474,7 @@ static int s_fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buffer)
 
 static void s_check(replica_t *self);
 static void s_promote(replica_t *self);
+static void s_hand_over_lost_log(replica_t *self);
 
 static void s_barrier_applied(struct raft_barrier *request, int status)
 {
@@ -415,7 +499,16 @@ static void s_check(replica_t *self)
         if (raft_barrier(&self->raft, &self->barrier, s_barrier_applied) == 0)
             self->barrier_busy = 1;
     }
+    if (self->voting == ABSTAINS_LISTENING && uv_now(&self->loop) >= self->listen_until_ms)
+        self->voting = VOTES; /* no leader spoke: a new group */
+    if (self->voting == ABSTAINS_CATCHING_UP && replica_last_stored(self) >= self->catch_up_to) {
+        self->voting = VOTES;
+        s_note(self, "it holds the %llu entries its group had committed: it votes again",
+               (unsigned long long) self->catch_up_to);
+    }
     uint64_t leader = replica_leader(self, NULL);
+    if (role == REPLICA_LEADER && self->ready && self->lost_log_id)
+        s_hand_over_lost_log(self);
     if (role == REPLICA_LEADER && self->ready)
         s_promote(self);
     if (role != self->told_role || leader != self->told_leader || term != self->told_term
@@ -528,6 +621,7 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
         goto failed;
     }
     self->io_ready = 1;
+    raft_uv_set_connect_retry_delay(&self->io, REPLICA_CONNECT_RETRY_MS);
     s_io_wrap(self);
     self->fsm.version = 2;
     self->fsm.data = self;
@@ -550,7 +644,14 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
         rv = raft_configuration_add(&configuration, i + 1, config->addresses[i], RAFT_VOTER);
     if (rv == 0 && config->count) {
         rv = raft_bootstrap(&self->raft, &configuration);
-        if (rv == RAFT_CANTBOOTSTRAP) /* not the first start */
+        if (rv == 0) { /* an empty log: it listens before it votes */
+            self->voting = ABSTAINS_LISTENING;
+            self->listen_until_ms = uv_now(&self->loop)
+                                    + REPLICA_LISTEN_ELECTIONS
+                                          * (config->election_ms ? config->election_ms
+                                                                 : REPLICA_DEFAULT_ELECTION_MS);
+        }
+        else if (rv == RAFT_CANTBOOTSTRAP) /* not the first start */
             rv = 0;
     }
     raft_configuration_close(&configuration);
@@ -894,6 +995,45 @@ int replica_transfer(replica_t *self, uint64_t *id)
             *id = raft_transferee(&self->raft); /* the one the library chose */
     }
     return s_code(rv);
+}
+
+/*  The lead handed to the voter furthest on, neither this one nor the
+    one that lost its log. */
+static void s_hand_over_lost_log(replica_t *self)
+{
+    uint64_t lost = self->lost_log_id;
+    self->lost_log_id = 0;
+    if (self->transferring || self->changing != CHANGE_NONE)
+        return;
+    self->lost_log_term = raft_current_term(&self->raft);
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    raft_id target = 0;
+    raft_index best = 0;
+    for (unsigned i = 0; i < configuration->n; i++) {
+        raft_id id = configuration->servers[i].id;
+        raft_index match = 0;
+        if (configuration->servers[i].role != RAFT_VOTER || id == self->raft.id || id == lost
+            || raft_match_index(&self->raft, id, &match) != 0 || match < best)
+            continue;
+        target = id;
+        best = match;
+    }
+    char why[200];
+    snprintf(why, sizeof why,
+             "replica %llu answers that its log ends at %llu, below the %llu entries it had "
+             "acknowledged (its directory wiped, and started again under its old id?)",
+             (unsigned long long) lost, (unsigned long long) self->lost_log_end,
+             (unsigned long long) self->lost_log_match);
+    self->transfer.data = self;
+    if (target && raft_transfer(&self->raft, &self->transfer, target, s_transferred) == 0) {
+        self->transferring = 1;
+        s_note(self, "%s: the lead goes to replica %llu, which sends it the log again", why,
+               (unsigned long long) target);
+    }
+    else
+        s_note(self, "%s: no other voter to hand the lead to; it gets the log again from the "
+                     "group's next leader",
+               why);
 }
 
 /*  On a ready leader with no change under way: a standby whose log has

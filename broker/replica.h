@@ -67,6 +67,8 @@ typedef struct {
     /*  The change asked with replica_add() or replica_remove() is
         committed (status 0), or failed (a REPLICA_E* code). */
     void (*membership)(void *ctx, int status);
+    /*  A line for the log (no time, no newline), or NULL. */
+    void (*note)(void *ctx, const char *line);
     void *ctx;
 } replica_owner_t;
 

@@ -8,7 +8,9 @@
     again, comes back as a follower; a leader paused is replaced and,
     resumed, steps down; a replica far behind comes back from a snapshot;
     a replica whose directory was wiped comes back removed, added under a
-    new id and started with --join, and is made a voter; the lead is
+    new id and started with --join, and is made a voter; one started again
+    under its old id votes only once it holds what the group had
+    committed; the lead is
     handed over on request; a data directory is one replica's or one
     broker's. At the end every replica's state (written on SIGUSR1) is the
     same, item by item. The killed and paused leaders and the snapshot run
@@ -604,6 +606,69 @@ static void test_a_wiped_replica_rejoins_as_a_new_one(void **state)
     asked leads, the old leader starts again as a follower, and the group
     serves; the leader cannot be removed, nor a replica that is not there,
     and a request that is not one is refused, each with its reason. */
+/*  Waits until replica i's log holds `text`; fails the test after the
+    deadline. */
+static void s_wait_logged(const group_t *g, int i, const char *text)
+{
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    for (;;) {
+        char *log = harness_read_file(g->log[i]);
+        int found = log && strstr(log, text);
+        if (!found && zclock_mono() > deadline) {
+            print_message("replica %d's log:\n%s\n", i + 1, log ? log : "");
+            free(log);
+            log = NULL;
+            fail_msg("replica %d never logged '%s'", i + 1, text);
+        }
+        free(log);
+        if (found)
+            return;
+        zclock_sleep(20); /* a file: no event to wait on */
+    }
+}
+
+/*  A replica whose directory was wiped and that is started again under
+    its old id (the same --peers and --node-id, as a container whose
+    volume was lost would be) takes no part in elections until it holds
+    what the group had committed: its vote could otherwise elect a leader
+    that lacks what it had acknowledged. The leader, whose library would
+    go on sending from where the replica was, hands the lead to the third
+    replica, which sends it the log again. Once it holds it, it votes, its
+    state is the leader's, and the group survives its leader's loss
+    through it with every item. */
+static void test_a_wiped_replica_under_its_old_id_votes_once_caught_up(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_all(g);
+    int lost = (leader + 1) % REPLICAS;
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "v", "--count",
+                        "300", "--max-sleep", "0", "--quiet", NULL};
+    harness_spawn(&g->workers[0], producer);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    aq_process_stop(&g->replicas[lost], SIGKILL, 5000);
+    harness_remove_tree(g->data[lost]);
+    s_start(g, lost);
+    s_wait_logged(g, lost, "it takes no part in elections until it holds the ");
+    /* The leader, which the library would have go on sending from where
+       the replica was, hands the lead to the third, which starts afresh. */
+    char handed[160];
+    snprintf(handed, sizeof handed, "replica %d answers that its log ends at 1, below the ",
+             lost + 1);
+    s_wait_logged(g, leader, handed);
+    s_wait_logged(g, leader, "(its directory wiped, and started again under its old id?): the "
+                             "lead goes to replica ");
+    s_wait_logged(g, lost, "entries its group had committed: it votes again");
+    int now = s_leader(g, 10000);
+    assert_true(now != lost);
+    s_assert_same_state(g, now);
+    aq_process_stop(&g->replicas[now], SIGKILL, 5000);
+    int next = s_leader(g, 10000);
+    assert_true(next != now);
+    harness_t h = s_group(g, lost);
+    assert_int_equal(harness_stat(&h, "v", "queued"), 300);
+    harness_assert_serving(&h, "ok");
+}
+
 static void test_the_lead_is_handed_over(void **state)
 {
     group_t *g = *state;
@@ -765,6 +830,8 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_wiped_replica_rejoins_as_a_new_one, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_wiped_replica_under_its_old_id_votes_once_caught_up,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_directory_is_one_replicas_or_one_brokers, s_setup,
                                         s_teardown),
