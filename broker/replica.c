@@ -27,7 +27,6 @@
 #define REPLICA_SIZES_EVERY 256 /* entries applied between two looks at their size */
 #define REPLICA_INSTALL_TIMEOUT_MS 10000
 #define REPLICA_CONNECT_RETRY_MS 250 /* libraft's 1 s left a replica started again unheard */
-#define REPLICA_LISTEN_ELECTIONS 3   /* election timeouts a new log listens before it votes */
 #define ENTRY_HEADER 8 /* an entry's length, big-endian, before its bytes */
 
 struct replica {
@@ -79,14 +78,11 @@ struct replica {
         directory was wiped and that was started again under its old id)
         takes no part in elections while the group may have committed
         entries it lacks: a wiped voter's vote could elect a leader without
-        what it had acknowledged. It drops RequestVote until no leader has
-        spoken within its first moments (a new group), or until
-        it holds what the leaders it heard had committed. A leader
-        reconnects to a replica started again within REPLICA_CONNECT_RETRY_MS
-        and speaks every heartbeat: REPLICA_LISTEN_ELECTIONS election
-        timeouts without a word mean no leader runs. */
+        what it had acknowledged. Until a leader has told it what the group
+        committed (beyond the first entry), it votes only for a candidate
+        that holds nothing beyond the first entry either (a new group's);
+        once told, for none until it holds that much. */
     enum { VOTES, ABSTAINS_LISTENING, ABSTAINS_CATCHING_UP } voting;
-    uint64_t listen_until_ms;
     uint64_t catch_up_to;
     /*  On the leader: a replica that answers that its log ends below what
         it had acknowledged (its directory wiped, started again under its
@@ -163,16 +159,15 @@ static void s_note(replica_t *self, const char *format, ...)
 static int s_abstains(replica_t *self, const struct raft_message *message)
 {
     uint64_t committed = 0;
+    if (message->type == RAFT_REQUEST_VOTE) /* pre-votes too */
+        return self->voting == ABSTAINS_CATCHING_UP
+               || message->request_vote.last_log_index > 1;
     if (message->type == RAFT_APPEND_ENTRIES)
         committed = message->append_entries.leader_commit;
     else if (message->type == RAFT_INSTALL_SNAPSHOT)
         committed = message->install_snapshot.last_index;
-    else
-        return message->type == RAFT_REQUEST_VOTE;
-    if (self->voting == ABSTAINS_LISTENING && committed <= 1) {
-        self->voting = VOTES; /* a new group: its leader committed only the first entry */
-        return 0;
-    }
+    if (committed <= 1)
+        return 0; /* a new group's leader, or one whose first barrier is not committed yet */
     if (committed > self->catch_up_to)
         self->catch_up_to = committed;
     if (self->voting == ABSTAINS_LISTENING) {
@@ -191,7 +186,8 @@ static void s_lost_log(replica_t *self, const struct raft_message *message)
 {
     const struct raft_append_entries_result *result = &message->append_entries_result;
     raft_index match = 0;
-    if (!result->rejected || raft_state(&self->raft) != RAFT_LEADER
+    if (!result->rejected || result->term != raft_current_term(&self->raft)
+        || raft_state(&self->raft) != RAFT_LEADER
         || raft_match_index(&self->raft, message->server_id, &match) != 0
         || result->last_log_index >= match
         || self->lost_log_term == raft_current_term(&self->raft))
@@ -499,8 +495,6 @@ static void s_check(replica_t *self)
         if (raft_barrier(&self->raft, &self->barrier, s_barrier_applied) == 0)
             self->barrier_busy = 1;
     }
-    if (self->voting == ABSTAINS_LISTENING && uv_now(&self->loop) >= self->listen_until_ms)
-        self->voting = VOTES; /* no leader spoke: a new group */
     if (self->voting == ABSTAINS_CATCHING_UP && replica_last_stored(self) >= self->catch_up_to) {
         self->voting = VOTES;
         s_note(self, "it holds the %llu entries its group had committed: it votes again",
@@ -644,13 +638,8 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
         rv = raft_configuration_add(&configuration, i + 1, config->addresses[i], RAFT_VOTER);
     if (rv == 0 && config->count) {
         rv = raft_bootstrap(&self->raft, &configuration);
-        if (rv == 0) { /* an empty log: it listens before it votes */
+        if (rv == 0) /* an empty log: it listens before it votes */
             self->voting = ABSTAINS_LISTENING;
-            self->listen_until_ms = uv_now(&self->loop)
-                                    + REPLICA_LISTEN_ELECTIONS
-                                          * (config->election_ms ? config->election_ms
-                                                                 : REPLICA_DEFAULT_ELECTION_MS);
-        }
         else if (rv == RAFT_CANTBOOTSTRAP) /* not the first start */
             rv = 0;
     }

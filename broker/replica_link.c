@@ -44,6 +44,8 @@ struct replica_link {
     int inner_ready;
     int keyed;
     int loopback_only; /* without a key, unless --insecure */
+    raft_id id;        /* this replica's, and its address, as its preamble says them */
+    char *address;
     uint8_t key[REPLICA_LINK_KEY_SIZE];
     raft_uv_accept_cb accepted;
     raft_uv_transport_close_cb closed;
@@ -69,8 +71,8 @@ struct link {
     crypto_secretstream_xchacha20poly1305_state push, pull;
     struct raft_uv_connect *request; /* connecting: libraft's request */
     raft_uv_connect_cb cb;
-    raft_id id;                      /* accepting: who libraft's preamble named */
-    char *address;
+    raft_id id;      /* accepting: who libraft's preamble named; connecting: the one asked */
+    char *address;   /* accepting: the preamble's address */
     char peer[80];
     size_t in_size;
     uint8_t in[IN_SIZE];
@@ -90,6 +92,7 @@ typedef struct {
     struct raft_uv_connect *outer;
     raft_uv_connect_cb cb;
     replica_link_t *owner;
+    raft_id id; /* the replica asked */
 } connecting_t;
 
 static replica_link_t *s_of_inner(struct raft_uv_transport *inner)
@@ -176,7 +179,8 @@ static void s_close(link_t *link, int status)
         return;
     link->closing = 1;
     if (link->phase != PUMPING) {
-        link->owner->handshakes--;
+        if (link->accepting)
+            link->owner->handshakes--;
         if (link->cb) {
             raft_uv_connect_cb cb = link->cb;
             link->cb = NULL;
@@ -257,13 +261,31 @@ static out_t *s_out(size_t size)
 
 /* ---------------------------------------------------------- handshake */
 
+static void s_hmac_u64(crypto_auth_hmacsha256_state *state, uint64_t value)
+{
+    uint8_t bytes[8];
+    for (int i = 0; i < 8; i++)
+        bytes[i] = (uint8_t) (value >> (8 * i));
+    crypto_auth_hmacsha256_update(state, bytes, sizeof bytes);
+}
+
+/*  A proof covers both nonces and what libraft's preamble said in clear
+    (the connecting replica's id and address) with the id of the replica
+    it meant to reach: one relabelled on the way does not pass. */
 static void s_hmac(const replica_link_t *owner, const link_t *link, char who, uint8_t *proof)
 {
+    raft_id from = link->accepting ? link->id : owner->id;
+    const char *address = link->accepting ? link->address : owner->address;
+    raft_id to = link->accepting ? owner->id : link->id;
     crypto_auth_hmacsha256_state state;
     crypto_auth_hmacsha256_init(&state, owner->key, sizeof owner->key);
     crypto_auth_hmacsha256_update(&state, (const uint8_t *) &who, 1);
     crypto_auth_hmacsha256_update(&state, link->nonce_c, NONCE);
     crypto_auth_hmacsha256_update(&state, link->nonce_a, NONCE);
+    s_hmac_u64(&state, from);
+    s_hmac_u64(&state, strlen(address));
+    crypto_auth_hmacsha256_update(&state, (const uint8_t *) address, strlen(address));
+    s_hmac_u64(&state, to);
     crypto_auth_hmacsha256_final(&state, proof);
 }
 
@@ -317,7 +339,8 @@ static int s_through(link_t *link)
         return -1;
     }
     uv_timer_stop(&link->timer);
-    owner->handshakes--;
+    if (link->accepting)
+        owner->handshakes--;
     link->phase = PUMPING;
     uv_read_start((uv_stream_t *) &link->local, s_pump_alloc, s_local_read);
     if (link->accepting)
@@ -536,14 +559,25 @@ static void s_handshake_late(uv_timer_t *timer)
 }
 
 /*  A link for a stream the inner transport made or accepted; it starts
-    its handshake. NULL if out of memory (the stream closed). */
+    its handshake. NULL if out of memory (the stream closed). Accepted
+    connections still in their handshake are at most HANDSHAKES_MAX: the
+    oldest goes for a new one, so that connections made and left silent
+    cannot keep a replica out (the ones this replica makes are not
+    counted: there is one per member). */
 static link_t *s_link_new(replica_link_t *self, uv_stream_t *net, int accepting)
 {
     link_t *link = calloc(1, sizeof *link);
-    if (!link || self->handshakes >= HANDSHAKES_MAX) {
-        free(link);
+    if (!link) {
         uv_close((uv_handle_t *) net, s_raft_free);
         return NULL;
+    }
+    if (accepting && self->handshakes >= HANDSHAKES_MAX) {
+        link_t *oldest = NULL; /* the list is newest first */
+        for (link_t *at = self->links; at; at = at->next)
+            if (at->accepting && at->phase != PUMPING && !at->closing)
+                oldest = at;
+        if (oldest)
+            s_refuse(oldest, "the oldest of too many handshakes at once");
     }
     link->owner = self;
     link->net = net;
@@ -557,7 +591,8 @@ static link_t *s_link_new(replica_link_t *self, uv_stream_t *net, int accepting)
     if (self->links)
         self->links->prev = link;
     self->links = link;
-    self->handshakes++;
+    if (accepting)
+        self->handshakes++;
     link->phase = accepting ? AWAIT_HELLO : AWAIT_ANSWER;
     uv_timer_start(&link->timer, s_handshake_late, HANDSHAKE_MS, 0);
     return link;
@@ -568,6 +603,11 @@ static link_t *s_link_new(replica_link_t *self, uv_stream_t *net, int accepting)
 static int s_init(struct raft_uv_transport *outer, raft_id id, const char *address)
 {
     replica_link_t *self = outer->impl;
+    free(self->address);
+    self->id = id;
+    self->address = strdup(address);
+    if (!self->address)
+        return RAFT_NOMEM;
     int rv = self->inner.init(&self->inner, id, address);
     if (rv)
         memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
@@ -625,6 +665,7 @@ static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stre
     replica_link_t *self = connecting->owner;
     struct raft_uv_connect *outer = connecting->outer;
     raft_uv_connect_cb cb = connecting->cb;
+    raft_id id = connecting->id;
     free(connecting);
     if (status != 0 || !self->keyed) {
         if (status == 0)
@@ -645,6 +686,7 @@ static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stre
     }
     link->request = outer;
     link->cb = cb;
+    link->id = id;
     randombytes_buf(link->nonce_c, NONCE);
     out_t *out = s_out(HELLO_SIZE);
     if (!out) {
@@ -668,6 +710,7 @@ static int s_connect(struct raft_uv_transport *outer, struct raft_uv_connect *re
     connecting->outer = request;
     connecting->cb = cb;
     connecting->owner = self;
+    connecting->id = id;
     int rv = self->inner.connect(&self->inner, &connecting->request, id, address,
                                  s_inner_connected);
     if (rv) {
@@ -747,6 +790,7 @@ void replica_link_destroy(replica_link_t **self_p)
     if (self->inner_ready)
         raft_uv_tcp_close(&self->inner);
     sodium_memzero(self->key, sizeof self->key);
+    free(self->address);
     free(self);
     *self_p = NULL;
 }

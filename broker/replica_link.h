@@ -12,8 +12,11 @@
 
     K is a hash of the broker's CURVE secret key, which every replica of a
     group shares (its clients know one server key); proof A is
-    HMAC-SHA-256(K, "A" C A), proof C HMAC-SHA-256(K, "C" C A); each
-    direction's stream key is a hash of K, the direction and both nonces.
+    HMAC-SHA-256(K, "A" C A P T), proof C the same with "C", where P is
+    what libraft's preamble said in clear (the connecting replica's id and
+    address) and T the id of the replica it asked: a preamble relabelled
+    on the way fails; each direction's stream key is a hash of K, the
+    direction and both nonces.
     A connection that fails the handshake, says nothing for 5 s, or sends a
     frame that does not decrypt is closed before libraft reads a byte of
     it. Once through, libraft gets one end of a socket pair; the other is
