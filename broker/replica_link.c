@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -32,8 +33,11 @@
 #define HIGH_WATER (8u << 20)
 #define LOW_WATER (2u << 20)
 #define HANDSHAKES_MAX 64
+#define PREAMBLE 24        /* libraft's: its version, the replica's id, its address's length */
+#define ADDRESS_MAX 256    /* a replica's address in a preamble, NUL and padding included */
+#define BACKLOG 64
 
-typedef enum { AWAIT_HELLO, AWAIT_ANSWER, AWAIT_PROOF, PUMPING } phase_t;
+typedef enum { AWAIT_PREAMBLE, AWAIT_HELLO, AWAIT_ANSWER, AWAIT_PROOF, PUMPING } phase_t;
 
 typedef struct link link_t;
 
@@ -50,6 +54,8 @@ struct replica_link {
     raft_uv_accept_cb accepted;
     raft_uv_transport_close_cb closed;
     int closing, inner_closed;
+    uv_tcp_t listener; /* its own: libraft's reads a preamble with no limit and no deadline */
+    int listener_open;
     link_t *links;
     unsigned handshakes;
     ratelog_t log;
@@ -145,7 +151,8 @@ static void s_raft_free(uv_handle_t *handle)
 
 static void s_maybe_closed(replica_link_t *self)
 {
-    if (self->closing && self->inner_closed && !self->links && self->closed) {
+    if (self->closing && self->inner_closed && !self->listener_open && !self->links
+        && self->closed) {
         raft_uv_transport_close_cb cb = self->closed;
         self->closed = NULL;
         cb(&self->outer);
@@ -155,7 +162,7 @@ static void s_maybe_closed(replica_link_t *self)
 static void s_handle_closed(uv_handle_t *handle)
 {
     link_t *link = handle->data;
-    if (handle == (uv_handle_t *) link->net)
+    if (link->net && handle == (uv_handle_t *) link->net)
         raft_free(handle);
     if (--link->handles)
         return;
@@ -187,7 +194,8 @@ static void s_close(link_t *link, int status)
             cb(link->request, NULL, status);
         }
     }
-    uv_close((uv_handle_t *) link->net, s_handle_closed);
+    if (link->net)
+        uv_close((uv_handle_t *) link->net, s_handle_closed);
     uv_close((uv_handle_t *) &link->timer, s_handle_closed);
     if (link->local_open)
         uv_close((uv_handle_t *) &link->local, s_handle_closed);
@@ -445,6 +453,68 @@ static int s_handshake(link_t *link)
     return 0;
 }
 
+/* ----------------------------------------------------------- preamble */
+
+static uint64_t s_le64(const uint8_t *at)
+{
+    uint64_t value = 0;
+    for (int i = 7; i >= 0; i--)
+        value = value << 8 | at[i];
+    return value;
+}
+
+/*  The address's size the preamble says (0 until it is read). */
+static size_t s_address_size(const link_t *link)
+{
+    return link->in_size >= PREAMBLE ? (size_t) s_le64(link->in + 16) : 0;
+}
+
+/*  libraft's preamble, read here with limits: 0 on (read on), -1 closed,
+    1 handed to libraft as it is (no key). */
+static int s_preamble(link_t *link)
+{
+    replica_link_t *owner = link->owner;
+    if (link->in_size < PREAMBLE)
+        return 0;
+    size_t size = s_address_size(link);
+    if (s_le64(link->in) != 1 || size == 0 || size > ADDRESS_MAX || size % 8) {
+        s_refuse(link, "not a replica's preamble");
+        return -1;
+    }
+    if (link->in_size < PREAMBLE + size)
+        return 0;
+    const char *address = (const char *) link->in + PREAMBLE;
+    if (!memchr(address, '\0', size)) {
+        s_refuse(link, "not a replica's preamble (an address with no end)");
+        return -1;
+    }
+    link->id = (raft_id) s_le64(link->in + 8);
+    link->address = strdup(address);
+    if (!link->address) {
+        s_close(link, RAFT_NOMEM);
+        return -1;
+    }
+    s_consume(link, PREAMBLE + size);
+    if (owner->keyed) {
+        link->phase = AWAIT_HELLO;
+        return 0;
+    }
+    /* No key: the stream is libraft's from here, with nothing read past
+       the preamble. */
+    uv_read_stop(link->net);
+    uv_stream_t *net = link->net;
+    net->data = NULL;
+    link->net = NULL;
+    link->handles--;
+    link->phase = PUMPING;
+    owner->handshakes--;
+    uv_timer_stop(&link->timer);
+    owner->accepted(&owner->outer, link->id, link->address, net);
+    link->closing = 1;
+    uv_close((uv_handle_t *) &link->timer, s_handle_closed);
+    return 1;
+}
+
 /* --------------------------------------------------------------- pump */
 
 static void s_pump_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
@@ -452,8 +522,14 @@ static void s_pump_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     (void) suggested;
     link_t *link = handle->data;
     if (handle == (uv_handle_t *) link->net) {
-        *buf = uv_buf_init((char *) link->in + link->in_size,
-                           (unsigned) (sizeof link->in - link->in_size));
+        /* The preamble exactly: without a key, what follows is libraft's. */
+        size_t want = sizeof link->in - link->in_size;
+        if (link->phase == AWAIT_PREAMBLE) {
+            size_t end = link->in_size < PREAMBLE ? PREAMBLE : PREAMBLE + s_address_size(link);
+            if (end <= sizeof link->in && end > link->in_size)
+                want = end - link->in_size;
+        }
+        *buf = uv_buf_init((char *) link->in + link->in_size, (unsigned) want);
         return;
     }
     char *plain = malloc(CHUNK); /* from libraft */
@@ -538,6 +614,10 @@ static void s_net_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     link->in_size += (size_t) nread;
+    if (link->phase == AWAIT_PREAMBLE && s_preamble(link) != 0)
+        return;
+    if (link->phase == AWAIT_PREAMBLE)
+        return;
     while (link->phase != PUMPING) {
         phase_t before = link->phase;
         if (s_handshake(link) != 0 || link->phase == before)
@@ -593,7 +673,7 @@ static link_t *s_link_new(replica_link_t *self, uv_stream_t *net, int accepting)
     self->links = link;
     if (accepting)
         self->handshakes++;
-    link->phase = accepting ? AWAIT_HELLO : AWAIT_ANSWER;
+    link->phase = accepting ? AWAIT_PREAMBLE : AWAIT_ANSWER;
     uv_timer_start(&link->timer, s_handshake_late, HANDSHAKE_MS, 0);
     return link;
 }
@@ -614,49 +694,89 @@ static int s_init(struct raft_uv_transport *outer, raft_id id, const char *addre
     return rv;
 }
 
-static void s_inner_accepted(struct raft_uv_transport *inner, raft_id id, const char *address,
-                             uv_stream_t *stream)
+/*  A connection to the replicas' port: its preamble read here, with a
+    deadline and limits (and, with a key, the handshake after it). */
+static void s_accept(uv_stream_t *server, int status)
 {
-    replica_link_t *self = s_of_inner(inner);
-    s_nodelay(stream);
-    if (!self->keyed) {
-        char peer[80];
-        if (self->loopback_only && !s_peer_name(stream, peer, sizeof peer)) {
-            ratelog_line(&self->log, (int64_t) uv_now(self->loop),
-                         "a replication connection from %s closed: not from loopback (a "
-                         "group without keys takes its replicas' connections from loopback "
-                         "only: give the replicas --curve-secret, or --insecure)",
-                         peer);
-            uv_close((uv_handle_t *) stream, s_raft_free);
-            return;
-        }
-        self->accepted(&self->outer, id, address, stream);
+    replica_link_t *self = server->data;
+    if (status < 0 || self->closing)
+        return;
+    uv_tcp_t *tcp = raft_malloc(sizeof *tcp);
+    if (!tcp)
+        return;
+    if (uv_tcp_init(self->loop, tcp) != 0) {
+        raft_free(tcp);
         return;
     }
-    if (self->closing) {
+    if (uv_accept(server, (uv_stream_t *) tcp) != 0) {
+        uv_close((uv_handle_t *) tcp, s_raft_free);
+        return;
+    }
+    uv_stream_t *stream = (uv_stream_t *) tcp;
+    s_nodelay(stream);
+    char peer[80];
+    if (!self->keyed && self->loopback_only && !s_peer_name(stream, peer, sizeof peer)) {
+        ratelog_line(&self->log, (int64_t) uv_now(self->loop),
+                     "a replication connection from %s closed: not from loopback (a "
+                     "group without keys takes its replicas' connections from loopback "
+                     "only: give the replicas --curve-secret, or --insecure)",
+                     peer);
         uv_close((uv_handle_t *) stream, s_raft_free);
         return;
     }
     link_t *link = s_link_new(self, stream, 1);
-    if (!link)
-        return;
-    link->id = id;
-    link->address = strdup(address);
-    if (!link->address) {
-        s_close(link, RAFT_NOMEM);
-        return;
+    if (link)
+        s_read_start(link, stream);
+}
+
+static void s_listener_closed(uv_handle_t *handle)
+{
+    replica_link_t *self = handle->data;
+    self->listener_open = 0;
+    s_maybe_closed(self);
+}
+
+/*  Listens on this replica's address (HOST:PORT, IPv4, as libraft does). */
+static int s_listen_on(replica_link_t *self, char *error, size_t size)
+{
+    char host[256];
+    const char *colon = self->address ? strrchr(self->address, ':') : NULL;
+    if (!colon || (size_t) (colon - self->address) >= sizeof host) {
+        snprintf(error, size, "not HOST:PORT: %s", self->address ? self->address : "");
+        return RAFT_INVALID;
     }
-    s_read_start(link, stream);
+    snprintf(host, sizeof host, "%.*s", (int) (colon - self->address), self->address);
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_family = AF_INET,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found = NULL;
+    int rv = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &found);
+    if (rv != 0 || !found) {
+        snprintf(error, size, "%s: %s", self->address, gai_strerror(rv));
+        return RAFT_IOERR;
+    }
+    rv = uv_tcp_init(self->loop, &self->listener);
+    if (rv == 0) {
+        self->listener.data = self;
+        self->listener_open = 1;
+        rv = uv_tcp_bind(&self->listener, found->ai_addr, 0);
+        if (rv == 0)
+            rv = uv_listen((uv_stream_t *) &self->listener, BACKLOG, s_accept);
+    }
+    freeaddrinfo(found);
+    if (rv != 0) {
+        snprintf(error, size, "cannot listen on %s: %s", self->address, uv_strerror(rv));
+        if (self->listener_open)
+            uv_close((uv_handle_t *) &self->listener, s_listener_closed);
+        return RAFT_IOERR;
+    }
+    return 0;
 }
 
 static int s_listen(struct raft_uv_transport *outer, raft_uv_accept_cb cb)
 {
     replica_link_t *self = outer->impl;
     self->accepted = cb;
-    int rv = self->inner.listen(&self->inner, s_inner_accepted);
-    if (rv)
-        memcpy(outer->errmsg, self->inner.errmsg, sizeof outer->errmsg);
-    return rv;
+    return s_listen_on(self, outer->errmsg, sizeof outer->errmsg);
 }
 
 static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stream, int status)
@@ -734,6 +854,8 @@ static void s_transport_close(struct raft_uv_transport *outer, raft_uv_transport
     self->closing = 1;
     for (link_t *link = self->links; link; link = link->next)
         s_close(link, RAFT_CANCELED);
+    if (self->listener_open && !uv_is_closing((uv_handle_t *) &self->listener))
+        uv_close((uv_handle_t *) &self->listener, s_listener_closed);
     self->inner.close(&self->inner, s_inner_closed);
 }
 

@@ -1,8 +1,11 @@
 /*  The connections between the replicas of a group (replica.h): the
-    transport raft_uv talks to. libraft's own TCP transport makes and
-    accepts them (its preamble names the replica); on each stream this sets
-    TCP_NODELAY and, given the group's key, authenticates both ends and
-    encrypts what follows (docs/PROTOCOL.md 4.16):
+    transport raft_uv talks to. libraft's own TCP transport makes them; this
+    one accepts them and reads libraft's preamble (which names the replica)
+    itself, with a deadline and limits that libraft's listener lacks (it
+    allocates whatever address length a peer claims, and waits for it for
+    ever). On each stream this sets TCP_NODELAY and, given the group's key,
+    authenticates both ends and encrypts what follows (docs/PROTOCOL.md
+    4.16):
 
       connecting side   "AQRP" 1, nonce C (32 bytes)
       accepting side    nonce A (32), proof A (32), stream header A (24)

@@ -24,8 +24,9 @@
 #    is not in a capture of the replicas' ports; replica 3 is refused by
 #    the two others and refuses them (each finds the other's proof wrong),
 #    and those two confirm every put; an attacker speaking libraft's
-#    preamble then a raft message in clear, or a made-up handshake, is
-#    refused, and a put after that is still confirmed.
+#    preamble then a raft message in clear, a made-up handshake, a
+#    preamble claiming a 1 TiB address, or silence, is refused, and a put
+#    after that is still confirmed.
 set -euo pipefail
 
 bin=$(cd "${1:?usage: capture.sh BIN_DIR}" && pwd)
@@ -108,7 +109,9 @@ occurrences() { # file, text
 # would: libraft's own preamble (version 1, an id, an address), then for
 # each payload given ("raft": a raft message in clear, as a replica
 # without keys sends; "forged": asyncq's handshake with a made-up proof;
-# "none": nothing) one connection, read until the broker closes it.
+# "none": nothing; "huge": instead of the preamble, one that claims a
+# 1 TiB address; "silent": not a byte) one connection, read until the
+# broker closes it.
 raft_attack() { # namespace, host, port, payload...
   local ns=$1; shift
   ip netns exec "$ns" /usr/bin/python3 - "$@" <<'PYTHON'
@@ -120,8 +123,11 @@ payloads = {"raft": struct.pack("<QQQQ", 1, 9, 99, 0) + b"\0" * 64,
             "forged": b"AQRP\x01" + b"\0" * 32 + b"\xff" * 200,
             "none": b""}
 for kind in sys.argv[3:]:
-    s = socket.create_connection((host, port), timeout=5)
-    s.sendall(struct.pack("<QQQ", 1, 2, len(padded)) + padded + payloads[kind])
+    s = socket.create_connection((host, port), timeout=15)
+    if kind == "huge":
+        s.sendall(struct.pack("<QQQ", 1, 2, 1 << 40))
+    elif kind != "silent":
+        s.sendall(struct.pack("<QQQ", 1, 2, len(padded)) + padded + payloads[kind])
     if kind == "none":
         s.shutdown(socket.SHUT_WR)
     try:
@@ -391,7 +397,8 @@ put_to_group rcurve rcurve-put ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
 check "with keys: replicas 1 and 2 confirmed every put without replica 3 (exit $code)" \
   test "$code" = 0
 # An attacker on each serving replica's port.
-for port in 5559 5569; do raft_attack "$r" 127.0.0.1 "$port" raft forged; done
+for port in 5559 5569; do raft_attack "$r" 127.0.0.1 "$port" raft forged huge; done
+raft_attack "$r" 127.0.0.1 5559 silent
 put_to_group rcurve rcurve-after ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
   ASYNCQ_SERVER_KEY="$keys/broker.key"
 check "after the attacks, a put is still confirmed (exit $code)" test "$code" = 0
@@ -411,6 +418,11 @@ check "... and replicas 1 and 2 found replica 3's proof wrong too" \
   "$work/rcurve-1.log" "$work/rcurve-2.log"
 check "the attacker's clear raft message was refused" \
   grep -q "closed: not an asyncq replica's handshake" "$work/rcurve-1.log" "$work/rcurve-2.log"
+check "the attacker's preamble claiming a 1 TiB address was refused" \
+  grep -q "connection from 127.0.0.1:[0-9]* closed: not a replica's preamble" \
+  "$work/rcurve-1.log" "$work/rcurve-2.log"
+check "the attacker's connection that said nothing was closed after 5 s" \
+  grep -q "connection from 127.0.0.1:[0-9]* closed: no handshake within 5 s" "$work/rcurve-1.log"
 check "the attacker's made-up handshake was refused" \
   grep -q "connection from 127.0.0.1:[0-9]* closed: its proof of the group's key is wrong" \
   "$work/rcurve-1.log" "$work/rcurve-2.log"
