@@ -124,13 +124,13 @@ payloads = {"raft": struct.pack("<QQQQ", 1, 9, 99, 0) + b"\0" * 64,
             "none": b""}
 for kind in sys.argv[3:]:
     s = socket.create_connection((host, port), timeout=15)
-    if kind == "huge":
-        s.sendall(struct.pack("<QQQ", 1, 2, 1 << 40))
-    elif kind != "silent":
-        s.sendall(struct.pack("<QQQ", 1, 2, len(padded)) + padded + payloads[kind])
-    if kind == "none":
-        s.shutdown(socket.SHUT_WR)
-    try:
+    try:  # the broker may close it at any point: what is refused early is refused
+        if kind == "huge":
+            s.sendall(struct.pack("<QQQ", 1, 2, 1 << 40))
+        elif kind != "silent":
+            s.sendall(struct.pack("<QQQ", 1, 2, len(padded)) + padded + payloads[kind])
+        if kind == "none":
+            s.shutdown(socket.SHUT_WR)
         while s.recv(4096):
             pass
     except OSError:
@@ -409,7 +409,7 @@ echo "   with keys: the marker $rcurve_markers times between the replicas" \
 check "with keys, the capture holds the replicated items ($(stat -c %s "$work/rcurve.pcap") bytes)" \
   rcurve_complete
 check "with keys, the items' marker is not in the capture" test "$rcurve_markers" = 0
-grep -h "replication connection" "$work"/rcurve-?.log | sed 's/^/   /' | sort | uniq -c | head -8
+grep -h "replication connection" "$work"/rcurve-?.log | sed 's/^/   /' | sort | uniq -c | awk 'NR <= 12' || true
 check "replica 3, with another key, was refused: its proof was wrong" \
   grep -q "replication connection to 127.0.0.1:55[67]9 closed: its proof of the group's key is wrong" \
   "$work/rcurve-3.log"
