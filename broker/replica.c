@@ -495,6 +495,8 @@ static void s_check(replica_t *self)
         if (raft_barrier(&self->raft, &self->barrier, s_barrier_applied) == 0)
             self->barrier_busy = 1;
     }
+    if (self->voting == ABSTAINS_LISTENING && role == REPLICA_LEADER)
+        self->voting = VOTES; /* a new group's first leader: its log is the group's */
     if (self->voting == ABSTAINS_CATCHING_UP && replica_last_stored(self) >= self->catch_up_to) {
         self->voting = VOTES;
         s_note(self, "it holds the %llu entries its group had committed: it votes again",

@@ -528,7 +528,9 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
             left = aq_deadline_left(deadline);
             rc = s_hello(self, left >= 0 && left < REPLICA_HOP_MS ? left : REPLICA_HOP_MS, 0);
         }
-        if (rc != AQ_OK && rc != AQ_REFUSED) {
+        /* Hops spent, or the time, with no leader: still told 421 is no
+           leader too. */
+        if (rc != AQ_OK && (rc != AQ_REFUSED || self->error.code == AQ_NOT_LEADER)) {
             char known[AQ_TEXT_MAX] = "";
             for (size_t i = 0, at = 0; i < self->target_count && at < sizeof known; i++)
                 at += (size_t) snprintf(known + at, sizeof known - at, "%s%s", i ? ", " : "",

@@ -680,7 +680,8 @@ static void test_the_lead_is_handed_over(void **state)
         fail_msg("asyncq replica transfer %s: %s%s", id, out, err);
     char leads[64];
     snprintf(leads, sizeof leads, "replica %d leads now", target + 1);
-    assert_non_null(strstr(out, leads));
+    if (!strstr(out, leads))
+        fail_msg("asyncq replica transfer %s said '%s' '%s', not '%s'", id, out, err, leads);
     assert_int_equal(s_leader(g, 10000), target);
     char line[256];
     if (!aq_process_expect(&g->replicas[leader], "READY ", line, sizeof line,
