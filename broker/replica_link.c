@@ -58,7 +58,11 @@ struct replica_link {
     int listener_open;
     link_t *links;
     unsigned handshakes;
-    ratelog_t log;
+    /*  Refusals logged, those of connections made here (a replica with
+        another key, asked again every 250 ms) apart
+        from those of connections taken, so that the first cannot hide
+        the second. */
+    ratelog_t log_in, log_out;
 };
 
 /*  One connection with a key: its handshake, then its pump. */
@@ -204,7 +208,8 @@ static void s_close(link_t *link, int status)
 static void s_refuse(link_t *link, const char *why)
 {
     replica_link_t *owner = link->owner;
-    ratelog_line(&owner->log, (int64_t) uv_now(owner->loop),
+    ratelog_line(link->accepting ? &owner->log_in : &owner->log_out,
+                 (int64_t) uv_now(owner->loop),
                  "a replication connection %s %s closed: %s", link->accepting ? "from" : "to",
                  link->peer, why);
     s_close(link, RAFT_NOCONNECTION);
@@ -715,8 +720,8 @@ static void s_accept(uv_stream_t *server, int status)
     uv_stream_t *stream = (uv_stream_t *) tcp;
     s_nodelay(stream);
     char peer[80];
-    if (!self->keyed && self->loopback_only && !s_peer_name(stream, peer, sizeof peer)) {
-        ratelog_line(&self->log, (int64_t) uv_now(self->loop),
+    if (self->loopback_only && !s_peer_name(stream, peer, sizeof peer)) { /* no key */
+        ratelog_line(&self->log_in, (int64_t) uv_now(self->loop),
                      "a replication connection from %s closed: not from loopback (a "
                      "group without keys takes its replicas' connections from loopback "
                      "only: give the replicas --curve-secret, or --insecure)",
@@ -787,9 +792,9 @@ static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stre
     raft_uv_connect_cb cb = connecting->cb;
     raft_id id = connecting->id;
     free(connecting);
+    if (status == 0)
+        s_nodelay(stream);
     if (status != 0 || !self->keyed) {
-        if (status == 0)
-            s_nodelay(stream);
         cb(outer, stream, status);
         return;
     }
@@ -798,7 +803,6 @@ static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stre
         cb(outer, NULL, RAFT_CANCELED);
         return;
     }
-    s_nodelay(stream);
     link_t *link = s_link_new(self, stream, 0);
     if (!link) {
         cb(outer, NULL, RAFT_NOCONNECTION);
@@ -875,7 +879,8 @@ replica_link_t *replica_link_new(uv_loop_t *loop, const uint8_t *secret, int loo
     }
     self->loop = loop;
     self->loopback_only = !secret && loopback_only;
-    ratelog_init(&self->log, "replicas", 5);
+    ratelog_init(&self->log_in, "replicas", 5);
+    ratelog_init(&self->log_out, "replicas", 5);
     if (secret) {
         static const char context[] = "asyncq replication 1";
         self->keyed = 1;
