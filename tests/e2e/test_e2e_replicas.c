@@ -657,6 +657,12 @@ static void test_a_wiped_replica_under_its_old_id_votes_once_caught_up(void **st
     s_wait_logged(g, leader, handed);
     s_wait_logged(g, leader, "(its directory wiped, and started again under its old id?): the "
                              "lead goes to replica ");
+    /* A leader that hands the lead over starts again from the group's log
+       (as in the hand-over test): its state is read once it is back. */
+    char line[256];
+    if (!aq_process_expect(&g->replicas[leader], "READY ", line, sizeof line,
+                           HARNESS_DEADLINE_MS))
+        fail_msg("the old leader did not start again as a follower");
     s_wait_logged(g, lost, "entries its group had committed: it votes again");
     int now = s_leader(g, 10000);
     assert_true(now != lost);
