@@ -378,6 +378,19 @@ static void s_group_families(text_t *out, broker_t *self)
         snprintf(labels, sizeof labels, "node=\"%llu\"", (unsigned long long) group.replicas[i].id);
         s_broker_u64(out, "asyncq_replica_lag_entries", labels, group.replicas[i].lag);
     }
+    s_family(out, "asyncq_replica_connections_refused_total", "counter",
+             "Connections between replicas closed before the group's protocol read them, "
+             "by direction (in: taken, out: made) and cause (key: a wrong proof of the "
+             "group's key; protocol: not a replica's preamble, handshake or frame; "
+             "timeout: no handshake within 5 s; limit: too many handshakes at once; "
+             "address: not from loopback, without keys).");
+    for (int made = 0; made < 2; made++)
+        for (int cause = 0; cause < LINK_REFUSED_CAUSES; cause++) {
+            snprintf(labels, sizeof labels, "direction=\"%s\",cause=\"%s\"",
+                     made ? "out" : "in", replica_link_refusal_name(cause));
+            s_broker_u64(out, "asyncq_replica_connections_refused_total", labels,
+                         group.refused[made][cause]);
+        }
 }
 
 /*  The same for /stats.json: null for a broker that is not a replica. */
@@ -398,11 +411,20 @@ static json_t *s_json_group(broker_t *self)
         }
         json_array_append_new(replicas, replica);
     }
-    return json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:o}", "node", (json_int_t) group.node,
+    json_t *refused = json_object();
+    for (int made = 0; made < 2; made++) {
+        json_t *causes = json_object();
+        for (int cause = 0; cause < LINK_REFUSED_CAUSES; cause++)
+            json_object_set_new(causes, replica_link_refusal_name(cause),
+                                json_integer((json_int_t) group.refused[made][cause]));
+        json_object_set_new(refused, made ? "out" : "in", causes);
+    }
+    return json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "node", (json_int_t) group.node,
                      "role", group.role, "leader", (json_int_t) group.leader, "term",
                      (json_int_t) group.term, "commit_index", (json_int_t) group.commit_index,
                      "applied_index", (json_int_t) group.applied_index, "last_index",
-                     (json_int_t) group.last_index, "replicas", replicas);
+                     (json_int_t) group.last_index, "replicas", replicas,
+                     "connections_refused", refused);
 }
 
 static void s_broker_families(text_t *out, broker_t *self)

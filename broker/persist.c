@@ -884,6 +884,9 @@ int persist_group(broker_t *self, persist_group_t *out)
                              .commit_index = replica_commit_index(self->replica),
                              .applied_index = replica_applied_index(self->replica),
                              .last_index = replica_last_index(self->replica)};
+    for (int made = 0; made < 2; made++)
+        for (int cause = 0; cause < LINK_REFUSED_CAUSES; cause++)
+            out->refused[made][cause] = replica_refused(self->replica, made, cause);
     replica_member_t members[PERSIST_MEMBERS_MAX];
     out->count = replica_members(self->replica, members, PERSIST_MEMBERS_MAX);
     for (size_t i = 0; i < out->count; i++) {

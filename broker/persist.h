@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "broker.h"
+#include "replica_link.h"
 
 /*  Opens the journal in config.data_dir and rebuilds the queues, items and
     producers it holds; the items that were in flight go back to their
@@ -52,6 +53,9 @@ typedef struct {
     uint64_t node, leader;        /* this replica's id, the leader's (0: none known) */
     const char *role;             /* "leader", "follower", "candidate" or "stopped" */
     uint64_t term, commit_index, applied_index, last_index;
+    /*  Connections between replicas closed before libraft read them, by
+        cause (replica_link.h): [0] those taken, [1] those made. */
+    uint64_t refused[2][LINK_REFUSED_CAUSES];
     size_t count;                 /* the group's members, as this replica knows them */
     struct {
         uint64_t id;

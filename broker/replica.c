@@ -816,6 +816,11 @@ uint64_t replica_restores(const replica_t *self)
     return self->restores;
 }
 
+uint64_t replica_refused(const replica_t *self, int made, replica_refusal_t cause)
+{
+    return replica_link_refused(self->link, made, cause);
+}
+
 /* ---------------------------------------------------------- membership */
 
 size_t replica_members(replica_t *self, replica_member_t *members, size_t max)

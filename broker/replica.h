@@ -39,6 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "replica_link.h"
+
 #define REPLICAS_MAX 7
 
 typedef struct replica replica_t;
@@ -143,6 +145,9 @@ uint64_t replica_last_stored(replica_t *self);
 int replica_match_index(replica_t *self, uint64_t id, uint64_t *index);
 /*  Snapshots restored (a replica that caught up from one). */
 uint64_t replica_restores(const replica_t *self);
+/*  Connections between replicas refused for `cause` (replica_link.h):
+    those this replica took (made 0) or made (made 1). */
+uint64_t replica_refused(const replica_t *self, int made, replica_refusal_t cause);
 
 /* ---------------------------------------------------------- membership */
 

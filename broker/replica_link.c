@@ -63,6 +63,7 @@ struct replica_link {
         from those of connections taken, so that the first cannot hide
         the second. */
     ratelog_t log_in, log_out;
+    uint64_t refused[2][LINK_REFUSED_CAUSES]; /* [taken, made][cause] */
 };
 
 /*  One connection with a key: its handshake, then its pump. */
@@ -205,9 +206,10 @@ static void s_close(link_t *link, int status)
         uv_close((uv_handle_t *) &link->local, s_handle_closed);
 }
 
-static void s_refuse(link_t *link, const char *why)
+static void s_refuse(link_t *link, replica_refusal_t cause, const char *why)
 {
     replica_link_t *owner = link->owner;
+    owner->refused[link->accepting ? 0 : 1][cause]++;
     ratelog_line(link->accepting ? &owner->log_in : &owner->log_out,
                  (int64_t) uv_now(owner->loop),
                  "a replication connection %s %s closed: %s", link->accepting ? "from" : "to",
@@ -384,7 +386,7 @@ static int s_handshake(link_t *link)
         if (link->in_size < HELLO_SIZE)
             return 0;
         if (memcmp(link->in, MAGIC, MAGIC_SIZE) != 0) {
-            s_refuse(link, "not an asyncq replica's handshake (or one without keys)");
+            s_refuse(link, LINK_REFUSED_PROTOCOL, "not an asyncq replica's handshake (or one without keys)");
             return -1;
         }
         memcpy(link->nonce_c, link->in + MAGIC_SIZE, NONCE);
@@ -410,14 +412,14 @@ static int s_handshake(link_t *link)
         memcpy(link->nonce_a, link->in, NONCE);
         s_hmac(owner, link, 'A', proof);
         if (crypto_verify_32(proof, link->in + NONCE) != 0) {
-            s_refuse(link, "its proof of the group's key is wrong (do the replicas share "
+            s_refuse(link, LINK_REFUSED_KEY, "its proof of the group's key is wrong (do the replicas share "
                            "the broker's key, --curve-secret?)");
             return -1;
         }
         s_stream_key(owner, link, 'A', key);
         if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull,
                                                             link->in + NONCE + PROOF, key)) {
-            s_refuse(link, "a bad stream header");
+            s_refuse(link, LINK_REFUSED_PROTOCOL, "a bad stream header");
             return -1;
         }
         s_consume(link, ANSWER_SIZE);
@@ -441,13 +443,13 @@ static int s_handshake(link_t *link)
         return 0;
     s_hmac(owner, link, 'C', proof);
     if (crypto_verify_32(proof, link->in) != 0) {
-        s_refuse(link, "its proof of the group's key is wrong (do the replicas share the "
+        s_refuse(link, LINK_REFUSED_KEY, "its proof of the group's key is wrong (do the replicas share the "
                        "broker's key, --curve-secret?)");
         return -1;
     }
     s_stream_key(owner, link, 'C', key);
     if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull, link->in + PROOF, key)) {
-        s_refuse(link, "a bad stream header");
+        s_refuse(link, LINK_REFUSED_PROTOCOL, "a bad stream header");
         return -1;
     }
     s_consume(link, CLOSING_SIZE);
@@ -483,14 +485,14 @@ static int s_preamble(link_t *link)
         return 0;
     size_t size = s_address_size(link);
     if (s_le64(link->in) != 1 || size == 0 || size > ADDRESS_MAX || size % 8) {
-        s_refuse(link, "not a replica's preamble");
+        s_refuse(link, LINK_REFUSED_PROTOCOL, "not a replica's preamble");
         return -1;
     }
     if (link->in_size < PREAMBLE + size)
         return 0;
     const char *address = (const char *) link->in + PREAMBLE;
     if (!memchr(address, '\0', size)) {
-        s_refuse(link, "not a replica's preamble (an address with no end)");
+        s_refuse(link, LINK_REFUSED_PROTOCOL, "not a replica's preamble (an address with no end)");
         return -1;
     }
     link->id = (raft_id) s_le64(link->in + 8);
@@ -579,7 +581,7 @@ static int s_frames(link_t *link)
         const uint8_t *p = link->in + at;
         size_t length = (size_t) p[0] << 24 | (size_t) p[1] << 16 | (size_t) p[2] << 8 | p[3];
         if (length < ABYTES || length > FRAME_MAX) {
-            s_refuse(link, "a frame of a size no replica sends");
+            s_refuse(link, LINK_REFUSED_PROTOCOL, "a frame of a size no replica sends");
             return -1;
         }
         if (link->in_size - at < 4 + length)
@@ -595,7 +597,7 @@ static int s_frames(link_t *link)
                                                        p + 4, length, NULL, 0)
             != 0) {
             free(out);
-            s_refuse(link, "a frame that does not decrypt");
+            s_refuse(link, LINK_REFUSED_PROTOCOL, "a frame that does not decrypt");
             return -1;
         }
         out->size = (size_t) opened;
@@ -640,7 +642,7 @@ static void s_read_start(link_t *link, uv_stream_t *stream)
 static void s_handshake_late(uv_timer_t *timer)
 {
     link_t *link = timer->data;
-    s_refuse(link, "no handshake within 5 s");
+    s_refuse(link, LINK_REFUSED_TIMEOUT, "no handshake within 5 s");
 }
 
 /*  A link for a stream the inner transport made or accepted; it starts
@@ -662,7 +664,7 @@ static link_t *s_link_new(replica_link_t *self, uv_stream_t *net, int accepting)
             if (at->accepting && at->phase != PUMPING && !at->closing)
                 oldest = at;
         if (oldest)
-            s_refuse(oldest, "the oldest of too many handshakes at once");
+            s_refuse(oldest, LINK_REFUSED_LIMIT, "the oldest of too many handshakes at once");
     }
     link->owner = self;
     link->net = net;
@@ -721,6 +723,7 @@ static void s_accept(uv_stream_t *server, int status)
     s_nodelay(stream);
     char peer[80];
     if (self->loopback_only && !s_peer_name(stream, peer, sizeof peer)) { /* no key */
+        self->refused[0][LINK_REFUSED_ADDRESS]++;
         ratelog_line(&self->log_in, (int64_t) uv_now(self->loop),
                      "a replication connection from %s closed: not from loopback (a "
                      "group without keys takes its replicas' connections from loopback "
@@ -920,4 +923,16 @@ void replica_link_destroy(replica_link_t **self_p)
     free(self->address);
     free(self);
     *self_p = NULL;
+}
+
+uint64_t replica_link_refused(const replica_link_t *self, int made, replica_refusal_t cause)
+{
+    return self && cause < LINK_REFUSED_CAUSES ? self->refused[made ? 1 : 0][cause] : 0;
+}
+
+const char *replica_link_refusal_name(replica_refusal_t cause)
+{
+    static const char *const names[LINK_REFUSED_CAUSES] = {"key", "protocol", "timeout", "limit",
+                                                      "address"};
+    return cause < LINK_REFUSED_CAUSES ? names[cause] : "unknown";
 }

@@ -48,6 +48,22 @@ typedef struct replica_link replica_link_t;
 replica_link_t *replica_link_new(struct uv_loop_s *loop, const uint8_t *secret,
                                  int loopback_only, char *error, size_t error_size);
 
+/*  Why a connection between replicas was closed before libraft read it. */
+typedef enum {
+    LINK_REFUSED_KEY,      /* its proof of the group's key is wrong */
+    LINK_REFUSED_PROTOCOL, /* not a replica's preamble, handshake or frame */
+    LINK_REFUSED_TIMEOUT,  /* no handshake within 5 s */
+    LINK_REFUSED_LIMIT,    /* the oldest of too many handshakes at once */
+    LINK_REFUSED_ADDRESS,  /* not from loopback, in a group without keys */
+    LINK_REFUSED_CAUSES
+} replica_refusal_t;
+
+/*  Connections refused for `cause` since the start: those this replica
+    took (made 0) or made (made 1). */
+uint64_t replica_link_refused(const replica_link_t *self, int made, replica_refusal_t cause);
+/*  The cause in one word: "key", "protocol", "timeout", "limit", "address". */
+const char *replica_link_refusal_name(replica_refusal_t cause);
+
 /*  What raft_uv_init takes. */
 struct raft_uv_transport *replica_link_transport(replica_link_t *self);
 

@@ -391,6 +391,35 @@ static void test_followers_name_the_leader_and_programs_find_it(void **state)
                           "Content-Length: 0\r\n\r\n");
     assert_int_equal(harness_http(g->metrics[follower], request, (size_t) length, body,
                                   sizeof body), 421);
+
+    /* Something that is not a replica, on a follower's replication port
+       (PORT+2): closed before the group reads it, and counted. */
+    static const char garbage[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(harness_http(g->metrics[follower] - 1, garbage, sizeof garbage - 1, body,
+                                  sizeof body), 0);
+    int64_t deadline = zclock_mono() + HARNESS_DEADLINE_MS;
+    json_int_t refused = 0;
+    for (;;) {
+        json_t *stats = s_replica_stats(g, follower);
+        json_t *in = json_object_get(json_object_get(stats, "connections_refused"), "in");
+        refused = json_integer_value(json_object_get(in, "protocol"));
+        assert_int_equal(json_integer_value(json_object_get(in, "key")), 0);
+        json_decref(stats);
+        if (refused || zclock_mono() >= deadline)
+            break;
+        zclock_sleep(20); /* the replica reads the preamble on its next turn */
+    }
+    assert_int_equal(refused, 1);
+    assert_int_equal(s_http_get(g, follower, "/metrics", body, sizeof body), 200);
+    assert_non_null(strstr(body, "asyncq_replica_connections_refused_total{direction=\"in\","
+                                 "cause=\"protocol\"} 1"));
+    assert_non_null(strstr(body, "asyncq_replica_connections_refused_total{direction=\"out\","
+                                 "cause=\"key\"} 0"));
+    char *again[] = {"asyncq", "put", "--broker", g->address[follower], "--queue", "q", "three",
+                     NULL};
+    assert_int_equal(harness_run(again, out, sizeof out), 0);
+    harness_wait_stat(&h, "q", "queued", 3);
+    s_assert_same_state(g, leader);
 }
 
 static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)

@@ -354,7 +354,8 @@ start_group() { # name, then for each replica its flags, ending in --
     while [ "$1" != -- ]; do flags+=("$1"); shift; done
     shift
     ip netns exec "$r" "$bin/asyncq-broker" --bind "127.0.0.1:${ports[$((k - 1))]}" \
-      --peers "$peers" --node-id "$k" --data-dir "$work/$name-data-$k" "${flags[@]}" \
+      --peers "$peers" --node-id "$k" --data-dir "$work/$name-data-$k" \
+      --metrics "127.0.0.1:$((9190 + k))" "${flags[@]}" \
       > "$work/$name-$k.out" 2> "$work/$name-$k.log" &
   done
 }
@@ -402,6 +403,22 @@ raft_attack "$r" 127.0.0.1 5559 silent
 put_to_group rcurve rcurve-after ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
   ASYNCQ_SERVER_KEY="$keys/broker.key"
 check "after the attacks, a put is still confirmed (exit $code)" test "$code" = 0
+# What replica 1's /metrics counted of the connections it took: the clear
+# raft message and the huge preamble (protocol), the forged proof (key),
+# the silent one (timeout).
+refused() { # cause: replica 1's count of connections taken and refused for it
+  ip netns exec "$r" /usr/bin/python3 - "$1" <<'PYTHON'
+import re, sys, urllib.request
+body = urllib.request.urlopen("http://127.0.0.1:9191/metrics", timeout=5).read().decode()
+line = 'asyncq_replica_connections_refused_total{direction="in",cause="%s"} ' % sys.argv[1]
+print(sum(int(l[len(line):]) for l in body.splitlines() if l.startswith(line)))
+PYTHON
+}
+for cause in protocol:2 key:1 timeout:1; do
+  count=$(refused "${cause%:*}" || echo none)
+  check "replica 1's /metrics counts its refused connections: ${cause%:*} $count (at least ${cause#*:})" \
+    test "$count" != none -a "${count:-0}" -ge "${cause#*:}"
+done
 stop_group rcurve rcurve_complete
 rcurve_markers=$(occurrences "$work/rcurve.pcap" "$marker")
 echo "   with keys: the marker $rcurve_markers times between the replicas" \
