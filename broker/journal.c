@@ -22,6 +22,10 @@
     largest max-item, 2 GiB, plus its fields): anything larger is damage. */
 #define RECORD_MAX ((uint64_t) UINT32_MAX)
 #define RETRY_MS 1000
+/*  The records a broker appends go in frames (journal.h): one is sealed
+    when the buffer is written, or once it holds this much. */
+#define FRAME_SEAL (1024 * 1024)
+#define FRAME_RECORD_HEADER 5 /* type, length */
 /*  A snapshot is written in pieces of this size: each a millisecond or so
     of checksums and one write(). */
 #define COMPACT_CHUNK (256 * 1024)
@@ -183,6 +187,7 @@ typedef struct {
 } segment_t;
 
 static size_t s_record_at(const uint8_t *data, size_t size, size_t at);
+static size_t s_frame_records(const uint8_t *body, size_t size);
 
 /*  The sync thread: syncs what it is asked to, oldest heads first (they
     are closed after), and says so through an eventfd. */
@@ -223,6 +228,7 @@ struct journal {
     size_t buffered;
     size_t capacity;
     size_t record_at;          /* where the open record starts, or SIZE_MAX */
+    size_t frame_at;           /* where the open frame starts, or SIZE_MAX */
     uint64_t written;          /* bytes written since open */
     uint64_t synced;
     int64_t last_sync_ms;
@@ -472,23 +478,43 @@ void journal_on_synced(journal_t *self)
 
 /* ------------------------------------------------------------ records */
 
+/*  The open frame is sealed: its length and CRC written. Before the buffer
+    is written, with no record open. */
+static void s_seal(journal_t *self)
+{
+    if (self->frame_at == SIZE_MAX)
+        return;
+    uint8_t *frame = self->buffer + self->frame_at;
+    size_t length = self->buffered - self->frame_at - 8;
+    aq_put_u32(frame + 4, (uint32_t) length);
+    aq_put_u32(frame, journal_crc(frame + 4, 4 + length));
+    self->frame_at = SIZE_MAX;
+}
+
 uint8_t *journal_begin(journal_t *self, uint8_t type, size_t size)
 {
-    if (s_reserve(&self->buffer, &self->capacity, self->buffered, JOURNAL_HEADER + size))
+    if (self->frame_at != SIZE_MAX && self->buffered - self->frame_at >= FRAME_SEAL)
+        s_seal(self);
+    size_t frame = self->frame_at == SIZE_MAX ? JOURNAL_HEADER : 0;
+    if (size > RECORD_MAX - JOURNAL_HEADER - FRAME_RECORD_HEADER
+        || s_reserve(&self->buffer, &self->capacity, self->buffered,
+                     frame + FRAME_RECORD_HEADER + size))
         return NULL;
+    if (frame) {
+        self->frame_at = self->buffered;
+        self->buffer[self->buffered + 8] = JOURNAL_FRAME;
+        self->buffered += JOURNAL_HEADER;
+    }
     self->record_at = self->buffered;
     uint8_t *record = self->buffer + self->buffered;
-    aq_put_u32(record + 4, (uint32_t) (size + 1));
-    record[8] = type;
-    self->buffered += JOURNAL_HEADER + size;
-    return record + JOURNAL_HEADER;
+    record[0] = type;
+    aq_put_u32(record + 1, (uint32_t) size);
+    self->buffered += FRAME_RECORD_HEADER + size;
+    return record + FRAME_RECORD_HEADER;
 }
 
 void journal_end(journal_t *self)
 {
-    uint8_t *record = self->buffer + self->record_at;
-    size_t length = aq_get_u32(record + 4);
-    aq_put_u32(record, journal_crc(record + 4, 4 + length));
     self->record_at = SIZE_MAX;
     self->head_records++;
 }
@@ -497,6 +523,10 @@ void journal_abandon(journal_t *self)
 {
     self->buffered = self->record_at;
     self->record_at = SIZE_MAX;
+    if (self->buffered == self->frame_at + JOURNAL_HEADER) { /* the frame held only it */
+        self->buffered = self->frame_at;
+        self->frame_at = SIZE_MAX;
+    }
 }
 
 uint64_t journal_appended(const journal_t *self)
@@ -577,6 +607,7 @@ static int s_create_head(journal_t *self, uint32_t number, uint32_t base, uint64
     (what was not written stays buffered). */
 static int s_write_buffer(journal_t *self)
 {
+    s_seal(self);
     size_t done = 0;
     int error = s_write_all(self, self->head_fd, self->buffer, self->buffered, &done);
     memmove(self->buffer, self->buffer + done, self->buffered - done);
@@ -636,6 +667,23 @@ int journal_flush(journal_t *self, int64_t now_ms)
 
 /* --------------------------------------------------------------- replay */
 
+/*  The records a frame's body holds end to end, or SIZE_MAX if they do not
+    fill it exactly. */
+static size_t s_frame_records(const uint8_t *body, size_t size)
+{
+    size_t at = 0, count = 0;
+    while (at < size) {
+        if (size - at < FRAME_RECORD_HEADER)
+            return SIZE_MAX;
+        uint64_t length = aq_get_u32(body + at + 1);
+        if (length > size - at - FRAME_RECORD_HEADER)
+            return SIZE_MAX;
+        at += FRAME_RECORD_HEADER + length;
+        count++;
+    }
+    return count;
+}
+
 /*  A valid record at `at` of `data`: its total size, or 0. */
 static size_t s_record_at(const uint8_t *data, size_t size, size_t at)
 {
@@ -646,6 +694,9 @@ static size_t s_record_at(const uint8_t *data, size_t size, size_t at)
         return 0;
     if (aq_get_u32(data + at) != journal_crc(data + at + 4, 4 + length))
         return 0;
+    if (data[at + 8] == JOURNAL_FRAME
+        && s_frame_records(data + at + JOURNAL_HEADER, length - 1) == SIZE_MAX)
+        return 0; /* checked, yet not records end to end: damage all the same */
     return 8 + length;
 }
 
@@ -906,9 +957,17 @@ static journal_status_t s_replay_segment(journal_t *self, uint32_t number, int n
     size_t at = 0, length;
     reading->segment_records = 0;
     while (at < size && (length = s_record_at(data, size, at))) {
-        if (data[at + 8] != JOURNAL_SEGMENT) {
-            reading->replay(reading->ctx, data[at + 8], data + at + JOURNAL_HEADER,
-                            length - JOURNAL_HEADER);
+        const uint8_t *body = data + at + JOURNAL_HEADER;
+        size_t body_size = length - JOURNAL_HEADER;
+        if (data[at + 8] == JOURNAL_FRAME) /* its records, end to end (s_record_at) */
+            for (size_t in = 0; in < body_size;) {
+                size_t record = aq_get_u32(body + in + 1);
+                reading->replay(reading->ctx, body[in], body + in + FRAME_RECORD_HEADER, record);
+                reading->segment_records++;
+                in += FRAME_RECORD_HEADER + record;
+            }
+        else if (data[at + 8] != JOURNAL_SEGMENT) {
+            reading->replay(reading->ctx, data[at + 8], body, body_size);
             reading->segment_records++;
         }
         at += length;
@@ -996,7 +1055,7 @@ journal_t *journal_open(const journal_config_t *config, journal_replay_fn *repla
     self->io = config->io ? config->io : &journal_posix_io;
     self->dir = strdup(config->dir);
     self->lock_fd = self->head_fd = self->compact_fd = -1;
-    self->record_at = SIZE_MAX;
+    self->record_at = self->frame_at = SIZE_MAX;
     self->syncer.event = -1;
     if (!self->dir || (mkdir(self->dir, 0700) != 0 && errno != EEXIST)) {
         snprintf(error, error_size, "cannot make the data directory %s: %s", config->dir,
@@ -1381,7 +1440,9 @@ int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *r
             if ((length = s_record_at(data, size, at))) {
                 memcpy(salvaged + kept, data + at, length);
                 kept += length;
-                records += data[at + 8] != JOURNAL_SEGMENT; /* the owner's records */
+                records += data[at + 8] == JOURNAL_FRAME /* the owner's records */
+                               ? s_frame_records(data + at + JOURNAL_HEADER, length - JOURNAL_HEADER)
+                               : data[at + 8] != JOURNAL_SEGMENT;
                 at += length;
                 continue;
             }

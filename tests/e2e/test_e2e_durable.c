@@ -48,8 +48,11 @@ static int s_teardown(void **state)
     return 0;
 }
 
-static void s_put_all(const harness_t *h, const char *name, const char *queue, int count,
-                      const char *prefix)
+/*  Puts `count` items "<prefix><i>" on queue as producer `name`, all
+    confirmed; `each`: each confirmed before the next put (a write, so a
+    frame of the journal, each). */
+static void s_put(const harness_t *h, const char *name, const char *queue, int count,
+                  const char *prefix, int each)
 {
     aq_status_t rc;
     aq_producer_t *producer = aq_producer_new(h->address, name, &rc);
@@ -58,9 +61,16 @@ static void s_put_all(const harness_t *h, const char *name, const char *queue, i
         char item[64];
         int size = snprintf(item, sizeof item, "%s%d", prefix, i);
         assert_int_equal(aq_producer_put(producer, queue, item, (size_t) size), AQ_OK);
+        if (each || i == count - 1)
+            assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     }
-    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
     aq_producer_destroy(&producer);
+}
+
+static void s_put_all(const harness_t *h, const char *name, const char *queue, int count,
+                      const char *prefix)
+{
+    s_put(h, name, queue, count, prefix, 0);
 }
 
 /*  Gets one item, expecting this payload and attempt. */
@@ -289,13 +299,13 @@ static void test_a_torn_tail_is_cut_and_the_rest_recovered(void **state)
     fixture_t *f = *state;
     harness_t *h = &f->h;
     harness_start_broker(h, f->flags);
-    s_put_all(h, "p", "q", 10, "t");
+    s_put(h, "p", "q", 10, "t", 1);
     s_kill_broker(h);
     char path[4200];
     s_segment(f, path, sizeof path);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
-    /* A crash in the middle of the last record's write. */
+    /* A crash in the middle of the last write (its frame: the last put). */
     assert_int_equal(truncate(path, st.st_size - 3), 0);
     harness_start_broker(h, f->flags);
     harness_wait_stat(h, "q", "queued", 9);
@@ -307,7 +317,7 @@ static void test_damage_in_the_middle_refuses_to_start_and_repair_keeps_the_rest
     fixture_t *f = *state;
     harness_t *h = &f->h;
     harness_start_broker(h, f->flags);
-    s_put_all(h, "p", "q", 10, "m");
+    s_put(h, "p", "q", 10, "m", 1);
     s_kill_broker(h);
     char path[4200];
     s_segment(f, path, sizeof path);
@@ -332,7 +342,7 @@ static void test_damage_in_the_middle_refuses_to_start_and_repair_keeps_the_rest
     assert_int_equal(s_broker_run(repair, err, sizeof err), AQ_EXIT_OK);
 
     harness_start_broker(h, f->flags);
-    harness_wait_stat(h, "q", "queued", 9); /* one item's record was damaged */
+    harness_wait_stat(h, "q", "queued", 9); /* the frame of one put was damaged */
     harness_assert_serving(h, "serving");
 }
 

@@ -370,11 +370,11 @@ static void test_a_flipped_byte_is_reported_and_repair_keeps_the_rest(void **sta
     fixture_t *f = *state;
     journal_t *journal = s_open_ok(f, 1 << 20);
     size_t ends[20];
-    for (uint32_t i = 0; i < 20; i++) {
+    for (uint32_t i = 0; i < 20; i++) { /* a write, so a frame, each */
         s_append(journal, i);
-        ends[i] = (size_t) journal_appended(journal);
+        assert_int_equal(journal_flush(journal, 0), 0);
+        ends[i] = (size_t) journal_written(journal);
     }
-    assert_int_equal(journal_flush(journal, 0), 0);
     journal_close(&journal);
     char path[256];
     s_segment_path(f, 1, path, sizeof path);
@@ -409,6 +409,63 @@ static void test_a_flipped_byte_is_reported_and_repair_keeps_the_rest(void **sta
     snprintf(damaged, sizeof damaged, "%s/damaged/0000000000000001.log", f->dir);
     struct stat st;
     assert_int_equal(stat(damaged, &st), 0); /* the original is kept */
+}
+
+/*  The records of a write share a frame and its CRC: a torn frame at the
+    end goes whole, the frames before stay. A record with a CRC of its own
+    (as journals were written before frames) reads as before, among frames. */
+static void test_a_frame_is_kept_or_lost_whole_and_single_records_still_read(void **state)
+{
+    fixture_t *f = *state;
+    journal_t *journal = s_open_ok(f, 1 << 20);
+    for (uint32_t i = 0; i < 3; i++)
+        s_append(journal, i);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    size_t first = (size_t) journal_written(journal);
+    for (uint32_t i = 3; i < 5; i++)
+        s_append(journal, i);
+    assert_int_equal(journal_flush(journal, 0), 0);
+    size_t second = (size_t) journal_written(journal);
+    /* One record header per write, not per record: 9 + 5 + (4 + i % 40) each. */
+    assert_int_equal(second - first, 9 + (5 + 7) + (5 + 8));
+    journal_close(&journal);
+    char path[256];
+    s_segment_path(f, 1, path, sizeof path);
+
+    /* The second frame torn (cut in its third byte from the end): the first
+       stays whole, the second goes with both its records. */
+    assert_int_equal(truncate(path, (off_t) second - 3), 0);
+    journal = s_open_ok(f, 1 << 20);
+    assert_int_equal(f->count, 3);
+    for (uint32_t i = 0; i < 3; i++)
+        assert_int_equal(f->values[i], i);
+    journal_close(&journal);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal((size_t) st.st_size, first); /* cut away, not only skipped */
+
+    /* A record as written before frames, at the end of the head the open
+       above started: read after the frames, in order. */
+    s_segment_path(f, 2, path, sizeof path);
+    uint8_t single[9 + 6] = {0}; /* crc | length 7 | type 7 | value 42 (as s_append) */
+    single[7] = 7;
+    single[8] = 7;
+    uint32_t value = 42;
+    memcpy(single + 9, &value, 4);
+    single[9 + 4] = single[9 + 5] = 42;
+    uint32_t crc = journal_crc(single + 4, 5 + 6);
+    for (int i = 0; i < 4; i++)
+        single[i] = (uint8_t) (crc >> (24 - 8 * i));
+    int fd = open(path, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, single, sizeof single), (ssize_t) sizeof single);
+    close(fd);
+    journal = s_open_ok(f, 1 << 20);
+    assert_int_equal(f->count, 4);
+    for (uint32_t i = 0; i < 3; i++)
+        assert_int_equal(f->values[i], i);
+    assert_int_equal(f->values[3], 42);
+    journal_close(&journal);
 }
 
 static void test_a_full_disk_holds_records_back_until_there_is_room(void **state)
@@ -724,6 +781,9 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_a_flipped_byte_is_reported_and_repair_keeps_the_rest,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_frame_is_kept_or_lost_whole_and_single_records_still_read, s_setup,
+            s_teardown),
         cmocka_unit_test_setup_teardown(test_a_full_disk_holds_records_back_until_there_is_room,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_snapshot_replaces_the_closed_segments, s_setup,
