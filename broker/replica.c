@@ -155,13 +155,20 @@ static void s_note(replica_t *self, const char *format, ...)
 }
 
 /*  While a log that started empty abstains: 1 if the message is a vote to
-    drop. A leader's word says what the group has committed. */
+    drop. A leader's word says what the group has committed. Until one
+    says more than its first entry, it votes only for a candidate whose log
+    ends no further than its own: as new (a new group's), or holding what
+    a leader sent it (a new group's first leader, gone before its followers
+    heard its barrier committed: without that, neither of them could ever
+    be elected). */
 static int s_abstains(replica_t *self, const struct raft_message *message)
 {
     uint64_t committed = 0;
-    if (message->type == RAFT_REQUEST_VOTE) /* pre-votes too */
+    if (message->type == RAFT_REQUEST_VOTE) { /* pre-votes too */
+        uint64_t own = raft_last_index(&self->raft);
         return self->voting == ABSTAINS_CATCHING_UP
-               || message->request_vote.last_log_index > 1;
+               || message->request_vote.last_log_index > (own > 1 ? own : 1);
+    }
     if (message->type == RAFT_APPEND_ENTRIES)
         committed = message->append_entries.leader_commit;
     else if (message->type == RAFT_INSTALL_SNAPSHOT)
