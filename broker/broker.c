@@ -283,6 +283,55 @@ queue_t *broker_queue_for(broker_t *self, aq_bytes_t name, const peer_t *peer,
     return queue;
 }
 
+/*  Appends to `out` (of `size`, `*used` used): 0, or -1 if it is full. */
+static int s_append(char *out, size_t size, size_t *used, const char *text, size_t length)
+{
+    if (length >= size - *used)
+        return -1;
+    memcpy(out + *used, text, length);
+    *used += length;
+    out[*used] = '\0';
+    return 0;
+}
+
+int broker_service_field(broker_t *self, const char *replicas)
+{
+    char brokers[AQ_TEXT_MAX] = "", groups[AQ_TEXT_MAX] = "";
+    size_t b = 0, g = 0;
+    int grouped = replicas && strchr(replicas, ','), rc = 0;
+    const char *at = self->config.service ? self->config.service : "";
+    for (unsigned shard = 0; *at; shard++) {
+        size_t length = strcspn(at, ",");
+        const char *entry = at;
+        at += length + (at[length] == ',');
+        if (memchr(entry, '|', length))
+            grouped = 1;
+        rc |= s_append(brokers, sizeof brokers, &b, ",", b ? 1 : 0);
+        rc |= s_append(brokers, sizeof brokers, &b, entry, strcspn(entry, "|,"));
+        rc |= s_append(groups, sizeof groups, &g, ",", shard ? 1 : 0);
+        if (shard != self->config.shard || !replicas) {
+            rc |= s_append(groups, sizeof groups, &g, entry, length);
+            continue;
+        }
+        for (const char *r = replicas; *r;) { /* its members now, '|' between */
+            size_t n = strcspn(r, ",");
+            rc |= s_append(groups, sizeof groups, &g, "|", r != replicas ? 1 : 0);
+            rc |= s_append(groups, sizeof groups, &g, r, n);
+            r += n + (r[n] == ',');
+        }
+    }
+    int length;
+    if (replicas)
+        length = snprintf(self->service, sizeof self->service, "shard=%u replicas=%s brokers=%s%s%s",
+                          (unsigned) self->config.shard, replicas, brokers,
+                          grouped && g ? " groups=" : "", grouped && g ? groups : "");
+    else
+        length = snprintf(self->service, sizeof self->service, "shard=%u brokers=%s%s%s",
+                          (unsigned) self->config.shard, brokers, grouped && g ? " groups=" : "",
+                          grouped && g ? groups : "");
+    return rc || length < 0 || (size_t) length >= sizeof self->service ? -1 : 0;
+}
+
 void broker_queue_forgotten(broker_t *self, queue_t *queue)
 {
     if (!queue->owner)

@@ -125,7 +125,9 @@ static void s_usage(FILE *out)
             "                          its own (env ASYNCQ_SHARD; 0)\n"
             "      --service ADDR,...  every broker of the service, in shard order, this one\n"
             "                          at place K: HOST:PORT, :PORT (the host a client\n"
-            "                          reached) or ipc://PATH (env ASYNCQ_SERVICE)\n"
+            "                          reached) or ipc://PATH; a shard that is a group of\n"
+            "                          replicas lists them joined by '|' (A|B|C), and its\n"
+            "                          replicas take --peers from there (env ASYNCQ_SERVICE)\n"
             "      --peers A,B,C       this broker is a replica of a group: every replica's\n"
             "                          address (HOST:PORT, as clients reach it; the same list\n"
             "                          in the same order on each), this one at --node-id's\n"
@@ -331,36 +333,69 @@ static int s_range(const char *flag, uint64_t value, uint64_t low, uint64_t high
 }
 
 /*  --service: every broker of the service, in shard order, this one at
-    --shard's place: HOST:PORT, :PORT or ipc://PATH, comma-separated. */
-static int s_service_is_valid(const broker_config_t *config)
+    --shard's place: HOST:PORT, :PORT or ipc://PATH, comma-separated; a
+    shard that is a group of replicas lists them all, joined by '|'
+    (PROTOCOL.md 4.16): HOST:PORT each. This shard's group is --peers, or
+    gives it: the same addresses in the same order. */
+static int s_service_is_valid(broker_config_t *config)
 {
+    static char peers[AQ_TEXT_MAX];
     if (!config->service)
         return 1;
-    size_t count = 0;
-    char entry[AQ_ENDPOINT_MAX];
+    size_t count = 0, groups = 0;
+    char entry[AQ_ENDPOINT_MAX], own[AQ_TEXT_MAX] = "";
     for (const char *at = config->service; *at;) {
         size_t length = strcspn(at, ",");
-        aq_endpoint_t endpoint;
-        snprintf(entry, sizeof entry, "%.*s", (int) length, at);
-        int bad = length == 0 || length >= sizeof entry
-                  || aq_endpoint_parse(entry, entry[0] == ':', &endpoint) != AQ_OK
-                  || (!endpoint.is_ipc && endpoint.port == 0);
-        if (bad) {
-            fprintf(stderr, "asyncq-broker: --service: '%s' is not HOST:PORT, :PORT or "
-                            "ipc://PATH\n", entry);
-            return 0;
+        int group = memchr(at, '|', length) != NULL;
+        groups += (size_t) group;
+        if (count == config->shard && length < sizeof own) {
+            snprintf(own, sizeof own, "%.*s", (int) length, at);
+            for (char *bar = strchr(own, '|'); bar; bar = strchr(bar, '|'))
+                *bar = ',';
         }
+        const char *address = at, *end = at + length;
+        do { /* each address of the entry: one, or a group's, '|' between */
+            size_t size = strcspn(address, "|,");
+            aq_endpoint_t endpoint;
+            snprintf(entry, sizeof entry, "%.*s", (int) (size < sizeof entry ? size : 0),
+                     address);
+            int bad = size == 0 || size >= sizeof entry
+                      || aq_endpoint_parse(entry, !group && entry[0] == ':', &endpoint) != AQ_OK
+                      || (!endpoint.is_ipc && endpoint.port == 0)
+                      || (group && (endpoint.is_ipc || !endpoint.host[0]));
+            if (bad) {
+                fprintf(stderr, "asyncq-broker: --service: '%.*s' is not %s\n", (int) size,
+                        address,
+                        group ? "HOST:PORT (a group's replicas, joined by '|')"
+                              : "HOST:PORT, :PORT or ipc://PATH");
+                return 0;
+            }
+            address += size + (address + size < end);
+        } while (address < end);
         count++;
         at += length + (at[length] == ',');
     }
-    if (strlen(config->service) + 32 > AQ_TEXT_MAX || count > SHARDS_MAX) {
+    /* WELCOME says it once as is and, with groups, once more (4.16). */
+    if ((groups ? 2 : 1) * strlen(config->service) + 32 > AQ_TEXT_MAX || count > SHARDS_MAX) {
         fprintf(stderr, "asyncq-broker: --service lists too many brokers (%d at most, %d "
-                        "characters)\n", SHARDS_MAX, AQ_TEXT_MAX - 32);
+                        "characters%s)\n", SHARDS_MAX, (groups ? AQ_TEXT_MAX / 2 : AQ_TEXT_MAX) - 32,
+                groups ? " with groups" : "");
         return 0;
     }
     if (config->shard >= count) {
         fprintf(stderr, "asyncq-broker: --shard %llu is not a place in --service's %zu brokers "
                         "(counted from 0)\n", (unsigned long long) config->shard, count);
+        return 0;
+    }
+    if (strchr(own, ',') && !config->peers && !config->join) {
+        snprintf(peers, sizeof peers, "%s", own); /* this shard's group */
+        config->peers = peers;
+    }
+    else if (config->peers && strcmp(config->peers, own) != 0) {
+        fprintf(stderr, "asyncq-broker: --peers (%s) is not shard %llu's place in --service "
+                        "(%s): list the group's replicas there, joined by '|', in the same "
+                        "order\n", config->peers, (unsigned long long) config->shard,
+                own[0] ? own : "empty");
         return 0;
     }
     return 1;
@@ -682,12 +717,12 @@ int main(int argc, char **argv)
        (0.5 s): a shorter default keeps the failover as clients see it
        under 2 s when no connection closes (a host lost, a cut link). */
     const setting_t *heartbeat = s_setting(settings, "heartbeat-ms");
-    if ((config.peers || config.join) && !aq_arg_env(heartbeat->text, heartbeat->env))
-        config.heartbeat_ms = BROKER_REPLICA_HEARTBEAT_MS;
     if (!s_settings_parse(settings) || !s_config_is_valid(&config)
         || (!queue_lease_given && queue_leases && *queue_leases
             && !s_queue_leases(&config, queue_leases)))
         return AQ_EXIT_USAGE;
+    if ((config.peers || config.join) && !aq_arg_env(heartbeat->text, heartbeat->env))
+        config.heartbeat_ms = BROKER_REPLICA_HEARTBEAT_MS;
     config.bind = aq_endpoint_choose(config.bind, "ASYNCQ_BIND", "*");
     if (print_config) {
         s_print_config(&config, settings, shards, dashboard_of);
@@ -704,10 +739,11 @@ int main(int argc, char **argv)
     }
     if (dashboard_of)
         return shards_dashboard(&config, dashboard_of);
-    if ((config.peers || config.join) && (shards || config.service || !config.data_dir)) {
+    if ((config.peers || config.join) && (shards || !config.data_dir)) {
         fprintf(stderr, "asyncq-broker: --%s makes this broker a replica of a group: it "
-                        "needs --data-dir (the group's log), and is not yet taken with "
-                        "--shards or --service\n", config.peers ? "peers" : "join");
+                        "needs --data-dir (the group's log), and is not taken with "
+                        "--shards (give each shard's replicas --shard K and --service, "
+                        "PROTOCOL.md 4.16)\n", config.peers ? "peers" : "join");
         return AQ_EXIT_USAGE;
     }
     if (config.join && !config.node_id) {

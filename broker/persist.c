@@ -786,12 +786,10 @@ static void s_group_service(broker_t *self)
             break;
         at += (size_t) length;
     }
-    int length = snprintf(self->service, sizeof self->service, "shard=%u replicas=%s brokers=%s",
-                          (unsigned) self->config.shard, list,
-                          self->config.service ? self->config.service : "");
-    if (length < 0 || (size_t) length >= sizeof self->service) /* not with 7 names of 100 */
-        log_line("replica %llu: the group's addresses are too long for WELCOME (%d bytes)",
-                 (unsigned long long) self->config.node_id, length);
+    if (broker_service_field(self, list)) /* not with 7 names of 100 */
+        log_line("replica %llu: the group's addresses and the service's are too long for "
+                 "WELCOME (%zu bytes at most)",
+                 (unsigned long long) self->config.node_id, sizeof self->service - 1);
 }
 
 /*  A replica that cannot write its log says so, and hands the lead over if

@@ -256,9 +256,9 @@ static broker_t *s_new(const broker_config_t *config, broker_send_fn *send, void
         snprintf(self->broker_id, sizeof self->broker_id, "%s", uuid ? zuuid_str(uuid) : "broker");
         zuuid_destroy(&uuid);
         store_set_shard(self->store, (uint8_t) config->shard);
-        /* A replica's lists its group's members too (persist.c). */
-        snprintf(self->service, sizeof self->service, "shard=%u brokers=%s",
-                 (unsigned) config->shard, config->service ? config->service : "");
+        /* A replica's lists its group's members too (persist.c); main.c
+           checked that --service fits. */
+        broker_service_field(self, NULL);
     }
     return self;
 }

@@ -77,11 +77,14 @@ function parseListed(entry, reached) {
   return parseAddress(`${host}${entry}`);
 }
 
-// WELCOME's service field (4.15), 'shard=K [replicas=A,B,C] brokers=A,B,...':
-// { shard, brokers: [addresses as listed], replicas: [HOST:PORT of each
-// replica of this shard, 4.16] } (brokers [] for a broker alone, replicas []
-// for one not replicated); null when it is not one. Keys this client does
-// not know are ignored.
+// WELCOME's service field (4.15), 'shard=K [replicas=A,B,C] brokers=A,B,...
+// [groups=A|B|C,D|E|F]': { shard, brokers: [addresses as listed], replicas:
+// [HOST:PORT of each replica of this shard, 4.16] } (brokers [] for a broker
+// alone, replicas [] for one not replicated), and, only when the field has
+// `groups` (some shard is a group of replicas, 4.16), groups: [[the
+// addresses of each shard, in shard order: a group's replicas, or a broker
+// alone's one]]; null when it is not one. Keys this client does not know are
+// ignored.
 function parseService(text) {
   const pairs = {};
   for (const word of String(text).split(' ')) {
@@ -90,7 +93,12 @@ function parseService(text) {
   }
   if (!/^\d{1,3}$/.test(pairs.shard || '') || Number(pairs.shard) > SHARD_MAX) return null;
   const list = (key) => (pairs[key] ? pairs[key].split(',').filter((entry) => entry) : []);
-  return { shard: Number(pairs.shard), brokers: list('brokers'), replicas: list('replicas') };
+  const service = { shard: Number(pairs.shard), brokers: list('brokers'), replicas: list('replicas') };
+  if (pairs.groups) {
+    service.groups = list('groups').map((entry) => entry.split('|').filter((address) => address))
+      .filter((group) => group.length);
+  }
+  return service;
 }
 
 const SHARD_MAX = 255;

@@ -10,7 +10,10 @@
 // the session follows to the leader, so several addresses given of one
 // group are one shard (the leader's broker-id says so: the others are
 // duplicates), and a replica that does not answer is not an address given
-// wrong. Each shard's Replicas are shared by its sessions.
+// wrong. Each shard's Replicas are shared by its sessions. A service whose
+// shards are groups lists every shard's addresses (WELCOME's `groups`):
+// each of them is its shard's, and the one session of a shard not found
+// yet asks them in turn until one leads to the shard's leader.
 const dns = require('dns');
 const net = require('net');
 const { Producer } = require('./producer');
@@ -91,6 +94,7 @@ class Service {
     this.fatal = null; // a ShardConflict: the service cannot be used
     this.unresolved = []; // BrokerUnreachable for names given that do not resolve
     this.candidates = new Replicas(); // the addresses given, resolved
+    this.grouped = new Replicas(); // every address of a group of replicas the service lists (WELCOME's groups, 4.16)
     this.opened = false; // open() has resolved
     this.closed = false;
   }
@@ -168,7 +172,10 @@ class Service {
       // A replica of a group whose leader answered: down, or cut off, for now.
       const replica = this.members.some((other) => other.state === 'up' && other.replicas.replicated
         && other.replicas.knows(member.address));
-      if (!served && !replica) this.onUnreachable(member.error);
+      // An address of a shard's group, as the service lists it: its shard
+      // is waited for (found, or down for now) through its one session.
+      const grouped = this.grouped.knows(member.address);
+      if (!served && !replica && !grouped) this.onUnreachable(member.error);
     }
     this.opened = true;
     return this.primary;
@@ -304,8 +311,10 @@ class Service {
     }
     member.brokerId = welcome.brokerId;
     if (!service) return;
-    this.listSize = Math.max(this.listSize, service.brokers.length);
-    service.brokers.forEach((entry, place) => this.addListed(entry, place, member));
+    const { groups } = service;
+    this.listSize = Math.max(this.listSize, groups ? groups.length : service.brokers.length);
+    if (groups) groups.forEach((entries, place) => this.addGroup(entries, place, member));
+    else service.brokers.forEach((entry, place) => this.addListed(entry, place, member));
   }
 
   // The replicas of member's shard are those its session found, shared from
@@ -348,6 +357,69 @@ class Service {
     if (known.listed) return;
     known.listed = true;
     if (known.state === 'failed') this.start(known); // an address given, down for now: it is waited for
+  }
+
+  // The shard at place, as from's broker lists it in `groups` (4.16):
+  // entries, its replicas' client addresses (HOST:PORT), or a broker
+  // alone's one address (then as `brokers` lists it: addListed()). Each
+  // address of a group is the shard's: an address given of it still being
+  // asked is asked there only from now on (not at the other addresses
+  // given, another shard's), and the shard has one member, whose session
+  // asks every address of the group in turn (as it asks a group it has
+  // seen) until one leads to the leader: the one that found the shard,
+  // else one of its addresses given (asked again, at the group's
+  // addresses), else one made at an address of the group.
+  addGroup(entries, place, from) {
+    if (entries.length === 1) {
+      this.addListed(entries[0], place, from);
+      return;
+    }
+    const addresses = [];
+    for (const entry of entries) {
+      try {
+        addresses.push(parseAddress(entry));
+      } catch (error) {
+        warn(`the broker at '${from.label}' lists '${entry}' in shard ${place}'s group, which is not a replica's address: `
+          + `${error.message}`);
+      }
+    }
+    if (!addresses.length) return;
+    this.grouped.learn(addresses);
+    const group = new Replicas(addresses, true);
+    const ours = this.members.filter((member) => member.state !== 'up' && group.knows(member.address));
+    for (const member of ours) {
+      if (member.state !== 'opening') continue;
+      // Its session holds these Replicas: the group's, and those a 421 named.
+      const { replicas } = member;
+      replicas.addresses = replicas.addresses.filter((address) => group.knows(address) || !this.candidates.knows(address));
+      replicas.learn(addresses);
+    }
+    const found = this.byShard.get(place);
+    if (found && found.state === 'up') {
+      if (found.listedShard === null) found.listedShard = place;
+      found.listed = true;
+      return;
+    }
+    if (ours.some((member) => member.listed && member.listedShard === place && member.state === 'opening')) return; // asked
+    // An address given of the group (one still being asked started again:
+    // it may have been sent to another shard's replicas), else a new one.
+    const member = ours.find((m) => m.state === 'opening') || ours.find((m) => m.state === 'failed')
+      || ours.find((m) => m.state === 'duplicate');
+    if (member) {
+      member.listed = true; // waited for, however long it takes
+      member.listedShard = place;
+      member.replicas = group;
+      this.start(member);
+      return;
+    }
+    const first = addresses.find((address) => !this.byKey.has(address.router)); // not a broker known under another shard
+    if (!first) return;
+    const added = new Member(first, first.address, { index: this.members.length, replicas: group });
+    added.listed = true;
+    added.listedShard = place;
+    this.members.push(added);
+    this.byKey.set(added.key, added);
+    this.start(added);
   }
 
   // Ends the opens still waiting for a broker (close() ends the rest).

@@ -119,6 +119,7 @@ typedef struct {
     char (*address)[AQ_ENDPOINT_MAX];
     char (*key)[AQ_ENDPOINT_MAX]; /* s_key of each, made once */
     int *listed;
+    char *member;                 /* a replica of a group that `groups` lists (4.16) */
     char **why;
     size_t known;
     size_t keyed;                 /* places whose key is made */
@@ -138,24 +139,33 @@ static void s_keys(places_t *places)
     marked as listed if given. */
 static void s_add_listed(places_t *places, const aq_session_t *session)
 {
-    const char *at = aq_session_welcome(session)->brokers;
+    /* With groups (4.16), every replica of each shard; else one broker each. */
+    const aq_welcome_t *welcome = aq_session_welcome(session);
+    const char *at = welcome->groups[0] ? welcome->groups : welcome->brokers;
     for (int shard = 0; *at; shard++) {
         size_t length = strcspn(at, ",");
-        char entry[AQ_ENDPOINT_MAX], address[AQ_ENDPOINT_MAX], key[AQ_ENDPOINT_MAX];
-        snprintf(entry, sizeof entry, "%.*s", (int) length, at);
-        s_listed(session, entry, address, sizeof address);
-        at += length + (at[length] == ',');
-        if (!address[0])
-            continue;
-        s_key(address, key, sizeof key);
-        s_keys(places);
-        size_t k = 0;
-        while (k < places->known && strcmp(places->key[k], key) != 0)
-            k++;
-        if (k == places->known && k < AQ_SERVICE_MAX)
-            snprintf(places->address[places->known++], AQ_ENDPOINT_MAX, "%s", address);
-        if (k < places->known && places->listed[k] < 0)
-            places->listed[k] = shard;
+        int group = memchr(at, '|', length) != NULL;
+        for (const char *end = at + length; at < end;) {
+            size_t size = strcspn(at, "|,");
+            char entry[AQ_ENDPOINT_MAX], address[AQ_ENDPOINT_MAX], key[AQ_ENDPOINT_MAX];
+            snprintf(entry, sizeof entry, "%.*s", (int) (size < sizeof entry ? size : 0), at);
+            s_listed(session, entry, address, sizeof address);
+            at += size + (at + size < end);
+            if (!address[0])
+                continue;
+            s_key(address, key, sizeof key);
+            s_keys(places);
+            size_t k = 0;
+            while (k < places->known && strcmp(places->key[k], key) != 0)
+                k++;
+            if (k == places->known && k < AQ_SERVICE_MAX)
+                snprintf(places->address[places->known++], AQ_ENDPOINT_MAX, "%s", address);
+            if (k < places->known && places->listed[k] < 0)
+                places->listed[k] = shard;
+            if (k < places->known && group)
+                places->member[k] = 1;
+        }
+        at += *at == ',';
     }
     /* The replicas of its group (4.16) are that shard, not others: one
        given that did not answer is neither a shard down nor left out. */
@@ -219,11 +229,19 @@ static aq_status_t s_add_absent(places_t *places, aq_session_t **sessions, size_
         int shard = places->listed[i];
         for (size_t k = 0; k < *count && shard >= 0; k++)
             if (aq_session_welcome(sessions[k])->shard == shard)
-                shard = -1; /* its shard answered elsewhere */
+                shard = -1; /* its shard answered elsewhere, or has its session below */
+        char group[AQ_TEXT_MAX] = ""; /* its replicas, asked in turn (4.16) */
+        const char *at = like.groups;
+        for (int place = 0; shard >= 0 && *at; place++) {
+            size_t length = strcspn(at, ",");
+            if (place == shard)
+                snprintf(group, sizeof group, "%.*s", (int) length, at);
+            at += length + (at[length] == ',');
+        }
         aq_status_t rc = AQ_OK;
         aq_session_t *session =
             shard >= 0 ? aq_session_open_later(places->address[i], client_id, producer_seq,
-                                               &like, shard, &rc)
+                                               &like, shard, group, &rc)
                        : NULL;
         if (rc == AQ_NOMEM)
             return rc;
@@ -231,6 +249,8 @@ static aq_status_t s_add_absent(places_t *places, aq_session_t **sessions, size_
             sessions[(*count)++] = session;
             continue;
         }
+        if (places->member[i])
+            continue; /* a replica of a group the service has a session with */
         if (left_out && used < left_out_size)
             used += (size_t) snprintf(left_out + used, left_out_size - used, "%s%s",
                                       used ? "; " : "", places->why[i]);
@@ -289,9 +309,11 @@ aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_
     places_t places = {.address = calloc(AQ_SERVICE_MAX, sizeof *places.address),
                        .key = calloc(AQ_SERVICE_MAX, sizeof *places.key),
                        .listed = calloc(AQ_SERVICE_MAX, sizeof *places.listed),
+                       .member = calloc(AQ_SERVICE_MAX, sizeof *places.member),
                        .why = calloc(AQ_SERVICE_MAX, sizeof *places.why)};
     aq_session_t **sessions = calloc(AQ_SERVICE_MAX, sizeof *sessions);
-    *status = places.address && places.key && places.listed && places.why && sessions
+    *status = places.address && places.key && places.listed && places.member && places.why
+                      && sessions
                   ? AQ_OK : AQ_NOMEM;
     if (left_out && left_out_size)
         left_out[0] = '\0';
@@ -350,6 +372,7 @@ aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_
     free(places.address);
     free(places.key);
     free(places.listed);
+    free(places.member);
     free(places.why);
     if (*status) {
         for (size_t k = 0; sessions && k < *count; k++)

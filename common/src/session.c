@@ -299,13 +299,13 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
     s_copy_text(self->welcome.roles, sizeof self->welcome.roles, reply->text);
     s_copy_text(self->welcome.persistence, sizeof self->welcome.persistence, reply->persistence);
     s_copy_text(self->welcome.broker_id, sizeof self->welcome.broker_id, reply->broker);
-    /* "shard=K [replicas=A,B,C ]brokers=A,B,C" (PROTOCOL.md 4.15, 4.16),
+    /* "shard=K [replicas=A,B,C ]brokers=A,B,C[ groups=A|B|C,D|E|F]" (4.15, 4.16),
        keys this client does not know ignored; a broker before 2.2 says
        nothing: shard 0, alone. */
     char service[AQ_TEXT_MAX + 1];
     s_copy_text(service, sizeof service, reply->service);
     unsigned shard = 0;
-    self->welcome.brokers[0] = self->welcome.replicas[0] = '\0';
+    self->welcome.brokers[0] = self->welcome.replicas[0] = self->welcome.groups[0] = '\0';
     for (char *word = strtok(service, " "); word; word = strtok(NULL, " ")) {
         if (strncmp(word, "shard=", 6) == 0)
             sscanf(word + 6, "%u", &shard);
@@ -313,6 +313,8 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
             snprintf(self->welcome.brokers, sizeof self->welcome.brokers, "%s", word + 8);
         else if (strncmp(word, "replicas=", 9) == 0)
             snprintf(self->welcome.replicas, sizeof self->welcome.replicas, "%s", word + 9);
+        else if (strncmp(word, "groups=", 7) == 0)
+            snprintf(self->welcome.groups, sizeof self->welcome.groups, "%s", word + 7);
     }
     self->welcome.shard = (int) shard;
     self->welcomed = 1;
@@ -680,7 +682,7 @@ aq_session_t *aq_session_open(const char *address, const char *client_id, uint64
 
 aq_session_t *aq_session_open_later(const char *address, const char *client_id,
                                     uint64_t producer_seq, const aq_welcome_t *like, int shard,
-                                    aq_status_t *status)
+                                    const char *group, aq_status_t *status)
 {
     /* ZeroMQ resolves its name when it can: a host that is gone may be
        back, under its name, later. */
@@ -690,7 +692,14 @@ aq_session_t *aq_session_open_later(const char *address, const char *client_id,
     self->welcome = *like;
     self->welcome.shard = shard;
     self->welcome.broker_id[0] = '\0';
-    self->welcome.brokers[0] = '\0';
+    self->welcome.brokers[0] = self->welcome.replicas[0] = self->welcome.groups[0] = '\0';
+    for (const char *at = group ? group : ""; *at;) { /* asked in turn while none answers */
+        size_t length = strcspn(at, "|");
+        char entry[AQ_ENDPOINT_MAX];
+        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
+        s_add_target(self, entry);
+        at += length + (at[length] == '|');
+    }
     aq_session_hello_begin(self); /* a failure here is tried again, as a silence */
     return self;
 }

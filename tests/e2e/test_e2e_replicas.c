@@ -35,7 +35,7 @@
 #define REPLICAS 3
 #define WORKERS 4
 
-typedef struct {
+typedef struct replica_group {
     harness_dir_t dir;
     aq_process_t replicas[REPLICAS];
     char address[REPLICAS][64];
@@ -50,7 +50,26 @@ typedef struct {
     const char *snapshot; /* --replica-snapshot, or NULL */
     int keyed;            /* CURVE keys: the replicas' connections authenticated, encrypted */
     char secret[300], clients[300];
+    /* A shard of a service (--shard, --service; PROTOCOL.md 4.16), with
+       the group of the other shard, torn down with this one. */
+    int shard;
+    char service[2 * REPLICAS * 64];
+    struct replica_group *other;
 } group_t;
+
+/*  The replicas' ports, four each from `base`, and the lists made of them. */
+static void s_place(group_t *g, int base)
+{
+    g->peers[0] = '\0';
+    for (int i = 0; i < REPLICAS; i++) {
+        snprintf(g->address[i], sizeof g->address[i], "127.0.0.1:%d", base + 4 * i);
+        g->metrics[i] = base + 4 * i + 3;
+        snprintf(g->metrics_bind[i], sizeof g->metrics_bind[i], "127.0.0.1:%d", g->metrics[i]);
+        size_t used = strlen(g->peers);
+        snprintf(g->peers + used, sizeof g->peers - used, "%s%s", i ? "," : "", g->address[i]);
+    }
+    snprintf(g->all, sizeof g->all, "%s", g->peers);
+}
 
 static int s_setup(void **state)
 {
@@ -60,18 +79,12 @@ static int s_setup(void **state)
     harness_dir_setup(&dir);
     memcpy(&g->dir, dir, sizeof g->dir);
     free(dir);
-    int base = harness_free_ports(4 * REPLICAS); /* PULL, ROUTER, the group's, HTTP */
+    s_place(g, harness_free_ports(4 * REPLICAS)); /* PULL, ROUTER, the group's, HTTP */
     for (int i = 0; i < REPLICAS; i++) {
-        snprintf(g->address[i], sizeof g->address[i], "127.0.0.1:%d", base + 4 * i);
-        g->metrics[i] = base + 4 * i + 3;
-        snprintf(g->metrics_bind[i], sizeof g->metrics_bind[i], "127.0.0.1:%d", g->metrics[i]);
         snprintf(g->data[i], sizeof g->data[i], "%s/data-%d", g->dir.root, i + 1);
         snprintf(g->dump[i], sizeof g->dump[i], "%s/state-%d.txt", g->dir.root, i + 1);
         snprintf(g->log[i], sizeof g->log[i], "%s/log-%d.txt", g->dir.root, i + 1);
-        size_t used = strlen(g->peers);
-        snprintf(g->peers + used, sizeof g->peers - used, "%s%s", i ? "," : "", g->address[i]);
     }
-    snprintf(g->all, sizeof g->all, "%s", g->peers);
     *state = g;
     return 0;
 }
@@ -113,6 +126,10 @@ static int s_setup_keyed(void **state)
 static int s_teardown(void **state)
 {
     group_t *g = *state;
+    if (g->other) {
+        void *other = g->other;
+        s_teardown(&other);
+    }
     if (g->keyed) {
         aq_security_set(NULL, NULL);
         unsetenv("ASYNCQ_CURVE_SECRET");
@@ -146,7 +163,8 @@ static void s_start_as(group_t *g, int i, const char *join)
     char *argv[] = {path, "--bind", g->address[i], join ? "--join" : "--peers",
                     join ? g->address[i] : g->peers, "--node-id", join ? (char *) join : node,
                     "--data-dir", g->data[i], "--state-dump", g->dump[i],
-                    "--metrics", g->metrics_bind[i], NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+                    "--metrics", g->metrics_bind[i], NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                    NULL, NULL, NULL, NULL};
     size_t argc = 13;
     if (g->keyed) {
         argv[argc++] = "--curve-secret";
@@ -157,6 +175,14 @@ static void s_start_as(group_t *g, int i, const char *join)
     if (g->snapshot) {
         argv[argc++] = "--replica-snapshot";
         argv[argc++] = (char *) g->snapshot;
+    }
+    char shard[16];
+    if (g->service[0]) {
+        snprintf(shard, sizeof shard, "%d", g->shard);
+        argv[argc++] = "--shard";
+        argv[argc++] = shard;
+        argv[argc++] = "--service";
+        argv[argc++] = g->service;
     }
     assert_int_equal(aq_process_spawn_logged(&g->replicas[i], argv, 1, 1, g->log[i]), 0);
     char ready[256];
@@ -241,6 +267,19 @@ static int s_leader(const group_t *g, int64_t within_ms)
         if (leader >= 0 && named)
             return leader;
         zclock_sleep(20); /* an election is under way: ask again */
+    }
+    for (int i = 0; i < REPLICAS; i++) { /* what each said, for the failure */
+        char name[64] = "";
+        int rc = g->replicas[i].pid ? s_hello(g, i, name, sizeof name, 200) : -2;
+        fprintf(stderr, "--- replica %d: %s%s\n", i + 1,
+                rc == 1 ? "leads" : rc == 0 ? "names the leader " : rc == -1 ? "no answer"
+                                                                           : "not running",
+                rc == 0 ? (name[0] ? name : "(none)") : "");
+        char *log = harness_read_file(g->log[i]);
+        size_t size = log ? strlen(log) : 0;
+        fprintf(stderr, "--- replica %d's log (its end):\n%s\n", i + 1,
+                log ? log + (size > 1500 ? size - 1500 : 0) : "(none)");
+        free(log);
     }
     fail_msg("no replica led within %lld ms", (long long) within_ms);
     return -1;
@@ -339,6 +378,23 @@ static json_t *s_replica_stats(const group_t *g, int i)
     json_incref(replica);
     json_decref(stats);
     return replica;
+}
+
+/*  A counter of `queue` on replica i alone, from its /stats.json. */
+static json_int_t s_queue_total(const group_t *g, int i, const char *queue, const char *key)
+{
+    static char body[1 << 16];
+    assert_int_equal(s_http_get(g, i, "/stats.json", body, sizeof body), 200);
+    json_t *stats = json_loads(body, 0, NULL);
+    assert_non_null(stats);
+    json_int_t value = -1;
+    size_t index;
+    json_t *entry;
+    json_array_foreach(json_object_get(stats, "queues"), index, entry)
+        if (strcmp(json_string_value(json_object_get(entry, "name")), queue) == 0)
+            value = json_integer_value(json_object_get(entry, key));
+    json_decref(stats);
+    return value;
 }
 
 static void test_followers_name_the_leader_and_programs_find_it(void **state)
@@ -831,6 +887,94 @@ static void test_a_replica_whose_disk_is_full_catches_up_once_there_is_room(void
 
 /*  A data directory is one replica's or one plain broker's, never taken
     for the other's: each start the wrong way is refused, saying why. */
+/*  A new group's first leader, killed as soon as every replica names it
+    (its followers hold its first entry, but most often have not heard it
+    committed yet): the other two elect one of them, and it serves. */
+static void test_a_new_groups_first_leader_killed_at_once_is_replaced(void **state)
+{
+    group_t *g = *state;
+    int first = s_start_all(g);
+    int64_t killed = zclock_mono();
+    aq_process_stop(&g->replicas[first], SIGKILL, 5000);
+    int leader = s_leader(g, HARNESS_DEADLINE_MS);
+    assert_true(leader != first);
+    printf("# a new leader in %lld ms\n", (long long) (zclock_mono() - killed));
+    harness_t h = s_group(g, leader);
+    harness_assert_serving(&h, "q");
+}
+
+/*  A service of two shards, each a group of three replicas: every replica
+    is listed in --service (a group's joined by '|'), and WELCOME lists them
+    in `groups`. With shard 1's first replica dead, a client given shard
+    0's addresses only still finds shard 1 through the others (`brokers`
+    names only the first of each group), spreads its puts over both, gets
+    every item, and its join returns, exact. */
+static void test_a_service_of_groups_finds_a_shard_past_a_dead_replica(void **state)
+{
+    group_t *g = *state;
+    void *made = NULL;
+    s_setup(&made);
+    group_t *other = g->other = made;
+    int base = harness_free_ports(8 * REPLICAS); /* both groups' ports, none shared */
+    s_place(g, base);
+    s_place(other, base + 4 * REPLICAS);
+    size_t used = 0;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < REPLICAS; i++)
+            used += (size_t) snprintf(g->service + used, sizeof g->service - used, "%s%s",
+                                      i ? "|" : k ? "," : "",
+                                      (k ? other : g)->address[i]);
+    snprintf(other->service, sizeof other->service, "%s", g->service);
+    other->shard = 1;
+    s_start_all(g);
+    s_start_all(other);
+    aq_process_stop(&other->replicas[0], SIGKILL, 5000);
+    int leader = s_leader(other, HARNESS_DEADLINE_MS); /* another, if it led */
+    assert_true(leader > 0);
+
+    enum { ITEMS = 40 };
+    aq_status_t rc;
+    aq_producer_t *producer = aq_producer_new(g->all, "spread", &rc);
+    assert_non_null(producer);
+    assert_int_equal(aq_producer_brokers(producer), 2);
+    for (int i = 0; i < ITEMS; i++) {
+        char item[16];
+        int size = snprintf(item, sizeof item, "item %d", i);
+        assert_int_equal(aq_producer_put(producer, "q", item, (size_t) size), AQ_OK);
+        if (i % 4 == 3) /* a batch each, to the next shard in turn */
+            assert_int_equal(aq_producer_flush(producer), AQ_OK);
+    }
+    assert_int_equal(aq_producer_sync(producer, HARNESS_DEADLINE_MS), AQ_OK);
+    aq_producer_destroy(&producer);
+    json_int_t second = s_queue_total(other, leader, "q", "puts_total");
+    if (second <= 0 || second >= ITEMS)
+        fail_msg("shard 1 (replica %d leads) took %lld of the %d puts: not spread", leader + 1,
+                 (long long) second, ITEMS);
+
+    aq_consumer_t *consumer = aq_consumer_new(g->address[0], "gather", "q", 8, &rc);
+    assert_non_null(consumer);
+    int seen[ITEMS] = {0};
+    for (int i = 0; i < ITEMS; i++) {
+        aq_item_t item;
+        assert_int_equal(aq_consumer_get(consumer, &item, HARNESS_DEADLINE_MS), AQ_OK);
+        char text[16];
+        snprintf(text, sizeof text, "%.*s", (int) item.size, (const char *) item.data);
+        int number = -1;
+        assert_int_equal(sscanf(text, "item %d", &number), 1);
+        assert_true(number >= 0 && number < ITEMS);
+        seen[number]++;
+        assert_int_equal(aq_consumer_ack(consumer, item.id), AQ_OK);
+    }
+    for (int i = 0; i < ITEMS; i++)
+        assert_int_equal(seen[i], 1);
+    aq_consumer_destroy(&consumer); /* its acks sent */
+    char *join[] = {"asyncq", "join", "--broker", g->address[1], "-q", "q", "--timeout", "10",
+                    NULL};
+    char out[512];
+    assert_int_equal(harness_run(join, out, sizeof out), 0);
+    assert_int_equal(s_queue_total(other, leader, "q", "acks_total"), second);
+}
+
 static void test_a_directory_is_one_replicas_or_one_brokers(void **state)
 {
     group_t *g = *state;
@@ -869,6 +1013,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_wiped_replica_under_its_old_id_votes_once_caught_up,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_new_groups_first_leader_killed_at_once_is_replaced,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_service_of_groups_finds_a_shard_past_a_dead_replica,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_directory_is_one_replicas_or_one_brokers, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(

@@ -18,7 +18,10 @@ const {
 const {
   Queue, NotLeader, BrokerError, BrokerUnreachable,
 } = require('..');
-const { parseService } = require('../protocol');
+const {
+  parseService, parseAddress, shardOfId, fnv1a32, message,
+} = require('../protocol');
+const { Session, Replicas } = require('../session');
 
 // Waits here are on conditions; one that never comes fails the test, not hangs it.
 const LIMIT = { timeout: 60000 };
@@ -238,6 +241,9 @@ test('WELCOME\'s service field with replicas, and 421 as NotLeader', () => {
   assert.deepStrictEqual(parseService('later=x replicas=a:1 shard=1 brokers=b:2 more=y'),
     { shard: 1, brokers: ['b:2'], replicas: ['a:1'] });
   assert.deepStrictEqual(parseService('shard=2 brokers=:1,:3'), { shard: 2, brokers: [':1', ':3'], replicas: [] });
+  assert.deepStrictEqual(parseService('shard=0 replicas=a:1,b:1 brokers=a:1,c:1,:9 groups=a:1|b:1,c:1|d:1|e:1,:9 later=x'), {
+    shard: 0, brokers: ['a:1', 'c:1', ':9'], replicas: ['a:1', 'b:1'], groups: [['a:1', 'b:1'], ['c:1', 'd:1', 'e:1'], [':9']],
+  });
   assert.strictEqual(parseService('replicas=a:1 brokers='), null);
   const election = BrokerError.fromFields(['421', 'NOT_LEADER', 'hello4', '', 'no leader'].map(Buffer.from));
   assert.ok(election instanceof NotLeader);
@@ -450,6 +456,137 @@ test('three real replicas, the leader killed: left when its connection closes, n
     } finally {
       stopped = true;
       await Promise.allSettled(clients.map((q) => q.close({ timeout: 10 })));
+      await stop();
+    }
+  });
+
+// A service of two shards, each a group of three replicas (PROTOCOL.md
+// 4.16): replica N of shard K started with --shard K, --service listing
+// every shard's replicas ('A0|A1|A2,B0|B1|B2') and --node-id N, a data
+// directory each. groups[K] are shard K's addresses; stop() ends every
+// replica and removes the directories. A port taken before its replica
+// binds it (tests run side by side: exit 3) starts them again elsewhere.
+async function startGroups() {
+  for (let attempt = 1; ; attempt++) {
+    const ports = await freeTriples(6);
+    const groups = [ports.slice(0, 3), ports.slice(3)].map((group) => group.map((port) => `127.0.0.1:${port}`));
+    const service = groups.map((group) => group.join('|')).join(',');
+    const dirs = [];
+    const brokers = [];
+    const stop = async () => {
+      await Promise.all(brokers.map((broker) => broker.stop()));
+      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+    };
+    try {
+      for (let shard = 0; shard < 2; shard++) {
+        for (let index = 0; index < 3; index++) {
+          const dir = fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-group-${shard}-${index + 1}-`));
+          dirs.push(dir);
+          brokers.push(await Broker.start(['--shard', String(shard), '--service', service, '--node-id', String(index + 1),
+            '--data-dir', dir], `tcp://${groups[shard][index]}`));
+        }
+      }
+    } catch (error) {
+      await stop();
+      if (attempt === 5 || error.message !== 'broker exited 3') throw error;
+      continue;
+    }
+    return { groups, brokers: [brokers.slice(0, 3), brokers.slice(3)], stop };
+  }
+}
+
+// The address of the leader of the group of replicas at addresses, once
+// it has one: a session says HELLO to each in turn, following 421s, until
+// one WELCOMEs. settled: and once every replica holds the leader's whole
+// log, an entry past the group's first ones included (a put committed
+// since): each has then been told what the group committed, so it takes
+// part in elections (a log that started empty abstains until then,
+// broker/replica.c), and the group elects another leader if this one dies.
+async function leaderOf(addresses, settled = false) {
+  const session = new Session(parseAddress(addresses[0]), `leader-probe-${process.pid}`,
+    { replicas: new Replicas(addresses, true) });
+  try {
+    await session.open(20000);
+    if (settled) {
+      await until(async () => {
+        const { fields } = await session.request('replicas', (tag) => message('REPLICAS', tag, 'list'));
+        const lines = fields.slice(1).map(String);
+        return lines.length === addresses.length
+          && lines.every((line) => / lag=0\b/.test(line) && Number((/ match_index=(\d+)/.exec(line) || [])[1]) > 2);
+      });
+    }
+    return session.broker.address;
+  } finally {
+    await session.close();
+  }
+}
+
+// A key whose puts go to shard of count (fnv1a32 mod count, 4.15).
+function keyFor(shard, count) {
+  for (let i = 0; ; i++) {
+    if (fnv1a32(Buffer.from(`key-${i}`)) % count === shard) return `key-${i}`;
+  }
+}
+
+// Rejects with why after ms, unless promise settles first.
+function within(promise, ms, why) {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(why)), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+test('shards that are groups of replicas: one whose first replica is dead is found at the others (WELCOME\'s groups)',
+  LIMIT, async () => {
+    const { groups, brokers, stop } = await startGroups();
+    const clients = [];
+    try {
+      // An item put on each shard, every replica holding it: each group
+      // elects another leader if its leader dies.
+      const warm = new Queue(groups[0].join(','), { queue: 'warm-up', timeout: 10 });
+      clients.push(warm);
+      for (const shard of [0, 1]) await warm.put('warm', { key: keyFor(shard, 2) });
+      const leaders = await Promise.all(groups.map((group) => leaderOf(group, true)));
+      await warm.close({ timeout: 5 });
+      await brokers[1][0].stop(); // SIGKILL shard 1's first replica, the one `brokers=` names
+      if (leaders[1] === groups[1][0]) leaders[1] = await leaderOf(groups[1].slice(1));
+      assert.notStrictEqual(leaders[1], groups[1][0]);
+      // Given shard 0's addresses only: shard 1 is found through `groups`.
+      const q = new Queue(groups[0].join(','), { queue: 'groups', timeout: 10 });
+      // Given shard 0's leader and shard 1's dead first replica: not an address left out.
+      const other = new Queue(`${leaders[0]},${groups[1][0]}`, { queue: 'groups', timeout: 10 });
+      clients.push(q, other);
+      const unreachable = [];
+      for (const client of [q, other]) client.on('unreachable', (error) => unreachable.push(error));
+      const reached = (client) => within(client.stats({ brokers: true }), 15000, 'shard 1 never reached')
+        .then(({ brokers: each }) => each.map((entry) => entry.shard).sort());
+      assert.deepStrictEqual(await reached(q), [0, 1]);
+      assert.deepStrictEqual(await reached(other), [0, 1]);
+      const shards = (client) => client.brokers.map(({ address, shard, up }) => ({ address, shard, up }))
+        .sort((a, b) => a.shard - b.shard);
+      const expected = [{ address: leaders[0], shard: 0, up: true }, { address: leaders[1], shard: 1, up: true }];
+      assert.deepStrictEqual(shards(q), expected);
+      assert.deepStrictEqual(shards(other), expected);
+      assert.strictEqual(q.service.shardCount, 2);
+      assert.deepStrictEqual(unreachable, []);
+      // Each put awaited: a batch of its own, to the next shard in turn.
+      const count = 20;
+      const put = Array.from({ length: count }, (_, i) => `item-${i}`);
+      for (const item of put) await q.put(item);
+      const got = [];
+      const byShard = [0, 0];
+      for (let i = 0; i < count; i++) {
+        const item = await within(q.get(), 20000, `item ${i + 1} of ${count} never came`);
+        got.push(item.toString());
+        byShard[shardOfId(item.id)] += 1;
+        q.taskDone(item);
+      }
+      const joined = await within(q.join({ timeout: 20 }), 25000, 'join() did not resolve');
+      assert.strictEqual(joined.dead, 0);
+      assert.deepStrictEqual(got.sort(), put.sort());
+      assert.ok(byShard[0] > 0 && byShard[1] > 0, `items by shard: ${byShard}`);
+      assert.strictEqual((await q.stats()).outstanding, 0);
+    } finally {
+      await Promise.allSettled(clients.map((q) => q.close({ timeout: 5 })));
       await stop();
     }
   });

@@ -47,6 +47,10 @@ class Welcome(NamedTuple):
     # The replicas of this shard (4.16), HOST:PORT each, as the leader's
     # --peers lists them; () for a broker that is not replicated.
     replicas: Tuple[str, ...] = ()
+    # Every shard's client addresses, in shard order (4.16: `groups`, sent
+    # when some shard of the service is a group of replicas): a group's
+    # replicas, or a broker alone's one address. () without it.
+    groups: Tuple[Tuple[str, ...], ...] = ()
 
 
 ADDRESS_FORMS = "HOST[:PORT], tcp://HOST:PORT or ipc://PATH"
@@ -108,15 +112,20 @@ def parse_welcome(fields: Fields) -> Optional[Welcome]:
     broker_id, max_item, heartbeat_ms, max_batch, window, window_bytes, roles, persistence = \
         fields[1:9]
     service = ServiceField(None, (), ())
+    groups: Tuple[Tuple[str, ...], ...] = ()
     if len(fields) == 10:
         parsed = parse_service(fields[9])
-        if parsed is None:
+        parsed_groups = parse_groups(fields[9])
+        if parsed is None or parsed_groups is None:
             return None
-        service = parsed
+        if parsed_groups and len(parsed_groups) != len(parsed.brokers):
+            return None  # a shard in one list and not in the other
+        service, groups = parsed, parsed_groups
     return Welcome(broker_id.decode(), int(max_item), max(int(heartbeat_ms), 1),
                    max(int(max_batch), 1), max(int(window), 1), int(window_bytes),
                    frozenset(role for role in roles.decode().split(",") if role),
-                   persistence.decode(), service.shard, service.brokers, service.replicas)
+                   persistence.decode(), service.shard, service.brokers, service.replicas,
+                   groups)
 
 
 SHARDS_MAX = 256  # brokers in one service: an item id's top 8 bits (4.15)
@@ -138,13 +147,22 @@ def _address_list(text: str) -> Optional[Tuple[str, ...]]:
     return None if any(not entry for entry in entries) else entries
 
 
+def _service_pairs(field: bytes) -> Optional[Dict[str, str]]:
+    """WELCOME's `service` field as its KEY=VALUE pairs; None when it is
+    not UTF-8."""
+    try:
+        return dict(pair.partition("=")[::2] for pair in field.decode().split())
+    except UnicodeDecodeError:
+        return None
+
+
 def parse_service(field: bytes) -> Optional[ServiceField]:
     """WELCOME's `service` field (4.15), `shard=K [replicas=A,B,C]
-    brokers=A,B,...`, as a ServiceField, or None when it is not that. Keys
-    this client does not know are ignored."""
-    try:
-        pairs = dict(pair.partition("=")[::2] for pair in field.decode().split())
-    except UnicodeDecodeError:
+    brokers=A,B,... [groups=A|B|C,D|E|F]`, as a ServiceField, or None when
+    it is not that. Keys this client does not know are ignored, and so is
+    `groups` here: parse_groups() reads it."""
+    pairs = _service_pairs(field)
+    if pairs is None:
         return None
     shard = pairs.get("shard", "")
     if not shard.isdigit() or int(shard) >= SHARDS_MAX:
@@ -154,6 +172,22 @@ def parse_service(field: bytes) -> Optional[ServiceField]:
     if brokers is None or replicas is None:
         return None
     return ServiceField(int(shard), brokers, replicas)
+
+
+def parse_groups(field: bytes) -> Optional[Tuple[Tuple[str, ...], ...]]:
+    """The `groups` of WELCOME's `service` field (4.16: sent when some shard
+    of the service is a group of replicas): every shard's client addresses,
+    in shard order, a group's joined by '|' (`groups=A0|A1|A2,B0`: shard 0
+    is a group of three, shard 1 a broker alone); () without it, None when
+    an entry or an address in one is empty."""
+    pairs = _service_pairs(field)
+    if pairs is None:
+        return None
+    entries = _address_list(pairs.get("groups", ""))
+    if entries is None:
+        return None
+    groups = tuple(tuple(entry.split("|")) for entry in entries)
+    return None if any(not address for group in groups for address in group) else groups
 
 
 def shard_of(item_id: int) -> int:

@@ -97,7 +97,12 @@ class Queue:
     replicas in turn, from the next, until one leads, then carries on as
     after a broker restart: unconfirmed puts are sent again (the group
     keeps each put once), credit and joins asked again. .persistence is
-    then "replicated".
+    then "replicated". Every shard of a service may be such a group
+    (broker 2.4, its `groups`): given any address of the service, the client
+    finds each shard at its leader, asking the replicas of its group in
+    turn (a group's first replica down is passed over, and a group none
+    of whose replicas answers yet is looked for at each in the
+    background).
 
     With CURVE (PROTOCOL.md 7), curve_secret is the path of this client's
     secret certificate (`asyncq keygen` writes NAME.key_secret) and

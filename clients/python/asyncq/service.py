@@ -9,7 +9,13 @@ A shard may be a group of replicas (4.16): its followers answer 421 and
 the session follows to the leader, so several addresses given of one
 group are one shard (the leader's broker-id says so), and a replica that
 does not answer is not an address given wrong. Each shard's Replicas are
-shared by its sessions; .brokers follows its leader."""
+shared by its sessions; .brokers follows its leader.
+
+A service's shards may each be such a group: WELCOME's `groups` then lists
+every shard's addresses (`brokers` only each group's first). A shard is
+looked for at each address of its group in turn, so a first replica down
+does not keep its shard from being found, nor, when none of them answers
+yet, from being found later by its session in the background."""
 from __future__ import annotations
 
 import asyncio
@@ -38,6 +44,7 @@ class Target(NamedTuple):
     router: str
     given: Optional[str]
     host: str  # the host part of address ("" for ipc://), for `:PORT` entries
+    shard: Optional[int] = None  # the shard a broker's list places it at
 
 
 class Broker(NamedTuple):
@@ -72,6 +79,9 @@ class Service:
         self._order: List[int] = []  # shard numbers, sorted: where a key's hash lands
         self._listed = False  # the brokers listed their service (else each is alone)
         self.replicas: Dict[int, Replicas] = {}  # each shard's, shared by its sessions (4.16)
+        # Each shard's addresses as WELCOME's `groups` lists them (4.16): a
+        # group of replicas' (several), or a broker alone's; {} without it.
+        self.groups: Dict[int, List[str]] = {}
 
     @property
     def sharded(self) -> bool:
@@ -89,13 +99,19 @@ class Service:
                 hello_seq: Callable[[], int] = lambda: 0) -> Session:
         """A session with a broker found (at its shard's leader, as last
         seen), or with an address to try (its 421s without a leader named
-        send it on to the other addresses given)."""
+        send it on to the other addresses given; one a broker listed as
+        a shard that is a group of replicas is looked for at each of the
+        group's addresses in turn)."""
         if isinstance(broker, Broker):
             replicas = self.replicas.get(broker.shard)
             return Session(self._context, broker.router, client_id, self._keys, hello_seq,
                            address=broker.address, shard=broker.shard, push=broker.push,
                            replicas=replicas)
-        candidates = Replicas([broker.address, *self.given])
+        group = self.groups.get(broker.shard, []) if broker.shard is not None else []
+        if len(group) > 1:
+            candidates = Replicas([broker.address, *group], True)
+        else:
+            candidates = Replicas([broker.address, *self.given])
         return Session(self._context, broker.router, client_id, self._keys, hello_seq,
                        address=broker.address, push=broker.push, replicas=candidates)
 
@@ -221,11 +237,14 @@ class Service:
                         raise self._conflict(shard, other_target, other, target, session)
                     session.shard = shard
                     reached[shard] = (target, session)
-                    size = max(size, len(welcome.brokers))
+                    size = max(size, len(welcome.brokers), len(welcome.groups))
+                    for place, entries in enumerate(welcome.groups):
+                        if place not in self.groups:
+                            self.groups[place] = self._group(entries, target, place)
                     for place, entry in enumerate(welcome.brokers):
                         if place not in listed:
                             try:
-                                listed[place] = self._place(entry, target)
+                                listed[place] = self._place(entry, target)._replace(shard=place)
                             except ValueError:
                                 log.warning("asyncq: the broker at %s lists %r as shard %d: "
                                             "not an address", target.address, entry, place)
@@ -248,11 +267,16 @@ class Service:
                 cause = next((why for failure, why in failed if failure == target
                               or (failure.given and same_place(failure.address,
                                                                 target.address))), None)
+                addresses = self.groups.get(shard, [])
                 log.warning("asyncq: shard %d of the service, at %s, does not answer (%s); "
-                            "trying again in the background", shard, target.address, cause)
+                            "trying again in the background", shard,
+                            "|".join(addresses) if len(addresses) > 1 else target.address,
+                            cause)
                 broker = Broker(shard, target.address, target.push, target.router)
                 self.brokers[shard] = broker
-                self.replicas[shard] = Replicas([target.address])
+                # A group's session asks each of its replicas in turn (4.16).
+                self.replicas[shard] = Replicas([target.address, *addresses],
+                                                len(addresses) > 1)
                 self.replicas[shard].on_leader = self._leader_moved(shard)
                 session = self.session(broker, client_id, hello_seq)
                 session.open_in_background()
@@ -263,9 +287,15 @@ class Service:
                 continue
             group = next((shard for shard, replicas in self.replicas.items()
                           if replicas.replicated and replicas.knows(target.address)), None)
+            if group is None:
+                group = next((shard for shard, addresses in self.groups.items()
+                              if len(addresses) > 1 and any(
+                                  same_place(target.address, address)
+                                  for address in addresses)), None)
             if group is not None:
-                # A replica of a group whose leader answered (4.16): down,
-                # or cut off, for now; the shard is served.
+                # A replica of a group whose leader answered, or that the
+                # service lists (4.16): down, or cut off, for now; the shard
+                # is served, or looked for at its other replicas.
                 log.info("asyncq: %s, a replica of shard %d, does not answer: %s",
                          target.address, group, why)
                 continue
@@ -315,6 +345,18 @@ class Service:
             log.info("asyncq: shard %d is led from %s now", shard, address)
             self.brokers[shard] = Broker(shard, address, push, router)
         return moved
+
+    def _group(self, entry: Sequence[str], by: Target, place: int) -> List[str]:
+        """A shard's addresses as `groups` lists them (4.16), each as
+        _place() reads it; those that are not addresses are left out."""
+        addresses: List[str] = []
+        for address in entry:
+            try:
+                addresses.append(self._place(address, by).address)
+            except ValueError:
+                log.warning("asyncq: the broker at %s lists %r in shard %d's group: not an "
+                            "address", by.address, address, place)
+        return addresses
 
     def _place(self, entry: str, by: Target) -> Target:
         """A broker's list entry (4.15): HOST:PORT, ipc://PATH, or :PORT on

@@ -9,17 +9,18 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import unittest
 
 import zmq
 import zmq.asyncio
 
-from broker import AsyncCase, Broker, put_and_get, until
+from broker import AsyncCase, Broker, _die_with_parent, program, put_and_get, until
 from test_shards import free_base
 
 import asyncq
-from asyncq.protocol import PUTS_ENTRY, parse_service
+from asyncq.protocol import PUTS_ENTRY, parse_groups, parse_service
 
 WAIT = 10  # seconds: a condition that never comes fails the test, not hangs it
 _names = iter(range(1, 1000000))
@@ -198,6 +199,27 @@ class Parsing(unittest.TestCase):
             [b"h1", b"id", b"1048576", b"1000", b"1024", b"4096", b"8388608", b"produce",
              b"memory", b"shard=0 brokers="])
         self.assertEqual(alone.replicas, ())
+
+    def test_the_groups_of_a_service_of_groups(self):
+        field = (b"shard=0 replicas=a:1,a:2,a:3 brokers=a:1,b:1,c:1 "
+                 b"groups=a:1|a:2|a:3,b:1|b:2|b:3,c:1 later=x")
+        self.assertEqual(parse_groups(field),
+                         (("a:1", "a:2", "a:3"), ("b:1", "b:2", "b:3"), ("c:1",)))
+        self.assertEqual(parse_service(field), (0, ("a:1", "b:1", "c:1"), ("a:1", "a:2", "a:3")))
+        self.assertEqual(parse_groups(b"shard=0 brokers=a:1,b:1"), ())
+        welcome = asyncq.protocol.parse_welcome(
+            [b"h1", b"id", b"1048576", b"1000", b"1024", b"4096", b"8388608", b"produce",
+             b"replicated", field])
+        self.assertEqual(welcome.groups, parse_groups(field))
+        self.assertEqual(welcome.brokers, ("a:1", "b:1", "c:1"))
+        for bad in (b"groups=a:1||a:2,b:1", b"groups=a:1,,b:1", b"groups=a:1|,b:1",
+                    b"groups=,"):
+            with self.subTest(field=bad):
+                self.assertIsNone(parse_groups(b"shard=0 brokers=a:1,b:1 " + bad))
+        # A shard in one list and not in the other: not as 4.16 says.
+        self.assertIsNone(asyncq.protocol.parse_welcome(
+            [b"h1", b"id", b"1048576", b"1000", b"1024", b"4096", b"8388608", b"produce",
+             b"replicated", b"shard=0 brokers=a:1,b:1 groups=a:1|a:2"]))
 
     def test_421_is_not_leader_naming_the_leader(self):
         error = asyncq.BrokerError.from_fields([b"421", b"NOT_LEADER", b"hello3", b"b:5557",
@@ -426,6 +448,172 @@ class RealGroup(AsyncCase):
             self.assertEqual(received, confirmed)
         finally:
             await self._stop(putters + getters, producer, consumer, group)
+
+
+class ServiceOfGroups:
+    """Two shards, each a group of three real replicas on 127.0.0.1, each
+    started as PROTOCOL.md 4.16 says: --shard K --service
+    'A0|A1|A2,B0|B1|B2' --node-id N (its --peers its shard's entry), 10
+    ports apart (a replica uses three). .groups: each shard's addresses.
+    Every replica runs in a process group of its own, killed by stop()."""
+
+    def __init__(self, flags=()):
+        self.dir = tempfile.mkdtemp(prefix="asyncq-groups-")
+        for _ in range(20):  # ports taken meanwhile: others
+            base = free_base(53)
+            self.groups = [[f"127.0.0.1:{base + 30 * shard + 10 * place}" for place in range(3)]
+                           for shard in range(2)]
+            service = ",".join("|".join(group) for group in self.groups)
+            self.processes = {}
+            for shard, group in enumerate(self.groups):
+                for node, address in enumerate(group, 1):
+                    with self._log(address, "w") as log:
+                        self.processes[address] = subprocess.Popen(
+                            [program("asyncq-broker"), "--bind", address, "--shard", str(shard),
+                             "--service", service, "--node-id", str(node), "--data-dir",
+                             os.path.join(self.dir, f"shard-{shard}-node-{node}"), *flags],
+                            stdout=subprocess.PIPE, stderr=log, text=True,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+            if all(process.stdout.readline().startswith("READY ")
+                   for process in self.processes.values()):
+                return
+            self.stop(keep_dir=True)
+        raise RuntimeError("could not start the service")
+
+    def _log(self, address, mode="r"):
+        return open(os.path.join(self.dir, address.replace(":", "-") + ".log"), mode)
+
+    def logs(self):
+        """What each replica wrote on stderr, its last lines, for a failure."""
+        text = ""
+        for address, process in self.processes.items():
+            with self._log(address) as log:
+                lines = log.read().splitlines()[-10:]
+            text += f"\n--- {address} (exit status {process.poll()})\n" + "\n".join(lines)
+        return text
+
+    def votes(self, address):
+        """Whether the replica at address takes part in elections, as its
+        log says: a new group's replicas start abstaining, and a follower
+        votes once a leader told it what the group committed (it holds it),
+        so that until then the group could elect no other leader."""
+        with self._log(address) as log:
+            text = log.read()
+        return "leads its group" in text or "votes again" in text
+
+    def signal(self, address, number):
+        """Sends the replica at address (its process group) a signal."""
+        try:
+            os.killpg(self.processes[address].pid, number)
+        except ProcessLookupError:
+            pass
+
+    def kill(self, address):
+        """SIGKILL to the replica at address; returns once it is dead."""
+        self.signal(address, signal.SIGKILL)
+        self.processes[address].wait()
+
+    def stop(self, keep_dir=False):
+        for address, process in self.processes.items():
+            self.kill(address)
+            process.stdout.close()
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def leader_of(addresses, timeout=WAIT):
+    """The address of the replica that leads its group (it WELCOMEs a
+    HELLO), asking each in turn over a DEALER of its own until one does."""
+    context = zmq.asyncio.Context.instance()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        for address in addresses:
+            host, port = address.rsplit(":", 1)
+            probe = context.socket(zmq.DEALER)
+            try:
+                probe.connect(f"tcp://{host}:{int(port) + 1}")
+                await probe.send_multipart([b"asyncq/2", b"HELLO", b"h",
+                                            b"probe-" + os.urandom(4).hex().encode(), b"0"])
+                if await probe.poll(300) and (await probe.recv_multipart())[1] == b"WELCOME":
+                    await probe.send_multipart([b"asyncq/2", b"BYE", b"b"])
+                    return address
+            finally:
+                probe.close(linger=100)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no leader among {addresses} within {timeout} s")
+
+
+class ShardsOfGroups(AsyncCase):
+    """A service whose shards are each a group of replicas (4.16, WELCOME's
+    `groups`): a client given only shard 0's addresses finds shard 1 at its
+    leader although shard 1's first replica (the one `brokers` lists) is
+    dead, puts on both shards, gets every item and joins; and when none of
+    shard 1's replicas answers at first, its session in the background
+    finds it once they do."""
+
+    async def asyncSetUp(self):
+        await super().asyncSetUp()
+        self.service = ServiceOfGroups()
+        self.addCleanup(self.service.stop)
+        await asyncio.gather(*(leader_of(group) for group in self.service.groups))
+        await until(lambda: all(map(self.service.votes, self.service.groups[1])),
+                    lambda: "shard 1's replicas voting: " + self.service.logs(), WAIT)
+        self.service.kill(self.service.groups[1][0])  # the address `brokers` gives shard 1
+        try:
+            self.leader = await leader_of(self.service.groups[1][1:])
+        except AssertionError as error:
+            self.fail(f"{error}: {self.service.logs()}")
+
+    async def put_get_join(self, q, count):
+        """count items put (each awaited: a batch each, spread), got and
+        acked, then joined; those got."""
+        for i in range(count):
+            await asyncio.wait_for(q.put(b"%d" % i), WAIT)
+        got = []
+        for _ in range(count):
+            got.append(await asyncio.wait_for(q.get(), WAIT))
+            q.task_done(got[-1])
+        self.assertEqual(sorted(got), sorted(b"%d" % i for i in range(count)))
+        self.assertEqual({item.id >> 56 for item in got}, {0, 1})  # both shards
+        joined = await asyncio.wait_for(q.join(), 2 * WAIT)
+        self.assertEqual(joined.dead, 0)
+        return got
+
+    async def test_a_shard_whose_first_replica_is_dead_is_found_at_its_leader(self):
+        service, leader = self.service, self.leader
+        shard0 = service.groups[0]
+        for given in (shard0[0], ",".join(shard0)):
+            with self.subTest(given=given):
+                q = asyncq.Queue(given, f"groups-{next(_names)}", timeout=WAIT)
+                self.addAsyncCleanup(q.close, timeout=WAIT)
+                count = 20
+                await self.put_get_join(q, count)
+                self.assertEqual(q.brokers[1], leader)
+                self.assertEqual(q._service.count, 2)
+                self.assertEqual(q.unreachable, {})
+                stats = await asyncio.wait_for(q.shard_stats(), WAIT)
+                self.assertGreater(stats[1]["puts"], 0)
+                self.assertEqual(stats[0]["puts"] + stats[1]["puts"], count)
+
+    async def test_a_group_down_is_looked_for_at_each_replica_in_the_background(self):
+        service, followers = self.service, self.service.groups[1][1:]
+        for address in followers:  # shard 1's live replicas silent: none answers
+            service.signal(address, signal.SIGSTOP)
+        q = asyncq.Queue(service.groups[0][0], f"groups-{next(_names)}", timeout=1)
+        self.addAsyncCleanup(q.close, timeout=WAIT)
+        await asyncio.wait_for(q.put(b"first"), WAIT)  # shard 1 down: to shard 0
+        self.assertEqual(q._service.count, 2)
+        self.assertEqual(q.unreachable, {})
+        self.assertEqual([session.up for session in q._sessions()], [True, False])
+        for address in followers:
+            service.signal(address, signal.SIGCONT)
+        await until(lambda: all(session.up for session in q._sessions()),
+                    lambda: f"shard 1 found ({q.brokers}): {service.logs()}", WAIT)
+        self.assertIn(q.brokers[1], followers)
+        self.assertEqual(await asyncio.wait_for(q.get(), WAIT), b"first")
+        q.task_done()
+        await self.put_get_join(q, 10)
 
 
 if __name__ == "__main__":

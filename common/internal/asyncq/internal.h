@@ -30,6 +30,7 @@ typedef struct {
     int shard;                       /* its number in its service (4.15); 0 if alone */
     char brokers[AQ_TEXT_MAX + 1];   /* the service's brokers as it lists them; "" */
     char replicas[AQ_TEXT_MAX + 1];  /* its group's replicas (4.16); "" if not one */
+    char groups[AQ_TEXT_MAX + 1];    /* every shard's replicas, '|' within one (4.16); "" */
 } aq_welcome_t;
 
 /*  Replicas of one group a session follows at most (4.16). */
@@ -60,11 +61,12 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
     service was opened: `like` (a WELCOME of another broker of the service)
     stands for its settings until it answers, as shard `shard`; its HELLO
     is said in the background (aq_session_hello_begin), and its host name
-    resolved when it can be. NULL, with *status, if the address is not
+    resolved when it can be; `group` (its shard's replicas, '|' between,
+    or NULL) are asked in turn. NULL, with *status, if the address is not
     one. */
 aq_session_t *aq_session_open_later(const char *address, const char *client_id,
                                     uint64_t producer_seq, const aq_welcome_t *like, int shard,
-                                    aq_status_t *status);
+                                    const char *group, aq_status_t *status);
 
 /*  Says HELLO without waiting (on a fresh DEALER if the last one went
     unanswered): the WELCOME arrives as a message that aq_session_recv keeps
