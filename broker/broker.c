@@ -298,14 +298,13 @@ int broker_service_field(broker_t *self, const char *replicas)
 {
     char brokers[AQ_TEXT_MAX] = "", groups[AQ_TEXT_MAX] = "";
     size_t b = 0, g = 0;
-    int grouped = replicas && strchr(replicas, ','), rc = 0;
+    int grouped = 0, rc = 0;
     const char *at = self->config.service ? self->config.service : "";
     for (unsigned shard = 0; *at; shard++) {
         size_t length = strcspn(at, ",");
         const char *entry = at;
         at += length + (at[length] == ',');
-        if (memchr(entry, '|', length))
-            grouped = 1;
+        grouped |= memchr(entry, '|', length) != NULL;
         rc |= s_append(brokers, sizeof brokers, &b, ",", b ? 1 : 0);
         rc |= s_append(brokers, sizeof brokers, &b, entry, strcspn(entry, "|,"));
         rc |= s_append(groups, sizeof groups, &g, ",", shard ? 1 : 0);
@@ -313,6 +312,7 @@ int broker_service_field(broker_t *self, const char *replicas)
             rc |= s_append(groups, sizeof groups, &g, entry, length);
             continue;
         }
+        grouped |= strchr(replicas, ',') != NULL;
         for (const char *r = replicas; *r;) { /* its members now, '|' between */
             size_t n = strcspn(r, ",");
             rc |= s_append(groups, sizeof groups, &g, "|", r != replicas ? 1 : 0);
@@ -320,15 +320,10 @@ int broker_service_field(broker_t *self, const char *replicas)
             r += n + (r[n] == ',');
         }
     }
-    int length;
-    if (replicas)
-        length = snprintf(self->service, sizeof self->service, "shard=%u replicas=%s brokers=%s%s%s",
-                          (unsigned) self->config.shard, replicas, brokers,
-                          grouped && g ? " groups=" : "", grouped && g ? groups : "");
-    else
-        length = snprintf(self->service, sizeof self->service, "shard=%u brokers=%s%s%s",
-                          (unsigned) self->config.shard, brokers, grouped && g ? " groups=" : "",
-                          grouped && g ? groups : "");
+    int length = snprintf(self->service, sizeof self->service, "shard=%u%s%s brokers=%s%s%s",
+                          (unsigned) self->config.shard, replicas ? " replicas=" : "",
+                          replicas ? replicas : "", brokers, grouped ? " groups=" : "",
+                          grouped ? groups : "");
     return rc || length < 0 || (size_t) length >= sizeof self->service ? -1 : 0;
 }
 

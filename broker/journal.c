@@ -1440,8 +1440,9 @@ int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *r
             if ((length = s_record_at(data, size, at))) {
                 memcpy(salvaged + kept, data + at, length);
                 kept += length;
+                const uint8_t *body = data + at + JOURNAL_HEADER;
                 records += data[at + 8] == JOURNAL_FRAME /* the owner's records */
-                               ? s_frame_records(data + at + JOURNAL_HEADER, length - JOURNAL_HEADER)
+                               ? s_frame_records(body, length - JOURNAL_HEADER)
                                : data[at + 8] != JOURNAL_SEGMENT;
                 at += length;
                 continue;

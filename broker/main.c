@@ -378,7 +378,8 @@ static int s_service_is_valid(broker_config_t *config)
     /* WELCOME says it once as is and, with groups, once more (4.16). */
     if ((groups ? 2 : 1) * strlen(config->service) + 32 > AQ_TEXT_MAX || count > SHARDS_MAX) {
         fprintf(stderr, "asyncq-broker: --service lists too many brokers (%d at most, %d "
-                        "characters%s)\n", SHARDS_MAX, (groups ? AQ_TEXT_MAX / 2 : AQ_TEXT_MAX) - 32,
+                        "characters%s)\n",
+                SHARDS_MAX, (groups ? AQ_TEXT_MAX / 2 : AQ_TEXT_MAX) - 32,
                 groups ? " with groups" : "");
         return 0;
     }

@@ -80,8 +80,8 @@ struct replica {
         entries it lacks: a wiped voter's vote could elect a leader without
         what it had acknowledged. Until a leader has told it what the group
         committed (beyond the first entry), it votes only for a candidate
-        that holds nothing beyond the first entry either (a new group's);
-        once told, for none until it holds that much. */
+        whose log ends no further than its own (s_abstains); once told, for
+        none until it holds that much. */
     enum { VOTES, ABSTAINS_LISTENING, ABSTAINS_CATCHING_UP } voting;
     uint64_t catch_up_to;
     /*  On the leader: a replica that answers that its log ends below what

@@ -386,7 +386,8 @@ static int s_handshake(link_t *link)
         if (link->in_size < HELLO_SIZE)
             return 0;
         if (memcmp(link->in, MAGIC, MAGIC_SIZE) != 0) {
-            s_refuse(link, LINK_REFUSED_PROTOCOL, "not an asyncq replica's handshake (or one without keys)");
+            s_refuse(link, LINK_REFUSED_PROTOCOL,
+                     "not an asyncq replica's handshake (or one without keys)");
             return -1;
         }
         memcpy(link->nonce_c, link->in + MAGIC_SIZE, NONCE);
@@ -412,8 +413,9 @@ static int s_handshake(link_t *link)
         memcpy(link->nonce_a, link->in, NONCE);
         s_hmac(owner, link, 'A', proof);
         if (crypto_verify_32(proof, link->in + NONCE) != 0) {
-            s_refuse(link, LINK_REFUSED_KEY, "its proof of the group's key is wrong (do the replicas share "
-                           "the broker's key, --curve-secret?)");
+            s_refuse(link, LINK_REFUSED_KEY,
+                     "its proof of the group's key is wrong (do the replicas share the "
+                     "broker's key, --curve-secret?)");
             return -1;
         }
         s_stream_key(owner, link, 'A', key);
@@ -443,8 +445,9 @@ static int s_handshake(link_t *link)
         return 0;
     s_hmac(owner, link, 'C', proof);
     if (crypto_verify_32(proof, link->in) != 0) {
-        s_refuse(link, LINK_REFUSED_KEY, "its proof of the group's key is wrong (do the replicas share the "
-                       "broker's key, --curve-secret?)");
+        s_refuse(link, LINK_REFUSED_KEY,
+                 "its proof of the group's key is wrong (do the replicas share the "
+                 "broker's key, --curve-secret?)");
         return -1;
     }
     s_stream_key(owner, link, 'C', key);
@@ -932,7 +935,7 @@ uint64_t replica_link_refused(const replica_link_t *self, int made, replica_refu
 
 const char *replica_link_refusal_name(replica_refusal_t cause)
 {
-    static const char *const names[LINK_REFUSED_CAUSES] = {"key", "protocol", "timeout", "limit",
-                                                      "address"};
+    static const char *const names[LINK_REFUSED_CAUSES] = {"key", "protocol", "timeout",
+                                                           "limit", "address"};
     return cause < LINK_REFUSED_CAUSES ? names[cause] : "unknown";
 }

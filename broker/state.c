@@ -474,7 +474,8 @@ static queue_t *s_queue(state_t *self, aq_bytes_t name, int create)
     return queue;
 }
 
-__attribute__((noinline)) static int s_apply_item(state_t *self, const record_t *record, state_effects_t *effects)
+__attribute__((noinline)) static int s_apply_item(state_t *self, const record_t *record,
+                                                  state_effects_t *effects)
 {
     queue_t *queue = record->queue_ref ? record->queue_ref : s_queue(self, record->queue, 1);
     if (!queue)
@@ -526,7 +527,8 @@ static item_t *s_item(const state_t *self, const record_t *record)
     return record->item_ref ? record->item_ref : store_find(self->store, record->id);
 }
 
-__attribute__((noinline)) static int s_apply_state(state_t *self, const record_t *record, state_effects_t *effects)
+__attribute__((noinline)) static int s_apply_state(state_t *self, const record_t *record,
+                                                   state_effects_t *effects)
 {
     item_t *item = s_item(self, record);
     if (!item || item->holder)
@@ -574,7 +576,8 @@ __attribute__((noinline)) static int s_apply_state(state_t *self, const record_t
 
 /*  A death is a move to the dead list, and its epitaph. Without memory for
     the epitaph the item is dead all the same, its cause unknown. */
-__attribute__((noinline)) static int s_apply_died(state_t *self, const record_t *record, state_effects_t *effects)
+__attribute__((noinline)) static int s_apply_died(state_t *self, const record_t *record,
+                                                  state_effects_t *effects)
 {
     int rc = s_apply_state(self, record, effects);
     if (rc)
@@ -593,7 +596,8 @@ __attribute__((noinline)) static int s_apply_died(state_t *self, const record_t 
     return 0;
 }
 
-__attribute__((noinline)) static int s_apply_gone(state_t *self, const record_t *record, state_effects_t *effects)
+__attribute__((noinline)) static int s_apply_gone(state_t *self, const record_t *record,
+                                                  state_effects_t *effects)
 {
     item_t *item = s_item(self, record);
     if (!item || item->holder)
@@ -638,7 +642,8 @@ static void s_raise(queue_t *queue, const record_t *record)
         queue->next_seen = record->next;
 }
 
-__attribute__((noinline)) static int s_apply_queue(state_t *self, const record_t *record, state_effects_t *effects)
+__attribute__((noinline)) static int s_apply_queue(state_t *self, const record_t *record,
+                                                   state_effects_t *effects)
 {
     if (!record->queue.size) {
         self->shut_down = 1;

@@ -263,6 +263,20 @@ static size_t s_add_target(aq_session_t *self, const char *address)
     return self->target_count++;
 }
 
+/*  Each replica of `list` (addresses separated by `separator`), known
+    from now on. */
+static void s_add_targets(aq_session_t *self, const char *list, char separator)
+{
+    const char separators[] = {separator, '\0'};
+    for (const char *at = list; *at;) {
+        size_t length = strcspn(at, separators);
+        char entry[AQ_ENDPOINT_MAX];
+        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
+        s_add_target(self, entry);
+        at += length + (at[length] == separator);
+    }
+}
+
 /*  The next HELLO goes to replica `index`, on a fresh DEALER. */
 static void s_retarget(aq_session_t *self, size_t index)
 {
@@ -318,14 +332,7 @@ static void s_keep_welcome(aq_session_t *self, const aq_msg_t *reply)
     }
     self->welcome.shard = (int) shard;
     self->welcomed = 1;
-    /* The group's replicas: where to look for the next leader. */
-    for (const char *at = self->welcome.replicas; *at;) {
-        size_t length = strcspn(at, ",");
-        char entry[AQ_ENDPOINT_MAX];
-        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
-        s_add_target(self, entry);
-        at += length + (at[length] == ',');
-    }
+    s_add_targets(self, self->welcome.replicas, ','); /* where to look for the next leader */
 }
 
 /*  The host of a tcp endpoint as the resolver takes it: without the
@@ -693,13 +700,7 @@ aq_session_t *aq_session_open_later(const char *address, const char *client_id,
     self->welcome.shard = shard;
     self->welcome.broker_id[0] = '\0';
     self->welcome.brokers[0] = self->welcome.replicas[0] = self->welcome.groups[0] = '\0';
-    for (const char *at = group ? group : ""; *at;) { /* asked in turn while none answers */
-        size_t length = strcspn(at, "|");
-        char entry[AQ_ENDPOINT_MAX];
-        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
-        s_add_target(self, entry);
-        at += length + (at[length] == '|');
-    }
+    s_add_targets(self, group ? group : "", '|'); /* asked in turn while none answers */
     aq_session_hello_begin(self); /* a failure here is tried again, as a silence */
     return self;
 }
