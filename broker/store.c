@@ -17,6 +17,10 @@ struct store {
     uint32_t *free_at;    /* by slot: its place in free_slots while it is free */
     size_t free_count;
     size_t count;
+    /* Slots from here on were never claimed: all zero, and never read
+       (a new chunk's pages are the kernel's zero page until written; a
+       read before the first write would cost a second page fault). */
+    uint64_t fresh;
 };
 
 store_t *store_new(void)
@@ -121,7 +125,8 @@ uint64_t store_pick(const store_t *self)
     if (self->free_count) {
         slot = self->free_slots[self->free_count - 1];
         /* Kept in a free slot's timer; 24 bits, under the shard's 8. */
-        generation = (uint32_t) (s_slot(self, slot)->timer.at + 1) & GENERATION_MAX;
+        if (slot < self->fresh)
+            generation = (uint32_t) (s_slot(self, slot)->timer.at + 1) & GENERATION_MAX;
         if (generation == 0)
             generation = 1; /* id 0 means free */
     } else if (slot + CHUNK_ITEMS > SLOT_MAX)
@@ -137,7 +142,9 @@ item_t *store_claim(store_t *self, uint64_t id)
     if (slot >= self->chunk_count * (uint64_t) CHUNK_ITEMS && s_grow_to(self, slot))
         return NULL;
     item_t *item = s_slot(self, slot);
-    if (item->id)
+    if (slot >= self->fresh)
+        self->fresh = slot + 1;
+    else if (item->id)
         return NULL;
     /* Off the free stack: the top takes its place. */
     uint32_t at = self->free_at[slot], top = self->free_slots[--self->free_count];

@@ -18,6 +18,7 @@ typedef struct {
     aq_batch_iter_t items;    /* the rest of the ITEMS being handed out */
     int has_items;
     int shut_down;            /* the broker said SHUT_DOWN: nothing more will come */
+    int drained;              /* its last receive found nothing waiting */
     int ready;                /* it said READY: it has items and no room for us */
     char lowering[AQ_TAG_MAX + 1]; /* the CREDIT that lowers its credit, until CREDITED */
     char credit_tag[AQ_TAG_MAX + 1]; /* the last CREDIT's */
@@ -296,6 +297,7 @@ static aq_status_t s_take_item(link_t *self, aq_item_t *item, int timeout_ms)
         return AQ_OK;
     aq_msg_t msg;
     aq_status_t rc = aq_session_recv(self->session, &msg, timeout_ms);
+    self->drained = rc == AQ_TIMEOUT;
     const aq_error_t *error = aq_session_error(self->session);
     if (rc == AQ_REFUSED && error->code == AQ_NO_SESSION) {
         s_rejoin(self);
@@ -441,8 +443,7 @@ static aq_status_t s_take_any(aq_consumer_t *self, aq_item_t *item)
         aq_status_t rc;
         do
             rc = s_take_item(link, item, 0);
-        while (rc == AQ_TIMEOUT && zmq_poll(&(zmq_pollitem_t){aq_session_socket(link->session),
-                                                             0, ZMQ_POLLIN, 0}, 1, 0) > 0);
+        while (rc == AQ_TIMEOUT && !link->drained);
         if (rc == AQ_SHUT_DOWN)
             continue; /* the others may still have items */
         if (rc != AQ_TIMEOUT) {

@@ -763,15 +763,22 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
-        zmq_pollitem_t item = {self->socket, 0, ZMQ_POLLIN, 0};
-        int ready = zmq_poll(&item, 1, aq_deadline_left(deadline));
-        if (ready < 0)
-            return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
-        if (ready == 0)
-            return AQ_TIMEOUT;
+        /* A message already here is read without a poll: zmq_poll makes
+           system calls every time, a receive only when nothing is queued.
+           The poll is for waiting. */
         aq_status_t rc = aq_inbox_recv(self->inbox, self->socket, 0, ZMQ_DONTWAIT);
-        if (rc == AQ_TIMEOUT)
+        if (rc == AQ_TIMEOUT) {
+            int left = aq_deadline_left(deadline);
+            if (left == 0)
+                return AQ_TIMEOUT;
+            zmq_pollitem_t item = {self->socket, 0, ZMQ_POLLIN, 0};
+            int ready = zmq_poll(&item, 1, left);
+            if (ready < 0)
+                return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
+            if (ready == 0)
+                return AQ_TIMEOUT;
             continue;
+        }
         if (rc)
             return rc;
         self->last_heard = zclock_mono();
