@@ -590,3 +590,26 @@ test('shards that are groups of replicas: one whose first replica is dead is fou
       await stop();
     }
   });
+
+test('a shard whose replicas are all dead (connections refused) is down at once, not after the time-out',
+  LIMIT, async () => {
+    const { groups, brokers, stop } = await startGroups();
+    const clients = [];
+    try {
+      await leaderOf(groups[0]);
+      for (const broker of brokers[1]) await broker.stop(); // SIGKILL: nothing listens there
+      const start = Date.now();
+      const q = new Queue(groups[0][0], { queue: 'groups-down', timeout: 10 });
+      clients.push(q);
+      await within(q.put('first'), 20000, 'put() did not resolve');
+      const took = Date.now() - start;
+      assert.ok(took < 5000, `the put took ${took} ms: shard 1 was waited for`);
+      assert.deepStrictEqual(q.brokers.map(({ up }) => up).sort(), [false, true], JSON.stringify(q.brokers));
+      const item = await within(q.get(), 10000, 'the item never came');
+      assert.strictEqual(item.toString(), 'first');
+      q.taskDone(item);
+    } finally {
+      await Promise.allSettled(clients.map((q) => q.close({ timeout: 5 })));
+      await stop();
+    }
+  });

@@ -254,6 +254,7 @@ class Session:
     async def _open(self, timeout: float) -> None:
         deadline = self._loop.time() + timeout
         failure: Optional[Exception] = None  # why the latest replica tried did not WELCOME
+        refused: List[str] = []  # replicas where nothing listened, since one answered
         while True:
             left = deadline - self._loop.time()
             if left <= 0:
@@ -268,14 +269,26 @@ class Session:
                     raise keys or BrokerUnreachable(
                         f"no answer from the broker at {self.address} within {timeout:g} s")
                 failure = BrokerUnreachable(f"no answer from the replica at {self.address}")
+                refused.clear()
             except NotLeader as error:
                 failure = error
+                refused.clear()
                 await self._follow(error, deadline)
                 continue
             except BrokerUnreachable as error:  # nothing listens there
                 if not self._in_group:
                     raise
                 failure = error
+                refused.append(self.address)
+                if all(any(same_place(address, gone) for gone in refused)
+                       for address in self.replicas.addresses):
+                    # Nothing listens at any replica: the group is down, said
+                    # at once as for a broker alone (a service's session
+                    # looks for it again in the background, 4.16).
+                    raise BrokerUnreachable(
+                        f"cannot connect to any replica of the group "
+                        f"({', '.join(self.replicas.addresses)}): nothing listens there") \
+                        from error
                 await asyncio.sleep(min(ELECTION_WAIT, max(0.0, deadline - self._loop.time())))
             self._move(self.replicas.after(self.address))
 

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import zmq
@@ -614,6 +615,23 @@ class ShardsOfGroups(AsyncCase):
         self.assertEqual(await asyncio.wait_for(q.get(), WAIT), b"first")
         q.task_done()
         await self.put_get_join(q, 10)
+
+    async def test_a_group_where_nothing_listens_is_down_at_once(self):
+        service = self.service
+        for address in service.groups[1][1:]:  # shard 1's replicas all dead: connections refused
+            service.kill(address)
+        start = time.monotonic()
+        q = asyncq.Queue(service.groups[0][0], f"groups-{next(_names)}", timeout=WAIT)
+        self.addAsyncCleanup(q.close, timeout=WAIT)
+        await asyncio.wait_for(q.put(b"first"), 2 * WAIT)  # shard 1 down: to shard 0
+        # Down once each replica refused (a quarter second apart), not after
+        # the time-out (WAIT) as for replicas that may still answer.
+        self.assertLess(time.monotonic() - start, WAIT / 2)
+        self.assertEqual(q._service.count, 2)
+        self.assertEqual(q.unreachable, {})
+        self.assertEqual([session.up for session in q._sessions()], [True, False])
+        self.assertEqual(await asyncio.wait_for(q.get(), WAIT), b"first")
+        q.task_done()
 
 
 if __name__ == "__main__":
