@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "asyncq/program.h"
+#include "asyncq/version.h"
 #include "dispatch.h"
 #include "journal.h"
 #include "producers.h"
@@ -252,6 +254,8 @@ typedef struct {
     broker_t *broker;
     uint64_t records;
     uint64_t skipped;     /* records that do not parse, or name what no longer exists */
+    uint64_t unknown;     /* records of a type this version does not read */
+    uint8_t unknown_type; /* the first one's */
     int failed;           /* out of memory */
     int64_t started_ms;
 } replay_t;
@@ -264,6 +268,11 @@ static void s_on_record(void *ctx, uint8_t type, const uint8_t *body, size_t siz
     record_t record;
     state_effects_t effects;
     replay->records++;
+    if (!record_known(type)) {
+        if (!replay->unknown++)
+            replay->unknown_type = type;
+        return;
+    }
     if (record_decode(type, body, size, &record)) {
         replay->skipped++;
         return;
@@ -470,6 +479,16 @@ static void s_apply_records(broker_t *self, const uint8_t *data, size_t size)
         uint32_t length = aq_get_u32(data + 1);
         if (length > size - ENTRY_RECORD_HEADER)
             return; /* cannot be: the leader framed it */
+        if (!record_known(type)) {
+            /* Written by a leader of a newer version: applied without it,
+               this replica's state would differ from its group's. */
+            log_line("replica %llu: the group's log holds a record of a type this version (%s) "
+                     "does not read (type %u): a newer asyncq-broker wrote it. Stopping rather "
+                     "than differ from the group: start this replica with that version",
+                     (unsigned long long) self->config.node_id, aq_version(), (unsigned) type);
+            fflush(NULL);
+            _exit(AQ_EXIT_FAILURE);
+        }
         record_t record;
         state_effects_t effects;
         int rc = record_decode(type, data + ENTRY_RECORD_HEADER, length, &record)
@@ -1048,6 +1067,16 @@ int persist_open(broker_t *self, char *error, size_t error_size)
     if (!self->journal) {
         self->state.replaying = 0;
         return (int) status;
+    }
+    if (replay.unknown) {
+        /* Left as it is: the version that wrote them reads it all. */
+        snprintf(error, error_size, "%s holds %llu records of a type this version (%s) does "
+                 "not read (type %u, the first): a newer asyncq-broker wrote them, and serving "
+                 "without them would lose what they say. Start the version that wrote them",
+                 self->config.data_dir, (unsigned long long) replay.unknown, aq_version(),
+                 (unsigned) replay.unknown_type);
+        journal_close(&self->journal);
+        return JOURNAL_IO;
     }
     /* The records of what recovery changes go to the new head. */
     if (replay.failed || state_rebuild(&self->state) || s_resume(self)) {

@@ -180,6 +180,11 @@ static void s_move(reader_t *r, record_t *record, int v1)
         r->ok = 0;
 }
 
+int record_known(uint8_t type)
+{
+    return type >= RECORD_ITEM_V1 && type <= RECORD_PAUSE;
+}
+
 int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *record)
 {
     reader_t r = {body, size, 1};

@@ -134,6 +134,11 @@ void record_encode(const record_t *record, uint8_t *body);
     record's byte strings point into `body`. */
 int record_decode(uint8_t type, const uint8_t *body, size_t size, record_t *record);
 
+/*  Whether this version reads records of this type. One it does not read
+    was written by a newer broker: skipping it would serve a state that
+    lacks what it says, so whoever reads one stops instead. */
+int record_known(uint8_t type);
+
 /*  What the leader must act on after a record: every waiting join that
     covers a dead item counts it (queue_count_dead). */
 typedef struct {

@@ -4,7 +4,9 @@
     list in the order 2.1 kept (seq order), delays still running, the queue
     shut down still refusing puts, the producer's de-duplication kept, and
     the broker serves. The fixture is copied first: a broker writes a new
-    segment in its directory. */
+    segment in its directory. And the other way: a journal that holds a
+    record of a type this broker does not read (a newer one wrote it) is
+    refused, not served without it. */
 #define _XOPEN_SOURCE 700
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "journal.h"
 
 #ifndef ASYNCQ_FIXTURES
 #error "ASYNCQ_FIXTURES: the directory of tests/e2e/fixtures"
@@ -297,6 +300,73 @@ static void test_jobs_still_serves_in_order_after_the_upgrade(void **state)
     assert_int_equal(harness_stat(&f->h, "jobs", "delayed"), 1);
 }
 
+
+/*  A record type this version does not read (the journal's own types aside). */
+#define NEWER_TYPE 0x7f
+
+static void s_count_newer(void *ctx, uint8_t type, const uint8_t *body, size_t size)
+{
+    (void) body;
+    (void) size;
+    if (type == NEWER_TYPE)
+        (*(int *) ctx)++;
+}
+
+/*  The journal of dir, opened; *newer counts its records of NEWER_TYPE. */
+static journal_t *s_journal(const char *dir, int *newer)
+{
+    journal_config_t config = {.dir = dir, .fsync = JOURNAL_FSYNC_ALWAYS};
+    journal_status_t status;
+    char error[512];
+    journal_t *journal = journal_open(&config, s_count_newer, newer, NULL, &status, error,
+                                      sizeof error);
+    if (!journal)
+        fail_msg("%s", error);
+    return journal;
+}
+
+/*  Records of NEWER_TYPE in the journal of dir. */
+static int s_newer_records(const char *dir)
+{
+    int count = 0;
+    journal_t *journal = s_journal(dir, &count);
+    journal_close(&journal);
+    return count;
+}
+
+/*  The 2.1 journal with one record appended that a newer broker might
+    write: this broker refuses to start on it, says why, and leaves it
+    there (served without it, the state would lack what it says); the
+    directory as it was serves once that record is not in it. */
+static void test_a_record_this_version_does_not_read_stops_the_broker(void **state)
+{
+    fixture_t *f = *state;
+    int none = 0;
+    journal_t *journal = s_journal(f->data, &none);
+    uint8_t *body = journal_begin(journal, NEWER_TYPE, 5);
+    assert_non_null(body);
+    memcpy(body, "newer", 5);
+    journal_end(journal);
+    journal_close(&journal);
+    assert_int_equal(s_newer_records(f->data), 1);
+
+    char err[4096], bind[32];
+    snprintf(bind, sizeof bind, "127.0.0.1:%d", harness_free_ports(2));
+    char *argv[] = {"asyncq-broker", "--bind", bind, "--data-dir", f->data, NULL};
+    assert_int_equal(harness_run_err(argv, NULL, 0, err, sizeof err), 1);
+    if (!strstr(err, "1 records of a type this version") || !strstr(err, "(type 127, the first)")
+        || !strstr(err, "a newer asyncq-broker wrote them"))
+        fail_msg("the broker did not say why it stopped: %s", err);
+    assert_int_equal(s_newer_records(f->data), 1); /* left as it was */
+
+    /* The fixture alone (a fresh copy) still serves. */
+    s_teardown(state);
+    s_setup(state);
+    f = *state;
+    s_start(f);
+    harness_assert_serving(&f->h, "after-the-refusal");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +378,8 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_jobs_still_serves_in_order_after_the_upgrade,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_record_this_version_does_not_read_stops_the_broker, s_setup, s_teardown),
     };
     return harness_run_group(tests);
 }

@@ -24,7 +24,7 @@ test('import and require give the same module', () => {
 
 test('version and error vocabulary', () => {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url)));
-  assert.strictEqual(version, '2.4.0');
+  assert.strictEqual(version, '2.5.0');
   assert.strictEqual(pkg.version, version);
   assert.strictEqual(KeyRequired, KeysRequired); // the name before 2.1.0, kept
   assert.ok(LifoQueue.prototype instanceof Queue);

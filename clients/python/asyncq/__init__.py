@@ -9,7 +9,7 @@ from .protocol import (BrokerError, BrokerUnreachable, DeadLetter, KeyMismatch, 
                        endpoints, fnv1a32)
 from .queue import Joined, LifoQueue, PriorityQueue, Queue
 
-__version__ = "2.4.0"
+__version__ = "2.5.0"
 
 __all__ = ["Queue", "LifoQueue", "PriorityQueue", "BlockingQueue", "Item", "Joined", "DeadLetter", "PeekedItem",
            "BrokerError", "BrokerUnreachable", "KeyMismatch", "KeyRefused", "KeysRequired",
