@@ -1069,7 +1069,7 @@ int persist_open(broker_t *self, char *error, size_t error_size)
         return (int) status;
     }
     if (replay.unknown) {
-        /* Left as it is: the version that wrote them reads it all. */
+        /* Its records are kept: the version that wrote them reads them all. */
         snprintf(error, error_size, "%s holds %llu records of a type this version (%s) does "
                  "not read (type %u, the first): a newer asyncq-broker wrote them, and serving "
                  "without them would lose what they say. Start the version that wrote them",

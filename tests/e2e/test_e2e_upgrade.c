@@ -83,9 +83,12 @@ static int s_setup(void **state)
 static int s_teardown(void **state)
 {
     fixture_t *f = *state;
+    if (!f)
+        return 0;
     harness_stop(&f->h);
     harness_remove_tree(f->top);
     free(f);
+    *state = NULL;
     return 0;
 }
 
