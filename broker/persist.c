@@ -13,7 +13,6 @@
 #include <time.h>
 
 #include "asyncq/program.h"
-#include "asyncq/version.h"
 #include "dispatch.h"
 #include "journal.h"
 #include "producers.h"
@@ -482,10 +481,10 @@ static void s_apply_records(broker_t *self, const uint8_t *data, size_t size)
         if (!record_known(type)) {
             /* Written by a leader of a newer version: applied without it,
                this replica's state would differ from its group's. */
-            log_line("replica %llu: the group's log holds a record of a type this version (%s) "
+            log_line("replica %llu: the group's log holds a record of a type this version "
                      "does not read (type %u): a newer asyncq-broker wrote it. Stopping rather "
                      "than differ from the group: start this replica with that version",
-                     (unsigned long long) self->config.node_id, aq_version(), (unsigned) type);
+                     (unsigned long long) self->config.node_id, (unsigned) type);
             fflush(NULL);
             _exit(AQ_EXIT_FAILURE);
         }
@@ -1070,10 +1069,10 @@ int persist_open(broker_t *self, char *error, size_t error_size)
     }
     if (replay.unknown) {
         /* Its records are kept: the version that wrote them reads them all. */
-        snprintf(error, error_size, "%s holds %llu records of a type this version (%s) does "
-                 "not read (type %u, the first): a newer asyncq-broker wrote them, and serving "
+        snprintf(error, error_size, "%s holds %llu records of a type this version does not "
+                 "read (type %u, the first): a newer asyncq-broker wrote them, and serving "
                  "without them would lose what they say. Start the version that wrote them",
-                 self->config.data_dir, (unsigned long long) replay.unknown, aq_version(),
+                 self->config.data_dir, (unsigned long long) replay.unknown,
                  (unsigned) replay.unknown_type);
         journal_close(&self->journal);
         return JOURNAL_IO;
