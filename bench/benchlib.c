@@ -199,6 +199,20 @@ static int s_compare_u32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+void bench_print_window(uint64_t items, int64_t first_put_us, int64_t last_ack_us,
+                        int64_t last_confirm_us, const char *ack, const char *confirm,
+                        const char *note)
+{
+    int64_t end_us = last_ack_us > last_confirm_us ? last_ack_us : last_confirm_us;
+    double seconds = (double) (end_us - first_put_us) / 1e6;
+    int64_t apart_us = last_confirm_us > last_ack_us ? last_confirm_us - last_ack_us
+                                                     : last_ack_us - last_confirm_us;
+    printf("  throughput   %.0f items/s (first publish to the last %s sent or %s received,"
+           " whichever is later: %.3f s; %s; last %s %.3f ms %s the last ack)\n",
+           (double) items / seconds, ack, confirm, seconds, note, confirm,
+           (double) apart_us / 1e3, last_confirm_us > last_ack_us ? "after" : "before");
+}
+
 void bench_print_percentiles(const char *label, uint32_t *samples, size_t count)
 {
     qsort(samples, count, sizeof *samples, s_compare_u32);

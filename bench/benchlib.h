@@ -65,6 +65,14 @@ uint64_t bench_proc_kib(pid_t pid, const char *field);
     Samples equal to UINT32_MAX are left out. */
 void bench_print_percentiles(const char *label, uint32_t *samples, size_t count);
 
+/*  A peer's throughput line: `items` over the window from the first
+    publish to the later of the last ack sent and the last confirm
+    received. `ack` and `confirm` name the two in the peer's words, `note`
+    says how its acks end. */
+void bench_print_window(uint64_t items, int64_t first_put_us, int64_t last_ack_us,
+                        int64_t last_confirm_us, const char *ack, const char *confirm,
+                        const char *note);
+
 /*  A whole number, with an optional k/M suffix (1000, 1000000). */
 int bench_parse_u64(const char *text, uint64_t *value);
 

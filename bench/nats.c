@@ -909,18 +909,10 @@ static void s_print(uint64_t peak_kib)
            s_sync_text(), (unsigned long long) g_opts.credit,
            (unsigned long long) (g_opts.credit * g_opts.consumers),
            (unsigned long long) g_opts.credit);
-    int64_t last_ack = atomic_load(&g_shared->last_ack_us);
-    int64_t last_confirm = atomic_load(&g_shared->last_confirm_us);
-    double seconds = (double) ((last_ack > last_confirm ? last_ack : last_confirm)
-                               - atomic_load(&g_shared->first_put_us))
-                     / 1e6;
-    printf("  throughput   %.0f items/s (first publish to the last ack sent or PubAck received,"
-           " whichever is later: %.3f s; natsMsg_Ack has no reply, the last acks are flushed"
-           " with a PING/PONG; last PubAck %.3f ms %s the last ack)\n",
-           (double) g_opts.items / seconds, seconds,
-           (double) (last_confirm > last_ack ? last_confirm - last_ack : last_ack - last_confirm)
-               / 1e3,
-           last_confirm > last_ack ? "after" : "before");
+    bench_print_window(g_opts.items, atomic_load(&g_shared->first_put_us),
+                       atomic_load(&g_shared->last_ack_us),
+                       atomic_load(&g_shared->last_confirm_us), "ack", "PubAck",
+                       "natsMsg_Ack has no reply, the last acks are flushed with a PING/PONG");
     bench_print_percentiles("put->confirm", g_confirm_us, g_opts.items);
     bench_print_percentiles("put->deliver", g_delivery_us, g_opts.items);
     bench_print_percentiles("put->ack", g_ack_us, g_opts.items);

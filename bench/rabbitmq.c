@@ -1150,18 +1150,10 @@ static void s_print(const cluster_t *cluster, const uint64_t *peak_kib, long lon
            (unsigned long long) g_opts.credit, mode, (unsigned long long) g_opts.credit,
            (unsigned long long) g_opts.credit,
            (unsigned long long) (g_opts.credit / 4 ? g_opts.credit / 4 : 1));
-    int64_t last_ack = atomic_load(&g_shared->last_ack_us);
-    int64_t last_confirm = atomic_load(&g_shared->last_confirm_us);
-    double seconds = (double) ((last_ack > last_confirm ? last_ack : last_confirm)
-                               - atomic_load(&g_shared->first_put_us))
-                     / 1e6;
-    printf("  throughput   %.0f items/s (first publish to the last basic.ack sent or confirm"
-           " received, whichever is later: %.3f s; basic.ack has no reply; last confirm %.3f ms"
-           " %s the last ack)\n",
-           (double) g_opts.items / seconds, seconds,
-           (double) (last_confirm > last_ack ? last_confirm - last_ack : last_ack - last_confirm)
-               / 1e3,
-           last_confirm > last_ack ? "after" : "before");
+    bench_print_window(g_opts.items, atomic_load(&g_shared->first_put_us),
+                       atomic_load(&g_shared->last_ack_us),
+                       atomic_load(&g_shared->last_confirm_us), "basic.ack", "confirm",
+                       "basic.ack has no reply");
     bench_print_percentiles("put->confirm", g_confirm_us, g_opts.items);
     bench_print_percentiles("put->deliver", g_delivery_us, g_opts.items);
     bench_print_percentiles("put->ack", g_ack_us, g_opts.items);
