@@ -290,7 +290,6 @@ uint64_t broker_unreserved(uint64_t limit);
 int broker_is_admin(const struct peer *peer);
 /*  The per-key limits apply to this session (not an admin key). */
 int broker_counts_limits(const broker_t *self, const struct peer *peer);
-/*  The queue is being forgotten: its key may make another. */
 /*  WELCOME's `service` field (PROTOCOL.md 4.15, 4.16), into self->service:
     `shard=K [replicas=R ]brokers=B[ groups=G]`. B names one address per
     shard of --service (a group's first), as clients before groups read it;
@@ -299,7 +298,7 @@ int broker_counts_limits(const broker_t *self, const struct peer *peer);
     (comma-separated; it takes this shard's place in G), or NULL. 0, or -1
     if the field would not fit in a WELCOME. */
 int broker_service_field(broker_t *self, const char *replicas);
-
+/*  The queue is being forgotten: its key may make another. */
 void broker_queue_forgotten(broker_t *self, queue_t *queue);
 /*  The session is over: its key may open another. */
 void broker_peer_forgotten(broker_t *self, struct peer *peer);

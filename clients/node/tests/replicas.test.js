@@ -333,6 +333,12 @@ test('a leader that steps down answers 412, then 421 naming the next', LIMIT, ()
   assert.ok(group.hellos[0].includes('421'));
 }));
 
+// Ends every broker, then removes their data directories.
+async function stopAll(brokers, dirs) {
+  await Promise.all(brokers.map((broker) => broker.stop()));
+  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
+}
+
 // Three real replicas of one group on free ports, each with a data
 // directory of its own (extra: more broker flags). stop() ends every one
 // and removes the directories.
@@ -341,10 +347,7 @@ async function startReplicas(extra) {
   const peers = ports.map((port) => `127.0.0.1:${port}`);
   const dirs = ports.map((_, index) => fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-replica-${index + 1}-`)));
   const brokers = [];
-  const stop = async () => {
-    await Promise.all(brokers.map((broker) => broker.stop()));
-    for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
-  };
+  const stop = () => stopAll(brokers, dirs);
   try {
     for (let index = 0; index < 3; index++) {
       brokers.push(await Broker.start(['--peers', peers.join(','), '--node-id', String(index + 1), '--data-dir', dirs[index],
@@ -473,10 +476,7 @@ async function startGroups() {
     const service = groups.map((group) => group.join('|')).join(',');
     const dirs = [];
     const brokers = [];
-    const stop = async () => {
-      await Promise.all(brokers.map((broker) => broker.stop()));
-      for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
-    };
+    const stop = () => stopAll(brokers, dirs);
     try {
       for (let shard = 0; shard < 2; shard++) {
         for (let index = 0; index < 3; index++) {
