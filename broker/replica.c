@@ -27,6 +27,8 @@
 #define REPLICA_SIZES_EVERY 256 /* entries applied between two looks at their size */
 #define REPLICA_INSTALL_TIMEOUT_MS 10000
 #define REPLICA_CONNECT_RETRY_MS 250 /* libraft's 1 s left a replica started again unheard */
+#define REPLICA_HEARD 16          /* candidates remembered (s_heard) */
+#define REPLICA_HEARD_ELECTIONS 4 /* election time-outs what one says holds for */
 #define ENTRY_HEADER 8 /* an entry's length, big-endian, before its bytes */
 
 struct replica {
@@ -91,6 +93,15 @@ struct replica {
         whose view of every replica starts afresh. Once a term. */
     uint64_t lost_log_id, lost_log_end, lost_log_match;
     uint64_t lost_log_term;
+    /*  The candidates heard lately, and where their logs ended: a new
+        group's first election takes every voter heard holding nothing
+        (s_first_election_refused). `refusing`: said so in the log. */
+    struct {
+        raft_id id;
+        raft_index last;
+        int64_t at_ms;
+    } heard[REPLICA_HEARD];
+    int refusing;
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -187,6 +198,64 @@ static int s_abstains(replica_t *self, const struct raft_message *message)
     return 0;
 }
 
+static int64_t s_now_ms(void);
+
+/*  Notes that candidate `id` asked for votes with a log ending at `last`. */
+static void s_heard(replica_t *self, raft_id id, raft_index last, int64_t now)
+{
+    int slot = 0;
+    for (int i = 1; i < REPLICA_HEARD; i++) /* its own slot, or the oldest */
+        if (self->heard[slot].id != id
+            && (self->heard[i].id == id || self->heard[i].at_ms < self->heard[slot].at_ms))
+            slot = i;
+    self->heard[slot].id = id;
+    self->heard[slot].last = last;
+    self->heard[slot].at_ms = now;
+}
+
+/*  1 if a vote asked by a candidate that holds nothing (its log ends at
+    the group's first entry) is to be dropped. Such a candidate asks for a
+    new group's first election, which loses nothing only if no voter holds
+    anything either. Those that answer "nothing" are not enough: a voter
+    whose directory was wiped holds nothing yet may have acknowledged what
+    the group committed, and one lagging since the group's first start
+    holds nothing too; between them they are a majority of three. So the
+    vote is given only while every other voter has been heard, within
+    REPLICA_HEARD_ELECTIONS election time-outs, asking for votes with
+    nothing in its log: a new group elects its first leader once all its
+    replicas run (each asks in turn, as no leader speaks). */
+static int s_first_election_refused(replica_t *self, const struct raft_message *message)
+{
+    const struct raft_request_vote *ask = &message->request_vote;
+    int64_t now = s_now_ms();
+    s_heard(self, ask->candidate_id, ask->last_log_index, now);
+    if (ask->last_log_index > 1)
+        return 0;
+    int64_t since = now - (int64_t) REPLICA_HEARD_ELECTIONS * self->raft.election_timeout;
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    for (unsigned i = 0; i < configuration->n; i++) {
+        raft_id id = configuration->servers[i].id;
+        if (configuration->servers[i].role != RAFT_VOTER || id == self->raft.id)
+            continue;
+        int holds_nothing = 0;
+        for (int k = 0; k < REPLICA_HEARD; k++)
+            if (self->heard[k].id == id)
+                holds_nothing = self->heard[k].at_ms >= since && self->heard[k].last <= 1;
+        if (holds_nothing)
+            continue;
+        if (!self->refusing)
+            s_note(self,
+                   "replica %llu, whose log holds nothing, asks for a new group's first "
+                   "election: no vote until every replica is heard holding nothing too "
+                   "(replica %llu is not: down, or holding what the group committed)",
+                   (unsigned long long) ask->candidate_id, (unsigned long long) id);
+        self->refusing = 1;
+        return 1;
+    }
+    self->refusing = 0;
+    return 0;
+}
+
 /*  On the leader: notes a replica whose answer says it lost entries it
     had acknowledged. */
 static void s_lost_log(replica_t *self, const struct raft_message *message)
@@ -209,6 +278,8 @@ static void s_io_received(struct raft_io *io, struct raft_message *message)
     replica_t *self = s_of_io(io);
     if (self->voting != VOTES && s_abstains(self, message))
         return; /* a RequestVote holds nothing to free */
+    if (message->type == RAFT_REQUEST_VOTE && s_first_election_refused(self, message))
+        return;
     if (message->type == RAFT_APPEND_ENTRIES_RESULT)
         s_lost_log(self, message);
     if (message->type != RAFT_INSTALL_SNAPSHOT || !self->own_snapshot_writing) {

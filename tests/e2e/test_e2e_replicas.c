@@ -10,8 +10,9 @@
     a replica whose directory was wiped comes back removed, added under a
     new id and started with --join, and is made a voter; one started again
     under its old id votes only once it holds what the group had
-    committed; the lead is
-    handed over on request; a data directory is one replica's or one
+    committed; one lagging since the group's first start and one wiped
+    elect no one while the third, which holds the items, is down; the lead
+    is handed over on request; a data directory is one replica's or one
     broker's. At the end every replica's state (written on SIGUSR1) is the
     same, item by item. The killed and paused leaders and the snapshot run
     again with CURVE keys, through the replicas' authenticated, encrypted
@@ -760,6 +761,69 @@ static void test_a_wiped_replica_under_its_old_id_votes_once_caught_up(void **st
     harness_assert_serving(&h, "ok");
 }
 
+/*  The replica that leads among those running, or -1 if none does; asks
+    each for `wait_ms` at most. */
+static int s_leads(const group_t *g, int wait_ms)
+{
+    for (int i = 0; i < REPLICAS; i++) {
+        char name[64];
+        if (g->replicas[i].pid && s_hello(g, i, name, sizeof name, wait_ms) == 1)
+            return i;
+    }
+    return -1;
+}
+
+/*  A replica lagging since its group's first start (its log holds that
+    first entry alone) and one whose directory was wiped, both started
+    while the third, which holds what the group committed, is down: each
+    holds nothing, so for either of them an election between the two looks
+    like a new group's first. Neither is elected, since a new group's first
+    election takes every replica heard holding nothing; each says why. With
+    the third back, it leads, and no item is lost. */
+static void test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third(void **state)
+{
+    group_t *g = *state;
+    const int holder = 0, lagging = 1, wiped = 2;
+    char first[200];
+    snprintf(first, sizeof first, "%s/first-%d", g->dir.root, lagging + 1);
+    s_start(g, lagging); /* its first start, alone: its log holds the first entry */
+    aq_process_stop(&g->replicas[lagging], SIGKILL, 5000);
+    assert_int_equal(rename(g->data[lagging], first), 0);
+    int leader = s_start_all(g);
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "w", "--count",
+                        "300", "--max-sleep", "0", "--quiet", NULL};
+    harness_spawn(&g->workers[0], producer);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_assert_same_state(g, leader); /* every replica holds the 300 items */
+    for (int i = 0; i < REPLICAS; i++)
+        aq_process_stop(&g->replicas[i], SIGKILL, 5000);
+    harness_remove_tree(g->data[lagging]);
+    assert_int_equal(rename(first, g->data[lagging]), 0);
+    harness_remove_tree(g->data[wiped]);
+
+    s_start(g, lagging);
+    s_start(g, wiped);
+    /* Each asks the other for its vote, again and again (an election
+       time-out is 0.5 to 1 s): neither is given it. */
+    int64_t until = zclock_mono() + 4000;
+    while (zclock_mono() < until) {
+        int leads = s_leads(g, 200);
+        if (leads >= 0)
+            fail_msg("replica %d leads, elected without what replica %d holds", leads + 1,
+                     holder + 1);
+        zclock_sleep(100); /* watching for what must not happen: nothing to wait on */
+    }
+    s_wait_logged(g, lagging, "holds nothing, asks for a new group's first election: no vote");
+    s_wait_logged(g, wiped, "holds nothing, asks for a new group's first election: no vote");
+
+    s_start(g, holder);
+    assert_int_equal(s_leader(g, 10000), holder);
+    s_assert_same_state(g, holder);
+    harness_t h = s_group(g, wiped);
+    assert_int_equal(harness_stat(&h, "w", "queued"), 300);
+    harness_assert_serving(&h, "ok");
+}
+
 static void test_the_lead_is_handed_over(void **state)
 {
     group_t *g = *state;
@@ -1012,6 +1076,8 @@ int main(void)
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_a_wiped_replica_under_its_old_id_votes_once_caught_up,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_groups_first_leader_killed_at_once_is_replaced,
                                         s_setup, s_teardown),

@@ -353,11 +353,17 @@ start_group() { # name, then for each replica its flags, ending in --
     local flags=()
     while [ "$1" != -- ]; do flags+=("$1"); shift; done
     shift
-    ip netns exec "$r" "$bin/asyncq-broker" --bind "127.0.0.1:${ports[$((k - 1))]}" \
-      --peers "$peers" --node-id "$k" --data-dir "$work/$name-data-$k" \
-      --metrics "127.0.0.1:$((9190 + k))" "${flags[@]}" \
-      > "$work/$name-$k.out" 2> "$work/$name-$k.log" &
+    start_replica "$name" "$k" "${flags[@]}"
   done
+}
+replica_pids=()
+start_replica() { # name, k, its flags: replica k (from 1), its output and log appended to
+  local name=$1 k=$2; shift 2
+  ip netns exec "$r" "$bin/asyncq-broker" --bind "127.0.0.1:${ports[$((k - 1))]}" \
+    --peers "$peers" --node-id "$k" --data-dir "$work/$name-data-$k" \
+    --metrics "127.0.0.1:$((9190 + k))" "$@" \
+    >> "$work/$name-$k.out" 2>> "$work/$name-$k.log" &
+  replica_pids[$k]=$!
 }
 put_to_group() { # name, output name, env...: puts items.txt; its exit code in $code
   local name=$1 out=$2; shift 2
@@ -387,12 +393,21 @@ echo "   without keys: the marker $rplain_markers times between the replicas"
 check "without keys, the items cross between replicas in clear (the control)" \
   test "$rplain_markers" -ge $((items * 4))
 
-echo "== replicas with the broker's key; replica 3 with another key"
+echo "== replicas with the broker's key; then replica 3 with another key"
 mkdir -p "$keys/other"
 "$bin/asyncq" keygen broker --dir "$keys/other" --role admin > /dev/null
 good=(--curve-secret "$keys/broker.key_secret" --clients "$keys/clients")
-start_group rcurve "${good[@]}" -- "${good[@]}" -- \
-  --curve-secret "$keys/other/broker.key_secret" --clients "$keys/clients" --
+# A new group's first election takes every replica (README, replicas):
+# replica 3 is in it, then starts again with another key.
+start_group rcurve "${good[@]}" -- "${good[@]}" -- "${good[@]}" --
+code=0
+ip netns exec "$r" env ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
+  ASYNCQ_SERVER_KEY="$keys/broker.key" timeout -k 5 60 "$bin/asyncq" put \
+  -b "$peers" -q first x > "$work/rcurve-first.out" 2>&1 || code=$?
+check "with keys: the group of three confirmed a first put (exit $code)" test "$code" = 0
+kill -9 "${replica_pids[3]}"
+wait "${replica_pids[3]}" 2> /dev/null || true
+start_replica rcurve 3 --curve-secret "$keys/other/broker.key_secret" --clients "$keys/clients"
 put_to_group rcurve rcurve-put ASYNCQ_CURVE_SECRET="$keys/producer.key_secret" \
   ASYNCQ_SERVER_KEY="$keys/broker.key"
 check "with keys: replicas 1 and 2 confirmed every put without replica 3 (exit $code)" \
