@@ -1001,31 +1001,36 @@ static journal_status_t s_replay_segment(journal_t *self, uint32_t number, int n
     return status;
 }
 
-static int s_lock(journal_t *self, char *error, size_t error_size)
+int journal_lock_dir(const char *dir, int *fd, char *error, size_t error_size)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/LOCK", self->dir);
-    self->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (self->lock_fd < 0) {
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (*fd < 0) {
         snprintf(error, error_size, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    if (flock(self->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
         char pid[32] = "";
-        ssize_t got = pread(self->lock_fd, pid, sizeof pid - 1, 0);
+        ssize_t got = pread(*fd, pid, sizeof pid - 1, 0);
         pid[got > 0 ? got : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
         snprintf(error, error_size,
                  "another broker%s%s%s is using the data directory %s: one broker per directory",
-                 *pid ? " (pid " : "", pid, *pid ? ")" : "", self->dir);
-        return -2;
+                 *pid ? " (pid " : "", pid, *pid ? ")" : "", dir);
+        return -2; /* the descriptor stays open: the caller closes it */
     }
     char pid[32];
     int length = snprintf(pid, sizeof pid, "%d\n", (int) getpid());
-    if (ftruncate(self->lock_fd, 0) != 0 || pwrite(self->lock_fd, pid, (size_t) length, 0) < 0) {
+    if (ftruncate(*fd, 0) != 0 || pwrite(*fd, pid, (size_t) length, 0) < 0) {
         /* the pid is only a hint for the message above */
     }
     return 0;
+}
+
+static int s_lock(journal_t *self, char *error, size_t error_size)
+{
+    return journal_lock_dir(self->dir, &self->lock_fd, error, error_size);
 }
 
 static uint64_t s_total_bytes(journal_t *self, const uint32_t *numbers, size_t count)

@@ -199,6 +199,12 @@ typedef void(journal_report_fn)(void *ctx, const char *line);
 int journal_repair(const char *dir, const journal_io_t *io, journal_report_fn *report, void *ctx,
                    char *error, size_t error_size);
 
+/*  One broker per data directory: an exclusive lock on DIR/LOCK (which
+    holds the pid, for the message), kept while `*fd` is open (and not
+    across exec). 0; -2 if another process holds it, -1 if the file cannot
+    be opened; the reason is in `error`. Close *fd (if >= 0) either way. */
+int journal_lock_dir(const char *dir, int *fd, char *error, size_t error_size);
+
 /*  The CRC of a record as the journal computes it (tests build records). */
 uint32_t journal_crc(const uint8_t *data, size_t size);
 

@@ -142,6 +142,12 @@ static void s_usage(FILE *out)
             "                          ASYNCQ_JOIN): the leader sends it the log, and makes\n"
             "                          it a voter once it has caught up; --peers, if given\n"
             "                          too, is not read\n"
+            "      --recover-alone     with the flags this stopped replica starts with: when\n"
+            "                          its group's majority is lost for good, make it the\n"
+            "                          group's only member, keeping its log (what it held\n"
+            "                          but the group had not committed included), print who\n"
+            "                          was left out, and exit; then start it as usual, and\n"
+            "                          add replicas (asyncq replica add, --join)\n"
             "      --replica-snapshot N  a replica writes its state as a snapshot, and drops\n"
             "                          the log before it, every N entries (one a pass of its\n"
             "                          loop); the last quarter is kept, so that a replica a\n"
@@ -512,6 +518,28 @@ static int s_repair(const char *dir)
     return AQ_EXIT_OK;
 }
 
+/*  --recover-alone: a group whose majority is lost for good goes on as
+    this replica alone, with what its log holds. */
+static int s_recover_alone(const broker_config_t *config)
+{
+    if (!config->peers && !config->join) {
+        fprintf(stderr, "asyncq-broker: --recover-alone is for a replica of a group: give it "
+                        "the flags it starts with (--peers or --join, --node-id, --data-dir)\n");
+        return AQ_EXIT_USAGE;
+    }
+    char text[1024];
+    int rc = persist_recover_alone(config, text, sizeof text);
+    if (rc) {
+        fprintf(stderr, "asyncq-broker: --recover-alone: %s\n", text);
+        return rc == -2 ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
+    }
+    printf("%s.\nStart it again as before (without --recover-alone): it leads alone, with "
+           "every item its log holds. Add replicas with `asyncq replica add`, each started "
+           "with --join on an empty directory; never start a replica left out on its old "
+           "directory.\n", text);
+    return AQ_EXIT_OK;
+}
+
 static void s_ignore_line(void *ctx, const char *line)
 {
     (void) ctx;
@@ -582,13 +610,13 @@ int main(int argc, char **argv)
         .fsync = JOURNAL_FSYNC_ALWAYS,
     };
     const char *fsync = NULL;
-    int repair = 0;
+    int repair = 0, recover_alone = 0;
     setting_t settings[SETTINGS];
     s_settings_init(settings, &config);
     int queue_lease_given = 0, queue_retry_given = 0, print_config = 0, health = 0;
     const char *retry = NULL, *shards = NULL, *dashboard_of = NULL;
     /* Options 0..SETTINGS-1 are the numeric settings, by index. */
-    struct option options[SETTINGS + 24];
+    struct option options[SETTINGS + 25];
     for (int i = 0; i < SETTINGS; i++)
         options[i] = (struct option){settings[i].flag, required_argument, 0, 1000 + i};
     options[SETTINGS] = (struct option){"bind", required_argument, 0, 'b'};
@@ -614,7 +642,8 @@ int main(int argc, char **argv)
     options[SETTINGS + 20] = (struct option){"dashboard-of", required_argument, 0, 'O'};
     options[SETTINGS + 21] = (struct option){"peers", required_argument, 0, 'P'};
     options[SETTINGS + 22] = (struct option){"join", required_argument, 0, 'J'};
-    options[SETTINGS + 23] = (struct option){0, 0, 0, 0};
+    options[SETTINGS + 23] = (struct option){"recover-alone", no_argument, 0, 'L'};
+    options[SETTINGS + 24] = (struct option){0, 0, 0, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "b:vh", options, NULL)) != -1) {
         if (opt >= 1000 && opt < 1000 + SETTINGS) {
@@ -642,6 +671,7 @@ int main(int argc, char **argv)
         case 'D': config.data_dir = optarg; break;
         case 'F': fsync = optarg; break;
         case 'R': repair = 1; break;
+        case 'L': recover_alone = 1; break;
         case 'M': config.metrics = optarg; break;
         case 'T': config.metrics_token_file = optarg; break;
         case 'S': config.state_dump = optarg; break;
@@ -752,6 +782,8 @@ int main(int argc, char **argv)
                         "%s` gave this replica\n", config.join);
         return AQ_EXIT_USAGE;
     }
+    if (recover_alone)
+        return s_recover_alone(&config);
     if (shards) {
         int count;
         if (!shards_count(shards, &count)) {

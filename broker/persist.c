@@ -430,6 +430,7 @@ struct group {
     int stuck;       /* told that it cannot write its log: 1, 2 with its disk full then */
     int64_t opened_ms; /* a replica that joins: when it started waiting for the leader */
     int hinted;
+    int lock_fd; /* the data directory's lock (journal_lock_dir) */
     /*  The change a client asked for (REPLICAS add or remove), answered
         once the group has committed it. */
     int asking;
@@ -677,10 +678,10 @@ static void s_client_address(const char *replication, char *out, size_t size)
 /*  --peers: HOST:PORT each (as clients reach the replicas); the group's
     own traffic goes to PORT+2. This replica is at --node-id's place, or,
     joining a group that runs, at --join's address. */
-static int s_group_addresses(broker_t *self, char *error, size_t error_size)
+static int s_group_addresses(group_t *group, const broker_config_t *config, char *error,
+                             size_t error_size)
 {
-    group_t *group = self->group;
-    const char *at = self->config.peers ? self->config.peers : "";
+    const char *at = config->peers ? config->peers : "";
     while (*at) {
         size_t length = strcspn(at, ",");
         char entry[AQ_ENDPOINT_MAX];
@@ -700,24 +701,24 @@ static int s_group_addresses(broker_t *self, char *error, size_t error_size)
         group->count++;
         at += length + (at[length] == ',');
     }
-    if (self->config.join) {
-        if (s_replication_address(self->config.join, group->address, sizeof group->address)) {
+    if (config->join) {
+        if (s_replication_address(config->join, group->address, sizeof group->address)) {
             snprintf(error, error_size,
                      "--join: '%s' is not HOST:PORT (this replica's address, as `asyncq "
-                     "replica add` was given it)", self->config.join);
+                     "replica add` was given it)", config->join);
             return -1;
         }
         group->count = 0; /* the group runs: its leader sends the log, members included */
         return 0;
     }
-    if (!self->config.node_id || self->config.node_id > group->count) {
+    if (!config->node_id || config->node_id > group->count) {
         snprintf(error, error_size, "--node-id %llu is not a place in --peers' %u replicas "
                  "(counted from 1); a replica added with `asyncq replica add` starts with "
-                 "--join HOST:PORT (its own address) too", (unsigned long long) self->config.node_id,
+                 "--join HOST:PORT (its own address) too", (unsigned long long) config->node_id,
                  group->count);
         return -1;
     }
-    snprintf(group->address, sizeof group->address, "%s", group->peers[self->config.node_id - 1]);
+    snprintf(group->address, sizeof group->address, "%s", group->peers[config->node_id - 1]);
     return 0;
 }
 
@@ -730,6 +731,19 @@ static void s_group_note(void *ctx, const char *line)
     log_line("replica %llu: %s", (unsigned long long) self->config.node_id, line);
 }
 
+/*  One process per replica's data directory, as per journal: its LOCK
+    (not kept across the execv of a replica that steps down). 0, or the
+    journal_status_t of the failure. */
+static int s_group_lock(group_t *group, const char *dir, char *error, size_t error_size)
+{
+    if (mkdir(dir, 0700) && errno != EEXIST) {
+        snprintf(error, error_size, "cannot make %s: %s", dir, strerror(errno));
+        return JOURNAL_IO;
+    }
+    int rc = journal_lock_dir(dir, &group->lock_fd, error, error_size);
+    return rc == -2 ? JOURNAL_LOCKED : rc ? JOURNAL_IO : 0;
+}
+
 static int s_group_open(broker_t *self, char *error, size_t error_size)
 {
     self->group = calloc(1, sizeof *self->group);
@@ -737,9 +751,13 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
         snprintf(error, error_size, "out of memory");
         return JOURNAL_IO;
     }
-    if (s_group_addresses(self, error, error_size))
-        return JOURNAL_IO;
     group_t *group = self->group;
+    group->lock_fd = -1;
+    if (s_group_addresses(group, &self->config, error, error_size))
+        return JOURNAL_IO;
+    int locked = s_group_lock(group, self->config.data_dir, error, error_size);
+    if (locked)
+        return locked;
     snprintf(group->dir, sizeof group->dir, "%s/replica", self->config.data_dir);
     unsigned threshold = (unsigned) self->config.replica_snapshot; /* 0: by bytes */
     replica_config_t config = {.count = group->count, .id = self->config.node_id,
@@ -776,6 +794,47 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
                  group->address);
     s_group_service(self);
     return 0;
+}
+
+int persist_recover_alone(const broker_config_t *config, char *text, size_t text_size)
+{
+    group_t *group = calloc(1, sizeof *group);
+    if (!group) {
+        snprintf(text, text_size, "out of memory");
+        return -1;
+    }
+    group->lock_fd = -1;
+    int rc = s_group_addresses(group, config, text, text_size);
+    if (rc == 0 && s_group_lock(group, config->data_dir, text, text_size) == JOURNAL_LOCKED)
+        rc = -2;
+    else if (rc == 0 && group->lock_fd < 0)
+        rc = -1;
+    replica_recovered_t recovered = {0};
+    if (rc == 0) {
+        snprintf(group->dir, sizeof group->dir, "%s/replica", config->data_dir);
+        rc = replica_recover_alone(group->dir, config->node_id, group->address, &recovered,
+                                   text, text_size);
+    }
+    if (rc == 0) {
+        size_t at = (size_t) snprintf(text, text_size,
+                                      "replica %llu is its group's only member now, a voter "
+                                      "(its log ended at entry %llu); left out:",
+                                      (unsigned long long) config->node_id,
+                                      (unsigned long long) recovered.last_index);
+        for (size_t i = 0; i < recovered.count && at < text_size; i++) {
+            char client[AQ_ENDPOINT_MAX + 8];
+            s_client_address(recovered.left_out[i].address, client, sizeof client);
+            at += (size_t) snprintf(text + at, text_size - at, "%s replica %llu (%s, a %s)",
+                                    i ? "," : "", (unsigned long long) recovered.left_out[i].id,
+                                    client, recovered.left_out[i].voter ? "voter" : "standby");
+        }
+        if (!recovered.count && at < text_size)
+            snprintf(text + at, text_size - at, " none");
+    }
+    if (group->lock_fd >= 0)
+        close(group->lock_fd);
+    free(group);
+    return rc;
 }
 
 int persist_fd(const broker_t *self)
@@ -1111,8 +1170,11 @@ void persist_close(broker_t *self)
     broker_forget_replies(self);
     journal_close(&self->journal);
     replica_close(&self->replica);
-    if (self->group)
+    if (self->group) {
         free(self->group->appended);
+        if (self->group->lock_fd >= 0)
+            close(self->group->lock_fd);
+    }
     free(self->group);
     self->group = NULL;
 }

@@ -43,6 +43,11 @@ void persist_on_synced(broker_t *self);
 int persist_fd(const broker_t *self);
 int persist_timeout_ms(const broker_t *self);
 void persist_run(broker_t *self);
+/*  --recover-alone: this replica (config's --peers and --node-id, or
+    --join and its id) becomes its group's only member, with what its log
+    in config->data_dir holds (replica_recover_alone). 0, with what was
+    done in `text`; -1, with why not. */
+int persist_recover_alone(const broker_config_t *config, char *text, size_t text_size);
 /*  The leader's client address (HOST:PORT, written in `out`); "" if
     unknown, or this replica. */
 const char *persist_leader(broker_t *self, char *out, size_t size);

@@ -766,6 +766,115 @@ void replica_close(replica_t **self_p)
     *self_p = NULL;
 }
 
+/* ----------------------------------------------------------- recovery */
+
+static void s_io_closed_flag(struct raft_io *io)
+{
+    *(int *) io->data = 1;
+}
+
+/*  The last configuration of what raft_io's load gave (a RAFT_CHANGE
+    entry's, or else the snapshot's): its members but `id`, into
+    `recovered`; frees it all. */
+static void s_describe_loaded(struct raft_snapshot *snapshot, raft_index start,
+                              struct raft_entry *entries, size_t count, uint64_t id,
+                              replica_recovered_t *recovered)
+{
+    struct raft_configuration configuration;
+    raft_configuration_init(&configuration);
+    int found = 0;
+    for (size_t i = count; i-- > 0 && !found;)
+        if (entries[i].type == RAFT_CHANGE)
+            found = raft_configuration_decode(&entries[i].buf, &configuration) == 0;
+    const struct raft_configuration *last =
+        found ? &configuration : snapshot ? &snapshot->configuration : NULL;
+    recovered->last_index = count ? start + count - 1 : snapshot ? snapshot->index : 0;
+    recovered->count = 0;
+    for (unsigned i = 0; last && i < last->n && recovered->count <= REPLICAS_MAX; i++) {
+        if (last->servers[i].id == id)
+            continue;
+        recovered->left_out[recovered->count].id = last->servers[i].id;
+        snprintf(recovered->left_out[recovered->count].address,
+                 sizeof recovered->left_out[0].address, "%s", last->servers[i].address);
+        recovered->left_out[recovered->count++].voter = last->servers[i].role == RAFT_VOTER;
+    }
+    raft_configuration_close(&configuration);
+    void *batch = NULL;
+    for (size_t i = 0; i < count; i++)
+        if (entries[i].batch != batch)
+            raft_free(batch = entries[i].batch);
+    raft_free(entries);
+    if (snapshot) {
+        raft_configuration_close(&snapshot->configuration);
+        for (unsigned i = 0; i < snapshot->n_bufs; i++)
+            raft_free(snapshot->bufs[i].base);
+        raft_free(snapshot->bufs);
+        raft_free(snapshot);
+    }
+}
+
+int replica_recover_alone(const char *dir, uint64_t id, const char *address,
+                          replica_recovered_t *recovered, char *error, size_t error_size)
+{
+    uv_loop_t loop;
+    struct raft_uv_transport transport = {.version = 1};
+    struct raft_io io = {0};
+    int closed = 0, rv = uv_loop_init(&loop);
+    if (rv) {
+        snprintf(error, error_size, "libuv: %s", uv_strerror(rv));
+        return -1;
+    }
+    rv = raft_uv_tcp_init(&transport, &loop);
+    if (rv) {
+        snprintf(error, error_size, "raft: %s", transport.errmsg);
+        uv_loop_close(&loop);
+        return -1;
+    }
+    if ((rv = raft_uv_init(&io, &loop, dir, &transport)) != 0)
+        snprintf(error, error_size, "the group's log in %s: %s", dir, io.errmsg);
+    int io_ready = rv == 0;
+    if (rv == 0 && (rv = io.init(&io, id, address)) != 0)
+        snprintf(error, error_size, "the group's log in %s: %s", dir, io.errmsg);
+    int inited = io_ready && rv == 0;
+    raft_term term = 0;
+    raft_id voted = 0;
+    struct raft_snapshot *snapshot = NULL;
+    raft_index start = 0;
+    struct raft_entry *entries = NULL;
+    size_t count = 0;
+    if (rv == 0 && (rv = io.load(&io, &term, &voted, &snapshot, &start, &entries, &count)) != 0)
+        snprintf(error, error_size, "the group's log in %s cannot be read: %s", dir, io.errmsg);
+    int empty = rv == 0 && !snapshot && !count;
+    if (rv == 0)
+        s_describe_loaded(snapshot, start, entries, count, id, recovered);
+    if (empty) {
+        snprintf(error, error_size, "%s holds no log of a group: nothing to recover", dir);
+        rv = -1;
+    }
+    if (rv == 0) {
+        struct raft_configuration alone;
+        raft_configuration_init(&alone);
+        rv = raft_configuration_add(&alone, id, address, RAFT_VOTER);
+        if (rv == 0)
+            rv = io.recover(&io, &alone);
+        raft_configuration_close(&alone);
+        if (rv)
+            snprintf(error, error_size, "the group's log in %s: %s", dir, io.errmsg);
+    }
+    if (inited) { /* its handles, closed */
+        io.data = &closed;
+        io.close(&io, s_io_closed_flag);
+        while (!closed && uv_run(&loop, UV_RUN_ONCE))
+            ;
+    }
+    if (io_ready)
+        raft_uv_close(&io);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    raft_uv_tcp_close(&transport);
+    uv_loop_close(&loop);
+    return rv ? -1 : 0;
+}
+
 /* ---------------------------------------------------------------- run */
 
 int replica_fd(const replica_t *self)

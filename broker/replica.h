@@ -160,6 +160,26 @@ typedef struct {
                              log (one that was added, until it has caught up) */
 } replica_member_t;
 
+/*  Disaster recovery, for a group whose majority is lost for good: the log
+    in `dir` (this replica's, which must not be running) gets a
+    configuration of this replica alone, a voter, after its last entry
+    (libraft's raft_recover). Started again, it leads a group of one with
+    what its log holds, committed or not; other replicas are added again
+    (replica_add, on empty directories), never started on their old ones.
+    0, with what its log held and who was left out in `recovered`; -1, with
+    why not in `error` (no log there, or one libraft cannot read). */
+typedef struct {
+    uint64_t last_index; /* its log's last entry, before the new configuration */
+    size_t count;        /* the other members of its last configuration, left out */
+    struct {
+        uint64_t id;
+        char address[280]; /* its replication address */
+        int voter;
+    } left_out[REPLICAS_MAX + 1];
+} replica_recovered_t;
+int replica_recover_alone(const char *dir, uint64_t id, const char *address,
+                          replica_recovered_t *recovered, char *error, size_t error_size);
+
 /*  The group as this replica knows it (its latest configuration, committed
     or not), at most `max` members, in the order the group lists them; the
     number of members. 0 for a replica that joins and has not heard from

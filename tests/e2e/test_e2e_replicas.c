@@ -11,8 +11,10 @@
     new id and started with --join, and is made a voter; one started again
     under its old id votes only once it holds what the group had
     committed; one lagging since the group's first start and one wiped
-    elect no one while the third, which holds the items, is down; the lead
-    is handed over on request; a data directory is one replica's or one
+    elect no one while the third, which holds the items, is down; a group
+    whose majority is lost for good goes on as its third replica alone
+    (--recover-alone), to which a new replica is added; the lead is handed
+    over on request; a data directory is one replica's or one
     broker's. At the end every replica's state (written on SIGUSR1) is the
     same, item by item. The killed and paused leaders and the snapshot run
     again with CURVE keys, through the replicas' authenticated, encrypted
@@ -50,6 +52,7 @@ typedef struct replica_group {
     aq_process_t workers[WORKERS];
     const char *snapshot; /* --replica-snapshot, or NULL */
     int keyed;            /* CURVE keys: the replicas' connections authenticated, encrypted */
+    unsigned unlisted;    /* replicas (bit i) out of the group, which WELCOME does not list */
     char secret[300], clients[300];
     /* A shard of a service (--shard, --service; PROTOCOL.md 4.16), with
        the group of the other shard, torn down with this one. */
@@ -225,6 +228,8 @@ static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_
             /* Every replica, in the group's order (which membership
                changes may have changed). */
             for (int k = 0; k < REPLICAS; k++) {
+                if (g->unlisted & (1u << k))
+                    continue;
                 char listed[80];
                 snprintf(listed, sizeof listed, "%s", g->address[k]);
                 const char *at = strstr(service, "replicas=");
@@ -824,6 +829,94 @@ static void test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third(vo
     harness_assert_serving(&h, "ok");
 }
 
+/*  asyncq-broker --recover-alone with replica i's flags: its exit code;
+    its stdout in `out`, its stderr in `err`. */
+static int s_recover_alone(const group_t *g, int i, char *out, size_t size, char *err,
+                           size_t err_size)
+{
+    char node[16];
+    snprintf(node, sizeof node, "%d", i + 1);
+    char *argv[] = {"asyncq-broker", "--bind", (char *) g->address[i], "--peers",
+                    (char *) g->peers, "--node-id", node, "--data-dir", (char *) g->data[i],
+                    "--recover-alone", NULL};
+    return harness_run_err(argv, out, size, err, err_size);
+}
+
+/*  A group whose majority is lost for good (two replicas' directories
+    gone with their hosts): the third, stopped, is made the group's only
+    member with --recover-alone, which names who was left out; started
+    again, it leads alone with every item and takes puts, and a replica
+    added on an empty directory becomes a voter with the same state.
+    --recover-alone is refused while the replica runs (its directory is
+    locked), and where there is no log. */
+static void test_a_group_whose_majority_is_lost_goes_on_alone(void **state)
+{
+    group_t *g = *state;
+    const int kept = s_start_all(g); /* the leader holds every item it confirmed */
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "m", "--count",
+                        "150", "--max-sleep", "0", "--quiet", NULL};
+    harness_spawn(&g->workers[0], producer);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    char out[2048], err[1024];
+    assert_int_equal(s_recover_alone(g, kept, out, sizeof out, err, sizeof err), 5);
+    if (!strstr(err, "is using the data directory"))
+        fail_msg("--recover-alone on a running replica said '%s' '%s'", out, err);
+    for (int i = 0; i < REPLICAS; i++)
+        aq_process_stop(&g->replicas[i], SIGKILL, 5000);
+    const int lost[2] = {(kept + 1) % REPLICAS, (kept + 2) % REPLICAS};
+    harness_remove_tree(g->data[lost[0]]);
+    harness_remove_tree(g->data[lost[1]]);
+
+    assert_int_not_equal(s_recover_alone(g, lost[0], out, sizeof out, err, sizeof err), 0);
+    if (!strstr(err, "does not exist") && !strstr(err, "holds no log"))
+        fail_msg("--recover-alone where there is no log said '%s' '%s'", out, err);
+    harness_remove_tree(g->data[lost[0]]);
+    if (s_recover_alone(g, kept, out, sizeof out, err, sizeof err) != 0)
+        fail_msg("--recover-alone failed: '%s' '%s'", out, err);
+    char said[160];
+    snprintf(said, sizeof said, "replica %d is its group's only member now, a voter", kept + 1);
+    assert_non_null(strstr(out, said));
+    for (int k = 0; k < 2; k++) {
+        snprintf(said, sizeof said, "replica %d (%s, a voter)", lost[k] + 1, g->address[lost[k]]);
+        if (!strstr(out, said))
+            fail_msg("--recover-alone said '%s', not '%s'", out, said);
+    }
+
+    g->unlisted = 1u << lost[0] | 1u << lost[1];
+    s_start(g, kept);
+    assert_int_equal(s_leader(g, 10000), kept);
+    harness_t h = s_group(g, kept);
+    assert_int_equal(harness_stat(&h, "m", "queued"), 150);
+    char *put[] = {"asyncq", "put", "--broker", g->all, "--queue", "m", "alone", NULL};
+    assert_int_equal(harness_run(put, out, sizeof out), 0);
+
+    assert_int_equal(s_replica(g, "add", g->address[lost[0]], out, sizeof out, err, sizeof err),
+                     0);
+    char *given = strstr(out, "id=");
+    assert_non_null(given);
+    char id[32], listed[48];
+    snprintf(id, sizeof id, "%.*s", (int) strcspn(given + 3, " "), given + 3);
+    g->unlisted &= ~(1u << lost[0]);
+    s_start_as(g, lost[0], id);
+    snprintf(listed, sizeof listed, "id=%s ", id);
+    s_wait_listed(g, listed, "kind=voter");
+    int64_t deadline = zclock_mono() + 2 * HARNESS_DEADLINE_MS;
+    for (;;) { /* the new voter's state is the leader's, item by item */
+        char *expected = s_dump(g, kept), *text = s_dump(g, lost[0]);
+        int same = strcmp(text, expected) == 0;
+        if (!same && zclock_mono() >= deadline)
+            fail_msg("the added replica's state is not the leader's:\n%s\n-----\n%s", text,
+                     expected);
+        free(expected);
+        free(text);
+        if (same)
+            break;
+        zclock_sleep(100); /* a heartbeat brings the commit index */
+    }
+    assert_int_equal(harness_stat(&h, "m", "queued"), 151);
+    harness_assert_serving(&h, "ok");
+}
+
 static void test_the_lead_is_handed_over(void **state)
 {
     group_t *g = *state;
@@ -1078,6 +1171,8 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_group_whose_majority_is_lost_goes_on_alone,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_groups_first_leader_killed_at_once_is_replaced,
                                         s_setup, s_teardown),
