@@ -788,10 +788,13 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
         log_line("replica %llu: the group's log in %s, replicas reach it on %s; it joins a "
                  "group that runs, and waits for its leader",
                  (unsigned long long) self->config.node_id, group->dir, group->address);
-    else
-        log_line("replica %llu of %u: the group's log in %s, replicas reach it on %s",
-                 (unsigned long long) self->config.node_id, group->count, group->dir,
+    else { /* the group as its log says (--peers makes it at the first start only) */
+        replica_member_t members[REPLICAS_MAX + 1];
+        size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1);
+        log_line("replica %llu of %zu: the group's log in %s, replicas reach it on %s",
+                 (unsigned long long) self->config.node_id, count, group->dir,
                  group->address);
+    }
     s_group_service(self);
     return 0;
 }
