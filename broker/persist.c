@@ -744,6 +744,49 @@ static int s_group_lock(group_t *group, const char *dir, char *error, size_t err
     return rc == -2 ? JOURNAL_LOCKED : rc ? JOURNAL_IO : 0;
 }
 
+/*  Which replica a data directory is: DIR/NODE holds its id, written at
+    its first start (or the first by a version that writes it). A replica
+    started on another's directory, whose log is the same until it
+    differs, would count in a majority as that one: refused. 0, or -1
+    with why in `error`. */
+static int s_group_identity(const char *dir, uint64_t node_id, char *error, size_t error_size)
+{
+    char path[PATH_MAX + 8], text[32] = "";
+    snprintf(path, sizeof path, "%s/NODE", dir);
+    FILE *file = fopen(path, "r");
+    if (file) {
+        size_t got = fread(text, 1, sizeof text - 1, file);
+        fclose(file);
+        text[got] = '\0';
+        char *end = NULL;
+        unsigned long long held = strtoull(text, &end, 10);
+        if (end == text || held != node_id) {
+            snprintf(error, error_size, "%s is replica %.*s's directory (%s), not replica "
+                     "%llu's: is --node-id this replica's?", dir, (int) strcspn(text, "\n"),
+                     text, path, (unsigned long long) node_id);
+            return -1;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        snprintf(error, error_size, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char temporary[PATH_MAX + 16];
+    snprintf(temporary, sizeof temporary, "%s/NODE.new", dir);
+    file = fopen(temporary, "w");
+    int written = file && fprintf(file, "%llu\n", (unsigned long long) node_id) > 0;
+    if (file && (fflush(file) || fsync(fileno(file))))
+        written = 0;
+    if (file)
+        fclose(file);
+    if (!written || rename(temporary, path)) {
+        snprintf(error, error_size, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int s_group_open(broker_t *self, char *error, size_t error_size)
 {
     self->group = calloc(1, sizeof *self->group);
@@ -758,6 +801,8 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
     int locked = s_group_lock(group, self->config.data_dir, error, error_size);
     if (locked)
         return locked;
+    if (s_group_identity(self->config.data_dir, self->config.node_id, error, error_size))
+        return JOURNAL_IO;
     snprintf(group->dir, sizeof group->dir, "%s/replica", self->config.data_dir);
     unsigned threshold = (unsigned) self->config.replica_snapshot; /* 0: by bytes */
     replica_config_t config = {.count = group->count, .id = self->config.node_id,
@@ -808,21 +853,31 @@ int persist_recover_alone(const broker_config_t *config, char *text, size_t text
     }
     group->lock_fd = -1;
     int rc = s_group_addresses(group, config, text, text_size);
+    struct stat held;
+    snprintf(group->dir, sizeof group->dir, "%s/replica", config->data_dir);
+    if (rc == 0 && stat(group->dir, &held) != 0) { /* nothing made where nothing was */
+        snprintf(text, text_size, "%s holds no log of a replica (no %s)", config->data_dir,
+                 group->dir);
+        rc = -1;
+    }
     if (rc == 0 && s_group_lock(group, config->data_dir, text, text_size) == JOURNAL_LOCKED)
         rc = -2;
     else if (rc == 0 && group->lock_fd < 0)
         rc = -1;
+    if (rc == 0 && s_group_identity(config->data_dir, config->node_id, text, text_size))
+        rc = -1;
     replica_recovered_t recovered = {0};
-    if (rc == 0) {
-        snprintf(group->dir, sizeof group->dir, "%s/replica", config->data_dir);
+    if (rc == 0)
         rc = replica_recover_alone(group->dir, config->node_id, group->address, &recovered,
                                    text, text_size);
-    }
     if (rc == 0) {
         size_t at = (size_t) snprintf(text, text_size,
                                       "replica %llu is its group's only member now, a voter "
-                                      "(its log ended at entry %llu); left out:",
+                                      "(it was a %s; its log ended at entry %llu); left out:",
                                       (unsigned long long) config->node_id,
+                                      recovered.was_voter ? "voter"
+                                                          : "standby, which may lack what "
+                                                            "the group committed",
                                       (unsigned long long) recovered.last_index);
         for (size_t i = 0; i < recovered.count && at < text_size; i++) {
             char client[AQ_ENDPOINT_MAX + 8];

@@ -46,7 +46,8 @@ void persist_run(broker_t *self);
 /*  --recover-alone: this replica (config's --peers and --node-id, or
     --join and its id) becomes its group's only member, with what its log
     in config->data_dir holds (replica_recover_alone). 0, with what was
-    done in `text`; -1, with why not. */
+    done in `text`; -2 if another process holds the directory, -1 for any
+    other reason; why, in `text`. Makes nothing where there is no log. */
 int persist_recover_alone(const broker_config_t *config, char *text, size_t text_size);
 /*  The leader's client address (HOST:PORT, written in `out`); "" if
     unknown, or this replica. */

@@ -95,13 +95,15 @@ struct replica {
     uint64_t lost_log_term;
     /*  The candidates heard lately, and where their logs ended: a new
         group's first election takes every voter heard holding nothing
-        (s_first_election_refused). `refusing`: said so in the log. */
+        (s_first_election_refused). Said in the log naming the voter not
+        heard, again when that changes or a minute later. */
     struct {
         raft_id id;
         raft_index last;
         int64_t at_ms;
     } heard[REPLICA_HEARD];
-    int refusing;
+    raft_id refused_for; /* the voter not heard, last said; 0: none */
+    int64_t refused_said_ms;
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -243,16 +245,17 @@ static int s_first_election_refused(replica_t *self, const struct raft_message *
                 holds_nothing = self->heard[k].at_ms >= since && self->heard[k].last <= 1;
         if (holds_nothing)
             continue;
-        if (!self->refusing)
+        if (id != self->refused_for || now - self->refused_said_ms >= 60000)
             s_note(self,
                    "replica %llu, whose log holds nothing, asks for a new group's first "
                    "election: no vote until every replica is heard holding nothing too "
                    "(replica %llu is not: down, or holding what the group committed)",
                    (unsigned long long) ask->candidate_id, (unsigned long long) id);
-        self->refusing = 1;
+        self->refused_for = id;
+        self->refused_said_ms = now;
         return 1;
     }
-    self->refusing = 0;
+    self->refused_for = 0;
     return 0;
 }
 
@@ -775,11 +778,13 @@ static void s_io_closed_flag(struct raft_io *io)
 
 /*  The last configuration of what raft_io's load gave (a RAFT_CHANGE
     entry's, or else the snapshot's): its members but `id`, into
-    `recovered`; frees it all. */
+    `recovered`, and `id`'s own address into `own` ("" if it is not a
+    member); frees it all. */
 static void s_describe_loaded(struct raft_snapshot *snapshot, raft_index start,
                               struct raft_entry *entries, size_t count, uint64_t id,
-                              replica_recovered_t *recovered)
+                              replica_recovered_t *recovered, char *own, size_t own_size)
 {
+    *own = '\0';
     struct raft_configuration configuration;
     raft_configuration_init(&configuration);
     int found = 0;
@@ -791,8 +796,11 @@ static void s_describe_loaded(struct raft_snapshot *snapshot, raft_index start,
     recovered->last_index = count ? start + count - 1 : snapshot ? snapshot->index : 0;
     recovered->count = 0;
     for (unsigned i = 0; last && i < last->n && recovered->count <= REPLICAS_MAX; i++) {
-        if (last->servers[i].id == id)
+        if (last->servers[i].id == id) {
+            snprintf(own, own_size, "%s", last->servers[i].address);
+            recovered->was_voter = last->servers[i].role == RAFT_VOTER;
             continue;
+        }
         recovered->left_out[recovered->count].id = last->servers[i].id;
         snprintf(recovered->left_out[recovered->count].address,
                  sizeof recovered->left_out[0].address, "%s", last->servers[i].address);
@@ -845,16 +853,29 @@ int replica_recover_alone(const char *dir, uint64_t id, const char *address,
     if (rv == 0 && (rv = io.load(&io, &term, &voted, &snapshot, &start, &entries, &count)) != 0)
         snprintf(error, error_size, "the group's log in %s cannot be read: %s", dir, io.errmsg);
     int empty = rv == 0 && !snapshot && !count;
+    char own[300] = "";
     if (rv == 0)
-        s_describe_loaded(snapshot, start, entries, count, id, recovered);
+        s_describe_loaded(snapshot, start, entries, count, id, recovered, own, sizeof own);
     if (empty) {
         snprintf(error, error_size, "%s holds no log of a group: nothing to recover", dir);
+        rv = -1;
+    }
+    else if (rv == 0 && !*own) {
+        size_t at = (size_t) snprintf(error, error_size,
+                                      "the group in %s has no replica %llu (is --node-id "
+                                      "this replica's?): its members are",
+                                      dir, (unsigned long long) id);
+        for (size_t i = 0; i < recovered->count && at < error_size; i++)
+            at += (size_t) snprintf(error + at, error_size - at, " %llu",
+                                    (unsigned long long) recovered->left_out[i].id);
         rv = -1;
     }
     if (rv == 0) {
         struct raft_configuration alone;
         raft_configuration_init(&alone);
-        rv = raft_configuration_add(&alone, id, address, RAFT_VOTER);
+        rv = raft_configuration_add(&alone, id, own, RAFT_VOTER);
+        if (rv == 0)
+            rv = io.set_term(&io, term + 1);
         if (rv == 0)
             rv = io.recover(&io, &alone);
         raft_configuration_close(&alone);

@@ -167,9 +167,12 @@ typedef struct {
     what its log holds, committed or not; other replicas are added again
     (replica_add, on empty directories), never started on their old ones.
     0, with what its log held and who was left out in `recovered`; -1, with
-    why not in `error` (no log there, or one libraft cannot read). */
+    why not in `error` (no log there, one libraft cannot read, or one whose
+    group has no replica `id`). Its term goes up by one, so that it leads in
+    a term no leader of the group had as far as its log knows. */
 typedef struct {
     uint64_t last_index; /* its log's last entry, before the new configuration */
+    int was_voter;       /* its role in its last configuration: a voter, or a standby */
     size_t count;        /* the other members of its last configuration, left out */
     struct {
         uint64_t id;

@@ -829,13 +829,13 @@ static void test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third(vo
     harness_assert_serving(&h, "ok");
 }
 
-/*  asyncq-broker --recover-alone with replica i's flags: its exit code;
-    its stdout in `out`, its stderr in `err`. */
-static int s_recover_alone(const group_t *g, int i, char *out, size_t size, char *err,
+/*  asyncq-broker --recover-alone with replica i's flags, but --node-id
+    `id`: its exit code; its stdout in `out`, its stderr in `err`. */
+static int s_recover_alone(const group_t *g, int i, int id, char *out, size_t size, char *err,
                            size_t err_size)
 {
     char node[16];
-    snprintf(node, sizeof node, "%d", i + 1);
+    snprintf(node, sizeof node, "%d", id);
     char *argv[] = {"asyncq-broker", "--bind", (char *) g->address[i], "--peers",
                     (char *) g->peers, "--node-id", node, "--data-dir", (char *) g->data[i],
                     "--recover-alone", NULL};
@@ -858,7 +858,7 @@ static void test_a_group_whose_majority_is_lost_goes_on_alone(void **state)
     harness_spawn(&g->workers[0], producer);
     assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
     char out[2048], err[1024];
-    assert_int_equal(s_recover_alone(g, kept, out, sizeof out, err, sizeof err), 5);
+    assert_int_equal(s_recover_alone(g, kept, kept + 1, out, sizeof out, err, sizeof err), 5);
     if (!strstr(err, "is using the data directory"))
         fail_msg("--recover-alone on a running replica said '%s' '%s'", out, err);
     for (int i = 0; i < REPLICAS; i++)
@@ -867,14 +867,23 @@ static void test_a_group_whose_majority_is_lost_goes_on_alone(void **state)
     harness_remove_tree(g->data[lost[0]]);
     harness_remove_tree(g->data[lost[1]]);
 
-    assert_int_not_equal(s_recover_alone(g, lost[0], out, sizeof out, err, sizeof err), 0);
-    if (!strstr(err, "does not exist") && !strstr(err, "holds no log"))
+    /* Where there is no log it makes nothing; another replica's id than
+       the directory's (its NODE) is refused. */
+    assert_int_not_equal(
+        s_recover_alone(g, lost[0], lost[0] + 1, out, sizeof out, err, sizeof err), 0);
+    if (!strstr(err, "holds no log of a replica"))
         fail_msg("--recover-alone where there is no log said '%s' '%s'", out, err);
-    harness_remove_tree(g->data[lost[0]]);
-    if (s_recover_alone(g, kept, out, sizeof out, err, sizeof err) != 0)
-        fail_msg("--recover-alone failed: '%s' '%s'", out, err);
+    assert_int_not_equal(access(g->data[lost[0]], F_OK), 0);
+    assert_int_not_equal(s_recover_alone(g, kept, lost[0] + 1, out, sizeof out, err, sizeof err),
+                         0);
     char said[160];
-    snprintf(said, sizeof said, "replica %d is its group's only member now, a voter", kept + 1);
+    snprintf(said, sizeof said, "is replica %d's directory", kept + 1);
+    if (!strstr(err, said))
+        fail_msg("--recover-alone with replica %d's id said '%s' '%s'", lost[0] + 1, out, err);
+    if (s_recover_alone(g, kept, kept + 1, out, sizeof out, err, sizeof err) != 0)
+        fail_msg("--recover-alone failed: '%s' '%s'", out, err);
+    snprintf(said, sizeof said,
+             "replica %d is its group's only member now, a voter (it was a voter;", kept + 1);
     assert_non_null(strstr(out, said));
     for (int k = 0; k < 2; k++) {
         snprintf(said, sizeof said, "replica %d (%s, a voter)", lost[k] + 1, g->address[lost[k]]);
@@ -1042,8 +1051,6 @@ static void test_a_replica_whose_disk_is_full_catches_up_once_there_is_room(void
     harness_assert_serving(&h, "ok");
 }
 
-/*  A data directory is one replica's or one plain broker's, never taken
-    for the other's: each start the wrong way is refused, saying why. */
 /*  A new group's first leader, killed as soon as every replica names it
     (its followers hold its first entry, but most often have not heard it
     committed yet): the other two elect one of them, and it serves. */
@@ -1132,6 +1139,9 @@ static void test_a_service_of_groups_finds_a_shard_past_a_dead_replica(void **st
     assert_int_equal(s_queue_total(other, leader, "q", "acks_total"), second);
 }
 
+/*  A data directory is one replica's or one plain broker's, never taken
+    for the other's, nor for another replica's: each start the wrong way
+    is refused, saying why. */
 static void test_a_directory_is_one_replicas_or_one_brokers(void **state)
 {
     group_t *g = *state;
@@ -1152,6 +1162,19 @@ static void test_a_directory_is_one_replicas_or_one_brokers(void **state)
                        "--node-id", "2", "--data-dir", g->data[1], NULL};
     assert_int_not_equal(harness_run_err(grouped, out, sizeof out, err, sizeof err), 0);
     assert_non_null(strstr(err, "holds the journal of a broker that is not a replica"));
+
+    /* Replica 2's directory (its NODE), started as replica 3. */
+    snprintf(path, sizeof path, "%s/NODE", g->data[2]);
+    assert_int_equal(mkdir(g->data[2], 0700), 0);
+    FILE *node = fopen(path, "w");
+    assert_non_null(node);
+    fputs("2\n", node);
+    fclose(node);
+    char *other[] = {"asyncq-broker", "--bind", g->address[2], "--peers", g->peers,
+                     "--node-id", "3", "--data-dir", g->data[2], NULL};
+    assert_int_not_equal(harness_run_err(other, out, sizeof out, err, sizeof err), 0);
+    if (!strstr(err, "is replica 2's directory") || !strstr(err, "not replica 3's"))
+        fail_msg("a replica started on another's directory said '%s' '%s'", out, err);
 }
 
 int main(void)
