@@ -399,6 +399,8 @@ static void s_idle_each(void *ctx, void *value)
 /* ------------------------------------------------------------ replicas */
 
 #define JOIN_HINT_MS 10000 /* a replica that joins and hears nothing says what to check */
+#define LEADERLESS_HINT_MS 4000   /* a voter without a leader this long says what to check, */
+#define LEADERLESS_AGAIN_MS 60000 /* and again this often while it lasts */
 /*  Entries not on disk for this long, with none written meanwhile: the
     replica cannot write its log (a full disk: libraft waits for room to
     open its next segment, silently). */
@@ -430,6 +432,8 @@ struct group {
     int stuck;       /* told that it cannot write its log: 1, 2 with its disk full then */
     int64_t opened_ms; /* a replica that joins: when it started waiting for the leader */
     int hinted;
+    int64_t leaderless_ms; /* since when no leader is known (0: one is), and when last said */
+    int64_t leaderless_said_ms;
     int lock_fd; /* the data directory's lock (journal_lock_dir) */
     /*  The change a client asked for (REPLICAS add or remove), answered
         once the group has committed it. */
@@ -964,6 +968,39 @@ static void s_check_disk(broker_t *self)
         s_step_down(self, "its disk has room again");
 }
 
+/*  A voter that has known no leader for a while says what a leader needs,
+    and the way on when most of the group is lost for good. */
+static void s_leaderless_hint(broker_t *self)
+{
+    group_t *group = self->group;
+    if (replica_leader(self->replica, NULL)) { /* the usual case: nothing else read */
+        group->leaderless_ms = group->leaderless_said_ms = 0;
+        return;
+    }
+    int64_t now = broker_now_ms();
+    if (!group->leaderless_ms)
+        group->leaderless_ms = now;
+    if (now - group->leaderless_ms < LEADERLESS_HINT_MS
+        || (group->leaderless_said_ms && now - group->leaderless_said_ms < LEADERLESS_AGAIN_MS))
+        return;
+    replica_member_t members[REPLICAS_MAX + 1];
+    size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1), voters = 0;
+    int voter = 0;
+    for (size_t i = 0; i < count; i++) {
+        voters += members[i].kind == REPLICA_VOTER;
+        voter |= members[i].id == self->config.node_id && members[i].kind == REPLICA_VOTER;
+    }
+    if (!voter)
+        return; /* one that joins has its own hint; a standby waits for its leader */
+    group->leaderless_said_ms = now;
+    log_line("replica %llu has known no leader for %lld s: its group elects one once %zu of its "
+             "%zu voters run and reach each other (a new group's first: all of them; each "
+             "replica's log names one it has not heard). If most of their directories are "
+             "lost for good, one replica can go on alone: --recover-alone (README)",
+             (unsigned long long) self->config.node_id,
+             (long long) ((now - group->leaderless_ms) / 1000), voters / 2 + 1, voters);
+}
+
 void persist_run(broker_t *self)
 {
     if (!self->replica)
@@ -980,6 +1017,7 @@ void persist_run(broker_t *self)
                  self->config.join, self->group->address);
     }
     s_check_disk(self);
+    s_leaderless_hint(self);
     if (version != replica_configuration_version(self->replica)) {
         s_group_service(self);
         /* Told once, when it leaves (a replica that joins learns of the

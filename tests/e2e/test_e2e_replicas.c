@@ -783,8 +783,9 @@ static int s_leads(const group_t *g, int wait_ms)
     while the third, which holds what the group committed, is down: each
     holds nothing, so for either of them an election between the two looks
     like a new group's first. Neither is elected, since a new group's first
-    election takes every replica heard holding nothing; each says why. With
-    the third back, it leads, and no item is lost. */
+    election takes every replica heard holding nothing; each says why, and
+    after 4 s without a leader what a leader needs. With the third back, it
+    leads, and no item is lost. */
 static void test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third(void **state)
 {
     group_t *g = *state;
@@ -820,6 +821,11 @@ static void test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third(vo
     }
     s_wait_logged(g, lagging, "holds nothing, asks for a new group's first election: no vote");
     s_wait_logged(g, wiped, "holds nothing, asks for a new group's first election: no vote");
+    /* Each says, too, what a leader needs, and the way on if the third
+       were lost for good. */
+    s_wait_logged(g, lagging, "has known no leader for 4 s: its group elects one once 2 of its 3 "
+                              "voters run and reach each other");
+    s_wait_logged(g, wiped, "one replica can go on alone: --recover-alone (README)");
 
     s_start(g, holder);
     assert_int_equal(s_leader(g, 10000), holder);
