@@ -104,6 +104,11 @@ struct replica {
     } heard[REPLICA_HEARD];
     raft_id refused_for; /* the voter not heard, last said; 0: none */
     int64_t refused_said_ms;
+    /*  The only voter of its group (after --recover-alone): messages from
+        replicas outside it are dropped (s_outside_alone); the last one
+        said in the log, and when. */
+    raft_id outsider_said;
+    int64_t outsider_said_ms;
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -276,9 +281,58 @@ static void s_lost_log(replica_t *self, const struct raft_message *message)
     self->lost_log_match = match;
 }
 
+/*  1 if `message` comes from a replica outside the group while this one
+    is its only voter (a group that went on alone, --recover-alone, whose
+    left-out replicas were started again on their old directories): they
+    may elect one of them in a later term, whose entries conflict with
+    what this one committed, and libraft 0.22.1 then frees the entries
+    twice and asserts (legacy.c recvCb after recv_append_entries.c's err
+    path). Nothing from outside a group of one is ever needed: a replica
+    added is in its configuration first. */
+static int s_outside_alone(replica_t *self, const struct raft_message *message)
+{
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    unsigned voters = 0;
+    int known = 0, self_votes = 0;
+    for (unsigned i = 0; i < configuration->n; i++) {
+        const struct raft_server *server = &configuration->servers[i];
+        voters += server->role == RAFT_VOTER;
+        self_votes |= server->id == self->raft.id && server->role == RAFT_VOTER;
+        known |= server->id == message->server_id;
+    }
+    if (known || voters != 1 || !self_votes)
+        return 0;
+    int64_t now = s_now_ms();
+    if (message->server_id != self->outsider_said || now - self->outsider_said_ms >= 60000) {
+        self->outsider_said = message->server_id;
+        self->outsider_said_ms = now;
+        s_note(self, "replica %llu (%s) is not in this group, whose only voter this replica is "
+                     "(it went on alone?): what it sends is ignored. Wipe its directory and add "
+                     "it back (asyncq replica add, then --join)",
+               (unsigned long long) message->server_id,
+               message->server_address ? message->server_address : "?");
+    }
+    return 1;
+}
+
+/*  Frees what a message dropped before libraft read it holds. */
+static void s_drop_message(struct raft_message *message)
+{
+    if (message->type == RAFT_INSTALL_SNAPSHOT)
+        s_forget_message(message);
+    else if (message->type == RAFT_APPEND_ENTRIES && message->append_entries.n_entries) {
+        raft_free(message->append_entries.entries[0].batch); /* one batch, as recvCb frees */
+        raft_free(message->append_entries.entries);
+    }
+}
+
 static void s_io_received(struct raft_io *io, struct raft_message *message)
 {
     replica_t *self = s_of_io(io);
+    if (s_outside_alone(self, message)) {
+        s_drop_message(message);
+        return;
+    }
     if (self->voting != VOTES && s_abstains(self, message))
         return; /* a RequestVote holds nothing to free */
     if (message->type == RAFT_REQUEST_VOTE && s_first_election_refused(self, message))
