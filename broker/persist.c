@@ -791,6 +791,24 @@ static int s_group_identity(const char *dir, uint64_t node_id, char *error, size
     return 0;
 }
 
+/*  A replica's place (s_group_addresses), its data directory locked and
+    its id checked, its log's directory in group->dir: 0, or the
+    journal_status_t of the failure. */
+static int s_group_claim(group_t *group, const broker_config_t *config, char *error,
+                         size_t error_size)
+{
+    group->lock_fd = -1;
+    if (s_group_addresses(group, config, error, error_size))
+        return JOURNAL_IO;
+    int locked = s_group_lock(group, config->data_dir, error, error_size);
+    if (locked)
+        return locked;
+    if (s_group_identity(config->data_dir, config->node_id, error, error_size))
+        return JOURNAL_IO;
+    snprintf(group->dir, sizeof group->dir, "%s/replica", config->data_dir);
+    return 0;
+}
+
 static int s_group_open(broker_t *self, char *error, size_t error_size)
 {
     self->group = calloc(1, sizeof *self->group);
@@ -799,15 +817,9 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
         return JOURNAL_IO;
     }
     group_t *group = self->group;
-    group->lock_fd = -1;
-    if (s_group_addresses(group, &self->config, error, error_size))
-        return JOURNAL_IO;
-    int locked = s_group_lock(group, self->config.data_dir, error, error_size);
-    if (locked)
-        return locked;
-    if (s_group_identity(self->config.data_dir, self->config.node_id, error, error_size))
-        return JOURNAL_IO;
-    snprintf(group->dir, sizeof group->dir, "%s/replica", self->config.data_dir);
+    int claimed = s_group_claim(group, &self->config, error, error_size);
+    if (claimed)
+        return claimed;
     unsigned threshold = (unsigned) self->config.replica_snapshot; /* 0: by bytes */
     replica_config_t config = {.count = group->count, .id = self->config.node_id,
                                .address = group->address, .dir = group->dir,
@@ -856,20 +868,16 @@ int persist_recover_alone(const broker_config_t *config, char *text, size_t text
         return -1;
     }
     group->lock_fd = -1;
-    int rc = s_group_addresses(group, config, text, text_size);
+    char dir[sizeof group->dir];
     struct stat held;
-    snprintf(group->dir, sizeof group->dir, "%s/replica", config->data_dir);
-    if (rc == 0 && stat(group->dir, &held) != 0) { /* nothing made where nothing was */
-        snprintf(text, text_size, "%s holds no log of a replica (no %s)", config->data_dir,
-                 group->dir);
+    snprintf(dir, sizeof dir, "%s/replica", config->data_dir);
+    int rc = 0;
+    if (stat(dir, &held) != 0) { /* nothing made where nothing was */
+        snprintf(text, text_size, "%s holds no log of a replica (no %s)", config->data_dir, dir);
         rc = -1;
     }
-    if (rc == 0 && s_group_lock(group, config->data_dir, text, text_size) == JOURNAL_LOCKED)
-        rc = -2;
-    else if (rc == 0 && group->lock_fd < 0)
-        rc = -1;
-    if (rc == 0 && s_group_identity(config->data_dir, config->node_id, text, text_size))
-        rc = -1;
+    else if ((rc = s_group_claim(group, config, text, text_size)) != 0)
+        rc = rc == JOURNAL_LOCKED ? -2 : -1;
     replica_recovered_t recovered = {0};
     if (rc == 0)
         rc = replica_recover_alone(group->dir, config->node_id, group->address, &recovered,
@@ -983,18 +991,13 @@ static void s_leaderless_hint(broker_t *self)
     if (now - group->leaderless_ms < LEADERLESS_HINT_MS
         || (group->leaderless_said_ms && now - group->leaderless_said_ms < LEADERLESS_AGAIN_MS))
         return;
-    replica_member_t members[REPLICAS_MAX + 1];
-    size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1), voters = 0;
-    int voter = 0;
-    for (size_t i = 0; i < count; i++) {
-        voters += members[i].kind == REPLICA_VOTER;
-        voter |= members[i].id == self->config.node_id && members[i].kind == REPLICA_VOTER;
-    }
+    int voter;
+    unsigned voters = replica_voters(self->replica, &voter);
     if (!voter)
         return; /* one that joins has its own hint; a standby waits for its leader */
     group->leaderless_said_ms = now;
-    log_line("replica %llu has known no leader for %lld s: its group elects one once %zu of its "
-             "%zu voters run and reach each other (a new group's first: all of them; each "
+    log_line("replica %llu has known no leader for %lld s: its group elects one once %u of its "
+             "%u voters run and reach each other (a new group's first: all of them; each "
              "replica's log names one it has not heard). If most of their directories are "
              "lost for good, one replica can go on alone: --recover-alone (README)",
              (unsigned long long) self->config.node_id,

@@ -207,6 +207,31 @@ static int s_abstains(replica_t *self, const struct raft_message *message)
 
 static int64_t s_now_ms(void);
 
+/*  Whether a note about replica `id` is to be said: 1 when it is about
+    another replica than the last one said (`*said`), or a minute has gone
+    by since (`*said_ms`), which it then records. */
+static int s_say_again(raft_id *said, int64_t *said_ms, raft_id id, int64_t now)
+{
+    if (id == *said && now - *said_ms < 60000)
+        return 0;
+    *said = id;
+    *said_ms = now;
+    return 1;
+}
+
+/*  Voters in `configuration`; whether `id` is one in `*votes`. */
+static unsigned s_voters(const struct raft_configuration *configuration, raft_id id, int *votes)
+{
+    unsigned voters = 0;
+    *votes = 0;
+    for (unsigned i = 0; i < configuration->n; i++) {
+        voters += configuration->servers[i].role == RAFT_VOTER;
+        *votes |= configuration->servers[i].id == id
+                  && configuration->servers[i].role == RAFT_VOTER;
+    }
+    return voters;
+}
+
 /*  Notes that candidate `id` asked for votes with a log ending at `last`. */
 static void s_heard(replica_t *self, raft_id id, raft_index last, int64_t now)
 {
@@ -250,14 +275,12 @@ static int s_first_election_refused(replica_t *self, const struct raft_message *
                 holds_nothing = self->heard[k].at_ms >= since && self->heard[k].last <= 1;
         if (holds_nothing)
             continue;
-        if (id != self->refused_for || now - self->refused_said_ms >= 60000)
+        if (s_say_again(&self->refused_for, &self->refused_said_ms, id, now))
             s_note(self,
                    "replica %llu, whose log holds nothing, asks for a new group's first "
                    "election: no vote until every replica is heard holding nothing too "
                    "(replica %llu is not: down, or holding what the group committed)",
                    (unsigned long long) ask->candidate_id, (unsigned long long) id);
-        self->refused_for = id;
-        self->refused_said_ms = now;
         return 1;
     }
     self->refused_for = 0;
@@ -292,26 +315,19 @@ static void s_lost_log(replica_t *self, const struct raft_message *message)
 static int s_outside_alone(replica_t *self, const struct raft_message *message)
 {
     const struct raft_configuration *configuration = &self->raft.configuration;
-    unsigned voters = 0;
-    int known = 0, self_votes = 0;
-    for (unsigned i = 0; i < configuration->n; i++) {
-        const struct raft_server *server = &configuration->servers[i];
-        voters += server->role == RAFT_VOTER;
-        self_votes |= server->id == self->raft.id && server->role == RAFT_VOTER;
-        known |= server->id == message->server_id;
-    }
-    if (known || voters != 1 || !self_votes)
+    int alone;
+    if (s_voters(configuration, self->raft.id, &alone) != 1 || !alone)
         return 0;
-    int64_t now = s_now_ms();
-    if (message->server_id != self->outsider_said || now - self->outsider_said_ms >= 60000) {
-        self->outsider_said = message->server_id;
-        self->outsider_said_ms = now;
+    for (unsigned i = 0; i < configuration->n; i++)
+        if (configuration->servers[i].id == message->server_id)
+            return 0;
+    if (s_say_again(&self->outsider_said, &self->outsider_said_ms, message->server_id,
+                    s_now_ms()))
         s_note(self, "replica %llu (%s) is not in this group, whose only voter this replica is "
                      "(it went on alone?): what it sends is ignored. Wipe its directory and add "
                      "it back (asyncq replica add, then --join)",
                (unsigned long long) message->server_id,
                message->server_address ? message->server_address : "?");
-    }
     return 1;
 }
 
@@ -1099,6 +1115,11 @@ size_t replica_members(replica_t *self, replica_member_t *members, size_t max)
                                                    : REPLICA_SPARE};
     }
     return count;
+}
+
+unsigned replica_voters(replica_t *self, int *votes)
+{
+    return s_voters(&self->raft.configuration, self->raft.id, votes);
 }
 
 int replica_is_member(replica_t *self)

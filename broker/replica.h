@@ -190,6 +190,9 @@ int replica_recover_alone(const char *dir, uint64_t id, const char *address,
 size_t replica_members(replica_t *self, replica_member_t *members, size_t max);
 /*  Whether this replica is a member of the group it knows (0: it joins and
     has not heard from the leader yet, or it was removed). */
+/*  The voters of the group as this replica knows it; whether this replica
+    is one, in `*votes`. */
+unsigned replica_voters(replica_t *self, int *votes);
 int replica_is_member(replica_t *self);
 /*  Grows with every change of the group this replica learns of (0: it
     knows of none yet). */
