@@ -101,6 +101,7 @@ typedef struct {
     uint64_t node_id;       /* this replica's id: its place in `peers`, from 1, or the one
                                `asyncq replica add` gave it */
     uint64_t replica_snapshot; /* entries of the group's log between snapshots */
+    uint64_t lead_balance_ms;  /* a service's shard hands the lead to its own voter (0: never) */
     char *const *argv;      /* how this broker was started: a leader that steps down
                                starts again from the group's log (persist.c) */
     int verbose;
@@ -132,6 +133,7 @@ typedef struct {
 #define BROKER_DEFAULT_MAX_DELAY_S 2592000 /* 30 days */
 #define BROKER_DEFAULT_SEGMENT_BYTES (4 * 1024 * 1024)
 #define BROKER_DEFAULT_REPLICA_SNAPSHOT 0 /* by the log's bytes: replica.h */
+#define BROKER_DEFAULT_LEAD_BALANCE_MS 10000
 
 /*  What a deadline_t in the broker's heap is for. */
 enum {

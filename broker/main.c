@@ -115,7 +115,9 @@ static void s_usage(FILE *out)
             "                          in DIR/shard-K, and is restarted if it dies; clients\n"
             "                          given PORT find them all (env ASYNCQ_SHARDS; PROTOCOL.md\n"
             "                          4.15). --metrics PORT serves the whole service, shard\n"
-            "                          K its own on PORT+1+K\n"
+            "                          K its own on PORT+1+K. With --peers, each shard is a\n"
+            "                          group of one replica on each host of --peers, at its\n"
+            "                          PORT+3K (PROTOCOL.md 4.16)\n"
             "      --dashboard-of ADDR,...  run no broker: serve the whole service's dashboard,\n"
             "                          /metrics and /stats.json on --metrics, from every\n"
             "                          broker's --metrics port (HOST:PORT, in shard order;\n"
@@ -154,6 +156,11 @@ static void s_usage(FILE *out)
             "                          little behind catches up from the log (env\n"
             "                          ASYNCQ_REPLICA_SNAPSHOT; 0: about every 64 MiB of log,\n"
             "                          1024 to 262144 entries, as the entries' size goes)\n"
+            "      --lead-balance-ms MS  a shard of a service of groups (--shards N --peers, or\n"
+            "                          --shard K --service with groups) leads on its group's\n"
+            "                          voter K mod V when it can: a leader that is not hands\n"
+            "                          it the lead after leading MS, and looks again each MS\n"
+            "                          (env ASYNCQ_LEAD_BALANCE_MS; 10000; 0: never)\n"
             "      --print-config      print the settings in effect, one NAME=VALUE a line,\n"
             "                          and exit\n"
             "      --health            ask the broker these settings describe, on this host,\n"
@@ -266,7 +273,7 @@ typedef struct {
     const char *text; /* from the flag, else the environment, else NULL */
 } setting_t;
 
-enum { SETTINGS = 28 };
+enum { SETTINGS = 29 };
 
 static void s_settings_init(setting_t *settings, broker_config_t *config)
 {
@@ -301,6 +308,7 @@ static void s_settings_init(setting_t *settings, broker_config_t *config)
         {"shard", "ASYNCQ_SHARD", &config->shard, NULL},
         {"node-id", "ASYNCQ_NODE_ID", &config->node_id, NULL},
         {"replica-snapshot", "ASYNCQ_REPLICA_SNAPSHOT", &config->replica_snapshot, NULL},
+        {"lead-balance-ms", "ASYNCQ_LEAD_BALANCE_MS", &config->lead_balance_ms, NULL},
     };
     memcpy(settings, table, sizeof table);
 }
@@ -431,6 +439,8 @@ static int s_config_is_valid(broker_config_t *config)
         || !s_range("shard", config->shard, 0, SHARDS_MAX - 1)
         || (config->replica_snapshot
             && !s_range("replica-snapshot", config->replica_snapshot, 16, 1u << 30))
+        || (config->lead_balance_ms
+            && !s_range("lead-balance-ms", config->lead_balance_ms, 100, 86400000))
         || !s_service_is_valid(config))
         return 0;
     if (config->drain_ms > INT32_MAX)
@@ -540,6 +550,44 @@ static int s_recover_alone(const broker_config_t *config)
     return AQ_EXIT_OK;
 }
 
+/*  --recover-alone with --shards N --peers: each shard's replica on this
+    host, as it starts (shards.h), goes on alone. */
+static int s_recover_shards_alone(const broker_config_t *config, int count)
+{
+    if (!config->peers) {
+        fprintf(stderr, "asyncq-broker: --recover-alone is for replicas of groups: give it the "
+                        "flags they start with (--shards, --peers, --node-id, --data-dir)\n");
+        return AQ_EXIT_USAGE;
+    }
+    int code = AQ_EXIT_OK;
+    for (int k = 0; k < count; k++) {
+        char peers[AQ_TEXT_MAX], dir[4096], text[1024];
+        broker_config_t own = *config;
+        if (shards_group(config->peers, k, ',', peers, sizeof peers)
+            || snprintf(dir, sizeof dir, "%s/shard-%d", config->data_dir, k) >= (int) sizeof dir) {
+            fprintf(stderr, "asyncq-broker: --recover-alone: shard %d: --peers or --data-dir "
+                            "does not fit --shards %d\n", k, count);
+            return AQ_EXIT_USAGE;
+        }
+        own.peers = peers;
+        own.data_dir = dir;
+        own.shard = (uint64_t) k;
+        int rc = persist_recover_alone(&own, text, sizeof text);
+        if (rc) {
+            fprintf(stderr, "asyncq-broker: --recover-alone: shard %d: %s\n", k, text);
+            if (code == AQ_EXIT_OK || rc == -2)
+                code = rc == -2 ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
+            continue;
+        }
+        printf("shard %d: %s.\n", k, text);
+    }
+    if (code == AQ_EXIT_OK)
+        printf("Start them again as before (without --recover-alone): each leads its shard "
+               "alone, with every item its log holds. Add replicas with `asyncq replica add`; "
+               "never start a replica left out on its old directory.\n");
+    return code;
+}
+
 static void s_ignore_line(void *ctx, const char *line)
 {
     (void) ctx;
@@ -607,6 +655,7 @@ int main(int argc, char **argv)
         .max_delay_s = BROKER_DEFAULT_MAX_DELAY_S,
         .segment_bytes = BROKER_DEFAULT_SEGMENT_BYTES,
         .replica_snapshot = BROKER_DEFAULT_REPLICA_SNAPSHOT,
+        .lead_balance_ms = BROKER_DEFAULT_LEAD_BALANCE_MS,
         .fsync = JOURNAL_FSYNC_ALWAYS,
     };
     const char *fsync = NULL;
@@ -770,11 +819,15 @@ int main(int argc, char **argv)
     }
     if (dashboard_of)
         return shards_dashboard(&config, dashboard_of);
-    if ((config.peers || config.join) && (shards || !config.data_dir)) {
+    if ((config.peers || config.join) && !config.data_dir) {
         fprintf(stderr, "asyncq-broker: --%s makes this broker a replica of a group: it "
-                        "needs --data-dir (the group's log), and is not taken with "
-                        "--shards (give each shard's replicas --shard K and --service, "
-                        "PROTOCOL.md 4.16)\n", config.peers ? "peers" : "join");
+                        "needs --data-dir (the group's log)\n", config.peers ? "peers" : "join");
+        return AQ_EXIT_USAGE;
+    }
+    if (config.join && shards) {
+        fprintf(stderr, "asyncq-broker: --join adds one replica to one group, not --shards: "
+                        "start this host's replica of each shard K as `asyncq replica add` "
+                        "said, with --shard K and --service (PROTOCOL.md 4.16)\n");
         return AQ_EXIT_USAGE;
     }
     if (config.join && !config.node_id) {
@@ -782,17 +835,16 @@ int main(int argc, char **argv)
                         "%s` gave this replica\n", config.join);
         return AQ_EXIT_USAGE;
     }
-    if (recover_alone)
-        return s_recover_alone(&config);
-    if (shards) {
-        int count;
-        if (!shards_count(shards, &count)) {
-            fprintf(stderr, "asyncq-broker: --shards (ASYNCQ_SHARDS) takes 1 to %d or auto, "
-                            "not '%s'\n", SHARDS_MAX, shards);
-            return AQ_EXIT_USAGE;
-        }
-        return shards_run(argc, argv, &config, count);
+    int count = 0;
+    if (shards && !shards_count(shards, &count)) {
+        fprintf(stderr, "asyncq-broker: --shards (ASYNCQ_SHARDS) takes 1 to %d or auto, "
+                        "not '%s'\n", SHARDS_MAX, shards);
+        return AQ_EXIT_USAGE;
     }
+    if (recover_alone)
+        return shards ? s_recover_shards_alone(&config, count) : s_recover_alone(&config);
+    if (shards)
+        return shards_run(argc, argv, &config, count);
     if (config.service) /* a shard's lines say which it is */
         log_set_shard((int) config.shard);
 

@@ -404,6 +404,8 @@ static void s_idle_each(void *ctx, void *value)
 /*  Entries not on disk for this long, with none written meanwhile: the
     replica cannot write its log (a full disk: libraft waits for room to
     open its next segment, silently). */
+#define BALANCE_HEARD_MS 1000 /* that voter answered the leader this lately */
+#define BALANCE_LAG 1024 /* entries the voter may lack: libraft sends them before it hands over */
 #define DISK_STUCK_MS 3000
 /*  Free bytes that make room again: two of libraft's 8 MiB segments. */
 #define DISK_ROOM_BYTES (16u << 20)
@@ -434,6 +436,8 @@ struct group {
     int hinted;
     int64_t leaderless_ms; /* since when no leader is known (0: one is), and when last said */
     int64_t leaderless_said_ms;
+    int shards;          /* the service's (--service), 1 without one */
+    int64_t balanced_ms; /* a leader: when it last looked whether to hand the lead over */
     int lock_fd; /* the data directory's lock (journal_lock_dir) */
     /*  The change a client asked for (REPLICAS add or remove), answered
         once the group has committed it. */
@@ -647,8 +651,10 @@ static void s_group_append(broker_t *self)
         group->capacity = capacity;
     }
     uint64_t token = replica_append(self->replica, self->entry.data, self->entry.size);
-    if (!token)
-        s_step_down(self, "the group's log did not take its records");
+    if (!token) /* what it applied for them is the group's no more */
+        s_step_down(self, replica_transferring(self->replica)
+                              ? "it hands the lead over"
+                              : "the group's log did not take its records");
     group->appended[(group->head + group->length++) % group->capacity] =
         (appended_t){token, self->entry_end};
     group->own_appended++;
@@ -845,6 +851,9 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
         return JOURNAL_IO;
     group->opened_ms = broker_now_ms();
     group->member = replica_is_member(self->replica);
+    group->shards = 1;
+    for (const char *at = self->config.service; at && *at; at++)
+        group->shards += *at == ',';
     if (self->config.join)
         log_line("replica %llu: the group's log in %s, replicas reach it on %s; it joins a "
                  "group that runs, and waits for its leader",
@@ -1004,6 +1013,48 @@ static void s_leaderless_hint(broker_t *self)
              (long long) ((now - group->leaderless_ms) / 1000), voters / 2 + 1, voters);
 }
 
+/*  The shards' leaders spread over the hosts: a service's shard K leads,
+    while it can, on voter K mod V of its group (in the group's order),
+    so that with `--shards N --peers A,B,C` on three hosts each host leads
+    a third of the shards. A leader that is not that voter hands it the
+    lead once it has led for --lead-balance-ms and that voter answers and
+    lacks little of the log; one that is down or behind leaves the lead
+    where it is, looked at again each --lead-balance-ms. */
+static void s_balance_leaders(broker_t *self)
+{
+    group_t *group = self->group;
+    int64_t every = (int64_t) self->config.lead_balance_ms;
+    if (group->shards < 2 || !self->serving || !every) {
+        group->balanced_ms = 0;
+        return;
+    }
+    int64_t now = broker_now_ms();
+    if (!group->balanced_ms)
+        group->balanced_ms = now;
+    if (now - group->balanced_ms < every)
+        return;
+    group->balanced_ms = now;
+    replica_member_t members[REPLICAS_MAX + 1];
+    size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1);
+    uint64_t voters[REPLICAS_MAX + 1];
+    size_t voter_count = 0;
+    for (size_t i = 0; i < count; i++)
+        if (members[i].kind == REPLICA_VOTER)
+            voters[voter_count++] = members[i].id;
+    if (!voter_count)
+        return;
+    uint64_t own = voters[self->config.shard % voter_count], match;
+    if (own == self->config.node_id || replica_match_index(self->replica, own, &match)
+        || match + BALANCE_LAG < replica_last_index(self->replica)
+        || !replica_answered_within(self->replica, own, BALANCE_HEARD_MS))
+        return;
+    if (replica_transfer(self->replica, &own) == 0)
+        log_line("replica %llu hands the lead of shard %llu to replica %llu, its own leader "
+                 "(each host leads its share of the shards)",
+                 (unsigned long long) self->config.node_id,
+                 (unsigned long long) self->config.shard, (unsigned long long) own);
+}
+
 void persist_run(broker_t *self)
 {
     if (!self->replica)
@@ -1021,6 +1072,7 @@ void persist_run(broker_t *self)
     }
     s_check_disk(self);
     s_leaderless_hint(self);
+    s_balance_leaders(self);
     if (version != replica_configuration_version(self->replica)) {
         s_group_service(self);
         /* Told once, when it leaves (a replica that joins learns of the

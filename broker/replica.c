@@ -109,6 +109,12 @@ struct replica {
         said in the log, and when. */
     raft_id outsider_said;
     int64_t outsider_said_ms;
+    /*  When each replica last answered an AppendEntries (a leader's view:
+        one that answers runs and is reached). */
+    struct {
+        raft_id id;
+        int64_t at_ms;
+    } answered[REPLICAS_MAX + 1];
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -342,6 +348,17 @@ static void s_drop_message(struct raft_message *message)
     }
 }
 
+static void s_answered(replica_t *self, raft_id id)
+{
+    size_t slot = 0;
+    for (size_t i = 1; i < REPLICAS_MAX + 1; i++) /* its own slot, or the oldest */
+        if (self->answered[slot].id != id
+            && (self->answered[i].id == id || self->answered[i].at_ms < self->answered[slot].at_ms))
+            slot = i;
+    self->answered[slot].id = id;
+    self->answered[slot].at_ms = s_now_ms();
+}
+
 static void s_io_received(struct raft_io *io, struct raft_message *message)
 {
     replica_t *self = s_of_io(io);
@@ -353,8 +370,10 @@ static void s_io_received(struct raft_io *io, struct raft_message *message)
         return; /* a RequestVote holds nothing to free */
     if (message->type == RAFT_REQUEST_VOTE && s_first_election_refused(self, message))
         return;
-    if (message->type == RAFT_APPEND_ENTRIES_RESULT)
+    if (message->type == RAFT_APPEND_ENTRIES_RESULT) {
         s_lost_log(self, message);
+        s_answered(self, message->server_id);
+    }
     if (message->type != RAFT_INSTALL_SNAPSHOT || !self->own_snapshot_writing) {
         self->received(&self->io_outer, message);
         return;
@@ -820,8 +839,12 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     raft_seed(&self->raft, s_seed(config->id));
     rv = raft_start(&self->raft);
     if (rv) {
+        /* Its replication port is the usual cause: the transport says why. */
+        const char *why = replica_link_transport(self->link)->errmsg;
+        if (!*why)
+            why = raft_errmsg(&self->raft);
         snprintf(error, error_size, "raft start in %s: %s%s%s", config->dir, raft_strerror(rv),
-                 *raft_errmsg(&self->raft) ? ": " : "", raft_errmsg(&self->raft));
+                 *why ? ": " : "", why);
         goto failed;
     }
     return self;
@@ -1089,6 +1112,14 @@ int replica_match_index(replica_t *self, uint64_t id, uint64_t *index)
     return 0;
 }
 
+int replica_answered_within(const replica_t *self, uint64_t id, int64_t ms)
+{
+    for (size_t i = 0; i < REPLICAS_MAX + 1; i++)
+        if (self->answered[i].id == id)
+            return s_now_ms() - self->answered[i].at_ms <= ms;
+    return 0;
+}
+
 uint64_t replica_restores(const replica_t *self)
 {
     return self->restores;
@@ -1256,6 +1287,11 @@ static void s_transferred(struct raft_transfer *request)
 {
     replica_t *self = request->data;
     self->transferring = 0;
+}
+
+int replica_transferring(const replica_t *self)
+{
+    return self->transferring;
 }
 
 int replica_transfer(replica_t *self, uint64_t *id)

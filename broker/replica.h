@@ -143,6 +143,9 @@ uint64_t replica_last_stored(replica_t *self);
 /*  How far replica `id`'s log is known to match the leader's: 0, or -1 if
     this replica does not lead (or there is no such replica). */
 int replica_match_index(replica_t *self, uint64_t id, uint64_t *index);
+/*  Whether replica `id` answered this replica's AppendEntries within the
+    last `ms`: a leader's view of which replicas run and are reached. */
+int replica_answered_within(const replica_t *self, uint64_t id, int64_t ms);
 /*  Snapshots restored (a replica that caught up from one). */
 uint64_t replica_restores(const replica_t *self);
 /*  Connections between replicas refused for `cause` (replica_link.h):
@@ -212,6 +215,9 @@ uint64_t replica_configuration_version(replica_t *self);
 int replica_add(replica_t *self, const char *address, uint64_t *id);
 int replica_remove(replica_t *self, uint64_t id);
 int replica_transfer(replica_t *self, uint64_t *id);
+/*  Whether a transfer asked for is under way (the library takes no entry
+    meanwhile). */
+int replica_transferring(const replica_t *self);
 
 enum {
     REPLICA_ENOTLEADER = 1, /* this replica does not lead (or is not ready yet) */

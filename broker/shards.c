@@ -63,7 +63,7 @@ static int64_t s_now_ms(void)
 static int s_is_ours(const char *arg, int *takes_value)
 {
     static const char *const names[] = {"shards", "bind", "service", "shard", "data-dir",
-                                        "metrics", "state-dump", NULL};
+                                        "metrics", "state-dump", "peers", NULL};
     *takes_value = 0;
     if (strcmp(arg, "-b") == 0) {
         *takes_value = 1;
@@ -110,6 +110,36 @@ static char *s_metrics_for(const char *metrics, int offset)
     return s_format("%.*s%d", (int) (port - metrics), metrics, number + offset);
 }
 
+/*  Ports a shard uses in a row: PULL and ROUTER, and a replica's own. */
+static int s_stride(const broker_config_t *config)
+{
+    return config->peers ? 3 : 2;
+}
+
+int shards_group(const char *peers, int shard, char separator, char *out, size_t size)
+{
+    size_t used = 0;
+    const char between[2] = {separator, '\0'};
+    out[0] = '\0';
+    for (const char *at = peers; *at;) {
+        size_t length = strcspn(at, ",");
+        char entry[AQ_ENDPOINT_MAX];
+        aq_endpoint_t endpoint;
+        snprintf(entry, sizeof entry, "%.*s", (int) (length < sizeof entry ? length : 0), at);
+        if (length == 0 || length >= sizeof entry || aq_endpoint_parse(entry, 0, &endpoint)
+            || endpoint.is_ipc || !endpoint.host[0] || endpoint.port == 0
+            || endpoint.port + 3 * shard + 2 > 65535)
+            return -1;
+        int wrote = snprintf(out + used, size - used, "%s%s:%d", used ? between : "",
+                             endpoint.host, endpoint.port + 3 * shard);
+        if (wrote < 0 || (size_t) wrote >= size - used)
+            return -1;
+        used += (size_t) wrote;
+        at += length + (at[length] == ',');
+    }
+    return used ? 0 : -1;
+}
+
 /*  shard K's argv: the broker's own flags, less those above, plus its own. */
 static char *s_own(shard_t *shard, char *text)
 {
@@ -137,7 +167,7 @@ static char **s_shard_argv(int argc, char **argv, const aq_endpoint_t *bind, con
     out[n++] = s_own(owner, bind->is_ipc ? (shard ? s_format("ipc://%s-%d", bind->path, shard)
                                                   : s_format("ipc://%s", bind->path))
                                          : s_format("tcp://%s:%d", bind->host,
-                                                    bind->port + 2 * shard));
+                                                    bind->port + s_stride(config) * shard));
     out[n++] = "--shard";
     out[n++] = s_own(owner, s_format("%d", shard));
     out[n++] = "--service";
@@ -308,11 +338,12 @@ int shards_dashboard(const broker_config_t *config, const char *of)
 int shards_run(int argc, char **argv, const broker_config_t *config, int count)
 {
     aq_endpoint_t bind;
-    if (aq_endpoint_parse(config->bind, 1, &bind) != AQ_OK
-        || (!bind.is_ipc && (bind.port == 0 || bind.port + 2 * (count - 1) + 1 > 65535))) {
+    int stride = s_stride(config);
+    if (aq_endpoint_parse(config->bind, 1, &bind) != AQ_OK || (config->peers && bind.is_ipc)
+        || (!bind.is_ipc && (bind.port == 0 || bind.port + stride * count - 1 > 65535))) {
         fprintf(stderr, "asyncq-broker: --shards %d needs a fixed --bind port with %d ports "
-                        "free above it (shard K listens on PORT+2K), not '%s'\n",
-                count, 2 * count, config->bind);
+                        "free from it (shard K listens on PORT+%dK), not '%s'\n",
+                count, stride * count, stride, config->bind);
         return AQ_EXIT_USAGE;
     }
     if (config->service || config->shard) {
@@ -334,21 +365,38 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
         return AQ_EXIT_FAILURE;
     }
     /* The service every shard names: ports on the host a client reached. */
-    size_t size = (size_t) count * (sizeof bind.path + 16) + 1;
+    size_t size = config->peers ? 2 * AQ_TEXT_MAX : (size_t) count * (sizeof bind.path + 16) + 1;
     char *service = calloc(1, size);
     if (!service)
         return AQ_EXIT_FAILURE;
     size_t used = 0;
-    for (int k = 0; k < count; k++) {
-        if (bind.is_ipc)
+    /* With --peers, shard K is a group: each replica's port moved up by
+       3K on every host (PROTOCOL.md 4.16). */
+    for (int k = 0; k < count && used < size; k++) {
+        if (config->peers) {
+            char group[AQ_TEXT_MAX];
+            if (shards_group(config->peers, k, '|', group, sizeof group)) {
+                fprintf(stderr, "asyncq-broker: --shards %d with --peers: each of --peers' "
+                                "HOST:PORT needs %d ports free from it (shard K's replica on "
+                                "PORT+3K), not '%s'\n", count, 3 * count, config->peers);
+                free(service);
+                return AQ_EXIT_USAGE;
+            }
+            used += (size_t) snprintf(service + used, size - used, "%s%s", k ? "," : "", group);
+        }
+        else if (bind.is_ipc)
             used += (size_t) snprintf(service + used, size - used, k ? ",ipc://%s-%d" : "ipc://%s",
                                       bind.path, k);
         else
             used += (size_t) snprintf(service + used, size - used, "%s:%d", k ? "," : "",
                                       bind.port + 2 * k);
     }
-    if (used + 32 > AQ_TEXT_MAX) {
-        fprintf(stderr, "asyncq-broker: --shards %d: too many to list in one answer\n", count);
+    /* WELCOME says a service of groups twice (4.16). */
+    if ((config->peers ? 2 * used : used) + 32 > AQ_TEXT_MAX) {
+        fprintf(stderr, "asyncq-broker: --shards %d%s: too many to list in one answer (%d "
+                        "characters at most)\n", count,
+                config->peers ? " with --peers" : "",
+                (config->peers ? AQ_TEXT_MAX / 2 : AQ_TEXT_MAX) - 32);
         free(service);
         return AQ_EXIT_USAGE;
     }
@@ -367,6 +415,7 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
     const char *piped = config->metrics && !config->metrics_token_file ? token : NULL;
     /* A shard reads the environment too: these are set for it by flag. */
     unsetenv("ASYNCQ_SHARDS");
+    unsetenv("ASYNCQ_PEERS"); /* a group's shards take theirs from --service */
     shard_t *shards = calloc((size_t) count, sizeof *shards);
     if (!shards) {
         service_http_destroy(&http);

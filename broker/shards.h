@@ -1,6 +1,7 @@
 /*  asyncq-broker --shards N|auto: N shard processes of one service on one
     host (PROTOCOL.md 4.15), shard K bound at PORT + 2K with its data in
-    DATA-DIR/shard-K; one that dies is restarted (after 0.5 s, doubling to
+    DATA-DIR/shard-K (with --peers, each shard a replica of its own group,
+    at PORT + 3K on every host: PROTOCOL.md 4.16); one that dies is restarted (after 0.5 s, doubling to
     30 s) or, if a restart would only fail again, reported. With --metrics
     METRICS-PORT, the whole service's HTTP port is served there
     (service_http.h) and shard K's own at METRICS-PORT + 1 + K. */
@@ -17,6 +18,11 @@ int shards_count(const char *text, int *count);
     own --metrics ports (every broker of a service across hosts); until
     SIGTERM or SIGINT. Returns the exit code. */
 int shards_dashboard(const broker_config_t *config, const char *of);
+
+/*  Shard K's group when every replica of --peers (HOST:PORT,...) runs
+    shards: each port moved up by 3K, the addresses joined by `separator`.
+    0, or -1 if one is not HOST:PORT or it does not fit in `size`. */
+int shards_group(const char *peers, int shard, char separator, char *out, size_t size);
 
 /*  Runs the shards until a signal stops them; returns the exit code. */
 int shards_run(int argc, char **argv, const broker_config_t *config, int count);

@@ -14,8 +14,10 @@
     elect no one while the third, which holds the items, is down; a group
     whose majority is lost for good goes on as its third replica alone
     (--recover-alone), to which a new replica is added, and which the
-    replicas left out cannot unseat; the lead is handed over on request; a data directory is one replica's or one
-    broker's. At the end every replica's state (written on SIGUSR1) is the
+    replicas left out cannot unseat; the lead is handed over on request;
+    three hosts of `--shards 2 --peers` make a group per shard, each led
+    from a host of its own, that survive a host lost whole and go on from
+    one host alone; a data directory is one replica's or one broker's. At the end every replica's state (written on SIGUSR1) is the
     same, item by item. The killed and paused leaders and the snapshot run
     again with CURVE keys, through the replicas' authenticated, encrypted
     connections. */
@@ -205,10 +207,25 @@ static void s_start(group_t *g, int i)
 /*  Says HELLO to replica i on a raw DEALER: 1 if it WELCOMEs (it leads),
     0 if it answers 421 (subject: the leader it names, into `leader`), -1
     if it does not answer within `wait_ms`. */
+static int s_hello_at(const char *address, const char *const *listed, int count, char *leader,
+                      size_t size, int wait_ms);
+
 static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_ms)
 {
+    const char *listed[REPLICAS];
+    int count = 0;
+    for (int k = 0; k < REPLICAS; k++)
+        if (!(g->unlisted & (1u << k)))
+            listed[count++] = g->address[k];
+    return s_hello_at(g->address[i], listed, count, leader, size, wait_ms);
+}
+
+/*  s_hello at an address, whose WELCOME must list each of `listed`. */
+static int s_hello_at(const char *address, const char *const *listed, int count, char *leader,
+                      size_t size, int wait_ms)
+{
     harness_t h = {0};
-    snprintf(h.address, sizeof h.address, "%s", g->address[i]);
+    snprintf(h.address, sizeof h.address, "%s", address);
     zsock_t *dealer = harness_raw(&h, ZMQ_DEALER);
     zsock_set_rcvtimeo(dealer, wait_ms);
     aq_msg_t hello = {.cmd = AQ_CMD_HELLO, .tag = aq_bytes_str("h1"),
@@ -227,14 +244,10 @@ static int s_hello(const group_t *g, int i, char *leader, size_t size, int wait_
                      (const char *) msg.service.data);
             /* Every replica, in the group's order (which membership
                changes may have changed). */
-            for (int k = 0; k < REPLICAS; k++) {
-                if (g->unlisted & (1u << k))
-                    continue;
-                char listed[80];
-                snprintf(listed, sizeof listed, "%s", g->address[k]);
+            for (int k = 0; k < count; k++) {
                 const char *at = strstr(service, "replicas=");
-                if (!at || !strstr(at, listed))
-                    fail_msg("the leader's WELCOME says '%s': no %s", service, listed);
+                if (!at || !strstr(at, listed[k]))
+                    fail_msg("the leader's WELCOME says '%s': no %s", service, listed[k]);
             }
             assert_int_equal(msg.persistence.size, strlen("replicated"));
             assert_memory_equal(msg.persistence.data, "replicated", msg.persistence.size);
@@ -485,14 +498,13 @@ static void test_followers_name_the_leader_and_programs_find_it(void **state)
     s_assert_same_state(g, leader);
 }
 
-static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
+/*  Two producers of 3000 puts each to queue `m`, through every address,
+    and two consumers. Each put is sent as it is made (a pause after
+    each): their PUSH fills up towards a leader killed, which never comes
+    back while they run. */
+static void s_start_workers(group_t *g)
 {
-    group_t *g = *state;
-    int leader = s_start_all(g);
     for (int i = 0; i < 2; i++) {
-        /* Each put sent as it is made (a pause after each): their PUSH
-           fills up towards the leader killed, which never comes back
-           while they run. */
         char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "m", "--count",
                             "3000", "--max-sleep", "0.002", "--quiet", NULL};
         harness_spawn(&g->workers[i], producer);
@@ -500,6 +512,13 @@ static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
                             "--max-sleep", "0", "--quiet", "--credit", "8", NULL};
         harness_spawn(&g->workers[2 + i], consumer);
     }
+}
+
+static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_all(g);
+    s_start_workers(g);
     harness_t h = {0};
     snprintf(h.address, sizeof h.address, "%s", g->address[leader]);
     harness_wait_stat_at_least(&h, "m", "puts", 300);
@@ -1189,6 +1208,172 @@ static void test_a_service_of_groups_finds_a_shard_past_a_dead_replica(void **st
     assert_int_equal(s_queue_total(other, leader, "q", "acks_total"), second);
 }
 
+/*  Three hosts (three supervisors on loopback, each `--shards 2 --peers
+    A,B,C --node-id N`): shard K is a group of its own, with host N's
+    replica at its PORT+3K. Each shard's lead settles on a host of its
+    own; a host lost whole while producers and consumers run loses no
+    confirmed put and the join is exact; back, it leads its shard again;
+    with the other two lost for good, it goes on alone with every shard
+    (--recover-alone). */
+enum { HOST_SHARDS = 2 };
+
+static void s_shard_at(const group_t *g, int host, int shard, char *out, size_t size)
+{
+    int port = atoi(strrchr(g->address[host], ':') + 1);
+    snprintf(out, size, "127.0.0.1:%d", port + 3 * shard);
+}
+
+static void s_start_host(group_t *g, int host)
+{
+    char path[4096], node[16], line[256];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    snprintf(node, sizeof node, "%d", host + 1);
+    char *argv[] = {path, "--shards", "2", "--bind", g->address[host], "--peers", g->peers,
+                    "--node-id", node, "--data-dir", g->data[host], "--lead-balance-ms", "2000",
+                    NULL};
+    assert_int_equal(aq_process_spawn_logged(&g->replicas[host], argv, 1, 1, g->log[host]), 0);
+    for (int k = 0; k < HOST_SHARDS; k++)
+        if (!aq_process_expect(&g->replicas[host], "READY ", line, sizeof line,
+                               HARNESS_DEADLINE_MS))
+            fail_msg("host %d's shard %d did not print READY", host + 1, k);
+}
+
+/*  Waits until host `host` leads shard `shard` and every other running
+    host's replica names it: the milliseconds it took. Its WELCOME lists
+    every host's replica, or (`alone`) its own. */
+static int64_t s_wait_host_leads(const group_t *g, int shard, int host, int alone,
+                                 int64_t within_ms)
+{
+    const char *listed[REPLICAS];
+    char addresses[REPLICAS][64];
+    for (int i = 0; i < REPLICAS; i++) {
+        s_shard_at(g, i, shard, addresses[i], sizeof addresses[i]);
+        listed[i] = addresses[i];
+    }
+    int64_t start = zclock_mono();
+    while (zclock_mono() - start < within_ms) {
+        int settled = 1;
+        for (int i = 0; i < REPLICAS && settled; i++) {
+            if (!g->replicas[i].pid)
+                continue;
+            char leader[64] = "";
+            int rc = s_hello_at(addresses[i], alone ? &listed[host] : listed,
+                                alone ? 1 : REPLICAS, leader, sizeof leader, 200);
+            settled = i == host ? rc == 1 : rc == 0 && strcmp(leader, addresses[host]) == 0;
+        }
+        if (settled)
+            return zclock_mono() - start;
+        zclock_sleep(50);
+    }
+    for (int i = 0; i < REPLICAS; i++) {
+        char *log = harness_read_file(g->log[i]);
+        size_t size = log ? strlen(log) : 0;
+        fprintf(stderr, "--- host %d's log (its end):\n%s\n", i + 1,
+                log ? log + (size > 2500 ? size - 2500 : 0) : "(none)");
+        free(log);
+    }
+    fail_msg("host %d did not lead shard %d within %lld ms", host + 1, shard,
+             (long long) within_ms);
+    return -1;
+}
+
+/*  `asyncq stats` of queue `queue` through every host: the shards added up. */
+static void s_assert_service_totals(const group_t *g, const char *queue, int puts)
+{
+    char *stats[] = {"asyncq", "stats", "--broker", (char *) g->all, "--queue", (char *) queue,
+                     NULL};
+    char out[1024], want[64];
+    assert_int_equal(harness_run(stats, out, sizeof out), 0);
+    const char *keys[] = {"puts", "acked"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(want, sizeof want, " %s=%d ", keys[i], puts);
+        if (!strstr(out, want))
+            fail_msg("asyncq stats says '%s': not%s", out, want);
+    }
+    if (!strstr(out, " outstanding=0 ") || !strstr(out, " dead=0 "))
+        fail_msg("asyncq stats says '%s': items outstanding or dead", out);
+}
+
+static void test_shards_of_groups_spread_their_leaders_and_survive_a_host(void **state)
+{
+    group_t *g = *state;
+    int base = harness_free_ports(6 * REPLICAS); /* each host: 2 shards, 3 ports each */
+    g->peers[0] = '\0';
+    for (int i = 0; i < REPLICAS; i++) {
+        snprintf(g->address[i], sizeof g->address[i], "127.0.0.1:%d", base + 6 * i);
+        size_t used = strlen(g->peers);
+        snprintf(g->peers + used, sizeof g->peers - used, "%s%s", i ? "," : "", g->address[i]);
+    }
+    snprintf(g->all, sizeof g->all, "%s", g->peers);
+    for (int i = 0; i < REPLICAS; i++)
+        s_start_host(g, i);
+    /* Shard K's lead settles on host K+1, wherever the first election
+       put it. */
+    for (int k = 0; k < HOST_SHARDS; k++)
+        print_message("host %d leads shard %d after %lld ms\n", k + 1, k,
+                      (long long) s_wait_host_leads(g, k, k, 0, 20000));
+
+    s_start_workers(g);
+    harness_t one = {0};
+    s_shard_at(g, 1, 1, one.address, sizeof one.address);
+    harness_wait_stat_at_least(&one, "m", "puts", 300);
+    /* Host 2 lost whole: its shards' processes killed at once, its
+       supervisor (stopped first, so it restarts none) too. */
+    assert_int_equal(kill(g->replicas[1].pid, SIGSTOP), 0);
+    harness_kill_shards(g->data[1]);
+    aq_process_stop(&g->replicas[1], SIGKILL, 5000);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(harness_wait_exit(&g->workers[i]), 0); /* every put confirmed */
+    char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "m", "--timeout", "20",
+                    NULL};
+    char out[512];
+    assert_int_equal(harness_run(join, out, sizeof out), 0);
+    s_assert_service_totals(g, "m", 6000);
+
+    /* Back, it catches up, and its shard's lead comes back to it. */
+    s_start_host(g, 1);
+    print_message("host 2 leads shard 1 again %lld ms after it started again\n",
+                  (long long) s_wait_host_leads(g, 1, 1, 0, 20000));
+    s_wait_host_leads(g, 0, 0, 0, 1000);
+    char *put[] = {"asyncq", "put", "--broker", g->all, "--queue", "m", "after", NULL};
+    assert_int_equal(harness_run(put, out, sizeof out), 0);
+    char *get[] = {"asyncq", "join", "--broker", g->all, "--queue", "m", "--timeout", "20",
+                   NULL};
+    assert_int_equal(harness_run(get, out, sizeof out), 0); /* the consumers took it */
+    s_assert_service_totals(g, "m", 6001);
+
+    /* Every host stopped, hosts 2 and 3 lost for good: host 1 goes on
+       alone with both shards, from the flags it starts with. */
+    for (int i = 0; i < REPLICAS; i++)
+        aq_process_stop(&g->replicas[i], SIGTERM, HARNESS_DEADLINE_MS);
+    char *recover[] = {"asyncq-broker", "--shards", "2", "--bind", g->address[0], "--peers",
+                       g->peers, "--node-id", "1", "--data-dir", g->data[0], "--recover-alone",
+                       NULL};
+    char said[2048];
+    assert_int_equal(harness_run(recover, said, sizeof said), 0);
+    for (int k = 0; k < HOST_SHARDS; k++) {
+        char want[64];
+        snprintf(want, sizeof want, "shard %d: replica 1 is its group's only member now", k);
+        if (!strstr(said, want))
+            fail_msg("--recover-alone said '%s': not '%s'", said, want);
+    }
+    s_start_host(g, 0);
+    for (int k = 0; k < HOST_SHARDS; k++)
+        s_wait_host_leads(g, k, 0, 1, HARNESS_DEADLINE_MS);
+    s_assert_service_totals(g, "m", 6001);
+}
+
+static int s_teardown_hosts(void **state)
+{
+    group_t *g = *state;
+    for (int i = 0; i < WORKERS; i++)
+        aq_process_stop(&g->workers[i], SIGTERM, 5000);
+    for (int i = 0; i < REPLICAS; i++)
+        aq_process_stop(&g->replicas[i], SIGKILL, 5000);
+    harness_kill_shards(g->dir.root);
+    return s_teardown(state);
+}
+
 /*  A data directory is one replica's or one plain broker's, never taken
     for the other's, nor for another replica's: each start the wrong way
     is refused, saying why. */
@@ -1255,6 +1440,9 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_directory_is_one_replicas_or_one_brokers, s_setup,
                                         s_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_shards_of_groups_spread_their_leaders_and_survive_a_host, s_setup,
+            s_teardown_hosts),
         cmocka_unit_test_setup_teardown(
             test_a_replica_whose_disk_is_full_catches_up_once_there_is_room, s_setup, s_teardown),
         /* With keys: the same through connections that are authenticated
