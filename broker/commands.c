@@ -1103,6 +1103,17 @@ static void s_on_replicas(const request_t *request)
                                " match_index=%llu lag=%llu",
                                (unsigned long long) group.replicas[i].match_index,
                                (unsigned long long) group.replicas[i].lag);
+            /* The leader's view: how long since each other replica answered
+               it (a replica down or cut off goes silent). */
+            if (group.replicas[i].known && group.replicas[i].id != group.node && at > 0
+                && (size_t) at < sizeof lines_text[i]) {
+                char silent[24] = "never";
+                if (group.replicas[i].silent_ms >= 0)
+                    snprintf(silent, sizeof silent, "%lld",
+                             (long long) group.replicas[i].silent_ms);
+                at += snprintf(lines_text[i] + at, sizeof lines_text[i] - (size_t) at,
+                               " silent_ms=%s", silent);
+            }
             if (group.replicas[i].id == group.node && at > 0 && (size_t) at < sizeof lines_text[i])
                 snprintf(lines_text[i] + at, sizeof lines_text[i] - (size_t) at,
                          " term=%llu commit_index=%llu", (unsigned long long) group.term,

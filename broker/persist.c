@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -437,7 +438,9 @@ struct group {
     int64_t leaderless_ms; /* since when no leader is known (0: one is), and when last said */
     int64_t leaderless_said_ms;
     int shards;          /* the service's (--service), 1 without one */
-    int64_t balanced_ms; /* a leader: when it last looked whether to hand the lead over */
+    int64_t balanced_ms; /* a leader: when it last looked whether to hand the lead over, */
+    int64_t balance_wait_ms; /* how long until it looks again, */
+    uint64_t balance_asked;  /* and the voter it asked to take it (0: none) */
     int lock_fd; /* the data directory's lock (journal_lock_dir) */
     /*  The change a client asked for (REPLICAS add or remove), answered
         once the group has committed it. */
@@ -815,6 +818,30 @@ static int s_group_claim(group_t *group, const broker_config_t *config, char *er
     return 0;
 }
 
+/*  Replicas whose host does not resolve now are named at the start
+    (libraft's transport would try them in silence): a name mistyped in
+    --peers, or one a container's DNS knows only once it runs. */
+static void s_group_resolve(const broker_t *self)
+{
+    const group_t *group = self->group;
+    for (unsigned i = 0; i < group->count; i++) {
+        char host[AQ_ENDPOINT_MAX + 8];
+        snprintf(host, sizeof host, "%s", group->peers[i]);
+        char *colon = strrchr(host, ':');
+        if (colon)
+            *colon = '\0';
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+        struct addrinfo *found = NULL;
+        int rv = getaddrinfo(host, NULL, &hints, &found);
+        if (found)
+            freeaddrinfo(found);
+        if (rv)
+            log_line("replica %llu: replica %u's host %s does not resolve (%s): the group "
+                     "reaches it once it does; is --peers right?",
+                     (unsigned long long) self->config.node_id, i + 1, host, gai_strerror(rv));
+    }
+}
+
 static int s_group_open(broker_t *self, char *error, size_t error_size)
 {
     self->group = calloc(1, sizeof *self->group);
@@ -865,6 +892,7 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
                  (unsigned long long) self->config.node_id, count, group->dir,
                  group->address);
     }
+    s_group_resolve(self);
     s_group_service(self);
     return 0;
 }
@@ -1006,11 +1034,13 @@ static void s_leaderless_hint(broker_t *self)
         return; /* one that joins has its own hint; a standby waits for its leader */
     group->leaderless_said_ms = now;
     log_line("replica %llu has known no leader for %lld s: its group elects one once %u of its "
-             "%u voters run and reach each other (a new group's first: all of them; each "
-             "replica's log names one it has not heard). If most of their directories are "
-             "lost for good, one replica can go on alone: --recover-alone (README)",
+             "%u voters run and reach each other (a new group's first: all of them, started "
+             "with the same --peers in the same order%s; each replica's log names one it has "
+             "not heard). If most of their directories are lost for good, one replica can go "
+             "on alone: --recover-alone (README)",
              (unsigned long long) self->config.node_id,
-             (long long) ((now - group->leaderless_ms) / 1000), voters / 2 + 1, voters);
+             (long long) ((now - group->leaderless_ms) / 1000), voters / 2 + 1, voters,
+             group->shards > 1 ? " and the same --shards or --service" : "");
 }
 
 /*  The shards' leaders spread over the hosts: a service's shard K leads,
@@ -1029,11 +1059,22 @@ static void s_balance_leaders(broker_t *self)
         return;
     }
     int64_t now = broker_now_ms();
-    if (!group->balanced_ms)
+    if (!group->balanced_ms) {
         group->balanced_ms = now;
-    if (now - group->balanced_ms < every)
+        group->balance_wait_ms = every;
+        group->balance_asked = 0;
+    }
+    if (now - group->balanced_ms < group->balance_wait_ms)
         return;
     group->balanced_ms = now;
+    if (group->balance_asked) /* still leading: that voter did not take over */
+        log_line("replica %llu still leads shard %llu: replica %llu did not take the lead; "
+                 "asked again in %lld s at the soonest",
+                 (unsigned long long) self->config.node_id,
+                 (unsigned long long) self->config.shard,
+                 (unsigned long long) group->balance_asked,
+                 (long long) (group->balance_wait_ms / 1000));
+    group->balance_asked = 0;
     replica_member_t members[REPLICAS_MAX + 1];
     size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1);
     uint64_t voters[REPLICAS_MAX + 1];
@@ -1046,13 +1087,20 @@ static void s_balance_leaders(broker_t *self)
     uint64_t own = voters[self->config.shard % voter_count], match;
     if (own == self->config.node_id || replica_match_index(self->replica, own, &match)
         || match + BALANCE_LAG < replica_last_index(self->replica)
-        || !replica_answered_within(self->replica, own, BALANCE_HEARD_MS))
+        || (uint64_t) replica_silent_ms(self->replica, own) > BALANCE_HEARD_MS)
         return;
-    if (replica_transfer(self->replica, &own) == 0)
+    if (replica_transfer(self->replica, &own) == 0) {
         log_line("replica %llu hands the lead of shard %llu to replica %llu, its own leader "
                  "(each host leads its share of the shards)",
                  (unsigned long long) self->config.node_id,
                  (unsigned long long) self->config.shard, (unsigned long long) own);
+        /* Each try that fails waits twice as long for the next, up to 64
+           times --lead-balance-ms: a voter that answers yet cannot lead
+           (its disk full) costs the group a pause only now and then. */
+        group->balance_asked = own;
+        if (group->balance_wait_ms < every * 64)
+            group->balance_wait_ms *= 2;
+    }
 }
 
 void persist_run(broker_t *self)
@@ -1125,6 +1173,7 @@ int persist_group(broker_t *self, persist_group_t *out)
             out->replicas[i].known = 1;
             out->replicas[i].match_index = match;
             out->replicas[i].lag = out->last_index > match ? out->last_index - match : 0;
+            out->replicas[i].silent_ms = replica_silent_ms(self->replica, members[i].id);
         }
     }
     return 0;

@@ -69,6 +69,7 @@ typedef struct {
         const char *kind;         /* "voter", "standby" (catching up) or "spare" */
         int known;                /* the leader knows its match index */
         uint64_t match_index, lag; /* lag: entries of the leader's log it lacks */
+        int64_t silent_ms;         /* since it last answered the leader (-1: never) */
     } replicas[PERSIST_MEMBERS_MAX];
 } persist_group_t;
 /*  0 and *group filled for a replica; -1 for a broker that is not one. */

@@ -203,10 +203,13 @@ static int s_abstains(replica_t *self, const struct raft_message *message)
         self->catch_up_to = committed;
     if (self->voting == ABSTAINS_LISTENING) {
         self->voting = ABSTAINS_CATCHING_UP;
-        s_note(self, "its log started empty while its group runs (a new replica, or its "
-                     "directory wiped): it takes no part in elections until it holds the "
-                     "%llu entries the group had committed",
-               (unsigned long long) self->catch_up_to);
+        /* A new group's first entries (its list, its first leader's
+           barrier) are no news: said only past them. */
+        if (self->catch_up_to > 2)
+            s_note(self, "its log started empty while its group runs (a new replica, or its "
+                         "directory wiped): it takes no part in elections until it holds the "
+                         "%llu entries the group had committed",
+                   (unsigned long long) self->catch_up_to);
     }
     return 0;
 }
@@ -669,8 +672,11 @@ static void s_check(replica_t *self)
         self->voting = VOTES; /* a new group's first leader: its log is the group's */
     if (self->voting == ABSTAINS_CATCHING_UP && replica_last_stored(self) >= self->catch_up_to) {
         self->voting = VOTES;
-        s_note(self, "it holds the %llu entries its group had committed: it votes again",
-               (unsigned long long) self->catch_up_to);
+        if (self->catch_up_to > 2)
+            s_note(self, "it holds the %llu entries its group had committed: it votes again",
+                   (unsigned long long) self->catch_up_to);
+        else
+            s_note(self, "it holds its new group's first entries: it votes");
     }
     uint64_t leader = replica_leader(self, NULL);
     if (role == REPLICA_LEADER && self->ready && self->lost_log_id)
@@ -1112,12 +1118,12 @@ int replica_match_index(replica_t *self, uint64_t id, uint64_t *index)
     return 0;
 }
 
-int replica_answered_within(const replica_t *self, uint64_t id, int64_t ms)
+int64_t replica_silent_ms(const replica_t *self, uint64_t id)
 {
     for (size_t i = 0; i < REPLICAS_MAX + 1; i++)
         if (self->answered[i].id == id)
-            return s_now_ms() - self->answered[i].at_ms <= ms;
-    return 0;
+            return s_now_ms() - self->answered[i].at_ms;
+    return -1;
 }
 
 uint64_t replica_restores(const replica_t *self)

@@ -143,9 +143,10 @@ uint64_t replica_last_stored(replica_t *self);
 /*  How far replica `id`'s log is known to match the leader's: 0, or -1 if
     this replica does not lead (or there is no such replica). */
 int replica_match_index(replica_t *self, uint64_t id, uint64_t *index);
-/*  Whether replica `id` answered this replica's AppendEntries within the
-    last `ms`: a leader's view of which replicas run and are reached. */
-int replica_answered_within(const replica_t *self, uint64_t id, int64_t ms);
+/*  How long ago replica `id` last answered this replica's AppendEntries,
+    in ms (-1: never): a leader's view of which replicas run and are
+    reached. */
+int64_t replica_silent_ms(const replica_t *self, uint64_t id);
 /*  Snapshots restored (a replica that caught up from one). */
 uint64_t replica_restores(const replica_t *self);
 /*  Connections between replicas refused for `cause` (replica_link.h):

@@ -341,9 +341,10 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
     int stride = s_stride(config);
     if (aq_endpoint_parse(config->bind, 1, &bind) != AQ_OK || (config->peers && bind.is_ipc)
         || (!bind.is_ipc && (bind.port == 0 || bind.port + stride * count - 1 > 65535))) {
-        fprintf(stderr, "asyncq-broker: --shards %d needs a fixed --bind port with %d ports "
-                        "free from it (shard K listens on PORT+%dK), not '%s'\n",
-                count, stride * count, stride, config->bind);
+        fprintf(stderr, "asyncq-broker: --shards %d needs a fixed --bind port%s with %d ports "
+                        "free from it, below 65536 (shard K listens on PORT+%dK), not '%s'\n",
+                count, config->peers ? " (tcp://, with --peers)" : "", stride * count, stride,
+                config->bind);
         return AQ_EXIT_USAGE;
     }
     if (config->service || config->shard) {
@@ -377,8 +378,9 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
             char group[AQ_TEXT_MAX];
             if (shards_group(config->peers, k, '|', group, sizeof group)) {
                 fprintf(stderr, "asyncq-broker: --shards %d with --peers: each of --peers' "
-                                "HOST:PORT needs %d ports free from it (shard K's replica on "
-                                "PORT+3K), not '%s'\n", count, 3 * count, config->peers);
+                                "HOST:PORT needs %d ports free from it, below 65536 (shard "
+                                "K's replica on PORT+3K), not '%s'\n", count, 3 * count,
+                        config->peers);
                 free(service);
                 return AQ_EXIT_USAGE;
             }
@@ -394,9 +396,9 @@ int shards_run(int argc, char **argv, const broker_config_t *config, int count)
     /* WELCOME says a service of groups twice (4.16). */
     if ((config->peers ? 2 * used : used) + 32 > AQ_TEXT_MAX) {
         fprintf(stderr, "asyncq-broker: --shards %d%s: too many to list in one answer (%d "
-                        "characters at most)\n", count,
+                        "characters at most, these %d make %zu)\n", count,
                 config->peers ? " with --peers" : "",
-                (config->peers ? AQ_TEXT_MAX / 2 : AQ_TEXT_MAX) - 32);
+                (config->peers ? AQ_TEXT_MAX / 2 : AQ_TEXT_MAX) - 32, count, used);
         free(service);
         return AQ_EXIT_USAGE;
     }

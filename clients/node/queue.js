@@ -146,6 +146,13 @@ function timeoutOf(options) {
   return timeout;
 }
 
+// A broker's address as the user sees it: a group's leader, once known
+// (4.16), else the address it was found under.
+function memberAddress(member) {
+  const { leader } = member.replicas;
+  return member.replicas.replicated && leader ? leader.address : member.label;
+}
+
 // Emits 'held' (the queue's name) when the broker holds this client's puts
 // back because the queue is full (the broker's --maxsize), and
 // 'unreachable' (a BrokerUnreachable) for an address given where no broker
@@ -225,11 +232,9 @@ class Queue extends EventEmitter {
   // order found; [] before. A group of replicas (4.16) is one, at its leader.
   get brokers() {
     if (!this.service || !this.service.opened) return [];
-    return this.service.active().map((member) => {
-      const { leader } = member.replicas;
-      const address = member.replicas.replicated && leader ? leader.address : member.label;
-      return { address, shard: member.shard, up: member.up };
-    });
+    return this.service.active().map((member) => ({
+      address: memberAddress(member), shard: member.shard, up: member.up,
+    }));
   }
 
   recordError(error) {
@@ -609,7 +614,7 @@ class Queue extends EventEmitter {
   async stats(options = {}) {
     const replies = await this.everyBroker('stats', (tag) => message('STATS', tag, this.queue));
     const each = replies.map(({ member, fields }) => ({
-      address: member.label,
+      address: memberAddress(member),
       shard: member.shard,
       stats: fields.length > 1 ? parseStats(fields[1].toString()) : {},
     }));

@@ -170,7 +170,7 @@ static void s_start_as(group_t *g, int i, const char *join)
                     join ? g->address[i] : g->peers, "--node-id", join ? (char *) join : node,
                     "--data-dir", g->data[i], "--state-dump", g->dump[i],
                     "--metrics", g->metrics_bind[i], NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                    NULL, NULL, NULL, NULL};
+                    NULL, NULL, NULL, NULL, NULL, NULL};
     size_t argc = 13;
     if (g->keyed) {
         argv[argc++] = "--curve-secret";
@@ -189,6 +189,8 @@ static void s_start_as(group_t *g, int i, const char *join)
         argv[argc++] = shard;
         argv[argc++] = "--service";
         argv[argc++] = g->service;
+        argv[argc++] = "--lead-balance-ms"; /* each lead stays where its election put it */
+        argv[argc++] = "0";
     }
     assert_int_equal(aq_process_spawn_logged(&g->replicas[i], argv, 1, 1, g->log[i]), 0);
     char ready[256];
@@ -1238,6 +1240,17 @@ static void s_start_host(group_t *g, int host)
             fail_msg("host %d's shard %d did not print READY", host + 1, k);
 }
 
+static void s_print_host_logs(const group_t *g)
+{
+    for (int i = 0; i < REPLICAS; i++) {
+        char *log = harness_read_file(g->log[i]);
+        size_t size = log ? strlen(log) : 0;
+        fprintf(stderr, "--- host %d's log (its end):\n%s\n", i + 1,
+                log ? log + (size > 4000 ? size - 4000 : 0) : "(none)");
+        free(log);
+    }
+}
+
 /*  Waits until host `host` leads shard `shard` and every other running
     host's replica names it: the milliseconds it took. Its WELCOME lists
     every host's replica, or (`alone`) its own. */
@@ -1265,13 +1278,7 @@ static int64_t s_wait_host_leads(const group_t *g, int shard, int host, int alon
             return zclock_mono() - start;
         zclock_sleep(50);
     }
-    for (int i = 0; i < REPLICAS; i++) {
-        char *log = harness_read_file(g->log[i]);
-        size_t size = log ? strlen(log) : 0;
-        fprintf(stderr, "--- host %d's log (its end):\n%s\n", i + 1,
-                log ? log + (size > 2500 ? size - 2500 : 0) : "(none)");
-        free(log);
-    }
+    s_print_host_logs(g);
     fail_msg("host %d did not lead shard %d within %lld ms", host + 1, shard,
              (long long) within_ms);
     return -1;
@@ -1287,8 +1294,14 @@ static void s_assert_service_totals(const group_t *g, const char *queue, int put
     const char *keys[] = {"puts", "acked"};
     for (int i = 0; i < 2; i++) {
         snprintf(want, sizeof want, " %s=%d ", keys[i], puts);
-        if (!strstr(out, want))
-            fail_msg("asyncq stats says '%s': not%s", out, want);
+        if (!strstr(out, want)) {
+            char *each[] = {"asyncq", "stats", "--broker", (char *) g->all, "--queue",
+                            (char *) queue, "--brokers", NULL};
+            char rows[2048] = "";
+            harness_run(each, rows, sizeof rows);
+            s_print_host_logs(g);
+            fail_msg("asyncq stats says '%s': not%s (each shard: %s)", out, want, rows);
+        }
     }
     if (!strstr(out, " outstanding=0 ") || !strstr(out, " dead=0 "))
         fail_msg("asyncq stats says '%s': items outstanding or dead", out);

@@ -482,8 +482,9 @@ async function startGroups() {
         for (let index = 0; index < 3; index++) {
           const dir = fs.mkdtempSync(path.join(os.tmpdir(), `asyncq-group-${shard}-${index + 1}-`));
           dirs.push(dir);
+          // --lead-balance-ms 0: each lead stays where its election put it (the test names the leaders).
           brokers.push(await Broker.start(['--shard', String(shard), '--service', service, '--node-id', String(index + 1),
-            '--data-dir', dir], `tcp://${groups[shard][index]}`));
+            '--data-dir', dir, '--lead-balance-ms', '0'], `tcp://${groups[shard][index]}`));
         }
       }
     } catch (error) {
@@ -561,6 +562,9 @@ test('shards that are groups of replicas: one whose first replica is dead is fou
         .then(({ brokers: each }) => each.map((entry) => entry.shard).sort());
       assert.deepStrictEqual(await reached(q), [0, 1]);
       assert.deepStrictEqual(await reached(other), [0, 1]);
+      // Each shard's row names its leader, as `brokers` does.
+      const rows = (await q.stats({ brokers: true })).brokers.sort((a, b) => a.shard - b.shard);
+      assert.deepStrictEqual(rows.map((row) => row.address), leaders);
       const shards = (client) => client.brokers.map(({ address, shard, up }) => ({ address, shard, up }))
         .sort((a, b) => a.shard - b.shard);
       const expected = [{ address: leaders[0], shard: 0, up: true }, { address: leaders[1], shard: 1, up: true }];

@@ -472,7 +472,9 @@ class ServiceOfGroups:
                         self.processes[address] = subprocess.Popen(
                             [program("asyncq-broker"), "--bind", address, "--shard", str(shard),
                              "--service", service, "--node-id", str(node), "--data-dir",
-                             os.path.join(self.dir, f"shard-{shard}-node-{node}"), *flags],
+                             os.path.join(self.dir, f"shard-{shard}-node-{node}"),
+                             # Each lead stays where its election put it.
+                             "--lead-balance-ms", "0", *flags],
                             stdout=subprocess.PIPE, stderr=log, text=True,
                             start_new_session=True, preexec_fn=_die_with_parent)
             if all(process.stdout.readline().startswith("READY ")
@@ -500,7 +502,7 @@ class ServiceOfGroups:
         so that until then the group could elect no other leader."""
         with self._log(address) as log:
             text = log.read()
-        return "leads its group" in text or "votes again" in text
+        return "leads its group" in text or "it votes" in text
 
     def signal(self, address, number):
         """Sends the replica at address (its process group) a signal."""
