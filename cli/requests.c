@@ -1,6 +1,9 @@
 /*  asyncq put, join, stats, dead and shutdown. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <czmq.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -250,6 +253,52 @@ static void s_outstanding_line(void *ctx, const char *line)
         *(uint64_t *) ctx = strtoull(at + 13, NULL, 10);
 }
 
+/*  One broker's part of a join (cli_join), on a thread of its own. */
+typedef struct {
+    aq_session_t *session;
+    const char *queue;
+    int64_t deadline;
+    int timed; /* a --timeout: the deadline holds */
+    aq_join_mode_t mode;
+    aq_join_result_t result;
+    aq_status_t rc;
+    pthread_t thread;
+    int started;
+    atomic_int done;
+} join_one_t;
+
+static void *s_join_one(void *arg)
+{
+    join_one_t *one = arg;
+    int left = aq_deadline_left(one->deadline);
+    one->rc = aq_join(one->session, one->queue, one->timed ? (left ? left : 1) : -1, one->mode,
+                      &one->result);
+    atomic_store(&one->done, 1);
+    return NULL;
+}
+
+/*  Waits for the joins' threads. A signal (Ctrl-C) ends a wait only in
+    the thread that takes it: once one was taken, it is passed to every
+    thread still waiting, so that each returns AQ_INTERRUPTED. */
+static void s_join_wait(join_one_t *joins, size_t count)
+{
+    for (;;) {
+        int waiting = 0;
+        for (size_t i = 0; i < count; i++)
+            if (joins[i].started && !atomic_load(&joins[i].done)) {
+                waiting = 1;
+                if (zsys_interrupted)
+                    pthread_kill(joins[i].thread, SIGINT);
+            }
+        if (!waiting)
+            break;
+        zmq_poll(NULL, 0, 50); /* a sleep that a signal ends */
+    }
+    for (size_t i = 0; i < count; i++)
+        if (joins[i].started)
+            pthread_join(joins[i].thread, NULL);
+}
+
 int cli_join(int argc, char **argv)
 {
     const char *usage =
@@ -281,26 +330,43 @@ int cli_join(int argc, char **argv)
         return aq_exit_code(rc);
     aq_join_result_t result = {0};
     join_progress_t *progress = join_progress_start(opts.broker, opts.queue, opts.all);
-    /* Every broker of a service in turn (PROTOCOL.md 4.15): each covers
-       the puts it accepted before the JOIN reached it, so together they
-       cover every put confirmed before this join. */
-    size_t k = 0;
-    for (rc = AQ_OK; k < count && rc == AQ_OK; k += rc == AQ_OK) {
-        aq_join_result_t one;
-        int left = aq_deadline_left(deadline);
-        rc = aq_join(sessions[k], opts.queue, opts.timeout_ms ? (left ? left : 1) : -1,
-                     opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE, &one);
-        result.waited += one.waited;
-        result.dead += one.dead;
-        result.outstanding = one.outstanding;
+    /* Every broker of a service at once (PROTOCOL.md 4.15), a thread each:
+       each covers the puts it accepted before the JOIN reached it, so
+       together they cover every put confirmed before this join, and the
+       items they say were outstanding are counted at one moment. */
+    join_one_t *joins = calloc(count, sizeof *joins);
+    if (!joins) {
+        join_progress_stop(&progress);
+        cli_disconnect_all(sessions, count);
+        return aq_exit_code(AQ_NOMEM);
     }
+    for (size_t i = 0; i < count; i++) {
+        joins[i] = (join_one_t){.session = sessions[i], .queue = opts.queue,
+                                .deadline = deadline, .timed = opts.timeout_ms != 0,
+                                .mode = opts.all ? AQ_JOIN_ALL : AQ_JOIN_BEFORE};
+        joins[i].started = count > 1 && pthread_create(&joins[i].thread, NULL, s_join_one,
+                                                       &joins[i]) == 0;
+        if (!joins[i].started)
+            s_join_one(&joins[i]);
+    }
+    s_join_wait(joins, count);
+    size_t k = count;
+    for (size_t i = 0; i < count; i++) {
+        result.waited += joins[i].result.waited;
+        result.dead += joins[i].result.dead;
+        result.outstanding += joins[i].result.outstanding;
+        if (joins[i].rc != AQ_OK && k == count)
+            k = i; /* the first shard that did not join: its answer is said */
+    }
+    rc = k < count ? joins[k].rc : AQ_OK;
+    free(joins);
     join_progress_stop(&progress);
     if (rc == AQ_OK)
         printf("joined %s: %llu items were outstanding, %llu of them dead-lettered\n", opts.queue,
                (unsigned long long) result.waited, (unsigned long long) result.dead);
     else if (rc == AQ_TIMEOUT && count > 1) {
-        /* Each shard's outstanding items now: the join waited on one at a
-           time, so the others' are asked. */
+        /* Each shard's outstanding items now, asked again: those that
+           joined have none left of what they waited for. */
         char shards[1024] = "";
         size_t used = 0;
         uint64_t total = 0;

@@ -187,9 +187,24 @@ static void test_one_address_finds_every_shard_and_the_join_covers_them(void **s
     char total[96];
     snprintf(total, sizeof total, "%d items still outstanding in a service of 3 brokers", ITEMS);
     assert_non_null(strstr(out, total));
+    /* A join asks every shard at once: each holds it while the items are
+       got, and it counts every item outstanding when it was asked. */
+    char *join[] = {"asyncq", "join", "--broker", f->h.address, "--queue", "q", "--timeout",
+                    "20", NULL};
+    aq_process_t joiner = {0};
+    harness_spawn(&joiner, join);
+    for (int k = 0; k < SHARDS; k++) {
+        harness_t h = s_shard(f, k);
+        harness_wait_stat(&h, "q", "joiners", 1);
+    }
     s_get_all(f, "q", ITEMS);
-    assert_int_equal(s_join(f, "q", out, sizeof out), 0);
-    assert_non_null(strstr(out, "joined q"));
+    char joined[256], want_joined[64];
+    if (!aq_process_expect(&joiner, "joined q: ", joined, sizeof joined, HARNESS_DEADLINE_MS))
+        fail_msg("asyncq join did not say it joined");
+    assert_int_equal(harness_wait_exit(&joiner), 0);
+    snprintf(want_joined, sizeof want_joined, "%d items were outstanding", ITEMS);
+    if (!strstr(joined, want_joined))
+        fail_msg("asyncq join said '%s': not '%s'", joined, want_joined);
     /* asyncq stats adds the shards up. */
     char *stats[] = {"asyncq", "stats", "--broker", f->h.address, "--queue", "q", "--format",
                      "kv", NULL};
