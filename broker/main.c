@@ -528,6 +528,20 @@ static int s_repair(const char *dir)
     return AQ_EXIT_OK;
 }
 
+/*  One replica's --recover-alone (`label`: which, "" if alone): its exit
+    code, with what it did or why not said. */
+static int s_recover_one(const broker_config_t *config, const char *label)
+{
+    char text[1024];
+    int rc = persist_recover_alone(config, text, sizeof text);
+    if (rc) {
+        fprintf(stderr, "asyncq-broker: --recover-alone: %s%s\n", label, text);
+        return rc == -2 ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
+    }
+    printf("%s%s.\n", label, text);
+    return AQ_EXIT_OK;
+}
+
 /*  --recover-alone: a group whose majority is lost for good goes on as
     this replica alone, with what its log holds. */
 static int s_recover_alone(const broker_config_t *config)
@@ -537,17 +551,13 @@ static int s_recover_alone(const broker_config_t *config)
                         "the flags it starts with (--peers or --join, --node-id, --data-dir)\n");
         return AQ_EXIT_USAGE;
     }
-    char text[1024];
-    int rc = persist_recover_alone(config, text, sizeof text);
-    if (rc) {
-        fprintf(stderr, "asyncq-broker: --recover-alone: %s\n", text);
-        return rc == -2 ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
-    }
-    printf("%s.\nStart it again as before (without --recover-alone): it leads alone, with "
-           "every item its log holds. Add replicas with `asyncq replica add`, each started "
-           "with --join on an empty directory; never start a replica left out on its old "
-           "directory.\n", text);
-    return AQ_EXIT_OK;
+    int code = s_recover_one(config, "");
+    if (code == AQ_EXIT_OK)
+        printf("Start it again as before (without --recover-alone): it leads alone, with "
+               "every item its log holds. Add replicas with `asyncq replica add`, each started "
+               "with --join on an empty directory; never start a replica left out on its old "
+               "directory.\n");
+    return code;
 }
 
 /*  --recover-alone with --shards N --peers: each shard's replica on this
@@ -561,7 +571,7 @@ static int s_recover_shards_alone(const broker_config_t *config, int count)
     }
     int code = AQ_EXIT_OK;
     for (int k = 0; k < count; k++) {
-        char peers[AQ_TEXT_MAX], dir[4096], text[1024];
+        char peers[AQ_TEXT_MAX], dir[4096], label[32];
         broker_config_t own = *config;
         if (shards_group(config->peers, k, ',', peers, sizeof peers)
             || snprintf(dir, sizeof dir, "%s/shard-%d", config->data_dir, k) >= (int) sizeof dir) {
@@ -572,14 +582,10 @@ static int s_recover_shards_alone(const broker_config_t *config, int count)
         own.peers = peers;
         own.data_dir = dir;
         own.shard = (uint64_t) k;
-        int rc = persist_recover_alone(&own, text, sizeof text);
-        if (rc) {
-            fprintf(stderr, "asyncq-broker: --recover-alone: shard %d: %s\n", k, text);
-            if (code == AQ_EXIT_OK || rc == -2)
-                code = rc == -2 ? AQ_EXIT_LOCKED : AQ_EXIT_FAILURE;
-            continue;
-        }
-        printf("shard %d: %s.\n", k, text);
+        snprintf(label, sizeof label, "shard %d: ", k);
+        int one = s_recover_one(&own, label);
+        if (one != AQ_EXIT_OK && (code == AQ_EXIT_OK || one == AQ_EXIT_LOCKED))
+            code = one; /* a shard's replica that runs says most */
     }
     if (code == AQ_EXIT_OK)
         printf("Start them again as before (without --recover-alone): each leads its shard "

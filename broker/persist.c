@@ -402,11 +402,11 @@ static void s_idle_each(void *ctx, void *value)
 #define JOIN_HINT_MS 10000 /* a replica that joins and hears nothing says what to check */
 #define LEADERLESS_HINT_MS 4000   /* a voter without a leader this long says what to check, */
 #define LEADERLESS_AGAIN_MS 60000 /* and again this often while it lasts */
+#define BALANCE_HEARD_MS 1000 /* a lead is handed to a voter that answered this lately, */
+#define BALANCE_LAG 1024 /* lacking this many entries at most (libraft sends them first) */
 /*  Entries not on disk for this long, with none written meanwhile: the
     replica cannot write its log (a full disk: libraft waits for room to
     open its next segment, silently). */
-#define BALANCE_HEARD_MS 1000 /* that voter answered the leader this lately */
-#define BALANCE_LAG 1024 /* entries the voter may lack: libraft sends them before it hands over */
 #define DISK_STUCK_MS 3000
 /*  Free bytes that make room again: two of libraft's 8 MiB segments. */
 #define DISK_ROOM_BYTES (16u << 20)
@@ -825,20 +825,19 @@ static void s_group_resolve(const broker_t *self)
 {
     const group_t *group = self->group;
     for (unsigned i = 0; i < group->count; i++) {
-        char host[AQ_ENDPOINT_MAX + 8];
-        snprintf(host, sizeof host, "%s", group->peers[i]);
-        char *colon = strrchr(host, ':');
-        if (colon)
-            *colon = '\0';
+        aq_endpoint_t endpoint; /* group->peers are valid HOST:PORT (s_group_addresses) */
+        if (aq_endpoint_parse(group->peers[i], 0, &endpoint) != AQ_OK)
+            continue;
         struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
         struct addrinfo *found = NULL;
-        int rv = getaddrinfo(host, NULL, &hints, &found);
+        int rv = getaddrinfo(endpoint.host, NULL, &hints, &found);
         if (found)
             freeaddrinfo(found);
         if (rv)
             log_line("replica %llu: replica %u's host %s does not resolve (%s): the group "
                      "reaches it once it does; is --peers right?",
-                     (unsigned long long) self->config.node_id, i + 1, host, gai_strerror(rv));
+                     (unsigned long long) self->config.node_id, i + 1, endpoint.host,
+                     gai_strerror(rv));
     }
 }
 

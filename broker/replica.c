@@ -31,6 +31,14 @@
 #define REPLICA_HEARD_ELECTIONS 4 /* election time-outs what one says holds for */
 #define ENTRY_HEADER 8 /* an entry's length, big-endian, before its bytes */
 
+/*  A replica heard from lately: when, and (a candidate) where its log
+    ended. */
+typedef struct {
+    raft_id id;
+    raft_index last;
+    int64_t at_ms;
+} heard_t;
+
 struct replica {
     uv_loop_t loop;
     /*  The connections to the other replicas (replica_link.h). */
@@ -97,11 +105,7 @@ struct replica {
         group's first election takes every voter heard holding nothing
         (s_first_election_refused). Said in the log naming the voter not
         heard, again when that changes or a minute later. */
-    struct {
-        raft_id id;
-        raft_index last;
-        int64_t at_ms;
-    } heard[REPLICA_HEARD];
+    heard_t heard[REPLICA_HEARD];
     raft_id refused_for; /* the voter not heard, last said; 0: none */
     int64_t refused_said_ms;
     /*  The only voter of its group (after --recover-alone): messages from
@@ -111,10 +115,7 @@ struct replica {
     int64_t outsider_said_ms;
     /*  When each replica last answered an AppendEntries (a leader's view:
         one that answers runs and is reached). */
-    struct {
-        raft_id id;
-        int64_t at_ms;
-    } answered[REPLICAS_MAX + 1];
+    heard_t answered[REPLICAS_MAX + 1];
 };
 
 /*  One entry on its way: the leader's token for it. */
@@ -242,16 +243,22 @@ static unsigned s_voters(const struct raft_configuration *configuration, raft_id
 }
 
 /*  Notes that candidate `id` asked for votes with a log ending at `last`. */
+/*  Replica `id`'s slot of `slots`: its own, or the oldest, made its. */
+static heard_t *s_heard_slot(heard_t *slots, size_t count, raft_id id)
+{
+    size_t slot = 0;
+    for (size_t i = 1; i < count; i++)
+        if (slots[slot].id != id && (slots[i].id == id || slots[i].at_ms < slots[slot].at_ms))
+            slot = i;
+    slots[slot].id = id;
+    return &slots[slot];
+}
+
 static void s_heard(replica_t *self, raft_id id, raft_index last, int64_t now)
 {
-    int slot = 0;
-    for (int i = 1; i < REPLICA_HEARD; i++) /* its own slot, or the oldest */
-        if (self->heard[slot].id != id
-            && (self->heard[i].id == id || self->heard[i].at_ms < self->heard[slot].at_ms))
-            slot = i;
-    self->heard[slot].id = id;
-    self->heard[slot].last = last;
-    self->heard[slot].at_ms = now;
+    heard_t *heard = s_heard_slot(self->heard, REPLICA_HEARD, id);
+    heard->last = last;
+    heard->at_ms = now;
 }
 
 /*  1 if a vote asked by a candidate that holds nothing (its log ends at
@@ -351,17 +358,6 @@ static void s_drop_message(struct raft_message *message)
     }
 }
 
-static void s_answered(replica_t *self, raft_id id)
-{
-    size_t slot = 0;
-    for (size_t i = 1; i < REPLICAS_MAX + 1; i++) /* its own slot, or the oldest */
-        if (self->answered[slot].id != id
-            && (self->answered[i].id == id || self->answered[i].at_ms < self->answered[slot].at_ms))
-            slot = i;
-    self->answered[slot].id = id;
-    self->answered[slot].at_ms = s_now_ms();
-}
-
 static void s_io_received(struct raft_io *io, struct raft_message *message)
 {
     replica_t *self = s_of_io(io);
@@ -375,7 +371,7 @@ static void s_io_received(struct raft_io *io, struct raft_message *message)
         return;
     if (message->type == RAFT_APPEND_ENTRIES_RESULT) {
         s_lost_log(self, message);
-        s_answered(self, message->server_id);
+        s_heard_slot(self->answered, REPLICAS_MAX + 1, message->server_id)->at_ms = s_now_ms();
     }
     if (message->type != RAFT_INSTALL_SNAPSHOT || !self->own_snapshot_writing) {
         self->received(&self->io_outer, message);

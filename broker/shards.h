@@ -1,8 +1,9 @@
 /*  asyncq-broker --shards N|auto: N shard processes of one service on one
     host (PROTOCOL.md 4.15), shard K bound at PORT + 2K with its data in
     DATA-DIR/shard-K (with --peers, each shard a replica of its own group,
-    at PORT + 3K on every host: PROTOCOL.md 4.16); one that dies is restarted (after 0.5 s, doubling to
-    30 s) or, if a restart would only fail again, reported. With --metrics
+    at PORT + 3K on every host: PROTOCOL.md 4.16); one that dies is
+    restarted (after 0.5 s, doubling to 30 s) or, if a restart would only
+    fail again, reported. With --metrics
     METRICS-PORT, the whole service's HTTP port is served there
     (service_http.h) and shard K's own at METRICS-PORT + 1 + K. */
 #ifndef ASYNCQ_SHARDS_H
