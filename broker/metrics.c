@@ -383,7 +383,8 @@ static void s_group_families(text_t *out, broker_t *self)
              "by direction (in: taken, out: made) and cause (key: a wrong proof of the "
              "group's key; protocol: not a replica's preamble, handshake or frame; "
              "timeout: no handshake within 5 s; limit: too many handshakes at once; "
-             "address: not from loopback, without keys).");
+             "address: not from loopback, without keys; id: another replica than the "
+             "group's configuration has there).");
     for (int made = 0; made < 2; made++)
         for (int cause = 0; cause < LINK_REFUSED_CAUSES; cause++) {
             snprintf(labels, sizeof labels, "direction=\"%s\",cause=\"%s\"",

@@ -113,6 +113,10 @@ struct replica {
         said in the log, and when. */
     raft_id outsider_said;
     int64_t outsider_said_ms;
+    /*  The last replica said to call itself by another address than the
+        configuration has for it (s_link_check), and when. */
+    raft_id spelled_said;
+    int64_t spelled_said_ms;
     /*  When each replica last answered an AppendEntries (a leader's view:
         one that answers runs and is reached). */
     heard_t answered[REPLICAS_MAX + 1];
@@ -345,6 +349,55 @@ static int s_outside_alone(replica_t *self, const struct raft_message *message)
                (unsigned long long) message->server_id,
                message->server_address ? message->server_address : "?");
     return 1;
+}
+
+/*  Whether a replica that connects is the one this replica's configuration
+    knows by its id (replica_link_peers_t): refused if it names itself by
+    this replica's id, or at the address of another replica. Replicas
+    started with --peers in different orders would otherwise each take
+    another for itself: votes and answers counted for the wrong replica,
+    and a majority that is not one. An address spelled otherwise than the
+    configuration has it is said, and let through. */
+static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, size_t size)
+{
+    replica_t *self = ctx;
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    const char *known = NULL;
+    if (id == self->raft.id) {
+        snprintf(why, size, "replica %llu (%s) says it is replica %llu, as this one is: every "
+                 "replica needs the same --peers, in the same order, and its own --node-id",
+                 (unsigned long long) id, address, (unsigned long long) id);
+        return -1;
+    }
+    for (unsigned i = 0; i < configuration->n; i++) {
+        const struct raft_server *server = &configuration->servers[i];
+        if (server->id == id)
+            known = server->address;
+        else if (strcmp(server->address, address) == 0) {
+            snprintf(why, size, "the replica at %s says it is replica %llu, where this one's "
+                     "group has replica %llu: every replica needs the same --peers, in the same "
+                     "order", address, (unsigned long long) id,
+                     (unsigned long long) server->id);
+            return -1;
+        }
+    }
+    if (known && strcmp(known, address) != 0 &&
+        s_say_again(&self->spelled_said, &self->spelled_said_ms, id, s_now_ms()))
+        s_note(self, "replica %llu calls itself %s, which this replica's --peers names %s: "
+                     "every replica needs the same --peers, spelled the same",
+               (unsigned long long) id, address, known);
+    return 0;
+}
+
+/*  The ids of this replica's configuration, at most `max`. */
+static unsigned s_link_ids(void *ctx, uint64_t *ids, unsigned max)
+{
+    replica_t *self = ctx;
+    const struct raft_configuration *configuration = &self->raft.configuration;
+    unsigned count = 0;
+    for (unsigned i = 0; i < configuration->n && count < max; i++)
+        ids[count++] = configuration->servers[i].id;
+    return count;
 }
 
 /*  Frees what a message dropped before libraft read it holds. */
@@ -805,6 +858,8 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     self->raft.data = self;
     self->io.data = self->io_outer.data; /* raft_uv's callbacks find the library there */
     self->raft_ready = 1;
+    replica_link_peers_t peers = {.check = s_link_check, .ids = s_link_ids, .ctx = self};
+    replica_link_set_peers(self->link, &peers);
 
     struct raft_configuration configuration;
     raft_configuration_init(&configuration);

@@ -36,6 +36,7 @@
 #define PREAMBLE 24        /* libraft's: its version, the replica's id, its address's length */
 #define ADDRESS_MAX 256    /* a replica's address in a preamble, NUL and padding included */
 #define BACKLOG 64
+#define IDS_TRIED 16       /* a configuration's ids tried for a proof that failed */
 
 typedef enum { AWAIT_PREAMBLE, AWAIT_HELLO, AWAIT_ANSWER, AWAIT_PROOF, PUMPING } phase_t;
 
@@ -51,6 +52,7 @@ struct replica_link {
     raft_id id;        /* this replica's, and its address, as its preamble says them */
     char *address;
     uint8_t key[REPLICA_LINK_KEY_SIZE];
+    replica_link_peers_t peers;
     raft_uv_accept_cb accepted;
     raft_uv_transport_close_cb closed;
     int closing, inner_closed;
@@ -286,12 +288,12 @@ static void s_hmac_u64(crypto_auth_hmacsha256_state *state, uint64_t value)
 
 /*  A proof covers both nonces and what libraft's preamble said in clear
     (the connecting replica's id and address) with the id of the replica
-    it meant to reach: one relabelled on the way does not pass. */
-static void s_hmac(const replica_link_t *owner, const link_t *link, char who, uint8_t *proof)
+    it meant to reach (`to`): one relabelled on the way does not pass. */
+static void s_hmac(const replica_link_t *owner, const link_t *link, char who, raft_id to,
+                   uint8_t *proof)
 {
     raft_id from = link->accepting ? link->id : owner->id;
     const char *address = link->accepting ? link->address : owner->address;
-    raft_id to = link->accepting ? owner->id : link->id;
     crypto_auth_hmacsha256_state state;
     crypto_auth_hmacsha256_init(&state, owner->key, sizeof owner->key);
     crypto_auth_hmacsha256_update(&state, (const uint8_t *) &who, 1);
@@ -314,6 +316,47 @@ static void s_stream_key(const replica_link_t *owner, const link_t *link, char w
     crypto_generichash_update(&state, link->nonce_c, NONCE);
     crypto_generichash_update(&state, link->nonce_a, NONCE);
     crypto_generichash_final(&state, key, crypto_secretstream_xchacha20poly1305_KEYBYTES);
+}
+
+/*  Whether `got` is the other end's proof `who`, made for the replica the
+    connecting one meant to reach: 1, or 0 after closing the link, saying
+    why. A proof made with the group's key for another id of this
+    replica's configuration says that the two replicas' --peers differ:
+    the other end is, or takes this one for, another replica. */
+static int s_proof_holds(link_t *link, char who, const uint8_t *got)
+{
+    replica_link_t *owner = link->owner;
+    raft_id meant = link->accepting ? owner->id : link->id;
+    uint8_t proof[PROOF];
+    s_hmac(owner, link, who, meant, proof);
+    if (crypto_verify_32(proof, got) == 0)
+        return 1;
+    uint64_t ids[IDS_TRIED];
+    unsigned count = owner->peers.ids ? owner->peers.ids(owner->peers.ctx, ids, IDS_TRIED) : 0;
+    for (unsigned i = 0; i < count; i++) {
+        if (ids[i] == meant)
+            continue;
+        s_hmac(owner, link, who, ids[i], proof);
+        if (crypto_verify_32(proof, got) != 0)
+            continue;
+        char why[256];
+        if (link->accepting)
+            snprintf(why, sizeof why, "replica %llu (%s) takes this replica for replica %llu, "
+                     "this one is replica %llu: every replica needs the same --peers, in the "
+                     "same order", (unsigned long long) link->id, link->address,
+                     (unsigned long long) ids[i], (unsigned long long) owner->id);
+        else
+            snprintf(why, sizeof why, "the replica there is replica %llu by its --peers, not "
+                     "replica %llu as this one's says: every replica needs the same --peers, in "
+                     "the same order", (unsigned long long) ids[i],
+                     (unsigned long long) link->id);
+        s_refuse(link, LINK_REFUSED_ID, why);
+        return 0;
+    }
+    s_refuse(link, LINK_REFUSED_KEY,
+             "its proof of the group's key is wrong (do the replicas share the broker's key, "
+             "--curve-secret?)");
+    return 0;
 }
 
 static void s_pump_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
@@ -381,7 +424,6 @@ static int s_handshake(link_t *link)
 {
     replica_link_t *owner = link->owner;
     uint8_t key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
-    uint8_t proof[PROOF];
     if (link->phase == AWAIT_HELLO) { /* accepting */
         if (link->in_size < HELLO_SIZE)
             return 0;
@@ -399,7 +441,7 @@ static int s_handshake(link_t *link)
             return -1;
         }
         memcpy(out->data, link->nonce_a, NONCE);
-        s_hmac(owner, link, 'A', out->data + NONCE);
+        s_hmac(owner, link, 'A', owner->id, out->data + NONCE);
         s_stream_key(owner, link, 'A', key);
         crypto_secretstream_xchacha20poly1305_init_push(&link->push, out->data + NONCE + PROOF,
                                                         key);
@@ -411,13 +453,8 @@ static int s_handshake(link_t *link)
         if (link->in_size < ANSWER_SIZE)
             return 0;
         memcpy(link->nonce_a, link->in, NONCE);
-        s_hmac(owner, link, 'A', proof);
-        if (crypto_verify_32(proof, link->in + NONCE) != 0) {
-            s_refuse(link, LINK_REFUSED_KEY,
-                     "its proof of the group's key is wrong (do the replicas share the "
-                     "broker's key, --curve-secret?)");
+        if (!s_proof_holds(link, 'A', link->in + NONCE))
             return -1;
-        }
         s_stream_key(owner, link, 'A', key);
         if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull,
                                                             link->in + NONCE + PROOF, key)) {
@@ -430,7 +467,7 @@ static int s_handshake(link_t *link)
             s_close(link, RAFT_NOMEM);
             return -1;
         }
-        s_hmac(owner, link, 'C', out->data);
+        s_hmac(owner, link, 'C', link->id, out->data);
         s_stream_key(owner, link, 'C', key);
         crypto_secretstream_xchacha20poly1305_init_push(&link->push, out->data + PROOF, key);
         s_write(link, link->net, out, NULL);
@@ -443,13 +480,8 @@ static int s_handshake(link_t *link)
     /* AWAIT_PROOF: accepting */
     if (link->in_size < CLOSING_SIZE)
         return 0;
-    s_hmac(owner, link, 'C', proof);
-    if (crypto_verify_32(proof, link->in) != 0) {
-        s_refuse(link, LINK_REFUSED_KEY,
-                 "its proof of the group's key is wrong (do the replicas share the "
-                 "broker's key, --curve-secret?)");
+    if (!s_proof_holds(link, 'C', link->in))
         return -1;
-    }
     s_stream_key(owner, link, 'C', key);
     if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull, link->in + PROOF, key)) {
         s_refuse(link, LINK_REFUSED_PROTOCOL, "a bad stream header");
@@ -505,6 +537,12 @@ static int s_preamble(link_t *link)
         return -1;
     }
     s_consume(link, PREAMBLE + size);
+    char why[256];
+    if (owner->peers.check &&
+        owner->peers.check(owner->peers.ctx, link->id, link->address, why, sizeof why)) {
+        s_refuse(link, LINK_REFUSED_ID, why);
+        return -1;
+    }
     if (owner->keyed) {
         link->phase = AWAIT_HELLO;
         return 0;
@@ -910,6 +948,11 @@ replica_link_t *replica_link_new(uv_loop_t *loop, const uint8_t *secret, int loo
     return self;
 }
 
+void replica_link_set_peers(replica_link_t *self, const replica_link_peers_t *peers)
+{
+    self->peers = *peers;
+}
+
 struct raft_uv_transport *replica_link_transport(replica_link_t *self)
 {
     return &self->outer;
@@ -935,7 +978,7 @@ uint64_t replica_link_refused(const replica_link_t *self, int made, replica_refu
 
 const char *replica_link_refusal_name(replica_refusal_t cause)
 {
-    static const char *const names[LINK_REFUSED_CAUSES] = {"key", "protocol", "timeout",
-                                                           "limit", "address"};
+    static const char *const names[LINK_REFUSED_CAUSES] = {"key",   "protocol", "timeout",
+                                                           "limit", "address",  "id"};
     return cause < LINK_REFUSED_CAUSES ? names[cause] : "unknown";
 }

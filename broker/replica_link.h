@@ -55,14 +55,29 @@ typedef enum {
     LINK_REFUSED_TIMEOUT,  /* no handshake within 5 s */
     LINK_REFUSED_LIMIT,    /* the oldest of too many handshakes at once */
     LINK_REFUSED_ADDRESS,  /* not from loopback, in a group without keys */
+    LINK_REFUSED_ID,       /* it is, or takes this replica for, another replica than the
+                              configuration says: the replicas' --peers differ */
     LINK_REFUSED_CAUSES
 } replica_refusal_t;
 
 /*  Connections refused for `cause` since the start: those this replica
     took (made 0) or made (made 1). */
 uint64_t replica_link_refused(const replica_link_t *self, int made, replica_refusal_t cause);
-/*  The cause in one word: "key", "protocol", "timeout", "limit", "address". */
+/*  The cause in one word: "key", "protocol", "timeout", "limit", "address", "id". */
 const char *replica_link_refusal_name(replica_refusal_t cause);
+
+/*  Who the replicas are, by this replica's configuration (the group's
+    log): a connection whose preamble names a replica that `check` refuses
+    (0: it fits; -1, with why in `why`) is closed before libraft reads it;
+    `ids` lists the configuration's (at most `max`), to say which replica
+    the other end of a handshake that failed took this one for. */
+typedef struct {
+    int (*check)(void *ctx, uint64_t id, const char *address, char *why, size_t size);
+    unsigned (*ids)(void *ctx, uint64_t *ids, unsigned max);
+    void *ctx;
+} replica_link_peers_t;
+
+void replica_link_set_peers(replica_link_t *self, const replica_link_peers_t *peers);
 
 /*  What raft_uv_init takes. */
 struct raft_uv_transport *replica_link_transport(replica_link_t *self);

@@ -61,6 +61,10 @@ typedef struct replica_group {
     int shard;
     char service[2 * REPLICAS * 64];
     struct replica_group *other;
+    /*  A replica started with another --peers and --node-id than its
+        place in `peers` (set: the first not empty). */
+    char peers_as[REPLICAS][REPLICAS * 64];
+    char node_as[REPLICAS][16];
 } group_t;
 
 /*  The replicas' ports, four each from `base`, and the lists made of them. */
@@ -166,8 +170,12 @@ static void s_start_as(group_t *g, int i, const char *join)
     char path[4096], node[16];
     assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
     snprintf(node, sizeof node, "%d", i + 1);
+    const char *peers = g->peers_as[i][0] ? g->peers_as[i] : g->peers;
+    if (g->peers_as[i][0])
+        snprintf(node, sizeof node, "%s", g->node_as[i]);
     char *argv[] = {path, "--bind", g->address[i], join ? "--join" : "--peers",
-                    join ? g->address[i] : g->peers, "--node-id", join ? (char *) join : node,
+                    join ? g->address[i] : (char *) peers, "--node-id",
+                    join ? (char *) join : node,
                     "--data-dir", g->data[i], "--state-dump", g->dump[i],
                     "--metrics", g->metrics_bind[i], NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                     NULL, NULL, NULL, NULL, NULL, NULL};
@@ -266,6 +274,17 @@ static int s_hello_at(const char *address, const char *const *listed, int count,
     aq_inbox_destroy(&inbox);
     zsock_destroy(&dealer);
     return result;
+}
+
+/*  `count` items put to `queue` through the group by asyncq-producer,
+    pausing up to `max_sleep` seconds between puts: every one confirmed. */
+static void s_produce(group_t *g, const char *queue, const char *count, const char *max_sleep)
+{
+    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", (char *) queue,
+                        "--count", (char *) count, "--max-sleep", (char *) max_sleep, "--quiet",
+                        NULL};
+    harness_spawn(&g->workers[0], producer);
+    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
 }
 
 /*  The replica that leads (from 0), once one does and every running
@@ -616,10 +635,7 @@ static void test_a_replica_far_behind_catches_up_from_a_snapshot(void **state)
     int behind = (leader + 1) % REPLICAS;
     aq_process_stop(&g->replicas[behind], SIGKILL, 5000);
     /* A put every few milliseconds: each its own pass, its own entry. */
-    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "w", "--count",
-                        "300", "--max-sleep", "0.006", "--quiet", NULL};
-    harness_spawn(&g->workers[0], producer);
-    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_produce(g, "w", "300", "0.006");
     s_start(g, behind);
     s_assert_same_state(g, leader);
     char *log = harness_read_file(g->log[behind]);
@@ -669,10 +685,7 @@ static void test_a_wiped_replica_rejoins_as_a_new_one(void **state)
     g->snapshot = "16";
     int leader = s_start_all(g);
     int lost = (leader + 1) % REPLICAS;
-    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "r", "--count",
-                        "200", "--max-sleep", "0.004", "--quiet", NULL};
-    harness_spawn(&g->workers[0], producer);
-    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_produce(g, "r", "200", "0.004");
     aq_process_stop(&g->replicas[lost], SIGKILL, 5000);
     harness_remove_tree(g->data[lost]);
 
@@ -754,10 +767,7 @@ static void test_a_wiped_replica_under_its_old_id_votes_once_caught_up(void **st
     group_t *g = *state;
     int leader = s_start_all(g);
     int lost = (leader + 1) % REPLICAS;
-    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "v", "--count",
-                        "300", "--max-sleep", "0", "--quiet", NULL};
-    harness_spawn(&g->workers[0], producer);
-    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_produce(g, "v", "300", "0");
     aq_process_stop(&g->replicas[lost], SIGKILL, 5000);
     harness_remove_tree(g->data[lost]);
     s_start(g, lost);
@@ -786,6 +796,59 @@ static void test_a_wiped_replica_under_its_old_id_votes_once_caught_up(void **st
     harness_t h = s_group(g, lost);
     assert_int_equal(harness_stat(&h, "v", "queued"), 300);
     harness_assert_serving(&h, "ok");
+}
+
+/*  A replica whose directory was wiped, started again with two replicas
+    swapped in its --peers (and --node-id its place in that list), says it
+    is another replica than the group has at its address. The leader
+    refuses its connections, saying so (with keys: that the replica there
+    is another one than its own --peers says), and the group confirms
+    every put meanwhile. Before, the leader took its answers for the other
+    replica's (a log that ends at 1) and handed its lead to it. Started
+    again with the group's --peers, it catches up. */
+static void test_a_replica_started_with_other_peers_is_refused(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_all(g);
+    int wrong = (leader + 1) % REPLICAS, other = (leader + 2) % REPLICAS;
+    s_produce(g, "o", "200", "0");
+    aq_process_stop(&g->replicas[wrong], SIGKILL, 5000);
+    harness_remove_tree(g->data[wrong]);
+    char swapped[sizeof g->peers_as[0]] = "";
+    for (int i = 0; i < REPLICAS; i++) {
+        size_t used = strlen(swapped);
+        int at = i == wrong ? other : i == other ? wrong : i;
+        snprintf(swapped + used, sizeof swapped - used, "%s%s", i ? "," : "", g->address[at]);
+    }
+    memcpy(g->peers_as[wrong], swapped, sizeof swapped);
+    snprintf(g->node_as[wrong], sizeof g->node_as[wrong], "%d", other + 1);
+    s_start(g, wrong);
+    char said[160];
+    if (g->keyed)
+        snprintf(said, sizeof said, "the replica there is replica %d by its --peers, not "
+                 "replica %d as this one's says", other + 1, wrong + 1);
+    else
+        snprintf(said, sizeof said, "says it is replica %d, where this one's group has replica "
+                 "%d: every replica needs the same --peers", other + 1, wrong + 1);
+    s_wait_logged(g, leader, said);
+    json_t *stats = s_replica_stats(g, leader);
+    json_t *refused = json_object_get(json_object_get(stats, "connections_refused"),
+                                      g->keyed ? "out" : "in");
+    assert_true(json_integer_value(json_object_get(refused, "id")) >= 1);
+    assert_int_equal(json_integer_value(json_object_get(refused, "key")), 0);
+    json_decref(stats);
+    s_produce(g, "o", "100", "0"); /* every put confirmed */
+    char name[64];
+    assert_int_equal(s_hello(g, leader, name, sizeof name, HARNESS_DEADLINE_MS), 1);
+    harness_t h = s_group(g, leader);
+    assert_int_equal(harness_stat(&h, "o", "queued"), 300);
+
+    aq_process_stop(&g->replicas[wrong], SIGKILL, 5000);
+    harness_remove_tree(g->data[wrong]);
+    g->peers_as[wrong][0] = '\0';
+    s_start(g, wrong);
+    s_wait_logged(g, wrong, "entries its group had committed: it votes again");
+    s_assert_same_state(g, s_leader(g, HARNESS_DEADLINE_MS));
 }
 
 /*  The replica that leads among those running, or -1 if none does; asks
@@ -818,10 +881,7 @@ static void test_a_lagging_and_a_wiped_replica_elect_no_one_without_the_third(vo
     aq_process_stop(&g->replicas[lagging], SIGKILL, 5000);
     assert_int_equal(rename(g->data[lagging], first), 0);
     int leader = s_start_all(g);
-    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "w", "--count",
-                        "300", "--max-sleep", "0", "--quiet", NULL};
-    harness_spawn(&g->workers[0], producer);
-    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_produce(g, "w", "300", "0");
     s_assert_same_state(g, leader); /* every replica holds the 300 items */
     for (int i = 0; i < REPLICAS; i++)
         aq_process_stop(&g->replicas[i], SIGKILL, 5000);
@@ -881,10 +941,7 @@ static void test_a_group_whose_majority_is_lost_goes_on_alone(void **state)
 {
     group_t *g = *state;
     const int kept = s_start_all(g); /* the leader holds every item it confirmed */
-    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "m", "--count",
-                        "150", "--max-sleep", "0", "--quiet", NULL};
-    harness_spawn(&g->workers[0], producer);
-    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_produce(g, "m", "150", "0");
     char out[2048], err[1024];
     assert_int_equal(s_recover_alone(g, kept, kept + 1, out, sizeof out, err, sizeof err), 5);
     if (!strstr(err, "is using the data directory"))
@@ -961,10 +1018,7 @@ static void test_replicas_left_out_cannot_unseat_the_one_gone_on_alone(void **st
 {
     group_t *g = *state;
     const int kept = s_start_all(g);
-    char *producer[] = {"asyncq-producer", "--broker", g->all, "--queue", "o", "--count",
-                        "100", "--max-sleep", "0", "--quiet", NULL};
-    harness_spawn(&g->workers[0], producer);
-    assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
+    s_produce(g, "o", "100", "0");
     for (int i = 0; i < REPLICAS; i++)
         aq_process_stop(&g->replicas[i], SIGKILL, 5000);
     char out[2048], err[1024];
@@ -1447,6 +1501,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replicas_left_out_cannot_unseat_the_one_gone_on_alone,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_replica_started_with_other_peers_is_refused,
+                                        s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_groups_first_leader_killed_at_once_is_replaced,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_service_of_groups_finds_a_shard_past_a_dead_replica,
@@ -1465,6 +1521,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_paused_leader_is_replaced_and_steps_down,
                                         s_setup_keyed, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_replica_far_behind_catches_up_from_a_snapshot,
+                                        s_setup_keyed, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_replica_started_with_other_peers_is_refused,
                                         s_setup_keyed, s_teardown),
     };
     return harness_run_group(tests);
