@@ -847,6 +847,11 @@ int main(int argc, char **argv)
                         "not '%s'\n", SHARDS_MAX, shards);
         return AQ_EXIT_USAGE;
     }
+    if (shards) {
+        int unfit = shards_fit_data(&config, strcmp(shards, "auto") == 0, &count);
+        if (unfit)
+            return unfit;
+    }
     if (recover_alone)
         return shards ? s_recover_shards_alone(&config, count) : s_recover_alone(&config);
     if (shards)

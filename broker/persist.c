@@ -1269,30 +1269,56 @@ int persist_change(broker_t *self, aq_bytes_t asker, aq_bytes_t tag, persist_cha
     return PERSIST_PENDING;
 }
 
-/*  Whether DIR holds a replica's log (DIR/replica), and whether it holds a
-    journal's segments: a directory is one broker's or one replica's, never
-    taken for the other (its state would be missing). */
-static void s_dir_holds(const char *dir, int *replica, int *journal)
+void persist_dir_holds(const char *dir, persist_dir_t *holds)
 {
     char path[PATH_MAX];
     struct stat info;
     snprintf(path, sizeof path, "%s/replica", dir);
-    *replica = stat(path, &info) == 0 && S_ISDIR(info.st_mode);
-    *journal = 0;
+    *holds = (persist_dir_t){.replica = stat(path, &info) == 0 && S_ISDIR(info.st_mode)};
     DIR *entries = opendir(dir);
     struct dirent *entry;
-    while (entries && (entry = readdir(entries)) && !*journal) {
+    while (entries && (entry = readdir(entries))) {
         size_t length = strlen(entry->d_name);
-        *journal = length == 20 && strcmp(entry->d_name + 16, ".log") == 0;
+        if (length == 20 && strcmp(entry->d_name + 16, ".log") == 0)
+            holds->journal = 1;
+        unsigned shard;
+        char end;
+        snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+        if (sscanf(entry->d_name, "shard-%u%c", &shard, &end) == 1 && shard < 1u << 16
+            && (int) shard >= holds->shards && stat(path, &info) == 0 && S_ISDIR(info.st_mode))
+            holds->shards = (int) shard + 1;
     }
     if (entries)
         closedir(entries);
 }
 
+int persist_dir_mixed(const char *dir, const persist_dir_t *holds, char *error,
+                      size_t error_size)
+{
+    if (!holds->shards || (!holds->journal && !holds->replica))
+        return 0;
+    snprintf(error, error_size, "%s holds both %s and the shards of a service (shard-0 to "
+             "shard-%d): one was started on the other's directory (which asyncq-broker 2.5.0 "
+             "and before took without a word); move one of them to a directory of its own", dir,
+             holds->replica ? "a replica's log (DIR/replica)" : "a broker's journal",
+             holds->shards - 1);
+    return 1;
+}
+
 int persist_open(broker_t *self, char *error, size_t error_size)
 {
-    int replica, journal, grouped = self->config.peers || self->config.join;
-    s_dir_holds(self->config.data_dir, &replica, &journal);
+    int grouped = self->config.peers || self->config.join;
+    persist_dir_t holds;
+    persist_dir_holds(self->config.data_dir, &holds);
+    int replica = holds.replica, journal = holds.journal;
+    if (persist_dir_mixed(self->config.data_dir, &holds, error, error_size))
+        return JOURNAL_IO;
+    if (holds.shards) {
+        snprintf(error, error_size, "%s holds the shards of a service (%s/shard-0 to shard-%d, "
+                 "each its own journal or log): start it as that service, with --shards %d",
+                 self->config.data_dir, self->config.data_dir, holds.shards - 1, holds.shards);
+        return JOURNAL_IO;
+    }
     if (replica && !grouped) {
         snprintf(error, error_size, "%s holds the log of a replica of a group (%s/replica): "
                  "start it as one, with --peers (or --join) and its --node-id, as before",

@@ -17,6 +17,22 @@
     queues (their sessions are gone), by records. Returns 0, or the
     journal_status_t of the failure with the reason in `error`. */
 int persist_open(broker_t *self, char *error, size_t error_size);
+
+/*  What a data directory holds: a replica's log (DIR/replica), a journal's
+    segments, and the shards of a service (1 + the highest K of a
+    directory DIR/shard-K; 0: none). A directory is one broker's, one
+    replica's or one service's, never taken for another (its state would
+    be missing). */
+typedef struct {
+    int replica, journal, shards;
+} persist_dir_t;
+
+void persist_dir_holds(const char *dir, persist_dir_t *holds);
+/*  1 if it holds a service's shards and a broker's journal or a replica's
+    log too (one started on the other's directory), with what to do in
+    `error`; else 0. */
+int persist_dir_mixed(const char *dir, const persist_dir_t *holds, char *error,
+                      size_t error_size);
 void persist_close(broker_t *self);
 
 /*  The end of a pass: one write of the pass's records, a sync as the mode

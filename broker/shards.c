@@ -24,6 +24,7 @@
 #include "asyncq/program.h"
 #include "broker.h"
 #include "http.h"
+#include "persist.h"
 #include "ratelog.h"
 #include "service_http.h"
 
@@ -280,6 +281,44 @@ int shards_count(const char *text, int *count)
         return 0;
     *count = (int) value;
     return 1;
+}
+
+int shards_fit_data(const broker_config_t *config, int is_auto, int *count)
+{
+    if (!config->data_dir)
+        return 0;
+    persist_dir_t holds;
+    persist_dir_holds(config->data_dir, &holds);
+    char mixed[512];
+    if (persist_dir_mixed(config->data_dir, &holds, mixed, sizeof mixed)) {
+        fprintf(stderr, "asyncq-broker: %s\n", mixed);
+        return AQ_EXIT_USAGE;
+    }
+    if (holds.journal || holds.replica) {
+        fprintf(stderr, "asyncq-broker: %s holds %s, not a service's shards: start it without "
+                        "--shards, as before, or give the service a directory of its own\n",
+                config->data_dir, holds.replica ? "the log of a replica of a group (DIR/replica)"
+                                                : "the journal of a broker");
+        return AQ_EXIT_USAGE;
+    }
+    if (holds.shards <= *count)
+        return 0;
+    if (is_auto && holds.shards <= SHARDS_MAX) {
+        log_line("--shards auto: %d shards, as many as %s holds (this host has %d cores)",
+                 holds.shards, config->data_dir, *count);
+        *count = holds.shards;
+        return 0;
+    }
+    char unserved[48];
+    snprintf(unserved, sizeof unserved, holds.shards - *count > 1 ? "shards %d to %d" : "shard %d",
+             *count, holds.shards - 1);
+    fprintf(stderr, "asyncq-broker: %s holds %d shards (shard-0 to shard-%d): --shards %d would "
+                    "leave what %s hold%s unserved. Start it with --shards %d; to serve fewer, "
+                    "first empty it (no puts, then asyncq join), stop it, and move those "
+                    "shards' directories away\n", config->data_dir, holds.shards,
+            holds.shards - 1, *count, unserved, holds.shards - *count > 1 ? "" : "s",
+            holds.shards);
+    return AQ_EXIT_USAGE;
 }
 
 /*  The whole service's HTTP port (--metrics), with the token that the

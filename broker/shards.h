@@ -25,6 +25,12 @@ int shards_dashboard(const broker_config_t *config, const char *of);
     0, or -1 if one is not HOST:PORT or it does not fit in `size`. */
 int shards_group(const char *peers, int shard, char separator, char *out, size_t size);
 
+/*  Whether --data-dir (if any) holds what `count` shards serve: not a
+    broker's journal or a replica's log of its own, nor more shards than
+    `count` (their items would be left unserved: refused, unless `is_auto`,
+    which then takes as many as it holds). 0, or the exit code, said. */
+int shards_fit_data(const broker_config_t *config, int is_auto, int *count);
+
 /*  Runs the shards until a signal stops them; returns the exit code. */
 int shards_run(int argc, char **argv, const broker_config_t *config, int count);
 

@@ -533,6 +533,58 @@ static void test_a_slow_consumer_keeps_its_sessions(void **state)
 
 /*  A supervisor SIGKILLed (it cannot pass that on) takes its shards with
     it: none is left holding its ports, and the same command starts again. */
+/*  A service's data directory is served whole. Started with fewer shards
+    than it holds, it is refused (what the others hold would be served by
+    none), unless --shards auto, which then runs as many as it holds; a
+    broker without --shards is refused it, and a service the directory of
+    a broker. Each refusal says what to start instead. Before, each of
+    these started and served without the items of the rest. */
+static void test_a_services_directory_is_served_whole(void **state)
+{
+    fixture_t *f = *state;
+    s_start(f, 1);
+    s_put(f, "w", 300);
+    aq_process_stop(&f->h.broker, SIGTERM, HARNESS_DEADLINE_MS);
+    char bind[128], out[512], err[1024];
+    s_shard_address(f, 0, bind, sizeof bind);
+    char *fewer[] = {"asyncq-broker", "--shards", "2", "--bind", bind, "--data-dir", f->data,
+                     NULL};
+    assert_int_equal(harness_run_err(fewer, out, sizeof out, err, sizeof err), AQ_EXIT_USAGE);
+    if (!strstr(err, "--shards 2 would leave what shard 2 holds unserved. Start it with "
+                     "--shards 3"))
+        fail_msg("--shards 2 on 3 shards said '%s'", err);
+    char *plain[] = {"asyncq-broker", "--bind", bind, "--data-dir", f->data, NULL};
+    assert_int_not_equal(harness_run_err(plain, out, sizeof out, err, sizeof err), 0);
+    if (!strstr(err, "holds the shards of a service") || !strstr(err, "with --shards 3"))
+        fail_msg("a broker without --shards on 3 shards said '%s'", err);
+
+    /* auto: one per core, and at least as many as it holds. */
+    char path[4096];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    char *automatic[] = {path, "--shards", "auto", "--bind", bind, "--fsync", "never",
+                         "--data-dir", f->data, NULL};
+    assert_int_equal(aq_process_spawn_logged(&f->h.broker, automatic, 1, 1, NULL), 0);
+    char ready[256];
+    for (int i = 0; i < SHARDS; i++)
+        if (!aq_process_expect(&f->h.broker, "READY ", ready, sizeof ready, HARNESS_DEADLINE_MS))
+            fail_msg("shard %d of --shards auto did not print READY", i);
+    assert_int_equal(s_total(f, "w", "queued"), 300);
+    aq_process_stop(&f->h.broker, SIGTERM, HARNESS_DEADLINE_MS);
+
+    /* A broker's own directory, with its items, is not a service's. */
+    harness_t one = {0};
+    char own[128];
+    snprintf(own, sizeof own, "%s/own", f->root);
+    char *flags[] = {"--data-dir", own, NULL};
+    harness_start_broker(&one, flags);
+    harness_put_items(&one, "w", 5);
+    harness_stop(&one);
+    char *over[] = {"asyncq-broker", "--shards", "2", "--bind", bind, "--data-dir", own, NULL};
+    assert_int_equal(harness_run_err(over, out, sizeof out, err, sizeof err), AQ_EXIT_USAGE);
+    if (!strstr(err, "holds the journal of a broker, not a service's shards"))
+        fail_msg("--shards on a broker's directory said '%s'", err);
+}
+
 static void test_shards_go_with_a_killed_supervisor(void **state)
 {
     fixture_t *f = *state;
@@ -566,6 +618,7 @@ int main(void)
                                         harness_dir_setup, s_workers_teardown),
         harness_dir_test(test_a_slow_consumer_keeps_its_sessions),
         harness_dir_test(test_shards_go_with_a_killed_supervisor),
+        harness_dir_test(test_a_services_directory_is_served_whole),
     };
     return harness_run_group(tests);
 }
