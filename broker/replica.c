@@ -113,10 +113,13 @@ struct replica {
         said in the log, and when. */
     raft_id outsider_said;
     int64_t outsider_said_ms;
-    /*  The last replica said to call itself by another address than the
-        configuration has for it (s_link_check), and when. */
-    raft_id spelled_said;
-    int64_t spelled_said_ms;
+    /*  A replica that calls itself by another address than this one's
+        configuration has for it (s_link_check), and when last: this one
+        cannot reach it, so takes no vote to lead (s_io_received) while it
+        lasts; said in the log a minute apart. */
+    raft_id misnamed;
+    int64_t misnamed_ms, misnamed_said_ms;
+    raft_id misnamed_said;
     /*  When each replica last answered an AppendEntries (a leader's view:
         one that answers runs and is reached). */
     heard_t answered[REPLICAS_MAX + 1];
@@ -353,16 +356,17 @@ static int s_outside_alone(replica_t *self, const struct raft_message *message)
 
 /*  Whether a replica that connects is the one this replica's configuration
     knows by its id (replica_link_peers_t): refused if it names itself by
-    this replica's id, or at the address of another replica. Replicas
-    started with --peers in different orders would otherwise each take
-    another for itself: votes and answers counted for the wrong replica,
-    and a majority that is not one. An address spelled otherwise than the
-    configuration has it is said, and let through. */
+    this replica's id, at the address of another replica, or at another
+    address than the configuration has for its id. Replicas started with
+    --peers in different orders would otherwise each take another for
+    itself (votes and answers counted for the wrong replica, a majority
+    that is not one), and a new group whose first leader's --peers
+    misspelled a replica would run without it for good (the leader sends
+    to an address where it is not). */
 static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, size_t size)
 {
     replica_t *self = ctx;
     const struct raft_configuration *configuration = &self->raft.configuration;
-    const char *known = NULL;
     if (id == self->raft.id) {
         snprintf(why, size, "replica %llu (%s) says it is replica %llu, as this one is: every "
                  "replica needs the same --peers, in the same order, and its own --node-id",
@@ -371,9 +375,15 @@ static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, 
     }
     for (unsigned i = 0; i < configuration->n; i++) {
         const struct raft_server *server = &configuration->servers[i];
-        if (server->id == id)
-            known = server->address;
-        else if (strcmp(server->address, address) == 0) {
+        if (server->id == id && strcmp(server->address, address) != 0) {
+            snprintf(why, size, "replica %llu calls itself %s, where this one's group has it "
+                     "at %s: every replica needs the same --peers, spelled the same",
+                     (unsigned long long) id, address, server->address);
+            self->misnamed = id;
+            self->misnamed_ms = s_now_ms();
+            return -1;
+        }
+        if (server->id != id && strcmp(server->address, address) == 0) {
             snprintf(why, size, "the replica at %s says it is replica %llu, where this one's "
                      "group has replica %llu: every replica needs the same --peers, in the same "
                      "order", address, (unsigned long long) id,
@@ -381,11 +391,6 @@ static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, 
             return -1;
         }
     }
-    if (known && strcmp(known, address) != 0 &&
-        s_say_again(&self->spelled_said, &self->spelled_said_ms, id, s_now_ms()))
-        s_note(self, "replica %llu calls itself %s, which this replica's --peers names %s: "
-                     "every replica needs the same --peers, spelled the same",
-               (unsigned long long) id, address, known);
     return 0;
 }
 
@@ -398,6 +403,26 @@ static unsigned s_link_ids(void *ctx, uint64_t *ids, unsigned max)
     for (unsigned i = 0; i < configuration->n && count < max; i++)
         ids[count++] = configuration->servers[i].id;
     return count;
+}
+
+/*  A vote for this replica while it knows a replica at another address
+    than that one calls itself (its --peers misspelled it, at the group's
+    first start): dropped, as it would lead a group it cannot reach (the
+    others, whose lists agree, elect one of themselves). */
+static int s_cannot_lead(replica_t *self, const struct raft_message *message)
+{
+    int64_t now = s_now_ms();
+    if (message->type != RAFT_REQUEST_VOTE_RESULT || !self->misnamed
+        || now - self->misnamed_ms > (int64_t) REPLICA_HEARD_ELECTIONS
+                                         * self->raft.election_timeout)
+        return 0;
+    if (s_say_again(&self->misnamed_said, &self->misnamed_said_ms, self->misnamed, now))
+        s_note(self, "it takes no vote to lead: its --peers has replica %llu at another "
+                     "address than that replica calls itself (its connections are refused), so "
+                     "as a leader it could not reach it. Start it again with the others' "
+                     "--peers on an empty directory (its log keeps the list it first started "
+                     "with); it catches up from the group", (unsigned long long) self->misnamed);
+    return 1;
 }
 
 /*  Frees what a message dropped before libraft read it holds. */
@@ -420,6 +445,8 @@ static void s_io_received(struct raft_io *io, struct raft_message *message)
     }
     if (self->voting != VOTES && s_abstains(self, message))
         return; /* a RequestVote holds nothing to free */
+    if (s_cannot_lead(self, message))
+        return; /* nor does its result */
     if (message->type == RAFT_REQUEST_VOTE && s_first_election_refused(self, message))
         return;
     if (message->type == RAFT_APPEND_ENTRIES_RESULT) {
