@@ -500,7 +500,6 @@ static void s_give_back(broker_t *self, peer_t *peer, item_t *item, uint64_t del
     deadlines_cancel(&self->deadlines, &item->timer);
     item->taken_from = (uint32_t) peer->serial;
     queue_release(queue, &peer->consumer, item);
-    queue->redelivered_total++;
     broker_touch_queue(self, queue);
     if (queue->max_attempts && item->attempts >= queue->max_attempts) {
         broker_die(self, item, cause, text);

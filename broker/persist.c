@@ -365,10 +365,8 @@ static int s_resume(broker_t *self)
             deadlines_set(&self->deadlines, &item->timer,
                           now_ms + ((int64_t) item->until_ms - wall));
         }
-        else if (s_resumed(item, wall) == ITEM_DEAD) {
-            item->queue->redelivered_total++;
+        else if (s_resumed(item, wall) == ITEM_DEAD)
             broker_die(self, item, DEATH_RESTART, (aq_bytes_t){0});
-        }
         else if (item->state == ITEM_DELAYED && item->attempts == 0)
             broker_move(self, item, ITEM_QUEUED); /* to the back: see state_move */
     }
@@ -377,8 +375,6 @@ static int s_resume(broker_t *self)
         if (item->state == ITEM_DEAD || item->state == ITEM_QUEUED
             || s_resumed(item, wall) != ITEM_QUEUED)
             continue;
-        if (item->state == ITEM_INFLIGHT)
-            item->queue->redelivered_total++;
         broker_move(self, item, ITEM_QUEUED);
     }
     free(collect.items);

@@ -375,19 +375,22 @@ static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, 
     }
     for (unsigned i = 0; i < configuration->n; i++) {
         const struct raft_server *server = &configuration->servers[i];
+        if (server->id != id && strcmp(server->address, address) == 0) {
+            snprintf(why, size, "the replica at %s says it is replica %llu, where this one's "
+                     "group has replica %llu: every replica needs the same --peers, in the same "
+                     "order", address, (unsigned long long) id,
+                     (unsigned long long) server->id);
+            return -1;
+        }
+    }
+    for (unsigned i = 0; i < configuration->n; i++) {
+        const struct raft_server *server = &configuration->servers[i];
         if (server->id == id && strcmp(server->address, address) != 0) {
             snprintf(why, size, "replica %llu calls itself %s, where this one's group has it "
                      "at %s: every replica needs the same --peers, spelled the same",
                      (unsigned long long) id, address, server->address);
             self->misnamed = id;
             self->misnamed_ms = s_now_ms();
-            return -1;
-        }
-        if (server->id != id && strcmp(server->address, address) == 0) {
-            snprintf(why, size, "the replica at %s says it is replica %llu, where this one's "
-                     "group has replica %llu: every replica needs the same --peers, in the same "
-                     "order", address, (unsigned long long) id,
-                     (unsigned long long) server->id);
             return -1;
         }
     }

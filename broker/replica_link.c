@@ -318,6 +318,20 @@ static void s_stream_key(const replica_link_t *owner, const link_t *link, char w
     crypto_generichash_final(&state, key, crypto_secretstream_xchacha20poly1305_KEYBYTES);
 }
 
+/*  Whether the replica that connects is the one the configuration has at
+    its id (replica_link_peers_t): 1, or 0 after closing the link, saying
+    why. With a key, once it has shown it holds the group's key. */
+static int s_is_who_it_says(link_t *link)
+{
+    replica_link_t *owner = link->owner;
+    char why[256];
+    if (!owner->peers.check
+        || !owner->peers.check(owner->peers.ctx, link->id, link->address, why, sizeof why))
+        return 1;
+    s_refuse(link, LINK_REFUSED_ID, why);
+    return 0;
+}
+
 /*  Whether `got` is the other end's proof `who`, made for the replica the
     connecting one meant to reach: 1, or 0 after closing the link, saying
     why. A proof made with the group's key for another id of this
@@ -480,7 +494,7 @@ static int s_handshake(link_t *link)
     /* AWAIT_PROOF: accepting */
     if (link->in_size < CLOSING_SIZE)
         return 0;
-    if (!s_proof_holds(link, 'C', link->in))
+    if (!s_proof_holds(link, 'C', link->in) || !s_is_who_it_says(link))
         return -1;
     s_stream_key(owner, link, 'C', key);
     if (crypto_secretstream_xchacha20poly1305_init_pull(&link->pull, link->in + PROOF, key)) {
@@ -537,18 +551,14 @@ static int s_preamble(link_t *link)
         return -1;
     }
     s_consume(link, PREAMBLE + size);
-    char why[256];
-    if (owner->peers.check &&
-        owner->peers.check(owner->peers.ctx, link->id, link->address, why, sizeof why)) {
-        s_refuse(link, LINK_REFUSED_ID, why);
-        return -1;
-    }
     if (owner->keyed) {
         link->phase = AWAIT_HELLO;
         return 0;
     }
     /* No key: the stream is libraft's from here, with nothing read past
-       the preamble. */
+       the preamble, once it names the replica it is. */
+    if (!s_is_who_it_says(link))
+        return -1;
     uv_read_stop(link->net);
     uv_stream_t *net = link->net;
     net->data = NULL;

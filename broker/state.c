@@ -565,6 +565,11 @@ __attribute__((noinline)) static int s_apply_state(state_t *self, const record_t
         return -1;
     if (!was && will && s_open(self, queue, record->seq))
         return -1;
+    /* Taken back from its holder (given back, its lease or session over,
+       or a new leader's or a restart's): counted here, so that every
+       replica counts it, and a leader after another too. */
+    if (item->state == ITEM_INFLIGHT)
+        queue->redelivered_total++;
     s_leave(queue, item);
     if (was && !will)
         s_close(self, queue, item->seq);

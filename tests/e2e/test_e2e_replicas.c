@@ -1398,6 +1398,13 @@ static void s_assert_service_totals(const group_t *g, const char *queue, int put
     }
     if (!strstr(out, " outstanding=0 ") || !strstr(out, " dead=0 "))
         fail_msg("asyncq stats says '%s': items outstanding or dead", out);
+    /* Every item delivered once, and again each time it was taken back,
+       whichever leader took it back: the counts are the records'. */
+    const char *delivered = strstr(out, " delivered="), *again = strstr(out, " redelivered=");
+    assert_non_null(delivered);
+    assert_non_null(again);
+    if (atoll(delivered + 11) != puts + atoll(again + 13))
+        fail_msg("asyncq stats says '%s': delivered is not puts + redelivered", out);
 }
 
 static void test_shards_of_groups_spread_their_leaders_and_survive_a_host(void **state)

@@ -124,7 +124,6 @@ static item_t *s_deliver(fixture_t *f, consumer_t *consumer)
 static void s_give_back(fixture_t *f, consumer_t *consumer, item_t *item)
 {
     queue_release(f->queue, consumer, item);
-    f->queue->redelivered_total++;
     state_effects_t effects;
     if (f->queue->max_attempts && item->attempts >= f->queue->max_attempts)
         s_move(f, item, ITEM_DEAD, &effects);
