@@ -404,6 +404,9 @@ static void s_idle_each(void *ctx, void *value)
     replica cannot write its log (a full disk: libraft waits for room to
     open its next segment, silently). */
 #define DISK_STUCK_MS 3000
+/*  A loop that did not run for this long was stopped (SIGSTOP), or its
+    machine was: the time away is not time the disk took. */
+#define DISK_AWAY_MS 1000
 /*  Free bytes that make room again: two of libraft's 8 MiB segments. */
 #define DISK_ROOM_BYTES (16u << 20)
 
@@ -428,6 +431,7 @@ struct group {
     int member; /* in the group it knows, as last seen */
     uint64_t stored; /* the last entry on disk, as last seen, and when it moved */
     int64_t stored_ms;
+    int64_t disk_checked_ms; /* the last look at it */
     int stuck;       /* told that it cannot write its log: 1, 2 with its disk full then */
     int64_t opened_ms; /* a replica that joins: when it started waiting for the leader */
     int hinted;
@@ -981,6 +985,9 @@ static void s_check_disk(broker_t *self)
     uint64_t last = replica_last_index(self->replica);
     uint64_t stored = replica_last_stored(self->replica);
     int64_t now = broker_now_ms();
+    if (now - group->disk_checked_ms > DISK_AWAY_MS)
+        group->stored_ms = now;
+    group->disk_checked_ms = now;
     if (stored >= last || stored != group->stored) {
         if (group->stuck)
             log_line("replica %llu writes its log again", (unsigned long long) self->config.node_id);

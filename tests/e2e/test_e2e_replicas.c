@@ -578,10 +578,12 @@ static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
     s_assert_same_state(g, s_leader(g, 10000));
 }
 
-/*  A leader paused (SIGSTOP) is replaced; resumed, it finds a newer
-    term, steps down and starts again from the group's log as a
+/*  A leader paused (SIGSTOP) for 4 s is replaced; resumed, it finds a
+    newer term, steps down and starts again from the group's log as a
     follower: nothing it held alone is confirmed, the producers finish
-    with every put confirmed once, and every state is the same. */
+    with every put confirmed once, and every state is the same. A
+    follower paused as long catches up. Neither takes its time away for a
+    disk that cannot write (its log said so, of a follower). */
 static void test_a_paused_leader_is_replaced_and_steps_down(void **state)
 {
     group_t *g = *state;
@@ -602,6 +604,11 @@ static void test_a_paused_leader_is_replaced_and_steps_down(void **state)
     print_message("replica %d led %lld ms after replica %d was paused\n", next + 1,
                   (long long) (zclock_mono() - stopped), leader + 1);
     assert_true(next != leader);
+    /* Paused past the 3 s after which entries not on disk mean a disk that
+       cannot write: the time it was stopped is not its disk's. */
+    int64_t paused_ms = zclock_mono() - stopped;
+    if (paused_ms < 4000)
+        zclock_sleep((int) (4000 - paused_ms)); /* the fault's length, not a wait for an event */
     g->replicas[leader].pid = paused;
     assert_int_equal(kill(paused, SIGCONT), 0);
     /* It steps down, and starts again (the same process) as a follower. */
@@ -611,6 +618,8 @@ static void test_a_paused_leader_is_replaced_and_steps_down(void **state)
         fail_msg("the paused leader did not start again after it was resumed");
     char *log = harness_read_file(g->log[leader]);
     assert_non_null(strstr(log, "; starting again from the group's log"));
+    if (strstr(log, "cannot write its log"))
+        fail_msg("the paused leader blamed its disk:\n%s", log);
     free(log);
     assert_int_equal(harness_wait_exit(&g->workers[0]), 0);
     char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "s", "--timeout", "20",
@@ -621,7 +630,22 @@ static void test_a_paused_leader_is_replaced_and_steps_down(void **state)
     assert_int_equal(harness_stat(&group, "s", "puts"), 1000);
     assert_int_equal(harness_stat(&group, "s", "acked"), 1000);
     harness_assert_serving(&group, "ok");
-    s_assert_same_state(g, s_leader(g, 10000));
+
+    /* A follower paused as long, the group going on meanwhile: once
+       resumed it writes what it missed, and blames no disk either. */
+    int now = s_leader(g, 10000), follower = (now + 1) % REPLICAS;
+    assert_int_equal(kill(g->replicas[follower].pid, SIGSTOP), 0);
+    stopped = zclock_mono();
+    s_produce(g, "s", "300", "0");
+    paused_ms = zclock_mono() - stopped;
+    if (paused_ms < 4000)
+        zclock_sleep((int) (4000 - paused_ms)); /* the fault's length */
+    assert_int_equal(kill(g->replicas[follower].pid, SIGCONT), 0);
+    s_assert_same_state(g, now);
+    log = harness_read_file(g->log[follower]);
+    if (strstr(log, "cannot write its log"))
+        fail_msg("the paused follower blamed its disk:\n%s", log);
+    free(log);
 }
 
 /*  A follower stopped while the group goes on past the log it keeps (a
