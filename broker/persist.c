@@ -890,6 +890,19 @@ static int s_group_open(broker_t *self, char *error, size_t error_size)
         log_line("replica %llu of %zu: the group's log in %s, replicas reach it on %s",
                  (unsigned long long) self->config.node_id, count, group->dir,
                  group->address);
+        /* A --peers edited (or mistyped) since the first start is not read. */
+        for (size_t i = 0; i < count; i++) {
+            uint64_t id = members[i].id;
+            if (id < 1 || id > group->count || !strcmp(members[i].address, group->peers[id - 1]))
+                continue;
+            char listed[AQ_ENDPOINT_MAX + 8], logged[AQ_ENDPOINT_MAX + 8];
+            s_client_address(group->peers[id - 1], listed, sizeof listed);
+            s_client_address(members[i].address, logged, sizeof logged);
+            log_line("replica %llu: --peers has replica %llu at %s, the group's log at %s: the "
+                     "log's members are the group's (asyncq replica list)",
+                     (unsigned long long) self->config.node_id, (unsigned long long) id, listed,
+                     logged);
+        }
     }
     s_group_resolve(self);
     s_group_service(self);
