@@ -23,7 +23,8 @@ static const char *s_usage =
     "ADDR is any replica of the group, or several (A,B,C): the request goes to its\n"
     "leader.\n"
     "list: every replica of the group: its id, address, kind (a voter, or a standby\n"
-    "  that is catching up), role, and how far it has the leader's log.\n"
+    "  that is catching up), role, and how far it has the leader's log; of a service\n"
+    "  of several groups, every shard's, each line after its shard=K.\n"
     "add HOST:PORT: a new replica at that address (as clients reach it) joins the\n"
     "  group; prints its id. Start it there with\n"
     "    asyncq-broker --join HOST:PORT --node-id ID --data-dir DIR\n"
@@ -36,10 +37,41 @@ static const char *s_usage =
     "  to date) and starts again as a follower; prints the new leader.\n"
     "add, remove and transfer need the admin role.\n";
 
-static void s_print_line(void *ctx, const char *line)
+static void s_print_prefixed(void *ctx, const char *line)
 {
-    (void) ctx;
-    printf("%s\n", line);
+    printf("%s%s\n", (const char *) ctx, line);
+}
+
+static int s_by_shard(const void *a, const void *b)
+{
+    int one = aq_session_welcome(*(aq_session_t *const *) a)->shard;
+    int other = aq_session_welcome(*(aq_session_t *const *) b)->shard;
+    return (one > other) - (one < other);
+}
+
+/*  `list`: the group's replicas; in a service of several groups, every
+    shard's, each line after its shard=K. */
+static int s_list(const char *broker)
+{
+    size_t count = 0;
+    aq_status_t rc;
+    aq_session_t **sessions = cli_connect_all("replica", broker, &count, &rc);
+    if (!sessions)
+        return aq_exit_code(rc);
+    qsort(sessions, count, sizeof *sessions, s_by_shard);
+    int exit_code = AQ_EXIT_OK;
+    for (size_t k = 0; k < count; k++) {
+        char prefix[32] = "";
+        if (count > 1)
+            snprintf(prefix, sizeof prefix, "shard=%d ", aq_session_welcome(sessions[k])->shard);
+        rc = aq_replicas(sessions[k], "list", s_print_prefixed, prefix);
+        if (rc) {
+            cli_report("replica", sessions[k], rc);
+            exit_code = aq_exit_code(rc);
+        }
+    }
+    cli_disconnect_all(sessions, count);
+    return exit_code;
 }
 
 typedef struct {
@@ -148,16 +180,11 @@ int cli_replica(int argc, char **argv)
     snprintf(action, sizeof action, "%s%s%s", verb, arguments ? " " : "",
              arguments ? argv[optind + 1] : "");
     aq_status_t rc;
+    if (strcmp(verb, "list") == 0)
+        return s_list(broker);
     aq_session_t *session = s_connect(broker, AQ_CONNECT_TIMEOUT_MS, &rc);
     if (!session) {
         fprintf(stderr, "asyncq replica: %s\n", aq_last_error());
-        return aq_exit_code(rc);
-    }
-    if (strcmp(verb, "list") == 0) {
-        rc = aq_replicas(session, action, s_print_line, NULL);
-        if (rc)
-            cli_report("replica", session, rc);
-        aq_session_destroy(&session);
         return aq_exit_code(rc);
     }
     char before[64];

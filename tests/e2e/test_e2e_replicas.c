@@ -1463,6 +1463,18 @@ static void test_shards_of_groups_spread_their_leaders_and_survive_a_host(void *
     for (int k = 0; k < HOST_SHARDS; k++)
         print_message("host %d leads shard %d after %lld ms\n", k + 1, k,
                       (long long) s_wait_host_leads(g, k, k, 0, 20000));
+    /* replica list through the service: every shard's group. */
+    char *list[] = {"asyncq", "replica", "list", "--broker", g->all, NULL};
+    char listed[2048];
+    assert_int_equal(harness_run(list, listed, sizeof listed), 0);
+    for (int k = 0; k < HOST_SHARDS; k++) {
+        char at[64], leads[160];
+        s_shard_at(g, k, k, at, sizeof at);
+        snprintf(leads, sizeof leads, "shard=%d id=%d address=%s kind=voter role=leader", k,
+                 k + 1, at);
+        if (!strstr(listed, leads))
+            fail_msg("asyncq replica list says '%s': not '%s'", listed, leads);
+    }
 
     s_start_workers(g);
     harness_t one = {0};
