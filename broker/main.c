@@ -907,8 +907,17 @@ int main(int argc, char **argv)
     if (broker->http)
         printf("METRICS %s\n", http_url(broker->http));
     fflush(stdout);
+    /* Bound on every interface, READY's address is one that works here. */
+    aq_endpoint_t bound;
+    char where[AQ_ENDPOINT_MAX + 64];
+    if (aq_endpoint_parse(config.bind, 1, &bound) == AQ_OK && !bound.is_ipc
+        && strcmp(bound.host, "*") == 0)
+        snprintf(where, sizeof where, "every interface on port %d, %s from this host", bound.port,
+                 broker->address);
+    else
+        snprintf(where, sizeof where, "%s", broker->address);
     log_line("listening on %s (max item %llu bytes, maxsize %llu); %s; %s",
-             broker->address, (unsigned long long) config.max_item,
+             where, (unsigned long long) config.max_item,
              (unsigned long long) config.maxsize, durability,
              auth_enabled(broker->auth) ? "CURVE: clients need an allowed key"
              : config.insecure ? "no keys and --insecure: anyone who reaches it is let in, "
