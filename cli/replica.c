@@ -242,6 +242,13 @@ int cli_replica(int argc, char **argv)
                         "not take over (asyncq replica list)\n", before, TRANSFER_WAIT_MS / 1000);
         return AQ_EXIT_FAILURE;
     }
+    if (arguments == 1 && strcmp(now, argv[optind + 1]) != 0) {
+        /* Another replica won the election the transfer started. */
+        fprintf(stderr, "asyncq replica: replica %s, asked, did not take the lead (has it "
+                        "answered the leader lately? asyncq replica list, silent_ms): replica %s "
+                        "leads now\n", argv[optind + 1], now);
+        return AQ_EXIT_FAILURE;
+    }
     printf("replica %s leads now\n", now);
     return AQ_EXIT_OK;
 }
