@@ -127,6 +127,8 @@ typedef struct {
 
 /*  A place that is a replica of a group that answered (4.16). */
 #define REPLICA_PLACE (-2)
+/*  What each of several addresses opened at once gets first (below). */
+#define FIRST_TRY_MS 1500
 
 /*  Every place's key made. */
 static void s_keys(places_t *places)
@@ -282,24 +284,47 @@ static void *s_open_one(void *arg)
     return NULL;
 }
 
-/*  Opens places [from, to) at once (in order when a thread cannot be had). */
-static aq_status_t s_open_round(places_t *places, size_t from, size_t to, opening_t *openings,
-                                const char *client_id, uint64_t producer_seq, int timeout_ms)
+/*  Opens the `n` places `which` names at once (in order when a thread
+    cannot be had), each within `timeout_ms`, and takes what each said: a
+    session (its brokers listed as places), or why it did not answer.
+    AQ_OK, or the error of one that refused (the others' sessions closed). */
+static aq_status_t s_open_places(places_t *places, const size_t *which, size_t n,
+                                 opening_t *openings, const char *client_id,
+                                 uint64_t producer_seq, int timeout_ms, aq_session_t **sessions,
+                                 size_t *count)
 {
     zsys_init(); /* once, before the threads make sockets */
-    for (size_t i = from; i < to; i++) {
-        opening_t *opening = &openings[i - from];
-        *opening = (opening_t){.address = places->address[i], .client_id = client_id,
+    for (size_t k = 0; k < n; k++) {
+        opening_t *opening = &openings[k];
+        *opening = (opening_t){.address = places->address[which[k]], .client_id = client_id,
                                .producer_seq = producer_seq, .timeout_ms = timeout_ms};
-        opening->started = to - from > 1
-                           && pthread_create(&opening->thread, NULL, s_open_one, opening) == 0;
+        opening->started = n > 1 && pthread_create(&opening->thread, NULL, s_open_one, opening) == 0;
         if (!opening->started)
             s_open_one(opening);
     }
-    for (size_t i = from; i < to; i++)
-        if (openings[i - from].started)
-            pthread_join(openings[i - from].thread, NULL);
-    return AQ_OK;
+    for (size_t k = 0; k < n; k++)
+        if (openings[k].started)
+            pthread_join(openings[k].thread, NULL);
+    aq_status_t status = AQ_OK;
+    for (size_t k = 0; k < n; k++) {
+        opening_t *opening = &openings[k];
+        size_t i = which[k];
+        if (status)
+            aq_session_destroy(&opening->session);
+        else if (!opening->session && opening->status == AQ_UNREACHABLE) {
+            places->why[i] = strdup(opening->why);
+            status = places->why[i] ? AQ_OK : AQ_NOMEM;
+        }
+        else if (!opening->session) {
+            aq_last_error_set("%s", opening->why);
+            status = opening->status;
+        }
+        else {
+            s_add_listed(places, opening->session);
+            status = s_add_session(sessions, count, opening->session, timeout_ms);
+        }
+    }
+    return status;
 }
 
 aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_t producer_seq,
@@ -323,36 +348,41 @@ aq_session_t **aq_service_open(const char *given, const char *client_id, uint64_
         places.listed[i] = -1;
     *count = 0;
     /* Opened in rounds, each round's at once: those given, then those
-       their WELCOMEs name that are not known yet, and so on. One that does
-       not answer is tried no more here (a broker of the service that is
-       down is said HELLO to in the background, below). */
+       their WELCOMEs name that are not known yet, and so on. A round waits
+       for its slowest, so that one silent address (a host cut off, or
+       stopped) would make every open wait the whole time: each of several
+       gets FIRST_TRY_MS first, and only if none of them answered are those
+       tried again with the time left. One that does not answer is tried
+       no more here (a broker of the service that is down is said HELLO to
+       in the background, below). */
     opening_t *openings = *status ? NULL : calloc(AQ_SERVICE_MAX, sizeof *openings);
-    if (!*status && !openings)
+    size_t *which = *status ? NULL : calloc(AQ_SERVICE_MAX, sizeof *which);
+    if (!*status && (!openings || !which))
         *status = AQ_NOMEM;
+    int64_t deadline = aq_deadline_at(timeout_ms);
     for (size_t from = 0, to; !*status && from < places.known; from = to) {
         to = places.known;
-        s_open_round(&places, from, to, openings, client_id, producer_seq, timeout_ms);
-        for (size_t i = from; i < to; i++) {
-            opening_t *opening = &openings[i - from];
-            if (*status) {
-                aq_session_destroy(&opening->session);
-                continue;
+        size_t n = 0, before = *count;
+        for (size_t i = from; i < to; i++)
+            which[n++] = i;
+        int first = n > 1 && (timeout_ms < 0 || timeout_ms > FIRST_TRY_MS) ? FIRST_TRY_MS
+                                                                            : timeout_ms;
+        *status = s_open_places(&places, which, n, openings, client_id, producer_seq, first,
+                                sessions, count);
+        if (*status || *count > before || first == timeout_ms || !aq_deadline_left(deadline))
+            continue;
+        n = 0;
+        for (size_t i = from; i < to; i++)
+            if (places.why[i]) {
+                free(places.why[i]);
+                places.why[i] = NULL;
+                which[n++] = i;
             }
-            if (!opening->session && opening->status == AQ_UNREACHABLE) {
-                places.why[i] = strdup(opening->why);
-                *status = places.why[i] ? AQ_OK : AQ_NOMEM;
-            }
-            else if (!opening->session) {
-                aq_last_error_set("%s", opening->why);
-                *status = opening->status;
-            }
-            else {
-                s_add_listed(&places, opening->session);
-                *status = s_add_session(sessions, count, opening->session, timeout_ms);
-            }
-        }
+        *status = s_open_places(&places, which, n, openings, client_id, producer_seq,
+                                aq_deadline_left(deadline), sessions, count);
     }
     free(openings);
+    free(which);
     if (!*status && !*count) {
         /* None answered: each is named, with why. */
         char all[AQ_TEXT_MAX + 2 * AQ_ENDPOINT_MAX] = "";
