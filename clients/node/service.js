@@ -18,6 +18,8 @@ const dns = require('dns');
 const net = require('net');
 const { Producer } = require('./producer');
 const { Replicas } = require('./session');
+
+const FIRST_TRY_MS = 1500; // what a silent one of several addresses costs (open)
 const {
   parseAddress, parseListed, BrokerUnreachable, ShardConflict,
 } = require('./protocol');
@@ -145,10 +147,21 @@ class Service {
         seed: true, group: candidate.group, replicas: new Replicas([candidate.address, ...given]),
       });
     }
+    // Of several addresses, one still silent FIRST_TRY_MS on (its host cut
+    // off, or stopped) is not waited for once another has answered: its
+    // session goes on in the background.
+    const started = Date.now();
     for (;;) {
       const waiting = this.members.filter((member) => !member.settled);
       if (!waiting.length || this.fatal || this.closed) break;
-      await Promise.race(waiting.map((member) => member.settling));
+      const left = FIRST_TRY_MS - (Date.now() - started);
+      const enough = this.primary && this.members.length > 1;
+      if (enough && left <= 0) break;
+      let timer;
+      const waits = waiting.map((member) => member.settling);
+      if (enough) waits.push(new Promise((resolve) => { timer = setTimeout(resolve, left); }));
+      await Promise.race(waits);
+      clearTimeout(timer);
     }
     if (this.closed) throw new Error('queue client is closed');
     if (this.fatal) {

@@ -64,6 +64,7 @@ class FakeGroup {
     this.syncs = []; // { index, peer, tag, producer, seq } waiting
     this.peers = ports.map(() => new Map()); // sessions of each (the leader's)
     this.alive = ports.map(() => true);
+    this.silent = new Set(); // replicas that answer nothing (a host stopped, or cut off)
     this.sending = ports.map(() => Promise.resolve()); // a socket sends one message at a time
     this.routers = [];
     this.pulls = [];
@@ -90,7 +91,7 @@ class FakeGroup {
   handle(index, peer, command, fields) {
     const tag = fields.length ? fields[0] : '';
     const reply = (...frames) => this.send(index, [peer, 'asyncq/2', ...frames]);
-    if (command === 'HEARTBEAT' || command === 'BYE') return;
+    if (command === 'HEARTBEAT' || command === 'BYE' || this.silent.has(index)) return;
     if (index !== this.leader) {
       if (command === 'HELLO') {
         this.hellos[index].push('421');
@@ -285,6 +286,22 @@ test('a follower down is not an address left out', LIMIT, () => withGroup(async 
   await q.put('x');
   assert.deepStrictEqual(q.brokers, [{ address: group.addresses[0], shard: 0, up: true }]);
   assert.deepStrictEqual(unreachable, []); // the leader lists it: a replica down, not a typo
+}));
+
+test('a silent replica is not waited for the whole time-out', LIMIT, () => withGroup(async (group, client) => {
+  // Given every replica, one silent (its host stopped, or cut off): the
+  // queue opens once the others answered and 1.5 s have passed, not after
+  // the whole connect time.
+  group.silent.add(2);
+  const q = client(group.addresses.join(','), { timeout: 5 });
+  const unreachable = [];
+  q.on('unreachable', (error) => unreachable.push(error));
+  const started = Date.now();
+  await q.put('x');
+  assert.ok(Date.now() - started < 4000, `the put took ${Date.now() - started} ms`);
+  assert.deepStrictEqual(q.brokers, [{ address: group.addresses[0], shard: 0, up: true }]);
+  assert.deepStrictEqual(unreachable, []); // the leader lists it: a replica, not a typo
+  assert.deepStrictEqual(group.payloads(), new Set(['x']));
 }));
 
 test('during an election the next replica is tried', LIMIT, () => withGroup(async (group, client) => {

@@ -32,6 +32,8 @@ from .session import Replicas, Session
 
 log = logging.getLogger("asyncq")
 
+FIRST_TRY = 1.5  # seconds: what a silent one of several addresses costs (_open_all)
+
 Key = Union[bytes, str]
 
 
@@ -145,14 +147,35 @@ class Service:
         return opened
 
     async def _open_all(self, sessions: List[Session]) -> List[Optional[Exception]]:
-        """Opens the sessions at once; for each, None or why it failed."""
-        results = await asyncio.gather(*(session.open(self.timeout) for session in sessions),
-                                       return_exceptions=True)
+        """Opens the sessions at once; for each, None or why it failed. Of
+        several, those still silent FIRST_TRY seconds on (a host cut off,
+        or stopped) are given up on once another has answered, not waited
+        for the whole timeout."""
+        tasks = [asyncio.ensure_future(session.open(self.timeout)) for session in sessions]
+        try:
+            if len(tasks) > 1 and self.timeout > FIRST_TRY:
+                await asyncio.wait(tasks, timeout=FIRST_TRY)
+                if any(task.done() and not task.cancelled() and task.exception() is None
+                       for task in tasks):
+                    for task in tasks:
+                        task.cancel()  # those done are left as they are
+            await asyncio.wait(tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         errors: List[Optional[Exception]] = []
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, Exception):
-                raise result  # cancelled
-            errors.append(result if isinstance(result, Exception) else None)
+        for session, task in zip(sessions, tasks):
+            if task.cancelled():
+                errors.append(BrokerUnreachable(
+                    f"no answer from the broker at {session.address} within {FIRST_TRY:g} s, "
+                    "while another answered"))
+                continue
+            error = task.exception()
+            if error is not None and not isinstance(error, Exception):
+                raise error  # cancelled
+            errors.append(error)
         return errors
 
     def _none_answered(self, failures: Sequence[Tuple[str, Exception]]) -> Exception:

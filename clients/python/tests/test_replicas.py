@@ -51,6 +51,7 @@ class FakeGroup:
         self.committed = set()  # (producer, seq) a SYNCED covered
         self.syncs = []      # (replica, peer, tag, producer, seq) waiting
         self.peers = [set() for _ in range(count)]  # sessions of each (the leader's)
+        self.silent = set()  # replicas that answer nothing (a host stopped, or cut off)
         self.routers, self.pulls, self.tasks = [], [], []
         for index, port in enumerate(self.ports):
             router = self.context.socket(zmq.ROUTER)
@@ -72,7 +73,7 @@ class FakeGroup:
             peer, *frames = await router.recv_multipart()
             command, fields = frames[1], frames[2:]
             tag = fields[0] if fields else b""
-            if command == b"HEARTBEAT" or command == b"BYE":
+            if command == b"HEARTBEAT" or command == b"BYE" or index in self.silent:
                 continue
             if index != self.leader:
                 if command == b"HELLO":
@@ -279,6 +280,19 @@ class Fake(AsyncCase):
         await asyncio.wait_for(q.put(b"x"), WAIT)
         self.assertEqual(q.brokers, {0: self.group.addresses[0]})
         self.assertEqual(q.unreachable, {})  # the leader lists it: a replica down, not a typo
+
+    async def test_a_silent_replica_is_not_waited_for_the_whole_timeout(self):
+        # Given every replica, one silent (its host stopped, or cut off):
+        # the queue opens once the others answered and 1.5 s have passed,
+        # not after the whole connect time.
+        self.group.silent.add(2)
+        q = self.client(",".join(self.group.addresses), timeout=5)
+        started = time.monotonic()
+        await asyncio.wait_for(q.put(b"x"), WAIT)
+        self.assertLess(time.monotonic() - started, 4)
+        self.assertEqual(q.brokers, {0: self.group.addresses[0]})
+        self.assertEqual(q.unreachable, {})  # the leader lists it: a replica, not a typo
+        self.assertEqual(self.group.payloads(), {b"x"})
 
     async def test_during_an_election_the_next_replica_is_tried(self):
         self.group.leader = None
