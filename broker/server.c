@@ -832,7 +832,8 @@ static void s_catch_signals(void)
 aq_status_t broker_run(broker_t *self)
 {
     s_catch_signals();
-    sig_atomic_t hangups = s_hangups, dumps = s_dumps;
+    /* From none: one caught before this loop (while it started) is done. */
+    sig_atomic_t hangups = 0, dumps = 0;
     /* The monitors are polled by their descriptors, as plain files: a
        socket in zmq_poll costs two mailbox checks (a system call each) on
        every wake, and these carry only connection events. A descriptor
