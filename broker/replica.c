@@ -113,13 +113,15 @@ struct replica {
         said in the log, and when. */
     raft_id outsider_said;
     int64_t outsider_said_ms;
-    /*  A replica that calls itself by another address than this one's
-        configuration has for it (s_link_check), and when last: this one
-        cannot reach it, so takes no vote to lead (s_io_received) while it
-        lasts; said in the log a minute apart. */
+    /*  A replica that called itself by another address than this one's
+        configuration has for it (s_link_check); said in the log a minute
+        apart. If no connection this one made to where its configuration
+        has it ever got through (`reached`), it takes no vote to lead
+        (s_cannot_lead). */
     raft_id misnamed;
-    int64_t misnamed_ms, misnamed_said_ms;
-    raft_id misnamed_said;
+    int64_t misnamed_said_ms, lead_said_ms;
+    raft_id misnamed_said, lead_said;
+    heard_t reached[REPLICAS_MAX + 1];
     /*  When each replica last answered an AppendEntries (a leader's view:
         one that answers runs and is reached). */
     heard_t answered[REPLICAS_MAX + 1];
@@ -383,17 +385,37 @@ static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, 
             return -1;
         }
     }
+    /* The same replica under another name (a --peers spelled otherwise, or
+       mistyped): taken, and said; s_cannot_lead keeps this one from leading
+       a group it cannot reach. */
     for (unsigned i = 0; i < configuration->n; i++) {
         const struct raft_server *server = &configuration->servers[i];
         if (server->id == id && strcmp(server->address, address) != 0) {
-            snprintf(why, size, "replica %llu calls itself %s, where this one's group has it "
-                     "at %s: every replica needs the same --peers, spelled the same",
-                     (unsigned long long) id, address, server->address);
             self->misnamed = id;
-            self->misnamed_ms = s_now_ms();
-            return -1;
+            if (s_say_again(&self->misnamed_said, &self->misnamed_said_ms, id, s_now_ms()))
+                s_note(self, "replica %llu calls itself %s, where this one's group has it at %s: "
+                             "every replica needs the same --peers, spelled the same",
+                       (unsigned long long) id, address, server->address);
         }
     }
+    return 0;
+}
+
+/*  A connection this replica made to replica `id` got through: when, as
+    a slot of `reached` (the oldest given up for a new id). */
+static void s_link_reached(void *ctx, uint64_t id)
+{
+    replica_t *self = ctx;
+    s_heard_slot(self->reached, REPLICAS_MAX + 1, id)->at_ms = s_now_ms();
+}
+
+/*  When a connection this replica made to replica `id` last got through
+    (0: never, or its slot since taken by another's). */
+static int64_t s_reached_ms(const replica_t *self, raft_id id)
+{
+    for (size_t i = 0; i < REPLICAS_MAX + 1; i++)
+        if (self->reached[i].id == id)
+            return self->reached[i].at_ms;
     return 0;
 }
 
@@ -408,23 +430,25 @@ static unsigned s_link_ids(void *ctx, uint64_t *ids, unsigned max)
     return count;
 }
 
-/*  A vote for this replica while it knows a replica at another address
-    than that one calls itself (its --peers misspelled it, at the group's
-    first start): dropped, as it would lead a group it cannot reach (the
-    others, whose lists agree, elect one of themselves). */
+/*  A vote for this replica while a replica has called itself by another
+    address than this one's configuration has for it, and no connection
+    this one made there ever got through (its --peers misspelled it at the
+    group's first start): dropped, as it would lead a group without that
+    replica (the others, which reach it, elect one of themselves). One
+    that reaches it there (the same host spelled otherwise) leads as
+    ever. */
 static int s_cannot_lead(replica_t *self, const struct raft_message *message)
 {
     int64_t now = s_now_ms();
     if (message->type != RAFT_REQUEST_VOTE_RESULT || !self->misnamed
-        || now - self->misnamed_ms > (int64_t) REPLICA_HEARD_ELECTIONS
-                                         * self->raft.election_timeout)
+        || s_reached_ms(self, self->misnamed))
         return 0;
-    if (s_say_again(&self->misnamed_said, &self->misnamed_said_ms, self->misnamed, now))
-        s_note(self, "it takes no vote to lead: its --peers has replica %llu at another "
-                     "address than that replica calls itself (its connections are refused), so "
-                     "as a leader it could not reach it. Start it again with the others' "
-                     "--peers on an empty directory (its log keeps the list it first started "
-                     "with); it catches up from the group", (unsigned long long) self->misnamed);
+    if (s_say_again(&self->lead_said, &self->lead_said_ms, self->misnamed, now))
+        s_note(self, "it takes no vote to lead: replica %llu answers from another address than "
+                     "its --peers has, where it cannot reach it. Start it again with the "
+                     "others' --peers on an empty directory (its log keeps the list it first "
+                     "started with); it catches up from the group",
+               (unsigned long long) self->misnamed);
     return 1;
 }
 
@@ -888,7 +912,8 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
     self->raft.data = self;
     self->io.data = self->io_outer.data; /* raft_uv's callbacks find the library there */
     self->raft_ready = 1;
-    replica_link_peers_t peers = {.check = s_link_check, .ids = s_link_ids, .ctx = self};
+    replica_link_peers_t peers = {
+        .check = s_link_check, .ids = s_link_ids, .reached = s_link_reached, .ctx = self};
     replica_link_set_peers(self->link, &peers);
 
     struct raft_configuration configuration;

@@ -418,6 +418,8 @@ static int s_through(link_t *link)
     if (link->accepting)
         owner->accepted(&owner->outer, link->id, link->address, (uv_stream_t *) theirs);
     else {
+        if (owner->peers.reached)
+            owner->peers.reached(owner->peers.ctx, link->id);
         raft_uv_connect_cb cb = link->cb;
         link->cb = NULL;
         cb(link->request, (uv_stream_t *) theirs, 0);
@@ -848,6 +850,8 @@ static void s_inner_connected(struct raft_uv_connect *request, uv_stream_t *stre
     free(connecting);
     if (status == 0)
         s_nodelay(stream);
+    if (status == 0 && !self->keyed && self->peers.reached)
+        self->peers.reached(self->peers.ctx, id);
     if (status != 0 || !self->keyed) {
         cb(outer, stream, status);
         return;

@@ -70,10 +70,13 @@ const char *replica_link_refusal_name(replica_refusal_t cause);
     log): a connection whose preamble names a replica that `check` refuses
     (0: it fits; -1, with why in `why`) is closed before libraft reads it;
     `ids` lists the configuration's (at most `max`), to say which replica
-    the other end of a handshake that failed took this one for. */
+    the other end of a handshake that failed took this one for; `reached`
+    is told of each connection this replica made that is through (with a
+    key, its handshake done). */
 typedef struct {
     int (*check)(void *ctx, uint64_t id, const char *address, char *why, size_t size);
     unsigned (*ids)(void *ctx, uint64_t *ids, unsigned max);
+    void (*reached)(void *ctx, uint64_t id);
     void *ctx;
 } replica_link_peers_t;
 

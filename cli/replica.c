@@ -242,8 +242,11 @@ int cli_replica(int argc, char **argv)
                         "not take over (asyncq replica list)\n", before, TRANSFER_WAIT_MS / 1000);
         return AQ_EXIT_FAILURE;
     }
-    if (arguments == 1 && strcmp(now, argv[optind + 1]) != 0) {
-        /* Another replica won the election the transfer started. */
+    /* An id asked (not 0, any; not HOST:PORT), and another replica won
+       the election the transfer started. */
+    char *end = NULL;
+    unsigned long long asked = arguments == 1 ? strtoull(argv[optind + 1], &end, 10) : 0;
+    if (asked && end && !*end && asked != strtoull(now, NULL, 10)) {
         fprintf(stderr, "asyncq replica: replica %s, asked, did not take the lead (has it "
                         "answered the leader lately? asyncq replica list, silent_ms): replica %s "
                         "leads now\n", argv[optind + 1], now);

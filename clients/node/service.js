@@ -147,14 +147,13 @@ class Service {
         seed: true, group: candidate.group, replicas: new Replicas([candidate.address, ...given]),
       });
     }
-    // Of several addresses, one still silent FIRST_TRY_MS on (its host cut
-    // off, or stopped) is not waited for once another has answered: its
-    // session goes on in the background.
-    const started = Date.now();
+    // Of several addresses, one still silent FIRST_TRY_MS after it was
+    // asked (its host cut off, or stopped) is not waited for once another
+    // has answered: its session goes on in the background.
     for (;;) {
       const waiting = this.members.filter((member) => !member.settled);
       if (!waiting.length || this.fatal || this.closed) break;
-      const left = FIRST_TRY_MS - (Date.now() - started);
+      const left = Math.max(...waiting.map((member) => member.startedMs + FIRST_TRY_MS)) - Date.now();
       const enough = this.primary && this.members.length > 1;
       if (enough && left <= 0) break;
       let timer;
@@ -253,6 +252,7 @@ class Service {
     if (member.producer) member.producer.close();
     member.state = 'opening';
     member.settled = false;
+    member.startedMs = Date.now();
     member.settling = new Promise((resolve) => {
       member.settle = () => {
         member.settled = true;

@@ -152,13 +152,18 @@ class Service:
         or stopped) are given up on once another has answered, not waited
         for the whole timeout."""
         tasks = [asyncio.ensure_future(session.open(self.timeout)) for session in sessions]
+
+        def answered() -> bool:
+            return any(task.done() and not task.cancelled() and task.exception() is None
+                       for task in tasks)
+
         try:
             if len(tasks) > 1 and self.timeout > FIRST_TRY:
-                await asyncio.wait(tasks, timeout=FIRST_TRY)
-                if any(task.done() and not task.cancelled() and task.exception() is None
-                       for task in tasks):
-                    for task in tasks:
-                        task.cancel()  # those done are left as they are
+                _, pending = await asyncio.wait(tasks, timeout=FIRST_TRY)
+                while pending and not answered():
+                    _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
             await asyncio.wait(tasks)
         except BaseException:
             for task in tasks:
