@@ -1299,9 +1299,11 @@ void persist_dir_holds(const char *dir, persist_dir_t *holds)
             holds->journal = 1;
         unsigned shard;
         char end;
+        if (sscanf(entry->d_name, "shard-%u%c", &shard, &end) != 1 || shard >= 1u << 16
+            || (int) shard < holds->shards)
+            continue;
         snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
-        if (sscanf(entry->d_name, "shard-%u%c", &shard, &end) == 1 && shard < 1u << 16
-            && (int) shard >= holds->shards && stat(path, &info) == 0 && S_ISDIR(info.st_mode))
+        if (stat(path, &info) == 0 && S_ISDIR(info.st_mode))
             holds->shards = (int) shard + 1;
     }
     if (entries)
@@ -1326,7 +1328,6 @@ int persist_open(broker_t *self, char *error, size_t error_size)
     int grouped = self->config.peers || self->config.join;
     persist_dir_t holds;
     persist_dir_holds(self->config.data_dir, &holds);
-    int replica = holds.replica, journal = holds.journal;
     if (persist_dir_mixed(self->config.data_dir, &holds, error, error_size))
         return JOURNAL_IO;
     if (holds.shards) {
@@ -1335,13 +1336,13 @@ int persist_open(broker_t *self, char *error, size_t error_size)
                  self->config.data_dir, self->config.data_dir, holds.shards - 1, holds.shards);
         return JOURNAL_IO;
     }
-    if (replica && !grouped) {
+    if (holds.replica && !grouped) {
         snprintf(error, error_size, "%s holds the log of a replica of a group (%s/replica): "
                  "start it as one, with --peers (or --join) and its --node-id, as before",
                  self->config.data_dir, self->config.data_dir);
         return JOURNAL_IO;
     }
-    if (journal && grouped) {
+    if (holds.journal && grouped) {
         snprintf(error, error_size, "%s holds the journal of a broker that is not a replica: a "
                  "replica starts from an empty directory of its own (the group's log is not "
                  "that journal)", self->config.data_dir);

@@ -263,6 +263,16 @@ static heard_t *s_heard_slot(heard_t *slots, size_t count, raft_id id)
     return &slots[slot];
 }
 
+/*  Replica `id`'s slot of `slots`, or NULL if it has none (never heard,
+    or its slot since given to another). */
+static const heard_t *s_heard_find(const heard_t *slots, size_t count, raft_id id)
+{
+    for (size_t i = 0; i < count; i++)
+        if (slots[i].id == id)
+            return &slots[i];
+    return NULL;
+}
+
 static void s_heard(replica_t *self, raft_id id, raft_index last, int64_t now)
 {
     heard_t *heard = s_heard_slot(self->heard, REPLICA_HEARD, id);
@@ -358,17 +368,18 @@ static int s_outside_alone(replica_t *self, const struct raft_message *message)
 
 /*  Whether a replica that connects is the one this replica's configuration
     knows by its id (replica_link_peers_t): refused if it names itself by
-    this replica's id, at the address of another replica, or at another
-    address than the configuration has for its id. Replicas started with
-    --peers in different orders would otherwise each take another for
-    itself (votes and answers counted for the wrong replica, a majority
-    that is not one), and a new group whose first leader's --peers
-    misspelled a replica would run without it for good (the leader sends
-    to an address where it is not). */
+    this replica's id, or at the address of another replica. Replicas
+    started with --peers in different orders would otherwise each take
+    another for itself (votes and answers counted for the wrong replica, a
+    majority that is not one). One at another address than the
+    configuration has for its id (a --peers spelled otherwise, or
+    mistyped) is taken, and said; s_cannot_lead keeps this one from
+    leading a group it cannot reach. */
 static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, size_t size)
 {
     replica_t *self = ctx;
     const struct raft_configuration *configuration = &self->raft.configuration;
+    const char *known = NULL; /* where the configuration has it */
     if (id == self->raft.id) {
         snprintf(why, size, "replica %llu (%s) says it is replica %llu, as this one is: every "
                  "replica needs the same --peers, in the same order, and its own --node-id",
@@ -377,7 +388,9 @@ static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, 
     }
     for (unsigned i = 0; i < configuration->n; i++) {
         const struct raft_server *server = &configuration->servers[i];
-        if (server->id != id && strcmp(server->address, address) == 0) {
+        if (server->id == id)
+            known = server->address;
+        else if (strcmp(server->address, address) == 0) {
             snprintf(why, size, "the replica at %s says it is replica %llu, where this one's "
                      "group has replica %llu: every replica needs the same --peers, in the same "
                      "order", address, (unsigned long long) id,
@@ -385,18 +398,12 @@ static int s_link_check(void *ctx, uint64_t id, const char *address, char *why, 
             return -1;
         }
     }
-    /* The same replica under another name (a --peers spelled otherwise, or
-       mistyped): taken, and said; s_cannot_lead keeps this one from leading
-       a group it cannot reach. */
-    for (unsigned i = 0; i < configuration->n; i++) {
-        const struct raft_server *server = &configuration->servers[i];
-        if (server->id == id && strcmp(server->address, address) != 0) {
-            self->misnamed = id;
-            if (s_say_again(&self->misnamed_said, &self->misnamed_said_ms, id, s_now_ms()))
-                s_note(self, "replica %llu calls itself %s, where this one's group has it at %s: "
-                             "every replica needs the same --peers, spelled the same",
-                       (unsigned long long) id, address, server->address);
-        }
+    if (known && strcmp(known, address) != 0) {
+        self->misnamed = id;
+        if (s_say_again(&self->misnamed_said, &self->misnamed_said_ms, id, s_now_ms()))
+            s_note(self, "replica %llu calls itself %s, where this one's group has it at %s: "
+                         "every replica needs the same --peers, spelled the same",
+                   (unsigned long long) id, address, known);
     }
     return 0;
 }
@@ -407,16 +414,6 @@ static void s_link_reached(void *ctx, uint64_t id)
 {
     replica_t *self = ctx;
     s_heard_slot(self->reached, REPLICAS_MAX + 1, id)->at_ms = s_now_ms();
-}
-
-/*  When a connection this replica made to replica `id` last got through
-    (0: never, or its slot since taken by another's). */
-static int64_t s_reached_ms(const replica_t *self, raft_id id)
-{
-    for (size_t i = 0; i < REPLICAS_MAX + 1; i++)
-        if (self->reached[i].id == id)
-            return self->reached[i].at_ms;
-    return 0;
 }
 
 /*  The ids of this replica's configuration, at most `max`. */
@@ -439,11 +436,10 @@ static unsigned s_link_ids(void *ctx, uint64_t *ids, unsigned max)
     ever. */
 static int s_cannot_lead(replica_t *self, const struct raft_message *message)
 {
-    int64_t now = s_now_ms();
     if (message->type != RAFT_REQUEST_VOTE_RESULT || !self->misnamed
-        || s_reached_ms(self, self->misnamed))
+        || s_heard_find(self->reached, REPLICAS_MAX + 1, self->misnamed))
         return 0;
-    if (s_say_again(&self->lead_said, &self->lead_said_ms, self->misnamed, now))
+    if (s_say_again(&self->lead_said, &self->lead_said_ms, self->misnamed, s_now_ms()))
         s_note(self, "it takes no vote to lead: replica %llu answers from another address than "
                      "its --peers has, where it cannot reach it. Start it again with the "
                      "others' --peers on an empty directory (its log keeps the list it first "
@@ -1226,10 +1222,8 @@ int replica_match_index(replica_t *self, uint64_t id, uint64_t *index)
 
 int64_t replica_silent_ms(const replica_t *self, uint64_t id)
 {
-    for (size_t i = 0; i < REPLICAS_MAX + 1; i++)
-        if (self->answered[i].id == id)
-            return s_now_ms() - self->answered[i].at_ms;
-    return -1;
+    const heard_t *answered = s_heard_find(self->answered, REPLICAS_MAX + 1, id);
+    return answered ? s_now_ms() - answered->at_ms : -1;
 }
 
 uint64_t replica_restores(const replica_t *self)

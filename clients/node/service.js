@@ -18,11 +18,11 @@ const dns = require('dns');
 const net = require('net');
 const { Producer } = require('./producer');
 const { Replicas } = require('./session');
-
-const FIRST_TRY_MS = 1500; // what a silent one of several addresses costs (open)
 const {
   parseAddress, parseListed, BrokerUnreachable, ShardConflict,
 } = require('./protocol');
+
+const FIRST_TRY_MS = 1500; // what a silent one of several addresses costs (open)
 
 // A problem with how the service is set up, which does not stop this client.
 function warn(text) {
