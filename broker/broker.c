@@ -509,6 +509,39 @@ int broker_stop_asked(void)
     return s_stop_asked;
 }
 
+/*  Asked and done, per kind: SIGHUP, SIGUSR1. Both start at none, so one
+    asked before the loop runs (while it starts, or carried across an
+    execv) is done once it does. */
+static volatile sig_atomic_t s_asked[2];
+static sig_atomic_t s_done[2];
+
+static int s_asked_kind(int signal)
+{
+    return signal == SIGUSR1;
+}
+
+void broker_ask(int signal)
+{
+    s_asked[s_asked_kind(signal)]++;
+}
+
+int broker_take_asked(int signal)
+{
+    int kind = s_asked_kind(signal);
+    if (s_done[kind] == s_asked[kind])
+        return 0;
+    s_done[kind] = s_asked[kind];
+    return 1;
+}
+
+void broker_carry_asked(void)
+{
+    const int signals[] = {SIGHUP, SIGUSR1};
+    for (int i = 0; i < 2; i++)
+        if (broker_take_asked(signals[i]))
+            raise(signals[i]);
+}
+
 void broker_caught_signals(sigset_t *set)
 {
     sigemptyset(set);

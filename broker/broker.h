@@ -363,6 +363,15 @@ void broker_forget_replies(broker_t *self);
     one (persist.c). */
 void broker_ask_stop(void);
 int broker_stop_asked(void);
+/*  A re-read of the clients directory (SIGHUP) or a state dump (SIGUSR1)
+    was asked (from the handler: async-signal safe); broker_take_asked
+    says whether one is still to do, and takes it. */
+void broker_ask(int signal);
+int broker_take_asked(int signal);
+/*  Those asked and not yet done are raised again, with the caught signals
+    blocked: a replica that starts again (execv) does them once its new
+    loop runs, instead of losing them with this process image. */
+void broker_carry_asked(void);
 /*  The signals the broker catches (server.c): SIGINT, SIGTERM, SIGHUP,
     SIGUSR1. */
 void broker_caught_signals(sigset_t *set);

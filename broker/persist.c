@@ -474,6 +474,8 @@ static void s_step_down(broker_t *self, const char *why)
     log_line("replica %llu: %s; starting again from the group's log",
              (unsigned long long) self->config.node_id, why);
     if (self->config.argv) {
+        /* A dump or re-read asked and not yet done is done by the next. */
+        broker_carry_asked();
         fflush(NULL);
         execv("/proc/self/exe", self->config.argv);
         log_line("cannot start again (%s): stopping", strerror(errno));

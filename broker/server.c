@@ -709,15 +709,11 @@ static void s_read_auth_log(broker_t *self)
     it at once. SIGHUP: re-read the clients directory. SIGUSR1: write the
     state to --state-dump. */
 static volatile sig_atomic_t s_signals;
-static volatile sig_atomic_t s_hangups;
-static volatile sig_atomic_t s_dumps;
 
 static void s_on_signal(int sig)
 {
-    if (sig == SIGHUP)
-        s_hangups++;
-    else if (sig == SIGUSR1)
-        s_dumps++;
+    if (sig == SIGHUP || sig == SIGUSR1)
+        broker_ask(sig);
     else {
         s_signals++;
         broker_ask_stop();
@@ -832,8 +828,6 @@ static void s_catch_signals(void)
 aq_status_t broker_run(broker_t *self)
 {
     s_catch_signals();
-    /* From none: one caught before this loop (while it started) is done. */
-    sig_atomic_t hangups = 0, dumps = 0;
     /* The monitors are polled by their descriptors, as plain files: a
        socket in zmq_poll costs two mailbox checks (a system call each) on
        every wake, and these carry only connection events. A descriptor
@@ -873,14 +867,10 @@ aq_status_t broker_run(broker_t *self)
             log_line("poll failed: %s", zmq_strerror(errno));
             return AQ_TRANSPORT;
         }
-        if (hangups != s_hangups) {
-            hangups = s_hangups;
+        if (broker_take_asked(SIGHUP))
             s_reload_keys(self);
-        }
-        if (dumps != s_dumps) {
-            dumps = s_dumps;
+        if (broker_take_asked(SIGUSR1))
             s_dump_state(self);
-        }
         int64_t now = broker_now_ms();
         /* Only what poll found readable is read: every read that finds
            nothing costs libzmq a system call or two (its command mailbox),
