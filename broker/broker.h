@@ -195,6 +195,7 @@ typedef struct broker {
     int shut_down;          /* every queue, and any new one, refuses puts */
     int stopping;           /* exit once every queue has drained */
     deadline_t drain;       /* ... or when this fires */
+    int handing_over;       /* a leader asked to stop: it exits once its lead moves */
     uint64_t next_serial;   /* sessions and queues */
     uint64_t random;        /* xorshift state: retry jitter (the leader's; never in a record) */
     uint64_t queues_forgotten; /* queues freed by the sweep, ever (metrics.c) */

@@ -1120,6 +1120,46 @@ static void s_balance_leaders(broker_t *self)
     }
 }
 
+int persist_hand_over_to_stop(broker_t *self, int again)
+{
+    if (!self->replica || !self->serving)
+        return 0;
+    /* The voter furthest on among those heard lately: one down would
+       only be waited for. */
+    replica_member_t members[REPLICAS_MAX + 1];
+    size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1);
+    uint64_t to = 0, best = 0;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t match;
+        if (members[i].kind != REPLICA_VOTER || members[i].id == self->config.node_id
+            || replica_match_index(self->replica, members[i].id, &match) || match < best
+            || (uint64_t) replica_silent_ms(self->replica, members[i].id) > BALANCE_HEARD_MS)
+            continue;
+        to = members[i].id;
+        best = match;
+    }
+    if (!to && !replica_transferring(self->replica))
+        return 0;
+    int rc = replica_transfer(self->replica, &to);
+    if (rc == REPLICA_EBUSY && replica_transferring(self->replica)) {
+        log_line("replica %llu stops once the lead it is handing over is taken",
+                 (unsigned long long) self->config.node_id);
+        return 1;
+    }
+    if (rc)
+        return 0;
+    log_line("replica %llu hands the lead to replica %llu before it stops%s",
+             (unsigned long long) self->config.node_id, (unsigned long long) to,
+             again ? " (asked again: libraft drops the request to a voter still writing "
+                     "the last entries it was sent)" : "");
+    return 1;
+}
+
+int persist_handing_over(const broker_t *self)
+{
+    return self->replica && replica_transferring(self->replica);
+}
+
 void persist_run(broker_t *self)
 {
     if (!self->replica)

@@ -54,6 +54,14 @@ struct replica {
     raft_io_close_cb io_closed;
     int own_snapshot_writing;
     struct held_message *held, **held_tail;
+    /*  A TimeoutNow (the leader hands this replica its lead) that came
+        while entries it was sent were still being written: 0.22.1 drops it
+        then (recv_timeout_now.c), and the leader, which counted them as
+        held, never sends it again. Given to raft once they are written,
+        unless an election time-out has passed (the leader gave up). */
+    struct raft_message timeout_now;
+    char *timeout_now_address;
+    int64_t timeout_now_ms; /* when it came; 0: none held */
     struct raft_fsm fsm;
     struct raft raft;
     replica_owner_t owner;
@@ -472,6 +480,16 @@ static void s_io_received(struct raft_io *io, struct raft_message *message)
         return; /* nor does its result */
     if (message->type == RAFT_REQUEST_VOTE && s_first_election_refused(self, message))
         return;
+    if (message->type == RAFT_TIMEOUT_NOW && self->raft.last_stored < raft_last_index(&self->raft)) {
+        char *address = message->server_address ? strdup(message->server_address) : NULL;
+        if (message->server_address && !address)
+            return; /* as if lost: the leader gives up, and asks again */
+        free(self->timeout_now_address);
+        self->timeout_now = *message;
+        self->timeout_now.server_address = self->timeout_now_address = address;
+        self->timeout_now_ms = s_now_ms();
+        return;
+    }
     if (message->type == RAFT_APPEND_ENTRIES_RESULT) {
         s_lost_log(self, message);
         s_heard_slot(self->answered, REPLICAS_MAX + 1, message->server_id)->at_ms = s_now_ms();
@@ -846,6 +864,7 @@ static void s_teardown(replica_t *self)
         replica_link_destroy(&self->link);
         uv_loop_close(&self->loop);
     }
+    free(self->timeout_now_address);
     free(self);
 }
 
@@ -1109,9 +1128,22 @@ int replica_timeout_ms(const replica_t *self)
     return uv_backend_timeout(&self->loop);
 }
 
+/*  The TimeoutNow held back, once what it was sent is written. */
+static void s_release_timeout_now(replica_t *self)
+{
+    if (!self->timeout_now_ms || self->raft.last_stored < raft_last_index(&self->raft))
+        return;
+    if (s_now_ms() - self->timeout_now_ms < (int64_t) self->raft.election_timeout)
+        self->received(&self->io_outer, &self->timeout_now);
+    self->timeout_now_ms = 0;
+    free(self->timeout_now_address);
+    self->timeout_now_address = NULL;
+}
+
 void replica_run(replica_t *self)
 {
     uv_run(&self->loop, UV_RUN_NOWAIT);
+    s_release_timeout_now(self);
     s_check(self);
 }
 

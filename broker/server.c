@@ -45,6 +45,10 @@
     handed back to the system: a burst of large messages must not stay in
     the broker's RSS. */
 #define TRIM_AFTER_BYTES (16 * 1024 * 1024)
+/*  A leader asked to stop waits this long at most for a voter to take its
+    lead: one election's round, usually milliseconds, or a few election
+    time-outs (0.5 s) if libraft dropped the request (asked again). */
+#define HAND_OVER_MS 3000
 
 static void s_set_int(void *socket, int option, int value)
 {
@@ -773,6 +777,13 @@ static void s_start_stopping(broker_t *self)
         log_line("stopping: replica %llu (%zu items in the group's log; it stays in its group: "
                  "asyncq replica remove takes it out)",
                  (unsigned long long) self->config.node_id, store_count(self->store));
+        if (!self->handing_over && persist_hand_over_to_stop(self, 0)) {
+            /* Served until the lead moves; the drain timer bounds it. */
+            self->handing_over = 1;
+            deadline_init(&self->drain, TIMER_DRAIN);
+            deadlines_set(&self->deadlines, &self->drain, broker_now_ms() + HAND_OVER_MS);
+            return;
+        }
         self->stopping = 2;
         return;
     }
@@ -796,7 +807,14 @@ static void s_start_stopping(broker_t *self)
 
 static int s_should_exit(broker_t *self)
 {
-    if (s_signals && !self->stopping)
+    /* Asked again until the drain timer fires (HAND_OVER_MS). */
+    if (self->handing_over && !self->stopping && !persist_handing_over(self)
+        && !persist_hand_over_to_stop(self, 1)) {
+        log_line("replica %llu still leads: no voter to hand the lead to; stopping",
+                 (unsigned long long) self->config.node_id);
+        self->stopping = 2;
+    }
+    if (s_signals && !self->stopping && !self->handing_over)
         s_start_stopping(self);
     if (s_signals > 1 || self->stopping > 1) {
         if (!self->journal && !self->replica)
@@ -838,8 +856,14 @@ aq_status_t broker_run(broker_t *self)
     conns_on_events(self->conns, broker_now_ms());
     while (!s_should_exit(self)) {
         int sync_fd = self->journal ? journal_sync_fd(self->journal) : persist_fd(self);
-        zmq_pollitem_t items[7] = {{self->router, 0, ZMQ_POLLIN, 0},
-                                   {self->pull, 0, ZMQ_POLLIN, 0},
+        /* A leader handing its lead over takes no request meanwhile: its
+           records would be applied, then refused by the group's log, and
+           it would start again before the voter was told to take the lead.
+           They wait in their sockets; once another leads, their clients
+           ask that one. */
+        short requests = persist_handing_over(self) ? 0 : ZMQ_POLLIN;
+        zmq_pollitem_t items[7] = {{self->router, 0, requests, 0},
+                                   {self->pull, 0, requests, 0},
                                    {NULL, monitor_fds[0], ZMQ_POLLIN, 0},
                                    {NULL, monitor_fds[1], ZMQ_POLLIN, 0}};
         int count = 4, auth_at = -1, sync_at = -1;

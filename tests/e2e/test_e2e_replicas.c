@@ -553,14 +553,45 @@ static void s_start_workers(group_t *g)
     }
 }
 
-static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
+/*  The group started, its producers and consumers running: the leader,
+    once it has taken 300 puts. */
+static int s_start_busy(group_t *g)
 {
-    group_t *g = *state;
     int leader = s_start_all(g);
     s_start_workers(g);
     harness_t h = {0};
     snprintf(h.address, sizeof h.address, "%s", g->address[leader]);
     harness_wait_stat_at_least(&h, "m", "puts", 300);
+    return leader;
+}
+
+/*  Replica `back` started again (a follower), the producers done: the
+    join is exact, every put enqueued once and acked, and every replica
+    holds the same state. */
+static void s_assert_every_put_done(group_t *g, int back)
+{
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(harness_wait_exit(&g->workers[i]), 0); /* every put confirmed */
+    s_start(g, back);
+    harness_t group = s_group(g, back); /* a follower now: it names the leader */
+    char out[512];
+    char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "m", "--timeout", "20",
+                    NULL};
+    assert_int_equal(harness_run(join, out, sizeof out), 0);
+    assert_int_equal(harness_stat(&group, "m", "outstanding"), 0);
+    /* Every put once (the group's log has each producer's seqs: a put sent
+       again to the new leader is not enqueued twice), every one acked. */
+    assert_int_equal(harness_stat(&group, "m", "puts"), 6000);
+    assert_int_equal(harness_stat(&group, "m", "acked"), 6000);
+    assert_int_equal(harness_stat(&group, "m", "dead"), 0);
+    harness_assert_serving(&group, "ok");
+    s_assert_same_state(g, s_leader(g, 10000));
+}
+
+static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_busy(g);
     int64_t killed = zclock_mono();
     aq_process_stop(&g->replicas[leader], SIGKILL, 5000);
     /* Asked at once through a follower, which still names the leader
@@ -574,26 +605,43 @@ static void test_a_leader_killed_mid_run_loses_no_confirmed_put(void **state)
     int64_t took = zclock_mono() - killed;
     if (harness_wait_exit(&asking) != 0)
         fail_msg("asyncq stats through a follower right after the leader was killed failed");
-    char out[512];
     print_message("replica %d led %lld ms after replica %d was killed\n", next + 1,
                   (long long) took, leader + 1);
     assert_true(next != leader);
     assert_true(took < 2000);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(harness_wait_exit(&g->workers[i]), 0); /* every put confirmed */
-    s_start(g, leader); /* back, as a follower */
-    harness_t group = s_group(g, leader); /* a follower now: it names the leader */
-    char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "m", "--timeout", "20",
-                    NULL};
-    assert_int_equal(harness_run(join, out, sizeof out), 0);
-    assert_int_equal(harness_stat(&group, "m", "outstanding"), 0);
-    /* Every put once (the group's log has each producer's seqs: a put sent
-       again to the new leader is not enqueued twice), every one acked. */
-    assert_int_equal(harness_stat(&group, "m", "puts"), 6000);
-    assert_int_equal(harness_stat(&group, "m", "acked"), 6000);
-    assert_int_equal(harness_stat(&group, "m", "dead"), 0);
-    harness_assert_serving(&group, "ok");
-    s_assert_same_state(g, s_leader(g, 10000));
+    s_assert_every_put_done(g, leader);
+}
+
+static void s_wait_logged(const group_t *g, int i, const char *text);
+
+/*  A leader asked to stop (SIGTERM, as docker stop and systemd ask)
+    while producers and consumers run hands its lead to a voter first and
+    exits 0 once that one leads: the group goes on without an election's
+    time-out, and loses nothing. */
+static void test_a_leader_asked_to_stop_hands_its_lead_over(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_busy(g);
+    int64_t asked = zclock_mono();
+    assert_int_equal(kill(g->replicas[leader].pid, SIGTERM), 0);
+    assert_int_equal(harness_wait_exit(&g->replicas[leader]), 0);
+    int next = s_leader(g, 10000);
+    print_message("replica %d led %lld ms after replica %d was asked to stop\n", next + 1,
+                  (long long) (zclock_mono() - asked), leader + 1);
+    char handed[96];
+    snprintf(handed, sizeof handed, "replica %d hands the lead to replica %d before it stops",
+             leader + 1, next + 1);
+    s_wait_logged(g, leader, handed);
+    s_wait_logged(g, leader, "no longer the leader; stopping, as asked");
+    s_assert_every_put_done(g, leader);
+
+    /* A follower asked to stop stops at once. */
+    int follower = REPLICAS - next - leader; /* neither: it never led */
+    aq_process_stop(&g->replicas[follower], SIGTERM, HARNESS_DEADLINE_MS);
+    assert_int_equal(g->replicas[follower].exit_code, 0);
+    char *log = harness_read_file(g->log[follower]);
+    assert_null(strstr(log, "before it stops"));
+    free(log);
 }
 
 /*  A leader paused (SIGSTOP) for 4 s is replaced; resumed, it finds a
@@ -783,7 +831,7 @@ static void s_wait_logged(const group_t *g, int i, const char *text)
         char *log = harness_read_file(g->log[i]);
         int found = log && strstr(log, text);
         if (!found && zclock_mono() > deadline) {
-            print_message("replica %d's log:\n%s\n", i + 1, log ? log : "");
+            fprintf(stderr, "--- replica %d's log:\n%s\n", i + 1, log ? log : "");
             free(log);
             log = NULL;
             fail_msg("replica %d never logged '%s'", i + 1, text);
@@ -1625,6 +1673,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_followers_name_the_leader_and_programs_find_it,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_leader_asked_to_stop_hands_its_lead_over,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_leader_killed_mid_run_loses_no_confirmed_put,
                                         s_setup, s_teardown),
