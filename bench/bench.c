@@ -61,6 +61,7 @@ typedef struct {
     uint64_t shards;                 /* asyncq-broker --shards N; 0: one broker */
     uint64_t replicas;               /* a group of N replicas (--peers); 0: one broker */
     uint64_t kill_leader_ms;         /* the leader SIGKILLed this long after the go; 0: none */
+    int stop_leader;                 /* ... SIGTERMed instead (--stop-leader) */
     uint64_t fill[FILL_STEPS_MAX];   /* cumulative item counts; fill_count 0: not a fill */
     size_t fill_count;
     int curve;
@@ -291,6 +292,8 @@ static void s_usage(void)
            "      --kill-leader MS  with --replicas: SIGKILL the group's leader MS ms after\n"
            "                        the first put, and print the longest time no consumer\n"
            "                        got an item (the failover, as clients see it)\n"
+           "      --stop-leader MS  the same with SIGTERM: the leader hands its lead over\n"
+           "                        and stops (a planned stop, as clients see it)\n"
            "Default mode: items/s from the first put to the JOINED of a join made once\n"
            "every producer's puts are confirmed; every item acked through the library.\n");
 }
@@ -298,7 +301,8 @@ static void s_usage(void)
 static int s_parse(int argc, char **argv, bench_options_t *opts)
 {
     enum { OPT_CREDIT = 1000, OPT_RATE, OPT_FILL, OPT_BROKER_ARG, OPT_CURVE, OPT_PRIORITIES,
-           OPT_RUN, OPT_DELAY, OPT_SHARDS, OPT_REPLICAS, OPT_KILL_LEADER };
+           OPT_RUN, OPT_DELAY, OPT_SHARDS, OPT_REPLICAS, OPT_KILL_LEADER,
+           OPT_STOP_LEADER };
     static const struct option options[] = {
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
@@ -313,6 +317,7 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
         {"shards", required_argument, 0, OPT_SHARDS},
         {"replicas", required_argument, 0, OPT_REPLICAS},
         {"kill-leader", required_argument, 0, OPT_KILL_LEADER},
+        {"stop-leader", required_argument, 0, OPT_STOP_LEADER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     memset(opts, 0, sizeof *opts);
@@ -330,7 +335,11 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
                          : opt == OPT_DELAY ? &opts->delay_ms
                          : opt == OPT_SHARDS ? &opts->shards
                          : opt == OPT_REPLICAS ? &opts->replicas
-                         : opt == OPT_KILL_LEADER ? &opts->kill_leader_ms : NULL;
+                         : opt == OPT_KILL_LEADER || opt == OPT_STOP_LEADER
+                             ? &opts->kill_leader_ms
+                             : NULL;
+        if (opt == OPT_STOP_LEADER)
+            opts->stop_leader = 1;
         if (opt == 'h') {
             s_usage();
             exit(0);
@@ -367,7 +376,8 @@ static int s_parse(int argc, char **argv, bench_options_t *opts)
         return 0;
     }
     if (opts->kill_leader_ms && (!opts->replicas || opts->fill_count)) {
-        fprintf(stderr, "asyncq-bench: --kill-leader needs --replicas, and no --fill\n");
+        fprintf(stderr, "asyncq-bench: --kill-leader and --stop-leader need --replicas, and "
+                        "no --fill\n");
         return 0;
     }
     if (opts->rate && opts->fill_count) {
@@ -566,7 +576,8 @@ static void s_leader_line(void *ctx, const char *line)
         sscanf(line, "id=%llu", (unsigned long long *) ctx);
 }
 
-/*  --kill-leader: SIGKILLs the replica that leads now. Its id, or 0. */
+/*  --kill-leader: SIGKILLs the replica that leads now (--stop-leader:
+    SIGTERMs it). Its id, or 0. */
 static unsigned long long s_kill_leader(void)
 {
     aq_status_t rc;
@@ -583,7 +594,7 @@ static unsigned long long s_kill_leader(void)
         fprintf(stderr, "asyncq-bench: no leader to kill (%s)\n", aq_strerror(rc));
         return 0;
     }
-    kill(g_replica_pids[leader - 1], SIGKILL);
+    kill(g_replica_pids[leader - 1], g_opts.stop_leader ? SIGTERM : SIGKILL);
     return leader;
 }
 
@@ -668,9 +679,10 @@ static int s_run_flow(aq_process_t *broker)
     if (g_opts.kill_leader_ms) {
         int64_t gap = atomic_load(&g_shared->max_gap_us);
         int64_t gap_end = atomic_load(&g_shared->max_gap_end_us);
-        printf("  failover     the leader (replica %llu) SIGKILLed %.3f s after the first put;"
+        printf("  failover     the leader (replica %llu) %s %.3f s after the first put;"
                " the longest time no consumer got an item: %.3f s, from %.3f s after the kill\n",
-               killed, (double) (killed_us - first_put) / 1e6, (double) gap / 1e6,
+               killed, g_opts.stop_leader ? "SIGTERMed" : "SIGKILLed",
+               (double) (killed_us - first_put) / 1e6, (double) gap / 1e6,
                (double) (gap_end - gap - killed_us) / 1e6);
         return killed != 0;
     }

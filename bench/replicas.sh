@@ -5,9 +5,9 @@
 # work-queue stream of three replicas on file storage) and RabbitMQ (three
 # nodes, a quorum queue of three members, persistent messages, publisher
 # confirms). Then, for the group: put->ack latency at a fixed rate, and the
-# failover as clients see it (the leader SIGKILLed mid-run at that rate: the
-# longest time no consumer got an item; the run must still end with every
-# item acked and an exact join).
+# failover as clients see it (the leader SIGKILLed, then SIGTERMed, mid-run
+# at that rate: the longest time no consumer got an item; the run must
+# still end with every item acked and an exact join).
 #
 # The replicas issue's goals: the group at least half of one durable
 # broker, at least 5 x NATS JetStream R3, at least 10 x the RabbitMQ quorum
@@ -152,20 +152,27 @@ latency "asyncq 1, fsync always" --broker-arg --data-dir --broker-arg '{tmpdir}'
     --broker-arg --fsync --broker-arg always
 echo
 
-echo "Failover at $RATE items/s: the leader SIGKILLed $KILL_MS ms after the first put; the"
-echo "longest time no consumer got an item, each run (every run must end with every item"
-echo "acked and the join exact, else FAIL):"
+echo "Failover at $RATE items/s: the leader SIGKILLed (a crash), or SIGTERMed (a planned"
+echo "stop: it hands its lead over first), $KILL_MS ms after the first put; the longest"
+echo "time no consumer got an item, each run (every run must end with every item acked"
+echo "and the join exact, else FAIL):"
 echo
-i=0
-gaps=""
-while [ "$i" -lt "$RUNS" ]; do
-    i=$((i + 1))
-    out=$(output "$BIN/asyncq-bench" -p "$CLIENTS" -c "$CLIENTS" -s "$SIZE" -n "$RATE_ITEMS" \
-        --rate "$RATE" --replicas 3 --kill-leader "$KILL_MS")
-    gap=$(echo "$out" | awk '$1 == "failover" { for (k = 1; k <= NF; k++) if ($k == "item:") { print $(k + 1); exit } }')
-    echo "$out" | grep -q 'every item acked before the JOINED' || gap=FAIL
-    gaps="$gaps ${gap:-FAIL}${gap:+ s}"
+for how in kill stop; do
+    i=0
+    gaps=""
+    while [ "$i" -lt "$RUNS" ]; do
+        i=$((i + 1))
+        out=$(output "$BIN/asyncq-bench" -p "$CLIENTS" -c "$CLIENTS" -s "$SIZE" -n "$RATE_ITEMS" \
+            --rate "$RATE" --replicas 3 "--$how-leader" "$KILL_MS")
+        gap=$(echo "$out" | awk '$1 == "failover" { for (k = 1; k <= NF; k++) if ($k == "item:") { print $(k + 1); exit } }')
+        echo "$out" | grep -q 'every item acked before the JOINED' || gap=FAIL
+        gaps="$gaps ${gap:-FAIL}${gap:+ s}"
+    done
+    if [ "$how" = kill ]; then
+        echo "  failover, SIGKILL:$gaps"
+    else
+        echo "  planned stop, SIGTERM:$gaps"
+    fi
 done
-echo "  failover:$gaps"
 echo
 echo "Every run's output: $LOG"

@@ -476,6 +476,10 @@ static void s_step_down(broker_t *self, const char *why)
     if (self->config.argv) {
         /* A dump or re-read asked and not yet done is done by the next. */
         broker_carry_asked();
+        if (broker_stop_asked()) { /* taken on another thread meanwhile */
+            fflush(NULL);
+            _exit(0);
+        }
         fflush(NULL);
         execv("/proc/self/exe", self->config.argv);
         log_line("cannot start again (%s): stopping", strerror(errno));
@@ -637,11 +641,14 @@ static void s_group_done(void *ctx, uint64_t token, int status)
     }
 }
 
-/*  The pass's records as one entry of the group's log. */
+/*  The pass's records as one entry of the group's log. While the lead is
+    being handed over libraft takes no entry: they wait, in one entry, for
+    the hand-over's end (the lead gone, the leader starts again; else they
+    are appended). */
 static void s_group_append(broker_t *self)
 {
     group_t *group = self->group;
-    if (!self->entry.size)
+    if (!self->entry.size || replica_transferring(self->replica))
         return;
     if (group->length == group->capacity) {
         size_t capacity = group->capacity ? group->capacity * 2 : 64;
@@ -657,9 +664,7 @@ static void s_group_append(broker_t *self)
     }
     uint64_t token = replica_append(self->replica, self->entry.data, self->entry.size);
     if (!token) /* what it applied for them is the group's no more */
-        s_step_down(self, replica_transferring(self->replica)
-                              ? "it hands the lead over"
-                              : "the group's log did not take its records");
+        s_step_down(self, "the group's log did not take its records");
     group->appended[(group->head + group->length++) % group->capacity] =
         (appended_t){token, self->entry_end};
     group->own_appended++;
@@ -1141,17 +1146,18 @@ int persist_hand_over_to_stop(broker_t *self, int again)
     if (!to && !replica_transferring(self->replica))
         return 0;
     int rc = replica_transfer(self->replica, &to);
-    if (rc == REPLICA_EBUSY && replica_transferring(self->replica)) {
-        log_line("replica %llu stops once the lead it is handing over is taken",
-                 (unsigned long long) self->config.node_id);
+    if (rc == REPLICA_EBUSY) { /* a hand-over or a change of the group under way */
+        if (!again)
+            log_line("replica %llu hands the lead over once the %s under way is done",
+                     (unsigned long long) self->config.node_id,
+                     replica_transferring(self->replica) ? "hand-over" : "change of its group");
         return 1;
     }
     if (rc)
         return 0;
     log_line("replica %llu hands the lead to replica %llu before it stops%s",
              (unsigned long long) self->config.node_id, (unsigned long long) to,
-             again ? " (asked again: libraft drops the request to a voter still writing "
-                     "the last entries it was sent)" : "");
+             again ? " (asked again)" : "");
     return 1;
 }
 

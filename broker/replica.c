@@ -1128,22 +1128,26 @@ int replica_timeout_ms(const replica_t *self)
     return uv_backend_timeout(&self->loop);
 }
 
-/*  The TimeoutNow held back, once what it was sent is written. */
-static void s_release_timeout_now(replica_t *self)
+/*  The TimeoutNow held back, once what it was sent is written: 1 if given
+    to raft (libraft checks its term, leader and log again). */
+static int s_release_timeout_now(replica_t *self)
 {
     if (!self->timeout_now_ms || self->raft.last_stored < raft_last_index(&self->raft))
-        return;
-    if (s_now_ms() - self->timeout_now_ms < (int64_t) self->raft.election_timeout)
+        return 0;
+    int given = s_now_ms() - self->timeout_now_ms < (int64_t) self->raft.election_timeout;
+    if (given)
         self->received(&self->io_outer, &self->timeout_now);
     self->timeout_now_ms = 0;
     free(self->timeout_now_address);
     self->timeout_now_address = NULL;
+    return given;
 }
 
 void replica_run(replica_t *self)
 {
     uv_run(&self->loop, UV_RUN_NOWAIT);
-    s_release_timeout_now(self);
+    if (s_release_timeout_now(self))
+        uv_run(&self->loop, UV_RUN_NOWAIT); /* the election's first messages */
     s_check(self);
 }
 

@@ -778,7 +778,8 @@ static void s_start_stopping(broker_t *self)
                  "asyncq replica remove takes it out)",
                  (unsigned long long) self->config.node_id, store_count(self->store));
         if (!self->handing_over && persist_hand_over_to_stop(self, 0)) {
-            /* Served until the lead moves; the drain timer bounds it. */
+            /* It exits once another leads (s_step_down, a stop asked);
+               the drain timer bounds the wait. */
             self->handing_over = 1;
             deadline_init(&self->drain, TIMER_DRAIN);
             deadlines_set(&self->deadlines, &self->drain, broker_now_ms() + HAND_OVER_MS);
@@ -807,7 +808,8 @@ static void s_start_stopping(broker_t *self)
 
 static int s_should_exit(broker_t *self)
 {
-    /* Asked again until the drain timer fires (HAND_OVER_MS). */
+    /* Asked again until the drain timer fires (HAND_OVER_MS): a change
+       of the group under way, or a voter that did not take the lead. */
     if (self->handing_over && !self->stopping && !persist_handing_over(self)
         && !persist_hand_over_to_stop(self, 1)) {
         log_line("replica %llu still leads: no voter to hand the lead to; stopping",
@@ -856,11 +858,10 @@ aq_status_t broker_run(broker_t *self)
     conns_on_events(self->conns, broker_now_ms());
     while (!s_should_exit(self)) {
         int sync_fd = self->journal ? journal_sync_fd(self->journal) : persist_fd(self);
-        /* A leader handing its lead over takes no request meanwhile: its
-           records would be applied, then refused by the group's log, and
-           it would start again before the voter was told to take the lead.
-           They wait in their sockets; once another leads, their clients
-           ask that one. */
+        /* A leader handing its lead over takes no request meanwhile (they
+           would wait for the hand-over's end, s_group_append): they stay
+           in its sockets, and once another leads their clients ask that
+           one again. */
         short requests = persist_handing_over(self) ? 0 : ZMQ_POLLIN;
         zmq_pollitem_t items[7] = {{self->router, 0, requests, 0},
                                    {self->pull, 0, requests, 0},
@@ -907,9 +908,12 @@ aq_status_t broker_run(broker_t *self)
         /* A replica's log runs every turn: its timers (heartbeats,
            elections) are due whether its descriptor was readable or not. */
         persist_run(self);
-        if (items[0].revents & ZMQ_POLLIN)
+        /* A hand-over started in this turn (persist_run, lead balancing)
+           leaves what came in it unread too. */
+        int taking = !persist_handing_over(self);
+        if (taking && (items[0].revents & ZMQ_POLLIN))
             s_drain_router(self);
-        if (items[1].revents & ZMQ_POLLIN)
+        if (taking && (items[1].revents & ZMQ_POLLIN))
             s_drain_pull(self);
         if (auth_at >= 0 && (items[auth_at].revents & ZMQ_POLLIN))
             s_read_auth_log(self);

@@ -242,6 +242,11 @@ static int s_start(shard_t *shard, int number, const char *token)
            next one; if it died before this, the shard goes at once. */
         if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent)
             _exit(127);
+        /* A process group of its own: a terminal's Ctrl-C (sent to the
+           whole foreground group) reaches the supervisor alone, which
+           passes it on once; twice would be the second signal, which
+           stops a shard at once (no drain, no hand-over of its lead). */
+        setpgid(0, 0);
         if (token && (pipe_fds[0] == TOKEN_FD ? fcntl(TOKEN_FD, F_SETFD, 0)
                                               : dup2(pipe_fds[0], TOKEN_FD)) < 0)
             _exit(127);
