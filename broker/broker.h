@@ -195,7 +195,9 @@ typedef struct broker {
     int shut_down;          /* every queue, and any new one, refuses puts */
     int stopping;           /* exit once every queue has drained */
     deadline_t drain;       /* ... or when this fires */
-    int handing_over;       /* a leader asked to stop: it exits once its lead moves */
+    int handing_over;       /* a leader asked to stop: 1 settling (no deliveries), 2 its
+                               lead asked to move; it exits once it has */
+    int64_t settle_until_ms; /* ... 2 once nothing is in flight, or then */
     uint64_t next_serial;   /* sessions and queues */
     uint64_t random;        /* xorshift state: retry jitter (the leader's; never in a record) */
     uint64_t queues_forgotten; /* queues freed by the sweep, ever (metrics.c) */

@@ -203,6 +203,8 @@ void broker_dispatch(broker_t *self, queue_t *queue)
             s_discard(self, list_entry(node, item_t, link));
         broker_release_joiners(self, queue);
     }
+    if (self->handing_over)
+        return; /* a leader about to hand its lead over delivers nothing more */
     int64_t now_us = broker_now_us();
     consumer_t *consumer;
     item_t *items[AQ_LIST_MAX];

@@ -1125,12 +1125,10 @@ static void s_balance_leaders(broker_t *self)
     }
 }
 
-int persist_hand_over_to_stop(broker_t *self, int again)
+/*  The voter furthest on among those heard lately (one down would only be
+    waited for), or 0. */
+static uint64_t s_hand_over_target(broker_t *self)
 {
-    if (!self->replica || !self->serving)
-        return 0;
-    /* The voter furthest on among those heard lately: one down would
-       only be waited for. */
     replica_member_t members[REPLICAS_MAX + 1];
     size_t count = replica_members(self->replica, members, REPLICAS_MAX + 1);
     uint64_t to = 0, best = 0;
@@ -1143,6 +1141,20 @@ int persist_hand_over_to_stop(broker_t *self, int again)
         to = members[i].id;
         best = match;
     }
+    return to;
+}
+
+int persist_can_hand_over(broker_t *self)
+{
+    return self->replica && self->serving
+           && (replica_transferring(self->replica) || s_hand_over_target(self));
+}
+
+int persist_hand_over_to_stop(broker_t *self, int again)
+{
+    if (!self->replica || !self->serving)
+        return 0;
+    uint64_t to = s_hand_over_target(self);
     if (!to && !replica_transferring(self->replica))
         return 0;
     int rc = replica_transfer(self->replica, &to);

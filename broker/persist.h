@@ -60,11 +60,14 @@ int persist_fd(const broker_t *self);
 int persist_timeout_ms(const broker_t *self);
 void persist_run(broker_t *self);
 /*  A leader asked to stop hands its lead to the voter that holds the most
-    of its log, and stops once that one leads (it steps down, a stop asked:
-    it exits): its clients go on with the next leader at once instead of
-    after an election's time-out. 1 if it hands the lead over;
+    of its log (among those heard lately), and stops once that one leads
+    (it steps down, a stop asked: it exits): its clients go on with the
+    next leader at once instead of after an election's time-out.
+    persist_can_hand_over(): whether there is such a voter.
+    persist_hand_over_to_stop(): 1 if it hands the lead over;
     persist_handing_over() then says whether that is still under way (0:
     the voter did not take it: asked `again`, or stop). */
+int persist_can_hand_over(broker_t *self);
 int persist_hand_over_to_stop(broker_t *self, int again);
 int persist_handing_over(const broker_t *self);
 /*  --recover-alone: this replica (config's --peers and --node-id, or

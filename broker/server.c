@@ -45,9 +45,12 @@
     handed back to the system: a burst of large messages must not stay in
     the broker's RSS. */
 #define TRIM_AFTER_BYTES (16 * 1024 * 1024)
-/*  A leader asked to stop waits this long at most for a voter to take its
-    lead: one election's round, usually milliseconds, or a few election
-    time-outs (0.5 s) if libraft dropped the request (asked again). */
+/*  A leader asked to stop first waits this long at most for the acks of
+    what it has in flight (it delivers nothing more meanwhile), then this
+    long at most for a voter to take its lead: one election's round,
+    usually milliseconds, or a few election time-outs (0.5 s) if libraft
+    dropped the request (asked again). */
+#define SETTLE_MS 250
 #define HAND_OVER_MS 3000
 
 static void s_set_int(void *socket, int option, int value)
@@ -768,6 +771,18 @@ static uint64_t s_outstanding(broker_t *self)
     return count;
 }
 
+static void s_count_in_flight(void *ctx, void *value)
+{
+    *(uint64_t *) ctx += ((const queue_t *) value)->inflight_count;
+}
+
+static uint64_t s_in_flight(broker_t *self)
+{
+    uint64_t count = 0;
+    dict_each(self->queues, s_count_in_flight, &count);
+    return count;
+}
+
 /*  The graceful form of shutdown for every queue; the loop ends once they
     have drained, or when the drain timer fires. */
 static void s_start_stopping(broker_t *self)
@@ -777,12 +792,17 @@ static void s_start_stopping(broker_t *self)
         log_line("stopping: replica %llu (%zu items in the group's log; it stays in its group: "
                  "asyncq replica remove takes it out)",
                  (unsigned long long) self->config.node_id, store_count(self->store));
-        if (!self->handing_over && persist_hand_over_to_stop(self, 0)) {
-            /* It exits once another leads (s_step_down, a stop asked);
-               the drain timer bounds the wait. */
+        if (!self->handing_over && persist_can_hand_over(self)) {
+            /* First it settles: it delivers nothing more, and the acks of
+               what is in flight come in (the next leader would deliver
+               those items again). Then it hands its lead over, and exits
+               once another leads (s_step_down, a stop asked); the drain
+               timer bounds the whole. */
+            int64_t now = broker_now_ms();
             self->handing_over = 1;
+            self->settle_until_ms = now + SETTLE_MS;
             deadline_init(&self->drain, TIMER_DRAIN);
-            deadlines_set(&self->deadlines, &self->drain, broker_now_ms() + HAND_OVER_MS);
+            deadlines_set(&self->deadlines, &self->drain, now + SETTLE_MS + HAND_OVER_MS);
             return;
         }
         self->stopping = 2;
@@ -806,11 +826,22 @@ static void s_start_stopping(broker_t *self)
                   broker_now_ms() + (int64_t) self->config.drain_ms);
 }
 
+static uint64_t s_in_flight(broker_t *self);
+
 static int s_should_exit(broker_t *self)
 {
-    /* Asked again until the drain timer fires (HAND_OVER_MS): a change
-       of the group under way, or a voter that did not take the lead. */
-    if (self->handing_over && !self->stopping && !persist_handing_over(self)
+    if (self->handing_over == 1 && !self->stopping
+        && (s_in_flight(self) == 0 || broker_now_ms() >= self->settle_until_ms)) {
+        self->handing_over = 2;
+        if (!persist_hand_over_to_stop(self, 0)) {
+            log_line("replica %llu still leads: no voter to hand the lead to; stopping",
+                     (unsigned long long) self->config.node_id);
+            self->stopping = 2;
+        }
+    }
+    /* Asked again until the drain timer fires: a change of the group
+       under way, or a voter that did not take the lead. */
+    if (self->handing_over == 2 && !self->stopping && !persist_handing_over(self)
         && !persist_hand_over_to_stop(self, 1)) {
         log_line("replica %llu still leads: no voter to hand the lead to; stopping",
                  (unsigned long long) self->config.node_id);
@@ -884,6 +915,12 @@ aq_status_t broker_run(broker_t *self)
         int group_timeout = persist_timeout_ms(self);
         if (group_timeout >= 0 && (timeout < 0 || group_timeout < timeout))
             timeout = group_timeout;
+        if (self->handing_over == 1) { /* settling: looked at again by then */
+            int64_t left = self->settle_until_ms - broker_now_ms();
+            int settle = left > 0 ? (int) left : 0;
+            if (timeout < 0 || settle < timeout)
+                timeout = settle;
+        }
         /* A journal that cannot write tries again every second. */
         if (self->journal && journal_error(self->journal) && (timeout < 0 || timeout > 1000))
             timeout = 1000;
