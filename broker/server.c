@@ -826,26 +826,21 @@ static void s_start_stopping(broker_t *self)
                   broker_now_ms() + (int64_t) self->config.drain_ms);
 }
 
-static uint64_t s_in_flight(broker_t *self);
-
 static int s_should_exit(broker_t *self)
 {
-    if (self->handing_over == 1 && !self->stopping
-        && (s_in_flight(self) == 0 || broker_now_ms() >= self->settle_until_ms)) {
+    /* Settled (nothing in flight, or its time up), it asks a voter to
+       lead; asked again until the drain timer fires (a change of the
+       group under way, or a voter that did not take the lead). */
+    if (self->handing_over && !self->stopping && !persist_handing_over(self)
+        && (self->handing_over == 2 || s_in_flight(self) == 0
+            || broker_now_ms() >= self->settle_until_ms)) {
+        int again = self->handing_over == 2;
         self->handing_over = 2;
-        if (!persist_hand_over_to_stop(self, 0)) {
+        if (!persist_hand_over_to_stop(self, again)) {
             log_line("replica %llu still leads: no voter to hand the lead to; stopping",
                      (unsigned long long) self->config.node_id);
             self->stopping = 2;
         }
-    }
-    /* Asked again until the drain timer fires: a change of the group
-       under way, or a voter that did not take the lead. */
-    if (self->handing_over == 2 && !self->stopping && !persist_handing_over(self)
-        && !persist_hand_over_to_stop(self, 1)) {
-        log_line("replica %llu still leads: no voter to hand the lead to; stopping",
-                 (unsigned long long) self->config.node_id);
-        self->stopping = 2;
     }
     if (s_signals && !self->stopping && !self->handing_over)
         s_start_stopping(self);
