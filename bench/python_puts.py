@@ -6,6 +6,12 @@ each server started here on a free port of 127.0.0.1. The systems take
 turns run by run; the median of the runs is printed. Each put returns only
 once the server holds the item: asyncq's SYNCED, Redis's reply.
 
+A third line is the floor under any Python client of libzmq: awaited
+round trips of 64 bytes from a bare pyzmq DEALER (read from the event
+loop as asyncq's client reads, nothing of asyncq) to a libzmq echo that does
+no work at all (zmq_proxy of a ROUTER onto itself, in C). An asyncq put
+pays that round trip and the broker's and the client's work on top.
+
     bench/python_puts.py [--broker-bin build/bin] [--count 5000] [--runs 5]
 """
 import argparse
@@ -42,6 +48,47 @@ async def asyncq_puts(address, count, payload, run):
         return count / (time.perf_counter() - started)
 
 
+ECHO = """
+import sys, zmq
+socket = zmq.Context().socket(zmq.ROUTER)
+socket.bind("tcp://127.0.0.1:0")
+print(socket.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+zmq.proxy(socket, socket)  # in libzmq: each message back to its sender
+"""
+
+
+async def pyzmq_round_trips(endpoint, count, payload):
+    import zmq
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.connect(endpoint)
+    loop = asyncio.get_running_loop()
+    waiting = []
+
+    def ready():
+        while socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            socket.recv(zmq.NOBLOCK)
+            waiting.pop().set_result(None)
+
+    loop.add_reader(socket.getsockopt(zmq.FD), ready)
+
+    async def round_trip():
+        waiter = loop.create_future()
+        waiting.append(waiter)
+        socket.send(payload, zmq.NOBLOCK)
+        ready()  # a send can take the descriptor's edge
+        await waiter
+
+    try:
+        await round_trip()  # connected
+        started = time.perf_counter()
+        for _ in range(count):
+            await round_trip()
+        return count / (time.perf_counter() - started)
+    finally:
+        loop.remove_reader(socket.getsockopt(zmq.FD))
+        socket.close(linger=0)
+
+
 async def redis_xadds(port, count, payload):
     import redis.asyncio
     client = redis.asyncio.Redis(port=port)
@@ -71,7 +118,9 @@ def main():
     server = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "",
                                "--appendonly", "no", "--dir", redis_dir],
                               stdout=subprocess.DEVNULL)
+    echo = subprocess.Popen([sys.executable, "-c", ECHO], stdout=subprocess.PIPE, text=True)
     try:
+        echo_endpoint = echo.stdout.readline().strip()
         address = broker.stdout.readline().split()[1]
         deadline = time.monotonic() + 10
         while True:  # redis-server accepts once it has loaded
@@ -82,19 +131,22 @@ def main():
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        rates = {"asyncq await q.put()": [], "redis-py await xadd()": []}
+        floor = "pyzmq round trip (floor)"
+        rates = {"asyncq await q.put()": [], "redis-py await xadd()": [], floor: []}
         for run in range(args.runs):
             rates["asyncq await q.put()"].append(
                 asyncio.run(asyncq_puts(address, args.count, payload, run)))
             rates["redis-py await xadd()"].append(
                 asyncio.run(redis_xadds(redis_port, args.count, payload)))
+            rates[floor].append(asyncio.run(pyzmq_round_trips(echo_endpoint, args.count,
+                                                              payload)))
         print(f"{args.count} awaited puts of {args.size} bytes, median of {args.runs} runs "
               f"(systems taking turns):")
         for name, values in rates.items():
             print(f"  {name:24} {statistics.median(values):8.0f}/s   "
                   f"(runs: {', '.join(f'{v:.0f}' for v in values)})")
     finally:
-        for process in (broker, server):
+        for process in (broker, server, echo):
             process.kill()
             process.wait()
 

@@ -15,6 +15,12 @@
     same sockets and the same flow control, so asyncq/relay is the cost of
     that bookkeeping.
 
+    --awaited is the ideal awaited put instead: each producer sends an
+    item on a DEALER and waits for the relay's answer before its next, as
+    an awaited put does (asyncq's PUT and SYNC, a Redis command); no
+    consumers. Its figure is the most any client of libzmq can do one
+    round trip at a time on this machine.
+
     --batch B packs B items into one message on the way in (as PUTS does);
     the relay forwards it whole, charging its B items to one consumer's
     credit (it may overdraw by B-1), so the consumer leg is batched too (as
@@ -47,7 +53,7 @@
 #define CMD_ACK 'A'
 
 typedef struct {
-    uint64_t producers, consumers, items, size, credit, batch, ack_batch;
+    uint64_t producers, consumers, items, size, credit, batch, ack_batch, awaited;
 } relay_options_t;
 
 typedef struct {
@@ -176,6 +182,30 @@ static void relay_forward(void *pull, void *router, relay_peer_t *peers, size_t 
     }
 }
 
+/*  --awaited: answers each item at once, to the DEALER that sent it. */
+static void relay_answer(void *router)
+{
+    for (int n = 0; n < RELAY_BURST; n++) {
+        zmq_msg_t id, item;
+        zmq_msg_init(&id);
+        zmq_msg_init(&item);
+        if (zmq_msg_recv(&id, router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&id);
+            zmq_msg_close(&item);
+            return;
+        }
+        if (zmq_msg_more(&id) && zmq_msg_recv(&item, router, 0) >= 0
+            && zmq_msg_size(&item) == g_opts.size
+            && zmq_msg_send(&id, router, ZMQ_SNDMORE) >= 0 && zmq_send(router, "OK", 2, 0) == 2) {
+            uint64_t answered = atomic_fetch_add(&g_shared->acks_relayed, 1) + 1;
+            if (answered >= g_opts.items)
+                bench_atomic_max(&g_shared->last_ack_us, bench_now_us());
+        }
+        zmq_msg_close(&id);
+        zmq_msg_close(&item);
+    }
+}
+
 static int relay_run(void *arg)
 {
     (void) arg;
@@ -198,7 +228,9 @@ static int relay_run(void *arg)
         int with_credit = relay_has_credit(peers, count);
         if (zmq_poll(items, with_credit ? 2 : 1, 100) < 0)
             break;
-        if (items[0].revents & ZMQ_POLLIN)
+        if ((items[0].revents & ZMQ_POLLIN) && g_opts.awaited)
+            relay_answer(router);
+        else if (items[0].revents & ZMQ_POLLIN)
             for (int n = 0; n < RELAY_BURST && relay_read_router(router, peers, &count); n++)
                 ;
         if (with_credit && (items[1].revents & ZMQ_POLLIN))
@@ -289,6 +321,39 @@ static int consumer_run(void *arg)
     return 0;
 }
 
+/*  --awaited: producer p's items, each sent on a DEALER and answered by
+    the relay before the next; the round trip is its put->answer time. */
+static int producer_await(void *context, uint64_t first, uint64_t end)
+{
+    void *dealer = zmq_socket(context, ZMQ_DEALER);
+    if (zmq_connect(dealer, g_shared->router_endpoint)) {
+        atomic_fetch_add(&g_shared->failed, 1);
+        return 1;
+    }
+    uint8_t *item = calloc(1, g_opts.size);
+    char answer[8];
+    atomic_fetch_add(&g_shared->producers_ready, 1);
+    bench_wait_count(&g_shared->go, 1, &g_shared->failed, -1);
+    bench_atomic_min(&g_shared->first_put_us, bench_now_us());
+    for (uint64_t number = first; number < end && !atomic_load(&g_shared->stop); number++) {
+        int64_t sent = bench_now_us();
+        memcpy(item, &sent, sizeof sent);
+        memcpy(item + 8, &number, sizeof number);
+        if (zmq_send(dealer, item, g_opts.size, 0) < 0
+            || zmq_recv(dealer, answer, sizeof answer, 0) != 2)
+            break;
+        g_seen[number] = 1;
+        g_delivery_us[number] = s_clamp_us(bench_now_us() - sent);
+        atomic_fetch_add(&g_shared->unique, 1);
+    }
+    free(item);
+    int linger = 0;
+    zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(dealer);
+    zmq_ctx_term(context);
+    return 0;
+}
+
 /*  Producer p's items: a contiguous slice, in messages of `batch` items. */
 static int producer_run(void *arg)
 {
@@ -296,6 +361,8 @@ static int producer_run(void *arg)
     uint64_t first = g_opts.items * p / g_opts.producers;
     uint64_t end = g_opts.items * (p + 1) / g_opts.producers;
     void *context = zmq_ctx_new();
+    if (g_opts.awaited)
+        return producer_await(context, first, end);
     void *push = zmq_socket(context, ZMQ_PUSH);
     if (zmq_connect(push, g_shared->pull_endpoint)) {
         atomic_fetch_add(&g_shared->failed, 1);
@@ -331,7 +398,11 @@ static void s_usage(void)
            "      --credit N        each consumer's credit (256); 1: one item at a time\n"
            "      --batch N         items per message, in and out (1)\n"
            "      --ack-batch N     items acked per ack message (256, as the asyncq library)\n"
-           "Items/s from the first put to the last ack reaching the relay.\n");
+           "      --awaited         no consumers: each producer sends an item on a DEALER and\n"
+           "                        waits for the relay's answer before the next (the ideal\n"
+           "                        awaited put, one round trip each)\n"
+           "Items/s from the first put to the last ack reaching the relay (--awaited: to\n"
+           "the last answer sent).\n");
 }
 
 static int s_parse(int argc, char **argv, relay_options_t *opts)
@@ -340,11 +411,15 @@ static int s_parse(int argc, char **argv, relay_options_t *opts)
         {"producers", required_argument, 0, 'p'}, {"consumers", required_argument, 0, 'c'},
         {"items", required_argument, 0, 'n'},     {"size", required_argument, 0, 's'},
         {"credit", required_argument, 0, 'C'},    {"batch", required_argument, 0, 'B'},
-        {"ack-batch", required_argument, 0, 'A'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    *opts = (relay_options_t){1, 1, 100000, 64, 256, 1, ACK_BATCH};
+        {"ack-batch", required_argument, 0, 'A'}, {"awaited", no_argument, 0, 'W'},
+        {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
+    *opts = (relay_options_t){1, 1, 100000, 64, 256, 1, ACK_BATCH, 0};
     int opt;
     while ((opt = getopt_long(argc, argv, "p:c:n:s:h", options, NULL)) != -1) {
+        if (opt == 'W') {
+            opts->awaited = 1;
+            continue;
+        }
         uint64_t *target = opt == 'p' ? &opts->producers : opt == 'c' ? &opts->consumers
                          : opt == 'n' ? &opts->items : opt == 's' ? &opts->size
                          : opt == 'C' ? &opts->credit : opt == 'B' ? &opts->batch
@@ -364,20 +439,32 @@ static int s_parse(int argc, char **argv, relay_options_t *opts)
     }
     if (opts->size < ITEM_HEADER)
         opts->size = ITEM_HEADER;
+    if (opts->awaited)
+        opts->consumers = 0;
     return 1;
 }
 
 static void s_print(uint64_t peak_kib)
 {
+    double seconds
+        = (double) (atomic_load(&g_shared->last_ack_us) - atomic_load(&g_shared->first_put_us))
+          / 1e6;
+    if (g_opts.awaited) {
+        printf("asyncq-relay-bench: awaited, %llu producers, %llu items of %llu bytes, each"
+               " answered before the next\n",
+               (unsigned long long) g_opts.producers, (unsigned long long) g_opts.items,
+               (unsigned long long) g_opts.size);
+        printf("  throughput   %.0f items/s (first put to the last answer: %.3f s)\n",
+               (double) g_opts.items / seconds, seconds);
+        bench_print_percentiles("put->answer", g_delivery_us, g_opts.items);
+        return;
+    }
     printf("asyncq-relay-bench: throughput, %llu producers, %llu consumers, %llu items of %llu"
            " bytes, credit %llu, %llu items per message, acks %llu to a message\n",
            (unsigned long long) g_opts.producers, (unsigned long long) g_opts.consumers,
            (unsigned long long) g_opts.items, (unsigned long long) g_opts.size,
            (unsigned long long) g_opts.credit, (unsigned long long) g_opts.batch,
            (unsigned long long) g_opts.ack_batch);
-    double seconds
-        = (double) (atomic_load(&g_shared->last_ack_us) - atomic_load(&g_shared->first_put_us))
-          / 1e6;
     printf("  throughput   %.0f items/s (first put to the last ack at the relay: %.3f s)\n",
            (double) g_opts.items / seconds, seconds);
     bench_print_percentiles("put->deliver", g_delivery_us, g_opts.items);
