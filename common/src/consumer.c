@@ -483,7 +483,11 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
     if (rc)
         return rc;
     int64_t deadline = aq_deadline_at(timeout_ms);
-    zmq_pollitem_t polls[AQ_SERVICE_MAX];
+    /* Each link's DEALER, then the monitors of those with a group: the
+       leader's connection lost wakes the wait at once (a planned stop
+       hands the lead over within tens of milliseconds). */
+    zmq_pollitem_t polls[2 * AQ_SERVICE_MAX];
+    link_t *watched[AQ_SERVICE_MAX];
     for (;;) {
         /* A SIGINT or SIGTERM (czmq's handler) that came between two
            polls ends the wait too, not only one that cut a poll short. */
@@ -491,13 +495,24 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
             return AQ_INTERRUPTED;
         int left = aq_deadline_left(deadline);
         /* Wake at least once per heartbeat to notice a silent broker. */
-        int slice = (int) aq_session_heartbeat_ms(self->links[0].session);
-        int wait = slice && (left < 0 || left > slice) ? slice : left;
+        int wait = left;
         for (size_t i = 0; i < self->count; i++)
-            polls[i] = (zmq_pollitem_t){aq_session_socket(self->links[i].session), 0,
-                                        ZMQ_POLLIN, 0};
-        if (zmq_poll(polls, (int) self->count, wait) < 0)
+            wait = aq_session_slice(self->links[i].session, wait);
+        size_t count = self->count, monitors = 0;
+        for (size_t i = 0; i < self->count; i++) {
+            aq_session_t *session = self->links[i].session;
+            polls[i] = (zmq_pollitem_t){aq_session_socket(session), 0, ZMQ_POLLIN, 0};
+            void *monitor = aq_session_watch_socket(session);
+            if (monitor) {
+                watched[monitors++] = &self->links[i];
+                polls[count++] = (zmq_pollitem_t){monitor, 0, ZMQ_POLLIN, 0};
+            }
+        }
+        if (zmq_poll(polls, (int) count, wait) < 0)
             return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
+        for (size_t k = 0; k < monitors; k++)
+            if (polls[self->count + k].revents & ZMQ_POLLIN)
+                aq_session_watch_read(watched[k]->session);
         rc = s_take_any(self, item);
         if (rc == AQ_TIMEOUT)
             s_look_at_links(self);

@@ -13,9 +13,8 @@ static aq_status_t s_await_join(aq_session_t *session, const char *tag, int64_t 
 {
     for (;;) {
         int left = aq_deadline_left(deadline);
-        int slice = (int) aq_session_heartbeat_ms(session);
-        int wait = slice && (left < 0 || left > slice) ? slice : left;
-        aq_status_t rc = aq_session_await(session, tag, reply, wait, NULL, NULL);
+        int wait = aq_session_slice(session, left);
+        aq_status_t rc = aq_session_await_watching(session, tag, reply, wait);
         if (rc == AQ_TIMEOUT && left != 0 && !aq_session_broker_silent(session))
             continue;
         if (rc == AQ_TIMEOUT && left != 0)

@@ -320,10 +320,9 @@ static aq_status_t s_confirm(link_t *self, uint64_t keep, int timeout_ms)
         /* At the deadline (at once for a timeout of 0), what has already
            arrived is still read before giving up. */
         int left = aq_deadline_left(deadline);
-        int slice = (int) aq_session_heartbeat_ms(self->session);
-        int wait = slice && (left < 0 || left > slice) ? slice : left;
+        int wait = aq_session_slice(self->session, left);
         aq_msg_t msg;
-        aq_status_t rc = aq_session_recv(self->session, &msg, wait);
+        aq_status_t rc = aq_session_recv_watching(self->session, &msg, wait);
         if (rc == AQ_TIMEOUT && left == 0)
             return AQ_TIMEOUT;
         if (rc == AQ_TIMEOUT)

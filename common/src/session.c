@@ -555,6 +555,12 @@ static aq_status_t s_hello(aq_session_t *self, int timeout_ms, int fail_fast)
 
 aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
 {
+    /* A group's replica whose connection was lost, or that left the last
+       HELLO unanswered (a leader stopped or dead): the next replica is
+       asked, which leads or names the one that does. */
+    if (self->target_count > 1
+        && (self->hello_unanswered || (self->watch && self->watch->disconnected)))
+        s_retarget(self, (self->target + 1) % self->target_count);
     return s_hello(self, timeout_ms, 0);
 }
 
@@ -578,12 +584,29 @@ aq_status_t aq_session_hello_begin(aq_session_t *self)
     return s_hello_begin(self, 1);
 }
 
+/*  When the HELLO said in the background is due again, if one is waiting. */
+static int64_t s_hello_again_at(const aq_session_t *self)
+{
+    return self->hello_at + (self->target_count > 1 ? REPLICA_HELLO_AGAIN_MS : HELLO_AGAIN_MS);
+}
+
 int aq_session_hello_due(const aq_session_t *self)
 {
     if (self->hello_tag[0] || self->hello_unanswered)
-        return zclock_mono() - self->hello_at
-               >= (self->target_count > 1 ? REPLICA_HELLO_AGAIN_MS : HELLO_AGAIN_MS);
+        return zclock_mono() >= s_hello_again_at(self);
     return aq_session_broker_silent(self);
+}
+
+int aq_session_slice(const aq_session_t *self, int left)
+{
+    int slice = (int) self->welcome.heartbeat_ms;
+    if (self->hello_tag[0] || self->hello_unanswered) {
+        /* One already due is the caller's to say again: no shorter wait. */
+        int64_t due = s_hello_again_at(self) - zclock_mono();
+        if (due > 0 && (!slice || due < slice))
+            slice = (int) due;
+    }
+    return slice && (left < 0 || left > slice) ? slice : left;
 }
 
 int aq_session_answers(aq_session_t *self)
@@ -759,7 +782,19 @@ aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg)
     return aq_session_send(self, msg);
 }
 
-aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
+void *aq_session_watch_socket(aq_session_t *self)
+{
+    return self->target_count > 1 && self->watch ? zsock_resolve(self->watch->monitor) : NULL;
+}
+
+int aq_session_watch_read(aq_session_t *self)
+{
+    return s_watch_lost(self->watch);
+}
+
+/*  Waits for the DEALER, and with `watching` for the socket monitor of a
+    group's replica too: a lost connection ends the wait (AQ_TIMEOUT). */
+static aq_status_t s_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms, int watching)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
@@ -771,11 +806,18 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
             int left = aq_deadline_left(deadline);
             if (left == 0)
                 return AQ_TIMEOUT;
-            zmq_pollitem_t item = {self->socket, 0, ZMQ_POLLIN, 0};
-            int ready = zmq_poll(&item, 1, left);
+            /* Both asked again each time: an answer to a HELLO read here
+               can have replaced the DEALER and its monitor. */
+            void *monitor = watching ? aq_session_watch_socket(self) : NULL;
+            zmq_pollitem_t items[2] = {{self->socket, 0, ZMQ_POLLIN, 0},
+                                       {monitor, 0, ZMQ_POLLIN, 0}};
+            int ready = zmq_poll(items, monitor ? 2 : 1, left);
             if (ready < 0)
                 return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
             if (ready == 0)
+                return AQ_TIMEOUT;
+            if ((items[1].revents & ZMQ_POLLIN) && aq_session_watch_read(self)
+                && !(items[0].revents & ZMQ_POLLIN))
                 return AQ_TIMEOUT;
             continue;
         }
@@ -807,6 +849,16 @@ aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
     }
 }
 
+aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
+{
+    return s_recv(self, msg, timeout_ms, 0);
+}
+
+aq_status_t aq_session_recv_watching(aq_session_t *self, aq_msg_t *msg, int timeout_ms)
+{
+    return s_recv(self, msg, timeout_ms, 1);
+}
+
 static int s_has_tag(const aq_msg_t *msg, const char *tag)
 {
     switch (msg->cmd) {
@@ -817,12 +869,12 @@ static int s_has_tag(const aq_msg_t *msg, const char *tag)
     }
 }
 
-aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
-                             int timeout_ms, aq_session_other_fn *other, void *ctx)
+static aq_status_t s_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
+                           int timeout_ms, aq_session_other_fn *other, void *ctx, int watching)
 {
     int64_t deadline = aq_deadline_at(timeout_ms);
     for (;;) {
-        aq_status_t rc = aq_session_recv(self, reply, aq_deadline_left(deadline));
+        aq_status_t rc = s_recv(self, reply, aq_deadline_left(deadline), watching);
         if (rc == AQ_TIMEOUT || rc == AQ_INTERRUPTED || rc == AQ_TRANSPORT)
             return rc;
         if ((rc == AQ_OK || rc == AQ_REFUSED) && s_has_tag(reply, tag))
@@ -830,6 +882,18 @@ aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *repl
         if (other)
             other(ctx, reply, rc);
     }
+}
+
+aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
+                             int timeout_ms, aq_session_other_fn *other, void *ctx)
+{
+    return s_await(self, tag, reply, timeout_ms, other, ctx, 0);
+}
+
+aq_status_t aq_session_await_watching(aq_session_t *self, const char *tag, aq_msg_t *reply,
+                                      int timeout_ms)
+{
+    return s_await(self, tag, reply, timeout_ms, NULL, NULL, 1);
 }
 
 const char *aq_session_next_tag(aq_session_t *self)
@@ -880,7 +944,9 @@ int aq_session_broker_silent(const aq_session_t *self)
        host closed its sockets) is silent at once: its group has another
        leader within an election time-out, and three heartbeats would keep
        the clients waiting longer (PROTOCOL.md 4.16). */
-    int lost = self->target_count > 1 && quiet > GROUP_QUIET_MS && s_watch_lost(self->watch);
+    int lost = self->target_count > 1 && self->watch
+               && (self->watch->disconnected
+                   || (quiet > GROUP_QUIET_MS && s_watch_lost(self->watch)));
     if (!lost && quiet <= 3 * (int64_t) self->welcome.heartbeat_ms)
         return 0;
     zmq_pollitem_t unread = {self->socket, 0, ZMQ_POLLIN, 0};

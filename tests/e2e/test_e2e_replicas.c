@@ -53,6 +53,7 @@ typedef struct replica_group {
     char log[REPLICAS][160];
     aq_process_t workers[WORKERS];
     const char *snapshot; /* --replica-snapshot, or NULL */
+    const char *heartbeat; /* --heartbeat-ms, or NULL */
     int keyed;            /* CURVE keys: the replicas' connections authenticated, encrypted */
     unsigned unlisted;    /* replicas (bit i) out of the group, which WELCOME does not list */
     char secret[300], clients[300];
@@ -178,7 +179,7 @@ static void s_start_as(group_t *g, int i, const char *join)
                     join ? (char *) join : node,
                     "--data-dir", g->data[i], "--state-dump", g->dump[i],
                     "--metrics", g->metrics_bind[i], NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                    NULL, NULL, NULL, NULL, NULL, NULL};
+                    NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     size_t argc = 13;
     if (g->keyed) {
         argv[argc++] = "--curve-secret";
@@ -189,6 +190,10 @@ static void s_start_as(group_t *g, int i, const char *join)
     if (g->snapshot) {
         argv[argc++] = "--replica-snapshot";
         argv[argc++] = (char *) g->snapshot;
+    }
+    if (g->heartbeat) {
+        argv[argc++] = "--heartbeat-ms";
+        argv[argc++] = (char *) g->heartbeat;
     }
     char shard[16];
     if (g->service[0]) {
@@ -656,6 +661,55 @@ static void test_a_leader_asked_to_stop_hands_its_lead_over(void **state)
     log = harness_read_file(g->log[follower]);
     assert_null(strstr(log, "before it stops"));
     free(log);
+}
+
+/*  Clients of the C library that wait on a group's leader go to the next
+    one as soon as the connection to the leader that stopped (`signal`)
+    closes, not at their next heartbeat: with heartbeats a minute apart
+    (longer than any wait here), a consumer waiting for an item and a join
+    waiting for one to be acked both go on with the next leader. */
+static void s_waiting_clients_follow(group_t *g, int signal)
+{
+    g->heartbeat = "60000";
+    int leader = s_start_all(g);
+    s_produce(g, "j", "1", "0"); /* what the join waits for */
+    char *consumer[] = {"asyncq-consumer", "--broker", g->all, "--queue", "w", "--max-sleep",
+                        "0", "--quiet", "--count", "1", NULL};
+    harness_spawn(&g->workers[1], consumer);
+    char *join[] = {"asyncq", "join", "--broker", g->all, "--queue", "j", "--timeout", "50",
+                    NULL};
+    harness_spawn(&g->workers[2], join);
+    harness_t h = s_group(g, leader);
+    harness_wait_stat_at_least(&h, "w", "consumers", 1);
+    harness_wait_stat_at_least(&h, "j", "joiners", 1);
+    if (signal == SIGTERM) {
+        assert_int_equal(kill(g->replicas[leader].pid, SIGTERM), 0);
+        assert_int_equal(harness_wait_exit(&g->replicas[leader]), 0);
+    }
+    else
+        aq_process_stop(&g->replicas[leader], signal, 5000);
+    int next = s_leader(g, 10000);
+    assert_true(next != leader);
+    s_produce(g, "w", "1", "0");
+    assert_int_equal(harness_wait_exit(&g->workers[1]), 0); /* it got the item */
+    char *take[] = {"asyncq-consumer", "--broker", g->all, "--queue", "j", "--max-sleep", "0",
+                    "--quiet", "--count", "1", NULL};
+    harness_spawn(&g->workers[3], take);
+    assert_int_equal(harness_wait_exit(&g->workers[3]), 0);
+    assert_int_equal(harness_wait_exit(&g->workers[2]), 0); /* the join was answered */
+    harness_t group = s_group(g, next);
+    assert_int_equal(harness_stat(&group, "j", "outstanding"), 0);
+    harness_assert_serving(&group, "ok");
+}
+
+static void test_waiting_clients_follow_a_stopped_leader_at_once(void **state)
+{
+    s_waiting_clients_follow(*state, SIGTERM);
+}
+
+static void test_waiting_clients_follow_a_killed_leader(void **state)
+{
+    s_waiting_clients_follow(*state, SIGKILL);
 }
 
 /*  A leader paused (SIGSTOP) for 4 s is replaced; resumed, it finds a
@@ -1697,6 +1751,10 @@ int main(void)
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_leader_killed_mid_run_loses_no_confirmed_put,
                                         s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_clients_follow_a_stopped_leader_at_once,
+                                        s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_waiting_clients_follow_a_killed_leader, s_setup,
+                                        s_teardown),
         cmocka_unit_test_setup_teardown(test_a_paused_leader_is_replaced_and_steps_down,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_replica_far_behind_catches_up_from_a_snapshot,

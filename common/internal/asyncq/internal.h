@@ -54,7 +54,8 @@ void aq_session_set_producer_seq(aq_session_t *self, uint64_t seq);
     answered NO_SESSION). AQ_UNREACHABLE if no WELCOME came (AQ_KEY_MISMATCH
     or AQ_KEY_REFUSED if the CURVE handshake failed). Unlike the first HELLO
     of aq_session_open, it waits out a broker that refuses connections (one
-    that is restarting). */
+    that is restarting). With a group, a replica whose connection was lost or
+    whose last HELLO went unanswered is passed over for the next. */
 aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms);
 
 /*  A session with a broker of the service that did not answer when the
@@ -92,6 +93,12 @@ int aq_session_is_up(const aq_session_t *self);
 int aq_session_broker_silent(const aq_session_t *self);
 uint64_t aq_session_heartbeat_ms(const aq_session_t *self);
 
+/*  How long a wait with `left` ms to go (-1: for ever) polls before it
+    looks at the session again: a heartbeat at most (a silent broker is
+    noticed), and no later than a HELLO said in the background is due
+    again (a group with no leader yet is asked again soon). */
+int aq_session_slice(const aq_session_t *self, int left);
+
 /*  Sends one message on the DEALER. */
 aq_status_t aq_session_send(aq_session_t *self, const aq_msg_t *msg);
 
@@ -104,12 +111,22 @@ aq_status_t aq_session_request(aq_session_t *self, aq_msg_t *msg);
     returned as AQ_REFUSED with its details in aq_session_error(). */
 aq_status_t aq_session_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms);
 
+/*  The same for a wait made of heartbeat slices, which looks for a silent
+    broker after each: with a group, the loss of the connection to the
+    replica it talks to (the leader stopped or died) ends the wait at once
+    with AQ_TIMEOUT, and aq_session_broker_silent then says so. */
+aq_status_t aq_session_recv_watching(aq_session_t *self, aq_msg_t *msg, int timeout_ms);
+
 /*  Receives until a reply carrying `tag` arrives (other messages go to
     `other`, if given, else are dropped); an ERROR with the tag ends the wait
     with AQ_REFUSED. */
 typedef void (aq_session_other_fn)(void *ctx, const aq_msg_t *msg, aq_status_t status);
 aq_status_t aq_session_await(aq_session_t *self, const char *tag, aq_msg_t *reply,
                              int timeout_ms, aq_session_other_fn *other, void *ctx);
+/*  The same, other messages dropped, for a heartbeat slice: ends at once,
+    AQ_TIMEOUT, when a group's connection is lost (aq_session_recv_watching). */
+aq_status_t aq_session_await_watching(aq_session_t *self, const char *tag, aq_msg_t *reply,
+                                      int timeout_ms);
 
 /*  A new tag for a request, unique within this session. */
 const char *aq_session_next_tag(aq_session_t *self);
@@ -122,6 +139,13 @@ const char *aq_session_address(const aq_session_t *self);
 
 /*  The 0MQ socket, for polling. */
 void *aq_session_socket(aq_session_t *self);
+
+/*  With a group, the socket monitor of the connection to the replica the
+    session talks to, for polling beside the DEALER (NULL otherwise); once
+    it is readable, aq_session_watch_read reads its events and says whether
+    the connection was lost (aq_session_broker_silent then says so too). */
+void *aq_session_watch_socket(aq_session_t *self);
+int aq_session_watch_read(aq_session_t *self);
 
 /*  A deadline `timeout_ms` from now (negative: none), and the milliseconds
     left until it (-1 for none, 0 once passed), for waits made of several
