@@ -1262,6 +1262,10 @@ static void test_replicas_left_out_cannot_unseat_the_one_gone_on_alone(void **st
     harness_assert_serving(&h, "ok");
 }
 
+/*  `asyncq replica transfer ID` hands the lead to that replica, which the
+    group then follows; the changes it cannot make are refused, each with
+    its reason: the leader's own removal, an id or an address the group
+    does not have, and a transfer to a replica that cannot take the lead. */
 static void test_the_lead_is_handed_over(void **state)
 {
     group_t *g = *state;
@@ -1290,12 +1294,29 @@ static void test_the_lead_is_handed_over(void **state)
     assert_non_null(strstr(err, "no such replica"));
     assert_true(s_replica(g, "add", "ipc:///tmp/x", out, sizeof out, err, sizeof err) != 0);
     assert_non_null(strstr(err, "not HOST:PORT"));
+    assert_true(s_replica(g, "transfer", "99", out, sizeof out, err, sizeof err) != 0);
+    assert_non_null(strstr(err, "no such replica"));
+    /* A replica that cannot take the lead (stopped): the leader still
+       leads once the time asked is over, and the program says so. */
+    int paused = (target + 1) % REPLICAS;
+    snprintf(id, sizeof id, "%d", paused + 1);
+    assert_int_equal(kill(g->replicas[paused].pid, SIGSTOP), 0);
+    int transfer_rc = s_replica(g, "transfer", id, out, sizeof out, err, sizeof err);
+    assert_int_equal(kill(g->replicas[paused].pid, SIGCONT), 0);
+    assert_true(transfer_rc != 0);
+    char still[64];
+    snprintf(still, sizeof still, "replica %d still leads", target + 1);
+    if (!strstr(err, still) || !strstr(err, "did not take over"))
+        fail_msg("asyncq replica transfer to a stopped replica said '%s' '%s'", out, err);
+    /* Resumed, it reads the leader's request to take over, which came
+       while it was stopped: it may lead now. */
+    int now = s_leader(g, 10000);
     harness_t h = s_group(g, leader);
     char *put[] = {"asyncq", "put", "--broker", g->all, "--queue", "t", "x", NULL};
     assert_int_equal(harness_run(put, out, sizeof out), 0);
     assert_int_equal(harness_stat(&h, "t", "queued"), 1);
     harness_assert_serving(&h, "ok");
-    s_assert_same_state(g, target);
+    s_assert_same_state(g, now);
 }
 
 /*  Replica i, which starts again as the same process (execv), has done so
