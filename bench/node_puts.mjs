@@ -4,8 +4,10 @@
 // the item: SYNCED, PROTOCOL.md 4.7) against awaited XADDs per second of
 // node-redis (`await client.xAdd(...)` in a loop) on a Redis of its own, in
 // one run on this machine. Also, for comparison, awaited stats() calls: a
-// bare request-reply with the broker, the floor under an awaited put. They take
-// turns, run by run; each figure is the median (and range) of RUNS runs. A
+// bare request-reply with the broker; and the floor under any Node.js client
+// of libzmq: awaited round trips of a bare zeromq.js Dealer (nothing of
+// asyncq) to a libzmq echo that does no work (zmq_proxy of a ROUTER onto
+// itself, in C, started with python3-zmq). They take turns, run by run; each figure is the median (and range) of RUNS runs. A
 // benchmark: it asserts nothing.
 //
 //   npm ci --prefix clients/node          # zeromq, and redis (a devDependency)
@@ -41,6 +43,14 @@ function binDir() {
   return fs.existsSync(path.join(release, 'asyncq-broker')) ? release : path.join(ROOT, 'build', 'bin');
 }
 
+const ECHO = `
+import zmq
+socket = zmq.Context().socket(zmq.ROUTER)
+socket.bind("tcp://127.0.0.1:0")
+print(socket.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+zmq.proxy(socket, socket)  # in libzmq: each message back to its sender
+`;
+
 const children = new Set();
 process.on('exit', () => children.forEach((child) => child.kill('SIGKILL')));
 
@@ -56,6 +66,18 @@ function startBroker() {
       if (line.startsWith('READY ')) resolve(line.split(' ')[1]);
       else reject(new Error(`broker did not start: ${line}`));
     });
+  });
+}
+
+// The libzmq echo; resolves with its endpoint.
+function startEcho() {
+  const child = spawn(process.env.PYTHON || '/usr/bin/python3', ['-c', ECHO],
+    { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`the libzmq echo exited ${code}`)));
+    readline.createInterface({ input: child.stdout }).once('line', resolve);
   });
 }
 
@@ -113,6 +135,23 @@ async function statsRun(address, run) {
   return ITEMS / seconds;
 }
 
+// The floor: a bare zeromq.js Dealer, each send awaited with its echo.
+async function floorRun(endpoint) {
+  const { Dealer } = require('zeromq');
+  const socket = new Dealer({ linger: 0 });
+  socket.connect(endpoint);
+  await socket.send(payload);
+  await socket.receive();
+  const start = process.hrtime.bigint();
+  for (let i = 0; i < ITEMS; i++) {
+    await socket.send(payload);
+    await socket.receive();
+  }
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  socket.close();
+  return ITEMS / seconds;
+}
+
 async function redisRun(client, run) {
   const key = `bench-${run}`;
   await client.xAdd(key, '*', { d: payload });
@@ -132,11 +171,13 @@ const show = (values) => {
 
 const address = await startBroker();
 const redis = await startRedis();
-const results = { asyncq: [], stats: [], redis: [] };
+const echo = await startEcho();
+const results = { asyncq: [], stats: [], redis: [], floor: [] };
 for (let run = 0; run < RUNS; run++) {
   results.asyncq.push(await asyncqRun(address, run));
   results.redis.push(await redisRun(redis, run));
   results.stats.push(await statsRun(address, run));
+  results.floor.push(await floorRun(echo));
 }
 await redis.quit();
 const ratio = (a) => (median(a) / median(results.redis)).toFixed(2);
@@ -144,4 +185,5 @@ console.log(`awaited puts/s, ${ITEMS} items of ${SIZE} bytes, median (range) of 
 console.log(`asyncq put (SYNCED)                ${show(results.asyncq)}   / Redis ${ratio(results.asyncq)}`);
 console.log(`asyncq stats() round trips        ${show(results.stats)}   / Redis ${ratio(results.stats)}`);
 console.log(`node-redis XADD                    ${show(results.redis)}`);
+console.log(`zeromq.js round trips (floor)      ${show(results.floor)}   / Redis ${ratio(results.floor)}`);
 process.exit(0);
