@@ -1263,7 +1263,7 @@ int persist_change_error(int error, const char **text)
     *text = replica_strerror(error);
     switch (error) {
     case REPLICA_ENOTLEADER: return AQ_NOT_LEADER;
-    case REPLICA_EBUSY: case REPLICA_ELEADER: return AQ_CONFLICT;
+    case REPLICA_EBUSY: case REPLICA_ELEADER: case REPLICA_ELEADS: return AQ_CONFLICT;
     case REPLICA_ENOID: case REPLICA_EDUPLICATE: return AQ_MALFORMED;
     default: return AQ_INTERNAL;
     }

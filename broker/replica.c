@@ -62,6 +62,14 @@ struct replica {
     struct raft_message timeout_now;
     char *timeout_now_address;
     int64_t timeout_now_ms; /* when it came; 0: none held */
+    /*  When replica_run last ended; when it ran again after more than an
+        election time-out without running (stopped by SIGSTOP, or frozen),
+        and how long that was. A TimeoutNow read within an election
+        time-out of that (what came meanwhile, which a keyed link passes
+        on a turn later) may be one its leader gave up long ago: a
+        transfer to this replica that failed, and was said to. Taking it
+        would take the lead from a healthy leader, unasked. */
+    int64_t run_ended_ms, resumed_ms, not_run_ms;
     struct raft_fsm fsm;
     struct raft raft;
     replica_owner_t owner;
@@ -480,6 +488,15 @@ static void s_io_received(struct raft_io *io, struct raft_message *message)
         return; /* nor does its result */
     if (message->type == RAFT_REQUEST_VOTE && s_first_election_refused(self, message))
         return;
+    if (message->type == RAFT_TIMEOUT_NOW && self->resumed_ms
+        && s_now_ms() - self->resumed_ms < (int64_t) self->raft.election_timeout) {
+        s_note(self, "replica %llu: a request to take the lead from replica %llu came while "
+                     "this one did not run (%lld ms): not taken, as its leader has given it up "
+                     "(asyncq replica transfer asks again)",
+               (unsigned long long) self->raft.id, (unsigned long long) message->server_id,
+               (long long) self->not_run_ms);
+        return; /* it holds nothing to free */
+    }
     if (message->type == RAFT_TIMEOUT_NOW && self->raft.last_stored < raft_last_index(&self->raft)) {
         char *address = message->server_address ? strdup(message->server_address) : NULL;
         if (message->server_address && !address)
@@ -970,8 +987,13 @@ replica_t *replica_open(const replica_config_t *config, const replica_owner_t *o
         const char *why = replica_link_transport(self->link)->errmsg;
         if (!*why)
             why = raft_errmsg(&self->raft);
-        snprintf(error, error_size, "raft start in %s: %s%s%s", config->dir, raft_strerror(rv),
-                 *why ? ": " : "", why);
+        /* Where another replica listens (one host) or on another host:
+           most often a --peers in another order than the group's. */
+        int listen = strstr(why, "cannot listen") != NULL;
+        snprintf(error, error_size, "raft start in %s: %s%s%s%s", config->dir, raft_strerror(rv),
+                 *why ? ": " : "", why,
+                 listen ? " (--node-id picks this replica's own address from --peers: every "
+                          "replica needs the same --peers, in the same order)" : "");
         goto failed;
     }
     return self;
@@ -1145,10 +1167,16 @@ static int s_release_timeout_now(replica_t *self)
 
 void replica_run(replica_t *self)
 {
+    int64_t now = s_now_ms(), gap = self->run_ended_ms ? now - self->run_ended_ms : 0;
+    if (gap > (int64_t) self->raft.election_timeout) {
+        self->resumed_ms = now;
+        self->not_run_ms = gap;
+    }
     uv_run(&self->loop, UV_RUN_NOWAIT);
     if (s_release_timeout_now(self))
         uv_run(&self->loop, UV_RUN_NOWAIT); /* the election's first messages */
     s_check(self);
+    self->run_ended_ms = s_now_ms();
 }
 
 static void s_appended(struct raft_apply *request, int status, void *result)
@@ -1320,6 +1348,7 @@ const char *replica_strerror(int code)
     case REPLICA_ENOID: return "no such replica in the group";
     case REPLICA_EDUPLICATE: return "a replica at that address is in the group already";
     case REPLICA_ELEADER: return "that replica leads the group: hand the lead over first";
+    case REPLICA_ELEADS: return "that replica leads the group already";
     case REPLICA_ELOST: return "the leader changed before the change was committed";
     case REPLICA_ENOMEM: return "out of memory";
     default: return "the Raft library refused the change";
@@ -1443,7 +1472,7 @@ int replica_transfer(replica_t *self, uint64_t *id)
     if (self->transferring || self->changing != CHANGE_NONE)
         return REPLICA_EBUSY;
     if (*id == self->raft.id)
-        return REPLICA_ENOID;
+        return REPLICA_ELEADS;
     self->transfer.data = self;
     int rv = raft_transfer(&self->raft, &self->transfer, *id, s_transferred);
     if (rv == 0) {

@@ -226,6 +226,7 @@ enum {
     REPLICA_ENOID,          /* no such replica (or not a voter, for transfer) */
     REPLICA_EDUPLICATE,     /* a replica at that address is in the group already */
     REPLICA_ELEADER,        /* the replica to remove leads */
+    REPLICA_ELEADS,         /* the replica to hand the lead to leads already */
     REPLICA_ELOST,          /* leadership was lost before the change was committed */
     REPLICA_ENOMEM,
     REPLICA_EFAILED,        /* the library refused it */

@@ -971,13 +971,29 @@ static void test_a_replica_started_with_other_peers_is_refused(void **state)
     int wrong = (leader + 1) % REPLICAS, other = (leader + 2) % REPLICAS;
     s_produce(g, "o", "200", "0");
     aq_process_stop(&g->replicas[wrong], SIGKILL, 5000);
-    harness_remove_tree(g->data[wrong]);
     char swapped[sizeof g->peers_as[0]] = "";
     for (int i = 0; i < REPLICAS; i++) {
         size_t used = strlen(swapped);
         int at = i == wrong ? other : i == other ? wrong : i;
         snprintf(swapped + used, sizeof swapped - used, "%s%s", i ? "," : "", g->address[at]);
     }
+    /* Started on its directory with that list and its own --node-id, its
+       address is the other's: it cannot listen there, and says why. */
+    char path[4096], node[16], out[512], err[1024];
+    assert_int_equal(aq_program_path("asyncq-broker", path, sizeof path), 0);
+    snprintf(node, sizeof node, "%d", wrong + 1);
+    char *argv[] = {path, "--bind", g->address[wrong], "--peers", swapped, "--node-id", node,
+                    "--data-dir", g->data[wrong], NULL, NULL, NULL, NULL, NULL};
+    if (g->keyed) {
+        argv[9] = "--curve-secret";
+        argv[10] = g->secret;
+        argv[11] = "--clients";
+        argv[12] = g->clients;
+    }
+    assert_true(harness_run_err(argv, out, sizeof out, err, sizeof err) != 0);
+    if (!strstr(err, "every replica needs the same --peers, in the same order"))
+        fail_msg("a replica started with its --peers in another order said: %s%s", out, err);
+    harness_remove_tree(g->data[wrong]);
     memcpy(g->peers_as[wrong], swapped, sizeof swapped);
     snprintf(g->node_as[wrong], sizeof g->node_as[wrong], "%d", other + 1);
     s_start(g, wrong);
@@ -1296,8 +1312,11 @@ static void test_the_lead_is_handed_over(void **state)
     assert_non_null(strstr(err, "not HOST:PORT"));
     assert_true(s_replica(g, "transfer", "99", out, sizeof out, err, sizeof err) != 0);
     assert_non_null(strstr(err, "no such replica"));
+    assert_true(s_replica(g, "transfer", id, out, sizeof out, err, sizeof err) != 0);
+    assert_non_null(strstr(err, "leads the group already"));
     /* A replica that cannot take the lead (stopped): the leader still
-       leads once the time asked is over, and the program says so. */
+       leads once the time asked is over, the program says so, and it
+       still leads once that replica runs again. */
     int paused = (target + 1) % REPLICAS;
     snprintf(id, sizeof id, "%d", paused + 1);
     assert_int_equal(kill(g->replicas[paused].pid, SIGSTOP), 0);
@@ -1308,9 +1327,12 @@ static void test_the_lead_is_handed_over(void **state)
     snprintf(still, sizeof still, "replica %d still leads", target + 1);
     if (!strstr(err, still) || !strstr(err, "did not take over"))
         fail_msg("asyncq replica transfer to a stopped replica said '%s' '%s'", out, err);
-    /* Resumed, it reads the leader's request to take over, which came
-       while it was stopped: it may lead now. */
+    /* Resumed, it reads the requests to take over that came while it was
+       stopped, which the leader gave up (and the program said so): it
+       takes none, and the leader leads on. */
+    s_wait_logged(g, paused, "came while this one did not run");
     int now = s_leader(g, 10000);
+    assert_int_equal(now, target);
     harness_t h = s_group(g, leader);
     char *put[] = {"asyncq", "put", "--broker", g->all, "--queue", "t", "x", NULL};
     assert_int_equal(harness_run(put, out, sizeof out), 0);
@@ -1816,6 +1838,7 @@ int main(void)
                                         s_setup_keyed, s_teardown),
         cmocka_unit_test_setup_teardown(test_a_replica_started_with_other_peers_is_refused,
                                         s_setup_keyed, s_teardown),
+        cmocka_unit_test_setup_teardown(test_the_lead_is_handed_over, s_setup_keyed, s_teardown),
     };
     return harness_run_group(tests);
 }
