@@ -206,10 +206,34 @@ void cli_report(const char *command, const aq_session_t *session, aq_status_t rc
         fprintf(stderr, "asyncq %s: %s\n", command, aq_strerror(rc));
 }
 
+/*  Waits for the brokers to confirm every put, as long as it takes while
+    they answer (a full queue holds puts: asyncio's put waits too). Brokers
+    that stop answering for the time a connection is given (a group left
+    without a leader) end the wait, as they end a put begun then:
+    AQ_UNREACHABLE, and the puts not confirmed may or may not be kept. */
+static aq_status_t s_await_confirms(aq_producer_t *producer)
+{
+    int64_t silent_since = 0;
+    for (;;) {
+        aq_status_t rc = aq_producer_sync(producer, 1000);
+        if (rc != AQ_TIMEOUT)
+            return rc;
+        int64_t now = zclock_mono();
+        if (aq_producer_answered(producer))
+            silent_since = 0;
+        else if (!silent_since)
+            silent_since = now;
+        else if (now - silent_since >= AQ_CONNECT_TIMEOUT_MS)
+            return AQ_UNREACHABLE;
+    }
+}
+
 int cli_put(int argc, char **argv)
 {
     const char *usage = "Usage: asyncq put [-b ADDR] [-q QUEUE] [OPTIONS] ITEM...\n"
-                        "Puts each ITEM and exits once the broker has confirmed all of them.\n"
+                        "Puts each ITEM and exits once the broker has confirmed all of them\n"
+                        "(waiting while a full queue holds them); exit 3 if no broker answers\n"
+                        "for 5 s meanwhile (a group of replicas without a leader).\n"
                         AQ_PUT_OPTIONS_USAGE;
     request_options_t opts = {0};
     if (!s_parse("put", usage, argc, argv, &opts))
@@ -229,8 +253,13 @@ int cli_put(int argc, char **argv)
             fprintf(stderr, "asyncq put: item %d: %s\n", i - optind + 1, aq_strerror(rc));
     }
     if (rc == AQ_OK)
-        rc = aq_producer_sync(producer, -1);
-    if (rc == AQ_REFUSED && aq_producer_refused(producer)) {
+        rc = s_await_confirms(producer);
+    if (rc == AQ_UNREACHABLE)
+        fprintf(stderr, "asyncq put: no broker answered for %d s (a group of replicas without "
+                        "a leader?): %llu of the items not confirmed, which may or may not be "
+                        "kept\n", AQ_CONNECT_TIMEOUT_MS / 1000,
+                (unsigned long long) aq_producer_unconfirmed(producer));
+    else if (rc == AQ_REFUSED && aq_producer_refused(producer)) {
         const aq_error_t *error = aq_session_error(aq_producer_session(producer));
         fprintf(stderr, "asyncq put: %llu items refused by the broker: %s (%d): %s\n",
                 (unsigned long long) aq_producer_refused(producer),

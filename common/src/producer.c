@@ -532,6 +532,16 @@ static int s_is_up(link_t *link)
     return aq_session_is_up(link->session) && !link->held[0];
 }
 
+int aq_producer_answered(aq_producer_t *self)
+{
+    for (size_t i = 0; i < self->count; i++) {
+        link_t *link = self->links[i];
+        if ((link->unconfirmed || link->batch_count) && !s_is_up(link) && !link->held[0])
+            return 0;
+    }
+    return 1;
+}
+
 /*  The link the next batch goes to. */
 static link_t *s_current(aq_producer_t *self)
 {

@@ -712,6 +712,32 @@ static void test_waiting_clients_follow_a_killed_leader(void **state)
     s_waiting_clients_follow(*state, SIGKILL);
 }
 
+/*  `asyncq put` waits for its confirm as long as the group answers, but
+    not for ever when the group loses its majority as the put is made:
+    with both followers stopped, it ends with exit 3 and says so (as a put
+    begun once no replica leads does). Once they run again, the group
+    takes puts. */
+static void test_a_put_made_as_the_majority_is_lost_ends(void **state)
+{
+    group_t *g = *state;
+    int leader = s_start_all(g);
+    int one = (leader + 1) % REPLICAS, two = (leader + 2) % REPLICAS;
+    assert_int_equal(kill(g->replicas[one].pid, SIGSTOP), 0);
+    assert_int_equal(kill(g->replicas[two].pid, SIGSTOP), 0);
+    char *put[] = {"asyncq", "put", "--broker", g->all, "--queue", "p", "x", NULL};
+    char out[512], err[1024];
+    int rc = harness_run_err(put, out, sizeof out, err, sizeof err);
+    assert_int_equal(kill(g->replicas[one].pid, SIGCONT), 0);
+    assert_int_equal(kill(g->replicas[two].pid, SIGCONT), 0);
+    if (rc != 3 || !strstr(err, "answered"))
+        fail_msg("asyncq put as the majority was lost: exit %d: %s%s", rc, out, err);
+    s_leader(g, 10000);
+    char *again[] = {"asyncq", "put", "--broker", g->all, "--queue", "p", "y", NULL};
+    assert_int_equal(harness_run(again, out, sizeof out), 0);
+    harness_t h = s_group(g, leader);
+    harness_assert_serving(&h, "ok");
+}
+
 /*  A leader paused (SIGSTOP) for 4 s is replaced; resumed, it finds a
     newer term, steps down and starts again from the group's log as a
     follower: nothing it held alone is confirmed, the producers finish
@@ -1797,6 +1823,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_waiting_clients_follow_a_stopped_leader_at_once,
                                         s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_waiting_clients_follow_a_killed_leader, s_setup,
+                                        s_teardown),
+        cmocka_unit_test_setup_teardown(test_a_put_made_as_the_majority_is_lost_ends, s_setup,
                                         s_teardown),
         cmocka_unit_test_setup_teardown(test_a_paused_leader_is_replaced_and_steps_down,
                                         s_setup, s_teardown),

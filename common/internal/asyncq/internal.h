@@ -15,6 +15,7 @@
 #include "asyncq/codec.h"
 #include "asyncq/endpoint.h"
 #include "asyncq/wire.h"
+#include "asyncq/producer.h"
 #include "asyncq/session.h"
 
 /*  What the broker said in WELCOME. */
@@ -84,6 +85,11 @@ int aq_session_hello_due(const aq_session_t *self);
     waiting, and says HELLO again if it is due. A session that is not
     answering is not worth a request that waits for an answer. */
 int aq_session_answers(aq_session_t *self);
+
+/*  Whether every broker holding puts of this producer not confirmed yet
+    answers (reading what came, and saying HELLO again to one that fell
+    silent): a full queue's (HELD) does. */
+int aq_producer_answered(aq_producer_t *self);
 
 /*  Welcomed, no HELLO unanswered, and not silent: worth sending work to. */
 int aq_session_is_up(const aq_session_t *self);
