@@ -494,6 +494,13 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
         if (zsys_interrupted)
             return AQ_INTERRUPTED;
         int left = aq_deadline_left(deadline);
+        /* A leader's connection lost while items still came (read since)
+           is not waited on: its group is asked again now. */
+        for (size_t i = 0; i < self->count; i++)
+            if (!self->links[i].shut_down && aq_session_lost(self->links[i].session)) {
+                s_look_at_links(self);
+                break;
+            }
         /* Wake at least once per heartbeat to notice a silent broker. */
         int wait = left;
         for (size_t i = 0; i < self->count; i++)

@@ -558,8 +558,7 @@ aq_status_t aq_session_hello(aq_session_t *self, int timeout_ms)
     /* A group's replica whose connection was lost, or that left the last
        HELLO unanswered (a leader stopped or dead): the next replica is
        asked, which leads or names the one that does. */
-    if (self->target_count > 1
-        && (self->hello_unanswered || (self->watch && self->watch->disconnected)))
+    if (self->target_count > 1 && (self->hello_unanswered || aq_session_lost(self)))
         s_retarget(self, (self->target + 1) % self->target_count);
     return s_hello(self, timeout_ms, 0);
 }
@@ -792,6 +791,11 @@ int aq_session_watch_read(aq_session_t *self)
     return s_watch_lost(self->watch);
 }
 
+int aq_session_lost(const aq_session_t *self)
+{
+    return self->target_count > 1 && self->watch && self->watch->disconnected;
+}
+
 /*  Waits for the DEALER, and with `watching` for the socket monitor of a
     group's replica too: a lost connection ends the wait (AQ_TIMEOUT). */
 static aq_status_t s_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms, int watching)
@@ -804,8 +808,8 @@ static aq_status_t s_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms, int
         aq_status_t rc = aq_inbox_recv(self->inbox, self->socket, 0, ZMQ_DONTWAIT);
         if (rc == AQ_TIMEOUT) {
             int left = aq_deadline_left(deadline);
-            if (left == 0)
-                return AQ_TIMEOUT;
+            if (left == 0 || (watching && aq_session_lost(self)))
+                return AQ_TIMEOUT; /* lost: read once what it sent, then given up */
             /* Both asked again each time: an answer to a HELLO read here
                can have replaced the DEALER and its monitor. */
             void *monitor = watching ? aq_session_watch_socket(self) : NULL;
@@ -816,9 +820,8 @@ static aq_status_t s_recv(aq_session_t *self, aq_msg_t *msg, int timeout_ms, int
                 return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
             if (ready == 0)
                 return AQ_TIMEOUT;
-            if ((items[1].revents & ZMQ_POLLIN) && aq_session_watch_read(self)
-                && !(items[0].revents & ZMQ_POLLIN))
-                return AQ_TIMEOUT;
+            if (items[1].revents & ZMQ_POLLIN)
+                aq_session_watch_read(self);
             continue;
         }
         if (rc)
@@ -944,9 +947,8 @@ int aq_session_broker_silent(const aq_session_t *self)
        host closed its sockets) is silent at once: its group has another
        leader within an election time-out, and three heartbeats would keep
        the clients waiting longer (PROTOCOL.md 4.16). */
-    int lost = self->target_count > 1 && self->watch
-               && (self->watch->disconnected
-                   || (quiet > GROUP_QUIET_MS && s_watch_lost(self->watch)));
+    int lost = aq_session_lost(self)
+               || (self->target_count > 1 && quiet > GROUP_QUIET_MS && s_watch_lost(self->watch));
     if (!lost && quiet <= 3 * (int64_t) self->welcome.heartbeat_ms)
         return 0;
     zmq_pollitem_t unread = {self->socket, 0, ZMQ_POLLIN, 0};

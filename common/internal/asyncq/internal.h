@@ -152,6 +152,9 @@ void *aq_session_socket(aq_session_t *self);
     the connection was lost (aq_session_broker_silent then says so too). */
 void *aq_session_watch_socket(aq_session_t *self);
 int aq_session_watch_read(aq_session_t *self);
+/*  With a group: the connection to the replica it talks to was lost, as
+    its monitor said (read by aq_session_watch_read, or a silence check). */
+int aq_session_lost(const aq_session_t *self);
 
 /*  A deadline `timeout_ms` from now (negative: none), and the milliseconds
     left until it (-1 for none, 0 once passed), for waits made of several
