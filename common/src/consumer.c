@@ -487,7 +487,7 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
        leader's connection lost wakes the wait at once (a planned stop
        hands the lead over within tens of milliseconds). */
     zmq_pollitem_t polls[2 * AQ_SERVICE_MAX];
-    link_t *watched[AQ_SERVICE_MAX];
+    aq_session_t *watched[AQ_SERVICE_MAX];
     for (;;) {
         /* A SIGINT or SIGTERM (czmq's handler) that came between two
            polls ends the wait too, not only one that cut a poll short. */
@@ -501,17 +501,16 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
                 s_look_at_links(self);
                 break;
             }
-        /* Wake at least once per heartbeat to notice a silent broker. */
         int wait = left;
-        for (size_t i = 0; i < self->count; i++)
-            wait = aq_session_slice(self->links[i].session, wait);
         size_t count = self->count, monitors = 0;
         for (size_t i = 0; i < self->count; i++) {
             aq_session_t *session = self->links[i].session;
+            /* Wake at least once per heartbeat to notice a silent broker. */
+            wait = aq_session_slice(session, wait);
             polls[i] = (zmq_pollitem_t){aq_session_socket(session), 0, ZMQ_POLLIN, 0};
             void *monitor = aq_session_watch_socket(session);
             if (monitor) {
-                watched[monitors++] = &self->links[i];
+                watched[monitors++] = session;
                 polls[count++] = (zmq_pollitem_t){monitor, 0, ZMQ_POLLIN, 0};
             }
         }
@@ -519,7 +518,7 @@ aq_status_t aq_consumer_get(aq_consumer_t *self, aq_item_t *item, int timeout_ms
             return errno == EINTR ? AQ_INTERRUPTED : AQ_TRANSPORT;
         for (size_t k = 0; k < monitors; k++)
             if (polls[self->count + k].revents & ZMQ_POLLIN)
-                aq_session_watch_read(watched[k]->session);
+                aq_session_watch_read(watched[k]);
         rc = s_take_any(self, item);
         if (rc == AQ_TIMEOUT)
             s_look_at_links(self);
